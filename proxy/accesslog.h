@@ -1,0 +1,41 @@
+/* The access log: one JSON object per line, appended with one write(2). */
+#ifndef SP_ACCESSLOG_H
+#define SP_ACCESSLOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+struct sp_accesslog;
+
+/* path: a file (appended to, created 0640) or "-" for stderr. NULL on error
+ * with errno set. */
+struct sp_accesslog *sp_accesslog_open(const char *path);
+void sp_accesslog_close(struct sp_accesslog **log);
+
+struct sp_access_entry {
+	const char *client;
+	const char *method;
+	const char *path;
+	size_t path_len;
+	int status;
+	const char *route;   /* NULL: default backend */
+	const char *backend; /* NULL: answered by the proxy */
+	int has_bucket;
+	uint32_t bucket;
+	double upstream_ms;  /* < 0: no upstream exchange */
+	double total_ms;
+	uint64_t bytes_in;
+	uint64_t bytes_out;
+	const char *request_id;
+	const char *error;   /* NULL when none */
+};
+
+/* Formats e into line (reset first). Pure, for tests. */
+int sp_access_format(const struct sp_access_entry *e, struct sp_buf *line);
+/* Formats and writes; scratch is the caller's reusable buffer. */
+void sp_accesslog_write(struct sp_accesslog *log, const struct sp_access_entry *e,
+			struct sp_buf *scratch);
+
+#endif

@@ -1,0 +1,99 @@
+/* Growable byte buffer shared by the pure modules (serialisation, logs, explain). */
+#include "buf.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void sp_buf_init(struct sp_buf *b)
+{
+	b->data = NULL;
+	b->len = 0;
+	b->cap = 0;
+}
+
+void sp_buf_deinit(struct sp_buf *b)
+{
+	free(b->data);
+	sp_buf_init(b);
+}
+
+int sp_buf_reserve(struct sp_buf *b, size_t extra)
+{
+	if (b->len + extra + 1 <= b->cap)
+		return 0;
+	size_t cap = b->cap ? b->cap : 256;
+	while (cap < b->len + extra + 1)
+		cap *= 2;
+	char *p = realloc(b->data, cap);
+	if (!p)
+		return -1;
+	b->data = p;
+	b->cap = cap;
+	return 0;
+}
+
+int sp_buf_add(struct sp_buf *b, const void *data, size_t len)
+{
+	if (sp_buf_reserve(b, len) < 0)
+		return -1;
+	if (len)
+		memcpy(b->data + b->len, data, len);
+	b->len += len;
+	b->data[b->len] = '\0';
+	return 0;
+}
+
+int sp_buf_adds(struct sp_buf *b, const char *s)
+{
+	return sp_buf_add(b, s, strlen(s));
+}
+
+int sp_buf_addc(struct sp_buf *b, char c)
+{
+	return sp_buf_add(b, &c, 1);
+}
+
+int sp_buf_printf(struct sp_buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0 || sp_buf_reserve(b, (size_t)n) < 0)
+		return -1;
+	va_start(ap, fmt);
+	vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
+	return 0;
+}
+
+int sp_buf_add_json_str(struct sp_buf *b, const char *s, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	if (sp_buf_reserve(b, len + 8) < 0)
+		return -1;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		int rc;
+		if (c == '"' || c == '\\') {
+			char esc[2] = {'\\', (char)c};
+			rc = sp_buf_add(b, esc, 2);
+		} else if (c < 0x20 || c == 0x7f) {
+			char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+			rc = sp_buf_add(b, esc, 6);
+		} else if (c >= 0x80) {
+			/* Bytes from the wire are not trusted to be UTF-8: escape them so
+			 * every line stays valid JSON. */
+			char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+			rc = sp_buf_add(b, esc, 6);
+		} else {
+			rc = sp_buf_addc(b, (char)c);
+		}
+		if (rc < 0)
+			return -1;
+	}
+	return 0;
+}

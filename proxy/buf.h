@@ -1,0 +1,25 @@
+/* A growable byte buffer for building strings without libevent (pure modules). */
+#ifndef SP_BUF_H
+#define SP_BUF_H
+
+#include <stddef.h>
+
+struct sp_buf {
+	char *data;
+	size_t len;
+	size_t cap;
+};
+
+void sp_buf_init(struct sp_buf *b);
+void sp_buf_deinit(struct sp_buf *b);
+/* All appenders return 0, or -1 when memory runs out (the buffer is unchanged). */
+int sp_buf_reserve(struct sp_buf *b, size_t extra);
+int sp_buf_add(struct sp_buf *b, const void *data, size_t len);
+int sp_buf_adds(struct sp_buf *b, const char *s);
+int sp_buf_addc(struct sp_buf *b, char c);
+__attribute__((format(printf, 2, 3))) int sp_buf_printf(struct sp_buf *b, const char *fmt, ...);
+/* Appends s as the body of a JSON string (no quotes), escaping as RFC 8259 requires. */
+int sp_buf_add_json_str(struct sp_buf *b, const char *s, size_t len);
+static inline void sp_buf_reset(struct sp_buf *b) { b->len = 0; }
+
+#endif

@@ -1,0 +1,495 @@
+/* Config loading: libconfig text → one checked, immutable sp_config. Every
+ * problem is reported as "FILE:LINE: setting.path: reason" and all of them are
+ * collected before giving up. */
+#include "config.h"
+
+#include <errno.h>
+#include <libconfig.h>
+#include <math.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "config_parse.h"
+
+
+void sp_diag_init(struct sp_diag *d)
+{
+	sp_buf_init(&d->text);
+	d->errors = 0;
+	d->warnings = 0;
+}
+
+void sp_diag_deinit(struct sp_diag *d)
+{
+	sp_buf_deinit(&d->text);
+}
+
+void sp_diag_add(struct sp_diag *d, int is_error, const char *file, int line, const char *fmt, ...)
+{
+	va_list ap;
+	char msg[1024];
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (line > 0)
+		sp_buf_printf(&d->text, "%s:%d: %s%s\n", file, line, is_error ? "" : "warning: ", msg);
+	else
+		sp_buf_printf(&d->text, "%s: %s%s\n", file, is_error ? "" : "warning: ", msg);
+	if (is_error)
+		d->errors++;
+	else
+		d->warnings++;
+}
+
+int cfgp_line(const config_setting_t *s)
+{
+	return s ? (int)config_setting_source_line(s) : 0;
+}
+
+/* Reports every member of group s whose name is not in known (NULL-terminated). */
+void cfgp_check_keys(struct sp_loader *L, const config_setting_t *s, const char *path,
+		       const char *const *known)
+{
+	int n = config_setting_length(s);
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *m = config_setting_get_elem(s, (unsigned)i);
+		const char *name = config_setting_name(m);
+		int ok = 0;
+		for (const char *const *k = known; *k && !ok; k++)
+			ok = strcmp(*k, name) == 0;
+		if (!ok)
+			ERR(L, m, "%s%s%s: unknown setting", path, *path ? "." : "", name);
+	}
+}
+
+int cfgp_want_type(struct sp_loader *L, const config_setting_t *s, const char *path, int type,
+		     const char *what)
+{
+	int t = config_setting_type(s);
+	if (t == type || (type == CONFIG_TYPE_FLOAT && (t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64)))
+		return 1;
+	if (type == CONFIG_TYPE_INT && t == CONFIG_TYPE_INT64)
+		return 1;
+	ERR(L, s, "%s: must be %s", path, what);
+	return 0;
+}
+
+/* Optional string member; returns a malloc'd copy, NULL when absent or wrong. */
+char *cfgp_str(struct sp_loader *L, const config_setting_t *g, const char *key, const char *path,
+		     const config_setting_t **where)
+{
+	char full[256];
+	const config_setting_t *s = config_setting_get_member(g, key);
+	if (where)
+		*where = s;
+	if (!s)
+		return NULL;
+	snprintf(full, sizeof(full), "%s%s%s", path, *path ? "." : "", key);
+	if (!cfgp_want_type(L, s, full, CONFIG_TYPE_STRING, "a string"))
+		return NULL;
+	return strdup(config_setting_get_string(s));
+}
+
+/* Optional integer member within [lo, hi]; *out is untouched when absent. */
+void cfgp_int(struct sp_loader *L, const config_setting_t *g, const char *key, const char *path,
+		    long long lo, long long hi, long long *out)
+{
+	char full[256];
+	const config_setting_t *s = config_setting_get_member(g, key);
+	if (!s)
+		return;
+	snprintf(full, sizeof(full), "%s%s%s", path, *path ? "." : "", key);
+	if (!cfgp_want_type(L, s, full, CONFIG_TYPE_INT, "an integer"))
+		return;
+	long long v = config_setting_get_int64(s);
+	if (config_setting_type(s) == CONFIG_TYPE_INT)
+		v = config_setting_get_int(s);
+	if (v < lo || v > hi) {
+		ERR(L, s, "%s: must be between %lld and %lld", full, lo, hi);
+		return;
+	}
+	*out = v;
+}
+
+void cfgp_int_field(struct sp_loader *L, const config_setting_t *g, const char *key,
+			  const char *path, long long lo, long long hi, int *field)
+{
+	long long v = *field;
+	cfgp_int(L, g, key, path, lo, hi, &v);
+	*field = (int)v;
+}
+
+int sp_parse_hostport(const char *s, int passive, struct sockaddr_storage *ss, socklen_t *len,
+		      const char **why)
+{
+	char host[256];
+	const char *port;
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+		if (!close || close[1] != ':') {
+			*why = "IPv6 addresses are written \"[::1]:8080\"";
+			return -1;
+		}
+		if ((size_t)(close - s - 1) >= sizeof(host)) {
+			*why = "host too long";
+			return -1;
+		}
+		memcpy(host, s + 1, (size_t)(close - s - 1));
+		host[close - s - 1] = '\0';
+		port = close + 2;
+	} else {
+		const char *colon = strrchr(s, ':');
+		if (!colon || strchr(s, ':') != colon) {
+			*why = "must be \"host:port\" (IPv6 as \"[::1]:8080\")";
+			return -1;
+		}
+		if ((size_t)(colon - s) >= sizeof(host)) {
+			*why = "host too long";
+			return -1;
+		}
+		memcpy(host, s, (size_t)(colon - s));
+		host[colon - s] = '\0';
+		port = colon + 1;
+	}
+	char *end;
+	long p = strtol(port, &end, 10);
+	if (!*port || *end || p < 1 || p > 65535) {
+		*why = "port must be a number between 1 and 65535";
+		return -1;
+	}
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+	struct addrinfo *res = NULL;
+	if (passive)
+		hints.ai_flags = AI_PASSIVE;
+	int rc = getaddrinfo(*host && strcmp(host, "*") ? host : NULL, port, &hints, &res);
+	if (rc != 0 || !res) {
+		*why = rc == EAI_NONAME ? "host name does not resolve" : gai_strerror(rc);
+		return -1;
+	}
+	memcpy(ss, res->ai_addr, res->ai_addrlen);
+	*len = res->ai_addrlen;
+	freeaddrinfo(res);
+	return 0;
+}
+
+static void load_listen(struct sp_loader *L, const config_setting_t *root)
+{
+	static const char *const keys[] = {"address", NULL};
+	const config_setting_t *ls = config_setting_get_member(root, "listen");
+	if (!ls) {
+		sp_diag_add(L->diag, 1, L->file, 0, "listen: at least one listen address is required");
+		return;
+	}
+	if (!config_setting_is_list(ls) && !config_setting_is_array(ls)) {
+		ERR(L, ls, "listen: must be a list: ( { address = \"127.0.0.1:8080\"; } )");
+		return;
+	}
+	int n = config_setting_length(ls);
+	if (n == 0)
+		ERR(L, ls, "listen: at least one listen address is required");
+	L->cfg->listen = calloc((size_t)n + 1, sizeof(*L->cfg->listen));
+	for (int i = 0; i < n && L->cfg->listen; i++) {
+		const config_setting_t *e = config_setting_get_elem(ls, (unsigned)i);
+		char path[64];
+		snprintf(path, sizeof(path), "listen.[%d]", i);
+		if (!config_setting_is_group(e)) {
+			ERR(L, e, "%s: must be a group: { address = \"host:port\"; }", path);
+			continue;
+		}
+		cfgp_check_keys(L, e, path, keys);
+		const config_setting_t *where;
+		struct sp_listen *l = &L->cfg->listen[L->cfg->nlisten];
+		l->address = cfgp_str(L, e, "address", path, &where);
+		l->line = cfgp_line(e);
+		if (!l->address) {
+			if (!where)
+				ERR(L, e, "%s.address: required", path);
+			continue;
+		}
+		const char *why;
+		if (sp_parse_hostport(l->address, 1, &l->addr, &l->addrlen, &why) < 0) {
+			ERR(L, where, "%s.address: \"%s\": %s", path, l->address, why);
+			free(l->address);
+			l->address = NULL;
+			continue;
+		}
+		L->cfg->nlisten++;
+	}
+}
+
+/* "http://host[:port][/]" → backend address. */
+static int parse_url(struct sp_backend *b, const char **why)
+{
+	const char *u = b->url, *rest;
+	char hostport[300];
+	if (strncmp(u, "http://", 7) == 0) {
+		rest = u + 7;
+	} else if (strncmp(u, "https://", 8) == 0) {
+		*why = "https backends are not supported by this build (use http://)";
+		return -1;
+	} else {
+		*why = "must start with http://";
+		return -1;
+	}
+	size_t hl = strcspn(rest, "/?#");
+	if (rest[hl] && strcmp(rest + hl, "/") != 0) {
+		*why = "must not carry a path, query or fragment (the request path is forwarded as is)";
+		return -1;
+	}
+	if (hl == 0 || hl >= sizeof(hostport) - 4) {
+		*why = "missing host";
+		return -1;
+	}
+	if (memchr(rest, '@', hl)) {
+		*why = "user information in the URL is not supported";
+		return -1;
+	}
+	memcpy(hostport, rest, hl);
+	hostport[hl] = '\0';
+	const char *close = hostport[0] == '[' ? strchr(hostport, ']') : NULL;
+	const char *colon = strrchr(close ? close : hostport, ':');
+	if (!colon)
+		strcat(hostport, ":80");
+	b->hostport = strdup(hostport);
+	size_t host_len = colon ? (size_t)(colon - hostport) : hl;
+	b->host = strndup(hostport, host_len);
+	if (!b->hostport || !b->host) {
+		*why = "out of memory";
+		return -1;
+	}
+	return sp_parse_hostport(b->hostport, 0, &b->addr, &b->addrlen, why);
+}
+
+static void load_backends(struct sp_loader *L, const config_setting_t *root)
+{
+	static const char *const keys[] = {"url", "connect_timeout_ms", "response_timeout_ms",
+					   "max_idle", NULL};
+	const config_setting_t *bs = config_setting_get_member(root, "backends");
+	if (!bs) {
+		sp_diag_add(L->diag, 1, L->file, 0, "backends: at least one backend is required");
+		return;
+	}
+	if (!config_setting_is_group(bs)) {
+		ERR(L, bs, "backends: must be a group: { name = { url = \"http://...\"; }; }");
+		return;
+	}
+	int n = config_setting_length(bs);
+	if (n == 0)
+		ERR(L, bs, "backends: at least one backend is required");
+	L->cfg->backends = calloc((size_t)n + 1, sizeof(*L->cfg->backends));
+	for (int i = 0; i < n && L->cfg->backends; i++) {
+		const config_setting_t *e = config_setting_get_elem(bs, (unsigned)i);
+		struct sp_backend *b = &L->cfg->backends[L->cfg->nbackends++];
+		char path[160];
+		b->name = strdup(config_setting_name(e));
+		b->line = cfgp_line(e);
+		b->connect_timeout_ms = 2000;
+		b->response_timeout_ms = 30000;
+		b->max_idle = 64;
+		snprintf(path, sizeof(path), "backends.%s", b->name);
+		if (!config_setting_is_group(e)) {
+			ERR(L, e, "%s: must be a group: { url = \"http://host:port\"; }", path);
+			continue;
+		}
+		cfgp_check_keys(L, e, path, keys);
+		cfgp_int_field(L, e, "connect_timeout_ms", path, 1, 3600000, &b->connect_timeout_ms);
+		cfgp_int_field(L, e, "response_timeout_ms", path, 1, 86400000, &b->response_timeout_ms);
+		cfgp_int_field(L, e, "max_idle", path, 0, 100000, &b->max_idle);
+		const config_setting_t *where;
+		b->url = cfgp_str(L, e, "url", path, &where);
+		const char *why;
+		if (!b->url) {
+			if (!where)
+				ERR(L, e, "%s.url: required", path);
+		} else if (parse_url(b, &why) < 0) {
+			ERR(L, where, "%s.url: \"%s\": %s", path, b->url, why);
+		}
+	}
+}
+
+int sp_backend_index(const struct sp_config *c, const char *name)
+{
+	for (size_t i = 0; i < c->nbackends; i++)
+		if (strcmp(c->backends[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* A backend reference by name: returns its index or -1 (reported). */
+int cfgp_backend_ref(struct sp_loader *L, const config_setting_t *g, const char *key,
+		       const char *path, int required)
+{
+	const config_setting_t *where;
+	char *name = cfgp_str(L, g, key, path, &where);
+	int idx = -1;
+	if (!name) {
+		if (!where && required)
+			ERR(L, g, "%s%s%s: required", path, *path ? "." : "", key);
+		return -1;
+	}
+	idx = sp_backend_index(L->cfg, name);
+	if (idx < 0)
+		ERR(L, where, "%s%s%s: unknown backend \"%s\"", path, *path ? "." : "", key, name);
+	free(name);
+	return idx;
+}
+
+static void load_limits(struct sp_loader *L, const config_setting_t *root)
+{
+	static const char *const tkeys[] = {"client_header_ms", "client_keepalive_ms",
+					    "client_body_ms", NULL};
+	static const char *const lkeys[] = {"max_request_line", "max_header_bytes", "max_headers",
+					    "max_body_bytes", NULL};
+	struct sp_limits *lim = &L->cfg->limits;
+	const config_setting_t *t = config_setting_get_member(root, "timeouts");
+	const config_setting_t *l = config_setting_get_member(root, "limits");
+
+	*lim = (struct sp_limits){.header_timeout_ms = 10000,
+				  .keepalive_timeout_ms = 60000,
+				  .body_timeout_ms = 30000,
+				  .drain_timeout_ms = 30000,
+				  .max_request_line = 8192,
+				  .max_header_bytes = 32768,
+				  .max_headers = 100,
+				  .max_body_bytes = 0};
+	cfgp_int_field(L, root, "drain_timeout_ms", "", 0, 3600000, &lim->drain_timeout_ms);
+	if (t && !config_setting_is_group(t)) {
+		ERR(L, t, "timeouts: must be a group");
+	} else if (t) {
+		cfgp_check_keys(L, t, "timeouts", tkeys);
+		cfgp_int_field(L, t, "client_header_ms", "timeouts", 1, 3600000, &lim->header_timeout_ms);
+		cfgp_int_field(L, t, "client_keepalive_ms", "timeouts", 1, 86400000,
+			      &lim->keepalive_timeout_ms);
+		cfgp_int_field(L, t, "client_body_ms", "timeouts", 1, 86400000, &lim->body_timeout_ms);
+	}
+	if (l && !config_setting_is_group(l)) {
+		ERR(L, l, "limits: must be a group");
+	} else if (l) {
+		cfgp_check_keys(L, l, "limits", lkeys);
+		cfgp_int_field(L, l, "max_request_line", "limits", 64, 1048576, &lim->max_request_line);
+		cfgp_int_field(L, l, "max_header_bytes", "limits", 1024, 1048576, &lim->max_header_bytes);
+		cfgp_int_field(L, l, "max_headers", "limits", 8, 10000, &lim->max_headers);
+		cfgp_int(L, l, "max_body_bytes", "limits", 0, (long long)1 << 50, &lim->max_body_bytes);
+	}
+}
+
+static void load_globals(struct sp_loader *L, const config_setting_t *root)
+{
+	const config_setting_t *where;
+	long long workers = 0;
+	cfgp_int(L, root, "workers", "", 0, 1024, &workers);
+	if (workers == 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		workers = n > 0 ? n : 1;
+	}
+	L->cfg->workers = (int)workers;
+	L->cfg->log_level = SP_LOG_INFO;
+	char *lvl = cfgp_str(L, root, "log_level", "", &where);
+	if (lvl) {
+		int v = sp_log_level_parse(lvl);
+		if (v < 0)
+			ERR(L, where, "log_level: \"%s\": must be debug, info, warn or error", lvl);
+		else
+			L->cfg->log_level = v;
+		free(lvl);
+	}
+	L->cfg->access_log = cfgp_str(L, root, "access_log", "", &where);
+	if (where && L->cfg->access_log && !*L->cfg->access_log)
+		ERR(L, where, "access_log: must be a path or \"-\" (remove the setting to turn it off)");
+}
+
+static struct sp_config *load(config_t *lc, int rc, const char *name, struct sp_diag *diag)
+{
+	static const char *const keys[] = {"listen",  "workers",        "log_level",
+					   "access_log", "backends",    "default_backend",
+					   "routes",  "timeouts",       "limits",
+					   "drain_timeout_ms", NULL};
+	struct sp_config *cfg = NULL;
+	if (rc != CONFIG_TRUE) {
+		const char *ef = config_error_file(lc);
+		sp_diag_add(diag, 1, ef ? ef : name, config_error_line(lc), "syntax error: %s",
+			    config_error_text(lc));
+		return NULL;
+	}
+	cfg = calloc(1, sizeof(*cfg));
+	if (!cfg) {
+		sp_diag_add(diag, 1, name, 0, "out of memory");
+		return NULL;
+	}
+	atomic_init(&cfg->refs, 1);
+	cfg->file = strdup(name);
+	struct sp_loader L = {diag, name, cfg};
+	const config_setting_t *root = config_root_setting(lc);
+	int before = diag->errors;
+	cfgp_check_keys(&L, root, "", keys);
+	load_globals(&L, root);
+	load_listen(&L, root);
+	load_backends(&L, root);
+	load_limits(&L, root);
+	cfg->default_backend = cfg->nbackends ? cfgp_backend_ref(&L, root, "default_backend", "", 1) : -1;
+	sp_load_routes(&L, root);
+	if (diag->errors > before)
+		sp_config_unref(&cfg);
+	return cfg;
+}
+
+struct sp_config *sp_config_load(const char *path, struct sp_diag *diag)
+{
+	config_t lc;
+	config_init(&lc);
+	int rc = config_read_file(&lc, path);
+	if (rc != CONFIG_TRUE && config_error_type(&lc) == CONFIG_ERR_FILE_IO) {
+		sp_diag_add(diag, 1, path, 0, "cannot read: %s", strerror(errno ? errno : ENOENT));
+		config_destroy(&lc);
+		return NULL;
+	}
+	struct sp_config *cfg = load(&lc, rc, path, diag);
+	config_destroy(&lc);
+	return cfg;
+}
+
+struct sp_config *sp_config_load_string(const char *text, const char *name, struct sp_diag *diag)
+{
+	config_t lc;
+	config_init(&lc);
+	int rc = config_read_string(&lc, text);
+	struct sp_config *cfg = load(&lc, rc, name, diag);
+	config_destroy(&lc);
+	return cfg;
+}
+
+struct sp_config *sp_config_ref(struct sp_config *c)
+{
+	atomic_fetch_add(&c->refs, 1);
+	return c;
+}
+
+void sp_config_unref(struct sp_config **cp)
+{
+	struct sp_config *c = *cp;
+	*cp = NULL;
+	if (!c || atomic_fetch_sub(&c->refs, 1) != 1)
+		return;
+	for (size_t i = 0; i < c->nlisten; i++)
+		free(c->listen[i].address);
+	free(c->listen);
+	for (size_t i = 0; i < c->nbackends; i++) {
+		free(c->backends[i].name);
+		free(c->backends[i].url);
+		free(c->backends[i].host);
+		free(c->backends[i].hostport);
+	}
+	free(c->backends);
+	for (size_t i = 0; i < c->nroutes; i++)
+		sp_route_deinit(&c->routes[i]);
+	free(c->routes);
+	free(c->access_log);
+	free(c->file);
+	free(c);
+}

@@ -1,0 +1,88 @@
+/* A loaded configuration: one immutable, reference-counted generation. Every
+ * request holds the generation it started with. */
+#ifndef SP_CONFIG_H
+#define SP_CONFIG_H
+
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include "buf.h"
+#include "route.h"
+
+struct sp_listen {
+	char *address; /* as written */
+	int line;
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+};
+
+struct sp_backend {
+	char *name;
+	char *url;
+	int line;
+	char *host;     /* host as written in the URL */
+	char *hostport; /* "host:port" */
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	int connect_timeout_ms;
+	int response_timeout_ms;
+	int max_idle;
+};
+
+struct sp_limits {
+	int header_timeout_ms;    /* total deadline for a request head */
+	int keepalive_timeout_ms; /* idle client keep-alive */
+	int body_timeout_ms;      /* client body idle */
+	int drain_timeout_ms;     /* graceful stop */
+	int max_request_line;     /* bytes of the request target → 414 */
+	int max_header_bytes;     /* bytes of the header block → 431 */
+	int max_headers;          /* header count → 431 */
+	long long max_body_bytes; /* 0 = unlimited → 413 */
+};
+
+struct sp_config {
+	atomic_int refs;
+	char *file;
+	struct sp_listen *listen;
+	size_t nlisten;
+	int workers;
+	int log_level;
+	char *access_log; /* NULL = off, "-" = stderr */
+	struct sp_backend *backends;
+	size_t nbackends;
+	int default_backend;
+	struct sp_route *routes;
+	size_t nroutes;
+	struct sp_limits limits;
+};
+
+/* Where diagnostics go: "FILE:LINE: path: reason" lines. */
+struct sp_diag {
+	struct sp_buf text;
+	int errors;
+	int warnings;
+};
+
+void sp_diag_init(struct sp_diag *d);
+void sp_diag_deinit(struct sp_diag *d);
+__attribute__((format(printf, 5, 6))) void sp_diag_add(struct sp_diag *d, int is_error,
+						       const char *file, int line,
+						       const char *fmt, ...);
+
+/* Loads and checks the whole file. Returns a generation with one reference,
+ * or NULL when there was any error (all of them are in diag). */
+struct sp_config *sp_config_load(const char *path, struct sp_diag *diag);
+/* Parses in-memory text (tests, fuzzing); `name` stands for the file name. */
+struct sp_config *sp_config_load_string(const char *text, const char *name, struct sp_diag *diag);
+
+struct sp_config *sp_config_ref(struct sp_config *c);
+void sp_config_unref(struct sp_config **c);
+
+int sp_backend_index(const struct sp_config *c, const char *name);
+/* Parses "host:port" or "[v6]:port" and resolves it. Returns 0 or -1 with *why. */
+int sp_parse_hostport(const char *s, int passive, struct sockaddr_storage *ss, socklen_t *len,
+		      const char **why);
+
+#endif

@@ -1,0 +1,40 @@
+/* Shared helpers for the modules that parse their own config sections
+ * (config.c dispatches; route_conf.c parses routes). Internal to config loading. */
+#ifndef SP_CONFIG_PARSE_H
+#define SP_CONFIG_PARSE_H
+
+#include <libconfig.h>
+
+#include "config.h"
+
+struct sp_loader {
+	struct sp_diag *diag;
+	const char *file;
+	struct sp_config *cfg;
+};
+
+#define ERR(L, S, ...) sp_diag_add((L)->diag, 1, (L)->file, cfgp_line(S), __VA_ARGS__)
+#define WARN(L, S, ...) sp_diag_add((L)->diag, 0, (L)->file, cfgp_line(S), __VA_ARGS__)
+
+int cfgp_line(const config_setting_t *s);
+/* Reports every member of group s whose name is not in known (NULL-terminated). */
+void cfgp_check_keys(struct sp_loader *L, const config_setting_t *s, const char *path,
+		     const char *const *known);
+int cfgp_want_type(struct sp_loader *L, const config_setting_t *s, const char *path, int type,
+		   const char *what);
+/* Optional string member: a malloc'd copy (caller owns), NULL when absent or
+ * not a string (reported). *where is the setting or NULL. */
+char *cfgp_str(struct sp_loader *L, const config_setting_t *g, const char *key, const char *path,
+	       const config_setting_t **where);
+void cfgp_int(struct sp_loader *L, const config_setting_t *g, const char *key, const char *path,
+	      long long lo, long long hi, long long *out);
+void cfgp_int_field(struct sp_loader *L, const config_setting_t *g, const char *key,
+		    const char *path, long long lo, long long hi, int *field);
+/* A backend named by member key: its index, or -1 (reported when given). */
+int cfgp_backend_ref(struct sp_loader *L, const config_setting_t *g, const char *key,
+		     const char *path, int required);
+
+/* route_conf.c */
+void sp_load_routes(struct sp_loader *L, const config_setting_t *root);
+
+#endif

@@ -1,0 +1,126 @@
+/* `strangler explain`: which route, sticky key, bucket and backend a request
+ * would get, computed by the same pure functions the proxy uses, without
+ * sending anything. */
+#include "explain.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "pathnorm.h"
+#include "route.h"
+
+static const char *sticky_text(const struct sp_sticky *st, char *buf, size_t len)
+{
+	static const char *const kinds[] = {"none", "header:", "cookie:", "query:", "client_ip"};
+	snprintf(buf, len, "%s%s", kinds[st->kind], st->name ? st->name : "");
+	return buf;
+}
+
+/* Fills headers from "-H 'Name: value'" arguments; returns -1 on a bad one. */
+static int add_header(struct sp_hdr *h, const char *arg)
+{
+	const char *colon = strchr(arg, ':');
+	if (!colon || colon == arg)
+		return -1;
+	const char *v = colon + 1;
+	while (*v == ' ' || *v == '\t')
+		v++;
+	*h = (struct sp_hdr){arg, (size_t)(colon - arg), v, strlen(v)};
+	return 0;
+}
+
+static void print_decision(const struct sp_config *c, const struct sp_reqview *q,
+			   const struct sp_decision *d, struct sp_buf *scratch)
+{
+	const struct sp_backend *be = &c->backends[d->backend];
+	char sbuf[160];
+	if (!d->route) {
+		printf("route:    (none: default_backend)\n");
+	} else {
+		printf("route:    %s (%s:%d)\n", d->route->name, c->file, d->route->line);
+	}
+	if (d->route && d->rolled) {
+		const struct sp_rollout *ro = &d->route->rollout;
+		const char *key;
+		size_t klen;
+		printf("rollout:  %u.%02u%% to %s, cohort \"%s\", sticky %s\n", ro->percent_bp / 100,
+		       ro->percent_bp % 100, c->backends[ro->backend].name, ro->cohort,
+		       sticky_text(&ro->sticky, sbuf, sizeof(sbuf)));
+		if (d->sticky && sp_sticky_key(&ro->sticky, q, scratch, &key, &klen)) {
+			printf("key:      \"%.*s\"\n", (int)klen, key);
+			printf("bucket:   %u (rollout side when below %u)\n", d->bucket, ro->percent_bp);
+		} else {
+			printf("key:      (absent: the side is chosen at random per request)\n");
+			printf("backend:  %s with probability %u.%02u%%, else %s\n",
+			       c->backends[ro->backend].name, ro->percent_bp / 100,
+			       ro->percent_bp % 100, c->backends[d->route->backend].name);
+			return;
+		}
+	}
+	printf("backend:  %s (%s)\n", be->name, be->url);
+}
+
+int sp_explain_main(int argc, char **argv)
+{
+	const char *file = "conf/strangler.conf", *client_ip = "127.0.0.1";
+	struct sp_hdr headers[64];
+	size_t nheaders = 0;
+	int opt, rc = 1;
+	static const struct option longopts[] = {{"client-ip", required_argument, NULL, 'a'},
+						 {NULL, 0, NULL, 0}};
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "c:H:", longopts, NULL)) != -1) {
+		if (opt == 'c') {
+			file = optarg;
+		} else if (opt == 'a') {
+			client_ip = optarg;
+		} else if (opt == 'H' && nheaders < 64 && add_header(&headers[nheaders], optarg) == 0) {
+			nheaders++;
+		} else {
+			fprintf(stderr, "usage: strangler explain [-c FILE] [-H 'Name: value']... "
+					"[--client-ip ADDR] METHOD TARGET\n");
+			return 2;
+		}
+	}
+	if (argc - optind != 2) {
+		fprintf(stderr, "usage: strangler explain [-c FILE] [-H 'Name: value']... "
+				"[--client-ip ADDR] METHOD TARGET\n");
+		return 2;
+	}
+	const char *method = argv[optind], *target = argv[optind + 1];
+	struct sp_diag diag;
+	struct sp_buf path, scratch;
+	sp_diag_init(&diag);
+	sp_buf_init(&path);
+	sp_buf_init(&scratch);
+	struct sp_config *c = sp_config_load(file, &diag);
+	fputs(diag.text.data ? diag.text.data : "", stderr);
+	if (!c)
+		goto out;
+	const char *qm = strchr(target, '?');
+	size_t plen = qm ? (size_t)(qm - target) : strlen(target);
+	int prc = sp_path_normalize(target, plen, &path);
+	if (prc != SP_PATH_OK) {
+		printf("request:  %s %s\nanswer:   400 (%s)\n", method, target, sp_path_strerror(prc));
+		rc = 0;
+		goto out;
+	}
+	struct sp_reqview q = {method,     path.data, path.len, qm ? qm + 1 : NULL,
+			       qm ? strlen(qm + 1) : 0, headers,  nheaders, client_ip};
+	struct sp_decision d;
+	uint64_t rng = 1;
+	sp_decide(c->routes, c->nroutes, c->default_backend, &q, &rng, &scratch, &d);
+	printf("request:  %s %s\n", method, target);
+	printf("path:     %s\n", path.data);
+	print_decision(c, &q, &d, &scratch);
+	rc = 0;
+out:
+	sp_config_unref(&c);
+	sp_buf_deinit(&path);
+	sp_buf_deinit(&scratch);
+	sp_diag_deinit(&diag);
+	return rc;
+}

@@ -1,0 +1,359 @@
+/* llhttp (strict mode) behind a small view: headers are copied into one
+ * store per message, limits are enforced while parsing, trailers are dropped. */
+#include "h1.h"
+
+#include <llhttp.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct raw_hdr {
+	size_t no, nl, vo, vl;
+	int has_value;
+};
+
+struct sp_h1 {
+	llhttp_t p;
+	const struct sp_h1_hooks *hooks;
+	void *ud;
+	struct sp_h1_limits lim;
+	struct sp_h1_msg msg;
+	struct sp_buf store;
+	struct raw_hdr *raw;
+	size_t nraw, capraw;
+	size_t header_bytes;
+	size_t ext_bytes;
+	size_t url_off, reason_off;
+	int new_field; /* the next header bytes start a new header */
+	int head_done;  /* the head of the current message has been delivered */
+	int in_message;
+	int expect_head;
+	int err_status;
+	const char *err_reason;
+};
+
+/* The llhttp_t is the first member, so a callback's parser is its sp_h1. */
+#define H(parser) ((struct sp_h1 *)(void *)(parser))
+_Static_assert(offsetof(struct sp_h1, p) == 0, "llhttp_t must come first");
+
+void sp_h1_fail(struct sp_h1 *h, int status, const char *reason)
+{
+	if (!h->err_status) {
+		h->err_status = status;
+		h->err_reason = reason;
+	}
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+	struct sp_h1 *h = H(p);
+	sp_buf_reset(&h->store);
+	h->nraw = 0;
+	h->header_bytes = 0;
+	h->new_field = 1;
+	h->head_done = 0;
+	h->in_message = 1;
+	h->url_off = h->reason_off = 0;
+	memset(&h->msg, 0, sizeof(h->msg));
+	return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t n)
+{
+	struct sp_h1 *h = H(p);
+	if (h->store.len + n > h->lim.max_url) {
+		sp_h1_fail(h, 414, "request target too long");
+		return -1;
+	}
+	h->msg.url_len += n;
+	return sp_buf_add(&h->store, at, n);
+}
+
+static int on_status(llhttp_t *p, const char *at, size_t n)
+{
+	struct sp_h1 *h = H(p);
+	if (h->store.len + n > 1024) {
+		sp_h1_fail(h, 502, "status line too long");
+		return -1;
+	}
+	h->msg.reason_len += n;
+	return sp_buf_add(&h->store, at, n);
+}
+
+static int count_header_bytes(struct sp_h1 *h, size_t n)
+{
+	h->header_bytes += n;
+	if (h->header_bytes > h->lim.max_header_bytes) {
+		sp_h1_fail(h, 431, "header block too large");
+		return -1;
+	}
+	return 0;
+}
+
+static int push_header(struct sp_h1 *h)
+{
+	if (h->nraw >= h->lim.max_headers) {
+		sp_h1_fail(h, 431, "too many headers");
+		return -1;
+	}
+	if (h->nraw == h->capraw) {
+		size_t cap = h->capraw ? h->capraw * 2 : 16;
+		struct raw_hdr *r = realloc(h->raw, cap * sizeof(*r));
+		if (!r)
+			return -1;
+		h->raw = r;
+		h->capraw = cap;
+	}
+	h->raw[h->nraw++] = (struct raw_hdr){h->store.len, 0, 0, 0, 0};
+	h->new_field = 0;
+	return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t n)
+{
+	struct sp_h1 *h = H(p);
+	if (count_header_bytes(h, n) < 0)
+		return -1;
+	if (h->head_done)
+		return 0; /* trailer: counted, then dropped */
+	if (h->new_field && push_header(h) < 0)
+		return -1;
+	h->raw[h->nraw - 1].nl += n;
+	return sp_buf_add(&h->store, at, n);
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t n)
+{
+	struct sp_h1 *h = H(p);
+	if (count_header_bytes(h, n) < 0)
+		return -1;
+	if (h->head_done)
+		return 0;
+	/* A value with no name before it (": x") becomes an empty name, which
+	 * the header checks refuse. */
+	if (h->new_field && push_header(h) < 0)
+		return -1;
+	struct raw_hdr *r = &h->raw[h->nraw - 1];
+	if (!r->has_value) {
+		r->has_value = 1;
+		r->vo = h->store.len;
+	}
+	r->vl += n;
+	return sp_buf_add(&h->store, at, n);
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+	H(p)->new_field = 1;
+	return 0;
+}
+
+/* Points the header views at the store, which no longer moves for this head. */
+static int build_view(struct sp_h1 *h)
+{
+	struct sp_h1_msg *m = &h->msg;
+	struct sp_hdr *v = realloc(m->hdrs, (h->nraw + 1) * sizeof(*v));
+	if (!v)
+		return -1;
+	m->hdrs = v;
+	m->nhdrs = h->nraw;
+	for (size_t i = 0; i < h->nraw; i++) {
+		v[i].name = h->store.data + h->raw[i].no;
+		v[i].name_len = h->raw[i].nl;
+		v[i].value = h->raw[i].vl ? h->store.data + h->raw[i].vo : "";
+		v[i].value_len = h->raw[i].vl;
+	}
+	m->url = h->store.data ? h->store.data : "";
+	m->reason = m->url;
+	return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+	struct sp_h1 *h = H(p);
+	struct sp_h1_msg *m = &h->msg;
+	struct sp_hdr *keep = m->hdrs;
+	size_t url_len = m->url_len, reason_len = m->reason_len;
+
+	memset(m, 0, sizeof(*m));
+	m->hdrs = keep;
+	m->url_len = url_len;
+	m->reason_len = reason_len;
+	if (build_view(h) < 0)
+		return -1;
+	m->http_major = p->http_major;
+	m->http_minor = p->http_minor;
+	m->keep_alive = llhttp_should_keep_alive(p);
+	m->upgrade = p->upgrade;
+	m->chunked = (p->flags & F_CHUNKED) != 0;
+	m->has_length = (p->flags & F_CONTENT_LENGTH) != 0;
+	m->content_length = m->has_length ? p->content_length : 0;
+	if (p->type == HTTP_REQUEST) {
+		m->method = llhttp_method_name((llhttp_method_t)p->method);
+		m->is_connect = p->method == HTTP_CONNECT;
+	} else {
+		m->status = p->status_code;
+	}
+	h->head_done = 1;
+	int rc = h->hooks->on_head(h->ud, m);
+	if (rc < 0)
+		return -1;
+	if (p->type == HTTP_RESPONSE && (h->expect_head || m->status / 100 == 1 ||
+					 m->status == 204 || m->status == 304))
+		rc = 1;
+	return rc;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t n)
+{
+	struct sp_h1 *h = H(p);
+	return h->hooks->on_body(h->ud, at, n) < 0 ? -1 : 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+	struct sp_h1 *h = H(p);
+	h->in_message = 0;
+	return h->hooks->on_done(h->ud, &h->msg) ? HPE_PAUSED : 0;
+}
+
+static int on_chunk_header(llhttp_t *p)
+{
+	H(p)->ext_bytes = 0;
+	return 0;
+}
+
+static int on_chunk_ext(llhttp_t *p, const char *at, size_t n)
+{
+	struct sp_h1 *h = H(p);
+	(void)at;
+	h->ext_bytes += n;
+	if (h->ext_bytes > 4096) {
+		sp_h1_fail(h, 400, "chunk extension too long");
+		return -1;
+	}
+	return 0;
+}
+
+static const llhttp_settings_t settings = {
+	.on_message_begin = on_message_begin,
+	.on_url = on_url,
+	.on_status = on_status,
+	.on_header_field = on_header_field,
+	.on_header_value = on_header_value,
+	.on_header_value_complete = on_header_value_complete,
+	.on_headers_complete = on_headers_complete,
+	.on_body = on_body,
+	.on_message_complete = on_message_complete,
+	.on_chunk_header = on_chunk_header,
+	.on_chunk_extension_name = on_chunk_ext,
+	.on_chunk_extension_value = on_chunk_ext,
+};
+
+struct sp_h1 *sp_h1_new(int is_request, const struct sp_h1_hooks *hooks, void *ud,
+			const struct sp_h1_limits *limits)
+{
+	struct sp_h1 *h = calloc(1, sizeof(*h));
+	if (!h)
+		return NULL;
+	llhttp_init(&h->p, is_request ? HTTP_REQUEST : HTTP_RESPONSE, &settings);
+	h->hooks = hooks;
+	h->ud = ud;
+	h->lim = *limits;
+	sp_buf_init(&h->store);
+	return h;
+}
+
+void sp_h1_free(struct sp_h1 **hp)
+{
+	struct sp_h1 *h = *hp;
+	if (!h)
+		return;
+	*hp = NULL;
+	sp_buf_deinit(&h->store);
+	free(h->raw);
+	free(h->msg.hdrs);
+	free(h);
+}
+
+void sp_h1_expect_head(struct sp_h1 *h, int is_head)
+{
+	h->expect_head = is_head;
+}
+
+static int status_for(const struct sp_h1 *h, llhttp_errno_t e)
+{
+	if (h->p.type == HTTP_RESPONSE)
+		return 502;
+	switch (e) {
+	case HPE_INVALID_METHOD:
+		return 501;
+	case HPE_INVALID_VERSION:
+		return 505;
+	default:
+		return 400;
+	}
+}
+
+enum sp_h1_rc sp_h1_execute(struct sp_h1 *h, const char *data, size_t len, size_t *consumed)
+{
+	llhttp_errno_t e = llhttp_execute(&h->p, data, len);
+	switch (e) {
+	case HPE_OK:
+		*consumed = len;
+		return SP_H1_OK;
+	case HPE_PAUSED:
+	case HPE_PAUSED_UPGRADE:
+		*consumed = (size_t)(llhttp_get_error_pos(&h->p) - data);
+		return e == HPE_PAUSED ? SP_H1_PAUSED : SP_H1_UPGRADE;
+	default:
+		*consumed = 0;
+		sp_h1_fail(h, status_for(h, e), llhttp_get_error_reason(&h->p));
+		return SP_H1_ERROR;
+	}
+}
+
+enum sp_h1_rc sp_h1_finish(struct sp_h1 *h)
+{
+	llhttp_errno_t e = llhttp_finish(&h->p);
+	if (e == HPE_OK || e == HPE_PAUSED)
+		return SP_H1_OK;
+	sp_h1_fail(h, status_for(h, e), "message truncated by end of stream");
+	return SP_H1_ERROR;
+}
+
+void sp_h1_resume(struct sp_h1 *h)
+{
+	llhttp_resume(&h->p);
+}
+
+void sp_h1_reset(struct sp_h1 *h)
+{
+	llhttp_reset(&h->p);
+	h->err_status = 0;
+	h->err_reason = NULL;
+	h->in_message = 0;
+	h->expect_head = 0;
+}
+
+int sp_h1_in_message(const struct sp_h1 *h)
+{
+	return h->in_message;
+}
+
+int sp_h1_error_status(const struct sp_h1 *h)
+{
+	return h->err_status ? h->err_status : 400;
+}
+
+const char *sp_h1_error_reason(const struct sp_h1 *h)
+{
+	return h->err_reason ? h->err_reason : "malformed message";
+}
+
+const char *sp_h1_version(void)
+{
+#define SP_STR2(x) #x
+#define SP_STR(x) SP_STR2(x)
+	return SP_STR(LLHTTP_VERSION_MAJOR) "." SP_STR(LLHTTP_VERSION_MINOR) "." SP_STR(
+		LLHTTP_VERSION_PATCH);
+}

@@ -1,0 +1,76 @@
+/* HTTP/1.x message parsing for clients and backends: the only module that
+ * sees llhttp. It hands out a plain message view and enforces size limits. */
+#ifndef SP_H1_H
+#define SP_H1_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "http.h"
+
+struct sp_h1_msg {
+	const char *method; /* requests: static name, e.g. "GET" */
+	int is_connect;
+	int status;         /* responses */
+	int http_major, http_minor;
+	int keep_alive;     /* the connection may carry another message */
+	int upgrade;
+	int chunked;
+	int has_length;
+	uint64_t content_length;
+	const char *url;    /* valid from on_head until the next message */
+	size_t url_len;
+	const char *reason;
+	size_t reason_len;
+	struct sp_hdr *hdrs;
+	size_t nhdrs;
+};
+
+struct sp_h1_hooks {
+	/* Head parsed and checked by llhttp. Return 0 to read the body as framed,
+	 * 1 when the message has no body (responses to HEAD, 1xx/204/304), -1 to
+	 * fail with the status and reason set by sp_h1_fail(). */
+	int (*on_head)(void *ud, struct sp_h1_msg *m);
+	int (*on_body)(void *ud, const char *p, size_t n);
+	/* Return 1 to pause the parser after this message, 0 to go on. */
+	int (*on_done)(void *ud, struct sp_h1_msg *m);
+};
+
+struct sp_h1_limits {
+	size_t max_url;
+	size_t max_header_bytes;
+	size_t max_headers;
+};
+
+enum sp_h1_rc { SP_H1_OK, SP_H1_PAUSED, SP_H1_UPGRADE, SP_H1_ERROR };
+
+struct sp_h1;
+
+/* is_request: parse requests (client side) or responses (backend side). */
+struct sp_h1 *sp_h1_new(int is_request, const struct sp_h1_hooks *hooks, void *ud,
+			const struct sp_h1_limits *limits);
+void sp_h1_free(struct sp_h1 **h);
+/* For a response parser: the method of the request being answered (HEAD
+ * responses have no body). */
+void sp_h1_expect_head(struct sp_h1 *h, int is_head);
+
+/* Feeds bytes. *consumed says how many were used (less than len when paused). */
+enum sp_h1_rc sp_h1_execute(struct sp_h1 *h, const char *data, size_t len, size_t *consumed);
+/* End of input: completes a close-delimited body or reports a truncated one. */
+enum sp_h1_rc sp_h1_finish(struct sp_h1 *h);
+void sp_h1_resume(struct sp_h1 *h);
+/* Starts over (after an upgrade was refused or an error, for reuse). */
+void sp_h1_reset(struct sp_h1 *h);
+/* True when part of a message has been received and not completed. */
+int sp_h1_in_message(const struct sp_h1 *h);
+
+/* Used by hooks to fail with a given status (requests) and reason. */
+void sp_h1_fail(struct sp_h1 *h, int status, const char *reason);
+/* After SP_H1_ERROR: the status to answer (400, 414, 431, 501, 505…) and why. */
+int sp_h1_error_status(const struct sp_h1 *h);
+const char *sp_h1_error_reason(const struct sp_h1 *h);
+/* "8.1.0" */
+const char *sp_h1_version(void);
+
+#endif

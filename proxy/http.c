@@ -1,0 +1,332 @@
+/* Header rules of the proxy: which headers cross, what is refused, and how a
+ * message head is written back out. Headers are always re-serialised from the
+ * parsed view, never copied raw. */
+#include "http.h"
+
+#include <inttypes.h>
+#include <string.h>
+#include <strings.h>
+
+int sp_hdr_name_is(const struct sp_hdr *h, const char *name)
+{
+	size_t n = strlen(name);
+	return h->name_len == n && strncasecmp(h->name, name, n) == 0;
+}
+
+const struct sp_hdr *sp_hdr_find(const struct sp_hdr *h, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (sp_hdr_name_is(&h[i], name))
+			return &h[i];
+	return NULL;
+}
+
+static int is_ows(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+/* Calls cb for each trimmed element of a comma-separated list; stops at the
+ * first non-zero return. */
+static int list_each(const char *v, size_t len, int (*cb)(const char *, size_t, const void *),
+		     const void *arg)
+{
+	const char *p = v, *end = v + len;
+	while (p <= end) {
+		const char *comma = memchr(p, ',', (size_t)(end - p));
+		const char *e = comma ? comma : end;
+		const char *s = p;
+		while (s < e && is_ows(*s))
+			s++;
+		const char *t = e;
+		while (t > s && is_ows(t[-1]))
+			t--;
+		int rc = cb(s, (size_t)(t - s), arg);
+		if (rc)
+			return rc;
+		if (!comma)
+			break;
+		p = comma + 1;
+	}
+	return 0;
+}
+
+static int token_eq_cb(const char *s, size_t n, const void *arg)
+{
+	const char *token = arg;
+	return n == strlen(token) && strncasecmp(s, token, n) == 0;
+}
+
+int sp_list_has_token(const char *value, size_t len, const char *token)
+{
+	return list_each(value, len, token_eq_cb, token);
+}
+
+static int name_in_connection(const struct sp_hdr *h, const struct sp_hdr *all, size_t n)
+{
+	char name[128];
+	if (h->name_len >= sizeof(name))
+		return 0;
+	memcpy(name, h->name, h->name_len);
+	name[h->name_len] = '\0';
+	for (size_t i = 0; i < n; i++)
+		if (sp_hdr_name_is(&all[i], "Connection") &&
+		    sp_list_has_token(all[i].value, all[i].value_len, name))
+			return 1;
+	return 0;
+}
+
+int sp_hdr_is_hop(const struct sp_hdr *h, const struct sp_hdr *all, size_t n)
+{
+	static const char *const hop[] = {
+		"Connection",        "Keep-Alive",       "Proxy-Connection", "TE",
+		"Transfer-Encoding", "Upgrade",          "Trailer",          "Content-Length",
+	};
+	for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
+		if (sp_hdr_name_is(h, hop[i]))
+			return 1;
+	return name_in_connection(h, all, n);
+}
+
+static int is_tchar(unsigned char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+static int check_headers(const struct sp_hdr *h, size_t n, const char **why)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (h[i].name_len == 0) {
+			*why = "empty header name";
+			return -1;
+		}
+		for (size_t j = 0; j < h[i].name_len; j++) {
+			if (!is_tchar((unsigned char)h[i].name[j])) {
+				*why = "invalid character in header name";
+				return -1;
+			}
+		}
+		for (size_t j = 0; j < h[i].value_len; j++) {
+			unsigned char c = (unsigned char)h[i].value[j];
+			if ((c < 0x20 && c != '\t') || c == 0x7f) {
+				*why = "invalid character in header value";
+				return -1;
+			}
+		}
+	}
+	return 0;
+}
+
+static int te_element_cb(const char *s, size_t n, const void *arg)
+{
+	(void)arg;
+	(void)s;
+	return n == 0; /* ",chunked" and "chunked," hide the real coding */
+}
+
+int sp_http_check_request(const struct sp_hdr *h, size_t n, int http_minor, const char **why)
+{
+	size_t hosts = 0;
+	if (check_headers(h, n, why) < 0)
+		return 400;
+	for (size_t i = 0; i < n; i++) {
+		if (sp_hdr_name_is(&h[i], "Host"))
+			hosts++;
+		if (sp_hdr_name_is(&h[i], "Transfer-Encoding")) {
+			if (http_minor == 0) {
+				*why = "Transfer-Encoding in an HTTP/1.0 request";
+				return 400;
+			}
+			if (list_each(h[i].value, h[i].value_len, te_element_cb, NULL)) {
+				*why = "empty element in Transfer-Encoding";
+				return 400;
+			}
+		}
+	}
+	if (hosts > 1) {
+		*why = "more than one Host header";
+		return 400;
+	}
+	if (hosts == 0 && http_minor >= 1) {
+		*why = "missing Host header";
+		return 400;
+	}
+	return 0;
+}
+
+int sp_http_check_response(const struct sp_hdr *h, size_t n, const char **why)
+{
+	if (check_headers(h, n, why) < 0)
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		if (sp_hdr_name_is(&h[i], "Transfer-Encoding") &&
+		    list_each(h[i].value, h[i].value_len, te_element_cb, NULL)) {
+			*why = "empty element in Transfer-Encoding";
+			return -1;
+		}
+	return 0;
+}
+
+static int add_header(struct sp_buf *out, const char *name, const char *value, size_t vlen)
+{
+	if (sp_buf_adds(out, name) || sp_buf_add(out, ": ", 2) || sp_buf_add(out, value, vlen) ||
+	    sp_buf_add(out, "\r\n", 2))
+		return -1;
+	return 0;
+}
+
+/* Request headers the proxy sets itself. */
+static int is_regenerated(const struct sp_hdr *h)
+{
+	return sp_hdr_name_is(h, "X-Forwarded-For") || sp_hdr_name_is(h, "X-Forwarded-Proto") ||
+	       sp_hdr_name_is(h, "X-Forwarded-Host");
+}
+
+static int add_forwarded_headers(const struct sp_hdr *h, size_t n, int request, struct sp_buf *out)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (sp_hdr_is_hop(&h[i], h, n) || (request && is_regenerated(&h[i])))
+			continue;
+		if (sp_buf_add(out, h[i].name, h[i].name_len) || sp_buf_add(out, ": ", 2) ||
+		    sp_buf_add(out, h[i].value, h[i].value_len) || sp_buf_add(out, "\r\n", 2))
+			return -1;
+	}
+	return 0;
+}
+
+static int add_framing(struct sp_buf *out, enum sp_body_mode body, uint64_t length)
+{
+	if (body == SP_BODY_LENGTH)
+		return sp_buf_printf(out, "Content-Length: %" PRIu64 "\r\n", length);
+	if (body == SP_BODY_CHUNKED)
+		return sp_buf_adds(out, "Transfer-Encoding: chunked\r\n");
+	return 0;
+}
+
+/* X-Forwarded-For: every earlier value, then the client's address. */
+static int add_xff(const struct sp_fwd_request *r, struct sp_buf *out)
+{
+	int first = 1;
+	if (sp_buf_adds(out, "X-Forwarded-For: "))
+		return -1;
+	for (size_t i = 0; i < r->nheaders; i++) {
+		const struct sp_hdr *h = &r->headers[i];
+		if (!sp_hdr_name_is(h, "X-Forwarded-For") || h->value_len == 0)
+			continue;
+		if ((!first && sp_buf_add(out, ", ", 2)) || sp_buf_add(out, h->value, h->value_len))
+			return -1;
+		first = 0;
+	}
+	if ((!first && sp_buf_add(out, ", ", 2)) || sp_buf_adds(out, r->client_ip) ||
+	    sp_buf_add(out, "\r\n", 2))
+		return -1;
+	return 0;
+}
+
+int sp_http_write_request_head(const struct sp_fwd_request *r, struct sp_buf *out)
+{
+	const struct sp_hdr *host = sp_hdr_find(r->headers, r->nheaders, "Host");
+	const struct sp_hdr *upgrade = sp_hdr_find(r->headers, r->nheaders, "Upgrade");
+
+	if (sp_buf_adds(out, r->method) || sp_buf_addc(out, ' ') ||
+	    sp_buf_add(out, r->path, r->path_len))
+		return -1;
+	if (r->query && (sp_buf_addc(out, '?') || sp_buf_add(out, r->query, r->query_len)))
+		return -1;
+	if (sp_buf_adds(out, " HTTP/1.1\r\n"))
+		return -1;
+	if (add_forwarded_headers(r->headers, r->nheaders, 1, out) ||
+	    add_framing(out, r->body, r->content_length))
+		return -1;
+	if (r->upgrade && upgrade &&
+	    (sp_buf_adds(out, "Connection: upgrade\r\n") ||
+	     add_header(out, "Upgrade", upgrade->value, upgrade->value_len)))
+		return -1;
+	if (r->client_ip && add_xff(r, out))
+		return -1;
+	if (r->proto && add_header(out, "X-Forwarded-Proto", r->proto, strlen(r->proto)))
+		return -1;
+	if (host && add_header(out, "X-Forwarded-Host", host->value, host->value_len))
+		return -1;
+	if (r->request_id && add_header(out, "X-Request-Id", r->request_id, strlen(r->request_id)))
+		return -1;
+	return sp_buf_add(out, "\r\n", 2);
+}
+
+int sp_http_write_response_head(const struct sp_fwd_response *r, struct sp_buf *out)
+{
+	const struct sp_hdr *upgrade = sp_hdr_find(r->headers, r->nheaders, "Upgrade");
+
+	if (sp_buf_printf(out, "HTTP/1.%d %03d ", r->client_minor ? 1 : 0, r->status) ||
+	    sp_buf_add(out, r->reason, r->reason_len) || sp_buf_add(out, "\r\n", 2))
+		return -1;
+	if (add_forwarded_headers(r->headers, r->nheaders, 0, out))
+		return -1;
+	if (r->body == SP_BODY_NONE) {
+		if (r->keep_length && r->has_length &&
+		    sp_buf_printf(out, "Content-Length: %" PRIu64 "\r\n", r->content_length))
+			return -1;
+	} else if (add_framing(out, r->body, r->content_length)) {
+		return -1;
+	}
+	if (r->upgrade) {
+		if (sp_buf_adds(out, "Connection: upgrade\r\n") ||
+		    (upgrade && add_header(out, "Upgrade", upgrade->value, upgrade->value_len)))
+			return -1;
+	} else if (!r->keep_alive) {
+		if (sp_buf_adds(out, "Connection: close\r\n"))
+			return -1;
+	} else if (r->client_minor == 0) {
+		if (sp_buf_adds(out, "Connection: keep-alive\r\n"))
+			return -1;
+	}
+	return sp_buf_add(out, "\r\n", 2);
+}
+
+const char *sp_http_reason(int status)
+{
+	switch (status) {
+	case 100: return "Continue";
+	case 101: return "Switching Protocols";
+	case 200: return "OK";
+	case 204: return "No Content";
+	case 304: return "Not Modified";
+	case 400: return "Bad Request";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 408: return "Request Timeout";
+	case 413: return "Content Too Large";
+	case 414: return "URI Too Long";
+	case 431: return "Request Header Fields Too Large";
+	case 500: return "Internal Server Error";
+	case 501: return "Not Implemented";
+	case 502: return "Bad Gateway";
+	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
+	case 505: return "HTTP Version Not Supported";
+	default: return "Unknown";
+	}
+}
+
+int sp_http_write_simple(struct sp_buf *out, int status, const char *body, int keep_alive,
+			 const char *request_id)
+{
+	size_t blen = strlen(body);
+	if (sp_buf_printf(out,
+			  "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+			  "Content-Length: %zu\r\n%s",
+			  status, sp_http_reason(status), blen + 1,
+			  keep_alive ? "" : "Connection: close\r\n"))
+		return -1;
+	if (request_id && add_header(out, "X-Request-Id", request_id, strlen(request_id)))
+		return -1;
+	if (sp_buf_add(out, "\r\n", 2) || sp_buf_add(out, body, blen) || sp_buf_addc(out, '\n'))
+		return -1;
+	return 0;
+}
+
+int sp_http_chunk_header(struct sp_buf *out, size_t len)
+{
+	return sp_buf_printf(out, "%zx\r\n", len);
+}

@@ -1,0 +1,58 @@
+/* Process-wide diagnostics: one line per event, written with a single write(2)
+ * so lines from different workers never interleave. */
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The level is set once at start-up and on reload; an atomic keeps readers in
+ * worker threads well-defined. */
+static _Atomic int log_level = SP_LOG_INFO;
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+int sp_log_level_parse(const char *name)
+{
+	for (int i = 0; i < 4; i++)
+		if (strcmp(name, level_names[i]) == 0)
+			return i;
+	return -1;
+}
+
+void sp_log_set_level(enum sp_log_level level)
+{
+	atomic_store(&log_level, (int)level);
+}
+
+int sp_log_enabled(enum sp_log_level level)
+{
+	return (int)level >= atomic_load(&log_level);
+}
+
+void sp_log(enum sp_log_level level, const char *fmt, ...)
+{
+	if (!sp_log_enabled(level))
+		return;
+	char line[2048];
+	struct timespec ts;
+	struct tm tm;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ [%s] ",
+			 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+			 tm.tm_sec, ts.tv_nsec / 1000000, level_names[level]);
+	va_list ap;
+	va_start(ap, fmt);
+	int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+	va_end(ap);
+	size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
+	if (len > sizeof(line) - 2)
+		len = sizeof(line) - 2;
+	line[len++] = '\n';
+	ssize_t w = write(STDERR_FILENO, line, len);
+	(void)w;
+}

@@ -1,0 +1,191 @@
+/* strangler: command line, start-up, signals. The proxy itself lives in the
+ * workers; the main thread only waits for signals. */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <libconfig.h>
+#include <openssl/crypto.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "accesslog.h"
+#include "config.h"
+#include "explain.h"
+#include "h1.h"
+#include "log.h"
+#include "worker.h"
+
+#define DEFAULT_CONF "conf/strangler.conf"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: strangler [-c FILE] [-t] [-V] [-h]\n"
+		"       strangler explain [-c FILE] [-H 'Name: value']... [--client-ip ADDR] METHOD TARGET\n"
+		"\n"
+		"  -c FILE   configuration file (default " DEFAULT_CONF ")\n"
+		"  -t        check the configuration, print every problem as FILE:LINE: setting: reason,\n"
+		"            and exit (1 on any error, 0 otherwise)\n"
+		"  -V        print the version of strangler and of its libraries\n"
+		"  -h        this help\n"
+		"\n"
+		"  explain   print the route, sticky key, bucket and backend a request would get,\n"
+		"            without sending anything\n"
+		"\n"
+		"Signals: SIGTERM/SIGINT stop accepting and finish requests in flight\n"
+		"(up to drain_timeout_ms). Documentation: docs/configuration.md, docs/operations.md.\n");
+}
+
+static void version(void)
+{
+	printf("strangler %s\n", SP_VERSION);
+	printf("libevent %s\n", event_get_version());
+	printf("llhttp %s\n", sp_h1_version());
+	printf("%s\n", OpenSSL_version(OPENSSL_VERSION));
+	printf("libconfig %d.%d.%d\n", LIBCONFIG_VER_MAJOR, LIBCONFIG_VER_MINOR, LIBCONFIG_VER_REVISION);
+	printf("jansson %s\n", jansson_version_str());
+}
+
+struct runtime {
+	struct sp_worker **workers;
+	int nworkers;
+	struct event_base *base;
+};
+
+static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct runtime *rt = arg;
+	(void)what;
+	sp_log(SP_LOG_INFO, "%s: stopping; finishing requests in flight", strsignal((int)sig));
+	for (int i = 0; i < rt->nworkers; i++)
+		sp_worker_stop(rt->workers[i]);
+	event_base_loopbreak(rt->base);
+}
+
+static int check_config(const char *file)
+{
+	struct sp_diag diag;
+	sp_diag_init(&diag);
+	struct sp_config *c = sp_config_load(file, &diag);
+	fputs(diag.text.data ? diag.text.data : "", stderr);
+	if (c)
+		printf("%s: configuration OK (%zu backends, %zu routes, %d warnings)\n", file,
+		       c->nbackends, c->nroutes, diag.warnings);
+	else
+		fprintf(stderr, "%s: %d error%s\n", file, diag.errors, diag.errors == 1 ? "" : "s");
+	sp_config_unref(&c);
+	sp_diag_deinit(&diag);
+	return c || diag.errors == 0 ? 0 : 1;
+}
+
+static int run(const char *file)
+{
+	struct sp_diag diag;
+	struct runtime rt = {0};
+	struct sp_accesslog *alog = NULL;
+	struct event *sigs[2] = {NULL, NULL};
+	int rc = 1;
+
+	sp_diag_init(&diag);
+	struct sp_config *cfg = sp_config_load(file, &diag);
+	fputs(diag.text.data ? diag.text.data : "", stderr);
+	if (!cfg)
+		goto out;
+	sp_log_set_level((enum sp_log_level)cfg->log_level);
+	signal(SIGPIPE, SIG_IGN);
+	if (evthread_use_pthreads() < 0) {
+		sp_log(SP_LOG_ERROR, "libevent: no thread support");
+		goto out;
+	}
+	if (cfg->access_log && !(alog = sp_accesslog_open(cfg->access_log))) {
+		sp_log(SP_LOG_ERROR, "access_log: cannot open %s: %s", cfg->access_log, strerror(errno));
+		goto out;
+	}
+	rt.base = event_base_new();
+	rt.workers = calloc((size_t)cfg->workers, sizeof(*rt.workers));
+	if (!rt.base || !rt.workers)
+		goto out;
+	for (int i = 0; i < cfg->workers; i++) {
+		if (!(rt.workers[i] = sp_worker_new(i, cfg, alog)))
+			goto out;
+		rt.nworkers++;
+	}
+	sigs[0] = evsignal_new(rt.base, SIGTERM, on_stop_signal, &rt);
+	sigs[1] = evsignal_new(rt.base, SIGINT, on_stop_signal, &rt);
+	if (!sigs[0] || !sigs[1] || evsignal_add(sigs[0], NULL) < 0 || evsignal_add(sigs[1], NULL) < 0)
+		goto out;
+	for (int i = 0; i < rt.nworkers; i++)
+		if (sp_worker_start(rt.workers[i]) < 0) {
+			sp_log(SP_LOG_ERROR, "cannot start worker thread %d", i);
+			for (int j = 0; j < i; j++) {
+				sp_worker_stop(rt.workers[j]);
+				sp_worker_join(rt.workers[j]);
+			}
+			rt.nworkers = 0;
+			goto out;
+		}
+	for (size_t i = 0; i < cfg->nlisten; i++)
+		sp_log(SP_LOG_INFO, "listening on %s", cfg->listen[i].address);
+	sp_log(SP_LOG_INFO, "strangler %s started: %d workers, %zu backends, %zu routes", SP_VERSION,
+	       rt.nworkers, cfg->nbackends, cfg->nroutes);
+	event_base_dispatch(rt.base);
+	for (int i = 0; i < rt.nworkers; i++)
+		sp_worker_join(rt.workers[i]);
+	sp_log(SP_LOG_INFO, "stopped");
+	rc = 0;
+out:
+	for (int i = 0; i < rt.nworkers; i++)
+		sp_worker_free(&rt.workers[i]);
+	free(rt.workers);
+	for (int i = 0; i < 2; i++)
+		if (sigs[i])
+			event_free(sigs[i]);
+	if (rt.base)
+		event_base_free(rt.base);
+	sp_accesslog_close(&alog);
+	sp_config_unref(&cfg);
+	sp_diag_deinit(&diag);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	const char *file = DEFAULT_CONF;
+	int test_only = 0, opt;
+
+	if (argc > 1 && strcmp(argv[1], "explain") == 0)
+		return sp_explain_main(argc - 1, argv + 1);
+	static const struct option longopts[] = {{"help", no_argument, NULL, 'h'},
+						 {"version", no_argument, NULL, 'V'},
+						 {NULL, 0, NULL, 0}};
+	while ((opt = getopt_long(argc, argv, "c:tVh", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			file = optarg;
+			break;
+		case 't':
+			test_only = 1;
+			break;
+		case 'V':
+			version();
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "strangler: unexpected argument \"%s\"\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	return test_only ? check_config(file) : run(file);
+}

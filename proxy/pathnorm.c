@@ -1,0 +1,133 @@
+/* Path normalisation so that no encoding trick can be matched as one route and
+ * reach a backend as another: routing and forwarding both use this output. */
+#include "pathnorm.h"
+
+#include <string.h>
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+static int is_unreserved(int c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+	       c == '-' || c == '.' || c == '_' || c == '~';
+}
+
+/* Decodes unreserved escapes, canonicalises the rest to upper-case hex. */
+static int decode_unreserved(const char *s, size_t len, struct sp_buf *out)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] != '%') {
+			if (sp_buf_addc(out, s[i]) < 0)
+				return SP_PATH_NOMEM;
+			continue;
+		}
+		if (i + 2 >= len)
+			return SP_PATH_BAD_ENCODING;
+		int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
+		if (hi < 0 || lo < 0)
+			return SP_PATH_BAD_ENCODING;
+		int c = hi * 16 + lo;
+		char esc[3] = {'%', hex[hi], hex[lo]};
+		if (is_unreserved(c) ? sp_buf_addc(out, (char)c) : sp_buf_add(out, esc, 3))
+			return SP_PATH_NOMEM;
+		i += 2;
+	}
+	return SP_PATH_OK;
+}
+
+int sp_path_normalize(const char *path, size_t len, struct sp_buf *out)
+{
+	struct sp_buf dec;
+	int rc;
+
+	sp_buf_reset(out);
+	if (len == 0 || path[0] != '/')
+		return SP_PATH_NOT_ORIGIN;
+	sp_buf_init(&dec);
+	rc = decode_unreserved(path, len, &dec);
+	if (rc != SP_PATH_OK)
+		goto out;
+	/* Invariant: before each segment, out ends with '/'. */
+	rc = SP_PATH_NOMEM;
+	if (sp_buf_addc(out, '/') < 0)
+		goto out;
+	const char *p = dec.data + 1, *end = dec.data + dec.len;
+	while (p <= end) {
+		const char *slash = memchr(p, '/', (size_t)(end - p));
+		const char *seg_end = slash ? slash : end;
+		size_t seg_len = (size_t)(seg_end - p);
+		int last = slash == NULL;
+
+		if (seg_len == 0 || (seg_len == 1 && p[0] == '.')) {
+			/* empty or "." segment: nothing to add */
+		} else if (seg_len == 2 && p[0] == '.' && p[1] == '.') {
+			if (out->len == 1) {
+				rc = SP_PATH_ABOVE_ROOT;
+				goto out;
+			}
+			size_t i = out->len - 1;
+			while (i > 0 && out->data[i - 1] != '/')
+				i--;
+			out->len = i;
+			out->data[i] = '\0';
+		} else {
+			if (sp_buf_add(out, p, seg_len) < 0 || (!last && sp_buf_addc(out, '/') < 0))
+				goto out;
+		}
+		if (last)
+			break;
+		p = slash + 1;
+	}
+	rc = SP_PATH_OK;
+out:
+	sp_buf_deinit(&dec);
+	return rc;
+}
+
+const char *sp_path_strerror(int status)
+{
+	switch (status) {
+	case SP_PATH_OK:
+		return "ok";
+	case SP_PATH_BAD_ENCODING:
+		return "bad percent-encoding in path";
+	case SP_PATH_ABOVE_ROOT:
+		return "path climbs above the root";
+	case SP_PATH_NOT_ORIGIN:
+		return "path does not start with '/'";
+	default:
+		return "out of memory";
+	}
+}
+
+int sp_pct_decode(const char *s, size_t len, int plus_is_space, struct sp_buf *out)
+{
+	sp_buf_reset(out);
+	if (sp_buf_reserve(out, len) < 0)
+		return -1;
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+		if (c == '%' && i + 2 < len) {
+			int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
+			if (hi >= 0 && lo >= 0) {
+				c = (char)(hi * 16 + lo);
+				i += 2;
+			}
+		} else if (c == '+' && plus_is_space) {
+			c = ' ';
+		}
+		out->data[out->len++] = c;
+	}
+	out->data[out->len] = '\0';
+	return 0;
+}

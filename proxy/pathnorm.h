@@ -1,0 +1,36 @@
+/* Request-path normalisation: the single definition of "the path" that routing
+ * decides on and that the backend receives (docs/configuration.md, "Path
+ * normalisation"). Pure: no I/O. */
+#ifndef SP_PATHNORM_H
+#define SP_PATHNORM_H
+
+#include <stddef.h>
+
+#include "buf.h"
+
+enum sp_path_status {
+	SP_PATH_OK = 0,
+	SP_PATH_BAD_ENCODING = -1, /* '%' not followed by two hex digits */
+	SP_PATH_ABOVE_ROOT = -2,   /* ".." would climb above "/" */
+	SP_PATH_NOT_ORIGIN = -3,   /* does not start with '/' */
+	SP_PATH_NOMEM = -4,
+};
+
+/* Normalises the path part (no query) of an origin-form target into out
+ * (replacing its content):
+ *  - %XX escapes of unreserved characters (A-Z a-z 0-9 - . _ ~) are decoded,
+ *    every other escape is kept with upper-case hex digits;
+ *  - runs of '/' become one '/';
+ *  - "." segments are removed and ".." segments remove the previous segment
+ *    (RFC 3986 5.2.4), after decoding, so "%2e%2e" is "..";
+ *  - a trailing '/' (or a final "." / "..") leaves a trailing '/'.
+ * Returns SP_PATH_OK or a negative sp_path_status. */
+int sp_path_normalize(const char *path, size_t len, struct sp_buf *out);
+
+const char *sp_path_strerror(int status);
+
+/* Decodes %XX escapes (and '+' as space when plus_is_space) of a query
+ * component into out. Invalid escapes are kept literally. */
+int sp_pct_decode(const char *s, size_t len, int plus_is_space, struct sp_buf *out);
+
+#endif

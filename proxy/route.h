@@ -1,0 +1,120 @@
+/* Routes: what a request must look like to match, and where it goes. The
+ * router and the rollout decision are pure functions of a config and a
+ * request view. */
+#ifndef SP_ROUTE_H
+#define SP_ROUTE_H
+
+#include <regex.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "http.h"
+
+/* name = value condition; value "*" means "present with any value". */
+struct sp_kv {
+	char *name;
+	char *value;
+	int any;
+};
+
+struct sp_match {
+	char *path;        /* exact, or NULL */
+	char *path_prefix; /* segment-aware prefix, or NULL */
+	size_t prefix_len;
+	char *path_regex;  /* source text, or NULL */
+	regex_t regex;     /* compiled, anchored; valid when path_regex != NULL */
+	char **methods;
+	size_t nmethods;
+	struct sp_kv *headers;
+	size_t nheaders;
+	struct sp_kv *query;
+	size_t nquery;
+};
+
+enum sp_sticky_kind {
+	SP_STICKY_NONE,
+	SP_STICKY_HEADER,
+	SP_STICKY_COOKIE,
+	SP_STICKY_QUERY,
+	SP_STICKY_CLIENT_IP,
+};
+
+struct sp_sticky {
+	enum sp_sticky_kind kind;
+	char *name; /* header, cookie or query name */
+};
+
+struct sp_rollout {
+	int backend;          /* index into the config's backends */
+	uint32_t percent_bp;  /* basis points: 0..10000 */
+	struct sp_sticky sticky;
+	char *cohort;         /* defaults to the route name */
+};
+
+struct sp_route {
+	char *name;
+	int line;
+	struct sp_match match;
+	int backend;
+	int has_rollout;
+	struct sp_rollout rollout;
+};
+
+/* What the router sees of a request. Everything is borrowed. */
+struct sp_reqview {
+	const char *method;
+	const char *path; /* normalised */
+	size_t path_len;
+	const char *query; /* raw, without '?', or NULL */
+	size_t query_len;
+	const struct sp_hdr *headers;
+	size_t nheaders;
+	const char *client_ip;
+};
+
+int sp_route_matches(const struct sp_route *r, const struct sp_reqview *q);
+/* Copies the decoded value of query parameter name into out; returns 1 when
+ * the parameter is present. */
+int sp_query_get(const char *qs, size_t len, const char *name, struct sp_buf *out);
+/* First matching route in order, or NULL (the default backend applies). */
+const struct sp_route *sp_router_match(const struct sp_route *routes, size_t n,
+				       const struct sp_reqview *q);
+/* True when every request that matches `later` also matches `earlier`, so
+ * `later` can never be chosen. Conservative: false when unsure. */
+int sp_route_covers(const struct sp_route *earlier, const struct sp_route *later);
+
+/* Parses "header:NAME", "cookie:NAME", "query:NAME" or "client_ip".
+ * Returns 0, or -1 with *why set. out->name is malloc'd (caller owns). */
+int sp_sticky_parse(const char *spec, struct sp_sticky *out, const char **why);
+
+/* FNV-1a 32-bit over cohort ":" key, the documented rollout hash. */
+uint32_t sp_rollout_hash(const char *cohort, const char *key, size_t key_len);
+/* hash % 10000: the bucket compared with percent_bp. */
+uint32_t sp_rollout_bucket(const char *cohort, const char *key, size_t key_len);
+
+/* Finds the sticky key of a request. Returns 1 and sets *key and *len (which may
+ * point into scratch) when present, 0 when absent or no sticky is set. */
+int sp_sticky_key(const struct sp_sticky *s, const struct sp_reqview *q, struct sp_buf *scratch,
+		  const char **key, size_t *len);
+
+struct sp_decision {
+	const struct sp_route *route; /* NULL: default backend */
+	int backend;
+	int rolled;       /* a rollout applied to this route */
+	int sticky;       /* the bucket came from a sticky key (else random) */
+	uint32_t bucket;  /* valid when rolled */
+	int to_rollout;   /* the request goes to the rollout backend */
+};
+
+/* Routes the request and applies the route's rollout. rng is a caller-owned
+ * xorshift state used when there is no sticky key. */
+void sp_decide(const struct sp_route *routes, size_t n, int default_backend,
+	       const struct sp_reqview *q, uint64_t *rng, struct sp_buf *scratch,
+	       struct sp_decision *out);
+
+uint64_t sp_rng_next(uint64_t *state);
+
+void sp_route_deinit(struct sp_route *r);
+
+#endif

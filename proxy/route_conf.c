@@ -1,0 +1,270 @@
+/* Parses and checks the `routes` list: match conditions, backends, rollouts,
+ * and warns about routes an earlier route makes unreachable. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config_parse.h"
+#include "pathnorm.h"
+
+/* A path condition must already be in normalised form, or it could never
+ * match a normalised request path. */
+static char *load_path(struct sp_loader *L, const config_setting_t *m, const char *key,
+		       const char *path)
+{
+	const config_setting_t *where;
+	char *p = cfgp_str(L, m, key, path, &where);
+	if (!p)
+		return NULL;
+	struct sp_buf norm;
+	sp_buf_init(&norm);
+	int rc = sp_path_normalize(p, strlen(p), &norm);
+	if (rc != SP_PATH_OK) {
+		ERR(L, where, "%s.%s: \"%s\": %s", path, key, p, sp_path_strerror(rc));
+		free(p);
+		p = NULL;
+	} else if (strcmp(norm.data, p) != 0) {
+		ERR(L, where, "%s.%s: \"%s\" is not normalised and would never match; write \"%s\"",
+		    path, key, p, norm.data);
+		free(p);
+		p = NULL;
+	}
+	sp_buf_deinit(&norm);
+	return p;
+}
+
+static int is_token(const char *s)
+{
+	if (!*s)
+		return 0;
+	for (; *s; s++)
+		if (*s <= ' ' || *s >= 0x7f || strchr("\"(),/:;<=>?@[\\]{}", *s))
+			return 0;
+	return 1;
+}
+
+static void load_methods(struct sp_loader *L, const config_setting_t *m, const char *path,
+			 struct sp_match *out)
+{
+	const config_setting_t *s = config_setting_get_member(m, "methods");
+	if (!s)
+		return;
+	if (!config_setting_is_array(s) && !config_setting_is_list(s)) {
+		ERR(L, s, "%s.methods: must be an array of strings: [\"GET\", \"HEAD\"]", path);
+		return;
+	}
+	int n = config_setting_length(s);
+	out->methods = calloc((size_t)n + 1, sizeof(char *));
+	for (int i = 0; i < n && out->methods; i++) {
+		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+		const char *v = config_setting_get_string(e);
+		if (!v || !is_token(v)) {
+			ERR(L, e, "%s.methods.[%d]: must be a method name such as \"GET\"", path, i);
+			continue;
+		}
+		for (const char *c = v; *c; c++)
+			if (*c >= 'a' && *c <= 'z') {
+				WARN(L, e, "%s.methods.[%d]: \"%s\": methods are case-sensitive; "
+					   "clients send upper case", path, i, v);
+				break;
+			}
+		out->methods[out->nmethods++] = strdup(v);
+	}
+}
+
+/* headers = { Name = "value" | "*"; }  and  query = { name = "value" | "*"; } */
+static void load_kv(struct sp_loader *L, const config_setting_t *m, const char *key,
+		    const char *path, struct sp_kv **out, size_t *nout)
+{
+	const config_setting_t *s = config_setting_get_member(m, key);
+	if (!s)
+		return;
+	if (!config_setting_is_group(s)) {
+		ERR(L, s, "%s.%s: must be a group: { Name = \"value\"; Other = \"*\"; }", path, key);
+		return;
+	}
+	int n = config_setting_length(s);
+	*out = calloc((size_t)n + 1, sizeof(**out));
+	for (int i = 0; i < n && *out; i++) {
+		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+		const char *v = config_setting_get_string(e);
+		if (!v) {
+			ERR(L, e, "%s.%s.%s: must be a string (\"*\" for any value)", path, key,
+			    config_setting_name(e));
+			continue;
+		}
+		struct sp_kv *kv = &(*out)[(*nout)++];
+		kv->name = strdup(config_setting_name(e));
+		kv->value = strdup(v);
+		kv->any = strcmp(v, "*") == 0;
+	}
+}
+
+static void load_regex(struct sp_loader *L, const config_setting_t *m, const char *path,
+		       struct sp_match *out)
+{
+	const config_setting_t *where;
+	char *src = cfgp_str(L, m, "path_regex", path, &where);
+	if (!src)
+		return;
+	size_t len = strlen(src) + 5;
+	char *anchored = malloc(len);
+	if (!anchored) {
+		free(src);
+		return;
+	}
+	snprintf(anchored, len, "^(%s)$", src);
+	int rc = regcomp(&out->regex, anchored, REG_EXTENDED | REG_NOSUB);
+	free(anchored);
+	if (rc != 0) {
+		char msg[256];
+		regerror(rc, &out->regex, msg, sizeof(msg));
+		ERR(L, where, "%s.path_regex: \"%s\": %s", path, src, msg);
+		free(src);
+		return;
+	}
+	out->path_regex = src;
+}
+
+static void load_match(struct sp_loader *L, const config_setting_t *route, const char *rpath,
+		       struct sp_match *m)
+{
+	static const char *const keys[] = {"path", "path_prefix", "path_regex", "methods",
+					   "headers", "query", NULL};
+	const config_setting_t *s = config_setting_get_member(route, "match");
+	char path[96];
+	if (!s)
+		return;
+	snprintf(path, sizeof(path), "%s.match", rpath);
+	if (!config_setting_is_group(s)) {
+		ERR(L, s, "%s: must be a group: { path_prefix = \"/api\"; }", path);
+		return;
+	}
+	cfgp_check_keys(L, s, path, keys);
+	m->path = load_path(L, s, "path", path);
+	m->path_prefix = load_path(L, s, "path_prefix", path);
+	if (m->path_prefix)
+		m->prefix_len = strlen(m->path_prefix);
+	load_regex(L, s, path, m);
+	load_methods(L, s, path, m);
+	load_kv(L, s, "headers", path, &m->headers, &m->nheaders);
+	load_kv(L, s, "query", path, &m->query, &m->nquery);
+}
+
+static void load_rollout(struct sp_loader *L, const config_setting_t *route, const char *rpath,
+			 struct sp_route *r)
+{
+	static const char *const keys[] = {"backend", "percent", "sticky", "cohort", NULL};
+	const config_setting_t *s = config_setting_get_member(route, "rollout");
+	char path[96];
+	if (!s)
+		return;
+	snprintf(path, sizeof(path), "%s.rollout", rpath);
+	if (!config_setting_is_group(s)) {
+		ERR(L, s, "%s: must be a group: { backend = \"modern\"; percent = 10.0; }", path);
+		return;
+	}
+	cfgp_check_keys(L, s, path, keys);
+	r->has_rollout = 1;
+	r->rollout.backend = cfgp_backend_ref(L, s, "backend", path, 1);
+	if (r->rollout.backend >= 0 && r->rollout.backend == r->backend)
+		WARN(L, s, "%s.backend: same backend as the route; the rollout changes nothing", path);
+	const config_setting_t *p = config_setting_get_member(s, "percent");
+	char full[128];
+	snprintf(full, sizeof(full), "%s.percent", path);
+	if (!p) {
+		ERR(L, s, "%s: required", full);
+	} else if (cfgp_want_type(L, p, full, CONFIG_TYPE_FLOAT, "a number")) {
+		double v = config_setting_get_float(p);
+		if (config_setting_type(p) != CONFIG_TYPE_FLOAT)
+			v = (double)config_setting_get_int64(p);
+		if (config_setting_type(p) == CONFIG_TYPE_INT)
+			v = config_setting_get_int(p);
+		double bp = v * 100.0;
+		if (!(v >= 0.0 && v <= 100.0))
+			ERR(L, p, "%s: %g: must be between 0 and 100", full, v);
+		else if (fabs(bp - round(bp)) > 1e-6)
+			ERR(L, p, "%s: %g: at most two decimals (the split has 10000 buckets)", full, v);
+		else
+			r->rollout.percent_bp = (uint32_t)lround(bp);
+	}
+	const config_setting_t *where;
+	char *sticky = cfgp_str(L, s, "sticky", path, &where);
+	const char *why;
+	if (sticky && sp_sticky_parse(sticky, &r->rollout.sticky, &why) < 0)
+		ERR(L, where, "%s.sticky: \"%s\": %s", path, sticky, why);
+	free(sticky);
+	r->rollout.cohort = cfgp_str(L, s, "cohort", path, &where);
+	if (where && r->rollout.cohort && !*r->rollout.cohort)
+		ERR(L, where, "%s.cohort: must not be empty", path);
+	if (!r->rollout.cohort && r->name)
+		r->rollout.cohort = strdup(r->name);
+}
+
+static void load_route(struct sp_loader *L, const config_setting_t *e, int i, struct sp_route *r)
+{
+	static const char *const keys[] = {"name", "match", "backend", "rollout", NULL};
+	char path[64];
+	const config_setting_t *where;
+	snprintf(path, sizeof(path), "routes.[%d]", i);
+	r->line = cfgp_line(e);
+	r->backend = -1;
+	r->rollout.backend = -1;
+	if (!config_setting_is_group(e)) {
+		ERR(L, e, "%s: must be a group: { name = \"...\"; match = {...}; backend = \"...\"; }",
+		    path);
+		return;
+	}
+	cfgp_check_keys(L, e, path, keys);
+	r->name = cfgp_str(L, e, "name", path, &where);
+	if (!where)
+		ERR(L, e, "%s.name: required", path);
+	else if (r->name && (!*r->name || strlen(r->name) > 64))
+		ERR(L, where, "%s.name: must be 1 to 64 characters", path);
+	r->backend = cfgp_backend_ref(L, e, "backend", path, 1);
+	load_match(L, e, path, &r->match);
+	load_rollout(L, e, path, r);
+}
+
+static void check_reachable(struct sp_loader *L, const config_setting_t *list)
+{
+	struct sp_config *c = L->cfg;
+	for (size_t j = 1; j < c->nroutes; j++)
+		for (size_t i = 0; i < j; i++)
+			if (c->routes[i].name && c->routes[j].name &&
+			    sp_route_covers(&c->routes[i], &c->routes[j])) {
+				WARN(L, config_setting_get_elem(list, (unsigned)j),
+				     "routes.[%zu]: route \"%s\" can never match: route \"%s\" "
+				     "(line %d) catches every request it would",
+				     j, c->routes[j].name, c->routes[i].name, c->routes[i].line);
+				break;
+			}
+}
+
+void sp_load_routes(struct sp_loader *L, const config_setting_t *root)
+{
+	const config_setting_t *list = config_setting_get_member(root, "routes");
+	if (!list)
+		return;
+	if (!config_setting_is_list(list)) {
+		ERR(L, list, "routes: must be a list: ( { name = ...; }, ... )");
+		return;
+	}
+	int n = config_setting_length(list);
+	struct sp_config *c = L->cfg;
+	c->routes = calloc((size_t)n + 1, sizeof(*c->routes));
+	if (!c->routes)
+		return;
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *e = config_setting_get_elem(list, (unsigned)i);
+		load_route(L, e, i, &c->routes[c->nroutes++]);
+		const char *name = c->routes[i].name;
+		for (int k = 0; name && k < i; k++)
+			if (c->routes[k].name && strcmp(c->routes[k].name, name) == 0)
+				ERR(L, e, "routes.[%d].name: duplicate route name \"%s\" (first at line %d)",
+				    i, name, c->routes[k].line);
+	}
+	if (L->diag->errors == 0)
+		check_reachable(L, list);
+}

@@ -1,0 +1,229 @@
+/* Route matching: first route in file order whose every condition holds. */
+#include "route.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "pathnorm.h"
+
+static int prefix_matches(const char *prefix, size_t plen, const char *path, size_t len)
+{
+	if (len < plen || memcmp(path, prefix, plen) != 0)
+		return 0;
+	/* Segment boundary: "/api/users" matches "/api/users" and "/api/users/7",
+	 * not "/api/usersettings". A prefix ending in '/' is its own boundary. */
+	return len == plen || prefix[plen - 1] == '/' || path[plen] == '/';
+}
+
+static int method_matches(const struct sp_match *m, const char *method)
+{
+	if (m->nmethods == 0)
+		return 1;
+	for (size_t i = 0; i < m->nmethods; i++)
+		if (strcmp(m->methods[i], method) == 0)
+			return 1;
+	return 0;
+}
+
+static int headers_match(const struct sp_match *m, const struct sp_reqview *q)
+{
+	for (size_t i = 0; i < m->nheaders; i++) {
+		const struct sp_kv *c = &m->headers[i];
+		int found = 0;
+		for (size_t j = 0; j < q->nheaders && !found; j++) {
+			const struct sp_hdr *h = &q->headers[j];
+			if (!sp_hdr_name_is(h, c->name))
+				continue;
+			found = c->any || (h->value_len == strlen(c->value) &&
+					   memcmp(h->value, c->value, h->value_len) == 0);
+		}
+		if (!found)
+			return 0;
+	}
+	return 1;
+}
+
+/* Walks "a=1&b=2" calling back with each decoded name and value. Stops when
+ * the callback returns non-zero and returns that value. */
+static int query_each(const char *qs, size_t len, struct sp_buf *scratch,
+		      int (*cb)(void *, const char *, const char *, size_t), void *arg)
+{
+	struct sp_buf name;
+	int rc = 0;
+	sp_buf_init(&name);
+	const char *p = qs, *end = qs + len;
+	while (qs && p < end && rc == 0) {
+		const char *amp = memchr(p, '&', (size_t)(end - p));
+		const char *pe = amp ? amp : end;
+		const char *eq = memchr(p, '=', (size_t)(pe - p));
+		const char *ne = eq ? eq : pe;
+		if (sp_pct_decode(p, (size_t)(ne - p), 1, &name) < 0 ||
+		    sp_pct_decode(eq ? eq + 1 : pe, eq ? (size_t)(pe - eq - 1) : 0, 1, scratch) < 0) {
+			rc = -1;
+			break;
+		}
+		if (name.len)
+			rc = cb(arg, name.data, scratch->data ? scratch->data : "", scratch->len);
+		p = pe + 1;
+	}
+	sp_buf_deinit(&name);
+	return rc;
+}
+
+struct query_probe {
+	const struct sp_kv *want;
+};
+
+static int query_probe_cb(void *arg, const char *name, const char *value, size_t vlen)
+{
+	const struct sp_kv *c = ((struct query_probe *)arg)->want;
+	if (strcmp(name, c->name) != 0)
+		return 0;
+	return c->any || (vlen == strlen(c->value) && memcmp(value, c->value, vlen) == 0);
+}
+
+static int query_matches(const struct sp_match *m, const struct sp_reqview *q)
+{
+	if (m->nquery == 0)
+		return 1;
+	struct sp_buf scratch;
+	int ok = 1;
+	sp_buf_init(&scratch);
+	for (size_t i = 0; i < m->nquery && ok; i++) {
+		struct query_probe probe = {&m->query[i]};
+		ok = query_each(q->query, q->query_len, &scratch, query_probe_cb, &probe) == 1;
+	}
+	sp_buf_deinit(&scratch);
+	return ok;
+}
+
+int sp_route_matches(const struct sp_route *r, const struct sp_reqview *q)
+{
+	const struct sp_match *m = &r->match;
+	if (m->path && (q->path_len != strlen(m->path) || memcmp(q->path, m->path, q->path_len)))
+		return 0;
+	if (m->path_prefix && !prefix_matches(m->path_prefix, m->prefix_len, q->path, q->path_len))
+		return 0;
+	if (!method_matches(m, q->method))
+		return 0;
+	if (m->path_regex && regexec(&m->regex, q->path, 0, NULL, 0) != 0)
+		return 0;
+	return headers_match(m, q) && query_matches(m, q);
+}
+
+const struct sp_route *sp_router_match(const struct sp_route *routes, size_t n,
+				       const struct sp_reqview *q)
+{
+	for (size_t i = 0; i < n; i++)
+		if (sp_route_matches(&routes[i], q))
+			return &routes[i];
+	return NULL;
+}
+
+/* Does the path condition of a admit every path that b's admits? */
+static int path_covers(const struct sp_match *a, const struct sp_match *b)
+{
+	if (a->path_regex && !(b->path_regex && strcmp(a->path_regex, b->path_regex) == 0))
+		return 0;
+	if (a->path) {
+		if (!b->path || strcmp(a->path, b->path) != 0)
+			return 0;
+	}
+	if (a->path_prefix) {
+		if (b->path)
+			return prefix_matches(a->path_prefix, a->prefix_len, b->path, strlen(b->path));
+		if (b->path_prefix)
+			return prefix_matches(a->path_prefix, a->prefix_len, b->path_prefix,
+					      b->prefix_len) ||
+			       (a->path_prefix[a->prefix_len - 1] == '/' &&
+				strncmp(a->path_prefix, b->path_prefix, a->prefix_len) == 0);
+		return 0;
+	}
+	return 1;
+}
+
+static int kv_covers(const struct sp_kv *a, size_t na, const struct sp_kv *b, size_t nb,
+		     int names_fold_case)
+{
+	for (size_t i = 0; i < na; i++) {
+		int ok = 0;
+		for (size_t j = 0; j < nb && !ok; j++) {
+			int same = names_fold_case ? strcasecmp(a[i].name, b[j].name) == 0
+						   : strcmp(a[i].name, b[j].name) == 0;
+			ok = same && (a[i].any || (!b[j].any && strcmp(a[i].value, b[j].value) == 0));
+		}
+		if (!ok)
+			return 0;
+	}
+	return 1;
+}
+
+int sp_route_covers(const struct sp_route *earlier, const struct sp_route *later)
+{
+	const struct sp_match *a = &earlier->match, *b = &later->match;
+	if (a->nmethods) {
+		if (!b->nmethods)
+			return 0;
+		for (size_t i = 0; i < b->nmethods; i++) {
+			if (!method_matches(a, b->methods[i]))
+				return 0;
+		}
+	}
+	return path_covers(a, b) && kv_covers(a->headers, a->nheaders, b->headers, b->nheaders, 1) &&
+	       kv_covers(a->query, a->nquery, b->query, b->nquery, 0);
+}
+
+static void kv_free(struct sp_kv *kv, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(kv[i].name);
+		free(kv[i].value);
+	}
+	free(kv);
+}
+
+void sp_route_deinit(struct sp_route *r)
+{
+	struct sp_match *m = &r->match;
+	free(r->name);
+	free(m->path);
+	free(m->path_prefix);
+	if (m->path_regex)
+		regfree(&m->regex);
+	free(m->path_regex);
+	for (size_t i = 0; i < m->nmethods; i++)
+		free(m->methods[i]);
+	free(m->methods);
+	kv_free(m->headers, m->nheaders);
+	kv_free(m->query, m->nquery);
+	free(r->rollout.sticky.name);
+	free(r->rollout.cohort);
+	memset(r, 0, sizeof(*r));
+}
+
+struct query_get {
+	const char *name;
+	struct sp_buf *out;
+	int found;
+};
+
+static int query_get_cb(void *arg, const char *name, const char *value, size_t vlen)
+{
+	struct query_get *g = arg;
+	if (strcmp(name, g->name) != 0)
+		return 0;
+	g->found = sp_buf_add(g->out, value, vlen) == 0;
+	return 1;
+}
+
+int sp_query_get(const char *qs, size_t len, const char *name, struct sp_buf *out)
+{
+	struct sp_buf scratch;
+	struct query_get g = {name, out, 0};
+	sp_buf_init(&scratch);
+	sp_buf_reset(out);
+	query_each(qs, len, &scratch, query_get_cb, &g);
+	sp_buf_deinit(&scratch);
+	return g.found;
+}

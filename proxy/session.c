@@ -1,0 +1,941 @@
+/* A client connection: parses requests, routes each one, relays it to the
+ * chosen backend and streams the answer back, one exchange at a time
+ * (pipelined requests wait in the input buffer). Bodies are streamed with
+ * backpressure in both directions; nothing is buffered whole. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
+#include "h1.h"
+#include "log.h"
+#include "pathnorm.h"
+#include "worker.h"
+
+/* Stop reading one side when the other side's output holds this much. */
+#define HIGH_WATER (256 * 1024)
+#define LOW_WATER (64 * 1024)
+
+/* Failure kinds: one static string each, used in the log line and the body. */
+static const char ERR_CONNECT_REFUSED[] = "connect refused";
+static const char ERR_CONNECT_FAILED[] = "connect failed";
+static const char ERR_CONNECT_TIMEOUT[] = "connect timeout";
+static const char ERR_UPSTREAM_TIMEOUT[] = "upstream timeout";
+static const char ERR_BAD_RESPONSE[] = "bad upstream response";
+static const char ERR_UPSTREAM_CLOSED[] = "upstream closed connection";
+static const char ERR_UPSTREAM_RESET[] = "upstream reset";
+static const char ERR_TRUNCATED[] = "upstream response truncated";
+static const char ERR_CLIENT_ABORTED[] = "client closed connection";
+
+enum timer_mode { T_NONE, T_HEADER, T_IDLE };
+
+struct sp_session {
+	struct sp_worker *w;
+	TAILQ_ENTRY(sp_session) link;
+	struct bufferevent *cbev;
+	struct sp_h1 *req;
+	struct sp_h1 *resp;
+	struct event *timer;
+	struct event *resume; /* goes on with pipelined input after an exchange */
+	enum timer_mode timer_mode;
+	char client_ip[INET6_ADDRSTRLEN];
+
+	/* the exchange in progress */
+	struct sp_config *cfg;
+	struct sp_upconn *up;
+	int backend;
+	struct sp_decision dec;
+	struct evbuffer *pending; /* request bytes produced while parsing */
+	struct sp_buf head;       /* serialised request head, kept for one retry */
+	struct sp_buf tmp;
+	struct sp_buf path;
+	char method[24];
+	char reqid[72];
+	enum sp_body_mode req_body, resp_body;
+	int req_active, req_done, req_keep, client_minor, is_head, upgrade_req;
+	int resp_started, resp_done, interim, tunnel, upstream_keep;
+	int client_keep;
+	int retried;
+	int status;
+	const char *error;
+	struct timespec t_start, t_up;
+	double upstream_ms;
+	uint64_t bytes_in, bytes_out;
+
+	int closing;       /* close once the client output is flushed */
+	int dead;          /* free at the end of the current callback */
+	int in_callback;
+	int up_paused;     /* upstream reading stopped: client output full */
+	int client_paused; /* client reading stopped: upstream output full */
+};
+
+static void session_free(struct sp_session *s);
+static void process_client(struct sp_session *s);
+static void on_up_read(struct bufferevent *bev, void *arg);
+static void on_up_write(struct bufferevent *bev, void *arg);
+static void on_up_event(struct bufferevent *bev, short what, void *arg);
+
+static double ms_since(const struct timespec *t)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - t->tv_sec) * 1e3 + (double)(now.tv_nsec - t->tv_nsec) / 1e6;
+}
+
+/* Every libevent entry point brackets its work with enter/leave so that a
+ * session is only freed once nothing on the stack still uses it. */
+static void enter(struct sp_session *s)
+{
+	s->in_callback++;
+}
+
+static void leave(struct sp_session *s)
+{
+	if (--s->in_callback == 0 && s->dead)
+		session_free(s);
+}
+
+static void set_timer(struct sp_session *s, enum timer_mode mode)
+{
+	const struct sp_limits *lim = &s->w->cfg->limits;
+	int ms = mode == T_HEADER ? lim->header_timeout_ms : lim->keepalive_timeout_ms;
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	s->timer_mode = mode;
+	if (mode == T_NONE)
+		evtimer_del(s->timer);
+	else
+		evtimer_add(s->timer, &tv);
+}
+
+static struct evbuffer *client_out(struct sp_session *s)
+{
+	return bufferevent_get_output(s->cbev);
+}
+
+static void new_request_id(struct sp_session *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	uint64_t a = sp_rng_next(&s->w->rng), b = sp_rng_next(&s->w->rng);
+	for (int i = 0; i < 16; i++) {
+		s->reqid[i] = hex[(a >> (i * 4)) & 15];
+		s->reqid[16 + i] = hex[(b >> (i * 4)) & 15];
+	}
+	s->reqid[32] = '\0';
+}
+
+/* Keeps a client's X-Request-Id when it is short and printable. */
+static int take_request_id(struct sp_session *s, const struct sp_h1_msg *m)
+{
+	const struct sp_hdr *h = sp_hdr_find(m->hdrs, m->nhdrs, "X-Request-Id");
+	if (!h || h->value_len == 0 || h->value_len >= sizeof(s->reqid))
+		return 0;
+	for (size_t i = 0; i < h->value_len; i++)
+		if (h->value[i] <= ' ' || h->value[i] >= 0x7f)
+			return 0;
+	memcpy(s->reqid, h->value, h->value_len);
+	s->reqid[h->value_len] = '\0';
+	return 1;
+}
+
+static void log_exchange(struct sp_session *s)
+{
+	const struct sp_config *cfg = s->cfg ? s->cfg : s->w->cfg;
+	struct sp_access_entry e = {
+		.client = s->client_ip,
+		.method = s->method[0] ? s->method : NULL,
+		.path = s->path.data,
+		.path_len = s->path.len,
+		.status = s->status,
+		.route = s->dec.route ? s->dec.route->name : NULL,
+		.backend = s->backend >= 0 ? cfg->backends[s->backend].name : NULL,
+		.has_bucket = s->dec.rolled,
+		.bucket = s->dec.bucket,
+		.upstream_ms = s->upstream_ms,
+		.total_ms = ms_since(&s->t_start),
+		.bytes_in = s->bytes_in,
+		.bytes_out = s->bytes_out,
+		.request_id = s->reqid[0] ? s->reqid : NULL,
+		.error = s->error,
+	};
+	sp_accesslog_write(s->w->alog, &e, &s->w->logbuf);
+}
+
+static void reset_exchange(struct sp_session *s)
+{
+	sp_upconn_free(&s->up);
+	sp_config_unref(&s->cfg);
+	evbuffer_drain(s->pending, evbuffer_get_length(s->pending));
+	s->backend = -1;
+	memset(&s->dec, 0, sizeof(s->dec));
+	s->method[0] = '\0';
+	s->reqid[0] = '\0';
+	sp_buf_reset(&s->path);
+	s->req_active = s->req_done = s->resp_started = s->resp_done = 0;
+	s->interim = s->retried = s->status = 0;
+	s->error = NULL;
+	s->upstream_ms = -1;
+	s->bytes_in = s->bytes_out = 0;
+	s->up_paused = 0;
+	clock_gettime(CLOCK_MONOTONIC, &s->t_start);
+}
+
+static void start_closing(struct sp_session *s)
+{
+	s->closing = 1;
+	bufferevent_disable(s->cbev, EV_READ);
+	set_timer(s, T_NONE);
+	if (evbuffer_get_length(client_out(s)) == 0)
+		s->dead = 1;
+	else
+		bufferevent_setwatermark(s->cbev, EV_WRITE, 0, 0);
+}
+
+/* The connection waits for its next request; pipelined bytes already read
+ * are parsed from the event loop, not from this stack. */
+static void continue_keepalive(struct sp_session *s)
+{
+	s->client_paused = 0;
+	bufferevent_enable(s->cbev, EV_READ);
+	sp_h1_resume(s->req);
+	set_timer(s, T_IDLE);
+	if (evbuffer_get_length(bufferevent_get_input(s->cbev)) > 0)
+		event_active(s->resume, EV_READ, 0);
+}
+
+/* The proxy answers by itself (errors), then goes on or closes. */
+static void answer(struct sp_session *s, int status, const char *msg, int keep)
+{
+	struct sp_buf *b = &s->tmp;
+	sp_buf_reset(b);
+	keep = keep && !s->w->draining;
+	if (sp_http_write_simple(b, status, msg, keep, s->reqid[0] ? s->reqid : NULL) == 0)
+		evbuffer_add(client_out(s), b->data, b->len);
+	s->status = status;
+	s->bytes_out += b->len;
+	log_exchange(s);
+	if (!keep) {
+		reset_exchange(s);
+		start_closing(s);
+		return;
+	}
+	reset_exchange(s);
+	continue_keepalive(s);
+}
+
+/* The exchange failed on the backend side. */
+static void upstream_failed(struct sp_session *s, const char *err, int status)
+{
+	s->error = err;
+	if (s->t_up.tv_sec)
+		s->upstream_ms = ms_since(&s->t_up);
+	if (s->up)
+		sp_log(SP_LOG_WARN, "backend %s (%s): %s [request %s]",
+		       s->cfg->backends[s->backend].name, s->cfg->backends[s->backend].hostport,
+		       err, s->reqid);
+	sp_upconn_free(&s->up);
+	if (s->resp_started) {
+		/* The head is out: the only honest signal left is an aborted
+		 * connection (no terminating chunk, no fake success). */
+		log_exchange(s);
+		reset_exchange(s);
+		s->dead = 1;
+		return;
+	}
+	/* The body may be half read: only a finished request can keep the
+	 * connection. */
+	answer(s, status, err, s->req_done && s->req_keep);
+}
+
+static void attach_upstream(struct sp_session *s, int fresh)
+{
+	const struct sp_backend *be = &s->cfg->backends[s->backend];
+	const char *why = ERR_CONNECT_FAILED;
+	s->up = sp_pool_get(&s->w->pools[s->backend], fresh, &why);
+	if (!s->up) {
+		upstream_failed(s, why, 502);
+		return;
+	}
+	sp_h1_reset(s->resp);
+	sp_h1_expect_head(s->resp, s->is_head);
+	bufferevent_setcb(s->up->bev, on_up_read, on_up_write, on_up_event, s);
+	int ms = s->up->reused ? be->response_timeout_ms : be->connect_timeout_ms;
+	struct timeval wt = {ms / 1000, (ms % 1000) * 1000};
+	struct timeval rt = {be->response_timeout_ms / 1000, (be->response_timeout_ms % 1000) * 1000};
+	bufferevent_set_timeouts(s->up->bev, &rt, &wt);
+	bufferevent_setwatermark(s->up->bev, EV_WRITE, LOW_WATER, 0);
+	bufferevent_enable(s->up->bev, EV_READ | EV_WRITE);
+	clock_gettime(CLOCK_MONOTONIC, &s->t_up);
+}
+
+/* Moves what the parser produced to the backend, opening the connection on
+ * the first bytes of an exchange. */
+static void flush_pending(struct sp_session *s)
+{
+	if (!s->req_active || s->dead)
+		return;
+	if (!s->up) {
+		attach_upstream(s, 0);
+		if (!s->up)
+			return;
+	}
+	struct evbuffer *out = bufferevent_get_output(s->up->bev);
+	evbuffer_add_buffer(out, s->pending);
+	if (evbuffer_get_length(out) > HIGH_WATER && !s->client_paused) {
+		s->client_paused = 1;
+		bufferevent_disable(s->cbev, EV_READ);
+	}
+}
+
+/* ---- request parsing hooks ---- */
+
+static int split_target(struct sp_session *s, const struct sp_h1_msg *m, const char **query,
+			size_t *qlen)
+{
+	const char *t = m->url;
+	size_t len = m->url_len;
+	/* absolute-form: the authority is only for proxies; keep the path */
+	if (len > 7 && (strncasecmp(t, "http://", 7) == 0 || strncasecmp(t, "https://", 8) == 0)) {
+		const char *p = strstr(t, "://") + 3;
+		const char *slash = memchr(p, '/', len - (size_t)(p - t));
+		const char *q = memchr(p, '?', len - (size_t)(p - t));
+		if (!slash || (q && q < slash)) {
+			sp_buf_reset(&s->path);
+			sp_buf_addc(&s->path, '/');
+			*query = q ? q + 1 : NULL;
+			*qlen = q ? len - (size_t)(q + 1 - t) : 0;
+			return SP_PATH_OK;
+		}
+		len -= (size_t)(slash - t);
+		t = slash;
+	}
+	const char *q = memchr(t, '?', len);
+	size_t plen = q ? (size_t)(q - t) : len;
+	*query = q ? q + 1 : NULL;
+	*qlen = q ? len - plen - 1 : 0;
+	if (plen == 1 && t[0] == '*' && strcmp(m->method, "OPTIONS") == 0) {
+		sp_buf_reset(&s->path);
+		sp_buf_addc(&s->path, '*');
+		return SP_PATH_OK;
+	}
+	return sp_path_normalize(t, plen, &s->path);
+}
+
+static int on_req_head(void *ud, struct sp_h1_msg *m)
+{
+	struct sp_session *s = ud;
+	const char *why;
+	const struct sp_limits *lim = &s->w->cfg->limits;
+	int st;
+
+	snprintf(s->method, sizeof(s->method), "%s", m->method);
+	int had_id = take_request_id(s, m);
+	if (!had_id)
+		new_request_id(s);
+	if (m->http_major != 1) {
+		sp_h1_fail(s->req, 505, "only HTTP/1.0 and HTTP/1.1 are served here");
+		return -1;
+	}
+	if (m->is_connect) {
+		sp_h1_fail(s->req, 405, "CONNECT is not supported");
+		return -1;
+	}
+	if ((st = sp_http_check_request(m->hdrs, m->nhdrs, m->http_minor, &why)) != 0) {
+		sp_h1_fail(s->req, st, why);
+		return -1;
+	}
+	if (lim->max_body_bytes && m->has_length &&
+	    m->content_length > (uint64_t)lim->max_body_bytes) {
+		sp_h1_fail(s->req, 413, "request body larger than limits.max_body_bytes");
+		return -1;
+	}
+	const char *query;
+	size_t qlen;
+	int rc = split_target(s, m, &query, &qlen);
+	if (rc != SP_PATH_OK) {
+		sp_h1_fail(s->req, 400, sp_path_strerror(rc));
+		return -1;
+	}
+
+	s->cfg = sp_config_ref(s->w->cfg);
+	struct sp_reqview q = {m->method, s->path.data, s->path.len, query, qlen,
+			       m->hdrs,   m->nhdrs,     s->client_ip};
+	sp_decide(s->cfg->routes, s->cfg->nroutes, s->cfg->default_backend, &q, &s->w->rng, &s->tmp,
+		  &s->dec);
+	s->backend = s->dec.backend;
+	s->req_body = m->chunked ? SP_BODY_CHUNKED : m->has_length ? SP_BODY_LENGTH : SP_BODY_NONE;
+	s->req_keep = m->keep_alive;
+	s->client_minor = m->http_minor;
+	s->is_head = strcmp(m->method, "HEAD") == 0;
+	s->upgrade_req = m->upgrade && sp_hdr_find(m->hdrs, m->nhdrs, "Upgrade") != NULL;
+
+	struct sp_fwd_request f = {
+		.method = m->method,
+		.path = s->path.data,
+		.path_len = s->path.len,
+		.query = query,
+		.query_len = qlen,
+		.headers = m->hdrs,
+		.nheaders = m->nhdrs,
+		.body = s->req_body,
+		.content_length = m->content_length,
+		.upgrade = s->upgrade_req,
+		.client_ip = s->client_ip,
+		.proto = "http",
+		.request_id = had_id ? NULL : s->reqid,
+	};
+	sp_buf_reset(&s->head);
+	if (sp_http_write_request_head(&f, &s->head) < 0) {
+		sp_h1_fail(s->req, 500, "out of memory");
+		return -1;
+	}
+	evbuffer_add(s->pending, s->head.data, s->head.len);
+	s->req_active = 1;
+	set_timer(s, T_NONE);
+	if (s->req_body != SP_BODY_NONE) {
+		int ms = lim->body_timeout_ms;
+		struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+		bufferevent_set_timeouts(s->cbev, &tv, NULL);
+	}
+	return 0;
+}
+
+static int on_req_body(void *ud, const char *p, size_t n)
+{
+	struct sp_session *s = ud;
+	if (s->req_body == SP_BODY_CHUNKED) {
+		sp_buf_reset(&s->tmp);
+		sp_http_chunk_header(&s->tmp, n);
+		evbuffer_add(s->pending, s->tmp.data, s->tmp.len);
+		evbuffer_add(s->pending, p, n);
+		evbuffer_add(s->pending, "\r\n", 2);
+	} else {
+		evbuffer_add(s->pending, p, n);
+	}
+	return 0;
+}
+
+static int on_req_done(void *ud, struct sp_h1_msg *m)
+{
+	struct sp_session *s = ud;
+	(void)m;
+	if (s->req_body == SP_BODY_CHUNKED)
+		evbuffer_add(s->pending, "0\r\n\r\n", 5);
+	s->req_done = 1;
+	bufferevent_set_timeouts(s->cbev, NULL, NULL);
+	return 1; /* one exchange at a time: pipelined requests wait */
+}
+
+static const struct sp_h1_hooks req_hooks = {on_req_head, on_req_body, on_req_done};
+
+static void request_error(struct sp_session *s)
+{
+	int status = sp_h1_error_status(s->req);
+	const char *why = sp_h1_error_reason(s->req);
+	sp_debug("client %s: %d %s", s->client_ip, status, why);
+	if (!s->method[0])
+		snprintf(s->method, sizeof(s->method), "-");
+	if (s->resp_started) {
+		s->error = why;
+		log_exchange(s);
+		reset_exchange(s);
+		s->dead = 1;
+		return;
+	}
+	sp_upconn_free(&s->up);
+	s->error = why;
+	answer(s, status, why, 0);
+}
+
+/* ---- response parsing hooks ---- */
+
+static int on_resp_head(void *ud, struct sp_h1_msg *m)
+{
+	struct sp_session *s = ud;
+	const char *why;
+	if (sp_http_check_response(m->hdrs, m->nhdrs, &why) < 0 || m->http_major != 1) {
+		sp_h1_fail(s->resp, 502, m->http_major != 1 ? "bad HTTP version" : why);
+		return -1;
+	}
+	if (m->status / 100 == 1 && m->status != 101) {
+		s->interim = 1;
+		if (m->status == 100 && s->client_minor >= 1 && !s->req_done) {
+			static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+			evbuffer_add(client_out(s), cont, sizeof(cont) - 1);
+		}
+		return 1;
+	}
+	if (m->status == 101 && !s->upgrade_req) {
+		sp_h1_fail(s->resp, 502, "101 without an upgrade request");
+		return -1;
+	}
+	s->tunnel = m->status == 101;
+	if (s->is_head || m->status == 204 || m->status == 304 || s->tunnel)
+		s->resp_body = SP_BODY_NONE;
+	else if (m->has_length && !m->chunked)
+		s->resp_body = SP_BODY_LENGTH;
+	else
+		s->resp_body = s->client_minor >= 1 ? SP_BODY_CHUNKED : SP_BODY_CLOSE;
+	s->upstream_keep = m->keep_alive;
+	/* A refused upgrade leaves the request parser in upgrade state: close. */
+	s->client_keep = s->req_keep && s->req_done && s->resp_body != SP_BODY_CLOSE &&
+			 !s->w->draining && !s->upgrade_req;
+	struct sp_fwd_response f = {
+		.status = m->status,
+		.reason = m->reason,
+		.reason_len = m->reason_len,
+		.headers = m->hdrs,
+		.nheaders = m->nhdrs,
+		.body = s->resp_body,
+		.content_length = m->content_length,
+		.keep_length = s->is_head || m->status == 304,
+		.has_length = m->has_length,
+		.client_minor = s->client_minor,
+		.keep_alive = s->client_keep,
+		.upgrade = s->tunnel,
+	};
+	sp_buf_reset(&s->tmp);
+	if (sp_http_write_response_head(&f, &s->tmp) < 0)
+		return -1;
+	evbuffer_add(client_out(s), s->tmp.data, s->tmp.len);
+	s->bytes_out += s->tmp.len;
+	s->status = m->status;
+	s->resp_started = 1;
+	s->upstream_ms = ms_since(&s->t_up);
+	return 0;
+}
+
+static int on_resp_body(void *ud, const char *p, size_t n)
+{
+	struct sp_session *s = ud;
+	struct evbuffer *out = client_out(s);
+	if (s->resp_body == SP_BODY_CHUNKED) {
+		sp_buf_reset(&s->tmp);
+		sp_http_chunk_header(&s->tmp, n);
+		evbuffer_add(out, s->tmp.data, s->tmp.len);
+		evbuffer_add(out, p, n);
+		evbuffer_add(out, "\r\n", 2);
+		s->bytes_out += s->tmp.len + n + 2;
+	} else {
+		evbuffer_add(out, p, n);
+		s->bytes_out += n;
+	}
+	return 0;
+}
+
+static int on_resp_done(void *ud, struct sp_h1_msg *m)
+{
+	struct sp_session *s = ud;
+	(void)m;
+	if (s->interim) {
+		s->interim = 0;
+		return 0; /* the final response follows */
+	}
+	if (s->resp_body == SP_BODY_CHUNKED) {
+		evbuffer_add(client_out(s), "0\r\n\r\n", 5);
+		s->bytes_out += 5;
+	}
+	s->resp_done = 1;
+	return 1;
+}
+
+static const struct sp_h1_hooks resp_hooks = {on_resp_head, on_resp_body, on_resp_done};
+
+/* ---- tunnel (after 101) ---- */
+
+static void tunnel_relay(struct sp_session *s, struct bufferevent *from, struct bufferevent *to)
+{
+	struct evbuffer *out = bufferevent_get_output(to);
+	evbuffer_add_buffer(out, bufferevent_get_input(from));
+	if (evbuffer_get_length(out) > HIGH_WATER)
+		bufferevent_disable(from, EV_READ);
+	(void)s;
+}
+
+static void tunnel_close(struct sp_session *s)
+{
+	log_exchange(s);
+	reset_exchange(s);
+	s->dead = 1;
+}
+
+static void on_tunnel_up_read(struct bufferevent *bev, void *arg)
+{
+	struct sp_session *s = arg;
+	enter(s);
+	tunnel_relay(s, bev, s->cbev);
+	leave(s);
+}
+
+static void on_tunnel_up_write(struct bufferevent *bev, void *arg)
+{
+	struct sp_session *s = arg;
+	(void)bev;
+	enter(s);
+	bufferevent_enable(s->cbev, EV_READ);
+	leave(s);
+}
+
+static void on_tunnel_up_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct sp_session *s = arg;
+	(void)bev;
+	(void)what;
+	enter(s);
+	/* hand over what is left, then close once it is written */
+	tunnel_relay(s, bev, s->cbev);
+	sp_upconn_free(&s->up);
+	log_exchange(s);
+	reset_exchange(s);
+	start_closing(s);
+	leave(s);
+}
+
+static void start_tunnel(struct sp_session *s)
+{
+	set_timer(s, T_NONE);
+	bufferevent_set_timeouts(s->cbev, NULL, NULL);
+	bufferevent_set_timeouts(s->up->bev, NULL, NULL);
+	bufferevent_setcb(s->up->bev, on_tunnel_up_read, on_tunnel_up_write, on_tunnel_up_event, s);
+	bufferevent_setwatermark(s->up->bev, EV_WRITE, LOW_WATER, 0);
+	bufferevent_enable(s->up->bev, EV_READ | EV_WRITE);
+	bufferevent_enable(s->cbev, EV_READ);
+	s->client_paused = s->up_paused = 0;
+	tunnel_relay(s, s->up->bev, s->cbev);
+	tunnel_relay(s, s->cbev, s->up->bev);
+}
+
+/* ---- exchange end ---- */
+
+static void finish_exchange(struct sp_session *s)
+{
+	struct sp_upconn *up = s->up;
+	s->up = NULL;
+	if (s->req_done && sp_h1_in_message(s->resp) == 0 && !s->tunnel &&
+	    evbuffer_get_length(bufferevent_get_input(up->bev)) == 0 && s->resp_body != SP_BODY_CLOSE &&
+	    s->upstream_keep)
+		sp_pool_put(&up);
+	else
+		sp_upconn_free(&up);
+	log_exchange(s);
+	int keep = s->client_keep && !s->w->draining;
+	reset_exchange(s);
+	if (!keep) {
+		start_closing(s);
+		return;
+	}
+	continue_keepalive(s);
+}
+
+static void on_up_read(struct bufferevent *bev, void *arg)
+{
+	struct sp_session *s = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	enter(s);
+	while (evbuffer_get_length(in) > 0 && !s->resp_done && !s->dead) {
+		struct evbuffer_iovec v;
+		size_t used = 0;
+		evbuffer_peek(in, -1, NULL, &v, 1);
+		enum sp_h1_rc rc = sp_h1_execute(s->resp, v.iov_base, v.iov_len, &used);
+		evbuffer_drain(in, used);
+		if (rc == SP_H1_ERROR) {
+			sp_log(SP_LOG_WARN, "backend %s: %s", s->cfg->backends[s->backend].name,
+			       sp_h1_error_reason(s->resp));
+			upstream_failed(s, ERR_BAD_RESPONSE, 502);
+			goto out;
+		}
+		if (rc == SP_H1_UPGRADE || (rc == SP_H1_PAUSED && s->tunnel)) {
+			start_tunnel(s);
+			goto out;
+		}
+	}
+	if (s->resp_done) {
+		finish_exchange(s);
+	} else if (evbuffer_get_length(client_out(s)) > HIGH_WATER) {
+		s->up_paused = 1;
+		bufferevent_disable(bev, EV_READ);
+	}
+out:
+	leave(s);
+}
+
+static void on_up_write(struct bufferevent *bev, void *arg)
+{
+	struct sp_session *s = arg;
+	(void)bev;
+	enter(s);
+	if (s->client_paused && !s->closing) {
+		s->client_paused = 0;
+		bufferevent_enable(s->cbev, EV_READ);
+		process_client(s);
+	}
+	leave(s);
+}
+
+static int may_retry(const struct sp_session *s)
+{
+	/* A pooled connection the backend closed just as we reused it: nothing
+	 * was answered and the request can be sent again as it was. */
+	return s->up && s->up->reused && !s->retried && !s->resp_started &&
+	       !sp_h1_in_message(s->resp) && s->req_done && s->req_body == SP_BODY_NONE;
+}
+
+static void on_up_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct sp_session *s = arg;
+	const struct sp_backend *be = &s->cfg->backends[s->backend];
+	enter(s);
+	if (what & BEV_EVENT_CONNECTED) {
+		struct timeval tv = {be->response_timeout_ms / 1000,
+				     (be->response_timeout_ms % 1000) * 1000};
+		s->up->connected = 1;
+		bufferevent_set_timeouts(bev, &tv, &tv);
+		goto out;
+	}
+	if (may_retry(s) && (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) {
+		s->retried = 1;
+		sp_upconn_free(&s->up);
+		attach_upstream(s, 1);
+		if (s->up)
+			evbuffer_add(bufferevent_get_output(s->up->bev), s->head.data, s->head.len);
+		goto out;
+	}
+	if (what & BEV_EVENT_TIMEOUT) {
+		int connecting = !s->up->reused && !s->up->connected;
+		upstream_failed(s, connecting ? ERR_CONNECT_TIMEOUT : ERR_UPSTREAM_TIMEOUT, 504);
+	} else if (what & BEV_EVENT_EOF) {
+		/* a close-delimited body ends here; anything else is cut short */
+		if (sp_h1_finish(s->resp) == SP_H1_OK && s->resp_done)
+			finish_exchange(s);
+		else
+			upstream_failed(s, s->resp_started ? ERR_TRUNCATED : ERR_UPSTREAM_CLOSED, 502);
+	} else if (what & BEV_EVENT_ERROR) {
+		int err = EVUTIL_SOCKET_ERROR();
+		if (!s->up->reused && !s->up->connected)
+			upstream_failed(s, err == ECONNREFUSED ? ERR_CONNECT_REFUSED : ERR_CONNECT_FAILED,
+					502);
+		else
+			upstream_failed(s, ERR_UPSTREAM_RESET, 502);
+	}
+out:
+	leave(s);
+}
+
+/* ---- client side ---- */
+
+static void process_client(struct sp_session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->cbev);
+	if (s->tunnel) {
+		if (s->up)
+			tunnel_relay(s, s->cbev, s->up->bev);
+		return;
+	}
+	while (evbuffer_get_length(in) > 0 && !s->req_done && !s->closing && !s->dead &&
+	       !s->client_paused) {
+		struct evbuffer_iovec v;
+		size_t used = 0;
+		if (!s->req_active && s->timer_mode != T_HEADER) {
+			clock_gettime(CLOCK_MONOTONIC, &s->t_start);
+			set_timer(s, T_HEADER);
+		}
+		evbuffer_peek(in, -1, NULL, &v, 1);
+		enum sp_h1_rc rc = sp_h1_execute(s->req, v.iov_base, v.iov_len, &used);
+		evbuffer_drain(in, used);
+		s->bytes_in += used;
+		if (rc == SP_H1_ERROR) {
+			request_error(s);
+			return;
+		}
+		flush_pending(s);
+	}
+}
+
+static void on_client_read(struct bufferevent *bev, void *arg)
+{
+	struct sp_session *s = arg;
+	(void)bev;
+	enter(s);
+	process_client(s);
+	leave(s);
+}
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct sp_session *s = arg;
+	(void)fd;
+	(void)what;
+	enter(s);
+	process_client(s);
+	leave(s);
+}
+
+static void on_client_write(struct bufferevent *bev, void *arg)
+{
+	struct sp_session *s = arg;
+	enter(s);
+	if (s->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+		s->dead = 1;
+	} else if (s->tunnel && s->up) {
+		bufferevent_enable(s->up->bev, EV_READ);
+	} else if (s->up_paused && s->up) {
+		s->up_paused = 0;
+		bufferevent_enable(s->up->bev, EV_READ);
+		on_up_read(s->up->bev, s); /* parse what is already buffered */
+	}
+	leave(s);
+}
+
+static void on_client_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct sp_session *s = arg;
+	(void)bev;
+	enter(s);
+	if (s->tunnel) {
+		if (s->up)
+			tunnel_relay(s, s->cbev, s->up->bev);
+		tunnel_close(s);
+	} else if ((what & BEV_EVENT_TIMEOUT) && s->req_active && !s->req_done) {
+		/* the body stalled */
+		s->error = "client body timeout";
+		if (s->resp_started) {
+			log_exchange(s);
+			reset_exchange(s);
+			s->dead = 1;
+		} else {
+			sp_upconn_free(&s->up);
+			answer(s, 408, "request body timeout", 0);
+		}
+	} else if ((what & BEV_EVENT_EOF) && s->req_active && s->req_done) {
+		/* half-close after a full request: answer it, then close */
+		bufferevent_disable(s->cbev, EV_READ);
+		s->req_keep = 0;
+		s->client_keep = 0;
+	} else {
+		if (s->req_active) {
+			s->error = ERR_CLIENT_ABORTED;
+			s->status = s->status ? s->status : 499;
+			log_exchange(s);
+		}
+		reset_exchange(s);
+		s->dead = 1;
+	}
+	leave(s);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct sp_session *s = arg;
+	(void)fd;
+	(void)what;
+	enter(s);
+	if (s->timer_mode == T_HEADER && !s->req_active &&
+	    (sp_h1_in_message(s->req) || evbuffer_get_length(bufferevent_get_input(s->cbev)))) {
+		snprintf(s->method, sizeof(s->method), "-");
+		s->error = "client header timeout";
+		answer(s, 408, "request header timeout", 0);
+	} else if (!s->req_active) {
+		s->dead = 1;
+	}
+	leave(s);
+}
+
+void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct sockaddr *sa,
+		       socklen_t len)
+{
+	static const struct sp_h1_limits resp_limits = {1024, 65536, 200};
+	struct sp_session *s = calloc(1, sizeof(*s));
+	(void)len;
+	if (!s) {
+		evutil_closesocket(fd);
+		return;
+	}
+	s->w = w;
+	s->backend = -1;
+	s->upstream_ms = -1;
+	sp_buf_init(&s->head);
+	sp_buf_init(&s->tmp);
+	sp_buf_init(&s->path);
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, s->client_ip,
+			  sizeof(s->client_ip));
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, s->client_ip,
+			  sizeof(s->client_ip));
+	const struct sp_limits *lim = &w->cfg->limits;
+	struct sp_h1_limits req_limits = {(size_t)lim->max_request_line,
+					  (size_t)lim->max_header_bytes, (size_t)lim->max_headers};
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	s->cbev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	s->req = sp_h1_new(1, &req_hooks, s, &req_limits);
+	s->resp = sp_h1_new(0, &resp_hooks, s, &resp_limits);
+	s->timer = evtimer_new(w->base, on_timer, s);
+	s->resume = event_new(w->base, -1, 0, on_resume, s);
+	s->pending = evbuffer_new();
+	if (!s->cbev || !s->req || !s->resp || !s->timer || !s->resume || !s->pending) {
+		if (!s->cbev)
+			evutil_closesocket(fd);
+		TAILQ_INSERT_TAIL(&w->sessions, s, link);
+		w->nsessions++;
+		session_free(s);
+		return;
+	}
+	TAILQ_INSERT_TAIL(&w->sessions, s, link);
+	w->nsessions++;
+	bufferevent_setcb(s->cbev, on_client_read, on_client_write, on_client_event, s);
+	bufferevent_setwatermark(s->cbev, EV_READ, 0, HIGH_WATER);
+	bufferevent_setwatermark(s->cbev, EV_WRITE, LOW_WATER, 0);
+	bufferevent_enable(s->cbev, EV_READ | EV_WRITE);
+	clock_gettime(CLOCK_MONOTONIC, &s->t_start);
+	set_timer(s, T_HEADER);
+}
+
+static void session_free(struct sp_session *s)
+{
+	struct sp_worker *w = s->w;
+	sp_upconn_free(&s->up);
+	sp_config_unref(&s->cfg);
+	if (s->cbev)
+		bufferevent_free(s->cbev);
+	sp_h1_free(&s->req);
+	sp_h1_free(&s->resp);
+	if (s->timer)
+		event_free(s->timer);
+	if (s->resume)
+		event_free(s->resume);
+	if (s->pending)
+		evbuffer_free(s->pending);
+	sp_buf_deinit(&s->head);
+	sp_buf_deinit(&s->tmp);
+	sp_buf_deinit(&s->path);
+	TAILQ_REMOVE(&w->sessions, s, link);
+	free(s);
+	sp_worker_session_gone(w);
+}
+
+void sp_sessions_drain(struct sp_worker *w)
+{
+	struct sp_session *s, *next;
+	for (s = TAILQ_FIRST(&w->sessions); s; s = next) {
+		next = TAILQ_NEXT(s, link);
+		if (!s->in_callback && !s->req_active && !sp_h1_in_message(s->req) &&
+		    evbuffer_get_length(bufferevent_get_input(s->cbev)) == 0)
+			session_free(s);
+	}
+}
+
+void sp_sessions_kill(struct sp_worker *w)
+{
+	struct sp_session *s;
+	while ((s = TAILQ_FIRST(&w->sessions)) != NULL)
+		session_free(s);
+}

@@ -1,0 +1,57 @@
+/* Workers: one thread, one event loop, its own listeners, pools and sessions. */
+#ifndef SP_WORKER_H
+#define SP_WORKER_H
+
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "accesslog.h"
+#include "buf.h"
+#include "config.h"
+#include "upstream.h"
+
+struct sp_session;
+
+struct sp_worker {
+	int id;
+	struct event_base *base;
+	pthread_t thread;
+	struct sp_config *cfg; /* this worker's reference to the current generation */
+	struct evconnlistener **listeners;
+	size_t nlisteners;
+	struct sp_pool *pools; /* one per backend of cfg */
+	struct sp_accesslog *alog; /* borrowed */
+	struct sp_buf logbuf;
+	uint64_t rng;
+	TAILQ_HEAD(sp_session_q, sp_session) sessions;
+	size_t nsessions;
+	int draining;
+	struct event *stop_ev;
+	struct event *drain_timer;
+	struct event *accept_timer; /* re-enables accepting after EMFILE */
+};
+
+/* Creates the worker and binds its listeners (SO_REUSEPORT). Returns NULL
+ * and logs why on failure. Borrows alog; takes a reference to cfg. */
+struct sp_worker *sp_worker_new(int id, struct sp_config *cfg, struct sp_accesslog *alog);
+int sp_worker_start(struct sp_worker *w);
+/* Asks the worker to stop accepting and finish in-flight requests; safe from
+ * any thread. */
+void sp_worker_stop(struct sp_worker *w);
+void sp_worker_join(struct sp_worker *w);
+void sp_worker_free(struct sp_worker **w);
+
+/* session.c */
+void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct sockaddr *sa,
+		       socklen_t len);
+/* Closes idle sessions; busy ones close after their current exchange. */
+void sp_sessions_drain(struct sp_worker *w);
+/* Closes every session now. */
+void sp_sessions_kill(struct sp_worker *w);
+/* worker.c: called by a session as it goes away */
+void sp_worker_session_gone(struct sp_worker *w);
+
+#endif
