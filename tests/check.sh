@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what is missing, builds strangler (plain and
+# with ASan+UBSan), builds the Go and Rust demo services, and runs every meson
+# suite (unit, integration, interop, fuzz corpus replay). Exits non-zero on any
+# failure. This is the README's second command and what CI runs.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+cd "$(sp_root)"
+
+sp_install_packages
+sp_toolchain_env "$PWD/build-check"
+
+echo "==> building strangler"
+sp_build build-check -Dbuildtype=debugoptimized -Dunit_tests=enabled
+echo "==> building strangler with ASan+UBSan"
+sp_build build-asan -Dbuildtype=debug -Db_sanitize=address,undefined -Db_lundef=false \
+	-Dunit_tests=enabled
+echo "==> building the demo services (Go, Rust)"
+bash tests/backends/build.sh "$PWD/build-check/backends"
+
+status=0
+echo "==> tests"
+meson test -C build-check --print-errorlogs --num-processes 2 || status=1
+echo "==> tests under ASan+UBSan"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	meson test -C build-asan --print-errorlogs --num-processes 2 \
+	--suite unit --suite integration || status=1
+[ $status -eq 0 ] && echo "==> all tests passed" || echo "==> FAILED"
+exit $status
