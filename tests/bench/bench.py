@@ -1,0 +1,676 @@
+#!/usr/bin/python3
+"""Throughput/latency benchmark: strangler against nginx and HAProxy.
+
+Starts a fast nginx backend, then for every scenario runs wrk through each
+proxy in turn (plus `direct`, wrk straight to the backend, as the baseline),
+starting a fresh proxy for every run. Prints one markdown table.
+
+See README.md beside this file for what each column means and how the CPUs
+are shared. Standard library only; needs nginx, haproxy, wrk and taskset.
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import http.client
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent.parent
+TEMPLATE_DIR = BENCH_DIR / "templates"
+DEFAULT_STRANGLER = REPO_ROOT / "build" / "proxy" / "strangler"
+
+PROXIES = ("direct", "nginx", "haproxy", "strangler")
+RATIO_BASES = ("nginx", "haproxy", "direct")
+
+BODY_16K_SIZE = 16384
+QUICK_DURATION = 2
+WARMUP_SECONDS = 1
+WRK_TIMEOUT = "5s"              # wrk's per-request timeout
+WRK_SLACK_SECONDS = 30          # wrk gets duration + this before we kill it
+START_TIMEOUT_SECONDS = 10.0
+STOP_TIMEOUT_SECONDS = 10.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    name: str
+    path: str
+    connections: int
+    close: bool = False         # send `Connection: close`: one TCP connection per request
+
+
+SCENARIOS = (
+    Scenario("small, keep-alive, c50", "/", 50),
+    Scenario("small, keep-alive, c400", "/", 400),
+    Scenario("16 KiB, keep-alive, c50", "/16k", 50),
+    Scenario("small, conn/request, c50", "/", 50, close=True),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuPlan:
+    """Which CPU runs what. None everywhere means no pinning."""
+    load: int | None            # wrk and the backend
+    proxy: int | None           # the proxy under test
+
+    def describe(self):
+        if self.proxy is None:
+            return "no pinning (fewer than 2 usable CPUs)"
+        return (f"proxy on CPU {self.proxy}; wrk and the backend nginx on "
+                f"CPU {self.load} (taskset)")
+
+
+@dataclasses.dataclass
+class WrkResult:
+    requests: int
+    rps: float                  # wrk's Requests/sec (all responses)
+    p50_ms: float | None
+    p99_ms: float | None
+    non_2xx: int
+    socket_errors: dict         # connect/read/write/timeout -> count
+
+    @property
+    def good_rps(self):
+        """Responses per second that were 2xx/3xx (wrk counts >= 400 as non-2xx)."""
+        if self.requests <= 0:
+            return 0.0
+        return self.rps * (self.requests - self.non_2xx) / self.requests
+
+
+@dataclasses.dataclass
+class Row:
+    scenario: Scenario
+    proxy: str
+    wrk: WrkResult | None = None
+    rss_mib: float | None = None
+    cpu_us_per_req: float | None = None
+    proxy_core_pct: float | None = None   # proxy CPU time / wall time
+    other_load_pct: float | None = None   # CPU used by others on the machine
+    problems: list = dataclasses.field(default_factory=list)
+    failed: bool = False        # proxy did not start or died, or wrk failed
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What every run shares."""
+    tmp: Path
+    backend: "Daemon"
+    backend_port: int
+    cpus: CpuPlan
+    duration: int
+    warmup: int
+    strangler: Path
+
+
+class StartError(Exception):
+    """A daemon did not come up."""
+
+
+# --------------------------------------------------------------------------
+# Small helpers
+
+
+def log(message):
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    """A port the kernel considers free right now on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def render_template(name, dest, **values):
+    text = (TEMPLATE_DIR / name).read_text()
+    dest.write_text(string.Template(text).substitute(**values))
+    return dest
+
+
+def pinned(argv, cpu):
+    return argv if cpu is None else ["taskset", "-c", str(cpu), *argv]
+
+
+def raise_nofile_limit():
+    """400 client + 400 backend connections need more than the usual 1024 fds."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def choose_cpus():
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2 or shutil.which("taskset") is None:
+        return CpuPlan(load=None, proxy=None)
+    return CpuPlan(load=cpus[0], proxy=cpus[1])
+
+
+def install_signal_handlers():
+    """Turn SIGTERM/SIGHUP into KeyboardInterrupt so the same cleanup runs."""
+    def interrupt(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)
+
+
+# --------------------------------------------------------------------------
+# Daemons
+
+
+class Daemon:
+    """A server run in the foreground in its own session, stopped by pid."""
+
+    def __init__(self, name, argv, workdir, cpu):
+        self.name = name
+        self.argv = pinned(argv, cpu)
+        self.workdir = workdir
+        self.log_path = workdir / f"{name}.out"
+        self.proc = None
+
+    def start(self, port):
+        with open(self.log_path, "wb") as out:
+            # A new session: a Ctrl-C in the terminal reaches only us, and we
+            # stop the daemon ourselves (its process group id is its pid).
+            self.proc = subprocess.Popen(
+                self.argv, cwd=self.workdir, stdin=subprocess.DEVNULL,
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for_port(port, self)
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        if self.proc is None:
+            return
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=STOP_TIMEOUT_SECONDS)
+                except subprocess.TimeoutExpired:
+                    log(f"{self.name} did not stop on SIGTERM; sending SIGKILL")
+        finally:
+            # Workers left behind (or a master that ignored SIGTERM) share the
+            # process group we created for this daemon.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def log_tail(self, lines=15):
+        paths = [self.log_path, self.workdir / "error.log"]
+        text = "".join(p.read_text(errors="replace") for p in paths if p.exists())
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def running(daemon, port):
+    daemon.start(port)
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+def wait_for_port(port, daemon):
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if not daemon.alive():
+            raise StartError(f"{daemon.name} exited with status "
+                             f"{daemon.proc.returncode} before accepting on "
+                             f"port {port}")
+        with contextlib.suppress(OSError):
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        time.sleep(0.05)
+    raise StartError(f"{daemon.name} did not accept on port {port} within "
+                     f"{START_TIMEOUT_SECONDS:.0f} s")
+
+
+def nginx_argv(workdir, conf):
+    return ["nginx", "-p", f"{workdir}/", "-c", str(conf),
+            "-e", str(workdir / "error.log"), "-g", "daemon off;"]
+
+
+def make_backend(workdir, port, cpu):
+    (workdir / "16k.bin").write_bytes(b"0123456789abcdef" * (BODY_16K_SIZE // 16))
+    conf = render_template("backend-nginx.conf", workdir / "nginx.conf",
+                           dir=workdir, port=port, body_16k_size=BODY_16K_SIZE)
+    return Daemon("backend", nginx_argv(workdir, conf), workdir, cpu)
+
+
+def make_proxy(name, workdir, port, backend_port, cpu, strangler):
+    """The Daemon for one proxy, with its config written into workdir."""
+    values = {"dir": workdir, "port": port, "backend_port": backend_port}
+    if name == "nginx":
+        conf = render_template("proxy-nginx.conf", workdir / "nginx.conf", **values)
+        argv = nginx_argv(workdir, conf)
+    elif name == "haproxy":
+        conf = render_template("proxy-haproxy.cfg", workdir / "haproxy.cfg", **values)
+        argv = ["haproxy", "-db", "-f", str(conf)]
+    elif name == "strangler":
+        conf = render_template("proxy-strangler.conf", workdir / "strangler.conf", **values)
+        argv = [str(strangler), "-c", str(conf)]
+    else:
+        raise ValueError(name)
+    return Daemon(name, argv, workdir, cpu)
+
+
+def smoke_check(port):
+    """One request of each kind through the proxy. Returns a list of problems."""
+    problems = []
+    for path, expect in (("/", b"ok\n"), ("/16k", None)):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status != 200:
+                problems.append(f"smoke GET {path}: status {resp.status}")
+            elif expect is not None and body != expect:
+                problems.append(f"smoke GET {path}: body {body[:20]!r}")
+            elif expect is None and len(body) != BODY_16K_SIZE:
+                problems.append(f"smoke GET {path}: {len(body)} bytes")
+        except (OSError, http.client.HTTPException) as exc:
+            problems.append(f"smoke GET {path}: {exc}")
+        finally:
+            conn.close()
+    return problems
+
+
+# --------------------------------------------------------------------------
+# /proc accounting
+
+
+def read_stat(pid):
+    """(ppid, utime+stime+cutime+cstime in ticks) from /proc/PID/stat, or None."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()  # comm may contain spaces
+    # fields[0] is field 3 (state); utime..cstime are fields 14..17.
+    return int(fields[1]), sum(int(f) for f in fields[11:15])
+
+
+def process_tree(root):
+    """root and all its descendants, as pids."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = read_stat(entry.name)
+            if stat is not None:
+                children.setdefault(stat[0], []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def cpu_ticks(root):
+    """CPU ticks used by the tree. Counting cutime/cstime too keeps the sum
+    right when a child exits and is reaped during the run."""
+    return sum(stat[1] for stat in map(read_stat, process_tree(root)) if stat)
+
+
+def busy_ticks_all_cpus():
+    """user+nice+system+steal ticks of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, steal = fields[0], fields[1], fields[2], fields[7]
+    return user + nice + system + steal
+
+
+def own_children_ticks():
+    """CPU ticks of this script and of its reaped children (wrk)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total * CLK_TCK
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuSnapshot:
+    when: float
+    machine: float              # busy ticks, all CPUs
+    proxy: float                # ticks of the proxy's processes
+    ours: float                 # ticks of proxy + backend + wrk + this script
+
+    @classmethod
+    def take(cls, proxy, backend):
+        proxy_ticks = cpu_ticks(proxy.pid) if proxy else 0
+        ours = proxy_ticks + cpu_ticks(backend.pid) + own_children_ticks()
+        return cls(time.monotonic(), busy_ticks_all_cpus(), proxy_ticks, ours)
+
+
+def peak_rss_by_process(root):
+    """[(pid, name, VmHWM in KiB)] over the tree: each process's own peak RSS."""
+    peaks = []
+    for pid in process_tree(root):
+        with contextlib.suppress(OSError):
+            status = dict(line.split(":", 1) for line in
+                          Path(f"/proc/{pid}/status").read_text().splitlines())
+            peaks.append((pid, status["Name"].strip(), int(status["VmHWM"].split()[0])))
+    return peaks
+
+
+# --------------------------------------------------------------------------
+# wrk
+
+UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
+
+
+def run_wrk(port, scenario, duration, cpu):
+    argv = ["wrk", "-t1", f"-c{scenario.connections}", f"-d{duration}s",
+            "--latency", "--timeout", WRK_TIMEOUT]
+    if scenario.close:
+        argv += ["-H", "Connection: close"]
+    argv.append(f"http://127.0.0.1:{port}{scenario.path}")
+    done = subprocess.run(pinned(argv, cpu), capture_output=True, text=True,
+                          timeout=duration + WRK_SLACK_SECONDS)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk exited {done.returncode}: {done.stderr.strip()}")
+    return parse_wrk(done.stdout)
+
+
+def parse_wrk(output):
+    def number(pattern, default=None):
+        match = re.search(pattern, output, re.MULTILINE)
+        return match.group(1) if match else default
+
+    def latency(percent):
+        match = re.search(rf"^\s*{percent}%\s+([\d.]+)(us|ms|s|m|h)\s*$",
+                          output, re.MULTILINE)
+        return float(match.group(1)) * UNIT_MS[match.group(2)] if match else None
+
+    requests = number(r"^\s*(\d+) requests in ")
+    rps = number(r"^Requests/sec:\s+([\d.]+)")
+    if requests is None or rps is None:
+        raise RuntimeError(f"cannot parse wrk output:\n{output}")
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), "
+                       r"write (\d+), timeout (\d+)", output)
+    kinds = ("connect", "read", "write", "timeout")
+    return WrkResult(
+        requests=int(requests),
+        rps=float(rps),
+        p50_ms=latency(50),
+        p99_ms=latency(99),
+        non_2xx=int(number(r"Non-2xx or 3xx responses: (\d+)", "0")),
+        socket_errors=dict(zip(kinds, map(int, errors.groups()))) if errors else {},
+    )
+
+
+# --------------------------------------------------------------------------
+# One run
+
+
+def measure(row, port, proxy, settings):
+    """Warm up, then load `port` with wrk, accounting the proxy's CPU and
+    how busy the rest of the machine was meanwhile."""
+    if settings.warmup:
+        run_wrk(port, row.scenario, settings.warmup, settings.cpus.load)
+    before = CpuSnapshot.take(proxy, settings.backend)
+    row.wrk = run_wrk(port, row.scenario, settings.duration, settings.cpus.load)
+    if proxy is not None and not proxy.alive():
+        row.failed = True
+        row.problems.append(f"{proxy.name} died during the run "
+                            f"(status {proxy.proc.returncode})")
+        return
+    after = CpuSnapshot.take(proxy, settings.backend)
+    wall_ticks = (after.when - before.when) * CLK_TCK
+    others = (after.machine - before.machine) - (after.ours - before.ours)
+    row.other_load_pct = max(0.0, others) / (wall_ticks * os.cpu_count()) * 100
+    if proxy is None:
+        return
+    used = after.proxy - before.proxy
+    row.proxy_core_pct = used / wall_ticks * 100
+    peaks = peak_rss_by_process(proxy.pid)
+    row.rss_mib = sum(kib for _, _, kib in peaks) / 1024
+    log("  peak RSS (VmHWM): " + " + ".join(
+        f"{name}[{pid}] {kib / 1024:.1f}" for pid, name, kib in peaks) + " MiB")
+    if row.wrk.requests:
+        row.cpu_us_per_req = used / CLK_TCK * 1e6 / row.wrk.requests
+
+
+def run_one(row, settings):
+    """Fill `row` for one proxy in one scenario."""
+    log(f"{row.scenario.name}: {row.proxy}")
+    if row.proxy == "direct":
+        measure(row, settings.backend_port, None, settings)
+        return
+    workdir = Path(tempfile.mkdtemp(prefix=f"{row.proxy}-", dir=settings.tmp))
+    port = free_port()
+    daemon = make_proxy(row.proxy, workdir, port, settings.backend_port,
+                        settings.cpus.proxy, settings.strangler)
+    try:
+        with running(daemon, port):
+            row.problems += smoke_check(port)
+            for problem in row.problems:
+                log(f"  {row.proxy}: {problem}")
+            measure(row, port, daemon, settings)
+    except StartError as exc:
+        row.failed = True
+        row.problems.append("failed to start")
+        log(f"  {row.proxy} FAILED TO START: {exc}\n{daemon.log_tail()}")
+
+
+def run_all(proxies, settings):
+    rows = []
+    for scenario in SCENARIOS:
+        for proxy in proxies:
+            row = Row(scenario, proxy)
+            rows.append(row)
+            if proxy == "strangler" and not settings.strangler.is_file():
+                row.problems.append("skipped: binary not built")
+                continue
+            try:
+                run_one(row, settings)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                row.failed = True
+                row.problems.append("wrk failed")
+                log(f"  {proxy}: {exc}")
+    return rows
+
+
+# --------------------------------------------------------------------------
+# Report
+
+
+def tool_versions():
+    def first_line(argv):
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        except OSError as exc:
+            return f"unavailable ({exc.strerror})"
+        lines = (done.stdout + done.stderr).strip().splitlines()
+        return lines[0] if lines else "?"
+
+    nginx = first_line(["nginx", "-v"]).removeprefix("nginx version: ")
+    haproxy = re.sub(r" - https?://\S+$", "", first_line(["haproxy", "-v"]))
+    wrk = re.sub(r"\s+Copyright.*$", "", first_line(["wrk", "--version"]))
+    return nginx, haproxy, wrk
+
+
+def header_lines(args, cpus, duration, warmup):
+    uname = os.uname()
+    nginx, haproxy, wrk = tool_versions()
+    strangler = args.strangler if args.strangler.is_file() else f"{args.strangler} (not built: skipped)"
+    with open("/proc/loadavg") as f:
+        load = " ".join(f.read().split()[:3])
+    return [
+        "# strangler benchmark",
+        "",
+        f"- date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M:%S %z}",
+        f"- host: {uname.sysname} {uname.release} {uname.machine}, nproc {os.cpu_count()}, "
+        f"load average at start {load}",
+        f"- versions: {nginx}; {haproxy}; {wrk}",
+        f"- strangler: {strangler}",
+        f"- CPUs: {cpus.describe()}",
+        f"- each run: fresh proxy, {warmup} s warm-up, then wrk -t1 -d{duration}s "
+        f"--latency --timeout {WRK_TIMEOUT}; backend nginx 1 worker",
+        "- req/s: 2xx/3xx responses per second (non-2xx are left out and "
+        "listed under errors); ratios: this row's req/s ÷ that proxy's in the "
+        "same scenario",
+        "- peak RSS: sum of VmHWM over all the proxy's processes (nginx: master + "
+        "worker; HAProxy: its one process); CPU µs/req: utime+stime of those "
+        "processes over the measured run ÷ requests; proxy core %: the same "
+        "time ÷ wall time (near 100 = the proxy was the bottleneck)",
+        "- other load %: CPU used by anything but backend, proxy and wrk during "
+        "the run, as % of all CPUs (includes steal and kernel threads; "
+        "rerun if high)",
+        "",
+    ]
+
+
+def fmt(value, spec, missing="-"):
+    return missing if value is None else format(value, spec)
+
+
+def describe_problems(row):
+    parts = list(row.problems)
+    if row.wrk:
+        if row.wrk.non_2xx:
+            parts.append(f"{row.wrk.non_2xx} non-2xx/3xx")
+        bad = {k: v for k, v in row.wrk.socket_errors.items() if v}
+        if bad:
+            parts.append("socket " + " ".join(f"{k} {v}" for k, v in bad.items()))
+    return "; ".join(parts) or "0"
+
+
+def table_lines(rows):
+    good = {(r.scenario, r.proxy): r.wrk.good_rps for r in rows if r.wrk}
+    columns = ["scenario", "proxy", "req/s", "p50 ms", "p99 ms", "peak RSS MiB",
+               "CPU µs/req", "proxy core %", "other load %", "errors"] + [f"÷{base}" for base in RATIO_BASES]
+    text_columns = ("scenario", "proxy", "errors")
+    align = ["---" if c in text_columns else "--:" for c in columns]
+    lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join(align) + " |"]
+    for row in rows:
+        w = row.wrk
+        rps = w.good_rps if w else None
+        ratios = []
+        for base in RATIO_BASES:
+            base_rps = good.get((row.scenario, base))
+            ok = rps is not None and base_rps
+            ratios.append(f"{rps / base_rps:.2f}" if ok else "-")
+        cells = [row.scenario.name, row.proxy,
+                 fmt(rps, ",.0f"),
+                 fmt(w and w.p50_ms, ".3f"), fmt(w and w.p99_ms, ".3f"),
+                 fmt(row.rss_mib, ".1f"), fmt(row.cpu_us_per_req, ".1f"),
+                 fmt(row.proxy_core_pct, ".0f"), fmt(row.other_load_pct, ".0f"),
+                 describe_problems(row), *ratios]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+# --------------------------------------------------------------------------
+# Main
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--strangler", type=Path, default=DEFAULT_STRANGLER,
+                        help="strangler binary (default: %(default)s)")
+    parser.add_argument("--duration", type=int, default=10, metavar="SECONDS",
+                        help="measured seconds per run (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{QUICK_DURATION} s runs without warm-up, as a smoke check")
+    parser.add_argument("--only", metavar="NAME,...",
+                        help=f"proxies to run, from {','.join(PROXIES)} (default: all)")
+    parser.add_argument("--out", type=Path, metavar="FILE",
+                        help="also write the table, as markdown, to FILE")
+    args = parser.parse_args(argv)
+    if args.duration < 1:
+        parser.error("--duration must be at least 1")
+    if args.only:
+        wanted = {name.strip() for name in args.only.split(",") if name.strip()}
+        unknown = wanted - set(PROXIES)
+        if unknown or not wanted:
+            parser.error(f"--only: unknown {', '.join(sorted(unknown)) or 'empty list'}; "
+                         f"choose from {', '.join(PROXIES)}")
+        args.proxies = [p for p in PROXIES if p in wanted]
+    else:
+        args.proxies = list(PROXIES)
+    args.strangler = args.strangler.resolve()
+    return args
+
+
+def check_tools(proxies):
+    needed = ["nginx", "wrk"] + (["haproxy"] if "haproxy" in proxies else [])
+    missing = [tool for tool in needed if shutil.which(tool) is None]
+    if missing:
+        sys.exit(f"bench: missing tools: {', '.join(missing)} "
+                 "(apt-get install nginx-light haproxy wrk)")
+
+
+def main(argv):
+    args = parse_args(argv)
+    check_tools(args.proxies)
+    install_signal_handlers()
+    raise_nofile_limit()
+    cpus = choose_cpus()
+    duration = QUICK_DURATION if args.quick else args.duration
+    warmup = 0 if args.quick else WARMUP_SECONDS
+    if "strangler" in args.proxies and not args.strangler.is_file():
+        log(f"strangler binary not found at {args.strangler}: skipping strangler "
+            "(build it, or pass --strangler PATH)")
+    header = header_lines(args, cpus, duration, warmup)
+
+    with tempfile.TemporaryDirectory(prefix="strangler-bench-") as tmp:
+        tmp = Path(tmp)
+        # nginx workers run as `nobody` when started by root: let them in.
+        tmp.chmod(0o755)
+        backend_dir = tmp / "backend"
+        backend_dir.mkdir()
+        backend_port = free_port()
+        backend = make_backend(backend_dir, backend_port, cpus.load)
+        try:
+            with running(backend, backend_port):
+                problems = smoke_check(backend_port)
+                if problems:
+                    raise StartError("backend misbehaves: " + "; ".join(problems))
+                settings = Settings(tmp, backend, backend_port, cpus,
+                                    duration, warmup, args.strangler)
+                rows = run_all(args.proxies, settings)
+        except StartError as exc:
+            log(f"backend FAILED TO START: {exc}\n{backend.log_tail()}")
+            return 1
+
+    report = "\n".join(header + table_lines(rows)) + "\n"
+    print(report, end="")
+    if args.out:
+        args.out.write_text(report)
+        log(f"table written to {args.out}")
+    return 1 if any(row.failed for row in rows) else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt:
+        print("\n[bench] interrupted; daemons stopped, temp files removed",
+              file=sys.stderr)
+        sys.exit(130)
