@@ -14,6 +14,7 @@
 struct sp_accesslog {
 	int fd;
 	int owned;
+	char *path;
 };
 
 struct sp_accesslog *sp_accesslog_open(const char *path)
@@ -33,7 +34,22 @@ struct sp_accesslog *sp_accesslog_open(const char *path)
 		return NULL;
 	}
 	log->owned = 1;
+	log->path = strdup(path);
 	return log;
+}
+
+int sp_accesslog_reopen(struct sp_accesslog *log)
+{
+	if (!log || !log->owned)
+		return 0;
+	int fd = open(log->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return -1;
+	/* dup2 swaps the file under the same descriptor number, so workers
+	 * writing concurrently need no lock: each write goes to one file. */
+	int rc = dup3(fd, log->fd, O_CLOEXEC) < 0 ? -1 : 0;
+	close(fd);
+	return rc;
 }
 
 void sp_accesslog_close(struct sp_accesslog **lp)
@@ -44,6 +60,7 @@ void sp_accesslog_close(struct sp_accesslog **lp)
 	*lp = NULL;
 	if (log->owned)
 		close(log->fd);
+	free(log->path);
 	free(log);
 }
 

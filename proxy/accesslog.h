@@ -13,6 +13,8 @@ struct sp_accesslog;
  * with errno set. */
 struct sp_accesslog *sp_accesslog_open(const char *path);
 void sp_accesslog_close(struct sp_accesslog **log);
+/* Reopens the file (after logrotate moved it). Returns 0 or -1 with errno. */
+int sp_accesslog_reopen(struct sp_accesslog *log);
 
 struct sp_access_entry {
 	const char *client;

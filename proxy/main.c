@@ -37,8 +37,9 @@ static void usage(FILE *f)
 		"  explain   print the route, sticky key, bucket and backend a request would get,\n"
 		"            without sending anything\n"
 		"\n"
-		"Signals: SIGTERM/SIGINT stop accepting and finish requests in flight\n"
-		"(up to drain_timeout_ms). Documentation: docs/configuration.md, docs/operations.md.\n");
+		"Signals: SIGTERM/SIGINT stop accepting and finish requests in flight (up to\n"
+		"drain_timeout_ms); SIGUSR1 reopens the access log; SIGHUP is logged and ignored.\n"
+		"Documentation: docs/configuration.md, docs/operations.md, docs/migration.md.\n");
 }
 
 static void version(void)
@@ -55,6 +56,8 @@ struct runtime {
 	struct sp_worker **workers;
 	int nworkers;
 	struct event_base *base;
+	struct sp_accesslog *alog;
+	const char *alog_path;
 };
 
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
@@ -65,6 +68,22 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 	for (int i = 0; i < rt->nworkers; i++)
 		sp_worker_stop(rt->workers[i]);
 	event_base_loopbreak(rt->base);
+}
+
+static void on_other_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct runtime *rt = arg;
+	(void)what;
+	if (sig == SIGHUP) {
+		sp_log(SP_LOG_WARN, "SIGHUP: live reload is not supported by this version; "
+				    "restart strangler to apply configuration changes");
+		return;
+	}
+	if (rt->alog && sp_accesslog_reopen(rt->alog) < 0)
+		sp_log(SP_LOG_ERROR, "SIGUSR1: cannot reopen access log %s: %s", rt->alog_path,
+		       strerror(errno));
+	else
+		sp_log(SP_LOG_INFO, "SIGUSR1: access log reopened");
 }
 
 static int check_config(const char *file)
@@ -88,7 +107,7 @@ static int run(const char *file)
 	struct sp_diag diag;
 	struct runtime rt = {0};
 	struct sp_accesslog *alog = NULL;
-	struct event *sigs[2] = {NULL, NULL};
+	struct event *sigs[4] = {NULL, NULL, NULL, NULL};
 	int rc = 1;
 
 	sp_diag_init(&diag);
@@ -115,10 +134,15 @@ static int run(const char *file)
 			goto out;
 		rt.nworkers++;
 	}
+	rt.alog = alog;
+	rt.alog_path = cfg->access_log;
 	sigs[0] = evsignal_new(rt.base, SIGTERM, on_stop_signal, &rt);
 	sigs[1] = evsignal_new(rt.base, SIGINT, on_stop_signal, &rt);
-	if (!sigs[0] || !sigs[1] || evsignal_add(sigs[0], NULL) < 0 || evsignal_add(sigs[1], NULL) < 0)
-		goto out;
+	sigs[2] = evsignal_new(rt.base, SIGHUP, on_other_signal, &rt);
+	sigs[3] = evsignal_new(rt.base, SIGUSR1, on_other_signal, &rt);
+	for (int i = 0; i < 4; i++)
+		if (!sigs[i] || evsignal_add(sigs[i], NULL) < 0)
+			goto out;
 	for (int i = 0; i < rt.nworkers; i++)
 		if (sp_worker_start(rt.workers[i]) < 0) {
 			sp_log(SP_LOG_ERROR, "cannot start worker thread %d", i);
@@ -142,7 +166,7 @@ out:
 	for (int i = 0; i < rt.nworkers; i++)
 		sp_worker_free(&rt.workers[i]);
 	free(rt.workers);
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < 4; i++)
 		if (sigs[i])
 			event_free(sigs[i]);
 	if (rt.base)

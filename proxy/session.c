@@ -14,8 +14,8 @@
 #include <time.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 
+#include "conn.h"
 #include "h1.h"
 #include "log.h"
 #include "pathnorm.h"
@@ -41,7 +41,7 @@ enum timer_mode { T_NONE, T_HEADER, T_IDLE };
 struct sp_session {
 	struct sp_worker *w;
 	TAILQ_ENTRY(sp_session) link;
-	struct bufferevent *cbev;
+	struct sp_conn *client;
 	struct sp_h1 *req;
 	struct sp_h1 *resp;
 	struct event *timer;
@@ -80,9 +80,10 @@ struct sp_session {
 
 static void session_free(struct sp_session *s);
 static void process_client(struct sp_session *s);
-static void on_up_read(struct bufferevent *bev, void *arg);
-static void on_up_write(struct bufferevent *bev, void *arg);
-static void on_up_event(struct bufferevent *bev, short what, void *arg);
+static void on_up_read(struct sp_conn *c, void *arg);
+static void on_conn_drain(struct sp_conn *c, void *arg);
+static void on_up_event(struct sp_conn *c, short what, void *arg);
+static void pump(struct sp_session *s);
 
 static double ms_since(const struct timespec *t)
 {
@@ -100,6 +101,8 @@ static void enter(struct sp_session *s)
 
 static void leave(struct sp_session *s)
 {
+	if (s->in_callback == 1 && !s->dead)
+		pump(s);
 	if (--s->in_callback == 0 && s->dead)
 		session_free(s);
 }
@@ -118,7 +121,7 @@ static void set_timer(struct sp_session *s, enum timer_mode mode)
 
 static struct evbuffer *client_out(struct sp_session *s)
 {
-	return bufferevent_get_output(s->cbev);
+	return s->client->out;
 }
 
 static void new_request_id(struct sp_session *s)
@@ -191,12 +194,9 @@ static void reset_exchange(struct sp_session *s)
 static void start_closing(struct sp_session *s)
 {
 	s->closing = 1;
-	bufferevent_disable(s->cbev, EV_READ);
+	sp_conn_read(s->client, 0);
 	set_timer(s, T_NONE);
-	if (evbuffer_get_length(client_out(s)) == 0)
-		s->dead = 1;
-	else
-		bufferevent_setwatermark(s->cbev, EV_WRITE, 0, 0);
+	s->client->low_water = 0; /* pump() closes once everything is written */
 }
 
 /* The connection waits for its next request; pipelined bytes already read
@@ -204,10 +204,10 @@ static void start_closing(struct sp_session *s)
 static void continue_keepalive(struct sp_session *s)
 {
 	s->client_paused = 0;
-	bufferevent_enable(s->cbev, EV_READ);
+	sp_conn_read(s->client, 1);
 	sp_h1_resume(s->req);
 	set_timer(s, T_IDLE);
-	if (evbuffer_get_length(bufferevent_get_input(s->cbev)) > 0)
+	if (evbuffer_get_length(s->client->in) > 0)
 		event_active(s->resume, EV_READ, 0);
 }
 
@@ -266,13 +266,15 @@ static void attach_upstream(struct sp_session *s, int fresh)
 	}
 	sp_h1_reset(s->resp);
 	sp_h1_expect_head(s->resp, s->is_head);
-	bufferevent_setcb(s->up->bev, on_up_read, on_up_write, on_up_event, s);
+	struct sp_conn *c = s->up->conn;
+	sp_conn_setcb(c, on_up_read, on_conn_drain, on_up_event, s);
 	int ms = s->up->reused ? be->response_timeout_ms : be->connect_timeout_ms;
 	struct timeval wt = {ms / 1000, (ms % 1000) * 1000};
 	struct timeval rt = {be->response_timeout_ms / 1000, (be->response_timeout_ms % 1000) * 1000};
-	bufferevent_set_timeouts(s->up->bev, &rt, &wt);
-	bufferevent_setwatermark(s->up->bev, EV_WRITE, LOW_WATER, 0);
-	bufferevent_enable(s->up->bev, EV_READ | EV_WRITE);
+	sp_conn_timeouts(c, &rt, &wt);
+	c->low_water = LOW_WATER;
+	c->read_max = 0;
+	sp_conn_read(c, 1);
 	clock_gettime(CLOCK_MONOTONIC, &s->t_up);
 }
 
@@ -287,11 +289,11 @@ static void flush_pending(struct sp_session *s)
 		if (!s->up)
 			return;
 	}
-	struct evbuffer *out = bufferevent_get_output(s->up->bev);
+	struct evbuffer *out = s->up->conn->out;
 	evbuffer_add_buffer(out, s->pending);
 	if (evbuffer_get_length(out) > HIGH_WATER && !s->client_paused) {
 		s->client_paused = 1;
-		bufferevent_disable(s->cbev, EV_READ);
+		sp_conn_read(s->client, 0);
 	}
 }
 
@@ -403,7 +405,7 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	if (s->req_body != SP_BODY_NONE) {
 		int ms = lim->body_timeout_ms;
 		struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-		bufferevent_set_timeouts(s->cbev, &tv, NULL);
+		sp_conn_timeouts(s->client, &tv, NULL);
 	}
 	return 0;
 }
@@ -430,7 +432,7 @@ static int on_req_done(void *ud, struct sp_h1_msg *m)
 	if (s->req_body == SP_BODY_CHUNKED)
 		evbuffer_add(s->pending, "0\r\n\r\n", 5);
 	s->req_done = 1;
-	bufferevent_set_timeouts(s->cbev, NULL, NULL);
+	sp_conn_timeouts(s->client, NULL, NULL);
 	return 1; /* one exchange at a time: pipelined requests wait */
 }
 
@@ -551,13 +553,18 @@ static const struct sp_h1_hooks resp_hooks = {on_resp_head, on_resp_body, on_res
 
 /* ---- tunnel (after 101) ---- */
 
-static void tunnel_relay(struct sp_session *s, struct bufferevent *from, struct bufferevent *to)
+/* Moves bytes from one side to the other; stops reading `from` while the
+ * other side's output is full (pump() resumes it). */
+static void tunnel_relay(struct sp_session *s, struct sp_conn *from, struct sp_conn *to)
 {
-	struct evbuffer *out = bufferevent_get_output(to);
-	evbuffer_add_buffer(out, bufferevent_get_input(from));
-	if (evbuffer_get_length(out) > HIGH_WATER)
-		bufferevent_disable(from, EV_READ);
-	(void)s;
+	evbuffer_add_buffer(to->out, from->in);
+	if (evbuffer_get_length(to->out) > HIGH_WATER) {
+		sp_conn_read(from, 0);
+		if (from == s->client)
+			s->client_paused = 1;
+		else
+			s->up_paused = 1;
+	}
 }
 
 static void tunnel_close(struct sp_session *s)
@@ -567,31 +574,13 @@ static void tunnel_close(struct sp_session *s)
 	s->dead = 1;
 }
 
-static void on_tunnel_up_read(struct bufferevent *bev, void *arg)
+static void on_tunnel_up_event(struct sp_conn *c, short what, void *arg)
 {
 	struct sp_session *s = arg;
-	enter(s);
-	tunnel_relay(s, bev, s->cbev);
-	leave(s);
-}
-
-static void on_tunnel_up_write(struct bufferevent *bev, void *arg)
-{
-	struct sp_session *s = arg;
-	(void)bev;
-	enter(s);
-	bufferevent_enable(s->cbev, EV_READ);
-	leave(s);
-}
-
-static void on_tunnel_up_event(struct bufferevent *bev, short what, void *arg)
-{
-	struct sp_session *s = arg;
-	(void)bev;
 	(void)what;
 	enter(s);
 	/* hand over what is left, then close once it is written */
-	tunnel_relay(s, bev, s->cbev);
+	evbuffer_add_buffer(s->client->out, c->in);
 	sp_upconn_free(&s->up);
 	log_exchange(s);
 	reset_exchange(s);
@@ -601,16 +590,17 @@ static void on_tunnel_up_event(struct bufferevent *bev, short what, void *arg)
 
 static void start_tunnel(struct sp_session *s)
 {
+	struct sp_conn *up = s->up->conn;
 	set_timer(s, T_NONE);
-	bufferevent_set_timeouts(s->cbev, NULL, NULL);
-	bufferevent_set_timeouts(s->up->bev, NULL, NULL);
-	bufferevent_setcb(s->up->bev, on_tunnel_up_read, on_tunnel_up_write, on_tunnel_up_event, s);
-	bufferevent_setwatermark(s->up->bev, EV_WRITE, LOW_WATER, 0);
-	bufferevent_enable(s->up->bev, EV_READ | EV_WRITE);
-	bufferevent_enable(s->cbev, EV_READ);
+	sp_conn_timeouts(s->client, NULL, NULL);
+	sp_conn_timeouts(up, NULL, NULL);
+	sp_conn_setcb(up, on_up_read, on_conn_drain, on_tunnel_up_event, s);
+	up->low_water = LOW_WATER;
+	sp_conn_read(up, 1);
+	sp_conn_read(s->client, 1);
 	s->client_paused = s->up_paused = 0;
-	tunnel_relay(s, s->up->bev, s->cbev);
-	tunnel_relay(s, s->cbev, s->up->bev);
+	tunnel_relay(s, up, s->client);
+	tunnel_relay(s, s->client, up);
 }
 
 /* ---- exchange end ---- */
@@ -620,7 +610,7 @@ static void finish_exchange(struct sp_session *s)
 	struct sp_upconn *up = s->up;
 	s->up = NULL;
 	if (s->req_done && sp_h1_in_message(s->resp) == 0 && !s->tunnel &&
-	    evbuffer_get_length(bufferevent_get_input(up->bev)) == 0 && s->resp_body != SP_BODY_CLOSE &&
+	    evbuffer_get_length(up->conn->in) == 0 && s->resp_body != SP_BODY_CLOSE &&
 	    s->upstream_keep)
 		sp_pool_put(&up);
 	else
@@ -635,48 +625,53 @@ static void finish_exchange(struct sp_session *s)
 	continue_keepalive(s);
 }
 
-static void on_up_read(struct bufferevent *bev, void *arg)
+/* Parses what the backend sent; stops reading it while the client's output
+ * is full (pump() resumes). */
+static void parse_upstream(struct sp_session *s)
 {
-	struct sp_session *s = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
-	enter(s);
-	while (evbuffer_get_length(in) > 0 && !s->resp_done && !s->dead) {
+	struct sp_conn *c = s->up->conn;
+	while (evbuffer_get_length(c->in) > 0 && !s->resp_done && !s->dead && !s->up_paused) {
 		struct evbuffer_iovec v;
 		size_t used = 0;
-		evbuffer_peek(in, -1, NULL, &v, 1);
+		evbuffer_peek(c->in, -1, NULL, &v, 1);
 		enum sp_h1_rc rc = sp_h1_execute(s->resp, v.iov_base, v.iov_len, &used);
-		evbuffer_drain(in, used);
+		evbuffer_drain(c->in, used);
 		if (rc == SP_H1_ERROR) {
 			sp_log(SP_LOG_WARN, "backend %s: %s", s->cfg->backends[s->backend].name,
 			       sp_h1_error_reason(s->resp));
 			upstream_failed(s, ERR_BAD_RESPONSE, 502);
-			goto out;
+			return;
 		}
 		if (rc == SP_H1_UPGRADE || (rc == SP_H1_PAUSED && s->tunnel)) {
 			start_tunnel(s);
-			goto out;
+			return;
+		}
+		if (evbuffer_get_length(client_out(s)) > HIGH_WATER) {
+			s->up_paused = 1;
+			sp_conn_read(c, 0);
 		}
 	}
-	if (s->resp_done) {
+	if (s->resp_done)
 		finish_exchange(s);
-	} else if (evbuffer_get_length(client_out(s)) > HIGH_WATER) {
-		s->up_paused = 1;
-		bufferevent_disable(bev, EV_READ);
-	}
-out:
+}
+
+static void on_up_read(struct sp_conn *c, void *arg)
+{
+	struct sp_session *s = arg;
+	enter(s);
+	if (s->tunnel)
+		tunnel_relay(s, c, s->client);
+	else
+		parse_upstream(s);
 	leave(s);
 }
 
-static void on_up_write(struct bufferevent *bev, void *arg)
+/* Output went down on one side: pump() decides what may move again. */
+static void on_conn_drain(struct sp_conn *c, void *arg)
 {
 	struct sp_session *s = arg;
-	(void)bev;
+	(void)c;
 	enter(s);
-	if (s->client_paused && !s->closing) {
-		s->client_paused = 0;
-		bufferevent_enable(s->cbev, EV_READ);
-		process_client(s);
-	}
 	leave(s);
 }
 
@@ -688,39 +683,38 @@ static int may_retry(const struct sp_session *s)
 	       !sp_h1_in_message(s->resp) && s->req_done && s->req_body == SP_BODY_NONE;
 }
 
-static void on_up_event(struct bufferevent *bev, short what, void *arg)
+static void on_up_event(struct sp_conn *c, short what, void *arg)
 {
 	struct sp_session *s = arg;
 	const struct sp_backend *be = &s->cfg->backends[s->backend];
 	enter(s);
-	if (what & BEV_EVENT_CONNECTED) {
+	if (what & SP_CONN_CONNECTED) {
 		struct timeval tv = {be->response_timeout_ms / 1000,
 				     (be->response_timeout_ms % 1000) * 1000};
 		s->up->connected = 1;
-		bufferevent_set_timeouts(bev, &tv, &tv);
+		sp_conn_timeouts(c, &tv, &tv);
 		goto out;
 	}
-	if (may_retry(s) && (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) {
+	if (may_retry(s) && (what & (SP_CONN_EOF | SP_CONN_ERROR))) {
 		s->retried = 1;
 		sp_upconn_free(&s->up);
 		attach_upstream(s, 1);
 		if (s->up)
-			evbuffer_add(bufferevent_get_output(s->up->bev), s->head.data, s->head.len);
+			evbuffer_add(s->up->conn->out, s->head.data, s->head.len);
 		goto out;
 	}
-	if (what & BEV_EVENT_TIMEOUT) {
+	if (what & SP_CONN_TIMEOUT) {
 		int connecting = !s->up->reused && !s->up->connected;
 		upstream_failed(s, connecting ? ERR_CONNECT_TIMEOUT : ERR_UPSTREAM_TIMEOUT, 504);
-	} else if (what & BEV_EVENT_EOF) {
+	} else if (what & SP_CONN_EOF) {
 		/* a close-delimited body ends here; anything else is cut short */
 		if (sp_h1_finish(s->resp) == SP_H1_OK && s->resp_done)
 			finish_exchange(s);
 		else
 			upstream_failed(s, s->resp_started ? ERR_TRUNCATED : ERR_UPSTREAM_CLOSED, 502);
-	} else if (what & BEV_EVENT_ERROR) {
-		int err = EVUTIL_SOCKET_ERROR();
+	} else if (what & SP_CONN_ERROR) {
 		if (!s->up->reused && !s->up->connected)
-			upstream_failed(s, err == ECONNREFUSED ? ERR_CONNECT_REFUSED : ERR_CONNECT_FAILED,
+			upstream_failed(s, c->err == ECONNREFUSED ? ERR_CONNECT_REFUSED : ERR_CONNECT_FAILED,
 					502);
 		else
 			upstream_failed(s, ERR_UPSTREAM_RESET, 502);
@@ -733,10 +727,10 @@ out:
 
 static void process_client(struct sp_session *s)
 {
-	struct evbuffer *in = bufferevent_get_input(s->cbev);
+	struct evbuffer *in = s->client->in;
 	if (s->tunnel) {
 		if (s->up)
-			tunnel_relay(s, s->cbev, s->up->bev);
+			tunnel_relay(s, s->client, s->up->conn);
 		return;
 	}
 	while (evbuffer_get_length(in) > 0 && !s->req_done && !s->closing && !s->dead &&
@@ -759,10 +753,44 @@ static void process_client(struct sp_session *s)
 	}
 }
 
-static void on_client_read(struct bufferevent *bev, void *arg)
+/* Runs when the outermost callback ends: writes what both sides produced and
+ * restarts reading that backpressure stopped, until nothing more moves. */
+static void pump(struct sp_session *s)
+{
+	for (int round = 0; round < 16 && !s->dead; round++) {
+		int moved = 0;
+		if (s->up)
+			sp_conn_flush(s->up->conn);
+		sp_conn_flush(s->client);
+		if (s->closing) {
+			if (evbuffer_get_length(s->client->out) == 0)
+				s->dead = 1;
+			return;
+		}
+		if (s->up_paused && s->up && evbuffer_get_length(s->client->out) <= LOW_WATER) {
+			s->up_paused = 0;
+			sp_conn_read(s->up->conn, 1);
+			if (s->tunnel)
+				tunnel_relay(s, s->up->conn, s->client);
+			else
+				parse_upstream(s);
+			moved = 1;
+		}
+		if (s->client_paused && (!s->up || evbuffer_get_length(s->up->conn->out) <= LOW_WATER)) {
+			s->client_paused = 0;
+			sp_conn_read(s->client, 1);
+			process_client(s);
+			moved = 1;
+		}
+		if (!moved)
+			return;
+	}
+}
+
+static void on_client_read(struct sp_conn *c, void *arg)
 {
 	struct sp_session *s = arg;
-	(void)bev;
+	(void)c;
 	enter(s);
 	process_client(s);
 	leave(s);
@@ -778,32 +806,17 @@ static void on_resume(evutil_socket_t fd, short what, void *arg)
 	leave(s);
 }
 
-static void on_client_write(struct bufferevent *bev, void *arg)
+static void on_client_event(struct sp_conn *c, short what, void *arg)
 {
 	struct sp_session *s = arg;
-	enter(s);
-	if (s->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
-		s->dead = 1;
-	} else if (s->tunnel && s->up) {
-		bufferevent_enable(s->up->bev, EV_READ);
-	} else if (s->up_paused && s->up) {
-		s->up_paused = 0;
-		bufferevent_enable(s->up->bev, EV_READ);
-		on_up_read(s->up->bev, s); /* parse what is already buffered */
-	}
-	leave(s);
-}
-
-static void on_client_event(struct bufferevent *bev, short what, void *arg)
-{
-	struct sp_session *s = arg;
-	(void)bev;
 	enter(s);
 	if (s->tunnel) {
-		if (s->up)
-			tunnel_relay(s, s->cbev, s->up->bev);
+		if (s->up) {
+			evbuffer_add_buffer(s->up->conn->out, c->in);
+			sp_conn_flush(s->up->conn);
+		}
 		tunnel_close(s);
-	} else if ((what & BEV_EVENT_TIMEOUT) && s->req_active && !s->req_done) {
+	} else if ((what & SP_CONN_TIMEOUT) && s->req_active && !s->req_done) {
 		/* the body stalled */
 		s->error = "client body timeout";
 		if (s->resp_started) {
@@ -814,9 +827,8 @@ static void on_client_event(struct bufferevent *bev, short what, void *arg)
 			sp_upconn_free(&s->up);
 			answer(s, 408, "request body timeout", 0);
 		}
-	} else if ((what & BEV_EVENT_EOF) && s->req_active && s->req_done) {
+	} else if ((what & SP_CONN_EOF) && s->req_active && s->req_done) {
 		/* half-close after a full request: answer it, then close */
-		bufferevent_disable(s->cbev, EV_READ);
 		s->req_keep = 0;
 		s->client_keep = 0;
 	} else {
@@ -838,7 +850,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	enter(s);
 	if (s->timer_mode == T_HEADER && !s->req_active &&
-	    (sp_h1_in_message(s->req) || evbuffer_get_length(bufferevent_get_input(s->cbev)))) {
+	    (sp_h1_in_message(s->req) || evbuffer_get_length(s->client->in))) {
 		snprintf(s->method, sizeof(s->method), "-");
 		s->error = "client header timeout";
 		answer(s, 408, "request header timeout", 0);
@@ -875,15 +887,13 @@ void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct soc
 					  (size_t)lim->max_header_bytes, (size_t)lim->max_headers};
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	s->cbev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	s->client = sp_conn_new(w->base, fd);
 	s->req = sp_h1_new(1, &req_hooks, s, &req_limits);
 	s->resp = sp_h1_new(0, &resp_hooks, s, &resp_limits);
 	s->timer = evtimer_new(w->base, on_timer, s);
 	s->resume = event_new(w->base, -1, 0, on_resume, s);
 	s->pending = evbuffer_new();
-	if (!s->cbev || !s->req || !s->resp || !s->timer || !s->resume || !s->pending) {
-		if (!s->cbev)
-			evutil_closesocket(fd);
+	if (!s->client || !s->req || !s->resp || !s->timer || !s->resume || !s->pending) {
 		TAILQ_INSERT_TAIL(&w->sessions, s, link);
 		w->nsessions++;
 		session_free(s);
@@ -891,10 +901,10 @@ void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct soc
 	}
 	TAILQ_INSERT_TAIL(&w->sessions, s, link);
 	w->nsessions++;
-	bufferevent_setcb(s->cbev, on_client_read, on_client_write, on_client_event, s);
-	bufferevent_setwatermark(s->cbev, EV_READ, 0, HIGH_WATER);
-	bufferevent_setwatermark(s->cbev, EV_WRITE, LOW_WATER, 0);
-	bufferevent_enable(s->cbev, EV_READ | EV_WRITE);
+	sp_conn_setcb(s->client, on_client_read, on_conn_drain, on_client_event, s);
+	s->client->read_max = HIGH_WATER;
+	s->client->low_water = LOW_WATER;
+	sp_conn_read(s->client, 1);
 	clock_gettime(CLOCK_MONOTONIC, &s->t_start);
 	set_timer(s, T_HEADER);
 }
@@ -904,8 +914,7 @@ static void session_free(struct sp_session *s)
 	struct sp_worker *w = s->w;
 	sp_upconn_free(&s->up);
 	sp_config_unref(&s->cfg);
-	if (s->cbev)
-		bufferevent_free(s->cbev);
+	sp_conn_free(&s->client);
 	sp_h1_free(&s->req);
 	sp_h1_free(&s->resp);
 	if (s->timer)
@@ -928,7 +937,7 @@ void sp_sessions_drain(struct sp_worker *w)
 	for (s = TAILQ_FIRST(&w->sessions); s; s = next) {
 		next = TAILQ_NEXT(s, link);
 		if (!s->in_callback && !s->req_active && !sp_h1_in_message(s->req) &&
-		    evbuffer_get_length(bufferevent_get_input(s->cbev)) == 0)
+		    evbuffer_get_length(s->client->in) == 0)
 			session_free(s);
 	}
 }

@@ -3,12 +3,9 @@
 #include "upstream.h"
 
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <event2/buffer.h>
 
 #include "log.h"
 
@@ -38,26 +35,25 @@ void sp_upconn_free(struct sp_upconn **cp)
 	if (!c)
 		return;
 	*cp = NULL;
-	if (c->bev)
-		bufferevent_free(c->bev);
+	sp_conn_free(&c->conn);
 	free(c);
 }
 
 /* Anything happening on an idle connection (data, EOF, error) means the
  * backend closed it or broke the protocol: drop it. */
-static void on_idle_event(struct bufferevent *bev, short what, void *arg)
+static void on_idle_event(struct sp_conn *conn, short what, void *arg)
 {
 	struct sp_upconn *c = arg;
-	(void)bev;
+	(void)conn;
 	(void)what;
 	TAILQ_REMOVE(&c->pool->idle, c, link);
 	c->pool->nidle--;
 	sp_upconn_free(&c);
 }
 
-static void on_idle_read(struct bufferevent *bev, void *arg)
+static void on_idle_read(struct sp_conn *conn, void *arg)
 {
-	on_idle_event(bev, BEV_EVENT_READING, arg);
+	on_idle_event(conn, SP_CONN_READING, arg);
 }
 
 void sp_pool_put(struct sp_upconn **cp)
@@ -69,10 +65,9 @@ void sp_pool_put(struct sp_upconn **cp)
 		sp_upconn_free(&c);
 		return;
 	}
-	bufferevent_setcb(c->bev, on_idle_read, NULL, on_idle_event, c);
-	bufferevent_set_timeouts(c->bev, NULL, NULL);
-	bufferevent_disable(c->bev, EV_WRITE);
-	bufferevent_enable(c->bev, EV_READ);
+	sp_conn_setcb(c->conn, on_idle_read, NULL, on_idle_event, c);
+	sp_conn_timeouts(c->conn, NULL, NULL);
+	sp_conn_read(c->conn, 1);
 	c->reused = 1;
 	TAILQ_INSERT_HEAD(&p->idle, c, link);
 	p->nidle++;
@@ -86,20 +81,14 @@ static struct sp_upconn *connect_new(struct sp_pool *p, const char **why)
 		return NULL;
 	}
 	c->pool = p;
-	c->bev = bufferevent_socket_new(p->base, -1, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-	if (!c->bev)
-		goto fail;
-	if (bufferevent_socket_connect(c->bev, (const struct sockaddr *)&p->be->addr,
-				       (int)p->be->addrlen) < 0)
-		goto fail;
-	int one = 1;
-	setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->conn = sp_conn_connect(p->base, (const struct sockaddr *)&p->be->addr, p->be->addrlen);
+	if (!c->conn) {
+		*why = errno == ECONNREFUSED ? "connect refused" : "connect failed";
+		free(c);
+		return NULL;
+	}
 	p->opened++;
 	return c;
-fail:
-	*why = errno == ECONNREFUSED ? "connect refused" : "connect failed";
-	sp_upconn_free(&c);
-	return NULL;
 }
 
 struct sp_upconn *sp_pool_get(struct sp_pool *p, int fresh, const char **why)

@@ -2,16 +2,16 @@
 #ifndef SP_UPSTREAM_H
 #define SP_UPSTREAM_H
 
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <sys/queue.h>
 
 #include "config.h"
+#include "conn.h"
 
 struct sp_pool;
 
 struct sp_upconn {
-	struct bufferevent *bev;
+	struct sp_conn *conn;
 	struct sp_pool *pool;
 	TAILQ_ENTRY(sp_upconn) link;
 	int reused;    /* carried an earlier exchange */

@@ -1,0 +1,59 @@
+/* A non-blocking TCP connection with input and output evbuffers, used on both
+ * sides of the proxy instead of libevent's bufferevents: reads up to 64 KiB
+ * at once (2.1's bufferevents read 4 KiB), writes as soon as the caller
+ * flushes, and watches for writability only while output is left over, so a
+ * keep-alive exchange costs no epoll_ctl calls. */
+#ifndef SP_CONN_H
+#define SP_CONN_H
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <sys/socket.h>
+
+/* Event bits, as with bufferevents. */
+#define SP_CONN_READING 0x01
+#define SP_CONN_WRITING 0x02
+#define SP_CONN_EOF 0x10
+#define SP_CONN_ERROR 0x20
+#define SP_CONN_TIMEOUT 0x40
+#define SP_CONN_CONNECTED 0x80
+
+struct sp_conn;
+typedef void (*sp_conn_cb)(struct sp_conn *c, void *arg);
+typedef void (*sp_conn_event_cb)(struct sp_conn *c, short what, void *arg);
+
+struct sp_conn {
+	evutil_socket_t fd;
+	struct event *rev, *wev;
+	struct evbuffer *in, *out;
+	sp_conn_cb on_read;  /* new input arrived */
+	sp_conn_cb on_drain; /* output went down to low_water (or empty) */
+	sp_conn_event_cb on_event;
+	void *arg;
+	struct timeval rtv, wtv;
+	int has_rtv, has_wtv;
+	size_t read_max;  /* stop reading while input holds this much (0: no cap) */
+	size_t low_water;
+	int err;          /* errno of the last failure */
+	unsigned reading : 1, rarmed : 1, warmed : 1, connecting : 1, eof : 1;
+};
+
+/* Wraps an accepted socket (takes ownership of fd). NULL on failure (fd closed). */
+struct sp_conn *sp_conn_new(struct event_base *base, evutil_socket_t fd);
+/* Starts connecting to sa; the result arrives as SP_CONN_CONNECTED or
+ * SP_CONN_ERROR (or a SP_CONN_TIMEOUT|WRITING past the write timeout). NULL
+ * with errno set when even that fails. */
+struct sp_conn *sp_conn_connect(struct event_base *base, const struct sockaddr *sa,
+				socklen_t len);
+void sp_conn_free(struct sp_conn **c);
+
+void sp_conn_setcb(struct sp_conn *c, sp_conn_cb on_read, sp_conn_cb on_drain,
+		   sp_conn_event_cb on_event, void *arg);
+/* Read and write inactivity timeouts; NULL for none. */
+void sp_conn_timeouts(struct sp_conn *c, const struct timeval *r, const struct timeval *w);
+void sp_conn_read(struct sp_conn *c, int enable);
+/* Writes what it can now; arms the write event for the rest. Also resumes
+ * reading that read_max paused once the input has been consumed. */
+void sp_conn_flush(struct sp_conn *c);
+
+#endif
