@@ -53,7 +53,9 @@ static int on_message_begin(llhttp_t *p)
 	h->head_done = 0;
 	h->in_message = 1;
 	h->url_off = h->reason_off = 0;
+	struct sp_hdr *keep = h->msg.hdrs; /* reused from message to message */
 	memset(&h->msg, 0, sizeof(h->msg));
+	h->msg.hdrs = keep;
 	return 0;
 }
 
