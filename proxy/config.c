@@ -242,7 +242,7 @@ static int parse_url(struct sp_backend *b, const char **why)
 		*why = "must not carry a path, query or fragment (the request path is forwarded as is)";
 		return -1;
 	}
-	if (hl == 0 || hl >= sizeof(hostport) - 4) {
+	if (hl == 0 || rest[0] == ':' || hl >= sizeof(hostport) - 4) {
 		*why = "missing host";
 		return -1;
 	}
@@ -424,9 +424,8 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, struct sp_
 	}
 	atomic_init(&cfg->refs, 1);
 	cfg->file = strdup(name);
-	struct sp_loader L = {diag, name, cfg};
+	struct sp_loader L = {diag, name, cfg, diag->errors};
 	const config_setting_t *root = config_root_setting(lc);
-	int before = diag->errors;
 	cfgp_check_keys(&L, root, "", keys);
 	load_globals(&L, root);
 	load_listen(&L, root);
@@ -434,7 +433,7 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, struct sp_
 	load_limits(&L, root);
 	cfg->default_backend = cfg->nbackends ? cfgp_backend_ref(&L, root, "default_backend", "", 1) : -1;
 	sp_load_routes(&L, root);
-	if (diag->errors > before)
+	if (diag->errors > L.errors_before)
 		sp_config_unref(&cfg);
 	return cfg;
 }

@@ -11,6 +11,7 @@ struct sp_loader {
 	struct sp_diag *diag;
 	const char *file;
 	struct sp_config *cfg;
+	int errors_before; /* the diag may already hold errors from elsewhere */
 };
 
 #define ERR(L, S, ...) sp_diag_add((L)->diag, 1, (L)->file, cfgp_line(S), __VA_ARGS__)

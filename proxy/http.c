@@ -51,27 +51,32 @@ static int list_each(const char *v, size_t len, int (*cb)(const char *, size_t, 
 	return 0;
 }
 
+struct token {
+	const char *s;
+	size_t n;
+};
+
 static int token_eq_cb(const char *s, size_t n, const void *arg)
 {
-	const char *token = arg;
-	return n == strlen(token) && strncasecmp(s, token, n) == 0;
+	const struct token *t = arg;
+	return n == t->n && strncasecmp(s, t->s, n) == 0;
 }
 
 int sp_list_has_token(const char *value, size_t len, const char *token)
 {
-	return list_each(value, len, token_eq_cb, token);
+	struct token t = {token, strlen(token)};
+	return list_each(value, len, token_eq_cb, &t);
 }
 
 static int name_in_connection(const struct sp_hdr *h, const struct sp_hdr *all, size_t n)
 {
-	char name[128];
-	if (h->name_len >= sizeof(name))
+	struct token t = {h->name, h->name_len};
+	/* Host is never hop-by-hop: "Connection: Host" must not strip it. */
+	if (sp_hdr_name_is(h, "Host"))
 		return 0;
-	memcpy(name, h->name, h->name_len);
-	name[h->name_len] = '\0';
 	for (size_t i = 0; i < n; i++)
 		if (sp_hdr_name_is(&all[i], "Connection") &&
-		    sp_list_has_token(all[i].value, all[i].value_len, name))
+		    list_each(all[i].value, all[i].value_len, token_eq_cb, &t))
 			return 1;
 	return 0;
 }
@@ -125,6 +130,11 @@ static int te_element_cb(const char *s, size_t n, const void *arg)
 	return n == 0; /* ",chunked" and "chunked," hide the real coding */
 }
 
+static int only_chunked(const struct sp_hdr *h)
+{
+	return h->value_len == 7 && strncasecmp(h->value, "chunked", 7) == 0;
+}
+
 int sp_http_check_request(const struct sp_hdr *h, size_t n, int http_minor, const char **why)
 {
 	size_t hosts = 0;
@@ -141,6 +151,12 @@ int sp_http_check_request(const struct sp_hdr *h, size_t n, int http_minor, cons
 			if (list_each(h[i].value, h[i].value_len, te_element_cb, NULL)) {
 				*why = "empty element in Transfer-Encoding";
 				return 400;
+			}
+			/* Only chunked is understood; forwarding another coding
+			 * would hand the backend bytes it cannot interpret. */
+			if (!only_chunked(&h[i])) {
+				*why = "transfer coding other than chunked";
+				return 501;
 			}
 		}
 	}
@@ -161,8 +177,9 @@ int sp_http_check_response(const struct sp_hdr *h, size_t n, const char **why)
 		return -1;
 	for (size_t i = 0; i < n; i++)
 		if (sp_hdr_name_is(&h[i], "Transfer-Encoding") &&
-		    list_each(h[i].value, h[i].value_len, te_element_cb, NULL)) {
-			*why = "empty element in Transfer-Encoding";
+		    (list_each(h[i].value, h[i].value_len, te_element_cb, NULL) ||
+		     !only_chunked(&h[i]))) {
+			*why = "Transfer-Encoding other than chunked";
 			return -1;
 		}
 	return 0;

@@ -23,7 +23,7 @@ struct sp_match {
 	char *path_prefix; /* segment-aware prefix, or NULL */
 	size_t prefix_len;
 	char *path_regex;  /* source text, or NULL */
-	regex_t regex;     /* compiled, anchored; valid when path_regex != NULL */
+	regex_t regex;     /* compiled as written; must match the whole path */
 	char **methods;
 	size_t nmethods;
 	struct sp_kv *headers;

@@ -108,15 +108,10 @@ static void load_regex(struct sp_loader *L, const config_setting_t *m, const cha
 	char *src = cfgp_str(L, m, "path_regex", path, &where);
 	if (!src)
 		return;
-	size_t len = strlen(src) + 5;
-	char *anchored = malloc(len);
-	if (!anchored) {
-		free(src);
-		return;
-	}
-	snprintf(anchored, len, "^(%s)$", src);
-	int rc = regcomp(&out->regex, anchored, REG_EXTENDED | REG_NOSUB);
-	free(anchored);
+	/* Compiled as written (not wrapped in "^(...)$", which an unbalanced
+	 * ")|(" could escape); the router requires the match to span the whole
+	 * path instead. */
+	int rc = regcomp(&out->regex, src, REG_EXTENDED);
 	if (rc != 0) {
 		char msg[256];
 		regerror(rc, &out->regex, msg, sizeof(msg));
@@ -265,6 +260,6 @@ void sp_load_routes(struct sp_loader *L, const config_setting_t *root)
 				ERR(L, e, "routes.[%d].name: duplicate route name \"%s\" (first at line %d)",
 				    i, name, c->routes[k].line);
 	}
-	if (L->diag->errors == 0)
+	if (L->diag->errors == L->errors_before)
 		check_reachable(L, list);
 }

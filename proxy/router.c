@@ -98,6 +98,15 @@ static int query_matches(const struct sp_match *m, const struct sp_reqview *q)
 	return ok;
 }
 
+/* POSIX matching is leftmost-longest: the whole path matches exactly when the
+ * match found starts at 0 and ends at the end. REG_STARTEND bounds it by len. */
+static int regex_whole(const regex_t *re, const char *path, size_t len)
+{
+	regmatch_t m = {.rm_so = 0, .rm_eo = (regoff_t)len};
+	return regexec(re, path, 1, &m, REG_STARTEND) == 0 && m.rm_so == 0 &&
+	       (size_t)m.rm_eo == len;
+}
+
 int sp_route_matches(const struct sp_route *r, const struct sp_reqview *q)
 {
 	const struct sp_match *m = &r->match;
@@ -107,7 +116,7 @@ int sp_route_matches(const struct sp_route *r, const struct sp_reqview *q)
 		return 0;
 	if (!method_matches(m, q->method))
 		return 0;
-	if (m->path_regex && regexec(&m->regex, q->path, 0, NULL, 0) != 0)
+	if (m->path_regex && !regex_whole(&m->regex, q->path, q->path_len))
 		return 0;
 	return headers_match(m, q) && query_matches(m, q);
 }

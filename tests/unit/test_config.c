@@ -1,0 +1,789 @@
+/* Unit tests of proxy/config.c and proxy/route_conf.c: every bad setting is
+ * reported as "FILE:LINE: path: reason", all errors are collected in one pass,
+ * warnings do not stop loading, and a valid file loads with the right values. */
+#include "unit.h"
+
+#include <arpa/inet.h>
+#include <stdlib.h>
+
+#include "log.h"
+
+/* Lines 1-6 of most test configs; what a test appends starts on line 7. */
+#define L_LISTEN "listen = ( { address = \"127.0.0.1:8080\"; } );\n" /* 1 */
+#define L_BACKENDS                                                            \
+	"backends = {\n"                                    /* 2 */           \
+	"  legacy = { url = \"http://127.0.0.1:9001\"; };\n" /* 3 */           \
+	"  modern = { url = \"http://127.0.0.1:9002\"; };\n" /* 4 */           \
+	"};\n"                                              /* 5 */
+#define L_DEFAULT "default_backend = \"legacy\";\n"         /* 6 */
+#define BASE L_LISTEN L_BACKENDS L_DEFAULT
+
+/* A config whose only backend (line 3) has the given settings. */
+#define ONE_BACKEND(settings)                                                  \
+	L_LISTEN "backends = {\n  legacy = { " settings " };\n};\n" L_DEFAULT
+
+/* A config with one route "r" on line 8 (routes opens on line 7). */
+#define ONE_ROUTE(body) BASE "routes = (\n  { name = \"r\"; " body " }\n);\n"
+
+/* A route on line 8 whose rollout holds the given settings. */
+#define ONE_ROLLOUT(settings) \
+	ONE_ROUTE("backend = \"legacy\"; rollout = { backend = \"modern\"; " settings " };")
+
+/* A route on line 8 whose match holds the given settings. */
+#define ONE_MATCH(settings) ONE_ROUTE("backend = \"legacy\"; match = { " settings " };")
+
+/* True when text holds want as a whole line; a want ending in '*' only has to
+ * start a line (for messages that end with libc's wording). */
+static int has_line(const char *text, const char *want)
+{
+	size_t wl = strlen(want);
+	int prefix = wl > 0 && want[wl - 1] == '*';
+	if (prefix)
+		wl--;
+	for (const char *p = text; p && *p;) {
+		const char *nl = strchr(p, '\n');
+		size_t ll = nl ? (size_t)(nl - p) : strlen(p);
+		if ((prefix ? ll >= wl : ll == wl) && memcmp(p, want, wl) == 0)
+			return 1;
+		p = nl ? nl + 1 : NULL;
+	}
+	return 0;
+}
+
+/* Loads text, which must fail with exactly nerrors errors (any number when
+ * negative), each of msgs a line of the diagnostics. */
+static void check_rejected(const char *text, int nerrors, const char *const *msgs, size_t n,
+			   int line)
+{
+	struct sp_diag d;
+	sp_diag_init(&d);
+	struct sp_config *c = sp_config_load_string(text, TEST_CONF, &d);
+	const char *out = d.text.data ? d.text.data : "";
+	int ok = c == NULL && (nerrors < 0 || d.errors == nerrors);
+	for (size_t i = 0; i < n; i++) {
+		if (!has_line(out, msgs[i])) {
+			print_error("missing line: %s\n", msgs[i]);
+			ok = 0;
+		}
+	}
+	if (!ok)
+		print_error("test line %d: config %s with %d errors, diagnostics:\n%s---\n%s\n", line,
+			    c ? "LOADED" : "rejected", d.errors, out, text);
+	sp_config_unref(&c);
+	sp_diag_deinit(&d);
+	assert_true(ok);
+}
+
+#define MSGS(...) ((const char *const[]){__VA_ARGS__})
+/* REJECTED(text, number of errors, expected lines...) */
+#define REJECTED(text, nerr, ...) \
+	check_rejected((text), (nerr), MSGS(__VA_ARGS__), NELEM(MSGS(__VA_ARGS__)), __LINE__)
+
+/* Loads text that must succeed with nwarnings warnings, each of msgs a line. */
+static struct sp_config *check_warned(const char *text, int nwarnings, const char *const *msgs,
+				      size_t n, int line)
+{
+	struct sp_diag d;
+	sp_diag_init(&d);
+	struct sp_config *c = sp_config_load_string(text, TEST_CONF, &d);
+	const char *out = d.text.data ? d.text.data : "";
+	int ok = c != NULL && d.errors == 0 && d.warnings == nwarnings;
+	for (size_t i = 0; i < n; i++) {
+		if (!has_line(out, msgs[i])) {
+			print_error("missing line: %s\n", msgs[i]);
+			ok = 0;
+		}
+	}
+	if (!ok)
+		print_error("test line %d: config %s, %d errors, %d warnings:\n%s---\n%s\n", line,
+			    c ? "loaded" : "REJECTED", d.errors, d.warnings, out, text);
+	sp_diag_deinit(&d);
+	if (!ok)
+		sp_config_unref(&c);
+	assert_true(ok);
+	return c;
+}
+
+#define WARNED(text, nwarn, ...) \
+	check_warned((text), (nwarn), MSGS(__VA_ARGS__), NELEM(MSGS(__VA_ARGS__)), __LINE__)
+
+static void test_error_unknown_setting_top_level(void **state)
+{
+	(void)state;
+	REJECTED(BASE "colour = \"blue\";\n", 1, "test.conf:7: colour: unknown setting");
+}
+
+static void test_error_unknown_setting_in_sections(void **state)
+{
+	(void)state;
+	REJECTED(ONE_BACKEND("url = \"http://127.0.0.1:9001\"; retries = 3;"), 1,
+		 "test.conf:3: backends.legacy.retries: unknown setting");
+	REJECTED(ONE_ROUTE("backend = \"legacy\"; weight = 3;"), 1,
+		 "test.conf:8: routes.[0].weight: unknown setting");
+	REJECTED(ONE_MATCH("path_prefix = \"/a\"; host = \"example.com\";"), 1,
+		 "test.conf:8: routes.[0].match.host: unknown setting");
+	REJECTED(ONE_ROLLOUT("percent = 5; seed = 1;"), 1,
+		 "test.conf:8: routes.[0].rollout.seed: unknown setting");
+	REJECTED("listen = ( { address = \"127.0.0.1:8080\"; port = 1; } );\n" L_BACKENDS L_DEFAULT,
+		 1, "test.conf:1: listen.[0].port: unknown setting");
+	REJECTED(BASE "timeouts = {\n  client_header_ms = 100;\n  idle_ms = 3;\n};\n", 1,
+		 "test.conf:9: timeouts.idle_ms: unknown setting");
+	REJECTED(BASE "limits = { max_uri = 3; };\n", 1, "test.conf:7: limits.max_uri: unknown setting");
+}
+
+static void test_error_unknown_backend(void **state)
+{
+	(void)state;
+	REJECTED(ONE_ROUTE("backend = \"nope\";"), 1,
+		 "test.conf:8: routes.[0].backend: unknown backend \"nope\"");
+	REJECTED(BASE "routes = (\n  { name = \"r\";\n    backend = \"Legacy\"; }\n);\n", 1,
+		 "test.conf:9: routes.[0].backend: unknown backend \"Legacy\"");
+	REJECTED(ONE_ROUTE("backend = \"legacy\";\n"
+			   "    rollout = { backend = \"nope\"; percent = 5; };"),
+		 1, "test.conf:9: routes.[0].rollout.backend: unknown backend \"nope\"");
+	REJECTED(L_LISTEN L_BACKENDS "default_backend = \"nope\";\n", 1,
+		 "test.conf:6: default_backend: unknown backend \"nope\"");
+	/* Required references. */
+	REJECTED(ONE_ROUTE("match = { path = \"/x\"; };"), 1, "test.conf:8: routes.[0].backend: required");
+	REJECTED(ONE_ROUTE("backend = \"legacy\"; rollout = { percent = 5; };"), 1,
+		 "test.conf:8: routes.[0].rollout.backend: required");
+	REJECTED(L_LISTEN L_BACKENDS, 1, "test.conf: default_backend: required");
+}
+
+static void test_error_bad_url(void **state)
+{
+	(void)state;
+	REJECTED(ONE_BACKEND("url = \"127.0.0.1:9001\";"), 1,
+		 "test.conf:3: backends.legacy.url: \"127.0.0.1:9001\": must start with http://");
+	REJECTED(ONE_BACKEND("url = \"ftp://127.0.0.1:9001\";"), 1,
+		 "test.conf:3: backends.legacy.url: \"ftp://127.0.0.1:9001\": must start with http://");
+	REJECTED(ONE_BACKEND("url = \"http://127.0.0.1:9001/api\";"), 1,
+		 "test.conf:3: backends.legacy.url: \"http://127.0.0.1:9001/api\": must not carry a "
+		 "path, query or fragment (the request path is forwarded as is)");
+	REJECTED(ONE_BACKEND("url = \"http://127.0.0.1:9001?a=1\";"), 1,
+		 "test.conf:3: backends.legacy.url: \"http://127.0.0.1:9001?a=1\": must not carry a "
+		 "path, query or fragment (the request path is forwarded as is)");
+	REJECTED(ONE_BACKEND("url = \"http://127.0.0.1:0\";"), 1,
+		 "test.conf:3: backends.legacy.url: \"http://127.0.0.1:0\": port must be a number "
+		 "between 1 and 65535");
+	REJECTED(ONE_BACKEND("url = \"http://127.0.0.1:65536\";"), 1,
+		 "test.conf:3: backends.legacy.url: \"http://127.0.0.1:65536\": port must be a number "
+		 "between 1 and 65535");
+	REJECTED(ONE_BACKEND("url = \"http://127.0.0.1:http\";"), 1,
+		 "test.conf:3: backends.legacy.url: \"http://127.0.0.1:http\": port must be a number "
+		 "between 1 and 65535");
+	REJECTED(ONE_BACKEND("url = \"http://127.0.0.1:\";"), 1,
+		 "test.conf:3: backends.legacy.url: \"http://127.0.0.1:\": port must be a number "
+		 "between 1 and 65535");
+	REJECTED(ONE_BACKEND("url = \"https://127.0.0.1:9001\";"), 1,
+		 "test.conf:3: backends.legacy.url: \"https://127.0.0.1:9001\": https backends are "
+		 "not supported by this build (use http://)");
+	REJECTED(ONE_BACKEND("url = \"http://\";"), 1,
+		 "test.conf:3: backends.legacy.url: \"http://\": missing host");
+	REJECTED(ONE_BACKEND("url = \"http://u:p@127.0.0.1:9001\";"), 1,
+		 "test.conf:3: backends.legacy.url: \"http://u:p@127.0.0.1:9001\": user information in "
+		 "the URL is not supported");
+	REJECTED(ONE_BACKEND("max_idle = 3;"), 1, "test.conf:3: backends.legacy.url: required");
+}
+
+/* BUG (proxy/config.c, parse_url): "http://:9001" has an empty host but passes
+ * the `hl == 0` check (hl counts the ":9001"), and getaddrinfo(NULL, ...) then
+ * resolves it to the loopback address, so the config loads with a backend on
+ * 127.0.0.1:9001 instead of reporting "missing host". */
+static void test_error_url_empty_host(void **state)
+{
+	(void)state;
+	REJECTED(ONE_BACKEND("url = \"http://:9001\";"), 1,
+		 "test.conf:3: backends.legacy.url: \"http://:9001\": missing host");
+}
+
+static void test_error_percent(void **state)
+{
+	(void)state;
+	REJECTED(ONE_ROLLOUT("percent = 100.5;"), 1,
+		 "test.conf:8: routes.[0].rollout.percent: 100.5: must be between 0 and 100");
+	REJECTED(ONE_ROLLOUT("percent = 101;"), 1,
+		 "test.conf:8: routes.[0].rollout.percent: 101: must be between 0 and 100");
+	REJECTED(ONE_ROLLOUT("percent = -1.0;"), 1,
+		 "test.conf:8: routes.[0].rollout.percent: -1: must be between 0 and 100");
+	REJECTED(ONE_ROLLOUT("percent = 12.345;"), 1,
+		 "test.conf:8: routes.[0].rollout.percent: 12.345: at most two decimals (the split "
+		 "has 10000 buckets)");
+	REJECTED(ONE_ROLLOUT("percent = 0.001;"), 1,
+		 "test.conf:8: routes.[0].rollout.percent: 0.001: at most two decimals (the split "
+		 "has 10000 buckets)");
+	REJECTED(ONE_ROLLOUT("percent = \"25\";"), 1,
+		 "test.conf:8: routes.[0].rollout.percent: must be a number");
+	REJECTED(ONE_ROLLOUT("sticky = \"client_ip\";"), 1,
+		 "test.conf:8: routes.[0].rollout.percent: required");
+}
+
+static void test_error_duplicate_route_name(void **state)
+{
+	(void)state;
+	REJECTED(BASE "routes = (\n"
+		      "  { name = \"r\"; match = { path = \"/a\"; }; backend = \"legacy\"; },\n"
+		      "  { name = \"s\"; match = { path = \"/b\"; }; backend = \"legacy\"; },\n"
+		      "  { name = \"r\"; match = { path = \"/c\"; }; backend = \"modern\"; }\n"
+		      ");\n",
+		 1, "test.conf:10: routes.[2].name: duplicate route name \"r\" (first at line 8)");
+	REJECTED(BASE "routes = ( { name = \"\"; backend = \"legacy\"; } );\n", 1,
+		 "test.conf:7: routes.[0].name: must be 1 to 64 characters");
+	REJECTED(BASE "routes = ( { name = \"" "0123456789012345678901234567890123456789"
+		 "0123456789012345678901234\"; backend = \"legacy\"; } );\n", 1,
+		 "test.conf:7: routes.[0].name: must be 1 to 64 characters");
+	REJECTED(BASE "routes = ( { backend = \"legacy\"; } );\n", 1,
+		 "test.conf:7: routes.[0].name: required");
+}
+
+static void test_error_bad_regex(void **state)
+{
+	(void)state;
+	REJECTED(ONE_MATCH("path_regex = \"(\";"), 1,
+		 "test.conf:8: routes.[0].match.path_regex: \"(\": *");
+	REJECTED(ONE_MATCH("path_regex = \"/x[z-a]\";"), 1,
+		 "test.conf:8: routes.[0].match.path_regex: \"/x[z-a]\": *");
+	REJECTED(ONE_MATCH("path_regex = \"/a{2\";"), 1,
+		 "test.conf:8: routes.[0].match.path_regex: \"/a{2\": *");
+}
+
+/* BUG (proxy/route_conf.c, load_regex): the source is wrapped as "^(%s)$"
+ * without checking that it compiles on its own, so an unbalanced regex closes
+ * the wrapper's group: "/a)|(/b" becomes "^(/a)|(/b)$", which compiles, loads,
+ * and matches every path that merely starts with "/a" or ends with "/b"
+ * ("/a/anything", "/x/b"); the route is no longer anchored to the whole path. */
+static void test_error_regex_escaping_anchors(void **state)
+{
+	(void)state;
+	REJECTED(ONE_MATCH("path_regex = \"/a)|(/b\";"), 1,
+		 "test.conf:8: routes.[0].match.path_regex: \"/a)|(/b\": *");
+}
+
+static void test_error_bad_sticky(void **state)
+{
+	(void)state;
+	REJECTED(ONE_ROLLOUT("percent = 5; sticky = \"bogus\";"), 1,
+		 "test.conf:8: routes.[0].rollout.sticky: \"bogus\": must be \"header:NAME\", "
+		 "\"cookie:NAME\", \"query:NAME\" or \"client_ip\"");
+	REJECTED(ONE_ROLLOUT("percent = 5; sticky = \"header:\";"), 1,
+		 "test.conf:8: routes.[0].rollout.sticky: \"header:\": missing name after ':' (e.g. "
+		 "\"header:X-User-Id\")");
+	REJECTED(ONE_ROLLOUT("percent = 5; sticky = \"cookie:a b\";"), 1,
+		 "test.conf:8: routes.[0].rollout.sticky: \"cookie:a b\": name contains a character "
+		 "not allowed in a token");
+	REJECTED(ONE_ROLLOUT("percent = 5; cohort = \"\";"), 1,
+		 "test.conf:8: routes.[0].rollout.cohort: must not be empty");
+}
+
+static void test_error_path_not_normalised(void **state)
+{
+	(void)state;
+	REJECTED(ONE_MATCH("path_prefix = \"/api//users\";"), 1,
+		 "test.conf:8: routes.[0].match.path_prefix: \"/api//users\" is not normalised and "
+		 "would never match; write \"/api/users\"");
+	REJECTED(ONE_MATCH("path_prefix = \"/api/./v1/../x\";"), 1,
+		 "test.conf:8: routes.[0].match.path_prefix: \"/api/./v1/../x\" is not normalised and "
+		 "would never match; write \"/api/x\"");
+	REJECTED(ONE_MATCH("path = \"/%7euser/a%2fb\";"), 1,
+		 "test.conf:8: routes.[0].match.path: \"/%7euser/a%2fb\" is not normalised and would "
+		 "never match; write \"/~user/a%2Fb\"");
+	REJECTED(ONE_MATCH("path_prefix = \"/%2e%2e/etc\";"), 1,
+		 "test.conf:8: routes.[0].match.path_prefix: \"/%2e%2e/etc\": path climbs above the "
+		 "root");
+	REJECTED(ONE_MATCH("path_prefix = \"api\";"), 1,
+		 "test.conf:8: routes.[0].match.path_prefix: \"api\": path does not start with '/'");
+	REJECTED(ONE_MATCH("path = \"/a%zz\";"), 1,
+		 "test.conf:8: routes.[0].match.path: \"/a%zz\": bad percent-encoding in path");
+}
+
+static void test_error_listen(void **state)
+{
+	(void)state;
+	REJECTED(L_BACKENDS L_DEFAULT, 1, "test.conf: listen: at least one listen address is required");
+	REJECTED("listen = ( );\n" L_BACKENDS L_DEFAULT, 1,
+		 "test.conf:1: listen: at least one listen address is required");
+	REJECTED("listen = ( { address = \"127.0.0.1\"; } );\n" L_BACKENDS L_DEFAULT, 1,
+		 "test.conf:1: listen.[0].address: \"127.0.0.1\": must be \"host:port\" (IPv6 as "
+		 "\"[::1]:8080\")");
+	REJECTED("listen = ( { address = \"::1:8080\"; } );\n" L_BACKENDS L_DEFAULT, 1,
+		 "test.conf:1: listen.[0].address: \"::1:8080\": must be \"host:port\" (IPv6 as "
+		 "\"[::1]:8080\")");
+	REJECTED("listen = ( { address = \"[::1\"; } );\n" L_BACKENDS L_DEFAULT, 1,
+		 "test.conf:1: listen.[0].address: \"[::1\": IPv6 addresses are written \"[::1]:8080\"");
+	REJECTED("listen = ( { address = \"127.0.0.1:99999\"; } );\n" L_BACKENDS L_DEFAULT, 1,
+		 "test.conf:1: listen.[0].address: \"127.0.0.1:99999\": port must be a number between "
+		 "1 and 65535");
+	REJECTED("listen = (\n  { address = \"127.0.0.1:8080\"; },\n  { }\n);\n" L_BACKENDS L_DEFAULT,
+		 1, "test.conf:3: listen.[1].address: required");
+}
+
+static void test_error_wrong_types(void **state)
+{
+	(void)state;
+	REJECTED(BASE "workers = \"4\";\n", 1, "test.conf:7: workers: must be an integer");
+	REJECTED(BASE "workers = 2000;\n", 1, "test.conf:7: workers: must be between 0 and 1024");
+	REJECTED(BASE "log_level = \"loud\";\n", 1,
+		 "test.conf:7: log_level: \"loud\": must be debug, info, warn or error");
+	REJECTED(BASE "access_log = \"\";\n", 1,
+		 "test.conf:7: access_log: must be a path or \"-\" (remove the setting to turn it off)");
+	REJECTED(BASE "access_log = 1;\n", 1, "test.conf:7: access_log: must be a string");
+	REJECTED("listen = \"127.0.0.1:8080\";\n" L_BACKENDS L_DEFAULT, 1,
+		 "test.conf:1: listen: must be a list: ( { address = \"127.0.0.1:8080\"; } )");
+	REJECTED("listen = ( \"127.0.0.1:8080\" );\n" L_BACKENDS L_DEFAULT, 1,
+		 "test.conf:1: listen.[0]: must be a group: { address = \"host:port\"; }");
+	REJECTED(L_LISTEN "backends = ( );\n" L_DEFAULT, -1,
+		 "test.conf:2: backends: must be a group: { name = { url = \"http://...\"; }; }");
+	REJECTED(ONE_BACKEND("url = 9001;"), 1, "test.conf:3: backends.legacy.url: must be a string");
+	REJECTED(L_LISTEN "backends = {\n  legacy = \"http://127.0.0.1:9001\";\n};\n" L_DEFAULT, 1,
+		 "test.conf:3: backends.legacy: must be a group: { url = \"http://host:port\"; }");
+	REJECTED(ONE_BACKEND("url = \"http://127.0.0.1:9001\"; connect_timeout_ms = \"5\";"), 1,
+		 "test.conf:3: backends.legacy.connect_timeout_ms: must be an integer");
+	REJECTED(ONE_BACKEND("url = \"http://127.0.0.1:9001\"; connect_timeout_ms = 0;"), 1,
+		 "test.conf:3: backends.legacy.connect_timeout_ms: must be between 1 and 3600000");
+	REJECTED(ONE_BACKEND("url = \"http://127.0.0.1:9001\"; max_idle = 1.5;"), 1,
+		 "test.conf:3: backends.legacy.max_idle: must be an integer");
+	REJECTED(L_LISTEN L_BACKENDS "default_backend = 1;\n", 1,
+		 "test.conf:6: default_backend: must be a string");
+	REJECTED(BASE "timeouts = 5;\n", 1, "test.conf:7: timeouts: must be a group");
+	REJECTED(BASE "limits = { max_headers = 1; };\n", 1,
+		 "test.conf:7: limits.max_headers: must be between 8 and 10000");
+	REJECTED(BASE "routes = { };\n", 1, "test.conf:7: routes: must be a list: ( { name = ...; }, ... )");
+	REJECTED(BASE "routes = ( \"r\" );\n", 1,
+		 "test.conf:7: routes.[0]: must be a group: { name = \"...\"; match = {...}; backend = "
+		 "\"...\"; }");
+	REJECTED(BASE "routes = ( { name = 5; backend = \"legacy\"; } );\n", 1,
+		 "test.conf:7: routes.[0].name: must be a string");
+	REJECTED(ONE_ROUTE("backend = \"legacy\"; match = \"/x\";"), 1,
+		 "test.conf:8: routes.[0].match: must be a group: { path_prefix = \"/api\"; }");
+	REJECTED(ONE_ROUTE("backend = \"legacy\"; rollout = 5;"), 1,
+		 "test.conf:8: routes.[0].rollout: must be a group: { backend = \"modern\"; percent = "
+		 "10.0; }");
+	REJECTED(ONE_MATCH("path = 5;"), 1, "test.conf:8: routes.[0].match.path: must be a string");
+	REJECTED(ONE_MATCH("methods = \"GET\";"), 1,
+		 "test.conf:8: routes.[0].match.methods: must be an array of strings: [\"GET\", \"HEAD\"]");
+	REJECTED(ONE_MATCH("methods = [ 1 ];"), 1,
+		 "test.conf:8: routes.[0].match.methods.[0]: must be a method name such as \"GET\"");
+	REJECTED(ONE_MATCH("methods = [ \"GET\", \"GE T\" ];"), 1,
+		 "test.conf:8: routes.[0].match.methods.[1]: must be a method name such as \"GET\"");
+	REJECTED(ONE_MATCH("headers = [ \"X-A\" ];"), 1,
+		 "test.conf:8: routes.[0].match.headers: must be a group: { Name = \"value\"; Other = "
+		 "\"*\"; }");
+	REJECTED(ONE_MATCH("headers = { X-A = 1; };"), 1,
+		 "test.conf:8: routes.[0].match.headers.X-A: must be a string (\"*\" for any value)");
+	REJECTED(ONE_MATCH("query = { v = true; };"), 1,
+		 "test.conf:8: routes.[0].match.query.v: must be a string (\"*\" for any value)");
+	REJECTED(ONE_ROLLOUT("percent = 5; sticky = 1;"), 1,
+		 "test.conf:8: routes.[0].rollout.sticky: must be a string");
+}
+
+static void test_error_syntax(void **state)
+{
+	(void)state;
+	REJECTED(L_LISTEN "workers = ;\n", 1, "test.conf:2: syntax error: *");
+	REJECTED(L_LISTEN "routes = (\n  { name = \"r\";\n    backend = ; }\n);\n", 1,
+		 "test.conf:4: syntax error: *");
+}
+
+/* Every problem in the file is reported in one pass. */
+static void test_multiple_errors_collected(void **state)
+{
+	(void)state;
+	static const char text[] =
+		"listen = ( { address = \"127.0.0.1\"; } );\n"       /* 1 */
+		"workers = \"many\";\n"                               /* 2 */
+		"backends = {\n"                                      /* 3 */
+		"  legacy = { url = \"http://127.0.0.1:9001/x\"; };\n" /* 4 */
+		"  modern = { url = \"http://127.0.0.1:9002\"; tls = true; };\n" /* 5 */
+		"};\n"                                                /* 6 */
+		"default_backend = \"nope\";\n"                       /* 7 */
+		"routes = (\n"                                        /* 8 */
+		"  { name = \"a\"; match = { path_prefix = \"/a/\"; path_regex = \"(\"; };\n" /* 9 */
+		"    backend = \"gone\"; },\n"                        /* 10 */
+		"  { name = \"b\"; backend = \"legacy\";\n"           /* 11 */
+		"    rollout = { backend = \"modern\"; percent = 150; sticky = \"ip\"; }; },\n" /* 12 */
+		"  { name = \"a\"; match = { path_prefix = \"/c//\"; }; backend = \"modern\"; }\n" /* 13 */
+		");\n"                                                /* 14 */
+		"extra = 1;\n";                                       /* 15 */
+	REJECTED(text, 12,
+		 "test.conf:15: extra: unknown setting",
+		 "test.conf:2: workers: must be an integer",
+		 "test.conf:1: listen.[0].address: \"127.0.0.1\": must be \"host:port\" (IPv6 as "
+		 "\"[::1]:8080\")",
+		 "test.conf:4: backends.legacy.url: \"http://127.0.0.1:9001/x\": must not carry a path, "
+		 "query or fragment (the request path is forwarded as is)",
+		 "test.conf:5: backends.modern.tls: unknown setting",
+		 "test.conf:7: default_backend: unknown backend \"nope\"",
+		 "test.conf:10: routes.[0].backend: unknown backend \"gone\"",
+		 "test.conf:9: routes.[0].match.path_regex: \"(\": *",
+		 "test.conf:12: routes.[1].rollout.percent: 150: must be between 0 and 100",
+		 "test.conf:12: routes.[1].rollout.sticky: \"ip\": must be \"header:NAME\", "
+		 "\"cookie:NAME\", \"query:NAME\" or \"client_ip\"",
+		 "test.conf:13: routes.[2].match.path_prefix: \"/c//\" is not normalised and would "
+		 "never match; write \"/c/\"",
+		 "test.conf:13: routes.[2].name: duplicate route name \"a\" (first at line 9)");
+}
+
+static void test_warning_unreachable_after_catch_all(void **state)
+{
+	(void)state;
+	struct sp_config *c = WARNED(
+		BASE "routes = (\n"
+		     "  { name = \"all\"; match = { path_prefix = \"/\"; }; backend = \"legacy\"; },\n"
+		     "  { name = \"api\"; match = { path_prefix = \"/api\"; methods = [\"GET\"]; };\n"
+		     "    backend = \"modern\"; }\n"
+		     ");\n",
+		1,
+		"test.conf:9: warning: routes.[1]: route \"api\" can never match: route \"all\" (line 8) "
+		"catches every request it would");
+	assert_int_equal(c->nroutes, 2);
+	sp_config_unref(&c);
+	/* A route without any match condition catches everything as well. */
+	c = WARNED(BASE "routes = (\n"
+			"  { name = \"rest\"; backend = \"legacy\"; },\n"
+			"  { name = \"x\"; match = { path = \"/x\"; }; backend = \"modern\"; }\n"
+			");\n",
+		   1,
+		   "test.conf:9: warning: routes.[1]: route \"x\" can never match: route \"rest\" (line "
+		   "8) catches every request it would");
+	sp_config_unref(&c);
+}
+
+static void test_warning_unreachable_identical_prefix(void **state)
+{
+	(void)state;
+	struct sp_config *c = WARNED(
+		BASE "routes = (\n"
+		     "  { name = \"one\"; match = { path_prefix = \"/api\"; }; backend = \"legacy\"; },\n"
+		     "  { name = \"two\"; match = { path_prefix = \"/b\"; }; backend = \"legacy\"; },\n"
+		     "  { name = \"three\"; match = { path_prefix = \"/api\"; }; backend = \"modern\"; }\n"
+		     ");\n",
+		1,
+		"test.conf:10: warning: routes.[2]: route \"three\" can never match: route \"one\" (line "
+		"8) catches every request it would");
+	sp_config_unref(&c);
+	/* The specific route first is the right order: no warning. */
+	c = WARNED(BASE "routes = (\n"
+			"  { name = \"users\"; match = { path_prefix = \"/api/users\"; }; backend = \"modern\"; },\n"
+			"  { name = \"api\"; match = { path_prefix = \"/api\"; }; backend = \"legacy\"; },\n"
+			"  { name = \"get\"; match = { path_prefix = \"/api\"; methods = [\"GET\"];\n"
+			"    headers = { X-A = \"1\"; }; }; backend = \"modern\"; }\n"
+			");\n",
+		   1,
+		   "test.conf:10: warning: routes.[2]: route \"get\" can never match: route \"api\" (line "
+		   "9) catches every request it would");
+	sp_config_unref(&c);
+}
+
+static void test_warning_lowercase_method(void **state)
+{
+	(void)state;
+	struct sp_config *c = WARNED(
+		ONE_MATCH("path_prefix = \"/x\"; methods = [\"POST\", \"get\"];"), 1,
+		"test.conf:8: warning: routes.[0].match.methods.[1]: \"get\": methods are "
+		"case-sensitive; clients send upper case");
+	const struct sp_match *m = &c->routes[0].match;
+	assert_int_equal(m->nmethods, 2);
+	assert_string_equal(m->methods[0], "POST");
+	assert_string_equal(m->methods[1], "get");
+	sp_config_unref(&c);
+}
+
+static void test_warning_rollout_to_same_backend(void **state)
+{
+	(void)state;
+	struct sp_config *c = WARNED(
+		ONE_ROUTE("backend = \"modern\"; rollout = { backend = \"modern\"; percent = 5; };"), 1,
+		"test.conf:8: warning: routes.[0].rollout.backend: same backend as the route; the "
+		"rollout changes nothing");
+	sp_config_unref(&c);
+}
+
+/* BUG (proxy/route_conf.c, sp_load_routes): the unreachable-route check runs
+ * only when `L->diag->errors == 0`, i.e. when the caller's diag has never
+ * held an error, while load() in config.c deliberately counts errors relative
+ * to `before`. Loading a config into a diag that already holds an error (from
+ * an earlier file, as the accumulating sp_diag allows) silently drops the
+ * "can never match" warning for a config that is itself valid. */
+static void test_warning_with_reused_diag(void **state)
+{
+	(void)state;
+	struct sp_diag d;
+	sp_diag_init(&d);
+	assert_null(sp_config_load_string(BASE "oops = 1;\n", "first.conf", &d));
+	assert_int_equal(d.errors, 1);
+	struct sp_config *c = sp_config_load_string(
+		BASE "routes = (\n"
+		     "  { name = \"all\"; match = { path_prefix = \"/\"; }; backend = \"legacy\"; },\n"
+		     "  { name = \"api\"; match = { path_prefix = \"/api\"; }; backend = \"modern\"; }\n"
+		     ");\n",
+		TEST_CONF, &d);
+	int warnings = d.warnings, errors = d.errors;
+	if (warnings != 1)
+		print_error("diagnostics:\n%s", d.text.data);
+	sp_config_unref(&c);
+	sp_diag_deinit(&d);
+	assert_int_equal(errors, 1);
+	assert_int_equal(warnings, 1);
+}
+
+static void test_valid_full_config(void **state)
+{
+	(void)state;
+	static const char text[] =
+		"listen = ( { address = \"127.0.0.1:8080\"; }, { address = \"[::1]:8081\"; } );\n" /* 1 */
+		"workers = 0;\n"                                                                   /* 2 */
+		"log_level = \"debug\";\n"                                                         /* 3 */
+		"access_log = \"-\";\n"                                                            /* 4 */
+		"backends = {\n"                                                                   /* 5 */
+		"  legacy = { url = \"http://127.0.0.1:9001\"; };\n"                               /* 6 */
+		"  modern = { url = \"http://127.0.0.1:9002/\"; connect_timeout_ms = 500;\n"       /* 7 */
+		"             response_timeout_ms = 1500; max_idle = 0; };\n"                      /* 8 */
+		"  plain = { url = \"http://127.0.0.1\"; };\n"                                     /* 9 */
+		"};\n"                                                                             /* 10 */
+		"default_backend = \"plain\";\n"                                                   /* 11 */
+		"timeouts = { client_header_ms = 5000; };\n"                                       /* 12 */
+		"limits = { max_headers = 50; max_body_bytes = 1048576; };\n"                      /* 13 */
+		"routes = (\n"                                                                     /* 14 */
+		"  { name = \"users\";\n"                                                          /* 15 */
+		"    match = { path_prefix = \"/api/users\"; methods = [\"GET\", \"HEAD\"];\n"     /* 16 */
+		"              headers = { X-Beta = \"*\"; X-Env = \"prod\"; }; query = { v = \"2\"; }; };\n"
+		"    backend = \"modern\"; },\n"                                                   /* 18 */
+		"  { name = \"orders\"; match = { path_regex = \"/api/orders/[0-9]+\"; };\n"       /* 19 */
+		"    backend = \"legacy\";\n"                                                      /* 20 */
+		"    rollout = { backend = \"modern\"; percent = 25.0; sticky = \"header:X-User-Id\"; }; },\n"
+		"  { name = \"search\"; match = { path = \"/api/search\"; }; backend = \"legacy\";\n" /* 22 */
+		"    rollout = { backend = \"modern\"; percent = 33.33; sticky = \"cookie:sid\";\n"
+		"                cohort = \"shared\"; }; },\n"                                     /* 24 */
+		"  { name = \"keyless\"; match = { path = \"/k\"; }; backend = \"legacy\";\n"      /* 25 */
+		"    rollout = { backend = \"plain\"; percent = 7; }; }\n"                         /* 26 */
+		");\n";
+	int warnings = -1;
+	struct sp_config *c = unit_load_ok(text, &warnings);
+	assert_int_equal(warnings, 0);
+	assert_string_equal(c->file, "test.conf");
+	assert_int_equal(atomic_load(&c->refs), 1);
+
+	assert_int_equal(c->nlisten, 2);
+	assert_string_equal(c->listen[0].address, "127.0.0.1:8080");
+	assert_int_equal(c->listen[0].addr.ss_family, AF_INET);
+	assert_int_equal(ntohs(((struct sockaddr_in *)&c->listen[0].addr)->sin_port), 8080);
+	assert_int_equal(c->listen[1].addr.ss_family, AF_INET6);
+	assert_int_equal(ntohs(((struct sockaddr_in6 *)&c->listen[1].addr)->sin6_port), 8081);
+	assert_true(c->workers >= 1);
+	assert_int_equal(c->log_level, SP_LOG_DEBUG);
+	assert_string_equal(c->access_log, "-");
+
+	assert_int_equal(c->nbackends, 3);
+	const struct sp_backend *legacy = &c->backends[0], *modern = &c->backends[1],
+				*plain = &c->backends[2];
+	assert_string_equal(legacy->name, "legacy");
+	assert_string_equal(legacy->url, "http://127.0.0.1:9001");
+	assert_int_equal(legacy->line, 6);
+	assert_string_equal(legacy->host, "127.0.0.1");
+	assert_string_equal(legacy->hostport, "127.0.0.1:9001");
+	assert_int_equal(ntohs(((struct sockaddr_in *)&legacy->addr)->sin_port), 9001);
+	assert_int_equal(legacy->connect_timeout_ms, 2000);
+	assert_int_equal(legacy->response_timeout_ms, 30000);
+	assert_int_equal(legacy->max_idle, 64);
+	assert_string_equal(modern->hostport, "127.0.0.1:9002");
+	assert_int_equal(modern->connect_timeout_ms, 500);
+	assert_int_equal(modern->response_timeout_ms, 1500);
+	assert_int_equal(modern->max_idle, 0);
+	assert_string_equal(plain->host, "127.0.0.1");
+	assert_string_equal(plain->hostport, "127.0.0.1:80");
+	assert_int_equal(c->default_backend, 2);
+	assert_int_equal(sp_backend_index(c, "modern"), 1);
+	assert_int_equal(sp_backend_index(c, "nope"), -1);
+
+	assert_int_equal(c->limits.header_timeout_ms, 5000);
+	assert_int_equal(c->limits.keepalive_timeout_ms, 60000);
+	assert_int_equal(c->limits.body_timeout_ms, 30000);
+	assert_int_equal(c->limits.max_headers, 50);
+	assert_int_equal(c->limits.max_body_bytes, 1048576);
+	assert_int_equal(c->limits.max_request_line, 8192);
+	assert_int_equal(c->limits.max_header_bytes, 32768);
+
+	assert_int_equal(c->nroutes, 4);
+	const struct sp_route *users = &c->routes[0], *orders = &c->routes[1],
+			      *search = &c->routes[2], *keyless = &c->routes[3];
+	assert_string_equal(users->name, "users");
+	assert_int_equal(users->line, 15);
+	assert_int_equal(users->backend, 1);
+	assert_int_equal(users->has_rollout, 0);
+	assert_string_equal(users->match.path_prefix, "/api/users");
+	assert_int_equal(users->match.prefix_len, 10);
+	assert_null(users->match.path);
+	assert_null(users->match.path_regex);
+	assert_int_equal(users->match.nmethods, 2);
+	assert_string_equal(users->match.methods[1], "HEAD");
+	assert_int_equal(users->match.nheaders, 2);
+	assert_string_equal(users->match.headers[0].name, "X-Beta");
+	assert_int_equal(users->match.headers[0].any, 1);
+	assert_string_equal(users->match.headers[1].value, "prod");
+	assert_int_equal(users->match.headers[1].any, 0);
+	assert_int_equal(users->match.nquery, 1);
+	assert_string_equal(users->match.query[0].name, "v");
+	assert_string_equal(users->match.query[0].value, "2");
+
+	assert_string_equal(orders->match.path_regex, "/api/orders/[0-9]+");
+	assert_int_equal(orders->line, 19);
+	assert_int_equal(orders->backend, 0);
+	assert_int_equal(orders->has_rollout, 1);
+	assert_int_equal(orders->rollout.backend, 1);
+	assert_int_equal(orders->rollout.percent_bp, 2500);
+	assert_string_equal(orders->rollout.cohort, "orders");
+	assert_int_equal(orders->rollout.sticky.kind, SP_STICKY_HEADER);
+	assert_string_equal(orders->rollout.sticky.name, "X-User-Id");
+
+	assert_string_equal(search->match.path, "/api/search");
+	assert_int_equal(search->rollout.percent_bp, 3333);
+	assert_string_equal(search->rollout.cohort, "shared");
+	assert_int_equal(search->rollout.sticky.kind, SP_STICKY_COOKIE);
+	assert_string_equal(search->rollout.sticky.name, "sid");
+
+	assert_int_equal(keyless->rollout.percent_bp, 700);
+	assert_int_equal(keyless->rollout.backend, 2);
+	assert_int_equal(keyless->rollout.sticky.kind, SP_STICKY_NONE);
+	assert_null(keyless->rollout.sticky.name);
+	assert_string_equal(keyless->rollout.cohort, "keyless");
+
+	struct sp_config *again = sp_config_ref(c);
+	assert_ptr_equal(again, c);
+	assert_int_equal(atomic_load(&c->refs), 2);
+	sp_config_unref(&again);
+	assert_null(again);
+	assert_int_equal(atomic_load(&c->refs), 1);
+	sp_config_unref(&c);
+	assert_null(c);
+}
+
+static void test_valid_minimal_defaults(void **state)
+{
+	(void)state;
+	struct sp_config *c = unit_load_ok(BASE, NULL);
+	assert_int_equal(c->nroutes, 0);
+	assert_true(c->workers >= 1);
+	assert_int_equal(c->log_level, SP_LOG_INFO);
+	assert_null(c->access_log);
+	assert_int_equal(c->default_backend, 0);
+	assert_int_equal(c->limits.header_timeout_ms, 10000);
+	assert_int_equal(c->limits.drain_timeout_ms, 30000);
+	assert_int_equal(c->limits.max_body_bytes, 0);
+	sp_config_unref(&c);
+	/* ":8080" and "*:8080" listen on all addresses. */
+	c = unit_load_ok("listen = ( { address = \":8080\"; }, { address = \"*:8081\"; } );\n"
+			 L_BACKENDS L_DEFAULT "workers = 3;\ndrain_timeout_ms = 0;\n", NULL);
+	assert_int_equal(c->nlisten, 2);
+	assert_int_equal(c->workers, 3);
+	assert_int_equal(c->limits.drain_timeout_ms, 0);
+	sp_config_unref(&c);
+}
+
+static void test_valid_percent_boundaries(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *text;
+		uint32_t bp;
+	} cases[] = {{"0", 0},         {"0.0", 0},       {"0.01", 1},   {"0.29", 29},
+		     {"12.5", 1250},   {"33.33", 3333},  {"99.99", 9999}, {"100", 10000},
+		     {"100.0", 10000}, {"7", 700}};
+	for (size_t i = 0; i < NELEM(cases); i++) {
+		char text[1024];
+		snprintf(text, sizeof(text), ONE_ROLLOUT("percent = %s;"), cases[i].text);
+		struct sp_config *c = unit_load_ok(text, NULL);
+		if (c->routes[0].rollout.percent_bp != cases[i].bp)
+			print_error("percent %s\n", cases[i].text);
+		assert_int_equal(c->routes[0].rollout.percent_bp, cases[i].bp);
+		sp_config_unref(&c);
+	}
+}
+
+/* The shipped example (conf/strangler.conf, quoted in docs/configuration.md)
+ * loads cleanly; meson passes its path in SP_EXAMPLE_CONF. */
+static void test_example_config_loads(void **state)
+{
+	(void)state;
+	const char *path = getenv("SP_EXAMPLE_CONF");
+	if (!path)
+		skip();
+	struct sp_diag d;
+	sp_diag_init(&d);
+	struct sp_config *c = sp_config_load(path, &d);
+	if (!c || d.warnings)
+		print_error("%s", d.text.data ? d.text.data : "");
+	int warnings = d.warnings;
+	sp_diag_deinit(&d);
+	assert_non_null(c);
+	assert_int_equal(warnings, 0);
+	assert_string_equal(c->file, path);
+	assert_int_equal(c->nroutes, 3);
+	const struct sp_route *orders = unit_route(c, "orders");
+	assert_int_equal(orders->has_rollout, 1);
+	assert_int_equal(orders->rollout.percent_bp, 2500);
+	assert_string_equal(orders->rollout.cohort, "orders");
+	assert_int_equal(orders->rollout.backend, sp_backend_index(c, "modern"));
+	assert_int_equal(c->default_backend, sp_backend_index(c, "legacy"));
+	sp_config_unref(&c);
+}
+
+static void test_missing_file(void **state)
+{
+	(void)state;
+	struct sp_diag d;
+	sp_diag_init(&d);
+	assert_null(sp_config_load("/nonexistent/strangler-test.conf", &d));
+	assert_int_equal(d.errors, 1);
+	assert_string_equal(d.text.data,
+			    "/nonexistent/strangler-test.conf: cannot read: No such file or directory\n");
+	sp_diag_deinit(&d);
+}
+
+/* sp_diag formats "FILE:LINE: msg" and "FILE: msg" and counts both kinds. */
+static void test_diag_format(void **state)
+{
+	(void)state;
+	struct sp_diag d;
+	sp_diag_init(&d);
+	sp_diag_add(&d, 1, "a.conf", 3, "x.y: %s", "bad");
+	sp_diag_add(&d, 0, "a.conf", 4, "z: %d", 5);
+	sp_diag_add(&d, 1, "a.conf", 0, "listen: required");
+	assert_string_equal(d.text.data,
+			    "a.conf:3: x.y: bad\na.conf:4: warning: z: 5\na.conf: listen: required\n");
+	assert_int_equal(d.errors, 2);
+	assert_int_equal(d.warnings, 1);
+	sp_diag_deinit(&d);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_error_unknown_setting_top_level),
+		cmocka_unit_test(test_error_unknown_setting_in_sections),
+		cmocka_unit_test(test_error_unknown_backend),
+		cmocka_unit_test(test_error_bad_url),
+		cmocka_unit_test(test_error_url_empty_host),
+		cmocka_unit_test(test_error_percent),
+		cmocka_unit_test(test_error_duplicate_route_name),
+		cmocka_unit_test(test_error_bad_regex),
+		cmocka_unit_test(test_error_regex_escaping_anchors),
+		cmocka_unit_test(test_error_bad_sticky),
+		cmocka_unit_test(test_error_path_not_normalised),
+		cmocka_unit_test(test_error_listen),
+		cmocka_unit_test(test_error_wrong_types),
+		cmocka_unit_test(test_error_syntax),
+		cmocka_unit_test(test_multiple_errors_collected),
+		cmocka_unit_test(test_warning_unreachable_after_catch_all),
+		cmocka_unit_test(test_warning_unreachable_identical_prefix),
+		cmocka_unit_test(test_warning_lowercase_method),
+		cmocka_unit_test(test_warning_rollout_to_same_backend),
+		cmocka_unit_test(test_warning_with_reused_diag),
+		cmocka_unit_test(test_valid_full_config),
+		cmocka_unit_test(test_valid_minimal_defaults),
+		cmocka_unit_test(test_valid_percent_boundaries),
+		cmocka_unit_test(test_example_config_loads),
+		cmocka_unit_test(test_missing_file),
+		cmocka_unit_test(test_diag_format),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

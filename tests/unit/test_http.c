@@ -1,0 +1,707 @@
+/* Unit tests of proxy/http.c (header rules, validation, head serialisation,
+ * proxy-made responses, chunk framing) and proxy/accesslog.c's line format. */
+#include "unit.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "accesslog.h"
+
+/* Serialised output compared as a whole, so a missing, extra or reordered
+ * header fails with both texts printed. */
+#define assert_head(buf, want) assert_string_equal((buf)->data ? (buf)->data : "", (want))
+
+/* --- header helpers ------------------------------------------------------ */
+
+static void test_hdr_name_is_and_find(void **state)
+{
+	(void)state;
+	const struct sp_hdr h[] = {HDR("Host", "a"), HDR("content-length", "5"), HDR("HOST", "b")};
+	assert_true(sp_hdr_name_is(&h[0], "host"));
+	assert_true(sp_hdr_name_is(&h[0], "HOST"));
+	assert_false(sp_hdr_name_is(&h[0], "Hos"));
+	assert_false(sp_hdr_name_is(&h[0], "Hostx"));
+	assert_true(sp_hdr_name_is(&h[1], "Content-Length"));
+	assert_ptr_equal(sp_hdr_find(h, NELEM(h), "host"), &h[0]);
+	assert_ptr_equal(sp_hdr_find(h, NELEM(h), "Content-Length"), &h[1]);
+	assert_null(sp_hdr_find(h, NELEM(h), "Content-Type"));
+	assert_null(sp_hdr_find(h, 0, "Host"));
+}
+
+static void test_list_has_token(void **state)
+{
+	(void)state;
+	static const char v[] = "keep-alive, Upgrade ,\tX-Custom";
+	assert_true(sp_list_has_token(v, strlen(v), "upgrade"));
+	assert_true(sp_list_has_token(v, strlen(v), "Keep-Alive"));
+	assert_true(sp_list_has_token(v, strlen(v), "x-custom"));
+	assert_false(sp_list_has_token(v, strlen(v), "close"));
+	assert_false(sp_list_has_token(v, strlen(v), "keep"));
+	assert_false(sp_list_has_token("upgrade-insecure", 16, "upgrade"));
+	assert_false(sp_list_has_token("", 0, "close"));
+	assert_true(sp_list_has_token("a,,close", 8, "close"));
+	/* Only len bytes are looked at. */
+	assert_false(sp_list_has_token("a, close", 3, "close"));
+}
+
+static void test_hdr_is_hop(void **state)
+{
+	(void)state;
+	const struct sp_hdr h[] = {
+		HDR("Connection", "close, X-Drop"), HDR("keep-alive", "timeout=5"),
+		HDR("Proxy-Connection", "x"),        HDR("te", "trailers"),
+		HDR("Transfer-Encoding", "chunked"), HDR("Upgrade", "h2c"),
+		HDR("Trailer", "X-T"),               HDR("Content-Length", "1"),
+		HDR("x-drop", "1"),                  HDR("X-Keep", "1"),
+		HDR("Host", "h"),                    HDR("Close", "1"),
+	};
+	for (size_t i = 0; i < 10; i++)
+		if (i != 9)
+			assert_true(sp_hdr_is_hop(&h[i], h, NELEM(h)));
+	assert_false(sp_hdr_is_hop(&h[9], h, NELEM(h)));
+	assert_false(sp_hdr_is_hop(&h[10], h, NELEM(h)));
+	/* "close" is an option, but it also names a header called Close. */
+	assert_true(sp_hdr_is_hop(&h[11], h, NELEM(h)));
+	/* Without the Connection header, X-Drop is end-to-end. */
+	assert_false(sp_hdr_is_hop(&h[8], h + 1, NELEM(h) - 1));
+}
+
+/* --- request validation -------------------------------------------------- */
+
+/* Checks a request's headers: want_why NULL means "any reason" (status 0). */
+static void check_req(const struct sp_hdr *h, size_t n, int minor, int want_status,
+		      const char *want_why, int line)
+{
+	const char *why = NULL;
+	int st = sp_http_check_request(h, n, minor, &why);
+	if (st != want_status || (want_why && (!why || strcmp(why, want_why) != 0)))
+		print_error("test line %d: status %d why \"%s\", want %d \"%s\"\n", line, st,
+			    why ? why : "(null)", want_status, want_why ? want_why : "(any)");
+	assert_int_equal(st, want_status);
+	if (want_why)
+		assert_string_equal(why, want_why);
+}
+
+#define CHECK_REQ(hdrs, minor, want_status, want_why) \
+	check_req((hdrs), NELEM(hdrs), (minor), (want_status), (want_why), __LINE__)
+
+static const char *const NO_WHY = NULL;
+
+static void test_check_request_valid(void **state)
+{
+	(void)state;
+	const struct sp_hdr ok11[] = {HDR("Host", "example.com"), HDR("User-Agent", "t/1"),
+				      HDR("X-Tab", "a\tb"), HDR("X-Obs", "caf\xc3\xa9 \xff"),
+				      HDR("X-Empty", ""), HDR("Transfer-Encoding", "chunked"),
+				      HDR("!#$%&'*+-.^_`|~09azAZ", "v")};
+	const struct sp_hdr ok10[] = {HDR("Accept", "*/*")};
+	const struct sp_hdr te[] = {HDR("host", "h"), HDR("Transfer-Encoding", "chunked")};
+	CHECK_REQ(ok11, 1, 0, NO_WHY);
+	CHECK_REQ(ok10, 0, 0, NO_WHY); /* Host is optional on HTTP/1.0 */
+	CHECK_REQ(te, 1, 0, NO_WHY);
+}
+
+static void test_check_request_bad_names(void **state)
+{
+	(void)state;
+	const struct sp_hdr empty[] = {HDR("Host", "h"), HDR("", "v")};
+	const struct sp_hdr space[] = {HDR("Host", "h"), HDR("Bad Name", "v")};
+	const struct sp_hdr colon[] = {HDR("Host", "h"), HDR("Na:me", "v")};
+	const struct sp_hdr high[] = {HDR("Host", "h"), HDR("N\xc3\xa4me", "v")};
+	const struct sp_hdr ctl[] = {HDR("Host", "h"), HDR("X\x01", "v")};
+	const struct sp_hdr slash[] = {HDR("Host", "h"), HDR("X/Y", "v")};
+	const struct sp_hdr nul[] = {HDR("Host", "h"), {"X\0Y", 3, "v", 1}};
+	CHECK_REQ(empty, 1, 400, "empty header name");
+	CHECK_REQ(space, 1, 400, "invalid character in header name");
+	CHECK_REQ(colon, 1, 400, "invalid character in header name");
+	CHECK_REQ(high, 1, 400, "invalid character in header name");
+	CHECK_REQ(ctl, 1, 400, "invalid character in header name");
+	CHECK_REQ(slash, 1, 400, "invalid character in header name");
+	CHECK_REQ(nul, 1, 400, "invalid character in header name");
+}
+
+static void test_check_request_bad_values(void **state)
+{
+	(void)state;
+	const struct sp_hdr cr[] = {HDR("Host", "h"), HDR("X-A", "a\rb")};
+	const struct sp_hdr lf[] = {HDR("Host", "h"), HDR("X-A", "a\nX-Injected: 1")};
+	const struct sp_hdr nul[] = {HDR("Host", "h"), {"X-A", 3, "a\0b", 3}};
+	const struct sp_hdr del[] = {HDR("Host", "h"), HDR("X-A", "a\x7f")};
+	const struct sp_hdr us[] = {HDR("Host", "h\x1f")};
+	CHECK_REQ(cr, 1, 400, "invalid character in header value");
+	CHECK_REQ(lf, 1, 400, "invalid character in header value");
+	CHECK_REQ(nul, 1, 400, "invalid character in header value");
+	CHECK_REQ(del, 1, 400, "invalid character in header value");
+	CHECK_REQ(us, 0, 400, "invalid character in header value");
+}
+
+static void test_check_request_host(void **state)
+{
+	(void)state;
+	const struct sp_hdr none[] = {HDR("Accept", "*/*")};
+	const struct sp_hdr two[] = {HDR("Host", "a"), HDR("Accept", "*/*"), HDR("host", "b")};
+	const struct sp_hdr same[] = {HDR("Host", "a"), HDR("Host", "a")};
+	CHECK_REQ(none, 1, 400, "missing Host header");
+	CHECK_REQ(two, 1, 400, "more than one Host header");
+	CHECK_REQ(same, 1, 400, "more than one Host header");
+	CHECK_REQ(two, 0, 400, "more than one Host header");
+	CHECK_REQ(none, 0, 0, NO_WHY);
+}
+
+static void test_check_request_transfer_encoding(void **state)
+{
+	(void)state;
+	const struct sp_hdr te10[] = {HDR("Transfer-Encoding", "chunked")};
+	const struct sp_hdr lead[] = {HDR("Host", "h"), HDR("Transfer-Encoding", ",chunked")};
+	const struct sp_hdr trail[] = {HDR("Host", "h"), HDR("transfer-encoding", "chunked,")};
+	const struct sp_hdr mid[] = {HDR("Host", "h"), HDR("Transfer-Encoding", "gzip, ,chunked")};
+	const struct sp_hdr empty[] = {HDR("Host", "h"), HDR("Transfer-Encoding", "")};
+	CHECK_REQ(te10, 0, 400, "Transfer-Encoding in an HTTP/1.0 request");
+	CHECK_REQ(lead, 1, 400, "empty element in Transfer-Encoding");
+	CHECK_REQ(trail, 1, 400, "empty element in Transfer-Encoding");
+	CHECK_REQ(mid, 1, 400, "empty element in Transfer-Encoding");
+	CHECK_REQ(empty, 1, 400, "empty element in Transfer-Encoding");
+}
+
+static void test_check_response(void **state)
+{
+	(void)state;
+	const struct sp_hdr ok[] = {HDR("Content-Type", "text/plain"), HDR("Transfer-Encoding", "chunked")};
+	const struct sp_hdr bad_value[] = {HDR("Set-Cookie", "a=1\r\nX: y")};
+	const struct sp_hdr bad_name[] = {HDR("Set Cookie", "a=1")};
+	const struct sp_hdr te[] = {HDR("Transfer-Encoding", "chunked, ")};
+	const char *why = NULL;
+	assert_int_equal(sp_http_check_response(ok, NELEM(ok), &why), 0); /* no Host needed */
+	assert_int_equal(sp_http_check_response(bad_value, 1, &why), -1);
+	assert_string_equal(why, "invalid character in header value");
+	assert_int_equal(sp_http_check_response(bad_name, 1, &why), -1);
+	assert_string_equal(why, "invalid character in header name");
+	assert_int_equal(sp_http_check_response(te, 1, &why), -1);
+	assert_string_equal(why, "Transfer-Encoding other than chunked");
+	/* a coding the proxy would silently drop is refused (502 upstream) */
+	const struct sp_hdr gz[] = {HDR("Transfer-Encoding", "gzip, chunked")};
+	assert_int_equal(sp_http_check_response(gz, 1, &why), -1);
+}
+
+static void test_check_request_unknown_coding(void **state)
+{
+	(void)state;
+	const struct sp_hdr gz[] = {HDR("Host", "h"), HDR("Transfer-Encoding", "gzip, chunked")};
+	const struct sp_hdr upper[] = {HDR("Host", "h"), HDR("Transfer-Encoding", "Chunked")};
+	const char *why = NULL;
+	assert_int_equal(sp_http_check_request(gz, 2, 1, &why), 501);
+	assert_string_equal(why, "transfer coding other than chunked");
+	assert_int_equal(sp_http_check_request(upper, 2, 1, &why), 0);
+}
+
+static void test_connection_never_strips_host(void **state)
+{
+	(void)state;
+	const struct sp_hdr h[] = {HDR("Host", "example.com"), HDR("Connection", "Host, X-Long")};
+	assert_false(sp_hdr_is_hop(&h[0], h, 2));
+	/* a named header longer than any fixed buffer is still recognised */
+	char longname[300];
+	memset(longname, 'a', sizeof(longname) - 1);
+	longname[sizeof(longname) - 1] = '\0';
+	const struct sp_hdr l[] = {HDR("Connection", longname), HDR(longname, "v")};
+	assert_true(sp_hdr_is_hop(&l[1], l, 2));
+}
+
+/* --- request head -------------------------------------------------------- */
+
+static void test_request_head_full(void **state)
+{
+	(void)state;
+	const struct sp_hdr h[] = {
+		HDR("Host", "example.com"),
+		HDR("User-Agent", "t/1"),
+		HDR("Connection", "keep-alive, X-Secret"),
+		HDR("Keep-Alive", "timeout=5"),
+		HDR("Proxy-Connection", "keep-alive"),
+		HDR("TE", "trailers"),
+		HDR("Upgrade", "websocket"),
+		HDR("Transfer-Encoding", "chunked"),
+		HDR("Trailer", "X-Checksum"),
+		HDR("x-secret", "s3cret"),
+		HDR("X-Forwarded-For", "198.51.100.1"),
+		HDR("Accept", "*/*"),
+		HDR("x-forwarded-for", "198.51.100.2, 198.51.100.3"),
+		HDR("X-Forwarded-Proto", "http"),
+		HDR("X-Forwarded-Host", "evil.example"),
+		HDR("Cookie", "a=1"),
+	};
+	struct sp_fwd_request r = {
+		.method = "POST",
+		.path = "/a%2Fb",
+		.path_len = 6,
+		.query = "x=1&y",
+		.query_len = 5,
+		.headers = h,
+		.nheaders = NELEM(h),
+		.body = SP_BODY_CHUNKED,
+		.client_ip = "203.0.113.7",
+		.proto = "https",
+		.request_id = "rid-1",
+	};
+	struct sp_buf out;
+	sp_buf_init(&out);
+	assert_int_equal(sp_http_write_request_head(&r, &out), 0);
+	assert_head(&out, "POST /a%2Fb?x=1&y HTTP/1.1\r\n"
+			  "Host: example.com\r\n"
+			  "User-Agent: t/1\r\n"
+			  "Accept: */*\r\n"
+			  "Cookie: a=1\r\n"
+			  "Transfer-Encoding: chunked\r\n"
+			  "X-Forwarded-For: 198.51.100.1, 198.51.100.2, 198.51.100.3, 203.0.113.7\r\n"
+			  "X-Forwarded-Proto: https\r\n"
+			  "X-Forwarded-Host: example.com\r\n"
+			  "X-Request-Id: rid-1\r\n"
+			  "\r\n");
+	sp_buf_deinit(&out);
+}
+
+static void test_request_head_content_length_regenerated(void **state)
+{
+	(void)state;
+	const struct sp_hdr h[] = {HDR("Host", "h"), HDR("Content-Length", "0005"),
+				   HDR("content-length", "5")};
+	struct sp_fwd_request r = {.method = "PUT", .path = "/x", .path_len = 2, .headers = h,
+				   .nheaders = NELEM(h), .body = SP_BODY_LENGTH, .content_length = 5,
+				   .client_ip = "10.0.0.1", .proto = "http"};
+	struct sp_buf out;
+	sp_buf_init(&out);
+	assert_int_equal(sp_buf_adds(&out, "prefix|"), 0); /* appends */
+	assert_int_equal(sp_http_write_request_head(&r, &out), 0);
+	assert_head(&out, "prefix|PUT /x HTTP/1.1\r\n"
+			  "Host: h\r\n"
+			  "Content-Length: 5\r\n"
+			  "X-Forwarded-For: 10.0.0.1\r\n"
+			  "X-Forwarded-Proto: http\r\n"
+			  "X-Forwarded-Host: h\r\n"
+			  "\r\n");
+	/* No body: neither framing header, even when the client sent one. */
+	sp_buf_reset(&out);
+	r.body = SP_BODY_NONE;
+	r.method = "GET";
+	assert_int_equal(sp_http_write_request_head(&r, &out), 0);
+	assert_null(strstr(out.data, "Content-Length"));
+	assert_null(strstr(out.data, "Transfer-Encoding"));
+	sp_buf_deinit(&out);
+}
+
+static void test_request_head_without_optional_parts(void **state)
+{
+	(void)state;
+	/* HTTP/1.0 style: no Host, no request id, no proto. */
+	const struct sp_hdr h[] = {HDR("Accept", "*/*"), HDR("X-Request-Id", "client-id")};
+	struct sp_fwd_request r = {.method = "GET", .path = "/", .path_len = 1, .headers = h,
+				   .nheaders = NELEM(h), .body = SP_BODY_NONE, .client_ip = "::1"};
+	struct sp_buf out;
+	sp_buf_init(&out);
+	assert_int_equal(sp_http_write_request_head(&r, &out), 0);
+	/* The client's id passes through untouched; none is added. */
+	assert_head(&out, "GET / HTTP/1.1\r\n"
+			  "Accept: */*\r\n"
+			  "X-Request-Id: client-id\r\n"
+			  "X-Forwarded-For: ::1\r\n"
+			  "\r\n");
+	sp_buf_deinit(&out);
+}
+
+static void test_request_head_upgrade(void **state)
+{
+	(void)state;
+	const struct sp_hdr h[] = {HDR("Host", "h"), HDR("Connection", "Upgrade"),
+				   HDR("Upgrade", "websocket"), HDR("Sec-WebSocket-Key", "k==")};
+	struct sp_fwd_request r = {.method = "GET", .path = "/ws", .path_len = 3, .headers = h,
+				   .nheaders = NELEM(h), .body = SP_BODY_NONE, .upgrade = 1};
+	struct sp_buf out;
+	sp_buf_init(&out);
+	assert_int_equal(sp_http_write_request_head(&r, &out), 0);
+	assert_head(&out, "GET /ws HTTP/1.1\r\n"
+			  "Host: h\r\n"
+			  "Sec-WebSocket-Key: k==\r\n"
+			  "Connection: upgrade\r\n"
+			  "Upgrade: websocket\r\n"
+			  "X-Forwarded-Host: h\r\n"
+			  "\r\n");
+	/* Not an upgrade: Upgrade is dropped like any hop-by-hop header. */
+	sp_buf_reset(&out);
+	r.upgrade = 0;
+	assert_int_equal(sp_http_write_request_head(&r, &out), 0);
+	assert_head(&out, "GET /ws HTTP/1.1\r\n"
+			  "Host: h\r\n"
+			  "Sec-WebSocket-Key: k==\r\n"
+			  "X-Forwarded-Host: h\r\n"
+			  "\r\n");
+	sp_buf_deinit(&out);
+}
+
+/* --- response head ------------------------------------------------------- */
+
+static const struct sp_hdr backend_hdrs[] = {
+	HDR("Content-Type", "text/plain"), HDR("Connection", "close, X-Internal"),
+	HDR("Keep-Alive", "timeout=1"),     HDR("Transfer-Encoding", "chunked"),
+	HDR("Content-Length", "99"),        HDR("X-Internal", "1"),
+	HDR("Set-Cookie", "a=1"),           HDR("Set-Cookie", "b=2"),
+};
+
+static struct sp_fwd_response response(int minor, int keep_alive, enum sp_body_mode body,
+				       uint64_t length)
+{
+	struct sp_fwd_response r = {.status = 200, .reason = "OK", .reason_len = 2,
+				    .headers = backend_hdrs, .nheaders = NELEM(backend_hdrs),
+				    .body = body, .content_length = length, .has_length = 1,
+				    .client_minor = minor, .keep_alive = keep_alive};
+	return r;
+}
+
+#define RESP_HEADERS "Content-Type: text/plain\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
+
+static void test_response_head_keep_alive_and_close(void **state)
+{
+	(void)state;
+	struct sp_buf out;
+	sp_buf_init(&out);
+	struct sp_fwd_response r = response(1, 1, SP_BODY_LENGTH, 12);
+	assert_int_equal(sp_http_write_response_head(&r, &out), 0);
+	assert_head(&out, "HTTP/1.1 200 OK\r\n" RESP_HEADERS "Content-Length: 12\r\n\r\n");
+	sp_buf_reset(&out);
+	r.keep_alive = 0;
+	assert_int_equal(sp_http_write_response_head(&r, &out), 0);
+	assert_head(&out, "HTTP/1.1 200 OK\r\n" RESP_HEADERS "Content-Length: 12\r\n"
+			  "Connection: close\r\n\r\n");
+	sp_buf_deinit(&out);
+}
+
+static void test_response_head_http10_client(void **state)
+{
+	(void)state;
+	struct sp_buf out;
+	sp_buf_init(&out);
+	struct sp_fwd_response r = response(0, 1, SP_BODY_LENGTH, 3);
+	assert_int_equal(sp_http_write_response_head(&r, &out), 0);
+	assert_head(&out, "HTTP/1.0 200 OK\r\n" RESP_HEADERS "Content-Length: 3\r\n"
+			  "Connection: keep-alive\r\n\r\n");
+	sp_buf_reset(&out);
+	r = response(0, 0, SP_BODY_CLOSE, 0);
+	assert_int_equal(sp_http_write_response_head(&r, &out), 0);
+	assert_head(&out, "HTTP/1.0 200 OK\r\n" RESP_HEADERS "Connection: close\r\n\r\n");
+	sp_buf_deinit(&out);
+}
+
+static void test_response_head_body_modes(void **state)
+{
+	(void)state;
+	struct sp_buf out;
+	sp_buf_init(&out);
+	/* HEAD (and 304): no body, the backend's length kept. */
+	struct sp_fwd_response r = response(1, 1, SP_BODY_NONE, 1234);
+	r.keep_length = 1;
+	assert_int_equal(sp_http_write_response_head(&r, &out), 0);
+	assert_head(&out, "HTTP/1.1 200 OK\r\n" RESP_HEADERS "Content-Length: 1234\r\n\r\n");
+	/* ... but never invented when the backend sent none. */
+	sp_buf_reset(&out);
+	r.has_length = 0;
+	assert_int_equal(sp_http_write_response_head(&r, &out), 0);
+	assert_head(&out, "HTTP/1.1 200 OK\r\n" RESP_HEADERS "\r\n");
+	/* 204: no body, no length. */
+	sp_buf_reset(&out);
+	r = response(1, 1, SP_BODY_NONE, 0);
+	r.status = 204;
+	r.reason = "No Content";
+	r.reason_len = 10;
+	assert_int_equal(sp_http_write_response_head(&r, &out), 0);
+	assert_head(&out, "HTTP/1.1 204 No Content\r\n" RESP_HEADERS "\r\n");
+	/* Chunked, regenerated. */
+	sp_buf_reset(&out);
+	r = response(1, 1, SP_BODY_CHUNKED, 0);
+	assert_int_equal(sp_http_write_response_head(&r, &out), 0);
+	assert_head(&out, "HTTP/1.1 200 OK\r\n" RESP_HEADERS "Transfer-Encoding: chunked\r\n\r\n");
+	sp_buf_deinit(&out);
+}
+
+static void test_response_head_status_line(void **state)
+{
+	(void)state;
+	struct sp_buf out;
+	sp_buf_init(&out);
+	const struct sp_hdr none[] = {HDR("X-A", "1")};
+	struct sp_fwd_response r = {.status = 418, .reason = "I'm a teapot!!", .reason_len = 12,
+				    .headers = none, .nheaders = 1, .body = SP_BODY_LENGTH,
+				    .content_length = 0, .client_minor = 1, .keep_alive = 1};
+	assert_int_equal(sp_http_write_response_head(&r, &out), 0);
+	assert_head(&out, "HTTP/1.1 418 I'm a teapot\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n");
+	sp_buf_reset(&out);
+	r.reason_len = 0;
+	r.status = 299;
+	assert_int_equal(sp_http_write_response_head(&r, &out), 0);
+	assert_head(&out, "HTTP/1.1 299 \r\nX-A: 1\r\nContent-Length: 0\r\n\r\n");
+	sp_buf_deinit(&out);
+}
+
+static void test_response_head_upgrade(void **state)
+{
+	(void)state;
+	const struct sp_hdr h[] = {HDR("Connection", "Upgrade"), HDR("Upgrade", "websocket"),
+				   HDR("Sec-WebSocket-Accept", "abc=")};
+	struct sp_fwd_response r = {.status = 101, .reason = "Switching Protocols",
+				    .reason_len = 19, .headers = h, .nheaders = NELEM(h),
+				    .body = SP_BODY_NONE, .client_minor = 1, .keep_alive = 0,
+				    .upgrade = 1};
+	struct sp_buf out;
+	sp_buf_init(&out);
+	assert_int_equal(sp_http_write_response_head(&r, &out), 0);
+	assert_head(&out, "HTTP/1.1 101 Switching Protocols\r\n"
+			  "Sec-WebSocket-Accept: abc=\r\n"
+			  "Connection: upgrade\r\n"
+			  "Upgrade: websocket\r\n\r\n");
+	sp_buf_deinit(&out);
+}
+
+/* --- proxy-made responses and chunks -------------------------------------- */
+
+static void test_write_simple(void **state)
+{
+	(void)state;
+	struct sp_buf out;
+	sp_buf_init(&out);
+	assert_int_equal(sp_http_write_simple(&out, 502, "bad upstream response", 0, "rid-9"), 0);
+	assert_head(&out, "HTTP/1.1 502 Bad Gateway\r\n"
+			  "Content-Type: text/plain; charset=utf-8\r\n"
+			  "Content-Length: 22\r\n"
+			  "Connection: close\r\n"
+			  "X-Request-Id: rid-9\r\n"
+			  "\r\n"
+			  "bad upstream response\n");
+	sp_buf_reset(&out);
+	assert_int_equal(sp_http_write_simple(&out, 404, "", 1, NULL), 0);
+	assert_head(&out, "HTTP/1.1 404 Not Found\r\n"
+			  "Content-Type: text/plain; charset=utf-8\r\n"
+			  "Content-Length: 1\r\n"
+			  "\r\n"
+			  "\n");
+	/* Content-Length matches the bytes after the head. */
+	sp_buf_reset(&out);
+	assert_int_equal(sp_http_write_simple(&out, 431, "header fields too large", 1, "x"), 0);
+	const char *body = strstr(out.data, "\r\n\r\n");
+	assert_non_null(body);
+	assert_non_null(strstr(out.data, "\r\nContent-Length: 24\r\n"));
+	assert_int_equal(strlen(body + 4), 24);
+	assert_non_null(strstr(out.data, "HTTP/1.1 431 Request Header Fields Too Large\r\n"));
+	sp_buf_deinit(&out);
+}
+
+static void test_reason_phrases(void **state)
+{
+	(void)state;
+	assert_string_equal(sp_http_reason(200), "OK");
+	assert_string_equal(sp_http_reason(400), "Bad Request");
+	assert_string_equal(sp_http_reason(413), "Content Too Large");
+	assert_string_equal(sp_http_reason(504), "Gateway Timeout");
+	assert_string_equal(sp_http_reason(299), "Unknown");
+}
+
+static void test_chunk_header(void **state)
+{
+	(void)state;
+	struct sp_buf out;
+	sp_buf_init(&out);
+	assert_int_equal(sp_http_chunk_header(&out, 0), 0);
+	assert_int_equal(sp_http_chunk_header(&out, 255), 0);
+	assert_int_equal(sp_http_chunk_header(&out, 4096), 0);
+	assert_int_equal(sp_http_chunk_header(&out, 1), 0);
+	assert_head(&out, "0\r\nff\r\n1000\r\n1\r\n");
+	sp_buf_deinit(&out);
+}
+
+/* --- access log ------------------------------------------------------------ */
+
+/* Formats e, checks it is exactly one line of JSON, and returns the object. */
+static json_t *format_and_parse(const struct sp_access_entry *e, struct sp_buf *line)
+{
+	assert_int_equal(sp_access_format(e, line), 0);
+	assert_true(line->len > 2);
+	assert_int_equal(line->data[line->len - 1], '\n');
+	assert_ptr_equal(memchr(line->data, '\n', line->len), line->data + line->len - 1);
+	for (size_t i = 0; i < line->len - 1; i++) {
+		unsigned char c = (unsigned char)line->data[i];
+		if (c < 0x20 || c >= 0x7f)
+			print_error("raw byte 0x%02x at %zu in %s", c, i, line->data);
+		assert_in_range(c, 0x20, 0x7e);
+	}
+	json_error_t err;
+	json_t *j = json_loadb(line->data, line->len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &err);
+	if (!j)
+		print_error("invalid JSON (%s at %d): %s", err.text, err.position, line->data);
+	assert_non_null(j);
+	assert_true(json_is_object(j));
+	return j;
+}
+
+static const char *jstr(json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+	if (!json_is_string(v))
+		print_error("\"%s\" is not a string\n", key);
+	assert_true(json_is_string(v));
+	return json_string_value(v);
+}
+
+static json_int_t jint(json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+	assert_true(json_is_integer(v));
+	return json_integer_value(v);
+}
+
+static double jnum(json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+	assert_true(json_is_number(v));
+	return json_number_value(v);
+}
+
+static void test_access_format_fields(void **state)
+{
+	(void)state;
+	struct sp_access_entry e = {
+		.client = "203.0.113.7", .method = "GET", .path = "/api/orders/9?x", .path_len = 13,
+		.status = 200, .route = "orders", .backend = "modern", .has_bucket = 1,
+		.bucket = 8035, .upstream_ms = 12.5, .total_ms = 13.25, .bytes_in = 321,
+		.bytes_out = 4294967296ull, .request_id = "rid-1", .error = NULL,
+	};
+	struct sp_buf line;
+	sp_buf_init(&line);
+	assert_int_equal(sp_buf_adds(&line, "stale"), 0); /* replaced */
+	time_t before = time(NULL);
+	json_t *j = format_and_parse(&e, &line);
+	time_t after = time(NULL);
+	assert_int_equal(json_object_size(j), 13); /* "error" only when set */
+	assert_string_equal(jstr(j, "client"), "203.0.113.7");
+	assert_string_equal(jstr(j, "method"), "GET");
+	assert_string_equal(jstr(j, "path"), "/api/orders/9");
+	assert_int_equal(jint(j, "status"), 200);
+	assert_string_equal(jstr(j, "route"), "orders");
+	assert_string_equal(jstr(j, "backend"), "modern");
+	assert_int_equal(jint(j, "bucket"), 8035);
+	assert_true(jnum(j, "upstream_ms") == 12.5);
+	assert_true(jnum(j, "total_ms") == 13.25);
+	assert_int_equal(jint(j, "bytes_in"), 321);
+	assert_int_equal(jint(j, "bytes_out"), 4294967296ll);
+	assert_string_equal(jstr(j, "request_id"), "rid-1");
+	assert_null(json_object_get(j, "error"));
+
+	/* time: RFC 3339 UTC with milliseconds, taken now. */
+	const char *t = jstr(j, "time");
+	struct tm tm = {0};
+	int ms = -1, n = 0;
+	assert_int_equal(strlen(t), 24);
+	assert_int_equal(sscanf(t, "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ%n", &tm.tm_year, &tm.tm_mon,
+				&tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms, &n),
+			 7);
+	assert_int_equal(n, 24);
+	assert_in_range(ms, 0, 999);
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	time_t at = timegm(&tm);
+	assert_in_range(at, before - 1, after + 1);
+	json_decref(j);
+	sp_buf_deinit(&line);
+}
+
+static void test_access_format_nulls_and_error(void **state)
+{
+	(void)state;
+	struct sp_access_entry e = {
+		.client = "::1", .method = "POST", .path = "/", .path_len = 1, .status = 502,
+		.route = NULL, .backend = NULL, .has_bucket = 0, .bucket = 77, .upstream_ms = -1,
+		.total_ms = 0.0004, .request_id = NULL, .error = "connect refused",
+	};
+	struct sp_buf line;
+	sp_buf_init(&line);
+	json_t *j = format_and_parse(&e, &line);
+	assert_int_equal(json_object_size(j), 14);
+	assert_true(json_is_null(json_object_get(j, "route")));
+	assert_true(json_is_null(json_object_get(j, "backend")));
+	assert_true(json_is_null(json_object_get(j, "bucket")));
+	assert_true(json_is_null(json_object_get(j, "upstream_ms")));
+	assert_true(json_is_null(json_object_get(j, "request_id")));
+	assert_true(jnum(j, "total_ms") == 0.0);
+	assert_int_equal(jint(j, "status"), 502);
+	assert_int_equal(jint(j, "bytes_in"), 0);
+	assert_string_equal(jstr(j, "error"), "connect refused");
+	json_decref(j);
+	sp_buf_deinit(&line);
+}
+
+static void test_access_format_escapes(void **state)
+{
+	(void)state;
+	/* Bytes from the wire: quote, backslash, controls, DEL, UTF-8 and invalid UTF-8. */
+	static const char path[] = "/q\"b\\s\n\r\t\x01\x1f\x7f/caf\xc3\xa9/\xff\x80";
+	struct sp_access_entry e = {
+		.client = "10.0.0.1", .method = "G\"ET", .path = path, .path_len = sizeof(path) - 1,
+		.status = 400, .upstream_ms = -1, .request_id = "id\x02", .error = "bad\\request",
+	};
+	struct sp_buf line;
+	sp_buf_init(&line);
+	json_t *j = format_and_parse(&e, &line);
+	/* Each byte >= 0x80 is escaped on its own as \u00XX, so it reads back as
+	 * the code point of that byte (valid JSON whatever the input). */
+	static const char want[] = "/q\"b\\s\n\r\t\x01\x1f\x7f/caf\xc3\x83\xc2\xa9/\xc3\xbf\xc2\x80";
+	json_t *p = json_object_get(j, "path");
+	assert_true(json_is_string(p));
+	assert_int_equal(json_string_length(p), sizeof(want) - 1);
+	assert_memory_equal(json_string_value(p), want, sizeof(want) - 1);
+	assert_non_null(strstr(line.data, "\"path\":\"/q\\\"b\\\\s\\u000a\\u000d\\u0009\\u0001\\u001f"
+					  "\\u007f/caf\\u00c3\\u00a9/\\u00ff\\u0080\""));
+	assert_string_equal(jstr(j, "method"), "G\"ET");
+	assert_string_equal(jstr(j, "request_id"), "id\x02");
+	assert_string_equal(jstr(j, "error"), "bad\\request");
+	json_decref(j);
+
+	/* NUL bytes inside the path (path_len counts them) survive as \u0000. */
+	e.path = "/a\0b";
+	e.path_len = 4;
+	j = format_and_parse(&e, &line);
+	p = json_object_get(j, "path");
+	assert_int_equal(json_string_length(p), 4);
+	assert_memory_equal(json_string_value(p), "/a\0b", 4);
+	json_decref(j);
+	sp_buf_deinit(&line);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_hdr_name_is_and_find),
+		cmocka_unit_test(test_list_has_token),
+		cmocka_unit_test(test_hdr_is_hop),
+		cmocka_unit_test(test_check_request_valid),
+		cmocka_unit_test(test_check_request_bad_names),
+		cmocka_unit_test(test_check_request_bad_values),
+		cmocka_unit_test(test_check_request_host),
+		cmocka_unit_test(test_check_request_transfer_encoding),
+		cmocka_unit_test(test_check_response),
+		cmocka_unit_test(test_check_request_unknown_coding),
+		cmocka_unit_test(test_connection_never_strips_host),
+		cmocka_unit_test(test_request_head_full),
+		cmocka_unit_test(test_request_head_content_length_regenerated),
+		cmocka_unit_test(test_request_head_without_optional_parts),
+		cmocka_unit_test(test_request_head_upgrade),
+		cmocka_unit_test(test_response_head_keep_alive_and_close),
+		cmocka_unit_test(test_response_head_http10_client),
+		cmocka_unit_test(test_response_head_body_modes),
+		cmocka_unit_test(test_response_head_status_line),
+		cmocka_unit_test(test_response_head_upgrade),
+		cmocka_unit_test(test_write_simple),
+		cmocka_unit_test(test_reason_phrases),
+		cmocka_unit_test(test_chunk_header),
+		cmocka_unit_test(test_access_format_fields),
+		cmocka_unit_test(test_access_format_nulls_and_error),
+		cmocka_unit_test(test_access_format_escapes),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

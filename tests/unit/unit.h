@@ -1,0 +1,69 @@
+/* Helpers shared by the unit tests: cmocka's include order, header literals,
+ * request views and loading configs from strings. Header-only (static inline)
+ * so each test file stays one executable. */
+#ifndef SP_TEST_UNIT_H
+#define SP_TEST_UNIT_H
+
+/* cmocka.h needs these first. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "config.h"
+#include "http.h"
+#include "route.h"
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+/* A header from two string literals (lengths exclude the NUL). */
+#define HDR(n, v) {(n), sizeof(n) - 1, (v), sizeof(v) - 1}
+
+/* The file name every config test loads under, so messages read "test.conf:LINE: ...". */
+#define TEST_CONF "test.conf"
+
+/* A request view with the path and query borrowed from C strings. */
+static inline struct sp_reqview unit_req(const char *method, const char *path, const char *query,
+					 const struct sp_hdr *h, size_t nh, const char *client_ip)
+{
+	struct sp_reqview q = {method, path, strlen(path), query, query ? strlen(query) : 0,
+			       h, nh, client_ip};
+	return q;
+}
+
+/* Loads text that must be valid; prints the diagnostics and fails otherwise.
+ * The caller owns the result (sp_config_unref). */
+static inline struct sp_config *unit_load_ok(const char *text, int *warnings)
+{
+	struct sp_diag d;
+	sp_diag_init(&d);
+	struct sp_config *c = sp_config_load_string(text, TEST_CONF, &d);
+	if (!c || d.errors)
+		print_error("config unexpectedly rejected:\n%s\n---\n%s", d.text.data ? d.text.data : "",
+			    text);
+	if (warnings)
+		*warnings = d.warnings;
+	int errors = d.errors;
+	sp_diag_deinit(&d);
+	assert_non_null(c);
+	assert_int_equal(errors, 0);
+	return c;
+}
+
+/* Index of the route called name in c (fails the test when absent). */
+static inline const struct sp_route *unit_route(const struct sp_config *c, const char *name)
+{
+	for (size_t i = 0; i < c->nroutes; i++)
+		if (c->routes[i].name && strcmp(c->routes[i].name, name) == 0)
+			return &c->routes[i];
+	print_error("no route named \"%s\"\n", name);
+	fail();
+	return NULL;
+}
+
+#endif
