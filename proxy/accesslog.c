@@ -112,8 +112,13 @@ void sp_accesslog_write(struct sp_accesslog *log, const struct sp_access_entry *
 {
 	if (!log || sp_access_format(e, scratch) < 0)
 		return;
-	const char *p = scratch->data;
-	size_t left = scratch->len;
+	sp_accesslog_write_raw(log, scratch->data, scratch->len);
+}
+
+void sp_accesslog_write_raw(struct sp_accesslog *log, const char *p, size_t left)
+{
+	if (!log)
+		return;
 	while (left > 0) {
 		ssize_t n = write(log->fd, p, left);
 		if (n < 0 && errno == EINTR)

@@ -40,4 +40,8 @@ int sp_access_format(const struct sp_access_entry *e, struct sp_buf *line);
 void sp_accesslog_write(struct sp_accesslog *log, const struct sp_access_entry *e,
 			struct sp_buf *scratch);
 
+/* Appends a ready line (it must end with '\n') with one write(2). The diff
+ * log uses the same file handling. */
+void sp_accesslog_write_raw(struct sp_accesslog *log, const char *line, size_t len);
+
 #endif

@@ -379,6 +379,39 @@ static void load_limits(struct sp_loader *L, const config_setting_t *root)
 	}
 }
 
+static void load_shadow_defaults(struct sp_loader *L, const config_setting_t *root)
+{
+	static const char *const keys[] = {"max_in_flight", "max_body_bytes", "timeout_ms",
+					   "diff_log", "summary_interval_ms", NULL};
+	struct sp_shadow_defaults *d = &L->cfg->shadow;
+	const config_setting_t *s = config_setting_get_member(root, "shadow_defaults");
+	*d = (struct sp_shadow_defaults){256, 1048576, 5000, NULL, 60000};
+	if (!s)
+		goto check;
+	if (!config_setting_is_group(s)) {
+		ERR(L, s, "shadow_defaults: must be a group");
+		return;
+	}
+	cfgp_check_keys(L, s, "shadow_defaults", keys);
+	cfgp_int_field(L, s, "max_in_flight", "shadow_defaults", 1, 1000000, &d->max_in_flight);
+	cfgp_int(L, s, "max_body_bytes", "shadow_defaults", 0, (long long)1 << 30, &d->max_body_bytes);
+	cfgp_int_field(L, s, "timeout_ms", "shadow_defaults", 1, 3600000, &d->timeout_ms);
+	cfgp_int_field(L, s, "summary_interval_ms", "shadow_defaults", 1000, 86400000,
+		       &d->summary_interval_ms);
+	const config_setting_t *where;
+	d->diff_log = cfgp_str(L, s, "diff_log", "shadow_defaults", &where);
+	if (where && d->diff_log && !*d->diff_log)
+		ERR(L, where, "shadow_defaults.diff_log: must be a path or \"-\"");
+check:
+	for (size_t i = 0; i < L->cfg->nroutes; i++)
+		if (L->cfg->routes[i].has_shadow && !d->diff_log) {
+			sp_diag_add(L->diag, 0, L->file, L->cfg->routes[i].line,
+				    "routes.[%zu].shadow: no shadow_defaults.diff_log: differences "
+				    "are counted but not recorded", i);
+			break;
+		}
+}
+
 static void load_globals(struct sp_loader *L, const config_setting_t *root)
 {
 	const config_setting_t *where;
@@ -409,7 +442,7 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, struct sp_
 	static const char *const keys[] = {"listen",  "workers",        "log_level",
 					   "access_log", "backends",    "default_backend",
 					   "routes",  "timeouts",       "limits",
-					   "drain_timeout_ms", NULL};
+					   "drain_timeout_ms", "shadow_defaults", NULL};
 	struct sp_config *cfg = NULL;
 	if (rc != CONFIG_TRUE) {
 		const char *ef = config_error_file(lc);
@@ -433,6 +466,7 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, struct sp_
 	load_limits(&L, root);
 	cfg->default_backend = cfg->nbackends ? cfgp_backend_ref(&L, root, "default_backend", "", 1) : -1;
 	sp_load_routes(&L, root);
+	load_shadow_defaults(&L, root);
 	if (diag->errors > L.errors_before)
 		sp_config_unref(&cfg);
 	return cfg;
@@ -489,6 +523,7 @@ void sp_config_unref(struct sp_config **cp)
 		sp_route_deinit(&c->routes[i]);
 	free(c->routes);
 	free(c->access_log);
+	free(c->shadow.diff_log);
 	free(c->file);
 	free(c);
 }

@@ -42,6 +42,14 @@ struct sp_limits {
 	long long max_body_bytes; /* 0 = unlimited → 413 */
 };
 
+struct sp_shadow_defaults {
+	int max_in_flight;        /* mirrored exchanges at once, per process */
+	long long max_body_bytes; /* bodies above this are not compared */
+	int timeout_ms;           /* a shadow exchange is abandoned after this */
+	char *diff_log;           /* NULL: differences are only counted */
+	int summary_interval_ms;  /* how often per-route summaries go to the diff log */
+};
+
 struct sp_config {
 	atomic_int refs;
 	char *file;
@@ -56,6 +64,7 @@ struct sp_config {
 	struct sp_route *routes;
 	size_t nroutes;
 	struct sp_limits limits;
+	struct sp_shadow_defaults shadow;
 };
 
 /* Where diagnostics go: "FILE:LINE: path: reason" lines. */

@@ -196,8 +196,9 @@ static int add_header(struct sp_buf *out, const char *name, const char *value, s
 /* Request headers the proxy sets itself. */
 static int is_regenerated(const struct sp_hdr *h)
 {
+	/* X-Strangler-Shadow is asserted by the proxy only, never by a client */
 	return sp_hdr_name_is(h, "X-Forwarded-For") || sp_hdr_name_is(h, "X-Forwarded-Proto") ||
-	       sp_hdr_name_is(h, "X-Forwarded-Host");
+	       sp_hdr_name_is(h, "X-Forwarded-Host") || sp_hdr_name_is(h, "X-Strangler-Shadow");
 }
 
 static int add_forwarded_headers(const struct sp_hdr *h, size_t n, int request, struct sp_buf *out)

@@ -15,9 +15,11 @@
 
 #include "accesslog.h"
 #include "config.h"
+#include "diffreport.h"
 #include "explain.h"
 #include "h1.h"
 #include "log.h"
+#include "shadow.h"
 #include "worker.h"
 
 #define DEFAULT_CONF "conf/strangler.conf"
@@ -27,6 +29,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: strangler [-c FILE] [-t] [-V] [-h]\n"
 		"       strangler explain [-c FILE] [-H 'Name: value']... [--client-ip ADDR] METHOD TARGET\n"
+		"       strangler diff-report FILE [--route NAME]\n"
 		"\n"
 		"  -c FILE   configuration file (default " DEFAULT_CONF ")\n"
 		"  -t        check the configuration, print every problem as FILE:LINE: setting: reason,\n"
@@ -36,6 +39,8 @@ static void usage(FILE *f)
 		"\n"
 		"  explain   print the route, sticky key, bucket and backend a request would get,\n"
 		"            without sending anything\n"
+		"  diff-report  summarise a shadow diff log per route: the differing share, the top\n"
+		"            differing fields with example request ids, the latency of both sides\n"
 		"\n"
 		"Signals: SIGTERM/SIGINT stop accepting and finish requests in flight (up to\n"
 		"drain_timeout_ms); SIGUSR1 reopens the access log; SIGHUP is logged and ignored.\n"
@@ -58,6 +63,9 @@ struct runtime {
 	struct event_base *base;
 	struct sp_accesslog *alog;
 	const char *alog_path;
+	struct sp_accesslog *difflog;
+	const char *difflog_path;
+	struct event *summary_timer;
 };
 
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
@@ -82,8 +90,21 @@ static void on_other_signal(evutil_socket_t sig, short what, void *arg)
 	if (rt->alog && sp_accesslog_reopen(rt->alog) < 0)
 		sp_log(SP_LOG_ERROR, "SIGUSR1: cannot reopen access log %s: %s", rt->alog_path,
 		       strerror(errno));
+	else if (rt->difflog && sp_accesslog_reopen(rt->difflog) < 0)
+		sp_log(SP_LOG_ERROR, "SIGUSR1: cannot reopen diff log %s: %s", rt->difflog_path,
+		       strerror(errno));
 	else
-		sp_log(SP_LOG_INFO, "SIGUSR1: access log reopened");
+		sp_log(SP_LOG_INFO, "SIGUSR1: logs reopened");
+}
+
+/* Per-route shadow counters, summed over the workers, go to the diff log
+ * now and then, so `strangler diff-report` knows the identical share too. */
+static void on_summary_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct runtime *rt = arg;
+	(void)fd;
+	(void)what;
+	sp_shadow_write_summaries(rt->workers, rt->nworkers, rt->difflog);
 }
 
 static int check_config(const char *file)
@@ -125,12 +146,18 @@ static int run(const char *file)
 		sp_log(SP_LOG_ERROR, "access_log: cannot open %s: %s", cfg->access_log, strerror(errno));
 		goto out;
 	}
+	if (cfg->shadow.diff_log && !(rt.difflog = sp_accesslog_open(cfg->shadow.diff_log))) {
+		sp_log(SP_LOG_ERROR, "shadow_defaults.diff_log: cannot open %s: %s",
+		       cfg->shadow.diff_log, strerror(errno));
+		goto out;
+	}
+	rt.difflog_path = cfg->shadow.diff_log;
 	rt.base = event_base_new();
 	rt.workers = calloc((size_t)cfg->workers, sizeof(*rt.workers));
 	if (!rt.base || !rt.workers)
 		goto out;
 	for (int i = 0; i < cfg->workers; i++) {
-		if (!(rt.workers[i] = sp_worker_new(i, cfg, alog)))
+		if (!(rt.workers[i] = sp_worker_new(i, cfg, alog, rt.difflog)))
 			goto out;
 		rt.nworkers++;
 	}
@@ -143,6 +170,13 @@ static int run(const char *file)
 	for (int i = 0; i < 4; i++)
 		if (!sigs[i] || evsignal_add(sigs[i], NULL) < 0)
 			goto out;
+	if (rt.difflog) {
+		int ms = cfg->shadow.summary_interval_ms;
+		struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+		rt.summary_timer = event_new(rt.base, -1, EV_PERSIST, on_summary_timer, &rt);
+		if (!rt.summary_timer || event_add(rt.summary_timer, &tv) < 0)
+			goto out;
+	}
 	for (int i = 0; i < rt.nworkers; i++)
 		if (sp_worker_start(rt.workers[i]) < 0) {
 			sp_log(SP_LOG_ERROR, "cannot start worker thread %d", i);
@@ -160,6 +194,7 @@ static int run(const char *file)
 	event_base_dispatch(rt.base);
 	for (int i = 0; i < rt.nworkers; i++)
 		sp_worker_join(rt.workers[i]);
+	sp_shadow_write_summaries(rt.workers, rt.nworkers, rt.difflog);
 	sp_log(SP_LOG_INFO, "stopped");
 	rc = 0;
 out:
@@ -169,9 +204,12 @@ out:
 	for (int i = 0; i < 4; i++)
 		if (sigs[i])
 			event_free(sigs[i]);
+	if (rt.summary_timer)
+		event_free(rt.summary_timer);
 	if (rt.base)
 		event_base_free(rt.base);
 	sp_accesslog_close(&alog);
+	sp_accesslog_close(&rt.difflog);
 	sp_config_unref(&cfg);
 	sp_diag_deinit(&diag);
 	return rc;
@@ -184,6 +222,8 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && strcmp(argv[1], "explain") == 0)
 		return sp_explain_main(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "diff-report") == 0)
+		return sp_diff_report_main(argc - 1, argv + 1);
 	static const struct option longopts[] = {{"help", no_argument, NULL, 'h'},
 						 {"version", no_argument, NULL, 'V'},
 						 {NULL, 0, NULL, 0}};

@@ -52,13 +52,35 @@ struct sp_rollout {
 	char *cohort;         /* defaults to the route name */
 };
 
+/* What to compare between the primary's and the shadow's answers; mirrors
+ * struct sp_cmp_rules (compare.h) without depending on it. */
+struct sp_shadow_cfg {
+	int backend;          /* index, or SP_SHADOW_OTHER */
+	uint32_t percent_bp;
+	char **methods;       /* mirrored methods (default GET, HEAD, OPTIONS) */
+	size_t nmethods;
+	char **headers;       /* compared headers */
+	size_t nheaders;
+	char **ignore_json;   /* JSON Pointers, '*' segments allowed */
+	size_t nignore;
+	char **redact_json;   /* pointers whose values never reach the diff log */
+	size_t nredact;
+	int body;             /* enum sp_cmp_body */
+	int noise_samples;    /* 0 or 1: second request to the primary to find noise */
+};
+
+#define SP_SHADOW_OTHER (-2) /* "@other": the rollout side that did not serve */
+
 struct sp_route {
 	char *name;
 	int line;
+	int index; /* position in the config's routes */
 	struct sp_match match;
 	int backend;
 	int has_rollout;
 	struct sp_rollout rollout;
+	int has_shadow;
+	struct sp_shadow_cfg shadow;
 };
 
 /* What the router sees of a request. Everything is borrowed. */

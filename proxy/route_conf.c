@@ -44,33 +44,56 @@ static int is_token(const char *s)
 	return 1;
 }
 
-static void load_methods(struct sp_loader *L, const config_setting_t *m, const char *path,
-			 struct sp_match *out)
+/* check(value) returns NULL when fine, else the reason. */
+typedef const char *(*strlist_check)(const char *v);
+
+/* key = ["a", "b"]: a malloc'd, NULL-terminated array (caller owns). Returns 1
+ * when the setting is present (even if some elements were refused). */
+static int load_strlist(struct sp_loader *L, const config_setting_t *g, const char *key,
+			const char *path, strlist_check check, const char *example, char ***out,
+			size_t *nout)
 {
-	const config_setting_t *s = config_setting_get_member(m, "methods");
+	const config_setting_t *s = config_setting_get_member(g, key);
 	if (!s)
-		return;
+		return 0;
 	if (!config_setting_is_array(s) && !config_setting_is_list(s)) {
-		ERR(L, s, "%s.methods: must be an array of strings: [\"GET\", \"HEAD\"]", path);
-		return;
+		ERR(L, s, "%s.%s: must be an array of strings: %s", path, key, example);
+		return 1;
 	}
 	int n = config_setting_length(s);
-	out->methods = calloc((size_t)n + 1, sizeof(char *));
-	for (int i = 0; i < n && out->methods; i++) {
+	*out = calloc((size_t)n + 1, sizeof(char *));
+	for (int i = 0; i < n && *out; i++) {
 		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
 		const char *v = config_setting_get_string(e);
-		if (!v || !is_token(v)) {
-			ERR(L, e, "%s.methods.[%d]: must be a method name such as \"GET\"", path, i);
+		const char *why = v ? (check ? check(v) : NULL) : "must be a string";
+		if (why) {
+			ERR(L, e, "%s.%s.[%d]: %s", path, key, i, why);
 			continue;
 		}
-		for (const char *c = v; *c; c++)
+		(*out)[(*nout)++] = strdup(v);
+	}
+	return 1;
+}
+
+static const char *check_method(const char *v)
+{
+	return is_token(v) ? NULL : "must be a method name such as \"GET\"";
+}
+
+static void load_methods(struct sp_loader *L, const config_setting_t *m, const char *path,
+			 char ***methods, size_t *nmethods)
+{
+	if (!load_strlist(L, m, "methods", path, check_method, "[\"GET\", \"HEAD\"]", methods,
+			  nmethods))
+		return;
+	const config_setting_t *s = config_setting_get_member(m, "methods");
+	for (size_t i = 0; i < *nmethods; i++)
+		for (const char *c = (*methods)[i]; *c; c++)
 			if (*c >= 'a' && *c <= 'z') {
-				WARN(L, e, "%s.methods.[%d]: \"%s\": methods are case-sensitive; "
-					   "clients send upper case", path, i, v);
+				WARN(L, s, "%s.methods.[%zu]: \"%s\": methods are case-sensitive; "
+					   "clients send upper case", path, i, (*methods)[i]);
 				break;
 			}
-		out->methods[out->nmethods++] = strdup(v);
-	}
 }
 
 /* headers = { Name = "value" | "*"; }  and  query = { name = "value" | "*"; } */
@@ -142,9 +165,34 @@ static void load_match(struct sp_loader *L, const config_setting_t *route, const
 	if (m->path_prefix)
 		m->prefix_len = strlen(m->path_prefix);
 	load_regex(L, s, path, m);
-	load_methods(L, s, path, m);
+	load_methods(L, s, path, &m->methods, &m->nmethods);
 	load_kv(L, s, "headers", path, &m->headers, &m->nheaders);
 	load_kv(L, s, "query", path, &m->query, &m->nquery);
+}
+
+/* percent = 0..100 with at most two decimals, stored as basis points. */
+static void load_percent(struct sp_loader *L, const config_setting_t *s, const char *path,
+			 uint32_t *bp_out)
+{
+	const config_setting_t *p = config_setting_get_member(s, "percent");
+	char full[128];
+	snprintf(full, sizeof(full), "%s.percent", path);
+	if (!p) {
+		ERR(L, s, "%s: required", full);
+		return;
+	}
+	if (!cfgp_want_type(L, p, full, CONFIG_TYPE_FLOAT, "a number"))
+		return;
+	double v = config_setting_type(p) == CONFIG_TYPE_FLOAT ? config_setting_get_float(p)
+			 : config_setting_type(p) == CONFIG_TYPE_INT ? (double)config_setting_get_int(p)
+								      : (double)config_setting_get_int64(p);
+	double bp = v * 100.0;
+	if (!(v >= 0.0 && v <= 100.0))
+		ERR(L, p, "%s: %g: must be between 0 and 100", full, v);
+	else if (fabs(bp - round(bp)) > 1e-6)
+		ERR(L, p, "%s: %g: at most two decimals (the split has 10000 buckets)", full, v);
+	else
+		*bp_out = (uint32_t)lround(bp);
 }
 
 static void load_rollout(struct sp_loader *L, const config_setting_t *route, const char *rpath,
@@ -165,25 +213,7 @@ static void load_rollout(struct sp_loader *L, const config_setting_t *route, con
 	r->rollout.backend = cfgp_backend_ref(L, s, "backend", path, 1);
 	if (r->rollout.backend >= 0 && r->rollout.backend == r->backend)
 		WARN(L, s, "%s.backend: same backend as the route; the rollout changes nothing", path);
-	const config_setting_t *p = config_setting_get_member(s, "percent");
-	char full[128];
-	snprintf(full, sizeof(full), "%s.percent", path);
-	if (!p) {
-		ERR(L, s, "%s: required", full);
-	} else if (cfgp_want_type(L, p, full, CONFIG_TYPE_FLOAT, "a number")) {
-		double v = config_setting_get_float(p);
-		if (config_setting_type(p) != CONFIG_TYPE_FLOAT)
-			v = (double)config_setting_get_int64(p);
-		if (config_setting_type(p) == CONFIG_TYPE_INT)
-			v = config_setting_get_int(p);
-		double bp = v * 100.0;
-		if (!(v >= 0.0 && v <= 100.0))
-			ERR(L, p, "%s: %g: must be between 0 and 100", full, v);
-		else if (fabs(bp - round(bp)) > 1e-6)
-			ERR(L, p, "%s: %g: at most two decimals (the split has 10000 buckets)", full, v);
-		else
-			r->rollout.percent_bp = (uint32_t)lround(bp);
-	}
+	load_percent(L, s, path, &r->rollout.percent_bp);
 	const config_setting_t *where;
 	char *sticky = cfgp_str(L, s, "sticky", path, &where);
 	const char *why;
@@ -197,9 +227,113 @@ static void load_rollout(struct sp_loader *L, const config_setting_t *route, con
 		r->rollout.cohort = strdup(r->name);
 }
 
+static const char *check_pointer(const char *v)
+{
+	return (!*v || *v == '/') ? NULL : "must be a JSON Pointer: \"\" or starting with '/'";
+}
+
+static const char *check_header_name(const char *v)
+{
+	return is_token(v) ? NULL : "must be a header name";
+}
+
+static void load_compare(struct sp_loader *L, const config_setting_t *sh, const char *spath,
+			 struct sp_shadow_cfg *c)
+{
+	static const char *const keys[] = {"headers", "ignore_json", "redact_json", "body", NULL};
+	static const char *const bodies[] = {"auto", "json", "bytes", "none"};
+	const config_setting_t *s = config_setting_get_member(sh, "compare");
+	char path[128];
+	c->body = 0;
+	if (!s)
+		return;
+	snprintf(path, sizeof(path), "%s.compare", spath);
+	if (!config_setting_is_group(s)) {
+		ERR(L, s, "%s: must be a group: { headers = [...]; ignore_json = [...]; body = \"auto\"; }",
+		    path);
+		return;
+	}
+	cfgp_check_keys(L, s, path, keys);
+	load_strlist(L, s, "headers", path, check_header_name, "[\"Content-Type\"]", &c->headers,
+		     &c->nheaders);
+	load_strlist(L, s, "ignore_json", path, check_pointer, "[\"/generated_at\"]",
+		     &c->ignore_json, &c->nignore);
+	load_strlist(L, s, "redact_json", path, check_pointer, "[\"/user/email\"]",
+		     &c->redact_json, &c->nredact);
+	const config_setting_t *where;
+	char *body = cfgp_str(L, s, "body", path, &where);
+	if (!body)
+		return;
+	c->body = -1;
+	for (int i = 0; i < 4; i++)
+		if (strcmp(body, bodies[i]) == 0)
+			c->body = i;
+	if (c->body < 0)
+		ERR(L, where, "%s.body: \"%s\": must be auto, json, bytes or none", path, body);
+	free(body);
+}
+
+static void load_shadow(struct sp_loader *L, const config_setting_t *route, const char *rpath,
+			struct sp_route *r)
+{
+	static const char *const keys[] = {"backend", "percent", "methods", "compare", "noise", NULL};
+	static const char *const defaults[] = {"GET", "HEAD", "OPTIONS"};
+	const config_setting_t *s = config_setting_get_member(route, "shadow");
+	struct sp_shadow_cfg *c = &r->shadow;
+	char path[96];
+	if (!s)
+		return;
+	snprintf(path, sizeof(path), "%s.shadow", rpath);
+	if (!config_setting_is_group(s)) {
+		ERR(L, s, "%s: must be a group: { backend = \"modern\"; percent = 100.0; }", path);
+		return;
+	}
+	cfgp_check_keys(L, s, path, keys);
+	r->has_shadow = 1;
+	const config_setting_t *where;
+	char *name = cfgp_str(L, s, "backend", path, &where);
+	c->backend = -1;
+	if (!where) {
+		ERR(L, s, "%s.backend: required", path);
+	} else if (name && strcmp(name, "@other") == 0) {
+		c->backend = SP_SHADOW_OTHER;
+		if (!r->has_rollout)
+			ERR(L, where, "%s.backend: \"@other\" needs a rollout on the route (it "
+				      "shadows to the side that did not serve)", path);
+	} else if (name) {
+		c->backend = sp_backend_index(L->cfg, name);
+		if (c->backend < 0)
+			ERR(L, where, "%s.backend: unknown backend \"%s\"", path, name);
+		else if (c->backend == r->backend && !r->has_rollout)
+			WARN(L, where, "%s.backend: the route's own backend: every request is "
+				       "sent twice to the same service", path);
+	}
+	free(name);
+	c->percent_bp = 10000;
+	if (config_setting_get_member(s, "percent"))
+		load_percent(L, s, path, &c->percent_bp);
+	if (!load_strlist(L, s, "methods", path, check_method, "[\"GET\", \"POST\"]", &c->methods,
+			  &c->nmethods)) {
+		c->methods = calloc(4, sizeof(char *));
+		for (size_t i = 0; c->methods && i < 3; i++)
+			c->methods[c->nmethods++] = strdup(defaults[i]);
+	}
+	load_compare(L, s, path, c);
+	const config_setting_t *noise = config_setting_get_member(s, "noise");
+	if (noise && !config_setting_is_group(noise)) {
+		ERR(L, noise, "%s.noise: must be a group: { samples = 1; }", path);
+	} else if (noise) {
+		static const char *const nkeys[] = {"samples", NULL};
+		char npath[128];
+		snprintf(npath, sizeof(npath), "%s.noise", path);
+		cfgp_check_keys(L, noise, npath, nkeys);
+		cfgp_int_field(L, noise, "samples", npath, 0, 1, &c->noise_samples);
+	}
+}
+
 static void load_route(struct sp_loader *L, const config_setting_t *e, int i, struct sp_route *r)
 {
-	static const char *const keys[] = {"name", "match", "backend", "rollout", NULL};
+	static const char *const keys[] = {"name", "match", "backend", "rollout", "shadow", NULL};
 	char path[64];
 	const config_setting_t *where;
 	snprintf(path, sizeof(path), "routes.[%d]", i);
@@ -220,6 +354,7 @@ static void load_route(struct sp_loader *L, const config_setting_t *e, int i, st
 	r->backend = cfgp_backend_ref(L, e, "backend", path, 1);
 	load_match(L, e, path, &r->match);
 	load_rollout(L, e, path, r);
+	load_shadow(L, e, path, r);
 }
 
 static void check_reachable(struct sp_loader *L, const config_setting_t *list)
@@ -253,6 +388,7 @@ void sp_load_routes(struct sp_loader *L, const config_setting_t *root)
 		return;
 	for (int i = 0; i < n; i++) {
 		const config_setting_t *e = config_setting_get_elem(list, (unsigned)i);
+		c->routes[c->nroutes].index = (int)c->nroutes;
 		load_route(L, e, i, &c->routes[c->nroutes++]);
 		const char *name = c->routes[i].name;
 		for (int k = 0; name && k < i; k++)

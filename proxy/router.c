@@ -208,6 +208,14 @@ void sp_route_deinit(struct sp_route *r)
 	kv_free(m->query, m->nquery);
 	free(r->rollout.sticky.name);
 	free(r->rollout.cohort);
+	struct sp_shadow_cfg *sh = &r->shadow;
+	char **lists[] = {sh->methods, sh->headers, sh->ignore_json, sh->redact_json};
+	size_t counts[] = {sh->nmethods, sh->nheaders, sh->nignore, sh->nredact};
+	for (size_t l = 0; l < 4; l++) {
+		for (size_t i = 0; i < counts[l]; i++)
+			free(lists[l][i]);
+		free(lists[l]);
+	}
 	memset(r, 0, sizeof(*r));
 }
 

@@ -19,6 +19,7 @@
 #include "h1.h"
 #include "log.h"
 #include "pathnorm.h"
+#include "shadow.h"
 #include "worker.h"
 
 /* Stop reading one side when the other side's output holds this much. */
@@ -52,6 +53,7 @@ struct sp_session {
 	/* the exchange in progress */
 	struct sp_config *cfg;
 	struct sp_upconn *up;
+	struct sp_shadow *shadow; /* the mirror of this exchange, if any */
 	int backend;
 	struct sp_decision dec;
 	struct evbuffer *pending; /* request bytes produced while parsing */
@@ -174,6 +176,7 @@ static void log_exchange(struct sp_session *s)
 
 static void reset_exchange(struct sp_session *s)
 {
+	sp_shadow_abandon(&s->shadow);
 	sp_upconn_free(&s->up);
 	sp_config_unref(&s->cfg);
 	evbuffer_drain(s->pending, evbuffer_get_length(s->pending));
@@ -242,6 +245,8 @@ static void upstream_failed(struct sp_session *s, const char *err, int status)
 		       s->cfg->backends[s->backend].name, s->cfg->backends[s->backend].hostport,
 		       err, s->reqid);
 	sp_upconn_free(&s->up);
+	if (!s->resp_started)
+		sp_shadow_primary_done(&s->shadow, status, ms_since(&s->t_up));
 	if (s->resp_started) {
 		/* The head is out: the only honest signal left is an aborted
 		 * connection (no terminating chunk, no fake success). */
@@ -331,6 +336,42 @@ static int split_target(struct sp_session *s, const struct sp_h1_msg *m, const c
 	return sp_path_normalize(t, plen, &s->path);
 }
 
+/* Mirrors the request when the route shadows this method and the sample
+ * (sticky to the rollout key when there is one) falls inside percent. */
+static void maybe_shadow(struct sp_session *s, const struct sp_reqview *q, const struct sp_h1_msg *m)
+{
+	const struct sp_route *r = s->dec.route;
+	const struct sp_shadow_cfg *sc = &r->shadow;
+	size_t i;
+	for (i = 0; i < sc->nmethods; i++)
+		if (strcmp(sc->methods[i], m->method) == 0)
+			break;
+	if (i == sc->nmethods)
+		return;
+	if (sc->percent_bp < 10000) {
+		const char *key;
+		size_t klen;
+		uint32_t b;
+		if (r->has_rollout && sp_sticky_key(&r->rollout.sticky, q, &s->tmp, &key, &klen)) {
+			/* a salt of its own, so the shadowed users are not the rolled-out ones */
+			char salt[96];
+			snprintf(salt, sizeof(salt), "%s/shadow", r->rollout.cohort);
+			b = sp_rollout_bucket(salt, key, klen);
+		} else {
+			b = (uint32_t)(sp_rng_next(&s->w->rng) >> 32) % 10000u;
+		}
+		if (b >= sc->percent_bp)
+			return;
+	}
+	int target = sc->backend;
+	if (target == SP_SHADOW_OTHER)
+		target = s->dec.to_rollout ? r->backend : r->rollout.backend;
+	if (target == s->backend)
+		return; /* a rollout request already served by the shadow's backend */
+	s->shadow = sp_shadow_start(s->w, s->cfg, r, target, s->backend, m->method, s->path.data,
+				    s->path.len, s->reqid, &s->head, s->req_body != SP_BODY_NONE);
+}
+
 static int on_req_head(void *ud, struct sp_h1_msg *m)
 {
 	struct sp_session *s = ud;
@@ -401,6 +442,8 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	}
 	evbuffer_add(s->pending, s->head.data, s->head.len);
 	s->req_active = 1;
+	if (s->dec.route && s->dec.route->has_shadow)
+		maybe_shadow(s, &q, m);
 	set_timer(s, T_NONE);
 	if (s->req_body != SP_BODY_NONE) {
 		int ms = lim->body_timeout_ms;
@@ -410,17 +453,25 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	return 0;
 }
 
+/* Request bytes for the backend, and for the shadow when there is one. */
+static void emit(struct sp_session *s, const void *p, size_t n)
+{
+	evbuffer_add(s->pending, p, n);
+	if (s->shadow)
+		sp_shadow_request_bytes(s->shadow, p, n);
+}
+
 static int on_req_body(void *ud, const char *p, size_t n)
 {
 	struct sp_session *s = ud;
 	if (s->req_body == SP_BODY_CHUNKED) {
 		sp_buf_reset(&s->tmp);
 		sp_http_chunk_header(&s->tmp, n);
-		evbuffer_add(s->pending, s->tmp.data, s->tmp.len);
-		evbuffer_add(s->pending, p, n);
-		evbuffer_add(s->pending, "\r\n", 2);
+		emit(s, s->tmp.data, s->tmp.len);
+		emit(s, p, n);
+		emit(s, "\r\n", 2);
 	} else {
-		evbuffer_add(s->pending, p, n);
+		emit(s, p, n);
 	}
 	return 0;
 }
@@ -430,8 +481,9 @@ static int on_req_done(void *ud, struct sp_h1_msg *m)
 	struct sp_session *s = ud;
 	(void)m;
 	if (s->req_body == SP_BODY_CHUNKED)
-		evbuffer_add(s->pending, "0\r\n\r\n", 5);
+		emit(s, "0\r\n\r\n", 5);
 	s->req_done = 1;
+	sp_shadow_request_done(s->shadow);
 	sp_conn_timeouts(s->client, NULL, NULL);
 	return 1; /* one exchange at a time: pipelined requests wait */
 }
@@ -511,6 +563,9 @@ static int on_resp_head(void *ud, struct sp_h1_msg *m)
 	s->bytes_out += s->tmp.len;
 	s->status = m->status;
 	s->resp_started = 1;
+	if (s->tunnel)
+		sp_shadow_abandon(&s->shadow);
+	sp_shadow_primary_head(s->shadow, m->status, m->hdrs, m->nhdrs);
 	s->upstream_ms = ms_since(&s->t_up);
 	return 0;
 }
@@ -519,6 +574,8 @@ static int on_resp_body(void *ud, const char *p, size_t n)
 {
 	struct sp_session *s = ud;
 	struct evbuffer *out = client_out(s);
+	if (s->shadow)
+		sp_shadow_primary_body(s->shadow, p, n);
 	if (s->resp_body == SP_BODY_CHUNKED) {
 		sp_buf_reset(&s->tmp);
 		sp_http_chunk_header(&s->tmp, n);
@@ -615,6 +672,7 @@ static void finish_exchange(struct sp_session *s)
 		sp_pool_put(&up);
 	else
 		sp_upconn_free(&up);
+	sp_shadow_primary_done(&s->shadow, s->status, ms_since(&s->t_up));
 	log_exchange(s);
 	int keep = s->client_keep && !s->w->draining;
 	reset_exchange(s);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "shadow.h"
 
 static int open_listener(const struct sp_listen *l)
 {
@@ -116,7 +117,8 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
 	evtimer_add(w->drain_timer, &tv);
 }
 
-struct sp_worker *sp_worker_new(int id, struct sp_config *cfg, struct sp_accesslog *alog)
+struct sp_worker *sp_worker_new(int id, struct sp_config *cfg, struct sp_accesslog *alog,
+				struct sp_accesslog *difflog)
 {
 	struct sp_worker *w = calloc(1, sizeof(*w));
 	if (!w)
@@ -124,8 +126,11 @@ struct sp_worker *sp_worker_new(int id, struct sp_config *cfg, struct sp_accessl
 	w->id = id;
 	w->cfg = sp_config_ref(cfg);
 	w->alog = alog;
+	w->difflog = difflog;
 	sp_buf_init(&w->logbuf);
+	sp_buf_init(&w->diffbuf);
 	TAILQ_INIT(&w->sessions);
+	TAILQ_INIT(&w->shadows);
 	if (getrandom(&w->rng, sizeof(w->rng), 0) != sizeof(w->rng))
 		w->rng = (uint64_t)getpid() * 2654435761u + (uint64_t)id;
 	w->base = event_base_new();
@@ -136,7 +141,8 @@ struct sp_worker *sp_worker_new(int id, struct sp_config *cfg, struct sp_accessl
 	w->accept_timer = evtimer_new(w->base, on_accept_resume, w);
 	w->pools = calloc(cfg->nbackends, sizeof(*w->pools));
 	w->listeners = calloc(cfg->nlisten, sizeof(*w->listeners));
-	if (!w->stop_ev || !w->drain_timer || !w->accept_timer || !w->pools || !w->listeners)
+	w->shadow_stats = calloc(cfg->nroutes + 1, sizeof(*w->shadow_stats));
+	if (!w->shadow_stats || !w->stop_ev || !w->drain_timer || !w->accept_timer || !w->pools || !w->listeners)
 		goto fail;
 	for (size_t i = 0; i < cfg->nbackends; i++)
 		sp_pool_init(&w->pools[i], w->base, &cfg->backends[i]);
@@ -198,6 +204,7 @@ void sp_worker_free(struct sp_worker **wp)
 		return;
 	*wp = NULL;
 	sp_sessions_kill(w);
+	sp_shadow_kill_all(w);
 	stop_accepting(w);
 	free(w->listeners);
 	if (w->pools)
@@ -213,6 +220,8 @@ void sp_worker_free(struct sp_worker **wp)
 	if (w->base)
 		event_base_free(w->base);
 	sp_buf_deinit(&w->logbuf);
+	sp_buf_deinit(&w->diffbuf);
+	free(w->shadow_stats);
 	sp_config_unref(&w->cfg);
 	free(w);
 }

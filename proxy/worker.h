@@ -14,6 +14,8 @@
 #include "upstream.h"
 
 struct sp_session;
+struct sp_shadow;
+struct sp_shadow_stats;
 
 struct sp_worker {
 	int id;
@@ -24,7 +26,12 @@ struct sp_worker {
 	size_t nlisteners;
 	struct sp_pool *pools; /* one per backend of cfg */
 	struct sp_accesslog *alog; /* borrowed */
+	struct sp_accesslog *difflog; /* borrowed */
 	struct sp_buf logbuf;
+	struct sp_buf diffbuf;
+	struct sp_shadow_stats *shadow_stats; /* one per route of cfg */
+	TAILQ_HEAD(sp_shadow_q, sp_shadow) shadows;
+	int shadow_inflight;
 	uint64_t rng;
 	TAILQ_HEAD(sp_session_q, sp_session) sessions;
 	size_t nsessions;
@@ -36,7 +43,8 @@ struct sp_worker {
 
 /* Creates the worker and binds its listeners (SO_REUSEPORT). Returns NULL
  * and logs why on failure. Borrows alog; takes a reference to cfg. */
-struct sp_worker *sp_worker_new(int id, struct sp_config *cfg, struct sp_accesslog *alog);
+struct sp_worker *sp_worker_new(int id, struct sp_config *cfg, struct sp_accesslog *alog,
+				struct sp_accesslog *difflog);
 int sp_worker_start(struct sp_worker *w);
 /* Asks the worker to stop accepting and finish in-flight requests; safe from
  * any thread. */

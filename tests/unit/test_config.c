@@ -362,7 +362,7 @@ static void test_error_wrong_types(void **state)
 	REJECTED(ONE_MATCH("methods = \"GET\";"), 1,
 		 "test.conf:8: routes.[0].match.methods: must be an array of strings: [\"GET\", \"HEAD\"]");
 	REJECTED(ONE_MATCH("methods = [ 1 ];"), 1,
-		 "test.conf:8: routes.[0].match.methods.[0]: must be a method name such as \"GET\"");
+		 "test.conf:8: routes.[0].match.methods.[0]: must be a string");
 	REJECTED(ONE_MATCH("methods = [ \"GET\", \"GE T\" ];"), 1,
 		 "test.conf:8: routes.[0].match.methods.[1]: must be a method name such as \"GET\"");
 	REJECTED(ONE_MATCH("headers = [ \"X-A\" ];"), 1,

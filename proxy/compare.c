@@ -1,0 +1,747 @@
+/* Compares a primary and a shadow answer: status, configured headers, and the
+ * body after undoing Content-Encoding, structurally when both are JSON. */
+#define ZLIB_CONST
+#include "compare.h"
+
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <zlib.h>
+
+const char sp_cmp_note_too_many[] = "more than 50 differences";
+const char sp_cmp_note_too_large[] = "decompressed body too large: not compared";
+const char sp_cmp_note_primary_undecodable[] =
+	"primary body could not be decoded (Content-Encoding): compared as received";
+const char sp_cmp_note_shadow_undecodable[] =
+	"shadow body could not be decoded (Content-Encoding): compared as received";
+const char sp_cmp_note_primary_not_json[] = "primary body is not valid JSON: compared as bytes";
+const char sp_cmp_note_shadow_not_json[] = "shadow body is not valid JSON: compared as bytes";
+const char sp_cmp_note_neither_json[] = "neither body is valid JSON: compared as bytes";
+
+/* Display precision first; full precision only when two different reals
+ * would otherwise print alike (0.1 reads better than 0.10000000000000001). */
+#define DUMP_FLAGS (JSON_COMPACT | JSON_ENCODE_ANY | JSON_SORT_KEYS)
+#define DUMP_SHORT (DUMP_FLAGS | JSON_REAL_PRECISION(15))
+
+int sp_cmp_body_parse(const char *s, enum sp_cmp_body *out)
+{
+	static const char *const names[] = {"auto", "json", "bytes", "none"};
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strcmp(s, names[i]) == 0) {
+			*out = (enum sp_cmp_body)i;
+			return 0;
+		}
+	return -1;
+}
+
+const char *sp_cmp_kind_name(enum sp_diff_kind kind)
+{
+	static const char *const names[] = {"status", "header", "body", "json"};
+	return (unsigned)kind < sizeof(names) / sizeof(names[0]) ? names[kind] : "?";
+}
+
+static void set_note(struct sp_cmp_result *r, const char *note)
+{
+	if (!r->note) /* the first reason explains the rest */
+		r->note = note;
+}
+
+/* 0 when another diff fits, else 1 with the note set: callers stop walking. */
+static int no_room(struct sp_cmp_result *r)
+{
+	if (r->ndiffs < SP_CMP_MAX_DIFFS)
+		return 0;
+	set_note(r, sp_cmp_note_too_many);
+	return 1;
+}
+
+/* Takes ownership of where, primary and shadow, also on failure. */
+static int add_diff(struct sp_cmp_result *r, enum sp_diff_kind kind, char *where, char *primary,
+		    char *shadow)
+{
+	struct sp_diff *d = realloc(r->diffs, (r->ndiffs + 1) * sizeof(*d));
+	if (!d) {
+		free(where);
+		free(primary);
+		free(shadow);
+		return -1;
+	}
+	r->diffs = d;
+	r->diffs[r->ndiffs++] = (struct sp_diff){kind, where, primary, shadow, 0};
+	return 0;
+}
+
+/* Cut position at most max bytes into s that does not split a UTF-8
+ * sequence (looks back at most 3 bytes, so binary data still gets cut). */
+static size_t utf8_cut(const char *s, size_t len, size_t max)
+{
+	if (len <= max)
+		return len;
+	size_t cut = max;
+	for (int i = 0; i < 3 && cut > 0 && ((unsigned char)s[cut] & 0xc0) == 0x80; i++)
+		cut--;
+	return ((unsigned char)s[cut] & 0xc0) == 0x80 ? max : cut;
+}
+
+/* s as a JSON string. UTF-8 is kept as is; anything else is escaped byte by
+ * byte, so the result is valid JSON whatever the input. */
+static int add_json_string(struct sp_buf *b, const char *s, size_t len)
+{
+	json_t *j = json_stringn(s, len);
+	char *text = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
+	json_decref(j);
+	int rc = text ? sp_buf_adds(b, text)
+		      : sp_buf_addc(b, '"') || sp_buf_add_json_str(b, s, len) || sp_buf_addc(b, '"');
+	free(text);
+	return rc ? -1 : 0;
+}
+
+/* Malloc'd JSON string of s (len bytes) followed by "…" when cut. */
+static char *json_string_text(const char *s, size_t len, int cut)
+{
+	struct sp_buf tmp, out;
+	sp_buf_init(&tmp);
+	sp_buf_init(&out);
+	if (sp_buf_add(&tmp, s, len) || (cut && sp_buf_adds(&tmp, "…")) ||
+	    add_json_string(&out, tmp.data, tmp.len))
+		sp_buf_deinit(&out);
+	sp_buf_deinit(&tmp);
+	return out.data;
+}
+
+/* Takes ownership of text (JSON): returns it, or when it passes
+ * SP_CMP_VALUE_MAX bytes, a JSON string of its start + "…". */
+static char *bound_text(char *text)
+{
+	if (!text)
+		return NULL;
+	size_t len = strlen(text);
+	if (len <= SP_CMP_VALUE_MAX)
+		return text;
+	char *s = json_string_text(text, utf8_cut(text, len, SP_CMP_VALUE_MAX), 1);
+	free(text);
+	return s;
+}
+
+/* --- status and headers ---------------------------------------------------- */
+
+static int compare_status(struct sp_cmp_result *r, const struct sp_cmp_side *p,
+			  const struct sp_cmp_side *s)
+{
+	if (p->status == s->status)
+		return 0;
+	char a[16], b[16];
+	snprintf(a, sizeof(a), "%d", p->status);
+	snprintf(b, sizeof(b), "%d", s->status);
+	char *pa = strdup(a), *sb = strdup(b);
+	if (!pa || !sb) {
+		free(pa);
+		free(sb);
+		return -1;
+	}
+	return add_diff(r, SP_DIFF_STATUS, NULL, pa, sb);
+}
+
+/* All values of header name joined with ", " into v; 0 when absent, 1 when
+ * present, -1 when memory runs out. */
+static int join_header(const struct sp_cmp_side *side, const char *name, struct sp_buf *v)
+{
+	int found = 0;
+	sp_buf_reset(v);
+	for (size_t i = 0; i < side->nheaders; i++) {
+		const struct sp_hdr *h = &side->headers[i];
+		if (!sp_hdr_name_is(h, name))
+			continue;
+		if ((found && sp_buf_adds(v, ", ")) || sp_buf_add(v, h->value, h->value_len))
+			return -1;
+		found = 1;
+	}
+	return found;
+}
+
+static int header_text(const struct sp_buf *v, int found, char **out)
+{
+	*out = NULL;
+	if (!found)
+		return 0;
+	*out = bound_text(json_string_text(v->data, v->len, 0));
+	return *out ? 0 : -1;
+}
+
+static int compare_header(struct sp_cmp_result *r, const char *name, const struct sp_cmp_side *p,
+			  const struct sp_cmp_side *s, struct sp_buf *va, struct sp_buf *vb)
+{
+	int fa = join_header(p, name, va), fb = join_header(s, name, vb);
+	if (fa < 0 || fb < 0)
+		return -1;
+	if (fa == fb && (!fa || (va->len == vb->len && memcmp(va->data, vb->data, va->len) == 0)))
+		return 0;
+	if (no_room(r))
+		return 1;
+	char *where = strdup(name), *ta = NULL, *tb = NULL;
+	if (!where || header_text(va, fa, &ta) || header_text(vb, fb, &tb)) {
+		free(where);
+		free(ta);
+		free(tb);
+		return -1;
+	}
+	return add_diff(r, SP_DIFF_HEADER, where, ta, tb);
+}
+
+static int compare_headers(const struct sp_cmp_rules *rules, struct sp_cmp_result *r,
+			   const struct sp_cmp_side *p, const struct sp_cmp_side *s)
+{
+	struct sp_buf va, vb;
+	sp_buf_init(&va);
+	sp_buf_init(&vb);
+	int rc = 0;
+	for (size_t i = 0; i < rules->nheaders && rc == 0; i++)
+		rc = compare_header(r, rules->headers[i], p, s, &va, &vb);
+	sp_buf_deinit(&va);
+	sp_buf_deinit(&vb);
+	return rc;
+}
+
+/* --- body decoding ------------------------------------------------------------ */
+
+enum { DEC_NOMEM = -1, DEC_OK, DEC_BAD, DEC_TOO_LARGE };
+
+struct body {
+	const char *data;
+	size_t len;
+	char *owned; /* the decoded copy data points into, if any */
+};
+
+static int is_ows(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+/* Trims optional whitespace around [*v, *end). */
+static void trim(const char **v, const char **end)
+{
+	while (*v < *end && is_ows(**v))
+		(*v)++;
+	while (*end > *v && is_ows((*end)[-1]))
+		(*end)--;
+}
+
+static int token_is(const char *t, size_t n, const char *name)
+{
+	return strlen(name) == n && strncasecmp(t, name, n) == 0;
+}
+
+/* Inflates in with zlib's window bits wbits into *out. Output past
+ * SP_CMP_INFLATE_MAX stops the work: a small gzip bomb must not cost the
+ * proxy memory. Concatenated gzip members are all decoded, as gunzip does. */
+static int inflate_all(const char *in, size_t in_len, int wbits, struct sp_buf *o)
+{
+	z_stream z;
+	memset(&z, 0, sizeof(z));
+	if (in_len > UINT_MAX)
+		return DEC_TOO_LARGE;
+	if (inflateInit2(&z, wbits) != Z_OK)
+		return DEC_NOMEM;
+	z.next_in = (const Bytef *)in;
+	z.avail_in = (uInt)in_len;
+	int rc;
+	for (;;) {
+		size_t want = o->len < 16384 ? 16384 : o->len;
+		if (want > SP_CMP_INFLATE_MAX + 1 - o->len)
+			want = SP_CMP_INFLATE_MAX + 1 - o->len;
+		if (sp_buf_reserve(o, want) < 0) {
+			rc = DEC_NOMEM;
+			break;
+		}
+		z.next_out = (Bytef *)o->data + o->len;
+		z.avail_out = (uInt)want;
+		int zr = inflate(&z, Z_NO_FLUSH);
+		o->len += want - z.avail_out;
+		o->data[o->len] = '\0';
+		if (o->len > SP_CMP_INFLATE_MAX) {
+			rc = DEC_TOO_LARGE;
+			break;
+		}
+		if (zr == Z_STREAM_END && z.avail_in == 0) {
+			rc = DEC_OK;
+			break;
+		}
+		if (zr == Z_STREAM_END && wbits > MAX_WBITS && inflateReset(&z) == Z_OK)
+			continue;
+		if (zr != Z_OK) { /* truncated, corrupt, trailing bytes, or Z_MEM_ERROR */
+			rc = zr == Z_MEM_ERROR ? DEC_NOMEM : DEC_BAD;
+			break;
+		}
+	}
+	inflateEnd(&z);
+	return rc;
+}
+
+/* Undoes one coding of b in place. */
+static int undo_coding(struct body *b, const char *t, size_t n)
+{
+	int wbits;
+	if (token_is(t, n, "identity"))
+		return DEC_OK;
+	if (token_is(t, n, "gzip") || token_is(t, n, "x-gzip"))
+		wbits = 16 + MAX_WBITS;
+	else if (token_is(t, n, "deflate"))
+		wbits = MAX_WBITS;
+	else
+		return DEC_BAD; /* br, zstd, compress: not ours to decode */
+	struct sp_buf o;
+	sp_buf_init(&o);
+	int rc = inflate_all(b->data, b->len, wbits, &o);
+	/* "deflate" is zlib-wrapped per RFC 9110, but some servers send raw
+	 * deflate; a missing zlib header shows as a data error. */
+	if (rc == DEC_BAD && wbits == MAX_WBITS) {
+		sp_buf_reset(&o);
+		rc = inflate_all(b->data, b->len, -MAX_WBITS, &o);
+	}
+	if (rc != DEC_OK) {
+		sp_buf_deinit(&o);
+		return rc;
+	}
+	free(b->owned);
+	b->owned = o.data;
+	b->data = o.data ? o.data : "";
+	b->len = o.len;
+	return DEC_OK;
+}
+
+#define MAX_CODINGS 8
+
+/* Collects the Content-Encoding tokens of every such header, in order. */
+static int collect_codings(const struct sp_cmp_side *s, const char **tok, size_t *tlen)
+{
+	int n = 0;
+	for (size_t i = 0; i < s->nheaders; i++) {
+		if (!sp_hdr_name_is(&s->headers[i], "Content-Encoding"))
+			continue;
+		const char *v = s->headers[i].value, *end = v + s->headers[i].value_len;
+		while (v < end) {
+			const char *comma = memchr(v, ',', (size_t)(end - v));
+			const char *te = comma ? comma : end, *t = v;
+			trim(&t, &te);
+			if (te > t) {
+				if (n == MAX_CODINGS)
+					return -1;
+				tok[n] = t;
+				tlen[n++] = (size_t)(te - t);
+			}
+			v = comma ? comma + 1 : end;
+		}
+	}
+	return n;
+}
+
+/* Sets b to the body with its codings undone, last applied first. On
+ * DEC_BAD b is the body as received; b->owned is always safe to free. */
+static int decode_side(const struct sp_cmp_side *s, struct body *b)
+{
+	const char *tok[MAX_CODINGS];
+	size_t tlen[MAX_CODINGS];
+	*b = (struct body){s->body ? s->body : "", s->body ? s->body_len : 0, NULL};
+	if (b->len == 0) /* HEAD, 204, 304 keep the header with nothing to undo */
+		return DEC_OK;
+	int n = collect_codings(s, tok, tlen);
+	int rc = n < 0 ? DEC_BAD : DEC_OK;
+	while (rc == DEC_OK && n-- > 0)
+		rc = undo_coding(b, tok[n], tlen[n]);
+	if (rc == DEC_BAD) {
+		free(b->owned);
+		*b = (struct body){s->body, s->body_len, NULL};
+	}
+	return rc;
+}
+
+/* Media type application/json or any +json suffix, parameters ignored. */
+static int is_json_type(const struct sp_cmp_side *s)
+{
+	const struct sp_hdr *h = sp_hdr_find(s->headers, s->nheaders, "Content-Type");
+	if (!h)
+		return 0;
+	const char *v = h->value, *end = v + h->value_len;
+	const char *semi = memchr(v, ';', h->value_len);
+	if (semi)
+		end = semi;
+	trim(&v, &end);
+	size_t n = (size_t)(end - v);
+	if (token_is(v, n, "application/json"))
+		return 1;
+	return n > 5 && memchr(v, '/', n) && strncasecmp(end - 5, "+json", 5) == 0;
+}
+
+/* --- bytes -------------------------------------------------------------------- */
+
+/* "N bytes: <first 64 bytes>…" as a JSON string. */
+static char *describe_body(const struct body *b)
+{
+	struct sp_buf d;
+	sp_buf_init(&d);
+	size_t cut = utf8_cut(b->data, b->len, SP_CMP_BODY_PREFIX);
+	if (sp_buf_printf(&d, "%zu bytes: ", b->len) || sp_buf_add(&d, b->data, cut)) {
+		sp_buf_deinit(&d);
+		return NULL;
+	}
+	char *s = json_string_text(d.data, d.len, cut < b->len);
+	sp_buf_deinit(&d);
+	return s;
+}
+
+static int bytes_diff(struct sp_cmp_result *r, const struct body *a, const struct body *b)
+{
+	size_t n = a->len < b->len ? a->len : b->len, off = 0;
+	while (off < n && a->data[off] == b->data[off])
+		off++;
+	if (off == n && a->len == b->len)
+		return 0;
+	if (no_room(r))
+		return 1;
+	char where[48];
+	snprintf(where, sizeof(where), "bytes@%zu", off);
+	char *w = strdup(where), *pa = describe_body(a), *sb = describe_body(b);
+	if (!w || !pa || !sb) {
+		free(w);
+		free(pa);
+		free(sb);
+		return -1;
+	}
+	return add_diff(r, SP_DIFF_BODY, w, pa, sb);
+}
+
+/* --- JSON ----------------------------------------------------------------------- */
+
+struct walk {
+	const struct sp_cmp_rules *rules;
+	struct sp_cmp_result *out;
+	struct sp_buf ptr; /* JSON Pointer of the values being compared */
+};
+
+static int walk_value(struct walk *w, const json_t *a, const json_t *b);
+
+static int ignored(const struct walk *w)
+{
+	for (size_t i = 0; i < w->rules->nignore; i++)
+		if (sp_json_pointer_match(w->rules->ignore[i], w->ptr.data))
+			return 1;
+	return 0;
+}
+
+/* Appends "/" and the RFC 6901 escaped segment. */
+static int push_key(struct sp_buf *p, const char *k, size_t n)
+{
+	if (sp_buf_addc(p, '/'))
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		int rc = k[i] == '~'   ? sp_buf_add(p, "~0", 2)
+			 : k[i] == '/' ? sp_buf_add(p, "~1", 2)
+				       : sp_buf_addc(p, k[i]);
+		if (rc)
+			return -1;
+	}
+	return 0;
+}
+
+static void pop_to(struct sp_buf *p, size_t len)
+{
+	p->len = len;
+	p->data[len] = '\0';
+}
+
+static int dump_value(const json_t *v, size_t flags, char **out)
+{
+	*out = NULL;
+	if (!v)
+		return 0;
+	*out = bound_text(json_dumps(v, flags));
+	return *out ? 0 : -1;
+}
+
+static int json_diff(struct walk *w, const json_t *a, const json_t *b)
+{
+	if (no_room(w->out))
+		return 1;
+	char *where = strdup(w->ptr.data), *ta, *tb;
+	int rc = dump_value(a, DUMP_SHORT, &ta) | dump_value(b, DUMP_SHORT, &tb);
+	if (rc == 0 && ta && tb && strcmp(ta, tb) == 0) {
+		free(ta);
+		free(tb);
+		rc = dump_value(a, DUMP_FLAGS, &ta) | dump_value(b, DUMP_FLAGS, &tb);
+	}
+	if (!where || rc) {
+		free(where);
+		free(ta);
+		free(tb);
+		return -1;
+	}
+	return add_diff(w->out, SP_DIFF_JSON, where, ta, tb);
+}
+
+static int scalar_equal(const json_t *a, const json_t *b)
+{
+	if (json_is_integer(a) && json_is_integer(b))
+		return json_integer_value(a) == json_integer_value(b);
+	/* long double holds every int64 and every double exactly, so 1 == 1.0
+	 * without 2^53 + 1 == 2^53. */
+	if (json_is_number(a) && json_is_number(b)) {
+		long double x = json_is_integer(a) ? (long double)json_integer_value(a)
+						   : (long double)json_real_value(a);
+		long double y = json_is_integer(b) ? (long double)json_integer_value(b)
+						   : (long double)json_real_value(b);
+		return x == y;
+	}
+	return json_equal(a, b);
+}
+
+struct key {
+	const char *s;
+	size_t len;
+};
+
+static int key_cmp(const void *x, const void *y)
+{
+	const struct key *a = x, *b = y;
+	int c = memcmp(a->s, b->s, a->len < b->len ? a->len : b->len);
+	return c ? c : (a->len > b->len) - (a->len < b->len);
+}
+
+/* Both objects' keys, sorted and without repeats, so diffs come out in the
+ * same order whatever order each backend wrote its keys in. */
+static struct key *union_keys(const json_t *a, const json_t *b, size_t *n)
+{
+	struct key *k = malloc((json_object_size(a) + json_object_size(b) + 1) * sizeof(*k));
+	const char *key;
+	size_t klen, m = 0;
+	json_t *v;
+	if (!k)
+		return NULL;
+	json_object_keylen_foreach((json_t *)a, key, klen, v) k[m++] = (struct key){key, klen};
+	json_object_keylen_foreach((json_t *)b, key, klen, v) k[m++] = (struct key){key, klen};
+	qsort(k, m, sizeof(*k), key_cmp);
+	*n = 0;
+	for (size_t i = 0; i < m; i++)
+		if (*n == 0 || key_cmp(&k[*n - 1], &k[i]) != 0)
+			k[(*n)++] = k[i];
+	return k;
+}
+
+static int walk_object(struct walk *w, const json_t *a, const json_t *b)
+{
+	size_t n, base = w->ptr.len;
+	struct key *k = union_keys(a, b, &n);
+	if (!k)
+		return -1;
+	int rc = 0;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		if (push_key(&w->ptr, k[i].s, k[i].len) < 0) {
+			rc = -1;
+			break;
+		}
+		rc = walk_value(w, json_object_getn(a, k[i].s, k[i].len),
+				json_object_getn(b, k[i].s, k[i].len));
+		pop_to(&w->ptr, base);
+	}
+	free(k);
+	return rc;
+}
+
+/* Element by element; the longer side's extra elements are each a diff. */
+static int walk_array(struct walk *w, const json_t *a, const json_t *b)
+{
+	size_t na = json_array_size(a), nb = json_array_size(b), base = w->ptr.len;
+	int rc = 0;
+	for (size_t i = 0; i < (na > nb ? na : nb) && rc == 0; i++) {
+		if (sp_buf_printf(&w->ptr, "/%zu", i) < 0)
+			return -1;
+		rc = walk_value(w, json_array_get(a, i), json_array_get(b, i));
+		pop_to(&w->ptr, base);
+	}
+	return rc;
+}
+
+/* 0 to go on, 1 when the diff cap stopped the walk, -1 out of memory. */
+static int walk_value(struct walk *w, const json_t *a, const json_t *b)
+{
+	if (ignored(w))
+		return 0;
+	if (a && b && json_is_object(a) && json_is_object(b))
+		return walk_object(w, a, b);
+	if (a && b && json_is_array(a) && json_is_array(b))
+		return walk_array(w, a, b);
+	if (a && b && scalar_equal(a, b))
+		return 0;
+	return json_diff(w, a, b);
+}
+
+/* Integers past int64 are valid JSON that jansson refuses; reading them as
+ * reals keeps the body comparable (to double precision). */
+static json_t *parse_json(const struct body *b)
+{
+	json_error_t err;
+	size_t flags = JSON_DECODE_ANY | JSON_ALLOW_NUL;
+	json_t *j = json_loadb(b->data, b->len, flags, &err);
+	if (!j && json_error_code(&err) == json_error_numeric_overflow)
+		j = json_loadb(b->data, b->len, flags | JSON_DECODE_INT_AS_REAL, &err);
+	return j;
+}
+
+static int json_body(const struct sp_cmp_rules *rules, struct sp_cmp_result *r,
+		     const struct body *a, const struct body *b)
+{
+	json_t *ja = parse_json(a), *jb = parse_json(b);
+	struct walk w = {rules, r, {NULL, 0, 0}};
+	int rc;
+	if (!ja || !jb) {
+		set_note(r, !ja && !jb ? sp_cmp_note_neither_json
+			    : !ja      ? sp_cmp_note_primary_not_json
+				       : sp_cmp_note_shadow_not_json);
+		rc = bytes_diff(r, a, b);
+		goto out;
+	}
+	rc = sp_buf_add(&w.ptr, "", 0) < 0 ? -1 : walk_value(&w, ja, jb);
+out:
+	sp_buf_deinit(&w.ptr);
+	json_decref(ja);
+	json_decref(jb);
+	return rc;
+}
+
+static int compare_body(const struct sp_cmp_rules *rules, struct sp_cmp_result *r,
+			const struct sp_cmp_side *p, const struct sp_cmp_side *s)
+{
+	struct body a, b;
+	int ra = decode_side(p, &a), rb = decode_side(s, &b), rc = 0;
+	if (ra == DEC_NOMEM || rb == DEC_NOMEM) {
+		rc = -1;
+		goto out;
+	}
+	if (ra == DEC_TOO_LARGE || rb == DEC_TOO_LARGE) {
+		set_note(r, sp_cmp_note_too_large);
+		goto out;
+	}
+	if (ra == DEC_BAD)
+		set_note(r, sp_cmp_note_primary_undecodable);
+	if (rb == DEC_BAD)
+		set_note(r, sp_cmp_note_shadow_undecodable);
+	/* Equal bytes are equal in every mode, and skip parsing (also two
+	 * empty bodies, which are not JSON). */
+	if (a.len == b.len && memcmp(a.data, b.data, a.len) == 0)
+		goto out;
+	if (rules->body == SP_CMP_JSON ||
+	    (rules->body == SP_CMP_AUTO && is_json_type(p) && is_json_type(s)))
+		rc = json_body(rules, r, &a, &b);
+	else
+		rc = bytes_diff(r, &a, &b);
+out:
+	free(a.owned);
+	free(b.owned);
+	return rc;
+}
+
+int sp_compare(const struct sp_cmp_rules *rules, const struct sp_cmp_side *primary,
+	       const struct sp_cmp_side *shadow, struct sp_cmp_result *out)
+{
+	*out = (struct sp_cmp_result){NULL, 0, NULL};
+	int rc = compare_status(out, primary, shadow);
+	if (rc == 0)
+		rc = compare_headers(rules, out, primary, shadow);
+	if (rc == 0 && rules->body != SP_CMP_NONE)
+		rc = compare_body(rules, out, primary, shadow);
+	if (rc < 0) {
+		sp_cmp_result_deinit(out);
+		return -1;
+	}
+	return 0;
+}
+
+/* --- results ---------------------------------------------------------------------- */
+
+void sp_cmp_result_deinit(struct sp_cmp_result *r)
+{
+	for (size_t i = 0; i < r->ndiffs; i++) {
+		free(r->diffs[i].where);
+		free(r->diffs[i].primary);
+		free(r->diffs[i].shadow);
+	}
+	free(r->diffs);
+	*r = (struct sp_cmp_result){NULL, 0, NULL};
+}
+
+static int same_place(const struct sp_diff *a, const struct sp_diff *b)
+{
+	if (a->kind != b->kind)
+		return 0;
+	if (a->kind == SP_DIFF_BODY || (!a->where && !b->where))
+		return 1;
+	return a->where && b->where && strcmp(a->where, b->where) == 0;
+}
+
+size_t sp_cmp_mark_noise(struct sp_cmp_result *r, const struct sp_cmp_result *noise)
+{
+	size_t left = 0;
+	for (size_t i = 0; i < r->ndiffs; i++) {
+		for (size_t j = 0; noise && j < noise->ndiffs && !r->diffs[i].noise; j++)
+			if (same_place(&r->diffs[i], &noise->diffs[j]))
+				r->diffs[i].noise = 1;
+		left += !r->diffs[i].noise;
+	}
+	return left;
+}
+
+int sp_json_pointer_match(const char *pattern, const char *pointer)
+{
+	for (;;) {
+		if (!*pattern || !*pointer)
+			return !*pattern && !*pointer;
+		if (*pattern++ != '/' || *pointer++ != '/')
+			return 0;
+		size_t pl = strcspn(pattern, "/"), tl = strcspn(pointer, "/");
+		int any = pl == 1 && *pattern == '*';
+		if (!any && (pl != tl || memcmp(pattern, pointer, pl) != 0))
+			return 0;
+		pattern += pl;
+		pointer += tl;
+	}
+}
+
+static int add_raw_or_null(struct sp_buf *b, const char *key, const char *json)
+{
+	return sp_buf_printf(b, ",\"%s\":%s", key, json ? json : "null");
+}
+
+static int add_diff_json(struct sp_buf *b, const struct sp_diff *d, int first)
+{
+	if (sp_buf_printf(b, "%s{\"kind\":\"%s\",\"where\":", first ? "" : ",",
+			  sp_cmp_kind_name(d->kind)) ||
+	    (d->where ? add_json_string(b, d->where, strlen(d->where)) : sp_buf_adds(b, "null")) ||
+	    add_raw_or_null(b, "primary", d->primary) || add_raw_or_null(b, "shadow", d->shadow))
+		return -1;
+	return sp_buf_printf(b, ",\"noise\":%s}", d->noise ? "true" : "false");
+}
+
+int sp_cmp_diffs_json(const struct sp_cmp_result *r, int include_noise, struct sp_buf *b)
+{
+	size_t start = b->len;
+	int first = 1;
+	if (sp_buf_addc(b, '[') < 0)
+		goto fail;
+	for (size_t i = 0; i < r->ndiffs; i++) {
+		if (r->diffs[i].noise && !include_noise)
+			continue;
+		if (add_diff_json(b, &r->diffs[i], first) < 0)
+			goto fail;
+		first = 0;
+	}
+	if (sp_buf_addc(b, ']') == 0)
+		return 0;
+fail:
+	if (b->data) {
+		b->len = start;
+		b->data[start] = '\0';
+	}
+	return -1;
+}

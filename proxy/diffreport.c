@@ -1,0 +1,545 @@
+/* `strangler diff-report`: turns a diff log into what an SRE asks first —
+ * how often the shadow agrees, how fast each side is, and which differences
+ * dominate. Reads the log once, keeps per-route aggregates only. */
+#include "diffreport.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+
+#define TOP_ROWS 10
+#define EXAMPLES 3
+
+/* One row of "top differences": a kind and a place, with array indexes
+ * folded into "*" so /results/0/score and /results/3/score count together. */
+struct group {
+	char *label;
+	size_t count;     /* diff lines showing it (once per line) */
+	size_t last_line; /* the line that last counted it */
+	char *ex[EXAMPLES];
+	size_t nex;
+};
+
+struct lat {
+	double *v;
+	size_t n, cap;
+};
+
+struct route_agg {
+	char *name;
+	json_t *summary; /* the last summary line (counters are cumulative) */
+	size_t diff_lines;
+	struct lat pms, sms; /* latencies of the diff lines, for logs without summary */
+	struct group *groups;
+	size_t ngroups, cap;
+	json_t *index; /* label → position in groups */
+};
+
+struct report {
+	const char *only; /* --route */
+	struct route_agg *routes;
+	size_t nroutes, cap;
+	json_t *index; /* route name → position in routes */
+	size_t lineno;
+	size_t not_json, unknown;
+};
+
+/* Room for item n in an array of size-byte elements: the (maybe moved) array,
+ * or NULL when memory runs out (the old array is then still valid). */
+static void *grow(void *p, size_t *cap, size_t n, size_t size)
+{
+	if (n < *cap)
+		return p;
+	size_t c = *cap ? *cap * 2 : 8;
+	void *q = realloc(p, c * size);
+	if (q)
+		*cap = c;
+	return q;
+}
+
+/* The position stored under key in index, adding next when absent; -1 when
+ * memory runs out. */
+static long long index_get(json_t *index, const char *key, size_t next, int *added)
+{
+	json_t *v = json_object_get(index, key);
+	*added = !v;
+	if (v)
+		return json_integer_value(v);
+	if (json_object_set_new(index, key, json_integer((json_int_t)next)) < 0)
+		return -1;
+	return (long long)next;
+}
+
+static struct route_agg *route_get(struct report *rp, const char *name)
+{
+	struct route_agg *r = grow(rp->routes, &rp->cap, rp->nroutes, sizeof(*r));
+	if (!r)
+		return NULL;
+	rp->routes = r;
+	int added;
+	long long i = index_get(rp->index, name, rp->nroutes, &added);
+	if (i < 0)
+		return NULL;
+	r = &rp->routes[i];
+	if (!added)
+		return r;
+	*r = (struct route_agg){.name = strdup(name), .index = json_object()};
+	rp->nroutes++; /* counted before checking, so cleanup frees what was made */
+	return r->name && r->index ? r : NULL;
+}
+
+static struct group *group_get(struct route_agg *r, const char *label)
+{
+	struct group *g = grow(r->groups, &r->cap, r->ngroups, sizeof(*g));
+	if (!g)
+		return NULL;
+	r->groups = g;
+	int added;
+	long long i = index_get(r->index, label, r->ngroups, &added);
+	if (i < 0)
+		return NULL;
+	g = &r->groups[i];
+	if (!added)
+		return g;
+	*g = (struct group){.label = strdup(label)};
+	r->ngroups++;
+	return g->label ? g : NULL;
+}
+
+static int add_example(struct group *g, const char *id)
+{
+	if (g->nex == EXAMPLES)
+		return 0;
+	for (size_t i = 0; i < g->nex; i++)
+		if (strcmp(g->ex[i], id) == 0)
+			return 0;
+	if (!(g->ex[g->nex] = strdup(id)))
+		return -1;
+	g->nex++;
+	return 0;
+}
+
+static int lat_add(struct lat *l, const json_t *v)
+{
+	if (!json_is_number(v))
+		return 0;
+	double *p = grow(l->v, &l->cap, l->n, sizeof(*p));
+	if (!p)
+		return -1;
+	l->v = p;
+	l->v[l->n++] = json_number_value(v);
+	return 0;
+}
+
+static int all_digits(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (s[i] < '0' || s[i] > '9')
+			return 0;
+	return n > 0;
+}
+
+/* Appends " " and the pointer with every all-digit segment replaced by "*",
+ * so "/results/3/score" and "/results/0/score" make one row. A numeric object
+ * key folds too: the pointer alone cannot tell it from an index. */
+static int add_folded_pointer(struct sp_buf *b, const char *p)
+{
+	if (!*p)
+		return sp_buf_adds(b, " (root)");
+	if (sp_buf_addc(b, ' '))
+		return -1;
+	while (*p == '/') {
+		size_t n = strcspn(p + 1, "/");
+		int rc = all_digits(p + 1, n) ? sp_buf_adds(b, "/*") : sp_buf_add(b, p, n + 1);
+		if (rc)
+			return -1;
+		p += n + 1;
+	}
+	return 0;
+}
+
+/* The row label: "json " and the folded pointer, "header Content-Type",
+ * "body bytes" (the offset dropped: it varies per exchange), "status". */
+static int make_label(struct sp_buf *b, const char *kind, const char *where)
+{
+	sp_buf_reset(b);
+	if (sp_buf_adds(b, kind))
+		return -1;
+	if (!where)
+		return 0;
+	if (strcmp(kind, "json") == 0)
+		return add_folded_pointer(b, where);
+	size_t n = strcmp(kind, "body") == 0 ? strcspn(where, "@") : strlen(where);
+	return sp_buf_addc(b, ' ') || sp_buf_add(b, where, n) ? -1 : 0;
+}
+
+static int add_diff_line(struct report *rp, struct route_agg *r, const json_t *j,
+			 struct sp_buf *lab)
+{
+	const char *rid = json_string_value(json_object_get(j, "request_id"));
+	const json_t *d;
+	size_t i;
+	r->diff_lines++;
+	if (lat_add(&r->pms, json_object_get(json_object_get(j, "primary"), "ms")) ||
+	    lat_add(&r->sms, json_object_get(json_object_get(j, "shadow"), "ms")))
+		return -1;
+	json_array_foreach(json_object_get(j, "differences"), i, d) {
+		const char *kind = json_string_value(json_object_get(d, "kind"));
+		/* noise is what two primary answers also disagree on: not a finding */
+		if (!kind || json_is_true(json_object_get(d, "noise")))
+			continue;
+		if (make_label(lab, kind, json_string_value(json_object_get(d, "where"))))
+			return -1;
+		struct group *g = group_get(r, lab->data);
+		if (!g)
+			return -1;
+		if (g->last_line == rp->lineno)
+			continue;
+		g->last_line = rp->lineno;
+		g->count++;
+		if (rid && add_example(g, rid))
+			return -1;
+	}
+	return 0;
+}
+
+static int blank(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n')
+			return 0;
+	return 1;
+}
+
+/* 0, or -1 when memory runs out; bad lines are only counted. */
+static int process_line(struct report *rp, const char *line, size_t len, struct sp_buf *lab)
+{
+	if (blank(line, len))
+		return 0;
+	json_error_t err;
+	json_t *j = json_loadb(line, len, 0, &err);
+	const char *type = json_string_value(json_object_get(j, "type"));
+	const char *name = json_string_value(json_object_get(j, "route"));
+	int is_diff = type && strcmp(type, "diff") == 0, rc = 0;
+	if (!j) {
+		rp->not_json++;
+		goto out;
+	}
+	if (!name || !type || (!is_diff && strcmp(type, "summary") != 0)) {
+		rp->unknown++;
+		goto out;
+	}
+	if (rp->only && strcmp(name, rp->only) != 0)
+		goto out;
+	struct route_agg *r = route_get(rp, name);
+	if (!r) {
+		rc = -1;
+	} else if (is_diff) {
+		rc = add_diff_line(rp, r, j, lab);
+	} else {
+		json_decref(r->summary);
+		r->summary = json_incref(j);
+	}
+out:
+	json_decref(j);
+	return rc;
+}
+
+/* --- output ------------------------------------------------------------------ */
+
+static long long count_value(const json_t *v)
+{
+	return json_is_number(v) ? (long long)json_number_value(v) : 0;
+}
+
+static long long count_of(const json_t *o, const char *key)
+{
+	return count_value(json_object_get(o, key));
+}
+
+static void print_share(FILE *out, long long n, const char *what, long long of)
+{
+	fprintf(out, ", %lld %s", n, what);
+	if (of > 0)
+		fprintf(out, " (%.1f %%)", 100.0 * (double)n / (double)of);
+}
+
+static void print_skipped(FILE *out, const json_t *skipped)
+{
+	const char *k;
+	const json_t *v;
+	long long total = 0;
+	int first = 1;
+	json_object_foreach((json_t *)skipped, k, v)
+		total += count_value(v);
+	fprintf(out, ", %lld skipped", total);
+	json_object_foreach((json_t *)skipped, k, v) {
+		long long n = count_value(v);
+		if (n == 0)
+			continue;
+		fprintf(out, "%s%s %lld", first ? " (" : ", ", k, n);
+		first = 0;
+	}
+	if (!first)
+		fputc(')', out);
+}
+
+static void print_plural(FILE *out, long long n, const char *what)
+{
+	if (n)
+		fprintf(out, ", %lld %s%s", n, what, n == 1 ? "" : "s");
+}
+
+static void print_counts(FILE *out, const struct route_agg *r)
+{
+	const json_t *s = r->summary;
+	if (!s) {
+		fprintf(out, "route %s: %zu compared, %zu different (no summary line: identical "
+			     "exchanges unknown)\n",
+			r->name, r->diff_lines, r->diff_lines);
+		return;
+	}
+	long long compared = count_of(s, "compared");
+	fprintf(out, "route %s: %lld compared", r->name, compared);
+	print_share(out, count_of(s, "identical"), "identical", compared);
+	print_share(out, count_of(s, "different"), "different", compared);
+	fprintf(out, ", %lld noise", count_of(s, "noise"));
+	print_skipped(out, json_object_get(s, "skipped"));
+	print_plural(out, count_of(s, "shadow_errors"), "shadow error");
+	print_plural(out, count_of(s, "shadow_timeouts"), "shadow timeout");
+	fputc('\n', out);
+}
+
+static const char *fmt_ms(double v, char *buf, size_t len)
+{
+	/* one decimal reads well from 1 ms up; below that it would read 0.0 */
+	snprintf(buf, len, v >= 1 || v == 0 ? "%.1f" : "%.2f", v);
+	return buf;
+}
+
+static int cmp_double(const void *x, const void *y)
+{
+	double a = *(const double *)x, b = *(const double *)y;
+	return (a > b) - (a < b);
+}
+
+/* Nearest-rank percentile of l (sorted here); NAN when empty. */
+static double percentile(struct lat *l, double p)
+{
+	if (l->n == 0)
+		return NAN;
+	qsort(l->v, l->n, sizeof(double), cmp_double);
+	size_t rank = (size_t)ceil(p / 100.0 * (double)l->n);
+	return l->v[rank > 0 ? rank - 1 : 0];
+}
+
+static void print_pair(FILE *out, const char *side, double p50, double p99)
+{
+	char a[32], b[32];
+	if (isnan(p50) || isnan(p99))
+		fprintf(out, "%s n/a", side);
+	else
+		fprintf(out, "%s %s/%s ms", side, fmt_ms(p50, a, sizeof(a)), fmt_ms(p99, b, sizeof(b)));
+}
+
+static double num_at(const json_t *o, const char *k1, const char *k2)
+{
+	const json_t *v = json_object_get(json_object_get(o, k1), k2);
+	return json_is_number(v) ? json_number_value(v) : NAN;
+}
+
+static void print_latency(FILE *out, struct route_agg *r)
+{
+	double v[4];
+	const char *what = "";
+	if (r->summary && count_of(r->summary, "compared") > 0) {
+		v[0] = num_at(r->summary, "primary_ms", "p50");
+		v[1] = num_at(r->summary, "primary_ms", "p99");
+		v[2] = num_at(r->summary, "shadow_ms", "p50");
+		v[3] = num_at(r->summary, "shadow_ms", "p99");
+	} else if (!r->summary && r->diff_lines > 0) {
+		/* only what was logged: exchanges that differed */
+		what = " (differing exchanges only)";
+		v[0] = percentile(&r->pms, 50);
+		v[1] = percentile(&r->pms, 99);
+		v[2] = percentile(&r->sms, 50);
+		v[3] = percentile(&r->sms, 99);
+	} else {
+		return;
+	}
+	fprintf(out, "  latency p50/p99%s: ", what);
+	print_pair(out, "primary", v[0], v[1]);
+	fputs(", ", out);
+	print_pair(out, "shadow", v[2], v[3]);
+	fputc('\n', out);
+}
+
+static int cmp_group(const void *x, const void *y)
+{
+	const struct group *a = x, *b = y;
+	if (a->count != b->count)
+		return a->count > b->count ? -1 : 1;
+	return strcmp(a->label, b->label);
+}
+
+static void print_top(FILE *out, struct route_agg *r)
+{
+	if (r->ngroups == 0)
+		return;
+	/* The index is not used after reading, so sorting in place is safe. */
+	qsort(r->groups, r->ngroups, sizeof(*r->groups), cmp_group);
+	size_t shown = r->ngroups < TOP_ROWS ? r->ngroups : TOP_ROWS;
+	int lw = 0, cw = snprintf(NULL, 0, "%zu", r->groups[0].count);
+	for (size_t i = 0; i < shown; i++)
+		if ((int)strlen(r->groups[i].label) > lw)
+			lw = (int)strlen(r->groups[i].label);
+	fputs("  top differences:\n", out);
+	for (size_t i = 0; i < shown; i++) {
+		const struct group *g = &r->groups[i];
+		fprintf(out, "    %-*s  %-*zu", lw, g->label, cw, g->count);
+		for (size_t k = 0; k < g->nex; k++)
+			fprintf(out, "%s%s", k ? ", " : "  e.g. ", g->ex[k]);
+		fputc('\n', out);
+	}
+	if (r->ngroups > shown)
+		fprintf(out, "    (%zu more kinds of difference)\n", r->ngroups - shown);
+}
+
+static int cmp_route(const void *x, const void *y)
+{
+	return strcmp((*(struct route_agg *const *)x)->name, (*(struct route_agg *const *)y)->name);
+}
+
+static void print_skipped_lines(FILE *out, size_t n, const char *why)
+{
+	if (n)
+		fprintf(out, "%zu line%s skipped: %s\n", n, n == 1 ? "" : "s", why);
+}
+
+static int print_report(struct report *rp, FILE *out)
+{
+	struct route_agg **order = malloc((rp->nroutes + 1) * sizeof(*order));
+	if (!order)
+		return -1;
+	for (size_t i = 0; i < rp->nroutes; i++)
+		order[i] = &rp->routes[i];
+	qsort(order, rp->nroutes, sizeof(*order), cmp_route);
+	for (size_t i = 0; i < rp->nroutes; i++) {
+		if (i)
+			fputc('\n', out);
+		print_counts(out, order[i]);
+		print_latency(out, order[i]);
+		print_top(out, order[i]);
+	}
+	if (rp->nroutes == 0)
+		fprintf(out, "%s%s%sno diff or summary lines\n", rp->only ? "route " : "",
+			rp->only ? rp->only : "", rp->only ? ": " : "");
+	print_skipped_lines(out, rp->not_json, "not JSON");
+	print_skipped_lines(out, rp->unknown, "not a diff or summary line");
+	free(order);
+	return 0;
+}
+
+static void report_deinit(struct report *rp)
+{
+	for (size_t i = 0; i < rp->nroutes; i++) {
+		struct route_agg *r = &rp->routes[i];
+		for (size_t k = 0; k < r->ngroups; k++) {
+			free(r->groups[k].label);
+			for (size_t e = 0; e < r->groups[k].nex; e++)
+				free(r->groups[k].ex[e]);
+		}
+		free(r->groups);
+		free(r->name);
+		free(r->pms.v);
+		free(r->sms.v);
+		json_decref(r->summary);
+		json_decref(r->index);
+	}
+	free(rp->routes);
+	json_decref(rp->index);
+}
+
+int sp_diff_report(FILE *in, FILE *out, const char *route)
+{
+	struct report rp = {.only = route, .index = json_object()};
+	struct sp_buf lab;
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	int rc = -1;
+	sp_buf_init(&lab);
+	if (!rp.index)
+		goto nomem;
+	while ((n = getline(&line, &cap, in)) >= 0) {
+		rp.lineno++;
+		if (process_line(&rp, line, (size_t)n, &lab) < 0)
+			goto nomem;
+	}
+	if (ferror(in)) {
+		fprintf(stderr, "strangler diff-report: read error: %s\n", strerror(errno));
+		goto out;
+	}
+	if (print_report(&rp, out) == 0) {
+		rc = 0;
+		goto out;
+	}
+nomem:
+	fprintf(stderr, "strangler diff-report: out of memory\n");
+out:
+	free(line);
+	sp_buf_deinit(&lab);
+	report_deinit(&rp);
+	return rc;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: strangler diff-report FILE [--route NAME]\n"
+		   "\n"
+		   "  FILE          a diff log (shadow_defaults.diff_log), or - for stdin\n"
+		   "  --route NAME  only this route\n");
+}
+
+int sp_diff_report_main(int argc, char **argv)
+{
+	const char *file = NULL, *route = NULL;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+			usage(stdout);
+			return 0;
+		}
+		if (strcmp(a, "--route") == 0 && i + 1 < argc && argv[i + 1][0]) {
+			route = argv[++i];
+		} else if (strncmp(a, "--route=", 8) == 0 && a[8]) {
+			route = a + 8;
+		} else if (!file && (a[0] != '-' || strcmp(a, "-") == 0)) {
+			file = a;
+		} else {
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (!file) {
+		usage(stderr);
+		return 2;
+	}
+	FILE *in = strcmp(file, "-") == 0 ? stdin : fopen(file, "r");
+	if (!in) {
+		fprintf(stderr, "strangler diff-report: cannot open %s: %s\n", file, strerror(errno));
+		return 1;
+	}
+	int rc = sp_diff_report(in, stdout, route);
+	if (in != stdin)
+		fclose(in);
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		fprintf(stderr, "strangler diff-report: cannot write the report\n");
+		return 1;
+	}
+	return rc < 0 ? 1 : 0;
+}

@@ -1,0 +1,654 @@
+/* Shadow exchanges (see shadow.h). Each one has up to two legs: the mirror to
+ * the shadow backend and, with noise detection, a second copy to the primary
+ * backend. The session feeds the request and the primary's answer; the legs
+ * run on their own connections; when everything is in, the answers are
+ * compared, counted, and differences written to the diff log. */
+#include "shadow.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "compare.h"
+#include "conn.h"
+#include "h1.h"
+#include "log.h"
+#include "route.h"
+#include "upstream.h"
+#include "worker.h"
+
+struct capture {
+	int status;
+	struct sp_buf store; /* header names and values */
+	struct sp_hdr *h;
+	size_t n;
+	struct sp_buf body;
+	int too_big;
+};
+
+struct leg {
+	struct sp_shadow *sh;
+	int backend;
+	struct sp_upconn *up;
+	struct sp_h1 *parser;
+	struct capture cap;
+	struct timespec t0;
+	double ms;
+	int done, failed, timed_out;
+};
+
+struct sp_shadow {
+	struct sp_worker *w;
+	TAILQ_ENTRY(sp_shadow) link;
+	struct sp_config *cfg;
+	const struct sp_route *route;
+	struct leg legs[2];
+	int nlegs;
+	struct capture primary;
+	int primary_backend;
+	int primary_state; /* 0 running, 1 done, -1 abandoned */
+	double primary_ms;
+	int session_holds;
+	int finished;
+	int is_head;
+	size_t req_bytes;
+	struct event *timer;
+	char method[24];
+	char reqid[72];
+	struct sp_buf path;
+};
+
+static const char *const skip_names[SP_SKIP__COUNT] = {"budget", "request_body_too_large",
+							 "response_body_too_large",
+							 "primary_incomplete"};
+
+static void inc(_Atomic uint64_t *c)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+}
+
+static struct sp_shadow_stats *stats_of(struct sp_shadow *sh)
+{
+	return &sh->w->shadow_stats[sh->route->index];
+}
+
+/* Latency histogram: bucket i holds durations up to 2^(i/4) * 10 µs. */
+static unsigned lat_bucket(double ms)
+{
+	double us = ms * 1000.0 / 10.0;
+	int b = us <= 1.0 ? 0 : (int)ceil(4.0 * log2(us));
+	return b < 0 ? 0 : b >= SP_LAT_BUCKETS ? SP_LAT_BUCKETS - 1 : (unsigned)b;
+}
+
+static double bucket_ms(unsigned b)
+{
+	return pow(2.0, b / 4.0) * 10.0 / 1000.0;
+}
+
+static void lat_add(_Atomic uint32_t *h, double ms)
+{
+	_Atomic uint32_t *c = &h[lat_bucket(ms)];
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+}
+
+static double ms_since(const struct timespec *t)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - t->tv_sec) * 1e3 + (double)(now.tv_nsec - t->tv_nsec) / 1e6;
+}
+
+static void capture_init(struct capture *c)
+{
+	memset(c, 0, sizeof(*c));
+	sp_buf_init(&c->store);
+	sp_buf_init(&c->body);
+}
+
+static void capture_deinit(struct capture *c)
+{
+	sp_buf_deinit(&c->store);
+	sp_buf_deinit(&c->body);
+	free(c->h);
+	c->h = NULL;
+}
+
+/* Copies a header list into storage the capture owns. */
+static void capture_head(struct capture *c, int status, const struct sp_hdr *h, size_t n)
+{
+	c->status = status;
+	sp_buf_reset(&c->store);
+	free(c->h);
+	c->n = 0;
+	c->h = calloc(n + 1, sizeof(*c->h));
+	if (!c->h)
+		return;
+	size_t *offs = calloc(2 * n + 1, sizeof(size_t));
+	if (!offs)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		offs[2 * i] = c->store.len;
+		sp_buf_add(&c->store, h[i].name, h[i].name_len);
+		offs[2 * i + 1] = c->store.len;
+		sp_buf_add(&c->store, h[i].value, h[i].value_len);
+	}
+	for (size_t i = 0; i < n && c->store.data; i++)
+		c->h[i] = (struct sp_hdr){c->store.data + offs[2 * i], h[i].name_len,
+					  c->store.data + offs[2 * i + 1], h[i].value_len};
+	c->n = c->store.data || n == 0 ? n : 0;
+	free(offs);
+}
+
+static void capture_body(struct capture *c, const char *p, size_t n, long long max)
+{
+	if (c->too_big)
+		return;
+	if ((long long)(c->body.len + n) > max) {
+		c->too_big = 1;
+		sp_buf_deinit(&c->body);
+		return;
+	}
+	sp_buf_add(&c->body, p, n);
+}
+
+/* ---- completion ---- */
+
+static void shadow_free(struct sp_shadow *sh)
+{
+	for (int i = 0; i < sh->nlegs; i++) {
+		sp_upconn_free(&sh->legs[i].up);
+		sp_h1_free(&sh->legs[i].parser);
+		capture_deinit(&sh->legs[i].cap);
+	}
+	capture_deinit(&sh->primary);
+	if (sh->timer)
+		event_free(sh->timer);
+	sp_buf_deinit(&sh->path);
+	TAILQ_REMOVE(&sh->w->shadows, sh, link);
+	sh->w->shadow_inflight--;
+	sp_config_unref(&sh->cfg);
+	free(sh);
+}
+
+/* Headers whose values never reach a log. */
+static int secret_header(const char *name)
+{
+	static const char *const secrets[] = {"Authorization", "Proxy-Authorization", "Cookie",
+					      "Set-Cookie"};
+	for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++)
+		if (strcasecmp(name, secrets[i]) == 0)
+			return 1;
+	return 0;
+}
+
+/* True when pointer p and pattern share every segment they both have: the
+ * value at p contains, or lies inside, what the pattern names. */
+static int pointer_overlaps(const char *pattern, const char *p)
+{
+	while (*pattern == '/' && *p == '/') {
+		const char *ps = pattern + 1, *qs = p + 1;
+		size_t pl = strcspn(ps, "/"), ql = strcspn(qs, "/");
+		if (!(pl == 1 && *ps == '*') && (pl != ql || memcmp(ps, qs, pl) != 0))
+			return 0;
+		pattern = ps + pl;
+		p = qs + ql;
+	}
+	return 1;
+}
+
+static void redact(struct sp_cmp_result *r, const struct sp_shadow_cfg *sc)
+{
+	static const char red[] = "\"[redacted]\"";
+	for (size_t i = 0; i < r->ndiffs; i++) {
+		struct sp_diff *d = &r->diffs[i];
+		int hide = d->kind == SP_DIFF_HEADER && d->where && secret_header(d->where);
+		for (size_t k = 0; !hide && k < sc->nredact; k++)
+			hide = (d->kind == SP_DIFF_JSON || d->kind == SP_DIFF_BODY) && d->where &&
+			       (d->kind == SP_DIFF_BODY || pointer_overlaps(sc->redact_json[k], d->where));
+		if (!hide)
+			continue;
+		if (d->primary) {
+			free(d->primary);
+			d->primary = strdup(red);
+		}
+		if (d->shadow) {
+			free(d->shadow);
+			d->shadow = strdup(red);
+		}
+	}
+}
+
+static void write_diff(struct sp_shadow *sh, const struct leg *leg, struct sp_cmp_result *r)
+{
+	struct sp_accesslog *log = sh->w->difflog;
+	struct sp_buf *b = &sh->w->diffbuf;
+	struct timespec ts;
+	struct tm tm;
+	if (!log)
+		return;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	sp_buf_reset(b);
+	sp_buf_printf(b, "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"type\":\"diff\",",
+		      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+		      tm.tm_sec, ts.tv_nsec / 1000000);
+	sp_buf_adds(b, "\"route\":\"");
+	sp_buf_add_json_str(b, sh->route->name, strlen(sh->route->name));
+	sp_buf_adds(b, "\",\"method\":\"");
+	sp_buf_add_json_str(b, sh->method, strlen(sh->method));
+	sp_buf_adds(b, "\",\"path\":\"");
+	sp_buf_add_json_str(b, sh->path.data ? sh->path.data : "", sh->path.len);
+	sp_buf_adds(b, "\",\"request_id\":\"");
+	sp_buf_add_json_str(b, sh->reqid, strlen(sh->reqid));
+	sp_buf_printf(b,
+		      "\",\"primary\":{\"backend\":\"%s\",\"status\":%d,\"ms\":%.3f},"
+		      "\"shadow\":{\"backend\":\"%s\",\"status\":%d,\"ms\":%.3f},\"differences\":",
+		      sh->cfg->backends[sh->primary_backend].name, sh->primary.status,
+		      sh->primary_ms, sh->cfg->backends[leg->backend].name, leg->cap.status, leg->ms);
+	sp_cmp_diffs_json(r, 1, b);
+	if (r->note) {
+		sp_buf_adds(b, ",\"note\":\"");
+		sp_buf_add_json_str(b, r->note, strlen(r->note));
+		sp_buf_addc(b, '"');
+	}
+	sp_buf_adds(b, "}\n");
+	sp_accesslog_write_raw(log, b->data, b->len);
+}
+
+static void compare_and_count(struct sp_shadow *sh)
+{
+	struct sp_shadow_stats *st = stats_of(sh);
+	const struct sp_shadow_cfg *sc = &sh->route->shadow;
+	struct leg *leg = &sh->legs[0];
+
+	if (sh->primary_state < 0) {
+		inc(&st->skipped[SP_SKIP_PRIMARY_INCOMPLETE]);
+		return;
+	}
+	if (leg->failed) {
+		inc(leg->timed_out ? &st->timeouts : &st->errors);
+		return;
+	}
+	if (sh->primary.too_big || leg->cap.too_big) {
+		inc(&st->skipped[SP_SKIP_RESPONSE_BODY]);
+		return;
+	}
+	struct sp_cmp_rules rules = {sc->headers, sc->nheaders, sc->ignore_json, sc->nignore,
+				     (enum sp_cmp_body)sc->body};
+	struct sp_cmp_side p = {sh->primary.status, sh->primary.h, sh->primary.n,
+				sh->primary.body.data, sh->primary.body.len};
+	struct sp_cmp_side s = {leg->cap.status, leg->cap.h, leg->cap.n, leg->cap.body.data,
+				leg->cap.body.len};
+	struct sp_cmp_result r = {0}, noise = {0};
+	if (sh->is_head)
+		rules.body = SP_CMP_NONE;
+	if (sp_compare(&rules, &p, &s, &r) < 0)
+		goto out;
+	inc(&st->compared);
+	lat_add(st->lat_primary, sh->primary_ms);
+	lat_add(st->lat_shadow, leg->ms);
+	size_t real = r.ndiffs;
+	if (r.ndiffs && sh->nlegs > 1 && sh->legs[1].done && !sh->legs[1].cap.too_big) {
+		struct sp_cmp_side n2 = {sh->legs[1].cap.status, sh->legs[1].cap.h, sh->legs[1].cap.n,
+					 sh->legs[1].cap.body.data, sh->legs[1].cap.body.len};
+		if (sp_compare(&rules, &p, &n2, &noise) == 0)
+			real = sp_cmp_mark_noise(&r, &noise);
+	}
+	if (r.ndiffs == 0) {
+		inc(&st->identical);
+	} else if (real == 0) {
+		inc(&st->noise);
+	} else {
+		inc(&st->different);
+		redact(&r, sc);
+		write_diff(sh, leg, &r);
+	}
+out:
+	sp_cmp_result_deinit(&r);
+	sp_cmp_result_deinit(&noise);
+}
+
+/* Called whenever a part finishes; compares once everything is in and frees
+ * once the session has let go. */
+static void maybe_finish(struct sp_shadow *sh)
+{
+	if (!sh->finished) {
+		int legs_done = 1;
+		for (int i = 0; i < sh->nlegs; i++)
+			legs_done &= sh->legs[i].done || sh->legs[i].failed;
+		if (sh->primary_state == 0 || !legs_done)
+			return;
+		sh->finished = 1;
+		evtimer_del(sh->timer);
+		compare_and_count(sh);
+		for (int i = 0; i < sh->nlegs; i++)
+			sp_upconn_free(&sh->legs[i].up);
+	}
+	if (!sh->session_holds)
+		shadow_free(sh);
+}
+
+static void leg_fail(struct leg *l, int timed_out)
+{
+	if (l->done || l->failed)
+		return;
+	l->failed = 1;
+	l->timed_out = timed_out;
+	l->ms = ms_since(&l->t0);
+	sp_upconn_free(&l->up);
+}
+
+/* ---- leg I/O ---- */
+
+static int on_leg_head(void *ud, struct sp_h1_msg *m)
+{
+	struct leg *l = ud;
+	const char *why;
+	if (m->http_major != 1 || sp_http_check_response(m->hdrs, m->nhdrs, &why) < 0)
+		return -1;
+	if (m->status / 100 == 1)
+		return 1; /* interim: the final answer follows */
+	capture_head(&l->cap, m->status, m->hdrs, m->nhdrs);
+	return 0;
+}
+
+static int on_leg_body(void *ud, const char *p, size_t n)
+{
+	struct leg *l = ud;
+	capture_body(&l->cap, p, n, l->sh->cfg->shadow.max_body_bytes);
+	return 0;
+}
+
+static int on_leg_done(void *ud, struct sp_h1_msg *m)
+{
+	struct leg *l = ud;
+	if (m->status / 100 == 1)
+		return 0;
+	l->done = 1;
+	l->ms = ms_since(&l->t0);
+	return 1;
+}
+
+static const struct sp_h1_hooks leg_hooks = {on_leg_head, on_leg_body, on_leg_done};
+
+static void on_leg_read(struct sp_conn *c, void *arg)
+{
+	struct leg *l = arg;
+	while (evbuffer_get_length(c->in) > 0 && !l->done) {
+		struct evbuffer_iovec v;
+		size_t used = 0;
+		evbuffer_peek(c->in, -1, NULL, &v, 1);
+		enum sp_h1_rc rc = sp_h1_execute(l->parser, v.iov_base, v.iov_len, &used);
+		evbuffer_drain(c->in, used);
+		if (rc == SP_H1_ERROR || rc == SP_H1_UPGRADE) {
+			leg_fail(l, 0); /* frees c */
+			break;
+		}
+	}
+	if (l->done)
+		sp_upconn_free(&l->up); /* never pooled: its state is not worth the doubt */
+	if (l->done || l->failed)
+		maybe_finish(l->sh);
+}
+
+static void on_leg_event(struct sp_conn *c, short what, void *arg)
+{
+	struct leg *l = arg;
+	if (what & SP_CONN_CONNECTED) {
+		sp_conn_flush(c);
+		return;
+	}
+	if ((what & SP_CONN_EOF) && sp_h1_finish(l->parser) == SP_H1_OK && l->done) {
+		sp_upconn_free(&l->up);
+	} else {
+		leg_fail(l, (what & SP_CONN_TIMEOUT) != 0);
+	}
+	maybe_finish(l->sh);
+}
+
+static void on_shadow_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct sp_shadow *sh = arg;
+	(void)fd;
+	(void)what;
+	for (int i = 0; i < sh->nlegs; i++)
+		leg_fail(&sh->legs[i], 1);
+	maybe_finish(sh);
+}
+
+static int leg_start(struct sp_shadow *sh, struct leg *l, int backend, const struct sp_buf *head)
+{
+	static const struct sp_h1_limits limits = {1024, 65536, 200};
+	static const char marker[] = "X-Strangler-Shadow: 1\r\n\r\n";
+	const char *why;
+	l->sh = sh;
+	l->backend = backend;
+	capture_init(&l->cap);
+	clock_gettime(CLOCK_MONOTONIC, &l->t0);
+	l->parser = sp_h1_new(0, &leg_hooks, l, &limits);
+	if (!l->parser)
+		return -1;
+	sp_h1_expect_head(l->parser, sh->is_head);
+	/* a fresh connection: a pooled one could be mid-reuse by the primary's
+	 * retry logic, and shadows must not take the primary's idle capacity */
+	l->up = sp_pool_get(&sh->w->pools[backend], 1, &why);
+	if (!l->up)
+		return -1;
+	struct sp_conn *c = l->up->conn;
+	sp_conn_setcb(c, on_leg_read, NULL, on_leg_event, l);
+	sp_conn_read(c, 1);
+	/* the primary's head, plus the marker before the blank line */
+	evbuffer_add(c->out, head->data, head->len - 2);
+	evbuffer_add(c->out, marker, sizeof(marker) - 1);
+	return 0;
+}
+
+struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
+				  const struct sp_route *route, int shadow_backend,
+				  int primary_backend, const char *method, const char *path,
+				  size_t path_len, const char *reqid, const struct sp_buf *head,
+				  int has_body)
+{
+	struct sp_shadow_stats *st = &w->shadow_stats[route->index];
+	int budget = cfg->shadow.max_in_flight / cfg->workers;
+	if (budget < 1)
+		budget = 1;
+	if (w->shadow_inflight >= budget) {
+		inc(&st->skipped[SP_SKIP_BUDGET]);
+		return NULL;
+	}
+	struct sp_shadow *sh = calloc(1, sizeof(*sh));
+	if (!sh)
+		return NULL;
+	sh->w = w;
+	sh->cfg = sp_config_ref(cfg);
+	sh->route = route;
+	sh->primary_backend = primary_backend;
+	sh->session_holds = 1;
+	sh->is_head = strcmp(method, "HEAD") == 0;
+	snprintf(sh->method, sizeof(sh->method), "%s", method);
+	snprintf(sh->reqid, sizeof(sh->reqid), "%s", reqid);
+	sp_buf_init(&sh->path);
+	sp_buf_add(&sh->path, path, path_len);
+	capture_init(&sh->primary);
+	TAILQ_INSERT_TAIL(&w->shadows, sh, link);
+	w->shadow_inflight++;
+	inc(&st->mirrored);
+
+	sh->timer = evtimer_new(w->base, on_shadow_timeout, sh);
+	int ms = cfg->shadow.timeout_ms;
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	if (sh->timer)
+		evtimer_add(sh->timer, &tv);
+	sh->nlegs = route->shadow.noise_samples && !has_body ? 2 : 1;
+	int ok = sh->timer != NULL && leg_start(sh, &sh->legs[0], shadow_backend, head) == 0;
+	if (ok && sh->nlegs == 2 && leg_start(sh, &sh->legs[1], primary_backend, head) < 0)
+		leg_fail(&sh->legs[1], 0);
+	if (!ok)
+		for (int i = 0; i < sh->nlegs; i++)
+			leg_fail(&sh->legs[i], 0);
+	return sh;
+}
+
+void sp_shadow_request_bytes(struct sp_shadow *sh, const void *p, size_t n)
+{
+	if (!sh || sh->finished)
+		return;
+	sh->req_bytes += n;
+	for (int i = 0; i < sh->nlegs; i++) {
+		struct leg *l = &sh->legs[i];
+		if (!l->up)
+			continue;
+		if ((long long)sh->req_bytes > sh->cfg->shadow.max_body_bytes) {
+			/* too big to mirror: stop, and count it once */
+			if (i == 0)
+				inc(&stats_of(sh)->skipped[SP_SKIP_REQUEST_BODY]);
+			l->failed = 1;
+			sp_upconn_free(&l->up);
+			continue;
+		}
+		evbuffer_add(l->up->conn->out, p, n);
+		sp_conn_flush(l->up->conn);
+	}
+}
+
+void sp_shadow_request_done(struct sp_shadow *sh)
+{
+	for (int i = 0; sh && i < sh->nlegs; i++)
+		if (sh->legs[i].up)
+			sp_conn_flush(sh->legs[i].up->conn);
+}
+
+void sp_shadow_primary_head(struct sp_shadow *sh, int status, const struct sp_hdr *h, size_t n)
+{
+	if (sh)
+		capture_head(&sh->primary, status, h, n);
+}
+
+void sp_shadow_primary_body(struct sp_shadow *sh, const char *p, size_t n)
+{
+	if (sh)
+		capture_body(&sh->primary, p, n, sh->cfg->shadow.max_body_bytes);
+}
+
+void sp_shadow_primary_done(struct sp_shadow **shp, int status, double ms)
+{
+	struct sp_shadow *sh = *shp;
+	if (!sh)
+		return;
+	*shp = NULL;
+	if (!sh->primary.h)
+		capture_head(&sh->primary, status, NULL, 0);
+	sh->primary.status = status;
+	sh->primary_state = 1;
+	sh->primary_ms = ms;
+	sh->session_holds = 0;
+	maybe_finish(sh);
+}
+
+void sp_shadow_abandon(struct sp_shadow **shp)
+{
+	struct sp_shadow *sh = *shp;
+	if (!sh)
+		return;
+	*shp = NULL;
+	sh->primary_state = -1;
+	sh->session_holds = 0;
+	/* nothing will be compared: stop the legs now */
+	for (int i = 0; i < sh->nlegs; i++)
+		if (!sh->legs[i].done && !sh->legs[i].failed) {
+			sh->legs[i].failed = 1;
+			sp_upconn_free(&sh->legs[i].up);
+		}
+	maybe_finish(sh);
+}
+
+void sp_shadow_kill_all(struct sp_worker *w)
+{
+	/* sessions go first (sp_sessions_kill), so no session holds one now */
+	struct sp_shadow *sh;
+	while ((sh = TAILQ_FIRST(&w->shadows)) != NULL)
+		shadow_free(sh);
+}
+
+static void percentiles(const uint32_t *h, double *p50, double *p99)
+{
+	uint64_t total = 0, seen = 0;
+	for (int i = 0; i < SP_LAT_BUCKETS; i++)
+		total += h[i];
+	*p50 = *p99 = 0;
+	for (int i = 0; i < SP_LAT_BUCKETS && total; i++) {
+		seen += h[i];
+		if (*p50 == 0 && seen * 2 >= total)
+			*p50 = bucket_ms((unsigned)i);
+		if (seen * 100 >= total * 99) {
+			*p99 = bucket_ms((unsigned)i);
+			break;
+		}
+	}
+}
+
+#define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+
+void sp_shadow_write_summaries(struct sp_worker *const *ws, int n, struct sp_accesslog *log)
+{
+	if (!log || n == 0)
+		return;
+	const struct sp_config *cfg = ws[0]->cfg;
+	struct sp_buf b;
+	sp_buf_init(&b);
+	for (size_t r = 0; r < cfg->nroutes; r++) {
+		if (!cfg->routes[r].has_shadow)
+			continue;
+		uint64_t v[7] = {0}, skip[SP_SKIP__COUNT] = {0};
+		uint32_t lp[SP_LAT_BUCKETS] = {0}, ls[SP_LAT_BUCKETS] = {0};
+		for (int i = 0; i < n; i++) {
+			struct sp_shadow_stats *st = &ws[i]->shadow_stats[r];
+			_Atomic uint64_t *f[7] = {&st->mirrored, &st->compared,  &st->identical,
+						  &st->different, &st->noise,     &st->errors,
+						  &st->timeouts};
+			for (int k = 0; k < 7; k++)
+				v[k] += atomic_load_explicit(f[k], memory_order_relaxed);
+			for (int k = 0; k < SP_SKIP__COUNT; k++)
+				skip[k] += LOAD(st->skipped[k]);
+			for (int k = 0; k < SP_LAT_BUCKETS; k++) {
+				lp[k] += LOAD(st->lat_primary[k]);
+				ls[k] += LOAD(st->lat_shadow[k]);
+			}
+		}
+		double p50, p99, s50, s99;
+		percentiles(lp, &p50, &p99);
+		percentiles(ls, &s50, &s99);
+		struct timespec ts;
+		struct tm tm;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		gmtime_r(&ts.tv_sec, &tm);
+		sp_buf_reset(&b);
+		sp_buf_printf(&b, "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"type\":\"summary\","
+				  "\"route\":\"",
+			      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+			      tm.tm_sec, ts.tv_nsec / 1000000);
+		sp_buf_add_json_str(&b, cfg->routes[r].name, strlen(cfg->routes[r].name));
+		sp_buf_printf(&b,
+			      "\",\"mirrored\":%llu,\"compared\":%llu,\"identical\":%llu,"
+			      "\"different\":%llu,\"noise\":%llu,\"skipped\":{",
+			      (unsigned long long)v[0], (unsigned long long)v[1],
+			      (unsigned long long)v[2], (unsigned long long)v[3],
+			      (unsigned long long)v[4]);
+		for (int k = 0; k < SP_SKIP__COUNT; k++)
+			sp_buf_printf(&b, "%s\"%s\":%llu", k ? "," : "", skip_names[k],
+				      (unsigned long long)skip[k]);
+		sp_buf_printf(&b,
+			      "},\"shadow_errors\":%llu,\"shadow_timeouts\":%llu,"
+			      "\"primary_ms\":{\"p50\":%.3f,\"p99\":%.3f},"
+			      "\"shadow_ms\":{\"p50\":%.3f,\"p99\":%.3f}}\n",
+			      (unsigned long long)v[5], (unsigned long long)v[6], p50, p99, s50, s99);
+		sp_accesslog_write_raw(log, b.data, b.len);
+	}
+	sp_buf_deinit(&b);
+}

@@ -1,0 +1,68 @@
+/* Shadow exchanges: a copy of a live request sent to a second backend, whose
+ * answer is compared with the one the client got. A shadow never delays or
+ * changes the client's response: it is a separate, budgeted task owned by the
+ * worker, fed by the session and finished on its own schedule. */
+#ifndef SP_SHADOW_H
+#define SP_SHADOW_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "accesslog.h"
+#include "buf.h"
+#include "config.h"
+#include "http.h"
+
+enum sp_shadow_skip {
+	SP_SKIP_BUDGET,           /* max_in_flight reached */
+	SP_SKIP_REQUEST_BODY,     /* request body above max_body_bytes */
+	SP_SKIP_RESPONSE_BODY,    /* a response body above max_body_bytes */
+	SP_SKIP_PRIMARY_INCOMPLETE, /* the client's exchange did not finish */
+	SP_SKIP__COUNT
+};
+
+#define SP_LAT_BUCKETS 96
+
+/* Per route, per worker. Written by the owning worker only; read (relaxed)
+ * by the main thread for the summaries. */
+struct sp_shadow_stats {
+	_Atomic uint64_t mirrored, compared, identical, different, noise, errors, timeouts;
+	_Atomic uint64_t skipped[SP_SKIP__COUNT];
+	_Atomic uint32_t lat_primary[SP_LAT_BUCKETS], lat_shadow[SP_LAT_BUCKETS];
+};
+
+struct sp_worker;
+struct sp_route;
+struct sp_shadow;
+
+/* Starts mirroring a request the session decided to sample. Returns NULL
+ * when it cannot (budget, connection failure: counted). head is the
+ * primary's serialised request head; has_body says body bytes follow. */
+struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
+				  const struct sp_route *route, int shadow_backend,
+				  int primary_backend, const char *method, const char *path,
+				  size_t path_len, const char *reqid, const struct sp_buf *head,
+				  int has_body);
+
+/* Request body bytes, framed exactly as sent to the primary. */
+void sp_shadow_request_bytes(struct sp_shadow *sh, const void *p, size_t n);
+void sp_shadow_request_done(struct sp_shadow *sh);
+
+/* What the client gets. */
+void sp_shadow_primary_head(struct sp_shadow *sh, int status, const struct sp_hdr *h, size_t n);
+void sp_shadow_primary_body(struct sp_shadow *sh, const char *p, size_t n);
+/* The primary finished (status is what the client got); the session lets go
+ * of the shadow (*sh is NULLed). */
+void sp_shadow_primary_done(struct sp_shadow **sh, int status, double ms);
+/* The primary will not finish; nothing is compared. */
+void sp_shadow_abandon(struct sp_shadow **sh);
+
+/* Closes every shadow of the worker (shutdown). */
+void sp_shadow_kill_all(struct sp_worker *w);
+
+/* Appends one summary line per shadowed route, the counters summed over the
+ * workers, to log. */
+void sp_shadow_write_summaries(struct sp_worker *const *ws, int n, struct sp_accesslog *log);
+
+#endif

@@ -1,0 +1,203 @@
+/* Unit tests of proxy/diffreport.c: a known diff log (diff lines, summary
+ * lines, malformed lines) gives a known report. */
+#include "unit.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "diffreport.h"
+
+#define T "\"time\":\"2026-11-26T23:10:00.123Z\""
+
+/* A diff line of route with one request id, latencies and differences. */
+#define DIFF(route, id, pms, sms, diffs)                                                           \
+	"{" T ",\"type\":\"diff\",\"route\":\"" route "\",\"method\":\"GET\",\"path\":\"/x\","    \
+	"\"request_id\":\"" id "\",\"primary\":{\"backend\":\"legacy\",\"status\":200,\"ms\":" pms \
+	"},\"shadow\":{\"backend\":\"modern\",\"status\":200,\"ms\":" sms                          \
+	"},\"differences\":[" diffs "]}\n"
+#define JD(where, noise)                                                                           \
+	"{\"kind\":\"json\",\"where\":\"" where "\",\"primary\":1,\"shadow\":2,\"noise\":" noise "}"
+#define SD "{\"kind\":\"status\",\"where\":null,\"primary\":200,\"shadow\":500,\"noise\":false}"
+#define HD "{\"kind\":\"header\",\"where\":\"ETag\",\"primary\":\"\\\"a\\\"\",\"shadow\":null,\"noise\":false}"
+#define BD "{\"kind\":\"body\",\"where\":\"bytes@12\",\"primary\":\"x\",\"shadow\":\"y\",\"noise\":false}"
+
+static const char known_log[] =
+	/* users first: routes are sorted in the report */
+	DIFF("users", "u1", "3.0", "30", SD)
+	DIFF("search", "r1", "1", "2", JD("/results/0/score", "false") "," JD("/results/3/score", "false")
+		"," JD("/took", "true"))
+	DIFF("search", "r2", "1", "2", JD("/results/1/score", "false") "," SD)
+	"this is not JSON\n"
+	"{" T ",\"type\":\"summary\",\"route\":\"search\",\"mirrored\":10,\"compared\":10,"
+	"\"identical\":5,\"different\":5,\"noise\":0,\"skipped\":{},\"shadow_errors\":0,"
+	"\"shadow_timeouts\":0,\"primary_ms\":{\"p50\":7,\"p99\":7},\"shadow_ms\":{\"p50\":7,\"p99\":7}}\n"
+	DIFF("search", "r3", "1", "2", JD("/results/2/score", "false") "," BD)
+	DIFF("search", "r4", "1", "2", JD("/results/12/score", "false") "," HD "," JD("/results", "false"))
+	DIFF("search", "r4", "1", "2", JD("/results/7/score", "false"))
+	"\n"
+	"{\"type\":\"diff\"\n"
+	"[1,2]\n"
+	"{\"type\":\"other\",\"route\":\"search\"}\n"
+	DIFF("users", "u2", "5.0", "0.25", BD)
+	"{" T ",\"type\":\"summary\",\"route\":\"search\",\"mirrored\":120,\"compared\":118,"
+	"\"identical\":100,\"different\":18,\"noise\":2,\"skipped\":{\"budget\":1,"
+	"\"body_too_large\":1,\"primary_incomplete\":0},\"shadow_errors\":0,\"shadow_timeouts\":1,"
+	"\"primary_ms\":{\"p50\":1.1,\"p99\":4.2},\"shadow_ms\":{\"p50\":1.5,\"p99\":9.0}}\n";
+
+/* The report of log (restricted to route unless NULL); the caller frees. */
+static char *report(const char *log, size_t len, const char *route)
+{
+	FILE *in = fmemopen((void *)(uintptr_t)log, len, "r");
+	assert_non_null(in);
+	char *text = NULL;
+	size_t tlen = 0;
+	FILE *out = open_memstream(&text, &tlen);
+	assert_non_null(out);
+	assert_int_equal(sp_diff_report(in, out, route), 0);
+	fclose(in);
+	fclose(out);
+	return text;
+}
+
+static void expect_has(const char *text, const char *want)
+{
+	if (!strstr(text, want))
+		print_error("report lacks \"%s\":\n%s", want, text);
+	assert_non_null(strstr(text, want));
+}
+
+static void expect_lacks(const char *text, const char *unwanted)
+{
+	if (strstr(text, unwanted))
+		print_error("report has \"%s\":\n%s", unwanted, text);
+	assert_null(strstr(text, unwanted));
+}
+
+static void test_known_log(void **state)
+{
+	(void)state;
+	char *t = report(known_log, strlen(known_log), NULL);
+	/* the last summary line wins */
+	expect_has(t, "route search: 118 compared, 100 identical (84.7 %), 18 different (15.3 %), "
+		      "2 noise, 2 skipped (budget 1, body_too_large 1), 1 shadow timeout\n");
+	expect_has(t, "  latency p50/p99: primary 1.1/4.2 ms, shadow 1.5/9.0 ms\n");
+	/* indexes fold into "*", each line counts once, r4 has two lines but one example */
+	expect_has(t, "  top differences:\n"
+		      "    json /results/*/score  5  e.g. r1, r2, r3\n"
+		      "    body bytes             1  e.g. r3\n"
+		      "    header ETag            1  e.g. r4\n"
+		      "    json /results          1  e.g. r4\n"
+		      "    status                 1  e.g. r2\n");
+	expect_lacks(t, "/took"); /* noise is not a finding */
+	expect_lacks(t, "5 compared");
+
+	/* no summary: counted from the diff lines, latency from them too */
+	expect_has(t, "\n\nroute users: 2 compared, 2 different (no summary line: identical "
+		      "exchanges unknown)\n"
+		      "  latency p50/p99 (differing exchanges only): primary 3.0/5.0 ms, "
+		      "shadow 0.25/30.0 ms\n"
+		      "  top differences:\n"
+		      "    body bytes  1  e.g. u2\n"
+		      "    status      1  e.g. u1\n");
+	assert_true(strstr(t, "route search") < strstr(t, "route users"));
+	expect_has(t, "2 lines skipped: not JSON\n");
+	expect_has(t, "2 lines skipped: not a diff or summary line\n"); /* [1,2], type other */
+	assert_int_equal(strncmp(t, "route search:", 13), 0);
+	free(t);
+}
+
+static void test_route_filter(void **state)
+{
+	(void)state;
+	char *t = report(known_log, strlen(known_log), "users");
+	expect_has(t, "route users: 2 compared");
+	expect_lacks(t, "route search");
+	expect_lacks(t, "results");
+	free(t);
+
+	t = report(known_log, strlen(known_log), "nope");
+	expect_has(t, "route nope: no diff or summary lines\n");
+	free(t);
+}
+
+static void test_top_rows(void **state)
+{
+	(void)state;
+	struct sp_buf log;
+	sp_buf_init(&log);
+	/* 12 kinds, /k0 most frequent; ties sort by name */
+	for (int k = 0; k < 12; k++)
+		for (int n = 0; n < (k == 0 ? 5 : 1) + (k == 11 ? 1 : 0); n++)
+			sp_buf_printf(&log,
+				      DIFF("r", "id%d", "1", "1", "{\"kind\":\"json\",\"where\":\"/k%02d\","
+								  "\"primary\":1,\"shadow\":2,\"noise\":false}"),
+				      n, k);
+	char *t = report(log.data, log.len, NULL);
+	expect_has(t, "route r: 17 compared, 17 different");
+	expect_has(t, "  top differences:\n"
+		      "    json /k00  5  e.g. id0, id1, id2\n"
+		      "    json /k11  2  e.g. id0, id1\n"
+		      "    json /k01  1  e.g. id0\n");
+	expect_has(t, "    json /k08  1  e.g. id0\n"
+		      "    (2 more kinds of difference)\n");
+	expect_lacks(t, "/k09");
+	expect_lacks(t, "skipped");
+	free(t);
+	sp_buf_deinit(&log);
+}
+
+static void test_summary_edge_cases(void **state)
+{
+	(void)state;
+	static const char log[] =
+		"{\"type\":\"summary\",\"route\":\"idle\",\"mirrored\":3,\"compared\":0,"
+		"\"identical\":0,\"different\":0,\"noise\":0,\"skipped\":{\"budget\":0},"
+		"\"shadow_errors\":2,\"shadow_timeouts\":3,\"primary_ms\":{\"p50\":0,\"p99\":0},"
+		"\"shadow_ms\":{\"p50\":0,\"p99\":0}}\n";
+	char *t = report(log, strlen(log), NULL);
+	assert_string_equal(t, "route idle: 0 compared, 0 identical, 0 different, 0 noise, 0 skipped, "
+			       "2 shadow errors, 3 shadow timeouts\n");
+	free(t);
+
+	t = report("\n", 1, NULL); /* blank lines are not counted */
+	assert_string_equal(t, "no diff or summary lines\n");
+	free(t);
+}
+
+static void test_main(void **state)
+{
+	(void)state;
+	char *usage_only[] = {"diff-report"};
+	char *bad_opt[] = {"diff-report", "log", "--bogus"};
+	char *two_files[] = {"diff-report", "a", "b"};
+	char *no_name[] = {"diff-report", "log", "--route"};
+	char *missing[] = {"diff-report", "/nonexistent/diff.log"};
+	assert_int_equal(sp_diff_report_main(1, usage_only), 2);
+	assert_int_equal(sp_diff_report_main(3, bad_opt), 2);
+	assert_int_equal(sp_diff_report_main(3, two_files), 2);
+	assert_int_equal(sp_diff_report_main(3, no_name), 2);
+	assert_int_equal(sp_diff_report_main(2, missing), 1);
+
+	char path[] = "/tmp/test_diffreport.XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, known_log, strlen(known_log)), (ssize_t)strlen(known_log));
+	close(fd);
+	char *ok[] = {"diff-report", path, "--route=users"};
+	assert_int_equal(sp_diff_report_main(3, ok), 0);
+	char *dir[] = {"diff-report", "/tmp"};
+	assert_int_equal(sp_diff_report_main(2, dir), 1);
+	unlink(path);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_known_log),
+		cmocka_unit_test(test_route_filter),
+		cmocka_unit_test(test_top_rows),
+		cmocka_unit_test(test_summary_edge_cases),
+		cmocka_unit_test(test_main),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
