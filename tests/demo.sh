@@ -50,6 +50,7 @@ pids+=($!)
 wait_port 9001
 wait_port 9002
 build/proxy/strangler -t -c conf/demo.conf
+rm -f "$logs/diffs.jsonl" # the shadow diff log (shadow_defaults.diff_log)
 # The access log (JSON lines) goes to the log file; other lines also to the terminal.
 build/proxy/strangler -c conf/demo.conf 2> >(tee "$logs/strangler.log" | grep --line-buffered -v '^{' >&2) &
 pids+=($!)
@@ -57,6 +58,10 @@ wait_port 8080
 
 echo "==> sample traffic through http://127.0.0.1:8080"
 /usr/bin/python3 tests/demo/traffic.py --proxy 127.0.0.1:8080
+sleep 2.5 # one summary interval (conf/demo.conf), so the report knows the identical share
+echo
+echo "==> shadow comparison (strangler diff-report $logs/diffs.jsonl)"
+build/proxy/strangler diff-report "$logs/diffs.jsonl"
 cat <<MSG
 
 strangler runs on http://127.0.0.1:8080 (logs and access log: $logs/strangler.log).
@@ -64,6 +69,7 @@ Try:
   curl -i http://127.0.0.1:8080/api/users/7
   curl -i -H 'X-User-Id: user-3' http://127.0.0.1:8080/api/orders/1
   build/proxy/strangler explain -c conf/demo.conf -H 'X-User-Id: user-3' GET /api/orders/1
+  build/proxy/strangler diff-report $logs/diffs.jsonl
 Press Ctrl-C to stop everything.
 MSG
 wait "${pids[2]}"
