@@ -9,6 +9,7 @@
 struct raw_hdr {
 	size_t no, nl, vo, vl;
 	int has_value;
+	int line_ended; /* the last value span stopped before the buffer's end */
 };
 
 struct sp_h1 {
@@ -27,6 +28,7 @@ struct sp_h1 {
 	int head_done;  /* the head of the current message has been delivered */
 	int in_message;
 	int expect_head;
+	const char *exec_start, *exec_end; /* the buffer being parsed */
 	int err_status;
 	const char *err_reason;
 };
@@ -105,7 +107,7 @@ static int push_header(struct sp_h1 *h)
 		h->raw = r;
 		h->capraw = cap;
 	}
-	h->raw[h->nraw++] = (struct raw_hdr){h->store.len, 0, 0, 0, 0};
+	h->raw[h->nraw++] = (struct raw_hdr){h->store.len, 0, 0, 0, 0, 0};
 	h->new_field = 0;
 	return 0;
 }
@@ -138,7 +140,15 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n)
 	if (!r->has_value) {
 		r->has_value = 1;
 		r->vo = h->store.len;
+	} else if (r->line_ended || at != h->exec_start) {
+		/* A second span of the same value that is not the continuation of
+		 * a read split: the line ended and the next one began with
+		 * whitespace (obs-fold, which llhttp 8.1 accepts even in strict
+		 * mode and which can hide a header from other parsers). */
+		sp_h1_fail(h, h->p.type == HTTP_REQUEST ? 400 : 502, "obsolete line folding in header");
+		return -1;
 	}
+	r->line_ended = at + n != h->exec_end;
 	r->vl += n;
 	return sp_buf_add(&h->store, at, n);
 }
@@ -298,6 +308,8 @@ static int status_for(const struct sp_h1 *h, llhttp_errno_t e)
 
 enum sp_h1_rc sp_h1_execute(struct sp_h1 *h, const char *data, size_t len, size_t *consumed)
 {
+	h->exec_start = data;
+	h->exec_end = data + len;
 	llhttp_errno_t e = llhttp_execute(&h->p, data, len);
 	switch (e) {
 	case HPE_OK:

@@ -171,10 +171,15 @@ int sp_http_check_request(const struct sp_hdr *h, size_t n, int http_minor, cons
 	return 0;
 }
 
-int sp_http_check_response(const struct sp_hdr *h, size_t n, const char **why)
+int sp_http_check_response(const struct sp_hdr *h, size_t n, int http_minor, const char **why)
 {
 	if (check_headers(h, n, why) < 0)
 		return -1;
+	if (http_minor == 0 && sp_hdr_find(h, n, "Transfer-Encoding")) {
+		/* HTTP/1.0 has no chunked coding: the framing is ambiguous */
+		*why = "Transfer-Encoding in an HTTP/1.0 response";
+		return -1;
+	}
 	for (size_t i = 0; i < n; i++)
 		if (sp_hdr_name_is(&h[i], "Transfer-Encoding") &&
 		    (list_each(h[i].value, h[i].value_len, te_element_cb, NULL) ||
@@ -201,10 +206,10 @@ static int is_regenerated(const struct sp_hdr *h)
 	       sp_hdr_name_is(h, "X-Forwarded-Host") || sp_hdr_name_is(h, "X-Strangler-Shadow");
 }
 
-static int add_forwarded_headers(const struct sp_hdr *h, size_t n, int request, struct sp_buf *out)
+static int add_forwarded_headers(const struct sp_hdr *h, size_t n, struct sp_buf *out)
 {
 	for (size_t i = 0; i < n; i++) {
-		if (sp_hdr_is_hop(&h[i], h, n) || (request && is_regenerated(&h[i])))
+		if (sp_hdr_is_hop(&h[i], h, n))
 			continue;
 		if (sp_buf_add(out, h[i].name, h[i].name_len) || sp_buf_add(out, ": ", 2) ||
 		    sp_buf_add(out, h[i].value, h[i].value_len) || sp_buf_add(out, "\r\n", 2))
@@ -254,8 +259,19 @@ int sp_http_write_request_head(const struct sp_fwd_request *r, struct sp_buf *ou
 		return -1;
 	if (sp_buf_adds(out, " HTTP/1.1\r\n"))
 		return -1;
-	if (add_forwarded_headers(r->headers, r->nheaders, 1, out) ||
-	    add_framing(out, r->body, r->content_length))
+	if (!host && r->default_host && add_header(out, "Host", r->default_host,
+						   strlen(r->default_host)))
+		return -1;
+	for (size_t i = 0; i < r->nheaders; i++) {
+		const struct sp_hdr *h = &r->headers[i];
+		if (sp_hdr_is_hop(h, r->headers, r->nheaders) || is_regenerated(h) ||
+		    (r->request_id && sp_hdr_name_is(h, "X-Request-Id")))
+			continue;
+		if (sp_buf_add(out, h->name, h->name_len) || sp_buf_add(out, ": ", 2) ||
+		    sp_buf_add(out, h->value, h->value_len) || sp_buf_add(out, "\r\n", 2))
+			return -1;
+	}
+	if (add_framing(out, r->body, r->content_length))
 		return -1;
 	if (r->upgrade && upgrade &&
 	    (sp_buf_adds(out, "Connection: upgrade\r\n") ||
@@ -279,7 +295,7 @@ int sp_http_write_response_head(const struct sp_fwd_response *r, struct sp_buf *
 	if (sp_buf_printf(out, "HTTP/1.%d %03d ", r->client_minor ? 1 : 0, r->status) ||
 	    sp_buf_add(out, r->reason, r->reason_len) || sp_buf_add(out, "\r\n", 2))
 		return -1;
-	if (add_forwarded_headers(r->headers, r->nheaders, 0, out))
+	if (add_forwarded_headers(r->headers, r->nheaders, out))
 		return -1;
 	if (r->body == SP_BODY_NONE) {
 		if (r->keep_length && r->has_length &&

@@ -38,8 +38,9 @@ int sp_hdr_is_hop(const struct sp_hdr *h, const struct sp_hdr *all, size_t n);
  * HTTP/1.1, Transfer-Encoding lists with empty elements or on HTTP/1.0.
  * Returns 0, or the HTTP status to answer (400) with *why set. */
 int sp_http_check_request(const struct sp_hdr *h, size_t n, int http_minor, const char **why);
-/* The same header checks for a backend response. Returns 0 or -1 with *why. */
-int sp_http_check_response(const struct sp_hdr *h, size_t n, const char **why);
+/* The same header checks for a backend response, plus Transfer-Encoding on
+ * HTTP/1.0. Returns 0 or -1 with *why. */
+int sp_http_check_response(const struct sp_hdr *h, size_t n, int http_minor, const char **why);
 
 struct sp_fwd_request {
 	const char *method;
@@ -54,7 +55,8 @@ struct sp_fwd_request {
 	int upgrade;            /* keep Upgrade and send Connection: upgrade */
 	const char *client_ip;  /* appended to X-Forwarded-For */
 	const char *proto;      /* X-Forwarded-Proto */
-	const char *request_id; /* added as X-Request-Id when not NULL */
+	const char *request_id; /* replaces any X-Request-Id when not NULL */
+	const char *default_host; /* Host to send when the request has none (HTTP/1.0) */
 };
 
 /* Serialises the request head the proxy sends upstream. Appends to out. */

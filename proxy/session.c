@@ -72,6 +72,7 @@ struct sp_session {
 	struct timespec t_start, t_up;
 	double upstream_ms;
 	uint64_t bytes_in, bytes_out;
+	uint64_t req_body_bytes;
 
 	int closing;       /* close once the client output is flushed */
 	int dead;          /* free at the end of the current callback */
@@ -190,6 +191,7 @@ static void reset_exchange(struct sp_session *s)
 	s->error = NULL;
 	s->upstream_ms = -1;
 	s->bytes_in = s->bytes_out = 0;
+	s->req_body_bytes = 0;
 	s->up_paused = 0;
 	clock_gettime(CLOCK_MONOTONIC, &s->t_start);
 }
@@ -309,6 +311,10 @@ static int split_target(struct sp_session *s, const struct sp_h1_msg *m, const c
 {
 	const char *t = m->url;
 	size_t len = m->url_len;
+	/* a fragment is the client's business and never goes upstream */
+	const char *frag = memchr(t, '#', len);
+	if (frag)
+		len = (size_t)(frag - t);
 	/* absolute-form: the authority is only for proxies; keep the path */
 	if (len > 7 && (strncasecmp(t, "http://", 7) == 0 || strncasecmp(t, "https://", 8) == 0)) {
 		const char *p = strstr(t, "://") + 3;
@@ -433,6 +439,7 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 		.upgrade = s->upgrade_req,
 		.client_ip = s->client_ip,
 		.proto = "http",
+		.default_host = s->cfg->backends[s->backend].hostport,
 		.request_id = had_id ? NULL : s->reqid,
 	};
 	sp_buf_reset(&s->head);
@@ -464,6 +471,13 @@ static void emit(struct sp_session *s, const void *p, size_t n)
 static int on_req_body(void *ud, const char *p, size_t n)
 {
 	struct sp_session *s = ud;
+	long long max = s->w->cfg->limits.max_body_bytes;
+	s->req_body_bytes += n;
+	if (max && s->req_body_bytes > (uint64_t)max) {
+		/* a chunked body announces no length: it is cut off when it passes */
+		sp_h1_fail(s->req, 413, "request body larger than limits.max_body_bytes");
+		return -1;
+	}
 	if (s->req_body == SP_BODY_CHUNKED) {
 		sp_buf_reset(&s->tmp);
 		sp_http_chunk_header(&s->tmp, n);
@@ -515,7 +529,7 @@ static int on_resp_head(void *ud, struct sp_h1_msg *m)
 {
 	struct sp_session *s = ud;
 	const char *why;
-	if (sp_http_check_response(m->hdrs, m->nhdrs, &why) < 0 || m->http_major != 1) {
+	if (sp_http_check_response(m->hdrs, m->nhdrs, m->http_minor, &why) < 0 || m->http_major != 1) {
 		sp_h1_fail(s->resp, 502, m->http_major != 1 ? "bad HTTP version" : why);
 		return -1;
 	}
@@ -733,12 +747,23 @@ static void on_conn_drain(struct sp_conn *c, void *arg)
 	leave(s);
 }
 
+static int is_idempotent(const char *method)
+{
+	static const char *const ok[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"};
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+		if (strcmp(method, ok[i]) == 0)
+			return 1;
+	return 0;
+}
+
 static int may_retry(const struct sp_session *s)
 {
 	/* A pooled connection the backend closed just as we reused it: nothing
-	 * was answered and the request can be sent again as it was. */
+	 * was answered, and an idempotent request without a body can be sent
+	 * again as it was (RFC 9112 9.3.1: never a POST, which may have acted). */
 	return s->up && s->up->reused && !s->retried && !s->resp_started &&
-	       !sp_h1_in_message(s->resp) && s->req_done && s->req_body == SP_BODY_NONE;
+	       !sp_h1_in_message(s->resp) && s->req_done && s->req_body == SP_BODY_NONE &&
+	       is_idempotent(s->method);
 }
 
 static void on_up_event(struct sp_conn *c, short what, void *arg)

@@ -349,7 +349,7 @@ static int on_leg_head(void *ud, struct sp_h1_msg *m)
 {
 	struct leg *l = ud;
 	const char *why;
-	if (m->http_major != 1 || sp_http_check_response(m->hdrs, m->nhdrs, &why) < 0)
+	if (m->http_major != 1 || sp_http_check_response(m->hdrs, m->nhdrs, m->http_minor, &why) < 0)
 		return -1;
 	if (m->status / 100 == 1)
 		return 1; /* interim: the final answer follows */

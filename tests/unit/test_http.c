@@ -172,16 +172,21 @@ static void test_check_response(void **state)
 	const struct sp_hdr bad_name[] = {HDR("Set Cookie", "a=1")};
 	const struct sp_hdr te[] = {HDR("Transfer-Encoding", "chunked, ")};
 	const char *why = NULL;
-	assert_int_equal(sp_http_check_response(ok, NELEM(ok), &why), 0); /* no Host needed */
-	assert_int_equal(sp_http_check_response(bad_value, 1, &why), -1);
+	assert_int_equal(sp_http_check_response(ok, NELEM(ok), 1, &why), 0); /* no Host needed */
+	assert_int_equal(sp_http_check_response(bad_value, 1, 1, &why), -1);
 	assert_string_equal(why, "invalid character in header value");
-	assert_int_equal(sp_http_check_response(bad_name, 1, &why), -1);
+	assert_int_equal(sp_http_check_response(bad_name, 1, 1, &why), -1);
 	assert_string_equal(why, "invalid character in header name");
-	assert_int_equal(sp_http_check_response(te, 1, &why), -1);
+	assert_int_equal(sp_http_check_response(te, 1, 1, &why), -1);
 	assert_string_equal(why, "Transfer-Encoding other than chunked");
 	/* a coding the proxy would silently drop is refused (502 upstream) */
 	const struct sp_hdr gz[] = {HDR("Transfer-Encoding", "gzip, chunked")};
-	assert_int_equal(sp_http_check_response(gz, 1, &why), -1);
+	assert_int_equal(sp_http_check_response(gz, 1, 1, &why), -1);
+	/* chunked does not exist in HTTP/1.0 */
+	const struct sp_hdr te10[] = {HDR("Transfer-Encoding", "chunked")};
+	assert_int_equal(sp_http_check_response(te10, 1, 1, &why), 0);
+	assert_int_equal(sp_http_check_response(te10, 1, 0, &why), -1);
+	assert_string_equal(why, "Transfer-Encoding in an HTTP/1.0 response");
 }
 
 static void test_check_request_unknown_coding(void **state)
