@@ -1,0 +1,380 @@
+"""Shadow mirroring and comparison: what the SRE reads in the diff log, and
+that the client's response never changes because of the shadow."""
+import gzip
+import json
+import os
+import subprocess
+import threading
+import time
+
+import harness
+from harness import Response
+
+# --------------------------------------------------------------------------
+# helpers
+
+
+def json_backend(doc_for, headers=()):
+    """A backend answering JSON built by doc_for(request)."""
+    def handler(req, conn):
+        body = json.dumps(doc_for(req)).encode()
+        return Response(200, body, headers=[("Content-Type", "application/json")] + list(headers))
+    return handler
+
+
+def shadow_route(backend="modern", **shadow):
+    sh = {"backend": backend}
+    sh.update(shadow)
+    return {"name": "r", "match": {"path_prefix": "/"}, "backend": "legacy", "shadow": sh}
+
+
+def start(start_proxy, legacy, modern, routes, tmp_path, **defaults):
+    log = str(tmp_path / "diffs.jsonl")
+    sd = {"diff_log": log, "timeout_ms": 2000}
+    sd.update(defaults)
+    p = start_proxy({"legacy": legacy, "modern": modern}, routes=routes, shadow_defaults=sd)
+    p.diff_log = log
+    return p
+
+
+def diff_lines(proxy, kind="diff"):
+    try:
+        with open(proxy.diff_log) as f:
+            lines = [json.loads(line) for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
+    return [x for x in lines if x["type"] == kind]
+
+
+def summary(proxy):
+    """Stops the proxy (which writes the final summary) and returns it."""
+    assert proxy.stop() == 0
+    s = diff_lines(proxy, "summary")
+    assert s, "no summary line in the diff log"
+    return s[-1]
+
+
+def get(proxy, target, headers=(), method="GET", body=None):
+    with proxy.client() as c:
+        return c.request(method, target, headers=headers, body=body)
+
+
+def wait_shadow(backend, n=1):
+    return backend.wait_requests(n, timeout=5)
+
+
+# --------------------------------------------------------------------------
+# comparison results
+
+
+def test_identical_answers_give_no_diff(start_proxy, backend_factory, tmp_path):
+    doc = lambda req: {"a": 1, "b": [1, 2]}
+    legacy = backend_factory("legacy", json_backend(doc))
+    modern = backend_factory("modern", json_backend(doc))
+    p = start(start_proxy, legacy, modern, [shadow_route()], tmp_path)
+    for _ in range(5):
+        assert get(p, "/x").status == 200
+    wait_shadow(modern, 5)
+    s = summary(p)
+    assert diff_lines(p) == []
+    assert (s["mirrored"], s["compared"], s["identical"], s["different"]) == (5, 5, 5, 0)
+
+
+def test_json_field_difference_reported_at_its_pointer(start_proxy, backend_factory, tmp_path):
+    legacy = backend_factory("legacy", json_backend(lambda r: {"results": [{"id": 1, "score": 0.9}], "n": 1}))
+    modern = backend_factory("modern", json_backend(lambda r: {"n": 1, "results": [{"score": 0.8, "id": 1}]}))
+    p = start(start_proxy, legacy, modern, [shadow_route()], tmp_path)
+    r = get(p, "/api/search?q=red", headers=[("X-Request-Id", "req-42")])
+    assert r.status == 200 and json.loads(r.body)["results"][0]["score"] == 0.9
+    wait_shadow(modern)
+    s = summary(p)
+    (d,) = diff_lines(p)
+    assert d["route"] == "r" and d["path"] == "/api/search" and d["request_id"] == "req-42"
+    assert d["primary"]["backend"] == "legacy" and d["shadow"]["backend"] == "modern"
+    assert d["differences"] == [{"kind": "json", "where": "/results/0/score",
+                                 "primary": 0.9, "shadow": 0.8, "noise": False}]
+    assert s["different"] == 1 and s["identical"] == 0
+
+
+def test_status_and_header_differences(start_proxy, backend_factory, tmp_path):
+    legacy = backend_factory("legacy", lambda req, conn: Response(
+        200, b"same", headers=[("Content-Type", "text/plain"), ("Cache-Control", "max-age=60")]))
+    modern = backend_factory("modern", lambda req, conn: Response(
+        404, b"same", headers=[("content-type", "text/plain")]))
+    routes = [shadow_route(compare={"headers": ["Content-Type", "Cache-Control"]})]
+    p = start(start_proxy, legacy, modern, routes, tmp_path)
+    assert get(p, "/x").status == 200
+    wait_shadow(modern)
+    summary(p)
+    (d,) = diff_lines(p)
+    kinds = {(x["kind"], x["where"]): (x["primary"], x["shadow"]) for x in d["differences"]}
+    assert kinds[("status", None)] == (200, 404)
+    assert kinds[("header", "Cache-Control")] == ("max-age=60", None)
+    assert ("header", "Content-Type") not in kinds  # names are case-insensitive
+    assert len(kinds) == 2
+
+
+def test_bytes_difference(start_proxy, backend_factory, tmp_path):
+    legacy = backend_factory("legacy", lambda req, conn: Response(200, b"hello world"))
+    modern = backend_factory("modern", lambda req, conn: Response(200, b"hello there"))
+    p = start(start_proxy, legacy, modern, [shadow_route()], tmp_path)
+    assert get(p, "/x").body == b"hello world"
+    wait_shadow(modern)
+    summary(p)
+    (d,) = diff_lines(p)
+    (x,) = d["differences"]
+    assert x["kind"] == "body" and x["where"] == "bytes@6"
+
+
+def test_key_order_and_gzip_are_not_differences(start_proxy, backend_factory, tmp_path):
+    doc = {"user": {"id": 7, "name": "ann"}, "tags": ["a", "b"], "n": 1.0}
+    legacy = backend_factory("legacy", lambda req, conn: Response(
+        200, json.dumps(doc).encode(), headers=[("Content-Type", "application/json")]))
+    reordered = json.dumps({"n": 1, "tags": ["a", "b"], "user": {"name": "ann", "id": 7}})
+    modern = backend_factory("modern", lambda req, conn: Response(
+        200, gzip.compress(reordered.encode()),
+        headers=[("Content-Type", "application/json; charset=utf-8"), ("Content-Encoding", "gzip")]))
+    p = start(start_proxy, legacy, modern, [shadow_route()], tmp_path)
+    assert json.loads(get(p, "/x").body) == doc
+    wait_shadow(modern)
+    s = summary(p)
+    assert diff_lines(p) == [] and s["identical"] == 1
+
+
+def test_ignore_rules_suppress_only_what_they_name(start_proxy, backend_factory, tmp_path):
+    legacy = backend_factory("legacy", json_backend(
+        lambda r: {"generated_at": "t1", "results": [{"took_ms": 3, "id": 1}], "total": 1}))
+    modern = backend_factory("modern", json_backend(
+        lambda r: {"generated_at": "t2", "results": [{"took_ms": 9, "id": 1}], "total": 2}))
+    routes = [shadow_route(compare={"ignore_json": ["/generated_at", "/results/*/took_ms"]})]
+    p = start(start_proxy, legacy, modern, routes, tmp_path)
+    get(p, "/x")
+    wait_shadow(modern)
+    summary(p)
+    (d,) = diff_lines(p)
+    assert [x["where"] for x in d["differences"]] == ["/total"]
+
+
+def test_noise_detection(start_proxy, backend_factory, tmp_path):
+    counter = iter(range(1000000))
+    # legacy's "nonce" changes on every answer (noise); "v" differs for real
+    legacy = backend_factory("legacy", json_backend(lambda r: {"nonce": next(counter), "v": 1}))
+    modern = backend_factory("modern", json_backend(lambda r: {"nonce": -1, "v": 2}))
+    routes = [shadow_route(noise={"samples": 1})]
+    p = start(start_proxy, legacy, modern, routes, tmp_path)
+    get(p, "/x")
+    harness.wait_for(lambda: len(legacy.requests) >= 2, what="the noise sample")
+    wait_shadow(modern)
+    s = summary(p)
+    (d,) = diff_lines(p)
+    got = {x["where"]: x["noise"] for x in d["differences"]}
+    assert got == {"/nonce": True, "/v": False}
+    assert s["different"] == 1
+    # the noise sample is marked as a shadow request too
+    assert sum(1 for r in legacy.requests if r.header("X-Strangler-Shadow") == "1") == 1
+
+
+def test_noise_only_difference_counts_as_noise(start_proxy, backend_factory, tmp_path):
+    counter = iter(range(1000000))
+    legacy = backend_factory("legacy", json_backend(lambda r: {"nonce": next(counter)}))
+    modern = backend_factory("modern", json_backend(lambda r: {"nonce": -1}))
+    p = start(start_proxy, legacy, modern, [shadow_route(noise={"samples": 1})], tmp_path)
+    get(p, "/x")
+    harness.wait_for(lambda: len(legacy.requests) >= 2, what="the noise sample")
+    wait_shadow(modern)
+    s = summary(p)
+    assert diff_lines(p) == []
+    assert (s["noise"], s["different"]) == (1, 0)
+
+
+def test_secret_headers_and_redacted_fields_never_logged(start_proxy, backend_factory, tmp_path):
+    legacy = backend_factory("legacy", lambda req, conn: Response(
+        200, json.dumps({"user": {"email": "a@x", "id": 1}}).encode(),
+        headers=[("Content-Type", "application/json"), ("Set-Cookie", "sid=SECRET1")]))
+    modern = backend_factory("modern", lambda req, conn: Response(
+        200, json.dumps({"user": {"email": "b@x", "id": 2}}).encode(),
+        headers=[("Content-Type", "application/json"), ("Set-Cookie", "sid=SECRET2")]))
+    routes = [shadow_route(compare={"headers": ["Set-Cookie"], "redact_json": ["/user/email"]})]
+    p = start(start_proxy, legacy, modern, routes, tmp_path)
+    get(p, "/x", headers=[("Authorization", "Bearer TOKEN"), ("Cookie", "sid=C")])
+    wait_shadow(modern)
+    summary(p)
+    text = open(p.diff_log).read()
+    for secret in ("SECRET1", "SECRET2", "a@x", "b@x", "TOKEN"):
+        assert secret not in text
+    (d,) = diff_lines(p)
+    got = {x["where"]: (x["primary"], x["shadow"]) for x in d["differences"]}
+    assert got["Set-Cookie"] == ("[redacted]", "[redacted]")
+    assert got["/user/email"] == ("[redacted]", "[redacted]")
+    assert got["/user/id"] == (1, 2)
+
+
+# --------------------------------------------------------------------------
+# what is mirrored
+
+
+def test_shadow_request_is_a_faithful_copy_with_marker(start_proxy, backend_factory, tmp_path):
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern")
+    routes = [shadow_route(methods=["GET", "POST"])]
+    p = start(start_proxy, legacy, modern, routes, tmp_path)
+    body = b"x" * 5000
+    r = get(p, "/api/orders?id=3", method="POST", body=body,
+            headers=[("X-Request-Id", "rid-1"), ("X-Custom", "v"),
+                     ("X-Strangler-Shadow", "1")])  # a client cannot fake the marker
+    assert r.status == 200
+    (prim,) = legacy.wait_requests(1)
+    (shad,) = wait_shadow(modern)
+    assert prim.header("X-Strangler-Shadow") is None
+    assert shad.header("X-Strangler-Shadow") == "1"
+    assert len(shad.header_all("X-Strangler-Shadow")) == 1
+    for rec in (prim, shad):
+        assert (rec.method, rec.target, rec.body_len) == ("POST", "/api/orders?id=3", 5000)
+        assert rec.header("X-Request-Id") == "rid-1" and rec.header("X-Custom") == "v"
+    assert shad.body_sha256 == prim.body_sha256
+
+
+def test_post_not_mirrored_unless_listed(start_proxy, backend_factory, tmp_path):
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern")
+    p = start(start_proxy, legacy, modern, [shadow_route()], tmp_path)
+    assert get(p, "/x", method="POST", body=b"{}").status == 200
+    assert get(p, "/y").status == 200
+    wait_shadow(modern, 1)
+    time.sleep(0.2)
+    assert [r.method for r in modern.requests] == ["GET"]
+
+
+def test_percent_zero_mirrors_nothing(start_proxy, backend_factory, tmp_path):
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern")
+    p = start(start_proxy, legacy, modern, [shadow_route(percent=0.0)], tmp_path)
+    for _ in range(10):
+        get(p, "/x")
+    time.sleep(0.2)
+    assert modern.requests == []
+
+
+def test_other_side_of_a_rollout(start_proxy, backend_factory, tmp_path):
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern")
+    route = {"name": "r", "match": {"path_prefix": "/"}, "backend": "legacy",
+             "rollout": {"backend": "modern", "percent": 50.0, "sticky": "header:X-User-Id"},
+             "shadow": {"backend": "@other"}}
+    p = start(start_proxy, legacy, modern, [route], tmp_path)
+    for i in range(20):
+        r = get(p, "/x", headers=[("X-User-Id", "u%d" % i)])
+        assert r.status == 200
+    harness.wait_for(lambda: len(legacy.requests) + len(modern.requests) >= 40, what="mirrors")
+    for b in (legacy, modern):
+        marked = [r for r in b.requests if r.header("X-Strangler-Shadow")]
+        served = [r for r in b.requests if not r.header("X-Strangler-Shadow")]
+        assert marked and served
+    # every request was served by one side and mirrored to the other
+    ids = lambda b, m: sorted(r.header("X-User-Id") for r in b.requests
+                              if bool(r.header("X-Strangler-Shadow")) == m)
+    assert ids(legacy, False) == ids(modern, True)
+    assert ids(modern, False) == ids(legacy, True)
+
+
+# --------------------------------------------------------------------------
+# the client is never affected
+
+
+def raw_exchange(p, target):
+    with p.client() as c:
+        c.send(b"GET %s HTTP/1.1\r\nHost: t\r\nX-Request-Id: fixed\r\n\r\n" % target.encode())
+        r = c.read_response()
+        return r.raw_head, r.body
+
+
+def test_client_response_identical_with_and_without_shadow(start_proxy, backend_factory, tmp_path):
+    fixed = lambda req, conn: Response(200, b'{"a": 1}', headers=[("Content-Type", "application/json"),
+                                                                ("X-Thing", "1")])
+    legacy = backend_factory("legacy", fixed)
+    modern = backend_factory("modern", lambda req, conn: Response(500, b"boom"))
+    plain = start_proxy({"legacy": legacy, "modern": modern})
+    shadowed = start(start_proxy, legacy, modern, [shadow_route()], tmp_path)
+    assert raw_exchange(plain, "/x") == raw_exchange(shadowed, "/x")
+
+
+def test_dead_slow_or_broken_shadow_leaves_primary_intact(start_proxy, backend_factory, tmp_path):
+    legacy = backend_factory("legacy", lambda req, conn: Response(200, b"primary"))
+    slow = backend_factory("modern", harness.delayed(1.5))
+    garbage = backend_factory("garbage", harness.raw(b"NOT HTTP AT ALL\r\n\r\n"))
+    backends = {"legacy": legacy, "slow": slow, "garbage": garbage,
+                "dead": "http://127.0.0.1:%d" % harness.refused_port()}
+    routes = [{"name": n, "match": {"path_prefix": "/" + n}, "backend": "legacy",
+               "shadow": {"backend": n}} for n in ("slow", "garbage", "dead")]
+    log = str(tmp_path / "diffs.jsonl")
+    p = start_proxy(backends, routes=routes,
+                    shadow_defaults={"diff_log": log, "timeout_ms": 500})
+    p.diff_log = log
+    for name in ("slow", "garbage", "dead"):
+        with p.client() as c:
+            for _ in range(3):
+                t0 = time.monotonic()
+                r = c.request("GET", "/" + name)
+                took = time.monotonic() - t0
+                assert (r.status, r.body) == (200, b"primary"), name
+                assert took < 0.5, "%s shadow delayed the primary by %.2fs" % (name, took)
+    time.sleep(0.7)  # let the slow shadows time out
+    assert p.stop() == 0
+    sums = {s["route"]: s for s in diff_lines(p, "summary")}
+    assert sums["slow"]["shadow_timeouts"] == 3
+    assert sums["garbage"]["shadow_errors"] == 3
+    assert sums["dead"]["shadow_errors"] == 3
+    assert all(s["different"] == 0 for s in sums.values())
+
+
+def test_over_budget_is_skipped_and_counted(start_proxy, backend_factory, tmp_path):
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern", harness.delayed(0.5))
+    p = start(start_proxy, legacy, modern, [shadow_route()], tmp_path, max_in_flight=2)
+    results = []
+
+    def one():
+        results.append(get(p, "/x").status)
+    threads = [threading.Thread(target=one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [200] * 6
+    time.sleep(0.8)
+    s = summary(p)
+    assert s["mirrored"] == 2
+    assert s["skipped"]["budget"] == 4
+
+
+def test_large_bodies_are_skipped_not_compared(start_proxy, backend_factory, tmp_path):
+    big = b"y" * 5000
+    legacy = backend_factory("legacy", lambda req, conn: Response(200, big))
+    modern = backend_factory("modern", lambda req, conn: Response(200, b"small"))
+    p = start(start_proxy, legacy, modern, [shadow_route(methods=["GET", "POST"])], tmp_path,
+              max_body_bytes=1000)
+    assert get(p, "/x").body == big  # the client still gets all of it
+    r = get(p, "/x", method="POST", body=b"z" * 3000)
+    assert r.status == 200 and legacy.requests[-1].body_len == 3000
+    time.sleep(0.3)
+    s = summary(p)
+    assert s["skipped"]["response_body_too_large"] == 1
+    assert s["skipped"]["request_body_too_large"] == 1
+    assert diff_lines(p) == []
+
+
+def test_diff_report_reads_the_log(start_proxy, backend_factory, tmp_path):
+    legacy = backend_factory("legacy", json_backend(lambda r: {"results": [{"score": 1}]}))
+    modern = backend_factory("modern", json_backend(
+        lambda r: {"results": [{"score": 2 if "bad" in r.target else 1}]}))
+    p = start(start_proxy, legacy, modern, [shadow_route()], tmp_path)
+    for i in range(8):
+        get(p, "/q?bad=1" if i < 2 else "/q", headers=[("X-Request-Id", "id%d" % i)])
+    wait_shadow(modern, 8)
+    summary(p)
+    out = subprocess.run([harness.BINARY, "diff-report", p.diff_log], capture_output=True,
+                         text=True, timeout=10)
+    assert out.returncode == 0, out.stderr
+    assert "route r: 8 compared, 6 identical (75.0 %), 2 different (25.0 %)" in out.stdout
+    assert "json /results/*/score" in out.stdout
+    assert "id0" in out.stdout and "id1" in out.stdout
