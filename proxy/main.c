@@ -43,7 +43,8 @@ static void usage(FILE *f)
 		"            differing fields with example request ids, the latency of both sides\n"
 		"\n"
 		"Signals: SIGTERM/SIGINT stop accepting and finish requests in flight (up to\n"
-		"drain_timeout_ms); SIGUSR1 reopens the access log; SIGHUP is logged and ignored.\n"
+		"drain_timeout_ms); SIGHUP reloads the configuration (checked whole first; on any\n"
+		"error the running one stays); SIGUSR1 reopens the access and diff logs.\n"
 		"Documentation: docs/configuration.md, docs/operations.md, docs/migration.md.\n");
 }
 
@@ -66,6 +67,8 @@ struct runtime {
 	struct sp_accesslog *difflog;
 	const char *difflog_path;
 	struct event *summary_timer;
+	const char *file;
+	struct sp_config *cfg; /* the newest generation */
 };
 
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
@@ -78,13 +81,61 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 	event_base_loopbreak(rt->base);
 }
 
+/* Settings a reload cannot change in a running process. */
+static void warn_restart_only(const struct sp_config *old, const struct sp_config *cfg)
+{
+	if (old->workers != cfg->workers)
+		sp_log(SP_LOG_WARN, "reload: workers changed (%d → %d): applies after a restart",
+		       old->workers, cfg->workers);
+	if ((old->access_log == NULL) != (cfg->access_log == NULL) ||
+	    (old->access_log && strcmp(old->access_log, cfg->access_log) != 0))
+		sp_log(SP_LOG_WARN, "reload: access_log changed: applies after a restart");
+	if ((old->shadow.diff_log == NULL) != (cfg->shadow.diff_log == NULL) ||
+	    (old->shadow.diff_log && strcmp(old->shadow.diff_log, cfg->shadow.diff_log) != 0))
+		sp_log(SP_LOG_WARN, "reload: shadow_defaults.diff_log changed: applies after a restart");
+}
+
+/* Re-reads the file and checks it whole; on any error the running
+ * configuration stays. Each worker then switches to the new generation for
+ * new requests; requests in flight finish on the one they started with. */
+static void reload(struct runtime *rt)
+{
+	struct sp_diag diag;
+	sp_diag_init(&diag);
+	struct sp_config *cfg = sp_config_load(rt->file, &diag);
+	/* every diagnostic is already "FILE:LINE: setting: reason"; log each line */
+	for (char *line = diag.text.data, *nl; line && *line; line = nl + 1) {
+		nl = strchr(line, '\n');
+		if (!nl)
+			break;
+		*nl = '\0';
+		sp_log(cfg ? SP_LOG_WARN : SP_LOG_ERROR, "reload: %s", line);
+	}
+	if (!cfg) {
+		sp_log(SP_LOG_ERROR, "reload: %s: %d error%s; keeping the running configuration",
+		       rt->file, diag.errors, diag.errors == 1 ? "" : "s");
+		sp_diag_deinit(&diag);
+		return;
+	}
+	warn_restart_only(rt->cfg, cfg);
+	/* workers and log files stay as they are until a restart */
+	cfg->workers = rt->cfg->workers;
+	sp_log_set_level((enum sp_log_level)cfg->log_level);
+	for (int i = 0; i < rt->nworkers; i++)
+		sp_worker_reload(rt->workers[i], cfg);
+	sp_config_unref(&rt->cfg);
+	rt->cfg = cfg;
+	sp_log(SP_LOG_INFO, "reload: %s: %zu backends, %zu routes", rt->file, cfg->nbackends,
+	       cfg->nroutes);
+	sp_diag_deinit(&diag);
+}
+
 static void on_other_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct runtime *rt = arg;
 	(void)what;
 	if (sig == SIGHUP) {
-		sp_log(SP_LOG_WARN, "SIGHUP: live reload is not supported by this version; "
-				    "restart strangler to apply configuration changes");
+		reload(rt);
 		return;
 	}
 	if (rt->alog && sp_accesslog_reopen(rt->alog) < 0)
@@ -104,7 +155,7 @@ static void on_summary_timer(evutil_socket_t fd, short what, void *arg)
 	struct runtime *rt = arg;
 	(void)fd;
 	(void)what;
-	sp_shadow_write_summaries(rt->workers, rt->nworkers, rt->difflog);
+	sp_shadow_write_summaries(rt->cfg, rt->workers, rt->nworkers, rt->difflog);
 }
 
 static int check_config(const char *file)
@@ -163,6 +214,8 @@ static int run(const char *file)
 	}
 	rt.alog = alog;
 	rt.alog_path = cfg->access_log;
+	rt.file = file;
+	rt.cfg = sp_config_ref(cfg);
 	sigs[0] = evsignal_new(rt.base, SIGTERM, on_stop_signal, &rt);
 	sigs[1] = evsignal_new(rt.base, SIGINT, on_stop_signal, &rt);
 	sigs[2] = evsignal_new(rt.base, SIGHUP, on_other_signal, &rt);
@@ -194,7 +247,7 @@ static int run(const char *file)
 	event_base_dispatch(rt.base);
 	for (int i = 0; i < rt.nworkers; i++)
 		sp_worker_join(rt.workers[i]);
-	sp_shadow_write_summaries(rt.workers, rt.nworkers, rt.difflog);
+	sp_shadow_write_summaries(rt.cfg, rt.workers, rt.nworkers, rt.difflog);
 	sp_log(SP_LOG_INFO, "stopped");
 	rc = 0;
 out:
@@ -210,6 +263,7 @@ out:
 		event_base_free(rt.base);
 	sp_accesslog_close(&alog);
 	sp_accesslog_close(&rt.difflog);
+	sp_config_unref(&rt.cfg);
 	sp_config_unref(&cfg);
 	sp_diag_deinit(&diag);
 	return rc;

@@ -266,7 +266,8 @@ static void attach_upstream(struct sp_session *s, int fresh)
 {
 	const struct sp_backend *be = &s->cfg->backends[s->backend];
 	const char *why = ERR_CONNECT_FAILED;
-	s->up = sp_pool_get(&s->w->pools[s->backend], fresh, &why);
+	struct sp_pool *pool = sp_worker_pool(s->w, s->cfg, s->backend);
+	s->up = pool ? sp_pool_get(pool, fresh, &why) : NULL;
 	if (!s->up) {
 		upstream_failed(s, why, 502);
 		return;

@@ -45,6 +45,7 @@ struct sp_shadow {
 	TAILQ_ENTRY(sp_shadow) link;
 	struct sp_config *cfg;
 	const struct sp_route *route;
+	struct sp_shadow_stats *st; /* lives as long as the worker */
 	struct leg legs[2];
 	int nlegs;
 	struct capture primary;
@@ -71,10 +72,6 @@ static void inc(_Atomic uint64_t *c)
 			      memory_order_relaxed);
 }
 
-static struct sp_shadow_stats *stats_of(struct sp_shadow *sh)
-{
-	return &sh->w->shadow_stats[sh->route->index];
-}
 
 /* Latency histogram: bucket i holds durations up to 2^(i/4) * 10 µs. */
 static unsigned lat_bucket(double ms)
@@ -169,10 +166,12 @@ static void shadow_free(struct sp_shadow *sh)
 	if (sh->timer)
 		event_free(sh->timer);
 	sp_buf_deinit(&sh->path);
-	TAILQ_REMOVE(&sh->w->shadows, sh, link);
-	sh->w->shadow_inflight--;
+	struct sp_worker *w = sh->w;
+	TAILQ_REMOVE(&w->shadows, sh, link);
+	w->shadow_inflight--;
 	sp_config_unref(&sh->cfg);
 	free(sh);
+	sp_worker_maybe_done(w);
 }
 
 /* Headers whose values never reach a log. */
@@ -262,7 +261,7 @@ static void write_diff(struct sp_shadow *sh, const struct leg *leg, struct sp_cm
 
 static void compare_and_count(struct sp_shadow *sh)
 {
-	struct sp_shadow_stats *st = stats_of(sh);
+	struct sp_shadow_stats *st = sh->st;
 	const struct sp_shadow_cfg *sc = &sh->route->shadow;
 	struct leg *leg = &sh->legs[0];
 
@@ -436,7 +435,8 @@ static int leg_start(struct sp_shadow *sh, struct leg *l, int backend, const str
 	sp_h1_expect_head(l->parser, sh->is_head);
 	/* a fresh connection: a pooled one could be mid-reuse by the primary's
 	 * retry logic, and shadows must not take the primary's idle capacity */
-	l->up = sp_pool_get(&sh->w->pools[backend], 1, &why);
+	struct sp_pool *pool = sp_worker_pool(sh->w, sh->cfg, backend);
+	l->up = pool ? sp_pool_get(pool, 1, &why) : NULL;
 	if (!l->up)
 		return -1;
 	struct sp_conn *c = l->up->conn;
@@ -454,7 +454,7 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 				  size_t path_len, const char *reqid, const struct sp_buf *head,
 				  int has_body)
 {
-	struct sp_shadow_stats *st = &w->shadow_stats[route->index];
+	struct sp_shadow_stats *st = &w->route_stats[route->index]->shadow;
 	int budget = cfg->shadow.max_in_flight / cfg->workers;
 	if (budget < 1)
 		budget = 1;
@@ -468,6 +468,7 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 	sh->w = w;
 	sh->cfg = sp_config_ref(cfg);
 	sh->route = route;
+	sh->st = st;
 	sh->primary_backend = primary_backend;
 	sh->session_holds = 1;
 	sh->is_head = strcmp(method, "HEAD") == 0;
@@ -507,7 +508,7 @@ void sp_shadow_request_bytes(struct sp_shadow *sh, const void *p, size_t n)
 		if ((long long)sh->req_bytes > sh->cfg->shadow.max_body_bytes) {
 			/* too big to mirror: stop, and count it once */
 			if (i == 0)
-				inc(&stats_of(sh)->skipped[SP_SKIP_REQUEST_BODY]);
+				inc(&sh->st->skipped[SP_SKIP_REQUEST_BODY]);
 			l->failed = 1;
 			sp_upconn_free(&l->up);
 			continue;
@@ -595,11 +596,11 @@ static void percentiles(const uint32_t *h, double *p50, double *p99)
 
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
-void sp_shadow_write_summaries(struct sp_worker *const *ws, int n, struct sp_accesslog *log)
+void sp_shadow_write_summaries(const struct sp_config *cfg, struct sp_worker *const *ws, int n,
+			       struct sp_accesslog *log)
 {
 	if (!log || n == 0)
 		return;
-	const struct sp_config *cfg = ws[0]->cfg;
 	struct sp_buf b;
 	sp_buf_init(&b);
 	for (size_t r = 0; r < cfg->nroutes; r++) {
@@ -608,7 +609,9 @@ void sp_shadow_write_summaries(struct sp_worker *const *ws, int n, struct sp_acc
 		uint64_t v[7] = {0}, skip[SP_SKIP__COUNT] = {0};
 		uint32_t lp[SP_LAT_BUCKETS] = {0}, ls[SP_LAT_BUCKETS] = {0};
 		for (int i = 0; i < n; i++) {
-			struct sp_shadow_stats *st = &ws[i]->shadow_stats[r];
+			struct sp_shadow_stats *st = sp_worker_route_stats(ws[i], cfg->routes[r].name);
+			if (!st)
+				continue;
 			_Atomic uint64_t *f[7] = {&st->mirrored, &st->compared,  &st->identical,
 						  &st->different, &st->noise,     &st->errors,
 						  &st->timeouts};

@@ -61,8 +61,9 @@ void sp_shadow_abandon(struct sp_shadow **sh);
 /* Closes every shadow of the worker (shutdown). */
 void sp_shadow_kill_all(struct sp_worker *w);
 
-/* Appends one summary line per shadowed route, the counters summed over the
- * workers, to log. */
-void sp_shadow_write_summaries(struct sp_worker *const *ws, int n, struct sp_accesslog *log);
+/* Appends one summary line per shadowed route of cfg, the counters summed
+ * over the workers, to log. Safe from the main thread while workers run. */
+void sp_shadow_write_summaries(const struct sp_config *cfg, struct sp_worker *const *ws, int n,
+			       struct sp_accesslog *log);
 
 #endif

@@ -9,24 +9,38 @@
 
 #include "log.h"
 
-void sp_pool_init(struct sp_pool *p, struct event_base *base, const struct sp_backend *be)
+struct sp_pool *sp_pool_new(struct event_base *base, const struct sp_backend *be)
 {
+	struct sp_pool *p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
 	p->be = be;
 	p->base = base;
+	p->refs = 1;
 	TAILQ_INIT(&p->idle);
-	p->nidle = 0;
-	p->opened = 0;
+	return p;
 }
 
-void sp_pool_deinit(struct sp_pool *p)
+static void pool_unref(struct sp_pool *p)
 {
+	if (--p->refs == 0)
+		free(p);
+}
+
+void sp_pool_retire(struct sp_pool **pp)
+{
+	struct sp_pool *p = *pp;
 	struct sp_upconn *c;
+	if (!p)
+		return;
+	*pp = NULL;
+	p->retired = 1;
 	while ((c = TAILQ_FIRST(&p->idle)) != NULL) {
 		TAILQ_REMOVE(&p->idle, c, link);
 		p->nidle--;
-		c->pool = NULL;
 		sp_upconn_free(&c);
 	}
+	pool_unref(p);
 }
 
 void sp_upconn_free(struct sp_upconn **cp)
@@ -36,6 +50,7 @@ void sp_upconn_free(struct sp_upconn **cp)
 		return;
 	*cp = NULL;
 	sp_conn_free(&c->conn);
+	pool_unref(c->pool);
 	free(c);
 }
 
@@ -61,7 +76,7 @@ void sp_pool_put(struct sp_upconn **cp)
 	struct sp_upconn *c = *cp;
 	*cp = NULL;
 	struct sp_pool *p = c->pool;
-	if (p->nidle >= (size_t)p->be->max_idle) {
+	if (p->retired || p->nidle >= (size_t)p->be->max_idle) {
 		sp_upconn_free(&c);
 		return;
 	}
@@ -87,6 +102,7 @@ static struct sp_upconn *connect_new(struct sp_pool *p, const char **why)
 		free(c);
 		return NULL;
 	}
+	p->refs++;
 	p->opened++;
 	return c;
 }

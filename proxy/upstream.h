@@ -18,16 +18,24 @@ struct sp_upconn {
 	int connected;
 };
 
+/* A pool outlives config generations: a reload that keeps a backend (same
+ * URL) keeps its pool and idle connections. It is reference-counted: the
+ * worker's table holds one reference and every connection taken from it one
+ * more, so a pool a reload dropped lives until its last exchange ends. */
 struct sp_pool {
-	const struct sp_backend *be; /* borrowed from the worker's config */
+	const struct sp_backend *be; /* the newest generation's backend */
 	struct event_base *base;
 	TAILQ_HEAD(sp_upconn_q, sp_upconn) idle;
 	size_t nidle;
+	int refs;
+	int retired;          /* no longer in the worker's table: do not keep idle */
 	unsigned long opened; /* connections opened, for tests and metrics */
 };
 
-void sp_pool_init(struct sp_pool *p, struct event_base *base, const struct sp_backend *be);
-void sp_pool_deinit(struct sp_pool *p);
+struct sp_pool *sp_pool_new(struct event_base *base, const struct sp_backend *be);
+/* Drops the table's reference: closes the idle connections; the pool goes
+ * once no connection uses it. *p is NULLed. */
+void sp_pool_retire(struct sp_pool **p);
 
 /* An idle connection (reused = 1) or a new one that is connecting; NULL when
  * a socket cannot even be created (*why says why). With fresh, never reuses.

@@ -80,11 +80,201 @@ static void stop_accepting(struct sp_worker *w)
 	w->nlisteners = 0;
 }
 
+/* Binds one listen address for this worker; NULL (logged) on failure. */
+static struct evconnlistener *listen_on(struct sp_worker *w, const struct sp_config *cfg, size_t i)
+{
+	int fd = open_listener(&cfg->listen[i]);
+	if (fd < 0) {
+		sp_log(SP_LOG_ERROR, "%s:%d: listen.[%zu].address: cannot listen on %s: %s", cfg->file,
+		       cfg->listen[i].line, i, cfg->listen[i].address, strerror(errno));
+		return NULL;
+	}
+	struct evconnlistener *l =
+		evconnlistener_new(w->base, on_accept, w, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+	if (!l) {
+		close(fd);
+		return NULL;
+	}
+	evconnlistener_set_error_cb(l, on_accept_error);
+	return l;
+}
+
+static int same_addr(const struct sp_listen *a, const struct sp_listen *b)
+{
+	return a->addrlen == b->addrlen && memcmp(&a->addr, &b->addr, a->addrlen) == 0;
+}
+
+/* Keeps the listeners whose address stays, opens the new ones and closes the
+ * ones that vanished. Returns -1 when a new address cannot be bound. */
+static int reconcile_listeners(struct sp_worker *w, const struct sp_config *old,
+			       const struct sp_config *cfg)
+{
+	struct evconnlistener **next = calloc(cfg->nlisten + 1, sizeof(*next));
+	int rc = 0;
+	if (!next)
+		return -1;
+	for (size_t i = 0; i < cfg->nlisten; i++) {
+		for (size_t j = 0; old && j < w->nlisteners && !next[i]; j++)
+			if (w->listeners[j] && same_addr(&old->listen[j], &cfg->listen[i])) {
+				next[i] = w->listeners[j];
+				w->listeners[j] = NULL;
+			}
+		if (!next[i] && !(next[i] = listen_on(w, cfg, i)))
+			rc = -1;
+	}
+	stop_accepting(w);
+	free(w->listeners);
+	w->listeners = next;
+	w->nlisteners = cfg->nlisten;
+	return rc;
+}
+
+/* A pool per backend of cfg, reusing the pools (and idle connections) of
+ * backends whose URL did not change. All-or-nothing: on failure the old table
+ * is untouched. */
+static int reconcile_pools(struct sp_worker *w, const struct sp_config *old,
+			   const struct sp_config *cfg)
+{
+	struct sp_pool **next = calloc(cfg->nbackends + 1, sizeof(*next));
+	int *from = calloc(cfg->nbackends + 1, sizeof(*from));
+	if (!next || !from)
+		goto fail;
+	for (size_t i = 0; i < cfg->nbackends; i++) {
+		from[i] = -1;
+		for (size_t j = 0; old && j < old->nbackends && from[i] < 0; j++) {
+			int taken = 0;
+			for (size_t k = 0; k < i; k++)
+				taken |= from[k] == (int)j;
+			if (!taken && strcmp(old->backends[j].url, cfg->backends[i].url) == 0)
+				from[i] = (int)j;
+		}
+		if (from[i] < 0 && !(next[i] = sp_pool_new(w->base, &cfg->backends[i])))
+			goto fail;
+	}
+	for (size_t i = 0; i < cfg->nbackends; i++) {
+		if (from[i] < 0)
+			continue;
+		next[i] = w->pools[from[i]];
+		w->pools[from[i]] = NULL;
+		next[i]->be = &cfg->backends[i];
+	}
+	for (size_t j = 0; old && j < old->nbackends; j++)
+		sp_pool_retire(&w->pools[j]);
+	free(w->pools);
+	free(from);
+	w->pools = next;
+	return 0;
+fail:
+	for (size_t i = 0; next && i < cfg->nbackends; i++)
+		if (from && from[i] < 0)
+			sp_pool_retire(&next[i]);
+	free(next);
+	free(from);
+	return -1;
+}
+
+/* Route counters are kept by route name for the worker's lifetime, so a
+ * reload keeps them and a mirror in flight keeps a valid pointer. Nodes are
+ * published with a release store: the main thread walks the list while
+ * writing summaries. */
+static struct sp_route_stats *stats_node(struct sp_worker *w, const char *name)
+{
+	struct sp_route_stats *n;
+	for (n = atomic_load_explicit(&w->stats_head, memory_order_acquire); n;
+	     n = atomic_load_explicit(&n->next, memory_order_acquire))
+		if (strcmp(n->name, name) == 0)
+			return n;
+	n = calloc(1, sizeof(*n));
+	if (!n)
+		return NULL;
+	snprintf(n->name, sizeof(n->name), "%s", name);
+	atomic_store_explicit(&n->next, atomic_load_explicit(&w->stats_head, memory_order_relaxed),
+			      memory_order_relaxed);
+	atomic_store_explicit(&w->stats_head, n, memory_order_release);
+	return n;
+}
+
+struct sp_shadow_stats *sp_worker_route_stats(struct sp_worker *w, const char *route)
+{
+	struct sp_route_stats *n;
+	for (n = atomic_load_explicit(&w->stats_head, memory_order_acquire); n;
+	     n = atomic_load_explicit(&n->next, memory_order_acquire))
+		if (strcmp(n->name, route) == 0)
+			return &n->shadow;
+	return NULL;
+}
+
+static int reconcile_stats(struct sp_worker *w, const struct sp_config *cfg)
+{
+	struct sp_route_stats **next = calloc(cfg->nroutes + 1, sizeof(*next));
+	if (!next)
+		return -1;
+	for (size_t i = 0; i < cfg->nroutes; i++)
+		if (!(next[i] = stats_node(w, cfg->routes[i].name))) {
+			free(next);
+			return -1;
+		}
+	free(w->route_stats);
+	w->route_stats = next;
+	return 0;
+}
+
+struct sp_pool *sp_worker_pool(struct sp_worker *w, const struct sp_config *cfg, int backend)
+{
+	if (cfg == w->cfg)
+		return w->pools[backend];
+	/* an exchange that started before a reload: find its backend by URL */
+	for (size_t i = 0; i < w->cfg->nbackends; i++)
+		if (strcmp(w->cfg->backends[i].url, cfg->backends[backend].url) == 0)
+			return w->pools[i];
+	return NULL;
+}
+
+static void on_reload(evutil_socket_t fd, short what, void *arg)
+{
+	struct sp_worker *w = arg;
+	(void)fd;
+	(void)what;
+	pthread_mutex_lock(&w->reload_lock);
+	struct sp_config *cfg = w->reload_cfg;
+	w->reload_cfg = NULL;
+	pthread_mutex_unlock(&w->reload_lock);
+	if (!cfg)
+		return;
+	if (reconcile_stats(w, cfg) < 0 || reconcile_pools(w, w->cfg, cfg) < 0) {
+		sp_log(SP_LOG_ERROR, "worker %d: out of memory applying the new configuration", w->id);
+		sp_config_unref(&cfg);
+		return;
+	}
+	if (!w->draining && reconcile_listeners(w, w->cfg, cfg) < 0)
+		sp_log(SP_LOG_ERROR, "worker %d: some listen addresses could not be opened", w->id);
+	/* requests in flight keep the generation they started with */
+	sp_config_unref(&w->cfg);
+	w->cfg = cfg;
+}
+
+void sp_worker_reload(struct sp_worker *w, struct sp_config *cfg)
+{
+	pthread_mutex_lock(&w->reload_lock);
+	sp_config_unref(&w->reload_cfg); /* a newer reload wins */
+	w->reload_cfg = sp_config_ref(cfg);
+	pthread_mutex_unlock(&w->reload_lock);
+	event_active(w->reload_ev, EV_READ, 0);
+}
+
+/* A draining worker stops once its sessions and the mirrors they started
+ * are done (mirrors are bounded by shadow_defaults.timeout_ms), so the last
+ * summary counts every exchange. */
+void sp_worker_maybe_done(struct sp_worker *w)
+{
+	if (w->draining && w->nsessions == 0 && w->shadow_inflight == 0)
+		event_base_loopbreak(w->base);
+}
+
 void sp_worker_session_gone(struct sp_worker *w)
 {
 	w->nsessions--;
-	if (w->draining && w->nsessions == 0)
-		event_base_loopbreak(w->base);
+	sp_worker_maybe_done(w);
 }
 
 static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
@@ -108,7 +298,7 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
 	w->draining = 1;
 	stop_accepting(w);
 	sp_sessions_drain(w);
-	if (w->nsessions == 0) {
+	if (w->nsessions == 0 && w->shadow_inflight == 0) {
 		event_base_loopbreak(w->base);
 		return;
 	}
@@ -136,33 +326,16 @@ struct sp_worker *sp_worker_new(int id, struct sp_config *cfg, struct sp_accessl
 	w->base = event_base_new();
 	if (!w->base)
 		goto fail;
+	pthread_mutex_init(&w->reload_lock, NULL);
 	w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
+	w->reload_ev = event_new(w->base, -1, 0, on_reload, w);
 	w->drain_timer = evtimer_new(w->base, on_drain_timeout, w);
 	w->accept_timer = evtimer_new(w->base, on_accept_resume, w);
-	w->pools = calloc(cfg->nbackends, sizeof(*w->pools));
-	w->listeners = calloc(cfg->nlisten, sizeof(*w->listeners));
-	w->shadow_stats = calloc(cfg->nroutes + 1, sizeof(*w->shadow_stats));
-	if (!w->shadow_stats || !w->stop_ev || !w->drain_timer || !w->accept_timer || !w->pools || !w->listeners)
+	if (!w->stop_ev || !w->reload_ev || !w->drain_timer || !w->accept_timer)
 		goto fail;
-	for (size_t i = 0; i < cfg->nbackends; i++)
-		sp_pool_init(&w->pools[i], w->base, &cfg->backends[i]);
-	for (size_t i = 0; i < cfg->nlisten; i++) {
-		int fd = open_listener(&cfg->listen[i]);
-		if (fd < 0) {
-			sp_log(SP_LOG_ERROR, "%s:%d: listen.[%zu].address: cannot listen on %s: %s",
-			       cfg->file, cfg->listen[i].line, i, cfg->listen[i].address,
-			       strerror(errno));
-			goto fail;
-		}
-		w->listeners[i] = evconnlistener_new(w->base, on_accept, w, LEV_OPT_CLOSE_ON_FREE,
-						     -1, fd);
-		if (!w->listeners[i]) {
-			close(fd);
-			goto fail;
-		}
-		evconnlistener_set_error_cb(w->listeners[i], on_accept_error);
-		w->nlisteners++;
-	}
+	if (reconcile_pools(w, NULL, cfg) < 0 || reconcile_stats(w, cfg) < 0 ||
+	    reconcile_listeners(w, NULL, cfg) < 0)
+		goto fail;
 	return w;
 fail:
 	sp_worker_free(&w);
@@ -207,10 +380,19 @@ void sp_worker_free(struct sp_worker **wp)
 	sp_shadow_kill_all(w);
 	stop_accepting(w);
 	free(w->listeners);
-	if (w->pools)
-		for (size_t i = 0; i < w->cfg->nbackends; i++)
-			sp_pool_deinit(&w->pools[i]);
+	for (size_t i = 0; w->pools && i < w->cfg->nbackends; i++)
+		sp_pool_retire(&w->pools[i]);
 	free(w->pools);
+	free(w->route_stats);
+	struct sp_route_stats *n = atomic_load(&w->stats_head), *next;
+	for (; n; n = next) {
+		next = atomic_load(&n->next);
+		free(n);
+	}
+	if (w->reload_ev)
+		event_free(w->reload_ev);
+	sp_config_unref(&w->reload_cfg);
+	pthread_mutex_destroy(&w->reload_lock);
 	if (w->stop_ev)
 		event_free(w->stop_ev);
 	if (w->drain_timer)
@@ -221,7 +403,6 @@ void sp_worker_free(struct sp_worker **wp)
 		event_base_free(w->base);
 	sp_buf_deinit(&w->logbuf);
 	sp_buf_deinit(&w->diffbuf);
-	free(w->shadow_stats);
 	sp_config_unref(&w->cfg);
 	free(w);
 }

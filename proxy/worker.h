@@ -13,9 +13,17 @@
 #include "config.h"
 #include "upstream.h"
 
+#include "shadow.h"
+
 struct sp_session;
 struct sp_shadow;
-struct sp_shadow_stats;
+
+/* Counters of one route (by name), kept for the worker's lifetime. */
+struct sp_route_stats {
+	struct sp_route_stats *_Atomic next;
+	char name[72];
+	struct sp_shadow_stats shadow;
+};
 
 struct sp_worker {
 	int id;
@@ -24,12 +32,13 @@ struct sp_worker {
 	struct sp_config *cfg; /* this worker's reference to the current generation */
 	struct evconnlistener **listeners;
 	size_t nlisteners;
-	struct sp_pool *pools; /* one per backend of cfg */
+	struct sp_pool **pools; /* one per backend of cfg */
 	struct sp_accesslog *alog; /* borrowed */
 	struct sp_accesslog *difflog; /* borrowed */
 	struct sp_buf logbuf;
 	struct sp_buf diffbuf;
-	struct sp_shadow_stats *shadow_stats; /* one per route of cfg */
+	struct sp_route_stats **route_stats; /* one per route of cfg */
+	struct sp_route_stats *_Atomic stats_head;
 	TAILQ_HEAD(sp_shadow_q, sp_shadow) shadows;
 	int shadow_inflight;
 	uint64_t rng;
@@ -39,6 +48,9 @@ struct sp_worker {
 	struct event *stop_ev;
 	struct event *drain_timer;
 	struct event *accept_timer; /* re-enables accepting after EMFILE */
+	struct event *reload_ev;
+	pthread_mutex_t reload_lock;
+	struct sp_config *reload_cfg; /* handed over by the main thread */
 };
 
 /* Creates the worker and binds its listeners (SO_REUSEPORT). Returns NULL
@@ -50,6 +62,14 @@ int sp_worker_start(struct sp_worker *w);
  * any thread. */
 void sp_worker_stop(struct sp_worker *w);
 void sp_worker_join(struct sp_worker *w);
+/* Hands a new generation to the worker (any thread; takes a reference). New
+ * requests use it at once, requests in flight finish on theirs. */
+void sp_worker_reload(struct sp_worker *w, struct sp_config *cfg);
+/* The pool for backend index `backend` of generation cfg (which may be older
+ * than the worker's), or NULL when a reload removed that backend. */
+struct sp_pool *sp_worker_pool(struct sp_worker *w, const struct sp_config *cfg, int backend);
+/* A route's counters by name (any thread), NULL when the worker has none. */
+struct sp_shadow_stats *sp_worker_route_stats(struct sp_worker *w, const char *route);
 void sp_worker_free(struct sp_worker **w);
 
 /* session.c */
@@ -61,5 +81,7 @@ void sp_sessions_drain(struct sp_worker *w);
 void sp_sessions_kill(struct sp_worker *w);
 /* worker.c: called by a session as it goes away */
 void sp_worker_session_gone(struct sp_worker *w);
+/* Ends a draining worker's loop when nothing is left to finish. */
+void sp_worker_maybe_done(struct sp_worker *w);
 
 #endif

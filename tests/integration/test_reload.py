@@ -1,0 +1,159 @@
+"""SIGHUP reload: the new generation applies to new requests at once, requests
+in flight finish on theirs, a bad file changes nothing, no request is lost."""
+import os
+import signal
+import socket
+import threading
+import time
+
+import harness
+
+
+def route_to(name):
+    return [{"name": "all", "match": {"path_prefix": "/"}, "backend": name}]
+
+
+def rewrite(p, backends, routes, **extra):
+    with open(p.conf_path, "w") as f:
+        f.write(harness.make_config(p.port, backends, None, routes, 1, p.access_log_path, **extra))
+
+
+def reload_and_wait(p, n):
+    """Sends SIGHUP and waits until the proxy logged its n-th reload outcome."""
+    os.kill(p.pid, signal.SIGHUP)
+    harness.wait_for(lambda: p.stderr_text().count("reload: ") >= n and
+                     ("routes" in p.stderr_text().split("reload: ")[-1] or
+                      "keeping the running configuration" in p.stderr_text()),
+                     what="reload %d logged" % n)
+    time.sleep(0.05)  # the workers apply it from their own loops
+
+
+def served_by(p):
+    with p.client() as c:
+        r = c.request("GET", "/who")
+        assert r.status == 200
+        return r.header("X-Backend")
+
+
+def test_reload_switches_new_requests(start_proxy, two_backends):
+    legacy, modern = two_backends
+    backends = {"legacy": legacy, "modern": modern}
+    p = start_proxy(backends, routes=route_to("legacy"))
+    assert served_by(p) == "legacy"
+    rewrite(p, backends, route_to("modern"))
+    reload_and_wait(p, 1)
+    assert served_by(p) == "modern"
+    assert "reload: %s: 2 backends, 1 routes" % p.conf_path in p.stderr_text()
+
+
+def test_keepalive_connection_uses_new_generation_for_next_request(start_proxy, two_backends):
+    legacy, modern = two_backends
+    backends = {"legacy": legacy, "modern": modern}
+    p = start_proxy(backends, routes=route_to("legacy"))
+    with p.client() as c:
+        assert c.request("GET", "/a").header("X-Backend") == "legacy"
+        rewrite(p, backends, route_to("modern"))
+        reload_and_wait(p, 1)
+        assert c.request("GET", "/b").header("X-Backend") == "modern"
+
+
+def test_bad_reload_keeps_serving(start_proxy, two_backends):
+    legacy, modern = two_backends
+    backends = {"legacy": legacy, "modern": modern}
+    p = start_proxy(backends, routes=route_to("legacy"))
+    rewrite(p, backends, route_to("nowhere"), bogus_key=1)
+    reload_and_wait(p, 1)
+    err = p.stderr_text()
+    assert "keeping the running configuration" in err
+    assert "%s:" % p.conf_path in err and "unknown backend \"nowhere\"" in err
+    assert "bogus_key: unknown setting" in err
+    assert served_by(p) == "legacy"
+
+
+def test_request_in_flight_finishes_on_its_generation(start_proxy, backend_factory):
+    slow = backend_factory("legacy", harness.delayed(1.0))
+    modern = backend_factory("modern")
+    backends = {"legacy": slow, "modern": modern}
+    p = start_proxy(backends, routes=route_to("legacy"))
+    result = {}
+
+    def slow_request():
+        with p.client(timeout=5) as c:
+            r = c.request("GET", "/slow")
+            result["status"], result["backend"] = r.status, r.header("X-Backend")
+    t = threading.Thread(target=slow_request)
+    t.start()
+    slow.wait_requests(1)
+    rewrite(p, {"modern": modern}, route_to("modern"))  # legacy disappears entirely
+    reload_and_wait(p, 1)
+    assert served_by(p) == "modern"
+    t.join(5)
+    assert result == {"status": 200, "backend": "legacy"}
+
+
+def test_reload_under_load_loses_no_request(start_proxy, two_backends):
+    legacy, modern = two_backends
+    backends = {"legacy": legacy, "modern": modern}
+    p = start_proxy(backends, routes=route_to("legacy"), workers=2)
+    per_thread, threads = 150, 4
+    outcomes = []
+    lock = threading.Lock()
+
+    def client_loop(keepalive):
+        got = []
+        c = p.client() if keepalive else None
+        for i in range(per_thread):
+            if not keepalive:
+                c = p.client()
+            try:
+                r = c.request("GET", "/load/%d" % i)
+                got.append((r.status, r.header("X-Backend")))
+            except Exception as e:  # a lost request is exactly what this test looks for
+                got.append(("error", repr(e)))
+            if not keepalive:
+                c.close()
+        if keepalive:
+            c.close()
+        with lock:
+            outcomes.extend(got)
+
+    workers = [threading.Thread(target=client_loop, args=(i % 2 == 0,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for n in range(1, 9):
+        rewrite(p, backends, route_to("modern" if n % 2 else "legacy"))
+        reload_and_wait(p, n)
+    for w in workers:
+        w.join(30)
+    assert len(outcomes) == per_thread * threads
+    bad = [o for o in outcomes if o[0] != 200]
+    assert bad == [], bad[:5]
+    assert {b for _, b in outcomes} == {"legacy", "modern"}
+
+
+def test_reload_opens_and_closes_listeners(start_proxy, two_backends):
+    legacy, modern = two_backends
+    backends = {"legacy": legacy, "modern": modern}
+    p = start_proxy(backends, routes=route_to("legacy"))
+    extra_port = harness.free_port()
+    text = harness.make_config(p.port, backends, None, route_to("legacy"), 1, p.access_log_path)
+    text = text.replace('listen = ( { address = "127.0.0.1:%d"; } );' % p.port,
+                        'listen = ( { address = "127.0.0.1:%d"; }, { address = "127.0.0.1:%d"; } );'
+                        % (p.port, extra_port))
+    with open(p.conf_path, "w") as f:
+        f.write(text)
+    reload_and_wait(p, 1)
+    with harness.RawClient(extra_port) as c:
+        assert c.request("GET", "/x").status == 200
+    rewrite(p, backends, route_to("legacy"))  # back to one address
+    reload_and_wait(p, 2)
+    harness.wait_for(lambda: _refused(extra_port), what="the removed listener closed")
+    assert served_by(p) == "legacy"
+
+
+def _refused(port):
+    try:
+        socket.create_connection((harness.HOST, port), timeout=0.5).close()
+        return False
+    except OSError:
+        return True
