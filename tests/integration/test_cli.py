@@ -1,0 +1,298 @@
+"""The command line and the process: -t, -V, -h, start-up failures, graceful
+stop on SIGTERM, several workers."""
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from harness import (BINARY, HOST, build_request, delayed, free_port, make_config, run_strangler,
+                     wait_for)
+
+GOOD = """\
+listen = ( { address = "127.0.0.1:18080"; } );
+workers = 1;
+backends = {
+  legacy = { url = "http://127.0.0.1:9001"; };
+  modern = { url = "http://127.0.0.1:9002"; response_timeout_ms = 5000; };
+};
+default_backend = "legacy";
+routes = (
+  { name = "users"; match = { path_prefix = "/api/users"; methods = ["GET"]; }; backend = "modern"; },
+  { name = "orders"; match = { path_prefix = "/api/orders"; }; backend = "legacy";
+    rollout = { backend = "modern"; percent = 12.5; sticky = "cookie:uid"; }; }
+);
+"""
+
+# Each line ending in "#! path" must be reported as FILE:LINE: path: ...
+BAD = """\
+# several independent errors, each on its own line
+listen = ( { address = "127.0.0.1:18080"; } );
+workers = 1;
+bogus = 1;                                              #! bogus
+log_level = "loud";                                     #! log_level
+backends = {
+  legacy = { url = "http://127.0.0.1:9001"; };
+  ftp = { url = "ftp://127.0.0.1:21"; };                #! backends.ftp.url
+  slow = { url = "http://127.0.0.1:9003";
+           response_timeout_ms = 0; };                  #! backends.slow.response_timeout_ms
+};
+default_backend = "nowhere";                            #! default_backend
+routes = (
+  { name = "r1";
+    match = { path_prefix = "/x/../y"; };               #! routes.[0].match.path_prefix
+    backend = "legacy"; },
+  { name = "r2"; match = { path_regex = "(["; };        #! routes.[1].match.path_regex
+    backend = "legacy";
+    rollout = { backend = "modern";                     #! routes.[1].rollout.backend
+                percent = 150.0;                        #! routes.[1].rollout.percent
+                sticky = "bogus:x"; }; },               #! routes.[1].rollout.sticky
+  { name = "r3"; backend = "legacy";
+    match = { methods = ["GET"]; path = "/a"; colour = "red"; }; }  #! routes.[2].match.colour
+);
+"""
+
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def test_check_ok(tmp_path):
+    conf = write(tmp_path, "good.conf", GOOD)
+    out = run_strangler("-t", "-c", conf)
+    assert out.returncode == 0, out.stderr
+    assert "configuration OK" in out.stdout + out.stderr
+    assert conf in out.stdout + out.stderr
+
+
+def test_check_reports_every_error_with_its_line(tmp_path):
+    conf = write(tmp_path, "bad.conf", BAD)
+    out = run_strangler("-t", "-c", conf)
+    assert out.returncode == 1
+    expected = []
+    for lineno, line in enumerate(BAD.splitlines(), 1):
+        if "#!" in line:
+            expected.append((lineno, line.split("#!")[1].strip()))
+    lines = out.stderr.splitlines()
+    for lineno, path in expected:
+        prefix = "%s:%d: %s: " % (conf, lineno, path)
+        assert any(l.startswith(prefix) and len(l) > len(prefix) for l in lines), \
+            "missing %r in:\n%s" % (prefix, out.stderr)
+    errors = [l for l in lines if re.match(re.escape(conf) + r":\d+: ", l)]
+    assert len(errors) == len(expected), out.stderr
+    assert "configuration OK" not in out.stdout
+
+
+def test_check_syntax_error_has_line(tmp_path):
+    conf = write(tmp_path, "syntax.conf", 'workers = 1;\nlisten = ( { address = "x"; } );\n'
+                                          'backends = { = };\nrouted = 1;\n')
+    out = run_strangler("-t", "-c", conf)
+    assert out.returncode == 1
+    assert re.search(re.escape(conf) + r":3: .*syntax error", out.stderr), out.stderr
+
+
+def test_check_missing_file(tmp_path):
+    out = run_strangler("-t", "-c", str(tmp_path / "absent.conf"))
+    assert out.returncode == 1
+    assert "absent.conf" in out.stderr
+
+
+def test_check_unreachable_route_is_a_warning(tmp_path):
+    text = GOOD.replace(
+        "routes = (\n",
+        'routes = (\n  { name = "api"; match = { path_prefix = "/api/users"; }; backend = "legacy"; },\n')
+    conf = write(tmp_path, "warn.conf", text)
+    out = run_strangler("-t", "-c", conf)
+    assert out.returncode == 0, out.stderr
+    assert "configuration OK" in out.stdout
+    users_line = next(i for i, l in enumerate(text.splitlines(), 1) if '"users"' in l)
+    warn = [l for l in out.stderr.splitlines() if "warning" in l]
+    assert len(warn) == 1, out.stderr
+    assert warn[0].startswith("%s:%d: warning: routes.[1]" % (conf, users_line)), warn
+    assert '"users"' in warn[0] and '"api"' in warn[0]
+    # the warning is no error: the proxy starts with this file
+    assert "1 warnings" in out.stdout or "1 warning" in out.stdout
+
+
+def test_version():
+    out = run_strangler("-V")
+    assert out.returncode == 0
+    text = out.stdout
+    for pattern in [r"^strangler \d+\.\d+", r"^libevent \d", r"^llhttp \d+\.\d+\.\d+",
+                    r"^OpenSSL \d", r"^libconfig \d+\.\d+", r"^jansson \d"]:
+        assert re.search(pattern, text, re.M), (pattern, text)
+
+
+def test_help():
+    out = run_strangler("-h")
+    assert out.returncode == 0
+    for word in ["-c", "-t", "-V", "explain"]:
+        assert word in out.stdout, word
+
+
+def test_unknown_option_is_usage_error():
+    out = run_strangler("--frobnicate")
+    assert out.returncode not in (0, None)
+    assert "usage" in out.stderr
+
+
+def test_explain_usage_error():
+    out = run_strangler("explain", "GET")
+    assert out.returncode != 0
+    assert "usage" in out.stderr
+
+
+# -- start-up failures
+
+
+def test_start_with_bad_config_exits_1(tmp_path):
+    conf = write(tmp_path, "bad.conf", BAD)
+    out = run_strangler("-c", conf, timeout=5)
+    assert out.returncode == 1
+    assert "%s:4: bogus" % conf in out.stderr
+
+
+def test_start_with_unparseable_listen_address(tmp_path):
+    conf = write(tmp_path, "l.conf", GOOD.replace('"127.0.0.1:18080"', '"127.0.0.1:http-ish"'))
+    out = run_strangler("-c", conf, timeout=5)
+    assert out.returncode == 1
+    assert re.search(re.escape(conf) + r":1: listen\.\[0\]\.address: ", out.stderr), out.stderr
+
+
+def test_start_with_address_in_use(tmp_path):
+    holder = socket.socket()
+    holder.bind((HOST, 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    try:
+        conf = write(tmp_path, "busy.conf", GOOD.replace("18080", str(port)))
+        out = run_strangler("-c", conf, timeout=5)
+    finally:
+        holder.close()
+    assert out.returncode == 1
+    assert "cannot listen" in out.stderr and "127.0.0.1:%d" % port in out.stderr, out.stderr
+
+
+def test_start_with_address_not_local(tmp_path):
+    conf = write(tmp_path, "far.conf", GOOD.replace("127.0.0.1:18080", "192.0.2.1:18080"))
+    out = run_strangler("-c", conf, timeout=5)
+    assert out.returncode == 1
+    assert "192.0.2.1:18080" in out.stderr
+
+
+# -- running process
+
+
+def test_sigterm_finishes_request_in_flight(backend_factory, start_proxy):
+    b = backend_factory("legacy", delayed(1.0))
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        c.send(build_request("GET", "/slow"))
+        b.wait_requests(1)
+        t0 = time.monotonic()
+        proxy.proc.send_signal(signal.SIGTERM)
+
+        def refused():
+            try:
+                socket.create_connection((HOST, proxy.port), timeout=0.5).close()
+                return False
+            except OSError:
+                return True
+
+        wait_for(refused, 2, what="listener closed after SIGTERM")
+        r = c.read_response()
+        assert r.status == 200
+        assert r.json()["target"] == "/slow"
+        assert r.header("Connection") == "close"
+    assert proxy.proc.wait(timeout=5) == 0
+    assert time.monotonic() - t0 < 3
+    assert "stopping" in proxy.stderr_text()
+
+
+def test_sigterm_with_idle_keepalive_connection_exits_promptly(backend_factory, start_proxy):
+    b = backend_factory("legacy")
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        assert c.request("GET", "/").status == 200
+        t0 = time.monotonic()
+        proxy.proc.send_signal(signal.SIGTERM)
+        assert proxy.proc.wait(timeout=5) == 0
+        assert time.monotonic() - t0 < 1.5  # did not wait for the 3 s drain timeout
+        assert c.is_closed()
+
+
+def test_drain_timeout_bounds_shutdown(backend_factory, start_proxy):
+    b = backend_factory("legacy", delayed(2.5))
+    proxy = start_proxy({"legacy": b}, drain_timeout_ms=400)
+    with proxy.client() as c:
+        c.send(build_request("GET", "/very-slow"))
+        b.wait_requests(1)
+        t0 = time.monotonic()
+        proxy.proc.send_signal(signal.SIGTERM)
+        assert proxy.proc.wait(timeout=5) == 0
+        took = time.monotonic() - t0
+        assert 0.3 <= took < 2.0, took
+        with pytest.raises(Exception):
+            c.read_response()
+
+
+def test_sigint_stops_too(backend_factory, start_proxy):
+    b = backend_factory("legacy")
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        assert c.request("GET", "/").status == 200
+    proxy.proc.send_signal(signal.SIGINT)
+    assert proxy.proc.wait(timeout=5) == 0
+
+
+def test_two_workers_serve_requests(backend_factory, start_proxy):
+    b = backend_factory("legacy")
+    proxy = start_proxy({"legacy": b}, workers=2)
+    for i in range(20):
+        with proxy.client() as c:
+            r = c.request("GET", "/w/%d" % i)
+            assert r.status == 200 and r.json()["target"] == "/w/%d" % i
+    with proxy.client() as c:  # and keep-alive on one of them
+        for i in range(5):
+            assert c.request("GET", "/k/%d" % i).status == 200
+    assert len(proxy.wait_access(25)) == 25
+    assert "2 workers" in proxy.stderr_text()
+    # one backend pool per worker: never more connections than workers
+    assert 1 <= b.connections <= 2
+
+
+def test_access_log_to_stderr(backend_factory, tmp_path):
+    """access_log = "-" writes JSON lines to stderr."""
+    b = backend_factory("legacy")
+    port = free_port()
+    conf = write(tmp_path, "stderr.conf", make_config(port, {"legacy": b}, access_log="-"))
+    errf = open(tmp_path / "err", "wb")
+    proc = subprocess.Popen([BINARY, "-c", conf], stdout=errf, stderr=errf)
+    try:
+        def up():
+            try:
+                socket.create_connection((HOST, port), timeout=0.5).close()
+                return True
+            except OSError:
+                return proc.poll() is not None
+        wait_for(up, 5, what="proxy listening")
+        assert proc.poll() is None, (tmp_path / "err").read_text()
+        from harness import RawClient
+        with RawClient(port) as c:
+            assert c.request("GET", "/to-stderr").status == 200
+        wait_for(lambda: '"path":"/to-stderr"' in (tmp_path / "err").read_text(), 3,
+                 what="access line on stderr")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+            rc = None
+        errf.close()
+    assert rc == 0

@@ -1,0 +1,498 @@
+"""What goes wrong, and what the client sees: unreachable, slow and broken
+backends; malformed, oversized, unsupported and slow client requests."""
+import time
+
+import pytest
+
+from harness import (CLOSE, KEEP, Closed, Response, build_request, by_path, delayed, raw,
+                     refused_port)
+
+
+@pytest.fixture
+def one(backend_factory, start_proxy):
+    b = backend_factory("legacy")
+    return start_proxy({"legacy": b}), b
+
+
+# -- backend failures
+
+
+def test_backend_refused_is_502(start_proxy):
+    proxy = start_proxy({"legacy": "http://127.0.0.1:%d" % refused_port()})
+    with proxy.client() as c:
+        r = c.request("GET", "/down")
+        assert r.status == 502
+        assert r.header("Content-Type").startswith("text/plain")
+        assert r.body == b"connect refused\n"
+        assert len(r.body) < 200
+        # the client connection survives a backend failure
+        assert c.request("GET", "/down/again").status == 502
+    e = proxy.wait_access(1)[0]
+    assert e["status"] == 502
+    assert e["error"] == "connect refused"
+    assert e["backend"] == "legacy"
+    assert e["upstream_ms"] is None or e["upstream_ms"] >= 0
+
+
+def test_backend_timeout_is_504(backend_factory, start_proxy):
+    b = backend_factory("legacy", delayed(1.0))
+    proxy = start_proxy({"legacy": {"url": b.url, "response_timeout_ms": 300}})
+    with proxy.client() as c:
+        t0 = time.monotonic()
+        r = c.request("GET", "/slow")
+        took = time.monotonic() - t0
+    assert r.status == 504
+    assert r.body == b"upstream timeout\n"
+    assert 0.25 <= took < 0.95, took
+    e = proxy.wait_access(1)[0]
+    assert (e["status"], e["error"]) == (504, "upstream timeout")
+
+
+def test_backend_timeout_counts_from_last_byte_not_whole_response(backend_factory, start_proxy):
+    """A response that keeps trickling within response_timeout_ms is not cut."""
+    def handler(req, conn):
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+        for ch in b"abcde":
+            time.sleep(0.1)
+            conn.send(bytes([ch]))
+        return KEEP
+
+    b = backend_factory("legacy", handler)
+    proxy = start_proxy({"legacy": {"url": b.url, "response_timeout_ms": 500}})
+    with proxy.client() as c:
+        r = c.request("GET", "/trickle")
+    assert (r.status, r.body) == (200, b"abcde")
+
+
+BAD_RESPONSES = {
+    "garbage": b"garbage\r\n\r\n",
+    "no-status-code": b"HTTP/1.1 OK\r\nContent-Length: 0\r\n\r\n",
+    "four-digit-status": b"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n",
+    "http2-version": b"HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+    "duplicate-content-length": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+    "conflicting-content-length": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok!",
+    "negative-content-length": b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+    "nul-in-header": b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 0\r\n\r\n",
+    "space-in-header-name": b"HTTP/1.1 200 OK\r\nX A: b\r\nContent-Length: 0\r\n\r\n",
+    "bare-lf": b"HTTP/1.1 200 OK\nContent-Length: 0\n\n",
+    "te-in-http10-response": b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    "content-length-and-chunked": b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    "header-block-over-64k": b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70000 + b"\r\nContent-Length: 0\r\n\r\n",
+    "unsolicited-101": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_RESPONSES))
+def test_bad_backend_response_is_502_and_proxy_recovers(backend_factory, start_proxy, name):
+    b = backend_factory("legacy", by_path({"/bad": raw(BAD_RESPONSES[name], close=False)}))
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        r = c.request("GET", "/bad")
+        assert r.status == 502, r
+        assert r.body == b"bad upstream response\n"
+        # same client connection, next request: a fresh backend connection answers
+        r2 = c.request("GET", "/good")
+        assert r2.status == 200
+        assert r2.json()["target"] == "/good"
+    reqs = b.wait_requests(2)
+    assert reqs[1].conn_id != reqs[0].conn_id, "a broken backend connection was reused"
+    e = proxy.wait_access(1)[0]
+    assert (e["status"], e["error"]) == (502, "bad upstream response")
+
+
+@pytest.mark.parametrize("body", [b"zz\r\nhello\r\n0\r\n\r\n", b"5\r\nhelloXX0\r\n\r\n",
+                                  b"5 \r\nhello\r\n0\r\n\r\n"],
+                         ids=["bad-size", "missing-crlf", "space-after-size"])
+def test_bad_chunking_never_reaches_client_as_success(backend_factory, start_proxy, body):
+    """The framing error can only be seen after the head: the client gets a
+    502, or (the head already being on its way) an aborted connection. Never a
+    complete response."""
+    b = backend_factory("legacy", by_path({"/bad": raw(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body, close=False)}))
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        c.send(build_request("GET", "/bad"))
+        try:
+            r = c.read_response()
+        except Closed:
+            pass  # aborted: acceptable
+        else:
+            assert r.status == 502, "bad chunking delivered as a complete %d: %r" % (r.status, r)
+    with proxy.client() as c:
+        assert c.request("GET", "/good").status == 200
+    e = proxy.wait_access(1)[0]
+    assert e["error"] == "bad upstream response"
+
+
+def test_bad_chunk_mid_stream_aborts_client(backend_factory, start_proxy):
+    def handler(req, conn):
+        conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        time.sleep(0.2)
+        conn.send(b"zz\r\n")
+        return KEEP
+
+    b = backend_factory("legacy", by_path({"/bad": handler}))
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        c.send(build_request("GET", "/bad"))
+        with pytest.raises(Closed):
+            c.read_response()
+    with proxy.client() as c:
+        assert c.request("GET", "/good").status == 200
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_backend_closes_mid_body_aborts_client(backend_factory, start_proxy, framing):
+    def handler(req, conn):
+        if framing == "length":
+            conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 100)
+        else:
+            conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n64\r\n" + b"x" * 100 +
+                      b"\r\n")
+        time.sleep(0.1)
+        return CLOSE
+
+    b = backend_factory("legacy", by_path({"/cut": handler}))
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        c.send(build_request("GET", "/cut"))
+        with pytest.raises(Closed):
+            c.read_response()  # must not end like a complete response
+    with proxy.client() as c:
+        assert c.request("GET", "/good").status == 200
+    e = proxy.wait_access(1)[0]
+    assert e["error"] == "upstream response truncated"
+
+
+def test_backend_closes_without_answer_is_502(backend_factory, start_proxy):
+    b = backend_factory("legacy", by_path({"/close": lambda req, conn: CLOSE}))
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        r = c.request("GET", "/close")
+        assert r.status == 502
+        assert r.body == b"upstream closed connection\n"
+        assert c.request("GET", "/good").status == 200
+
+
+def stale_second_request(req, conn):
+    """Answers the first request of each connection; closes instead of answering
+    any later one, as a backend whose keep-alive timer fired would."""
+    if req.seq >= 1:
+        return CLOSE
+    return Response(200, b"conn %d" % req.conn_id, headers=[("X-Backend", "legacy")])
+
+
+def test_stale_pooled_connection_is_retried_for_get(backend_factory, start_proxy):
+    b = backend_factory("legacy", stale_second_request)
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        assert c.request("GET", "/a").body == b"conn 0"
+        r = c.request("GET", "/b")
+        assert (r.status, r.body) == (200, b"conn 1")
+
+
+def test_stale_pooled_connection_not_retried_for_post(backend_factory, start_proxy):
+    """RFC 9112 9.3.1: a proxy MUST NOT automatically retry non-idempotent
+    requests. The backend may have acted on the POST before closing."""
+    b = backend_factory("legacy", stale_second_request)
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        assert c.request("GET", "/a").body == b"conn 0"
+        c.send(b"POST /charge HTTP/1.1\r\nHost: t\r\n\r\n")  # no body, no Content-Length
+        r = c.read_response()
+    posts = [r for r in b.requests if r.method == "POST"]
+    assert len(posts) == 1, "the POST reached the backend %d times" % len(posts)
+    assert r.status == 502
+
+
+# -- bad client requests
+
+
+def bad_request(proxy, data):
+    """Sends data, reads one response; closed says whether the proxy then
+    closed the connection (only waited for when the answer is an error)."""
+    with proxy.client() as c:
+        c.send(data)
+        r = c.read_response()
+        closed = c.is_closed() if r.status >= 400 else False
+    return r, closed
+
+
+@pytest.mark.parametrize("data,status", [
+    (b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    (b"GET / HTTX/1.1\r\nHost: x\r\n\r\n", 400),
+    (b"GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    (b"GET example.com HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+], ids=["space-in-target", "bad-protocol", "control-char", "no-slash"])
+def test_malformed_request_line_is_400_and_close(one, data, status):
+    proxy, backend = one
+    r, closed = bad_request(proxy, data)
+    assert r.status == status
+    assert r.header("Connection") == "close"
+    assert closed
+    assert backend.requests == []
+
+
+@pytest.mark.parametrize("data,status,reason", [
+    (b"GET / HTTP/1.1\r\n\r\n", 400, b"missing Host"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400, b"more than one Host"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"0\r\n\r\n", 400, None),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", 400, None),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\nx", 400, None),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ,chunked\r\n\r\n0\r\n\r\n", 400, None),
+    (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, None),
+    (b"GET / HTTP/1.1\r\nHost: x\r\n: empty\r\n\r\n", 400, None),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nBad Name: y\r\n\r\n", 400, None),
+    (b"GET / HTTP/1.1\r\nHost: x\nX: y\r\n\r\n", 400, None),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX: a\rb\r\n\r\n", 400, None),
+], ids=["no-host", "two-hosts", "cl-and-te", "duplicate-cl", "plus-cl", "te-empty-element",
+        "te-on-http10", "empty-header-name", "space-in-header-name", "bare-lf", "bare-cr"])
+def test_bad_headers_are_400_and_close(one, data, status, reason):
+    proxy, backend = one
+    r, closed = bad_request(proxy, data)
+    assert r.status == status, r
+    if reason:
+        assert reason in r.body
+    assert closed
+    assert backend.requests == []
+
+
+@pytest.mark.parametrize("data", [
+    b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n\tb\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n Content-Length: 5\r\n\r\nhello",
+], ids=["space-fold", "tab-fold", "fold-hiding-content-length"])
+def test_obs_fold_header_is_400(one, data):
+    """Obsolete line folding can hide a header from one parser and not another
+    (CVE-2024-27982); shared/NOTES.md says the proxy refuses it."""
+    proxy, backend = one
+    r, closed = bad_request(proxy, data)
+    assert r.status == 400, r
+    assert closed
+    assert backend.requests == []
+
+
+def test_uri_limit_is_414(one):
+    proxy, backend = one
+    ok_target = "/" + "a" * 8191  # 8192 bytes: at the limit
+    with proxy.client() as c:
+        assert c.request("GET", ok_target).status == 200
+    r, closed = bad_request(proxy, build_request("GET", ok_target + "a"))
+    assert r.status == 414
+    assert closed
+    assert len(backend.requests) == 1
+
+
+def test_header_block_over_32k_is_431(one):
+    proxy, backend = one
+    with proxy.client() as c:
+        assert c.request("GET", "/", [("X-Big", "a" * 30000)]).status == 200
+    r, closed = bad_request(proxy, build_request("GET", "/", [("X-Big", "a" * 33000)]))
+    assert r.status == 431
+    assert closed
+    r, closed = bad_request(proxy, build_request(
+        "GET", "/", [("X-H%d" % i, "v" * 1000) for i in range(40)]))
+    assert r.status == 431
+    assert len(backend.requests) == 1
+
+
+def test_more_than_100_headers_is_431(one):
+    proxy, backend = one
+    hundred = [("X-%d" % i, "v") for i in range(99)]  # + Host = 100
+    with proxy.client() as c:
+        assert c.request("GET", "/", hundred).status == 200
+    r, closed = bad_request(proxy, build_request("GET", "/", hundred + [("X-100", "v")]))
+    assert r.status == 431
+    assert closed
+    assert len(backend.requests) == 1
+
+
+@pytest.mark.parametrize("method", ["FOO", "BREW", "GARBAGE"])
+def test_unknown_method_is_501(one, method):
+    proxy, backend = one
+    r, closed = bad_request(proxy, build_request(method, "/"))
+    assert r.status == 501
+    assert closed
+    assert backend.requests == []
+
+
+def test_connect_is_405(one):
+    proxy, backend = one
+    r, closed = bad_request(proxy, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+    assert r.status == 405
+    assert closed
+    assert backend.requests == []
+
+
+@pytest.mark.parametrize("line", [b"GET / HTTP/2.0", b"GET / HTTP/1.2", b"GET / HTTP/3.0",
+                                  b"GET /"])
+def test_unsupported_version_is_505_or_400(one, line):
+    proxy, backend = one
+    r, closed = bad_request(proxy, line + b"\r\nHost: x\r\n\r\n")
+    assert r.status in (505, 400)
+    assert closed
+    assert backend.requests == []
+
+
+def test_request_errors_are_logged(one):
+    proxy, backend = one
+    bad_request(proxy, b"GET / HTTP/1.1\r\n\r\n")
+    e = proxy.wait_access(1)[0]
+    assert e["status"] == 400
+    assert e["error"] == "missing Host header"
+    assert e["backend"] is None
+
+
+# -- client timeouts and limits
+
+
+def test_client_header_timeout_is_408(backend_factory, start_proxy):
+    b = backend_factory("legacy")
+    proxy = start_proxy({"legacy": b}, timeouts={"client_header_ms": 300})
+    with proxy.client() as c:
+        t0 = time.monotonic()
+        c.send(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        r = c.read_response()
+        took = time.monotonic() - t0
+        assert r.status == 408
+        assert 0.25 <= took < 2.0, took
+        assert c.is_closed()
+    assert b.requests == []
+    e = proxy.wait_access(1)[0]
+    assert (e["status"], e["error"]) == (408, "client header timeout")
+
+
+def test_client_header_timeout_is_a_total_deadline(backend_factory, start_proxy):
+    """Trickling one header byte at a time does not extend it (slowloris)."""
+    b = backend_factory("legacy")
+    proxy = start_proxy({"legacy": b}, timeouts={"client_header_ms": 300})
+    with proxy.client() as c:
+        t0 = time.monotonic()
+        c.send(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        try:
+            for _ in range(30):
+                time.sleep(0.05)
+                c.send(b"X")
+        except OSError:
+            pass  # closed under us, as it should be
+        r = c.read_response()
+        assert r.status == 408
+        assert time.monotonic() - t0 < 2.0
+
+
+def test_idle_keepalive_connection_closed_silently(backend_factory, start_proxy):
+    b = backend_factory("legacy")
+    proxy = start_proxy({"legacy": b}, timeouts={"client_keepalive_ms": 300})
+    with proxy.client() as c:
+        assert c.request("GET", "/").status == 200
+        t0 = time.monotonic()
+        assert c.is_closed(timeout=3)
+        assert time.monotonic() - t0 >= 0.2
+
+
+def test_client_body_timeout_is_408(backend_factory, start_proxy):
+    b = backend_factory("legacy")
+    proxy = start_proxy({"legacy": b}, timeouts={"client_body_ms": 300})
+    with proxy.client() as c:
+        c.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        r = c.read_response()
+        assert r.status == 408
+        assert c.is_closed()
+
+
+def test_body_over_max_body_bytes_is_413(backend_factory, start_proxy):
+    b = backend_factory("legacy")
+    proxy = start_proxy({"legacy": b}, limits={"max_body_bytes": 1000})
+    with proxy.client() as c:
+        assert c.request("POST", "/", body=b"x" * 1000).status == 200
+    r, closed = bad_request(proxy, build_request("POST", "/", body=b"x" * 1001))
+    assert r.status == 413
+    assert len(b.requests) == 1
+
+
+def test_chunked_body_over_max_body_bytes_is_refused(backend_factory, start_proxy):
+    """The limit holds whatever the framing: a chunked body may not carry more
+    than max_body_bytes to the backend."""
+    b = backend_factory("legacy")
+    proxy = start_proxy({"legacy": b}, limits={"max_body_bytes": 1000})
+    body = b"".join(b"100\r\n" + b"y" * 256 + b"\r\n" for _ in range(8)) + b"0\r\n\r\n"
+    with proxy.client() as c:
+        c.send(build_request("POST", "/", [("Transfer-Encoding", "chunked")]) + body)
+        try:
+            r = c.read_response()
+            status = r.status
+        except Closed:
+            status = None  # aborted: acceptable
+    assert status in (413, None), "a 2048-byte chunked body passed max_body_bytes = 1000"
+    assert all(r.body_len <= 1000 for r in b.requests)
+
+
+def test_custom_limits_apply(backend_factory, start_proxy):
+    b = backend_factory("legacy")
+    proxy = start_proxy({"legacy": b}, limits={"max_request_line": 100, "max_headers": 10,
+                                               "max_header_bytes": 2048})
+    with proxy.client() as c:
+        assert c.request("GET", "/" + "a" * 99).status == 200
+    assert bad_request(proxy, build_request("GET", "/" + "a" * 100))[0].status == 414
+    nine = [("X-%d" % i, "v") for i in range(9)]  # + Host = 10
+    with proxy.client() as c:
+        assert c.request("GET", "/", nine).status == 200
+    assert bad_request(proxy, build_request("GET", "/", nine + [("X-9", "v")]))[0].status == 431
+    assert bad_request(proxy, build_request("GET", "/", [("X-Big", "a" * 2100)]))[0].status == 431
+
+
+def test_header_timeout_on_second_request_of_connection(backend_factory, start_proxy):
+    b = backend_factory("legacy")
+    proxy = start_proxy({"legacy": b}, timeouts={"client_header_ms": 300})
+    with proxy.client() as c:
+        assert c.request("GET", "/first").status == 200
+        c.send(b"GET /second HTTP/1.1\r\n")
+        r = c.read_response()
+        assert r.status == 408
+        assert c.is_closed()
+
+
+def test_slow_but_steady_body_is_not_timed_out(backend_factory, start_proxy):
+    b = backend_factory("legacy")
+    proxy = start_proxy({"legacy": b}, timeouts={"client_body_ms": 500})
+    with proxy.client() as c:
+        c.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+        for ch in b"abcde":
+            time.sleep(0.1)
+            c.send(bytes([ch]))
+        r = c.read_response()
+        assert r.status == 200
+        assert r.json()["body_len"] == 5
+
+
+def test_connect_timeout_is_504(start_proxy):
+    """A backend whose accept queue is full drops SYNs: the connect hangs."""
+    import socket as s
+    blackhole = s.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(0)
+    port = blackhole.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(3):  # fill the accept queue (never accepted)
+            f = s.socket()
+            f.setblocking(False)
+            f.connect_ex(("127.0.0.1", port))
+            fillers.append(f)
+        time.sleep(0.05)
+        proxy = start_proxy({"legacy": {"url": "http://127.0.0.1:%d" % port,
+                                        "connect_timeout_ms": 300}})
+        with proxy.client() as c:
+            t0 = time.monotonic()
+            r = c.request("GET", "/")
+            took = time.monotonic() - t0
+        assert r.status == 504
+        assert r.body == b"connect timeout\n"
+        assert 0.25 <= took < 2.0, took
+        e = proxy.wait_access(1)[0]
+        assert (e["status"], e["error"]) == (504, "connect timeout")
+    finally:
+        for f in fillers:
+            f.close()
+        blackhole.close()

@@ -1,0 +1,726 @@
+"""The relay itself: connection reuse on both sides, pipelining, bodies in both
+directions (chunked, large, absent), 100-continue, upgrades, and the headers the
+proxy removes or adds."""
+import hashlib
+import re
+import threading
+import time
+
+import pytest
+
+from harness import (CLOSE, KEEP, Closed, Response, build_request, by_path, delayed, raw,
+                     stream_body, upgrade_echo)
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def one(backend_factory, start_proxy):
+    """One backend (legacy) as the default; yields (proxy, backend)."""
+    b = backend_factory("legacy")
+    p = start_proxy({"legacy": b})
+    return p, b
+
+
+# -- keep-alive and pipelining
+
+
+def test_client_keepalive_many_requests_one_socket(one):
+    proxy, backend = one
+    with proxy.client() as c:
+        for i in range(5):
+            r = c.request("GET", "/ka/%d" % i)
+            assert r.status == 200
+            assert r.json()["target"] == "/ka/%d" % i
+            assert r.header("Connection") is None  # HTTP/1.1 default: stays open
+    assert [e["path"] for e in proxy.wait_access(5)] == ["/ka/%d" % i for i in range(5)]
+
+
+def test_backend_connection_reused_for_sequential_requests(one):
+    proxy, backend = one
+    with proxy.client() as c:
+        for i in range(3):
+            assert c.request("GET", "/seq/%d" % i).status == 200
+    # a new client connection still gets the pooled backend connection
+    for i in range(3, 6):
+        with proxy.client() as c:
+            assert c.request("POST", "/seq/%d" % i, body=b"x" * i).status == 200
+    reqs = backend.wait_requests(6)
+    assert backend.connections == 1
+    assert [r.conn_id for r in reqs] == [0] * 6
+    assert [r.seq for r in reqs] == list(range(6))
+
+
+def test_client_connection_close_is_honoured(one):
+    proxy, backend = one
+    with proxy.client() as c:
+        r = c.request("GET", "/bye", headers=[("Connection", "close")])
+        assert r.status == 200
+        assert r.header("Connection") == "close"
+        assert c.is_closed()
+
+
+def test_pipelined_requests_answered_in_order(one):
+    proxy, backend = one
+    reqs = (build_request("GET", "/p/1") +
+            build_request("POST", "/p/2", body=b"second body") +
+            build_request("GET", "/p/3", headers=[("X-N", "3")]))
+    with proxy.client() as c:
+        c.send(reqs)
+        got = [c.read_response() for _ in range(3)]
+    assert [r.status for r in got] == [200, 200, 200]
+    assert [r.json()["target"] for r in got] == ["/p/1", "/p/2", "/p/3"]
+    assert [r.json()["method"] for r in got] == ["GET", "POST", "GET"]
+    assert got[1].json()["body_len"] == len(b"second body")
+    recorded = backend.wait_requests(3)
+    assert recorded[1].body == b"second body"
+    assert recorded[2].header("X-N") == "3"
+
+
+def test_pipelined_requests_with_slow_first_answer(backend_factory, start_proxy):
+    """A slow first answer must not let the second overtake it."""
+    b = backend_factory("legacy", by_path({"/slow": delayed(0.3, lambda req, conn: Response(
+        200, b"slow"))}))
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        c.send(build_request("GET", "/slow") + build_request("GET", "/fast"))
+        first, second = c.read_response(), c.read_response()
+    assert first.body == b"slow"
+    assert second.json()["target"] == "/fast"
+
+
+# -- bodies
+
+
+def test_chunked_request_body_forwarded(one):
+    proxy, backend = one
+    parts = [b"hello", b" ", b"w" * 300, b"\r\n0\r\n", b"end"]
+    body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts[:2])
+    body += b"%x;ext=1\r\n%s\r\n" % (len(parts[2]), parts[2])  # chunk extension
+    body += b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts[3:])
+    body += b"0\r\nX-Trailer: t\r\n\r\n"
+    with proxy.client() as c:
+        c.send(build_request("POST", "/chunked", [("Transfer-Encoding", "chunked")]) + body)
+        r = c.read_response()
+        assert r.status == 200
+        # the connection stays usable after a chunked request
+        assert c.request("GET", "/after").status == 200
+    got = backend.wait_requests(1)[0]
+    assert got.chunked, "the proxy re-chunks a chunked request body"
+    assert got.header("Content-Length") is None
+    assert got.body == b"".join(parts)
+
+
+def test_length_request_body_forwarded(one):
+    proxy, backend = one
+    payload = bytes(range(256)) * 40
+    with proxy.client() as c:
+        r = c.request("PUT", "/put", body=payload)
+    assert r.status == 200
+    got = backend.wait_requests(1)[0]
+    assert got.header("Content-Length") == str(len(payload))
+    assert not got.chunked
+    assert got.body == payload
+
+
+def test_chunked_response_is_streamed(backend_factory, start_proxy):
+    gate = threading.Event()
+
+    def handler(req, conn):
+        conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        if not gate.wait(5):
+            return CLOSE
+        conn.send(b"6\r\nsecond\r\n0\r\n\r\n")
+        return KEEP
+
+    b = backend_factory("legacy", handler)
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        c.send(build_request("GET", "/stream"))
+        head = c.stream.read_until(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        assert b"transfer-encoding: chunked" in head.lower()
+        # the first chunk arrives while the backend still holds the rest back
+        assert c.stream.read_until(b"\r\n") == b"5\r\n"
+        assert c.stream.read_exact(7) == b"first\r\n"
+        gate.set()
+        assert c.stream.read_until(b"\r\n") == b"6\r\n"
+        assert c.stream.read_exact(8) == b"second\r\n"
+        assert c.stream.read_exact(5) == b"0\r\n\r\n"
+        # and the connection is ready for the next request
+        assert c.request("GET", "/next").status == 200
+
+
+def test_chunked_response_body_intact(backend_factory, start_proxy):
+    chunks = [b"a", b"bb" * 1000, b"\r\n0\r\n\r\n", bytes(range(256)) * 300]
+    b = backend_factory("legacy", lambda req, conn: Response(200, chunks=chunks))
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        r = c.request("GET", "/chunks")
+        assert r.framing == "chunked"
+        assert r.body == b"".join(chunks)
+        assert c.request("GET", "/chunks").body == b"".join(chunks)
+
+
+class RssSampler:
+    """Samples the proxy's VmRSS every few milliseconds in a thread."""
+
+    def __init__(self, proxy):
+        self.proxy = proxy
+        self.samples = []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                self.samples.append(self.proxy.rss_kb())
+            except (OSError, ValueError):
+                pass
+            self._stop.wait(0.005)
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *a):
+        self._stop.set()
+        self._t.join(5)
+
+
+RSS_LIMIT_KB = 60 * 1024
+BLOCK = bytes(range(256)) * 4096  # 1 MiB
+
+
+def test_large_upload_streams_with_bounded_memory(one):
+    proxy, backend = one
+    backend.store_body = False
+    backend.pause_every, backend.pause = 4 * MiB, 0.02  # a reader slower than the sender
+    total = 64 * MiB
+    digest = hashlib.sha256(BLOCK * 64).hexdigest()
+    errors = []
+    with proxy.client(timeout=10) as c:
+        def send():
+            try:
+                c.send(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % total)
+                for _ in range(64):
+                    c.send(BLOCK)
+            except OSError as e:
+                errors.append(e)
+
+        sender = threading.Thread(target=send, daemon=True)
+        with RssSampler(proxy) as rss:
+            sender.start()
+            sender.join(30)
+            r = c.read_response()
+    assert not sender.is_alive() and not errors, errors
+    assert r.status == 200
+    assert r.json()["body_len"] == total
+    got = backend.wait_requests(1)[0]
+    assert got.body_sha256 == digest
+    assert len(rss.samples) > 10
+    print("RSS samples: %d, max %d kB" % (len(rss.samples), max(rss.samples)))
+    assert max(rss.samples) < RSS_LIMIT_KB, "proxy RSS peaked at %d kB" % max(rss.samples)
+
+
+def test_large_download_streams_with_bounded_memory(backend_factory, start_proxy):
+    total = 64 * MiB
+    b = backend_factory("legacy", stream_body(total, BLOCK))
+    proxy = start_proxy({"legacy": b})
+    h = hashlib.sha256()
+    n = [0]
+
+    def sink(data):
+        h.update(data)
+        n[0] += len(data)
+
+    with proxy.client(timeout=10) as c, RssSampler(proxy) as rss:
+        c.send(build_request("GET", "/download"))
+        head = c.stream.read_until(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        assert b"Content-Length: %d\r\n" % total in head
+        c.stream.consume(total, sink, pause_every=4 * MiB, pause=0.02)  # a slow reader
+    assert n[0] == total
+    assert h.hexdigest() == hashlib.sha256(BLOCK * 64).hexdigest()
+    assert len(rss.samples) > 10
+    print("RSS samples: %d, max %d kB" % (len(rss.samples), max(rss.samples)))
+    assert max(rss.samples) < RSS_LIMIT_KB, "proxy RSS peaked at %d kB" % max(rss.samples)
+
+
+# -- responses without a body
+
+
+def head_handler(body_too):
+    def handler(req, conn):
+        if req.method != "HEAD":
+            return Response(200, b"full body", headers=[("X-Backend", "legacy")])
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\nX-Head: 1\r\n\r\n" +
+                  (b"x" * 1234 if body_too else b""))
+        return KEEP
+    return handler
+
+
+@pytest.mark.parametrize("body_too", [False, True], ids=["correct-backend", "backend-sends-body"])
+def test_head_response_has_no_body(backend_factory, start_proxy, body_too):
+    b = backend_factory("legacy", head_handler(body_too))
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        r = c.request("HEAD", "/thing")
+        assert r.status == 200
+        assert r.header("Content-Length") == "1234"
+        assert r.header("X-Head") == "1"
+        assert r.header("Transfer-Encoding") is None
+        # no body bytes may follow: the next response must parse cleanly
+        r2 = c.request("GET", "/thing")
+        assert r2.status == 200
+        assert r2.body == b"full body"
+
+
+@pytest.mark.parametrize("status,extra", [
+    (204, b""),
+    (304, b"Content-Length: 50\r\nETag: \"v1\"\r\n"),
+    (304, b""),
+])
+def test_204_and_304_have_no_body(backend_factory, start_proxy, status, extra):
+    def handler(req, conn):
+        if req.path == "/next":
+            return Response(200, b"next")
+        conn.send(b"HTTP/1.1 %d X\r\n%s\r\n" % (status, extra))
+        return KEEP
+
+    b = backend_factory("legacy", handler)
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        c.send(build_request("GET", "/empty"))
+        head = c.stream.read_until(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 %d" % status)
+        assert b"transfer-encoding" not in head.lower()
+        if status == 204:
+            assert b"content-length" not in head.lower()
+        assert c.request("GET", "/next").body == b"next"
+
+
+# -- Expect: 100-continue
+
+
+def test_expect_100_continue(one):
+    proxy, backend = one
+    body = b"the body after 100"
+    with proxy.client() as c:
+        c.send(b"POST /expect HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n"
+               b"Expect: 100-continue\r\n\r\n" % len(body))
+        interim = c.read_response()
+        assert (interim.status, interim.reason) == (100, "Continue")
+        assert backend.requests == []  # nothing complete yet: the body is still here
+        c.send(body)
+        final = c.read_response("POST")
+        assert final.status == 200
+        assert final.json()["body_len"] == len(body)
+    got = backend.wait_requests(1)[0]
+    assert got.header("Expect") == "100-continue"
+    assert got.body == body
+
+
+def test_expect_100_continue_refused_by_backend(backend_factory, start_proxy):
+    """The backend answers 417 without reading the body: the client gets the
+    417 and no 100."""
+    b = backend_factory("legacy", lambda req, conn: Response(417, b"no", close=True))
+    b.auto_continue = False
+    b.read_bodies = False  # answer from the head alone
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        c.send(b"POST /expect HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+               b"Expect: 100-continue\r\n\r\n")
+        r = c.read_response("POST")
+        assert r.status == 417
+        assert r.body == b"no"
+
+
+# -- upgrades
+
+
+def test_upgrade_tunnel_echoes_both_ways(backend_factory, start_proxy):
+    b = backend_factory("legacy", upgrade_echo(greeting=b"welcome"))
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        c.send(build_request("GET", "/ws", [("Connection", "Upgrade"), ("Upgrade", "websocket"),
+                                            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")]))
+        r = c.read_response()
+        assert r.status == 101
+        assert r.header("Upgrade") == "websocket"
+        assert r.header("Connection").lower() == "upgrade"
+        assert c.stream.read_exact(7) == b"welcome"
+        c.send(b"ping")
+        assert c.stream.read_exact(4) == b"ping"
+        blob = bytes(range(256)) * 4096 * 2  # 2 MiB through the tunnel
+        t = threading.Thread(target=c.send, args=(blob,), daemon=True)
+        t.start()
+        assert c.stream.read_exact(len(blob)) == blob
+        t.join(5)
+    got = b.wait_requests(1)[0]
+    assert got.header("Upgrade") == "websocket"
+    assert got.header("Connection").lower() == "upgrade"
+    assert got.header("Sec-WebSocket-Key") == "dGhlIHNhbXBsZSBub25jZQ=="
+    entry = proxy.wait_access(1)[0]
+    assert entry["status"] == 101
+
+
+def test_upgrade_tunnel_closed_by_backend(backend_factory, start_proxy):
+    def handler(req, conn):
+        conn.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n"
+                  b"last words")
+        return CLOSE
+
+    b = backend_factory("legacy", handler)
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        c.send(build_request("GET", "/up", [("Connection", "upgrade"), ("Upgrade", "x")]))
+        assert c.read_response().status == 101
+        assert c.stream.read_exact(10) == b"last words"
+        assert c.is_closed()
+
+
+def test_upgrade_refused_by_backend_is_plain_response(one):
+    """The backend ignores the Upgrade and answers 200: relayed, then close."""
+    proxy, backend = one
+    with proxy.client() as c:
+        r = c.request("GET", "/noup", [("Connection", "Upgrade"), ("Upgrade", "websocket")])
+        assert r.status == 200
+        assert r.json()["target"] == "/noup"
+
+
+# -- headers
+
+
+def test_hop_by_hop_request_headers_removed(one):
+    proxy, backend = one
+    with proxy.client() as c:
+        r = c.request("GET", "/hop", [
+            ("Connection", "keep-alive, X-Secret"),
+            ("X-Secret", "s"),
+            ("Keep-Alive", "timeout=5"),
+            ("TE", "trailers"),
+            ("Proxy-Connection", "keep-alive"),
+            ("Trailer", "X-T"),
+            ("Upgrade", "h2c"),
+            ("X-Kept", "yes"),
+        ])
+        assert r.status == 200
+    got = backend.wait_requests(1)[0]
+    names = [k.lower() for k, _ in got.headers]
+    for hop in ("connection", "x-secret", "keep-alive", "te", "proxy-connection", "trailer",
+                "upgrade"):
+        assert hop not in names, (hop, got.headers)
+    assert got.header("X-Kept") == "yes"
+    assert got.header("Host") == "test.local"
+
+
+def test_hop_by_hop_response_headers_removed(backend_factory, start_proxy):
+    b = backend_factory("legacy", lambda req, conn: Response(200, b"ok", headers=[
+        ("Connection", "X-Internal"), ("X-Internal", "1"), ("Keep-Alive", "timeout=9"),
+        ("Proxy-Connection", "keep-alive"), ("X-Public", "ok")]))
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        r = c.request("GET", "/")
+        names = [k.lower() for k, _ in r.headers]
+        assert r.header("X-Public") == "ok"
+        for hop in ("x-internal", "keep-alive", "proxy-connection"):
+            assert hop not in names, r.headers
+        assert r.header("Connection") is None
+        assert r.body == b"ok"
+
+
+def test_x_forwarded_headers(one):
+    proxy, backend = one
+    with proxy.client() as c:
+        c.request("GET", "/xff", [("X-Forwarded-For", "1.2.3.4"),
+                                  ("X-Forwarded-Proto", "https"),
+                                  ("X-Forwarded-Host", "spoofed.example")], host="front.example:81")
+        c.request("GET", "/xff2")
+        c.request("GET", "/xff3", [("X-Forwarded-For", "1.2.3.4"), ("X-Forwarded-For", "5.6.7.8")])
+    first, second, third = backend.wait_requests(3)
+    assert first.header_all("X-Forwarded-For") == ["1.2.3.4, 127.0.0.1"]
+    assert first.header_all("X-Forwarded-Proto") == ["http"]
+    assert first.header_all("X-Forwarded-Host") == ["front.example:81"]
+    assert first.header("Host") == "front.example:81"
+    assert second.header_all("X-Forwarded-For") == ["127.0.0.1"]
+    assert second.header_all("X-Forwarded-Host") == ["test.local"]
+    assert third.header_all("X-Forwarded-For") == ["1.2.3.4, 5.6.7.8, 127.0.0.1"]
+
+
+def test_request_id_added_when_absent(one):
+    proxy, backend = one
+    with proxy.client() as c:
+        assert c.request("GET", "/rid").status == 200
+    got = backend.wait_requests(1)[0]
+    ids = got.header_all("X-Request-Id")
+    assert len(ids) == 1 and re.fullmatch(r"[0-9a-f]{32}", ids[0]), ids
+    assert proxy.wait_access(1)[0]["request_id"] == ids[0]
+
+
+def test_request_ids_differ_per_request(one):
+    proxy, backend = one
+    with proxy.client() as c:
+        for _ in range(5):
+            c.request("GET", "/rid")
+    ids = [r.header("X-Request-Id") for r in backend.wait_requests(5)]
+    assert len(set(ids)) == 5
+
+
+def test_request_id_kept_when_present(one):
+    proxy, backend = one
+    with proxy.client() as c:
+        assert c.request("GET", "/rid", [("X-Request-Id", "client-id-42")]).status == 200
+    got = backend.wait_requests(1)[0]
+    assert got.header_all("X-Request-Id") == ["client-id-42"]
+    assert proxy.wait_access(1)[0]["request_id"] == "client-id-42"
+
+
+@pytest.mark.parametrize("bad_id", ["x" * 100, "has space", "tab\there"],
+                         ids=["too-long", "space", "tab"])
+def test_unusable_request_id_is_replaced_not_duplicated(one, bad_id):
+    """An X-Request-Id the proxy will not keep must be replaced: the backend and
+    the access log must agree on one id."""
+    proxy, backend = one
+    with proxy.client() as c:
+        assert c.request("GET", "/rid", [("X-Request-Id", bad_id)]).status == 200
+    got = backend.wait_requests(1)[0]
+    ids = got.header_all("X-Request-Id")
+    logged = proxy.wait_access(1)[0]["request_id"]
+    assert ids == [logged], "backend saw X-Request-Id %r, access log has %r" % (ids, logged)
+
+
+# -- HTTP/1.0 clients
+
+
+def test_http10_client_length_delimited(one):
+    proxy, backend = one
+    with proxy.client() as c:
+        c.send(b"GET /old HTTP/1.0\r\n\r\n")
+        r = c.read_response()
+        assert r.version == "HTTP/1.0"
+        assert r.status == 200
+        assert r.framing == "length"
+        assert r.json()["target"] == "/old"
+        assert r.header("Connection") == "close"
+        assert c.is_closed()
+
+
+def test_http10_client_gets_close_delimited_for_chunked_backend(backend_factory, start_proxy):
+    chunks = [b"one,", b"two,", b"three"]
+    b = backend_factory("legacy", lambda req, conn: Response(200, chunks=chunks))
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        c.send(b"GET /old HTTP/1.0\r\nHost: t\r\n\r\n")
+        r = c.read_response()
+        assert r.version == "HTTP/1.0"
+        assert r.header("Transfer-Encoding") is None
+        assert r.header("Content-Length") is None
+        assert r.framing == "close"
+        assert r.body == b"one,two,three"
+
+
+def test_http10_keepalive(one):
+    proxy, backend = one
+    with proxy.client() as c:
+        for i in range(2):
+            c.send(b"GET /old/%d HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" % i)
+            r = c.read_response()
+            assert r.status == 200
+            assert r.header("Connection").lower() == "keep-alive"
+            assert r.json()["target"] == "/old/%d" % i
+
+
+def test_http10_request_without_host_reaches_backend_with_host(one):
+    """The proxy speaks HTTP/1.1 upstream, where Host is mandatory (RFC 9112
+    3.2): a Host-less HTTP/1.0 request must still carry one to the backend."""
+    proxy, backend = one
+    with proxy.client() as c:
+        c.send(b"GET /nohost HTTP/1.0\r\n\r\n")
+        assert c.read_response().status == 200
+    got = backend.wait_requests(1)[0]
+    assert got.version == "HTTP/1.1"
+    assert got.header("Host"), "backend got an HTTP/1.1 request without Host: %r" % got.headers
+
+
+# -- more connection handling
+
+
+def test_connection_close_stops_pipelined_requests(one):
+    """Nothing after a request with Connection: close is answered."""
+    proxy, backend = one
+    with proxy.client() as c:
+        c.send(build_request("GET", "/last", [("Connection", "close")]) +
+               build_request("GET", "/never"))
+        r = c.read_response()
+        assert r.json()["target"] == "/last"
+        assert c.is_closed()
+    time.sleep(0.1)
+    assert [r.target for r in backend.requests] == ["/last"]
+
+
+def test_many_pipelined_requests(one):
+    proxy, backend = one
+    n = 300
+    with proxy.client(timeout=10) as c:
+        c.send(b"".join(build_request("GET", "/burst/%d" % i) for i in range(n)))
+        targets = [c.read_response().json()["target"] for _ in range(n)]
+    assert targets == ["/burst/%d" % i for i in range(n)]
+    assert backend.connections == 1
+
+
+def test_half_closed_client_still_gets_its_answer(backend_factory, start_proxy):
+    import socket as s
+    b = backend_factory("legacy", by_path({"/slow": delayed(0.2, lambda req, conn: Response(
+        200, b"late"))}))
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        c.send(build_request("GET", "/slow"))
+        c.sock.shutdown(s.SHUT_WR)
+        r = c.read_response()
+        assert (r.status, r.body) == (200, b"late")
+        assert c.is_closed()
+
+
+def test_backend_connection_close_is_not_reused(backend_factory, start_proxy):
+    b = backend_factory("legacy", lambda req, conn: Response(200, b"c%d" % req.conn_id, close=True))
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        bodies = [c.request("GET", "/x").body for _ in range(3)]
+    assert bodies == [b"c0", b"c1", b"c2"]
+
+
+def test_backend_closing_idle_connection_is_noticed(backend_factory, start_proxy):
+    """The backend closes its keep-alive connection while it sits in the pool."""
+    def handler(req, conn):
+        conn.send(Response(200, b"c%d" % req.conn_id).serialize())
+        time.sleep(0.05)
+        return CLOSE
+
+    b = backend_factory("legacy", handler)
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        assert c.request("GET", "/1").body == b"c0"
+        time.sleep(0.3)
+        r = c.request("POST", "/2", body=b"payload")  # a body: not retryable
+        assert (r.status, r.body) == (200, b"c1")
+
+
+def test_close_delimited_backend_response_rechunked(backend_factory, start_proxy):
+    def handler(req, conn):
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
+        return CLOSE
+
+    b = backend_factory("legacy", by_path({"/eof": handler}))
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        r = c.request("GET", "/eof")
+        assert r.framing == "chunked"
+        assert r.body == b"until the end"
+        assert c.request("GET", "/again").status == 200  # the client connection lives on
+
+
+def test_interim_103_is_not_mistaken_for_the_answer(backend_factory, start_proxy):
+    b = backend_factory("legacy", raw(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n"
+                                      b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal",
+                                      close=False))
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        c.send(build_request("GET", "/"))
+        r = c.read_final()
+        assert (r.status, r.body) == (200, b"final")
+        assert c.request("GET", "/").body == b"final"
+
+
+def test_client_abort_mid_body_does_not_hurt_others(one):
+    proxy, backend = one
+    with proxy.client() as c:
+        c.send(b"POST /abort HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n" + b"a" * 10)
+        time.sleep(0.1)
+    with proxy.client() as c:
+        assert c.request("GET", "/fine").status == 200
+    entries = proxy.wait_access(2)
+    aborted = [e for e in entries if e["path"] == "/abort"][0]
+    assert aborted["error"] == "client closed connection"
+    assert aborted["status"] == 499
+
+
+def test_pipelined_request_after_backend_failure(backend_factory, start_proxy):
+    b = backend_factory("legacy", by_path({"/bad": raw(b"junk\r\n\r\n")}))
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        c.send(build_request("GET", "/bad") + build_request("GET", "/good"))
+        first, second = c.read_response(), c.read_response()
+    assert first.status == 502
+    assert (second.status, second.json()["target"]) == (200, "/good")
+
+
+def test_upgrade_with_bytes_sent_before_the_101(backend_factory, start_proxy):
+    """Bytes the client sends right behind the upgrade request belong to the
+    tunnel and reach the backend once it has switched."""
+    b = backend_factory("legacy", upgrade_echo())
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        c.send(build_request("GET", "/ws", [("Connection", "Upgrade"), ("Upgrade", "websocket")]) +
+               b"early-bytes")
+        assert c.read_response().status == 101
+        assert c.stream.read_exact(11) == b"early-bytes"
+
+
+def test_options_asterisk_forwarded(one):
+    proxy, backend = one
+    with proxy.client() as c:
+        c.send(b"OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert c.read_response().status == 200
+    got = backend.wait_requests(1)[0]
+    assert (got.method, got.target) == ("OPTIONS", "*")
+
+
+def test_early_error_while_client_still_uploads_is_delivered(backend_factory, start_proxy):
+    """The proxy refuses a large upload (413) as soon as it sees the head; the
+    client, still sending, must be able to read that answer rather than a
+    connection reset (the lingering-close problem)."""
+    b = backend_factory("legacy")
+    proxy = start_proxy({"legacy": b}, limits={"max_body_bytes": 1000})
+    total = 8 * MiB
+    with proxy.client() as c:
+        c.send(b"POST /big HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % total)
+        errors = []
+
+        def upload():
+            try:
+                for _ in range(total // MiB):
+                    c.sock.sendall(BLOCK)
+            except OSError as e:
+                errors.append(e)  # the proxy stops reading: expected
+
+        t = threading.Thread(target=upload, daemon=True)
+        t.start()
+        try:
+            r = c.read_response("POST")
+        except (Closed, ConnectionResetError) as e:
+            raise AssertionError("the 413 was lost: %r" % e)
+        assert r.status == 413
+        t.join(10)
+    assert b.requests == []
+
+
+def test_max_idle_zero_disables_backend_reuse(backend_factory, start_proxy):
+    b = backend_factory("legacy")
+    proxy = start_proxy({"legacy": {"url": b, "max_idle": 0}})
+    with proxy.client() as c:
+        for i in range(3):
+            assert c.request("GET", "/%d" % i).status == 200
+    assert [r.conn_id for r in b.wait_requests(3)] == [0, 1, 2]
+
+
+def test_http10_keepalive_with_chunked_backend_closes(backend_factory, start_proxy):
+    """A close-delimited body cannot keep the HTTP/1.0 connection alive."""
+    b = backend_factory("legacy", lambda req, conn: Response(200, chunks=[b"ab", b"cd"]))
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        c.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        r = c.read_response()
+        assert r.framing == "close"
+        assert r.body == b"abcd"
+        assert (r.header("Connection") or "").lower() == "close"

@@ -1,0 +1,196 @@
+"""Sticky percentage rollouts end to end: the documented hash (FNV-1a 32 of
+cohort ":" key, mod 10000, compared with the percentage in basis points) decides
+which backend serves each request, and `strangler explain` agrees with the
+running proxy."""
+import re
+
+import pytest
+
+from harness import rollout_bucket, run_strangler
+
+ROUTES = [
+    {"name": "orders", "match": {"path_prefix": "/api/orders"}, "backend": "legacy",
+     "rollout": {"backend": "modern", "percent": 25.0, "sticky": "header:X-User-Id"}},
+    {"name": "cart", "match": {"path_prefix": "/cart"}, "backend": "legacy",
+     "rollout": {"backend": "modern", "percent": 50.0, "sticky": "cookie:uid"}},
+    {"name": "search", "match": {"path_prefix": "/search"}, "backend": "legacy",
+     "rollout": {"backend": "modern", "percent": 10.5, "sticky": "query:u", "cohort": "exp-7"}},
+    {"name": "zero", "match": {"path_prefix": "/zero"}, "backend": "legacy",
+     "rollout": {"backend": "modern", "percent": 0.0, "sticky": "header:X-User-Id"}},
+    {"name": "all", "match": {"path_prefix": "/all"}, "backend": "legacy",
+     "rollout": {"backend": "modern", "percent": 100, "sticky": "header:X-User-Id"}},
+    {"name": "byip", "match": {"path_prefix": "/byip"}, "backend": "legacy",
+     "rollout": {"backend": "modern", "percent": 50.0, "sticky": "client_ip"}},
+]
+
+KEYS = ["user-%d" % i for i in range(200)]
+
+
+@pytest.fixture
+def rollout(two_backends, start_proxy):
+    legacy, modern = two_backends
+    proxy = start_proxy({"legacy": legacy, "modern": modern}, default_backend="legacy",
+                        routes=ROUTES)
+    client = proxy.client()
+    yield proxy, client
+    client.close()
+
+
+def expected_side(cohort, key, percent_bp):
+    return "modern" if rollout_bucket(cohort, key) < percent_bp else "legacy"
+
+
+def test_reference_hash_values():
+    """The Python reference matches FNV-1a 32 test vectors, so the expectations
+    below are computed independently of the proxy."""
+    from harness import fnv1a32
+    assert fnv1a32(b"") == 0x811C9DC5
+    assert fnv1a32(b"a") == 0xE40C292C
+    assert fnv1a32(b"foobar") == 0xBF9CF968
+
+
+def test_sticky_header_200_keys(rollout):
+    proxy, client = rollout
+    sides = {}
+    for key in KEYS:
+        r = client.request("GET", "/api/orders/1", [("X-User-Id", key)])
+        assert r.status == 200
+        sides[key] = r.header("X-Backend")
+    expected = {k: expected_side("orders", k, 2500) for k in KEYS}
+    wrong = {k: (sides[k], expected[k], rollout_bucket("orders", k))
+             for k in KEYS if sides[k] != expected[k]}
+    assert not wrong, "keys on the wrong side (got, want, bucket): %r" % wrong
+    assert 20 < sum(v == "modern" for v in sides.values()) < 80  # both sides are exercised
+    entries = proxy.wait_access(len(KEYS))
+    for key, e in zip(KEYS, entries):
+        assert e["route"] == "orders"
+        assert e["bucket"] == rollout_bucket("orders", key)
+        assert e["backend"] == expected[key]
+
+
+def test_same_key_always_same_side(rollout):
+    proxy, client = rollout
+    for key in KEYS[:20]:
+        want = expected_side("orders", key, 2500)
+        for i in range(3):
+            assert client.request("GET", "/api/orders/%d" % i,
+                                  [("X-User-Id", key)]).header("X-Backend") == want
+        with proxy.client() as other:  # and from another connection
+            assert other.request("POST", "/api/orders", [("X-User-Id", key)],
+                                 body=b"{}").header("X-Backend") == want
+
+
+def test_sticky_cookie(rollout):
+    proxy, client = rollout
+    for key in KEYS[:60]:
+        r = client.request("GET", "/cart", [("Cookie", "theme=dark; uid=%s; z=1" % key)])
+        assert r.header("X-Backend") == expected_side("cart", key, 5000), key
+    quoted = client.request("GET", "/cart", [("Cookie", 'uid="user-7"')])
+    assert quoted.header("X-Backend") == expected_side("cart", "user-7", 5000)
+    entries = proxy.wait_access(61)
+    assert [e["bucket"] for e in entries[:60]] == [rollout_bucket("cart", k) for k in KEYS[:60]]
+
+
+def test_sticky_query_with_explicit_cohort(rollout):
+    proxy, client = rollout
+    for key in KEYS[:100]:
+        r = client.request("GET", "/search?q=shoes&u=%s" % key)
+        assert r.header("X-Backend") == expected_side("exp-7", key, 1050), key
+    # the key is the decoded value: %2D is "-"
+    r = client.request("GET", "/search?u=user%2D3")
+    assert r.header("X-Backend") == expected_side("exp-7", "user-3", 1050)
+    entries = proxy.wait_access(101)
+    assert entries[100]["bucket"] == rollout_bucket("exp-7", "user-3")
+
+
+def test_sticky_client_ip(rollout):
+    proxy, client = rollout
+    want = expected_side("byip", "127.0.0.1", 5000)
+    for _ in range(5):
+        assert client.request("GET", "/byip").header("X-Backend") == want
+    assert {e["bucket"] for e in proxy.wait_access(5)} == {rollout_bucket("byip", "127.0.0.1")}
+
+
+@pytest.mark.parametrize("prefix,side", [("/zero", "legacy"), ("/all", "modern")])
+def test_zero_and_hundred_percent(rollout, prefix, side):
+    proxy, client = rollout
+    for key in KEYS[:50]:
+        assert client.request("GET", prefix, [("X-User-Id", key)]).header("X-Backend") == side
+    for _ in range(20):  # no key: random bucket, still all on one side
+        assert client.request("GET", prefix).header("X-Backend") == side
+
+
+def test_missing_key_gets_a_random_bucket_consistent_with_the_log(rollout):
+    proxy, client = rollout
+    sides = [client.request("GET", "/api/orders/x").header("X-Backend") for _ in range(100)]
+    entries = proxy.wait_access(100)
+    for side, e in zip(sides, entries):
+        assert 0 <= e["bucket"] < 10000
+        assert side == ("modern" if e["bucket"] < 2500 else "legacy")
+    assert len({e["bucket"] for e in entries}) > 50  # not one fixed bucket
+
+
+def test_empty_key_counts_as_missing(rollout):
+    proxy, client = rollout
+    for _ in range(40):
+        client.request("GET", "/api/orders/x", [("X-User-Id", "")])
+    buckets = {e["bucket"] for e in proxy.wait_access(40)}
+    assert len(buckets) > 20, "an empty key must not pin every request to one bucket"
+
+
+# -- explain agrees with the live decision
+
+
+def explain(proxy, method, target, *headers):
+    args = ["explain", "-c", proxy.conf_path]
+    for h in headers:
+        args += ["-H", h]
+    out = run_strangler(*(args + [method, target]))
+    assert out.returncode == 0, out.stderr
+    backend = re.search(r"^backend:\s+(\S+)", out.stdout, re.M)
+    bucket = re.search(r"^bucket:\s+(\d+)", out.stdout, re.M)
+    route = re.search(r"^route:\s+(\S+)", out.stdout, re.M)
+    return (backend.group(1) if backend else None, int(bucket.group(1)) if bucket else None,
+            route.group(1) if route else None, out.stdout)
+
+
+def test_explain_matches_live_header_decisions(rollout):
+    proxy, client = rollout
+    keys = KEYS[:30]
+    live = []
+    for key in keys:
+        live.append(client.request("GET", "/api/orders/5", [("X-User-Id", key)]).header("X-Backend"))
+    entries = proxy.wait_access(len(keys))
+    for key, side, e in zip(keys, live, entries):
+        backend, bucket, route, text = explain(proxy, "GET", "/api/orders/5", "X-User-Id: " + key)
+        assert (backend, bucket, route) == (side, e["bucket"], "orders"), text
+
+
+def test_explain_matches_live_cookie_and_query_decisions(rollout):
+    proxy, client = rollout
+    for key in KEYS[:10]:
+        side = client.request("GET", "/cart/x", [("Cookie", "uid=" + key)]).header("X-Backend")
+        backend, bucket, route, text = explain(proxy, "GET", "/cart/x", "Cookie: uid=" + key)
+        assert (backend, bucket, route) == (side, rollout_bucket("cart", key), "cart"), text
+        side = client.request("GET", "/search?u=" + key).header("X-Backend")
+        backend, bucket, route, text = explain(proxy, "GET", "/search?u=" + key)
+        assert (backend, bucket, route) == (side, rollout_bucket("exp-7", key), "search"), text
+
+
+def test_explain_default_and_plain_routes(rollout):
+    proxy, client = rollout
+    backend, bucket, route, text = explain(proxy, "GET", "/elsewhere")
+    assert backend == "legacy" and bucket is None
+    assert "default_backend" in text
+    assert client.request("GET", "/elsewhere").header("X-Backend") == "legacy"
+
+
+def test_explain_normalises_like_the_proxy(rollout):
+    proxy, client = rollout
+    key = "user-11"
+    side = client.request("GET", "/api/%6Frders/../orders/1",
+                          [("X-User-Id", key)]).header("X-Backend")
+    backend, bucket, route, text = explain(proxy, "GET", "/api/%6Frders/../orders/1",
+                                           "X-User-Id: " + key)
+    assert (backend, route) == (side, "orders"), text
+    assert re.search(r"^path:\s+/api/orders/1$", text, re.M), text

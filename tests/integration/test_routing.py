@@ -1,0 +1,217 @@
+"""Routing end to end: each match condition sends the request to its backend,
+the default backend takes the rest, and the path the router decides on is the
+path the backend receives."""
+import pytest
+
+from harness import build_request
+
+ROUTES = [
+    {"name": "users", "match": {"path_prefix": "/api/users", "methods": ["GET", "HEAD"]},
+     "backend": "users"},
+    {"name": "search", "match": {"path": "/api/search"}, "backend": "search"},
+    {"name": "items", "match": {"path_regex": "/items/[0-9]+"}, "backend": "items"},
+    {"name": "canary", "match": {"path_prefix": "/h", "headers": {"X-Canary": "yes"}},
+     "backend": "canary"},
+    {"name": "tenant", "match": {"path_prefix": "/h", "headers": {"X-Tenant": "*"}},
+     "backend": "tenant"},
+    {"name": "debug", "match": {"path_prefix": "/q", "query": {"debug": "1"}}, "backend": "debug"},
+    {"name": "flagged", "match": {"path_prefix": "/q", "query": {"flag": "*"}},
+     "backend": "flagged"},
+    {"name": "first", "match": {"path_prefix": "/fm", "methods": ["POST"]}, "backend": "first"},
+    {"name": "second", "match": {"path_prefix": "/fm/x"}, "backend": "second"},
+]
+NAMES = ["legacy", "users", "search", "items", "canary", "tenant", "debug", "flagged", "first",
+         "second"]
+
+
+@pytest.fixture
+def routed(backend_factory, start_proxy):
+    backends = {n: backend_factory(n) for n in NAMES}
+    proxy = start_proxy(backends, default_backend="legacy", routes=ROUTES)
+    client = proxy.client()
+    yield proxy, backends, client
+    client.close()
+
+
+def send(client, method="GET", target="/", headers=()):
+    r = client.request(method, target, headers)
+    return r
+
+
+CASES = [
+    # (id, method, target, headers, backend)
+    ("prefix-exact", "GET", "/api/users", (), "users"),
+    ("prefix-subpath", "GET", "/api/users/7", (), "users"),
+    ("prefix-trailing-slash", "GET", "/api/users/", (), "users"),
+    ("prefix-head", "HEAD", "/api/users/7", (), "users"),
+    ("prefix-segment-boundary", "GET", "/api/usersettings", (), "legacy"),
+    ("prefix-method-mismatch", "POST", "/api/users/7", (), "legacy"),
+    ("exact", "GET", "/api/search", (), "search"),
+    ("exact-with-query", "GET", "/api/search?q=x", (), "search"),
+    ("exact-no-subpath", "GET", "/api/search/more", (), "legacy"),
+    ("exact-trailing-slash", "GET", "/api/search/", (), "legacy"),
+    ("regex", "GET", "/items/123", (), "items"),
+    ("regex-anchored-end", "GET", "/items/123/x", (), "legacy"),
+    ("regex-anchored-start", "GET", "/x/items/123", (), "legacy"),
+    ("regex-no-digits", "GET", "/items/abc", (), "legacy"),
+    ("header-value", "GET", "/h/1", (("X-Canary", "yes"),), "canary"),
+    ("header-name-case", "GET", "/h/1", (("x-canary", "yes"),), "canary"),
+    ("header-wrong-value", "GET", "/h/1", (("X-Canary", "no"),), "legacy"),
+    ("header-value-case", "GET", "/h/1", (("X-Canary", "YES"),), "legacy"),
+    ("header-any", "GET", "/h/1", (("X-Tenant", "acme"),), "tenant"),
+    ("header-any-empty", "GET", "/h/1", (("X-Tenant", ""),), "tenant"),
+    ("header-absent", "GET", "/h/1", (), "legacy"),
+    ("query-value", "GET", "/q?debug=1", (), "debug"),
+    ("query-value-among-others", "GET", "/q/a?x=2&debug=1&y", (), "debug"),
+    ("query-value-decoded", "GET", "/q?debug=%31", (), "debug"),
+    ("query-wrong-value", "GET", "/q?debug=0", (), "legacy"),
+    ("query-any", "GET", "/q?flag=", (), "flagged"),
+    ("query-any-no-equals", "GET", "/q?flag", (), "flagged"),
+    ("query-absent", "GET", "/q?other=1", (), "legacy"),
+    ("query-name-is-case-sensitive", "GET", "/q?DEBUG=1", (), "legacy"),
+    ("first-match-wins", "POST", "/fm/x", (), "first"),
+    ("second-when-first-fails", "GET", "/fm/x", (), "second"),
+    ("default", "GET", "/nowhere", (), "legacy"),
+    ("root", "GET", "/", (), "legacy"),
+]
+
+
+@pytest.mark.parametrize("method,target,headers,expected",
+                         [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_route_choice(routed, method, target, headers, expected):
+    proxy, backends, client = routed
+    r = send(client, method, target, headers)
+    assert r.status == 200, r
+    assert r.header("X-Backend") == expected
+    got = backends[expected].last
+    assert got.method == method
+    assert got.target == target
+    others = [n for n in NAMES if n != expected and backends[n].requests]
+    assert others == []
+
+
+def test_route_name_in_access_log(routed):
+    proxy, backends, client = routed
+    send(client, "GET", "/api/users/1")
+    send(client, "GET", "/nowhere")
+    a, b = proxy.wait_access(2)
+    assert (a["route"], a["backend"]) == ("users", "users")
+    assert (b["route"], b["backend"]) == (None, "legacy")
+
+
+def test_lowercase_method_is_refused_not_routed(routed):
+    """Methods are case-sensitive: "get" is an unknown method (501), never GET."""
+    proxy, backends, client = routed
+    client.send(build_request("get", "/api/users/7"))
+    r = client.read_response()
+    assert r.status == 501
+    assert all(not b.requests for b in backends.values())
+
+
+# -- path normalisation, end to end
+
+
+@pytest.mark.parametrize("target,backend,received", [
+    ("/api/%75sers/../users/7", "users", "/api/users/7"),
+    ("//api///users", "users", "/api/users"),
+    ("/api/./users/./7", "users", "/api/users/7"),
+    ("/api/users/%2e%2e/users/8", "users", "/api/users/8"),
+    ("/api/x/%2E%2E/users", "users", "/api/users"),
+    ("/api/users/a%2Fb", "users", "/api/users/a%2Fb"),
+    ("/api/users/a%2fb", "users", "/api/users/a%2Fb"),
+    ("/api/users%2F7", "legacy", "/api/users%2F7"),
+    ("/api/users/%41%7e", "users", "/api/users/A~"),
+    ("/api/users/a%20b", "users", "/api/users/a%20b"),
+    ("/items/%31%32", "items", "/items/12"),
+    ("/api/users/7/", "users", "/api/users/7/"),
+    ("/api/users/7/..", "users", "/api/users/"),
+    ("/api/search/.", "legacy", "/api/search/"),
+    ("/api/users/%2e/7", "users", "/api/users/7"),
+    ("/api/users/x%00y", "users", "/api/users/x%00y"),
+])
+def test_path_normalisation(routed, target, backend, received):
+    proxy, backends, client = routed
+    r = send(client, "GET", target)
+    assert r.status == 200, r
+    assert r.header("X-Backend") == backend
+    assert backends[backend].last.target == received
+
+
+@pytest.mark.parametrize("target", ["/..", "/../api/users", "/api/../../x", "/%2e%2e/x",
+                                    "/a/%2E%2E/%2e%2e/.."])
+def test_path_above_root_is_400(routed, target):
+    proxy, backends, client = routed
+    client.send(build_request("GET", target))
+    r = client.read_response()
+    assert r.status == 400
+    assert b"above the root" in r.body
+    assert r.header("Connection") == "close"
+    assert client.is_closed()
+    assert all(not b.requests for b in backends.values())
+
+
+@pytest.mark.parametrize("target", ["/api/users/%zz", "/api/users/%4", "/%"])
+def test_bad_percent_encoding_is_400(routed, target):
+    proxy, backends, client = routed
+    client.send(build_request("GET", target))
+    r = client.read_response()
+    assert r.status == 400
+    assert all(not b.requests for b in backends.values())
+
+
+@pytest.mark.parametrize("target", [
+    "/api/users/7?x=1&y=%20z&y=2",
+    "/api/users/7?a=%2F..%2F&b=/../",
+    "/api/users/7?",
+    "/api/users/7?only",
+    "/api/%75sers/7?q=%75",
+])
+def test_query_string_preserved(routed, target):
+    proxy, backends, client = routed
+    r = send(client, "GET", target)
+    assert r.status == 200
+    got = backends["users"].last
+    path, _, query = target.partition("?")
+    assert got.query == query
+    assert got.path == path.replace("%75", "u")
+
+
+def test_absolute_form_target_routes_on_its_path(routed):
+    proxy, backends, client = routed
+    client.send(build_request("GET", "http://example.com/api/users/9?z=1"))
+    r = client.read_response()
+    assert r.status == 200
+    assert r.header("X-Backend") == "users"
+    assert backends["users"].last.target == "/api/users/9?z=1"
+
+
+def test_routes_on_keepalive_connection_are_independent(routed):
+    """Each request on a kept-alive connection is routed on its own."""
+    proxy, backends, client = routed
+    seq = [("/api/users/1", "users"), ("/nowhere", "legacy"), ("/items/5", "items"),
+           ("/api/search", "search"), ("/api/users/2", "users")]
+    for target, expected in seq:
+        assert send(client, "GET", target).header("X-Backend") == expected
+
+
+@pytest.mark.parametrize("target,route", [("/api/search#frag", "search"),
+                                          ("/api/users#x", "users"),
+                                          ("/api/users/7?q=1#frag", "users")])
+def test_fragment_never_reaches_backend(routed, target, route):
+    """A fragment is not part of a request-target (RFC 9112 3.2). Whatever the
+    proxy does with one (refuse with 400, or drop it), the router and the
+    backend must see the same path: a backend's URL parser strips "#..."
+    before routing, so forwarding it means the router decided on a path the
+    backend never sees."""
+    proxy, backends, client = routed
+    client.send(build_request("GET", target))
+    r = client.read_response()
+    if r.status == 400:
+        assert all(not b.requests for b in backends.values())
+        return
+    assert r.status == 200
+    got = [(n, req.target) for n, b in backends.items() for req in b.requests]
+    assert len(got) == 1
+    name, received = got[0]
+    assert "#" not in received, "backend %s received %r" % (name, received)
+    assert name == route, "routed to %s, want %s" % (name, route)
