@@ -412,6 +412,74 @@ check:
 		}
 }
 
+static int is_loopback(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
+	if (ss->ss_family == AF_INET6)
+		return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)ss)->sin6_addr);
+	return 0;
+}
+
+/* Reads the bearer token: the file's first line, without surrounding blanks. */
+static char *read_token(const char *path, const char **why)
+{
+	char buf[512];
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		*why = strerror(errno);
+		return NULL;
+	}
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0';
+	char *s = buf, *e = buf + strlen(buf);
+	while (*s == ' ' || *s == '\t')
+		s++;
+	while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+		e--;
+	*e = '\0';
+	if (strlen(s) < 16) {
+		*why = "the token must be at least 16 characters";
+		return NULL;
+	}
+	return strdup(s);
+}
+
+static void load_admin(struct sp_loader *L, const config_setting_t *root)
+{
+	static const char *const keys[] = {"address", "token_file", "state_file", NULL};
+	const config_setting_t *s = config_setting_get_member(root, "admin");
+	struct sp_admin_cfg *a = &L->cfg->admin;
+	const config_setting_t *where, *twhere;
+	const char *why;
+	if (!s)
+		return;
+	if (!config_setting_is_group(s)) {
+		ERR(L, s, "admin: must be a group: { address = \"127.0.0.1:9901\"; }");
+		return;
+	}
+	cfgp_check_keys(L, s, "admin", keys);
+	L->cfg->has_admin = 1;
+	a->line = cfgp_line(s);
+	a->address = cfgp_str(L, s, "address", "admin", &where);
+	if (!a->address)
+		a->address = strdup("127.0.0.1:9901");
+	if (a->address && sp_parse_hostport(a->address, 1, &a->addr, &a->addrlen, &why) < 0) {
+		ERR(L, where ? where : s, "admin.address: \"%s\": %s", a->address, why);
+		return;
+	}
+	char *token_file = cfgp_str(L, s, "token_file", "admin", &twhere);
+	if (token_file && !(a->token = read_token(token_file, &why)))
+		ERR(L, twhere, "admin.token_file: \"%s\": %s", token_file, why);
+	else if (!twhere && !is_loopback(&a->addr))
+		ERR(L, where ? where : s,
+		    "admin.address: \"%s\" is not a loopback address: set admin.token_file", a->address);
+	free(token_file);
+	a->state_file = cfgp_str(L, s, "state_file", "admin", &where);
+}
+
 static void load_globals(struct sp_loader *L, const config_setting_t *root)
 {
 	const config_setting_t *where;
@@ -442,7 +510,8 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, struct sp_
 	static const char *const keys[] = {"listen",  "workers",        "log_level",
 					   "access_log", "backends",    "default_backend",
 					   "routes",  "timeouts",       "limits",
-					   "drain_timeout_ms", "shadow_defaults", NULL};
+					   "drain_timeout_ms", "shadow_defaults", "admin",
+					   "pid_file", NULL};
 	struct sp_config *cfg = NULL;
 	if (rc != CONFIG_TRUE) {
 		const char *ef = config_error_file(lc);
@@ -467,6 +536,9 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, struct sp_
 	cfg->default_backend = cfg->nbackends ? cfgp_backend_ref(&L, root, "default_backend", "", 1) : -1;
 	sp_load_routes(&L, root);
 	load_shadow_defaults(&L, root);
+	load_admin(&L, root);
+	const config_setting_t *pw;
+	cfg->pid_file = cfgp_str(&L, root, "pid_file", "", &pw);
 	if (diag->errors > L.errors_before)
 		sp_config_unref(&cfg);
 	return cfg;
@@ -524,6 +596,10 @@ void sp_config_unref(struct sp_config **cp)
 	free(c->routes);
 	free(c->access_log);
 	free(c->shadow.diff_log);
+	free(c->admin.address);
+	free(c->admin.token);
+	free(c->admin.state_file);
+	free(c->pid_file);
 	free(c->file);
 	free(c);
 }

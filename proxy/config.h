@@ -50,6 +50,16 @@ struct sp_shadow_defaults {
 	int summary_interval_ms;  /* how often per-route summaries go to the diff log */
 };
 
+/* The admin API listener (admin.c). */
+struct sp_admin_cfg {
+	char *address;
+	int line;
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	char *token;      /* read from token_file at load; NULL: no auth */
+	char *state_file; /* runtime route changes persist here; NULL: not persisted */
+};
+
 struct sp_config {
 	atomic_int refs;
 	char *file;
@@ -65,6 +75,9 @@ struct sp_config {
 	size_t nroutes;
 	struct sp_limits limits;
 	struct sp_shadow_defaults shadow;
+	int has_admin;
+	struct sp_admin_cfg admin;
+	char *pid_file;
 };
 
 /* Where diagnostics go: "FILE:LINE: path: reason" lines. */

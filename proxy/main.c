@@ -9,17 +9,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 #include <event2/thread.h>
 
 #include "accesslog.h"
+#include "admin.h"
 #include "config.h"
 #include "diffreport.h"
 #include "explain.h"
 #include "h1.h"
 #include "log.h"
 #include "shadow.h"
+#include "runtime.h"
 #include "worker.h"
 
 #define DEFAULT_CONF "conf/strangler.conf"
@@ -58,92 +61,32 @@ static void version(void)
 	printf("jansson %s\n", jansson_version_str());
 }
 
-struct runtime {
-	struct sp_worker **workers;
-	int nworkers;
-	struct event_base *base;
-	struct sp_accesslog *alog;
-	const char *alog_path;
-	struct sp_accesslog *difflog;
-	const char *difflog_path;
-	struct event *summary_timer;
-	const char *file;
-	struct sp_config *cfg; /* the newest generation */
-};
-
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 {
-	struct runtime *rt = arg;
+	struct sp_runtime *rt = arg;
 	(void)what;
 	sp_log(SP_LOG_INFO, "%s: stopping; finishing requests in flight", strsignal((int)sig));
+	rt->stopping = 1;
 	for (int i = 0; i < rt->nworkers; i++)
 		sp_worker_stop(rt->workers[i]);
 	event_base_loopbreak(rt->base);
 }
 
-/* Settings a reload cannot change in a running process. */
-static void warn_restart_only(const struct sp_config *old, const struct sp_config *cfg)
+static void on_other_signal(evutil_socket_t sig, short what, void *arg)
 {
-	if (old->workers != cfg->workers)
-		sp_log(SP_LOG_WARN, "reload: workers changed (%d → %d): applies after a restart",
-		       old->workers, cfg->workers);
-	if ((old->access_log == NULL) != (cfg->access_log == NULL) ||
-	    (old->access_log && strcmp(old->access_log, cfg->access_log) != 0))
-		sp_log(SP_LOG_WARN, "reload: access_log changed: applies after a restart");
-	if ((old->shadow.diff_log == NULL) != (cfg->shadow.diff_log == NULL) ||
-	    (old->shadow.diff_log && strcmp(old->shadow.diff_log, cfg->shadow.diff_log) != 0))
-		sp_log(SP_LOG_WARN, "reload: shadow_defaults.diff_log changed: applies after a restart");
-}
-
-/* Re-reads the file and checks it whole; on any error the running
- * configuration stays. Each worker then switches to the new generation for
- * new requests; requests in flight finish on the one they started with. */
-static void reload(struct runtime *rt)
-{
-	struct sp_diag diag;
-	sp_diag_init(&diag);
-	struct sp_config *cfg = sp_config_load(rt->file, &diag);
-	/* every diagnostic is already "FILE:LINE: setting: reason"; log each line */
-	for (char *line = diag.text.data, *nl; line && *line; line = nl + 1) {
-		nl = strchr(line, '\n');
-		if (!nl)
-			break;
-		*nl = '\0';
-		sp_log(cfg ? SP_LOG_WARN : SP_LOG_ERROR, "reload: %s", line);
-	}
-	if (!cfg) {
-		sp_log(SP_LOG_ERROR, "reload: %s: %d error%s; keeping the running configuration",
-		       rt->file, diag.errors, diag.errors == 1 ? "" : "s");
+	struct sp_runtime *rt = arg;
+	(void)what;
+	if (sig == SIGHUP) {
+		struct sp_diag diag;
+		sp_diag_init(&diag);
+		sp_runtime_reload(rt, &diag);
 		sp_diag_deinit(&diag);
 		return;
 	}
-	warn_restart_only(rt->cfg, cfg);
-	/* workers and log files stay as they are until a restart */
-	cfg->workers = rt->cfg->workers;
-	sp_log_set_level((enum sp_log_level)cfg->log_level);
-	for (int i = 0; i < rt->nworkers; i++)
-		sp_worker_reload(rt->workers[i], cfg);
-	sp_config_unref(&rt->cfg);
-	rt->cfg = cfg;
-	sp_log(SP_LOG_INFO, "reload: %s: %zu backends, %zu routes", rt->file, cfg->nbackends,
-	       cfg->nroutes);
-	sp_diag_deinit(&diag);
-}
-
-static void on_other_signal(evutil_socket_t sig, short what, void *arg)
-{
-	struct runtime *rt = arg;
-	(void)what;
-	if (sig == SIGHUP) {
-		reload(rt);
-		return;
-	}
 	if (rt->alog && sp_accesslog_reopen(rt->alog) < 0)
-		sp_log(SP_LOG_ERROR, "SIGUSR1: cannot reopen access log %s: %s", rt->alog_path,
-		       strerror(errno));
+		sp_log(SP_LOG_ERROR, "SIGUSR1: cannot reopen the access log: %s", strerror(errno));
 	else if (rt->difflog && sp_accesslog_reopen(rt->difflog) < 0)
-		sp_log(SP_LOG_ERROR, "SIGUSR1: cannot reopen diff log %s: %s", rt->difflog_path,
-		       strerror(errno));
+		sp_log(SP_LOG_ERROR, "SIGUSR1: cannot reopen the diff log: %s", strerror(errno));
 	else
 		sp_log(SP_LOG_INFO, "SIGUSR1: logs reopened");
 }
@@ -152,10 +95,20 @@ static void on_other_signal(evutil_socket_t sig, short what, void *arg)
  * now and then, so `strangler diff-report` knows the identical share too. */
 static void on_summary_timer(evutil_socket_t fd, short what, void *arg)
 {
-	struct runtime *rt = arg;
+	struct sp_runtime *rt = arg;
 	(void)fd;
 	(void)what;
 	sp_shadow_write_summaries(rt->cfg, rt->workers, rt->nworkers, rt->difflog);
+}
+
+static int write_pid_file(const char *path)
+{
+	FILE *f = fopen(path, "w");
+	if (!f || fprintf(f, "%ld\n", (long)getpid()) < 0 || fclose(f) != 0) {
+		sp_log(SP_LOG_ERROR, "pid_file: cannot write %s: %s", path, strerror(errno));
+		return -1;
+	}
+	return 0;
 }
 
 static int check_config(const char *file)
@@ -177,23 +130,40 @@ static int check_config(const char *file)
 static int run(const char *file)
 {
 	struct sp_diag diag;
-	struct runtime rt = {0};
-	struct sp_accesslog *alog = NULL;
+	struct sp_runtime rt = {0};
+	struct sp_admin *admin = NULL;
 	struct event *sigs[4] = {NULL, NULL, NULL, NULL};
+	struct event *summary_timer = NULL;
 	int rc = 1;
 
+	rt.file = file;
+	rt.overrides = json_object();
+	rt.audit = json_array();
 	sp_diag_init(&diag);
-	struct sp_config *cfg = sp_config_load(file, &diag);
+	/* the file tells where the state is; the state's overrides apply on top */
+	struct sp_config *plain = sp_config_load(file, &diag);
+	if (!plain) {
+		fputs(diag.text.data ? diag.text.data : "", stderr);
+		goto out;
+	}
+	int state_ok = sp_runtime_load_state(&rt, plain) == 0;
+	sp_config_unref(&plain);
+	if (!state_ok)
+		goto out; /* a corrupt state file would silently undo runtime changes */
+	sp_diag_deinit(&diag);
+	sp_diag_init(&diag);
+	struct sp_config *cfg = sp_runtime_build(&rt, NULL, &diag);
 	fputs(diag.text.data ? diag.text.data : "", stderr);
 	if (!cfg)
 		goto out;
+	rt.cfg = cfg;
 	sp_log_set_level((enum sp_log_level)cfg->log_level);
 	signal(SIGPIPE, SIG_IGN);
 	if (evthread_use_pthreads() < 0) {
 		sp_log(SP_LOG_ERROR, "libevent: no thread support");
 		goto out;
 	}
-	if (cfg->access_log && !(alog = sp_accesslog_open(cfg->access_log))) {
+	if (cfg->access_log && !(rt.alog = sp_accesslog_open(cfg->access_log))) {
 		sp_log(SP_LOG_ERROR, "access_log: cannot open %s: %s", cfg->access_log, strerror(errno));
 		goto out;
 	}
@@ -202,20 +172,19 @@ static int run(const char *file)
 		       cfg->shadow.diff_log, strerror(errno));
 		goto out;
 	}
-	rt.difflog_path = cfg->shadow.diff_log;
 	rt.base = event_base_new();
 	rt.workers = calloc((size_t)cfg->workers, sizeof(*rt.workers));
 	if (!rt.base || !rt.workers)
 		goto out;
 	for (int i = 0; i < cfg->workers; i++) {
-		if (!(rt.workers[i] = sp_worker_new(i, cfg, alog, rt.difflog)))
+		if (!(rt.workers[i] = sp_worker_new(i, cfg, rt.alog, rt.difflog)))
 			goto out;
 		rt.nworkers++;
 	}
-	rt.alog = alog;
-	rt.alog_path = cfg->access_log;
-	rt.file = file;
-	rt.cfg = sp_config_ref(cfg);
+	if (cfg->has_admin && !(admin = sp_admin_new(&rt)))
+		goto out;
+	if (cfg->pid_file && write_pid_file(cfg->pid_file) < 0)
+		goto out;
 	sigs[0] = evsignal_new(rt.base, SIGTERM, on_stop_signal, &rt);
 	sigs[1] = evsignal_new(rt.base, SIGINT, on_stop_signal, &rt);
 	sigs[2] = evsignal_new(rt.base, SIGHUP, on_other_signal, &rt);
@@ -226,8 +195,8 @@ static int run(const char *file)
 	if (rt.difflog) {
 		int ms = cfg->shadow.summary_interval_ms;
 		struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-		rt.summary_timer = event_new(rt.base, -1, EV_PERSIST, on_summary_timer, &rt);
-		if (!rt.summary_timer || event_add(rt.summary_timer, &tv) < 0)
+		summary_timer = event_new(rt.base, -1, EV_PERSIST, on_summary_timer, &rt);
+		if (!summary_timer || event_add(summary_timer, &tv) < 0)
 			goto out;
 	}
 	for (int i = 0; i < rt.nworkers; i++)
@@ -248,23 +217,27 @@ static int run(const char *file)
 	for (int i = 0; i < rt.nworkers; i++)
 		sp_worker_join(rt.workers[i]);
 	sp_shadow_write_summaries(rt.cfg, rt.workers, rt.nworkers, rt.difflog);
+	if (rt.cfg->pid_file)
+		unlink(rt.cfg->pid_file);
 	sp_log(SP_LOG_INFO, "stopped");
 	rc = 0;
 out:
+	sp_admin_free(&admin);
 	for (int i = 0; i < rt.nworkers; i++)
 		sp_worker_free(&rt.workers[i]);
 	free(rt.workers);
 	for (int i = 0; i < 4; i++)
 		if (sigs[i])
 			event_free(sigs[i]);
-	if (rt.summary_timer)
-		event_free(rt.summary_timer);
+	if (summary_timer)
+		event_free(summary_timer);
 	if (rt.base)
 		event_base_free(rt.base);
-	sp_accesslog_close(&alog);
+	sp_accesslog_close(&rt.alog);
 	sp_accesslog_close(&rt.difflog);
 	sp_config_unref(&rt.cfg);
-	sp_config_unref(&cfg);
+	json_decref(rt.overrides);
+	json_decref(rt.audit);
 	sp_diag_deinit(&diag);
 	return rc;
 }

@@ -69,6 +69,7 @@ struct sp_session {
 	int retried;
 	int status;
 	const char *error;
+	int up_failed; /* the error was the backend's (connect, timeout, protocol) */
 	struct timespec t_start, t_up;
 	double upstream_ms;
 	uint64_t bytes_in, bytes_out;
@@ -173,6 +174,8 @@ static void log_exchange(struct sp_session *s)
 		.error = s->error,
 	};
 	sp_accesslog_write(s->w->alog, &e, &s->w->logbuf);
+	sp_worker_count(s->w, cfg, s->dec.route, e.backend, s->status, s->error && s->up_failed,
+			e.total_ms);
 }
 
 static void reset_exchange(struct sp_session *s)
@@ -189,6 +192,7 @@ static void reset_exchange(struct sp_session *s)
 	s->req_active = s->req_done = s->resp_started = s->resp_done = 0;
 	s->interim = s->retried = s->status = 0;
 	s->error = NULL;
+	s->up_failed = 0;
 	s->upstream_ms = -1;
 	s->bytes_in = s->bytes_out = 0;
 	s->req_body_bytes = 0;
@@ -240,6 +244,7 @@ static void answer(struct sp_session *s, int status, const char *msg, int keep)
 static void upstream_failed(struct sp_session *s, const char *err, int status)
 {
 	s->error = err;
+	s->up_failed = 1;
 	if (s->t_up.tv_sec)
 		s->upstream_ms = ms_since(&s->t_up);
 	if (s->up)

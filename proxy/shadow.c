@@ -5,7 +5,6 @@
  * compared, counted, and differences written to the diff log. */
 #include "shadow.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,30 +67,9 @@ static const char *const skip_names[SP_SKIP__COUNT] = {"budget", "request_body_t
 
 static void inc(_Atomic uint64_t *c)
 {
-	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
-			      memory_order_relaxed);
+	sp_count(c);
 }
 
-
-/* Latency histogram: bucket i holds durations up to 2^(i/4) * 10 µs. */
-static unsigned lat_bucket(double ms)
-{
-	double us = ms * 1000.0 / 10.0;
-	int b = us <= 1.0 ? 0 : (int)ceil(4.0 * log2(us));
-	return b < 0 ? 0 : b >= SP_LAT_BUCKETS ? SP_LAT_BUCKETS - 1 : (unsigned)b;
-}
-
-static double bucket_ms(unsigned b)
-{
-	return pow(2.0, b / 4.0) * 10.0 / 1000.0;
-}
-
-static void lat_add(_Atomic uint32_t *h, double ms)
-{
-	_Atomic uint32_t *c = &h[lat_bucket(ms)];
-	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
-			      memory_order_relaxed);
-}
 
 static double ms_since(const struct timespec *t)
 {
@@ -289,8 +267,8 @@ static void compare_and_count(struct sp_shadow *sh)
 	if (sp_compare(&rules, &p, &s, &r) < 0)
 		goto out;
 	inc(&st->compared);
-	lat_add(st->lat_primary, sh->primary_ms);
-	lat_add(st->lat_shadow, leg->ms);
+	sp_hist_add(&st->lat_primary, sh->primary_ms);
+	sp_hist_add(&st->lat_shadow, leg->ms);
 	size_t real = r.ndiffs;
 	if (r.ndiffs && sh->nlegs > 1 && sh->legs[1].done && !sh->legs[1].cap.too_big) {
 		struct sp_cmp_side n2 = {sh->legs[1].cap.status, sh->legs[1].cap.h, sh->legs[1].cap.n,
@@ -577,23 +555,6 @@ void sp_shadow_kill_all(struct sp_worker *w)
 		shadow_free(sh);
 }
 
-static void percentiles(const uint32_t *h, double *p50, double *p99)
-{
-	uint64_t total = 0, seen = 0;
-	for (int i = 0; i < SP_LAT_BUCKETS; i++)
-		total += h[i];
-	*p50 = *p99 = 0;
-	for (int i = 0; i < SP_LAT_BUCKETS && total; i++) {
-		seen += h[i];
-		if (*p50 == 0 && seen * 2 >= total)
-			*p50 = bucket_ms((unsigned)i);
-		if (seen * 100 >= total * 99) {
-			*p99 = bucket_ms((unsigned)i);
-			break;
-		}
-	}
-}
-
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
 void sp_shadow_write_summaries(const struct sp_config *cfg, struct sp_worker *const *ws, int n,
@@ -607,7 +568,7 @@ void sp_shadow_write_summaries(const struct sp_config *cfg, struct sp_worker *co
 		if (!cfg->routes[r].has_shadow)
 			continue;
 		uint64_t v[7] = {0}, skip[SP_SKIP__COUNT] = {0};
-		uint32_t lp[SP_LAT_BUCKETS] = {0}, ls[SP_LAT_BUCKETS] = {0};
+		uint64_t lp[SP_LAT_BUCKETS] = {0}, ls[SP_LAT_BUCKETS] = {0};
 		for (int i = 0; i < n; i++) {
 			struct sp_shadow_stats *st = sp_worker_route_stats(ws[i], cfg->routes[r].name);
 			if (!st)
@@ -619,14 +580,11 @@ void sp_shadow_write_summaries(const struct sp_config *cfg, struct sp_worker *co
 				v[k] += atomic_load_explicit(f[k], memory_order_relaxed);
 			for (int k = 0; k < SP_SKIP__COUNT; k++)
 				skip[k] += LOAD(st->skipped[k]);
-			for (int k = 0; k < SP_LAT_BUCKETS; k++) {
-				lp[k] += LOAD(st->lat_primary[k]);
-				ls[k] += LOAD(st->lat_shadow[k]);
-			}
+			sp_hist_sum(&st->lat_primary, lp);
+			sp_hist_sum(&st->lat_shadow, ls);
 		}
-		double p50, p99, s50, s99;
-		percentiles(lp, &p50, &p99);
-		percentiles(ls, &s50, &s99);
+		double p50 = sp_hist_quantile(lp, 0.5), p99 = sp_hist_quantile(lp, 0.99);
+		double s50 = sp_hist_quantile(ls, 0.5), s99 = sp_hist_quantile(ls, 0.99);
 		struct timespec ts;
 		struct tm tm;
 		clock_gettime(CLOCK_REALTIME, &ts);

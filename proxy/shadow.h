@@ -13,6 +13,7 @@
 #include "buf.h"
 #include "config.h"
 #include "http.h"
+#include "stats.h"
 
 enum sp_shadow_skip {
 	SP_SKIP_BUDGET,           /* max_in_flight reached */
@@ -22,14 +23,12 @@ enum sp_shadow_skip {
 	SP_SKIP__COUNT
 };
 
-#define SP_LAT_BUCKETS 96
-
 /* Per route, per worker. Written by the owning worker only; read (relaxed)
  * by the main thread for the summaries. */
 struct sp_shadow_stats {
 	_Atomic uint64_t mirrored, compared, identical, different, noise, errors, timeouts;
 	_Atomic uint64_t skipped[SP_SKIP__COUNT];
-	_Atomic uint32_t lat_primary[SP_LAT_BUCKETS], lat_shadow[SP_LAT_BUCKETS];
+	struct sp_hist lat_primary, lat_shadow;
 };
 
 struct sp_worker;

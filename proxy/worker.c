@@ -177,13 +177,21 @@ fail:
  * reload keeps them and a mirror in flight keeps a valid pointer. Nodes are
  * published with a release store: the main thread walks the list while
  * writing summaries. */
-static struct sp_route_stats *stats_node(struct sp_worker *w, const char *name)
+struct sp_route_stats *sp_worker_find_stats(struct sp_worker *w, const char *route)
 {
 	struct sp_route_stats *n;
 	for (n = atomic_load_explicit(&w->stats_head, memory_order_acquire); n;
 	     n = atomic_load_explicit(&n->next, memory_order_acquire))
-		if (strcmp(n->name, name) == 0)
+		if (strcmp(n->name, route) == 0)
 			return n;
+	return NULL;
+}
+
+static struct sp_route_stats *stats_node(struct sp_worker *w, const char *name)
+{
+	struct sp_route_stats *n = sp_worker_find_stats(w, name);
+	if (n)
+		return n;
 	n = calloc(1, sizeof(*n));
 	if (!n)
 		return NULL;
@@ -196,12 +204,42 @@ static struct sp_route_stats *stats_node(struct sp_worker *w, const char *name)
 
 struct sp_shadow_stats *sp_worker_route_stats(struct sp_worker *w, const char *route)
 {
+	struct sp_route_stats *n = sp_worker_find_stats(w, route);
+	return n ? &n->shadow : NULL;
+}
+
+static struct sp_side_stats *side_of(struct sp_route_stats *n, const char *backend)
+{
+	int k = atomic_load_explicit(&n->nsides, memory_order_relaxed);
+	for (int i = 0; i < k; i++)
+		if (strcmp(n->sides[i].backend, backend) == 0)
+			return &n->sides[i];
+	if (k == SP_MAX_SIDES)
+		return &n->sides[k - 1]; /* more backends than slots: fold into the last */
+	snprintf(n->sides[k].backend, sizeof(n->sides[k].backend), "%s", backend);
+	atomic_store_explicit(&n->nsides, k + 1, memory_order_release);
+	return &n->sides[k];
+}
+
+void sp_worker_count(struct sp_worker *w, const struct sp_config *cfg,
+		     const struct sp_route *route, const char *backend, int status,
+		     int upstream_error, double ms)
+{
 	struct sp_route_stats *n;
-	for (n = atomic_load_explicit(&w->stats_head, memory_order_acquire); n;
-	     n = atomic_load_explicit(&n->next, memory_order_acquire))
-		if (strcmp(n->name, route) == 0)
-			return &n->shadow;
-	return NULL;
+	if (!route)
+		n = w->default_stats;
+	else if (cfg == w->cfg)
+		n = w->route_stats[route->index];
+	else
+		n = stats_node(w, route->name); /* started before a reload */
+	if (!n)
+		return;
+	struct sp_side_stats *s = side_of(n, backend ? backend : "");
+	sp_count(&s->requests);
+	sp_count(&s->status[status >= 100 && status < 600 ? status / 100 : 0]);
+	if (upstream_error)
+		sp_count(&s->upstream_errors);
+	sp_hist_add(&s->latency, ms);
 }
 
 static int reconcile_stats(struct sp_worker *w, const struct sp_config *cfg)
@@ -214,6 +252,10 @@ static int reconcile_stats(struct sp_worker *w, const struct sp_config *cfg)
 			free(next);
 			return -1;
 		}
+	if (!w->default_stats && !(w->default_stats = stats_node(w, ""))) {
+		free(next);
+		return -1;
+	}
 	free(w->route_stats);
 	w->route_stats = next;
 	return 0;

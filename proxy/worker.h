@@ -18,10 +18,24 @@
 struct sp_session;
 struct sp_shadow;
 
-/* Counters of one route (by name), kept for the worker's lifetime. */
+#define SP_MAX_SIDES 8
+
+/* Requests of one route served by one backend. */
+struct sp_side_stats {
+	char backend[72];        /* set before the slot is published */
+	_Atomic uint64_t requests;
+	_Atomic uint64_t status[6]; /* [1]..[5]: 1xx..5xx; [0]: no answer (client left) */
+	_Atomic uint64_t upstream_errors;
+	struct sp_hist latency; /* whole exchange, ms */
+};
+
+/* Counters of one route (by name; "" is the default backend's traffic),
+ * kept for the worker's lifetime. */
 struct sp_route_stats {
 	struct sp_route_stats *_Atomic next;
 	char name[72];
+	_Atomic int nsides;
+	struct sp_side_stats sides[SP_MAX_SIDES];
 	struct sp_shadow_stats shadow;
 };
 
@@ -38,12 +52,13 @@ struct sp_worker {
 	struct sp_buf logbuf;
 	struct sp_buf diffbuf;
 	struct sp_route_stats **route_stats; /* one per route of cfg */
+	struct sp_route_stats *default_stats;
 	struct sp_route_stats *_Atomic stats_head;
 	TAILQ_HEAD(sp_shadow_q, sp_shadow) shadows;
 	int shadow_inflight;
 	uint64_t rng;
 	TAILQ_HEAD(sp_session_q, sp_session) sessions;
-	size_t nsessions;
+	_Atomic size_t nsessions; /* read by the main thread for metrics */
 	int draining;
 	struct event *stop_ev;
 	struct event *drain_timer;
@@ -70,6 +85,12 @@ void sp_worker_reload(struct sp_worker *w, struct sp_config *cfg);
 struct sp_pool *sp_worker_pool(struct sp_worker *w, const struct sp_config *cfg, int backend);
 /* A route's counters by name (any thread), NULL when the worker has none. */
 struct sp_shadow_stats *sp_worker_route_stats(struct sp_worker *w, const char *route);
+struct sp_route_stats *sp_worker_find_stats(struct sp_worker *w, const char *route);
+/* Counts a finished exchange (worker thread). route NULL: default backend;
+ * backend NULL: answered by the proxy itself. */
+void sp_worker_count(struct sp_worker *w, const struct sp_config *cfg,
+		     const struct sp_route *route, const char *backend, int status,
+		     int upstream_error, double ms);
 void sp_worker_free(struct sp_worker **w);
 
 /* session.c */

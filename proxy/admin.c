@@ -1,0 +1,731 @@
+/* The admin API: a small HTTP/1.1 server on its own listener in the main
+ * thread. It reads counters the workers publish, and changes routes by
+ * building a new configuration generation (file + overrides) that every worker
+ * switches to. One request per connection: admin traffic is rare. */
+#include "admin.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/queue.h>
+#include <unistd.h>
+
+#include <event2/listener.h>
+
+#include "conn.h"
+#include "h1.h"
+#include "log.h"
+#include "override.h"
+#include "stats.h"
+
+#define MAX_BODY 65536
+
+struct admin_conn;
+
+struct sp_admin {
+	struct sp_runtime *rt;
+	struct evconnlistener *listener;
+	TAILQ_HEAD(admin_conn_q, admin_conn) conns; /* closed with the admin */
+};
+
+struct admin_conn {
+	struct sp_admin *admin;
+	TAILQ_ENTRY(admin_conn) link;
+	struct sp_conn *c;
+	struct sp_h1 *parser;
+	char peer[INET6_ADDRSTRLEN];
+	char method[16];
+	struct sp_buf target;
+	struct sp_buf auth;
+	struct sp_buf body;
+	int too_big;
+	int answered;
+	struct event *timer;
+};
+
+/* ---- responses ---- */
+
+static void respond(struct admin_conn *a, int status, const char *type, const char *body,
+		    size_t len)
+{
+	struct sp_buf b;
+	sp_buf_init(&b);
+	sp_buf_printf(&b,
+		      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+		      "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+		      status, sp_http_reason(status), type, len);
+	evbuffer_add(a->c->out, b.data, b.len);
+	evbuffer_add(a->c->out, body, len);
+	sp_buf_deinit(&b);
+	a->answered = 1;
+	sp_conn_read(a->c, 0);
+	sp_conn_flush(a->c);
+}
+
+static void respond_json(struct admin_conn *a, int status, json_t *j)
+{
+	char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+	if (!text) {
+		respond(a, 500, "text/plain", "out of memory\n", 14);
+	} else {
+		size_t n = strlen(text);
+		text[n] = '\0';
+		struct sp_buf b;
+		sp_buf_init(&b);
+		sp_buf_add(&b, text, n);
+		sp_buf_addc(&b, '\n');
+		respond(a, status, "application/json", b.data, b.len);
+		sp_buf_deinit(&b);
+	}
+	free(text);
+	json_decref(j);
+}
+
+static void respond_error(struct admin_conn *a, int status, const char *msg)
+{
+	respond_json(a, status, json_pack("{s:s}", "error", msg));
+}
+
+/* ---- counters ---- */
+
+struct side_sum {
+	uint64_t requests, status[6], upstream_errors;
+	uint64_t lat[SP_LAT_BUCKETS];
+};
+
+/* Sums a route's per-backend counters over the workers. */
+static json_t *route_counters(struct sp_runtime *rt, const char *route)
+{
+	json_t *out = json_object();
+	for (int w = 0; w < rt->nworkers; w++) {
+		struct sp_route_stats *n = sp_worker_find_stats(rt->workers[w], route);
+		int k = n ? atomic_load_explicit(&n->nsides, memory_order_acquire) : 0;
+		for (int i = 0; i < k; i++) {
+			struct sp_side_stats *s = &n->sides[i];
+			const char *name = s->backend[0] ? s->backend : "(proxy)";
+			json_t *j = json_object_get(out, name);
+			if (!j) {
+				j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "requests", 0,
+					      "1xx", 0, "2xx", 0, "3xx", 0, "4xx", 0, "5xx", 0,
+					      "upstream_errors", 0);
+				json_object_set_new(out, name, j);
+			}
+			static const char *const keys[] = {"aborted", "1xx", "2xx", "3xx", "4xx", "5xx"};
+			json_object_set_new(j, "requests",
+					    json_integer(json_integer_value(json_object_get(j, "requests")) +
+							 (json_int_t)sp_read(&s->requests)));
+			for (int c = 1; c < 6; c++)
+				json_object_set_new(
+					j, keys[c],
+					json_integer(json_integer_value(json_object_get(j, keys[c])) +
+						     (json_int_t)sp_read(&s->status[c])));
+			json_object_set_new(
+				j, "upstream_errors",
+				json_integer(json_integer_value(json_object_get(j, "upstream_errors")) +
+					     (json_int_t)sp_read(&s->upstream_errors)));
+		}
+	}
+	/* latency percentiles per backend */
+	const char *name;
+	json_t *j;
+	json_object_foreach(out, name, j) {
+		uint64_t lat[SP_LAT_BUCKETS] = {0};
+		for (int w = 0; w < rt->nworkers; w++) {
+			struct sp_route_stats *n = sp_worker_find_stats(rt->workers[w], route);
+			int k = n ? atomic_load_explicit(&n->nsides, memory_order_acquire) : 0;
+			for (int i = 0; i < k; i++) {
+				const char *b = n->sides[i].backend[0] ? n->sides[i].backend : "(proxy)";
+				if (strcmp(b, name) == 0)
+					sp_hist_sum(&n->sides[i].latency, lat);
+			}
+		}
+		json_object_set_new(j, "p50_ms", json_real(sp_hist_quantile(lat, 0.5)));
+		json_object_set_new(j, "p99_ms", json_real(sp_hist_quantile(lat, 0.99)));
+	}
+	return out;
+}
+
+static json_t *shadow_counters(struct sp_runtime *rt, const char *route)
+{
+	uint64_t v[7] = {0}, skip[SP_SKIP__COUNT] = {0};
+	for (int w = 0; w < rt->nworkers; w++) {
+		struct sp_shadow_stats *st = sp_worker_route_stats(rt->workers[w], route);
+		if (!st)
+			continue;
+		_Atomic uint64_t *f[7] = {&st->mirrored, &st->compared, &st->identical, &st->different,
+					  &st->noise,    &st->errors,   &st->timeouts};
+		for (int k = 0; k < 7; k++)
+			v[k] += sp_read(f[k]);
+		for (int k = 0; k < SP_SKIP__COUNT; k++)
+			skip[k] += sp_read(&st->skipped[k]);
+	}
+	uint64_t skipped = 0;
+	for (int k = 0; k < SP_SKIP__COUNT; k++)
+		skipped += skip[k];
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "mirrored", (json_int_t)v[0],
+			 "compared", (json_int_t)v[1], "identical", (json_int_t)v[2], "different",
+			 (json_int_t)v[3], "noise", (json_int_t)v[4], "errors", (json_int_t)v[5],
+			 "timeouts", (json_int_t)v[6], "skipped", (json_int_t)skipped, "difference_rate",
+			 v[1] ? 100.0 * (double)v[3] / (double)v[1] : 0.0);
+}
+
+static json_t *route_view(struct sp_runtime *rt, const struct sp_route *r)
+{
+	json_t *j = sp_route_json(rt->cfg, r, json_object_get(rt->overrides, r->name));
+	if (!j)
+		return NULL;
+	json_object_set_new(j, "counters", route_counters(rt, r->name));
+	if (r->has_shadow)
+		json_object_set_new(j, "shadow_counters", shadow_counters(rt, r->name));
+	return j;
+}
+
+static const struct sp_route *find_route(const struct sp_config *c, const char *name)
+{
+	for (size_t i = 0; i < c->nroutes; i++)
+		if (strcmp(c->routes[i].name, name) == 0)
+			return &c->routes[i];
+	return NULL;
+}
+
+/* ---- metrics (Prometheus text format 0.0.4) ---- */
+
+static void metric_escape(struct sp_buf *b, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '\\' || *s == '"')
+			sp_buf_addc(b, '\\');
+		if (*s == '\n') {
+			sp_buf_adds(b, "\\n");
+			continue;
+		}
+		sp_buf_addc(b, *s);
+	}
+}
+
+static void metrics_route(struct sp_buf *b, struct sp_runtime *rt, const char *route,
+			  const char *label)
+{
+	static const double bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+					0.25,  0.5,    1,     2.5,  5,     10};
+	json_t *counters = route_counters(rt, route);
+	const char *backend;
+	json_t *j;
+	json_object_foreach(counters, backend, j) {
+		static const char *const classes[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
+		for (int c = 0; c < 5; c++) {
+			sp_buf_adds(b, "strangler_requests_total{route=\"");
+			metric_escape(b, label);
+			sp_buf_adds(b, "\",backend=\"");
+			metric_escape(b, backend);
+			sp_buf_printf(b, "\",class=\"%s\"} %lld\n", classes[c],
+				      (long long)json_integer_value(json_object_get(j, classes[c])));
+		}
+		sp_buf_adds(b, "strangler_upstream_errors_total{route=\"");
+		metric_escape(b, label);
+		sp_buf_adds(b, "\",backend=\"");
+		metric_escape(b, backend);
+		sp_buf_printf(b, "\"} %lld\n",
+			      (long long)json_integer_value(json_object_get(j, "upstream_errors")));
+		/* duration histogram: cumulative counts at fixed bounds */
+		uint64_t lat[SP_LAT_BUCKETS] = {0}, total = 0;
+		for (int w = 0; w < rt->nworkers; w++) {
+			struct sp_route_stats *n = sp_worker_find_stats(rt->workers[w], route);
+			int k = n ? atomic_load_explicit(&n->nsides, memory_order_acquire) : 0;
+			for (int i = 0; i < k; i++) {
+				const char *nb = n->sides[i].backend[0] ? n->sides[i].backend : "(proxy)";
+				if (strcmp(nb, backend) == 0)
+					sp_hist_sum(&n->sides[i].latency, lat);
+			}
+		}
+		for (int i = 0; i < SP_LAT_BUCKETS; i++)
+			total += lat[i];
+		for (size_t q = 0; q < sizeof(bounds) / sizeof(bounds[0]); q++) {
+			uint64_t le = 0;
+			for (unsigned i = 0; i < SP_LAT_BUCKETS; i++)
+				if (sp_hist_bound_ms(i) / 1000.0 <= bounds[q] * 1.0000001)
+					le += lat[i];
+			sp_buf_adds(b, "strangler_request_duration_seconds_bucket{route=\"");
+			metric_escape(b, label);
+			sp_buf_adds(b, "\",backend=\"");
+			metric_escape(b, backend);
+			sp_buf_printf(b, "\",le=\"%g\"} %llu\n", bounds[q], (unsigned long long)le);
+		}
+		sp_buf_adds(b, "strangler_request_duration_seconds_bucket{route=\"");
+		metric_escape(b, label);
+		sp_buf_adds(b, "\",backend=\"");
+		metric_escape(b, backend);
+		sp_buf_printf(b, "\",le=\"+Inf\"} %llu\n", (unsigned long long)total);
+		sp_buf_adds(b, "strangler_request_duration_seconds_count{route=\"");
+		metric_escape(b, label);
+		sp_buf_adds(b, "\",backend=\"");
+		metric_escape(b, backend);
+		sp_buf_printf(b, "\"} %llu\n", (unsigned long long)total);
+	}
+	json_decref(counters);
+}
+
+static void metrics_shadow(struct sp_buf *b, struct sp_runtime *rt, const struct sp_route *r)
+{
+	static const char *const results[] = {"mirrored", "compared", "identical", "different",
+					      "noise", "errors", "timeouts"};
+	static const char *const skips[SP_SKIP__COUNT] = {"budget", "request_body_too_large",
+							  "response_body_too_large",
+							  "primary_incomplete"};
+	uint64_t v[7] = {0}, skip[SP_SKIP__COUNT] = {0};
+	for (int w = 0; w < rt->nworkers; w++) {
+		struct sp_shadow_stats *st = sp_worker_route_stats(rt->workers[w], r->name);
+		if (!st)
+			continue;
+		_Atomic uint64_t *f[7] = {&st->mirrored, &st->compared, &st->identical, &st->different,
+					  &st->noise,    &st->errors,   &st->timeouts};
+		for (int k = 0; k < 7; k++)
+			v[k] += sp_read(f[k]);
+		for (int k = 0; k < SP_SKIP__COUNT; k++)
+			skip[k] += sp_read(&st->skipped[k]);
+	}
+	for (int k = 0; k < 7; k++) {
+		sp_buf_adds(b, "strangler_shadow_total{route=\"");
+		metric_escape(b, r->name);
+		sp_buf_printf(b, "\",result=\"%s\"} %llu\n", results[k], (unsigned long long)v[k]);
+	}
+	for (int k = 0; k < SP_SKIP__COUNT; k++) {
+		sp_buf_adds(b, "strangler_shadow_skipped_total{route=\"");
+		metric_escape(b, r->name);
+		sp_buf_printf(b, "\",reason=\"%s\"} %llu\n", skips[k], (unsigned long long)skip[k]);
+	}
+}
+
+static void serve_metrics(struct admin_conn *a)
+{
+	struct sp_runtime *rt = a->admin->rt;
+	struct sp_buf b;
+	size_t open = 0;
+	sp_buf_init(&b);
+	sp_buf_adds(&b, "# HELP strangler_requests_total Requests by route, backend and status class.\n"
+			"# TYPE strangler_requests_total counter\n"
+			"# HELP strangler_upstream_errors_total Backend failures (connect, timeout, "
+			"bad response) by route and backend.\n"
+			"# TYPE strangler_upstream_errors_total counter\n"
+			"# HELP strangler_request_duration_seconds Whole exchange duration.\n"
+			"# TYPE strangler_request_duration_seconds histogram\n");
+	for (size_t i = 0; i < rt->cfg->nroutes; i++)
+		metrics_route(&b, rt, rt->cfg->routes[i].name, rt->cfg->routes[i].name);
+	metrics_route(&b, rt, "", "(default)");
+	sp_buf_adds(&b, "# HELP strangler_shadow_total Shadow exchanges by route and result.\n"
+			"# TYPE strangler_shadow_total counter\n"
+			"# HELP strangler_shadow_skipped_total Requests not mirrored, by reason.\n"
+			"# TYPE strangler_shadow_skipped_total counter\n");
+	for (size_t i = 0; i < rt->cfg->nroutes; i++)
+		if (rt->cfg->routes[i].has_shadow)
+			metrics_shadow(&b, rt, &rt->cfg->routes[i]);
+	sp_buf_adds(&b, "# HELP strangler_rollout_percent Share of the route moved to the rollout "
+			"backend.\n# TYPE strangler_rollout_percent gauge\n");
+	for (size_t i = 0; i < rt->cfg->nroutes; i++) {
+		const struct sp_route *r = &rt->cfg->routes[i];
+		if (!r->has_rollout)
+			continue;
+		sp_buf_adds(&b, "strangler_rollout_percent{route=\"");
+		metric_escape(&b, r->name);
+		sp_buf_printf(&b, "\"} %.2f\n", r->rollout.percent_bp / 100.0);
+	}
+	for (int w = 0; w < rt->nworkers; w++)
+		open += atomic_load_explicit(&rt->workers[w]->nsessions, memory_order_relaxed);
+	sp_buf_printf(&b,
+		      "# HELP strangler_open_connections Client connections open.\n"
+		      "# TYPE strangler_open_connections gauge\nstrangler_open_connections %zu\n"
+		      "# HELP strangler_config_generation Configuration generations since start.\n"
+		      "# TYPE strangler_config_generation gauge\nstrangler_config_generation %lu\n"
+		      "# HELP strangler_reloads_total Reloads by result.\n"
+		      "# TYPE strangler_reloads_total counter\n"
+		      "strangler_reloads_total{result=\"ok\"} %lu\n"
+		      "strangler_reloads_total{result=\"error\"} %lu\n",
+		      open, rt->generation, rt->reloads_ok, rt->reloads_failed);
+	respond(a, 200, "text/plain; version=0.0.4", b.data, b.len);
+	sp_buf_deinit(&b);
+}
+
+/* ---- route changes ---- */
+
+static json_t *now_json(void)
+{
+	char buf[64];
+	struct timespec ts;
+	struct tm tm;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
+		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+	return json_string(buf);
+}
+
+/* Builds the generation for `next` overrides, persists them, then switches
+ * every worker: all or nothing. Returns 0, or an HTTP status with msg set. */
+static int change_routes(struct admin_conn *a, json_t *next, char *msg, size_t msglen)
+{
+	struct sp_runtime *rt = a->admin->rt;
+	struct sp_diag diag;
+	sp_diag_init(&diag);
+	struct sp_config *cfg = sp_runtime_build(rt, next, &diag);
+	if (!cfg) {
+		snprintf(msg, msglen, "the configuration file has errors; fix it first: %s",
+			 diag.text.data ? diag.text.data : "");
+		sp_diag_deinit(&diag);
+		return 409;
+	}
+	sp_diag_deinit(&diag);
+	json_t *old = rt->overrides;
+	rt->overrides = next;
+	if (sp_runtime_save_state(rt) < 0) {
+		snprintf(msg, msglen, "cannot write admin.state_file: %s", strerror(errno));
+		rt->overrides = old;
+		sp_config_unref(&cfg);
+		return 500;
+	}
+	json_decref(old);
+	sp_runtime_commit(rt, cfg);
+	return 0;
+}
+
+static void audit(struct admin_conn *a, const char *route, const char *action, json_t *before,
+		  json_t *after)
+{
+	struct sp_runtime *rt = a->admin->rt;
+	char *b = json_dumps(before, JSON_COMPACT | JSON_SORT_KEYS);
+	char *f = json_dumps(after, JSON_COMPACT | JSON_SORT_KEYS);
+	sp_log(SP_LOG_INFO, "admin: %s %s route %s: %s -> %s", a->peer, action, route, b ? b : "?",
+	       f ? f : "?");
+	free(b);
+	free(f);
+	sp_runtime_audit(rt, json_pack("{s:o, s:s, s:s, s:s, s:o, s:o}", "time", now_json(), "caller",
+				       a->peer, "route", route, "action", action, "before", before,
+				       "after", after));
+	sp_runtime_save_state(rt); /* the audit trail is best effort once applied */
+}
+
+static void patch_route(struct admin_conn *a, const char *name)
+{
+	struct sp_runtime *rt = a->admin->rt;
+	json_error_t jerr;
+	char msg[1024];
+	json_t *patch = json_loadb(a->body.data ? a->body.data : "", a->body.len, 0, &jerr);
+	if (!patch) {
+		snprintf(msg, sizeof(msg), "body is not valid JSON: %s (line %d)", jerr.text, jerr.line);
+		respond_error(a, 400, msg);
+		return;
+	}
+	int st = sp_override_check(rt->cfg, name, patch, msg, sizeof(msg));
+	if (st != 200) {
+		json_decref(patch);
+		respond_error(a, st, msg);
+		return;
+	}
+	const struct sp_route *r = find_route(rt->cfg, name);
+	json_t *before = sp_route_json(rt->cfg, r, json_object_get(rt->overrides, name));
+	json_t *next = json_deep_copy(rt->overrides);
+	if (!next || sp_override_merge(next, name, patch) < 0) {
+		json_decref(next);
+		json_decref(patch);
+		json_decref(before);
+		respond_error(a, 500, "out of memory");
+		return;
+	}
+	json_decref(patch);
+	if ((st = change_routes(a, next, msg, sizeof(msg))) != 0) {
+		json_decref(next);
+		json_decref(before);
+		respond_error(a, st, msg);
+		return;
+	}
+	r = find_route(rt->cfg, name);
+	audit(a, name, "patch", before, sp_route_json(rt->cfg, r, json_object_get(rt->overrides, name)));
+	respond_json(a, 200, route_view(rt, r));
+}
+
+static void delete_override(struct admin_conn *a, const char *name)
+{
+	struct sp_runtime *rt = a->admin->rt;
+	char msg[1024];
+	const struct sp_route *r = find_route(rt->cfg, name);
+	if (!r) {
+		snprintf(msg, sizeof(msg), "no route named \"%s\"", name);
+		respond_error(a, 404, msg);
+		return;
+	}
+	if (!json_object_get(rt->overrides, name)) {
+		respond_error(a, 404, "the route has no runtime override");
+		return;
+	}
+	json_t *before = sp_route_json(rt->cfg, r, json_object_get(rt->overrides, name));
+	json_t *next = json_deep_copy(rt->overrides);
+	json_object_del(next, name);
+	int st = change_routes(a, next, msg, sizeof(msg));
+	if (st) {
+		json_decref(next);
+		json_decref(before);
+		respond_error(a, st, msg);
+		return;
+	}
+	r = find_route(rt->cfg, name);
+	audit(a, name, "delete-override", before, sp_route_json(rt->cfg, r, NULL));
+	respond_json(a, 200, route_view(rt, r));
+}
+
+static void post_reload(struct admin_conn *a)
+{
+	struct sp_runtime *rt = a->admin->rt;
+	struct sp_diag diag;
+	sp_diag_init(&diag);
+	int rc = sp_runtime_reload(rt, &diag);
+	json_t *lines = json_array();
+	const char *p = diag.text.data;
+	while (p && *p) {
+		const char *nl = strchr(p, '\n');
+		size_t len = nl ? (size_t)(nl - p) : strlen(p);
+		json_array_append_new(lines, json_stringn(p, len));
+		p = nl ? nl + 1 : NULL;
+	}
+	respond_json(a, rc == 0 ? 200 : 400,
+		     json_pack("{s:b, s:I, s:o}", "ok", rc == 0, "generation",
+			       (json_int_t)rt->generation, rc == 0 ? "warnings" : "errors", lines));
+	sp_diag_deinit(&diag);
+}
+
+/* ---- dispatch ---- */
+
+static int authorised(struct admin_conn *a)
+{
+	const char *token = a->admin->rt->cfg->admin.token;
+	if (!token)
+		return 1;
+	size_t tl = strlen(token);
+	if (a->auth.len != tl + 7 || strncmp(a->auth.data, "Bearer ", 7) != 0)
+		return 0;
+	return CRYPTO_memcmp(a->auth.data + 7, token, tl) == 0;
+}
+
+static void dispatch(struct admin_conn *a)
+{
+	struct sp_runtime *rt = a->admin->rt;
+	const char *m = a->method;
+	char path[512];
+	snprintf(path, sizeof(path), "%.*s", (int)strcspn(a->target.data ? a->target.data : "/", "?"),
+		 a->target.data ? a->target.data : "/");
+	if (!authorised(a)) {
+		respond_error(a, 401, "missing or wrong Authorization: Bearer token");
+		return;
+	}
+	if (a->too_big) {
+		respond_error(a, 413, "body larger than 64 KiB");
+		return;
+	}
+	int get = strcmp(m, "GET") == 0;
+	if (strcmp(path, "/healthz") == 0 && get) {
+		respond(a, 200, "text/plain", "ok\n", 3);
+	} else if (strcmp(path, "/readyz") == 0 && get) {
+		if (rt->stopping)
+			respond(a, 503, "text/plain", "stopping\n", 9);
+		else
+			respond(a, 200, "text/plain", "ready\n", 6);
+	} else if (strcmp(path, "/metrics") == 0 && get) {
+		serve_metrics(a);
+	} else if (strcmp(path, "/api/routes") == 0 && get) {
+		json_t *list = json_array();
+		for (size_t i = 0; i < rt->cfg->nroutes; i++)
+			json_array_append_new(list, route_view(rt, &rt->cfg->routes[i]));
+		respond_json(a, 200, json_pack("{s:I, s:s, s:o, s:o}", "generation",
+					       (json_int_t)rt->generation, "default_backend",
+					       rt->cfg->backends[rt->cfg->default_backend].name, "routes",
+					       list, "default_counters", route_counters(rt, "")));
+	} else if (strncmp(path, "/api/routes/", 12) == 0) {
+		char *name = path + 12;
+		char *slash = strchr(name, '/');
+		if (slash && strcmp(slash, "/override") == 0 && strcmp(m, "DELETE") == 0) {
+			*slash = '\0';
+			delete_override(a, name);
+		} else if (slash) {
+			respond_error(a, 404, "no such resource");
+		} else if (get) {
+			const struct sp_route *r = find_route(rt->cfg, name);
+			if (r)
+				respond_json(a, 200, route_view(rt, r));
+			else
+				respond_error(a, 404, "no such route");
+		} else if (strcmp(m, "PATCH") == 0) {
+			patch_route(a, name);
+		} else {
+			respond_error(a, 405, "use GET or PATCH (DELETE …/override removes a change)");
+		}
+	} else if (strcmp(path, "/api/audit") == 0 && get) {
+		respond_json(a, 200, json_pack("{s:O}", "changes", rt->audit));
+	} else if (strcmp(path, "/api/diffs/summary") == 0 && get) {
+		json_t *o = json_object();
+		for (size_t i = 0; i < rt->cfg->nroutes; i++)
+			if (rt->cfg->routes[i].has_shadow)
+				json_object_set_new(o, rt->cfg->routes[i].name,
+						    shadow_counters(rt, rt->cfg->routes[i].name));
+		respond_json(a, 200, json_pack("{s:o}", "routes", o));
+	} else if (strcmp(path, "/api/reload") == 0 && strcmp(m, "POST") == 0) {
+		post_reload(a);
+	} else {
+		respond_error(a, 404, "no such resource");
+	}
+}
+
+/* ---- connection ---- */
+
+static void conn_free(struct admin_conn *a)
+{
+	TAILQ_REMOVE(&a->admin->conns, a, link);
+	sp_conn_free(&a->c);
+	sp_h1_free(&a->parser);
+	if (a->timer)
+		event_free(a->timer);
+	sp_buf_deinit(&a->target);
+	sp_buf_deinit(&a->auth);
+	sp_buf_deinit(&a->body);
+	free(a);
+}
+
+static int on_head(void *ud, struct sp_h1_msg *m)
+{
+	struct admin_conn *a = ud;
+	snprintf(a->method, sizeof(a->method), "%s", m->method);
+	sp_buf_add(&a->target, m->url, m->url_len);
+	const struct sp_hdr *h = sp_hdr_find(m->hdrs, m->nhdrs, "Authorization");
+	if (h)
+		sp_buf_add(&a->auth, h->value, h->value_len);
+	if (m->has_length && m->content_length > MAX_BODY)
+		a->too_big = 1;
+	return 0;
+}
+
+static int on_body(void *ud, const char *p, size_t n)
+{
+	struct admin_conn *a = ud;
+	if (a->body.len + n > MAX_BODY)
+		a->too_big = 1;
+	else
+		sp_buf_add(&a->body, p, n);
+	return 0;
+}
+
+static int on_done(void *ud, struct sp_h1_msg *m)
+{
+	(void)m;
+	dispatch(ud);
+	return 1;
+}
+
+static const struct sp_h1_hooks hooks = {on_head, on_body, on_done};
+
+static void on_read(struct sp_conn *c, void *arg)
+{
+	struct admin_conn *a = arg;
+	while (evbuffer_get_length(c->in) && !a->answered) {
+		struct evbuffer_iovec v;
+		size_t used = 0;
+		evbuffer_peek(c->in, -1, NULL, &v, 1);
+		enum sp_h1_rc rc = sp_h1_execute(a->parser, v.iov_base, v.iov_len, &used);
+		evbuffer_drain(c->in, used);
+		if (rc == SP_H1_ERROR) {
+			respond_error(a, sp_h1_error_status(a->parser), sp_h1_error_reason(a->parser));
+			break;
+		}
+	}
+	if (a->answered && evbuffer_get_length(c->out) == 0)
+		conn_free(a);
+}
+
+static void on_drain(struct sp_conn *c, void *arg)
+{
+	struct admin_conn *a = arg;
+	if (a->answered && evbuffer_get_length(c->out) == 0)
+		conn_free(a);
+}
+
+static void on_event(struct sp_conn *c, short what, void *arg)
+{
+	(void)c;
+	(void)what;
+	conn_free(arg);
+}
+
+static void on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	conn_free(arg);
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
+		      void *arg)
+{
+	static const struct sp_h1_limits limits = {8192, 32768, 100};
+	struct sp_admin *admin = arg;
+	struct admin_conn *a = calloc(1, sizeof(*a));
+	(void)len;
+	if (!a) {
+		close(fd);
+		return;
+	}
+	a->admin = admin;
+	TAILQ_INSERT_TAIL(&admin->conns, a, link);
+	sp_buf_init(&a->target);
+	sp_buf_init(&a->auth);
+	sp_buf_init(&a->body);
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, a->peer, sizeof(a->peer));
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr, a->peer, sizeof(a->peer));
+	a->c = sp_conn_new(evconnlistener_get_base(l), fd);
+	a->parser = sp_h1_new(1, &hooks, a, &limits);
+	a->timer = evtimer_new(evconnlistener_get_base(l), on_timeout, a);
+	if (!a->c || !a->parser || !a->timer) {
+		conn_free(a);
+		return;
+	}
+	struct timeval tv = {10, 0}; /* a whole admin exchange */
+	evtimer_add(a->timer, &tv);
+	sp_conn_setcb(a->c, on_read, on_drain, on_event, a);
+	sp_conn_read(a->c, 1);
+}
+
+struct sp_admin *sp_admin_new(struct sp_runtime *rt)
+{
+	const struct sp_admin_cfg *ac = &rt->cfg->admin;
+	struct sp_admin *admin = calloc(1, sizeof(*admin));
+	if (!admin)
+		return NULL;
+	admin->rt = rt;
+	TAILQ_INIT(&admin->conns);
+	admin->listener = evconnlistener_new_bind(
+		rt->base, on_accept, admin, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+		128, (const struct sockaddr *)&ac->addr, (int)ac->addrlen);
+	if (!admin->listener) {
+		sp_log(SP_LOG_ERROR, "%s:%d: admin.address: cannot listen on %s: %s", rt->cfg->file,
+		       ac->line, ac->address, strerror(errno));
+		free(admin);
+		return NULL;
+	}
+	sp_log(SP_LOG_INFO, "admin API on %s%s", ac->address,
+	       ac->token ? " (bearer token required)" : "");
+	return admin;
+}
+
+void sp_admin_free(struct sp_admin **ap)
+{
+	struct sp_admin *a = *ap;
+	if (!a)
+		return;
+	*ap = NULL;
+	while (!TAILQ_EMPTY(&a->conns))
+		conn_free(TAILQ_FIRST(&a->conns));
+	evconnlistener_free(a->listener);
+	free(a);
+}

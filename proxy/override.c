@@ -1,0 +1,181 @@
+/* Runtime route changes: the same rules as the config file, applied on top of
+ * it, so a reload or restart keeps them until they are deleted. */
+#include "override.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+static const struct sp_route *find_route(const struct sp_config *c, const char *name)
+{
+	for (size_t i = 0; i < c->nroutes; i++)
+		if (strcmp(c->routes[i].name, name) == 0)
+			return &c->routes[i];
+	return NULL;
+}
+
+/* A percent as the file accepts it: 0..100, at most two decimals. */
+static int check_percent(const json_t *v, const char *what, char *err, size_t errlen)
+{
+	if (!json_is_number(v)) {
+		snprintf(err, errlen, "%s.percent: must be a number", what);
+		return -1;
+	}
+	double p = json_number_value(v);
+	if (!(p >= 0 && p <= 100)) {
+		snprintf(err, errlen, "%s.percent: %g: must be between 0 and 100", what, p);
+		return -1;
+	}
+	if (fabs(p * 100 - round(p * 100)) > 1e-6) {
+		snprintf(err, errlen, "%s.percent: %g: at most two decimals", what, p);
+		return -1;
+	}
+	return 0;
+}
+
+static int check_section(const json_t *v, const char *what, int route_has, char *err,
+			 size_t errlen)
+{
+	const char *key;
+	json_t *x;
+	if (!json_is_object(v)) {
+		snprintf(err, errlen, "%s: must be an object such as {\"percent\": 50}", what);
+		return -1;
+	}
+	if (!route_has) {
+		snprintf(err, errlen, "%s: the route has no %s in the configuration file", what, what);
+		return -1;
+	}
+	json_object_foreach((json_t *)v, key, x) {
+		if (strcmp(key, "percent") != 0) {
+			snprintf(err, errlen, "%s.%s: unknown field (only percent can change)", what, key);
+			return -1;
+		}
+	}
+	if (!json_object_get(v, "percent")) {
+		snprintf(err, errlen, "%s: percent is required", what);
+		return -1;
+	}
+	return check_percent(json_object_get(v, "percent"), what, err, errlen);
+}
+
+int sp_override_check(const struct sp_config *c, const char *route, const json_t *patch,
+		      char *err, size_t errlen)
+{
+	const struct sp_route *r = find_route(c, route);
+	const char *key;
+	json_t *v;
+	if (!r) {
+		snprintf(err, errlen, "no route named \"%s\"", route);
+		return 404;
+	}
+	if (!json_is_object(patch) || json_object_size(patch) == 0) {
+		snprintf(err, errlen, "the body must be a JSON object such as {\"backend\": \"modern\"}, "
+				      "{\"rollout\": {\"percent\": 50}} or {\"shadow\": {\"percent\": 10}}");
+		return 400;
+	}
+	json_object_foreach((json_t *)patch, key, v) {
+		if (strcmp(key, "backend") == 0) {
+			if (!json_is_string(v) || sp_backend_index(c, json_string_value(v)) < 0) {
+				snprintf(err, errlen, "backend: unknown backend %s%s%s",
+					 json_is_string(v) ? "\"" : "",
+					 json_is_string(v) ? json_string_value(v) : "(not a string)",
+					 json_is_string(v) ? "\"" : "");
+				return 400;
+			}
+		} else if (strcmp(key, "rollout") == 0) {
+			if (check_section(v, "rollout", r->has_rollout, err, errlen) < 0)
+				return 400;
+		} else if (strcmp(key, "shadow") == 0) {
+			if (check_section(v, "shadow", r->has_shadow, err, errlen) < 0)
+				return 400;
+		} else {
+			snprintf(err, errlen, "%s: unknown field (backend, rollout, shadow)", key);
+			return 400;
+		}
+	}
+	return 200;
+}
+
+int sp_override_merge(json_t *overrides, const char *route, const json_t *patch)
+{
+	json_t *cur = json_object_get(overrides, route);
+	if (!cur) {
+		cur = json_object();
+		if (!cur || json_object_set_new(overrides, route, cur) < 0)
+			return -1;
+	}
+	const char *key;
+	json_t *v;
+	json_object_foreach((json_t *)patch, key, v) {
+		if (json_object_set_new(cur, key, json_deep_copy(v)) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static uint32_t to_bp(const json_t *section)
+{
+	return (uint32_t)lround(json_number_value(json_object_get(section, "percent")) * 100);
+}
+
+int sp_override_apply(struct sp_config *c, const json_t *overrides, struct sp_buf *notes)
+{
+	const char *route;
+	json_t *patch;
+	int applied = 0;
+	char err[256];
+	json_object_foreach((json_t *)overrides, route, patch) {
+		if (sp_override_check(c, route, patch, err, sizeof(err)) != 200) {
+			sp_buf_printf(notes, "override of route \"%s\" skipped: %s\n", route, err);
+			continue;
+		}
+		struct sp_route *r = (struct sp_route *)find_route(c, route);
+		json_t *v;
+		if ((v = json_object_get(patch, "backend")))
+			r->backend = sp_backend_index(c, json_string_value(v));
+		if ((v = json_object_get(patch, "rollout")))
+			r->rollout.percent_bp = to_bp(v);
+		if ((v = json_object_get(patch, "shadow")))
+			r->shadow.percent_bp = to_bp(v);
+		applied++;
+	}
+	return applied;
+}
+
+static json_t *percent_json(uint32_t bp)
+{
+	return json_real(bp / 100.0);
+}
+
+json_t *sp_route_json(const struct sp_config *c, const struct sp_route *r, const json_t *override)
+{
+	static const char *const sticky[] = {"", "header:", "cookie:", "query:", "client_ip"};
+	json_t *j = json_pack("{s:s, s:s, s:s, s:i}", "name", r->name, "backend",
+			      c->backends[r->backend].name, "file", c->file, "line", r->line);
+	if (!j)
+		return NULL;
+	if (r->has_rollout) {
+		char spec[160] = "";
+		if (r->rollout.sticky.kind != SP_STICKY_NONE)
+			snprintf(spec, sizeof(spec), "%s%s", sticky[r->rollout.sticky.kind],
+				 r->rollout.sticky.name ? r->rollout.sticky.name : "");
+		json_object_set_new(j, "rollout",
+				    json_pack("{s:s, s:o, s:s, s:s}", "backend",
+					      c->backends[r->rollout.backend].name, "percent",
+					      percent_json(r->rollout.percent_bp), "sticky", spec,
+					      "cohort", r->rollout.cohort));
+	} else {
+		json_object_set_new(j, "rollout", json_null());
+	}
+	if (r->has_shadow) {
+		const char *b = r->shadow.backend == SP_SHADOW_OTHER ? "@other"
+								     : c->backends[r->shadow.backend].name;
+		json_object_set_new(j, "shadow", json_pack("{s:s, s:o}", "backend", b, "percent",
+							   percent_json(r->shadow.percent_bp)));
+	} else {
+		json_object_set_new(j, "shadow", json_null());
+	}
+	json_object_set_new(j, "override", override ? json_deep_copy(override) : json_null());
+	return j;
+}

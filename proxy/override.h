@@ -1,0 +1,26 @@
+/* Runtime route changes (admin API PATCH): validation, merging, and applying
+ * them to a freshly loaded generation. Pure: jansson values in, structs out. */
+#ifndef SP_OVERRIDE_H
+#define SP_OVERRIDE_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "buf.h"
+#include "config.h"
+
+/* Checks a patch such as {"backend": "modern"}, {"rollout": {"percent": 50}}
+ * or {"shadow": {"percent": 10}} against route `route` of c. Returns 200, or
+ * 404 (no such route) / 400 with a message in err. */
+int sp_override_check(const struct sp_config *c, const char *route, const json_t *patch,
+		      char *err, size_t errlen);
+/* overrides[route] = overrides[route] merged with patch (a checked patch). */
+int sp_override_merge(json_t *overrides, const char *route, const json_t *patch);
+/* Applies every override to c, which must not be shared yet. An override that
+ * no longer fits the file (route or backend gone) is skipped and reported in
+ * notes. Returns how many were applied. */
+int sp_override_apply(struct sp_config *c, const json_t *overrides, struct sp_buf *notes);
+/* The effective route as JSON; `override` (borrowed, may be NULL) is shown. */
+json_t *sp_route_json(const struct sp_config *c, const struct sp_route *r, const json_t *override);
+
+#endif

@@ -1,0 +1,169 @@
+/* Generations, reloads and persisted runtime changes (see runtime.h). */
+#include "runtime.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "override.h"
+
+#define AUDIT_KEEP 500
+
+struct sp_config *sp_runtime_build(struct sp_runtime *rt, const json_t *overrides,
+				   struct sp_diag *diag)
+{
+	struct sp_config *cfg = sp_config_load(rt->file, diag);
+	struct sp_buf notes;
+	if (!cfg)
+		return NULL;
+	sp_buf_init(&notes);
+	sp_override_apply(cfg, overrides ? overrides : rt->overrides, &notes);
+	if (notes.len)
+		sp_diag_add(diag, 0, rt->file, 0, "%.*s", (int)notes.len - 1, notes.data);
+	sp_buf_deinit(&notes);
+	return cfg;
+}
+
+/* Settings a running process cannot change. */
+static void keep_restart_only(const struct sp_config *old, struct sp_config *cfg)
+{
+	if (old->workers != cfg->workers)
+		sp_log(SP_LOG_WARN, "reload: workers changed (%d → %d): applies after a restart",
+		       old->workers, cfg->workers);
+	cfg->workers = old->workers;
+	if ((old->access_log == NULL) != (cfg->access_log == NULL) ||
+	    (old->access_log && strcmp(old->access_log, cfg->access_log) != 0))
+		sp_log(SP_LOG_WARN, "reload: access_log changed: applies after a restart");
+	if ((old->shadow.diff_log == NULL) != (cfg->shadow.diff_log == NULL) ||
+	    (old->shadow.diff_log && strcmp(old->shadow.diff_log, cfg->shadow.diff_log) != 0))
+		sp_log(SP_LOG_WARN, "reload: shadow_defaults.diff_log changed: applies after a restart");
+	if (old->has_admin != cfg->has_admin ||
+	    (old->has_admin && strcmp(old->admin.address, cfg->admin.address) != 0))
+		sp_log(SP_LOG_WARN, "reload: admin.address changed: applies after a restart");
+}
+
+void sp_runtime_commit(struct sp_runtime *rt, struct sp_config *cfg)
+{
+	keep_restart_only(rt->cfg, cfg);
+	sp_log_set_level((enum sp_log_level)cfg->log_level);
+	for (int i = 0; i < rt->nworkers; i++)
+		sp_worker_reload(rt->workers[i], cfg);
+	sp_config_unref(&rt->cfg);
+	rt->cfg = cfg;
+	rt->generation++;
+}
+
+/* Logs every diagnostic line ("FILE:LINE: setting: reason") with a prefix. */
+static void log_diag(struct sp_diag *diag, enum sp_log_level level)
+{
+	const char *p = diag->text.data;
+	while (p && *p) {
+		const char *nl = strchr(p, '\n');
+		int len = nl ? (int)(nl - p) : (int)strlen(p);
+		sp_log(level, "reload: %.*s", len, p);
+		p = nl ? nl + 1 : NULL;
+	}
+}
+
+int sp_runtime_reload(struct sp_runtime *rt, struct sp_diag *diag)
+{
+	struct sp_config *cfg = sp_runtime_build(rt, NULL, diag);
+	log_diag(diag, cfg ? SP_LOG_WARN : SP_LOG_ERROR);
+	if (!cfg) {
+		rt->reloads_failed++;
+		sp_log(SP_LOG_ERROR, "reload: %s: %d error%s; keeping the running configuration",
+		       rt->file, diag->errors, diag->errors == 1 ? "" : "s");
+		return -1;
+	}
+	sp_runtime_commit(rt, cfg);
+	rt->reloads_ok++;
+	sp_log(SP_LOG_INFO, "reload: %s: %zu backends, %zu routes", rt->file, rt->cfg->nbackends,
+	       rt->cfg->nroutes);
+	return 0;
+}
+
+int sp_runtime_load_state(struct sp_runtime *rt, const struct sp_config *cfg)
+{
+	json_error_t err;
+	if (!cfg->has_admin || !cfg->admin.state_file)
+		return 0;
+	json_t *state = json_load_file(cfg->admin.state_file, 0, &err);
+	if (!state) {
+		if (access(cfg->admin.state_file, F_OK) != 0)
+			return 0; /* first start */
+		sp_log(SP_LOG_ERROR, "admin.state_file: %s:%d: %s", cfg->admin.state_file, err.line,
+		       err.text);
+		return -1;
+	}
+	json_t *o = json_object_get(state, "overrides"), *a = json_object_get(state, "audit");
+	if (json_is_object(o)) {
+		json_decref(rt->overrides);
+		rt->overrides = json_incref(o);
+	}
+	if (json_is_array(a)) {
+		json_decref(rt->audit);
+		rt->audit = json_incref(a);
+	}
+	json_decref(state);
+	sp_log(SP_LOG_INFO, "admin.state_file: %s: %zu route overrides restored",
+	       cfg->admin.state_file, json_object_size(rt->overrides));
+	return 0;
+}
+
+int sp_runtime_save_state(struct sp_runtime *rt)
+{
+	const struct sp_config *cfg = rt->cfg;
+	char tmp[4096];
+	int rc = -1, fd = -1, e = 0;
+	if (!cfg->has_admin || !cfg->admin.state_file)
+		return 0;
+	snprintf(tmp, sizeof(tmp), "%s.tmp.%d", cfg->admin.state_file, (int)getpid());
+	json_t *state = json_pack("{s:O, s:O}", "overrides", rt->overrides, "audit", rt->audit);
+	char *text = state ? json_dumps(state, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+	if (!text) {
+		e = ENOMEM;
+		goto out;
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	size_t len = strlen(text), done = 0;
+	while (fd >= 0 && done < len) {
+		ssize_t n = write(fd, text + done, len - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		done += (size_t)n;
+	}
+	/* data on disk before the rename makes it the state */
+	if (fd < 0 || done < len || fsync(fd) < 0 || close(fd) < 0) {
+		e = errno ? errno : EIO;
+		fd = -1;
+		unlink(tmp);
+		goto out;
+	}
+	fd = -1;
+	if (rename(tmp, cfg->admin.state_file) < 0) {
+		e = errno;
+		unlink(tmp);
+		goto out;
+	}
+	rc = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	free(text);
+	json_decref(state);
+	errno = e;
+	return rc;
+}
+
+void sp_runtime_audit(struct sp_runtime *rt, json_t *entry)
+{
+	json_array_append_new(rt->audit, entry);
+	while (json_array_size(rt->audit) > AUDIT_KEEP)
+		json_array_remove(rt->audit, 0);
+}

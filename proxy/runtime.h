@@ -1,0 +1,46 @@
+/* The running process as the main thread sees it: the workers, the newest
+ * configuration generation, and the runtime route changes (overrides) made
+ * through the admin API, which outlive reloads and restarts (state_file). */
+#ifndef SP_RUNTIME_H
+#define SP_RUNTIME_H
+
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "accesslog.h"
+#include "config.h"
+#include "worker.h"
+
+struct sp_runtime {
+	const char *file;
+	struct sp_config *cfg; /* the newest generation */
+	struct sp_worker **workers;
+	int nworkers;
+	struct event_base *base;
+	struct sp_accesslog *alog, *difflog;
+	json_t *overrides; /* route name → patch */
+	json_t *audit;     /* the latest changes, oldest first */
+	unsigned long generation;
+	unsigned long reloads_ok, reloads_failed;
+	int stopping;
+};
+
+/* Loads the file and applies overrides (NULL: rt->overrides). Returns a new,
+ * unshared generation, or NULL with every error in diag. */
+struct sp_config *sp_runtime_build(struct sp_runtime *rt, const json_t *overrides,
+				   struct sp_diag *diag);
+/* Makes cfg the running generation (takes the caller's reference). */
+void sp_runtime_commit(struct sp_runtime *rt, struct sp_config *cfg);
+/* SIGHUP and POST /api/reload: build, log, commit. Returns 0, or -1 with the
+ * errors in diag (the running configuration stays). */
+int sp_runtime_reload(struct sp_runtime *rt, struct sp_diag *diag);
+
+/* Reads overrides and audit from the state file of cfg (if any); a missing
+ * file is not an error. Returns 0 or -1 (logged). */
+int sp_runtime_load_state(struct sp_runtime *rt, const struct sp_config *cfg);
+/* Writes them atomically (temporary file, fsync, rename). 0 or -1 with errno. */
+int sp_runtime_save_state(struct sp_runtime *rt);
+/* Appends a change to the audit trail (takes ownership of entry). */
+void sp_runtime_audit(struct sp_runtime *rt, json_t *entry);
+
+#endif

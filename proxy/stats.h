@@ -1,0 +1,37 @@
+/* Counters shared by the workers (single writer each) and read by the main
+ * thread for summaries, the admin API and metrics: relaxed atomics, no locks
+ * on the request path. Latencies go into a log-scale histogram. */
+#ifndef SP_STATS_H
+#define SP_STATS_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#define SP_LAT_BUCKETS 96
+
+/* A latency histogram: bucket i counts durations up to sp_hist_bound_ms(i). */
+struct sp_hist {
+	_Atomic uint32_t b[SP_LAT_BUCKETS];
+};
+
+/* Adds one to a counter owned by the calling worker (no read-modify-write
+ * lock: only one thread writes it). */
+static inline void sp_count(_Atomic uint64_t *c)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+}
+
+static inline uint64_t sp_read(_Atomic uint64_t *c)
+{
+	return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+void sp_hist_add(struct sp_hist *h, double ms);
+double sp_hist_bound_ms(unsigned bucket);
+/* Sums src into a plain array (for several workers). */
+void sp_hist_sum(const struct sp_hist *src, uint64_t *dst);
+/* The q-quantile (0..1) of a summed histogram, as a bucket bound; 0 when empty. */
+double sp_hist_quantile(const uint64_t *sum, double q);
+
+#endif
