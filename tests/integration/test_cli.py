@@ -226,7 +226,7 @@ def test_sigterm_with_idle_keepalive_connection_exits_promptly(backend_factory, 
 
 
 def test_drain_timeout_bounds_shutdown(backend_factory, start_proxy):
-    b = backend_factory("legacy", delayed(2.5))
+    b = backend_factory("legacy", delayed(1.5))
     proxy = start_proxy({"legacy": b}, drain_timeout_ms=400)
     with proxy.client() as c:
         c.send(build_request("GET", "/very-slow"))

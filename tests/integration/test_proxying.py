@@ -2,6 +2,7 @@
 directions (chunked, large, absent), 100-continue, upgrades, and the headers the
 proxy removes or adds."""
 import hashlib
+import json
 import re
 import threading
 import time
@@ -724,3 +725,21 @@ def test_http10_keepalive_with_chunked_backend_closes(backend_factory, start_pro
         assert r.framing == "close"
         assert r.body == b"abcd"
         assert (r.header("Connection") or "").lower() == "close"
+
+
+def test_ordinary_client_http_client(one):
+    """The standard library's client, keep-alive and all."""
+    proxy, backend = one
+    conn = proxy.http()
+    try:
+        for i in range(3):
+            conn.request("POST", "/std/%d?x=%d" % (i, i), body=b"data-%d" % i,
+                         headers={"Content-Type": "text/plain"})
+            r = conn.getresponse()
+            doc = json.loads(r.read())
+            assert r.status == 200
+            assert (doc["target"], doc["body_len"]) == ("/std/%d?x=%d" % (i, i), 6)
+    finally:
+        conn.close()
+    assert backend.connections == 1
+    assert [r.body for r in backend.wait_requests(3)] == [b"data-0", b"data-1", b"data-2"]
