@@ -233,14 +233,16 @@ static void metrics_route(struct sp_buf *b, struct sp_runtime *rt, const char *r
 		sp_buf_printf(b, "\"} %lld\n",
 			      (long long)json_integer_value(json_object_get(j, "upstream_errors")));
 		/* duration histogram: cumulative counts at fixed bounds */
-		uint64_t lat[SP_LAT_BUCKETS] = {0}, total = 0;
+		uint64_t lat[SP_LAT_BUCKETS] = {0}, total = 0, sum_us = 0;
 		for (int w = 0; w < rt->nworkers; w++) {
 			struct sp_route_stats *n = sp_worker_find_stats(rt->workers[w], route);
 			int k = n ? atomic_load_explicit(&n->nsides, memory_order_acquire) : 0;
 			for (int i = 0; i < k; i++) {
 				const char *nb = n->sides[i].backend[0] ? n->sides[i].backend : "(proxy)";
-				if (strcmp(nb, backend) == 0)
+				if (strcmp(nb, backend) == 0) {
 					sp_hist_sum(&n->sides[i].latency, lat);
+					sum_us += sp_read(&n->sides[i].latency_us_sum);
+				}
 			}
 		}
 		for (int i = 0; i < SP_LAT_BUCKETS; i++)
@@ -261,6 +263,11 @@ static void metrics_route(struct sp_buf *b, struct sp_runtime *rt, const char *r
 		sp_buf_adds(b, "\",backend=\"");
 		metric_escape(b, backend);
 		sp_buf_printf(b, "\",le=\"+Inf\"} %llu\n", (unsigned long long)total);
+		sp_buf_adds(b, "strangler_request_duration_seconds_sum{route=\"");
+		metric_escape(b, label);
+		sp_buf_adds(b, "\",backend=\"");
+		metric_escape(b, backend);
+		sp_buf_printf(b, "\"} %.6f\n", (double)sum_us / 1e6);
 		sp_buf_adds(b, "strangler_request_duration_seconds_count{route=\"");
 		metric_escape(b, label);
 		sp_buf_adds(b, "\",backend=\"");

@@ -240,6 +240,9 @@ void sp_worker_count(struct sp_worker *w, const struct sp_config *cfg,
 	if (upstream_error)
 		sp_count(&s->upstream_errors);
 	sp_hist_add(&s->latency, ms);
+	atomic_store_explicit(&s->latency_us_sum,
+			      sp_read(&s->latency_us_sum) + (uint64_t)(ms * 1000.0 + 0.5),
+			      memory_order_relaxed);
 }
 
 static int reconcile_stats(struct sp_worker *w, const struct sp_config *cfg)

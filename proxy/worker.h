@@ -27,6 +27,7 @@ struct sp_side_stats {
 	_Atomic uint64_t status[6]; /* [1]..[5]: 1xx..5xx; [0]: no answer (client left) */
 	_Atomic uint64_t upstream_errors;
 	struct sp_hist latency; /* whole exchange, ms */
+	_Atomic uint64_t latency_us_sum;
 };
 
 /* Counters of one route (by name; "" is the default backend's traffic),
