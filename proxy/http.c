@@ -132,7 +132,10 @@ static int te_element_cb(const char *s, size_t n, const void *arg)
 
 static int only_chunked(const struct sp_hdr *h)
 {
-	return h->value_len == 7 && strncasecmp(h->value, "chunked", 7) == 0;
+	struct token t = {"chunked", 7};
+	/* one list element, "chunked" (OWS around it allowed) */
+	return !memchr(h->value, ',', h->value_len) &&
+	       list_each(h->value, h->value_len, token_eq_cb, &t);
 }
 
 int sp_http_check_request(const struct sp_hdr *h, size_t n, int http_minor, const char **why)

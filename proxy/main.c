@@ -48,7 +48,8 @@ static void usage(FILE *f)
 		"Signals: SIGTERM/SIGINT stop accepting and finish requests in flight (up to\n"
 		"drain_timeout_ms); SIGHUP reloads the configuration (checked whole first; on any\n"
 		"error the running one stays); SIGUSR1 reopens the access and diff logs.\n"
-		"Documentation: docs/configuration.md, docs/operations.md, docs/migration.md.\n");
+		"Documentation: strangler(8), docs/configuration.md, docs/operations.md,\n"
+		"docs/migration.md, docs/security.md.\n");
 }
 
 static void version(void)
@@ -66,9 +67,25 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 	struct sp_runtime *rt = arg;
 	(void)what;
 	sp_log(SP_LOG_INFO, "%s: stopping; finishing requests in flight", strsignal((int)sig));
+	if (rt->stopping)
+		return;
 	rt->stopping = 1;
 	for (int i = 0; i < rt->nworkers; i++)
 		sp_worker_stop(rt->workers[i]);
+	/* the main loop (admin API: /readyz says 503 now) runs until the
+	 * workers have drained */
+	struct timeval tv = {0, 50000};
+	event_add(rt->stop_poll, &tv);
+}
+
+static void on_stop_poll(evutil_socket_t fd, short what, void *arg)
+{
+	struct sp_runtime *rt = arg;
+	(void)fd;
+	(void)what;
+	for (int i = 0; i < rt->nworkers; i++)
+		if (!sp_worker_finished(rt->workers[i]))
+			return;
 	event_base_loopbreak(rt->base);
 }
 
@@ -83,11 +100,16 @@ static void on_other_signal(evutil_socket_t sig, short what, void *arg)
 		sp_diag_deinit(&diag);
 		return;
 	}
-	if (rt->alog && sp_accesslog_reopen(rt->alog) < 0)
+	int ok = 1;
+	if (rt->alog && sp_accesslog_reopen(rt->alog) < 0) {
 		sp_log(SP_LOG_ERROR, "SIGUSR1: cannot reopen the access log: %s", strerror(errno));
-	else if (rt->difflog && sp_accesslog_reopen(rt->difflog) < 0)
+		ok = 0;
+	}
+	if (rt->difflog && sp_accesslog_reopen(rt->difflog) < 0) {
 		sp_log(SP_LOG_ERROR, "SIGUSR1: cannot reopen the diff log: %s", strerror(errno));
-	else
+		ok = 0;
+	}
+	if (ok)
 		sp_log(SP_LOG_INFO, "SIGUSR1: logs reopened");
 }
 
@@ -192,6 +214,9 @@ static int run(const char *file)
 	for (int i = 0; i < 4; i++)
 		if (!sigs[i] || evsignal_add(sigs[i], NULL) < 0)
 			goto out;
+	rt.stop_poll = event_new(rt.base, -1, EV_PERSIST, on_stop_poll, &rt);
+	if (!rt.stop_poll)
+		goto out;
 	if (rt.difflog) {
 		int ms = cfg->shadow.summary_interval_ms;
 		struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
@@ -231,6 +256,8 @@ out:
 			event_free(sigs[i]);
 	if (summary_timer)
 		event_free(summary_timer);
+	if (rt.stop_poll)
+		event_free(rt.stop_poll);
 	if (rt.base)
 		event_base_free(rt.base);
 	sp_accesslog_close(&rt.alog);

@@ -41,9 +41,29 @@ static void keep_restart_only(const struct sp_config *old, struct sp_config *cfg
 	if ((old->shadow.diff_log == NULL) != (cfg->shadow.diff_log == NULL) ||
 	    (old->shadow.diff_log && strcmp(old->shadow.diff_log, cfg->shadow.diff_log) != 0))
 		sp_log(SP_LOG_WARN, "reload: shadow_defaults.diff_log changed: applies after a restart");
+	/* The admin listener and its token belong to the process: a reload that
+	 * dropped the token would leave the listener open without one. */
 	if (old->has_admin != cfg->has_admin ||
-	    (old->has_admin && strcmp(old->admin.address, cfg->admin.address) != 0))
-		sp_log(SP_LOG_WARN, "reload: admin.address changed: applies after a restart");
+	    (old->has_admin && (strcmp(old->admin.address, cfg->admin.address) != 0 ||
+				(old->admin.token == NULL) != (cfg->admin.token == NULL) ||
+				(old->admin.token && strcmp(old->admin.token, cfg->admin.token) != 0) ||
+				(old->admin.state_file == NULL) != (cfg->admin.state_file == NULL) ||
+				(old->admin.state_file &&
+				 strcmp(old->admin.state_file, cfg->admin.state_file) != 0))))
+		sp_log(SP_LOG_WARN, "reload: admin settings changed: apply after a restart");
+	free(cfg->admin.address);
+	free(cfg->admin.token);
+	free(cfg->admin.state_file);
+	cfg->has_admin = old->has_admin;
+	cfg->admin = old->admin;
+	cfg->admin.address = old->admin.address ? strdup(old->admin.address) : NULL;
+	cfg->admin.token = old->admin.token ? strdup(old->admin.token) : NULL;
+	cfg->admin.state_file = old->admin.state_file ? strdup(old->admin.state_file) : NULL;
+	if ((old->pid_file == NULL) != (cfg->pid_file == NULL) ||
+	    (old->pid_file && strcmp(old->pid_file, cfg->pid_file) != 0))
+		sp_log(SP_LOG_WARN, "reload: pid_file changed: applies after a restart");
+	free(cfg->pid_file);
+	cfg->pid_file = old->pid_file ? strdup(old->pid_file) : NULL;
 }
 
 void sp_runtime_commit(struct sp_runtime *rt, struct sp_config *cfg)

@@ -23,6 +23,7 @@ struct sp_runtime {
 	unsigned long generation;
 	unsigned long reloads_ok, reloads_failed;
 	int stopping;
+	struct event *stop_poll; /* ends the main loop once the workers are done */
 };
 
 /* Loads the file and applies overrides (NULL: rt->overrides). Returns a new,

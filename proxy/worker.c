@@ -391,7 +391,13 @@ static void *worker_main(void *arg)
 {
 	struct sp_worker *w = arg;
 	event_base_dispatch(w->base);
+	atomic_store(&w->finished, 1);
 	return NULL;
+}
+
+int sp_worker_finished(struct sp_worker *w)
+{
+	return atomic_load(&w->finished);
 }
 
 int sp_worker_start(struct sp_worker *w)

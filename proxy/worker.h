@@ -67,6 +67,7 @@ struct sp_worker {
 	struct event *reload_ev;
 	pthread_mutex_t reload_lock;
 	struct sp_config *reload_cfg; /* handed over by the main thread */
+	atomic_int finished;          /* the loop has ended (set by the worker) */
 };
 
 /* Creates the worker and binds its listeners (SO_REUSEPORT). Returns NULL
@@ -78,6 +79,8 @@ int sp_worker_start(struct sp_worker *w);
  * any thread. */
 void sp_worker_stop(struct sp_worker *w);
 void sp_worker_join(struct sp_worker *w);
+/* True once the worker's loop has ended (any thread). */
+int sp_worker_finished(struct sp_worker *w);
 /* Hands a new generation to the worker (any thread; takes a reference). New
  * requests use it at once, requests in flight finish on theirs. */
 void sp_worker_reload(struct sp_worker *w, struct sp_config *cfg);

@@ -201,3 +201,37 @@ def test_unknown_paths_and_methods(start_proxy, two_backends, tmp_path):
     assert call(p, "GET", "/nope")[0] == 404
     assert call(p, "PUT", "/api/routes/orders", {})[0] == 405
     assert call(p, "GET", "/api/routes/orders/extra")[0] == 404
+
+
+def test_reload_cannot_drop_the_token(start_proxy, two_backends, tmp_path):
+    p = admin_proxy(start_proxy, two_backends, tmp_path, token=True)
+    text = open(p.conf_path).read()
+    start = text.index("admin = ")
+    end = text.index(";\n", text.index("}", start)) + 2
+    open(p.conf_path, "w").write(text[:start] + text[end:])  # no admin block at all
+    os.kill(p.pid, signal.SIGHUP)
+    harness.wait_for(lambda: "admin settings changed: apply after a restart" in p.stderr_text(),
+                     what="the restart-only warning")
+    assert call(p, "PATCH", "/api/routes/orders", {"rollout": {"percent": 1}})[0] == 401
+    assert call(p, "GET", "/api/routes", token=TOKEN)[0] == 200
+
+
+def test_readyz_says_503_while_draining(start_proxy, backend_factory, tmp_path):
+    slow = backend_factory("legacy", harness.delayed(1.0))
+    modern = backend_factory("modern")
+    p = admin_proxy(start_proxy, (slow, modern), tmp_path)
+    import threading
+    done = {}
+
+    def slow_request():
+        with p.client(timeout=5) as c:
+            done["status"] = c.request("GET", "/api/users/1").status
+    t = threading.Thread(target=slow_request)
+    t.start()
+    slow.wait_requests(1)
+    p.proc.send_signal(signal.SIGTERM)
+    harness.wait_for(lambda: "stopping" in p.stderr_text(), what="SIGTERM handled")
+    assert call(p, "GET", "/readyz") == (503, "stopping\n")
+    t.join(5)
+    assert done["status"] == 200
+    assert p.stop() == 0
