@@ -3,7 +3,9 @@
 
 Starts a fast nginx backend, then for every scenario runs wrk through each
 proxy in turn (plus `direct`, wrk straight to the backend, as the baseline),
-starting a fresh proxy for every run. Prints one markdown table.
+starting a fresh proxy for every run. Prints one markdown table. Then, when
+strangler is selected, the shadow section: strangler alone, without and with
+shadowing to a fast, a slow and a silent mirror, in a second table.
 
 See README.md beside this file for what each column means and how the CPUs
 are shared. Standard library only; needs nginx, haproxy, wrk and taskset.
@@ -14,6 +16,7 @@ import contextlib
 import dataclasses
 import datetime
 import http.client
+import json
 import os
 import re
 import resource
@@ -31,6 +34,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent.parent
 TEMPLATE_DIR = BENCH_DIR / "templates"
 DEFAULT_STRANGLER = REPO_ROOT / "build" / "proxy" / "strangler"
+MIRROR_SCRIPT = BENCH_DIR / "shadow_mirror.py"
 
 PROXIES = ("direct", "nginx", "haproxy", "strangler")
 RATIO_BASES = ("nginx", "haproxy", "direct")
@@ -59,6 +63,31 @@ SCENARIOS = (
     Scenario("16 KiB, keep-alive, c50", "/16k", 50),
     Scenario("small, conn/request, c50", "/", 50, close=True),
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class ShadowVariant:
+    name: str
+    mirror: str | None          # None (no shadow block), "nginx", "slow", "silent"
+    target: str | None = None   # "rps": req/s ratio >= RPS_TARGET; "p99": p99 ratio <= P99_TARGET
+
+
+# The shadow section: strangler only, one scenario, one fresh strangler (and
+# mirror) per variant. Ratios are against the first variant.
+SHADOW_SCENARIO = SCENARIOS[0]
+SHADOW_VARIANTS = (
+    ShadowVariant("shadow off", None),
+    ShadowVariant("shadow → fast", "nginx", "rps"),
+    ShadowVariant("shadow → 500 ms", "slow", "p99"),
+    ShadowVariant("shadow → never answers", "silent", "p99"),
+)
+SHADOW_RPS_TARGET = 0.6         # shadow → fast keeps at least this share of req/s
+SHADOW_P99_TARGET = 1.10        # slow/silent shadows raise p99 by at most this factor
+SLOW_MIRROR_DELAY_MS = 500
+MIRROR_STATUS_PATH = "/__bench_status"
+MIRROR_COUNTER_TIMEOUT = 2.0    # seconds to wait for a helper's counters
+SLOW_STOP_SECONDS = 2.0         # a proxy taking longer to stop gets a note
+NOISY_OTHER_LOAD_PCT = 10.0     # a verdict from runs busier than this gets a note
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +131,9 @@ class Row:
     other_load_pct: float | None = None   # CPU used by others on the machine
     problems: list = dataclasses.field(default_factory=list)
     failed: bool = False        # proxy did not start or died, or wrk failed
+    variant: ShadowVariant | None = None  # set on the shadow section's rows
+    mirrored: int | None = None           # requests the mirror received in the measured run
+    mirror_core_pct: float | None = None  # the mirror's CPU time / wall time
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +212,8 @@ class Daemon:
         self.workdir = workdir
         self.log_path = workdir / f"{name}.out"
         self.proc = None
+        self.stop_seconds = None    # how long the last stop() took
+        self.killed = False         # it had to be SIGKILLed after SIGTERM
 
     def start(self, port):
         with open(self.log_path, "wb") as out:
@@ -204,12 +238,14 @@ class Daemon:
     def stop(self):
         if self.proc is None:
             return
+        started = time.monotonic()
         try:
             if self.proc.poll() is None:
                 self.proc.send_signal(signal.SIGTERM)
                 try:
                     self.proc.wait(timeout=STOP_TIMEOUT_SECONDS)
                 except subprocess.TimeoutExpired:
+                    self.killed = True
                     log(f"{self.name} did not stop on SIGTERM; sending SIGKILL")
         finally:
             # Workers left behind (or a master that ignored SIGTERM) share the
@@ -217,6 +253,7 @@ class Daemon:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+            self.stop_seconds = time.monotonic() - started
 
     def log_tail(self, lines=15):
         paths = [self.log_path, self.workdir / "error.log"]
@@ -299,6 +336,95 @@ def smoke_check(port):
     return problems
 
 
+class Mirror:
+    """The shadow backend of one shadow-section run, and a count of the
+    mirrored requests that reached it.
+
+    nginx: a second fast nginx (templates/mirror-nginx.conf), counted with
+    stub_status. slow, silent: shadow_mirror.py, counted through the stats
+    file it writes on SIGUSR1."""
+
+    def __init__(self, kind, workdir, port, cpu):
+        self.kind = kind
+        self.port = port
+        self.stats_path = workdir / "stats.json"
+        self.status_reads = 0
+        if kind == "nginx":
+            conf = render_template("mirror-nginx.conf", workdir / "nginx.conf",
+                                   dir=workdir, port=port)
+            argv = nginx_argv(workdir, conf)
+        elif kind in ("slow", "silent"):
+            argv = [sys.executable, str(MIRROR_SCRIPT), kind, "--port", str(port),
+                    "--stats", str(self.stats_path)]
+            if kind == "slow":
+                argv += ["--delay-ms", str(SLOW_MIRROR_DELAY_MS)]
+        else:
+            raise ValueError(kind)
+        self.daemon = Daemon(f"mirror-{kind}", argv, workdir, cpu)
+
+    def received(self):
+        """Mirrored requests received so far, or None when unknown."""
+        try:
+            if self.kind == "nginx":
+                return self._nginx_requests()
+            stats = self.helper_stats(refresh=True)
+        except (OSError, ValueError, KeyError, http.client.HTTPException) as exc:
+            log(f"  {self.daemon.name}: cannot read its counters: {exc}")
+            return None
+        # The silent mirror never reads, so it counts connections; strangler
+        # opens a fresh connection for every mirrored request.
+        return stats["connections"] if self.kind == "silent" else stats["requests"]
+
+    def _nginx_requests(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            conn.request("GET", MIRROR_STATUS_PATH)
+            resp = conn.getresponse()
+            text = resp.read().decode()
+        finally:
+            conn.close()
+        self.status_reads += 1
+        # "server accepts handled requests\n A H R": R counts this read too.
+        match = re.search(r"^\s*\d+\s+\d+\s+(\d+)\s*$", text, re.MULTILINE)
+        if resp.status != 200 or not match:
+            raise ValueError(f"unexpected stub_status answer {resp.status} {text[:80]!r}")
+        return int(match.group(1)) - self.status_reads
+
+    def helper_stats(self, refresh):
+        """The counters of shadow_mirror.py; with refresh, asks it for fresh ones."""
+        def read():
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                return json.loads(self.stats_path.read_text())
+            return None
+
+        if not refresh:
+            stats = read()
+            if stats is None:
+                raise ValueError(f"no counters in {self.stats_path}")
+            return stats
+        old = read()
+        old_seq = old["seq"] if old else 0
+        os.kill(self.daemon.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + MIRROR_COUNTER_TIMEOUT
+        while time.monotonic() < deadline:
+            stats = read()
+            if stats and stats["seq"] > old_seq:
+                return stats
+            time.sleep(0.01)
+        raise ValueError(f"no fresh counters within {MIRROR_COUNTER_TIMEOUT} s")
+
+    def describe(self):
+        """One line about what the mirror saw over its whole life (after stop)."""
+        if self.kind == "nginx":
+            return None
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            stats = self.helper_stats(refresh=False)
+            return (f"{stats['connections']} connections accepted (at most "
+                    f"{stats['max_open']} open at once), {stats['requests']} "
+                    f"requests read, {stats['responses']} answered")
+        return "no counters"
+
+
 # --------------------------------------------------------------------------
 # /proc accounting
 
@@ -358,13 +484,16 @@ class CpuSnapshot:
     when: float
     machine: float              # busy ticks, all CPUs
     proxy: float                # ticks of the proxy's processes
-    ours: float                 # ticks of proxy + backend + wrk + this script
+    ours: float                 # ticks of proxy + backend + wrk + this script (+ helpers)
+    helpers: float = 0          # ticks of the helpers (the shadow section's mirror)
 
     @classmethod
-    def take(cls, proxy, backend):
+    def take(cls, proxy, backend, helpers=()):
+        """helpers: other daemons of ours (the shadow section's mirror)."""
         proxy_ticks = cpu_ticks(proxy.pid) if proxy else 0
-        ours = proxy_ticks + cpu_ticks(backend.pid) + own_children_ticks()
-        return cls(time.monotonic(), busy_ticks_all_cpus(), proxy_ticks, ours)
+        helper_ticks = sum(cpu_ticks(helper.pid) for helper in helpers)
+        ours = proxy_ticks + cpu_ticks(backend.pid) + own_children_ticks() + helper_ticks
+        return cls(time.monotonic(), busy_ticks_all_cpus(), proxy_ticks, ours, helper_ticks)
 
 
 def peak_rss_by_process(root):
@@ -428,22 +557,33 @@ def parse_wrk(output):
 # One run
 
 
-def measure(row, port, proxy, settings):
+def measure(row, port, proxy, settings, mirror=None):
     """Warm up, then load `port` with wrk, accounting the proxy's CPU and
-    how busy the rest of the machine was meanwhile."""
+    how busy the rest of the machine was meanwhile. With a `mirror` (shadow
+    section), also count the requests it received during the measured run."""
     if settings.warmup:
         run_wrk(port, row.scenario, settings.warmup, settings.cpus.load)
-    before = CpuSnapshot.take(proxy, settings.backend)
+    helpers = [mirror.daemon] if mirror else []
+    mirrored_before = mirror.received() if mirror else None
+    before = CpuSnapshot.take(proxy, settings.backend, helpers)
     row.wrk = run_wrk(port, row.scenario, settings.duration, settings.cpus.load)
     if proxy is not None and not proxy.alive():
         row.failed = True
         row.problems.append(f"{proxy.name} died during the run "
                             f"(status {proxy.proc.returncode})")
         return
-    after = CpuSnapshot.take(proxy, settings.backend)
+    after = CpuSnapshot.take(proxy, settings.backend, helpers)
+    if mirror:
+        mirrored_after = mirror.received()
+        if mirrored_before is not None and mirrored_after is not None:
+            row.mirrored = mirrored_after - mirrored_before
+        if not mirror.daemon.alive():
+            row.problems.append(f"{mirror.daemon.name} died during the run")
     wall_ticks = (after.when - before.when) * CLK_TCK
     others = (after.machine - before.machine) - (after.ours - before.ours)
     row.other_load_pct = max(0.0, others) / (wall_ticks * os.cpu_count()) * 100
+    if mirror:
+        row.mirror_core_pct = (after.helpers - before.helpers) / wall_ticks * 100
     if proxy is None:
         return
     used = after.proxy - before.proxy
@@ -476,6 +616,83 @@ def run_one(row, settings):
         row.failed = True
         row.problems.append("failed to start")
         log(f"  {row.proxy} FAILED TO START: {exc}\n{daemon.log_tail()}")
+
+
+def strangler_shadow_conf(workdir, port, backend_port, mirror_port):
+    """strangler's config for one shadow-section run; mirror_port None: no shadow."""
+    values = {"dir": workdir, "port": port, "backend_port": backend_port,
+              "mirror_backend": "", "shadow": ""}
+    if mirror_port is not None:
+        values["mirror_backend"] = f' mirror = {{ url = "http://127.0.0.1:{mirror_port}"; }};'
+        values["shadow"] = ' shadow = { backend = "mirror"; percent = 100.0; };'
+    return render_template("proxy-strangler-shadow.conf", workdir / "strangler.conf",
+                           **values)
+
+
+def run_shadow_one(row, settings):
+    """Fill `row` for one shadow variant: a fresh mirror, then a fresh strangler."""
+    variant = row.variant
+    log(f"shadow, {row.scenario.name}: {variant.name}")
+    workdir = Path(tempfile.mkdtemp(prefix="strangler-shadow-", dir=settings.tmp))
+    mirror = None
+    daemon = None
+    try:
+        with contextlib.ExitStack() as stack:
+            mirror_port = None
+            if variant.mirror:
+                mirror_dir = workdir / "mirror"
+                mirror_dir.mkdir()
+                mirror_dir.chmod(0o755)     # nginx workers may run as `nobody`
+                mirror_port = free_port()
+                mirror = Mirror(variant.mirror, mirror_dir, mirror_port,
+                                settings.cpus.load)
+                stack.enter_context(running(mirror.daemon, mirror_port))
+            port = free_port()
+            conf = strangler_shadow_conf(workdir, port, settings.backend_port, mirror_port)
+            daemon = Daemon("strangler", [str(settings.strangler), "-c", str(conf)],
+                            workdir, settings.cpus.proxy)
+            stack.enter_context(running(daemon, port))
+            row.problems += smoke_check(port)
+            for problem in row.problems:
+                log(f"  strangler: {problem}")
+            measure(row, port, daemon, settings, mirror)
+    except StartError as exc:
+        row.failed = True
+        row.problems.append("failed to start")
+        tails = "\n".join(d.log_tail() for d in (mirror and mirror.daemon, daemon) if d)
+        log(f"  FAILED TO START: {exc}\n{tails}")
+        return
+    if daemon.stop_seconds is not None and daemon.stop_seconds > SLOW_STOP_SECONDS:
+        row.problems.append(f"took {daemon.stop_seconds:.1f} s to stop"
+                            + (" (SIGKILLed)" if daemon.killed else ""))
+    log(f"  strangler stopped in {daemon.stop_seconds:.2f} s")
+    if row.mirrored is not None and row.wrk and row.wrk.requests:
+        log(f"  mirror received {row.mirrored} requests during the measured run "
+            f"({row.mirrored / row.wrk.requests:.1%} of {row.wrk.requests})")
+    if mirror and mirror.describe():
+        log(f"  {mirror.daemon.name}, whole run: {mirror.describe()}")
+    # Anything strangler said besides the expected warning about diff_log.
+    said = [line for line in daemon.log_tail(20).splitlines()
+            if "no shadow_defaults.diff_log" not in line]
+    if said:
+        log("  strangler's output (last lines):\n" + "\n".join(said[-5:]))
+
+
+def run_shadow(settings):
+    rows = []
+    for variant in SHADOW_VARIANTS:
+        row = Row(SHADOW_SCENARIO, "strangler", variant=variant)
+        rows.append(row)
+        if not settings.strangler.is_file():
+            row.problems.append("skipped: binary not built")
+            continue
+        try:
+            run_shadow_one(row, settings)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            row.failed = True
+            row.problems.append("wrk failed")
+            log(f"  strangler: {exc}")
+    return rows
 
 
 def run_all(proxies, settings):
@@ -518,7 +735,8 @@ def tool_versions():
 def header_lines(args, cpus, duration, warmup):
     uname = os.uname()
     nginx, haproxy, wrk = tool_versions()
-    strangler = args.strangler if args.strangler.is_file() else f"{args.strangler} (not built: skipped)"
+    strangler = (f"{args.strangler} (copied at start; every run uses the copy)"
+                 if args.strangler.is_file() else f"{args.strangler} (not built: skipped)")
     with open("/proc/loadavg") as f:
         load = " ".join(f.read().split()[:3])
     return [
@@ -586,6 +804,88 @@ def table_lines(rows):
     return lines
 
 
+def shadow_verdict(row, base):
+    """(ratio cells..., target, result) of a shadow row against `shadow off`."""
+    w, b = row.wrk, base.wrk if base else None
+    rps_ratio = p99_ratio = None
+    if w and b and not row.failed and not base.failed:
+        if b.good_rps:
+            rps_ratio = w.good_rps / b.good_rps
+        if w.p99_ms is not None and b.p99_ms:
+            p99_ratio = w.p99_ms / b.p99_ms
+    target = row.variant.target
+    if target == "rps":
+        goal, ratio, ok = f"req/s ÷ off ≥ {SHADOW_RPS_TARGET:.2f}", rps_ratio, \
+            rps_ratio is not None and rps_ratio >= SHADOW_RPS_TARGET
+    elif target == "p99":
+        goal, ratio, ok = f"p99 ÷ off ≤ {SHADOW_P99_TARGET:.2f}", p99_ratio, \
+            p99_ratio is not None and p99_ratio <= SHADOW_P99_TARGET
+    else:
+        return fmt(rps_ratio, ".2f"), fmt(p99_ratio, ".2f"), "-", "-"
+    if ratio is None:
+        # This run failed, or it (or `shadow off`) was skipped or has no numbers.
+        return (fmt(rps_ratio, ".2f"), fmt(p99_ratio, ".2f"), goal,
+                "FAIL (run failed)" if row.failed else "n/a (no data)")
+    result = "PASS" if ok else "FAIL"
+    busiest = max((r.other_load_pct for r in (row, base)
+                   if r is not None and r.other_load_pct is not None), default=None)
+    if busiest is not None and busiest > NOISY_OTHER_LOAD_PCT:
+        result += f" (noisy: other load {busiest:.0f} %)"
+    return fmt(rps_ratio, ".2f"), fmt(p99_ratio, ".2f"), goal, result
+
+
+def shadow_table_lines(rows):
+    base = next((r for r in rows if r.variant.mirror is None), None)
+    columns = ["variant", "req/s", "p50 ms", "p99 ms", "peak RSS MiB", "CPU µs/req",
+               "proxy core %", "mirror core %", "other load %", "mirrored %", "errors",
+               "req/s ÷ off", "p99 ÷ off", "target", "result"]
+    text_columns = ("variant", "errors", "target", "result")
+    align = ["---" if c in text_columns else "--:" for c in columns]
+    lines = [
+        f"## Shadowing: strangler only, {SHADOW_SCENARIO.name}",
+        "",
+        "- one fresh strangler per variant, config templates/proxy-strangler-shadow.conf: "
+        "one route `all` (path_prefix \"/\") to `fast`, shadow_defaults max_in_flight 256, "
+        "timeout_ms 5000, no diff_log (differences only counted); the variants add "
+        "`shadow = { backend = \"mirror\"; percent = 100.0; }`",
+        f"- mirrors, on the load CPU: `shadow → fast` a second nginx (`return 200 \"ok\\n\"`); "
+        f"`shadow → {SLOW_MIRROR_DELAY_MS} ms` shadow_mirror.py slow (answers every "
+        f"request after {SLOW_MIRROR_DELAY_MS} ms); `shadow → never answers` shadow_mirror.py silent "
+        "(accepts, never replies)",
+        "- mirrored %: requests the mirror received during the measured run ÷ requests "
+        "wrk completed (a little over 100 when every request is mirrored: the mirror "
+        "also saw the ones still in flight when wrk stopped). Past 256 shadows in "
+        "flight strangler skips the mirror (a `budget` skip), so a slow or silent "
+        "mirror gets only a few % by design",
+        "- mirror core %: the mirror's CPU time ÷ wall time. It shares the load CPU "
+        "with wrk and the backend: what it uses there slows the load side too",
+        f"- targets: `shadow → fast` req/s ÷ off ≥ {SHADOW_RPS_TARGET:.2f}; the "
+        f"slow and silent mirrors p99 ÷ off ≤ {SHADOW_P99_TARGET:.2f} (the client "
+        "must never wait for the shadow); one run each, so rerun a FAIL before "
+        "believing it. `noisy`: this run or `shadow off` had more than "
+        f"{NOISY_OTHER_LOAD_PCT:.0f} % other load",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "| " + " | ".join(align) + " |",
+    ]
+    for row in rows:
+        w = row.wrk
+        mirrored = None
+        if row.mirrored is not None and w and w.requests:
+            mirrored = row.mirrored / w.requests * 100
+        cells = [row.variant.name,
+                 fmt(w and w.good_rps, ",.0f"),
+                 fmt(w and w.p50_ms, ".3f"), fmt(w and w.p99_ms, ".3f"),
+                 fmt(row.rss_mib, ".1f"), fmt(row.cpu_us_per_req, ".1f"),
+                 fmt(row.proxy_core_pct, ".0f"), fmt(row.mirror_core_pct, ".0f"),
+                 fmt(row.other_load_pct, ".0f"),
+                 fmt(mirrored, ".1f") if row.variant.mirror else "-",
+                 describe_problems(row),
+                 *shadow_verdict(row, base)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 # --------------------------------------------------------------------------
 # Main
 
@@ -601,7 +901,13 @@ def parse_args(argv):
     parser.add_argument("--only", metavar="NAME,...",
                         help=f"proxies to run, from {','.join(PROXIES)} (default: all)")
     parser.add_argument("--out", type=Path, metavar="FILE",
-                        help="also write the table, as markdown, to FILE")
+                        help="also write the table(s), as markdown, to FILE")
+    section = parser.add_mutually_exclusive_group()
+    section.add_argument("--shadow", action="store_true",
+                         help="run only the shadow section (strangler without and with "
+                              "shadowing to fast, slow and silent mirrors)")
+    section.add_argument("--no-shadow", action="store_true",
+                         help="leave out the shadow section (run only the main table)")
     args = parser.parse_args(argv)
     if args.duration < 1:
         parser.error("--duration must be at least 1")
@@ -614,21 +920,45 @@ def parse_args(argv):
         args.proxies = [p for p in PROXIES if p in wanted]
     else:
         args.proxies = list(PROXIES)
+    if args.shadow and "strangler" not in args.proxies:
+        parser.error("--shadow runs strangler only: leave strangler in --only")
+    # The main table, unless --shadow; the shadow section when strangler runs.
+    args.main_table = not args.shadow
+    args.shadow_section = "strangler" in args.proxies and not args.no_shadow
     args.strangler = args.strangler.resolve()
     return args
 
 
-def check_tools(proxies):
+def check_tools(args):
+    proxies = args.proxies if args.main_table else ["strangler"]
     needed = ["nginx", "wrk"] + (["haproxy"] if "haproxy" in proxies else [])
+    if args.shadow_section and not MIRROR_SCRIPT.is_file():
+        sys.exit(f"bench: missing {MIRROR_SCRIPT}")
     missing = [tool for tool in needed if shutil.which(tool) is None]
     if missing:
         sys.exit(f"bench: missing tools: {', '.join(missing)} "
                  "(apt-get install nginx-light haproxy wrk)")
 
 
+def snapshot_strangler(args, tmp):
+    """A private copy of the strangler binary that every run uses, so that a
+    rebuild during the benchmark (the binary is missing while it is relinked)
+    neither skips runs nor mixes two builds in one report."""
+    if "strangler" not in args.proxies or not args.strangler.is_file():
+        return args.strangler
+    copy = tmp / "bin" / "strangler"
+    copy.parent.mkdir()
+    try:
+        shutil.copy2(args.strangler, copy)
+    except OSError as exc:
+        log(f"cannot copy {args.strangler}: {exc}; running it in place")
+        return args.strangler
+    return copy
+
+
 def main(argv):
     args = parse_args(argv)
-    check_tools(args.proxies)
+    check_tools(args)
     install_signal_handlers()
     raise_nofile_limit()
     cpus = choose_cpus()
@@ -645,6 +975,7 @@ def main(argv):
         tmp.chmod(0o755)
         backend_dir = tmp / "backend"
         backend_dir.mkdir()
+        strangler = snapshot_strangler(args, tmp)
         backend_port = free_port()
         backend = make_backend(backend_dir, backend_port, cpus.load)
         try:
@@ -653,18 +984,25 @@ def main(argv):
                 if problems:
                     raise StartError("backend misbehaves: " + "; ".join(problems))
                 settings = Settings(tmp, backend, backend_port, cpus,
-                                    duration, warmup, args.strangler)
-                rows = run_all(args.proxies, settings)
+                                    duration, warmup, strangler)
+                rows = run_all(args.proxies, settings) if args.main_table else []
+                shadow_rows = run_shadow(settings) if args.shadow_section else []
         except StartError as exc:
             log(f"backend FAILED TO START: {exc}\n{backend.log_tail()}")
             return 1
 
-    report = "\n".join(header + table_lines(rows)) + "\n"
+    lines = list(header)
+    if args.main_table:
+        lines += table_lines(rows)
+    if shadow_rows:
+        lines += ([""] if args.main_table else []) + shadow_table_lines(shadow_rows)
+    report = "\n".join(lines) + "\n"
     print(report, end="")
     if args.out:
         args.out.write_text(report)
-        log(f"table written to {args.out}")
-    return 1 if any(row.failed for row in rows) else 0
+        log(f"report written to {args.out}")
+    # The shadow targets are reported (PASS/FAIL), not enforced: a measurement.
+    return 1 if any(row.failed for row in rows + shadow_rows) else 0
 
 
 if __name__ == "__main__":
