@@ -37,6 +37,10 @@ struct leg {
 	struct timespec t0;
 	double ms;
 	int done, failed, timed_out;
+	int keep;           /* the backend keeps the connection open */
+	int got_bytes;      /* any answer byte arrived */
+	int retried;
+	struct sp_buf replay; /* the whole request, when it has no body */
 };
 
 struct sp_shadow {
@@ -54,6 +58,7 @@ struct sp_shadow {
 	int session_holds;
 	int finished;
 	int is_head;
+	int req_done;
 	size_t req_bytes;
 	struct event *timer;
 	char method[24];
@@ -139,6 +144,7 @@ static void shadow_free(struct sp_shadow *sh)
 		sp_upconn_free(&sh->legs[i].up);
 		sp_h1_free(&sh->legs[i].parser);
 		capture_deinit(&sh->legs[i].cap);
+		sp_buf_deinit(&sh->legs[i].replay);
 	}
 	capture_deinit(&sh->primary);
 	if (sh->timer)
@@ -331,6 +337,7 @@ static int on_leg_head(void *ud, struct sp_h1_msg *m)
 	if (m->status / 100 == 1)
 		return 1; /* interim: the final answer follows */
 	capture_head(&l->cap, m->status, m->hdrs, m->nhdrs);
+	l->keep = m->keep_alive;
 	return 0;
 }
 
@@ -353,9 +360,22 @@ static int on_leg_done(void *ud, struct sp_h1_msg *m)
 
 static const struct sp_h1_hooks leg_hooks = {on_leg_head, on_leg_body, on_leg_done};
 
+/* After a complete answer: back to the pool when the exchange left the
+ * connection clean (whole request sent, keep-alive, nothing extra read). */
+static void leg_release(struct leg *l)
+{
+	struct sp_conn *c = l->up->conn;
+	if (l->keep && l->sh->req_done && evbuffer_get_length(c->in) == 0 &&
+	    evbuffer_get_length(c->out) == 0 && !sp_h1_in_message(l->parser))
+		sp_pool_put(&l->up);
+	else
+		sp_upconn_free(&l->up);
+}
+
 static void on_leg_read(struct sp_conn *c, void *arg)
 {
 	struct leg *l = arg;
+	l->got_bytes = 1;
 	while (evbuffer_get_length(c->in) > 0 && !l->done) {
 		struct evbuffer_iovec v;
 		size_t used = 0;
@@ -367,11 +387,13 @@ static void on_leg_read(struct sp_conn *c, void *arg)
 			break;
 		}
 	}
-	if (l->done)
-		sp_upconn_free(&l->up); /* never pooled: its state is not worth the doubt */
+	if (l->done && l->up)
+		leg_release(l);
 	if (l->done || l->failed)
 		maybe_finish(l->sh);
 }
+
+static int leg_connect(struct leg *l, int fresh);
 
 static void on_leg_event(struct sp_conn *c, short what, void *arg)
 {
@@ -380,7 +402,15 @@ static void on_leg_event(struct sp_conn *c, short what, void *arg)
 		sp_conn_flush(c);
 		return;
 	}
-	if ((what & SP_CONN_EOF) && sp_h1_finish(l->parser) == SP_H1_OK && l->done) {
+	if ((what & (SP_CONN_EOF | SP_CONN_ERROR)) && l->up->reused && !l->got_bytes &&
+	    !l->retried && l->replay.len) {
+		/* a pooled connection the backend had closed: once more, fresh */
+		l->retried = 1;
+		sp_upconn_free(&l->up);
+		if (leg_connect(l, 1) == 0)
+			return;
+		leg_fail(l, 0);
+	} else if ((what & SP_CONN_EOF) && sp_h1_finish(l->parser) == SP_H1_OK && l->done) {
 		sp_upconn_free(&l->up);
 	} else {
 		leg_fail(l, (what & SP_CONN_TIMEOUT) != 0);
@@ -398,11 +428,11 @@ static void on_shadow_timeout(evutil_socket_t fd, short what, void *arg)
 	maybe_finish(sh);
 }
 
-static int leg_start(struct sp_shadow *sh, struct leg *l, int backend, const struct sp_buf *head)
+static int leg_start(struct sp_shadow *sh, struct leg *l, int backend, const struct sp_buf *head,
+		     int has_body)
 {
 	static const struct sp_h1_limits limits = {1024, 65536, 200};
 	static const char marker[] = "X-Strangler-Shadow: 1\r\n\r\n";
-	const char *why;
 	l->sh = sh;
 	l->backend = backend;
 	capture_init(&l->cap);
@@ -411,18 +441,34 @@ static int leg_start(struct sp_shadow *sh, struct leg *l, int backend, const str
 	if (!l->parser)
 		return -1;
 	sp_h1_expect_head(l->parser, sh->is_head);
-	/* a fresh connection: a pooled one could be mid-reuse by the primary's
-	 * retry logic, and shadows must not take the primary's idle capacity */
-	struct sp_pool *pool = sp_worker_pool(sh->w, sh->cfg, backend);
-	l->up = pool ? sp_pool_get(pool, 1, &why) : NULL;
+	/* the primary's head, plus the marker before the blank line */
+	sp_buf_init(&l->replay);
+	if (sp_buf_add(&l->replay, head->data, head->len - 2) < 0 ||
+	    sp_buf_add(&l->replay, marker, sizeof(marker) - 1) < 0)
+		return -1;
+	/* Mirrors reuse the backend's keep-alive pool like primaries do (a
+	 * connection per mirror costs a connect and a close per request); a
+	 * request with a body cannot be replayed, so it gets a fresh one. */
+	if (leg_connect(l, has_body) < 0)
+		return -1;
+	if (has_body)
+		sp_buf_deinit(&l->replay);
+	return 0;
+}
+
+static int leg_connect(struct leg *l, int fresh)
+{
+	const char *why;
+	struct sp_pool *pool = sp_worker_pool(l->sh->w, l->sh->cfg, l->backend);
+	l->up = pool ? sp_pool_get(pool, fresh, &why) : NULL;
 	if (!l->up)
 		return -1;
 	struct sp_conn *c = l->up->conn;
 	sp_conn_setcb(c, on_leg_read, NULL, on_leg_event, l);
+	sp_conn_timeouts(c, NULL, NULL);
 	sp_conn_read(c, 1);
-	/* the primary's head, plus the marker before the blank line */
-	evbuffer_add(c->out, head->data, head->len - 2);
-	evbuffer_add(c->out, marker, sizeof(marker) - 1);
+	evbuffer_add(c->out, l->replay.data, l->replay.len);
+	sp_conn_flush(c);
 	return 0;
 }
 
@@ -465,8 +511,9 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 	if (sh->timer)
 		evtimer_add(sh->timer, &tv);
 	sh->nlegs = route->shadow.noise_samples && !has_body ? 2 : 1;
-	int ok = sh->timer != NULL && leg_start(sh, &sh->legs[0], shadow_backend, head) == 0;
-	if (ok && sh->nlegs == 2 && leg_start(sh, &sh->legs[1], primary_backend, head) < 0)
+	int ok = sh->timer != NULL &&
+		 leg_start(sh, &sh->legs[0], shadow_backend, head, has_body) == 0;
+	if (ok && sh->nlegs == 2 && leg_start(sh, &sh->legs[1], primary_backend, head, 0) < 0)
 		leg_fail(&sh->legs[1], 0);
 	if (!ok)
 		for (int i = 0; i < sh->nlegs; i++)
@@ -498,6 +545,8 @@ void sp_shadow_request_bytes(struct sp_shadow *sh, const void *p, size_t n)
 
 void sp_shadow_request_done(struct sp_shadow *sh)
 {
+	if (sh)
+		sh->req_done = 1;
 	for (int i = 0; sh && i < sh->nlegs; i++)
 		if (sh->legs[i].up)
 			sp_conn_flush(sh->legs[i].up->conn);
@@ -545,6 +594,17 @@ void sp_shadow_abandon(struct sp_shadow **shp)
 			sp_upconn_free(&sh->legs[i].up);
 		}
 	maybe_finish(sh);
+}
+
+void sp_shadow_expire_all(struct sp_worker *w)
+{
+	struct sp_shadow *sh, *next;
+	for (sh = TAILQ_FIRST(&w->shadows); sh; sh = next) {
+		next = TAILQ_NEXT(sh, link);
+		if (sh->session_holds)
+			continue;
+		on_shadow_timeout(-1, EV_TIMEOUT, sh); /* may free sh */
+	}
 }
 
 void sp_shadow_kill_all(struct sp_worker *w)

@@ -57,6 +57,8 @@ void sp_shadow_primary_done(struct sp_shadow **sh, int status, double ms);
 /* The primary will not finish; nothing is compared. */
 void sp_shadow_abandon(struct sp_shadow **sh);
 
+/* Gives up every mirror still waiting (counted as timeouts); shutdown. */
+void sp_shadow_expire_all(struct sp_worker *w);
 /* Closes every shadow of the worker (shutdown). */
 void sp_shadow_kill_all(struct sp_worker *w);
 

@@ -307,13 +307,32 @@ void sp_worker_reload(struct sp_worker *w, struct sp_config *cfg)
 	event_active(w->reload_ev, EV_READ, 0);
 }
 
-/* A draining worker stops once its sessions and the mirrors they started
- * are done (mirrors are bounded by shadow_defaults.timeout_ms), so the last
- * summary counts every exchange. */
+/* A draining worker stops once its sessions are done and its mirrors have
+ * answered. Mirrors still waiting after a short grace are given up and
+ * counted as timeouts, so the last summary counts every exchange and a silent
+ * mirror cannot hold the exit. */
+static void on_mirror_grace(evutil_socket_t fd, short what, void *arg)
+{
+	struct sp_worker *w = arg;
+	(void)fd;
+	(void)what;
+	w->expiring = 1;
+	sp_shadow_expire_all(w);
+	w->expiring = 0;
+	sp_worker_maybe_done(w);
+}
+
 void sp_worker_maybe_done(struct sp_worker *w)
 {
-	if (w->draining && w->nsessions == 0 && w->shadow_inflight == 0)
+	if (!w->draining || w->nsessions != 0 || w->expiring)
+		return;
+	if (w->shadow_inflight == 0) {
 		event_base_loopbreak(w->base);
+	} else if (!evtimer_pending(w->grace_timer, NULL)) {
+		int ms = w->cfg->shadow.timeout_ms < 1000 ? w->cfg->shadow.timeout_ms : 1000;
+		struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+		evtimer_add(w->grace_timer, &tv);
+	}
 }
 
 void sp_worker_session_gone(struct sp_worker *w)
@@ -343,10 +362,9 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
 	w->draining = 1;
 	stop_accepting(w);
 	sp_sessions_drain(w);
-	if (w->nsessions == 0 && w->shadow_inflight == 0) {
-		event_base_loopbreak(w->base);
+	sp_worker_maybe_done(w);
+	if (w->nsessions == 0)
 		return;
-	}
 	int ms = w->cfg->limits.drain_timeout_ms;
 	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
 	evtimer_add(w->drain_timer, &tv);
@@ -376,7 +394,8 @@ struct sp_worker *sp_worker_new(int id, struct sp_config *cfg, struct sp_accessl
 	w->reload_ev = event_new(w->base, -1, 0, on_reload, w);
 	w->drain_timer = evtimer_new(w->base, on_drain_timeout, w);
 	w->accept_timer = evtimer_new(w->base, on_accept_resume, w);
-	if (!w->stop_ev || !w->reload_ev || !w->drain_timer || !w->accept_timer)
+	w->grace_timer = evtimer_new(w->base, on_mirror_grace, w);
+	if (!w->stop_ev || !w->reload_ev || !w->drain_timer || !w->accept_timer || !w->grace_timer)
 		goto fail;
 	if (reconcile_pools(w, NULL, cfg) < 0 || reconcile_stats(w, cfg) < 0 ||
 	    reconcile_listeners(w, NULL, cfg) < 0)
@@ -450,6 +469,8 @@ void sp_worker_free(struct sp_worker **wp)
 		event_free(w->drain_timer);
 	if (w->accept_timer)
 		event_free(w->accept_timer);
+	if (w->grace_timer)
+		event_free(w->grace_timer);
 	if (w->base)
 		event_base_free(w->base);
 	sp_buf_deinit(&w->logbuf);

@@ -57,6 +57,8 @@ struct sp_worker {
 	struct sp_route_stats *_Atomic stats_head;
 	TAILQ_HEAD(sp_shadow_q, sp_shadow) shadows;
 	int shadow_inflight;
+	int expiring; /* giving up the remaining mirrors at shutdown */
+	struct event *grace_timer;
 	uint64_t rng;
 	TAILQ_HEAD(sp_session_q, sp_session) sessions;
 	_Atomic size_t nsessions; /* read by the main thread for metrics */
