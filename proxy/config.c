@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <libconfig.h>
 #include <math.h>
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -178,9 +179,85 @@ int sp_parse_hostport(const char *s, int passive, struct sockaddr_storage *ss, s
 	return 0;
 }
 
+static int load_cert(struct sp_loader *L, const config_setting_t *g, const char *path,
+		     struct sp_tls_cert *c)
+{
+	const config_setting_t *w1, *w2;
+	c->line = cfgp_line(g);
+	c->certificate = cfgp_str(L, g, "certificate", path, &w1);
+	c->private_key = cfgp_str(L, g, "private_key", path, &w2);
+	if (!w1)
+		ERR(L, g, "%s.certificate: required", path);
+	if (!w2)
+		ERR(L, g, "%s.private_key: required", path);
+	return c->certificate && c->private_key ? 0 : -1;
+}
+
+/* tls = { certificate; private_key; } or { certificates = ( {...}, ... ); },
+ * with min_version = "TLSv1.2" (default) or "TLSv1.3". */
+static void load_listen_tls(struct sp_loader *L, const config_setting_t *e, const char *lpath,
+			    struct sp_listen *l)
+{
+	static const char *const keys[] = {"certificate", "private_key", "certificates",
+					   "min_version", NULL};
+	static const char *const ckeys[] = {"certificate", "private_key", NULL};
+	const config_setting_t *t = config_setting_get_member(e, "tls");
+	char path[96], cpath[128], err[512];
+	struct sp_tls_cert certs[16];
+	size_t n = 0;
+	int min = TLS1_2_VERSION, ok = 1;
+	if (!t)
+		return;
+	snprintf(path, sizeof(path), "%s.tls", lpath);
+	if (!config_setting_is_group(t)) {
+		ERR(L, t, "%s: must be a group: { certificate = \"...\"; private_key = \"...\"; }", path);
+		return;
+	}
+	cfgp_check_keys(L, t, path, keys);
+	memset(certs, 0, sizeof(certs));
+	const config_setting_t *list = config_setting_get_member(t, "certificates");
+	if (config_setting_get_member(t, "certificate") || config_setting_get_member(t, "private_key"))
+		ok &= load_cert(L, t, path, &certs[n++]) == 0;
+	if (list && !config_setting_is_list(list)) {
+		ERR(L, list, "%s.certificates: must be a list: ( { certificate = ...; private_key = ...; } )",
+		    path);
+		ok = 0;
+	}
+	for (int i = 0; list && config_setting_is_list(list) && i < config_setting_length(list); i++) {
+		const config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
+		snprintf(cpath, sizeof(cpath), "%s.certificates.[%d]", path, i);
+		if (!config_setting_is_group(g) || n == 16) {
+			ERR(L, g, "%s: must be a group (at most 16 certificates)", cpath);
+			ok = 0;
+			continue;
+		}
+		cfgp_check_keys(L, g, cpath, ckeys);
+		ok &= load_cert(L, g, cpath, &certs[n++]) == 0;
+	}
+	if (n == 0 && ok) {
+		ERR(L, t, "%s: a certificate and private_key are required", path);
+		ok = 0;
+	}
+	const config_setting_t *where;
+	char *mv = cfgp_str(L, t, "min_version", path, &where);
+	if (mv && strcmp(mv, "TLSv1.3") == 0)
+		min = TLS1_3_VERSION;
+	else if (mv && strcmp(mv, "TLSv1.2") != 0) {
+		ERR(L, where, "%s.min_version: \"%s\": must be \"TLSv1.2\" or \"TLSv1.3\"", path, mv);
+		ok = 0;
+	}
+	free(mv);
+	if (ok && !(l->tls = sp_tls_server_new(certs, n, min, err, sizeof(err))))
+		ERR(L, t, "%s: %s", path, err);
+	for (size_t i = 0; i < n; i++) {
+		free(certs[i].certificate);
+		free(certs[i].private_key);
+	}
+}
+
 static void load_listen(struct sp_loader *L, const config_setting_t *root)
 {
-	static const char *const keys[] = {"address", NULL};
+	static const char *const keys[] = {"address", "tls", NULL};
 	const config_setting_t *ls = config_setting_get_member(root, "listen");
 	if (!ls) {
 		sp_diag_add(L->diag, 1, L->file, 0, "listen: at least one listen address is required");
@@ -219,6 +296,7 @@ static void load_listen(struct sp_loader *L, const config_setting_t *root)
 			l->address = NULL;
 			continue;
 		}
+		load_listen_tls(L, e, path, l);
 		L->cfg->nlisten++;
 	}
 }
@@ -228,13 +306,14 @@ static int parse_url(struct sp_backend *b, const char **why)
 {
 	const char *u = b->url, *rest;
 	char hostport[300];
+	int tls = 0;
 	if (strncmp(u, "http://", 7) == 0) {
 		rest = u + 7;
 	} else if (strncmp(u, "https://", 8) == 0) {
-		*why = "https backends are not supported by this build (use http://)";
-		return -1;
+		rest = u + 8;
+		tls = 1;
 	} else {
-		*why = "must start with http://";
+		*why = "must start with http:// or https://";
 		return -1;
 	}
 	size_t hl = strcspn(rest, "/?#");
@@ -255,7 +334,7 @@ static int parse_url(struct sp_backend *b, const char **why)
 	const char *close = hostport[0] == '[' ? strchr(hostport, ']') : NULL;
 	const char *colon = strrchr(close ? close : hostport, ':');
 	if (!colon)
-		strcat(hostport, ":80");
+		strcat(hostport, tls ? ":443" : ":80");
 	b->hostport = strdup(hostport);
 	size_t host_len = colon ? (size_t)(colon - hostport) : hl;
 	b->host = strndup(hostport, host_len);
@@ -263,13 +342,55 @@ static int parse_url(struct sp_backend *b, const char **why)
 		*why = "out of memory";
 		return -1;
 	}
+	if (b->host[0] == '[') { /* "[::1]" → "::1" for the certificate check */
+		memmove(b->host, b->host + 1, strlen(b->host));
+		b->host[strcspn(b->host, "]")] = '\0';
+	}
+	struct in6_addr a6;
+	b->host_is_ip = inet_pton(AF_INET, b->host, &a6) == 1 || inet_pton(AF_INET6, b->host, &a6) == 1;
+	b->tls_wanted = tls;
 	return sp_parse_hostport(b->hostport, 0, &b->addr, &b->addrlen, why);
+}
+
+static void load_backend_tls(struct sp_loader *L, const config_setting_t *e, const char *path,
+			     struct sp_backend *b)
+{
+	const config_setting_t *wca, *wcert, *wkey;
+	const config_setting_t *v = config_setting_get_member(e, "tls_verify");
+	char *ca = cfgp_str(L, e, "ca_file", path, &wca);
+	char *cert = cfgp_str(L, e, "client_certificate", path, &wcert);
+	char *key = cfgp_str(L, e, "client_private_key", path, &wkey);
+	char err[512];
+	int verify = 1;
+	if (v && config_setting_type(v) != CONFIG_TYPE_BOOL)
+		ERR(L, v, "%s.tls_verify: must be true or false", path);
+	else if (v)
+		verify = config_setting_get_bool(v);
+	if (!b->tls_wanted && (wca || wcert || wkey || v)) {
+		ERR(L, wca ? wca : wcert ? wcert : wkey ? wkey : v,
+		    "%s: TLS settings need an https:// url", path);
+	} else if (b->tls_wanted) {
+		if (!verify)
+			WARN(L, v, "%s.tls_verify: false: the backend's certificate is not checked; "
+				   "anyone on the path can impersonate it", path);
+		if ((wcert != NULL) != (wkey != NULL))
+			ERR(L, wcert ? wcert : wkey,
+			    "%s: client_certificate and client_private_key go together", path);
+		else if (!(b->tls_ctx = sp_tls_client_ctx(ca, verify, cert, key, err, sizeof(err))))
+			ERR(L, wca ? wca : e, "%s: %s", path, err);
+	}
+	free(ca);
+	free(cert);
+	free(key);
 }
 
 static void load_backends(struct sp_loader *L, const config_setting_t *root)
 {
-	static const char *const keys[] = {"url", "connect_timeout_ms", "response_timeout_ms",
-					   "max_idle", NULL};
+	static const char *const keys[] = {"url",	      "connect_timeout_ms",
+					   "response_timeout_ms", "max_idle",
+					   "ca_file",	      "tls_verify",
+					   "client_certificate",  "client_private_key",
+					   NULL};
 	const config_setting_t *bs = config_setting_get_member(root, "backends");
 	if (!bs) {
 		sp_diag_add(L->diag, 1, L->file, 0, "backends: at least one backend is required");
@@ -310,6 +431,7 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 		} else if (parse_url(b, &why) < 0) {
 			ERR(L, where, "%s.url: \"%s\": %s", path, b->url, why);
 		}
+		load_backend_tls(L, e, path, b);
 	}
 }
 
@@ -581,14 +703,17 @@ void sp_config_unref(struct sp_config **cp)
 	*cp = NULL;
 	if (!c || atomic_fetch_sub(&c->refs, 1) != 1)
 		return;
-	for (size_t i = 0; i < c->nlisten; i++)
+	for (size_t i = 0; i < c->nlisten; i++) {
 		free(c->listen[i].address);
+		sp_tls_server_free(&c->listen[i].tls);
+	}
 	free(c->listen);
 	for (size_t i = 0; i < c->nbackends; i++) {
 		free(c->backends[i].name);
 		free(c->backends[i].url);
 		free(c->backends[i].host);
 		free(c->backends[i].hostport);
+		SSL_CTX_free(c->backends[i].tls_ctx);
 	}
 	free(c->backends);
 	for (size_t i = 0; i < c->nroutes; i++)

@@ -10,12 +10,14 @@
 
 #include "buf.h"
 #include "route.h"
+#include "tls.h"
 
 struct sp_listen {
 	char *address; /* as written */
 	int line;
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
+	struct sp_tls_server *tls; /* NULL: plain HTTP */
 };
 
 struct sp_backend {
@@ -29,6 +31,9 @@ struct sp_backend {
 	int connect_timeout_ms;
 	int response_timeout_ms;
 	int max_idle;
+	SSL_CTX *tls_ctx; /* https:// backends */
+	int host_is_ip;   /* the certificate is checked against an IP address */
+	int tls_wanted;   /* the url is https:// */
 };
 
 struct sp_limits {

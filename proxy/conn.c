@@ -2,6 +2,8 @@
 #include "conn.h"
 
 #include <errno.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -11,6 +13,8 @@
 
 static void on_readable(evutil_socket_t fd, short what, void *arg);
 static void on_writable(evutil_socket_t fd, short what, void *arg);
+static int write_some(struct sp_conn *c);
+static void update_wev(struct sp_conn *c);
 
 static struct sp_conn *conn_alloc(struct event_base *base, evutil_socket_t fd)
 {
@@ -74,6 +78,11 @@ void sp_conn_free(struct sp_conn **cp)
 		event_free(c->rev);
 	if (c->wev)
 		event_free(c->wev);
+	if (c->ssl) {
+		if (!c->hs && !c->err)
+			SSL_shutdown(c->ssl); /* best effort close_notify; never waits */
+		SSL_free(c->ssl);
+	}
 	if (c->in)
 		evbuffer_free(c->in);
 	if (c->out)
@@ -94,8 +103,11 @@ void sp_conn_setcb(struct sp_conn *c, sp_conn_cb on_read, sp_conn_cb on_drain,
 
 static void arm_read(struct sp_conn *c)
 {
-	int want = c->reading && !c->connecting && !c->eof &&
-		   (!c->read_max || evbuffer_get_length(c->in) < c->read_max);
+	/* TLS reads for its own sake: the handshake, or a write that needs the
+	 * peer's records first */
+	int want = !c->connecting && !c->eof &&
+		   ((c->reading && !c->hs && (!c->read_max || evbuffer_get_length(c->in) < c->read_max)) ||
+		    c->hs_want_read || c->w_want_read);
 	if (want && !c->rarmed) {
 		event_add(c->rev, c->has_rtv ? &c->rtv : NULL);
 		c->rarmed = 1;
@@ -127,11 +139,160 @@ void sp_conn_read(struct sp_conn *c, int enable)
 	arm_read(c);
 }
 
+/* ---- TLS ---- */
+
+static void tls_fail(struct sp_conn *c, short what)
+{
+	unsigned long e = ERR_peek_error();
+	c->err = EPROTO;
+	c->tls_error = e ? ERR_reason_error_string(e) : "TLS failure";
+	if (c->hs)
+		c->tls_handshake_failed = 1;
+	ERR_clear_error();
+	c->eof = 1;
+	c->hs_want_read = c->w_want_read = 0;
+	arm_read(c);
+	c->on_event(c, SP_CONN_ERROR | what, c->arg);
+}
+
+/* Drives the handshake; reports CONNECTED on the client side once done. */
+static void tls_handshake(struct sp_conn *c)
+{
+	ERR_clear_error();
+	int r = SSL_do_handshake(c->ssl);
+	c->hs_want_read = c->hs_want_write = 0;
+	if (r == 1) {
+		c->hs = 0;
+		arm_read(c);
+		if (write_some(c) < 0) {
+			c->on_event(c, SP_CONN_ERROR | SP_CONN_WRITING, c->arg);
+			return;
+		}
+		if (c->tls_client)
+			c->on_event(c, SP_CONN_CONNECTED, c->arg);
+		return;
+	}
+	switch (SSL_get_error(c->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+		c->hs_want_read = 1;
+		break;
+	case SSL_ERROR_WANT_WRITE:
+		c->hs_want_write = 1;
+		break;
+	default:
+		tls_fail(c, SP_CONN_READING);
+		return;
+	}
+	arm_read(c);
+	update_wev(c);
+}
+
+static void tls_readable(struct sp_conn *c)
+{
+	static _Thread_local char buf[READ_CHUNK];
+	size_t total = 0;
+	int got = 0;
+	if (c->hs) {
+		tls_handshake(c);
+		return;
+	}
+	if (c->w_want_read) { /* a write waited for the peer's records */
+		c->w_want_read = 0;
+		if (write_some(c) < 0) {
+			c->on_event(c, SP_CONN_ERROR | SP_CONN_WRITING, c->arg);
+			return;
+		}
+		arm_read(c);
+		if (!c->reading)
+			return;
+	}
+	c->r_want_write = 0;
+	while (total < READ_CHUNK) {
+		ERR_clear_error();
+		int n = SSL_read(c->ssl, buf, (int)sizeof(buf));
+		if (n > 0) {
+			if (evbuffer_add(c->in, buf, (size_t)n) < 0) {
+				c->err = ENOMEM;
+				c->on_event(c, SP_CONN_ERROR | SP_CONN_READING, c->arg);
+				return;
+			}
+			total += (size_t)n;
+			got = 1;
+			continue;
+		}
+		int e = SSL_get_error(c->ssl, n);
+		if (e == SSL_ERROR_WANT_READ)
+			break;
+		if (e == SSL_ERROR_WANT_WRITE) {
+			c->r_want_write = 1;
+			update_wev(c);
+			break;
+		}
+		if (got)
+			break; /* deliver what came; the end is seen on the next call */
+		if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)) {
+			/* close_notify, or a close without one: an HTTP parser decides
+			 * whether the message was complete */
+			c->eof = 1;
+			arm_read(c);
+			c->on_event(c, SP_CONN_EOF | SP_CONN_READING, c->arg);
+			return;
+		}
+		tls_fail(c, SP_CONN_READING);
+		return;
+	}
+	/* records already decrypted wait in OpenSSL, not in the socket */
+	if (SSL_pending(c->ssl) > 0)
+		event_active(c->rev, EV_READ, 0);
+	if (c->read_max && evbuffer_get_length(c->in) >= c->read_max)
+		arm_read(c);
+	if (got)
+		c->on_read(c, c->arg);
+}
+
+void sp_conn_tls_accept(struct sp_conn *c, SSL_CTX *ctx)
+{
+	c->ssl = SSL_new(ctx);
+	if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) {
+		c->err = ENOMEM;
+		return;
+	}
+	SSL_set_accept_state(c->ssl);
+	SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	c->hs = 1;
+	c->hs_want_read = 1;
+	arm_read(c);
+}
+
+int sp_conn_tls_connect(struct sp_conn *c, SSL_CTX *ctx, const char *host, int is_ip)
+{
+	c->ssl = SSL_new(ctx);
+	if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1)
+		return -1;
+	SSL_set_connect_state(c->ssl);
+	SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	if (!is_ip && SSL_set_tlsext_host_name(c->ssl, host) != 1)
+		return -1;
+	if (SSL_get_verify_mode(c->ssl) != SSL_VERIFY_NONE) {
+		X509_VERIFY_PARAM *p = SSL_get0_param(c->ssl);
+		if (is_ip ? X509_VERIFY_PARAM_set1_ip_asc(p, host) != 1
+			  : X509_VERIFY_PARAM_set1_host(p, host, 0) != 1)
+			return -1;
+	}
+	c->hs = 1;
+	c->tls_client = 1;
+	return 0;
+}
+
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
 	struct sp_conn *c = arg;
 	if (what & EV_TIMEOUT) {
 		c->on_event(c, SP_CONN_TIMEOUT | SP_CONN_READING, c->arg);
+		return;
+	}
+	if (c->ssl) {
+		tls_readable(c);
 		return;
 	}
 	/* Read into a per-thread buffer and copy what came: reserving 64 KiB in
@@ -164,9 +325,60 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 	c->on_read(c, c->arg);
 }
 
+/* Watches writability while output is left, or TLS asks for it. */
+static void update_wev(struct sp_conn *c)
+{
+	int want = (evbuffer_get_length(c->out) > 0 && !c->w_want_read) || c->hs_want_write ||
+		   c->r_want_write;
+	if (want && !c->warmed) {
+		event_add(c->wev, c->has_wtv ? &c->wtv : NULL);
+		c->warmed = 1;
+	} else if (!want && c->warmed) {
+		event_del(c->wev);
+		c->warmed = 0;
+	}
+}
+
+static int tls_write_some(struct sp_conn *c)
+{
+	while (evbuffer_get_length(c->out) > 0) {
+		struct evbuffer_iovec v;
+		evbuffer_peek(c->out, -1, NULL, &v, 1);
+		size_t len = v.iov_len > 16384 ? 16384 : v.iov_len;
+		ERR_clear_error();
+		int n = SSL_write(c->ssl, v.iov_base, (int)len);
+		if (n > 0) {
+			evbuffer_drain(c->out, (size_t)n);
+			continue;
+		}
+		int e = SSL_get_error(c->ssl, n);
+		if (e == SSL_ERROR_WANT_WRITE)
+			break;
+		if (e == SSL_ERROR_WANT_READ) {
+			c->w_want_read = 1;
+			arm_read(c);
+			break;
+		}
+		unsigned long ee = ERR_peek_error();
+		c->tls_error = ee ? ERR_reason_error_string(ee) : "TLS write failed";
+		ERR_clear_error();
+		c->err = errno ? errno : EPIPE;
+		return -1;
+	}
+	return 0;
+}
+
 /* Writes; returns -1 on a hard error (c->err set). */
 static int write_some(struct sp_conn *c)
 {
+	if (c->ssl) {
+		if (c->hs)
+			return 0; /* application data waits for the handshake */
+		if (tls_write_some(c) < 0)
+			return -1;
+		update_wev(c);
+		return 0;
+	}
 	while (evbuffer_get_length(c->out) > 0) {
 		int n = evbuffer_write(c->out, c->fd);
 		if (n > 0)
@@ -176,14 +388,7 @@ static int write_some(struct sp_conn *c)
 		c->err = n < 0 ? errno : EPIPE;
 		return -1;
 	}
-	int want = evbuffer_get_length(c->out) > 0;
-	if (want && !c->warmed) {
-		event_add(c->wev, c->has_wtv ? &c->wtv : NULL);
-		c->warmed = 1;
-	} else if (!want && c->warmed) {
-		event_del(c->wev);
-		c->warmed = 0;
-	}
+	update_wev(c);
 	return 0;
 }
 
@@ -209,12 +414,26 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
 			c->on_event(c, SP_CONN_ERROR | SP_CONN_WRITING, c->arg);
 			return;
 		}
+		if (c->ssl) { /* TCP is up; CONNECTED comes after the handshake */
+			tls_handshake(c);
+			return;
+		}
 		arm_read(c);
 		if (write_some(c) < 0) {
 			c->on_event(c, SP_CONN_ERROR | SP_CONN_WRITING, c->arg);
 			return;
 		}
 		c->on_event(c, SP_CONN_CONNECTED, c->arg);
+		return;
+	}
+	if (c->ssl && c->hs) {
+		tls_handshake(c);
+		return;
+	}
+	if (c->ssl && c->r_want_write) { /* a read waited for our records to go */
+		c->r_want_write = 0;
+		update_wev(c);
+		tls_readable(c);
 		return;
 	}
 	if (c->err) { /* a failure found by sp_conn_flush, reported from the loop */
@@ -236,7 +455,7 @@ void sp_conn_flush(struct sp_conn *c)
 	if (!c)
 		return;
 	arm_read(c);
-	if (c->connecting || c->err || evbuffer_get_length(c->out) == 0)
+	if (c->connecting || c->err || evbuffer_get_length(c->out) == 0 || (c->ssl && c->hs))
 		return;
 	if (write_some(c) < 0) {
 		/* Callers are inside their own callbacks: report from the loop. */

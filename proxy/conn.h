@@ -8,6 +8,7 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <openssl/ssl.h>
 #include <sys/socket.h>
 
 /* Event bits, as with bufferevents. */
@@ -36,6 +37,11 @@ struct sp_conn {
 	size_t low_water;
 	int err;          /* errno of the last failure */
 	unsigned reading : 1, rarmed : 1, warmed : 1, connecting : 1, eof : 1;
+	/* TLS (NULL ssl: plain TCP) */
+	SSL *ssl;
+	const char *tls_error; /* OpenSSL's reason for the last failure */
+	unsigned hs : 1, tls_client : 1, tls_handshake_failed : 1;
+	unsigned hs_want_read : 1, hs_want_write : 1, w_want_read : 1, r_want_write : 1;
 };
 
 /* Wraps an accepted socket (takes ownership of fd). NULL on failure (fd closed). */
@@ -46,6 +52,12 @@ struct sp_conn *sp_conn_new(struct event_base *base, evutil_socket_t fd);
 struct sp_conn *sp_conn_connect(struct event_base *base, const struct sockaddr *sa,
 				socklen_t len);
 void sp_conn_free(struct sp_conn **c);
+/* Server side TLS on an accepted connection: the handshake runs before any
+ * data reaches on_read. */
+void sp_conn_tls_accept(struct sp_conn *c, SSL_CTX *ctx);
+/* Client side TLS on a connecting connection: SNI and certificate check for
+ * host; SP_CONN_CONNECTED is reported once the handshake is done. */
+int sp_conn_tls_connect(struct sp_conn *c, SSL_CTX *ctx, const char *host, int is_ip);
 
 void sp_conn_setcb(struct sp_conn *c, sp_conn_cb on_read, sp_conn_cb on_drain,
 		   sp_conn_event_cb on_event, void *arg);

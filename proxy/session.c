@@ -35,6 +35,7 @@ static const char ERR_BAD_RESPONSE[] = "bad upstream response";
 static const char ERR_UPSTREAM_CLOSED[] = "upstream closed connection";
 static const char ERR_UPSTREAM_RESET[] = "upstream reset";
 static const char ERR_TRUNCATED[] = "upstream response truncated";
+static const char ERR_TLS[] = "upstream TLS handshake failed";
 static const char ERR_CLIENT_ABORTED[] = "client closed connection";
 
 enum timer_mode { T_NONE, T_HEADER, T_IDLE };
@@ -49,6 +50,7 @@ struct sp_session {
 	struct event *resume; /* goes on with pipelined input after an exchange */
 	enum timer_mode timer_mode;
 	char client_ip[INET6_ADDRSTRLEN];
+	int https; /* the client connection is TLS */
 
 	/* the exchange in progress */
 	struct sp_config *cfg;
@@ -444,7 +446,7 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 		.content_length = m->content_length,
 		.upgrade = s->upgrade_req,
 		.client_ip = s->client_ip,
-		.proto = "http",
+		.proto = s->https ? "https" : "http",
 		.default_host = s->cfg->backends[s->backend].hostport,
 		.request_id = had_id ? NULL : s->reqid,
 	};
@@ -802,7 +804,11 @@ static void on_up_event(struct sp_conn *c, short what, void *arg)
 		else
 			upstream_failed(s, s->resp_started ? ERR_TRUNCATED : ERR_UPSTREAM_CLOSED, 502);
 	} else if (what & SP_CONN_ERROR) {
-		if (!s->up->reused && !s->up->connected)
+		if (c->tls_handshake_failed) {
+			sp_log(SP_LOG_WARN, "backend %s: TLS: %s", be->name,
+			       c->tls_error ? c->tls_error : "handshake failed");
+			upstream_failed(s, ERR_TLS, 502);
+		} else if (!s->up->reused && !s->up->connected)
 			upstream_failed(s, c->err == ECONNREFUSED ? ERR_CONNECT_REFUSED : ERR_CONNECT_FAILED,
 					502);
 		else
@@ -950,7 +956,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 }
 
 void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct sockaddr *sa,
-		       socklen_t len)
+		       socklen_t len, SSL_CTX *tls)
 {
 	static const struct sp_h1_limits resp_limits = {1024, 65536, 200};
 	struct sp_session *s = calloc(1, sizeof(*s));
@@ -990,6 +996,10 @@ void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct soc
 	}
 	TAILQ_INSERT_TAIL(&w->sessions, s, link);
 	w->nsessions++;
+	if (tls) {
+		s->https = 1;
+		sp_conn_tls_accept(s->client, tls);
+	}
 	sp_conn_setcb(s->client, on_client_read, on_conn_drain, on_client_event, s);
 	s->client->read_max = HIGH_WATER;
 	s->client->low_water = LOW_WATER;

@@ -102,6 +102,13 @@ static struct sp_upconn *connect_new(struct sp_pool *p, const char **why)
 		free(c);
 		return NULL;
 	}
+	if (p->be->tls_ctx &&
+	    sp_conn_tls_connect(c->conn, p->be->tls_ctx, p->be->host, p->be->host_is_ip) < 0) {
+		*why = "connect failed";
+		sp_conn_free(&c->conn);
+		free(c);
+		return NULL;
+	}
 	p->refs++;
 	p->opened++;
 	return c;

@@ -41,8 +41,12 @@ fail:;
 static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 		      int len, void *arg)
 {
-	(void)lev;
-	sp_session_accept(arg, fd, sa, (socklen_t)len);
+	struct sp_worker *w = arg;
+	SSL_CTX *tls = NULL;
+	for (size_t i = 0; i < w->nlisteners; i++)
+		if (w->listeners[i] == lev && w->cfg->listen[i].tls)
+			tls = sp_tls_server_ctx(w->cfg->listen[i].tls);
+	sp_session_accept(w, fd, sa, (socklen_t)len, tls);
 }
 
 static void on_accept_error(struct evconnlistener *lev, void *arg)

@@ -100,8 +100,9 @@ void sp_worker_count(struct sp_worker *w, const struct sp_config *cfg,
 void sp_worker_free(struct sp_worker **w);
 
 /* session.c */
+/* tls: the listener's server context, or NULL for plain HTTP. */
 void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct sockaddr *sa,
-		       socklen_t len);
+		       socklen_t len, SSL_CTX *tls);
 /* Closes idle sessions; busy ones close after their current exchange. */
 void sp_sessions_drain(struct sp_worker *w);
 /* Closes every session now. */

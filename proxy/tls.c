@@ -1,0 +1,161 @@
+/* TLS contexts (see tls.h). */
+#include "tls.h"
+
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct sp_tls_server {
+	SSL_CTX **ctx; /* ctx[0] is the default (first certificate) */
+	X509 **leaf;
+	size_t n;
+};
+
+static void openssl_reason(char *err, size_t errlen, const char *what, const char *file)
+{
+	unsigned long e = ERR_get_error();
+	snprintf(err, errlen, "%s \"%s\": %s", what, file,
+		 e ? ERR_reason_error_string(e) : "unknown error");
+	ERR_clear_error();
+}
+
+/* Serves http/1.1 when offered; otherwise goes on without ALPN. */
+static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+		   const unsigned char *in, unsigned int inlen, void *arg)
+{
+	static const unsigned char h11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+	(void)ssl;
+	(void)arg;
+	if (SSL_select_next_proto((unsigned char **)out, outlen, h11, sizeof(h11), in, inlen) ==
+	    OPENSSL_NPN_NEGOTIATED)
+		return SSL_TLSEXT_ERR_OK;
+	return SSL_TLSEXT_ERR_NOACK;
+}
+
+static int on_servername(SSL *ssl, int *alert, void *arg)
+{
+	const struct sp_tls_server *s = arg;
+	const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+	(void)alert;
+	if (!name)
+		return SSL_TLSEXT_ERR_OK;
+	for (size_t i = 1; i < s->n; i++)
+		if (X509_check_host(s->leaf[i], name, 0, 0, NULL) == 1) {
+			SSL_set_SSL_CTX(ssl, s->ctx[i]);
+			break;
+		}
+	return SSL_TLSEXT_ERR_OK;
+}
+
+static SSL_CTX *server_ctx(const struct sp_tls_cert *c, int min_version, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	if (!ctx) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, min_version);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+	SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
+	if (SSL_CTX_use_certificate_chain_file(ctx, c->certificate) != 1) {
+		openssl_reason(err, errlen, "certificate", c->certificate);
+		goto fail;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, c->private_key, SSL_FILETYPE_PEM) != 1) {
+		openssl_reason(err, errlen, "private_key", c->private_key);
+		goto fail;
+	}
+	if (SSL_CTX_check_private_key(ctx) != 1) {
+		snprintf(err, errlen, "private_key \"%s\" does not match certificate \"%s\"",
+			 c->private_key, c->certificate);
+		ERR_clear_error();
+		goto fail;
+	}
+	return ctx;
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+struct sp_tls_server *sp_tls_server_new(const struct sp_tls_cert *certs, size_t n,
+					int min_version, char *err, size_t errlen)
+{
+	struct sp_tls_server *s = calloc(1, sizeof(*s));
+	if (!s || !(s->ctx = calloc(n, sizeof(*s->ctx))) || !(s->leaf = calloc(n, sizeof(*s->leaf)))) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	for (size_t i = 0; i < n; i++, s->n++) {
+		if (!(s->ctx[i] = server_ctx(&certs[i], min_version, err, errlen)))
+			goto fail;
+		s->leaf[i] = SSL_CTX_get0_certificate(s->ctx[i]);
+	}
+	/* every context gets the callback: the handshake starts on ctx[0] */
+	SSL_CTX_set_tlsext_servername_callback(s->ctx[0], on_servername);
+	SSL_CTX_set_tlsext_servername_arg(s->ctx[0], s);
+	return s;
+fail:
+	sp_tls_server_free(&s);
+	return NULL;
+}
+
+SSL_CTX *sp_tls_server_ctx(const struct sp_tls_server *s)
+{
+	return s->ctx[0];
+}
+
+void sp_tls_server_free(struct sp_tls_server **sp)
+{
+	struct sp_tls_server *s = *sp;
+	if (!s)
+		return;
+	*sp = NULL;
+	for (size_t i = 0; i < s->n; i++)
+		SSL_CTX_free(s->ctx[i]);
+	free(s->ctx);
+	free(s->leaf);
+	free(s);
+}
+
+SSL_CTX *sp_tls_client_ctx(const char *ca_file, int verify, const char *cert, const char *key,
+			   char *err, size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	if (!ctx) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	static const unsigned char h11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+	SSL_CTX_set_alpn_protos(ctx, h11, sizeof(h11));
+	if (verify) {
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+		if (ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1
+			    : SSL_CTX_set_default_verify_paths(ctx) != 1) {
+			openssl_reason(err, errlen, "ca_file", ca_file ? ca_file : "(system store)");
+			goto fail;
+		}
+	} else {
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	}
+	if (cert && SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+		openssl_reason(err, errlen, "client_certificate", cert);
+		goto fail;
+	}
+	if (key && SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+		openssl_reason(err, errlen, "client_private_key", key);
+		goto fail;
+	}
+	if (cert && key && SSL_CTX_check_private_key(ctx) != 1) {
+		snprintf(err, errlen, "client_private_key \"%s\" does not match client_certificate \"%s\"",
+			 key, cert);
+		ERR_clear_error();
+		goto fail;
+	}
+	return ctx;
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}

@@ -1,0 +1,29 @@
+/* TLS contexts built from the configuration: one server context per TLS
+ * listener (several certificates chosen by SNI, ALPN http/1.1) and one client
+ * context per https backend. Built at load time, so a bad certificate is a
+ * configuration error and a reload keeps the running certificates. */
+#ifndef SP_TLS_H
+#define SP_TLS_H
+
+#include <openssl/ssl.h>
+#include <stddef.h>
+
+struct sp_tls_cert {
+	char *certificate; /* PEM chain */
+	char *private_key; /* PEM key */
+	int line;
+};
+
+struct sp_tls_server;
+
+/* min_version: TLS1_2_VERSION or TLS1_3_VERSION. NULL with err set. */
+struct sp_tls_server *sp_tls_server_new(const struct sp_tls_cert *certs, size_t n,
+					int min_version, char *err, size_t errlen);
+SSL_CTX *sp_tls_server_ctx(const struct sp_tls_server *s);
+void sp_tls_server_free(struct sp_tls_server **s);
+
+/* ca_file NULL: the system store. verify 0: no certificate check. */
+SSL_CTX *sp_tls_client_ctx(const char *ca_file, int verify, const char *cert, const char *key,
+			   char *err, size_t errlen);
+
+#endif
