@@ -5,7 +5,9 @@
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 struct sp_tls_server {
 	SSL_CTX **ctx; /* ctx[0] is the default (first certificate) */
@@ -15,10 +17,27 @@ struct sp_tls_server {
 
 static void openssl_reason(char *err, size_t errlen, const char *what, const char *file)
 {
-	unsigned long e = ERR_get_error();
-	snprintf(err, errlen, "%s \"%s\": %s", what, file,
-		 e ? ERR_reason_error_string(e) : "unknown error");
+	/* the last error is the most specific; system errors have no reason
+	 * string in OpenSSL 3, so fall back to the library's text */
+	unsigned long e = ERR_peek_last_error();
+	const char *reason = e ? ERR_reason_error_string(e) : NULL;
+	char buf[256];
+	if (!reason && e) {
+		ERR_error_string_n(e, buf, sizeof(buf));
+		reason = buf;
+	}
+	snprintf(err, errlen, "%s \"%s\": %s", what, file, reason ? reason : "unknown error");
 	ERR_clear_error();
+}
+
+/* A file that cannot be read gets the system's reason (OpenSSL 3 would
+ * only say "system lib"). Returns 0 when readable. */
+static int unreadable(const char *what, const char *file, char *err, size_t errlen)
+{
+	if (access(file, R_OK) == 0)
+		return 0;
+	snprintf(err, errlen, "%s \"%s\": %s", what, file, strerror(errno));
+	return -1;
 }
 
 /* Serves http/1.1 when offered; otherwise goes on without ALPN. */
@@ -59,6 +78,9 @@ static SSL_CTX *server_ctx(const struct sp_tls_cert *c, int min_version, char *e
 	SSL_CTX_set_min_proto_version(ctx, min_version);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
 	SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
+	if (unreadable("certificate", c->certificate, err, errlen) ||
+	    unreadable("private_key", c->private_key, err, errlen))
+		goto fail;
 	if (SSL_CTX_use_certificate_chain_file(ctx, c->certificate) != 1) {
 		openssl_reason(err, errlen, "certificate", c->certificate);
 		goto fail;
@@ -130,6 +152,10 @@ SSL_CTX *sp_tls_client_ctx(const char *ca_file, int verify, const char *cert, co
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	static const unsigned char h11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
 	SSL_CTX_set_alpn_protos(ctx, h11, sizeof(h11));
+	if ((ca_file && unreadable("ca_file", ca_file, err, errlen)) ||
+	    (cert && unreadable("client_certificate", cert, err, errlen)) ||
+	    (key && unreadable("client_private_key", key, err, errlen)))
+		goto fail;
 	if (verify) {
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 		if (ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1

@@ -1,0 +1,228 @@
+"""TLS on both sides, with certificates generated at test time by the openssl
+command line: a listener (SNI, ALPN, minimum version, reload of a bad
+certificate) and https backends (verified, expired, wrong name, unverified)."""
+import http.server
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+
+import pytest
+
+import harness
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl"] + list(args), cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A CA and leaf certificates: localhost (valid), a.test and b.test (for SNI),
+    an expired localhost, and a valid one for the wrong name."""
+    d = tmp_path_factory.mktemp("pki")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+            "-days", "2", "-subj", "/CN=strangler test CA", cwd=d)
+
+    def leaf(name, san, days="2"):
+        (d / (name + ".ext")).write_text("subjectAltName=%s\n" % san)
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", name + ".key", "-out",
+                name + ".csr", "-subj", "/CN=" + name, cwd=d)
+        openssl("x509", "-req", "-in", name + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", name + ".pem", "-days", days, "-extfile", name + ".ext",
+                cwd=d)
+        return str(d / (name + ".pem")), str(d / (name + ".key"))
+
+    return {
+        "dir": d,
+        "ca": str(d / "ca.pem"),
+        "localhost": leaf("localhost", "DNS:localhost,IP:127.0.0.1"),
+        "a": leaf("a.test", "DNS:a.test"),
+        "b": leaf("b.test", "DNS:b.test"),
+        "expired": leaf("expired", "DNS:localhost,IP:127.0.0.1", days="-1"),
+        "wrongname": leaf("wrongname", "DNS:elsewhere.test"),
+    }
+
+
+class TLSBackend:
+    """An https backend answering 200 with its name."""
+
+    def __init__(self, name, cert):
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                body = ("%s %s" % (name, self.headers.get("X-Forwarded-Proto"))).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("X-Backend", name)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((harness.HOST, 0), H)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*cert)
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def tls_backends(pki):
+    made = {}
+    for name in ("localhost", "expired", "wrongname"):
+        made[name] = TLSBackend(name, pki[name])
+    yield made
+    for b in made.values():
+        b.stop()
+
+
+def https_get(port, path, ca, server_hostname="localhost", **ctx_opts):
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    for k, v in ctx_opts.items():
+        setattr(ctx, k, v)
+    with socket.create_connection((harness.HOST, port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname=server_hostname) as s:
+            s.sendall(b"GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
+                      % (path.encode(), server_hostname.encode()))
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            return s.selected_alpn_protocol(), data
+
+
+def tls_listen(port, pki, certs):
+    if len(certs) == 1:
+        tls = "certificate = %s; private_key = %s;" % tuple(harness.cfg_value(x) for x in certs[0])
+    else:
+        tls = "certificates = ( %s );" % ", ".join(
+            "{ certificate = %s; private_key = %s; }" % tuple(harness.cfg_value(x) for x in c)
+            for c in certs)
+    return 'listen = ( { address = "127.0.0.1:%d"; tls = { %s }; } );' % (port, tls)
+
+
+def start_tls_proxy(start_proxy, backend, pki, certs):
+    p = start_proxy({"legacy": backend})
+    text = open(p.conf_path).read()
+    text = text.replace('listen = ( { address = "127.0.0.1:%d"; } );' % p.port,
+                        tls_listen(p.port, pki, certs))
+    # restart on the same port with TLS
+    assert p.stop() == 0
+    open(p.conf_path, "w").write(text)
+    p._stderr = open(p.stderr_path, "ab")
+    p.proc = subprocess.Popen([harness.BINARY, "-c", p.conf_path], stdout=p._stderr,
+                              stderr=p._stderr)
+    harness.wait_for(lambda: "listening on" in p.stderr_text().split("stopped")[-1],
+                     what="TLS proxy up")
+    return p
+
+
+def test_tls_listener_serves_https(start_proxy, backend_factory, pki):
+    b = backend_factory("legacy")
+    p = start_tls_proxy(start_proxy, b, pki, [pki["localhost"]])
+    alpn, data = https_get(p.port, "/hello", pki["ca"])
+    assert data.startswith(b"HTTP/1.1 200")
+    assert alpn == "http/1.1"
+    got = b.wait_requests(1)[0]
+    assert got.header("X-Forwarded-Proto") == "https" and got.path == "/hello"
+
+
+def test_tls_listener_refuses_old_versions(start_proxy, backend_factory, pki):
+    b = backend_factory("legacy")
+    p = start_tls_proxy(start_proxy, b, pki, [pki["localhost"]])
+    with pytest.raises((ssl.SSLError, ConnectionResetError)):
+        https_get(p.port, "/", pki["ca"], maximum_version=ssl.TLSVersion.TLSv1_1,
+                  minimum_version=ssl.TLSVersion.TLSv1)
+    # and the proxy is fine afterwards
+    assert https_get(p.port, "/", pki["ca"])[1].startswith(b"HTTP/1.1 200")
+
+
+def test_sni_selects_the_certificate(start_proxy, backend_factory, pki):
+    b = backend_factory("legacy")
+    p = start_tls_proxy(start_proxy, b, pki, [pki["a"], pki["b"]])
+    for name in ("a.test", "b.test"):
+        s, data = https_get(p.port, "/", pki["ca"], server_hostname=name)
+        assert data.startswith(b"HTTP/1.1 200"), name
+    # a name no certificate covers gets the first one, which the client rejects
+    with pytest.raises(ssl.SSLCertVerificationError):
+        https_get(p.port, "/", pki["ca"], server_hostname="c.test")
+
+
+def test_bad_certificate_on_reload_keeps_the_running_one(start_proxy, backend_factory, pki):
+    b = backend_factory("legacy")
+    p = start_tls_proxy(start_proxy, b, pki, [pki["localhost"]])
+    text = open(p.conf_path).read()
+    open(p.conf_path, "w").write(text.replace(pki["localhost"][0], "/nonexistent/cert.pem"))
+    os.kill(p.proc.pid, signal.SIGHUP)
+    harness.wait_for(lambda: "keeping the running configuration" in p.stderr_text(),
+                     what="reload refused")
+    assert 'certificate "/nonexistent/cert.pem"' in p.stderr_text()
+    assert https_get(p.port, "/", pki["ca"])[1].startswith(b"HTTP/1.1 200")
+
+
+def backend_route(name):
+    return {"name": name, "match": {"path_prefix": "/" + name}, "backend": name}
+
+
+def test_https_backends_verified(start_proxy, backend_factory, pki, tls_backends):
+    plain = backend_factory("legacy")
+    url = lambda name, host="127.0.0.1": "https://%s:%d" % (host, tls_backends[name].port)
+    backends = {
+        "legacy": plain,
+        "good": {"url": url("localhost"), "ca_file": pki["ca"]},
+        "byname": {"url": url("localhost", "localhost"), "ca_file": pki["ca"]},
+        "expired": {"url": url("expired"), "ca_file": pki["ca"]},
+        "wrongname": {"url": url("wrongname"), "ca_file": pki["ca"]},
+        "systemstore": {"url": url("localhost")},
+        "unverified": {"url": url("wrongname"), "tls_verify": False},
+    }
+    names = [n for n in backends if n != "legacy"]
+    p = start_proxy(backends, default_backend="legacy", routes=[backend_route(n) for n in names])
+    expect = {"good": 200, "byname": 200, "expired": 502, "wrongname": 502, "systemstore": 502,
+              "unverified": 200}
+    with p.client() as c:
+        for name, status in expect.items():
+            r = c.request("GET", "/" + name)
+            assert r.status == status, (name, r.status, r.body)
+            if status == 502:
+                assert b"upstream TLS handshake failed" in r.body
+                c.close()
+                c = p.client()
+    assert "certificate verify failed" in p.stderr_text()
+    r = harness.RawClient(p.port).request("GET", "/good/again")
+    assert r.body == b"localhost http"
+
+
+def test_tls_settings_checked_by_t(tmp_path, pki):
+    conf = tmp_path / "t.conf"
+    conf.write_text(
+        'listen = ( { address = "127.0.0.1:1"; tls = { certificate = "%s"; private_key = "%s"; }; } );\n'
+        'backends = {\n'
+        '  a = { url = "https://127.0.0.1:2"; tls_verify = false; };\n'
+        '  b = { url = "http://127.0.0.1:3"; ca_file = "%s"; };\n'
+        '  c = { url = "https://127.0.0.1:4"; ca_file = "/nonexistent.pem"; };\n'
+        '};\n'
+        'default_backend = "a";\n' % (pki["localhost"][0], pki["a"][1], pki["ca"]))
+    r = subprocess.run([harness.BINARY, "-t", "-c", str(conf)], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 1
+    assert '%s:1: listen.[0].tls: private_key "%s": key values mismatch' % (conf, pki["a"][1]) \
+        in r.stderr
+    assert "%s:3: warning: backends.a.tls_verify: false" % conf in r.stderr
+    assert "%s:4: backends.b: TLS settings need an https:// url" % conf in r.stderr
+    assert '%s:5: backends.c: ca_file "/nonexistent.pem": ' % conf in r.stderr
+    assert "(null)" not in r.stderr
