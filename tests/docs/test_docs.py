@@ -58,6 +58,8 @@ def strangler(*args, cwd=SRC, **kw):
 KEY_ARRAYS = {
     ("config.c", "load", "keys"): "",
     ("config.c", "load_listen", "keys"): "listen.[i]",
+    ("config.c", "load_listen_tls", "keys"): "listen.[i].tls",
+    ("config.c", "load_listen_tls", "ckeys"): "listen.[i].tls.certificates.[j]",
     ("config.c", "load_backends", "keys"): "backends.NAME",
     ("config.c", "load_limits", "tkeys"): "timeouts",
     ("config.c", "load_limits", "lkeys"): "limits",
@@ -233,7 +235,7 @@ def test_key_arrays_are_mapped():
             assert info["path_arg"].strip('"') == prefix, (a, info["path_arg"], prefix)
         else:
             # built with snprintf: the format names the section, e.g. "%s.match"
-            comp = [c for c in prefix.split(".") if c not in ("[i]", "NAME")][-1]
+            comp = [c for c in prefix.split(".") if c not in ("[i]", "[j]", "NAME")][-1]
             pat = re.compile(r"(^|\.)%s(\.|\[|$)" % re.escape(comp))
             assert any(pat.search(lit) for lit in info["literals"]), \
                 "%s: no path literal naming %r in that function; is %r right?" % (a, comp, prefix)
@@ -278,7 +280,7 @@ def test_man_page_default_matches_configuration_md(setting):
 def base_config():
     """A minimal config in which every group of the reference exists once."""
     return {
-        "listen": [{"address": "127.0.0.1:1"}],
+        "listen": [{"address": "127.0.0.1:1", "tls": {"certificates": [{}]}}],
         "backends": {"b": {"url": "http://127.0.0.1:9"}},
         "default_backend": "b",
         "routes": [{"name": "r", "backend": "b", "match": {"path_prefix": "/"},
@@ -312,7 +314,7 @@ def locate(cfg, parts):
     """The group a dotted path (without its last part) names in cfg, and its display path."""
     node, shown = cfg, []
     for p in parts:
-        if p == "[i]":
+        if p in ("[i]", "[j]"):
             node, shown = node[0], shown[:-1] + [shown[-1] + ".[0]"]
         elif p == "NAME":
             name = next(iter(node))
@@ -324,7 +326,7 @@ def locate(cfg, parts):
 
 @pytest.mark.parametrize("setting", sorted(set(DOCUMENTED) | set(man_setting_entries())))
 def test_binary_accepts_setting_and_refuses_unknown_sibling(setting, tmp_path):
-    parts = re.findall(r"\[i\]|[^.]+", setting)
+    parts = re.findall(r"\[[ij]\]|[^.]+", setting)
     cfg = base_config()
     parent, shown = locate(cfg, parts[:-1])
     parent.setdefault(parts[-1], 1)
