@@ -476,11 +476,13 @@ static void load_limits(struct sp_loader *L, const config_setting_t *root)
 				  .keepalive_timeout_ms = 60000,
 				  .body_timeout_ms = 30000,
 				  .drain_timeout_ms = 30000,
+				  .max_connections = 10000,
 				  .max_request_line = 8192,
 				  .max_header_bytes = 32768,
 				  .max_headers = 100,
 				  .max_body_bytes = 0};
 	cfgp_int_field(L, root, "drain_timeout_ms", "", 0, 3600000, &lim->drain_timeout_ms);
+	cfgp_int_field(L, root, "max_connections", "", 1, 10000000, &lim->max_connections);
 	if (t && !config_setting_is_group(t)) {
 		ERR(L, t, "timeouts: must be a group");
 	} else if (t) {
@@ -633,7 +635,7 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, struct sp_
 					   "access_log", "backends",    "default_backend",
 					   "routes",  "timeouts",       "limits",
 					   "drain_timeout_ms", "shadow_defaults", "admin",
-					   "pid_file", NULL};
+					   "pid_file", "max_connections", NULL};
 	struct sp_config *cfg = NULL;
 	if (rc != CONFIG_TRUE) {
 		const char *ef = config_error_file(lc);

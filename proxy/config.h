@@ -41,6 +41,7 @@ struct sp_limits {
 	int keepalive_timeout_ms; /* idle client keep-alive */
 	int body_timeout_ms;      /* client body idle */
 	int drain_timeout_ms;     /* graceful stop */
+	int max_connections;      /* client connections per process; accept waits past it */
 	int max_request_line;     /* bytes of the request target → 414 */
 	int max_header_bytes;     /* bytes of the header block → 431 */
 	int max_headers;          /* header count → 431 */

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -123,6 +124,17 @@ static void on_summary_timer(evutil_socket_t fd, short what, void *arg)
 	sp_shadow_write_summaries(rt->cfg, rt->workers, rt->nworkers, rt->difflog);
 }
 
+/* Every connection is a descriptor (two when proxied): use what the hard
+ * limit allows, as nginx's worker_rlimit_nofile would. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
 static int write_pid_file(const char *path)
 {
 	FILE *f = fopen(path, "w");
@@ -181,6 +193,7 @@ static int run(const char *file)
 	rt.cfg = cfg;
 	sp_log_set_level((enum sp_log_level)cfg->log_level);
 	signal(SIGPIPE, SIG_IGN);
+	raise_fd_limit();
 	if (evthread_use_pthreads() < 0) {
 		sp_log(SP_LOG_ERROR, "libevent: no thread support");
 		goto out;

@@ -990,12 +990,12 @@ void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct soc
 	s->pending = evbuffer_new();
 	if (!s->client || !s->req || !s->resp || !s->timer || !s->resume || !s->pending) {
 		TAILQ_INSERT_TAIL(&w->sessions, s, link);
-		w->nsessions++;
+		sp_worker_session_added(w);
 		session_free(s);
 		return;
 	}
 	TAILQ_INSERT_TAIL(&w->sessions, s, link);
-	w->nsessions++;
+	sp_worker_session_added(w);
 	if (tls) {
 		s->https = 1;
 		sp_conn_tls_accept(s->client, tls);

@@ -297,6 +297,9 @@ static void on_reload(evutil_socket_t fd, short what, void *arg)
 	}
 	if (!w->draining && reconcile_listeners(w, w->cfg, cfg) < 0)
 		sp_log(SP_LOG_ERROR, "worker %d: some listen addresses could not be opened", w->id);
+	for (size_t i = 0; w->accept_paused && i < w->nlisteners; i++)
+		if (w->listeners[i])
+			evconnlistener_disable(w->listeners[i]);
 	/* requests in flight keep the generation they started with */
 	sp_config_unref(&w->cfg);
 	w->cfg = cfg;
@@ -339,9 +342,37 @@ void sp_worker_maybe_done(struct sp_worker *w)
 	}
 }
 
+/* This worker's share of max_connections. */
+static size_t conn_limit(const struct sp_worker *w)
+{
+	size_t n = (size_t)w->cfg->limits.max_connections / (size_t)w->cfg->workers;
+	return n ? n : 1;
+}
+
+/* Past the limit the listeners stop: new connections wait in the kernel's
+ * backlog (no busy loop) until a session ends. */
+void sp_worker_session_added(struct sp_worker *w)
+{
+	w->nsessions++;
+	if (w->nsessions >= conn_limit(w) && !w->accept_paused) {
+		w->accept_paused = 1;
+		for (size_t i = 0; i < w->nlisteners; i++)
+			if (w->listeners[i])
+				evconnlistener_disable(w->listeners[i]);
+		sp_log(SP_LOG_WARN, "worker %d: %zu connections (max_connections): accepting paused",
+		       w->id, (size_t)w->nsessions);
+	}
+}
+
 void sp_worker_session_gone(struct sp_worker *w)
 {
 	w->nsessions--;
+	if (w->accept_paused && w->nsessions < conn_limit(w) && !w->draining) {
+		w->accept_paused = 0;
+		for (size_t i = 0; i < w->nlisteners; i++)
+			if (w->listeners[i])
+				evconnlistener_enable(w->listeners[i]);
+	}
 	sp_worker_maybe_done(w);
 }
 

@@ -63,6 +63,7 @@ struct sp_worker {
 	TAILQ_HEAD(sp_session_q, sp_session) sessions;
 	_Atomic size_t nsessions; /* read by the main thread for metrics */
 	int draining;
+	int accept_paused; /* max_connections reached */
 	struct event *stop_ev;
 	struct event *drain_timer;
 	struct event *accept_timer; /* re-enables accepting after EMFILE */
@@ -107,7 +108,8 @@ void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct soc
 void sp_sessions_drain(struct sp_worker *w);
 /* Closes every session now. */
 void sp_sessions_kill(struct sp_worker *w);
-/* worker.c: called by a session as it goes away */
+/* worker.c: called by a session as it comes and goes */
+void sp_worker_session_added(struct sp_worker *w);
 void sp_worker_session_gone(struct sp_worker *w);
 /* Ends a draining worker's loop when nothing is left to finish. */
 void sp_worker_maybe_done(struct sp_worker *w);

@@ -1,5 +1,6 @@
 """What goes wrong, and what the client sees: unreachable, slow and broken
 backends; malformed, oversized, unsupported and slow client requests."""
+import os
 import time
 
 import pytest
@@ -496,3 +497,32 @@ def test_connect_timeout_is_504(start_proxy):
         for f in fillers:
             f.close()
         blackhole.close()
+
+
+def test_max_connections_makes_accept_wait(backend_factory, start_proxy):
+    """Past max_connections new clients wait in the listen queue (no busy loop,
+    no refusal) and are served as soon as a connection closes."""
+    b = backend_factory("legacy")
+    proxy = start_proxy({"legacy": b}, max_connections=2)
+    first, second = proxy.client(), proxy.client()
+    assert first.request("GET", "/1").status == 200
+    assert second.request("GET", "/2").status == 200
+    third = proxy.client(timeout=0.5)
+    third.send(b"GET /3 HTTP/1.1\r\nHost: t\r\n\r\n")
+    with pytest.raises(Exception):
+        third.read_response()  # not accepted yet: nothing comes back
+    cpu_before = proxy_cpu(proxy)
+    time.sleep(0.5)
+    assert proxy_cpu(proxy) - cpu_before < 0.1, "the proxy spins while accept waits"
+    first.close()
+    third.sock.settimeout(5)
+    assert third.read_response().status == 200
+    assert "max_connections" in proxy.stderr_text()
+    second.close()
+    third.close()
+
+
+def proxy_cpu(proxy):
+    with open("/proc/%d/stat" % proxy.pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

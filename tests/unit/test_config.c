@@ -154,9 +154,9 @@ static void test_error_bad_url(void **state)
 {
 	(void)state;
 	REJECTED(ONE_BACKEND("url = \"127.0.0.1:9001\";"), 1,
-		 "test.conf:3: backends.legacy.url: \"127.0.0.1:9001\": must start with http://");
+		 "test.conf:3: backends.legacy.url: \"127.0.0.1:9001\": must start with http:// or https://");
 	REJECTED(ONE_BACKEND("url = \"ftp://127.0.0.1:9001\";"), 1,
-		 "test.conf:3: backends.legacy.url: \"ftp://127.0.0.1:9001\": must start with http://");
+		 "test.conf:3: backends.legacy.url: \"ftp://127.0.0.1:9001\": must start with http:// or https://");
 	REJECTED(ONE_BACKEND("url = \"http://127.0.0.1:9001/api\";"), 1,
 		 "test.conf:3: backends.legacy.url: \"http://127.0.0.1:9001/api\": must not carry a "
 		 "path, query or fragment (the request path is forwarded as is)");
@@ -175,9 +175,10 @@ static void test_error_bad_url(void **state)
 	REJECTED(ONE_BACKEND("url = \"http://127.0.0.1:\";"), 1,
 		 "test.conf:3: backends.legacy.url: \"http://127.0.0.1:\": port must be a number "
 		 "between 1 and 65535");
-	REJECTED(ONE_BACKEND("url = \"https://127.0.0.1:9001\";"), 1,
-		 "test.conf:3: backends.legacy.url: \"https://127.0.0.1:9001\": https backends are "
-		 "not supported by this build (use http://)");
+	REJECTED(ONE_BACKEND("url = \"https://127.0.0.1:9001\"; tls_verify = 1;"), 1,
+		 "test.conf:3: backends.legacy.tls_verify: must be true or false");
+	REJECTED(ONE_BACKEND("url = \"http://127.0.0.1:9001\"; tls_verify = false;"), 1,
+		 "test.conf:3: backends.legacy: TLS settings need an https:// url");
 	REJECTED(ONE_BACKEND("url = \"http://\";"), 1,
 		 "test.conf:3: backends.legacy.url: \"http://\": missing host");
 	REJECTED(ONE_BACKEND("url = \"http://u:p@127.0.0.1:9001\";"), 1,
