@@ -104,6 +104,9 @@ int sp_access_format(const struct sp_access_entry *e, struct sp_buf *b)
 		return -1;
 	if (e->error && add_str_field(b, "error", e->error, strlen(e->error)))
 		return -1;
+	if (e->fallback_from &&
+	    add_str_field(b, "fallback_from", e->fallback_from, strlen(e->fallback_from)))
+		return -1;
 	return sp_buf_adds(b, "}\n");
 }
 

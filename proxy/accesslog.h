@@ -32,6 +32,7 @@ struct sp_access_entry {
 	uint64_t bytes_out;
 	const char *request_id;
 	const char *error;   /* NULL when none */
+	const char *fallback_from; /* the backend avoided (down or refused), or NULL */
 };
 
 /* Formats e into line (reset first). Pure, for tests. */

@@ -384,13 +384,46 @@ static void load_backend_tls(struct sp_loader *L, const config_setting_t *e, con
 	free(key);
 }
 
+/* health = { path = "/health"; interval_ms; timeout_ms; healthy; unhealthy; } */
+static void load_health(struct sp_loader *L, const config_setting_t *e, const char *path,
+			struct sp_backend *b)
+{
+	static const char *const hkeys[] = {"path", "interval_ms", "timeout_ms", "healthy",
+					    "unhealthy", NULL};
+	const config_setting_t *h = config_setting_get_member(e, "health");
+	char hp[200];
+	b->health_interval_ms = 5000;
+	b->health_timeout_ms = 2000;
+	b->health_healthy = 2;
+	b->health_unhealthy = 3;
+	if (!h)
+		return;
+	snprintf(hp, sizeof(hp), "%s.health", path);
+	if (!config_setting_is_group(h)) {
+		ERR(L, h, "%s: must be a group: { path = \"/health\"; interval_ms = 5000; }", hp);
+		return;
+	}
+	cfgp_check_keys(L, h, hp, hkeys);
+	const config_setting_t *where;
+	b->health_path = cfgp_str(L, h, "path", hp, &where);
+	if (!where)
+		ERR(L, h, "%s.path: required", hp);
+	else if (b->health_path && b->health_path[0] != '/')
+		ERR(L, where, "%s.path: \"%s\": must start with '/'", hp, b->health_path);
+	cfgp_int_field(L, h, "interval_ms", hp, 100, 3600000, &b->health_interval_ms);
+	cfgp_int_field(L, h, "timeout_ms", hp, 10, 600000, &b->health_timeout_ms);
+	cfgp_int_field(L, h, "healthy", hp, 1, 100, &b->health_healthy);
+	cfgp_int_field(L, h, "unhealthy", hp, 1, 100, &b->health_unhealthy);
+	b->has_health = b->health_path != NULL;
+}
+
 static void load_backends(struct sp_loader *L, const config_setting_t *root)
 {
 	static const char *const keys[] = {"url",	      "connect_timeout_ms",
 					   "response_timeout_ms", "max_idle",
 					   "ca_file",	      "tls_verify",
 					   "client_certificate",  "client_private_key",
-					   NULL};
+					   "health",		      NULL};
 	const config_setting_t *bs = config_setting_get_member(root, "backends");
 	if (!bs) {
 		sp_diag_add(L->diag, 1, L->file, 0, "backends: at least one backend is required");
@@ -432,6 +465,7 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 			ERR(L, where, "%s.url: \"%s\": %s", path, b->url, why);
 		}
 		load_backend_tls(L, e, path, b);
+		load_health(L, e, path, b);
 	}
 }
 
@@ -716,6 +750,7 @@ void sp_config_unref(struct sp_config **cp)
 		free(c->backends[i].host);
 		free(c->backends[i].hostport);
 		SSL_CTX_free(c->backends[i].tls_ctx);
+		free(c->backends[i].health_path);
 	}
 	free(c->backends);
 	for (size_t i = 0; i < c->nroutes; i++)

@@ -12,6 +12,8 @@
 #include "route.h"
 #include "tls.h"
 
+struct sp_health;
+
 struct sp_listen {
 	char *address; /* as written */
 	int line;
@@ -34,6 +36,12 @@ struct sp_backend {
 	SSL_CTX *tls_ctx; /* https:// backends */
 	int host_is_ip;   /* the certificate is checked against an IP address */
 	int tls_wanted;   /* the url is https:// */
+	/* health: passive always (health_unhealthy consecutive failures mark it
+	 * down for health_interval_ms), active when has_health */
+	int has_health;
+	char *health_path;
+	int health_interval_ms, health_timeout_ms, health_healthy, health_unhealthy;
+	struct sp_health *health; /* shared state, owned by the runtime */
 };
 
 struct sp_limits {

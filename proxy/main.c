@@ -171,6 +171,7 @@ static int run(const char *file)
 	int rc = 1;
 
 	rt.file = file;
+	rt.health = sp_health_table_new();
 	rt.overrides = json_object();
 	rt.audit = json_array();
 	sp_diag_init(&diag);
@@ -218,6 +219,7 @@ static int run(const char *file)
 	}
 	if (cfg->has_admin && !(admin = sp_admin_new(&rt)))
 		goto out;
+	sp_runtime_start_checks(&rt);
 	if (cfg->pid_file && write_pid_file(cfg->pid_file) < 0)
 		goto out;
 	sigs[0] = evsignal_new(rt.base, SIGTERM, on_stop_signal, &rt);
@@ -261,6 +263,7 @@ static int run(const char *file)
 	rc = 0;
 out:
 	sp_admin_free(&admin);
+	sp_health_checker_free(&rt.checker);
 	for (int i = 0; i < rt.nworkers; i++)
 		sp_worker_free(&rt.workers[i]);
 	free(rt.workers);
@@ -278,6 +281,7 @@ out:
 	sp_config_unref(&rt.cfg);
 	json_decref(rt.overrides);
 	json_decref(rt.audit);
+	sp_health_table_free(&rt.health);
 	sp_diag_deinit(&diag);
 	return rc;
 }

@@ -22,6 +22,12 @@ struct sp_config *sp_runtime_build(struct sp_runtime *rt, const json_t *override
 		return NULL;
 	sp_buf_init(&notes);
 	sp_override_apply(cfg, overrides ? overrides : rt->overrides, &notes);
+	if (rt->health && sp_health_attach(rt->health, cfg) < 0) {
+		sp_diag_add(diag, 1, rt->file, 0, "out of memory");
+		sp_config_unref(&cfg);
+		sp_buf_deinit(&notes);
+		return NULL;
+	}
 	if (notes.len)
 		sp_diag_add(diag, 0, rt->file, 0, "%.*s", (int)notes.len - 1, notes.data);
 	sp_buf_deinit(&notes);
@@ -75,6 +81,14 @@ void sp_runtime_commit(struct sp_runtime *rt, struct sp_config *cfg)
 	sp_config_unref(&rt->cfg);
 	rt->cfg = cfg;
 	rt->generation++;
+	sp_runtime_start_checks(rt);
+}
+
+void sp_runtime_start_checks(struct sp_runtime *rt)
+{
+	sp_health_checker_free(&rt->checker);
+	if (rt->base)
+		rt->checker = sp_health_checker_new(rt->base, rt->cfg);
 }
 
 /* Logs every diagnostic line ("FILE:LINE: setting: reason") with a prefix. */

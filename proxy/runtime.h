@@ -9,6 +9,7 @@
 
 #include "accesslog.h"
 #include "config.h"
+#include "health.h"
 #include "worker.h"
 
 struct sp_runtime {
@@ -22,6 +23,8 @@ struct sp_runtime {
 	json_t *audit;     /* the latest changes, oldest first */
 	unsigned long generation;
 	unsigned long reloads_ok, reloads_failed;
+	struct sp_health_table *health;
+	struct sp_health_checker *checker; /* active checks of the running generation */
 	int stopping;
 	struct event *stop_poll; /* ends the main loop once the workers are done */
 };
@@ -32,6 +35,8 @@ struct sp_config *sp_runtime_build(struct sp_runtime *rt, const json_t *override
 				   struct sp_diag *diag);
 /* Makes cfg the running generation (takes the caller's reference). */
 void sp_runtime_commit(struct sp_runtime *rt, struct sp_config *cfg);
+/* (Re)starts the active health checks of the running generation. */
+void sp_runtime_start_checks(struct sp_runtime *rt);
 /* SIGHUP and POST /api/reload: build, log, commit. Returns 0, or -1 with the
  * errors in diag (the running configuration stays). */
 int sp_runtime_reload(struct sp_runtime *rt, struct sp_diag *diag);

@@ -17,6 +17,7 @@
 
 #include "conn.h"
 #include "h1.h"
+#include "health.h"
 #include "log.h"
 #include "pathnorm.h"
 #include "shadow.h"
@@ -72,6 +73,7 @@ struct sp_session {
 	int status;
 	const char *error;
 	int up_failed; /* the error was the backend's (connect, timeout, protocol) */
+	int fallback_from; /* backend the request moved away from (down or refused), or -1 */
 	struct timespec t_start, t_up;
 	double upstream_ms;
 	uint64_t bytes_in, bytes_out;
@@ -174,6 +176,7 @@ static void log_exchange(struct sp_session *s)
 		.bytes_out = s->bytes_out,
 		.request_id = s->reqid[0] ? s->reqid : NULL,
 		.error = s->error,
+		.fallback_from = s->fallback_from >= 0 ? cfg->backends[s->fallback_from].name : NULL,
 	};
 	sp_accesslog_write(s->w->alog, &e, &s->w->logbuf);
 	sp_worker_count(s->w, cfg, s->dec.route, e.backend, s->status, s->error && s->up_failed,
@@ -195,6 +198,7 @@ static void reset_exchange(struct sp_session *s)
 	s->interim = s->retried = s->status = 0;
 	s->error = NULL;
 	s->up_failed = 0;
+	s->fallback_from = -1;
 	s->upstream_ms = -1;
 	s->bytes_in = s->bytes_out = 0;
 	s->req_body_bytes = 0;
@@ -243,17 +247,51 @@ static void answer(struct sp_session *s, int status, const char *msg, int keep)
 }
 
 /* The exchange failed on the backend side. */
+static int is_idempotent(const char *method);
+static void attach_upstream(struct sp_session *s, int fresh);
+
+/* The route's other side: the rollout backend for the base, and back. */
+static int other_side(const struct sp_session *s)
+{
+	const struct sp_route *r = s->dec.route;
+	if (!r || !r->has_rollout)
+		return -1;
+	return s->backend == r->backend ? r->rollout.backend : r->backend;
+}
+
+/* A refused connection for an idempotent request without a body goes once to
+ * the route's other side (nothing reached the backend, so nothing can have
+ * happened twice). */
+static int retry_other_side(struct sp_session *s, const char *err)
+{
+	int other = other_side(s);
+	if (strcmp(err, ERR_CONNECT_REFUSED) != 0 || other < 0 || s->fallback_from >= 0 ||
+	    s->resp_started || !s->req_done || s->req_body != SP_BODY_NONE ||
+	    !is_idempotent(s->method))
+		return 0;
+	sp_log(SP_LOG_INFO, "route %s: %s refused the connection; request %s retried on %s",
+	       s->dec.route->name, s->cfg->backends[s->backend].name, s->reqid,
+	       s->cfg->backends[other].name);
+	s->fallback_from = s->backend;
+	s->backend = other;
+	attach_upstream(s, 0);
+	if (s->up)
+		evbuffer_add(s->up->conn->out, s->head.data, s->head.len);
+	return 1;
+}
+
 static void upstream_failed(struct sp_session *s, const char *err, int status)
 {
+	sp_upconn_free(&s->up);
+	sp_health_report(&s->cfg->backends[s->backend], 0);
+	if (retry_other_side(s, err))
+		return;
 	s->error = err;
 	s->up_failed = 1;
 	if (s->t_up.tv_sec)
 		s->upstream_ms = ms_since(&s->t_up);
-	if (s->up)
-		sp_log(SP_LOG_WARN, "backend %s (%s): %s [request %s]",
-		       s->cfg->backends[s->backend].name, s->cfg->backends[s->backend].hostport,
-		       err, s->reqid);
-	sp_upconn_free(&s->up);
+	sp_log(SP_LOG_WARN, "backend %s (%s): %s [request %s]", s->cfg->backends[s->backend].name,
+	       s->cfg->backends[s->backend].hostport, err, s->reqid);
 	if (!s->resp_started)
 		sp_shadow_primary_done(&s->shadow, status, ms_since(&s->t_up));
 	if (s->resp_started) {
@@ -428,6 +466,13 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	sp_decide(s->cfg->routes, s->cfg->nroutes, s->cfg->default_backend, &q, &s->w->rng, &s->tmp,
 		  &s->dec);
 	s->backend = s->dec.backend;
+	/* a backend known to be down: the route's other side, when it is up */
+	int other = other_side(s);
+	if (other >= 0 && !sp_health_usable(&s->cfg->backends[s->backend]) &&
+	    sp_health_usable(&s->cfg->backends[other])) {
+		s->fallback_from = s->backend;
+		s->backend = other;
+	}
 	s->req_body = m->chunked ? SP_BODY_CHUNKED : m->has_length ? SP_BODY_LENGTH : SP_BODY_NONE;
 	s->req_keep = m->keep_alive;
 	s->client_minor = m->http_minor;
@@ -561,6 +606,7 @@ static int on_resp_head(void *ud, struct sp_h1_msg *m)
 	else
 		s->resp_body = s->client_minor >= 1 ? SP_BODY_CHUNKED : SP_BODY_CLOSE;
 	s->upstream_keep = m->keep_alive;
+	sp_health_report(&s->cfg->backends[s->backend], m->status < 500);
 	/* A refused upgrade leaves the request parser in upgrade state: close. */
 	s->client_keep = s->req_keep && s->req_done && s->resp_body != SP_BODY_CLOSE &&
 			 !s->w->draining && !s->upgrade_req;
@@ -967,6 +1013,7 @@ void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct soc
 	}
 	s->w = w;
 	s->backend = -1;
+	s->fallback_from = -1;
 	s->upstream_ms = -1;
 	sp_buf_init(&s->head);
 	sp_buf_init(&s->tmp);

@@ -61,6 +61,7 @@ KEY_ARRAYS = {
     ("config.c", "load_listen_tls", "keys"): "listen.[i].tls",
     ("config.c", "load_listen_tls", "ckeys"): "listen.[i].tls.certificates.[j]",
     ("config.c", "load_backends", "keys"): "backends.NAME",
+    ("config.c", "load_health", "hkeys"): "backends.NAME.health",
     ("config.c", "load_limits", "tkeys"): "timeouts",
     ("config.c", "load_limits", "lkeys"): "limits",
     ("config.c", "load_shadow_defaults", "keys"): "shadow_defaults",
@@ -281,7 +282,7 @@ def base_config():
     """A minimal config in which every group of the reference exists once."""
     return {
         "listen": [{"address": "127.0.0.1:1", "tls": {"certificates": [{}]}}],
-        "backends": {"b": {"url": "http://127.0.0.1:9"}},
+        "backends": {"b": {"url": "http://127.0.0.1:9", "health": {}}},
         "default_backend": "b",
         "routes": [{"name": "r", "backend": "b", "match": {"path_prefix": "/"},
                     "rollout": {"backend": "b", "percent": 0.0},

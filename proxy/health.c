@@ -1,0 +1,237 @@
+/* Backend health (see health.h). Entries are kept by URL for the process's
+ * lifetime, published with release stores, and changed with atomics: workers
+ * report outcomes, the main thread runs the active checks. */
+#include "health.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "conn.h"
+#include "log.h"
+
+struct sp_health_table {
+	struct sp_health *_Atomic head;
+};
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct sp_health_table *sp_health_table_new(void)
+{
+	return calloc(1, sizeof(struct sp_health_table));
+}
+
+void sp_health_table_free(struct sp_health_table **tp)
+{
+	struct sp_health_table *t = *tp;
+	if (!t)
+		return;
+	*tp = NULL;
+	struct sp_health *h = atomic_load(&t->head), *next;
+	for (; h; h = next) {
+		next = atomic_load(&h->next);
+		free(h);
+	}
+	free(t);
+}
+
+static struct sp_health *entry(struct sp_health_table *t, const char *url)
+{
+	struct sp_health *h;
+	for (h = atomic_load_explicit(&t->head, memory_order_acquire); h;
+	     h = atomic_load_explicit(&h->next, memory_order_acquire))
+		if (strcmp(h->url, url) == 0)
+			return h;
+	if (!(h = calloc(1, sizeof(*h))))
+		return NULL;
+	snprintf(h->url, sizeof(h->url), "%s", url);
+	atomic_store_explicit(&h->next, atomic_load(&t->head), memory_order_relaxed);
+	atomic_store_explicit(&t->head, h, memory_order_release);
+	return h;
+}
+
+int sp_health_attach(struct sp_health_table *t, struct sp_config *cfg)
+{
+	for (size_t i = 0; i < cfg->nbackends; i++) {
+		struct sp_backend *be = &cfg->backends[i];
+		if (!(be->health = entry(t, be->url)))
+			return -1;
+		be->health->active = be->has_health;
+		if (!be->has_health && atomic_load(&be->health->down) &&
+		    atomic_load(&be->health->retry_at_ms) == 0)
+			atomic_store(&be->health->retry_at_ms, now_ms()); /* checks removed: trial now */
+	}
+	return 0;
+}
+
+int sp_health_usable(const struct sp_backend *be)
+{
+	struct sp_health *h = be->health;
+	if (!h || !atomic_load_explicit(&h->down, memory_order_relaxed))
+		return 1;
+	if (h->active)
+		return 0; /* the active check says when it is back */
+	/* passive: after a pause, let one request through to find out */
+	int64_t at = atomic_load(&h->retry_at_ms);
+	return at && now_ms() >= at &&
+	       atomic_compare_exchange_strong(&h->retry_at_ms, &at, now_ms() + be->health_interval_ms);
+}
+
+static void set_down(struct sp_health *h, const struct sp_backend *be, int down, const char *why)
+{
+	if (down)
+		atomic_store(&h->retry_at_ms, now_ms() + be->health_interval_ms);
+	if (atomic_exchange(&h->down, down) != down) {
+		atomic_fetch_add(&h->transitions, 1);
+		sp_log(down ? SP_LOG_WARN : SP_LOG_INFO, "backend %s (%s) is %s: %s", be->name,
+		       be->hostport, down ? "down" : "up again", why);
+	}
+}
+
+void sp_health_report(const struct sp_backend *be, int ok)
+{
+	struct sp_health *h = be->health;
+	if (!h)
+		return;
+	if (ok) {
+		atomic_store_explicit(&h->consecutive_failures, 0, memory_order_relaxed);
+		if (!h->active && atomic_load_explicit(&h->down, memory_order_relaxed))
+			set_down(h, be, 0, "a request succeeded");
+		return;
+	}
+	int n = atomic_fetch_add(&h->consecutive_failures, 1) + 1;
+	if (n >= be->health_unhealthy && !atomic_load_explicit(&h->down, memory_order_relaxed))
+		set_down(h, be, 1, "consecutive failed requests");
+}
+
+/* ---- active checks ---- */
+
+struct check {
+	struct sp_health_checker *owner;
+	const struct sp_backend *be;
+	struct event *timer;
+	struct sp_conn *conn;
+	int successes, failures;
+};
+
+struct sp_health_checker {
+	struct sp_config *cfg;
+	struct check *checks;
+	size_t n;
+};
+
+static void check_done(struct check *k, int ok, const char *why)
+{
+	struct sp_health *h = k->be->health;
+	sp_conn_free(&k->conn);
+	if (ok) {
+		k->failures = 0;
+		if (++k->successes >= k->be->health_healthy && atomic_load(&h->down))
+			set_down(h, k->be, 0, "health check passed");
+	} else {
+		k->successes = 0;
+		if (++k->failures >= k->be->health_unhealthy && !atomic_load(&h->down))
+			set_down(h, k->be, 1, why);
+	}
+}
+
+static void on_check_read(struct sp_conn *c, void *arg)
+{
+	struct check *k = arg;
+	char line[64] = "";
+	int status = 0;
+	struct evbuffer_ptr eol = evbuffer_search(c->in, "\r\n", 2, NULL);
+	if (eol.pos < 0) {
+		if (evbuffer_get_length(c->in) > 1024)
+			check_done(k, 0, "health check: bad answer");
+		return;
+	}
+	evbuffer_copyout(c->in, line, eol.pos < 63 ? (size_t)eol.pos : 63);
+	if (sscanf(line, "HTTP/1.%*d %d", &status) != 1)
+		check_done(k, 0, "health check: bad answer");
+	else
+		check_done(k, status >= 200 && status < 400, "health check: bad status");
+}
+
+static void on_check_event(struct sp_conn *c, short what, void *arg)
+{
+	struct check *k = arg;
+	(void)c;
+	if (what & SP_CONN_CONNECTED)
+		return;
+	check_done(k, 0, what & SP_CONN_TIMEOUT ? "health check timed out" : "health check failed");
+}
+
+static void on_check_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct check *k = arg;
+	const struct sp_backend *be = k->be;
+	(void)fd;
+	(void)what;
+	if (k->conn) { /* the previous check is still waiting */
+		check_done(k, 0, "health check timed out");
+		return;
+	}
+	k->conn = sp_conn_connect(event_get_base(k->timer), (const struct sockaddr *)&be->addr,
+				  be->addrlen);
+	if (!k->conn || (be->tls_ctx &&
+			 sp_conn_tls_connect(k->conn, be->tls_ctx, be->host, be->host_is_ip) < 0)) {
+		check_done(k, 0, "health check: cannot connect");
+		return;
+	}
+	struct timeval tv = {be->health_timeout_ms / 1000, (be->health_timeout_ms % 1000) * 1000};
+	sp_conn_setcb(k->conn, on_check_read, NULL, on_check_event, k);
+	sp_conn_timeouts(k->conn, &tv, &tv);
+	sp_conn_read(k->conn, 1);
+	evbuffer_add_printf(k->conn->out,
+			    "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: strangler-health-check\r\n"
+			    "Connection: close\r\n\r\n",
+			    be->health_path, be->hostport);
+}
+
+struct sp_health_checker *sp_health_checker_new(struct event_base *base, struct sp_config *cfg)
+{
+	struct sp_health_checker *hc = calloc(1, sizeof(*hc));
+	if (!hc || !(hc->checks = calloc(cfg->nbackends + 1, sizeof(*hc->checks)))) {
+		free(hc);
+		return NULL;
+	}
+	hc->cfg = sp_config_ref(cfg);
+	for (size_t i = 0; i < cfg->nbackends; i++) {
+		const struct sp_backend *be = &cfg->backends[i];
+		if (!be->has_health)
+			continue;
+		struct check *k = &hc->checks[hc->n++];
+		k->owner = hc;
+		k->be = be;
+		k->timer = event_new(base, -1, EV_PERSIST, on_check_timer, k);
+		struct timeval tv = {be->health_interval_ms / 1000, (be->health_interval_ms % 1000) * 1000};
+		if (!k->timer || event_add(k->timer, &tv) < 0)
+			continue;
+		event_active(k->timer, EV_TIMEOUT, 0); /* a first check right away */
+	}
+	return hc;
+}
+
+void sp_health_checker_free(struct sp_health_checker **hp)
+{
+	struct sp_health_checker *hc = *hp;
+	if (!hc)
+		return;
+	*hp = NULL;
+	for (size_t i = 0; i < hc->n; i++) {
+		if (hc->checks[i].timer)
+			event_free(hc->checks[i].timer);
+		sp_conn_free(&hc->checks[i].conn);
+	}
+	free(hc->checks);
+	sp_config_unref(&hc->cfg);
+	free(hc);
+}

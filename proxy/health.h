@@ -1,0 +1,45 @@
+/* Backend health, shared by every worker and every configuration generation
+ * (keyed by the backend's URL): passive (consecutive connect failures or 5xx
+ * answers reported by the workers) and active (periodic checks run by the
+ * main thread). A down backend is avoided only when a route has another side
+ * to send the request to. */
+#ifndef SP_HEALTH_H
+#define SP_HEALTH_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+
+struct sp_backend;
+struct sp_config;
+
+struct sp_health {
+	struct sp_health *_Atomic next;
+	char url[512];
+	_Atomic int down;
+	_Atomic int consecutive_failures;
+	_Atomic int64_t retry_at_ms; /* passive: a trial request is let through after this */
+	_Atomic uint64_t transitions;
+	int active;                  /* an active check decides when it is up again */
+};
+
+struct sp_health_table;
+
+struct sp_health_table *sp_health_table_new(void);
+void sp_health_table_free(struct sp_health_table **t);
+/* Points every backend of cfg (not yet shared) at its health entry. */
+int sp_health_attach(struct sp_health_table *t, struct sp_config *cfg);
+
+/* May a request go to this backend? (any worker) */
+int sp_health_usable(const struct sp_backend *be);
+/* A worker's outcome with this backend: ok = answered with < 500. */
+void sp_health_report(const struct sp_backend *be, int ok);
+
+/* Active checks of cfg's backends that have a `health` block, on base (the
+ * main thread). Replaces the checks of an earlier generation. */
+struct sp_health_checker;
+struct sp_health_checker *sp_health_checker_new(struct event_base *base, struct sp_config *cfg);
+void sp_health_checker_free(struct sp_health_checker **c);
+
+#endif

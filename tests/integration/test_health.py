@@ -1,0 +1,97 @@
+"""Backend health: active checks, passive failure counting, fallback to the
+route's other side, and the one retry of a refused idempotent request."""
+import subprocess
+import threading
+
+import harness
+from harness import Response, by_path
+
+
+def rollout_route(percent=100.0):
+    return [{"name": "orders", "match": {"path_prefix": "/api"}, "backend": "legacy",
+             "rollout": {"backend": "modern", "percent": percent}}]
+
+
+def served(p, path="/api/x", method="GET"):
+    with p.client() as c:
+        r = c.request(method, path)
+        return r.status, r.header("X-Backend")
+
+
+class Switch:
+    """A health endpoint whose answer the test flips."""
+
+    def __init__(self):
+        self.ok = True
+        self.lock = threading.Lock()
+
+    def handler(self, req, conn):
+        return Response(200 if self.ok else 503, b"health")
+
+
+def test_active_check_takes_a_backend_out_and_back(backend_factory, start_proxy):
+    sw = Switch()
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern", by_path({"/health": sw.handler}))
+    health = {"path": "/health", "interval_ms": 100, "timeout_ms": 500, "healthy": 2,
+              "unhealthy": 2}
+    p = start_proxy({"legacy": legacy, "modern": {"url": modern, "health": health}},
+                    routes=rollout_route())
+    assert served(p) == (200, "modern")
+    sw.ok = False
+    harness.wait_for(lambda: "backend modern" in p.stderr_text() and "is down" in p.stderr_text(),
+                     what="modern marked down")
+    assert served(p) == (200, "legacy")
+    entry = [e for e in p.access_lines() if e["path"] == "/api/x"][-1]
+    assert entry["backend"] == "legacy" and entry["fallback_from"] == "modern"
+    sw.ok = True
+    harness.wait_for(lambda: "is up again" in p.stderr_text(), what="modern back up")
+    assert served(p) == (200, "modern")
+    checks = [r for r in modern.requests if r.path == "/health"]
+    assert checks and checks[0].header("User-Agent") == "strangler-health-check"
+
+
+def test_refused_idempotent_request_is_retried_on_the_other_side(backend_factory, start_proxy):
+    legacy = backend_factory("legacy")
+    dead = "http://127.0.0.1:%d" % harness.refused_port()
+    p = start_proxy({"legacy": legacy, "modern": dead}, routes=rollout_route())
+    assert served(p) == (200, "legacy")
+    entry = p.wait_access(1)[0]
+    assert entry["fallback_from"] == "modern" and entry["backend"] == "legacy"
+    assert "retried on legacy" in p.stderr_text()
+
+
+def test_passive_failures_mark_a_backend_down(backend_factory, start_proxy):
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern", lambda req, conn: Response(500, b"broken"))
+    p = start_proxy({"legacy": legacy, "modern": modern}, routes=rollout_route())
+    # the first answers are 500s from modern (passed to the client as they are)
+    statuses = [served(p)[0] for _ in range(3)]
+    assert statuses == [500, 500, 500]
+    assert "backend modern" in p.stderr_text() and "is down" in p.stderr_text()
+    # now requests fall back to legacy while modern is down
+    assert served(p) == (200, "legacy")
+
+
+def test_post_not_retried_on_refusal(backend_factory, start_proxy):
+    legacy = backend_factory("legacy")
+    dead = "http://127.0.0.1:%d" % harness.refused_port()
+    p = start_proxy({"legacy": legacy, "modern": dead}, routes=rollout_route())
+    with p.client() as c:
+        r = c.request("POST", "/api/charge", body=b"")
+    assert r.status == 502 and b"connect refused" in r.body
+    assert [x for x in legacy.requests if x.method == "POST"] == []
+
+
+def test_health_settings_checked(tmp_path):
+    conf = tmp_path / "h.conf"
+    conf.write_text('listen = ( { address = "127.0.0.1:1"; } );\n'
+                    'backends = { a = { url = "http://127.0.0.1:2";\n'
+                    '  health = { path = "health"; interval_ms = 5; colour = 1; }; }; };\n'
+                    'default_backend = "a";\n')
+    r = subprocess.run([harness.BINARY, "-t", "-c", str(conf)], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 1
+    assert '%s:3: backends.a.health.path: "health": must start with \'/\'' % conf in r.stderr
+    assert "%s:3: backends.a.health.interval_ms: must be between 100 and 3600000" % conf in r.stderr
+    assert "%s:3: backends.a.health.colour: unknown setting" % conf in r.stderr
