@@ -359,62 +359,6 @@ static void serve_metrics(struct admin_conn *a)
 
 /* ---- route changes ---- */
 
-static json_t *now_json(void)
-{
-	char buf[64];
-	struct timespec ts;
-	struct tm tm;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
-	return json_string(buf);
-}
-
-/* Builds the generation for `next` overrides, persists them, then switches
- * every worker: all or nothing. Returns 0, or an HTTP status with msg set. */
-static int change_routes(struct admin_conn *a, json_t *next, char *msg, size_t msglen)
-{
-	struct sp_runtime *rt = a->admin->rt;
-	struct sp_diag diag;
-	sp_diag_init(&diag);
-	struct sp_config *cfg = sp_runtime_build(rt, next, &diag);
-	if (!cfg) {
-		snprintf(msg, msglen, "the configuration file has errors; fix it first: %s",
-			 diag.text.data ? diag.text.data : "");
-		sp_diag_deinit(&diag);
-		return 409;
-	}
-	sp_diag_deinit(&diag);
-	json_t *old = rt->overrides;
-	rt->overrides = next;
-	if (sp_runtime_save_state(rt) < 0) {
-		snprintf(msg, msglen, "cannot write admin.state_file: %s", strerror(errno));
-		rt->overrides = old;
-		sp_config_unref(&cfg);
-		return 500;
-	}
-	json_decref(old);
-	sp_runtime_commit(rt, cfg);
-	return 0;
-}
-
-static void audit(struct admin_conn *a, const char *route, const char *action, json_t *before,
-		  json_t *after)
-{
-	struct sp_runtime *rt = a->admin->rt;
-	char *b = json_dumps(before, JSON_COMPACT | JSON_SORT_KEYS);
-	char *f = json_dumps(after, JSON_COMPACT | JSON_SORT_KEYS);
-	sp_log(SP_LOG_INFO, "admin: %s %s route %s: %s -> %s", a->peer, action, route, b ? b : "?",
-	       f ? f : "?");
-	free(b);
-	free(f);
-	sp_runtime_audit(rt, json_pack("{s:o, s:s, s:s, s:s, s:o, s:o}", "time", now_json(), "caller",
-				       a->peer, "route", route, "action", action, "before", before,
-				       "after", after));
-	sp_runtime_save_state(rt); /* the audit trail is best effort once applied */
-}
-
 static void patch_route(struct admin_conn *a, const char *name)
 {
 	struct sp_runtime *rt = a->admin->rt;
@@ -426,61 +370,23 @@ static void patch_route(struct admin_conn *a, const char *name)
 		respond_error(a, 400, msg);
 		return;
 	}
-	int st = sp_override_check(rt->cfg, name, patch, msg, sizeof(msg));
-	if (st != 200) {
-		json_decref(patch);
-		respond_error(a, st, msg);
-		return;
-	}
-	const struct sp_route *r = find_route(rt->cfg, name);
-	json_t *before = sp_route_json(rt->cfg, r, json_object_get(rt->overrides, name));
-	json_t *next = json_deep_copy(rt->overrides);
-	if (!next || sp_override_merge(next, name, patch) < 0) {
-		json_decref(next);
-		json_decref(patch);
-		json_decref(before);
-		respond_error(a, 500, "out of memory");
-		return;
-	}
+	int st = sp_runtime_change(rt, name, patch, a->peer, "patch", msg, sizeof(msg));
 	json_decref(patch);
-	if ((st = change_routes(a, next, msg, sizeof(msg))) != 0) {
-		json_decref(next);
-		json_decref(before);
+	if (st)
 		respond_error(a, st, msg);
-		return;
-	}
-	r = find_route(rt->cfg, name);
-	audit(a, name, "patch", before, sp_route_json(rt->cfg, r, json_object_get(rt->overrides, name)));
-	respond_json(a, 200, route_view(rt, r));
+	else
+		respond_json(a, 200, route_view(rt, find_route(rt->cfg, name)));
 }
 
 static void delete_override(struct admin_conn *a, const char *name)
 {
 	struct sp_runtime *rt = a->admin->rt;
 	char msg[1024];
-	const struct sp_route *r = find_route(rt->cfg, name);
-	if (!r) {
-		snprintf(msg, sizeof(msg), "no route named \"%s\"", name);
-		respond_error(a, 404, msg);
-		return;
-	}
-	if (!json_object_get(rt->overrides, name)) {
-		respond_error(a, 404, "the route has no runtime override");
-		return;
-	}
-	json_t *before = sp_route_json(rt->cfg, r, json_object_get(rt->overrides, name));
-	json_t *next = json_deep_copy(rt->overrides);
-	json_object_del(next, name);
-	int st = change_routes(a, next, msg, sizeof(msg));
-	if (st) {
-		json_decref(next);
-		json_decref(before);
+	int st = sp_runtime_change(rt, name, NULL, a->peer, "delete-override", msg, sizeof(msg));
+	if (st)
 		respond_error(a, st, msg);
-		return;
-	}
-	r = find_route(rt->cfg, name);
-	audit(a, name, "delete-override", before, sp_route_json(rt->cfg, r, NULL));
-	respond_json(a, 200, route_view(rt, r));
+	else
+		respond_json(a, 200, route_view(rt, find_route(rt->cfg, name)));
 }
 
 static void post_reload(struct admin_conn *a)

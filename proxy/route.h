@@ -45,11 +45,27 @@ struct sp_sticky {
 	char *name; /* header, cookie or query name */
 };
 
+/* A guarded rollout: bounds on the rollout side, checked over a window by the
+ * main process; crossing one drops the percent to 0 until re-armed. Steps
+ * raise the percent over time while the guard holds. 0 disables a bound. */
+struct sp_guard_cfg {
+	int enabled;
+	double max_error_rate;  /* % of 5xx answers on the rollout side */
+	double max_diff_rate;   /* % of shadow comparisons that differ */
+	double max_p99_ratio;   /* rollout side p99 / base side p99 */
+	int min_requests;       /* below this many in the window, no verdict */
+	int window_s;
+	uint32_t *steps_bp;     /* ascending percents in basis points */
+	size_t nsteps;
+	int step_interval_s;
+};
+
 struct sp_rollout {
 	int backend;          /* index into the config's backends */
 	uint32_t percent_bp;  /* basis points: 0..10000 */
 	struct sp_sticky sticky;
 	char *cohort;         /* defaults to the route name */
+	struct sp_guard_cfg guard;
 };
 
 /* What to compare between the primary's and the shadow's answers; mirrors

@@ -195,10 +195,83 @@ static void load_percent(struct sp_loader *L, const config_setting_t *s, const c
 		*bp_out = (uint32_t)lround(bp);
 }
 
+static void get_rate(struct sp_loader *L, const config_setting_t *g, const char *key,
+		     const char *path, double hi, double *out)
+{
+	const config_setting_t *s = config_setting_get_member(g, key);
+	char full[160];
+	if (!s)
+		return;
+	snprintf(full, sizeof(full), "%s.%s", path, key);
+	if (!cfgp_want_type(L, s, full, CONFIG_TYPE_FLOAT, "a number"))
+		return;
+	double v = config_setting_type(s) == CONFIG_TYPE_FLOAT ? config_setting_get_float(s)
+							       : (double)config_setting_get_int(s);
+	if (!(v >= 0 && v <= hi))
+		ERR(L, s, "%s: %g: must be between 0 and %g", full, v, hi);
+	else
+		*out = v;
+}
+
+/* guard = { max_error_rate; max_diff_rate; max_p99_ratio; min_requests;
+ *           window_s; steps = [...]; step_interval_s; } */
+static void load_guard(struct sp_loader *L, const config_setting_t *ro, const char *rpath,
+		       struct sp_guard_cfg *g)
+{
+	static const char *const keys[] = {"max_error_rate", "max_diff_rate", "max_p99_ratio",
+					   "min_requests",   "window_s",      "steps",
+					   "step_interval_s", NULL};
+	const config_setting_t *s = config_setting_get_member(ro, "guard");
+	char path[128];
+	if (!s)
+		return;
+	snprintf(path, sizeof(path), "%s.guard", rpath);
+	if (!config_setting_is_group(s)) {
+		ERR(L, s, "%s: must be a group: { max_error_rate = 1.0; min_requests = 200; }", path);
+		return;
+	}
+	cfgp_check_keys(L, s, path, keys);
+	*g = (struct sp_guard_cfg){.enabled = 1, .min_requests = 200, .window_s = 60,
+				   .step_interval_s = 600};
+	get_rate(L, s, "max_error_rate", path, 100, &g->max_error_rate);
+	get_rate(L, s, "max_diff_rate", path, 100, &g->max_diff_rate);
+	get_rate(L, s, "max_p99_ratio", path, 1000, &g->max_p99_ratio);
+	cfgp_int_field(L, s, "min_requests", path, 1, 100000000, &g->min_requests);
+	cfgp_int_field(L, s, "window_s", path, 5, 86400, &g->window_s);
+	cfgp_int_field(L, s, "step_interval_s", path, 1, 30 * 86400, &g->step_interval_s);
+	const config_setting_t *st = config_setting_get_member(s, "steps");
+	if (!st)
+		return;
+	if (!config_setting_is_array(st) && !config_setting_is_list(st)) {
+		ERR(L, st, "%s.steps: must be an array of percents: [1, 5, 25, 50, 100]", path);
+		return;
+	}
+	int n = config_setting_length(st);
+	g->steps_bp = calloc((size_t)n + 1, sizeof(*g->steps_bp));
+	for (int i = 0; i < n && g->steps_bp; i++) {
+		const config_setting_t *e = config_setting_get_elem(st, (unsigned)i);
+		int t = config_setting_type(e);
+		double v = t == CONFIG_TYPE_FLOAT ? config_setting_get_float(e)
+			 : t == CONFIG_TYPE_INT  ? (double)config_setting_get_int(e)
+						 : -1;
+		uint32_t bp = (uint32_t)lround(v * 100);
+		if (!(v > 0 && v <= 100) || fabs(v * 100 - round(v * 100)) > 1e-6) {
+			ERR(L, e, "%s.steps.[%d]: must be a percent above 0 and at most 100, two decimals",
+			    path, i);
+			continue;
+		}
+		if (g->nsteps && bp <= g->steps_bp[g->nsteps - 1]) {
+			ERR(L, e, "%s.steps.[%d]: steps must increase", path, i);
+			continue;
+		}
+		g->steps_bp[g->nsteps++] = bp;
+	}
+}
+
 static void load_rollout(struct sp_loader *L, const config_setting_t *route, const char *rpath,
 			 struct sp_route *r)
 {
-	static const char *const keys[] = {"backend", "percent", "sticky", "cohort", NULL};
+	static const char *const keys[] = {"backend", "percent", "sticky", "cohort", "guard", NULL};
 	const config_setting_t *s = config_setting_get_member(route, "rollout");
 	char path[96];
 	if (!s)
@@ -225,6 +298,7 @@ static void load_rollout(struct sp_loader *L, const config_setting_t *route, con
 		ERR(L, where, "%s.cohort: must not be empty", path);
 	if (!r->rollout.cohort && r->name)
 		r->rollout.cohort = strdup(r->name);
+	load_guard(L, s, path, &r->rollout.guard);
 }
 
 static const char *check_pointer(const char *v)

@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "override.h"
+#include <time.h>
 
 #define AUDIT_KEEP 500
 
@@ -200,4 +201,96 @@ void sp_runtime_audit(struct sp_runtime *rt, json_t *entry)
 	json_array_append_new(rt->audit, entry);
 	while (json_array_size(rt->audit) > AUDIT_KEEP)
 		json_array_remove(rt->audit, 0);
+}
+
+static json_t *now_json(void)
+{
+	char buf[64];
+	struct timespec ts;
+	struct tm tm;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
+		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+	return json_string(buf);
+}
+
+static const struct sp_route *route_named(const struct sp_config *c, const char *name)
+{
+	for (size_t i = 0; i < c->nroutes; i++)
+		if (strcmp(c->routes[i].name, name) == 0)
+			return &c->routes[i];
+	return NULL;
+}
+
+/* Builds the generation for `next` overrides, persists them, then switches
+ * every worker: all or nothing. Takes ownership of next. */
+static int apply_overrides(struct sp_runtime *rt, json_t *next, char *msg, size_t msglen)
+{
+	struct sp_diag diag;
+	sp_diag_init(&diag);
+	struct sp_config *cfg = sp_runtime_build(rt, next, &diag);
+	if (!cfg) {
+		snprintf(msg, msglen, "the configuration file has errors; fix it first: %s",
+			 diag.text.data ? diag.text.data : "");
+		sp_diag_deinit(&diag);
+		json_decref(next);
+		return 409;
+	}
+	sp_diag_deinit(&diag);
+	json_t *old = rt->overrides;
+	rt->overrides = next;
+	if (sp_runtime_save_state(rt) < 0) {
+		snprintf(msg, msglen, "cannot write admin.state_file: %s", strerror(errno));
+		rt->overrides = old;
+		json_decref(next);
+		sp_config_unref(&cfg);
+		return 500;
+	}
+	json_decref(old);
+	sp_runtime_commit(rt, cfg);
+	return 0;
+}
+
+int sp_runtime_change(struct sp_runtime *rt, const char *route, const json_t *patch,
+		      const char *caller, const char *action, char *msg, size_t msglen)
+{
+	int st;
+	if (patch) {
+		st = sp_override_check(rt->cfg, route, patch, msg, msglen);
+		if (st != 200)
+			return st;
+	} else if (!route_named(rt->cfg, route)) {
+		snprintf(msg, msglen, "no route named \"%s\"", route);
+		return 404;
+	} else if (!json_object_get(rt->overrides, route)) {
+		snprintf(msg, msglen, "the route has no runtime override");
+		return 404;
+	}
+	const struct sp_route *r = route_named(rt->cfg, route);
+	json_t *before = sp_route_json(rt->cfg, r, json_object_get(rt->overrides, route));
+	json_t *next = json_deep_copy(rt->overrides);
+	if (!next || (patch ? sp_override_merge(next, route, patch) : json_object_del(next, route)) < 0) {
+		json_decref(next);
+		json_decref(before);
+		snprintf(msg, msglen, "out of memory");
+		return 500;
+	}
+	if ((st = apply_overrides(rt, next, msg, msglen)) != 0) {
+		json_decref(before);
+		return st;
+	}
+	r = route_named(rt->cfg, route);
+	json_t *after = sp_route_json(rt->cfg, r, json_object_get(rt->overrides, route));
+	char *b = json_dumps(before, JSON_COMPACT | JSON_SORT_KEYS);
+	char *a = json_dumps(after, JSON_COMPACT | JSON_SORT_KEYS);
+	sp_log(SP_LOG_INFO, "change by %s: %s route %s: %s -> %s", caller, action, route,
+	       b ? b : "?", a ? a : "?");
+	free(b);
+	free(a);
+	sp_runtime_audit(rt, json_pack("{s:o, s:s, s:s, s:s, s:o, s:o}", "time", now_json(), "caller",
+				       caller, "route", route, "action", action, "before", before,
+				       "after", after));
+	sp_runtime_save_state(rt); /* the audit trail is best effort once applied */
+	return 0;
 }

@@ -46,6 +46,11 @@ int sp_runtime_reload(struct sp_runtime *rt, struct sp_diag *diag);
 int sp_runtime_load_state(struct sp_runtime *rt, const struct sp_config *cfg);
 /* Writes them atomically (temporary file, fsync, rename). 0 or -1 with errno. */
 int sp_runtime_save_state(struct sp_runtime *rt);
+/* A runtime route change: patch (NULL: remove the route's override) is
+ * checked like the file, applied to every worker, persisted and audited
+ * (caller: an address, or "guard"). Returns 0, or an HTTP status with msg. */
+int sp_runtime_change(struct sp_runtime *rt, const char *route, const json_t *patch,
+		      const char *caller, const char *action, char *msg, size_t msglen);
 /* Appends a change to the audit trail (takes ownership of entry). */
 void sp_runtime_audit(struct sp_runtime *rt, json_t *entry);
 

@@ -74,7 +74,7 @@ def test_patch_percent_applies_to_every_worker_and_is_audited(start_proxy, two_b
     (entry,) = audit["changes"]
     assert entry["route"] == "orders" and entry["caller"] == "127.0.0.1"
     assert entry["before"]["rollout"]["percent"] == 25 and entry["after"]["rollout"]["percent"] == 50
-    assert "admin: 127.0.0.1 patch route orders" in p.stderr_text()
+    assert "change by 127.0.0.1: patch route orders" in p.stderr_text()
 
 
 def test_backend_flip_and_override_removal(start_proxy, two_backends, tmp_path):
