@@ -18,6 +18,7 @@
 #include <event2/listener.h>
 
 #include "conn.h"
+#include "guard.h"
 #include "h1.h"
 #include "log.h"
 #include "override.h"
@@ -180,6 +181,7 @@ static json_t *route_view(struct sp_runtime *rt, const struct sp_route *r)
 	if (!j)
 		return NULL;
 	json_object_set_new(j, "counters", route_counters(rt, r->name));
+	json_object_set_new(j, "guard", sp_guard_json(rt->guards, r));
 	if (r->has_shadow)
 		json_object_set_new(j, "shadow_counters", shadow_counters(rt, r->name));
 	return j;
@@ -331,6 +333,16 @@ static void serve_metrics(struct admin_conn *a)
 	for (size_t i = 0; i < rt->cfg->nroutes; i++)
 		if (rt->cfg->routes[i].has_shadow)
 			metrics_shadow(&b, rt, &rt->cfg->routes[i]);
+	sp_buf_adds(&b, "# HELP strangler_guard_tripped 1 when the route's guard pulled its rollout "
+			"back.\n# TYPE strangler_guard_tripped gauge\n");
+	for (size_t i = 0; i < rt->cfg->nroutes; i++) {
+		const struct sp_route *r = &rt->cfg->routes[i];
+		if (!r->has_rollout || !r->rollout.guard.enabled)
+			continue;
+		sp_buf_adds(&b, "strangler_guard_tripped{route=\"");
+		metric_escape(&b, r->name);
+		sp_buf_printf(&b, "\"} %d\n", sp_guard_tripped(rt->guards, r->name));
+	}
 	sp_buf_adds(&b, "# HELP strangler_rollout_percent Share of the route moved to the rollout "
 			"backend.\n# TYPE strangler_rollout_percent gauge\n");
 	for (size_t i = 0; i < rt->cfg->nroutes; i++) {
@@ -461,6 +473,18 @@ static void dispatch(struct admin_conn *a)
 		if (slash && strcmp(slash, "/override") == 0 && strcmp(m, "DELETE") == 0) {
 			*slash = '\0';
 			delete_override(a, name);
+		} else if (slash && strcmp(slash, "/guard/rearm") == 0 && strcmp(m, "POST") == 0) {
+			*slash = '\0';
+			if (sp_guard_rearm(rt->guards, name) < 0) {
+				respond_error(a, 409, "the route's guard is not tripped");
+			} else {
+				sp_log(SP_LOG_INFO, "guard: route %s re-armed by %s", name, a->peer);
+				sp_runtime_audit(rt, json_pack("{s:s, s:s, s:s}", "caller", a->peer, "route",
+							       name, "action", "guard-rearm"));
+				sp_runtime_save_state(rt);
+				const struct sp_route *r = find_route(rt->cfg, name);
+				respond_json(a, 200, r ? route_view(rt, r) : json_object());
+			}
 		} else if (slash) {
 			respond_error(a, 404, "no such resource");
 		} else if (get) {

@@ -20,6 +20,7 @@
 #include "config.h"
 #include "diffreport.h"
 #include "explain.h"
+#include "guard.h"
 #include "h1.h"
 #include "log.h"
 #include "shadow.h"
@@ -135,6 +136,14 @@ static void raise_fd_limit(void)
 	}
 }
 
+static void on_guard_tick(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct sp_runtime *rt = arg;
+	sp_guards_tick(rt, rt->guards);
+}
+
 static int write_pid_file(const char *path)
 {
 	FILE *f = fopen(path, "w");
@@ -167,11 +176,12 @@ static int run(const char *file)
 	struct sp_runtime rt = {0};
 	struct sp_admin *admin = NULL;
 	struct event *sigs[4] = {NULL, NULL, NULL, NULL};
-	struct event *summary_timer = NULL;
+	struct event *summary_timer = NULL, *guard_timer = NULL;
 	int rc = 1;
 
 	rt.file = file;
 	rt.health = sp_health_table_new();
+	rt.guards = sp_guards_new();
 	rt.overrides = json_object();
 	rt.audit = json_array();
 	sp_diag_init(&diag);
@@ -230,7 +240,9 @@ static int run(const char *file)
 		if (!sigs[i] || evsignal_add(sigs[i], NULL) < 0)
 			goto out;
 	rt.stop_poll = event_new(rt.base, -1, EV_PERSIST, on_stop_poll, &rt);
-	if (!rt.stop_poll)
+	guard_timer = event_new(rt.base, -1, EV_PERSIST, on_guard_tick, &rt);
+	struct timeval one_second = {1, 0};
+	if (!rt.stop_poll || !guard_timer || event_add(guard_timer, &one_second) < 0)
 		goto out;
 	if (rt.difflog) {
 		int ms = cfg->shadow.summary_interval_ms;
@@ -274,6 +286,8 @@ out:
 		event_free(summary_timer);
 	if (rt.stop_poll)
 		event_free(rt.stop_poll);
+	if (guard_timer)
+		event_free(guard_timer);
 	if (rt.base)
 		event_base_free(rt.base);
 	sp_accesslog_close(&rt.alog);
@@ -282,6 +296,7 @@ out:
 	json_decref(rt.overrides);
 	json_decref(rt.audit);
 	sp_health_table_free(&rt.health);
+	sp_guards_free(&rt.guards);
 	sp_diag_deinit(&diag);
 	return rc;
 }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "guard.h"
 #include "override.h"
 #include <time.h>
 
@@ -135,6 +136,9 @@ int sp_runtime_load_state(struct sp_runtime *rt, const struct sp_config *cfg)
 		return -1;
 	}
 	json_t *o = json_object_get(state, "overrides"), *a = json_object_get(state, "audit");
+	json_t *g = json_object_get(state, "guards");
+	if (json_is_object(g) && rt->guards)
+		sp_guards_restore(rt->guards, g);
 	if (json_is_object(o)) {
 		json_decref(rt->overrides);
 		rt->overrides = json_incref(o);
@@ -157,7 +161,8 @@ int sp_runtime_save_state(struct sp_runtime *rt)
 	if (!cfg->has_admin || !cfg->admin.state_file)
 		return 0;
 	snprintf(tmp, sizeof(tmp), "%s.tmp.%d", cfg->admin.state_file, (int)getpid());
-	json_t *state = json_pack("{s:O, s:O}", "overrides", rt->overrides, "audit", rt->audit);
+	json_t *state = json_pack("{s:O, s:O, s:o}", "overrides", rt->overrides, "audit", rt->audit,
+				  "guards", sp_guards_save(rt->guards));
 	char *text = state ? json_dumps(state, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
 	if (!text) {
 		e = ENOMEM;

@@ -24,6 +24,7 @@ struct sp_runtime {
 	unsigned long generation;
 	unsigned long reloads_ok, reloads_failed;
 	struct sp_health_table *health;
+	struct sp_guards *guards;
 	struct sp_health_checker *checker; /* active checks of the running generation */
 	int stopping;
 	struct event *stop_poll; /* ends the main loop once the workers are done */

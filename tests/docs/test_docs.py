@@ -69,6 +69,7 @@ KEY_ARRAYS = {
     ("route_conf.c", "load_route", "keys"): "routes.[i]",
     ("route_conf.c", "load_match", "keys"): "routes.[i].match",
     ("route_conf.c", "load_rollout", "keys"): "routes.[i].rollout",
+    ("route_conf.c", "load_guard", "keys"): "routes.[i].rollout.guard",
     ("route_conf.c", "load_shadow", "keys"): "routes.[i].shadow",
     ("route_conf.c", "load_shadow", "nkeys"): "routes.[i].shadow.noise",
     ("route_conf.c", "load_compare", "keys"): "routes.[i].shadow.compare",
@@ -285,7 +286,7 @@ def base_config():
         "backends": {"b": {"url": "http://127.0.0.1:9", "health": {}}},
         "default_backend": "b",
         "routes": [{"name": "r", "backend": "b", "match": {"path_prefix": "/"},
-                    "rollout": {"backend": "b", "percent": 0.0},
+                    "rollout": {"backend": "b", "percent": 0.0, "guard": {}},
                     "shadow": {"backend": "b", "compare": {}, "noise": {}}}],
         "timeouts": {}, "limits": {}, "shadow_defaults": {}, "admin": {},
     }

@@ -1,0 +1,292 @@
+/* Guarded rollouts (see guard.h): the verdict is a pure function of a
+ * window's counter deltas; the driver snapshots the workers' cumulative
+ * counters once a second and acts through the runtime's route changes. */
+#include "guard.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "worker.h"
+
+int sp_guard_check(const struct sp_guard_cfg *g, const struct sp_guard_snapshot *d, char *reason,
+		   size_t len)
+{
+	if (g->max_error_rate > 0 && d->roll.requests >= (uint64_t)g->min_requests) {
+		double rate = 100.0 * (double)d->roll.errors / (double)d->roll.requests;
+		if (rate > g->max_error_rate) {
+			snprintf(reason, len, "error rate %.2f %% of %llu requests > max_error_rate %.2f %%",
+				 rate, (unsigned long long)d->roll.requests, g->max_error_rate);
+			return 1;
+		}
+	}
+	if (g->max_diff_rate > 0 && d->compared >= (uint64_t)g->min_requests) {
+		double rate = 100.0 * (double)d->different / (double)d->compared;
+		if (rate > g->max_diff_rate) {
+			snprintf(reason, len,
+				 "difference rate %.2f %% of %llu comparisons > max_diff_rate %.2f %%", rate,
+				 (unsigned long long)d->compared, g->max_diff_rate);
+			return 1;
+		}
+	}
+	if (g->max_p99_ratio > 0 && d->roll.requests >= (uint64_t)g->min_requests &&
+	    d->base.requests >= (uint64_t)g->min_requests) {
+		double pr = sp_hist_quantile(d->roll.lat, 0.99), pb = sp_hist_quantile(d->base.lat, 0.99);
+		if (pb > 0 && pr / pb > g->max_p99_ratio) {
+			snprintf(reason, len, "p99 %.2f ms vs %.2f ms on the base side: ratio %.2f > "
+					      "max_p99_ratio %.2f",
+				 pr, pb, pr / pb, g->max_p99_ratio);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+uint32_t sp_guard_next_step(const struct sp_guard_cfg *g, uint32_t current_bp)
+{
+	for (size_t i = 0; i < g->nsteps; i++)
+		if (g->steps_bp[i] > current_bp)
+			return g->steps_bp[i];
+	return 0;
+}
+
+/* ---- the driver ---- */
+
+#define RING 3601 /* one snapshot a second, up to an hour's window */
+
+struct guard_state {
+	struct guard_state *next;
+	char route[72];
+	struct sp_guard_snapshot *ring;
+	size_t head, count;
+	int tripped;
+	char reason[256];
+	char at[40];
+	time_t last_step;
+};
+
+struct sp_guards {
+	struct guard_state *head;
+};
+
+struct sp_guards *sp_guards_new(void)
+{
+	return calloc(1, sizeof(struct sp_guards));
+}
+
+void sp_guards_free(struct sp_guards **gp)
+{
+	struct sp_guards *g = *gp;
+	if (!g)
+		return;
+	*gp = NULL;
+	struct guard_state *s = g->head, *next;
+	for (; s; s = next) {
+		next = s->next;
+		free(s->ring);
+		free(s);
+	}
+	free(g);
+}
+
+static struct guard_state *state_for(struct sp_guards *g, const char *route, int create)
+{
+	struct guard_state *s;
+	for (s = g->head; s; s = s->next)
+		if (strcmp(s->route, route) == 0)
+			return s;
+	if (!create || !(s = calloc(1, sizeof(*s))))
+		return NULL;
+	snprintf(s->route, sizeof(s->route), "%s", route);
+	s->last_step = time(NULL);
+	s->next = g->head;
+	g->head = s;
+	return s;
+}
+
+/* Sums a backend's counters for a route over the workers. */
+static void sample(struct sp_runtime *rt, const char *route, const char *backend,
+		   struct sp_guard_sample *out)
+{
+	memset(out, 0, sizeof(*out));
+	for (int w = 0; w < rt->nworkers; w++) {
+		struct sp_route_stats *n = sp_worker_find_stats(rt->workers[w], route);
+		int k = n ? atomic_load_explicit(&n->nsides, memory_order_acquire) : 0;
+		for (int i = 0; i < k; i++) {
+			struct sp_side_stats *s = &n->sides[i];
+			if (strcmp(s->backend, backend) != 0)
+				continue;
+			out->requests += sp_read(&s->requests);
+			out->errors += sp_read(&s->status[5]);
+			sp_hist_sum(&s->latency, out->lat);
+		}
+	}
+}
+
+static void snapshot(struct sp_runtime *rt, const struct sp_route *r, struct sp_guard_snapshot *s)
+{
+	sample(rt, r->name, rt->cfg->backends[r->backend].name, &s->base);
+	sample(rt, r->name, rt->cfg->backends[r->rollout.backend].name, &s->roll);
+	s->compared = s->different = 0;
+	for (int w = 0; w < rt->nworkers; w++) {
+		struct sp_shadow_stats *st = sp_worker_route_stats(rt->workers[w], r->name);
+		if (st) {
+			s->compared += sp_read(&st->compared);
+			s->different += sp_read(&st->different);
+		}
+	}
+}
+
+static void delta(const struct sp_guard_snapshot *now, const struct sp_guard_snapshot *then,
+		  struct sp_guard_snapshot *d)
+{
+	const struct sp_guard_sample *a[2] = {&now->base, &now->roll}, *b[2] = {&then->base, &then->roll};
+	struct sp_guard_sample *o[2] = {&d->base, &d->roll};
+	for (int k = 0; k < 2; k++) {
+		o[k]->requests = a[k]->requests - b[k]->requests;
+		o[k]->errors = a[k]->errors - b[k]->errors;
+		for (int i = 0; i < SP_LAT_BUCKETS; i++)
+			o[k]->lat[i] = a[k]->lat[i] - b[k]->lat[i];
+	}
+	d->compared = now->compared - then->compared;
+	d->different = now->different - then->different;
+}
+
+static void set_percent(struct sp_runtime *rt, const char *route, uint32_t bp, const char *action)
+{
+	char msg[512];
+	json_t *patch = json_pack("{s:{s:f}}", "rollout", "percent", bp / 100.0);
+	if (sp_runtime_change(rt, route, patch, "guard", action, msg, sizeof(msg)) != 0)
+		sp_log(SP_LOG_ERROR, "guard: route %s: cannot %s: %s", route, action, msg);
+	json_decref(patch);
+}
+
+static void tick_route(struct sp_runtime *rt, struct sp_guards *gs, const struct sp_route *r)
+{
+	const struct sp_guard_cfg *g = &r->rollout.guard;
+	struct guard_state *s = state_for(gs, r->name, 1);
+	if (!s)
+		return;
+	if (!s->ring) {
+		/* counters start at zero with the process: the first window is
+		 * measured from an empty snapshot */
+		if (!(s->ring = calloc(RING, sizeof(*s->ring))))
+			return;
+		s->head = 1;
+		s->count = 1;
+	}
+	size_t window = (size_t)g->window_s < RING - 1 ? (size_t)g->window_s : RING - 1;
+	struct sp_guard_snapshot *now = &s->ring[s->head];
+	snapshot(rt, r, now);
+	size_t oldest = s->count < window ? (s->head + RING - s->count) % RING
+					  : (s->head + RING - window) % RING;
+	s->head = (s->head + 1) % RING;
+	if (s->count < RING - 1)
+		s->count++;
+	if (s->tripped)
+		return;
+	struct sp_guard_snapshot d;
+	char reason[256];
+	delta(now, &s->ring[oldest], &d);
+	if (r->rollout.percent_bp > 0 && sp_guard_check(g, &d, reason, sizeof(reason))) {
+		struct tm tm;
+		time_t t = time(NULL);
+		gmtime_r(&t, &tm);
+		strftime(s->at, sizeof(s->at), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		snprintf(s->reason, sizeof(s->reason), "%s", reason);
+		s->tripped = 1;
+		s->count = 0; /* a re-armed guard judges fresh traffic */
+		sp_log(SP_LOG_WARN, "guard: route %s: %s: rollout to %s pulled back from %.2f %% to 0",
+		       r->name, reason, rt->cfg->backends[r->rollout.backend].name,
+		       r->rollout.percent_bp / 100.0);
+		set_percent(rt, r->name, 0, "guard-trip");
+		sp_runtime_save_state(rt);
+		return;
+	}
+	uint32_t next = sp_guard_next_step(g, r->rollout.percent_bp);
+	if (next && time(NULL) - s->last_step >= g->step_interval_s) {
+		s->last_step = time(NULL);
+		sp_log(SP_LOG_INFO, "guard: route %s: holding; next step %.2f %% -> %.2f %%", r->name,
+		       r->rollout.percent_bp / 100.0, next / 100.0);
+		set_percent(rt, r->name, next, "guard-step");
+	}
+}
+
+void sp_guards_tick(struct sp_runtime *rt, struct sp_guards *gs)
+{
+	/* route changes replace rt->cfg: walk by name over a stable generation */
+	struct sp_config *cfg = sp_config_ref(rt->cfg);
+	for (size_t i = 0; i < cfg->nroutes; i++) {
+		const struct sp_route *r = &cfg->routes[i];
+		if (!r->has_rollout || !r->rollout.guard.enabled)
+			continue;
+		/* the running generation's view of the route (percent may have moved) */
+		for (size_t k = 0; k < rt->cfg->nroutes; k++)
+			if (strcmp(rt->cfg->routes[k].name, r->name) == 0)
+				tick_route(rt, gs, &rt->cfg->routes[k]);
+	}
+	sp_config_unref(&cfg);
+}
+
+json_t *sp_guard_json(struct sp_guards *gs, const struct sp_route *r)
+{
+	const struct sp_guard_cfg *g = &r->rollout.guard;
+	if (!r->has_rollout || !g->enabled)
+		return json_null();
+	struct guard_state *s = gs ? state_for(gs, r->name, 0) : NULL;
+	json_t *steps = json_array();
+	for (size_t i = 0; i < g->nsteps; i++)
+		json_array_append_new(steps, json_real(g->steps_bp[i] / 100.0));
+	return json_pack("{s:b, s:s?, s:s?, s:f, s:f, s:f, s:i, s:i, s:o, s:i}", "tripped",
+			 s && s->tripped, "reason", s && s->tripped ? s->reason : NULL, "tripped_at",
+			 s && s->tripped ? s->at : NULL, "max_error_rate", g->max_error_rate,
+			 "max_diff_rate", g->max_diff_rate, "max_p99_ratio", g->max_p99_ratio,
+			 "min_requests", g->min_requests, "window_s", g->window_s, "steps", steps,
+			 "step_interval_s", g->step_interval_s);
+}
+
+int sp_guard_tripped(struct sp_guards *gs, const char *route)
+{
+	struct guard_state *s = gs ? state_for(gs, route, 0) : NULL;
+	return s && s->tripped;
+}
+
+int sp_guard_rearm(struct sp_guards *gs, const char *route)
+{
+	struct guard_state *s = state_for(gs, route, 0);
+	if (!s || !s->tripped)
+		return -1;
+	s->tripped = 0;
+	s->reason[0] = '\0';
+	s->count = 0;
+	s->last_step = time(NULL);
+	return 0;
+}
+
+json_t *sp_guards_save(struct sp_guards *gs)
+{
+	json_t *o = json_object();
+	for (struct guard_state *s = gs ? gs->head : NULL; s; s = s->next)
+		if (s->tripped)
+			json_object_set_new(o, s->route, json_pack("{s:s, s:s}", "reason", s->reason,
+								    "tripped_at", s->at));
+	return o;
+}
+
+void sp_guards_restore(struct sp_guards *gs, const json_t *saved)
+{
+	const char *route;
+	json_t *v;
+	json_object_foreach((json_t *)saved, route, v) {
+		struct guard_state *s = state_for(gs, route, 1);
+		const char *reason = json_string_value(json_object_get(v, "reason"));
+		const char *at = json_string_value(json_object_get(v, "tripped_at"));
+		if (!s)
+			continue;
+		s->tripped = 1;
+		snprintf(s->reason, sizeof(s->reason), "%s", reason ? reason : "");
+		snprintf(s->at, sizeof(s->at), "%s", at ? at : "");
+	}
+}

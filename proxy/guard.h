@@ -1,0 +1,46 @@
+/* Guarded rollouts: the main process watches the rollout side of every route
+ * with a `rollout.guard`, and when its 5xx rate, shadow difference rate, or p99
+ * relative to the base side crosses a bound over the window, drops the percent
+ * to 0 (a runtime change, persisted and audited) until someone re-arms it.
+ * While the guard holds, `steps` raise the percent one step per interval. */
+#ifndef SP_GUARD_H
+#define SP_GUARD_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "route.h"
+#include "runtime.h"
+#include "stats.h"
+
+struct sp_guard_sample {
+	uint64_t requests, errors; /* errors: 5xx answers */
+	uint64_t lat[SP_LAT_BUCKETS];
+};
+
+struct sp_guard_snapshot {
+	struct sp_guard_sample base, roll;
+	uint64_t compared, different;
+};
+
+/* Pure: 1 when a bound is crossed in this window's deltas (reason set). */
+int sp_guard_check(const struct sp_guard_cfg *g, const struct sp_guard_snapshot *delta,
+		   char *reason, size_t len);
+/* The first step above current_bp, or 0 when there is none. */
+uint32_t sp_guard_next_step(const struct sp_guard_cfg *g, uint32_t current_bp);
+
+struct sp_guards;
+struct sp_guards *sp_guards_new(void);
+void sp_guards_free(struct sp_guards **g);
+/* Once a second, in the main thread. */
+void sp_guards_tick(struct sp_runtime *rt, struct sp_guards *g);
+json_t *sp_guard_json(struct sp_guards *g, const struct sp_route *r);
+int sp_guard_tripped(struct sp_guards *g, const char *route);
+/* Returns 0, or -1 when the route's guard is not tripped. */
+int sp_guard_rearm(struct sp_guards *g, const char *route);
+/* Tripped guards, for the state file, and back. */
+json_t *sp_guards_save(struct sp_guards *g);
+void sp_guards_restore(struct sp_guards *g, const json_t *saved);
+
+#endif
