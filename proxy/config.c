@@ -8,6 +8,7 @@
 #include <math.h>
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -669,7 +670,7 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, struct sp_
 					   "access_log", "backends",    "default_backend",
 					   "routes",  "timeouts",       "limits",
 					   "drain_timeout_ms", "shadow_defaults", "admin",
-					   "pid_file", "max_connections", NULL};
+					   "pid_file", "max_connections", "user", NULL};
 	struct sp_config *cfg = NULL;
 	if (rc != CONFIG_TRUE) {
 		const char *ef = config_error_file(lc);
@@ -697,6 +698,9 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, struct sp_
 	load_admin(&L, root);
 	const config_setting_t *pw;
 	cfg->pid_file = cfgp_str(&L, root, "pid_file", "", &pw);
+	cfg->user = cfgp_str(&L, root, "user", "", &pw);
+	if (pw && cfg->user && !getpwnam(cfg->user))
+		ERR(&L, pw, "user: \"%s\": no such user", cfg->user);
 	if (diag->errors > L.errors_before)
 		sp_config_unref(&cfg);
 	return cfg;
@@ -762,6 +766,7 @@ void sp_config_unref(struct sp_config **cp)
 	free(c->admin.token);
 	free(c->admin.state_file);
 	free(c->pid_file);
+	free(c->user);
 	free(c->file);
 	free(c);
 }

@@ -92,6 +92,7 @@ struct sp_config {
 	int has_admin;
 	struct sp_admin_cfg admin;
 	char *pid_file;
+	char *user; /* drop to this user after binding when started as root */
 };
 
 /* Where diagnostics go: "FILE:LINE: path: reason" lines. */

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
+#include <pwd.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -144,6 +146,24 @@ static void on_guard_tick(evutil_socket_t fd, short what, void *arg)
 	sp_guards_tick(rt, rt->guards);
 }
 
+/* After the sockets are bound and the files opened: run as `user`. */
+static int drop_privileges(const char *user)
+{
+	struct passwd *pw = getpwnam(user);
+	if (geteuid() != 0) {
+		sp_log(SP_LOG_WARN, "user: not started as root; staying %ld", (long)geteuid());
+		return 0;
+	}
+	if (!pw || initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
+	    setuid(pw->pw_uid) < 0) {
+		sp_log(SP_LOG_ERROR, "user: cannot switch to %s: %s", user,
+		       pw ? strerror(errno) : "no such user");
+		return -1;
+	}
+	sp_log(SP_LOG_INFO, "running as user %s", user);
+	return 0;
+}
+
 static int write_pid_file(const char *path)
 {
 	FILE *f = fopen(path, "w");
@@ -231,6 +251,8 @@ static int run(const char *file)
 		goto out;
 	sp_runtime_start_checks(&rt);
 	if (cfg->pid_file && write_pid_file(cfg->pid_file) < 0)
+		goto out;
+	if (cfg->user && drop_privileges(cfg->user) < 0)
 		goto out;
 	sigs[0] = evsignal_new(rt.base, SIGTERM, on_stop_signal, &rt);
 	sigs[1] = evsignal_new(rt.base, SIGINT, on_stop_signal, &rt);

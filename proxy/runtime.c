@@ -67,6 +67,9 @@ static void keep_restart_only(const struct sp_config *old, struct sp_config *cfg
 	cfg->admin.address = old->admin.address ? strdup(old->admin.address) : NULL;
 	cfg->admin.token = old->admin.token ? strdup(old->admin.token) : NULL;
 	cfg->admin.state_file = old->admin.state_file ? strdup(old->admin.state_file) : NULL;
+	if ((old->user == NULL) != (cfg->user == NULL) ||
+	    (old->user && strcmp(old->user, cfg->user) != 0))
+		sp_log(SP_LOG_WARN, "reload: user changed: applies after a restart");
 	if ((old->pid_file == NULL) != (cfg->pid_file == NULL) ||
 	    (old->pid_file && strcmp(old->pid_file, cfg->pid_file) != 0))
 		sp_log(SP_LOG_WARN, "reload: pid_file changed: applies after a restart");
