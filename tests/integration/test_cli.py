@@ -1,5 +1,6 @@
 """The command line and the process: -t, -V, -h, start-up failures, graceful
 stop on SIGTERM, several workers."""
+import os
 import re
 import signal
 import socket
@@ -296,3 +297,19 @@ def test_access_log_to_stderr(backend_factory, tmp_path):
             rc = None
         errf.close()
     assert rc == 0
+
+
+def test_user_setting_drops_privileges_after_binding(backend_factory, start_proxy):
+    """Started as root with user = "nobody": the port is bound, then the process
+    runs as nobody and still serves."""
+    import pwd
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch users")
+    b = backend_factory("legacy")
+    p = start_proxy({"legacy": b}, user="nobody")
+    with p.client() as c:
+        assert c.request("GET", "/x").status == 200
+    with open("/proc/%d/status" % p.pid) as f:
+        uids = [line.split()[1:] for line in f if line.startswith("Uid:")][0]
+    assert set(uids) == {str(pwd.getpwnam("nobody").pw_uid)}
+    assert "running as user nobody" in p.stderr_text()
