@@ -151,28 +151,10 @@ static json_t *route_counters(struct sp_runtime *rt, const char *route)
 	return out;
 }
 
-/* A route's shadow counters summed over the workers: v holds mirrored,
- * compared, identical, different, noise, errors, timeouts. */
-static void sum_shadow(struct sp_runtime *rt, const char *route, uint64_t v[7],
-		       uint64_t skip[SP_SKIP__COUNT])
-{
-	for (int w = 0; w < rt->nworkers; w++) {
-		struct sp_shadow_stats *st = sp_worker_route_stats(rt->workers[w], route);
-		if (!st)
-			continue;
-		_Atomic uint64_t *f[7] = {&st->mirrored, &st->compared, &st->identical, &st->different,
-					  &st->noise,    &st->errors,   &st->timeouts};
-		for (int k = 0; k < 7; k++)
-			v[k] += sp_read(f[k]);
-		for (int k = 0; k < SP_SKIP__COUNT; k++)
-			skip[k] += sp_read(&st->skipped[k]);
-	}
-}
-
 static json_t *shadow_counters(struct sp_runtime *rt, const char *route)
 {
 	uint64_t v[7] = {0}, skip[SP_SKIP__COUNT] = {0};
-	sum_shadow(rt, route, v, skip);
+	sp_shadow_sum(rt->workers, rt->nworkers, route, v, skip, NULL, NULL);
 	uint64_t skipped = 0;
 	for (int k = 0; k < SP_SKIP__COUNT; k++)
 		skipped += skip[k];
@@ -295,7 +277,7 @@ static void metrics_shadow(struct sp_buf *b, struct sp_runtime *rt, const struct
 							  "response_body_too_large",
 							  "primary_incomplete"};
 	uint64_t v[7] = {0}, skip[SP_SKIP__COUNT] = {0};
-	sum_shadow(rt, r->name, v, skip);
+	sp_shadow_sum(rt->workers, rt->nworkers, r->name, v, skip, NULL, NULL);
 	for (int k = 0; k < 7; k++) {
 		sp_buf_adds(b, "strangler_shadow_total{route=\"");
 		metric_escape(b, r->name);

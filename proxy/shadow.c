@@ -615,7 +615,26 @@ void sp_shadow_kill_all(struct sp_worker *w)
 		shadow_free(sh);
 }
 
-#define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+
+void sp_shadow_sum(struct sp_worker *const *ws, int n, const char *route, uint64_t v[7],
+		   uint64_t skip[SP_SKIP__COUNT], uint64_t *lat_primary, uint64_t *lat_shadow)
+{
+	for (int i = 0; i < n; i++) {
+		struct sp_shadow_stats *st = sp_worker_route_stats(ws[i], route);
+		if (!st)
+			continue;
+		_Atomic uint64_t *f[7] = {&st->mirrored, &st->compared, &st->identical, &st->different,
+					  &st->noise,    &st->errors,   &st->timeouts};
+		for (int k = 0; k < 7; k++)
+			v[k] += sp_read(f[k]);
+		for (int k = 0; k < SP_SKIP__COUNT; k++)
+			skip[k] += sp_read(&st->skipped[k]);
+		if (lat_primary)
+			sp_hist_sum(&st->lat_primary, lat_primary);
+		if (lat_shadow)
+			sp_hist_sum(&st->lat_shadow, lat_shadow);
+	}
+}
 
 void sp_shadow_write_summaries(const struct sp_config *cfg, struct sp_worker *const *ws, int n,
 			       struct sp_accesslog *log)
@@ -629,20 +648,7 @@ void sp_shadow_write_summaries(const struct sp_config *cfg, struct sp_worker *co
 			continue;
 		uint64_t v[7] = {0}, skip[SP_SKIP__COUNT] = {0};
 		uint64_t lp[SP_LAT_BUCKETS] = {0}, ls[SP_LAT_BUCKETS] = {0};
-		for (int i = 0; i < n; i++) {
-			struct sp_shadow_stats *st = sp_worker_route_stats(ws[i], cfg->routes[r].name);
-			if (!st)
-				continue;
-			_Atomic uint64_t *f[7] = {&st->mirrored, &st->compared,  &st->identical,
-						  &st->different, &st->noise,     &st->errors,
-						  &st->timeouts};
-			for (int k = 0; k < 7; k++)
-				v[k] += atomic_load_explicit(f[k], memory_order_relaxed);
-			for (int k = 0; k < SP_SKIP__COUNT; k++)
-				skip[k] += LOAD(st->skipped[k]);
-			sp_hist_sum(&st->lat_primary, lp);
-			sp_hist_sum(&st->lat_shadow, ls);
-		}
+		sp_shadow_sum(ws, n, cfg->routes[r].name, v, skip, lp, ls);
 		double p50 = sp_hist_quantile(lp, 0.5), p99 = sp_hist_quantile(lp, 0.99);
 		double s50 = sp_hist_quantile(ls, 0.5), s99 = sp_hist_quantile(ls, 0.99);
 		struct timespec ts;

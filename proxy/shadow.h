@@ -62,6 +62,11 @@ void sp_shadow_expire_all(struct sp_worker *w);
 /* Closes every shadow of the worker (shutdown). */
 void sp_shadow_kill_all(struct sp_worker *w);
 
+/* A route's counters summed over the workers (any thread): v holds
+ * mirrored, compared, identical, different, noise, errors, timeouts; the
+ * latency histograms are added to when not NULL. */
+void sp_shadow_sum(struct sp_worker *const *ws, int n, const char *route, uint64_t v[7],
+		   uint64_t skip[SP_SKIP__COUNT], uint64_t *lat_primary, uint64_t *lat_shadow);
 /* Appends one summary line per shadowed route of cfg, the counters summed
  * over the workers, to log. Safe from the main thread while workers run. */
 void sp_shadow_write_summaries(const struct sp_config *cfg, struct sp_worker *const *ws, int n,
