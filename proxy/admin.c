@@ -18,6 +18,7 @@
 #include <event2/listener.h>
 
 #include "conn.h"
+#include "dashboard.h"
 #include "guard.h"
 #include "h1.h"
 #include "log.h"
@@ -403,6 +404,44 @@ static void post_reload(struct admin_conn *a)
 
 /* ---- dispatch ---- */
 
+/* GET /api/diffs?route=NAME&limit=N: the latest differing exchanges. */
+static void serve_diffs(struct admin_conn *a)
+{
+	struct sp_buf route, limit;
+	const char *q = memchr(a->target.data, '?', a->target.len);
+	size_t qlen = q ? a->target.len - (size_t)(q + 1 - a->target.data) : 0;
+	sp_buf_init(&route);
+	sp_buf_init(&limit);
+	int has_route = q && sp_query_get(q + 1, qlen, "route", &route);
+	long n = q && sp_query_get(q + 1, qlen, "limit", &limit) ? strtol(limit.data, NULL, 10) : 20;
+	if (n < 1 || n > 1000)
+		n = 20;
+	json_t *list = sp_diff_ring_get(a->admin->rt->diffs, has_route ? route.data : NULL, (size_t)n);
+	respond_json(a, 200, json_pack("{s:s?, s:o}", "route", has_route ? route.data : NULL,
+				       "diffs", list));
+	sp_buf_deinit(&route);
+	sp_buf_deinit(&limit);
+}
+
+static void respond_page(struct admin_conn *a)
+{
+	struct sp_buf b;
+	sp_buf_init(&b);
+	sp_buf_printf(&b,
+		      "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
+		      "Content-Length: %zu\r\nCache-Control: no-store\r\n"
+		      "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; "
+		      "style-src 'unsafe-inline'; connect-src 'self'; img-src data:\r\n"
+		      "X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
+		      sp_dashboard_html_len);
+	evbuffer_add(a->c->out, b.data, b.len);
+	evbuffer_add(a->c->out, sp_dashboard_html, sp_dashboard_html_len);
+	sp_buf_deinit(&b);
+	a->answered = 1;
+	sp_conn_read(a->c, 0);
+	sp_conn_flush(a->c);
+}
+
 static int authorised(struct admin_conn *a)
 {
 	const char *token = a->admin->rt->cfg->admin.token;
@@ -421,7 +460,7 @@ static void dispatch(struct admin_conn *a)
 	char path[512];
 	snprintf(path, sizeof(path), "%.*s", (int)strcspn(a->target.data ? a->target.data : "/", "?"),
 		 a->target.data ? a->target.data : "/");
-	if (!authorised(a)) {
+	if (!authorised(a) && !(strcmp(path, "/") == 0 && strcmp(m, "GET") == 0)) {
 		respond_error(a, 401, "missing or wrong Authorization: Bearer token");
 		return;
 	}
@@ -487,6 +526,10 @@ static void dispatch(struct admin_conn *a)
 				json_object_set_new(o, rt->cfg->routes[i].name,
 						    shadow_counters(rt, rt->cfg->routes[i].name));
 		respond_json(a, 200, json_pack("{s:o}", "routes", o));
+	} else if (strcmp(path, "/api/diffs") == 0 && get) {
+		serve_diffs(a);
+	} else if (strcmp(path, "/") == 0 && get) {
+		respond_page(a);
 	} else if (strcmp(path, "/api/reload") == 0 && strcmp(m, "POST") == 0) {
 		post_reload(a);
 	} else {

@@ -202,6 +202,7 @@ static int run(const char *file)
 	rt.file = file;
 	rt.health = sp_health_table_new();
 	rt.guards = sp_guards_new();
+	rt.diffs = sp_diff_ring_new(20);
 	rt.overrides = json_object();
 	rt.audit = json_array();
 	sp_diag_init(&diag);
@@ -245,6 +246,7 @@ static int run(const char *file)
 	for (int i = 0; i < cfg->workers; i++) {
 		if (!(rt.workers[i] = sp_worker_new(i, cfg, rt.alog, rt.difflog)))
 			goto out;
+		rt.workers[i]->diffring = rt.diffs;
 		rt.nworkers++;
 	}
 	if (cfg->has_admin && !(admin = sp_admin_new(&rt)))
@@ -319,6 +321,7 @@ out:
 	json_decref(rt.audit);
 	sp_health_table_free(&rt.health);
 	sp_guards_free(&rt.guards);
+	sp_diff_ring_free(&rt.diffs);
 	sp_diag_deinit(&diag);
 	return rc;
 }

@@ -9,6 +9,7 @@
 
 #include "accesslog.h"
 #include "config.h"
+#include "diffring.h"
 #include "health.h"
 #include "worker.h"
 
@@ -25,6 +26,7 @@ struct sp_runtime {
 	unsigned long reloads_ok, reloads_failed;
 	struct sp_health_table *health;
 	struct sp_guards *guards;
+	struct sp_diff_ring *diffs; /* recent differences, per route */
 	struct sp_health_checker *checker; /* active checks of the running generation */
 	int stopping;
 	struct event *stop_poll; /* ends the main loop once the workers are done */

@@ -13,6 +13,7 @@
 
 #include "compare.h"
 #include "conn.h"
+#include "diffring.h"
 #include "h1.h"
 #include "log.h"
 #include "route.h"
@@ -212,7 +213,7 @@ static void write_diff(struct sp_shadow *sh, const struct leg *leg, struct sp_cm
 	struct sp_buf *b = &sh->w->diffbuf;
 	struct timespec ts;
 	struct tm tm;
-	if (!log)
+	if (!log && !sh->w->diffring)
 		return;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
@@ -241,6 +242,7 @@ static void write_diff(struct sp_shadow *sh, const struct leg *leg, struct sp_cm
 	}
 	sp_buf_adds(b, "}\n");
 	sp_accesslog_write_raw(log, b->data, b->len);
+	sp_diff_ring_push(sh->w->diffring, sh->route->name, b->data, b->len);
 }
 
 static void compare_and_count(struct sp_shadow *sh)

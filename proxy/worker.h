@@ -50,6 +50,7 @@ struct sp_worker {
 	struct sp_pool **pools; /* one per backend of cfg */
 	struct sp_accesslog *alog; /* borrowed */
 	struct sp_accesslog *difflog; /* borrowed */
+	struct sp_diff_ring *diffring; /* borrowed: recent differences for the admin API */
 	struct sp_buf logbuf;
 	struct sp_buf diffbuf;
 	struct sp_route_stats **route_stats; /* one per route of cfg */

@@ -17,6 +17,11 @@ sp_build build-asan -Dbuildtype=debug -Db_sanitize=address,undefined -Db_lundef=
 	-Dunit_tests=enabled
 echo "==> building the demo services (Go, Rust)"
 bash tests/backends/build.sh "$PWD/build-check/backends"
+echo "==> installing the browser driver (npm: playwright-core)"
+# Node.js from Debian unless the machine already has one (a NodeSource build,
+# for one, would conflict with Debian's npm package).
+command -v npm >/dev/null || sp_install_packages nodejs npm
+npm ci --prefix tests/dashboard --no-audit --no-fund --loglevel=error >/dev/null
 
 status=0
 echo "==> tests"

@@ -1,0 +1,108 @@
+/* In-memory rings of recent differences (see diffring.h). */
+#include "diffring.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct route_ring {
+	struct route_ring *next;
+	char route[72];
+	char **lines; /* per_route slots, oldest overwritten */
+	size_t head, count;
+	unsigned long long pushed;
+};
+
+struct sp_diff_ring {
+	pthread_mutex_t lock;
+	size_t per_route;
+	struct route_ring *routes;
+};
+
+struct sp_diff_ring *sp_diff_ring_new(size_t per_route)
+{
+	struct sp_diff_ring *r = calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	pthread_mutex_init(&r->lock, NULL);
+	r->per_route = per_route ? per_route : 1;
+	return r;
+}
+
+void sp_diff_ring_free(struct sp_diff_ring **rp)
+{
+	struct sp_diff_ring *r = *rp;
+	if (!r)
+		return;
+	*rp = NULL;
+	struct route_ring *rr = r->routes, *next;
+	for (; rr; rr = next) {
+		next = rr->next;
+		for (size_t i = 0; i < r->per_route; i++)
+			free(rr->lines[i]);
+		free(rr->lines);
+		free(rr);
+	}
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+}
+
+static struct route_ring *ring_for(struct sp_diff_ring *r, const char *route)
+{
+	struct route_ring *rr;
+	for (rr = r->routes; rr; rr = rr->next)
+		if (strcmp(rr->route, route) == 0)
+			return rr;
+	rr = calloc(1, sizeof(*rr));
+	if (!rr || !(rr->lines = calloc(r->per_route, sizeof(char *)))) {
+		free(rr);
+		return NULL;
+	}
+	snprintf(rr->route, sizeof(rr->route), "%s", route);
+	rr->next = r->routes;
+	r->routes = rr;
+	return rr;
+}
+
+void sp_diff_ring_push(struct sp_diff_ring *r, const char *route, const char *line, size_t len)
+{
+	if (!r)
+		return;
+	char *copy = strndup(line, len);
+	if (!copy)
+		return;
+	pthread_mutex_lock(&r->lock);
+	struct route_ring *rr = ring_for(r, route);
+	if (rr) {
+		free(rr->lines[rr->head]);
+		rr->lines[rr->head] = copy;
+		rr->head = (rr->head + 1) % r->per_route;
+		if (rr->count < r->per_route)
+			rr->count++;
+		rr->pushed++;
+		copy = NULL;
+	}
+	pthread_mutex_unlock(&r->lock);
+	free(copy);
+}
+
+json_t *sp_diff_ring_get(struct sp_diff_ring *r, const char *route, size_t limit)
+{
+	json_t *out = json_array();
+	if (!r || !out)
+		return out;
+	pthread_mutex_lock(&r->lock);
+	for (struct route_ring *rr = r->routes; rr; rr = rr->next) {
+		if (route && strcmp(rr->route, route) != 0)
+			continue;
+		for (size_t k = 0; k < rr->count && json_array_size(out) < limit; k++) {
+			size_t i = (rr->head + r->per_route - 1 - k) % r->per_route;
+			json_t *j = json_loads(rr->lines[i], 0, NULL);
+			if (j)
+				json_array_append_new(out, j);
+		}
+	}
+	pthread_mutex_unlock(&r->lock);
+	return out;
+}

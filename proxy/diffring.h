@@ -1,0 +1,20 @@
+/* The latest differing exchanges per route, kept in memory for the admin API
+ * and the dashboard (the diff log keeps them all). Workers push, the main
+ * thread reads; a mutex guards it (only differing exchanges get here). */
+#ifndef SP_DIFFRING_H
+#define SP_DIFFRING_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+struct sp_diff_ring;
+
+/* per_route: how many are kept for each route. */
+struct sp_diff_ring *sp_diff_ring_new(size_t per_route);
+void sp_diff_ring_free(struct sp_diff_ring **r);
+/* line: one diff-log JSON object (copied). */
+void sp_diff_ring_push(struct sp_diff_ring *r, const char *route, const char *line, size_t len);
+/* The newest first, at most limit, for route (NULL: every route). */
+json_t *sp_diff_ring_get(struct sp_diff_ring *r, const char *route, size_t limit);
+
+#endif

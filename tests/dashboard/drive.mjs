@@ -1,0 +1,39 @@
+// Loads the dashboard in headless Chromium (Debian's /usr/bin/chromium through
+// playwright-core), reports what it shows, uses a control, and saves a
+// screenshot. Usage: node drive.mjs URL ROUTE PERCENT SCREENSHOT
+import { chromium } from "playwright-core";
+
+const [url, route, percent, shot] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+try {
+  const page = await browser.newPage();
+  page.on("dialog", (d) => d.accept()); // the confirmation of a change
+  await page.goto(url);
+  await page.waitForSelector(`[data-testid="route-${route}"]`, { timeout: 10000 });
+  const seen = await page.evaluate((route) => {
+    const q = (id) => document.querySelector(`[data-testid="${id}"]`);
+    const shares = {};
+    for (const e of document.querySelectorAll('[data-testid^="share-"]'))
+      shares[e.dataset.testid.slice(6)] = Number(e.dataset.requests);
+    const sides = {};
+    for (const e of document.querySelectorAll(`[data-testid^="side-${route}-"]`))
+      sides[e.dataset.testid.slice(`side-${route}-`.length)] = Number(e.dataset.requests);
+    return { state: q(`state-${route}`).textContent, moved: q("moved").textContent,
+             diffrate: q(`diffrate-${route}`).textContent, shares, sides,
+             diffs: !!q(`diffs-${route}`) };
+  }, route);
+  await page.fill(`[data-testid="percent-${route}"]`, percent);
+  await page.click(`[data-testid="set-percent-${route}"]`);
+  await page.waitForFunction(([route, percent]) =>
+    document.querySelector(`[data-testid="state-${route}"]`)?.textContent === `${percent} %`,
+    [route, percent], { timeout: 10000 });
+  seen.after = await page.textContent(`[data-testid="state-${route}"]`);
+  await page.screenshot({ path: shot, fullPage: true });
+  console.log(JSON.stringify(seen));
+} finally {
+  await browser.close();
+}

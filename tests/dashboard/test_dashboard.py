@@ -1,0 +1,84 @@
+"""The dashboard in a real browser: headless Chromium (Debian's) driven by
+playwright-core loads the page from a running proxy, the numbers it shows are
+checked against the admin API, a control is used and its effect checked, and a
+screenshot is saved."""
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+
+import harness  # noqa: E402
+from conftest import backend_factory, start_proxy  # noqa: E402,F401
+
+NODE_MODULES = os.path.join(HERE, "node_modules", "playwright-core")
+
+
+def admin(p, method, path, body=None):
+    c = http.client.HTTPConnection("127.0.0.1", p.admin_port, timeout=5)
+    c.request(method, path, body=json.dumps(body) if body is not None else None)
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, data
+
+
+def test_dashboard_shows_the_api_and_changes_a_route(start_proxy, backend_factory, tmp_path):
+    assert shutil.which("node"), "node is needed for the browser test"
+    assert os.path.isdir(NODE_MODULES), "run: npm ci --prefix tests/dashboard"
+    assert os.path.exists(os.environ.get("CHROMIUM", "/usr/bin/chromium")), "apt install chromium"
+    legacy = backend_factory("legacy", lambda req, conn: harness.Response(
+        200, b'{"v": 1}', headers=[("Content-Type", "application/json"), ("X-Backend", "legacy")]))
+    modern = backend_factory("modern", lambda req, conn: harness.Response(
+        200, b'{"v": 2}', headers=[("Content-Type", "application/json"), ("X-Backend", "modern")]))
+    admin_port = harness.free_port()
+    routes = [{"name": "orders", "match": {"path_prefix": "/api/orders"}, "backend": "legacy",
+               "rollout": {"backend": "modern", "percent": 25.0, "sticky": "header:X-User-Id"},
+               "shadow": {"backend": "@other"}},
+              {"name": "users", "match": {"path_prefix": "/api/users"}, "backend": "modern"}]
+    p = start_proxy({"legacy": legacy, "modern": modern}, routes=routes,
+                    admin={"address": "127.0.0.1:%d" % admin_port,
+                           "state_file": str(tmp_path / "state.json")})
+    p.admin_port = admin_port
+    harness.wait_for(lambda: "admin API on" in p.stderr_text(), what="admin listener")
+    with p.client() as c:
+        for i in range(40):
+            c.request("GET", "/api/orders/%d" % i, headers=[("X-User-Id", "u%d" % i)])
+        for i in range(10):
+            c.request("GET", "/api/users/%d" % i)
+        c.request("GET", "/elsewhere")
+    harness.wait_for(lambda: json.loads(admin(p, "GET", "/api/routes/orders")[1])
+                     ["shadow_counters"]["compared"] >= 40, what="the mirrors compared")
+    api = json.loads(admin(p, "GET", "/api/routes")[1])
+    shot = os.path.abspath(os.path.join(os.environ.get("STRANGLER_BUILD", str(tmp_path)),
+                                        "dashboard.png"))
+    out = subprocess.run(["node", os.path.join(HERE, "drive.mjs"),
+                          "http://127.0.0.1:%d/" % admin_port, "orders", "40", shot],
+                         capture_output=True, text=True, timeout=120, cwd=HERE)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    orders = next(r for r in api["routes"] if r["name"] == "orders")
+    # what the page shows is what the API says
+    assert seen["state"] == "25 %"
+    assert seen["sides"] == {b: c["requests"] for b, c in orders["counters"].items()}
+    totals = {}
+    for counters in [api["default_counters"]] + [r["counters"] for r in api["routes"]]:
+        for b, c in counters.items():
+            totals[b] = totals.get(b, 0) + c["requests"]
+    assert seen["shares"] == totals
+    assert seen["moved"] == "1 of 2"  # users is on modern, the default backend is legacy
+    assert seen["diffrate"].startswith("100.0 % of ")
+    assert seen["diffs"] is True
+    # the control worked: the API agrees, and the audit trail names the change
+    assert seen["after"] == "40 %"
+    after = json.loads(admin(p, "GET", "/api/routes/orders")[1])
+    assert after["rollout"]["percent"] == 40
+    audit = json.loads(admin(p, "GET", "/api/audit")[1])["changes"]
+    assert audit[-1]["route"] == "orders" and audit[-1]["after"]["rollout"]["percent"] == 40
+    assert os.path.getsize(shot) > 10000
