@@ -39,6 +39,11 @@ void sp_diag_add(struct sp_diag *d, int is_error, const char *file, int line, co
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	/* one diagnostic, one line: values quoted from the file may hold
+	 * control characters */
+	for (char *p = msg; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
 	if (line > 0)
 		sp_buf_printf(&d->text, "%s:%d: %s%s\n", file, line, is_error ? "" : "warning: ", msg);
 	else

@@ -221,7 +221,7 @@ static int process_line(struct report *rp, const char *line, size_t len, struct 
 	if (blank(line, len))
 		return 0;
 	json_error_t err;
-	json_t *j = json_loadb(line, len, 0, &err);
+	json_t *j = json_loadb(line, len, JSON_ALLOW_NUL, &err);
 	const char *type = json_string_value(json_object_get(j, "type"));
 	const char *name = json_string_value(json_object_get(j, "route"));
 	int is_diff = type && strcmp(type, "diff") == 0, rc = 0;

@@ -98,7 +98,7 @@ json_t *sp_diff_ring_get(struct sp_diff_ring *r, const char *route, size_t limit
 			continue;
 		for (size_t k = 0; k < rr->count && json_array_size(out) < limit; k++) {
 			size_t i = (rr->head + r->per_route - 1 - k) % r->per_route;
-			json_t *j = json_loads(rr->lines[i], 0, NULL);
+			json_t *j = json_loads(rr->lines[i], JSON_ALLOW_NUL, NULL);
 			if (j)
 				json_array_append_new(out, j);
 		}

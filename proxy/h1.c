@@ -29,6 +29,9 @@ struct sp_h1 {
 	int in_message;
 	int expect_head;
 	const char *exec_start, *exec_end; /* the buffer being parsed */
+	/* our own look at the head's line structure (see scan_head) */
+	int scanning, scan_lines, scan_len, scan_interim;
+	char scan_prev, scan_first[16];
 	int err_status;
 	const char *err_reason;
 };
@@ -261,6 +264,8 @@ static const llhttp_settings_t settings = {
 	.on_chunk_extension_value = on_chunk_ext,
 };
 
+static void scan_reset(struct sp_h1 *h);
+
 struct sp_h1 *sp_h1_new(int is_request, const struct sp_h1_hooks *hooks, void *ud,
 			const struct sp_h1_limits *limits)
 {
@@ -268,6 +273,7 @@ struct sp_h1 *sp_h1_new(int is_request, const struct sp_h1_hooks *hooks, void *u
 	if (!h)
 		return NULL;
 	llhttp_init(&h->p, is_request ? HTTP_REQUEST : HTTP_RESPONSE, &settings);
+	scan_reset(h);
 	h->hooks = hooks;
 	h->ud = ud;
 	h->lim = *limits;
@@ -306,8 +312,65 @@ static int status_for(const struct sp_h1 *h, llhttp_errno_t e)
 	}
 }
 
+static void scan_reset(struct sp_h1 *h)
+{
+	h->scanning = 1;
+	h->scan_lines = 0;
+	h->scan_len = 0;
+	h->scan_prev = '\n';
+	h->scan_interim = 0;
+}
+
+/* llhttp 8.1 accepts, even in strict mode, a bare LF ending the start line
+ * or the head ("\r\n\n"), and a header line folded after an empty value:
+ * shapes other parsers read differently (request smuggling). The head is
+ * checked here, byte by byte, before llhttp sees it: every line must end
+ * with CRLF and no line may start with whitespace. For responses, the head
+ * after an interim 1xx answer is checked too. */
+static int scan_head(struct sp_h1 *h, const char *p, size_t n)
+{
+	for (size_t i = 0; i < n && h->scanning; i++) {
+		char c = p[i];
+		if (c == '\n') {
+			if (h->scan_prev != '\r') {
+				sp_h1_fail(h, h->p.type == HTTP_REQUEST ? 400 : 502,
+					   "line not ended by CRLF in the head");
+				return -1;
+			}
+			if (h->scan_len == 0 && h->scan_lines > 0) { /* the blank line */
+				if (h->scan_interim)
+					scan_reset(h); /* the final answer's head follows */
+				else
+					h->scanning = 0;
+			} else if (h->scan_len > 0) {
+				h->scan_lines++;
+			}
+			h->scan_len = 0;
+		} else if (c != '\r') {
+			if (h->scan_len == 0 && h->scan_lines > 0 && (c == ' ' || c == '\t')) {
+				sp_h1_fail(h, h->p.type == HTTP_REQUEST ? 400 : 502,
+					   "obsolete line folding in header");
+				return -1;
+			}
+			if (h->scan_lines == 0 && h->scan_len < (int)sizeof(h->scan_first) - 1)
+				h->scan_first[h->scan_len] = c;
+			h->scan_len++;
+			if (h->scan_lines == 0 && h->scan_len == 12 && h->p.type == HTTP_RESPONSE)
+				/* "HTTP/1.1 1xx": an interim answer, except 101 */
+				h->scan_interim = h->scan_first[9] == '1' &&
+						  !(h->scan_first[10] == '0' && h->scan_first[11] == '1');
+		}
+		h->scan_prev = c;
+	}
+	return 0;
+}
+
 enum sp_h1_rc sp_h1_execute(struct sp_h1 *h, const char *data, size_t len, size_t *consumed)
 {
+	if (h->scanning && scan_head(h, data, len) < 0) {
+		*consumed = 0;
+		return SP_H1_ERROR;
+	}
 	h->exec_start = data;
 	h->exec_end = data + len;
 	llhttp_errno_t e = llhttp_execute(&h->p, data, len);
@@ -338,11 +401,13 @@ enum sp_h1_rc sp_h1_finish(struct sp_h1 *h)
 void sp_h1_resume(struct sp_h1 *h)
 {
 	llhttp_resume(&h->p);
+	scan_reset(h); /* requests pause after each message: the next head starts here */
 }
 
 void sp_h1_reset(struct sp_h1 *h)
 {
 	llhttp_reset(&h->p);
+	scan_reset(h);
 	h->err_status = 0;
 	h->err_reason = NULL;
 	h->in_message = 0;

@@ -140,12 +140,17 @@ static int only_chunked(const struct sp_hdr *h)
 
 int sp_http_check_request(const struct sp_hdr *h, size_t n, int http_minor, const char **why)
 {
-	size_t hosts = 0;
+	size_t hosts = 0, upgrades = 0;
 	if (check_headers(h, n, why) < 0)
 		return 400;
 	for (size_t i = 0; i < n; i++) {
 		if (sp_hdr_name_is(&h[i], "Host"))
 			hosts++;
+		if (sp_hdr_name_is(&h[i], "Upgrade") && (++upgrades > 1 || h[i].value_len == 0)) {
+			/* which protocol would the backend switch to? */
+			*why = "empty or repeated Upgrade header";
+			return 400;
+		}
 		if (sp_hdr_name_is(&h[i], "Transfer-Encoding")) {
 			if (http_minor == 0) {
 				*why = "Transfer-Encoding in an HTTP/1.0 request";
