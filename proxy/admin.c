@@ -219,12 +219,25 @@ static void metrics_route(struct sp_buf *b, struct sp_runtime *rt, const char *r
 			sp_buf_printf(b, "\",class=\"%s\"} %lld\n", classes[c],
 				      (long long)json_integer_value(json_object_get(j, classes[c])));
 		}
-		sp_buf_adds(b, "strangler_upstream_errors_total{route=\"");
-		metric_escape(b, label);
-		sp_buf_adds(b, "\",backend=\"");
-		metric_escape(b, backend);
-		sp_buf_printf(b, "\"} %lld\n",
-			      (long long)json_integer_value(json_object_get(j, "upstream_errors")));
+		for (int k = 0; k < SP_UPSTREAM_REASONS; k++) {
+			uint64_t n = 0;
+			for (int w = 0; w < rt->nworkers; w++) {
+				struct sp_route_stats *rs = sp_worker_find_stats(rt->workers[w], route);
+				int ns = rs ? atomic_load_explicit(&rs->nsides, memory_order_acquire) : 0;
+				for (int i = 0; i < ns; i++) {
+					const char *nb = rs->sides[i].backend[0] ? rs->sides[i].backend
+										 : "(proxy)";
+					if (strcmp(nb, backend) == 0)
+						n += sp_read(&rs->sides[i].errors_by[k]);
+				}
+			}
+			sp_buf_adds(b, "strangler_upstream_errors_total{route=\"");
+			metric_escape(b, label);
+			sp_buf_adds(b, "\",backend=\"");
+			metric_escape(b, backend);
+			sp_buf_printf(b, "\",reason=\"%s\"} %llu\n", sp_upstream_reasons[k],
+				      (unsigned long long)n);
+		}
 		/* duration histogram: cumulative counts at fixed bounds */
 		uint64_t lat[SP_LAT_BUCKETS] = {0}, total = 0, sum_us = 0;
 		for (int w = 0; w < rt->nworkers; w++) {
@@ -299,8 +312,8 @@ static void serve_metrics(struct admin_conn *a)
 	sp_buf_init(&b);
 	sp_buf_adds(&b, "# HELP strangler_requests_total Requests by route, backend and status class.\n"
 			"# TYPE strangler_requests_total counter\n"
-			"# HELP strangler_upstream_errors_total Backend failures (connect, timeout, "
-			"bad response) by route and backend.\n"
+			"# HELP strangler_upstream_errors_total Backend failures by route, backend and "
+			"reason.\n"
 			"# TYPE strangler_upstream_errors_total counter\n"
 			"# HELP strangler_request_duration_seconds Whole exchange duration.\n"
 			"# TYPE strangler_request_duration_seconds histogram\n");

@@ -179,7 +179,7 @@ static void log_exchange(struct sp_session *s)
 		.fallback_from = s->fallback_from >= 0 ? cfg->backends[s->fallback_from].name : NULL,
 	};
 	sp_accesslog_write(s->w->alog, &e, &s->w->logbuf);
-	sp_worker_count(s->w, cfg, s->dec.route, e.backend, s->status, s->error && s->up_failed,
+	sp_worker_count(s->w, cfg, s->dec.route, e.backend, s->status, s->up_failed ? s->error : NULL,
 			e.total_ms);
 }
 

@@ -225,9 +225,15 @@ static struct sp_side_stats *side_of(struct sp_route_stats *n, const char *backe
 	return &n->sides[k];
 }
 
+const char *const sp_upstream_reasons[SP_UPSTREAM_REASONS] = {
+	"connect refused",	      "connect failed",	       "connect timeout",
+	"upstream timeout",	      "bad upstream response", "upstream closed connection",
+	"upstream response truncated", "upstream reset",	       "upstream TLS handshake failed",
+};
+
 void sp_worker_count(struct sp_worker *w, const struct sp_config *cfg,
 		     const struct sp_route *route, const char *backend, int status,
-		     int upstream_error, double ms)
+		     const char *upstream_error, double ms)
 {
 	struct sp_route_stats *n;
 	if (!route)
@@ -241,8 +247,12 @@ void sp_worker_count(struct sp_worker *w, const struct sp_config *cfg,
 	struct sp_side_stats *s = side_of(n, backend ? backend : "");
 	sp_count(&s->requests);
 	sp_count(&s->status[status >= 100 && status < 600 ? status / 100 : 0]);
-	if (upstream_error)
+	if (upstream_error) {
 		sp_count(&s->upstream_errors);
+		for (int i = 0; i < SP_UPSTREAM_REASONS; i++)
+			if (strcmp(upstream_error, sp_upstream_reasons[i]) == 0)
+				sp_count(&s->errors_by[i]);
+	}
 	sp_hist_add(&s->latency, ms);
 	atomic_store_explicit(&s->latency_us_sum,
 			      sp_read(&s->latency_us_sum) + (uint64_t)(ms * 1000.0 + 0.5),

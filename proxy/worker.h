@@ -20,12 +20,17 @@ struct sp_shadow;
 
 #define SP_MAX_SIDES 8
 
+/* The backend failures counted by reason (the session's error strings). */
+#define SP_UPSTREAM_REASONS 9
+extern const char *const sp_upstream_reasons[SP_UPSTREAM_REASONS];
+
 /* Requests of one route served by one backend. */
 struct sp_side_stats {
 	char backend[72];        /* set before the slot is published */
 	_Atomic uint64_t requests;
 	_Atomic uint64_t status[6]; /* [1]..[5]: 1xx..5xx; [0]: no answer (client left) */
 	_Atomic uint64_t upstream_errors;
+	_Atomic uint64_t errors_by[SP_UPSTREAM_REASONS];
 	struct sp_hist latency; /* whole exchange, ms */
 	_Atomic uint64_t latency_us_sum;
 };
@@ -95,10 +100,11 @@ struct sp_pool *sp_worker_pool(struct sp_worker *w, const struct sp_config *cfg,
 struct sp_shadow_stats *sp_worker_route_stats(struct sp_worker *w, const char *route);
 struct sp_route_stats *sp_worker_find_stats(struct sp_worker *w, const char *route);
 /* Counts a finished exchange (worker thread). route NULL: default backend;
- * backend NULL: answered by the proxy itself. */
+ * backend NULL: answered by the proxy itself; upstream_error: the backend's
+ * failure (one of sp_upstream_reasons), or NULL. */
 void sp_worker_count(struct sp_worker *w, const struct sp_config *cfg,
 		     const struct sp_route *route, const char *backend, int status,
-		     int upstream_error, double ms);
+		     const char *upstream_error, double ms);
 void sp_worker_free(struct sp_worker **w);
 
 /* session.c */

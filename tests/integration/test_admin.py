@@ -235,3 +235,22 @@ def test_readyz_says_503_while_draining(start_proxy, backend_factory, tmp_path):
     t.join(5)
     assert done["status"] == 200
     assert p.stop() == 0
+
+
+def test_upstream_errors_by_reason_in_metrics(start_proxy, backend_factory, tmp_path):
+    legacy = backend_factory("legacy")
+    admin_port = harness.free_port()
+    dead = "http://127.0.0.1:%d" % harness.refused_port()
+    p = start_proxy({"legacy": legacy, "dead": dead},
+                    routes=[{"name": "gone", "match": {"path_prefix": "/gone"}, "backend": "dead"}],
+                    admin={"address": "127.0.0.1:%d" % admin_port})
+    p.admin_port = admin_port
+    harness.wait_for(lambda: "admin API on" in p.stderr_text(), what="admin listener")
+    for _ in range(2):
+        with p.client() as c:
+            assert c.request("GET", "/gone/x").status == 502
+    st, text = call(p, "GET", "/metrics")
+    assert 'strangler_upstream_errors_total{route="gone",backend="dead",reason="connect refused"} 2' \
+        in text
+    assert 'strangler_upstream_errors_total{route="gone",backend="dead",reason="upstream timeout"} 0' \
+        in text
