@@ -15,7 +15,7 @@ sp_build build
 echo "==> building the demo services"
 bash tests/backends/build.sh "$PWD/build/backends"
 
-for port in 8080 9001 9002; do
+for port in 8080 9001 9002 9901; do
 	if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
 		echo "port $port is already in use on 127.0.0.1; stop what uses it and run again" >&2
 		exit 1
@@ -65,11 +65,13 @@ build/proxy/strangler diff-report "$logs/diffs.jsonl"
 cat <<MSG
 
 strangler runs on http://127.0.0.1:8080 (logs and access log: $logs/strangler.log).
+Dashboard and admin API: http://127.0.0.1:9901/
 Try:
   curl -i http://127.0.0.1:8080/api/users/7
   curl -i -H 'X-User-Id: user-3' http://127.0.0.1:8080/api/orders/1
   build/proxy/strangler explain -c conf/demo.conf -H 'X-User-Id: user-3' GET /api/orders/1
   build/proxy/strangler diff-report $logs/diffs.jsonl
+  curl -s -X PATCH -d '{"rollout": {"percent": 50}}' http://127.0.0.1:9901/api/routes/orders
 Press Ctrl-C to stop everything.
 MSG
 wait "${pids[2]}"
