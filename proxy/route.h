@@ -24,6 +24,8 @@ struct sp_match {
 	size_t prefix_len;
 	char *path_regex;  /* source text, or NULL */
 	regex_t regex;     /* compiled as written; must match the whole path */
+	char *regex_prefix; /* literal text every match starts with, or NULL */
+	size_t regex_prefix_len;
 	char **methods;
 	size_t nmethods;
 	struct sp_kv *headers;

@@ -124,6 +124,25 @@ static void load_kv(struct sp_loader *L, const config_setting_t *m, const char *
 	}
 }
 
+/* The literal text a whole-path match of this ERE must start with, so most
+ * paths are refused by a memcmp before regexec runs. NULL when the pattern
+ * has an alternation (its branches could start differently) or no literal
+ * start. A character followed by a quantifier is not part of it. */
+static char *literal_prefix(const char *re, size_t *len)
+{
+	size_t n = 0;
+	if (strchr(re, '|'))
+		return NULL;
+	while (re[n] && !strchr(".[]()*+?{}^$\\", re[n]))
+		n++;
+	if (n && re[n] && strchr("*?{", re[n]))
+		n--; /* "ab*" only promises "a" */
+	if (n == 0)
+		return NULL;
+	*len = n;
+	return strndup(re, n);
+}
+
 static void load_regex(struct sp_loader *L, const config_setting_t *m, const char *path,
 		       struct sp_match *out)
 {
@@ -143,6 +162,7 @@ static void load_regex(struct sp_loader *L, const config_setting_t *m, const cha
 		return;
 	}
 	out->path_regex = src;
+	out->regex_prefix = literal_prefix(src, &out->regex_prefix_len);
 }
 
 static void load_match(struct sp_loader *L, const config_setting_t *route, const char *rpath,

@@ -116,7 +116,10 @@ int sp_route_matches(const struct sp_route *r, const struct sp_reqview *q)
 		return 0;
 	if (!method_matches(m, q->method))
 		return 0;
-	if (m->path_regex && !regex_whole(&m->regex, q->path, q->path_len))
+	if (m->path_regex && ((m->regex_prefix && (q->path_len < m->regex_prefix_len ||
+						    memcmp(q->path, m->regex_prefix,
+							   m->regex_prefix_len) != 0)) ||
+			      !regex_whole(&m->regex, q->path, q->path_len)))
 		return 0;
 	return headers_match(m, q) && query_matches(m, q);
 }
@@ -201,6 +204,7 @@ void sp_route_deinit(struct sp_route *r)
 	if (m->path_regex)
 		regfree(&m->regex);
 	free(m->path_regex);
+	free(m->regex_prefix);
 	for (size_t i = 0; i < m->nmethods; i++)
 		free(m->methods[i]);
 	free(m->methods);

@@ -21,6 +21,8 @@ static const char routes_conf[] = CONF_HEAD
 	"  { name = \"users\";     match = { path_prefix = \"/api/users\"; }; backend = \"modern\"; },\n"
 	"  { name = \"static\";    match = { path_prefix = \"/static/\"; }; backend = \"modern\"; },\n"
 	"  { name = \"versioned\"; match = { path_regex = \"/v[0-9]+/items\"; }; backend = \"modern\"; },\n"
+	"  { name = \"optional\"; match = { path_regex = \"/opt/ab*c\"; }; backend = \"modern\"; },\n"
+	"  { name = \"plus\"; match = { path_regex = \"/plus/x+y\"; }; backend = \"modern\"; },\n"
 	"  { name = \"alt\";       match = { path_regex = \"/alt/(a|b)\"; }; backend = \"modern\"; },\n"
 	"  { name = \"writes\";    match = { path_prefix = \"/orders\"; methods = [\"POST\", \"PUT\"]; };\n"
 	"    backend = \"other\"; },\n"
@@ -118,6 +120,14 @@ static void test_regex_matches_whole_path(void **state)
 	assert_string_equal(ROUTE("GET", "/alt/b"), "alt");
 	assert_string_equal(ROUTE("GET", "/alt/ab"), "(default)");
 	assert_string_equal(ROUTE("GET", "/alt/b/c"), "(default)");
+	/* The literal prefix checked before regexec stops before a quantified
+	 * character: "/opt/ab*c" promises only "/opt/a". */
+	assert_string_equal(ROUTE("GET", "/opt/ac"), "optional");
+	assert_string_equal(ROUTE("GET", "/opt/abbbc"), "optional");
+	assert_string_equal(ROUTE("GET", "/opt/bc"), "(default)");
+	assert_string_equal(ROUTE("GET", "/plus/xxy"), "plus");
+	assert_string_equal(ROUTE("GET", "/plus/y"), "(default)");
+	assert_string_equal(ROUTE("GET", "/plu"), "(default)");
 }
 
 static void test_methods(void **state)
