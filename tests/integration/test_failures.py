@@ -1,10 +1,14 @@
 """What goes wrong, and what the client sees: unreachable, slow and broken
 backends; malformed, oversized, unsupported and slow client requests."""
 import os
+import signal
+import socket
+import subprocess
 import time
 
 import pytest
 
+import harness
 from harness import (CLOSE, KEEP, Closed, Response, build_request, by_path, delayed, raw,
                      refused_port)
 
@@ -542,3 +546,69 @@ def test_shapes_llhttp_accepts_are_refused(one, data):
     r, closed = bad_request(proxy, data)
     assert r.status == 400 and closed
     assert backend.requests == []
+
+
+def test_file_descriptor_exhaustion_is_survived(backend_factory, tmp_path):
+    """With only a few descriptors left, accept fails with EMFILE: the proxy
+    pauses accepting instead of spinning, keeps serving the connections it has,
+    and accepts again once descriptors are free."""
+    import resource
+    b = backend_factory("legacy")
+    port = harness.free_port()
+    conf = tmp_path / "fd.conf"
+    conf.write_text(harness.make_config(port, {"legacy": b}, workers=1))
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))
+    err = open(tmp_path / "err", "wb")
+    proc = subprocess.Popen([harness.BINARY, "-c", str(conf)], stdout=err, stderr=err,
+                            preexec_fn=limit)
+    clients = []
+    try:
+        harness.wait_for(lambda: _accepts(port), 5, what="proxy up")
+        first = harness.RawClient(port)
+        assert first.request("GET", "/before").status == 200
+        for _ in range(40):  # more than the proxy has descriptors for
+            try:
+                clients.append(socket.create_connection((harness.HOST, port), timeout=2))
+            except OSError:
+                break
+        time.sleep(0.5)
+        assert proc.poll() is None
+        cpu = _cpu(proc.pid)
+        time.sleep(0.5)
+        assert _cpu(proc.pid) - cpu < 0.2, "the proxy spins on a listener it cannot accept from"
+        assert first.request("GET", "/during").status == 200  # existing connections still work
+        for c in clients:
+            c.close()
+        clients = []
+        first.close()
+        harness.wait_for(lambda: _served(port), 5, what="accepting again")
+        assert "accept: Too many open files" in (tmp_path / "err").read_text()
+    finally:
+        for c in clients:
+            c.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+
+
+def _accepts(port):
+    try:
+        socket.create_connection((harness.HOST, port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def _served(port):
+    try:
+        with harness.RawClient(port, timeout=1) as c:
+            return c.request("GET", "/after").status == 200
+    except Exception:
+        return False
+
+
+def _cpu(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
