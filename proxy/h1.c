@@ -228,6 +228,8 @@ static int on_message_complete(llhttp_t *p)
 {
 	struct sp_h1 *h = H(p);
 	h->in_message = 0;
+	/* known only now for a body skipped on request (HEAD answers) */
+	h->msg.keep_alive = llhttp_should_keep_alive(p);
 	return h->hooks->on_done(h->ud, &h->msg) ? HPE_PAUSED : 0;
 }
 
@@ -327,6 +329,24 @@ static void scan_reset(struct sp_h1 *h)
  * checked here, byte by byte, before llhttp sees it: every line must end
  * with CRLF and no line may start with whitespace. For responses, the head
  * after an interim 1xx answer is checked too. */
+/* A status line is "HTTP/1.x DDD" and then a space or its end, with a code
+ * from 100 to 599: llhttp 8.1 also takes "HTTP/1.1 0200" or "HTTP/1.1 1",
+ * which would make this scan misjudge an interim answer. */
+static int check_status_line(struct sp_h1 *h)
+{
+	const char *f = h->scan_first;
+	int len = h->scan_len < (int)sizeof(h->scan_first) - 1 ? h->scan_len
+							      : (int)sizeof(h->scan_first) - 1;
+	if (len < 12 || memcmp(f, "HTTP/1.", 7) != 0 || f[8] != ' ' || f[9] < '1' || f[9] > '5' ||
+	    f[10] < '0' || f[10] > '9' || f[11] < '0' || f[11] > '9' || (len > 12 && f[12] != ' ')) {
+		sp_h1_fail(h, 502, "invalid status line");
+		return -1;
+	}
+	/* an interim answer (1xx but 101) has the final answer's head after it */
+	h->scan_interim = f[9] == '1' && !(f[10] == '0' && f[11] == '1');
+	return 0;
+}
+
 static int scan_head(struct sp_h1 *h, const char *p, size_t n)
 {
 	for (size_t i = 0; i < n && h->scanning; i++) {
@@ -343,6 +363,9 @@ static int scan_head(struct sp_h1 *h, const char *p, size_t n)
 				else
 					h->scanning = 0;
 			} else if (h->scan_len > 0) {
+				if (h->scan_lines == 0 && h->p.type == HTTP_RESPONSE &&
+				    check_status_line(h) < 0)
+					return -1;
 				h->scan_lines++;
 			}
 			h->scan_len = 0;
@@ -355,10 +378,6 @@ static int scan_head(struct sp_h1 *h, const char *p, size_t n)
 			if (h->scan_lines == 0 && h->scan_len < (int)sizeof(h->scan_first) - 1)
 				h->scan_first[h->scan_len] = c;
 			h->scan_len++;
-			if (h->scan_lines == 0 && h->scan_len == 12 && h->p.type == HTTP_RESPONSE)
-				/* "HTTP/1.1 1xx": an interim answer, except 101 */
-				h->scan_interim = h->scan_first[9] == '1' &&
-						  !(h->scan_first[10] == '0' && h->scan_first[11] == '1');
 		}
 		h->scan_prev = c;
 	}

@@ -132,10 +132,14 @@ static int te_element_cb(const char *s, size_t n, const void *arg)
 
 static int only_chunked(const struct sp_hdr *h)
 {
-	struct token t = {"chunked", 7};
-	/* one list element, "chunked" (OWS around it allowed) */
-	return !memchr(h->value, ',', h->value_len) &&
-	       list_each(h->value, h->value_len, token_eq_cb, &t);
+	/* "chunked", with spaces around it at most: llhttp 8.1 reads
+	 * "chunked<TAB>" as another coding, so a tab must not pass here */
+	const char *s = h->value, *e = h->value + h->value_len;
+	while (s < e && *s == ' ')
+		s++;
+	while (e > s && e[-1] == ' ')
+		e--;
+	return e - s == 7 && strncasecmp(s, "chunked", 7) == 0;
 }
 
 int sp_http_check_request(const struct sp_hdr *h, size_t n, int http_minor, const char **why)

@@ -150,6 +150,17 @@ static void load_regex(struct sp_loader *L, const config_setting_t *m, const cha
 	char *src = cfgp_str(L, m, "path_regex", path, &where);
 	if (!src)
 		return;
+	/* glibc's regcomp needs memory exponential in stacked repetitions
+	 * ("a++++…"): refuse them, and very long patterns, before compiling */
+	const char *why = strlen(src) > 1024 ? "longer than 1024 characters" : NULL;
+	for (const char *p = src; !why && p[0] && p[1]; p++)
+		if (strchr("*+?}", p[0]) && strchr("*+?{", p[1]) && (p == src || p[-1] != '\\'))
+			why = "a repetition of a repetition (write it once)";
+	if (why) {
+		ERR(L, where, "%s.path_regex: \"%s\": %s", path, src, why);
+		free(src);
+		return;
+	}
 	/* Compiled as written (not wrapped in "^(...)$", which an unbalanced
 	 * ")|(" could escape); the router requires the match to span the whole
 	 * path instead. */

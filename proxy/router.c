@@ -51,6 +51,8 @@ static int query_each(const char *qs, size_t len, struct sp_buf *scratch,
 {
 	struct sp_buf name;
 	int rc = 0;
+	if (!qs)
+		return 0; /* no query string: nothing to walk */
 	sp_buf_init(&name);
 	const char *p = qs, *end = qs + len;
 	while (qs && p < end && rc == 0) {

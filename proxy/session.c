@@ -594,8 +594,9 @@ static int on_resp_head(void *ud, struct sp_h1_msg *m)
 		}
 		return 1;
 	}
-	if (m->status == 101 && !s->upgrade_req) {
-		sp_h1_fail(s->resp, 502, "101 without an upgrade request");
+	if (m->status == 101 && (!s->upgrade_req || !sp_hdr_find(m->hdrs, m->nhdrs, "Upgrade"))) {
+		sp_h1_fail(s->resp, 502, s->upgrade_req ? "101 without an Upgrade header"
+							: "101 without an upgrade request");
 		return -1;
 	}
 	s->tunnel = m->status == 101;
@@ -666,6 +667,7 @@ static int on_resp_done(void *ud, struct sp_h1_msg *m)
 		s->interim = 0;
 		return 0; /* the final response follows */
 	}
+	s->upstream_keep = m->keep_alive;
 	if (s->resp_body == SP_BODY_CHUNKED) {
 		evbuffer_add(client_out(s), "0\r\n\r\n", 5);
 		s->bytes_out += 5;

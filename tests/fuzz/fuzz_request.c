@@ -1,0 +1,334 @@
+/* Fuzzes what the proxy does with a client's bytes: the request parser fed in
+ * pieces and across pipelined messages, the header checks, path
+ * normalisation, and the head written upstream, which must parse back (with
+ * a fresh parser) to the same method, path and end-to-end headers.
+ *
+ * Input: 1 flag byte (bit 0: the proxy sets its own X-Request-Id), 4 piece
+ * sizes (0 = the rest), then the bytes a client sends. */
+#include <string.h>
+#include <strings.h>
+
+#include "fuzz_h1.h"
+#include "pathnorm.h"
+
+static const struct sp_h1_limits client_limits = {8192, 32768, 100};
+/* The re-parsed head carries the proxy's own headers on top: no limits. */
+static const struct sp_h1_limits wide_limits = {1u << 20, 1u << 22, 1u << 16};
+
+#define CLIENT_IP "192.0.2.7"
+#define DEFAULT_HOST "127.0.0.1:9001"
+#define REQUEST_ID "fuzz-0000000000000001"
+
+struct ctx {
+	struct sp_h1 *h;
+	int check; /* re-parse the heads written (the run fed in pieces) */
+	int request_id;
+	struct fuzz_trace tr;
+	const uint8_t *in; /* the whole input, for looking at raw heads */
+	size_t in_n;
+	struct sp_buf path, head;
+	/* The head written for m, checked after the parser call returns. */
+	struct sp_fwd_request f;
+	const struct sp_h1_msg *m;
+};
+
+/* A copy of session.c's split_target (static there): the target's path,
+ * normalised, and its raw query, with the fragment and an absolute-form
+ * authority dropped. Keep the two in step. */
+static int split_target(const struct sp_h1_msg *m, struct sp_buf *path, const char **query,
+			size_t *qlen)
+{
+	const char *t = m->url;
+	size_t len = m->url_len;
+	const char *frag = memchr(t, '#', len);
+	if (frag)
+		len = (size_t)(frag - t);
+	if (len > 7 && (strncasecmp(t, "http://", 7) == 0 || strncasecmp(t, "https://", 8) == 0)) {
+		const char *p = strstr(t, "://") + 3;
+		const char *slash = memchr(p, '/', len - (size_t)(p - t));
+		const char *q = memchr(p, '?', len - (size_t)(p - t));
+		if (!slash || (q && q < slash)) {
+			sp_buf_reset(path);
+			sp_buf_addc(path, '/');
+			*query = q ? q + 1 : NULL;
+			*qlen = q ? len - (size_t)(q + 1 - t) : 0;
+			return SP_PATH_OK;
+		}
+		len -= (size_t)(slash - t);
+		t = slash;
+	}
+	const char *q = memchr(t, '?', len);
+	size_t plen = q ? (size_t)(q - t) : len;
+	*query = q ? q + 1 : NULL;
+	*qlen = q ? len - plen - 1 : 0;
+	if (plen == 1 && t[0] == '*' && strcmp(m->method, "OPTIONS") == 0) {
+		sp_buf_reset(path);
+		sp_buf_addc(path, '*');
+		return SP_PATH_OK;
+	}
+	return sp_path_normalize(t, plen, path);
+}
+
+/* http.c's is_regenerated(): request headers the proxy writes itself. */
+static int regenerated(const struct sp_hdr *h)
+{
+	return sp_hdr_name_is(h, "X-Forwarded-For") || sp_hdr_name_is(h, "X-Forwarded-Proto") ||
+	       sp_hdr_name_is(h, "X-Forwarded-Host") || sp_hdr_name_is(h, "X-Strangler-Shadow");
+}
+
+struct expect {
+	const struct sp_fwd_request *f;
+	const struct sp_h1_msg *orig;
+	int host_added; /* the proxy wrote default_host as the first header */
+	int heads;
+};
+
+static int keep_orig(const struct sp_hdr *all, size_t n, size_t i, const void *arg)
+{
+	const struct expect *e = arg;
+	return !sp_hdr_is_hop(&all[i], all, n) && !regenerated(&all[i]) &&
+	       !(e->f->request_id && sp_hdr_name_is(&all[i], "X-Request-Id"));
+}
+
+/* Judged by the client's Connection headers, not by the one the proxy
+ * writes ("Connection: upgrade"). */
+static int keep_reparsed(const struct sp_hdr *all, size_t n, size_t i, const void *arg)
+{
+	const struct expect *e = arg;
+	(void)n;
+	return !(i == 0 && e->host_added) &&
+	       !sp_hdr_is_hop(&all[i], e->orig->hdrs, e->orig->nhdrs) && !regenerated(&all[i]) &&
+	       !(e->f->request_id && sp_hdr_name_is(&all[i], "X-Request-Id"));
+}
+
+/* The head as the backend parses it. */
+static int on_reparsed_head(void *ud, struct sp_h1_msg *m)
+{
+	struct expect *e = ud;
+	const struct sp_fwd_request *f = e->f;
+	const char *why = NULL;
+	size_t hosts = 0;
+
+	e->heads++;
+	FUZZ_CHECK(e->heads == 1, "one head written, %d parsed", e->heads);
+	FUZZ_CHECK(strcmp(m->method, f->method) == 0, "method %s forwarded as %s", f->method,
+		   m->method);
+	FUZZ_CHECK(m->http_major == 1 && m->http_minor == 1, "HTTP/%d.%d", m->http_major,
+		   m->http_minor);
+	size_t want = f->path_len + (f->query ? 1 + f->query_len : 0);
+	FUZZ_CHECK(m->url_len == want && memcmp(m->url, f->path, f->path_len) == 0 &&
+			   (!f->query ||
+			    (m->url[f->path_len] == '?' &&
+			     memcmp(m->url + f->path_len + 1, f->query, f->query_len) == 0)),
+		   "target \"%.*s\" forwarded as \"%.*s\"", (int)f->path_len, f->path,
+		   (int)m->url_len, m->url);
+	int st = sp_http_check_request(m->hdrs, m->nhdrs, m->http_minor, &why);
+	FUZZ_CHECK(st == 0, "the proxy's own head is refused: %d %s", st, why);
+	for (size_t i = 0; i < m->nhdrs; i++)
+		hosts += sp_hdr_name_is(&m->hdrs[i], "Host");
+	FUZZ_CHECK(hosts == 1, "%zu Host headers forwarded", hosts);
+	same_forwarded(e->orig->hdrs, e->orig->nhdrs, m->hdrs, m->nhdrs, keep_orig, keep_reparsed,
+		       e);
+
+	switch (f->body) {
+	case SP_BODY_LENGTH:
+		FUZZ_CHECK(m->has_length && !m->chunked && m->content_length == f->content_length,
+			   "Content-Length %llu forwarded as has=%d %llu chunked=%d",
+			   (unsigned long long)f->content_length, m->has_length,
+			   (unsigned long long)m->content_length, m->chunked);
+		break;
+	case SP_BODY_CHUNKED:
+		FUZZ_CHECK(m->chunked && !m->has_length,
+			   "chunked forwarded as has_length=%d chunked=%d", m->has_length,
+			   m->chunked);
+		break;
+	default:
+		FUZZ_CHECK(!m->chunked && !m->has_length, "no body forwarded with a body");
+		break;
+	}
+	FUZZ_CHECK(m->upgrade == f->upgrade, "upgrade %d forwarded as %d", f->upgrade, m->upgrade);
+	return 0;
+}
+
+static int on_reparsed_body(void *ud, const char *p, size_t n)
+{
+	(void)ud;
+	(void)p;
+	(void)n;
+	return 0;
+}
+
+static int on_reparsed_done(void *ud, struct sp_h1_msg *m)
+{
+	(void)ud;
+	(void)m;
+	return 1;
+}
+
+static const struct sp_h1_hooks reparse_hooks = {on_reparsed_head, on_reparsed_body,
+						 on_reparsed_done};
+
+static void check_reparse(const struct sp_fwd_request *f, const struct sp_h1_msg *orig,
+			  const struct sp_buf *head)
+{
+	struct expect e = {f, orig, !sp_hdr_find(orig->hdrs, orig->nhdrs, "Host"), 0};
+	struct sp_h1 *h = sp_h1_new(1, &reparse_hooks, &e, &wide_limits);
+	size_t used = 0;
+	FUZZ_CHECK(h, "out of memory");
+	enum sp_h1_rc rc = sp_h1_execute(h, head->data, head->len, &used);
+	if (rc == SP_H1_ERROR)
+		fprintf(stderr, "head written:\n%.*s\n", (int)head->len, head->data);
+	FUZZ_CHECK(rc != SP_H1_ERROR, "the head written does not parse: %d %s",
+		   sp_h1_error_status(h), sp_h1_error_reason(h));
+	FUZZ_CHECK(used == head->len, "%zu bytes of the head left over", head->len - used);
+	FUZZ_CHECK(e.heads == 1, "the head written was not delivered");
+	sp_h1_free(&h);
+}
+
+/* Raw-byte oracles: the head read as RFC 9112 does (CRLF line ends, which
+ * h1.c's scan_head enforces), independently of llhttp. */
+static void check_raw(const struct ctx *c, enum sp_body_mode body)
+{
+	if (c->tr.msg_start == FUZZ_UNKNOWN)
+		return;
+	const uint8_t *raw = c->in + c->tr.msg_start;
+	size_t raw_n = c->in_n - c->tr.msg_start;
+	int te, cl;
+	FUZZ_CHECK(!head_has_fold(raw, raw_n), "a head with obs-fold was accepted");
+	raw_framing(raw, raw_n, &te, &cl);
+	FUZZ_CHECK(te	? body == SP_BODY_CHUNKED
+		   : cl ? body == SP_BODY_LENGTH
+			: body == SP_BODY_NONE,
+		   "raw head has TE=%d CL=%d, body framed as %d", te, cl, (int)body);
+}
+
+/* Mirrors session.c's on_req_head up to writing the upstream head. */
+static int on_head(void *ud, struct sp_h1_msg *m)
+{
+	struct ctx *c = ud;
+	const char *why = "", *query = NULL;
+	size_t qlen = 0;
+	int st = 0, rc;
+
+	trace_msg(&c->tr, m);
+	if (m->http_major != 1)
+		st = 505;
+	else if (m->is_connect)
+		st = 405;
+	else if ((st = sp_http_check_request(m->hdrs, m->nhdrs, m->http_minor, &why)) != 0)
+		;
+	else if ((rc = split_target(m, &c->path, &query, &qlen)) != SP_PATH_OK)
+		st = 400, why = sp_path_strerror(rc);
+	if (st) {
+		trace_ev(&c->tr, "refused %d %s", st, why);
+		sp_h1_fail(c->h, st, why);
+		return -1;
+	}
+	if (c->path.data[0] == '/') {
+		/* Normalising is idempotent: what the router saw is what the
+		 * backend will see. */
+		struct sp_buf again;
+		sp_buf_init(&again);
+		FUZZ_CHECK(sp_path_normalize(c->path.data, c->path.len, &again) == SP_PATH_OK &&
+				   again.len == c->path.len &&
+				   memcmp(again.data, c->path.data, again.len) == 0,
+			   "\"%s\" normalises to \"%s\"", c->path.data,
+			   again.data ? again.data : "");
+		sp_buf_deinit(&again);
+	}
+	c->f = (struct sp_fwd_request){
+		.method = m->method,
+		.path = c->path.data,
+		.path_len = c->path.len,
+		.query = query,
+		.query_len = qlen,
+		.headers = m->hdrs,
+		.nheaders = m->nhdrs,
+		.body = m->chunked	? SP_BODY_CHUNKED
+			: m->has_length ? SP_BODY_LENGTH
+					: SP_BODY_NONE,
+		.content_length = m->content_length,
+		.upgrade = m->upgrade && sp_hdr_find(m->hdrs, m->nhdrs, "Upgrade") != NULL,
+		.client_ip = CLIENT_IP,
+		.proto = "http",
+		.request_id = c->request_id ? REQUEST_ID : NULL,
+		.default_host = DEFAULT_HOST,
+	};
+	sp_buf_reset(&c->head);
+	FUZZ_CHECK(sp_http_write_request_head(&c->f, &c->head) == 0, "out of memory");
+	trace_ev(&c->tr, "forward %zu", c->head.len);
+	trace_bytes(&c->tr, c->head.data, c->head.len);
+	FUZZ_CHECK(!c->m, "two heads in one parser call");
+	c->m = m; /* checked once the parser call returns without an error */
+	return 0;
+}
+
+static void after_exec(void *ud)
+{
+	struct ctx *c = ud;
+	if (c->m && c->check) {
+		check_raw(c, c->f.body);
+		check_reparse(&c->f, c->m, &c->head);
+	}
+	c->m = NULL;
+}
+
+static int on_body(void *ud, const char *p, size_t n)
+{
+	struct ctx *c = ud;
+	trace_body(&c->tr, p, n);
+	return 0;
+}
+
+static int on_done(void *ud, struct sp_h1_msg *m)
+{
+	struct ctx *c = ud;
+	(void)m;
+	trace_ev(&c->tr, "done");
+	return 1; /* one exchange at a time, as session.c does */
+}
+
+static const struct sp_h1_hooks hooks = {on_head, on_body, on_done};
+
+static void on_pause(void *ud)
+{
+	struct ctx *c = ud;
+	sp_h1_resume(c->h);
+}
+
+static const struct fuzz_feed_hooks feed_hooks = {after_exec, on_pause};
+
+static void run(struct ctx *c, const uint8_t *data, size_t size, const uint8_t *split)
+{
+	c->h = sp_h1_new(1, &hooks, c, &client_limits);
+	FUZZ_CHECK(c->h, "out of memory");
+	sp_buf_init(&c->tr.t);
+	c->tr.msg_start = 0;
+	c->in = data;
+	c->in_n = size;
+	sp_buf_init(&c->path);
+	sp_buf_init(&c->head);
+	c->m = NULL;
+	if (fuzz_feed(c->h, data, size, split, &c->tr, &feed_hooks, c) == SP_H1_OK)
+		trace_ev(&c->tr, "end in_message=%d", sp_h1_in_message(c->h));
+	sp_buf_deinit(&c->path);
+	sp_buf_deinit(&c->head);
+	sp_h1_free(&c->h);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct fuzz_in in = {data, size};
+	uint8_t flags = fuzz_byte(&in), split[FUZZ_NSPLIT];
+	for (size_t i = 0; i < FUZZ_NSPLIT; i++)
+		split[i] = fuzz_byte(&in);
+
+	struct ctx pieces = {.check = 1, .request_id = flags & 1};
+	struct ctx whole = {.check = 0, .request_id = flags & 1};
+	run(&pieces, in.p, in.n, split);
+	run(&whole, in.p, in.n, NULL);
+	trace_same(&pieces.tr.t, &whole.tr.t);
+	sp_buf_deinit(&pieces.tr.t);
+	sp_buf_deinit(&whole.tr.t);
+	return 0;
+}
