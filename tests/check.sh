@@ -31,6 +31,6 @@ echo "==> tests under ASan+UBSan"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:quarantine_size_mb=4 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	meson test -C build-asan --print-errorlogs --num-processes 2 \
-	--suite unit --suite integration || status=1
+	--suite unit --suite integration --suite fuzz || status=1
 [ $status -eq 0 ] && echo "==> all tests passed" || echo "==> FAILED"
 exit $status
