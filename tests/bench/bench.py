@@ -5,7 +5,11 @@ Starts a fast nginx backend, then for every scenario runs wrk through each
 proxy in turn (plus `direct`, wrk straight to the backend, as the baseline),
 starting a fresh proxy for every run. Prints one markdown table. Then, when
 strangler is selected, the shadow section: strangler alone, without and with
-shadowing to a fast, a slow and a silent mirror, in a second table.
+shadowing to a fast, a slow and a silent mirror, in a second table. Then the
+memory section (RSS per idle keep-alive client connection, 5,000 of them held
+by bench_client.py) and the streaming section (a 1 GiB download and upload
+through each proxy and direct, with the proxy's RSS sampled meanwhile; the
+upload backend is upload_sink.py), a table each.
 
 See README.md beside this file for what each column means and how the CPUs
 are shared. Standard library only; needs nginx, haproxy, wrk and taskset.
@@ -20,6 +24,7 @@ import json
 import os
 import re
 import resource
+import select
 import shutil
 import signal
 import socket
@@ -35,6 +40,8 @@ REPO_ROOT = BENCH_DIR.parent.parent
 TEMPLATE_DIR = BENCH_DIR / "templates"
 DEFAULT_STRANGLER = REPO_ROOT / "build" / "proxy" / "strangler"
 MIRROR_SCRIPT = BENCH_DIR / "shadow_mirror.py"
+CLIENT_SCRIPT = BENCH_DIR / "bench_client.py"
+SINK_SCRIPT = BENCH_DIR / "upload_sink.py"
 
 PROXIES = ("direct", "nginx", "haproxy", "strangler")
 RATIO_BASES = ("nginx", "haproxy", "direct")
@@ -90,6 +97,24 @@ SLOW_STOP_SECONDS = 2.0         # a proxy taking longer to stop gets a note
 NOISY_OTHER_LOAD_PCT = 10.0     # a verdict from runs busier than this gets a note
 
 
+# The memory section: idle keep-alive client connections held open at once.
+IDLE_CONNECTIONS = 5000
+IDLE_DEADLINE_SECONDS = 30      # the client stops opening connections after this
+IDLE_SETTLE_SECONDS = 0.5       # pause before each RSS reading
+IDLE_KIB_TARGET = 4.0           # strangler: KiB per idle connection, below this
+IDLE_RSS_TARGET_MIB = 8.0       # strangler: RSS of a fresh process, below this
+
+# The streaming section: one big download and upload per proxy.
+STREAM_SIZE_MIB = 1024
+QUICK_STREAM_SIZE_MIB = 256
+STREAM_REPEATS = 3              # transfers per row (median rate); 1 with --quick
+STREAM_TIMEOUT_SECONDS = 120    # one transfer, before the client is killed
+RSS_SAMPLE_SECONDS = 0.1
+STREAM_RATE_TARGET = 0.8        # strangler: MB/s ÷ direct, at least this
+STREAM_RSS_GROWTH_MIB = 4.0     # strangler: peak RSS − RSS at start, at most this ("flat")
+STREAM_DIRECTIONS = ("download", "upload")
+
+
 @dataclasses.dataclass(frozen=True)
 class CpuPlan:
     """Which CPU runs what. None everywhere means no pinning."""
@@ -99,8 +124,8 @@ class CpuPlan:
     def describe(self):
         if self.proxy is None:
             return "no pinning (fewer than 2 usable CPUs)"
-        return (f"proxy on CPU {self.proxy}; wrk and the backend nginx on "
-                f"CPU {self.load} (taskset)")
+        return (f"proxy on CPU {self.proxy}; the load side (wrk or bench_client.py, "
+                f"the backends, the mirrors) on CPU {self.load} (taskset)")
 
 
 @dataclasses.dataclass
@@ -134,6 +159,65 @@ class Row:
     variant: ShadowVariant | None = None  # set on the shadow section's rows
     mirrored: int | None = None           # requests the mirror received in the measured run
     mirror_core_pct: float | None = None  # the mirror's CPU time / wall time
+
+
+@dataclasses.dataclass
+class MemoryRow:
+    """One proxy in the memory section. RSS values in KiB, summed over the
+    proxy's processes."""
+    proxy: str
+    connections: int            # asked for
+    opened: int | None = None   # completed a request and kept open
+    still_open: int | None = None   # not closed by the proxy when RSS was read
+    open_seconds: float | None = None
+    rss_idle: int | None = None     # VmRSS of the fresh proxy
+    rss_open: int | None = None     # VmRSS with the connections open
+    rss_peak: int | None = None     # VmHWM with the connections open
+    rss_closed: int | None = None   # VmRSS after the client closed them
+    fds: int | None = None          # descriptors the proxy had open meanwhile
+    problems: list = dataclasses.field(default_factory=list)
+    failed: bool = False
+
+    @property
+    def kib_per_conn(self):
+        if self.rss_idle is None or self.rss_open is None or not self.opened:
+            return None
+        return (self.rss_open - self.rss_idle) / self.opened
+
+
+@dataclasses.dataclass
+class StreamRow:
+    """One proxy and one direction in the streaming section."""
+    direction: str              # "download" or "upload"
+    proxy: str
+    size: int                   # bytes per transfer
+    rates: list = dataclasses.field(default_factory=list)   # MB/s of each transfer
+    seconds: list = dataclasses.field(default_factory=list)
+    stall_s: float | None = None    # longest single recv/send wait in the client
+    rss_start: int | None = None    # KiB, VmRSS before the first transfer
+    rss_peak: int | None = None     # KiB, highest VmRSS sample during the transfers
+    rss_hwm: int | None = None      # KiB, VmHWM after the transfers
+    samples: int = 0
+    proxy_core_pct: float | None = None
+    cpu_ticks: float = 0            # the proxy's, over the completed transfers
+    moved: int = 0                  # bytes of the completed transfers
+    problems: list = dataclasses.field(default_factory=list)
+    failed: bool = False
+
+    @property
+    def cpu_ms_per_gib(self):
+        if not self.moved or not self.rates or self.proxy == "direct":
+            return None
+        return self.cpu_ticks / CLK_TCK * 1000 / (self.moved / (1 << 30))
+
+    @property
+    def rate(self):
+        """Median MB/s of the transfers that completed."""
+        if not self.rates:
+            return None
+        ordered = sorted(self.rates)
+        mid = len(ordered) // 2
+        return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,11 +381,13 @@ def make_backend(workdir, port, cpu):
     return Daemon("backend", nginx_argv(workdir, conf), workdir, cpu)
 
 
-def make_proxy(name, workdir, port, backend_port, cpu, strangler):
-    """The Daemon for one proxy, with its config written into workdir."""
+def make_proxy(name, workdir, port, backend_port, cpu, strangler, streaming=False):
+    """The Daemon for one proxy, with its config written into workdir.
+    streaming: nginx gets proxy-nginx-stream.conf (bodies streamed, not buffered)."""
     values = {"dir": workdir, "port": port, "backend_port": backend_port}
     if name == "nginx":
-        conf = render_template("proxy-nginx.conf", workdir / "nginx.conf", **values)
+        template = "proxy-nginx-stream.conf" if streaming else "proxy-nginx.conf"
+        conf = render_template(template, workdir / "nginx.conf", **values)
         argv = nginx_argv(workdir, conf)
     elif name == "haproxy":
         conf = render_template("proxy-haproxy.cfg", workdir / "haproxy.cfg", **values)
@@ -714,6 +800,356 @@ def run_all(proxies, settings):
 
 
 # --------------------------------------------------------------------------
+# Memory and streaming sections: helpers
+
+
+def status_kib(pids, field):
+    """Sum of one /proc/PID/status field (VmRSS, VmHWM), in KiB, over pids."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith(field + ":"):
+                    total += int(line.split()[1])
+                    break
+    return total
+
+
+def open_fds(pids):
+    count = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            count += len(os.listdir(f"/proc/{pid}/fd"))
+    return count
+
+
+def nofile_limits(pids):
+    """[(pid, name, soft open-files limit)] from /proc/PID/limits."""
+    limits = []
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+            for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+                if line.startswith("Max open files"):
+                    soft = line.split()[3]
+                    limits.append((pid, name, -1 if soft == "unlimited" else int(soft)))
+    return limits
+
+
+class Client:
+    """bench_client.py, pinned to the load CPU, in its own session (stopped by
+    pid), answering with JSON lines on stdout; its stderr goes to a file."""
+
+    def __init__(self, argv, workdir, cpu, name="client"):
+        self.err_path = workdir / f"{name}.err"
+        with open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                pinned([sys.executable, str(CLIENT_SCRIPT), *argv], cpu),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                start_new_session=True, bufsize=0)
+        self._pending = b""
+
+    def running(self):
+        return self.proc.poll() is None
+
+    def read_json(self, timeout):
+        """The next JSON line; RuntimeError when none comes within timeout."""
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError(f"no answer from the client within {timeout:.0f} s")
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                data = os.read(fd, 65536)
+                if not data:
+                    raise RuntimeError(f"the client exited without answering"
+                                       f"{self._stderr_tail()}")
+                self._pending += data
+        line, _, self._pending = self._pending.partition(b"\n")
+        return json.loads(line)
+
+    def send(self, command):
+        self.proc.stdin.write(command.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def _stderr_tail(self):
+        with contextlib.suppress(OSError):
+            text = self.err_path.read_text(errors="replace").strip()
+            if text:
+                return ": " + text.splitlines()[-1]
+        return ""
+
+    def stop(self, grace=5.0):
+        """Closes its stdin (the idle client then exits), waits `grace`
+        seconds, then kills its process group."""
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.proc.stdout.close()
+
+
+def http_get_status(port, path="/"):
+    """A problem string, or None when `GET path` answered 200."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        resp.read()
+        if resp.status != 200:
+            return f"smoke GET {path}: status {resp.status}"
+    except (OSError, http.client.HTTPException) as exc:
+        return f"smoke GET {path}: {exc}"
+    finally:
+        conn.close()
+    return None
+
+
+# --------------------------------------------------------------------------
+# Memory per idle keep-alive connection
+
+
+def run_memory_one(row, settings):
+    """Fresh proxy; RSS; open row.connections keep-alive connections with one
+    request each; RSS again; close them; RSS once more; stop the proxy."""
+    log(f"memory, {row.connections} idle keep-alive connections: {row.proxy}")
+    workdir = Path(tempfile.mkdtemp(prefix=f"memory-{row.proxy}-", dir=settings.tmp))
+    port = free_port()
+    daemon = make_proxy(row.proxy, workdir, port, settings.backend_port,
+                        settings.cpus.proxy, settings.strangler)
+    try:
+        with running(daemon, port):
+            time.sleep(IDLE_SETTLE_SECONDS)
+            pids = process_tree(daemon.pid)
+            limits = nofile_limits(pids)
+            log("  open-files limit: " + ", ".join(
+                f"{name}[{pid}] {'unlimited' if soft < 0 else soft}"
+                for pid, name, soft in limits))
+            if limits and all(0 <= soft < row.connections + 16 for _, _, soft in limits):
+                row.problems.append(f"open-files limit {max(s for _, _, s in limits)} "
+                                    f"< {row.connections} connections")
+            row.rss_idle = status_kib(pids, "VmRSS")
+            client = Client(["idle", "--port", str(port), "--count", str(row.connections),
+                             "--deadline", str(IDLE_DEADLINE_SECONDS)],
+                            workdir, settings.cpus.load, "idle-client")
+            try:
+                opened = client.read_json(IDLE_DEADLINE_SECONDS + 15)
+                row.opened = opened["opened"]
+                row.open_seconds = opened["seconds"]
+                for error in opened["errors"][:3]:
+                    log(f"  client: {error}")
+                if opened["errors"]:
+                    row.failed = True
+                    row.problems.append(f"{len(opened['errors'])} client errors "
+                                        f"(first: {opened['errors'][0]})")
+                if not daemon.alive():
+                    raise RuntimeError(f"{row.proxy} died while the connections were "
+                                       f"opened (status {daemon.proc.returncode})")
+                time.sleep(IDLE_SETTLE_SECONDS)
+                pids = process_tree(daemon.pid)
+                row.rss_open = status_kib(pids, "VmRSS")
+                row.rss_peak = status_kib(pids, "VmHWM")
+                row.fds = open_fds(pids)
+                client.send("check")
+                row.still_open = client.read_json(10)["still_open"]
+                if row.still_open != row.opened:
+                    row.failed = True
+                    row.problems.append(f"{row.opened - row.still_open} connections "
+                                        "closed by the proxy before the RSS reading")
+                client.send("close")
+            finally:
+                client.stop()
+            time.sleep(IDLE_SETTLE_SECONDS)
+            if not daemon.alive():
+                raise RuntimeError(f"{row.proxy} died (status {daemon.proc.returncode})")
+            row.rss_closed = status_kib(process_tree(daemon.pid), "VmRSS")
+            log(f"  {row.opened} connections opened in {row.open_seconds:.1f} s; RSS "
+                f"{row.rss_idle / 1024:.1f} → {row.rss_open / 1024:.1f} MiB "
+                f"({fmt(row.kib_per_conn, '.2f')} KiB/conn), peak {row.rss_peak / 1024:.1f}, "
+                f"{row.rss_closed / 1024:.1f} MiB after closing; {row.fds} fds")
+    except StartError as exc:
+        row.failed = True
+        row.problems.append("failed to start")
+        log(f"  {row.proxy} FAILED TO START: {exc}\n{daemon.log_tail()}")
+    except (RuntimeError, KeyError, ValueError) as exc:
+        row.failed = True
+        row.problems.append(str(exc))
+        log(f"  {row.proxy}: {exc}\n{daemon.log_tail()}")
+
+
+def run_memory(proxies, settings, connections):
+    rows = []
+    for proxy in proxies:
+        if proxy == "direct":
+            continue
+        row = MemoryRow(proxy, connections)
+        rows.append(row)
+        if proxy == "strangler" and not settings.strangler.is_file():
+            row.problems.append("skipped: binary not built")
+            continue
+        started = time.monotonic()
+        run_memory_one(row, settings)
+        log(f"  {proxy}: {time.monotonic() - started:.1f} s")
+    return rows
+
+
+# --------------------------------------------------------------------------
+# Streaming: a big download and upload through each proxy
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamBackends:
+    download_port: int          # nginx serving /big
+    upload_port: int            # upload_sink.py
+
+
+def prime_page_cache(path):
+    """Reads the (sparse) file once so every download is served from memory."""
+    buf = bytearray(1 << 20)
+    with open(path, "rb", buffering=0) as f:
+        while f.readinto(buf):
+            pass
+
+
+def transfer_once(row, port, workdir, settings, pids):
+    """One transfer through `port`; samples the proxy's RSS (pids) every
+    RSS_SAMPLE_SECONDS meanwhile. Returns the client's JSON result."""
+    if row.direction == "download":
+        argv = ["download", "--port", str(port), "--path", "/big", "--expect", str(row.size)]
+    else:
+        argv = ["upload", "--port", str(port), "--path", "/upload", "--size", str(row.size)]
+    client = Client(argv, workdir, settings.cpus.load, f"{row.direction}-client")
+    try:
+        deadline = time.monotonic() + STREAM_TIMEOUT_SECONDS
+        while client.running():
+            if pids:
+                rss = status_kib(pids, "VmRSS")
+                row.rss_peak = max(row.rss_peak or 0, rss)
+                row.samples += 1
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"transfer not done within {STREAM_TIMEOUT_SECONDS} s")
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                client.proc.wait(timeout=RSS_SAMPLE_SECONDS)
+        return client.read_json(5)
+    finally:
+        client.stop(grace=0)
+
+
+def run_stream_one(row, settings, backends, repeats):
+    log(f"streaming, {row.direction} of {row.size >> 20} MiB: {row.proxy}")
+    backend_port = (backends.download_port if row.direction == "download"
+                    else backends.upload_port)
+    workdir = Path(tempfile.mkdtemp(prefix=f"stream-{row.proxy}-", dir=settings.tmp))
+    daemon = None
+    try:
+        with contextlib.ExitStack() as stack:
+            if row.proxy == "direct":
+                port = backend_port
+            else:
+                port = free_port()
+                daemon = make_proxy(row.proxy, workdir, port, backend_port,
+                                    settings.cpus.proxy, settings.strangler, streaming=True)
+                stack.enter_context(running(daemon, port))
+            problem = http_get_status(port)
+            if problem:
+                row.problems.append(problem)
+                log(f"  {row.proxy}: {problem}")
+            pids = process_tree(daemon.pid) if daemon else []
+            if daemon:
+                time.sleep(0.2)
+                row.rss_start = status_kib(pids, "VmRSS")
+            for i in range(repeats):
+                ticks_before = cpu_ticks(daemon.pid) if daemon else 0
+                result = transfer_once(row, port, workdir, settings, pids)
+                ticks = (cpu_ticks(daemon.pid) if daemon else 0) - ticks_before
+                if daemon and not daemon.alive():
+                    raise RuntimeError(f"{row.proxy} died during the transfer "
+                                       f"(status {daemon.proc.returncode})")
+                row.stall_s = max(row.stall_s or 0.0, result["stall_s"] or 0.0)
+                if result["error"]:
+                    raise RuntimeError(f"transfer {i + 1}: {result['error']}")
+                seconds = result["seconds"]
+                row.seconds.append(seconds)
+                row.rates.append(result["bytes"] / seconds / 1e6)
+                row.cpu_ticks += ticks
+                row.moved += result["bytes"]
+                core = ticks / CLK_TCK / seconds * 100 if daemon else None
+                if core is not None:
+                    row.proxy_core_pct = max(row.proxy_core_pct or 0.0, core)
+                log(f"  transfer {i + 1}: {row.rates[-1]:,.0f} MB/s, {seconds:.2f} s, "
+                    f"longest stall {result['stall_s'] * 1000:.0f} ms"
+                    + (f", proxy core {core:.0f} %, RSS peak so far "
+                       f"{row.rss_peak / 1024:.1f} MiB" if daemon else ""))
+            if daemon:
+                row.rss_hwm = status_kib(pids, "VmHWM")
+    except StartError as exc:
+        row.failed = True
+        row.problems.append("failed to start")
+        log(f"  {row.proxy} FAILED TO START: {exc}\n{daemon.log_tail() if daemon else ''}")
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        row.failed = True
+        row.problems.append(str(exc))
+        log(f"  {row.proxy}: {exc}" + (f"\n{daemon.log_tail()}" if daemon else ""))
+
+
+def run_streaming(proxies, settings, size, repeats):
+    """Download then upload, each through `direct` and every proxy."""
+    stream_dir = settings.tmp / "stream"
+    stream_dir.mkdir()
+    stream_dir.chmod(0o755)     # nginx workers may run as `nobody`
+    big = stream_dir / "big.bin"
+    rows = []
+    try:
+        with open(big, "wb") as f:
+            f.truncate(size)    # sparse: no disk blocks, reads as zeros
+        started = time.monotonic()
+        prime_page_cache(big)
+        log(f"streaming: {size >> 20} MiB file made and read once in "
+            f"{time.monotonic() - started:.1f} s")
+        download_port, upload_port = free_port(), free_port()
+        conf = render_template("stream-backend-nginx.conf", stream_dir / "nginx.conf",
+                               dir=stream_dir, port=download_port, size=size)
+        download = Daemon("stream-backend", nginx_argv(stream_dir, conf), stream_dir,
+                          settings.cpus.load)
+        sink = Daemon("upload-sink", [sys.executable, str(SINK_SCRIPT), "--port",
+                                      str(upload_port)], stream_dir, settings.cpus.load)
+        order = ("direct", *(p for p in proxies if p != "direct"))
+        try:
+            with running(download, download_port), running(sink, upload_port):
+                for port in (download_port, upload_port):
+                    problem = http_get_status(port)
+                    if problem:
+                        raise StartError(f"streaming backend misbehaves: {problem}")
+                backends = StreamBackends(download_port, upload_port)
+                for direction in STREAM_DIRECTIONS:
+                    for proxy in order:
+                        row = StreamRow(direction, proxy, size)
+                        rows.append(row)
+                        if proxy == "strangler" and not settings.strangler.is_file():
+                            row.problems.append("skipped: binary not built")
+                            continue
+                        run_stream_one(row, settings, backends, repeats)
+        except StartError as exc:
+            log(f"streaming backends FAILED TO START: {exc}\n"
+                f"{download.log_tail()}\n{sink.log_tail()}")
+            rows = [StreamRow(d, p, size, problems=["streaming backend failed to start"],
+                              failed=True)
+                    for d in STREAM_DIRECTIONS for p in order]
+    finally:
+        with contextlib.suppress(OSError):
+            big.unlink()
+    return rows
+
+
+# --------------------------------------------------------------------------
 # Report
 
 
@@ -739,7 +1175,7 @@ def header_lines(args, cpus, duration, warmup):
                  if args.strangler.is_file() else f"{args.strangler} (not built: skipped)")
     with open("/proc/loadavg") as f:
         load = " ".join(f.read().split()[:3])
-    return [
+    lines = [
         "# strangler benchmark",
         "",
         f"- date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M:%S %z}",
@@ -748,6 +1184,10 @@ def header_lines(args, cpus, duration, warmup):
         f"- versions: {nginx}; {haproxy}; {wrk}",
         f"- strangler: {strangler}",
         f"- CPUs: {cpus.describe()}",
+    ]
+    if not (args.main_table or args.shadow_section):
+        return lines + [""]     # the memory and streaming tables explain themselves
+    return lines + [
         f"- each run: fresh proxy, {warmup} s warm-up, then wrk -t1 -d{duration}s "
         f"--latency --timeout {WRK_TIMEOUT}; backend nginx 1 worker",
         "- req/s: 2xx/3xx responses per second (non-2xx are left out and "
@@ -886,6 +1326,164 @@ def shadow_table_lines(rows):
     return lines
 
 
+def plain_problems(row):
+    return "; ".join(row.problems) or "0"
+
+
+def mib(kib, spec=".1f"):
+    return fmt(None if kib is None else kib / 1024, spec)
+
+
+def memory_verdict(row):
+    if row.proxy != "strangler":
+        return "-", "-"
+    goal = f"< {IDLE_KIB_TARGET:g} KiB/conn, idle < {IDLE_RSS_TARGET_MIB:g} MiB"
+    per_conn = row.kib_per_conn
+    if row.failed or per_conn is None or row.rss_idle is None:
+        return goal, "FAIL (run failed)" if row.failed else "n/a (no data)"
+    ok = per_conn < IDLE_KIB_TARGET and row.rss_idle / 1024 < IDLE_RSS_TARGET_MIB
+    return goal, "PASS" if ok else "FAIL"
+
+
+def memory_table_lines(rows):
+    connections = rows[0].connections if rows else IDLE_CONNECTIONS
+    columns = ["proxy", "connections", "idle RSS MiB", "RSS open MiB", "KiB/conn",
+               "peak RSS MiB", "RSS closed MiB", "proxy fds", "open s", "errors",
+               "target", "result"]
+    text_columns = ("proxy", "errors", "target", "result")
+    align = ["---" if c in text_columns else "--:" for c in columns]
+    lines = [
+        f"## Memory per idle keep-alive connection: {connections:,} connections",
+        "",
+        "- one fresh proxy each, with the main table's configuration (one worker, "
+        "backend: the main backend nginx), on the proxy CPU; a Python client "
+        "(bench_client.py) on the load CPU opens the connections one after the other, "
+        "sends one `GET /` with Host on each and reads the whole response, then keeps "
+        "them all open and idle",
+        "- RSS: VmRSS summed over the proxy's processes (nginx: master + worker). idle: "
+        "the fresh proxy, before any request; open: with every connection open and idle; "
+        "KiB/conn: (open − idle) ÷ connections; peak: VmHWM summed, with the connections "
+        "open; closed: after the client closed them all. Kernel socket buffers are not "
+        "in RSS",
+        "- connections: opened and answered, and still open when the RSS was read; "
+        "proxy fds: descriptors open in the proxy's processes at that moment (clients, "
+        "listener, backend connections, logs); open s: time to open them all",
+        f"- target (strangler, issue 6): < {IDLE_KIB_TARGET:g} KiB per idle connection "
+        f"and idle RSS < {IDLE_RSS_TARGET_MIB:g} MiB",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "| " + " | ".join(align) + " |",
+    ]
+    for row in rows:
+        if row.opened is None:
+            conns = "-"
+        elif row.still_open is not None and row.still_open != row.opened:
+            conns = f"{row.still_open:,} of {row.opened:,}"
+        else:
+            conns = f"{row.opened:,}"
+        cells = [row.proxy, conns, mib(row.rss_idle), mib(row.rss_open),
+                 fmt(row.kib_per_conn, ".2f"), mib(row.rss_peak), mib(row.rss_closed),
+                 fmt(row.fds, ","), fmt(row.open_seconds, ".1f"), plain_problems(row),
+                 *memory_verdict(row)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def size_label(size):
+    if size % (1 << 30) == 0:
+        return f"{size >> 30} GiB"
+    if size % (1 << 20) == 0:
+        return f"{size >> 20} MiB"
+    return f"{size:,} bytes"
+
+
+def stream_growth(row):
+    if row.rss_peak is None or row.rss_start is None:
+        return None
+    return max(0, row.rss_peak - row.rss_start)
+
+
+def stream_verdict(row, direct):
+    if row.proxy != "strangler":
+        return "-", "-"
+    goal = (f"≥ {STREAM_RATE_TARGET:.2f}× direct, RSS growth ≤ "
+            f"{STREAM_RSS_GROWTH_MIB:g} MiB")
+    growth = stream_growth(row)
+    if row.failed:
+        return goal, "FAIL (run failed)"
+    if row.rate is None or direct is None or not direct.rate or growth is None:
+        return goal, "n/a (no data)"
+    ok = (row.rate / direct.rate >= STREAM_RATE_TARGET
+          and growth / 1024 <= STREAM_RSS_GROWTH_MIB)
+    return goal, "PASS" if ok else "FAIL"
+
+
+def stream_table_lines(rows, repeats):
+    size = rows[0].size if rows else STREAM_SIZE_MIB << 20
+    rates = {(r.direction, r.proxy): r.rate for r in rows if r.rate}
+    bases = ("direct", "nginx", "haproxy")
+    columns = ["transfer", "proxy", "MB/s", *(f"÷{b}" for b in bases), "MB/s range",
+               "RSS at start MiB", "peak RSS MiB", "RSS growth MiB", "VmHWM MiB",
+               "proxy core %", "CPU ms/GiB", "longest stall ms", "errors", "target",
+               "result"]
+    text_columns = ("transfer", "proxy", "MB/s range", "errors", "target", "result")
+    align = ["---" if c in text_columns else "--:" for c in columns]
+    lines = [
+        f"## Streaming: {size_label(size)} download and upload",
+        "",
+        f"- {repeats} transfer{'s' if repeats > 1 else ''} per row, one after the other "
+        "on one connection each, through one fresh proxy (on the proxy CPU); `direct`: "
+        "the client straight to the backend. MB/s: 10^6 bytes per second from the "
+        "request's first byte to the response's last"
+        + (", median of the transfers; MB/s range: slowest–fastest" if repeats > 1 else ""),
+        "- client bench_client.py and the backends on the load CPU. download: nginx "
+        "(templates/stream-backend-nginx.conf, sendfile) serves a sparse file of that "
+        "size from the page cache, the client reads it with 1 MiB recv_into(); upload: "
+        "the client sends the body (Content-Length) with 1 MiB sendall(), "
+        "upload_sink.py reads it with 1 MiB reads, discards it and answers with the byte "
+        "count, which the client checks",
+        "- proxies: nginx with templates/proxy-nginx-stream.conf (`proxy_buffering off`, "
+        "`proxy_request_buffering off`, `client_max_body_size 0`: it streams instead of "
+        "spooling to temp files); HAProxy and strangler with the main table's "
+        "configuration (both stream by default)",
+        f"- RSS: VmRSS summed over the proxy's processes. at start: after one `GET /`, "
+        f"before the first transfer; peak: the highest of the samples taken every "
+        f"{RSS_SAMPLE_SECONDS * 1000:.0f} ms during the transfers; growth: peak − start; "
+        "VmHWM: the processes' own peak, read after the transfers (it also catches a "
+        "spike between samples)",
+        "- proxy core %: the proxy's CPU time ÷ transfer time (the highest of the "
+        "transfers; near 100 = the proxy was the bottleneck); CPU ms/GiB: the proxy's "
+        "CPU time per GiB moved, over all the transfers (does not depend on who was the "
+        "bottleneck); longest stall: the longest "
+        "single wait of the client for a recv() or send(), time to the first byte "
+        "included",
+        f"- target (strangler, issue 6): ≥ {STREAM_RATE_TARGET:.2f}× direct and a flat "
+        f"RSS (growth ≤ {STREAM_RSS_GROWTH_MIB:g} MiB)",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "| " + " | ".join(align) + " |",
+    ]
+    for row in rows:
+        ratios = []
+        for base in bases:
+            base_rate = rates.get((row.direction, base))
+            ok = row.rate is not None and base_rate
+            ratios.append(f"{row.rate / base_rate:.2f}" if ok else "-")
+        spread = (f"{min(row.rates):,.0f}–{max(row.rates):,.0f}"
+                  if len(row.rates) > 1 else "-")
+        direct = next((r for r in rows if r.direction == row.direction
+                       and r.proxy == "direct"), None)
+        cells = [f"{row.direction} {size_label(row.size)}", row.proxy,
+                 fmt(row.rate, ",.0f"), *ratios, spread,
+                 mib(row.rss_start), mib(row.rss_peak), mib(stream_growth(row)),
+                 mib(row.rss_hwm), fmt(row.proxy_core_pct, ".0f"),
+                 fmt(row.cpu_ms_per_gib, ",.0f"),
+                 fmt(None if row.stall_s is None else row.stall_s * 1000, ".0f"),
+                 plain_problems(row), *stream_verdict(row, direct)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 # --------------------------------------------------------------------------
 # Main
 
@@ -902,15 +1500,38 @@ def parse_args(argv):
                         help=f"proxies to run, from {','.join(PROXIES)} (default: all)")
     parser.add_argument("--out", type=Path, metavar="FILE",
                         help="also write the table(s), as markdown, to FILE")
-    section = parser.add_mutually_exclusive_group()
-    section.add_argument("--shadow", action="store_true",
-                         help="run only the shadow section (strangler without and with "
-                              "shadowing to fast, slow and silent mirrors)")
-    section.add_argument("--no-shadow", action="store_true",
-                         help="leave out the shadow section (run only the main table)")
+    parser.add_argument("--idle-connections", type=int, default=IDLE_CONNECTIONS,
+                        metavar="N", help="memory section: idle keep-alive connections "
+                                          "to hold open (default: %(default)s)")
+    parser.add_argument("--stream-size", type=int, metavar="MIB",
+                        help=f"streaming section: MiB per transfer (default: "
+                             f"{STREAM_SIZE_MIB}, {QUICK_STREAM_SIZE_MIB} with --quick)")
+    parser.add_argument("--stream-repeats", type=int, metavar="N",
+                        help=f"streaming section: transfers per row, median reported "
+                             f"(default: {STREAM_REPEATS}, 1 with --quick)")
+    # --shadow, --memory, --streaming: run only the sections named. None of
+    # them: the main table and every section, less the --no-* ones.
+    for name, what in (("shadow", "the shadow section (strangler without and with "
+                                  "shadowing to fast, slow and silent mirrors)"),
+                       ("memory", "the memory section (RSS per idle keep-alive "
+                                  "connection)"),
+                       ("streaming", "the streaming section (big download and upload "
+                                     "through each proxy and direct)")):
+        section = parser.add_mutually_exclusive_group()
+        section.add_argument(f"--{name}", action="store_true",
+                             help=f"run {what}; with other section options, those "
+                                  "sections only; no main table")
+        section.add_argument(f"--no-{name}", action="store_true",
+                             help=f"leave out the {name} section")
     args = parser.parse_args(argv)
     if args.duration < 1:
         parser.error("--duration must be at least 1")
+    if args.idle_connections < 1:
+        parser.error("--idle-connections must be at least 1")
+    if args.stream_size is not None and args.stream_size < 1:
+        parser.error("--stream-size must be at least 1")
+    if args.stream_repeats is not None and args.stream_repeats < 1:
+        parser.error("--stream-repeats must be at least 1")
     if args.only:
         wanted = {name.strip() for name in args.only.split(",") if name.strip()}
         unknown = wanted - set(PROXIES)
@@ -922,18 +1543,39 @@ def parse_args(argv):
         args.proxies = list(PROXIES)
     if args.shadow and "strangler" not in args.proxies:
         parser.error("--shadow runs strangler only: leave strangler in --only")
-    # The main table, unless --shadow; the shadow section when strangler runs.
-    args.main_table = not args.shadow
-    args.shadow_section = "strangler" in args.proxies and not args.no_shadow
+    proxies_only = [p for p in args.proxies if p != "direct"]
+    if args.memory and not proxies_only:
+        parser.error("--memory measures proxies: put nginx, haproxy or strangler in --only")
+    # The main table unless a section was asked for by name; then the sections
+    # (asked for, or all of them), less the --no-* ones.
+    chosen = args.shadow or args.memory or args.streaming
+    args.main_table = not chosen
+    args.shadow_section = ("strangler" in args.proxies and not args.no_shadow
+                           and (args.shadow or not chosen))
+    args.memory_section = (bool(proxies_only) and not args.no_memory
+                           and (args.memory or not chosen))
+    args.streaming_section = not args.no_streaming and (args.streaming or not chosen)
+    args.stream_bytes = (args.stream_size or
+                         (QUICK_STREAM_SIZE_MIB if args.quick else STREAM_SIZE_MIB)) << 20
+    args.stream_repeats = args.stream_repeats or (1 if args.quick else STREAM_REPEATS)
     args.strangler = args.strangler.resolve()
     return args
 
 
 def check_tools(args):
-    proxies = args.proxies if args.main_table else ["strangler"]
-    needed = ["nginx", "wrk"] + (["haproxy"] if "haproxy" in proxies else [])
-    if args.shadow_section and not MIRROR_SCRIPT.is_file():
-        sys.exit(f"bench: missing {MIRROR_SCRIPT}")
+    # wrk: the main table and the shadow section; haproxy: wherever it is compared.
+    needed = ["nginx"]
+    if args.main_table or args.shadow_section:
+        needed.append("wrk")
+    if "haproxy" in args.proxies and (args.main_table or args.memory_section
+                                      or args.streaming_section):
+        needed.append("haproxy")
+    scripts = ([MIRROR_SCRIPT] if args.shadow_section else []) + (
+        [CLIENT_SCRIPT] if args.memory_section or args.streaming_section else []) + (
+        [SINK_SCRIPT] if args.streaming_section else [])
+    for script in scripts:
+        if not script.is_file():
+            sys.exit(f"bench: missing {script}")
     missing = [tool for tool in needed if shutil.which(tool) is None]
     if missing:
         sys.exit(f"bench: missing tools: {', '.join(missing)} "
@@ -987,22 +1629,35 @@ def main(argv):
                                     duration, warmup, strangler)
                 rows = run_all(args.proxies, settings) if args.main_table else []
                 shadow_rows = run_shadow(settings) if args.shadow_section else []
+                memory_rows = (run_memory(args.proxies, settings, args.idle_connections)
+                               if args.memory_section else [])
+                stream_rows = (run_streaming(args.proxies, settings, args.stream_bytes,
+                                             args.stream_repeats)
+                               if args.streaming_section else [])
         except StartError as exc:
             log(f"backend FAILED TO START: {exc}\n{backend.log_tail()}")
             return 1
 
     lines = list(header)
+    tables = []
     if args.main_table:
-        lines += table_lines(rows)
+        tables.append(table_lines(rows))
     if shadow_rows:
-        lines += ([""] if args.main_table else []) + shadow_table_lines(shadow_rows)
+        tables.append(shadow_table_lines(shadow_rows))
+    if memory_rows:
+        tables.append(memory_table_lines(memory_rows))
+    if stream_rows:
+        tables.append(stream_table_lines(stream_rows, args.stream_repeats))
+    for i, table in enumerate(tables):
+        lines += ([""] if i else []) + table
     report = "\n".join(lines) + "\n"
     print(report, end="")
     if args.out:
         args.out.write_text(report)
         log(f"report written to {args.out}")
-    # The shadow targets are reported (PASS/FAIL), not enforced: a measurement.
-    return 1 if any(row.failed for row in rows + shadow_rows) else 0
+    # The targets are reported (PASS/FAIL), not enforced: a measurement.
+    every_row = rows + shadow_rows + memory_rows + stream_rows
+    return 1 if any(row.failed for row in every_row) else 0
 
 
 if __name__ == "__main__":
