@@ -417,6 +417,19 @@ enum sp_h1_rc sp_h1_finish(struct sp_h1 *h)
 	return SP_H1_ERROR;
 }
 
+void sp_h1_trim(struct sp_h1 *h)
+{
+	if (h->in_message)
+		return;
+	sp_buf_deinit(&h->store);
+	free(h->raw);
+	h->raw = NULL;
+	h->nraw = h->capraw = 0;
+	free(h->msg.hdrs);
+	h->msg.hdrs = NULL;
+	h->msg.nhdrs = 0;
+}
+
 void sp_h1_resume(struct sp_h1 *h)
 {
 	llhttp_resume(&h->p);

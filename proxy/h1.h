@@ -60,6 +60,9 @@ enum sp_h1_rc sp_h1_execute(struct sp_h1 *h, const char *data, size_t len, size_
 /* End of input: completes a close-delimited body or reports a truncated one. */
 enum sp_h1_rc sp_h1_finish(struct sp_h1 *h);
 void sp_h1_resume(struct sp_h1 *h);
+/* Between messages: gives back the memory of the last head (an idle
+ * keep-alive connection then costs only its fixed parts). */
+void sp_h1_trim(struct sp_h1 *h);
 /* Starts over (after an upgrade was refused or an error, for reuse). */
 void sp_h1_reset(struct sp_h1 *h);
 /* True when part of a message has been received and not completed. */

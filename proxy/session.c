@@ -222,8 +222,17 @@ static void continue_keepalive(struct sp_session *s)
 	sp_conn_read(s->client, 1);
 	sp_h1_resume(s->req);
 	set_timer(s, T_IDLE);
-	if (evbuffer_get_length(s->client->in) > 0)
+	if (evbuffer_get_length(s->client->in) > 0) {
 		event_active(s->resume, EV_READ, 0);
+	} else {
+		/* idle: keep only the fixed parts of the connection (thousands of
+		 * idle keep-alive clients would otherwise hold their last head) */
+		sp_h1_trim(s->req);
+		sp_h1_trim(s->resp);
+		sp_buf_deinit(&s->head);
+		sp_buf_deinit(&s->tmp);
+		sp_buf_deinit(&s->path);
+	}
 }
 
 /* The proxy answers by itself (errors), then goes on or closes. */
