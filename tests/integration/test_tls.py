@@ -43,13 +43,15 @@ def pki(tmp_path_factory):
         "b": leaf("b.test", "DNS:b.test"),
         "expired": leaf("expired", "DNS:localhost,IP:127.0.0.1", days="-1"),
         "wrongname": leaf("wrongname", "DNS:elsewhere.test"),
+        "client": leaf("client", "DNS:strangler.client"),
     }
 
 
 class TLSBackend:
-    """An https backend answering 200 with its name."""
+    """An https backend answering 200 with its name; with client_ca it asks
+    for a client certificate signed by that authority (mutual TLS)."""
 
-    def __init__(self, name, cert):
+    def __init__(self, name, cert, client_ca=None):
         class H(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
@@ -67,6 +69,9 @@ class TLSBackend:
         self.server = http.server.ThreadingHTTPServer((harness.HOST, 0), H)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(*cert)
+        if client_ca:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(client_ca)
         self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -226,3 +231,27 @@ def test_tls_settings_checked_by_t(tmp_path, pki):
     assert "%s:4: backends.b: TLS settings need an https:// url" % conf in r.stderr
     assert '%s:5: backends.c: ca_file "/nonexistent.pem": ' % conf in r.stderr
     assert "(null)" not in r.stderr
+
+
+def test_client_certificate_for_mutual_tls(start_proxy, backend_factory, pki):
+    """A backend that requires a client certificate gets strangler's
+    client_certificate; without it the handshake fails and the client gets 502."""
+    mtls = TLSBackend("mtls", pki["localhost"], client_ca=pki["ca"])
+    try:
+        url = "https://127.0.0.1:%d" % mtls.port
+        backends = {
+            "legacy": backend_factory("legacy"),
+            "withcert": {"url": url, "ca_file": pki["ca"], "client_certificate": pki["client"][0],
+                         "client_private_key": pki["client"][1]},
+            "nocert": {"url": url, "ca_file": pki["ca"]},
+        }
+        p = start_proxy(backends, default_backend="legacy",
+                        routes=[backend_route("withcert"), backend_route("nocert")])
+        with p.client() as c:
+            r = c.request("GET", "/withcert")
+            assert (r.status, r.body) == (200, b"mtls http")
+        with p.client() as c:
+            r = c.request("GET", "/nocert")
+            assert r.status == 502
+    finally:
+        mtls.stop()
