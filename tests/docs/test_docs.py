@@ -874,3 +874,22 @@ def test_sighup_reloads_as_documented(tmp_path):
         p.send_signal(signal.SIGTERM)
         assert p.wait(timeout=5) == 0
         err.close()
+
+
+# The reload column: every setting says whether a reload applies it, and the
+# restart-only ones are exactly those the runtime keeps across a reload
+# (proxy/runtime.c keep_restart_only logs "… applies after a restart").
+RESTART_ONLY = {"workers", "access_log", "shadow_defaults.diff_log", "pid_file", "user",
+                "admin", "admin.address", "admin.token_file", "admin.state_file"}
+
+
+def test_every_setting_says_whether_reload_applies_it():
+    rows = md_setting_rows()
+    missing = sorted(s for s, r in rows.items() if r.get("reload") not in ("yes", "restart"))
+    assert not missing, "settings without a reload cell (yes or restart): %s" % missing
+    assert {s for s, r in rows.items() if r["reload"] == "restart"} == RESTART_ONLY
+    runtime = (SRC / "proxy" / "runtime.c").read_text()
+    for word in ("workers", "access_log", "shadow_defaults.diff_log", "pid_file", "user", "admin"):
+        assert re.search(r"reload: %s\b[^\n]*after a restart" % re.escape(word), runtime) or \
+            re.search(r"reload: %s settings changed" % re.escape(word), runtime), \
+            "proxy/runtime.c no longer keeps %s across a reload: update the docs" % word
