@@ -893,3 +893,11 @@ def test_every_setting_says_whether_reload_applies_it():
         assert re.search(r"reload: %s\b[^\n]*after a restart" % re.escape(word), runtime) or \
             re.search(r"reload: %s settings changed" % re.escape(word), runtime), \
             "proxy/runtime.c no longer keeps %s across a reload: update the docs" % word
+
+
+def test_every_setting_has_an_example_of_itself():
+    for setting, row in md_setting_rows().items():
+        leaf = re.findall(r"\[[ij]\]|[^.]+", setting)[-1]
+        example = row.get("example", "").strip("`")
+        assert re.match(r"%s = .+;$" % re.escape(leaf), example), \
+            "%s: the example %r does not set %s" % (setting, example, leaf)
