@@ -289,6 +289,23 @@ static int retry_other_side(struct sp_session *s, const char *err)
 	return 1;
 }
 
+/* A response whose head is still entirely in our output buffer (nothing of
+ * it reached the client yet, e.g. a bad chunk right after the head) is taken
+ * back, so the client gets a clean 502 instead of an aborted answer. */
+static void retract_unsent(struct sp_session *s)
+{
+	struct evbuffer *out = client_out(s), *keep;
+	size_t len = evbuffer_get_length(out);
+	if (len < s->bytes_out || !(keep = evbuffer_new()))
+		return;
+	evbuffer_remove_buffer(out, keep, len - s->bytes_out); /* earlier answers */
+	evbuffer_drain(out, evbuffer_get_length(out));
+	evbuffer_add_buffer(out, keep);
+	evbuffer_free(keep);
+	s->bytes_out = 0;
+	s->resp_started = 0;
+}
+
 static void upstream_failed(struct sp_session *s, const char *err, int status)
 {
 	sp_upconn_free(&s->up);
@@ -301,6 +318,8 @@ static void upstream_failed(struct sp_session *s, const char *err, int status)
 		s->upstream_ms = ms_since(&s->t_up);
 	sp_log(SP_LOG_WARN, "backend %s (%s): %s [request %s]", s->cfg->backends[s->backend].name,
 	       s->cfg->backends[s->backend].hostport, err, s->reqid);
+	if (s->resp_started)
+		retract_unsent(s);
 	if (!s->resp_started)
 		sp_shadow_primary_done(&s->shadow, status, ms_since(&s->t_up));
 	if (s->resp_started) {
