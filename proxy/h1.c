@@ -349,37 +349,44 @@ static int check_status_line(struct sp_h1 *h)
 
 static int scan_head(struct sp_h1 *h, const char *p, size_t n)
 {
-	for (size_t i = 0; i < n && h->scanning; i++) {
-		char c = p[i];
-		if (c == '\n') {
-			if (h->scan_prev != '\r') {
-				sp_h1_fail(h, h->p.type == HTTP_REQUEST ? 400 : 502,
-					   "line not ended by CRLF in the head");
-				return -1;
-			}
-			if (h->scan_len == 0 && h->scan_lines > 0) { /* the blank line */
-				if (h->scan_interim)
-					scan_reset(h); /* the final answer's head follows */
-				else
-					h->scanning = 0;
-			} else if (h->scan_len > 0) {
-				if (h->scan_lines == 0 && h->p.type == HTTP_RESPONSE &&
-				    check_status_line(h) < 0)
+	const char *end = p + n;
+	while (p < end && h->scanning) {
+		/* the line so far: only its first bytes and its length matter */
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		const char *stop = nl ? nl : end;
+		for (const char *q = p; q < stop && h->scan_len < 16; q++)
+			if (*q != '\r') {
+				if (h->scan_len == 0 && h->scan_lines > 0 && (*q == ' ' || *q == '\t')) {
+					sp_h1_fail(h, h->p.type == HTTP_REQUEST ? 400 : 502,
+						   "obsolete line folding in header");
 					return -1;
-				h->scan_lines++;
+				}
+				if (h->scan_lines == 0 && h->scan_len < (int)sizeof(h->scan_first) - 1)
+					h->scan_first[h->scan_len] = *q;
+				h->scan_len++;
 			}
-			h->scan_len = 0;
-		} else if (c != '\r') {
-			if (h->scan_len == 0 && h->scan_lines > 0 && (c == ' ' || c == '\t')) {
-				sp_h1_fail(h, h->p.type == HTTP_REQUEST ? 400 : 502,
-					   "obsolete line folding in header");
-				return -1;
-			}
-			if (h->scan_lines == 0 && h->scan_len < (int)sizeof(h->scan_first) - 1)
-				h->scan_first[h->scan_len] = c;
-			h->scan_len++;
+		if (stop > p)
+			h->scan_prev = stop[-1];
+		if (!nl)
+			return 0;
+		if (h->scan_prev != '\r') {
+			sp_h1_fail(h, h->p.type == HTTP_REQUEST ? 400 : 502,
+				   "line not ended by CRLF in the head");
+			return -1;
 		}
-		h->scan_prev = c;
+		if (h->scan_len == 0 && h->scan_lines > 0) { /* the blank line */
+			if (h->scan_interim)
+				scan_reset(h); /* the final answer's head follows */
+			else
+				h->scanning = 0;
+		} else if (h->scan_len > 0) {
+			if (h->scan_lines == 0 && h->p.type == HTTP_RESPONSE && check_status_line(h) < 0)
+				return -1;
+			h->scan_lines++;
+		}
+		h->scan_len = 0;
+		h->scan_prev = '\n';
+		p = nl + 1;
 	}
 	return 0;
 }
@@ -433,7 +440,12 @@ void sp_h1_trim(struct sp_h1 *h)
 void sp_h1_resume(struct sp_h1 *h)
 {
 	llhttp_resume(&h->p);
-	scan_reset(h); /* requests pause after each message: the next head starts here */
+	/* requests pause after each message: the next head starts here, unless
+	 * the message was an upgrade, after which the bytes are not HTTP */
+	if (h->p.upgrade)
+		h->scanning = 0;
+	else
+		scan_reset(h);
 }
 
 void sp_h1_reset(struct sp_h1 *h)

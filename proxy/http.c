@@ -7,12 +7,6 @@
 #include <string.h>
 #include <strings.h>
 
-int sp_hdr_name_is(const struct sp_hdr *h, const char *name)
-{
-	size_t n = strlen(name);
-	return h->name_len == n && strncasecmp(h->name, name, n) == 0;
-}
-
 const struct sp_hdr *sp_hdr_find(const struct sp_hdr *h, size_t n, const char *name)
 {
 	for (size_t i = 0; i < n; i++)
