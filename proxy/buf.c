@@ -97,3 +97,15 @@ int sp_buf_add_json_str(struct sp_buf *b, const char *s, size_t len)
 	}
 	return 0;
 }
+
+int sp_buf_add_uint(struct sp_buf *b, uint64_t v, unsigned base)
+{
+	static const char digits[] = "0123456789abcdef";
+	char tmp[24];
+	size_t n = 0;
+	do {
+		tmp[sizeof(tmp) - 1 - n++] = digits[v % base];
+		v /= base;
+	} while (v);
+	return sp_buf_add(b, tmp + sizeof(tmp) - n, n);
+}

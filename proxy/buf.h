@@ -3,6 +3,7 @@
 #define SP_BUF_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct sp_buf {
 	char *data;
@@ -18,6 +19,8 @@ int sp_buf_add(struct sp_buf *b, const void *data, size_t len);
 int sp_buf_adds(struct sp_buf *b, const char *s);
 int sp_buf_addc(struct sp_buf *b, char c);
 __attribute__((format(printf, 2, 3))) int sp_buf_printf(struct sp_buf *b, const char *fmt, ...);
+/* Appends v in base 10 or 16 (lower case): no printf on the request path. */
+int sp_buf_add_uint(struct sp_buf *b, uint64_t v, unsigned base);
 /* Appends s as the body of a JSON string (no quotes), escaping as RFC 8259 requires. */
 int sp_buf_add_json_str(struct sp_buf *b, const char *s, size_t len);
 static inline void sp_buf_reset(struct sp_buf *b) { b->len = 0; }

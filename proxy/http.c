@@ -227,7 +227,8 @@ static int add_forwarded_headers(const struct sp_hdr *h, size_t n, struct sp_buf
 static int add_framing(struct sp_buf *out, enum sp_body_mode body, uint64_t length)
 {
 	if (body == SP_BODY_LENGTH)
-		return sp_buf_printf(out, "Content-Length: %" PRIu64 "\r\n", length);
+		return sp_buf_adds(out, "Content-Length: ") || sp_buf_add_uint(out, length, 10) ||
+		       sp_buf_add(out, "\r\n", 2);
 	if (body == SP_BODY_CHUNKED)
 		return sp_buf_adds(out, "Transfer-Encoding: chunked\r\n");
 	return 0;
@@ -298,14 +299,19 @@ int sp_http_write_response_head(const struct sp_fwd_response *r, struct sp_buf *
 {
 	const struct sp_hdr *upgrade = sp_hdr_find(r->headers, r->nheaders, "Upgrade");
 
-	if (sp_buf_printf(out, "HTTP/1.%d %03d ", r->client_minor ? 1 : 0, r->status) ||
+	char status[14] = "HTTP/1.1 000 ";
+	status[7] = r->client_minor ? '1' : '0';
+	status[9] = (char)('0' + r->status / 100 % 10);
+	status[10] = (char)('0' + r->status / 10 % 10);
+	status[11] = (char)('0' + r->status % 10);
+	if (sp_buf_add(out, status, 13) ||
 	    sp_buf_add(out, r->reason, r->reason_len) || sp_buf_add(out, "\r\n", 2))
 		return -1;
 	if (add_forwarded_headers(r->headers, r->nheaders, out))
 		return -1;
 	if (r->body == SP_BODY_NONE) {
 		if (r->keep_length && r->has_length &&
-		    sp_buf_printf(out, "Content-Length: %" PRIu64 "\r\n", r->content_length))
+		    add_framing(out, SP_BODY_LENGTH, r->content_length))
 			return -1;
 	} else if (add_framing(out, r->body, r->content_length)) {
 		return -1;
@@ -368,5 +374,5 @@ int sp_http_write_simple(struct sp_buf *out, int status, const char *body, int k
 
 int sp_http_chunk_header(struct sp_buf *out, size_t len)
 {
-	return sp_buf_printf(out, "%zx\r\n", len);
+	return sp_buf_add_uint(out, len, 16) || sp_buf_add(out, "\r\n", 2);
 }
