@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -315,13 +316,35 @@ static void on_reload(evutil_socket_t fd, short what, void *arg)
 	w->cfg = cfg;
 }
 
+/* Main thread → worker: set the request's flag, then poke the eventfd. */
+static void wake(struct sp_worker *w, atomic_int *flag)
+{
+	uint64_t one = 1;
+	atomic_store(flag, 1);
+	if (write(w->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		sp_log(SP_LOG_ERROR, "worker %d: cannot wake it: %s", w->id, strerror(errno));
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+	struct sp_worker *w = arg;
+	uint64_t n;
+	(void)what;
+	if (read(fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+		return;
+	if (atomic_exchange(&w->want_reload, 0))
+		event_active(w->reload_ev, EV_READ, 0);
+	if (atomic_exchange(&w->want_stop, 0))
+		event_active(w->stop_ev, EV_READ, 0);
+}
+
 void sp_worker_reload(struct sp_worker *w, struct sp_config *cfg)
 {
 	pthread_mutex_lock(&w->reload_lock);
 	sp_config_unref(&w->reload_cfg); /* a newer reload wins */
 	w->reload_cfg = sp_config_ref(cfg);
 	pthread_mutex_unlock(&w->reload_lock);
-	event_active(w->reload_ev, EV_READ, 0);
+	wake(w, &w->want_reload);
 }
 
 /* A draining worker stops once its sessions are done and its mirrors have
@@ -431,12 +454,24 @@ struct sp_worker *sp_worker_new(int id, struct sp_config *cfg, struct sp_accessl
 	TAILQ_INIT(&w->shadows);
 	if (getrandom(&w->rng, sizeof(w->rng), 0) != sizeof(w->rng))
 		w->rng = (uint64_t)getpid() * 2654435761u + (uint64_t)id;
-	w->base = event_base_new();
+	/* No locks in the worker's loop: only this thread touches it; the main
+	 * thread's requests (stop, reload) come through an eventfd. */
+	struct event_config *ec = event_config_new();
+	if (ec)
+		event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+	w->base = ec ? event_base_new_with_config(ec) : NULL;
+	if (ec)
+		event_config_free(ec);
+	w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (!w->base)
 		goto fail;
 	pthread_mutex_init(&w->reload_lock, NULL);
 	w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
 	w->reload_ev = event_new(w->base, -1, 0, on_reload, w);
+	w->wake_ev = w->wake_fd >= 0 ? event_new(w->base, w->wake_fd, EV_READ | EV_PERSIST, on_wake, w)
+				    : NULL;
+	if (!w->wake_ev || event_add(w->wake_ev, NULL) < 0)
+		goto fail;
 	w->drain_timer = evtimer_new(w->base, on_drain_timeout, w);
 	w->accept_timer = evtimer_new(w->base, on_accept_resume, w);
 	w->grace_timer = evtimer_new(w->base, on_mirror_grace, w);
@@ -477,7 +512,7 @@ int sp_worker_start(struct sp_worker *w)
 
 void sp_worker_stop(struct sp_worker *w)
 {
-	event_active(w->stop_ev, EV_READ, 0);
+	wake(w, &w->want_stop);
 }
 
 void sp_worker_join(struct sp_worker *w)
@@ -506,6 +541,10 @@ void sp_worker_free(struct sp_worker **wp)
 	}
 	if (w->reload_ev)
 		event_free(w->reload_ev);
+	if (w->wake_ev)
+		event_free(w->wake_ev);
+	if (w->wake_fd > 0)
+		close(w->wake_fd);
 	sp_config_unref(&w->reload_cfg);
 	pthread_mutex_destroy(&w->reload_lock);
 	if (w->stop_ev)

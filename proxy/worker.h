@@ -77,6 +77,9 @@ struct sp_worker {
 	pthread_mutex_t reload_lock;
 	struct sp_config *reload_cfg; /* handed over by the main thread */
 	atomic_int finished;          /* the loop has ended (set by the worker) */
+	int wake_fd;                  /* eventfd: the main thread's requests */
+	struct event *wake_ev;
+	atomic_int want_stop, want_reload;
 };
 
 /* Creates the worker and binds its listeners (SO_REUSEPORT). Returns NULL
