@@ -52,21 +52,30 @@ struct admin_conn {
 
 /* ---- responses ---- */
 
-static void respond(struct admin_conn *a, int status, const char *type, const char *body,
-		    size_t len)
+/* Sends one whole response and closes: the admin listener answers a
+ * single request per connection.  `extra` holds additional header lines,
+ * each ending in CRLF. */
+static void respond_with(struct admin_conn *a, int status, const char *type, const char *extra,
+			 const char *body, size_t len)
 {
 	struct sp_buf b;
 	sp_buf_init(&b);
 	sp_buf_printf(&b,
 		      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-		      "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-		      status, sp_http_reason(status), type, len);
+		      "Cache-Control: no-store\r\n%sConnection: close\r\n\r\n",
+		      status, sp_http_reason(status), type, len, extra);
 	evbuffer_add(a->c->out, b.data, b.len);
 	evbuffer_add(a->c->out, body, len);
 	sp_buf_deinit(&b);
 	a->answered = 1;
 	sp_conn_read(a->c, 0);
 	sp_conn_flush(a->c);
+}
+
+static void respond(struct admin_conn *a, int status, const char *type, const char *body,
+		    size_t len)
+{
+	respond_with(a, status, type, "", body, len);
 }
 
 static void respond_json(struct admin_conn *a, int status, json_t *j)
@@ -438,21 +447,11 @@ static void serve_diffs(struct admin_conn *a)
 
 static void respond_page(struct admin_conn *a)
 {
-	struct sp_buf b;
-	sp_buf_init(&b);
-	sp_buf_printf(&b,
-		      "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
-		      "Content-Length: %zu\r\nCache-Control: no-store\r\n"
-		      "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; "
-		      "style-src 'unsafe-inline'; connect-src 'self'; img-src data:\r\n"
-		      "X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
-		      sp_dashboard_html_len);
-	evbuffer_add(a->c->out, b.data, b.len);
-	evbuffer_add(a->c->out, sp_dashboard_html, sp_dashboard_html_len);
-	sp_buf_deinit(&b);
-	a->answered = 1;
-	sp_conn_read(a->c, 0);
-	sp_conn_flush(a->c);
+	respond_with(a, 200, "text/html; charset=utf-8",
+		     "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; "
+		     "style-src 'unsafe-inline'; connect-src 'self'; img-src data:\r\n"
+		     "X-Content-Type-Options: nosniff\r\n",
+		     sp_dashboard_html, sp_dashboard_html_len);
 }
 
 static int authorised(struct admin_conn *a)
