@@ -127,23 +127,8 @@ static int on_reparsed_head(void *ud, struct sp_h1_msg *m)
 	return 0;
 }
 
-static int on_reparsed_body(void *ud, const char *p, size_t n)
-{
-	(void)ud;
-	(void)p;
-	(void)n;
-	return 0;
-}
-
-static int on_reparsed_done(void *ud, struct sp_h1_msg *m)
-{
-	(void)ud;
-	(void)m;
-	return 1;
-}
-
-static const struct sp_h1_hooks reparse_hooks = {on_reparsed_head, on_reparsed_body,
-						 on_reparsed_done};
+static const struct sp_h1_hooks reparse_hooks = {on_reparsed_head, fuzz_reparsed_body,
+						 fuzz_reparsed_done};
 
 static void check_reparse(const struct sp_fwd_response *f, const struct sp_h1_msg *orig,
 			  int is_head, const struct sp_buf *head)
