@@ -68,6 +68,30 @@ static int on_servername(SSL *ssl, int *alert, void *arg)
 	return SSL_TLSEXT_ERR_OK;
 }
 
+/* Loads a certificate chain and its private key into ctx; the setting names
+ * label the error. Returns -1 with err set. */
+static int load_pair(SSL_CTX *ctx, const char *cert_key, const char *cert, const char *pkey_key,
+		     const char *pkey, char *err, size_t errlen)
+{
+	if (unreadable(cert_key, cert, err, errlen) || unreadable(pkey_key, pkey, err, errlen))
+		return -1;
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+		openssl_reason(err, errlen, cert_key, cert);
+		return -1;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, pkey, SSL_FILETYPE_PEM) != 1) {
+		openssl_reason(err, errlen, pkey_key, pkey);
+		return -1;
+	}
+	if (SSL_CTX_check_private_key(ctx) != 1) {
+		snprintf(err, errlen, "%s \"%s\" does not match %s \"%s\"", pkey_key, pkey,
+			 cert_key, cert);
+		ERR_clear_error();
+		return -1;
+	}
+	return 0;
+}
+
 static SSL_CTX *server_ctx(const struct sp_tls_cert *c, int min_version, char *err, size_t errlen)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -78,23 +102,9 @@ static SSL_CTX *server_ctx(const struct sp_tls_cert *c, int min_version, char *e
 	SSL_CTX_set_min_proto_version(ctx, min_version);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
 	SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
-	if (unreadable("certificate", c->certificate, err, errlen) ||
-	    unreadable("private_key", c->private_key, err, errlen))
+	if (load_pair(ctx, "certificate", c->certificate, "private_key", c->private_key, err,
+		      errlen) < 0)
 		goto fail;
-	if (SSL_CTX_use_certificate_chain_file(ctx, c->certificate) != 1) {
-		openssl_reason(err, errlen, "certificate", c->certificate);
-		goto fail;
-	}
-	if (SSL_CTX_use_PrivateKey_file(ctx, c->private_key, SSL_FILETYPE_PEM) != 1) {
-		openssl_reason(err, errlen, "private_key", c->private_key);
-		goto fail;
-	}
-	if (SSL_CTX_check_private_key(ctx) != 1) {
-		snprintf(err, errlen, "private_key \"%s\" does not match certificate \"%s\"",
-			 c->private_key, c->certificate);
-		ERR_clear_error();
-		goto fail;
-	}
 	return ctx;
 fail:
 	SSL_CTX_free(ctx);
@@ -152,9 +162,7 @@ SSL_CTX *sp_tls_client_ctx(const char *ca_file, int verify, const char *cert, co
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	static const unsigned char h11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
 	SSL_CTX_set_alpn_protos(ctx, h11, sizeof(h11));
-	if ((ca_file && unreadable("ca_file", ca_file, err, errlen)) ||
-	    (cert && unreadable("client_certificate", cert, err, errlen)) ||
-	    (key && unreadable("client_private_key", key, err, errlen)))
+	if (ca_file && unreadable("ca_file", ca_file, err, errlen))
 		goto fail;
 	if (verify) {
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
@@ -166,20 +174,10 @@ SSL_CTX *sp_tls_client_ctx(const char *ca_file, int verify, const char *cert, co
 	} else {
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
 	}
-	if (cert && SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
-		openssl_reason(err, errlen, "client_certificate", cert);
+	/* config.c accepts client_certificate and client_private_key only together */
+	if (cert && load_pair(ctx, "client_certificate", cert, "client_private_key", key, err,
+			      errlen) < 0)
 		goto fail;
-	}
-	if (key && SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-		openssl_reason(err, errlen, "client_private_key", key);
-		goto fail;
-	}
-	if (cert && key && SSL_CTX_check_private_key(ctx) != 1) {
-		snprintf(err, errlen, "client_private_key \"%s\" does not match client_certificate \"%s\"",
-			 key, cert);
-		ERR_clear_error();
-		goto fail;
-	}
 	return ctx;
 fail:
 	SSL_CTX_free(ctx);

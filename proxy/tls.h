@@ -22,7 +22,8 @@ struct sp_tls_server *sp_tls_server_new(const struct sp_tls_cert *certs, size_t 
 SSL_CTX *sp_tls_server_ctx(const struct sp_tls_server *s);
 void sp_tls_server_free(struct sp_tls_server **s);
 
-/* ca_file NULL: the system store. verify 0: no certificate check. */
+/* ca_file NULL: the system store. verify 0: no certificate check. cert and
+ * key (a client certificate) are both set or both NULL. */
 SSL_CTX *sp_tls_client_ctx(const char *ca_file, int verify, const char *cert, const char *key,
 			   char *err, size_t errlen);
 

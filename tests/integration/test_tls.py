@@ -220,8 +220,15 @@ def test_tls_settings_checked_by_t(tmp_path, pki):
         '  a = { url = "https://127.0.0.1:2"; tls_verify = false; };\n'
         '  b = { url = "http://127.0.0.1:3"; ca_file = "%s"; };\n'
         '  c = { url = "https://127.0.0.1:4"; ca_file = "/nonexistent.pem"; };\n'
+        '  d = { url = "https://127.0.0.1:5"; ca_file = "%s";\n'
+        '        client_certificate = "%s"; client_private_key = "%s"; };\n'
+        '  e = { url = "https://127.0.0.1:6"; client_certificate = "%s"; };\n'
+        '  f = { url = "https://127.0.0.1:7"; ca_file = "%s";\n'
+        '        client_certificate = "/nonexistent.crt"; client_private_key = "%s"; };\n'
         '};\n'
-        'default_backend = "a";\n' % (pki["localhost"][0], pki["a"][1], pki["ca"]))
+        'default_backend = "a";\n' % (pki["localhost"][0], pki["a"][1], pki["ca"],
+                                      pki["ca"], pki["client"][0], pki["a"][1],
+                                      pki["client"][0], pki["ca"], pki["client"][1]))
     r = subprocess.run([harness.BINARY, "-t", "-c", str(conf)], capture_output=True, text=True,
                        timeout=10)
     assert r.returncode == 1
@@ -230,6 +237,13 @@ def test_tls_settings_checked_by_t(tmp_path, pki):
     assert "%s:3: warning: backends.a.tls_verify: false" % conf in r.stderr
     assert "%s:4: backends.b: TLS settings need an https:// url" % conf in r.stderr
     assert '%s:5: backends.c: ca_file "/nonexistent.pem": ' % conf in r.stderr
+    # the client certificate and key are checked as a pair, by their setting names
+    assert '%s:6: backends.d: client_private_key "%s": key values mismatch' % (conf, pki["a"][1]) \
+        in r.stderr
+    assert "%s:8: backends.e: client_certificate and client_private_key go together" % conf \
+        in r.stderr
+    assert ('%s:9: backends.f: client_certificate "/nonexistent.crt": No such file or directory'
+            % conf) in r.stderr
     assert "(null)" not in r.stderr
 
 
