@@ -84,11 +84,9 @@ static void respond_json(struct admin_conn *a, int status, json_t *j)
 	if (!text) {
 		respond(a, 500, "text/plain", "out of memory\n", 14);
 	} else {
-		size_t n = strlen(text);
-		text[n] = '\0';
 		struct sp_buf b;
 		sp_buf_init(&b);
-		sp_buf_add(&b, text, n);
+		sp_buf_adds(&b, text);
 		sp_buf_addc(&b, '\n');
 		respond(a, status, "application/json", b.data, b.len);
 		sp_buf_deinit(&b);
