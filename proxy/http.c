@@ -205,7 +205,7 @@ static int add_header(struct sp_buf *out, const char *name, const char *value, s
 }
 
 /* Request headers the proxy sets itself. */
-static int is_regenerated(const struct sp_hdr *h)
+int sp_hdr_is_regenerated(const struct sp_hdr *h)
 {
 	/* X-Strangler-Shadow is asserted by the proxy only, never by a client */
 	return sp_hdr_name_is(h, "X-Forwarded-For") || sp_hdr_name_is(h, "X-Forwarded-Proto") ||
@@ -271,7 +271,7 @@ int sp_http_write_request_head(const struct sp_fwd_request *r, struct sp_buf *ou
 		return -1;
 	for (size_t i = 0; i < r->nheaders; i++) {
 		const struct sp_hdr *h = &r->headers[i];
-		if (sp_hdr_is_hop(h, r->headers, r->nheaders) || is_regenerated(h) ||
+		if (sp_hdr_is_hop(h, r->headers, r->nheaders) || sp_hdr_is_regenerated(h) ||
 		    (r->request_id && sp_hdr_name_is(h, "X-Request-Id")))
 			continue;
 		if (sp_buf_add(out, h->name, h->name_len) || sp_buf_add(out, ": ", 2) ||

@@ -41,6 +41,10 @@ int sp_list_has_token(const char *value, size_t len, const char *token);
  * proxy regenerates (Content-Length). */
 int sp_hdr_is_hop(const struct sp_hdr *h, const struct sp_hdr *all, size_t n);
 
+/* True for the request headers the proxy writes itself and never forwards
+ * from the client: X-Forwarded-For/-Proto/-Host and X-Strangler-Shadow. */
+int sp_hdr_is_regenerated(const struct sp_hdr *h);
+
 /* Checks what llhttp's strict mode still lets through (shared/NOTES.md):
  * empty names, bad bytes in names or values, a missing or repeated Host on
  * HTTP/1.1, Transfer-Encoding lists with empty elements or on HTTP/1.0.

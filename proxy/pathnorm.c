@@ -3,6 +3,7 @@
 #include "pathnorm.h"
 
 #include <string.h>
+#include <strings.h>
 
 static int hexval(char c)
 {
@@ -130,4 +131,37 @@ int sp_pct_decode(const char *s, size_t len, int plus_is_space, struct sp_buf *o
 	}
 	out->data[out->len] = '\0';
 	return 0;
+}
+
+int sp_split_target(const char *method, const char *url, size_t len, struct sp_buf *path,
+		    const char **query, size_t *qlen)
+{
+	const char *t = url;
+	const char *frag = memchr(t, '#', len);
+	if (frag)
+		len = (size_t)(frag - t);
+	if (len > 7 && (strncasecmp(t, "http://", 7) == 0 || strncasecmp(t, "https://", 8) == 0)) {
+		const char *p = strstr(t, "://") + 3;
+		const char *slash = memchr(p, '/', len - (size_t)(p - t));
+		const char *q = memchr(p, '?', len - (size_t)(p - t));
+		if (!slash || (q && q < slash)) {
+			sp_buf_reset(path);
+			sp_buf_addc(path, '/');
+			*query = q ? q + 1 : NULL;
+			*qlen = q ? len - (size_t)(q + 1 - t) : 0;
+			return SP_PATH_OK;
+		}
+		len -= (size_t)(slash - t);
+		t = slash;
+	}
+	const char *q = memchr(t, '?', len);
+	size_t plen = q ? (size_t)(q - t) : len;
+	*query = q ? q + 1 : NULL;
+	*qlen = q ? len - plen - 1 : 0;
+	if (plen == 1 && t[0] == '*' && strcmp(method, "OPTIONS") == 0) {
+		sp_buf_reset(path);
+		sp_buf_addc(path, '*');
+		return SP_PATH_OK;
+	}
+	return sp_path_normalize(t, plen, path);
 }

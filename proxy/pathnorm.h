@@ -27,6 +27,14 @@ enum sp_path_status {
  * Returns SP_PATH_OK or a negative sp_path_status. */
 int sp_path_normalize(const char *path, size_t len, struct sp_buf *out);
 
+/* Splits a request target (origin- or absolute-form, or "*" for OPTIONS) into
+ * its normalised path, written to path, and its raw query (*query NULL when
+ * there is none). A fragment never goes upstream and an absolute-form
+ * authority is only for proxies: both are dropped. Returns as
+ * sp_path_normalize. */
+int sp_split_target(const char *method, const char *url, size_t len, struct sp_buf *path,
+		    const char **query, size_t *qlen);
+
 const char *sp_path_strerror(int status);
 
 /* Decodes %XX escapes (and '+' as space when plus_is_space) of a query

@@ -380,42 +380,6 @@ static void flush_pending(struct sp_session *s)
 
 /* ---- request parsing hooks ---- */
 
-static int split_target(struct sp_session *s, const struct sp_h1_msg *m, const char **query,
-			size_t *qlen)
-{
-	const char *t = m->url;
-	size_t len = m->url_len;
-	/* a fragment is the client's business and never goes upstream */
-	const char *frag = memchr(t, '#', len);
-	if (frag)
-		len = (size_t)(frag - t);
-	/* absolute-form: the authority is only for proxies; keep the path */
-	if (len > 7 && (strncasecmp(t, "http://", 7) == 0 || strncasecmp(t, "https://", 8) == 0)) {
-		const char *p = strstr(t, "://") + 3;
-		const char *slash = memchr(p, '/', len - (size_t)(p - t));
-		const char *q = memchr(p, '?', len - (size_t)(p - t));
-		if (!slash || (q && q < slash)) {
-			sp_buf_reset(&s->path);
-			sp_buf_addc(&s->path, '/');
-			*query = q ? q + 1 : NULL;
-			*qlen = q ? len - (size_t)(q + 1 - t) : 0;
-			return SP_PATH_OK;
-		}
-		len -= (size_t)(slash - t);
-		t = slash;
-	}
-	const char *q = memchr(t, '?', len);
-	size_t plen = q ? (size_t)(q - t) : len;
-	*query = q ? q + 1 : NULL;
-	*qlen = q ? len - plen - 1 : 0;
-	if (plen == 1 && t[0] == '*' && strcmp(m->method, "OPTIONS") == 0) {
-		sp_buf_reset(&s->path);
-		sp_buf_addc(&s->path, '*');
-		return SP_PATH_OK;
-	}
-	return sp_path_normalize(t, plen, &s->path);
-}
-
 /* Mirrors the request when the route shadows this method and the sample
  * (sticky to the rollout key when there is one) falls inside percent. */
 static void maybe_shadow(struct sp_session *s, const struct sp_reqview *q, const struct sp_h1_msg *m)
@@ -482,7 +446,7 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	}
 	const char *query;
 	size_t qlen;
-	int rc = split_target(s, m, &query, &qlen);
+	int rc = sp_split_target(m->method, m->url, m->url_len, &s->path, &query, &qlen);
 	if (rc != SP_PATH_OK) {
 		sp_h1_fail(s->req, 400, sp_path_strerror(rc));
 		return -1;

@@ -32,50 +32,6 @@ struct ctx {
 	const struct sp_h1_msg *m;
 };
 
-/* A copy of session.c's split_target (static there): the target's path,
- * normalised, and its raw query, with the fragment and an absolute-form
- * authority dropped. Keep the two in step. */
-static int split_target(const struct sp_h1_msg *m, struct sp_buf *path, const char **query,
-			size_t *qlen)
-{
-	const char *t = m->url;
-	size_t len = m->url_len;
-	const char *frag = memchr(t, '#', len);
-	if (frag)
-		len = (size_t)(frag - t);
-	if (len > 7 && (strncasecmp(t, "http://", 7) == 0 || strncasecmp(t, "https://", 8) == 0)) {
-		const char *p = strstr(t, "://") + 3;
-		const char *slash = memchr(p, '/', len - (size_t)(p - t));
-		const char *q = memchr(p, '?', len - (size_t)(p - t));
-		if (!slash || (q && q < slash)) {
-			sp_buf_reset(path);
-			sp_buf_addc(path, '/');
-			*query = q ? q + 1 : NULL;
-			*qlen = q ? len - (size_t)(q + 1 - t) : 0;
-			return SP_PATH_OK;
-		}
-		len -= (size_t)(slash - t);
-		t = slash;
-	}
-	const char *q = memchr(t, '?', len);
-	size_t plen = q ? (size_t)(q - t) : len;
-	*query = q ? q + 1 : NULL;
-	*qlen = q ? len - plen - 1 : 0;
-	if (plen == 1 && t[0] == '*' && strcmp(m->method, "OPTIONS") == 0) {
-		sp_buf_reset(path);
-		sp_buf_addc(path, '*');
-		return SP_PATH_OK;
-	}
-	return sp_path_normalize(t, plen, path);
-}
-
-/* http.c's is_regenerated(): request headers the proxy writes itself. */
-static int regenerated(const struct sp_hdr *h)
-{
-	return sp_hdr_name_is(h, "X-Forwarded-For") || sp_hdr_name_is(h, "X-Forwarded-Proto") ||
-	       sp_hdr_name_is(h, "X-Forwarded-Host") || sp_hdr_name_is(h, "X-Strangler-Shadow");
-}
-
 struct expect {
 	const struct sp_fwd_request *f;
 	const struct sp_h1_msg *orig;
@@ -86,7 +42,7 @@ struct expect {
 static int keep_orig(const struct sp_hdr *all, size_t n, size_t i, const void *arg)
 {
 	const struct expect *e = arg;
-	return !sp_hdr_is_hop(&all[i], all, n) && !regenerated(&all[i]) &&
+	return !sp_hdr_is_hop(&all[i], all, n) && !sp_hdr_is_regenerated(&all[i]) &&
 	       !(e->f->request_id && sp_hdr_name_is(&all[i], "X-Request-Id"));
 }
 
@@ -97,7 +53,8 @@ static int keep_reparsed(const struct sp_hdr *all, size_t n, size_t i, const voi
 	const struct expect *e = arg;
 	(void)n;
 	return !(i == 0 && e->host_added) &&
-	       !sp_hdr_is_hop(&all[i], e->orig->hdrs, e->orig->nhdrs) && !regenerated(&all[i]) &&
+	       !sp_hdr_is_hop(&all[i], e->orig->hdrs, e->orig->nhdrs) &&
+	       !sp_hdr_is_regenerated(&all[i]) &&
 	       !(e->f->request_id && sp_hdr_name_is(&all[i], "X-Request-Id"));
 }
 
@@ -202,7 +159,7 @@ static int on_head(void *ud, struct sp_h1_msg *m)
 		st = 405;
 	else if ((st = sp_http_check_request(m->hdrs, m->nhdrs, m->http_minor, &why)) != 0)
 		;
-	else if ((rc = split_target(m, &c->path, &query, &qlen)) != SP_PATH_OK)
+	else if ((rc = sp_split_target(m->method, m->url, m->url_len, &c->path, &query, &qlen)) != SP_PATH_OK)
 		st = 400, why = sp_path_strerror(rc);
 	if (st) {
 		trace_ev(&c->tr, "refused %d %s", st, why);

@@ -245,6 +245,48 @@ static void test_pct_decode_invalid_kept(void **state)
 	DECODE("%g1+", 1, "%g1 ");
 }
 
+/* Splits target and checks the status, path and query (NULL: none). */
+static void split_case(const char *method, const char *target, int status, const char *path,
+		       const char *query)
+{
+	struct sp_buf b;
+	sp_buf_init(&b);
+	const char *q = (const char *)1;
+	size_t qlen = 99;
+	int rc = sp_split_target(method, target, strlen(target), &b, &q, &qlen);
+	if (rc != status)
+		print_error("target \"%s\" gave %d\n", target, rc);
+	assert_int_equal(rc, status);
+	if (rc == SP_PATH_OK)
+		assert_string_equal(b.data, path);
+	if (query) {
+		assert_non_null(q);
+		assert_int_equal(qlen, strlen(query));
+		assert_memory_equal(q, query, qlen);
+	} else {
+		assert_null(q);
+		assert_int_equal(qlen, 0);
+	}
+	sp_buf_deinit(&b);
+}
+
+static void test_split_target(void **state)
+{
+	(void)state;
+	split_case("GET", "/a//b/../c?x=%2e#frag", SP_PATH_OK, "/a/c", "x=%2e");
+	split_case("GET", "/a?", SP_PATH_OK, "/a", "");
+	split_case("GET", "/a#f?not-a-query", SP_PATH_OK, "/a", NULL);
+	/* absolute-form: the authority is dropped, the path normalised */
+	split_case("GET", "http://example.com/x/%7Ey?q", SP_PATH_OK, "/x/~y", "q");
+	split_case("GET", "HTTPS://example.com", SP_PATH_OK, "/", NULL);
+	split_case("GET", "http://example.com?q=1", SP_PATH_OK, "/", "q=1");
+	/* "*" is a target only for OPTIONS */
+	split_case("OPTIONS", "*", SP_PATH_OK, "*", NULL);
+	split_case("GET", "*", SP_PATH_NOT_ORIGIN, NULL, NULL);
+	split_case("GET", "/../etc?x", SP_PATH_ABOVE_ROOT, NULL, "x");
+	split_case("GET", "/a%zz", SP_PATH_BAD_ENCODING, NULL, NULL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -264,6 +306,7 @@ int main(void)
 		cmocka_unit_test(test_pct_decode),
 		cmocka_unit_test(test_pct_decode_plus),
 		cmocka_unit_test(test_pct_decode_invalid_kept),
+		cmocka_unit_test(test_split_target),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
