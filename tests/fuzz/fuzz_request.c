@@ -159,7 +159,8 @@ static int on_head(void *ud, struct sp_h1_msg *m)
 		st = 405;
 	else if ((st = sp_http_check_request(m->hdrs, m->nhdrs, m->http_minor, &why)) != 0)
 		;
-	else if ((rc = sp_split_target(m->method, m->url, m->url_len, &c->path, &query, &qlen)) != SP_PATH_OK)
+	else if ((rc = sp_split_target(m->method, m->url, m->url_len, &c->path, &query,
+				       &qlen)) != SP_PATH_OK)
 		st = 400, why = sp_path_strerror(rc);
 	if (st) {
 		trace_ev(&c->tr, "refused %d %s", st, why);
