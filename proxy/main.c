@@ -243,6 +243,16 @@ static int run(const char *file)
 	rt.workers = calloc((size_t)cfg->workers, sizeof(*rt.workers));
 	if (!rt.base || !rt.workers)
 		goto out;
+	/* Signals are caught before any listener exists: a SIGHUP or SIGTERM
+	 * sent as soon as the port accepts must not meet the default action
+	 * (which would kill the process). They are handled once the loop runs. */
+	sigs[0] = evsignal_new(rt.base, SIGTERM, on_stop_signal, &rt);
+	sigs[1] = evsignal_new(rt.base, SIGINT, on_stop_signal, &rt);
+	sigs[2] = evsignal_new(rt.base, SIGHUP, on_other_signal, &rt);
+	sigs[3] = evsignal_new(rt.base, SIGUSR1, on_other_signal, &rt);
+	for (int i = 0; i < 4; i++)
+		if (!sigs[i] || evsignal_add(sigs[i], NULL) < 0)
+			goto out;
 	for (int i = 0; i < cfg->workers; i++) {
 		if (!(rt.workers[i] = sp_worker_new(i, cfg, rt.alog, rt.difflog)))
 			goto out;
@@ -256,13 +266,6 @@ static int run(const char *file)
 		goto out;
 	if (cfg->user && drop_privileges(cfg->user) < 0)
 		goto out;
-	sigs[0] = evsignal_new(rt.base, SIGTERM, on_stop_signal, &rt);
-	sigs[1] = evsignal_new(rt.base, SIGINT, on_stop_signal, &rt);
-	sigs[2] = evsignal_new(rt.base, SIGHUP, on_other_signal, &rt);
-	sigs[3] = evsignal_new(rt.base, SIGUSR1, on_other_signal, &rt);
-	for (int i = 0; i < 4; i++)
-		if (!sigs[i] || evsignal_add(sigs[i], NULL) < 0)
-			goto out;
 	rt.stop_poll = event_new(rt.base, -1, EV_PERSIST, on_stop_poll, &rt);
 	guard_timer = event_new(rt.base, -1, EV_PERSIST, on_guard_tick, &rt);
 	struct timeval one_second = {1, 0};

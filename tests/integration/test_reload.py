@@ -3,6 +3,7 @@ in flight finish on theirs, a bad file changes nothing, no request is lost."""
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -157,3 +158,37 @@ def _refused(port):
         return False
     except OSError:
         return True
+
+
+def test_signals_sent_as_soon_as_the_port_accepts_are_handled(tmp_path, two_backends):
+    """A supervisor may signal the moment the port answers: SIGHUP then must be
+    a reload (not the default action, which kills) and SIGTERM a clean stop."""
+    legacy, modern = two_backends
+    backends = {"legacy": legacy, "modern": modern}
+    for attempt in range(12):
+        port = harness.free_port()
+        conf = tmp_path / ("s%d.conf" % attempt)
+        conf.write_text(harness.make_config(port, backends, None, route_to("legacy"), 2))
+        err = tmp_path / ("s%d.stderr" % attempt)
+        with open(err, "wb") as ef:
+            proc = subprocess.Popen([harness.BINARY, "-c", str(conf)], stdin=subprocess.DEVNULL,
+                                    stdout=ef, stderr=ef)
+        try:
+            deadline = time.monotonic() + 5
+            while True:  # no sleep: signal at the first instant the port accepts
+                assert proc.poll() is None, err.read_text()
+                assert time.monotonic() < deadline, "port %d never accepted" % port
+                try:
+                    socket.create_connection((harness.HOST, port), timeout=0.5).close()
+                    break
+                except OSError:
+                    pass
+            proc.send_signal(signal.SIGHUP)
+            harness.wait_for(lambda: "reload: " in err.read_text(), what="the reload logged")
+            assert proc.poll() is None
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=5) == 0, err.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
