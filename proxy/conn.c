@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define READ_CHUNK (64 * 1024)
@@ -295,27 +296,49 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 		tls_readable(c);
 		return;
 	}
-	/* Read into a per-thread buffer and copy what came: reserving 64 KiB in
-	 * every connection's evbuffer would cost that much memory per
-	 * connection for requests that are a few hundred bytes. */
+	/* Small exchanges read into a per-thread buffer and copy what came:
+	 * reserving 64 KiB in every connection's evbuffer would cost that much
+	 * memory per connection for requests of a few hundred bytes. Once a read
+	 * fills the whole chunk the peer is streaming, and reads go straight
+	 * into the evbuffer, whose chains then move on without a copy. */
 	static _Thread_local char buf[READ_CHUNK];
-	ssize_t n = read(fd, buf, sizeof(buf));
-	if (n < 0) {
-		if (errno == EAGAIN || errno == EINTR)
+	struct evbuffer_iovec v[2];
+	int nv = c->streaming ? evbuffer_reserve_space(c->in, READ_CHUNK, v, 2) : 0;
+	ssize_t n;
+	if (nv > 0) {
+		struct iovec iov[2];
+		for (int i = 0; i < nv; i++) {
+			iov[i].iov_base = v[i].iov_base;
+			iov[i].iov_len = v[i].iov_len;
+		}
+		n = readv(fd, iov, nv);
+	} else {
+		n = read(fd, buf, sizeof(buf));
+	}
+	if (n <= 0) {
+		if (nv > 0)
+			evbuffer_commit_space(c->in, v, 0);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			return;
-		c->err = errno;
+		c->err = n < 0 ? errno : 0;
 		c->eof = 1;
 		arm_read(c);
-		c->on_event(c, SP_CONN_ERROR | SP_CONN_READING, c->arg);
+		c->on_event(c, (n < 0 ? SP_CONN_ERROR : SP_CONN_EOF) | SP_CONN_READING, c->arg);
 		return;
 	}
-	if (n == 0) {
-		c->eof = 1;
-		arm_read(c);
-		c->on_event(c, SP_CONN_EOF | SP_CONN_READING, c->arg);
-		return;
+	c->streaming = n >= READ_CHUNK;
+	int added;
+	if (nv > 0) {
+		size_t left = (size_t)n;
+		for (int i = 0; i < nv; i++) {
+			v[i].iov_len = left < v[i].iov_len ? left : v[i].iov_len;
+			left -= v[i].iov_len;
+		}
+		added = evbuffer_commit_space(c->in, v, nv);
+	} else {
+		added = evbuffer_add(c->in, buf, (size_t)n);
 	}
-	if (evbuffer_add(c->in, buf, (size_t)n) < 0) {
+	if (added < 0) {
 		c->err = ENOMEM;
 		c->on_event(c, SP_CONN_ERROR | SP_CONN_READING, c->arg);
 		return;

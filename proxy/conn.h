@@ -37,6 +37,7 @@ struct sp_conn {
 	size_t low_water;
 	int err;          /* errno of the last failure */
 	unsigned reading : 1, rarmed : 1, warmed : 1, connecting : 1, eof : 1;
+	unsigned streaming : 1; /* the last read filled the whole chunk */
 	/* TLS (NULL ssl: plain TCP) */
 	SSL *ssl;
 	const char *tls_error; /* OpenSSL's reason for the last failure */

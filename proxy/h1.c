@@ -27,6 +27,7 @@ struct sp_h1 {
 	int new_field; /* the next header bytes start a new header */
 	int head_done;  /* the head of the current message has been delivered */
 	int in_message;
+	int in_length_body; /* inside a Content-Length body (see sp_h1_body_left) */
 	int expect_head;
 	const char *exec_start, *exec_end; /* the buffer being parsed */
 	/* our own look at the head's line structure (see scan_head) */
@@ -215,6 +216,7 @@ static int on_headers_complete(llhttp_t *p)
 	if (p->type == HTTP_RESPONSE && (h->expect_head || m->status / 100 == 1 ||
 					 m->status == 204 || m->status == 304))
 		rc = 1;
+	h->in_length_body = rc == 0 && m->has_length && !m->chunked && m->content_length > 0;
 	return rc;
 }
 
@@ -228,6 +230,7 @@ static int on_message_complete(llhttp_t *p)
 {
 	struct sp_h1 *h = H(p);
 	h->in_message = 0;
+	h->in_length_body = 0;
 	/* known only now for a body skipped on request (HEAD answers) */
 	h->msg.keep_alive = llhttp_should_keep_alive(p);
 	return h->hooks->on_done(h->ud, &h->msg) ? HPE_PAUSED : 0;
@@ -455,7 +458,24 @@ void sp_h1_reset(struct sp_h1 *h)
 	h->err_status = 0;
 	h->err_reason = NULL;
 	h->in_message = 0;
+	h->in_length_body = 0;
 	h->expect_head = 0;
+}
+
+/* Inside a Content-Length body llhttp only counts bytes down in
+ * content_length (its consume state takes whatever part of the rest a call
+ * brings, and ends the message when it reaches zero), so bytes the caller
+ * moved itself are accounted for by lowering that count. At least one byte
+ * is always left to the parser, which then completes the message as usual. */
+uint64_t sp_h1_body_left(const struct sp_h1 *h)
+{
+	return h->in_length_body && !h->err_status ? h->p.content_length : 0;
+}
+
+void sp_h1_body_skip(struct sp_h1 *h, uint64_t n)
+{
+	if (n < sp_h1_body_left(h))
+		h->p.content_length -= n;
 }
 
 int sp_h1_in_message(const struct sp_h1 *h)

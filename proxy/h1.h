@@ -65,6 +65,12 @@ void sp_h1_resume(struct sp_h1 *h);
 void sp_h1_trim(struct sp_h1 *h);
 /* Starts over (after an upgrade was refused or an error, for reuse). */
 void sp_h1_reset(struct sp_h1 *h);
+/* Bytes of a Content-Length body still to come (0 outside one). A caller
+ * that moves body bytes past the parser itself (to relay them without
+ * copying) reports them with sp_h1_body_skip(), always n < the bytes left:
+ * the last byte goes through sp_h1_execute(), which ends the message. */
+uint64_t sp_h1_body_left(const struct sp_h1 *h);
+void sp_h1_body_skip(struct sp_h1 *h, uint64_t n);
 /* True when part of a message has been received and not completed. */
 int sp_h1_in_message(const struct sp_h1 *h);
 

@@ -743,3 +743,34 @@ def test_ordinary_client_http_client(one):
         conn.close()
     assert backend.connections == 1
     assert [r.body for r in backend.wait_requests(3)] == [b"data-0", b"data-1", b"data-2"]
+
+
+# -- Content-Length bodies relayed past the parser end exactly where they should
+
+
+def test_length_bodies_back_to_back_on_kept_connections(backend_factory, start_proxy):
+    """Large Content-Length bodies move as whole buffers, past the parser: the
+    message must still end on its last byte, so the next request and response
+    on both kept connections are read correctly."""
+    size = 3 * MiB + 7
+    body = (BLOCK * 4)[:size]
+    b = backend_factory("legacy", by_path({"/dl": stream_body(size, BLOCK)}))
+    proxy = start_proxy({"legacy": b})
+    with proxy.client(timeout=10) as c:
+        for i in range(2):  # an upload with the next request pipelined right behind it
+            c.send(b"POST /up%d HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % (i, size)
+                   + body + build_request("GET", "/after%d" % i))
+            r = c.read_response()
+            assert r.status == 200 and r.json()["body_len"] == size
+            r = c.read_response()
+            assert r.status == 200 and r.json()["target"] == "/after%d" % i
+        for i in range(2):  # downloads, then a small exchange on the same connections
+            c.send(build_request("GET", "/dl"))
+            r = c.read_response()
+            assert r.status == 200 and r.body == (BLOCK * 4)[:size]
+        r = c.request("GET", "/last")
+        assert r.status == 200 and r.json()["target"] == "/last"
+    got = b.wait_requests(7)
+    assert [q.target for q in got] == ["/up0", "/after0", "/up1", "/after1", "/dl", "/dl", "/last"]
+    assert got[0].body_sha256 == got[2].body_sha256 == hashlib.sha256(body).hexdigest()
+    assert {q.conn_id for q in got} == {got[0].conn_id}, "the backend connection was not kept"
