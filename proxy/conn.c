@@ -2,6 +2,7 @@
 #include "conn.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <netinet/in.h>
@@ -16,6 +17,22 @@ static void on_readable(evutil_socket_t fd, short what, void *arg);
 static void on_writable(evutil_socket_t fd, short what, void *arg);
 static int write_some(struct sp_conn *c);
 static void update_wev(struct sp_conn *c);
+static void splice_end(struct sp_splice *sp);
+static void splice_run(struct sp_splice *sp);
+
+/* A relay in progress: bytes read from src wait in the pipe until dst takes
+ * them. */
+struct sp_splice {
+	struct sp_conn *src, *dst;
+	int rfd, wfd;    /* the pipe's ends */
+	size_t cap;      /* the pipe's capacity */
+	size_t in_pipe;  /* read from src, not yet written to dst */
+	uint64_t to_read;
+};
+
+/* 1 MiB (the unprivileged maximum) moved 0.73-0.79x of the direct rate in a
+ * 1 GiB download, 256 KiB 0.79x, 4 MiB 0.85x but uploads at half speed. */
+#define SPLICE_PIPE_SIZE (1024 * 1024)
 
 static struct sp_conn *conn_alloc(struct event_base *base, evutil_socket_t fd)
 {
@@ -75,6 +92,10 @@ void sp_conn_free(struct sp_conn **cp)
 	if (!c)
 		return;
 	*cp = NULL;
+	if (c->splice_src)
+		splice_end(c->splice_src);
+	if (c->splice_dst)
+		splice_end(c->splice_dst);
 	if (c->rev)
 		event_free(c->rev);
 	if (c->wev)
@@ -109,6 +130,8 @@ static void arm_read(struct sp_conn *c)
 	int want = !c->connecting && !c->eof &&
 		   ((c->reading && !c->hs && (!c->read_max || evbuffer_get_length(c->in) < c->read_max)) ||
 		    c->hs_want_read || c->w_want_read);
+	if (c->splice_src) /* while relaying, only room in the pipe counts */
+		want = !c->eof && c->splice_src->to_read > 0 && c->splice_src->in_pipe < c->splice_src->cap;
 	if (want && !c->rarmed) {
 		event_add(c->rev, c->has_rtv ? &c->rtv : NULL);
 		c->rarmed = 1;
@@ -292,6 +315,10 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 		c->on_event(c, SP_CONN_TIMEOUT | SP_CONN_READING, c->arg);
 		return;
 	}
+	if (c->splice_src) {
+		splice_run(c->splice_src);
+		return;
+	}
 	if (c->ssl) {
 		tls_readable(c);
 		return;
@@ -352,7 +379,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 static void update_wev(struct sp_conn *c)
 {
 	int want = (evbuffer_get_length(c->out) > 0 && !c->w_want_read) || c->hs_want_write ||
-		   c->r_want_write;
+		   c->r_want_write || (c->splice_dst && c->splice_dst->in_pipe > 0);
 	if (want && !c->warmed) {
 		event_add(c->wev, c->has_wtv ? &c->wtv : NULL);
 		c->warmed = 1;
@@ -399,6 +426,10 @@ static int write_some(struct sp_conn *c)
 			return 0; /* application data waits for the handshake */
 		if (tls_write_some(c) < 0)
 			return -1;
+		update_wev(c);
+		return 0;
+	}
+	if (c->splice_dst) { /* what was queued after the relay waits for it */
 		update_wev(c);
 		return 0;
 	}
@@ -459,6 +490,10 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
 		tls_readable(c);
 		return;
 	}
+	if (c->splice_dst) {
+		splice_run(c->splice_dst);
+		return;
+	}
 	if (c->err) { /* a failure found by sp_conn_flush, reported from the loop */
 		event_del(c->wev);
 		c->warmed = 0;
@@ -488,4 +523,108 @@ void sp_conn_flush(struct sp_conn *c)
 		}
 		event_active(c->wev, EV_WRITE, 0);
 	}
+}
+
+/* ---- splice relay ---- */
+
+int sp_conn_splice(struct sp_conn *src, struct sp_conn *dst, uint64_t n)
+{
+	int fds[2];
+	if (src->ssl || dst->ssl || src->splice_src || src->splice_dst || dst->splice_src ||
+	    dst->splice_dst || src->connecting || dst->connecting || n == 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	struct sp_splice *sp = calloc(1, sizeof(*sp));
+	if (!sp)
+		return -1;
+	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
+		free(sp);
+		return -1;
+	}
+	/* A larger pipe moves more per call; the default (64 KiB) if refused. */
+	int cap = fcntl(fds[1], F_SETPIPE_SZ, SPLICE_PIPE_SIZE);
+	if (cap <= 0)
+		cap = fcntl(fds[1], F_GETPIPE_SZ);
+	sp->rfd = fds[0];
+	sp->wfd = fds[1];
+	sp->cap = cap > 0 ? (size_t)cap : 65536;
+	sp->src = src;
+	sp->dst = dst;
+	sp->to_read = n;
+	src->splice_src = sp;
+	dst->splice_dst = sp;
+	arm_read(src);
+	update_wev(dst);
+	/* the first moves happen from the loop, not inside the caller */
+	event_active(src->rev, EV_READ, 0);
+	return 0;
+}
+
+/* Closes the pipe and gives both connections back their usual events. */
+static void splice_end(struct sp_splice *sp)
+{
+	struct sp_conn *src = sp->src, *dst = sp->dst;
+	src->splice_src = NULL;
+	dst->splice_dst = NULL;
+	close(sp->rfd);
+	close(sp->wfd);
+	free(sp);
+	arm_read(src);
+	update_wev(dst);
+}
+
+/* Moves what it can both ways until neither side can take more. */
+static void splice_run(struct sp_splice *sp)
+{
+	struct sp_conn *src = sp->src, *dst = sp->dst;
+	for (;;) {
+		int moved = 0;
+		if (sp->in_pipe > 0) {
+			ssize_t w = splice(sp->rfd, NULL, dst->fd, NULL, sp->in_pipe,
+					   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+			if (w > 0) {
+				sp->in_pipe -= (size_t)w;
+				dst->spliced_out += (uint64_t)w;
+				moved = 1;
+			} else if (w < 0 && errno != EAGAIN && errno != EINTR) {
+				dst->err = errno;
+				splice_end(sp);
+				dst->on_event(dst, SP_CONN_ERROR | SP_CONN_WRITING, dst->arg);
+				return;
+			}
+		}
+		if (sp->to_read > 0 && sp->in_pipe < sp->cap) {
+			size_t want = sp->cap - sp->in_pipe;
+			if (want > sp->to_read)
+				want = (size_t)sp->to_read;
+			ssize_t r = splice(src->fd, NULL, sp->wfd, NULL, want,
+					   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+			if (r > 0) {
+				sp->in_pipe += (size_t)r;
+				sp->to_read -= (uint64_t)r;
+				src->spliced_in += (uint64_t)r;
+				moved = 1;
+			} else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+				/* the stream ended or failed inside the relayed bytes */
+				src->err = r == 0 ? 0 : errno;
+				src->eof = 1;
+				splice_end(sp);
+				src->on_event(src, (r == 0 ? SP_CONN_EOF : SP_CONN_ERROR) | SP_CONN_READING,
+					      src->arg);
+				return;
+			}
+		}
+		if (sp->to_read == 0 && sp->in_pipe == 0) {
+			splice_end(sp);
+			/* what the destination queued meanwhile goes now */
+			if (evbuffer_get_length(dst->out) > 0)
+				event_active(dst->wev, EV_WRITE, 0);
+			return;
+		}
+		if (!moved)
+			break;
+	}
+	arm_read(src);
+	update_wev(dst);
 }

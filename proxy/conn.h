@@ -9,6 +9,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <openssl/ssl.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 /* Event bits, as with bufferevents. */
@@ -20,6 +21,7 @@
 #define SP_CONN_CONNECTED 0x80
 
 struct sp_conn;
+struct sp_splice;
 typedef void (*sp_conn_cb)(struct sp_conn *c, void *arg);
 typedef void (*sp_conn_event_cb)(struct sp_conn *c, short what, void *arg);
 
@@ -38,6 +40,10 @@ struct sp_conn {
 	int err;          /* errno of the last failure */
 	unsigned reading : 1, rarmed : 1, warmed : 1, connecting : 1, eof : 1;
 	unsigned streaming : 1; /* the last read filled the whole chunk */
+	/* splice(2) relay (sp_conn_splice): this connection is its source or
+	 * its destination; the byte counts run over the connection's life */
+	struct sp_splice *splice_src, *splice_dst;
+	uint64_t spliced_in, spliced_out;
 	/* TLS (NULL ssl: plain TCP) */
 	SSL *ssl;
 	const char *tls_error; /* OpenSSL's reason for the last failure */
@@ -68,5 +74,16 @@ void sp_conn_read(struct sp_conn *c, int enable);
 /* Writes what it can now; arms the write event for the rest. Also resumes
  * reading that read_max paused once the input has been consumed. */
 void sp_conn_flush(struct sp_conn *c);
+
+/* Moves the next n bytes arriving on src's socket to dst's socket through a
+ * pipe, kernel to kernel, never through user space. Both must be plain TCP
+ * with nothing buffered (src->in and dst->out empty) and not connecting.
+ * Once all n are written both connections go back to what they did before
+ * (src's next read, with its usual callbacks, brings what follows). Meanwhile
+ * src->on_read and dst->on_drain stay quiet; an end of stream or a failure
+ * on either side ends the relay and is reported by that side's on_event as
+ * usual; freeing either side ends it too. Returns -1 with errno set when no
+ * pipe can be had (nothing changed: relay the bytes the usual way). */
+int sp_conn_splice(struct sp_conn *src, struct sp_conn *dst, uint64_t n);
 
 #endif

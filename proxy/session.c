@@ -76,7 +76,8 @@ struct sp_session {
 	int fallback_from; /* backend the request moved away from (down or refused), or -1 */
 	struct timespec t_start, t_up;
 	double upstream_ms;
-	uint64_t bytes_in, bytes_out;
+	uint64_t bytes_in, bytes_out; /* besides what splice(2) moved: */
+	uint64_t spliced_in0, spliced_out0; /* the client's splice counts when the exchange began */
 	uint64_t req_body_bytes;
 
 	int closing;       /* close once the client output is flushed */
@@ -172,8 +173,8 @@ static void log_exchange(struct sp_session *s)
 		.bucket = s->dec.bucket,
 		.upstream_ms = s->upstream_ms,
 		.total_ms = ms_since(&s->t_start),
-		.bytes_in = s->bytes_in,
-		.bytes_out = s->bytes_out,
+		.bytes_in = s->bytes_in + (s->client->spliced_in - s->spliced_in0),
+		.bytes_out = s->bytes_out + (s->client->spliced_out - s->spliced_out0),
 		.request_id = s->reqid[0] ? s->reqid : NULL,
 		.error = s->error,
 		.fallback_from = s->fallback_from >= 0 ? cfg->backends[s->fallback_from].name : NULL,
@@ -201,6 +202,8 @@ static void reset_exchange(struct sp_session *s)
 	s->fallback_from = -1;
 	s->upstream_ms = -1;
 	s->bytes_in = s->bytes_out = 0;
+	s->spliced_in0 = s->client->spliced_in;
+	s->spliced_out0 = s->client->spliced_out;
 	s->req_body_bytes = 0;
 	s->up_paused = 0;
 	clock_gettime(CLOCK_MONOTONIC, &s->t_start);
@@ -921,6 +924,42 @@ static void process_client(struct sp_session *s)
 	}
 }
 
+/* Large Content-Length bodies between two plain TCP connections go kernel to
+ * kernel (splice(2)) once nothing of them is buffered here any more: nothing
+ * to re-frame, no copy for a shadow. The parser is told at once and sees the
+ * last byte itself, which ends the message as usual; any failure meanwhile
+ * aborts the exchange like any cut-short body. */
+#define SPLICE_MIN (256 * 1024)
+
+static void splice_body(struct sp_session *s, struct sp_h1 *h, struct sp_conn *from,
+			struct sp_conn *to)
+{
+	uint64_t left = sp_h1_body_left(h);
+	if (left <= SPLICE_MIN || from->ssl || to->ssl || evbuffer_get_length(from->in) > 0 ||
+	    evbuffer_get_length(to->out) > 0)
+		return;
+	if (sp_conn_splice(from, to, left - 1) < 0) {
+		sp_debug("request %s: no splice relay (%s); copying", s->reqid, strerror(errno));
+		return;
+	}
+	sp_h1_body_skip(h, left - 1);
+	sp_debug("request %s: %s body: %llu bytes relayed by splice", s->reqid,
+		 h == s->req ? "request" : "response", (unsigned long long)(left - 1));
+}
+
+static void maybe_splice(struct sp_session *s)
+{
+	if (!s->up || s->shadow || s->tunnel || s->closing || s->up->conn->splice_src ||
+	    s->client->splice_src)
+		return;
+	struct sp_conn *up = s->up->conn;
+	if (s->resp_started && !s->resp_done && s->resp_body == SP_BODY_LENGTH && !s->up_paused)
+		splice_body(s, s->resp, up, s->client);
+	else if (s->req_active && !s->req_done && s->req_body == SP_BODY_LENGTH && !s->client_paused &&
+		 (s->up->connected || s->up->reused) && evbuffer_get_length(s->pending) == 0)
+		splice_body(s, s->req, s->client, up);
+}
+
 /* Runs when the outermost callback ends: writes what both sides produced and
  * restarts reading that backpressure stopped, until nothing more moves. */
 static void pump(struct sp_session *s)
@@ -950,8 +989,10 @@ static void pump(struct sp_session *s)
 			process_client(s);
 			moved = 1;
 		}
-		if (!moved)
+		if (!moved) {
+			maybe_splice(s);
 			return;
+		}
 	}
 }
 

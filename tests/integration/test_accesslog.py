@@ -178,3 +178,13 @@ def test_total_ms_excludes_keepalive_idle_time(logged):
         c.request("GET", "/two")
     first, second = logged.wait_access(2)
     assert second["total_ms"] < 300, second
+
+
+def test_large_bodies_count_every_byte(logged):
+    """Bodies of a few MiB are relayed kernel to kernel (splice): the log still
+    counts every byte that went each way."""
+    req = build_request("POST", "/api/users", body=bytes(range(256)) * 12288)  # 3 MiB
+    r, received = exchange(logged, req)
+    assert r.status == 200 and r.json()["body_len"] == 3 * 1024 * 1024
+    e = logged.wait_access(1)[0]
+    assert (e["bytes_in"], e["bytes_out"]) == (len(req), received)

@@ -1,6 +1,7 @@
 """What goes wrong, and what the client sees: unreachable, slow and broken
 backends; malformed, oversized, unsupported and slow client requests."""
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -617,3 +618,55 @@ def _cpu(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_backend_closes_inside_a_large_body_aborts_client(backend_factory, start_proxy):
+    """A large Content-Length body is relayed kernel to kernel; a backend that
+    stops 3 MiB into 8 still ends the client's connection short of the
+    announced length, never with a complete-looking response."""
+    sent = 3 * 1024 * 1024
+
+    def handler(req, conn):
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (8 * 1024 * 1024))
+        conn.send(b"y" * sent)
+        time.sleep(0.1)
+        return CLOSE
+
+    b = backend_factory("legacy", by_path({"/cut": handler}))
+    proxy = start_proxy({"legacy": b}, log_level="debug")
+    s = socket.create_connection((harness.HOST, proxy.port), timeout=10)
+    s.sendall(build_request("GET", "/cut"))
+    got = b""
+    while True:
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            break
+        got += chunk
+    s.close()
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert body == b"y" * sent
+    e = proxy.wait_access(1)[0]
+    assert e["error"] == "upstream response truncated"
+    assert e["bytes_out"] == len(got)
+    assert re.search(r"response body: \d+ bytes relayed by splice", proxy.stderr_text())
+    with proxy.client() as c:
+        assert c.request("GET", "/good").status == 200
+
+
+def test_client_closes_inside_a_large_upload(backend_factory, start_proxy):
+    """The client stops 3 MiB into an 8 MiB upload: the exchange is logged as
+    aborted with the bytes that did arrive, and the proxy serves on."""
+    b = backend_factory("legacy")
+    proxy = start_proxy({"legacy": b}, log_level="debug")
+    head = b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % (8 * 1024 * 1024)
+    s = socket.create_connection((harness.HOST, proxy.port), timeout=10)
+    s.sendall(head + b"u" * (3 * 1024 * 1024))
+    time.sleep(0.3)
+    s.close()
+    e = proxy.wait_access(1)[0]
+    assert e["error"] == "client closed connection"
+    assert e["bytes_in"] == len(head) + 3 * 1024 * 1024
+    assert re.search(r"request body: \d+ bytes relayed by splice", proxy.stderr_text())
+    with proxy.client() as c:
+        assert c.request("GET", "/good").status == 200
