@@ -65,6 +65,7 @@ struct sp_shadow {
 	char method[24];
 	char reqid[72];
 	struct sp_buf path;
+	struct timespec t0; /* started: the pacer learns how long a budget slot is held */
 };
 
 static const char *const skip_names[SP_SKIP__COUNT] = {"budget", "request_body_too_large",
@@ -154,6 +155,7 @@ static void shadow_free(struct sp_shadow *sh)
 	struct sp_worker *w = sh->w;
 	TAILQ_REMOVE(&w->shadows, sh, link);
 	w->shadow_inflight--;
+	sp_pacer_done(&w->shadow_pacer, ms_since(&sh->t0));
 	sp_config_unref(&sh->cfg);
 	free(sh);
 	sp_worker_maybe_done(w);
@@ -484,13 +486,18 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 	int budget = cfg->shadow.max_in_flight / cfg->workers;
 	if (budget < 1)
 		budget = 1;
-	if (w->shadow_inflight >= budget) {
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (w->shadow_inflight >= budget ||
+	    !sp_pacer_admit(&w->shadow_pacer, (double)now.tv_sec * 1e3 + (double)now.tv_nsec / 1e6,
+			    budget)) {
 		inc(&st->skipped[SP_SKIP_BUDGET]);
 		return NULL;
 	}
 	struct sp_shadow *sh = calloc(1, sizeof(*sh));
 	if (!sh)
 		return NULL;
+	sh->t0 = now;
 	sh->w = w;
 	sh->cfg = sp_config_ref(cfg);
 	sh->route = route;

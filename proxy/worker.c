@@ -452,6 +452,7 @@ struct sp_worker *sp_worker_new(int id, struct sp_config *cfg, struct sp_accessl
 	sp_buf_init(&w->diffbuf);
 	TAILQ_INIT(&w->sessions);
 	TAILQ_INIT(&w->shadows);
+	sp_pacer_init(&w->shadow_pacer);
 	if (getrandom(&w->rng, sizeof(w->rng), 0) != sizeof(w->rng))
 		w->rng = (uint64_t)getpid() * 2654435761u + (uint64_t)id;
 	/* No locks in the worker's loop: only this thread touches it; the main

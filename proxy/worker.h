@@ -11,6 +11,7 @@
 #include "accesslog.h"
 #include "buf.h"
 #include "config.h"
+#include "pacer.h"
 #include "upstream.h"
 
 #include "shadow.h"
@@ -63,6 +64,7 @@ struct sp_worker {
 	struct sp_route_stats *_Atomic stats_head;
 	TAILQ_HEAD(sp_shadow_q, sp_shadow) shadows;
 	int shadow_inflight;
+	struct sp_pacer shadow_pacer; /* spreads mirror starts when the budget binds */
 	int expiring; /* giving up the remaining mirrors at shutdown */
 	struct event *grace_timer;
 	uint64_t rng;
