@@ -7,6 +7,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include "h1.h"
+#include "pathnorm.h"
+
 const struct sp_hdr *sp_hdr_find(const struct sp_hdr *h, size_t n, const char *name)
 {
 	for (size_t i = 0; i < n; i++)
@@ -194,6 +197,59 @@ int sp_http_check_response(const struct sp_hdr *h, size_t n, int http_minor, con
 			return -1;
 		}
 	return 0;
+}
+
+int sp_request_verdict(const struct sp_h1_msg *m, long long max_body, struct sp_buf *path,
+		       const char **query, size_t *qlen, const char **why)
+{
+	int st;
+	if (m->http_major != 1) {
+		*why = "only HTTP/1.0 and HTTP/1.1 are served here";
+		return 505;
+	}
+	if (m->is_connect) {
+		*why = "CONNECT is not supported";
+		return 405;
+	}
+	if ((st = sp_http_check_request(m->hdrs, m->nhdrs, m->http_minor, why)) != 0)
+		return st;
+	if (max_body > 0 && m->has_length && m->content_length > (uint64_t)max_body) {
+		*why = "request body larger than limits.max_body_bytes";
+		return 413;
+	}
+	int rc = sp_split_target(m->method, m->url, m->url_len, path, query, qlen);
+	if (rc != SP_PATH_OK) {
+		*why = sp_path_strerror(rc);
+		return 400;
+	}
+	return 0;
+}
+
+enum sp_resp_verdict sp_response_verdict(const struct sp_h1_msg *m, int upgrade_req,
+					 const char **why)
+{
+	if (m->http_major != 1) {
+		*why = "bad HTTP version";
+		return SP_RESP_BAD;
+	}
+	if (sp_http_check_response(m->hdrs, m->nhdrs, m->http_minor, why) < 0)
+		return SP_RESP_BAD;
+	if (m->status / 100 == 1 && m->status != 101)
+		return SP_RESP_INTERIM;
+	if (m->status == 101 && (!upgrade_req || !sp_hdr_find(m->hdrs, m->nhdrs, "Upgrade"))) {
+		*why = upgrade_req ? "101 without an Upgrade header" : "101 without an upgrade request";
+		return SP_RESP_BAD;
+	}
+	return SP_RESP_FORWARD;
+}
+
+enum sp_body_mode sp_response_body_mode(const struct sp_h1_msg *m, int is_head, int client_minor)
+{
+	if (is_head || m->status == 204 || m->status == 304 || m->status == 101)
+		return SP_BODY_NONE;
+	if (m->has_length && !m->chunked)
+		return SP_BODY_LENGTH;
+	return client_minor >= 1 ? SP_BODY_CHUNKED : SP_BODY_CLOSE;
 }
 
 static int add_header(struct sp_buf *out, const char *name, const char *value, size_t vlen)

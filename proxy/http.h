@@ -54,6 +54,35 @@ int sp_http_check_request(const struct sp_hdr *h, size_t n, int http_minor, cons
  * HTTP/1.0. Returns 0 or -1 with *why. */
 int sp_http_check_response(const struct sp_hdr *h, size_t n, int http_minor, const char **why);
 
+/* ---- what the proxy does with a parsed head (h1.h's sp_h1_msg) ---- */
+
+struct sp_h1_msg;
+
+/* A client's request head, checked in the order the proxy answers: 0 to
+ * route it, else the status to refuse it with and *why: 505 for a version
+ * other than 1.x, 405 for CONNECT, the header checks' status
+ * (sp_http_check_request), 413 when Content-Length passes max_body (0: no
+ * limit), 400 for a target that does not normalise. On 0, path holds the
+ * normalised path and *query, *qlen the query (borrowed from m->url). */
+int sp_request_verdict(const struct sp_h1_msg *m, long long max_body, struct sp_buf *path,
+		       const char **query, size_t *qlen, const char **why);
+
+enum sp_resp_verdict {
+	SP_RESP_FORWARD, /* a final response (or the 101 that was asked for) */
+	SP_RESP_INTERIM, /* 1xx other than 101: the final response follows */
+	SP_RESP_BAD,     /* answer 502 (*why set); the connection is discarded */
+};
+
+/* A backend's response head: bad for a version other than 1.x, headers that
+ * sp_http_check_response refuses, or a 101 without an upgrade request or
+ * without an Upgrade header. upgrade_req: the request asked for one. */
+enum sp_resp_verdict sp_response_verdict(const struct sp_h1_msg *m, int upgrade_req,
+					 const char **why);
+/* How a forwarded response's body reaches the client: none after HEAD, 204,
+ * 304 and 101; Content-Length kept; otherwise chunked for HTTP/1.1 clients
+ * and close-delimited for HTTP/1.0 ones. */
+enum sp_body_mode sp_response_body_mode(const struct sp_h1_msg *m, int is_head, int client_minor);
+
 struct sp_fwd_request {
 	const char *method;
 	const char *path;  /* normalised */

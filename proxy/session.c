@@ -19,7 +19,6 @@
 #include "h1.h"
 #include "health.h"
 #include "log.h"
-#include "pathnorm.h"
 #include "shadow.h"
 #include "worker.h"
 
@@ -430,28 +429,10 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	int had_id = take_request_id(s, m);
 	if (!had_id)
 		new_request_id(s);
-	if (m->http_major != 1) {
-		sp_h1_fail(s->req, 505, "only HTTP/1.0 and HTTP/1.1 are served here");
-		return -1;
-	}
-	if (m->is_connect) {
-		sp_h1_fail(s->req, 405, "CONNECT is not supported");
-		return -1;
-	}
-	if ((st = sp_http_check_request(m->hdrs, m->nhdrs, m->http_minor, &why)) != 0) {
-		sp_h1_fail(s->req, st, why);
-		return -1;
-	}
-	if (lim->max_body_bytes && m->has_length &&
-	    m->content_length > (uint64_t)lim->max_body_bytes) {
-		sp_h1_fail(s->req, 413, "request body larger than limits.max_body_bytes");
-		return -1;
-	}
 	const char *query;
 	size_t qlen;
-	int rc = sp_split_target(m->method, m->url, m->url_len, &s->path, &query, &qlen);
-	if (rc != SP_PATH_OK) {
-		sp_h1_fail(s->req, 400, sp_path_strerror(rc));
+	if ((st = sp_request_verdict(m, lim->max_body_bytes, &s->path, &query, &qlen, &why)) != 0) {
+		sp_h1_fail(s->req, st, why);
 		return -1;
 	}
 
@@ -577,11 +558,12 @@ static int on_resp_head(void *ud, struct sp_h1_msg *m)
 {
 	struct sp_session *s = ud;
 	const char *why;
-	if (sp_http_check_response(m->hdrs, m->nhdrs, m->http_minor, &why) < 0 || m->http_major != 1) {
-		sp_h1_fail(s->resp, 502, m->http_major != 1 ? "bad HTTP version" : why);
+	enum sp_resp_verdict v = sp_response_verdict(m, s->upgrade_req, &why);
+	if (v == SP_RESP_BAD) {
+		sp_h1_fail(s->resp, 502, why);
 		return -1;
 	}
-	if (m->status / 100 == 1 && m->status != 101) {
+	if (v == SP_RESP_INTERIM) {
 		s->interim = 1;
 		if (m->status == 100 && s->client_minor >= 1 && !s->req_done) {
 			static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -589,18 +571,8 @@ static int on_resp_head(void *ud, struct sp_h1_msg *m)
 		}
 		return 1;
 	}
-	if (m->status == 101 && (!s->upgrade_req || !sp_hdr_find(m->hdrs, m->nhdrs, "Upgrade"))) {
-		sp_h1_fail(s->resp, 502, s->upgrade_req ? "101 without an Upgrade header"
-							: "101 without an upgrade request");
-		return -1;
-	}
 	s->tunnel = m->status == 101;
-	if (s->is_head || m->status == 204 || m->status == 304 || s->tunnel)
-		s->resp_body = SP_BODY_NONE;
-	else if (m->has_length && !m->chunked)
-		s->resp_body = SP_BODY_LENGTH;
-	else
-		s->resp_body = s->client_minor >= 1 ? SP_BODY_CHUNKED : SP_BODY_CLOSE;
+	s->resp_body = sp_response_body_mode(m, s->is_head, s->client_minor);
 	s->upstream_keep = m->keep_alive;
 	sp_health_report(&s->cfg->backends[s->backend], m->status < 500);
 	/* A refused upgrade leaves the request parser in upgrade state: close. */

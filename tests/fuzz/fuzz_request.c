@@ -144,24 +144,15 @@ static void check_raw(const struct ctx *c, enum sp_body_mode body)
 		   "raw head has TE=%d CL=%d, body framed as %d", te, cl, (int)body);
 }
 
-/* Mirrors session.c's on_req_head up to writing the upstream head. */
+/* What session.c's on_req_head does up to writing the upstream head. */
 static int on_head(void *ud, struct sp_h1_msg *m)
 {
 	struct ctx *c = ud;
 	const char *why = "", *query = NULL;
 	size_t qlen = 0;
-	int st = 0, rc;
 
 	trace_msg(&c->tr, m);
-	if (m->http_major != 1)
-		st = 505;
-	else if (m->is_connect)
-		st = 405;
-	else if ((st = sp_http_check_request(m->hdrs, m->nhdrs, m->http_minor, &why)) != 0)
-		;
-	else if ((rc = sp_split_target(m->method, m->url, m->url_len, &c->path, &query,
-				       &qlen)) != SP_PATH_OK)
-		st = 400, why = sp_path_strerror(rc);
+	int st = sp_request_verdict(m, 0, &c->path, &query, &qlen, &why);
 	if (st) {
 		trace_ev(&c->tr, "refused %d %s", st, why);
 		sp_h1_fail(c->h, st, why);

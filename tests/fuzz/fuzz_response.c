@@ -148,42 +148,30 @@ static void check_reparse(const struct sp_fwd_response *f, const struct sp_h1_ms
 	sp_h1_free(&h);
 }
 
-/* Mirrors session.c's on_resp_head (with the request fully sent). */
+/* What session.c's on_resp_head does (with the request fully sent). */
 static int on_head(void *ud, struct sp_h1_msg *m)
 {
 	struct ctx *c = ud;
 	const char *why = NULL;
 
 	trace_msg(&c->tr, m);
-	if (sp_http_check_response(m->hdrs, m->nhdrs, m->http_minor, &why) < 0 ||
-	    m->http_major != 1) {
-		why = m->http_major != 1 ? "bad HTTP version" : why;
+	enum sp_resp_verdict v = sp_response_verdict(m, c->upgrade_req, &why);
+	if (v == SP_RESP_BAD) {
 		trace_ev(&c->tr, "refused %s", why);
 		sp_h1_fail(c->h, 502, why);
 		return -1;
 	}
-	if (m->status / 100 == 1 && m->status != 101) {
+	if (v == SP_RESP_INTERIM) {
 		c->interim = 1;
 		trace_ev(&c->tr, "interim");
 		return 1;
-	}
-	if (m->status == 101 && (!c->upgrade_req || !sp_hdr_find(m->hdrs, m->nhdrs, "Upgrade"))) {
-		trace_ev(&c->tr, "refused unasked 101");
-		sp_h1_fail(c->h, 502, "101 without an upgrade request or Upgrade header");
-		return -1;
 	}
 	/* RFC 9110 15: three digits, 100-599; llhttp 8.1 takes "0", "20" or
 	 * "0200" as a status (status-range). */
 	FUZZ_CHECK((m->status >= 100 && m->status <= 599) || fuzz_known("status-range"),
 		   "status %d forwarded", m->status);
 	int tunnel = m->status == 101;
-	enum sp_body_mode body;
-	if (c->is_head || m->status == 204 || m->status == 304 || tunnel)
-		body = SP_BODY_NONE;
-	else if (m->has_length && !m->chunked)
-		body = SP_BODY_LENGTH;
-	else
-		body = c->client_minor >= 1 ? SP_BODY_CHUNKED : SP_BODY_CLOSE;
+	enum sp_body_mode body = sp_response_body_mode(m, c->is_head, c->client_minor);
 	int client_keep = c->req_keep && body != SP_BODY_CLOSE && !c->upgrade_req;
 	struct sp_fwd_response f = {
 		.status = m->status,

@@ -1,5 +1,7 @@
-/* Unit tests of proxy/h1.c: message views, and Content-Length bodies whose
- * bytes the caller relays past the parser (sp_h1_body_left/skip). */
+/* Unit tests of proxy/h1.c (Content-Length bodies whose bytes the caller
+ * relays past the parser: sp_h1_body_left/skip) and of what the proxy decides
+ * about a parsed head (http.c's sp_request_verdict, sp_response_verdict,
+ * sp_response_body_mode), on heads parsed by h1.c. */
 #include "unit.h"
 
 #include "h1.h"
@@ -129,6 +131,149 @@ static void test_response_body_skipped_across_reads(void **state)
 	sp_h1_free(&h);
 }
 
+/* Parses one head and keeps a copy of its view for the verdict tests. */
+struct parsed {
+	struct sp_h1 *h;
+	struct sp_h1_msg m;
+	int got;
+};
+
+static int keep_head(void *ud, struct sp_h1_msg *m)
+{
+	struct parsed *p = ud;
+	p->m = *m;
+	p->got = 1;
+	return 0;
+}
+
+static int ignore_body(void *ud, const char *p, size_t n)
+{
+	(void)ud;
+	(void)p;
+	(void)n;
+	return 0;
+}
+
+static int stop_after(void *ud, struct sp_h1_msg *m)
+{
+	(void)ud;
+	(void)m;
+	return 1;
+}
+
+static const struct sp_h1_hooks keep_hooks = {keep_head, ignore_body, stop_after};
+
+static void parse(struct parsed *p, int is_request, const char *head, int is_head)
+{
+	memset(p, 0, sizeof(*p));
+	p->h = sp_h1_new(is_request, &keep_hooks, p, &limits);
+	sp_h1_expect_head(p->h, is_head);
+	size_t used;
+	sp_h1_execute(p->h, head, strlen(head), &used);
+	assert_true(p->got);
+}
+
+static int request_verdict(const char *head, long long max_body, const char **why, char *path)
+{
+	struct parsed p;
+	struct sp_buf b;
+	const char *q = NULL;
+	size_t qlen = 0;
+	sp_buf_init(&b);
+	parse(&p, 1, head, 0);
+	*why = NULL;
+	int st = sp_request_verdict(&p.m, max_body, &b, &q, &qlen, why);
+	if (path)
+		snprintf(path, 64, "%s%s%.*s", b.data ? b.data : "", q ? "?" : "", (int)qlen, q ? q : "");
+	sp_buf_deinit(&b);
+	sp_h1_free(&p.h);
+	return st;
+}
+
+static void test_request_verdict_in_order(void **state)
+{
+	(void)state;
+	const char *why;
+	char path[64];
+	assert_int_equal(request_verdict("GET /a/./b/../c?x=1 HTTP/1.1\r\nHost: t\r\n\r\n", 0, &why, path), 0);
+	assert_string_equal(path, "/a/c?x=1");
+	assert_int_equal(request_verdict("CONNECT t:443 HTTP/1.1\r\nHost: t:443\r\n\r\n", 0, &why, NULL),
+			 405);
+	assert_string_equal(why, "CONNECT is not supported");
+	assert_int_equal(request_verdict("GET / HTTP/1.1\r\n\r\n", 0, &why, NULL), 400); /* no Host */
+	/* the header checks come before the body limit */
+	assert_int_equal(request_verdict("POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n", 5, &why, NULL),
+			 400);
+	assert_int_equal(request_verdict("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n", 5,
+					 &why, NULL),
+			 413);
+	assert_int_equal(request_verdict("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n", 10,
+					 &why, NULL),
+			 0);
+	assert_int_equal(request_verdict("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n", 0,
+					 &why, NULL),
+			 0); /* 0: no limit */
+	/* the body limit before the target */
+	assert_int_equal(request_verdict("POST /%zz HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n", 5,
+					 &why, NULL),
+			 413);
+	assert_int_equal(request_verdict("GET /a/../../b HTTP/1.1\r\nHost: t\r\n\r\n", 0, &why, NULL), 400);
+	assert_non_null(why);
+}
+
+static enum sp_resp_verdict response_verdict(const char *head, int upgrade_req, const char **why,
+					     int is_head, int client_minor, enum sp_body_mode *body)
+{
+	struct parsed p;
+	parse(&p, 0, head, is_head);
+	*why = NULL;
+	enum sp_resp_verdict v = sp_response_verdict(&p.m, upgrade_req, why);
+	*body = sp_response_body_mode(&p.m, is_head, client_minor);
+	sp_h1_free(&p.h);
+	return v;
+}
+
+static void test_response_verdict_and_body_mode(void **state)
+{
+	(void)state;
+	const char *why;
+	enum sp_body_mode b;
+	assert_int_equal(response_verdict("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", 0, &why, 0, 1, &b),
+			 SP_RESP_FORWARD);
+	assert_int_equal(b, SP_BODY_LENGTH);
+	assert_int_equal(response_verdict("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", 0, &why, 1, 1, &b),
+			 SP_RESP_FORWARD);
+	assert_int_equal(b, SP_BODY_NONE); /* answer to HEAD */
+	response_verdict("HTTP/1.1 304 Not Modified\r\nContent-Length: 3\r\n\r\n", 0, &why, 0, 1, &b);
+	assert_int_equal(b, SP_BODY_NONE);
+	response_verdict("HTTP/1.1 204 No Content\r\n\r\n", 0, &why, 0, 1, &b);
+	assert_int_equal(b, SP_BODY_NONE);
+	response_verdict("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", 0, &why, 0, 1, &b);
+	assert_int_equal(b, SP_BODY_CHUNKED);
+	response_verdict("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", 0, &why, 0, 0, &b);
+	assert_int_equal(b, SP_BODY_CLOSE); /* an HTTP/1.0 client */
+	response_verdict("HTTP/1.1 200 OK\r\n\r\n", 0, &why, 0, 1, &b);
+	assert_int_equal(b, SP_BODY_CHUNKED); /* close-delimited from the backend */
+	assert_int_equal(response_verdict("HTTP/1.1 100 Continue\r\n\r\n", 0, &why, 0, 1, &b),
+			 SP_RESP_INTERIM);
+	assert_int_equal(response_verdict("HTTP/1.1 101 Switching\r\nUpgrade: ws\r\nConnection: upgrade\r\n\r\n",
+					  0, &why, 0, 1, &b),
+			 SP_RESP_BAD);
+	assert_string_equal(why, "101 without an upgrade request");
+	assert_int_equal(response_verdict("HTTP/1.1 101 Switching\r\nConnection: upgrade\r\n\r\n", 1, &why, 0, 1,
+					  &b),
+			 SP_RESP_BAD);
+	assert_string_equal(why, "101 without an Upgrade header");
+	assert_int_equal(response_verdict("HTTP/1.1 101 Switching\r\nUpgrade: ws\r\nConnection: upgrade\r\n\r\n",
+					  1, &why, 0, 1, &b),
+			 SP_RESP_FORWARD);
+	assert_int_equal(b, SP_BODY_NONE);
+	assert_int_equal(response_verdict("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", 0, &why, 0, 1,
+					  &b),
+			 SP_RESP_BAD);
+	assert_string_equal(why, "Transfer-Encoding in an HTTP/1.0 response");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -136,6 +281,8 @@ int main(void)
 		cmocka_unit_test(test_skip_never_takes_the_last_byte),
 		cmocka_unit_test(test_no_length_body_outside_content_length),
 		cmocka_unit_test(test_response_body_skipped_across_reads),
+		cmocka_unit_test(test_request_verdict_in_order),
+		cmocka_unit_test(test_response_verdict_and_body_mode),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
