@@ -8,16 +8,17 @@
 void sp_pacer_init(struct sp_pacer *p)
 {
 	p->mean_ms = 0;
-	p->tokens = 0;
-	p->last_ms = 0;
+	p->tokens = SP_PACER_START_TOKENS;
+	p->last_ms = -1;
 }
 
-int sp_pacer_admit(struct sp_pacer *p, double now_ms, int budget)
+int sp_pacer_admit(struct sp_pacer *p, double now_ms, int budget, double presumed_ms)
 {
-	if (p->mean_ms <= 0)
-		return 1;
-	double cap = budget > 1 ? budget / 2.0 : 1.0;
-	double rate = budget / p->mean_ms; /* starts per ms */
+	double cap = budget > 1 ? budget : 1.0;
+	double mean = p->mean_ms > 0 ? p->mean_ms : presumed_ms > 0.001 ? presumed_ms : 0.001;
+	double rate = budget / mean; /* starts per ms */
+	if (p->last_ms < 0)
+		p->last_ms = now_ms;
 	double elapsed = now_ms - p->last_ms;
 	if (elapsed > 0) {
 		p->tokens += elapsed * rate;
@@ -35,11 +36,8 @@ void sp_pacer_done(struct sp_pacer *p, double ms)
 {
 	if (ms < 0.001)
 		ms = 0.001;
-	if (p->mean_ms <= 0) {
-		/* the first sample: start with a full bucket from now on */
-		p->mean_ms = ms;
-		p->tokens = 1e300;
-		return;
-	}
-	p->mean_ms += (ms - p->mean_ms) * MEAN_WEIGHT;
+	if (p->mean_ms <= 0)
+		p->mean_ms = ms; /* the first: no longer the presumed worst */
+	else
+		p->mean_ms += (ms - p->mean_ms) * MEAN_WEIGHT;
 }

@@ -490,7 +490,7 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	if (w->shadow_inflight >= budget ||
 	    !sp_pacer_admit(&w->shadow_pacer, (double)now.tv_sec * 1e3 + (double)now.tv_nsec / 1e6,
-			    budget)) {
+			    budget, cfg->shadow.timeout_ms)) {
 		inc(&st->skipped[SP_SKIP_BUDGET]);
 		return NULL;
 	}

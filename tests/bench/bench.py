@@ -90,6 +90,7 @@ SHADOW_VARIANTS = (
 )
 SHADOW_RPS_TARGET = 0.6         # shadow → fast keeps at least this share of req/s
 SHADOW_P99_TARGET = 1.10        # slow/silent shadows raise p99 by at most this factor
+SHADOW_ROUNDS = 3               # interleaved rounds of the shadow variants (1 with --quick)
 SLOW_MIRROR_DELAY_MS = 500
 MIRROR_STATUS_PATH = "/__bench_status"
 MIRROR_COUNTER_TIMEOUT = 2.0    # seconds to wait for a helper's counters
@@ -764,38 +765,41 @@ def run_shadow_one(row, settings):
         log("  strangler's output (last lines):\n" + "\n".join(said[-5:]))
 
 
-def run_shadow(settings):
-    rows = []
-    for variant in SHADOW_VARIANTS:
-        row = Row(SHADOW_SCENARIO, "strangler", variant=variant)
-        rows.append(row)
-        if not settings.strangler.is_file():
-            row.problems.append("skipped: binary not built")
-            continue
-        try:
-            run_shadow_one(row, settings)
-        except (RuntimeError, subprocess.TimeoutExpired) as exc:
-            row.failed = True
-            row.problems.append("wrk failed")
-            log(f"  strangler: {exc}")
-    return rows
+def run_shadow(settings, rounds):
+    """Every variant once per round, rounds one after the other (off, fast,
+    slow, silent, off, fast, ...): each variant is compared with the `shadow
+    off` of its own round, a minute apart at most, so slow drifts of a shared
+    machine fall on both sides of a ratio. Returns one list of rows per round."""
+    by_round = []
+    for k in range(rounds):
+        if rounds > 1:
+            log(f"shadow section: round {k + 1} of {rounds}")
+        rows = [Row(SHADOW_SCENARIO, "strangler", variant=variant)
+                for variant in SHADOW_VARIANTS]
+        for row in rows:
+            fill_row(row, run_shadow_one, settings)
+        by_round.append(rows)
+    return by_round
+
+
+def fill_row(row, run, settings):
+    """run(row, settings), unless strangler's binary is missing; a wrk failure
+    marks the row failed instead of ending the benchmark."""
+    if row.proxy == "strangler" and not settings.strangler.is_file():
+        row.problems.append("skipped: binary not built")
+        return
+    try:
+        run(row, settings)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        row.failed = True
+        row.problems.append("wrk failed")
+        log(f"  {row.proxy}: {exc}")
 
 
 def run_all(proxies, settings):
-    rows = []
-    for scenario in SCENARIOS:
-        for proxy in proxies:
-            row = Row(scenario, proxy)
-            rows.append(row)
-            if proxy == "strangler" and not settings.strangler.is_file():
-                row.problems.append("skipped: binary not built")
-                continue
-            try:
-                run_one(row, settings)
-            except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                row.failed = True
-                row.problems.append("wrk failed")
-                log(f"  {proxy}: {exc}")
+    rows = [Row(scenario, proxy) for scenario in SCENARIOS for proxy in proxies]
+    for row in rows:
+        fill_row(row, run_one, settings)
     return rows
 
 
@@ -1244,8 +1248,8 @@ def table_lines(rows):
     return lines
 
 
-def shadow_verdict(row, base):
-    """(ratio cells..., target, result) of a shadow row against `shadow off`."""
+def shadow_ratios(row, base):
+    """(req/s ÷ off, p99 ÷ off) of a shadow row; None where a run has no numbers."""
     w, b = row.wrk, base.wrk if base else None
     rps_ratio = p99_ratio = None
     if w and b and not row.failed and not base.failed:
@@ -1253,15 +1257,24 @@ def shadow_verdict(row, base):
             rps_ratio = w.good_rps / b.good_rps
         if w.p99_ms is not None and b.p99_ms:
             p99_ratio = w.p99_ms / b.p99_ms
-    target = row.variant.target
-    if target == "rps":
-        goal, ratio, ok = f"req/s ÷ off ≥ {SHADOW_RPS_TARGET:.2f}", rps_ratio, \
-            rps_ratio is not None and rps_ratio >= SHADOW_RPS_TARGET
-    elif target == "p99":
-        goal, ratio, ok = f"p99 ÷ off ≤ {SHADOW_P99_TARGET:.2f}", p99_ratio, \
-            p99_ratio is not None and p99_ratio <= SHADOW_P99_TARGET
-    else:
+    return rps_ratio, p99_ratio
+
+
+def shadow_target_met(variant, rps_ratio, p99_ratio):
+    """(goal text, the ratio it judges, met) for a variant with a target."""
+    if variant.target == "rps":
+        return (f"req/s ÷ off ≥ {SHADOW_RPS_TARGET:.2f}", rps_ratio,
+                rps_ratio is not None and rps_ratio >= SHADOW_RPS_TARGET)
+    return (f"p99 ÷ off ≤ {SHADOW_P99_TARGET:.2f}", p99_ratio,
+            p99_ratio is not None and p99_ratio <= SHADOW_P99_TARGET)
+
+
+def shadow_verdict(row, base):
+    """(ratio cells..., target, result) of a shadow row against `shadow off`."""
+    rps_ratio, p99_ratio = shadow_ratios(row, base)
+    if row.variant.target not in ("rps", "p99"):
         return fmt(rps_ratio, ".2f"), fmt(p99_ratio, ".2f"), "-", "-"
+    goal, ratio, ok = shadow_target_met(row.variant, rps_ratio, p99_ratio)
     if ratio is None:
         # This run failed, or it (or `shadow off`) was skipped or has no numbers.
         return (fmt(rps_ratio, ".2f"), fmt(p99_ratio, ".2f"), goal,
@@ -1301,8 +1314,9 @@ def shadow_table_lines(rows):
         "with wrk and the backend: what it uses there slows the load side too",
         f"- targets: `shadow → fast` req/s ÷ off ≥ {SHADOW_RPS_TARGET:.2f}; the "
         f"slow and silent mirrors p99 ÷ off ≤ {SHADOW_P99_TARGET:.2f} (the client "
-        "must never wait for the shadow); one run each, so rerun a FAIL before "
-        "believing it. `noisy`: this run or `shadow off` had more than "
+        "must never wait for the shadow); this table is one round: with several, "
+        "the summary after the rounds judges the median. `noisy`: this run or `shadow off` "
+        "had more than "
         f"{NOISY_OTHER_LOAD_PCT:.0f} % other load",
         "",
         "| " + " | ".join(columns) + " |",
@@ -1325,6 +1339,50 @@ def shadow_table_lines(rows):
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
+
+
+def median(values):
+    values = sorted(values)
+    n = len(values)
+    return None if not n else (values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2)
+
+
+def shadow_summary_lines(by_round):
+    """One line per variant over all rounds: the median of its per-round ratios
+    (each against that round's `shadow off`) and the verdict on that median."""
+    rounds = len(by_round)
+    columns = ["variant", "rounds", "req/s ÷ off (median)", "req/s ÷ off (range)",
+               "p99 ÷ off (median)", "p99 ÷ off (range)", "target", "result"]
+    align = ["---", "--:", "--:", "---", "--:", "---", "---", "---"]
+    lines = [
+        f"### Shadowing over {rounds} rounds",
+        "",
+        f"- the four variants ran {rounds} times, interleaved (off, fast, slow, silent, "
+        "off, ...); each ratio is against the `shadow off` of the same round, and the "
+        "verdict is taken on the median over the rounds: p99 moves by ±20–30 % between "
+        "identical runs on this kind of machine, so one run's p99 proves little",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "| " + " | ".join(align) + " |",
+    ]
+    for i, variant in enumerate(SHADOW_VARIANTS):
+        if variant.mirror is None:
+            continue
+        rps, p99 = [], []
+        for rows in by_round:
+            base = next((r for r in rows if r.variant.mirror is None), None)
+            a, b = shadow_ratios(rows[i], base)
+            if a is not None:
+                rps.append(a)
+            if b is not None:
+                p99.append(b)
+        m_rps, m_p99 = median(rps), median(p99)
+        goal, ratio, ok = shadow_target_met(variant, m_rps, m_p99)
+        result = "n/a (no data)" if ratio is None else ("PASS" if ok else "FAIL")
+        span = lambda v: f"{min(v):.2f}–{max(v):.2f}" if v else "-"
+        lines.append("| " + " | ".join([variant.name, str(len(p99)), fmt(m_rps, ".2f"), span(rps),
+                                        fmt(m_p99, ".2f"), span(p99), goal, result]) + " |")
+    return lines
 
 def plain_problems(row):
     return "; ".join(row.problems) or "0"
@@ -1506,6 +1564,9 @@ def parse_args(argv):
     parser.add_argument("--stream-size", type=int, metavar="MIB",
                         help=f"streaming section: MiB per transfer (default: "
                              f"{STREAM_SIZE_MIB}, {QUICK_STREAM_SIZE_MIB} with --quick)")
+    parser.add_argument("--shadow-rounds", type=int, metavar="N",
+                        help=f"shadow section: interleaved rounds of its variants, verdicts "
+                             f"on the median ratio (default: {SHADOW_ROUNDS}, 1 with --quick)")
     parser.add_argument("--stream-repeats", type=int, metavar="N",
                         help=f"streaming section: transfers per row, median reported "
                              f"(default: {STREAM_REPEATS}, 1 with --quick)")
@@ -1532,6 +1593,8 @@ def parse_args(argv):
         parser.error("--stream-size must be at least 1")
     if args.stream_repeats is not None and args.stream_repeats < 1:
         parser.error("--stream-repeats must be at least 1")
+    if args.shadow_rounds is not None and args.shadow_rounds < 1:
+        parser.error("--shadow-rounds must be at least 1")
     if args.only:
         wanted = {name.strip() for name in args.only.split(",") if name.strip()}
         unknown = wanted - set(PROXIES)
@@ -1558,6 +1621,7 @@ def parse_args(argv):
     args.stream_bytes = (args.stream_size or
                          (QUICK_STREAM_SIZE_MIB if args.quick else STREAM_SIZE_MIB)) << 20
     args.stream_repeats = args.stream_repeats or (1 if args.quick else STREAM_REPEATS)
+    args.shadow_rounds = args.shadow_rounds or (1 if args.quick else SHADOW_ROUNDS)
     args.strangler = args.strangler.resolve()
     return args
 
@@ -1628,7 +1692,8 @@ def main(argv):
                 settings = Settings(tmp, backend, backend_port, cpus,
                                     duration, warmup, strangler)
                 rows = run_all(args.proxies, settings) if args.main_table else []
-                shadow_rows = run_shadow(settings) if args.shadow_section else []
+                shadow_rounds = (run_shadow(settings, args.shadow_rounds)
+                                 if args.shadow_section else [])
                 memory_rows = (run_memory(args.proxies, settings, args.idle_connections)
                                if args.memory_section else [])
                 stream_rows = (run_streaming(args.proxies, settings, args.stream_bytes,
@@ -1642,8 +1707,16 @@ def main(argv):
     tables = []
     if args.main_table:
         tables.append(table_lines(rows))
-    if shadow_rows:
-        tables.append(shadow_table_lines(shadow_rows))
+    for k, rows_k in enumerate(shadow_rounds):
+        table = shadow_table_lines(rows_k)
+        if len(shadow_rounds) > 1:
+            table[0] += f" (round {k + 1} of {len(shadow_rounds)})"
+            if k:  # the notes once, on the first round's table
+                cut = table.index("")
+                table = table[:1] + table[table.index("", cut + 1):]
+        tables.append(table)
+    if len(shadow_rounds) > 1:
+        tables.append(shadow_summary_lines(shadow_rounds))
     if memory_rows:
         tables.append(memory_table_lines(memory_rows))
     if stream_rows:
@@ -1656,7 +1729,7 @@ def main(argv):
         args.out.write_text(report)
         log(f"report written to {args.out}")
     # The targets are reported (PASS/FAIL), not enforced: a measurement.
-    every_row = rows + shadow_rows + memory_rows + stream_rows
+    every_row = rows + [r for rk in shadow_rounds for r in rk] + memory_rows + stream_rows
     return 1 if any(row.failed for row in every_row) else 0
 
 
