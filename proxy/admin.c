@@ -294,9 +294,6 @@ static void metrics_shadow(struct sp_buf *b, struct sp_runtime *rt, const struct
 {
 	static const char *const results[] = {"mirrored", "compared", "identical", "different",
 					      "noise", "errors", "timeouts"};
-	static const char *const skips[SP_SKIP__COUNT] = {"budget", "request_body_too_large",
-							  "response_body_too_large",
-							  "primary_incomplete"};
 	uint64_t v[7] = {0}, skip[SP_SKIP__COUNT] = {0};
 	sp_shadow_sum(rt->workers, rt->nworkers, r->name, v, skip, NULL, NULL);
 	for (int k = 0; k < 7; k++) {
@@ -307,7 +304,8 @@ static void metrics_shadow(struct sp_buf *b, struct sp_runtime *rt, const struct
 	for (int k = 0; k < SP_SKIP__COUNT; k++) {
 		sp_buf_adds(b, "strangler_shadow_skipped_total{route=\"");
 		metric_escape(b, r->name);
-		sp_buf_printf(b, "\",reason=\"%s\"} %llu\n", skips[k], (unsigned long long)skip[k]);
+		sp_buf_printf(b, "\",reason=\"%s\"} %llu\n", sp_shadow_skip_name(k),
+			      (unsigned long long)skip[k]);
 	}
 }
 

@@ -15,6 +15,7 @@
 #include "conn.h"
 #include "diffring.h"
 #include "h1.h"
+#include "health.h"
 #include "log.h"
 #include "route.h"
 #include "upstream.h"
@@ -70,7 +71,12 @@ struct sp_shadow {
 
 static const char *const skip_names[SP_SKIP__COUNT] = {"budget", "request_body_too_large",
 							 "response_body_too_large",
-							 "primary_incomplete"};
+							 "primary_incomplete", "backend_down"};
+
+const char *sp_shadow_skip_name(enum sp_shadow_skip k)
+{
+	return skip_names[k];
+}
 
 static void inc(_Atomic uint64_t *c)
 {
@@ -320,6 +326,16 @@ static void maybe_finish(struct sp_shadow *sh)
 		shadow_free(sh);
 }
 
+/* A connection to the backend that never came up (refused, failed, or still
+ * connecting when the shadow timed out) counts against its passive health,
+ * as for primaries: once it is down, shadows to it are skipped rather than
+ * paid for with a connect each, until a trial gets an answer. */
+static void leg_connect_failed(struct leg *l)
+{
+	if (!l->up || (!l->up->reused && !l->up->connected))
+		sp_health_report(&l->sh->cfg->backends[l->backend], 0);
+}
+
 static void leg_fail(struct leg *l, int timed_out)
 {
 	if (l->done || l->failed)
@@ -340,6 +356,8 @@ static int on_leg_head(void *ud, struct sp_h1_msg *m)
 		return -1;
 	if (m->status / 100 == 1)
 		return 1; /* interim: the final answer follows */
+	/* an answer (a 5xx too: that is a difference to report, not an outage) */
+	sp_health_report(&l->sh->cfg->backends[l->backend], 1);
 	capture_head(&l->cap, m->status, m->hdrs, m->nhdrs);
 	l->keep = m->keep_alive;
 	return 0;
@@ -403,6 +421,7 @@ static void on_leg_event(struct sp_conn *c, short what, void *arg)
 {
 	struct leg *l = arg;
 	if (what & SP_CONN_CONNECTED) {
+		l->up->connected = 1;
 		sp_conn_flush(c);
 		return;
 	}
@@ -417,6 +436,8 @@ static void on_leg_event(struct sp_conn *c, short what, void *arg)
 	} else if ((what & SP_CONN_EOF) && sp_h1_finish(l->parser) == SP_H1_OK && l->done) {
 		sp_upconn_free(&l->up);
 	} else {
+		if (what & (SP_CONN_ERROR | SP_CONN_TIMEOUT))
+			leg_connect_failed(l);
 		leg_fail(l, (what & SP_CONN_TIMEOUT) != 0);
 	}
 	maybe_finish(l->sh);
@@ -427,8 +448,11 @@ static void on_shadow_timeout(evutil_socket_t fd, short what, void *arg)
 	struct sp_shadow *sh = arg;
 	(void)fd;
 	(void)what;
-	for (int i = 0; i < sh->nlegs; i++)
+	for (int i = 0; i < sh->nlegs; i++) {
+		if (sh->legs[i].up)
+			leg_connect_failed(&sh->legs[i]);
 		leg_fail(&sh->legs[i], 1);
+	}
 	maybe_finish(sh);
 }
 
@@ -465,8 +489,10 @@ static int leg_connect(struct leg *l, int fresh)
 	const char *why;
 	struct sp_pool *pool = sp_worker_pool(l->sh->w, l->sh->cfg, l->backend);
 	l->up = pool ? sp_pool_get(pool, fresh, &why) : NULL;
-	if (!l->up)
+	if (!l->up) {
+		leg_connect_failed(l);
 		return -1;
+	}
 	struct sp_conn *c = l->up->conn;
 	sp_conn_setcb(c, on_leg_read, NULL, on_leg_event, l);
 	sp_conn_timeouts(c, NULL, NULL);
@@ -492,6 +518,10 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 	    !sp_pacer_admit(&w->shadow_pacer, (double)now.tv_sec * 1e3 + (double)now.tv_nsec / 1e6,
 			    budget, cfg->shadow.timeout_ms)) {
 		inc(&st->skipped[SP_SKIP_BUDGET]);
+		return NULL;
+	}
+	if (!sp_health_usable(&cfg->backends[shadow_backend])) {
+		inc(&st->skipped[SP_SKIP_BACKEND_DOWN]);
 		return NULL;
 	}
 	struct sp_shadow *sh = calloc(1, sizeof(*sh));

@@ -20,8 +20,12 @@ enum sp_shadow_skip {
 	SP_SKIP_REQUEST_BODY,     /* request body above max_body_bytes */
 	SP_SKIP_RESPONSE_BODY,    /* a response body above max_body_bytes */
 	SP_SKIP_PRIMARY_INCOMPLETE, /* the client's exchange did not finish */
+	SP_SKIP_BACKEND_DOWN,     /* the shadow backend refuses connections (passive health) */
 	SP_SKIP__COUNT
 };
+
+/* The reason's name in summaries, metrics and the admin API. */
+const char *sp_shadow_skip_name(enum sp_shadow_skip k);
 
 /* Per route, per worker. Written by the owning worker only; read (relaxed)
  * by the main thread for the summaries. */

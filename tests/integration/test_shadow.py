@@ -3,6 +3,7 @@ that the client's response never changes because of the shadow."""
 import gzip
 import json
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -378,3 +379,86 @@ def test_diff_report_reads_the_log(start_proxy, backend_factory, tmp_path):
     assert "route r: 8 compared, 6 identical (75.0 %), 2 different (25.0 %)" in out.stdout
     assert "json /results/*/score" in out.stdout
     assert "id0" in out.stdout and "id1" in out.stdout
+
+
+class TinyServer:
+    """Answers every request on a given port with 200 "mirror"; notes which
+    requests were shadow copies. For a backend that comes up mid-test."""
+
+    def __init__(self, port):
+        self.shadowed = 0
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((harness.HOST, port))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
+
+    def serve(self, c):
+        c.settimeout(2)
+        data = b""
+        try:
+            while not self.stop.is_set():
+                while b"\r\n\r\n" not in data:
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, data = data.partition(b"\r\n\r\n")
+                if b"\r\nx-strangler-shadow: 1" in head.lower():
+                    self.shadowed += 1
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nmirror")
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+        self.t.join(2)
+
+
+def test_shadow_backend_refusing_connections_is_skipped_until_it_is_back(start_proxy,
+                                                                         backend_factory,
+                                                                         tmp_path):
+    """A mirror that refuses connections is marked down after `unhealthy`
+    failures: later requests skip it (counted as backend_down) instead of
+    paying a connect each, and shadowing resumes once it answers again."""
+    legacy = backend_factory("legacy", lambda req, conn: Response(200, b"primary"))
+    port = harness.refused_port()
+    mirror = {"url": "http://127.0.0.1:%d" % port,
+              "health": {"path": "/", "interval_ms": 200, "unhealthy": 2, "healthy": 1}}
+    log = str(tmp_path / "diffs.jsonl")
+    p = start_proxy({"legacy": legacy, "mirror": mirror}, routes=[shadow_route("mirror")],
+                    shadow_defaults={"diff_log": log, "timeout_ms": 500})
+    p.diff_log = log
+    with p.client() as c:
+        for _ in range(20):
+            r = c.request("GET", "/x")
+            assert (r.status, r.body) == (200, b"primary")
+    assert "backend mirror (127.0.0.1:%d) is down" % port in p.stderr_text()
+    server = TinyServer(port)
+    try:
+        deadline = time.monotonic() + 5
+        with p.client() as c:
+            while server.shadowed == 0:
+                assert time.monotonic() < deadline, "shadowing never resumed"
+                assert c.request("GET", "/x").body == b"primary"
+                time.sleep(0.05)
+    finally:
+        server.close()
+    s = summary(p)
+    assert s["skipped"]["backend_down"] >= 15, s
+    assert s["shadow_errors"] <= 5, s
+    assert s["mirrored"] >= 1
