@@ -75,7 +75,7 @@ SCENARIOS = (
 @dataclasses.dataclass(frozen=True)
 class ShadowVariant:
     name: str
-    mirror: str | None          # None (no shadow block), "nginx", "slow", "silent"
+    mirror: str | None          # None (no shadow block), "nginx", "slow", "silent", "refused"
     target: str | None = None   # "rps": req/s ratio >= RPS_TARGET; "p99": p99 ratio <= P99_TARGET
 
 
@@ -87,9 +87,10 @@ SHADOW_VARIANTS = (
     ShadowVariant("shadow → fast", "nginx", "rps"),
     ShadowVariant("shadow → 500 ms", "slow", "p99"),
     ShadowVariant("shadow → never answers", "silent", "p99"),
+    ShadowVariant("shadow → refused", "refused", "p99"),
 )
 SHADOW_RPS_TARGET = 0.6         # shadow → fast keeps at least this share of req/s
-SHADOW_P99_TARGET = 1.10        # slow/silent shadows raise p99 by at most this factor
+SHADOW_P99_TARGET = 1.10        # slow/silent/refused shadows raise p99 by at most this factor
 SHADOW_ROUNDS = 3               # interleaved rounds of the shadow variants (1 with --quick)
 SLOW_MIRROR_DELAY_MS = 500
 MIRROR_STATUS_PATH = "/__bench_status"
@@ -726,7 +727,9 @@ def run_shadow_one(row, settings):
     try:
         with contextlib.ExitStack() as stack:
             mirror_port = None
-            if variant.mirror:
+            if variant.mirror == "refused":
+                mirror_port = free_port()   # nothing listens there: connect is refused
+            elif variant.mirror:
                 mirror_dir = workdir / "mirror"
                 mirror_dir.mkdir()
                 mirror_dir.chmod(0o755)     # nginx workers may run as `nobody`
@@ -1304,7 +1307,8 @@ def shadow_table_lines(rows):
         f"- mirrors, on the load CPU: `shadow → fast` a second nginx (`return 200 \"ok\\n\"`); "
         f"`shadow → {SLOW_MIRROR_DELAY_MS} ms` shadow_mirror.py slow (answers every "
         f"request after {SLOW_MIRROR_DELAY_MS} ms); `shadow → never answers` shadow_mirror.py silent "
-        "(accepts, never replies)",
+        "(accepts, never replies); `shadow → refused` a port nobody listens on (a mirror "
+        "that is down: strangler marks it down and skips it as `backend_down`)",
         "- mirrored %: requests the mirror received during the measured run ÷ requests "
         "wrk completed (a little over 100 when every request is mirrored: the mirror "
         "also saw the ones still in flight when wrk stopped). Past 256 shadows in "
@@ -1313,7 +1317,7 @@ def shadow_table_lines(rows):
         "- mirror core %: the mirror's CPU time ÷ wall time. It shares the load CPU "
         "with wrk and the backend: what it uses there slows the load side too",
         f"- targets: `shadow → fast` req/s ÷ off ≥ {SHADOW_RPS_TARGET:.2f}; the "
-        f"slow and silent mirrors p99 ÷ off ≤ {SHADOW_P99_TARGET:.2f} (the client "
+        f"slow, silent and refused mirrors p99 ÷ off ≤ {SHADOW_P99_TARGET:.2f} (the client "
         "must never wait for the shadow); this table is one round: with several, "
         "the summary after the rounds judges the median. `noisy`: this run or `shadow off` "
         "had more than "
@@ -1357,7 +1361,7 @@ def shadow_summary_lines(by_round):
     lines = [
         f"### Shadowing over {rounds} rounds",
         "",
-        f"- the four variants ran {rounds} times, interleaved (off, fast, slow, silent, "
+        f"- the {len(SHADOW_VARIANTS)} variants ran {rounds} times, interleaved (off, fast, slow, silent, refused, "
         "off, ...); each ratio is against the `shadow off` of the same round, and the "
         "verdict is taken on the median over the rounds: p99 moves by ±20–30 % between "
         "identical runs on this kind of machine, so one run's p99 proves little",
