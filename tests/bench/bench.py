@@ -116,6 +116,13 @@ STREAM_RATE_TARGET = 0.8        # strangler: MB/s ÷ direct, at least this
 STREAM_RSS_GROWTH_MIB = 4.0     # strangler: peak RSS − RSS at start, at most this ("flat")
 STREAM_DIRECTIONS = ("download", "upload")
 
+# The targets table (issue 6), over every section that ran.
+PEER_RPS_TARGET = 1.15          # strangler's req/s ÷ the better of nginx and HAProxy
+PEER_CPU_TARGET = 0.8           # strangler's CPU µs/req ÷ nginx's
+PEER_RPS_SCENARIOS = SCENARIOS[:3]   # small c50, small c400, 16 KiB: keep-alive rows
+CONN_SCENARIO = SCENARIOS[3]
+ROUTE_TARGET_NS = 1000.0
+
 
 @dataclasses.dataclass(frozen=True)
 class CpuPlan:
@@ -215,11 +222,7 @@ class StreamRow:
     @property
     def rate(self):
         """Median MB/s of the transfers that completed."""
-        if not self.rates:
-            return None
-        ordered = sorted(self.rates)
-        mid = len(ordered) // 2
-        return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+        return median(self.rates)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1351,6 +1354,17 @@ def median(values):
     return None if not n else (values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2)
 
 
+def shadow_round_ratios(by_round, i):
+    """Variant i's (req/s ÷ off, p99 ÷ off) of every round that has them."""
+    rps, p99 = [], []
+    for rows in by_round:
+        base = next((r for r in rows if r.variant.mirror is None), None)
+        a, b = shadow_ratios(rows[i], base)
+        rps += [a] if a is not None else []
+        p99 += [b] if b is not None else []
+    return rps, p99
+
+
 def shadow_summary_lines(by_round):
     """One line per variant over all rounds: the median of its per-round ratios
     (each against that round's `shadow off`) and the verdict on that median."""
@@ -1372,14 +1386,7 @@ def shadow_summary_lines(by_round):
     for i, variant in enumerate(SHADOW_VARIANTS):
         if variant.mirror is None:
             continue
-        rps, p99 = [], []
-        for rows in by_round:
-            base = next((r for r in rows if r.variant.mirror is None), None)
-            a, b = shadow_ratios(rows[i], base)
-            if a is not None:
-                rps.append(a)
-            if b is not None:
-                p99.append(b)
+        rps, p99 = shadow_round_ratios(by_round, i)
         m_rps, m_p99 = median(rps), median(p99)
         goal, ratio, ok = shadow_target_met(variant, m_rps, m_p99)
         result = "n/a (no data)" if ratio is None else ("PASS" if ok else "FAIL")
@@ -1548,6 +1555,93 @@ def stream_table_lines(rows, repeats):
 
 # --------------------------------------------------------------------------
 # Main
+
+
+def route_bench(strangler_path):
+    """ns per routing decision from build/tests/bench/route_bench (built
+    beside the strangler binary), or (None, why)."""
+    exe = Path(strangler_path).resolve().parent.parent / "tests" / "bench" / "route_bench"
+    if not exe.is_file():
+        return None, f"not built ({exe})"
+    try:
+        out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"failed: {exc}"
+    m = re.search(r"([0-9.]+) ns per request", out)
+    return (float(m.group(1)), None) if m else (None, "no result in its output")
+
+
+def targets_lines(rows, shadow_rounds, memory_rows, stream_rows, route):
+    """One line per target of issue 6 that the sections run can judge."""
+    lines = ["## Targets (issue 6)", "",
+             "- from the tables above; `n/a` where a section did not run or has no numbers",
+             "", "| target | measured | result |", "| --- | --- | --- |"]
+
+    def add(target, measured, ok):
+        result = "n/a" if ok is None else ("PASS" if ok else "FAIL")
+        lines.append(f"| {target} | {measured} | {result} |")
+
+    by = {(r.scenario, r.proxy): r for r in rows if r.wrk and not r.failed}
+    for sc in PEER_RPS_SCENARIOS:
+        me = by.get((sc, "strangler"))
+        peers = [by[(sc, p)] for p in ("nginx", "haproxy") if (sc, p) in by]
+        if rows and me and peers:
+            best = max(peers, key=lambda r: r.wrk.good_rps)
+            ratio = me.wrk.good_rps / best.wrk.good_rps if best.wrk.good_rps else None
+            add(f"req/s ≥ {PEER_RPS_TARGET:.2f}× the better peer, {sc.name}",
+                f"{fmt(ratio, '.2f')}× {best.proxy}", ratio is not None and ratio >= PEER_RPS_TARGET)
+            lowest = min(peers, key=lambda r: r.wrk.p99_ms or float("inf"))
+            add(f"p99 no higher than the peers', {sc.name}",
+                f"{fmt(me.wrk.p99_ms, '.3f')} ms against {fmt(lowest.wrk.p99_ms, '.3f')} "
+                f"({lowest.proxy})",
+                None if me.wrk.p99_ms is None or lowest.wrk.p99_ms is None
+                else me.wrk.p99_ms <= lowest.wrk.p99_ms)
+        elif rows:
+            add(f"req/s and p99 against the peers, {sc.name}", "-", None)
+    me, ng = by.get((SCENARIOS[0], "strangler")), by.get((SCENARIOS[0], "nginx"))
+    if me and ng and me.cpu_us_per_req and ng.cpu_us_per_req:
+        ratio = me.cpu_us_per_req / ng.cpu_us_per_req
+        add(f"CPU per request ≤ {PEER_CPU_TARGET:.1f}× nginx's, {SCENARIOS[0].name}",
+            f"{me.cpu_us_per_req:.1f} against {ng.cpu_us_per_req:.1f} µs ({ratio:.2f}×)",
+            ratio <= PEER_CPU_TARGET)
+    me, ng = by.get((SCENARIOS[1], "strangler")), by.get((SCENARIOS[1], "nginx"))
+    if me and ng and me.rss_mib is not None and ng.rss_mib is not None:
+        add(f"peak RSS ≤ nginx's, {SCENARIOS[1].name}",
+            f"{me.rss_mib:.1f} against {ng.rss_mib:.1f} MiB", me.rss_mib <= ng.rss_mib)
+    me, ng = by.get((CONN_SCENARIO, "strangler")), by.get((CONN_SCENARIO, "nginx"))
+    if me and ng and ng.wrk.good_rps:
+        ratio = me.wrk.good_rps / ng.wrk.good_rps
+        add("a new connection per request: req/s ≥ nginx's", f"{ratio:.2f}× nginx", ratio >= 1.0)
+    for row in memory_rows:
+        if row.proxy == "strangler":
+            goal, result = memory_verdict(row)
+            add(f"memory: {goal}", f"{fmt(row.kib_per_conn, '.2f')} KiB/conn, idle "
+                f"{mib(row.rss_idle)} MiB", None if result.startswith("n/a") else result == "PASS")
+    for direction in STREAM_DIRECTIONS:
+        direct = next((r for r in stream_rows if r.direction == direction and r.proxy == "direct"),
+                      None)
+        for row in stream_rows:
+            if row.direction == direction and row.proxy == "strangler":
+                goal, result = stream_verdict(row, direct)
+                ratio = row.rate / direct.rate if row.rate and direct and direct.rate else None
+                growth = stream_growth(row)
+                add(f"{direction}: {goal}",
+                    f"{fmt(ratio, '.2f')}× direct, RSS growth {mib(growth)} MiB",
+                    None if result.startswith("n/a") else result == "PASS")
+    if shadow_rounds:
+        for i, variant in enumerate(SHADOW_VARIANTS):
+            if variant.target is None:
+                continue
+            rps, p99 = shadow_round_ratios(shadow_rounds, i)
+            goal, ratio, ok = shadow_target_met(variant, median(rps), median(p99))
+            add(f"{variant.name}: {goal}",
+                f"{fmt(ratio, '.2f')} (median of {len(shadow_rounds)} round"
+                f"{'s' if len(shadow_rounds) > 1 else ''})", None if ratio is None else ok)
+    if route is not None:
+        ns, why = route
+        add(f"route matching + rollout decision < {ROUTE_TARGET_NS:.0f} ns, 200 routes",
+            f"{ns:.0f} ns" if ns is not None else why, None if ns is None else ns < ROUTE_TARGET_NS)
+    return lines
 
 
 def parse_args(argv):
@@ -1725,6 +1819,9 @@ def main(argv):
         tables.append(memory_table_lines(memory_rows))
     if stream_rows:
         tables.append(stream_table_lines(stream_rows, args.stream_repeats))
+    if "strangler" in args.proxies:
+        route = route_bench(args.strangler) if args.main_table else None
+        tables.append(targets_lines(rows, shadow_rounds, memory_rows, stream_rows, route))
     for i, table in enumerate(tables):
         lines += ([""] if i else []) + table
     report = "\n".join(lines) + "\n"
