@@ -168,6 +168,7 @@ class Row:
     variant: ShadowVariant | None = None  # set on the shadow section's rows
     mirrored: int | None = None           # requests the mirror received in the measured run
     mirror_core_pct: float | None = None  # the mirror's CPU time / wall time
+    rps_runs: list = dataclasses.field(default_factory=list)  # req/s of each round (main table)
 
 
 @dataclasses.dataclass
@@ -802,11 +803,57 @@ def fill_row(row, run, settings):
         log(f"  {row.proxy}: {exc}")
 
 
-def run_all(proxies, settings):
-    rows = [Row(scenario, proxy) for scenario in SCENARIOS for proxy in proxies]
-    for row in rows:
-        fill_row(row, run_one, settings)
-    return rows
+def run_all(proxies, settings, rounds=1):
+    """Every scenario through every proxy, `rounds` times (round after round,
+    the proxies of a scenario back to back); one row per scenario and proxy,
+    the median of its rounds."""
+    runs = {}
+    for k in range(rounds):
+        if rounds > 1:
+            log(f"main table: round {k + 1} of {rounds}")
+        for scenario in SCENARIOS:
+            for proxy in proxies:
+                row = Row(scenario, proxy)
+                fill_row(row, run_one, settings)
+                runs.setdefault((scenario, proxy), []).append(row)
+    return [merge_rounds(rs) for rs in runs.values()]
+
+
+def merge_rounds(rs):
+    """One row from several runs of a scenario and proxy: medians of req/s,
+    latency, CPU per request and core %; the highest peak RSS and other load;
+    every problem. Runs that failed are left out (and said so)."""
+    if len(rs) == 1:
+        rs[0].rps_runs = [rs[0].wrk.good_rps] if rs[0].wrk else []
+        return rs[0]
+    ok = [r for r in rs if r.wrk and not r.failed]
+    first = rs[0]
+    row = Row(first.scenario, first.proxy)
+    row.problems = sorted({p for r in rs for p in r.problems})
+    if len(ok) < len(rs):
+        row.problems.append(f"{len(rs) - len(ok)} of {len(rs)} runs failed")
+    if not ok:
+        row.failed = True
+        return row
+    pick = lambda f: median([v for v in map(f, ok) if v is not None])
+    highest = lambda f: max((v for v in map(f, ok) if v is not None), default=None)
+    errors = {}
+    for r in ok:
+        for k, v in r.wrk.socket_errors.items():
+            errors[k] = errors.get(k, 0) + v
+    row.rps_runs = [r.wrk.good_rps for r in ok]
+    # non_2xx 0 and the median good req/s as rps keep good_rps the median
+    row.wrk = WrkResult(requests=sum(r.wrk.requests for r in ok), rps=median(row.rps_runs),
+                        p50_ms=pick(lambda r: r.wrk.p50_ms), p99_ms=pick(lambda r: r.wrk.p99_ms),
+                        non_2xx=0, socket_errors=errors)
+    non_2xx = sum(r.wrk.non_2xx for r in ok)
+    if non_2xx:
+        row.problems.append(f"{non_2xx} non-2xx")
+    row.rss_mib = highest(lambda r: r.rss_mib)
+    row.cpu_us_per_req = pick(lambda r: r.cpu_us_per_req)
+    row.proxy_core_pct = pick(lambda r: r.proxy_core_pct)
+    row.other_load_pct = highest(lambda r: r.other_load_pct)
+    return row
 
 
 # --------------------------------------------------------------------------
@@ -1200,6 +1247,10 @@ def header_lines(args, cpus, duration, warmup):
     return lines + [
         f"- each run: fresh proxy, {warmup} s warm-up, then wrk -t1 -d{duration}s "
         f"--latency --timeout {WRK_TIMEOUT}; backend nginx 1 worker",
+        *([f"- main table: {args.rounds} rounds (each scenario through every proxy, "
+           "round after round); each row is the median of its rounds (req/s, p50, p99, "
+           "CPU µs/req, core %; peak RSS and other load: the highest); req/s range: "
+           "its slowest and fastest round"] if args.main_table and args.rounds > 1 else []),
         "- req/s: 2xx/3xx responses per second (non-2xx are left out and "
         "listed under errors); ratios: this row's req/s ÷ that proxy's in the "
         "same scenario",
@@ -1231,13 +1282,16 @@ def describe_problems(row):
 
 def table_lines(rows):
     good = {(r.scenario, r.proxy): r.wrk.good_rps for r in rows if r.wrk}
-    columns = ["scenario", "proxy", "req/s", "p50 ms", "p99 ms", "peak RSS MiB",
-               "CPU µs/req", "proxy core %", "other load %", "errors"] + [f"÷{base}" for base in RATIO_BASES]
-    text_columns = ("scenario", "proxy", "errors")
+    multi = any(len(r.rps_runs) > 1 for r in rows)
+    columns = ["scenario", "proxy", "req/s", *(["req/s range"] if multi else []), "p50 ms",
+               "p99 ms", "peak RSS MiB", "CPU µs/req", "proxy core %", "other load %",
+               "errors"] + [f"÷{base}" for base in RATIO_BASES]
+    text_columns = ("scenario", "proxy", "errors", "req/s range")
     align = ["---" if c in text_columns else "--:" for c in columns]
     lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join(align) + " |"]
     for row in rows:
         w = row.wrk
+        span = (f"{min(row.rps_runs):,.0f}–{max(row.rps_runs):,.0f}" if row.rps_runs else "-")
         rps = w.good_rps if w else None
         ratios = []
         for base in RATIO_BASES:
@@ -1245,7 +1299,7 @@ def table_lines(rows):
             ok = rps is not None and base_rps
             ratios.append(f"{rps / base_rps:.2f}" if ok else "-")
         cells = [row.scenario.name, row.proxy,
-                 fmt(rps, ",.0f"),
+                 fmt(rps, ",.0f"), *([span] if multi else []),
                  fmt(w and w.p50_ms, ".3f"), fmt(w and w.p99_ms, ".3f"),
                  fmt(row.rss_mib, ".1f"), fmt(row.cpu_us_per_req, ".1f"),
                  fmt(row.proxy_core_pct, ".0f"), fmt(row.other_load_pct, ".0f"),
@@ -1662,6 +1716,10 @@ def parse_args(argv):
     parser.add_argument("--stream-size", type=int, metavar="MIB",
                         help=f"streaming section: MiB per transfer (default: "
                              f"{STREAM_SIZE_MIB}, {QUICK_STREAM_SIZE_MIB} with --quick)")
+    parser.add_argument("--rounds", type=int, default=1, metavar="N",
+                        help="main table: run every scenario through every proxy N times, "
+                             "round after round, and report each row's median "
+                             "(default: %(default)s)")
     parser.add_argument("--shadow-rounds", type=int, metavar="N",
                         help=f"shadow section: interleaved rounds of its variants, verdicts "
                              f"on the median ratio (default: {SHADOW_ROUNDS}, 1 with --quick)")
@@ -1691,6 +1749,8 @@ def parse_args(argv):
         parser.error("--stream-size must be at least 1")
     if args.stream_repeats is not None and args.stream_repeats < 1:
         parser.error("--stream-repeats must be at least 1")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if args.shadow_rounds is not None and args.shadow_rounds < 1:
         parser.error("--shadow-rounds must be at least 1")
     if args.only:
@@ -1789,7 +1849,7 @@ def main(argv):
                     raise StartError("backend misbehaves: " + "; ".join(problems))
                 settings = Settings(tmp, backend, backend_port, cpus,
                                     duration, warmup, strangler)
-                rows = run_all(args.proxies, settings) if args.main_table else []
+                rows = run_all(args.proxies, settings, args.rounds) if args.main_table else []
                 shadow_rounds = (run_shadow(settings, args.shadow_rounds)
                                  if args.shadow_section else [])
                 memory_rows = (run_memory(args.proxies, settings, args.idle_connections)
