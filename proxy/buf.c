@@ -34,27 +34,6 @@ int sp_buf_reserve(struct sp_buf *b, size_t extra)
 	return 0;
 }
 
-int sp_buf_add(struct sp_buf *b, const void *data, size_t len)
-{
-	if (sp_buf_reserve(b, len) < 0)
-		return -1;
-	if (len)
-		memcpy(b->data + b->len, data, len);
-	b->len += len;
-	b->data[b->len] = '\0';
-	return 0;
-}
-
-int sp_buf_adds(struct sp_buf *b, const char *s)
-{
-	return sp_buf_add(b, s, strlen(s));
-}
-
-int sp_buf_addc(struct sp_buf *b, char c)
-{
-	return sp_buf_add(b, &c, 1);
-}
-
 int sp_buf_printf(struct sp_buf *b, const char *fmt, ...)
 {
 	va_list ap;

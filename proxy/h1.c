@@ -357,17 +357,29 @@ static int scan_head(struct sp_h1 *h, const char *p, size_t n)
 		/* the line so far: only its first bytes and its length matter */
 		const char *nl = memchr(p, '\n', (size_t)(end - p));
 		const char *stop = nl ? nl : end;
-		for (const char *q = p; q < stop && h->scan_len < 16; q++)
-			if (*q != '\r') {
-				if (h->scan_len == 0 && h->scan_lines > 0 && (*q == ' ' || *q == '\t')) {
+		if (h->scan_lines == 0) {
+			/* the start line: its first bytes are checked at its end */
+			for (const char *q = p; q < stop && h->scan_len < 16; q++)
+				if (*q != '\r') {
+					if (h->scan_len < (int)sizeof(h->scan_first) - 1)
+						h->scan_first[h->scan_len] = *q;
+					h->scan_len++;
+				}
+		} else if (h->scan_len == 0) {
+			/* a header line: only its first byte other than CR matters (a
+			 * fold starts with SP or HTAB; none at all: the blank line) */
+			const char *q = p;
+			while (q < stop && *q == '\r')
+				q++;
+			if (q < stop) {
+				if (*q == ' ' || *q == '\t') {
 					sp_h1_fail(h, h->p.type == HTTP_REQUEST ? 400 : 502,
 						   "obsolete line folding in header");
 					return -1;
 				}
-				if (h->scan_lines == 0 && h->scan_len < (int)sizeof(h->scan_first) - 1)
-					h->scan_first[h->scan_len] = *q;
-				h->scan_len++;
+				h->scan_len = 1;
 			}
+		}
 		if (stop > p)
 			h->scan_prev = stop[-1];
 		if (!nl)
