@@ -505,7 +505,7 @@ int cfgp_backend_ref(struct sp_loader *L, const config_setting_t *g, const char 
 static void load_limits(struct sp_loader *L, const config_setting_t *root)
 {
 	static const char *const tkeys[] = {"client_header_ms", "client_keepalive_ms",
-					    "client_body_ms", NULL};
+					    "client_body_ms", "client_send_ms", NULL};
 	static const char *const lkeys[] = {"max_request_line", "max_header_bytes", "max_headers",
 					    "max_body_bytes", NULL};
 	struct sp_limits *lim = &L->cfg->limits;
@@ -515,6 +515,7 @@ static void load_limits(struct sp_loader *L, const config_setting_t *root)
 	*lim = (struct sp_limits){.header_timeout_ms = 10000,
 				  .keepalive_timeout_ms = 60000,
 				  .body_timeout_ms = 30000,
+				  .send_timeout_ms = 60000,
 				  .drain_timeout_ms = 30000,
 				  .max_connections = 10000,
 				  .max_request_line = 8192,
@@ -531,6 +532,7 @@ static void load_limits(struct sp_loader *L, const config_setting_t *root)
 		cfgp_int_field(L, t, "client_keepalive_ms", "timeouts", 1, 86400000,
 			      &lim->keepalive_timeout_ms);
 		cfgp_int_field(L, t, "client_body_ms", "timeouts", 1, 86400000, &lim->body_timeout_ms);
+		cfgp_int_field(L, t, "client_send_ms", "timeouts", 1, 86400000, &lim->send_timeout_ms);
 	}
 	if (l && !config_setting_is_group(l)) {
 		ERR(L, l, "limits: must be a group");

@@ -48,6 +48,7 @@ struct sp_limits {
 	int header_timeout_ms;    /* total deadline for a request head */
 	int keepalive_timeout_ms; /* idle client keep-alive */
 	int body_timeout_ms;      /* client body idle */
+	int send_timeout_ms;      /* no progress writing to a client */
 	int drain_timeout_ms;     /* graceful stop */
 	int max_connections;      /* client connections per process; accept waits past it */
 	int max_request_line;     /* bytes of the request target → 414 */

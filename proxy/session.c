@@ -127,6 +127,16 @@ static void set_timer(struct sp_session *s, enum timer_mode mode)
 		evtimer_add(s->timer, &tv);
 }
 
+/* The client's read timeout (NULL: none) and, always, its send timeout:
+ * output that makes no progress for timeouts.client_send_ms (a client that
+ * stopped reading) ends the connection. */
+static void client_timeouts(struct sp_session *s, const struct timeval *rd)
+{
+	int ms = s->w->cfg->limits.send_timeout_ms;
+	struct timeval wt = {ms / 1000, (ms % 1000) * 1000};
+	sp_conn_timeouts(s->client, rd, &wt);
+}
+
 static struct evbuffer *client_out(struct sp_session *s)
 {
 	return s->client->out;
@@ -484,7 +494,7 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	if (s->req_body != SP_BODY_NONE) {
 		int ms = lim->body_timeout_ms;
 		struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-		sp_conn_timeouts(s->client, &tv, NULL);
+		client_timeouts(s, &tv);
 	}
 	return 0;
 }
@@ -527,7 +537,7 @@ static int on_req_done(void *ud, struct sp_h1_msg *m)
 		emit(s, "0\r\n\r\n", 5);
 	s->req_done = 1;
 	sp_shadow_request_done(s->shadow);
-	sp_conn_timeouts(s->client, NULL, NULL);
+	client_timeouts(s, NULL);
 	return 1; /* one exchange at a time: pipelined requests wait */
 }
 
@@ -686,7 +696,7 @@ static void start_tunnel(struct sp_session *s)
 {
 	struct sp_conn *up = s->up->conn;
 	set_timer(s, T_NONE);
-	sp_conn_timeouts(s->client, NULL, NULL);
+	client_timeouts(s, NULL);
 	sp_conn_timeouts(up, NULL, NULL);
 	sp_conn_setcb(up, on_up_read, on_conn_drain, on_tunnel_up_event, s);
 	up->low_water = LOW_WATER;
@@ -997,6 +1007,15 @@ static void on_client_event(struct sp_conn *c, short what, void *arg)
 			sp_conn_flush(s->up->conn);
 		}
 		tunnel_close(s);
+	} else if ((what & SP_CONN_TIMEOUT) && (what & SP_CONN_WRITING)) {
+		/* the client stopped reading what we send */
+		sp_debug("client %s: nothing written for timeouts.client_send_ms", s->client_ip);
+		if (s->req_active) {
+			s->error = "client send timeout";
+			log_exchange(s);
+		}
+		reset_exchange(s);
+		s->dead = 1;
 	} else if ((what & SP_CONN_TIMEOUT) && s->req_active && !s->req_done) {
 		/* the body stalled */
 		s->error = "client body timeout";
@@ -1088,6 +1107,7 @@ void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct soc
 		sp_conn_tls_accept(s->client, tls);
 	}
 	sp_conn_setcb(s->client, on_client_read, on_conn_drain, on_client_event, s);
+	client_timeouts(s, NULL);
 	s->client->read_max = HIGH_WATER;
 	s->client->low_water = LOW_WATER;
 	sp_conn_read(s->client, 1);

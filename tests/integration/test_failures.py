@@ -670,3 +670,24 @@ def test_client_closes_inside_a_large_upload(backend_factory, start_proxy):
     assert re.search(r"request body: \d+ bytes relayed by splice", proxy.stderr_text())
     with proxy.client() as c:
         assert c.request("GET", "/good").status == 200
+
+
+def test_client_that_stops_reading_is_dropped_after_send_timeout(backend_factory, start_proxy):
+    """A client that asks for a large answer and never reads it does not hold
+    the connection (and the backend's) forever: after timeouts.client_send_ms
+    without progress the exchange ends, logged as a send timeout."""
+    b = backend_factory("legacy", by_path({"/big": harness.stream_body(64 * 1024 * 1024,
+                                                                       b"z" * 65536)}))
+    proxy = start_proxy({"legacy": b}, timeouts={"client_send_ms": 300})
+    s = socket.create_connection((harness.HOST, proxy.port), timeout=10)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.sendall(build_request("GET", "/big"))
+    t0 = time.monotonic()
+    e = proxy.wait_access(1, timeout=10)[0]
+    took = time.monotonic() - t0
+    s.close()
+    assert e["error"] == "client send timeout"
+    assert e["status"] == 200 and 0 < e["bytes_out"] < 64 * 1024 * 1024
+    assert took < 5, "dropped after %.1fs" % took
+    with proxy.client() as c:
+        assert c.request("GET", "/good").status == 200
