@@ -254,6 +254,41 @@ enum sp_body_mode sp_response_body_mode(const struct sp_h1_msg *m, int is_head, 
 	return client_minor >= 1 ? SP_BODY_CHUNKED : SP_BODY_CLOSE;
 }
 
+struct sp_fwd_request sp_fwd_request_for(const struct sp_h1_msg *m, const char *path,
+					 size_t path_len, const char *query, size_t query_len)
+{
+	return (struct sp_fwd_request){
+		.method = m->method,
+		.path = path,
+		.path_len = path_len,
+		.query = query,
+		.query_len = query_len,
+		.headers = m->hdrs,
+		.nheaders = m->nhdrs,
+		.body = m->chunked ? SP_BODY_CHUNKED : m->has_length ? SP_BODY_LENGTH : SP_BODY_NONE,
+		.content_length = m->content_length,
+		.upgrade = m->upgrade && sp_hdr_find(m->hdrs, m->nhdrs, "Upgrade") != NULL,
+	};
+}
+
+struct sp_fwd_response sp_fwd_response_for(const struct sp_h1_msg *m, int is_head,
+					   int client_minor)
+{
+	return (struct sp_fwd_response){
+		.status = m->status,
+		.reason = m->reason,
+		.reason_len = m->reason_len,
+		.headers = m->hdrs,
+		.nheaders = m->nhdrs,
+		.body = sp_response_body_mode(m, is_head, client_minor),
+		.content_length = m->content_length,
+		.keep_length = is_head || m->status == 304,
+		.has_length = m->has_length,
+		.client_minor = client_minor,
+		.upgrade = m->status == 101,
+	};
+}
+
 static int add_header(struct sp_buf *out, const char *name, const char *value, size_t vlen)
 {
 	if (sp_buf_adds(out, name) || sp_buf_add(out, ": ", 2) || sp_buf_add(out, value, vlen) ||

@@ -101,6 +101,12 @@ struct sp_fwd_request {
 };
 
 /* Serialises the request head the proxy sends upstream. Appends to out. */
+/* The head to forward for a client's parsed head m, routed to path?query:
+ * the body framed as it came (chunked, Content-Length or none), Upgrade kept
+ * when the request asks for one with an Upgrade header. The caller adds
+ * client_ip, proto, request_id and default_host. */
+struct sp_fwd_request sp_fwd_request_for(const struct sp_h1_msg *m, const char *path,
+					 size_t path_len, const char *query, size_t query_len);
 int sp_http_write_request_head(const struct sp_fwd_request *r, struct sp_buf *out);
 
 struct sp_fwd_response {
@@ -119,6 +125,11 @@ struct sp_fwd_response {
 };
 
 int sp_http_write_response_head(const struct sp_fwd_response *r, struct sp_buf *out);
+/* The head to forward for a backend's parsed head m: framing from
+ * sp_response_body_mode, Content-Length kept after HEAD and 304, Upgrade kept
+ * on 101. keep_alive is left 0 for the caller, who decides it from .body. */
+struct sp_fwd_response sp_fwd_response_for(const struct sp_h1_msg *m, int is_head,
+					   int client_minor);
 
 /* A complete short response written by the proxy itself (errors). */
 int sp_http_write_simple(struct sp_buf *out, int status, const char *body, int keep_alive,

@@ -459,28 +459,16 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 		s->fallback_from = s->backend;
 		s->backend = other;
 	}
-	s->req_body = m->chunked ? SP_BODY_CHUNKED : m->has_length ? SP_BODY_LENGTH : SP_BODY_NONE;
+	struct sp_fwd_request f = sp_fwd_request_for(m, s->path.data, s->path.len, query, qlen);
+	f.client_ip = s->client_ip;
+	f.proto = s->https ? "https" : "http";
+	f.default_host = s->cfg->backends[s->backend].hostport;
+	f.request_id = had_id ? NULL : s->reqid;
+	s->req_body = f.body;
 	s->req_keep = m->keep_alive;
 	s->client_minor = m->http_minor;
 	s->is_head = strcmp(m->method, "HEAD") == 0;
-	s->upgrade_req = m->upgrade && sp_hdr_find(m->hdrs, m->nhdrs, "Upgrade") != NULL;
-
-	struct sp_fwd_request f = {
-		.method = m->method,
-		.path = s->path.data,
-		.path_len = s->path.len,
-		.query = query,
-		.query_len = qlen,
-		.headers = m->hdrs,
-		.nheaders = m->nhdrs,
-		.body = s->req_body,
-		.content_length = m->content_length,
-		.upgrade = s->upgrade_req,
-		.client_ip = s->client_ip,
-		.proto = s->https ? "https" : "http",
-		.default_host = s->cfg->backends[s->backend].hostport,
-		.request_id = had_id ? NULL : s->reqid,
-	};
+	s->upgrade_req = f.upgrade;
 	sp_buf_reset(&s->head);
 	if (sp_http_write_request_head(&f, &s->head) < 0) {
 		sp_h1_fail(s->req, 500, "out of memory");
@@ -581,27 +569,15 @@ static int on_resp_head(void *ud, struct sp_h1_msg *m)
 		}
 		return 1;
 	}
-	s->tunnel = m->status == 101;
-	s->resp_body = sp_response_body_mode(m, s->is_head, s->client_minor);
+	struct sp_fwd_response f = sp_fwd_response_for(m, s->is_head, s->client_minor);
+	s->tunnel = f.upgrade;
+	s->resp_body = f.body;
 	s->upstream_keep = m->keep_alive;
 	sp_health_report(&s->cfg->backends[s->backend], m->status < 500);
 	/* A refused upgrade leaves the request parser in upgrade state: close. */
 	s->client_keep = s->req_keep && s->req_done && s->resp_body != SP_BODY_CLOSE &&
 			 !s->w->draining && !s->upgrade_req;
-	struct sp_fwd_response f = {
-		.status = m->status,
-		.reason = m->reason,
-		.reason_len = m->reason_len,
-		.headers = m->hdrs,
-		.nheaders = m->nhdrs,
-		.body = s->resp_body,
-		.content_length = m->content_length,
-		.keep_length = s->is_head || m->status == 304,
-		.has_length = m->has_length,
-		.client_minor = s->client_minor,
-		.keep_alive = s->client_keep,
-		.upgrade = s->tunnel,
-	};
+	f.keep_alive = s->client_keep;
 	sp_buf_reset(&s->tmp);
 	if (sp_http_write_response_head(&f, &s->tmp) < 0)
 		return -1;

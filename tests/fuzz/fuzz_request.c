@@ -170,24 +170,11 @@ static int on_head(void *ud, struct sp_h1_msg *m)
 			   again.data ? again.data : "");
 		sp_buf_deinit(&again);
 	}
-	c->f = (struct sp_fwd_request){
-		.method = m->method,
-		.path = c->path.data,
-		.path_len = c->path.len,
-		.query = query,
-		.query_len = qlen,
-		.headers = m->hdrs,
-		.nheaders = m->nhdrs,
-		.body = m->chunked	? SP_BODY_CHUNKED
-			: m->has_length ? SP_BODY_LENGTH
-					: SP_BODY_NONE,
-		.content_length = m->content_length,
-		.upgrade = m->upgrade && sp_hdr_find(m->hdrs, m->nhdrs, "Upgrade") != NULL,
-		.client_ip = CLIENT_IP,
-		.proto = "http",
-		.request_id = c->request_id ? REQUEST_ID : NULL,
-		.default_host = DEFAULT_HOST,
-	};
+	c->f = sp_fwd_request_for(m, c->path.data, c->path.len, query, qlen);
+	c->f.client_ip = CLIENT_IP;
+	c->f.proto = "http";
+	c->f.request_id = c->request_id ? REQUEST_ID : NULL;
+	c->f.default_host = DEFAULT_HOST;
 	sp_buf_reset(&c->head);
 	FUZZ_CHECK(sp_http_write_request_head(&c->f, &c->head) == 0, "out of memory");
 	trace_ev(&c->tr, "forward %zu", c->head.len);

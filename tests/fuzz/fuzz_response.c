@@ -170,24 +170,8 @@ static int on_head(void *ud, struct sp_h1_msg *m)
 	 * "0200" as a status (status-range). */
 	FUZZ_CHECK((m->status >= 100 && m->status <= 599) || fuzz_known("status-range"),
 		   "status %d forwarded", m->status);
-	int tunnel = m->status == 101;
-	enum sp_body_mode body = sp_response_body_mode(m, c->is_head, c->client_minor);
-	int client_keep = c->req_keep && body != SP_BODY_CLOSE && !c->upgrade_req;
-	struct sp_fwd_response f = {
-		.status = m->status,
-		.reason = m->reason,
-		.reason_len = m->reason_len,
-		.headers = m->hdrs,
-		.nheaders = m->nhdrs,
-		.body = body,
-		.content_length = m->content_length,
-		.keep_length = c->is_head || m->status == 304,
-		.has_length = m->has_length,
-		.client_minor = c->client_minor,
-		.keep_alive = client_keep,
-		.upgrade = tunnel,
-	};
-	c->f = f;
+	c->f = sp_fwd_response_for(m, c->is_head, c->client_minor);
+	c->f.keep_alive = c->req_keep && c->f.body != SP_BODY_CLOSE && !c->upgrade_req;
 	sp_buf_reset(&c->head);
 	FUZZ_CHECK(sp_http_write_response_head(&c->f, &c->head) == 0, "out of memory");
 	trace_ev(&c->tr, "forward %zu", c->head.len);

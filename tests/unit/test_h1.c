@@ -274,6 +274,48 @@ static void test_response_verdict_and_body_mode(void **state)
 	assert_string_equal(why, "Transfer-Encoding in an HTTP/1.0 response");
 }
 
+static void test_forwarded_heads_follow_the_parsed_ones(void **state)
+{
+	(void)state;
+	struct parsed p;
+	parse(&p, 0, "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", 0);
+	struct sp_fwd_response r = sp_fwd_response_for(&p.m, 0, 1);
+	assert_int_equal(r.status, 304);
+	assert_int_equal(r.body, SP_BODY_NONE);
+	assert_true(r.keep_length && r.has_length && r.content_length == 9);
+	assert_false(r.upgrade);
+	assert_int_equal(r.keep_alive, 0); /* the caller's to decide */
+	sp_h1_free(&p.h);
+	parse(&p, 0, "HTTP/1.1 101 Switching\r\nUpgrade: ws\r\nConnection: upgrade\r\n\r\n", 0);
+	r = sp_fwd_response_for(&p.m, 0, 1);
+	assert_true(r.upgrade);
+	assert_int_equal(r.body, SP_BODY_NONE);
+	sp_h1_free(&p.h);
+	parse(&p, 0, "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", 1);
+	r = sp_fwd_response_for(&p.m, 1, 0);
+	assert_true(r.keep_length); /* the answer to HEAD keeps its length */
+	assert_int_equal(r.client_minor, 0);
+	sp_h1_free(&p.h);
+
+	parse(&p, 1, "POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n", 0);
+	struct sp_fwd_request q = sp_fwd_request_for(&p.m, "/x", 2, "a=1", 3);
+	assert_string_equal(q.method, "POST");
+	assert_int_equal(q.body, SP_BODY_CHUNKED);
+	assert_false(q.upgrade);
+	assert_null(q.client_ip); /* the caller's to add */
+	sp_h1_free(&p.h);
+	parse(&p, 1, "GET /ws HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: ws\r\n\r\n", 0);
+	q = sp_fwd_request_for(&p.m, "/ws", 3, NULL, 0);
+	assert_true(q.upgrade);
+	assert_int_equal(q.body, SP_BODY_NONE);
+	sp_h1_free(&p.h);
+	parse(&p, 1, "PUT /x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\n", 0);
+	q = sp_fwd_request_for(&p.m, "/x", 2, NULL, 0);
+	assert_int_equal(q.body, SP_BODY_LENGTH);
+	assert_true(q.content_length == 4);
+	sp_h1_free(&p.h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -283,6 +325,7 @@ int main(void)
 		cmocka_unit_test(test_response_body_skipped_across_reads),
 		cmocka_unit_test(test_request_verdict_in_order),
 		cmocka_unit_test(test_response_verdict_and_body_mode),
+		cmocka_unit_test(test_forwarded_heads_follow_the_parsed_ones),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
