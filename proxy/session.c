@@ -93,13 +93,6 @@ static void on_conn_drain(struct sp_conn *c, void *arg);
 static void on_up_event(struct sp_conn *c, short what, void *arg);
 static void pump(struct sp_session *s);
 
-static double ms_since(const struct timespec *t)
-{
-	struct timespec now;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (double)(now.tv_sec - t->tv_sec) * 1e3 + (double)(now.tv_nsec - t->tv_nsec) / 1e6;
-}
-
 /* Every libevent entry point brackets its work with enter/leave so that a
  * session is only freed once nothing on the stack still uses it. */
 static void enter(struct sp_session *s)
@@ -181,7 +174,7 @@ static void log_exchange(struct sp_session *s)
 		.has_bucket = s->dec.rolled,
 		.bucket = s->dec.bucket,
 		.upstream_ms = s->upstream_ms,
-		.total_ms = ms_since(&s->t_start),
+		.total_ms = sp_ms_since(&s->t_start),
 		.bytes_in = s->bytes_in + (s->client->spliced_in - s->spliced_in0),
 		.bytes_out = s->bytes_out + (s->client->spliced_out - s->spliced_out0),
 		.request_id = s->reqid[0] ? s->reqid : NULL,
@@ -327,13 +320,13 @@ static void upstream_failed(struct sp_session *s, const char *err, int status)
 	s->error = err;
 	s->up_failed = 1;
 	if (s->t_up.tv_sec)
-		s->upstream_ms = ms_since(&s->t_up);
+		s->upstream_ms = sp_ms_since(&s->t_up);
 	sp_log(SP_LOG_WARN, "backend %s (%s): %s [request %s]", s->cfg->backends[s->backend].name,
 	       s->cfg->backends[s->backend].hostport, err, s->reqid);
 	if (s->resp_started)
 		retract_unsent(s);
 	if (!s->resp_started)
-		sp_shadow_primary_done(&s->shadow, status, ms_since(&s->t_up));
+		sp_shadow_primary_done(&s->shadow, status, sp_ms_since(&s->t_up));
 	if (s->resp_started) {
 		/* The head is out: the only honest signal left is an aborted
 		 * connection (no terminating chunk, no fake success). */
@@ -588,7 +581,7 @@ static int on_resp_head(void *ud, struct sp_h1_msg *m)
 	if (s->tunnel)
 		sp_shadow_abandon(&s->shadow);
 	sp_shadow_primary_head(s->shadow, m->status, m->hdrs, m->nhdrs);
-	s->upstream_ms = ms_since(&s->t_up);
+	s->upstream_ms = sp_ms_since(&s->t_up);
 	return 0;
 }
 
@@ -695,7 +688,7 @@ static void finish_exchange(struct sp_session *s)
 		sp_pool_put(&up);
 	else
 		sp_upconn_free(&up);
-	sp_shadow_primary_done(&s->shadow, s->status, ms_since(&s->t_up));
+	sp_shadow_primary_done(&s->shadow, s->status, sp_ms_since(&s->t_up));
 	log_exchange(s);
 	int keep = s->client_keep && !s->w->draining;
 	reset_exchange(s);

@@ -84,13 +84,6 @@ static void inc(_Atomic uint64_t *c)
 }
 
 
-static double ms_since(const struct timespec *t)
-{
-	struct timespec now;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (double)(now.tv_sec - t->tv_sec) * 1e3 + (double)(now.tv_nsec - t->tv_nsec) / 1e6;
-}
-
 static void capture_init(struct capture *c)
 {
 	memset(c, 0, sizeof(*c));
@@ -161,7 +154,7 @@ static void shadow_free(struct sp_shadow *sh)
 	struct sp_worker *w = sh->w;
 	TAILQ_REMOVE(&w->shadows, sh, link);
 	w->shadow_inflight--;
-	sp_pacer_done(&w->shadow_pacer, ms_since(&sh->t0));
+	sp_pacer_done(&w->shadow_pacer, sp_ms_since(&sh->t0));
 	sp_config_unref(&sh->cfg);
 	free(sh);
 	sp_worker_maybe_done(w);
@@ -342,7 +335,7 @@ static void leg_fail(struct leg *l, int timed_out)
 		return;
 	l->failed = 1;
 	l->timed_out = timed_out;
-	l->ms = ms_since(&l->t0);
+	l->ms = sp_ms_since(&l->t0);
 	sp_upconn_free(&l->up);
 }
 
@@ -376,7 +369,7 @@ static int on_leg_done(void *ud, struct sp_h1_msg *m)
 	if (m->status / 100 == 1)
 		return 0;
 	l->done = 1;
-	l->ms = ms_since(&l->t0);
+	l->ms = sp_ms_since(&l->t0);
 	return 1;
 }
 
@@ -515,7 +508,7 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	if (w->shadow_inflight >= budget ||
-	    !sp_pacer_admit(&w->shadow_pacer, (double)now.tv_sec * 1e3 + (double)now.tv_nsec / 1e6,
+	    !sp_pacer_admit(&w->shadow_pacer, sp_ts_ms(&now),
 			    budget, cfg->shadow.timeout_ms)) {
 		inc(&st->skipped[SP_SKIP_BUDGET]);
 		return NULL;
