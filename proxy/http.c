@@ -80,13 +80,34 @@ static int name_in_connection(const struct sp_hdr *h, const struct sp_hdr *all, 
 
 int sp_hdr_is_hop(const struct sp_hdr *h, const struct sp_hdr *all, size_t n)
 {
-	static const char *const hop[] = {
-		"Connection",        "Keep-Alive",       "Proxy-Connection", "TE",
-		"Transfer-Encoding", "Upgrade",          "Trailer",          "Content-Length",
-	};
-	for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
-		if (sp_hdr_name_is(h, hop[i]))
+	/* By length first: this runs for every header of every message, and
+	 * most names have a length no hop-by-hop name has. */
+	switch (h->name_len) {
+	case 2:
+		if (sp_hdr_name_is(h, "TE"))
 			return 1;
+		break;
+	case 7:
+		if (sp_hdr_name_is(h, "Upgrade") || sp_hdr_name_is(h, "Trailer"))
+			return 1;
+		break;
+	case 10:
+		if (sp_hdr_name_is(h, "Connection") || sp_hdr_name_is(h, "Keep-Alive"))
+			return 1;
+		break;
+	case 14:
+		if (sp_hdr_name_is(h, "Content-Length"))
+			return 1;
+		break;
+	case 16:
+		if (sp_hdr_name_is(h, "Proxy-Connection"))
+			return 1;
+		break;
+	case 17:
+		if (sp_hdr_name_is(h, "Transfer-Encoding"))
+			return 1;
+		break;
+	}
 	return name_in_connection(h, all, n);
 }
 

@@ -208,7 +208,7 @@ static void reset_exchange(struct sp_session *s)
 	s->spliced_out0 = s->client->spliced_out;
 	s->req_body_bytes = 0;
 	s->up_paused = 0;
-	clock_gettime(CLOCK_MONOTONIC, &s->t_start);
+	/* t_start is set when the next request's first bytes are read */
 }
 
 static void start_closing(struct sp_session *s)
@@ -325,7 +325,7 @@ static void upstream_failed(struct sp_session *s, const char *err, int status)
 	       s->cfg->backends[s->backend].hostport, err, s->reqid);
 	if (s->resp_started)
 		retract_unsent(s);
-	if (!s->resp_started)
+	if (!s->resp_started && s->shadow)
 		sp_shadow_primary_done(&s->shadow, status, sp_ms_since(&s->t_up));
 	if (s->resp_started) {
 		/* The head is out: the only honest signal left is an aborted
@@ -688,7 +688,8 @@ static void finish_exchange(struct sp_session *s)
 		sp_pool_put(&up);
 	else
 		sp_upconn_free(&up);
-	sp_shadow_primary_done(&s->shadow, s->status, sp_ms_since(&s->t_up));
+	if (s->shadow) /* one clock reading less per unmirrored exchange */
+		sp_shadow_primary_done(&s->shadow, s->status, sp_ms_since(&s->t_up));
 	log_exchange(s);
 	int keep = s->client_keep && !s->w->draining;
 	reset_exchange(s);
