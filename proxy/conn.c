@@ -37,6 +37,7 @@ static int write_some(struct sp_conn *c);
 static void update_wev(struct sp_conn *c);
 static void splice_end(struct sp_splice *sp);
 static void splice_run(struct sp_splice *sp);
+static void splice_slow(struct sp_splice *sp);
 
 /* A relay in progress: bytes read from src wait in the pipe until dst takes
  * them. */
@@ -46,11 +47,22 @@ struct sp_splice {
 	size_t cap;      /* the pipe's capacity */
 	size_t in_pipe;  /* read from src, not yet written to dst */
 	uint64_t to_read;
+	int lowat;       /* src's SO_RCVLOWAT: 1 or up to SPLICE_BULK_LOWAT; 0 untouched */
 };
 
 /* 1 MiB (the unprivileged maximum) moved 0.73-0.79x of the direct rate in a
  * 1 GiB download, 256 KiB 0.79x, 4 MiB 0.85x but uploads at half speed. */
 #define SPLICE_PIPE_SIZE (1024 * 1024)
+
+/* A fast source wakes the relay only once this much has arrived
+ * (SO_RCVLOWAT): each wake-up then moves a large batch, where waking for
+ * every 64 KiB segment kept both cores a third idle on the hand-offs. 1 GiB
+ * download 0.74-0.77x -> 0.81-0.86x of the direct rate, CPU per GiB -10 %
+ * (128 KiB: 0.84x, 512 KiB: 0.86x). A source slower than that per
+ * SPLICE_TICK_MS is relayed byte by byte again after one tick, so a trickle
+ * waits at most one tick, and its read timeout counts as usual. */
+#define SPLICE_BULK_LOWAT (256 * 1024)
+#define SPLICE_TICK_MS 10
 
 static struct sp_conn *conn_alloc(struct event_base *base, evutil_socket_t fd)
 {
@@ -150,7 +162,12 @@ static void arm_read(struct sp_conn *c)
 		    c->hs_want_read || c->w_want_read);
 	if (c->splice_src) /* while relaying, only room in the pipe counts */
 		want = !c->eof && c->splice_src->to_read > 0 && c->splice_src->in_pipe < c->splice_src->cap;
-	if (want && !c->rarmed) {
+	if (want && c->splice_src && c->splice_src->lowat > 1) {
+		/* re-armed every time: the tick counts from the last wake-up */
+		static const struct timeval tick = {SPLICE_TICK_MS / 1000, SPLICE_TICK_MS % 1000 * 1000};
+		event_add(c->rev, &tick);
+		c->rarmed = 1;
+	} else if (want && !c->rarmed) {
 		event_add(c->rev, c->has_rtv ? &c->rtv : NULL);
 		c->rarmed = 1;
 	} else if (!want && c->rarmed) {
@@ -329,6 +346,10 @@ int sp_conn_tls_connect(struct sp_conn *c, SSL_CTX *ctx, const char *host, int i
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
 	struct sp_conn *c = arg;
+	if ((what & EV_TIMEOUT) && c->splice_src && c->splice_src->lowat > 1) {
+		splice_slow(c->splice_src);
+		return;
+	}
 	if (what & EV_TIMEOUT) {
 		c->on_event(c, SP_CONN_TIMEOUT | SP_CONN_READING, c->arg);
 		return;
@@ -594,7 +615,12 @@ int sp_conn_splice(struct sp_conn *src, struct sp_conn *dst, uint64_t n)
 static void splice_end(struct sp_splice *sp)
 {
 	struct sp_conn *src = sp->src, *dst = sp->dst;
+	int one = 1;
+	if (sp->lowat > 1)
+		setsockopt(src->fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
 	src->splice_src = NULL;
+	src->rarmed = 0; /* drop the tick: arm_read below re-adds the usual read */
+	event_del(src->rev);
 	dst->splice_dst = NULL;
 	close(sp->rfd);
 	close(sp->wfd);
@@ -603,10 +629,38 @@ static void splice_end(struct sp_splice *sp)
 	update_wev(dst);
 }
 
+static void set_lowat(struct sp_splice *sp, int v)
+{
+	if (v != sp->lowat && setsockopt(sp->src->fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)) == 0) {
+		sp->lowat = v;
+		sp->src->rarmed = 0; /* the timeout changes with the mode */
+	}
+}
+
+/* The low-water mark suits a source that brings a batch per wake-up: one
+ * whose last read moved a quarter of one, or that never woke us yet. Near
+ * the end of the relay it is what is left (an end of stream wakes anyway). */
+static void adapt_lowat(struct sp_splice *sp, ssize_t last_read)
+{
+	if (sp->lowat != 1 || last_read >= SPLICE_BULK_LOWAT / 4) {
+		uint64_t v = sp->to_read < SPLICE_BULK_LOWAT ? sp->to_read : SPLICE_BULK_LOWAT;
+		set_lowat(sp, v > 0 ? (int)v : 1);
+	}
+}
+
+/* A tick with less than the low-water mark: the source is slow; what it
+ * sent goes now, and from here on every byte wakes the relay. */
+static void splice_slow(struct sp_splice *sp)
+{
+	set_lowat(sp, 1);
+	splice_run(sp);
+}
+
 /* Moves what it can both ways until neither side can take more. */
 static void splice_run(struct sp_splice *sp)
 {
 	struct sp_conn *src = sp->src, *dst = sp->dst;
+	ssize_t last_read = 0;
 	for (;;) {
 		int moved = 0;
 		if (sp->in_pipe > 0) {
@@ -630,6 +684,7 @@ static void splice_run(struct sp_splice *sp)
 			ssize_t r = splice(src->fd, NULL, sp->wfd, NULL, want,
 					   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 			if (r > 0) {
+				last_read = r;
 				sp->in_pipe += (size_t)r;
 				sp->to_read -= (uint64_t)r;
 				src->spliced_in += (uint64_t)r;
@@ -654,6 +709,7 @@ static void splice_run(struct sp_splice *sp)
 		if (!moved)
 			break;
 	}
+	adapt_lowat(sp, last_read);
 	arm_read(src);
 	update_wev(dst);
 }

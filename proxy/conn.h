@@ -82,8 +82,11 @@ void sp_conn_flush(struct sp_conn *c);
  * (src's next read, with its usual callbacks, brings what follows). Meanwhile
  * src->on_read and dst->on_drain stay quiet; an end of stream or a failure
  * on either side ends the relay and is reported by that side's on_event as
- * usual; freeing either side ends it too. Returns -1 with errno set when no
- * pipe can be had (nothing changed: relay the bytes the usual way). */
+ * usual; freeing either side ends it too. A fast source is read in batches
+ * (SO_RCVLOWAT), a slow one as it comes: nothing waits longer than a few
+ * milliseconds, and src's read timeout still counts from its last byte.
+ * Returns -1 with errno set when no pipe can be had (nothing changed: relay
+ * the bytes the usual way). */
 int sp_conn_splice(struct sp_conn *src, struct sp_conn *dst, uint64_t n);
 
 #endif

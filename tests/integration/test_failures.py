@@ -5,6 +5,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -620,28 +621,36 @@ def _cpu(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _short_body(sent, announced, pause):
+    """A handler announcing `announced` body bytes that sends `sent`, waits
+    `pause` seconds and closes."""
+    def handler(req, conn):
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % announced)
+        conn.send(b"y" * sent)
+        time.sleep(pause)
+        return CLOSE
+    return handler
+
+
+def _read_to_close(s):
+    got = b""
+    while True:
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            return got
+        got += chunk
+
+
 def test_backend_closes_inside_a_large_body_aborts_client(backend_factory, start_proxy):
     """A large Content-Length body is relayed kernel to kernel; a backend that
     stops 3 MiB into 8 still ends the client's connection short of the
     announced length, never with a complete-looking response."""
     sent = 3 * 1024 * 1024
-
-    def handler(req, conn):
-        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (8 * 1024 * 1024))
-        conn.send(b"y" * sent)
-        time.sleep(0.1)
-        return CLOSE
-
-    b = backend_factory("legacy", by_path({"/cut": handler}))
+    b = backend_factory("legacy", by_path({"/cut": _short_body(sent, 8 * 1024 * 1024, 0.1)}))
     proxy = start_proxy({"legacy": b}, log_level="debug")
     s = socket.create_connection((harness.HOST, proxy.port), timeout=10)
     s.sendall(build_request("GET", "/cut"))
-    got = b""
-    while True:
-        chunk = s.recv(1 << 20)
-        if not chunk:
-            break
-        got += chunk
+    got = _read_to_close(s)
     s.close()
     head, _, body = got.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
@@ -652,6 +661,96 @@ def test_backend_closes_inside_a_large_body_aborts_client(backend_factory, start
     assert re.search(r"response body: \d+ bytes relayed by splice", proxy.stderr_text())
     with proxy.client() as c:
         assert c.request("GET", "/good").status == 200
+
+
+def test_large_body_that_trickles_is_relayed_as_it_comes(backend_factory, start_proxy):
+    """A large body is relayed in batches while it arrives fast, but a backend
+    that then sends a little and pauses must not have that little held back
+    until a batch fills: the client gets it during the pause."""
+    total = 4 * 1024 * 1024
+    burst, little = 300 * 1024, 20 * 1024
+    release = threading.Event()
+
+    def handler(req, conn):
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total)
+        time.sleep(0.2)
+        conn.send(b"a" * burst)
+        time.sleep(0.2)
+        conn.send(b"c" * little)
+        release.wait(5)
+        conn.send(b"b" * (total - burst - little))
+        return KEEP
+
+    b = backend_factory("legacy", by_path({"/trickle": handler}))
+    proxy = start_proxy({"legacy": b}, log_level="debug")
+    s = socket.create_connection((harness.HOST, proxy.port), timeout=10)
+    try:
+        s.sendall(build_request("GET", "/trickle"))
+        got = b""
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            s.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = s.recv(1 << 20)
+            except socket.timeout:
+                break
+            if not chunk:
+                break
+            got += chunk
+            if got.endswith(b"c" * little):
+                break
+        head, _, body = got.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        assert body == b"a" * burst + b"c" * little, \
+            "%d of %d bytes sent before the pause arrived" % (len(body), burst + little)
+        release.set()
+        s.settimeout(10)
+        while len(body) < total:
+            chunk = s.recv(1 << 20)
+            assert chunk, "connection closed early"
+            body += chunk
+        assert body == b"a" * burst + b"c" * little + b"b" * (total - burst - little)
+    finally:
+        release.set()
+        s.close()
+    assert re.search(r"response body: \d+ bytes relayed by splice", proxy.stderr_text())
+
+
+def test_large_body_that_stalls_hits_the_response_timeout(backend_factory, start_proxy):
+    """A backend that stops in the middle of a large (relayed) body is cut
+    after response_timeout_ms without progress, logged as a timeout, and the
+    client sees the connection end short of the announced length."""
+    sent = 2 * 1024 * 1024
+    b = backend_factory("legacy", by_path({"/stall": _short_body(sent, 8 * 1024 * 1024, 3)}))
+    proxy = start_proxy({"legacy": {"url": b.url, "response_timeout_ms": 400}}, log_level="debug")
+    s = socket.create_connection((harness.HOST, proxy.port), timeout=10)
+    s.sendall(build_request("GET", "/stall"))
+    t0 = time.monotonic()
+    got = _read_to_close(s)
+    elapsed = time.monotonic() - t0
+    s.close()
+    assert got.partition(b"\r\n\r\n")[2] == b"y" * sent
+    assert elapsed < 2.5, "the stalled backend was not cut by its timeout"
+    e = proxy.wait_access(1)[0]
+    assert e["error"] == "upstream timeout"
+    assert re.search(r"response body: \d+ bytes relayed by splice", proxy.stderr_text())
+
+
+def test_large_upload_that_stalls_hits_the_body_timeout(backend_factory, start_proxy):
+    """The same for a client that stops in the middle of a large upload:
+    cut after client_body_ms without progress, logged as a body timeout."""
+    b = backend_factory("legacy")
+    proxy = start_proxy({"legacy": b}, log_level="debug", timeouts={"client_body_ms": 400})
+    head = b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % (8 * 1024 * 1024)
+    s = socket.create_connection((harness.HOST, proxy.port), timeout=10)
+    try:
+        s.sendall(head + b"u" * (2 * 1024 * 1024))
+        e = proxy.wait_access(1, timeout=3)[0]
+    finally:
+        s.close()
+    assert e["error"] == "client body timeout"
+    assert e["bytes_in"] == len(head) + 2 * 1024 * 1024
+    assert re.search(r"request body: \d+ bytes relayed by splice", proxy.stderr_text())
 
 
 def test_client_closes_inside_a_large_upload(backend_factory, start_proxy):
