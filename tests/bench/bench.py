@@ -161,6 +161,7 @@ class Row:
     wrk: WrkResult | None = None
     rss_mib: float | None = None
     cpu_us_per_req: float | None = None
+    kernel_us_per_req: float | None = None  # the part of cpu_us_per_req in the kernel
     proxy_core_pct: float | None = None   # proxy CPU time / wall time
     other_load_pct: float | None = None   # CPU used by others on the machine
     problems: list = dataclasses.field(default_factory=list)
@@ -522,14 +523,16 @@ class Mirror:
 
 
 def read_stat(pid):
-    """(ppid, utime+stime+cutime+cstime in ticks) from /proc/PID/stat, or None."""
+    """(ppid, utime+stime+cutime+cstime, stime+cstime) in ticks from
+    /proc/PID/stat, or None."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = text[text.rindex(")") + 2:].split()  # comm may contain spaces
     # fields[0] is field 3 (state); utime..cstime are fields 14..17.
-    return int(fields[1]), sum(int(f) for f in fields[11:15])
+    return (int(fields[1]), sum(int(f) for f in fields[11:15]),
+            int(fields[12]) + int(fields[14]))
 
 
 def process_tree(root):
@@ -552,6 +555,11 @@ def cpu_ticks(root):
     """CPU ticks used by the tree. Counting cutime/cstime too keeps the sum
     right when a child exits and is reaped during the run."""
     return sum(stat[1] for stat in map(read_stat, process_tree(root)) if stat)
+
+
+def kernel_ticks(root):
+    """The part of cpu_ticks(root) spent in the kernel (stime)."""
+    return sum(stat[2] for stat in map(read_stat, process_tree(root)) if stat)
 
 
 def busy_ticks_all_cpus():
@@ -578,6 +586,7 @@ class CpuSnapshot:
     proxy: float                # ticks of the proxy's processes
     ours: float                 # ticks of proxy + backend + wrk + this script (+ helpers)
     helpers: float = 0          # ticks of the helpers (the shadow section's mirror)
+    proxy_kernel: float = 0     # the proxy's ticks in the kernel
 
     @classmethod
     def take(cls, proxy, backend, helpers=()):
@@ -585,7 +594,8 @@ class CpuSnapshot:
         proxy_ticks = cpu_ticks(proxy.pid) if proxy else 0
         helper_ticks = sum(cpu_ticks(helper.pid) for helper in helpers)
         ours = proxy_ticks + cpu_ticks(backend.pid) + own_children_ticks() + helper_ticks
-        return cls(time.monotonic(), busy_ticks_all_cpus(), proxy_ticks, ours, helper_ticks)
+        return cls(time.monotonic(), busy_ticks_all_cpus(), proxy_ticks, ours, helper_ticks,
+                   kernel_ticks(proxy.pid) if proxy else 0)
 
 
 def peak_rss_by_process(root):
@@ -686,6 +696,8 @@ def measure(row, port, proxy, settings, mirror=None):
         f"{name}[{pid}] {kib / 1024:.1f}" for pid, name, kib in peaks) + " MiB")
     if row.wrk.requests:
         row.cpu_us_per_req = used / CLK_TCK * 1e6 / row.wrk.requests
+        row.kernel_us_per_req = ((after.proxy_kernel - before.proxy_kernel)
+                                 / CLK_TCK * 1e6 / row.wrk.requests)
 
 
 def run_one(row, settings):
@@ -851,6 +863,7 @@ def merge_rounds(rs):
         row.problems.append(f"{non_2xx} non-2xx")
     row.rss_mib = highest(lambda r: r.rss_mib)
     row.cpu_us_per_req = pick(lambda r: r.cpu_us_per_req)
+    row.kernel_us_per_req = pick(lambda r: r.kernel_us_per_req)
     row.proxy_core_pct = pick(lambda r: r.proxy_core_pct)
     row.other_load_pct = highest(lambda r: r.other_load_pct)
     return row
@@ -1284,7 +1297,7 @@ def table_lines(rows):
     good = {(r.scenario, r.proxy): r.wrk.good_rps for r in rows if r.wrk}
     multi = any(len(r.rps_runs) > 1 for r in rows)
     columns = ["scenario", "proxy", "req/s", *(["req/s range"] if multi else []), "p50 ms",
-               "p99 ms", "peak RSS MiB", "CPU µs/req", "proxy core %", "other load %",
+               "p99 ms", "peak RSS MiB", "CPU µs/req", "of which kernel", "proxy core %", "other load %",
                "errors"] + [f"÷{base}" for base in RATIO_BASES]
     text_columns = ("scenario", "proxy", "errors", "req/s range")
     align = ["---" if c in text_columns else "--:" for c in columns]
@@ -1302,6 +1315,7 @@ def table_lines(rows):
                  fmt(rps, ",.0f"), *([span] if multi else []),
                  fmt(w and w.p50_ms, ".3f"), fmt(w and w.p99_ms, ".3f"),
                  fmt(row.rss_mib, ".1f"), fmt(row.cpu_us_per_req, ".1f"),
+                 fmt(row.kernel_us_per_req, ".1f"),
                  fmt(row.proxy_core_pct, ".0f"), fmt(row.other_load_pct, ".0f"),
                  describe_problems(row), *ratios]
         lines.append("| " + " | ".join(cells) + " |")
@@ -1655,8 +1669,11 @@ def targets_lines(rows, shadow_rounds, memory_rows, stream_rows, route):
     me, ng = by.get((SCENARIOS[0], "strangler")), by.get((SCENARIOS[0], "nginx"))
     if me and ng and me.cpu_us_per_req and ng.cpu_us_per_req:
         ratio = me.cpu_us_per_req / ng.cpu_us_per_req
+        floor = ("" if ng.kernel_us_per_req is None else
+                 f"; nginx's kernel part alone: {ng.kernel_us_per_req:.1f} µs = "
+                 f"{ng.kernel_us_per_req / ng.cpu_us_per_req:.2f}× its total")
         add(f"CPU per request ≤ {PEER_CPU_TARGET:.1f}× nginx's, {SCENARIOS[0].name}",
-            f"{me.cpu_us_per_req:.1f} against {ng.cpu_us_per_req:.1f} µs ({ratio:.2f}×)",
+            f"{me.cpu_us_per_req:.1f} against {ng.cpu_us_per_req:.1f} µs ({ratio:.2f}×){floor}",
             ratio <= PEER_CPU_TARGET)
     me, ng = by.get((SCENARIOS[1], "strangler")), by.get((SCENARIOS[1], "nginx"))
     if me and ng and me.rss_mib is not None and ng.rss_mib is not None:
