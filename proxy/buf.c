@@ -6,23 +6,73 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Blocks come back in the order a request uses them, so the one asked for
+ * is near the top: a few slots are looked at, not all. */
+#define STASH_LOOK 8
+
+void *sp_stash_take(struct sp_stash *st, size_t size, size_t *got)
+{
+	if (!st)
+		return NULL;
+	for (size_t i = st->n, looked = 0; i > 0 && looked < STASH_LOOK; i--, looked++) {
+		if (st->slot[i - 1].size < size)
+			continue;
+		void *p = st->slot[i - 1].p;
+		*got = st->slot[i - 1].size;
+		st->slot[i - 1] = st->slot[--st->n];
+		return p;
+	}
+	return NULL;
+}
+
+void sp_stash_put(struct sp_stash *st, void *p, size_t size)
+{
+	if (!p)
+		return;
+	if (!st || st->n == SP_STASH_SLOTS || size > SP_STASH_MAX_BLOCK || size == 0) {
+		free(p);
+		return;
+	}
+	st->slot[st->n].p = p;
+	st->slot[st->n].size = size;
+	st->n++;
+}
+
+void sp_stash_clear(struct sp_stash *st)
+{
+	while (st->n > 0)
+		free(st->slot[--st->n].p);
+}
+
 void sp_buf_init(struct sp_buf *b)
 {
 	b->data = NULL;
 	b->len = 0;
 	b->cap = 0;
+	b->stash = NULL;
 }
 
 void sp_buf_deinit(struct sp_buf *b)
 {
-	free(b->data);
-	sp_buf_init(b);
+	sp_stash_put(b->stash, b->data, b->cap);
+	b->data = NULL;
+	b->len = 0;
+	b->cap = 0;
 }
 
 int sp_buf_reserve(struct sp_buf *b, size_t extra)
 {
 	if (b->len + extra + 1 <= b->cap)
 		return 0;
+	if (!b->data) {
+		size_t got;
+		char *kept = sp_stash_take(b->stash, b->len + extra + 1, &got);
+		if (kept) {
+			b->data = kept;
+			b->cap = got;
+			return 0;
+		}
+	}
 	size_t cap = b->cap ? b->cap : 256;
 	while (cap < b->len + extra + 1)
 		cap *= 2;

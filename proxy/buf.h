@@ -6,13 +6,41 @@
 #include <stdint.h>
 #include <string.h>
 
+struct sp_stash;
+
 struct sp_buf {
 	char *data;
 	size_t len;
 	size_t cap;
+	struct sp_stash *stash; /* where the block comes from and goes back to, or NULL */
 };
 
+/* One thread's spare small blocks. An idle keep-alive connection gives its
+ * buffers back (thousands of idle clients then hold none), and the next
+ * request of any connection takes them again: no malloc/free pair per
+ * buffer per request, which cost 2 % of the CPU per request when heads of 50
+ * busy connections overflowed glibc's per-thread cache (7 blocks a size).
+ * Bounded: at most SP_STASH_SLOTS blocks of SP_STASH_MAX_BLOCK bytes. */
+#define SP_STASH_SLOTS 128
+#define SP_STASH_MAX_BLOCK 4096
+struct sp_stash {
+	size_t n;
+	struct {
+		void *p;
+		size_t size;
+	} slot[SP_STASH_SLOTS];
+};
+
+/* A kept block of at least `size` bytes (its size in *got), else NULL. */
+void *sp_stash_take(struct sp_stash *st, size_t size, size_t *got);
+/* Keeps the malloc'd block p of `size` bytes, or frees it (stash full, block
+ * too large, or st NULL). */
+void sp_stash_put(struct sp_stash *st, void *p, size_t size);
+/* Frees every kept block. */
+void sp_stash_clear(struct sp_stash *st);
+
 void sp_buf_init(struct sp_buf *b);
+/* Gives the block back (to b->stash when set); b stays usable, stash kept. */
 void sp_buf_deinit(struct sp_buf *b);
 /* All appenders return 0, or -1 when memory runs out (the buffer is unchanged). */
 int sp_buf_reserve(struct sp_buf *b, size_t extra);

@@ -593,7 +593,7 @@ static int json_body(const struct sp_cmp_rules *rules, struct sp_cmp_result *r,
 		     const struct body *a, const struct body *b)
 {
 	json_t *ja = parse_json(a), *jb = parse_json(b);
-	struct walk w = {rules, r, {NULL, 0, 0}};
+	struct walk w = {rules, r, {NULL, 0, 0, NULL}};
 	int rc;
 	if (!ja || !jb) {
 		set_note(r, !ja && !jb ? sp_cmp_note_neither_json

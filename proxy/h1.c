@@ -21,6 +21,8 @@ struct sp_h1 {
 	struct sp_buf store;
 	struct raw_hdr *raw;
 	size_t nraw, capraw;
+	size_t caphdrs;        /* room in msg.hdrs */
+	struct sp_stash *stash; /* the owner's spare blocks (sp_h1_set_stash), or NULL */
 	size_t header_bytes;
 	size_t ext_bytes;
 	size_t url_off, reason_off;
@@ -97,6 +99,21 @@ static int count_header_bytes(struct sp_h1 *h, size_t n)
 	return 0;
 }
 
+/* arr with room for at least `want` elements of `size` bytes (capacity in
+ * *cap): a spare block from the stash for an empty array, realloc otherwise.
+ * NULL when memory runs out (arr unchanged). */
+static void *grow(struct sp_stash *st, void *arr, size_t *cap, size_t want, size_t size)
+{
+	size_t got;
+	void *p = arr ? NULL : sp_stash_take(st, want * size, &got);
+	if (p)
+		want = got / size;
+	else if (!(p = realloc(arr, want * size)))
+		return NULL;
+	*cap = want;
+	return p;
+}
+
 static int push_header(struct sp_h1 *h)
 {
 	if (h->nraw >= h->lim.max_headers) {
@@ -104,12 +121,11 @@ static int push_header(struct sp_h1 *h)
 		return -1;
 	}
 	if (h->nraw == h->capraw) {
-		size_t cap = h->capraw ? h->capraw * 2 : 16;
-		struct raw_hdr *r = realloc(h->raw, cap * sizeof(*r));
+		struct raw_hdr *r = grow(h->stash, h->raw, &h->capraw,
+					 h->capraw ? h->capraw * 2 : 16, sizeof(*r));
 		if (!r)
 			return -1;
 		h->raw = r;
-		h->capraw = cap;
 	}
 	h->raw[h->nraw++] = (struct raw_hdr){h->store.len, 0, 0, 0, 0, 0};
 	h->new_field = 0;
@@ -167,10 +183,13 @@ static int on_header_value_complete(llhttp_t *p)
 static int build_view(struct sp_h1 *h)
 {
 	struct sp_h1_msg *m = &h->msg;
-	struct sp_hdr *v = realloc(m->hdrs, (h->nraw + 1) * sizeof(*v));
-	if (!v)
-		return -1;
-	m->hdrs = v;
+	if (h->nraw + 1 > h->caphdrs) {
+		struct sp_hdr *v = grow(h->stash, m->hdrs, &h->caphdrs, h->nraw + 1, sizeof(*v));
+		if (!v)
+			return -1;
+		m->hdrs = v;
+	}
+	struct sp_hdr *v = m->hdrs;
 	m->nhdrs = h->nraw;
 	for (size_t i = 0; i < h->nraw; i++) {
 		v[i].name = h->store.data + h->raw[i].no;
@@ -270,6 +289,7 @@ static const llhttp_settings_t settings = {
 };
 
 static void scan_reset(struct sp_h1 *h);
+static void release_blocks(struct sp_h1 *h);
 
 struct sp_h1 *sp_h1_new(int is_request, const struct sp_h1_hooks *hooks, void *ud,
 			const struct sp_h1_limits *limits)
@@ -292,10 +312,14 @@ void sp_h1_free(struct sp_h1 **hp)
 	if (!h)
 		return;
 	*hp = NULL;
-	sp_buf_deinit(&h->store);
-	free(h->raw);
-	free(h->msg.hdrs);
+	release_blocks(h);
 	free(h);
+}
+
+void sp_h1_set_stash(struct sp_h1 *h, struct sp_stash *st)
+{
+	h->stash = st;
+	h->store.stash = st;
 }
 
 void sp_h1_expect_head(struct sp_h1 *h, int is_head)
@@ -439,17 +463,21 @@ enum sp_h1_rc sp_h1_finish(struct sp_h1 *h)
 	return SP_H1_ERROR;
 }
 
-void sp_h1_trim(struct sp_h1 *h)
+static void release_blocks(struct sp_h1 *h)
 {
-	if (h->in_message)
-		return;
 	sp_buf_deinit(&h->store);
-	free(h->raw);
+	sp_stash_put(h->stash, h->raw, h->capraw * sizeof(*h->raw));
 	h->raw = NULL;
 	h->nraw = h->capraw = 0;
-	free(h->msg.hdrs);
+	sp_stash_put(h->stash, h->msg.hdrs, h->caphdrs * sizeof(*h->msg.hdrs));
 	h->msg.hdrs = NULL;
-	h->msg.nhdrs = 0;
+	h->msg.nhdrs = h->caphdrs = 0;
+}
+
+void sp_h1_trim(struct sp_h1 *h)
+{
+	if (!h->in_message)
+		release_blocks(h);
 }
 
 void sp_h1_resume(struct sp_h1 *h)

@@ -46,6 +46,7 @@ struct sp_h1_limits {
 enum sp_h1_rc { SP_H1_OK, SP_H1_PAUSED, SP_H1_UPGRADE, SP_H1_ERROR };
 
 struct sp_h1;
+struct sp_stash;
 
 /* is_request: parse requests (client side) or responses (backend side). */
 struct sp_h1 *sp_h1_new(int is_request, const struct sp_h1_hooks *hooks, void *ud,
@@ -63,6 +64,8 @@ void sp_h1_resume(struct sp_h1 *h);
 /* Between messages: gives back the memory of the last head (an idle
  * keep-alive connection then costs only its fixed parts). */
 void sp_h1_trim(struct sp_h1 *h);
+/* Head memory comes from and goes back to st (one thread's; NULL: malloc). */
+void sp_h1_set_stash(struct sp_h1 *h, struct sp_stash *st);
 /* Starts over (after an upgrade was refused or an error, for reuse). */
 void sp_h1_reset(struct sp_h1 *h);
 /* Bytes of a Content-Length body still to come (0 outside one). A caller

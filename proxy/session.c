@@ -1047,6 +1047,7 @@ void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct soc
 	sp_buf_init(&s->head);
 	sp_buf_init(&s->tmp);
 	sp_buf_init(&s->path);
+	s->head.stash = s->tmp.stash = s->path.stash = &w->stash;
 	if (sa->sa_family == AF_INET)
 		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, s->client_ip,
 			  sizeof(s->client_ip));
@@ -1061,6 +1062,10 @@ void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct soc
 	s->client = sp_conn_new(w->base, fd);
 	s->req = sp_h1_new(1, &req_hooks, s, &req_limits);
 	s->resp = sp_h1_new(0, &resp_hooks, s, &resp_limits);
+	if (s->req)
+		sp_h1_set_stash(s->req, &w->stash);
+	if (s->resp)
+		sp_h1_set_stash(s->resp, &w->stash);
 	s->timer = evtimer_new(w->base, on_timer, s);
 	s->resume = event_new(w->base, -1, 0, on_resume, s);
 	s->pending = evbuffer_new();

@@ -560,6 +560,7 @@ void sp_worker_free(struct sp_worker **wp)
 		event_base_free(w->base);
 	sp_buf_deinit(&w->logbuf);
 	sp_buf_deinit(&w->diffbuf);
+	sp_stash_clear(&w->stash); /* last: freeing sessions fills it */
 	sp_config_unref(&w->cfg);
 	free(w);
 }

@@ -59,6 +59,7 @@ struct sp_worker {
 	struct sp_diff_ring *diffring; /* borrowed: recent differences for the admin API */
 	struct sp_buf logbuf;
 	struct sp_buf diffbuf;
+	struct sp_stash stash; /* spare head buffers of this worker's sessions */
 	struct sp_route_stats **route_stats; /* one per route of cfg */
 	struct sp_route_stats *default_stats;
 	struct sp_route_stats *_Atomic stats_head;

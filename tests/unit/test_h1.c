@@ -316,6 +316,55 @@ static void test_forwarded_heads_follow_the_parsed_ones(void **state)
 	sp_h1_free(&p.h);
 }
 
+/* --- the stash of spare head buffers (buf.c), as h1.c uses it ------------ */
+
+static void test_stash_takes_a_block_large_enough_and_is_bounded(void **state)
+{
+	(void)state;
+	struct sp_stash st = {0};
+	char *small = malloc(64), *big = malloc(512);
+	sp_stash_put(&st, small, 64);
+	sp_stash_put(&st, big, 512);
+	sp_stash_put(&st, malloc(SP_STASH_MAX_BLOCK + 1), SP_STASH_MAX_BLOCK + 1); /* freed */
+	sp_stash_put(&st, NULL, 0);
+	assert_int_equal(st.n, 2);
+	size_t got = 0;
+	assert_ptr_equal(sp_stash_take(&st, 100, &got), big); /* 64 is too small */
+	assert_int_equal(got, 512);
+	assert_null(sp_stash_take(&st, 100, &got));
+	assert_ptr_equal(sp_stash_take(&st, 64, &got), small);
+	assert_int_equal(st.n, 0);
+	free(small);
+	free(big);
+	for (int i = 0; i < SP_STASH_SLOTS + 5; i++)
+		sp_stash_put(&st, malloc(32), 32); /* the extra five are freed */
+	assert_int_equal(st.n, SP_STASH_SLOTS);
+	sp_stash_clear(&st);
+	assert_int_equal(st.n, 0);
+	assert_null(sp_stash_take(NULL, 1, &got));
+}
+
+static void test_trimmed_head_buffers_serve_the_next_message(void **state)
+{
+	(void)state;
+	struct sp_stash st = {0};
+	struct seen s = {0};
+	struct sp_h1 *h = sp_h1_new(1, &hooks, &s, &limits);
+	sp_h1_set_stash(h, &st);
+	assert_int_equal(FEED(h, "GET /first HTTP/1.1\r\nHost: t\r\nX-A: 1\r\n\r\n"), SP_H1_OK);
+	assert_int_equal(st.n, 0);
+	sp_h1_resume(h);
+	sp_h1_trim(h);
+	assert_int_equal(st.n, 3); /* the head's bytes, its header index, its header views */
+	assert_int_equal(FEED(h, "GET /second HTTP/1.1\r\nHost: u\r\n\r\n"), SP_H1_OK);
+	assert_string_equal(s.last_url, "/second");
+	assert_int_equal(st.n, 0); /* all three taken again, none allocated */
+	sp_h1_free(&h);
+	assert_int_equal(st.n, 3);
+	sp_stash_clear(&st);
+	assert_int_equal(s.heads, 2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -326,6 +375,8 @@ int main(void)
 		cmocka_unit_test(test_request_verdict_in_order),
 		cmocka_unit_test(test_response_verdict_and_body_mode),
 		cmocka_unit_test(test_forwarded_heads_follow_the_parsed_ones),
+		cmocka_unit_test(test_stash_takes_a_block_large_enough_and_is_bounded),
+		cmocka_unit_test(test_trimmed_head_buffers_serve_the_next_message),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
