@@ -162,17 +162,18 @@ static void arm_read(struct sp_conn *c)
 		    c->hs_want_read || c->w_want_read);
 	if (c->splice_src) /* while relaying, only room in the pipe counts */
 		want = !c->eof && c->splice_src->to_read > 0 && c->splice_src->in_pipe < c->splice_src->cap;
-	if (want && c->splice_src && c->splice_src->lowat > 1) {
-		/* re-armed every time: the tick counts from the last wake-up */
-		static const struct timeval tick = {SPLICE_TICK_MS / 1000, SPLICE_TICK_MS % 1000 * 1000};
-		event_add(c->rev, &tick);
+	/* a batching relay's source waits a tick, not its read timeout */
+	int tick = c->splice_src && c->splice_src->lowat > 1;
+	if (want && (!c->rarmed || tick || c->rtick)) {
+		/* the tick is re-armed every time: it counts from the last wake-up */
+		static const struct timeval tick_tv = {SPLICE_TICK_MS / 1000,
+						       SPLICE_TICK_MS % 1000 * 1000};
+		event_add(c->rev, tick ? &tick_tv : c->has_rtv ? &c->rtv : NULL);
 		c->rarmed = 1;
-	} else if (want && !c->rarmed) {
-		event_add(c->rev, c->has_rtv ? &c->rtv : NULL);
-		c->rarmed = 1;
+		c->rtick = tick;
 	} else if (!want && c->rarmed) {
 		event_del(c->rev);
-		c->rarmed = 0;
+		c->rarmed = c->rtick = 0;
 	}
 }
 
@@ -184,8 +185,9 @@ void sp_conn_timeouts(struct sp_conn *c, const struct timeval *r, const struct t
 	c->has_wtv = w != NULL;
 	if (w)
 		c->wtv = *w;
-	/* re-arm so the new timeouts count from now */
-	if (c->rarmed) {
+	/* re-arm so the new timeouts count from now (a splice tick stays: the
+	 * new read timeout applies once the relay stops batching) */
+	if (c->rarmed && !c->rtick) {
 		event_add(c->rev, c->has_rtv ? &c->rtv : NULL);
 	}
 	if (c->warmed)
@@ -346,7 +348,7 @@ int sp_conn_tls_connect(struct sp_conn *c, SSL_CTX *ctx, const char *host, int i
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
 	struct sp_conn *c = arg;
-	if ((what & EV_TIMEOUT) && c->splice_src && c->splice_src->lowat > 1) {
+	if ((what & EV_TIMEOUT) && c->rtick && c->splice_src) {
 		splice_slow(c->splice_src);
 		return;
 	}
@@ -619,8 +621,6 @@ static void splice_end(struct sp_splice *sp)
 	if (sp->lowat > 1)
 		setsockopt(src->fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
 	src->splice_src = NULL;
-	src->rarmed = 0; /* drop the tick: arm_read below re-adds the usual read */
-	event_del(src->rev);
 	dst->splice_dst = NULL;
 	close(sp->rfd);
 	close(sp->wfd);
@@ -631,10 +631,9 @@ static void splice_end(struct sp_splice *sp)
 
 static void set_lowat(struct sp_splice *sp, int v)
 {
-	if (v != sp->lowat && setsockopt(sp->src->fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)) == 0) {
+	/* arm_read, which always follows, arms the timeout of the new mode */
+	if (v != sp->lowat && setsockopt(sp->src->fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)) == 0)
 		sp->lowat = v;
-		sp->src->rarmed = 0; /* the timeout changes with the mode */
-	}
 }
 
 /* The low-water mark suits a source that brings a batch per wake-up: one

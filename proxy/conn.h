@@ -39,6 +39,7 @@ struct sp_conn {
 	size_t low_water;
 	int err;          /* errno of the last failure */
 	unsigned reading : 1, rarmed : 1, warmed : 1, connecting : 1, eof : 1;
+	unsigned rtick : 1; /* rev is armed with a splice tick, not the read timeout */
 	unsigned streaming : 1; /* the last read filled the whole chunk */
 	/* splice(2) relay (sp_conn_splice): this connection is its source or
 	 * its destination; the byte counts run over the connection's life */

@@ -716,6 +716,49 @@ def test_large_body_that_trickles_is_relayed_as_it_comes(backend_factory, start_
     assert re.search(r"response body: \d+ bytes relayed by splice", proxy.stderr_text())
 
 
+def test_large_body_from_a_slow_backend_to_a_slower_client_arrives_whole(backend_factory,
+                                                                       start_proxy):
+    """A large body that the backend sends steadily but slowly, to a client that
+    reads nothing for a while: the relay stops reading while the client is
+    behind, and neither that pause nor the slow source ends the exchange."""
+    total, piece = 6 * 1024 * 1024, 64 * 1024
+
+    def handler(req, conn):
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total)
+        for _ in range(total // piece):
+            conn.send(b"p" * piece)
+            time.sleep(0.004)
+        return KEEP
+
+    b = backend_factory("legacy", by_path({"/slow": handler}))
+    proxy = start_proxy({"legacy": {"url": b.url, "response_timeout_ms": 2000}},
+                        log_level="debug")
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    s.settimeout(10)
+    s.connect((harness.HOST, proxy.port))
+    try:
+        s.sendall(build_request("GET", "/slow"))
+        time.sleep(1.5)  # the pipe and the socket buffers fill meanwhile
+        got = b""
+        while True:
+            head, sep, body = got.partition(b"\r\n\r\n")
+            if sep and len(body) >= total:
+                break
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            got += chunk
+    finally:
+        s.close()
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert len(body) == total and body == b"p" * total
+    e = proxy.wait_access(1)[0]
+    assert e["status"] == 200 and not e.get("error")
+    assert re.search(r"response body: \d+ bytes relayed by splice", proxy.stderr_text())
+
+
 def test_large_body_that_stalls_hits_the_response_timeout(backend_factory, start_proxy):
     """A backend that stops in the middle of a large (relayed) body is cut
     after response_timeout_ms without progress, logged as a timeout, and the
