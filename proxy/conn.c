@@ -57,8 +57,8 @@ struct sp_splice {
 /* A fast source wakes the relay only once this much has arrived
  * (SO_RCVLOWAT): each wake-up then moves a large batch, where waking for
  * every 64 KiB segment kept both cores a third idle on the hand-offs. 1 GiB
- * download 0.74-0.77x -> 0.81-0.86x of the direct rate, CPU per GiB -10 %
- * (128 KiB: 0.84x, 512 KiB: 0.86x). A source slower than that per
+ * download 0.74-0.78x -> 0.78-0.87x of the direct rate, CPU per GiB -10 %
+ * (128 KiB and 512 KiB: no better). A source slower than that per
  * SPLICE_TICK_MS is relayed byte by byte again after one tick, so a trickle
  * waits at most one tick, and its read timeout counts as usual. */
 #define SPLICE_BULK_LOWAT (256 * 1024)
