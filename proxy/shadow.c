@@ -25,7 +25,7 @@ struct capture {
 	int status;
 	struct sp_buf store; /* header names and values */
 	struct sp_hdr *h;
-	size_t n;
+	size_t n, hcap;
 	struct sp_buf body;
 	int too_big;
 };
@@ -83,46 +83,63 @@ static void inc(_Atomic uint64_t *c)
 	sp_count(c);
 }
 
+/* strlcpy: as much of src as fits, always terminated. */
+static void copy_str(char *dst, size_t size, const char *src)
+{
+	size_t n = strnlen(src, size - 1);
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+}
 
-static void capture_init(struct capture *c)
+
+/* A capture's memory comes from and goes back to the worker's stash. */
+static void capture_init(struct capture *c, struct sp_stash *st)
 {
 	memset(c, 0, sizeof(*c));
 	sp_buf_init(&c->store);
 	sp_buf_init(&c->body);
+	c->store.stash = c->body.stash = st;
+}
+
+static void capture_drop_head(struct capture *c)
+{
+	sp_stash_put(c->store.stash, c->h, c->hcap * sizeof(*c->h));
+	c->h = NULL;
+	c->n = c->hcap = 0;
 }
 
 static void capture_deinit(struct capture *c)
 {
 	sp_buf_deinit(&c->store);
 	sp_buf_deinit(&c->body);
-	free(c->h);
-	c->h = NULL;
+	capture_drop_head(c);
 }
 
-/* Copies a header list into storage the capture owns. */
+/* Copies a header list into storage the capture owns: names and values one
+ * after the other in the store, then the views into it. */
 static void capture_head(struct capture *c, int status, const struct sp_hdr *h, size_t n)
 {
 	c->status = status;
 	sp_buf_reset(&c->store);
-	free(c->h);
-	c->n = 0;
-	c->h = calloc(n + 1, sizeof(*c->h));
-	if (!c->h)
+	capture_drop_head(c);
+	size_t got;
+	c->h = sp_stash_take(c->store.stash, (n + 1) * sizeof(*c->h), &got);
+	if (c->h)
+		c->hcap = got / sizeof(*c->h);
+	else if ((c->h = calloc(n + 1, sizeof(*c->h))))
+		c->hcap = n + 1;
+	else
 		return;
-	size_t *offs = calloc(2 * n + 1, sizeof(size_t));
-	if (!offs)
-		return;
+	for (size_t i = 0; i < n; i++)
+		if (sp_buf_add(&c->store, h[i].name, h[i].name_len) ||
+		    sp_buf_add(&c->store, h[i].value, h[i].value_len))
+			return; /* out of memory: no headers (c->n stays 0) */
+	const char *p = c->store.data;
 	for (size_t i = 0; i < n; i++) {
-		offs[2 * i] = c->store.len;
-		sp_buf_add(&c->store, h[i].name, h[i].name_len);
-		offs[2 * i + 1] = c->store.len;
-		sp_buf_add(&c->store, h[i].value, h[i].value_len);
+		c->h[i] = (struct sp_hdr){p, h[i].name_len, p + h[i].name_len, h[i].value_len};
+		p += h[i].name_len + h[i].value_len;
 	}
-	for (size_t i = 0; i < n && c->store.data; i++)
-		c->h[i] = (struct sp_hdr){c->store.data + offs[2 * i], h[i].name_len,
-					  c->store.data + offs[2 * i + 1], h[i].value_len};
-	c->n = c->store.data || n == 0 ? n : 0;
-	free(offs);
+	c->n = n;
 }
 
 static void capture_body(struct capture *c, const char *p, size_t n, long long max)
@@ -456,14 +473,16 @@ static int leg_start(struct sp_shadow *sh, struct leg *l, int backend, const str
 	static const char marker[] = "X-Strangler-Shadow: 1\r\n\r\n";
 	l->sh = sh;
 	l->backend = backend;
-	capture_init(&l->cap);
+	capture_init(&l->cap, &sh->w->stash);
 	clock_gettime(CLOCK_MONOTONIC, &l->t0);
 	l->parser = sp_h1_new(0, &leg_hooks, l, &limits);
 	if (!l->parser)
 		return -1;
+	sp_h1_set_stash(l->parser, &sh->w->stash);
 	sp_h1_expect_head(l->parser, sh->is_head);
 	/* the primary's head, plus the marker before the blank line */
 	sp_buf_init(&l->replay);
+	l->replay.stash = &sh->w->stash;
 	if (sp_buf_add(&l->replay, head->data, head->len - 2) < 0 ||
 	    sp_buf_add(&l->replay, marker, sizeof(marker) - 1) < 0)
 		return -1;
@@ -528,11 +547,12 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 	sh->primary_backend = primary_backend;
 	sh->session_holds = 1;
 	sh->is_head = strcmp(method, "HEAD") == 0;
-	snprintf(sh->method, sizeof(sh->method), "%s", method);
-	snprintf(sh->reqid, sizeof(sh->reqid), "%s", reqid);
+	copy_str(sh->method, sizeof(sh->method), method);
+	copy_str(sh->reqid, sizeof(sh->reqid), reqid);
 	sp_buf_init(&sh->path);
+	sh->path.stash = &w->stash;
 	sp_buf_add(&sh->path, path, path_len);
-	capture_init(&sh->primary);
+	capture_init(&sh->primary, &w->stash);
 	TAILQ_INSERT_TAIL(&w->shadows, sh, link);
 	w->shadow_inflight++;
 	inc(&st->mirrored);
