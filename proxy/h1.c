@@ -22,7 +22,6 @@ struct sp_h1 {
 	struct raw_hdr *raw;
 	size_t nraw, capraw;
 	size_t caphdrs;        /* room in msg.hdrs */
-	struct sp_stash *stash; /* the owner's spare blocks (sp_h1_set_stash), or NULL */
 	size_t header_bytes;
 	size_t ext_bytes;
 	size_t url_off, reason_off;
@@ -121,7 +120,7 @@ static int push_header(struct sp_h1 *h)
 		return -1;
 	}
 	if (h->nraw == h->capraw) {
-		struct raw_hdr *r = grow(h->stash, h->raw, &h->capraw,
+		struct raw_hdr *r = grow(h->store.stash, h->raw, &h->capraw,
 					 h->capraw ? h->capraw * 2 : 16, sizeof(*r));
 		if (!r)
 			return -1;
@@ -184,7 +183,7 @@ static int build_view(struct sp_h1 *h)
 {
 	struct sp_h1_msg *m = &h->msg;
 	if (h->nraw + 1 > h->caphdrs) {
-		struct sp_hdr *v = grow(h->stash, m->hdrs, &h->caphdrs, h->nraw + 1, sizeof(*v));
+		struct sp_hdr *v = grow(h->store.stash, m->hdrs, &h->caphdrs, h->nraw + 1, sizeof(*v));
 		if (!v)
 			return -1;
 		m->hdrs = v;
@@ -316,9 +315,9 @@ void sp_h1_free(struct sp_h1 **hp)
 	free(h);
 }
 
+/* The store's stash serves the header arrays too. */
 void sp_h1_set_stash(struct sp_h1 *h, struct sp_stash *st)
 {
-	h->stash = st;
 	h->store.stash = st;
 }
 
@@ -466,10 +465,10 @@ enum sp_h1_rc sp_h1_finish(struct sp_h1 *h)
 static void release_blocks(struct sp_h1 *h)
 {
 	sp_buf_deinit(&h->store);
-	sp_stash_put(h->stash, h->raw, h->capraw * sizeof(*h->raw));
+	sp_stash_put(h->store.stash, h->raw, h->capraw * sizeof(*h->raw));
 	h->raw = NULL;
 	h->nraw = h->capraw = 0;
-	sp_stash_put(h->stash, h->msg.hdrs, h->caphdrs * sizeof(*h->msg.hdrs));
+	sp_stash_put(h->store.stash, h->msg.hdrs, h->caphdrs * sizeof(*h->msg.hdrs));
 	h->msg.hdrs = NULL;
 	h->msg.nhdrs = h->caphdrs = 0;
 }
