@@ -31,6 +31,15 @@ static ssize_t sys_writev(int fd, const struct iovec *iov, int n)
 	return syscall(SYS_writev, fd, iov, n);
 }
 
+/* libevent's extents as the kernel's (same fields, distinct types). */
+static void to_iovec(const struct evbuffer_iovec *v, struct iovec *iov, int n)
+{
+	for (int i = 0; i < n; i++) {
+		iov[i].iov_base = v[i].iov_base;
+		iov[i].iov_len = v[i].iov_len;
+	}
+}
+
 static void on_readable(evutil_socket_t fd, short what, void *arg);
 static void on_writable(evutil_socket_t fd, short what, void *arg);
 static int write_some(struct sp_conn *c);
@@ -375,10 +384,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 	ssize_t n;
 	if (nv > 0) {
 		struct iovec iov[2];
-		for (int i = 0; i < nv; i++) {
-			iov[i].iov_base = v[i].iov_base;
-			iov[i].iov_len = v[i].iov_len;
-		}
+		to_iovec(v, iov, nv);
 		n = readv(fd, iov, nv);
 	} else {
 		n = sys_recv(fd, buf, sizeof(buf));
@@ -480,10 +486,7 @@ static int write_some(struct sp_conn *c)
 		int nv = evbuffer_peek(c->out, -1, NULL, v, WRITE_IOVECS);
 		if (nv > WRITE_IOVECS)
 			nv = WRITE_IOVECS;
-		for (int i = 0; i < nv; i++) {
-			iov[i].iov_base = v[i].iov_base;
-			iov[i].iov_len = v[i].iov_len;
-		}
+		to_iovec(v, iov, nv);
 		ssize_t n = sys_writev(c->fd, iov, nv);
 		if (n > 0) {
 			evbuffer_drain(c->out, (size_t)n);
