@@ -67,6 +67,15 @@ static inline int sp_buf_addc(struct sp_buf *b, char c)
 {
 	return sp_buf_add(b, &c, 1);
 }
+/* strlcpy into a fixed array (size > 0): as much of src as fits, always
+ * terminated; for the request path, where snprintf("%s") costs a printf. */
+static inline void sp_copy_str(char *dst, size_t size, const char *src)
+{
+	size_t n = strnlen(src, size - 1);
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+}
+
 __attribute__((format(printf, 2, 3))) int sp_buf_printf(struct sp_buf *b, const char *fmt, ...);
 /* Appends v in base 10 or 16 (lower case): no printf on the request path. */
 int sp_buf_add_uint(struct sp_buf *b, uint64_t v, unsigned base);

@@ -428,7 +428,7 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	const struct sp_limits *lim = &s->w->cfg->limits;
 	int st;
 
-	snprintf(s->method, sizeof(s->method), "%s", m->method);
+	sp_copy_str(s->method, sizeof(s->method), m->method);
 	int had_id = take_request_id(s, m);
 	if (!had_id)
 		new_request_id(s);

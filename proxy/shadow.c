@@ -83,14 +83,6 @@ static void inc(_Atomic uint64_t *c)
 	sp_count(c);
 }
 
-/* strlcpy: as much of src as fits, always terminated. */
-static void copy_str(char *dst, size_t size, const char *src)
-{
-	size_t n = strnlen(src, size - 1);
-	memcpy(dst, src, n);
-	dst[n] = '\0';
-}
-
 
 /* A capture's memory comes from and goes back to the worker's stash. */
 static void capture_init(struct capture *c, struct sp_stash *st)
@@ -547,8 +539,8 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 	sh->primary_backend = primary_backend;
 	sh->session_holds = 1;
 	sh->is_head = strcmp(method, "HEAD") == 0;
-	copy_str(sh->method, sizeof(sh->method), method);
-	copy_str(sh->reqid, sizeof(sh->reqid), reqid);
+	sp_copy_str(sh->method, sizeof(sh->method), method);
+	sp_copy_str(sh->reqid, sizeof(sh->reqid), reqid);
 	sp_buf_init(&sh->path);
 	sh->path.stash = &w->stash;
 	sp_buf_add(&sh->path, path, path_len);
