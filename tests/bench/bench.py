@@ -551,15 +551,16 @@ def process_tree(root):
     return tree
 
 
+def tree_ticks(root):
+    """(CPU ticks used by the tree, the part of them in the kernel), from one
+    walk of /proc. Counting cutime/cstime too keeps the sums right when a
+    child exits and is reaped during the run."""
+    stats = [stat for stat in map(read_stat, process_tree(root)) if stat]
+    return sum(stat[1] for stat in stats), sum(stat[2] for stat in stats)
+
+
 def cpu_ticks(root):
-    """CPU ticks used by the tree. Counting cutime/cstime too keeps the sum
-    right when a child exits and is reaped during the run."""
-    return sum(stat[1] for stat in map(read_stat, process_tree(root)) if stat)
-
-
-def kernel_ticks(root):
-    """The part of cpu_ticks(root) spent in the kernel (stime)."""
-    return sum(stat[2] for stat in map(read_stat, process_tree(root)) if stat)
+    return tree_ticks(root)[0]
 
 
 def busy_ticks_all_cpus():
@@ -591,11 +592,11 @@ class CpuSnapshot:
     @classmethod
     def take(cls, proxy, backend, helpers=()):
         """helpers: other daemons of ours (the shadow section's mirror)."""
-        proxy_ticks = cpu_ticks(proxy.pid) if proxy else 0
+        proxy_ticks, proxy_kernel = tree_ticks(proxy.pid) if proxy else (0, 0)
         helper_ticks = sum(cpu_ticks(helper.pid) for helper in helpers)
         ours = proxy_ticks + cpu_ticks(backend.pid) + own_children_ticks() + helper_ticks
         return cls(time.monotonic(), busy_ticks_all_cpus(), proxy_ticks, ours, helper_ticks,
-                   kernel_ticks(proxy.pid) if proxy else 0)
+                   proxy_kernel)
 
 
 def peak_rss_by_process(root):
