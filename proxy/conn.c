@@ -57,6 +57,7 @@ struct sp_splice {
 	size_t in_pipe;  /* read from src, not yet written to dst */
 	uint64_t to_read;
 	int lowat;       /* src's SO_RCVLOWAT: 1 or up to SPLICE_BULK_LOWAT; 0 untouched */
+	int notsent;     /* dst's TCP_NOTSENT_LOWAT was set (to cap) */
 };
 
 /* 1 MiB (the unprivileged maximum) moved 0.73-0.79x of the direct rate in a
@@ -72,6 +73,15 @@ struct sp_splice {
  * waits at most one tick, and its read timeout counts as usual. */
 #define SPLICE_BULK_LOWAT (256 * 1024)
 #define SPLICE_TICK_MS 10
+
+/* The destination holds at most a pipe's worth of unsent bytes
+ * (TCP_NOTSENT_LOWAT = the pipe's capacity; the default lets up to the whole
+ * send buffer, 4 MiB, wait there). What the peer's window cannot take yet
+ * stays in the pipe, and the relay sends it itself when the window opens,
+ * where otherwise the kernel sends the backlog from the peer's ACKs, in the
+ * softirq of whichever core they arrive on (on one host: the peer's, taking
+ * its time from the peer). 1 GiB upload 0.67-0.71x -> 0.73-0.82x of the
+ * direct rate, 4 GiB download +10 %; 128 and 256 KiB: no faster than without. */
 
 static struct sp_conn *conn_alloc(struct event_base *base, evutil_socket_t fd)
 {
@@ -609,6 +619,9 @@ int sp_conn_splice(struct sp_conn *src, struct sp_conn *dst, uint64_t n)
 	sp->to_read = n;
 	src->splice_src = sp;
 	dst->splice_dst = sp;
+	int notsent = (int)sp->cap;
+	sp->notsent = setsockopt(dst->fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &notsent,
+				 sizeof(notsent)) == 0;
 	arm_read(src);
 	update_wev(dst);
 	/* the first moves happen from the loop, not inside the caller */
@@ -620,9 +633,12 @@ int sp_conn_splice(struct sp_conn *src, struct sp_conn *dst, uint64_t n)
 static void splice_end(struct sp_splice *sp)
 {
 	struct sp_conn *src = sp->src, *dst = sp->dst;
-	int one = 1;
+	int one = 1, sysctl_default = 0;
 	if (sp->lowat > 1)
 		setsockopt(src->fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+	if (sp->notsent)
+		setsockopt(dst->fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &sysctl_default,
+			   sizeof(sysctl_default));
 	src->splice_src = NULL;
 	dst->splice_dst = NULL;
 	close(sp->rfd);
