@@ -91,7 +91,7 @@ SHADOW_VARIANTS = (
 )
 SHADOW_RPS_TARGET = 0.6         # shadow → fast keeps at least this share of req/s
 SHADOW_P99_TARGET = 1.10        # slow/silent/refused shadows raise p99 by at most this factor
-SHADOW_ROUNDS = 3               # interleaved rounds of the shadow variants (1 with --quick)
+SHADOW_ROUNDS = 5               # interleaved rounds of the shadow variants (1 with --quick)
 SLOW_MIRROR_DELAY_MS = 500
 MIRROR_STATUS_PATH = "/__bench_status"
 MIRROR_COUNTER_TIMEOUT = 2.0    # seconds to wait for a helper's counters
