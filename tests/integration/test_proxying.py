@@ -224,9 +224,30 @@ def test_large_upload_streams_with_bounded_memory(one):
     assert max(rss.samples) < RSS_LIMIT_KB, "proxy RSS peaked at %d kB" % max(rss.samples)
 
 
+def assert_next_request_is_prompt(client, target):
+    """After a relayed (spliced) body, the same connection serves a small
+    request at once: the relay gave both connections back to their usual
+    reads and writes."""
+    started = time.monotonic()
+    r = client.request("GET", target)
+    assert r.status == 200
+    assert time.monotonic() - started < 1.0
+
+
+def test_large_upload_then_small_request_on_the_same_connection(one):
+    proxy, backend = one
+    backend.store_body = False
+    total = 16 * MiB
+    with proxy.client(timeout=10) as c:
+        r = c.request("POST", "/upload", body=BLOCK * 16)
+        assert r.status == 200 and r.json()["body_len"] == total
+        assert_next_request_is_prompt(c, "/after")
+    assert [q.path for q in backend.wait_requests(2)] == ["/upload", "/after"]
+
+
 def test_large_download_streams_with_bounded_memory(backend_factory, start_proxy):
     total = 64 * MiB
-    b = backend_factory("legacy", stream_body(total, BLOCK))
+    b = backend_factory("legacy", by_path({"/download": stream_body(total, BLOCK)}))
     proxy = start_proxy({"legacy": b})
     h = hashlib.sha256()
     n = [0]
@@ -241,6 +262,7 @@ def test_large_download_streams_with_bounded_memory(backend_factory, start_proxy
         assert head.startswith(b"HTTP/1.1 200")
         assert b"Content-Length: %d\r\n" % total in head
         c.stream.consume(total, sink, pause_every=4 * MiB, pause=0.02)  # a slow reader
+        assert_next_request_is_prompt(c, "/after")
     assert n[0] == total
     assert h.hexdigest() == hashlib.sha256(BLOCK * 64).hexdigest()
     assert len(rss.samples) > 10
