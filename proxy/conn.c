@@ -592,11 +592,17 @@ void sp_conn_flush(struct sp_conn *c)
 
 /* ---- splice relay ---- */
 
+int sp_conn_can_splice(const struct sp_conn *src, const struct sp_conn *dst)
+{
+	return !src->ssl && !dst->ssl && !src->connecting && !dst->connecting &&
+	       !src->splice_src && !src->splice_dst && !dst->splice_src && !dst->splice_dst &&
+	       evbuffer_get_length(src->in) == 0 && evbuffer_get_length(dst->out) == 0;
+}
+
 int sp_conn_splice(struct sp_conn *src, struct sp_conn *dst, uint64_t n)
 {
 	int fds[2];
-	if (src->ssl || dst->ssl || src->splice_src || src->splice_dst || dst->splice_src ||
-	    dst->splice_dst || src->connecting || dst->connecting || n == 0) {
+	if (n == 0 || !sp_conn_can_splice(src, dst)) {
 		errno = EINVAL;
 		return -1;
 	}

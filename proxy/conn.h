@@ -76,9 +76,14 @@ void sp_conn_read(struct sp_conn *c, int enable);
  * reading that read_max paused once the input has been consumed. */
 void sp_conn_flush(struct sp_conn *c);
 
+/* 1 when src's next bytes may be relayed to dst by sp_conn_splice: both plain
+ * TCP, connected, with nothing buffered (src->in and dst->out empty), and
+ * neither already in a relay. */
+int sp_conn_can_splice(const struct sp_conn *src, const struct sp_conn *dst);
+
 /* Moves the next n bytes arriving on src's socket to dst's socket through a
- * pipe, kernel to kernel, never through user space. Both must be plain TCP
- * with nothing buffered (src->in and dst->out empty) and not connecting.
+ * pipe, kernel to kernel, never through user space. The pair must pass
+ * sp_conn_can_splice (else -1 with errno EINVAL).
  * Once all n are written both connections go back to what they did before
  * (src's next read, with its usual callbacks, brings what follows). Meanwhile
  * src->on_read and dst->on_drain stay quiet; an end of stream or a failure

@@ -887,8 +887,7 @@ static void splice_body(struct sp_session *s, struct sp_h1 *h, struct sp_conn *f
 			struct sp_conn *to)
 {
 	uint64_t left = sp_h1_body_left(h);
-	if (left <= SPLICE_MIN || from->ssl || to->ssl || evbuffer_get_length(from->in) > 0 ||
-	    evbuffer_get_length(to->out) > 0)
+	if (left <= SPLICE_MIN || !sp_conn_can_splice(from, to))
 		return;
 	if (sp_conn_splice(from, to, left - 1) < 0) {
 		sp_debug("request %s: no splice relay (%s); copying", s->reqid, strerror(errno));
@@ -901,8 +900,7 @@ static void splice_body(struct sp_session *s, struct sp_h1 *h, struct sp_conn *f
 
 static void maybe_splice(struct sp_session *s)
 {
-	if (!s->up || s->shadow || s->tunnel || s->closing || s->up->conn->splice_src ||
-	    s->client->splice_src)
+	if (!s->up || s->shadow || s->tunnel || s->closing)
 		return;
 	struct sp_conn *up = s->up->conn;
 	if (s->resp_started && !s->resp_done && s->resp_body == SP_BODY_LENGTH && !s->up_paused)
