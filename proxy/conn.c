@@ -12,6 +12,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "clock.h"
+
 #define READ_CHUNK (64 * 1024)
 #define WRITE_IOVECS 64
 
@@ -176,8 +178,7 @@ static void arm_read(struct sp_conn *c)
 	int tick = c->splice_src && c->splice_src->lowat > 1;
 	if (want && (!c->rarmed || tick || c->rtick)) {
 		/* the tick is re-armed every time: it counts from the last wake-up */
-		static const struct timeval tick_tv = {SPLICE_TICK_MS / 1000,
-						       SPLICE_TICK_MS % 1000 * 1000};
+		struct timeval tick_tv = sp_tv_ms(SPLICE_TICK_MS);
 		event_add(c->rev, tick ? &tick_tv : c->has_rtv ? &c->rtv : NULL);
 		c->rarmed = 1;
 		c->rtick = tick;

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "config.h"
 #include "conn.h"
 #include "log.h"
@@ -186,7 +187,7 @@ static void on_check_timer(evutil_socket_t fd, short what, void *arg)
 		check_done(k, 0, "health check: cannot connect");
 		return;
 	}
-	struct timeval tv = {be->health_timeout_ms / 1000, (be->health_timeout_ms % 1000) * 1000};
+	struct timeval tv = sp_tv_ms(be->health_timeout_ms);
 	sp_conn_setcb(k->conn, on_check_read, NULL, on_check_event, k);
 	sp_conn_timeouts(k->conn, &tv, &tv);
 	sp_conn_read(k->conn, 1);
@@ -212,7 +213,7 @@ struct sp_health_checker *sp_health_checker_new(struct event_base *base, struct 
 		k->owner = hc;
 		k->be = be;
 		k->timer = event_new(base, -1, EV_PERSIST, on_check_timer, k);
-		struct timeval tv = {be->health_interval_ms / 1000, (be->health_interval_ms % 1000) * 1000};
+		struct timeval tv = sp_tv_ms(be->health_interval_ms);
 		if (!k->timer || event_add(k->timer, &tv) < 0)
 			continue;
 		event_active(k->timer, EV_TIMEOUT, 0); /* a first check right away */

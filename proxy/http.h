@@ -100,13 +100,13 @@ struct sp_fwd_request {
 	const char *default_host; /* Host to send when the request has none (HTTP/1.0) */
 };
 
-/* Serialises the request head the proxy sends upstream. Appends to out. */
 /* The head to forward for a client's parsed head m, routed to path?query:
  * the body framed as it came (chunked, Content-Length or none), Upgrade kept
  * when the request asks for one with an Upgrade header. The caller adds
  * client_ip, proto, request_id and default_host. */
 struct sp_fwd_request sp_fwd_request_for(const struct sp_h1_msg *m, const char *path,
 					 size_t path_len, const char *query, size_t query_len);
+/* Serialises the request head the proxy sends upstream. Appends to out. */
 int sp_http_write_request_head(const struct sp_fwd_request *r, struct sp_buf *out);
 
 struct sp_fwd_response {

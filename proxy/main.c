@@ -19,6 +19,7 @@
 
 #include "accesslog.h"
 #include "admin.h"
+#include "clock.h"
 #include "config.h"
 #include "diffreport.h"
 #include "explain.h"
@@ -273,7 +274,7 @@ static int run(const char *file)
 		goto out;
 	if (rt.difflog) {
 		int ms = cfg->shadow.summary_interval_ms;
-		struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+		struct timeval tv = sp_tv_ms(ms);
 		summary_timer = event_new(rt.base, -1, EV_PERSIST, on_summary_timer, &rt);
 		if (!summary_timer || event_add(summary_timer, &tv) < 0)
 			goto out;

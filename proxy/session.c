@@ -15,6 +15,7 @@
 
 #include <event2/buffer.h>
 
+#include "clock.h"
 #include "conn.h"
 #include "h1.h"
 #include "health.h"
@@ -112,7 +113,7 @@ static void set_timer(struct sp_session *s, enum timer_mode mode)
 {
 	const struct sp_limits *lim = &s->w->cfg->limits;
 	int ms = mode == T_HEADER ? lim->header_timeout_ms : lim->keepalive_timeout_ms;
-	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	struct timeval tv = sp_tv_ms(ms);
 	s->timer_mode = mode;
 	if (mode == T_NONE)
 		evtimer_del(s->timer);
@@ -126,7 +127,7 @@ static void set_timer(struct sp_session *s, enum timer_mode mode)
 static void client_timeouts(struct sp_session *s, const struct timeval *rd)
 {
 	int ms = s->w->cfg->limits.send_timeout_ms;
-	struct timeval wt = {ms / 1000, (ms % 1000) * 1000};
+	struct timeval wt = sp_tv_ms(ms);
 	sp_conn_timeouts(s->client, rd, &wt);
 }
 
@@ -355,8 +356,8 @@ static void attach_upstream(struct sp_session *s, int fresh)
 	struct sp_conn *c = s->up->conn;
 	sp_conn_setcb(c, on_up_read, on_conn_drain, on_up_event, s);
 	int ms = s->up->reused ? be->response_timeout_ms : be->connect_timeout_ms;
-	struct timeval wt = {ms / 1000, (ms % 1000) * 1000};
-	struct timeval rt = {be->response_timeout_ms / 1000, (be->response_timeout_ms % 1000) * 1000};
+	struct timeval wt = sp_tv_ms(ms);
+	struct timeval rt = sp_tv_ms(be->response_timeout_ms);
 	sp_conn_timeouts(c, &rt, &wt);
 	c->low_water = LOW_WATER;
 	c->read_max = 0;
@@ -474,7 +475,7 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	set_timer(s, T_NONE);
 	if (s->req_body != SP_BODY_NONE) {
 		int ms = lim->body_timeout_ms;
-		struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+		struct timeval tv = sp_tv_ms(ms);
 		client_timeouts(s, &tv);
 	}
 	return 0;
@@ -799,8 +800,7 @@ static void on_up_event(struct sp_conn *c, short what, void *arg)
 	const struct sp_backend *be = &s->cfg->backends[s->backend];
 	enter(s);
 	if (what & SP_CONN_CONNECTED) {
-		struct timeval tv = {be->response_timeout_ms / 1000,
-				     (be->response_timeout_ms % 1000) * 1000};
+		struct timeval tv = sp_tv_ms(be->response_timeout_ms);
 		s->up->connected = 1;
 		sp_conn_timeouts(c, &tv, &tv);
 		goto out;

@@ -11,6 +11,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "clock.h"
 #include "compare.h"
 #include "conn.h"
 #include "diffring.h"
@@ -551,7 +552,7 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 
 	sh->timer = evtimer_new(w->base, on_shadow_timeout, sh);
 	int ms = cfg->shadow.timeout_ms;
-	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	struct timeval tv = sp_tv_ms(ms);
 	if (sh->timer)
 		evtimer_add(sh->timer, &tv);
 	sh->nlegs = route->shadow.noise_samples && !has_body ? 2 : 1;

@@ -6,7 +6,6 @@
 
 #include <stdatomic.h>
 #include <stdint.h>
-#include <time.h>
 
 #define SP_LAT_BUCKETS 96
 
@@ -26,20 +25,6 @@ static inline void sp_count(_Atomic uint64_t *c)
 static inline uint64_t sp_read(_Atomic uint64_t *c)
 {
 	return atomic_load_explicit(c, memory_order_relaxed);
-}
-
-/* A CLOCK_MONOTONIC reading in milliseconds, and the milliseconds since one:
- * the unit of every latency here. */
-static inline double sp_ts_ms(const struct timespec *t)
-{
-	return (double)t->tv_sec * 1e3 + (double)t->tv_nsec / 1e6;
-}
-
-static inline double sp_ms_since(const struct timespec *t)
-{
-	struct timespec now;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return sp_ts_ms(&now) - sp_ts_ms(t);
 }
 
 void sp_hist_add(struct sp_hist *h, double ms);

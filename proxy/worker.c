@@ -14,6 +14,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "shadow.h"
 
@@ -370,7 +371,7 @@ void sp_worker_maybe_done(struct sp_worker *w)
 		event_base_loopbreak(w->base);
 	} else if (!evtimer_pending(w->grace_timer, NULL)) {
 		int ms = w->cfg->shadow.timeout_ms < 1000 ? w->cfg->shadow.timeout_ms : 1000;
-		struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+		struct timeval tv = sp_tv_ms(ms);
 		evtimer_add(w->grace_timer, &tv);
 	}
 }
@@ -434,7 +435,7 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
 	if (w->nsessions == 0)
 		return;
 	int ms = w->cfg->limits.drain_timeout_ms;
-	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	struct timeval tv = sp_tv_ms(ms);
 	evtimer_add(w->drain_timer, &tv);
 }
 
