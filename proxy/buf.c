@@ -25,6 +25,18 @@ void *sp_stash_take(struct sp_stash *st, size_t size, size_t *got)
 	return NULL;
 }
 
+void *sp_stash_grow(struct sp_stash *st, void *arr, size_t *cap, size_t want, size_t size)
+{
+	size_t got;
+	void *p = arr ? NULL : sp_stash_take(st, want * size, &got);
+	if (p)
+		want = got / size;
+	else if (!(p = realloc(arr, want * size)))
+		return NULL;
+	*cap = want;
+	return p;
+}
+
 void sp_stash_put(struct sp_stash *st, void *p, size_t size)
 {
 	if (!p)

@@ -33,6 +33,10 @@ struct sp_stash {
 
 /* A kept block of at least `size` bytes (its size in *got), else NULL. */
 void *sp_stash_take(struct sp_stash *st, size_t size, size_t *got);
+/* arr (NULL or malloc'd) with room for at least `want` elements of `size`
+ * bytes, its capacity in elements in *cap: a kept block for an empty array,
+ * realloc otherwise. NULL when memory runs out (arr and *cap unchanged). */
+void *sp_stash_grow(struct sp_stash *st, void *arr, size_t *cap, size_t want, size_t size);
 /* Keeps the malloc'd block p of `size` bytes, or frees it (stash full, block
  * too large, or st NULL). */
 void sp_stash_put(struct sp_stash *st, void *p, size_t size);

@@ -98,21 +98,6 @@ static int count_header_bytes(struct sp_h1 *h, size_t n)
 	return 0;
 }
 
-/* arr with room for at least `want` elements of `size` bytes (capacity in
- * *cap): a spare block from the stash for an empty array, realloc otherwise.
- * NULL when memory runs out (arr unchanged). */
-static void *grow(struct sp_stash *st, void *arr, size_t *cap, size_t want, size_t size)
-{
-	size_t got;
-	void *p = arr ? NULL : sp_stash_take(st, want * size, &got);
-	if (p)
-		want = got / size;
-	else if (!(p = realloc(arr, want * size)))
-		return NULL;
-	*cap = want;
-	return p;
-}
-
 static int push_header(struct sp_h1 *h)
 {
 	if (h->nraw >= h->lim.max_headers) {
@@ -120,7 +105,7 @@ static int push_header(struct sp_h1 *h)
 		return -1;
 	}
 	if (h->nraw == h->capraw) {
-		struct raw_hdr *r = grow(h->store.stash, h->raw, &h->capraw,
+		struct raw_hdr *r = sp_stash_grow(h->store.stash, h->raw, &h->capraw,
 					 h->capraw ? h->capraw * 2 : 16, sizeof(*r));
 		if (!r)
 			return -1;
@@ -183,7 +168,7 @@ static int build_view(struct sp_h1 *h)
 {
 	struct sp_h1_msg *m = &h->msg;
 	if (h->nraw + 1 > h->caphdrs) {
-		struct sp_hdr *v = grow(h->store.stash, m->hdrs, &h->caphdrs, h->nraw + 1, sizeof(*v));
+		struct sp_hdr *v = sp_stash_grow(h->store.stash, m->hdrs, &h->caphdrs, h->nraw + 1, sizeof(*v));
 		if (!v)
 			return -1;
 		m->hdrs = v;

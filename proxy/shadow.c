@@ -115,13 +115,8 @@ static void capture_head(struct capture *c, int status, const struct sp_hdr *h, 
 	c->status = status;
 	sp_buf_reset(&c->store);
 	capture_drop_head(c);
-	size_t got;
-	c->h = sp_stash_take(c->store.stash, (n + 1) * sizeof(*c->h), &got);
-	if (c->h)
-		c->hcap = got / sizeof(*c->h);
-	else if ((c->h = calloc(n + 1, sizeof(*c->h))))
-		c->hcap = n + 1;
-	else
+	c->h = sp_stash_grow(c->store.stash, NULL, &c->hcap, n + 1, sizeof(*c->h));
+	if (!c->h)
 		return;
 	for (size_t i = 0; i < n; i++)
 		if (sp_buf_add(&c->store, h[i].name, h[i].name_len) ||

@@ -344,6 +344,33 @@ static void test_stash_takes_a_block_large_enough_and_is_bounded(void **state)
 	assert_null(sp_stash_take(NULL, 1, &got));
 }
 
+static void test_stash_grow_takes_a_kept_block_for_an_empty_array_only(void **state)
+{
+	(void)state;
+	struct sp_stash st = {0};
+	void *kept = malloc(256);
+	sp_stash_put(&st, kept, 256);
+	size_t cap = 0;
+	int *a = sp_stash_grow(&st, NULL, &cap, 10, sizeof(int));
+	assert_ptr_equal(a, kept);
+	assert_int_equal(cap, 256 / sizeof(int)); /* the whole block counts */
+	assert_int_equal(st.n, 0);
+	for (int i = 0; i < 64; i++)
+		a[i] = i;
+	sp_stash_put(&st, malloc(4096), 4096);
+	int *b = sp_stash_grow(&st, a, &cap, 128, sizeof(int)); /* a non-empty array: realloc */
+	assert_non_null(b);
+	assert_int_equal(cap, 128);
+	assert_int_equal(st.n, 1);
+	assert_int_equal(b[63], 63);
+	free(b);
+	int *c = sp_stash_grow(NULL, NULL, &cap, 3, sizeof(int)); /* no stash: malloc */
+	assert_non_null(c);
+	assert_int_equal(cap, 3);
+	free(c);
+	sp_stash_clear(&st);
+}
+
 static void test_trimmed_head_buffers_serve_the_next_message(void **state)
 {
 	(void)state;
@@ -376,6 +403,7 @@ int main(void)
 		cmocka_unit_test(test_response_verdict_and_body_mode),
 		cmocka_unit_test(test_forwarded_heads_follow_the_parsed_ones),
 		cmocka_unit_test(test_stash_takes_a_block_large_enough_and_is_bounded),
+		cmocka_unit_test(test_stash_grow_takes_a_kept_block_for_an_empty_array_only),
 		cmocka_unit_test(test_trimmed_head_buffers_serve_the_next_message),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
