@@ -632,15 +632,6 @@ def _short_body(sent, announced, pause):
     return handler
 
 
-def _read_to_close(s):
-    got = b""
-    while True:
-        chunk = s.recv(1 << 20)
-        if not chunk:
-            return got
-        got += chunk
-
-
 def test_backend_closes_inside_a_large_body_aborts_client(backend_factory, start_proxy):
     """A large Content-Length body is relayed kernel to kernel; a backend that
     stops 3 MiB into 8 still ends the client's connection short of the
@@ -650,7 +641,7 @@ def test_backend_closes_inside_a_large_body_aborts_client(backend_factory, start
     proxy = start_proxy({"legacy": b}, log_level="debug")
     s = socket.create_connection((harness.HOST, proxy.port), timeout=10)
     s.sendall(build_request("GET", "/cut"))
-    got = _read_to_close(s)
+    got = harness.Stream(s, timeout=10).read_to_eof()
     s.close()
     head, _, body = got.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
@@ -769,7 +760,7 @@ def test_large_body_that_stalls_hits_the_response_timeout(backend_factory, start
     s = socket.create_connection((harness.HOST, proxy.port), timeout=10)
     s.sendall(build_request("GET", "/stall"))
     t0 = time.monotonic()
-    got = _read_to_close(s)
+    got = harness.Stream(s, timeout=10).read_to_eof()
     elapsed = time.monotonic() - t0
     s.close()
     assert got.partition(b"\r\n\r\n")[2] == b"y" * sent
