@@ -1298,8 +1298,8 @@ def table_lines(rows):
     good = {(r.scenario, r.proxy): r.wrk.good_rps for r in rows if r.wrk}
     multi = any(len(r.rps_runs) > 1 for r in rows)
     columns = ["scenario", "proxy", "req/s", *(["req/s range"] if multi else []), "p50 ms",
-               "p99 ms", "peak RSS MiB", "CPU µs/req", "of which kernel", "proxy core %", "other load %",
-               "errors"] + [f"÷{base}" for base in RATIO_BASES]
+               "p99 ms", "peak RSS MiB", "CPU µs/req", "of which kernel", "proxy core %",
+               "other load %", "errors"] + [f"÷{base}" for base in RATIO_BASES]
     text_columns = ("scenario", "proxy", "errors", "req/s range")
     align = ["---" if c in text_columns else "--:" for c in columns]
     lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join(align) + " |"]
