@@ -56,7 +56,7 @@ struct token {
 static int token_eq_cb(const char *s, size_t n, const void *arg)
 {
 	const struct token *t = arg;
-	return n == t->n && strncasecmp(s, t->s, n) == 0;
+	return n == t->n && sp_ascii_ieq(s, t->s, n);
 }
 
 int sp_list_has_token(const char *value, size_t len, const char *token)
@@ -111,12 +111,58 @@ int sp_hdr_is_hop(const struct sp_hdr *h, const struct sp_hdr *all, size_t n)
 	return name_in_connection(h, all, n);
 }
 
-/* RFC 9110 tchar: DIGIT / ALPHA / "!#$%&'*+-.^_`|~", as a 256-bit set (one
- * lookup per byte of every header name on the request path). */
-static int is_tchar(unsigned char c)
+/* RFC 9110 tchar: DIGIT / ALPHA / "!#$%&'*+-.^_`|~". One table lookup per
+ * byte of every header name of every message, with no branch per byte. */
+static int is_token(const char *s, size_t n)
 {
-	static const uint64_t set[4] = {0x03ff6cfa00000000ULL, 0x57ffffffc7fffffeULL, 0, 0};
-	return (int)((set[c >> 6] >> (c & 63)) & 1);
+	static const unsigned char tchar[256] = { /* bytes from 0x80 up: 0 */
+		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x00 */
+		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x10 */
+		0, 1, 0, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1, 1, 0, /* 0x20 */
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, /* 0x30 */
+		0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x40 */
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1, /* 0x50 */
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x60 */
+		1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 1, 0, /* 0x70 */
+	};
+	unsigned char all = 1;
+	for (size_t i = 0; i < n; i++)
+		all &= tchar[(unsigned char)s[i]];
+	return all;
+}
+
+static int is_value_ctl(unsigned char c)
+{
+	return (c < 0x20 && c != '\t') || c == 0x7f;
+}
+
+/* True when v holds a control character other than HTAB, or DEL. Eight bytes
+ * at a time: a word is looked at byte by byte only when one of its bytes is
+ * below 0x20 or is 0x7f, which in a valid value means a tab. */
+static int value_has_ctl(const char *v, size_t len)
+{
+	const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+	size_t j = 0;
+	if (len < 8) {
+		for (; j < len; j++)
+			if (is_value_ctl((unsigned char)v[j]))
+				return 1;
+		return 0;
+	}
+	for (;;) {
+		uint64_t x, d;
+		memcpy(&x, v + j, 8);
+		d = x ^ (ones * 0x7f);
+		/* the classic "has a byte below k" and "has a zero byte" tests */
+		if ((((x - ones * 0x20) & ~x) | ((d - ones) & ~d)) & highs)
+			for (size_t k = j; k < j + 8; k++)
+				if (is_value_ctl((unsigned char)v[k]))
+					return 1;
+		if (j + 8 == len)
+			return 0;
+		/* the last word ends at the value's end, overlapping the one before */
+		j = j + 16 <= len ? j + 8 : len - 8;
+	}
 }
 
 static int check_headers(const struct sp_hdr *h, size_t n, const char **why)
@@ -126,18 +172,13 @@ static int check_headers(const struct sp_hdr *h, size_t n, const char **why)
 			*why = "empty header name";
 			return -1;
 		}
-		for (size_t j = 0; j < h[i].name_len; j++) {
-			if (!is_tchar((unsigned char)h[i].name[j])) {
-				*why = "invalid character in header name";
-				return -1;
-			}
+		if (!is_token(h[i].name, h[i].name_len)) {
+			*why = "invalid character in header name";
+			return -1;
 		}
-		for (size_t j = 0; j < h[i].value_len; j++) {
-			unsigned char c = (unsigned char)h[i].value[j];
-			if ((c < 0x20 && c != '\t') || c == 0x7f) {
-				*why = "invalid character in header value";
-				return -1;
-			}
+		if (value_has_ctl(h[i].value, h[i].value_len)) {
+			*why = "invalid character in header value";
+			return -1;
 		}
 	}
 	return 0;
@@ -159,7 +200,7 @@ static int only_chunked(const struct sp_hdr *h)
 		s++;
 	while (e > s && e[-1] == ' ')
 		e--;
-	return e - s == 7 && strncasecmp(s, "chunked", 7) == 0;
+	return e - s == 7 && sp_ascii_ieq(s, "chunked", 7);
 }
 
 int sp_http_check_request(const struct sp_hdr *h, size_t n, int http_minor, const char **why)

@@ -6,7 +6,6 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-#include <strings.h>
 
 #include "buf.h"
 
@@ -25,12 +24,29 @@ enum sp_body_mode {
 	SP_BODY_CLOSE,   /* delimited by closing the connection (HTTP/1.0 clients) */
 };
 
+/* ASCII case-insensitive equality of n bytes. Inline, and without the
+ * locale-aware library call: header names are compared a few times per
+ * header of every message, and most comparisons end at the first byte. */
+static inline int sp_ascii_ieq(const char *a, const char *b, size_t n)
+{
+	if (memcmp(a, b, n) == 0) /* the same spelling: the usual case */
+		return 1;
+	for (size_t i = 0; i < n; i++) {
+		unsigned x = (unsigned char)a[i], y = (unsigned char)b[i];
+		x += (x - 'A' < 26u) << 5;
+		y += (y - 'A' < 26u) << 5;
+		if (x != y)
+			return 0;
+	}
+	return 1;
+}
+
 /* Inline so that strlen of a literal name folds away: it runs for every
  * header of every request against each name the rules check. */
 static inline int sp_hdr_name_is(const struct sp_hdr *h, const char *name)
 {
 	size_t n = strlen(name);
-	return h->name_len == n && strncasecmp(h->name, name, n) == 0;
+	return h->name_len == n && sp_ascii_ieq(h->name, name, n);
 }
 const struct sp_hdr *sp_hdr_find(const struct sp_hdr *h, size_t n, const char *name);
 /* True when the comma-separated list value contains token (case-insensitive). */

@@ -136,6 +136,48 @@ static void test_check_request_bad_values(void **state)
 	CHECK_REQ(us, 0, 400, "invalid character in header value");
 }
 
+/* Every byte value at every position of values up to 19 bytes long (whole
+ * 8-byte words and the tail both), among tabs and high bytes that are valid:
+ * the word-at-a-time scan must agree with the byte rule everywhere. */
+static void test_check_values_every_byte_everywhere(void **state)
+{
+	(void)state;
+	char v[19];
+	for (size_t len = 1; len <= sizeof(v); len++) {
+		for (size_t pos = 0; pos < len; pos++) {
+			for (int c = 0; c < 512; c++) {
+				/* filled with letters and high bytes, then with tabs too */
+				for (size_t k = 0; k < len; k++)
+					v[k] = k % 3 == 0 && c >= 256 ? '\t' : k % 2 ? 'a' : '\xe9';
+				v[pos] = (char)(c & 0xff);
+				const struct sp_hdr h[] = {HDR("Host", "h"), {"X-A", 3, v, len}};
+				int b = c & 0xff, bad = (b < 0x20 && b != '\t') || b == 0x7f;
+				const char *why = NULL;
+				int st = sp_http_check_request(h, NELEM(h), 1, &why);
+				if (st != (bad ? 400 : 0))
+					fail_msg("len %zu pos %zu byte 0x%02x: status %d", len, pos, b, st);
+			}
+		}
+	}
+}
+
+/* Each byte value inside a header name: only RFC 9110 tchar passes. */
+static void test_check_names_every_byte(void **state)
+{
+	(void)state;
+	static const char tchar[] = "!#$%&'*+-.^_`|~0123456789"
+				    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+	for (int c = 0; c < 256; c++) {
+		char name[] = {'X', '-', (char)c, 'b'};
+		const struct sp_hdr h[] = {HDR("Host", "h"), {name, sizeof(name), "v", 1}};
+		int ok = c != 0 && strchr(tchar, c) != NULL;
+		const char *why = NULL;
+		int st = sp_http_check_request(h, NELEM(h), 1, &why);
+		if (st != (ok ? 0 : 400))
+			fail_msg("byte 0x%02x in a name: status %d", c, st);
+	}
+}
+
 static void test_check_request_host(void **state)
 {
 	(void)state;
@@ -686,6 +728,8 @@ int main(void)
 		cmocka_unit_test(test_hdr_is_hop),
 		cmocka_unit_test(test_check_request_valid),
 		cmocka_unit_test(test_check_request_bad_names),
+		cmocka_unit_test(test_check_values_every_byte_everywhere),
+		cmocka_unit_test(test_check_names_every_byte),
 		cmocka_unit_test(test_check_request_bad_values),
 		cmocka_unit_test(test_check_request_host),
 		cmocka_unit_test(test_check_request_transfer_encoding),
