@@ -5,7 +5,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1055,9 +1054,7 @@ void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct soc
 	const struct sp_limits *lim = &w->cfg->limits;
 	struct sp_h1_limits req_limits = {(size_t)lim->max_request_line,
 					  (size_t)lim->max_header_bytes, (size_t)lim->max_headers};
-	int one = 1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	s->client = sp_conn_new(w->base, fd);
+	s->client = sp_conn_new(w->base, fd); /* TCP_NODELAY: from the listener */
 	s->req = sp_h1_new(1, &req_hooks, s, &req_limits);
 	s->resp = sp_h1_new(0, &resp_hooks, s, &resp_limits);
 	if (s->req)

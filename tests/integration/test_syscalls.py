@@ -96,3 +96,79 @@ def test_a_keepalive_exchange_costs_two_receives_two_writes_and_its_log_line(
     assert sum(others.values()) <= 6, others
     # one client, one request at a time: at most one wait per readiness event
     assert calls.get("epoll_wait", 0) <= 2 * N + 5, per_request
+
+
+def proxy_socket_for(pid, client):
+    """The proxy's own end of client's connection, duplicated into this
+    process with pidfd_getfd(2) (the tests run as root): a socket option the
+    proxy set can then be read back with getsockopt."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd_getfd = 438  # x86_64 and every other architecture's number since 5.6
+    want = client.getsockname()
+    pidfd = os.pidfd_open(pid)
+    try:
+        for name in os.listdir("/proc/%d/fd" % pid):
+            try:
+                if not os.readlink("/proc/%d/fd/%s" % (pid, name)).startswith("socket:"):
+                    continue
+            except FileNotFoundError:
+                continue
+            fd = libc.syscall(pidfd_getfd, pidfd, int(name), 0)
+            assert fd >= 0, "pidfd_getfd: %s" % os.strerror(ctypes.get_errno())
+            s = socket.socket(fileno=fd)
+            try:
+                if s.type == socket.SOCK_STREAM and s.getpeername() == want:
+                    return s
+            except OSError:
+                pass
+            s.close()
+    finally:
+        os.close(pidfd)
+    raise AssertionError("no socket of the proxy is connected to %r" % (want,))
+
+
+def test_client_connections_have_nagle_off_without_a_call_per_connection(
+        backend_factory, start_proxy, tmp_path):
+    """Small answers must leave at once (TCP_NODELAY), and that must not cost
+    a setsockopt per accepted connection: the listener's option is inherited."""
+    b = backend_factory("legacy", raw(RESPONSE, close=False))
+    proxy = start_proxy({"legacy": b})
+
+    def one_connection():
+        with socket.create_connection((harness.HOST, proxy.port), timeout=5) as c:
+            c.sendall(b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            got = harness.Stream(c).read_to_eof()
+            assert got.startswith(b"HTTP/1.1 200 ") and got.endswith(b"ok\n"), got
+
+    one_connection()  # the backend connection up
+    client = socket.create_connection((harness.HOST, proxy.port), timeout=5)
+    try:
+        client.sendall(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert harness.Stream(client).read_until(b"ok\n")
+        with proxy_socket_for(proxy.pid, client) as mine:
+            assert mine.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        client.close()
+
+    out = tmp_path / "strace.txt"
+    tid = worker_thread(proxy.pid)
+    tracer = subprocess.Popen(["strace", "-c", "-q", "-p", str(tid), "-o", str(out)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    n = 50
+    try:
+        wait_traced(proxy.pid, tid, tracer)
+        for _ in range(n):
+            one_connection()
+        proxy.wait_access(2 + n, timeout=10)
+        time.sleep(0.05)
+    finally:
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(timeout=10)
+    calls = strace_counts(out)
+    per_connection = {name: c / n for name, c in calls.items()}
+    assert calls.get("setsockopt", 0) == 0, per_connection
+    assert calls.get("getsockopt", 0) == 0, per_connection
+    assert calls.get("fcntl", 0) == 0, per_connection  # accept4 sets O_NONBLOCK
+    # accepting: one call that succeeds, and at most one that finds the queue empty
+    assert n <= calls.get("accept4", 0) <= 2 * n + 2, per_connection
