@@ -1,9 +1,10 @@
 /* Time conversions shared by the event-driven modules: CLOCK_MONOTONIC
- * readings in milliseconds (the unit of every latency), and millisecond
- * settings as the timevals libevent's timeouts take. */
+ * readings in milliseconds (the unit of every latency) and microseconds (the
+ * unit of deadlines), and settings as the timevals libevent's timeouts take. */
 #ifndef SP_CLOCK_H
 #define SP_CLOCK_H
 
+#include <stdint.h>
 #include <sys/time.h>
 #include <time.h>
 
@@ -18,6 +19,25 @@ static inline double sp_ms_since(const struct timespec *t)
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	return sp_ts_ms(&now) - sp_ts_ms(t);
+}
+
+/* Microseconds: the unit of the deadlines timers keep. */
+static inline int64_t sp_ts_us(const struct timespec *t)
+{
+	return (int64_t)t->tv_sec * 1000000 + t->tv_nsec / 1000;
+}
+
+static inline int64_t sp_now_us(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return sp_ts_us(&t);
+}
+
+/* us (>= 0) as a timeval. */
+static inline struct timeval sp_tv_us(int64_t us)
+{
+	return (struct timeval){(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
 }
 
 /* ms (>= 0) as a timeval. */

@@ -44,6 +44,7 @@ static void to_iovec(const struct evbuffer_iovec *v, struct iovec *iov, int n)
 
 static void on_readable(evutil_socket_t fd, short what, void *arg);
 static void on_writable(evutil_socket_t fd, short what, void *arg);
+static void on_due(evutil_socket_t fd, short what, void *arg);
 static int write_some(struct sp_conn *c);
 static void update_wev(struct sp_conn *c);
 static void splice_end(struct sp_splice *sp);
@@ -84,9 +85,10 @@ static struct sp_conn *conn_alloc(struct event_base *base, evutil_socket_t fd)
 	c->fd = fd;
 	c->rev = event_new(base, fd, EV_READ | EV_PERSIST, on_readable, c);
 	c->wev = event_new(base, fd, EV_WRITE | EV_PERSIST, on_writable, c);
+	c->tev = evtimer_new(base, on_due, c);
 	c->in = evbuffer_new();
 	c->out = evbuffer_new();
-	if (!c->rev || !c->wev || !c->in || !c->out) {
+	if (!c->rev || !c->wev || !c->tev || !c->in || !c->out) {
 		c->fd = -1;
 		sp_conn_free(&c);
 	}
@@ -142,6 +144,8 @@ void sp_conn_free(struct sp_conn **cp)
 		event_free(c->rev);
 	if (c->wev)
 		event_free(c->wev);
+	if (c->tev)
+		event_free(c->tev);
 	if (c->ssl) {
 		if (!c->hs && !c->err)
 			SSL_shutdown(c->ssl); /* best effort close_notify; never waits */
@@ -165,6 +169,65 @@ void sp_conn_setcb(struct sp_conn *c, sp_conn_cb on_read, sp_conn_cb on_drain,
 	c->arg = arg;
 }
 
+/* A batching relay's source: a tick, not the read timeout, watches it. */
+static int ticking(const struct sp_conn *c)
+{
+	return c->splice_src && c->splice_src->lowat > 1;
+}
+
+/* The earliest moment something is due: the read timeout while reading is
+ * armed, the write timeout while output waits, a batching relay's tick. */
+static int64_t next_due(const struct sp_conn *c)
+{
+	int64_t due = INT64_MAX;
+	if (ticking(c))
+		due = c->tick_at;
+	else if (c->rarmed && c->rt_us)
+		due = c->r_at + c->rt_us;
+	if (c->warmed && c->wt_us && c->w_at + c->wt_us < due)
+		due = c->w_at + c->wt_us;
+	return due;
+}
+
+/* Arms the timer for the next due moment, lazily. Activity only moves a
+ * deadline later and touches no timer: the timer fires at the old moment,
+ * finds nothing due and waits again. Only an earlier deadline re-arms it.
+ * So a busy connection costs no timer operation per read or write, where
+ * timeouts on rev and wev cost a heap update at every wake-up, and every
+ * change of timeout another. */
+static void schedule(struct sp_conn *c, int64_t now)
+{
+	int64_t due = next_due(c);
+	if (due == INT64_MAX || (c->t_due && c->t_due <= due))
+		return;
+	struct timeval tv = sp_tv_us(due > now ? due - now : 0);
+	event_add(c->tev, &tv);
+	c->t_due = due;
+}
+
+static void on_due(evutil_socket_t fd, short what, void *arg)
+{
+	struct sp_conn *c = arg;
+	int64_t now = sp_now_us();
+	(void)fd;
+	(void)what;
+	c->t_due = 0;
+	if (ticking(c)) {
+		if (now >= c->tick_at) {
+			splice_slow(c->splice_src);
+			return;
+		}
+	} else if (c->rarmed && c->rt_us && now >= c->r_at + c->rt_us) {
+		c->on_event(c, SP_CONN_TIMEOUT | SP_CONN_READING, c->arg);
+		return;
+	}
+	if (c->warmed && c->wt_us && now >= c->w_at + c->wt_us) {
+		c->on_event(c, SP_CONN_TIMEOUT | SP_CONN_WRITING, c->arg);
+		return;
+	}
+	schedule(c, now);
+}
+
 static void arm_read(struct sp_conn *c)
 {
 	/* TLS reads for its own sake: the handshake, or a write that needs the
@@ -174,35 +237,35 @@ static void arm_read(struct sp_conn *c)
 		    c->hs_want_read || c->w_want_read);
 	if (c->splice_src) /* while relaying, only room in the pipe counts */
 		want = !c->eof && c->splice_src->to_read > 0 && c->splice_src->in_pipe < c->splice_src->cap;
-	/* a batching relay's source waits a tick, not its read timeout */
-	int tick = c->splice_src && c->splice_src->lowat > 1;
+	int tick = ticking(c);
 	if (want && (!c->rarmed || tick || c->rtick)) {
-		/* the tick is re-armed every time: it counts from the last wake-up */
-		struct timeval tick_tv = sp_tv_ms(SPLICE_TICK_MS);
-		event_add(c->rev, tick ? &tick_tv : c->has_rtv ? &c->rtv : NULL);
+		int64_t now = sp_now_us();
+		if (!c->rarmed)
+			event_add(c->rev, NULL);
+		/* the read timeout counts from arming, or from the end of a
+		 * relay's batching; a tick from the last wake-up */
+		if (!c->rarmed || (c->rtick && !tick))
+			c->r_at = now;
+		if (tick)
+			c->tick_at = now + SPLICE_TICK_MS * 1000;
 		c->rarmed = 1;
 		c->rtick = tick;
+		schedule(c, now);
 	} else if (!want && c->rarmed) {
 		event_del(c->rev);
 		c->rarmed = c->rtick = 0;
 	}
 }
 
-void sp_conn_timeouts(struct sp_conn *c, const struct timeval *r, const struct timeval *w)
+void sp_conn_timeouts(struct sp_conn *c, int read_ms, int write_ms)
 {
-	c->has_rtv = r != NULL;
-	if (r)
-		c->rtv = *r;
-	c->has_wtv = w != NULL;
-	if (w)
-		c->wtv = *w;
-	/* re-arm so the new timeouts count from now (a splice tick stays: the
-	 * new read timeout applies once the relay stops batching) */
-	if (c->rarmed && !c->rtick) {
-		event_add(c->rev, c->has_rtv ? &c->rtv : NULL);
-	}
-	if (c->warmed)
-		event_add(c->wev, c->has_wtv ? &c->wtv : NULL);
+	int64_t now = sp_now_us();
+	c->rt_us = (int64_t)read_ms * 1000;
+	c->wt_us = (int64_t)write_ms * 1000;
+	/* the new timeouts count from now (a batching relay keeps its tick:
+	 * the read timeout applies once it stops batching) */
+	c->r_at = c->w_at = now;
+	schedule(c, now);
 }
 
 void sp_conn_read(struct sp_conn *c, int enable)
@@ -359,14 +422,9 @@ int sp_conn_tls_connect(struct sp_conn *c, SSL_CTX *ctx, const char *host, int i
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
 	struct sp_conn *c = arg;
-	if ((what & EV_TIMEOUT) && c->rtick && c->splice_src) {
-		splice_slow(c->splice_src);
-		return;
-	}
-	if (what & EV_TIMEOUT) {
-		c->on_event(c, SP_CONN_TIMEOUT | SP_CONN_READING, c->arg);
-		return;
-	}
+	(void)what;
+	if (c->rt_us) /* any wake-up counts as activity, as a persistent event's timeout would */
+		c->r_at = sp_now_us();
 	if (c->splice_src) {
 		splice_run(c->splice_src);
 		return;
@@ -430,8 +488,13 @@ static void update_wev(struct sp_conn *c)
 	int want = (evbuffer_get_length(c->out) > 0 && !c->w_want_read) || c->hs_want_write ||
 		   c->r_want_write || (c->splice_dst && c->splice_dst->in_pipe > 0);
 	if (want && !c->warmed) {
-		event_add(c->wev, c->has_wtv ? &c->wtv : NULL);
+		event_add(c->wev, NULL);
 		c->warmed = 1;
+		if (c->wt_us) { /* the write timeout counts from here */
+			int64_t now = sp_now_us();
+			c->w_at = now;
+			schedule(c, now);
+		}
 	} else if (!want && c->warmed) {
 		event_del(c->wev);
 		c->warmed = 0;
@@ -506,10 +569,9 @@ static int write_some(struct sp_conn *c)
 static void on_writable(evutil_socket_t fd, short what, void *arg)
 {
 	struct sp_conn *c = arg;
-	if (what & EV_TIMEOUT) {
-		c->on_event(c, SP_CONN_TIMEOUT | SP_CONN_WRITING, c->arg);
-		return;
-	}
+	(void)what;
+	if (c->wt_us)
+		c->w_at = sp_now_us();
 	if (c->connecting) {
 		int err = 0;
 		socklen_t len = sizeof(err);

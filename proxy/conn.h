@@ -33,13 +33,19 @@ struct sp_conn {
 	sp_conn_cb on_drain; /* output went down to low_water (or empty) */
 	sp_conn_event_cb on_event;
 	void *arg;
-	struct timeval rtv, wtv;
-	int has_rtv, has_wtv;
+	/* Inactivity timeouts (0: none), kept by one timer per connection
+	 * rather than on rev and wev: see schedule() in conn.c. Times are
+	 * CLOCK_MONOTONIC microseconds. */
+	struct event *tev;
+	int64_t rt_us, wt_us;
+	int64_t r_at, w_at; /* last read activity, last write progress */
+	int64_t tick_at;    /* a batching relay's next tick */
+	int64_t t_due;      /* when tev fires (0: not pending) */
 	size_t read_max;  /* stop reading while input holds this much (0: no cap) */
 	size_t low_water;
 	int err;          /* errno of the last failure */
 	unsigned reading : 1, rarmed : 1, warmed : 1, connecting : 1, eof : 1;
-	unsigned rtick : 1; /* rev is armed with a splice tick, not the read timeout */
+	unsigned rtick : 1; /* a splice tick, not the read timeout, watches reads */
 	unsigned streaming : 1; /* the last read filled the whole chunk */
 	/* splice(2) relay (sp_conn_splice): this connection is its source or
 	 * its destination; the byte counts run over the connection's life */
@@ -69,8 +75,11 @@ int sp_conn_tls_connect(struct sp_conn *c, SSL_CTX *ctx, const char *host, int i
 
 void sp_conn_setcb(struct sp_conn *c, sp_conn_cb on_read, sp_conn_cb on_drain,
 		   sp_conn_event_cb on_event, void *arg);
-/* Read and write inactivity timeouts; NULL for none. */
-void sp_conn_timeouts(struct sp_conn *c, const struct timeval *r, const struct timeval *w);
+/* Read and write inactivity timeouts in milliseconds, 0 for none; both count
+ * from now. The read timeout runs while reading is enabled and no byte comes,
+ * the write timeout while output is left and none of it goes; either ends in
+ * on_event(SP_CONN_TIMEOUT | SP_CONN_READING or SP_CONN_WRITING). */
+void sp_conn_timeouts(struct sp_conn *c, int read_ms, int write_ms);
 void sp_conn_read(struct sp_conn *c, int enable);
 /* Writes what it can now; arms the write event for the rest. Also resumes
  * reading that read_max paused once the input has been consumed. */

@@ -187,9 +187,8 @@ static void on_check_timer(evutil_socket_t fd, short what, void *arg)
 		check_done(k, 0, "health check: cannot connect");
 		return;
 	}
-	struct timeval tv = sp_tv_ms(be->health_timeout_ms);
 	sp_conn_setcb(k->conn, on_check_read, NULL, on_check_event, k);
-	sp_conn_timeouts(k->conn, &tv, &tv);
+	sp_conn_timeouts(k->conn, be->health_timeout_ms, be->health_timeout_ms);
 	sp_conn_read(k->conn, 1);
 	evbuffer_add_printf(k->conn->out,
 			    "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: strangler-health-check\r\n"

@@ -49,6 +49,8 @@ struct sp_session {
 	struct event *timer;
 	struct event *resume; /* goes on with pipelined input after an exchange */
 	enum timer_mode timer_mode;
+	int64_t t_deadline; /* when the mode's time is up (CLOCK_MONOTONIC us) */
+	int64_t t_due;      /* when the timer fires (0: not pending) */
 	char client_ip[INET6_ADDRSTRLEN];
 	int https; /* the client connection is TLS */
 
@@ -108,26 +110,48 @@ static void leave(struct sp_session *s)
 		session_free(s);
 }
 
-static void set_timer(struct sp_session *s, enum timer_mode mode)
+/* Arms the timer for the deadline, lazily, as the connection layer does
+ * (conn.c, schedule): a pending timer that fires no later is left alone, and
+ * when it fires early it only waits again. It is armed at most a header
+ * timeout ahead, so that the next request's first bytes, which set the
+ * header deadline, find it pending early enough: a keep-alive exchange
+ * then costs no timer operation at all, where it cost two adds and a
+ * delete, each a heap update. An idle connection wakes once per header
+ * timeout for it. */
+static void schedule_timer(struct sp_session *s, int64_t now)
+{
+	int64_t due = now + (int64_t)s->w->cfg->limits.header_timeout_ms * 1000;
+	if (s->t_deadline < due)
+		due = s->t_deadline;
+	if (s->t_due && s->t_due <= due)
+		return;
+	struct timeval tv = sp_tv_us(due > now ? due - now : 0);
+	evtimer_add(s->timer, &tv);
+	s->t_due = due;
+}
+
+static void set_timer_at(struct sp_session *s, enum timer_mode mode, int64_t now)
 {
 	const struct sp_limits *lim = &s->w->cfg->limits;
 	int ms = mode == T_HEADER ? lim->header_timeout_ms : lim->keepalive_timeout_ms;
-	struct timeval tv = sp_tv_ms(ms);
 	s->timer_mode = mode;
-	if (mode == T_NONE)
-		evtimer_del(s->timer);
-	else
-		evtimer_add(s->timer, &tv);
+	if (mode == T_NONE) /* a pending timer fires, finds nothing to do, and stops */
+		return;
+	s->t_deadline = now + (int64_t)ms * 1000;
+	schedule_timer(s, now);
+}
+
+static void set_timer(struct sp_session *s, enum timer_mode mode)
+{
+	set_timer_at(s, mode, mode == T_NONE ? 0 : sp_now_us());
 }
 
 /* The client's read timeout (NULL: none) and, always, its send timeout:
  * output that makes no progress for timeouts.client_send_ms (a client that
  * stopped reading) ends the connection. */
-static void client_timeouts(struct sp_session *s, const struct timeval *rd)
+static void client_timeouts(struct sp_session *s, int read_ms)
 {
-	int ms = s->w->cfg->limits.send_timeout_ms;
-	struct timeval wt = sp_tv_ms(ms);
-	sp_conn_timeouts(s->client, rd, &wt);
+	sp_conn_timeouts(s->client, read_ms, s->w->cfg->limits.send_timeout_ms);
 }
 
 static struct evbuffer *client_out(struct sp_session *s)
@@ -355,9 +379,7 @@ static void attach_upstream(struct sp_session *s, int fresh)
 	struct sp_conn *c = s->up->conn;
 	sp_conn_setcb(c, on_up_read, on_conn_drain, on_up_event, s);
 	int ms = s->up->reused ? be->response_timeout_ms : be->connect_timeout_ms;
-	struct timeval wt = sp_tv_ms(ms);
-	struct timeval rt = sp_tv_ms(be->response_timeout_ms);
-	sp_conn_timeouts(c, &rt, &wt);
+	sp_conn_timeouts(c, be->response_timeout_ms, ms);
 	c->low_water = LOW_WATER;
 	c->read_max = 0;
 	sp_conn_read(c, 1);
@@ -472,11 +494,8 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	if (s->dec.route && s->dec.route->has_shadow)
 		maybe_shadow(s, &q, m);
 	set_timer(s, T_NONE);
-	if (s->req_body != SP_BODY_NONE) {
-		int ms = lim->body_timeout_ms;
-		struct timeval tv = sp_tv_ms(ms);
-		client_timeouts(s, &tv);
-	}
+	if (s->req_body != SP_BODY_NONE)
+		client_timeouts(s, lim->body_timeout_ms);
 	return 0;
 }
 
@@ -518,7 +537,7 @@ static int on_req_done(void *ud, struct sp_h1_msg *m)
 		emit(s, "0\r\n\r\n", 5);
 	s->req_done = 1;
 	sp_shadow_request_done(s->shadow);
-	client_timeouts(s, NULL);
+	client_timeouts(s, 0);
 	return 1; /* one exchange at a time: pipelined requests wait */
 }
 
@@ -665,8 +684,8 @@ static void start_tunnel(struct sp_session *s)
 {
 	struct sp_conn *up = s->up->conn;
 	set_timer(s, T_NONE);
-	client_timeouts(s, NULL);
-	sp_conn_timeouts(up, NULL, NULL);
+	client_timeouts(s, 0);
+	sp_conn_timeouts(up, 0, 0);
 	sp_conn_setcb(up, on_up_read, on_conn_drain, on_tunnel_up_event, s);
 	up->low_water = LOW_WATER;
 	sp_conn_read(up, 1);
@@ -799,9 +818,8 @@ static void on_up_event(struct sp_conn *c, short what, void *arg)
 	const struct sp_backend *be = &s->cfg->backends[s->backend];
 	enter(s);
 	if (what & SP_CONN_CONNECTED) {
-		struct timeval tv = sp_tv_ms(be->response_timeout_ms);
 		s->up->connected = 1;
-		sp_conn_timeouts(c, &tv, &tv);
+		sp_conn_timeouts(c, be->response_timeout_ms, be->response_timeout_ms);
 		goto out;
 	}
 	if (may_retry(s) && (what & (SP_CONN_EOF | SP_CONN_ERROR))) {
@@ -852,7 +870,7 @@ static void process_client(struct sp_session *s)
 		size_t used = 0;
 		if (!s->req_active && s->timer_mode != T_HEADER) {
 			clock_gettime(CLOCK_MONOTONIC, &s->t_start);
-			set_timer(s, T_HEADER);
+			set_timer_at(s, T_HEADER, sp_ts_us(&s->t_start));
 		}
 		if (s->req_body == SP_BODY_LENGTH && s->req_active && !s->shadow) {
 			size_t k = relay_length_body(s->req, in, s->pending);
@@ -1013,8 +1031,16 @@ static void on_client_event(struct sp_conn *c, short what, void *arg)
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct sp_session *s = arg;
+	int64_t now = sp_now_us();
 	(void)fd;
 	(void)what;
+	s->t_due = 0;
+	if (s->timer_mode == T_NONE)
+		return;
+	if (now < s->t_deadline) {
+		schedule_timer(s, now);
+		return;
+	}
 	enter(s);
 	if (s->timer_mode == T_HEADER && !s->req_active &&
 	    (sp_h1_in_message(s->req) || evbuffer_get_length(s->client->in))) {
@@ -1077,7 +1103,7 @@ void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct soc
 		sp_conn_tls_accept(s->client, tls);
 	}
 	sp_conn_setcb(s->client, on_client_read, on_conn_drain, on_client_event, s);
-	client_timeouts(s, NULL);
+	client_timeouts(s, 0);
 	s->client->read_max = HIGH_WATER;
 	s->client->low_water = LOW_WATER;
 	sp_conn_read(s->client, 1);

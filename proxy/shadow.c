@@ -495,7 +495,7 @@ static int leg_connect(struct leg *l, int fresh)
 	}
 	struct sp_conn *c = l->up->conn;
 	sp_conn_setcb(c, on_leg_read, NULL, on_leg_event, l);
-	sp_conn_timeouts(c, NULL, NULL);
+	sp_conn_timeouts(c, 0, 0);
 	sp_conn_read(c, 1);
 	evbuffer_add(c->out, l->replay.data, l->replay.len);
 	sp_conn_flush(c);

@@ -81,7 +81,7 @@ void sp_pool_put(struct sp_upconn **cp)
 		return;
 	}
 	sp_conn_setcb(c->conn, on_idle_read, NULL, on_idle_event, c);
-	sp_conn_timeouts(c->conn, NULL, NULL);
+	sp_conn_timeouts(c->conn, 0, 0);
 	sp_conn_read(c->conn, 1);
 	c->reused = 1;
 	TAILQ_INSERT_HEAD(&p->idle, c, link);

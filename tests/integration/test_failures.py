@@ -12,7 +12,7 @@ import pytest
 
 import harness
 from harness import (CLOSE, KEEP, Closed, Response, build_request, by_path, delayed, raw,
-                     refused_port)
+                     refused_port, upgrade_echo)
 
 
 @pytest.fixture
@@ -411,6 +411,76 @@ def test_client_body_timeout_is_408(backend_factory, start_proxy):
         r = c.read_response()
         assert r.status == 408
         assert c.is_closed()
+
+
+def test_keepalive_and_header_timeouts_of_different_lengths_each_hold(backend_factory,
+                                                                      start_proxy):
+    """The session's timer is armed lazily (at most one header timeout ahead,
+    then waits again): an idle connection still lives for its whole
+    keep-alive time, and a request begun late still gets only the header
+    timeout, counted from its first byte."""
+    b = backend_factory("legacy")
+    proxy = start_proxy({"legacy": b},
+                        timeouts={"client_header_ms": 200, "client_keepalive_ms": 1000})
+    with proxy.client() as c:
+        assert c.request("GET", "/a").status == 200
+        time.sleep(0.6)  # three header timeouts idle: still open
+        c.send(b"GET /b HTTP/1.1\r\n")
+        time.sleep(0.1)
+        c.send(b"Host: x\r\n\r\n")
+        assert c.read_response().status == 200
+        t0 = time.monotonic()
+        assert c.is_closed(timeout=3)
+        assert 0.9 <= time.monotonic() - t0 < 2.0
+    with proxy.client() as c:
+        assert c.request("GET", "/c").status == 200
+        time.sleep(0.6)
+        t0 = time.monotonic()
+        c.send(b"GET /d HTTP/1.1\r\n")  # and nothing more
+        r = c.read_response()
+        assert r.status == 408
+        assert 0.15 <= time.monotonic() - t0 < 0.6
+
+
+# A timeout applies only to the phase it was set for. libevent's event_add(ev,
+# NULL) keeps the timeout an event had, so before the connection layer kept
+# its own timer, each of these connections was cut by the previous phase's.
+
+
+def test_idle_keepalive_client_outlives_the_body_timeout_of_its_last_request(
+        backend_factory, start_proxy):
+    b = backend_factory("legacy")
+    proxy = start_proxy({"legacy": b}, timeouts={"client_body_ms": 300})
+    with proxy.client() as c:
+        assert c.request("POST", "/a", body=b"x" * 10).status == 200
+        time.sleep(0.8)  # idle, within client_keepalive_ms
+        assert c.request("GET", "/b").status == 200
+
+
+def test_pooled_backend_connection_outlives_the_response_timeout(backend_factory, start_proxy):
+    b = backend_factory("legacy")
+    proxy = start_proxy({"legacy": {"url": b, "response_timeout_ms": 300}})
+    with proxy.client() as c:
+        assert c.request("GET", "/a").status == 200
+    time.sleep(0.8)  # idle in the pool
+    with proxy.client() as c:
+        assert c.request("GET", "/b").status == 200
+    assert [r.conn_id for r in b.wait_requests(2)] == [0, 0], "the pooled connection was dropped"
+
+
+def test_idle_tunnel_outlives_the_response_timeout(backend_factory, start_proxy):
+    """An upgraded connection (a WebSocket) may stay silent for long: no
+    timeout of the HTTP exchange applies to it."""
+    b = backend_factory("legacy", upgrade_echo(greeting=b"welcome"))
+    proxy = start_proxy({"legacy": {"url": b, "response_timeout_ms": 300}},
+                        timeouts={"client_body_ms": 300})
+    with proxy.client() as c:
+        c.send(build_request("GET", "/ws", [("Connection", "Upgrade"), ("Upgrade", "websocket")]))
+        assert c.read_response().status == 101
+        assert c.stream.read_exact(7) == b"welcome"
+        time.sleep(0.8)
+        c.send(b"ping")
+        assert c.stream.read_exact(4) == b"ping"
 
 
 def test_body_over_max_body_bytes_is_413(backend_factory, start_proxy):
