@@ -389,6 +389,19 @@ static int add_framing(struct sp_buf *out, enum sp_body_mode body, uint64_t leng
 	return 0;
 }
 
+void sp_ipv4_text(const unsigned char addr[4], char *out)
+{
+	for (int i = 0; i < 4; i++) {
+		unsigned v = addr[i];
+		if (v >= 100)
+			*out++ = (char)('0' + v / 100);
+		if (v >= 10)
+			*out++ = (char)('0' + v / 10 % 10);
+		*out++ = (char)('0' + v % 10);
+		*out++ = i < 3 ? '.' : '\0';
+	}
+}
+
 /* X-Forwarded-For: every earlier value, then the client's address. */
 static int add_xff(const struct sp_fwd_request *r, struct sp_buf *out)
 {

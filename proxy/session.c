@@ -1072,8 +1072,8 @@ void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct soc
 	sp_buf_init(&s->path);
 	s->head.stash = s->tmp.stash = s->path.stash = &w->stash;
 	if (sa->sa_family == AF_INET)
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, s->client_ip,
-			  sizeof(s->client_ip));
+		sp_ipv4_text((const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr,
+			     s->client_ip);
 	else if (sa->sa_family == AF_INET6)
 		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, s->client_ip,
 			  sizeof(s->client_ip));

@@ -2,6 +2,7 @@
  * proxy-made responses, chunk framing) and proxy/accesslog.c's line format. */
 #include "unit.h"
 
+#include <arpa/inet.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <time.h>
@@ -175,6 +176,27 @@ static void test_check_names_every_byte(void **state)
 		int st = sp_http_check_request(h, NELEM(h), 1, &why);
 		if (st != (ok ? 0 : 400))
 			fail_msg("byte 0x%02x in a name: status %d", c, st);
+	}
+}
+
+/* The same text as inet_ntop for every byte value in every position, and
+ * for addresses that mix one-, two- and three-digit parts. */
+static void test_ipv4_text_matches_inet_ntop(void **state)
+{
+	(void)state;
+	for (unsigned long x = 0; x < 4 * 256 + 4096; x++) {
+		unsigned char a[4] = {10, 0, 0, 1};
+		if (x < 4 * 256) {
+			a[x / 256] = (unsigned char)(x % 256);
+		} else { /* an LCG walk over the whole space */
+			uint32_t r = (uint32_t)(x * 2654435761u + 12345u);
+			memcpy(a, &r, 4);
+		}
+		char want[INET_ADDRSTRLEN], got[INET_ADDRSTRLEN];
+		assert_non_null(inet_ntop(AF_INET, a, want, sizeof(want)));
+		memset(got, 'x', sizeof(got));
+		sp_ipv4_text(a, got);
+		assert_string_equal(got, want);
 	}
 }
 
@@ -730,6 +752,7 @@ int main(void)
 		cmocka_unit_test(test_check_request_bad_names),
 		cmocka_unit_test(test_check_values_every_byte_everywhere),
 		cmocka_unit_test(test_check_names_every_byte),
+		cmocka_unit_test(test_ipv4_text_matches_inet_ntop),
 		cmocka_unit_test(test_check_request_bad_values),
 		cmocka_unit_test(test_check_request_host),
 		cmocka_unit_test(test_check_request_transfer_encoding),
