@@ -208,7 +208,7 @@ static void schedule(struct sp_conn *c, int64_t now)
 static void on_due(evutil_socket_t fd, short what, void *arg)
 {
 	struct sp_conn *c = arg;
-	int64_t now = sp_now_us();
+	int64_t now = sp_deadline_now_us();
 	(void)fd;
 	(void)what;
 	c->t_due = 0;
@@ -239,7 +239,7 @@ static void arm_read(struct sp_conn *c)
 		want = !c->eof && c->splice_src->to_read > 0 && c->splice_src->in_pipe < c->splice_src->cap;
 	int tick = ticking(c);
 	if (want && (!c->rarmed || tick || c->rtick)) {
-		int64_t now = sp_now_us();
+		int64_t now = sp_deadline_now_us();
 		if (!c->rarmed)
 			event_add(c->rev, NULL);
 		/* the read timeout counts from arming, or from the end of a
@@ -259,7 +259,7 @@ static void arm_read(struct sp_conn *c)
 
 void sp_conn_timeouts(struct sp_conn *c, int read_ms, int write_ms)
 {
-	int64_t now = sp_now_us();
+	int64_t now = sp_deadline_now_us();
 	c->rt_us = (int64_t)read_ms * 1000;
 	c->wt_us = (int64_t)write_ms * 1000;
 	/* the new timeouts count from now (a batching relay keeps its tick:
@@ -424,7 +424,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 	struct sp_conn *c = arg;
 	(void)what;
 	if (c->rt_us) /* any wake-up counts as activity, as a persistent event's timeout would */
-		c->r_at = sp_now_us();
+		c->r_at = sp_deadline_now_us();
 	if (c->splice_src) {
 		splice_run(c->splice_src);
 		return;
@@ -491,7 +491,7 @@ static void update_wev(struct sp_conn *c)
 		event_add(c->wev, NULL);
 		c->warmed = 1;
 		if (c->wt_us) { /* the write timeout counts from here */
-			int64_t now = sp_now_us();
+			int64_t now = sp_deadline_now_us();
 			c->w_at = now;
 			schedule(c, now);
 		}
@@ -571,7 +571,7 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
 	struct sp_conn *c = arg;
 	(void)what;
 	if (c->wt_us)
-		c->w_at = sp_now_us();
+		c->w_at = sp_deadline_now_us();
 	if (c->connecting) {
 		int err = 0;
 		socklen_t len = sizeof(err);

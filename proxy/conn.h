@@ -34,8 +34,8 @@ struct sp_conn {
 	sp_conn_event_cb on_event;
 	void *arg;
 	/* Inactivity timeouts (0: none), kept by one timer per connection
-	 * rather than on rev and wev: see schedule() in conn.c. Times are
-	 * CLOCK_MONOTONIC microseconds. */
+	 * rather than on rev and wev: see schedule() in conn.c. Times are in
+	 * microseconds of sp_deadline_now_us (clock.h). */
 	struct event *tev;
 	int64_t rt_us, wt_us;
 	int64_t r_at, w_at; /* last read activity, last write progress */

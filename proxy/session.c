@@ -49,7 +49,7 @@ struct sp_session {
 	struct event *timer;
 	struct event *resume; /* goes on with pipelined input after an exchange */
 	enum timer_mode timer_mode;
-	int64_t t_deadline; /* when the mode's time is up (CLOCK_MONOTONIC us) */
+	int64_t t_deadline; /* when the mode's time is up (sp_deadline_now_us) */
 	int64_t t_due;      /* when the timer fires (0: not pending) */
 	char client_ip[INET6_ADDRSTRLEN];
 	int https; /* the client connection is TLS */
@@ -130,20 +130,16 @@ static void schedule_timer(struct sp_session *s, int64_t now)
 	s->t_due = due;
 }
 
-static void set_timer_at(struct sp_session *s, enum timer_mode mode, int64_t now)
+static void set_timer(struct sp_session *s, enum timer_mode mode)
 {
 	const struct sp_limits *lim = &s->w->cfg->limits;
 	int ms = mode == T_HEADER ? lim->header_timeout_ms : lim->keepalive_timeout_ms;
 	s->timer_mode = mode;
 	if (mode == T_NONE) /* a pending timer fires, finds nothing to do, and stops */
 		return;
+	int64_t now = sp_deadline_now_us();
 	s->t_deadline = now + (int64_t)ms * 1000;
 	schedule_timer(s, now);
-}
-
-static void set_timer(struct sp_session *s, enum timer_mode mode)
-{
-	set_timer_at(s, mode, mode == T_NONE ? 0 : sp_now_us());
 }
 
 /* The client's read timeout (NULL: none) and, always, its send timeout:
@@ -870,7 +866,7 @@ static void process_client(struct sp_session *s)
 		size_t used = 0;
 		if (!s->req_active && s->timer_mode != T_HEADER) {
 			clock_gettime(CLOCK_MONOTONIC, &s->t_start);
-			set_timer_at(s, T_HEADER, sp_ts_us(&s->t_start));
+			set_timer(s, T_HEADER);
 		}
 		if (s->req_body == SP_BODY_LENGTH && s->req_active && !s->shadow) {
 			size_t k = relay_length_body(s->req, in, s->pending);
@@ -1031,7 +1027,7 @@ static void on_client_event(struct sp_conn *c, short what, void *arg)
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct sp_session *s = arg;
-	int64_t now = sp_now_us();
+	int64_t now = sp_deadline_now_us();
 	(void)fd;
 	(void)what;
 	s->t_due = 0;
