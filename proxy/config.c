@@ -427,9 +427,10 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 {
 	static const char *const keys[] = {"url",	      "connect_timeout_ms",
 					   "response_timeout_ms", "max_idle",
-					   "ca_file",	      "tls_verify",
-					   "client_certificate",  "client_private_key",
-					   "health",		      NULL};
+					   "idle_timeout_ms",	      "ca_file",
+					   "tls_verify",	      "client_certificate",
+					   "client_private_key",  "health",
+					   NULL};
 	const config_setting_t *bs = config_setting_get_member(root, "backends");
 	if (!bs) {
 		sp_diag_add(L->diag, 1, L->file, 0, "backends: at least one backend is required");
@@ -452,6 +453,7 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 		b->connect_timeout_ms = 2000;
 		b->response_timeout_ms = 30000;
 		b->max_idle = 64;
+		b->idle_timeout_ms = 60000;
 		snprintf(path, sizeof(path), "backends.%s", b->name);
 		if (!config_setting_is_group(e)) {
 			ERR(L, e, "%s: must be a group: { url = \"http://host:port\"; }", path);
@@ -461,6 +463,7 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 		cfgp_int_field(L, e, "connect_timeout_ms", path, 1, 3600000, &b->connect_timeout_ms);
 		cfgp_int_field(L, e, "response_timeout_ms", path, 1, 86400000, &b->response_timeout_ms);
 		cfgp_int_field(L, e, "max_idle", path, 0, 100000, &b->max_idle);
+		cfgp_int_field(L, e, "idle_timeout_ms", path, 1, 86400000, &b->idle_timeout_ms);
 		const config_setting_t *where;
 		b->url = cfgp_str(L, e, "url", path, &where);
 		const char *why;

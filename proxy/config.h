@@ -33,6 +33,7 @@ struct sp_backend {
 	int connect_timeout_ms;
 	int response_timeout_ms;
 	int max_idle;
+	int idle_timeout_ms; /* a pooled connection unused this long is closed */
 	SSL_CTX *tls_ctx; /* https:// backends */
 	int host_is_ip;   /* the certificate is checked against an IP address */
 	int tls_wanted;   /* the url is https:// */

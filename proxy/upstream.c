@@ -1,5 +1,6 @@
 /* Upstream connections and their idle pool (after nginx's upstream keepalive:
- * LIFO reuse, bounded size, an idle connection that becomes readable is dead). */
+ * LIFO reuse, bounded size, an idle connection that becomes readable is dead,
+ * one unused for idle_timeout_ms is closed). */
 #include "upstream.h"
 
 #include <errno.h>
@@ -55,7 +56,9 @@ void sp_upconn_free(struct sp_upconn **cp)
 }
 
 /* Anything happening on an idle connection (data, EOF, error) means the
- * backend closed it or broke the protocol: drop it. */
+ * backend closed it or broke the protocol: drop it. So does its idle
+ * timeout: closing first, before the backend's own idle timeout, keeps a
+ * request from being sent on a connection the backend is closing. */
 static void on_idle_event(struct sp_conn *conn, short what, void *arg)
 {
 	struct sp_upconn *c = arg;
@@ -81,8 +84,8 @@ void sp_pool_put(struct sp_upconn **cp)
 		return;
 	}
 	sp_conn_setcb(c->conn, on_idle_read, NULL, on_idle_event, c);
-	sp_conn_timeouts(c->conn, 0, 0);
 	sp_conn_read(c->conn, 1);
+	sp_conn_timeouts(c->conn, p->be->idle_timeout_ms, 0);
 	c->reused = 1;
 	TAILQ_INSERT_HEAD(&p->idle, c, link);
 	p->nidle++;

@@ -468,6 +468,21 @@ def test_pooled_backend_connection_outlives_the_response_timeout(backend_factory
     assert [r.conn_id for r in b.wait_requests(2)] == [0, 0], "the pooled connection was dropped"
 
 
+def test_pooled_backend_connection_closed_after_idle_timeout(backend_factory, start_proxy):
+    """backends.NAME.idle_timeout_ms: strangler closes a pooled connection
+    left unused that long, and the next request opens a new one."""
+    b = backend_factory("legacy")
+    proxy = start_proxy({"legacy": {"url": b, "idle_timeout_ms": 300}})
+    with proxy.client() as c:
+        assert c.request("GET", "/a").status == 200
+        time.sleep(0.1)  # well within it: reused
+        assert c.request("GET", "/b").status == 200
+        time.sleep(0.8)
+        assert c.request("GET", "/c").status == 200
+    assert [r.conn_id for r in b.wait_requests(3)] == [0, 0, 1]
+    assert b.connections == 2
+
+
 def test_idle_tunnel_outlives_the_response_timeout(backend_factory, start_proxy):
     """An upgraded connection (a WebSocket) may stay silent for long: no
     timeout of the HTTP exchange applies to it."""

@@ -343,6 +343,8 @@ static void test_error_wrong_types(void **state)
 		 "test.conf:3: backends.legacy.connect_timeout_ms: must be between 1 and 3600000");
 	REJECTED(ONE_BACKEND("url = \"http://127.0.0.1:9001\"; max_idle = 1.5;"), 1,
 		 "test.conf:3: backends.legacy.max_idle: must be an integer");
+	REJECTED(ONE_BACKEND("url = \"http://127.0.0.1:9001\"; idle_timeout_ms = 0;"), 1,
+		 "test.conf:3: backends.legacy.idle_timeout_ms: must be between 1 and 86400000");
 	REJECTED(L_LISTEN L_BACKENDS "default_backend = 1;\n", 1,
 		 "test.conf:6: default_backend: must be a string");
 	REJECTED(BASE "timeouts = 5;\n", 1, "test.conf:7: timeouts: must be a group");
@@ -538,7 +540,7 @@ static void test_valid_full_config(void **state)
 		"backends = {\n"                                                                   /* 5 */
 		"  legacy = { url = \"http://127.0.0.1:9001\"; };\n"                               /* 6 */
 		"  modern = { url = \"http://127.0.0.1:9002/\"; connect_timeout_ms = 500;\n"       /* 7 */
-		"             response_timeout_ms = 1500; max_idle = 0; };\n"                      /* 8 */
+		"             response_timeout_ms = 1500; max_idle = 0; idle_timeout_ms = 900; };\n"
 		"  plain = { url = \"http://127.0.0.1\"; };\n"                                     /* 9 */
 		"};\n"                                                                             /* 10 */
 		"default_backend = \"plain\";\n"                                                   /* 11 */
@@ -586,10 +588,12 @@ static void test_valid_full_config(void **state)
 	assert_int_equal(legacy->connect_timeout_ms, 2000);
 	assert_int_equal(legacy->response_timeout_ms, 30000);
 	assert_int_equal(legacy->max_idle, 64);
+	assert_int_equal(legacy->idle_timeout_ms, 60000);
 	assert_string_equal(modern->hostport, "127.0.0.1:9002");
 	assert_int_equal(modern->connect_timeout_ms, 500);
 	assert_int_equal(modern->response_timeout_ms, 1500);
 	assert_int_equal(modern->max_idle, 0);
+	assert_int_equal(modern->idle_timeout_ms, 900);
 	assert_string_equal(plain->host, "127.0.0.1");
 	assert_string_equal(plain->hostport, "127.0.0.1:80");
 	assert_int_equal(c->default_backend, 2);
