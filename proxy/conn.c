@@ -186,6 +186,8 @@ static int64_t next_due(const struct sp_conn *c)
 		due = c->r_at + c->rt_us;
 	if (c->warmed && c->wt_us && c->w_at + c->wt_us < due)
 		due = c->w_at + c->wt_us;
+	if (c->u_at && c->u_at < due)
+		due = c->u_at;
 	return due;
 }
 
@@ -198,17 +200,26 @@ static int64_t next_due(const struct sp_conn *c)
 static void schedule(struct sp_conn *c, int64_t now)
 {
 	int64_t due = next_due(c);
-	if (due == INT64_MAX || (c->t_due && c->t_due <= due))
+	if (due == INT64_MAX)
+		return;
+	if (c->horizon && due > now + c->horizon)
+		due = now + c->horizon;
+	if (c->t_due && c->t_due <= due)
 		return;
 	struct timeval tv = sp_tv_us(due > now ? due - now : 0);
 	event_add(c->tev, &tv);
 	c->t_due = due;
 }
 
+/* Reports what is due, one thing at a time. The timer is armed again for
+ * the rest before the owner hears of it (the owner may free c): a timeout
+ * the owner lets pass fires again a whole timeout later, as a persistent
+ * event's would. */
 static void on_due(evutil_socket_t fd, short what, void *arg)
 {
 	struct sp_conn *c = arg;
 	int64_t now = sp_deadline_now_us();
+	short ev = 0;
 	(void)fd;
 	(void)what;
 	c->t_due = 0;
@@ -218,14 +229,20 @@ static void on_due(evutil_socket_t fd, short what, void *arg)
 			return;
 		}
 	} else if (c->rarmed && c->rt_us && now >= c->r_at + c->rt_us) {
-		c->on_event(c, SP_CONN_TIMEOUT | SP_CONN_READING, c->arg);
-		return;
+		ev = SP_CONN_TIMEOUT | SP_CONN_READING;
+		c->r_at = now;
 	}
-	if (c->warmed && c->wt_us && now >= c->w_at + c->wt_us) {
-		c->on_event(c, SP_CONN_TIMEOUT | SP_CONN_WRITING, c->arg);
-		return;
+	if (!ev && c->warmed && c->wt_us && now >= c->w_at + c->wt_us) {
+		ev = SP_CONN_TIMEOUT | SP_CONN_WRITING;
+		c->w_at = now;
+	}
+	if (!ev && c->u_at && now >= c->u_at) {
+		ev = SP_CONN_TIMEOUT | SP_CONN_DEADLINE;
+		c->u_at = 0;
 	}
 	schedule(c, now);
+	if (ev)
+		c->on_event(c, ev, c->arg);
 }
 
 static void arm_read(struct sp_conn *c)
@@ -265,6 +282,18 @@ void sp_conn_timeouts(struct sp_conn *c, int read_ms, int write_ms)
 	/* the new timeouts count from now (a batching relay keeps its tick:
 	 * the read timeout applies once it stops batching) */
 	c->r_at = c->w_at = now;
+	schedule(c, now);
+}
+
+void sp_conn_deadline(struct sp_conn *c, int ms, int horizon_ms)
+{
+	c->horizon = (int64_t)horizon_ms * 1000;
+	if (!ms) { /* lazily: a pending timer fires, finds nothing, and stops */
+		c->u_at = 0;
+		return;
+	}
+	int64_t now = sp_deadline_now_us();
+	c->u_at = now + (int64_t)ms * 1000;
 	schedule(c, now);
 }
 

@@ -15,6 +15,7 @@
 /* Event bits, as with bufferevents. */
 #define SP_CONN_READING 0x01
 #define SP_CONN_WRITING 0x02
+#define SP_CONN_DEADLINE 0x04 /* with SP_CONN_TIMEOUT: the owner's deadline */
 #define SP_CONN_EOF 0x10
 #define SP_CONN_ERROR 0x20
 #define SP_CONN_TIMEOUT 0x40
@@ -40,6 +41,8 @@ struct sp_conn {
 	int64_t rt_us, wt_us;
 	int64_t r_at, w_at; /* last read activity, last write progress */
 	int64_t tick_at;    /* a batching relay's next tick */
+	int64_t u_at;       /* the owner's deadline (sp_conn_deadline; 0: none) */
+	int64_t horizon;    /* the timer is armed at most this far ahead (0: any) */
 	int64_t t_due;      /* when tev fires (0: not pending) */
 	size_t read_max;  /* stop reading while input holds this much (0: no cap) */
 	size_t low_water;
@@ -80,6 +83,13 @@ void sp_conn_setcb(struct sp_conn *c, sp_conn_cb on_read, sp_conn_cb on_drain,
  * the write timeout while output is left and none of it goes; either ends in
  * on_event(SP_CONN_TIMEOUT | SP_CONN_READING or SP_CONN_WRITING). */
 void sp_conn_timeouts(struct sp_conn *c, int read_ms, int write_ms);
+/* The owner's own deadline, ms from now (0: none), reported as
+ * on_event(SP_CONN_TIMEOUT | SP_CONN_DEADLINE) unless moved or cleared
+ * before. The connection's one timer is armed at most horizon_ms ahead (0:
+ * no limit), so that a later deadline at least that far off costs no timer
+ * operation: a connection moving between an idle deadline and a shorter
+ * header deadline at every request passes the header timeout. */
+void sp_conn_deadline(struct sp_conn *c, int ms, int horizon_ms);
 void sp_conn_read(struct sp_conn *c, int enable);
 /* Writes what it can now; arms the write event for the rest. Also resumes
  * reading that read_max paused once the input has been consumed. */

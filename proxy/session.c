@@ -46,11 +46,8 @@ struct sp_session {
 	struct sp_conn *client;
 	struct sp_h1 *req;
 	struct sp_h1 *resp;
-	struct event *timer;
 	struct event *resume; /* goes on with pipelined input after an exchange */
-	enum timer_mode timer_mode;
-	int64_t t_deadline; /* when the mode's time is up (sp_deadline_now_us) */
-	int64_t t_due;      /* when the timer fires (0: not pending) */
+	enum timer_mode timer_mode; /* the client connection's deadline */
 	char client_ip[INET6_ADDRSTRLEN];
 	int https; /* the client connection is TLS */
 
@@ -110,39 +107,22 @@ static void leave(struct sp_session *s)
 		session_free(s);
 }
 
-/* Arms the timer for the deadline, lazily, as the connection layer does
- * (conn.c, schedule): a pending timer that fires no later is left alone, and
- * when it fires early it only waits again. It is armed at most a header
- * timeout ahead, so that the next request's first bytes, which set the
- * header deadline, find it pending early enough: a keep-alive exchange
- * then costs no timer operation at all, where it cost two adds and a
+/* The header and keep-alive timeouts are the client connection's deadline,
+ * kept by its timer (conn.c). That timer is armed at most a header timeout
+ * ahead, so that the next request's first bytes, which set the header
+ * deadline, find it pending early enough: a keep-alive exchange costs no
+ * timer operation, where a timer of the session's own cost two adds and a
  * delete, each a heap update. An idle connection wakes once per header
  * timeout for it. */
-static void schedule_timer(struct sp_session *s, int64_t now)
-{
-	int64_t due = now + (int64_t)s->w->cfg->limits.header_timeout_ms * 1000;
-	if (s->t_deadline < due)
-		due = s->t_deadline;
-	if (s->t_due && s->t_due <= due)
-		return;
-	struct timeval tv = sp_tv_us(due > now ? due - now : 0);
-	evtimer_add(s->timer, &tv);
-	s->t_due = due;
-}
-
 static void set_timer(struct sp_session *s, enum timer_mode mode)
 {
 	const struct sp_limits *lim = &s->w->cfg->limits;
 	int ms = mode == T_HEADER ? lim->header_timeout_ms : lim->keepalive_timeout_ms;
 	s->timer_mode = mode;
-	if (mode == T_NONE) /* a pending timer fires, finds nothing to do, and stops */
-		return;
-	int64_t now = sp_deadline_now_us();
-	s->t_deadline = now + (int64_t)ms * 1000;
-	schedule_timer(s, now);
+	sp_conn_deadline(s->client, mode == T_NONE ? 0 : ms, lim->header_timeout_ms);
 }
 
-/* The client's read timeout (NULL: none) and, always, its send timeout:
+/* The client's read timeout (0: none) and, always, its send timeout:
  * output that makes no progress for timeouts.client_send_ms (a client that
  * stopped reading) ends the connection. */
 static void client_timeouts(struct sp_session *s, int read_ms)
@@ -978,11 +958,26 @@ static void on_resume(evutil_socket_t fd, short what, void *arg)
 	leave(s);
 }
 
+/* The header or keep-alive deadline passed. */
+static void deadline_passed(struct sp_session *s)
+{
+	if (s->timer_mode == T_HEADER && !s->req_active &&
+	    (sp_h1_in_message(s->req) || evbuffer_get_length(s->client->in))) {
+		snprintf(s->method, sizeof(s->method), "-");
+		s->error = "client header timeout";
+		answer(s, 408, "request header timeout", 0);
+	} else if (s->timer_mode != T_NONE && !s->req_active) {
+		s->dead = 1;
+	}
+}
+
 static void on_client_event(struct sp_conn *c, short what, void *arg)
 {
 	struct sp_session *s = arg;
 	enter(s);
-	if (s->tunnel) {
+	if (what & SP_CONN_DEADLINE) {
+		deadline_passed(s);
+	} else if (s->tunnel) {
 		if (s->up) {
 			evbuffer_add_buffer(s->up->conn->out, c->in);
 			sp_conn_flush(s->up->conn);
@@ -1024,30 +1019,6 @@ static void on_client_event(struct sp_conn *c, short what, void *arg)
 	leave(s);
 }
 
-static void on_timer(evutil_socket_t fd, short what, void *arg)
-{
-	struct sp_session *s = arg;
-	int64_t now = sp_deadline_now_us();
-	(void)fd;
-	(void)what;
-	s->t_due = 0;
-	if (s->timer_mode == T_NONE)
-		return;
-	if (now < s->t_deadline) {
-		schedule_timer(s, now);
-		return;
-	}
-	enter(s);
-	if (s->timer_mode == T_HEADER && !s->req_active &&
-	    (sp_h1_in_message(s->req) || evbuffer_get_length(s->client->in))) {
-		snprintf(s->method, sizeof(s->method), "-");
-		s->error = "client header timeout";
-		answer(s, 408, "request header timeout", 0);
-	} else if (!s->req_active) {
-		s->dead = 1;
-	}
-	leave(s);
-}
 
 void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct sockaddr *sa,
 		       socklen_t len, SSL_CTX *tls)
@@ -1083,10 +1054,9 @@ void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct soc
 		sp_h1_set_stash(s->req, &w->stash);
 	if (s->resp)
 		sp_h1_set_stash(s->resp, &w->stash);
-	s->timer = evtimer_new(w->base, on_timer, s);
 	s->resume = event_new(w->base, -1, 0, on_resume, s);
 	s->pending = evbuffer_new();
-	if (!s->client || !s->req || !s->resp || !s->timer || !s->resume || !s->pending) {
+	if (!s->client || !s->req || !s->resp || !s->resume || !s->pending) {
 		TAILQ_INSERT_TAIL(&w->sessions, s, link);
 		sp_worker_session_added(w);
 		session_free(s);
@@ -1115,8 +1085,6 @@ static void session_free(struct sp_session *s)
 	sp_conn_free(&s->client);
 	sp_h1_free(&s->req);
 	sp_h1_free(&s->resp);
-	if (s->timer)
-		event_free(s->timer);
 	if (s->resume)
 		event_free(s->resume);
 	if (s->pending)
