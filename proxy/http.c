@@ -203,19 +203,29 @@ static int only_chunked(const struct sp_hdr *h)
 	return e - s == 7 && sp_ascii_ieq(s, "chunked", 7);
 }
 
+/* An empty Upgrade header, or more than one: which protocol would the
+ * connection switch to? Each side of the proxy could read it differently. */
+static int bad_upgrade(const struct sp_hdr *h, size_t n)
+{
+	size_t upgrades = 0;
+	for (size_t i = 0; i < n; i++)
+		if (sp_hdr_name_is(&h[i], "Upgrade") && (++upgrades > 1 || h[i].value_len == 0))
+			return 1;
+	return 0;
+}
+
 int sp_http_check_request(const struct sp_hdr *h, size_t n, int http_minor, const char **why)
 {
-	size_t hosts = 0, upgrades = 0;
+	size_t hosts = 0;
 	if (check_headers(h, n, why) < 0)
 		return 400;
+	if (bad_upgrade(h, n)) {
+		*why = "empty or repeated Upgrade header";
+		return 400;
+	}
 	for (size_t i = 0; i < n; i++) {
 		if (sp_hdr_name_is(&h[i], "Host"))
 			hosts++;
-		if (sp_hdr_name_is(&h[i], "Upgrade") && (++upgrades > 1 || h[i].value_len == 0)) {
-			/* which protocol would the backend switch to? */
-			*why = "empty or repeated Upgrade header";
-			return 400;
-		}
 		if (sp_hdr_name_is(&h[i], "Transfer-Encoding")) {
 			if (http_minor == 0) {
 				*why = "Transfer-Encoding in an HTTP/1.0 request";
@@ -302,6 +312,11 @@ enum sp_resp_verdict sp_response_verdict(const struct sp_h1_msg *m, int upgrade_
 		return SP_RESP_INTERIM;
 	if (m->status == 101 && (!upgrade_req || !sp_hdr_find(m->hdrs, m->nhdrs, "Upgrade"))) {
 		*why = upgrade_req ? "101 without an Upgrade header" : "101 without an upgrade request";
+		return SP_RESP_BAD;
+	}
+	if (m->status == 101 && bad_upgrade(m->hdrs, m->nhdrs)) {
+		/* forwarded, only the first would reach the client */
+		*why = "101 with an empty or repeated Upgrade header";
 		return SP_RESP_BAD;
 	}
 	return SP_RESP_FORWARD;

@@ -264,6 +264,16 @@ static void test_response_verdict_and_body_mode(void **state)
 					  &b),
 			 SP_RESP_BAD);
 	assert_string_equal(why, "101 without an Upgrade header");
+	/* found by fuzz_response: only the first Upgrade would be forwarded, and
+	 * the client would not see an upgrade where the proxy starts a tunnel */
+	assert_int_equal(response_verdict("HTTP/1.1 101 Switching\r\nUpgrade: \r\nUpgrade: websocket\r\n\r\n",
+					  1, &why, 0, 1, &b),
+			 SP_RESP_BAD);
+	assert_string_equal(why, "101 with an empty or repeated Upgrade header");
+	assert_int_equal(response_verdict("HTTP/1.1 101 Switching\r\nUpgrade: ws\r\nupgrade: h2c\r\n\r\n",
+					  1, &why, 0, 1, &b),
+			 SP_RESP_BAD);
+	assert_string_equal(why, "101 with an empty or repeated Upgrade header");
 	assert_int_equal(response_verdict("HTTP/1.1 101 Switching\r\nUpgrade: ws\r\nConnection: upgrade\r\n\r\n",
 					  1, &why, 0, 1, &b),
 			 SP_RESP_FORWARD);
