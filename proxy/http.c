@@ -78,7 +78,26 @@ static int name_in_connection(const struct sp_hdr *h, const struct sp_hdr *all, 
 	return 0;
 }
 
-int sp_hdr_is_hop(const struct sp_hdr *h, const struct sp_hdr *all, size_t n)
+static int not_keep_alive_cb(const char *s, size_t n, const void *arg)
+{
+	(void)arg;
+	return n > 0 && !(n == 10 && sp_ascii_ieq(s, "keep-alive", 10));
+}
+
+/* 1 when a Connection header of the message names a header other than
+ * Keep-Alive (hop-by-hop by its name anyway): only then must each header's
+ * name be looked for among the Connection tokens. Asked once per message,
+ * where that look-up scanned the whole message for every header. */
+static int connection_names_headers(const struct sp_hdr *all, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (sp_hdr_name_is(&all[i], "Connection") &&
+		    list_each(all[i].value, all[i].value_len, not_keep_alive_cb, NULL))
+			return 1;
+	return 0;
+}
+
+static int is_hop(const struct sp_hdr *h, const struct sp_hdr *all, size_t n, int named)
 {
 	/* By length first: this runs for every header of every message, and
 	 * most names have a length no hop-by-hop name has. */
@@ -108,7 +127,12 @@ int sp_hdr_is_hop(const struct sp_hdr *h, const struct sp_hdr *all, size_t n)
 			return 1;
 		break;
 	}
-	return name_in_connection(h, all, n);
+	return named && name_in_connection(h, all, n);
+}
+
+int sp_hdr_is_hop(const struct sp_hdr *h, const struct sp_hdr *all, size_t n)
+{
+	return is_hop(h, all, n, 1);
 }
 
 /* RFC 9110 tchar: DIGIT / ALPHA / "!#$%&'*+-.^_`|~". One table lookup per
@@ -384,8 +408,9 @@ int sp_hdr_is_regenerated(const struct sp_hdr *h)
 
 static int add_forwarded_headers(const struct sp_hdr *h, size_t n, struct sp_buf *out)
 {
+	int named = connection_names_headers(h, n);
 	for (size_t i = 0; i < n; i++) {
-		if (sp_hdr_is_hop(&h[i], h, n))
+		if (is_hop(&h[i], h, n, named))
 			continue;
 		if (sp_buf_add(out, h[i].name, h[i].name_len) || sp_buf_add(out, ": ", 2) ||
 		    sp_buf_add(out, h[i].value, h[i].value_len) || sp_buf_add(out, "\r\n", 2))
@@ -441,6 +466,7 @@ int sp_http_write_request_head(const struct sp_fwd_request *r, struct sp_buf *ou
 {
 	const struct sp_hdr *host = sp_hdr_find(r->headers, r->nheaders, "Host");
 	const struct sp_hdr *upgrade = sp_hdr_find(r->headers, r->nheaders, "Upgrade");
+	int named = connection_names_headers(r->headers, r->nheaders);
 
 	if (sp_buf_adds(out, r->method) || sp_buf_addc(out, ' ') ||
 	    sp_buf_add(out, r->path, r->path_len))
@@ -454,7 +480,7 @@ int sp_http_write_request_head(const struct sp_fwd_request *r, struct sp_buf *ou
 		return -1;
 	for (size_t i = 0; i < r->nheaders; i++) {
 		const struct sp_hdr *h = &r->headers[i];
-		if (sp_hdr_is_hop(h, r->headers, r->nheaders) || sp_hdr_is_regenerated(h) ||
+		if (is_hop(h, r->headers, r->nheaders, named) || sp_hdr_is_regenerated(h) ||
 		    (r->request_id && sp_hdr_name_is(h, "X-Request-Id")))
 			continue;
 		if (sp_buf_add(out, h->name, h->name_len) || sp_buf_add(out, ": ", 2) ||

@@ -330,6 +330,39 @@ static void test_request_head_full(void **state)
 	sp_buf_deinit(&out);
 }
 
+/* Connection's tokens are looked at once per message: keep-alive alone
+ * names nothing to drop, any other token (even "close") names a header. */
+static void test_request_head_connection_tokens(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *connection, *want;
+	} cases[] = {
+		{"keep-alive", "Close: c\r\nX-A: a\r\n"},
+		{"Keep-Alive, ", "Close: c\r\nX-A: a\r\n"},
+		{"close", "X-A: a\r\n"},
+		{"keep-alive, x-a", "Close: c\r\n"},
+		{" , KEEP-ALIVE ,X-A", "Close: c\r\n"},
+	};
+	for (size_t i = 0; i < NELEM(cases); i++) {
+		const char *conn = cases[i].connection;
+		const struct sp_hdr h[] = {HDR("Host", "h"), HDR("Close", "c"),
+					   {"Connection", 10, conn, strlen(conn)}, HDR("X-A", "a")};
+		struct sp_fwd_request r = {.method = "GET", .path = "/", .path_len = 1,
+					   .headers = h, .nheaders = NELEM(h)};
+		struct sp_buf out, want;
+		sp_buf_init(&out);
+		sp_buf_init(&want);
+		assert_int_equal(sp_http_write_request_head(&r, &out), 0);
+		assert_int_equal(sp_buf_adds(&want, "GET / HTTP/1.1\r\nHost: h\r\n"), 0);
+		assert_int_equal(sp_buf_adds(&want, cases[i].want), 0);
+		assert_int_equal(sp_buf_adds(&want, "X-Forwarded-Host: h\r\n\r\n"), 0);
+		assert_head(&out, want.data);
+		sp_buf_deinit(&out);
+		sp_buf_deinit(&want);
+	}
+}
+
 static void test_request_head_content_length_regenerated(void **state)
 {
 	(void)state;
@@ -760,6 +793,7 @@ int main(void)
 		cmocka_unit_test(test_check_request_unknown_coding),
 		cmocka_unit_test(test_connection_never_strips_host),
 		cmocka_unit_test(test_request_head_full),
+		cmocka_unit_test(test_request_head_connection_tokens),
 		cmocka_unit_test(test_request_head_content_length_regenerated),
 		cmocka_unit_test(test_request_head_without_optional_parts),
 		cmocka_unit_test(test_request_head_upgrade),
