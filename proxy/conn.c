@@ -175,19 +175,34 @@ static int ticking(const struct sp_conn *c)
 	return c->splice_src && c->splice_src->lowat > 1;
 }
 
-/* The earliest moment something is due: the read timeout while reading is
- * armed, the write timeout while output waits, a batching relay's tick. */
+/* When each deadline falls, INT64_MAX for none: the read timeout while
+ * reading is armed (a batching relay's source has its tick instead), the
+ * write timeout while output waits, the owner's deadline. */
+static int64_t read_due(const struct sp_conn *c)
+{
+	return c->rarmed && c->rt_us && !ticking(c) ? c->r_at + c->rt_us : INT64_MAX;
+}
+
+static int64_t write_due(const struct sp_conn *c)
+{
+	return c->warmed && c->wt_us ? c->w_at + c->wt_us : INT64_MAX;
+}
+
+static int64_t owner_due(const struct sp_conn *c)
+{
+	return c->u_at ? c->u_at : INT64_MAX;
+}
+
+/* The earliest of them, and a batching relay's tick. */
 static int64_t next_due(const struct sp_conn *c)
 {
-	int64_t due = INT64_MAX;
-	if (ticking(c))
-		due = c->tick_at;
-	else if (c->rarmed && c->rt_us)
-		due = c->r_at + c->rt_us;
-	if (c->warmed && c->wt_us && c->w_at + c->wt_us < due)
-		due = c->w_at + c->wt_us;
-	if (c->u_at && c->u_at < due)
-		due = c->u_at;
+	int64_t due = ticking(c) ? c->tick_at : INT64_MAX;
+	if (read_due(c) < due)
+		due = read_due(c);
+	if (write_due(c) < due)
+		due = write_due(c);
+	if (owner_due(c) < due)
+		due = owner_due(c);
 	return due;
 }
 
@@ -223,20 +238,17 @@ static void on_due(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	c->t_due = 0;
-	if (ticking(c)) {
-		if (now >= c->tick_at) {
-			splice_slow(c->splice_src);
-			return;
-		}
-	} else if (c->rarmed && c->rt_us && now >= c->r_at + c->rt_us) {
+	if (ticking(c) && now >= c->tick_at) {
+		splice_slow(c->splice_src);
+		return;
+	}
+	if (now >= read_due(c)) {
 		ev = SP_CONN_TIMEOUT | SP_CONN_READING;
 		c->r_at = now;
-	}
-	if (!ev && c->warmed && c->wt_us && now >= c->w_at + c->wt_us) {
+	} else if (now >= write_due(c)) {
 		ev = SP_CONN_TIMEOUT | SP_CONN_WRITING;
 		c->w_at = now;
-	}
-	if (!ev && c->u_at && now >= c->u_at) {
+	} else if (now >= owner_due(c)) {
 		ev = SP_CONN_TIMEOUT | SP_CONN_DEADLINE;
 		c->u_at = 0;
 	}
