@@ -49,7 +49,7 @@ static inline struct timeval sp_tv_us(int64_t us)
 /* ms (>= 0) as a timeval. */
 static inline struct timeval sp_tv_ms(int ms)
 {
-	return (struct timeval){ms / 1000, (ms % 1000) * 1000};
+	return sp_tv_us((int64_t)ms * 1000);
 }
 
 #endif

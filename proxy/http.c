@@ -5,7 +5,6 @@
 
 #include <inttypes.h>
 #include <string.h>
-#include <strings.h>
 
 #include "h1.h"
 #include "pathnorm.h"
@@ -155,9 +154,15 @@ static int is_token(const char *s, size_t n)
 	return all;
 }
 
-static int is_value_ctl(unsigned char c)
+/* A control character other than HTAB, or DEL, among v's n bytes. */
+static int bytes_have_ctl(const char *v, size_t n)
 {
-	return (c < 0x20 && c != '\t') || c == 0x7f;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)v[i];
+		if ((c < 0x20 && c != '\t') || c == 0x7f)
+			return 1;
+	}
+	return 0;
 }
 
 /* True when v holds a control character other than HTAB, or DEL. Eight bytes
@@ -167,21 +172,16 @@ static int value_has_ctl(const char *v, size_t len)
 {
 	const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
 	size_t j = 0;
-	if (len < 8) {
-		for (; j < len; j++)
-			if (is_value_ctl((unsigned char)v[j]))
-				return 1;
-		return 0;
-	}
+	if (len < 8)
+		return bytes_have_ctl(v, len);
 	for (;;) {
 		uint64_t x, d;
 		memcpy(&x, v + j, 8);
 		d = x ^ (ones * 0x7f);
 		/* the classic "has a byte below k" and "has a zero byte" tests */
-		if ((((x - ones * 0x20) & ~x) | ((d - ones) & ~d)) & highs)
-			for (size_t k = j; k < j + 8; k++)
-				if (is_value_ctl((unsigned char)v[k]))
-					return 1;
+		if (((((x - ones * 0x20) & ~x) | ((d - ones) & ~d)) & highs) &&
+		    bytes_have_ctl(v + j, 8))
+			return 1;
 		if (j + 8 == len)
 			return 0;
 		/* the last word ends at the value's end, overlapping the one before */

@@ -525,7 +525,7 @@ static void request_error(struct sp_session *s)
 	const char *why = sp_h1_error_reason(s->req);
 	sp_debug("client %s: %d %s", s->client_ip, status, why);
 	if (!s->method[0])
-		snprintf(s->method, sizeof(s->method), "-");
+		sp_copy_str(s->method, sizeof(s->method), "-");
 	if (s->resp_started) {
 		s->error = why;
 		log_exchange(s);
@@ -963,7 +963,7 @@ static void deadline_passed(struct sp_session *s)
 {
 	if (s->timer_mode == T_HEADER && !s->req_active &&
 	    (sp_h1_in_message(s->req) || evbuffer_get_length(s->client->in))) {
-		snprintf(s->method, sizeof(s->method), "-");
+		sp_copy_str(s->method, sizeof(s->method), "-");
 		s->error = "client header timeout";
 		answer(s, 408, "request header timeout", 0);
 	} else if (s->timer_mode != T_NONE && !s->req_active) {
@@ -1018,7 +1018,6 @@ static void on_client_event(struct sp_conn *c, short what, void *arg)
 	}
 	leave(s);
 }
-
 
 void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct sockaddr *sa,
 		       socklen_t len, SSL_CTX *tls)
