@@ -49,9 +49,27 @@ def strace_counts(path):
     return counts
 
 
+def traced_calls(proxy, tmp_path, action, access_lines):
+    """{syscall: calls} of the worker thread while action() runs, counted by
+    strace -c until the access log holds access_lines entries."""
+    assert shutil.which("strace"), "strace is missing (tests/lib/common.sh installs it)"
+    out = tmp_path / "strace.txt"
+    tid = worker_thread(proxy.pid)
+    tracer = subprocess.Popen(["strace", "-c", "-q", "-p", str(tid), "-o", str(out)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_traced(proxy.pid, tid, tracer)
+        action()
+        proxy.wait_access(access_lines, timeout=10)  # every access-log line is written
+        time.sleep(0.05)
+    finally:
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(timeout=10)
+    return strace_counts(out)
+
+
 def test_a_keepalive_exchange_costs_two_receives_two_writes_and_its_log_line(
         backend_factory, start_proxy, tmp_path):
-    assert shutil.which("strace"), "strace is missing (tests/lib/common.sh installs it)"
     b = backend_factory("legacy", raw(RESPONSE, close=False))
     proxy = start_proxy({"legacy": b})
     client = socket.create_connection((harness.HOST, proxy.port), timeout=5)
@@ -67,21 +85,10 @@ def test_a_keepalive_exchange_costs_two_receives_two_writes_and_its_log_line(
 
     for _ in range(3):  # both connections up, the buffers warm
         exchange()
-    out = tmp_path / "strace.txt"
-    tid = worker_thread(proxy.pid)
-    tracer = subprocess.Popen(["strace", "-c", "-q", "-p", str(tid), "-o", str(out)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        wait_traced(proxy.pid, tid, tracer)
-        for _ in range(N):
-            exchange()
-        proxy.wait_access(3 + N, timeout=10)  # every access-log line is written
-        time.sleep(0.05)
+        calls = traced_calls(proxy, tmp_path, lambda: [exchange() for _ in range(N)], 3 + N)
     finally:
-        tracer.send_signal(signal.SIGINT)
-        tracer.wait(timeout=10)
         client.close()
-    calls = strace_counts(out)
     per_request = {name: n / N for name, n in calls.items()}
     # one receive of the request, one of the response; one write to each side
     assert 2 * N <= calls.get("recvfrom", 0) <= 2 * N + 3, per_request
@@ -151,21 +158,8 @@ def test_client_connections_have_nagle_off_without_a_call_per_connection(
     finally:
         client.close()
 
-    out = tmp_path / "strace.txt"
-    tid = worker_thread(proxy.pid)
-    tracer = subprocess.Popen(["strace", "-c", "-q", "-p", str(tid), "-o", str(out)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     n = 50
-    try:
-        wait_traced(proxy.pid, tid, tracer)
-        for _ in range(n):
-            one_connection()
-        proxy.wait_access(2 + n, timeout=10)
-        time.sleep(0.05)
-    finally:
-        tracer.send_signal(signal.SIGINT)
-        tracer.wait(timeout=10)
-    calls = strace_counts(out)
+    calls = traced_calls(proxy, tmp_path, lambda: [one_connection() for _ in range(n)], 2 + n)
     per_connection = {name: c / n for name, c in calls.items()}
     assert calls.get("setsockopt", 0) == 0, per_connection
     assert calls.get("getsockopt", 0) == 0, per_connection
