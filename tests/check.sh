@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what is missing, builds strangler (plain and
-# with ASan+UBSan), builds the Go and Rust demo services, and runs every meson
-# suite (unit, integration, interop, fuzz corpus replay). Exits non-zero on any
-# failure. This is the README's second command and what CI runs.
+# The whole test suite: installs what is missing, builds strangler (release,
+# as deployed, and with ASan+UBSan), builds the Go and Rust demo services, and
+# runs every meson suite (unit, integration, interop, fuzz corpus replay). Exits
+# non-zero on any failure. This is the README's second command and what CI runs.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 cd "$(sp_root)"
@@ -11,7 +11,8 @@ sp_install_packages
 sp_toolchain_env "$PWD/build-check"
 
 echo "==> building strangler"
-sp_build build-check -Dbuildtype=debugoptimized -Dunit_tests=enabled
+# The tests run the build operators deploy (docs/operations.md).
+sp_build build-check -Dbuildtype=release -Db_lto=true -Dunit_tests=enabled
 echo "==> building strangler with ASan+UBSan"
 sp_build build-asan -Dbuildtype=debug -Db_sanitize=address,undefined -Db_lundef=false \
 	-Dunit_tests=enabled
