@@ -390,12 +390,19 @@ struct sp_fwd_response sp_fwd_response_for(const struct sp_h1_msg *m, int is_hea
 	};
 }
 
-static int add_header(struct sp_buf *out, const char *name, const char *value, size_t vlen)
+/* One header line, "name: value\r\n". */
+static int add_field(struct sp_buf *out, const char *name, size_t nlen, const char *value,
+		     size_t vlen)
 {
-	if (sp_buf_adds(out, name) || sp_buf_add(out, ": ", 2) || sp_buf_add(out, value, vlen) ||
+	if (sp_buf_add(out, name, nlen) || sp_buf_add(out, ": ", 2) || sp_buf_add(out, value, vlen) ||
 	    sp_buf_add(out, "\r\n", 2))
 		return -1;
 	return 0;
+}
+
+static int add_header(struct sp_buf *out, const char *name, const char *value, size_t vlen)
+{
+	return add_field(out, name, strlen(name), value, vlen);
 }
 
 /* Request headers the proxy sets itself. */
@@ -410,10 +417,8 @@ static int add_forwarded_headers(const struct sp_hdr *h, size_t n, struct sp_buf
 {
 	int named = connection_names_headers(h, n);
 	for (size_t i = 0; i < n; i++) {
-		if (is_hop(&h[i], h, n, named))
-			continue;
-		if (sp_buf_add(out, h[i].name, h[i].name_len) || sp_buf_add(out, ": ", 2) ||
-		    sp_buf_add(out, h[i].value, h[i].value_len) || sp_buf_add(out, "\r\n", 2))
+		if (!is_hop(&h[i], h, n, named) &&
+		    add_field(out, h[i].name, h[i].name_len, h[i].value, h[i].value_len))
 			return -1;
 	}
 	return 0;
@@ -483,8 +488,7 @@ int sp_http_write_request_head(const struct sp_fwd_request *r, struct sp_buf *ou
 		if (is_hop(h, r->headers, r->nheaders, named) || sp_hdr_is_regenerated(h) ||
 		    (r->request_id && sp_hdr_name_is(h, "X-Request-Id")))
 			continue;
-		if (sp_buf_add(out, h->name, h->name_len) || sp_buf_add(out, ": ", 2) ||
-		    sp_buf_add(out, h->value, h->value_len) || sp_buf_add(out, "\r\n", 2))
+		if (add_field(out, h->name, h->name_len, h->value, h->value_len))
 			return -1;
 	}
 	if (add_framing(out, r->body, r->content_length))

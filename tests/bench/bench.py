@@ -1631,8 +1631,8 @@ def stream_table_lines(rows, repeats):
 
 
 def route_bench(strangler_path):
-    """ns per routing decision from build/tests/bench/route_bench (built
-    beside the strangler binary), or (None, why)."""
+    """ns per routing decision from tests/bench/route_bench in the strangler
+    binary's build directory, or (None, why)."""
     exe = Path(strangler_path).resolve().parent.parent / "tests" / "bench" / "route_bench"
     if not exe.is_file():
         return None, f"not built ({exe})"
@@ -1833,7 +1833,8 @@ def build_release(args):
         return
     steps = [] if (RELEASE_DIR / "build.ninja").is_file() else [
         ["meson", "setup", str(RELEASE_DIR), *RELEASE_OPTIONS]]
-    steps.append(["meson", "compile", "-C", str(RELEASE_DIR), "proxy/strangler"])
+    steps.append(["meson", "compile", "-C", str(RELEASE_DIR), "proxy/strangler",
+                  "tests/bench/route_bench"])
     for cmd in steps:
         done = subprocess.run(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
