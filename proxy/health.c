@@ -72,6 +72,18 @@ int sp_health_attach(struct sp_health_table *t, struct sp_config *cfg)
 	return 0;
 }
 
+/* After a pause (*retry_at, 0: none), one caller is let through to find out;
+ * the next one a health interval later. */
+static int trial_due(_Atomic int64_t *retry_at, const struct sp_backend *be)
+{
+	int64_t at = atomic_load(retry_at);
+	if (!at)
+		return 0;
+	int64_t now = now_ms();
+	return now >= at &&
+	       atomic_compare_exchange_strong(retry_at, &at, now + be->health_interval_ms);
+}
+
 int sp_health_usable(const struct sp_backend *be)
 {
 	struct sp_health *h = be->health;
@@ -79,10 +91,7 @@ int sp_health_usable(const struct sp_backend *be)
 		return 1;
 	if (h->active)
 		return 0; /* the active check says when it is back */
-	/* passive: after a pause, let one request through to find out */
-	int64_t at = atomic_load(&h->retry_at_ms);
-	return at && now_ms() >= at &&
-	       atomic_compare_exchange_strong(&h->retry_at_ms, &at, now_ms() + be->health_interval_ms);
+	return trial_due(&h->retry_at_ms, be); /* passive */
 }
 
 static void set_down(struct sp_health *h, const struct sp_backend *be, int down, const char *why)
@@ -110,6 +119,38 @@ void sp_health_report(const struct sp_backend *be, int ok)
 	int n = atomic_fetch_add(&h->consecutive_failures, 1) + 1;
 	if (n >= be->health_unhealthy && !atomic_load_explicit(&h->down, memory_order_relaxed))
 		set_down(h, be, 1, "consecutive failed requests");
+}
+
+int sp_health_shadow_usable(const struct sp_backend *be)
+{
+	struct sp_health *h = be->health;
+	if (!h || !atomic_load_explicit(&h->shadow_retry_at_ms, memory_order_relaxed))
+		return 1;
+	return trial_due(&h->shadow_retry_at_ms, be);
+}
+
+void sp_health_shadow_report(const struct sp_backend *be, int answered)
+{
+	struct sp_health *h = be->health;
+	if (!h)
+		return;
+	if (answered) {
+		atomic_store_explicit(&h->shadow_timeouts, 0, memory_order_relaxed);
+		if (atomic_load_explicit(&h->shadow_retry_at_ms, memory_order_relaxed) &&
+		    atomic_exchange(&h->shadow_retry_at_ms, 0))
+			sp_log(SP_LOG_INFO, "backend %s (%s) answers shadows again: shadows resume",
+			       be->name, be->hostport);
+		return;
+	}
+	int n = atomic_fetch_add(&h->shadow_timeouts, 1) + 1;
+	if (n < be->health_unhealthy)
+		return;
+	/* the pause runs from the last timeout: shadows still in flight end first */
+	if (!atomic_exchange(&h->shadow_retry_at_ms, now_ms() + be->health_interval_ms))
+		sp_log(SP_LOG_WARN,
+		       "backend %s (%s) does not answer shadows (%d timed out in a row): shadows to it "
+		       "paused, one trial every %d ms",
+		       be->name, be->hostport, n, be->health_interval_ms);
 }
 
 /* ---- active checks ---- */

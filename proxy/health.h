@@ -22,6 +22,9 @@ struct sp_health {
 	_Atomic int64_t retry_at_ms; /* passive: a trial request is let through after this */
 	_Atomic uint64_t transitions;
 	int active;                  /* an active check decides when it is up again */
+	/* shadows only: a mirror that takes connections but does not answer */
+	_Atomic int shadow_timeouts;        /* consecutive shadow exchanges that timed out */
+	_Atomic int64_t shadow_retry_at_ms; /* nonzero: shadows paused, a trial after this */
 };
 
 struct sp_health_table;
@@ -35,6 +38,17 @@ int sp_health_attach(struct sp_health_table *t, struct sp_config *cfg);
 int sp_health_usable(const struct sp_backend *be);
 /* A worker's outcome with this backend: ok = answered with < 500. */
 void sp_health_report(const struct sp_backend *be, int ok);
+
+/* Shadows to a backend that keeps them waiting: after health.unhealthy
+ * shadow exchanges in a row timed out, shadows to it pause, with one trial
+ * per health.interval_ms, until one is answered. Each of them held a
+ * connection and a budget slot for a whole shadow timeout, and then a new
+ * connection replaced it; paused, they cost nothing. Primaries are not
+ * affected: a shadow timeout is not a backend failure (shadow timeouts are
+ * often shorter than response timeouts). */
+int sp_health_shadow_usable(const struct sp_backend *be);
+/* A shadow exchange with this backend was answered (1) or timed out (0). */
+void sp_health_shadow_report(const struct sp_backend *be, int answered);
 
 /* Active checks of cfg's backends that have a `health` block, on base (the
  * main thread). Replaces the checks of an earlier generation. */

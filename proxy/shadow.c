@@ -72,7 +72,8 @@ struct sp_shadow {
 
 static const char *const skip_names[SP_SKIP__COUNT] = {"budget", "request_body_too_large",
 							 "response_body_too_large",
-							 "primary_incomplete", "backend_down"};
+							 "primary_incomplete", "backend_down",
+							 "backend_unresponsive"};
 
 const char *sp_shadow_skip_name(enum sp_shadow_skip k)
 {
@@ -356,6 +357,7 @@ static int on_leg_head(void *ud, struct sp_h1_msg *m)
 		return 1; /* interim: the final answer follows */
 	/* an answer (a 5xx too: that is a difference to report, not an outage) */
 	sp_health_report(&l->sh->cfg->backends[l->backend], 1);
+	sp_health_shadow_report(&l->sh->cfg->backends[l->backend], 1);
 	capture_head(&l->cap, m->status, m->hdrs, m->nhdrs);
 	l->keep = m->keep_alive;
 	return 0;
@@ -447,9 +449,12 @@ static void on_shadow_timeout(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	for (int i = 0; i < sh->nlegs; i++) {
-		if (sh->legs[i].up)
-			leg_connect_failed(&sh->legs[i]);
-		leg_fail(&sh->legs[i], 1);
+		struct leg *l = &sh->legs[i];
+		if (l->up && !l->done && (l->up->reused || l->up->connected))
+			sp_health_shadow_report(&sh->cfg->backends[l->backend], 0);
+		else if (l->up)
+			leg_connect_failed(l);
+		leg_fail(l, 1);
 	}
 	maybe_finish(sh);
 }
@@ -522,6 +527,10 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 	}
 	if (!sp_health_usable(&cfg->backends[shadow_backend])) {
 		inc(&st->skipped[SP_SKIP_BACKEND_DOWN]);
+		return NULL;
+	}
+	if (!sp_health_shadow_usable(&cfg->backends[shadow_backend])) {
+		inc(&st->skipped[SP_SKIP_UNRESPONSIVE]);
 		return NULL;
 	}
 	struct sp_shadow *sh = calloc(1, sizeof(*sh));

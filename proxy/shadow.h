@@ -21,6 +21,7 @@ enum sp_shadow_skip {
 	SP_SKIP_RESPONSE_BODY,    /* a response body above max_body_bytes */
 	SP_SKIP_PRIMARY_INCOMPLETE, /* the client's exchange did not finish */
 	SP_SKIP_BACKEND_DOWN,     /* the shadow backend refuses connections (passive health) */
+	SP_SKIP_UNRESPONSIVE,     /* shadows to it time out (sp_health_shadow_usable) */
 	SP_SKIP__COUNT
 };
 

@@ -429,6 +429,17 @@ class TinyServer:
         self.t.join(2)
 
 
+def until_mirrored(p, server, seconds):
+    """Sends requests (primaries must be intact) until server has received a
+    shadow copy: a trial got through and shadowing resumed."""
+    deadline = time.monotonic() + seconds
+    with p.client() as c:
+        while server.shadowed == 0:
+            assert time.monotonic() < deadline, "shadowing never resumed"
+            assert c.request("GET", "/x").body == b"primary"
+            time.sleep(0.05)
+
+
 def test_shadow_backend_refusing_connections_is_skipped_until_it_is_back(start_proxy,
                                                                          backend_factory,
                                                                          tmp_path):
@@ -450,15 +461,62 @@ def test_shadow_backend_refusing_connections_is_skipped_until_it_is_back(start_p
     assert "backend mirror (127.0.0.1:%d) is down" % port in p.stderr_text()
     server = TinyServer(port)
     try:
-        deadline = time.monotonic() + 5
-        with p.client() as c:
-            while server.shadowed == 0:
-                assert time.monotonic() < deadline, "shadowing never resumed"
-                assert c.request("GET", "/x").body == b"primary"
-                time.sleep(0.05)
+        until_mirrored(p, server, 5)
     finally:
         server.close()
     s = summary(p)
     assert s["skipped"]["backend_down"] >= 15, s
     assert s["shadow_errors"] <= 5, s
     assert s["mirrored"] >= 1
+
+
+def test_shadow_backend_that_never_answers_is_paused_until_it_answers(start_proxy,
+                                                                      backend_factory,
+                                                                      tmp_path):
+    """A mirror that takes connections but never answers: after `unhealthy`
+    (3) shadows in a row timed out, later requests skip it (counted as
+    backend_unresponsive) instead of holding a connection and a budget slot
+    each for a whole shadow timeout; one trial per `health.interval_ms` (5 s)
+    finds out when it answers again, and shadowing resumes. The primaries
+    are served and the backend is not marked down for them."""
+    legacy = backend_factory("legacy", lambda req, conn: Response(200, b"primary"))
+    port = harness.refused_port()
+    silent = socket.socket()  # the kernel completes connections; nobody accepts
+    silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    silent.bind((harness.HOST, port))
+    silent.listen(64)
+    log = str(tmp_path / "diffs.jsonl")
+    p = start_proxy({"legacy": legacy, "mirror": "http://127.0.0.1:%d" % port},
+                    routes=[shadow_route("mirror")],
+                    shadow_defaults={"diff_log": log, "timeout_ms": 200})
+    p.diff_log = log
+    with p.client() as c:
+        for _ in range(3):
+            assert c.request("GET", "/x").body == b"primary"
+    time.sleep(0.5)  # the three shadows time out
+    assert "backend mirror (127.0.0.1:%d) does not answer shadows" % port in p.stderr_text()
+    with p.client() as c:
+        for _ in range(20):
+            t0 = time.monotonic()
+            r = c.request("GET", "/x")
+            assert (r.status, r.body) == (200, b"primary")
+            assert time.monotonic() - t0 < 0.15
+    silent.close()
+    server = TinyServer(port)
+    try:
+        until_mirrored(p, server, 8)
+        with p.client() as c:
+            for _ in range(5):
+                assert c.request("GET", "/x").body == b"primary"
+        deadline = time.monotonic() + 2
+        while server.shadowed < 6 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.shadowed >= 6, "after the trial, every request is mirrored again"
+    finally:
+        server.close()
+    assert "backend mirror (127.0.0.1:%d) answers shadows again" % port in p.stderr_text()
+    assert "is down" not in p.stderr_text()
+    s = summary(p)
+    assert s["shadow_timeouts"] == 3, s
+    assert s["skipped"]["backend_unresponsive"] >= 20, s
+    assert s["skipped"]["backend_down"] == 0, s
