@@ -53,6 +53,10 @@ RATIO_BASES = ("nginx", "haproxy", "direct")
 BODY_16K_SIZE = 16384
 QUICK_DURATION = 2
 WARMUP_SECONDS = 1
+# The shadow variants warm up past the shadow timeout (timeout_ms 5000 in
+# proxy-strangler-shadow.conf), so that the measured run is the steady state:
+# a silent mirror's first shadows have timed out by then.
+SHADOW_WARMUP_SECONDS = 6
 WRK_TIMEOUT = "5s"              # wrk's per-request timeout
 WRK_SLACK_SECONDS = 30          # wrk gets duration + this before we kill it
 START_TIMEOUT_SECONDS = 10.0
@@ -794,6 +798,8 @@ def run_shadow(settings, rounds):
     slow, silent, off, fast, ...): each variant is compared with the `shadow
     off` of its own round, a minute apart at most, so slow drifts of a shared
     machine fall on both sides of a ratio. Returns one list of rows per round."""
+    if settings.warmup:
+        settings = dataclasses.replace(settings, warmup=SHADOW_WARMUP_SECONDS)
     by_round = []
     for k in range(rounds):
         if rounds > 1:
@@ -1380,6 +1386,10 @@ def shadow_table_lines(rows):
         "one route `all` (path_prefix \"/\") to `fast`, shadow_defaults max_in_flight 256, "
         "timeout_ms 5000, no diff_log (differences only counted); the variants add "
         "`shadow = { backend = \"mirror\"; percent = 100.0; }`",
+        f"- warm-up {SHADOW_WARMUP_SECONDS} s (none with --quick), longer than the shadow "
+        "timeout, so the measured run is the steady state: by then a silent mirror's "
+        "first shadows have timed out and shadows to it are paused "
+        "(`backend_unresponsive` skips, one trial per 5 s)",
         f"- mirrors, on the load CPU: `shadow → fast` a second nginx (`return 200 \"ok\\n\"`); "
         f"`shadow → {SLOW_MIRROR_DELAY_MS} ms` shadow_mirror.py slow (answers every "
         f"request after {SLOW_MIRROR_DELAY_MS} ms); `shadow → never answers` shadow_mirror.py silent "
