@@ -20,6 +20,7 @@
 #include "conn.h"
 #include "dashboard.h"
 #include "guard.h"
+#include "health.h"
 #include "h1.h"
 #include "log.h"
 #include "override.h"
@@ -309,6 +310,36 @@ static void metrics_shadow(struct sp_buf *b, struct sp_runtime *rt, const struct
 	}
 }
 
+enum backend_metric { BACKEND_UP, BACKEND_SHADOWS_PAUSED, BACKEND_TRANSITIONS };
+
+/* One gauge or counter per backend, from its health entry. */
+static void metric_per_backend(struct sp_buf *b, const struct sp_config *cfg, const char *name,
+			       const char *type, const char *help, enum backend_metric which)
+{
+	sp_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+	for (size_t i = 0; i < cfg->nbackends; i++) {
+		struct sp_health_view v = sp_health_view(&cfg->backends[i]);
+		unsigned long long n = v.transitions;
+		if (which != BACKEND_TRANSITIONS)
+			n = (unsigned long long)(which == BACKEND_UP ? !v.down : v.shadows_paused);
+		sp_buf_printf(b, "%s{backend=\"", name);
+		metric_escape(b, cfg->backends[i].name);
+		sp_buf_printf(b, "\"} %llu\n", n);
+	}
+}
+
+static void metrics_backends(struct sp_buf *b, const struct sp_config *cfg)
+{
+	metric_per_backend(b, cfg, "strangler_backend_up", "gauge",
+			   "0 while the backend is marked down (passive or active health).",
+			   BACKEND_UP);
+	metric_per_backend(b, cfg, "strangler_backend_shadows_paused", "gauge",
+			   "1 while shadows to the backend are paused because they time out.",
+			   BACKEND_SHADOWS_PAUSED);
+	metric_per_backend(b, cfg, "strangler_backend_health_transitions_total", "counter",
+			   "Times the backend was marked down or up again.", BACKEND_TRANSITIONS);
+}
+
 static void serve_metrics(struct admin_conn *a)
 {
 	struct sp_runtime *rt = a->admin->rt;
@@ -352,6 +383,7 @@ static void serve_metrics(struct admin_conn *a)
 		metric_escape(&b, r->name);
 		sp_buf_printf(&b, "\"} %.2f\n", r->rollout.percent_bp / 100.0);
 	}
+	metrics_backends(&b, rt->cfg);
 	for (int w = 0; w < rt->nworkers; w++)
 		open += atomic_load_explicit(&rt->workers[w]->nsessions, memory_order_relaxed);
 	sp_buf_printf(&b,

@@ -121,6 +121,18 @@ void sp_health_report(const struct sp_backend *be, int ok)
 		set_down(h, be, 1, "consecutive failed requests");
 }
 
+struct sp_health_view sp_health_view(const struct sp_backend *be)
+{
+	struct sp_health_view v = {0, 0, 0};
+	const struct sp_health *h = be->health;
+	if (h) {
+		v.down = atomic_load_explicit(&h->down, memory_order_relaxed);
+		v.shadows_paused = atomic_load_explicit(&h->shadow_retry_at_ms, memory_order_relaxed) != 0;
+		v.transitions = atomic_load_explicit(&h->transitions, memory_order_relaxed);
+	}
+	return v;
+}
+
 int sp_health_shadow_usable(const struct sp_backend *be)
 {
 	struct sp_health *h = be->health;

@@ -39,6 +39,14 @@ int sp_health_usable(const struct sp_backend *be);
 /* A worker's outcome with this backend: ok = answered with < 500. */
 void sp_health_report(const struct sp_backend *be, int ok);
 
+/* What the metrics show of a backend's health. */
+struct sp_health_view {
+	int down;           /* marked down (passive or active) */
+	int shadows_paused; /* shadows to it paused: they time out (below) */
+	uint64_t transitions;
+};
+struct sp_health_view sp_health_view(const struct sp_backend *be);
+
 /* Shadows to a backend that keeps them waiting: after health.unhealthy
  * shadow exchanges in a row timed out, shadows to it pause, with one trial
  * per health.interval_ms, until one is answered. Each of them held a

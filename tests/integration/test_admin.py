@@ -237,7 +237,9 @@ def test_readyz_says_503_while_draining(start_proxy, backend_factory, tmp_path):
     assert p.stop() == 0
 
 
-def test_upstream_errors_by_reason_in_metrics(start_proxy, backend_factory, tmp_path):
+def dead_backend_proxy(start_proxy, backend_factory):
+    """An admin-enabled proxy whose route `gone` (/gone) goes to `dead`, a
+    backend refusing connections; `legacy` answers everything else."""
     legacy = backend_factory("legacy")
     admin_port = harness.free_port()
     dead = "http://127.0.0.1:%d" % harness.refused_port()
@@ -246,6 +248,11 @@ def test_upstream_errors_by_reason_in_metrics(start_proxy, backend_factory, tmp_
                     admin={"address": "127.0.0.1:%d" % admin_port})
     p.admin_port = admin_port
     harness.wait_for(lambda: "admin API on" in p.stderr_text(), what="admin listener")
+    return p
+
+
+def test_upstream_errors_by_reason_in_metrics(start_proxy, backend_factory, tmp_path):
+    p = dead_backend_proxy(start_proxy, backend_factory)
     for _ in range(2):
         with p.client() as c:
             assert c.request("GET", "/gone/x").status == 502
@@ -254,3 +261,28 @@ def test_upstream_errors_by_reason_in_metrics(start_proxy, backend_factory, tmp_
         in text
     assert 'strangler_upstream_errors_total{route="gone",backend="dead",reason="upstream timeout"} 0' \
         in text
+
+
+def test_backend_health_in_metrics(start_proxy, backend_factory, tmp_path):
+    """A backend refusing connections is marked down after `unhealthy` (3)
+    failures in a row: its strangler_backend_up gauge goes to 0 and its
+    transitions counter to 1; the healthy backend stays at 1 and 0."""
+    p = dead_backend_proxy(start_proxy, backend_factory)
+
+    def gauges():
+        text = call(p, "GET", "/metrics")[1]
+        assert "# TYPE strangler_backend_up gauge" in text
+        assert "# TYPE strangler_backend_health_transitions_total counter" in text
+        return dict(line.rsplit(" ", 1) for line in text.splitlines()
+                    if line.startswith("strangler_backend_"))
+    before = gauges()
+    assert before['strangler_backend_up{backend="dead"}'] == "1"
+    assert before['strangler_backend_shadows_paused{backend="dead"}'] == "0"
+    for _ in range(3):
+        with p.client() as c:
+            assert c.request("GET", "/gone/x").status == 502
+    after = gauges()
+    assert after['strangler_backend_up{backend="dead"}'] == "0"
+    assert after['strangler_backend_health_transitions_total{backend="dead"}'] == "1"
+    assert after['strangler_backend_up{backend="legacy"}'] == "1"
+    assert after['strangler_backend_health_transitions_total{backend="legacy"}'] == "0"

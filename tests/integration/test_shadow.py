@@ -7,6 +7,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 
 import harness
 from harness import Response
@@ -486,15 +487,26 @@ def test_shadow_backend_that_never_answers_is_paused_until_it_answers(start_prox
     silent.bind((harness.HOST, port))
     silent.listen(64)
     log = str(tmp_path / "diffs.jsonl")
+    admin_port = harness.free_port()
     p = start_proxy({"legacy": legacy, "mirror": "http://127.0.0.1:%d" % port},
                     routes=[shadow_route("mirror")],
-                    shadow_defaults={"diff_log": log, "timeout_ms": 200})
+                    shadow_defaults={"diff_log": log, "timeout_ms": 200},
+                    admin={"address": "127.0.0.1:%d" % admin_port})
     p.diff_log = log
+    harness.wait_for(lambda: "admin API on" in p.stderr_text(), what="admin listener")
+
+    def paused():
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % admin_port, timeout=5) as r:
+            text = r.read().decode()
+        assert 'strangler_backend_up{backend="mirror"} 1' in text  # never down for primaries
+        return 'strangler_backend_shadows_paused{backend="mirror"} 1' in text
+    assert not paused()
     with p.client() as c:
         for _ in range(3):
             assert c.request("GET", "/x").body == b"primary"
     time.sleep(0.5)  # the three shadows time out
     assert "backend mirror (127.0.0.1:%d) does not answer shadows" % port in p.stderr_text()
+    assert paused()
     with p.client() as c:
         for _ in range(20):
             t0 = time.monotonic()
@@ -516,6 +528,7 @@ def test_shadow_backend_that_never_answers_is_paused_until_it_answers(start_prox
         server.close()
     assert "backend mirror (127.0.0.1:%d) answers shadows again" % port in p.stderr_text()
     assert "is down" not in p.stderr_text()
+    assert not paused()
     s = summary(p)
     assert s["shadow_timeouts"] == 3, s
     assert s["skipped"]["backend_unresponsive"] >= 20, s
