@@ -329,9 +329,14 @@ static void maybe_finish(struct sp_shadow *sh)
  * connecting when the shadow timed out) counts against its passive health,
  * as for primaries: once it is down, shadows to it are skipped rather than
  * paid for with a connect each, until a trial gets an answer. */
+static int leg_came_up(const struct leg *l)
+{
+	return l->up->reused || l->up->connected;
+}
+
 static void leg_connect_failed(struct leg *l)
 {
-	if (!l->up || (!l->up->reused && !l->up->connected))
+	if (!l->up || !leg_came_up(l))
 		sp_health_report(&l->sh->cfg->backends[l->backend], 0);
 }
 
@@ -450,10 +455,10 @@ static void on_shadow_timeout(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	for (int i = 0; i < sh->nlegs; i++) {
 		struct leg *l = &sh->legs[i];
-		if (l->up && !l->done && (l->up->reused || l->up->connected))
-			sp_health_shadow_report(&sh->cfg->backends[l->backend], 0);
-		else if (l->up)
+		if (l->up && !leg_came_up(l))
 			leg_connect_failed(l);
+		else if (l->up && !l->done) /* connected, and no answer in time */
+			sp_health_shadow_report(&sh->cfg->backends[l->backend], 0);
 		leg_fail(l, 1);
 	}
 	maybe_finish(sh);
