@@ -390,12 +390,15 @@ static void load_backend_tls(struct sp_loader *L, const config_setting_t *e, con
 	free(key);
 }
 
-/* health = { path = "/health"; interval_ms; timeout_ms; healthy; unhealthy; } */
+/* health = { path = "/health"; interval_ms; timeout_ms; healthy; unhealthy; }
+ * Without path the block tunes the passive checks only (unhealthy,
+ * interval_ms), as nginx's max_fails and fail_timeout do. */
 static void load_health(struct sp_loader *L, const config_setting_t *e, const char *path,
 			struct sp_backend *b)
 {
 	static const char *const hkeys[] = {"path", "interval_ms", "timeout_ms", "healthy",
 					    "unhealthy", NULL};
+	static const char *const active_only[] = {"timeout_ms", "healthy"};
 	const config_setting_t *h = config_setting_get_member(e, "health");
 	char hp[200];
 	b->health_interval_ms = 5000;
@@ -412,15 +415,19 @@ static void load_health(struct sp_loader *L, const config_setting_t *e, const ch
 	cfgp_check_keys(L, h, hp, hkeys);
 	const config_setting_t *where;
 	b->health_path = cfgp_str(L, h, "path", hp, &where);
-	if (!where)
-		ERR(L, h, "%s.path: required", hp);
-	else if (b->health_path && b->health_path[0] != '/')
+	if (b->health_path && b->health_path[0] != '/')
 		ERR(L, where, "%s.path: \"%s\": must start with '/'", hp, b->health_path);
 	cfgp_int_field(L, h, "interval_ms", hp, 100, 3600000, &b->health_interval_ms);
 	cfgp_int_field(L, h, "timeout_ms", hp, 10, 600000, &b->health_timeout_ms);
 	cfgp_int_field(L, h, "healthy", hp, 1, 100, &b->health_healthy);
 	cfgp_int_field(L, h, "unhealthy", hp, 1, 100, &b->health_unhealthy);
 	b->has_health = b->health_path != NULL;
+	for (size_t i = 0; !where && i < sizeof(active_only) / sizeof(*active_only); i++) {
+		const config_setting_t *s = config_setting_get_member(h, active_only[i]);
+		if (s)
+			WARN(L, s, "%s.%s: has no effect without %s.path (passive checks only)", hp,
+			     active_only[i], hp);
+	}
 }
 
 static void load_backends(struct sp_loader *L, const config_setting_t *root)

@@ -180,6 +180,15 @@ static int ticking(const struct sp_conn *c)
 	return c->splice_src && c->splice_src->lowat > 1;
 }
 
+/* When the tick falls: only while the source is read. A full pipe stops
+ * reading it, and that wait is the destination's, not a slow source's (it
+ * dropped the low-water mark to 1 byte mid-transfer, 7 times per GiB
+ * uploaded). */
+static int64_t tick_due(const struct sp_conn *c)
+{
+	return c->rarmed && ticking(c) ? c->tick_at : INT64_MAX;
+}
+
 /* When each deadline falls, INT64_MAX for none: the read timeout while
  * reading is armed (a batching relay's source has its tick instead), the
  * write timeout while output waits, the owner's deadline. */
@@ -201,7 +210,7 @@ static int64_t owner_due(const struct sp_conn *c)
 /* The earliest of them, and a batching relay's tick. */
 static int64_t next_due(const struct sp_conn *c)
 {
-	int64_t due = ticking(c) ? c->tick_at : INT64_MAX;
+	int64_t due = tick_due(c);
 	if (read_due(c) < due)
 		due = read_due(c);
 	if (write_due(c) < due)
@@ -243,7 +252,7 @@ static void on_due(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	c->t_due = 0;
-	if (ticking(c) && now >= c->tick_at) {
+	if (now >= tick_due(c)) {
 		splice_slow(c->splice_src);
 		return;
 	}

@@ -73,6 +73,25 @@ def test_passive_failures_mark_a_backend_down(backend_factory, start_proxy):
     assert served(p) == (200, "legacy")
 
 
+def test_passive_checks_tuned_without_an_active_check(backend_factory, start_proxy):
+    """A health block without path sets how many failures mark the backend
+    down (unhealthy) and how long it is avoided before a trial request
+    (interval_ms), and checks nothing actively."""
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern", lambda req, conn: Response(500, b"broken"))
+    p = start_proxy({"legacy": legacy,
+                     "modern": {"url": modern, "health": {"unhealthy": 1, "interval_ms": 400}}},
+                    routes=rollout_route())
+    assert served(p)[0] == 500  # modern's answer; one failure is enough
+    assert "backend modern" in p.stderr_text() and "is down" in p.stderr_text()
+    assert served(p) == (200, "legacy")
+    # after interval_ms one request tries modern again, and it fails again
+    harness.wait_for(lambda: served(p)[0] == 500, timeout=3, interval=0.05,
+                     what="a trial request to modern")
+    assert served(p) == (200, "legacy")
+    assert [r.path for r in modern.requests] == ["/api/x", "/api/x"]
+
+
 def test_post_not_retried_on_refusal(backend_factory, start_proxy):
     legacy = backend_factory("legacy")
     dead = "http://127.0.0.1:%d" % harness.refused_port()

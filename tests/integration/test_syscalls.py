@@ -49,13 +49,13 @@ def strace_counts(path):
     return counts
 
 
-def traced_calls(proxy, tmp_path, action, access_lines):
-    """{syscall: calls} of the worker thread while action() runs, counted by
-    strace -c until the access log holds access_lines entries."""
+def traced(proxy, tmp_path, action, access_lines, options):
+    """strace's output (with options) on the worker thread while action()
+    runs, until the access log holds access_lines entries."""
     assert shutil.which("strace"), "strace is missing (tests/lib/common.sh installs it)"
     out = tmp_path / "strace.txt"
     tid = worker_thread(proxy.pid)
-    tracer = subprocess.Popen(["strace", "-c", "-q", "-p", str(tid), "-o", str(out)],
+    tracer = subprocess.Popen(["strace", "-q", *options, "-p", str(tid), "-o", str(out)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_traced(proxy.pid, tid, tracer)
@@ -65,7 +65,14 @@ def traced_calls(proxy, tmp_path, action, access_lines):
     finally:
         tracer.send_signal(signal.SIGINT)
         tracer.wait(timeout=10)
-    return strace_counts(out)
+    return out.read_text()
+
+
+def traced_calls(proxy, tmp_path, action, access_lines):
+    """{syscall: calls} of the worker thread while action() runs (strace -c)."""
+    text = traced(proxy, tmp_path, action, access_lines, ["-c"])
+    (tmp_path / "counts.txt").write_text(text)
+    return strace_counts(tmp_path / "counts.txt")
 
 
 def test_a_keepalive_exchange_costs_two_receives_two_writes_and_its_log_line(
@@ -168,3 +175,40 @@ def test_client_connections_have_nagle_off_without_a_call_per_connection(
     assert calls.get("fcntl", 0) == 0, per_connection  # accept4 sets O_NONBLOCK
     # accepting: one call that succeeds, and at most one that finds the queue empty
     assert n <= calls.get("accept4", 0) <= 2 * n + 2, per_connection
+
+
+def test_a_relay_held_up_by_its_destination_keeps_batching(backend_factory, start_proxy,
+                                                          tmp_path):
+    """A relayed upload wakes the proxy once per 256 KiB arrived (SO_RCVLOWAT)
+    and falls back to every byte only for a source slower than that per
+    10 ms tick. A backend that reads slowly fills the relay's pipe, and the
+    proxy stops reading the client: that wait is the backend's, so the
+    low-water mark stays up. The build before this test dropped it at the
+    first pause and mostly left it down: the proxy woke for every segment."""
+    b = backend_factory("legacy")
+    b.store_body = False
+    b.pause_every, b.pause = 256 << 10, 0.03  # 8.5 MB/s
+    # a small receive buffer, inherited by the accepted connection: the
+    # pauses reach back to the proxy instead of filling the backend's socket
+    b.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 128 << 10)
+    proxy = start_proxy({"legacy": b})
+    total = 8 << 20
+    client = socket.create_connection((harness.HOST, proxy.port), timeout=10)
+
+    def upload():
+        client.sendall(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % total)
+        block = b"u" * (1 << 20)
+        for _ in range(total >> 20):
+            client.sendall(block)
+        head = harness.Stream(client).read_until(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 "), head
+
+    try:
+        text = traced(proxy, tmp_path, upload, 1, ["-e", "trace=setsockopt"])
+    finally:
+        client.close()
+    marks = re.findall(r"SO_RCVLOWAT, \[(\d+)\]", text)
+    assert marks[:1] == ["262144"] and marks[-1:] == ["1"], text
+    # up at the start, back to 1 byte at the end, never down in between
+    # (near the end it may be lowered to the bytes still to come)
+    assert "1" not in marks[:-1], marks

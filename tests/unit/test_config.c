@@ -501,6 +501,34 @@ static void test_warning_rollout_to_same_backend(void **state)
 	sp_config_unref(&c);
 }
 
+/* A health block without path tunes the passive checks only; the settings
+ * that only active checks use are reported as doing nothing. */
+static void test_warning_health_without_path(void **state)
+{
+	(void)state;
+	struct sp_config *c = WARNED(
+		ONE_BACKEND("url = \"http://127.0.0.1:9001\";\n"
+			    "  health = { unhealthy = 1; interval_ms = 300;\n" /* 4 */
+			    "    healthy = 4; timeout_ms = 50; };"),            /* 5 */
+		2,
+		"test.conf:5: warning: backends.legacy.health.timeout_ms: has no effect without "
+		"backends.legacy.health.path (passive checks only)",
+		"test.conf:5: warning: backends.legacy.health.healthy: has no effect without "
+		"backends.legacy.health.path (passive checks only)");
+	const struct sp_backend *b = &c->backends[0];
+	assert_false(b->has_health);
+	assert_null(b->health_path);
+	assert_int_equal(b->health_unhealthy, 1);
+	assert_int_equal(b->health_interval_ms, 300);
+	sp_config_unref(&c);
+	c = unit_load_ok(ONE_BACKEND("url = \"http://127.0.0.1:9001\"; health = { unhealthy = 2; };"),
+			 NULL);
+	assert_false(c->backends[0].has_health);
+	assert_int_equal(c->backends[0].health_unhealthy, 2);
+	assert_int_equal(c->backends[0].health_interval_ms, 5000);
+	sp_config_unref(&c);
+}
+
 /* BUG (proxy/route_conf.c, sp_load_routes): the unreachable-route check runs
  * only when `L->diag->errors == 0`, i.e. when the caller's diag has never
  * held an error, while load() in config.c deliberately counts errors relative
@@ -782,6 +810,7 @@ int main(void)
 		cmocka_unit_test(test_warning_unreachable_identical_prefix),
 		cmocka_unit_test(test_warning_lowercase_method),
 		cmocka_unit_test(test_warning_rollout_to_same_backend),
+		cmocka_unit_test(test_warning_health_without_path),
 		cmocka_unit_test(test_warning_with_reused_diag),
 		cmocka_unit_test(test_valid_full_config),
 		cmocka_unit_test(test_valid_minimal_defaults),
