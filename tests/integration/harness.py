@@ -596,6 +596,10 @@ def make_config(port, backends, default_backend=None, routes=(), workers=1, acce
 
 
 class Proxy:
+    """A strangler process on a config made by make_config. With admin (a
+    dict of admin settings, address defaulting to a free port) it waits for
+    the admin listener too, and admin() calls the API."""
+
     def __init__(self, tmp_path, backends, default_backend=None, routes=(), workers=1, **extra):
         self.dir = tmp_path
         self.conf_path = os.path.join(str(tmp_path), "strangler.conf")
@@ -603,8 +607,35 @@ class Proxy:
         self.stderr_path = os.path.join(str(tmp_path), "strangler.stderr")
         self.proc = None
         self.port = None
+        self.admin_port = None
+        if extra.get("admin") is not None:
+            admin = dict(extra["admin"])
+            admin.setdefault("address", "%s:%d" % (HOST, free_port()))
+            extra["admin"] = admin
+            self.admin_port = int(admin["address"].rsplit(":", 1)[1])
         self._args = (backends, default_backend, routes, workers, extra)
         self._start()
+        if self.admin_port:
+            wait_for(lambda: "admin API on" in self.stderr_text(), what="admin listener")
+
+    def admin(self, method, path, body=None, token=None):
+        """(status, JSON body decoded, or text) of an admin API call; a body
+        that is not bytes or str is sent as JSON."""
+        import http.client
+        c = http.client.HTTPConnection(HOST, self.admin_port, timeout=IO_TIMEOUT)
+        headers = {"Authorization": "Bearer " + token} if token else {}
+        if body is not None:
+            body = json.dumps(body) if not isinstance(body, (bytes, str)) else body
+            headers["Content-Type"] = "application/json"
+        try:
+            c.request(method, path, body=body, headers=headers)
+            r = c.getresponse()
+            data = r.read()
+        finally:
+            c.close()
+        if r.getheader("Content-Type", "").startswith("application/json"):
+            return r.status, json.loads(data)
+        return r.status, data.decode()
 
     def _start(self):
         backends, default_backend, routes, workers, extra = self._args

@@ -1,6 +1,5 @@
 """The admin API: route changes without a restart (validated, applied to every
 worker, audited, persisted), authentication, metrics, health, reload."""
-import http.client
 import json
 import os
 import signal
@@ -12,8 +11,7 @@ TOKEN = "s3cret-token-0123456789"
 
 def admin_proxy(start_proxy, two_backends, tmp_path, token=False, workers=2, percent=25.0):
     legacy, modern = two_backends
-    admin_port = harness.free_port()
-    admin = {"address": "127.0.0.1:%d" % admin_port, "state_file": str(tmp_path / "state.json")}
+    admin = {"state_file": str(tmp_path / "state.json")}
     if token:
         (tmp_path / "token").write_text(TOKEN + "\n")
         admin["token_file"] = str(tmp_path / "token")
@@ -22,25 +20,8 @@ def admin_proxy(start_proxy, two_backends, tmp_path, token=False, workers=2, per
          "rollout": {"backend": "modern", "percent": percent, "sticky": "header:X-User-Id"}},
         {"name": "users", "match": {"path_prefix": "/api/users"}, "backend": "legacy"},
     ]
-    p = start_proxy({"legacy": legacy, "modern": modern}, routes=routes, workers=workers,
-                    admin=admin)
-    p.admin_port = admin_port
-    harness.wait_for(lambda: "admin API on" in p.stderr_text(), what="admin listener")
-    return p
-
-
-def call(p, method, path, body=None, token=None):
-    c = http.client.HTTPConnection("127.0.0.1", p.admin_port, timeout=5)
-    headers = {"Authorization": "Bearer " + token} if token else {}
-    if body is not None:
-        body = json.dumps(body) if not isinstance(body, (bytes, str)) else body
-        headers["Content-Type"] = "application/json"
-    c.request(method, path, body=body, headers=headers)
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    ctype = r.getheader("Content-Type", "")
-    return r.status, (json.loads(data) if ctype.startswith("application/json") else data.decode())
+    return start_proxy({"legacy": legacy, "modern": modern}, routes=routes, workers=workers,
+                       admin=admin)
 
 
 def side_of(p, user):
@@ -65,12 +46,12 @@ def test_patch_percent_applies_to_every_worker_and_is_audited(start_proxy, two_b
     p = admin_proxy(start_proxy, two_backends, tmp_path)
     users = ["user-%d" % i for i in range(60)]
     assert [side_of(p, u) for u in users] == [expected_side(u, 25) for u in users]
-    st, body = call(p, "PATCH", "/api/routes/orders", {"rollout": {"percent": 50}})
+    st, body = p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 50}})
     assert st == 200, body
     assert body["rollout"]["percent"] == 50 and body["override"] == {"rollout": {"percent": 50}}
     # new connections land on either worker: all must use the new split
     assert [side_of(p, u) for u in users] == [expected_side(u, 50) for u in users]
-    st, audit = call(p, "GET", "/api/audit")
+    st, audit = p.admin("GET", "/api/audit")
     (entry,) = audit["changes"]
     assert entry["route"] == "orders" and entry["caller"] == "127.0.0.1"
     assert entry["before"]["rollout"]["percent"] == 25 and entry["after"]["rollout"]["percent"] == 50
@@ -81,15 +62,15 @@ def test_backend_flip_and_override_removal(start_proxy, two_backends, tmp_path):
     p = admin_proxy(start_proxy, two_backends, tmp_path)
     with p.client() as c:
         assert c.request("GET", "/api/users/1").header("X-Backend") == "legacy"
-    st, body = call(p, "PATCH", "/api/routes/users", {"backend": "modern"})
+    st, body = p.admin("PATCH", "/api/routes/users", {"backend": "modern"})
     assert st == 200 and body["backend"] == "modern"
     with p.client() as c:
         assert c.request("GET", "/api/users/1").header("X-Backend") == "modern"
-    st, body = call(p, "DELETE", "/api/routes/users/override")
+    st, body = p.admin("DELETE", "/api/routes/users/override")
     assert st == 200 and body["backend"] == "legacy" and body["override"] is None
     with p.client() as c:
         assert c.request("GET", "/api/users/1").header("X-Backend") == "legacy"
-    st, _ = call(p, "DELETE", "/api/routes/users/override")
+    st, _ = p.admin("DELETE", "/api/routes/users/override")
     assert st == 404
 
 
@@ -105,43 +86,43 @@ def test_bad_patches_are_refused_with_clear_errors(start_proxy, two_backends, tm
         ("{not json", 400, "body is not valid JSON"),
     ]
     for body, status, msg in cases:
-        st, got = call(p, "PATCH", "/api/routes/orders", body)
+        st, got = p.admin("PATCH", "/api/routes/orders", body)
         assert st == status and msg in got["error"], (body, got)
-    st, got = call(p, "PATCH", "/api/routes/users", {"rollout": {"percent": 5}})
+    st, got = p.admin("PATCH", "/api/routes/users", {"rollout": {"percent": 5}})
     assert st == 400 and "the route has no rollout" in got["error"]
-    st, got = call(p, "PATCH", "/api/routes/nope", {"backend": "modern"})
+    st, got = p.admin("PATCH", "/api/routes/nope", {"backend": "modern"})
     assert st == 404
-    st, got = call(p, "GET", "/api/routes/orders")
+    st, got = p.admin("GET", "/api/routes/orders")
     assert got["rollout"]["percent"] == 25 and got["override"] is None
-    assert call(p, "GET", "/api/audit")[1]["changes"] == []
+    assert p.admin("GET", "/api/audit")[1]["changes"] == []
 
 
 def test_changes_survive_restart_and_reload(start_proxy, two_backends, tmp_path):
     p = admin_proxy(start_proxy, two_backends, tmp_path)
-    assert call(p, "PATCH", "/api/routes/orders", {"rollout": {"percent": 75}})[0] == 200
+    assert p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 75}})[0] == 200
     state = json.loads((tmp_path / "state.json").read_text())
     assert state["overrides"] == {"orders": {"rollout": {"percent": 75}}}
     # reload keeps it
     os.kill(p.pid, signal.SIGHUP)
     harness.wait_for(lambda: "reload: " in p.stderr_text(), what="reload")
-    assert call(p, "GET", "/api/routes/orders")[1]["rollout"]["percent"] == 75
+    assert p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 75
     assert p.stop() == 0
     # a restart with the same file and state keeps it too
     p2 = admin_proxy(start_proxy, two_backends, tmp_path)
-    st, got = call(p2, "GET", "/api/routes/orders")
+    st, got = p2.admin("GET", "/api/routes/orders")
     assert got["rollout"]["percent"] == 75 and got["override"] == {"rollout": {"percent": 75}}
     assert "1 route overrides restored" in p2.stderr_text()
     users = ["u%d" % i for i in range(40)]
     assert [side_of(p2, u) for u in users] == [expected_side(u, 75) for u in users]
-    assert len(call(p2, "GET", "/api/audit")[1]["changes"]) == 1
+    assert len(p2.admin("GET", "/api/audit")[1]["changes"]) == 1
 
 
 def test_token_is_required_when_configured(start_proxy, two_backends, tmp_path):
     p = admin_proxy(start_proxy, two_backends, tmp_path, token=True)
-    assert call(p, "GET", "/api/routes")[0] == 401
-    assert call(p, "GET", "/api/routes", token="wrong-token-0123456789")[0] == 401
-    assert call(p, "PATCH", "/api/routes/orders", {"rollout": {"percent": 1}})[0] == 401
-    st, got = call(p, "GET", "/api/routes", token=TOKEN)
+    assert p.admin("GET", "/api/routes")[0] == 401
+    assert p.admin("GET", "/api/routes", token="wrong-token-0123456789")[0] == 401
+    assert p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 1}})[0] == 401
+    st, got = p.admin("GET", "/api/routes", token=TOKEN)
     assert st == 200 and [r["name"] for r in got["routes"]] == ["orders", "users"]
 
 
@@ -165,7 +146,7 @@ def test_metrics_and_health(start_proxy, two_backends, tmp_path):
         side_of(p, "user-%d" % i)
     with p.client() as c:
         c.request("GET", "/elsewhere")
-    st, text = call(p, "GET", "/metrics")
+    st, text = p.admin("GET", "/metrics")
     assert st == 200
     lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and line[0] != "#")
     modern = sum(1 for i in range(20) if expected_side("user-%d" % i, 25) == "modern")
@@ -176,9 +157,9 @@ def test_metrics_and_health(start_proxy, two_backends, tmp_path):
     assert int(lines['strangler_request_duration_seconds_count{route="orders",backend="legacy"}']) == 20 - modern
     assert lines['strangler_reloads_total{result="ok"}'] == "0"
     assert "# TYPE strangler_request_duration_seconds histogram" in text
-    assert call(p, "GET", "/healthz") == (200, "ok\n")
-    assert call(p, "GET", "/readyz") == (200, "ready\n")
-    st, got = call(p, "GET", "/api/routes/orders")
+    assert p.admin("GET", "/healthz") == (200, "ok\n")
+    assert p.admin("GET", "/readyz") == (200, "ready\n")
+    st, got = p.admin("GET", "/api/routes/orders")
     assert got["counters"]["modern"]["requests"] == modern
 
 
@@ -186,21 +167,21 @@ def test_post_reload(start_proxy, two_backends, tmp_path):
     p = admin_proxy(start_proxy, two_backends, tmp_path)
     text = open(p.conf_path).read()
     open(p.conf_path, "w").write(text.replace("percent = 25.0", "percent = 30.0"))
-    st, got = call(p, "POST", "/api/reload")
+    st, got = p.admin("POST", "/api/reload")
     assert st == 200 and got["ok"] is True
-    assert call(p, "GET", "/api/routes/orders")[1]["rollout"]["percent"] == 30
+    assert p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 30
     open(p.conf_path, "w").write(text.replace("percent = 25.0", "percent = 300.0"))
-    st, got = call(p, "POST", "/api/reload")
+    st, got = p.admin("POST", "/api/reload")
     assert st == 400 and got["ok"] is False
     assert any("rollout.percent: 300: must be between 0 and 100" in e for e in got["errors"])
-    assert call(p, "GET", "/api/routes/orders")[1]["rollout"]["percent"] == 30
+    assert p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 30
 
 
 def test_unknown_paths_and_methods(start_proxy, two_backends, tmp_path):
     p = admin_proxy(start_proxy, two_backends, tmp_path)
-    assert call(p, "GET", "/nope")[0] == 404
-    assert call(p, "PUT", "/api/routes/orders", {})[0] == 405
-    assert call(p, "GET", "/api/routes/orders/extra")[0] == 404
+    assert p.admin("GET", "/nope")[0] == 404
+    assert p.admin("PUT", "/api/routes/orders", {})[0] == 405
+    assert p.admin("GET", "/api/routes/orders/extra")[0] == 404
 
 
 def test_reload_cannot_drop_the_token(start_proxy, two_backends, tmp_path):
@@ -212,8 +193,8 @@ def test_reload_cannot_drop_the_token(start_proxy, two_backends, tmp_path):
     os.kill(p.pid, signal.SIGHUP)
     harness.wait_for(lambda: "admin settings changed: apply after a restart" in p.stderr_text(),
                      what="the restart-only warning")
-    assert call(p, "PATCH", "/api/routes/orders", {"rollout": {"percent": 1}})[0] == 401
-    assert call(p, "GET", "/api/routes", token=TOKEN)[0] == 200
+    assert p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 1}})[0] == 401
+    assert p.admin("GET", "/api/routes", token=TOKEN)[0] == 200
 
 
 def test_readyz_says_503_while_draining(start_proxy, backend_factory, tmp_path):
@@ -231,7 +212,7 @@ def test_readyz_says_503_while_draining(start_proxy, backend_factory, tmp_path):
     slow.wait_requests(1)
     p.proc.send_signal(signal.SIGTERM)
     harness.wait_for(lambda: "stopping" in p.stderr_text(), what="SIGTERM handled")
-    assert call(p, "GET", "/readyz") == (503, "stopping\n")
+    assert p.admin("GET", "/readyz") == (503, "stopping\n")
     t.join(5)
     assert done["status"] == 200
     assert p.stop() == 0
@@ -241,14 +222,11 @@ def dead_backend_proxy(start_proxy, backend_factory):
     """An admin-enabled proxy whose route `gone` (/gone) goes to `dead`, a
     backend refusing connections; `legacy` answers everything else."""
     legacy = backend_factory("legacy")
-    admin_port = harness.free_port()
     dead = "http://127.0.0.1:%d" % harness.refused_port()
-    p = start_proxy({"legacy": legacy, "dead": dead},
-                    routes=[{"name": "gone", "match": {"path_prefix": "/gone"}, "backend": "dead"}],
-                    admin={"address": "127.0.0.1:%d" % admin_port})
-    p.admin_port = admin_port
-    harness.wait_for(lambda: "admin API on" in p.stderr_text(), what="admin listener")
-    return p
+    return start_proxy({"legacy": legacy, "dead": dead},
+                       routes=[{"name": "gone", "match": {"path_prefix": "/gone"},
+                                "backend": "dead"}],
+                       admin={})
 
 
 def test_upstream_errors_by_reason_in_metrics(start_proxy, backend_factory, tmp_path):
@@ -256,7 +234,7 @@ def test_upstream_errors_by_reason_in_metrics(start_proxy, backend_factory, tmp_
     for _ in range(2):
         with p.client() as c:
             assert c.request("GET", "/gone/x").status == 502
-    st, text = call(p, "GET", "/metrics")
+    st, text = p.admin("GET", "/metrics")
     assert 'strangler_upstream_errors_total{route="gone",backend="dead",reason="connect refused"} 2' \
         in text
     assert 'strangler_upstream_errors_total{route="gone",backend="dead",reason="upstream timeout"} 0' \
@@ -270,7 +248,7 @@ def test_backend_health_in_metrics(start_proxy, backend_factory, tmp_path):
     p = dead_backend_proxy(start_proxy, backend_factory)
 
     def gauges():
-        text = call(p, "GET", "/metrics")[1]
+        text = p.admin("GET", "/metrics")[1]
         assert "# TYPE strangler_backend_up gauge" in text
         assert "# TYPE strangler_backend_health_transitions_total counter" in text
         return dict(line.rsplit(" ", 1) for line in text.splitlines()

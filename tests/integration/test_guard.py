@@ -1,35 +1,20 @@
 """Guarded rollouts: the rollout is pulled back by itself when the new side
 fails or differs, stays back until re-armed, and steps forward while healthy."""
-import http.client
 import itertools
-import json
 import threading
 
 import harness
 from harness import Response
 
 
-def admin_call(p, method, path):
-    c = http.client.HTTPConnection("127.0.0.1", p.admin_port, timeout=5)
-    c.request(method, path)
-    r = c.getresponse()
-    body = r.read()
-    c.close()
-    return r.status, (json.loads(body) if body.startswith(b"{") else body.decode())
-
-
 def start(start_proxy, legacy, modern, rollout, tmp_path, shadow=None):
-    admin_port = harness.free_port()
     route = {"name": "orders", "match": {"path_prefix": "/api"}, "backend": "legacy",
              "rollout": rollout}
     if shadow:
         route["shadow"] = shadow
     p = start_proxy({"legacy": legacy, "modern": modern}, routes=[route],
-                    admin={"address": "127.0.0.1:%d" % admin_port,
-                           "state_file": str(tmp_path / "state.json")},
+                    admin={"state_file": str(tmp_path / "state.json")},
                     shadow_defaults={"diff_log": str(tmp_path / "diffs.jsonl")})
-    p.admin_port = admin_port
-    harness.wait_for(lambda: "admin API on" in p.stderr_text(), what="admin listener")
     return p
 
 
@@ -65,19 +50,19 @@ def test_error_rate_trips_the_guard_until_rearmed(start_proxy, backend_factory, 
     assert "modern" in sides
     harness.wait_for(lambda: "guard: route orders: error rate" in p.stderr_text(), 5,
                      what="the guard tripping")
-    st, route = admin_call(p, "GET", "/api/routes/orders")
+    st, route = p.admin("GET", "/api/routes/orders")
     assert route["rollout"]["percent"] == 0
     assert route["guard"]["tripped"] is True and "error rate" in route["guard"]["reason"]
     assert set(load(p, 40)) == {"legacy"}
-    st, metrics = admin_call(p, "GET", "/metrics")
+    st, metrics = p.admin("GET", "/metrics")
     assert 'strangler_guard_tripped{route="orders"} 1' in metrics
-    audit = admin_call(p, "GET", "/api/audit")[1]["changes"]
+    audit = p.admin("GET", "/api/audit")[1]["changes"]
     assert audit[-1]["caller"] == "guard" and audit[-1]["action"] == "guard-trip"
     # nothing moves until re-armed; re-arming does not move the percent by itself
-    assert admin_call(p, "POST", "/api/routes/orders/guard/rearm")[0] == 200
-    st, route = admin_call(p, "GET", "/api/routes/orders")
+    assert p.admin("POST", "/api/routes/orders/guard/rearm")[0] == 200
+    st, route = p.admin("GET", "/api/routes/orders")
     assert route["guard"]["tripped"] is False and route["rollout"]["percent"] == 0
-    assert admin_call(p, "POST", "/api/routes/orders/guard/rearm")[0] == 409
+    assert p.admin("POST", "/api/routes/orders/guard/rearm")[0] == 409
 
 
 def test_difference_rate_trips_the_guard(start_proxy, backend_factory, tmp_path):
@@ -92,7 +77,7 @@ def test_difference_rate_trips_the_guard(start_proxy, backend_factory, tmp_path)
     load(p, 60)
     harness.wait_for(lambda: "guard: route orders: difference rate" in p.stderr_text(), 5,
                      what="the guard tripping on differences")
-    assert admin_call(p, "GET", "/api/routes/orders")[1]["rollout"]["percent"] == 0
+    assert p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 0
 
 
 def test_steps_advance_while_the_guard_holds(start_proxy, backend_factory, tmp_path):
@@ -103,9 +88,9 @@ def test_steps_advance_while_the_guard_holds(start_proxy, backend_factory, tmp_p
     p = start(start_proxy, legacy, modern,
               {"backend": "modern", "percent": 5.0, "sticky": "header:X-User-Id", "guard": guard},
               tmp_path)
-    harness.wait_for(lambda: admin_call(p, "GET", "/api/routes/orders")[1]["rollout"]["percent"]
+    harness.wait_for(lambda: p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"]
                      == 20, 6, what="two steps")
     assert "next step 5.00 % -> 10.00 %" in p.stderr_text()
     assert "next step 10.00 % -> 20.00 %" in p.stderr_text()
-    route = admin_call(p, "GET", "/api/routes/orders")[1]
+    route = p.admin("GET", "/api/routes/orders")[1]
     assert route["guard"]["tripped"] is False and route["guard"]["steps"] == [10, 20]
