@@ -154,13 +154,17 @@ static void delta(const struct sp_guard_snapshot *now, const struct sp_guard_sna
 	d->different = now->different - then->different;
 }
 
-static void set_percent(struct sp_runtime *rt, const char *route, uint32_t bp, const char *action)
+/* Returns 0 once the change is in force. */
+static int set_percent(struct sp_runtime *rt, const char *route, uint32_t bp, const char *action)
 {
 	char msg[512];
 	json_t *patch = json_pack("{s:{s:f}}", "rollout", "percent", bp / 100.0);
-	if (sp_runtime_change(rt, route, patch, "guard", action, msg, sizeof(msg)) != 0)
-		sp_log(SP_LOG_ERROR, "guard: route %s: cannot %s: %s", route, action, msg);
+	int st = patch ? sp_runtime_change(rt, route, patch, "guard", action, msg, sizeof(msg)) : 500;
+	if (st != 0)
+		sp_log(SP_LOG_ERROR, "guard: route %s: cannot %s: %s", route, action,
+		       patch ? msg : "out of memory");
 	json_decref(patch);
+	return st == 0 ? 0 : -1;
 }
 
 static void tick_route(struct sp_runtime *rt, struct sp_guards *gs, const struct sp_route *r)
@@ -190,27 +194,33 @@ static void tick_route(struct sp_runtime *rt, struct sp_guards *gs, const struct
 	struct sp_guard_snapshot d;
 	char reason[256];
 	delta(now, &s->ring[oldest], &d);
+	/* a change makes a new generation, which may free r */
+	char name[256];
+	snprintf(name, sizeof(name), "%s", r->name);
 	if (r->rollout.percent_bp > 0 && sp_guard_check(g, &d, reason, sizeof(reason))) {
 		struct tm tm;
 		time_t t = time(NULL);
+		char to[256];
+		uint32_t was = r->rollout.percent_bp;
+		snprintf(to, sizeof(to), "%s", rt->cfg->backends[r->rollout.backend].name);
+		if (set_percent(rt, name, 0, "guard-trip") < 0)
+			return; /* not in force: the next tick tries again */
 		gmtime_r(&t, &tm);
 		strftime(s->at, sizeof(s->at), "%Y-%m-%dT%H:%M:%SZ", &tm);
 		snprintf(s->reason, sizeof(s->reason), "%s", reason);
 		s->tripped = 1;
 		s->count = 0; /* a re-armed guard judges fresh traffic */
 		sp_log(SP_LOG_WARN, "guard: route %s: %s: rollout to %s pulled back from %.2f %% to 0",
-		       r->name, reason, rt->cfg->backends[r->rollout.backend].name,
-		       r->rollout.percent_bp / 100.0);
-		set_percent(rt, r->name, 0, "guard-trip");
+		       name, reason, to, was / 100.0);
 		sp_runtime_save_state(rt);
 		return;
 	}
 	uint32_t next = sp_guard_next_step(g, r->rollout.percent_bp);
 	if (next && time(NULL) - s->last_step >= g->step_interval_s) {
 		s->last_step = time(NULL);
-		sp_log(SP_LOG_INFO, "guard: route %s: holding; next step %.2f %% -> %.2f %%", r->name,
+		sp_log(SP_LOG_INFO, "guard: route %s: holding; next step %.2f %% -> %.2f %%", name,
 		       r->rollout.percent_bp / 100.0, next / 100.0);
-		set_percent(rt, r->name, next, "guard-step");
+		set_percent(rt, name, next, "guard-step");
 	}
 }
 

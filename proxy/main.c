@@ -208,7 +208,8 @@ static int run(const char *file)
 	rt.audit = json_array();
 	sp_diag_init(&diag);
 	/* the file tells where the state is; the state's overrides apply on top */
-	struct sp_config *plain = sp_config_load(file, &diag);
+	rt.text = sp_runtime_read(file, &diag);
+	struct sp_config *plain = rt.text ? sp_config_load_string(rt.text, file, &diag) : NULL;
 	if (!plain) {
 		fputs(diag.text.data ? diag.text.data : "", stderr);
 		goto out;
@@ -219,7 +220,7 @@ static int run(const char *file)
 		goto out; /* a corrupt state file would silently undo runtime changes */
 	sp_diag_deinit(&diag);
 	sp_diag_init(&diag);
-	struct sp_config *cfg = sp_runtime_build(&rt, NULL, &diag);
+	struct sp_config *cfg = sp_runtime_build(&rt, rt.text, NULL, &diag);
 	fputs(diag.text.data ? diag.text.data : "", stderr);
 	if (!cfg)
 		goto out;
@@ -321,6 +322,7 @@ out:
 	sp_accesslog_close(&rt.alog);
 	sp_accesslog_close(&rt.difflog);
 	sp_config_unref(&rt.cfg);
+	free(rt.text);
 	json_decref(rt.overrides);
 	json_decref(rt.audit);
 	sp_health_table_free(&rt.health);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "buf.h"
 #include "log.h"
 #include "guard.h"
 #include "override.h"
@@ -15,10 +16,35 @@
 
 #define AUDIT_KEEP 500
 
-struct sp_config *sp_runtime_build(struct sp_runtime *rt, const json_t *overrides,
-				   struct sp_diag *diag)
+char *sp_runtime_read(const char *path, struct sp_diag *diag)
 {
-	struct sp_config *cfg = sp_config_load(rt->file, diag);
+	struct sp_buf b;
+	char chunk[65536];
+	size_t n;
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		sp_diag_add(diag, 1, path, 0, "cannot read: %s", strerror(errno));
+		return NULL;
+	}
+	sp_buf_init(&b);
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+		if (sp_buf_add(&b, chunk, n) < 0)
+			break;
+	int failed = ferror(f) || n > 0 || sp_buf_add(&b, "", 1) < 0;
+	int err = errno;
+	fclose(f);
+	if (failed) {
+		sp_diag_add(diag, 1, path, 0, "cannot read: %s", strerror(err ? err : ENOMEM));
+		sp_buf_deinit(&b);
+		return NULL;
+	}
+	return b.data;
+}
+
+struct sp_config *sp_runtime_build(struct sp_runtime *rt, const char *text,
+				   const json_t *overrides, struct sp_diag *diag)
+{
+	struct sp_config *cfg = sp_config_load_string(text, rt->file, diag);
 	struct sp_buf notes;
 	if (!cfg)
 		return NULL;
@@ -110,14 +136,18 @@ static void log_diag(struct sp_diag *diag, enum sp_log_level level)
 
 int sp_runtime_reload(struct sp_runtime *rt, struct sp_diag *diag)
 {
-	struct sp_config *cfg = sp_runtime_build(rt, NULL, diag);
+	char *text = sp_runtime_read(rt->file, diag);
+	struct sp_config *cfg = text ? sp_runtime_build(rt, text, NULL, diag) : NULL;
 	log_diag(diag, cfg ? SP_LOG_WARN : SP_LOG_ERROR);
 	if (!cfg) {
+		free(text);
 		rt->reloads_failed++;
 		sp_log(SP_LOG_ERROR, "reload: %s: %d error%s; keeping the running configuration",
 		       rt->file, diag->errors, diag->errors == 1 ? "" : "s");
 		return -1;
 	}
+	free(rt->text);
+	rt->text = text;
 	sp_runtime_commit(rt, cfg);
 	rt->reloads_ok++;
 	sp_log(SP_LOG_INFO, "reload: %s: %zu backends, %zu routes", rt->file, rt->cfg->nbackends,
@@ -237,9 +267,9 @@ static int apply_overrides(struct sp_runtime *rt, json_t *next, char *msg, size_
 {
 	struct sp_diag diag;
 	sp_diag_init(&diag);
-	struct sp_config *cfg = sp_runtime_build(rt, next, &diag);
+	struct sp_config *cfg = sp_runtime_build(rt, rt->text, next, &diag);
 	if (!cfg) {
-		snprintf(msg, msglen, "the configuration file has errors; fix it first: %s",
+		snprintf(msg, msglen, "the change cannot be applied: %s",
 			 diag.text.data ? diag.text.data : "");
 		sp_diag_deinit(&diag);
 		json_decref(next);

@@ -15,6 +15,7 @@
 
 struct sp_runtime {
 	const char *file;
+	char *text;            /* the file as read for the running generation */
 	struct sp_config *cfg; /* the newest generation */
 	struct sp_worker **workers;
 	int nworkers;
@@ -32,10 +33,15 @@ struct sp_runtime {
 	struct event *stop_poll; /* ends the main loop once the workers are done */
 };
 
-/* Loads the file and applies overrides (NULL: rt->overrides). Returns a new,
- * unshared generation, or NULL with every error in diag. */
-struct sp_config *sp_runtime_build(struct sp_runtime *rt, const json_t *overrides,
-				   struct sp_diag *diag);
+/* The whole file at path, NUL-terminated (malloc'd), or NULL with the error
+ * in diag. */
+char *sp_runtime_read(const char *path, struct sp_diag *diag);
+/* Parses text (the contents of rt->file) and applies overrides (NULL:
+ * rt->overrides). Returns a new, unshared generation, or NULL with every
+ * error in diag. Runtime changes build from rt->text, the file as it was
+ * last loaded: an edit on disk applies only with a reload. */
+struct sp_config *sp_runtime_build(struct sp_runtime *rt, const char *text,
+				   const json_t *overrides, struct sp_diag *diag);
 /* Makes cfg the running generation (takes the caller's reference). */
 void sp_runtime_commit(struct sp_runtime *rt, struct sp_config *cfg);
 /* (Re)starts the active health checks of the running generation. */

@@ -177,6 +177,29 @@ def test_post_reload(start_proxy, two_backends, tmp_path):
     assert p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 30
 
 
+def test_a_change_applies_to_the_loaded_file_not_to_unreloaded_edits(start_proxy, two_backends,
+                                                                     tmp_path):
+    """A runtime change builds on the configuration as last loaded: an edit
+    on disk, valid or half-done, applies only with a reload. (Before, the
+    change re-read the file: a broken file refused it with 409, a valid edit
+    went live without any reload.)"""
+    p = admin_proxy(start_proxy, two_backends, tmp_path)
+    text = open(p.conf_path).read()
+    open(p.conf_path, "w").write(text.replace("percent = 25.0", "percent = 300.0"))
+    st, got = p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 40}})
+    assert st == 200, got
+    assert p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 40
+    open(p.conf_path, "w").write(text.replace("percent = 25.0", "percent = 10.0"))
+    assert p.admin("PATCH", "/api/routes/users", {"backend": "modern"})[0] == 200
+    # the override holds; the file's unreloaded 10 % does not show
+    assert p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 40
+    assert p.admin("DELETE", "/api/routes/orders/override")[0] == 200
+    assert p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 25
+    st, got = p.admin("POST", "/api/reload")
+    assert st == 200 and got["ok"] is True
+    assert p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 10
+
+
 def test_unknown_paths_and_methods(start_proxy, two_backends, tmp_path):
     p = admin_proxy(start_proxy, two_backends, tmp_path)
     assert p.admin("GET", "/nope")[0] == 404

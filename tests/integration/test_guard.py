@@ -65,6 +65,28 @@ def test_error_rate_trips_the_guard_until_rearmed(start_proxy, backend_factory, 
     assert p.admin("POST", "/api/routes/orders/guard/rearm")[0] == 409
 
 
+def test_the_guard_trips_while_the_file_on_disk_is_broken(start_proxy, backend_factory,
+                                                         tmp_path):
+    """A config file left half-edited (not reloaded) must not stop the guard:
+    the pull-back builds on the configuration as loaded. (Before, it re-read
+    the file, failed, and still reported the guard tripped at 50 %.)"""
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern", flaky())
+    guard = {"max_error_rate": 5.0, "min_requests": 20, "window_s": 10}
+    p = start(start_proxy, legacy, modern,
+              {"backend": "modern", "percent": 50.0, "sticky": "header:X-User-Id", "guard": guard},
+              tmp_path)
+    with open(p.conf_path, "a") as f:
+        f.write("routes = (\n")  # an edit in progress
+    load(p, 120)
+    harness.wait_for(lambda: "guard: route orders: error rate" in p.stderr_text(), 5,
+                     what="the guard tripping")
+    route = p.admin("GET", "/api/routes/orders")[1]
+    assert route["rollout"]["percent"] == 0 and route["guard"]["tripped"] is True
+    assert set(load(p, 40)) == {"legacy"}
+    assert "cannot guard-trip" not in p.stderr_text()
+
+
 def test_difference_rate_trips_the_guard(start_proxy, backend_factory, tmp_path):
     legacy = backend_factory("legacy", lambda req, conn: Response(200, b'{"v": 1}', headers=[
         ("Content-Type", "application/json"), ("X-Backend", "legacy")]))
