@@ -138,6 +138,8 @@ int sp_runtime_reload(struct sp_runtime *rt, struct sp_diag *diag)
 {
 	char *text = sp_runtime_read(rt->file, diag);
 	struct sp_config *cfg = text ? sp_runtime_build(rt, text, NULL, diag) : NULL;
+	if (cfg && sp_worker_check_listen(rt->cfg, cfg, diag) < 0)
+		sp_config_unref(&cfg);
 	log_diag(diag, cfg ? SP_LOG_WARN : SP_LOG_ERROR);
 	if (!cfg) {
 		free(text);

@@ -19,7 +19,9 @@
 #include "log.h"
 #include "shadow.h"
 
-static int open_listener(const struct sp_listen *l)
+/* A listening socket on l's address; with probe only bound, not listening
+ * (enough to learn whether the address can be had). */
+static int open_listener(const struct sp_listen *l, int probe)
 {
 	int fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	int one = 1;
@@ -35,7 +37,8 @@ static int open_listener(const struct sp_listen *l)
 	if (l->addr.ss_family == AF_INET6 &&
 	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0)
 		goto fail;
-	if (bind(fd, (const struct sockaddr *)&l->addr, l->addrlen) < 0 || listen(fd, 4096) < 0)
+	if (bind(fd, (const struct sockaddr *)&l->addr, l->addrlen) < 0 ||
+	    (!probe && listen(fd, 4096) < 0))
 		goto fail;
 	return fd;
 fail:;
@@ -94,7 +97,7 @@ static void stop_accepting(struct sp_worker *w)
 /* Binds one listen address for this worker; NULL (logged) on failure. */
 static struct evconnlistener *listen_on(struct sp_worker *w, const struct sp_config *cfg, size_t i)
 {
-	int fd = open_listener(&cfg->listen[i]);
+	int fd = open_listener(&cfg->listen[i], 0);
 	if (fd < 0) {
 		sp_log(SP_LOG_ERROR, "%s:%d: listen.[%zu].address: cannot listen on %s: %s", cfg->file,
 		       cfg->listen[i].line, i, cfg->listen[i].address, strerror(errno));
@@ -113,6 +116,29 @@ static struct evconnlistener *listen_on(struct sp_worker *w, const struct sp_con
 static int same_addr(const struct sp_listen *a, const struct sp_listen *b)
 {
 	return a->addrlen == b->addrlen && memcmp(&a->addr, &b->addr, a->addrlen) == 0;
+}
+
+int sp_worker_check_listen(const struct sp_config *old, const struct sp_config *cfg,
+			   struct sp_diag *diag)
+{
+	int rc = 0;
+	for (size_t i = 0; i < cfg->nlisten; i++) {
+		int kept = 0;
+		for (size_t j = 0; old && j < old->nlisten && !kept; j++)
+			kept = same_addr(&old->listen[j], &cfg->listen[i]);
+		if (kept)
+			continue;
+		int fd = open_listener(&cfg->listen[i], 1);
+		if (fd < 0) {
+			sp_diag_add(diag, 1, cfg->file, cfg->listen[i].line,
+				    "listen.[%zu].address: cannot listen on %s: %s", i,
+				    cfg->listen[i].address, strerror(errno));
+			rc = -1;
+		} else {
+			close(fd);
+		}
+	}
+	return rc;
 }
 
 /* Keeps the listeners whose address stays, opens the new ones and closes the

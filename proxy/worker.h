@@ -96,6 +96,11 @@ void sp_worker_stop(struct sp_worker *w);
 void sp_worker_join(struct sp_worker *w);
 /* True once the worker's loop has ended (any thread). */
 int sp_worker_finished(struct sp_worker *w);
+/* Whether the listen addresses cfg adds to old can be bound (a test bind,
+ * released at once); -1 with each failure in diag. A reload checks this
+ * before switching, as workers close the old listeners when they switch. */
+int sp_worker_check_listen(const struct sp_config *old, const struct sp_config *cfg,
+			   struct sp_diag *diag);
 /* Hands a new generation to the worker (any thread; takes a reference). New
  * requests use it at once, requests in flight finish on theirs. */
 void sp_worker_reload(struct sp_worker *w, struct sp_config *cfg);

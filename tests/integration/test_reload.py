@@ -1,6 +1,7 @@
 """SIGHUP reload: the new generation applies to new requests at once, requests
 in flight finish on theirs, a bad file changes nothing, no request is lost."""
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -150,6 +151,35 @@ def test_reload_opens_and_closes_listeners(start_proxy, two_backends):
     reload_and_wait(p, 2)
     harness.wait_for(lambda: _refused(extra_port), what="the removed listener closed")
     assert served_by(p) == "legacy"
+
+
+def test_reload_to_an_address_in_use_is_refused_and_the_old_one_serves(start_proxy,
+                                                                        two_backends):
+    """Moving the listener to an address another process holds fails the
+    reload as a whole (the workers would have closed the old listener and
+    opened nothing). It was counted a successful reload that left the proxy
+    listening nowhere."""
+    legacy, modern = two_backends
+    backends = {"legacy": legacy, "modern": modern}
+    p = start_proxy(backends, routes=route_to("legacy"))
+    squatter = socket.socket()
+    squatter.bind((harness.HOST, 0))
+    squatter.listen(1)
+    taken = squatter.getsockname()[1]
+    try:
+        text = harness.make_config(taken, backends, None, route_to("modern"), 1,
+                                   p.access_log_path)
+        with open(p.conf_path, "w") as f:
+            f.write(text)
+        reload_and_wait(p, 1)
+        err = p.stderr_text()
+        assert re.search(r"reload: %s:\d+: listen\.\[0\]\.address: cannot listen on "
+                         r"127\.0\.0\.1:%d: Address already in use"
+                         % (re.escape(p.conf_path), taken), err), err
+        assert "1 error; keeping the running configuration" in err
+        assert served_by(p) == "legacy"  # the old listener and the old routes
+    finally:
+        squatter.close()
 
 
 def _refused(port):
