@@ -40,6 +40,7 @@ struct leg {
 	struct timespec t0;
 	double ms;
 	int done, failed, timed_out;
+	int body_skipped;   /* failed on purpose: the request body was too big to mirror */
 	int keep;           /* the backend keeps the connection open */
 	int got_bytes;      /* any answer byte arrived */
 	int retried;
@@ -262,6 +263,8 @@ static void compare_and_count(struct sp_shadow *sh)
 		inc(&st->skipped[SP_SKIP_PRIMARY_INCOMPLETE]);
 		return;
 	}
+	if (leg->body_skipped) /* counted as a request-body skip when it happened */
+		return;
 	if (leg->failed) {
 		inc(leg->timed_out ? &st->timeouts : &st->errors);
 		return;
@@ -281,6 +284,11 @@ static void compare_and_count(struct sp_shadow *sh)
 		rules.body = SP_CMP_NONE;
 	if (sp_compare(&rules, &p, &s, &r) < 0)
 		goto out;
+	if (r.ndiffs == 0 && r.note == sp_cmp_note_too_large) {
+		/* the bodies were not compared: "identical" would be a guess */
+		inc(&st->skipped[SP_SKIP_RESPONSE_BODY]);
+		goto out;
+	}
 	inc(&st->compared);
 	sp_hist_add(&st->lat_primary, sh->primary_ms);
 	sp_hist_add(&st->lat_shadow, leg->ms);
@@ -588,7 +596,7 @@ void sp_shadow_request_bytes(struct sp_shadow *sh, const void *p, size_t n)
 			/* too big to mirror: stop, and count it once */
 			if (i == 0)
 				inc(&sh->st->skipped[SP_SKIP_REQUEST_BODY]);
-			l->failed = 1;
+			l->failed = l->body_skipped = 1;
 			sp_upconn_free(&l->up);
 			continue;
 		}

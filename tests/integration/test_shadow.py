@@ -360,7 +360,28 @@ def test_large_bodies_are_skipped_not_compared(start_proxy, backend_factory, tmp
     s = summary(p)
     assert s["skipped"]["response_body_too_large"] == 1
     assert s["skipped"]["request_body_too_large"] == 1
+    # a skip is not also a shadow error (the request-body skip was counted twice)
+    assert s["shadow_errors"] == 0 and s["compared"] == 0
     assert diff_lines(p) == []
+
+
+def test_bodies_that_decompress_past_the_limit_are_skipped_not_identical(
+        start_proxy, backend_factory, tmp_path):
+    """Two different gzip bodies that each inflate past 8 MiB cannot be
+    compared; counting them identical (as before) would hide a difference,
+    and flatter a guard's difference rate."""
+    def zipped(byte):
+        body = gzip.compress(byte * (9 << 20))
+        return lambda req, conn: Response(200, body, headers=[("Content-Encoding", "gzip")])
+    legacy = backend_factory("legacy", zipped(b"a"))
+    modern = backend_factory("modern", zipped(b"b"))
+    p = start(start_proxy, legacy, modern, [shadow_route()], tmp_path)
+    assert gzip.decompress(get(p, "/x").body) == b"a" * (9 << 20)
+    wait_shadow(modern)
+    time.sleep(0.3)
+    s = summary(p)
+    assert s["skipped"]["response_body_too_large"] == 1
+    assert s["compared"] == 0 and s["identical"] == 0
 
 
 def test_diff_report_reads_the_log(start_proxy, backend_factory, tmp_path):
