@@ -288,6 +288,7 @@ static int retry_other_side(struct sp_session *s, const char *err)
 	       s->cfg->backends[other].name);
 	s->fallback_from = s->backend;
 	s->backend = other;
+	sp_shadow_primary_moved(&s->shadow, other);
 	attach_upstream(s, 0);
 	if (s->up)
 		evbuffer_add(s->up->conn->out, s->head.data, s->head.len);

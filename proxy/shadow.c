@@ -58,6 +58,7 @@ struct sp_shadow {
 	struct capture primary;
 	int primary_backend;
 	int primary_state; /* 0 running, 1 done, -1 abandoned */
+	enum sp_shadow_skip abandoned_as; /* how an abandoned shadow is counted */
 	double primary_ms;
 	int session_holds;
 	int finished;
@@ -74,7 +75,7 @@ struct sp_shadow {
 static const char *const skip_names[SP_SKIP__COUNT] = {"budget", "request_body_too_large",
 							 "response_body_too_large",
 							 "primary_incomplete", "backend_down",
-							 "backend_unresponsive"};
+							 "backend_unresponsive", "primary_fell_back"};
 
 const char *sp_shadow_skip_name(enum sp_shadow_skip k)
 {
@@ -260,7 +261,7 @@ static void compare_and_count(struct sp_shadow *sh)
 	struct leg *leg = &sh->legs[0];
 
 	if (sh->primary_state < 0) {
-		inc(&st->skipped[SP_SKIP_PRIMARY_INCOMPLETE]);
+		inc(&st->skipped[sh->abandoned_as]);
 		return;
 	}
 	if (leg->body_skipped) /* counted as a request-body skip when it happened */
@@ -641,13 +642,14 @@ void sp_shadow_primary_done(struct sp_shadow **shp, int status, double ms)
 	maybe_finish(sh);
 }
 
-void sp_shadow_abandon(struct sp_shadow **shp)
+static void abandon(struct sp_shadow **shp, enum sp_shadow_skip why)
 {
 	struct sp_shadow *sh = *shp;
 	if (!sh)
 		return;
 	*shp = NULL;
 	sh->primary_state = -1;
+	sh->abandoned_as = why;
 	sh->session_holds = 0;
 	/* nothing will be compared: stop the legs now */
 	for (int i = 0; i < sh->nlegs; i++)
@@ -656,6 +658,22 @@ void sp_shadow_abandon(struct sp_shadow **shp)
 			sp_upconn_free(&sh->legs[i].up);
 		}
 	maybe_finish(sh);
+}
+
+void sp_shadow_abandon(struct sp_shadow **shp)
+{
+	abandon(shp, SP_SKIP_PRIMARY_INCOMPLETE);
+}
+
+void sp_shadow_primary_moved(struct sp_shadow **shp, int backend)
+{
+	struct sp_shadow *sh = *shp;
+	if (!sh)
+		return;
+	if (backend == sh->legs[0].backend)
+		abandon(shp, SP_SKIP_FELL_BACK); /* it would be compared with itself */
+	else
+		sh->primary_backend = backend;
 }
 
 void sp_shadow_expire_all(struct sp_worker *w)

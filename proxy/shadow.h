@@ -22,6 +22,7 @@ enum sp_shadow_skip {
 	SP_SKIP_PRIMARY_INCOMPLETE, /* the client's exchange did not finish */
 	SP_SKIP_BACKEND_DOWN,     /* the shadow backend refuses connections (passive health) */
 	SP_SKIP_UNRESPONSIVE,     /* shadows to it time out (sp_health_shadow_usable) */
+	SP_SKIP_FELL_BACK,        /* the primary was retried on the shadow's backend */
 	SP_SKIP__COUNT
 };
 
@@ -61,6 +62,10 @@ void sp_shadow_primary_body(struct sp_shadow *sh, const char *p, size_t n);
 void sp_shadow_primary_done(struct sp_shadow **sh, int status, double ms);
 /* The primary will not finish; nothing is compared. */
 void sp_shadow_abandon(struct sp_shadow **sh);
+/* The primary was retried on another backend (a refused connection): the
+ * comparison names that one, or is dropped (a primary_fell_back skip) when
+ * it is the shadow's own backend. */
+void sp_shadow_primary_moved(struct sp_shadow **sh, int backend);
 
 /* Gives up every mirror still waiting (counted as timeouts); shutdown. */
 void sp_shadow_expire_all(struct sp_worker *w);

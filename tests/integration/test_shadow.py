@@ -384,6 +384,28 @@ def test_bodies_that_decompress_past_the_limit_are_skipped_not_identical(
     assert s["compared"] == 0 and s["identical"] == 0
 
 
+def test_a_primary_retried_on_the_shadow_backend_is_not_compared_with_itself(
+        start_proxy, backend_factory, tmp_path):
+    """The serving side refuses the connection, so the GET is retried on the
+    rollout's other side, which is also the mirror (@other): comparing that
+    backend with itself said "identical" about a legacy that never answered."""
+    modern = backend_factory("modern")
+    dead = "http://127.0.0.1:%d" % harness.refused_port()
+    log = str(tmp_path / "diffs.jsonl")
+    route = {"name": "r", "match": {"path_prefix": "/"}, "backend": "legacy",
+             "rollout": {"backend": "modern", "percent": 0.0}, "shadow": {"backend": "@other"}}
+    p = start_proxy({"legacy": dead, "modern": modern}, routes=[route],
+                    shadow_defaults={"diff_log": log, "timeout_ms": 2000})
+    p.diff_log = log
+    r = get(p, "/x")
+    assert r.status == 200 and r.header("X-Backend") == "modern"
+    time.sleep(0.3)
+    s = summary(p)
+    assert s["skipped"]["primary_fell_back"] == 1, s
+    assert s["compared"] == 0 and s["identical"] == 0
+    assert diff_lines(p) == []
+
+
 def test_diff_report_reads_the_log(start_proxy, backend_factory, tmp_path):
     legacy = backend_factory("legacy", json_backend(lambda r: {"results": [{"score": 1}]}))
     modern = backend_factory("modern", json_backend(
