@@ -197,7 +197,7 @@ static int run(const char *file)
 	struct sp_runtime rt = {0};
 	struct sp_admin *admin = NULL;
 	struct event *sigs[4] = {NULL, NULL, NULL, NULL};
-	struct event *summary_timer = NULL, *guard_timer = NULL;
+	struct event *guard_timer = NULL;
 	int rc = 1;
 
 	rt.file = file;
@@ -276,8 +276,8 @@ static int run(const char *file)
 	if (rt.difflog) {
 		int ms = cfg->shadow.summary_interval_ms;
 		struct timeval tv = sp_tv_ms(ms);
-		summary_timer = event_new(rt.base, -1, EV_PERSIST, on_summary_timer, &rt);
-		if (!summary_timer || event_add(summary_timer, &tv) < 0)
+		rt.summary_timer = event_new(rt.base, -1, EV_PERSIST, on_summary_timer, &rt);
+		if (!rt.summary_timer || event_add(rt.summary_timer, &tv) < 0)
 			goto out;
 	}
 	for (int i = 0; i < rt.nworkers; i++)
@@ -311,8 +311,8 @@ out:
 	for (int i = 0; i < 4; i++)
 		if (sigs[i])
 			event_free(sigs[i]);
-	if (summary_timer)
-		event_free(summary_timer);
+	if (rt.summary_timer)
+		event_free(rt.summary_timer);
 	if (rt.stop_poll)
 		event_free(rt.stop_poll);
 	if (guard_timer)

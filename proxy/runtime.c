@@ -6,13 +6,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "buf.h"
-#include "log.h"
+#include "clock.h"
 #include "guard.h"
+#include "log.h"
 #include "override.h"
-#include <time.h>
 
 #define AUDIT_KEEP 500
 
@@ -107,6 +108,11 @@ void sp_runtime_commit(struct sp_runtime *rt, struct sp_config *cfg)
 {
 	keep_restart_only(rt->cfg, cfg);
 	sp_log_set_level((enum sp_log_level)cfg->log_level);
+	if (rt->summary_timer &&
+	    cfg->shadow.summary_interval_ms != rt->cfg->shadow.summary_interval_ms) {
+		struct timeval tv = sp_tv_ms(cfg->shadow.summary_interval_ms);
+		event_add(rt->summary_timer, &tv); /* the next summary a new interval from now */
+	}
 	for (int i = 0; i < rt->nworkers; i++)
 		sp_worker_reload(rt->workers[i], cfg);
 	sp_config_unref(&rt->cfg);

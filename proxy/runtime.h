@@ -29,6 +29,7 @@ struct sp_runtime {
 	struct sp_guards *guards;
 	struct sp_diff_ring *diffs; /* recent differences, per route */
 	struct sp_health_checker *checker; /* active checks of the running generation */
+	struct event *summary_timer; /* shadow summaries, every shadow.summary_interval_ms */
 	int stopping;
 	struct event *stop_poll; /* ends the main loop once the workers are done */
 };

@@ -2,6 +2,8 @@
 that the client's response never changes because of the shadow."""
 import gzip
 import json
+import os
+import signal
 import socket
 import subprocess
 import threading
@@ -404,6 +406,23 @@ def test_a_primary_retried_on_the_shadow_backend_is_not_compared_with_itself(
     assert s["skipped"]["primary_fell_back"] == 1, s
     assert s["compared"] == 0 and s["identical"] == 0
     assert diff_lines(p) == []
+
+
+def test_a_reload_applies_a_new_summary_interval(start_proxy, backend_factory, tmp_path):
+    legacy, modern = backend_factory("legacy"), backend_factory("modern")
+    routes = [shadow_route()]
+    p = start(start_proxy, legacy, modern, routes, tmp_path, summary_interval_ms=60000)
+    assert get(p, "/x").status == 200
+    wait_shadow(modern)
+    sd = {"diff_log": p.diff_log, "timeout_ms": 2000, "summary_interval_ms": 1000}
+    with open(p.conf_path, "w") as f:
+        f.write(harness.make_config(p.port, {"legacy": legacy, "modern": modern}, None, routes,
+                                    1, p.access_log_path, shadow_defaults=sd))
+    os.kill(p.pid, signal.SIGHUP)
+    harness.wait_for(lambda: "reload: " in p.stderr_text(), what="the reload")
+    # one a second from the reload on (it waited out the old minute before)
+    harness.wait_for(lambda: len(diff_lines(p, "summary")) >= 2, timeout=3.5,
+                     what="two summaries within 3.5 s")
 
 
 def test_diff_report_reads_the_log(start_proxy, backend_factory, tmp_path):
