@@ -23,6 +23,7 @@
 #include "health.h"
 #include "h1.h"
 #include "log.h"
+#include "pathnorm.h"
 #include "override.h"
 #include "stats.h"
 
@@ -493,6 +494,48 @@ static int authorised(struct admin_conn *a)
 	return CRYPTO_memcmp(a->auth.data + 7, token, tl) == 0;
 }
 
+/* Decodes %XX escapes in place (a route name in a URL, as the dashboard's
+ * encodeURIComponent writes it); -1 for a bad escape or a NUL. */
+static int percent_decode(char *s)
+{
+	char *o = s;
+	for (const char *p = s; *p; p++) {
+		if (*p != '%') {
+			*o++ = *p;
+			continue;
+		}
+		int hi = sp_hexval((unsigned char)p[1]), lo = hi < 0 ? -1 : sp_hexval((unsigned char)p[2]);
+		if (lo < 0 || (hi == 0 && lo == 0))
+			return -1;
+		*o++ = (char)(hi << 4 | lo);
+		p += 2;
+	}
+	*o = '\0';
+	return 0;
+}
+
+static void rearm(struct admin_conn *a, const char *name)
+{
+	struct sp_runtime *rt = a->admin->rt;
+	const struct sp_route *r = find_route(rt->cfg, name);
+	if (!r) {
+		respond_error(a, 404, "no such route");
+		return;
+	}
+	json_t *before = sp_guard_json(rt->guards, r);
+	if (sp_guard_rearm(rt->guards, name) < 0) {
+		json_decref(before);
+		respond_error(a, 409, "the route's guard is not tripped");
+		return;
+	}
+	sp_log(SP_LOG_INFO, "guard: route %s re-armed by %s", name, a->peer);
+	sp_runtime_audit(rt, json_pack("{s:s, s:s, s:s, s:o, s:o}", "caller", a->peer, "route", name,
+				       "action", "guard-rearm", "before", before, "after",
+				       sp_guard_json(rt->guards, r)));
+	sp_runtime_save_state(rt);
+	respond_json(a, 200, route_view(rt, r));
+}
+
 static void dispatch(struct admin_conn *a)
 {
 	struct sp_runtime *rt = a->admin->rt;
@@ -529,21 +572,16 @@ static void dispatch(struct admin_conn *a)
 	} else if (strncmp(path, "/api/routes/", 12) == 0) {
 		char *name = path + 12;
 		char *slash = strchr(name, '/');
-		if (slash && strcmp(slash, "/override") == 0 && strcmp(m, "DELETE") == 0) {
+		char sub[64];
+		snprintf(sub, sizeof(sub), "%s", slash ? slash : "");
+		if (slash)
 			*slash = '\0';
+		if (percent_decode(name) < 0) {
+			respond_error(a, 400, "bad percent-encoding in the route name");
+		} else if (slash && strcmp(sub, "/override") == 0 && strcmp(m, "DELETE") == 0) {
 			delete_override(a, name);
-		} else if (slash && strcmp(slash, "/guard/rearm") == 0 && strcmp(m, "POST") == 0) {
-			*slash = '\0';
-			if (sp_guard_rearm(rt->guards, name) < 0) {
-				respond_error(a, 409, "the route's guard is not tripped");
-			} else {
-				sp_log(SP_LOG_INFO, "guard: route %s re-armed by %s", name, a->peer);
-				sp_runtime_audit(rt, json_pack("{s:s, s:s, s:s}", "caller", a->peer, "route",
-							       name, "action", "guard-rearm"));
-				sp_runtime_save_state(rt);
-				const struct sp_route *r = find_route(rt->cfg, name);
-				respond_json(a, 200, r ? route_view(rt, r) : json_object());
-			}
+		} else if (slash && strcmp(sub, "/guard/rearm") == 0 && strcmp(m, "POST") == 0) {
+			rearm(a, name);
 		} else if (slash) {
 			respond_error(a, 404, "no such resource");
 		} else if (get) {
@@ -600,8 +638,13 @@ static int on_head(void *ud, struct sp_h1_msg *m)
 	const struct sp_hdr *h = sp_hdr_find(m->hdrs, m->nhdrs, "Authorization");
 	if (h)
 		sp_buf_add(&a->auth, h->value, h->value_len);
-	if (m->has_length && m->content_length > MAX_BODY)
+	if (m->has_length && m->content_length > MAX_BODY) {
+		/* answer now (401 or 413): the client need not send what would
+		 * be thrown away, nor wait for the timeout */
 		a->too_big = 1;
+		dispatch(a);
+		return 1;
+	}
 	return 0;
 }
 

@@ -5,7 +5,7 @@
 #include <string.h>
 #include <strings.h>
 
-static int hexval(char c)
+int sp_hexval(int c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -34,7 +34,7 @@ static int decode_unreserved(const char *s, size_t len, struct sp_buf *out)
 		}
 		if (i + 2 >= len)
 			return SP_PATH_BAD_ENCODING;
-		int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
+		int hi = sp_hexval(s[i + 1]), lo = sp_hexval(s[i + 2]);
 		if (hi < 0 || lo < 0)
 			return SP_PATH_BAD_ENCODING;
 		int c = hi * 16 + lo;
@@ -119,7 +119,7 @@ int sp_pct_decode(const char *s, size_t len, int plus_is_space, struct sp_buf *o
 	for (size_t i = 0; i < len; i++) {
 		char c = s[i];
 		if (c == '%' && i + 2 < len) {
-			int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
+			int hi = sp_hexval(s[i + 1]), lo = sp_hexval(s[i + 2]);
 			if (hi >= 0 && lo >= 0) {
 				c = (char)(hi * 16 + lo);
 				i += 2;

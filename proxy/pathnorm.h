@@ -16,6 +16,9 @@ enum sp_path_status {
 	SP_PATH_NOMEM = -4,
 };
 
+/* The value of hex digit c, -1 if it is none. */
+int sp_hexval(int c);
+
 /* Normalises the path part (no query) of an origin-form target into out
  * (replacing its content):
  *  - %XX escapes of unreserved characters (A-Z a-z 0-9 - . _ ~) are decoded,

@@ -242,8 +242,12 @@ out:
 	return rc;
 }
 
+static json_t *now_json(void);
+
 void sp_runtime_audit(struct sp_runtime *rt, json_t *entry)
 {
+	if (entry && !json_object_get(entry, "time"))
+		json_object_set_new(entry, "time", now_json());
 	json_array_append_new(rt->audit, entry);
 	while (json_array_size(rt->audit) > AUDIT_KEEP)
 		json_array_remove(rt->audit, 0);

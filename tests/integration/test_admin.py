@@ -3,6 +3,7 @@ worker, audited, persisted), authentication, metrics, health, reload."""
 import json
 import os
 import signal
+import socket
 
 import harness
 
@@ -198,6 +199,36 @@ def test_a_change_applies_to_the_loaded_file_not_to_unreloaded_edits(start_proxy
     st, got = p.admin("POST", "/api/reload")
     assert st == 200 and got["ok"] is True
     assert p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 10
+
+
+def test_a_body_over_64_kib_gets_413_at_once(start_proxy, two_backends, tmp_path):
+    """Announced too big, answered from the head (the client waited for the
+    10 s timeout and got no answer); sent too big, answered once read."""
+    p = admin_proxy(start_proxy, two_backends, tmp_path)
+    with socket.create_connection((harness.HOST, p.admin_port), timeout=2) as c:
+        c.sendall(b"PATCH /api/routes/orders HTTP/1.1\r\nHost: a\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: 10000000\r\n\r\n")
+        head = harness.Stream(c).read_until(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 "), head
+    st, got = p.admin("PATCH", "/api/routes/orders", b"{" + b" " * (70 << 10) + b"}")
+    assert st == 413 and "64 KiB" in got["error"]
+    assert p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 25
+
+
+def test_route_names_are_percent_decoded(start_proxy, two_backends, tmp_path):
+    """The dashboard writes a route name with encodeURIComponent: a name with
+    a space was listed but could be neither read nor changed (404)."""
+    legacy, modern = two_backends
+    route = {"name": "user search", "match": {"path_prefix": "/search"}, "backend": "legacy"}
+    p = start_proxy({"legacy": legacy, "modern": modern}, routes=[route], admin={})
+    st, got = p.admin("GET", "/api/routes/user%20search")
+    assert st == 200 and got["name"] == "user search"
+    st, got = p.admin("PATCH", "/api/routes/user%20search", {"backend": "modern"})
+    assert st == 200 and got["backend"] == "modern"
+    assert p.admin("DELETE", "/api/routes/user%20search/override")[0] == 200
+    assert p.admin("GET", "/api/routes/user%zzsearch")[0] == 400
+    assert p.admin("GET", "/api/routes/user%00search")[0] == 400
+    assert p.admin("POST", "/api/routes/no%20such/guard/rearm")[0] == 404
 
 
 def test_unknown_paths_and_methods(start_proxy, two_backends, tmp_path):

@@ -62,7 +62,11 @@ def test_error_rate_trips_the_guard_until_rearmed(start_proxy, backend_factory, 
     assert p.admin("POST", "/api/routes/orders/guard/rearm")[0] == 200
     st, route = p.admin("GET", "/api/routes/orders")
     assert route["guard"]["tripped"] is False and route["rollout"]["percent"] == 0
+    entry = p.admin("GET", "/api/audit")[1]["changes"][-1]
+    assert entry["action"] == "guard-rearm" and entry["time"]
+    assert entry["before"]["tripped"] is True and entry["after"]["tripped"] is False
     assert p.admin("POST", "/api/routes/orders/guard/rearm")[0] == 409
+    assert p.admin("POST", "/api/routes/nope/guard/rearm")[0] == 404
 
 
 def test_the_guard_trips_while_the_file_on_disk_is_broken(start_proxy, backend_factory,
