@@ -79,6 +79,7 @@ struct sp_session {
 	uint64_t req_body_bytes;
 
 	int closing;       /* close once the client output is flushed */
+	int client_eof;    /* the client half-closed: answer what it sent, then close */
 	int dead;          /* free at the end of the current callback */
 	int in_callback;
 	int up_paused;     /* upstream reading stopped: client output full */
@@ -223,6 +224,10 @@ static void start_closing(struct sp_session *s)
  * are parsed from the event loop, not from this stack. */
 static void continue_keepalive(struct sp_session *s)
 {
+	if (s->client_eof && evbuffer_get_length(s->client->in) == 0) {
+		start_closing(s); /* it sent all it will */
+		return;
+	}
 	s->client_paused = 0;
 	sp_conn_read(s->client, 1);
 	sp_h1_resume(s->req);
@@ -341,6 +346,16 @@ static void upstream_failed(struct sp_session *s, const char *err, int status)
 	answer(s, status, err, s->req_done && s->req_keep);
 }
 
+/* The response timeout counts once the whole request is sent (as the docs
+ * say, and nginx's proxy_read_timeout): during a long upload the client's
+ * body timeout and the backend's write timeout watch the transfer. */
+static void upstream_timeouts(struct sp_session *s, int write_ms)
+{
+	const struct sp_backend *be = &s->cfg->backends[s->backend];
+	int sent = s->req_done || s->req_body == SP_BODY_NONE; /* or as good as sent */
+	sp_conn_timeouts(s->up->conn, sent ? be->response_timeout_ms : 0, write_ms);
+}
+
 static void attach_upstream(struct sp_session *s, int fresh)
 {
 	const struct sp_backend *be = &s->cfg->backends[s->backend];
@@ -355,8 +370,7 @@ static void attach_upstream(struct sp_session *s, int fresh)
 	sp_h1_expect_head(s->resp, s->is_head);
 	struct sp_conn *c = s->up->conn;
 	sp_conn_setcb(c, on_up_read, on_conn_drain, on_up_event, s);
-	int ms = s->up->reused ? be->response_timeout_ms : be->connect_timeout_ms;
-	sp_conn_timeouts(c, be->response_timeout_ms, ms);
+	upstream_timeouts(s, s->up->reused ? be->response_timeout_ms : be->connect_timeout_ms);
 	c->low_water = LOW_WATER;
 	c->read_max = 0;
 	sp_conn_read(c, 1);
@@ -515,6 +529,8 @@ static int on_req_done(void *ud, struct sp_h1_msg *m)
 	s->req_done = 1;
 	sp_shadow_request_done(s->shadow);
 	client_timeouts(s, 0);
+	if (s->up && s->req_body != SP_BODY_NONE && (s->up->connected || s->up->reused))
+		upstream_timeouts(s, s->cfg->backends[s->backend].response_timeout_ms);
 	return 1; /* one exchange at a time: pipelined requests wait */
 }
 
@@ -796,7 +812,7 @@ static void on_up_event(struct sp_conn *c, short what, void *arg)
 	enter(s);
 	if (what & SP_CONN_CONNECTED) {
 		s->up->connected = 1;
-		sp_conn_timeouts(c, be->response_timeout_ms, be->response_timeout_ms);
+		upstream_timeouts(s, be->response_timeout_ms);
 		goto out;
 	}
 	if (may_retry(s) && (what & (SP_CONN_EOF | SP_CONN_ERROR))) {
@@ -867,6 +883,17 @@ static void process_client(struct sp_session *s)
 			return;
 		}
 		flush_pending(s);
+	}
+	/* after a half-close, a request still incomplete never will be */
+	if (s->client_eof && evbuffer_get_length(in) == 0 && !s->req_done && !s->closing &&
+	    !s->dead) {
+		if (s->req_active) {
+			s->error = ERR_CLIENT_ABORTED;
+			s->status = 499;
+			log_exchange(s);
+		}
+		reset_exchange(s);
+		start_closing(s);
 	}
 }
 
@@ -968,7 +995,12 @@ static void deadline_passed(struct sp_session *s)
 		s->error = "client header timeout";
 		answer(s, 408, "request header timeout", 0);
 	} else if (s->timer_mode != T_NONE && !s->req_active) {
-		s->dead = 1;
+		/* idle means nothing left to write: a slow reader of the last
+		 * answer is client_send_ms's business */
+		if (evbuffer_get_length(s->client->out) > 0)
+			set_timer(s, s->timer_mode);
+		else
+			s->dead = 1;
 	}
 }
 
@@ -1004,10 +1036,16 @@ static void on_client_event(struct sp_conn *c, short what, void *arg)
 			sp_upconn_free(&s->up);
 			answer(s, 408, "request body timeout", 0);
 		}
-	} else if ((what & SP_CONN_EOF) && s->req_active && s->req_done) {
-		/* half-close after a full request: answer it, then close */
-		s->req_keep = 0;
-		s->client_keep = 0;
+	} else if ((what & SP_CONN_EOF) && (s->req_done || !s->req_active) &&
+		   (s->req_active || evbuffer_get_length(c->in) > 0 ||
+		    evbuffer_get_length(c->out) > 0)) {
+		/* half-close: answer the requests it sent (pipelined ones
+		 * included), finish writing, then close */
+		s->client_eof = 1;
+		if (!s->req_active && evbuffer_get_length(c->in) == 0)
+			start_closing(s);
+		else if (s->req_active && evbuffer_get_length(c->in) == 0)
+			s->req_keep = s->client_keep = 0; /* the last: "Connection: close" */
 	} else {
 		if (s->req_active) {
 			s->error = ERR_CLIENT_ABORTED;

@@ -55,6 +55,33 @@ def test_backend_timeout_is_504(backend_factory, start_proxy):
     assert (e["status"], e["error"]) == (504, "upstream timeout")
 
 
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_backend_timeout_counts_once_the_request_is_sent(backend_factory, start_proxy, framing):
+    """An upload that takes longer than response_timeout_ms is not a backend
+    timeout: the backend cannot answer before it has the body (it was 504
+    after response_timeout_ms, however fast the client kept sending). A
+    backend that then stays silent still times out."""
+    b = backend_factory("legacy", lambda req, conn: (
+        time.sleep(0.6) if req.path == "/silent" else None) or Response(200, b"got-body"))
+    proxy = start_proxy({"legacy": {"url": b.url, "response_timeout_ms": 400}})
+    parts = [b"p" * 1000] * 6
+    for path, status in (("/up", 200), ("/silent", 504)):
+        with socket.create_connection((harness.HOST, proxy.port), timeout=5) as c:
+            if framing == "length":
+                c.sendall(b"POST %s HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n"
+                          % (path.encode(), sum(map(len, parts))))
+            else:
+                c.sendall(b"POST %s HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          % path.encode())
+            for part in parts:  # 6 parts, 100 ms apart: 0.6 s of upload
+                time.sleep(0.1)
+                c.sendall(part if framing == "length" else b"3e8\r\n" + part + b"\r\n")
+            if framing == "chunked":
+                c.sendall(b"0\r\n\r\n")
+            head = harness.Stream(c).read_until(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 %d " % status), (path, head)
+
+
 def test_backend_timeout_counts_from_last_byte_not_whole_response(backend_factory, start_proxy):
     """A response that keeps trickling within response_timeout_ms is not cut."""
     def handler(req, conn):
@@ -909,3 +936,75 @@ def test_client_that_stops_reading_is_dropped_after_send_timeout(backend_factory
     assert took < 5, "dropped after %.1fs" % took
     with proxy.client() as c:
         assert c.request("GET", "/good").status == 200
+
+
+def chunked_of_path(req, conn):
+    """A chunked answer of as many bytes as the path says (/N), at once."""
+    n = int(req.path.lstrip("/"))
+    conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for _ in range(n // 16384):
+        conn.send(b"4000\r\n" + b"z" * 16384 + b"\r\n")
+    conn.send(b"0\r\n\r\n")
+    return KEEP
+
+
+@pytest.mark.parametrize("ending", ["half-close", "keep-alive deadline"])
+def test_an_answer_still_being_written_is_not_cut(backend_factory, start_proxy, ending):
+    """The backend's answer is complete and part of it still waits in the
+    proxy for a client that reads late. Neither the client's half-close
+    (shutdown(SHUT_WR): it will send nothing more) nor client_keepalive_ms
+    (idle starts once everything is written) may cut it: the build before
+    this test freed the connection with that part unsent. Which sizes leave
+    a part in the proxy depends on the kernel's socket buffers, so a range
+    of sizes runs at once."""
+    b = backend_factory("legacy", chunked_of_path)
+    proxy = start_proxy({"legacy": b}, timeouts={"client_keepalive_ms": 300})
+    sizes = [kb << 10 for kb in range(3584, 5376, 64)]
+    results = {}
+
+    def one(n):
+        with socket.create_connection((harness.HOST, proxy.port), timeout=10) as c:
+            c.sendall(b"GET /%d HTTP/1.1\r\nHost: t\r\n\r\n" % n)
+            time.sleep(1.0)  # reads nothing for a while
+            if ending == "half-close":
+                c.shutdown(socket.SHUT_WR)
+            got = bytearray()
+            try:
+                while not got.endswith(b"\r\n0\r\n\r\n"):
+                    d = c.recv(1 << 20)
+                    if not d:
+                        break
+                    got += d
+            except OSError:
+                pass
+            results[n] = got.count(b"z") == n and got.endswith(b"\r\n0\r\n\r\n")
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in sizes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    cut = [n >> 10 for n in sizes if not results.get(n)]
+    assert cut == [], "answers cut short (KiB): %r" % cut
+
+
+def test_pipelined_requests_before_a_half_close_are_all_answered(backend_factory, start_proxy):
+    """Three requests in one packet, then shutdown(SHUT_WR): three answers,
+    then the proxy closes (it answered one and dropped two: the end of the
+    stream arrived while the backend was still thinking about the first)."""
+    b = backend_factory("legacy", delayed(0.05))
+    proxy = start_proxy({"legacy": b})
+    with socket.create_connection((harness.HOST, proxy.port), timeout=5) as c:
+        c.sendall(b"".join(b"GET /r%d HTTP/1.1\r\nHost: t\r\n\r\n" % i for i in range(3)))
+        c.shutdown(socket.SHUT_WR)
+        got = harness.Stream(c).read_to_eof()
+    assert got.count(b"HTTP/1.1 200 ") == 3, got
+    assert [r.path for r in b.requests] == ["/r0", "/r1", "/r2"]
+    assert [e["path"] for e in proxy.wait_access(3)] == ["/r0", "/r1", "/r2"]
+    # an incomplete request before the half-close is not waited for
+    with socket.create_connection((harness.HOST, proxy.port), timeout=5) as c:
+        c.sendall(b"GET /r3 HTTP/1.1\r\nHost: t\r\n\r\nGET /partial HTTP/1.1\r\nHo")
+        c.shutdown(socket.SHUT_WR)
+        started = time.monotonic()
+        got = harness.Stream(c).read_to_eof()
+    assert got.count(b"HTTP/1.1 200 ") == 1 and time.monotonic() - started < 2
