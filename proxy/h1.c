@@ -33,6 +33,7 @@ struct sp_h1 {
 	const char *exec_start, *exec_end; /* the buffer being parsed */
 	/* our own look at the head's line structure (see scan_head) */
 	int scanning, scan_lines, scan_len, scan_interim;
+	int trailers_next; /* the last chunk was read: its trailer section follows */
 	char scan_prev, scan_first[16];
 	int err_status;
 	const char *err_reason;
@@ -83,6 +84,15 @@ static int on_status(llhttp_t *p, const char *at, size_t n)
 	if (h->store.len + n > 1024) {
 		sp_h1_fail(h, 502, "status line too long");
 		return -1;
+	}
+	/* reason-phrase = *( HTAB / SP / VCHAR / obs-text ); llhttp lets NUL
+	 * and other controls through, and the phrase is forwarded */
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)at[i];
+		if ((c < 0x20 && c != '\t') || c == 0x7f) {
+			sp_h1_fail(h, 502, "control character in the reason phrase");
+			return -1;
+		}
 	}
 	h->msg.reason_len += n;
 	return sp_buf_add(&h->store, at, n);
@@ -241,8 +251,14 @@ static int on_message_complete(llhttp_t *p)
 
 static int on_chunk_header(llhttp_t *p)
 {
-	H(p)->ext_bytes = 0;
-	return 0;
+	struct sp_h1 *h = H(p);
+	h->ext_bytes = 0;
+	if (p->content_length != 0)
+		return 0;
+	/* the last chunk: stop here, so sp_h1_execute checks the trailer
+	 * section's lines as it checks a head's */
+	h->trailers_next = 1;
+	return HPE_PAUSED;
 }
 
 static int on_chunk_ext(llhttp_t *p, const char *at, size_t n)
@@ -416,25 +432,41 @@ static int scan_head(struct sp_h1 *h, const char *p, size_t n)
 
 enum sp_h1_rc sp_h1_execute(struct sp_h1 *h, const char *data, size_t len, size_t *consumed)
 {
-	if (h->scanning && scan_head(h, data, len) < 0) {
-		*consumed = 0;
-		return SP_H1_ERROR;
-	}
-	h->exec_start = data;
-	h->exec_end = data + len;
-	llhttp_errno_t e = llhttp_execute(&h->p, data, len);
-	switch (e) {
-	case HPE_OK:
-		*consumed = len;
-		return SP_H1_OK;
-	case HPE_PAUSED:
-	case HPE_PAUSED_UPGRADE:
-		*consumed = (size_t)(llhttp_get_error_pos(&h->p) - data);
-		return e == HPE_PAUSED ? SP_H1_PAUSED : SP_H1_UPGRADE;
-	default:
-		*consumed = 0;
-		sp_h1_fail(h, status_for(h, e), llhttp_get_error_reason(&h->p));
-		return SP_H1_ERROR;
+	const char *base = data;
+	for (;;) {
+		if (h->scanning && scan_head(h, data, len) < 0) {
+			*consumed = 0;
+			return SP_H1_ERROR;
+		}
+		h->exec_start = data;
+		h->exec_end = data + len;
+		llhttp_errno_t e = llhttp_execute(&h->p, data, len);
+		switch (e) {
+		case HPE_OK:
+			*consumed = (size_t)(data + len - base);
+			return SP_H1_OK;
+		case HPE_PAUSED:
+		case HPE_PAUSED_UPGRADE:
+			if (e == HPE_PAUSED && h->trailers_next) {
+				/* llhttp 8.1 takes a bare LF ending the trailer
+				 * section: its lines are checked like a head's, then
+				 * parsing goes on where it stopped */
+				const char *at = llhttp_get_error_pos(&h->p);
+				h->trailers_next = 0;
+				llhttp_resume(&h->p);
+				scan_reset(h);
+				h->scan_lines = 1; /* no start line */
+				len -= (size_t)(at - data);
+				data = at;
+				continue;
+			}
+			*consumed = (size_t)(llhttp_get_error_pos(&h->p) - base);
+			return e == HPE_PAUSED ? SP_H1_PAUSED : SP_H1_UPGRADE;
+		default:
+			*consumed = 0;
+			sp_h1_fail(h, status_for(h, e), llhttp_get_error_reason(&h->p));
+			return SP_H1_ERROR;
+		}
 	}
 }
 

@@ -738,6 +738,9 @@ REFUSALS = [
     ("not an RFC 9110 token", b"GET / HTTP/1.1\r\nHost: x\r\nX-A : b\r\n\r\n", 400),
     ("an empty header name", b"GET / HTTP/1.1\r\nHost: x\r\n: b\r\n\r\n", 400),
     ("a line ending that is not CRLF", b"GET / HTTP/1.1\nHost: x\n\n", 400),
+    ("a trailer section (after the last chunk)",
+     b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\n"
+     b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     ("HTTP/1.1 without `Host`", b"GET / HTTP/1.1\r\n\r\n", 400),
     ("more than one `Host`", b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),
     ("an HTTP/0.9 request line", b"GET /\r\n\r\n", 505),

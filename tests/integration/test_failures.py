@@ -113,6 +113,8 @@ BAD_RESPONSES = {
     "content-length-and-chunked": b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
     "header-block-over-64k": b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70000 + b"\r\nContent-Length: 0\r\n\r\n",
     "unsolicited-101": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n",
+    "nul-in-reason": b"HTTP/1.1 200 O\x00K\r\nContent-Length: 0\r\n\r\n",
+    "control-in-reason": b"HTTP/1.1 200 O\x1bK\r\nContent-Length: 0\r\n\r\n",
 }
 
 
@@ -135,8 +137,8 @@ def test_bad_backend_response_is_502_and_proxy_recovers(backend_factory, start_p
 
 
 @pytest.mark.parametrize("body", [b"zz\r\nhello\r\n0\r\n\r\n", b"5\r\nhelloXX0\r\n\r\n",
-                                  b"5 \r\nhello\r\n0\r\n\r\n"],
-                         ids=["bad-size", "missing-crlf", "space-after-size"])
+                                  b"5 \r\nhello\r\n0\r\n\r\n", b"5\r\nhello\r\n0\r\n\n"],
+                         ids=["bad-size", "missing-crlf", "space-after-size", "bare-lf-ends-trailers"])
 def test_bad_chunking_never_reaches_client_as_success(backend_factory, start_proxy, body):
     """The framing error is seen right after the head, in the same read: the
     head has not left the proxy yet, so the client gets a clean 502, never a

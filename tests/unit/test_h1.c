@@ -381,6 +381,47 @@ static void test_stash_grow_takes_a_kept_block_for_an_empty_array_only(void **st
 	sp_stash_clear(&st);
 }
 
+/* The trailer section after the last chunk is checked like a head: every
+ * line ends with CRLF (llhttp 8.1 takes a bare LF ending it, so "0\r\n\n"
+ * followed by a request would be one message here and two elsewhere), and
+ * parsing goes on after it, also when it comes a byte at a time. */
+static void test_trailer_lines_end_with_crlf(void **state)
+{
+	(void)state;
+	static const char *const bad[] = {
+		"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+		"5\r\nhello\r\n0\r\n\nGET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n",
+		"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+		"0\r\nX-T: 1\n\r\n",
+		"POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+		"0\r\nX-T: 1\r\n folded\r\n\r\n",
+	};
+	for (size_t i = 0; i < NELEM(bad); i++) {
+		struct seen s = {0};
+		struct sp_h1 *h = sp_h1_new(1, &hooks, &s, &limits);
+		assert_int_equal(feed(h, bad[i], strlen(bad[i])), SP_H1_ERROR);
+		assert_int_equal(sp_h1_error_status(h), 400);
+		assert_int_equal(s.heads, 1);
+		sp_h1_free(&h);
+	}
+	static const char good[] = "POST /a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+				   "5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n"
+				   "GET /next HTTP/1.1\r\nHost: t\r\n\r\n";
+	for (int bytewise = 0; bytewise < 2; bytewise++) {
+		struct seen s = {0};
+		struct sp_h1 *h = sp_h1_new(1, &hooks, &s, &limits);
+		if (bytewise)
+			for (size_t i = 0; i < sizeof(good) - 1; i++)
+				assert_int_equal(feed(h, good + i, 1), SP_H1_OK);
+		else
+			assert_int_equal(FEED(h, good), SP_H1_OK);
+		assert_int_equal(s.body, 5);
+		assert_int_equal(s.dones, 2);
+		assert_string_equal(s.last_url, "/next");
+		sp_h1_free(&h);
+	}
+}
+
 static void test_trimmed_head_buffers_serve_the_next_message(void **state)
 {
 	(void)state;
@@ -415,6 +456,7 @@ int main(void)
 		cmocka_unit_test(test_stash_takes_a_block_large_enough_and_is_bounded),
 		cmocka_unit_test(test_stash_grow_takes_a_kept_block_for_an_empty_array_only),
 		cmocka_unit_test(test_trimmed_head_buffers_serve_the_next_message),
+		cmocka_unit_test(test_trailer_lines_end_with_crlf),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
