@@ -17,6 +17,7 @@
 
 #include <event2/listener.h>
 
+#include "clock.h"
 #include "conn.h"
 #include "dashboard.h"
 #include "guard.h"
@@ -49,8 +50,13 @@ struct admin_conn {
 	struct sp_buf body;
 	int too_big;
 	int answered;
+	int hold;           /* the answer waits until every worker runs the change */
+	int64_t hold_until; /* ...but no longer than this (µs, sp_deadline_now_us) */
 	struct event *timer;
+	struct event *hold_timer;
 };
+
+static void hold_check(evutil_socket_t fd, short what, void *arg);
 
 /* ---- responses ---- */
 
@@ -71,6 +77,28 @@ static void respond_with(struct admin_conn *a, int status, const char *type, con
 	sp_buf_deinit(&b);
 	a->answered = 1;
 	sp_conn_read(a->c, 0);
+	if (a->hold) {
+		a->hold_until = sp_deadline_now_us() + 1000000;
+		hold_check(-1, 0, a);
+	} else {
+		sp_conn_flush(a->c);
+	}
+}
+
+/* A change answered 200 is in force: the answer leaves once every worker
+ * switched to the new generation (they do within a loop iteration; a
+ * second at most, in case one is stuck). */
+static void hold_check(evutil_socket_t fd, short what, void *arg)
+{
+	struct admin_conn *a = arg;
+	(void)fd;
+	(void)what;
+	if (!sp_runtime_applied(a->admin->rt) && sp_deadline_now_us() < a->hold_until) {
+		struct timeval ms = {0, 1000};
+		evtimer_add(a->hold_timer, &ms);
+		return;
+	}
+	a->hold = 0;
 	sp_conn_flush(a->c);
 }
 
@@ -403,6 +431,13 @@ static void serve_metrics(struct admin_conn *a)
 
 /* ---- route changes ---- */
 
+/* 200 with j once the change is in force everywhere. */
+static void respond_applied(struct admin_conn *a, json_t *j)
+{
+	a->hold = 1;
+	respond_json(a, 200, j);
+}
+
 static void patch_route(struct admin_conn *a, const char *name)
 {
 	struct sp_runtime *rt = a->admin->rt;
@@ -419,7 +454,7 @@ static void patch_route(struct admin_conn *a, const char *name)
 	if (st)
 		respond_error(a, st, msg);
 	else
-		respond_json(a, 200, route_view(rt, find_route(rt->cfg, name)));
+		respond_applied(a, route_view(rt, find_route(rt->cfg, name)));
 }
 
 static void delete_override(struct admin_conn *a, const char *name)
@@ -430,7 +465,7 @@ static void delete_override(struct admin_conn *a, const char *name)
 	if (st)
 		respond_error(a, st, msg);
 	else
-		respond_json(a, 200, route_view(rt, find_route(rt->cfg, name)));
+		respond_applied(a, route_view(rt, find_route(rt->cfg, name)));
 }
 
 static void post_reload(struct admin_conn *a)
@@ -447,6 +482,7 @@ static void post_reload(struct admin_conn *a)
 		json_array_append_new(lines, json_stringn(p, len));
 		p = nl ? nl + 1 : NULL;
 	}
+	a->hold = rc == 0;
 	respond_json(a, rc == 0 ? 200 : 400,
 		     json_pack("{s:b, s:I, s:o}", "ok", rc == 0, "generation",
 			       (json_int_t)rt->generation, rc == 0 ? "warnings" : "errors", lines));
@@ -624,6 +660,8 @@ static void conn_free(struct admin_conn *a)
 	sp_h1_free(&a->parser);
 	if (a->timer)
 		event_free(a->timer);
+	if (a->hold_timer)
+		event_free(a->hold_timer);
 	sp_buf_deinit(&a->target);
 	sp_buf_deinit(&a->auth);
 	sp_buf_deinit(&a->body);
@@ -729,7 +767,8 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	a->c = sp_conn_new(evconnlistener_get_base(l), fd);
 	a->parser = sp_h1_new(1, &hooks, a, &limits);
 	a->timer = evtimer_new(evconnlistener_get_base(l), on_timeout, a);
-	if (!a->c || !a->parser || !a->timer) {
+	a->hold_timer = evtimer_new(evconnlistener_get_base(l), hold_check, a);
+	if (!a->c || !a->parser || !a->timer || !a->hold_timer) {
 		conn_free(a);
 		return;
 	}

@@ -114,11 +114,20 @@ void sp_runtime_commit(struct sp_runtime *rt, struct sp_config *cfg)
 		event_add(rt->summary_timer, &tv); /* the next summary a new interval from now */
 	}
 	for (int i = 0; i < rt->nworkers; i++)
-		sp_worker_reload(rt->workers[i], cfg);
+		sp_worker_reload(rt->workers[i], cfg, rt->generation + 1);
 	sp_config_unref(&rt->cfg);
 	rt->cfg = cfg;
 	rt->generation++;
 	sp_runtime_start_checks(rt);
+}
+
+int sp_runtime_applied(const struct sp_runtime *rt)
+{
+	for (int i = 0; i < rt->nworkers; i++)
+		if (!sp_worker_finished(rt->workers[i]) &&
+		    atomic_load(&rt->workers[i]->applied_gen) < rt->generation)
+			return 0;
+	return 1;
 }
 
 void sp_runtime_start_checks(struct sp_runtime *rt)

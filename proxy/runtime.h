@@ -45,6 +45,9 @@ struct sp_config *sp_runtime_build(struct sp_runtime *rt, const char *text,
 				   const json_t *overrides, struct sp_diag *diag);
 /* Makes cfg the running generation (takes the caller's reference). */
 void sp_runtime_commit(struct sp_runtime *rt, struct sp_config *cfg);
+/* True once every running worker has switched to the newest generation
+ * (workers switch from their own loops, a moment after the commit). */
+int sp_runtime_applied(const struct sp_runtime *rt);
 /* (Re)starts the active health checks of the running generation. */
 void sp_runtime_start_checks(struct sp_runtime *rt);
 /* SIGHUP and POST /api/reload: build, log, commit. Returns 0, or -1 with the

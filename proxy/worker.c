@@ -329,6 +329,7 @@ static void on_reload(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	pthread_mutex_lock(&w->reload_lock);
 	struct sp_config *cfg = w->reload_cfg;
+	unsigned long gen = w->reload_gen;
 	w->reload_cfg = NULL;
 	pthread_mutex_unlock(&w->reload_lock);
 	if (!cfg)
@@ -346,6 +347,7 @@ static void on_reload(evutil_socket_t fd, short what, void *arg)
 	/* requests in flight keep the generation they started with */
 	sp_config_unref(&w->cfg);
 	w->cfg = cfg;
+	atomic_store(&w->applied_gen, gen);
 }
 
 /* Main thread → worker: set the request's flag, then poke the eventfd. */
@@ -370,11 +372,12 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 		event_active(w->stop_ev, EV_READ, 0);
 }
 
-void sp_worker_reload(struct sp_worker *w, struct sp_config *cfg)
+void sp_worker_reload(struct sp_worker *w, struct sp_config *cfg, unsigned long gen)
 {
 	pthread_mutex_lock(&w->reload_lock);
 	sp_config_unref(&w->reload_cfg); /* a newer reload wins */
 	w->reload_cfg = sp_config_ref(cfg);
+	w->reload_gen = gen;
 	pthread_mutex_unlock(&w->reload_lock);
 	wake(w, &w->want_reload);
 }

@@ -79,6 +79,8 @@ struct sp_worker {
 	struct event *reload_ev;
 	pthread_mutex_t reload_lock;
 	struct sp_config *reload_cfg; /* handed over by the main thread */
+	unsigned long reload_gen;     /* reload_cfg's generation number */
+	atomic_ulong applied_gen;     /* the generation the worker runs (set by the worker) */
 	atomic_int finished;          /* the loop has ended (set by the worker) */
 	int wake_fd;                  /* eventfd: the main thread's requests */
 	struct event *wake_ev;
@@ -103,7 +105,7 @@ int sp_worker_check_listen(const struct sp_config *old, const struct sp_config *
 			   struct sp_diag *diag);
 /* Hands a new generation to the worker (any thread; takes a reference). New
  * requests use it at once, requests in flight finish on theirs. */
-void sp_worker_reload(struct sp_worker *w, struct sp_config *cfg);
+void sp_worker_reload(struct sp_worker *w, struct sp_config *cfg, unsigned long gen);
 /* The pool for backend index `backend` of generation cfg (which may be older
  * than the worker's), or NULL when a reload removed that backend. */
 struct sp_pool *sp_worker_pool(struct sp_worker *w, const struct sp_config *cfg, int backend);

@@ -864,3 +864,25 @@ def rollout_bucket(cohort, key):
 def run_strangler(*args, timeout=10):
     return subprocess.run([BINARY] + list(args), stdin=subprocess.DEVNULL, capture_output=True,
                           text=True, timeout=timeout)
+
+
+# --------------------------------------------------------------------------
+# tracing a worker thread (strace)
+
+
+def worker_thread(pid):
+    tids = [int(t) for t in os.listdir("/proc/%d/task" % pid) if int(t) != pid]
+    assert len(tids) == 1, "expected the main thread and one worker, got %r" % tids
+    return tids[0]
+
+
+def wait_traced(pid, tid, proc):
+    deadline = time.monotonic() + 5
+    status = "/proc/%d/task/%d/status" % (pid, tid)
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "strace exited: %s" % proc.stderr.read().decode()
+        with open(status) as f:
+            if re.search(r"^TracerPid:\s*[1-9]", f.read(), re.MULTILINE):
+                return
+        time.sleep(0.01)
+    raise AssertionError("strace did not attach within 5 s")

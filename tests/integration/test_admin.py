@@ -59,6 +59,39 @@ def test_patch_percent_applies_to_every_worker_and_is_audited(start_proxy, two_b
     assert "change by 127.0.0.1: patch route orders" in p.stderr_text()
 
 
+def test_a_change_answered_200_is_in_force_in_the_workers(start_proxy, two_backends, tmp_path):
+    """The answer to a PATCH leaves once the workers run the change, so the
+    next request is routed by it. strace holds the worker 100 ms before each
+    epoll_wait, so whatever arrives meanwhile comes in one wake-up: the build
+    before this test answered as soon as the change was handed over, and the
+    worker, finding the request and the hand-over together, served the
+    request first, the old way."""
+    import subprocess
+    p = admin_proxy(start_proxy, two_backends, tmp_path, workers=1)
+    client = p.http()
+    client.request("GET", "/api/users/1")
+    assert client.getresponse().read()
+    tid = harness.worker_thread(p.pid)
+    tracer = subprocess.Popen(["strace", "-q", "-o", "/dev/null", "-p", str(tid),
+                               "-e", "trace=epoll_wait", "-e",
+                               "inject=epoll_wait:delay_enter=100000"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    served = []
+    try:
+        harness.wait_traced(p.pid, tid, tracer)
+        for want in ("modern", "legacy", "modern"):
+            assert p.admin("PATCH", "/api/routes/users", {"backend": want})[0] == 200
+            client.request("GET", "/api/users/1")
+            r = client.getresponse()
+            r.read()
+            served.append((want, r.getheader("X-Backend")))
+    finally:
+        tracer.terminate()
+        tracer.wait(timeout=10)
+        client.close()
+    assert all(want == got for want, got in served), served
+
+
 def test_backend_flip_and_override_removal(start_proxy, two_backends, tmp_path):
     p = admin_proxy(start_proxy, two_backends, tmp_path)
     with p.client() as c:

@@ -19,24 +19,6 @@ N = 200
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n"
 
 
-def worker_thread(pid):
-    tids = [int(t) for t in os.listdir("/proc/%d/task" % pid) if int(t) != pid]
-    assert len(tids) == 1, "expected the main thread and one worker, got %r" % tids
-    return tids[0]
-
-
-def wait_traced(pid, tid, proc):
-    deadline = time.monotonic() + 5
-    status = "/proc/%d/task/%d/status" % (pid, tid)
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "strace exited: %s" % proc.stderr.read().decode()
-        with open(status) as f:
-            if re.search(r"^TracerPid:\s*[1-9]", f.read(), re.MULTILINE):
-                return
-        time.sleep(0.01)
-    raise AssertionError("strace did not attach within 5 s")
-
-
 def strace_counts(path):
     """{syscall: calls} from strace -c's table."""
     counts = {}
@@ -54,11 +36,11 @@ def traced(proxy, tmp_path, action, access_lines, options):
     runs, until the access log holds access_lines entries."""
     assert shutil.which("strace"), "strace is missing (tests/lib/common.sh installs it)"
     out = tmp_path / "strace.txt"
-    tid = worker_thread(proxy.pid)
+    tid = harness.worker_thread(proxy.pid)
     tracer = subprocess.Popen(["strace", "-q", *options, "-p", str(tid), "-o", str(out)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        wait_traced(proxy.pid, tid, tracer)
+        harness.wait_traced(proxy.pid, tid, tracer)
         action()
         proxy.wait_access(access_lines, timeout=10)  # every access-log line is written
         time.sleep(0.05)
