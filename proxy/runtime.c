@@ -76,12 +76,18 @@ static void keep_restart_only(const struct sp_config *old, struct sp_config *cfg
 	if ((old->shadow.diff_log == NULL) != (cfg->shadow.diff_log == NULL) ||
 	    (old->shadow.diff_log && strcmp(old->shadow.diff_log, cfg->shadow.diff_log) != 0))
 		sp_log(SP_LOG_WARN, "reload: shadow_defaults.diff_log changed: applies after a restart");
-	/* The admin listener and its token belong to the process: a reload that
-	 * dropped the token would leave the listener open without one. */
+	/* The admin listener and its state file belong to the process. Its token
+	 * follows the file (a leaked one is rotated by a reload) but is never
+	 * dropped: a reload must not leave the listener open without one. */
+	char *token = NULL;
+	if (old->has_admin && cfg->has_admin && cfg->admin.token &&
+	    (!old->admin.token || strcmp(old->admin.token, cfg->admin.token) != 0)) {
+		token = cfg->admin.token;
+		cfg->admin.token = NULL;
+	}
 	if (old->has_admin != cfg->has_admin ||
 	    (old->has_admin && (strcmp(old->admin.address, cfg->admin.address) != 0 ||
-				(old->admin.token == NULL) != (cfg->admin.token == NULL) ||
-				(old->admin.token && strcmp(old->admin.token, cfg->admin.token) != 0) ||
+				(old->admin.token && !cfg->admin.token && !token) ||
 				(old->admin.state_file == NULL) != (cfg->admin.state_file == NULL) ||
 				(old->admin.state_file &&
 				 strcmp(old->admin.state_file, cfg->admin.state_file) != 0))))
@@ -94,6 +100,11 @@ static void keep_restart_only(const struct sp_config *old, struct sp_config *cfg
 	cfg->admin.address = old->admin.address ? strdup(old->admin.address) : NULL;
 	cfg->admin.token = old->admin.token ? strdup(old->admin.token) : NULL;
 	cfg->admin.state_file = old->admin.state_file ? strdup(old->admin.state_file) : NULL;
+	if (token) {
+		free(cfg->admin.token);
+		cfg->admin.token = token;
+		sp_log(SP_LOG_INFO, "reload: admin token replaced");
+	}
 	if ((old->user == NULL) != (cfg->user == NULL) ||
 	    (old->user && strcmp(old->user, cfg->user) != 0))
 		sp_log(SP_LOG_WARN, "reload: user changed: applies after a restart");

@@ -883,7 +883,7 @@ def test_sighup_reloads_as_documented(tmp_path):
 # restart-only ones are exactly those the runtime keeps across a reload
 # (proxy/runtime.c keep_restart_only logs "… applies after a restart").
 RESTART_ONLY = {"workers", "access_log", "shadow_defaults.diff_log", "pid_file", "user",
-                "admin", "admin.address", "admin.token_file", "admin.state_file"}
+                "admin", "admin.address", "admin.state_file"}
 
 
 def test_every_setting_says_whether_reload_applies_it():

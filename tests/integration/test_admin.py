@@ -284,6 +284,20 @@ def test_reload_cannot_drop_the_token(start_proxy, two_backends, tmp_path):
     assert p.admin("GET", "/api/routes", token=TOKEN)[0] == 200
 
 
+def test_a_reload_rotates_the_token(start_proxy, two_backends, tmp_path):
+    """A leaked token is replaced by writing the token file and reloading;
+    a token file that lost its admin block does not remove the token."""
+    p = admin_proxy(start_proxy, two_backends, tmp_path, token=True)
+    new = "n3w-token-0123456789abcdef"
+    (tmp_path / "token").write_text(new + "\n")
+    st, got = p.admin("POST", "/api/reload", token=TOKEN)
+    assert st == 200 and got["ok"] is True
+    assert "reload: admin token replaced" in p.stderr_text()
+    assert p.admin("GET", "/api/routes", token=TOKEN)[0] == 401
+    assert p.admin("GET", "/api/routes", token=new)[0] == 200
+    assert "admin settings changed" not in p.stderr_text()
+
+
 def test_readyz_says_503_while_draining(start_proxy, backend_factory, tmp_path):
     slow = backend_factory("legacy", harness.delayed(1.0))
     modern = backend_factory("modern")
