@@ -294,8 +294,10 @@ static const struct sp_route *route_named(const struct sp_config *c, const char 
 }
 
 /* Builds the generation for `next` overrides, persists them, then switches
- * every worker: all or nothing. Takes ownership of next. */
-static int apply_overrides(struct sp_runtime *rt, json_t *next, char *msg, size_t msglen)
+ * every worker: all or nothing (a safety change, the guard's, also when it
+ * cannot be persisted). Takes ownership of next. */
+static int apply_overrides(struct sp_runtime *rt, json_t *next, int safety, char *msg,
+			   size_t msglen)
 {
 	struct sp_diag diag;
 	sp_diag_init(&diag);
@@ -311,11 +313,16 @@ static int apply_overrides(struct sp_runtime *rt, json_t *next, char *msg, size_
 	json_t *old = rt->overrides;
 	rt->overrides = next;
 	if (sp_runtime_save_state(rt) < 0) {
-		snprintf(msg, msglen, "cannot write admin.state_file: %s", strerror(errno));
-		rt->overrides = old;
-		json_decref(next);
-		sp_config_unref(&cfg);
-		return 500;
+		if (safety) { /* a guard's pull-back must not wait for a disk */
+			sp_log(SP_LOG_ERROR, "cannot write admin.state_file: %s; the change applies "
+			       "but a restart would undo it", strerror(errno));
+		} else {
+			snprintf(msg, msglen, "cannot write admin.state_file: %s", strerror(errno));
+			rt->overrides = old;
+			json_decref(next);
+			sp_config_unref(&cfg);
+			return 500;
+		}
 	}
 	json_decref(old);
 	sp_runtime_commit(rt, cfg);
@@ -346,7 +353,7 @@ int sp_runtime_change(struct sp_runtime *rt, const char *route, const json_t *pa
 		snprintf(msg, msglen, "out of memory");
 		return 500;
 	}
-	if ((st = apply_overrides(rt, next, msg, msglen)) != 0) {
+	if ((st = apply_overrides(rt, next, strcmp(caller, "guard") == 0, msg, msglen)) != 0) {
 		json_decref(before);
 		return st;
 	}

@@ -61,7 +61,9 @@ int sp_runtime_load_state(struct sp_runtime *rt, const struct sp_config *cfg);
 int sp_runtime_save_state(struct sp_runtime *rt);
 /* A runtime route change: patch (NULL: remove the route's override) is
  * checked like the file, applied to every worker, persisted and audited
- * (caller: an address, or "guard"). Returns 0, or an HTTP status with msg. */
+ * (caller: an address, or "guard"). Returns 0, or an HTTP status with msg.
+ * A change that cannot be persisted is refused (500), except the guard's,
+ * which applies anyway (logged). */
 int sp_runtime_change(struct sp_runtime *rt, const char *route, const json_t *patch,
 		      const char *caller, const char *action, char *msg, size_t msglen);
 /* Appends a change to the audit trail (takes ownership of entry). */

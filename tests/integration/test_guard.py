@@ -7,13 +7,13 @@ import harness
 from harness import Response
 
 
-def start(start_proxy, legacy, modern, rollout, tmp_path, shadow=None):
+def start(start_proxy, legacy, modern, rollout, tmp_path, shadow=None, state=None):
     route = {"name": "orders", "match": {"path_prefix": "/api"}, "backend": "legacy",
              "rollout": rollout}
     if shadow:
         route["shadow"] = shadow
     p = start_proxy({"legacy": legacy, "modern": modern}, routes=[route],
-                    admin={"state_file": str(tmp_path / "state.json")},
+                    admin={"state_file": str(state or tmp_path / "state.json")},
                     shadow_defaults={"diff_log": str(tmp_path / "diffs.jsonl")})
     return p
 
@@ -89,6 +89,25 @@ def test_the_guard_trips_while_the_file_on_disk_is_broken(start_proxy, backend_f
     assert route["rollout"]["percent"] == 0 and route["guard"]["tripped"] is True
     assert set(load(p, 40)) == {"legacy"}
     assert "cannot guard-trip" not in p.stderr_text()
+
+
+def test_the_guard_trips_when_the_state_file_cannot_be_written(start_proxy, backend_factory,
+                                                               tmp_path):
+    """Persisting is best effort for a pull-back: the rollout goes to 0 and
+    the failure is logged. (An admin change is refused instead: 500.)"""
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern", flaky())
+    guard = {"max_error_rate": 5.0, "min_requests": 20, "window_s": 10}
+    p = start(start_proxy, legacy, modern,
+              {"backend": "modern", "percent": 50.0, "sticky": "header:X-User-Id", "guard": guard},
+              tmp_path, state=tmp_path / "no-such-dir" / "state.json")
+    assert p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 60}})[0] == 500
+    load(p, 120)
+    harness.wait_for(lambda: "guard: route orders: error rate" in p.stderr_text(), 5,
+                     what="the guard tripping")
+    assert p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 0
+    assert set(load(p, 40)) == {"legacy"}
+    assert "the change applies but a restart would undo it" in p.stderr_text()
 
 
 def test_difference_rate_trips_the_guard(start_proxy, backend_factory, tmp_path):
