@@ -3,6 +3,7 @@
  * collected before giving up. */
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <libconfig.h>
 #include <math.h>
@@ -16,8 +17,9 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "log.h"
+#include "buf.h"
 #include "config_parse.h"
+#include "log.h"
 
 
 void sp_diag_init(struct sp_diag *d)
@@ -101,6 +103,20 @@ char *cfgp_str(struct sp_loader *L, const config_setting_t *g, const char *key, 
 	if (!cfgp_want_type(L, s, full, CONFIG_TYPE_STRING, "a string"))
 		return NULL;
 	return strdup(config_setting_get_string(s));
+}
+
+double cfgp_number(const config_setting_t *s)
+{
+	switch (config_setting_type(s)) {
+	case CONFIG_TYPE_FLOAT:
+		return config_setting_get_float(s);
+	case CONFIG_TYPE_INT:
+		return config_setting_get_int(s);
+	case CONFIG_TYPE_INT64:
+		return (double)config_setting_get_int64(s);
+	default:
+		return NAN;
+	}
 }
 
 /* Optional integer member within [lo, hi]; *out is untouched when absent. */
@@ -723,28 +739,111 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, struct sp_
 	return cfg;
 }
 
-struct sp_config *sp_config_load(const char *path, struct sp_diag *diag)
+char *sp_config_read(const char *path, struct sp_diag *diag)
 {
-	config_t lc;
-	config_init(&lc);
-	int rc = config_read_file(&lc, path);
-	if (rc != CONFIG_TRUE && config_error_type(&lc) == CONFIG_ERR_FILE_IO) {
-		sp_diag_add(diag, 1, path, 0, "cannot read: %s", strerror(errno ? errno : ENOENT));
-		config_destroy(&lc);
+	struct sp_buf b;
+	char chunk[65536];
+	size_t n;
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		sp_diag_add(diag, 1, path, 0, "cannot read: %s", strerror(errno));
 		return NULL;
 	}
-	struct sp_config *cfg = load(&lc, rc, path, diag);
-	config_destroy(&lc);
+	sp_buf_init(&b);
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+		if (sp_buf_add(&b, chunk, n) < 0)
+			break;
+	int failed = ferror(f) || n > 0 || sp_buf_add(&b, "", 1) < 0;
+	int err = errno;
+	fclose(f);
+	if (failed) {
+		sp_diag_add(diag, 1, path, 0, "cannot read: %s", strerror(err ? err : ENOMEM));
+		sp_buf_deinit(&b);
+		return NULL;
+	}
+	return b.data;
+}
+
+struct sp_config *sp_config_load(const char *path, struct sp_diag *diag)
+{
+	char *text = sp_config_read(path, diag);
+	struct sp_config *cfg = text ? sp_config_load_string(text, path, diag) : NULL;
+	free(text);
 	return cfg;
+}
+
+static int ident_char(int c)
+{
+	return isalnum(c) || c == '_' || c == '*' || c == '.';
+}
+
+char *sp_config_promote_ints(const char *text)
+{
+	struct sp_buf o;
+	const char *p = text;
+	sp_buf_init(&o);
+	while (*p) {
+		const char *q = p;
+		if (*p == '"') { /* a string, escapes included */
+			for (q++; *q && *q != '"'; q++)
+				if (*q == '\\' && q[1])
+					q++;
+			q += *q == '"';
+		} else if (*p == '#' || (p[0] == '/' && p[1] == '/')) {
+			q += strcspn(q, "\n");
+		} else if (p[0] == '/' && p[1] == '*') {
+			const char *e = strstr(p + 2, "*/");
+			q = e ? e + 2 : p + strlen(p);
+		} else if (isdigit((unsigned char)*p) &&
+			   (p == text || (!ident_char((unsigned char)p[-1]) &&
+					  !((p[-1] == '-' || p[-1] == '+') && p - 1 > text &&
+					    (ident_char((unsigned char)p[-2]) || p[-2] == '-'))))) {
+			int hex = p[0] == '0' && (p[1] == 'x' || p[1] == 'X');
+			q = hex ? p + 2 : p;
+			while (hex ? isxdigit((unsigned char)*q) : isdigit((unsigned char)*q))
+				q++;
+			size_t ndig = (size_t)(q - p) - (hex ? 2 : 0);
+			int wide = 0;
+			if (*q == 'L' || *q == '.' || *q == 'e' || *q == 'E' || ident_char((unsigned char)*q)) {
+				/* suffixed, a float, or not a number on its own */
+			} else if (ndig > (hex ? 8u : 10u)) {
+				wide = 1;
+			} else {
+				unsigned long long v = strtoull(p, NULL, hex ? 16 : 10);
+				wide = v > 2147483647ULL + (p > text && p[-1] == '-');
+			}
+			if (sp_buf_add(&o, p, (size_t)(q - p)) < 0 || (wide && sp_buf_addc(&o, 'L') < 0))
+				goto fail;
+			p = q;
+			continue;
+		} else {
+			q++;
+		}
+		if (sp_buf_add(&o, p, (size_t)(q - p)) < 0)
+			goto fail;
+		p = q;
+	}
+	if (sp_buf_addc(&o, '\0') < 0)
+		goto fail;
+	return o.data;
+fail:
+	sp_buf_deinit(&o);
+	return NULL;
 }
 
 struct sp_config *sp_config_load_string(const char *text, const char *name, struct sp_diag *diag)
 {
 	config_t lc;
+	char *wide = sp_config_promote_ints(text);
+	if (!wide) {
+		sp_diag_add(diag, 1, name, 0, "out of memory");
+		return NULL;
+	}
 	config_init(&lc);
-	int rc = config_read_string(&lc, text);
+	int rc = config_read_string(&lc, wide);
 	struct sp_config *cfg = load(&lc, rc, name, diag);
 	config_destroy(&lc);
+	free(wide);
 	return cfg;
 }
 

@@ -25,6 +25,8 @@ int cfgp_want_type(struct sp_loader *L, const config_setting_t *s, const char *p
 		   const char *what);
 /* Optional string member: a malloc'd copy (caller owns), NULL when absent or
  * not a string (reported). *where is the setting or NULL. */
+/* A float, int or int64 setting's value; NAN for any other type. */
+double cfgp_number(const config_setting_t *s);
 char *cfgp_str(struct sp_loader *L, const config_setting_t *g, const char *key, const char *path,
 	       const config_setting_t **where);
 void cfgp_int(struct sp_loader *L, const config_setting_t *g, const char *key, const char *path,

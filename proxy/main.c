@@ -208,7 +208,7 @@ static int run(const char *file)
 	rt.audit = json_array();
 	sp_diag_init(&diag);
 	/* the file tells where the state is; the state's overrides apply on top */
-	rt.text = sp_runtime_read(file, &diag);
+	rt.text = sp_config_read(file, &diag);
 	struct sp_config *plain = rt.text ? sp_config_load_string(rt.text, file, &diag) : NULL;
 	if (!plain) {
 		fputs(diag.text.data ? diag.text.data : "", stderr);

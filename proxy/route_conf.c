@@ -214,9 +214,7 @@ static void load_percent(struct sp_loader *L, const config_setting_t *s, const c
 	}
 	if (!cfgp_want_type(L, p, full, CONFIG_TYPE_FLOAT, "a number"))
 		return;
-	double v = config_setting_type(p) == CONFIG_TYPE_FLOAT ? config_setting_get_float(p)
-			 : config_setting_type(p) == CONFIG_TYPE_INT ? (double)config_setting_get_int(p)
-								      : (double)config_setting_get_int64(p);
+	double v = cfgp_number(p);
 	double bp = v * 100.0;
 	if (!(v >= 0.0 && v <= 100.0))
 		ERR(L, p, "%s: %g: must be between 0 and 100", full, v);
@@ -236,8 +234,7 @@ static void get_rate(struct sp_loader *L, const config_setting_t *g, const char 
 	snprintf(full, sizeof(full), "%s.%s", path, key);
 	if (!cfgp_want_type(L, s, full, CONFIG_TYPE_FLOAT, "a number"))
 		return;
-	double v = config_setting_type(s) == CONFIG_TYPE_FLOAT ? config_setting_get_float(s)
-							       : (double)config_setting_get_int(s);
+	double v = cfgp_number(s);
 	if (!(v >= 0 && v <= hi))
 		ERR(L, s, "%s: %g: must be between 0 and %g", full, v, hi);
 	else
@@ -281,10 +278,7 @@ static void load_guard(struct sp_loader *L, const config_setting_t *ro, const ch
 	g->steps_bp = calloc((size_t)n + 1, sizeof(*g->steps_bp));
 	for (int i = 0; i < n && g->steps_bp; i++) {
 		const config_setting_t *e = config_setting_get_elem(st, (unsigned)i);
-		int t = config_setting_type(e);
-		double v = t == CONFIG_TYPE_FLOAT ? config_setting_get_float(e)
-			 : t == CONFIG_TYPE_INT  ? (double)config_setting_get_int(e)
-						 : -1;
+		double v = cfgp_number(e);
 		uint32_t bp = (uint32_t)lround(v * 100);
 		if (!(v > 0 && v <= 100) || fabs(v * 100 - round(v * 100)) > 1e-6) {
 			ERR(L, e, "%s.steps.[%d]: must be a percent above 0 and at most 100, two decimals",

@@ -17,31 +17,6 @@
 
 #define AUDIT_KEEP 500
 
-char *sp_runtime_read(const char *path, struct sp_diag *diag)
-{
-	struct sp_buf b;
-	char chunk[65536];
-	size_t n;
-	FILE *f = fopen(path, "r");
-	if (!f) {
-		sp_diag_add(diag, 1, path, 0, "cannot read: %s", strerror(errno));
-		return NULL;
-	}
-	sp_buf_init(&b);
-	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
-		if (sp_buf_add(&b, chunk, n) < 0)
-			break;
-	int failed = ferror(f) || n > 0 || sp_buf_add(&b, "", 1) < 0;
-	int err = errno;
-	fclose(f);
-	if (failed) {
-		sp_diag_add(diag, 1, path, 0, "cannot read: %s", strerror(err ? err : ENOMEM));
-		sp_buf_deinit(&b);
-		return NULL;
-	}
-	return b.data;
-}
-
 struct sp_config *sp_runtime_build(struct sp_runtime *rt, const char *text,
 				   const json_t *overrides, struct sp_diag *diag)
 {
@@ -162,7 +137,7 @@ static void log_diag(struct sp_diag *diag, enum sp_log_level level)
 
 int sp_runtime_reload(struct sp_runtime *rt, struct sp_diag *diag)
 {
-	char *text = sp_runtime_read(rt->file, diag);
+	char *text = sp_config_read(rt->file, diag);
 	struct sp_config *cfg = text ? sp_runtime_build(rt, text, NULL, diag) : NULL;
 	if (cfg && sp_worker_check_listen(rt->cfg, cfg, diag) < 0)
 		sp_config_unref(&cfg);

@@ -34,9 +34,6 @@ struct sp_runtime {
 	struct event *stop_poll; /* ends the main loop once the workers are done */
 };
 
-/* The whole file at path, NUL-terminated (malloc'd), or NULL with the error
- * in diag. */
-char *sp_runtime_read(const char *path, struct sp_diag *diag);
 /* Parses text (the contents of rt->file) and applies overrides (NULL:
  * rt->overrides). Returns a new, unshared generation, or NULL with every
  * error in diag. Runtime changes build from rt->text, the file as it was

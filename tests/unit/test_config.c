@@ -712,6 +712,54 @@ static void test_valid_minimal_defaults(void **state)
 	sp_config_unref(&c);
 }
 
+/* libconfig 1.5 wraps an integer literal past 32 bits without the L suffix
+ * (4294967297 read as 1, so a 2-byte body got 413, and 4294967296 as 0, no
+ * limit at all); such literals are widened before parsing. */
+static void test_wide_integers_keep_their_value(void **state)
+{
+	(void)state;
+	struct sp_config *c = unit_load_ok(BASE "limits = { max_body_bytes = 4294967297; };\n", NULL);
+	assert_int_equal(c->limits.max_body_bytes, 4294967297LL);
+	sp_config_unref(&c);
+	c = unit_load_ok(BASE "limits = { max_body_bytes = 0x100000000; };\n", NULL);
+	assert_int_equal(c->limits.max_body_bytes, 4294967296LL);
+	sp_config_unref(&c);
+	REJECTED(BASE "shadow_defaults = { max_body_bytes = 5000000000; };\n", 1,
+		 "test.conf:7: shadow_defaults.max_body_bytes: must be between 0 and 1073741824");
+	REJECTED(BASE "workers = 4294967297;\n", 1, "test.conf:7: workers: must be between 0 and 1024");
+	REJECTED(ONE_ROLLOUT("percent = 5; guard = { max_error_rate = 5000000000; };"), 1,
+		 "test.conf:8: routes.[0].rollout.guard.max_error_rate: 5e+09: must be between 0 and 100");
+}
+
+static void test_promote_ints_leaves_strings_comments_and_names(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *in, *out;
+	} cases[] = {
+		{"a = 4294967297;", "a = 4294967297L;"},
+		{"a = -2147483648; b = -2147483649;", "a = -2147483648; b = -2147483649L;"},
+		{"a = 2147483647; b = 2147483648;", "a = 2147483647; b = 2147483648L;"},
+		{"a = 12345678901L; b = 1.5e10; c = 99999999999.0;",
+		 "a = 12345678901L; b = 1.5e10; c = 99999999999.0;"},
+		{"a = 0x7fffffff; b = 0xffffffff;", "a = 0x7fffffff; b = 0xffffffffL;"},
+		{"s = \"4294967297 \\\" 4294967297\"; # 4294967297\n// 4294967297\n",
+		 "s = \"4294967297 \\\" 4294967297\"; # 4294967297\n// 4294967297\n"},
+		{"/* 4294967297 */ x4294967297 = [4294967297, 1];",
+		 "/* 4294967297 */ x4294967297 = [4294967297L, 1];"},
+		{"name-4294967297 = 1; a=+4294967297;", "name-4294967297 = 1; a=+4294967297L;"},
+		{"unterminated = \"4294967297", "unterminated = \"4294967297"},
+	};
+	for (size_t i = 0; i < NELEM(cases); i++) {
+		char *got = sp_config_promote_ints(cases[i].in);
+		assert_non_null(got);
+		if (strcmp(got, cases[i].out) != 0)
+			print_error("case %zu: %s -> %s (want %s)\n", i, cases[i].in, got, cases[i].out);
+		assert_string_equal(got, cases[i].out);
+		free(got);
+	}
+}
+
 static void test_valid_percent_boundaries(void **state)
 {
 	(void)state;
@@ -815,6 +863,8 @@ int main(void)
 		cmocka_unit_test(test_valid_full_config),
 		cmocka_unit_test(test_valid_minimal_defaults),
 		cmocka_unit_test(test_valid_percent_boundaries),
+		cmocka_unit_test(test_wide_integers_keep_their_value),
+		cmocka_unit_test(test_promote_ints_leaves_strings_comments_and_names),
 		cmocka_unit_test(test_example_config_loads),
 		cmocka_unit_test(test_missing_file),
 		cmocka_unit_test(test_diag_format),
