@@ -346,19 +346,24 @@ static void upstream_failed(struct sp_session *s, const char *err, int status)
 	answer(s, status, err, s->req_done && s->req_keep);
 }
 
-/* The response timeout counts once the whole request is sent (as the docs
- * say, and nginx's proxy_read_timeout): during a long upload the client's
- * body timeout and the backend's write timeout watch the transfer. */
-static void upstream_timeouts(struct sp_session *s, int write_ms)
+/* Until the connection is up (a TLS handshake included) connect_timeout_ms
+ * bounds it both ways. Then the response timeout counts once the whole
+ * request is sent (as the docs say, and nginx's proxy_read_timeout): during
+ * a long upload the client's body timeout and the backend's write timeout
+ * watch the transfer. */
+static void upstream_timeouts(struct sp_session *s)
 {
 	const struct sp_backend *be = &s->cfg->backends[s->backend];
+	if (!s->up->reused && !s->up->connected) {
+		sp_conn_timeouts(s->up->conn, be->connect_timeout_ms, be->connect_timeout_ms);
+		return;
+	}
 	int sent = s->req_done || s->req_body == SP_BODY_NONE; /* or as good as sent */
-	sp_conn_timeouts(s->up->conn, sent ? be->response_timeout_ms : 0, write_ms);
+	sp_conn_timeouts(s->up->conn, sent ? be->response_timeout_ms : 0, be->response_timeout_ms);
 }
 
 static void attach_upstream(struct sp_session *s, int fresh)
 {
-	const struct sp_backend *be = &s->cfg->backends[s->backend];
 	const char *why = ERR_CONNECT_FAILED;
 	struct sp_pool *pool = sp_worker_pool(s->w, s->cfg, s->backend);
 	s->up = pool ? sp_pool_get(pool, fresh, &why) : NULL;
@@ -370,7 +375,7 @@ static void attach_upstream(struct sp_session *s, int fresh)
 	sp_h1_expect_head(s->resp, s->is_head);
 	struct sp_conn *c = s->up->conn;
 	sp_conn_setcb(c, on_up_read, on_conn_drain, on_up_event, s);
-	upstream_timeouts(s, s->up->reused ? be->response_timeout_ms : be->connect_timeout_ms);
+	upstream_timeouts(s);
 	c->low_water = LOW_WATER;
 	c->read_max = 0;
 	sp_conn_read(c, 1);
@@ -530,7 +535,7 @@ static int on_req_done(void *ud, struct sp_h1_msg *m)
 	sp_shadow_request_done(s->shadow);
 	client_timeouts(s, 0);
 	if (s->up && s->req_body != SP_BODY_NONE && (s->up->connected || s->up->reused))
-		upstream_timeouts(s, s->cfg->backends[s->backend].response_timeout_ms);
+		upstream_timeouts(s);
 	return 1; /* one exchange at a time: pipelined requests wait */
 }
 
@@ -812,7 +817,7 @@ static void on_up_event(struct sp_conn *c, short what, void *arg)
 	enter(s);
 	if (what & SP_CONN_CONNECTED) {
 		s->up->connected = 1;
-		upstream_timeouts(s, be->response_timeout_ms);
+		upstream_timeouts(s);
 		goto out;
 	}
 	if (may_retry(s) && (what & (SP_CONN_EOF | SP_CONN_ERROR))) {

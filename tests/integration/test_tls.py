@@ -8,6 +8,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -210,6 +211,28 @@ def test_https_backends_verified(start_proxy, backend_factory, pki, tls_backends
     assert "certificate verify failed" in p.stderr_text()
     r = harness.RawClient(p.port).request("GET", "/good/again")
     assert r.body == b"localhost http"
+
+
+def test_a_tls_handshake_is_bounded_by_the_connect_timeout(start_proxy, backend_factory, pki):
+    """A backend whose TCP accepts (the kernel's backlog) but whose TLS never
+    answers: 504 "connect timeout" after connect_timeout_ms, as in nginx and
+    Envoy (it took response_timeout_ms, while saying "connect timeout")."""
+    silent = socket.socket()
+    silent.bind((harness.HOST, 0))
+    silent.listen(8)
+    try:
+        hung = {"url": "https://127.0.0.1:%d" % silent.getsockname()[1], "ca_file": pki["ca"],
+                "connect_timeout_ms": 300, "response_timeout_ms": 5000}
+        p = start_proxy({"legacy": backend_factory("legacy"), "hung": hung},
+                        default_backend="legacy", routes=[backend_route("hung")])
+        with p.client() as c:
+            started = time.monotonic()
+            r = c.request("GET", "/hung")
+            took = time.monotonic() - started
+        assert r.status == 504 and r.body == b"connect timeout\n"
+        assert 0.25 <= took < 2.0, took
+    finally:
+        silent.close()
 
 
 def test_tls_settings_checked_by_t(tmp_path, pki):
