@@ -433,6 +433,11 @@ static void load_health(struct sp_loader *L, const config_setting_t *e, const ch
 	b->health_path = cfgp_str(L, h, "path", hp, &where);
 	if (b->health_path && b->health_path[0] != '/')
 		ERR(L, where, "%s.path: \"%s\": must start with '/'", hp, b->health_path);
+	for (const char *c = b->health_path; c && *c; c++)
+		if (*c <= ' ' || *c == 0x7f) { /* it goes into a request line as it is */
+			ERR(L, where, "%s.path: must not contain spaces or control characters", hp);
+			break;
+		}
 	cfgp_int_field(L, h, "interval_ms", hp, 100, 3600000, &b->health_interval_ms);
 	cfgp_int_field(L, h, "timeout_ms", hp, 10, 600000, &b->health_timeout_ms);
 	cfgp_int_field(L, h, "healthy", hp, 1, 100, &b->health_healthy);

@@ -99,6 +99,9 @@ static void set_down(struct sp_health *h, const struct sp_backend *be, int down,
 	if (down)
 		atomic_store(&h->retry_at_ms, now_ms() + be->health_interval_ms);
 	if (atomic_exchange(&h->down, down) != down) {
+		/* a backend back up starts its count of failed requests afresh */
+		if (!down)
+			atomic_store(&h->consecutive_failures, 0);
 		atomic_fetch_add(&h->transitions, 1);
 		sp_log(down ? SP_LOG_WARN : SP_LOG_INFO, "backend %s (%s) is %s: %s", be->name,
 		       be->hostport, down ? "down" : "up again", why);
@@ -186,8 +189,12 @@ static void check_done(struct check *k, int ok, const char *why)
 	struct sp_health *h = k->be->health;
 	sp_conn_free(&k->conn);
 	if (ok) {
+		/* only passes while it is down count towards bringing it back
+		 * (not those from before passive failures took it down) */
 		k->failures = 0;
-		if (++k->successes >= k->be->health_healthy && atomic_load(&h->down))
+		if (!atomic_load(&h->down))
+			k->successes = 0;
+		else if (++k->successes >= k->be->health_healthy)
 			set_down(h, k->be, 0, "health check passed");
 	} else {
 		k->successes = 0;
@@ -229,10 +236,8 @@ static void on_check_timer(evutil_socket_t fd, short what, void *arg)
 	const struct sp_backend *be = k->be;
 	(void)fd;
 	(void)what;
-	if (k->conn) { /* the previous check is still waiting */
-		check_done(k, 0, "health check timed out");
+	if (k->conn) /* the previous check has until its own timeout_ms */
 		return;
-	}
 	k->conn = sp_conn_connect(event_get_base(k->timer), (const struct sockaddr *)&be->addr,
 				  be->addrlen);
 	if (!k->conn || (be->tls_ctx &&

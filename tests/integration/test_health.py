@@ -2,6 +2,7 @@
 route's other side, and the one retry of a refused idempotent request."""
 import subprocess
 import threading
+import time
 
 import harness
 from harness import Response, by_path
@@ -49,6 +50,51 @@ def test_active_check_takes_a_backend_out_and_back(backend_factory, start_proxy)
     assert served(p) == (200, "modern")
     checks = [r for r in modern.requests if r.path == "/health"]
     assert checks and checks[0].header("User-Agent") == "strangler-health-check"
+
+
+def test_health_counts_start_afresh_at_each_transition(backend_factory, start_proxy):
+    """Passive failures take modern down; the active check brings it back
+    only after `healthy` passes counted from then (passes from before used to
+    bring it back at the next check), and once back, one failed request is
+    not `unhealthy` failed requests (the count from before used to linger)."""
+    fail = Switch()
+    fail.ok = True
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern", by_path(
+        {"/health": lambda req, conn: Response(200, b"ok")},
+        default=lambda req, conn: Response(200 if fail.ok else 500, b"x")))
+    health = {"path": "/health", "interval_ms": 300, "timeout_ms": 1000, "healthy": 3,
+              "unhealthy": 2}
+    p = start_proxy({"legacy": legacy, "modern": {"url": modern, "health": health}},
+                    routes=rollout_route())
+    time.sleep(1.0)  # passes pile up while it is up
+    fail.ok = False
+    assert [served(p)[0] for _ in range(2)] == [500, 500]
+    down_at = time.monotonic()
+    assert "is down: consecutive failed requests" in p.stderr_text()
+    fail.ok = True
+    harness.wait_for(lambda: "is up again" in p.stderr_text(), timeout=3, what="modern back")
+    assert time.monotonic() - down_at >= 0.55  # three passes, 300 ms apart
+    fail.ok = False
+    assert served(p)[0] == 500
+    time.sleep(0.1)
+    assert p.stderr_text().count("is down") == 1
+    assert served(p)[0] == 500  # the second one does it
+    harness.wait_for(lambda: p.stderr_text().count("is down") == 2, what="down again")
+
+
+def test_a_check_slower_than_the_interval_has_its_timeout(backend_factory, start_proxy):
+    """timeout_ms longer than interval_ms: a check answered within timeout_ms
+    passes (it was failed at the next interval's tick)."""
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern", by_path({"/health": harness.delayed(0.35)}))
+    health = {"path": "/health", "interval_ms": 100, "timeout_ms": 2000, "unhealthy": 1}
+    p = start_proxy({"legacy": legacy, "modern": {"url": modern, "health": health}},
+                    routes=rollout_route())
+    time.sleep(1.5)
+    assert "is down" not in p.stderr_text()
+    assert served(p) == (200, "modern")
+    assert len([r for r in modern.requests if r.path == "/health"]) >= 2
 
 
 def test_refused_idempotent_request_is_retried_on_the_other_side(backend_factory, start_proxy):
@@ -106,7 +152,8 @@ def test_health_settings_checked(tmp_path):
     conf = tmp_path / "h.conf"
     conf.write_text('listen = ( { address = "127.0.0.1:1"; } );\n'
                     'backends = { a = { url = "http://127.0.0.1:2";\n'
-                    '  health = { path = "health"; interval_ms = 5; colour = 1; }; }; };\n'
+                    '  health = { path = "health"; interval_ms = 5; colour = 1; }; };\n'
+                    '  b = { url = "http://127.0.0.1:3"; health = { path = "/h x"; }; }; };\n'
                     'default_backend = "a";\n')
     r = subprocess.run([harness.BINARY, "-t", "-c", str(conf)], capture_output=True, text=True,
                        timeout=10)
@@ -114,3 +161,5 @@ def test_health_settings_checked(tmp_path):
     assert '%s:3: backends.a.health.path: "health": must start with \'/\'' % conf in r.stderr
     assert "%s:3: backends.a.health.interval_ms: must be between 100 and 3600000" % conf in r.stderr
     assert "%s:3: backends.a.health.colour: unknown setting" % conf in r.stderr
+    assert ("%s:4: backends.b.health.path: must not contain spaces or control characters"
+            % conf) in r.stderr
