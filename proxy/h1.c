@@ -189,7 +189,18 @@ static int build_view(struct sp_h1 *h)
 		v[i].name = h->store.data + h->raw[i].no;
 		v[i].name_len = h->raw[i].nl;
 		v[i].value = h->raw[i].vl ? h->store.data + h->raw[i].vo : "";
-		v[i].value_len = h->raw[i].vl;
+		/* trailing whitespace is not part of the value (RFC 9110 5.5; llhttp
+		 * drops only the leading one): "acme  " must route, stick and
+		 * compare as "acme". Not for the framing headers, which http.c
+		 * checks as llhttp read them ("chunked<TAB>" is no chunked there) */
+		size_t vl = h->raw[i].vl;
+		const char *val = v[i].value;
+		if (vl && (val[vl - 1] == ' ' || val[vl - 1] == '\t') &&
+		    !sp_hdr_name_is(&v[i], "Transfer-Encoding") &&
+		    !sp_hdr_name_is(&v[i], "Content-Length"))
+			while (vl && (val[vl - 1] == ' ' || val[vl - 1] == '\t'))
+				vl--;
+		v[i].value_len = vl;
 	}
 	m->url = h->store.data ? h->store.data : "";
 	m->reason = m->url;

@@ -219,6 +219,17 @@ static void test_request_verdict_in_order(void **state)
 			 413);
 	assert_int_equal(request_verdict("GET /a/../../b HTTP/1.1\r\nHost: t\r\n\r\n", 0, &why, NULL), 400);
 	assert_non_null(why);
+	/* llhttp does not read "chunked<TAB>" as chunked: refused, whatever
+	 * trailing blanks other values lose (the body would be the next
+	 * request for llhttp) */
+	assert_int_equal(request_verdict("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\t\r\n"
+					 "\r\n",
+					 0, &why, NULL),
+			 501);
+	assert_int_equal(request_verdict("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked \r\n"
+					 "\r\n",
+					 0, &why, NULL),
+			 0);
 }
 
 static enum sp_resp_verdict response_verdict(const char *head, int upgrade_req, const char **why,
@@ -381,6 +392,39 @@ static void test_stash_grow_takes_a_kept_block_for_an_empty_array_only(void **st
 	sp_stash_clear(&st);
 }
 
+static int keep_tenant(void *ud, struct sp_h1_msg *m)
+{
+	const struct sp_hdr *t = sp_hdr_find(m->hdrs, m->nhdrs, "X-Tenant");
+	snprintf(((struct seen *)ud)->last_url, sizeof(((struct seen *)ud)->last_url), "[%.*s]",
+		 t ? (int)t->value_len : 0, t ? t->value : "");
+	return 0;
+}
+
+/* Trailing blanks are not part of a value (RFC 9110 5.5): "acme \t" is
+ * "acme" for routing, stickiness and comparison; inner ones stay. */
+static void test_values_lose_trailing_whitespace(void **state)
+{
+	(void)state;
+	static const struct sp_h1_hooks tenant = {keep_tenant, on_body, on_done};
+	static const struct {
+		const char *line, *want;
+	} cases[] = {
+		{"X-Tenant: acme \t \r\n", "[acme]"},
+		{"X-Tenant:acme\r\n", "[acme]"},
+		{"X-Tenant: a b  \r\n", "[a b]"},
+		{"X-Tenant:   \r\n", "[]"},
+	};
+	for (size_t i = 0; i < NELEM(cases); i++) {
+		struct seen s = {0};
+		char head[256];
+		struct sp_h1 *h = sp_h1_new(1, &tenant, &s, &limits);
+		snprintf(head, sizeof(head), "GET / HTTP/1.1\r\nHost: t\r\n%s\r\n", cases[i].line);
+		assert_int_equal(feed(h, head, strlen(head)), SP_H1_OK);
+		assert_string_equal(s.last_url, cases[i].want);
+		sp_h1_free(&h);
+	}
+}
+
 /* The trailer section after the last chunk is checked like a head: every
  * line ends with CRLF (llhttp 8.1 takes a bare LF ending it, so "0\r\n\n"
  * followed by a request would be one message here and two elsewhere), and
@@ -457,6 +501,7 @@ int main(void)
 		cmocka_unit_test(test_stash_grow_takes_a_kept_block_for_an_empty_array_only),
 		cmocka_unit_test(test_trimmed_head_buffers_serve_the_next_message),
 		cmocka_unit_test(test_trailer_lines_end_with_crlf),
+		cmocka_unit_test(test_values_lose_trailing_whitespace),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
