@@ -180,9 +180,9 @@ int sp_parse_hostport(const char *s, int passive, struct sockaddr_storage *ss, s
 		host[colon - s] = '\0';
 		port = colon + 1;
 	}
-	char *end;
-	long p = strtol(port, &end, 10);
-	if (!*port || *end || p < 1 || p > 65535) {
+	/* digits only: strtol would also take " 80" and "+80" */
+	long p = strlen(port) <= 5 && port[strspn(port, "0123456789")] == '\0' ? atol(port) : 0;
+	if (p < 1 || p > 65535) {
 		*why = "port must be a number between 1 and 65535";
 		return -1;
 	}

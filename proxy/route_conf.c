@@ -80,11 +80,24 @@ static const char *check_method(const char *v)
 	return is_token(v) ? NULL : "must be a method name such as \"GET\"";
 }
 
+/* A methods list: absent (0), or given (1) and then not empty, which would
+ * read as "every method" to some and "none" to others. */
+static int load_method_list(struct sp_loader *L, const config_setting_t *g, const char *path,
+			    const char *example, char ***methods, size_t *nmethods)
+{
+	if (!load_strlist(L, g, "methods", path, check_method, example, methods, nmethods))
+		return 0;
+	const config_setting_t *s = config_setting_get_member(g, "methods");
+	if ((config_setting_is_array(s) || config_setting_is_list(s)) && config_setting_length(s) == 0)
+		ERR(L, s, "%s.methods: must list at least one method: %s (or leave it out)", path,
+		    example);
+	return 1;
+}
+
 static void load_methods(struct sp_loader *L, const config_setting_t *m, const char *path,
 			 char ***methods, size_t *nmethods)
 {
-	if (!load_strlist(L, m, "methods", path, check_method, "[\"GET\", \"HEAD\"]", methods,
-			  nmethods))
+	if (!load_method_list(L, m, path, "[\"GET\", \"HEAD\"]", methods, nmethods))
 		return;
 	const config_setting_t *s = config_setting_get_member(m, "methods");
 	for (size_t i = 0; i < *nmethods; i++)
@@ -143,6 +156,28 @@ static char *literal_prefix(const char *re, size_t *len)
 	return strndup(re, n);
 }
 
+/* The ']' closing the POSIX bracket expression opened at p (or the NUL):
+ * a ']' first in the set is a member, and so is anything in "[:alpha:]",
+ * "[.x.]" or "[=e=]". */
+static const char *bracket_end(const char *p)
+{
+	const char *q = p + 1;
+	if (*q == '^')
+		q++;
+	if (*q == ']')
+		q++;
+	for (; *q && *q != ']'; q++)
+		if (q[0] == '[' && (q[1] == ':' || q[1] == '.' || q[1] == '=')) {
+			const char *e = q + 2;
+			while (*e && !(e[0] == q[1] && e[1] == ']'))
+				e++;
+			if (!*e)
+				return e;
+			q = e + 1;
+		}
+	return q;
+}
+
 static void load_regex(struct sp_loader *L, const config_setting_t *m, const char *path,
 		       struct sp_match *out)
 {
@@ -153,9 +188,16 @@ static void load_regex(struct sp_loader *L, const config_setting_t *m, const cha
 	/* glibc's regcomp needs memory exponential in stacked repetitions
 	 * ("a++++…"): refuse them, and very long patterns, before compiling */
 	const char *why = strlen(src) > 1024 ? "longer than 1024 characters" : NULL;
-	for (const char *p = src; !why && p[0] && p[1]; p++)
-		if (strchr("*+?}", p[0]) && strchr("*+?{", p[1]) && (p == src || p[-1] != '\\'))
+	for (const char *p = src; !why && *p; p++) {
+		if (*p == '\\' && p[1])
+			p++; /* an escaped character */
+		else if (*p == '[')
+			p = bracket_end(p); /* "[+*]" is a set, not repetitions */
+		else if (strchr("*+?}", p[0]) && p[1] && strchr("*+?{", p[1]))
 			why = "a repetition of a repetition (write it once)";
+		if (!*p)
+			break;
+	}
 	if (why) {
 		ERR(L, where, "%s.path_regex: \"%s\": %s", path, src, why);
 		free(src);
@@ -411,8 +453,7 @@ static void load_shadow(struct sp_loader *L, const config_setting_t *route, cons
 	c->percent_bp = 10000;
 	if (config_setting_get_member(s, "percent"))
 		load_percent(L, s, path, &c->percent_bp);
-	if (!load_strlist(L, s, "methods", path, check_method, "[\"GET\", \"POST\"]", &c->methods,
-			  &c->nmethods)) {
+	if (!load_method_list(L, s, path, "[\"GET\", \"POST\"]", &c->methods, &c->nmethods)) {
 		c->methods = calloc(4, sizeof(char *));
 		for (size_t i = 0; c->methods && i < 3; i++)
 			c->methods[c->nmethods++] = strdup(defaults[i]);
@@ -428,6 +469,15 @@ static void load_shadow(struct sp_loader *L, const config_setting_t *route, cons
 		cfgp_check_keys(L, noise, npath, nkeys);
 		cfgp_int_field(L, noise, "samples", npath, 0, 1, &c->noise_samples);
 	}
+}
+
+/* Characters in UTF-8 text: the bytes that do not continue a sequence. */
+static size_t utf8_chars(const char *s)
+{
+	size_t n = 0;
+	for (; *s; s++)
+		n += ((unsigned char)*s & 0xc0) != 0x80;
+	return n;
 }
 
 static void load_route(struct sp_loader *L, const config_setting_t *e, int i, struct sp_route *r)
@@ -448,7 +498,7 @@ static void load_route(struct sp_loader *L, const config_setting_t *e, int i, st
 	r->name = cfgp_str(L, e, "name", path, &where);
 	if (!where)
 		ERR(L, e, "%s.name: required", path);
-	else if (r->name && (!*r->name || strlen(r->name) > 64))
+	else if (r->name && (!*r->name || utf8_chars(r->name) > 64))
 		ERR(L, where, "%s.name: must be 1 to 64 characters", path);
 	r->backend = cfgp_backend_ref(L, e, "backend", path, 1);
 	load_match(L, e, path, &r->match);

@@ -175,6 +175,11 @@ static void test_error_bad_url(void **state)
 	REJECTED(ONE_BACKEND("url = \"http://127.0.0.1:\";"), 1,
 		 "test.conf:3: backends.legacy.url: \"http://127.0.0.1:\": port must be a number "
 		 "between 1 and 65535");
+	/* digits only (strtol took these, and the text went into Host headers) */
+	REJECTED(ONE_BACKEND("url = \"http://127.0.0.1: 80\";"), 1, "test.conf:3: *");
+	REJECTED(ONE_BACKEND("url = \"http://127.0.0.1:+80\";"), 1, "test.conf:3: *");
+	struct sp_config *c = unit_load_ok(ONE_BACKEND("url = \"http://127.0.0.1:0080\";"), NULL);
+	sp_config_unref(&c);
 	REJECTED(ONE_BACKEND("url = \"https://127.0.0.1:9001\"; tls_verify = 1;"), 1,
 		 "test.conf:3: backends.legacy.tls_verify: must be true or false");
 	REJECTED(ONE_BACKEND("url = \"http://127.0.0.1:9001\"; tls_verify = false;"), 1,
@@ -235,6 +240,21 @@ static void test_error_duplicate_route_name(void **state)
 		 "test.conf:7: routes.[0].name: must be 1 to 64 characters");
 	REJECTED(BASE "routes = ( { backend = \"legacy\"; } );\n", 1,
 		 "test.conf:7: routes.[0].name: required");
+	/* characters, not bytes: 64 two-byte characters are fine, 65 are not */
+	char text[1024], name[200] = "";
+	for (int i = 0; i < 64; i++)
+		strcat(name, "\xc3\xa9");
+	snprintf(text, sizeof(text), BASE "routes = ( { name = \"%s\"; backend = \"legacy\"; } );\n",
+		 name);
+	struct sp_config *c = unit_load_ok(text, NULL);
+	sp_config_unref(&c);
+	snprintf(text, sizeof(text), BASE "routes = ( { name = \"%s\xc3\xa9\"; backend = \"legacy\"; } );\n",
+		 name);
+	REJECTED(text, 1, "test.conf:7: routes.[0].name: must be 1 to 64 characters");
+	/* an empty methods list would read as "all" to some and "none" to others */
+	REJECTED(ONE_MATCH("methods = [];"), 1,
+		 "test.conf:8: routes.[0].match.methods: must list at least one method: "
+		 "[\"GET\", \"HEAD\"] (or leave it out)");
 }
 
 static void test_error_bad_regex(void **state)
@@ -246,6 +266,24 @@ static void test_error_bad_regex(void **state)
 		 "test.conf:8: routes.[0].match.path_regex: \"/x[z-a]\": *");
 	REJECTED(ONE_MATCH("path_regex = \"/a{2\";"), 1,
 		 "test.conf:8: routes.[0].match.path_regex: \"/a{2\": *");
+	REJECTED(ONE_MATCH("path_regex = \"/a+*\";"), 1,
+		 "test.conf:8: routes.[0].match.path_regex: \"/a+*\": a repetition of a repetition "
+		 "(write it once)");
+	REJECTED(ONE_MATCH("path_regex = \"/[a]+*\";"), 1, "test.conf:8: *");
+	REJECTED(ONE_MATCH("path_regex = \"/[[:alpha:]]*+\";"), 1, "test.conf:8: *");
+	/* repetition characters inside a bracket expression, or escaped, are
+	 * members or literals, not repetitions */
+	static const char *const fine[] = {
+		"path_regex = \"/a[+*]b\";",	 "path_regex = \"/v[0-9]+[?]x\";",
+		"path_regex = \"/[]+*]x\";",	 "path_regex = \"/[^]*+]x\";",
+		"path_regex = \"/[[:digit:]+*]\";", "path_regex = \"/a\\\\+\\\\*\";",
+	};
+	for (size_t i = 0; i < NELEM(fine); i++) {
+		char text[512];
+		snprintf(text, sizeof(text), ONE_MATCH("%s"), fine[i]);
+		struct sp_config *c = unit_load_ok(text, NULL);
+		sp_config_unref(&c);
+	}
 }
 
 /* BUG (proxy/route_conf.c, load_regex): the source is wrapped as "^(%s)$"
