@@ -31,7 +31,8 @@ struct lat {
 
 struct route_agg {
 	char *name;
-	json_t *summary; /* the last summary line (counters are cumulative) */
+	json_t *summary; /* the last summary line (counters are cumulative per run) */
+	json_t *earlier; /* the counters of earlier runs in the same log, summed */
 	size_t diff_lines;
 	struct lat pms, sms; /* latencies of the diff lines, for logs without summary */
 	struct group *groups;
@@ -216,6 +217,64 @@ static int blank(const char *s, size_t n)
 }
 
 /* 0, or -1 when memory runs out; bad lines are only counted. */
+static long long count_value(const json_t *v)
+{
+	return json_is_number(v) ? (long long)json_number_value(v) : 0;
+}
+
+static long long count_of(const json_t *o, const char *key)
+{
+	return count_value(json_object_get(o, key));
+}
+
+/* The counters a summary line carries, "skipped" being an object of them. */
+static const char *const counters[] = {"mirrored", "compared", "identical", "different",
+				       "noise", "shadow_errors", "shadow_timeouts", "skipped"};
+
+static int add_counts(json_t *into, const json_t *from)
+{
+	const char *k;
+	json_t *v;
+	json_object_foreach((json_t *)from, k, v) {
+		json_t *have = json_object_get(into, k);
+		if (json_is_object(v)) {
+			if (!have && json_object_set_new(into, k, have = json_object()) < 0)
+				return -1;
+			if (add_counts(have, v) < 0)
+				return -1;
+		} else if (json_is_number(v)) {
+			double sum = json_number_value(v) + (have ? json_number_value(have) : 0);
+			if (json_object_set_new(into, k, json_integer((json_int_t)sum)) < 0)
+				return -1;
+		}
+	}
+	return 0;
+}
+
+/* A summary's counters run from the process's start, so a log appended to
+ * across restarts holds several runs: a counter going down starts a new one,
+ * and the last summary of each earlier run is added to r->earlier. */
+static int add_summary(struct route_agg *r, json_t *j)
+{
+	const json_t *last = r->summary;
+	if (last && (count_of(j, "mirrored") < count_of(last, "mirrored") ||
+		     count_of(j, "compared") < count_of(last, "compared"))) {
+		if (!r->earlier && !(r->earlier = json_object()))
+			return -1;
+		for (size_t i = 0; i < sizeof(counters) / sizeof(*counters); i++) {
+			json_t *v = json_object_get(last, counters[i]);
+			json_t *one = v ? json_pack("{s:O}", counters[i], v) : NULL;
+			int rc = v ? (one ? add_counts(r->earlier, one) : -1) : 0;
+			json_decref(one);
+			if (rc < 0)
+				return -1;
+		}
+	}
+	json_decref(r->summary);
+	r->summary = json_incref(j);
+	return 0;
+}
+
 static int process_line(struct report *rp, const char *line, size_t len, struct sp_buf *lab)
 {
 	if (blank(line, len))
@@ -241,8 +300,7 @@ static int process_line(struct report *rp, const char *line, size_t len, struct 
 	} else if (is_diff) {
 		rc = add_diff_line(rp, r, j, lab);
 	} else {
-		json_decref(r->summary);
-		r->summary = json_incref(j);
+		rc = add_summary(r, j);
 	}
 out:
 	json_decref(j);
@@ -250,16 +308,6 @@ out:
 }
 
 /* --- output ------------------------------------------------------------------ */
-
-static long long count_value(const json_t *v)
-{
-	return json_is_number(v) ? (long long)json_number_value(v) : 0;
-}
-
-static long long count_of(const json_t *o, const char *key)
-{
-	return count_value(json_object_get(o, key));
-}
 
 static void print_share(FILE *out, long long n, const char *what, long long of)
 {
@@ -296,11 +344,17 @@ static void print_plural(FILE *out, long long n, const char *what)
 
 static void print_counts(FILE *out, const struct route_agg *r)
 {
-	const json_t *s = r->summary;
-	if (!s) {
+	if (!r->summary) {
 		fprintf(out, "route %s: %zu compared, %zu different (no summary line: identical "
 			     "exchanges unknown)\n",
 			r->name, r->diff_lines, r->diff_lines);
+		return;
+	}
+	/* every run's counters: the last summary plus the earlier runs' */
+	json_t *s = json_deep_copy(r->summary);
+	if (!s || (r->earlier && add_counts(s, r->earlier) < 0)) {
+		json_decref(s);
+		fprintf(out, "route %s: out of memory\n", r->name);
 		return;
 	}
 	long long compared = count_of(s, "compared");
@@ -312,6 +366,7 @@ static void print_counts(FILE *out, const struct route_agg *r)
 	print_plural(out, count_of(s, "shadow_errors"), "shadow error");
 	print_plural(out, count_of(s, "shadow_timeouts"), "shadow timeout");
 	fputc('\n', out);
+	json_decref(s);
 }
 
 static const char *fmt_ms(double v, char *buf, size_t len)
@@ -458,6 +513,7 @@ static void report_deinit(struct report *rp)
 		free(r->pms.v);
 		free(r->sms.v);
 		json_decref(r->summary);
+		json_decref(r->earlier);
 		json_decref(r->index);
 	}
 	free(rp->routes);

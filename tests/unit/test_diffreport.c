@@ -164,6 +164,25 @@ static void test_summary_edge_cases(void **state)
 	free(t);
 }
 
+/* A log appended to across restarts holds several runs, each with counters
+ * from zero: their last summaries add up (the report showed only the last
+ * run's counts beside all runs' difference lines). */
+static void test_runs_add_up(void **state)
+{
+	(void)state;
+#define SUMMARY(m, c, i, d, b)                                                                      \
+	"{\"type\":\"summary\",\"route\":\"r\",\"mirrored\":" m ",\"compared\":" c ",\"identical\":" i \
+	",\"different\":" d ",\"noise\":0,\"skipped\":{\"budget\":" b "},\"shadow_errors\":0,"          \
+	"\"shadow_timeouts\":0,\"primary_ms\":{\"p50\":1,\"p99\":2},\"shadow_ms\":{\"p50\":1,\"p99\":2}}\n"
+	static const char log[] = SUMMARY("50", "50", "40", "10", "1") SUMMARY("100", "100", "70", "30", "2")
+		/* restart */ SUMMARY("5", "5", "5", "0", "0") SUMMARY("10", "10", "8", "2", "1");
+#undef SUMMARY
+	char *t = report(log, strlen(log), NULL);
+	expect_has(t, "route r: 110 compared, 78 identical (70.9 %), 32 different (29.1 %), 0 noise, "
+		      "3 skipped (budget 3)");
+	free(t);
+}
+
 static void test_main(void **state)
 {
 	(void)state;
@@ -197,6 +216,7 @@ int main(void)
 		cmocka_unit_test(test_route_filter),
 		cmocka_unit_test(test_top_rows),
 		cmocka_unit_test(test_summary_edge_cases),
+		cmocka_unit_test(test_runs_add_up),
 		cmocka_unit_test(test_main),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
