@@ -338,6 +338,9 @@ static void tls_fail(struct sp_conn *c, short what)
 	c->tls_error = e ? ERR_reason_error_string(e) : "TLS failure";
 	if (c->hs)
 		c->tls_handshake_failed = 1;
+	/* OpenSSL recognises a request line where a ClientHello belongs */
+	c->plain_http = !c->tls_client && ERR_GET_LIB(e) == ERR_LIB_SSL &&
+			ERR_GET_REASON(e) == SSL_R_HTTP_REQUEST;
 	ERR_clear_error();
 	c->eof = 1;
 	c->hs_want_read = c->w_want_read = 0;
@@ -438,6 +441,11 @@ static void tls_readable(struct sp_conn *c)
 		arm_read(c);
 	if (got)
 		c->on_read(c, c->arg);
+}
+
+void sp_conn_send_plain(struct sp_conn *c, const char *p, size_t n)
+{
+	(void)send(c->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT); /* the close follows anyway */
 }
 
 void sp_conn_tls_accept(struct sp_conn *c, SSL_CTX *ctx)

@@ -58,6 +58,7 @@ struct sp_conn {
 	SSL *ssl;
 	const char *tls_error; /* OpenSSL's reason for the last failure */
 	unsigned hs : 1, tls_client : 1, tls_handshake_failed : 1;
+	unsigned plain_http : 1; /* a TLS listener got a plain HTTP request */
 	unsigned hs_want_read : 1, hs_want_write : 1, w_want_read : 1, r_want_write : 1;
 };
 
@@ -113,5 +114,10 @@ int sp_conn_can_splice(const struct sp_conn *src, const struct sp_conn *dst);
  * Returns -1 with errno set when no pipe can be had (nothing changed: relay
  * the bytes the usual way). */
 int sp_conn_splice(struct sp_conn *src, struct sp_conn *dst, uint64_t n);
+
+/* Best effort, bypassing TLS and the buffers: the few bytes of a plain
+ * answer to a client that spoke plain HTTP to a TLS listener (plain_http),
+ * before the connection is closed. */
+void sp_conn_send_plain(struct sp_conn *c, const char *p, size_t n);
 
 #endif

@@ -1015,6 +1015,13 @@ static void on_client_event(struct sp_conn *c, short what, void *arg)
 	enter(s);
 	if (what & SP_CONN_DEADLINE) {
 		deadline_passed(s);
+	} else if (c->plain_http) {
+		/* as nginx does: say so in plain HTTP, then close */
+		static const char msg[] = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
+					  "Content-Length: 47\r\nConnection: close\r\n\r\n"
+					  "The plain HTTP request was sent to HTTPS port\r\n";
+		sp_conn_send_plain(c, msg, sizeof(msg) - 1);
+		s->dead = 1;
 	} else if (s->tunnel) {
 		if (s->up) {
 			evbuffer_add_buffer(s->up->conn->out, c->in);
