@@ -96,9 +96,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int close_after = data[1] & 1;
 
 	int port, lfd = backend_listener(&port), sv[2], bfd = -1;
-	struct sp_config *cfg = config(port);
-	FUZZ_CHECK(cfg, "the harness's config does not load");
-	struct sp_worker *w = sp_worker_new(0, cfg, NULL, NULL);
+	struct sp_config *cfg = NULL;
+	struct sp_worker *w = NULL;
+	/* the listener's port was free when probed; the harness's own outgoing
+	 * connections (thousands a second, in TIME_WAIT) can take it meanwhile */
+	for (int tries = 0; !w && tries < 20; tries++) {
+		sp_config_unref(&cfg);
+		cfg = config(port);
+		FUZZ_CHECK(cfg, "the harness's config does not load");
+		w = sp_worker_new(0, cfg, NULL, NULL);
+	}
 	FUZZ_CHECK(w, "no worker");
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
 		abort();
