@@ -588,6 +588,12 @@ static void dispatch(struct admin_conn *a)
 		return;
 	}
 	int get = strcmp(m, "GET") == 0;
+	if (rt->stopping && !get) {
+		/* a replacement process may share this port (SO_REUSEPORT): a
+		 * change made here would be lost with this process */
+		respond_error(a, 503, "stopping: send changes to the process that replaces this one");
+		return;
+	}
 	if (strcmp(path, "/healthz") == 0 && get) {
 		respond(a, 200, "text/plain", "ok\n", 3);
 	} else if (strcmp(path, "/readyz") == 0 && get) {
@@ -787,7 +793,10 @@ struct sp_admin *sp_admin_new(struct sp_runtime *rt)
 	admin->rt = rt;
 	TAILQ_INIT(&admin->conns);
 	admin->listener = evconnlistener_new_bind(
-		rt->base, on_accept, admin, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+		rt->base, on_accept, admin,
+		/* REUSEPORT: a new process can start on the same address while
+		 * this one drains (a restart or an upgrade, operations.md) */
+		LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_EXEC,
 		128, (const struct sockaddr *)&ac->addr, (int)ac->addrlen);
 	if (!admin->listener) {
 		sp_log(SP_LOG_ERROR, "%s:%d: admin.address: cannot listen on %s: %s", rt->cfg->file,

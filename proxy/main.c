@@ -165,6 +165,20 @@ static int drop_privileges(const char *user)
 	return 0;
 }
 
+/* Only while it still holds this process's id: a replacement started
+ * during the drain has written its own. */
+static void remove_pid_file(const char *path)
+{
+	char buf[32] = "";
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return;
+	int ours = fgets(buf, sizeof(buf), f) && strtol(buf, NULL, 10) == (long)getpid();
+	fclose(f);
+	if (ours)
+		unlink(path);
+}
+
 static int write_pid_file(const char *path)
 {
 	FILE *f = fopen(path, "w");
@@ -299,7 +313,7 @@ static int run(const char *file)
 		sp_worker_join(rt.workers[i]);
 	sp_shadow_write_summaries(rt.cfg, rt.workers, rt.nworkers, rt.difflog);
 	if (rt.cfg->pid_file)
-		unlink(rt.cfg->pid_file);
+		remove_pid_file(rt.cfg->pid_file);
 	sp_log(SP_LOG_INFO, "stopped");
 	rc = 0;
 out:

@@ -241,6 +241,44 @@ def test_drain_timeout_bounds_shutdown(backend_factory, start_proxy):
             c.read_response()
 
 
+def test_a_replacement_starts_while_the_old_process_drains(backend_factory, start_proxy,
+                                                           tmp_path):
+    """The restart and upgrade of operations.md and migration.md: the old
+    process drains, the new one starts on the same file. The admin listener
+    made the new one exit ("address already in use") and the old one deleted
+    the new one's pid file on its way out. While draining, the old process
+    refuses changes (they would die with it) and says where to send them."""
+    b = backend_factory("legacy", delayed(1.0))
+    pid_file = str(tmp_path / "strangler.pid")
+    old = start_proxy({"legacy": b}, admin={}, pid_file=pid_file)
+    err = open(tmp_path / "new.stderr", "w")
+    new = None
+    try:
+        with old.client() as c:
+            c.send(build_request("GET", "/slow"))
+            b.wait_requests(1)
+            old.proc.send_signal(signal.SIGTERM)
+            new = subprocess.Popen([BINARY, "-c", old.conf_path], stdout=err, stderr=err)
+            wait_for(lambda: "started" in (tmp_path / "new.stderr").read_text(), 5,
+                     what="the new process up")
+            assert new.poll() is None
+            statuses = set()
+            wait_for(lambda: statuses.add(old.admin("PATCH", "/api/routes/nope", {})[0]) or
+                     404 in statuses, 5, what="a change reaching the new process")
+            assert statuses <= {404, 503}, statuses
+            r = c.read_response()
+            assert r.status == 200 and r.header("Connection") == "close"
+        assert old.proc.wait(timeout=5) == 0
+        assert open(pid_file).read().strip() == str(new.pid)
+        with old.client() as c2:  # same port: the new process serves it
+            assert c2.request("GET", "/next").status == 200
+    finally:
+        if new:
+            new.terminate()
+            new.wait(timeout=10)
+        err.close()
+
+
 def test_sigint_stops_too(backend_factory, start_proxy):
     b = backend_factory("legacy")
     proxy = start_proxy({"legacy": b})
