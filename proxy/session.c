@@ -37,6 +37,7 @@ static const char ERR_UPSTREAM_RESET[] = "upstream reset";
 static const char ERR_TRUNCATED[] = "upstream response truncated";
 static const char ERR_TLS[] = "upstream TLS handshake failed";
 static const char ERR_CLIENT_ABORTED[] = "client closed connection";
+static const char ERR_DRAIN[] = "drain timeout";
 
 enum timer_mode { T_NONE, T_HEADER, T_IDLE };
 
@@ -1161,6 +1162,18 @@ void sp_sessions_drain(struct sp_worker *w)
 void sp_sessions_kill(struct sp_worker *w)
 {
 	struct sp_session *s;
-	while ((s = TAILQ_FIRST(&w->sessions)) != NULL)
+	while ((s = TAILQ_FIRST(&w->sessions)) != NULL) {
+		/* an exchange cut by the drain is logged like any other; one whose
+		 * answer had not begun gets a 503 rather than a bare close */
+		if (s->req_active && !s->tunnel && !s->dead) {
+			s->error = ERR_DRAIN;
+			if (!s->resp_started) {
+				answer(s, 503, "shutting down", 0);
+				sp_conn_flush(s->client);
+			} else {
+				log_exchange(s);
+			}
+		}
 		session_free(s);
+	}
 }
