@@ -38,6 +38,17 @@ struct sp_config *sp_runtime_build(struct sp_runtime *rt, const char *text,
 	return cfg;
 }
 
+/* A restart-only string setting: the running value stays in the new
+ * generation (so the next reload compares with what runs), and a change is
+ * logged with warning. */
+static void keep_string(const char *warning, const char *running, char **now)
+{
+	if ((running == NULL) != (*now == NULL) || (running && strcmp(running, *now) != 0))
+		sp_log(SP_LOG_WARN, "%s", warning);
+	free(*now);
+	*now = running ? strdup(running) : NULL;
+}
+
 /* Settings a running process cannot change. */
 static void keep_restart_only(const struct sp_config *old, struct sp_config *cfg)
 {
@@ -45,12 +56,10 @@ static void keep_restart_only(const struct sp_config *old, struct sp_config *cfg
 		sp_log(SP_LOG_WARN, "reload: workers changed (%d → %d): applies after a restart",
 		       old->workers, cfg->workers);
 	cfg->workers = old->workers;
-	if ((old->access_log == NULL) != (cfg->access_log == NULL) ||
-	    (old->access_log && strcmp(old->access_log, cfg->access_log) != 0))
-		sp_log(SP_LOG_WARN, "reload: access_log changed: applies after a restart");
-	if ((old->shadow.diff_log == NULL) != (cfg->shadow.diff_log == NULL) ||
-	    (old->shadow.diff_log && strcmp(old->shadow.diff_log, cfg->shadow.diff_log) != 0))
-		sp_log(SP_LOG_WARN, "reload: shadow_defaults.diff_log changed: applies after a restart");
+	keep_string("reload: access_log changed: applies after a restart", old->access_log,
+		    &cfg->access_log);
+	keep_string("reload: shadow_defaults.diff_log changed: applies after a restart",
+		    old->shadow.diff_log, &cfg->shadow.diff_log);
 	/* The admin listener and its state file belong to the process. Its token
 	 * follows the file (a leaked one is rotated by a reload) but is never
 	 * dropped: a reload must not leave the listener open without one. */
@@ -80,14 +89,9 @@ static void keep_restart_only(const struct sp_config *old, struct sp_config *cfg
 		cfg->admin.token = token;
 		sp_log(SP_LOG_INFO, "reload: admin token replaced");
 	}
-	if ((old->user == NULL) != (cfg->user == NULL) ||
-	    (old->user && strcmp(old->user, cfg->user) != 0))
-		sp_log(SP_LOG_WARN, "reload: user changed: applies after a restart");
-	if ((old->pid_file == NULL) != (cfg->pid_file == NULL) ||
-	    (old->pid_file && strcmp(old->pid_file, cfg->pid_file) != 0))
-		sp_log(SP_LOG_WARN, "reload: pid_file changed: applies after a restart");
-	free(cfg->pid_file);
-	cfg->pid_file = old->pid_file ? strdup(old->pid_file) : NULL;
+	keep_string("reload: user changed: applies after a restart", old->user, &cfg->user);
+	keep_string("reload: pid_file changed: applies after a restart", old->pid_file,
+		    &cfg->pid_file);
 }
 
 void sp_runtime_commit(struct sp_runtime *rt, struct sp_config *cfg)

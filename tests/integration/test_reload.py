@@ -182,6 +182,26 @@ def test_reload_to_an_address_in_use_is_refused_and_the_old_one_serves(start_pro
         squatter.close()
 
 
+def test_a_restart_only_change_is_reported_once(start_proxy, two_backends, tmp_path):
+    """access_log changed in the file: the reload keeps the running one and
+    says so; changed back, the next reload has nothing to say (it compared
+    with the unapplied value and said it again)."""
+    legacy, modern = two_backends
+    backends = {"legacy": legacy, "modern": modern}
+    p = start_proxy(backends, routes=route_to("legacy"))
+    text = open(p.conf_path).read()
+    assert p.access_log_path in text
+    open(p.conf_path, "w").write(text.replace(p.access_log_path, str(tmp_path / "other.log")))
+    reload_and_wait(p, 1)
+    open(p.conf_path, "w").write(text)
+    os.kill(p.pid, signal.SIGHUP)
+    harness.wait_for(lambda: p.stderr_text().count("backends, 1 routes") == 2,
+                     what="the second reload")
+    assert p.stderr_text().count("reload: access_log changed: applies after a restart") == 1
+    assert served_by(p) == "legacy"
+    assert not (tmp_path / "other.log").exists()
+
+
 def _refused(port):
     try:
         socket.create_connection((harness.HOST, port), timeout=0.5).close()
