@@ -195,7 +195,7 @@ def test_a_restart_only_change_is_reported_once(start_proxy, two_backends, tmp_p
     reload_and_wait(p, 1)
     open(p.conf_path, "w").write(text)
     os.kill(p.pid, signal.SIGHUP)
-    harness.wait_for(lambda: p.stderr_text().count("backends, 1 routes") == 2,
+    harness.wait_for(lambda: len(re.findall(r"reload: \S+: 2 backends", p.stderr_text())) == 2,
                      what="the second reload")
     assert p.stderr_text().count("reload: access_log changed: applies after a restart") == 1
     assert served_by(p) == "legacy"
