@@ -233,6 +233,13 @@ static void continue_keepalive(struct sp_session *s)
 	sp_conn_read(s->client, 1);
 	sp_h1_resume(s->req);
 	set_timer(s, T_IDLE);
+	if (evbuffer_get_length(s->client->out) > HIGH_WATER) {
+		/* a client pipelining without reading: its answers pile up here;
+		 * take no more of its requests until they drain (pump) */
+		s->client_paused = 1;
+		sp_conn_read(s->client, 0);
+		return;
+	}
 	if (evbuffer_get_length(s->client->in) > 0) {
 		event_active(s->resume, EV_READ, 0);
 	} else {
@@ -321,9 +328,15 @@ static void retract_unsent(struct sp_session *s)
 static void upstream_failed(struct sp_session *s, const char *err, int status)
 {
 	sp_upconn_free(&s->up);
-	sp_health_report(&s->cfg->backends[s->backend], 0);
-	if (retry_other_side(s, err))
-		return;
+	if (err == SP_ERR_LOCAL) {
+		/* our shortage (descriptors, memory, ports): not the backend's
+		 * failure, and the other side would fare no better */
+		status = 503;
+	} else {
+		sp_health_report(&s->cfg->backends[s->backend], 0);
+		if (retry_other_side(s, err))
+			return;
+	}
 	s->error = err;
 	s->up_failed = 1;
 	if (s->t_up.tv_sec)
@@ -960,7 +973,8 @@ static void pump(struct sp_session *s)
 				parse_upstream(s);
 			moved = 1;
 		}
-		if (s->client_paused && (!s->up || evbuffer_get_length(s->up->conn->out) <= LOW_WATER)) {
+		if (s->client_paused && (!s->up || evbuffer_get_length(s->up->conn->out) <= LOW_WATER) &&
+		    (s->req_active || evbuffer_get_length(s->client->out) <= LOW_WATER)) {
 			s->client_paused = 0;
 			sp_conn_read(s->client, 1);
 			process_client(s);

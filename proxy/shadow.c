@@ -343,9 +343,9 @@ static int leg_came_up(const struct leg *l)
 	return l->up->reused || l->up->connected;
 }
 
-static void leg_connect_failed(struct leg *l)
+static void leg_connect_failed(struct leg *l, const char *why)
 {
-	if (!l->up || !leg_came_up(l))
+	if (why != SP_ERR_LOCAL && (!l->up || !leg_came_up(l)))
 		sp_health_report(&l->sh->cfg->backends[l->backend], 0);
 }
 
@@ -451,7 +451,7 @@ static void on_leg_event(struct sp_conn *c, short what, void *arg)
 		sp_upconn_free(&l->up);
 	} else {
 		if (what & (SP_CONN_ERROR | SP_CONN_TIMEOUT))
-			leg_connect_failed(l);
+			leg_connect_failed(l, NULL);
 		leg_fail(l, (what & SP_CONN_TIMEOUT) != 0);
 	}
 	maybe_finish(l->sh);
@@ -465,7 +465,7 @@ static void on_shadow_timeout(evutil_socket_t fd, short what, void *arg)
 	for (int i = 0; i < sh->nlegs; i++) {
 		struct leg *l = &sh->legs[i];
 		if (l->up && !leg_came_up(l))
-			leg_connect_failed(l);
+			leg_connect_failed(l, NULL);
 		else if (l->up && !l->done) /* connected, and no answer in time */
 			sp_health_shadow_report(&sh->cfg->backends[l->backend], 0);
 		leg_fail(l, 1);
@@ -509,7 +509,7 @@ static int leg_connect(struct leg *l, int fresh)
 	struct sp_pool *pool = sp_worker_pool(l->sh->w, l->sh->cfg, l->backend);
 	l->up = pool ? sp_pool_get(pool, fresh, &why) : NULL;
 	if (!l->up) {
-		leg_connect_failed(l);
+		leg_connect_failed(l, pool ? why : NULL);
 		return -1;
 	}
 	struct sp_conn *c = l->up->conn;

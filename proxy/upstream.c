@@ -91,6 +91,8 @@ void sp_pool_put(struct sp_upconn **cp)
 	p->nidle++;
 }
 
+const char SP_ERR_LOCAL[] = "no local resources to connect";
+
 static struct sp_upconn *connect_new(struct sp_pool *p, const char **why)
 {
 	struct sp_upconn *c = calloc(1, sizeof(*c));
@@ -101,7 +103,11 @@ static struct sp_upconn *connect_new(struct sp_pool *p, const char **why)
 	c->pool = p;
 	c->conn = sp_conn_connect(p->base, (const struct sockaddr *)&p->be->addr, p->be->addrlen);
 	if (!c->conn) {
-		*why = errno == ECONNREFUSED ? "connect refused" : "connect failed";
+		int e = errno;
+		*why = e == ECONNREFUSED					       ? "connect refused"
+		       : e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM ||
+				 e == EADDRNOTAVAIL ? SP_ERR_LOCAL
+						    : "connect failed";
 		free(c);
 		return NULL;
 	}

@@ -38,9 +38,12 @@ struct sp_pool *sp_pool_new(struct event_base *base, const struct sp_backend *be
 void sp_pool_retire(struct sp_pool **p);
 
 /* An idle connection (reused = 1) or a new one that is connecting; NULL when
- * a socket cannot even be created (*why says why). With fresh, never reuses.
- * The caller owns the result and must set its callbacks. */
+ * a socket cannot even be created (*why says why: SP_ERR_LOCAL when this
+ * process or host ran out of descriptors, memory or local ports, which says
+ * nothing about the backend). With fresh, never reuses. The caller owns the
+ * result and must set its callbacks. */
 struct sp_upconn *sp_pool_get(struct sp_pool *p, int fresh, const char **why);
+extern const char SP_ERR_LOCAL[];
 /* Returns a healthy connection to the idle queue (or closes it when the pool
  * is full). Takes ownership; *c is NULLed. */
 void sp_pool_put(struct sp_upconn **c);

@@ -1010,3 +1010,73 @@ def test_pipelined_requests_before_a_half_close_are_all_answered(backend_factory
         started = time.monotonic()
         got = harness.Stream(c).read_to_eof()
     assert got.count(b"HTTP/1.1 200 ") == 1 and time.monotonic() - started < 2
+
+
+def test_a_pipelining_client_that_does_not_read_is_held_back(backend_factory, start_proxy):
+    """Pipelined requests are taken only while the client reads its answers:
+    one connection sending 20,000 requests and reading nothing grew the proxy
+    by the sum of their answers (about 23 MB a second, without limit). Once
+    it reads, every answer arrives, in order."""
+    n, size = 20000, 4096  # small answers: each exchange ends at once
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size
+    b = backend_factory("legacy", raw(answer, close=False))
+    proxy = start_proxy({"legacy": b})
+    rss0 = proxy.rss_kb()
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    c.connect((harness.HOST, proxy.port))
+    c.settimeout(10)
+    try:
+        c.sendall(b"".join(b"GET /p%d HTTP/1.1\r\nHost: t\r\n\r\n" % i for i in range(n)))
+        time.sleep(2)
+        grown = proxy.rss_kb() - rss0
+        taken = len(b.requests)
+        assert grown < 16 * 1024, "RSS grew %d KiB for %d requests taken" % (grown, taken)
+        assert taken < n // 4, taken
+        want, got = n * len(answer), 0
+        while got < want:
+            d = c.recv(1 << 20)
+            assert d, "closed after %d of %d bytes" % (got, want)
+            got += len(d)
+    finally:
+        c.close()
+    assert [r.path for r in b.wait_requests(n)][-1] == "/p%d" % (n - 1)
+
+
+def test_running_out_of_descriptors_is_not_the_backends_fault(backend_factory, start_proxy):
+    """No descriptor left for the backend connection: 503, and the backend is
+    not counted as failing. (It was: with the passive check, a burst of
+    clients marked a healthy backend down and moved its users to the other
+    side of their rollouts.)"""
+    b = backend_factory("legacy")
+    proxy = start_proxy({"legacy": b})  # health.unhealthy: 3 failures mark it down
+
+    def fds():
+        return [int(f) for f in os.listdir("/proc/%d/fd" % proxy.pid)]
+
+    def limit(n):  # the soft limit only: it can go back up
+        subprocess.run(["prlimit", "--pid", str(proxy.pid), "--nofile=%s:" % n], check=True)
+
+    time.sleep(0.2)  # the harness's start-up probe connection is gone
+    before = len(fds())
+    fillers = []
+    with proxy.client() as c:
+        harness.wait_for(lambda: len(fds()) == before + 1, what="the client accepted")
+        limit(max(fds()) + 1)
+        while len(fillers) < 64:  # more clients fill the free numbers below the limit
+            n = len(fds())
+            fillers.append(socket.create_connection((harness.HOST, proxy.port), timeout=5))
+            time.sleep(0.05)
+            if len(fds()) == n:
+                break
+        for _ in range(3):  # nothing left for a backend connection
+            r = c.request("GET", "/x")
+            assert r.status == 503 and r.body == b"no local resources to connect\n", r
+        for f in fillers:
+            f.close()
+        hard = subprocess.run(["prlimit", "--pid", str(proxy.pid), "--nofile", "-o", "HARD",
+                               "--noheadings"], capture_output=True, text=True, check=True)
+        limit(hard.stdout.split()[0])
+        assert c.request("GET", "/y").status == 200
+    assert "is down" not in proxy.stderr_text()
+    assert [e["status"] for e in proxy.wait_access(4)] == [503, 503, 503, 200]
