@@ -594,6 +594,24 @@ static int tls_write_some(struct sp_conn *c)
 }
 
 /* Writes; returns -1 on a hard error (c->err set). */
+/* The half-close asked for, once nothing is left to write. */
+static void maybe_shutdown(struct sp_conn *c)
+{
+	if (!c->shut_wr || c->shut_done || c->connecting || evbuffer_get_length(c->out) > 0 ||
+	    c->splice_dst || (c->ssl && c->hs))
+		return;
+	c->shut_done = 1;
+	if (c->ssl)
+		SSL_shutdown(c->ssl); /* close_notify; the peer may still send */
+	shutdown(c->fd, SHUT_WR);
+}
+
+void sp_conn_shutdown_write(struct sp_conn *c)
+{
+	c->shut_wr = 1;
+	maybe_shutdown(c);
+}
+
 static int write_some(struct sp_conn *c)
 {
 	if (c->ssl) {
@@ -602,6 +620,7 @@ static int write_some(struct sp_conn *c)
 		if (tls_write_some(c) < 0)
 			return -1;
 		update_wev(c);
+		maybe_shutdown(c);
 		return 0;
 	}
 	if (c->splice_dst) { /* what was queued after the relay waits for it */
@@ -626,6 +645,7 @@ static int write_some(struct sp_conn *c)
 		return -1;
 	}
 	update_wev(c);
+	maybe_shutdown(c);
 	return 0;
 }
 

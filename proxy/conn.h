@@ -59,6 +59,7 @@ struct sp_conn {
 	const char *tls_error; /* OpenSSL's reason for the last failure */
 	unsigned hs : 1, tls_client : 1, tls_handshake_failed : 1;
 	unsigned plain_http : 1; /* a TLS listener got a plain HTTP request */
+	unsigned shut_wr : 1, shut_done : 1; /* sp_conn_shutdown_write asked / done */
 	unsigned hs_want_read : 1, hs_want_write : 1, w_want_read : 1, r_want_write : 1;
 };
 
@@ -114,6 +115,10 @@ int sp_conn_can_splice(const struct sp_conn *src, const struct sp_conn *dst);
  * Returns -1 with errno set when no pipe can be had (nothing changed: relay
  * the bytes the usual way). */
 int sp_conn_splice(struct sp_conn *src, struct sp_conn *dst, uint64_t n);
+
+/* Ends the sending direction once what is queued is written (TCP FIN, and
+ * TLS close_notify), while reading goes on: a half-close passed on. */
+void sp_conn_shutdown_write(struct sp_conn *c);
 
 /* Best effort, bypassing TLS and the buffers: the few bytes of a plain
  * answer to a client that spoke plain HTTP to a TLS listener (plain_http),

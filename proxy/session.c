@@ -1037,6 +1037,12 @@ static void on_client_event(struct sp_conn *c, short what, void *arg)
 					  "The plain HTTP request was sent to HTTPS port\r\n";
 		sp_conn_send_plain(c, msg, sizeof(msg) - 1);
 		s->dead = 1;
+	} else if (s->tunnel && s->up && (what & SP_CONN_EOF) && !(what & SP_CONN_ERROR)) {
+		/* a half-close: pass it on, and relay the backend's answer until
+		 * it closes too (on_tunnel_up_event) */
+		evbuffer_add_buffer(s->up->conn->out, c->in);
+		sp_conn_shutdown_write(s->up->conn);
+		sp_conn_flush(s->up->conn);
 	} else if (s->tunnel) {
 		if (s->up) {
 			evbuffer_add_buffer(s->up->conn->out, c->in);

@@ -4,11 +4,13 @@ proxy removes or adds."""
 import hashlib
 import json
 import re
+import socket
 import threading
 import time
 
 import pytest
 
+import harness
 from harness import (CLOSE, KEEP, Closed, Response, build_request, by_path, delayed, raw,
                      stream_body, upgrade_echo)
 
@@ -796,3 +798,29 @@ def test_length_bodies_back_to_back_on_kept_connections(backend_factory, start_p
     assert [q.target for q in got] == ["/up0", "/after0", "/up1", "/after1", "/dl", "/dl", "/last"]
     assert got[0].body_sha256 == got[2].body_sha256 == hashlib.sha256(body).hexdigest()
     assert {q.conn_id for q in got} == {got[0].conn_id}, "the backend connection was not kept"
+
+
+def test_a_half_closed_tunnel_still_relays_the_answer(backend_factory, start_proxy):
+    """After a 101, the client sends its last bytes and half-closes
+    (shutdown(SHUT_WR)): the end is passed on to the backend, whose answer
+    still reaches the client (the tunnel was closed at once: the client got
+    EOF and no answer)."""
+    def counter(req, conn):
+        conn.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n")
+        n = 0
+        while True:
+            data = conn.stream.read_some()
+            if not data:
+                break
+            n += len(data)
+        conn.send(b"got:%d" % n)
+        return CLOSE
+    b = backend_factory("legacy", counter)
+    proxy = start_proxy({"legacy": b})
+    with socket.create_connection((harness.HOST, proxy.port), timeout=5) as c:
+        c.sendall(b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n")
+        st = harness.Stream(c)
+        assert st.read_until(b"\r\n\r\n").startswith(b"HTTP/1.1 101 ")
+        c.sendall(b"z" * 100000)
+        c.shutdown(socket.SHUT_WR)
+        assert st.read_to_eof() == b"got:100000"
