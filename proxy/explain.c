@@ -28,7 +28,10 @@ static int add_header(struct sp_hdr *h, const char *arg)
 	const char *v = colon + 1;
 	while (*v == ' ' || *v == '\t')
 		v++;
-	*h = (struct sp_hdr){arg, (size_t)(colon - arg), v, strlen(v)};
+	size_t vl = strlen(v); /* blanks around a value are not part of it, as in h1.c */
+	while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
+		vl--;
+	*h = (struct sp_hdr){arg, (size_t)(colon - arg), v, vl};
 	return 0;
 }
 
@@ -100,20 +103,35 @@ int sp_explain_main(int argc, char **argv)
 	fputs(diag.text.data ? diag.text.data : "", stderr);
 	if (!c)
 		goto out;
-	const char *qm = strchr(target, '?');
-	size_t plen = qm ? (size_t)(qm - target) : strlen(target);
-	int prc = sp_path_normalize(target, plen, &path);
+	/* the target as the proxy takes it: llhttp refuses bytes outside
+	 * visible ASCII, then sp_split_target (http.c) drops a fragment and an
+	 * absolute-form authority, and normalises the path */
+	size_t tlen = strlen(target);
+	while (*target == ' ') /* blanks a shell quote may have kept */
+		target++, tlen--;
+	while (tlen && target[tlen - 1] == ' ')
+		tlen--;
+	for (size_t i = 0; i < tlen; i++)
+		if ((unsigned char)target[i] <= ' ' || (unsigned char)target[i] >= 0x7f) {
+			printf("request:  %s %.*s\nanswer:   400 (a character the request line does not "
+			       "allow)\n", method, (int)tlen, target);
+			rc = 0;
+			goto out;
+		}
+	const char *query;
+	size_t qlen;
+	int prc = sp_split_target(method, target, tlen, &path, &query, &qlen);
 	if (prc != SP_PATH_OK) {
-		printf("request:  %s %s\nanswer:   400 (%s)\n", method, target, sp_path_strerror(prc));
+		printf("request:  %s %.*s\nanswer:   400 (%s)\n", method, (int)tlen, target,
+		       sp_path_strerror(prc));
 		rc = 0;
 		goto out;
 	}
-	struct sp_reqview q = {method,     path.data, path.len, qm ? qm + 1 : NULL,
-			       qm ? strlen(qm + 1) : 0, headers,  nheaders, client_ip};
+	struct sp_reqview q = {method, path.data, path.len, query, qlen, headers, nheaders, client_ip};
 	struct sp_decision d;
 	uint64_t rng = 1;
 	sp_decide(c->routes, c->nroutes, c->default_backend, &q, &rng, &scratch, &d);
-	printf("request:  %s %s\n", method, target);
+	printf("request:  %s %.*s\n", method, (int)tlen, target);
 	printf("path:     %s\n", path.data);
 	print_decision(c, &q, &d, &scratch);
 	rc = 0;

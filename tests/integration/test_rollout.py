@@ -194,3 +194,22 @@ def test_explain_normalises_like_the_proxy(rollout):
                                            "X-User-Id: " + key)
     assert (backend, route) == (side, "orders"), text
     assert re.search(r"^path:\s+/api/orders/1$", text, re.M), text
+
+
+@pytest.mark.parametrize("target,header", [
+    ("/api/orders/1#/../../elsewhere", "X-User-Id: user-11"),  # a fragment is dropped
+    ("http://other.example/api/orders/1", "X-User-Id: user-11"),  # absolute form
+    ("/search?u=user-11#x", None),  # the fragment is not part of the query
+    ("/api/orders/1", "X-User-Id: user-11  "),  # trailing blanks are not part of a value
+])
+def test_explain_takes_the_target_and_headers_as_the_proxy_does(rollout, target, header):
+    """explain read fragments and absolute-form targets as part of the path,
+    and kept trailing blanks in values: its answer differed from the proxy's."""
+    proxy, client = rollout
+    name, value = header.split(":", 1) if header else (None, None)
+    headers = [(name, value.lstrip())] if header else []  # trailing blanks sent as they are
+    side = client.request("GET", target, headers).header("X-Backend")
+    entry = proxy.wait_access(1)[-1]
+    backend, bucket, route, text = explain(proxy, "GET", target, *([header] if header else []))
+    assert (backend, bucket, route) == (side, entry["bucket"], entry["route"]), text
+    assert re.search(r"^path:\s+%s$" % re.escape(entry["path"]), text, re.M), text
