@@ -67,6 +67,7 @@ struct sp_rollout {
 	uint32_t percent_bp;  /* basis points: 0..10000 */
 	struct sp_sticky sticky;
 	char *cohort;         /* defaults to the route name */
+	char *shadow_salt;    /* cohort + "/shadow": the shadow sample's own salt */
 	struct sp_guard_cfg guard;
 };
 

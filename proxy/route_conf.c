@@ -365,6 +365,11 @@ static void load_rollout(struct sp_loader *L, const config_setting_t *route, con
 		ERR(L, where, "%s.cohort: must not be empty", path);
 	if (!r->rollout.cohort && r->name)
 		r->rollout.cohort = strdup(r->name);
+	if (r->rollout.cohort) { /* whole, however long the cohort (a fixed buffer cut it) */
+		size_t n = strlen(r->rollout.cohort) + sizeof("/shadow");
+		if ((r->rollout.shadow_salt = malloc(n)))
+			snprintf(r->rollout.shadow_salt, n, "%s/shadow", r->rollout.cohort);
+	}
 	load_guard(L, s, path, &r->rollout.guard);
 }
 

@@ -214,6 +214,7 @@ void sp_route_deinit(struct sp_route *r)
 	kv_free(m->query, m->nquery);
 	free(r->rollout.sticky.name);
 	free(r->rollout.cohort);
+	free(r->rollout.shadow_salt);
 	free(r->rollout.guard.steps_bp);
 	struct sp_shadow_cfg *sh = &r->shadow;
 	char **lists[] = {sh->methods, sh->headers, sh->ignore_json, sh->redact_json};

@@ -433,11 +433,10 @@ static void maybe_shadow(struct sp_session *s, const struct sp_reqview *q, const
 		const char *key;
 		size_t klen;
 		uint32_t b;
-		if (r->has_rollout && sp_sticky_key(&r->rollout.sticky, q, &s->tmp, &key, &klen)) {
+		if (r->has_rollout && r->rollout.shadow_salt &&
+		    sp_sticky_key(&r->rollout.sticky, q, &s->tmp, &key, &klen)) {
 			/* a salt of its own, so the shadowed users are not the rolled-out ones */
-			char salt[96];
-			snprintf(salt, sizeof(salt), "%s/shadow", r->rollout.cohort);
-			b = sp_rollout_bucket(salt, key, klen);
+			b = sp_rollout_bucket(r->rollout.shadow_salt, key, klen);
 		} else {
 			b = (uint32_t)(sp_rng_next(&s->w->rng) >> 32) % 10000u;
 		}

@@ -425,6 +425,28 @@ def test_a_reload_applies_a_new_summary_interval(start_proxy, backend_factory, t
                      what="two summaries within 3.5 s")
 
 
+def test_a_sticky_shadow_sample_follows_the_documented_hash(start_proxy, backend_factory,
+                                                            tmp_path):
+    """shadow.percent with a sticky rollout: a user is mirrored when
+    FNV-1a(cohort + "/shadow:" + key) % 10000 < percent * 100, whatever the
+    cohort's length (a fixed buffer cut cohorts of 89 characters and more)."""
+    legacy, modern = backend_factory("legacy"), backend_factory("modern")
+    cohort = "c" * 120
+    route = {"name": "r", "match": {"path_prefix": "/"}, "backend": "legacy",
+             "rollout": {"backend": "modern", "percent": 0.0, "sticky": "header:X-User-Id",
+                         "cohort": cohort},
+             "shadow": {"backend": "modern", "percent": 50.0}}
+    p = start(start_proxy, legacy, modern, [route], tmp_path)
+    users = ["user-%d" % i for i in range(40)]
+    for u in users:
+        assert get(p, "/x/" + u, headers=[("X-User-Id", u)]).status == 200
+    want = {"/x/" + u for u in users if harness.rollout_bucket(cohort + "/shadow", u) < 5000}
+    assert 5 < len(want) < 35
+    harness.wait_for(lambda: len(modern.requests) >= len(want), what="the mirrors")
+    time.sleep(0.2)
+    assert {r.path for r in modern.requests} == want
+
+
 def test_diff_report_reads_the_log(start_proxy, backend_factory, tmp_path):
     legacy = backend_factory("legacy", json_backend(lambda r: {"results": [{"score": 1}]}))
     modern = backend_factory("modern", json_backend(
