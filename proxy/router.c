@@ -47,7 +47,7 @@ static int headers_match(const struct sp_match *m, const struct sp_reqview *q)
 /* Walks "a=1&b=2" calling back with each decoded name and value. Stops when
  * the callback returns non-zero and returns that value. */
 static int query_each(const char *qs, size_t len, struct sp_buf *scratch,
-		      int (*cb)(void *, const char *, const char *, size_t), void *arg)
+		      int (*cb)(void *, const char *, size_t, const char *, size_t), void *arg)
 {
 	struct sp_buf name;
 	int rc = 0;
@@ -66,7 +66,8 @@ static int query_each(const char *qs, size_t len, struct sp_buf *scratch,
 			break;
 		}
 		if (name.len)
-			rc = cb(arg, name.data, scratch->data ? scratch->data : "", scratch->len);
+			rc = cb(arg, name.data, name.len, scratch->data ? scratch->data : "",
+				scratch->len);
 		p = pe + 1;
 	}
 	sp_buf_deinit(&name);
@@ -77,10 +78,17 @@ struct query_probe {
 	const struct sp_kv *want;
 };
 
-static int query_probe_cb(void *arg, const char *name, const char *value, size_t vlen)
+/* The decoded name, whole: "version%00evil" is not "version". */
+static int name_is(const char *name, size_t nlen, const char *want)
+{
+	return nlen == strlen(want) && memcmp(name, want, nlen) == 0;
+}
+
+static int query_probe_cb(void *arg, const char *name, size_t nlen, const char *value,
+			  size_t vlen)
 {
 	const struct sp_kv *c = ((struct query_probe *)arg)->want;
-	if (strcmp(name, c->name) != 0)
+	if (!name_is(name, nlen, c->name))
 		return 0;
 	return c->any || (vlen == strlen(c->value) && memcmp(value, c->value, vlen) == 0);
 }
@@ -233,10 +241,11 @@ struct query_get {
 	int found;
 };
 
-static int query_get_cb(void *arg, const char *name, const char *value, size_t vlen)
+static int query_get_cb(void *arg, const char *name, size_t nlen, const char *value,
+			size_t vlen)
 {
 	struct query_get *g = arg;
-	if (strcmp(name, g->name) != 0)
+	if (!name_is(name, nlen, g->name))
 		return 0;
 	g->found = sp_buf_add(g->out, value, vlen) == 0;
 	return 1;

@@ -205,6 +205,8 @@ static void test_query_presence(void **state)
 	assert_string_equal(route_of(cfg, "GET", "/search", "de%62ug=1", NULL, 0), "debug");
 	assert_string_equal(route_of(cfg, "GET", "/search", "debugging=1", NULL, 0), "(default)");
 	assert_string_equal(route_of(cfg, "GET", "/search", "x=debug", NULL, 0), "(default)");
+	/* the decoded name whole: an encoded NUL does not end it */
+	assert_string_equal(route_of(cfg, "GET", "/search", "debug%00x=1", NULL, 0), "(default)");
 }
 
 static void test_all_conditions_must_hold(void **state)
@@ -311,6 +313,7 @@ static void test_query_get(void **state)
 	assert_int_equal(sp_query_get(qs, strlen(qs), "A", &v), 0);
 	/* Only len bytes are looked at. */
 	assert_int_equal(sp_query_get("a=1&b=2", 3, "b", &v), 0);
+	assert_int_equal(sp_query_get("uid%00zzz=u42", 13, "uid", &v), 0);
 	assert_int_equal(sp_query_get("", 0, "a", &v), 0);
 	sp_buf_deinit(&v);
 }
