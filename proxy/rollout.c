@@ -88,9 +88,12 @@ static int cookie_find(const char *v, size_t len, const char *name, const char *
 				s++;
 				e--;
 			}
-			*val = s;
-			*vlen = (size_t)(e - s);
-			return 1;
+			if (e > s) { /* an empty one counts as absent: look further, as
+				      * the next Cookie header would be looked at */
+				*val = s;
+				*vlen = (size_t)(e - s);
+				return 1;
+			}
 		}
 		p = pe;
 	}

@@ -320,6 +320,10 @@ static void test_sticky_cookie(void **state)
 	const struct sp_hdr trailing[] = {HDR("Cookie", "uid=u42 ; z=1")};
 	const struct sp_hdr absent[] = {HDR("Cookie", "a=1; b=2"), HDR("X-uid", "u42")};
 	const struct sp_hdr empty[] = {HDR("Cookie", "uid=; a=1")};
+	/* an empty one is passed over, in one header as across several: the
+	 * split must not change the decision */
+	const struct sp_hdr empty_then[] = {HDR("Cookie", "uid=; uid=u42")};
+	const struct sp_hdr empty_then_split[] = {HDR("Cookie", "uid="), HDR("Cookie", "uid=u42")};
 	struct sp_decision d;
 	d = decide_req(c, plain, 1, NULL, NULL, &rng);
 	assert_int_equal(d.sticky, 1);
@@ -337,6 +341,12 @@ static void test_sticky_cookie(void **state)
 	assert_int_equal(d.sticky, 1);
 	assert_int_equal(d.bucket, want);
 	d = decide_req(c, trailing, 1, NULL, NULL, &rng);
+	assert_int_equal(d.sticky, 1);
+	assert_int_equal(d.bucket, want);
+	d = decide_req(c, empty_then, 1, NULL, NULL, &rng);
+	assert_int_equal(d.sticky, 1);
+	assert_int_equal(d.bucket, want);
+	d = decide_req(c, empty_then_split, NELEM(empty_then_split), NULL, NULL, &rng);
 	assert_int_equal(d.sticky, 1);
 	assert_int_equal(d.bucket, want);
 	d = decide_req(c, absent, NELEM(absent), "uid=u42", "10.0.0.1", &rng);
