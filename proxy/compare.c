@@ -20,6 +20,8 @@ const char sp_cmp_note_shadow_undecodable[] =
 const char sp_cmp_note_primary_not_json[] = "primary body is not valid JSON: compared as bytes";
 const char sp_cmp_note_shadow_not_json[] = "shadow body is not valid JSON: compared as bytes";
 const char sp_cmp_note_neither_json[] = "neither body is valid JSON: compared as bytes";
+const char sp_cmp_note_wide_ints[] =
+	"an integer past 64 bits: numbers compared to double precision";
 
 /* Display precision first; full precision only when two different reals
  * would otherwise print alike (0.1 reads better than 0.10000000000000001). */
@@ -578,23 +580,38 @@ static int walk_value(struct walk *w, const json_t *a, const json_t *b)
 }
 
 /* Integers past int64 are valid JSON that jansson refuses; reading them as
- * reals keeps the body comparable (to double precision). */
-static json_t *parse_json(const struct body *b)
+ * reals keeps the body comparable (to double precision). *as_real says so. */
+static json_t *parse_json(const struct body *b, int real, int *as_real)
 {
 	json_error_t err;
-	size_t flags = JSON_DECODE_ANY | JSON_ALLOW_NUL;
+	size_t flags = JSON_DECODE_ANY | JSON_ALLOW_NUL | (real ? JSON_DECODE_INT_AS_REAL : 0);
 	json_t *j = json_loadb(b->data, b->len, flags, &err);
-	if (!j && json_error_code(&err) == json_error_numeric_overflow)
+	*as_real = real;
+	if (!j && !real && json_error_code(&err) == json_error_numeric_overflow) {
 		j = json_loadb(b->data, b->len, flags | JSON_DECODE_INT_AS_REAL, &err);
+		*as_real = 1;
+	}
 	return j;
 }
 
 static int json_body(const struct sp_cmp_rules *rules, struct sp_cmp_result *r,
 		     const struct body *a, const struct body *b)
 {
-	json_t *ja = parse_json(a), *jb = parse_json(b);
+	int ra, rb;
+	json_t *ja = parse_json(a, 0, &ra), *jb = parse_json(b, 0, &rb);
 	struct walk w = {rules, r, {NULL, 0, 0, NULL}};
 	int rc;
+	if (ja && jb && ra != rb) {
+		/* both sides at the same precision: an integer read exactly on one
+		 * side and rounded on the other would differ for nothing */
+		json_decref(ra ? jb : ja);
+		if (ra)
+			jb = parse_json(b, 1, &rb);
+		else
+			ja = parse_json(a, 1, &ra);
+	}
+	if (ja && jb && (ra || rb))
+		set_note(r, sp_cmp_note_wide_ints);
 	if (!ja || !jb) {
 		set_note(r, !ja && !jb ? sp_cmp_note_neither_json
 			    : !ja      ? sp_cmp_note_primary_not_json

@@ -70,6 +70,7 @@ struct sp_cmp_result {
 /* Notes, compared by pointer when it matters (STYLE.md 8). */
 extern const char sp_cmp_note_too_many[];     /* "more than 50 differences" */
 extern const char sp_cmp_note_too_large[];    /* "decompressed body too large: not compared" */
+extern const char sp_cmp_note_wide_ints[];     /* numbers compared to double precision */
 extern const char sp_cmp_note_primary_undecodable[];
 extern const char sp_cmp_note_shadow_undecodable[];
 extern const char sp_cmp_note_primary_not_json[];
