@@ -317,6 +317,13 @@ int sp_request_verdict(const struct sp_h1_msg *m, long long max_body, struct sp_
 	}
 	int rc = sp_split_target(m->method, m->url, m->url_len, path, query, qlen);
 	if (rc != SP_PATH_OK) {
+		/* the log shows the path as received, not the normaliser's
+		 * partial output ("/" for "/../x") */
+		size_t n = 0;
+		while (n < m->url_len && m->url[n] != '?' && m->url[n] != '#')
+			n++;
+		sp_buf_reset(path);
+		sp_buf_add(path, m->url, n);
 		*why = sp_path_strerror(rc);
 		return 400;
 	}

@@ -148,15 +148,18 @@ def test_path_above_root_is_400(routed, target):
     assert r.header("Connection") == "close"
     assert client.is_closed()
     assert all(not b.requests for b in backends.values())
+    # the log has the path as received (it had the normaliser's partial "/")
+    assert proxy.wait_access(1)[0]["path"] == target
 
 
 @pytest.mark.parametrize("target", ["/api/users/%zz", "/api/users/%4", "/%"])
 def test_bad_percent_encoding_is_400(routed, target):
     proxy, backends, client = routed
-    client.send(build_request("GET", target))
+    client.send(build_request("GET", target + "?q=1"))
     r = client.read_response()
     assert r.status == 400
     assert all(not b.requests for b in backends.values())
+    assert proxy.wait_access(1)[0]["path"] == target
 
 
 @pytest.mark.parametrize("target", [
