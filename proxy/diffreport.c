@@ -32,7 +32,7 @@ struct lat {
 struct route_agg {
 	char *name;
 	json_t *summary; /* the last summary line (counters are cumulative per run) */
-	json_t *earlier; /* the counters of earlier runs in the same log, summed */
+	json_t *runs;    /* instance → {"last": its last summary, "earlier": earlier runs' counts} */
 	size_t diff_lines;
 	struct lat pms, sms; /* latencies of the diff lines, for logs without summary */
 	struct group *groups;
@@ -88,9 +88,9 @@ static struct route_agg *route_get(struct report *rp, const char *name)
 	r = &rp->routes[i];
 	if (!added)
 		return r;
-	*r = (struct route_agg){.name = strdup(name), .index = json_object()};
+	*r = (struct route_agg){.name = strdup(name), .index = json_object(), .runs = json_object()};
 	rp->nroutes++; /* counted before checking, so cleanup frees what was made */
-	return r->name && r->index ? r : NULL;
+	return r->name && r->index && r->runs ? r : NULL;
 }
 
 static struct group *group_get(struct route_agg *r, const char *label)
@@ -251,25 +251,44 @@ static int add_counts(json_t *into, const json_t *from)
 	return 0;
 }
 
-/* A summary's counters run from the process's start, so a log appended to
- * across restarts holds several runs: a counter going down starts a new one,
- * and the last summary of each earlier run is added to r->earlier. */
+/* Adds a summary line's counters (and only those) into into. */
+static int add_summary_counts(json_t *into, const json_t *summary)
+{
+	for (size_t i = 0; i < sizeof(counters) / sizeof(*counters); i++) {
+		json_t *v = json_object_get(summary, counters[i]);
+		json_t *one = v ? json_pack("{s:O}", counters[i], v) : NULL;
+		int rc = v ? (one ? add_counts(into, one) : -1) : 0;
+		json_decref(one);
+		if (rc < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* A summary's counters run from its process's start. Lines carry the
+ * process's "instance" (host:pid:start), so several instances' logs can be
+ * read together: each instance's last summary counts. Lines without one
+ * (older logs) are one instance, whose restarts show as a counter going
+ * down: the last summary of each earlier run is kept in "earlier". */
 static int add_summary(struct route_agg *r, json_t *j)
 {
-	const json_t *last = r->summary;
+	const char *inst = json_string_value(json_object_get(j, "instance"));
+	json_t *slot = json_object_get(r->runs, inst ? inst : "");
+	if (!slot && (!(slot = json_object()) ||
+		      json_object_set_new(r->runs, inst ? inst : "", slot) < 0))
+		return -1;
+	const json_t *last = json_object_get(slot, "last");
 	if (last && (count_of(j, "mirrored") < count_of(last, "mirrored") ||
 		     count_of(j, "compared") < count_of(last, "compared"))) {
-		if (!r->earlier && !(r->earlier = json_object()))
+		json_t *earlier = json_object_get(slot, "earlier");
+		if (!earlier && (!(earlier = json_object()) ||
+				 json_object_set_new(slot, "earlier", earlier) < 0))
 			return -1;
-		for (size_t i = 0; i < sizeof(counters) / sizeof(*counters); i++) {
-			json_t *v = json_object_get(last, counters[i]);
-			json_t *one = v ? json_pack("{s:O}", counters[i], v) : NULL;
-			int rc = v ? (one ? add_counts(r->earlier, one) : -1) : 0;
-			json_decref(one);
-			if (rc < 0)
-				return -1;
-		}
+		if (add_summary_counts(earlier, last) < 0)
+			return -1;
 	}
+	if (json_object_set(slot, "last", j) < 0)
+		return -1;
 	json_decref(r->summary);
 	r->summary = json_incref(j);
 	return 0;
@@ -350,9 +369,19 @@ static void print_counts(FILE *out, const struct route_agg *r)
 			r->name, r->diff_lines, r->diff_lines);
 		return;
 	}
-	/* every run's counters: the last summary plus the earlier runs' */
-	json_t *s = json_deep_copy(r->summary);
-	if (!s || (r->earlier && add_counts(s, r->earlier) < 0)) {
+	/* every instance's and every run's counters */
+	json_t *s = json_object();
+	const char *inst;
+	json_t *slot;
+	int rc = s ? 0 : -1;
+	json_object_foreach(r->runs, inst, slot) {
+		const json_t *earlier = json_object_get(slot, "earlier");
+		if (rc == 0)
+			rc = add_summary_counts(s, json_object_get(slot, "last"));
+		if (rc == 0 && earlier)
+			rc = add_counts(s, earlier);
+	}
+	if (rc < 0) {
 		json_decref(s);
 		fprintf(out, "route %s: out of memory\n", r->name);
 		return;
@@ -513,7 +542,7 @@ static void report_deinit(struct report *rp)
 		free(r->pms.v);
 		free(r->sms.v);
 		json_decref(r->summary);
-		json_decref(r->earlier);
+		json_decref(r->runs);
 		json_decref(r->index);
 	}
 	free(rp->routes);

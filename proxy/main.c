@@ -12,6 +12,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -125,7 +126,7 @@ static void on_summary_timer(evutil_socket_t fd, short what, void *arg)
 	struct sp_runtime *rt = arg;
 	(void)fd;
 	(void)what;
-	sp_shadow_write_summaries(rt->cfg, rt->workers, rt->nworkers, rt->difflog);
+	sp_shadow_write_summaries(rt->cfg, rt->workers, rt->nworkers, rt->difflog, rt->instance);
 }
 
 /* Every connection is a descriptor (two when proxied): use what the hard
@@ -163,6 +164,15 @@ static int drop_privileges(const char *user)
 	}
 	sp_log(SP_LOG_INFO, "running as user %s", user);
 	return 0;
+}
+
+/* host:pid:start, unique to this process: summary lines carry it, so that
+ * diff-report can total the logs of several instances read together. */
+static void name_instance(char *buf, size_t len)
+{
+	char host[64] = "";
+	gethostname(host, sizeof(host) - 1);
+	snprintf(buf, len, "%s:%ld:%lld", host, (long)getpid(), (long long)time(NULL));
 }
 
 /* Only while it still holds this process's id: a replacement started
@@ -215,6 +225,7 @@ static int run(const char *file)
 	int rc = 1;
 
 	rt.file = file;
+	name_instance(rt.instance, sizeof(rt.instance));
 	rt.health = sp_health_table_new();
 	rt.guards = sp_guards_new();
 	rt.diffs = sp_diff_ring_new(20);
@@ -311,7 +322,7 @@ static int run(const char *file)
 	event_base_dispatch(rt.base);
 	for (int i = 0; i < rt.nworkers; i++)
 		sp_worker_join(rt.workers[i]);
-	sp_shadow_write_summaries(rt.cfg, rt.workers, rt.nworkers, rt.difflog);
+	sp_shadow_write_summaries(rt.cfg, rt.workers, rt.nworkers, rt.difflog, rt.instance);
 	if (rt.cfg->pid_file)
 		remove_pid_file(rt.cfg->pid_file);
 	sp_log(SP_LOG_INFO, "stopped");

@@ -15,6 +15,7 @@
 
 struct sp_runtime {
 	const char *file;
+	char instance[160];    /* host:pid:start (unix time): names this process in summaries */
 	char *text;            /* the file as read for the running generation */
 	struct sp_config *cfg; /* the newest generation */
 	struct sp_worker **workers;

@@ -717,7 +717,7 @@ void sp_shadow_sum(struct sp_worker *const *ws, int n, const char *route, uint64
 }
 
 void sp_shadow_write_summaries(const struct sp_config *cfg, struct sp_worker *const *ws, int n,
-			       struct sp_accesslog *log)
+			       struct sp_accesslog *log, const char *instance)
 {
 	if (!log || n == 0)
 		return;
@@ -741,6 +741,8 @@ void sp_shadow_write_summaries(const struct sp_config *cfg, struct sp_worker *co
 			      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
 			      tm.tm_sec, ts.tv_nsec / 1000000);
 		sp_buf_add_json_str(&b, cfg->routes[r].name, strlen(cfg->routes[r].name));
+		sp_buf_adds(&b, "\",\"instance\":\"");
+		sp_buf_add_json_str(&b, instance, strlen(instance));
 		sp_buf_printf(&b,
 			      "\",\"mirrored\":%llu,\"compared\":%llu,\"identical\":%llu,"
 			      "\"different\":%llu,\"noise\":%llu,\"skipped\":{",

@@ -141,6 +141,8 @@ def test_key_order_and_gzip_are_not_differences(start_proxy, backend_factory, tm
     wait_shadow(modern)
     s = summary(p)
     assert diff_lines(p) == [] and s["identical"] == 1
+    host, pid, started = s["instance"].rsplit(":", 2)  # names the process
+    assert host and pid == str(p.pid) and abs(int(started) - time.time()) < 60
 
 
 def test_ignore_rules_suppress_only_what_they_name(start_proxy, backend_factory, tmp_path):
