@@ -39,17 +39,28 @@ def load(p, n, path="/api/orders"):
                 for i in range(n)]
 
 
-def test_error_rate_trips_the_guard_until_rearmed(start_proxy, backend_factory, tmp_path):
+def flaky_rollout(start_proxy, backend_factory, tmp_path, state=None):
+    """orders 50 % rolled out to a modern that fails every other request,
+    under a guard bounding the error rate at 5 %."""
     legacy = backend_factory("legacy")
     modern = backend_factory("modern", flaky())
     guard = {"max_error_rate": 5.0, "min_requests": 20, "window_s": 10}
-    p = start(start_proxy, legacy, modern,
-              {"backend": "modern", "percent": 50.0, "sticky": "header:X-User-Id", "guard": guard},
-              tmp_path)
+    return start(start_proxy, legacy, modern,
+                 {"backend": "modern", "percent": 50.0, "sticky": "header:X-User-Id",
+                  "guard": guard}, tmp_path, state=state)
+
+
+def until_tripped(p):
+    """Sends the traffic that trips the error-rate guard; the sides served."""
     sides = load(p, 120)
-    assert "modern" in sides
     harness.wait_for(lambda: "guard: route orders: error rate" in p.stderr_text(), 5,
                      what="the guard tripping")
+    return sides
+
+
+def test_error_rate_trips_the_guard_until_rearmed(start_proxy, backend_factory, tmp_path):
+    p = flaky_rollout(start_proxy, backend_factory, tmp_path)
+    assert "modern" in until_tripped(p)
     st, route = p.admin("GET", "/api/routes/orders")
     assert route["rollout"]["percent"] == 0
     assert route["guard"]["tripped"] is True and "error rate" in route["guard"]["reason"]
@@ -74,17 +85,10 @@ def test_the_guard_trips_while_the_file_on_disk_is_broken(start_proxy, backend_f
     """A config file left half-edited (not reloaded) must not stop the guard:
     the pull-back builds on the configuration as loaded. (Before, it re-read
     the file, failed, and still reported the guard tripped at 50 %.)"""
-    legacy = backend_factory("legacy")
-    modern = backend_factory("modern", flaky())
-    guard = {"max_error_rate": 5.0, "min_requests": 20, "window_s": 10}
-    p = start(start_proxy, legacy, modern,
-              {"backend": "modern", "percent": 50.0, "sticky": "header:X-User-Id", "guard": guard},
-              tmp_path)
+    p = flaky_rollout(start_proxy, backend_factory, tmp_path)
     with open(p.conf_path, "a") as f:
         f.write("routes = (\n")  # an edit in progress
-    load(p, 120)
-    harness.wait_for(lambda: "guard: route orders: error rate" in p.stderr_text(), 5,
-                     what="the guard tripping")
+    until_tripped(p)
     route = p.admin("GET", "/api/routes/orders")[1]
     assert route["rollout"]["percent"] == 0 and route["guard"]["tripped"] is True
     assert set(load(p, 40)) == {"legacy"}
@@ -95,16 +99,10 @@ def test_the_guard_trips_when_the_state_file_cannot_be_written(start_proxy, back
                                                                tmp_path):
     """Persisting is best effort for a pull-back: the rollout goes to 0 and
     the failure is logged. (An admin change is refused instead: 500.)"""
-    legacy = backend_factory("legacy")
-    modern = backend_factory("modern", flaky())
-    guard = {"max_error_rate": 5.0, "min_requests": 20, "window_s": 10}
-    p = start(start_proxy, legacy, modern,
-              {"backend": "modern", "percent": 50.0, "sticky": "header:X-User-Id", "guard": guard},
-              tmp_path, state=tmp_path / "no-such-dir" / "state.json")
+    p = flaky_rollout(start_proxy, backend_factory, tmp_path,
+                      state=tmp_path / "no-such-dir" / "state.json")
     assert p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 60}})[0] == 500
-    load(p, 120)
-    harness.wait_for(lambda: "guard: route orders: error rate" in p.stderr_text(), 5,
-                     what="the guard tripping")
+    until_tripped(p)
     assert p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 0
     assert set(load(p, 40)) == {"legacy"}
     assert "the change applies but a restart would undo it" in p.stderr_text()

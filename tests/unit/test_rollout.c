@@ -324,31 +324,22 @@ static void test_sticky_cookie(void **state)
 	 * split must not change the decision */
 	const struct sp_hdr empty_then[] = {HDR("Cookie", "uid=; uid=u42")};
 	const struct sp_hdr empty_then_split[] = {HDR("Cookie", "uid="), HDR("Cookie", "uid=u42")};
+	/* every one of these carries uid=u42 */
+	const struct {
+		const struct sp_hdr *h;
+		size_t n;
+	} sticky[] = {
+		{plain, NELEM(plain)},		 {several, NELEM(several)},
+		{quoted, NELEM(quoted)},	 {lookalikes, NELEM(lookalikes)},
+		{split, NELEM(split)},		 {trailing, NELEM(trailing)},
+		{empty_then, NELEM(empty_then)}, {empty_then_split, NELEM(empty_then_split)},
+	};
 	struct sp_decision d;
-	d = decide_req(c, plain, 1, NULL, NULL, &rng);
-	assert_int_equal(d.sticky, 1);
-	assert_int_equal(d.bucket, want);
-	d = decide_req(c, several, 1, NULL, NULL, &rng);
-	assert_int_equal(d.sticky, 1);
-	assert_int_equal(d.bucket, want);
-	d = decide_req(c, quoted, 1, NULL, NULL, &rng);
-	assert_int_equal(d.sticky, 1);
-	assert_int_equal(d.bucket, want);
-	d = decide_req(c, lookalikes, 1, NULL, NULL, &rng);
-	assert_int_equal(d.sticky, 1);
-	assert_int_equal(d.bucket, want);
-	d = decide_req(c, split, NELEM(split), NULL, NULL, &rng);
-	assert_int_equal(d.sticky, 1);
-	assert_int_equal(d.bucket, want);
-	d = decide_req(c, trailing, 1, NULL, NULL, &rng);
-	assert_int_equal(d.sticky, 1);
-	assert_int_equal(d.bucket, want);
-	d = decide_req(c, empty_then, 1, NULL, NULL, &rng);
-	assert_int_equal(d.sticky, 1);
-	assert_int_equal(d.bucket, want);
-	d = decide_req(c, empty_then_split, NELEM(empty_then_split), NULL, NULL, &rng);
-	assert_int_equal(d.sticky, 1);
-	assert_int_equal(d.bucket, want);
+	for (size_t i = 0; i < NELEM(sticky); i++) {
+		d = decide_req(c, sticky[i].h, sticky[i].n, NULL, NULL, &rng);
+		assert_int_equal(d.sticky, 1);
+		assert_int_equal(d.bucket, want);
+	}
 	d = decide_req(c, absent, NELEM(absent), "uid=u42", "10.0.0.1", &rng);
 	assert_int_equal(d.rolled, 1);
 	assert_int_equal(d.sticky, 0);
