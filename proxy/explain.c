@@ -28,10 +28,8 @@ static int add_header(struct sp_hdr *h, const char *arg)
 	const char *v = colon + 1;
 	while (*v == ' ' || *v == '\t')
 		v++;
-	size_t vl = strlen(v); /* blanks around a value are not part of it, as in h1.c */
-	while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
-		vl--;
-	*h = (struct sp_hdr){arg, (size_t)(colon - arg), v, vl};
+	/* blanks around a value are not part of it, as in h1.c */
+	*h = (struct sp_hdr){arg, (size_t)(colon - arg), v, sp_value_len(v, strlen(v))};
 	return 0;
 }
 

@@ -193,13 +193,10 @@ static int build_view(struct sp_h1 *h)
 		 * drops only the leading one): "acme  " must route, stick and
 		 * compare as "acme". Not for the framing headers, which http.c
 		 * checks as llhttp read them ("chunked<TAB>" is no chunked there) */
-		size_t vl = h->raw[i].vl;
-		const char *val = v[i].value;
-		if (vl && (val[vl - 1] == ' ' || val[vl - 1] == '\t') &&
-		    !sp_hdr_name_is(&v[i], "Transfer-Encoding") &&
-		    !sp_hdr_name_is(&v[i], "Content-Length"))
-			while (vl && (val[vl - 1] == ' ' || val[vl - 1] == '\t'))
-				vl--;
+		size_t vl = sp_value_len(v[i].value, h->raw[i].vl);
+		if (vl != h->raw[i].vl && (sp_hdr_name_is(&v[i], "Transfer-Encoding") ||
+					   sp_hdr_name_is(&v[i], "Content-Length")))
+			vl = h->raw[i].vl;
 		v[i].value_len = vl;
 	}
 	m->url = h->store.data ? h->store.data : "";

@@ -49,6 +49,14 @@ static inline int sp_hdr_name_is(const struct sp_hdr *h, const char *name)
 	return h->name_len == n && sp_ascii_ieq(h->name, name, n);
 }
 const struct sp_hdr *sp_hdr_find(const struct sp_hdr *h, size_t n, const char *name);
+/* The length of value v without its trailing blanks (SP, HTAB), which are
+ * not part of a field value (RFC 9110 5.5). */
+static inline size_t sp_value_len(const char *v, size_t n)
+{
+	while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+		n--;
+	return n;
+}
 /* True when the comma-separated list value contains token (case-insensitive). */
 int sp_list_has_token(const char *value, size_t len, const char *token);
 /* True when the header must not be forwarded as is: hop-by-hop by definition

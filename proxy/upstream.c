@@ -93,6 +93,17 @@ void sp_pool_put(struct sp_upconn **cp)
 
 const char SP_ERR_LOCAL[] = "no local resources to connect";
 
+/* Why a socket could not even start connecting: the backend refused, or
+ * this process or host ran out of something, or anything else. */
+static const char *connect_error(int e)
+{
+	if (e == ECONNREFUSED)
+		return "connect refused";
+	if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM || e == EADDRNOTAVAIL)
+		return SP_ERR_LOCAL;
+	return "connect failed";
+}
+
 static struct sp_upconn *connect_new(struct sp_pool *p, const char **why)
 {
 	struct sp_upconn *c = calloc(1, sizeof(*c));
@@ -103,11 +114,7 @@ static struct sp_upconn *connect_new(struct sp_pool *p, const char **why)
 	c->pool = p;
 	c->conn = sp_conn_connect(p->base, (const struct sockaddr *)&p->be->addr, p->be->addrlen);
 	if (!c->conn) {
-		int e = errno;
-		*why = e == ECONNREFUSED					       ? "connect refused"
-		       : e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM ||
-				 e == EADDRNOTAVAIL ? SP_ERR_LOCAL
-						    : "connect failed";
+		*why = connect_error(errno);
 		free(c);
 		return NULL;
 	}
