@@ -31,7 +31,7 @@ struct lat {
 
 struct route_agg {
 	char *name;
-	json_t *summary; /* the last summary line (counters are cumulative per run) */
+	json_t *summary; /* the latest summary line: its latencies are reported */
 	json_t *runs;    /* instance → {"last": its last summary, "earlier": earlier runs' counts} */
 	size_t diff_lines;
 	struct lat pms, sms; /* latencies of the diff lines, for logs without summary */
@@ -231,23 +231,30 @@ static long long count_of(const json_t *o, const char *key)
 static const char *const counters[] = {"mirrored", "compared", "identical", "different",
 				       "noise", "shadow_errors", "shadow_timeouts", "skipped"};
 
+static int add_counts(json_t *into, const json_t *from);
+
+/* Adds counter k (a number, or an object of them) into into. */
+static int add_value(json_t *into, const char *k, const json_t *v)
+{
+	json_t *have = json_object_get(into, k);
+	if (json_is_object(v)) {
+		if (!have && json_object_set_new(into, k, have = json_object()) < 0)
+			return -1;
+		return add_counts(have, v);
+	}
+	if (!json_is_number(v))
+		return 0;
+	double sum = json_number_value(v) + (have ? json_number_value(have) : 0);
+	return json_object_set_new(into, k, json_integer((json_int_t)sum));
+}
+
 static int add_counts(json_t *into, const json_t *from)
 {
 	const char *k;
 	json_t *v;
-	json_object_foreach((json_t *)from, k, v) {
-		json_t *have = json_object_get(into, k);
-		if (json_is_object(v)) {
-			if (!have && json_object_set_new(into, k, have = json_object()) < 0)
-				return -1;
-			if (add_counts(have, v) < 0)
-				return -1;
-		} else if (json_is_number(v)) {
-			double sum = json_number_value(v) + (have ? json_number_value(have) : 0);
-			if (json_object_set_new(into, k, json_integer((json_int_t)sum)) < 0)
-				return -1;
-		}
-	}
+	json_object_foreach((json_t *)from, k, v)
+		if (add_value(into, k, v) < 0)
+			return -1;
 	return 0;
 }
 
@@ -255,11 +262,8 @@ static int add_counts(json_t *into, const json_t *from)
 static int add_summary_counts(json_t *into, const json_t *summary)
 {
 	for (size_t i = 0; i < sizeof(counters) / sizeof(*counters); i++) {
-		json_t *v = json_object_get(summary, counters[i]);
-		json_t *one = v ? json_pack("{s:O}", counters[i], v) : NULL;
-		int rc = v ? (one ? add_counts(into, one) : -1) : 0;
-		json_decref(one);
-		if (rc < 0)
+		const json_t *v = json_object_get(summary, counters[i]);
+		if (v && add_value(into, counters[i], v) < 0)
 			return -1;
 	}
 	return 0;
