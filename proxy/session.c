@@ -677,17 +677,29 @@ static void tunnel_close(struct sp_session *s)
 	s->dead = 1;
 }
 
-static void on_tunnel_up_event(struct sp_conn *c, short what, void *arg)
+/* Both ends are done (or one failed): the backend connection goes, the
+ * client's closes once what is left for it is written. */
+static void end_tunnel(struct sp_session *s)
 {
-	struct sp_session *s = arg;
-	(void)what;
-	enter(s);
-	/* hand over what is left, then close once it is written */
-	evbuffer_add_buffer(s->client->out, c->in);
 	sp_upconn_free(&s->up);
 	log_exchange(s);
 	reset_exchange(s);
 	start_closing(s);
+}
+
+static void on_tunnel_up_event(struct sp_conn *c, short what, void *arg)
+{
+	struct sp_session *s = arg;
+	enter(s);
+	evbuffer_add_buffer(s->client->out, c->in);
+	if ((what & SP_CONN_EOF) && !(what & SP_CONN_ERROR) && !c->shut_wr) {
+		/* a half-close while the client still sends: pass it on, and
+		 * relay the client's bytes until it ends too (on_client_event) */
+		sp_conn_shutdown_write(s->client);
+		sp_conn_flush(s->client);
+	} else {
+		end_tunnel(s);
+	}
 	leave(s);
 }
 
@@ -1038,10 +1050,12 @@ static void on_client_event(struct sp_conn *c, short what, void *arg)
 		s->dead = 1;
 	} else if (s->tunnel && s->up && (what & SP_CONN_EOF) && !(what & SP_CONN_ERROR)) {
 		/* a half-close: pass it on, and relay the backend's answer until
-		 * it closes too (on_tunnel_up_event) */
+		 * it ends too (on_tunnel_up_event), unless it already has */
 		evbuffer_add_buffer(s->up->conn->out, c->in);
 		sp_conn_shutdown_write(s->up->conn);
 		sp_conn_flush(s->up->conn);
+		if (s->client->shut_wr)
+			end_tunnel(s);
 	} else if (s->tunnel) {
 		if (s->up) {
 			evbuffer_add_buffer(s->up->conn->out, c->in);

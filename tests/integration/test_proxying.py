@@ -800,27 +800,61 @@ def test_length_bodies_back_to_back_on_kept_connections(backend_factory, start_p
     assert {q.conn_id for q in got} == {got[0].conn_id}, "the backend connection was not kept"
 
 
+SWITCH = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n"
+
+
+def bytes_until_eof(stream):
+    n = 0
+    while True:
+        data = stream.read_some()
+        if not data:
+            return n
+        n += len(data)
+
+
+def open_tunnel(proxy):
+    """A client connection through the proxy, upgraded (101 read)."""
+    c = socket.create_connection((harness.HOST, proxy.port), timeout=5)
+    c.sendall(b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n")
+    st = harness.Stream(c)
+    assert st.read_until(b"\r\n\r\n").startswith(b"HTTP/1.1 101 ")
+    return c, st
+
+
 def test_a_half_closed_tunnel_still_relays_the_answer(backend_factory, start_proxy):
     """After a 101, the client sends its last bytes and half-closes
     (shutdown(SHUT_WR)): the end is passed on to the backend, whose answer
     still reaches the client (the tunnel was closed at once: the client got
     EOF and no answer)."""
     def counter(req, conn):
-        conn.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n")
-        n = 0
-        while True:
-            data = conn.stream.read_some()
-            if not data:
-                break
-            n += len(data)
-        conn.send(b"got:%d" % n)
+        conn.send(SWITCH)
+        conn.send(b"got:%d" % bytes_until_eof(conn.stream))
         return CLOSE
-    b = backend_factory("legacy", counter)
-    proxy = start_proxy({"legacy": b})
-    with socket.create_connection((harness.HOST, proxy.port), timeout=5) as c:
-        c.sendall(b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n")
-        st = harness.Stream(c)
-        assert st.read_until(b"\r\n\r\n").startswith(b"HTTP/1.1 101 ")
+    proxy = start_proxy({"legacy": backend_factory("legacy", counter)})
+    c, st = open_tunnel(proxy)
+    with c:
         c.sendall(b"z" * 100000)
         c.shutdown(socket.SHUT_WR)
         assert st.read_to_eof() == b"got:100000"
+
+
+def test_a_tunnel_half_closed_by_the_backend_still_relays_the_client(backend_factory, start_proxy):
+    """After a 101, the backend sends its last bytes and half-closes: the
+    client sees them and then EOF, and what it sends afterwards still reaches
+    the backend (the tunnel was closed at once: those bytes were lost)."""
+    received = []
+    def farewell(req, conn):
+        conn.send(SWITCH + b"bye")
+        conn.sock.shutdown(socket.SHUT_WR)
+        received.append(bytes_until_eof(conn.stream))
+        return CLOSE
+    proxy = start_proxy({"legacy": backend_factory("legacy", farewell)})
+    c, st = open_tunnel(proxy)
+    with c:
+        assert st.read_to_eof() == b"bye"
+        c.sendall(b"z" * 100000)
+        c.shutdown(socket.SHUT_WR)
+        harness.wait_for(lambda: received, what="the backend to see the client's end")
+        assert received == [100000]
+        assert c.recv(1) == b""
+    assert proxy.wait_access(1)[0]["status"] == 101
