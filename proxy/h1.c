@@ -24,7 +24,6 @@ struct sp_h1 {
 	size_t caphdrs;        /* room in msg.hdrs */
 	size_t header_bytes;
 	size_t ext_bytes;
-	size_t url_off, reason_off;
 	int new_field; /* the next header bytes start a new header */
 	int head_done;  /* the head of the current message has been delivered */
 	int in_message;
@@ -60,7 +59,6 @@ static int on_message_begin(llhttp_t *p)
 	h->new_field = 1;
 	h->head_done = 0;
 	h->in_message = 1;
-	h->url_off = h->reason_off = 0;
 	struct sp_hdr *keep = h->msg.hdrs; /* reused from message to message */
 	memset(&h->msg, 0, sizeof(h->msg));
 	h->msg.hdrs = keep;
@@ -476,6 +474,17 @@ enum sp_h1_rc sp_h1_execute(struct sp_h1 *h, const char *data, size_t len, size_
 			return SP_H1_ERROR;
 		}
 	}
+}
+
+int sp_h1_request_line(const struct sp_h1 *h, const char **method, const char **url,
+		       size_t *url_len)
+{
+	if (h->p.type != HTTP_REQUEST || !h->in_message || h->msg.url_len == 0 || !h->store.data)
+		return 0;
+	*method = llhttp_method_name((llhttp_method_t)h->p.method);
+	*url = h->store.data;
+	*url_len = h->msg.url_len;
+	return 1;
 }
 
 enum sp_h1_rc sp_h1_finish(struct sp_h1 *h)

@@ -77,6 +77,11 @@ void sp_h1_body_skip(struct sp_h1 *h, uint64_t n);
 /* True when part of a message has been received and not completed. */
 int sp_h1_in_message(const struct sp_h1 *h);
 
+/* A request's method and target as far as they were read, for logging a
+ * request refused before its head was whole; 0 before its target began. */
+int sp_h1_request_line(const struct sp_h1 *h, const char **method, const char **url,
+		       size_t *url_len);
+
 /* Used by hooks to fail with a given status (requests) and reason. */
 void sp_h1_fail(struct sp_h1 *h, int status, const char *reason);
 /* After SP_H1_ERROR: the status to answer (400, 414, 431, 501, 505…) and why. */

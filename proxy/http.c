@@ -309,23 +309,21 @@ int sp_request_verdict(const struct sp_h1_msg *m, long long max_body, struct sp_
 		*why = "CONNECT is not supported";
 		return 405;
 	}
+	/* the target first: a request refused for its headers or its size is
+	 * logged with its path */
+	int rc = sp_split_target(m->method, m->url, m->url_len, path, query, qlen);
+	if (rc != SP_PATH_OK) {
+		/* the log shows the path as received, not the normaliser's
+		 * partial output ("/" for "/../x") */
+		sp_path_as_received(m->url, m->url_len, path);
+		*why = sp_path_strerror(rc);
+		return 400;
+	}
 	if ((st = sp_http_check_request(m->hdrs, m->nhdrs, m->http_minor, why)) != 0)
 		return st;
 	if (max_body > 0 && m->has_length && m->content_length > (uint64_t)max_body) {
 		*why = "request body larger than limits.max_body_bytes";
 		return 413;
-	}
-	int rc = sp_split_target(m->method, m->url, m->url_len, path, query, qlen);
-	if (rc != SP_PATH_OK) {
-		/* the log shows the path as received, not the normaliser's
-		 * partial output ("/" for "/../x") */
-		size_t n = 0;
-		while (n < m->url_len && m->url[n] != '?' && m->url[n] != '#')
-			n++;
-		sp_buf_reset(path);
-		sp_buf_add(path, m->url, n);
-		*why = sp_path_strerror(rc);
-		return 400;
 	}
 	return 0;
 }

@@ -133,6 +133,15 @@ int sp_pct_decode(const char *s, size_t len, int plus_is_space, struct sp_buf *o
 	return 0;
 }
 
+int sp_path_as_received(const char *url, size_t len, struct sp_buf *path)
+{
+	size_t n = 0;
+	while (n < len && url[n] != '?' && url[n] != '#')
+		n++;
+	sp_buf_reset(path);
+	return sp_buf_add(path, url, n);
+}
+
 int sp_split_target(const char *method, const char *url, size_t len, struct sp_buf *path,
 		    const char **query, size_t *qlen)
 {

@@ -40,6 +40,10 @@ int sp_split_target(const char *method, const char *url, size_t len, struct sp_b
 
 const char *sp_path_strerror(int status);
 
+/* The path of a target as received, for logs: up to its query or fragment,
+ * not normalised (a refused target is logged as sent). */
+int sp_path_as_received(const char *url, size_t len, struct sp_buf *path);
+
 /* Decodes %XX escapes (and '+' as space when plus_is_space) of a query
  * component into out. Invalid escapes are kept literally. */
 int sp_pct_decode(const char *s, size_t len, int plus_is_space, struct sp_buf *out);

@@ -19,6 +19,7 @@
 #include "h1.h"
 #include "health.h"
 #include "log.h"
+#include "pathnorm.h"
 #include "shadow.h"
 #include "worker.h"
 
@@ -554,13 +555,28 @@ static int on_req_done(void *ud, struct sp_h1_msg *m)
 
 static const struct sp_h1_hooks req_hooks = {on_req_head, on_req_body, on_req_done};
 
+/* A request refused before its head was whole is logged with as much of its
+ * request line as was read ("-" when none). */
+static void note_request_line(struct sp_session *s)
+{
+	const char *method, *url;
+	size_t n;
+	if (s->method[0])
+		return;
+	if (sp_h1_request_line(s->req, &method, &url, &n)) {
+		sp_copy_str(s->method, sizeof(s->method), method);
+		sp_path_as_received(url, n, &s->path);
+	} else {
+		sp_copy_str(s->method, sizeof(s->method), "-");
+	}
+}
+
 static void request_error(struct sp_session *s)
 {
 	int status = sp_h1_error_status(s->req);
 	const char *why = sp_h1_error_reason(s->req);
 	sp_debug("client %s: %d %s", s->client_ip, status, why);
-	if (!s->method[0])
-		sp_copy_str(s->method, sizeof(s->method), "-");
+	note_request_line(s);
 	if (s->resp_started) {
 		s->error = why;
 		log_exchange(s);
@@ -906,6 +922,8 @@ static void process_client(struct sp_session *s)
 		}
 		evbuffer_peek(in, -1, NULL, &v, 1);
 		enum sp_h1_rc rc = sp_h1_execute(s->req, v.iov_base, v.iov_len, &used);
+		if (rc == SP_H1_ERROR)
+			used = v.iov_len; /* read, if not parsed: the log counts it */
 		evbuffer_drain(in, used);
 		s->bytes_in += used;
 		if (rc == SP_H1_ERROR) {
@@ -1022,7 +1040,7 @@ static void deadline_passed(struct sp_session *s)
 {
 	if (s->timer_mode == T_HEADER && !s->req_active &&
 	    (sp_h1_in_message(s->req) || evbuffer_get_length(s->client->in))) {
-		sp_copy_str(s->method, sizeof(s->method), "-");
+		note_request_line(s);
 		s->error = "client header timeout";
 		answer(s, 408, "request header timeout", 0);
 	} else if (s->timer_mode != T_NONE && !s->req_active) {

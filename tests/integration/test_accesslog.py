@@ -140,6 +140,32 @@ def test_client_error_line(logged):
     assert e["error"]
 
 
+@pytest.mark.parametrize("req, status", [
+    (b"POST /api/users/up?x=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n", 413),
+    (b"GET /api/users/long HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 3000 + b"\r\n\r\n", 431),
+    (b"GET /api/users/bad HTTP/1.1\r\nHost: t\r\nX-Bad : y\r\n\r\n", 400),
+    (b"GET /api/users/two HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n"
+     b"Content-Length: 2\r\n\r\n", 400),
+], ids=["413", "431", "400-header-name", "400-two-lengths"])
+def test_a_refused_request_is_logged_as_far_as_it_was_read(backend_factory, start_proxy,
+                                                            req, status):
+    """A request refused for its size or its headers is logged with its
+    method, path and the bytes read (they were "-" or null, null and 0):
+    the line an operator looks for when a client reports a 4xx."""
+    b = backend_factory("legacy")
+    proxy = start_proxy({"legacy": b}, limits={"max_body_bytes": 10, "max_header_bytes": 1024})
+    with proxy.client() as c:
+        c.send(req)
+        assert c.read_response().status == status
+    e = proxy.wait_access(1)[0]
+    check_common(e)
+    method, target = req.split(b" ")[:2]
+    assert (e["status"], e["method"], e["path"]) == (
+        status, method.decode(), target.split(b"?")[0].decode())
+    assert e["bytes_in"] == len(req)
+    assert b.requests == []
+
+
 def test_values_are_json_escaped(logged):
     rid = 'quote"back\\slash'
     exchange(logged, build_request("GET", "/api/users/%22%5C", [("X-Request-Id", rid)]))

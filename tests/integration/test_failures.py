@@ -393,7 +393,7 @@ def test_client_header_timeout_is_408(backend_factory, start_proxy):
     proxy = start_proxy({"legacy": b}, timeouts={"client_header_ms": 300})
     with proxy.client() as c:
         t0 = time.monotonic()
-        c.send(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        c.send(b"GET /slow?q=1 HTTP/1.1\r\nHost: x\r\n")
         r = c.read_response()
         took = time.monotonic() - t0
         assert r.status == 408
@@ -402,6 +402,8 @@ def test_client_header_timeout_is_408(backend_factory, start_proxy):
     assert b.requests == []
     e = proxy.wait_access(1)[0]
     assert (e["status"], e["error"]) == (408, "client header timeout")
+    # what of the request was read is logged (it was "-", null and 0)
+    assert (e["method"], e["path"], e["bytes_in"]) == ("GET", "/slow", 33)
 
 
 def test_client_header_timeout_is_a_total_deadline(backend_factory, start_proxy):
