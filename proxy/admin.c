@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <sys/queue.h>
 #include <unistd.h>
@@ -49,6 +50,8 @@ struct admin_conn {
 	struct sp_buf auth;
 	struct sp_buf body;
 	int too_big;
+	int head_only;     /* HEAD: the GET answer's head alone */
+	char extra[128];   /* header lines of this answer (Allow, WWW-Authenticate) */
 	int answered;
 	int hold;           /* the answer waits until every worker runs the change */
 	int64_t hold_until; /* ...but no longer than this (µs, sp_deadline_now_us) */
@@ -70,10 +73,11 @@ static void respond_with(struct admin_conn *a, int status, const char *type, con
 	sp_buf_init(&b);
 	sp_buf_printf(&b,
 		      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-		      "Cache-Control: no-store\r\n%sConnection: close\r\n\r\n",
-		      status, sp_http_reason(status), type, len, extra);
+		      "Cache-Control: no-store\r\n%s%sConnection: close\r\n\r\n",
+		      status, sp_http_reason(status), type, len, extra, a->extra);
 	evbuffer_add(a->c->out, b.data, b.len);
-	evbuffer_add(a->c->out, body, len);
+	if (!a->head_only)
+		evbuffer_add(a->c->out, body, len);
 	sp_buf_deinit(&b);
 	a->answered = 1;
 	sp_conn_read(a->c, 0);
@@ -238,86 +242,116 @@ static void metric_escape(struct sp_buf *b, const char *s)
 	}
 }
 
-static void metrics_route(struct sp_buf *b, struct sp_runtime *rt, const char *route,
+/* One route's traffic on one backend, summed over the workers. */
+struct metric_side {
+	const char *route, *backend; /* as labelled */
+	uint64_t classes[5], errors_by[SP_UPSTREAM_REASONS], le[SP_DURATION_BOUNDS];
+	uint64_t count, sum_us;
+};
+
+struct metric_sides {
+	struct metric_side *v;
+	size_t n, cap;
+};
+
+static struct metric_side *side_entry(struct metric_sides *all, const char *label,
+				      const char *backend)
+{
+	for (size_t i = 0; i < all->n; i++)
+		if (all->v[i].route == label && strcmp(all->v[i].backend, backend) == 0)
+			return &all->v[i];
+	if (all->n == all->cap) {
+		size_t cap = all->cap ? 2 * all->cap : 16;
+		struct metric_side *v = realloc(all->v, cap * sizeof(*v));
+		if (!v)
+			return NULL;
+		all->v = v;
+		all->cap = cap;
+	}
+	struct metric_side *m = &all->v[all->n++];
+	memset(m, 0, sizeof(*m));
+	m->route = label;
+	m->backend = backend;
+	return m;
+}
+
+static void collect_route(struct metric_sides *all, struct sp_runtime *rt, const char *route,
 			  const char *label)
 {
-	static const double bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-					0.25,  0.5,    1,     2.5,  5,     10};
-	json_t *counters = route_counters(rt, route);
-	const char *backend;
-	json_t *j;
-	json_object_foreach(counters, backend, j) {
-		static const char *const classes[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
-		for (int c = 0; c < 5; c++) {
-			sp_buf_adds(b, "strangler_requests_total{route=\"");
-			metric_escape(b, label);
-			sp_buf_adds(b, "\",backend=\"");
-			metric_escape(b, backend);
-			sp_buf_printf(b, "\",class=\"%s\"} %lld\n", classes[c],
-				      (long long)json_integer_value(json_object_get(j, classes[c])));
+	for (int w = 0; w < rt->nworkers; w++) {
+		struct sp_route_stats *n = sp_worker_find_stats(rt->workers[w], route);
+		int k = n ? atomic_load_explicit(&n->nsides, memory_order_acquire) : 0;
+		for (int i = 0; i < k; i++) {
+			struct sp_side_stats *s = &n->sides[i];
+			struct metric_side *m = side_entry(all, label, s->backend[0] ? s->backend : "(proxy)");
+			if (!m)
+				return;
+			for (int c = 0; c < 5; c++)
+				m->classes[c] += sp_read(&s->status[c + 1]);
+			for (int e = 0; e < SP_UPSTREAM_REASONS; e++)
+				m->errors_by[e] += sp_read(&s->errors_by[e]);
+			for (int q = 0; q < SP_DURATION_BOUNDS; q++)
+				m->le[q] += sp_read(&s->durations.le[q]);
+			m->count += sp_read(&s->requests);
+			m->sum_us += sp_read(&s->latency_us_sum);
 		}
-		for (int k = 0; k < SP_UPSTREAM_REASONS; k++) {
-			uint64_t n = 0;
-			for (int w = 0; w < rt->nworkers; w++) {
-				struct sp_route_stats *rs = sp_worker_find_stats(rt->workers[w], route);
-				int ns = rs ? atomic_load_explicit(&rs->nsides, memory_order_acquire) : 0;
-				for (int i = 0; i < ns; i++) {
-					const char *nb = rs->sides[i].backend[0] ? rs->sides[i].backend
-										 : "(proxy)";
-					if (strcmp(nb, backend) == 0)
-						n += sp_read(&rs->sides[i].errors_by[k]);
-				}
-			}
-			sp_buf_adds(b, "strangler_upstream_errors_total{route=\"");
-			metric_escape(b, label);
-			sp_buf_adds(b, "\",backend=\"");
-			metric_escape(b, backend);
-			sp_buf_printf(b, "\",reason=\"%s\"} %llu\n", sp_upstream_reasons[k],
-				      (unsigned long long)n);
-		}
-		/* duration histogram: cumulative counts at fixed bounds */
-		uint64_t lat[SP_LAT_BUCKETS] = {0}, total = 0, sum_us = 0;
-		for (int w = 0; w < rt->nworkers; w++) {
-			struct sp_route_stats *n = sp_worker_find_stats(rt->workers[w], route);
-			int k = n ? atomic_load_explicit(&n->nsides, memory_order_acquire) : 0;
-			for (int i = 0; i < k; i++) {
-				const char *nb = n->sides[i].backend[0] ? n->sides[i].backend : "(proxy)";
-				if (strcmp(nb, backend) == 0) {
-					sp_hist_sum(&n->sides[i].latency, lat);
-					sum_us += sp_read(&n->sides[i].latency_us_sum);
-				}
-			}
-		}
-		for (int i = 0; i < SP_LAT_BUCKETS; i++)
-			total += lat[i];
-		for (size_t q = 0; q < sizeof(bounds) / sizeof(bounds[0]); q++) {
-			uint64_t le = 0;
-			for (unsigned i = 0; i < SP_LAT_BUCKETS; i++)
-				if (sp_hist_bound_ms(i) / 1000.0 <= bounds[q] * 1.0000001)
-					le += lat[i];
-			sp_buf_adds(b, "strangler_request_duration_seconds_bucket{route=\"");
-			metric_escape(b, label);
-			sp_buf_adds(b, "\",backend=\"");
-			metric_escape(b, backend);
-			sp_buf_printf(b, "\",le=\"%g\"} %llu\n", bounds[q], (unsigned long long)le);
-		}
-		sp_buf_adds(b, "strangler_request_duration_seconds_bucket{route=\"");
-		metric_escape(b, label);
-		sp_buf_adds(b, "\",backend=\"");
-		metric_escape(b, backend);
-		sp_buf_printf(b, "\",le=\"+Inf\"} %llu\n", (unsigned long long)total);
-		sp_buf_adds(b, "strangler_request_duration_seconds_sum{route=\"");
-		metric_escape(b, label);
-		sp_buf_adds(b, "\",backend=\"");
-		metric_escape(b, backend);
-		sp_buf_printf(b, "\"} %.6f\n", (double)sum_us / 1e6);
-		sp_buf_adds(b, "strangler_request_duration_seconds_count{route=\"");
-		metric_escape(b, label);
-		sp_buf_adds(b, "\",backend=\"");
-		metric_escape(b, backend);
-		sp_buf_printf(b, "\"} %llu\n", (unsigned long long)total);
 	}
-	json_decref(counters);
+}
+
+/* `family{route="…",backend="…"`: the caller adds its labels and value. */
+static void side_labels(struct sp_buf *b, const char *family, const struct metric_side *m)
+{
+	sp_buf_printf(b, "%s{route=\"", family);
+	metric_escape(b, m->route);
+	sp_buf_adds(b, "\",backend=\"");
+	metric_escape(b, m->backend);
+	sp_buf_addc(b, '"');
+}
+
+/* The per-route families, each in one group as the text format wants. */
+static void metrics_routes(struct sp_buf *b, struct sp_runtime *rt)
+{
+	static const char *const classes[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
+	struct metric_sides all = {0};
+	for (size_t i = 0; i < rt->cfg->nroutes; i++)
+		collect_route(&all, rt, rt->cfg->routes[i].name, rt->cfg->routes[i].name);
+	collect_route(&all, rt, "", SP_DEFAULT_ROUTE);
+
+	sp_buf_adds(b, "# HELP strangler_requests_total Requests by route, backend and status class.\n"
+		       "# TYPE strangler_requests_total counter\n");
+	for (size_t i = 0; i < all.n; i++)
+		for (int c = 0; c < 5; c++) {
+			side_labels(b, "strangler_requests_total", &all.v[i]);
+			sp_buf_printf(b, ",class=\"%s\"} %llu\n", classes[c],
+				      (unsigned long long)all.v[i].classes[c]);
+		}
+	sp_buf_adds(b, "# HELP strangler_upstream_errors_total Backend failures by route, backend and "
+		       "reason.\n# TYPE strangler_upstream_errors_total counter\n");
+	for (size_t i = 0; i < all.n; i++)
+		for (int e = 0; e < SP_UPSTREAM_REASONS; e++) {
+			side_labels(b, "strangler_upstream_errors_total", &all.v[i]);
+			sp_buf_printf(b, ",reason=\"%s\"} %llu\n", sp_upstream_reasons[e],
+				      (unsigned long long)all.v[i].errors_by[e]);
+		}
+	sp_buf_adds(b, "# HELP strangler_request_duration_seconds Whole exchange duration.\n"
+		       "# TYPE strangler_request_duration_seconds histogram\n");
+	for (size_t i = 0; i < all.n; i++) {
+		const struct metric_side *m = &all.v[i];
+		uint64_t cum = 0;
+		for (int q = 0; q < SP_DURATION_BOUNDS; q++) {
+			cum += m->le[q];
+			side_labels(b, "strangler_request_duration_seconds_bucket", m);
+			sp_buf_printf(b, ",le=\"%g\"} %llu\n", sp_duration_bounds_s[q],
+				      (unsigned long long)cum);
+		}
+		side_labels(b, "strangler_request_duration_seconds_bucket", m);
+		sp_buf_printf(b, ",le=\"+Inf\"} %llu\n", (unsigned long long)m->count);
+		side_labels(b, "strangler_request_duration_seconds_sum", m);
+		sp_buf_printf(b, "} %.6f\n", (double)m->sum_us / 1e6);
+		side_labels(b, "strangler_request_duration_seconds_count", m);
+		sp_buf_printf(b, "} %llu\n", (unsigned long long)m->count);
+	}
+	free(all.v);
 }
 
 static void metrics_shadow(struct sp_buf *b, struct sp_runtime *rt, const struct sp_route *r)
@@ -369,22 +403,14 @@ static void metrics_backends(struct sp_buf *b, const struct sp_config *cfg)
 			   "Times the backend was marked down or up again.", BACKEND_TRANSITIONS);
 }
 
-static void serve_metrics(struct admin_conn *a)
+static void serve_metrics(struct admin_conn *a, const char *name)
 {
+	(void)name;
 	struct sp_runtime *rt = a->admin->rt;
 	struct sp_buf b;
 	size_t open = 0;
 	sp_buf_init(&b);
-	sp_buf_adds(&b, "# HELP strangler_requests_total Requests by route, backend and status class.\n"
-			"# TYPE strangler_requests_total counter\n"
-			"# HELP strangler_upstream_errors_total Backend failures by route, backend and "
-			"reason.\n"
-			"# TYPE strangler_upstream_errors_total counter\n"
-			"# HELP strangler_request_duration_seconds Whole exchange duration.\n"
-			"# TYPE strangler_request_duration_seconds histogram\n");
-	for (size_t i = 0; i < rt->cfg->nroutes; i++)
-		metrics_route(&b, rt, rt->cfg->routes[i].name, rt->cfg->routes[i].name);
-	metrics_route(&b, rt, "", "(default)");
+	metrics_routes(&b, rt);
 	sp_buf_adds(&b, "# HELP strangler_shadow_total Shadow exchanges by route and result.\n"
 			"# TYPE strangler_shadow_total counter\n"
 			"# HELP strangler_shadow_skipped_total Requests not mirrored, by reason.\n"
@@ -468,8 +494,9 @@ static void delete_override(struct admin_conn *a, const char *name)
 		respond_applied(a, route_view(rt, find_route(rt->cfg, name)));
 }
 
-static void post_reload(struct admin_conn *a)
+static void post_reload(struct admin_conn *a, const char *name)
 {
+	(void)name;
 	struct sp_runtime *rt = a->admin->rt;
 	struct sp_diag diag;
 	sp_diag_init(&diag);
@@ -492,8 +519,9 @@ static void post_reload(struct admin_conn *a)
 /* ---- dispatch ---- */
 
 /* GET /api/diffs?route=NAME&limit=N: the latest differing exchanges. */
-static void serve_diffs(struct admin_conn *a)
+static void serve_diffs(struct admin_conn *a, const char *name)
 {
+	(void)name;
 	struct sp_buf route, limit;
 	const char *q = memchr(a->target.data, '?', a->target.len);
 	size_t qlen = q ? a->target.len - (size_t)(q + 1 - a->target.data) : 0;
@@ -510,8 +538,9 @@ static void serve_diffs(struct admin_conn *a)
 	sp_buf_deinit(&limit);
 }
 
-static void respond_page(struct admin_conn *a)
+static void serve_page(struct admin_conn *a, const char *name)
 {
+	(void)name;
 	respond_with(a, 200, "text/html; charset=utf-8",
 		     "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; "
 		     "style-src 'unsafe-inline'; connect-src 'self'; img-src data:\r\n"
@@ -525,7 +554,8 @@ static int authorised(struct admin_conn *a)
 	if (!token)
 		return 1;
 	size_t tl = strlen(token);
-	if (a->auth.len != tl + 7 || strncmp(a->auth.data, "Bearer ", 7) != 0)
+	/* the scheme is case-insensitive (RFC 9110 §11.1) */
+	if (a->auth.len != tl + 7 || strncasecmp(a->auth.data, "Bearer ", 7) != 0)
 		return 0;
 	return CRYPTO_memcmp(a->auth.data + 7, token, tl) == 0;
 }
@@ -572,14 +602,112 @@ static void rearm(struct admin_conn *a, const char *name)
 	respond_json(a, 200, route_view(rt, r));
 }
 
+static void serve_healthz(struct admin_conn *a, const char *name)
+{
+	(void)name;
+	respond(a, 200, "text/plain", "ok\n", 3);
+}
+
+static void serve_readyz(struct admin_conn *a, const char *name)
+{
+	(void)name;
+	if (a->admin->rt->stopping)
+		respond(a, 503, "text/plain", "stopping\n", 9);
+	else
+		respond(a, 200, "text/plain", "ready\n", 6);
+}
+
+static void serve_routes(struct admin_conn *a, const char *name)
+{
+	struct sp_runtime *rt = a->admin->rt;
+	(void)name;
+	json_t *list = json_array(), *backends = json_array();
+	for (size_t i = 0; i < rt->cfg->nroutes; i++)
+		json_array_append_new(list, route_view(rt, &rt->cfg->routes[i]));
+	for (size_t i = 0; i < rt->cfg->nbackends; i++)
+		json_array_append_new(backends, json_string(rt->cfg->backends[i].name));
+	respond_json(a, 200, json_pack("{s:I, s:s, s:o, s:o, s:o}", "generation",
+				       (json_int_t)rt->generation, "default_backend",
+				       rt->cfg->backends[rt->cfg->default_backend].name, "backends",
+				       backends, "routes", list, "default_counters",
+				       route_counters(rt, "")));
+}
+
+static void serve_route(struct admin_conn *a, const char *name)
+{
+	const struct sp_route *r = find_route(a->admin->rt->cfg, name);
+	if (r)
+		respond_json(a, 200, route_view(a->admin->rt, r));
+	else
+		respond_error(a, 404, "no such route");
+}
+
+static void serve_audit(struct admin_conn *a, const char *name)
+{
+	(void)name;
+	respond_json(a, 200, json_pack("{s:O}", "changes", a->admin->rt->audit));
+}
+
+static void serve_diffs_summary(struct admin_conn *a, const char *name)
+{
+	struct sp_runtime *rt = a->admin->rt;
+	(void)name;
+	json_t *o = json_object();
+	for (size_t i = 0; i < rt->cfg->nroutes; i++)
+		if (rt->cfg->routes[i].has_shadow)
+			json_object_set_new(o, rt->cfg->routes[i].name,
+					    shadow_counters(rt, rt->cfg->routes[i].name));
+	respond_json(a, 200, json_pack("{s:o}", "routes", o));
+}
+
+/* The API: a path ("*" stands for a route's name) and a method each. GET
+ * serves HEAD too; a known path with another method gets 405 and Allow. */
+static const struct endpoint {
+	const char *path, *method;
+	void (*serve)(struct admin_conn *a, const char *name);
+} endpoints[] = {
+	{"/", "GET", serve_page},
+	{"/healthz", "GET", serve_healthz},
+	{"/readyz", "GET", serve_readyz},
+	{"/metrics", "GET", serve_metrics},
+	{"/api/routes", "GET", serve_routes},
+	{"/api/routes/*", "GET", serve_route},
+	{"/api/routes/*", "PATCH", patch_route},
+	{"/api/routes/*/override", "DELETE", delete_override},
+	{"/api/routes/*/guard/rearm", "POST", rearm},
+	{"/api/audit", "GET", serve_audit},
+	{"/api/diffs/summary", "GET", serve_diffs_summary},
+	{"/api/diffs", "GET", serve_diffs},
+	{"/api/reload", "POST", post_reload},
+};
+
+#define ROUTES_PREFIX "/api/routes/"
+#define MAX_TARGET 4096 /* 64 characters of 4 bytes, each byte as %XX, with room */
+
 static void dispatch(struct admin_conn *a)
 {
 	struct sp_runtime *rt = a->admin->rt;
-	const char *m = a->method;
-	char path[512];
-	snprintf(path, sizeof(path), "%.*s", (int)strcspn(a->target.data ? a->target.data : "/", "?"),
-		 a->target.data ? a->target.data : "/");
-	if (!authorised(a) && !(strcmp(path, "/") == 0 && strcmp(m, "GET") == 0)) {
+	const char *target = a->target.data ? a->target.data : "/";
+	size_t plen = strcspn(target, "?");
+	if (plen >= MAX_TARGET) {
+		respond_error(a, 414, "request target too long");
+		return;
+	}
+	/* the path, and its pattern: the route's name, decoded, set apart */
+	char path[MAX_TARGET], pattern[MAX_TARGET], *name = NULL;
+	snprintf(path, sizeof(path), "%.*s", (int)plen, target);
+	snprintf(pattern, sizeof(pattern), "%s", path);
+	if (strncmp(path, ROUTES_PREFIX, strlen(ROUTES_PREFIX)) == 0 && path[strlen(ROUTES_PREFIX)]) {
+		name = path + strlen(ROUTES_PREFIX);
+		size_t n = strcspn(name, "/");
+		snprintf(pattern, sizeof(pattern), ROUTES_PREFIX "*%s", name + n);
+		name[n] = '\0';
+	}
+	a->head_only = strcmp(a->method, "HEAD") == 0;
+	const char *m = a->head_only ? "GET" : a->method;
+	int get = strcmp(m, "GET") == 0;
+	if (!authorised(a) && !(strcmp(path, "/") == 0 && get)) {
+		snprintf(a->extra, sizeof(a->extra), "WWW-Authenticate: Bearer realm=\"strangler admin\"\r\n");
 		respond_error(a, 401, "missing or wrong Authorization: Bearer token");
 		return;
 	}
@@ -587,74 +715,33 @@ static void dispatch(struct admin_conn *a)
 		respond_error(a, 413, "body larger than 64 KiB");
 		return;
 	}
-	int get = strcmp(m, "GET") == 0;
 	if (rt->stopping && !get) {
 		/* a replacement process may share this port (SO_REUSEPORT): a
 		 * change made here would be lost with this process */
 		respond_error(a, 503, "stopping: send changes to the process that replaces this one");
 		return;
 	}
-	if (strcmp(path, "/healthz") == 0 && get) {
-		respond(a, 200, "text/plain", "ok\n", 3);
-	} else if (strcmp(path, "/readyz") == 0 && get) {
-		if (rt->stopping)
-			respond(a, 503, "text/plain", "stopping\n", 9);
-		else
-			respond(a, 200, "text/plain", "ready\n", 6);
-	} else if (strcmp(path, "/metrics") == 0 && get) {
-		serve_metrics(a);
-	} else if (strcmp(path, "/api/routes") == 0 && get) {
-		json_t *list = json_array();
-		for (size_t i = 0; i < rt->cfg->nroutes; i++)
-			json_array_append_new(list, route_view(rt, &rt->cfg->routes[i]));
-		respond_json(a, 200, json_pack("{s:I, s:s, s:o, s:o}", "generation",
-					       (json_int_t)rt->generation, "default_backend",
-					       rt->cfg->backends[rt->cfg->default_backend].name, "routes",
-					       list, "default_counters", route_counters(rt, "")));
-	} else if (strncmp(path, "/api/routes/", 12) == 0) {
-		char *name = path + 12;
-		char *slash = strchr(name, '/');
-		char sub[64];
-		snprintf(sub, sizeof(sub), "%s", slash ? slash : "");
-		if (slash)
-			*slash = '\0';
-		if (percent_decode(name) < 0) {
-			respond_error(a, 400, "bad percent-encoding in the route name");
-		} else if (slash && strcmp(sub, "/override") == 0 && strcmp(m, "DELETE") == 0) {
-			delete_override(a, name);
-		} else if (slash && strcmp(sub, "/guard/rearm") == 0 && strcmp(m, "POST") == 0) {
-			rearm(a, name);
-		} else if (slash) {
-			respond_error(a, 404, "no such resource");
-		} else if (get) {
-			const struct sp_route *r = find_route(rt->cfg, name);
-			if (r)
-				respond_json(a, 200, route_view(rt, r));
+	char allow[64] = "";
+	for (size_t i = 0; i < sizeof(endpoints) / sizeof(endpoints[0]); i++) {
+		const struct endpoint *e = &endpoints[i];
+		if (strcmp(e->path, pattern) != 0)
+			continue;
+		if (strcmp(e->method, m) == 0) {
+			if (name && percent_decode(name) < 0)
+				respond_error(a, 400, "bad percent-encoding in the route name");
 			else
-				respond_error(a, 404, "no such route");
-		} else if (strcmp(m, "PATCH") == 0) {
-			patch_route(a, name);
-		} else {
-			respond_error(a, 405, "use GET or PATCH (DELETE …/override removes a change)");
+				e->serve(a, name);
+			return;
 		}
-	} else if (strcmp(path, "/api/audit") == 0 && get) {
-		respond_json(a, 200, json_pack("{s:O}", "changes", rt->audit));
-	} else if (strcmp(path, "/api/diffs/summary") == 0 && get) {
-		json_t *o = json_object();
-		for (size_t i = 0; i < rt->cfg->nroutes; i++)
-			if (rt->cfg->routes[i].has_shadow)
-				json_object_set_new(o, rt->cfg->routes[i].name,
-						    shadow_counters(rt, rt->cfg->routes[i].name));
-		respond_json(a, 200, json_pack("{s:o}", "routes", o));
-	} else if (strcmp(path, "/api/diffs") == 0 && get) {
-		serve_diffs(a);
-	} else if (strcmp(path, "/") == 0 && get) {
-		respond_page(a);
-	} else if (strcmp(path, "/api/reload") == 0 && strcmp(m, "POST") == 0) {
-		post_reload(a);
-	} else {
-		respond_error(a, 404, "no such resource");
+		snprintf(allow + strlen(allow), sizeof(allow) - strlen(allow), "%s%s%s",
+			 allow[0] ? ", " : "", e->method, strcmp(e->method, "GET") == 0 ? ", HEAD" : "");
 	}
+	if (!allow[0]) {
+		respond_error(a, 404, "no such resource");
+		return;
+	}
+	snprintf(a->extra, sizeof(a->extra), "Allow: %s\r\n", allow);
+	respond_error(a, 405, "method not allowed here: use the ones in Allow");
 }
 
 /* ---- connection ---- */

@@ -483,6 +483,9 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 		b->max_idle = 64;
 		b->idle_timeout_ms = 60000;
 		snprintf(path, sizeof(path), "backends.%s", b->name);
+		if (b->name && strlen(b->name) > SP_NAME_CHARS)
+			ERR(L, e, "%s: a backend's name must be at most %d characters", path,
+			    SP_NAME_CHARS);
 		if (!config_setting_is_group(e)) {
 			ERR(L, e, "%s: must be a group: { url = \"http://host:port\"; }", path);
 			continue;

@@ -6,9 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "route.h"
+
 struct route_ring {
 	struct route_ring *next;
-	char route[72];
+	char route[SP_NAME_MAX];
 	char **lines; /* per_route slots, oldest overwritten */
 	size_t head, count;
 	unsigned long long pushed;

@@ -44,8 +44,14 @@ int sp_guard_check(const struct sp_guard_cfg *g, const struct sp_guard_snapshot 
 	return 0;
 }
 
-uint32_t sp_guard_next_step(const struct sp_guard_cfg *g, uint32_t current_bp)
+uint32_t sp_guard_next_step(const struct sp_guard_cfg *g, uint32_t current_bp,
+			    const struct sp_guard_snapshot *d)
 {
+	/* 0 % is off (how an operator sends everyone back): nothing steps up
+	 * from it; and a step needs the window to have judged the rollout side
+	 * (a new side that is down, whose users all fell back, must not climb) */
+	if (current_bp == 0 || d->roll.requests < (uint64_t)g->min_requests)
+		return 0;
 	for (size_t i = 0; i < g->nsteps; i++)
 		if (g->steps_bp[i] > current_bp)
 			return g->steps_bp[i];
@@ -54,21 +60,26 @@ uint32_t sp_guard_next_step(const struct sp_guard_cfg *g, uint32_t current_bp)
 
 /* ---- the driver ---- */
 
-#define RING 3601 /* one snapshot a second, up to an hour's window */
+/* One snapshot a second, up to an hour; a longer window keeps one every
+ * `stride` seconds so that the ring never holds more than RING_MAX. */
+#define RING_MAX 3601
 
 struct guard_state {
 	struct guard_state *next;
-	char route[72];
+	char *route;
 	struct sp_guard_snapshot *ring;
-	size_t head, count;
+	size_t len, head, count, stride;
+	unsigned long ticks;
 	int tripped;
 	char reason[256];
 	char at[40];
 	time_t last_step;
+	uint32_t last_bp; /* the percent seen at the last tick */
 };
 
 struct sp_guards {
 	struct guard_state *head;
+	int ticked; /* after the first tick, counters no longer start at zero */
 };
 
 struct sp_guards *sp_guards_new(void)
@@ -86,6 +97,7 @@ void sp_guards_free(struct sp_guards **gp)
 	for (; s; s = next) {
 		next = s->next;
 		free(s->ring);
+		free(s->route);
 		free(s);
 	}
 	free(g);
@@ -99,11 +111,33 @@ static struct guard_state *state_for(struct sp_guards *g, const char *route, int
 			return s;
 	if (!create || !(s = calloc(1, sizeof(*s))))
 		return NULL;
-	snprintf(s->route, sizeof(s->route), "%s", route);
+	if (!(s->route = strdup(route))) {
+		free(s);
+		return NULL;
+	}
 	s->last_step = time(NULL);
 	s->next = g->head;
 	g->head = s;
 	return s;
+}
+
+/* The ring for a window (again after a reload changed it). Counters start at
+ * zero with the process: a guard there from the first tick measures its
+ * first window from an empty snapshot, one added later from its first. */
+static int ring_fit(struct guard_state *s, int window_s, int from_zero)
+{
+	size_t stride = ((size_t)window_s + RING_MAX - 2) / (RING_MAX - 1);
+	size_t len = (size_t)window_s / stride + 1;
+	if (s->ring && s->len == len && s->stride == stride)
+		return 0;
+	free(s->ring);
+	if (!(s->ring = calloc(len, sizeof(*s->ring))))
+		return -1;
+	s->len = len;
+	s->stride = stride;
+	s->head = s->count = from_zero ? 1 : 0;
+	s->ticks = 0;
+	return 0;
 }
 
 /* Sums a backend's counters for a route over the workers. */
@@ -171,37 +205,34 @@ static void tick_route(struct sp_runtime *rt, struct sp_guards *gs, const struct
 {
 	const struct sp_guard_cfg *g = &r->rollout.guard;
 	struct guard_state *s = state_for(gs, r->name, 1);
-	if (!s)
+	if (!s || ring_fit(s, g->window_s, !gs->ticked) < 0)
 		return;
-	if (!s->ring) {
-		/* counters start at zero with the process: the first window is
-		 * measured from an empty snapshot */
-		if (!(s->ring = calloc(RING, sizeof(*s->ring))))
-			return;
-		s->head = 1;
-		s->count = 1;
+	struct sp_guard_snapshot now, d;
+	snapshot(rt, r, &now);
+	if (s->ticks++ % s->stride == 0) {
+		s->ring[s->head] = now;
+		s->head = (s->head + 1) % s->len;
+		if (s->count < s->len)
+			s->count++;
 	}
-	size_t window = (size_t)g->window_s < RING - 1 ? (size_t)g->window_s : RING - 1;
-	struct sp_guard_snapshot *now = &s->ring[s->head];
-	snapshot(rt, r, now);
-	size_t oldest = s->count < window ? (s->head + RING - s->count) % RING
-					  : (s->head + RING - window) % RING;
-	s->head = (s->head + 1) % RING;
-	if (s->count < RING - 1)
-		s->count++;
-	if (s->tripped)
+	/* the oldest snapshot kept is window_s old once the ring is full */
+	delta(&now, s->count ? &s->ring[(s->head + s->len - s->count) % s->len] : &now, &d);
+	time_t t = time(NULL);
+	uint32_t bp = r->rollout.percent_bp;
+	if (bp != s->last_bp) {
+		/* moved by someone else: the step interval starts again */
+		s->last_bp = bp;
+		s->last_step = t;
+	}
+	if (s->tripped || bp == 0)
 		return;
-	struct sp_guard_snapshot d;
 	char reason[256];
-	delta(now, &s->ring[oldest], &d);
 	/* a change makes a new generation, which may free r */
 	char name[256];
 	snprintf(name, sizeof(name), "%s", r->name);
-	if (r->rollout.percent_bp > 0 && sp_guard_check(g, &d, reason, sizeof(reason))) {
+	if (sp_guard_check(g, &d, reason, sizeof(reason))) {
 		struct tm tm;
-		time_t t = time(NULL);
 		char to[256];
-		uint32_t was = r->rollout.percent_bp;
 		snprintf(to, sizeof(to), "%s", rt->cfg->backends[r->rollout.backend].name);
 		if (set_percent(rt, name, 0, "guard-trip") < 0)
 			return; /* not in force: the next tick tries again */
@@ -211,16 +242,18 @@ static void tick_route(struct sp_runtime *rt, struct sp_guards *gs, const struct
 		s->tripped = 1;
 		s->count = 0; /* a re-armed guard judges fresh traffic */
 		sp_log(SP_LOG_WARN, "guard: route %s: %s: rollout to %s pulled back from %.2f %% to 0",
-		       name, reason, to, was / 100.0);
+		       name, reason, to, bp / 100.0);
 		sp_runtime_save_state(rt);
 		return;
 	}
-	uint32_t next = sp_guard_next_step(g, r->rollout.percent_bp);
-	if (next && time(NULL) - s->last_step >= g->step_interval_s) {
-		s->last_step = time(NULL);
+	uint32_t next = sp_guard_next_step(g, bp, &d);
+	if (next && t - s->last_step >= g->step_interval_s) {
 		sp_log(SP_LOG_INFO, "guard: route %s: holding; next step %.2f %% -> %.2f %%", name,
-		       r->rollout.percent_bp / 100.0, next / 100.0);
-		set_percent(rt, name, next, "guard-step");
+		       bp / 100.0, next / 100.0);
+		if (set_percent(rt, name, next, "guard-step") == 0) {
+			s->last_bp = next;
+			s->last_step = t;
+		}
 	}
 }
 
@@ -238,6 +271,7 @@ void sp_guards_tick(struct sp_runtime *rt, struct sp_guards *gs)
 				tick_route(rt, gs, &rt->cfg->routes[k]);
 	}
 	sp_config_unref(&cfg);
+	gs->ticked = 1;
 }
 
 json_t *sp_guard_json(struct sp_guards *gs, const struct sp_route *r)

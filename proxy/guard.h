@@ -2,7 +2,8 @@
  * with a `rollout.guard`, and when its 5xx rate, shadow difference rate, or p99
  * relative to the base side crosses a bound over the window, drops the percent
  * to 0 (a runtime change, persisted and audited) until someone re-arms it.
- * While the guard holds, `steps` raise the percent one step per interval. */
+ * While the guard holds, `steps` raise the percent one step per interval, and
+ * while it is tripped no other change may raise it (sp_runtime_change). */
 #ifndef SP_GUARD_H
 #define SP_GUARD_H
 
@@ -27,8 +28,11 @@ struct sp_guard_snapshot {
 /* Pure: 1 when a bound is crossed in this window's deltas (reason set). */
 int sp_guard_check(const struct sp_guard_cfg *g, const struct sp_guard_snapshot *delta,
 		   char *reason, size_t len);
-/* The first step above current_bp, or 0 when there is none. */
-uint32_t sp_guard_next_step(const struct sp_guard_cfg *g, uint32_t current_bp);
+/* Pure: the first step above current_bp, or 0 when there is none, when the
+ * rollout is off (0) or when the window's deltas hold fewer than min_requests
+ * on the rollout side (no verdict, so no step). */
+uint32_t sp_guard_next_step(const struct sp_guard_cfg *g, uint32_t current_bp,
+			    const struct sp_guard_snapshot *delta);
 
 struct sp_guards;
 struct sp_guards *sp_guards_new(void);

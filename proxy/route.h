@@ -90,6 +90,13 @@ struct sp_shadow_cfg {
 
 #define SP_SHADOW_OTHER (-2) /* "@other": the rollout side that did not serve */
 
+/* Route and backend names: at most SP_NAME_CHARS characters, so at most
+ * SP_NAME_MAX bytes with the NUL (what the per-name counters hold). */
+#define SP_NAME_CHARS 64
+#define SP_NAME_MAX (SP_NAME_CHARS * 4 + 1)
+/* The name counters and metrics give the default backend's traffic. */
+#define SP_DEFAULT_ROUTE "(default)"
+
 struct sp_route {
 	char *name;
 	int line;

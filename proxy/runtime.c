@@ -308,6 +308,14 @@ static int apply_overrides(struct sp_runtime *rt, json_t *next, int safety, char
 	return 0;
 }
 
+/* Whether a route's overrides keep its rollout at 0 %. */
+static int holds_zero(const json_t *overrides, const char *route)
+{
+	json_t *pct = json_object_get(json_object_get(json_object_get(overrides, route), "rollout"),
+				      "percent");
+	return json_is_number(pct) && json_number_value(pct) == 0;
+}
+
 int sp_runtime_change(struct sp_runtime *rt, const char *route, const json_t *patch,
 		      const char *caller, const char *action, char *msg, size_t msglen)
 {
@@ -332,7 +340,18 @@ int sp_runtime_change(struct sp_runtime *rt, const char *route, const json_t *pa
 		snprintf(msg, msglen, "out of memory");
 		return 500;
 	}
-	if ((st = apply_overrides(rt, next, strcmp(caller, "guard") == 0, msg, msglen)) != 0) {
+	int guard = strcmp(caller, "guard") == 0;
+	if (!guard && sp_guard_tripped(rt->guards, route) && !holds_zero(next, route)) {
+		/* the pull-back stays until someone re-arms the guard */
+		json_decref(next);
+		json_decref(before);
+		snprintf(msg, msglen,
+			 "the route's guard tripped and holds its rollout at 0 %%: re-arm it first "
+			 "(POST /api/routes/%s/guard/rearm)%s",
+			 route, patch ? "" : ", or PATCH back what the override changed");
+		return 409;
+	}
+	if ((st = apply_overrides(rt, next, guard, msg, msglen)) != 0) {
 		json_decref(before);
 		return st;
 	}

@@ -16,6 +16,18 @@ double sp_hist_bound_ms(unsigned bucket)
 	return pow(2.0, bucket / 4.0) / 100.0;
 }
 
+const double sp_duration_bounds_s[SP_DURATION_BOUNDS] = {
+	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+
+void sp_durations_add(struct sp_durations *d, double ms)
+{
+	for (int i = 0; i < SP_DURATION_BOUNDS; i++)
+		if (ms <= sp_duration_bounds_s[i] * 1000.0) {
+			sp_count(&d->le[i]);
+			return;
+		}
+}
+
 void sp_hist_add(struct sp_hist *h, double ms)
 {
 	_Atomic uint32_t *c = &h->b[bucket_of(ms)];

@@ -27,6 +27,16 @@ static inline uint64_t sp_read(_Atomic uint64_t *c)
 	return atomic_load_explicit(c, memory_order_relaxed);
 }
 
+/* Durations at the metrics' fixed bounds (Prometheus `le`, in seconds):
+ * counts per bound, not cumulative; past the last bound only the total
+ * counts them. Exact where the log-scale histogram's buckets straddle. */
+#define SP_DURATION_BOUNDS 13
+extern const double sp_duration_bounds_s[SP_DURATION_BOUNDS];
+struct sp_durations {
+	_Atomic uint64_t le[SP_DURATION_BOUNDS];
+};
+void sp_durations_add(struct sp_durations *d, double ms);
+
 void sp_hist_add(struct sp_hist *h, double ms);
 double sp_hist_bound_ms(unsigned bucket);
 /* Sums src into a plain array (for several workers). */

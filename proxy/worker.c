@@ -287,6 +287,7 @@ void sp_worker_count(struct sp_worker *w, const struct sp_config *cfg,
 				sp_count(&s->errors_by[i]);
 	}
 	sp_hist_add(&s->latency, ms);
+	sp_durations_add(&s->durations, ms);
 	atomic_store_explicit(&s->latency_us_sum,
 			      sp_read(&s->latency_us_sum) + (uint64_t)(ms * 1000.0 + 0.5),
 			      memory_order_relaxed);

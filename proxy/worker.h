@@ -27,12 +27,13 @@ extern const char *const sp_upstream_reasons[SP_UPSTREAM_REASONS];
 
 /* Requests of one route served by one backend. */
 struct sp_side_stats {
-	char backend[72];        /* set before the slot is published */
+	char backend[SP_NAME_MAX]; /* set before the slot is published */
 	_Atomic uint64_t requests;
 	_Atomic uint64_t status[6]; /* [1]..[5]: 1xx..5xx; [0]: no answer (client left) */
 	_Atomic uint64_t upstream_errors;
 	_Atomic uint64_t errors_by[SP_UPSTREAM_REASONS];
 	struct sp_hist latency; /* whole exchange, ms */
+	struct sp_durations durations; /* the same, at the metrics' bounds */
 	_Atomic uint64_t latency_us_sum;
 };
 
@@ -40,7 +41,7 @@ struct sp_side_stats {
  * kept for the worker's lifetime. */
 struct sp_route_stats {
 	struct sp_route_stats *_Atomic next;
-	char name[72];
+	char name[SP_NAME_MAX];
 	_Atomic int nsides;
 	struct sp_side_stats sides[SP_MAX_SIDES];
 	struct sp_shadow_stats shadow;

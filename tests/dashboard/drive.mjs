@@ -24,7 +24,8 @@ try {
       sides[e.dataset.testid.slice(`side-${route}-`.length)] = Number(e.dataset.requests);
     return { state: q(`state-${route}`).textContent, moved: q("moved").textContent,
              diffrate: q(`diffrate-${route}`).textContent, shares, sides,
-             diffs: !!q(`diffs-${route}`) };
+             diffs: !!q(`diffs-${route}`),
+             backends: [...q(`backend-${route}`).options].map((o) => o.value) };
   }, route);
   await page.fill(`[data-testid="percent-${route}"]`, percent);
   await page.click(`[data-testid="set-percent-${route}"]`);

@@ -42,7 +42,8 @@ def test_dashboard_shows_the_api_and_changes_a_route(start_proxy, backend_factor
                "rollout": {"backend": "modern", "percent": 25.0, "sticky": "header:X-User-Id"},
                "shadow": {"backend": "@other"}},
               {"name": "users", "match": {"path_prefix": "/api/users"}, "backend": "modern"}]
-    p = start_proxy({"legacy": legacy, "modern": modern}, routes=routes,
+    spare = backend_factory("spare")  # no route uses it yet
+    p = start_proxy({"legacy": legacy, "modern": modern, "spare": spare}, routes=routes,
                     admin={"address": "127.0.0.1:%d" % admin_port,
                            "state_file": str(tmp_path / "state.json")})
     p.admin_port = admin_port
@@ -75,6 +76,8 @@ def test_dashboard_shows_the_api_and_changes_a_route(start_proxy, backend_factor
     assert seen["moved"] == "1 of 2"  # users is on modern, the default backend is legacy
     assert seen["diffrate"].startswith("100.0 % of ")
     assert seen["diffs"] is True
+    # a route can be moved to any backend, not only to those routes use already
+    assert seen["backends"] == ["legacy", "modern", "spare"]
     # the control worked: the API agrees, and the audit trail names the change
     assert seen["after"] == "40 %"
     after = json.loads(admin(p, "GET", "/api/routes/orders")[1])

@@ -2,10 +2,12 @@
 worker, audited, persisted), authentication, metrics, health, reload."""
 import json
 import os
+import re
 import signal
 import socket
 
 import harness
+from harness import delayed
 
 TOKEN = "s3cret-token-0123456789"
 
@@ -158,6 +160,15 @@ def test_token_is_required_when_configured(start_proxy, two_backends, tmp_path):
     assert p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 1}})[0] == 401
     st, got = p.admin("GET", "/api/routes", token=TOKEN)
     assert st == 200 and [r["name"] for r in got["routes"]] == ["orders", "users"]
+    # every backend is listed, used by a route or not (the dashboard offers them)
+    assert got["backends"] == ["legacy", "modern"]
+    # a 401 says how to authenticate (it was "401 Unknown", without a challenge)
+    st, reason, headers, _ = raw_admin(p, "GET", "/api/routes")
+    assert (st, reason) == (401, "Unauthorized")
+    assert headers["WWW-Authenticate"].startswith("Bearer ")
+    # the scheme is case-insensitive (RFC 9110 §11.1): "bearer" was refused
+    assert raw_admin(p, "GET", "/api/routes", {"Authorization": "bearer " + TOKEN})[0] == 200
+    assert raw_admin(p, "GET", "/api/routes", {"Authorization": "Basic " + TOKEN})[0] == 401
 
 
 def test_non_loopback_admin_without_token_is_a_config_error(tmp_path):
@@ -195,6 +206,52 @@ def test_metrics_and_health(start_proxy, two_backends, tmp_path):
     assert p.admin("GET", "/readyz") == (200, "ready\n")
     st, got = p.admin("GET", "/api/routes/orders")
     assert got["counters"]["modern"]["requests"] == modern
+
+
+def families_in_one_group_each(text):
+    """The text format wants one group per metric family: its HELP and TYPE,
+    then all its samples. Returns the families in order; fails otherwise."""
+    order, typed = [], {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            name, kind = line.split()[2:4]
+            assert name not in typed, "%s typed twice" % name
+            typed[name] = kind
+            order.append(name)
+        elif line and line[0] != "#":
+            name = line.split("{")[0].split(" ")[0]
+            base = re.sub(r"_(bucket|sum|count)$", "", name)
+            family = base if typed.get(base) == "histogram" else name
+            assert order and order[-1] == family, "%s outside its group" % name
+    return order
+
+
+def test_metrics_families_and_duration_buckets(start_proxy, backend_factory, tmp_path):
+    """Each family in one group (the three per-route families were
+    interleaved route by route, which Python's Prometheus parser reads as 90
+    untyped families); and a duration counts under every `le` at or above it
+    (about 240 ms requests were missing from le="0.25": the log-scale buckets
+    straddled the bound)."""
+    legacy = backend_factory("legacy", delayed(0.235))
+    modern = backend_factory("modern")
+    routes = [{"name": "a", "match": {"path_prefix": "/a"}, "backend": "legacy"},
+              {"name": "b", "match": {"path_prefix": "/b"}, "backend": "modern"}]
+    p = start_proxy({"legacy": legacy, "modern": modern}, routes=routes, admin={})
+    with p.client() as c:
+        for path in ["/a/1", "/a/2", "/a/3", "/b/1", "/c"]:
+            assert c.request("GET", path).status == 200
+    took = [e["total_ms"] for e in p.wait_access(5) if e["route"] == "a"]
+    st, text = p.admin("GET", "/metrics")
+    assert families_in_one_group_each(text)[:3] == [
+        "strangler_requests_total", "strangler_upstream_errors_total",
+        "strangler_request_duration_seconds"]
+    lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and line[0] != "#")
+    key = 'strangler_request_duration_seconds_bucket{route="a",backend="legacy",le="%s"}'
+    assert int(lines[key % "0.25"]) == sum(1 for t in took if t <= 250)
+    assert int(lines[key % "0.1"]) == 0
+    assert int(lines[key % "+Inf"]) == 3
+    total = float(lines['strangler_request_duration_seconds_sum{route="a",backend="legacy"}'])
+    assert abs(total * 1000 - sum(took)) < 1
 
 
 def test_post_reload(start_proxy, two_backends, tmp_path):
@@ -264,11 +321,58 @@ def test_route_names_are_percent_decoded(start_proxy, two_backends, tmp_path):
     assert p.admin("POST", "/api/routes/no%20such/guard/rearm")[0] == 404
 
 
+def raw_admin(p, method, path, headers=None):
+    """(status, reason, headers, body bytes) of one admin call."""
+    import http.client
+    c = http.client.HTTPConnection(harness.HOST, p.admin_port, timeout=harness.IO_TIMEOUT)
+    try:
+        c.request(method, path, headers=headers or {})
+        r = c.getresponse()
+        return r.status, r.reason, dict(r.getheaders()), r.read()
+    finally:
+        c.close()
+
+
+def test_a_long_route_name_has_counters_and_can_be_changed(start_proxy, two_backends, tmp_path):
+    """A name of 64 characters may take 256 bytes: names past 71 bytes had no
+    counters (a guard on them never tripped), no metrics, and could not be
+    addressed (the path was cut)."""
+    from urllib.parse import quote
+    legacy, modern = two_backends
+    name = "\U0001F333" * 64  # 64 four-byte characters
+    route = {"name": name, "match": {"path_prefix": "/api"}, "backend": "legacy"}
+    p = start_proxy({"legacy": legacy, "modern": modern}, routes=[route], admin={})
+    with p.client() as c:
+        for _ in range(5):
+            assert c.request("GET", "/api/x").status == 200
+    st, got = p.admin("GET", "/api/routes/" + quote(name))
+    assert st == 200 and got["name"] == name
+    assert got["counters"]["legacy"]["requests"] == 5
+    st, metrics = p.admin("GET", "/metrics")
+    assert 'strangler_requests_total{route="%s",backend="legacy",class="2xx"} 5' % name in metrics
+    st, got = p.admin("PATCH", "/api/routes/" + quote(name), {"backend": "modern"})
+    assert st == 200 and got["backend"] == "modern"
+
+
 def test_unknown_paths_and_methods(start_proxy, two_backends, tmp_path):
+    """404 for what is not there; 405 with Allow for a known path and
+    another method (they were 404, and the one 405 had no Allow); HEAD is
+    GET without the body (it was 404)."""
     p = admin_proxy(start_proxy, two_backends, tmp_path)
     assert p.admin("GET", "/nope")[0] == 404
-    assert p.admin("PUT", "/api/routes/orders", {})[0] == 405
     assert p.admin("GET", "/api/routes/orders/extra")[0] == 404
+    for method, path, allow in [("PUT", "/api/routes/orders", "GET, HEAD, PATCH"),
+                                ("POST", "/metrics", "GET, HEAD"),
+                                ("GET", "/api/reload", "POST"),
+                                ("GET", "/api/routes/orders/guard/rearm", "POST"),
+                                ("DELETE", "/api/routes", "GET, HEAD")]:
+        st, reason, headers, _ = raw_admin(p, method, path)
+        assert (st, reason, headers.get("Allow")) == (405, "Method Not Allowed", allow), path
+    for path in ["/healthz", "/metrics", "/api/routes", "/"]:
+        st, _, headers, body = raw_admin(p, "HEAD", path)
+        assert st == 200 and body == b"" and int(headers["Content-Length"]) > 0, path
+    st, _, headers, body = raw_admin(p, "GET", "/healthz")
+    assert body == b"ok\n" and headers["Content-Length"] == "3"
 
 
 def test_reload_cannot_drop_the_token(start_proxy, two_backends, tmp_path):

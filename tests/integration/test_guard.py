@@ -69,6 +69,13 @@ def test_error_rate_trips_the_guard_until_rearmed(start_proxy, backend_factory, 
     assert 'strangler_guard_tripped{route="orders"} 1' in metrics
     audit = p.admin("GET", "/api/audit")[1]["changes"]
     assert audit[-1]["caller"] == "guard" and audit[-1]["action"] == "guard-trip"
+    # no other change lifts the pull-back while tripped (a PATCH to 40 and
+    # a DELETE of the override holding the 0 both did)
+    st, body = p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 40}})
+    assert st == 409 and "re-arm" in body["error"]
+    assert p.admin("DELETE", "/api/routes/orders/override")[0] == 409
+    assert p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 0}})[0] == 200
+    assert p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 0
     # nothing moves until re-armed; re-arming does not move the percent by itself
     assert p.admin("POST", "/api/routes/orders/guard/rearm")[0] == 200
     st, route = p.admin("GET", "/api/routes/orders")
@@ -77,6 +84,7 @@ def test_error_rate_trips_the_guard_until_rearmed(start_proxy, backend_factory, 
     assert entry["action"] == "guard-rearm" and entry["time"]
     assert entry["before"]["tripped"] is True and entry["after"]["tripped"] is False
     assert p.admin("POST", "/api/routes/orders/guard/rearm")[0] == 409
+    assert p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 40}})[0] == 200
     assert p.admin("POST", "/api/routes/nope/guard/rearm")[0] == 404
 
 
@@ -123,17 +131,41 @@ def test_difference_rate_trips_the_guard(start_proxy, backend_factory, tmp_path)
     assert p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 0
 
 
-def test_steps_advance_while_the_guard_holds(start_proxy, backend_factory, tmp_path):
+def stepping(start_proxy, backend_factory, tmp_path, percent, modern_handler=None):
     legacy = backend_factory("legacy")
-    modern = backend_factory("modern")
-    guard = {"max_error_rate": 5.0, "min_requests": 10, "window_s": 10,
+    modern = backend_factory("modern", modern_handler)
+    guard = {"max_error_rate": 5.0, "min_requests": 5, "window_s": 10,
              "steps": [10, 20], "step_interval_s": 1}
-    p = start(start_proxy, legacy, modern,
-              {"backend": "modern", "percent": 5.0, "sticky": "header:X-User-Id", "guard": guard},
-              tmp_path)
-    harness.wait_for(lambda: p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"]
-                     == 20, 6, what="two steps")
+    return start(start_proxy, legacy, modern,
+                 {"backend": "modern", "percent": percent, "sticky": "header:X-User-Id",
+                  "guard": guard}, tmp_path)
+
+
+def percent(p):
+    return p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"]
+
+
+def test_steps_advance_while_the_guard_holds(start_proxy, backend_factory, tmp_path):
+    p = stepping(start_proxy, backend_factory, tmp_path, 5.0)
+    assert "modern" in load(p, 300)  # about 15 users on the rollout side: a verdict
+    harness.wait_for(lambda: percent(p) == 20, 6, what="two steps")
     assert "next step 5.00 % -> 10.00 %" in p.stderr_text()
     assert "next step 10.00 % -> 20.00 %" in p.stderr_text()
     route = p.admin("GET", "/api/routes/orders")[1]
     assert route["guard"]["tripped"] is False and route["guard"]["steps"] == [10, 20]
+
+
+def test_steps_wait_for_a_verdict_and_never_start_from_zero(start_proxy, backend_factory,
+                                                              tmp_path):
+    """Without traffic on the rollout side there is no verdict, so no step
+    (the percent climbed to 100 % with the new backend down); and 0 % stays
+    0 % (steps raised an operator's 0 to 1, 5, 25)."""
+    p = stepping(start_proxy, backend_factory, tmp_path, 5.0)
+    load(p, 10)  # below min_requests on the rollout side (5 % of 10 users)
+    harness.time.sleep(2.5)
+    assert percent(p) == 5
+    assert p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 0}})[0] == 200
+    load(p, 300)
+    harness.time.sleep(2.5)
+    assert percent(p) == 0
+    assert "next step" not in p.stderr_text()

@@ -234,14 +234,14 @@ static void test_error_duplicate_route_name(void **state)
 		      ");\n",
 		 1, "test.conf:10: routes.[2].name: duplicate route name \"r\" (first at line 8)");
 	REJECTED(BASE "routes = ( { name = \"\"; backend = \"legacy\"; } );\n", 1,
-		 "test.conf:7: routes.[0].name: must be 1 to 64 characters");
+		 "test.conf:7: routes.[0].name: must be 1 to 64 characters of UTF-8 text");
 	REJECTED(BASE "routes = ( { name = \"" "0123456789012345678901234567890123456789"
 		 "0123456789012345678901234\"; backend = \"legacy\"; } );\n", 1,
-		 "test.conf:7: routes.[0].name: must be 1 to 64 characters");
+		 "test.conf:7: routes.[0].name: must be 1 to 64 characters of UTF-8 text");
 	REJECTED(BASE "routes = ( { backend = \"legacy\"; } );\n", 1,
 		 "test.conf:7: routes.[0].name: required");
 	/* characters, not bytes: 64 two-byte characters are fine, 65 are not */
-	char text[1024], name[200] = "";
+	char text[1024], name[300] = "";
 	for (int i = 0; i < 64; i++)
 		strcat(name, "\xc3\xa9");
 	snprintf(text, sizeof(text), BASE "routes = ( { name = \"%s\"; backend = \"legacy\"; } );\n",
@@ -250,7 +250,35 @@ static void test_error_duplicate_route_name(void **state)
 	sp_config_unref(&c);
 	snprintf(text, sizeof(text), BASE "routes = ( { name = \"%s\xc3\xa9\"; backend = \"legacy\"; } );\n",
 		 name);
-	REJECTED(text, 1, "test.conf:7: routes.[0].name: must be 1 to 64 characters");
+	REJECTED(text, 1, "test.conf:7: routes.[0].name: must be 1 to 64 characters of UTF-8 text");
+	/* not UTF-8 (a file saved as Latin-1; an overlong "/"; a surrogate) or a
+	 * control character: the name goes into JSON, metrics labels and URLs */
+	static const char *const bad[] = {"r\xe9servations", "a\xc0\xaf" "b", "a\xed\xa0\x80" "b",
+					  "a\x7f", "a\tb", "\xf4\x90\x80\x80", "\xe2\x82"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(text, sizeof(text),
+			 BASE "routes = ( { name = \"%s\"; backend = \"legacy\"; } );\n", bad[i]);
+		REJECTED(text, 1,
+			 "test.conf:7: routes.[0].name: must be 1 to 64 characters of UTF-8 text");
+	}
+	/* 4-byte characters: 64 of them (256 bytes) are a name like any other */
+	name[0] = '\0';
+	for (int i = 0; i < 64; i++)
+		strcat(name, "\xf0\x9f\x8c\xb3");
+	snprintf(text, sizeof(text), BASE "routes = ( { name = \"%s\"; backend = \"legacy\"; } );\n",
+		 name);
+	c = unit_load_ok(text, NULL);
+	sp_config_unref(&c);
+	/* the metrics' name for the default backend's traffic */
+	REJECTED(BASE "routes = ( { name = \"(default)\"; backend = \"legacy\"; } );\n", 1,
+		 "test.conf:7: routes.[0].name: \"(default)\" is reserved for the default backend's "
+		 "traffic");
+	/* a backend's name is held like a route's */
+	REJECTED(L_LISTEN "backends = { legacy = { url = \"http://127.0.0.1:1\"; };\n"
+			  "  b0123456789012345678901234567890123456789012345678901234567890123 = "
+			  "{ url = \"http://127.0.0.1:2\"; }; };\n" L_DEFAULT,
+		 1, "test.conf:3: backends.b0123456789012345678901234567890123456789012345678901234567890123: "
+		    "a backend's name must be at most 64 characters");
 	/* an empty methods list would read as "all" to some and "none" to others */
 	REJECTED(ONE_MATCH("methods = [];"), 1,
 		 "test.conf:8: routes.[0].match.methods: must list at least one method: "

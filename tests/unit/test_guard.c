@@ -83,14 +83,25 @@ static void test_next_step(void **state)
 	(void)state;
 	uint32_t steps[] = {100, 500, 2500, 10000};
 	struct sp_guard_cfg g = cfg();
+	struct sp_guard_snapshot d;
+	memset(&d, 0, sizeof(d));
+	d.roll.requests = (uint64_t)g.min_requests;
 	g.steps_bp = steps;
 	g.nsteps = 4;
-	assert_int_equal(sp_guard_next_step(&g, 0), 100);
-	assert_int_equal(sp_guard_next_step(&g, 100), 500);
-	assert_int_equal(sp_guard_next_step(&g, 1000), 2500);
-	assert_int_equal(sp_guard_next_step(&g, 10000), 0);
+	assert_int_equal(sp_guard_next_step(&g, 50, &d), 100);
+	assert_int_equal(sp_guard_next_step(&g, 100, &d), 500);
+	assert_int_equal(sp_guard_next_step(&g, 1000, &d), 2500);
+	assert_int_equal(sp_guard_next_step(&g, 10000, &d), 0);
+	/* 0 % is off: the operator starts the rollout, not the guard */
+	assert_int_equal(sp_guard_next_step(&g, 0, &d), 0);
+	/* no verdict on the rollout side, no step (it may be down, its users
+	 * falling back); the base side's traffic does not count */
+	d.roll.requests = (uint64_t)g.min_requests - 1;
+	d.base.requests = 100000;
+	assert_int_equal(sp_guard_next_step(&g, 100, &d), 0);
+	d.roll.requests = (uint64_t)g.min_requests;
 	g.nsteps = 0;
-	assert_int_equal(sp_guard_next_step(&g, 0), 0);
+	assert_int_equal(sp_guard_next_step(&g, 100, &d), 0);
 }
 
 int main(void)
