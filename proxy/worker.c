@@ -70,7 +70,8 @@ static void on_accept_error(struct evconnlistener *lev, void *arg)
 		struct sp_worker *w = arg;
 		struct timeval tv = {0, 100000};
 		for (size_t i = 0; i < w->nlisteners; i++)
-			evconnlistener_disable(w->listeners[i]);
+			if (w->listeners[i])
+				evconnlistener_disable(w->listeners[i]);
 		evtimer_add(w->accept_timer, &tv);
 	}
 }
@@ -81,17 +82,23 @@ static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	for (size_t i = 0; i < w->nlisteners; i++)
-		evconnlistener_enable(w->listeners[i]);
+		if (w->listeners[i])
+			evconnlistener_enable(w->listeners[i]);
+}
+
+static void close_listeners(struct sp_worker *w)
+{
+	for (size_t i = 0; i < w->nlisteners; i++)
+		if (w->listeners[i])
+			evconnlistener_free(w->listeners[i]);
+	w->nlisteners = 0;
 }
 
 static void stop_accepting(struct sp_worker *w)
 {
 	if (w->accept_timer)
 		evtimer_del(w->accept_timer);
-	for (size_t i = 0; i < w->nlisteners; i++)
-		if (w->listeners[i])
-			evconnlistener_free(w->listeners[i]);
-	w->nlisteners = 0;
+	close_listeners(w);
 }
 
 /* Binds one listen address for this worker; NULL (logged) on failure. */
@@ -159,7 +166,9 @@ static int reconcile_listeners(struct sp_worker *w, const struct sp_config *old,
 		if (!next[i] && !(next[i] = listen_on(w, cfg, i)))
 			rc = -1;
 	}
-	stop_accepting(w);
+	/* the vanished ones; a pause for want of descriptors (on_accept_error)
+	 * stays pending and ends for the kept listeners too */
+	close_listeners(w);
 	free(w->listeners);
 	w->listeners = next;
 	w->nlisteners = cfg->nlisten;

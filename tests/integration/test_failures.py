@@ -671,10 +671,13 @@ def test_shapes_llhttp_accepts_are_refused(one, data):
     assert reached(backend) == []
 
 
-def test_file_descriptor_exhaustion_is_survived(backend_factory, tmp_path):
+@pytest.mark.parametrize("reload", [False, True], ids=["", "reloaded-while-paused"])
+def test_file_descriptor_exhaustion_is_survived(backend_factory, tmp_path, reload):
     """With only a few descriptors left, accept fails with EMFILE: the proxy
     pauses accepting instead of spinning, keeps serving the connections it has,
-    and accepts again once descriptors are free."""
+    and accepts again once descriptors are free, also when a reload came
+    during the pause (it cancelled the resume: the proxy never accepted
+    again, while the kernel kept queueing connections for it)."""
     import resource
     b = backend_factory("legacy")
     port = harness.free_port()
@@ -706,6 +709,12 @@ def test_file_descriptor_exhaustion_is_survived(backend_factory, tmp_path):
             c.close()
         clients = []
         first.close()
+        if reload:
+            for _ in range(4):  # the first ones may meet EMFILE reading the file
+                time.sleep(0.01)
+                proc.send_signal(signal.SIGHUP)
+            done = "reload: %s: 1 backends" % conf
+            harness.wait_for(lambda: done in (tmp_path / "err").read_text(), what="a reload")
         harness.wait_for(lambda: _served(port), 5, what="accepting again")
         assert "accept: Too many open files" in (tmp_path / "err").read_text()
     finally:
