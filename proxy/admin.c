@@ -60,6 +60,7 @@ struct admin_conn {
 };
 
 static void hold_check(evutil_socket_t fd, short what, void *arg);
+static void conn_free(struct admin_conn *a);
 
 /* ---- responses ---- */
 
@@ -96,7 +97,6 @@ static void hold_check(evutil_socket_t fd, short what, void *arg)
 {
 	struct admin_conn *a = arg;
 	(void)fd;
-	(void)what;
 	if (!sp_runtime_applied(a->admin->rt) && sp_deadline_now_us() < a->hold_until) {
 		struct timeval ms = {0, 1000};
 		evtimer_add(a->hold_timer, &ms);
@@ -104,6 +104,10 @@ static void hold_check(evutil_socket_t fd, short what, void *arg)
 	}
 	a->hold = 0;
 	sp_conn_flush(a->c);
+	/* from the timer, nothing else will see it written (called from
+	 * respond_with, on_read does) */
+	if ((what & EV_TIMEOUT) && evbuffer_get_length(a->c->out) == 0)
+		conn_free(a);
 }
 
 static void respond(struct admin_conn *a, int status, const char *type, const char *body,

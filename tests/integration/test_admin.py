@@ -254,6 +254,23 @@ def test_metrics_families_and_duration_buckets(start_proxy, backend_factory, tmp
     assert abs(total * 1000 - sum(took)) < 1
 
 
+def test_answers_that_wait_for_the_workers_close_the_connection(start_proxy, two_backends,
+                                                               tmp_path):
+    """A reload or a change is answered once every worker runs it; then the
+    connection closes, as `Connection: close` says (it stayed open until the
+    10 s exchange timer: a client reading to EOF waited 10 s)."""
+    p = admin_proxy(start_proxy, two_backends, tmp_path)
+    for method, path, body in [(b"POST", b"/api/reload", b""),
+                               (b"PATCH", b"/api/routes/orders", b'{"rollout": {"percent": 30}}')]:
+        with socket.create_connection((harness.HOST, p.admin_port), timeout=5) as s:
+            t0 = harness.time.monotonic()
+            s.sendall(b"%s %s HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s"
+                      % (method, path, len(body), body))
+            answer = harness.Stream(s).read_to_eof()
+            assert answer.startswith(b"HTTP/1.1 200 "), answer
+            assert harness.time.monotonic() - t0 < 2, path
+
+
 def test_post_reload(start_proxy, two_backends, tmp_path):
     p = admin_proxy(start_proxy, two_backends, tmp_path)
     text = open(p.conf_path).read()
