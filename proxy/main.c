@@ -223,7 +223,16 @@ static int run(const char *file)
 	struct event *sigs[4] = {NULL, NULL, NULL, NULL};
 	struct event *guard_timer = NULL;
 	int rc = 1;
+	sigset_t held, old_mask;
 
+	/* A SIGHUP or SIGUSR1 (a reload, a log reopen) sent while the process
+	 * starts would meet the default action and kill it: they wait, blocked,
+	 * until the loop's handlers exist. SIGTERM and SIGINT still stop a start
+	 * that takes long (resolving backends). */
+	sigemptyset(&held);
+	sigaddset(&held, SIGHUP);
+	sigaddset(&held, SIGUSR1);
+	sigprocmask(SIG_BLOCK, &held, &old_mask);
 	rt.file = file;
 	name_instance(rt.instance, sizeof(rt.instance));
 	rt.health = sp_health_table_new();
@@ -280,6 +289,7 @@ static int run(const char *file)
 	for (int i = 0; i < 4; i++)
 		if (!sigs[i] || evsignal_add(sigs[i], NULL) < 0)
 			goto out;
+	sigprocmask(SIG_SETMASK, &old_mask, NULL); /* what came meanwhile is handled now */
 	for (int i = 0; i < cfg->workers; i++) {
 		if (!(rt.workers[i] = sp_worker_new(i, cfg, rt.alog, rt.difflog)))
 			goto out;

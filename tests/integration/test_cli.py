@@ -285,6 +285,31 @@ def test_a_replacement_starts_while_the_old_process_drains(backend_factory, star
         err.close()
 
 
+def test_a_sighup_during_start_up_is_a_reload_once_running(backend_factory, tmp_path):
+    """`systemctl reload` right after `start` (a Type=simple unit is started
+    at fork): a SIGHUP while the configuration is still being read waited
+    for no handler and killed the process (default action)."""
+    b = backend_factory("legacy")
+    port = free_port()
+    routes = [{"name": "r%d" % i, "match": {"path_prefix": "/p%d" % i}, "backend": "legacy"}
+              for i in range(2000)]  # a start that takes tens of milliseconds
+    conf = write(tmp_path, "big.conf", make_config(port, {"legacy": b}, routes=routes))
+    for delay in (0.01, 0.02):
+        err = open(tmp_path / "err", "wb")
+        proc = subprocess.Popen([BINARY, "-c", conf], stdout=err, stderr=err)
+        try:
+            time.sleep(delay)
+            proc.send_signal(signal.SIGHUP)
+            wait_for(lambda: "reload: %s: 1 backends" % conf in (tmp_path / "err").read_text()
+                     or proc.poll() is not None, 5, what="the reload or the end")
+            assert proc.poll() is None, "killed by signal %d" % -proc.returncode
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=5) == 0
+            err.close()
+
+
 def test_sigint_stops_too(backend_factory, start_proxy):
     b = backend_factory("legacy")
     proxy = start_proxy({"legacy": b})
