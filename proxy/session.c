@@ -81,6 +81,7 @@ struct sp_session {
 	uint64_t req_body_bytes;
 
 	int closing;       /* close once the client output is flushed */
+	int linger;        /* ...then half-close and read what still comes (lingering) */
 	int client_eof;    /* the client half-closed: answer what it sent, then close */
 	int dead;          /* free at the end of the current callback */
 	int in_callback;
@@ -214,9 +215,18 @@ static void reset_exchange(struct sp_session *s)
 	/* t_start is set when the next request's first bytes are read */
 }
 
+/* A close with request bytes still unread makes the kernel answer them with
+ * a reset, which may destroy the answer before the client read it (a 413 to
+ * an upload). So, as nginx's lingering close: once the answer is written,
+ * half-close, read and drop what comes for a while, then close. */
+#define LINGER_READ_MS 5000   /* silence that ends it */
+#define LINGER_TOTAL_MS 30000 /* and at most this long */
+
 static void start_closing(struct sp_session *s)
 {
 	s->closing = 1;
+	s->linger = !s->client_eof && !s->client->plain_http &&
+		    (evbuffer_get_length(s->client->in) > 0 || sp_h1_in_message(s->req));
 	sp_conn_read(s->client, 0);
 	set_timer(s, T_NONE);
 	s->client->low_water = 0; /* pump() closes once everything is written */
@@ -898,6 +908,10 @@ out:
 static void process_client(struct sp_session *s)
 {
 	struct evbuffer *in = s->client->in;
+	if (s->linger) {
+		evbuffer_drain(in, evbuffer_get_length(in)); /* answered: dropped */
+		return;
+	}
 	if (s->tunnel) {
 		if (s->up)
 			tunnel_relay(s, s->client, s->up->conn);
@@ -989,8 +1003,19 @@ static void pump(struct sp_session *s)
 			sp_conn_flush(s->up->conn);
 		sp_conn_flush(s->client);
 		if (s->closing) {
-			if (evbuffer_get_length(s->client->out) == 0)
+			if (evbuffer_get_length(s->client->out) > 0)
+				return;
+			if (!s->linger) {
 				s->dead = 1;
+				return;
+			}
+			if (!s->client->shut_wr) {
+				sp_conn_shutdown_write(s->client);
+				evbuffer_drain(s->client->in, evbuffer_get_length(s->client->in));
+				sp_conn_read(s->client, 1);
+				client_timeouts(s, LINGER_READ_MS);
+				sp_conn_deadline(s->client, LINGER_TOTAL_MS, 0);
+			}
 			return;
 		}
 		if (s->up_paused && s->up && evbuffer_get_length(s->client->out) <= LOW_WATER) {
@@ -1057,7 +1082,9 @@ static void on_client_event(struct sp_conn *c, short what, void *arg)
 {
 	struct sp_session *s = arg;
 	enter(s);
-	if (what & SP_CONN_DEADLINE) {
+	if (s->linger && s->client->shut_wr) {
+		s->dead = 1; /* the client's end, its silence, or the time is up */
+	} else if (what & SP_CONN_DEADLINE) {
 		deadline_passed(s);
 	} else if (c->plain_http) {
 		/* as nginx does: say so in plain HTTP, then close */

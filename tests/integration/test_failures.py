@@ -388,6 +388,45 @@ def test_request_errors_are_logged(one):
 # -- client timeouts and limits
 
 
+def send_all_then_read_head(port, data):
+    """As most HTTP client libraries do: the whole request, then the answer."""
+    with socket.create_connection((harness.HOST, port), timeout=5) as c:
+        c.sendall(data)
+        return harness.Stream(c).read_until(b"\r\n\r\n").split(b"\r\n")[0]
+
+
+BIG = 16 << 20
+
+
+@pytest.mark.parametrize("case", ["413", "431", "backend-413"])
+def test_an_early_answer_reaches_a_client_still_sending(backend_factory, start_proxy, case):
+    """An answer sent before the request was read whole (strangler's 413 or
+    431, a backend's early 413) reaches a client that sends everything before
+    reading: the connection is half-closed and what still comes is read and
+    dropped (lingering close). The plain close made the kernel reset the
+    connection, and the client lost the answer."""
+    def early(req, conn):  # answers on the head alone, then lingers itself
+        conn.send(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\n"
+                  b"Connection: close\r\n\r\nnope")
+        conn.sock.shutdown(socket.SHUT_WR)
+        conn.sock.settimeout(2)
+        try:
+            while conn.sock.recv(1 << 16):
+                pass
+        except OSError:
+            pass
+        return CLOSE
+    b = backend_factory("legacy", early if case == "backend-413" else None)
+    b.read_bodies = case != "backend-413"  # it answers on the head alone
+    proxy = start_proxy({"legacy": b}, limits={"max_body_bytes": 1000 if case == "413" else 0})
+    if case == "431":
+        data = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * (4 << 20) + b"\r\n\r\n"
+    else:
+        data = b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % BIG + b"a" * BIG
+    status = {"413": b" 413 ", "431": b" 431 ", "backend-413": b" 413 "}[case]
+    assert status in send_all_then_read_head(proxy.port, data)
+
+
 def test_client_header_timeout_is_408(backend_factory, start_proxy):
     b = backend_factory("legacy")
     proxy = start_proxy({"legacy": b}, timeouts={"client_header_ms": 300})
