@@ -4,6 +4,7 @@
 #include "http.h"
 
 #include <inttypes.h>
+#include <ctype.h>
 #include <string.h>
 
 #include "h1.h"
@@ -238,6 +239,41 @@ static int bad_upgrade(const struct sp_hdr *h, size_t n)
 	return 0;
 }
 
+/* RFC 9112 §3.2: Host = uri-host [ ":" port ], without userinfo. uri-host is
+ * an IP literal in brackets or a reg-name (unreserved, pct-encoded and
+ * sub-delims but ","; a list of hosts has two readings). The port, when
+ * there is a colon, is 1 to 5 digits. Empty is allowed (RFC 9112 §3.2: an
+ * authority that is empty). */
+static int valid_host(const char *v, size_t n)
+{
+	size_t i = 0;
+	if (n && v[0] == '[') {
+		while (++i < n && v[i] != ']')
+			if (!isxdigit((unsigned char)v[i]) && v[i] != ':' && v[i] != '.')
+				return 0;
+		if (i == n || i == 1)
+			return 0;
+		i++;
+	} else {
+		for (; i < n && v[i] != ':'; i++) {
+			unsigned char c = (unsigned char)v[i];
+			if (!isalnum(c) && !strchr("-._~!$&'()*+;=%", c))
+				return 0;
+			if (c == '%' && (i + 2 >= n || !isxdigit((unsigned char)v[i + 1]) ||
+					 !isxdigit((unsigned char)v[i + 2])))
+				return 0;
+		}
+	}
+	if (i == n)
+		return 1;
+	if (v[i] != ':' || n - i - 1 < 1 || n - i - 1 > 5)
+		return 0;
+	while (++i < n)
+		if (!isdigit((unsigned char)v[i]))
+			return 0;
+	return 1;
+}
+
 int sp_http_check_request(const struct sp_hdr *h, size_t n, int http_minor, const char **why)
 {
 	size_t hosts = 0;
@@ -248,8 +284,13 @@ int sp_http_check_request(const struct sp_hdr *h, size_t n, int http_minor, cons
 		return 400;
 	}
 	for (size_t i = 0; i < n; i++) {
-		if (sp_hdr_name_is(&h[i], "Host"))
+		if (sp_hdr_name_is(&h[i], "Host")) {
+			if (!valid_host(h[i].value, h[i].value_len)) {
+				*why = "invalid Host header";
+				return 400;
+			}
 			hosts++;
+		}
 		if (sp_hdr_name_is(&h[i], "Transfer-Encoding")) {
 			if (http_minor == 0) {
 				*why = "Transfer-Encoding in an HTTP/1.0 request";
@@ -472,6 +513,22 @@ static int add_xff(const struct sp_fwd_request *r, struct sp_buf *out)
 	return 0;
 }
 
+/* A name with "_" that CGI-style backends (which read X_Forwarded_For as
+ * HTTP_X_FORWARDED_FOR) would take for a header strangler sets or removes
+ * itself: dropped, so that a client cannot pass one off as the proxy's, as
+ * nginx drops every name with "_" by default. */
+static int poses_as_managed(const struct sp_hdr *h)
+{
+	char name[24];
+	if (h->name_len >= sizeof(name) || !memchr(h->name, '_', h->name_len))
+		return 0;
+	for (size_t i = 0; i < h->name_len; i++)
+		name[i] = h->name[i] == '_' ? '-' : h->name[i];
+	struct sp_hdr alias = {name, h->name_len, h->value, h->value_len};
+	return is_hop(&alias, NULL, 0, 0) || sp_hdr_is_regenerated(&alias) ||
+	       sp_hdr_name_is(&alias, "X-Request-Id") || sp_hdr_name_is(&alias, "Host");
+}
+
 int sp_http_write_request_head(const struct sp_fwd_request *r, struct sp_buf *out)
 {
 	const struct sp_hdr *host = sp_hdr_find(r->headers, r->nheaders, "Host");
@@ -491,7 +548,7 @@ int sp_http_write_request_head(const struct sp_fwd_request *r, struct sp_buf *ou
 	for (size_t i = 0; i < r->nheaders; i++) {
 		const struct sp_hdr *h = &r->headers[i];
 		if (is_hop(h, r->headers, r->nheaders, named) || sp_hdr_is_regenerated(h) ||
-		    (r->request_id && sp_hdr_name_is(h, "X-Request-Id")))
+		    (r->request_id && sp_hdr_name_is(h, "X-Request-Id")) || poses_as_managed(h))
 			continue;
 		if (add_field(out, h->name, h->name_len, h->value, h->value_len))
 			return -1;

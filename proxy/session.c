@@ -498,7 +498,7 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	f.client_ip = s->client_ip;
 	f.proto = s->https ? "https" : "http";
 	f.default_host = s->cfg->backends[s->backend].hostport;
-	f.request_id = had_id ? NULL : s->reqid;
+	f.request_id = s->reqid; /* the logged one, alone, whatever the client sent */
 	s->req_body = f.body;
 	s->req_keep = m->keep_alive;
 	s->client_minor = m->http_minor;

@@ -473,6 +473,49 @@ def test_x_forwarded_headers(one):
     assert third.header_all("X-Forwarded-For") == ["1.2.3.4, 5.6.7.8, 127.0.0.1"]
 
 
+def test_underscore_names_cannot_pose_as_the_proxys_headers(one):
+    """CGI-style backends read X_Forwarded_Proto as HTTP_X_FORWARDED_PROTO:
+    such names of headers the proxy sets or removes are dropped (a client
+    could pass X-Strangler_Shadow: 1 off as a mirror's request); other
+    names with "_" pass."""
+    proxy, backend = one
+    with proxy.client() as c:
+        c.request("GET", "/u", [("X-Strangler_Shadow", "1"), ("X-Forwarded_Proto", "https"),
+                                ("X_Forwarded_Host", "evil.example"), ("X_Request_Id", "z"),
+                                ("Transfer_Encoding", "chunked"), ("X-Custom_Thing", "kept")])
+    got = backend.wait_requests(1)[0]
+    names = [n.lower() for n, _ in got.headers]
+    assert not [n for n in names if "_" in n and n != "x-custom_thing"], names
+    assert got.header("X-Custom_Thing") == "kept"
+
+
+@pytest.mark.parametrize("sent", [
+    [("X-Request-Id", "first"), ("X-Request-Id", "second")],
+    [("Connection", "X-Request-Id"), ("X-Request-Id", "abc123")],
+], ids=["two", "named-by-connection"])
+def test_the_backend_gets_the_logged_request_id_alone(one, sent):
+    """Two ids reached the backend while the log said the first; an id named
+    by Connection reached it not at all."""
+    proxy, backend = one
+    with proxy.client() as c:
+        assert c.request("GET", "/rid", sent).status == 200
+    logged = proxy.wait_access(1)[0]["request_id"]
+    assert logged == sent[0][1] if sent[0][0] == "X-Request-Id" else logged == "abc123"
+    assert backend.wait_requests(1)[0].header_all("X-Request-Id") == [logged]
+
+
+def test_an_invalid_host_is_refused(one):
+    """Host is host[:port]: a list, a path, userinfo or a bad port went to the
+    backend and into X-Forwarded-Host."""
+    proxy, backend = one
+    for host in ["a.example, b.example", "evil.example/x?y", "user@evil.example", "x:notaport"]:
+        with proxy.client() as c:
+            c.send(b"GET / HTTP/1.1\r\nHost: %s\r\n\r\n" % host.encode())
+            r = c.read_response()
+            assert r.status == 400 and b"invalid Host header" in r.body, host
+    assert backend.requests == []
+
+
 def test_request_id_added_when_absent(one):
     proxy, backend = one
     with proxy.client() as c:

@@ -137,6 +137,32 @@ static void test_check_request_bad_values(void **state)
 	CHECK_REQ(us, 0, 400, "invalid character in header value");
 }
 
+/* Host is uri-host [":" port] (RFC 9112 §3.2): anything else went to the
+ * backend and into X-Forwarded-Host, a list of hosts with two readings. */
+static void test_check_request_host_value(void **state)
+{
+	(void)state;
+	static const char *const good[] = {"example.com", "example.com:8080", "a-b.c_d~e",
+					   "10.0.0.1:80", "[::1]", "[::1]:443",
+					   "xn--caf-dma.example", "a%2Db", ""};
+	static const char *const bad[] = {"a.example, b.example", "evil.example/x?y", "a b",
+					  "user@evil.example", "x:notaport", "x:", "x:123456",
+					  "[::1", "[]", "[::g]", "a\\b", "a%zzb", "a%2", "h:80:80",
+					  "caf\xc3\xa9.example"};
+	for (size_t i = 0; i < NELEM(good); i++) {
+		const struct sp_hdr h[] = {{"Host", 4, good[i], strlen(good[i])}};
+		const char *why = NULL;
+		if (sp_http_check_request(h, 1, 1, &why) != 0)
+			fail_msg("Host \"%s\" refused: %s", good[i], why);
+	}
+	for (size_t i = 0; i < NELEM(bad); i++) {
+		const struct sp_hdr h[] = {{"Host", 4, bad[i], strlen(bad[i])}};
+		const char *why = NULL;
+		if (sp_http_check_request(h, 1, 1, &why) != 400 || strcmp(why, "invalid Host header"))
+			fail_msg("Host \"%s\" passed", bad[i]);
+	}
+}
+
 /* Every byte value at every position of values up to 19 bytes long (whole
  * 8-byte words and the tail both), among tabs and high bytes that are valid:
  * the word-at-a-time scan must agree with the byte rule everywhere. */
@@ -788,6 +814,7 @@ int main(void)
 		cmocka_unit_test(test_ipv4_text_matches_inet_ntop),
 		cmocka_unit_test(test_check_request_bad_values),
 		cmocka_unit_test(test_check_request_host),
+		cmocka_unit_test(test_check_request_host_value),
 		cmocka_unit_test(test_check_request_transfer_encoding),
 		cmocka_unit_test(test_check_response),
 		cmocka_unit_test(test_check_request_unknown_coding),
