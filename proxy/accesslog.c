@@ -1,29 +1,45 @@
 /* Access log lines. Each worker formats into its own buffer and appends the
- * finished line with one write(2) on an O_APPEND descriptor, so lines from
- * several threads never interleave. */
+ * finished line whole, so lines from several threads never interleave: with
+ * one write(2) on a regular file (O_APPEND), under the process-wide log lock
+ * otherwise (a pipe takes only PIPE_BUF bytes in one piece). A line that
+ * cannot be written whole (a full disk) is counted, reported now and then,
+ * and never leaves a fragment for the next line to be glued to. */
 #include "accesslog.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "log.h"
+
+#define REPORT_EVERY_S 10 /* at most one message per log about dropped lines */
+
 struct sp_accesslog {
 	int fd;
 	int owned;
 	char *path;
+	const char *name;            /* "access", "diff": in messages and metrics */
+	_Atomic int locked;          /* fd is not a regular file: writes hold the log lock */
+	_Atomic int torn;            /* a line was cut short: the next one starts with '\n' */
+	_Atomic uint64_t dropped;    /* lines not written whole, since start */
+	_Atomic uint64_t reported;   /* of those, the ones already in a message */
+	_Atomic int64_t next_report; /* CLOCK_MONOTONIC second of the next message */
 };
 
-struct sp_accesslog *sp_accesslog_open(const char *path)
+struct sp_accesslog *sp_accesslog_open(const char *path, const char *name)
 {
 	struct sp_accesslog *log = calloc(1, sizeof(*log));
 	if (!log)
 		return NULL;
+	log->name = name;
 	if (strcmp(path, "-") == 0) {
 		log->fd = STDERR_FILENO;
+		log->locked = sp_log_fd_needs_lock(log->fd);
 		return log;
 	}
 	log->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
@@ -34,6 +50,7 @@ struct sp_accesslog *sp_accesslog_open(const char *path)
 		return NULL;
 	}
 	log->owned = 1;
+	log->locked = sp_log_fd_needs_lock(log->fd); /* a FIFO, /dev/stdout */
 	log->path = strdup(path);
 	return log;
 }
@@ -49,6 +66,11 @@ int sp_accesslog_reopen(struct sp_accesslog *log)
 	 * writing concurrently need no lock: each write goes to one file. */
 	int rc = dup3(fd, log->fd, O_CLOEXEC) < 0 ? -1 : 0;
 	close(fd);
+	if (rc == 0) {
+		atomic_store_explicit(&log->locked, sp_log_fd_needs_lock(log->fd),
+				      memory_order_relaxed);
+		atomic_store_explicit(&log->torn, 0, memory_order_relaxed); /* a new file */
+	}
 	return rc;
 }
 
@@ -62,6 +84,16 @@ void sp_accesslog_close(struct sp_accesslog **lp)
 		close(log->fd);
 	free(log->path);
 	free(log);
+}
+
+const char *sp_accesslog_name(const struct sp_accesslog *log)
+{
+	return log->name;
+}
+
+uint64_t sp_accesslog_dropped(struct sp_accesslog *log)
+{
+	return atomic_load_explicit(&log->dropped, memory_order_relaxed);
 }
 
 static int add_str_field(struct sp_buf *b, const char *key, const char *v, size_t len)
@@ -118,17 +150,76 @@ void sp_accesslog_write(struct sp_accesslog *log, const struct sp_access_entry *
 	sp_accesslog_write_raw(log, scratch->data, scratch->len);
 }
 
-void sp_accesslog_write_raw(struct sp_accesslog *log, const char *p, size_t left)
+/* Bytes of p written to fd (all len, or fewer with errno set). */
+static size_t write_all(int fd, const char *p, size_t len)
+{
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = write(fd, p + done, len - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;
+			break;
+		}
+		done += (size_t)n;
+	}
+	return done;
+}
+
+/* 0 once the line is in the file whole, or -1 with errno. After a line cut
+ * short, the next one starts with '\n': the fragment stays an invalid line
+ * of its own instead of spoiling a good one. */
+static int write_line(struct sp_accesslog *log, const char *p, size_t len)
+{
+	if (atomic_load_explicit(&log->torn, memory_order_relaxed) &&
+	    atomic_exchange_explicit(&log->torn, 0, memory_order_relaxed) &&
+	    write_all(log->fd, "\n", 1) < 1) {
+		atomic_store_explicit(&log->torn, 1, memory_order_relaxed);
+		return -1;
+	}
+	size_t n = write_all(log->fd, p, len);
+	if (n == len)
+		return 0;
+	if (n > 0)
+		atomic_store_explicit(&log->torn, 1, memory_order_relaxed);
+	return -1;
+}
+
+/* Counts a dropped line and says so, at most every REPORT_EVERY_S seconds
+ * per log: a full disk must neither stop the proxy nor flood stderr. */
+static void note_dropped(struct sp_accesslog *log, int err)
+{
+	uint64_t total = atomic_fetch_add_explicit(&log->dropped, 1, memory_order_relaxed) + 1;
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	int64_t next = atomic_load_explicit(&log->next_report, memory_order_relaxed);
+	if (now.tv_sec < next ||
+	    !atomic_compare_exchange_strong_explicit(&log->next_report, &next,
+						     now.tv_sec + REPORT_EVERY_S,
+						     memory_order_relaxed, memory_order_relaxed))
+		return; /* reported recently, or another thread reports now */
+	uint64_t before = atomic_exchange_explicit(&log->reported, total, memory_order_relaxed);
+	sp_log(SP_LOG_ERROR,
+	       "%s log: cannot write to %s: %s; %llu line(s) dropped since the last report, "
+	       "%llu in all (metric strangler_log_lines_dropped_total)",
+	       log->name, log->path ? log->path : "stderr", strerror(err),
+	       (unsigned long long)(total > before ? total - before : 0),
+	       (unsigned long long)total);
+}
+
+void sp_accesslog_write_raw(struct sp_accesslog *log, const char *p, size_t len)
 {
 	if (!log)
 		return;
-	while (left > 0) {
-		ssize_t n = write(log->fd, p, left);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return; /* a full disk must not stop the proxy */
-		p += n;
-		left -= (size_t)n;
-	}
+	int locked = atomic_load_explicit(&log->locked, memory_order_relaxed);
+	if (locked)
+		sp_log_lock();
+	int rc = write_line(log, p, len);
+	int err = errno;
+	if (locked)
+		sp_log_unlock(); /* before note_dropped: sp_log may take the lock */
+	if (rc < 0)
+		note_dropped(log, err);
 }

@@ -1,4 +1,4 @@
-/* The access log: one JSON object per line, appended with one write(2). */
+/* The access log: one JSON object per line, each line written whole. */
 #ifndef SP_ACCESSLOG_H
 #define SP_ACCESSLOG_H
 
@@ -9,12 +9,16 @@
 
 struct sp_accesslog;
 
-/* path: a file (appended to, created 0640) or "-" for stderr. NULL on error
+/* path: a file (appended to, created 0640) or "-" for stderr; name ("access",
+ * "diff", borrowed: a literal) labels its messages and metric. NULL on error
  * with errno set. */
-struct sp_accesslog *sp_accesslog_open(const char *path);
+struct sp_accesslog *sp_accesslog_open(const char *path, const char *name);
 void sp_accesslog_close(struct sp_accesslog **log);
 /* Reopens the file (after logrotate moved it). Returns 0 or -1 with errno. */
 int sp_accesslog_reopen(struct sp_accesslog *log);
+const char *sp_accesslog_name(const struct sp_accesslog *log);
+/* Lines not written whole (a full disk, a closed pipe) since start; any thread. */
+uint64_t sp_accesslog_dropped(struct sp_accesslog *log);
 
 struct sp_access_entry {
 	const char *client;
@@ -41,8 +45,8 @@ int sp_access_format(const struct sp_access_entry *e, struct sp_buf *line);
 void sp_accesslog_write(struct sp_accesslog *log, const struct sp_access_entry *e,
 			struct sp_buf *scratch);
 
-/* Appends a ready line (it must end with '\n') with one write(2). The diff
- * log uses the same file handling. */
+/* Appends a ready line (it must end with '\n') whole, or counts it dropped.
+ * The diff log uses the same file handling. */
 void sp_accesslog_write_raw(struct sp_accesslog *log, const char *line, size_t len);
 
 #endif

@@ -407,6 +407,18 @@ static void metrics_backends(struct sp_buf *b, const struct sp_config *cfg)
 			   "Times the backend was marked down or up again.", BACKEND_TRANSITIONS);
 }
 
+static void metrics_logs(struct sp_buf *b, const struct sp_runtime *rt)
+{
+	struct sp_accesslog *logs[] = {rt->alog, rt->difflog};
+	sp_buf_adds(b, "# HELP strangler_log_lines_dropped_total Log lines not written whole (a full "
+		       "disk, a closed pipe).\n# TYPE strangler_log_lines_dropped_total counter\n");
+	for (size_t i = 0; i < sizeof(logs) / sizeof(*logs); i++)
+		if (logs[i])
+			sp_buf_printf(b, "strangler_log_lines_dropped_total{log=\"%s\"} %llu\n",
+				      sp_accesslog_name(logs[i]),
+				      (unsigned long long)sp_accesslog_dropped(logs[i]));
+}
+
 static void serve_metrics(struct admin_conn *a, const char *name)
 {
 	(void)name;
@@ -443,6 +455,7 @@ static void serve_metrics(struct admin_conn *a, const char *name)
 		sp_buf_printf(&b, "\"} %.2f\n", r->rollout.percent_bp / 100.0);
 	}
 	metrics_backends(&b, rt->cfg);
+	metrics_logs(&b, rt);
 	for (int w = 0; w < rt->nworkers; w++)
 		open += atomic_load_explicit(&rt->workers[w]->nsessions, memory_order_relaxed);
 	sp_buf_printf(&b,

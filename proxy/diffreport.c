@@ -32,7 +32,7 @@ struct lat {
 struct route_agg {
 	char *name;
 	json_t *summary; /* the latest summary line: its latencies are reported */
-	json_t *runs;    /* instance → {"last": its last summary, "earlier": earlier runs' counts} */
+	json_t *runs;    /* instance → {"last": its latest summary, "earlier": earlier runs' counts} */
 	size_t diff_lines;
 	struct lat pms, sms; /* latencies of the diff lines, for logs without summary */
 	struct group *groups;
@@ -271,9 +271,11 @@ static int add_summary_counts(json_t *into, const json_t *summary)
 
 /* A summary's counters run from its process's start. Lines carry the
  * process's "instance" (host:pid:start), so several instances' logs can be
- * read together: each instance's last summary counts. Lines without one
- * (older logs) are one instance, whose restarts show as a counter going
- * down: the last summary of each earlier run is kept in "earlier". */
+ * read together: each instance's summary with the highest counts counts,
+ * whatever the order the files are read in (rotated logs read newest first
+ * give an instance's earlier summaries last). Lines without one (older logs)
+ * are one instance, whose restarts show as a counter going down: the last
+ * summary of each earlier run is kept in "earlier". */
 static int add_summary(struct route_agg *r, json_t *j)
 {
 	const char *inst = json_string_value(json_object_get(j, "instance"));
@@ -282,8 +284,11 @@ static int add_summary(struct route_agg *r, json_t *j)
 		      json_object_set_new(r->runs, inst ? inst : "", slot) < 0))
 		return -1;
 	const json_t *last = json_object_get(slot, "last");
-	if (last && (count_of(j, "mirrored") < count_of(last, "mirrored") ||
-		     count_of(j, "compared") < count_of(last, "compared"))) {
+	int lower = last && (count_of(j, "mirrored") < count_of(last, "mirrored") ||
+			     count_of(j, "compared") < count_of(last, "compared"));
+	if (lower && inst)
+		return 0; /* an earlier summary of the same run: the kept one includes it */
+	if (lower) {
 		json_t *earlier = json_object_get(slot, "earlier");
 		if (!earlier && (!(earlier = json_object()) ||
 				 json_object_set_new(slot, "earlier", earlier) < 0))

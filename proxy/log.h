@@ -12,6 +12,16 @@ int sp_log_enabled(enum sp_log_level level);
 
 __attribute__((format(printf, 2, 3))) void sp_log(enum sp_log_level level, const char *fmt, ...);
 
+/* Writes to a descriptor that is not a regular file (a pipe, a terminal: how
+ * docker, kubectl or `| tee` collect stderr) hold one process-wide lock:
+ * there a write of more than PIPE_BUF bytes may be split, and another
+ * thread's write may land between its parts. sp_log takes it for stderr, the
+ * access and diff logs for theirs. A regular file needs none: each write(2)
+ * lands whole. */
+int sp_log_fd_needs_lock(int fd);
+void sp_log_lock(void);
+void sp_log_unlock(void);
+
 #define sp_debug(...) do { if (sp_log_enabled(SP_LOG_DEBUG)) sp_log(SP_LOG_DEBUG, __VA_ARGS__); } while (0)
 #define sp_info(...) sp_log(SP_LOG_INFO, __VA_ARGS__)
 #define sp_warn(...) sp_log(SP_LOG_WARN, __VA_ARGS__)

@@ -266,11 +266,11 @@ static int run(const char *file)
 		sp_log(SP_LOG_ERROR, "libevent: no thread support");
 		goto out;
 	}
-	if (cfg->access_log && !(rt.alog = sp_accesslog_open(cfg->access_log))) {
+	if (cfg->access_log && !(rt.alog = sp_accesslog_open(cfg->access_log, "access"))) {
 		sp_log(SP_LOG_ERROR, "access_log: cannot open %s: %s", cfg->access_log, strerror(errno));
 		goto out;
 	}
-	if (cfg->shadow.diff_log && !(rt.difflog = sp_accesslog_open(cfg->shadow.diff_log))) {
+	if (cfg->shadow.diff_log && !(rt.difflog = sp_accesslog_open(cfg->shadow.diff_log, "diff"))) {
 		sp_log(SP_LOG_ERROR, "shadow_defaults.diff_log: cannot open %s: %s",
 		       cfg->shadow.diff_log, strerror(errno));
 		goto out;

@@ -2,11 +2,17 @@
 really had."""
 import datetime
 import json
+import os
 import re
+import subprocess
+import threading
+import time
 
 import pytest
 
-from harness import Response, build_request, by_path, delayed, refused_port, rollout_bucket
+import harness
+from harness import (Proxy, RawClient, Response, build_request, by_path, delayed, refused_port,
+                     rollout_bucket, wait_for)
 
 FIELDS = {"time", "client", "method", "path", "status", "route", "backend", "bucket",
           "upstream_ms", "total_ms", "bytes_in", "bytes_out", "request_id"}
@@ -214,3 +220,135 @@ def test_large_bodies_count_every_byte(logged):
     assert r.status == 200 and r.json()["body_len"] == 3 * 1024 * 1024
     e = logged.wait_access(1)[0]
     assert (e["bytes_in"], e["bytes_out"]) == (len(req), received)
+
+
+def test_long_lines_to_a_stderr_pipe_never_interleave(two_backends, tmp_path):
+    """access_log and diff_log "-" with stderr a pipe (docker, kubectl, `| tee`):
+    a line over PIPE_BUF (4096 bytes) is not written in one piece, so the
+    workers' long lines, and the diagnostics, must take turns (they were torn
+    and glued into each other: invalid JSON)."""
+    legacy, modern = two_backends
+    modern.handler = lambda req, conn: Response(200, b"other")
+    port = harness.free_port()
+    routes = [{"name": "s", "match": {"path_prefix": "/s"}, "backend": "legacy",
+               "shadow": {"backend": "modern"}}]
+    conf = harness.make_config(port, {"legacy": legacy, "modern": modern}, routes=routes,
+                               workers=4, access_log="-", log_level="debug",
+                               shadow_defaults={"diff_log": "-", "timeout_ms": 2000})
+    (tmp_path / "s.conf").write_text(conf)
+    proc = subprocess.Popen([harness.BINARY, "-c", str(tmp_path / "s.conf")],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    out = bytearray()
+
+    def reader():  # a consumer slower than the proxy, like a log shipper under load
+        while True:
+            b = os.read(proc.stderr.fileno(), 4096)
+            if not b:
+                break
+            out.extend(b)
+            time.sleep(0.0005)
+
+    rt = threading.Thread(target=reader)
+    rt.start()
+    clients, n = 6, 40
+    try:
+        wait_for(lambda: b"started" in out, 5, what="proxy start")
+
+        def client(k):
+            c = RawClient(port)
+            for i in range(n):
+                assert c.request("GET", "/s/%d-%d/" % (k, i) + chr(97 + k) * 5000).status == 200
+            c.close()
+
+        ts = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    finally:  # a graceful stop ends the shadows in flight and writes the summary
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+        rt.join(timeout=10)
+    access = diffs = 0
+    summary = None
+    for line in bytes(out).decode("utf-8", "replace").split("\n")[:-1]:
+        if re.match(r"\d{4}-\d\d-\d\dT[\d:.]+Z \[(debug|info|warn|error)\] ", line):
+            continue  # a diagnostic, whole
+        e = json.loads(line)  # raises on a torn or glued line
+        if e.get("type") == "diff":
+            diffs += 1
+        elif e.get("type") == "summary":
+            summary = e
+        else:
+            access += 1
+    assert access == clients * n
+    assert diffs > 0 and diffs == summary["different"], (diffs, summary)
+
+
+@pytest.fixture
+def tiny_fs(tmp_path):
+    """A 64 KiB tmpfs (root only; the test is skipped elsewhere)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a tmpfs: %s" % r.stderr.strip())
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill(fs, leave_pages=1):
+    """Fills fs but for leave_pages pages; returns the filler's path."""
+    filler = fs / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"f" * 4096)
+        except OSError:
+            pass
+    os.truncate(filler, max(0, os.path.getsize(filler) - 4096 * leave_pages))
+    return filler
+
+
+def test_a_full_disk_drops_whole_lines_and_says_so(backend_factory, tiny_fs, tmp_path):
+    """Lines that do not fit are dropped whole, counted in the metrics and
+    reported (once per 10 s); a line cut short stays a fragment of its own, so
+    the first line written once there is room again is whole (it was glued onto
+    the fragment, and nothing said lines were lost)."""
+    b = backend_factory("legacy")
+    d = tmp_path / "proxy"
+    d.mkdir()
+    os.symlink(tiny_fs / "access.log", d / "access.log")  # the harness's log path, on the tmpfs
+    p = Proxy(d, {"legacy": b}, admin={})
+    try:
+        filler = fill(tiny_fs)  # room for about 15 lines
+        with p.client() as c:
+            assert all(c.request("GET", "/path/%03d" % i).status == 200 for i in range(40))
+            os.unlink(filler)
+            assert all(c.request("GET", "/after/%d" % i).status == 200 for i in range(3))
+        lines = wait_for(lambda: (lambda t: t if t.count(b'"/after/') == 3 else None)(
+            open(d / "access.log", "rb").read()), what="the lines after the space came back")
+        lines = lines.split(b"\n")
+        assert lines[-1] == b""
+        valid, torn = [], []
+        for line in lines[:-1]:
+            try:
+                valid.append(json.loads(line))
+            except ValueError:
+                torn.append(line)
+        assert [e["path"] for e in valid[-3:]] == ["/after/0", "/after/1", "/after/2"]
+        assert len(torn) <= 1 and all(t.startswith(b'{"time":') for t in torn), torn
+        dropped = 43 - len(valid)
+        assert dropped >= 20
+        st, metrics = p.admin("GET", "/metrics")
+        assert st == 200
+        assert 'strangler_log_lines_dropped_total{log="access"} %d\n' % dropped in metrics
+        errors = [l for l in p.stderr_text().splitlines() if "access log: cannot write" in l]
+        assert len(errors) == 1, errors  # rate-limited
+        assert "No space left on device" in errors[0] and "line(s) dropped" in errors[0]
+    finally:
+        assert p.stop() == 0

@@ -183,23 +183,39 @@ static void test_runs_add_up(void **state)
 	free(t);
 }
 
+/* A summary line of route r from instance inst, c mirrored and compared. */
+#define ISUMMARY(inst, c, i, d)                                                                   \
+	"{\"type\":\"summary\",\"route\":\"r\",\"instance\":\"" inst "\",\"mirrored\":" c          \
+	",\"compared\":" c ",\"identical\":" i ",\"different\":" d ",\"noise\":0,\"skipped\":{},"    \
+	"\"shadow_errors\":0,\"shadow_timeouts\":0,\"primary_ms\":{\"p50\":1,\"p99\":2},"            \
+	"\"shadow_ms\":{\"p50\":1,\"p99\":2}}\n"
+
 /* Several instances' logs read together: each instance's last summary
  * counts, whatever the order of their lines (the counters going down from
  * one instance's line to another's read as restarts). */
 static void test_instances_add_up(void **state)
 {
 	(void)state;
-#define SUMMARY(inst, c, i, d)                                                                    \
-	"{\"type\":\"summary\",\"route\":\"r\",\"instance\":\"" inst "\",\"mirrored\":" c          \
-	",\"compared\":" c ",\"identical\":" i ",\"different\":" d ",\"noise\":0,\"skipped\":{},"    \
-	"\"shadow_errors\":0,\"shadow_timeouts\":0,\"primary_ms\":{\"p50\":1,\"p99\":2},"            \
-	"\"shadow_ms\":{\"p50\":1,\"p99\":2}}\n"
-	static const char log[] = SUMMARY("h:1:9", "4", "4", "0") SUMMARY("h:2:9", "2", "1", "1")
-		SUMMARY("h:1:9", "6", "5", "1") SUMMARY("h:2:9", "8", "6", "2")
-		/* h:1 restarted: a new instance */ SUMMARY("h:7:99", "3", "3", "0");
-#undef SUMMARY
+	static const char log[] = ISUMMARY("h:1:9", "4", "4", "0") ISUMMARY("h:2:9", "2", "1", "1")
+		ISUMMARY("h:1:9", "6", "5", "1") ISUMMARY("h:2:9", "8", "6", "2")
+		/* h:1 restarted: a new instance */ ISUMMARY("h:7:99", "3", "3", "0");
 	char *t = report(log, strlen(log), NULL);
 	expect_has(t, "route r: 17 compared, 14 identical (82.4 %), 3 different (17.6 %)");
+	free(t);
+}
+
+/* A rotated log read newest first (`cat diffs.jsonl diffs.jsonl.1`): an
+ * instance's counters go down, but it did not restart (its "instance" says
+ * so); its highest summary already holds the earlier ones (they were counted
+ * a second time, as a run before a restart). */
+static void test_rotated_log_read_newest_first(void **state)
+{
+	(void)state;
+	static const char log[] = ISUMMARY("h:1:9", "100", "90", "10") ISUMMARY("h:2:9", "8", "6", "2")
+		/* diffs.jsonl.1 */ ISUMMARY("h:1:9", "20", "18", "2") ISUMMARY("h:1:9", "50", "45", "5")
+		ISUMMARY("h:2:9", "2", "1", "1");
+	char *t = report(log, strlen(log), NULL);
+	expect_has(t, "route r: 108 compared, 96 identical (88.9 %), 12 different (11.1 %)");
 	free(t);
 }
 
@@ -238,6 +254,7 @@ int main(void)
 		cmocka_unit_test(test_summary_edge_cases),
 		cmocka_unit_test(test_runs_add_up),
 		cmocka_unit_test(test_instances_add_up),
+		cmocka_unit_test(test_rotated_log_read_newest_first),
 		cmocka_unit_test(test_main),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
