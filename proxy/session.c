@@ -75,6 +75,7 @@ struct sp_session {
 	int up_failed; /* the error was the backend's (connect, timeout, protocol) */
 	int fallback_from; /* backend the request moved away from (down or refused), or -1 */
 	struct timespec t_start, t_up;
+	int t_stamped; /* t_start is this request's first byte (else the accept) */
 	double upstream_ms;
 	uint64_t bytes_in, bytes_out; /* besides what splice(2) moved: */
 	uint64_t spliced_in0, spliced_out0; /* the client's splice counts when the exchange began */
@@ -212,7 +213,7 @@ static void reset_exchange(struct sp_session *s)
 	s->spliced_out0 = s->client->spliced_out;
 	s->req_body_bytes = 0;
 	s->up_paused = 0;
-	/* t_start is set when the next request's first bytes are read */
+	s->t_stamped = 0; /* t_start is set when the next request's first bytes are read */
 }
 
 /* A close with request bytes still unread makes the kernel answer them with
@@ -921,9 +922,13 @@ static void process_client(struct sp_session *s)
 	       !s->client_paused) {
 		struct evbuffer_iovec v;
 		size_t used = 0;
-		if (!s->req_active && s->timer_mode != T_HEADER) {
+		if (!s->req_active && !s->t_stamped) {
+			/* a request's time counts from its first byte, not from
+			 * the accept of a connection opened early */
 			clock_gettime(CLOCK_MONOTONIC, &s->t_start);
-			set_timer(s, T_HEADER);
+			s->t_stamped = 1;
+			if (s->timer_mode != T_HEADER)
+				set_timer(s, T_HEADER);
 		}
 		if (s->req_body == SP_BODY_LENGTH && s->req_active && !s->shadow) {
 			size_t k = relay_length_body(s->req, in, s->pending);
