@@ -685,9 +685,20 @@ static const struct sp_h1_hooks resp_hooks = {on_resp_head, on_resp_body, on_res
 
 /* Moves bytes from one side to the other; stops reading `from` while the
  * other side's output is full (pump() resumes it). */
+/* Hands what `from` read to `to`, counted for the access log. */
+static void tunnel_move(struct sp_session *s, struct sp_conn *from, struct sp_conn *to)
+{
+	size_t n = evbuffer_get_length(from->in);
+	if (from == s->client)
+		s->bytes_in += n;
+	else
+		s->bytes_out += n;
+	evbuffer_add_buffer(to->out, from->in);
+}
+
 static void tunnel_relay(struct sp_session *s, struct sp_conn *from, struct sp_conn *to)
 {
-	evbuffer_add_buffer(to->out, from->in);
+	tunnel_move(s, from, to);
 	if (evbuffer_get_length(to->out) > HIGH_WATER) {
 		sp_conn_read(from, 0);
 		if (from == s->client)
@@ -718,7 +729,7 @@ static void on_tunnel_up_event(struct sp_conn *c, short what, void *arg)
 {
 	struct sp_session *s = arg;
 	enter(s);
-	evbuffer_add_buffer(s->client->out, c->in);
+	tunnel_move(s, c, s->client);
 	if ((what & SP_CONN_EOF) && !(what & SP_CONN_ERROR) && !c->shut_wr) {
 		/* a half-close while the client still sends: pass it on, and
 		 * relay the client's bytes until it ends too (on_client_event) */
@@ -1101,14 +1112,14 @@ static void on_client_event(struct sp_conn *c, short what, void *arg)
 	} else if (s->tunnel && s->up && (what & SP_CONN_EOF) && !(what & SP_CONN_ERROR)) {
 		/* a half-close: pass it on, and relay the backend's answer until
 		 * it ends too (on_tunnel_up_event), unless it already has */
-		evbuffer_add_buffer(s->up->conn->out, c->in);
+		tunnel_move(s, c, s->up->conn);
 		sp_conn_shutdown_write(s->up->conn);
 		sp_conn_flush(s->up->conn);
 		if (s->client->shut_wr)
 			end_tunnel(s);
 	} else if (s->tunnel) {
 		if (s->up) {
-			evbuffer_add_buffer(s->up->conn->out, c->in);
+			tunnel_move(s, c, s->up->conn);
 			sp_conn_flush(s->up->conn);
 		}
 		tunnel_close(s);

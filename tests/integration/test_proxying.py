@@ -382,12 +382,16 @@ def test_upgrade_tunnel_echoes_both_ways(backend_factory, start_proxy):
         t.start()
         assert c.stream.read_exact(len(blob)) == blob
         t.join(5)
+        head_len = len(r.raw_head)
     got = b.wait_requests(1)[0]
     assert got.header("Upgrade") == "websocket"
     assert got.header("Connection").lower() == "upgrade"
     assert got.header("Sec-WebSocket-Key") == "dGhlIHNhbXBsZSBub25jZQ=="
     entry = proxy.wait_access(1)[0]
     assert entry["status"] == 101
+    # the tunnel's bytes count too (the log had the two heads only)
+    assert entry["bytes_in"] > len(blob) + 4
+    assert entry["bytes_out"] == head_len + 7 + 4 + len(blob)
 
 
 def test_upgrade_tunnel_closed_by_backend(backend_factory, start_proxy):
