@@ -1225,6 +1225,7 @@ void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct soc
 static void session_free(struct sp_session *s)
 {
 	struct sp_worker *w = s->w;
+	sp_shadow_abandon(&s->shadow); /* counted: primary_incomplete */
 	sp_upconn_free(&s->up);
 	sp_config_unref(&s->cfg);
 	sp_conn_free(&s->client);
@@ -1257,11 +1258,12 @@ void sp_sessions_kill(struct sp_worker *w)
 {
 	struct sp_session *s;
 	while ((s = TAILQ_FIRST(&w->sessions)) != NULL) {
-		/* an exchange cut by the drain is logged like any other; one whose
-		 * answer had not begun gets a 503 rather than a bare close */
-		if (s->req_active && !s->tunnel && !s->dead) {
+		/* an exchange cut by the drain is logged like any other, a tunnel
+		 * too; one whose answer had not begun gets a 503 rather than a
+		 * bare close */
+		if (s->req_active && !s->dead) {
 			s->error = ERR_DRAIN;
-			if (!s->resp_started) {
+			if (!s->resp_started && !s->tunnel) {
 				answer(s, 503, "shutting down", 0);
 				sp_conn_flush(s->client);
 			} else {

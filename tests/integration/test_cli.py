@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from harness import (BINARY, HOST, build_request, delayed, free_port, make_config, run_strangler,
-                     wait_for)
+import harness
+from harness import (BINARY, HOST, build_request, by_path, delayed, free_port, make_config,
+                     run_strangler, wait_for)
 
 GOOD = """\
 listen = ( { address = "127.0.0.1:18080"; } );
@@ -245,6 +246,40 @@ def test_drain_timeout_bounds_shutdown(backend_factory, start_proxy):
         assert r.header("Connection") == "close"
     e = proxy.wait_access(1)[0]
     assert (e["path"], e["status"], e["error"]) == ("/very-slow", 503, "drain timeout")
+
+
+def test_the_drain_timeout_accounts_for_tunnels_and_mirrors(backend_factory, start_proxy,
+                                                            tmp_path):
+    """A WebSocket cut by drain_timeout_ms has its access-log line (it had
+    none), and a mirrored exchange whose answer was still streaming is
+    counted primary_incomplete (it was mirrored, with no outcome)."""
+    import json
+    from harness import upgrade_echo
+
+    def streaming(req, conn):
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{")
+        time.sleep(3)
+        return harness.CLOSE
+    legacy = backend_factory("legacy", by_path({"/ws": upgrade_echo()}, streaming))
+    modern = backend_factory("modern")
+    diffs = tmp_path / "diffs.jsonl"
+    routes = [{"name": "s", "match": {"path_prefix": "/s"}, "backend": "legacy",
+               "shadow": {"backend": "modern"}}]
+    proxy = start_proxy({"legacy": legacy, "modern": modern}, routes=routes,
+                        drain_timeout_ms=400, shadow_defaults={"diff_log": str(diffs)})
+    with proxy.client() as ws, proxy.client() as c:
+        ws.send(build_request("GET", "/ws", [("Connection", "Upgrade"), ("Upgrade", "x")]))
+        assert ws.read_response().status == 101
+        c.send(build_request("GET", "/s/1"))
+        legacy.wait_requests(2)
+        time.sleep(0.2)
+        proxy.proc.send_signal(signal.SIGTERM)
+        assert proxy.proc.wait(timeout=5) == 0
+    lines = {e["path"]: e for e in proxy.access_lines()}
+    assert (lines["/ws"]["status"], lines["/ws"]["error"]) == (101, "drain timeout")
+    assert lines["/s/1"]["error"] == "drain timeout"
+    last = [json.loads(x) for x in diffs.read_text().splitlines() if '"summary"' in x][-1]
+    assert last["mirrored"] == 1 and last["skipped"]["primary_incomplete"] == 1, last
 
 
 def test_a_replacement_starts_while_the_old_process_drains(backend_factory, start_proxy,
