@@ -570,6 +570,15 @@ int sp_http_write_request_head(const struct sp_fwd_request *r, struct sp_buf *ou
 	return sp_buf_add(out, "\r\n", 2);
 }
 
+int sp_http_write_interim_head(const struct sp_h1_msg *m, struct sp_buf *out)
+{
+	if (sp_buf_adds(out, "HTTP/1.1 ") || sp_buf_add_uint(out, (unsigned)m->status, 10) ||
+	    sp_buf_addc(out, ' ') || sp_buf_add(out, m->reason, m->reason_len) ||
+	    sp_buf_add(out, "\r\n", 2) || add_forwarded_headers(m->hdrs, m->nhdrs, out))
+		return -1;
+	return sp_buf_add(out, "\r\n", 2);
+}
+
 int sp_http_write_response_head(const struct sp_fwd_response *r, struct sp_buf *out)
 {
 	const struct sp_hdr *upgrade = sp_hdr_find(r->headers, r->nheaders, "Upgrade");

@@ -154,6 +154,9 @@ struct sp_fwd_response {
 };
 
 int sp_http_write_response_head(const struct sp_fwd_response *r, struct sp_buf *out);
+/* An informational (1xx) head to forward to an HTTP/1.1 client, e.g. 103
+ * Early Hints: its status, reason and end-to-end headers (RFC 9110 §15.2). */
+int sp_http_write_interim_head(const struct sp_h1_msg *m, struct sp_buf *out);
 /* The head to forward for a backend's parsed head m: framing from
  * sp_response_body_mode, Content-Length kept after HEAD and 304, Upgrade kept
  * on 101. keep_alive is left 0 for the caller, who decides it from .body. */

@@ -78,6 +78,7 @@ struct sp_session {
 	int t_stamped; /* t_start is this request's first byte (else the accept) */
 	double upstream_ms;
 	uint64_t bytes_in, bytes_out; /* besides what splice(2) moved: */
+	uint64_t interim_out; /* 1xx heads sent (bytes_out is the final answer's) */
 	uint64_t spliced_in0, spliced_out0; /* the client's splice counts when the exchange began */
 	uint64_t req_body_bytes;
 
@@ -181,7 +182,7 @@ static void log_exchange(struct sp_session *s)
 		.upstream_ms = s->upstream_ms,
 		.total_ms = sp_ms_since(&s->t_start),
 		.bytes_in = s->bytes_in + (s->client->spliced_in - s->spliced_in0),
-		.bytes_out = s->bytes_out + (s->client->spliced_out - s->spliced_out0),
+		.bytes_out = s->bytes_out + s->interim_out + (s->client->spliced_out - s->spliced_out0),
 		.request_id = s->reqid[0] ? s->reqid : NULL,
 		.error = s->error,
 		.fallback_from = s->fallback_from >= 0 ? cfg->backends[s->fallback_from].name : NULL,
@@ -208,7 +209,7 @@ static void reset_exchange(struct sp_session *s)
 	s->up_failed = 0;
 	s->fallback_from = -1;
 	s->upstream_ms = -1;
-	s->bytes_in = s->bytes_out = 0;
+	s->bytes_in = s->bytes_out = s->interim_out = 0;
 	s->spliced_in0 = s->client->spliced_in;
 	s->spliced_out0 = s->client->spliced_out;
 	s->req_body_bytes = 0;
@@ -612,10 +613,19 @@ static int on_resp_head(void *ud, struct sp_h1_msg *m)
 		return -1;
 	}
 	if (v == SP_RESP_INTERIM) {
+		/* 1xx go to HTTP/1.1 clients (an HTTP/1.0 one knows none); a 100
+		 * only while the client still waits to send its body */
 		s->interim = 1;
 		if (m->status == 100 && s->client_minor >= 1 && !s->req_done) {
 			static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
 			evbuffer_add(client_out(s), cont, sizeof(cont) - 1);
+			s->interim_out += sizeof(cont) - 1;
+		} else if (m->status != 100 && s->client_minor >= 1) {
+			sp_buf_reset(&s->tmp);
+			if (sp_http_write_interim_head(m, &s->tmp) == 0) {
+				evbuffer_add(client_out(s), s->tmp.data, s->tmp.len);
+				s->interim_out += s->tmp.len;
+			}
 		}
 		return 1;
 	}

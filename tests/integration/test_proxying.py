@@ -344,6 +344,29 @@ def test_expect_100_continue(one):
     got = backend.wait_requests(1)[0]
     assert got.header("Expect") == "100-continue"
     assert got.body == body
+    # the 100 was written too (it was left out of the count)
+    e = proxy.wait_access(1)[0]
+    assert e["bytes_out"] == len(interim.raw_head) + len(final.raw_head) + len(final.body)
+
+
+@pytest.mark.parametrize("minor", [1, 0])
+def test_informational_responses_reach_http11_clients(backend_factory, start_proxy, minor):
+    """A 103 Early Hints goes to an HTTP/1.1 client with its end-to-end
+    headers, before the final answer (RFC 9110 §15.2: it was swallowed); an
+    HTTP/1.0 client, which knows no 1xx, gets the final answer alone."""
+    hints = (b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n"
+             b"Connection: x-hop\r\nX-Hop: 1\r\n\r\n")
+    b = backend_factory("legacy", lambda req, conn: (conn.send(hints), Response(200, b"ok"))[1])
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        c.send(b"GET /h HTTP/1.%d\r\nHost: t\r\n\r\n" % minor)
+        first = c.read_response()
+        if minor:
+            assert (first.status, first.reason) == (103, "Early Hints")
+            assert first.header("Link") == "</s.css>; rel=preload"
+            assert first.header("X-Hop") is None and first.header("Connection") is None
+            first = c.read_response()
+        assert (first.status, first.body) == (200, b"ok")
 
 
 def test_expect_100_continue_refused_by_backend(backend_factory, start_proxy):
