@@ -64,10 +64,6 @@ int sp_health_attach(struct sp_health_table *t, struct sp_config *cfg)
 		struct sp_backend *be = &cfg->backends[i];
 		if (!(be->health = entry(t, be->url)))
 			return -1;
-		be->health->active = be->has_health;
-		if (!be->has_health && atomic_load(&be->health->down) &&
-		    atomic_load(&be->health->retry_at_ms) == 0)
-			atomic_store(&be->health->retry_at_ms, now_ms()); /* checks removed: trial now */
 	}
 	return 0;
 }
@@ -89,7 +85,7 @@ int sp_health_usable(const struct sp_backend *be)
 	struct sp_health *h = be->health;
 	if (!h || !atomic_load_explicit(&h->down, memory_order_relaxed))
 		return 1;
-	if (h->active)
+	if (atomic_load_explicit(&h->active, memory_order_relaxed))
 		return 0; /* the active check says when it is back */
 	return trial_due(&h->retry_at_ms, be); /* passive */
 }
@@ -115,7 +111,8 @@ void sp_health_report(const struct sp_backend *be, int ok)
 		return;
 	if (ok) {
 		atomic_store_explicit(&h->consecutive_failures, 0, memory_order_relaxed);
-		if (!h->active && atomic_load_explicit(&h->down, memory_order_relaxed))
+		if (!atomic_load_explicit(&h->active, memory_order_relaxed) &&
+		    atomic_load_explicit(&h->down, memory_order_relaxed))
 			set_down(h, be, 0, "a request succeeded");
 		return;
 	}
@@ -254,6 +251,21 @@ static void on_check_timer(evutil_socket_t fd, short what, void *arg)
 			    be->health_path, be->hostport);
 }
 
+/* Publishes which of cfg's backends a running check decides for. One whose
+ * check could not start is left to passive trials, and one whose checks were
+ * removed while it is down gets its trial request now. */
+static void publish_active(const struct sp_health_checker *hc, const struct sp_config *cfg)
+{
+	for (size_t i = 0; i < cfg->nbackends; i++) {
+		struct sp_health *h = cfg->backends[i].health;
+		int active = 0;
+		for (size_t j = 0; j < hc->n && !active; j++)
+			active = hc->checks[j].timer && hc->checks[j].be->health == h;
+		if (h && atomic_exchange(&h->active, active) && !active && atomic_load(&h->down))
+			atomic_store(&h->retry_at_ms, now_ms());
+	}
+}
+
 struct sp_health_checker *sp_health_checker_new(struct event_base *base, struct sp_config *cfg)
 {
 	struct sp_health_checker *hc = calloc(1, sizeof(*hc));
@@ -275,6 +287,7 @@ struct sp_health_checker *sp_health_checker_new(struct event_base *base, struct 
 			continue;
 		event_active(k->timer, EV_TIMEOUT, 0); /* a first check right away */
 	}
+	publish_active(hc, cfg);
 	return hc;
 }
 

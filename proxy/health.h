@@ -21,7 +21,9 @@ struct sp_health {
 	_Atomic int consecutive_failures;
 	_Atomic int64_t retry_at_ms; /* passive: a trial request is let through after this */
 	_Atomic uint64_t transitions;
-	int active;                  /* an active check decides when it is up again */
+	/* an active check runs for it and decides when it is up again; set only
+	 * by the checker, when a generation is committed */
+	_Atomic int active;
 	/* shadows only: a mirror that takes connections but does not answer */
 	_Atomic int shadow_timeouts;        /* consecutive shadow exchanges that timed out */
 	_Atomic int64_t shadow_retry_at_ms; /* nonzero: shadows paused, a trial after this */
@@ -31,7 +33,9 @@ struct sp_health_table;
 
 struct sp_health_table *sp_health_table_new(void);
 void sp_health_table_free(struct sp_health_table **t);
-/* Points every backend of cfg (not yet shared) at its health entry. */
+/* Points every backend of cfg (not yet shared) at its health entry, adding
+ * an entry (up, nothing known) for a new URL. Changes nothing a running
+ * generation sees: cfg may still be refused. */
 int sp_health_attach(struct sp_health_table *t, struct sp_config *cfg);
 
 /* May a request go to this backend? (any worker) */
@@ -59,7 +63,8 @@ int sp_health_shadow_usable(const struct sp_backend *be);
 void sp_health_shadow_report(const struct sp_backend *be, int answered);
 
 /* Active checks of cfg's backends that have a `health` block, on base (the
- * main thread). Replaces the checks of an earlier generation. */
+ * main thread). Replaces the checks of an earlier generation, and tells the
+ * workers which backends a running check decides for (sp_health.active). */
 struct sp_health_checker;
 struct sp_health_checker *sp_health_checker_new(struct event_base *base, struct sp_config *cfg);
 void sp_health_checker_free(struct sp_health_checker **c);

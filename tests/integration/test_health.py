@@ -1,5 +1,8 @@
 """Backend health: active checks, passive failure counting, fallback to the
 route's other side, and the one retry of a refused idempotent request."""
+import os
+import signal
+import socket
 import subprocess
 import threading
 import time
@@ -163,3 +166,53 @@ def test_health_settings_checked(tmp_path):
     assert "%s:3: backends.a.health.colour: unknown setting" % conf in r.stderr
     assert ("%s:4: backends.b.health.path: must not contain spaces or control characters"
             % conf) in r.stderr
+
+
+def refused_reload(p, backends, routes):
+    """Rewrites p's file with backends and routes plus a second listener on an
+    address another socket holds, sends SIGHUP and waits for the refusal."""
+    squatter = socket.socket()
+    squatter.bind((harness.HOST, 0))
+    squatter.listen(1)
+    try:
+        text = harness.make_config(p.port, backends, None, routes, 1, p.access_log_path)
+        own = 'listen = ( { address = "%s:%d"; } );' % (harness.HOST, p.port)
+        both = 'listen = ( { address = "%s:%d"; }, { address = "%s:%d"; } );' % (
+            harness.HOST, p.port, harness.HOST, squatter.getsockname()[1])
+        assert own in text
+        with open(p.conf_path, "w") as f:
+            f.write(text.replace(own, both))
+        os.kill(p.pid, signal.SIGHUP)
+        harness.wait_for(lambda: "keeping the running configuration" in p.stderr_text(),
+                         what="the reload refused")
+    finally:
+        squatter.close()
+
+
+def test_a_refused_reload_leaves_backend_health_as_it_was(backend_factory, start_proxy):
+    """A reload refused after its file was read (here: a listen address in
+    use) adds health.path to modern, which has passive checks only. Nothing
+    of it may apply: modern, once down, still gets a trial request every
+    interval_ms and comes back with its first success. The refused reload
+    used to mark modern's shared health state as actively checked, with no
+    check running, so it never came back."""
+    fail = Switch()
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern", lambda req, conn: Response(
+        200 if fail.ok else 500, b"m", headers=[("X-Backend", "modern")]))
+    passive = {"unhealthy": 2, "interval_ms": 300}
+    p = start_proxy({"legacy": legacy, "modern": {"url": modern, "health": passive}},
+                    routes=rollout_route())
+    assert served(p) == (200, "modern")
+    refused_reload(p, {"legacy": legacy,
+                       "modern": {"url": modern, "health": dict(passive, path="/health")}},
+                   rollout_route())
+    fail.ok = False
+    assert [served(p)[0] for _ in range(2)] == [500, 500]
+    assert "is down: consecutive failed requests" in p.stderr_text()
+    fail.ok = True
+    harness.wait_for(lambda: served(p) == (200, "modern"), timeout=3, interval=0.05,
+                     what="a trial request to modern")
+    assert "is up again: a request succeeded" in p.stderr_text()
+    assert [r for r in modern.requests if r.path == "/health"] == []
+
