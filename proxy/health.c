@@ -64,10 +64,6 @@ int sp_health_attach(struct sp_health_table *t, struct sp_config *cfg)
 		struct sp_backend *be = &cfg->backends[i];
 		if (!(be->health = entry(t, be->url)))
 			return -1;
-		be->health->active = be->has_health;
-		if (!be->has_health && atomic_load(&be->health->down) &&
-		    atomic_load(&be->health->retry_at_ms) == 0)
-			atomic_store(&be->health->retry_at_ms, now_ms()); /* checks removed: trial now */
 	}
 	return 0;
 }
@@ -89,7 +85,7 @@ int sp_health_usable(const struct sp_backend *be)
 	struct sp_health *h = be->health;
 	if (!h || !atomic_load_explicit(&h->down, memory_order_relaxed))
 		return 1;
-	if (h->active)
+	if (atomic_load_explicit(&h->active, memory_order_relaxed))
 		return 0; /* the active check says when it is back */
 	return trial_due(&h->retry_at_ms, be); /* passive */
 }
@@ -115,7 +111,8 @@ void sp_health_report(const struct sp_backend *be, int ok)
 		return;
 	if (ok) {
 		atomic_store_explicit(&h->consecutive_failures, 0, memory_order_relaxed);
-		if (!h->active && atomic_load_explicit(&h->down, memory_order_relaxed))
+		if (!atomic_load_explicit(&h->active, memory_order_relaxed) &&
+		    atomic_load_explicit(&h->down, memory_order_relaxed))
 			set_down(h, be, 0, "a request succeeded");
 		return;
 	}
@@ -171,16 +168,16 @@ void sp_health_shadow_report(const struct sp_backend *be, int answered)
 /* ---- active checks ---- */
 
 struct check {
-	struct sp_health_checker *owner;
-	const struct sp_backend *be;
+	const struct sp_backend *be; /* in the checker's generation */
 	struct event *timer;
 	struct sp_conn *conn;
 	int successes, failures;
 };
 
 struct sp_health_checker {
-	struct sp_config *cfg;
-	struct check *checks;
+	struct event_base *base;
+	struct sp_config *cfg; /* the generation the checks' backends belong to */
+	struct check **checks;
 	size_t n;
 };
 
@@ -254,28 +251,110 @@ static void on_check_timer(evutil_socket_t fd, short what, void *arg)
 			    be->health_path, be->hostport);
 }
 
-struct sp_health_checker *sp_health_checker_new(struct event_base *base, struct sp_config *cfg)
+static void check_free(struct check **kp)
 {
-	struct sp_health_checker *hc = calloc(1, sizeof(*hc));
-	if (!hc || !(hc->checks = calloc(cfg->nbackends + 1, sizeof(*hc->checks)))) {
-		free(hc);
+	struct check *k = *kp;
+	if (!k)
+		return;
+	*kp = NULL;
+	if (k->timer)
+		event_free(k->timer);
+	sp_conn_free(&k->conn);
+	free(k);
+}
+
+/* A check of be every health_interval_ms, the first one at once. */
+static struct check *check_new(struct event_base *base, const struct sp_backend *be)
+{
+	struct check *k = calloc(1, sizeof(*k));
+	struct timeval tv = sp_tv_ms(be->health_interval_ms);
+	if (!k)
+		return NULL;
+	k->be = be;
+	k->timer = event_new(base, -1, EV_PERSIST, on_check_timer, k);
+	if (!k->timer || event_add(k->timer, &tv) < 0) {
+		check_free(&k);
 		return NULL;
 	}
-	hc->cfg = sp_config_ref(cfg);
+	event_active(k->timer, EV_TIMEOUT, 0);
+	return k;
+}
+
+/* Whether a check of a can go on as the check of b: the same URL (so the
+ * same health entry) and the same health settings. */
+static int same_check(const struct sp_backend *a, const struct sp_backend *b)
+{
+	return strcmp(a->url, b->url) == 0 && strcmp(a->health_path, b->health_path) == 0 &&
+	       a->health_interval_ms == b->health_interval_ms &&
+	       a->health_timeout_ms == b->health_timeout_ms &&
+	       a->health_healthy == b->health_healthy && a->health_unhealthy == b->health_unhealthy;
+}
+
+/* Takes a running check that can go on as be's out of hc (NULL: none). */
+static struct check *take_check(struct sp_health_checker *hc, const struct sp_backend *be)
+{
+	for (size_t j = 0; j < hc->n; j++) {
+		struct check *k = hc->checks[j];
+		if (k && same_check(k->be, be)) {
+			hc->checks[j] = NULL;
+			return k;
+		}
+	}
+	return NULL;
+}
+
+/* Publishes which of cfg's backends a running check decides for. One whose
+ * check could not start is left to passive trials, and one whose checks were
+ * removed while it is down gets its trial request now. */
+static void publish_active(const struct sp_health_checker *hc, const struct sp_config *cfg)
+{
+	for (size_t i = 0; i < cfg->nbackends; i++) {
+		struct sp_health *h = cfg->backends[i].health;
+		int active = 0;
+		for (size_t j = 0; j < hc->n && !active; j++)
+			active = hc->checks[j]->be->health == h;
+		if (h && atomic_exchange(&h->active, active) && !active && atomic_load(&h->down))
+			atomic_store(&h->retry_at_ms, now_ms());
+	}
+}
+
+struct sp_health_checker *sp_health_checker_new(struct event_base *base)
+{
+	struct sp_health_checker *hc = calloc(1, sizeof(*hc));
+	if (hc)
+		hc->base = base;
+	return hc;
+}
+
+int sp_health_checker_update(struct sp_health_checker *hc, struct sp_config *cfg)
+{
+	struct check **next = calloc(cfg->nbackends + 1, sizeof(*next));
+	size_t n = 0;
+	if (!next)
+		return -1;
 	for (size_t i = 0; i < cfg->nbackends; i++) {
 		const struct sp_backend *be = &cfg->backends[i];
 		if (!be->has_health)
 			continue;
-		struct check *k = &hc->checks[hc->n++];
-		k->owner = hc;
-		k->be = be;
-		k->timer = event_new(base, -1, EV_PERSIST, on_check_timer, k);
-		struct timeval tv = sp_tv_ms(be->health_interval_ms);
-		if (!k->timer || event_add(k->timer, &tv) < 0)
+		struct check *k = take_check(hc, be);
+		if (!k && !(k = check_new(hc->base, be))) {
+			sp_log(SP_LOG_ERROR, "backend %s (%s): cannot start its health check",
+			       be->name, be->hostport);
 			continue;
-		event_active(k->timer, EV_TIMEOUT, 0); /* a first check right away */
+		}
+		k->be = be;
+		next[n++] = k;
 	}
-	return hc;
+	for (size_t j = 0; j < hc->n; j++)
+		check_free(&hc->checks[j]); /* the checks cfg no longer has */
+	free(hc->checks);
+	hc->checks = next;
+	hc->n = n;
+	struct sp_config *old = hc->cfg;
+	hc->cfg = sp_config_ref(cfg);
+	sp_config_unref(&old);
+	publish_active(hc, cfg);
+	return 0;
 }
 
 void sp_health_checker_free(struct sp_health_checker **hp)
@@ -284,11 +363,8 @@ void sp_health_checker_free(struct sp_health_checker **hp)
 	if (!hc)
 		return;
 	*hp = NULL;
-	for (size_t i = 0; i < hc->n; i++) {
-		if (hc->checks[i].timer)
-			event_free(hc->checks[i].timer);
-		sp_conn_free(&hc->checks[i].conn);
-	}
+	for (size_t i = 0; i < hc->n; i++)
+		check_free(&hc->checks[i]);
 	free(hc->checks);
 	sp_config_unref(&hc->cfg);
 	free(hc);

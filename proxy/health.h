@@ -21,7 +21,9 @@ struct sp_health {
 	_Atomic int consecutive_failures;
 	_Atomic int64_t retry_at_ms; /* passive: a trial request is let through after this */
 	_Atomic uint64_t transitions;
-	int active;                  /* an active check decides when it is up again */
+	/* an active check runs for it and decides when it is up again; set only
+	 * by the checker, when a generation is committed (sp_health_checker_update) */
+	_Atomic int active;
 	/* shadows only: a mirror that takes connections but does not answer */
 	_Atomic int shadow_timeouts;        /* consecutive shadow exchanges that timed out */
 	_Atomic int64_t shadow_retry_at_ms; /* nonzero: shadows paused, a trial after this */
@@ -31,7 +33,9 @@ struct sp_health_table;
 
 struct sp_health_table *sp_health_table_new(void);
 void sp_health_table_free(struct sp_health_table **t);
-/* Points every backend of cfg (not yet shared) at its health entry. */
+/* Points every backend of cfg (not yet shared) at its health entry, adding
+ * an entry (up, nothing known) for a new URL. Changes nothing a running
+ * generation sees: cfg may still be refused. */
 int sp_health_attach(struct sp_health_table *t, struct sp_config *cfg);
 
 /* May a request go to this backend? (any worker) */
@@ -58,10 +62,18 @@ int sp_health_shadow_usable(const struct sp_backend *be);
 /* A shadow exchange with this backend was answered (1) or timed out (0). */
 void sp_health_shadow_report(const struct sp_backend *be, int answered);
 
-/* Active checks of cfg's backends that have a `health` block, on base (the
- * main thread). Replaces the checks of an earlier generation. */
+/* Active checks of the running generation's backends that have
+ * `health.path`, on base (the main thread); none until the first update. */
 struct sp_health_checker;
-struct sp_health_checker *sp_health_checker_new(struct event_base *base, struct sp_config *cfg);
+struct sp_health_checker *sp_health_checker_new(struct event_base *base);
+/* Brings the checks in line with cfg, the generation just committed (keeps
+ * a reference): a check whose backend has the same URL and health settings
+ * in cfg goes on as it was (its timer, its passes and failures so far, the
+ * check in flight); the checks cfg no longer has stop, and new ones start
+ * with a check at once. Then tells the workers which backends a running
+ * check decides for (sp_health.active). Returns 0, or -1 when out of memory
+ * (the checks stay as they were). */
+int sp_health_checker_update(struct sp_health_checker *hc, struct sp_config *cfg);
 void sp_health_checker_free(struct sp_health_checker **c);
 
 #endif

@@ -122,9 +122,12 @@ int sp_runtime_applied(const struct sp_runtime *rt)
 
 void sp_runtime_start_checks(struct sp_runtime *rt)
 {
-	sp_health_checker_free(&rt->checker);
-	if (rt->base)
-		rt->checker = sp_health_checker_new(rt->base, rt->cfg);
+	if (!rt->base)
+		return;
+	if (!rt->checker)
+		rt->checker = sp_health_checker_new(rt->base);
+	if (!rt->checker || sp_health_checker_update(rt->checker, rt->cfg) < 0)
+		sp_log(SP_LOG_ERROR, "health checks: out of memory; they stay as they were");
 }
 
 /* Logs every diagnostic line ("FILE:LINE: setting: reason") with a prefix. */

@@ -29,7 +29,7 @@ struct sp_runtime {
 	struct sp_health_table *health;
 	struct sp_guards *guards;
 	struct sp_diff_ring *diffs; /* recent differences, per route */
-	struct sp_health_checker *checker; /* active checks of the running generation */
+	struct sp_health_checker *checker; /* active checks, kept across generations */
 	struct event *summary_timer; /* shadow summaries, every shadow.summary_interval_ms */
 	int stopping;
 	struct event *stop_poll; /* ends the main loop once the workers are done */
@@ -46,7 +46,8 @@ void sp_runtime_commit(struct sp_runtime *rt, struct sp_config *cfg);
 /* True once every running worker has switched to the newest generation
  * (workers switch from their own loops, a moment after the commit). */
 int sp_runtime_applied(const struct sp_runtime *rt);
-/* (Re)starts the active health checks of the running generation. */
+/* Starts the active health checks of the running generation, or brings
+ * them in line with it after a commit (unchanged ones go on as they were). */
 void sp_runtime_start_checks(struct sp_runtime *rt);
 /* SIGHUP and POST /api/reload: build, log, commit. Returns 0, or -1 with the
  * errors in diag (the running configuration stays). */

@@ -1,8 +1,13 @@
 """Backend health: active checks, passive failure counting, fallback to the
 route's other side, and the one retry of a refused idempotent request."""
+import os
+import signal
+import socket
 import subprocess
 import threading
 import time
+
+import pytest
 
 import harness
 from harness import Response, by_path
@@ -163,3 +168,147 @@ def test_health_settings_checked(tmp_path):
     assert "%s:3: backends.a.health.colour: unknown setting" % conf in r.stderr
     assert ("%s:4: backends.b.health.path: must not contain spaces or control characters"
             % conf) in r.stderr
+
+
+def refused_reload(p, backends, routes):
+    """Rewrites p's file with backends and routes plus a second listener on an
+    address another socket holds, sends SIGHUP and waits for the refusal."""
+    squatter = socket.socket()
+    squatter.bind((harness.HOST, 0))
+    squatter.listen(1)
+    try:
+        text = harness.make_config(p.port, backends, None, routes, 1, p.access_log_path)
+        own = 'listen = ( { address = "%s:%d"; } );' % (harness.HOST, p.port)
+        both = 'listen = ( { address = "%s:%d"; }, { address = "%s:%d"; } );' % (
+            harness.HOST, p.port, harness.HOST, squatter.getsockname()[1])
+        assert own in text
+        with open(p.conf_path, "w") as f:
+            f.write(text.replace(own, both))
+        os.kill(p.pid, signal.SIGHUP)
+        harness.wait_for(lambda: "keeping the running configuration" in p.stderr_text(),
+                         what="the reload refused")
+    finally:
+        squatter.close()
+
+
+def test_a_refused_reload_leaves_backend_health_as_it_was(backend_factory, start_proxy):
+    """A reload refused after its file was read (here: a listen address in
+    use) adds health.path to modern, which has passive checks only. Nothing
+    of it may apply: modern, once down, still gets a trial request every
+    interval_ms and comes back with its first success. The refused reload
+    used to mark modern's shared health state as actively checked, with no
+    check running, so it never came back."""
+    fail = Switch()
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern", lambda req, conn: Response(
+        200 if fail.ok else 500, b"m", headers=[("X-Backend", "modern")]))
+    passive = {"unhealthy": 2, "interval_ms": 300}
+    p = start_proxy({"legacy": legacy, "modern": {"url": modern, "health": passive}},
+                    routes=rollout_route())
+    assert served(p) == (200, "modern")
+    refused_reload(p, {"legacy": legacy,
+                       "modern": {"url": modern, "health": dict(passive, path="/health")}},
+                   rollout_route())
+    fail.ok = False
+    assert [served(p)[0] for _ in range(2)] == [500, 500]
+    assert "is down: consecutive failed requests" in p.stderr_text()
+    fail.ok = True
+    harness.wait_for(lambda: served(p) == (200, "modern"), timeout=3, interval=0.05,
+                     what="a trial request to modern")
+    assert "is up again: a request succeeded" in p.stderr_text()
+    assert [r for r in modern.requests if r.path == "/health"] == []
+
+
+def reload(p):
+    """SIGHUP with the file as it is; waits until the reload is logged."""
+    done = p.stderr_text().count(" routes\n")
+    os.kill(p.pid, signal.SIGHUP)
+    harness.wait_for(lambda: p.stderr_text().count(" routes\n") > done, what="the reload")
+
+
+@pytest.mark.parametrize("change", ["sighup", "patch"])
+def test_health_checks_outlive_configuration_changes(change, backend_factory, start_proxy):
+    """A reload or a runtime change that leaves a backend's URL and health
+    settings as they were keeps its check as it runs: its passes so far, its
+    timer. Every change used to start all checks afresh (one at once, counts
+    from zero), so with changes more often than healthy x interval_ms a down
+    backend never came back, and each change cost every backend a check."""
+    sw = Switch()
+    sw.ok = False
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern", by_path({"/health": sw.handler}))
+    health = {"path": "/health", "interval_ms": 500, "timeout_ms": 400, "healthy": 2,
+              "unhealthy": 2}
+    p = start_proxy({"legacy": legacy, "modern": {"url": modern, "health": health}},
+                    routes=rollout_route(), admin={})
+    harness.wait_for(lambda: "is down" in p.stderr_text(), what="modern down")
+    sw.ok = True
+    before = len(modern.requests)
+    start, changes = time.monotonic(), 0
+    while "is up again" not in p.stderr_text() and time.monotonic() - start < 4:
+        if change == "sighup":
+            reload(p)
+        else:
+            st, _ = p.admin("PATCH", "/api/routes/orders",
+                            {"rollout": {"percent": 99.0 if changes % 2 else 100.0}})
+            assert st == 200
+        changes += 1
+        time.sleep(0.2)
+    took = time.monotonic() - start
+    assert "is up again: health check passed" in p.stderr_text(), "%d changes" % changes
+    assert changes >= 3 and took < 1.8
+    checks = [r for r in modern.requests[before:] if r.path == "/health"]
+    assert len(checks) <= took / 0.5 + 1, "%d checks in %.1f s" % (len(checks), took)
+
+
+def test_a_reload_restarts_only_the_checks_it_changes(backend_factory, start_proxy):
+    """Changing one backend's health.path starts its new check at once and
+    stops the old one; the other backend's check keeps its timer (it used to
+    be checked again at every reload)."""
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern")
+    slow = {"path": "/health", "interval_ms": 3000, "timeout_ms": 500}
+    backends = {"legacy": {"url": legacy, "health": slow},
+                "modern": {"url": modern, "health": slow}}
+    p = start_proxy(backends, routes=rollout_route())
+
+    def checks(b, path):
+        return len([r for r in b.requests if r.path == path])
+
+    harness.wait_for(lambda: checks(legacy, "/health") == 1 and checks(modern, "/health") == 1,
+                     what="the first checks")
+    backends["modern"] = {"url": modern, "health": dict(slow, path="/ready")}
+    with open(p.conf_path, "w") as f:
+        f.write(harness.make_config(p.port, backends, None, rollout_route(), 1,
+                                    p.access_log_path))
+    reload(p)
+    harness.wait_for(lambda: checks(modern, "/ready") == 1, what="modern's new check")
+    reload(p)  # nothing changed
+    time.sleep(0.3)
+    assert (checks(legacy, "/health"), checks(modern, "/health"), checks(modern, "/ready")) == \
+        (1, 1, 1)
+
+
+def test_a_down_backend_whose_check_is_removed_gets_a_trial_at_once(backend_factory,
+                                                                     start_proxy):
+    """With health.path removed by a reload, nothing would bring a down
+    backend back but a passive trial: the next request is one (it used to
+    wait for interval_ms from when the backend went down)."""
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern", by_path(
+        {"/health": lambda req, conn: Response(503, b"h")},
+        default=lambda req, conn: Response(200, b"m", headers=[("X-Backend", "modern")])))
+    health = {"path": "/health", "interval_ms": 10000, "unhealthy": 1}
+    p = start_proxy({"legacy": legacy, "modern": {"url": modern, "health": health}},
+                    routes=rollout_route())
+    harness.wait_for(lambda: "is down" in p.stderr_text(), what="modern down")
+    assert served(p) == (200, "legacy")
+    del health["path"]
+    with open(p.conf_path, "w") as f:
+        f.write(harness.make_config(p.port, {"legacy": legacy,
+                                             "modern": {"url": modern, "health": health}},
+                                    None, rollout_route(), 1, p.access_log_path))
+    reload(p)
+    time.sleep(0.05)  # the workers apply it from their own loops
+    assert served(p) == (200, "modern")
+    assert "is up again: a request succeeded" in p.stderr_text()
