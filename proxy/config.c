@@ -398,7 +398,8 @@ static void load_backend_tls(struct sp_loader *L, const config_setting_t *e, con
 		if ((wcert != NULL) != (wkey != NULL))
 			ERR(L, wcert ? wcert : wkey,
 			    "%s: client_certificate and client_private_key go together", path);
-		else if (!(b->tls_ctx = sp_tls_client_ctx(ca, verify, cert, key, err, sizeof(err))))
+		else if (!(b->tls_ctx = sp_tls_client_ctx(ca, verify, cert, key, b->tls_id, err,
+							     sizeof(err))))
 			ERR(L, wca ? wca : e, "%s: %s", path, err);
 	}
 	free(ca);

@@ -2,6 +2,7 @@
 #include "tls.h"
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,11 +152,47 @@ void sp_tls_server_free(struct sp_tls_server **sp)
 	free(s);
 }
 
+/* Adds a setting to the digest, length first so that no two settings run
+ * together; with a path, the file's contents follow (a reload may find new
+ * contents under the same name). */
+static void digest_setting(EVP_MD_CTX *md, const char *value, int is_file)
+{
+	size_t len = value ? strlen(value) + 1 : 0;
+	EVP_DigestUpdate(md, &len, sizeof(len));
+	EVP_DigestUpdate(md, value ? value : "", len);
+	FILE *f = is_file && value ? fopen(value, "rb") : NULL;
+	if (!f)
+		return;
+	unsigned char buf[4096];
+	size_t n;
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		EVP_DigestUpdate(md, buf, n);
+	fclose(f);
+}
+
+static int client_id(const char *ca_file, int verify, const char *cert, const char *key,
+		     unsigned char id[SP_TLS_ID_LEN])
+{
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	unsigned int len = SP_TLS_ID_LEN;
+	int ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+	if (ok) {
+		digest_setting(md, verify ? "verify" : "no verify", 0);
+		digest_setting(md, ca_file, 1);
+		digest_setting(md, cert, 1);
+		digest_setting(md, key, 1);
+		ok = EVP_DigestFinal_ex(md, id, &len) == 1;
+	}
+	EVP_MD_CTX_free(md);
+	return ok ? 0 : -1;
+}
+
 SSL_CTX *sp_tls_client_ctx(const char *ca_file, int verify, const char *cert, const char *key,
-			   char *err, size_t errlen)
+			   unsigned char id[SP_TLS_ID_LEN], char *err, size_t errlen)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-	if (!ctx) {
+	if (!ctx || client_id(ca_file, verify, cert, key, id) < 0) {
+		SSL_CTX_free(ctx);
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}

@@ -22,9 +22,14 @@ struct sp_tls_server *sp_tls_server_new(const struct sp_tls_cert *certs, size_t 
 SSL_CTX *sp_tls_server_ctx(const struct sp_tls_server *s);
 void sp_tls_server_free(struct sp_tls_server **s);
 
+#define SP_TLS_ID_LEN 32
+
 /* ca_file NULL: the system store. verify 0: no certificate check. cert and
- * key (a client certificate) are both set or both NULL. */
+ * key (a client certificate) are both set or both NULL. id receives a
+ * digest of the settings and of the files' contents: two contexts with the
+ * same id trust and present the same things, so connections made with one
+ * may serve the other (the system store is taken by name only). */
 SSL_CTX *sp_tls_client_ctx(const char *ca_file, int verify, const char *cert, const char *key,
-			   char *err, size_t errlen);
+			   unsigned char id[SP_TLS_ID_LEN], char *err, size_t errlen);
 
 #endif

@@ -61,6 +61,7 @@ class TLSBackend:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("X-Backend", name)
+                self.send_header("X-Peer-Port", str(self.client_address[1]))
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -307,3 +308,46 @@ def test_client_certificate_for_mutual_tls(start_proxy, backend_factory, pki):
             assert r.status == 502
     finally:
         mtls.stop()
+
+
+def test_a_reload_that_changes_backend_tls_settings_drops_pooled_connections(
+        start_proxy, backend_factory, pki, tls_backends, tmp_path):
+    """Pooled connections carry the TLS settings they were made with: a reload
+    that turns tls_verify on, or finds another authority in the same ca_file,
+    must not go on reusing them (the impostor kept answering 200). A reload
+    that changes nothing keeps them."""
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(open(pki["ca"], "rb").read())
+    other = tmp_path / "other"
+    other.mkdir()
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj",
+            "/CN=another CA", cwd=other)
+    url = lambda name: "https://127.0.0.1:%d" % tls_backends[name].port
+    impostor = {"url": url("wrongname"), "tls_verify": False}
+    good = {"url": url("localhost"), "ca_file": str(ca)}
+    routes = [backend_route("impostor"), backend_route("good")]
+    p = start_proxy({"legacy": backend_factory("legacy"), "impostor": impostor, "good": good},
+                    default_backend="legacy", routes=routes)
+
+    def rewrite(backends):
+        open(p.conf_path, "w").write(harness.make_config(
+            p.port, dict(legacy=backend_factory("legacy"), **backends), "legacy", routes, 1,
+            p.access_log_path))
+
+    def get(path):
+        r = harness.RawClient(p.port).request("GET", path)
+        return r.status, r.header("X-Peer-Port")
+
+    status, _ = get("/impostor")
+    assert status == 200
+    _, peer = get("/good")
+    assert get("/good") == (200, peer)  # pooled
+    rewrite({"impostor": dict(impostor, tls_verify=True, ca_file=str(ca)), "good": good})
+    harness.reload_and_wait(p, 1)
+    assert get("/impostor")[0] == 502
+    assert get("/good") == (200, peer)  # unchanged: still pooled
+    ca.write_bytes((other / "ca.pem").read_bytes())
+    harness.reload_and_wait(p, 2)
+    assert get("/good")[0] == 502
+    assert get("/impostor")[0] == 502
