@@ -69,21 +69,43 @@ static int on_servername(SSL *ssl, int *alert, void *arg)
 	return SSL_TLSEXT_ERR_OK;
 }
 
+/* OpenSSL's default would prompt "Enter PEM pass phrase:" on the terminal
+ * and block (-t, or a reload in the main thread). No pass phrase is given:
+ * the file is refused, and *asked says why. */
+static int on_passphrase(char *buf, int size, int rwflag, void *asked)
+{
+	(void)buf;
+	(void)size;
+	(void)rwflag;
+	if (asked)
+		*(int *)asked = 1;
+	return 0;
+}
+
 /* Loads a certificate chain and its private key into ctx; the setting names
  * label the error. Returns -1 with err set. */
 static int load_pair(SSL_CTX *ctx, const char *cert_key, const char *cert, const char *pkey_key,
 		     const char *pkey, char *err, size_t errlen)
 {
+	int asked = 0;
 	if (unreadable(cert_key, cert, err, errlen) || unreadable(pkey_key, pkey, err, errlen))
 		return -1;
-	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+	SSL_CTX_set_default_passwd_cb(ctx, on_passphrase);
+	SSL_CTX_set_default_passwd_cb_userdata(ctx, &asked);
+	int ok = SSL_CTX_use_certificate_chain_file(ctx, cert) == 1;
+	if (!ok)
 		openssl_reason(err, errlen, cert_key, cert);
-		return -1;
-	}
-	if (SSL_CTX_use_PrivateKey_file(ctx, pkey, SSL_FILETYPE_PEM) != 1) {
+	else if (!(ok = SSL_CTX_use_PrivateKey_file(ctx, pkey, SSL_FILETYPE_PEM) == 1) && asked) {
+		snprintf(err, errlen, "%s \"%s\": encrypted private keys are not supported",
+			 pkey_key, pkey);
+		ERR_clear_error();
+	} else if (!ok) {
 		openssl_reason(err, errlen, pkey_key, pkey);
-		return -1;
 	}
+	/* asked goes out of scope; the callback stays and still refuses */
+	SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);
+	if (!ok)
+		return -1;
 	if (SSL_CTX_check_private_key(ctx) != 1) {
 		snprintf(err, errlen, "%s \"%s\" does not match %s \"%s\"", pkey_key, pkey,
 			 cert_key, cert);

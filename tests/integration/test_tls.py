@@ -1,8 +1,11 @@
 """TLS on both sides, with certificates generated at test time by the openssl
 command line: a listener (SNI, ALPN, minimum version, reload of a bad
 certificate) and https backends (verified, expired, wrong name, unverified)."""
+import errno
 import http.server
 import os
+import pty
+import select
 import signal
 import socket
 import ssl
@@ -351,3 +354,52 @@ def test_a_reload_that_changes_backend_tls_settings_drops_pooled_connections(
     harness.reload_and_wait(p, 2)
     assert get("/good")[0] == 502
     assert get("/impostor")[0] == 502
+
+
+def run_on_a_terminal(argv, timeout=5.0):
+    """(exit status, output) of argv run with a pseudo-terminal as its
+    controlling terminal, where OpenSSL would prompt for a pass phrase; None
+    as the status when it had not finished within timeout (then killed)."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(argv[0], argv)
+    out, deadline = b"", time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            try:
+                if select.select([fd], [], [], 0.05)[0]:
+                    out += os.read(fd, 4096)
+            except OSError as e:
+                if e.errno != errno.EIO:  # EIO: the child closed the terminal
+                    raise
+            if done:
+                return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        return None, out.decode(errors="replace")
+    finally:
+        os.close(fd)
+
+
+def test_encrypted_private_keys_are_refused_without_a_prompt(tmp_path, pki):
+    """An encrypted key made OpenSSL ask "Enter PEM pass phrase:" on the
+    terminal: -t waited for it, and a reload blocked the main thread."""
+    enc = str(tmp_path / "enc.key")
+    openssl("pkey", "-in", pki["localhost"][1], "-aes256", "-passout", "pass:secret", "-out", enc,
+            cwd=tmp_path)
+    conf = tmp_path / "t.conf"
+    conf.write_text(
+        'listen = ( { address = "127.0.0.1:1"; tls = { certificate = "%s"; private_key = "%s"; }; } );\n'
+        'backends = {\n'
+        '  a = { url = "https://127.0.0.1:2"; ca_file = "%s";\n'
+        '        client_certificate = "%s"; client_private_key = "%s"; };\n'
+        '};\n'
+        'default_backend = "a";\n' % (pki["localhost"][0], enc, pki["ca"], pki["localhost"][0], enc))
+    status, out = run_on_a_terminal([harness.BINARY, "-t", "-c", str(conf)])
+    assert status == 1, (status, out)
+    assert "pass phrase" not in out
+    assert '%s:1: listen.[0].tls: private_key "%s": encrypted private keys are not supported' \
+        % (conf, enc) in out
+    assert ('backends.a: client_private_key "%s": encrypted private keys are not supported' % enc
+            in out)
