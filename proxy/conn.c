@@ -424,8 +424,9 @@ static void tls_readable(struct sp_conn *c)
 		if (got)
 			break; /* deliver what came; the end is seen on the next call */
 		if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)) {
-			/* close_notify, or a close without one: an HTTP parser decides
-			 * whether the message was complete */
+			/* close_notify, or a close without one (ZERO_RETURN too under
+			 * SSL_OP_IGNORE_UNEXPECTED_EOF, tls.c): an HTTP parser
+			 * decides whether the message was complete */
 			c->eof = 1;
 			arm_read(c);
 			c->on_event(c, SP_CONN_EOF | SP_CONN_READING, c->arg);

@@ -1,4 +1,9 @@
-/* TLS contexts (see tls.h). */
+/* TLS contexts (see tls.h). Both kinds set SSL_OP_IGNORE_UNEXPECTED_EOF: with
+ * OpenSSL 3 a TCP close without close_notify is otherwise a TLS error, which
+ * cut close-delimited responses and refused a client's half-close. As an EOF,
+ * the HTTP parser decides whether the message was complete, so a cut inside a
+ * Content-Length or chunked body is still reported as truncation, as over
+ * plain HTTP (and as nginx does). */
 #include "tls.h"
 
 #include <openssl/err.h>
@@ -123,7 +128,8 @@ static SSL_CTX *server_ctx(const struct sp_tls_cert *c, int min_version, char *e
 		return NULL;
 	}
 	SSL_CTX_set_min_proto_version(ctx, min_version);
-	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+				 SSL_OP_IGNORE_UNEXPECTED_EOF);
 	SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
 	if (load_pair(ctx, "certificate", c->certificate, "private_key", c->private_key, err,
 		      errlen) < 0)
@@ -219,6 +225,7 @@ SSL_CTX *sp_tls_client_ctx(const char *ca_file, int verify, const char *cert, co
 		return NULL;
 	}
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
 	static const unsigned char h11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
 	SSL_CTX_set_alpn_protos(ctx, h11, sizeof(h11));
 	if (ca_file && unreadable("ca_file", ca_file, err, errlen))

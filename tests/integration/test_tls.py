@@ -403,3 +403,135 @@ def test_encrypted_private_keys_are_refused_without_a_prompt(tmp_path, pki):
         % (conf, enc) in out
     assert ('backends.a: client_private_key "%s": encrypted private keys are not supported' % enc
             in out)
+
+
+class BioTLS:
+    """TLS over a plain socket through memory BIOs, so that nothing is sent
+    that the test does not send: closing the socket ends TCP without a
+    close_notify, and shutdown(SHUT_WR) is a bare FIN."""
+
+    def __init__(self, sock, ctx, server_side, server_hostname=None):
+        self.sock, self.inc, self.out = sock, ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.inc, self.out, server_side=server_side,
+                                server_hostname=server_hostname)
+        while True:
+            try:
+                self.obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                self._fill()
+        self._flush()
+
+    def _flush(self):
+        data = self.out.read()
+        if data:
+            self.sock.sendall(data)
+
+    def _fill(self):
+        data = self.sock.recv(65536)
+        if data:
+            self.inc.write(data)
+        else:
+            self.inc.write_eof()
+        return bool(data)
+
+    def send(self, data):
+        self.obj.write(data)
+        self._flush()
+
+    def read_until(self, delim):
+        got = b""
+        while delim not in got:
+            try:
+                got += self.obj.read(65536)
+            except ssl.SSLWantReadError:
+                self._flush()
+                if not self._fill():
+                    break
+        return got
+
+    def read_to_eof(self):
+        """Everything until TCP EOF (a close_notify on the way is fine)."""
+        got, open_ = b"", True
+        while open_:
+            open_ = self._fill()
+            try:
+                while True:
+                    chunk = self.obj.read(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                pass
+        return got
+
+
+def abrupt_https_backend(pki, response):
+    """An https backend that answers every request with the bytes of response,
+    then closes TCP without a close_notify. Returns (url, listening socket)."""
+    srv = socket.socket()
+    srv.bind((harness.HOST, 0))
+    srv.listen(8)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(*pki["localhost"])
+
+    def serve():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                t = BioTLS(conn, ctx, server_side=True)
+                t.read_until(b"\r\n\r\n")
+                t.send(response)
+                time.sleep(0.05)
+    threading.Thread(target=serve, daemon=True).start()
+    return "https://127.0.0.1:%d" % srv.getsockname()[1], srv
+
+
+@pytest.mark.parametrize("response, complete, error", [
+    (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"x" * 5000, True, None),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"x" * 2000, False,
+     "upstream response truncated"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7d0\r\n" + b"x" * 2000, False,
+     "upstream response truncated"),
+])
+def test_an_https_backend_closing_without_close_notify(start_proxy, pki, response, complete,
+                                                       error):
+    """OpenSSL 3 took a TCP close without close_notify for a TLS error: a
+    close-delimited response was cut ("upstream reset"). It is an end of
+    stream now, and the HTTP framing tells a complete answer from a cut one."""
+    url, srv = abrupt_https_backend(pki, response)
+    try:
+        p = start_proxy({"legacy": {"url": url, "ca_file": pki["ca"]}})
+        with socket.create_connection((harness.HOST, p.port), timeout=5) as c:
+            c.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            got = harness.Stream(c).read_to_eof()
+        e = p.wait_access(1)[0]
+        assert got.startswith(b"HTTP/1.1 200 OK\r\n")
+        # relayed chunked: a complete answer ends with the last chunk
+        assert got.endswith(b"\r\n0\r\n\r\n") == complete, got[-40:]
+        assert e.get("error") == error, e
+    finally:
+        srv.close()
+
+
+def test_a_tls_client_half_close_is_answered(start_proxy, backend_factory, pki):
+    """A TLS client that sends its request and then a bare TCP FIN (no
+    close_notify) gets its answer, as over plain HTTP (it got an alert and a
+    499)."""
+    b = backend_factory("legacy")
+    p = start_tls_proxy(start_proxy, b, pki, [pki["localhost"]])
+    with socket.create_connection((harness.HOST, p.port), timeout=5) as raw:
+        t = BioTLS(raw, ssl.create_default_context(cafile=pki["ca"]), server_side=False,
+                   server_hostname="localhost")
+        t.send(b"GET /half HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        raw.shutdown(socket.SHUT_WR)
+        got = t.read_to_eof()
+    assert got.startswith(b"HTTP/1.1 200 OK\r\n"), got
+    assert b.wait_requests(1)[0].path == "/half"
+    e = p.wait_access(1)[0]
+    assert e["status"] == 200 and "error" not in e, e
