@@ -535,3 +535,27 @@ def test_a_tls_client_half_close_is_answered(start_proxy, backend_factory, pki):
     assert b.wait_requests(1)[0].path == "/half"
     e = p.wait_access(1)[0]
     assert e["status"] == 200 and "error" not in e, e
+
+
+def test_backend_certificate_failures_give_the_certificate_checks_reason(
+        start_proxy, backend_factory, pki, tls_backends):
+    """Each failure was logged as a bare "certificate verify failed"; the log
+    (and a health check's verdict) now says which check failed, as nginx does."""
+    url = lambda name: "https://127.0.0.1:%d" % tls_backends[name].port
+    backends = {
+        "legacy": backend_factory("legacy"),
+        "expired": {"url": url("expired"), "ca_file": pki["ca"]},
+        "wrongname": {"url": url("wrongname"), "ca_file": pki["ca"]},
+        "checked": {"url": url("expired"), "ca_file": pki["ca"],
+                    "health": {"path": "/health", "interval_ms": 100, "unhealthy": 1}},
+    }
+    p = start_proxy(backends, default_backend="legacy",
+                    routes=[backend_route("expired"), backend_route("wrongname")])
+    for name in ("expired", "wrongname"):
+        assert harness.RawClient(p.port).request("GET", "/" + name).status == 502
+    log = harness.wait_for(lambda: (lambda t: t if "backend checked" in t else None)(
+        p.stderr_text()), what="health check verdict")
+    assert "backend expired: TLS: certificate verify failed (certificate has expired)" in log
+    assert "backend wrongname: TLS: certificate verify failed (IP address mismatch)" in log
+    assert ("is down: health check: TLS: certificate verify failed (certificate has expired)"
+            in log), log
