@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 struct sp_tls_server {
@@ -21,25 +22,47 @@ struct sp_tls_server {
 	size_t n;
 };
 
-static void openssl_reason(char *err, size_t errlen, const char *what, const char *file)
+/* Whether OpenSSL found nothing of the kind it looked for in a file (not
+ * PEM at all, or PEM of another kind: a key given as the certificate). */
+static int nothing_found(unsigned long e)
 {
-	/* the last error is the most specific; system errors have no reason
-	 * string in OpenSSL 3, so fall back to the library's text */
-	unsigned long e = ERR_peek_last_error();
+	return (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE) ||
+	       (ERR_GET_LIB(e) == ERR_LIB_OSSL_DECODER && ERR_GET_REASON(e) == ERR_R_UNSUPPORTED);
+}
+
+/* err = `what "file": reason`; with `kind`, a file holding no such thing
+ * says "no KIND found (reason)". */
+static void openssl_reason(char *err, size_t errlen, const char *what, const char *file,
+			   const char *kind)
+{
+	/* the first error is the specific one ("no start line"); the later
+	 * ones wrap it ("PEM lib"). System errors have no reason string in
+	 * OpenSSL 3, so fall back to the library's text. */
+	unsigned long e = ERR_peek_error();
 	const char *reason = e ? ERR_reason_error_string(e) : NULL;
 	char buf[256];
 	if (!reason && e) {
 		ERR_error_string_n(e, buf, sizeof(buf));
 		reason = buf;
 	}
-	snprintf(err, errlen, "%s \"%s\": %s", what, file, reason ? reason : "unknown error");
+	if (kind && nothing_found(e))
+		snprintf(err, errlen, "%s \"%s\": no %s found (%s)", what, file, kind, reason);
+	else
+		snprintf(err, errlen, "%s \"%s\": %s", what, file, reason ? reason : "unknown error");
 	ERR_clear_error();
 }
 
 /* A file that cannot be read gets the system's reason (OpenSSL 3 would
- * only say "system lib"). Returns 0 when readable. */
+ * only say "system lib"), and one that is not a regular file (a directory)
+ * says so. Returns 0 when readable. */
 static int unreadable(const char *what, const char *file, char *err, size_t errlen)
 {
+	struct stat st;
+	if (stat(file, &st) == 0 && !S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s \"%s\": not a regular file%s", what, file,
+			 S_ISDIR(st.st_mode) ? " (a directory)" : "");
+		return -1;
+	}
 	if (access(file, R_OK) == 0)
 		return 0;
 	snprintf(err, errlen, "%s \"%s\": %s", what, file, strerror(errno));
@@ -99,13 +122,13 @@ static int load_pair(SSL_CTX *ctx, const char *cert_key, const char *cert, const
 	SSL_CTX_set_default_passwd_cb_userdata(ctx, &asked);
 	int ok = SSL_CTX_use_certificate_chain_file(ctx, cert) == 1;
 	if (!ok)
-		openssl_reason(err, errlen, cert_key, cert);
+		openssl_reason(err, errlen, cert_key, cert, "PEM certificate");
 	else if (!(ok = SSL_CTX_use_PrivateKey_file(ctx, pkey, SSL_FILETYPE_PEM) == 1) && asked) {
 		snprintf(err, errlen, "%s \"%s\": encrypted private keys are not supported",
 			 pkey_key, pkey);
 		ERR_clear_error();
 	} else if (!ok) {
-		openssl_reason(err, errlen, pkey_key, pkey);
+		openssl_reason(err, errlen, pkey_key, pkey, "PEM private key");
 	}
 	/* asked goes out of scope; the callback stays and still refuses */
 	SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);
@@ -234,7 +257,8 @@ SSL_CTX *sp_tls_client_ctx(const char *ca_file, int verify, const char *cert, co
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 		if (ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1
 			    : SSL_CTX_set_default_verify_paths(ctx) != 1) {
-			openssl_reason(err, errlen, "ca_file", ca_file ? ca_file : "(system store)");
+			openssl_reason(err, errlen, "ca_file", ca_file ? ca_file : "(system store)",
+				       NULL);
 			goto fail;
 		}
 	} else {

@@ -559,3 +559,28 @@ def test_backend_certificate_failures_give_the_certificate_checks_reason(
     assert "backend wrongname: TLS: certificate verify failed (IP address mismatch)" in log
     assert ("is down: health check: TLS: certificate verify failed (certificate has expired)"
             in log), log
+
+
+def test_unusable_certificate_files_get_the_specific_reason(tmp_path, pki):
+    """Each of these was reported as OpenSSL's wrapper error, "PEM lib"."""
+    (tmp_path / "empty.pem").write_text("")
+    (tmp_path / "dir").mkdir()
+    cert, key = pki["localhost"]
+    cases = [(str(tmp_path / "empty.pem"), key), (key, key), (cert, cert),
+             (cert, str(tmp_path / "dir"))]
+    conf = tmp_path / "t.conf"
+    conf.write_text(
+        "listen = (\n%s\n);\n" % ",\n".join(
+            '{ address = "127.0.0.1:%d"; tls = { certificate = "%s"; private_key = "%s"; }; }'
+            % (i + 1, c, k) for i, (c, k) in enumerate(cases)) +
+        'backends = { a = { url = "http://127.0.0.1:9"; }; };\ndefault_backend = "a";\n')
+    r = subprocess.run([harness.BINARY, "-t", "-c", str(conf)], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 1
+    assert "PEM lib" not in r.stderr, r.stderr
+    assert ('listen.[0].tls: certificate "%s": no PEM certificate found (no start line)'
+            % (tmp_path / "empty.pem")) in r.stderr, r.stderr
+    assert 'listen.[1].tls: certificate "%s": no PEM certificate found' % key in r.stderr
+    assert 'listen.[2].tls: private_key "%s": no PEM private key found' % cert in r.stderr
+    assert ('listen.[3].tls: private_key "%s": not a regular file (a directory)'
+            % (tmp_path / "dir")) in r.stderr
