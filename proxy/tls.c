@@ -82,18 +82,26 @@ static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 	return SSL_TLSEXT_ERR_NOACK;
 }
 
+/* The certificate for an SNI name: an exact name before a wildcard (as
+ * nginx), each in list order; -1 when none covers it. */
+static int cert_for(const struct sp_tls_server *s, const char *name)
+{
+	static const unsigned int passes[] = {X509_CHECK_FLAG_NO_WILDCARDS, 0};
+	for (size_t p = 0; p < sizeof(passes) / sizeof(*passes); p++)
+		for (size_t i = 0; i < s->n; i++)
+			if (X509_check_host(s->leaf[i], name, 0, passes[p], NULL) == 1)
+				return (int)i;
+	return -1;
+}
+
 static int on_servername(SSL *ssl, int *alert, void *arg)
 {
 	const struct sp_tls_server *s = arg;
 	const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
 	(void)alert;
-	if (!name)
-		return SSL_TLSEXT_ERR_OK;
-	for (size_t i = 1; i < s->n; i++)
-		if (X509_check_host(s->leaf[i], name, 0, 0, NULL) == 1) {
-			SSL_set_SSL_CTX(ssl, s->ctx[i]);
-			break;
-		}
+	int i = name ? cert_for(s, name) : -1;
+	if (i > 0) /* the handshake started on ctx[0], the default */
+		SSL_set_SSL_CTX(ssl, s->ctx[i]);
 	return SSL_TLSEXT_ERR_OK;
 }
 

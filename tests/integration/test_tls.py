@@ -24,8 +24,9 @@ def openssl(*args, cwd):
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    """A CA and leaf certificates: localhost (valid), a.test and b.test (for SNI),
-    an expired localhost, and a valid one for the wrong name."""
+    """A CA and leaf certificates: localhost (valid), a.test, b.test, *.x.test,
+    a.x.test and b.x.test (for SNI), an expired localhost, and a valid one for
+    the wrong name."""
     d = tmp_path_factory.mktemp("pki")
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
             "-days", "2", "-subj", "/CN=strangler test CA", cwd=d)
@@ -45,6 +46,10 @@ def pki(tmp_path_factory):
         "localhost": leaf("localhost", "DNS:localhost,IP:127.0.0.1"),
         "a": leaf("a.test", "DNS:a.test"),
         "b": leaf("b.test", "DNS:b.test"),
+        # a wildcard needs two labels below it (OpenSSL ignores "*.test")
+        "wild": leaf("wild.x.test", "DNS:*.x.test"),
+        "ax": leaf("a.x.test", "DNS:a.x.test"),
+        "bx": leaf("b.x.test", "DNS:b.x.test"),
         "expired": leaf("expired", "DNS:localhost,IP:127.0.0.1", days="-1"),
         "wrongname": leaf("wrongname", "DNS:elsewhere.test"),
         "client": leaf("client", "DNS:strangler.client"),
@@ -185,6 +190,26 @@ def test_sni_selects_the_certificate(start_proxy, backend_factory, pki):
     # a name no certificate covers gets the first one, which the client rejects
     with pytest.raises(ssl.SSLCertVerificationError):
         https_get(p.port, "/", pki["ca"], server_hostname="c.test")
+
+
+def served_certificate(port, ca, name):
+    """The common name of the certificate the listener serves for SNI name."""
+    ctx = ssl.create_default_context(cafile=ca)
+    with socket.create_connection((harness.HOST, port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname=name) as s:
+            return dict(x[0] for x in s.getpeercert()["subject"])["commonName"]
+
+
+def test_sni_prefers_an_exact_name_to_a_wildcard_in_any_order(start_proxy, backend_factory,
+                                                              pki):
+    """As nginx: every certificate takes part, the first one included (the
+    search began at the second), and an exact name beats a wildcard listed
+    before it (the first match won)."""
+    p = start_tls_proxy(start_proxy, backend_factory("legacy"), pki,
+                        [pki["ax"], pki["wild"], pki["bx"]])
+    assert served_certificate(p.port, pki["ca"], "a.x.test") == "a.x.test"
+    assert served_certificate(p.port, pki["ca"], "b.x.test") == "b.x.test"
+    assert served_certificate(p.port, pki["ca"], "c.x.test") == "wild.x.test"
 
 
 def test_bad_certificate_on_reload_keeps_the_running_one(start_proxy, backend_factory, pki):
