@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -30,9 +31,20 @@ static int nothing_found(unsigned long e)
 	       (ERR_GET_LIB(e) == ERR_LIB_OSSL_DECODER && ERR_GET_REASON(e) == ERR_R_UNSUPPORTED);
 }
 
-/* err = `what "file": reason`; with `kind`, a file holding no such thing
- * says "no KIND found (reason)". */
-static void openssl_reason(char *err, size_t errlen, const char *what, const char *file,
+/* Names the file a load failed on: e->setting and e->reason. */
+__attribute__((format(printf, 3, 4))) static void fail_at(struct sp_tls_error *e,
+							   const char *setting, const char *fmt, ...)
+{
+	va_list ap;
+	e->setting = setting;
+	va_start(ap, fmt);
+	vsnprintf(e->reason, sizeof(e->reason), fmt, ap);
+	va_end(ap);
+}
+
+/* `"file": reason` for the setting; with `kind`, a file holding no such
+ * thing says "no KIND found (reason)". */
+static void openssl_reason(struct sp_tls_error *err, const char *what, const char *file,
 			   const char *kind)
 {
 	/* the first error is the specific one ("no start line"); the later
@@ -46,26 +58,26 @@ static void openssl_reason(char *err, size_t errlen, const char *what, const cha
 		reason = buf;
 	}
 	if (kind && nothing_found(e))
-		snprintf(err, errlen, "%s \"%s\": no %s found (%s)", what, file, kind, reason);
+		fail_at(err, what, "\"%s\": no %s found (%s)", file, kind, reason);
 	else
-		snprintf(err, errlen, "%s \"%s\": %s", what, file, reason ? reason : "unknown error");
+		fail_at(err, what, "\"%s\": %s", file, reason ? reason : "unknown error");
 	ERR_clear_error();
 }
 
 /* A file that cannot be read gets the system's reason (OpenSSL 3 would
  * only say "system lib"), and one that is not a regular file (a directory)
  * says so. Returns 0 when readable. */
-static int unreadable(const char *what, const char *file, char *err, size_t errlen)
+static int unreadable(const char *what, const char *file, struct sp_tls_error *err)
 {
 	struct stat st;
 	if (stat(file, &st) == 0 && !S_ISREG(st.st_mode)) {
-		snprintf(err, errlen, "%s \"%s\": not a regular file%s", what, file,
-			 S_ISDIR(st.st_mode) ? " (a directory)" : "");
+		fail_at(err, what, "\"%s\": not a regular file%s", file,
+			S_ISDIR(st.st_mode) ? " (a directory)" : "");
 		return -1;
 	}
 	if (access(file, R_OK) == 0)
 		return 0;
-	snprintf(err, errlen, "%s \"%s\": %s", what, file, strerror(errno));
+	fail_at(err, what, "\"%s\": %s", file, strerror(errno));
 	return -1;
 }
 
@@ -118,52 +130,54 @@ static int on_passphrase(char *buf, int size, int rwflag, void *asked)
 	return 0;
 }
 
+/* Whether the private key failed to load because it is not the
+ * certificate's. */
+static int key_mismatch(void)
+{
+	unsigned long e = ERR_peek_error();
+	return ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH;
+}
+
 /* Loads a certificate chain and its private key into ctx; the setting names
  * label the error. Returns -1 with err set. */
 static int load_pair(SSL_CTX *ctx, const char *cert_key, const char *cert, const char *pkey_key,
-		     const char *pkey, char *err, size_t errlen)
+		     const char *pkey, struct sp_tls_error *err)
 {
 	int asked = 0;
-	if (unreadable(cert_key, cert, err, errlen) || unreadable(pkey_key, pkey, err, errlen))
+	if (unreadable(cert_key, cert, err) || unreadable(pkey_key, pkey, err))
 		return -1;
 	SSL_CTX_set_default_passwd_cb(ctx, on_passphrase);
 	SSL_CTX_set_default_passwd_cb_userdata(ctx, &asked);
 	int ok = SSL_CTX_use_certificate_chain_file(ctx, cert) == 1;
 	if (!ok)
-		openssl_reason(err, errlen, cert_key, cert, "PEM certificate");
-	else if (!(ok = SSL_CTX_use_PrivateKey_file(ctx, pkey, SSL_FILETYPE_PEM) == 1) && asked) {
-		snprintf(err, errlen, "%s \"%s\": encrypted private keys are not supported",
-			 pkey_key, pkey);
-		ERR_clear_error();
-	} else if (!ok) {
-		openssl_reason(err, errlen, pkey_key, pkey, "PEM private key");
-	}
+		openssl_reason(err, cert_key, cert, "PEM certificate");
+	else if (!(ok = SSL_CTX_use_PrivateKey_file(ctx, pkey, SSL_FILETYPE_PEM) == 1) && asked)
+		fail_at(err, pkey_key, "\"%s\": encrypted private keys are not supported", pkey);
+	else if (!ok && key_mismatch())
+		fail_at(err, pkey_key, "\"%s\" does not match %s \"%s\"", pkey, cert_key, cert);
+	else if (!ok)
+		openssl_reason(err, pkey_key, pkey, "PEM private key");
+	else if (!(ok = SSL_CTX_check_private_key(ctx) == 1))
+		fail_at(err, pkey_key, "\"%s\" does not match %s \"%s\"", pkey, cert_key, cert);
+	ERR_clear_error();
 	/* asked goes out of scope; the callback stays and still refuses */
 	SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);
-	if (!ok)
-		return -1;
-	if (SSL_CTX_check_private_key(ctx) != 1) {
-		snprintf(err, errlen, "%s \"%s\" does not match %s \"%s\"", pkey_key, pkey,
-			 cert_key, cert);
-		ERR_clear_error();
-		return -1;
-	}
-	return 0;
+	return ok ? 0 : -1;
 }
 
-static SSL_CTX *server_ctx(const struct sp_tls_cert *c, int min_version, char *err, size_t errlen)
+static SSL_CTX *server_ctx(const struct sp_tls_cert *c, int min_version,
+			   struct sp_tls_error *err)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 	if (!ctx) {
-		snprintf(err, errlen, "out of memory");
+		fail_at(err, NULL, "out of memory");
 		return NULL;
 	}
 	SSL_CTX_set_min_proto_version(ctx, min_version);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
 				 SSL_OP_IGNORE_UNEXPECTED_EOF);
 	SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
-	if (load_pair(ctx, "certificate", c->certificate, "private_key", c->private_key, err,
-		      errlen) < 0)
+	if (load_pair(ctx, "certificate", c->certificate, "private_key", c->private_key, err) < 0)
 		goto fail;
 	return ctx;
 fail:
@@ -172,15 +186,17 @@ fail:
 }
 
 struct sp_tls_server *sp_tls_server_new(const struct sp_tls_cert *certs, size_t n,
-					int min_version, char *err, size_t errlen)
+					int min_version, struct sp_tls_error *err)
 {
 	struct sp_tls_server *s = calloc(1, sizeof(*s));
+	err->entry = 0;
 	if (!s || !(s->ctx = calloc(n, sizeof(*s->ctx))) || !(s->leaf = calloc(n, sizeof(*s->leaf)))) {
-		snprintf(err, errlen, "out of memory");
+		fail_at(err, NULL, "out of memory");
 		goto fail;
 	}
 	for (size_t i = 0; i < n; i++, s->n++) {
-		if (!(s->ctx[i] = server_ctx(&certs[i], min_version, err, errlen)))
+		err->entry = i;
+		if (!(s->ctx[i] = server_ctx(&certs[i], min_version, err)))
 			goto fail;
 		s->leaf[i] = SSL_CTX_get0_certificate(s->ctx[i]);
 	}
@@ -247,34 +263,33 @@ static int client_id(const char *ca_file, int verify, const char *cert, const ch
 }
 
 SSL_CTX *sp_tls_client_ctx(const char *ca_file, int verify, const char *cert, const char *key,
-			   unsigned char id[SP_TLS_ID_LEN], char *err, size_t errlen)
+			   unsigned char id[SP_TLS_ID_LEN], struct sp_tls_error *err)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	err->entry = 0;
 	if (!ctx || client_id(ca_file, verify, cert, key, id) < 0) {
 		SSL_CTX_free(ctx);
-		snprintf(err, errlen, "out of memory");
+		fail_at(err, NULL, "out of memory");
 		return NULL;
 	}
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
 	static const unsigned char h11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
 	SSL_CTX_set_alpn_protos(ctx, h11, sizeof(h11));
-	if (ca_file && unreadable("ca_file", ca_file, err, errlen))
+	if (ca_file && unreadable("ca_file", ca_file, err))
 		goto fail;
 	if (verify) {
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 		if (ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1
 			    : SSL_CTX_set_default_verify_paths(ctx) != 1) {
-			openssl_reason(err, errlen, "ca_file", ca_file ? ca_file : "(system store)",
-				       NULL);
+			openssl_reason(err, "ca_file", ca_file ? ca_file : "(system store)", NULL);
 			goto fail;
 		}
 	} else {
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
 	}
 	/* config.c accepts client_certificate and client_private_key only together */
-	if (cert && load_pair(ctx, "client_certificate", cert, "client_private_key", key, err,
-			      errlen) < 0)
+	if (cert && load_pair(ctx, "client_certificate", cert, "client_private_key", key, err) < 0)
 		goto fail;
 	return ctx;
 fail:

@@ -220,7 +220,7 @@ def test_bad_certificate_on_reload_keeps_the_running_one(start_proxy, backend_fa
     os.kill(p.proc.pid, signal.SIGHUP)
     harness.wait_for(lambda: "keeping the running configuration" in p.stderr_text(),
                      what="reload refused")
-    assert 'certificate "/nonexistent/cert.pem"' in p.stderr_text()
+    assert 'tls.certificate: "/nonexistent/cert.pem": No such file' in p.stderr_text()
     assert https_get(p.port, "/", pki["ca"])[1].startswith(b"HTTP/1.1 200")
 
 
@@ -288,10 +288,12 @@ def test_tls_settings_checked_by_t(tmp_path, pki):
         '  b = { url = "http://127.0.0.1:3"; ca_file = "%s"; };\n'
         '  c = { url = "https://127.0.0.1:4"; ca_file = "/nonexistent.pem"; };\n'
         '  d = { url = "https://127.0.0.1:5"; ca_file = "%s";\n'
-        '        client_certificate = "%s"; client_private_key = "%s"; };\n'
+        '        client_certificate = "%s";\n'
+        '        client_private_key = "%s"; };\n'
         '  e = { url = "https://127.0.0.1:6"; client_certificate = "%s"; };\n'
         '  f = { url = "https://127.0.0.1:7"; ca_file = "%s";\n'
-        '        client_certificate = "/nonexistent.crt"; client_private_key = "%s"; };\n'
+        '        client_private_key = "%s";\n'
+        '        client_certificate = "/nonexistent.crt"; };\n'
         '};\n'
         'default_backend = "a";\n' % (pki["localhost"][0], pki["a"][1], pki["ca"],
                                       pki["ca"], pki["client"][0], pki["a"][1],
@@ -299,17 +301,17 @@ def test_tls_settings_checked_by_t(tmp_path, pki):
     r = subprocess.run([harness.BINARY, "-t", "-c", str(conf)], capture_output=True, text=True,
                        timeout=10)
     assert r.returncode == 1
-    assert '%s:1: listen.[0].tls: private_key "%s": key values mismatch' % (conf, pki["a"][1]) \
-        in r.stderr
+    assert ('%s:1: listen.[0].tls.private_key: "%s" does not match certificate "%s"'
+            % (conf, pki["a"][1], pki["localhost"][0])) in r.stderr
     assert "%s:3: warning: backends.a.tls_verify: false" % conf in r.stderr
     assert "%s:4: backends.b: TLS settings need an https:// url" % conf in r.stderr
-    assert '%s:5: backends.c: ca_file "/nonexistent.pem": ' % conf in r.stderr
+    assert '%s:5: backends.c.ca_file: "/nonexistent.pem": ' % conf in r.stderr
     # the client certificate and key are checked as a pair, by their setting names
-    assert '%s:6: backends.d: client_private_key "%s": key values mismatch' % (conf, pki["a"][1]) \
+    assert ('%s:8: backends.d.client_private_key: "%s" does not match client_certificate "%s"'
+            % (conf, pki["a"][1], pki["client"][0])) in r.stderr
+    assert "%s:9: backends.e: client_certificate and client_private_key go together" % conf \
         in r.stderr
-    assert "%s:8: backends.e: client_certificate and client_private_key go together" % conf \
-        in r.stderr
-    assert ('%s:9: backends.f: client_certificate "/nonexistent.crt": No such file or directory'
+    assert ('%s:12: backends.f.client_certificate: "/nonexistent.crt": No such file or directory'
             % conf) in r.stderr
     assert "(null)" not in r.stderr
 
@@ -424,10 +426,10 @@ def test_encrypted_private_keys_are_refused_without_a_prompt(tmp_path, pki):
     status, out = run_on_a_terminal([harness.BINARY, "-t", "-c", str(conf)])
     assert status == 1, (status, out)
     assert "pass phrase" not in out
-    assert '%s:1: listen.[0].tls: private_key "%s": encrypted private keys are not supported' \
+    assert '%s:1: listen.[0].tls.private_key: "%s": encrypted private keys are not supported' \
         % (conf, enc) in out
-    assert ('backends.a: client_private_key "%s": encrypted private keys are not supported' % enc
-            in out)
+    assert ('%s:4: backends.a.client_private_key: "%s": encrypted private keys are not supported'
+            % (conf, enc) in out)
 
 
 class BioTLS:
@@ -586,6 +588,26 @@ def test_backend_certificate_failures_give_the_certificate_checks_reason(
             in log), log
 
 
+def test_a_tls_error_names_the_entry_and_setting_at_its_line(tmp_path, pki):
+    """An error in the third certificate was reported at the tls group's line
+    as "listen.[0].tls"."""
+    conf = tmp_path / "t.conf"
+    conf.write_text(
+        'listen = ( { address = "127.0.0.1:1";\n'
+        '  tls = { certificates = (\n'
+        '    { certificate = "%s"; private_key = "%s"; },\n'
+        '    { certificate = "%s"; private_key = "%s"; },\n'
+        '    { certificate = "%s";\n'
+        '      private_key = "%s"; } ); }; } );\n'
+        'backends = { a = { url = "http://127.0.0.1:9"; }; };\ndefault_backend = "a";\n'
+        % (pki["a"] + pki["b"] + (pki["localhost"][0], pki["a"][1])))
+    r = subprocess.run([harness.BINARY, "-t", "-c", str(conf)], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 1
+    assert ('%s:6: listen.[0].tls.certificates.[2].private_key: "%s" does not match certificate '
+            '"%s"' % (conf, pki["a"][1], pki["localhost"][0])) in r.stderr, r.stderr
+
+
 def test_unusable_certificate_files_get_the_specific_reason(tmp_path, pki):
     """Each of these was reported as OpenSSL's wrapper error, "PEM lib"."""
     (tmp_path / "empty.pem").write_text("")
@@ -603,9 +625,9 @@ def test_unusable_certificate_files_get_the_specific_reason(tmp_path, pki):
                        timeout=10)
     assert r.returncode == 1
     assert "PEM lib" not in r.stderr, r.stderr
-    assert ('listen.[0].tls: certificate "%s": no PEM certificate found (no start line)'
+    assert ('listen.[0].tls.certificate: "%s": no PEM certificate found (no start line)'
             % (tmp_path / "empty.pem")) in r.stderr, r.stderr
-    assert 'listen.[1].tls: certificate "%s": no PEM certificate found' % key in r.stderr
-    assert 'listen.[2].tls: private_key "%s": no PEM private key found' % cert in r.stderr
-    assert ('listen.[3].tls: private_key "%s": not a regular file (a directory)'
+    assert 'listen.[1].tls.certificate: "%s": no PEM certificate found' % key in r.stderr
+    assert 'listen.[2].tls.private_key: "%s": no PEM private key found' % cert in r.stderr
+    assert ('listen.[3].tls.private_key: "%s": not a regular file (a directory)'
             % (tmp_path / "dir")) in r.stderr
