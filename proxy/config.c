@@ -205,7 +205,6 @@ static int load_cert(struct sp_loader *L, const config_setting_t *g, const char 
 		     struct sp_tls_cert *c)
 {
 	const config_setting_t *w1, *w2;
-	c->line = cfgp_line(g);
 	c->certificate = cfgp_str(L, g, "certificate", path, &w1);
 	c->private_key = cfgp_str(L, g, "private_key", path, &w2);
 	if (!w1)
@@ -213,6 +212,17 @@ static int load_cert(struct sp_loader *L, const config_setting_t *g, const char 
 	if (!w2)
 		ERR(L, g, "%s.private_key: required", path);
 	return c->certificate && c->private_key ? 0 : -1;
+}
+
+/* Reports a TLS load failure at the setting it names, a member of group g
+ * whose path is path (at g itself when no file is to blame, or when the file
+ * is the default one: ca_file left out means the system store). */
+static void tls_error(struct sp_loader *L, const config_setting_t *g, const char *path,
+		      const struct sp_tls_error *err)
+{
+	const char *name = err->setting;
+	const config_setting_t *s = name ? config_setting_get_member(g, name) : NULL;
+	ERR(L, s ? s : g, "%s%s%s: %s", path, name ? "." : "", name ? name : "", err->reason);
 }
 
 /* tls = { certificate; private_key; } or { certificates = ( {...}, ... ); },
@@ -224,8 +234,10 @@ static void load_listen_tls(struct sp_loader *L, const config_setting_t *e, cons
 					   "min_version", NULL};
 	static const char *const ckeys[] = {"certificate", "private_key", NULL};
 	const config_setting_t *t = config_setting_get_member(e, "tls");
-	char path[96], cpath[128], err[512];
+	char path[96], cpaths[16][128];
 	struct sp_tls_cert certs[16];
+	const config_setting_t *groups[16]; /* each entry's group, for its errors */
+	struct sp_tls_error err;
 	size_t n = 0;
 	int min = TLS1_2_VERSION, ok = 1;
 	if (!t)
@@ -238,8 +250,11 @@ static void load_listen_tls(struct sp_loader *L, const config_setting_t *e, cons
 	cfgp_check_keys(L, t, path, keys);
 	memset(certs, 0, sizeof(certs));
 	const config_setting_t *list = config_setting_get_member(t, "certificates");
-	if (config_setting_get_member(t, "certificate") || config_setting_get_member(t, "private_key"))
+	if (config_setting_get_member(t, "certificate") || config_setting_get_member(t, "private_key")) {
+		groups[n] = t;
+		snprintf(cpaths[n], sizeof(cpaths[n]), "%s", path);
 		ok &= load_cert(L, t, path, &certs[n++]) == 0;
+	}
 	if (list && !config_setting_is_list(list)) {
 		ERR(L, list, "%s.certificates: must be a list: ( { certificate = ...; private_key = ...; } )",
 		    path);
@@ -247,6 +262,7 @@ static void load_listen_tls(struct sp_loader *L, const config_setting_t *e, cons
 	}
 	for (int i = 0; list && config_setting_is_list(list) && i < config_setting_length(list); i++) {
 		const config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
+		char cpath[sizeof(cpaths[0])];
 		snprintf(cpath, sizeof(cpath), "%s.certificates.[%d]", path, i);
 		if (!config_setting_is_group(g) || n == 16) {
 			ERR(L, g, "%s: must be a group (at most 16 certificates)", cpath);
@@ -254,6 +270,8 @@ static void load_listen_tls(struct sp_loader *L, const config_setting_t *e, cons
 			continue;
 		}
 		cfgp_check_keys(L, g, cpath, ckeys);
+		groups[n] = g;
+		memcpy(cpaths[n], cpath, sizeof(cpath));
 		ok &= load_cert(L, g, cpath, &certs[n++]) == 0;
 	}
 	if (n == 0 && ok) {
@@ -269,8 +287,8 @@ static void load_listen_tls(struct sp_loader *L, const config_setting_t *e, cons
 		ok = 0;
 	}
 	free(mv);
-	if (ok && !(l->tls = sp_tls_server_new(certs, n, min, err, sizeof(err))))
-		ERR(L, t, "%s: %s", path, err);
+	if (ok && !(l->tls = sp_tls_server_new(certs, n, min, &err)))
+		tls_error(L, groups[err.entry], cpaths[err.entry], &err);
 	for (size_t i = 0; i < n; i++) {
 		free(certs[i].certificate);
 		free(certs[i].private_key);
@@ -382,7 +400,7 @@ static void load_backend_tls(struct sp_loader *L, const config_setting_t *e, con
 	char *ca = cfgp_str(L, e, "ca_file", path, &wca);
 	char *cert = cfgp_str(L, e, "client_certificate", path, &wcert);
 	char *key = cfgp_str(L, e, "client_private_key", path, &wkey);
-	char err[512];
+	struct sp_tls_error err;
 	int verify = 1;
 	if (v && config_setting_type(v) != CONFIG_TYPE_BOOL)
 		ERR(L, v, "%s.tls_verify: must be true or false", path);
@@ -398,8 +416,8 @@ static void load_backend_tls(struct sp_loader *L, const config_setting_t *e, con
 		if ((wcert != NULL) != (wkey != NULL))
 			ERR(L, wcert ? wcert : wkey,
 			    "%s: client_certificate and client_private_key go together", path);
-		else if (!(b->tls_ctx = sp_tls_client_ctx(ca, verify, cert, key, err, sizeof(err))))
-			ERR(L, wca ? wca : e, "%s: %s", path, err);
+		else if (!(b->tls_ctx = sp_tls_client_ctx(ca, verify, cert, key, b->tls_id, &err)))
+			tls_error(L, e, path, &err);
 	}
 	free(ca);
 	free(cert);

@@ -35,6 +35,9 @@ struct sp_backend {
 	int max_idle;
 	int idle_timeout_ms; /* a pooled connection unused this long is closed */
 	SSL_CTX *tls_ctx; /* https:// backends */
+	/* what tls_ctx trusts and presents (sp_tls_client_ctx); all zero for
+	 * http://. A reload keeps a pool's connections only when it is equal. */
+	unsigned char tls_id[SP_TLS_ID_LEN];
 	int host_is_ip;   /* the certificate is checked against an IP address */
 	int tls_wanted;   /* the url is https:// */
 	/* health: passive always (health_unhealthy consecutive failures mark it

@@ -7,6 +7,7 @@
 #include <openssl/ssl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -338,6 +339,12 @@ static void tls_fail(struct sp_conn *c, short what)
 	c->tls_error = e ? ERR_reason_error_string(e) : "TLS failure";
 	if (c->hs)
 		c->tls_handshake_failed = 1;
+	/* the certificate check says which check failed; the error queue only
+	 * that one did */
+	if (ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_CERTIFICATE_VERIFY_FAILED) {
+		long v = SSL_get_verify_result(c->ssl);
+		c->tls_verify_error = v != X509_V_OK ? X509_verify_cert_error_string(v) : NULL;
+	}
 	/* OpenSSL recognises a request line where a ClientHello belongs */
 	c->plain_http = !c->tls_client && ERR_GET_LIB(e) == ERR_LIB_SSL &&
 			ERR_GET_REASON(e) == SSL_R_HTTP_REQUEST;
@@ -424,8 +431,9 @@ static void tls_readable(struct sp_conn *c)
 		if (got)
 			break; /* deliver what came; the end is seen on the next call */
 		if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)) {
-			/* close_notify, or a close without one: an HTTP parser decides
-			 * whether the message was complete */
+			/* close_notify, or a close without one (ZERO_RETURN too under
+			 * SSL_OP_IGNORE_UNEXPECTED_EOF, tls.c): an HTTP parser
+			 * decides whether the message was complete */
 			c->eof = 1;
 			arm_read(c);
 			c->on_event(c, SP_CONN_EOF | SP_CONN_READING, c->arg);
@@ -441,6 +449,15 @@ static void tls_readable(struct sp_conn *c)
 		arm_read(c);
 	if (got)
 		c->on_read(c, c->arg);
+}
+
+void sp_conn_tls_why(const struct sp_conn *c, char *buf, size_t len)
+{
+	const char *reason = c->tls_error ? c->tls_error : "handshake failed";
+	if (c->tls_verify_error)
+		snprintf(buf, len, "%s (%s)", reason, c->tls_verify_error);
+	else
+		snprintf(buf, len, "%s", reason);
 }
 
 void sp_conn_send_plain(struct sp_conn *c, const char *p, size_t n)

@@ -57,6 +57,7 @@ struct sp_conn {
 	/* TLS (NULL ssl: plain TCP) */
 	SSL *ssl;
 	const char *tls_error; /* OpenSSL's reason for the last failure */
+	const char *tls_verify_error; /* why the peer's certificate failed, or NULL */
 	unsigned hs : 1, tls_client : 1, tls_handshake_failed : 1;
 	unsigned plain_http : 1; /* a TLS listener got a plain HTTP request */
 	unsigned shut_wr : 1, shut_done : 1; /* sp_conn_shutdown_write asked / done */
@@ -77,6 +78,10 @@ void sp_conn_tls_accept(struct sp_conn *c, SSL_CTX *ctx);
 /* Client side TLS on a connecting connection: SNI and certificate check for
  * host; SP_CONN_CONNECTED is reported once the handshake is done. */
 int sp_conn_tls_connect(struct sp_conn *c, SSL_CTX *ctx, const char *host, int is_ip);
+/* Why the TLS handshake failed, for a log line: OpenSSL's reason, with the
+ * certificate check's own (X509_verify_cert_error_string) when that is what
+ * failed, e.g. "certificate verify failed (certificate has expired)". */
+void sp_conn_tls_why(const struct sp_conn *c, char *buf, size_t len);
 
 void sp_conn_setcb(struct sp_conn *c, sp_conn_cb on_read, sp_conn_cb on_drain,
 		   sp_conn_event_cb on_event, void *arg);

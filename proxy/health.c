@@ -221,9 +221,15 @@ static void on_check_read(struct sp_conn *c, void *arg)
 static void on_check_event(struct sp_conn *c, short what, void *arg)
 {
 	struct check *k = arg;
-	(void)c;
+	char why[300] = "health check: TLS: ";
 	if (what & SP_CONN_CONNECTED)
 		return;
+	if (c->tls_handshake_failed) {
+		size_t n = strlen(why);
+		sp_conn_tls_why(c, why + n, sizeof(why) - n);
+		check_done(k, 0, why);
+		return;
+	}
 	check_done(k, 0, what & SP_CONN_TIMEOUT ? "health check timed out" : "health check failed");
 }
 

@@ -912,8 +912,9 @@ static void on_up_event(struct sp_conn *c, short what, void *arg)
 			upstream_failed(s, s->resp_started ? ERR_TRUNCATED : ERR_UPSTREAM_CLOSED, 502);
 	} else if (what & SP_CONN_ERROR) {
 		if (c->tls_handshake_failed) {
-			sp_log(SP_LOG_WARN, "backend %s: TLS: %s", be->name,
-			       c->tls_error ? c->tls_error : "handshake failed");
+			char why[256];
+			sp_conn_tls_why(c, why, sizeof(why));
+			sp_log(SP_LOG_WARN, "backend %s: TLS: %s", be->name, why);
 			upstream_failed(s, ERR_TLS, 502);
 		} else if (!s->up->reused && !s->up->connected)
 			upstream_failed(s, c->err == ECONNREFUSED ? ERR_CONNECT_REFUSED : ERR_CONNECT_FAILED,

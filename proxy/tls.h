@@ -11,20 +11,34 @@
 struct sp_tls_cert {
 	char *certificate; /* PEM chain */
 	char *private_key; /* PEM key */
-	int line;
+};
+
+/* Why a context could not be built, and which file it is about, so that the
+ * configuration names that setting at its own line. */
+struct sp_tls_error {
+	size_t entry;        /* the certificate entry (sp_tls_server_new) */
+	const char *setting; /* "certificate", "private_key", "ca_file",
+			      * "client_certificate", "client_private_key";
+			      * NULL: no file is to blame (out of memory) */
+	char reason[512];    /* "\"FILE\": why", or "\"KEY\" does not match ..." */
 };
 
 struct sp_tls_server;
 
 /* min_version: TLS1_2_VERSION or TLS1_3_VERSION. NULL with err set. */
 struct sp_tls_server *sp_tls_server_new(const struct sp_tls_cert *certs, size_t n,
-					int min_version, char *err, size_t errlen);
+					int min_version, struct sp_tls_error *err);
 SSL_CTX *sp_tls_server_ctx(const struct sp_tls_server *s);
 void sp_tls_server_free(struct sp_tls_server **s);
 
+#define SP_TLS_ID_LEN 32
+
 /* ca_file NULL: the system store. verify 0: no certificate check. cert and
- * key (a client certificate) are both set or both NULL. */
+ * key (a client certificate) are both set or both NULL. id receives a
+ * digest of the settings and of the files' contents: two contexts with the
+ * same id trust and present the same things, so connections made with one
+ * may serve the other (the system store is taken by name only). */
 SSL_CTX *sp_tls_client_ctx(const char *ca_file, int verify, const char *cert, const char *key,
-			   char *err, size_t errlen);
+			   unsigned char id[SP_TLS_ID_LEN], struct sp_tls_error *err);
 
 #endif

@@ -19,9 +19,10 @@ struct sp_upconn {
 };
 
 /* A pool outlives config generations: a reload that keeps a backend (same
- * URL) keeps its pool and idle connections. It is reference-counted: the
- * worker's table holds one reference and every connection taken from it one
- * more, so a pool a reload dropped lives until its last exchange ends. */
+ * URL and TLS settings) keeps its pool and idle connections. It is
+ * reference-counted: the worker's table holds one reference and every
+ * connection taken from it one more, so a pool a reload dropped lives until
+ * its last exchange ends. */
 struct sp_pool {
 	const struct sp_backend *be; /* the newest generation's backend */
 	struct event_base *base;

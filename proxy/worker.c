@@ -175,9 +175,18 @@ static int reconcile_listeners(struct sp_worker *w, const struct sp_config *old,
 	return rc;
 }
 
+/* Whether connections made for backend a may carry backend b's requests:
+ * the same URL and the same TLS identity (settings and file contents). A
+ * reload that changes what is trusted or presented (tls_verify, ca_file, a
+ * client certificate) must never reuse a connection made under the old. */
+static int same_peer(const struct sp_backend *a, const struct sp_backend *b)
+{
+	return strcmp(a->url, b->url) == 0 && memcmp(a->tls_id, b->tls_id, sizeof(a->tls_id)) == 0;
+}
+
 /* A pool per backend of cfg, reusing the pools (and idle connections) of
- * backends whose URL did not change. All-or-nothing: on failure the old table
- * is untouched. */
+ * backends whose URL and TLS settings did not change; the others are retired.
+ * All-or-nothing: on failure the old table is untouched. */
 static int reconcile_pools(struct sp_worker *w, const struct sp_config *old,
 			   const struct sp_config *cfg)
 {
@@ -191,7 +200,7 @@ static int reconcile_pools(struct sp_worker *w, const struct sp_config *old,
 			int taken = 0;
 			for (size_t k = 0; k < i; k++)
 				taken |= from[k] == (int)j;
-			if (!taken && strcmp(old->backends[j].url, cfg->backends[i].url) == 0)
+			if (!taken && same_peer(&old->backends[j], &cfg->backends[i]))
 				from[i] = (int)j;
 		}
 		if (from[i] < 0 && !(next[i] = sp_pool_new(w->base, &cfg->backends[i])))
@@ -325,9 +334,10 @@ struct sp_pool *sp_worker_pool(struct sp_worker *w, const struct sp_config *cfg,
 {
 	if (cfg == w->cfg)
 		return w->pools[backend];
-	/* an exchange that started before a reload: find its backend by URL */
+	/* an exchange that started before a reload: find its backend by URL and
+	 * TLS settings (a changed one is as good as removed) */
 	for (size_t i = 0; i < w->cfg->nbackends; i++)
-		if (strcmp(w->cfg->backends[i].url, cfg->backends[backend].url) == 0)
+		if (same_peer(&w->cfg->backends[i], &cfg->backends[backend]))
 			return w->pools[i];
 	return NULL;
 }

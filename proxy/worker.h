@@ -108,7 +108,8 @@ int sp_worker_check_listen(const struct sp_config *old, const struct sp_config *
  * requests use it at once, requests in flight finish on theirs. */
 void sp_worker_reload(struct sp_worker *w, struct sp_config *cfg, unsigned long gen);
 /* The pool for backend index `backend` of generation cfg (which may be older
- * than the worker's), or NULL when a reload removed that backend. */
+ * than the worker's), or NULL when a reload removed that backend or changed
+ * its URL or TLS settings. */
 struct sp_pool *sp_worker_pool(struct sp_worker *w, const struct sp_config *cfg, int backend);
 /* A route's counters by name (any thread), NULL when the worker has none. */
 struct sp_shadow_stats *sp_worker_route_stats(struct sp_worker *w, const char *route);

@@ -724,6 +724,16 @@ class Proxy:
         return self.proc.returncode
 
 
+def reload_and_wait(p, n):
+    """Sends SIGHUP and waits until the proxy logged its n-th reload outcome."""
+    os.kill(p.pid, signal.SIGHUP)
+    wait_for(lambda: p.stderr_text().count("reload: ") >= n and
+             ("routes" in p.stderr_text().split("reload: ")[-1] or
+              "keeping the running configuration" in p.stderr_text()),
+             what="reload %d logged" % n)
+    time.sleep(0.05)  # the workers apply it from their own loops
+
+
 # --------------------------------------------------------------------------
 # Raw client
 

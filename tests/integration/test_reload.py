@@ -20,14 +20,7 @@ def rewrite(p, backends, routes, **extra):
         f.write(harness.make_config(p.port, backends, None, routes, 1, p.access_log_path, **extra))
 
 
-def reload_and_wait(p, n):
-    """Sends SIGHUP and waits until the proxy logged its n-th reload outcome."""
-    os.kill(p.pid, signal.SIGHUP)
-    harness.wait_for(lambda: p.stderr_text().count("reload: ") >= n and
-                     ("routes" in p.stderr_text().split("reload: ")[-1] or
-                      "keeping the running configuration" in p.stderr_text()),
-                     what="reload %d logged" % n)
-    time.sleep(0.05)  # the workers apply it from their own loops
+reload_and_wait = harness.reload_and_wait
 
 
 def served_by(p):

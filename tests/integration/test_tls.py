@@ -1,8 +1,11 @@
 """TLS on both sides, with certificates generated at test time by the openssl
 command line: a listener (SNI, ALPN, minimum version, reload of a bad
 certificate) and https backends (verified, expired, wrong name, unverified)."""
+import errno
 import http.server
 import os
+import pty
+import select
 import signal
 import socket
 import ssl
@@ -21,8 +24,9 @@ def openssl(*args, cwd):
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    """A CA and leaf certificates: localhost (valid), a.test and b.test (for SNI),
-    an expired localhost, and a valid one for the wrong name."""
+    """A CA and leaf certificates: localhost (valid), a.test, b.test, *.x.test,
+    a.x.test and b.x.test (for SNI), an expired localhost, and a valid one for
+    the wrong name."""
     d = tmp_path_factory.mktemp("pki")
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
             "-days", "2", "-subj", "/CN=strangler test CA", cwd=d)
@@ -42,6 +46,10 @@ def pki(tmp_path_factory):
         "localhost": leaf("localhost", "DNS:localhost,IP:127.0.0.1"),
         "a": leaf("a.test", "DNS:a.test"),
         "b": leaf("b.test", "DNS:b.test"),
+        # a wildcard needs two labels below it (OpenSSL ignores "*.test")
+        "wild": leaf("wild.x.test", "DNS:*.x.test"),
+        "ax": leaf("a.x.test", "DNS:a.x.test"),
+        "bx": leaf("b.x.test", "DNS:b.x.test"),
         "expired": leaf("expired", "DNS:localhost,IP:127.0.0.1", days="-1"),
         "wrongname": leaf("wrongname", "DNS:elsewhere.test"),
         "client": leaf("client", "DNS:strangler.client"),
@@ -61,6 +69,7 @@ class TLSBackend:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("X-Backend", name)
+                self.send_header("X-Peer-Port", str(self.client_address[1]))
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -183,6 +192,26 @@ def test_sni_selects_the_certificate(start_proxy, backend_factory, pki):
         https_get(p.port, "/", pki["ca"], server_hostname="c.test")
 
 
+def served_certificate(port, ca, name):
+    """The common name of the certificate the listener serves for SNI name."""
+    ctx = ssl.create_default_context(cafile=ca)
+    with socket.create_connection((harness.HOST, port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname=name) as s:
+            return dict(x[0] for x in s.getpeercert()["subject"])["commonName"]
+
+
+def test_sni_prefers_an_exact_name_to_a_wildcard_in_any_order(start_proxy, backend_factory,
+                                                              pki):
+    """As nginx: every certificate takes part, the first one included (the
+    search began at the second), and an exact name beats a wildcard listed
+    before it (the first match won)."""
+    p = start_tls_proxy(start_proxy, backend_factory("legacy"), pki,
+                        [pki["ax"], pki["wild"], pki["bx"]])
+    assert served_certificate(p.port, pki["ca"], "a.x.test") == "a.x.test"
+    assert served_certificate(p.port, pki["ca"], "b.x.test") == "b.x.test"
+    assert served_certificate(p.port, pki["ca"], "c.x.test") == "wild.x.test"
+
+
 def test_bad_certificate_on_reload_keeps_the_running_one(start_proxy, backend_factory, pki):
     b = backend_factory("legacy")
     p = start_tls_proxy(start_proxy, b, pki, [pki["localhost"]])
@@ -191,7 +220,7 @@ def test_bad_certificate_on_reload_keeps_the_running_one(start_proxy, backend_fa
     os.kill(p.proc.pid, signal.SIGHUP)
     harness.wait_for(lambda: "keeping the running configuration" in p.stderr_text(),
                      what="reload refused")
-    assert 'certificate "/nonexistent/cert.pem"' in p.stderr_text()
+    assert 'tls.certificate: "/nonexistent/cert.pem": No such file' in p.stderr_text()
     assert https_get(p.port, "/", pki["ca"])[1].startswith(b"HTTP/1.1 200")
 
 
@@ -259,10 +288,12 @@ def test_tls_settings_checked_by_t(tmp_path, pki):
         '  b = { url = "http://127.0.0.1:3"; ca_file = "%s"; };\n'
         '  c = { url = "https://127.0.0.1:4"; ca_file = "/nonexistent.pem"; };\n'
         '  d = { url = "https://127.0.0.1:5"; ca_file = "%s";\n'
-        '        client_certificate = "%s"; client_private_key = "%s"; };\n'
+        '        client_certificate = "%s";\n'
+        '        client_private_key = "%s"; };\n'
         '  e = { url = "https://127.0.0.1:6"; client_certificate = "%s"; };\n'
         '  f = { url = "https://127.0.0.1:7"; ca_file = "%s";\n'
-        '        client_certificate = "/nonexistent.crt"; client_private_key = "%s"; };\n'
+        '        client_private_key = "%s";\n'
+        '        client_certificate = "/nonexistent.crt"; };\n'
         '};\n'
         'default_backend = "a";\n' % (pki["localhost"][0], pki["a"][1], pki["ca"],
                                       pki["ca"], pki["client"][0], pki["a"][1],
@@ -270,17 +301,17 @@ def test_tls_settings_checked_by_t(tmp_path, pki):
     r = subprocess.run([harness.BINARY, "-t", "-c", str(conf)], capture_output=True, text=True,
                        timeout=10)
     assert r.returncode == 1
-    assert '%s:1: listen.[0].tls: private_key "%s": key values mismatch' % (conf, pki["a"][1]) \
-        in r.stderr
+    assert ('%s:1: listen.[0].tls.private_key: "%s" does not match certificate "%s"'
+            % (conf, pki["a"][1], pki["localhost"][0])) in r.stderr
     assert "%s:3: warning: backends.a.tls_verify: false" % conf in r.stderr
     assert "%s:4: backends.b: TLS settings need an https:// url" % conf in r.stderr
-    assert '%s:5: backends.c: ca_file "/nonexistent.pem": ' % conf in r.stderr
+    assert '%s:5: backends.c.ca_file: "/nonexistent.pem": ' % conf in r.stderr
     # the client certificate and key are checked as a pair, by their setting names
-    assert '%s:6: backends.d: client_private_key "%s": key values mismatch' % (conf, pki["a"][1]) \
+    assert ('%s:8: backends.d.client_private_key: "%s" does not match client_certificate "%s"'
+            % (conf, pki["a"][1], pki["client"][0])) in r.stderr
+    assert "%s:9: backends.e: client_certificate and client_private_key go together" % conf \
         in r.stderr
-    assert "%s:8: backends.e: client_certificate and client_private_key go together" % conf \
-        in r.stderr
-    assert ('%s:9: backends.f: client_certificate "/nonexistent.crt": No such file or directory'
+    assert ('%s:12: backends.f.client_certificate: "/nonexistent.crt": No such file or directory'
             % conf) in r.stderr
     assert "(null)" not in r.stderr
 
@@ -307,3 +338,296 @@ def test_client_certificate_for_mutual_tls(start_proxy, backend_factory, pki):
             assert r.status == 502
     finally:
         mtls.stop()
+
+
+def test_a_reload_that_changes_backend_tls_settings_drops_pooled_connections(
+        start_proxy, backend_factory, pki, tls_backends, tmp_path):
+    """Pooled connections carry the TLS settings they were made with: a reload
+    that turns tls_verify on, or finds another authority in the same ca_file,
+    must not go on reusing them (the impostor kept answering 200). A reload
+    that changes nothing keeps them."""
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(open(pki["ca"], "rb").read())
+    other = tmp_path / "other"
+    other.mkdir()
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj",
+            "/CN=another CA", cwd=other)
+    url = lambda name: "https://127.0.0.1:%d" % tls_backends[name].port
+    impostor = {"url": url("wrongname"), "tls_verify": False}
+    good = {"url": url("localhost"), "ca_file": str(ca)}
+    routes = [backend_route("impostor"), backend_route("good")]
+    p = start_proxy({"legacy": backend_factory("legacy"), "impostor": impostor, "good": good},
+                    default_backend="legacy", routes=routes)
+
+    def rewrite(backends):
+        open(p.conf_path, "w").write(harness.make_config(
+            p.port, dict(legacy=backend_factory("legacy"), **backends), "legacy", routes, 1,
+            p.access_log_path))
+
+    def get(path):
+        r = harness.RawClient(p.port).request("GET", path)
+        return r.status, r.header("X-Peer-Port")
+
+    status, _ = get("/impostor")
+    assert status == 200
+    _, peer = get("/good")
+    assert get("/good") == (200, peer)  # pooled
+    rewrite({"impostor": dict(impostor, tls_verify=True, ca_file=str(ca)), "good": good})
+    harness.reload_and_wait(p, 1)
+    assert get("/impostor")[0] == 502
+    assert get("/good") == (200, peer)  # unchanged: still pooled
+    ca.write_bytes((other / "ca.pem").read_bytes())
+    harness.reload_and_wait(p, 2)
+    assert get("/good")[0] == 502
+    assert get("/impostor")[0] == 502
+
+
+def run_on_a_terminal(argv, timeout=5.0):
+    """(exit status, output) of argv run with a pseudo-terminal as its
+    controlling terminal, where OpenSSL would prompt for a pass phrase; None
+    as the status when it had not finished within timeout (then killed)."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(argv[0], argv)
+    out, deadline = b"", time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            try:
+                if select.select([fd], [], [], 0.05)[0]:
+                    out += os.read(fd, 4096)
+            except OSError as e:
+                if e.errno != errno.EIO:  # EIO: the child closed the terminal
+                    raise
+            if done:
+                return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        return None, out.decode(errors="replace")
+    finally:
+        os.close(fd)
+
+
+def test_encrypted_private_keys_are_refused_without_a_prompt(tmp_path, pki):
+    """An encrypted key made OpenSSL ask "Enter PEM pass phrase:" on the
+    terminal: -t waited for it, and a reload blocked the main thread."""
+    enc = str(tmp_path / "enc.key")
+    openssl("pkey", "-in", pki["localhost"][1], "-aes256", "-passout", "pass:secret", "-out", enc,
+            cwd=tmp_path)
+    conf = tmp_path / "t.conf"
+    conf.write_text(
+        'listen = ( { address = "127.0.0.1:1"; tls = { certificate = "%s"; private_key = "%s"; }; } );\n'
+        'backends = {\n'
+        '  a = { url = "https://127.0.0.1:2"; ca_file = "%s";\n'
+        '        client_certificate = "%s"; client_private_key = "%s"; };\n'
+        '};\n'
+        'default_backend = "a";\n' % (pki["localhost"][0], enc, pki["ca"], pki["localhost"][0], enc))
+    status, out = run_on_a_terminal([harness.BINARY, "-t", "-c", str(conf)])
+    assert status == 1, (status, out)
+    assert "pass phrase" not in out
+    assert '%s:1: listen.[0].tls.private_key: "%s": encrypted private keys are not supported' \
+        % (conf, enc) in out
+    assert ('%s:4: backends.a.client_private_key: "%s": encrypted private keys are not supported'
+            % (conf, enc) in out)
+
+
+class BioTLS:
+    """TLS over a plain socket through memory BIOs, so that nothing is sent
+    that the test does not send: closing the socket ends TCP without a
+    close_notify, and shutdown(SHUT_WR) is a bare FIN."""
+
+    def __init__(self, sock, ctx, server_side, server_hostname=None):
+        self.sock, self.inc, self.out = sock, ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.inc, self.out, server_side=server_side,
+                                server_hostname=server_hostname)
+        while True:
+            try:
+                self.obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                self._fill()
+        self._flush()
+
+    def _flush(self):
+        data = self.out.read()
+        if data:
+            self.sock.sendall(data)
+
+    def _fill(self):
+        data = self.sock.recv(65536)
+        if data:
+            self.inc.write(data)
+        else:
+            self.inc.write_eof()
+        return bool(data)
+
+    def send(self, data):
+        self.obj.write(data)
+        self._flush()
+
+    def read_until(self, delim):
+        got = b""
+        while delim not in got:
+            try:
+                got += self.obj.read(65536)
+            except ssl.SSLWantReadError:
+                self._flush()
+                if not self._fill():
+                    break
+        return got
+
+    def read_to_eof(self):
+        """Everything until TCP EOF (a close_notify on the way is fine)."""
+        got, open_ = b"", True
+        while open_:
+            open_ = self._fill()
+            try:
+                while True:
+                    chunk = self.obj.read(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                pass
+        return got
+
+
+def abrupt_https_backend(pki, response):
+    """An https backend that answers every request with the bytes of response,
+    then closes TCP without a close_notify. Returns (url, listening socket)."""
+    srv = socket.socket()
+    srv.bind((harness.HOST, 0))
+    srv.listen(8)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(*pki["localhost"])
+
+    def serve():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                t = BioTLS(conn, ctx, server_side=True)
+                t.read_until(b"\r\n\r\n")
+                t.send(response)
+                time.sleep(0.05)
+    threading.Thread(target=serve, daemon=True).start()
+    return "https://127.0.0.1:%d" % srv.getsockname()[1], srv
+
+
+@pytest.mark.parametrize("response, complete, error", [
+    (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"x" * 5000, True, None),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"x" * 2000, False,
+     "upstream response truncated"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7d0\r\n" + b"x" * 2000, False,
+     "upstream response truncated"),
+])
+def test_an_https_backend_closing_without_close_notify(start_proxy, pki, response, complete,
+                                                       error):
+    """OpenSSL 3 took a TCP close without close_notify for a TLS error: a
+    close-delimited response was cut ("upstream reset"). It is an end of
+    stream now, and the HTTP framing tells a complete answer from a cut one."""
+    url, srv = abrupt_https_backend(pki, response)
+    try:
+        p = start_proxy({"legacy": {"url": url, "ca_file": pki["ca"]}})
+        with socket.create_connection((harness.HOST, p.port), timeout=5) as c:
+            c.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            got = harness.Stream(c).read_to_eof()
+        e = p.wait_access(1)[0]
+        assert got.startswith(b"HTTP/1.1 200 OK\r\n")
+        # relayed chunked: a complete answer ends with the last chunk
+        assert got.endswith(b"\r\n0\r\n\r\n") == complete, got[-40:]
+        assert e.get("error") == error, e
+    finally:
+        srv.close()
+
+
+def test_a_tls_client_half_close_is_answered(start_proxy, backend_factory, pki):
+    """A TLS client that sends its request and then a bare TCP FIN (no
+    close_notify) gets its answer, as over plain HTTP (it got an alert and a
+    499)."""
+    b = backend_factory("legacy")
+    p = start_tls_proxy(start_proxy, b, pki, [pki["localhost"]])
+    with socket.create_connection((harness.HOST, p.port), timeout=5) as raw:
+        t = BioTLS(raw, ssl.create_default_context(cafile=pki["ca"]), server_side=False,
+                   server_hostname="localhost")
+        t.send(b"GET /half HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        raw.shutdown(socket.SHUT_WR)
+        got = t.read_to_eof()
+    assert got.startswith(b"HTTP/1.1 200 OK\r\n"), got
+    assert b.wait_requests(1)[0].path == "/half"
+    e = p.wait_access(1)[0]
+    assert e["status"] == 200 and "error" not in e, e
+
+
+def test_backend_certificate_failures_give_the_certificate_checks_reason(
+        start_proxy, backend_factory, pki, tls_backends):
+    """Each failure was logged as a bare "certificate verify failed"; the log
+    (and a health check's verdict) now says which check failed, as nginx does."""
+    url = lambda name: "https://127.0.0.1:%d" % tls_backends[name].port
+    backends = {
+        "legacy": backend_factory("legacy"),
+        "expired": {"url": url("expired"), "ca_file": pki["ca"]},
+        "wrongname": {"url": url("wrongname"), "ca_file": pki["ca"]},
+        "checked": {"url": url("expired"), "ca_file": pki["ca"],
+                    "health": {"path": "/health", "interval_ms": 100, "unhealthy": 1}},
+    }
+    p = start_proxy(backends, default_backend="legacy",
+                    routes=[backend_route("expired"), backend_route("wrongname")])
+    for name in ("expired", "wrongname"):
+        assert harness.RawClient(p.port).request("GET", "/" + name).status == 502
+    log = harness.wait_for(lambda: (lambda t: t if "backend checked" in t else None)(
+        p.stderr_text()), what="health check verdict")
+    assert "backend expired: TLS: certificate verify failed (certificate has expired)" in log
+    assert "backend wrongname: TLS: certificate verify failed (IP address mismatch)" in log
+    assert ("is down: health check: TLS: certificate verify failed (certificate has expired)"
+            in log), log
+
+
+def test_a_tls_error_names_the_entry_and_setting_at_its_line(tmp_path, pki):
+    """An error in the third certificate was reported at the tls group's line
+    as "listen.[0].tls"."""
+    conf = tmp_path / "t.conf"
+    conf.write_text(
+        'listen = ( { address = "127.0.0.1:1";\n'
+        '  tls = { certificates = (\n'
+        '    { certificate = "%s"; private_key = "%s"; },\n'
+        '    { certificate = "%s"; private_key = "%s"; },\n'
+        '    { certificate = "%s";\n'
+        '      private_key = "%s"; } ); }; } );\n'
+        'backends = { a = { url = "http://127.0.0.1:9"; }; };\ndefault_backend = "a";\n'
+        % (pki["a"] + pki["b"] + (pki["localhost"][0], pki["a"][1])))
+    r = subprocess.run([harness.BINARY, "-t", "-c", str(conf)], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 1
+    assert ('%s:6: listen.[0].tls.certificates.[2].private_key: "%s" does not match certificate '
+            '"%s"' % (conf, pki["a"][1], pki["localhost"][0])) in r.stderr, r.stderr
+
+
+def test_unusable_certificate_files_get_the_specific_reason(tmp_path, pki):
+    """Each of these was reported as OpenSSL's wrapper error, "PEM lib"."""
+    (tmp_path / "empty.pem").write_text("")
+    (tmp_path / "dir").mkdir()
+    cert, key = pki["localhost"]
+    cases = [(str(tmp_path / "empty.pem"), key), (key, key), (cert, cert),
+             (cert, str(tmp_path / "dir"))]
+    conf = tmp_path / "t.conf"
+    conf.write_text(
+        "listen = (\n%s\n);\n" % ",\n".join(
+            '{ address = "127.0.0.1:%d"; tls = { certificate = "%s"; private_key = "%s"; }; }'
+            % (i + 1, c, k) for i, (c, k) in enumerate(cases)) +
+        'backends = { a = { url = "http://127.0.0.1:9"; }; };\ndefault_backend = "a";\n')
+    r = subprocess.run([harness.BINARY, "-t", "-c", str(conf)], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 1
+    assert "PEM lib" not in r.stderr, r.stderr
+    assert ('listen.[0].tls.certificate: "%s": no PEM certificate found (no start line)'
+            % (tmp_path / "empty.pem")) in r.stderr, r.stderr
+    assert 'listen.[1].tls.certificate: "%s": no PEM certificate found' % key in r.stderr
+    assert 'listen.[2].tls.private_key: "%s": no PEM private key found' % cert in r.stderr
+    assert ('listen.[3].tls.private_key: "%s": not a regular file (a directory)'
+            % (tmp_path / "dir")) in r.stderr

@@ -384,6 +384,41 @@ static void test_error_listen(void **state)
 		 1, "test.conf:3: listen.[1].address: required");
 }
 
+/* A certificate file that cannot be used is reported at its own setting's
+ * line, with the entry's full path (it was the tls group's line and path, or
+ * the ca_file line for a client certificate). tests/integration/test_tls.py
+ * has the cases that need real certificates (a key on its own line). */
+static void test_error_tls_files_named_at_their_line(void **state)
+{
+	(void)state;
+	REJECTED("listen = ( { address = \"127.0.0.1:8080\";\n" /* 1 */
+		 "  tls = { certificates = (\n"                 /* 2 */
+		 "    { private_key = \"/nonexistent/a.key\";\n" /* 3 */
+		 "      certificate = \"/nonexistent/a.pem\"; }\n" /* 4 */
+		 "  ); }; } );\n" L_BACKENDS L_DEFAULT,
+		 1,
+		 "test.conf:4: listen.[0].tls.certificates.[0].certificate: \"/nonexistent/a.pem\": "
+		 "No such file or directory");
+	REJECTED("listen = ( { address = \"127.0.0.1:8080\";\n" /* 1 */
+		 "  tls = {\n"                                   /* 2 */
+		 "    certificate = \"/\"; private_key = \"/\"; }; } );\n" L_BACKENDS L_DEFAULT,
+		 1, "test.conf:3: listen.[0].tls.certificate: \"/\": not a regular file (a directory)");
+	REJECTED(L_LISTEN "backends = {\n"                     /* 2 */
+		 "  legacy = { url = \"https://127.0.0.1:9001\";\n" /* 3 */
+		 "    ca_file = \"/\";\n"                         /* 4 */
+		 "  };\n};\n" L_DEFAULT,
+		 1, "test.conf:4: backends.legacy.ca_file: \"/\": not a regular file (a directory)");
+	REJECTED(L_LISTEN "backends = {\n"                          /* 2 */
+		 "  legacy = { url = \"https://127.0.0.1:9001\";\n"  /* 3 */
+		 "    tls_verify = false;\n"                          /* 4 */
+		 "    client_private_key = \"/nonexistent.key\";\n"   /* 5 */
+		 "    client_certificate = \"/nonexistent.crt\";\n"   /* 6 */
+		 "  };\n};\n" L_DEFAULT,
+		 1,
+		 "test.conf:6: backends.legacy.client_certificate: \"/nonexistent.crt\": No such file "
+		 "or directory");
+}
+
 static void test_error_wrong_types(void **state)
 {
 	(void)state;
@@ -917,6 +952,7 @@ int main(void)
 		cmocka_unit_test(test_error_bad_sticky),
 		cmocka_unit_test(test_error_path_not_normalised),
 		cmocka_unit_test(test_error_listen),
+		cmocka_unit_test(test_error_tls_files_named_at_their_line),
 		cmocka_unit_test(test_error_wrong_types),
 		cmocka_unit_test(test_error_syntax),
 		cmocka_unit_test(test_multiple_errors_collected),
