@@ -414,7 +414,10 @@ struct sp_fwd_request sp_fwd_request_for(const struct sp_h1_msg *m, const char *
 		.nheaders = m->nhdrs,
 		.body = m->chunked ? SP_BODY_CHUNKED : m->has_length ? SP_BODY_LENGTH : SP_BODY_NONE,
 		.content_length = m->content_length,
-		.upgrade = m->upgrade && sp_hdr_find(m->hdrs, m->nhdrs, "Upgrade") != NULL,
+		/* Upgrade is an HTTP/1.1 mechanism: a 1.0 request's is ignored
+		 * (RFC 9110 §7.8) */
+		.upgrade = m->upgrade && m->http_minor >= 1 &&
+			   sp_hdr_find(m->hdrs, m->nhdrs, "Upgrade") != NULL,
 	};
 }
 

@@ -506,6 +506,8 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	s->client_minor = m->http_minor;
 	s->is_head = strcmp(m->method, "HEAD") == 0;
 	s->upgrade_req = f.upgrade;
+	if (m->upgrade && !f.upgrade)
+		s->req_keep = 0; /* an ignored upgrade leaves the parser in upgrade state */
 	sp_buf_reset(&s->head);
 	if (sp_http_write_request_head(&f, &s->head) < 0) {
 		sp_h1_fail(s->req, 500, "out of memory");

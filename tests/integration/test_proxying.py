@@ -417,6 +417,21 @@ def test_upgrade_tunnel_echoes_both_ways(backend_factory, start_proxy):
     assert entry["bytes_out"] == head_len + 7 + 4 + len(blob)
 
 
+def test_an_http10_upgrade_is_ignored(backend_factory, start_proxy):
+    """Upgrade is HTTP/1.1's (RFC 9110 §7.8): a 1.0 request asking for one is
+    forwarded as a plain request, and its answer closes the connection (it
+    was forwarded as an upgrade, and a 101 relayed to the 1.0 client)."""
+    b = backend_factory("legacy")
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        c.send(b"GET /ws HTTP/1.0\r\nHost: t\r\nConnection: Upgrade, keep-alive\r\n"
+               b"Upgrade: websocket\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 200 and c.is_closed()
+    got = b.wait_requests(1)[0]
+    assert got.header("Upgrade") is None and "upgrade" not in (got.header("Connection") or "")
+
+
 def test_upgrade_tunnel_closed_by_backend(backend_factory, start_proxy):
     def handler(req, conn):
         conn.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n"
