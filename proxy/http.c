@@ -3,9 +3,11 @@
  * parsed view, never copied raw. */
 #include "http.h"
 
-#include <inttypes.h>
 #include <ctype.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "h1.h"
 #include "pathnorm.h"
@@ -596,6 +598,11 @@ int sp_http_write_response_head(const struct sp_fwd_response *r, struct sp_buf *
 		return -1;
 	if (add_forwarded_headers(r->headers, r->nheaders, out))
 		return -1;
+	/* RFC 9110 §6.6.1: a recipient with a clock adds the Date a response
+	 * lacks */
+	if (r->date && !sp_hdr_find(r->headers, r->nheaders, "Date") &&
+	    add_header(out, "Date", r->date, SP_HTTP_DATE_LEN))
+		return -1;
 	if (r->body == SP_BODY_NONE) {
 		if (r->keep_length && r->has_length &&
 		    add_framing(out, SP_BODY_LENGTH, r->content_length))
@@ -645,8 +652,22 @@ const char *sp_http_reason(int status)
 	}
 }
 
+void sp_http_date(time_t t, char out[SP_HTTP_DATE_LEN + 1])
+{
+	static const char days[] = "SunMonTueWedThuFriSat";
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	struct tm tm;
+	char text[64]; /* room for any int, as the compiler cannot know the ranges */
+	gmtime_r(&t, &tm);
+	snprintf(text, sizeof(text), "%.3s, %02d %.3s %04d %02d:%02d:%02d GMT",
+		 days + 3 * tm.tm_wday, tm.tm_mday, months + 3 * tm.tm_mon, tm.tm_year + 1900,
+		 tm.tm_hour, tm.tm_min, tm.tm_sec);
+	memcpy(out, text, SP_HTTP_DATE_LEN);
+	out[SP_HTTP_DATE_LEN] = '\0';
+}
+
 int sp_http_write_simple(struct sp_buf *out, int status, const char *body, int keep_alive,
-			 const char *request_id)
+			 const char *request_id, const char *date)
 {
 	size_t blen = strlen(body);
 	if (sp_buf_printf(out,
@@ -656,6 +677,8 @@ int sp_http_write_simple(struct sp_buf *out, int status, const char *body, int k
 			  keep_alive ? "" : "Connection: close\r\n"))
 		return -1;
 	if (request_id && add_header(out, "X-Request-Id", request_id, strlen(request_id)))
+		return -1;
+	if (date && add_header(out, "Date", date, strlen(date)))
 		return -1;
 	if (sp_buf_add(out, "\r\n", 2) || sp_buf_add(out, body, blen) || sp_buf_addc(out, '\n'))
 		return -1;

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include "buf.h"
 
@@ -151,7 +152,12 @@ struct sp_fwd_response {
 	int client_minor;  /* HTTP/1.x minor version of the client */
 	int keep_alive;    /* the client connection stays open afterwards */
 	int upgrade;       /* 101 Switching Protocols: keep Upgrade */
+	const char *date;  /* added as Date when the backend sent none (NULL: not) */
 };
+
+/* t as an HTTP date, "Fri, 27 Nov 2026 13:45:00 GMT" (RFC 9110 §5.6.7). */
+#define SP_HTTP_DATE_LEN 29
+void sp_http_date(time_t t, char out[SP_HTTP_DATE_LEN + 1]);
 
 int sp_http_write_response_head(const struct sp_fwd_response *r, struct sp_buf *out);
 /* An informational (1xx) head to forward to an HTTP/1.1 client, e.g. 103
@@ -165,7 +171,7 @@ struct sp_fwd_response sp_fwd_response_for(const struct sp_h1_msg *m, int is_hea
 
 /* A complete short response written by the proxy itself (errors). */
 int sp_http_write_simple(struct sp_buf *out, int status, const char *body, int keep_alive,
-			 const char *request_id);
+			 const char *request_id, const char *date);
 const char *sp_http_reason(int status);
 
 /* Chunk framing helpers. */

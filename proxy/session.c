@@ -272,7 +272,8 @@ static void answer(struct sp_session *s, int status, const char *msg, int keep)
 	struct sp_buf *b = &s->tmp;
 	sp_buf_reset(b);
 	keep = keep && !s->w->draining;
-	if (sp_http_write_simple(b, status, msg, keep, s->reqid[0] ? s->reqid : NULL) == 0)
+	if (sp_http_write_simple(b, status, msg, keep, s->reqid[0] ? s->reqid : NULL,
+				 sp_worker_date(s->w)) == 0)
 		evbuffer_add(client_out(s), b->data, b->len);
 	s->status = status;
 	s->bytes_out += b->len;
@@ -640,6 +641,7 @@ static int on_resp_head(void *ud, struct sp_h1_msg *m)
 	s->client_keep = s->req_keep && s->req_done && s->resp_body != SP_BODY_CLOSE &&
 			 !s->w->draining && !s->upgrade_req;
 	f.keep_alive = s->client_keep;
+	f.date = sp_worker_date(s->w);
 	sp_buf_reset(&s->tmp);
 	if (sp_http_write_response_head(&f, &s->tmp) < 0)
 		return -1;

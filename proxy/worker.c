@@ -282,6 +282,16 @@ const char *const sp_upstream_reasons[SP_UPSTREAM_REASONS] = {
 	"upstream response truncated", "upstream reset",	       "upstream TLS handshake failed",
 };
 
+const char *sp_worker_date(struct sp_worker *w)
+{
+	time_t now = time(NULL);
+	if (now != w->date_at) {
+		sp_http_date(now, w->date);
+		w->date_at = now;
+	}
+	return w->date;
+}
+
 void sp_worker_count(struct sp_worker *w, const struct sp_config *cfg,
 		     const struct sp_route *route, const char *backend, int status,
 		     const char *upstream_error, double ms)

@@ -70,6 +70,8 @@ struct sp_worker {
 	int expiring; /* giving up the remaining mirrors at shutdown */
 	struct event *grace_timer;
 	uint64_t rng;
+	time_t date_at;                     /* the second date holds */
+	char date[SP_HTTP_DATE_LEN + 1];    /* for Date headers the proxy adds */
 	TAILQ_HEAD(sp_session_q, sp_session) sessions;
 	_Atomic size_t nsessions; /* read by the main thread for metrics */
 	int draining;
@@ -114,6 +116,8 @@ struct sp_pool *sp_worker_pool(struct sp_worker *w, const struct sp_config *cfg,
 /* A route's counters by name (any thread), NULL when the worker has none. */
 struct sp_shadow_stats *sp_worker_route_stats(struct sp_worker *w, const char *route);
 struct sp_route_stats *sp_worker_find_stats(struct sp_worker *w, const char *route);
+/* The current HTTP date, formatted once a second (worker thread). */
+const char *sp_worker_date(struct sp_worker *w);
 /* Counts a finished exchange (worker thread). route NULL: default backend;
  * backend NULL: answered by the proxy itself; upstream_error: the backend's
  * failure (one of sp_upstream_reasons), or NULL. */

@@ -1068,7 +1068,8 @@ def test_a_pipelining_client_that_does_not_read_is_held_back(backend_factory, st
     by the sum of their answers (about 23 MB a second, without limit). Once
     it reads, every answer arrives, in order."""
     n, size = 20000, 4096  # small answers: each exchange ends at once
-    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size
+    answer = (b"HTTP/1.1 200 OK\r\nDate: Thu, 01 Jan 2026 00:00:00 GMT\r\n"  # relayed as is
+              b"Content-Length: %d\r\n\r\n" % size + b"x" * size)
     b = backend_factory("legacy", raw(answer, close=False))
     proxy = start_proxy({"legacy": b})
     rss0 = proxy.rss_kb()

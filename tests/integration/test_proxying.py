@@ -558,6 +558,27 @@ def test_an_invalid_host_is_refused(one):
     assert backend.requests == []
 
 
+def test_a_date_is_added_where_the_answer_has_none(backend_factory, start_proxy):
+    """RFC 9110 §6.6.1: a proxy with a clock adds the Date a response lacks,
+    and its own answers carry one; a backend's Date is kept as it is."""
+    import email.utils
+    old = "Thu, 01 Jan 2026 00:00:00 GMT"
+    b = backend_factory("legacy", by_path(
+        {"/dated": lambda req, conn: Response(200, b"d", headers=[("Date", old)])},
+        lambda req, conn: Response(200, b"u")))
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        undated = c.request("GET", "/undated")
+        dated = c.request("GET", "/dated")
+        c.send(b"GET / HTTP/1.1\r\nHost: a, b\r\n\r\n")
+        own = c.read_response()
+    assert own.status == 400
+    for r in (undated, own):
+        t = email.utils.parsedate_to_datetime(r.header("Date")).timestamp()
+        assert abs(t - time.time()) < 5, r.header("Date")
+    assert dated.header_all("Date") == [old]
+
+
 def test_request_id_added_when_absent(one):
     proxy, backend = one
     with proxy.client() as c:

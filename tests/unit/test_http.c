@@ -595,16 +595,18 @@ static void test_write_simple(void **state)
 	(void)state;
 	struct sp_buf out;
 	sp_buf_init(&out);
-	assert_int_equal(sp_http_write_simple(&out, 502, "bad upstream response", 0, "rid-9"), 0);
+	assert_int_equal(sp_http_write_simple(&out, 502, "bad upstream response", 0, "rid-9",
+						      "Fri, 27 Nov 2026 13:45:00 GMT"), 0);
 	assert_head(&out, "HTTP/1.1 502 Bad Gateway\r\n"
 			  "Content-Type: text/plain; charset=utf-8\r\n"
 			  "Content-Length: 22\r\n"
 			  "Connection: close\r\n"
 			  "X-Request-Id: rid-9\r\n"
+			  "Date: Fri, 27 Nov 2026 13:45:00 GMT\r\n"
 			  "\r\n"
 			  "bad upstream response\n");
 	sp_buf_reset(&out);
-	assert_int_equal(sp_http_write_simple(&out, 404, "", 1, NULL), 0);
+	assert_int_equal(sp_http_write_simple(&out, 404, "", 1, NULL, NULL), 0);
 	assert_head(&out, "HTTP/1.1 404 Not Found\r\n"
 			  "Content-Type: text/plain; charset=utf-8\r\n"
 			  "Content-Length: 1\r\n"
@@ -612,13 +614,25 @@ static void test_write_simple(void **state)
 			  "\n");
 	/* Content-Length matches the bytes after the head. */
 	sp_buf_reset(&out);
-	assert_int_equal(sp_http_write_simple(&out, 431, "header fields too large", 1, "x"), 0);
+	assert_int_equal(sp_http_write_simple(&out, 431, "header fields too large", 1, "x", NULL), 0);
 	const char *body = strstr(out.data, "\r\n\r\n");
 	assert_non_null(body);
 	assert_non_null(strstr(out.data, "\r\nContent-Length: 24\r\n"));
 	assert_int_equal(strlen(body + 4), 24);
 	assert_non_null(strstr(out.data, "HTTP/1.1 431 Request Header Fields Too Large\r\n"));
 	sp_buf_deinit(&out);
+}
+
+static void test_http_date(void **state)
+{
+	(void)state;
+	char d[SP_HTTP_DATE_LEN + 1];
+	sp_http_date(1795787100, d); /* 2026-11-27 13:45:00 UTC */
+	assert_string_equal(d, "Fri, 27 Nov 2026 13:45:00 GMT");
+	sp_http_date(0, d);
+	assert_string_equal(d, "Thu, 01 Jan 1970 00:00:00 GMT");
+	sp_http_date(951782400, d); /* a leap day */
+	assert_string_equal(d, "Tue, 29 Feb 2000 00:00:00 GMT");
 }
 
 static void test_reason_phrases(void **state)
@@ -815,6 +829,7 @@ int main(void)
 		cmocka_unit_test(test_check_request_bad_values),
 		cmocka_unit_test(test_check_request_host),
 		cmocka_unit_test(test_check_request_host_value),
+		cmocka_unit_test(test_http_date),
 		cmocka_unit_test(test_check_request_transfer_encoding),
 		cmocka_unit_test(test_check_response),
 		cmocka_unit_test(test_check_request_unknown_coding),
