@@ -154,7 +154,7 @@ static void sample(struct sp_runtime *rt, const char *route, const char *backend
 				continue;
 			out->requests += sp_read(&s->requests);
 			out->errors += sp_read(&s->status[5]);
-			sp_hist_sum(&s->latency, out->lat);
+			sp_hist_sum(&s->wait, out->lat);
 		}
 	}
 }

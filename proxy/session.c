@@ -77,6 +77,7 @@ struct sp_session {
 	struct timespec t_start, t_up;
 	int t_stamped; /* t_start is this request's first byte (else the accept) */
 	double upstream_ms;
+	double upload_ms; /* of upstream_ms, the time the request body took to come */
 	uint64_t bytes_in, bytes_out; /* besides what splice(2) moved: */
 	uint64_t interim_out; /* 1xx heads sent (bytes_out is the final answer's) */
 	uint64_t spliced_in0, spliced_out0; /* the client's splice counts when the exchange began */
@@ -188,8 +189,11 @@ static void log_exchange(struct sp_session *s)
 		.fallback_from = s->fallback_from >= 0 ? cfg->backends[s->fallback_from].name : NULL,
 	};
 	sp_accesslog_write(s->w->alog, &e, &s->w->logbuf);
+	/* the backend's own time: until its answer, without the upload */
+	double wait_ms = s->upstream_ms < 0 ? -1
+			 : s->upstream_ms - (s->upload_ms < s->upstream_ms ? s->upload_ms : s->upstream_ms);
 	sp_worker_count(s->w, cfg, s->dec.route, e.backend, s->status, s->up_failed ? s->error : NULL,
-			e.total_ms);
+			e.total_ms, wait_ms);
 }
 
 static void reset_exchange(struct sp_session *s)
@@ -209,6 +213,7 @@ static void reset_exchange(struct sp_session *s)
 	s->up_failed = 0;
 	s->fallback_from = -1;
 	s->upstream_ms = -1;
+	s->upload_ms = 0;
 	s->bytes_in = s->bytes_out = s->interim_out = 0;
 	s->spliced_in0 = s->client->spliced_in;
 	s->spliced_out0 = s->client->spliced_out;
@@ -561,6 +566,8 @@ static int on_req_done(void *ud, struct sp_h1_msg *m)
 	if (s->req_body == SP_BODY_CHUNKED)
 		emit(s, "0\r\n\r\n", 5);
 	s->req_done = 1;
+	if (s->up && s->req_body != SP_BODY_NONE && !s->resp_started)
+		s->upload_ms = sp_ms_since(&s->t_up); /* the client's pace, not the backend's */
 	sp_shadow_request_done(s->shadow);
 	client_timeouts(s, 0);
 	if (s->up && s->req_body != SP_BODY_NONE && (s->up->connected || s->up->reused))

@@ -294,7 +294,7 @@ const char *sp_worker_date(struct sp_worker *w)
 
 void sp_worker_count(struct sp_worker *w, const struct sp_config *cfg,
 		     const struct sp_route *route, const char *backend, int status,
-		     const char *upstream_error, double ms)
+		     const char *upstream_error, double ms, double wait_ms)
 {
 	struct sp_route_stats *n;
 	if (!route)
@@ -316,6 +316,8 @@ void sp_worker_count(struct sp_worker *w, const struct sp_config *cfg,
 	}
 	sp_hist_add(&s->latency, ms);
 	sp_durations_add(&s->durations, ms);
+	if (wait_ms >= 0)
+		sp_hist_add(&s->wait, wait_ms);
 	atomic_store_explicit(&s->latency_us_sum,
 			      sp_read(&s->latency_us_sum) + (uint64_t)(ms * 1000.0 + 0.5),
 			      memory_order_relaxed);

@@ -34,6 +34,7 @@ struct sp_side_stats {
 	_Atomic uint64_t errors_by[SP_UPSTREAM_REASONS];
 	struct sp_hist latency; /* whole exchange, ms */
 	struct sp_durations durations; /* the same, at the metrics' bounds */
+	struct sp_hist wait; /* the backend's: until its answer head, upload excluded (guard) */
 	_Atomic uint64_t latency_us_sum;
 };
 
@@ -120,10 +121,11 @@ struct sp_route_stats *sp_worker_find_stats(struct sp_worker *w, const char *rou
 const char *sp_worker_date(struct sp_worker *w);
 /* Counts a finished exchange (worker thread). route NULL: default backend;
  * backend NULL: answered by the proxy itself; upstream_error: the backend's
- * failure (one of sp_upstream_reasons), or NULL. */
+ * failure (one of sp_upstream_reasons), or NULL; ms the whole exchange;
+ * wait_ms the backend's own time (-1: no backend took part). */
 void sp_worker_count(struct sp_worker *w, const struct sp_config *cfg,
 		     const struct sp_route *route, const char *backend, int status,
-		     const char *upstream_error, double ms);
+		     const char *upstream_error, double ms, double wait_ms);
 void sp_worker_free(struct sp_worker **w);
 
 /* session.c */

@@ -169,3 +169,43 @@ def test_steps_wait_for_a_verdict_and_never_start_from_zero(start_proxy, backend
     harness.time.sleep(2.5)
     assert percent(p) == 0
     assert "next step" not in p.stderr_text()
+
+
+def test_the_p99_bound_measures_the_backend_not_the_client(start_proxy, backend_factory,
+                                                          tmp_path):
+    """Two equally fast backends; the rollout side's users upload slowly. The
+    p99 bound compares the backends' answer times, so it holds (it counted
+    the whole exchange: 275 ms against 0.2 ms, and pulled the rollout back)."""
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern")
+    guard = {"max_p99_ratio": 3.0, "min_requests": 4, "window_s": 10}
+    p = start(start_proxy, legacy, modern,
+              {"backend": "modern", "percent": 50.0, "sticky": "header:X-User-Id",
+               "guard": guard}, tmp_path)
+    sides = dict(zip(["u%d" % i for i in range(30)], load(p, 30)))
+    for user, side in sides.items():
+        with p.client() as c:
+            c.send(b"POST /api/orders HTTP/1.1\r\nHost: t\r\nX-User-Id: %s\r\n"
+                   b"Content-Length: 4\r\n\r\n" % user.encode())
+            if side == "modern":
+                harness.time.sleep(0.3)  # the client's pace
+            c.send(b"body")
+            assert c.read_response().status == 200
+    assert {"legacy", "modern"} <= set(sides.values())
+    harness.time.sleep(2.5)  # two guard ticks
+    route = p.admin("GET", "/api/routes/orders")[1]
+    assert route["guard"]["tripped"] is False, route["guard"]["reason"]
+    assert route["rollout"]["percent"] == 50
+
+
+def test_a_slow_new_backend_trips_the_p99_bound(start_proxy, backend_factory, tmp_path):
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern", harness.delayed(0.05))
+    guard = {"max_p99_ratio": 3.0, "min_requests": 4, "window_s": 10}
+    p = start(start_proxy, legacy, modern,
+              {"backend": "modern", "percent": 50.0, "sticky": "header:X-User-Id",
+               "guard": guard}, tmp_path)
+    load(p, 30)
+    harness.wait_for(lambda: "guard: route orders: p99" in p.stderr_text(), 5,
+                     what="the guard tripping on p99")
+    assert p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 0
