@@ -398,8 +398,7 @@ static void upstream_timeouts(struct sp_session *s)
 static void attach_upstream(struct sp_session *s, int fresh)
 {
 	const char *why = ERR_CONNECT_FAILED;
-	struct sp_pool *pool = sp_worker_pool(s->w, s->cfg, s->backend);
-	s->up = pool ? sp_pool_get(pool, fresh, &why) : NULL;
+	s->up = sp_worker_connect(s->w, s->cfg, s->backend, fresh, &why);
 	if (!s->up) {
 		upstream_failed(s, why, 502);
 		return;

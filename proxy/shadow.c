@@ -505,11 +505,10 @@ static int leg_start(struct sp_shadow *sh, struct leg *l, int backend, const str
 
 static int leg_connect(struct leg *l, int fresh)
 {
-	const char *why;
-	struct sp_pool *pool = sp_worker_pool(l->sh->w, l->sh->cfg, l->backend);
-	l->up = pool ? sp_pool_get(pool, fresh, &why) : NULL;
+	const char *why = NULL;
+	l->up = sp_worker_connect(l->sh->w, l->sh->cfg, l->backend, fresh, &why);
 	if (!l->up) {
-		leg_connect_failed(l, pool ? why : NULL);
+		leg_connect_failed(l, why);
 		return -1;
 	}
 	struct sp_conn *c = l->up->conn;

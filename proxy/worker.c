@@ -342,16 +342,26 @@ static int reconcile_stats(struct sp_worker *w, const struct sp_config *cfg)
 	return 0;
 }
 
-struct sp_pool *sp_worker_pool(struct sp_worker *w, const struct sp_config *cfg, int backend)
+struct sp_upconn *sp_worker_connect(struct sp_worker *w, const struct sp_config *cfg, int backend,
+				    int fresh, const char **why)
 {
 	if (cfg == w->cfg)
-		return w->pools[backend];
-	/* an exchange that started before a reload: find its backend by URL and
-	 * TLS settings (a changed one is as good as removed) */
+		return sp_pool_get(w->pools[backend], fresh, why);
+	/* an exchange that started before a reload: its backend's pool, found by
+	 * URL and TLS settings */
 	for (size_t i = 0; i < w->cfg->nbackends; i++)
 		if (same_peer(&w->cfg->backends[i], &cfg->backends[backend]))
-			return w->pools[i];
-	return NULL;
+			return sp_pool_get(w->pools[i], fresh, why);
+	/* removed or changed since: a connection of its own, as the exchange's
+	 * configuration says (a pool retired at once frees it after use) */
+	struct sp_pool *own = sp_pool_new(w->base, &cfg->backends[backend]);
+	if (!own) {
+		*why = SP_ERR_LOCAL;
+		return NULL;
+	}
+	struct sp_upconn *c = sp_pool_get(own, 1, why);
+	sp_pool_retire(&own);
+	return c;
 }
 
 static void on_reload(evutil_socket_t fd, short what, void *arg)

@@ -110,10 +110,13 @@ int sp_worker_check_listen(const struct sp_config *old, const struct sp_config *
 /* Hands a new generation to the worker (any thread; takes a reference). New
  * requests use it at once, requests in flight finish on theirs. */
 void sp_worker_reload(struct sp_worker *w, struct sp_config *cfg, unsigned long gen);
-/* The pool for backend index `backend` of generation cfg (which may be older
- * than the worker's), or NULL when a reload removed that backend or changed
- * its URL or TLS settings. */
-struct sp_pool *sp_worker_pool(struct sp_worker *w, const struct sp_config *cfg, int backend);
+/* A connection to backend index `backend` of generation cfg, which may be
+ * older than the worker's: from the worker's pool for that backend or, when a
+ * reload removed it or changed its URL or TLS settings, one of its own that
+ * is not kept after the exchange (requests in flight finish on their own
+ * configuration). NULL with *why on failure. */
+struct sp_upconn *sp_worker_connect(struct sp_worker *w, const struct sp_config *cfg, int backend,
+				    int fresh, const char **why);
 /* A route's counters by name (any thread), NULL when the worker has none. */
 struct sp_shadow_stats *sp_worker_route_stats(struct sp_worker *w, const char *route);
 struct sp_route_stats *sp_worker_find_stats(struct sp_worker *w, const char *route);

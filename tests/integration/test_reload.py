@@ -8,6 +8,8 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 import harness
 
 
@@ -84,6 +86,43 @@ def test_request_in_flight_finishes_on_its_generation(start_proxy, backend_facto
     assert served_by(p) == "modern"
     t.join(5)
     assert result == {"status": 200, "backend": "legacy"}
+
+
+@pytest.mark.parametrize("change", ["moved", "removed"])
+def test_a_retry_in_flight_uses_its_generations_backend(start_proxy, backend_factory, change):
+    """A GET on a reused connection the backend closes unanswered is retried
+    once on a new connection. When a reload meanwhile moved that backend to
+    another URL or removed it, the retry still goes to the backend of the
+    request's configuration (it got 502 "connect failed" without a try)."""
+    def closes_reused(req, conn):
+        if req.seq == 0:
+            return harness.echo(req, conn)
+        time.sleep(0.5)  # long enough for the reload to land
+        return harness.CLOSE
+    modern = backend_factory("modern", closes_reused)
+    elsewhere = backend_factory("elsewhere")
+    legacy = backend_factory("legacy")
+    routes = [{"name": "api", "match": {"path_prefix": "/api"}, "backend": "modern"}]
+    p = start_proxy({"legacy": legacy, "modern": modern}, routes=routes)
+    with p.client() as c:
+        assert c.request("GET", "/api/first").status == 200  # leaves an idle connection
+    result = {}
+
+    def second():
+        with p.client(timeout=5) as c:
+            r = c.request("GET", "/api/second")
+            result["got"] = (r.status, r.header("X-Backend"))
+    t = threading.Thread(target=second)
+    t.start()
+    harness.wait_for(lambda: len(modern.requests) >= 2, what="the second request at modern")
+    if change == "moved":
+        rewrite(p, {"legacy": legacy, "modern": elsewhere}, routes)
+    else:
+        rewrite(p, {"legacy": legacy}, [])
+    reload_and_wait(p, 1)
+    t.join(5)
+    assert result["got"] == (200, "modern")
+    assert [q.path for q in modern.requests][-1] == "/api/second"
 
 
 def test_reload_under_load_loses_no_request(start_proxy, two_backends):
