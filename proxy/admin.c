@@ -456,8 +456,16 @@ static void serve_metrics(struct admin_conn *a, const char *name)
 	}
 	metrics_backends(&b, rt->cfg);
 	metrics_logs(&b, rt);
-	for (int w = 0; w < rt->nworkers; w++)
+	uint64_t tls_failed = 0;
+	for (int w = 0; w < rt->nworkers; w++) {
 		open += atomic_load_explicit(&rt->workers[w]->nsessions, memory_order_relaxed);
+		tls_failed += sp_read(&rt->workers[w]->tls_handshake_failures);
+	}
+	sp_buf_printf(&b,
+		      "# HELP strangler_tls_handshake_failures_total Client TLS handshakes that "
+		      "failed.\n# TYPE strangler_tls_handshake_failures_total counter\n"
+		      "strangler_tls_handshake_failures_total %llu\n",
+		      (unsigned long long)tls_failed);
 	sp_buf_printf(&b,
 		      "# HELP strangler_open_connections Client connections open.\n"
 		      "# TYPE strangler_open_connections gauge\nstrangler_open_connections %zu\n"

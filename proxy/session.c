@@ -1123,6 +1123,12 @@ static void on_client_event(struct sp_conn *c, short what, void *arg)
 		s->dead = 1; /* the client's end, its silence, or the time is up */
 	} else if (what & SP_CONN_DEADLINE) {
 		deadline_passed(s);
+	} else if (c->tls_handshake_failed && !c->plain_http) {
+		/* a scanner, an old client, one that refuses the certificate:
+		 * counted, and said at debug level (nginx: info) */
+		sp_count(&s->w->tls_handshake_failures);
+		sp_debug("client %s: TLS handshake failed: %s", s->client_ip, c->tls_error);
+		s->dead = 1;
 	} else if (c->plain_http) {
 		/* as nginx does: say so in plain HTTP, then close */
 		static const char msg[] = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"

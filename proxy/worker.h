@@ -75,6 +75,7 @@ struct sp_worker {
 	char date[SP_HTTP_DATE_LEN + 1];    /* for Date headers the proxy adds */
 	TAILQ_HEAD(sp_session_q, sp_session) sessions;
 	_Atomic size_t nsessions; /* read by the main thread for metrics */
+	_Atomic uint64_t tls_handshake_failures; /* clients' (listener side) */
 	int draining;
 	int accept_paused; /* max_connections reached */
 	struct event *stop_ev;

@@ -130,8 +130,8 @@ def tls_listen(port, pki, certs):
     return 'listen = ( { address = "127.0.0.1:%d"; tls = { %s }; } );' % (port, tls)
 
 
-def start_tls_proxy(start_proxy, backend, pki, certs):
-    p = start_proxy({"legacy": backend})
+def start_tls_proxy(start_proxy, backend, pki, certs, **extra):
+    p = start_proxy({"legacy": backend}, **extra)
     text = open(p.conf_path).read()
     text = text.replace('listen = ( { address = "127.0.0.1:%d"; } );' % p.port,
                         tls_listen(p.port, pki, certs))
@@ -172,13 +172,18 @@ def test_plain_http_to_a_tls_listener_gets_a_plain_400(start_proxy, backend_fact
 
 
 def test_tls_listener_refuses_old_versions(start_proxy, backend_factory, pki):
+    """TLS 1.1 is refused; the failure is counted and said at debug level (it
+    left no trace at all), and the proxy is fine afterwards."""
     b = backend_factory("legacy")
-    p = start_tls_proxy(start_proxy, b, pki, [pki["localhost"]])
+    p = start_tls_proxy(start_proxy, b, pki, [pki["localhost"]], admin={}, log_level="debug")
+    harness.wait_for(lambda: "admin API on" in p.stderr_text().split("stopped")[-1],
+                     what="admin listener")
     with pytest.raises((ssl.SSLError, ConnectionResetError)):
         https_get(p.port, "/", pki["ca"], maximum_version=ssl.TLSVersion.TLSv1_1,
                   minimum_version=ssl.TLSVersion.TLSv1)
-    # and the proxy is fine afterwards
     assert https_get(p.port, "/", pki["ca"])[1].startswith(b"HTTP/1.1 200")
+    assert "client 127.0.0.1: TLS handshake failed: unsupported protocol" in p.stderr_text()
+    assert "strangler_tls_handshake_failures_total 1\n" in p.admin("GET", "/metrics")[1]
 
 
 def test_sni_selects_the_certificate(start_proxy, backend_factory, pki):
