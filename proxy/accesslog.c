@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -84,6 +85,31 @@ void sp_accesslog_close(struct sp_accesslog **lp)
 		close(log->fd);
 	free(log->path);
 	free(log);
+}
+
+void sp_accesslog_give(struct sp_accesslog *log, uid_t uid, gid_t gid, const char *user)
+{
+	if (log && log->owned && fchown(log->fd, uid, gid) < 0)
+		sp_log(SP_LOG_WARN, "%s log: cannot give %s to user %s: %s", log->name, log->path, user,
+		       strerror(errno));
+}
+
+void sp_accesslog_check_reopen(const struct sp_accesslog *log, const char *user)
+{
+	if (!log || !log->path)
+		return;
+	char dir[4096];
+	snprintf(dir, sizeof(dir), "%s", log->path);
+	char *slash = strrchr(dir, '/');
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else
+		slash[slash == dir] = '\0'; /* "/x" keeps "/" */
+	if (access(dir, W_OK | X_OK) < 0)
+		sp_log(SP_LOG_WARN,
+		       "%s log: directory %s is not writable by user %s: after a rotation, SIGUSR1 "
+		       "can only reopen a file made for it (logrotate: create 0640 %s %s)",
+		       log->name, dir, user, user, user);
 }
 
 const char *sp_accesslog_name(const struct sp_accesslog *log)

@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "buf.h"
 
@@ -17,6 +18,12 @@ void sp_accesslog_close(struct sp_accesslog **log);
 /* Reopens the file (after logrotate moved it). Returns 0 or -1 with errno. */
 int sp_accesslog_reopen(struct sp_accesslog *log);
 const char *sp_accesslog_name(const struct sp_accesslog *log);
+/* Before the process switches to `user` (uid, gid): the file becomes the
+ * user's, so that a reopen can append to it. */
+void sp_accesslog_give(struct sp_accesslog *log, uid_t uid, gid_t gid, const char *user);
+/* After the switch: warns when the file's directory is not writable, where a
+ * reopen after a rotation could not create the file. */
+void sp_accesslog_check_reopen(const struct sp_accesslog *log, const char *user);
 /* Lines not written whole (a full disk, a closed pipe) since start; any thread. */
 uint64_t sp_accesslog_dropped(struct sp_accesslog *log);
 

@@ -149,13 +149,16 @@ static void on_guard_tick(evutil_socket_t fd, short what, void *arg)
 }
 
 /* After the sockets are bound and the files opened: run as `user`. */
-static int drop_privileges(const char *user)
+/* The logs, opened as root, become the user's: SIGUSR1 reopens them as it. */
+static int drop_privileges(const char *user, struct sp_accesslog *logs[2])
 {
 	struct passwd *pw = getpwnam(user);
 	if (geteuid() != 0) {
 		sp_log(SP_LOG_WARN, "user: not started as root; staying %ld", (long)geteuid());
 		return 0;
 	}
+	for (int i = 0; pw && i < 2; i++)
+		sp_accesslog_give(logs[i], pw->pw_uid, pw->pw_gid, user);
 	if (!pw || initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
 	    setuid(pw->pw_uid) < 0) {
 		sp_log(SP_LOG_ERROR, "user: cannot switch to %s: %s", user,
@@ -163,6 +166,8 @@ static int drop_privileges(const char *user)
 		return -1;
 	}
 	sp_log(SP_LOG_INFO, "running as user %s", user);
+	for (int i = 0; i < 2; i++)
+		sp_accesslog_check_reopen(logs[i], user);
 	return 0;
 }
 
@@ -301,7 +306,7 @@ static int run(const char *file)
 	sp_runtime_start_checks(&rt);
 	if (cfg->pid_file && write_pid_file(cfg->pid_file) < 0)
 		goto out;
-	if (cfg->user && drop_privileges(cfg->user) < 0)
+	if (cfg->user && drop_privileges(cfg->user, (struct sp_accesslog *[2]){rt.alog, rt.difflog}) < 0)
 		goto out;
 	rt.stop_poll = event_new(rt.base, -1, EV_PERSIST, on_stop_poll, &rt);
 	guard_timer = event_new(rt.base, -1, EV_PERSIST, on_guard_tick, &rt);

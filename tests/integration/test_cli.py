@@ -403,6 +403,37 @@ def test_access_log_to_stderr(backend_factory, tmp_path):
     assert rc == 0
 
 
+def test_the_logs_become_the_users_and_reopen_as_it(backend_factory):
+    """Started as root with user = "nobody": the logs, opened as root, become
+    nobody's, so SIGUSR1 can reopen them (it failed: Permission denied), and
+    a log directory nobody cannot write to is pointed out at start (a reopen
+    there cannot create a rotated file)."""
+    import pwd
+    import shutil
+    import tempfile
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch users")
+    logs = tempfile.mkdtemp(prefix="strangler-logs-")
+    try:
+        os.chmod(logs, 0o755)  # like /var/log/strangler made by root
+        b = backend_factory("legacy")
+        p = harness.Proxy(logs, {"legacy": b}, user="nobody")  # its access.log in logs/
+        try:
+            log = p.access_log_path
+            assert os.stat(log).st_uid == pwd.getpwnam("nobody").pw_uid
+            assert "directory %s is not writable by user nobody" % logs in p.stderr_text()
+            os.kill(p.pid, signal.SIGUSR1)
+            wait_for(lambda: "SIGUSR1" in p.stderr_text(), what="the reopen")
+            with p.client() as c:
+                assert c.request("GET", "/after").status == 200
+            wait_for(lambda: "/after" in open(log).read(), what="the line")
+            assert "cannot reopen" not in p.stderr_text()
+        finally:
+            p.stop()
+    finally:
+        shutil.rmtree(logs)
+
+
 def test_user_setting_drops_privileges_after_binding(backend_factory, start_proxy):
     """Started as root with user = "nobody": the port is bound, then the process
     runs as nobody and still serves."""
