@@ -556,9 +556,14 @@ static void serve_diffs(struct admin_conn *a, const char *name)
 	long n = q && sp_query_get(q + 1, qlen, "limit", &limit) ? strtol(limit.data, NULL, 10) : 20;
 	if (n < 1 || n > 1000)
 		n = 20;
-	json_t *list = sp_diff_ring_get(a->admin->rt->diffs, has_route ? route.data : NULL, (size_t)n);
-	respond_json(a, 200, json_pack("{s:s?, s:o}", "route", has_route ? route.data : NULL,
-				       "diffs", list));
+	if (has_route && !find_route(a->admin->rt->cfg, route.data)) {
+		respond_error(a, 404, "no such route"); /* not one of the running routes */
+	} else {
+		json_t *list = sp_diff_ring_get(a->admin->rt->diffs, has_route ? route.data : NULL,
+						(size_t)n);
+		respond_json(a, 200, json_pack("{s:s?, s:o}", "route", has_route ? route.data : NULL,
+					       "diffs", list));
+	}
 	sp_buf_deinit(&route);
 	sp_buf_deinit(&limit);
 }

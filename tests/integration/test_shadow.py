@@ -615,3 +615,21 @@ def test_shadow_backend_that_never_answers_is_paused_until_it_answers(start_prox
     assert s["shadow_timeouts"] == 3, s
     assert s["skipped"]["backend_unresponsive"] >= 20, s
     assert s["skipped"]["backend_down"] == 0, s
+
+
+def test_the_admin_api_serves_the_latest_differences(start_proxy, backend_factory, tmp_path):
+    """GET /api/diffs?route=NAME&limit=N: the newest differences first; an
+    unknown route is 404 (a name that is not UTF-8 got 500 out of memory)."""
+    legacy = backend_factory("legacy", lambda req, conn: Response(200, b'{"v": 1}'))
+    modern = backend_factory("modern", lambda req, conn: Response(200, b'{"v": 2}'))
+    p = start_proxy({"legacy": legacy, "modern": modern}, routes=[shadow_route("modern")],
+                    shadow_defaults={"diff_log": str(tmp_path / "diffs.jsonl")}, admin={})
+    with p.client() as c:
+        for i in range(3):
+            assert c.request("GET", "/x", [("X-Request-Id", "r%d" % i)]).status == 200
+    harness.wait_for(lambda: p.admin("GET", "/api/diffs/summary")[1]["routes"]["r"]["different"]
+                     == 3, what="three differences")
+    st, got = p.admin("GET", "/api/diffs?route=r&limit=2")
+    assert st == 200 and [d["request_id"] for d in got["diffs"]] == ["r2", "r1"]
+    assert p.admin("GET", "/api/diffs?route=nope")[0] == 404
+    assert p.admin("GET", "/api/diffs?route=%ff%fe")[0] == 404
