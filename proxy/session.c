@@ -1042,8 +1042,8 @@ static void pump(struct sp_session *s)
 		if (s->closing) {
 			if (evbuffer_get_length(s->client->out) > 0)
 				return;
-			if (!s->linger) {
-				s->dead = 1;
+			if (!s->linger || s->w->draining) {
+				s->dead = 1; /* a shutdown waits for exchanges, not for lingering */
 				return;
 			}
 			if (!s->client->shut_wr) {
@@ -1275,8 +1275,10 @@ void sp_sessions_drain(struct sp_worker *w)
 	struct sp_session *s, *next;
 	for (s = TAILQ_FIRST(&w->sessions); s; s = next) {
 		next = TAILQ_NEXT(s, link);
-		if (!s->in_callback && !s->req_active && !sp_h1_in_message(s->req) &&
-		    evbuffer_get_length(s->client->in) == 0)
+		int idle = !s->req_active && !sp_h1_in_message(s->req) &&
+			   evbuffer_get_length(s->client->in) == 0;
+		int lingering = s->linger && s->client->shut_wr; /* answered: not in flight */
+		if (!s->in_callback && (idle || lingering))
 			session_free(s);
 	}
 }

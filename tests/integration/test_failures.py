@@ -427,6 +427,23 @@ def test_an_early_answer_reaches_a_client_still_sending(backend_factory, start_p
     assert status in send_all_then_read_head(proxy.port, data)
 
 
+def test_a_lingering_client_does_not_hold_up_a_shutdown(backend_factory, start_proxy):
+    """A connection whose answer is written and which only reads what the
+    client still sends is not a request in flight: SIGTERM does not wait
+    for it (it waited up to the 30 s of lingering)."""
+    b = backend_factory("legacy")
+    proxy = start_proxy({"legacy": b}, limits={"max_body_bytes": 1000}, drain_timeout_ms=20000)
+    with socket.create_connection((harness.HOST, proxy.port), timeout=5) as c:
+        c.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\nabc")
+        assert b" 413 " in harness.Stream(c).read_until(b"\r\n\r\n")
+        c.sendall(b"more")  # still sending
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        proxy.proc.send_signal(signal.SIGTERM)
+        assert proxy.proc.wait(timeout=10) == 0
+        assert time.monotonic() - t0 < 2
+
+
 def test_client_header_timeout_is_408(backend_factory, start_proxy):
     b = backend_factory("legacy")
     proxy = start_proxy({"legacy": b}, timeouts={"client_header_ms": 300})
