@@ -228,7 +228,7 @@ static void tick_route(struct sp_runtime *rt, struct sp_guards *gs, const struct
 		return;
 	char reason[256];
 	/* a change makes a new generation, which may free r */
-	char name[256];
+	char name[SP_NAME_MAX];
 	snprintf(name, sizeof(name), "%s", r->name);
 	if (sp_guard_check(g, &d, reason, sizeof(reason))) {
 		struct tm tm;

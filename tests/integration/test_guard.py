@@ -7,8 +7,9 @@ import harness
 from harness import Response
 
 
-def start(start_proxy, legacy, modern, rollout, tmp_path, shadow=None, state=None):
-    route = {"name": "orders", "match": {"path_prefix": "/api"}, "backend": "legacy",
+def start(start_proxy, legacy, modern, rollout, tmp_path, shadow=None, state=None,
+          name="orders"):
+    route = {"name": name, "match": {"path_prefix": "/api"}, "backend": "legacy",
              "rollout": rollout}
     if shadow:
         route["shadow"] = shadow
@@ -209,3 +210,21 @@ def test_a_slow_new_backend_trips_the_p99_bound(start_proxy, backend_factory, tm
     harness.wait_for(lambda: "guard: route orders: p99" in p.stderr_text(), 5,
                      what="the guard tripping on p99")
     assert p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 0
+
+
+def test_a_guard_on_a_route_with_a_long_name_trips(start_proxy, backend_factory, tmp_path):
+    """64 four-byte characters (256 bytes): the counters cut such names at 71
+    bytes and the guard never saw its route's traffic, nor could it change
+    the route (its copy of the name was cut at 255)."""
+    from urllib.parse import quote
+    name = "\U0001F333" * 64
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern", flaky())
+    guard = {"max_error_rate": 5.0, "min_requests": 20, "window_s": 10}
+    p = start(start_proxy, legacy, modern,
+              {"backend": "modern", "percent": 50.0, "sticky": "header:X-User-Id",
+               "guard": guard}, tmp_path, name=name)
+    load(p, 120)
+    harness.wait_for(lambda: "pulled back" in p.stderr_text(), 5, what="the guard tripping")
+    route = p.admin("GET", "/api/routes/" + quote(name))[1]
+    assert route["guard"]["tripped"] is True and route["rollout"]["percent"] == 0
