@@ -118,7 +118,9 @@ static void respond(struct admin_conn *a, int status, const char *type, const ch
 
 static void respond_json(struct admin_conn *a, int status, json_t *j)
 {
-	char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+	/* 15 digits: 0.93, not 0.93000000000000005 as in the diff log's text */
+	char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(15))
+		       : NULL;
 	if (!text) {
 		respond(a, 500, "text/plain", "out of memory\n", 14);
 	} else {
@@ -553,10 +555,13 @@ static void serve_diffs(struct admin_conn *a, const char *name)
 	sp_buf_init(&route);
 	sp_buf_init(&limit);
 	int has_route = q && sp_query_get(q + 1, qlen, "route", &route);
-	long n = q && sp_query_get(q + 1, qlen, "limit", &limit) ? strtol(limit.data, NULL, 10) : 20;
-	if (n < 1 || n > 1000)
-		n = 20;
-	if (has_route && !find_route(a->admin->rt->cfg, route.data)) {
+	long n = 20;
+	char *end = NULL;
+	if (q && sp_query_get(q + 1, qlen, "limit", &limit))
+		n = strtol(limit.data ? limit.data : "", &end, 10);
+	if (end && (*end || end == limit.data || n < 1 || n > 1000)) {
+		respond_error(a, 400, "limit: a whole number from 1 to 1000");
+	} else if (has_route && !find_route(a->admin->rt->cfg, route.data)) {
 		respond_error(a, 404, "no such route"); /* not one of the running routes */
 	} else {
 		json_t *list = sp_diff_ring_get(a->admin->rt->diffs, has_route ? route.data : NULL,

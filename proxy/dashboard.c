@@ -41,7 +41,7 @@ const char sp_dashboard_html[] =
 	"<div id=\"msg\" role=\"status\"></div>\n"
 	"<h2>Routes</h2>\n"
 	"<table>\n"
-	"<thead><tr><th>route</th><th>state</th><th>sides (requests, 5xx %, p50/p99 ms)</th><th>shadow differences</th><th>top differing fields</th><th>guard</th><th>change</th></tr></thead>\n"
+	"<thead><tr><th>route</th><th>state</th><th>sides (requests, 5xx %, p50/p99 ms)</th><th>shadow differences</th><th>top differing fields (latest 5 differences)</th><th>guard</th><th>change</th></tr></thead>\n"
 	"<tbody id=\"routes\"></tbody>\n"
 	"</table>\n"
 	"<h2>Latest differences</h2>\n"

@@ -373,9 +373,10 @@ static void print_plural(FILE *out, long long n, const char *what)
 static void print_counts(FILE *out, const struct route_agg *r)
 {
 	if (!r->summary) {
-		fprintf(out, "route %s: %zu compared, %zu different (no summary line: identical "
-			     "exchanges unknown)\n",
-			r->name, r->diff_lines, r->diff_lines);
+		fprintf(out, "route %s: %zu different exchanges logged (no summary line yet: how many "
+			     "were compared and identical comes with the first one, every "
+			     "summary_interval_ms)\n",
+			r->name, r->diff_lines);
 		return;
 	}
 	/* every instance's and every run's counters */

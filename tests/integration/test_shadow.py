@@ -2,6 +2,7 @@
 that the client's response never changes because of the shadow."""
 import gzip
 import json
+import re
 import os
 import signal
 import socket
@@ -633,3 +634,11 @@ def test_the_admin_api_serves_the_latest_differences(start_proxy, backend_factor
     assert st == 200 and [d["request_id"] for d in got["diffs"]] == ["r2", "r1"]
     assert p.admin("GET", "/api/diffs?route=nope")[0] == 404
     assert p.admin("GET", "/api/diffs?route=%ff%fe")[0] == 404
+    for bad in ["abc", "0", "1001", "", "5x"]:
+        assert p.admin("GET", "/api/diffs?route=r&limit=" + bad)[0] == 400, bad
+    # reals as the diff log writes them, not 0.067000000000000004
+    import urllib.request
+    text = urllib.request.urlopen("http://127.0.0.1:%d/api/diffs" % p.admin_port,
+                                  timeout=5).read().decode()
+    assert '"ms"' in text and not re.search(r"\d\.\d{16}", text), text
+
