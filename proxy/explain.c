@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "h1.h"
 #include "pathnorm.h"
 #include "route.h"
 
@@ -80,6 +81,10 @@ int sp_explain_main(int argc, char **argv)
 			client_ip = optarg;
 		} else if (opt == 'H' && nheaders < 64 && add_header(&headers[nheaders], optarg) == 0) {
 			nheaders++;
+		} else if (opt == 'H') {
+			fprintf(stderr, "explain: -H \"%s\": a header is 'Name: value' (at most 64)\n",
+				optarg);
+			return 2;
 		} else {
 			fprintf(stderr, "usage: strangler explain [-c FILE] [-H 'Name: value']... "
 					"[--client-ip ADDR] METHOD TARGET\n");
@@ -104,6 +109,12 @@ int sp_explain_main(int argc, char **argv)
 	/* the target as the proxy takes it: llhttp refuses bytes outside
 	 * visible ASCII, then sp_split_target (http.c) drops a fragment and an
 	 * absolute-form authority, and normalises the path */
+	if (!sp_h1_method_known(method)) {
+		printf("request:  %s %s\nanswer:   501 (a method the parser does not know; methods "
+		       "are case-sensitive)\n", method, target);
+		rc = 0;
+		goto out;
+	}
 	size_t tlen = strlen(target);
 	while (*target == ' ') /* blanks a shell quote may have kept */
 		target++, tlen--;

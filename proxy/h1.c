@@ -476,6 +476,16 @@ enum sp_h1_rc sp_h1_execute(struct sp_h1 *h, const char *data, size_t len, size_
 	}
 }
 
+int sp_h1_method_known(const char *m)
+{
+#define KNOWN(num, name, string)                  \
+	if (strcmp(m, #string) == 0)              \
+		return 1;
+	HTTP_METHOD_MAP(KNOWN)
+#undef KNOWN
+	return 0;
+}
+
 int sp_h1_request_line(const struct sp_h1 *h, const char **method, const char **url,
 		       size_t *url_len)
 {

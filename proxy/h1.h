@@ -77,6 +77,9 @@ void sp_h1_body_skip(struct sp_h1 *h, uint64_t n);
 /* True when part of a message has been received and not completed. */
 int sp_h1_in_message(const struct sp_h1 *h);
 
+/* Whether the parser takes m as a request method (case-sensitive; the
+ * proxy answers others with 501). */
+int sp_h1_method_known(const char *m);
 /* A request's method and target as far as they were read, for logging a
  * request refused before its head was whole; 0 before its target began. */
 int sp_h1_request_line(const struct sp_h1 *h, const char **method, const char **url,

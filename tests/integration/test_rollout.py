@@ -196,6 +196,18 @@ def test_explain_normalises_like_the_proxy(rollout):
     assert re.search(r"^path:\s+/api/orders/1$", text, re.M), text
 
 
+def test_explain_answers_as_the_proxy_for_a_method_it_does_not_take(rollout):
+    """Methods are case-sensitive: the proxy answers "get" with 501, and
+    explain said which backend it would reach."""
+    proxy, client = rollout
+    client.send(b"get /api/orders/1 HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert client.read_response().status == 501
+    text = explain(proxy, "get", "/api/orders/1")[3]
+    assert re.search(r"^answer:\s+501 ", text, re.M) and "backend:" not in text, text
+    out = run_strangler("explain", "-c", proxy.conf_path, "-H", "X-User-Id user-3", "GET", "/")
+    assert out.returncode == 2 and "a header is 'Name: value'" in out.stderr, out.stderr
+
+
 @pytest.mark.parametrize("target,header", [
     ("/api/orders/1#/../../elsewhere", "X-User-Id: user-11"),  # a fragment is dropped
     ("http://other.example/api/orders/1", "X-User-Id: user-11"),  # absolute form
