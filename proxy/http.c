@@ -532,11 +532,7 @@ static int add_xff(const struct sp_fwd_request *r, struct sp_buf *out)
 	return 0;
 }
 
-/* A name with "_" that CGI-style backends (which read X_Forwarded_For as
- * HTTP_X_FORWARDED_FOR) would take for a header strangler sets or removes
- * itself: dropped, so that a client cannot pass one off as the proxy's, as
- * nginx drops every name with "_" by default. */
-static int poses_as_managed(const struct sp_hdr *h)
+int sp_hdr_poses_as_managed(const struct sp_hdr *h)
 {
 	char name[24];
 	if (h->name_len >= sizeof(name) || !memchr(h->name, '_', h->name_len))
@@ -567,7 +563,8 @@ int sp_http_write_request_head(const struct sp_fwd_request *r, struct sp_buf *ou
 	for (size_t i = 0; i < r->nheaders; i++) {
 		const struct sp_hdr *h = &r->headers[i];
 		if (is_hop(h, r->headers, r->nheaders, named) || sp_hdr_is_regenerated(h) ||
-		    (r->request_id && sp_hdr_name_is(h, "X-Request-Id")) || poses_as_managed(h))
+		    (r->request_id && sp_hdr_name_is(h, "X-Request-Id")) ||
+		    sp_hdr_poses_as_managed(h))
 			continue;
 		if (add_field(out, h->name, h->name_len, h->value, h->value_len))
 			return -1;

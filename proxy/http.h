@@ -69,6 +69,12 @@ int sp_hdr_is_hop(const struct sp_hdr *h, const struct sp_hdr *all, size_t n);
 /* True for the request headers the proxy writes itself and never forwards
  * from the client: X-Forwarded-For/-Proto/-Host and X-Strangler-Shadow. */
 int sp_hdr_is_regenerated(const struct sp_hdr *h);
+/* A name with "_" that CGI-style backends (which read X_Forwarded_For as
+ * HTTP_X_FORWARDED_FOR) would take for a header strangler sets or removes
+ * itself (hop-by-hop, regenerated, Host, X-Request-Id): not forwarded, so
+ * that a client cannot pass one off as the proxy's (nginx drops every name
+ * with "_" by default). */
+int sp_hdr_poses_as_managed(const struct sp_hdr *h);
 
 /* Checks what llhttp's strict mode still lets through (shared/NOTES.md):
  * empty names, bad bytes in names or values, a missing or repeated Host on

@@ -43,6 +43,7 @@ static int keep_orig(const struct sp_hdr *all, size_t n, size_t i, const void *a
 {
 	const struct expect *e = arg;
 	return !sp_hdr_is_hop(&all[i], all, n) && !sp_hdr_is_regenerated(&all[i]) &&
+	       !sp_hdr_poses_as_managed(&all[i]) &&
 	       !(e->f->request_id && sp_hdr_name_is(&all[i], "X-Request-Id"));
 }
 
@@ -54,7 +55,7 @@ static int keep_reparsed(const struct sp_hdr *all, size_t n, size_t i, const voi
 	(void)n;
 	return !(i == 0 && e->host_added) &&
 	       !sp_hdr_is_hop(&all[i], e->orig->hdrs, e->orig->nhdrs) &&
-	       !sp_hdr_is_regenerated(&all[i]) &&
+	       !sp_hdr_is_regenerated(&all[i]) && !sp_hdr_poses_as_managed(&all[i]) &&
 	       !(e->f->request_id && sp_hdr_name_is(&all[i], "X-Request-Id"));
 }
 
