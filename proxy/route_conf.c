@@ -540,12 +540,14 @@ static void load_route(struct sp_loader *L, const config_setting_t *e, int i, st
 	load_shadow(L, e, path, r);
 }
 
-static void check_reachable(struct sp_loader *L, const config_setting_t *list)
+/* Among the routes that loaded without error (ok[]): a file with errors
+ * still gets these warnings, instead of new ones once its errors are fixed. */
+static void check_reachable(struct sp_loader *L, const config_setting_t *list, const char *ok)
 {
 	struct sp_config *c = L->cfg;
 	for (size_t j = 1; j < c->nroutes; j++)
-		for (size_t i = 0; i < j; i++)
-			if (c->routes[i].name && c->routes[j].name &&
+		for (size_t i = 0; i < j && ok[j]; i++)
+			if (ok[i] && c->routes[i].name && c->routes[j].name &&
 			    sp_route_covers(&c->routes[i], &c->routes[j])) {
 				WARN(L, config_setting_get_elem(list, (unsigned)j),
 				     "routes.[%zu]: route \"%s\" can never match: route \"%s\" "
@@ -567,10 +569,14 @@ void sp_load_routes(struct sp_loader *L, const config_setting_t *root)
 	int n = config_setting_length(list);
 	struct sp_config *c = L->cfg;
 	c->routes = calloc((size_t)n + 1, sizeof(*c->routes));
-	if (!c->routes)
+	char *ok = calloc((size_t)n + 1, 1);
+	if (!c->routes || !ok) {
+		free(ok);
 		return;
+	}
 	for (int i = 0; i < n; i++) {
 		const config_setting_t *e = config_setting_get_elem(list, (unsigned)i);
+		int errors = L->diag->errors;
 		c->routes[c->nroutes].index = (int)c->nroutes;
 		load_route(L, e, i, &c->routes[c->nroutes++]);
 		const char *name = c->routes[i].name;
@@ -578,7 +584,8 @@ void sp_load_routes(struct sp_loader *L, const config_setting_t *root)
 			if (c->routes[k].name && strcmp(c->routes[k].name, name) == 0)
 				ERR(L, e, "routes.[%d].name: duplicate route name \"%s\" (first at line %d)",
 				    i, name, c->routes[k].line);
+		ok[i] = L->diag->errors == errors;
 	}
-	if (L->diag->errors == L->errors_before)
-		check_reachable(L, list);
+	check_reachable(L, list, ok);
+	free(ok);
 }

@@ -552,6 +552,20 @@ static void test_warning_unreachable_after_catch_all(void **state)
 	sp_config_unref(&c);
 }
 
+static void test_warning_unreachable_beside_errors(void **state)
+{
+	(void)state;
+	/* a file with errors still gets its warnings (they came only once the
+	 * errors were fixed); a route with an error takes no part */
+	REJECTED(BASE "routes = (\n"
+		      "  { name = \"bad\"; match = { path_prefix = \"/\"; }; backend = \"nope\"; },\n"
+		      "  { name = \"all\"; match = { path_prefix = \"/\"; }; backend = \"legacy\"; },\n"
+		      "  { name = \"api\"; match = { path_prefix = \"/api\"; }; backend = \"modern\"; }\n"
+		      ");\n",
+		 1, "test.conf:10: warning: routes.[2]: route \"api\" can never match: route \"all\" "
+		    "(line 9) catches every request it would");
+}
+
 static void test_warning_unreachable_identical_prefix(void **state)
 {
 	(void)state;
@@ -957,6 +971,7 @@ int main(void)
 		cmocka_unit_test(test_error_syntax),
 		cmocka_unit_test(test_multiple_errors_collected),
 		cmocka_unit_test(test_warning_unreachable_after_catch_all),
+		cmocka_unit_test(test_warning_unreachable_beside_errors),
 		cmocka_unit_test(test_warning_unreachable_identical_prefix),
 		cmocka_unit_test(test_warning_lowercase_method),
 		cmocka_unit_test(test_warning_rollout_to_same_backend),
