@@ -405,6 +405,13 @@ static void print_counts(FILE *out, const struct route_agg *r)
 	print_plural(out, count_of(s, "shadow_errors"), "shadow error");
 	print_plural(out, count_of(s, "shadow_timeouts"), "shadow timeout");
 	fputc('\n', out);
+	/* a diff line per differing exchange: more lines than the summaries
+	 * count came after the last summary (the top differences include them) */
+	long long newer = (long long)r->diff_lines - count_of(s, "different");
+	if (newer > 0)
+		fprintf(out, "  %lld more differing exchange%s logged after the last summary: not in "
+			     "these counts yet (a summary comes every summary_interval_ms)\n",
+			newer, newer == 1 ? "" : "s");
 	json_decref(s);
 }
 

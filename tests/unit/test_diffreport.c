@@ -191,6 +191,23 @@ static void test_runs_add_up(void **state)
 	"\"shadow_errors\":0,\"shadow_timeouts\":0,\"primary_ms\":{\"p50\":1,\"p99\":2},"            \
 	"\"shadow_ms\":{\"p50\":1,\"p99\":2}}\n"
 
+/* Differing exchanges logged after the last summary (a reload, a restart,
+ * traffic since): said, not silently beside counts that lack them. */
+static void test_diff_lines_after_the_last_summary(void **state)
+{
+	(void)state;
+	static const char log[] = ISUMMARY("h:1:9", "4", "3", "1") DIFF("r", "a", "1", "1", SD)
+		DIFF("r", "b", "1", "1", SD) DIFF("r", "c", "1", "1", SD);
+	char *t = report(log, strlen(log), NULL);
+	expect_has(t, "route r: 4 compared, 3 identical (75.0 %), 1 different (25.0 %)");
+	expect_has(t, "\n  2 more differing exchanges logged after the last summary: not in these "
+		      "counts yet (a summary comes every summary_interval_ms)\n");
+	free(t);
+	t = report(known_log, strlen(known_log), NULL);
+	expect_lacks(t, "after the last summary");
+	free(t);
+}
+
 /* Several instances' logs read together: each instance's last summary
  * counts, whatever the order of their lines (the counters going down from
  * one instance's line to another's read as restarts). */
@@ -255,6 +272,7 @@ int main(void)
 		cmocka_unit_test(test_summary_edge_cases),
 		cmocka_unit_test(test_runs_add_up),
 		cmocka_unit_test(test_instances_add_up),
+		cmocka_unit_test(test_diff_lines_after_the_last_summary),
 		cmocka_unit_test(test_rotated_log_read_newest_first),
 		cmocka_unit_test(test_main),
 	};
