@@ -360,22 +360,32 @@ static void metrics_routes(struct sp_buf *b, struct sp_runtime *rt)
 	free(all.v);
 }
 
-static void metrics_shadow(struct sp_buf *b, struct sp_runtime *rt, const struct sp_route *r)
+/* The shadow families, each in one group: results, then skips by reason. */
+static void metrics_shadow(struct sp_buf *b, struct sp_runtime *rt)
 {
 	static const char *const results[] = {"mirrored", "compared", "identical", "different",
 					      "noise", "errors", "timeouts"};
-	uint64_t v[7] = {0}, skip[SP_SKIP__COUNT] = {0};
-	sp_shadow_sum(rt->workers, rt->nworkers, r->name, v, skip, NULL, NULL);
-	for (int k = 0; k < 7; k++) {
-		sp_buf_adds(b, "strangler_shadow_total{route=\"");
-		metric_escape(b, r->name);
-		sp_buf_printf(b, "\",result=\"%s\"} %llu\n", results[k], (unsigned long long)v[k]);
-	}
-	for (int k = 0; k < SP_SKIP__COUNT; k++) {
-		sp_buf_adds(b, "strangler_shadow_skipped_total{route=\"");
-		metric_escape(b, r->name);
-		sp_buf_printf(b, "\",reason=\"%s\"} %llu\n", sp_shadow_skip_name(k),
-			      (unsigned long long)skip[k]);
+	sp_buf_adds(b, "# HELP strangler_shadow_total Shadow exchanges by route and result.\n"
+		       "# TYPE strangler_shadow_total counter\n");
+	for (int family = 0; family < 2; family++) {
+		if (family == 1)
+			sp_buf_adds(b, "# HELP strangler_shadow_skipped_total Requests not mirrored, "
+				       "by reason.\n# TYPE strangler_shadow_skipped_total counter\n");
+		for (size_t i = 0; i < rt->cfg->nroutes; i++) {
+			const struct sp_route *r = &rt->cfg->routes[i];
+			uint64_t v[7] = {0}, skip[SP_SKIP__COUNT] = {0};
+			if (!r->has_shadow)
+				continue;
+			sp_shadow_sum(rt->workers, rt->nworkers, r->name, v, skip, NULL, NULL);
+			for (int k = 0; k < (family ? SP_SKIP__COUNT : 7); k++) {
+				sp_buf_adds(b, family ? "strangler_shadow_skipped_total{route=\""
+						      : "strangler_shadow_total{route=\"");
+				metric_escape(b, r->name);
+				sp_buf_printf(b, "\",%s=\"%s\"} %llu\n", family ? "reason" : "result",
+					      family ? sp_shadow_skip_name(k) : results[k],
+					      (unsigned long long)(family ? skip[k] : v[k]));
+			}
+		}
 	}
 }
 
@@ -429,13 +439,7 @@ static void serve_metrics(struct admin_conn *a, const char *name)
 	size_t open = 0;
 	sp_buf_init(&b);
 	metrics_routes(&b, rt);
-	sp_buf_adds(&b, "# HELP strangler_shadow_total Shadow exchanges by route and result.\n"
-			"# TYPE strangler_shadow_total counter\n"
-			"# HELP strangler_shadow_skipped_total Requests not mirrored, by reason.\n"
-			"# TYPE strangler_shadow_skipped_total counter\n");
-	for (size_t i = 0; i < rt->cfg->nroutes; i++)
-		if (rt->cfg->routes[i].has_shadow)
-			metrics_shadow(&b, rt, &rt->cfg->routes[i]);
+	metrics_shadow(&b, rt);
 	sp_buf_adds(&b, "# HELP strangler_guard_tripped 1 when the route's guard pulled its rollout "
 			"back.\n# TYPE strangler_guard_tripped gauge\n");
 	for (size_t i = 0; i < rt->cfg->nroutes; i++) {

@@ -678,7 +678,7 @@ void sp_http_date(time_t t, char out[SP_HTTP_DATE_LEN + 1])
 }
 
 int sp_http_write_simple(struct sp_buf *out, int status, const char *body, int keep_alive,
-			 const char *request_id, const char *date)
+			 const char *request_id, const char *date, int head)
 {
 	size_t blen = strlen(body);
 	if (sp_buf_printf(out,
@@ -691,7 +691,11 @@ int sp_http_write_simple(struct sp_buf *out, int status, const char *body, int k
 		return -1;
 	if (date && add_header(out, "Date", date, strlen(date)))
 		return -1;
-	if (sp_buf_add(out, "\r\n", 2) || sp_buf_add(out, body, blen) || sp_buf_addc(out, '\n'))
+	if (sp_buf_add(out, "\r\n", 2))
+		return -1;
+	/* a HEAD answer has no content (RFC 9110 §9.3.2): a pipelining client
+	 * would read it as the start of the next answer */
+	if (!head && (sp_buf_add(out, body, blen) || sp_buf_addc(out, '\n')))
 		return -1;
 	return 0;
 }

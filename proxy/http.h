@@ -177,7 +177,7 @@ struct sp_fwd_response sp_fwd_response_for(const struct sp_h1_msg *m, int is_hea
 
 /* A complete short response written by the proxy itself (errors). */
 int sp_http_write_simple(struct sp_buf *out, int status, const char *body, int keep_alive,
-			 const char *request_id, const char *date);
+			 const char *request_id, const char *date, int head);
 const char *sp_http_reason(int status);
 
 /* Chunk framing helpers. */

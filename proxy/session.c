@@ -278,7 +278,7 @@ static void answer(struct sp_session *s, int status, const char *msg, int keep)
 	sp_buf_reset(b);
 	keep = keep && !s->w->draining;
 	if (sp_http_write_simple(b, status, msg, keep, s->reqid[0] ? s->reqid : NULL,
-				 sp_worker_date(s->w)) == 0)
+				 sp_worker_date(s->w), strcmp(s->method, "HEAD") == 0) == 0)
 		evbuffer_add(client_out(s), b->data, b->len);
 	s->status = status;
 	s->bytes_out += b->len;

@@ -234,17 +234,21 @@ def test_metrics_families_and_duration_buckets(start_proxy, backend_factory, tmp
     straddled the bound)."""
     legacy = backend_factory("legacy", delayed(0.235))
     modern = backend_factory("modern")
-    routes = [{"name": "a", "match": {"path_prefix": "/a"}, "backend": "legacy"},
-              {"name": "b", "match": {"path_prefix": "/b"}, "backend": "modern"}]
+    routes = [{"name": "a", "match": {"path_prefix": "/a"}, "backend": "legacy",
+               "shadow": {"backend": "modern"}},
+              {"name": "b", "match": {"path_prefix": "/b"}, "backend": "modern",
+               "shadow": {"backend": "legacy"}}]  # two shadowed routes: their families too
     p = start_proxy({"legacy": legacy, "modern": modern}, routes=routes, admin={})
     with p.client() as c:
         for path in ["/a/1", "/a/2", "/a/3", "/b/1", "/c"]:
             assert c.request("GET", path).status == 200
     took = [e["total_ms"] for e in p.wait_access(5) if e["route"] == "a"]
     st, text = p.admin("GET", "/metrics")
-    assert families_in_one_group_each(text)[:3] == [
+    families = families_in_one_group_each(text)
+    assert families[:5] == [
         "strangler_requests_total", "strangler_upstream_errors_total",
-        "strangler_request_duration_seconds"]
+        "strangler_request_duration_seconds", "strangler_shadow_total",
+        "strangler_shadow_skipped_total"]
     lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and line[0] != "#")
     key = 'strangler_request_duration_seconds_bucket{route="a",backend="legacy",le="%s"}'
     assert int(lines[key % "0.25"]) == sum(1 for t in took if t <= 250)

@@ -385,6 +385,19 @@ def test_request_errors_are_logged(one):
     assert e["backend"] is None
 
 
+def test_the_proxys_own_answer_to_head_has_no_body(backend_factory, start_proxy):
+    """A 502 to a HEAD carried its text: a pipelining client read it as the
+    start of the next answer."""
+    b = backend_factory("legacy", by_path({"/bad": raw(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!")}))
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        c.send(build_request("HEAD", "/bad") + build_request("GET", "/fine"))
+        r = c.read_response("HEAD")
+        assert r.status == 502 and r.body == b""
+        assert c.read_response().status == 200
+
+
 # -- client timeouts and limits
 
 

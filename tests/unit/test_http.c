@@ -596,7 +596,7 @@ static void test_write_simple(void **state)
 	struct sp_buf out;
 	sp_buf_init(&out);
 	assert_int_equal(sp_http_write_simple(&out, 502, "bad upstream response", 0, "rid-9",
-						      "Fri, 27 Nov 2026 13:45:00 GMT"), 0);
+						      "Fri, 27 Nov 2026 13:45:00 GMT", 0), 0);
 	assert_head(&out, "HTTP/1.1 502 Bad Gateway\r\n"
 			  "Content-Type: text/plain; charset=utf-8\r\n"
 			  "Content-Length: 22\r\n"
@@ -606,7 +606,7 @@ static void test_write_simple(void **state)
 			  "\r\n"
 			  "bad upstream response\n");
 	sp_buf_reset(&out);
-	assert_int_equal(sp_http_write_simple(&out, 404, "", 1, NULL, NULL), 0);
+	assert_int_equal(sp_http_write_simple(&out, 404, "", 1, NULL, NULL, 0), 0);
 	assert_head(&out, "HTTP/1.1 404 Not Found\r\n"
 			  "Content-Type: text/plain; charset=utf-8\r\n"
 			  "Content-Length: 1\r\n"
@@ -614,12 +614,19 @@ static void test_write_simple(void **state)
 			  "\n");
 	/* Content-Length matches the bytes after the head. */
 	sp_buf_reset(&out);
-	assert_int_equal(sp_http_write_simple(&out, 431, "header fields too large", 1, "x", NULL), 0);
+	assert_int_equal(sp_http_write_simple(&out, 431, "header fields too large", 1, "x", NULL, 0), 0);
 	const char *body = strstr(out.data, "\r\n\r\n");
 	assert_non_null(body);
 	assert_non_null(strstr(out.data, "\r\nContent-Length: 24\r\n"));
 	assert_int_equal(strlen(body + 4), 24);
 	assert_non_null(strstr(out.data, "HTTP/1.1 431 Request Header Fields Too Large\r\n"));
+	/* to HEAD: the same head, no content */
+	sp_buf_reset(&out);
+	assert_int_equal(sp_http_write_simple(&out, 502, "bad upstream response", 1, NULL, NULL, 1), 0);
+	assert_head(&out, "HTTP/1.1 502 Bad Gateway\r\n"
+			  "Content-Type: text/plain; charset=utf-8\r\n"
+			  "Content-Length: 22\r\n"
+			  "\r\n");
 	sp_buf_deinit(&out);
 }
 
