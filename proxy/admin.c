@@ -142,62 +142,87 @@ static void respond_error(struct admin_conn *a, int status, const char *msg)
 
 /* ---- counters ---- */
 
-struct side_sum {
-	uint64_t requests, status[6], upstream_errors;
-	uint64_t lat[SP_LAT_BUCKETS];
+static const char *const status_classes[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
+
+/* One route's traffic on one backend, summed over the workers. */
+struct metric_side {
+	const char *route, *backend; /* as labelled */
+	uint64_t classes[5], errors_by[SP_UPSTREAM_REASONS], le[SP_DURATION_BOUNDS];
+	uint64_t count, sum_us, upstream_errors;
+	uint64_t lat[SP_LAT_BUCKETS]; /* for the API's p50/p99 */
 };
 
-/* Sums a route's per-backend counters over the workers. */
-static json_t *route_counters(struct sp_runtime *rt, const char *route)
+struct metric_sides {
+	struct metric_side *v;
+	size_t n, cap;
+};
+
+static struct metric_side *side_entry(struct metric_sides *all, const char *label,
+				      const char *backend)
 {
-	json_t *out = json_object();
+	for (size_t i = 0; i < all->n; i++)
+		if (all->v[i].route == label && strcmp(all->v[i].backend, backend) == 0)
+			return &all->v[i];
+	if (all->n == all->cap) {
+		size_t cap = all->cap ? 2 * all->cap : 16;
+		struct metric_side *v = realloc(all->v, cap * sizeof(*v));
+		if (!v)
+			return NULL;
+		all->v = v;
+		all->cap = cap;
+	}
+	struct metric_side *m = &all->v[all->n++];
+	memset(m, 0, sizeof(*m));
+	m->route = label;
+	m->backend = backend;
+	return m;
+}
+
+static void collect_route(struct metric_sides *all, struct sp_runtime *rt, const char *route,
+			  const char *label)
+{
 	for (int w = 0; w < rt->nworkers; w++) {
 		struct sp_route_stats *n = sp_worker_find_stats(rt->workers[w], route);
 		int k = n ? atomic_load_explicit(&n->nsides, memory_order_acquire) : 0;
 		for (int i = 0; i < k; i++) {
 			struct sp_side_stats *s = &n->sides[i];
-			const char *name = s->backend[0] ? s->backend : "(proxy)";
-			json_t *j = json_object_get(out, name);
-			if (!j) {
-				j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "requests", 0,
-					      "1xx", 0, "2xx", 0, "3xx", 0, "4xx", 0, "5xx", 0,
-					      "upstream_errors", 0);
-				json_object_set_new(out, name, j);
-			}
-			static const char *const keys[] = {"aborted", "1xx", "2xx", "3xx", "4xx", "5xx"};
-			json_object_set_new(j, "requests",
-					    json_integer(json_integer_value(json_object_get(j, "requests")) +
-							 (json_int_t)sp_read(&s->requests)));
-			for (int c = 1; c < 6; c++)
-				json_object_set_new(
-					j, keys[c],
-					json_integer(json_integer_value(json_object_get(j, keys[c])) +
-						     (json_int_t)sp_read(&s->status[c])));
-			json_object_set_new(
-				j, "upstream_errors",
-				json_integer(json_integer_value(json_object_get(j, "upstream_errors")) +
-					     (json_int_t)sp_read(&s->upstream_errors)));
+			struct metric_side *m = side_entry(all, label, s->backend[0] ? s->backend : "(proxy)");
+			if (!m)
+				return;
+			for (int c = 0; c < 5; c++)
+				m->classes[c] += sp_read(&s->status[c + 1]);
+			for (int e = 0; e < SP_UPSTREAM_REASONS; e++)
+				m->errors_by[e] += sp_read(&s->errors_by[e]);
+			for (int q = 0; q < SP_DURATION_BOUNDS; q++)
+				m->le[q] += sp_read(&s->durations.le[q]);
+			m->count += sp_read(&s->requests);
+			m->sum_us += sp_read(&s->latency_us_sum);
+			m->upstream_errors += sp_read(&s->upstream_errors);
+			sp_hist_sum(&s->latency, m->lat);
 		}
 	}
-	/* latency percentiles per backend */
-	const char *name;
-	json_t *j;
-	json_object_foreach(out, name, j) {
-		uint64_t lat[SP_LAT_BUCKETS] = {0};
-		for (int w = 0; w < rt->nworkers; w++) {
-			struct sp_route_stats *n = sp_worker_find_stats(rt->workers[w], route);
-			int k = n ? atomic_load_explicit(&n->nsides, memory_order_acquire) : 0;
-			for (int i = 0; i < k; i++) {
-				const char *b = n->sides[i].backend[0] ? n->sides[i].backend : "(proxy)";
-				if (strcmp(b, name) == 0)
-					sp_hist_sum(&n->sides[i].latency, lat);
-			}
-		}
-		json_object_set_new(j, "p50_ms", json_real(sp_hist_quantile(lat, 0.5)));
-		json_object_set_new(j, "p99_ms", json_real(sp_hist_quantile(lat, 0.99)));
+}
+
+/* A route's counters per backend, for the API (the metrics' sums). */
+static json_t *route_counters(struct sp_runtime *rt, const char *route)
+{
+	struct metric_sides all = {0};
+	json_t *out = json_object();
+	collect_route(&all, rt, route, route);
+	for (size_t i = 0; out && i < all.n; i++) {
+		const struct metric_side *m = &all.v[i];
+		json_t *j = json_pack("{s:I, s:I, s:f, s:f}", "requests", (json_int_t)m->count,
+				      "upstream_errors", (json_int_t)m->upstream_errors, "p50_ms",
+				      sp_hist_quantile(m->lat, 0.5), "p99_ms",
+				      sp_hist_quantile(m->lat, 0.99));
+		for (int c = 0; j && c < 5; c++)
+			json_object_set_new(j, status_classes[c], json_integer((json_int_t)m->classes[c]));
+		json_object_set_new(out, m->backend, j);
 	}
+	free(all.v);
 	return out;
 }
+
 
 static json_t *shadow_counters(struct sp_runtime *rt, const char *route)
 {
@@ -248,62 +273,6 @@ static void metric_escape(struct sp_buf *b, const char *s)
 	}
 }
 
-/* One route's traffic on one backend, summed over the workers. */
-struct metric_side {
-	const char *route, *backend; /* as labelled */
-	uint64_t classes[5], errors_by[SP_UPSTREAM_REASONS], le[SP_DURATION_BOUNDS];
-	uint64_t count, sum_us;
-};
-
-struct metric_sides {
-	struct metric_side *v;
-	size_t n, cap;
-};
-
-static struct metric_side *side_entry(struct metric_sides *all, const char *label,
-				      const char *backend)
-{
-	for (size_t i = 0; i < all->n; i++)
-		if (all->v[i].route == label && strcmp(all->v[i].backend, backend) == 0)
-			return &all->v[i];
-	if (all->n == all->cap) {
-		size_t cap = all->cap ? 2 * all->cap : 16;
-		struct metric_side *v = realloc(all->v, cap * sizeof(*v));
-		if (!v)
-			return NULL;
-		all->v = v;
-		all->cap = cap;
-	}
-	struct metric_side *m = &all->v[all->n++];
-	memset(m, 0, sizeof(*m));
-	m->route = label;
-	m->backend = backend;
-	return m;
-}
-
-static void collect_route(struct metric_sides *all, struct sp_runtime *rt, const char *route,
-			  const char *label)
-{
-	for (int w = 0; w < rt->nworkers; w++) {
-		struct sp_route_stats *n = sp_worker_find_stats(rt->workers[w], route);
-		int k = n ? atomic_load_explicit(&n->nsides, memory_order_acquire) : 0;
-		for (int i = 0; i < k; i++) {
-			struct sp_side_stats *s = &n->sides[i];
-			struct metric_side *m = side_entry(all, label, s->backend[0] ? s->backend : "(proxy)");
-			if (!m)
-				return;
-			for (int c = 0; c < 5; c++)
-				m->classes[c] += sp_read(&s->status[c + 1]);
-			for (int e = 0; e < SP_UPSTREAM_REASONS; e++)
-				m->errors_by[e] += sp_read(&s->errors_by[e]);
-			for (int q = 0; q < SP_DURATION_BOUNDS; q++)
-				m->le[q] += sp_read(&s->durations.le[q]);
-			m->count += sp_read(&s->requests);
-			m->sum_us += sp_read(&s->latency_us_sum);
-		}
-	}
-}
-
 /* `family{route="…",backend="…"`: the caller adds its labels and value. */
 static void side_labels(struct sp_buf *b, const char *family, const struct metric_side *m)
 {
@@ -317,7 +286,6 @@ static void side_labels(struct sp_buf *b, const char *family, const struct metri
 /* The per-route families, each in one group as the text format wants. */
 static void metrics_routes(struct sp_buf *b, struct sp_runtime *rt)
 {
-	static const char *const classes[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
 	struct metric_sides all = {0};
 	for (size_t i = 0; i < rt->cfg->nroutes; i++)
 		collect_route(&all, rt, rt->cfg->routes[i].name, rt->cfg->routes[i].name);
@@ -328,7 +296,7 @@ static void metrics_routes(struct sp_buf *b, struct sp_runtime *rt)
 	for (size_t i = 0; i < all.n; i++)
 		for (int c = 0; c < 5; c++) {
 			side_labels(b, "strangler_requests_total", &all.v[i]);
-			sp_buf_printf(b, ",class=\"%s\"} %llu\n", classes[c],
+			sp_buf_printf(b, ",class=\"%s\"} %llu\n", status_classes[c],
 				      (unsigned long long)all.v[i].classes[c]);
 		}
 	sp_buf_adds(b, "# HELP strangler_upstream_errors_total Backend failures by route, backend and "
