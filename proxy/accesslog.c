@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,13 +99,9 @@ void sp_accesslog_check_reopen(const struct sp_accesslog *log, const char *user)
 {
 	if (!log || !log->path)
 		return;
-	char dir[4096];
-	snprintf(dir, sizeof(dir), "%s", log->path);
-	char *slash = strrchr(dir, '/');
-	if (!slash)
-		snprintf(dir, sizeof(dir), ".");
-	else
-		slash[slash == dir] = '\0'; /* "/x" keeps "/" */
+	char copy[4096];
+	snprintf(copy, sizeof(copy), "%s", log->path);
+	const char *dir = dirname(copy); /* dirname(3) may write into its argument */
 	if (access(dir, W_OK | X_OK) < 0)
 		sp_log(SP_LOG_WARN,
 		       "%s log: directory %s is not writable by user %s: after a rotation, SIGUSR1 "
