@@ -146,7 +146,8 @@ static const char *const status_classes[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
 
 /* One route's traffic on one backend, summed over the workers. */
 struct metric_side {
-	const char *route, *backend; /* as labelled */
+	const char *route; /* as labelled */
+	char backend[SP_NAME_MAX]; /* a copy: the counters may go with their route */
 	uint64_t classes[5], errors_by[SP_UPSTREAM_REASONS], le[SP_DURATION_BOUNDS];
 	uint64_t count, sum_us, upstream_errors;
 	uint64_t lat[SP_LAT_BUCKETS]; /* for the API's p50/p99 */
@@ -174,7 +175,7 @@ static struct metric_side *side_entry(struct metric_sides *all, const char *labe
 	struct metric_side *m = &all->v[all->n++];
 	memset(m, 0, sizeof(*m));
 	m->route = label;
-	m->backend = backend;
+	snprintf(m->backend, sizeof(m->backend), "%s", backend);
 	return m;
 }
 
@@ -182,13 +183,14 @@ static void collect_route(struct metric_sides *all, struct sp_runtime *rt, const
 			  const char *label)
 {
 	for (int w = 0; w < rt->nworkers; w++) {
+		sp_worker_stats_read_lock(rt->workers[w]);
 		struct sp_route_stats *n = sp_worker_find_stats(rt->workers[w], route);
 		int k = n ? atomic_load_explicit(&n->nsides, memory_order_acquire) : 0;
 		for (int i = 0; i < k; i++) {
 			struct sp_side_stats *s = &n->sides[i];
 			struct metric_side *m = side_entry(all, label, s->backend[0] ? s->backend : "(proxy)");
 			if (!m)
-				return;
+				break;
 			for (int c = 0; c < 5; c++)
 				m->classes[c] += sp_read(&s->status[c + 1]);
 			for (int e = 0; e < SP_UPSTREAM_REASONS; e++)
@@ -200,6 +202,7 @@ static void collect_route(struct metric_sides *all, struct sp_runtime *rt, const
 			m->upstream_errors += sp_read(&s->upstream_errors);
 			sp_hist_sum(&s->latency, m->lat);
 		}
+		sp_worker_stats_read_unlock(rt->workers[w]);
 	}
 }
 
@@ -248,14 +251,6 @@ static json_t *route_view(struct sp_runtime *rt, const struct sp_route *r)
 	if (r->has_shadow)
 		json_object_set_new(j, "shadow_counters", shadow_counters(rt, r->name));
 	return j;
-}
-
-static const struct sp_route *find_route(const struct sp_config *c, const char *name)
-{
-	for (size_t i = 0; i < c->nroutes; i++)
-		if (strcmp(c->routes[i].name, name) == 0)
-			return &c->routes[i];
-	return NULL;
 }
 
 /* ---- metrics (Prometheus text format 0.0.4) ---- */
@@ -479,7 +474,7 @@ static void patch_route(struct admin_conn *a, const char *name)
 	if (st)
 		respond_error(a, st, msg);
 	else
-		respond_applied(a, route_view(rt, find_route(rt->cfg, name)));
+		respond_applied(a, route_view(rt, sp_config_route(rt->cfg, name)));
 }
 
 static void delete_override(struct admin_conn *a, const char *name)
@@ -490,7 +485,7 @@ static void delete_override(struct admin_conn *a, const char *name)
 	if (st)
 		respond_error(a, st, msg);
 	else
-		respond_applied(a, route_view(rt, find_route(rt->cfg, name)));
+		respond_applied(a, route_view(rt, sp_config_route(rt->cfg, name)));
 }
 
 static void post_reload(struct admin_conn *a, const char *name)
@@ -533,7 +528,7 @@ static void serve_diffs(struct admin_conn *a, const char *name)
 		n = strtol(limit.data ? limit.data : "", &end, 10);
 	if (end && (*end || end == limit.data || n < 1 || n > 1000)) {
 		respond_error(a, 400, "limit: a whole number from 1 to 1000");
-	} else if (has_route && !find_route(a->admin->rt->cfg, route.data)) {
+	} else if (has_route && !sp_config_route(a->admin->rt->cfg, route.data)) {
 		respond_error(a, 404, "no such route"); /* not one of the running routes */
 	} else {
 		json_t *list = sp_diff_ring_get(a->admin->rt->diffs, has_route ? route.data : NULL,
@@ -590,7 +585,7 @@ static int percent_decode(char *s)
 static void rearm(struct admin_conn *a, const char *name)
 {
 	struct sp_runtime *rt = a->admin->rt;
-	const struct sp_route *r = find_route(rt->cfg, name);
+	const struct sp_route *r = sp_config_route(rt->cfg, name);
 	if (!r) {
 		respond_error(a, 404, "no such route");
 		return;
@@ -642,7 +637,7 @@ static void serve_routes(struct admin_conn *a, const char *name)
 
 static void serve_route(struct admin_conn *a, const char *name)
 {
-	const struct sp_route *r = find_route(a->admin->rt->cfg, name);
+	const struct sp_route *r = sp_config_route(a->admin->rt->cfg, name);
 	if (r)
 		respond_json(a, 200, route_view(a->admin->rt, r));
 	else

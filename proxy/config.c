@@ -535,6 +535,14 @@ int sp_backend_index(const struct sp_config *c, const char *name)
 	return -1;
 }
 
+const struct sp_route *sp_config_route(const struct sp_config *c, const char *name)
+{
+	for (size_t i = 0; i < c->nroutes; i++)
+		if (strcmp(c->routes[i].name, name) == 0)
+			return &c->routes[i];
+	return NULL;
+}
+
 /* A backend reference by name: returns its index or -1 (reported). */
 int cfgp_backend_ref(struct sp_loader *L, const config_setting_t *g, const char *key,
 		       const char *path, int required)

@@ -32,6 +32,14 @@ struct sp_diff_ring *sp_diff_ring_new(size_t per_route)
 	return r;
 }
 
+static void ring_free(struct sp_diff_ring *r, struct route_ring *rr)
+{
+	for (size_t i = 0; i < r->per_route; i++)
+		free(rr->lines[i]);
+	free(rr->lines);
+	free(rr);
+}
+
 void sp_diff_ring_free(struct sp_diff_ring **rp)
 {
 	struct sp_diff_ring *r = *rp;
@@ -41,13 +49,28 @@ void sp_diff_ring_free(struct sp_diff_ring **rp)
 	struct route_ring *rr = r->routes, *next;
 	for (; rr; rr = next) {
 		next = rr->next;
-		for (size_t i = 0; i < r->per_route; i++)
-			free(rr->lines[i]);
-		free(rr->lines);
-		free(rr);
+		ring_free(r, rr);
 	}
 	pthread_mutex_destroy(&r->lock);
 	free(r);
+}
+
+void sp_diff_ring_prune(struct sp_diff_ring *r, int (*keep)(const char *route, const void *arg),
+			const void *arg)
+{
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->lock);
+	struct route_ring **link = &r->routes, *rr;
+	while ((rr = *link) != NULL) {
+		if (keep(rr->route, arg)) {
+			link = &rr->next;
+			continue;
+		}
+		*link = rr->next;
+		ring_free(r, rr);
+	}
+	pthread_mutex_unlock(&r->lock);
 }
 
 static struct route_ring *ring_for(struct sp_diff_ring *r, const char *route)

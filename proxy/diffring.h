@@ -14,6 +14,9 @@ struct sp_diff_ring *sp_diff_ring_new(size_t per_route);
 void sp_diff_ring_free(struct sp_diff_ring **r);
 /* line: one diff-log JSON object (copied). */
 void sp_diff_ring_push(struct sp_diff_ring *r, const char *route, const char *line, size_t len);
+/* Drops the rings of the routes keep() says no to (a reload removed them). */
+void sp_diff_ring_prune(struct sp_diff_ring *r, int (*keep)(const char *route, const void *arg),
+			const void *arg);
 /* The newest first, at most limit, for route (NULL: every route). */
 json_t *sp_diff_ring_get(struct sp_diff_ring *r, const char *route, size_t limit);
 

@@ -146,6 +146,7 @@ static void sample(struct sp_runtime *rt, const char *route, const char *backend
 {
 	memset(out, 0, sizeof(*out));
 	for (int w = 0; w < rt->nworkers; w++) {
+		sp_worker_stats_read_lock(rt->workers[w]);
 		struct sp_route_stats *n = sp_worker_find_stats(rt->workers[w], route);
 		int k = n ? atomic_load_explicit(&n->nsides, memory_order_acquire) : 0;
 		for (int i = 0; i < k; i++) {
@@ -156,6 +157,7 @@ static void sample(struct sp_runtime *rt, const char *route, const char *backend
 			out->errors += sp_read(&s->status[5]);
 			sp_hist_sum(&s->wait, out->lat);
 		}
+		sp_worker_stats_read_unlock(rt->workers[w]);
 	}
 }
 
@@ -165,12 +167,22 @@ static void snapshot(struct sp_runtime *rt, const struct sp_route *r, struct sp_
 	sample(rt, r->name, rt->cfg->backends[r->rollout.backend].name, &s->roll);
 	s->compared = s->different = 0;
 	for (int w = 0; w < rt->nworkers; w++) {
+		sp_worker_stats_read_lock(rt->workers[w]);
 		struct sp_shadow_stats *st = sp_worker_route_stats(rt->workers[w], r->name);
 		if (st) {
 			s->compared += sp_read(&st->compared);
 			s->different += sp_read(&st->different);
 		}
+		sp_worker_stats_read_unlock(rt->workers[w]);
 	}
+}
+
+/* Counters only grow, except when their route left the configuration (the
+ * workers free them) and came back. */
+static int went_back(const struct sp_guard_snapshot *now, const struct sp_guard_snapshot *then)
+{
+	return now->base.requests < then->base.requests || now->roll.requests < then->roll.requests ||
+	       now->compared < then->compared;
 }
 
 static void delta(const struct sp_guard_snapshot *now, const struct sp_guard_snapshot *then,
@@ -209,6 +221,8 @@ static void tick_route(struct sp_runtime *rt, struct sp_guards *gs, const struct
 		return;
 	struct sp_guard_snapshot now, d;
 	snapshot(rt, r, &now);
+	if (s->count && went_back(&now, &s->ring[(s->head + s->len - 1) % s->len]))
+		s->count = s->ticks = 0; /* the route's counters started again: so does the window */
 	if (s->ticks++ % s->stride == 0) {
 		s->ring[s->head] = now;
 		s->head = (s->head + 1) % s->len;

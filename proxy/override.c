@@ -6,14 +6,6 @@
 #include <stdio.h>
 #include <string.h>
 
-static const struct sp_route *find_route(const struct sp_config *c, const char *name)
-{
-	for (size_t i = 0; i < c->nroutes; i++)
-		if (strcmp(c->routes[i].name, name) == 0)
-			return &c->routes[i];
-	return NULL;
-}
-
 /* A percent as the file accepts it: 0..100, at most two decimals. */
 static int check_percent(const json_t *v, const char *what, char *err, size_t errlen)
 {
@@ -62,7 +54,7 @@ static int check_section(const json_t *v, const char *what, int route_has, char 
 int sp_override_check(const struct sp_config *c, const char *route, const json_t *patch,
 		      char *err, size_t errlen)
 {
-	const struct sp_route *r = find_route(c, route);
+	const struct sp_route *r = sp_config_route(c, route);
 	const char *key;
 	json_t *v;
 	if (!r) {
@@ -130,7 +122,7 @@ int sp_override_apply(struct sp_config *c, const json_t *overrides, struct sp_bu
 			sp_buf_printf(notes, "override of route \"%s\" skipped: %s\n", route, err);
 			continue;
 		}
-		struct sp_route *r = (struct sp_route *)find_route(c, route);
+		struct sp_route *r = (struct sp_route *)sp_config_route(c, route);
 		json_t *v;
 		if ((v = json_object_get(patch, "backend")))
 			r->backend = sp_backend_index(c, json_string_value(v));

@@ -94,6 +94,11 @@ static void keep_restart_only(const struct sp_config *old, struct sp_config *cfg
 		    &cfg->pid_file);
 }
 
+static int route_kept(const char *route, const void *cfg)
+{
+	return sp_config_route(cfg, route) != NULL;
+}
+
 void sp_runtime_commit(struct sp_runtime *rt, struct sp_config *cfg)
 {
 	keep_restart_only(rt->cfg, cfg);
@@ -108,6 +113,7 @@ void sp_runtime_commit(struct sp_runtime *rt, struct sp_config *cfg)
 	sp_config_unref(&rt->cfg);
 	rt->cfg = cfg;
 	rt->generation++;
+	sp_diff_ring_prune(rt->diffs, route_kept, cfg);
 	sp_runtime_start_checks(rt);
 }
 
@@ -267,14 +273,6 @@ static json_t *now_json(void)
 	return json_string(buf);
 }
 
-static const struct sp_route *route_named(const struct sp_config *c, const char *name)
-{
-	for (size_t i = 0; i < c->nroutes; i++)
-		if (strcmp(c->routes[i].name, name) == 0)
-			return &c->routes[i];
-	return NULL;
-}
-
 /* Builds the generation for `next` overrides, persists them, then switches
  * every worker: all or nothing (a safety change, the guard's, also when it
  * cannot be persisted). Takes ownership of next. */
@@ -327,14 +325,14 @@ int sp_runtime_change(struct sp_runtime *rt, const char *route, const json_t *pa
 		st = sp_override_check(rt->cfg, route, patch, msg, msglen);
 		if (st != 200)
 			return st;
-	} else if (!route_named(rt->cfg, route)) {
+	} else if (!sp_config_route(rt->cfg, route)) {
 		snprintf(msg, msglen, "no route named \"%s\"", route);
 		return 404;
 	} else if (!json_object_get(rt->overrides, route)) {
 		snprintf(msg, msglen, "the route has no runtime override");
 		return 404;
 	}
-	const struct sp_route *r = route_named(rt->cfg, route);
+	const struct sp_route *r = sp_config_route(rt->cfg, route);
 	json_t *before = sp_route_json(rt->cfg, r, json_object_get(rt->overrides, route));
 	json_t *next = json_deep_copy(rt->overrides);
 	if (!next || (patch ? sp_override_merge(next, route, patch) : json_object_del(next, route)) < 0) {
@@ -358,7 +356,7 @@ int sp_runtime_change(struct sp_runtime *rt, const char *route, const json_t *pa
 		json_decref(before);
 		return st;
 	}
-	r = route_named(rt->cfg, route);
+	r = sp_config_route(rt->cfg, route);
 	json_t *after = sp_route_json(rt->cfg, r, json_object_get(rt->overrides, route));
 	char *b = json_dumps(before, JSON_COMPACT | JSON_SORT_KEYS);
 	char *a = json_dumps(after, JSON_COMPACT | JSON_SORT_KEYS);

@@ -52,7 +52,8 @@ struct sp_shadow {
 	TAILQ_ENTRY(sp_shadow) link;
 	struct sp_config *cfg;
 	const struct sp_route *route;
-	struct sp_shadow_stats *st; /* lives as long as the worker */
+	struct sp_route_stats *counters; /* held until the mirror ends */
+	struct sp_shadow_stats *st;       /* counters->shadow */
 	struct leg legs[2];
 	int nlegs;
 	struct capture primary;
@@ -163,6 +164,7 @@ static void shadow_free(struct sp_shadow *sh)
 	TAILQ_REMOVE(&w->shadows, sh, link);
 	w->shadow_inflight--;
 	sp_pacer_done(&w->shadow_pacer, sp_ms_since(&sh->t0));
+	sp_worker_release_stats(w, sh->counters);
 	sp_config_unref(&sh->cfg);
 	free(sh);
 	sp_worker_maybe_done(w);
@@ -553,6 +555,7 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 	sh->w = w;
 	sh->cfg = sp_config_ref(cfg);
 	sh->route = route;
+	sh->counters = sp_worker_hold_stats(w, route->index);
 	sh->st = st;
 	sh->primary_backend = primary_backend;
 	sh->session_holds = 1;
@@ -699,9 +702,12 @@ void sp_shadow_sum(struct sp_worker *const *ws, int n, const char *route, uint64
 		   uint64_t skip[SP_SKIP__COUNT], uint64_t *lat_primary, uint64_t *lat_shadow)
 {
 	for (int i = 0; i < n; i++) {
+		sp_worker_stats_read_lock(ws[i]);
 		struct sp_shadow_stats *st = sp_worker_route_stats(ws[i], route);
-		if (!st)
+		if (!st) {
+			sp_worker_stats_read_unlock(ws[i]);
 			continue;
+		}
 		_Atomic uint64_t *f[7] = {&st->mirrored, &st->compared, &st->identical, &st->different,
 					  &st->noise,    &st->errors,   &st->timeouts};
 		for (int k = 0; k < 7; k++)
@@ -712,6 +718,7 @@ void sp_shadow_sum(struct sp_worker *const *ws, int n, const char *route, uint64
 			sp_hist_sum(&st->lat_primary, lat_primary);
 		if (lat_shadow)
 			sp_hist_sum(&st->lat_shadow, lat_shadow);
+		sp_worker_stats_read_unlock(ws[i]);
 	}
 }
 

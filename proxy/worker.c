@@ -228,10 +228,11 @@ fail:
 	return -1;
 }
 
-/* Route counters are kept by route name for the worker's lifetime, so a
- * reload keeps them and a mirror in flight keeps a valid pointer. Nodes are
- * published with a release store: the main thread walks the list while
- * writing summaries. */
+/* Route counters are kept by route name, so a reload keeps them. Nodes are
+ * published with a release store and read by other threads (the metrics, the
+ * guards, the diff summaries) under the read lock; a node whose route left
+ * the configuration is unlinked by the worker, and freed once it takes the
+ * lock for writing, when no reader can still be looking at it. */
 struct sp_route_stats *sp_worker_find_stats(struct sp_worker *w, const char *route)
 {
 	struct sp_route_stats *n;
@@ -240,6 +241,16 @@ struct sp_route_stats *sp_worker_find_stats(struct sp_worker *w, const char *rou
 		if (strcmp(n->name, route) == 0)
 			return n;
 	return NULL;
+}
+
+void sp_worker_stats_read_lock(struct sp_worker *w)
+{
+	pthread_rwlock_rdlock(&w->stats_lock);
+}
+
+void sp_worker_stats_read_unlock(struct sp_worker *w)
+{
+	pthread_rwlock_unlock(&w->stats_lock);
 }
 
 static struct sp_route_stats *stats_node(struct sp_worker *w, const char *name)
@@ -255,6 +266,52 @@ static struct sp_route_stats *stats_node(struct sp_worker *w, const char *name)
 			      memory_order_relaxed);
 	atomic_store_explicit(&w->stats_head, n, memory_order_release);
 	return n;
+}
+
+/* Frees the unlinked nodes unless a reader is inside (then a later call
+ * does). */
+static void free_retired(struct sp_worker *w)
+{
+	if (!w->stats_retired || pthread_rwlock_trywrlock(&w->stats_lock) != 0)
+		return;
+	struct sp_route_stats *n = w->stats_retired, *next;
+	w->stats_retired = NULL;
+	pthread_rwlock_unlock(&w->stats_lock);
+	for (; n; n = next) {
+		next = n->retired_next;
+		free(n);
+	}
+}
+
+/* Unlinks the nodes no route and no mirror uses; readers walking the list
+ * may still be on one, so each keeps its next pointer until freed. */
+static void sweep_stats(struct sp_worker *w)
+{
+	struct sp_route_stats *_Atomic *link = &w->stats_head, *n;
+	while ((n = atomic_load_explicit(link, memory_order_relaxed)) != NULL) {
+		if (n->live || n->holds) {
+			link = &n->next;
+			continue;
+		}
+		atomic_store_explicit(link, atomic_load_explicit(&n->next, memory_order_relaxed),
+				      memory_order_release);
+		n->retired_next = w->stats_retired;
+		w->stats_retired = n;
+	}
+	free_retired(w);
+}
+
+struct sp_route_stats *sp_worker_hold_stats(struct sp_worker *w, size_t i)
+{
+	struct sp_route_stats *n = w->route_stats[i];
+	n->holds++;
+	return n;
+}
+
+void sp_worker_release_stats(struct sp_worker *w, struct sp_route_stats *n)
+{
+	if (--n->holds == 0 && !n->live)
+		sweep_stats(w);
 }
 
 struct sp_shadow_stats *sp_worker_route_stats(struct sp_worker *w, const char *route)
@@ -301,8 +358,8 @@ void sp_worker_count(struct sp_worker *w, const struct sp_config *cfg,
 		n = w->default_stats;
 	else if (cfg == w->cfg)
 		n = w->route_stats[route->index];
-	else
-		n = stats_node(w, route->name); /* started before a reload */
+	else /* started before a reload: counted if the route is still there */
+		n = sp_worker_find_stats(w, route->name);
 	if (!n)
 		return;
 	struct sp_side_stats *s = side_of(n, backend ? backend : "");
@@ -337,8 +394,14 @@ static int reconcile_stats(struct sp_worker *w, const struct sp_config *cfg)
 		free(next);
 		return -1;
 	}
+	for (size_t i = 0; w->route_stats && i < w->cfg->nroutes; i++)
+		w->route_stats[i]->live = 0;
+	for (size_t i = 0; i < cfg->nroutes; i++)
+		next[i]->live = 1;
+	w->default_stats->live = 1;
 	free(w->route_stats);
 	w->route_stats = next;
+	sweep_stats(w);
 	return 0;
 }
 
@@ -525,6 +588,7 @@ struct sp_worker *sp_worker_new(int id, struct sp_config *cfg, struct sp_accessl
 	w->cfg = sp_config_ref(cfg);
 	w->alog = alog;
 	w->difflog = difflog;
+	pthread_rwlock_init(&w->stats_lock, NULL);
 	sp_buf_init(&w->logbuf);
 	sp_buf_init(&w->diffbuf);
 	TAILQ_INIT(&w->sessions);
@@ -617,6 +681,11 @@ void sp_worker_free(struct sp_worker **wp)
 		next = atomic_load(&n->next);
 		free(n);
 	}
+	for (n = w->stats_retired; n; n = next) {
+		next = n->retired_next;
+		free(n);
+	}
+	pthread_rwlock_destroy(&w->stats_lock);
 	if (w->reload_ev)
 		event_free(w->reload_ev);
 	if (w->wake_ev)

@@ -39,9 +39,13 @@ struct sp_side_stats {
 };
 
 /* Counters of one route (by name; "" is the default backend's traffic),
- * kept for the worker's lifetime. */
+ * kept while the running configuration has a route of that name, or a mirror
+ * in flight holds them. */
 struct sp_route_stats {
 	struct sp_route_stats *_Atomic next;
+	struct sp_route_stats *retired_next; /* worker thread only, as are the two below */
+	int live;  /* the worker's configuration has the route */
+	int holds; /* mirrors in flight counting into it */
 	char name[SP_NAME_MAX];
 	_Atomic int nsides;
 	struct sp_side_stats sides[SP_MAX_SIDES];
@@ -65,6 +69,8 @@ struct sp_worker {
 	struct sp_route_stats **route_stats; /* one per route of cfg */
 	struct sp_route_stats *default_stats;
 	struct sp_route_stats *_Atomic stats_head;
+	struct sp_route_stats *stats_retired; /* unlinked, freed once no reader is inside */
+	pthread_rwlock_t stats_lock; /* readers: other threads; writer: freeing retired nodes */
 	TAILQ_HEAD(sp_shadow_q, sp_shadow) shadows;
 	int shadow_inflight;
 	struct sp_pacer shadow_pacer; /* spreads mirror starts when the budget binds */
@@ -118,9 +124,18 @@ void sp_worker_reload(struct sp_worker *w, struct sp_config *cfg, unsigned long 
  * configuration). NULL with *why on failure. */
 struct sp_upconn *sp_worker_connect(struct sp_worker *w, const struct sp_config *cfg, int backend,
 				    int fresh, const char **why);
-/* A route's counters by name (any thread), NULL when the worker has none. */
+/* A route's counters by name, NULL when the worker has none. Other threads
+ * call them between sp_worker_stats_read_lock and _unlock, and use what they
+ * found only until then: a route gone from the configuration loses its
+ * counters. */
 struct sp_shadow_stats *sp_worker_route_stats(struct sp_worker *w, const char *route);
 struct sp_route_stats *sp_worker_find_stats(struct sp_worker *w, const char *route);
+void sp_worker_stats_read_lock(struct sp_worker *w);
+void sp_worker_stats_read_unlock(struct sp_worker *w);
+/* A mirror's hold on the counters of route index i of the worker's
+ * configuration, kept until released (worker thread). */
+struct sp_route_stats *sp_worker_hold_stats(struct sp_worker *w, size_t i);
+void sp_worker_release_stats(struct sp_worker *w, struct sp_route_stats *n);
 /* The current HTTP date, formatted once a second (worker thread). */
 const char *sp_worker_date(struct sp_worker *w);
 /* Counts a finished exchange (worker thread). route NULL: default backend;
