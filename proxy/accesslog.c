@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 
 #define REPORT_EVERY_S 10 /* at most one message per log about dropped lines */
@@ -130,14 +131,10 @@ static int add_str_field(struct sp_buf *b, const char *key, const char *v, size_
 
 int sp_access_format(const struct sp_access_entry *e, struct sp_buf *b)
 {
-	struct timespec ts;
-	struct tm tm;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
+	char now[SP_UTC_SIZE];
+	sp_utc_stamp(now, sp_unix_ms());
 	sp_buf_reset(b);
-	if (sp_buf_printf(b, "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\"",
-			  tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-			  tm.tm_sec, ts.tv_nsec / 1000000))
+	if (sp_buf_printf(b, "{\"time\":\"%s\"", now))
 		return -1;
 	if (add_str_field(b, "client", e->client, e->client ? strlen(e->client) : 0) ||
 	    add_str_field(b, "method", e->method, e->method ? strlen(e->method) : 0) ||

@@ -5,6 +5,7 @@
 #define SP_CLOCK_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/time.h>
 #include <time.h>
 
@@ -50,6 +51,25 @@ static inline struct timeval sp_tv_us(int64_t us)
 static inline struct timeval sp_tv_ms(int ms)
 {
 	return sp_tv_us((int64_t)ms * 1000);
+}
+
+/* The wall clock in milliseconds since the epoch. */
+static inline long long sp_unix_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_REALTIME, &t);
+	return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* "2026-11-27T15:40:00.123Z": how the logs and the API give times (UTC). */
+#define SP_UTC_SIZE 64 /* room for any year gmtime_r gives */
+static inline void sp_utc_stamp(char out[SP_UTC_SIZE], long long unix_ms)
+{
+	struct tm tm;
+	time_t s = (time_t)(unix_ms / 1000);
+	gmtime_r(&s, &tm);
+	snprintf(out, SP_UTC_SIZE, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(unix_ms % 1000));
 }
 
 #endif

@@ -887,12 +887,36 @@ struct sp_config *sp_config_ref(struct sp_config *c)
 	return c;
 }
 
+struct sp_config *sp_config_overlay(struct sp_config *base)
+{
+	struct sp_config *c = malloc(sizeof(*c));
+	struct sp_route *routes = malloc((base->nroutes ? base->nroutes : 1) * sizeof(*routes));
+	if (!c || !routes) {
+		free(c);
+		free(routes);
+		return NULL;
+	}
+	memcpy(c, base, sizeof(*c));
+	atomic_init(&c->refs, 1);
+	if (base->nroutes)
+		memcpy(routes, base->routes, base->nroutes * sizeof(*routes));
+	c->routes = routes;
+	c->base = sp_config_ref(base->base ? base->base : base);
+	return c;
+}
+
 void sp_config_unref(struct sp_config **cp)
 {
 	struct sp_config *c = *cp;
 	*cp = NULL;
 	if (!c || atomic_fetch_sub(&c->refs, 1) != 1)
 		return;
+	if (c->base) {
+		free(c->routes);
+		sp_config_unref(&c->base);
+		free(c);
+		return;
+	}
 	for (size_t i = 0; i < c->nlisten; i++) {
 		free(c->listen[i].address);
 		sp_tls_server_free(&c->listen[i].tls);

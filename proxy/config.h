@@ -81,6 +81,7 @@ struct sp_admin_cfg {
 
 struct sp_config {
 	atomic_int refs;
+	struct sp_config *base; /* an overlay (sp_config_overlay): owns only its routes array */
 	char *file;
 	struct sp_listen *listen;
 	size_t nlisten;
@@ -128,6 +129,10 @@ char *sp_config_promote_ints(const char *text);
 struct sp_config *sp_config_load_string(const char *text, const char *name, struct sp_diag *diag);
 
 struct sp_config *sp_config_ref(struct sp_config *c);
+/* A generation that shares everything with base (taking a reference) but a
+ * copy of its routes array, whose scalar fields (a route's backend, its
+ * rollout and shadow percents) the runtime's changes set. NULL: no memory. */
+struct sp_config *sp_config_overlay(struct sp_config *base);
 void sp_config_unref(struct sp_config **c);
 
 int sp_backend_index(const struct sp_config *c, const char *name);

@@ -499,6 +499,19 @@ int sp_conn_tls_connect(struct sp_conn *c, SSL_CTX *ctx, const char *host, int i
 	return 0;
 }
 
+size_t sp_conn_salvage(struct sp_conn *c)
+{
+	static _Thread_local char buf[READ_CHUNK];
+	size_t total = 0;
+	ssize_t n;
+	if (c->ssl || c->splice_src)
+		return 0;
+	while ((n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT)) > 0 &&
+	       evbuffer_add(c->in, buf, (size_t)n) == 0)
+		total += (size_t)n;
+	return total;
+}
+
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
 	struct sp_conn *c = arg;

@@ -98,6 +98,11 @@ void sp_conn_timeouts(struct sp_conn *c, int read_ms, int write_ms);
  * header deadline at every request passes the header timeout. */
 void sp_conn_deadline(struct sp_conn *c, int ms, int horizon_ms);
 void sp_conn_read(struct sp_conn *c, int enable);
+/* After a failed write: what the peer sent before it reset the connection,
+ * which the kernel still holds (an early answer to an upload, then a reset
+ * for the bytes it left unread), added to c->in. Plain TCP only; returns the
+ * bytes added. */
+size_t sp_conn_salvage(struct sp_conn *c);
 /* Writes what it can now; arms the write event for the rest. Also resumes
  * reading that read_max paused once the input has been consumed. */
 void sp_conn_flush(struct sp_conn *c);

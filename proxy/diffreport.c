@@ -269,19 +269,27 @@ static int add_summary_counts(json_t *into, const json_t *summary)
 	return 0;
 }
 
-/* A summary's counters run from its process's start. Lines carry the
- * process's "instance" (host:pid:start), so several instances' logs can be
- * read together: each instance's summary with the highest counts counts,
+/* A summary's counters run from its process's start, or from the reload that
+ * brought the route in ("counters_since"). Lines carry the process's
+ * "instance" (host:pid:start), so several instances' logs can be read
+ * together: each run's (instance and since) summary with the highest counts
+ * counts,
  * whatever the order the files are read in (rotated logs read newest first
  * give an instance's earlier summaries last). Lines without one (older logs)
  * are one instance, whose restarts show as a counter going down: the last
  * summary of each earlier run is kept in "earlier". */
-static int add_summary(struct route_agg *r, json_t *j)
+static int add_summary(struct route_agg *r, json_t *j, struct sp_buf *key)
 {
 	const char *inst = json_string_value(json_object_get(j, "instance"));
-	json_t *slot = json_object_get(r->runs, inst ? inst : "");
-	if (!slot && (!(slot = json_object()) ||
-		      json_object_set_new(r->runs, inst ? inst : "", slot) < 0))
+	const char *since = json_string_value(json_object_get(j, "counters_since"));
+	/* a route removed and brought back counts from zero again: a run of its own */
+	sp_buf_reset(key);
+	if (inst && (sp_buf_adds(key, inst) || (since && sp_buf_printf(key, " %s", since))))
+		return -1;
+	if (sp_buf_addc(key, '\0'))
+		return -1;
+	json_t *slot = json_object_get(r->runs, key->data);
+	if (!slot && (!(slot = json_object()) || json_object_set_new(r->runs, key->data, slot) < 0))
 		return -1;
 	const json_t *last = json_object_get(slot, "last");
 	int lower = last && (count_of(j, "mirrored") < count_of(last, "mirrored") ||
@@ -328,7 +336,7 @@ static int process_line(struct report *rp, const char *line, size_t len, struct 
 	} else if (is_diff) {
 		rc = add_diff_line(rp, r, j, lab);
 	} else {
-		rc = add_summary(r, j);
+		rc = add_summary(r, j, lab);
 	}
 out:
 	json_decref(j);

@@ -544,6 +544,25 @@ int sp_hdr_poses_as_managed(const struct sp_hdr *h)
 	       sp_hdr_name_is(&alias, "X-Request-Id") || sp_hdr_name_is(&alias, "Host");
 }
 
+int sp_http_rehost(struct sp_buf *head, const char *host)
+{
+	/* default_host is the line after the request line */
+	const char *eol = head->data ? memchr(head->data, '\n', head->len) : NULL;
+	size_t at = eol ? (size_t)(eol - head->data) + 1 + 6 : 0;
+	if (!eol || head->len < at || memcmp(head->data + at - 6, "Host: ", 6) != 0)
+		return -1;
+	const char *end = memchr(head->data + at, '\r', head->len - at);
+	if (!end)
+		return -1;
+	size_t was = (size_t)(end - (head->data + at)), now = strlen(host);
+	if (now > was && sp_buf_reserve(head, now - was) < 0)
+		return -1;
+	memmove(head->data + at + now, head->data + at + was, head->len - at - was + 1); /* NUL too */
+	memcpy(head->data + at, host, now);
+	head->len = head->len - was + now;
+	return 0;
+}
+
 int sp_http_write_request_head(const struct sp_fwd_request *r, struct sp_buf *out)
 {
 	const struct sp_hdr *host = sp_hdr_find(r->headers, r->nheaders, "Host");

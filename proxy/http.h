@@ -144,6 +144,10 @@ struct sp_fwd_request sp_fwd_request_for(const struct sp_h1_msg *m, const char *
 					 size_t path_len, const char *query, size_t query_len);
 /* Serialises the request head the proxy sends upstream. Appends to out. */
 int sp_http_write_request_head(const struct sp_fwd_request *r, struct sp_buf *out);
+/* A head written with default_host (the request had no Host) made for
+ * another backend: its Host line names host instead. 0, or -1 (no memory, or
+ * no such line). */
+int sp_http_rehost(struct sp_buf *head, const char *host);
 
 struct sp_fwd_response {
 	int status;

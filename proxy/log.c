@@ -3,6 +3,8 @@
  * and the access log's when it also goes to stderr, never interleave. */
 #include "log.h"
 
+#include "clock.h"
+
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -45,13 +47,9 @@ void sp_log(enum sp_log_level level, const char *fmt, ...)
 	if (!sp_log_enabled(level))
 		return;
 	char line[2048];
-	struct timespec ts;
-	struct tm tm;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ [%s] ",
-			 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-			 tm.tm_sec, ts.tv_nsec / 1000000, level_names[level]);
+	char now[SP_UTC_SIZE];
+	sp_utc_stamp(now, sp_unix_ms());
+	int n = snprintf(line, sizeof(line), "%s [%s] ", now, level_names[level]);
 	va_list ap;
 	va_start(ap, fmt);
 	int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);

@@ -126,7 +126,7 @@ static void on_summary_timer(evutil_socket_t fd, short what, void *arg)
 	struct sp_runtime *rt = arg;
 	(void)fd;
 	(void)what;
-	sp_shadow_write_summaries(rt->cfg, rt->workers, rt->nworkers, rt->difflog, rt->instance);
+	sp_shadow_write_summaries(rt->cfg, NULL, rt->workers, rt->nworkers, rt->difflog, rt->instance);
 }
 
 /* Every connection is a descriptor (two when proxied): use what the hard
@@ -247,19 +247,15 @@ static int run(const char *file)
 	rt.audit = json_array();
 	sp_diag_init(&diag);
 	/* the file tells where the state is; the state's overrides apply on top */
-	rt.text = sp_config_read(file, &diag);
-	struct sp_config *plain = rt.text ? sp_config_load_string(rt.text, file, &diag) : NULL;
-	if (!plain) {
+	if (!(rt.file_cfg = sp_runtime_load_file(&rt, &diag))) {
 		fputs(diag.text.data ? diag.text.data : "", stderr);
 		goto out;
 	}
-	int state_ok = sp_runtime_load_state(&rt, plain) == 0;
-	sp_config_unref(&plain);
-	if (!state_ok)
+	if (sp_runtime_load_state(&rt, rt.file_cfg) < 0)
 		goto out; /* a corrupt state file would silently undo runtime changes */
 	sp_diag_deinit(&diag);
 	sp_diag_init(&diag);
-	struct sp_config *cfg = sp_runtime_build(&rt, rt.text, NULL, &diag);
+	struct sp_config *cfg = sp_runtime_build(&rt, rt.file_cfg, NULL, &diag);
 	fputs(diag.text.data ? diag.text.data : "", stderr);
 	if (!cfg)
 		goto out;
@@ -337,7 +333,7 @@ static int run(const char *file)
 	event_base_dispatch(rt.base);
 	for (int i = 0; i < rt.nworkers; i++)
 		sp_worker_join(rt.workers[i]);
-	sp_shadow_write_summaries(rt.cfg, rt.workers, rt.nworkers, rt.difflog, rt.instance);
+	sp_shadow_write_summaries(rt.cfg, NULL, rt.workers, rt.nworkers, rt.difflog, rt.instance);
 	if (rt.cfg->pid_file)
 		remove_pid_file(rt.cfg->pid_file);
 	sp_log(SP_LOG_INFO, "stopped");
@@ -362,7 +358,7 @@ out:
 	sp_accesslog_close(&rt.alog);
 	sp_accesslog_close(&rt.difflog);
 	sp_config_unref(&rt.cfg);
-	free(rt.text);
+	sp_config_unref(&rt.file_cfg);
 	json_decref(rt.overrides);
 	json_decref(rt.audit);
 	sp_health_table_free(&rt.health);

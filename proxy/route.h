@@ -107,6 +107,8 @@ struct sp_route {
 	struct sp_rollout rollout;
 	int has_shadow;
 	struct sp_shadow_cfg shadow;
+	long long counters_since_ms; /* unix ms: when the route (by name) came into the running
+					configuration, its counters with it (the runtime sets it) */
 };
 
 /* What the router sees of a request. Everything is borrowed. */

@@ -17,20 +17,34 @@
 
 #define AUDIT_KEEP 500
 
-struct sp_config *sp_runtime_build(struct sp_runtime *rt, const char *text,
+struct sp_config *sp_runtime_load_file(struct sp_runtime *rt, struct sp_diag *diag)
+{
+	char *text = sp_config_read(rt->file, diag);
+	struct sp_config *file = text ? sp_config_load_string(text, rt->file, diag) : NULL;
+	free(text);
+	if (file && rt->health && sp_health_attach(rt->health, file) < 0) {
+		sp_diag_add(diag, 1, rt->file, 0, "out of memory");
+		sp_config_unref(&file);
+	}
+	return file;
+}
+
+struct sp_config *sp_runtime_build(struct sp_runtime *rt, struct sp_config *file,
 				   const json_t *overrides, struct sp_diag *diag)
 {
-	struct sp_config *cfg = sp_config_load_string(text, rt->file, diag);
+	struct sp_config *cfg = sp_config_overlay(file);
 	struct sp_buf notes;
-	if (!cfg)
+	if (!cfg) {
+		sp_diag_add(diag, 1, rt->file, 0, "out of memory");
 		return NULL;
+	}
 	sp_buf_init(&notes);
 	sp_override_apply(cfg, overrides ? overrides : rt->overrides, &notes);
-	if (rt->health && sp_health_attach(rt->health, cfg) < 0) {
-		sp_diag_add(diag, 1, rt->file, 0, "out of memory");
-		sp_config_unref(&cfg);
-		sp_buf_deinit(&notes);
-		return NULL;
+	/* a route keeps its counters while its name stays in the configuration */
+	long long now = sp_unix_ms();
+	for (size_t i = 0; i < cfg->nroutes; i++) {
+		const struct sp_route *was = rt->cfg ? sp_config_route(rt->cfg, cfg->routes[i].name) : NULL;
+		cfg->routes[i].counters_since_ms = was ? was->counters_since_ms : now;
 	}
 	if (notes.len)
 		sp_diag_add(diag, 0, rt->file, 0, "%.*s", (int)notes.len - 1, notes.data);
@@ -101,13 +115,14 @@ static int route_kept(const char *route, const void *cfg)
 
 void sp_runtime_commit(struct sp_runtime *rt, struct sp_config *cfg)
 {
-	keep_restart_only(rt->cfg, cfg);
 	sp_log_set_level((enum sp_log_level)cfg->log_level);
 	if (rt->summary_timer &&
 	    cfg->shadow.summary_interval_ms != rt->cfg->shadow.summary_interval_ms) {
 		struct timeval tv = sp_tv_ms(cfg->shadow.summary_interval_ms);
 		event_add(rt->summary_timer, &tv); /* the next summary a new interval from now */
 	}
+	/* the last counts of the shadowed routes going away */
+	sp_shadow_write_summaries(rt->cfg, cfg, rt->workers, rt->nworkers, rt->difflog, rt->instance);
 	for (int i = 0; i < rt->nworkers; i++)
 		sp_worker_reload(rt->workers[i], cfg, rt->generation + 1);
 	sp_config_unref(&rt->cfg);
@@ -150,20 +165,23 @@ static void log_diag(struct sp_diag *diag, enum sp_log_level level)
 
 int sp_runtime_reload(struct sp_runtime *rt, struct sp_diag *diag)
 {
-	char *text = sp_config_read(rt->file, diag);
-	struct sp_config *cfg = text ? sp_runtime_build(rt, text, NULL, diag) : NULL;
+	struct sp_config *file = sp_runtime_load_file(rt, diag), *cfg = NULL;
+	if (file) {
+		keep_restart_only(rt->file_cfg, file);
+		cfg = sp_runtime_build(rt, file, NULL, diag);
+	}
 	if (cfg && sp_worker_check_listen(rt->cfg, cfg, diag) < 0)
 		sp_config_unref(&cfg);
 	log_diag(diag, cfg ? SP_LOG_WARN : SP_LOG_ERROR);
 	if (!cfg) {
-		free(text);
+		sp_config_unref(&file);
 		rt->reloads_failed++;
 		sp_log(SP_LOG_ERROR, "reload: %s: %d error%s; keeping the running configuration",
 		       rt->file, diag->errors, diag->errors == 1 ? "" : "s");
 		return -1;
 	}
-	free(rt->text);
-	rt->text = text;
+	sp_config_unref(&rt->file_cfg);
+	rt->file_cfg = file;
 	sp_runtime_commit(rt, cfg);
 	rt->reloads_ok++;
 	sp_log(SP_LOG_INFO, "reload: %s: %zu backends, %zu routes", rt->file, rt->cfg->nbackends,
@@ -263,13 +281,8 @@ void sp_runtime_audit(struct sp_runtime *rt, json_t *entry)
 
 static json_t *now_json(void)
 {
-	char buf[64];
-	struct timespec ts;
-	struct tm tm;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+	char buf[SP_UTC_SIZE];
+	sp_utc_stamp(buf, sp_unix_ms());
 	return json_string(buf);
 }
 
@@ -281,13 +294,12 @@ static int apply_overrides(struct sp_runtime *rt, json_t *next, int safety, char
 {
 	struct sp_diag diag;
 	sp_diag_init(&diag);
-	struct sp_config *cfg = sp_runtime_build(rt, rt->text, next, &diag);
-	if (!cfg) {
-		snprintf(msg, msglen, "the change cannot be applied: %s",
-			 diag.text.data ? diag.text.data : "");
+	struct sp_config *cfg = sp_runtime_build(rt, rt->file_cfg, next, &diag);
+	if (!cfg) { /* it reads nothing: only memory can run out */
+		snprintf(msg, msglen, "the change cannot be applied: out of memory");
 		sp_diag_deinit(&diag);
 		json_decref(next);
-		return 409;
+		return 500;
 	}
 	sp_diag_deinit(&diag);
 	json_t *old = rt->overrides;

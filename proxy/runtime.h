@@ -16,8 +16,8 @@
 struct sp_runtime {
 	const char *file;
 	char instance[160];    /* host:pid:start (unix time): names this process in summaries */
-	char *text;            /* the file as read for the running generation */
-	struct sp_config *cfg; /* the newest generation */
+	struct sp_config *file_cfg; /* the file as last loaded, without the runtime's changes */
+	struct sp_config *cfg;      /* the newest generation: file_cfg with the changes */
 	struct sp_worker **workers;
 	int nworkers;
 	struct event_base *base;
@@ -35,11 +35,15 @@ struct sp_runtime {
 	struct event *stop_poll; /* ends the main loop once the workers are done */
 };
 
-/* Parses text (the contents of rt->file) and applies overrides (NULL:
- * rt->overrides). Returns a new, unshared generation, or NULL with every
- * error in diag. Runtime changes build from rt->text, the file as it was
- * last loaded: an edit on disk applies only with a reload. */
-struct sp_config *sp_runtime_build(struct sp_runtime *rt, const char *text,
+/* Reads and checks rt->file, with what it includes. Returns the file's
+ * generation, or NULL with every error in diag. */
+struct sp_config *sp_runtime_load_file(struct sp_runtime *rt, struct sp_diag *diag);
+/* A generation made of file (the file's generation) and overrides (NULL:
+ * rt->overrides); an override that no longer fits the file is skipped, with a
+ * warning in diag. Runtime changes build on rt->file_cfg, the file as it was
+ * last loaded: nothing is read again (an edit on disk applies only with a
+ * reload, a name is not resolved again). NULL: no memory. */
+struct sp_config *sp_runtime_build(struct sp_runtime *rt, struct sp_config *file,
 				   const json_t *overrides, struct sp_diag *diag);
 /* Makes cfg the running generation (takes the caller's reference). */
 void sp_runtime_commit(struct sp_runtime *rt, struct sp_config *cfg);

@@ -67,6 +67,7 @@ struct sp_session {
 	char reqid[72];
 	enum sp_body_mode req_body, resp_body;
 	int req_active, req_done, req_keep, client_minor, is_head, upgrade_req;
+	int host_defaulted; /* the request had no Host: the head names the backend's */
 	int resp_started, resp_done, interim, tunnel, upstream_keep;
 	int client_keep;
 	int retried;
@@ -313,7 +314,8 @@ static int retry_other_side(struct sp_session *s, const char *err)
 	int other = other_side(s);
 	if (strcmp(err, ERR_CONNECT_REFUSED) != 0 || other < 0 || s->fallback_from >= 0 ||
 	    s->resp_started || !s->req_done || s->req_body != SP_BODY_NONE ||
-	    !is_idempotent(s->method))
+	    !is_idempotent(s->method) ||
+	    (s->host_defaulted && sp_http_rehost(&s->head, s->cfg->backends[other].hostport) < 0))
 		return 0;
 	sp_log(SP_LOG_INFO, "route %s: %s refused the connection; request %s retried on %s",
 	       s->dec.route->name, s->cfg->backends[s->backend].name, s->reqid,
@@ -505,6 +507,7 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	f.client_ip = s->client_ip;
 	f.proto = s->https ? "https" : "http";
 	f.default_host = s->cfg->backends[s->backend].hostport;
+	s->host_defaulted = !sp_hdr_find(m->hdrs, m->nhdrs, "Host");
 	f.request_id = s->reqid; /* the logged one, alone, whatever the client sent */
 	s->req_body = f.body;
 	s->req_keep = m->keep_alive;
@@ -782,9 +785,11 @@ static void finish_exchange(struct sp_session *s)
 {
 	struct sp_upconn *up = s->up;
 	s->up = NULL;
+	/* resp_body is the client's framing: a chunked answer to an HTTP/1.0
+	 * client ends with a close there, not on the backend's connection (a
+	 * body that ends with the backend's close is not upstream_keep) */
 	if (s->req_done && sp_h1_in_message(s->resp) == 0 && !s->tunnel &&
-	    evbuffer_get_length(up->conn->in) == 0 && s->resp_body != SP_BODY_CLOSE &&
-	    s->upstream_keep)
+	    evbuffer_get_length(up->conn->in) == 0 && s->upstream_keep)
 		sp_pool_put(&up);
 	else
 		sp_upconn_free(&up);
@@ -893,6 +898,30 @@ static int may_retry(const struct sp_session *s)
 	       is_idempotent(s->method);
 }
 
+/* The backend's connection ended (EOF, or a reset after its answer): a
+ * close-delimited body ends here; anything else is cut short. */
+static void upstream_ended(struct sp_session *s)
+{
+	if (sp_h1_finish(s->resp) == SP_H1_OK && s->resp_done)
+		finish_exchange(s);
+	else
+		upstream_failed(s, s->resp_started ? ERR_TRUNCATED : ERR_UPSTREAM_CLOSED, 502);
+}
+
+/* A write to the backend failed: a backend that answers an upload early
+ * (413, 401) and closes is reset by its kernel for the bytes it left
+ * unread, and the send fails, but its answer came first and stands, as the
+ * client would have had it without a proxy. 1 when there was one. */
+static int answered_before_reset(struct sp_session *s, struct sp_conn *c)
+{
+	if (s->resp_done || !sp_conn_salvage(c))
+		return 0;
+	parse_upstream(s);
+	if (s->up && s->up->conn == c && !s->dead)
+		upstream_ended(s);
+	return 1;
+}
+
 static void on_up_event(struct sp_conn *c, short what, void *arg)
 {
 	struct sp_session *s = arg;
@@ -915,11 +944,7 @@ static void on_up_event(struct sp_conn *c, short what, void *arg)
 		int connecting = !s->up->reused && !s->up->connected;
 		upstream_failed(s, connecting ? ERR_CONNECT_TIMEOUT : ERR_UPSTREAM_TIMEOUT, 504);
 	} else if (what & SP_CONN_EOF) {
-		/* a close-delimited body ends here; anything else is cut short */
-		if (sp_h1_finish(s->resp) == SP_H1_OK && s->resp_done)
-			finish_exchange(s);
-		else
-			upstream_failed(s, s->resp_started ? ERR_TRUNCATED : ERR_UPSTREAM_CLOSED, 502);
+		upstream_ended(s);
 	} else if (what & SP_CONN_ERROR) {
 		if (c->tls_handshake_failed) {
 			char why[256];
@@ -929,7 +954,7 @@ static void on_up_event(struct sp_conn *c, short what, void *arg)
 		} else if (!s->up->reused && !s->up->connected)
 			upstream_failed(s, c->err == ECONNREFUSED ? ERR_CONNECT_REFUSED : ERR_CONNECT_FAILED,
 					502);
-		else
+		else if (!(what & SP_CONN_WRITING) || !answered_before_reset(s, c))
 			upstream_failed(s, ERR_UPSTREAM_RESET, 502);
 	}
 out:

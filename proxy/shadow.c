@@ -222,16 +222,12 @@ static void write_diff(struct sp_shadow *sh, const struct leg *leg, struct sp_cm
 {
 	struct sp_accesslog *log = sh->w->difflog;
 	struct sp_buf *b = &sh->w->diffbuf;
-	struct timespec ts;
-	struct tm tm;
+	char now[SP_UTC_SIZE];
 	if (!log && !sh->w->diffring)
 		return;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
+	sp_utc_stamp(now, sp_unix_ms());
 	sp_buf_reset(b);
-	sp_buf_printf(b, "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"type\":\"diff\",",
-		      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-		      tm.tm_sec, ts.tv_nsec / 1000000);
+	sp_buf_printf(b, "{\"time\":\"%s\",\"type\":\"diff\",", now);
 	sp_buf_adds(b, "\"route\":\"");
 	sp_buf_add_json_str(b, sh->route->name, strlen(sh->route->name));
 	sp_buf_adds(b, "\",\"method\":\"");
@@ -722,7 +718,8 @@ void sp_shadow_sum(struct sp_worker *const *ws, int n, const char *route, uint64
 	}
 }
 
-void sp_shadow_write_summaries(const struct sp_config *cfg, struct sp_worker *const *ws, int n,
+void sp_shadow_write_summaries(const struct sp_config *cfg, const struct sp_config *next,
+			       struct sp_worker *const *ws, int n,
 			       struct sp_accesslog *log, const char *instance)
 {
 	if (!log || n == 0)
@@ -730,29 +727,26 @@ void sp_shadow_write_summaries(const struct sp_config *cfg, struct sp_worker *co
 	struct sp_buf b;
 	sp_buf_init(&b);
 	for (size_t r = 0; r < cfg->nroutes; r++) {
-		if (!cfg->routes[r].has_shadow)
+		if (!cfg->routes[r].has_shadow ||
+		    (next && sp_config_route(next, cfg->routes[r].name)))
 			continue;
 		uint64_t v[7] = {0}, skip[SP_SKIP__COUNT] = {0};
 		uint64_t lp[SP_LAT_BUCKETS] = {0}, ls[SP_LAT_BUCKETS] = {0};
 		sp_shadow_sum(ws, n, cfg->routes[r].name, v, skip, lp, ls);
 		double p50 = sp_hist_quantile(lp, 0.5), p99 = sp_hist_quantile(lp, 0.99);
 		double s50 = sp_hist_quantile(ls, 0.5), s99 = sp_hist_quantile(ls, 0.99);
-		struct timespec ts;
-		struct tm tm;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		gmtime_r(&ts.tv_sec, &tm);
+		char now[SP_UTC_SIZE], since[SP_UTC_SIZE];
+		sp_utc_stamp(now, sp_unix_ms());
+		sp_utc_stamp(since, cfg->routes[r].counters_since_ms);
 		sp_buf_reset(&b);
-		sp_buf_printf(&b, "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"type\":\"summary\","
-				  "\"route\":\"",
-			      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-			      tm.tm_sec, ts.tv_nsec / 1000000);
+		sp_buf_printf(&b, "{\"time\":\"%s\",\"type\":\"summary\",\"route\":\"", now);
 		sp_buf_add_json_str(&b, cfg->routes[r].name, strlen(cfg->routes[r].name));
 		sp_buf_adds(&b, "\",\"instance\":\"");
 		sp_buf_add_json_str(&b, instance, strlen(instance));
 		sp_buf_printf(&b,
-			      "\",\"mirrored\":%llu,\"compared\":%llu,\"identical\":%llu,"
-			      "\"different\":%llu,\"noise\":%llu,\"skipped\":{",
-			      (unsigned long long)v[0], (unsigned long long)v[1],
+			      "\",\"counters_since\":\"%s\",\"mirrored\":%llu,\"compared\":%llu,"
+			      "\"identical\":%llu,\"different\":%llu,\"noise\":%llu,\"skipped\":{",
+			      since, (unsigned long long)v[0], (unsigned long long)v[1],
 			      (unsigned long long)v[2], (unsigned long long)v[3],
 			      (unsigned long long)v[4]);
 		for (int k = 0; k < SP_SKIP__COUNT; k++)

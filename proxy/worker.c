@@ -253,22 +253,33 @@ void sp_worker_stats_read_unlock(struct sp_worker *w)
 	pthread_rwlock_unlock(&w->stats_lock);
 }
 
-static struct sp_route_stats *stats_node(struct sp_worker *w, const char *name)
+static struct sp_route_stats *stats_node(struct sp_worker *w, const char *name,
+					 long long since_ms)
 {
-	struct sp_route_stats *n = sp_worker_find_stats(w, name);
-	if (n)
-		return n;
-	n = calloc(1, sizeof(*n));
+	struct sp_route_stats *n = calloc(1, sizeof(*n));
 	if (!n)
 		return NULL;
 	snprintf(n->name, sizeof(n->name), "%s", name);
+	n->since_ms = since_ms;
 	atomic_store_explicit(&n->next, atomic_load_explicit(&w->stats_head, memory_order_relaxed),
 			      memory_order_relaxed);
 	atomic_store_explicit(&w->stats_head, n, memory_order_release);
 	return n;
 }
 
-/* Frees the unlinked nodes unless a reader is inside (then a later call
+/* The counters of a route of the configuration being applied: the running
+ * route's when it stays (same name, same counters_since_ms), else new ones. */
+static struct sp_route_stats *route_stats_for(struct sp_worker *w, const struct sp_route *r)
+{
+	struct sp_route_stats *n;
+	for (n = atomic_load_explicit(&w->stats_head, memory_order_relaxed); n;
+	     n = atomic_load_explicit(&n->next, memory_order_relaxed))
+		if (n->since_ms == r->counters_since_ms && strcmp(n->name, r->name) == 0)
+			return n;
+	return stats_node(w, r->name, r->counters_since_ms);
+}
+
+/* Frees the retired nodes unless a reader is inside (then a later call
  * does). */
 static void free_retired(struct sp_worker *w)
 {
@@ -283,20 +294,27 @@ static void free_retired(struct sp_worker *w)
 	}
 }
 
-/* Unlinks the nodes no route and no mirror uses; readers walking the list
- * may still be on one, so each keeps its next pointer until freed. */
+static void retire(struct sp_worker *w, struct sp_route_stats *n)
+{
+	n->retired_next = w->stats_retired;
+	w->stats_retired = n;
+}
+
+/* Takes the nodes of routes no longer configured out of the list; readers
+ * walking it may still be on one, so each keeps its next pointer. Those a
+ * mirror holds are retired when it lets go, the others now. */
 static void sweep_stats(struct sp_worker *w)
 {
 	struct sp_route_stats *_Atomic *link = &w->stats_head, *n;
 	while ((n = atomic_load_explicit(link, memory_order_relaxed)) != NULL) {
-		if (n->live || n->holds) {
+		if (n->live) {
 			link = &n->next;
 			continue;
 		}
 		atomic_store_explicit(link, atomic_load_explicit(&n->next, memory_order_relaxed),
 				      memory_order_release);
-		n->retired_next = w->stats_retired;
-		w->stats_retired = n;
+		if (!n->holds)
+			retire(w, n);
 	}
 	free_retired(w);
 }
@@ -310,8 +328,10 @@ struct sp_route_stats *sp_worker_hold_stats(struct sp_worker *w, size_t i)
 
 void sp_worker_release_stats(struct sp_worker *w, struct sp_route_stats *n)
 {
-	if (--n->holds == 0 && !n->live)
-		sweep_stats(w);
+	if (--n->holds || n->live)
+		return;
+	retire(w, n); /* out of the list since its route left */
+	free_retired(w);
 }
 
 struct sp_shadow_stats *sp_worker_route_stats(struct sp_worker *w, const char *route)
@@ -383,15 +403,14 @@ void sp_worker_count(struct sp_worker *w, const struct sp_config *cfg,
 static int reconcile_stats(struct sp_worker *w, const struct sp_config *cfg)
 {
 	struct sp_route_stats **next = calloc(cfg->nroutes + 1, sizeof(*next));
-	if (!next)
-		return -1;
-	for (size_t i = 0; i < cfg->nroutes; i++)
-		if (!(next[i] = stats_node(w, cfg->routes[i].name))) {
-			free(next);
-			return -1;
-		}
-	if (!w->default_stats && !(w->default_stats = stats_node(w, ""))) {
+	int ok = next != NULL;
+	for (size_t i = 0; ok && i < cfg->nroutes; i++)
+		ok = (next[i] = route_stats_for(w, &cfg->routes[i])) != NULL;
+	if (ok && !w->default_stats)
+		ok = (w->default_stats = stats_node(w, "", 0)) != NULL;
+	if (!ok) {
 		free(next);
+		sweep_stats(w); /* the new nodes, none live yet */
 		return -1;
 	}
 	for (size_t i = 0; w->route_stats && i < w->cfg->nroutes; i++)

@@ -39,14 +39,15 @@ struct sp_side_stats {
 };
 
 /* Counters of one route (by name; "" is the default backend's traffic),
- * kept while the running configuration has a route of that name, or a mirror
- * in flight holds them. */
+ * kept while the running configuration has the route, or a mirror in flight
+ * holds them. */
 struct sp_route_stats {
 	struct sp_route_stats *_Atomic next;
 	struct sp_route_stats *retired_next; /* worker thread only, as are the two below */
-	int live;  /* the worker's configuration has the route */
+	int live;  /* the worker's configuration has the route (else out of the list) */
 	int holds; /* mirrors in flight counting into it */
 	char name[SP_NAME_MAX];
+	long long since_ms; /* the route's counters_since_ms */
 	_Atomic int nsides;
 	struct sp_side_stats sides[SP_MAX_SIDES];
 	struct sp_shadow_stats shadow;

@@ -490,3 +490,29 @@ def test_backend_health_in_metrics(start_proxy, backend_factory, tmp_path):
     assert after['strangler_backend_health_transitions_total{backend="dead"}'] == "1"
     assert after['strangler_backend_up{backend="legacy"}'] == "1"
     assert after['strangler_backend_health_transitions_total{backend="legacy"}'] == "0"
+
+
+def test_a_change_reads_nothing_from_disk(start_proxy, two_backends, tmp_path):
+    """A PATCH (or a guard's pull-back) builds on the configuration as last
+    loaded: an include file broken on disk since, or a token file changed
+    without a reload, neither refuses the change (409) nor slips into it."""
+    p = admin_proxy(start_proxy, two_backends, tmp_path, token=True)
+    with open(p.conf_path) as f:
+        text = f.read()
+    # the routes move to an include file, and a reload loads it
+    start = text.index("routes = ")
+    end = text.index("\n", start)
+    (tmp_path / "routes.inc").write_text(text[start:end] + "\n")
+    with open(p.conf_path, "w") as f:
+        f.write(text[:start] + '@include "%s"' % (tmp_path / "routes.inc") + text[end:])
+    harness.reload_and_wait(p, 1)
+    assert "keeping the running configuration" not in p.stderr_text()
+    # then both files change on disk, with no reload
+    (tmp_path / "routes.inc").write_text("routes = ( { name = \"orders\"; oops\n")
+    (tmp_path / "token").write_text("another-token-9876543210\n")
+    st, body = p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 0}}, token=TOKEN)
+    assert st == 200, body
+    assert body["rollout"]["percent"] == 0 and body["line"] > 0
+    assert [side_of(p, "user-%d" % i) for i in range(20)] == ["legacy"] * 20
+    assert p.admin("GET", "/api/routes", token=TOKEN)[0] == 200
+    assert "admin token replaced" not in p.stderr_text()

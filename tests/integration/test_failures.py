@@ -440,6 +440,28 @@ def test_an_early_answer_reaches_a_client_still_sending(backend_factory, start_p
     assert status in send_all_then_read_head(proxy.port, data)
 
 
+def test_an_early_answer_then_a_reset_is_still_the_answer(backend_factory, start_proxy):
+    """A backend that answers an upload at once and closes without reading
+    the rest: its kernel resets the connection for the unread bytes, and
+    strangler's next send fails, but the answer came first and the kernel
+    still holds it. The client gets the 413 (it got 502 "upstream reset" in
+    most tries with bodies of megabytes), and the backend is not marked down
+    for it."""
+    def early(req, conn):
+        conn.send(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\n"
+                  b"Connection: close\r\n\r\nnope")
+        return CLOSE
+    b = backend_factory("legacy", early)
+    b.read_bodies = False
+    proxy = start_proxy({"legacy": b})
+    size = 4 << 20
+    data = b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size + b"a" * size
+    got = [send_all_then_read_head(proxy.port, data) for _ in range(8)]
+    assert got == [b"HTTP/1.1 413 Payload Too Large"] * 8
+    assert "upstream reset" not in proxy.stderr_text()
+    assert "is down" not in proxy.stderr_text()
+
+
 def test_a_lingering_client_does_not_hold_up_a_shutdown(backend_factory, start_proxy):
     """A connection whose answer is written and which only reads what the
     client still sends is not a request in flight: SIGTERM does not wait

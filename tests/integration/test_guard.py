@@ -176,10 +176,12 @@ def test_the_p99_bound_measures_the_backend_not_the_client(start_proxy, backend_
                                                           tmp_path):
     """Two equally fast backends; the rollout side's users upload slowly. The
     p99 bound compares the backends' answer times, so it holds (it counted
-    the whole exchange: 275 ms against 0.2 ms, and pulled the rollout back)."""
+    the whole exchange: 275 ms against 0.2 ms, and pulled the rollout back).
+    The bound is wide: sub-millisecond answers on a loaded machine (ASan,
+    other jobs) differ by a scheduler delay, 2 ms against 0.3."""
     legacy = backend_factory("legacy")
     modern = backend_factory("modern")
-    guard = {"max_p99_ratio": 3.0, "min_requests": 4, "window_s": 10}
+    guard = {"max_p99_ratio": 50.0, "min_requests": 4, "window_s": 10}
     p = start(start_proxy, legacy, modern,
               {"backend": "modern", "percent": 50.0, "sticky": "header:X-User-Id",
                "guard": guard}, tmp_path)

@@ -858,6 +858,21 @@ def test_http10_keepalive_with_chunked_backend_closes(backend_factory, start_pro
         assert (r.header("Connection") or "").lower() == "close"
 
 
+def test_http10_clients_reuse_the_backend_connection_of_a_chunked_answer(backend_factory,
+                                                                       start_proxy):
+    """The close ends the client's connection, not the backend's: a chunked
+    answer that ended is reusable whoever asked (each HTTP/1.0 request made
+    and dropped a backend connection; nginx and HAProxy reuse it)."""
+    b = backend_factory("legacy", lambda req, conn: Response(200, chunks=[b"ab", b"cd"]))
+    proxy = start_proxy({"legacy": b})
+    for i in range(4):
+        with proxy.client() as c:
+            c.send(b"GET /%d HTTP/1.0\r\n\r\n" % i)
+            r = c.read_response()
+            assert (r.status, r.framing, r.body) == (200, "close", b"abcd")
+    assert [r.conn_id for r in b.wait_requests(4)] == [0, 0, 0, 0]
+
+
 def test_ordinary_client_http_client(one):
     """The standard library's client, keep-alive and all."""
     proxy, backend = one

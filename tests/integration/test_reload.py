@@ -1,5 +1,6 @@
 """SIGHUP reload: the new generation applies to new requests at once, requests
 in flight finish on theirs, a bad file changes nothing, no request is lost."""
+import json
 import os
 import re
 import signal
@@ -354,3 +355,41 @@ def test_mirror_in_flight_keeps_its_counters_across_a_rename(start_proxy, backen
     with p.client() as c:
         assert c.request("GET", "/c").status == 200
     harness.wait_for(lambda: route_counts(p)["again"] == 1, what="the new route's count")
+
+
+def test_route_removed_and_back_is_a_run_of_its_own(start_proxy, two_backends, tmp_path):
+    """Removed by one reload and brought back by another, a shadowed route
+    counts from zero again; its summaries say since when, and diff-report adds
+    both runs up (it kept only the highest of the two)."""
+    legacy, modern = two_backends
+    backends = {"legacy": legacy, "modern": modern}
+    log = str(tmp_path / "diffs.jsonl")
+    shadowed = [{"name": "s", "match": {"path_prefix": "/s"}, "backend": "legacy",
+                 "shadow": {"backend": "modern"}}]
+    other = [{"name": "o", "match": {"path_prefix": "/o"}, "backend": "legacy"}]
+    p = start_proxy(backends, routes=shadowed, shadow_defaults={"diff_log": log})
+
+    def send(n):
+        with p.client() as c:
+            for _ in range(n):
+                assert c.request("GET", "/s").status == 200
+
+    def summaries():
+        with open(log) as f:
+            return [json.loads(x) for x in f if '"summary"' in x]
+
+    send(3)
+    time.sleep(0.5)  # the mirrors end
+    rewrite_keeping(p, other)
+    reload_and_wait(p, 1)
+    rewrite_keeping(p, shadowed)
+    reload_and_wait(p, 2)
+    send(2)
+    time.sleep(0.5)
+    assert p.stop() == 0
+    runs = [(s["counters_since"], s["compared"]) for s in summaries()]
+    # the first run's last counts, written by the reload that removed it; the second's at exit
+    assert [c for _, c in runs] == [3, 2] and runs[0][0] < runs[1][0]
+    out = subprocess.run([harness.BINARY, "diff-report", log], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "route s: 5 compared," in out.stdout

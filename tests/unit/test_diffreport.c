@@ -237,6 +237,28 @@ static void test_rotated_log_read_newest_first(void **state)
 	free(t);
 }
 
+/* A summary line of route r from a run of its counters (instance, since). */
+#define RSUMMARY(inst, since, c)                                                                  \
+	"{\"type\":\"summary\",\"route\":\"r\",\"instance\":\"" inst "\",\"counters_since\":\""  \
+	since "\",\"mirrored\":" c ",\"compared\":" c ",\"identical\":" c ",\"different\":0,"        \
+	"\"noise\":0,\"skipped\":{},\"shadow_errors\":0,\"shadow_timeouts\":0,"                    \
+	"\"primary_ms\":{\"p50\":1,\"p99\":2},\"shadow_ms\":{\"p50\":1,\"p99\":2}}\n"
+
+/* A route a reload removed and a later one brought back counts from zero in
+ * the same process: each run's highest counts add up, in any order. */
+static void test_route_back_after_a_reload(void **state)
+{
+	(void)state;
+	static const char log[] = RSUMMARY("h:1:9", "2026-11-27T10:00:00.000Z", "40")
+		RSUMMARY("h:1:9", "2026-11-27T10:00:00.000Z", "70")
+		RSUMMARY("h:1:9", "2026-11-27T11:00:00.000Z", "5")
+		RSUMMARY("h:1:9", "2026-11-27T11:00:00.000Z", "12")
+		/* an earlier file read last */ RSUMMARY("h:1:9", "2026-11-27T10:00:00.000Z", "30");
+	char *t = report(log, strlen(log), NULL);
+	expect_has(t, "route r: 82 compared, 82 identical (100.0 %), 0 different (0.0 %)");
+	free(t);
+}
+
 static void test_main(void **state)
 {
 	(void)state;
@@ -272,6 +294,7 @@ int main(void)
 		cmocka_unit_test(test_summary_edge_cases),
 		cmocka_unit_test(test_runs_add_up),
 		cmocka_unit_test(test_instances_add_up),
+		cmocka_unit_test(test_route_back_after_a_reload),
 		cmocka_unit_test(test_diff_lines_after_the_last_summary),
 		cmocka_unit_test(test_rotated_log_read_newest_first),
 		cmocka_unit_test(test_main),

@@ -389,6 +389,29 @@ static void test_request_head_connection_tokens(void **state)
 	}
 }
 
+/* A request without Host (HTTP/1.0) names the backend it goes to; retried
+ * on the rollout's other side, the head names that one (shorter, longer). */
+static void test_request_head_rehost(void **state)
+{
+	(void)state;
+	const struct sp_hdr h[] = {HDR("Accept", "*/*")};
+	struct sp_fwd_request r = {.method = "GET", .path = "/p", .path_len = 2, .headers = h,
+				   .nheaders = NELEM(h), .default_host = "10.0.0.1:9001"};
+	struct sp_buf out;
+	sp_buf_init(&out);
+	assert_int_equal(sp_http_write_request_head(&r, &out), 0);
+	assert_head(&out, "GET /p HTTP/1.1\r\nHost: 10.0.0.1:9001\r\nAccept: */*\r\n\r\n");
+	assert_int_equal(sp_http_rehost(&out, "b:1"), 0);
+	assert_head(&out, "GET /p HTTP/1.1\r\nHost: b:1\r\nAccept: */*\r\n\r\n");
+	assert_int_equal(sp_http_rehost(&out, "modern.internal.example:19002"), 0);
+	assert_head(&out, "GET /p HTTP/1.1\r\nHost: modern.internal.example:19002\r\nAccept: "
+			  "*/*\r\n\r\n");
+	sp_buf_reset(&out);
+	assert_int_equal(sp_buf_adds(&out, "GET / HTTP/1.1\r\nAccept: */*\r\n\r\n"), 0);
+	assert_int_equal(sp_http_rehost(&out, "b:1"), -1); /* no default Host line */
+	sp_buf_deinit(&out);
+}
+
 static void test_request_head_content_length_regenerated(void **state)
 {
 	(void)state;
@@ -843,6 +866,7 @@ int main(void)
 		cmocka_unit_test(test_connection_never_strips_host),
 		cmocka_unit_test(test_request_head_full),
 		cmocka_unit_test(test_request_head_connection_tokens),
+		cmocka_unit_test(test_request_head_rehost),
 		cmocka_unit_test(test_request_head_content_length_regenerated),
 		cmocka_unit_test(test_request_head_without_optional_parts),
 		cmocka_unit_test(test_request_head_upgrade),
