@@ -469,7 +469,8 @@ static void maybe_shadow(struct sp_session *s, const struct sp_reqview *q, const
 	if (target == s->backend)
 		return; /* a rollout request already served by the shadow's backend */
 	s->shadow = sp_shadow_start(s->w, s->cfg, r, target, s->backend, m->method, s->path.data,
-				    s->path.len, s->reqid, &s->head, s->req_body != SP_BODY_NONE);
+				    s->path.len, s->reqid, &s->head, s->req_body != SP_BODY_NONE,
+				    s->host_defaulted);
 }
 
 static int on_req_head(void *ud, struct sp_h1_msg *m)

@@ -64,6 +64,7 @@ struct sp_shadow {
 	int session_holds;
 	int finished;
 	int is_head;
+	int host_defaulted; /* the head's Host line is the primary backend's */
 	int req_done;
 	size_t req_bytes;
 	struct event *timer;
@@ -489,7 +490,9 @@ static int leg_start(struct sp_shadow *sh, struct leg *l, int backend, const str
 	sp_buf_init(&l->replay);
 	l->replay.stash = &sh->w->stash;
 	if (sp_buf_add(&l->replay, head->data, head->len - 2) < 0 ||
-	    sp_buf_add(&l->replay, marker, sizeof(marker) - 1) < 0)
+	    sp_buf_add(&l->replay, marker, sizeof(marker) - 1) < 0 ||
+	    (sh->host_defaulted &&
+	     sp_http_rehost(&l->replay, sh->cfg->backends[backend].hostport) < 0))
 		return -1;
 	/* Mirrors reuse the backend's keep-alive pool like primaries do (a
 	 * connection per mirror costs a connect and a close per request); a
@@ -522,7 +525,7 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 				  const struct sp_route *route, int shadow_backend,
 				  int primary_backend, const char *method, const char *path,
 				  size_t path_len, const char *reqid, const struct sp_buf *head,
-				  int has_body)
+				  int has_body, int host_defaulted)
 {
 	struct sp_shadow_stats *st = &w->route_stats[route->index]->shadow;
 	int budget = cfg->shadow.max_in_flight / cfg->workers;
@@ -556,6 +559,7 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 	sh->primary_backend = primary_backend;
 	sh->session_holds = 1;
 	sh->is_head = strcmp(method, "HEAD") == 0;
+	sh->host_defaulted = host_defaulted;
 	sp_copy_str(sh->method, sizeof(sh->method), method);
 	sp_copy_str(sh->reqid, sizeof(sh->reqid), reqid);
 	sp_buf_init(&sh->path);

@@ -645,3 +645,18 @@ def test_the_admin_api_serves_the_latest_differences(start_proxy, backend_factor
                                   timeout=5).read().decode()
     assert '"ms"' in text and not re.search(r"\d\.\d{16}", text), text
 
+
+
+def test_a_request_without_host_names_each_backend_its_own(start_proxy, backend_factory,
+                                                           tmp_path):
+    """An HTTP/1.0 request without Host gets the backend's own host:port; the
+    mirror of it names the shadow backend's (it named the primary's)."""
+    legacy, modern = backend_factory("legacy"), backend_factory("modern")
+    p = start(start_proxy, legacy, modern, [shadow_route()], tmp_path)
+    with p.client() as c:
+        c.send(b"GET /x HTTP/1.0\r\n\r\n")
+        assert c.read_response().status == 200
+    (got,) = legacy.wait_requests(1)
+    (mirrored,) = modern.wait_requests(1)
+    assert got.header("Host") == legacy.url.split("//")[1]
+    assert mirrored.header("Host") == modern.url.split("//")[1]
