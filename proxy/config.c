@@ -5,6 +5,8 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <libgen.h>
+#include <limits.h>
 #include <libconfig.h>
 #include <math.h>
 #include <arpa/inet.h>
@@ -59,6 +61,30 @@ void sp_diag_add(struct sp_diag *d, int is_error, const char *file, int line, co
 int cfgp_line(const config_setting_t *s)
 {
 	return s ? (int)config_setting_source_line(s) : 0;
+}
+
+/* An included file's name as libconfig gives it (as written in the
+ * @include, absolute ones of the main file rewritten below inc->up), named
+ * as the user would find it: below the main file's directory. */
+static const char *include_shown(const struct cfgp_includes *inc, const char *file, char *buf,
+				 size_t len)
+{
+	size_t up = strlen(inc->up);
+	if (up && strncmp(file, inc->up, up) == 0)
+		snprintf(buf, len, "/%s", file + up);
+	else if (file[0] == '/' || strcmp(inc->shown, ".") == 0)
+		snprintf(buf, len, "%s", file);
+	else
+		snprintf(buf, len, "%s/%s", inc->shown, file);
+	return buf;
+}
+
+const char *cfgp_file(struct sp_loader *L, const config_setting_t *s)
+{
+	const char *f = s ? config_setting_source_file(s) : NULL;
+	if (!f || !L->inc)
+		return L->file;
+	return include_shown(L->inc, f, L->where, sizeof(L->where));
 }
 
 /* Reports every member of group s whose name is not in known (NULL-terminated). */
@@ -731,7 +757,53 @@ static void load_globals(struct sp_loader *L, const config_setting_t *root)
 		ERR(L, where, "access_log: must be a path or \"-\" (remove the setting to turn it off)");
 }
 
-static struct sp_config *load(config_t *lc, int rc, const char *name, struct sp_diag *diag)
+/* The text of line n (from 1) of text, without its end. */
+static void nth_line(const char *text, int n, char *out, size_t len)
+{
+	for (int i = 1; text && i < n; i++)
+		text = (text = strchr(text, '\n')) ? text + 1 : NULL;
+	snprintf(out, len, "%.*s", text ? (int)strcspn(text, "\n") : 0, text ? text : "");
+}
+
+/* libconfig 1.5 says "cannot open include file" and no more: the name is in
+ * the @include on the line it reports, of text (the main file) or of the
+ * included file it names. */
+static void include_error(const struct cfgp_includes *inc, const char *name, const char *text,
+			  const char *ef, int line, struct sp_diag *diag)
+{
+	char from[2 * PATH_MAX], shown[2 * PATH_MAX], path[PATH_MAX * 2], buf[PATH_MAX + 64];
+	char target[PATH_MAX];
+	char *other = NULL;
+	if (ef) {
+		snprintf(path, sizeof(path), "%s/%s", inc->real, ef);
+		other = sp_config_read(path, &(struct sp_diag){0});
+		text = other;
+	}
+	nth_line(text, line, buf, sizeof(buf));
+	free(other);
+	const char *q = strchr(buf, '"');
+	const char *e = q ? strchr(q + 1, '"') : NULL;
+	const char *where = ef ? include_shown(inc, ef, from, sizeof(from)) : name;
+	if (!e) {
+		sp_diag_add(diag, 1, where, line, "cannot open include file (looked in %s)", inc->shown);
+		return;
+	}
+	snprintf(target, sizeof(target), "%.*s", (int)(e - q - 1), q + 1);
+	if (ef && target[0] == '/') {
+		sp_diag_add(diag, 1, where, line, "cannot open include file \"%s\": libconfig 1.5 puts "
+			    "the main file's directory in front of every include path, an absolute one "
+			    "in an included file too: write it relative to %s", target, inc->shown);
+		return;
+	}
+	snprintf(path, sizeof(path), "%s/%s", inc->real, target);
+	int err = access(path, R_OK) < 0 ? errno : 0;
+	sp_diag_add(diag, 1, where, line, "cannot open include file \"%s\"%s%s",
+		    include_shown(inc, target, shown, sizeof(shown)), err ? ": " : "",
+		    err ? strerror(err) : "");
+}
+
+static struct sp_config *load(config_t *lc, int rc, const char *name, const char *text,
+			      const struct cfgp_includes *inc, struct sp_diag *diag)
 {
 	static const char *const keys[] = {"listen",  "workers",        "log_level",
 					   "access_log", "backends",    "default_backend",
@@ -740,9 +812,13 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, struct sp_
 					   "pid_file", "max_connections", "user", NULL};
 	struct sp_config *cfg = NULL;
 	if (rc != CONFIG_TRUE) {
-		const char *ef = config_error_file(lc);
-		sp_diag_add(diag, 1, ef ? ef : name, config_error_line(lc), "syntax error: %s",
-			    config_error_text(lc));
+		const char *ef = config_error_file(lc), *why = config_error_text(lc);
+		char shown[2 * PATH_MAX];
+		if (why && strcmp(why, "cannot open include file") == 0)
+			include_error(inc, name, text, ef, config_error_line(lc), diag);
+		else
+			sp_diag_add(diag, 1, ef ? include_shown(inc, ef, shown, sizeof(shown)) : name,
+				    config_error_line(lc), "syntax error: %s", why);
 		return NULL;
 	}
 	cfg = calloc(1, sizeof(*cfg));
@@ -752,7 +828,7 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, struct sp_
 	}
 	atomic_init(&cfg->refs, 1);
 	cfg->file = strdup(name);
-	struct sp_loader L = {diag, name, cfg, diag->errors};
+	struct sp_loader L = {diag, name, cfg, diag->errors, inc, ""};
 	const config_setting_t *root = config_root_setting(lc);
 	cfgp_check_keys(&L, root, "", keys);
 	load_globals(&L, root);
@@ -865,18 +941,71 @@ fail:
 	return NULL;
 }
 
+/* Include paths resolve against the main file's directory, not the
+ * current one (a reload or `-t` from elsewhere read other files or none). */
+static void includes_init(struct cfgp_includes *inc, const char *name)
+{
+	char copy[PATH_MAX];
+	snprintf(copy, sizeof(copy), "%s", name);
+	snprintf(inc->shown, sizeof(inc->shown), "%s", dirname(copy));
+	inc->up[0] = '\0';
+	if (!realpath(inc->shown, inc->real)) { /* the checks then name what is missing */
+		snprintf(inc->real, sizeof(inc->real), "%s", inc->shown);
+		return;
+	}
+	for (const char *p = inc->real + 1; *inc->real == '/' && *p; p++)
+		if (p[-1] == '/')
+			strncat(inc->up, "../", sizeof(inc->up) - strlen(inc->up) - 1);
+}
+
+/* A copy of text whose absolute @include paths are made relative to
+ * inc->real (libconfig 1.5 would put the directory in front of them too).
+ * Lines stay where they were. NULL: no memory. */
+static char *absolute_includes(const char *text, const struct cfgp_includes *inc)
+{
+	struct sp_buf o;
+	int ok = 1;
+	sp_buf_init(&o);
+	for (const char *p = text; *p && ok;) {
+		size_t n = strcspn(p, "\n");
+		const char *q = p + strspn(p, " \t");
+		if (strncmp(q, "@include", 8) == 0 && (q[8] == ' ' || q[8] == '\t')) {
+			q += 8 + strspn(q + 8, " \t");
+			if (q[0] == '"' && q[1] == '/' && inc->up[0]) {
+				ok = sp_buf_add(&o, p, (size_t)(q + 1 - p)) == 0 && sp_buf_adds(&o, inc->up) == 0;
+				n -= (size_t)(q + 2 - p);
+				p = q + 2;
+			}
+		}
+		n += p[n] == '\n';
+		ok = ok && sp_buf_add(&o, p, n) == 0;
+		p += n;
+	}
+	if (ok && sp_buf_add(&o, "", 0) == 0) /* terminated, even when empty */
+		return o.data;
+	sp_buf_deinit(&o);
+	return NULL;
+}
+
 struct sp_config *sp_config_load_string(const char *text, const char *name, struct sp_diag *diag)
 {
 	config_t lc;
+	struct cfgp_includes inc;
+	struct sp_config *cfg = NULL;
+	includes_init(&inc, name);
 	char *wide = sp_config_promote_ints(text);
-	if (!wide) {
+	char *ready = wide ? absolute_includes(wide, &inc) : NULL;
+	if (!ready) {
 		sp_diag_add(diag, 1, name, 0, "out of memory");
+		free(wide);
 		return NULL;
 	}
 	config_init(&lc);
-	int rc = config_read_string(&lc, wide);
-	struct sp_config *cfg = load(&lc, rc, name, diag);
+	config_set_include_dir(&lc, inc.real);
+	int rc = config_read_string(&lc, ready);
+	cfg = load(&lc, rc, name, ready, &inc, diag);
 	config_destroy(&lc);
+	free(ready);
 	free(wide);
 	return cfg;
 }

@@ -4,20 +4,35 @@
 #define SP_CONFIG_PARSE_H
 
 #include <libconfig.h>
+#include <limits.h>
 
 #include "config.h"
+
+/* Where libconfig 1.5 looks for an @include: the main file's directory
+ * (config_set_include_dir), which it puts in front of every include path. */
+struct cfgp_includes {
+	char shown[PATH_MAX]; /* that directory as the main file was named ("." for none) */
+	char real[PATH_MAX];  /* its real path, given to libconfig */
+	char up[PATH_MAX];    /* "../" from real up to "/": an absolute path in the
+			       * main file is rewritten below it */
+};
 
 struct sp_loader {
 	struct sp_diag *diag;
 	const char *file;
 	struct sp_config *cfg;
 	int errors_before; /* the diag may already hold errors from elsewhere */
+	const struct cfgp_includes *inc;
+	char where[2 * PATH_MAX]; /* cfgp_file's answer */
 };
 
-#define ERR(L, S, ...) sp_diag_add((L)->diag, 1, (L)->file, cfgp_line(S), __VA_ARGS__)
-#define WARN(L, S, ...) sp_diag_add((L)->diag, 0, (L)->file, cfgp_line(S), __VA_ARGS__)
+#define ERR(L, S, ...) sp_diag_add((L)->diag, 1, cfgp_file(L, S), cfgp_line(S), __VA_ARGS__)
+#define WARN(L, S, ...) sp_diag_add((L)->diag, 0, cfgp_file(L, S), cfgp_line(S), __VA_ARGS__)
 
 int cfgp_line(const config_setting_t *s);
+/* The file a setting was read from: the main file's name, or an included
+ * file's named as the user would find it (valid until the next call). */
+const char *cfgp_file(struct sp_loader *L, const config_setting_t *s);
 /* Reports every member of group s whose name is not in known (NULL-terminated). */
 void cfgp_check_keys(struct sp_loader *L, const config_setting_t *s, const char *path,
 		     const char *const *known);
