@@ -115,11 +115,47 @@ int cfgp_want_type(struct sp_loader *L, const config_setting_t *s, const char *p
 	return 0;
 }
 
-/* Optional string member; returns a malloc'd copy, NULL when absent or wrong. */
-char *cfgp_str(struct sp_loader *L, const config_setting_t *g, const char *key, const char *path,
-		     const config_setting_t **where)
+long cfgp_text_chars(const char *s, int controls, size_t *bad)
+{
+	const unsigned char *p = (const unsigned char *)s, *at;
+	long n = 0;
+	while (*p) {
+		unsigned c = *(at = p++), need, min;
+		if (c < 0x80) {
+			if (!controls && (c < 0x20 || c == 0x7f))
+				goto fail;
+			n++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf)
+			need = 1, min = 0x80, c &= 0x1f;
+		else if (c >= 0xe0 && c <= 0xef)
+			need = 2, min = 0x800, c &= 0x0f;
+		else if (c >= 0xf0 && c <= 0xf4)
+			need = 3, min = 0x10000, c &= 0x07;
+		else
+			goto fail;
+		for (; need; need--, p++) {
+			if ((*p & 0xc0) != 0x80)
+				goto fail;
+			c = c << 6 | (*p & 0x3f);
+		}
+		if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+			goto fail;
+		n++;
+	}
+	return n;
+fail:
+	if (bad)
+		*bad = (size_t)(at - (const unsigned char *)s);
+	return -1;
+}
+
+static char *str_member(struct sp_loader *L, const config_setting_t *g, const char *key,
+			const char *path, const config_setting_t **where, int text)
 {
 	char full[256];
+	size_t bad;
 	const config_setting_t *s = config_setting_get_member(g, key);
 	if (where)
 		*where = s;
@@ -128,7 +164,25 @@ char *cfgp_str(struct sp_loader *L, const config_setting_t *g, const char *key, 
 	snprintf(full, sizeof(full), "%s%s%s", path, *path ? "." : "", key);
 	if (!cfgp_want_type(L, s, full, CONFIG_TYPE_STRING, "a string"))
 		return NULL;
-	return strdup(config_setting_get_string(s));
+	const char *v = config_setting_get_string(s);
+	if (text && cfgp_text_chars(v, 1, &bad) < 0) {
+		ERR(L, s, "%s: must be UTF-8 text (byte 0x%02x at offset %zu is not): save the file "
+			  "as UTF-8", full, (unsigned char)v[bad], bad);
+		return NULL;
+	}
+	return strdup(v);
+}
+
+char *cfgp_str(struct sp_loader *L, const config_setting_t *g, const char *key, const char *path,
+	       const config_setting_t **where)
+{
+	return str_member(L, g, key, path, where, 1);
+}
+
+char *cfgp_path(struct sp_loader *L, const config_setting_t *g, const char *key, const char *path,
+		const config_setting_t **where)
+{
+	return str_member(L, g, key, path, where, 0);
 }
 
 double cfgp_number(const config_setting_t *s)
@@ -231,8 +285,8 @@ static int load_cert(struct sp_loader *L, const config_setting_t *g, const char 
 		     struct sp_tls_cert *c)
 {
 	const config_setting_t *w1, *w2;
-	c->certificate = cfgp_str(L, g, "certificate", path, &w1);
-	c->private_key = cfgp_str(L, g, "private_key", path, &w2);
+	c->certificate = cfgp_path(L, g, "certificate", path, &w1);
+	c->private_key = cfgp_path(L, g, "private_key", path, &w2);
 	if (!w1)
 		ERR(L, g, "%s.certificate: required", path);
 	if (!w2)
@@ -423,9 +477,9 @@ static void load_backend_tls(struct sp_loader *L, const config_setting_t *e, con
 {
 	const config_setting_t *wca, *wcert, *wkey;
 	const config_setting_t *v = config_setting_get_member(e, "tls_verify");
-	char *ca = cfgp_str(L, e, "ca_file", path, &wca);
-	char *cert = cfgp_str(L, e, "client_certificate", path, &wcert);
-	char *key = cfgp_str(L, e, "client_private_key", path, &wkey);
+	char *ca = cfgp_path(L, e, "ca_file", path, &wca);
+	char *cert = cfgp_path(L, e, "client_certificate", path, &wcert);
+	char *key = cfgp_path(L, e, "client_private_key", path, &wkey);
 	struct sp_tls_error err;
 	int verify = 1;
 	if (v && config_setting_type(v) != CONFIG_TYPE_BOOL)
@@ -651,7 +705,7 @@ static void load_shadow_defaults(struct sp_loader *L, const config_setting_t *ro
 	cfgp_int_field(L, s, "summary_interval_ms", "shadow_defaults", 1000, 86400000,
 		       &d->summary_interval_ms);
 	const config_setting_t *where;
-	d->diff_log = cfgp_str(L, s, "diff_log", "shadow_defaults", &where);
+	d->diff_log = cfgp_path(L, s, "diff_log", "shadow_defaults", &where);
 	if (where && d->diff_log && !*d->diff_log)
 		ERR(L, where, "shadow_defaults.diff_log: must be a path or \"-\"");
 check:
@@ -722,14 +776,14 @@ static void load_admin(struct sp_loader *L, const config_setting_t *root)
 		ERR(L, where ? where : s, "admin.address: \"%s\": %s", a->address, why);
 		return;
 	}
-	char *token_file = cfgp_str(L, s, "token_file", "admin", &twhere);
+	char *token_file = cfgp_path(L, s, "token_file", "admin", &twhere);
 	if (token_file && !(a->token = read_token(token_file, &why)))
 		ERR(L, twhere, "admin.token_file: \"%s\": %s", token_file, why);
 	else if (!twhere && !is_loopback(&a->addr))
 		ERR(L, where ? where : s,
 		    "admin.address: \"%s\" is not a loopback address: set admin.token_file", a->address);
 	free(token_file);
-	a->state_file = cfgp_str(L, s, "state_file", "admin", &where);
+	a->state_file = cfgp_path(L, s, "state_file", "admin", &where);
 }
 
 static void load_globals(struct sp_loader *L, const config_setting_t *root)
@@ -752,7 +806,7 @@ static void load_globals(struct sp_loader *L, const config_setting_t *root)
 			L->cfg->log_level = v;
 		free(lvl);
 	}
-	L->cfg->access_log = cfgp_str(L, root, "access_log", "", &where);
+	L->cfg->access_log = cfgp_path(L, root, "access_log", "", &where);
 	if (where && L->cfg->access_log && !*L->cfg->access_log)
 		ERR(L, where, "access_log: must be a path or \"-\" (remove the setting to turn it off)");
 }
@@ -840,7 +894,7 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, const char
 	load_shadow_defaults(&L, root);
 	load_admin(&L, root);
 	const config_setting_t *pw;
-	cfg->pid_file = cfgp_str(&L, root, "pid_file", "", &pw);
+	cfg->pid_file = cfgp_path(&L, root, "pid_file", "", &pw);
 	cfg->user = cfgp_str(&L, root, "user", "", &pw);
 	if (pw && cfg->user && !getpwnam(cfg->user))
 		ERR(&L, pw, "user: \"%s\": no such user", cfg->user);

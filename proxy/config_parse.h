@@ -38,12 +38,20 @@ void cfgp_check_keys(struct sp_loader *L, const config_setting_t *s, const char 
 		     const char *const *known);
 int cfgp_want_type(struct sp_loader *L, const config_setting_t *s, const char *path, int type,
 		   const char *what);
-/* Optional string member: a malloc'd copy (caller owns), NULL when absent or
- * not a string (reported). *where is the setting or NULL. */
 /* A float, int or int64 setting's value; NAN for any other type. */
 double cfgp_number(const config_setting_t *s);
+/* Characters in s, or -1 (*bad, when not NULL, the offset of the first byte
+ * at fault) when s is not UTF-8 text: an invalid, overlong or surrogate
+ * sequence, or, unless controls, a control character. Pure. */
+long cfgp_text_chars(const char *s, int controls, size_t *bad);
+/* Optional string member: a malloc'd copy (caller owns), NULL when absent,
+ * not a string or not UTF-8 text (reported: it may reach the API's JSON).
+ * *where is the setting or NULL. */
 char *cfgp_str(struct sp_loader *L, const config_setting_t *g, const char *key, const char *path,
 	       const config_setting_t **where);
+/* The same for a file name, any bytes but NUL. */
+char *cfgp_path(struct sp_loader *L, const config_setting_t *g, const char *key, const char *path,
+		const config_setting_t **where);
 void cfgp_int(struct sp_loader *L, const config_setting_t *g, const char *key, const char *path,
 	      long long lo, long long hi, long long *out);
 void cfgp_int_field(struct sp_loader *L, const config_setting_t *g, const char *key,

@@ -65,7 +65,9 @@ static int load_strlist(struct sp_loader *L, const config_setting_t *g, const ch
 	for (int i = 0; i < n && *out; i++) {
 		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
 		const char *v = config_setting_get_string(e);
-		const char *why = v ? (check ? check(v) : NULL) : "must be a string";
+		const char *why = !v ? "must be a string"
+			: cfgp_text_chars(v, 1, NULL) < 0 ? "must be UTF-8 text"
+			: check ? check(v) : NULL;
 		if (why) {
 			ERR(L, e, "%s.%s.[%d]: %s", path, key, i, why);
 			continue;
@@ -476,41 +478,6 @@ static void load_shadow(struct sp_loader *L, const config_setting_t *route, cons
 	}
 }
 
-/* Characters in s, or -1 when s is not UTF-8 text (an invalid, overlong or
- * surrogate sequence, or a control character): a name goes into JSON,
- * metrics labels and URLs. */
-static long text_chars(const char *s)
-{
-	const unsigned char *p = (const unsigned char *)s;
-	long n = 0;
-	while (*p) {
-		unsigned c = *p++, need, min;
-		if (c < 0x80) {
-			if (c < 0x20 || c == 0x7f)
-				return -1;
-			n++;
-			continue;
-		}
-		if (c >= 0xc2 && c <= 0xdf)
-			need = 1, min = 0x80, c &= 0x1f;
-		else if (c >= 0xe0 && c <= 0xef)
-			need = 2, min = 0x800, c &= 0x0f;
-		else if (c >= 0xf0 && c <= 0xf4)
-			need = 3, min = 0x10000, c &= 0x07;
-		else
-			return -1;
-		for (; need; need--, p++) {
-			if ((*p & 0xc0) != 0x80)
-				return -1;
-			c = c << 6 | (*p & 0x3f);
-		}
-		if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
-			return -1;
-		n++;
-	}
-	return n;
-}
-
 static void load_route(struct sp_loader *L, const config_setting_t *e, int i, struct sp_route *r)
 {
 	static const char *const keys[] = {"name", "match", "backend", "rollout", "shadow", NULL};
@@ -529,7 +496,8 @@ static void load_route(struct sp_loader *L, const config_setting_t *e, int i, st
 	r->name = cfgp_str(L, e, "name", path, &where);
 	if (!where)
 		ERR(L, e, "%s.name: required", path);
-	else if (r->name && (!*r->name || text_chars(r->name) < 0 || text_chars(r->name) > SP_NAME_CHARS))
+	else if (r->name && (!*r->name || cfgp_text_chars(r->name, 0, NULL) < 0 ||
+			       cfgp_text_chars(r->name, 0, NULL) > SP_NAME_CHARS))
 		ERR(L, where, "%s.name: must be 1 to %d characters of UTF-8 text", path, SP_NAME_CHARS);
 	else if (r->name && strcmp(r->name, SP_DEFAULT_ROUTE) == 0)
 		ERR(L, where, "%s.name: \"%s\" is reserved for the default backend's traffic", path,
