@@ -829,9 +829,11 @@ static void include_error(const struct cfgp_includes *inc, const char *name, con
 	char target[PATH_MAX];
 	char *other = NULL;
 	if (ef) {
+		struct sp_diag ignored;
+		sp_diag_init(&ignored);
 		snprintf(path, sizeof(path), "%s/%s", inc->real, ef);
-		other = sp_config_read(path, &(struct sp_diag){0});
-		text = other;
+		text = other = sp_config_read(path, NULL, &ignored);
+		sp_diag_deinit(&ignored);
 	}
 	nth_line(text, line, buf, sizeof(buf));
 	free(other);
@@ -903,7 +905,7 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, const char
 	return cfg;
 }
 
-char *sp_config_read(const char *path, struct sp_diag *diag)
+char *sp_config_read(const char *path, size_t *len, struct sp_diag *diag)
 {
 	struct sp_buf b;
 	char chunk[65536];
@@ -925,12 +927,14 @@ char *sp_config_read(const char *path, struct sp_diag *diag)
 		sp_buf_deinit(&b);
 		return NULL;
 	}
+	if (len)
+		*len = b.len - 1;
 	return b.data;
 }
 
 struct sp_config *sp_config_load(const char *path, struct sp_diag *diag)
 {
-	char *text = sp_config_read(path, diag);
+	char *text = sp_config_read(path, NULL, diag);
 	struct sp_config *cfg = text ? sp_config_load_string(text, path, diag) : NULL;
 	free(text);
 	return cfg;

@@ -333,18 +333,22 @@ json_t *sp_guards_save(struct sp_guards *gs)
 	return o;
 }
 
+int sp_guard_entry_ok(const json_t *v)
+{
+	return json_is_object(v) && json_is_string(json_object_get(v, "reason")) &&
+	       json_is_string(json_object_get(v, "tripped_at"));
+}
+
 void sp_guards_restore(struct sp_guards *gs, const json_t *saved)
 {
 	const char *route;
 	json_t *v;
 	json_object_foreach((json_t *)saved, route, v) {
-		struct guard_state *s = state_for(gs, route, 1);
-		const char *reason = json_string_value(json_object_get(v, "reason"));
-		const char *at = json_string_value(json_object_get(v, "tripped_at"));
+		struct guard_state *s = sp_guard_entry_ok(v) ? state_for(gs, route, 1) : NULL;
 		if (!s)
 			continue;
 		s->tripped = 1;
-		snprintf(s->reason, sizeof(s->reason), "%s", reason ? reason : "");
-		snprintf(s->at, sizeof(s->at), "%s", at ? at : "");
+		snprintf(s->reason, sizeof(s->reason), "%s", json_string_value(json_object_get(v, "reason")));
+		snprintf(s->at, sizeof(s->at), "%s", json_string_value(json_object_get(v, "tripped_at")));
 	}
 }

@@ -43,8 +43,11 @@ json_t *sp_guard_json(struct sp_guards *g, const struct sp_route *r);
 int sp_guard_tripped(struct sp_guards *g, const char *route);
 /* Returns 0, or -1 when the route's guard is not tripped. */
 int sp_guard_rearm(struct sp_guards *g, const char *route);
-/* Tripped guards, for the state file, and back. */
+/* Tripped guards, for the state file, and back (only from entries
+ * sp_guard_entry_ok accepts). */
 json_t *sp_guards_save(struct sp_guards *g);
 void sp_guards_restore(struct sp_guards *g, const json_t *saved);
+/* A saved trip: {"reason": "...", "tripped_at": "..."}. Pure. */
+int sp_guard_entry_ok(const json_t *v);
 
 #endif

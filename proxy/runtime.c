@@ -19,7 +19,7 @@
 
 struct sp_config *sp_runtime_load_file(struct sp_runtime *rt, struct sp_diag *diag)
 {
-	char *text = sp_config_read(rt->file, diag);
+	char *text = sp_config_read(rt->file, NULL, diag);
 	struct sp_config *file = text ? sp_config_load_string(text, rt->file, diag) : NULL;
 	free(text);
 	if (file && rt->health && sp_health_attach(rt->health, file) < 0) {
@@ -192,14 +192,29 @@ int sp_runtime_reload(struct sp_runtime *rt, struct sp_diag *diag)
 int sp_runtime_load_state(struct sp_runtime *rt, const struct sp_config *cfg)
 {
 	json_error_t err;
-	if (!cfg->has_admin || !cfg->admin.state_file)
-		return 0;
-	json_t *state = json_load_file(cfg->admin.state_file, 0, &err);
-	if (!state) {
-		if (access(cfg->admin.state_file, F_OK) != 0)
-			return 0; /* first start */
+	struct sp_diag diag;
+	char why[512];
+	size_t len;
+	if (!cfg->has_admin || !cfg->admin.state_file || access(cfg->admin.state_file, F_OK) != 0)
+		return 0; /* none, or the first start */
+	sp_diag_init(&diag);
+	/* a buffer with its length: a NUL inside is an error, not the end */
+	char *text = sp_config_read(cfg->admin.state_file, &len, &diag);
+	json_t *state = text ? json_loadb(text, len, 0, &err) : NULL;
+	free(text);
+	if (!text)
+		sp_log(SP_LOG_ERROR, "admin.state_file: %.*s", (int)diag.text.len - 1, diag.text.data);
+	else if (!state)
 		sp_log(SP_LOG_ERROR, "admin.state_file: %s:%d: %s", cfg->admin.state_file, err.line,
 		       err.text);
+	sp_diag_deinit(&diag);
+	if (!state)
+		return -1;
+	/* someone else's JSON would be overwritten by the first change */
+	if (sp_state_check(state, why, sizeof(why)) < 0) {
+		sp_log(SP_LOG_ERROR, "admin.state_file: %s: %s; move it away to start without it",
+		       cfg->admin.state_file, why);
+		json_decref(state);
 		return -1;
 	}
 	json_t *o = json_object_get(state, "overrides"), *a = json_object_get(state, "audit");

@@ -153,6 +153,34 @@ def test_changes_survive_restart_and_reload(start_proxy, two_backends, tmp_path)
     assert len(p2.admin("GET", "/api/audit")[1]["changes"]) == 1
 
 
+def test_a_state_file_that_is_not_stranglers_stops_the_start(tmp_path):
+    """Valid JSON of another shape (an array, someone else's object, overrides
+    that are not an object) was taken as an empty state, and the first change
+    overwrote the file; it now stops the start as invalid JSON does."""
+    import subprocess
+    state = tmp_path / "state.json"
+    conf = tmp_path / "s.conf"
+    conf.write_text('listen = ( { address = "127.0.0.1:%d"; } );\n'
+                    'backends = { a = { url = "http://127.0.0.1:2"; }; };\n'
+                    'default_backend = "a";\n'
+                    'admin = { address = "127.0.0.1:%d"; state_file = "%s"; };\n'
+                    % (harness.free_port(), harness.free_port(), state))
+    for text, why in [
+            ('[1, 2, 3]', "not a strangler state: a JSON array, not an object"),
+            ('{"name": "my-app", "dependencies": {}}',
+             'not a strangler state: none of "overrides", "audit", "guards" in it'),
+            ('{"overrides": ["orders"], "audit": []}',
+             "overrides: must be an object (route name: change)"),
+            ('{"overrides": {}, "guards": {"orders": 5}}',
+             "guards.orders: must be an object with strings reason and tripped_at")]:
+        state.write_text(text)
+        r = subprocess.run([harness.BINARY, "-c", str(conf)], capture_output=True, text=True,
+                           timeout=10)
+        assert r.returncode == 1, r.stderr
+        assert "admin.state_file: %s: %s; move it away" % (state, why) in r.stderr, r.stderr
+        assert state.read_text() == text
+
+
 def test_token_is_required_when_configured(start_proxy, two_backends, tmp_path):
     p = admin_proxy(start_proxy, two_backends, tmp_path, token=True)
     assert p.admin("GET", "/api/routes")[0] == 401
