@@ -323,6 +323,30 @@ int sp_guard_rearm(struct sp_guards *gs, const char *route)
 	return 0;
 }
 
+int sp_guards_prune(struct sp_guards *gs, const struct sp_config *cfg)
+{
+	int dropped = 0;
+	for (struct guard_state **pp = &gs->head, *s; (s = *pp);) {
+		const struct sp_route *r = sp_config_route(cfg, s->route);
+		if (r && r->has_rollout && r->rollout.guard.enabled) {
+			pp = &s->next;
+			continue;
+		}
+		if (s->tripped) {
+			sp_log(SP_LOG_WARN, "guard: route %s: %s: its trip (%s, at %s) is dropped; the "
+			       "rollout stays where its override holds it", s->route,
+			       r ? "the configuration has no guard for it any more" : "the route is gone",
+			       s->reason, s->at);
+			dropped++;
+		}
+		*pp = s->next;
+		free(s->ring);
+		free(s->route);
+		free(s);
+	}
+	return dropped;
+}
+
 json_t *sp_guards_save(struct sp_guards *gs)
 {
 	json_t *o = json_object();

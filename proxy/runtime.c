@@ -183,10 +183,18 @@ int sp_runtime_reload(struct sp_runtime *rt, struct sp_diag *diag)
 	sp_config_unref(&rt->file_cfg);
 	rt->file_cfg = file;
 	sp_runtime_commit(rt, cfg);
+	sp_runtime_prune_guards(rt);
 	rt->reloads_ok++;
 	sp_log(SP_LOG_INFO, "reload: %s: %zu backends, %zu routes", rt->file, rt->cfg->nbackends,
 	       rt->cfg->nroutes);
 	return 0;
+}
+
+void sp_runtime_prune_guards(struct sp_runtime *rt)
+{
+	if (rt->guards && sp_guards_prune(rt->guards, rt->cfg) && sp_runtime_save_state(rt) < 0)
+		sp_log(SP_LOG_ERROR, "cannot write admin.state_file: %s; a restart would bring the "
+		       "dropped guard trips back", strerror(errno));
 }
 
 int sp_runtime_load_state(struct sp_runtime *rt, const struct sp_config *cfg)
