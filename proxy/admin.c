@@ -481,11 +481,14 @@ static void delete_override(struct admin_conn *a, const char *name)
 {
 	struct sp_runtime *rt = a->admin->rt;
 	char msg[1024];
+	const struct sp_route *r;
 	int st = sp_runtime_change(rt, name, NULL, a->peer, "delete-override", msg, sizeof(msg));
 	if (st)
 		respond_error(a, st, msg);
-	else
-		respond_applied(a, route_view(rt, sp_config_route(rt->cfg, name)));
+	else if ((r = sp_config_route(rt->cfg, name)))
+		respond_applied(a, route_view(rt, r));
+	else /* the stale override of a route that is gone */
+		respond_applied(a, json_pack("{s:s, s:n}", "stale_override_of", name, "override"));
 }
 
 static void post_reload(struct admin_conn *a, const char *name)
@@ -628,11 +631,12 @@ static void serve_routes(struct admin_conn *a, const char *name)
 		json_array_append_new(list, route_view(rt, &rt->cfg->routes[i]));
 	for (size_t i = 0; i < rt->cfg->nbackends; i++)
 		json_array_append_new(backends, json_string(rt->cfg->backends[i].name));
-	respond_json(a, 200, json_pack("{s:I, s:s, s:o, s:o, s:o}", "generation",
+	respond_json(a, 200, json_pack("{s:I, s:s, s:o, s:o, s:o, s:o}", "generation",
 				       (json_int_t)rt->generation, "default_backend",
 				       rt->cfg->backends[rt->cfg->default_backend].name, "backends",
 				       backends, "routes", list, "default_counters",
-				       route_counters(rt, "")));
+				       route_counters(rt, ""), "stale_overrides",
+				       sp_runtime_stale_overrides(rt)));
 }
 
 static void serve_route(struct admin_conn *a, const char *name)
@@ -640,6 +644,10 @@ static void serve_route(struct admin_conn *a, const char *name)
 	const struct sp_route *r = sp_config_route(a->admin->rt->cfg, name);
 	if (r)
 		respond_json(a, 200, route_view(a->admin->rt, r));
+	else if (json_object_get(a->admin->rt->overrides, name))
+		respond_error(a, 404, "no such route; a stale override for it is stored, and applies "
+				      "again if a route of that name comes back: DELETE "
+				      "/api/routes/NAME/override drops it");
 	else
 		respond_error(a, 404, "no such route");
 }

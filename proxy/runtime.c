@@ -39,12 +39,18 @@ struct sp_config *sp_runtime_build(struct sp_runtime *rt, struct sp_config *file
 		return NULL;
 	}
 	sp_buf_init(&notes);
-	sp_override_apply(cfg, overrides ? overrides : rt->overrides, &notes);
+	overrides = overrides ? overrides : rt->overrides;
+	sp_override_apply(cfg, overrides, &notes);
 	/* a route keeps its counters while its name stays in the configuration */
 	long long now = sp_unix_ms();
 	for (size_t i = 0; i < cfg->nroutes; i++) {
-		const struct sp_route *was = rt->cfg ? sp_config_route(rt->cfg, cfg->routes[i].name) : NULL;
+		const char *name = cfg->routes[i].name;
+		const struct sp_route *was = rt->cfg ? sp_config_route(rt->cfg, name) : NULL;
 		cfg->routes[i].counters_since_ms = was ? was->counters_since_ms : now;
+		/* the name is the override's key, whatever route now bears it */
+		if (rt->cfg && !was && json_object_get(overrides, name))
+			sp_buf_printf(&notes, "route \"%s\" is back: its stored override applies again "
+				      "(DELETE /api/routes/%s/override drops it)\n", name, name);
 	}
 	if (notes.len)
 		sp_diag_add(diag, 0, rt->file, 0, "%.*s", (int)notes.len - 1, notes.data);
@@ -344,6 +350,28 @@ static int apply_overrides(struct sp_runtime *rt, json_t *next, int safety, char
 	return 0;
 }
 
+/* The route as the API shows it, or for a route that is gone its stale
+ * override; JSON null when neither exists. */
+static json_t *route_state(struct sp_runtime *rt, const char *route)
+{
+	const struct sp_route *r = sp_config_route(rt->cfg, route);
+	json_t *o = json_object_get(rt->overrides, route);
+	if (r)
+		return sp_route_json(rt->cfg, r, o);
+	return o ? json_pack("{s:s, s:O}", "stale_override_of", route, "override", o) : json_null();
+}
+
+json_t *sp_runtime_stale_overrides(const struct sp_runtime *rt)
+{
+	json_t *out = json_object(), *v;
+	const char *route;
+	json_object_foreach(rt->overrides, route, v) {
+		if (!sp_config_route(rt->cfg, route))
+			json_object_set(out, route, v);
+	}
+	return out;
+}
+
 /* Whether a route's overrides keep its rollout at 0 %. */
 static int holds_zero(const json_t *overrides, const char *route)
 {
@@ -360,15 +388,13 @@ int sp_runtime_change(struct sp_runtime *rt, const char *route, const json_t *pa
 		st = sp_override_check(rt->cfg, route, patch, msg, msglen);
 		if (st != 200)
 			return st;
-	} else if (!sp_config_route(rt->cfg, route)) {
-		snprintf(msg, msglen, "no route named \"%s\"", route);
-		return 404;
 	} else if (!json_object_get(rt->overrides, route)) {
-		snprintf(msg, msglen, "the route has no runtime override");
+		snprintf(msg, msglen, sp_config_route(rt->cfg, route) ? "the route has no runtime override"
+								       : "no route named \"%s\"", route);
 		return 404;
 	}
-	const struct sp_route *r = sp_config_route(rt->cfg, route);
-	json_t *before = sp_route_json(rt->cfg, r, json_object_get(rt->overrides, route));
+	/* a DELETE may drop the stale override of a route that is gone */
+	json_t *before = route_state(rt, route);
 	json_t *next = json_deep_copy(rt->overrides);
 	if (!next || (patch ? sp_override_merge(next, route, patch) : json_object_del(next, route)) < 0) {
 		json_decref(next);
@@ -391,8 +417,7 @@ int sp_runtime_change(struct sp_runtime *rt, const char *route, const json_t *pa
 		json_decref(before);
 		return st;
 	}
-	r = sp_config_route(rt->cfg, route);
-	json_t *after = sp_route_json(rt->cfg, r, json_object_get(rt->overrides, route));
+	json_t *after = route_state(rt, route);
 	char *b = json_dumps(before, JSON_COMPACT | JSON_SORT_KEYS);
 	char *a = json_dumps(after, JSON_COMPACT | JSON_SORT_KEYS);
 	sp_log(SP_LOG_INFO, "change by %s: %s route %s: %s -> %s", caller, action, route,

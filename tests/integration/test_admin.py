@@ -181,6 +181,50 @@ def test_a_state_file_that_is_not_stranglers_stops_the_start(tmp_path):
         assert state.read_text() == text
 
 
+def test_the_override_of_a_route_gone_is_listed_deleted_and_warned_about(start_proxy,
+                                                                        two_backends, tmp_path):
+    """An override whose route a reload renamed away could not be deleted
+    (404) and silently came back with the name. It is now listed in
+    stale_overrides, can be deleted (audited), and a route of that name
+    coming back says in the reload's warnings that the override applies
+    again."""
+    p = admin_proxy(start_proxy, two_backends, tmp_path)
+    assert p.admin("PATCH", "/api/routes/users", {"backend": "modern"})[0] == 200
+    conf = open(p.conf_path).read()
+
+    def reload_with(text):
+        with open(p.conf_path, "w") as f:
+            f.write(text)
+        st, body = p.admin("POST", "/api/reload")
+        assert st == 200, body
+        return body["warnings"]
+
+    reload_with(conf.replace('name = "users"', 'name = "people"'))
+    st, routes = p.admin("GET", "/api/routes")
+    assert routes["stale_overrides"] == {"users": {"backend": "modern"}}
+    st, body = p.admin("GET", "/api/routes/users")
+    assert st == 404 and "stale override" in body["error"]
+    # the name comes back: the override applies again, and the reload says so
+    warnings = reload_with(conf)
+    assert any('route "users" is back: its stored override applies again' in w
+               for w in warnings), warnings
+    assert p.admin("GET", "/api/routes/users")[1]["backend"] == "modern"
+    assert p.admin("GET", "/api/routes")[1]["stale_overrides"] == {}
+    # gone again: DELETE drops it, audited and saved
+    reload_with(conf.replace('name = "users"', 'name = "people"'))
+    st, body = p.admin("DELETE", "/api/routes/users/override")
+    assert st == 200 and body == {"stale_override_of": "users", "override": None}, body
+    entry = p.admin("GET", "/api/audit")[1]["changes"][-1]
+    assert entry["action"] == "delete-override" and entry["route"] == "users"
+    assert entry["before"] == {"stale_override_of": "users", "override": {"backend": "modern"}}
+    assert entry["after"] is None
+    assert json.loads((tmp_path / "state.json").read_text())["overrides"] == {}
+    assert p.admin("GET", "/api/routes")[1]["stale_overrides"] == {}
+    assert p.admin("DELETE", "/api/routes/users/override")[0] == 404
+    assert not any("users" in w for w in reload_with(conf))
+    assert p.admin("GET", "/api/routes/users")[1]["backend"] == "legacy"
+
+
 def test_token_is_required_when_configured(start_proxy, two_backends, tmp_path):
     p = admin_proxy(start_proxy, two_backends, tmp_path, token=True)
     assert p.admin("GET", "/api/routes")[0] == 401
