@@ -593,18 +593,26 @@ static void rearm(struct admin_conn *a, const char *name)
 		respond_error(a, 404, "no such route");
 		return;
 	}
-	json_t *before = sp_guard_json(rt->guards, r);
+	json_t *before = sp_guard_json(rt->guards, r), *trips = sp_guards_save(rt->guards);
+	char msg[512];
 	if (sp_guard_rearm(rt->guards, name) < 0) {
-		json_decref(before);
 		respond_error(a, 409, "the route's guard is not tripped");
-		return;
+	} else if (sp_runtime_save_state(rt) < 0) {
+		/* as a PATCH: a restart would trip it again, so nothing changes */
+		snprintf(msg, sizeof(msg), "cannot write admin.state_file: %s; the guard stays tripped",
+			 strerror(errno));
+		sp_guards_restore(rt->guards, trips);
+		respond_error(a, 500, msg);
+	} else {
+		sp_log(SP_LOG_INFO, "guard: route %s re-armed by %s", name, a->peer);
+		sp_runtime_audit(rt, json_pack("{s:s, s:s, s:s, s:O, s:o}", "caller", a->peer, "route",
+					       name, "action", "guard-rearm", "before", before, "after",
+					       sp_guard_json(rt->guards, r)));
+		sp_runtime_save_state(rt); /* the audit trail is best effort once applied */
+		respond_json(a, 200, route_view(rt, r));
 	}
-	sp_log(SP_LOG_INFO, "guard: route %s re-armed by %s", name, a->peer);
-	sp_runtime_audit(rt, json_pack("{s:s, s:s, s:s, s:o, s:o}", "caller", a->peer, "route", name,
-				       "action", "guard-rearm", "before", before, "after",
-				       sp_guard_json(rt->guards, r)));
-	sp_runtime_save_state(rt);
-	respond_json(a, 200, route_view(rt, r));
+	json_decref(before);
+	json_decref(trips);
 }
 
 static void serve_healthz(struct admin_conn *a, const char *name)

@@ -159,6 +159,31 @@ def test_a_trip_goes_with_its_guard_block(start_proxy, backend_factory, tmp_path
     assert p.admin("DELETE", "/api/routes/orders/override")[0] == 200
 
 
+def test_a_rearm_that_cannot_be_saved_is_refused(start_proxy, backend_factory, tmp_path):
+    """A re-arm answered 200 though the state file could not be written, and
+    a restart tripped the guard again; it now gets 500, as a PATCH does, and
+    the guard stays tripped."""
+    state = tmp_path / "state.json"
+    state.write_text(TRIPPED_STATE)
+    rollout = {"backend": "modern", "percent": 50.0, "guard": {"max_error_rate": 5.0}}
+    p = start(start_proxy, backend_factory("legacy"), backend_factory("modern"), rollout,
+              tmp_path, state=state)
+    blocker = tmp_path / ("state.json.tmp.%d" % p.pid)
+    blocker.mkdir()  # every write of the state file fails (EISDIR)
+    st, body = p.admin("POST", "/api/routes/orders/guard/rearm")
+    assert st == 500, body
+    assert body["error"] == ("cannot write admin.state_file: Is a directory; "
+                             "the guard stays tripped")
+    route = p.admin("GET", "/api/routes/orders")[1]
+    assert route["guard"]["tripped"] is True
+    assert route["guard"]["reason"] == "error rate 40.00 % of 300 requests"
+    assert p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 10}})[0] == 409
+    assert p.admin("GET", "/api/audit")[1]["changes"] == []
+    blocker.rmdir()
+    assert p.admin("POST", "/api/routes/orders/guard/rearm")[0] == 200
+    assert json.loads(state.read_text())["guards"] == {}
+
+
 def test_difference_rate_trips_the_guard(start_proxy, backend_factory, tmp_path):
     legacy = backend_factory("legacy", lambda req, conn: Response(200, b'{"v": 1}', headers=[
         ("Content-Type", "application/json"), ("X-Backend", "legacy")]))
