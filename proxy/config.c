@@ -718,7 +718,7 @@ check:
 		}
 }
 
-static int is_loopback(const struct sockaddr_storage *ss)
+int sp_addr_is_loopback(const struct sockaddr_storage *ss)
 {
 	if (ss->ss_family == AF_INET)
 		return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
@@ -779,7 +779,7 @@ static void load_admin(struct sp_loader *L, const config_setting_t *root)
 	char *token_file = cfgp_path(L, s, "token_file", "admin", &twhere);
 	if (token_file && !(a->token = read_token(token_file, &why)))
 		ERR(L, twhere, "admin.token_file: \"%s\": %s", token_file, why);
-	else if (!twhere && !is_loopback(&a->addr))
+	else if (!twhere && !sp_addr_is_loopback(&a->addr))
 		ERR(L, where ? where : s,
 		    "admin.address: \"%s\" is not a loopback address: set admin.token_file", a->address);
 	free(token_file);

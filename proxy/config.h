@@ -138,6 +138,8 @@ void sp_config_unref(struct sp_config **c);
 int sp_backend_index(const struct sp_config *c, const char *name);
 /* The route of that name, or NULL. */
 const struct sp_route *sp_config_route(const struct sp_config *c, const char *name);
+/* Whether ss is in 127.0.0.0/8 or is ::1. */
+int sp_addr_is_loopback(const struct sockaddr_storage *ss);
 /* Parses "host:port" or "[v6]:port" and resolves it. Returns 0 or -1 with *why. */
 int sp_parse_hostport(const char *s, int passive, struct sockaddr_storage *ss, socklen_t *len,
 		      const char **why);

@@ -225,6 +225,71 @@ def test_the_override_of_a_route_gone_is_listed_deleted_and_warned_about(start_p
     assert p.admin("GET", "/api/routes/users")[1]["backend"] == "legacy"
 
 
+def test_requests_a_web_page_could_send_are_refused(start_proxy, two_backends, tmp_path):
+    """Without a token the admin API took a cross-site form POST (no
+    preflight) and any Host, so a page DNS rebinding pointed at it could read
+    and PATCH. A Host that is not the listener's, an Origin that is not
+    http:// + such a Host, and a change that is not JSON are refused, with a
+    token too; the dashboard's own requests (same origin) pass."""
+    p = admin_proxy(start_proxy, two_backends, tmp_path, token=True)
+    auth = {"Authorization": "Bearer " + TOKEN}
+    port = p.admin_port
+    me = "127.0.0.1:%d" % port
+
+    def call(method, path, headers, body=None):
+        import http.client
+        c = http.client.HTTPConnection(harness.HOST, port, timeout=harness.IO_TIMEOUT)
+        try:
+            c.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+            for k, v in list(auth.items()) + list(headers.items()):
+                c.putheader(k, v)
+            c.putheader("Content-Length", str(len(body or b"")))
+            c.endheaders(body)
+            r = c.getresponse()
+            data = r.read()
+            return r.status, json.loads(data) if data.startswith(b"{") else data
+        finally:
+            c.close()
+
+    patch = b'{"rollout": {"percent": 60}}'
+    # a DNS-rebound page: its own name as Host, same-origin for the browser
+    st, body = call("GET", "/api/routes", {"Host": "rebind.attacker.example:%d" % port})
+    assert st == 403 and 'Host "rebind.attacker.example:%d" is not this admin listener' % port \
+        in body["error"], body
+    assert call("PATCH", "/api/routes/orders", {
+        "Host": "rebind.attacker.example:%d" % port, "Content-Type": "application/json",
+        "Origin": "http://rebind.attacker.example:%d" % port}, patch)[0] == 403
+    assert call("GET", "/", {"Host": "evil:%d" % port})[0] == 403
+    assert call("GET", "/api/routes", {"Host": "127.0.0.1:1"})[0] == 403
+    assert call("GET", "/api/routes", {"Host": me, "X": "1", "host": me})[0] == 403
+    # a cross-site form post, and an Origin that is not this listener
+    st, body = call("POST", "/api/reload", {"Host": me, "Origin": "http://attacker.example",
+                                            "Content-Type": "text/plain"}, b"x")
+    assert st == 403 and 'Origin "http://attacker.example" is not this admin listener' \
+        in body["error"], body
+    for origin in ["null", "https://" + me, "http://localhost:1"]:
+        assert call("POST", "/api/reload", {"Host": me, "Origin": origin})[0] == 403, origin
+    # a change that is not JSON (what a form sends; curl -d without -H too)
+    for ctype in [None, "application/x-www-form-urlencoded", "text/plain"]:
+        st, body = call("PATCH", "/api/routes/orders",
+                        {"Host": me, **({"Content-Type": ctype} if ctype else {})}, patch)
+        assert st == 415 and body["error"] == "Content-Type must be application/json", ctype
+    assert call("POST", "/api/reload", {"Host": me, "Content-Type": "text/plain"})[0] == 415
+    assert p.admin("GET", "/api/routes/orders", token=TOKEN)[1]["rollout"]["percent"] == 25
+    assert p.admin("GET", "/api/audit", token=TOKEN)[1]["changes"] == []
+    # what the dashboard, curl and scripts send
+    for host in [me, "localhost:%d" % port, "LOCALHOST:%d" % port]:
+        assert call("GET", "/api/routes", {"Host": host})[0] == 200, host
+        st, body = call("PATCH", "/api/routes/orders", {
+            "Host": host, "Origin": "http://" + host,
+            "Content-Type": "application/json; charset=utf-8"}, patch)
+        assert st == 200 and body["rollout"]["percent"] == 60, body
+    assert call("DELETE", "/api/routes/orders/override", {"Host": me, "Origin": "http://" + me})[0] \
+        == 200
+    assert call("POST", "/api/reload", {"Host": me})[0] == 200
+    assert call("GET", "/healthz", {})[0] == 200  # no Host: not a browser
+
+
 def test_token_is_required_when_configured(start_proxy, two_backends, tmp_path):
     p = admin_proxy(start_proxy, two_backends, tmp_path, token=True)
     assert p.admin("GET", "/api/routes")[0] == 401
@@ -340,8 +405,9 @@ def test_answers_that_wait_for_the_workers_close_the_connection(start_proxy, two
                                (b"PATCH", b"/api/routes/orders", b'{"rollout": {"percent": 30}}')]:
         with socket.create_connection((harness.HOST, p.admin_port), timeout=5) as s:
             t0 = harness.time.monotonic()
-            s.sendall(b"%s %s HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s"
-                      % (method, path, len(body), body))
+            s.sendall(b"%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                      b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                      % (method, path, p.admin_port, len(body), body))
             answer = harness.Stream(s).read_to_eof()
             assert answer.startswith(b"HTTP/1.1 200 "), answer
             assert harness.time.monotonic() - t0 < 2, path
@@ -389,7 +455,7 @@ def test_a_body_over_64_kib_gets_413_at_once(start_proxy, two_backends, tmp_path
     10 s timeout and got no answer); sent too big, answered once read."""
     p = admin_proxy(start_proxy, two_backends, tmp_path)
     with socket.create_connection((harness.HOST, p.admin_port), timeout=2) as c:
-        c.sendall(b"PATCH /api/routes/orders HTTP/1.1\r\nHost: a\r\n"
+        c.sendall(b"PATCH /api/routes/orders HTTP/1.1\r\nHost: localhost:%d\r\n" % p.admin_port +
                   b"Content-Type: application/json\r\nContent-Length: 10000000\r\n\r\n")
         head = harness.Stream(c).read_until(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413 "), head
