@@ -16,12 +16,13 @@ static int check_percent(const json_t *v, const char *what, char *err, size_t er
 		return -1;
 	}
 	double p = json_number_value(v);
+	char num[SP_NUM_SIZE];
 	if (!(p >= 0 && p <= 100)) {
-		snprintf(err, errlen, "%s.percent: %g: must be between 0 and 100", what, p);
+		snprintf(err, errlen, "%s.percent: %s: must be between 0 and 100", what, sp_num(num, p));
 		return -1;
 	}
 	if (fabs(p * 100 - round(p * 100)) > 1e-6) {
-		snprintf(err, errlen, "%s.percent: %g: at most two decimals", what, p);
+		snprintf(err, errlen, "%s.percent: %s: at most two decimals", what, sp_num(num, p));
 		return -1;
 	}
 	return 0;

@@ -260,10 +260,12 @@ static void load_percent(struct sp_loader *L, const config_setting_t *s, const c
 		return;
 	double v = cfgp_number(p);
 	double bp = v * 100.0;
+	char num[SP_NUM_SIZE];
 	if (!(v >= 0.0 && v <= 100.0))
-		ERR(L, p, "%s: %g: must be between 0 and 100", full, v);
+		ERR(L, p, "%s: %s: must be between 0 and 100", full, sp_num(num, v));
 	else if (fabs(bp - round(bp)) > 1e-6)
-		ERR(L, p, "%s: %g: at most two decimals (the split has 10000 buckets)", full, v);
+		ERR(L, p, "%s: %s: at most two decimals (the split has 10000 buckets)", full,
+		    sp_num(num, v));
 	else
 		*bp_out = (uint32_t)lround(bp);
 }
@@ -279,8 +281,9 @@ static void get_rate(struct sp_loader *L, const config_setting_t *g, const char 
 	if (!cfgp_want_type(L, s, full, CONFIG_TYPE_FLOAT, "a number"))
 		return;
 	double v = cfgp_number(s);
+	char num[SP_NUM_SIZE];
 	if (!(v >= 0 && v <= hi))
-		ERR(L, s, "%s: %g: must be between 0 and %g", full, v, hi);
+		ERR(L, s, "%s: %s: must be between 0 and %g", full, sp_num(num, v), hi);
 	else
 		*out = v;
 }

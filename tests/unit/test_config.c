@@ -210,6 +210,12 @@ static void test_error_percent(void **state)
 		 "test.conf:8: routes.[0].rollout.percent: 100.5: must be between 0 and 100");
 	REJECTED(ONE_ROLLOUT("percent = 101;"), 1,
 		 "test.conf:8: routes.[0].rollout.percent: 101: must be between 0 and 100");
+	/* the value as written, not %g's six digits ("100: must be between 0 and 100") */
+	REJECTED(ONE_ROLLOUT("percent = 100.0000001;"), 1,
+		 "test.conf:8: routes.[0].rollout.percent: 100.0000001: must be between 0 and 100");
+	REJECTED(ONE_ROLLOUT("percent = 0.5; guard = { max_error_rate = 100.0000001; };"), 1,
+		 "test.conf:8: routes.[0].rollout.guard.max_error_rate: 100.0000001: must be between "
+		 "0 and 100");
 	REJECTED(ONE_ROLLOUT("percent = -1.0;"), 1,
 		 "test.conf:8: routes.[0].rollout.percent: -1: must be between 0 and 100");
 	REJECTED(ONE_ROLLOUT("percent = 12.345;"), 1,
@@ -843,7 +849,7 @@ static void test_wide_integers_keep_their_value(void **state)
 		 "test.conf:7: shadow_defaults.max_body_bytes: must be between 0 and 1073741824");
 	REJECTED(BASE "workers = 4294967297;\n", 1, "test.conf:7: workers: must be between 0 and 1024");
 	REJECTED(ONE_ROLLOUT("percent = 5; guard = { max_error_rate = 5000000000; };"), 1,
-		 "test.conf:8: routes.[0].rollout.guard.max_error_rate: 5e+09: must be between 0 and 100");
+		 "test.conf:8: routes.[0].rollout.guard.max_error_rate: 5000000000: must be between 0 and 100");
 }
 
 static void test_promote_ints_leaves_strings_comments_and_names(void **state)

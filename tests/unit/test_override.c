@@ -54,11 +54,35 @@ static void test_foreign_or_misshapen_state_is_refused(void **state)
 			    "guards.orders: must be an object with strings reason and tripped_at");
 }
 
+/* A PATCH's percent is named as sent: %g printed 100.0000001 as 100. */
+static void test_patch_errors_name_the_value_sent(void **state)
+{
+	(void)state;
+	struct sp_config *c = unit_load_ok(
+		"listen = ( { address = \"127.0.0.1:8080\"; } );\n"
+		"backends = { legacy = { url = \"http://127.0.0.1:9001\"; }; "
+		"modern = { url = \"http://127.0.0.1:9002\"; }; };\n"
+		"default_backend = \"legacy\";\n"
+		"routes = ( { name = \"r\"; backend = \"legacy\"; "
+		"rollout = { backend = \"modern\"; percent = 5.0; }; } );\n", NULL);
+	char err[256];
+	json_t *patch = json_pack("{s:{s:f}}", "rollout", "percent", 100.0000001);
+	assert_int_equal(sp_override_check(c, "r", patch, err, sizeof(err)), 400);
+	assert_string_equal(err, "rollout.percent: 100.0000001: must be between 0 and 100");
+	json_decref(patch);
+	patch = json_pack("{s:{s:f}}", "rollout", "percent", 12.3456789);
+	assert_int_equal(sp_override_check(c, "r", patch, err, sizeof(err)), 400);
+	assert_string_equal(err, "rollout.percent: 12.3456789: at most two decimals");
+	json_decref(patch);
+	sp_config_unref(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_state_written_by_strangler_is_accepted),
 		cmocka_unit_test(test_foreign_or_misshapen_state_is_refused),
+		cmocka_unit_test(test_patch_errors_name_the_value_sent),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
