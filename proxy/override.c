@@ -228,6 +228,13 @@ json_t *sp_route_json(const struct sp_config *c, const struct sp_route *r, const
 	} else {
 		json_object_set_new(j, "shadow", json_null());
 	}
+	/* an override the build skipped (its backend gone...) is not in force */
+	char err[256];
+	if (override && sp_override_check(c, r->name, override, err, sizeof(err)) != 200) {
+		json_object_set_new(j, "override_skipped", json_pack("{s:O, s:s}", "override", override,
+								       "reason", err));
+		override = NULL;
+	}
 	json_object_set_new(j, "override", override ? json_deep_copy(override) : json_null());
 	return j;
 }

@@ -26,7 +26,9 @@ int sp_override_apply(struct sp_config *c, const json_t *overrides, struct sp_bu
  * absent, not all of them unless empty. 0, or -1 with the first fault in err
  * ("overrides.orders: must be an object ..."). */
 int sp_state_check(const json_t *state, char *err, size_t errlen);
-/* The effective route as JSON; `override` (borrowed, may be NULL) is shown. */
+/* The effective route as JSON; `override` (borrowed, may be NULL) is shown,
+ * as "override" when it applies to c, else as "override_skipped" with the
+ * reason (the build skipped it). */
 json_t *sp_route_json(const struct sp_config *c, const struct sp_route *r, const json_t *override);
 
 #endif

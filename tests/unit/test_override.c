@@ -77,12 +77,41 @@ static void test_patch_errors_name_the_value_sent(void **state)
 	sp_config_unref(&c);
 }
 
+/* An override the build skipped (its backend removed by a reload) was still
+ * shown as the route's override, as if in force. */
+static void test_a_skipped_override_is_shown_as_skipped(void **state)
+{
+	(void)state;
+	struct sp_config *c = unit_load_ok(
+		"listen = ( { address = \"127.0.0.1:8080\"; } );\n"
+		"backends = { legacy = { url = \"http://127.0.0.1:9001\"; }; };\n"
+		"default_backend = \"legacy\";\n"
+		"routes = ( { name = \"users\"; backend = \"legacy\"; } );\n", NULL);
+	json_t *ov = json_pack("{s:s}", "backend", "canary");
+	json_t *j = sp_route_json(c, &c->routes[0], ov);
+	assert_true(json_is_null(json_object_get(j, "override")));
+	json_t *skipped = json_object_get(j, "override_skipped");
+	assert_true(json_equal(json_object_get(skipped, "override"), ov));
+	assert_string_equal(json_string_value(json_object_get(skipped, "reason")),
+			    "backend: unknown backend \"canary\"");
+	json_decref(j);
+	json_decref(ov);
+	ov = json_pack("{s:s}", "backend", "legacy");
+	j = sp_route_json(c, &c->routes[0], ov);
+	assert_true(json_equal(json_object_get(j, "override"), ov));
+	assert_null(json_object_get(j, "override_skipped"));
+	json_decref(j);
+	json_decref(ov);
+	sp_config_unref(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_state_written_by_strangler_is_accepted),
 		cmocka_unit_test(test_foreign_or_misshapen_state_is_refused),
 		cmocka_unit_test(test_patch_errors_name_the_value_sent),
+		cmocka_unit_test(test_a_skipped_override_is_shown_as_skipped),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
