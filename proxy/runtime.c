@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -249,6 +250,21 @@ int sp_runtime_load_state(struct sp_runtime *rt, const struct sp_config *cfg)
 	return 0;
 }
 
+/* The rename on disk too: a crash before the directory is written could
+ * bring the old state back. The state is in place already, so a failure is
+ * only logged. */
+static void sync_dir(const char *file)
+{
+	char dir[4096];
+	snprintf(dir, sizeof(dir), "%s", file);
+	int fd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fsync(fd) < 0)
+		sp_log(SP_LOG_WARN, "admin.state_file: %s: cannot sync its directory: %s", file,
+		       strerror(errno));
+	if (fd >= 0)
+		close(fd);
+}
+
 int sp_runtime_save_state(struct sp_runtime *rt)
 {
 	const struct sp_config *cfg = rt->cfg;
@@ -288,6 +304,7 @@ int sp_runtime_save_state(struct sp_runtime *rt)
 		goto out;
 	}
 	rc = 0;
+	sync_dir(cfg->admin.state_file);
 out:
 	if (fd >= 0)
 		close(fd);

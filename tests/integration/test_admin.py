@@ -5,6 +5,7 @@ import os
 import re
 import signal
 import socket
+import time
 
 import harness
 from harness import delayed
@@ -288,6 +289,34 @@ def test_requests_a_web_page_could_send_are_refused(start_proxy, two_backends, t
         == 200
     assert call("POST", "/api/reload", {"Host": me})[0] == 200
     assert call("GET", "/healthz", {})[0] == 200  # no Host: not a browser
+
+
+def test_the_state_files_rename_reaches_the_disk(start_proxy, two_backends, tmp_path):
+    """The state file is written to a temporary file, fsynced, renamed, and
+    then its directory is fsynced: without that, a crash could bring the old
+    state back after the change was answered 200."""
+    import shutil
+    import subprocess
+    assert shutil.which("strace"), "strace is missing (tests/lib/common.sh installs it)"
+    p = admin_proxy(start_proxy, two_backends, tmp_path)
+    out = tmp_path / "strace.txt"
+    tracer = subprocess.Popen(["strace", "-q", "-e", "trace=openat,fsync,rename", "-p",
+                               str(p.pid), "-o", str(out)], stderr=subprocess.PIPE)
+    harness.wait_for(lambda: out.exists() and out.stat().st_size >= 0 and
+                     p.admin("GET", "/healthz")[0] == 200, what="strace attached")
+    time.sleep(0.3)
+    assert p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 30}})[0] == 200
+    time.sleep(0.2)
+    tracer.send_signal(signal.SIGINT)
+    tracer.wait(timeout=5)
+    calls = out.read_text().splitlines()
+    renames = [i for i, c in enumerate(calls) if c.startswith("rename(") and "state.json" in c]
+    assert renames, calls
+    after = calls[renames[0] + 1:renames[0] + 3]
+    assert re.match(r'openat\(AT_FDCWD, "%s", .*O_DIRECTORY.*\) = (\d+)' % re.escape(str(tmp_path)),
+                    after[0]), calls
+    fd = after[0].rsplit("= ", 1)[1]
+    assert after[1].startswith("fsync(%s)" % fd) and after[1].endswith("= 0"), calls
 
 
 def test_token_is_required_when_configured(start_proxy, two_backends, tmp_path):

@@ -6,6 +6,14 @@
 
 #include "override.h"
 
+/* A config with backend legacy and the other backends given, and one route
+ * on legacy with the settings given. */
+#define ONE_ROUTE(backends, name, settings)                                                  \
+	"listen = ( { address = \"127.0.0.1:8080\"; } );\n"                                       \
+	"backends = { legacy = { url = \"http://127.0.0.1:9001\"; }; " backends " };\n"          \
+	"default_backend = \"legacy\";\n"                                                        \
+	"routes = ( { name = \"" name "\"; backend = \"legacy\"; " settings " } );\n"
+
 /* sp_state_check of the JSON text: NULL when accepted, else its reason. */
 static const char *state_fault(const char *text)
 {
@@ -59,12 +67,8 @@ static void test_patch_errors_name_the_value_sent(void **state)
 {
 	(void)state;
 	struct sp_config *c = unit_load_ok(
-		"listen = ( { address = \"127.0.0.1:8080\"; } );\n"
-		"backends = { legacy = { url = \"http://127.0.0.1:9001\"; }; "
-		"modern = { url = \"http://127.0.0.1:9002\"; }; };\n"
-		"default_backend = \"legacy\";\n"
-		"routes = ( { name = \"r\"; backend = \"legacy\"; "
-		"rollout = { backend = \"modern\"; percent = 5.0; }; } );\n", NULL);
+		ONE_ROUTE("modern = { url = \"http://127.0.0.1:9002\"; };",
+			  "r", "rollout = { backend = \"modern\"; percent = 5.0; };"), NULL);
 	char err[256];
 	json_t *patch = json_pack("{s:{s:f}}", "rollout", "percent", 100.0000001);
 	assert_int_equal(sp_override_check(c, "r", patch, err, sizeof(err)), 400);
@@ -82,11 +86,7 @@ static void test_patch_errors_name_the_value_sent(void **state)
 static void test_a_skipped_override_is_shown_as_skipped(void **state)
 {
 	(void)state;
-	struct sp_config *c = unit_load_ok(
-		"listen = ( { address = \"127.0.0.1:8080\"; } );\n"
-		"backends = { legacy = { url = \"http://127.0.0.1:9001\"; }; };\n"
-		"default_backend = \"legacy\";\n"
-		"routes = ( { name = \"users\"; backend = \"legacy\"; } );\n", NULL);
+	struct sp_config *c = unit_load_ok(ONE_ROUTE("", "users", ""), NULL);
 	json_t *ov = json_pack("{s:s}", "backend", "canary");
 	json_t *j = sp_route_json(c, &c->routes[0], ov);
 	assert_true(json_is_null(json_object_get(j, "override")));
