@@ -822,24 +822,13 @@ static void nth_line(const char *text, int n, char *out, size_t len)
 /* libconfig 1.5 says "cannot open include file" and no more: the name is in
  * the @include on the line it reports, of text (the main file) or of the
  * included file it names. */
-static void include_error(const struct cfgp_includes *inc, const char *name, const char *text,
+static void include_error(const struct cfgp_includes *inc, const char *where, const char *text,
 			  const char *ef, int line, struct sp_diag *diag)
 {
-	char from[2 * PATH_MAX], shown[2 * PATH_MAX], path[PATH_MAX * 2], buf[PATH_MAX + 64];
-	char target[PATH_MAX];
-	char *other = NULL;
-	if (ef) {
-		struct sp_diag ignored;
-		sp_diag_init(&ignored);
-		snprintf(path, sizeof(path), "%s/%s", inc->real, ef);
-		text = other = sp_config_read(path, NULL, &ignored);
-		sp_diag_deinit(&ignored);
-	}
+	char shown[2 * PATH_MAX], path[PATH_MAX * 2], buf[PATH_MAX + 64], target[PATH_MAX];
 	nth_line(text, line, buf, sizeof(buf));
-	free(other);
 	const char *q = strchr(buf, '"');
 	const char *e = q ? strchr(q + 1, '"') : NULL;
-	const char *where = ef ? include_shown(inc, ef, from, sizeof(from)) : name;
 	if (!e) {
 		sp_diag_add(diag, 1, where, line, "cannot open include file (looked in %s)", inc->shown);
 		return;
@@ -858,6 +847,40 @@ static void include_error(const struct cfgp_includes *inc, const char *name, con
 		    err ? strerror(err) : "");
 }
 
+/* libconfig's parse error, with what it leaves out: the include file it
+ * could not open, a byte order mark, what to do about an array of mixed
+ * types. text is the main file's. */
+static void syntax_error(const config_t *lc, const struct cfgp_includes *inc, const char *name,
+			 const char *text, struct sp_diag *diag)
+{
+	const char *ef = config_error_file(lc), *why = config_error_text(lc);
+	int line = config_error_line(lc);
+	char shown[2 * PATH_MAX], path[PATH_MAX * 2];
+	char *other = NULL;
+	if (ef) { /* an included file's text */
+		struct sp_diag ignored;
+		sp_diag_init(&ignored);
+		snprintf(path, sizeof(path), "%s/%s", inc->real, ef);
+		text = other = sp_config_read(path, NULL, &ignored);
+		sp_diag_deinit(&ignored);
+	}
+	const char *where = ef ? include_shown(inc, ef, shown, sizeof(shown)) : name;
+	if (!why)
+		why = "syntax error";
+	if (strcmp(why, "cannot open include file") == 0)
+		include_error(inc, where, text, ef, line, diag);
+	else if (text && strncmp(text, "\xef\xbb\xbf", 3) == 0)
+		sp_diag_add(diag, 1, where, 1, "the file starts with a UTF-8 byte order mark: save it "
+			    "without one");
+	else if (strcmp(why, "mismatched element type in array") == 0)
+		sp_diag_add(diag, 1, where, line, "syntax error: %s: the elements of an array all have "
+			    "one type; write every number with a decimal point, e.g. "
+			    "steps = [1.0, 2.5, 5.0]", why);
+	else
+		sp_diag_add(diag, 1, where, line, "syntax error: %s", why);
+	free(other);
+}
+
 static struct sp_config *load(config_t *lc, int rc, const char *name, const char *text,
 			      const struct cfgp_includes *inc, struct sp_diag *diag)
 {
@@ -868,13 +891,7 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, const char
 					   "pid_file", "max_connections", "user", NULL};
 	struct sp_config *cfg = NULL;
 	if (rc != CONFIG_TRUE) {
-		const char *ef = config_error_file(lc), *why = config_error_text(lc);
-		char shown[2 * PATH_MAX];
-		if (why && strcmp(why, "cannot open include file") == 0)
-			include_error(inc, name, text, ef, config_error_line(lc), diag);
-		else
-			sp_diag_add(diag, 1, ef ? include_shown(inc, ef, shown, sizeof(shown)) : name,
-				    config_error_line(lc), "syntax error: %s", why);
+		syntax_error(lc, inc, name, text, diag);
 		return NULL;
 	}
 	cfg = calloc(1, sizeof(*cfg));

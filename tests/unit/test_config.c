@@ -925,6 +925,19 @@ static void test_error_strings_must_be_utf8(void **state)
 	sp_config_unref(&c);
 }
 
+/* libconfig says only "syntax error" for a byte order mark, and "mismatched
+ * element type in array" for steps = [1, 2.5]: say what to do. */
+static void test_syntax_errors_say_what_to_do(void **state)
+{
+	(void)state;
+	REJECTED("\xef\xbb\xbf" BASE, 1,
+		 TEST_CONF ":1: the file starts with a UTF-8 byte order mark: save it without one");
+	REJECTED(ONE_ROLLOUT("percent = 1.0; guard = { steps = [1, 2.5, 5]; };"), 1,
+		 TEST_CONF ":8: syntax error: mismatched element type in array: the elements of an "
+			   "array all have one type; write every number with a decimal point, e.g. "
+			   "steps = [1.0, 2.5, 5.0]");
+}
+
 static void test_example_config_loads(void **state)
 {
 	(void)state;
@@ -1011,6 +1024,7 @@ int main(void)
 		cmocka_unit_test(test_wide_integers_keep_their_value),
 		cmocka_unit_test(test_promote_ints_leaves_strings_comments_and_names),
 		cmocka_unit_test(test_error_strings_must_be_utf8),
+		cmocka_unit_test(test_syntax_errors_say_what_to_do),
 		cmocka_unit_test(test_example_config_loads),
 		cmocka_unit_test(test_missing_file),
 		cmocka_unit_test(test_diag_format),
