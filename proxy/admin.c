@@ -37,6 +37,11 @@ struct sp_admin {
 	struct sp_runtime *rt;
 	struct evconnlistener *listener;
 	TAILQ_HEAD(admin_conn_q, admin_conn) conns; /* closed with the admin */
+	/* the Host a request may name (admin.address is restart-only) */
+	char host[256]; /* as configured, without the brackets of an IPv6 address */
+	char port[8];
+	struct sockaddr_storage addr;
+	int loopback, wildcard;
 };
 
 struct admin_conn {
@@ -49,6 +54,9 @@ struct admin_conn {
 	struct sp_buf target;
 	struct sp_buf auth;
 	struct sp_buf body;
+	/* headers a web page's request carries: 0 absent, 1 read, -1 repeated or too long */
+	char host[256], origin[256], ctype[128];
+	int has_host, has_origin, has_ctype;
 	int too_big;
 	int head_only;     /* HEAD: the GET answer's head alone */
 	char extra[128];   /* header lines of this answer (Allow, WWW-Authenticate) */
@@ -481,11 +489,14 @@ static void delete_override(struct admin_conn *a, const char *name)
 {
 	struct sp_runtime *rt = a->admin->rt;
 	char msg[1024];
+	const struct sp_route *r;
 	int st = sp_runtime_change(rt, name, NULL, a->peer, "delete-override", msg, sizeof(msg));
 	if (st)
 		respond_error(a, st, msg);
-	else
-		respond_applied(a, route_view(rt, sp_config_route(rt->cfg, name)));
+	else if ((r = sp_config_route(rt->cfg, name)))
+		respond_applied(a, route_view(rt, r));
+	else /* the stale override of a route that is gone */
+		respond_applied(a, json_pack("{s:s, s:n}", "stale_override_of", name, "override"));
 }
 
 static void post_reload(struct admin_conn *a, const char *name)
@@ -562,6 +573,79 @@ static int authorised(struct admin_conn *a)
 	return CRYPTO_memcmp(a->auth.data + 7, token, tl) == 0;
 }
 
+/* Whether host ("name:port", "[v6]:port", "ip") names this listener: its
+ * address as configured, localhost for a loopback one, the bound IP, or any
+ * IP for a wildcard one. A page that DNS rebinding brought here names its
+ * own host; an IP or localhost cannot be rebound. */
+static int host_ok(const struct sp_admin *ad, const char *host, size_t len)
+{
+	char name[256];
+	const char *end = host + len, *colon;
+	if (len && host[0] == '[') {
+		const char *close = memchr(host, ']', len);
+		colon = close && close + 1 < end && close[1] == ':' ? close + 1 : close ? end : NULL;
+		if (!colon || close - host - 1 >= (long)sizeof(name))
+			return 0;
+		snprintf(name, sizeof(name), "%.*s", (int)(close - host - 1), host + 1);
+	} else {
+		const char *c = memchr(host, ':', len);
+		colon = c ? c : end;
+		if (colon - host >= (long)sizeof(name))
+			return 0;
+		snprintf(name, sizeof(name), "%.*s", (int)(colon - host), host);
+	}
+	size_t plen = colon < end ? (size_t)(end - colon - 1) : 0;
+	if (colon < end ? plen != strlen(ad->port) || memcmp(colon + 1, ad->port, plen) != 0
+			: strcmp(ad->port, "80") != 0)
+		return 0;
+	if (strcasecmp(name, ad->host) == 0 || (ad->loopback && strcasecmp(name, "localhost") == 0))
+		return 1;
+	unsigned char ip[16];
+	if (ad->addr.ss_family == AF_INET && inet_pton(AF_INET, name, ip) == 1)
+		return ad->wildcard ||
+		       memcmp(ip, &((const struct sockaddr_in *)&ad->addr)->sin_addr, 4) == 0;
+	if (ad->addr.ss_family == AF_INET6 && inet_pton(AF_INET6, name, ip) == 1)
+		return ad->wildcard ||
+		       memcmp(ip, &((const struct sockaddr_in6 *)&ad->addr)->sin6_addr, 16) == 0;
+	return ad->wildcard && inet_pton(AF_INET, name, ip) == 1;
+}
+
+/* A request a web page could have sent, other than from the dashboard
+ * itself: answered 403 (or 415), with or without a token. Returns 1 when it
+ * was refused. */
+static int refuse_foreign(struct admin_conn *a, const char *method)
+{
+	struct sp_admin *ad = a->admin;
+	char msg[640];
+	if (a->has_host < 0 || (a->has_host && !host_ok(ad, a->host, strlen(a->host)))) {
+		snprintf(msg, sizeof(msg), "Host \"%s\" is not this admin listener (%s:%s%s): a page "
+			 "on another site may have been pointed at it (DNS rebinding)",
+			 a->has_host < 0 ? "(repeated or too long)" : a->host, ad->host, ad->port,
+			 ad->loopback ? ", or localhost" : "");
+		respond_error(a, 403, msg);
+		return 1;
+	}
+	if (a->has_origin < 0 || (a->has_origin && (strncasecmp(a->origin, "http://", 7) != 0 ||
+						    !host_ok(ad, a->origin + 7, strlen(a->origin + 7))))) {
+		snprintf(msg, sizeof(msg), "Origin \"%s\" is not this admin listener: requests from "
+			 "other sites' pages are refused", a->has_origin < 0 ? "(repeated or too long)"
+									   : a->origin);
+		respond_error(a, 403, msg);
+		return 1;
+	}
+	/* a change is JSON: a form (what a page may post anywhere) is not */
+	int change = strcmp(method, "GET") != 0;
+	size_t tl = strcspn(a->ctype, ";");
+	while (tl && (a->ctype[tl - 1] == ' ' || a->ctype[tl - 1] == '\t'))
+		tl--;
+	int json = a->has_ctype > 0 && tl == 16 && strncasecmp(a->ctype, "application/json", 16) == 0;
+	if (change && (a->has_ctype ? !json : strcmp(method, "PATCH") == 0)) {
+		respond_error(a, 415, "Content-Type must be application/json");
+		return 1;
+	}
+	return 0;
+}
+
 /* Decodes %XX escapes in place (a route name in a URL, as the dashboard's
  * encodeURIComponent writes it); -1 for a bad escape or a NUL. */
 static int percent_decode(char *s)
@@ -590,18 +674,26 @@ static void rearm(struct admin_conn *a, const char *name)
 		respond_error(a, 404, "no such route");
 		return;
 	}
-	json_t *before = sp_guard_json(rt->guards, r);
+	json_t *before = sp_guard_json(rt->guards, r), *trips = sp_guards_save(rt->guards);
+	char msg[512];
 	if (sp_guard_rearm(rt->guards, name) < 0) {
-		json_decref(before);
 		respond_error(a, 409, "the route's guard is not tripped");
-		return;
+	} else if (sp_runtime_save_state(rt) < 0) {
+		/* as a PATCH: a restart would trip it again, so nothing changes */
+		snprintf(msg, sizeof(msg), "cannot write admin.state_file: %s; the guard stays tripped",
+			 strerror(errno));
+		sp_guards_restore(rt->guards, trips);
+		respond_error(a, 500, msg);
+	} else {
+		sp_log(SP_LOG_INFO, "guard: route %s re-armed by %s", name, a->peer);
+		sp_runtime_audit(rt, json_pack("{s:s, s:s, s:s, s:O, s:o}", "caller", a->peer, "route",
+					       name, "action", "guard-rearm", "before", before, "after",
+					       sp_guard_json(rt->guards, r)));
+		sp_runtime_save_state(rt); /* the audit trail is best effort once applied */
+		respond_json(a, 200, route_view(rt, r));
 	}
-	sp_log(SP_LOG_INFO, "guard: route %s re-armed by %s", name, a->peer);
-	sp_runtime_audit(rt, json_pack("{s:s, s:s, s:s, s:o, s:o}", "caller", a->peer, "route", name,
-				       "action", "guard-rearm", "before", before, "after",
-				       sp_guard_json(rt->guards, r)));
-	sp_runtime_save_state(rt);
-	respond_json(a, 200, route_view(rt, r));
+	json_decref(before);
+	json_decref(trips);
 }
 
 static void serve_healthz(struct admin_conn *a, const char *name)
@@ -628,11 +720,12 @@ static void serve_routes(struct admin_conn *a, const char *name)
 		json_array_append_new(list, route_view(rt, &rt->cfg->routes[i]));
 	for (size_t i = 0; i < rt->cfg->nbackends; i++)
 		json_array_append_new(backends, json_string(rt->cfg->backends[i].name));
-	respond_json(a, 200, json_pack("{s:I, s:s, s:o, s:o, s:o}", "generation",
+	respond_json(a, 200, json_pack("{s:I, s:s, s:o, s:o, s:o, s:o}", "generation",
 				       (json_int_t)rt->generation, "default_backend",
 				       rt->cfg->backends[rt->cfg->default_backend].name, "backends",
 				       backends, "routes", list, "default_counters",
-				       route_counters(rt, "")));
+				       route_counters(rt, ""), "stale_overrides",
+				       sp_runtime_stale_overrides(rt)));
 }
 
 static void serve_route(struct admin_conn *a, const char *name)
@@ -640,6 +733,10 @@ static void serve_route(struct admin_conn *a, const char *name)
 	const struct sp_route *r = sp_config_route(a->admin->rt->cfg, name);
 	if (r)
 		respond_json(a, 200, route_view(a->admin->rt, r));
+	else if (json_object_get(a->admin->rt->overrides, name))
+		respond_error(a, 404, "no such route; a stale override for it is stored, and applies "
+				      "again if a route of that name comes back: DELETE "
+				      "/api/routes/NAME/override drops it");
 	else
 		respond_error(a, 404, "no such route");
 }
@@ -708,6 +805,8 @@ static void dispatch(struct admin_conn *a)
 	a->head_only = strcmp(a->method, "HEAD") == 0;
 	const char *m = a->head_only ? "GET" : a->method;
 	int get = strcmp(m, "GET") == 0;
+	if (refuse_foreign(a, m))
+		return;
 	if (!authorised(a) && !(strcmp(path, "/") == 0 && get)) {
 		snprintf(a->extra, sizeof(a->extra), "WWW-Authenticate: Bearer realm=\"strangler admin\"\r\n");
 		respond_error(a, 401, "missing or wrong Authorization: Bearer token");
@@ -763,6 +862,24 @@ static void conn_free(struct admin_conn *a)
 	free(a);
 }
 
+/* Copies the value of header name: 1, or 0 when absent, -1 when repeated,
+ * too long or holding a NUL. */
+static int take_header(const struct sp_h1_msg *m, const char *name, char *out, size_t len)
+{
+	int found = 0;
+	out[0] = '\0';
+	for (size_t i = 0; i < m->nhdrs; i++) {
+		const struct sp_hdr *h = &m->hdrs[i];
+		if (h->name_len != strlen(name) || strncasecmp(h->name, name, h->name_len) != 0)
+			continue;
+		if (found++ || h->value_len >= len || memchr(h->value, '\0', h->value_len))
+			return -1;
+		memcpy(out, h->value, h->value_len);
+		out[h->value_len] = '\0';
+	}
+	return found;
+}
+
 static int on_head(void *ud, struct sp_h1_msg *m)
 {
 	struct admin_conn *a = ud;
@@ -771,6 +888,9 @@ static int on_head(void *ud, struct sp_h1_msg *m)
 	const struct sp_hdr *h = sp_hdr_find(m->hdrs, m->nhdrs, "Authorization");
 	if (h)
 		sp_buf_add(&a->auth, h->value, h->value_len);
+	a->has_host = take_header(m, "Host", a->host, sizeof(a->host));
+	a->has_origin = take_header(m, "Origin", a->origin, sizeof(a->origin));
+	a->has_ctype = take_header(m, "Content-Type", a->ctype, sizeof(a->ctype));
 	if (m->has_length && m->content_length > MAX_BODY) {
 		/* answer now (401 or 413): the client need not send what would
 		 * be thrown away, nor wait for the timeout */
@@ -873,6 +993,24 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	sp_conn_read(a->c, 1);
 }
 
+/* The host and port of admin.address ("host:port", "[v6]:port", "*:port"). */
+static void listener_names(struct sp_admin *ad, const struct sp_admin_cfg *ac)
+{
+	const char *a = ac->address, *colon = strrchr(a, ':');
+	size_t hl = colon ? (size_t)(colon - a) : 0;
+	if (hl >= 2 && a[0] == '[')
+		snprintf(ad->host, sizeof(ad->host), "%.*s", (int)hl - 2, a + 1);
+	else
+		snprintf(ad->host, sizeof(ad->host), "%.*s", (int)hl, a);
+	snprintf(ad->port, sizeof(ad->port), "%s", colon ? colon + 1 : "");
+	ad->addr = ac->addr;
+	ad->loopback = sp_addr_is_loopback(&ac->addr);
+	ad->wildcard = (ac->addr.ss_family == AF_INET &&
+			((const struct sockaddr_in *)&ac->addr)->sin_addr.s_addr == htonl(INADDR_ANY)) ||
+		       (ac->addr.ss_family == AF_INET6 &&
+			IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)&ac->addr)->sin6_addr));
+}
+
 struct sp_admin *sp_admin_new(struct sp_runtime *rt)
 {
 	const struct sp_admin_cfg *ac = &rt->cfg->admin;
@@ -881,6 +1019,7 @@ struct sp_admin *sp_admin_new(struct sp_runtime *rt)
 		return NULL;
 	admin->rt = rt;
 	TAILQ_INIT(&admin->conns);
+	listener_names(admin, ac);
 	admin->listener = evconnlistener_new_bind(
 		rt->base, on_accept, admin,
 		/* REUSEPORT: a new process can start on the same address while

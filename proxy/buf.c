@@ -1,6 +1,7 @@
 /* Growable byte buffer shared by the pure modules (serialisation, logs, explain). */
 #include "buf.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -149,4 +150,16 @@ int sp_buf_add_uint(struct sp_buf *b, uint64_t v, unsigned base)
 		v /= base;
 	} while (v);
 	return sp_buf_add(b, tmp + sizeof(tmp) - n, n);
+}
+
+const char *sp_num(char *out, double v)
+{
+	/* at least the integer part's digits: 150, not 1.5e+02 */
+	int prec = fabs(v) >= 1 && fabs(v) < 1e17 ? (int)floor(log10(fabs(v))) + 1 : 1;
+	for (; prec <= 17; prec++) {
+		snprintf(out, SP_NUM_SIZE, "%.*g", prec, v);
+		if (strtod(out, NULL) == v)
+			break;
+	}
+	return out;
 }

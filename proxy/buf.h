@@ -86,5 +86,9 @@ int sp_buf_add_uint(struct sp_buf *b, uint64_t v, unsigned base);
 /* Appends s as the body of a JSON string (no quotes), escaping as RFC 8259 requires. */
 int sp_buf_add_json_str(struct sp_buf *b, const char *s, size_t len);
 static inline void sp_buf_reset(struct sp_buf *b) { b->len = 0; }
+/* v with as few digits as read back the same (100.0000001, not %g's 100),
+ * into out[SP_NUM_SIZE]; returns out. */
+#define SP_NUM_SIZE 32
+const char *sp_num(char *out, double v);
 
 #endif

@@ -5,6 +5,8 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <libgen.h>
+#include <limits.h>
 #include <libconfig.h>
 #include <math.h>
 #include <arpa/inet.h>
@@ -61,6 +63,30 @@ int cfgp_line(const config_setting_t *s)
 	return s ? (int)config_setting_source_line(s) : 0;
 }
 
+/* An included file's name as libconfig gives it (as written in the
+ * @include, absolute ones of the main file rewritten below inc->up), named
+ * as the user would find it: below the main file's directory. */
+static const char *include_shown(const struct cfgp_includes *inc, const char *file, char *buf,
+				 size_t len)
+{
+	size_t up = strlen(inc->up);
+	if (up && strncmp(file, inc->up, up) == 0)
+		snprintf(buf, len, "/%s", file + up);
+	else if (file[0] == '/' || strcmp(inc->shown, ".") == 0)
+		snprintf(buf, len, "%s", file);
+	else
+		snprintf(buf, len, "%s/%s", inc->shown, file);
+	return buf;
+}
+
+const char *cfgp_file(struct sp_loader *L, const config_setting_t *s)
+{
+	const char *f = s ? config_setting_source_file(s) : NULL;
+	if (!f || !L->inc)
+		return L->file;
+	return include_shown(L->inc, f, L->where, sizeof(L->where));
+}
+
 /* Reports every member of group s whose name is not in known (NULL-terminated). */
 void cfgp_check_keys(struct sp_loader *L, const config_setting_t *s, const char *path,
 		       const char *const *known)
@@ -89,11 +115,47 @@ int cfgp_want_type(struct sp_loader *L, const config_setting_t *s, const char *p
 	return 0;
 }
 
-/* Optional string member; returns a malloc'd copy, NULL when absent or wrong. */
-char *cfgp_str(struct sp_loader *L, const config_setting_t *g, const char *key, const char *path,
-		     const config_setting_t **where)
+long cfgp_text_chars(const char *s, int controls, size_t *bad)
+{
+	const unsigned char *p = (const unsigned char *)s, *at;
+	long n = 0;
+	while (*p) {
+		unsigned c = *(at = p++), need, min;
+		if (c < 0x80) {
+			if (!controls && (c < 0x20 || c == 0x7f))
+				goto fail;
+			n++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf)
+			need = 1, min = 0x80, c &= 0x1f;
+		else if (c >= 0xe0 && c <= 0xef)
+			need = 2, min = 0x800, c &= 0x0f;
+		else if (c >= 0xf0 && c <= 0xf4)
+			need = 3, min = 0x10000, c &= 0x07;
+		else
+			goto fail;
+		for (; need; need--, p++) {
+			if ((*p & 0xc0) != 0x80)
+				goto fail;
+			c = c << 6 | (*p & 0x3f);
+		}
+		if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+			goto fail;
+		n++;
+	}
+	return n;
+fail:
+	if (bad)
+		*bad = (size_t)(at - (const unsigned char *)s);
+	return -1;
+}
+
+static char *str_member(struct sp_loader *L, const config_setting_t *g, const char *key,
+			const char *path, const config_setting_t **where, int text)
 {
 	char full[256];
+	size_t bad;
 	const config_setting_t *s = config_setting_get_member(g, key);
 	if (where)
 		*where = s;
@@ -102,7 +164,25 @@ char *cfgp_str(struct sp_loader *L, const config_setting_t *g, const char *key, 
 	snprintf(full, sizeof(full), "%s%s%s", path, *path ? "." : "", key);
 	if (!cfgp_want_type(L, s, full, CONFIG_TYPE_STRING, "a string"))
 		return NULL;
-	return strdup(config_setting_get_string(s));
+	const char *v = config_setting_get_string(s);
+	if (text && cfgp_text_chars(v, 1, &bad) < 0) {
+		ERR(L, s, "%s: must be UTF-8 text (byte 0x%02x at offset %zu is not): save the file "
+			  "as UTF-8", full, (unsigned char)v[bad], bad);
+		return NULL;
+	}
+	return strdup(v);
+}
+
+char *cfgp_str(struct sp_loader *L, const config_setting_t *g, const char *key, const char *path,
+	       const config_setting_t **where)
+{
+	return str_member(L, g, key, path, where, 1);
+}
+
+char *cfgp_path(struct sp_loader *L, const config_setting_t *g, const char *key, const char *path,
+		const config_setting_t **where)
+{
+	return str_member(L, g, key, path, where, 0);
 }
 
 double cfgp_number(const config_setting_t *s)
@@ -205,8 +285,8 @@ static int load_cert(struct sp_loader *L, const config_setting_t *g, const char 
 		     struct sp_tls_cert *c)
 {
 	const config_setting_t *w1, *w2;
-	c->certificate = cfgp_str(L, g, "certificate", path, &w1);
-	c->private_key = cfgp_str(L, g, "private_key", path, &w2);
+	c->certificate = cfgp_path(L, g, "certificate", path, &w1);
+	c->private_key = cfgp_path(L, g, "private_key", path, &w2);
 	if (!w1)
 		ERR(L, g, "%s.certificate: required", path);
 	if (!w2)
@@ -397,9 +477,9 @@ static void load_backend_tls(struct sp_loader *L, const config_setting_t *e, con
 {
 	const config_setting_t *wca, *wcert, *wkey;
 	const config_setting_t *v = config_setting_get_member(e, "tls_verify");
-	char *ca = cfgp_str(L, e, "ca_file", path, &wca);
-	char *cert = cfgp_str(L, e, "client_certificate", path, &wcert);
-	char *key = cfgp_str(L, e, "client_private_key", path, &wkey);
+	char *ca = cfgp_path(L, e, "ca_file", path, &wca);
+	char *cert = cfgp_path(L, e, "client_certificate", path, &wcert);
+	char *key = cfgp_path(L, e, "client_private_key", path, &wkey);
 	struct sp_tls_error err;
 	int verify = 1;
 	if (v && config_setting_type(v) != CONFIG_TYPE_BOOL)
@@ -625,7 +705,7 @@ static void load_shadow_defaults(struct sp_loader *L, const config_setting_t *ro
 	cfgp_int_field(L, s, "summary_interval_ms", "shadow_defaults", 1000, 86400000,
 		       &d->summary_interval_ms);
 	const config_setting_t *where;
-	d->diff_log = cfgp_str(L, s, "diff_log", "shadow_defaults", &where);
+	d->diff_log = cfgp_path(L, s, "diff_log", "shadow_defaults", &where);
 	if (where && d->diff_log && !*d->diff_log)
 		ERR(L, where, "shadow_defaults.diff_log: must be a path or \"-\"");
 check:
@@ -638,7 +718,7 @@ check:
 		}
 }
 
-static int is_loopback(const struct sockaddr_storage *ss)
+int sp_addr_is_loopback(const struct sockaddr_storage *ss)
 {
 	if (ss->ss_family == AF_INET)
 		return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
@@ -696,14 +776,14 @@ static void load_admin(struct sp_loader *L, const config_setting_t *root)
 		ERR(L, where ? where : s, "admin.address: \"%s\": %s", a->address, why);
 		return;
 	}
-	char *token_file = cfgp_str(L, s, "token_file", "admin", &twhere);
+	char *token_file = cfgp_path(L, s, "token_file", "admin", &twhere);
 	if (token_file && !(a->token = read_token(token_file, &why)))
 		ERR(L, twhere, "admin.token_file: \"%s\": %s", token_file, why);
-	else if (!twhere && !is_loopback(&a->addr))
+	else if (!twhere && !sp_addr_is_loopback(&a->addr))
 		ERR(L, where ? where : s,
 		    "admin.address: \"%s\" is not a loopback address: set admin.token_file", a->address);
 	free(token_file);
-	a->state_file = cfgp_str(L, s, "state_file", "admin", &where);
+	a->state_file = cfgp_path(L, s, "state_file", "admin", &where);
 }
 
 static void load_globals(struct sp_loader *L, const config_setting_t *root)
@@ -726,12 +806,83 @@ static void load_globals(struct sp_loader *L, const config_setting_t *root)
 			L->cfg->log_level = v;
 		free(lvl);
 	}
-	L->cfg->access_log = cfgp_str(L, root, "access_log", "", &where);
+	L->cfg->access_log = cfgp_path(L, root, "access_log", "", &where);
 	if (where && L->cfg->access_log && !*L->cfg->access_log)
 		ERR(L, where, "access_log: must be a path or \"-\" (remove the setting to turn it off)");
 }
 
-static struct sp_config *load(config_t *lc, int rc, const char *name, struct sp_diag *diag)
+/* The text of line n (from 1) of text, without its end. */
+static void nth_line(const char *text, int n, char *out, size_t len)
+{
+	for (int i = 1; text && i < n; i++)
+		text = (text = strchr(text, '\n')) ? text + 1 : NULL;
+	snprintf(out, len, "%.*s", text ? (int)strcspn(text, "\n") : 0, text ? text : "");
+}
+
+/* libconfig 1.5 says "cannot open include file" and no more: the name is in
+ * the @include on the line it reports, of text (the main file) or of the
+ * included file it names. */
+static void include_error(const struct cfgp_includes *inc, const char *where, const char *text,
+			  const char *ef, int line, struct sp_diag *diag)
+{
+	char shown[2 * PATH_MAX], path[PATH_MAX * 2], buf[PATH_MAX + 64], target[PATH_MAX];
+	nth_line(text, line, buf, sizeof(buf));
+	const char *q = strchr(buf, '"');
+	const char *e = q ? strchr(q + 1, '"') : NULL;
+	if (!e) {
+		sp_diag_add(diag, 1, where, line, "cannot open include file (looked in %s)", inc->shown);
+		return;
+	}
+	snprintf(target, sizeof(target), "%.*s", (int)(e - q - 1), q + 1);
+	if (ef && target[0] == '/') {
+		sp_diag_add(diag, 1, where, line, "cannot open include file \"%s\": libconfig 1.5 puts "
+			    "the main file's directory in front of every include path, an absolute one "
+			    "in an included file too: write it relative to %s", target, inc->shown);
+		return;
+	}
+	snprintf(path, sizeof(path), "%s/%s", inc->real, target);
+	int err = access(path, R_OK) < 0 ? errno : 0;
+	sp_diag_add(diag, 1, where, line, "cannot open include file \"%s\"%s%s",
+		    include_shown(inc, target, shown, sizeof(shown)), err ? ": " : "",
+		    err ? strerror(err) : "");
+}
+
+/* libconfig's parse error, with what it leaves out: the include file it
+ * could not open, a byte order mark, what to do about an array of mixed
+ * types. text is the main file's. */
+static void syntax_error(const config_t *lc, const struct cfgp_includes *inc, const char *name,
+			 const char *text, struct sp_diag *diag)
+{
+	const char *ef = config_error_file(lc), *why = config_error_text(lc);
+	int line = config_error_line(lc);
+	char shown[2 * PATH_MAX], path[PATH_MAX * 2];
+	char *other = NULL;
+	if (ef) { /* an included file's text */
+		struct sp_diag ignored;
+		sp_diag_init(&ignored);
+		snprintf(path, sizeof(path), "%s/%s", inc->real, ef);
+		text = other = sp_config_read(path, NULL, &ignored);
+		sp_diag_deinit(&ignored);
+	}
+	const char *where = ef ? include_shown(inc, ef, shown, sizeof(shown)) : name;
+	if (!why)
+		why = "syntax error";
+	if (strcmp(why, "cannot open include file") == 0)
+		include_error(inc, where, text, ef, line, diag);
+	else if (text && strncmp(text, "\xef\xbb\xbf", 3) == 0)
+		sp_diag_add(diag, 1, where, 1, "the file starts with a UTF-8 byte order mark: save it "
+			    "without one");
+	else if (strcmp(why, "mismatched element type in array") == 0)
+		sp_diag_add(diag, 1, where, line, "syntax error: %s: the elements of an array all have "
+			    "one type; write every number with a decimal point, e.g. "
+			    "steps = [1.0, 2.5, 5.0]", why);
+	else
+		sp_diag_add(diag, 1, where, line, "syntax error: %s", why);
+	free(other);
+}
+
+static struct sp_config *load(config_t *lc, int rc, const char *name, const char *text,
+			      const struct cfgp_includes *inc, struct sp_diag *diag)
 {
 	static const char *const keys[] = {"listen",  "workers",        "log_level",
 					   "access_log", "backends",    "default_backend",
@@ -740,9 +891,7 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, struct sp_
 					   "pid_file", "max_connections", "user", NULL};
 	struct sp_config *cfg = NULL;
 	if (rc != CONFIG_TRUE) {
-		const char *ef = config_error_file(lc);
-		sp_diag_add(diag, 1, ef ? ef : name, config_error_line(lc), "syntax error: %s",
-			    config_error_text(lc));
+		syntax_error(lc, inc, name, text, diag);
 		return NULL;
 	}
 	cfg = calloc(1, sizeof(*cfg));
@@ -752,7 +901,7 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, struct sp_
 	}
 	atomic_init(&cfg->refs, 1);
 	cfg->file = strdup(name);
-	struct sp_loader L = {diag, name, cfg, diag->errors};
+	struct sp_loader L = {diag, name, cfg, diag->errors, inc, ""};
 	const config_setting_t *root = config_root_setting(lc);
 	cfgp_check_keys(&L, root, "", keys);
 	load_globals(&L, root);
@@ -764,7 +913,7 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, struct sp_
 	load_shadow_defaults(&L, root);
 	load_admin(&L, root);
 	const config_setting_t *pw;
-	cfg->pid_file = cfgp_str(&L, root, "pid_file", "", &pw);
+	cfg->pid_file = cfgp_path(&L, root, "pid_file", "", &pw);
 	cfg->user = cfgp_str(&L, root, "user", "", &pw);
 	if (pw && cfg->user && !getpwnam(cfg->user))
 		ERR(&L, pw, "user: \"%s\": no such user", cfg->user);
@@ -773,7 +922,7 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, struct sp_
 	return cfg;
 }
 
-char *sp_config_read(const char *path, struct sp_diag *diag)
+char *sp_config_read(const char *path, size_t *len, struct sp_diag *diag)
 {
 	struct sp_buf b;
 	char chunk[65536];
@@ -795,12 +944,14 @@ char *sp_config_read(const char *path, struct sp_diag *diag)
 		sp_buf_deinit(&b);
 		return NULL;
 	}
+	if (len)
+		*len = b.len - 1;
 	return b.data;
 }
 
 struct sp_config *sp_config_load(const char *path, struct sp_diag *diag)
 {
-	char *text = sp_config_read(path, diag);
+	char *text = sp_config_read(path, NULL, diag);
 	struct sp_config *cfg = text ? sp_config_load_string(text, path, diag) : NULL;
 	free(text);
 	return cfg;
@@ -865,18 +1016,71 @@ fail:
 	return NULL;
 }
 
+/* Include paths resolve against the main file's directory, not the
+ * current one (a reload or `-t` from elsewhere read other files or none). */
+static void includes_init(struct cfgp_includes *inc, const char *name)
+{
+	char copy[PATH_MAX];
+	snprintf(copy, sizeof(copy), "%s", name);
+	snprintf(inc->shown, sizeof(inc->shown), "%s", dirname(copy));
+	inc->up[0] = '\0';
+	if (!realpath(inc->shown, inc->real)) { /* the checks then name what is missing */
+		snprintf(inc->real, sizeof(inc->real), "%s", inc->shown);
+		return;
+	}
+	for (const char *p = inc->real + 1; *inc->real == '/' && *p; p++)
+		if (p[-1] == '/')
+			strncat(inc->up, "../", sizeof(inc->up) - strlen(inc->up) - 1);
+}
+
+/* A copy of text whose absolute @include paths are made relative to
+ * inc->real (libconfig 1.5 would put the directory in front of them too).
+ * Lines stay where they were. NULL: no memory. */
+static char *absolute_includes(const char *text, const struct cfgp_includes *inc)
+{
+	struct sp_buf o;
+	int ok = 1;
+	sp_buf_init(&o);
+	for (const char *p = text; *p && ok;) {
+		size_t n = strcspn(p, "\n");
+		const char *q = p + strspn(p, " \t");
+		if (strncmp(q, "@include", 8) == 0 && (q[8] == ' ' || q[8] == '\t')) {
+			q += 8 + strspn(q + 8, " \t");
+			if (q[0] == '"' && q[1] == '/' && inc->up[0]) {
+				ok = sp_buf_add(&o, p, (size_t)(q + 1 - p)) == 0 && sp_buf_adds(&o, inc->up) == 0;
+				n -= (size_t)(q + 2 - p);
+				p = q + 2;
+			}
+		}
+		n += p[n] == '\n';
+		ok = ok && sp_buf_add(&o, p, n) == 0;
+		p += n;
+	}
+	if (ok && sp_buf_add(&o, "", 0) == 0) /* terminated, even when empty */
+		return o.data;
+	sp_buf_deinit(&o);
+	return NULL;
+}
+
 struct sp_config *sp_config_load_string(const char *text, const char *name, struct sp_diag *diag)
 {
 	config_t lc;
+	struct cfgp_includes inc;
+	struct sp_config *cfg = NULL;
+	includes_init(&inc, name);
 	char *wide = sp_config_promote_ints(text);
-	if (!wide) {
+	char *ready = wide ? absolute_includes(wide, &inc) : NULL;
+	if (!ready) {
 		sp_diag_add(diag, 1, name, 0, "out of memory");
+		free(wide);
 		return NULL;
 	}
 	config_init(&lc);
-	int rc = config_read_string(&lc, wide);
-	struct sp_config *cfg = load(&lc, rc, name, diag);
+	config_set_include_dir(&lc, inc.real);
+	int rc = config_read_string(&lc, ready);
+	cfg = load(&lc, rc, name, ready, &inc, diag);
 	config_destroy(&lc);
+	free(ready);
 	free(wide);
 	return cfg;
 }

@@ -117,9 +117,9 @@ __attribute__((format(printf, 5, 6))) void sp_diag_add(struct sp_diag *d, int is
 /* Loads and checks the whole file. Returns a generation with one reference,
  * or NULL when there was any error (all of them are in diag). */
 struct sp_config *sp_config_load(const char *path, struct sp_diag *diag);
-/* The whole file at path, NUL-terminated (malloc'd), or NULL with the error
- * in diag. */
-char *sp_config_read(const char *path, struct sp_diag *diag);
+/* The whole file at path, NUL-terminated (malloc'd), its length in *len
+ * (when not NULL: a NUL inside shows), or NULL with the error in diag. */
+char *sp_config_read(const char *path, size_t *len, struct sp_diag *diag);
 /* A copy of libconfig text (malloc'd; NULL without memory) in which every
  * integer literal that does not fit in 32 bits has the L suffix: libconfig
  * 1.5 silently wraps such a literal (4294967297 reads as 1), later versions
@@ -138,6 +138,8 @@ void sp_config_unref(struct sp_config **c);
 int sp_backend_index(const struct sp_config *c, const char *name);
 /* The route of that name, or NULL. */
 const struct sp_route *sp_config_route(const struct sp_config *c, const char *name);
+/* Whether ss is in 127.0.0.0/8 or is ::1. */
+int sp_addr_is_loopback(const struct sockaddr_storage *ss);
 /* Parses "host:port" or "[v6]:port" and resolves it. Returns 0 or -1 with *why. */
 int sp_parse_hostport(const char *s, int passive, struct sockaddr_storage *ss, socklen_t *len,
 		      const char **why);

@@ -4,31 +4,54 @@
 #define SP_CONFIG_PARSE_H
 
 #include <libconfig.h>
+#include <limits.h>
 
 #include "config.h"
+
+/* Where libconfig 1.5 looks for an @include: the main file's directory
+ * (config_set_include_dir), which it puts in front of every include path. */
+struct cfgp_includes {
+	char shown[PATH_MAX]; /* that directory as the main file was named ("." for none) */
+	char real[PATH_MAX];  /* its real path, given to libconfig */
+	char up[PATH_MAX];    /* "../" from real up to "/": an absolute path in the
+			       * main file is rewritten below it */
+};
 
 struct sp_loader {
 	struct sp_diag *diag;
 	const char *file;
 	struct sp_config *cfg;
 	int errors_before; /* the diag may already hold errors from elsewhere */
+	const struct cfgp_includes *inc;
+	char where[2 * PATH_MAX]; /* cfgp_file's answer */
 };
 
-#define ERR(L, S, ...) sp_diag_add((L)->diag, 1, (L)->file, cfgp_line(S), __VA_ARGS__)
-#define WARN(L, S, ...) sp_diag_add((L)->diag, 0, (L)->file, cfgp_line(S), __VA_ARGS__)
+#define ERR(L, S, ...) sp_diag_add((L)->diag, 1, cfgp_file(L, S), cfgp_line(S), __VA_ARGS__)
+#define WARN(L, S, ...) sp_diag_add((L)->diag, 0, cfgp_file(L, S), cfgp_line(S), __VA_ARGS__)
 
 int cfgp_line(const config_setting_t *s);
+/* The file a setting was read from: the main file's name, or an included
+ * file's named as the user would find it (valid until the next call). */
+const char *cfgp_file(struct sp_loader *L, const config_setting_t *s);
 /* Reports every member of group s whose name is not in known (NULL-terminated). */
 void cfgp_check_keys(struct sp_loader *L, const config_setting_t *s, const char *path,
 		     const char *const *known);
 int cfgp_want_type(struct sp_loader *L, const config_setting_t *s, const char *path, int type,
 		   const char *what);
-/* Optional string member: a malloc'd copy (caller owns), NULL when absent or
- * not a string (reported). *where is the setting or NULL. */
 /* A float, int or int64 setting's value; NAN for any other type. */
 double cfgp_number(const config_setting_t *s);
+/* Characters in s, or -1 (*bad, when not NULL, the offset of the first byte
+ * at fault) when s is not UTF-8 text: an invalid, overlong or surrogate
+ * sequence, or, unless controls, a control character. Pure. */
+long cfgp_text_chars(const char *s, int controls, size_t *bad);
+/* Optional string member: a malloc'd copy (caller owns), NULL when absent,
+ * not a string or not UTF-8 text (reported: it may reach the API's JSON).
+ * *where is the setting or NULL. */
 char *cfgp_str(struct sp_loader *L, const config_setting_t *g, const char *key, const char *path,
 	       const config_setting_t **where);
+/* The same for a file name, any bytes but NUL. */
+char *cfgp_path(struct sp_loader *L, const config_setting_t *g, const char *key, const char *path,
+		const config_setting_t **where);
 void cfgp_int(struct sp_loader *L, const config_setting_t *g, const char *key, const char *path,
 	      long long lo, long long hi, long long *out);
 void cfgp_int_field(struct sp_loader *L, const config_setting_t *g, const char *key,

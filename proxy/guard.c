@@ -323,6 +323,30 @@ int sp_guard_rearm(struct sp_guards *gs, const char *route)
 	return 0;
 }
 
+int sp_guards_prune(struct sp_guards *gs, const struct sp_config *cfg)
+{
+	int dropped = 0;
+	for (struct guard_state **pp = &gs->head, *s; (s = *pp);) {
+		const struct sp_route *r = sp_config_route(cfg, s->route);
+		if (r && r->has_rollout && r->rollout.guard.enabled) {
+			pp = &s->next;
+			continue;
+		}
+		if (s->tripped) {
+			sp_log(SP_LOG_WARN, "guard: route %s: %s: its trip (%s, at %s) is dropped; the "
+			       "rollout stays where its override holds it", s->route,
+			       r ? "the configuration has no guard for it any more" : "the route is gone",
+			       s->reason, s->at);
+			dropped++;
+		}
+		*pp = s->next;
+		free(s->ring);
+		free(s->route);
+		free(s);
+	}
+	return dropped;
+}
+
 json_t *sp_guards_save(struct sp_guards *gs)
 {
 	json_t *o = json_object();
@@ -333,18 +357,22 @@ json_t *sp_guards_save(struct sp_guards *gs)
 	return o;
 }
 
+int sp_guard_entry_ok(const json_t *v)
+{
+	return json_is_object(v) && json_is_string(json_object_get(v, "reason")) &&
+	       json_is_string(json_object_get(v, "tripped_at"));
+}
+
 void sp_guards_restore(struct sp_guards *gs, const json_t *saved)
 {
 	const char *route;
 	json_t *v;
 	json_object_foreach((json_t *)saved, route, v) {
-		struct guard_state *s = state_for(gs, route, 1);
-		const char *reason = json_string_value(json_object_get(v, "reason"));
-		const char *at = json_string_value(json_object_get(v, "tripped_at"));
+		struct guard_state *s = sp_guard_entry_ok(v) ? state_for(gs, route, 1) : NULL;
 		if (!s)
 			continue;
 		s->tripped = 1;
-		snprintf(s->reason, sizeof(s->reason), "%s", reason ? reason : "");
-		snprintf(s->at, sizeof(s->at), "%s", at ? at : "");
+		snprintf(s->reason, sizeof(s->reason), "%s", json_string_value(json_object_get(v, "reason")));
+		snprintf(s->at, sizeof(s->at), "%s", json_string_value(json_object_get(v, "tripped_at")));
 	}
 }

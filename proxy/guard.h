@@ -43,8 +43,15 @@ json_t *sp_guard_json(struct sp_guards *g, const struct sp_route *r);
 int sp_guard_tripped(struct sp_guards *g, const char *route);
 /* Returns 0, or -1 when the route's guard is not tripped. */
 int sp_guard_rearm(struct sp_guards *g, const char *route);
-/* Tripped guards, for the state file, and back. */
+/* Forgets the routes cfg has no guard for (removed, without a rollout or a
+ * guard block): a trip holds only while its guard is configured. Returns how
+ * many trips were dropped (each logged); the caller saves the state. */
+int sp_guards_prune(struct sp_guards *g, const struct sp_config *cfg);
+/* Tripped guards, for the state file, and back (only from entries
+ * sp_guard_entry_ok accepts). */
 json_t *sp_guards_save(struct sp_guards *g);
 void sp_guards_restore(struct sp_guards *g, const json_t *saved);
+/* A saved trip: {"reason": "...", "tripped_at": "..."}. Pure. */
+int sp_guard_entry_ok(const json_t *v);
 
 #endif

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "guard.h"
+
 /* A percent as the file accepts it: 0..100, at most two decimals. */
 static int check_percent(const json_t *v, const char *what, char *err, size_t errlen)
 {
@@ -14,12 +16,13 @@ static int check_percent(const json_t *v, const char *what, char *err, size_t er
 		return -1;
 	}
 	double p = json_number_value(v);
+	char num[SP_NUM_SIZE];
 	if (!(p >= 0 && p <= 100)) {
-		snprintf(err, errlen, "%s.percent: %g: must be between 0 and 100", what, p);
+		snprintf(err, errlen, "%s.percent: %s: must be between 0 and 100", what, sp_num(num, p));
 		return -1;
 	}
 	if (fabs(p * 100 - round(p * 100)) > 1e-6) {
-		snprintf(err, errlen, "%s.percent: %g: at most two decimals", what, p);
+		snprintf(err, errlen, "%s.percent: %s: at most two decimals", what, sp_num(num, p));
 		return -1;
 	}
 	return 0;
@@ -135,6 +138,63 @@ int sp_override_apply(struct sp_config *c, const json_t *overrides, struct sp_bu
 	return applied;
 }
 
+static int is_object(const json_t *v)
+{
+	return json_is_object(v);
+}
+
+/* The state file's parts: each an object (route name: entry) or an array. */
+static const struct state_part {
+	const char *name;
+	int array;
+	int (*entry_ok)(const json_t *v);
+	const char *whole, *entry;
+} state_parts[] = {
+	{"overrides", 0, is_object, "an object (route name: change)",
+	 "an object such as {\"rollout\": {\"percent\": 50}}"},
+	{"audit", 1, is_object, "an array of changes", "an object (a change)"},
+	{"guards", 0, sp_guard_entry_ok, "an object (route name: trip)",
+	 "an object with strings reason and tripped_at"},
+};
+
+int sp_state_check(const json_t *state, char *err, size_t errlen)
+{
+	int ours = 0;
+	if (!json_is_object(state)) {
+		snprintf(err, errlen, "not a strangler state: a JSON %s, not an object",
+			 json_is_array(state) ? "array" : "value");
+		return -1;
+	}
+	for (size_t k = 0; k < sizeof(state_parts) / sizeof(state_parts[0]); k++) {
+		const struct state_part *p = &state_parts[k];
+		const json_t *part = json_object_get(state, p->name);
+		ours += part != NULL;
+		if (part && (p->array ? !json_is_array(part) : !json_is_object(part))) {
+			snprintf(err, errlen, "%s: must be %s", p->name, p->whole);
+			return -1;
+		}
+		size_t i = 0;
+		for (void *it = p->array ? NULL : json_object_iter((json_t *)part);
+		     p->array ? i < json_array_size(part) : it != NULL;
+		     i++, it = p->array ? NULL : json_object_iter_next((json_t *)part, it)) {
+			if (p->entry_ok(p->array ? json_array_get(part, i) : json_object_iter_value(it)))
+				continue;
+			if (p->array)
+				snprintf(err, errlen, "%s.[%zu]: must be %s", p->name, i, p->entry);
+			else
+				snprintf(err, errlen, "%s.%s: must be %s", p->name, json_object_iter_key(it),
+					 p->entry);
+			return -1;
+		}
+	}
+	if (!ours && json_object_size(state)) {
+		snprintf(err, errlen, "not a strangler state: none of \"overrides\", \"audit\", "
+				      "\"guards\" in it");
+		return -1;
+	}
+	return 0;
+}
+
 static json_t *percent_json(uint32_t bp)
 {
 	return json_real(bp / 100.0);
@@ -167,6 +227,13 @@ json_t *sp_route_json(const struct sp_config *c, const struct sp_route *r, const
 							   percent_json(r->shadow.percent_bp)));
 	} else {
 		json_object_set_new(j, "shadow", json_null());
+	}
+	/* an override the build skipped (its backend gone...) is not in force */
+	char err[256];
+	if (override && sp_override_check(c, r->name, override, err, sizeof(err)) != 200) {
+		json_object_set_new(j, "override_skipped", json_pack("{s:O, s:s}", "override", override,
+								       "reason", err));
+		override = NULL;
 	}
 	json_object_set_new(j, "override", override ? json_deep_copy(override) : json_null());
 	return j;

@@ -20,7 +20,15 @@ int sp_override_merge(json_t *overrides, const char *route, const json_t *patch)
  * no longer fits the file (route or backend gone) is skipped and reported in
  * notes. Returns how many were applied. */
 int sp_override_apply(struct sp_config *c, const json_t *overrides, struct sp_buf *notes);
-/* The effective route as JSON; `override` (borrowed, may be NULL) is shown. */
+/* Whether state, a state file's JSON, is what sp_runtime_save_state writes:
+ * an object with "overrides" (route name: object), "audit" (array of
+ * objects) and "guards" (route name: sp_guard_entry_ok), any of them
+ * absent, not all of them unless empty. 0, or -1 with the first fault in err
+ * ("overrides.orders: must be an object ..."). */
+int sp_state_check(const json_t *state, char *err, size_t errlen);
+/* The effective route as JSON; `override` (borrowed, may be NULL) is shown,
+ * as "override" when it applies to c, else as "override_skipped" with the
+ * reason (the build skipped it). */
 json_t *sp_route_json(const struct sp_config *c, const struct sp_route *r, const json_t *override);
 
 #endif

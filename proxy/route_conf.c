@@ -65,7 +65,9 @@ static int load_strlist(struct sp_loader *L, const config_setting_t *g, const ch
 	for (int i = 0; i < n && *out; i++) {
 		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
 		const char *v = config_setting_get_string(e);
-		const char *why = v ? (check ? check(v) : NULL) : "must be a string";
+		const char *why = !v ? "must be a string"
+			: cfgp_text_chars(v, 1, NULL) < 0 ? "must be UTF-8 text"
+			: check ? check(v) : NULL;
 		if (why) {
 			ERR(L, e, "%s.%s.[%d]: %s", path, key, i, why);
 			continue;
@@ -258,10 +260,12 @@ static void load_percent(struct sp_loader *L, const config_setting_t *s, const c
 		return;
 	double v = cfgp_number(p);
 	double bp = v * 100.0;
+	char num[SP_NUM_SIZE];
 	if (!(v >= 0.0 && v <= 100.0))
-		ERR(L, p, "%s: %g: must be between 0 and 100", full, v);
+		ERR(L, p, "%s: %s: must be between 0 and 100", full, sp_num(num, v));
 	else if (fabs(bp - round(bp)) > 1e-6)
-		ERR(L, p, "%s: %g: at most two decimals (the split has 10000 buckets)", full, v);
+		ERR(L, p, "%s: %s: at most two decimals (the split has 10000 buckets)", full,
+		    sp_num(num, v));
 	else
 		*bp_out = (uint32_t)lround(bp);
 }
@@ -277,8 +281,9 @@ static void get_rate(struct sp_loader *L, const config_setting_t *g, const char 
 	if (!cfgp_want_type(L, s, full, CONFIG_TYPE_FLOAT, "a number"))
 		return;
 	double v = cfgp_number(s);
+	char num[SP_NUM_SIZE];
 	if (!(v >= 0 && v <= hi))
-		ERR(L, s, "%s: %g: must be between 0 and %g", full, v, hi);
+		ERR(L, s, "%s: %s: must be between 0 and %g", full, sp_num(num, v), hi);
 	else
 		*out = v;
 }
@@ -476,41 +481,6 @@ static void load_shadow(struct sp_loader *L, const config_setting_t *route, cons
 	}
 }
 
-/* Characters in s, or -1 when s is not UTF-8 text (an invalid, overlong or
- * surrogate sequence, or a control character): a name goes into JSON,
- * metrics labels and URLs. */
-static long text_chars(const char *s)
-{
-	const unsigned char *p = (const unsigned char *)s;
-	long n = 0;
-	while (*p) {
-		unsigned c = *p++, need, min;
-		if (c < 0x80) {
-			if (c < 0x20 || c == 0x7f)
-				return -1;
-			n++;
-			continue;
-		}
-		if (c >= 0xc2 && c <= 0xdf)
-			need = 1, min = 0x80, c &= 0x1f;
-		else if (c >= 0xe0 && c <= 0xef)
-			need = 2, min = 0x800, c &= 0x0f;
-		else if (c >= 0xf0 && c <= 0xf4)
-			need = 3, min = 0x10000, c &= 0x07;
-		else
-			return -1;
-		for (; need; need--, p++) {
-			if ((*p & 0xc0) != 0x80)
-				return -1;
-			c = c << 6 | (*p & 0x3f);
-		}
-		if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
-			return -1;
-		n++;
-	}
-	return n;
-}
-
 static void load_route(struct sp_loader *L, const config_setting_t *e, int i, struct sp_route *r)
 {
 	static const char *const keys[] = {"name", "match", "backend", "rollout", "shadow", NULL};
@@ -529,7 +499,8 @@ static void load_route(struct sp_loader *L, const config_setting_t *e, int i, st
 	r->name = cfgp_str(L, e, "name", path, &where);
 	if (!where)
 		ERR(L, e, "%s.name: required", path);
-	else if (r->name && (!*r->name || text_chars(r->name) < 0 || text_chars(r->name) > SP_NAME_CHARS))
+	else if (r->name && (!*r->name || cfgp_text_chars(r->name, 0, NULL) < 0 ||
+			       cfgp_text_chars(r->name, 0, NULL) > SP_NAME_CHARS))
 		ERR(L, where, "%s.name: must be 1 to %d characters of UTF-8 text", path, SP_NAME_CHARS);
 	else if (r->name && strcmp(r->name, SP_DEFAULT_ROUTE) == 0)
 		ERR(L, where, "%s.name: \"%s\" is reserved for the default backend's traffic", path,

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +20,7 @@
 
 struct sp_config *sp_runtime_load_file(struct sp_runtime *rt, struct sp_diag *diag)
 {
-	char *text = sp_config_read(rt->file, diag);
+	char *text = sp_config_read(rt->file, NULL, diag);
 	struct sp_config *file = text ? sp_config_load_string(text, rt->file, diag) : NULL;
 	free(text);
 	if (file && rt->health && sp_health_attach(rt->health, file) < 0) {
@@ -39,12 +40,18 @@ struct sp_config *sp_runtime_build(struct sp_runtime *rt, struct sp_config *file
 		return NULL;
 	}
 	sp_buf_init(&notes);
-	sp_override_apply(cfg, overrides ? overrides : rt->overrides, &notes);
+	overrides = overrides ? overrides : rt->overrides;
+	sp_override_apply(cfg, overrides, &notes);
 	/* a route keeps its counters while its name stays in the configuration */
 	long long now = sp_unix_ms();
 	for (size_t i = 0; i < cfg->nroutes; i++) {
-		const struct sp_route *was = rt->cfg ? sp_config_route(rt->cfg, cfg->routes[i].name) : NULL;
+		const char *name = cfg->routes[i].name;
+		const struct sp_route *was = rt->cfg ? sp_config_route(rt->cfg, name) : NULL;
 		cfg->routes[i].counters_since_ms = was ? was->counters_since_ms : now;
+		/* the name is the override's key, whatever route now bears it */
+		if (rt->cfg && !was && json_object_get(overrides, name))
+			sp_buf_printf(&notes, "route \"%s\" is back: its stored override applies again "
+				      "(DELETE /api/routes/%s/override drops it)\n", name, name);
 	}
 	if (notes.len)
 		sp_diag_add(diag, 0, rt->file, 0, "%.*s", (int)notes.len - 1, notes.data);
@@ -183,23 +190,46 @@ int sp_runtime_reload(struct sp_runtime *rt, struct sp_diag *diag)
 	sp_config_unref(&rt->file_cfg);
 	rt->file_cfg = file;
 	sp_runtime_commit(rt, cfg);
+	sp_runtime_prune_guards(rt);
 	rt->reloads_ok++;
 	sp_log(SP_LOG_INFO, "reload: %s: %zu backends, %zu routes", rt->file, rt->cfg->nbackends,
 	       rt->cfg->nroutes);
 	return 0;
 }
 
+void sp_runtime_prune_guards(struct sp_runtime *rt)
+{
+	if (rt->guards && sp_guards_prune(rt->guards, rt->cfg) && sp_runtime_save_state(rt) < 0)
+		sp_log(SP_LOG_ERROR, "cannot write admin.state_file: %s; a restart would bring the "
+		       "dropped guard trips back", strerror(errno));
+}
+
 int sp_runtime_load_state(struct sp_runtime *rt, const struct sp_config *cfg)
 {
 	json_error_t err;
-	if (!cfg->has_admin || !cfg->admin.state_file)
-		return 0;
-	json_t *state = json_load_file(cfg->admin.state_file, 0, &err);
-	if (!state) {
-		if (access(cfg->admin.state_file, F_OK) != 0)
-			return 0; /* first start */
+	struct sp_diag diag;
+	char why[512];
+	size_t len;
+	if (!cfg->has_admin || !cfg->admin.state_file || access(cfg->admin.state_file, F_OK) != 0)
+		return 0; /* none, or the first start */
+	sp_diag_init(&diag);
+	/* a buffer with its length: a NUL inside is an error, not the end */
+	char *text = sp_config_read(cfg->admin.state_file, &len, &diag);
+	json_t *state = text ? json_loadb(text, len, 0, &err) : NULL;
+	free(text);
+	if (!text)
+		sp_log(SP_LOG_ERROR, "admin.state_file: %.*s", (int)diag.text.len - 1, diag.text.data);
+	else if (!state)
 		sp_log(SP_LOG_ERROR, "admin.state_file: %s:%d: %s", cfg->admin.state_file, err.line,
 		       err.text);
+	sp_diag_deinit(&diag);
+	if (!state)
+		return -1;
+	/* someone else's JSON would be overwritten by the first change */
+	if (sp_state_check(state, why, sizeof(why)) < 0) {
+		sp_log(SP_LOG_ERROR, "admin.state_file: %s: %s; move it away to start without it",
+		       cfg->admin.state_file, why);
+		json_decref(state);
 		return -1;
 	}
 	json_t *o = json_object_get(state, "overrides"), *a = json_object_get(state, "audit");
@@ -218,6 +248,21 @@ int sp_runtime_load_state(struct sp_runtime *rt, const struct sp_config *cfg)
 	sp_log(SP_LOG_INFO, "admin.state_file: %s: %zu route overrides restored",
 	       cfg->admin.state_file, json_object_size(rt->overrides));
 	return 0;
+}
+
+/* The rename on disk too: a crash before the directory is written could
+ * bring the old state back. The state is in place already, so a failure is
+ * only logged. */
+static void sync_dir(const char *file)
+{
+	char dir[4096];
+	snprintf(dir, sizeof(dir), "%s", file);
+	int fd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fsync(fd) < 0)
+		sp_log(SP_LOG_WARN, "admin.state_file: %s: cannot sync its directory: %s", file,
+		       strerror(errno));
+	if (fd >= 0)
+		close(fd);
 }
 
 int sp_runtime_save_state(struct sp_runtime *rt)
@@ -259,6 +304,7 @@ int sp_runtime_save_state(struct sp_runtime *rt)
 		goto out;
 	}
 	rc = 0;
+	sync_dir(cfg->admin.state_file);
 out:
 	if (fd >= 0)
 		close(fd);
@@ -321,6 +367,28 @@ static int apply_overrides(struct sp_runtime *rt, json_t *next, int safety, char
 	return 0;
 }
 
+/* The route as the API shows it, or for a route that is gone its stale
+ * override; JSON null when neither exists. */
+static json_t *route_state(struct sp_runtime *rt, const char *route)
+{
+	const struct sp_route *r = sp_config_route(rt->cfg, route);
+	json_t *o = json_object_get(rt->overrides, route);
+	if (r)
+		return sp_route_json(rt->cfg, r, o);
+	return o ? json_pack("{s:s, s:O}", "stale_override_of", route, "override", o) : json_null();
+}
+
+json_t *sp_runtime_stale_overrides(const struct sp_runtime *rt)
+{
+	json_t *out = json_object(), *v;
+	const char *route;
+	json_object_foreach(rt->overrides, route, v) {
+		if (!sp_config_route(rt->cfg, route))
+			json_object_set(out, route, v);
+	}
+	return out;
+}
+
 /* Whether a route's overrides keep its rollout at 0 %. */
 static int holds_zero(const json_t *overrides, const char *route)
 {
@@ -337,15 +405,13 @@ int sp_runtime_change(struct sp_runtime *rt, const char *route, const json_t *pa
 		st = sp_override_check(rt->cfg, route, patch, msg, msglen);
 		if (st != 200)
 			return st;
-	} else if (!sp_config_route(rt->cfg, route)) {
-		snprintf(msg, msglen, "no route named \"%s\"", route);
-		return 404;
 	} else if (!json_object_get(rt->overrides, route)) {
-		snprintf(msg, msglen, "the route has no runtime override");
+		snprintf(msg, msglen, sp_config_route(rt->cfg, route) ? "the route has no runtime override"
+								       : "no route named \"%s\"", route);
 		return 404;
 	}
-	const struct sp_route *r = sp_config_route(rt->cfg, route);
-	json_t *before = sp_route_json(rt->cfg, r, json_object_get(rt->overrides, route));
+	/* a DELETE may drop the stale override of a route that is gone */
+	json_t *before = route_state(rt, route);
 	json_t *next = json_deep_copy(rt->overrides);
 	if (!next || (patch ? sp_override_merge(next, route, patch) : json_object_del(next, route)) < 0) {
 		json_decref(next);
@@ -368,8 +434,7 @@ int sp_runtime_change(struct sp_runtime *rt, const char *route, const json_t *pa
 		json_decref(before);
 		return st;
 	}
-	r = sp_config_route(rt->cfg, route);
-	json_t *after = sp_route_json(rt->cfg, r, json_object_get(rt->overrides, route));
+	json_t *after = route_state(rt, route);
 	char *b = json_dumps(before, JSON_COMPACT | JSON_SORT_KEYS);
 	char *a = json_dumps(after, JSON_COMPACT | JSON_SORT_KEYS);
 	sp_log(SP_LOG_INFO, "change by %s: %s route %s: %s -> %s", caller, action, route,

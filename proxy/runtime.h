@@ -57,18 +57,25 @@ void sp_runtime_start_checks(struct sp_runtime *rt);
  * errors in diag (the running configuration stays). */
 int sp_runtime_reload(struct sp_runtime *rt, struct sp_diag *diag);
 
+/* Drops the guard trips of routes the running generation has no guard for,
+ * and saves the state when there were any (at start, after a reload). */
+void sp_runtime_prune_guards(struct sp_runtime *rt);
 /* Reads overrides and audit from the state file of cfg (if any); a missing
  * file is not an error. Returns 0 or -1 (logged). */
 int sp_runtime_load_state(struct sp_runtime *rt, const struct sp_config *cfg);
 /* Writes them atomically (temporary file, fsync, rename). 0 or -1 with errno. */
 int sp_runtime_save_state(struct sp_runtime *rt);
-/* A runtime route change: patch (NULL: remove the route's override) is
+/* A runtime route change: patch (NULL: remove the route's override, also
+ * the stale one of a route that is gone) is
  * checked like the file, applied to every worker, persisted and audited
  * (caller: an address, or "guard"). Returns 0, or an HTTP status with msg.
  * A change that cannot be persisted is refused (500), except the guard's,
  * which applies anyway (logged). */
 int sp_runtime_change(struct sp_runtime *rt, const char *route, const json_t *patch,
 		      const char *caller, const char *action, char *msg, size_t msglen);
+/* The stored overrides whose route the running generation does not have
+ * (renamed or removed by a reload): route name → override (new reference). */
+json_t *sp_runtime_stale_overrides(const struct sp_runtime *rt);
 /* Appends a change to the audit trail (takes ownership of entry). */
 void sp_runtime_audit(struct sp_runtime *rt, json_t *entry);
 

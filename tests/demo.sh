@@ -71,7 +71,7 @@ Try:
   curl -i -H 'X-User-Id: user-3' http://127.0.0.1:8080/api/orders/1
   build/proxy/strangler explain -c conf/demo.conf -H 'X-User-Id: user-3' GET /api/orders/1
   build/proxy/strangler diff-report $logs/diffs.jsonl
-  curl -s -X PATCH -d '{"rollout": {"percent": 50}}' http://127.0.0.1:9901/api/routes/orders
+  curl -s -X PATCH -H 'Content-Type: application/json' -d '{"rollout": {"percent": 50}}' http://127.0.0.1:9901/api/routes/orders
 Press Ctrl-C to stop everything.
 MSG
 wait "${pids[2]}"

@@ -5,6 +5,7 @@ import os
 import re
 import signal
 import socket
+import time
 
 import harness
 from harness import delayed
@@ -153,6 +154,171 @@ def test_changes_survive_restart_and_reload(start_proxy, two_backends, tmp_path)
     assert len(p2.admin("GET", "/api/audit")[1]["changes"]) == 1
 
 
+def test_a_state_file_that_is_not_stranglers_stops_the_start(tmp_path):
+    """Valid JSON of another shape (an array, someone else's object, overrides
+    that are not an object) was taken as an empty state, and the first change
+    overwrote the file; it now stops the start as invalid JSON does."""
+    import subprocess
+    state = tmp_path / "state.json"
+    conf = tmp_path / "s.conf"
+    conf.write_text('listen = ( { address = "127.0.0.1:%d"; } );\n'
+                    'backends = { a = { url = "http://127.0.0.1:2"; }; };\n'
+                    'default_backend = "a";\n'
+                    'admin = { address = "127.0.0.1:%d"; state_file = "%s"; };\n'
+                    % (harness.free_port(), harness.free_port(), state))
+    for text, why in [
+            ('[1, 2, 3]', "not a strangler state: a JSON array, not an object"),
+            ('{"name": "my-app", "dependencies": {}}',
+             'not a strangler state: none of "overrides", "audit", "guards" in it'),
+            ('{"overrides": ["orders"], "audit": []}',
+             "overrides: must be an object (route name: change)"),
+            ('{"overrides": {}, "guards": {"orders": 5}}',
+             "guards.orders: must be an object with strings reason and tripped_at")]:
+        state.write_text(text)
+        r = subprocess.run([harness.BINARY, "-c", str(conf)], capture_output=True, text=True,
+                           timeout=10)
+        assert r.returncode == 1, r.stderr
+        assert "admin.state_file: %s: %s; move it away" % (state, why) in r.stderr, r.stderr
+        assert state.read_text() == text
+
+
+def test_the_override_of_a_route_gone_is_listed_deleted_and_warned_about(start_proxy,
+                                                                        two_backends, tmp_path):
+    """An override whose route a reload renamed away could not be deleted
+    (404) and silently came back with the name. It is now listed in
+    stale_overrides, can be deleted (audited), and a route of that name
+    coming back says in the reload's warnings that the override applies
+    again."""
+    p = admin_proxy(start_proxy, two_backends, tmp_path)
+    assert p.admin("PATCH", "/api/routes/users", {"backend": "modern"})[0] == 200
+    conf = open(p.conf_path).read()
+
+    def reload_with(text):
+        with open(p.conf_path, "w") as f:
+            f.write(text)
+        st, body = p.admin("POST", "/api/reload")
+        assert st == 200, body
+        return body["warnings"]
+
+    reload_with(conf.replace('name = "users"', 'name = "people"'))
+    st, routes = p.admin("GET", "/api/routes")
+    assert routes["stale_overrides"] == {"users": {"backend": "modern"}}
+    st, body = p.admin("GET", "/api/routes/users")
+    assert st == 404 and "stale override" in body["error"]
+    # the name comes back: the override applies again, and the reload says so
+    warnings = reload_with(conf)
+    assert any('route "users" is back: its stored override applies again' in w
+               for w in warnings), warnings
+    assert p.admin("GET", "/api/routes/users")[1]["backend"] == "modern"
+    assert p.admin("GET", "/api/routes")[1]["stale_overrides"] == {}
+    # gone again: DELETE drops it, audited and saved
+    reload_with(conf.replace('name = "users"', 'name = "people"'))
+    st, body = p.admin("DELETE", "/api/routes/users/override")
+    assert st == 200 and body == {"stale_override_of": "users", "override": None}, body
+    entry = p.admin("GET", "/api/audit")[1]["changes"][-1]
+    assert entry["action"] == "delete-override" and entry["route"] == "users"
+    assert entry["before"] == {"stale_override_of": "users", "override": {"backend": "modern"}}
+    assert entry["after"] is None
+    assert json.loads((tmp_path / "state.json").read_text())["overrides"] == {}
+    assert p.admin("GET", "/api/routes")[1]["stale_overrides"] == {}
+    assert p.admin("DELETE", "/api/routes/users/override")[0] == 404
+    assert not any("users" in w for w in reload_with(conf))
+    assert p.admin("GET", "/api/routes/users")[1]["backend"] == "legacy"
+
+
+def test_requests_a_web_page_could_send_are_refused(start_proxy, two_backends, tmp_path):
+    """Without a token the admin API took a cross-site form POST (no
+    preflight) and any Host, so a page DNS rebinding pointed at it could read
+    and PATCH. A Host that is not the listener's, an Origin that is not
+    http:// + such a Host, and a change that is not JSON are refused, with a
+    token too; the dashboard's own requests (same origin) pass."""
+    p = admin_proxy(start_proxy, two_backends, tmp_path, token=True)
+    auth = {"Authorization": "Bearer " + TOKEN}
+    port = p.admin_port
+    me = "127.0.0.1:%d" % port
+
+    def call(method, path, headers, body=None):
+        import http.client
+        c = http.client.HTTPConnection(harness.HOST, port, timeout=harness.IO_TIMEOUT)
+        try:
+            c.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+            for k, v in list(auth.items()) + list(headers.items()):
+                c.putheader(k, v)
+            c.putheader("Content-Length", str(len(body or b"")))
+            c.endheaders(body)
+            r = c.getresponse()
+            data = r.read()
+            return r.status, json.loads(data) if data.startswith(b"{") else data
+        finally:
+            c.close()
+
+    patch = b'{"rollout": {"percent": 60}}'
+    # a DNS-rebound page: its own name as Host, same-origin for the browser
+    st, body = call("GET", "/api/routes", {"Host": "rebind.attacker.example:%d" % port})
+    assert st == 403 and 'Host "rebind.attacker.example:%d" is not this admin listener' % port \
+        in body["error"], body
+    assert call("PATCH", "/api/routes/orders", {
+        "Host": "rebind.attacker.example:%d" % port, "Content-Type": "application/json",
+        "Origin": "http://rebind.attacker.example:%d" % port}, patch)[0] == 403
+    assert call("GET", "/", {"Host": "evil:%d" % port})[0] == 403
+    assert call("GET", "/api/routes", {"Host": "127.0.0.1:1"})[0] == 403
+    assert call("GET", "/api/routes", {"Host": me, "X": "1", "host": me})[0] == 403
+    # a cross-site form post, and an Origin that is not this listener
+    st, body = call("POST", "/api/reload", {"Host": me, "Origin": "http://attacker.example",
+                                            "Content-Type": "text/plain"}, b"x")
+    assert st == 403 and 'Origin "http://attacker.example" is not this admin listener' \
+        in body["error"], body
+    for origin in ["null", "https://" + me, "http://localhost:1"]:
+        assert call("POST", "/api/reload", {"Host": me, "Origin": origin})[0] == 403, origin
+    # a change that is not JSON (what a form sends; curl -d without -H too)
+    for ctype in [None, "application/x-www-form-urlencoded", "text/plain"]:
+        st, body = call("PATCH", "/api/routes/orders",
+                        {"Host": me, **({"Content-Type": ctype} if ctype else {})}, patch)
+        assert st == 415 and body["error"] == "Content-Type must be application/json", ctype
+    assert call("POST", "/api/reload", {"Host": me, "Content-Type": "text/plain"})[0] == 415
+    assert p.admin("GET", "/api/routes/orders", token=TOKEN)[1]["rollout"]["percent"] == 25
+    assert p.admin("GET", "/api/audit", token=TOKEN)[1]["changes"] == []
+    # what the dashboard, curl and scripts send
+    for host in [me, "localhost:%d" % port, "LOCALHOST:%d" % port]:
+        assert call("GET", "/api/routes", {"Host": host})[0] == 200, host
+        st, body = call("PATCH", "/api/routes/orders", {
+            "Host": host, "Origin": "http://" + host,
+            "Content-Type": "application/json; charset=utf-8"}, patch)
+        assert st == 200 and body["rollout"]["percent"] == 60, body
+    assert call("DELETE", "/api/routes/orders/override", {"Host": me, "Origin": "http://" + me})[0] \
+        == 200
+    assert call("POST", "/api/reload", {"Host": me})[0] == 200
+    assert call("GET", "/healthz", {})[0] == 200  # no Host: not a browser
+
+
+def test_the_state_files_rename_reaches_the_disk(start_proxy, two_backends, tmp_path):
+    """The state file is written to a temporary file, fsynced, renamed, and
+    then its directory is fsynced: without that, a crash could bring the old
+    state back after the change was answered 200."""
+    import shutil
+    import subprocess
+    assert shutil.which("strace"), "strace is missing (tests/lib/common.sh installs it)"
+    p = admin_proxy(start_proxy, two_backends, tmp_path)
+    out = tmp_path / "strace.txt"
+    tracer = subprocess.Popen(["strace", "-q", "-e", "trace=openat,fsync,rename", "-p",
+                               str(p.pid), "-o", str(out)], stderr=subprocess.PIPE)
+    harness.wait_for(lambda: out.exists() and out.stat().st_size >= 0 and
+                     p.admin("GET", "/healthz")[0] == 200, what="strace attached")
+    time.sleep(0.3)
+    assert p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 30}})[0] == 200
+    time.sleep(0.2)
+    tracer.send_signal(signal.SIGINT)
+    tracer.wait(timeout=5)
+    calls = out.read_text().splitlines()
+    renames = [i for i, c in enumerate(calls) if c.startswith("rename(") and "state.json" in c]
+    assert renames, calls
+    after = calls[renames[0] + 1:renames[0] + 3]
+    assert re.match(r'openat\(AT_FDCWD, "%s", .*O_DIRECTORY.*\) = (\d+)' % re.escape(str(tmp_path)),
+                    after[0]), calls
+    fd = after[0].rsplit("= ", 1)[1]
+    assert after[1].startswith("fsync(%s)" % fd) and after[1].endswith("= 0"), calls
+
+
 def test_token_is_required_when_configured(start_proxy, two_backends, tmp_path):
     p = admin_proxy(start_proxy, two_backends, tmp_path, token=True)
     assert p.admin("GET", "/api/routes")[0] == 401
@@ -268,8 +434,9 @@ def test_answers_that_wait_for_the_workers_close_the_connection(start_proxy, two
                                (b"PATCH", b"/api/routes/orders", b'{"rollout": {"percent": 30}}')]:
         with socket.create_connection((harness.HOST, p.admin_port), timeout=5) as s:
             t0 = harness.time.monotonic()
-            s.sendall(b"%s %s HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s"
-                      % (method, path, len(body), body))
+            s.sendall(b"%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                      b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                      % (method, path, p.admin_port, len(body), body))
             answer = harness.Stream(s).read_to_eof()
             assert answer.startswith(b"HTTP/1.1 200 "), answer
             assert harness.time.monotonic() - t0 < 2, path
@@ -317,7 +484,7 @@ def test_a_body_over_64_kib_gets_413_at_once(start_proxy, two_backends, tmp_path
     10 s timeout and got no answer); sent too big, answered once read."""
     p = admin_proxy(start_proxy, two_backends, tmp_path)
     with socket.create_connection((harness.HOST, p.admin_port), timeout=2) as c:
-        c.sendall(b"PATCH /api/routes/orders HTTP/1.1\r\nHost: a\r\n"
+        c.sendall(b"PATCH /api/routes/orders HTTP/1.1\r\nHost: localhost:%d\r\n" % p.admin_port +
                   b"Content-Type: application/json\r\nContent-Length: 10000000\r\n\r\n")
         head = harness.Stream(c).read_until(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413 "), head

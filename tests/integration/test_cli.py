@@ -97,6 +97,37 @@ def test_check_syntax_error_has_line(tmp_path):
     assert re.search(re.escape(conf) + r":3: .*syntax error", out.stderr), out.stderr
 
 
+def test_included_files_are_found_and_named_from_the_main_files_directory(tmp_path):
+    """Relative @include paths resolve against the main file's directory
+    (they resolved against the current one, so `-t` from elsewhere said
+    "cannot open include file"), each error names the file it is in (an
+    included file's errors named the main file with the include's line
+    numbers), and a missing include names the file it looked for."""
+    conf_dir = tmp_path / "conf"
+    (conf_dir / "routes.d").mkdir(parents=True)
+    (tmp_path / "shared.inc").write_text('# shared\nlog_level = "loud";\n')
+    (conf_dir / "routes.d" / "backends.inc").write_text(
+        'backends = { legacy = { url = "http://127.0.0.1:9001"; }; };\n\nworkers = 5000;\n')
+    main = conf_dir / "main.conf"
+    main.write_text('listen = ( { address = "127.0.0.1:18080"; } );\n'
+                    '@include "routes.d/backends.inc"\n'
+                    '@include "%s"\n'
+                    'default_backend = "legacy";\n' % (tmp_path / "shared.inc"))
+    out = subprocess.run([BINARY, "-t", "-c", "conf/main.conf"], cwd=str(tmp_path),
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode == 1
+    assert "conf/routes.d/backends.inc:3: workers: must be between 0 and 1024" in out.stderr, \
+        out.stderr
+    assert '%s:2: log_level: "loud"' % (tmp_path / "shared.inc") in out.stderr, out.stderr
+    out = run_strangler("-t", "-c", str(main))  # from another directory
+    assert "%s:3: workers" % (conf_dir / "routes.d" / "backends.inc") in out.stderr, out.stderr
+    main.write_text(main.read_text().replace("routes.d/backends.inc", "nope.inc"))
+    out = run_strangler("-t", "-c", str(main))
+    assert out.returncode == 1
+    assert '%s:2: cannot open include file "%s": No such file or directory' % (
+        main, conf_dir / "nope.inc") in out.stderr, out.stderr
+
+
 def test_check_missing_file(tmp_path):
     out = run_strangler("-t", "-c", str(tmp_path / "absent.conf"))
     assert out.returncode == 1

@@ -1,6 +1,7 @@
 """Guarded rollouts: the rollout is pulled back by itself when the new side
 fails or differs, stays back until re-armed, and steps forward while healthy."""
 import itertools
+import json
 import threading
 
 import harness
@@ -115,6 +116,72 @@ def test_the_guard_trips_when_the_state_file_cannot_be_written(start_proxy, back
     assert p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 0
     assert set(load(p, 40)) == {"legacy"}
     assert "the change applies but a restart would undo it" in p.stderr_text()
+
+
+TRIPPED_STATE = ('{"overrides": {"orders": {"rollout": {"percent": 0}}}, '
+                 '"guards": {"orders": {"reason": "error rate 40.00 % of 300 requests", '
+                 '"tripped_at": "2026-11-27T10:00:00Z"}}, "audit": []}')
+
+
+def test_a_trip_goes_with_its_guard_block(start_proxy, backend_factory, tmp_path):
+    """A trip holds only while the route's configuration has the guard: the
+    reload that removes the guard block drops it (saved, logged), and so does
+    a start without one. Before, PATCH and DELETE stayed 409 with no guard to
+    re-arm in the API."""
+    state = tmp_path / "state.json"
+    state.write_text(TRIPPED_STATE)
+    legacy, modern = backend_factory("legacy"), backend_factory("modern")
+    rollout = {"backend": "modern", "percent": 50.0, "sticky": "header:X-User-Id",
+               "guard": {"max_error_rate": 5.0}}
+    p = start(start_proxy, legacy, modern, rollout, tmp_path, state=state)
+    assert p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 10}})[0] == 409
+    # the operator takes the guard out and reloads
+    with open(p.conf_path) as f:
+        text = f.read()
+    with open(p.conf_path, "w") as f:
+        f.write(text.replace("guard = { max_error_rate = 5.0; };", ""))
+    st, body = p.admin("POST", "/api/reload")
+    assert st == 200 and body["ok"], body
+    assert ("guard: route orders: the configuration has no guard for it any more: its trip "
+            "(error rate 40.00 % of 300 requests, at 2026-11-27T10:00:00Z) is dropped") \
+        in p.stderr_text()
+    assert "guards" in json.loads(state.read_text()) and json.loads(state.read_text())["guards"] == {}
+    st, body = p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 10}})
+    assert st == 200 and body["rollout"]["percent"] == 10, body
+    assert p.admin("DELETE", "/api/routes/orders/override")[0] == 200
+    assert p.stop() == 0
+    # a start on a file without the guard drops a saved trip the same way
+    state.write_text(TRIPPED_STATE)
+    del rollout["guard"]
+    p = start(start_proxy, legacy, modern, rollout, tmp_path, state=state)
+    assert "its trip (error rate" in p.stderr_text()
+    assert json.loads(state.read_text())["guards"] == {}
+    assert p.admin("DELETE", "/api/routes/orders/override")[0] == 200
+
+
+def test_a_rearm_that_cannot_be_saved_is_refused(start_proxy, backend_factory, tmp_path):
+    """A re-arm answered 200 though the state file could not be written, and
+    a restart tripped the guard again; it now gets 500, as a PATCH does, and
+    the guard stays tripped."""
+    state = tmp_path / "state.json"
+    state.write_text(TRIPPED_STATE)
+    rollout = {"backend": "modern", "percent": 50.0, "guard": {"max_error_rate": 5.0}}
+    p = start(start_proxy, backend_factory("legacy"), backend_factory("modern"), rollout,
+              tmp_path, state=state)
+    blocker = tmp_path / ("state.json.tmp.%d" % p.pid)
+    blocker.mkdir()  # every write of the state file fails (EISDIR)
+    st, body = p.admin("POST", "/api/routes/orders/guard/rearm")
+    assert st == 500, body
+    assert body["error"] == ("cannot write admin.state_file: Is a directory; "
+                             "the guard stays tripped")
+    route = p.admin("GET", "/api/routes/orders")[1]
+    assert route["guard"]["tripped"] is True
+    assert route["guard"]["reason"] == "error rate 40.00 % of 300 requests"
+    assert p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 10}})[0] == 409
+    assert p.admin("GET", "/api/audit")[1]["changes"] == []
+    blocker.rmdir()
+    assert p.admin("POST", "/api/routes/orders/guard/rearm")[0] == 200
+    assert json.loads(state.read_text())["guards"] == {}
 
 
 def test_difference_rate_trips_the_guard(start_proxy, backend_factory, tmp_path):

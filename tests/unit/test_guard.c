@@ -104,6 +104,24 @@ static void test_next_step(void **state)
 	assert_int_equal(sp_guard_next_step(&g, 100, &d), 0);
 }
 
+/* A saved trip holds a route's rollout at 0 %: only a well-formed entry may
+ * (a number or an empty object marked the route tripped, with no reason). */
+static void test_restore_takes_well_formed_entries_only(void **state)
+{
+	(void)state;
+	struct sp_guards *g = sp_guards_new();
+	json_t *saved = json_pack("{s:{s:s, s:s}, s:i, s:{}, s:{s:s}}", "good", "reason", "error rate",
+				  "tripped_at", "2026-11-27T10:00:00Z", "number", 5, "empty", "half",
+				  "reason", "x");
+	sp_guards_restore(g, saved);
+	assert_true(sp_guard_tripped(g, "good"));
+	assert_false(sp_guard_tripped(g, "number"));
+	assert_false(sp_guard_tripped(g, "empty"));
+	assert_false(sp_guard_tripped(g, "half"));
+	json_decref(saved);
+	sp_guards_free(&g);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -111,6 +129,7 @@ int main(void)
 		cmocka_unit_test(test_diff_rate),
 		cmocka_unit_test(test_p99_ratio),
 		cmocka_unit_test(test_next_step),
+		cmocka_unit_test(test_restore_takes_well_formed_entries_only),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
