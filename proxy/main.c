@@ -345,9 +345,16 @@ out:
 	for (int i = 0; i < rt.nworkers; i++)
 		sp_worker_free(&rt.workers[i]);
 	free(rt.workers);
+	/* Freeing the signal events puts back the default actions: a SIGTERM
+	 * sent now (a second stop, a supervisor's) would kill the exit half
+	 * way (the pid file, the leak check of sanitized builds). It is done. */
 	for (int i = 0; i < 4; i++)
 		if (sigs[i])
 			event_free(sigs[i]);
+	signal(SIGTERM, SIG_IGN);
+	signal(SIGINT, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
+	signal(SIGUSR1, SIG_IGN);
 	if (rt.summary_timer)
 		event_free(rt.summary_timer);
 	if (rt.stop_poll)

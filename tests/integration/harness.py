@@ -21,7 +21,9 @@ HOST = "127.0.0.1"
 SRC_DIR = os.environ.get(
     "STRANGLER_SRC",
     os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
-BINARY = os.environ.get("STRANGLER", os.path.join(SRC_DIR, "build", "proxy", "strangler"))
+# absolute: some tests run it from another directory
+BINARY = os.path.abspath(os.environ.get("STRANGLER",
+                                        os.path.join(SRC_DIR, "build", "proxy", "strangler")))
 
 
 class Timeout(AssertionError):
