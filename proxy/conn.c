@@ -83,6 +83,11 @@ struct sp_splice {
 #define SPLICE_BULK_LOWAT (256 * 1024)
 #define SPLICE_TICK_MS 10
 
+int sp_err_local(int e)
+{
+	return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM || e == EADDRNOTAVAIL;
+}
+
 static struct sp_conn *conn_alloc(struct event_base *base, evutil_socket_t fd)
 {
 	struct sp_conn *c = calloc(1, sizeof(*c));
