@@ -38,6 +38,8 @@ static const char ERR_UPSTREAM_RESET[] = "upstream reset";
 static const char ERR_TRUNCATED[] = "upstream response truncated";
 static const char ERR_TLS[] = "upstream TLS handshake failed";
 static const char ERR_CLIENT_ABORTED[] = "client closed connection";
+static const char ERR_CLIENT_SEND_TIMEOUT[] = "client send timeout";
+static const char ERR_UPSTREAM_SEND_TIMEOUT[] = "upstream send timeout";
 static const char ERR_DRAIN[] = "drain timeout";
 
 enum timer_mode { T_NONE, T_HEADER, T_IDLE };
@@ -753,7 +755,11 @@ static void on_tunnel_up_event(struct sp_conn *c, short what, void *arg)
 	struct sp_session *s = arg;
 	enter(s);
 	tunnel_move(s, c, s->client);
-	if ((what & SP_CONN_EOF) && !(what & SP_CONN_ERROR) && !c->shut_wr) {
+	if (what & SP_CONN_TIMEOUT) {
+		/* the backend stopped reading what the client sent */
+		s->error = ERR_UPSTREAM_SEND_TIMEOUT;
+		end_tunnel(s);
+	} else if ((what & SP_CONN_EOF) && !(what & SP_CONN_ERROR) && !c->shut_wr) {
 		/* a half-close while the client still sends: pass it on, and
 		 * relay the client's bytes until it ends too (on_client_event) */
 		sp_conn_shutdown_write(s->client);
@@ -764,12 +770,17 @@ static void on_tunnel_up_event(struct sp_conn *c, short what, void *arg)
 	leave(s);
 }
 
+/* Silence has no time limit in a tunnel, a stuck transfer has: bytes that
+ * wait for a receiver that takes none of them for timeouts.client_send_ms
+ * end it, whichever side that receiver is. (Otherwise a backend that stops
+ * reading held the tunnel for good: the client's reading is paused once
+ * 256 KiB wait for the backend, so not even the client's close is seen.) */
 static void start_tunnel(struct sp_session *s)
 {
 	struct sp_conn *up = s->up->conn;
 	set_timer(s, T_NONE);
 	client_timeouts(s, 0);
-	sp_conn_timeouts(up, 0, 0);
+	sp_conn_timeouts(up, 0, s->w->cfg->limits.send_timeout_ms);
 	sp_conn_setcb(up, on_up_read, on_conn_drain, on_tunnel_up_event, s);
 	up->low_water = LOW_WATER;
 	sp_conn_read(up, 1);
@@ -1174,12 +1185,14 @@ static void on_client_event(struct sp_conn *c, short what, void *arg)
 			tunnel_move(s, c, s->up->conn);
 			sp_conn_flush(s->up->conn);
 		}
+		if ((what & SP_CONN_TIMEOUT) && (what & SP_CONN_WRITING))
+			s->error = ERR_CLIENT_SEND_TIMEOUT;
 		tunnel_close(s);
 	} else if ((what & SP_CONN_TIMEOUT) && (what & SP_CONN_WRITING)) {
 		/* the client stopped reading what we send */
 		sp_debug("client %s: nothing written for timeouts.client_send_ms", s->client_ip);
 		if (s->req_active) {
-			s->error = "client send timeout";
+			s->error = ERR_CLIENT_SEND_TIMEOUT;
 			log_exchange(s);
 		}
 		reset_exchange(s);

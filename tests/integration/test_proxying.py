@@ -960,6 +960,58 @@ def test_a_half_closed_tunnel_still_relays_the_answer(backend_factory, start_pro
         assert st.read_to_eof() == b"got:100000"
 
 
+def test_a_tunnel_whose_backend_stops_reading_ends_after_client_send_ms(backend_factory,
+                                                                        start_proxy):
+    """After a 101 the backend takes no more bytes and the client leaves: the
+    bytes waiting for the backend make no progress for timeouts.client_send_ms
+    and the tunnel ends (it was held for good: the client's reading is paused
+    once 256 KiB wait for the backend, so its close was never seen either,
+    and no timeout applied to the backend's side)."""
+    done = threading.Event()
+
+    def deaf(req, conn):
+        conn.send(SWITCH)
+        done.wait(10)
+        return CLOSE
+    proxy = start_proxy({"legacy": backend_factory("legacy", deaf)},
+                        timeouts={"client_send_ms": 500})
+    time.sleep(0.2)  # the harness's start-up probe is gone
+    before = len(harness.open_fds(proxy.pid))
+    try:
+        c, st = open_tunnel(proxy)
+        c.setblocking(False)
+        sent, stuck = 0, 0
+        while stuck < 10:  # until every buffer on the way is full (0.1 s without progress)
+            try:
+                sent += c.send(b"w" * 65536)
+                stuck = 0
+            except BlockingIOError:
+                stuck += 1
+                time.sleep(0.01)
+        c.close()
+        e = proxy.wait_access(1)[0]
+        assert e["status"] == 101 and e["error"] == "upstream send timeout", e
+        assert 0 < e["bytes_in"] < sent
+        harness.wait_for(lambda: len(harness.open_fds(proxy.pid)) == before,
+                         what="both connections closed")
+    finally:
+        done.set()
+
+
+def test_an_idle_tunnel_outlives_client_send_ms(backend_factory, start_proxy):
+    """Silence is no stuck transfer: a tunnel with nothing to send in either
+    direction stays open past client_send_ms."""
+    proxy = start_proxy({"legacy": backend_factory("legacy", upgrade_echo())},
+                        timeouts={"client_send_ms": 200})
+    c, st = open_tunnel(proxy)
+    with c:
+        c.sendall(b"ping")
+        assert st.read_exact(4) == b"ping"
+        time.sleep(0.6)
+        c.sendall(b"pong")
+        assert st.read_exact(4) == b"pong"
+
+
 def test_a_tunnel_half_closed_by_the_backend_still_relays_the_client(backend_factory, start_proxy):
     """After a 101, the backend sends its last bytes and half-closes: the
     client sees them and then EOF, and what it sends afterwards still reaches
