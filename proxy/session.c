@@ -23,6 +23,13 @@
 #include "shadow.h"
 #include "worker.h"
 
+/* Interim (1xx) answers a backend may send before its final one, per
+ * exchange: more is a bad response. Without a cap a backend sending them
+ * without end kept the exchange alive at a core's full speed after its
+ * client had left (Go's HTTP client allows 5). */
+#define MAX_INTERIM 10
+static const char ERR_TOO_MANY_INTERIM[] = "more than 10 interim (1xx) answers";
+
 /* Stop reading one side when the other side's output holds this much. */
 #define HIGH_WATER (256 * 1024)
 #define LOW_WATER (64 * 1024)
@@ -71,6 +78,7 @@ struct sp_session {
 	int req_active, req_done, req_keep, client_minor, is_head, upgrade_req;
 	int host_defaulted; /* the request had no Host: the head names the backend's */
 	int resp_started, resp_done, interim, tunnel, upstream_keep;
+	int ninterim; /* 1xx answers received in this exchange */
 	int client_keep;
 	int retried;
 	int status;
@@ -211,7 +219,7 @@ static void reset_exchange(struct sp_session *s)
 	s->reqid[0] = '\0';
 	sp_buf_reset(&s->path);
 	s->req_active = s->req_done = s->resp_started = s->resp_done = 0;
-	s->interim = s->retried = s->status = 0;
+	s->interim = s->ninterim = s->retried = s->status = 0;
 	s->error = NULL;
 	s->up_failed = 0;
 	s->fallback_from = -1;
@@ -627,6 +635,10 @@ static int on_resp_head(void *ud, struct sp_h1_msg *m)
 		return -1;
 	}
 	if (v == SP_RESP_INTERIM) {
+		if (++s->ninterim > MAX_INTERIM) {
+			sp_h1_fail(s->resp, 502, ERR_TOO_MANY_INTERIM);
+			return -1;
+		}
 		/* 1xx go to HTTP/1.1 clients (an HTTP/1.0 one knows none); a 100
 		 * only while the client still waits to send its body */
 		s->interim = 1;
