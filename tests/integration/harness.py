@@ -24,6 +24,13 @@ SRC_DIR = os.environ.get(
 BINARY = os.environ.get("STRANGLER", os.path.join(SRC_DIR, "build", "proxy", "strangler"))
 
 
+def sanitized():
+    """Whether BINARY is built with AddressSanitizer (whose redzones and
+    quarantine make memory figures meaningless)."""
+    with open(BINARY, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
 class Timeout(AssertionError):
     pass
 
