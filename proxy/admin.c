@@ -24,6 +24,7 @@
 #include "guard.h"
 #include "health.h"
 #include "h1.h"
+#include "listen.h"
 #include "log.h"
 #include "pathnorm.h"
 #include "override.h"
@@ -36,6 +37,7 @@ struct admin_conn;
 struct sp_admin {
 	struct sp_runtime *rt;
 	struct evconnlistener *listener;
+	struct sp_accept_pause accept_pause; /* accept() out of descriptors or memory */
 	TAILQ_HEAD(admin_conn_q, admin_conn) conns; /* closed with the admin */
 	/* the Host a request may name (admin.address is restart-only) */
 	char host[256]; /* as configured, without the brackets of an IPv6 address */
@@ -1011,6 +1013,21 @@ static void listener_names(struct sp_admin *ad, const struct sp_admin_cfg *ac)
 			IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)&ac->addr)->sin6_addr));
 }
 
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+	struct sp_admin *admin = arg;
+	if (sp_accept_failed(&admin->accept_pause))
+		evconnlistener_disable(l);
+}
+
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct sp_admin *admin = arg;
+	(void)fd;
+	(void)what;
+	evconnlistener_enable(admin->listener);
+}
+
 struct sp_admin *sp_admin_new(struct sp_runtime *rt)
 {
 	const struct sp_admin_cfg *ac = &rt->cfg->admin;
@@ -1032,6 +1049,14 @@ struct sp_admin *sp_admin_new(struct sp_runtime *rt)
 		free(admin);
 		return NULL;
 	}
+	if (sp_accept_pause_init(&admin->accept_pause, rt->base, "admin", on_accept_resume, admin) <
+	    0) {
+		evconnlistener_free(admin->listener);
+		free(admin);
+		return NULL;
+	}
+	/* without it libevent logs and retries a failing accept() at once */
+	evconnlistener_set_error_cb(admin->listener, on_accept_error);
 	sp_log(SP_LOG_INFO, "admin API on %s%s", ac->address,
 	       ac->token ? " (bearer token required)" : "");
 	return admin;
@@ -1045,6 +1070,7 @@ void sp_admin_free(struct sp_admin **ap)
 	*ap = NULL;
 	while (!TAILQ_EMPTY(&a->conns))
 		conn_free(TAILQ_FIRST(&a->conns));
+	sp_accept_pause_deinit(&a->accept_pause);
 	evconnlistener_free(a->listener);
 	free(a);
 }

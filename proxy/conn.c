@@ -83,6 +83,11 @@ struct sp_splice {
 #define SPLICE_BULK_LOWAT (256 * 1024)
 #define SPLICE_TICK_MS 10
 
+int sp_err_local(int e)
+{
+	return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM || e == EADDRNOTAVAIL;
+}
+
 static struct sp_conn *conn_alloc(struct event_base *base, evutil_socket_t fd)
 {
 	struct sp_conn *c = calloc(1, sizeof(*c));
@@ -465,6 +470,15 @@ void sp_conn_send_plain(struct sp_conn *c, const char *p, size_t n)
 	(void)send(c->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT); /* the close follows anyway */
 }
 
+/* Partial writes: the output evbuffer keeps what is left. Released buffers:
+ * OpenSSL frees a connection's record buffers (about 17 KiB read, 17 KiB
+ * write) whenever they are empty, as nginx has it do, instead of holding them
+ * for the connection's life: an idle keep-alive TLS client took 26 kB, now
+ * 16-17 (docs/performance.md). */
+#define TLS_MODES                                                                     \
+	(SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |        \
+	 SSL_MODE_RELEASE_BUFFERS)
+
 void sp_conn_tls_accept(struct sp_conn *c, SSL_CTX *ctx)
 {
 	c->ssl = SSL_new(ctx);
@@ -473,7 +487,7 @@ void sp_conn_tls_accept(struct sp_conn *c, SSL_CTX *ctx)
 		return;
 	}
 	SSL_set_accept_state(c->ssl);
-	SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_set_mode(c->ssl, TLS_MODES);
 	c->hs = 1;
 	c->hs_want_read = 1;
 	arm_read(c);
@@ -485,7 +499,7 @@ int sp_conn_tls_connect(struct sp_conn *c, SSL_CTX *ctx, const char *host, int i
 	if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1)
 		return -1;
 	SSL_set_connect_state(c->ssl);
-	SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_set_mode(c->ssl, TLS_MODES);
 	if (!is_ip && SSL_set_tlsext_host_name(c->ssl, host) != 1)
 		return -1;
 	if (SSL_get_verify_mode(c->ssl) != SSL_VERIFY_NONE) {

@@ -64,6 +64,11 @@ struct sp_conn {
 	unsigned hs_want_read : 1, hs_want_write : 1, w_want_read : 1, r_want_write : 1;
 };
 
+/* Whether a socket call failed for want of this process's or host's
+ * resources (descriptors, memory, local ports), which says nothing about the
+ * peer: EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL. */
+int sp_err_local(int e);
+
 /* Wraps an accepted socket (takes ownership of fd). NULL on failure (fd closed). */
 struct sp_conn *sp_conn_new(struct event_base *base, evutil_socket_t fd);
 /* Starts connecting to sa; the result arrives as SP_CONN_CONNECTED or

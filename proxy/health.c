@@ -3,6 +3,7 @@
  * report outcomes, the main thread runs the active checks. */
 #include "health.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,6 +173,7 @@ struct check {
 	struct event *timer;
 	struct sp_conn *conn;
 	int successes, failures;
+	int skipping; /* checks skipped for want of local resources (logged once) */
 };
 
 struct sp_health_checker {
@@ -243,6 +245,18 @@ static void on_check_timer(evutil_socket_t fd, short what, void *arg)
 		return;
 	k->conn = sp_conn_connect(event_get_base(k->timer), (const struct sockaddr *)&be->addr,
 				  be->addrlen);
+	if (!k->conn && sp_err_local(errno)) {
+		/* our shortage (descriptors, memory, ports) says nothing about
+		 * the backend: no check this time, neither passed nor failed */
+		if (!k->skipping)
+			sp_log(SP_LOG_WARN,
+			       "backend %s (%s): health check skipped: %s (not counted against it "
+			       "until checks run again)",
+			       be->name, be->hostport, strerror(errno));
+		k->skipping = 1;
+		return;
+	}
+	k->skipping = 0;
 	if (!k->conn || (be->tls_ctx &&
 			 sp_conn_tls_connect(k->conn, be->tls_ctx, be->host, be->host_is_ip) < 0)) {
 		check_done(k, 0, "health check: cannot connect");

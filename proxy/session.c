@@ -23,6 +23,13 @@
 #include "shadow.h"
 #include "worker.h"
 
+/* Interim (1xx) answers a backend may send before its final one, per
+ * exchange: more is a bad response. Without a cap a backend sending them
+ * without end kept the exchange alive at a core's full speed after its
+ * client had left (Go's HTTP client allows 5). */
+#define MAX_INTERIM 10
+static const char ERR_TOO_MANY_INTERIM[] = "more than 10 interim (1xx) answers";
+
 /* Stop reading one side when the other side's output holds this much. */
 #define HIGH_WATER (256 * 1024)
 #define LOW_WATER (64 * 1024)
@@ -38,6 +45,8 @@ static const char ERR_UPSTREAM_RESET[] = "upstream reset";
 static const char ERR_TRUNCATED[] = "upstream response truncated";
 static const char ERR_TLS[] = "upstream TLS handshake failed";
 static const char ERR_CLIENT_ABORTED[] = "client closed connection";
+static const char ERR_CLIENT_SEND_TIMEOUT[] = "client send timeout";
+static const char ERR_UPSTREAM_SEND_TIMEOUT[] = "upstream send timeout";
 static const char ERR_DRAIN[] = "drain timeout";
 
 enum timer_mode { T_NONE, T_HEADER, T_IDLE };
@@ -69,6 +78,7 @@ struct sp_session {
 	int req_active, req_done, req_keep, client_minor, is_head, upgrade_req;
 	int host_defaulted; /* the request had no Host: the head names the backend's */
 	int resp_started, resp_done, interim, tunnel, upstream_keep;
+	int ninterim; /* 1xx answers received in this exchange */
 	int client_keep;
 	int retried;
 	int status;
@@ -209,7 +219,7 @@ static void reset_exchange(struct sp_session *s)
 	s->reqid[0] = '\0';
 	sp_buf_reset(&s->path);
 	s->req_active = s->req_done = s->resp_started = s->resp_done = 0;
-	s->interim = s->retried = s->status = 0;
+	s->interim = s->ninterim = s->retried = s->status = 0;
 	s->error = NULL;
 	s->up_failed = 0;
 	s->fallback_from = -1;
@@ -626,6 +636,10 @@ static int on_resp_head(void *ud, struct sp_h1_msg *m)
 		return -1;
 	}
 	if (v == SP_RESP_INTERIM) {
+		if (++s->ninterim > MAX_INTERIM) {
+			sp_h1_fail(s->resp, 502, ERR_TOO_MANY_INTERIM);
+			return -1;
+		}
 		/* 1xx go to HTTP/1.1 clients (an HTTP/1.0 one knows none); a 100
 		 * only while the client still waits to send its body */
 		s->interim = 1;
@@ -754,7 +768,11 @@ static void on_tunnel_up_event(struct sp_conn *c, short what, void *arg)
 	struct sp_session *s = arg;
 	enter(s);
 	tunnel_move(s, c, s->client);
-	if ((what & SP_CONN_EOF) && !(what & SP_CONN_ERROR) && !c->shut_wr) {
+	if (what & SP_CONN_TIMEOUT) {
+		/* the backend stopped reading what the client sent */
+		s->error = ERR_UPSTREAM_SEND_TIMEOUT;
+		end_tunnel(s);
+	} else if ((what & SP_CONN_EOF) && !(what & SP_CONN_ERROR) && !c->shut_wr) {
 		/* a half-close while the client still sends: pass it on, and
 		 * relay the client's bytes until it ends too (on_client_event) */
 		sp_conn_shutdown_write(s->client);
@@ -765,12 +783,17 @@ static void on_tunnel_up_event(struct sp_conn *c, short what, void *arg)
 	leave(s);
 }
 
+/* Silence has no time limit in a tunnel, a stuck transfer has: bytes that
+ * wait for a receiver that takes none of them for timeouts.client_send_ms
+ * end it, whichever side that receiver is. (Otherwise a backend that stops
+ * reading held the tunnel for good: the client's reading is paused once
+ * 256 KiB wait for the backend, so not even the client's close is seen.) */
 static void start_tunnel(struct sp_session *s)
 {
 	struct sp_conn *up = s->up->conn;
 	set_timer(s, T_NONE);
 	client_timeouts(s, 0);
-	sp_conn_timeouts(up, 0, 0);
+	sp_conn_timeouts(up, 0, s->w->cfg->limits.send_timeout_ms);
 	sp_conn_setcb(up, on_up_read, on_conn_drain, on_tunnel_up_event, s);
 	up->low_water = LOW_WATER;
 	sp_conn_read(up, 1);
@@ -1175,12 +1198,14 @@ static void on_client_event(struct sp_conn *c, short what, void *arg)
 			tunnel_move(s, c, s->up->conn);
 			sp_conn_flush(s->up->conn);
 		}
+		if ((what & SP_CONN_TIMEOUT) && (what & SP_CONN_WRITING))
+			s->error = ERR_CLIENT_SEND_TIMEOUT;
 		tunnel_close(s);
 	} else if ((what & SP_CONN_TIMEOUT) && (what & SP_CONN_WRITING)) {
 		/* the client stopped reading what we send */
 		sp_debug("client %s: nothing written for timeouts.client_send_ms", s->client_ip);
 		if (s->req_active) {
-			s->error = "client send timeout";
+			s->error = ERR_CLIENT_SEND_TIMEOUT;
 			log_exchange(s);
 		}
 		reset_exchange(s);

@@ -99,7 +99,7 @@ static const char *connect_error(int e)
 {
 	if (e == ECONNREFUSED)
 		return "connect refused";
-	if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM || e == EADDRNOTAVAIL)
+	if (sp_err_local(e))
 		return SP_ERR_LOCAL;
 	return "connect failed";
 }

@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -61,27 +62,21 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 
 static void on_accept_error(struct evconnlistener *lev, void *arg)
 {
+	struct sp_worker *w = arg;
 	(void)lev;
-	int err = EVUTIL_SOCKET_ERROR();
-	sp_log(SP_LOG_ERROR, "accept: %s", strerror(err));
-	if (err == EMFILE || err == ENFILE) {
-		/* Out of descriptors: pause accepting for a moment instead of
-		 * spinning on a listener that stays readable. */
-		struct sp_worker *w = arg;
-		struct timeval tv = {0, 100000};
+	if (sp_accept_failed(&w->accept_pause))
 		for (size_t i = 0; i < w->nlisteners; i++)
 			if (w->listeners[i])
 				evconnlistener_disable(w->listeners[i]);
-		evtimer_add(w->accept_timer, &tv);
-	}
 }
 
+/* The pause is over; a max_connections pause (accept_paused) outlasts it. */
 static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
 {
 	struct sp_worker *w = arg;
 	(void)fd;
 	(void)what;
-	for (size_t i = 0; i < w->nlisteners; i++)
+	for (size_t i = 0; !w->accept_paused && i < w->nlisteners; i++)
 		if (w->listeners[i])
 			evconnlistener_enable(w->listeners[i]);
 }
@@ -96,8 +91,7 @@ static void close_listeners(struct sp_worker *w)
 
 static void stop_accepting(struct sp_worker *w)
 {
-	if (w->accept_timer)
-		evtimer_del(w->accept_timer);
+	sp_accept_pause_cancel(&w->accept_pause);
 	close_listeners(w);
 }
 
@@ -634,9 +628,11 @@ struct sp_worker *sp_worker_new(int id, struct sp_config *cfg, struct sp_accessl
 	if (!w->wake_ev || event_add(w->wake_ev, NULL) < 0)
 		goto fail;
 	w->drain_timer = evtimer_new(w->base, on_drain_timeout, w);
-	w->accept_timer = evtimer_new(w->base, on_accept_resume, w);
+	char who[24];
+	snprintf(who, sizeof(who), "worker %d", w->id);
 	w->grace_timer = evtimer_new(w->base, on_mirror_grace, w);
-	if (!w->stop_ev || !w->reload_ev || !w->drain_timer || !w->accept_timer || !w->grace_timer)
+	if (!w->stop_ev || !w->reload_ev || !w->drain_timer || !w->grace_timer ||
+	    sp_accept_pause_init(&w->accept_pause, w->base, who, on_accept_resume, w) < 0)
 		goto fail;
 	if (reconcile_pools(w, NULL, cfg) < 0 || reconcile_stats(w, cfg) < 0 ||
 	    reconcile_listeners(w, NULL, cfg) < 0)
@@ -717,8 +713,7 @@ void sp_worker_free(struct sp_worker **wp)
 		event_free(w->stop_ev);
 	if (w->drain_timer)
 		event_free(w->drain_timer);
-	if (w->accept_timer)
-		event_free(w->accept_timer);
+	sp_accept_pause_deinit(&w->accept_pause);
 	if (w->grace_timer)
 		event_free(w->grace_timer);
 	if (w->base)

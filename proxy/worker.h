@@ -11,6 +11,7 @@
 #include "accesslog.h"
 #include "buf.h"
 #include "config.h"
+#include "listen.h"
 #include "pacer.h"
 #include "upstream.h"
 
@@ -87,7 +88,7 @@ struct sp_worker {
 	int accept_paused; /* max_connections reached */
 	struct event *stop_ev;
 	struct event *drain_timer;
-	struct event *accept_timer; /* re-enables accepting after EMFILE */
+	struct sp_accept_pause accept_pause; /* accept() out of descriptors or memory */
 	struct event *reload_ev;
 	pthread_mutex_t reload_lock;
 	struct sp_config *reload_cfg; /* handed over by the main thread */

@@ -26,6 +26,13 @@ BINARY = os.path.abspath(os.environ.get("STRANGLER",
                                         os.path.join(SRC_DIR, "build", "proxy", "strangler")))
 
 
+def sanitized():
+    """Whether BINARY is built with AddressSanitizer (whose redzones and
+    quarantine make memory figures meaningless)."""
+    with open(BINARY, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
 class Timeout(AssertionError):
     pass
 
@@ -734,6 +741,36 @@ def reload_and_wait(p, n):
               "keeping the running configuration" in p.stderr_text()),
              what="reload %d logged" % n)
     time.sleep(0.05)  # the workers apply it from their own loops
+
+
+def open_fds(pid):
+    """The descriptor numbers a process has open."""
+    return [int(f) for f in os.listdir("/proc/%d/fd" % pid)]
+
+
+def limit_fds(pid, n=None):
+    """Sets a process's soft open-files limit (None: back to its hard limit)."""
+    if n is None:
+        hard = subprocess.run(["prlimit", "--pid", str(pid), "--nofile", "-o", "HARD",
+                               "--noheadings"], capture_output=True, text=True, check=True)
+        n = hard.stdout.split()[0]
+    subprocess.run(["prlimit", "--pid", str(pid), "--nofile=%s:" % n], check=True)
+
+
+def exhaust_fds(proxy):
+    """Leaves the proxy without a free descriptor: its soft limit goes just
+    above the highest one in use, and client connections take the free
+    numbers below it. Returns those connections (closing them, and
+    limit_fds(pid), gives the descriptors back)."""
+    limit_fds(proxy.pid, max(open_fds(proxy.pid)) + 1)
+    fillers = []
+    while len(fillers) < 64:
+        n = len(open_fds(proxy.pid))
+        fillers.append(socket.create_connection((HOST, proxy.port), timeout=5))
+        time.sleep(0.05)
+        if len(open_fds(proxy.pid)) == n:
+            break
+    return fillers
 
 
 # --------------------------------------------------------------------------

@@ -57,6 +57,32 @@ def test_active_check_takes_a_backend_out_and_back(backend_factory, start_proxy)
     assert checks and checks[0].header("User-Agent") == "strangler-health-check"
 
 
+def test_checks_skipped_while_the_proxy_has_no_descriptors(backend_factory, start_proxy):
+    """A check that cannot even get a socket (strangler's own open-files limit
+    reached) says nothing about the backend: it is skipped, logged once, and
+    not counted. (It failed the check: a healthy backend was marked down and
+    its users moved to the other side of their rollouts.)"""
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern", by_path({"/health": lambda req, conn: Response(200)}))
+    health = {"path": "/health", "interval_ms": 100, "timeout_ms": 500, "unhealthy": 2}
+    p = start_proxy({"legacy": legacy, "modern": {"url": modern, "health": health}},
+                    routes=rollout_route())
+    harness.wait_for(lambda: len(modern.requests) >= 2, what="checks running")
+    fillers = harness.exhaust_fds(p)
+    try:
+        time.sleep(0.6)  # six checks' worth
+    finally:
+        for f in fillers:
+            f.close()
+        harness.limit_fds(p.pid)
+    n = len(modern.requests)
+    harness.wait_for(lambda: len(modern.requests) >= n + 2, what="checks running again")
+    err = p.stderr_text()
+    assert "is down" not in err
+    assert err.count("health check skipped: Too many open files") == 1, err[-2000:]
+    assert served(p) == (200, "modern")
+
+
 def test_health_counts_start_afresh_at_each_transition(backend_factory, start_proxy):
     """Passive failures take modern down; the active check brings it back
     only after `healthy` passes counted from then (passes from before used to

@@ -713,6 +713,22 @@ def test_half_closed_client_still_gets_its_answer(backend_factory, start_proxy):
         assert c.is_closed()
 
 
+def test_a_reset_client_ends_its_exchange_at_once(backend_factory, start_proxy):
+    """A half-closed client still waits for its answer (above); one whose
+    connection is gone (a reset) does not: the exchange ends then, not when
+    the backend answers."""
+    import struct
+    b = backend_factory("legacy", delayed(3))
+    proxy = start_proxy({"legacy": b})
+    c = socket.create_connection((harness.HOST, proxy.port), timeout=5)
+    c.sendall(build_request("GET", "/slow"))
+    b.wait_requests(1)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()  # a reset
+    e = proxy.wait_access(1, timeout=1)[0]
+    assert (e["status"], e["error"]) == (499, "client closed connection")
+
+
 def test_backend_connection_close_is_not_reused(backend_factory, start_proxy):
     b = backend_factory("legacy", lambda req, conn: Response(200, b"c%d" % req.conn_id, close=True))
     proxy = start_proxy({"legacy": b})
@@ -762,6 +778,39 @@ def test_interim_103_is_not_mistaken_for_the_answer(backend_factory, start_proxy
         assert (r.status, r.body) == (200, b"final")
         c.send(build_request("GET", "/"))
         assert c.read_final().body == b"final"
+
+
+@pytest.mark.parametrize("n,version", [(10, "1.1"), (11, "1.1"), (None, "1.1"), (None, "1.0")],
+                         ids=["10", "11", "endless", "endless-http10"])
+def test_interim_answers_are_capped(backend_factory, start_proxy, n, version):
+    """Up to 10 interim (1xx) answers precede the final one; more is a bad
+    upstream response. (A backend sending them without end kept the exchange
+    alive at a core's full speed, also after its client had left: the 1xx it
+    got were not even written to an HTTP/1.0 client.)"""
+    hint = b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n"
+    final = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal"
+
+    def hints(req, conn):
+        if n is not None:
+            conn.send(hint * n + final)
+            return KEEP
+        try:
+            for _ in range(10000):  # as good as endless
+                conn.send(hint * 100)
+        except OSError:
+            pass
+        return CLOSE
+    proxy = start_proxy({"legacy": backend_factory("legacy", hints)})
+    with proxy.client() as c:
+        c.send(b"GET / HTTP/%s\r\nHost: t\r\n\r\n" % version.encode())
+        r = c.read_final()
+    if n == 10:
+        assert (r.status, r.body) == (200, b"final")
+        return
+    assert r.status == 502 and r.body == b"bad upstream response\n"
+    e = proxy.wait_access(1)[0]
+    assert (e["status"], e["error"]) == (502, "bad upstream response")
+    assert "backend legacy: more than 10 interim (1xx) answers" in proxy.stderr_text()
 
 
 def test_client_abort_mid_body_does_not_hurt_others(one):
@@ -958,6 +1007,58 @@ def test_a_half_closed_tunnel_still_relays_the_answer(backend_factory, start_pro
         c.sendall(b"z" * 100000)
         c.shutdown(socket.SHUT_WR)
         assert st.read_to_eof() == b"got:100000"
+
+
+def test_a_tunnel_whose_backend_stops_reading_ends_after_client_send_ms(backend_factory,
+                                                                        start_proxy):
+    """After a 101 the backend takes no more bytes and the client leaves: the
+    bytes waiting for the backend make no progress for timeouts.client_send_ms
+    and the tunnel ends (it was held for good: the client's reading is paused
+    once 256 KiB wait for the backend, so its close was never seen either,
+    and no timeout applied to the backend's side)."""
+    done = threading.Event()
+
+    def deaf(req, conn):
+        conn.send(SWITCH)
+        done.wait(10)
+        return CLOSE
+    proxy = start_proxy({"legacy": backend_factory("legacy", deaf)},
+                        timeouts={"client_send_ms": 500})
+    time.sleep(0.2)  # the harness's start-up probe is gone
+    before = len(harness.open_fds(proxy.pid))
+    try:
+        c, st = open_tunnel(proxy)
+        c.setblocking(False)
+        sent, stuck = 0, 0
+        while stuck < 10:  # until every buffer on the way is full (0.1 s without progress)
+            try:
+                sent += c.send(b"w" * 65536)
+                stuck = 0
+            except BlockingIOError:
+                stuck += 1
+                time.sleep(0.01)
+        c.close()
+        e = proxy.wait_access(1)[0]
+        assert e["status"] == 101 and e["error"] == "upstream send timeout", e
+        assert 0 < e["bytes_in"] < sent
+        harness.wait_for(lambda: len(harness.open_fds(proxy.pid)) == before,
+                         what="both connections closed")
+    finally:
+        done.set()
+
+
+def test_an_idle_tunnel_outlives_client_send_ms(backend_factory, start_proxy):
+    """Silence is no stuck transfer: a tunnel with nothing to send in either
+    direction stays open past client_send_ms."""
+    proxy = start_proxy({"legacy": backend_factory("legacy", upgrade_echo())},
+                        timeouts={"client_send_ms": 200})
+    c, st = open_tunnel(proxy)
+    with c:
+        c.sendall(b"ping")
+        assert st.read_exact(4) == b"ping"
+        time.sleep(0.6)
+        c.sendall(b"pong")
+        assert st.read_exact(4) == b"pong"
 
 
 def test_a_tunnel_half_closed_by_the_backend_still_relays_the_client(backend_factory, start_proxy):
