@@ -829,7 +829,7 @@ def test_admin_listener_pauses_when_descriptors_run_out(backend_factory, start_p
     fillers = [first] + harness.exhaust_fds(proxy)  # first's descriptor comes free at the end
     try:
         admin = socket.create_connection((harness.HOST, proxy.admin_port), timeout=5)
-        admin.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        admin.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % proxy.admin_port)
         time.sleep(0.3)
         cpu = _cpu(proxy.pid)
         time.sleep(1)
