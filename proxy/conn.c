@@ -172,7 +172,13 @@ void sp_conn_setcb(struct sp_conn *c, sp_conn_cb on_read, sp_conn_cb on_drain,
 	c->on_read = on_read;
 	c->on_drain = on_drain;
 	c->on_event = on_event;
+	c->on_data = NULL;
 	c->arg = arg;
+}
+
+void sp_conn_data(struct sp_conn *c, sp_conn_data_cb on_data)
+{
+	c->on_data = on_data;
 }
 
 /* A batching relay's source: a tick, not the read timeout, watches it. */
@@ -541,6 +547,12 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	c->streaming = n >= READ_CHUNK;
+	if (nv == 0 && c->on_data && evbuffer_get_length(c->in) == 0 &&
+	    (!c->read_max || (size_t)n < c->read_max)) {
+		/* less than read_max: what the owner keeps stops no reading */
+		c->on_data(c, buf, (size_t)n, c->arg);
+		return;
+	}
 	int added;
 	if (nv > 0) {
 		size_t left = (size_t)n;

@@ -25,6 +25,7 @@ struct sp_conn;
 struct sp_splice;
 typedef void (*sp_conn_cb)(struct sp_conn *c, void *arg);
 typedef void (*sp_conn_event_cb)(struct sp_conn *c, short what, void *arg);
+typedef void (*sp_conn_data_cb)(struct sp_conn *c, const char *p, size_t n, void *arg);
 
 struct sp_conn {
 	evutil_socket_t fd;
@@ -33,6 +34,11 @@ struct sp_conn {
 	sp_conn_cb on_read;  /* new input arrived */
 	sp_conn_cb on_drain; /* output went down to low_water (or empty) */
 	sp_conn_event_cb on_event;
+	/* Optional (sp_conn_data): bytes read while `in` is empty are handed
+	 * over where they were read, a per-thread buffer valid only during the
+	 * call, instead of being copied into `in` first; the owner puts what it
+	 * does not use into `in` before anything else looks there. */
+	sp_conn_data_cb on_data;
 	void *arg;
 	/* Inactivity timeouts (0: none), kept by one timer per connection
 	 * rather than on rev and wev: see schedule() in conn.c. Times are in
@@ -85,6 +91,9 @@ void sp_conn_tls_why(const struct sp_conn *c, char *buf, size_t len);
 
 void sp_conn_setcb(struct sp_conn *c, sp_conn_cb on_read, sp_conn_cb on_drain,
 		   sp_conn_event_cb on_event, void *arg);
+/* Sets on_data (sp_conn_setcb clears it). A small exchange then costs no
+ * buffer chain, copy and drain per read. */
+void sp_conn_data(struct sp_conn *c, sp_conn_data_cb on_data);
 /* Read and write inactivity timeouts in milliseconds, 0 for none; both count
  * from now. The read timeout runs while reading is enabled and no byte comes,
  * the write timeout while output is left and none of it goes; either ends in

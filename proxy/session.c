@@ -95,6 +95,7 @@ struct sp_session {
 static void session_free(struct sp_session *s);
 static void process_client(struct sp_session *s);
 static void on_up_read(struct sp_conn *c, void *arg);
+static void on_up_data(struct sp_conn *c, const char *p, size_t n, void *arg);
 static void on_conn_drain(struct sp_conn *c, void *arg);
 static void on_up_event(struct sp_conn *c, short what, void *arg);
 static void pump(struct sp_session *s);
@@ -407,6 +408,7 @@ static void attach_upstream(struct sp_session *s, int fresh)
 	sp_h1_expect_head(s->resp, s->is_head);
 	struct sp_conn *c = s->up->conn;
 	sp_conn_setcb(c, on_up_read, on_conn_drain, on_up_event, s);
+	sp_conn_data(c, on_up_data);
 	upstream_timeouts(s);
 	c->low_water = LOW_WATER;
 	c->read_max = 0;
@@ -865,6 +867,77 @@ static void on_up_read(struct sp_conn *c, void *arg)
 	leave(s);
 }
 
+/* Puts bytes read but not used into c's input buffer (see on_data in
+ * conn.h), where the next steps find them as if they had been read there.
+ * -1 when memory runs out, reported as a read error. */
+static int keep_input(struct sp_conn *c, const char *p, size_t n)
+{
+	if (n == 0 || evbuffer_add(c->in, p, n) == 0)
+		return 0;
+	c->err = ENOMEM;
+	c->on_event(c, SP_CONN_ERROR | SP_CONN_READING, c->arg);
+	return -1;
+}
+
+/* relay_length_body for bytes read in place: copied to `to` (as they were
+ * copied into the input buffer before). */
+static size_t relay_length_bytes(struct sp_h1 *h, const char *p, size_t n, struct evbuffer *to)
+{
+	uint64_t left = sp_h1_body_left(h);
+	if (left < 2)
+		return 0;
+	size_t k = n > left - 1 ? (size_t)(left - 1) : n;
+	if (evbuffer_add(to, p, k) < 0)
+		return 0;
+	sp_h1_body_skip(h, k);
+	return k;
+}
+
+/* on_up_read for bytes read while the input buffer was empty (the usual
+ * case): the first step of parse_upstream runs on them where they were
+ * read, what it leaves goes into the buffer, and parse_upstream goes on. */
+static void on_up_data(struct sp_conn *c, const char *p, size_t n, void *arg)
+{
+	struct sp_session *s = arg;
+	enter(s);
+	if (s->tunnel || s->resp_done || s->dead || s->up_paused) {
+		if (keep_input(c, p, n) == 0) {
+			if (s->tunnel)
+				tunnel_relay(s, c, s->client);
+			else
+				parse_upstream(s);
+		}
+		leave(s);
+		return;
+	}
+	size_t used = 0;
+	enum sp_h1_rc rc = SP_H1_OK;
+	if (s->resp_body == SP_BODY_LENGTH && !s->shadow &&
+	    (used = relay_length_bytes(s->resp, p, n, client_out(s))) > 0)
+		s->bytes_out += used;
+	else
+		rc = sp_h1_execute(s->resp, p, n, &used);
+	if (keep_input(c, p + used, n - used) < 0)
+		goto out;
+	if (rc == SP_H1_ERROR) {
+		sp_log(SP_LOG_WARN, "backend %s: %s", s->cfg->backends[s->backend].name,
+		       sp_h1_error_reason(s->resp));
+		upstream_failed(s, ERR_BAD_RESPONSE, 502);
+		goto out;
+	}
+	if (rc == SP_H1_UPGRADE || (rc == SP_H1_PAUSED && s->tunnel)) {
+		start_tunnel(s);
+		goto out;
+	}
+	if (evbuffer_get_length(client_out(s)) > HIGH_WATER) {
+		s->up_paused = 1;
+		sp_conn_read(c, 0);
+	}
+	parse_upstream(s);
+out:
+	leave(s);
+}
+
 /* Output went down on one side: pump() decides what may move again. */
 static void on_conn_drain(struct sp_conn *c, void *arg)
 {
@@ -938,6 +1011,18 @@ out:
 
 /* ---- client side ---- */
 
+/* A request's time counts from its first byte, not from the accept of a
+ * connection opened early. */
+static void stamp_request(struct sp_session *s)
+{
+	if (!s->req_active && !s->t_stamped) {
+		clock_gettime(CLOCK_MONOTONIC, &s->t_start);
+		s->t_stamped = 1;
+		if (s->timer_mode != T_HEADER)
+			set_timer(s, T_HEADER);
+	}
+}
+
 static void process_client(struct sp_session *s)
 {
 	struct evbuffer *in = s->client->in;
@@ -954,14 +1039,7 @@ static void process_client(struct sp_session *s)
 	       !s->client_paused) {
 		struct evbuffer_iovec v;
 		size_t used = 0;
-		if (!s->req_active && !s->t_stamped) {
-			/* a request's time counts from its first byte, not from
-			 * the accept of a connection opened early */
-			clock_gettime(CLOCK_MONOTONIC, &s->t_start);
-			s->t_stamped = 1;
-			if (s->timer_mode != T_HEADER)
-				set_timer(s, T_HEADER);
-		}
+		stamp_request(s);
 		if (s->req_body == SP_BODY_LENGTH && s->req_active && !s->shadow) {
 			size_t k = relay_length_body(s->req, in, s->pending);
 			s->bytes_in += k;
@@ -1084,6 +1162,40 @@ static void on_client_read(struct sp_conn *c, void *arg)
 	(void)c;
 	enter(s);
 	process_client(s);
+	leave(s);
+}
+
+/* on_client_read for bytes read while the input buffer was empty (the
+ * usual case): a request is parsed where it was read, what the parser
+ * leaves (a pipelined request) goes into the buffer for process_client.
+ * The same steps as process_client's loop; a Content-Length body it relays
+ * as whole chains takes that way. */
+static void on_client_data(struct sp_conn *c, const char *p, size_t n, void *arg)
+{
+	struct sp_session *s = arg;
+	enter(s);
+	if (s->linger || s->tunnel || s->req_done || s->closing || s->dead || s->client_paused ||
+	    (s->req_body == SP_BODY_LENGTH && s->req_active && !s->shadow)) {
+		if (keep_input(c, p, n) == 0)
+			process_client(s);
+		leave(s);
+		return;
+	}
+	size_t used = 0;
+	stamp_request(s);
+	enum sp_h1_rc rc = sp_h1_execute(s->req, p, n, &used);
+	if (rc == SP_H1_ERROR)
+		used = n; /* read, if not parsed: the log counts it */
+	s->bytes_in += used;
+	if (keep_input(c, p + used, n - used) < 0)
+		goto out;
+	if (rc == SP_H1_ERROR) {
+		request_error(s);
+		goto out;
+	}
+	flush_pending(s);
+	process_client(s);
+out:
 	leave(s);
 }
 
@@ -1241,6 +1353,7 @@ void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct soc
 		sp_conn_tls_accept(s->client, tls);
 	}
 	sp_conn_setcb(s->client, on_client_read, on_conn_drain, on_client_event, s);
+	sp_conn_data(s->client, on_client_data);
 	client_timeouts(s, 0);
 	s->client->read_max = HIGH_WATER;
 	s->client->low_water = LOW_WATER;
