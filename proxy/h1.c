@@ -387,7 +387,19 @@ static int scan_head(struct sp_h1 *h, const char *p, size_t n)
 		/* the line so far: only its first bytes and its length matter */
 		const char *nl = memchr(p, '\n', (size_t)(end - p));
 		const char *stop = nl ? nl : end;
-		if (h->scan_lines == 0) {
+		size_t m = nl && nl - p < 16 ? (size_t)(nl - p) : 16;
+		const char *cr = NULL;
+		if (h->scan_lines == 0 && h->scan_len == 0 && nl &&
+		    (!(cr = memchr(p, '\r', m)) || cr == nl - 1)) {
+			/* the usual start line, whole, with no CR in its first 16
+			 * bytes but the one ending it: what the loop below keeps,
+			 * in one copy */
+			h->scan_len = cr ? (int)(cr - p) : (int)m;
+			if (end - p >= 16)
+				memcpy(h->scan_first, p, 16);
+			else
+				memcpy(h->scan_first, p, (size_t)h->scan_len);
+		} else if (h->scan_lines == 0) {
 			/* the start line: its first bytes are checked at its end */
 			for (const char *q = p; q < stop && h->scan_len < 16; q++)
 				if (*q != '\r') {
