@@ -455,13 +455,26 @@ struct sp_fwd_response sp_fwd_response_for(const struct sp_h1_msg *m, int is_hea
 	};
 }
 
-/* One header line, "name: value\r\n". */
+/* One header line, "name: value\r\n": one room check for the line (it
+ * runs for every header of both heads of every exchange). */
 static int add_field(struct sp_buf *out, const char *name, size_t nlen, const char *value,
 		     size_t vlen)
 {
-	if (sp_buf_add(out, name, nlen) || sp_buf_add(out, ": ", 2) || sp_buf_add(out, value, vlen) ||
-	    sp_buf_add(out, "\r\n", 2))
+	size_t n = nlen + vlen + 4;
+	if (out->len + n + 1 > out->cap && sp_buf_reserve(out, n) < 0)
 		return -1;
+	char *d = out->data + out->len;
+	memcpy(d, name, nlen);
+	d += nlen;
+	d[0] = ':';
+	d[1] = ' ';
+	if (vlen)
+		memcpy(d + 2, value, vlen);
+	d += 2 + vlen;
+	d[0] = '\r';
+	d[1] = '\n';
+	d[2] = '\0';
+	out->len += n;
 	return 0;
 }
 
