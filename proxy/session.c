@@ -143,14 +143,29 @@ static struct evbuffer *client_out(struct sp_session *s)
 	return s->client->out;
 }
 
+/* Each 64-bit draw gives 16 hex digits, its lowest nibble first, two digits
+ * a byte (a table of the 256 pairs: 200 -> 70 instructions per request). */
+static void hex16(char *out, uint64_t v)
+{
+#define HD(n) ((char)((n) < 10 ? '0' + (n) : 'a' + (n) - 10))
+#define P1(i) {HD((i) & 15), HD((i) >> 4)}
+#define P4(i) P1(i), P1((i) + 1), P1((i) + 2), P1((i) + 3)
+#define P16(i) P4(i), P4((i) + 4), P4((i) + 8), P4((i) + 12)
+#define P64(i) P16(i), P16((i) + 16), P16((i) + 32), P16((i) + 48)
+	static const char pairs[256][2] = {P64(0), P64(64), P64(128), P64(192)};
+#undef HD
+#undef P1
+#undef P4
+#undef P16
+#undef P64
+	for (int i = 0; i < 8; i++, v >>= 8)
+		memcpy(out + 2 * i, pairs[v & 255], 2);
+}
+
 static void new_request_id(struct sp_session *s)
 {
-	static const char hex[] = "0123456789abcdef";
-	uint64_t a = sp_rng_next(&s->w->rng), b = sp_rng_next(&s->w->rng);
-	for (int i = 0; i < 16; i++) {
-		s->reqid[i] = hex[(a >> (i * 4)) & 15];
-		s->reqid[16 + i] = hex[(b >> (i * 4)) & 15];
-	}
+	hex16(s->reqid, sp_rng_next(&s->w->rng));
+	hex16(s->reqid + 16, sp_rng_next(&s->w->rng));
 	s->reqid[32] = '\0';
 }
 
