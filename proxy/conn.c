@@ -756,6 +756,15 @@ void sp_conn_flush(struct sp_conn *c)
 	}
 }
 
+size_t sp_conn_write_now(struct sp_conn *c, const char *p, size_t n)
+{
+	if (n == 0 || c->ssl || c->connecting || c->err || c->splice_dst || c->shut_wr ||
+	    evbuffer_get_length(c->out) > 0)
+		return 0;
+	ssize_t w = syscall(SYS_sendto, c->fd, p, n, MSG_NOSIGNAL, NULL, 0);
+	return w > 0 ? (size_t)w : 0;
+}
+
 /* ---- splice relay ---- */
 
 int sp_conn_can_splice(const struct sp_conn *src, const struct sp_conn *dst)

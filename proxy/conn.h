@@ -110,6 +110,13 @@ void sp_conn_read(struct sp_conn *c, int enable);
 /* Writes what it can now; arms the write event for the rest. Also resumes
  * reading that read_max paused once the input has been consumed. */
 void sp_conn_flush(struct sp_conn *c);
+/* Sends p now, one send(2), when nothing would go before it: plain TCP,
+ * connected, nothing queued in out, no relay, no half-close asked. Returns
+ * the bytes sent (0 when it did not try or nothing went, a failure
+ * included: the caller queues the rest in out, and the flush that follows
+ * finds the failure again). Saves queueing a small message in out (a chain
+ * allocated, filled, peeked, drained and freed) only to send it whole. */
+size_t sp_conn_write_now(struct sp_conn *c, const char *p, size_t n);
 
 /* 1 when src's next bytes may be relayed to dst by sp_conn_splice: both plain
  * TCP, connected, with nothing buffered (src->in and dst->out empty), and

@@ -61,6 +61,9 @@ struct sp_session {
 	struct sp_decision dec;
 	struct evbuffer *pending; /* request bytes produced while parsing */
 	struct sp_buf head;       /* serialised request head, kept for one retry */
+	int head_queued;          /* head is still to go, before pending (flush_pending) */
+	struct sp_buf stage;      /* the answer's head and body, while staged (unstage) */
+	int may_stage, staged;
 	struct sp_buf tmp;
 	struct sp_buf path;
 	char method[24];
@@ -218,6 +221,7 @@ static void reset_exchange(struct sp_session *s)
 	sp_upconn_free(&s->up);
 	sp_config_unref(&s->cfg);
 	evbuffer_drain(s->pending, evbuffer_get_length(s->pending));
+	s->head_queued = s->staged = 0;
 	s->backend = -1;
 	memset(&s->dec, 0, sizeof(s->dec));
 	s->method[0] = '\0';
@@ -282,6 +286,7 @@ static void continue_keepalive(struct sp_session *s)
 		sp_h1_trim(s->req);
 		sp_h1_trim(s->resp);
 		sp_buf_deinit(&s->head);
+		sp_buf_deinit(&s->stage);
 		sp_buf_deinit(&s->tmp);
 		sp_buf_deinit(&s->path);
 	}
@@ -338,6 +343,7 @@ static int retry_other_side(struct sp_session *s, const char *err)
 	s->backend = other;
 	sp_shadow_primary_moved(&s->shadow, other);
 	attach_upstream(s, 0);
+	s->head_queued = 0; /* the head goes here, once */
 	if (s->up)
 		evbuffer_add(s->up->conn->out, s->head.data, s->head.len);
 	return 1;
@@ -443,6 +449,16 @@ static void flush_pending(struct sp_session *s)
 			return;
 	}
 	struct evbuffer *out = s->up->conn->out;
+	if (s->head_queued) {
+		/* a request without a body yet: its head goes at once, if it can,
+		 * rather than through the output buffer */
+		size_t sent = evbuffer_get_length(s->pending) == 0
+				      ? sp_conn_write_now(s->up->conn, s->head.data, s->head.len)
+				      : 0;
+		s->head_queued = 0;
+		if (sent < s->head.len)
+			evbuffer_add(out, s->head.data + sent, s->head.len - sent);
+	}
 	evbuffer_add_buffer(out, s->pending);
 	if (evbuffer_get_length(out) > HIGH_WATER && !s->client_paused) {
 		s->client_paused = 1;
@@ -535,7 +551,7 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 		sp_h1_fail(s->req, 500, "out of memory");
 		return -1;
 	}
-	evbuffer_add(s->pending, s->head.data, s->head.len);
+	s->head_queued = 1; /* before what pending collects (flush_pending) */
 	s->req_active = 1;
 	if (s->dec.route && s->dec.route->has_shadow)
 		maybe_shadow(s, &q, m);
@@ -665,11 +681,18 @@ static int on_resp_head(void *ud, struct sp_h1_msg *m)
 			 !s->w->draining && !s->upgrade_req;
 	f.keep_alive = s->client_keep;
 	f.date = sp_worker_date(s->w);
-	sp_buf_reset(&s->tmp);
-	if (sp_http_write_response_head(&f, &s->tmp) < 0)
+	/* staged when nothing waits for the client before it (see unstage) */
+	struct sp_buf *hb = &s->tmp;
+	if (s->may_stage && evbuffer_get_length(client_out(s)) == 0)
+		hb = &s->stage;
+	sp_buf_reset(hb);
+	if (sp_http_write_response_head(&f, hb) < 0)
 		return -1;
-	evbuffer_add(client_out(s), s->tmp.data, s->tmp.len);
-	s->bytes_out += s->tmp.len;
+	if (hb == &s->stage)
+		s->staged = 1;
+	else
+		evbuffer_add(client_out(s), hb->data, hb->len);
+	s->bytes_out += hb->len;
 	s->status = m->status;
 	s->resp_started = 1;
 	if (s->tunnel)
@@ -679,12 +702,37 @@ static int on_resp_head(void *ud, struct sp_h1_msg *m)
 	return 0;
 }
 
+/* The answer's head, and the body that came with it in the same read,
+ * wait in s->stage during that read's parse (on_up_data) instead of in the
+ * client's output buffer; then they go in one send when nothing is queued
+ * before them (direct), else into the buffer. Up to this much is staged: a
+ * block the worker's stash keeps. */
+#define STAGE_MAX 4000
+
+static void unstage(struct sp_session *s, int direct)
+{
+	if (!s->staged)
+		return;
+	s->staged = 0;
+	size_t sent = direct ? sp_conn_write_now(s->client, s->stage.data, s->stage.len) : 0;
+	if (sent < s->stage.len)
+		evbuffer_add(client_out(s), s->stage.data + sent, s->stage.len - sent);
+}
+
 static int on_resp_body(void *ud, const char *p, size_t n)
 {
 	struct sp_session *s = ud;
 	struct evbuffer *out = client_out(s);
 	if (s->shadow)
 		sp_shadow_primary_body(s->shadow, p, n);
+	if (s->staged) {
+		if (s->resp_body != SP_BODY_CHUNKED && s->stage.len + n <= STAGE_MAX &&
+		    sp_buf_add(&s->stage, p, n) == 0) {
+			s->bytes_out += n;
+			return 0;
+		}
+		unstage(s, 0);
+	}
 	if (s->resp_body == SP_BODY_CHUNKED) {
 		sp_buf_reset(&s->tmp);
 		sp_http_chunk_header(&s->tmp, n);
@@ -709,6 +757,7 @@ static int on_resp_done(void *ud, struct sp_h1_msg *m)
 	}
 	s->upstream_keep = m->keep_alive;
 	if (s->resp_body == SP_BODY_CHUNKED) {
+		unstage(s, 0);
 		evbuffer_add(client_out(s), "0\r\n\r\n", 5);
 		s->bytes_out += 5;
 	}
@@ -930,8 +979,13 @@ static void on_up_data(struct sp_conn *c, const char *p, size_t n, void *arg)
 	if (s->resp_body == SP_BODY_LENGTH && !s->shadow &&
 	    (used = relay_length_bytes(s->resp, p, n, client_out(s))) > 0)
 		s->bytes_out += used;
-	else
+	else {
+		s->may_stage = 1;
 		rc = sp_h1_execute(s->resp, p, n, &used);
+		s->may_stage = 0;
+		/* a failed answer stays in the buffer, where retract_unsent finds it */
+		unstage(s, rc != SP_H1_ERROR);
+	}
 	if (keep_input(c, p + used, n - used) < 0)
 		goto out;
 	if (rc == SP_H1_ERROR) {
@@ -1119,7 +1173,8 @@ static void maybe_splice(struct sp_session *s)
 	if (s->resp_started && !s->resp_done && s->resp_body == SP_BODY_LENGTH && !s->up_paused)
 		splice_body(s, s->resp, up, s->client);
 	else if (s->req_active && !s->req_done && s->req_body == SP_BODY_LENGTH && !s->client_paused &&
-		 (s->up->connected || s->up->reused) && evbuffer_get_length(s->pending) == 0)
+		 (s->up->connected || s->up->reused) && !s->head_queued &&
+		 evbuffer_get_length(s->pending) == 0)
 		splice_body(s, s->req, s->client, up);
 }
 
@@ -1334,9 +1389,10 @@ void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct soc
 	s->fallback_from = -1;
 	s->upstream_ms = -1;
 	sp_buf_init(&s->head);
+	sp_buf_init(&s->stage);
 	sp_buf_init(&s->tmp);
 	sp_buf_init(&s->path);
-	s->head.stash = s->tmp.stash = s->path.stash = &w->stash;
+	s->head.stash = s->stage.stash = s->tmp.stash = s->path.stash = &w->stash;
 	if (sa->sa_family == AF_INET)
 		sp_ipv4_text((const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr,
 			     s->client_ip);
@@ -1391,6 +1447,7 @@ static void session_free(struct sp_session *s)
 	if (s->pending)
 		evbuffer_free(s->pending);
 	sp_buf_deinit(&s->head);
+	sp_buf_deinit(&s->stage);
 	sp_buf_deinit(&s->tmp);
 	sp_buf_deinit(&s->path);
 	TAILQ_REMOVE(&w->sessions, s, link);
