@@ -59,9 +59,9 @@ static int on_message_begin(llhttp_t *p)
 	h->new_field = 1;
 	h->head_done = 0;
 	h->in_message = 1;
-	struct sp_hdr *keep = h->msg.hdrs; /* reused from message to message */
-	memset(&h->msg, 0, sizeof(h->msg));
-	h->msg.hdrs = keep;
+	/* what the head's callbacks add to; on_headers_complete sets the rest
+	 * (the header array is reused from message to message) */
+	h->msg.url_len = h->msg.reason_len = h->msg.nhdrs = 0;
 	return 0;
 }
 
@@ -206,13 +206,8 @@ static int on_headers_complete(llhttp_t *p)
 {
 	struct sp_h1 *h = H(p);
 	struct sp_h1_msg *m = &h->msg;
-	struct sp_hdr *keep = m->hdrs;
-	size_t url_len = m->url_len, reason_len = m->reason_len;
 
-	memset(m, 0, sizeof(*m));
-	m->hdrs = keep;
-	m->url_len = url_len;
-	m->reason_len = reason_len;
+	/* every field but hdrs, url_len and reason_len (kept) is set here */
 	if (build_view(h) < 0)
 		return -1;
 	m->http_major = p->http_major;
@@ -225,7 +220,10 @@ static int on_headers_complete(llhttp_t *p)
 	if (p->type == HTTP_REQUEST) {
 		m->method = llhttp_method_name((llhttp_method_t)p->method);
 		m->is_connect = p->method == HTTP_CONNECT;
+		m->status = 0;
 	} else {
+		m->method = NULL;
+		m->is_connect = 0;
 		m->status = p->status_code;
 	}
 	h->head_done = 1;
