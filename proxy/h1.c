@@ -533,6 +533,13 @@ void sp_h1_trim(struct sp_h1 *h)
 		release_blocks(h);
 }
 
+void sp_h1_trim_over(struct sp_h1 *h, size_t max)
+{
+	if (h->store.cap > max || h->capraw * sizeof(*h->raw) > max ||
+	    h->caphdrs * sizeof(*h->msg.hdrs) > max)
+		sp_h1_trim(h);
+}
+
 void sp_h1_resume(struct sp_h1 *h)
 {
 	llhttp_resume(&h->p);

@@ -259,6 +259,14 @@ static void start_closing(struct sp_session *s)
 	s->client->low_water = 0; /* pump() closes once everything is written */
 }
 
+/* With at most this many connections a worker lets each keep its buffers
+ * between requests, those a stash would keep (SP_STASH_MAX_BLOCK at most;
+ * 3-4 KiB a connection usually, under 512 KiB in all): giving them back to
+ * the stash after every exchange and taking them again for the next cost 9
+ * stash operations a request, 5 % of its instructions, for memory that only
+ * matters with thousands of idle connections. */
+#define KEEP_BLOCKS_UPTO 128
+
 /* The connection waits for its next request; pipelined bytes already read
  * are parsed from the event loop, not from this stack. */
 static void continue_keepalive(struct sp_session *s)
@@ -282,13 +290,15 @@ static void continue_keepalive(struct sp_session *s)
 		event_active(s->resume, EV_READ, 0);
 	} else {
 		/* idle: keep only the fixed parts of the connection (thousands of
-		 * idle keep-alive clients would otherwise hold their last head) */
-		sp_h1_trim(s->req);
-		sp_h1_trim(s->resp);
-		sp_buf_deinit(&s->head);
-		sp_buf_deinit(&s->stage);
-		sp_buf_deinit(&s->tmp);
-		sp_buf_deinit(&s->path);
+		 * idle keep-alive clients would otherwise hold their last head),
+		 * or, with few connections, blocks a stash would keep too */
+		size_t over = s->w->nsessions > KEEP_BLOCKS_UPTO ? 0 : SP_STASH_MAX_BLOCK;
+		struct sp_buf *b[] = {&s->head, &s->stage, &s->tmp, &s->path};
+		sp_h1_trim_over(s->req, over);
+		sp_h1_trim_over(s->resp, over);
+		for (size_t i = 0; i < sizeof(b) / sizeof(b[0]); i++)
+			if (b[i]->cap > over)
+				sp_buf_deinit(b[i]);
 	}
 }
 
