@@ -758,10 +758,16 @@ void sp_conn_flush(struct sp_conn *c)
 
 size_t sp_conn_write_now(struct sp_conn *c, const char *p, size_t n)
 {
-	if (n == 0 || c->ssl || c->connecting || c->err || c->splice_dst || c->shut_wr ||
+	return sp_conn_write2_now(c, p, n, NULL, 0);
+}
+
+size_t sp_conn_write2_now(struct sp_conn *c, const char *p, size_t n, const char *q, size_t m)
+{
+	if (n + m == 0 || c->ssl || c->connecting || c->err || c->splice_dst || c->shut_wr ||
 	    evbuffer_get_length(c->out) > 0)
 		return 0;
-	ssize_t w = syscall(SYS_sendto, c->fd, p, n, MSG_NOSIGNAL, NULL, 0);
+	struct iovec iov[2] = {{(void *)p, n}, {(void *)q, m}};
+	ssize_t w = n && m ? sys_write_iov(c->fd, iov, 2) : sys_write_iov(c->fd, n ? iov : iov + 1, 1);
 	return w > 0 ? (size_t)w : 0;
 }
 

@@ -117,6 +117,8 @@ void sp_conn_flush(struct sp_conn *c);
  * finds the failure again). Saves queueing a small message in out (a chain
  * allocated, filled, peeked, drained and freed) only to send it whole. */
 size_t sp_conn_write_now(struct sp_conn *c, const char *p, size_t n);
+/* The same for up to two pieces (p, n and q, m), one call. */
+size_t sp_conn_write2_now(struct sp_conn *c, const char *p, size_t n, const char *q, size_t m);
 
 /* 1 when src's next bytes may be relayed to dst by sp_conn_splice: both plain
  * TCP, connected, with nothing buffered (src->in and dst->out empty), and

@@ -64,6 +64,8 @@ struct sp_session {
 	int head_queued;          /* head is still to go, before pending (flush_pending) */
 	struct sp_buf stage;      /* the answer's head and body, while staged (unstage) */
 	int may_stage, staged;
+	const char *tail;         /* staged too: body bytes where they were read */
+	size_t tail_len;
 	struct sp_buf tmp;
 	struct sp_buf path;
 	char method[24];
@@ -102,6 +104,7 @@ static void on_up_data(struct sp_conn *c, const char *p, size_t n, void *arg);
 static void on_conn_drain(struct sp_conn *c, void *arg);
 static void on_up_event(struct sp_conn *c, short what, void *arg);
 static void pump(struct sp_session *s);
+static void unstage(struct sp_session *s, int direct);
 
 /* Every libevent entry point brackets its work with enter/leave so that a
  * session is only freed once nothing on the stack still uses it. */
@@ -221,7 +224,8 @@ static void reset_exchange(struct sp_session *s)
 	sp_upconn_free(&s->up);
 	sp_config_unref(&s->cfg);
 	evbuffer_drain(s->pending, evbuffer_get_length(s->pending));
-	s->head_queued = s->staged = 0;
+	s->head_queued = 0;
+	unstage(s, 0); /* a staged answer not sent yet is queued: nothing is lost */
 	s->backend = -1;
 	memset(&s->dec, 0, sizeof(s->dec));
 	s->method[0] = '\0';
@@ -719,14 +723,34 @@ static int on_resp_head(void *ud, struct sp_h1_msg *m)
  * block the worker's stash keeps. */
 #define STAGE_MAX 4000
 
+/* Sends p, then q, to the client now when nothing is queued before them
+ * (one call, when direct); queues what is left. */
+static void send_or_queue(struct sp_session *s, const char *p, size_t n, const char *q, size_t m,
+			  int direct)
+{
+	size_t sent = direct ? sp_conn_write2_now(s->client, p, n, q, m) : 0;
+	if (sent < n) {
+		evbuffer_add(client_out(s), p + sent, n - sent);
+		sent = 0;
+	} else {
+		sent -= n;
+	}
+	if (sent < m)
+		evbuffer_add(client_out(s), q + sent, m - sent);
+}
+
+/* The staged answer leaves the stage: sent (direct) or queued. It is sent
+ * once the exchange is logged and counted (finish_exchange), as before,
+ * when the answer was written after the parse: a client that has its
+ * answer finds it in the access log and the counters. */
 static void unstage(struct sp_session *s, int direct)
 {
 	if (!s->staged)
 		return;
 	s->staged = 0;
-	size_t sent = direct ? sp_conn_write_now(s->client, s->stage.data, s->stage.len) : 0;
-	if (sent < s->stage.len)
-		evbuffer_add(client_out(s), s->stage.data + sent, s->stage.len - sent);
+	send_or_queue(s, s->stage.data, s->stage.len, s->tail, s->tail_len, direct);
+	s->tail = NULL;
+	s->tail_len = 0;
 }
 
 static int on_resp_body(void *ud, const char *p, size_t n)
@@ -736,8 +760,17 @@ static int on_resp_body(void *ud, const char *p, size_t n)
 	if (s->shadow)
 		sp_shadow_primary_body(s->shadow, p, n);
 	if (s->staged) {
-		if (s->resp_body != SP_BODY_CHUNKED && s->stage.len + n <= STAGE_MAX &&
+		if (s->resp_body != SP_BODY_CHUNKED && !s->tail && s->stage.len + n <= STAGE_MAX &&
 		    sp_buf_add(&s->stage, p, n) == 0) {
+			s->bytes_out += n;
+			return 0;
+		}
+		if (s->resp_body == SP_BODY_LENGTH && !s->tail) {
+			/* a larger body: staged where it was read (valid until
+			 * on_up_data returns), not copied; head and body then go
+			 * in one call */
+			s->tail = p;
+			s->tail_len = n;
 			s->bytes_out += n;
 			return 0;
 		}
@@ -867,6 +900,7 @@ static void finish_exchange(struct sp_session *s)
 	if (s->shadow) /* one clock reading less per unmirrored exchange */
 		sp_shadow_primary_done(&s->shadow, s->status, sp_ms_since(&s->t_up));
 	log_exchange(s);
+	unstage(s, 1); /* logged and counted: the answer may go */
 	int keep = s->client_keep && !s->w->draining;
 	reset_exchange(s);
 	if (!keep) {
@@ -953,17 +987,20 @@ static int keep_input(struct sp_conn *c, const char *p, size_t n)
 	return -1;
 }
 
-/* relay_length_body for bytes read in place: copied to `to` (as they were
- * copied into the input buffer before). */
-static size_t relay_length_bytes(struct sp_h1 *h, const char *p, size_t n, struct evbuffer *to)
+/* relay_length_body for bytes read in place: sent to `to` at once when
+ * nothing is queued there, else copied to its output (as they were copied
+ * into the input buffer before). */
+static size_t relay_length_bytes(struct sp_h1 *h, const char *p, size_t n, struct sp_conn *to)
 {
 	uint64_t left = sp_h1_body_left(h);
 	if (left < 2)
 		return 0;
 	size_t k = n > left - 1 ? (size_t)(left - 1) : n;
-	if (evbuffer_add(to, p, k) < 0)
-		return 0;
-	sp_h1_body_skip(h, k);
+	size_t sent = sp_conn_write_now(to, p, k);
+	if (sent < k && evbuffer_add(to->out, p + sent, k - sent) < 0)
+		k = sent;
+	if (k)
+		sp_h1_body_skip(h, k);
 	return k;
 }
 
@@ -987,15 +1024,18 @@ static void on_up_data(struct sp_conn *c, const char *p, size_t n, void *arg)
 	size_t used = 0;
 	enum sp_h1_rc rc = SP_H1_OK;
 	if (s->resp_body == SP_BODY_LENGTH && !s->shadow &&
-	    (used = relay_length_bytes(s->resp, p, n, client_out(s))) > 0)
+	    (used = relay_length_bytes(s->resp, p, n, s->client)) > 0)
 		s->bytes_out += used;
 	else {
 		s->may_stage = 1;
 		rc = sp_h1_execute(s->resp, p, n, &used);
 		s->may_stage = 0;
-		/* a failed answer stays in the buffer, where retract_unsent finds it */
-		unstage(s, rc != SP_H1_ERROR);
 	}
+	/* but for the plain case the staged answer goes into the buffer now:
+	 * a failed one where retract_unsent finds it, an upgrade's before the
+	 * tunnel's bytes */
+	if (rc == SP_H1_ERROR || rc == SP_H1_UPGRADE || s->tunnel || used < n)
+		unstage(s, 0);
 	if (keep_input(c, p + used, n - used) < 0)
 		goto out;
 	if (rc == SP_H1_ERROR) {
@@ -1012,7 +1052,8 @@ static void on_up_data(struct sp_conn *c, const char *p, size_t n, void *arg)
 		s->up_paused = 1;
 		sp_conn_read(c, 0);
 	}
-	parse_upstream(s);
+	parse_upstream(s); /* a complete answer is sent there (finish_exchange) */
+	unstage(s, 1);     /* the start of one that is not */
 out:
 	leave(s);
 }
