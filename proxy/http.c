@@ -564,9 +564,26 @@ int sp_hdr_poses_as_managed(const struct sp_hdr *h)
 
 int sp_http_write_request_head(const struct sp_fwd_request *r, struct sp_buf *out)
 {
-	const struct sp_hdr *host = sp_hdr_find(r->headers, r->nheaders, "Host");
-	const struct sp_hdr *upgrade = sp_hdr_find(r->headers, r->nheaders, "Upgrade");
-	int named = connection_names_headers(r->headers, r->nheaders);
+	/* one look at the names for what the head needs to know of them */
+	const struct sp_hdr *host = NULL, *upgrade = NULL;
+	int named = 0;
+	for (size_t i = 0; i < r->nheaders; i++) {
+		const struct sp_hdr *h = &r->headers[i];
+		switch (h->name_len) {
+		case 4:
+			if (!host && sp_hdr_name_is(h, "Host"))
+				host = h;
+			break;
+		case 7:
+			if (!upgrade && sp_hdr_name_is(h, "Upgrade"))
+				upgrade = h;
+			break;
+		case 10:
+			named = named || (sp_hdr_name_is(h, "Connection") &&
+					  list_each(h->value, h->value_len, not_keep_alive_cb, NULL));
+			break;
+		}
+	}
 
 	if (sp_buf_adds(out, r->method) || sp_buf_addc(out, ' ') ||
 	    sp_buf_add(out, r->path, r->path_len))
