@@ -384,6 +384,16 @@ static int scan_head(struct sp_h1 *h, const char *p, size_t n)
 	while (p < end && h->scanning) {
 		/* the line so far: only its first bytes and its length matter */
 		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		if (h->scan_lines > 0 && h->scan_len == 0 && h->scan_prev == '\n' && nl &&
+		    nl - p >= 2 && nl[-1] == '\r' && *p != '\r' && *p != ' ' && *p != '\t') {
+			/* the usual header line, whole (from its start: no part of
+			 * it in an earlier buffer), ended by CRLF, starting with
+			 * neither CR nor a fold: the steps below would only count
+			 * it (scan_len and scan_prev end as they are) */
+			h->scan_lines++;
+			p = nl + 1;
+			continue;
+		}
 		const char *stop = nl ? nl : end;
 		size_t m = nl && nl - p < 16 ? (size_t)(nl - p) : 16;
 		const char *cr = NULL;
