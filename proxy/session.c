@@ -223,7 +223,9 @@ static void reset_exchange(struct sp_session *s)
 	sp_shadow_abandon(&s->shadow);
 	sp_upconn_free(&s->up);
 	sp_config_unref(&s->cfg);
-	evbuffer_drain(s->pending, evbuffer_get_length(s->pending));
+	size_t pending = evbuffer_get_length(s->pending);
+	if (pending > 0)
+		evbuffer_drain(s->pending, pending);
 	s->head_queued = 0;
 	unstage(s, 0); /* a staged answer not sent yet is queued: nothing is lost */
 	s->backend = -1;
@@ -463,17 +465,17 @@ static void flush_pending(struct sp_session *s)
 			return;
 	}
 	struct evbuffer *out = s->up->conn->out;
+	size_t pending = evbuffer_get_length(s->pending);
 	if (s->head_queued) {
 		/* a request without a body yet: its head goes at once, if it can,
 		 * rather than through the output buffer */
-		size_t sent = evbuffer_get_length(s->pending) == 0
-				      ? sp_conn_write_now(s->up->conn, s->head.data, s->head.len)
-				      : 0;
+		size_t sent = pending == 0 ? sp_conn_write_now(s->up->conn, s->head.data, s->head.len) : 0;
 		s->head_queued = 0;
 		if (sent < s->head.len)
 			evbuffer_add(out, s->head.data + sent, s->head.len - sent);
 	}
-	evbuffer_add_buffer(out, s->pending);
+	if (pending > 0) /* an empty move costs a call, locks and callbacks too */
+		evbuffer_add_buffer(out, s->pending);
 	if (evbuffer_get_length(out) > HIGH_WATER && !s->client_paused) {
 		s->client_paused = 1;
 		sp_conn_read(s->client, 0);
