@@ -177,7 +177,13 @@ void sp_conn_setcb(struct sp_conn *c, sp_conn_cb on_read, sp_conn_cb on_drain,
 	c->on_read = on_read;
 	c->on_drain = on_drain;
 	c->on_event = on_event;
+	c->on_data = NULL;
 	c->arg = arg;
+}
+
+void sp_conn_data(struct sp_conn *c, sp_conn_data_cb on_data)
+{
+	c->on_data = on_data;
 }
 
 /* A batching relay's source: a tick, not the read timeout, watches it. */
@@ -568,6 +574,12 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	c->streaming = n >= READ_CHUNK;
+	if (nv == 0 && c->on_data && evbuffer_get_length(c->in) == 0 &&
+	    (!c->read_max || (size_t)n < c->read_max)) {
+		/* less than read_max: what the owner keeps stops no reading */
+		c->on_data(c, buf, (size_t)n, c->arg);
+		return;
+	}
 	int added;
 	if (nv > 0) {
 		size_t left = (size_t)n;
@@ -769,6 +781,21 @@ void sp_conn_flush(struct sp_conn *c)
 		}
 		event_active(c->wev, EV_WRITE, 0);
 	}
+}
+
+size_t sp_conn_write_now(struct sp_conn *c, const char *p, size_t n)
+{
+	return sp_conn_write2_now(c, p, n, NULL, 0);
+}
+
+size_t sp_conn_write2_now(struct sp_conn *c, const char *p, size_t n, const char *q, size_t m)
+{
+	if (n + m == 0 || c->ssl || c->connecting || c->err || c->splice_dst || c->shut_wr ||
+	    evbuffer_get_length(c->out) > 0)
+		return 0;
+	struct iovec iov[2] = {{(void *)p, n}, {(void *)q, m}};
+	ssize_t w = n && m ? sys_write_iov(c->fd, iov, 2) : sys_write_iov(c->fd, n ? iov : iov + 1, 1);
+	return w > 0 ? (size_t)w : 0;
 }
 
 /* ---- splice relay ---- */

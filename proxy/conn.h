@@ -25,6 +25,7 @@ struct sp_conn;
 struct sp_splice;
 typedef void (*sp_conn_cb)(struct sp_conn *c, void *arg);
 typedef void (*sp_conn_event_cb)(struct sp_conn *c, short what, void *arg);
+typedef void (*sp_conn_data_cb)(struct sp_conn *c, const char *p, size_t n, void *arg);
 
 struct sp_conn {
 	evutil_socket_t fd;
@@ -33,6 +34,11 @@ struct sp_conn {
 	sp_conn_cb on_read;  /* new input arrived */
 	sp_conn_cb on_drain; /* output went down to low_water (or empty) */
 	sp_conn_event_cb on_event;
+	/* Optional (sp_conn_data): bytes read while `in` is empty are handed
+	 * over where they were read, a per-thread buffer valid only during the
+	 * call, instead of being copied into `in` first; the owner puts what it
+	 * does not use into `in` before anything else looks there. */
+	sp_conn_data_cb on_data;
 	void *arg;
 	/* Inactivity timeouts (0: none), kept by one timer per connection
 	 * rather than on rev and wev: see schedule() in conn.c. Times are in
@@ -90,6 +96,9 @@ void sp_conn_tls_why(const struct sp_conn *c, char *buf, size_t len);
 
 void sp_conn_setcb(struct sp_conn *c, sp_conn_cb on_read, sp_conn_cb on_drain,
 		   sp_conn_event_cb on_event, void *arg);
+/* Sets on_data (sp_conn_setcb clears it). A small exchange then costs no
+ * buffer chain, copy and drain per read. */
+void sp_conn_data(struct sp_conn *c, sp_conn_data_cb on_data);
 /* Read and write inactivity timeouts in milliseconds, 0 for none; both count
  * from now. The read timeout runs while reading is enabled and no byte comes,
  * the write timeout while output is left and none of it goes; either ends in
@@ -111,6 +120,15 @@ size_t sp_conn_salvage(struct sp_conn *c);
 /* Writes what it can now; arms the write event for the rest. Also resumes
  * reading that read_max paused once the input has been consumed. */
 void sp_conn_flush(struct sp_conn *c);
+/* Sends p now, one send(2), when nothing would go before it: plain TCP,
+ * connected, nothing queued in out, no relay, no half-close asked. Returns
+ * the bytes sent (0 when it did not try or nothing went, a failure
+ * included: the caller queues the rest in out, and the flush that follows
+ * finds the failure again). Saves queueing a small message in out (a chain
+ * allocated, filled, peeked, drained and freed) only to send it whole. */
+size_t sp_conn_write_now(struct sp_conn *c, const char *p, size_t n);
+/* The same for up to two pieces (p, n and q, m), one call. */
+size_t sp_conn_write2_now(struct sp_conn *c, const char *p, size_t n, const char *q, size_t m);
 
 /* 1 when src's next bytes may be relayed to dst by sp_conn_splice: both plain
  * TCP, connected, with nothing buffered (src->in and dst->out empty), and

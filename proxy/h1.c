@@ -59,9 +59,9 @@ static int on_message_begin(llhttp_t *p)
 	h->new_field = 1;
 	h->head_done = 0;
 	h->in_message = 1;
-	struct sp_hdr *keep = h->msg.hdrs; /* reused from message to message */
-	memset(&h->msg, 0, sizeof(h->msg));
-	h->msg.hdrs = keep;
+	/* what the head's callbacks add to; on_headers_complete sets the rest
+	 * (the header array is reused from message to message) */
+	h->msg.url_len = h->msg.reason_len = h->msg.nhdrs = 0;
 	return 0;
 }
 
@@ -206,13 +206,8 @@ static int on_headers_complete(llhttp_t *p)
 {
 	struct sp_h1 *h = H(p);
 	struct sp_h1_msg *m = &h->msg;
-	struct sp_hdr *keep = m->hdrs;
-	size_t url_len = m->url_len, reason_len = m->reason_len;
 
-	memset(m, 0, sizeof(*m));
-	m->hdrs = keep;
-	m->url_len = url_len;
-	m->reason_len = reason_len;
+	/* every field but hdrs, url_len and reason_len (kept) is set here */
 	if (build_view(h) < 0)
 		return -1;
 	m->http_major = p->http_major;
@@ -225,7 +220,10 @@ static int on_headers_complete(llhttp_t *p)
 	if (p->type == HTTP_REQUEST) {
 		m->method = llhttp_method_name((llhttp_method_t)p->method);
 		m->is_connect = p->method == HTTP_CONNECT;
+		m->status = 0;
 	} else {
+		m->method = NULL;
+		m->is_connect = 0;
 		m->status = p->status_code;
 	}
 	h->head_done = 1;
@@ -386,8 +384,30 @@ static int scan_head(struct sp_h1 *h, const char *p, size_t n)
 	while (p < end && h->scanning) {
 		/* the line so far: only its first bytes and its length matter */
 		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		if (h->scan_lines > 0 && h->scan_len == 0 && h->scan_prev == '\n' && nl &&
+		    nl - p >= 2 && nl[-1] == '\r' && *p != '\r' && *p != ' ' && *p != '\t') {
+			/* the usual header line, whole (from its start: no part of
+			 * it in an earlier buffer), ended by CRLF, starting with
+			 * neither CR nor a fold: the steps below would only count
+			 * it (scan_len and scan_prev end as they are) */
+			h->scan_lines++;
+			p = nl + 1;
+			continue;
+		}
 		const char *stop = nl ? nl : end;
-		if (h->scan_lines == 0) {
+		size_t m = nl && nl - p < 16 ? (size_t)(nl - p) : 16;
+		const char *cr = NULL;
+		if (h->scan_lines == 0 && h->scan_len == 0 && nl &&
+		    (!(cr = memchr(p, '\r', m)) || cr == nl - 1)) {
+			/* the usual start line, whole, with no CR in its first 16
+			 * bytes but the one ending it: what the loop below keeps,
+			 * in one copy */
+			h->scan_len = cr ? (int)(cr - p) : (int)m;
+			if (end - p >= 16)
+				memcpy(h->scan_first, p, 16);
+			else
+				memcpy(h->scan_first, p, (size_t)h->scan_len);
+		} else if (h->scan_lines == 0) {
 			/* the start line: its first bytes are checked at its end */
 			for (const char *q = p; q < stop && h->scan_len < 16; q++)
 				if (*q != '\r') {
@@ -521,6 +541,13 @@ void sp_h1_trim(struct sp_h1 *h)
 {
 	if (!h->in_message)
 		release_blocks(h);
+}
+
+void sp_h1_trim_over(struct sp_h1 *h, size_t max)
+{
+	if (h->store.cap > max || h->capraw * sizeof(*h->raw) > max ||
+	    h->caphdrs * sizeof(*h->msg.hdrs) > max)
+		sp_h1_trim(h);
 }
 
 void sp_h1_resume(struct sp_h1 *h)

@@ -64,6 +64,8 @@ void sp_h1_resume(struct sp_h1 *h);
 /* Between messages: gives back the memory of the last head (an idle
  * keep-alive connection then costs only its fixed parts). */
 void sp_h1_trim(struct sp_h1 *h);
+/* sp_h1_trim when one of the blocks is larger than max bytes. */
+void sp_h1_trim_over(struct sp_h1 *h, size_t max);
 /* Head memory comes from and goes back to st (one thread's; NULL: malloc). */
 void sp_h1_set_stash(struct sp_h1 *h, struct sp_stash *st);
 /* Starts over (after an upgrade was refused or an error, for reuse). */

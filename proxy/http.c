@@ -455,13 +455,26 @@ struct sp_fwd_response sp_fwd_response_for(const struct sp_h1_msg *m, int is_hea
 	};
 }
 
-/* One header line, "name: value\r\n". */
+/* One header line, "name: value\r\n": one room check for the line (it
+ * runs for every header of both heads of every exchange). */
 static int add_field(struct sp_buf *out, const char *name, size_t nlen, const char *value,
 		     size_t vlen)
 {
-	if (sp_buf_add(out, name, nlen) || sp_buf_add(out, ": ", 2) || sp_buf_add(out, value, vlen) ||
-	    sp_buf_add(out, "\r\n", 2))
+	size_t n = nlen + vlen + 4;
+	if (out->len + n + 1 > out->cap && sp_buf_reserve(out, n) < 0)
 		return -1;
+	char *d = out->data + out->len;
+	memcpy(d, name, nlen);
+	d += nlen;
+	d[0] = ':';
+	d[1] = ' ';
+	if (vlen)
+		memcpy(d + 2, value, vlen);
+	d += 2 + vlen;
+	d[0] = '\r';
+	d[1] = '\n';
+	d[2] = '\0';
+	out->len += n;
 	return 0;
 }
 
@@ -491,9 +504,14 @@ static int add_forwarded_headers(const struct sp_hdr *h, size_t n, struct sp_buf
 
 static int add_framing(struct sp_buf *out, enum sp_body_mode body, uint64_t length)
 {
-	if (body == SP_BODY_LENGTH)
-		return sp_buf_adds(out, "Content-Length: ") || sp_buf_add_uint(out, length, 10) ||
-		       sp_buf_add(out, "\r\n", 2);
+	if (body == SP_BODY_LENGTH) {
+		char digits[20];
+		size_t n = sizeof(digits);
+		do
+			digits[--n] = (char)('0' + length % 10);
+		while ((length /= 10) != 0);
+		return add_field(out, "Content-Length", 14, digits + n, sizeof(digits) - n);
+	}
 	if (body == SP_BODY_CHUNKED)
 		return sp_buf_adds(out, "Transfer-Encoding: chunked\r\n");
 	return 0;
@@ -565,9 +583,26 @@ int sp_http_rehost(struct sp_buf *head, const char *host)
 
 int sp_http_write_request_head(const struct sp_fwd_request *r, struct sp_buf *out)
 {
-	const struct sp_hdr *host = sp_hdr_find(r->headers, r->nheaders, "Host");
-	const struct sp_hdr *upgrade = sp_hdr_find(r->headers, r->nheaders, "Upgrade");
-	int named = connection_names_headers(r->headers, r->nheaders);
+	/* one look at the names for what the head needs to know of them */
+	const struct sp_hdr *host = NULL, *upgrade = NULL;
+	int named = 0;
+	for (size_t i = 0; i < r->nheaders; i++) {
+		const struct sp_hdr *h = &r->headers[i];
+		switch (h->name_len) {
+		case 4:
+			if (!host && sp_hdr_name_is(h, "Host"))
+				host = h;
+			break;
+		case 7:
+			if (!upgrade && sp_hdr_name_is(h, "Upgrade"))
+				upgrade = h;
+			break;
+		case 10:
+			named = named || (sp_hdr_name_is(h, "Connection") &&
+					  list_each(h->value, h->value_len, not_keep_alive_cb, NULL));
+			break;
+		}
+	}
 
 	if (sp_buf_adds(out, r->method) || sp_buf_addc(out, ' ') ||
 	    sp_buf_add(out, r->path, r->path_len))
@@ -616,7 +651,26 @@ int sp_http_write_interim_head(const struct sp_h1_msg *m, struct sp_buf *out)
 
 int sp_http_write_response_head(const struct sp_fwd_response *r, struct sp_buf *out)
 {
-	const struct sp_hdr *upgrade = sp_hdr_find(r->headers, r->nheaders, "Upgrade");
+	/* one look at the names for what the head needs to know of them
+	 * (a look for each cost a pass over the headers) */
+	const struct sp_hdr *upgrade = NULL;
+	int has_date = 0, named = 0;
+	for (size_t i = 0; i < r->nheaders; i++) {
+		const struct sp_hdr *h = &r->headers[i];
+		switch (h->name_len) {
+		case 4:
+			has_date = has_date || sp_hdr_name_is(h, "Date");
+			break;
+		case 7:
+			if (!upgrade && sp_hdr_name_is(h, "Upgrade"))
+				upgrade = h;
+			break;
+		case 10:
+			named = named || (sp_hdr_name_is(h, "Connection") &&
+					  list_each(h->value, h->value_len, not_keep_alive_cb, NULL));
+			break;
+		}
+	}
 
 	char status[14] = "HTTP/1.1 000 ";
 	status[7] = r->client_minor ? '1' : '0';
@@ -626,12 +680,15 @@ int sp_http_write_response_head(const struct sp_fwd_response *r, struct sp_buf *
 	if (sp_buf_add(out, status, 13) ||
 	    sp_buf_add(out, r->reason, r->reason_len) || sp_buf_add(out, "\r\n", 2))
 		return -1;
-	if (add_forwarded_headers(r->headers, r->nheaders, out))
-		return -1;
+	for (size_t i = 0; i < r->nheaders; i++) {
+		const struct sp_hdr *h = &r->headers[i];
+		if (!is_hop(h, r->headers, r->nheaders, named) &&
+		    add_field(out, h->name, h->name_len, h->value, h->value_len))
+			return -1;
+	}
 	/* RFC 9110 §6.6.1: a recipient with a clock adds the Date a response
 	 * lacks */
-	if (r->date && !sp_hdr_find(r->headers, r->nheaders, "Date") &&
-	    add_header(out, "Date", r->date, SP_HTTP_DATE_LEN))
+	if (r->date && !has_date && add_field(out, "Date", 4, r->date, SP_HTTP_DATE_LEN))
 		return -1;
 	if (r->body == SP_BODY_NONE) {
 		if (r->keep_length && r->has_length &&

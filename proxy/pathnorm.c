@@ -54,7 +54,17 @@ int sp_path_normalize(const char *path, size_t len, struct sp_buf *out)
 	sp_buf_reset(out);
 	if (len == 0 || path[0] != '/')
 		return SP_PATH_NOT_ORIGIN;
+	/* Most paths are normal already: no escape, no empty, "." or ".."
+	 * segment (every one of those has a '%', or a '/' followed by '/' or
+	 * '.'). Those are their own normal form, copied as they are. */
+	size_t i = 0;
+	while (i < len && path[i] != '%' &&
+	       !(path[i] == '/' && i + 1 < len && (path[i + 1] == '/' || path[i + 1] == '.')))
+		i++;
+	if (i == len)
+		return sp_buf_add(out, path, len) < 0 ? SP_PATH_NOMEM : SP_PATH_OK;
 	sp_buf_init(&dec);
+	dec.stash = out->stash;
 	rc = decode_unreserved(path, len, &dec);
 	if (rc != SP_PATH_OK)
 		goto out;

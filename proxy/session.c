@@ -70,6 +70,11 @@ struct sp_session {
 	struct sp_decision dec;
 	struct evbuffer *pending; /* request bytes produced while parsing */
 	struct sp_buf head;       /* serialised request head, kept for one retry */
+	int head_queued;          /* head is still to go, before pending (flush_pending) */
+	struct sp_buf stage;      /* the answer's head and body, while staged (unstage) */
+	int may_stage, staged;
+	const char *tail;         /* staged too: body bytes where they were read */
+	size_t tail_len;
 	struct sp_buf tmp;
 	struct sp_buf path;
 	char method[24];
@@ -106,9 +111,11 @@ struct sp_session {
 static void session_free(struct sp_session *s);
 static void process_client(struct sp_session *s);
 static void on_up_read(struct sp_conn *c, void *arg);
+static void on_up_data(struct sp_conn *c, const char *p, size_t n, void *arg);
 static void on_conn_drain(struct sp_conn *c, void *arg);
 static void on_up_event(struct sp_conn *c, short what, void *arg);
 static void pump(struct sp_session *s);
+static void unstage(struct sp_session *s, int direct);
 
 /* Every libevent entry point brackets its work with enter/leave so that a
  * session is only freed once nothing on the stack still uses it. */
@@ -153,14 +160,29 @@ static struct evbuffer *client_out(struct sp_session *s)
 	return s->client->out;
 }
 
+/* Each 64-bit draw gives 16 hex digits, its lowest nibble first, two digits
+ * a byte (a table of the 256 pairs: 200 -> 70 instructions per request). */
+static void hex16(char *out, uint64_t v)
+{
+#define HD(n) ((char)((n) < 10 ? '0' + (n) : 'a' + (n) - 10))
+#define P1(i) {HD((i) & 15), HD((i) >> 4)}
+#define P4(i) P1(i), P1((i) + 1), P1((i) + 2), P1((i) + 3)
+#define P16(i) P4(i), P4((i) + 4), P4((i) + 8), P4((i) + 12)
+#define P64(i) P16(i), P16((i) + 16), P16((i) + 32), P16((i) + 48)
+	static const char pairs[256][2] = {P64(0), P64(64), P64(128), P64(192)};
+#undef HD
+#undef P1
+#undef P4
+#undef P16
+#undef P64
+	for (int i = 0; i < 8; i++, v >>= 8)
+		memcpy(out + 2 * i, pairs[v & 255], 2);
+}
+
 static void new_request_id(struct sp_session *s)
 {
-	static const char hex[] = "0123456789abcdef";
-	uint64_t a = sp_rng_next(&s->w->rng), b = sp_rng_next(&s->w->rng);
-	for (int i = 0; i < 16; i++) {
-		s->reqid[i] = hex[(a >> (i * 4)) & 15];
-		s->reqid[16 + i] = hex[(b >> (i * 4)) & 15];
-	}
+	hex16(s->reqid, sp_rng_next(&s->w->rng));
+	hex16(s->reqid + 16, sp_rng_next(&s->w->rng));
 	s->reqid[32] = '\0';
 }
 
@@ -212,7 +234,11 @@ static void reset_exchange(struct sp_session *s)
 	sp_shadow_abandon(&s->shadow);
 	sp_upconn_free(&s->up);
 	sp_config_unref(&s->cfg);
-	evbuffer_drain(s->pending, evbuffer_get_length(s->pending));
+	size_t pending = evbuffer_get_length(s->pending);
+	if (pending > 0)
+		evbuffer_drain(s->pending, pending);
+	s->head_queued = 0;
+	unstage(s, 0); /* a staged answer not sent yet is queued: nothing is lost */
 	s->backend = -1;
 	memset(&s->dec, 0, sizeof(s->dec));
 	s->method[0] = '\0';
@@ -250,6 +276,14 @@ static void start_closing(struct sp_session *s)
 	s->client->low_water = 0; /* pump() closes once everything is written */
 }
 
+/* With at most this many connections a worker lets each keep its buffers
+ * between requests, those a stash would keep (SP_STASH_MAX_BLOCK at most;
+ * 3-4 KiB a connection usually, under 512 KiB in all): giving them back to
+ * the stash after every exchange and taking them again for the next cost 9
+ * stash operations a request, 5 % of its instructions, for memory that only
+ * matters with thousands of idle connections. */
+#define KEEP_BLOCKS_UPTO 128
+
 /* The connection waits for its next request; pipelined bytes already read
  * are parsed from the event loop, not from this stack. */
 static void continue_keepalive(struct sp_session *s)
@@ -273,12 +307,15 @@ static void continue_keepalive(struct sp_session *s)
 		event_active(s->resume, EV_READ, 0);
 	} else {
 		/* idle: keep only the fixed parts of the connection (thousands of
-		 * idle keep-alive clients would otherwise hold their last head) */
-		sp_h1_trim(s->req);
-		sp_h1_trim(s->resp);
-		sp_buf_deinit(&s->head);
-		sp_buf_deinit(&s->tmp);
-		sp_buf_deinit(&s->path);
+		 * idle keep-alive clients would otherwise hold their last head),
+		 * or, with few connections, blocks a stash would keep too */
+		size_t over = s->w->nsessions > KEEP_BLOCKS_UPTO ? 0 : SP_STASH_MAX_BLOCK;
+		struct sp_buf *b[] = {&s->head, &s->stage, &s->tmp, &s->path};
+		sp_h1_trim_over(s->req, over);
+		sp_h1_trim_over(s->resp, over);
+		for (size_t i = 0; i < sizeof(b) / sizeof(b[0]); i++)
+			if (b[i]->cap > over)
+				sp_buf_deinit(b[i]);
 	}
 }
 
@@ -334,6 +371,7 @@ static int retry_other_side(struct sp_session *s, const char *err)
 	s->backend = other;
 	sp_shadow_primary_moved(&s->shadow, other);
 	attach_upstream(s, 0);
+	s->head_queued = 0; /* the head goes here, once */
 	if (s->up)
 		evbuffer_add(s->up->conn->out, s->head.data, s->head.len);
 	return 1;
@@ -419,6 +457,7 @@ static void attach_upstream(struct sp_session *s, int fresh)
 	sp_h1_expect_head(s->resp, s->is_head);
 	struct sp_conn *c = s->up->conn;
 	sp_conn_setcb(c, on_up_read, on_conn_drain, on_up_event, s);
+	sp_conn_data(c, on_up_data);
 	upstream_timeouts(s);
 	c->low_water = LOW_WATER;
 	c->read_max = 0;
@@ -438,7 +477,17 @@ static void flush_pending(struct sp_session *s)
 			return;
 	}
 	struct evbuffer *out = s->up->conn->out;
-	evbuffer_add_buffer(out, s->pending);
+	size_t pending = evbuffer_get_length(s->pending);
+	if (s->head_queued) {
+		/* a request without a body yet: its head goes at once, if it can,
+		 * rather than through the output buffer */
+		size_t sent = pending == 0 ? sp_conn_write_now(s->up->conn, s->head.data, s->head.len) : 0;
+		s->head_queued = 0;
+		if (sent < s->head.len)
+			evbuffer_add(out, s->head.data + sent, s->head.len - sent);
+	}
+	if (pending > 0) /* an empty move costs a call, locks and callbacks too */
+		evbuffer_add_buffer(out, s->pending);
 	if (evbuffer_get_length(out) > HIGH_WATER && !s->client_paused) {
 		s->client_paused = 1;
 		sp_conn_read(s->client, 0);
@@ -532,7 +581,7 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 		sp_h1_fail(s->req, 500, "out of memory");
 		return -1;
 	}
-	evbuffer_add(s->pending, s->head.data, s->head.len);
+	s->head_queued = 1; /* before what pending collects (flush_pending) */
 	s->req_active = 1;
 	if (s->dec.route && s->dec.route->has_shadow)
 		maybe_shadow(s, &q, m);
@@ -666,11 +715,18 @@ static int on_resp_head(void *ud, struct sp_h1_msg *m)
 			 !s->w->draining && !s->upgrade_req;
 	f.keep_alive = s->client_keep;
 	f.date = sp_worker_date(s->w);
-	sp_buf_reset(&s->tmp);
-	if (sp_http_write_response_head(&f, &s->tmp) < 0)
+	/* staged when nothing waits for the client before it (see unstage) */
+	struct sp_buf *hb = &s->tmp;
+	if (s->may_stage && evbuffer_get_length(client_out(s)) == 0)
+		hb = &s->stage;
+	sp_buf_reset(hb);
+	if (sp_http_write_response_head(&f, hb) < 0)
 		return -1;
-	evbuffer_add(client_out(s), s->tmp.data, s->tmp.len);
-	s->bytes_out += s->tmp.len;
+	if (hb == &s->stage)
+		s->staged = 1;
+	else
+		evbuffer_add(client_out(s), hb->data, hb->len);
+	s->bytes_out += hb->len;
 	s->status = m->status;
 	s->resp_started = 1;
 	if (s->tunnel)
@@ -680,12 +736,66 @@ static int on_resp_head(void *ud, struct sp_h1_msg *m)
 	return 0;
 }
 
+/* The answer's head, and the body that came with it in the same read,
+ * wait in s->stage during that read's parse (on_up_data) instead of in the
+ * client's output buffer; then they go in one send when nothing is queued
+ * before them (direct), else into the buffer. Up to this much is staged: a
+ * block the worker's stash keeps. */
+#define STAGE_MAX 4000
+
+/* Sends p, then q, to the client now when nothing is queued before them
+ * (one call, when direct); queues what is left. */
+static void send_or_queue(struct sp_session *s, const char *p, size_t n, const char *q, size_t m,
+			  int direct)
+{
+	size_t sent = direct ? sp_conn_write2_now(s->client, p, n, q, m) : 0;
+	if (sent < n) {
+		evbuffer_add(client_out(s), p + sent, n - sent);
+		sent = 0;
+	} else {
+		sent -= n;
+	}
+	if (sent < m)
+		evbuffer_add(client_out(s), q + sent, m - sent);
+}
+
+/* The staged answer leaves the stage: sent (direct) or queued. It is sent
+ * once the exchange is logged and counted (finish_exchange), as before,
+ * when the answer was written after the parse: a client that has its
+ * answer finds it in the access log and the counters. */
+static void unstage(struct sp_session *s, int direct)
+{
+	if (!s->staged)
+		return;
+	s->staged = 0;
+	send_or_queue(s, s->stage.data, s->stage.len, s->tail, s->tail_len, direct);
+	s->tail = NULL;
+	s->tail_len = 0;
+}
+
 static int on_resp_body(void *ud, const char *p, size_t n)
 {
 	struct sp_session *s = ud;
 	struct evbuffer *out = client_out(s);
 	if (s->shadow)
 		sp_shadow_primary_body(s->shadow, p, n);
+	if (s->staged) {
+		if (s->resp_body != SP_BODY_CHUNKED && !s->tail && s->stage.len + n <= STAGE_MAX &&
+		    sp_buf_add(&s->stage, p, n) == 0) {
+			s->bytes_out += n;
+			return 0;
+		}
+		if (s->resp_body == SP_BODY_LENGTH && !s->tail) {
+			/* a larger body: staged where it was read (valid until
+			 * on_up_data returns), not copied; head and body then go
+			 * in one call */
+			s->tail = p;
+			s->tail_len = n;
+			s->bytes_out += n;
+			return 0;
+		}
+		unstage(s, 0);
+	}
 	if (s->resp_body == SP_BODY_CHUNKED) {
 		sp_buf_reset(&s->tmp);
 		sp_http_chunk_header(&s->tmp, n);
@@ -710,6 +820,7 @@ static int on_resp_done(void *ud, struct sp_h1_msg *m)
 	}
 	s->upstream_keep = m->keep_alive;
 	if (s->resp_body == SP_BODY_CHUNKED) {
+		unstage(s, 0);
 		evbuffer_add(client_out(s), "0\r\n\r\n", 5);
 		s->bytes_out += 5;
 	}
@@ -820,6 +931,7 @@ static void finish_exchange(struct sp_session *s)
 	if (s->shadow) /* one clock reading less per unmirrored exchange */
 		sp_shadow_primary_done(&s->shadow, s->status, sp_ms_since(&s->t_up));
 	log_exchange(s);
+	unstage(s, 1); /* logged and counted: the answer may go */
 	int keep = s->client_keep && !s->w->draining;
 	reset_exchange(s);
 	if (!keep) {
@@ -891,6 +1003,89 @@ static void on_up_read(struct sp_conn *c, void *arg)
 		tunnel_relay(s, c, s->client);
 	else
 		parse_upstream(s);
+	leave(s);
+}
+
+/* Puts bytes read but not used into c's input buffer (see on_data in
+ * conn.h), where the next steps find them as if they had been read there.
+ * -1 when memory runs out, reported as a read error. */
+static int keep_input(struct sp_conn *c, const char *p, size_t n)
+{
+	if (n == 0 || evbuffer_add(c->in, p, n) == 0)
+		return 0;
+	c->err = ENOMEM;
+	c->on_event(c, SP_CONN_ERROR | SP_CONN_READING, c->arg);
+	return -1;
+}
+
+/* relay_length_body for bytes read in place: sent to `to` at once when
+ * nothing is queued there, else copied to its output (as they were copied
+ * into the input buffer before). */
+static size_t relay_length_bytes(struct sp_h1 *h, const char *p, size_t n, struct sp_conn *to)
+{
+	uint64_t left = sp_h1_body_left(h);
+	if (left < 2)
+		return 0;
+	size_t k = n > left - 1 ? (size_t)(left - 1) : n;
+	size_t sent = sp_conn_write_now(to, p, k);
+	if (sent < k && evbuffer_add(to->out, p + sent, k - sent) < 0)
+		k = sent;
+	if (k)
+		sp_h1_body_skip(h, k);
+	return k;
+}
+
+/* on_up_read for bytes read while the input buffer was empty (the usual
+ * case): the first step of parse_upstream runs on them where they were
+ * read, what it leaves goes into the buffer, and parse_upstream goes on. */
+static void on_up_data(struct sp_conn *c, const char *p, size_t n, void *arg)
+{
+	struct sp_session *s = arg;
+	enter(s);
+	if (s->tunnel || s->resp_done || s->dead || s->up_paused) {
+		if (keep_input(c, p, n) == 0) {
+			if (s->tunnel)
+				tunnel_relay(s, c, s->client);
+			else
+				parse_upstream(s);
+		}
+		leave(s);
+		return;
+	}
+	size_t used = 0;
+	enum sp_h1_rc rc = SP_H1_OK;
+	if (s->resp_body == SP_BODY_LENGTH && !s->shadow &&
+	    (used = relay_length_bytes(s->resp, p, n, s->client)) > 0)
+		s->bytes_out += used;
+	else {
+		s->may_stage = 1;
+		rc = sp_h1_execute(s->resp, p, n, &used);
+		s->may_stage = 0;
+	}
+	/* but for the plain case the staged answer goes into the buffer now:
+	 * a failed one where retract_unsent finds it, an upgrade's before the
+	 * tunnel's bytes */
+	if (rc == SP_H1_ERROR || rc == SP_H1_UPGRADE || s->tunnel || used < n)
+		unstage(s, 0);
+	if (keep_input(c, p + used, n - used) < 0)
+		goto out;
+	if (rc == SP_H1_ERROR) {
+		sp_log(SP_LOG_WARN, "backend %s: %s", s->cfg->backends[s->backend].name,
+		       sp_h1_error_reason(s->resp));
+		upstream_failed(s, ERR_BAD_RESPONSE, 502);
+		goto out;
+	}
+	if (rc == SP_H1_UPGRADE || (rc == SP_H1_PAUSED && s->tunnel)) {
+		start_tunnel(s);
+		goto out;
+	}
+	if (evbuffer_get_length(client_out(s)) > HIGH_WATER) {
+		s->up_paused = 1;
+		sp_conn_read(c, 0);
+	}
+	parse_upstream(s); /* a complete answer is sent there (finish_exchange) */
+	unstage(s, 1);     /* the start of one that is not */
+out:
 	leave(s);
 }
 
@@ -987,6 +1182,18 @@ out:
 
 /* ---- client side ---- */
 
+/* A request's time counts from its first byte, not from the accept of a
+ * connection opened early. */
+static void stamp_request(struct sp_session *s)
+{
+	if (!s->req_active && !s->t_stamped) {
+		clock_gettime(CLOCK_MONOTONIC, &s->t_start);
+		s->t_stamped = 1;
+		if (s->timer_mode != T_HEADER)
+			set_timer(s, T_HEADER);
+	}
+}
+
 static void process_client(struct sp_session *s)
 {
 	struct evbuffer *in = s->client->in;
@@ -1003,14 +1210,7 @@ static void process_client(struct sp_session *s)
 	       !s->client_paused) {
 		struct evbuffer_iovec v;
 		size_t used = 0;
-		if (!s->req_active && !s->t_stamped) {
-			/* a request's time counts from its first byte, not from
-			 * the accept of a connection opened early */
-			clock_gettime(CLOCK_MONOTONIC, &s->t_start);
-			s->t_stamped = 1;
-			if (s->timer_mode != T_HEADER)
-				set_timer(s, T_HEADER);
-		}
+		stamp_request(s);
 		if (s->req_body == SP_BODY_LENGTH && s->req_active && !s->shadow) {
 			size_t k = relay_length_body(s->req, in, s->pending);
 			s->bytes_in += k;
@@ -1075,7 +1275,8 @@ static void maybe_splice(struct sp_session *s)
 	if (s->resp_started && !s->resp_done && s->resp_body == SP_BODY_LENGTH && !s->up_paused)
 		splice_body(s, s->resp, up, s->client);
 	else if (s->req_active && !s->req_done && s->req_body == SP_BODY_LENGTH && !s->client_paused &&
-		 (s->up->connected || s->up->reused) && evbuffer_get_length(s->pending) == 0)
+		 (s->up->connected || s->up->reused) && !s->head_queued &&
+		 evbuffer_get_length(s->pending) == 0)
 		splice_body(s, s->req, s->client, up);
 }
 
@@ -1133,6 +1334,40 @@ static void on_client_read(struct sp_conn *c, void *arg)
 	(void)c;
 	enter(s);
 	process_client(s);
+	leave(s);
+}
+
+/* on_client_read for bytes read while the input buffer was empty (the
+ * usual case): a request is parsed where it was read, what the parser
+ * leaves (a pipelined request) goes into the buffer for process_client.
+ * The same steps as process_client's loop; a Content-Length body it relays
+ * as whole chains takes that way. */
+static void on_client_data(struct sp_conn *c, const char *p, size_t n, void *arg)
+{
+	struct sp_session *s = arg;
+	enter(s);
+	if (s->linger || s->tunnel || s->req_done || s->closing || s->dead || s->client_paused ||
+	    (s->req_body == SP_BODY_LENGTH && s->req_active && !s->shadow)) {
+		if (keep_input(c, p, n) == 0)
+			process_client(s);
+		leave(s);
+		return;
+	}
+	size_t used = 0;
+	stamp_request(s);
+	enum sp_h1_rc rc = sp_h1_execute(s->req, p, n, &used);
+	if (rc == SP_H1_ERROR)
+		used = n; /* read, if not parsed: the log counts it */
+	s->bytes_in += used;
+	if (keep_input(c, p + used, n - used) < 0)
+		goto out;
+	if (rc == SP_H1_ERROR) {
+		request_error(s);
+		goto out;
+	}
+	flush_pending(s);
+	process_client(s);
+out:
 	leave(s);
 }
 
@@ -1258,9 +1493,10 @@ void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct soc
 	s->fallback_from = -1;
 	s->upstream_ms = -1;
 	sp_buf_init(&s->head);
+	sp_buf_init(&s->stage);
 	sp_buf_init(&s->tmp);
 	sp_buf_init(&s->path);
-	s->head.stash = s->tmp.stash = s->path.stash = &w->stash;
+	s->head.stash = s->stage.stash = s->tmp.stash = s->path.stash = &w->stash;
 	if (sa->sa_family == AF_INET)
 		sp_ipv4_text((const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr,
 			     s->client_ip);
@@ -1292,6 +1528,7 @@ void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct soc
 		sp_conn_tls_accept(s->client, tls);
 	}
 	sp_conn_setcb(s->client, on_client_read, on_conn_drain, on_client_event, s);
+	sp_conn_data(s->client, on_client_data);
 	client_timeouts(s, 0);
 	s->client->read_max = HIGH_WATER;
 	s->client->low_water = LOW_WATER;
@@ -1314,6 +1551,7 @@ static void session_free(struct sp_session *s)
 	if (s->pending)
 		evbuffer_free(s->pending);
 	sp_buf_deinit(&s->head);
+	sp_buf_deinit(&s->stage);
 	sp_buf_deinit(&s->tmp);
 	sp_buf_deinit(&s->path);
 	TAILQ_REMOVE(&w->sessions, s, link);

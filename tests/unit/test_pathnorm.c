@@ -162,6 +162,27 @@ static void test_non_origin_rejected(void **state)
 	NORM_ERR("./a", SP_PATH_NOT_ORIGIN);
 }
 
+/* Paths with no escape and no '/' before a '/' or '.' are copied as they
+ * are; each byte that sends a path the long way is next to one that does
+ * not, and both give the normal form. */
+static void test_copied_or_normalised(void **state)
+{
+	(void)state;
+	NORM_OK("/a.b/c-d_e~f/g", "/a.b/c-d_e~f/g");
+	NORM_OK("/a/", "/a/");
+	NORM_OK("/a./b.", "/a./b.");
+	NORM_OK("/.well-known/x", "/.well-known/x");
+	NORM_OK("/a/.b", "/a/.b");
+	NORM_OK("/a/..b", "/a/..b");
+	NORM_OK("/a/b/.", "/a/b/");
+	NORM_OK("/a/b/..", "/a/");
+	NORM_OK("/a//b", "/a/b");
+	NORM_OK("//", "/");
+	NORM_OK("/a%2f", "/a%2F");
+	NORM_OK("/a%2F", "/a%2F");
+	NORM_OK("/a%41", "/aA");
+}
+
 /* The output is replaced, not appended to. */
 static void test_output_replaced(void **state)
 {
@@ -300,6 +321,7 @@ int main(void)
 		cmocka_unit_test(test_repeated_slashes_merged),
 		cmocka_unit_test(test_trailing_slash_kept),
 		cmocka_unit_test(test_non_origin_rejected),
+		cmocka_unit_test(test_copied_or_normalised),
 		cmocka_unit_test(test_output_replaced),
 		cmocka_unit_test(test_idempotent),
 		cmocka_unit_test(test_strerror_names_each_status),
