@@ -42,8 +42,6 @@ struct sp_admin {
 	/* the Host a request may name (admin.address is restart-only) */
 	char host[256]; /* as configured, without the brackets of an IPv6 address */
 	char port[8];
-	struct sockaddr_storage addr;
-	int loopback, wildcard;
 };
 
 struct admin_conn {
@@ -575,10 +573,11 @@ static int authorised(struct admin_conn *a)
 	return CRYPTO_memcmp(a->auth.data + 7, token, tl) == 0;
 }
 
-/* Whether host ("name:port", "[v6]:port", "ip") names this listener: its
- * address as configured, localhost for a loopback one, the bound IP, or any
- * IP for a wildcard one. A page that DNS rebinding brought here names its
- * own host; an IP or localhost cannot be rebound. */
+/* Whether a Host ("name:port", "[v6]:port", "ip") may be this listener's:
+ * an IP address or localhost, which DNS rebinding cannot point elsewhere,
+ * with any port (a port forward's, an SSH tunnel's), or the name
+ * admin.address was configured with, with its port. A page that rebinding
+ * brought here names its own site. */
 static int host_ok(const struct sp_admin *ad, const char *host, size_t len)
 {
 	char name[256];
@@ -596,42 +595,41 @@ static int host_ok(const struct sp_admin *ad, const char *host, size_t len)
 			return 0;
 		snprintf(name, sizeof(name), "%.*s", (int)(colon - host), host);
 	}
-	size_t plen = colon < end ? (size_t)(end - colon - 1) : 0;
-	if (colon < end ? plen != strlen(ad->port) || memcmp(colon + 1, ad->port, plen) != 0
-			: strcmp(ad->port, "80") != 0)
-		return 0;
-	if (strcasecmp(name, ad->host) == 0 || (ad->loopback && strcasecmp(name, "localhost") == 0))
-		return 1;
 	unsigned char ip[16];
-	if (ad->addr.ss_family == AF_INET && inet_pton(AF_INET, name, ip) == 1)
-		return ad->wildcard ||
-		       memcmp(ip, &((const struct sockaddr_in *)&ad->addr)->sin_addr, 4) == 0;
-	if (ad->addr.ss_family == AF_INET6 && inet_pton(AF_INET6, name, ip) == 1)
-		return ad->wildcard ||
-		       memcmp(ip, &((const struct sockaddr_in6 *)&ad->addr)->sin6_addr, 16) == 0;
-	return ad->wildcard && inet_pton(AF_INET, name, ip) == 1;
+	if (strcasecmp(name, "localhost") == 0 || inet_pton(AF_INET, name, ip) == 1 ||
+	    inet_pton(AF_INET6, name, ip) == 1)
+		return 1;
+	size_t plen = colon < end ? (size_t)(end - colon - 1) : 0;
+	int port_ok = colon < end ? plen == strlen(ad->port) && memcmp(colon + 1, ad->port, plen) == 0
+				  : strcmp(ad->port, "80") == 0;
+	return port_ok && strcasecmp(name, ad->host) == 0;
 }
 
-/* A request a web page could have sent, other than from the dashboard
- * itself: answered 403 (or 415), with or without a token. Returns 1 when it
- * was refused. */
+/* Without a token, a request a web page on this machine could have sent,
+ * other than the dashboard's own: answered 403 (or 415). Returns 1 when it
+ * was refused. A token is proof enough: a page cannot send it (nor any
+ * Authorization header to another site: the API answers no CORS preflight). */
 static int refuse_foreign(struct admin_conn *a, const char *method)
 {
 	struct sp_admin *ad = a->admin;
-	char msg[640];
+	char msg[1024];
+	if (ad->rt->cfg->admin.token)
+		return 0;
 	if (a->has_host < 0 || (a->has_host && !host_ok(ad, a->host, strlen(a->host)))) {
-		snprintf(msg, sizeof(msg), "Host \"%s\" is not this admin listener (%s:%s%s): a page "
-			 "on another site may have been pointed at it (DNS rebinding)",
-			 a->has_host < 0 ? "(repeated or too long)" : a->host, ad->host, ad->port,
-			 ad->loopback ? ", or localhost" : "");
+		snprintf(msg, sizeof(msg), "Host \"%s\" is not this admin listener (an IP address, "
+			 "localhost, or %s:%s): a page on another site may have been pointed at it "
+			 "(DNS rebinding); set admin.token_file to reach it by another name",
+			 a->has_host < 0 ? "(repeated or too long)" : a->host, ad->host, ad->port);
 		respond_error(a, 403, msg);
 		return 1;
 	}
-	if (a->has_origin < 0 || (a->has_origin && (strncasecmp(a->origin, "http://", 7) != 0 ||
-						    !host_ok(ad, a->origin + 7, strlen(a->origin + 7))))) {
-		snprintf(msg, sizeof(msg), "Origin \"%s\" is not this admin listener: requests from "
-			 "other sites' pages are refused", a->has_origin < 0 ? "(repeated or too long)"
-									   : a->origin);
+	/* the dashboard is served from here: its requests are same-origin */
+	if (a->has_origin < 0 ||
+	    (a->has_origin && (a->has_host <= 0 || strncasecmp(a->origin, "http://", 7) != 0 ||
+			       strcasecmp(a->origin + 7, a->host) != 0))) {
+		snprintf(msg, sizeof(msg), "Origin \"%s\" is not this admin listener's: requests from "
+			 "other pages are refused", a->has_origin < 0 ? "(repeated or too long)"
+								       : a->origin);
 		respond_error(a, 403, msg);
 		return 1;
 	}
@@ -1005,12 +1003,6 @@ static void listener_names(struct sp_admin *ad, const struct sp_admin_cfg *ac)
 	else
 		snprintf(ad->host, sizeof(ad->host), "%.*s", (int)hl, a);
 	snprintf(ad->port, sizeof(ad->port), "%s", colon ? colon + 1 : "");
-	ad->addr = ac->addr;
-	ad->loopback = sp_addr_is_loopback(&ac->addr);
-	ad->wildcard = (ac->addr.ss_family == AF_INET &&
-			((const struct sockaddr_in *)&ac->addr)->sin_addr.s_addr == htonl(INADDR_ANY)) ||
-		       (ac->addr.ss_family == AF_INET6 &&
-			IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)&ac->addr)->sin6_addr));
 }
 
 static void on_accept_error(struct evconnlistener *l, void *arg)

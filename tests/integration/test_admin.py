@@ -226,49 +226,53 @@ def test_the_override_of_a_route_gone_is_listed_deleted_and_warned_about(start_p
     assert p.admin("GET", "/api/routes/users")[1]["backend"] == "legacy"
 
 
+def admin_call(port, method, path, headers, body=None):
+    """(status, JSON or bytes) of a request with exactly these headers."""
+    import http.client
+    c = http.client.HTTPConnection(harness.HOST, port, timeout=harness.IO_TIMEOUT)
+    try:
+        c.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        for k, v in headers.items():
+            c.putheader(k, v)
+        c.putheader("Content-Length", str(len(body or b"")))
+        c.endheaders(body)
+        r = c.getresponse()
+        data = r.read()
+        return r.status, json.loads(data) if data.startswith(b"{") else data
+    finally:
+        c.close()
+
+
 def test_requests_a_web_page_could_send_are_refused(start_proxy, two_backends, tmp_path):
     """Without a token the admin API took a cross-site form POST (no
     preflight) and any Host, so a page DNS rebinding pointed at it could read
-    and PATCH. A Host that is not the listener's, an Origin that is not
-    http:// + such a Host, and a change that is not JSON are refused, with a
-    token too; the dashboard's own requests (same origin) pass."""
-    p = admin_proxy(start_proxy, two_backends, tmp_path, token=True)
-    auth = {"Authorization": "Bearer " + TOKEN}
+    and PATCH. A Host that is a name other than the listener's, an Origin
+    that is not the request's own, and a change that is not JSON are refused;
+    the dashboard's own requests (same origin), IP addresses and localhost on
+    any port (a port forward) pass."""
+    p = admin_proxy(start_proxy, two_backends, tmp_path)
     port = p.admin_port
     me = "127.0.0.1:%d" % port
 
     def call(method, path, headers, body=None):
-        import http.client
-        c = http.client.HTTPConnection(harness.HOST, port, timeout=harness.IO_TIMEOUT)
-        try:
-            c.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-            for k, v in list(auth.items()) + list(headers.items()):
-                c.putheader(k, v)
-            c.putheader("Content-Length", str(len(body or b"")))
-            c.endheaders(body)
-            r = c.getresponse()
-            data = r.read()
-            return r.status, json.loads(data) if data.startswith(b"{") else data
-        finally:
-            c.close()
+        return admin_call(port, method, path, headers, body)
 
     patch = b'{"rollout": {"percent": 60}}'
     # a DNS-rebound page: its own name as Host, same-origin for the browser
     st, body = call("GET", "/api/routes", {"Host": "rebind.attacker.example:%d" % port})
     assert st == 403 and 'Host "rebind.attacker.example:%d" is not this admin listener' % port \
-        in body["error"], body
+        in body["error"] and "admin.token_file" in body["error"], body
     assert call("PATCH", "/api/routes/orders", {
         "Host": "rebind.attacker.example:%d" % port, "Content-Type": "application/json",
         "Origin": "http://rebind.attacker.example:%d" % port}, patch)[0] == 403
     assert call("GET", "/", {"Host": "evil:%d" % port})[0] == 403
-    assert call("GET", "/api/routes", {"Host": "127.0.0.1:1"})[0] == 403
     assert call("GET", "/api/routes", {"Host": me, "X": "1", "host": me})[0] == 403
-    # a cross-site form post, and an Origin that is not this listener
+    # a cross-site form post, and an Origin that is not the request's own
     st, body = call("POST", "/api/reload", {"Host": me, "Origin": "http://attacker.example",
                                             "Content-Type": "text/plain"}, b"x")
     assert st == 403 and 'Origin "http://attacker.example" is not this admin listener' \
         in body["error"], body
-    for origin in ["null", "https://" + me, "http://localhost:1"]:
+    for origin in ["null", "https://" + me, "http://localhost:1", "http://127.0.0.1:1"]:
         assert call("POST", "/api/reload", {"Host": me, "Origin": origin})[0] == 403, origin
     # a change that is not JSON (what a form sends; curl -d without -H too)
     for ctype in [None, "application/x-www-form-urlencoded", "text/plain"]:
@@ -276,10 +280,11 @@ def test_requests_a_web_page_could_send_are_refused(start_proxy, two_backends, t
                         {"Host": me, **({"Content-Type": ctype} if ctype else {})}, patch)
         assert st == 415 and body["error"] == "Content-Type must be application/json", ctype
     assert call("POST", "/api/reload", {"Host": me, "Content-Type": "text/plain"})[0] == 415
-    assert p.admin("GET", "/api/routes/orders", token=TOKEN)[1]["rollout"]["percent"] == 25
-    assert p.admin("GET", "/api/audit", token=TOKEN)[1]["changes"] == []
-    # what the dashboard, curl and scripts send
-    for host in [me, "localhost:%d" % port, "LOCALHOST:%d" % port]:
+    assert p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 25
+    assert p.admin("GET", "/api/audit")[1]["changes"] == []
+    # what the dashboard, curl, scripts and port forwards send
+    for host in [me, "localhost:%d" % port, "LOCALHOST:%d" % port, "localhost:8080",
+                 "127.0.0.1:1", "[::1]:9901"]:
         assert call("GET", "/api/routes", {"Host": host})[0] == 200, host
         st, body = call("PATCH", "/api/routes/orders", {
             "Host": host, "Origin": "http://" + host,
@@ -289,6 +294,21 @@ def test_requests_a_web_page_could_send_are_refused(start_proxy, two_backends, t
         == 200
     assert call("POST", "/api/reload", {"Host": me})[0] == 200
     assert call("GET", "/healthz", {})[0] == 200  # no Host: not a browser
+
+
+def test_with_a_token_any_host_may_call(start_proxy, two_backends, tmp_path):
+    """A page cannot send the token, so with one the admin API is reached by
+    any name (a Prometheus target by host name, a load balancer's), which the
+    Host check refused even with the right token."""
+    p = admin_proxy(start_proxy, two_backends, tmp_path, token=True)
+    auth = {"Authorization": "Bearer " + TOKEN}
+    for host in ["prometheus-target.internal:%d" % p.admin_port, "vm:9901"]:
+        assert admin_call(p.admin_port, "GET", "/metrics", dict(auth, Host=host))[0] == 200
+        assert admin_call(p.admin_port, "GET", "/metrics", {"Host": host})[0] == 401
+    st, body = admin_call(p.admin_port, "PATCH", "/api/routes/orders",
+                          dict(auth, Host="ops.example:443", **{"Content-Type": "application/json"}),
+                          b'{"rollout": {"percent": 60}}')
+    assert st == 200 and body["rollout"]["percent"] == 60, body
 
 
 def test_the_state_files_rename_reaches_the_disk(start_proxy, two_backends, tmp_path):
