@@ -922,9 +922,10 @@ static void finish_exchange(struct sp_session *s)
 	s->up = NULL;
 	/* resp_body is the client's framing: a chunked answer to an HTTP/1.0
 	 * client ends with a close there, not on the backend's connection (a
-	 * body that ends with the backend's close is not upstream_keep) */
+	 * body that ends with the backend's close is not upstream_keep); an
+	 * answer read after a failed write (answered_before_reset) never is */
 	if (s->req_done && sp_h1_in_message(s->resp) == 0 && !s->tunnel &&
-	    evbuffer_get_length(up->conn->in) == 0 && s->upstream_keep)
+	    evbuffer_get_length(up->conn->in) == 0 && s->upstream_keep && !up->conn->err)
 		sp_pool_put(&up);
 	else
 		sp_upconn_free(&up);
