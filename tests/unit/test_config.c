@@ -357,6 +357,26 @@ static void test_error_duplicate_route_name(void **state)
 		 "[\"GET\", \"HEAD\"] (or leave it out)");
 }
 
+/* A pattern is refused past 1024 characters (regcomp's memory), not at
+ * 1024. */
+static void test_regex_length_bound(void **state)
+{
+	(void)state;
+	char re[1100], text[1400], msg[1200];
+	re[0] = '/';
+	memset(re + 1, 'a', 1023);
+	re[1024] = '\0';
+	snprintf(text, sizeof(text), ONE_MATCH("path_regex = \"%s\";"), re);
+	struct sp_config *c = unit_load_ok(text, NULL);
+	assert_string_equal(c->routes[0].match.path_regex, re);
+	sp_config_unref(&c);
+	strcat(re, "a");
+	snprintf(text, sizeof(text), ONE_MATCH("path_regex = \"%s\";"), re);
+	snprintf(msg, sizeof(msg),
+		 "test.conf:8: routes.[0].match.path_regex: \"%s\": longer than 1024 characters", re);
+	REJECTED(text, 1, msg);
+}
+
 static void test_error_bad_regex(void **state)
 {
 	(void)state;
@@ -1089,6 +1109,7 @@ int main(void)
 		cmocka_unit_test(test_guard_steps_and_window_checked),
 		cmocka_unit_test(test_error_duplicate_route_name),
 		cmocka_unit_test(test_error_bad_regex),
+		cmocka_unit_test(test_regex_length_bound),
 		cmocka_unit_test(test_error_regex_escaping_anchors),
 		cmocka_unit_test(test_error_bad_sticky),
 		cmocka_unit_test(test_error_path_not_normalised),
