@@ -171,6 +171,16 @@ def test_token_is_required_when_configured(start_proxy, two_backends, tmp_path):
     assert raw_admin(p, "GET", "/api/routes", {"Authorization": "Basic " + TOKEN})[0] == 401
 
 
+def test_only_the_whole_token_is_accepted(start_proxy, two_backends, tmp_path):
+    """The token is compared whole: the token with anything after it, or a
+    start of it, is refused like any wrong token."""
+    p = admin_proxy(start_proxy, two_backends, tmp_path, token=True)
+    for value in [TOKEN + "x", TOKEN + " x", TOKEN + TOKEN, TOKEN[:-1], ""]:
+        got = raw_admin(p, "GET", "/api/routes", {"Authorization": "Bearer " + value})[0]
+        assert got == 401, repr(value)
+    assert raw_admin(p, "GET", "/api/routes", {"Authorization": "Bearer " + TOKEN})[0] == 200
+
+
 def test_non_loopback_admin_without_token_is_a_config_error(tmp_path):
     conf = tmp_path / "s.conf"
     conf.write_text('listen = ( { address = "127.0.0.1:1"; } );\n'
@@ -354,6 +364,17 @@ def raw_admin(p, method, path, headers=None):
         c.close()
 
 
+def test_an_overlong_admin_target_gets_414(start_proxy, two_backends, tmp_path):
+    """A path of 4096 bytes or more is refused as too long, not cut to fit
+    and looked up; a query does not count towards it."""
+    p = admin_proxy(start_proxy, two_backends, tmp_path)
+    st, reason, _, body = raw_admin(p, "GET", "/api/routes/" + "a" * 5000)
+    assert (st, reason) == (414, "URI Too Long"), body
+    assert raw_admin(p, "GET", "/api/routes/" + "a" * (4096 - 12))[0] == 414
+    assert raw_admin(p, "GET", "/api/routes/" + "a" * (4095 - 12))[0] == 404
+    assert raw_admin(p, "GET", "/api/routes/orders?" + "x" * 5000)[0] == 200
+
+
 def test_a_long_route_name_has_counters_and_can_be_changed(start_proxy, two_backends, tmp_path):
     """A name of 64 characters may take 256 bytes: names past 71 bytes had no
     counters (a guard on them never tripped), no metrics, and could not be
@@ -439,6 +460,11 @@ def test_readyz_says_503_while_draining(start_proxy, backend_factory, tmp_path):
     p.proc.send_signal(signal.SIGTERM)
     harness.wait_for(lambda: "stopping" in p.stderr_text(), what="SIGTERM handled")
     assert p.admin("GET", "/readyz") == (503, "stopping\n")
+    # a change made here would be lost with this process: refused, while
+    # reading still works
+    st, body = p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 1}})
+    assert st == 503 and "stopping" in body["error"], body
+    assert p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 25
     t.join(5)
     assert done["status"] == 200
     assert p.stop() == 0
