@@ -156,6 +156,22 @@ def test_steps_advance_while_the_guard_holds(start_proxy, backend_factory, tmp_p
     assert route["guard"]["tripped"] is False and route["guard"]["steps"] == [10, 20]
 
 
+def test_steps_wait_for_step_interval_s(start_proxy, backend_factory, tmp_path):
+    """A healthy rollout with a verdict still waits step_interval_s (here an
+    hour) between steps: it does not climb at every tick."""
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern")
+    guard = {"max_error_rate": 5.0, "min_requests": 5, "window_s": 10,
+             "steps": [10, 20], "step_interval_s": 3600}
+    p = start(start_proxy, legacy, modern,
+              {"backend": "modern", "percent": 5.0, "sticky": "header:X-User-Id",
+               "guard": guard}, tmp_path)
+    assert "modern" in load(p, 300)  # a verdict on the rollout side
+    harness.time.sleep(2.5)  # two guard ticks
+    assert percent(p) == 5
+    assert "next step" not in p.stderr_text()
+
+
 def test_steps_wait_for_a_verdict_and_never_start_from_zero(start_proxy, backend_factory,
                                                               tmp_path):
     """Without traffic on the rollout side there is no verdict, so no step
