@@ -336,6 +336,29 @@ def test_a_body_over_64_kib_gets_413_at_once(start_proxy, two_backends, tmp_path
     assert p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 25
 
 
+def test_a_chunked_body_is_bounded_at_exactly_64_kib(start_proxy, two_backends, tmp_path):
+    """A chunked body (no length announced) of 65536 bytes is taken, one
+    byte more gets 413."""
+    p = admin_proxy(start_proxy, two_backends, tmp_path)
+
+    def patch_chunked(size):
+        doc = b'{"rollout": {"percent": 30}}'
+        body = doc[:-1] + b" " * (size - len(doc)) + b"}"
+        with socket.create_connection((harness.HOST, p.admin_port), timeout=5) as c:
+            c.sendall(b"PATCH /api/routes/orders HTTP/1.1\r\nHost: a\r\n"
+                      b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+                      b"Connection: close\r\n\r\n")
+            for i in range(0, size, 8192):
+                part = body[i:i + 8192]
+                c.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+            c.sendall(b"0\r\n\r\n")
+            return harness.Stream(c).read_until(b"\r\n\r\n")
+    assert patch_chunked(65537).startswith(b"HTTP/1.1 413 ")
+    assert p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 25
+    assert patch_chunked(65536).startswith(b"HTTP/1.1 200 ")
+    assert p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 30
+
+
 def test_route_names_are_percent_decoded(start_proxy, two_backends, tmp_path):
     """The dashboard writes a route name with encodeURIComponent: a name with
     a space was listed but could be neither read nor changed (404)."""
