@@ -521,6 +521,11 @@ static void test_integer_bounds_are_exact(void **state)
 	sp_config_unref(&c);
 	REJECTED(BASE "workers = 1025;\n", 1, "test.conf:7: workers: must be between 0 and 1024");
 	REJECTED(BASE "workers = -1;\n", 1, "test.conf:7: workers: must be between 0 and 1024");
+	/* a check that needs no passes or no failures would flip at once */
+	REJECTED(ONE_BACKEND("url = \"http://127.0.0.1:9001\"; health = { path = \"/h\"; healthy = 0; };"),
+		 1, "test.conf:3: backends.legacy.health.healthy: must be between 1 and 100");
+	REJECTED(ONE_BACKEND("url = \"http://127.0.0.1:9001\"; health = { unhealthy = 0; };"), 1,
+		 "test.conf:3: backends.legacy.health.unhealthy: must be between 1 and 100");
 }
 
 /* The admin token is at least 16 characters (blanks around it are not
@@ -543,6 +548,18 @@ static void test_admin_token_length(void **state)
 	sp_config_unref(&c);
 	close(fd);
 	unlink(path);
+}
+
+/* An admin group without an address listens on 127.0.0.1:9901, as
+ * documented, and needs no token there. */
+static void test_admin_default_address(void **state)
+{
+	(void)state;
+	struct sp_config *c = unit_load_ok(BASE "admin = { };\n", NULL);
+	assert_true(c->has_admin);
+	assert_string_equal(c->admin.address, "127.0.0.1:9901");
+	assert_null(c->admin.token);
+	sp_config_unref(&c);
 }
 
 /* A shadowed route without a diff log loads, with a warning saying the
@@ -1118,6 +1135,7 @@ int main(void)
 		cmocka_unit_test(test_error_wrong_types),
 		cmocka_unit_test(test_integer_bounds_are_exact),
 		cmocka_unit_test(test_admin_token_length),
+		cmocka_unit_test(test_admin_default_address),
 		cmocka_unit_test(test_shadow_without_diff_log_warns),
 		cmocka_unit_test(test_error_syntax),
 		cmocka_unit_test(test_multiple_errors_collected),
