@@ -217,6 +217,24 @@ def test_explain_ignores_blanks_a_shell_quote_kept(rollout):
     assert blanks[:3] == plain[:3] and plain[0] is not None, blanks[3]
 
 
+def test_explain_takes_up_to_64_headers(rollout):
+    """strangler(8): -H adds a request header, up to 64; the 65th is a usage
+    error."""
+    proxy, client = rollout
+    extra = ["X-Pad-%d: %d" % (i, i) for i in range(63)]
+    backend, bucket, route, text = explain(proxy, "GET", "/api/orders/1",
+                                           *(extra + ["X-User-Id: user-11"]))
+    assert route == "orders" and bucket == rollout_bucket("orders", "user-11"), text
+    args = ["explain", "-c", proxy.conf_path]
+    for h in extra + ["X-Pad-x: x", "X-User-Id: user-11"]:
+        args += ["-H", h]
+    out = run_strangler(*(args + ["GET", "/api/orders/1"]))
+    assert out.returncode == 2 and "(at most 64)" in out.stderr, out.stderr
+    # a header without a name, which the proxy refuses, is a usage error too
+    out = run_strangler("explain", "-c", proxy.conf_path, "-H", ": v", "GET", "/api/orders/1")
+    assert out.returncode == 2 and "a header is 'Name: value'" in out.stderr, out.stderr
+
+
 def test_explain_client_ip_default_and_option(rollout):
     """A client_ip sticky key: explain takes 127.0.0.1 unless --client-ip
     says otherwise (strangler(8)), and agrees with the proxy for a local
