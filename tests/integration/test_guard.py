@@ -89,6 +89,20 @@ def test_error_rate_trips_the_guard_until_rearmed(start_proxy, backend_factory, 
     assert p.admin("POST", "/api/routes/nope/guard/rearm")[0] == 404
 
 
+def test_a_tripped_guard_stays_tripped_after_a_restart(start_proxy, backend_factory, tmp_path):
+    """The trip is kept in admin.state_file: a restarted proxy still holds the
+    rollout back and refuses to raise it until re-armed."""
+    state = tmp_path / "state.json"
+    p = flaky_rollout(start_proxy, backend_factory, tmp_path, state=state)
+    until_tripped(p)
+    assert p.stop() == 0
+    p = flaky_rollout(start_proxy, backend_factory, tmp_path, state=state)
+    route = p.admin("GET", "/api/routes/orders")[1]
+    assert route["guard"]["tripped"] is True and "error rate" in route["guard"]["reason"]
+    assert route["rollout"]["percent"] == 0
+    assert p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 40}})[0] == 409
+
+
 def test_the_guard_trips_while_the_file_on_disk_is_broken(start_proxy, backend_factory,
                                                          tmp_path):
     """A config file left half-edited (not reloaded) must not stop the guard:
