@@ -38,10 +38,18 @@ void sp_diag_deinit(struct sp_diag *d)
 
 void sp_diag_add(struct sp_diag *d, int is_error, const char *file, int line, const char *fmt, ...)
 {
-	va_list ap;
-	char msg[1024];
+	va_list ap, again;
+	char small[1024], *msg = small;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_copy(again, ap);
+	int n = vsnprintf(small, sizeof(small), fmt, ap);
+	/* a value quoted from the file can be long (a 1025-character pattern):
+	 * the reason after it must not be cut off */
+	if (n >= (int)sizeof(small) && !(msg = malloc((size_t)n + 1)))
+		msg = small;
+	else if (msg != small)
+		vsnprintf(msg, (size_t)n + 1, fmt, again);
+	va_end(again);
 	va_end(ap);
 	/* one diagnostic, one line: values quoted from the file may hold
 	 * control characters */
@@ -52,6 +60,8 @@ void sp_diag_add(struct sp_diag *d, int is_error, const char *file, int line, co
 		sp_buf_printf(&d->text, "%s:%d: %s%s\n", file, line, is_error ? "" : "warning: ", msg);
 	else
 		sp_buf_printf(&d->text, "%s: %s%s\n", file, is_error ? "" : "warning: ", msg);
+	if (msg != small)
+		free(msg);
 	if (is_error)
 		d->errors++;
 	else

@@ -357,6 +357,16 @@ def test_token_is_required_when_configured(start_proxy, two_backends, tmp_path):
     assert raw_admin(p, "GET", "/api/routes", {"Authorization": "Basic " + TOKEN})[0] == 401
 
 
+def test_only_the_whole_token_is_accepted(start_proxy, two_backends, tmp_path):
+    """The token is compared whole: the token with anything after it, or a
+    start of it, is refused like any wrong token."""
+    p = admin_proxy(start_proxy, two_backends, tmp_path, token=True)
+    for value in [TOKEN + "x", TOKEN + " x", TOKEN + TOKEN, TOKEN[:-1], ""]:
+        got = raw_admin(p, "GET", "/api/routes", {"Authorization": "Bearer " + value})[0]
+        assert got == 401, repr(value)
+    assert raw_admin(p, "GET", "/api/routes", {"Authorization": "Bearer " + TOKEN})[0] == 200
+
+
 def test_non_loopback_admin_without_token_is_a_config_error(tmp_path):
     conf = tmp_path / "s.conf"
     conf.write_text('listen = ( { address = "127.0.0.1:1"; } );\n'
@@ -513,6 +523,29 @@ def test_a_body_over_64_kib_gets_413_at_once(start_proxy, two_backends, tmp_path
     assert p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 25
 
 
+def test_a_chunked_body_is_bounded_at_exactly_64_kib(start_proxy, two_backends, tmp_path):
+    """A chunked body (no length announced) of 65536 bytes is taken, one
+    byte more gets 413."""
+    p = admin_proxy(start_proxy, two_backends, tmp_path)
+
+    def patch_chunked(size):
+        doc = b'{"rollout": {"percent": 30}}'
+        body = doc[:-1] + b" " * (size - len(doc)) + b"}"
+        with socket.create_connection((harness.HOST, p.admin_port), timeout=5) as c:
+            c.sendall(b"PATCH /api/routes/orders HTTP/1.1\r\nHost: a\r\n"
+                      b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+                      b"Connection: close\r\n\r\n")
+            for i in range(0, size, 8192):
+                part = body[i:i + 8192]
+                c.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+            c.sendall(b"0\r\n\r\n")
+            return harness.Stream(c).read_until(b"\r\n\r\n")
+    assert patch_chunked(65537).startswith(b"HTTP/1.1 413 ")
+    assert p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 25
+    assert patch_chunked(65536).startswith(b"HTTP/1.1 200 ")
+    assert p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 30
+
+
 def test_route_names_are_percent_decoded(start_proxy, two_backends, tmp_path):
     """The dashboard writes a route name with encodeURIComponent: a name with
     a space was listed but could be neither read nor changed (404)."""
@@ -539,6 +572,17 @@ def raw_admin(p, method, path, headers=None):
         return r.status, r.reason, dict(r.getheaders()), r.read()
     finally:
         c.close()
+
+
+def test_an_overlong_admin_target_gets_414(start_proxy, two_backends, tmp_path):
+    """A path of 4096 bytes or more is refused as too long, not cut to fit
+    and looked up; a query does not count towards it."""
+    p = admin_proxy(start_proxy, two_backends, tmp_path)
+    st, reason, _, body = raw_admin(p, "GET", "/api/routes/" + "a" * 5000)
+    assert (st, reason) == (414, "URI Too Long"), body
+    assert raw_admin(p, "GET", "/api/routes/" + "a" * (4096 - 12))[0] == 414
+    assert raw_admin(p, "GET", "/api/routes/" + "a" * (4095 - 12))[0] == 404
+    assert raw_admin(p, "GET", "/api/routes/orders?" + "x" * 5000)[0] == 200
 
 
 def test_a_long_route_name_has_counters_and_can_be_changed(start_proxy, two_backends, tmp_path):
@@ -626,6 +670,11 @@ def test_readyz_says_503_while_draining(start_proxy, backend_factory, tmp_path):
     p.proc.send_signal(signal.SIGTERM)
     harness.wait_for(lambda: "stopping" in p.stderr_text(), what="SIGTERM handled")
     assert p.admin("GET", "/readyz") == (503, "stopping\n")
+    # a change made here would be lost with this process: refused, while
+    # reading still works
+    st, body = p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 1}})
+    assert st == 503 and "stopping" in body["error"], body
+    assert p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 25
     t.join(5)
     assert done["status"] == 200
     assert p.stop() == 0

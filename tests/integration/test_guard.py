@@ -90,6 +90,20 @@ def test_error_rate_trips_the_guard_until_rearmed(start_proxy, backend_factory, 
     assert p.admin("POST", "/api/routes/nope/guard/rearm")[0] == 404
 
 
+def test_a_tripped_guard_stays_tripped_after_a_restart(start_proxy, backend_factory, tmp_path):
+    """The trip is kept in admin.state_file: a restarted proxy still holds the
+    rollout back and refuses to raise it until re-armed."""
+    state = tmp_path / "state.json"
+    p = flaky_rollout(start_proxy, backend_factory, tmp_path, state=state)
+    until_tripped(p)
+    assert p.stop() == 0
+    p = flaky_rollout(start_proxy, backend_factory, tmp_path, state=state)
+    route = p.admin("GET", "/api/routes/orders")[1]
+    assert route["guard"]["tripped"] is True and "error rate" in route["guard"]["reason"]
+    assert route["rollout"]["percent"] == 0
+    assert p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 40}})[0] == 409
+
+
 def test_the_guard_trips_while_the_file_on_disk_is_broken(start_proxy, backend_factory,
                                                          tmp_path):
     """A config file left half-edited (not reloaded) must not stop the guard:
@@ -221,6 +235,22 @@ def test_steps_advance_while_the_guard_holds(start_proxy, backend_factory, tmp_p
     assert "next step 10.00 % -> 20.00 %" in p.stderr_text()
     route = p.admin("GET", "/api/routes/orders")[1]
     assert route["guard"]["tripped"] is False and route["guard"]["steps"] == [10, 20]
+
+
+def test_steps_wait_for_step_interval_s(start_proxy, backend_factory, tmp_path):
+    """A healthy rollout with a verdict still waits step_interval_s (here an
+    hour) between steps: it does not climb at every tick."""
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern")
+    guard = {"max_error_rate": 5.0, "min_requests": 5, "window_s": 10,
+             "steps": [10, 20], "step_interval_s": 3600}
+    p = start(start_proxy, legacy, modern,
+              {"backend": "modern", "percent": 5.0, "sticky": "header:X-User-Id",
+               "guard": guard}, tmp_path)
+    assert "modern" in load(p, 300)  # a verdict on the rollout side
+    harness.time.sleep(2.5)  # two guard ticks
+    assert percent(p) == 5
+    assert "next step" not in p.stderr_text()
 
 
 def test_steps_wait_for_a_verdict_and_never_start_from_zero(start_proxy, backend_factory,

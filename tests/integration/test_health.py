@@ -114,6 +114,74 @@ def test_health_counts_start_afresh_at_each_transition(backend_factory, start_pr
     harness.wait_for(lambda: p.stderr_text().count("is down") == 2, what="down again")
 
 
+@pytest.mark.parametrize("failing", [503, 404])
+def test_exactly_healthy_passes_bring_a_backend_back(backend_factory, start_proxy, failing):
+    """With healthy = 3, three passes after the check took modern down bring it
+    back: the health endpoint fails (503, or 404: only 2xx and 3xx pass) until
+    then, answers 200 three times, then fails again, so a count that needs a
+    fourth pass never sees modern up."""
+    state = {"passes": None}  # None: failing; a number: passes left
+    lock = threading.Lock()
+
+    def health(req, conn):
+        with lock:
+            if not state["passes"]:
+                return Response(failing, b"down")
+            state["passes"] -= 1
+            return Response(200, b"ok")
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern", by_path({"/health": health}))
+    check = {"path": "/health", "interval_ms": 100, "timeout_ms": 500, "healthy": 3,
+             "unhealthy": 2}
+    p = start_proxy({"legacy": legacy, "modern": {"url": modern, "health": check}},
+                    routes=rollout_route())
+    harness.wait_for(lambda: "is down: health check: bad status" in p.stderr_text(),
+                     what="modern down")
+    with lock:
+        state["passes"] = 3
+    harness.wait_for(lambda: "is up again: health check passed" in p.stderr_text(), timeout=3,
+                     what="modern back after three passes")
+    assert state["passes"] == 0
+
+
+def test_an_actively_checked_backend_gets_no_trial_requests(backend_factory, start_proxy):
+    """A backend that the active check took down stays out until the check
+    passes: requests are not sent to it as passive trials every interval_ms
+    (only a backend nothing checks actively gets those)."""
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern", by_path(
+        {"/health": lambda req, conn: Response(503, b"down")}))
+    check = {"path": "/health", "interval_ms": 100, "timeout_ms": 500, "unhealthy": 1}
+    p = start_proxy({"legacy": legacy, "modern": {"url": modern, "health": check}},
+                    routes=rollout_route())
+    harness.wait_for(lambda: "is down: health check: bad status" in p.stderr_text(),
+                     what="modern down")
+    sides = []
+    for _ in range(10):
+        sides.append(served(p))
+        time.sleep(0.06)
+    assert sides == [(200, "legacy")] * 10
+    assert [r.path for r in modern.requests if r.path != "/health"] == []
+
+
+def test_a_request_that_succeeds_does_not_overrule_the_active_check(backend_factory,
+                                                                    start_proxy):
+    """A route whose only backend is down still sends it requests (there is
+    nowhere else to go); one that succeeds does not bring the backend back
+    while its active check fails: the check says when it is back."""
+    modern = backend_factory("modern", by_path(
+        {"/health": lambda req, conn: Response(503, b"down")}))
+    check = {"path": "/health", "interval_ms": 100, "timeout_ms": 500, "unhealthy": 1}
+    p = start_proxy({"modern": {"url": modern, "health": check}}, default_backend="modern",
+                    admin={})
+    harness.wait_for(lambda: "is down: health check: bad status" in p.stderr_text(),
+                     what="modern down")
+    assert served(p, "/x") == (200, "modern")
+    time.sleep(0.3)
+    assert "is up again" not in p.stderr_text()
+    assert 'strangler_backend_up{backend="modern"} 0' in p.admin("GET", "/metrics")[1]
+
+
 def test_a_check_slower_than_the_interval_has_its_timeout(backend_factory, start_proxy):
     """timeout_ms longer than interval_ms: a check answered within timeout_ms
     passes (it was failed at the next interval's tick)."""

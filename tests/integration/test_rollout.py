@@ -208,6 +208,61 @@ def test_explain_answers_as_the_proxy_for_a_method_it_does_not_take(rollout):
     assert out.returncode == 2 and "a header is 'Name: value'" in out.stderr, out.stderr
 
 
+def test_explain_ignores_blanks_a_shell_quote_kept(rollout):
+    """' /api/orders/1 ' is the target /api/orders/1 (strangler(8) takes the
+    target as the shell gave it), not a 400 for a space."""
+    proxy, client = rollout
+    plain = explain(proxy, "GET", "/api/orders/1", "X-User-Id: user-11")
+    blanks = explain(proxy, "GET", "  /api/orders/1  ", "X-User-Id: user-11")
+    assert blanks[:3] == plain[:3] and plain[0] is not None, blanks[3]
+
+
+def test_explain_takes_up_to_64_headers(rollout):
+    """strangler(8): -H adds a request header, up to 64; the 65th is a usage
+    error."""
+    proxy, client = rollout
+    extra = ["X-Pad-%d: %d" % (i, i) for i in range(63)]
+    backend, bucket, route, text = explain(proxy, "GET", "/api/orders/1",
+                                           *(extra + ["X-User-Id: user-11"]))
+    assert route == "orders" and bucket == rollout_bucket("orders", "user-11"), text
+    args = ["explain", "-c", proxy.conf_path]
+    for h in extra + ["X-Pad-x: x", "X-User-Id: user-11"]:
+        args += ["-H", h]
+    out = run_strangler(*(args + ["GET", "/api/orders/1"]))
+    assert out.returncode == 2 and "(at most 64)" in out.stderr, out.stderr
+    # a header without a name, which the proxy refuses, is a usage error too
+    out = run_strangler("explain", "-c", proxy.conf_path, "-H", ": v", "GET", "/api/orders/1")
+    assert out.returncode == 2 and "a header is 'Name: value'" in out.stderr, out.stderr
+
+
+def test_explain_client_ip_default_and_option(rollout):
+    """A client_ip sticky key: explain takes 127.0.0.1 unless --client-ip
+    says otherwise (strangler(8)), and agrees with the proxy for a local
+    client."""
+    proxy, client = rollout
+    side = client.request("GET", "/byip").header("X-Backend")
+    backend, bucket, route, text = explain(proxy, "GET", "/byip")
+    assert (route, bucket, backend) == ("byip", rollout_bucket("byip", "127.0.0.1"), side), text
+    for ip in ("10.1.2.3", "2001:db8::7"):
+        out = run_strangler("explain", "-c", proxy.conf_path, "--client-ip", ip, "GET", "/byip")
+        assert out.returncode == 0, out.stderr
+        want = rollout_bucket("byip", ip)
+        assert re.search(r"^bucket:\s+%d " % want, out.stdout, re.M), out.stdout
+        assert re.search(r"^backend:\s+%s " % expected_side("byip", ip, 5000), out.stdout,
+                         re.M), out.stdout
+
+
+@pytest.mark.parametrize("target", ["/api/orders/\x7f1", "/api/orders/\x011"])
+def test_explain_refuses_a_target_byte_the_proxy_refuses(rollout, target):
+    """DEL and control bytes in the request target: the proxy answers 400,
+    and explain says so instead of naming a backend."""
+    proxy, client = rollout
+    client.send(b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % target.encode())
+    assert client.read_response().status == 400
+    text = explain(proxy, "GET", target)[3]
+    assert re.search(r"^answer:\s+400 ", text, re.M) and "backend:" not in text, text
+
+
 @pytest.mark.parametrize("target,header", [
     ("/api/orders/1#/../../elsewhere", "X-User-Id: user-11"),  # a fragment is dropped
     ("http://other.example/api/orders/1", "X-User-Id: user-11"),  # absolute form

@@ -152,6 +152,16 @@ def test_path_above_root_is_400(routed, target):
     assert proxy.wait_access(1)[0]["path"] == target
 
 
+@pytest.mark.parametrize("target", ["/../x?a=1", "/../x#frag", "/../x?a=1#frag"])
+def test_a_refused_path_is_logged_without_query_or_fragment(routed, target):
+    """The log's path of a refused target is its path as received: the query
+    and the fragment are not part of it."""
+    proxy, backends, client = routed
+    client.send(build_request("GET", target))
+    assert client.read_response().status == 400
+    assert proxy.wait_access(1)[0]["path"] == "/../x"
+
+
 @pytest.mark.parametrize("target", ["/api/users/%zz", "/api/users/%4", "/%"])
 def test_bad_percent_encoding_is_400(routed, target):
     proxy, backends, client = routed

@@ -120,21 +120,21 @@ def https_get(port, path, ca, server_hostname="localhost", **ctx_opts):
             return s.selected_alpn_protocol(), data
 
 
-def tls_listen(port, pki, certs):
+def tls_listen(port, pki, certs, tls_extra=""):
     if len(certs) == 1:
         tls = "certificate = %s; private_key = %s;" % tuple(harness.cfg_value(x) for x in certs[0])
     else:
         tls = "certificates = ( %s );" % ", ".join(
             "{ certificate = %s; private_key = %s; }" % tuple(harness.cfg_value(x) for x in c)
             for c in certs)
-    return 'listen = ( { address = "127.0.0.1:%d"; tls = { %s }; } );' % (port, tls)
+    return 'listen = ( { address = "127.0.0.1:%d"; tls = { %s %s }; } );' % (port, tls, tls_extra)
 
 
-def start_tls_proxy(start_proxy, backend, pki, certs, **extra):
+def start_tls_proxy(start_proxy, backend, pki, certs, tls_extra="", **extra):
     p = start_proxy({"legacy": backend}, **extra)
     text = open(p.conf_path).read()
     text = text.replace('listen = ( { address = "127.0.0.1:%d"; } );' % p.port,
-                        tls_listen(p.port, pki, certs))
+                        tls_listen(p.port, pki, certs, tls_extra))
     # restart on the same port with TLS
     assert p.stop() == 0
     open(p.conf_path, "w").write(text)
@@ -184,6 +184,26 @@ def test_tls_listener_refuses_old_versions(start_proxy, backend_factory, pki):
     assert https_get(p.port, "/", pki["ca"])[1].startswith(b"HTTP/1.1 200")
     assert "client 127.0.0.1: TLS handshake failed: unsupported protocol" in p.stderr_text()
     assert "strangler_tls_handshake_failures_total 1\n" in p.admin("GET", "/metrics")[1]
+
+
+def test_min_version_tls13_refuses_tls12(start_proxy, backend_factory, pki, tmp_path):
+    """min_version = "TLSv1.3" refuses a TLS 1.2 client; any other value than
+    the two documented ones is a config error."""
+    b = backend_factory("legacy")
+    p = start_tls_proxy(start_proxy, b, pki, [pki["localhost"]],
+                        tls_extra='min_version = "TLSv1.3";')
+    with pytest.raises((ssl.SSLError, ConnectionResetError)):
+        https_get(p.port, "/", pki["ca"], maximum_version=ssl.TLSVersion.TLSv1_2)
+    assert https_get(p.port, "/", pki["ca"])[1].startswith(b"HTTP/1.1 200")
+    conf = tmp_path / "v.conf"
+    conf.write_text(tls_listen(1, pki, [pki["localhost"]], 'min_version = "TLSv1.1";') + "\n"
+                    'backends = { a = { url = "http://127.0.0.1:2"; }; };\n'
+                    'default_backend = "a";\n')
+    r = subprocess.run([harness.BINARY, "-t", "-c", str(conf)], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 1
+    assert ('%s:1: listen.[0].tls.min_version: "TLSv1.1": must be "TLSv1.2" or "TLSv1.3"'
+            % conf) in r.stderr
 
 
 def test_sni_selects_the_certificate(start_proxy, backend_factory, pki):

@@ -128,6 +128,20 @@ static void test_status(void **state)
 	NDIFFS(&r, 1);
 	EXPECT(&r, SP_DIFF_STATUS, NULL, "200", "503");
 	sp_cmp_result_deinit(&r);
+	/* the same class is not the same answer: 200 against 201, 301
+	 * against 302 */
+	p = side(200, NULL, 0, "x");
+	s = side(201, NULL, 0, "x");
+	assert_int_equal(sp_compare(&rules, &p, &s, &r), 0);
+	NDIFFS(&r, 1);
+	EXPECT(&r, SP_DIFF_STATUS, NULL, "200", "201");
+	sp_cmp_result_deinit(&r);
+	p = side(301, NULL, 0, "");
+	s = side(302, NULL, 0, "");
+	assert_int_equal(sp_compare(&rules, &p, &s, &r), 0);
+	NDIFFS(&r, 1);
+	EXPECT(&r, SP_DIFF_STATUS, NULL, "301", "302");
+	sp_cmp_result_deinit(&r);
 }
 
 static void test_headers(void **state)

@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -203,6 +204,77 @@ static void test_error_url_empty_host(void **state)
 		 "test.conf:3: backends.legacy.url: \"http://:9001\": missing host");
 }
 
+/* A guard's steps climb strictly above 0 % (a step to 0 % or a repeated step
+ * would hold the rollout where it is for ever); its window is at least 5 s. */
+static void test_guard_steps_and_window_checked(void **state)
+{
+	(void)state;
+	struct sp_config *c = unit_load_ok(
+		ONE_ROLLOUT("percent = 1; guard = { max_error_rate = 1; window_s = 5; "
+			    "steps = [ 0.5, 10.0, 100.0 ]; };"),
+		NULL);
+	const struct sp_guard_cfg *g = &c->routes[0].rollout.guard;
+	assert_int_equal(g->window_s, 5);
+	assert_int_equal(g->nsteps, 3);
+	assert_int_equal(g->steps_bp[0], 50);
+	assert_int_equal(g->steps_bp[1], 1000);
+	assert_int_equal(g->steps_bp[2], 10000);
+	sp_config_unref(&c);
+	REJECTED(ONE_ROLLOUT("percent = 1; guard = { max_error_rate = 1; steps = [ 10.0, 10.0 ]; };"),
+		 1, "test.conf:8: routes.[0].rollout.guard.steps.[1]: steps must increase");
+	REJECTED(ONE_ROLLOUT("percent = 1; guard = { max_error_rate = 1; steps = [ 20.0, 10.0 ]; };"),
+		 1, "test.conf:8: routes.[0].rollout.guard.steps.[1]: steps must increase");
+	REJECTED(ONE_ROLLOUT("percent = 1; guard = { max_error_rate = 1; steps = [ 0.0, 10.0 ]; };"),
+		 1, "test.conf:8: routes.[0].rollout.guard.steps.[0]: must be a percent above 0 and "
+		    "at most 100, two decimals");
+	REJECTED(ONE_ROLLOUT("percent = 1; guard = { max_error_rate = 1; steps = [ 100.5 ]; };"),
+		 1, "test.conf:8: routes.[0].rollout.guard.steps.[0]: must be a percent above 0 and "
+		    "at most 100, two decimals");
+	REJECTED(ONE_ROLLOUT("percent = 1; guard = { max_error_rate = 1; window_s = 4; };"), 1,
+		 "test.conf:8: routes.[0].rollout.guard.window_s: must be between 5 and 86400");
+}
+
+/* shadow_defaults with a diff log on line 7; a route "r" on line 9 whose
+ * shadow holds the given settings. */
+#define ONE_SHADOW(route, settings)                                              \
+	BASE "shadow_defaults = { diff_log = \"-\"; };\n"                          \
+	     "routes = (\n  { name = \"r\"; backend = \"legacy\"; " route " shadow = { " \
+	     settings " }; }\n);\n"
+
+/* The documented defaults of a shadow (docs/configuration.md), and the
+ * settings a shadow is refused for. */
+static void test_shadow_defaults_and_errors(void **state)
+{
+	(void)state;
+	int warnings = -1;
+	struct sp_config *c = unit_load_ok(ONE_SHADOW("", "backend = \"modern\";"), &warnings);
+	const struct sp_shadow_cfg *sh = &c->routes[0].shadow;
+	assert_int_equal(warnings, 0);
+	assert_int_equal(sh->backend, 1);
+	assert_int_equal(sh->percent_bp, 10000);
+	assert_int_equal(sh->noise_samples, 0);
+	assert_int_equal(sh->nmethods, 3); /* only safe methods unless listed */
+	assert_string_equal(sh->methods[0], "GET");
+	assert_string_equal(sh->methods[1], "HEAD");
+	assert_string_equal(sh->methods[2], "OPTIONS");
+	sp_config_unref(&c);
+	/* "@other" is the rollout side that did not serve: without a rollout
+	 * there is none */
+	REJECTED(ONE_SHADOW("", "backend = \"@other\";"), 1,
+		 "test.conf:9: routes.[0].shadow.backend: \"@other\" needs a rollout on the route "
+		 "(it shadows to the side that did not serve)");
+	c = unit_load_ok(ONE_SHADOW("rollout = { backend = \"modern\"; percent = 5; };",
+				    "backend = \"@other\"; noise = { samples = 1; };"),
+			 NULL);
+	assert_int_equal(c->routes[0].shadow.backend, SP_SHADOW_OTHER);
+	assert_int_equal(c->routes[0].shadow.noise_samples, 1);
+	sp_config_unref(&c);
+	REJECTED(ONE_SHADOW("", "backend = \"modern\"; noise = { samples = 2; };"), 1,
+		 "test.conf:9: routes.[0].shadow.noise.samples: must be between 0 and 1");
+	REJECTED(ONE_SHADOW("", "backend = \"nosuch\";"), 1,
+		 "test.conf:9: routes.[0].shadow.backend: unknown backend \"nosuch\"");
+}
+
 static void test_error_percent(void **state)
 {
 	(void)state;
@@ -289,6 +361,26 @@ static void test_error_duplicate_route_name(void **state)
 	REJECTED(ONE_MATCH("methods = [];"), 1,
 		 "test.conf:8: routes.[0].match.methods: must list at least one method: "
 		 "[\"GET\", \"HEAD\"] (or leave it out)");
+}
+
+/* A pattern is refused past 1024 characters (regcomp's memory), not at
+ * 1024. */
+static void test_regex_length_bound(void **state)
+{
+	(void)state;
+	char re[1100], text[1400], msg[1200];
+	re[0] = '/';
+	memset(re + 1, 'a', 1023);
+	re[1024] = '\0';
+	snprintf(text, sizeof(text), ONE_MATCH("path_regex = \"%s\";"), re);
+	struct sp_config *c = unit_load_ok(text, NULL);
+	assert_string_equal(c->routes[0].match.path_regex, re);
+	sp_config_unref(&c);
+	strcat(re, "a");
+	snprintf(text, sizeof(text), ONE_MATCH("path_regex = \"%s\";"), re);
+	snprintf(msg, sizeof(msg),
+		 "test.conf:8: routes.[0].match.path_regex: \"%s\": longer than 1024 characters", re);
+	REJECTED(text, 1, msg);
 }
 
 static void test_error_bad_regex(void **state)
@@ -423,6 +515,76 @@ static void test_error_tls_files_named_at_their_line(void **state)
 		 1,
 		 "test.conf:6: backends.legacy.client_certificate: \"/nonexistent.crt\": No such file "
 		 "or directory");
+}
+
+/* Integer ranges are inclusive at both ends: the first value past the bound
+ * is refused. */
+static void test_integer_bounds_are_exact(void **state)
+{
+	(void)state;
+	struct sp_config *c = unit_load_ok(BASE "workers = 1024;\n", NULL);
+	assert_int_equal(c->workers, 1024);
+	sp_config_unref(&c);
+	REJECTED(BASE "workers = 1025;\n", 1, "test.conf:7: workers: must be between 0 and 1024");
+	REJECTED(BASE "workers = -1;\n", 1, "test.conf:7: workers: must be between 0 and 1024");
+	/* a check that needs no passes or no failures would flip at once */
+	REJECTED(ONE_BACKEND("url = \"http://127.0.0.1:9001\"; health = { path = \"/h\"; healthy = 0; };"),
+		 1, "test.conf:3: backends.legacy.health.healthy: must be between 1 and 100");
+	REJECTED(ONE_BACKEND("url = \"http://127.0.0.1:9001\"; health = { unhealthy = 0; };"), 1,
+		 "test.conf:3: backends.legacy.health.unhealthy: must be between 1 and 100");
+}
+
+/* The admin token is at least 16 characters (blanks around it are not
+ * part of it): a short one is a config error, not a weak lock. */
+static void test_admin_token_length(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/strangler-token-XXXXXX", text[512], msg[256];
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, " 0123456789abcde \n", 18), 18); /* 15 characters */
+	snprintf(text, sizeof(text), BASE "admin = { token_file = \"%s\"; };\n", path);
+	snprintf(msg, sizeof(msg),
+		 "test.conf:7: admin.token_file: \"%s\": the token must be at least 16 characters",
+		 path);
+	REJECTED(text, 1, msg);
+	assert_int_equal(pwrite(fd, "0123456789abcdef\n", 17, 0), 17);
+	struct sp_config *c = unit_load_ok(text, NULL);
+	assert_string_equal(c->admin.token, "0123456789abcdef");
+	sp_config_unref(&c);
+	close(fd);
+	unlink(path);
+}
+
+/* An admin group without an address listens on 127.0.0.1:9901, as
+ * documented, and needs no token there. */
+static void test_admin_default_address(void **state)
+{
+	(void)state;
+	struct sp_config *c = unit_load_ok(BASE "admin = { };\n", NULL);
+	assert_true(c->has_admin);
+	assert_string_equal(c->admin.address, "127.0.0.1:9901");
+	assert_null(c->admin.token);
+	sp_config_unref(&c);
+}
+
+/* A shadowed route without a diff log loads, with a warning saying the
+ * differences are only counted. */
+static void test_shadow_without_diff_log_warns(void **state)
+{
+	(void)state;
+	struct sp_diag d;
+	sp_diag_init(&d);
+	struct sp_config *c = sp_config_load_string(
+		ONE_ROUTE("backend = \"legacy\"; shadow = { backend = \"modern\"; };"), TEST_CONF, &d);
+	assert_non_null(c);
+	assert_int_equal(d.errors, 0);
+	assert_int_equal(d.warnings, 1);
+	assert_true(has_line(d.text.data, "test.conf:8: warning: routes.[0].shadow: no "
+					  "shadow_defaults.diff_log: differences are counted but not "
+					  "recorded"));
+	sp_config_unref(&c);
+	sp_diag_deinit(&d);
 }
 
 static void test_error_wrong_types(void **state)
@@ -1001,14 +1163,21 @@ int main(void)
 		cmocka_unit_test(test_error_bad_url),
 		cmocka_unit_test(test_error_url_empty_host),
 		cmocka_unit_test(test_error_percent),
+		cmocka_unit_test(test_shadow_defaults_and_errors),
+		cmocka_unit_test(test_guard_steps_and_window_checked),
 		cmocka_unit_test(test_error_duplicate_route_name),
 		cmocka_unit_test(test_error_bad_regex),
+		cmocka_unit_test(test_regex_length_bound),
 		cmocka_unit_test(test_error_regex_escaping_anchors),
 		cmocka_unit_test(test_error_bad_sticky),
 		cmocka_unit_test(test_error_path_not_normalised),
 		cmocka_unit_test(test_error_listen),
 		cmocka_unit_test(test_error_tls_files_named_at_their_line),
 		cmocka_unit_test(test_error_wrong_types),
+		cmocka_unit_test(test_integer_bounds_are_exact),
+		cmocka_unit_test(test_admin_token_length),
+		cmocka_unit_test(test_admin_default_address),
+		cmocka_unit_test(test_shadow_without_diff_log_warns),
 		cmocka_unit_test(test_error_syntax),
 		cmocka_unit_test(test_multiple_errors_collected),
 		cmocka_unit_test(test_warning_unreachable_after_catch_all),

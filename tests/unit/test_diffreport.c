@@ -107,6 +107,20 @@ static void test_known_log(void **state)
 	free(t);
 }
 
+/* Only all-digit segments fold into "*": an empty key ("" in {"": {...}})
+ * is not an index, nor is "1a". */
+static void test_only_digit_segments_fold(void **state)
+{
+	(void)state;
+	static const char log[] = DIFF("r", "e1", "1", "1", JD("//v", "false"))
+		DIFF("r", "e2", "1", "1", JD("/7/v", "false")) DIFF("r", "e3", "1", "1", JD("/1a/v", "false"));
+	char *t = report(log, strlen(log), NULL);
+	expect_has(t, "    json //v    1  e.g. e1\n");
+	expect_has(t, "    json /*/v   1  e.g. e2\n");
+	expect_has(t, "    json /1a/v  1  e.g. e3\n");
+	free(t);
+}
+
 static void test_route_filter(void **state)
 {
 	(void)state;
@@ -290,6 +304,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_known_log),
 		cmocka_unit_test(test_route_filter),
+		cmocka_unit_test(test_only_digit_segments_fold),
 		cmocka_unit_test(test_top_rows),
 		cmocka_unit_test(test_summary_edge_cases),
 		cmocka_unit_test(test_runs_add_up),

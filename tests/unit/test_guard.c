@@ -24,6 +24,11 @@ static void test_error_rate(void **state)
 	d.roll.errors = 11;
 	assert_int_equal(sp_guard_check(&g, &d, why, sizeof(why)), 1);
 	assert_non_null(strstr(why, "error rate 1.10 % of 1000 requests > max_error_rate 1.00 %"));
+	/* exactly min_requests is enough for a verdict ("fewer than this give
+	 * none", docs/configuration.md) */
+	d.roll.requests = 100;
+	d.roll.errors = 2;
+	assert_int_equal(sp_guard_check(&g, &d, why, sizeof(why)), 1);
 	d.roll.requests = 99; /* below min_requests: no verdict, however bad */
 	d.roll.errors = 99;
 	assert_int_equal(sp_guard_check(&g, &d, why, sizeof(why)), 0);
@@ -44,6 +49,13 @@ static void test_diff_rate(void **state)
 	d.different = 5;
 	assert_int_equal(sp_guard_check(&g, &d, why, sizeof(why)), 1);
 	assert_non_null(strstr(why, "difference rate 2.50 % of 200 comparisons"));
+	/* exactly min_requests comparisons give a verdict, one fewer none */
+	d.compared = 100;
+	d.different = 3;
+	assert_int_equal(sp_guard_check(&g, &d, why, sizeof(why)), 1);
+	d.compared = 99;
+	d.different = 99;
+	assert_int_equal(sp_guard_check(&g, &d, why, sizeof(why)), 0);
 }
 
 static void add(struct sp_guard_sample *s, double ms, uint64_t n)
@@ -71,6 +83,13 @@ static void test_p99_ratio(void **state)
 	add(&d.roll, 40.0, 200);
 	assert_int_equal(sp_guard_check(&g, &d, why, sizeof(why)), 1);
 	assert_non_null(strstr(why, "max_p99_ratio 1.50"));
+	/* a ratio exactly at the bound is not above it */
+	double pr = sp_hist_quantile(d.roll.lat, 0.99), pb = sp_hist_quantile(d.base.lat, 0.99);
+	g.max_p99_ratio = pr / pb;
+	assert_int_equal(sp_guard_check(&g, &d, why, sizeof(why)), 0);
+	g.max_p99_ratio = pr / pb * 0.99;
+	assert_int_equal(sp_guard_check(&g, &d, why, sizeof(why)), 1);
+	g.max_p99_ratio = 1.5;
 	/* the base side needs min_requests too */
 	memset(&d, 0, sizeof(d));
 	add(&d.base, 10.0, 50);

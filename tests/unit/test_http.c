@@ -412,6 +412,35 @@ static void test_request_head_rehost(void **state)
 	sp_buf_deinit(&out);
 }
 
+/* An empty X-Forwarded-For adds no element: the backend must not read ""
+ * as the first hop (", 10.0.0.9, ..."). */
+static void test_request_head_empty_xff_skipped(void **state)
+{
+	(void)state;
+	const struct sp_hdr h[] = {HDR("Host", "h"), HDR("X-Forwarded-For", ""),
+				   HDR("X-Forwarded-For", "10.0.0.9")};
+	struct sp_fwd_request r = {.method = "GET", .path = "/", .path_len = 1, .headers = h,
+				   .nheaders = NELEM(h), .client_ip = "10.0.0.1"};
+	struct sp_buf out;
+	sp_buf_init(&out);
+	assert_int_equal(sp_http_write_request_head(&r, &out), 0);
+	assert_head(&out, "GET / HTTP/1.1\r\n"
+			  "Host: h\r\n"
+			  "X-Forwarded-For: 10.0.0.9, 10.0.0.1\r\n"
+			  "X-Forwarded-Host: h\r\n"
+			  "\r\n");
+	/* only an empty one: the client's address alone */
+	sp_buf_reset(&out);
+	r.nheaders = 2;
+	assert_int_equal(sp_http_write_request_head(&r, &out), 0);
+	assert_head(&out, "GET / HTTP/1.1\r\n"
+			  "Host: h\r\n"
+			  "X-Forwarded-For: 10.0.0.1\r\n"
+			  "X-Forwarded-Host: h\r\n"
+			  "\r\n");
+	sp_buf_deinit(&out);
+}
+
 static void test_request_head_content_length_regenerated(void **state)
 {
 	(void)state;
@@ -867,6 +896,7 @@ int main(void)
 		cmocka_unit_test(test_request_head_full),
 		cmocka_unit_test(test_request_head_connection_tokens),
 		cmocka_unit_test(test_request_head_rehost),
+		cmocka_unit_test(test_request_head_empty_xff_skipped),
 		cmocka_unit_test(test_request_head_content_length_regenerated),
 		cmocka_unit_test(test_request_head_without_optional_parts),
 		cmocka_unit_test(test_request_head_upgrade),

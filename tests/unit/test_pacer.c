@@ -96,6 +96,21 @@ static void test_mean_follows_a_mirror_that_turns_slow(void **state)
 	assert_int_equal(offer(&q, 100, 200, 0.5, 1), 10);
 }
 
+static void test_one_slow_exchange_does_not_stall_a_fast_mirror(void **state)
+{
+	(void)state;
+	struct sp_pacer p;
+	sp_pacer_init(&p);
+	for (int i = 0; i < 20; i++)
+		sp_pacer_done(&p, 10);
+	/* one exchange that ran into a 5 s timeout moves the mean by 1/16 of
+	 * the gap (10 -> 322 ms), not to 5 s: the pace drops to about 795
+	 * starts a second (256 slots / 322 ms), not to 51 */
+	sp_pacer_done(&p, 5000);
+	assert_true(p.mean_ms > 321 && p.mean_ms < 323);
+	assert_in_range(offer(&p, 1000, 100000, 0.01, 256), 780, 815);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -104,6 +119,7 @@ int main(void)
 		cmocka_unit_test(test_fast_mirror_is_never_held_back),
 		cmocka_unit_test(test_bursts_below_the_sustainable_rate_are_mirrored_whole),
 		cmocka_unit_test(test_mean_follows_a_mirror_that_turns_slow),
+		cmocka_unit_test(test_one_slow_exchange_does_not_stall_a_fast_mirror),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -301,6 +301,9 @@ static void test_split_target(void **state)
 	split_case("GET", "http://example.com/x/%7Ey?q", SP_PATH_OK, "/x/~y", "q");
 	split_case("GET", "HTTPS://example.com", SP_PATH_OK, "/", NULL);
 	split_case("GET", "http://example.com?q=1", SP_PATH_OK, "/", "q=1");
+	/* a '/' in the query of an authority-only target is not the path:
+	 * "http://h?next=/admin" must not route as /admin */
+	split_case("GET", "http://example.com?next=/admin", SP_PATH_OK, "/", "next=/admin");
 	/* "*" is a target only for OPTIONS */
 	split_case("OPTIONS", "*", SP_PATH_OK, "*", NULL);
 	split_case("GET", "*", SP_PATH_NOT_ORIGIN, NULL, NULL);
