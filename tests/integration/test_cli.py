@@ -358,12 +358,21 @@ def test_a_sighup_during_start_up_is_a_reload_once_running(backend_factory, tmp_
     b = backend_factory("legacy")
     port = free_port()
     routes = [{"name": "r%d" % i, "match": {"path_prefix": "/p%d" % i}, "backend": "legacy"}
-              for i in range(2000)]  # a start that takes tens of milliseconds
+              for i in range(6000)]  # a start that takes 0.2 s (0.9 s under ASan)
     conf = write(tmp_path, "big.conf", make_config(port, {"legacy": b}, routes=routes))
+    def hup_held(pid):
+        """main() runs and holds SIGHUP until its handler exists. Before
+        main() (a sanitizer's own start, slow on a loaded machine) a SIGHUP
+        can only kill, as for any program: the test waits for this."""
+        with open("/proc/%d/status" % pid) as f:
+            masks = dict(line.split(":", 1) for line in f if line.startswith("Sig"))
+        return int(masks["SigBlk"], 16) & 1
+
     for delay in (0.01, 0.02):
         err = open(tmp_path / "err", "wb")
         proc = subprocess.Popen([BINARY, "-c", conf], stdout=err, stderr=err)
         try:
+            wait_for(lambda: hup_held(proc.pid), 5, 0.002, what="SIGHUP held during the start")
             time.sleep(delay)
             proc.send_signal(signal.SIGHUP)
             wait_for(lambda: "reload: %s: 1 backends" % conf in (tmp_path / "err").read_text()
@@ -451,8 +460,10 @@ def test_the_logs_become_the_users_and_reopen_as_it(backend_factory):
         p = harness.Proxy(logs, {"legacy": b}, user="nobody")  # its access.log in logs/
         try:
             log = p.access_log_path
+            # the port answers as soon as it is bound: the rest follows
+            wait_for(lambda: "directory %s is not writable by user nobody" % logs
+                     in p.stderr_text(), what="the warning")
             assert os.stat(log).st_uid == pwd.getpwnam("nobody").pw_uid
-            assert "directory %s is not writable by user nobody" % logs in p.stderr_text()
             os.kill(p.pid, signal.SIGUSR1)
             wait_for(lambda: "SIGUSR1" in p.stderr_text(), what="the reopen")
             with p.client() as c:
