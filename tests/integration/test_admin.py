@@ -532,7 +532,7 @@ def test_a_chunked_body_is_bounded_at_exactly_64_kib(start_proxy, two_backends, 
         doc = b'{"rollout": {"percent": 30}}'
         body = doc[:-1] + b" " * (size - len(doc)) + b"}"
         with socket.create_connection((harness.HOST, p.admin_port), timeout=5) as c:
-            c.sendall(b"PATCH /api/routes/orders HTTP/1.1\r\nHost: a\r\n"
+            c.sendall(b"PATCH /api/routes/orders HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                       b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
                       b"Connection: close\r\n\r\n")
             for i in range(0, size, 8192):
