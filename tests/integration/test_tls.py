@@ -135,14 +135,25 @@ def start_tls_proxy(start_proxy, backend, pki, certs, tls_extra="", **extra):
     text = open(p.conf_path).read()
     text = text.replace('listen = ( { address = "127.0.0.1:%d"; } );' % p.port,
                         tls_listen(p.port, pki, certs, tls_extra))
-    # restart on the same port with TLS
+    # restart with TLS: on the same port, or on another when something else
+    # took it meanwhile (a client's ephemeral port)
     assert p.stop() == 0
-    open(p.conf_path, "w").write(text)
-    p._stderr = open(p.stderr_path, "ab")
-    p.proc = subprocess.Popen([harness.BINARY, "-c", p.conf_path], stdout=p._stderr,
-                              stderr=p._stderr)
-    harness.wait_for(lambda: "listening on" in p.stderr_text().split("stopped")[-1],
-                     what="TLS proxy up")
+    for _attempt in range(5):
+        open(p.conf_path, "w").write(text)
+        p._stderr = open(p.stderr_path, "ab")
+        p.proc = subprocess.Popen([harness.BINARY, "-c", p.conf_path], stdout=p._stderr,
+                                  stderr=p._stderr)
+        harness.wait_for(lambda: "listening on" in p.stderr_text().split("stopped")[-1] or
+                         p.proc.poll() is not None, what="TLS proxy up")
+        time.sleep(0.1)  # every listener bound, or the start failed
+        if p.proc.poll() is None or "Address already in use" not in p.stderr_text():
+            break
+        old, p.port = p.port, harness.free_port()
+        text = text.replace("127.0.0.1:%d" % old, "127.0.0.1:%d" % p.port)
+        if p.admin_port:
+            new_admin = harness.free_port()
+            text = text.replace("127.0.0.1:%d" % p.admin_port, "127.0.0.1:%d" % new_admin)
+            p.admin_port = new_admin
     return p
 
 
