@@ -53,8 +53,13 @@ struct sp_config *sp_runtime_build(struct sp_runtime *rt, struct sp_config *file
 			sp_buf_printf(&notes, "route \"%s\" is back: its stored override applies again "
 				      "(DELETE /api/routes/%s/override drops it)\n", name, name);
 	}
-	if (notes.len)
-		sp_diag_add(diag, 0, rt->file, 0, "%.*s", (int)notes.len - 1, notes.data);
+	/* a warning each (the notes are lines) */
+	for (const char *p = notes.data, *end = p + notes.len, *nl; p && p < end; p = nl + 1) {
+		nl = memchr(p, '\n', (size_t)(end - p));
+		if (!nl)
+			nl = end;
+		sp_diag_add(diag, 0, rt->file, 0, "%.*s", (int)(nl - p), p);
+	}
 	sp_buf_deinit(&notes);
 	return cfg;
 }

@@ -224,6 +224,13 @@ def test_the_override_of_a_route_gone_is_listed_deleted_and_warned_about(start_p
     assert p.admin("DELETE", "/api/routes/users/override")[0] == 404
     assert not any("users" in w for w in reload_with(conf))
     assert p.admin("GET", "/api/routes/users")[1]["backend"] == "legacy"
+    # two overrides gone at once: a warning each (they were one, joined by '?')
+    assert p.admin("PATCH", "/api/routes/users", {"backend": "modern"})[0] == 200
+    assert p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 5}})[0] == 200
+    warnings = reload_with(conf.replace('name = "users"', 'name = "people"')
+                           .replace('name = "orders"', 'name = "sales"'))
+    assert len([w for w in warnings if "stale" in w or "skipped" in w]) == 2, warnings
+    assert all("?" not in w for w in warnings), warnings
 
 
 def admin_call(port, method, path, headers, body=None):
