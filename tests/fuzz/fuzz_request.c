@@ -18,6 +18,10 @@ static const struct sp_h1_limits wide_limits = {1u << 20, 1u << 22, 1u << 16};
 #define CLIENT_IP "192.0.2.7"
 #define DEFAULT_HOST "127.0.0.1:9001"
 #define REQUEST_ID "fuzz-0000000000000001"
+/* Other backends' host:port, shorter and longer than DEFAULT_HOST, for
+ * sp_http_rehost (a retry or a shadow on another backend). */
+static const char *const other_hosts[] = {"b:1", "127.0.0.1:9002", "[::1]:9003",
+					  "legacy-backend.internal.example:8443", ""};
 
 struct ctx {
 	struct sp_h1 *h;
@@ -180,6 +184,29 @@ static int on_head(void *ud, struct sp_h1_msg *m)
 	FUZZ_CHECK(sp_http_write_request_head(&c->f, &c->head) == 0, "out of memory");
 	trace_ev(&c->tr, "forward %zu", c->head.len);
 	trace_bytes(&c->tr, c->head.data, c->head.len);
+	if (c->check && !sp_hdr_find(m->hdrs, m->nhdrs, "Host")) {
+		/* session.c: a head written with default_host, made for another
+		 * backend, is the head that backend's default_host gives */
+		for (size_t i = 0; i < sizeof(other_hosts) / sizeof(other_hosts[0]); i++) {
+			struct sp_buf moved, direct;
+			struct sp_fwd_request o = c->f;
+			sp_buf_init(&moved);
+			sp_buf_init(&direct);
+			o.default_host = other_hosts[i];
+			FUZZ_CHECK(sp_buf_add(&moved, c->head.data, c->head.len) == 0 &&
+					   sp_http_write_request_head(&o, &direct) == 0,
+				   "out of memory");
+			FUZZ_CHECK(sp_http_rehost(&moved, other_hosts[i]) == 0,
+				   "no Host line to rehost in:\n%.*s", (int)c->head.len, c->head.data);
+			FUZZ_CHECK(moved.len == direct.len &&
+					   memcmp(moved.data, direct.data, moved.len) == 0 &&
+					   moved.data[moved.len] == '\0',
+				   "rehosted to %s:\n%.*s\nwritten for it:\n%.*s", other_hosts[i],
+				   (int)moved.len, moved.data, (int)direct.len, direct.data);
+			sp_buf_deinit(&moved);
+			sp_buf_deinit(&direct);
+		}
+	}
 	FUZZ_CHECK(!c->m, "two heads in one parser call");
 	c->m = m; /* checked once the parser call returns without an error */
 	return 0;
