@@ -491,9 +491,9 @@ int sp_hdr_is_regenerated(const struct sp_hdr *h)
 	       sp_hdr_name_is(h, "X-Forwarded-Host") || sp_hdr_name_is(h, "X-Strangler-Shadow");
 }
 
-static int add_forwarded_headers(const struct sp_hdr *h, size_t n, struct sp_buf *out)
+/* The headers but the hop-by-hop ones; named: connection_names_headers' */
+static int add_forwarded_headers(const struct sp_hdr *h, size_t n, int named, struct sp_buf *out)
 {
-	int named = connection_names_headers(h, n);
 	for (size_t i = 0; i < n; i++) {
 		if (!is_hop(&h[i], h, n, named) &&
 		    add_field(out, h[i].name, h[i].name_len, h[i].value, h[i].value_len))
@@ -644,7 +644,9 @@ int sp_http_write_interim_head(const struct sp_h1_msg *m, struct sp_buf *out)
 {
 	if (sp_buf_adds(out, "HTTP/1.1 ") || sp_buf_add_uint(out, (unsigned)m->status, 10) ||
 	    sp_buf_addc(out, ' ') || sp_buf_add(out, m->reason, m->reason_len) ||
-	    sp_buf_add(out, "\r\n", 2) || add_forwarded_headers(m->hdrs, m->nhdrs, out))
+	    sp_buf_add(out, "\r\n", 2) ||
+	    add_forwarded_headers(m->hdrs, m->nhdrs, connection_names_headers(m->hdrs, m->nhdrs),
+				  out))
 		return -1;
 	return sp_buf_add(out, "\r\n", 2);
 }
@@ -680,12 +682,8 @@ int sp_http_write_response_head(const struct sp_fwd_response *r, struct sp_buf *
 	if (sp_buf_add(out, status, 13) ||
 	    sp_buf_add(out, r->reason, r->reason_len) || sp_buf_add(out, "\r\n", 2))
 		return -1;
-	for (size_t i = 0; i < r->nheaders; i++) {
-		const struct sp_hdr *h = &r->headers[i];
-		if (!is_hop(h, r->headers, r->nheaders, named) &&
-		    add_field(out, h->name, h->name_len, h->value, h->value_len))
-			return -1;
-	}
+	if (add_forwarded_headers(r->headers, r->nheaders, named, out))
+		return -1;
 	/* RFC 9110 §6.6.1: a recipient with a clock adds the Date a response
 	 * lacks */
 	if (r->date && !has_date && add_field(out, "Date", 4, r->date, SP_HTTP_DATE_LEN))
