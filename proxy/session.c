@@ -961,36 +961,47 @@ static size_t relay_length_body(struct sp_h1 *h, struct evbuffer *from, struct e
 
 /* Parses what the backend sent; stops reading it while the client's output
  * is full (pump() resumes). */
+/* What a step of parsing the backend's answer (rc) leads to: a bad answer
+ * fails the exchange, an upgrade starts the tunnel (1: stop), else reading
+ * the backend pauses while the client's output is full (0: go on). */
+static int after_answer_step(struct sp_session *s, struct sp_conn *c, enum sp_h1_rc rc)
+{
+	if (rc == SP_H1_ERROR) {
+		sp_log(SP_LOG_WARN, "backend %s: %s", s->cfg->backends[s->backend].name,
+		       sp_h1_error_reason(s->resp));
+		upstream_failed(s, ERR_BAD_RESPONSE, 502);
+		return 1;
+	}
+	if (rc == SP_H1_UPGRADE || (rc == SP_H1_PAUSED && s->tunnel)) {
+		start_tunnel(s);
+		return 1;
+	}
+	if (evbuffer_get_length(client_out(s)) > HIGH_WATER) {
+		s->up_paused = 1;
+		sp_conn_read(c, 0);
+	}
+	return 0;
+}
+
 static void parse_upstream(struct sp_session *s)
 {
 	struct sp_conn *c = s->up->conn;
 	while (evbuffer_get_length(c->in) > 0 && !s->resp_done && !s->dead && !s->up_paused) {
 		struct evbuffer_iovec v;
 		size_t used = 0;
+		enum sp_h1_rc rc = SP_H1_OK;
+		size_t k = 0;
 		if (s->resp_body == SP_BODY_LENGTH && !s->shadow) {
-			size_t k = relay_length_body(s->resp, c->in, client_out(s));
+			k = relay_length_body(s->resp, c->in, client_out(s));
 			s->bytes_out += k;
-			if (k)
-				goto check_water;
 		}
-		evbuffer_peek(c->in, -1, NULL, &v, 1);
-		enum sp_h1_rc rc = sp_h1_execute(s->resp, v.iov_base, v.iov_len, &used);
-		evbuffer_drain(c->in, used);
-		if (rc == SP_H1_ERROR) {
-			sp_log(SP_LOG_WARN, "backend %s: %s", s->cfg->backends[s->backend].name,
-			       sp_h1_error_reason(s->resp));
-			upstream_failed(s, ERR_BAD_RESPONSE, 502);
+		if (!k) {
+			evbuffer_peek(c->in, -1, NULL, &v, 1);
+			rc = sp_h1_execute(s->resp, v.iov_base, v.iov_len, &used);
+			evbuffer_drain(c->in, used);
+		}
+		if (after_answer_step(s, c, rc))
 			return;
-		}
-		if (rc == SP_H1_UPGRADE || (rc == SP_H1_PAUSED && s->tunnel)) {
-			start_tunnel(s);
-			return;
-		}
-check_water:
-		if (evbuffer_get_length(client_out(s)) > HIGH_WATER) {
-			s->up_paused = 1;
-			sp_conn_read(c, 0);
-		}
 	}
 	if (s->resp_done)
 		finish_exchange(s);
@@ -1068,22 +1079,8 @@ static void on_up_data(struct sp_conn *c, const char *p, size_t n, void *arg)
 	 * tunnel's bytes */
 	if (rc == SP_H1_ERROR || rc == SP_H1_UPGRADE || s->tunnel || used < n)
 		unstage(s, 0);
-	if (keep_input(c, p + used, n - used) < 0)
+	if (keep_input(c, p + used, n - used) < 0 || after_answer_step(s, c, rc))
 		goto out;
-	if (rc == SP_H1_ERROR) {
-		sp_log(SP_LOG_WARN, "backend %s: %s", s->cfg->backends[s->backend].name,
-		       sp_h1_error_reason(s->resp));
-		upstream_failed(s, ERR_BAD_RESPONSE, 502);
-		goto out;
-	}
-	if (rc == SP_H1_UPGRADE || (rc == SP_H1_PAUSED && s->tunnel)) {
-		start_tunnel(s);
-		goto out;
-	}
-	if (evbuffer_get_length(client_out(s)) > HIGH_WATER) {
-		s->up_paused = 1;
-		sp_conn_read(c, 0);
-	}
 	parse_upstream(s); /* a complete answer is sent there (finish_exchange) */
 	unstage(s, 1);     /* the start of one that is not */
 out:
