@@ -58,18 +58,87 @@ uint32_t sp_guard_next_step(const struct sp_guard_cfg *g, uint32_t current_bp,
 	return 0;
 }
 
-/* ---- the driver ---- */
+/* ---- the window ---- */
 
 /* One snapshot a second, up to an hour; a longer window keeps one every
  * `stride` seconds so that the ring never holds more than RING_MAX. */
 #define RING_MAX 3601
 
+/* Counters only grow, except when their route left the configuration (the
+ * workers free them) and came back. */
+static int went_back(const struct sp_guard_snapshot *now, const struct sp_guard_snapshot *then)
+{
+	return now->base.requests < then->base.requests || now->roll.requests < then->roll.requests ||
+	       now->compared < then->compared;
+}
+
+static void delta(const struct sp_guard_snapshot *now, const struct sp_guard_snapshot *then,
+		  struct sp_guard_snapshot *d)
+{
+	const struct sp_guard_sample *a[2] = {&now->base, &now->roll}, *b[2] = {&then->base, &then->roll};
+	struct sp_guard_sample *o[2] = {&d->base, &d->roll};
+	for (int k = 0; k < 2; k++) {
+		o[k]->requests = a[k]->requests - b[k]->requests;
+		o[k]->errors = a[k]->errors - b[k]->errors;
+		for (int i = 0; i < SP_LAT_BUCKETS; i++)
+			o[k]->lat[i] = a[k]->lat[i] - b[k]->lat[i];
+	}
+	d->compared = now->compared - then->compared;
+	d->different = now->different - then->different;
+}
+
+int sp_guard_window_fit(struct sp_guard_window *w, int window_s, int from_zero)
+{
+	size_t stride = ((size_t)window_s + RING_MAX - 2) / (RING_MAX - 1);
+	size_t len = (size_t)window_s / stride + 1;
+	if (w->ring && w->len == len && w->stride == stride)
+		return 0;
+	free(w->ring);
+	if (!(w->ring = calloc(len, sizeof(*w->ring)))) {
+		*w = (struct sp_guard_window){0};
+		return -1;
+	}
+	w->len = len;
+	w->stride = stride;
+	/* the empty snapshot at ring[0] is where counters stood at start-up */
+	w->head = w->count = from_zero ? 1 : 0;
+	w->ticks = 0;
+	return 0;
+}
+
+void sp_guard_window_push(struct sp_guard_window *w, const struct sp_guard_snapshot *now,
+			  struct sp_guard_snapshot *d)
+{
+	if (w->count && went_back(now, &w->ring[(w->head + w->len - 1) % w->len]))
+		sp_guard_window_restart(w); /* the route's counters started again */
+	if (w->ticks++ % w->stride == 0) {
+		w->ring[w->head] = *now;
+		w->head = (w->head + 1) % w->len;
+		if (w->count < w->len)
+			w->count++;
+	}
+	/* the oldest snapshot kept is window_s old once the ring is full */
+	delta(now, &w->ring[(w->head + w->len - w->count) % w->len], d);
+}
+
+void sp_guard_window_restart(struct sp_guard_window *w)
+{
+	w->count = 0;
+	w->ticks = 0;
+}
+
+void sp_guard_window_free(struct sp_guard_window *w)
+{
+	free(w->ring);
+	*w = (struct sp_guard_window){0};
+}
+
+/* ---- the driver ---- */
+
 struct guard_state {
 	struct guard_state *next;
 	char *route;
-	struct sp_guard_snapshot *ring;
-	size_t len, head, count, stride;
-	unsigned long ticks;
+	struct sp_guard_window win;
 	int tripped;
 	char reason[256];
 	char at[40];
@@ -81,6 +150,13 @@ struct sp_guards {
 	struct guard_state *head;
 	int ticked; /* after the first tick, counters no longer start at zero */
 };
+
+static void state_free(struct guard_state *s)
+{
+	sp_guard_window_free(&s->win);
+	free(s->route);
+	free(s);
+}
 
 struct sp_guards *sp_guards_new(void)
 {
@@ -96,9 +172,7 @@ void sp_guards_free(struct sp_guards **gp)
 	struct guard_state *s = g->head, *next;
 	for (; s; s = next) {
 		next = s->next;
-		free(s->ring);
-		free(s->route);
-		free(s);
+		state_free(s);
 	}
 	free(g);
 }
@@ -119,25 +193,6 @@ static struct guard_state *state_for(struct sp_guards *g, const char *route, int
 	s->next = g->head;
 	g->head = s;
 	return s;
-}
-
-/* The ring for a window (again after a reload changed it). Counters start at
- * zero with the process: a guard there from the first tick measures its
- * first window from an empty snapshot, one added later from its first. */
-static int ring_fit(struct guard_state *s, int window_s, int from_zero)
-{
-	size_t stride = ((size_t)window_s + RING_MAX - 2) / (RING_MAX - 1);
-	size_t len = (size_t)window_s / stride + 1;
-	if (s->ring && s->len == len && s->stride == stride)
-		return 0;
-	free(s->ring);
-	if (!(s->ring = calloc(len, sizeof(*s->ring))))
-		return -1;
-	s->len = len;
-	s->stride = stride;
-	s->head = s->count = from_zero ? 1 : 0;
-	s->ticks = 0;
-	return 0;
 }
 
 /* Sums a backend's counters for a route over the workers. */
@@ -177,29 +232,6 @@ static void snapshot(struct sp_runtime *rt, const struct sp_route *r, struct sp_
 	}
 }
 
-/* Counters only grow, except when their route left the configuration (the
- * workers free them) and came back. */
-static int went_back(const struct sp_guard_snapshot *now, const struct sp_guard_snapshot *then)
-{
-	return now->base.requests < then->base.requests || now->roll.requests < then->roll.requests ||
-	       now->compared < then->compared;
-}
-
-static void delta(const struct sp_guard_snapshot *now, const struct sp_guard_snapshot *then,
-		  struct sp_guard_snapshot *d)
-{
-	const struct sp_guard_sample *a[2] = {&now->base, &now->roll}, *b[2] = {&then->base, &then->roll};
-	struct sp_guard_sample *o[2] = {&d->base, &d->roll};
-	for (int k = 0; k < 2; k++) {
-		o[k]->requests = a[k]->requests - b[k]->requests;
-		o[k]->errors = a[k]->errors - b[k]->errors;
-		for (int i = 0; i < SP_LAT_BUCKETS; i++)
-			o[k]->lat[i] = a[k]->lat[i] - b[k]->lat[i];
-	}
-	d->compared = now->compared - then->compared;
-	d->different = now->different - then->different;
-}
-
 /* Returns 0 once the change is in force. */
 static int set_percent(struct sp_runtime *rt, const char *route, uint32_t bp, const char *action)
 {
@@ -217,20 +249,11 @@ static void tick_route(struct sp_runtime *rt, struct sp_guards *gs, const struct
 {
 	const struct sp_guard_cfg *g = &r->rollout.guard;
 	struct guard_state *s = state_for(gs, r->name, 1);
-	if (!s || ring_fit(s, g->window_s, !gs->ticked) < 0)
+	if (!s || sp_guard_window_fit(&s->win, g->window_s, !gs->ticked) < 0)
 		return;
 	struct sp_guard_snapshot now, d;
 	snapshot(rt, r, &now);
-	if (s->count && went_back(&now, &s->ring[(s->head + s->len - 1) % s->len]))
-		s->count = s->ticks = 0; /* the route's counters started again: so does the window */
-	if (s->ticks++ % s->stride == 0) {
-		s->ring[s->head] = now;
-		s->head = (s->head + 1) % s->len;
-		if (s->count < s->len)
-			s->count++;
-	}
-	/* the oldest snapshot kept is window_s old once the ring is full */
-	delta(&now, s->count ? &s->ring[(s->head + s->len - s->count) % s->len] : &now, &d);
+	sp_guard_window_push(&s->win, &now, &d);
 	time_t t = time(NULL);
 	uint32_t bp = r->rollout.percent_bp;
 	if (bp != s->last_bp) {
@@ -254,7 +277,7 @@ static void tick_route(struct sp_runtime *rt, struct sp_guards *gs, const struct
 		strftime(s->at, sizeof(s->at), "%Y-%m-%dT%H:%M:%SZ", &tm);
 		snprintf(s->reason, sizeof(s->reason), "%s", reason);
 		s->tripped = 1;
-		s->count = 0; /* a re-armed guard judges fresh traffic */
+		sp_guard_window_restart(&s->win); /* a re-armed guard judges fresh traffic */
 		sp_log(SP_LOG_WARN, "guard: route %s: %s: rollout to %s pulled back from %.2f %% to 0",
 		       name, reason, to, bp / 100.0);
 		sp_runtime_save_state(rt);
@@ -318,7 +341,7 @@ int sp_guard_rearm(struct sp_guards *gs, const char *route)
 		return -1;
 	s->tripped = 0;
 	s->reason[0] = '\0';
-	s->count = 0;
+	sp_guard_window_restart(&s->win);
 	s->last_step = time(NULL);
 	return 0;
 }
@@ -340,9 +363,7 @@ int sp_guards_prune(struct sp_guards *gs, const struct sp_config *cfg)
 			dropped++;
 		}
 		*pp = s->next;
-		free(s->ring);
-		free(s->route);
-		free(s);
+		state_free(s);
 	}
 	return dropped;
 }

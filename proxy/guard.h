@@ -34,6 +34,30 @@ int sp_guard_check(const struct sp_guard_cfg *g, const struct sp_guard_snapshot 
 uint32_t sp_guard_next_step(const struct sp_guard_cfg *g, uint32_t current_bp,
 			    const struct sp_guard_snapshot *delta);
 
+/* A guard's window: the cumulative counters' snapshots of the last window_s
+ * ticks (one a tick; one every `stride` ticks for windows over an hour, so
+ * at most 3,601 are kept). Pure, so that what it measures is tested. */
+struct sp_guard_window {
+	struct sp_guard_snapshot *ring;
+	size_t len, head, count, stride;
+	unsigned long ticks;
+};
+/* Sizes the window (again when window_s changed; otherwise it keeps what it
+ * holds). from_zero: counters started at zero on the process's first tick,
+ * so the first window counts from an empty snapshot instead of from the
+ * first one taken. Returns -1 out of memory (the window is then empty). */
+int sp_guard_window_fit(struct sp_guard_window *w, int window_s, int from_zero);
+/* Adds this tick's snapshot; *delta becomes now minus the oldest snapshot
+ * kept: now minus the one window_s ticks ago once the window is full (up to
+ * stride - 1 ticks more with a stride), minus the first one kept before.
+ * Counters that went back (the route was removed and came back) restart the
+ * window from now. */
+void sp_guard_window_push(struct sp_guard_window *w, const struct sp_guard_snapshot *now,
+			  struct sp_guard_snapshot *delta);
+/* Forgets the snapshots: the next push starts a new window. */
+void sp_guard_window_restart(struct sp_guard_window *w);
+void sp_guard_window_free(struct sp_guard_window *w);
+
 struct sp_guards;
 struct sp_guards *sp_guards_new(void);
 void sp_guards_free(struct sp_guards **g);

@@ -1,5 +1,5 @@
 /* Unit tests of the guard's verdict (proxy/guard.c): pure functions of a
- * window's counter deltas. */
+ * window's counter deltas, and of the window that measures them. */
 #include "unit.h"
 
 #include <string.h>
@@ -141,6 +141,112 @@ static void test_restore_takes_well_formed_entries_only(void **state)
 	sp_guards_free(&g);
 }
 
+/* ---- the window ---- */
+
+static struct sp_guard_snapshot at(uint64_t requests)
+{
+	struct sp_guard_snapshot s = {0};
+	s.base.requests = s.roll.requests = s.compared = requests;
+	s.roll.errors = requests / 10;
+	s.roll.lat[2] = requests;
+	return s;
+}
+
+static uint64_t push(struct sp_guard_window *w, uint64_t requests)
+{
+	struct sp_guard_snapshot now = at(requests), d;
+	memset(&d, 0xff, sizeof(d));
+	sp_guard_window_push(w, &now, &d);
+	/* every counter is measured over the same span */
+	assert_int_equal(d.base.requests, d.roll.requests);
+	assert_int_equal(d.compared, d.roll.requests);
+	assert_int_equal(d.roll.lat[2], d.roll.requests);
+	assert_int_equal(d.roll.errors, requests / 10 - (requests - d.roll.requests) / 10);
+	return d.roll.requests;
+}
+
+static void test_window_counts_the_last_window_s_ticks(void **state)
+{
+	(void)state;
+	struct sp_guard_window w = {0};
+	assert_int_equal(sp_guard_window_fit(&w, 3, 1), 0);
+	/* from zero: the first ticks count everything since start-up */
+	assert_int_equal(push(&w, 10), 10);
+	assert_int_equal(push(&w, 20), 20);
+	assert_int_equal(push(&w, 30), 30);
+	/* then the last 3 ticks only: the oldest snapshot, not the newest */
+	assert_int_equal(push(&w, 40), 30);
+	assert_int_equal(push(&w, 45), 25);
+	assert_int_equal(push(&w, 45), 15);
+	assert_int_equal(push(&w, 45), 5);
+	assert_int_equal(push(&w, 45), 0);
+	assert_int_equal(push(&w, 145), 100);
+	/* the same window again keeps what it holds */
+	assert_int_equal(sp_guard_window_fit(&w, 3, 0), 0);
+	assert_int_equal(push(&w, 145), 100);
+	/* another window starts afresh, from the first snapshot taken */
+	assert_int_equal(sp_guard_window_fit(&w, 2, 0), 0);
+	assert_int_equal(push(&w, 200), 0);
+	assert_int_equal(push(&w, 210), 10);
+	assert_int_equal(push(&w, 230), 30);
+	assert_int_equal(push(&w, 260), 50);
+	sp_guard_window_free(&w);
+	assert_null(w.ring);
+}
+
+static void test_window_without_zero_start(void **state)
+{
+	(void)state;
+	struct sp_guard_window w = {0};
+	/* a guard added by a reload: its counters did not start with it */
+	assert_int_equal(sp_guard_window_fit(&w, 60, 0), 0);
+	assert_int_equal(push(&w, 5000), 0);
+	assert_int_equal(push(&w, 5007), 7);
+	assert_int_equal(push(&w, 5010), 10);
+	sp_guard_window_free(&w);
+}
+
+static void test_window_restarts(void **state)
+{
+	(void)state;
+	struct sp_guard_window w = {0};
+	assert_int_equal(sp_guard_window_fit(&w, 10, 1), 0);
+	assert_int_equal(push(&w, 100), 100);
+	assert_int_equal(push(&w, 200), 200);
+	/* counters went back (the route was removed and came back): from now */
+	assert_int_equal(push(&w, 30), 0);
+	assert_int_equal(push(&w, 50), 20);
+	/* a trip or a re-arm: fresh traffic only */
+	sp_guard_window_restart(&w);
+	assert_int_equal(push(&w, 60), 0);
+	assert_int_equal(push(&w, 65), 5);
+	sp_guard_window_free(&w);
+}
+
+static void test_window_over_an_hour_keeps_a_stride(void **state)
+{
+	(void)state;
+	struct sp_guard_window w = {0};
+	static const int windows[] = {1, 3600, 3601, 7200, 86400, 604800};
+	for (size_t i = 0; i < sizeof(windows) / sizeof(windows[0]); i++) {
+		assert_int_equal(sp_guard_window_fit(&w, windows[i], 1), 0);
+		assert_true(w.len <= 3601);
+		assert_true((w.len - 1) * w.stride <= (size_t)windows[i]);
+		assert_true(w.len * w.stride > (size_t)windows[i]);
+	}
+	/* two hours: one snapshot every 2 ticks; the window spans 7,200 ticks,
+	 * or 7,201 between two snapshots */
+	assert_int_equal(sp_guard_window_fit(&w, 7200, 1), 0);
+	assert_int_equal(w.stride, 2);
+	for (uint64_t n = 1; n <= 7200; n++)
+		assert_int_equal(push(&w, n), n);
+	for (uint64_t n = 7201; n <= 20000; n++) {
+		uint64_t d = push(&w, n);
+		assert_true(d == 7200 || d == 7201);
+	}
+	sp_guard_window_free(&w);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -149,6 +255,10 @@ int main(void)
 		cmocka_unit_test(test_p99_ratio),
 		cmocka_unit_test(test_next_step),
 		cmocka_unit_test(test_restore_takes_well_formed_entries_only),
+		cmocka_unit_test(test_window_counts_the_last_window_s_ticks),
+		cmocka_unit_test(test_window_without_zero_start),
+		cmocka_unit_test(test_window_restarts),
+		cmocka_unit_test(test_window_over_an_hour_keeps_a_stride),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
