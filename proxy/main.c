@@ -145,6 +145,7 @@ static void on_guard_tick(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	struct sp_runtime *rt = arg;
+	sp_runtime_retry_state(rt);
 	sp_guards_tick(rt, rt->guards);
 }
 

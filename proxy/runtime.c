@@ -315,8 +315,21 @@ out:
 		close(fd);
 	free(text);
 	json_decref(state);
+	if (rc == 0 && rt->state_unsaved)
+		sp_log(SP_LOG_INFO, "admin.state_file %s written again: it holds every change",
+		       cfg->admin.state_file);
+	rt->state_unsaved = rc < 0;
 	errno = e;
 	return rc;
+}
+
+void sp_runtime_retry_state(struct sp_runtime *rt)
+{
+	/* what is in force but not on disk (a guard's pull-back, an audit
+	 * entry, a dropped trip) is written as soon as the disk takes it,
+	 * not at the next change; the failure itself was logged */
+	if (rt->state_unsaved)
+		sp_runtime_save_state(rt);
 }
 
 static json_t *now_json(void);

@@ -32,6 +32,7 @@ struct sp_runtime {
 	struct sp_health_checker *checker; /* active checks, kept across generations */
 	struct event *summary_timer; /* shadow summaries, every shadow.summary_interval_ms */
 	int stopping;
+	int state_unsaved; /* the last state file write failed: retried once a second */
 	struct event *stop_poll; /* ends the main loop once the workers are done */
 };
 

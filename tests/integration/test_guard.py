@@ -3,6 +3,7 @@ fails or differs, stays back until re-armed, and steps forward while healthy."""
 import itertools
 import json
 import threading
+import time
 
 import harness
 from harness import Response
@@ -130,6 +131,36 @@ def test_the_guard_trips_when_the_state_file_cannot_be_written(start_proxy, back
     assert p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 0
     assert set(load(p, 40)) == {"legacy"}
     assert "the change applies but a restart would undo it" in p.stderr_text()
+
+
+def test_a_trip_the_disk_refused_is_saved_once_it_takes_it(start_proxy, backend_factory,
+                                                             tmp_path):
+    """A pull-back whose state file write failed stayed in memory only until
+    the next change: a restart in between brought the rollout back at 50 %
+    with no trip. The write is now retried every second, and a restart after
+    the disk recovered keeps the trip."""
+    state = tmp_path / "state.json"
+    p = flaky_rollout(start_proxy, backend_factory, tmp_path, state=state)
+    blocker = tmp_path / ("state.json.tmp.%d" % p.pid)
+    blocker.mkdir()  # every write of the state file fails (EISDIR)
+    until_tripped(p)
+    assert "the change applies but a restart would undo it" in p.stderr_text()
+    assert not state.exists() or json.loads(state.read_text()).get("guards", {}) == {}
+    time.sleep(1.5)  # retries that fail change nothing and log nothing more
+    assert p.stderr_text().count("cannot write admin.state_file") == 1
+    blocker.rmdir()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not (
+            state.exists() and "orders" in json.loads(state.read_text()).get("guards", {})):
+        time.sleep(0.1)
+    saved = json.loads(state.read_text())
+    assert "error rate" in saved["guards"]["orders"]["reason"]
+    assert saved["overrides"]["orders"]["rollout"]["percent"] == 0
+    assert "written again: it holds every change" in p.stderr_text()
+    assert p.stop() == 0
+    p = flaky_rollout(start_proxy, backend_factory, tmp_path, state=state)
+    route = p.admin("GET", "/api/routes/orders")[1]
+    assert route["guard"]["tripped"] is True and route["rollout"]["percent"] == 0
 
 
 TRIPPED_STATE = ('{"overrides": {"orders": {"rollout": {"percent": 0}}}, '
