@@ -326,8 +326,7 @@ out:
 void sp_runtime_retry_state(struct sp_runtime *rt)
 {
 	/* what is in force but not on disk (a guard's pull-back, an audit
-	 * entry, a dropped trip) is written as soon as the disk takes it,
-	 * not at the next change; the failure itself was logged */
+	 * entry, a dropped trip); the failure itself was logged */
 	if (rt->state_unsaved)
 		sp_runtime_save_state(rt);
 }

@@ -66,6 +66,9 @@ void sp_runtime_prune_guards(struct sp_runtime *rt);
 int sp_runtime_load_state(struct sp_runtime *rt, const struct sp_config *cfg);
 /* Writes them atomically (temporary file, fsync, rename). 0 or -1 with errno. */
 int sp_runtime_save_state(struct sp_runtime *rt);
+/* Writes them again when the last write failed (once a second, from the main
+ * loop): what is in force reaches the disk as soon as it takes it. */
+void sp_runtime_retry_state(struct sp_runtime *rt);
 /* A runtime route change: patch (NULL: remove the route's override, also
  * the stale one of a route that is gone) is
  * checked like the file, applied to every worker, persisted and audited
