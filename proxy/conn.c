@@ -532,6 +532,22 @@ size_t sp_conn_salvage(struct sp_conn *c)
 	return total;
 }
 
+int sp_conn_idle_alive(struct sp_conn *c)
+{
+	char b;
+	if (c->ssl) {
+		/* records that carry no data (a session ticket) are taken in;
+		 * close_notify, an end without it, or data end the connection */
+		ERR_clear_error();
+		int n = SSL_peek(c->ssl, &b, 1);
+		int e = n > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, n);
+		ERR_clear_error();
+		return e == SSL_ERROR_WANT_READ;
+	}
+	ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	return n < 0 && (errno == EAGAIN || errno == EINTR);
+}
+
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
 	struct sp_conn *c = arg;

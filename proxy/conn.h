@@ -117,6 +117,10 @@ void sp_conn_read(struct sp_conn *c, int enable);
  * for the bytes it left unread), added to c->in. Plain TCP only; returns the
  * bytes added. */
 size_t sp_conn_salvage(struct sp_conn *c);
+/* An idle connection's last look before use: 0 when its peer has closed or
+ * reset it, or sent bytes nobody asked for (TLS: records that carry no data,
+ * such as a session ticket, are read in and do not count). */
+int sp_conn_idle_alive(struct sp_conn *c);
 /* Writes what it can now; arms the write event for the rest. Also resumes
  * reading that read_max paused once the input has been consumed. */
 void sp_conn_flush(struct sp_conn *c);

@@ -341,8 +341,30 @@ static void answer(struct sp_session *s, int status, const char *msg, int keep)
 }
 
 /* The exchange failed on the backend side. */
-static int is_idempotent(const char *method);
-static void attach_upstream(struct sp_session *s, int fresh);
+static void attach_upstream(struct sp_session *s, enum sp_take take);
+
+static int is_idempotent(const char *method)
+{
+	static const char *const ok[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"};
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+		if (strcmp(method, ok[i]) == 0)
+			return 1;
+	return 0;
+}
+
+/* A request that can be sent again as it was when its backend connection
+ * turns out closed before any answer: nothing can have happened twice (RFC
+ * 9112 9.3.1: never a POST, which may have acted, nor a body already
+ * streamed on). Others take a pooled connection only once checked alive. */
+static int replayable(const struct sp_session *s)
+{
+	return s->req_body == SP_BODY_NONE && is_idempotent(s->method);
+}
+
+static enum sp_take take_for(const struct sp_session *s)
+{
+	return replayable(s) ? SP_TAKE_IDLE : SP_TAKE_CHECKED;
+}
 
 /* The route's other side: the rollout backend for the base, and back. */
 static int other_side(const struct sp_session *s)
@@ -360,8 +382,7 @@ static int retry_other_side(struct sp_session *s, const char *err)
 {
 	int other = other_side(s);
 	if (strcmp(err, ERR_CONNECT_REFUSED) != 0 || other < 0 || s->fallback_from >= 0 ||
-	    s->resp_started || !s->req_done || s->req_body != SP_BODY_NONE ||
-	    !is_idempotent(s->method) ||
+	    s->resp_started || !s->req_done || !replayable(s) ||
 	    (s->host_defaulted && sp_http_rehost(&s->head, s->cfg->backends[other].hostport) < 0))
 		return 0;
 	sp_log(SP_LOG_INFO, "route %s: %s refused the connection; request %s retried on %s",
@@ -370,7 +391,7 @@ static int retry_other_side(struct sp_session *s, const char *err)
 	s->fallback_from = s->backend;
 	s->backend = other;
 	sp_shadow_primary_moved(&s->shadow, other);
-	attach_upstream(s, 0);
+	attach_upstream(s, SP_TAKE_IDLE);
 	s->head_queued = 0; /* the head goes here, once */
 	if (s->up)
 		evbuffer_add(s->up->conn->out, s->head.data, s->head.len);
@@ -445,10 +466,10 @@ static void upstream_timeouts(struct sp_session *s)
 	sp_conn_timeouts(s->up->conn, sent ? be->response_timeout_ms : 0, be->response_timeout_ms);
 }
 
-static void attach_upstream(struct sp_session *s, int fresh)
+static void attach_upstream(struct sp_session *s, enum sp_take take)
 {
 	const char *why = ERR_CONNECT_FAILED;
-	s->up = sp_worker_connect(s->w, s->cfg, s->backend, fresh, &why);
+	s->up = sp_worker_connect(s->w, s->cfg, s->backend, take, &why);
 	if (!s->up) {
 		upstream_failed(s, why, 502);
 		return;
@@ -472,7 +493,7 @@ static void flush_pending(struct sp_session *s)
 	if (!s->req_active || s->dead)
 		return;
 	if (!s->up) {
-		attach_upstream(s, 0);
+		attach_upstream(s, take_for(s));
 		if (!s->up)
 			return;
 	}
@@ -1096,23 +1117,12 @@ static void on_conn_drain(struct sp_conn *c, void *arg)
 	leave(s);
 }
 
-static int is_idempotent(const char *method)
-{
-	static const char *const ok[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"};
-	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
-		if (strcmp(method, ok[i]) == 0)
-			return 1;
-	return 0;
-}
-
 static int may_retry(const struct sp_session *s)
 {
 	/* A pooled connection the backend closed just as we reused it: nothing
-	 * was answered, and an idempotent request without a body can be sent
-	 * again as it was (RFC 9112 9.3.1: never a POST, which may have acted). */
+	 * was answered, and the request can be sent again. */
 	return s->up && s->up->reused && !s->retried && !s->resp_started &&
-	       !sp_h1_in_message(s->resp) && s->req_done && s->req_body == SP_BODY_NONE &&
-	       is_idempotent(s->method);
+	       !sp_h1_in_message(s->resp) && s->req_done && replayable(s);
 }
 
 /* The backend's connection ended (EOF, or a reset after its answer): a
@@ -1152,7 +1162,7 @@ static void on_up_event(struct sp_conn *c, short what, void *arg)
 	if (may_retry(s) && (what & (SP_CONN_EOF | SP_CONN_ERROR))) {
 		s->retried = 1;
 		sp_upconn_free(&s->up);
-		attach_upstream(s, 1);
+		attach_upstream(s, SP_TAKE_NEW);
 		if (s->up)
 			evbuffer_add(s->up->conn->out, s->head.data, s->head.len);
 		goto out;

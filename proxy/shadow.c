@@ -428,7 +428,7 @@ static void on_leg_read(struct sp_conn *c, void *arg)
 		maybe_finish(l->sh);
 }
 
-static int leg_connect(struct leg *l, int fresh);
+static int leg_connect(struct leg *l, enum sp_take take);
 
 static void on_leg_event(struct sp_conn *c, short what, void *arg)
 {
@@ -443,7 +443,7 @@ static void on_leg_event(struct sp_conn *c, short what, void *arg)
 		/* a pooled connection the backend had closed: once more, fresh */
 		l->retried = 1;
 		sp_upconn_free(&l->up);
-		if (leg_connect(l, 1) == 0)
+		if (leg_connect(l, SP_TAKE_NEW) == 0)
 			return;
 		leg_fail(l, 0);
 	} else if ((what & SP_CONN_EOF) && sp_h1_finish(l->parser) == SP_H1_OK && l->done) {
@@ -496,18 +496,18 @@ static int leg_start(struct sp_shadow *sh, struct leg *l, int backend, const str
 		return -1;
 	/* Mirrors reuse the backend's keep-alive pool like primaries do (a
 	 * connection per mirror costs a connect and a close per request); a
-	 * request with a body cannot be replayed, so it gets a fresh one. */
-	if (leg_connect(l, has_body) < 0)
+	 * request with a body cannot be replayed, so it gets one checked alive. */
+	if (leg_connect(l, has_body ? SP_TAKE_CHECKED : SP_TAKE_IDLE) < 0)
 		return -1;
 	if (has_body)
 		sp_buf_deinit(&l->replay);
 	return 0;
 }
 
-static int leg_connect(struct leg *l, int fresh)
+static int leg_connect(struct leg *l, enum sp_take take)
 {
 	const char *why = NULL;
-	l->up = sp_worker_connect(l->sh->w, l->sh->cfg, l->backend, fresh, &why);
+	l->up = sp_worker_connect(l->sh->w, l->sh->cfg, l->backend, take, &why);
 	if (!l->up) {
 		leg_connect_failed(l, why);
 		return -1;

@@ -130,12 +130,15 @@ static struct sp_upconn *connect_new(struct sp_pool *p, const char **why)
 	return c;
 }
 
-struct sp_upconn *sp_pool_get(struct sp_pool *p, int fresh, const char **why)
+struct sp_upconn *sp_pool_get(struct sp_pool *p, enum sp_take take, const char **why)
 {
-	struct sp_upconn *c = fresh ? NULL : TAILQ_FIRST(&p->idle);
-	if (!c)
-		return connect_new(p, why);
-	TAILQ_REMOVE(&p->idle, c, link);
-	p->nidle--;
-	return c;
+	struct sp_upconn *c;
+	while (take != SP_TAKE_NEW && (c = TAILQ_FIRST(&p->idle))) {
+		TAILQ_REMOVE(&p->idle, c, link);
+		p->nidle--;
+		if (take == SP_TAKE_IDLE || sp_conn_idle_alive(c->conn))
+			return c;
+		sp_upconn_free(&c);
+	}
+	return connect_new(p, why);
 }

@@ -38,12 +38,22 @@ struct sp_pool *sp_pool_new(struct event_base *base, const struct sp_backend *be
  * once no connection uses it. *p is NULLed. */
 void sp_pool_retire(struct sp_pool **p);
 
+/* How a connection is taken from the pool. */
+enum sp_take {
+	SP_TAKE_IDLE,    /* the latest idle one, or a new one */
+	/* an idle one checked first for a close (or bytes) that came in since
+	 * the loop last looked: for a request that cannot be sent again if the
+	 * connection turns out closed (one peek, a system call) */
+	SP_TAKE_CHECKED,
+	SP_TAKE_NEW,     /* never an idle one */
+};
+
 /* An idle connection (reused = 1) or a new one that is connecting; NULL when
  * a socket cannot even be created (*why says why: SP_ERR_LOCAL when this
  * process or host ran out of descriptors, memory or local ports, which says
- * nothing about the backend). With fresh, never reuses. The caller owns the
- * result and must set its callbacks. */
-struct sp_upconn *sp_pool_get(struct sp_pool *p, int fresh, const char **why);
+ * nothing about the backend). The caller owns the result and must set its
+ * callbacks. */
+struct sp_upconn *sp_pool_get(struct sp_pool *p, enum sp_take take, const char **why);
 extern const char SP_ERR_LOCAL[];
 /* Returns a healthy connection to the idle queue (or closes it when the pool
  * is full). Takes ownership; *c is NULLed. */

@@ -419,15 +419,15 @@ static int reconcile_stats(struct sp_worker *w, const struct sp_config *cfg)
 }
 
 struct sp_upconn *sp_worker_connect(struct sp_worker *w, const struct sp_config *cfg, int backend,
-				    int fresh, const char **why)
+				    enum sp_take take, const char **why)
 {
 	if (cfg == w->cfg)
-		return sp_pool_get(w->pools[backend], fresh, why);
+		return sp_pool_get(w->pools[backend], take, why);
 	/* an exchange that started before a reload: its backend's pool, found by
 	 * URL and TLS settings */
 	for (size_t i = 0; i < w->cfg->nbackends; i++)
 		if (same_peer(&w->cfg->backends[i], &cfg->backends[backend]))
-			return sp_pool_get(w->pools[i], fresh, why);
+			return sp_pool_get(w->pools[i], take, why);
 	/* removed or changed since: a connection of its own, as the exchange's
 	 * configuration says (a pool retired at once frees it after use) */
 	struct sp_pool *own = sp_pool_new(w->base, &cfg->backends[backend]);
@@ -435,7 +435,7 @@ struct sp_upconn *sp_worker_connect(struct sp_worker *w, const struct sp_config 
 		*why = SP_ERR_LOCAL;
 		return NULL;
 	}
-	struct sp_upconn *c = sp_pool_get(own, 1, why);
+	struct sp_upconn *c = sp_pool_get(own, SP_TAKE_NEW, why);
 	sp_pool_retire(&own);
 	return c;
 }

@@ -125,7 +125,7 @@ void sp_worker_reload(struct sp_worker *w, struct sp_config *cfg, unsigned long 
  * is not kept after the exchange (requests in flight finish on their own
  * configuration). NULL with *why on failure. */
 struct sp_upconn *sp_worker_connect(struct sp_worker *w, const struct sp_config *cfg, int backend,
-				    int fresh, const char **why);
+				    enum sp_take take, const char **why);
 /* A route's counters by name, NULL when the worker has none. Other threads
  * call them between sp_worker_stats_read_lock and _unlock, and use what they
  * found only until then: a route gone from the configuration loses its

@@ -238,6 +238,37 @@ def test_stale_pooled_connection_not_retried_for_post(backend_factory, start_pro
     assert r.status == 502
 
 
+def answer_then_close(req, conn):
+    """Answers keep-alive (no Connection: close), then closes at once: the
+    answer is corked, so that it leaves with the FIN in one segment and the
+    close is there by the time strangler has read the answer."""
+    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+    conn.send(Response(200, b"conn %d" % req.conn_id).serialize())
+    return CLOSE
+
+
+@pytest.mark.parametrize("second", [
+    b"POST /charge HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",
+    b"PUT /doc HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+])
+def test_a_pooled_connection_already_closed_is_not_used_for_a_request_that_cannot_be_retried(
+        backend_factory, start_proxy, second):
+    """The backend closed its connection right after a keep-alive answer, and
+    the client's next request (pipelined, so handled before the close is
+    seen) cannot be sent twice. It was written to the dead connection and
+    answered 502 upstream reset; a check of the pooled connection before use
+    now finds the close and takes a new one."""
+    b = backend_factory("legacy", answer_then_close)
+    proxy = start_proxy({"legacy": b})
+    for _ in range(5):
+        with proxy.client() as c:
+            c.send(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n" + second)
+            first, then = c.read_response(), c.read_response()
+            assert first.status == 200
+            assert then.status == 200, then
+    assert [r.body_len for r in b.requests if r.method != "GET"] == [5] * 5
+
+
 # -- bad client requests
 
 
