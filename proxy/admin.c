@@ -1036,7 +1036,7 @@ struct sp_admin *sp_admin_new(struct sp_runtime *rt)
 		LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_EXEC,
 		128, (const struct sockaddr *)&ac->addr, (int)ac->addrlen);
 	if (!admin->listener) {
-		sp_log(SP_LOG_ERROR, "%s:%d: admin.address: cannot listen on %s: %s", rt->cfg->file,
+		sp_log(SP_LOG_ERROR, "%s:%d: admin.address: cannot listen on %s: %s", ac->file,
 		       ac->line, ac->address, strerror(errno));
 		free(admin);
 		return NULL;

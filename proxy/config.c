@@ -97,6 +97,25 @@ const char *cfgp_file(struct sp_loader *L, const config_setting_t *s)
 	return include_shown(L->inc, f, L->where, sizeof(L->where));
 }
 
+const char *cfgp_src_file(struct sp_loader *L, const config_setting_t *s)
+{
+	struct sp_config *c = L->cfg;
+	const char *f = cfgp_file(L, s);
+	if (c->file && strcmp(f, c->file) == 0)
+		return c->file;
+	for (size_t i = 0; i < c->nfiles; i++)
+		if (strcmp(c->files[i], f) == 0)
+			return c->files[i];
+	char **grown = realloc(c->files, (c->nfiles + 1) * sizeof(*grown));
+	if (grown)
+		c->files = grown;
+	char *copy = grown ? strdup(f) : NULL;
+	if (!copy)
+		return c->file;
+	c->files[c->nfiles++] = copy;
+	return copy;
+}
+
 /* Reports every member of group s whose name is not in known (NULL-terminated). */
 void cfgp_check_keys(struct sp_loader *L, const config_setting_t *s, const char *path,
 		       const char *const *known)
@@ -413,6 +432,7 @@ static void load_listen(struct sp_loader *L, const config_setting_t *root)
 		const config_setting_t *where;
 		struct sp_listen *l = &L->cfg->listen[L->cfg->nlisten];
 		l->address = cfgp_str(L, e, "address", path, &where);
+		l->file = cfgp_src_file(L, e);
 		l->line = cfgp_line(e);
 		if (!l->address) {
 			if (!where)
@@ -721,7 +741,7 @@ static void load_shadow_defaults(struct sp_loader *L, const config_setting_t *ro
 check:
 	for (size_t i = 0; i < L->cfg->nroutes; i++)
 		if (L->cfg->routes[i].has_shadow && !d->diff_log) {
-			sp_diag_add(L->diag, 0, L->file, L->cfg->routes[i].line,
+			sp_diag_add(L->diag, 0, L->cfg->routes[i].file, L->cfg->routes[i].line,
 				    "routes.[%zu].shadow: no shadow_defaults.diff_log: differences "
 				    "are counted but not recorded", i);
 			break;
@@ -778,6 +798,7 @@ static void load_admin(struct sp_loader *L, const config_setting_t *root)
 	}
 	cfgp_check_keys(L, s, "admin", keys);
 	L->cfg->has_admin = 1;
+	a->file = cfgp_src_file(L, s);
 	a->line = cfgp_line(s);
 	a->address = cfgp_str(L, s, "address", "admin", &where);
 	if (!a->address)
@@ -1156,5 +1177,8 @@ void sp_config_unref(struct sp_config **cp)
 	free(c->pid_file);
 	free(c->user);
 	free(c->file);
+	for (size_t i = 0; i < c->nfiles; i++)
+		free(c->files[i]);
+	free(c->files);
 	free(c);
 }

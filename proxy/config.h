@@ -16,6 +16,7 @@ struct sp_health;
 
 struct sp_listen {
 	char *address; /* as written */
+	const char *file; /* where it was written (the config's files) */
 	int line;
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
@@ -72,6 +73,7 @@ struct sp_shadow_defaults {
 /* The admin API listener (admin.c). */
 struct sp_admin_cfg {
 	char *address;
+	const char *file;
 	int line;
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
@@ -83,6 +85,8 @@ struct sp_config {
 	atomic_int refs;
 	struct sp_config *base; /* an overlay (sp_config_overlay): owns only its routes array */
 	char *file;
+	char **files; /* the included files' names, as shown, that settings point to */
+	size_t nfiles;
 	struct sp_listen *listen;
 	size_t nlisten;
 	int workers;

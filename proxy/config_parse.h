@@ -33,6 +33,9 @@ int cfgp_line(const config_setting_t *s);
 /* The file a setting was read from: the main file's name, or an included
  * file's named as the user would find it (valid until the next call). */
 const char *cfgp_file(struct sp_loader *L, const config_setting_t *s);
+/* The same name, kept by the configuration (for what is reported after
+ * loading: routes, listeners); the main file's name when memory runs out. */
+const char *cfgp_src_file(struct sp_loader *L, const config_setting_t *s);
 /* Reports every member of group s whose name is not in known (NULL-terminated). */
 void cfgp_check_keys(struct sp_loader *L, const config_setting_t *s, const char *path,
 		     const char *const *known);

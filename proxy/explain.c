@@ -42,7 +42,7 @@ static void print_decision(const struct sp_config *c, const struct sp_reqview *q
 	if (!d->route) {
 		printf("route:    (none: default_backend)\n");
 	} else {
-		printf("route:    %s (%s:%d)\n", d->route->name, c->file, d->route->line);
+		printf("route:    %s (%s:%d)\n", d->route->name, d->route->file, d->route->line);
 	}
 	if (d->route && d->rolled) {
 		const struct sp_rollout *ro = &d->route->rollout;

@@ -204,7 +204,7 @@ json_t *sp_route_json(const struct sp_config *c, const struct sp_route *r, const
 {
 	static const char *const sticky[] = {"", "header:", "cookie:", "query:", "client_ip"};
 	json_t *j = json_pack("{s:s, s:s, s:s, s:i}", "name", r->name, "backend",
-			      c->backends[r->backend].name, "file", c->file, "line", r->line);
+			      c->backends[r->backend].name, "file", r->file, "line", r->line);
 	if (!j)
 		return NULL;
 	if (r->has_rollout) {

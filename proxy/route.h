@@ -99,6 +99,7 @@ struct sp_shadow_cfg {
 
 struct sp_route {
 	char *name;
+	const char *file; /* the main file or an included one (the config keeps the name) */
 	int line;
 	int index; /* position in the config's routes */
 	struct sp_match match;

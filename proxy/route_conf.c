@@ -487,6 +487,7 @@ static void load_route(struct sp_loader *L, const config_setting_t *e, int i, st
 	char path[64];
 	const config_setting_t *where;
 	snprintf(path, sizeof(path), "routes.[%d]", i);
+	r->file = cfgp_src_file(L, e);
 	r->line = cfgp_line(e);
 	r->backend = -1;
 	r->rollout.backend = -1;
@@ -511,6 +512,18 @@ static void load_route(struct sp_loader *L, const config_setting_t *e, int i, st
 	load_shadow(L, e, path, r);
 }
 
+/* Where route `other` was written, for a message about route `here`: "line
+ * N" in the same file, "FILE:N" in another (an included one). */
+static const char *written_at(const struct sp_route *other, const struct sp_route *here, char *buf,
+			      size_t len)
+{
+	if (other->file == here->file)
+		snprintf(buf, len, "line %d", other->line);
+	else
+		snprintf(buf, len, "%s:%d", other->file, other->line);
+	return buf;
+}
+
 /* Among the routes that loaded without error (ok[]): a file with errors
  * still gets these warnings, instead of new ones once its errors are fixed. */
 static void check_reachable(struct sp_loader *L, const config_setting_t *list, const char *ok)
@@ -520,10 +533,12 @@ static void check_reachable(struct sp_loader *L, const config_setting_t *list, c
 		for (size_t i = 0; i < j && ok[j]; i++)
 			if (ok[i] && c->routes[i].name && c->routes[j].name &&
 			    sp_route_covers(&c->routes[i], &c->routes[j])) {
+				char at[PATH_MAX + 16];
 				WARN(L, config_setting_get_elem(list, (unsigned)j),
 				     "routes.[%zu]: route \"%s\" can never match: route \"%s\" "
-				     "(line %d) catches every request it would",
-				     j, c->routes[j].name, c->routes[i].name, c->routes[i].line);
+				     "(%s) catches every request it would",
+				     j, c->routes[j].name, c->routes[i].name,
+				     written_at(&c->routes[i], &c->routes[j], at, sizeof(at)));
 				break;
 			}
 }
@@ -552,9 +567,11 @@ void sp_load_routes(struct sp_loader *L, const config_setting_t *root)
 		load_route(L, e, i, &c->routes[c->nroutes++]);
 		const char *name = c->routes[i].name;
 		for (int k = 0; name && k < i; k++)
-			if (c->routes[k].name && strcmp(c->routes[k].name, name) == 0)
-				ERR(L, e, "routes.[%d].name: duplicate route name \"%s\" (first at line %d)",
-				    i, name, c->routes[k].line);
+			if (c->routes[k].name && strcmp(c->routes[k].name, name) == 0) {
+				char at[PATH_MAX + 16];
+				ERR(L, e, "routes.[%d].name: duplicate route name \"%s\" (first at %s)",
+				    i, name, written_at(&c->routes[k], &c->routes[i], at, sizeof(at)));
+			}
 		ok[i] = L->diag->errors == errors;
 	}
 	check_reachable(L, list, ok);

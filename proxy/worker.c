@@ -100,8 +100,8 @@ static struct evconnlistener *listen_on(struct sp_worker *w, const struct sp_con
 {
 	int fd = open_listener(&cfg->listen[i], 0);
 	if (fd < 0) {
-		sp_log(SP_LOG_ERROR, "%s:%d: listen.[%zu].address: cannot listen on %s: %s", cfg->file,
-		       cfg->listen[i].line, i, cfg->listen[i].address, strerror(errno));
+		sp_log(SP_LOG_ERROR, "%s:%d: listen.[%zu].address: cannot listen on %s: %s",
+		       cfg->listen[i].file, cfg->listen[i].line, i, cfg->listen[i].address, strerror(errno));
 		return NULL;
 	}
 	struct evconnlistener *l =
@@ -131,7 +131,7 @@ int sp_worker_check_listen(const struct sp_config *old, const struct sp_config *
 			continue;
 		int fd = open_listener(&cfg->listen[i], 1);
 		if (fd < 0) {
-			sp_diag_add(diag, 1, cfg->file, cfg->listen[i].line,
+			sp_diag_add(diag, 1, cfg->listen[i].file, cfg->listen[i].line,
 				    "listen.[%zu].address: cannot listen on %s: %s", i,
 				    cfg->listen[i].address, strerror(errno));
 			rc = -1;

@@ -128,6 +128,51 @@ def test_included_files_are_found_and_named_from_the_main_files_directory(tmp_pa
         main, conf_dir / "nope.inc") in out.stderr, out.stderr
 
 
+def test_routes_in_an_included_file_are_named_by_it(tmp_path):
+    """A route written in an included file is shown with that file, not the
+    main one's, wherever strangler points at it: the unreachable-route
+    warning and the duplicate name error (also when they name a route in the
+    other file), and `explain`. (They all named the main file with the
+    included file's line numbers.)"""
+    conf_dir = tmp_path / "conf"
+    (conf_dir / "routes.d").mkdir(parents=True)
+    (conf_dir / "routes.d" / "more.inc").write_text(
+        '  { name = "api"; match = { path_prefix = "/api"; }; backend = "legacy"; },\n'
+        '  { name = "orders"; match = { path_prefix = "/orders"; }; backend = "legacy"; }\n')
+    main = conf_dir / "main.conf"
+    main.write_text('listen = ( { address = "127.0.0.1:18080"; } );\n'
+                    'backends = { legacy = { url = "http://127.0.0.1:9001"; }; };\n'
+                    'default_backend = "legacy";\n'
+                    'routes = (\n'
+                    '  { name = "all"; match = { path_prefix = "/"; }; backend = "legacy"; },\n'
+                    '@include "routes.d/more.inc"\n'
+                    ');\n')
+    run = lambda *a: subprocess.run([BINARY, *a], cwd=str(tmp_path), capture_output=True,
+                                    text=True, timeout=10)
+    out = run("-t", "-c", "conf/main.conf")
+    assert out.returncode == 0, out.stderr
+    assert ('conf/routes.d/more.inc:1: warning: routes.[1]: route "api" can never match: '
+            'route "all" (conf/main.conf:5) catches every request it would') in out.stderr, \
+        out.stderr
+    out = run("explain", "-c", "conf/main.conf", "GET", "/orders/1")
+    assert "route:    all (conf/main.conf:5)" in out.stdout, out.stdout
+    # the other way round: the main file's route is shadowed by an included one
+    main.write_text(main.read_text().replace('"all"; match = { path_prefix = "/"; }',
+                                             '"all"; match = { path_prefix = "/api/x"; }'))
+    out = run("explain", "-c", "conf/main.conf", "GET", "/orders/1")
+    assert "route:    orders (conf/routes.d/more.inc:2)" in out.stdout, out.stdout
+    (conf_dir / "routes.d" / "more.inc").write_text(
+        '  { name = "api"; match = { path_prefix = "/api"; }; backend = "legacy"; },\n'
+        '  { name = "all"; match = { path_prefix = "/all"; }; backend = "legacy"; },\n'
+        '  { name = "api"; match = { path_prefix = "/v2"; }; backend = "legacy"; }\n')
+    out = run("-t", "-c", "conf/main.conf")
+    assert out.returncode == 1
+    assert ('conf/routes.d/more.inc:2: routes.[2].name: duplicate route name "all" '
+            '(first at conf/main.conf:5)') in out.stderr, out.stderr
+    assert ('conf/routes.d/more.inc:3: routes.[3].name: duplicate route name "api" '
+            '(first at line 1)') in out.stderr, out.stderr
+
+
 def test_check_missing_file(tmp_path):
     out = run_strangler("-t", "-c", str(tmp_path / "absent.conf"))
     assert out.returncode == 1
