@@ -11,11 +11,12 @@ sp_install_packages
 sp_toolchain_env "$PWD/build-check"
 
 echo "==> building strangler"
-# The tests run the build operators deploy (docs/operations.md).
-sp_build build-check -Dbuildtype=release -Db_lto=true -Dunit_tests=enabled
+# The tests run the build operators deploy (docs/operations.md); a warning
+# fails them (the README's first command, tests/demo.sh, builds without -Dwerror).
+sp_build build-check -Dbuildtype=release -Db_lto=true -Dunit_tests=enabled -Dwerror=true
 echo "==> building strangler with ASan+UBSan"
 sp_build build-asan -Dbuildtype=debug -Db_sanitize=address,undefined -Db_lundef=false \
-	-Dunit_tests=enabled
+	-Dunit_tests=enabled -Dwerror=true
 echo "==> building the demo services (Go, Rust)"
 bash tests/backends/build.sh "$PWD/build-check/backends"
 echo "==> installing the browser driver (npm: playwright-core)"
