@@ -588,7 +588,8 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	f.client_ip = s->client_ip;
 	f.proto = s->https ? "https" : "http";
 	f.default_host = s->cfg->backends[s->backend].hostport;
-	s->host_defaulted = !sp_hdr_find(m->hdrs, m->nhdrs, "Host");
+	/* HTTP/1.1 without a Host was refused (400): only a 1.0 request may lack it */
+	s->host_defaulted = m->http_minor == 0 && !sp_hdr_find(m->hdrs, m->nhdrs, "Host");
 	f.request_id = s->reqid; /* the logged one, alone, whatever the client sent */
 	s->req_body = f.body;
 	s->req_keep = m->keep_alive;
