@@ -36,6 +36,16 @@ void sp_diag_deinit(struct sp_diag *d)
 	sp_buf_deinit(&d->text);
 }
 
+void sp_diag_add_lines(struct sp_diag *d, int is_error, const char *file, const struct sp_buf *text)
+{
+	for (const char *p = text->data, *end = p + text->len, *nl; p && p < end; p = nl + 1) {
+		nl = memchr(p, '\n', (size_t)(end - p));
+		if (!nl)
+			nl = end;
+		sp_diag_add(d, is_error, file, 0, "%.*s", (int)(nl - p), p);
+	}
+}
+
 void sp_diag_add(struct sp_diag *d, int is_error, const char *file, int line, const char *fmt, ...)
 {
 	va_list ap, again;

@@ -113,6 +113,8 @@ struct sp_diag {
 };
 
 void sp_diag_init(struct sp_diag *d);
+/* One diagnostic per line of text (a buffer of '\n'-ended lines), without a line number. */
+void sp_diag_add_lines(struct sp_diag *d, int is_error, const char *file, const struct sp_buf *text);
 void sp_diag_deinit(struct sp_diag *d);
 __attribute__((format(printf, 5, 6))) void sp_diag_add(struct sp_diag *d, int is_error,
 						       const char *file, int line,

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "override.h"
 #include "h1.h"
 #include "pathnorm.h"
 #include "route.h"
@@ -103,6 +104,15 @@ int sp_explain_main(int argc, char **argv)
 	sp_buf_init(&path);
 	sp_buf_init(&scratch);
 	struct sp_config *c = sp_config_load(file, &diag);
+	if (c) { /* the runtime changes saved beside the file apply, as they do when it runs */
+		struct sp_buf notes;
+		sp_buf_init(&notes);
+		struct sp_config *saved = sp_state_apply_saved(c, &notes);
+		sp_config_unref(&c);
+		c = saved;
+		sp_diag_add_lines(&diag, 0, file, &notes);
+		sp_buf_deinit(&notes);
+	}
 	fputs(diag.text.data ? diag.text.data : "", stderr);
 	if (!c)
 		goto out;

@@ -27,6 +27,7 @@
 #include "guard.h"
 #include "h1.h"
 #include "log.h"
+#include "override.h"
 #include "shadow.h"
 #include "runtime.h"
 #include "worker.h"
@@ -210,6 +211,14 @@ static int check_config(const char *file)
 	struct sp_diag diag;
 	sp_diag_init(&diag);
 	struct sp_config *c = sp_config_load(file, &diag);
+	if (c) { /* what runs is the file with the runtime changes saved beside it */
+		struct sp_buf notes;
+		sp_buf_init(&notes);
+		struct sp_config *saved = sp_state_apply_saved(c, &notes);
+		sp_diag_add_lines(&diag, 0, file, &notes);
+		sp_config_unref(&saved);
+		sp_buf_deinit(&notes);
+	}
 	fputs(diag.text.data ? diag.text.data : "", stderr);
 	if (c)
 		printf("%s: configuration OK (%zu backends, %zu routes, %d warnings)\n", file,

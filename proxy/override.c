@@ -4,7 +4,9 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "guard.h"
 
@@ -114,6 +116,27 @@ static uint32_t to_bp(const json_t *section)
 	return (uint32_t)lround(json_number_value(json_object_get(section, "percent")) * 100);
 }
 
+/* A value the file sets that an override replaces with another: said at
+ * every reload (and by -t and explain), since the file alone no longer
+ * tells what runs. */
+static void note_masked(struct sp_buf *notes, const char *route, const char *what,
+			const char *now, const char *file)
+{
+	sp_buf_printf(notes, "route \"%s\": %s %s from a runtime change is in force, not the "
+		      "file's %s (DELETE /api/routes/%s/override to follow the file)\n", route, what,
+		      now, file, route);
+}
+
+static void apply_percent(struct sp_buf *notes, const char *route, const char *what,
+			  const json_t *section, uint32_t *bp)
+{
+	uint32_t now = to_bp(section);
+	char a[SP_NUM_SIZE], b[SP_NUM_SIZE];
+	if (now != *bp)
+		note_masked(notes, route, what, sp_num(a, now / 100.0), sp_num(b, *bp / 100.0));
+	*bp = now;
+}
+
 int sp_override_apply(struct sp_config *c, const json_t *overrides, struct sp_buf *notes)
 {
 	const char *route;
@@ -127,12 +150,20 @@ int sp_override_apply(struct sp_config *c, const json_t *overrides, struct sp_bu
 		}
 		struct sp_route *r = (struct sp_route *)sp_config_route(c, route);
 		json_t *v;
-		if ((v = json_object_get(patch, "backend")))
-			r->backend = sp_backend_index(c, json_string_value(v));
+		if ((v = json_object_get(patch, "backend"))) {
+			int b = sp_backend_index(c, json_string_value(v));
+			if (b != r->backend) {
+				char now[SP_NAME_MAX + 2], file[SP_NAME_MAX + 2];
+				snprintf(now, sizeof(now), "\"%s\"", c->backends[b].name);
+				snprintf(file, sizeof(file), "\"%s\"", c->backends[r->backend].name);
+				note_masked(notes, route, "backend", now, file);
+			}
+			r->backend = b;
+		}
 		if ((v = json_object_get(patch, "rollout")))
-			r->rollout.percent_bp = to_bp(v);
+			apply_percent(notes, route, "rollout.percent", v, &r->rollout.percent_bp);
 		if ((v = json_object_get(patch, "shadow")))
-			r->shadow.percent_bp = to_bp(v);
+			apply_percent(notes, route, "shadow.percent", v, &r->shadow.percent_bp);
 		applied++;
 	}
 	return applied;
@@ -193,6 +224,51 @@ int sp_state_check(const json_t *state, char *err, size_t errlen)
 		return -1;
 	}
 	return 0;
+}
+
+json_t *sp_state_load(const char *path, char *err, size_t errlen)
+{
+	json_error_t jerr;
+	struct sp_diag diag;
+	size_t len;
+	char why[512];
+	err[0] = '\0';
+	if (access(path, F_OK) != 0)
+		return NULL; /* none yet: the first start */
+	sp_diag_init(&diag);
+	/* a buffer with its length: a NUL inside is an error, not the end */
+	char *text = sp_config_read(path, &len, &diag);
+	json_t *state = text ? json_loadb(text, len, 0, &jerr) : NULL;
+	if (!text)
+		snprintf(err, errlen, "%.*s", (int)diag.text.len - 1, diag.text.data);
+	else if (!state)
+		snprintf(err, errlen, "%s:%d: %s", path, jerr.line, jerr.text);
+	else if (sp_state_check(state, why, sizeof(why)) < 0) {
+		/* someone else's JSON would be overwritten by the first change */
+		snprintf(err, errlen, "%s: %s; move it away to start without it", path, why);
+		json_decref(state);
+		state = NULL;
+	}
+	free(text);
+	sp_diag_deinit(&diag);
+	return state;
+}
+
+struct sp_config *sp_state_apply_saved(struct sp_config *cfg, struct sp_buf *notes)
+{
+	char err[1024];
+	if (!cfg->has_admin || !cfg->admin.state_file)
+		return sp_config_ref(cfg);
+	json_t *state = sp_state_load(cfg->admin.state_file, err, sizeof(err));
+	json_t *overrides = json_object_get(state, "overrides");
+	struct sp_config *c = json_object_size(overrides) ? sp_config_overlay(cfg) : NULL;
+	if (err[0])
+		sp_buf_printf(notes, "admin.state_file: %s: the runtime changes saved there are not "
+			      "taken into account\n", err);
+	if (c)
+		sp_override_apply(c, overrides, notes);
+	json_decref(state);
+	return c ? c : sp_config_ref(cfg);
 }
 
 static json_t *percent_json(uint32_t bp)

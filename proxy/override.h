@@ -1,5 +1,6 @@
 /* Runtime route changes (admin API PATCH): validation, merging, and applying
- * them to a freshly loaded generation. Pure: jansson values in, structs out. */
+ * them to a freshly loaded generation. Pure (jansson values in, structs out)
+ * but for reading the state file. */
 #ifndef SP_OVERRIDE_H
 #define SP_OVERRIDE_H
 
@@ -17,8 +18,9 @@ int sp_override_check(const struct sp_config *c, const char *route, const json_t
 /* overrides[route] = overrides[route] merged with patch (a checked patch). */
 int sp_override_merge(json_t *overrides, const char *route, const json_t *patch);
 /* Applies every override to c, which must not be shared yet. An override that
- * no longer fits the file (route or backend gone) is skipped and reported in
- * notes. Returns how many were applied. */
+ * no longer fits the file (route or backend gone) is skipped, and a value an
+ * override changes from the file's is told, each a line in notes. Returns
+ * how many were applied. */
 int sp_override_apply(struct sp_config *c, const json_t *overrides, struct sp_buf *notes);
 /* Whether state, a state file's JSON, is what sp_runtime_save_state writes:
  * an object with "overrides" (route name: object), "audit" (array of
@@ -26,6 +28,15 @@ int sp_override_apply(struct sp_config *c, const json_t *overrides, struct sp_bu
  * absent, not all of them unless empty. 0, or -1 with the first fault in err
  * ("overrides.orders: must be an object ..."). */
 int sp_state_check(const json_t *state, char *err, size_t errlen);
+/* The state file at path, read, parsed and checked (sp_state_check). NULL
+ * when there is none yet (err is then ""), or with the reason in err. */
+json_t *sp_state_load(const char *path, char *err, size_t errlen);
+/* What a start would run from cfg and its admin.state_file, as the running
+ * process does unless changed since: the saved overrides applied to an
+ * overlay of cfg (cfg itself, with a new reference, when there are none).
+ * notes get the lines of sp_override_apply, and the reason a state file
+ * cannot be used. For -t and explain, which only read files. */
+struct sp_config *sp_state_apply_saved(struct sp_config *cfg, struct sp_buf *notes);
 /* The effective route as JSON; `override` (borrowed, may be NULL) is shown,
  * as "override" when it applies to c, else as "override_skipped" with the
  * reason (the build skipped it). */

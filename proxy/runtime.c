@@ -53,13 +53,7 @@ struct sp_config *sp_runtime_build(struct sp_runtime *rt, struct sp_config *file
 			sp_buf_printf(&notes, "route \"%s\" is back: its stored override applies again "
 				      "(DELETE /api/routes/%s/override drops it)\n", name, name);
 	}
-	/* a warning each (the notes are lines) */
-	for (const char *p = notes.data, *end = p + notes.len, *nl; p && p < end; p = nl + 1) {
-		nl = memchr(p, '\n', (size_t)(end - p));
-		if (!nl)
-			nl = end;
-		sp_diag_add(diag, 0, rt->file, 0, "%.*s", (int)(nl - p), p);
-	}
+	sp_diag_add_lines(diag, 0, rt->file, &notes);
 	sp_buf_deinit(&notes);
 	return cfg;
 }
@@ -211,31 +205,14 @@ void sp_runtime_prune_guards(struct sp_runtime *rt)
 
 int sp_runtime_load_state(struct sp_runtime *rt, const struct sp_config *cfg)
 {
-	json_error_t err;
-	struct sp_diag diag;
-	char why[512];
-	size_t len;
-	if (!cfg->has_admin || !cfg->admin.state_file || access(cfg->admin.state_file, F_OK) != 0)
-		return 0; /* none, or the first start */
-	sp_diag_init(&diag);
-	/* a buffer with its length: a NUL inside is an error, not the end */
-	char *text = sp_config_read(cfg->admin.state_file, &len, &diag);
-	json_t *state = text ? json_loadb(text, len, 0, &err) : NULL;
-	free(text);
-	if (!text)
-		sp_log(SP_LOG_ERROR, "admin.state_file: %.*s", (int)diag.text.len - 1, diag.text.data);
-	else if (!state)
-		sp_log(SP_LOG_ERROR, "admin.state_file: %s:%d: %s", cfg->admin.state_file, err.line,
-		       err.text);
-	sp_diag_deinit(&diag);
-	if (!state)
-		return -1;
-	/* someone else's JSON would be overwritten by the first change */
-	if (sp_state_check(state, why, sizeof(why)) < 0) {
-		sp_log(SP_LOG_ERROR, "admin.state_file: %s: %s; move it away to start without it",
-		       cfg->admin.state_file, why);
-		json_decref(state);
-		return -1;
+	char why[1024];
+	if (!cfg->has_admin || !cfg->admin.state_file)
+		return 0;
+	json_t *state = sp_state_load(cfg->admin.state_file, why, sizeof(why));
+	if (!state) { /* none, or the first start; or one that would be lost */
+		if (why[0])
+			sp_log(SP_LOG_ERROR, "admin.state_file: %s", why);
+		return why[0] ? -1 : 0;
 	}
 	json_t *o = json_object_get(state, "overrides"), *a = json_object_get(state, "audit");
 	json_t *g = json_object_get(state, "guards");

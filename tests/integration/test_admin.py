@@ -735,6 +735,62 @@ def test_backend_health_in_metrics(start_proxy, backend_factory, tmp_path):
     assert after['strangler_backend_health_transitions_total{backend="legacy"}'] == "0"
 
 
+def test_an_override_that_masks_the_file_is_said_at_every_reload_and_by_t_and_explain(
+        start_proxy, two_backends, tmp_path):
+    """Runbook steps 4 and 5: after a PATCH, file edits to the same value were
+    silently ignored (the override wins), and a rollback to a rollout file
+    brought an old 100 % override back with no word; `-t` and `explain`
+    spoke of the file alone, so support told users the wrong side. Every
+    reload now says which values a runtime change holds over the file's, and
+    `-t` and `explain` apply the overrides saved in admin.state_file."""
+    p = admin_proxy(start_proxy, two_backends, tmp_path, percent=25.0)
+    conf = open(p.conf_path).read()
+    masked = ('route "orders": rollout.percent %s from a runtime change is in force, not the '
+              "file's %s (DELETE /api/routes/orders/override to follow the file)")
+
+    def reload_with(text):
+        with open(p.conf_path, "w") as f:
+            f.write(text)
+        st, body = p.admin("POST", "/api/reload")
+        assert st == 200, body
+        return [w.split(": warning: ", 1)[1] for w in body["warnings"]]
+
+    assert p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 5}})[0] == 200
+    # the operator edits the file to 25 % and reloads: 5 % holds, and it says so
+    assert reload_with(conf) == [masked % ("5", "25")]
+    assert masked % ("5", "25") in p.stderr_text()
+    assert p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 5
+    # -t and explain see what runs
+    out = harness.run_strangler("-t", "-c", p.conf_path)
+    assert out.returncode == 0
+    assert "%s: warning: %s" % (p.conf_path, masked % ("5", "25")) in out.stderr, out.stderr
+    assert "1 warnings" in out.stdout
+    user = next(u for u in ("user-%d" % i for i in range(200))
+                if 500 <= harness_bucket("orders", u) < 2500)  # 25 % would say modern
+    out = harness.run_strangler("explain", "-c", p.conf_path, "-H", "X-User-Id: " + user,
+                                "GET", "/api/orders/1")
+    assert "rollout:  5.00% to modern" in out.stdout, out.stdout
+    assert "backend:  legacy" in out.stdout and side_of(p, user) == "legacy"
+    # a value the override sets as the file does is no news
+    assert reload_with(conf.replace("percent = 25.0", "percent = 5.0")) == []
+    # step 5's flip leaves the override aside; the rollback to a rollout file
+    # brings it back, and the reload says so
+    assert p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 100}})[0] == 200
+    flipped = re.sub(r"rollout = \{[^}]*\}; ", "", conf).replace(
+        'path_prefix = "/api/orders"; }; backend = "legacy"',
+        'path_prefix = "/api/orders"; }; backend = "modern"')
+    assert "rollout" not in flipped.split("orders")[1].split("users")[0]
+    warnings = reload_with(flipped)
+    assert any('override of route "orders" skipped' in w for w in warnings), warnings
+    assert reload_with(conf.replace("percent = 25.0", "percent = 1.0")) == [masked % ("100", "1")]
+    assert side_of(p, user) == "modern"
+    # once deleted, the file rules again, with nothing to say
+    assert p.admin("DELETE", "/api/routes/orders/override")[0] == 200
+    assert reload_with(conf) == []
+    out = harness.run_strangler("-t", "-c", p.conf_path)
+    assert "0 warnings" in out.stdout, out.stdout + out.stderr
+
+
 def test_a_change_reads_nothing_from_disk(start_proxy, two_backends, tmp_path):
     """A PATCH (or a guard's pull-back) builds on the configuration as last
     loaded: an include file broken on disk since, or a token file changed
