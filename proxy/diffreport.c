@@ -29,10 +29,15 @@ struct lat {
 	size_t n, cap;
 };
 
-struct route_agg {
-	char *name;
-	json_t *summary; /* the latest summary line: its latencies are reported */
-	json_t *runs;    /* instance → {"last": its latest summary, "earlier": earlier runs' counts} */
+/* One direction of a route: exchanges served by `primary`, mirrored to
+ * `shadow`. Comparing legacy with modern and modern with legacy answer
+ * different questions (a rollout shadowed to "@other" runs both, a flip
+ * turns one into the other), so each gets its own counts, latency and top
+ * differences. */
+struct dir_agg {
+	char *label; /* "primary -> shadow" */
+	char *primary, *shadow;
+	json_t *last; /* its entry in the latest summary line: its latencies are reported */
 	size_t diff_lines;
 	struct lat pms, sms; /* latencies of the diff lines, for logs without summary */
 	struct group *groups;
@@ -40,13 +45,26 @@ struct route_agg {
 	json_t *index; /* label → position in groups */
 };
 
+struct route_agg {
+	char *name;
+	json_t *summary; /* the latest summary line */
+	json_t *runs;    /* instance → {"last": its latest summary, "earlier": earlier runs' counts} */
+	size_t diff_lines;
+	struct dir_agg *dirs;
+	size_t ndirs, cap;
+	json_t *index; /* direction label → position in dirs */
+};
+
 struct report {
 	const char *only; /* --route */
 	struct route_agg *routes;
 	size_t nroutes, cap;
 	json_t *index; /* route name → position in routes */
-	size_t lineno;
+	size_t seq;    /* lines read, over every file: a diff line's identity */
+	const char *file; /* the file being read, for messages */
+	size_t lineno;    /* in it */
 	size_t not_json, unknown;
+	char first_bad[2][320]; /* where the first line of each kind was skipped */
 };
 
 /* Room for item n in an array of size-byte elements: the (maybe moved) array,
@@ -93,7 +111,33 @@ static struct route_agg *route_get(struct report *rp, const char *name)
 	return r->name && r->index && r->runs ? r : NULL;
 }
 
-static struct group *group_get(struct route_agg *r, const char *label)
+/* The direction primary -> shadow of r ("?" for a name a line lacks). */
+static struct dir_agg *dir_get(struct route_agg *r, const char *primary, const char *shadow,
+			       struct sp_buf *key)
+{
+	primary = primary ? primary : "?";
+	shadow = shadow ? shadow : "?";
+	sp_buf_reset(key);
+	if (sp_buf_printf(key, "%s -> %s", primary, shadow) < 0)
+		return NULL;
+	struct dir_agg *d = grow(r->dirs, &r->cap, r->ndirs, sizeof(*d));
+	if (!d)
+		return NULL;
+	r->dirs = d;
+	int added;
+	long long i = index_get(r->index, key->data, r->ndirs, &added);
+	if (i < 0)
+		return NULL;
+	d = &r->dirs[i];
+	if (!added)
+		return d;
+	*d = (struct dir_agg){.label = strdup(key->data), .primary = strdup(primary),
+			      .shadow = strdup(shadow), .index = json_object()};
+	r->ndirs++; /* counted before checking, so cleanup frees what was made */
+	return d->label && d->primary && d->shadow && d->index ? d : NULL;
+}
+
+static struct group *group_get(struct dir_agg *r, const char *label)
 {
 	struct group *g = grow(r->groups, &r->cap, r->ngroups, sizeof(*g));
 	if (!g)
@@ -182,11 +226,17 @@ static int add_diff_line(struct report *rp, struct route_agg *r, const json_t *j
 			 struct sp_buf *lab)
 {
 	const char *rid = json_string_value(json_object_get(j, "request_id"));
+	const json_t *pri = json_object_get(j, "primary"), *sha = json_object_get(j, "shadow");
 	const json_t *d;
 	size_t i;
+	struct dir_agg *dir = dir_get(r, json_string_value(json_object_get(pri, "backend")),
+				      json_string_value(json_object_get(sha, "backend")), lab);
+	if (!dir)
+		return -1;
 	r->diff_lines++;
-	if (lat_add(&r->pms, json_object_get(json_object_get(j, "primary"), "ms")) ||
-	    lat_add(&r->sms, json_object_get(json_object_get(j, "shadow"), "ms")))
+	dir->diff_lines++;
+	if (lat_add(&dir->pms, json_object_get(pri, "ms")) ||
+	    lat_add(&dir->sms, json_object_get(sha, "ms")))
 		return -1;
 	json_array_foreach(json_object_get(j, "differences"), i, d) {
 		const char *kind = json_string_value(json_object_get(d, "kind"));
@@ -195,12 +245,12 @@ static int add_diff_line(struct report *rp, struct route_agg *r, const json_t *j
 			continue;
 		if (make_label(lab, kind, json_string_value(json_object_get(d, "where"))))
 			return -1;
-		struct group *g = group_get(r, lab->data);
+		struct group *g = group_get(dir, lab->data);
 		if (!g)
 			return -1;
-		if (g->last_line == rp->lineno)
+		if (g->last_line == rp->seq)
 			continue;
-		g->last_line = rp->lineno;
+		g->last_line = rp->seq;
 		g->count++;
 		if (rid && add_example(g, rid))
 			return -1;
@@ -233,10 +283,16 @@ static const char *const counters[] = {"mirrored", "compared", "identical", "dif
 
 static int add_counts(json_t *into, const json_t *from);
 
-/* Adds counter k (a number, or an object of them) into into. */
+/* Adds counter k (a number, or an object of them) into into; of two
+ * strings (a direction's "since") the earlier stays. */
 static int add_value(json_t *into, const char *k, const json_t *v)
 {
 	json_t *have = json_object_get(into, k);
+	if (json_is_string(v)) {
+		if (have && strcmp(json_string_value(have), json_string_value(v)) <= 0)
+			return 0;
+		return json_object_set(into, k, (json_t *)v);
+	}
 	if (json_is_object(v)) {
 		if (!have && json_object_set_new(into, k, have = json_object()) < 0)
 			return -1;
@@ -269,6 +325,55 @@ static int add_summary_counts(json_t *into, const json_t *summary)
 	return 0;
 }
 
+/* The object under key k of o, added when absent; NULL when memory runs out. */
+static json_t *child(json_t *o, const char *k)
+{
+	json_t *c = json_object_get(o, k);
+	if (!c && (!(c = json_object()) || json_object_set_new(o, k, c) < 0))
+		return NULL;
+	return c;
+}
+
+/* Adds a summary line's counters into into, and those of each of its
+ * directions into into's "dirs" (by label, with the earliest "since"). */
+static int add_run_counts(json_t *into, const json_t *summary, struct sp_buf *key)
+{
+	const json_t *d;
+	size_t i;
+	if (add_summary_counts(into, summary) < 0)
+		return -1;
+	json_array_foreach(json_object_get(summary, "directions"), i, d) {
+		const char *p = json_string_value(json_object_get(d, "primary"));
+		const char *s = json_string_value(json_object_get(d, "shadow"));
+		const json_t *since = json_object_get(d, "since");
+		sp_buf_reset(key);
+		if (sp_buf_printf(key, "%s -> %s", p ? p : "?", s ? s : "?") < 0)
+			return -1;
+		json_t *dirs = child(into, "dirs"), *slot = dirs ? child(dirs, key->data) : NULL;
+		if (!slot || add_summary_counts(slot, d) < 0 ||
+		    (json_is_string(since) && add_value(slot, "since", since) < 0))
+			return -1;
+	}
+	return 0;
+}
+
+/* Each direction of a summary line becomes one of the route's, and keeps
+ * its entry for the latencies. */
+static int note_directions(struct route_agg *r, const json_t *summary, struct sp_buf *key)
+{
+	const json_t *d;
+	size_t i;
+	json_array_foreach(json_object_get(summary, "directions"), i, d) {
+		struct dir_agg *dir = dir_get(r, json_string_value(json_object_get(d, "primary")),
+					      json_string_value(json_object_get(d, "shadow")), key);
+		if (!dir)
+			return -1;
+		json_decref(dir->last);
+		dir->last = json_incref((json_t *)d);
+	}
+	return 0;
+}
+
 /* A summary's counters run from its process's start, or from the reload that
  * brought the route in ("counters_since"). Lines carry the process's
  * "instance" (host:pid:start), so several instances' logs can be read
@@ -297,18 +402,22 @@ static int add_summary(struct route_agg *r, json_t *j, struct sp_buf *key)
 	if (lower && inst)
 		return 0; /* an earlier summary of the same run: the kept one includes it */
 	if (lower) {
-		json_t *earlier = json_object_get(slot, "earlier");
-		if (!earlier && (!(earlier = json_object()) ||
-				 json_object_set_new(slot, "earlier", earlier) < 0))
-			return -1;
-		if (add_summary_counts(earlier, last) < 0)
+		json_t *earlier = child(slot, "earlier");
+		if (!earlier || add_run_counts(earlier, last, key) < 0)
 			return -1;
 	}
 	if (json_object_set(slot, "last", j) < 0)
 		return -1;
 	json_decref(r->summary);
 	r->summary = json_incref(j);
-	return 0;
+	return note_directions(r, j, key);
+}
+
+/* Counts a skipped line of kind k, keeping where the first one was. */
+static void skip_line(struct report *rp, int k, size_t *count)
+{
+	if ((*count)++ == 0)
+		snprintf(rp->first_bad[k], sizeof(rp->first_bad[k]), "%s:%zu", rp->file, rp->lineno);
 }
 
 static int process_line(struct report *rp, const char *line, size_t len, struct sp_buf *lab)
@@ -321,11 +430,11 @@ static int process_line(struct report *rp, const char *line, size_t len, struct 
 	const char *name = json_string_value(json_object_get(j, "route"));
 	int is_diff = type && strcmp(type, "diff") == 0, rc = 0;
 	if (!j) {
-		rp->not_json++;
+		skip_line(rp, 0, &rp->not_json);
 		goto out;
 	}
 	if (!name || !type || (!is_diff && strcmp(type, "summary") != 0)) {
-		rp->unknown++;
+		skip_line(rp, 1, &rp->unknown);
 		goto out;
 	}
 	if (rp->only && strcmp(name, rp->only) != 0)
@@ -378,34 +487,11 @@ static void print_plural(FILE *out, long long n, const char *what)
 		fprintf(out, ", %lld %s%s", n, what, n == 1 ? "" : "s");
 }
 
-static void print_counts(FILE *out, const struct route_agg *r)
+/* "N compared, N identical (x %), …" and the end of the line. */
+static void print_count_line(FILE *out, const json_t *s)
 {
-	if (!r->summary) {
-		fprintf(out, "route %s: %zu different exchanges logged (no summary line yet: how many "
-			     "were compared and identical comes with the first one, every "
-			     "summary_interval_ms)\n",
-			r->name, r->diff_lines);
-		return;
-	}
-	/* every instance's and every run's counters */
-	json_t *s = json_object();
-	const char *inst;
-	json_t *slot;
-	int rc = s ? 0 : -1;
-	json_object_foreach(r->runs, inst, slot) {
-		const json_t *earlier = json_object_get(slot, "earlier");
-		if (rc == 0)
-			rc = add_summary_counts(s, json_object_get(slot, "last"));
-		if (rc == 0 && earlier)
-			rc = add_counts(s, earlier);
-	}
-	if (rc < 0) {
-		json_decref(s);
-		fprintf(out, "route %s: out of memory\n", r->name);
-		return;
-	}
 	long long compared = count_of(s, "compared");
-	fprintf(out, "route %s: %lld compared", r->name, compared);
+	fprintf(out, "%lld compared", compared);
 	print_share(out, count_of(s, "identical"), "identical", compared);
 	print_share(out, count_of(s, "different"), "different", compared);
 	fprintf(out, ", %lld noise", count_of(s, "noise"));
@@ -413,14 +499,34 @@ static void print_counts(FILE *out, const struct route_agg *r)
 	print_plural(out, count_of(s, "shadow_errors"), "shadow error");
 	print_plural(out, count_of(s, "shadow_timeouts"), "shadow timeout");
 	fputc('\n', out);
-	/* a diff line per differing exchange: more lines than the summaries
-	 * count came after the last summary (the top differences include them) */
-	long long newer = (long long)r->diff_lines - count_of(s, "different");
+}
+
+/* A diff line per differing exchange: more lines than the summaries count
+ * came after the last summary (the top differences include them). */
+static void print_newer(FILE *out, const char *indent, long long newer)
+{
 	if (newer > 0)
-		fprintf(out, "  %lld more differing exchange%s logged after the last summary: not in "
+		fprintf(out, "%s%lld more differing exchange%s logged after the last summary: not in "
 			     "these counts yet (a summary comes every summary_interval_ms)\n",
-			newer, newer == 1 ? "" : "s");
-	json_decref(s);
+			indent, newer, newer == 1 ? "" : "s");
+}
+
+/* Every instance's and every run's counters added up, each direction's under
+ * "dirs"; NULL when memory runs out. */
+static json_t *route_totals(const struct route_agg *r, struct sp_buf *key)
+{
+	json_t *s = json_object();
+	const char *inst;
+	json_t *slot;
+	json_object_foreach(r->runs, inst, slot) {
+		const json_t *earlier = json_object_get(slot, "earlier");
+		if (!s || add_run_counts(s, json_object_get(slot, "last"), key) < 0 ||
+		    (earlier && add_counts(s, earlier) < 0)) {
+			json_decref(s);
+			return NULL;
+		}
+	}
+	return s;
 }
 
 static const char *fmt_ms(double v, char *buf, size_t len)
@@ -446,13 +552,15 @@ static double percentile(struct lat *l, double p)
 	return l->v[rank > 0 ? rank - 1 : 0];
 }
 
-static void print_pair(FILE *out, const char *side, double p50, double p99)
+/* "primary legacy 0.08/0.19 ms" (backend NULL: "primary 0.08/0.19 ms"). */
+static void print_pair(FILE *out, const char *side, const char *backend, double p50, double p99)
 {
 	char a[32], b[32];
+	fprintf(out, "%s%s%s ", side, backend ? " " : "", backend ? backend : "");
 	if (isnan(p50) || isnan(p99))
-		fprintf(out, "%s n/a", side);
+		fputs("n/a", out);
 	else
-		fprintf(out, "%s %s/%s ms", side, fmt_ms(p50, a, sizeof(a)), fmt_ms(p99, b, sizeof(b)));
+		fprintf(out, "%s/%s ms", fmt_ms(p50, a, sizeof(a)), fmt_ms(p99, b, sizeof(b)));
 }
 
 static double num_at(const json_t *o, const char *k1, const char *k2)
@@ -461,30 +569,26 @@ static double num_at(const json_t *o, const char *k1, const char *k2)
 	return json_is_number(v) ? json_number_value(v) : NAN;
 }
 
-static void print_latency(FILE *out, struct route_agg *r)
+/* A latency line: v holds p50 and p99 of the primary, then of the shadow. */
+static void print_latency(FILE *out, const char *indent, const char *what,
+			  const struct dir_agg *d, const double v[4])
 {
-	double v[4];
-	const char *what = "";
-	if (r->summary && count_of(r->summary, "compared") > 0) {
-		v[0] = num_at(r->summary, "primary_ms", "p50");
-		v[1] = num_at(r->summary, "primary_ms", "p99");
-		v[2] = num_at(r->summary, "shadow_ms", "p50");
-		v[3] = num_at(r->summary, "shadow_ms", "p99");
-	} else if (!r->summary && r->diff_lines > 0) {
-		/* only what was logged: exchanges that differed */
-		what = " (differing exchanges only)";
-		v[0] = percentile(&r->pms, 50);
-		v[1] = percentile(&r->pms, 99);
-		v[2] = percentile(&r->sms, 50);
-		v[3] = percentile(&r->sms, 99);
-	} else {
-		return;
-	}
-	fprintf(out, "  latency p50/p99%s: ", what);
-	print_pair(out, "primary", v[0], v[1]);
+	fprintf(out, "%slatency p50/p99%s: ", indent, what);
+	print_pair(out, "primary", d ? d->primary : NULL, v[0], v[1]);
 	fputs(", ", out);
-	print_pair(out, "shadow", v[2], v[3]);
+	print_pair(out, "shadow", d ? d->shadow : NULL, v[2], v[3]);
 	fputc('\n', out);
+}
+
+/* The latencies of a summary line, or of one of its directions. */
+static void print_summary_latency(FILE *out, const char *indent, const char *what,
+				  const struct dir_agg *d, const json_t *s)
+{
+	if (count_of(s, "compared") <= 0)
+		return;
+	double v[4] = {num_at(s, "primary_ms", "p50"), num_at(s, "primary_ms", "p99"),
+		       num_at(s, "shadow_ms", "p50"), num_at(s, "shadow_ms", "p99")};
+	print_latency(out, indent, what, d, v);
 }
 
 static int cmp_group(const void *x, const void *y)
@@ -495,7 +599,7 @@ static int cmp_group(const void *x, const void *y)
 	return strcmp(a->label, b->label);
 }
 
-static void print_top(FILE *out, struct route_agg *r)
+static void print_top(FILE *out, struct dir_agg *r)
 {
 	if (r->ngroups == 0)
 		return;
@@ -506,16 +610,81 @@ static void print_top(FILE *out, struct route_agg *r)
 	for (size_t i = 0; i < shown; i++)
 		if ((int)strlen(r->groups[i].label) > lw)
 			lw = (int)strlen(r->groups[i].label);
-	fputs("  top differences:\n", out);
+	fputs("    top differences:\n", out);
 	for (size_t i = 0; i < shown; i++) {
 		const struct group *g = &r->groups[i];
-		fprintf(out, "    %-*s  %-*zu", lw, g->label, cw, g->count);
+		fprintf(out, "      %-*s  %-*zu", lw, g->label, cw, g->count);
 		for (size_t k = 0; k < g->nex; k++)
 			fprintf(out, "%s%s", k ? ", " : "  e.g. ", g->ex[k]);
 		fputc('\n', out);
 	}
 	if (r->ngroups > shown)
-		fprintf(out, "    (%zu more kinds of difference)\n", r->ngroups - shown);
+		fprintf(out, "      (%zu more kinds of difference)\n", r->ngroups - shown);
+}
+
+/* One direction: its counts (c, from the summaries, NULL when they do not
+ * split by direction), latency and top differences. */
+static void print_dir(FILE *out, const struct route_agg *r, struct dir_agg *d, const json_t *c)
+{
+	const char *since = json_string_value(json_object_get(c, "since"));
+	fprintf(out, "  %s", d->label);
+	if (since)
+		fprintf(out, ", since %s", since);
+	if (c) {
+		fputs(": ", out);
+		print_count_line(out, c);
+		print_newer(out, "    ", (long long)d->diff_lines - count_of(c, "different"));
+		print_summary_latency(out, "    ", "", d, d->last);
+	} else {
+		fprintf(out, ": %zu different exchange%s logged%s\n", d->diff_lines,
+			d->diff_lines == 1 ? "" : "s",
+			r->summary && json_object_get(r->summary, "directions")
+				? " after the last summary: not in the counts yet"
+				: "");
+	}
+	if (!r->summary && d->diff_lines > 0) {
+		/* only what was logged: exchanges that differed */
+		double v[4] = {percentile(&d->pms, 50), percentile(&d->pms, 99),
+			       percentile(&d->sms, 50), percentile(&d->sms, 99)};
+		print_latency(out, "    ", " (differing exchanges only)", d, v);
+	}
+	print_top(out, d);
+}
+
+static int cmp_dir(const void *x, const void *y)
+{
+	return strcmp(((const struct dir_agg *)x)->label, ((const struct dir_agg *)y)->label);
+}
+
+/* The route's line, then each direction's block. Summaries from before
+ * they split by direction give the route's counts and latency only. */
+static void print_route(FILE *out, struct route_agg *r, struct sp_buf *key)
+{
+	json_t *totals = NULL;
+	int split = r->summary && json_object_get(r->summary, "directions");
+	if (!r->summary) {
+		fprintf(out, "route %s: %zu different exchanges logged (no summary line yet: how many "
+			     "were compared and identical comes with the first one, every "
+			     "summary_interval_ms)\n",
+			r->name, r->diff_lines);
+	} else if (!(totals = route_totals(r, key))) {
+		fprintf(out, "route %s: out of memory\n", r->name);
+		return;
+	} else {
+		fprintf(out, "route %s: ", r->name);
+		print_count_line(out, totals);
+	}
+	if (r->summary && !split) {
+		print_newer(out, "  ", (long long)r->diff_lines - count_of(totals, "different"));
+		print_summary_latency(out, "  ", r->ndirs > 1 ? " (all directions together)" : "",
+				      NULL, r->summary);
+	}
+	/* The index is not used after reading, so sorting in place is safe. */
+	qsort(r->dirs, r->ndirs, sizeof(*r->dirs), cmp_dir);
+	const json_t *dirs = json_object_get(totals, "dirs");
+	for (size_t i = 0; i < r->ndirs; i++)
+		print_dir(out, r, &r->dirs[i], split ? json_object_get(dirs, r->dirs[i].label) : NULL);
+	json_decref(totals);
 }
 
 static int cmp_route(const void *x, const void *y)
@@ -523,49 +692,63 @@ static int cmp_route(const void *x, const void *y)
 	return strcmp((*(struct route_agg *const *)x)->name, (*(struct route_agg *const *)y)->name);
 }
 
-static void print_skipped_lines(FILE *out, size_t n, const char *why)
+static void print_skipped_lines(FILE *out, size_t n, const char *why, const char *first)
 {
 	if (n)
-		fprintf(out, "%zu line%s skipped: %s\n", n, n == 1 ? "" : "s", why);
+		fprintf(out, "%zu line%s skipped: %s (%s%s)\n", n, n == 1 ? "" : "s", why,
+			n == 1 ? "" : "the first at ", first);
 }
 
 static int print_report(struct report *rp, FILE *out)
 {
 	struct route_agg **order = malloc((rp->nroutes + 1) * sizeof(*order));
+	struct sp_buf key;
 	if (!order)
 		return -1;
+	sp_buf_init(&key);
 	for (size_t i = 0; i < rp->nroutes; i++)
 		order[i] = &rp->routes[i];
 	qsort(order, rp->nroutes, sizeof(*order), cmp_route);
 	for (size_t i = 0; i < rp->nroutes; i++) {
 		if (i)
 			fputc('\n', out);
-		print_counts(out, order[i]);
-		print_latency(out, order[i]);
-		print_top(out, order[i]);
+		print_route(out, order[i], &key);
 	}
 	if (rp->nroutes == 0)
 		fprintf(out, "%s%s%sno diff or summary lines\n", rp->only ? "route " : "",
 			rp->only ? rp->only : "", rp->only ? ": " : "");
-	print_skipped_lines(out, rp->not_json, "not JSON");
-	print_skipped_lines(out, rp->unknown, "not a diff or summary line");
+	print_skipped_lines(out, rp->not_json, "not JSON", rp->first_bad[0]);
+	print_skipped_lines(out, rp->unknown, "not a diff or summary line", rp->first_bad[1]);
+	sp_buf_deinit(&key);
 	free(order);
 	return 0;
+}
+
+static void dir_deinit(struct dir_agg *d)
+{
+	for (size_t k = 0; k < d->ngroups; k++) {
+		free(d->groups[k].label);
+		for (size_t e = 0; e < d->groups[k].nex; e++)
+			free(d->groups[k].ex[e]);
+	}
+	free(d->groups);
+	free(d->label);
+	free(d->primary);
+	free(d->shadow);
+	free(d->pms.v);
+	free(d->sms.v);
+	json_decref(d->last);
+	json_decref(d->index);
 }
 
 static void report_deinit(struct report *rp)
 {
 	for (size_t i = 0; i < rp->nroutes; i++) {
 		struct route_agg *r = &rp->routes[i];
-		for (size_t k = 0; k < r->ngroups; k++) {
-			free(r->groups[k].label);
-			for (size_t e = 0; e < r->groups[k].nex; e++)
-				free(r->groups[k].ex[e]);
-		}
-		free(r->groups);
+		for (size_t k = 0; k < r->ndirs; k++)
+			dir_deinit(&r->dirs[k]);
+		free(r->dirs);
 		free(r->name);
-		free(r->pms.v);
-		free(r->sms.v);
 		json_decref(r->summary);
 		json_decref(r->runs);
 		json_decref(r->index);
@@ -574,82 +757,116 @@ static void report_deinit(struct report *rp)
 	json_decref(rp->index);
 }
 
-int sp_diff_report(FILE *in, FILE *out, const char *route)
+/* Reads one stream into rp: 0, -1 when memory runs out, -2 on a read error
+ * (said, naming the file). */
+static int read_stream(struct report *rp, FILE *in, const char *name, struct sp_buf *lab)
 {
-	struct report rp = {.only = route, .index = json_object()};
-	struct sp_buf lab;
 	char *line = NULL;
 	size_t cap = 0;
 	ssize_t n;
-	int rc = -1;
-	sp_buf_init(&lab);
-	if (!rp.index)
-		goto nomem;
-	while ((n = getline(&line, &cap, in)) >= 0) {
-		rp.lineno++;
-		if (process_line(&rp, line, (size_t)n, &lab) < 0)
-			goto nomem;
+	int rc = 0;
+	rp->file = name;
+	rp->lineno = 0;
+	while (rc == 0 && (n = getline(&line, &cap, in)) >= 0) {
+		rp->seq++;
+		rp->lineno++;
+		rc = process_line(rp, line, (size_t)n, lab);
 	}
-	if (ferror(in)) {
-		fprintf(stderr, "strangler diff-report: read error: %s\n", strerror(errno));
-		goto out;
+	if (rc == 0 && ferror(in)) {
+		fprintf(stderr, "strangler diff-report: cannot read %s: %s\n", name, strerror(errno));
+		rc = -2;
 	}
-	if (print_report(&rp, out) == 0) {
-		rc = 0;
-		goto out;
-	}
-nomem:
-	fprintf(stderr, "strangler diff-report: out of memory\n");
-out:
 	free(line);
+	return rc;
+}
+
+static FILE *open_input(const char *file)
+{
+	FILE *in = strcmp(file, "-") == 0 ? stdin : fopen(file, "r");
+	if (!in)
+		fprintf(stderr, "strangler diff-report: cannot open %s: %s\n", file, strerror(errno));
+	return in;
+}
+
+int sp_diff_report_files(const char *const *files, size_t nfiles, FILE *in, FILE *out,
+			 const char *route)
+{
+	struct report rp = {.only = route, .index = json_object()};
+	struct sp_buf lab;
+	int rc = rp.index ? 0 : -1;
+	sp_buf_init(&lab);
+	for (size_t i = 0; rc == 0 && i < nfiles; i++) {
+		FILE *f = in ? in : open_input(files[i]);
+		if (!f) {
+			rc = -2;
+			break;
+		}
+		rc = read_stream(&rp, f, strcmp(files[i], "-") == 0 ? "stdin" : files[i], &lab);
+		if (f != in && f != stdin)
+			fclose(f);
+	}
+	if (rc == 0)
+		rc = print_report(&rp, out);
+	if (rc == -1)
+		fprintf(stderr, "strangler diff-report: out of memory\n");
 	sp_buf_deinit(&lab);
 	report_deinit(&rp);
-	return rc;
+	return rc < 0 ? (rc == -1 ? -1 : 1) : 0;
+}
+
+int sp_diff_report(FILE *in, FILE *out, const char *route)
+{
+	const char *name = "-";
+	return sp_diff_report_files(&name, 1, in, out, route) == 0 ? 0 : -1;
 }
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: strangler diff-report FILE [--route NAME]\n"
+	fprintf(f, "usage: strangler diff-report FILE... [--route NAME]\n"
 		   "\n"
-		   "  FILE          a diff log (shadow_defaults.diff_log), or - for stdin\n"
+		   "  FILE          a diff log (shadow_defaults.diff_log), or - for stdin; several\n"
+		   "                files (instances, rotated logs) are read as one, in any order\n"
 		   "  --route NAME  only this route\n");
 }
 
 int sp_diff_report_main(int argc, char **argv)
 {
-	const char *file = NULL, *route = NULL;
+	const char *route = NULL;
+	const char **files = calloc((size_t)argc, sizeof(*files));
+	size_t nfiles = 0;
+	int rc = 2;
+	if (!files) {
+		fprintf(stderr, "strangler diff-report: out of memory\n");
+		return 1;
+	}
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
 			usage(stdout);
-			return 0;
+			rc = 0;
+			goto out;
 		}
 		if (strcmp(a, "--route") == 0 && i + 1 < argc && argv[i + 1][0]) {
 			route = argv[++i];
 		} else if (strncmp(a, "--route=", 8) == 0 && a[8]) {
 			route = a + 8;
-		} else if (!file && (a[0] != '-' || strcmp(a, "-") == 0)) {
-			file = a;
+		} else if (a[0] != '-' || strcmp(a, "-") == 0) {
+			files[nfiles++] = a;
 		} else {
-			usage(stderr);
-			return 2;
+			goto usage;
 		}
 	}
-	if (!file) {
-		usage(stderr);
-		return 2;
-	}
-	FILE *in = strcmp(file, "-") == 0 ? stdin : fopen(file, "r");
-	if (!in) {
-		fprintf(stderr, "strangler diff-report: cannot open %s: %s\n", file, strerror(errno));
-		return 1;
-	}
-	int rc = sp_diff_report(in, stdout, route);
-	if (in != stdin)
-		fclose(in);
+	if (nfiles == 0)
+		goto usage;
+	rc = sp_diff_report_files(files, nfiles, NULL, stdout, route) == 0 ? 0 : 1;
 	if (fflush(stdout) != 0 || ferror(stdout)) {
 		fprintf(stderr, "strangler diff-report: cannot write the report\n");
-		return 1;
+		rc = 1;
 	}
-	return rc < 0 ? 1 : 0;
+	goto out;
+usage:
+	usage(stderr);
+out:
+	free(files);
+	return rc;
 }

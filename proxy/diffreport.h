@@ -12,8 +12,16 @@
  * in fails or memory runs out (with a message on stderr). */
 int sp_diff_report(FILE *in, FILE *out, const char *route);
 
-/* argv[0] is "diff-report"; "diff-report FILE|- [--route NAME]". Returns the
- * process exit code: 0, 1 when the file cannot be read, 2 on usage errors. */
+/* The same over several files read as one stream, in the given order ("-"
+ * is stdin; with in not NULL, in is read instead of each file, named after
+ * it). Returns 0, 1 when a file cannot be opened or read, -1 when memory
+ * runs out (said on stderr, naming the file). Borrows everything. */
+int sp_diff_report_files(const char *const *files, size_t nfiles, FILE *in, FILE *out,
+			 const char *route);
+
+/* argv[0] is "diff-report"; "diff-report FILE... [--route NAME]", FILE being
+ * a path or - for stdin. Returns the process exit code: 0, 1 when a file
+ * cannot be read, 2 on usage errors. */
 int sp_diff_report_main(int argc, char **argv);
 
 #endif

@@ -39,7 +39,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: strangler [-c FILE] [-t] [-V] [-h]\n"
 		"       strangler explain [-c FILE] [-H 'Name: value']... [--client-ip ADDR] METHOD TARGET\n"
-		"       strangler diff-report FILE [--route NAME]\n"
+		"       strangler diff-report FILE... [--route NAME]\n"
 		"\n"
 		"  -c FILE   configuration file (default " DEFAULT_CONF ")\n"
 		"  -t        check the configuration, print every problem as FILE:LINE: setting: reason,\n"
@@ -49,7 +49,8 @@ static void usage(FILE *f)
 		"\n"
 		"  explain   print the route, sticky key, bucket and backend a request would get,\n"
 		"            without sending anything\n"
-		"  diff-report  summarise a shadow diff log per route: the differing share, the top\n"
+		"  diff-report  summarise shadow diff logs (several files or - read as one) per route\n"
+		"            and direction (primary -> shadow backend): the differing share, the top\n"
 		"            differing fields with example request ids, the latency of both sides\n"
 		"\n"
 		"Signals: SIGTERM/SIGINT stop accepting and finish requests in flight (up to\n"

@@ -54,6 +54,7 @@ struct sp_shadow {
 	const struct sp_route *route;
 	struct sp_route_stats *counters; /* held until the mirror ends */
 	struct sp_shadow_stats *st;       /* counters->shadow */
+	struct sp_shadow_dir *dir;        /* in st: primary -> shadow backend, or NULL */
 	struct leg legs[2];
 	int nlegs;
 	struct capture primary;
@@ -87,6 +88,35 @@ const char *sp_shadow_skip_name(enum sp_shadow_skip k)
 static void inc(_Atomic uint64_t *c)
 {
 	sp_count(c);
+}
+
+/* Counts into a route's counters and into its direction's (d NULL: past
+ * SP_SHADOW_DIRS, the route's only). */
+#define COUNT(st, d, field)                 \
+	do {                                \
+		inc(&(st)->all.field);      \
+		if (d)                      \
+			inc(&(d)->c.field); \
+	} while (0)
+
+/* Direction primary -> shadow (backend indexes of cfg) of st, added on first
+ * use (worker thread: the only writer); NULL when the slots are taken. */
+static struct sp_shadow_dir *dir_of(struct sp_shadow_stats *st, const struct sp_config *cfg,
+				    int primary, int shadow)
+{
+	const char *p = cfg->backends[primary].name, *s = cfg->backends[shadow].name;
+	int k = atomic_load_explicit(&st->ndirs, memory_order_relaxed);
+	for (int i = 0; i < k; i++)
+		if (strcmp(st->dirs[i].primary, p) == 0 && strcmp(st->dirs[i].shadow, s) == 0)
+			return &st->dirs[i];
+	if (k == SP_SHADOW_DIRS)
+		return NULL;
+	struct sp_shadow_dir *d = &st->dirs[k];
+	snprintf(d->primary, sizeof(d->primary), "%s", p);
+	snprintf(d->shadow, sizeof(d->shadow), "%s", s);
+	d->since_ms = sp_unix_ms();
+	atomic_store_explicit(&st->ndirs, k + 1, memory_order_release);
+	return d;
 }
 
 
@@ -256,21 +286,26 @@ static void write_diff(struct sp_shadow *sh, const struct leg *leg, struct sp_cm
 static void compare_and_count(struct sp_shadow *sh)
 {
 	struct sp_shadow_stats *st = sh->st;
+	struct sp_shadow_dir *d = sh->dir;
 	const struct sp_shadow_cfg *sc = &sh->route->shadow;
 	struct leg *leg = &sh->legs[0];
 
 	if (sh->primary_state < 0) {
-		inc(&st->skipped[sh->abandoned_as]);
+		COUNT(st, d, skipped[sh->abandoned_as]);
 		return;
 	}
 	if (leg->body_skipped) /* counted as a request-body skip when it happened */
 		return;
+	if (leg->failed && leg->timed_out) {
+		COUNT(st, d, timeouts);
+		return;
+	}
 	if (leg->failed) {
-		inc(leg->timed_out ? &st->timeouts : &st->errors);
+		COUNT(st, d, errors);
 		return;
 	}
 	if (sh->primary.too_big || leg->cap.too_big) {
-		inc(&st->skipped[SP_SKIP_RESPONSE_BODY]);
+		COUNT(st, d, skipped[SP_SKIP_RESPONSE_BODY]);
 		return;
 	}
 	struct sp_cmp_rules rules = {sc->headers, sc->nheaders, sc->ignore_json, sc->nignore,
@@ -286,12 +321,16 @@ static void compare_and_count(struct sp_shadow *sh)
 		goto out;
 	if (r.ndiffs == 0 && r.note == sp_cmp_note_too_large) {
 		/* the bodies were not compared: "identical" would be a guess */
-		inc(&st->skipped[SP_SKIP_RESPONSE_BODY]);
+		COUNT(st, d, skipped[SP_SKIP_RESPONSE_BODY]);
 		goto out;
 	}
-	inc(&st->compared);
-	sp_hist_add(&st->lat_primary, sh->primary_ms);
-	sp_hist_add(&st->lat_shadow, leg->ms);
+	COUNT(st, d, compared);
+	sp_hist_add(&st->all.lat_primary, sh->primary_ms);
+	sp_hist_add(&st->all.lat_shadow, leg->ms);
+	if (d) {
+		sp_hist_add(&d->c.lat_primary, sh->primary_ms);
+		sp_hist_add(&d->c.lat_shadow, leg->ms);
+	}
 	size_t real = r.ndiffs;
 	if (r.ndiffs && sh->nlegs > 1 && sh->legs[1].done && !sh->legs[1].cap.too_big) {
 		struct sp_cmp_side n2 = {sh->legs[1].cap.status, sh->legs[1].cap.h, sh->legs[1].cap.n,
@@ -300,11 +339,11 @@ static void compare_and_count(struct sp_shadow *sh)
 			real = sp_cmp_mark_noise(&r, &noise);
 	}
 	if (r.ndiffs == 0) {
-		inc(&st->identical);
+		COUNT(st, d, identical);
 	} else if (real == 0) {
-		inc(&st->noise);
+		COUNT(st, d, noise);
 	} else {
-		inc(&st->different);
+		COUNT(st, d, different);
 		redact(&r, sc);
 		write_diff(sh, leg, &r);
 	}
@@ -528,6 +567,7 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 				  int has_body, int host_defaulted)
 {
 	struct sp_shadow_stats *st = &w->route_stats[route->index]->shadow;
+	struct sp_shadow_dir *d = dir_of(st, cfg, primary_backend, shadow_backend);
 	int budget = cfg->shadow.max_in_flight / cfg->workers;
 	if (budget < 1)
 		budget = 1;
@@ -536,15 +576,15 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 	if (w->shadow_inflight >= budget ||
 	    !sp_pacer_admit(&w->shadow_pacer, sp_ts_ms(&now),
 			    budget, cfg->shadow.timeout_ms)) {
-		inc(&st->skipped[SP_SKIP_BUDGET]);
+		COUNT(st, d, skipped[SP_SKIP_BUDGET]);
 		return NULL;
 	}
 	if (!sp_health_usable(&cfg->backends[shadow_backend])) {
-		inc(&st->skipped[SP_SKIP_BACKEND_DOWN]);
+		COUNT(st, d, skipped[SP_SKIP_BACKEND_DOWN]);
 		return NULL;
 	}
 	if (!sp_health_shadow_usable(&cfg->backends[shadow_backend])) {
-		inc(&st->skipped[SP_SKIP_UNRESPONSIVE]);
+		COUNT(st, d, skipped[SP_SKIP_UNRESPONSIVE]);
 		return NULL;
 	}
 	struct sp_shadow *sh = calloc(1, sizeof(*sh));
@@ -556,6 +596,7 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 	sh->route = route;
 	sh->counters = sp_worker_hold_stats(w, route->index);
 	sh->st = st;
+	sh->dir = d;
 	sh->primary_backend = primary_backend;
 	sh->session_holds = 1;
 	sh->is_head = strcmp(method, "HEAD") == 0;
@@ -568,7 +609,7 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 	capture_init(&sh->primary, &w->stash);
 	TAILQ_INSERT_TAIL(&w->shadows, sh, link);
 	w->shadow_inflight++;
-	inc(&st->mirrored);
+	COUNT(st, d, mirrored);
 
 	sh->timer = evtimer_new(w->base, on_shadow_timeout, sh);
 	int ms = cfg->shadow.timeout_ms;
@@ -598,7 +639,7 @@ void sp_shadow_request_bytes(struct sp_shadow *sh, const void *p, size_t n)
 		if ((long long)sh->req_bytes > sh->cfg->shadow.max_body_bytes) {
 			/* too big to mirror: stop, and count it once */
 			if (i == 0)
-				inc(&sh->st->skipped[SP_SKIP_REQUEST_BODY]);
+				COUNT(sh->st, sh->dir, skipped[SP_SKIP_REQUEST_BODY]);
 			l->failed = l->body_skipped = 1;
 			sp_upconn_free(&l->up);
 			continue;
@@ -672,10 +713,19 @@ void sp_shadow_primary_moved(struct sp_shadow **shp, int backend)
 	struct sp_shadow *sh = *shp;
 	if (!sh)
 		return;
-	if (backend == sh->legs[0].backend)
+	if (backend == sh->legs[0].backend) {
 		abandon(shp, SP_SKIP_FELL_BACK); /* it would be compared with itself */
-	else
-		sh->primary_backend = backend;
+		return;
+	}
+	/* the exchange now belongs to another direction: its mirror goes along */
+	struct sp_shadow_dir *d = dir_of(sh->st, sh->cfg, backend, sh->legs[0].backend);
+	if (sh->dir != d && sh->dir)
+		atomic_store_explicit(&sh->dir->c.mirrored, sp_read(&sh->dir->c.mirrored) - 1,
+				      memory_order_relaxed);
+	if (sh->dir != d && d)
+		inc(&d->c.mirrored);
+	sh->dir = d;
+	sh->primary_backend = backend;
 }
 
 void sp_shadow_expire_all(struct sp_worker *w)
@@ -698,28 +748,138 @@ void sp_shadow_kill_all(struct sp_worker *w)
 }
 
 
-void sp_shadow_sum(struct sp_worker *const *ws, int n, const char *route, uint64_t v[7],
-		   uint64_t skip[SP_SKIP__COUNT], uint64_t *lat_primary, uint64_t *lat_shadow)
+/* Counters summed over workers (main thread). */
+struct counts_sum {
+	uint64_t v[7]; /* mirrored, compared, identical, different, noise, errors, timeouts */
+	uint64_t skip[SP_SKIP__COUNT];
+	uint64_t lp[SP_LAT_BUCKETS], ls[SP_LAT_BUCKETS];
+};
+
+/* A direction's counters summed over the workers. */
+struct dir_sum {
+	char primary[SP_NAME_MAX], shadow[SP_NAME_MAX];
+	long long since_ms; /* the earliest worker's */
+	struct counts_sum c;
+};
+#define DIR_SUMS (2 * SP_SHADOW_DIRS) /* workers may have met directions in other orders */
+
+static void counts_add(struct sp_shadow_counts *c, uint64_t v[7], uint64_t skip[SP_SKIP__COUNT],
+		       uint64_t *lat_primary, uint64_t *lat_shadow)
+{
+	_Atomic uint64_t *f[7] = {&c->mirrored, &c->compared, &c->identical, &c->different,
+				  &c->noise,    &c->errors,   &c->timeouts};
+	for (int k = 0; k < 7; k++)
+		v[k] += sp_read(f[k]);
+	for (int k = 0; k < SP_SKIP__COUNT; k++)
+		skip[k] += sp_read(&c->skipped[k]);
+	if (lat_primary)
+		sp_hist_sum(&c->lat_primary, lat_primary);
+	if (lat_shadow)
+		sp_hist_sum(&c->lat_shadow, lat_shadow);
+}
+
+/* Adds worker direction d into sums (*n used of DIR_SUMS). */
+static void dir_sum_add(struct dir_sum *sums, size_t *n, struct sp_shadow_dir *d)
+{
+	size_t i = 0;
+	while (i < *n && (strcmp(sums[i].primary, d->primary) || strcmp(sums[i].shadow, d->shadow)))
+		i++;
+	if (i == DIR_SUMS)
+		return;
+	if (i == *n) {
+		memcpy(sums[i].primary, d->primary, sizeof(d->primary));
+		memcpy(sums[i].shadow, d->shadow, sizeof(d->shadow));
+		sums[i].since_ms = d->since_ms;
+		(*n)++;
+	}
+	if (d->since_ms < sums[i].since_ms)
+		sums[i].since_ms = d->since_ms;
+	counts_add(&d->c, sums[i].c.v, sums[i].c.skip, sums[i].c.lp, sums[i].c.ls);
+}
+
+/* Sums route's counters, and when dirs is not NULL its directions' (their
+ * number in *ndirs), over the workers. */
+static void sum_route(struct sp_worker *const *ws, int n, const char *route, uint64_t v[7],
+		      uint64_t skip[SP_SKIP__COUNT], uint64_t *lat_primary, uint64_t *lat_shadow,
+		      struct dir_sum *dirs, size_t *ndirs)
 {
 	for (int i = 0; i < n; i++) {
 		sp_worker_stats_read_lock(ws[i]);
 		struct sp_shadow_stats *st = sp_worker_route_stats(ws[i], route);
-		if (!st) {
-			sp_worker_stats_read_unlock(ws[i]);
-			continue;
-		}
-		_Atomic uint64_t *f[7] = {&st->mirrored, &st->compared, &st->identical, &st->different,
-					  &st->noise,    &st->errors,   &st->timeouts};
-		for (int k = 0; k < 7; k++)
-			v[k] += sp_read(f[k]);
-		for (int k = 0; k < SP_SKIP__COUNT; k++)
-			skip[k] += sp_read(&st->skipped[k]);
-		if (lat_primary)
-			sp_hist_sum(&st->lat_primary, lat_primary);
-		if (lat_shadow)
-			sp_hist_sum(&st->lat_shadow, lat_shadow);
+		if (st)
+			counts_add(&st->all, v, skip, lat_primary, lat_shadow);
+		int nd = st && dirs ? atomic_load_explicit(&st->ndirs, memory_order_acquire) : 0;
+		for (int k = 0; k < nd; k++)
+			dir_sum_add(dirs, ndirs, &st->dirs[k]);
 		sp_worker_stats_read_unlock(ws[i]);
 	}
+}
+
+void sp_shadow_sum(struct sp_worker *const *ws, int n, const char *route, uint64_t v[7],
+		   uint64_t skip[SP_SKIP__COUNT], uint64_t *lat_primary, uint64_t *lat_shadow)
+{
+	sum_route(ws, n, route, v, skip, lat_primary, lat_shadow, NULL, NULL);
+}
+
+/* The counters of a summary line (and of each of its directions), from
+ * "mirrored" to "shadow_ms". */
+static void add_counts_json(struct sp_buf *b, const struct counts_sum *c)
+{
+	const uint64_t *v = c->v;
+	sp_buf_printf(b,
+		      "\"mirrored\":%llu,\"compared\":%llu,\"identical\":%llu,\"different\":%llu,"
+		      "\"noise\":%llu,\"skipped\":{",
+		      (unsigned long long)v[0], (unsigned long long)v[1], (unsigned long long)v[2],
+		      (unsigned long long)v[3], (unsigned long long)v[4]);
+	for (int k = 0; k < SP_SKIP__COUNT; k++)
+		sp_buf_printf(b, "%s\"%s\":%llu", k ? "," : "", skip_names[k],
+			      (unsigned long long)c->skip[k]);
+	sp_buf_printf(b,
+		      "},\"shadow_errors\":%llu,\"shadow_timeouts\":%llu,"
+		      "\"primary_ms\":{\"p50\":%.3f,\"p99\":%.3f},"
+		      "\"shadow_ms\":{\"p50\":%.3f,\"p99\":%.3f}",
+		      (unsigned long long)v[5], (unsigned long long)v[6], sp_hist_quantile(c->lp, 0.5),
+		      sp_hist_quantile(c->lp, 0.99), sp_hist_quantile(c->ls, 0.5),
+		      sp_hist_quantile(c->ls, 0.99));
+}
+
+static void add_directions_json(struct sp_buf *b, const struct dir_sum *d, size_t n)
+{
+	char since[SP_UTC_SIZE];
+	sp_buf_adds(b, ",\"directions\":[");
+	for (size_t i = 0; i < n; i++) {
+		sp_utc_stamp(since, d[i].since_ms);
+		sp_buf_adds(b, i ? ",{\"primary\":\"" : "{\"primary\":\"");
+		sp_buf_add_json_str(b, d[i].primary, strlen(d[i].primary));
+		sp_buf_adds(b, "\",\"shadow\":\"");
+		sp_buf_add_json_str(b, d[i].shadow, strlen(d[i].shadow));
+		sp_buf_printf(b, "\",\"since\":\"%s\",", since);
+		add_counts_json(b, &d[i].c);
+		sp_buf_addc(b, '}');
+	}
+	sp_buf_addc(b, ']');
+}
+
+static void write_summary(struct sp_buf *b, const struct sp_route *route,
+			  struct sp_worker *const *ws, int n, const char *instance,
+			  struct counts_sum *all, struct dir_sum *dirs)
+{
+	size_t ndirs = 0;
+	char now[SP_UTC_SIZE], since[SP_UTC_SIZE];
+	memset(all, 0, sizeof(*all));
+	memset(dirs, 0, DIR_SUMS * sizeof(*dirs));
+	sum_route(ws, n, route->name, all->v, all->skip, all->lp, all->ls, dirs, &ndirs);
+	sp_utc_stamp(now, sp_unix_ms());
+	sp_utc_stamp(since, route->counters_since_ms);
+	sp_buf_reset(b);
+	sp_buf_printf(b, "{\"time\":\"%s\",\"type\":\"summary\",\"route\":\"", now);
+	sp_buf_add_json_str(b, route->name, strlen(route->name));
+	sp_buf_adds(b, "\",\"instance\":\"");
+	sp_buf_add_json_str(b, instance, strlen(instance));
+	sp_buf_printf(b, "\",\"counters_since\":\"%s\",", since);
+	add_counts_json(b, all);
+	add_directions_json(b, dirs, ndirs);
+	sp_buf_adds(b, "}\n");
 }
 
 void sp_shadow_write_summaries(const struct sp_config *cfg, const struct sp_config *next,
@@ -728,40 +888,18 @@ void sp_shadow_write_summaries(const struct sp_config *cfg, const struct sp_conf
 {
 	if (!log || n == 0)
 		return;
+	struct counts_sum *all = malloc(sizeof(*all));
+	struct dir_sum *dirs = malloc(DIR_SUMS * sizeof(*dirs));
 	struct sp_buf b;
 	sp_buf_init(&b);
-	for (size_t r = 0; r < cfg->nroutes; r++) {
+	for (size_t r = 0; all && dirs && r < cfg->nroutes; r++) {
 		if (!cfg->routes[r].has_shadow ||
 		    (next && sp_config_route(next, cfg->routes[r].name)))
 			continue;
-		uint64_t v[7] = {0}, skip[SP_SKIP__COUNT] = {0};
-		uint64_t lp[SP_LAT_BUCKETS] = {0}, ls[SP_LAT_BUCKETS] = {0};
-		sp_shadow_sum(ws, n, cfg->routes[r].name, v, skip, lp, ls);
-		double p50 = sp_hist_quantile(lp, 0.5), p99 = sp_hist_quantile(lp, 0.99);
-		double s50 = sp_hist_quantile(ls, 0.5), s99 = sp_hist_quantile(ls, 0.99);
-		char now[SP_UTC_SIZE], since[SP_UTC_SIZE];
-		sp_utc_stamp(now, sp_unix_ms());
-		sp_utc_stamp(since, cfg->routes[r].counters_since_ms);
-		sp_buf_reset(&b);
-		sp_buf_printf(&b, "{\"time\":\"%s\",\"type\":\"summary\",\"route\":\"", now);
-		sp_buf_add_json_str(&b, cfg->routes[r].name, strlen(cfg->routes[r].name));
-		sp_buf_adds(&b, "\",\"instance\":\"");
-		sp_buf_add_json_str(&b, instance, strlen(instance));
-		sp_buf_printf(&b,
-			      "\",\"counters_since\":\"%s\",\"mirrored\":%llu,\"compared\":%llu,"
-			      "\"identical\":%llu,\"different\":%llu,\"noise\":%llu,\"skipped\":{",
-			      since, (unsigned long long)v[0], (unsigned long long)v[1],
-			      (unsigned long long)v[2], (unsigned long long)v[3],
-			      (unsigned long long)v[4]);
-		for (int k = 0; k < SP_SKIP__COUNT; k++)
-			sp_buf_printf(&b, "%s\"%s\":%llu", k ? "," : "", skip_names[k],
-				      (unsigned long long)skip[k]);
-		sp_buf_printf(&b,
-			      "},\"shadow_errors\":%llu,\"shadow_timeouts\":%llu,"
-			      "\"primary_ms\":{\"p50\":%.3f,\"p99\":%.3f},"
-			      "\"shadow_ms\":{\"p50\":%.3f,\"p99\":%.3f}}\n",
-			      (unsigned long long)v[5], (unsigned long long)v[6], p50, p99, s50, s99);
+		write_summary(&b, &cfg->routes[r], ws, n, instance, all, dirs);
 		sp_accesslog_write_raw(log, b.data, b.len);
 	}
 	sp_buf_deinit(&b);
+	free(all);
+	free(dirs);
 }

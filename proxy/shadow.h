@@ -29,12 +29,33 @@ enum sp_shadow_skip {
 /* The reason's name in summaries, metrics and the admin API. */
 const char *sp_shadow_skip_name(enum sp_shadow_skip k);
 
-/* Per route, per worker. Written by the owning worker only; read (relaxed)
- * by the main thread for the summaries. */
-struct sp_shadow_stats {
+/* The counters of shadow exchanges, for a route and for each direction. */
+struct sp_shadow_counts {
 	_Atomic uint64_t mirrored, compared, identical, different, noise, errors, timeouts;
 	_Atomic uint64_t skipped[SP_SKIP__COUNT];
 	struct sp_hist lat_primary, lat_shadow;
+};
+
+/* A direction: exchanges served by backend `primary` and mirrored to
+ * `shadow`. A rollout shadowed to "@other" runs two (legacy -> modern,
+ * modern -> legacy), and a flip turns one into the other: comparing legacy
+ * with modern and modern with legacy are different questions, so each has
+ * its counts and latencies. */
+#define SP_SHADOW_DIRS 4
+struct sp_shadow_dir {
+	char primary[SP_NAME_MAX], shadow[SP_NAME_MAX]; /* set before the slot is published */
+	long long since_ms; /* unix ms of its first exchange in this run of the route's counters */
+	struct sp_shadow_counts c;
+};
+
+/* Per route, per worker. Written by the owning worker only; read (relaxed)
+ * by the main thread for the summaries. `all` counts every exchange; dirs the
+ * first SP_SHADOW_DIRS directions (a route has one or two: its backend and
+ * its rollout's), later ones count in `all` only. */
+struct sp_shadow_stats {
+	struct sp_shadow_counts all;
+	_Atomic int ndirs;
+	struct sp_shadow_dir dirs[SP_SHADOW_DIRS];
 };
 
 struct sp_worker;

@@ -595,8 +595,9 @@ def test_subcommand_usage_matches_man_page():
     # each subcommand's own usage line is the one in -h and in the SUBCOMMANDS section
     r = strangler("diff-report", "--help")
     assert r.returncode == 0
-    assert "strangler diff-report FILE [--route NAME]" in r.stdout
-    assert "diff-report FILE [--route NAME]" in unroff(man_section("SUBCOMMANDS"))
+    assert "strangler diff-report FILE... [--route NAME]" in r.stdout
+    assert "diff-report FILE... [--route NAME]" in unroff(man_section("SUBCOMMANDS"))
+    assert "strangler diff-report FILE... [--route NAME]" in help_text()
     r = strangler("explain")
     assert r.returncode == 2
     usage = r.stderr.strip().splitlines()[0]

@@ -535,3 +535,35 @@ def test_user_setting_drops_privileges_after_binding(backend_factory, start_prox
         uids = [line.split()[1:] for line in f if line.startswith("Uid:")][0]
     assert set(uids) == {str(pwd.getpwnam("nobody").pw_uid)}
     assert "running as user nobody" in p.stderr_text()
+
+
+# -- diff-report
+
+
+def test_diff_report_reads_several_files_as_one(tmp_path):
+    """operations.md: the diff logs of several instances are read together,
+    in any order. Several FILE arguments (and -) are one stream; they were a
+    usage error (exit 2), only `cat a b | strangler diff-report -` worked. A
+    file that cannot be read is named, and no report is printed."""
+    line = ('{"type":"summary","route":"search","instance":"%s","counters_since":'
+            '"2026-11-27T09:00:00.000Z","mirrored":4,"compared":4,"identical":1,'
+            '"different":3,"noise":0,"skipped":{},"shadow_errors":0,"shadow_timeouts":0,'
+            '"primary_ms":{"p50":0.1,"p99":0.2},"shadow_ms":{"p50":0.1,"p99":0.2}}\n')
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text(line % "a:1:1")
+    b.write_text(line % "b:2:2" + "not json\n")
+    want = "route search: 8 compared, 2 identical (25.0 %), 6 different (75.0 %)"
+    for args in ([str(a), str(b)], [str(b), str(a), "--route", "search"]):
+        out = run_strangler("diff-report", *args)
+        assert out.returncode == 0, out.stderr
+        assert want in out.stdout
+        assert "1 line skipped: not JSON (%s:2)" % b in out.stdout
+    out = subprocess.run([BINARY, "diff-report", str(a), "-"], input=line % "c:3:3",
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0, out.stderr
+    assert "route search: 8 compared" in out.stdout
+    out = run_strangler("diff-report", str(a), str(tmp_path / "missing.jsonl"), str(b))
+    assert out.returncode == 1 and out.stdout == ""
+    assert "cannot open %s: No such file or directory" % (tmp_path / "missing.jsonl") in out.stderr
+    out = run_strangler("diff-report")
+    assert out.returncode == 2 and "usage: strangler diff-report FILE..." in out.stderr

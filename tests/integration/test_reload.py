@@ -393,3 +393,51 @@ def test_route_removed_and_back_is_a_run_of_its_own(start_proxy, two_backends, t
     out = subprocess.run([harness.BINARY, "diff-report", log], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "route s: 5 compared," in out.stdout
+
+
+def test_a_flip_is_counted_apart_from_before_it(start_proxy, two_backends, tmp_path):
+    """migration.md step 5: a reload makes modern the route's backend and
+    legacy its shadow. The route's counters go on (same counters_since), but
+    the summaries count each direction with its own since, so diff-report
+    says how many were compared since the flip (it added the exchanges from
+    before and after into one count, with one latency for both services)."""
+    legacy, modern = two_backends
+    log = str(tmp_path / "diffs.jsonl")
+
+    def routes(primary, shadow):
+        return [{"name": "s", "match": {"path_prefix": "/s"}, "backend": primary,
+                 "shadow": {"backend": shadow}}]
+
+    p = start_proxy({"legacy": legacy, "modern": modern}, routes=routes("legacy", "modern"),
+                    shadow_defaults={"diff_log": log})
+
+    def send(n):
+        with p.client() as c:
+            for _ in range(n):
+                assert c.request("GET", "/s").status == 200
+
+    send(3)
+    harness.wait_for(lambda: len(modern.requests) == 3, what="the mirrors to modern")
+    time.sleep(0.3)  # compared
+    t = time.time() - 0.002
+    flip = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ" % (t % 1 * 1000)
+    rewrite_keeping(p, routes("modern", "legacy"))
+    reload_and_wait(p, 1)
+    send(2)
+    harness.wait_for(lambda: len(legacy.requests) == 3 + 2, what="the mirrors to legacy")
+    time.sleep(0.3)
+    assert p.stop() == 0
+    with open(log) as f:
+        last = [json.loads(x) for x in f if '"summary"' in x][-1]
+    assert last["compared"] == 5
+    dirs = {(d["primary"], d["shadow"]): d for d in last["directions"]}
+    before, after = dirs[("legacy", "modern")], dirs[("modern", "legacy")]
+    assert (before["compared"], after["compared"]) == (3, 2), dirs
+    assert last["counters_since"] <= before["since"] < flip <= after["since"], (last, flip)
+    out = subprocess.run([harness.BINARY, "diff-report", log], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "route s: 5 compared," in out.stdout
+    assert ("\n  modern -> legacy, since %s: 2 compared, " % after["since"] in out.stdout
+            and "\n  legacy -> modern, since %s: 3 compared, " % before["since"] in out.stdout), \
+        out.stdout
+    assert "    latency p50/p99: primary modern " in out.stdout

@@ -282,6 +282,51 @@ def test_other_side_of_a_rollout(start_proxy, backend_factory, tmp_path):
     assert ids(modern, False) == ids(legacy, True)
 
 
+def test_both_ways_of_a_rollout_are_counted_and_reported_apart(start_proxy, backend_factory,
+                                                              tmp_path):
+    """With "@other", legacy's requests are mirrored to modern and modern's to
+    legacy. Each direction is counted apart in the summary and reported
+    apart by diff-report, named by backend: the same missing result reads
+    "shadow": null one way and "primary": null the other, and the latency of
+    legacy and modern were mixed into one primary and one shadow figure."""
+    legacy = backend_factory("legacy", json_backend(lambda r: {"results": [{"id": 1}]}))
+    modern = backend_factory("modern", json_backend(lambda r: {"results": []}))
+    route = {"name": "r", "match": {"path_prefix": "/"}, "backend": "legacy",
+             "rollout": {"backend": "modern", "percent": 50.0, "sticky": "header:X-User-Id"},
+             "shadow": {"backend": "@other"}}
+    p = start(start_proxy, legacy, modern, [route], tmp_path)
+    for i in range(20):
+        assert get(p, "/x", headers=[("X-User-Id", "u%d" % i)]).status == 200
+    harness.wait_for(lambda: len(legacy.requests) + len(modern.requests) >= 40, what="mirrors")
+    time.sleep(0.3)
+    served = {n: len([r for r in b.requests if not r.header("X-Strangler-Shadow")])
+              for n, b in (("legacy", legacy), ("modern", modern))}
+    s = summary(p)
+    assert (s["compared"], s["different"]) == (20, 20), s
+    dirs = {(d["primary"], d["shadow"]): d for d in s["directions"]}
+    assert sorted(dirs) == [("legacy", "modern"), ("modern", "legacy")], dirs
+    nl, nm = served["legacy"], served["modern"]
+    assert 0 < nl < 20 and nl + nm == 20
+    for (pri, _), d in dirs.items():
+        n = served[pri]
+        assert (d["mirrored"], d["compared"], d["different"]) == (n, n, n), d
+        assert d["since"] >= s["counters_since"]
+    out = subprocess.run([harness.BINARY, "diff-report", p.diff_log], capture_output=True,
+                         text=True, timeout=10)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "route r: 20 compared, 0 identical (0.0 %), 20 different (100.0 %)" in text
+    one_way, other_way = text.split("\n  modern -> legacy")
+    assert re.search(r"\n  legacy -> modern, since \S+: %d compared, 0 identical \(0.0 %%\), "
+                     r"%d different" % (nl, nl), one_way), text
+    assert "    latency p50/p99: primary legacy " in one_way
+    assert re.search(r"\n      json /results/\*  %d " % nl, one_way), text
+    assert re.match(r", since \S+: %d compared, 0 identical \(0.0 %%\), %d different" % (nm, nm),
+                    other_way), text
+    assert "    latency p50/p99: primary modern " in other_way
+    assert re.search(r"\n      json /results/\*  %d " % nm, other_way), text
+
+
 # --------------------------------------------------------------------------
 # the client is never affected
 

@@ -2,6 +2,7 @@
  * lines, malformed lines) gives a known report. */
 #include "unit.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -9,12 +10,15 @@
 
 #define T "\"time\":\"2026-11-26T23:10:00.123Z\""
 
-/* A diff line of route with one request id, latencies and differences. */
-#define DIFF(route, id, pms, sms, diffs)                                                           \
+/* A diff line of route with one request id, the primary and shadow
+ * backends, latencies and differences. */
+#define DIFFD(route, id, pb, sb, pms, sms, diffs)                                                  \
 	"{" T ",\"type\":\"diff\",\"route\":\"" route "\",\"method\":\"GET\",\"path\":\"/x\","    \
-	"\"request_id\":\"" id "\",\"primary\":{\"backend\":\"legacy\",\"status\":200,\"ms\":" pms \
-	"},\"shadow\":{\"backend\":\"modern\",\"status\":200,\"ms\":" sms                          \
+	"\"request_id\":\"" id "\",\"primary\":{\"backend\":\"" pb "\",\"status\":200,\"ms\":" pms  \
+	"},\"shadow\":{\"backend\":\"" sb "\",\"status\":200,\"ms\":" sms                           \
 	"},\"differences\":[" diffs "]}\n"
+/* legacy -> modern */
+#define DIFF(route, id, pms, sms, diffs) DIFFD(route, id, "legacy", "modern", pms, sms, diffs)
 #define JD(where, noise)                                                                           \
 	"{\"kind\":\"json\",\"where\":\"" where "\",\"primary\":1,\"shadow\":2,\"noise\":" noise "}"
 #define SD "{\"kind\":\"status\",\"where\":null,\"primary\":200,\"shadow\":500,\"noise\":false}"
@@ -80,14 +84,16 @@ static void test_known_log(void **state)
 	/* the last summary line wins */
 	expect_has(t, "route search: 118 compared, 100 identical (84.7 %), 18 different (15.3 %), "
 		      "2 noise, 2 skipped (budget 1, body_too_large 1), 1 shadow timeout\n");
-	expect_has(t, "  latency p50/p99: primary 1.1/4.2 ms, shadow 1.5/9.0 ms\n");
+	/* summaries from before the split by direction: the route's latency */
+	expect_has(t, "  latency p50/p99: primary 1.1/4.2 ms, shadow 1.5/9.0 ms\n"
+		      "  legacy -> modern: 5 different exchanges logged\n");
 	/* indexes fold into "*", each line counts once, r4 has two lines but one example */
-	expect_has(t, "  top differences:\n"
-		      "    json /results/*/score  5  e.g. r1, r2, r3\n"
-		      "    body bytes             1  e.g. r3\n"
-		      "    header ETag            1  e.g. r4\n"
-		      "    json /results          1  e.g. r4\n"
-		      "    status                 1  e.g. r2\n");
+	expect_has(t, "    top differences:\n"
+		      "      json /results/*/score  5  e.g. r1, r2, r3\n"
+		      "      body bytes             1  e.g. r3\n"
+		      "      header ETag            1  e.g. r4\n"
+		      "      json /results          1  e.g. r4\n"
+		      "      status                 1  e.g. r2\n");
 	expect_lacks(t, "/took"); /* noise is not a finding */
 	expect_lacks(t, "5 compared");
 
@@ -95,14 +101,17 @@ static void test_known_log(void **state)
 	expect_has(t, "\n\nroute users: 2 different exchanges logged (no summary line yet: how "
 		      "many were compared and identical comes with the first one, every "
 		      "summary_interval_ms)\n"
-		      "  latency p50/p99 (differing exchanges only): primary 3.0/5.0 ms, "
-		      "shadow 0.25/30.0 ms\n"
-		      "  top differences:\n"
-		      "    body bytes  1  e.g. u2\n"
-		      "    status      1  e.g. u1\n");
+		      "  legacy -> modern: 2 different exchanges logged\n"
+		      "    latency p50/p99 (differing exchanges only): primary legacy 3.0/5.0 ms, "
+		      "shadow modern 0.25/30.0 ms\n"
+		      "    top differences:\n"
+		      "      body bytes  1  e.g. u2\n"
+		      "      status      1  e.g. u1\n");
 	assert_true(strstr(t, "route search") < strstr(t, "route users"));
-	expect_has(t, "2 lines skipped: not JSON\n");
-	expect_has(t, "2 lines skipped: not a diff or summary line\n"); /* [1,2], type other */
+	/* where the first skipped line is, to look at it */
+	expect_has(t, "2 lines skipped: not JSON (the first at stdin:4)\n");
+	/* [1,2], type other */
+	expect_has(t, "2 lines skipped: not a diff or summary line (the first at stdin:11)\n");
 	assert_int_equal(strncmp(t, "route search:", 13), 0);
 	free(t);
 }
@@ -115,9 +124,9 @@ static void test_only_digit_segments_fold(void **state)
 	static const char log[] = DIFF("r", "e1", "1", "1", JD("//v", "false"))
 		DIFF("r", "e2", "1", "1", JD("/7/v", "false")) DIFF("r", "e3", "1", "1", JD("/1a/v", "false"));
 	char *t = report(log, strlen(log), NULL);
-	expect_has(t, "    json //v    1  e.g. e1\n");
-	expect_has(t, "    json /*/v   1  e.g. e2\n");
-	expect_has(t, "    json /1a/v  1  e.g. e3\n");
+	expect_has(t, "      json //v    1  e.g. e1\n");
+	expect_has(t, "      json /*/v   1  e.g. e2\n");
+	expect_has(t, "      json /1a/v  1  e.g. e3\n");
 	free(t);
 }
 
@@ -149,12 +158,12 @@ static void test_top_rows(void **state)
 				      n, k);
 	char *t = report(log.data, log.len, NULL);
 	expect_has(t, "route r: 17 different exchanges logged");
-	expect_has(t, "  top differences:\n"
-		      "    json /k00  5  e.g. id0, id1, id2\n"
-		      "    json /k11  2  e.g. id0, id1\n"
-		      "    json /k01  1  e.g. id0\n");
-	expect_has(t, "    json /k08  1  e.g. id0\n"
-		      "    (2 more kinds of difference)\n");
+	expect_has(t, "    top differences:\n"
+		      "      json /k00  5  e.g. id0, id1, id2\n"
+		      "      json /k11  2  e.g. id0, id1\n"
+		      "      json /k01  1  e.g. id0\n");
+	expect_has(t, "      json /k08  1  e.g. id0\n"
+		      "      (2 more kinds of difference)\n");
 	expect_lacks(t, "/k09");
 	expect_lacks(t, "skipped");
 	free(t);
@@ -273,17 +282,206 @@ static void test_route_back_after_a_reload(void **state)
 	free(t);
 }
 
+/* A summary line of route r with its directions (DIR ones). */
+#define DSUMMARY(inst, since, c, i, d, dirs)                                                      \
+	"{\"type\":\"summary\",\"route\":\"r\",\"instance\":\"" inst "\",\"counters_since\":\""  \
+	since "\",\"mirrored\":" c ",\"compared\":" c ",\"identical\":" i ",\"different\":" d     \
+	",\"noise\":0,\"skipped\":{},\"shadow_errors\":0,\"shadow_timeouts\":0,"                   \
+	"\"primary_ms\":{\"p50\":5,\"p99\":5},\"shadow_ms\":{\"p50\":5,\"p99\":5},"              \
+	"\"directions\":[" dirs "]}\n"
+#define DIR(pb, sb, since, c, i, d, p50, s50)                                                     \
+	"{\"primary\":\"" pb "\",\"shadow\":\"" sb "\",\"since\":\"" since "\",\"mirrored\":" c  \
+	",\"compared\":" c ",\"identical\":" i ",\"different\":" d ",\"noise\":0,"               \
+	"\"skipped\":{\"budget\":0},\"shadow_errors\":0,\"shadow_timeouts\":0,"                    \
+	"\"primary_ms\":{\"p50\":" p50 ",\"p99\":" p50 "},\"shadow_ms\":{\"p50\":" s50          \
+	",\"p99\":" s50 "}}"
+#define T0 "2026-11-27T10:00:00.000Z"
+#define T1 "2026-11-27T10:05:00.000Z"
+#define MISSING "{\"kind\":\"json\",\"where\":\"/results/0\",\"primary\":{\"id\":1},\"shadow\":null,\"noise\":false}"
+#define EXTRA "{\"kind\":\"json\",\"where\":\"/results/0\",\"primary\":null,\"shadow\":{\"id\":1},\"noise\":false}"
+
+/* A rollout shadowed to "@other" mirrors both ways: legacy's answers
+ * compared with modern's, and modern's with legacy's. Each direction has its
+ * counts, latencies (named by backend) and differences; the same bug reads
+ * "shadow":null one way and "primary":null the other, and the latencies of
+ * the two sides are not mixed (they were added up per route). */
+static void test_directions_apart(void **state)
+{
+	(void)state;
+	static const char log[] =
+		DIFFD("r", "a1", "legacy", "modern", "1", "9", MISSING)
+		DIFFD("r", "a2", "legacy", "modern", "1", "9", MISSING)
+		DIFFD("r", "b1", "modern", "legacy", "9", "1", EXTRA)
+		DSUMMARY("h:1:9", T0, "30", "27", "3",
+			 DIR("legacy", "modern", T0, "28", "26", "2", "1", "9") ","
+			 DIR("modern", "legacy", T1, "2", "1", "1", "9", "1"));
+	char *t = report(log, strlen(log), NULL);
+	expect_has(t, "route r: 30 compared, 27 identical (90.0 %), 3 different (10.0 %), 0 noise, "
+		      "0 skipped\n"
+		      "  legacy -> modern, since " T0 ": 28 compared, 26 identical (92.9 %), "
+		      "2 different (7.1 %), 0 noise, 0 skipped\n"
+		      "    latency p50/p99: primary legacy 1.0/1.0 ms, shadow modern 9.0/9.0 ms\n"
+		      "    top differences:\n"
+		      "      json /results/*  2  e.g. a1, a2\n"
+		      "  modern -> legacy, since " T1 ": 2 compared, 1 identical (50.0 %), "
+		      "1 different (50.0 %), 0 noise, 0 skipped\n"
+		      "    latency p50/p99: primary modern 9.0/9.0 ms, shadow legacy 1.0/1.0 ms\n"
+		      "    top differences:\n"
+		      "      json /results/*  1  e.g. b1\n");
+	expect_lacks(t, "5.0"); /* the route's latency mixes both ways */
+	free(t);
+
+	/* the route filter keeps both directions */
+	t = report(log, strlen(log), "r");
+	expect_has(t, "  modern -> legacy, since " T1 ": 2 compared");
+	free(t);
+}
+
+/* After a flip (a reload makes modern the primary and legacy the shadow),
+ * the route's counters go on (40 compared across the flip), but each
+ * direction says since when it runs: "since the flip, 20 compared, 5
+ * different" reads off the new direction. Several instances add up per
+ * direction, the earliest since kept. */
+static void test_flip_counts_since(void **state)
+{
+	(void)state;
+	static const char log[] =
+		DSUMMARY("h:1:9", T0, "20", "20", "0", DIR("legacy", "modern", T0, "20", "20", "0", "1", "1"))
+		DSUMMARY("h:1:9", T0, "40", "35", "5",
+			 DIR("legacy", "modern", T0, "20", "20", "0", "1", "1") ","
+			 DIR("modern", "legacy", T1, "20", "15", "5", "1", "1"))
+		DSUMMARY("h:2:9", T0, "3", "3", "0", DIR("modern", "legacy", "2026-11-27T10:04:00.000Z",
+							   "3", "3", "0", "1", "1"));
+	char *t = report(log, strlen(log), NULL);
+	expect_has(t, "route r: 43 compared, 38 identical (88.4 %), 5 different (11.6 %)");
+	expect_has(t, "  legacy -> modern, since " T0 ": 20 compared, 20 identical (100.0 %)");
+	expect_has(t, "  modern -> legacy, since 2026-11-27T10:04:00.000Z: 23 compared, "
+		      "18 identical (78.3 %), 5 different (21.7 %)");
+	free(t);
+}
+
+/* Differing exchanges logged after the last summary are said per direction,
+ * and a direction no summary has yet shows what was logged. */
+static void test_directions_after_the_last_summary(void **state)
+{
+	(void)state;
+	static const char log[] =
+		DSUMMARY("h:1:9", T0, "4", "3", "1", DIR("legacy", "modern", T0, "4", "3", "1", "1", "1"))
+		DIFFD("r", "a1", "legacy", "modern", "1", "1", SD)
+		DIFFD("r", "a2", "legacy", "modern", "1", "1", SD)
+		DIFFD("r", "b1", "modern", "legacy", "1", "1", SD);
+	char *t = report(log, strlen(log), NULL);
+	expect_has(t, "  legacy -> modern, since " T0 ": 4 compared, 3 identical (75.0 %), 1 "
+		      "different (25.0 %), 0 noise, 0 skipped\n"
+		      "    1 more differing exchange logged after the last summary: not in these "
+		      "counts yet (a summary comes every summary_interval_ms)\n");
+	expect_has(t, "  modern -> legacy: 1 different exchange logged after the last summary: "
+		      "not in the counts yet\n");
+	free(t);
+
+	/* summaries from before the split: the route's latency says it mixes */
+	static const char old[] = ISUMMARY("h:1:9", "4", "3", "1")
+		DIFFD("r", "a1", "legacy", "modern", "1", "1", SD)
+		DIFFD("r", "b1", "modern", "legacy", "1", "1", SD);
+	t = report(old, strlen(old), NULL);
+	expect_has(t, "route r: 4 compared, 3 identical (75.0 %), 1 different (25.0 %), 0 noise, "
+		      "0 skipped\n"
+		      "  1 more differing exchange logged after the last summary: not in these "
+		      "counts yet (a summary comes every summary_interval_ms)\n"
+		      "  latency p50/p99 (all directions together): primary 1.0/2.0 ms, shadow "
+		      "1.0/2.0 ms\n"
+		      "  legacy -> modern: 1 different exchange logged\n");
+	expect_has(t, "  modern -> legacy: 1 different exchange logged\n");
+	free(t);
+}
+
+static char *write_temp(const char *text)
+{
+	char *path = strdup("/tmp/test_diffreport.XXXXXX");
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+	return path;
+}
+
+/* What sp_diff_report_files writes, and its stderr, for files. */
+static char *report_files(const char *const *files, size_t n, int want, char **err)
+{
+	char *text = NULL;
+	size_t tlen = 0;
+	FILE *out = open_memstream(&text, &tlen);
+	char *errpath = write_temp("");
+	int saved = dup(2), fd = open(errpath, O_WRONLY | O_TRUNC);
+	assert_true(saved >= 0 && fd >= 0);
+	fflush(stderr);
+	dup2(fd, 2);
+	int rc = sp_diff_report_files(files, n, NULL, out, NULL);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	close(fd);
+	fclose(out);
+	assert_int_equal(rc, want);
+	FILE *e = fopen(errpath, "r");
+	*err = calloc(1, 4096);
+	assert_true(e && *err);
+	size_t got = fread(*err, 1, 4095, e);
+	(*err)[got] = 0;
+	fclose(e);
+	unlink(errpath);
+	free(errpath);
+	return text;
+}
+
+/* Several files are one stream in the given order (they were a usage
+ * error); a file that cannot be read is named, and no report is printed. */
+static void test_several_files(void **state)
+{
+	(void)state;
+	char *a = write_temp(ISUMMARY("a:1:1", "4", "1", "3") "junk\n");
+	char *b = write_temp(ISUMMARY("b:2:2", "4", "1", "3") DIFF("r", "x", "1", "1", SD));
+	const char *both[] = {a, b}, *missing[] = {a, "/nonexistent/diffs.jsonl", b};
+	char *err;
+	char *t = report_files(both, 2, 0, &err);
+	expect_has(t, "route r: 8 compared, 2 identical (25.0 %), 6 different (75.0 %)");
+	expect_has(t, "  legacy -> modern: 1 different exchange logged\n");
+	assert_non_null(strstr(t, "1 line skipped: not JSON (") && strstr(t, a));
+	assert_string_equal(err, "");
+	free(t);
+	free(err);
+
+	t = report_files(missing, 3, 1, &err);
+	assert_string_equal(t, "");
+	assert_string_equal(err, "strangler diff-report: cannot open /nonexistent/diffs.jsonl: "
+				 "No such file or directory\n");
+	free(t);
+	free(err);
+
+	const char *dir[] = {a, "/tmp"};
+	t = report_files(dir, 2, 1, &err);
+	assert_string_equal(t, "");
+	assert_string_equal(err, "strangler diff-report: cannot read /tmp: Is a directory\n");
+	free(t);
+	free(err);
+
+	char *two[] = {"diff-report", a, "--route", "r", b};
+	assert_int_equal(sp_diff_report_main(5, two), 0);
+	unlink(a);
+	unlink(b);
+	free(a);
+	free(b);
+}
+
 static void test_main(void **state)
 {
 	(void)state;
 	char *usage_only[] = {"diff-report"};
 	char *bad_opt[] = {"diff-report", "log", "--bogus"};
-	char *two_files[] = {"diff-report", "a", "b"};
 	char *no_name[] = {"diff-report", "log", "--route"};
 	char *missing[] = {"diff-report", "/nonexistent/diff.log"};
 	assert_int_equal(sp_diff_report_main(1, usage_only), 2);
 	assert_int_equal(sp_diff_report_main(3, bad_opt), 2);
-	assert_int_equal(sp_diff_report_main(3, two_files), 2);
 	assert_int_equal(sp_diff_report_main(3, no_name), 2);
 	assert_int_equal(sp_diff_report_main(2, missing), 1);
 
@@ -312,6 +510,10 @@ int main(void)
 		cmocka_unit_test(test_route_back_after_a_reload),
 		cmocka_unit_test(test_diff_lines_after_the_last_summary),
 		cmocka_unit_test(test_rotated_log_read_newest_first),
+		cmocka_unit_test(test_directions_apart),
+		cmocka_unit_test(test_flip_counts_since),
+		cmocka_unit_test(test_directions_after_the_last_summary),
+		cmocka_unit_test(test_several_files),
 		cmocka_unit_test(test_main),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
