@@ -139,6 +139,7 @@ int sp_access_format(const struct sp_access_entry *e, struct sp_buf *b)
 	if (add_str_field(b, "client", e->client, e->client ? strlen(e->client) : 0) ||
 	    add_str_field(b, "method", e->method, e->method ? strlen(e->method) : 0) ||
 	    add_str_field(b, "path", e->path, e->path_len) ||
+	    (e->log_query && add_str_field(b, "query", e->query, e->query_len)) ||
 	    sp_buf_printf(b, ",\"status\":%d", e->status) ||
 	    add_str_field(b, "route", e->route, e->route ? strlen(e->route) : 0) ||
 	    add_str_field(b, "backend", e->backend, e->backend ? strlen(e->backend) : 0))

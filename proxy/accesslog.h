@@ -44,6 +44,9 @@ struct sp_access_entry {
 	const char *request_id;
 	const char *error;   /* NULL when none */
 	const char *fallback_from; /* the backend avoided (down or refused), or NULL */
+	int log_query;       /* write "query" (log_query = true) */
+	const char *query;   /* the query string as received; NULL: the target had no '?' */
+	size_t query_len;
 };
 
 /* Formats e into line (reset first). Pure, for tests. */

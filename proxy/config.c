@@ -850,6 +850,11 @@ static void load_globals(struct sp_loader *L, const config_setting_t *root)
 	L->cfg->access_log = cfgp_path(L, root, "access_log", "", &where);
 	if (where && L->cfg->access_log && !*L->cfg->access_log)
 		ERR(L, where, "access_log: must be a path or \"-\" (remove the setting to turn it off)");
+	const config_setting_t *q = config_setting_get_member(root, "log_query");
+	if (q && config_setting_type(q) != CONFIG_TYPE_BOOL)
+		ERR(L, q, "log_query: must be true or false");
+	else if (q)
+		L->cfg->log_query = config_setting_get_bool(q);
 }
 
 /* The text of line n (from 1) of text, without its end. */
@@ -929,7 +934,7 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, const char
 					   "access_log", "backends",    "default_backend",
 					   "routes",  "timeouts",       "limits",
 					   "drain_timeout_ms", "shadow_defaults", "admin",
-					   "pid_file", "max_connections", "user", NULL};
+					   "pid_file", "max_connections", "user", "log_query", NULL};
 	struct sp_config *cfg = NULL;
 	if (rc != CONFIG_TRUE) {
 		syntax_error(lc, inc, name, text, diag);

@@ -92,6 +92,7 @@ struct sp_config {
 	int workers;
 	int log_level;
 	char *access_log; /* NULL = off, "-" = stderr */
+	int log_query;    /* the access and diff logs carry the query string */
 	struct sp_backend *backends;
 	size_t nbackends;
 	int default_backend;

@@ -77,6 +77,8 @@ struct sp_session {
 	size_t tail_len;
 	struct sp_buf tmp;
 	struct sp_buf path;
+	struct sp_buf query; /* with log_query: the query string, for the logs */
+	int has_query;       /* ...and whether the target had a '?' */
 	char method[24];
 	char reqid[72];
 	enum sp_body_mode req_body, resp_body;
@@ -220,6 +222,9 @@ static void log_exchange(struct sp_session *s)
 		.request_id = s->reqid[0] ? s->reqid : NULL,
 		.error = s->error,
 		.fallback_from = s->fallback_from >= 0 ? cfg->backends[s->fallback_from].name : NULL,
+		.log_query = cfg->log_query,
+		.query = s->has_query ? (s->query.data ? s->query.data : "") : NULL,
+		.query_len = s->query.len,
 	};
 	sp_accesslog_write(s->w->alog, &e, &s->w->logbuf);
 	/* the backend's own time: until its answer, without the upload */
@@ -244,6 +249,8 @@ static void reset_exchange(struct sp_session *s)
 	s->method[0] = '\0';
 	s->reqid[0] = '\0';
 	sp_buf_reset(&s->path);
+	sp_buf_reset(&s->query);
+	s->has_query = 0;
 	s->req_active = s->req_done = s->resp_started = s->resp_done = 0;
 	s->interim = s->ninterim = s->retried = s->status = 0;
 	s->error = NULL;
@@ -549,8 +556,8 @@ static void maybe_shadow(struct sp_session *s, const struct sp_reqview *q, const
 	if (target == s->backend)
 		return; /* a rollout request already served by the shadow's backend */
 	s->shadow = sp_shadow_start(s->w, s->cfg, r, target, s->backend, m->method, s->path.data,
-				    s->path.len, s->reqid, &s->head, s->req_body != SP_BODY_NONE,
-				    s->host_defaulted);
+				    s->path.len, s->has_query ? &s->query : NULL, s->reqid, &s->head,
+				    s->req_body != SP_BODY_NONE, s->host_defaulted);
 }
 
 static int on_req_head(void *ud, struct sp_h1_msg *m)
@@ -572,6 +579,10 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	}
 
 	s->cfg = sp_config_ref(s->w->cfg);
+	if (s->cfg->log_query && query) {
+		s->has_query = 1;
+		sp_buf_add(&s->query, query, qlen); /* out of memory: logged empty */
+	}
 	struct sp_reqview q = {m->method, s->path.data, s->path.len, query, qlen,
 			       m->hdrs,   m->nhdrs,     s->client_ip};
 	sp_decide(s->cfg->routes, s->cfg->nroutes, s->cfg->default_backend, &q, &s->w->rng, &s->tmp,
@@ -1505,7 +1516,8 @@ void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct soc
 	sp_buf_init(&s->stage);
 	sp_buf_init(&s->tmp);
 	sp_buf_init(&s->path);
-	s->head.stash = s->stage.stash = s->tmp.stash = s->path.stash = &w->stash;
+	sp_buf_init(&s->query);
+	s->head.stash = s->stage.stash = s->tmp.stash = s->path.stash = s->query.stash = &w->stash;
 	if (sa->sa_family == AF_INET)
 		sp_ipv4_text((const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr,
 			     s->client_ip);
@@ -1563,6 +1575,7 @@ static void session_free(struct sp_session *s)
 	sp_buf_deinit(&s->stage);
 	sp_buf_deinit(&s->tmp);
 	sp_buf_deinit(&s->path);
+	sp_buf_deinit(&s->query);
 	TAILQ_REMOVE(&w->sessions, s, link);
 	free(s);
 	sp_worker_session_gone(w);

@@ -72,6 +72,8 @@ struct sp_shadow {
 	char method[24];
 	char reqid[72];
 	struct sp_buf path;
+	struct sp_buf query; /* with log_query */
+	int has_query;
 	struct timespec t0; /* started: the pacer learns how long a budget slot is held */
 };
 
@@ -191,6 +193,7 @@ static void shadow_free(struct sp_shadow *sh)
 	if (sh->timer)
 		event_free(sh->timer);
 	sp_buf_deinit(&sh->path);
+	sp_buf_deinit(&sh->query);
 	struct sp_worker *w = sh->w;
 	TAILQ_REMOVE(&w->shadows, sh, link);
 	w->shadow_inflight--;
@@ -265,7 +268,16 @@ static void write_diff(struct sp_shadow *sh, const struct leg *leg, struct sp_cm
 	sp_buf_add_json_str(b, sh->method, strlen(sh->method));
 	sp_buf_adds(b, "\",\"path\":\"");
 	sp_buf_add_json_str(b, sh->path.data ? sh->path.data : "", sh->path.len);
-	sp_buf_adds(b, "\",\"request_id\":\"");
+	if (sh->cfg->log_query && !sh->has_query) {
+		sp_buf_adds(b, "\",\"query\":null");
+	} else if (sh->cfg->log_query) {
+		sp_buf_adds(b, "\",\"query\":\"");
+		sp_buf_add_json_str(b, sh->query.data ? sh->query.data : "", sh->query.len);
+		sp_buf_addc(b, '"');
+	} else {
+		sp_buf_addc(b, '"');
+	}
+	sp_buf_adds(b, ",\"request_id\":\"");
 	sp_buf_add_json_str(b, sh->reqid, strlen(sh->reqid));
 	sp_buf_printf(b,
 		      "\",\"primary\":{\"backend\":\"%s\",\"status\":%d,\"ms\":%.3f},"
@@ -563,8 +575,8 @@ static int leg_connect(struct leg *l, enum sp_take take)
 struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 				  const struct sp_route *route, int shadow_backend,
 				  int primary_backend, const char *method, const char *path,
-				  size_t path_len, const char *reqid, const struct sp_buf *head,
-				  int has_body, int host_defaulted)
+				  size_t path_len, const struct sp_buf *query, const char *reqid,
+				  const struct sp_buf *head, int has_body, int host_defaulted)
 {
 	struct sp_shadow_stats *st = &w->route_stats[route->index]->shadow;
 	struct sp_shadow_dir *d = dir_of(st, cfg, primary_backend, shadow_backend);
@@ -604,8 +616,14 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 	sp_copy_str(sh->method, sizeof(sh->method), method);
 	sp_copy_str(sh->reqid, sizeof(sh->reqid), reqid);
 	sp_buf_init(&sh->path);
-	sh->path.stash = &w->stash;
+	sp_buf_init(&sh->query);
+	sh->path.stash = sh->query.stash = &w->stash;
 	sp_buf_add(&sh->path, path, path_len);
+	if (query) {
+		sh->has_query = 1;
+		if (query->len)
+			sp_buf_add(&sh->query, query->data, query->len);
+	}
 	capture_init(&sh->primary, &w->stash);
 	TAILQ_INSERT_TAIL(&w->shadows, sh, link);
 	w->shadow_inflight++;

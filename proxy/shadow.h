@@ -70,8 +70,8 @@ struct sp_shadow;
 struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 				  const struct sp_route *route, int shadow_backend,
 				  int primary_backend, const char *method, const char *path,
-				  size_t path_len, const char *reqid, const struct sp_buf *head,
-				  int has_body, int host_defaulted);
+				  size_t path_len, const struct sp_buf *query, const char *reqid,
+				  const struct sp_buf *head, int has_body, int host_defaulted);
 
 /* Request body bytes, framed exactly as sent to the primary. */
 void sp_shadow_request_bytes(struct sp_shadow *sh, const void *p, size_t n);

@@ -705,3 +705,31 @@ def test_a_request_without_host_names_each_backend_its_own(start_proxy, backend_
     (mirrored,) = modern.wait_requests(1)
     assert got.header("Host") == legacy.url.split("//")[1]
     assert mirrored.header("Host") == modern.url.split("//")[1]
+
+
+def test_log_query_puts_the_query_string_in_both_logs(start_proxy, backend_factory, tmp_path):
+    """The runbook's example difference hangs on the query (q=red), which
+    neither log held: with `log_query = true` the access log and the diff
+    log carry it as received (null when the target had no '?'); without it,
+    neither has a query field, as before."""
+    legacy = backend_factory("legacy", json_backend(lambda r: {"q": r.query}))
+    modern = backend_factory("modern", json_backend(lambda r: {"q": (r.query or "") + "!"}))
+    log = str(tmp_path / "diffs.jsonl")
+    p = start_proxy({"legacy": legacy, "modern": modern}, routes=[shadow_route()],
+                    shadow_defaults={"diff_log": log, "timeout_ms": 2000}, log_query=True)
+    p.diff_log = log
+    for target in ("/api/search?q=red%20shoes&n=1", "/api/search", "/api/search?"):
+        assert get(p, target).status == 200
+    harness.wait_for(lambda: len(diff_lines(p)) == 3, what="three diff lines")
+    diffs = {d["request_id"]: d for d in diff_lines(p)}
+    access = p.wait_access(3)
+    assert [(e["path"], e["query"]) for e in access] == [
+        ("/api/search", "q=red%20shoes&n=1"), ("/api/search", None), ("/api/search", "")]
+    assert [diffs[e["request_id"]]["query"] for e in access] == ["q=red%20shoes&n=1", None, ""]
+    assert p.stop() == 0
+    # off (the default): no query anywhere
+    (tmp_path / "off").mkdir()
+    p = start(start_proxy, legacy, modern, [shadow_route()], tmp_path / "off")
+    assert get(p, "/api/search?q=red").status == 200
+    harness.wait_for(lambda: len(diff_lines(p)) == 1, what="a diff line")
+    assert "query" not in diff_lines(p)[0] and "query" not in p.wait_access(1)[0]

@@ -764,6 +764,34 @@ static double jnum(json_t *o, const char *key)
 	return json_number_value(v);
 }
 
+static void test_access_format_query(void **state)
+{
+	(void)state;
+	struct sp_access_entry e = {.client = "::1", .method = "GET", .path = "/s", .path_len = 2,
+				    .status = 200, .total_ms = 1, .request_id = "r"};
+	struct sp_buf line;
+	sp_buf_init(&line);
+	/* off: no field at all */
+	e.query = "q=1";
+	e.query_len = 3;
+	json_t *j = format_and_parse(&e, &line);
+	assert_null(json_object_get(j, "query"));
+	json_decref(j);
+	/* on: as received, escaped, cut to its length; null without a '?' */
+	e.log_query = 1;
+	e.query = "q=\"red\"&x=\x01zz";
+	e.query_len = 11;
+	j = format_and_parse(&e, &line);
+	assert_string_equal(jstr(j, "query"), "q=\"red\"&x=\x01");
+	json_decref(j);
+	e.query = NULL;
+	e.query_len = 0;
+	j = format_and_parse(&e, &line);
+	assert_true(json_is_null(json_object_get(j, "query")));
+	json_decref(j);
+	sp_buf_deinit(&line);
+}
+
 static void test_access_format_fields(void **state)
 {
 	(void)state;
@@ -909,6 +937,7 @@ int main(void)
 		cmocka_unit_test(test_reason_phrases),
 		cmocka_unit_test(test_chunk_header),
 		cmocka_unit_test(test_access_format_fields),
+		cmocka_unit_test(test_access_format_query),
 		cmocka_unit_test(test_access_format_nulls_and_error),
 		cmocka_unit_test(test_access_format_escapes),
 	};
