@@ -881,7 +881,7 @@ def test_sighup_reloads_as_documented(tmp_path):
 
 # The reload column: every setting says whether a reload applies it, and the
 # restart-only ones are exactly those the runtime keeps across a reload
-# (proxy/runtime.c keep_restart_only logs "… applies after a restart").
+# (proxy/runtime.c keep_restart_only warns "… applies after a restart").
 RESTART_ONLY = {"workers", "access_log", "shadow_defaults.diff_log", "pid_file", "user",
                 "admin", "admin.address", "admin.state_file"}
 
@@ -893,8 +893,9 @@ def test_every_setting_says_whether_reload_applies_it():
     assert {s for s, r in rows.items() if r["reload"] == "restart"} == RESTART_ONLY
     runtime = (SRC / "proxy" / "runtime.c").read_text()
     for word in ("workers", "access_log", "shadow_defaults.diff_log", "pid_file", "user", "admin"):
-        assert re.search(r"reload: %s\b[^\n]*after a restart" % re.escape(word), runtime) or \
-            re.search(r"reload: %s settings changed" % re.escape(word), runtime), \
+        assert re.search(r'"%s changed[^\n]*after a restart' % re.escape(word), runtime) or \
+            re.search(r'keep_string\(diag, [^,]+, "%s",' % re.escape(word), runtime) or \
+            re.search(r'"%s settings changed' % re.escape(word), runtime), \
             "proxy/runtime.c no longer keeps %s across a reload: update the docs" % word
 
 
