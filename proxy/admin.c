@@ -674,6 +674,11 @@ static void rearm(struct admin_conn *a, const char *name)
 		respond_error(a, 404, "no such route");
 		return;
 	}
+	if (!r->has_rollout || !r->rollout.guard.enabled) {
+		/* as DELETE .../override without an override: nothing to act on */
+		respond_error(a, 404, "the route has no guard (rollout.guard in the configuration file)");
+		return;
+	}
 	json_t *before = sp_guard_json(rt->guards, r), *trips = sp_guards_save(rt->guards);
 	char msg[512];
 	if (sp_guard_rearm(rt->guards, name) < 0) {

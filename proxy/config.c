@@ -825,6 +825,9 @@ static void load_admin(struct sp_loader *L, const config_setting_t *root)
 		    "admin.address: \"%s\" is not a loopback address: set admin.token_file", a->address);
 	free(token_file);
 	a->state_file = cfgp_path(L, s, "state_file", "admin", &where);
+	if (!where)
+		WARN(L, s, "admin: no state_file: runtime changes (PATCH, guard trips) are lost at "
+			   "restart");
 }
 
 static void load_globals(struct sp_loader *L, const config_setting_t *root)

@@ -37,7 +37,10 @@ const char sp_dashboard_html[] =
 	"<h2>Migration progress</h2>\n"
 	"<div>Requests served by each backend:</div>\n"
 	"<div class=\"bar\" id=\"share\"></div>\n"
-	"<div>Routes fully moved: <span id=\"moved\" data-testid=\"moved\">?</span></div>\n"
+	/* "moved" can only mean "off the default backend": the API does not say
+	 * which backend is the new one (operations.md, Dashboard) */
+	"<div>Routes fully moved off <span id=\"ref\" data-testid=\"moved-ref\">?</span> "
+	"<small>(default_backend)</small>: <span id=\"moved\" data-testid=\"moved\">?</span></div>\n"
 	"<div id=\"msg\" role=\"status\"></div>\n"
 	"<h2>Routes</h2>\n"
 	"<table>\n"
@@ -131,6 +134,7 @@ const char sp_dashboard_html[] =
 	"  });\n"
 	"  const moved = data.routes.filter(r => stateOf(r, def) === \"moved\").length;\n"
 	"  document.getElementById(\"moved\").textContent = moved + \" of \" + data.routes.length;\n"
+	"  document.getElementById(\"ref\").textContent = def;\n"
 	"  const rows = [], tables = [];\n"
 	"  for (const r of data.routes) {\n"
 	"    const sides = el(\"div\");\n"

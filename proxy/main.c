@@ -257,11 +257,12 @@ static int run(const char *file)
 	rt.overrides = json_object();
 	rt.audit = json_array();
 	sp_diag_init(&diag);
-	/* the file tells where the state is; the state's overrides apply on top */
-	if (!(rt.file_cfg = sp_runtime_load_file(&rt, &diag))) {
-		fputs(diag.text.data ? diag.text.data : "", stderr);
+	/* the file tells where the state is; the state's overrides apply on top.
+	 * Its warnings too, as -t shows them. */
+	rt.file_cfg = sp_runtime_load_file(&rt, &diag);
+	fputs(diag.text.data ? diag.text.data : "", stderr);
+	if (!rt.file_cfg)
 		goto out;
-	}
 	if (sp_runtime_load_state(&rt, rt.file_cfg) < 0)
 		goto out; /* a corrupt state file would silently undo runtime changes */
 	sp_diag_deinit(&diag);

@@ -60,26 +60,27 @@ struct sp_config *sp_runtime_build(struct sp_runtime *rt, struct sp_config *file
 
 /* A restart-only string setting: the running value stays in the new
  * generation (so the next reload compares with what runs), and a change is
- * logged with warning. */
-static void keep_string(const char *warning, const char *running, char **now)
+ * a warning of the reload: in its log lines and in the API's answer. */
+static void keep_string(struct sp_diag *diag, const char *file, const char *setting,
+			const char *running, char **now)
 {
 	if ((running == NULL) != (*now == NULL) || (running && strcmp(running, *now) != 0))
-		sp_log(SP_LOG_WARN, "%s", warning);
+		sp_diag_add(diag, 0, file, 0, "%s changed: applies after a restart", setting);
 	free(*now);
 	*now = running ? strdup(running) : NULL;
 }
 
 /* Settings a running process cannot change. */
-static void keep_restart_only(const struct sp_config *old, struct sp_config *cfg)
+static void keep_restart_only(const struct sp_config *old, struct sp_config *cfg,
+			      struct sp_diag *diag)
 {
 	if (old->workers != cfg->workers)
-		sp_log(SP_LOG_WARN, "reload: workers changed (%d → %d): applies after a restart",
-		       old->workers, cfg->workers);
+		sp_diag_add(diag, 0, cfg->file, 0, "workers changed (%d → %d): applies after a restart",
+			    old->workers, cfg->workers);
 	cfg->workers = old->workers;
-	keep_string("reload: access_log changed: applies after a restart", old->access_log,
-		    &cfg->access_log);
-	keep_string("reload: shadow_defaults.diff_log changed: applies after a restart",
-		    old->shadow.diff_log, &cfg->shadow.diff_log);
+	keep_string(diag, cfg->file, "access_log", old->access_log, &cfg->access_log);
+	keep_string(diag, cfg->file, "shadow_defaults.diff_log", old->shadow.diff_log,
+		    &cfg->shadow.diff_log);
 	/* The admin listener and its state file belong to the process. Its token
 	 * follows the file (a leaked one is rotated by a reload) but is never
 	 * dropped: a reload must not leave the listener open without one. */
@@ -95,7 +96,9 @@ static void keep_restart_only(const struct sp_config *old, struct sp_config *cfg
 				(old->admin.state_file == NULL) != (cfg->admin.state_file == NULL) ||
 				(old->admin.state_file &&
 				 strcmp(old->admin.state_file, cfg->admin.state_file) != 0))))
-		sp_log(SP_LOG_WARN, "reload: admin settings changed: apply after a restart");
+		sp_diag_add(diag, 0, cfg->has_admin ? cfg->admin.file : cfg->file,
+			    cfg->has_admin ? cfg->admin.line : 0,
+			    "admin settings changed: apply after a restart");
 	free(cfg->admin.address);
 	free(cfg->admin.token);
 	free(cfg->admin.state_file);
@@ -109,9 +112,8 @@ static void keep_restart_only(const struct sp_config *old, struct sp_config *cfg
 		cfg->admin.token = token;
 		sp_log(SP_LOG_INFO, "reload: admin token replaced");
 	}
-	keep_string("reload: user changed: applies after a restart", old->user, &cfg->user);
-	keep_string("reload: pid_file changed: applies after a restart", old->pid_file,
-		    &cfg->pid_file);
+	keep_string(diag, cfg->file, "user", old->user, &cfg->user);
+	keep_string(diag, cfg->file, "pid_file", old->pid_file, &cfg->pid_file);
 }
 
 static int route_kept(const char *route, const void *cfg)
@@ -173,7 +175,7 @@ int sp_runtime_reload(struct sp_runtime *rt, struct sp_diag *diag)
 {
 	struct sp_config *file = sp_runtime_load_file(rt, diag), *cfg = NULL;
 	if (file) {
-		keep_restart_only(rt->file_cfg, file);
+		keep_restart_only(rt->file_cfg, file, diag);
 		cfg = sp_runtime_build(rt, file, NULL, diag);
 	}
 	if (cfg && sp_worker_check_listen(rt->cfg, cfg, diag) < 0)

@@ -65,7 +65,8 @@ build/proxy/strangler diff-report "$logs/diffs.jsonl"
 cat <<MSG
 
 strangler runs on http://127.0.0.1:8080 (logs and access log: $logs/strangler.log).
-Dashboard and admin API: http://127.0.0.1:9901/
+Dashboard and admin API: http://127.0.0.1:9901/ (its changes are kept in
+$logs/state.json across runs of the demo: delete it to start from conf/demo.conf).
 Try:
   curl -i http://127.0.0.1:8080/api/users/7
   curl -i -H 'X-User-Id: user-3' http://127.0.0.1:8080/api/orders/1

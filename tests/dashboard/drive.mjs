@@ -23,6 +23,7 @@ try {
     for (const e of document.querySelectorAll(`[data-testid^="side-${route}-"]`))
       sides[e.dataset.testid.slice(`side-${route}-`.length)] = Number(e.dataset.requests);
     return { state: q(`state-${route}`).textContent, moved: q("moved").textContent,
+             movedRef: q("moved-ref").textContent,
              diffrate: q(`diffrate-${route}`).textContent, shares, sides,
              diffs: !!q(`diffs-${route}`),
              backends: [...q(`backend-${route}`).options].map((o) => o.value) };

@@ -74,6 +74,7 @@ def test_dashboard_shows_the_api_and_changes_a_route(start_proxy, backend_factor
             totals[b] = totals.get(b, 0) + c["requests"]
     assert seen["shares"] == totals
     assert seen["moved"] == "1 of 2"  # users is on modern, the default backend is legacy
+    assert seen["movedRef"] == "legacy"  # what "moved" is judged against, named
     assert seen["diffrate"].startswith("100.0 % of ")
     assert seen["diffs"] is True
     # a route can be moved to any backend, not only to those routes use already

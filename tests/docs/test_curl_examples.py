@@ -33,6 +33,8 @@ def test_operations_curl_examples_run(tmp_path):
     conf = conf.replace("127.0.0.1:9901", "127.0.0.1:%d" % admin)
     conf = conf.replace("127.0.0.1:8080", "127.0.0.1:%d" % port)
     conf = conf.replace('"build/demo/diffs.jsonl"', '"%s"' % (tmp_path / "diffs.jsonl"))
+    conf = conf.replace('"build/demo/state.json"', '"%s"' % (tmp_path / "state.json"))
+    assert "build/demo/" not in conf, "a demo path this test would write into the tree"
     (tmp_path / "demo.conf").write_text(conf)
     err = open(tmp_path / "err", "wb")
     proc = subprocess.Popen([BINARY, "-c", str(tmp_path / "demo.conf")], stderr=err)

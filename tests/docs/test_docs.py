@@ -882,7 +882,7 @@ def test_sighup_reloads_as_documented(tmp_path):
 
 # The reload column: every setting says whether a reload applies it, and the
 # restart-only ones are exactly those the runtime keeps across a reload
-# (proxy/runtime.c keep_restart_only logs "… applies after a restart").
+# (proxy/runtime.c keep_restart_only warns "… applies after a restart").
 RESTART_ONLY = {"workers", "access_log", "shadow_defaults.diff_log", "pid_file", "user",
                 "admin", "admin.address", "admin.state_file"}
 
@@ -894,8 +894,9 @@ def test_every_setting_says_whether_reload_applies_it():
     assert {s for s, r in rows.items() if r["reload"] == "restart"} == RESTART_ONLY
     runtime = (SRC / "proxy" / "runtime.c").read_text()
     for word in ("workers", "access_log", "shadow_defaults.diff_log", "pid_file", "user", "admin"):
-        assert re.search(r"reload: %s\b[^\n]*after a restart" % re.escape(word), runtime) or \
-            re.search(r"reload: %s settings changed" % re.escape(word), runtime), \
+        assert re.search(r'"%s changed[^\n]*after a restart' % re.escape(word), runtime) or \
+            re.search(r'keep_string\(diag, [^,]+, "%s",' % re.escape(word), runtime) or \
+            re.search(r'"%s settings changed' % re.escape(word), runtime), \
             "proxy/runtime.c no longer keeps %s across a reload: update the docs" % word
 
 
@@ -905,3 +906,55 @@ def test_every_setting_has_an_example_of_itself():
         example = row.get("example", "").strip("`")
         assert re.match(r"%s = .+;$" % re.escape(leaf), example), \
             "%s: the example %r does not set %s" % (setting, example, leaf)
+
+
+# --------------------------------------------------------------------------------------
+# docs/migration.md against the demo it runs on
+# --------------------------------------------------------------------------------------
+
+MIGRATION_MD = DOCS / "migration.md"
+
+
+def migration_section(title_start):
+    text = MIGRATION_MD.read_text()
+    m = re.search(r"^## %s.*?(?=^## )" % re.escape(title_start), text, re.S | re.M)
+    assert m, "docs/migration.md: no section starting %r" % title_start
+    return m.group(0)
+
+
+def test_migration_step3_diff_log_is_the_demos_and_needs_a_restart():
+    """Step 3 added a diff log and said to reload: the diff log is opened at
+    start only, so diff-report failed with "cannot open". The step's diff log
+    is the demo's own (set from the start), and the step says what a restart
+    takes, and how the demo is restarted."""
+    step = migration_section("3. Shadow it")
+    demo = (SRC / "conf" / "demo.conf").read_text()
+    logs = re.findall(r'diff_log = "([^"]+)"', step)
+    assert logs and set(logs) == set(re.findall(r'diff_log = "([^"]+)"', demo)), logs
+    assert "shadow_defaults.diff_log changed: applies after a restart" in step
+    assert "bash tests/demo.sh" in step and "restart" in step
+    assert "bash tests/demo.sh" in MIGRATION_MD.read_text().split("## 1.")[0]
+
+
+def test_migration_persists_changes_where_the_demo_does():
+    """Step 4 says runtime changes are persisted in admin.state_file: the demo
+    has one (it had none, so a restart lost them)."""
+    assert "persisted in\n`admin.state_file`" in migration_section("4. Roll out") or \
+        "persisted in `admin.state_file`" in migration_section("4. Roll out")
+    demo = (SRC / "conf" / "demo.conf").read_text()
+    m = re.search(r'^admin = \{[^\n]*state_file = "([^"]+)"', demo, re.M)
+    assert m and m.group(1) in MIGRATION_MD.read_text(), "conf/demo.conf: no admin.state_file"
+
+
+def test_migration_says_when_to_move_on():
+    """The runbook gives criteria for leaving each step, in the terms the guard
+    and diff-report use (settings that exist)."""
+    section = migration_section("When to move on")
+    for step in ("3. shadowing", "each rollout step", "flip", "retire"):
+        assert step in section, step
+    for word in ("compared", "business cycle", "5xx", "p99"):
+        assert word in section, word
+    for setting in re.findall(r"`(max_\w+|min_requests|steps|step_interval_s)`", section):
+        assert "routes.[i].rollout.guard." + setting in md_setting_rows(), setting
+    assert re.search(r"`(max_error_rate|max_diff_rate|max_p99_ratio)`", section)
+    assert "(#when-to-move-on)" in migration_section("4. Roll out")

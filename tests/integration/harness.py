@@ -49,6 +49,15 @@ def wait_for(pred, timeout=3.0, interval=0.01, what="condition"):
         time.sleep(interval)
 
 
+def accepts(port):
+    """Whether something accepts connections on HOST:port."""
+    try:
+        socket.create_connection((HOST, port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
 def free_port():
     """A port that was free a moment ago (the proxy start retries on conflict)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

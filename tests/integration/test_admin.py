@@ -817,3 +817,23 @@ def test_a_change_reads_nothing_from_disk(start_proxy, two_backends, tmp_path):
     assert [side_of(p, "user-%d" % i) for i in range(20)] == ["legacy"] * 20
     assert p.admin("GET", "/api/routes", token=TOKEN)[0] == 200
     assert "admin token replaced" not in p.stderr_text()
+
+
+def test_the_dashboard_names_what_moved_is_judged_against(start_proxy, two_backends, tmp_path):
+    """The API does not say which backend is the new one, so the page judges
+    "moved" against default_backend; after the runbook's last step (the
+    default is the new service) it showed "Routes fully moved: 0 of 2" with
+    nothing saying against what. The line now names the backend, filled from
+    the API's default_backend."""
+    legacy, modern = two_backends
+    routes = [{"name": n, "match": {"path_prefix": "/" + n}, "backend": "modern"}
+              for n in ("orders", "users")]
+    p = start_proxy({"legacy": legacy, "modern": modern}, default_backend="modern",
+                    routes=routes, admin={"state_file": str(tmp_path / "state.json")})
+    st, page = p.admin("GET", "/")
+    assert st == 200
+    assert re.search(r'Routes fully moved off <span id="ref" data-testid="moved-ref">\?</span> '
+                     r'<small>\(default_backend\)</small>: <span id="moved"', page), page[:2000]
+    assert 'const def = data.default_backend;' in page
+    assert 'document.getElementById("ref").textContent = def;' in page
+    assert p.admin("GET", "/api/routes")[1]["default_backend"] == "modern"

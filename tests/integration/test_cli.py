@@ -196,6 +196,37 @@ def test_check_unreachable_route_is_a_warning(tmp_path):
     assert "1 warnings" in out.stdout or "1 warning" in out.stdout
 
 
+def test_admin_without_a_state_file_is_a_warning(tmp_path, start_proxy, backend_factory):
+    """An admin API without admin.state_file loses every runtime change (a
+    PATCH, a guard's trip) at restart: -t counts a warning at the admin block,
+    and start-up says it once. With a state file there is nothing to say."""
+    text = GOOD + 'admin = { address = "127.0.0.1:19901"; };\n'
+    conf = write(tmp_path, "admin.conf", text)
+    out = run_strangler("-t", "-c", conf)
+    assert out.returncode == 0 and "(2 backends, 2 routes, 1 warnings)" in out.stdout, out
+    assert out.stderr == ("%s:%d: warning: admin: no state_file: runtime changes (PATCH, guard "
+                          "trips) are lost at restart\n" % (conf, len(text.splitlines()))), out
+    kept = write(tmp_path, "kept.conf", text.replace(
+        "19901\";", "19901\"; state_file = \"%s\";" % (tmp_path / "state.json")))
+    out = run_strangler("-t", "-c", kept)
+    assert out.returncode == 0 and "0 warnings" in out.stdout and out.stderr == "", out
+    p = start_proxy({"legacy": backend_factory("legacy")}, admin={})
+    wait_for(lambda: "started" in p.stderr_text(), what="start-up")
+    assert p.stderr_text().count("warning: admin: no state_file: runtime changes") == 1
+
+
+def test_the_shipped_configs_have_no_warnings():
+    """conf/*.conf check clean: the demo's admin API keeps its runtime changes
+    in a state file, as docs/migration.md says ("persisted in
+    admin.state_file")."""
+    where = os.path.join(harness.SRC_DIR, "conf")
+    confs = sorted(f for f in os.listdir(where) if f.endswith(".conf"))
+    assert "demo.conf" in confs
+    for name in confs:
+        out = run_strangler("-t", "-c", os.path.join(where, name))
+        assert out.returncode == 0 and "0 warnings" in out.stdout, (name, out)
+
+
 def test_version():
     out = run_strangler("-V")
     assert out.returncode == 0

@@ -813,7 +813,7 @@ def test_file_descriptor_exhaustion_is_survived(backend_factory, tmp_path, reloa
                             preexec_fn=limit)
     clients = []
     try:
-        harness.wait_for(lambda: _accepts(port), 5, what="proxy up")
+        harness.wait_for(lambda: harness.accepts(port), 5, what="proxy up")
         first = harness.RawClient(port)
         assert first.request("GET", "/before").status == 200
         for _ in range(40):  # more than the proxy has descriptors for
@@ -876,14 +876,6 @@ def test_admin_listener_pauses_when_descriptors_run_out(backend_factory, start_p
     err = proxy.stderr_text()
     assert "Error from accept() call" not in err
     assert 1 <= err.count("admin: accept: Too many open files") <= 2, err[-2000:]
-
-
-def _accepts(port):
-    try:
-        socket.create_connection((harness.HOST, port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 def _served(port):

@@ -91,6 +91,23 @@ def test_error_rate_trips_the_guard_until_rearmed(start_proxy, backend_factory, 
     assert p.admin("POST", "/api/routes/nope/guard/rearm")[0] == 404
 
 
+def test_rearm_of_a_route_without_a_guard_says_it_has_none(start_proxy, backend_factory,
+                                                          tmp_path):
+    """A route with no guard (a rollout without one, or no rollout) has no
+    guard to re-arm: 404 as for any missing part of a route (DELETE of an
+    override that does not exist), not 409 "the route's guard is not tripped"."""
+    legacy, modern = backend_factory("legacy"), backend_factory("modern")
+    routes = [{"name": "orders", "match": {"path_prefix": "/api/orders"}, "backend": "legacy",
+               "rollout": {"backend": "modern", "percent": 5.0, "sticky": "header:X-User-Id"}},
+              {"name": "search", "match": {"path": "/api/search"}, "backend": "legacy"}]
+    p = start_proxy({"legacy": legacy, "modern": modern}, routes=routes,
+                    admin={"state_file": str(tmp_path / "state.json")})
+    for route in ("orders", "search"):
+        st, body = p.admin("POST", "/api/routes/%s/guard/rearm" % route)
+        assert st == 404 and "the route has no guard" in body["error"], (route, st, body)
+    assert p.admin("GET", "/api/audit")[1]["changes"] == []
+
+
 def test_a_tripped_guard_stays_tripped_after_a_restart(start_proxy, backend_factory, tmp_path):
     """The trip is kept in admin.state_file: a restarted proxy still holds the
     rollout back and refuses to raise it until re-armed."""

@@ -230,9 +230,45 @@ def test_a_restart_only_change_is_reported_once(start_proxy, two_backends, tmp_p
     os.kill(p.pid, signal.SIGHUP)
     harness.wait_for(lambda: len(re.findall(r"reload: \S+: 2 backends", p.stderr_text())) == 2,
                      what="the second reload")
-    assert p.stderr_text().count("reload: access_log changed: applies after a restart") == 1
+    assert p.stderr_text().count("warning: access_log changed: applies after a restart") == 1
     assert served_by(p) == "legacy"
     assert not (tmp_path / "other.log").exists()
+
+
+def test_restart_only_changes_are_warnings_of_the_reload(start_proxy, two_backends, tmp_path):
+    """Every setting a reload cannot apply is a warning of that reload: in the
+    API's answer (its warnings were empty: they were only logged) and in the
+    log, once each and with the same text."""
+    legacy, modern = two_backends
+    p = start_proxy({"legacy": legacy, "modern": modern}, routes=route_to("legacy"), workers=2,
+                    admin={"state_file": str(tmp_path / "state.json")},
+                    shadow_defaults={"diff_log": str(tmp_path / "diffs.jsonl")},
+                    pid_file=str(tmp_path / "a.pid"))
+    text = open(p.conf_path).read()
+    changed = (text.replace("workers = 2;", "workers = 1;")
+               .replace(p.access_log_path, str(tmp_path / "other.log"))
+               .replace("diffs.jsonl", "diffs2.jsonl").replace("a.pid", "b.pid")
+               .replace("state.json", "state2.json"))
+    assert changed.count("2.j") == 2
+    open(p.conf_path, "w").write(changed)
+    st, body = p.admin("POST", "/api/reload")
+    assert st == 200 and body["ok"] is True, body
+    want = ["workers changed (2 → 1): applies after a restart",
+            "access_log changed: applies after a restart",
+            "shadow_defaults.diff_log changed: applies after a restart",
+            "admin settings changed: apply after a restart",
+            "pid_file changed: applies after a restart"]
+    warnings = body["warnings"]
+    for w in want:
+        found = [x for x in warnings if x.endswith("warning: " + w)]
+        assert len(found) == 1 and found[0].startswith(p.conf_path + ":"), (w, warnings)
+        assert p.stderr_text().count("reload: " + found[0]) == 1, found[0]
+    assert len(warnings) == len(want), warnings
+    # the running values stay, and a second reload of the same file compares
+    # with them: it says the same again, once
+    assert p.admin("POST", "/api/reload")[1]["warnings"] == warnings
+    assert served_by(p) == "legacy"
+    assert not (tmp_path / "other.log").exists() and (tmp_path / "a.pid").exists()
 
 
 def _refused(port):

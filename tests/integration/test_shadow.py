@@ -733,3 +733,44 @@ def test_log_query_puts_the_query_string_in_both_logs(start_proxy, backend_facto
     assert get(p, "/api/search?q=red").status == 200
     harness.wait_for(lambda: len(diff_lines(p)) == 1, what="a diff line")
     assert "query" not in diff_lines(p)[0] and "query" not in p.wait_access(1)[0]
+
+
+def test_a_diff_log_added_by_a_reload_needs_a_restart(start_proxy, backend_factory, tmp_path):
+    """docs/migration.md step 3 on an instance started without a diff log: a
+    reload that adds the shadow and shadow_defaults.diff_log mirrors and counts,
+    but the diff log is opened at start only, and the reload's answer says so
+    (its warnings were empty); after a restart the file is written."""
+    legacy = backend_factory("legacy", lambda req, conn: Response(200, b'{"v": 1}'))
+    modern = backend_factory("modern", lambda req, conn: Response(200, b'{"v": 2}'))
+    plain = dict(shadow_route("modern"))
+    del plain["shadow"]
+    p = start_proxy({"legacy": legacy, "modern": modern}, routes=[plain],
+                    admin={"state_file": str(tmp_path / "state.json")})
+    log = tmp_path / "diffs.jsonl"
+    conf = harness.make_config(p.port, {"legacy": legacy, "modern": modern}, None,
+                               [shadow_route("modern")], 1, p.access_log_path,
+                               admin={"address": "127.0.0.1:%d" % p.admin_port,
+                                      "state_file": str(tmp_path / "state.json")},
+                               shadow_defaults={"diff_log": str(log)})
+    open(p.conf_path, "w").write(conf)
+    st, body = p.admin("POST", "/api/reload")
+    assert st == 200 and any(w.endswith("warning: shadow_defaults.diff_log changed: applies "
+                                        "after a restart") for w in body["warnings"]), body
+    with p.client() as c:
+        assert c.request("GET", "/x").status == 200
+    harness.wait_for(lambda: p.admin("GET", "/api/diffs/summary")[1]["routes"]["r"]
+                     ["different"] == 1, what="the difference counted")
+    assert not log.exists()  # a differing exchange is written at once, where there is a log
+    # the restart the runbook asks for opens it
+    assert p.stop() == 0
+    again = subprocess.Popen([harness.BINARY, "-c", p.conf_path], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        harness.wait_for(lambda: harness.accepts(p.port), 5, what="the restarted proxy")
+        with p.client() as c:
+            assert c.request("GET", "/y").status == 200
+        harness.wait_for(lambda: log.exists() and '"/y"' in log.read_text(), 5,
+                         what="the difference in the diff log")
+    finally:
+        again.terminate()
+        assert again.wait(timeout=5) == 0
