@@ -532,10 +532,13 @@ size_t sp_conn_salvage(struct sp_conn *c)
 	return total;
 }
 
+_Thread_local unsigned long sp_conn_wakeups;
+
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
 	struct sp_conn *c = arg;
 	(void)what;
+	sp_conn_wakeups++;
 	if (c->rt_us) /* any wake-up counts as activity, as a persistent event's timeout would */
 		c->r_at = sp_deadline_now_us();
 	if (c->splice_src) {
@@ -709,6 +712,7 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
 {
 	struct sp_conn *c = arg;
 	(void)what;
+	sp_conn_wakeups++;
 	if (c->wt_us)
 		c->w_at = sp_deadline_now_us();
 	if (c->connecting) {
