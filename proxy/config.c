@@ -840,6 +840,8 @@ static void load_globals(struct sp_loader *L, const config_setting_t *root)
 		workers = n > 0 ? n : 1;
 	}
 	L->cfg->workers = (int)workers;
+	L->cfg->idle_spin_us = SP_IDLE_SPIN_US;
+	cfgp_int_field(L, root, "idle_spin_us", "", 0, 1000, &L->cfg->idle_spin_us);
 	L->cfg->log_level = SP_LOG_INFO;
 	char *lvl = cfgp_str(L, root, "log_level", "", &where);
 	if (lvl) {
@@ -937,7 +939,8 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, const char
 					   "access_log", "backends",    "default_backend",
 					   "routes",  "timeouts",       "limits",
 					   "drain_timeout_ms", "shadow_defaults", "admin",
-					   "pid_file", "max_connections", "user", "log_query", NULL};
+					   "pid_file", "max_connections", "user", "log_query",
+					   "idle_spin_us", NULL};
 	struct sp_config *cfg = NULL;
 	if (rc != CONFIG_TRUE) {
 		syntax_error(lc, inc, name, text, diag);

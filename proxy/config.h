@@ -81,6 +81,9 @@ struct sp_admin_cfg {
 	char *state_file; /* runtime route changes persist here; NULL: not persisted */
 };
 
+/* idle_spin_us's default: see run_loop in worker.c. */
+#define SP_IDLE_SPIN_US 0
+
 struct sp_config {
 	atomic_int refs;
 	struct sp_config *base; /* an overlay (sp_config_overlay): owns only its routes array */
@@ -90,6 +93,7 @@ struct sp_config {
 	struct sp_listen *listen;
 	size_t nlisten;
 	int workers;
+	int idle_spin_us; /* how long a busy worker polls before it sleeps (0: never) */
 	int log_level;
 	char *access_log; /* NULL = off, "-" = stderr */
 	int log_query;    /* the access and diff logs carry the query string */

@@ -548,10 +548,13 @@ int sp_conn_idle_alive(struct sp_conn *c)
 	return n < 0 && (errno == EAGAIN || errno == EINTR);
 }
 
+_Thread_local unsigned long sp_conn_wakeups;
+
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
 	struct sp_conn *c = arg;
 	(void)what;
+	sp_conn_wakeups++;
 	if (c->rt_us) /* any wake-up counts as activity, as a persistent event's timeout would */
 		c->r_at = sp_deadline_now_us();
 	if (c->splice_src) {
@@ -725,6 +728,7 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
 {
 	struct sp_conn *c = arg;
 	(void)what;
+	sp_conn_wakeups++;
 	if (c->wt_us)
 		c->w_at = sp_deadline_now_us();
 	if (c->connecting) {

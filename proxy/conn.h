@@ -23,6 +23,10 @@
 
 struct sp_conn;
 struct sp_splice;
+
+/* Readiness callbacks run on this thread so far: the worker's loop looks
+ * at it to tell whether a pass of the event loop found anything to do. */
+extern _Thread_local unsigned long sp_conn_wakeups;
 typedef void (*sp_conn_cb)(struct sp_conn *c, void *arg);
 typedef void (*sp_conn_event_cb)(struct sp_conn *c, short what, void *arg);
 typedef void (*sp_conn_data_cb)(struct sp_conn *c, const char *p, size_t n, void *arg);

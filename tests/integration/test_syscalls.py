@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import harness
@@ -194,3 +195,52 @@ def test_a_relay_held_up_by_its_destination_keeps_batching(backend_factory, star
     # up at the start, back to 1 byte at the end, never down in between
     # (near the end it may be lowered to the bytes still to come)
     assert "1" not in marks[:-1], marks
+
+
+def test_idle_spin_us_polls_a_busy_worker_and_stops_with_it(backend_factory, start_proxy,
+                                                          tmp_path):
+    """idle_spin_us (off by default): a worker woken soon after it slept, with
+    more than one client, polls (epoll_wait with a zero timeout) instead of
+    sleeping; the answers are the same, a reload goes through, and SIGTERM
+    still ends it at once while it polls."""
+    b = backend_factory("legacy", raw(RESPONSE, close=False))
+    proxy = start_proxy({"legacy": b}, idle_spin_us=1000)
+    clients = [socket.create_connection((harness.HOST, proxy.port), timeout=5)
+               for _ in range(2)]
+
+    def round_trip():  # both clients in flight at once: wake-ups come close together
+        for c in clients:
+            c.sendall(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+        for c in clients:
+            got = b""
+            while not got.endswith(b"\r\n\r\nok\n"):
+                chunk = c.recv(4096)
+                assert chunk, "the proxy closed the connection"
+                got += chunk
+            assert got.startswith(b"HTTP/1.1 200 ")
+
+    round_trip()
+    text = traced(proxy, tmp_path, lambda: [round_trip() for _ in range(50)], 102, [])
+    polls = re.findall(r"epoll_wait\(\d+, .*, \d+, 0\)", text)
+    assert len(polls) >= 10, text[-2000:]
+    harness.reload_and_wait(proxy, 1)
+    assert "keeping the running configuration" not in proxy.stderr_text()
+    round_trip()
+
+    def busy():  # until the drain closes the connections
+        try:
+            for _ in range(2000):
+                round_trip()
+        except (AssertionError, OSError):
+            pass
+
+    stop = threading.Thread(target=busy)
+    stop.start()
+    time.sleep(0.05)
+    t0 = time.monotonic()
+    proxy.proc.send_signal(signal.SIGTERM)
+    assert proxy.proc.wait(timeout=10) == 0
+    assert time.monotonic() - t0 < 2
+    stop.join(timeout=10)
+    for c in clients:
+        c.close()

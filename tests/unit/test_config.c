@@ -527,6 +527,18 @@ static void test_integer_bounds_are_exact(void **state)
 	sp_config_unref(&c);
 	REJECTED(BASE "workers = 1025;\n", 1, "test.conf:7: workers: must be between 0 and 1024");
 	REJECTED(BASE "workers = -1;\n", 1, "test.conf:7: workers: must be between 0 and 1024");
+	c = unit_load_ok(BASE "idle_spin_us = 1000;\n", NULL);
+	assert_int_equal(c->idle_spin_us, 1000);
+	sp_config_unref(&c);
+	c = unit_load_ok(BASE "idle_spin_us = 0;\n", NULL);
+	assert_int_equal(c->idle_spin_us, 0);
+	sp_config_unref(&c);
+	c = unit_load_ok(BASE, NULL);
+	assert_int_equal(c->idle_spin_us, SP_IDLE_SPIN_US);
+	sp_config_unref(&c);
+	REJECTED(BASE "idle_spin_us = 1001;\n", 1,
+		 "test.conf:7: idle_spin_us: must be between 0 and 1000");
+	REJECTED(BASE "idle_spin_us = -1;\n", 1, "test.conf:7: idle_spin_us: must be between 0 and 1000");
 	/* a check that needs no passes or no failures would flip at once */
 	REJECTED(ONE_BACKEND("url = \"http://127.0.0.1:9001\"; health = { path = \"/h\"; healthy = 0; };"),
 		 1, "test.conf:3: backends.legacy.health.healthy: must be between 1 and 100");
