@@ -102,8 +102,14 @@ static void keep_restart_only(const struct sp_config *old, struct sp_config *cfg
 	free(cfg->admin.address);
 	free(cfg->admin.token);
 	free(cfg->admin.state_file);
+	/* where the block is written now: a name this generation keeps (the old
+	 * one's go with it) */
+	const char *where = cfg->has_admin ? cfg->admin.file : cfg->file;
+	int line = cfg->has_admin ? cfg->admin.line : 0;
 	cfg->has_admin = old->has_admin;
 	cfg->admin = old->admin;
+	cfg->admin.file = where;
+	cfg->admin.line = line;
 	cfg->admin.address = old->admin.address ? strdup(old->admin.address) : NULL;
 	cfg->admin.token = old->admin.token ? strdup(old->admin.token) : NULL;
 	cfg->admin.state_file = old->admin.state_file ? strdup(old->admin.state_file) : NULL;
@@ -275,13 +281,18 @@ int sp_runtime_save_state(struct sp_runtime *rt)
 		done += (size_t)n;
 	}
 	/* data on disk before the rename makes it the state */
-	if (fd < 0 || done < len || fsync(fd) < 0 || close(fd) < 0) {
+	if (fd < 0 || done < len || fsync(fd) < 0) {
 		e = errno ? errno : EIO;
-		fd = -1;
 		unlink(tmp);
 		goto out;
 	}
-	fd = -1;
+	int closed = close(fd);
+	fd = -1; /* closed, even when close() reports an error */
+	if (closed < 0) {
+		e = errno ? errno : EIO;
+		unlink(tmp);
+		goto out;
+	}
 	if (rename(tmp, cfg->admin.state_file) < 0) {
 		e = errno;
 		unlink(tmp);

@@ -5,6 +5,7 @@ import os
 import re
 import signal
 import socket
+import threading
 import time
 
 import harness
@@ -789,6 +790,43 @@ def test_an_override_that_masks_the_file_is_said_at_every_reload_and_by_t_and_ex
     assert reload_with(conf) == []
     out = harness.run_strangler("-t", "-c", p.conf_path)
     assert "0 warnings" in out.stdout, out.stdout + out.stderr
+
+
+def test_a_full_disk_costs_no_descriptor_per_retry(start_proxy, two_backends, tmp_path):
+    """A state file write that fails after open() (a full disk: ENOSPC, seen
+    through a temporary file that is a link to /dev/full) left its
+    descriptor open; since failed writes are retried every second, that was
+    one descriptor a second until the process could accept nothing."""
+    p = admin_proxy(start_proxy, two_backends, tmp_path)
+    tmp = tmp_path / ("state.json.tmp.%d" % p.pid)
+    full = threading.Event()
+
+    def keep_full():  # each failed write unlinks its temporary file: link it again
+        while not full.is_set():
+            if not tmp.is_symlink():
+                try:
+                    tmp.symlink_to("/dev/full")
+                except FileExistsError:
+                    pass
+            time.sleep(0.02)
+
+    linker = threading.Thread(target=keep_full)
+    linker.start()
+    try:
+        harness.wait_for(tmp.is_symlink, what="the link to /dev/full")
+        st, body = p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 50}})
+        assert st == 500 and "No space left on device" in body["error"], body
+        before = len(harness.open_fds(p.pid))
+        time.sleep(3.5)  # three retries, each failing the same way
+        assert len(harness.open_fds(p.pid)) <= before
+    finally:
+        full.set()
+        linker.join()
+    if tmp.is_symlink():
+        tmp.unlink()
+    assert p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 40}})[0] == 200
+    assert json.loads((tmp_path / "state.json").read_text())["overrides"]["orders"] == \
+        {"rollout": {"percent": 40}}
 
 
 def test_a_change_reads_nothing_from_disk(start_proxy, two_backends, tmp_path):
