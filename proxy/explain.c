@@ -107,7 +107,10 @@ int sp_explain_main(int argc, char **argv)
 	if (c) { /* the runtime changes saved beside the file apply, as they do when it runs */
 		struct sp_buf notes;
 		sp_buf_init(&notes);
-		struct sp_config *saved = sp_state_apply_saved(c, &notes);
+		char err[1200];
+		struct sp_config *saved = sp_state_apply_saved(c, &notes, err, sizeof(err));
+		if (!saved) /* as the start would */
+			sp_diag_add(&diag, 1, c->admin.file, c->admin.line, "%s", err);
 		sp_config_unref(&c);
 		c = saved;
 		sp_diag_add_lines(&diag, 0, file, &notes);

@@ -2,6 +2,7 @@
  * it, so a reload or restart keeps them until they are deleted. */
 #include "override.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -233,8 +234,11 @@ json_t *sp_state_load(const char *path, char *err, size_t errlen)
 	size_t len;
 	char why[512];
 	err[0] = '\0';
-	if (access(path, F_OK) != 0)
+	if (access(path, F_OK) != 0) {
+		if (errno != ENOENT) /* a directory that cannot be searched, say */
+			snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		return NULL; /* none yet: the first start */
+	}
 	sp_diag_init(&diag);
 	/* a buffer with its length: a NUL inside is an error, not the end */
 	char *text = sp_config_read(path, &len, &diag);
@@ -254,17 +258,26 @@ json_t *sp_state_load(const char *path, char *err, size_t errlen)
 	return state;
 }
 
-struct sp_config *sp_state_apply_saved(struct sp_config *cfg, struct sp_buf *notes)
+struct sp_config *sp_state_apply_saved(struct sp_config *cfg, struct sp_buf *notes, char *err,
+				       size_t errlen)
 {
-	char err[1024];
-	if (!cfg->has_admin || !cfg->admin.state_file)
+	const char *path = cfg->has_admin ? cfg->admin.state_file : NULL;
+	char why[1024];
+	if (!path)
 		return sp_config_ref(cfg);
-	json_t *state = sp_state_load(cfg->admin.state_file, err, sizeof(err));
+	if (access(path, R_OK) != 0 && errno == EACCES) {
+		/* -t run by someone other than the user strangler runs as */
+		sp_buf_printf(notes, "admin.state_file: %s: %s as this user: the runtime changes "
+			      "saved there are not taken into account\n", path, strerror(EACCES));
+		return sp_config_ref(cfg);
+	}
+	json_t *state = sp_state_load(path, why, sizeof(why));
+	if (!state && why[0]) { /* the start stops on it too */
+		snprintf(err, errlen, "admin.state_file: %s", why);
+		return NULL;
+	}
 	json_t *overrides = json_object_get(state, "overrides");
 	struct sp_config *c = json_object_size(overrides) ? sp_config_overlay(cfg) : NULL;
-	if (err[0])
-		sp_buf_printf(notes, "admin.state_file: %s: the runtime changes saved there are not "
-			      "taken into account\n", err);
 	if (c)
 		sp_override_apply(c, overrides, notes);
 	json_decref(state);

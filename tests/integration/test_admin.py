@@ -181,6 +181,14 @@ def test_a_state_file_that_is_not_stranglers_stops_the_start(tmp_path):
         assert r.returncode == 1, r.stderr
         assert "admin.state_file: %s: %s; move it away" % (state, why) in r.stderr, r.stderr
         assert state.read_text() == text
+        # -t and explain, which read the state file too, fail as the start does
+        # (-t said "configuration OK" and the restart then failed)
+        for argv in (["-t", "-c", str(conf)], ["explain", "-c", str(conf), "GET", "/"]):
+            r = subprocess.run([harness.BINARY, *argv], capture_output=True, text=True,
+                               timeout=10)
+            assert r.returncode == 1, (argv, r.stdout, r.stderr)
+            assert "%s:4: admin.state_file: %s: %s; move it away" % (conf, state, why) \
+                in r.stderr, r.stderr
 
 
 def test_the_override_of_a_route_gone_is_listed_deleted_and_warned_about(start_proxy,
