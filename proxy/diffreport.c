@@ -47,7 +47,8 @@ struct dir_agg {
 
 struct route_agg {
 	char *name;
-	json_t *summary; /* the latest summary line */
+	json_t *summary; /* the kept summary line with the most comparisons: its latencies */
+	int split;       /* some kept summary splits its counts by direction */
 	json_t *runs;    /* instance → {"last": its latest summary, "earlier": earlier runs' counts} */
 	size_t diff_lines;
 	struct dir_agg *dirs;
@@ -288,6 +289,9 @@ static int add_counts(json_t *into, const json_t *from);
 static int add_value(json_t *into, const char *k, const json_t *v)
 {
 	json_t *have = json_object_get(into, k);
+	if (have && json_typeof(have) != json_typeof(v) &&
+	    !(json_is_number(have) && json_is_number(v)))
+		return 0; /* a foreign line's value of another kind: not ours to add */
 	if (json_is_string(v)) {
 		if (have && strcmp(json_string_value(have), json_string_value(v)) <= 0)
 			return 0;
@@ -357,8 +361,30 @@ static int add_run_counts(json_t *into, const json_t *summary, struct sp_buf *ke
 	return 0;
 }
 
+/* Summaries carry percentiles, which do not add up: with several runs the
+ * latency shown is one run's. */
+#define LARGEST_RUN " (of the run with the most comparisons)"
+
+/* Whether summary (or direction entry) a, rather than b, gives the latencies
+ * reported: the one with more comparisons, so that reading several
+ * instances' files in any order reports the same (summaries carry p50 and
+ * p99, which cannot be added up). */
+static int larger(const json_t *a, const json_t *b)
+{
+	if (!b)
+		return 1;
+	long long ca = count_of(a, "compared"), cb = count_of(b, "compared");
+	if (ca != cb)
+		return ca > cb;
+	const char *ia = json_string_value(json_object_get(a, "instance"));
+	const char *ib = json_string_value(json_object_get(b, "instance"));
+	if (ia && ib && strcmp(ia, ib) != 0) /* a tie: the same pick in any order */
+		return strcmp(ia, ib) < 0;
+	return 1; /* the same run, or lines without instances: the later line */
+}
+
 /* Each direction of a summary line becomes one of the route's, and keeps
- * its entry for the latencies. */
+ * its largest entry for the latencies. */
 static int note_directions(struct route_agg *r, const json_t *summary, struct sp_buf *key)
 {
 	const json_t *d;
@@ -368,6 +394,8 @@ static int note_directions(struct route_agg *r, const json_t *summary, struct sp
 					      json_string_value(json_object_get(d, "shadow")), key);
 		if (!dir)
 			return -1;
+		if (!larger(d, dir->last))
+			continue;
 		json_decref(dir->last);
 		dir->last = json_incref((json_t *)d);
 	}
@@ -408,8 +436,11 @@ static int add_summary(struct route_agg *r, json_t *j, struct sp_buf *key)
 	}
 	if (json_object_set(slot, "last", j) < 0)
 		return -1;
-	json_decref(r->summary);
-	r->summary = json_incref(j);
+	r->split |= json_object_get(j, "directions") != NULL;
+	if (larger(j, r->summary)) {
+		json_decref(r->summary);
+		r->summary = json_incref(j);
+	}
 	return note_directions(r, j, key);
 }
 
@@ -634,13 +665,12 @@ static void print_dir(FILE *out, const struct route_agg *r, struct dir_agg *d, c
 		fputs(": ", out);
 		print_count_line(out, c);
 		print_newer(out, "    ", (long long)d->diff_lines - count_of(c, "different"));
-		print_summary_latency(out, "    ", "", d, d->last);
+		print_summary_latency(out, "    ", json_object_size(r->runs) > 1 ? LARGEST_RUN : "",
+				      d, d->last);
 	} else {
 		fprintf(out, ": %zu different exchange%s logged%s\n", d->diff_lines,
 			d->diff_lines == 1 ? "" : "s",
-			r->summary && json_object_get(r->summary, "directions")
-				? " after the last summary: not in the counts yet"
-				: "");
+			r->split ? " after the last summary: not in the counts yet" : "");
 	}
 	if (!r->summary && d->diff_lines > 0) {
 		/* only what was logged: exchanges that differed */
@@ -661,7 +691,7 @@ static int cmp_dir(const void *x, const void *y)
 static void print_route(FILE *out, struct route_agg *r, struct sp_buf *key)
 {
 	json_t *totals = NULL;
-	int split = r->summary && json_object_get(r->summary, "directions");
+	int split = r->split;
 	if (!r->summary) {
 		fprintf(out, "route %s: %zu different exchanges logged (no summary line yet: how many "
 			     "were compared and identical comes with the first one, every "
@@ -676,7 +706,9 @@ static void print_route(FILE *out, struct route_agg *r, struct sp_buf *key)
 	}
 	if (r->summary && !split) {
 		print_newer(out, "  ", (long long)r->diff_lines - count_of(totals, "different"));
-		print_summary_latency(out, "  ", r->ndirs > 1 ? " (all directions together)" : "",
+		print_summary_latency(out, "  ",
+				      r->ndirs > 1 ? " (all directions together)"
+				      : json_object_size(r->runs) > 1 ? LARGEST_RUN : "",
 				      NULL, r->summary);
 	}
 	/* The index is not used after reading, so sorting in place is safe. */

@@ -395,6 +395,57 @@ static void test_directions_after_the_last_summary(void **state)
 	free(t);
 }
 
+/* Several instances' summaries in either order give the same report: the
+ * latencies (percentiles, which do not add up) of the run with the most
+ * comparisons, said to be one run's; and an old-format file read last does
+ * not hide the other's split by direction. */
+static void test_several_runs_in_any_order(void **state)
+{
+	(void)state;
+	static const char big[] = DSUMMARY("h:1:9", T0, "100", "99", "1",
+					   DIR("legacy", "modern", T0, "100", "99", "1", "1", "2"));
+	static const char small[] = ISUMMARY("h:2:9", "10", "10", "0");
+	static const char small_slow[] =
+		"{\"type\":\"summary\",\"route\":\"r\",\"instance\":\"h:2:9\",\"mirrored\":10,"
+		"\"compared\":10,\"identical\":10,\"different\":0,\"noise\":0,\"skipped\":{},"
+		"\"shadow_errors\":0,\"shadow_timeouts\":0,\"primary_ms\":{\"p50\":900,\"p99\":900},"
+		"\"shadow_ms\":{\"p50\":900,\"p99\":900}}\n";
+	char ab[1024], ba[1024];
+	snprintf(ab, sizeof(ab), "%s%s%s", big, small, small_slow);
+	snprintf(ba, sizeof(ba), "%s%s%s", small_slow, small, big);
+	char *t1 = report(ab, strlen(ab), NULL), *t2 = report(ba, strlen(ba), NULL);
+	assert_string_equal(t1, t2);
+	expect_has(t1, "route r: 110 compared, 109 identical");
+	expect_has(t1, "  legacy -> modern, since " T0 ": 100 compared, 99 identical (99.0 %), "
+		       "1 different (1.0 %)");
+	expect_has(t1, "    latency p50/p99 (of the run with the most comparisons): primary legacy "
+		       "1.0/1.0 ms, shadow modern 2.0/2.0 ms");
+	expect_lacks(t1, "900");
+	free(t1);
+	free(t2);
+}
+
+/* A counter of another kind in a foreign line (a string beside numbers, an
+ * object beside a number) is ignored, in either order: it crashed the
+ * report (strcmp of a number's NULL string). */
+static void test_counters_of_another_kind(void **state)
+{
+	(void)state;
+	static const char num[] = ISUMMARY("h:1:9", "3", "3", "0");
+	static const char str[] =
+		"{\"type\":\"summary\",\"route\":\"r\",\"instance\":\"h:2:9\",\"mirrored\":\"3\","
+		"\"compared\":{\"a\":1},\"identical\":3,\"different\":0,\"noise\":0,\"skipped\":5}\n";
+	char a[1024], b[1024];
+	snprintf(a, sizeof(a), "%s%s", num, str);
+	snprintf(b, sizeof(b), "%s%s", str, num);
+	char *t = report(a, strlen(a), NULL);
+	expect_has(t, "route r: 3 compared, 6 identical");
+	free(t);
+	t = report(b, strlen(b), NULL);
+	expect_has(t, "route r: ");
+	free(t);
+}
+
 static char *write_temp(const char *text)
 {
 	char *path = strdup("/tmp/test_diffreport.XXXXXX");
@@ -514,6 +565,8 @@ int main(void)
 		cmocka_unit_test(test_flip_counts_since),
 		cmocka_unit_test(test_directions_after_the_last_summary),
 		cmocka_unit_test(test_several_files),
+		cmocka_unit_test(test_several_runs_in_any_order),
+		cmocka_unit_test(test_counters_of_another_kind),
 		cmocka_unit_test(test_main),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
