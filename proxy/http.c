@@ -290,6 +290,15 @@ static int valid_host(const char *v, size_t n)
 	return 1;
 }
 
+int sp_http_replayable(const char *method, int has_body)
+{
+	static const char *const ok[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"};
+	for (size_t i = 0; !has_body && i < sizeof(ok) / sizeof(ok[0]); i++)
+		if (strcmp(method, ok[i]) == 0)
+			return 1;
+	return 0;
+}
+
 int sp_http_check_request(const struct sp_hdr *h, size_t n, int http_minor, const char **why)
 {
 	size_t hosts = 0;

@@ -81,6 +81,11 @@ int sp_hdr_poses_as_managed(const struct sp_hdr *h);
  * HTTP/1.1, Transfer-Encoding lists with empty elements or on HTTP/1.0.
  * Returns 0, or the HTTP status to answer (400) with *why set. */
 int sp_http_check_request(const struct sp_hdr *h, size_t n, int http_minor, const char **why);
+/* Whether a request may be sent a second time as it was (a retry on a
+ * pooled connection found closed, a mirror's, a noise sample): no body
+ * (already streamed on) and an idempotent method (RFC 9110 9.2.2: never a
+ * POST or PATCH, which may have acted). */
+int sp_http_replayable(const char *method, int has_body);
 /* The same header checks for a backend response, plus Transfer-Encoding on
  * HTTP/1.0. Returns 0 or -1 with *why. */
 int sp_http_check_response(const struct sp_hdr *h, size_t n, int http_minor, const char **why);

@@ -350,22 +350,13 @@ static void answer(struct sp_session *s, int status, const char *msg, int keep)
 /* The exchange failed on the backend side. */
 static void attach_upstream(struct sp_session *s, enum sp_take take);
 
-static int is_idempotent(const char *method)
-{
-	static const char *const ok[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"};
-	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
-		if (strcmp(method, ok[i]) == 0)
-			return 1;
-	return 0;
-}
-
 /* A request that can be sent again as it was when its backend connection
  * turns out closed before any answer: nothing can have happened twice (RFC
  * 9112 9.3.1: never a POST, which may have acted, nor a body already
  * streamed on). Others take a pooled connection only once checked alive. */
 static int replayable(const struct sp_session *s)
 {
-	return s->req_body == SP_BODY_NONE && is_idempotent(s->method);
+	return sp_http_replayable(s->method, s->req_body != SP_BODY_NONE);
 }
 
 static enum sp_take take_for(const struct sp_session *s)

@@ -546,11 +546,13 @@ static int leg_start(struct sp_shadow *sh, struct leg *l, int backend, const str
 	     sp_http_rehost(&l->replay, sh->cfg->backends[backend].hostport) < 0))
 		return -1;
 	/* Mirrors reuse the backend's keep-alive pool like primaries do (a
-	 * connection per mirror costs a connect and a close per request); a
-	 * request with a body cannot be replayed, so it gets one checked alive. */
-	if (leg_connect(l, has_body ? SP_TAKE_CHECKED : SP_TAKE_IDLE) < 0)
+	 * connection per mirror costs a connect and a close per request); one
+	 * that cannot be sent twice (a body, a POST) gets one checked alive, and
+	 * is not sent again when it turns out closed after all. */
+	int replay = sp_http_replayable(sh->method, has_body);
+	if (leg_connect(l, replay ? SP_TAKE_IDLE : SP_TAKE_CHECKED) < 0)
 		return -1;
-	if (has_body)
+	if (!replay)
 		sp_buf_deinit(&l->replay);
 	return 0;
 }
@@ -634,7 +636,9 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 	struct timeval tv = sp_tv_ms(ms);
 	if (sh->timer)
 		evtimer_add(sh->timer, &tv);
-	sh->nlegs = route->shadow.noise_samples && !has_body ? 2 : 1;
+	/* the noise sample asks the serving backend a second time: only what it
+	 * may be asked twice */
+	sh->nlegs = route->shadow.noise_samples && sp_http_replayable(method, has_body) ? 2 : 1;
 	int ok = sh->timer != NULL &&
 		 leg_start(sh, &sh->legs[0], shadow_backend, head, has_body) == 0;
 	if (ok && sh->nlegs == 2 && leg_start(sh, &sh->legs[1], primary_backend, head, 0) < 0)

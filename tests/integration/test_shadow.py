@@ -179,6 +179,36 @@ def test_noise_detection(start_proxy, backend_factory, tmp_path):
     assert sum(1 for r in legacy.requests if r.header("X-Strangler-Shadow") == "1") == 1
 
 
+def test_a_post_is_never_sent_twice_for_a_noise_sample_or_a_mirror_retry(
+        start_proxy, backend_factory, tmp_path):
+    """A mirrored POST without a body was sent a second time to the serving
+    backend as the noise sample (the primary, production, acted twice), and
+    a mirror whose pooled connection turned out closed was sent again. Only
+    what may be sent twice (no body, an idempotent method) is."""
+    seen = []
+
+    def close_after_answer(req, conn):  # every shadow connection is closed after use
+        seen.append(req.method)
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        conn.send(Response(200, b"{}", headers=[("Content-Type", "application/json")])
+                  .serialize())
+        return harness.CLOSE
+
+    legacy = backend_factory("legacy", json_backend(lambda r: {"v": 1}))
+    modern = backend_factory("modern", close_after_answer)
+    routes = [shadow_route(noise={"samples": 1}, methods=["GET", "POST"])]
+    p = start(start_proxy, legacy, modern, routes, tmp_path)
+    for _ in range(3):
+        assert get(p, "/charge", method="POST").status == 200
+    harness.wait_for(lambda: len(seen) >= 3, what="three mirrors")
+    time.sleep(0.3)
+    assert [r.method for r in legacy.requests] == ["POST"] * 3  # no noise sample
+    assert seen == ["POST"] * 3  # each mirrored once
+    # a GET still gets its noise sample
+    assert get(p, "/x").status == 200
+    harness.wait_for(lambda: len(legacy.requests) == 5, what="the GET and its noise sample")
+
+
 def test_noise_only_difference_counts_as_noise(start_proxy, backend_factory, tmp_path):
     counter = iter(range(1000000))
     legacy = backend_factory("legacy", json_backend(lambda r: {"nonce": next(counter)}))
