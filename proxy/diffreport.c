@@ -712,7 +712,8 @@ static void print_route(FILE *out, struct route_agg *r, struct sp_buf *key)
 				      NULL, r->summary);
 	}
 	/* The index is not used after reading, so sorting in place is safe. */
-	qsort(r->dirs, r->ndirs, sizeof(*r->dirs), cmp_dir);
+	if (r->ndirs > 1) /* qsort must not be given NULL, even with 0 */
+		qsort(r->dirs, r->ndirs, sizeof(*r->dirs), cmp_dir);
 	const json_t *dirs = json_object_get(totals, "dirs");
 	for (size_t i = 0; i < r->ndirs; i++)
 		print_dir(out, r, &r->dirs[i], split ? json_object_get(dirs, r->dirs[i].label) : NULL);
