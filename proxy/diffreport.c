@@ -670,7 +670,9 @@ static void print_dir(FILE *out, const struct route_agg *r, struct dir_agg *d, c
 	} else {
 		fprintf(out, ": %zu different exchange%s logged%s\n", d->diff_lines,
 			d->diff_lines == 1 ? "" : "s",
-			r->split ? " after the last summary: not in the counts yet" : "");
+			r->split ? ", not in the summaries' counts by direction (logged after the "
+				   "last summary, or past the 4 directions a route counts apart)"
+				 : "");
 	}
 	if (!r->summary && d->diff_lines > 0) {
 		/* only what was logged: exchanges that differed */
