@@ -25,7 +25,7 @@ while getopts t:b: opt; do
 	esac
 done
 shift $((OPTIND - 1))
-harnesses=${*:-fuzz_request fuzz_response fuzz_config fuzz_compare fuzz_router fuzz_proxy}
+harnesses=${*:-fuzz_request fuzz_response fuzz_config fuzz_compare fuzz_router fuzz_proxy fuzz_diffreport}
 
 for h in $harnesses; do
 	# libconfig leaks on most syntax errors (lsan.supp): suppressed, but
@@ -35,7 +35,7 @@ for h in $harnesses; do
 	case $h in
 	fuzz_request | fuzz_response | fuzz_router | fuzz_proxy) dict=http.dict ;;
 	fuzz_config) dict=config.dict leaks=0 ;;
-	fuzz_compare) dict=json.dict ;;
+	fuzz_compare | fuzz_diffreport) dict=json.dict ;;
 	*) echo "run-fuzzers.sh: unknown harness $h" >&2; exit 2 ;;
 	esac
 	bin="$dir/tests/fuzz/$h-libfuzzer"
