@@ -986,11 +986,17 @@ char *sp_config_read(const char *path, size_t *len, struct sp_diag *diag)
 	}
 	sp_buf_init(&b);
 	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
-		if (sp_buf_add(&b, chunk, n) < 0)
+		if (b.len + n > SP_FILE_MAX || sp_buf_add(&b, chunk, n) < 0)
 			break;
+	int too_big = b.len + n > SP_FILE_MAX;
 	int failed = ferror(f) || n > 0 || sp_buf_add(&b, "", 1) < 0;
 	int err = errno;
 	fclose(f);
+	if (too_big) { /* not a file strangler wrote or a person could read */
+		sp_diag_add(diag, 1, path, 0, "larger than %d MiB: not read", SP_FILE_MAX >> 20);
+		sp_buf_deinit(&b);
+		return NULL;
+	}
 	if (failed) {
 		sp_diag_add(diag, 1, path, 0, "cannot read: %s", strerror(err ? err : ENOMEM));
 		sp_buf_deinit(&b);

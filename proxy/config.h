@@ -131,6 +131,9 @@ struct sp_config *sp_config_load(const char *path, struct sp_diag *diag);
 /* The whole file at path, NUL-terminated (malloc'd), its length in *len
  * (when not NULL: a NUL inside shows), or NULL with the error in diag. */
 char *sp_config_read(const char *path, size_t *len, struct sp_diag *diag);
+/* The most sp_config_read takes (a configuration, a state file): past it,
+ * an error rather than memory without bound. */
+#define SP_FILE_MAX (16 << 20)
 /* A copy of libconfig text (malloc'd; NULL without memory) in which every
  * integer literal that does not fit in 32 bits has the L suffix: libconfig
  * 1.5 silently wraps such a literal (4294967297 reads as 1), later versions

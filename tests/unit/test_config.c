@@ -1150,6 +1150,32 @@ static void test_missing_file(void **state)
 	sp_diag_deinit(&d);
 }
 
+/* A file past SP_FILE_MAX is refused, not read into memory without bound (a
+ * state file or configuration that is not one); one at the limit is read. */
+static void test_huge_file(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/strangler-huge-XXXXXX", want[128];
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, SP_FILE_MAX), 0); /* sparse: no disk */
+	close(fd);
+	struct sp_diag d;
+	size_t len = 0;
+	sp_diag_init(&d);
+	char *text = sp_config_read(path, &len, &d);
+	assert_non_null(text);
+	assert_int_equal(len, SP_FILE_MAX);
+	free(text);
+	assert_int_equal(truncate(path, SP_FILE_MAX + 1), 0);
+	assert_null(sp_config_read(path, &len, &d));
+	snprintf(want, sizeof(want), "%s: larger than 16 MiB: not read\n", path);
+	assert_string_equal(d.text.data, want);
+	assert_int_equal(d.errors, 1);
+	sp_diag_deinit(&d);
+	unlink(path);
+}
+
 /* sp_diag formats "FILE:LINE: msg" and "FILE: msg" and counts both kinds. */
 static void test_diag_format(void **state)
 {
@@ -1208,6 +1234,7 @@ int main(void)
 		cmocka_unit_test(test_syntax_errors_say_what_to_do),
 		cmocka_unit_test(test_example_config_loads),
 		cmocka_unit_test(test_missing_file),
+		cmocka_unit_test(test_huge_file),
 		cmocka_unit_test(test_diag_format),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
