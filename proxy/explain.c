@@ -105,16 +105,9 @@ int sp_explain_main(int argc, char **argv)
 	sp_buf_init(&scratch);
 	struct sp_config *c = sp_config_load(file, &diag);
 	if (c) { /* the runtime changes saved beside the file apply, as they do when it runs */
-		struct sp_buf notes;
-		sp_buf_init(&notes);
-		char err[1200];
-		struct sp_config *saved = sp_state_apply_saved(c, &notes, err, sizeof(err));
-		if (!saved) /* as the start would */
-			sp_diag_add(&diag, 1, c->admin.file, c->admin.line, "%s", err);
+		struct sp_config *saved = sp_state_apply_saved(c, file, &diag);
 		sp_config_unref(&c);
-		c = saved;
-		sp_diag_add_lines(&diag, 0, file, &notes);
-		sp_buf_deinit(&notes);
+		c = saved; /* NULL: a state file the start would stop on */
 	}
 	fputs(diag.text.data ? diag.text.data : "", stderr);
 	if (!c)

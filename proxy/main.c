@@ -213,17 +213,10 @@ static int check_config(const char *file)
 	sp_diag_init(&diag);
 	struct sp_config *c = sp_config_load(file, &diag);
 	if (c) { /* what runs is the file with the runtime changes saved beside it */
-		struct sp_buf notes;
-		sp_buf_init(&notes);
-		char err[1200];
-		struct sp_config *saved = sp_state_apply_saved(c, &notes, err, sizeof(err));
-		sp_diag_add_lines(&diag, 0, file, &notes);
-		if (!saved) { /* the start would stop on it */
-			sp_diag_add(&diag, 1, c->admin.file, c->admin.line, "%s", err);
+		struct sp_config *saved = sp_state_apply_saved(c, file, &diag);
+		if (!saved) /* the start would stop on its state file */
 			sp_config_unref(&c);
-		}
 		sp_config_unref(&saved);
-		sp_buf_deinit(&notes);
 	}
 	fputs(diag.text.data ? diag.text.data : "", stderr);
 	if (c)

@@ -258,8 +258,9 @@ json_t *sp_state_load(const char *path, char *err, size_t errlen)
 	return state;
 }
 
-struct sp_config *sp_state_apply_saved(struct sp_config *cfg, struct sp_buf *notes, char *err,
-				       size_t errlen)
+/* The overlay, or NULL with err when the state file would stop a start. */
+static struct sp_config *apply_saved(struct sp_config *cfg, struct sp_buf *notes, char *err,
+				     size_t errlen)
 {
 	const char *path = cfg->has_admin ? cfg->admin.state_file : NULL;
 	char why[1024];
@@ -282,6 +283,20 @@ struct sp_config *sp_state_apply_saved(struct sp_config *cfg, struct sp_buf *not
 		sp_override_apply(c, overrides, notes);
 	json_decref(state);
 	return c ? c : sp_config_ref(cfg);
+}
+
+struct sp_config *sp_state_apply_saved(struct sp_config *cfg, const char *file,
+				       struct sp_diag *diag)
+{
+	struct sp_buf notes;
+	char err[1200];
+	sp_buf_init(&notes);
+	struct sp_config *c = apply_saved(cfg, &notes, err, sizeof(err));
+	sp_diag_add_lines(diag, 0, file, &notes);
+	if (!c)
+		sp_diag_add(diag, 1, cfg->admin.file, cfg->admin.line, "%s", err);
+	sp_buf_deinit(&notes);
+	return c;
 }
 
 static json_t *percent_json(uint32_t bp)

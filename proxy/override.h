@@ -34,11 +34,12 @@ json_t *sp_state_load(const char *path, char *err, size_t errlen);
 /* What a start would run from cfg and its admin.state_file, as the running
  * process does unless changed since: the saved overrides applied to an
  * overlay of cfg (cfg itself, with a new reference, when there are none).
- * notes get the lines of sp_override_apply, and a state file this user may
- * not read. NULL with err ("admin.state_file: ...") when the state file
- * would stop a start. For -t and explain, which only read files. */
-struct sp_config *sp_state_apply_saved(struct sp_config *cfg, struct sp_buf *notes, char *err,
-				       size_t errlen);
+ * sp_override_apply's notes, and a state file this user may not read, are
+ * warnings of diag (under file); a state file that would stop a start is an
+ * error at the admin block, and NULL is returned. For -t and explain, which
+ * only read files. */
+struct sp_config *sp_state_apply_saved(struct sp_config *cfg, const char *file,
+				       struct sp_diag *diag);
 /* The effective route as JSON; `override` (borrowed, may be NULL) is shown,
  * as "override" when it applies to c, else as "override_skipped" with the
  * reason (the build skipped it). */
