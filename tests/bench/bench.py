@@ -266,9 +266,16 @@ def free_port():
         return sock.getsockname()[1]
 
 
+# --strangler-set KEY=VALUE: top-level settings added to every strangler
+# configuration the bench writes (say idle_spin_us=25), as libconfig lines.
+STRANGLER_SETTINGS = []
+
+
 def render_template(name, dest, **values):
-    text = (TEMPLATE_DIR / name).read_text()
-    dest.write_text(string.Template(text).substitute(**values))
+    text = string.Template((TEMPLATE_DIR / name).read_text()).substitute(**values)
+    if name.startswith("proxy-strangler"):
+        text += "".join(f"{line}\n" for line in STRANGLER_SETTINGS)
+    dest.write_text(text)
     return dest
 
 
@@ -1263,7 +1270,8 @@ def header_lines(args, cpus, duration, warmup):
         f"- host: {uname.sysname} {uname.release} {uname.machine}, nproc {os.cpu_count()}, "
         f"load average at start {load}",
         f"- versions: {nginx}; {haproxy}; {wrk}",
-        f"- strangler: {strangler}",
+        f"- strangler: {strangler}"
+        + (f", with {' '.join(STRANGLER_SETTINGS)}" if STRANGLER_SETTINGS else ""),
         f"- CPUs: {cpus.describe()}",
     ]
     if not (args.main_table or args.shadow_section):
@@ -1734,6 +1742,9 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--strangler", type=Path, default=DEFAULT_STRANGLER,
                         help="strangler binary (default: %(default)s)")
+    parser.add_argument("--strangler-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a top-level setting added to strangler's configurations, "
+                             "e.g. idle_spin_us=25 (repeatable; default: none, its defaults)")
     parser.add_argument("--duration", type=int, default=10, metavar="SECONDS",
                         help="measured seconds per run (default: %(default)s)")
     parser.add_argument("--quick", action="store_true",
@@ -1775,6 +1786,11 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.duration < 1:
         parser.error("--duration must be at least 1")
+    for setting in args.strangler_set:
+        key, eq, value = setting.partition("=")
+        if not eq or not re.fullmatch(r"[a-z_]+", key.strip()) or not value.strip():
+            parser.error(f"--strangler-set {setting!r}: KEY=VALUE, e.g. idle_spin_us=25")
+        STRANGLER_SETTINGS.append(f"{key.strip()} = {value.strip()};")
     if args.idle_connections < 1:
         parser.error("--idle-connections must be at least 1")
     if args.stream_size is not None and args.stream_size < 1:
