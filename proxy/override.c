@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "guard.h"
@@ -233,11 +234,16 @@ json_t *sp_state_load(const char *path, char *err, size_t errlen)
 	struct sp_diag diag;
 	size_t len;
 	char why[512];
+	struct stat st;
 	err[0] = '\0';
-	if (access(path, F_OK) != 0) {
+	if (stat(path, &st) != 0) {
 		if (errno != ENOENT) /* a directory that cannot be searched, say */
 			snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		return NULL; /* none yet: the first start */
+	}
+	if (!S_ISREG(st.st_mode)) { /* a FIFO would hold the start until someone writes */
+		snprintf(err, errlen, "%s: not a regular file", path);
+		return NULL;
 	}
 	sp_diag_init(&diag);
 	/* a buffer with its length: a NUL inside is an error, not the end */

@@ -189,6 +189,13 @@ def test_a_state_file_that_is_not_stranglers_stops_the_start(tmp_path):
             assert r.returncode == 1, (argv, r.stdout, r.stderr)
             assert "%s:4: admin.state_file: %s: %s; move it away" % (conf, state, why) \
                 in r.stderr, r.stderr
+    # a FIFO held the start (and -t) until someone wrote into it
+    state.unlink()
+    os.mkfifo(state)
+    for argv in (["-c", str(conf)], ["-t", "-c", str(conf)]):
+        r = subprocess.run([harness.BINARY, *argv], capture_output=True, text=True, timeout=10)
+        assert r.returncode == 1, (argv, r.stderr)
+        assert "admin.state_file: %s: not a regular file" % state in r.stderr, r.stderr
 
 
 def test_the_override_of_a_route_gone_is_listed_deleted_and_warned_about(start_proxy,
