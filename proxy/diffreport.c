@@ -112,15 +112,22 @@ static struct route_agg *route_get(struct report *rp, const char *name)
 	return r->name && r->index && r->runs ? r : NULL;
 }
 
-/* The direction primary -> shadow of r ("?" for a name a line lacks). */
+/* A direction's label, "primary -> shadow", in key ("?" for a name a line
+ * lacks); -1 when memory runs out. */
+static int dir_label(struct sp_buf *key, const char *primary, const char *shadow)
+{
+	sp_buf_reset(key);
+	return sp_buf_printf(key, "%s -> %s", primary ? primary : "?", shadow ? shadow : "?");
+}
+
+/* The direction primary -> shadow of r. */
 static struct dir_agg *dir_get(struct route_agg *r, const char *primary, const char *shadow,
 			       struct sp_buf *key)
 {
+	if (dir_label(key, primary, shadow) < 0)
+		return NULL;
 	primary = primary ? primary : "?";
 	shadow = shadow ? shadow : "?";
-	sp_buf_reset(key);
-	if (sp_buf_printf(key, "%s -> %s", primary, shadow) < 0)
-		return NULL;
 	struct dir_agg *d = grow(r->dirs, &r->cap, r->ndirs, sizeof(*d));
 	if (!d)
 		return NULL;
@@ -347,11 +354,9 @@ static int add_run_counts(json_t *into, const json_t *summary, struct sp_buf *ke
 	if (add_summary_counts(into, summary) < 0)
 		return -1;
 	json_array_foreach(json_object_get(summary, "directions"), i, d) {
-		const char *p = json_string_value(json_object_get(d, "primary"));
-		const char *s = json_string_value(json_object_get(d, "shadow"));
 		const json_t *since = json_object_get(d, "since");
-		sp_buf_reset(key);
-		if (sp_buf_printf(key, "%s -> %s", p ? p : "?", s ? s : "?") < 0)
+		if (dir_label(key, json_string_value(json_object_get(d, "primary")),
+			      json_string_value(json_object_get(d, "shadow"))) < 0)
 			return -1;
 		json_t *dirs = child(into, "dirs"), *slot = dirs ? child(dirs, key->data) : NULL;
 		if (!slot || add_summary_counts(slot, d) < 0 ||
