@@ -120,15 +120,6 @@ uint64_t sp_accesslog_dropped(struct sp_accesslog *log)
 	return atomic_load_explicit(&log->dropped, memory_order_relaxed);
 }
 
-static int add_str_field(struct sp_buf *b, const char *key, const char *v, size_t len)
-{
-	if (sp_buf_printf(b, ",\"%s\":", key))
-		return -1;
-	if (!v)
-		return sp_buf_adds(b, "null");
-	return sp_buf_addc(b, '"') || sp_buf_add_json_str(b, v, len) || sp_buf_addc(b, '"');
-}
-
 int sp_access_format(const struct sp_access_entry *e, struct sp_buf *b)
 {
 	char now[SP_UTC_SIZE];
@@ -136,13 +127,13 @@ int sp_access_format(const struct sp_access_entry *e, struct sp_buf *b)
 	sp_buf_reset(b);
 	if (sp_buf_printf(b, "{\"time\":\"%s\"", now))
 		return -1;
-	if (add_str_field(b, "client", e->client, e->client ? strlen(e->client) : 0) ||
-	    add_str_field(b, "method", e->method, e->method ? strlen(e->method) : 0) ||
-	    add_str_field(b, "path", e->path, e->path_len) ||
-	    (e->log_query && add_str_field(b, "query", e->query, e->query_len)) ||
+	if (sp_buf_add_json_field(b, "client", e->client, e->client ? strlen(e->client) : 0) ||
+	    sp_buf_add_json_field(b, "method", e->method, e->method ? strlen(e->method) : 0) ||
+	    sp_buf_add_json_field(b, "path", e->path, e->path_len) ||
+	    (e->log_query && sp_buf_add_json_field(b, "query", e->query, e->query_len)) ||
 	    sp_buf_printf(b, ",\"status\":%d", e->status) ||
-	    add_str_field(b, "route", e->route, e->route ? strlen(e->route) : 0) ||
-	    add_str_field(b, "backend", e->backend, e->backend ? strlen(e->backend) : 0))
+	    sp_buf_add_json_field(b, "route", e->route, e->route ? strlen(e->route) : 0) ||
+	    sp_buf_add_json_field(b, "backend", e->backend, e->backend ? strlen(e->backend) : 0))
 		return -1;
 	if (e->has_bucket ? sp_buf_printf(b, ",\"bucket\":%u", e->bucket)
 			  : sp_buf_adds(b, ",\"bucket\":null"))
@@ -152,13 +143,13 @@ int sp_access_format(const struct sp_access_entry *e, struct sp_buf *b)
 		return -1;
 	if (sp_buf_printf(b, ",\"total_ms\":%.3f,\"bytes_in\":%llu,\"bytes_out\":%llu", e->total_ms,
 			  (unsigned long long)e->bytes_in, (unsigned long long)e->bytes_out) ||
-	    add_str_field(b, "request_id", e->request_id,
+	    sp_buf_add_json_field(b, "request_id", e->request_id,
 			  e->request_id ? strlen(e->request_id) : 0))
 		return -1;
-	if (e->error && add_str_field(b, "error", e->error, strlen(e->error)))
+	if (e->error && sp_buf_add_json_field(b, "error", e->error, strlen(e->error)))
 		return -1;
 	if (e->fallback_from &&
-	    add_str_field(b, "fallback_from", e->fallback_from, strlen(e->fallback_from)))
+	    sp_buf_add_json_field(b, "fallback_from", e->fallback_from, strlen(e->fallback_from)))
 		return -1;
 	return sp_buf_adds(b, "}\n");
 }

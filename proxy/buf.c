@@ -112,6 +112,15 @@ int sp_buf_printf(struct sp_buf *b, const char *fmt, ...)
 	return 0;
 }
 
+int sp_buf_add_json_field(struct sp_buf *b, const char *key, const char *v, size_t len)
+{
+	if (sp_buf_printf(b, ",\"%s\":", key))
+		return -1;
+	if (!v)
+		return sp_buf_adds(b, "null");
+	return sp_buf_addc(b, '"') || sp_buf_add_json_str(b, v, len) || sp_buf_addc(b, '"');
+}
+
 int sp_buf_add_json_str(struct sp_buf *b, const char *s, size_t len)
 {
 	static const char hex[] = "0123456789abcdef";

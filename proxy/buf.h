@@ -85,6 +85,8 @@ __attribute__((format(printf, 2, 3))) int sp_buf_printf(struct sp_buf *b, const 
 int sp_buf_add_uint(struct sp_buf *b, uint64_t v, unsigned base);
 /* Appends s as the body of a JSON string (no quotes), escaping as RFC 8259 requires. */
 int sp_buf_add_json_str(struct sp_buf *b, const char *s, size_t len);
+/* Appends ,"key":"v" (v escaped as above), or ,"key":null when v is NULL. */
+int sp_buf_add_json_field(struct sp_buf *b, const char *key, const char *v, size_t len);
 static inline void sp_buf_reset(struct sp_buf *b) { b->len = 0; }
 /* v with as few digits as read back the same (100.0000001, not %g's 100),
  * into out[SP_NUM_SIZE]; returns out. */

@@ -268,15 +268,11 @@ static void write_diff(struct sp_shadow *sh, const struct leg *leg, struct sp_cm
 	sp_buf_add_json_str(b, sh->method, strlen(sh->method));
 	sp_buf_adds(b, "\",\"path\":\"");
 	sp_buf_add_json_str(b, sh->path.data ? sh->path.data : "", sh->path.len);
-	if (sh->cfg->log_query && !sh->has_query) {
-		sp_buf_adds(b, "\",\"query\":null");
-	} else if (sh->cfg->log_query) {
-		sp_buf_adds(b, "\",\"query\":\"");
-		sp_buf_add_json_str(b, sh->query.data ? sh->query.data : "", sh->query.len);
-		sp_buf_addc(b, '"');
-	} else {
-		sp_buf_addc(b, '"');
-	}
+	sp_buf_addc(b, '"');
+	if (sh->cfg->log_query)
+		sp_buf_add_json_field(b, "query",
+				      sh->has_query ? (sh->query.data ? sh->query.data : "") : NULL,
+				      sh->query.len);
 	sp_buf_adds(b, ",\"request_id\":\"");
 	sp_buf_add_json_str(b, sh->reqid, strlen(sh->reqid));
 	sp_buf_printf(b,
