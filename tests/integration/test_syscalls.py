@@ -20,6 +20,16 @@ N = 200
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n"
 
 
+def read_ok(sock):
+    """Reads one RESPONSE off sock and checks it is a 200."""
+    got = b""
+    while not got.endswith(b"\r\n\r\nok\n"):
+        chunk = sock.recv(4096)
+        assert chunk, "the proxy closed the connection"
+        got += chunk
+    assert got.startswith(b"HTTP/1.1 200 ")
+
+
 def strace_counts(path):
     """{syscall: calls} from strace -c's table."""
     counts = {}
@@ -66,12 +76,7 @@ def test_a_keepalive_exchange_costs_two_receives_two_writes_and_its_log_line(
 
     def exchange():
         client.sendall(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
-        got = b""
-        while not got.endswith(b"\r\n\r\nok\n"):
-            chunk = client.recv(4096)
-            assert chunk, "the proxy closed the connection"
-            got += chunk
-        assert got.startswith(b"HTTP/1.1 200 ")
+        read_ok(client)
 
     for _ in range(3):  # both connections up, the buffers warm
         exchange()
@@ -212,12 +217,7 @@ def test_idle_spin_us_polls_a_busy_worker_and_stops_with_it(backend_factory, sta
         for c in clients:
             c.sendall(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
         for c in clients:
-            got = b""
-            while not got.endswith(b"\r\n\r\nok\n"):
-                chunk = c.recv(4096)
-                assert chunk, "the proxy closed the connection"
-                got += chunk
-            assert got.startswith(b"HTTP/1.1 200 ")
+            read_ok(c)
 
     round_trip()
     text = traced(proxy, tmp_path, lambda: [round_trip() for _ in range(50)], 102, [])
