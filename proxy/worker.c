@@ -689,11 +689,11 @@ static void run_loop(struct sp_worker *w)
 {
 	for (;;) {
 		int64_t spin_ns = (int64_t)w->cfg->idle_spin_us * 1000;
-		int64_t slept = now_ns();
+		int64_t slept_from = spin_ns ? now_ns() : 0; /* off (the default): no clock reads */
 		if (loop_ended(w, event_base_loop(w->base, EVLOOP_ONCE)))
 			return;
-		slept = now_ns() - slept;
-		if (spin_ns && slept < 4 * spin_ns && w->nsessions > 1 && spin(w, spin_ns) < 0)
+		if (spin_ns && now_ns() - slept_from < 4 * spin_ns && w->nsessions > 1 &&
+		    spin(w, spin_ns) < 0)
 			return;
 	}
 }
