@@ -133,7 +133,8 @@ int sp_access_format(const struct sp_access_entry *e, struct sp_buf *b)
 	    (e->log_query && sp_buf_add_json_field(b, "query", e->query, e->query_len)) ||
 	    sp_buf_printf(b, ",\"status\":%d", e->status) ||
 	    sp_buf_add_json_field(b, "route", e->route, e->route ? strlen(e->route) : 0) ||
-	    sp_buf_add_json_field(b, "backend", e->backend, e->backend ? strlen(e->backend) : 0))
+	    sp_buf_add_json_field(b, "backend", e->backend, e->backend ? strlen(e->backend) : 0) ||
+	    sp_buf_add_json_field(b, "server", e->server, e->server ? strlen(e->server) : 0))
 		return -1;
 	if (e->has_bucket ? sp_buf_printf(b, ",\"bucket\":%u", e->bucket)
 			  : sp_buf_adds(b, ",\"bucket\":null"))

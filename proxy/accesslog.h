@@ -35,6 +35,7 @@ struct sp_access_entry {
 	int status;
 	const char *route;   /* NULL: default backend */
 	const char *backend; /* NULL: answered by the proxy */
+	const char *server;  /* the backend's server ("host:port"), NULL: none tried */
 	int has_bucket;
 	uint32_t bucket;
 	double upstream_ms;  /* < 0: no upstream exchange */

@@ -378,16 +378,37 @@ static void metric_per_backend(struct sp_buf *b, const struct sp_config *cfg, co
 	}
 }
 
+/* strangler_backend_server_up: a gauge per server of every backend. */
+static void metric_per_server(struct sp_buf *b, const struct sp_config *cfg)
+{
+	static const char name[] = "strangler_backend_server_up";
+	sp_buf_printf(b, "# HELP %s 0 while the server is marked down (passive or active health).\n"
+			 "# TYPE %s gauge\n", name, name);
+	for (size_t i = 0; i < cfg->nbackends; i++)
+		for (size_t k = 0; k < cfg->backends[i].nservers; k++) {
+			const struct sp_server *sv = &cfg->backends[i].servers[k];
+			sp_buf_printf(b, "%s{backend=\"", name);
+			metric_escape(b, cfg->backends[i].name);
+			sp_buf_adds(b, "\",server=\"");
+			metric_escape(b, sv->hostport);
+			sp_buf_printf(b, "\"} %d\n", !sp_health_server_view(sv).down);
+		}
+}
+
 static void metrics_backends(struct sp_buf *b, const struct sp_config *cfg)
 {
 	metric_per_backend(b, cfg, "strangler_backend_up", "gauge",
-			   "0 while the backend is marked down (passive or active health).",
+			   "0 while the backend is marked down (all its servers: passive or active "
+			   "health).",
 			   BACKEND_UP);
+	metric_per_server(b, cfg);
 	metric_per_backend(b, cfg, "strangler_backend_shadows_paused", "gauge",
-			   "1 while shadows to the backend are paused because they time out.",
+			   "1 while shadows to the backend (all its servers) are paused because they "
+			   "time out.",
 			   BACKEND_SHADOWS_PAUSED);
 	metric_per_backend(b, cfg, "strangler_backend_health_transitions_total", "counter",
-			   "Times the backend was marked down or up again.", BACKEND_TRANSITIONS);
+			   "Times one of the backend's servers was marked down or up again.",
+			   BACKEND_TRANSITIONS);
 }
 
 static void metrics_logs(struct sp_buf *b, const struct sp_runtime *rt)

@@ -461,8 +461,8 @@ static void load_listen(struct sp_loader *L, const config_setting_t *root)
 	}
 }
 
-/* "http://host[:port][/]" → backend address. */
-static int parse_url(struct sp_backend *b, const char **why)
+/* "http://host[:port][/]" → a server's address; *tls: whether it is https://. */
+static int parse_url(struct sp_server *b, int *tls_out, const char **why)
 {
 	const char *u = b->url, *rest;
 	char hostport[300];
@@ -508,8 +508,92 @@ static int parse_url(struct sp_backend *b, const char **why)
 	}
 	struct in6_addr a6;
 	b->host_is_ip = inet_pton(AF_INET, b->host, &a6) == 1 || inet_pton(AF_INET6, b->host, &a6) == 1;
-	b->tls_wanted = tls;
+	*tls_out = tls;
 	return sp_parse_hostport(b->hostport, 0, &b->addr, &b->addrlen, why);
+}
+
+/* One server from a URL string; its path for errors is where. */
+static void load_server(struct sp_loader *L, const config_setting_t *at, const char *where,
+			struct sp_backend *b, const char *url)
+{
+	struct sp_server *sv = &b->servers[b->nservers];
+	const char *why;
+	int tls = 0;
+	if (!(sv->url = strdup(url))) {
+		ERR(L, at, "%s: out of memory", where);
+		return;
+	}
+	b->nservers++;
+	if (parse_url(sv, &tls, &why) < 0) {
+		ERR(L, at, "%s: \"%s\": %s", where, url, why);
+		return;
+	}
+	if (b->nservers == 1) {
+		b->tls_wanted = tls;
+	} else if (tls != b->tls_wanted) {
+		ERR(L, at, "%s: \"%s\": http:// and https:// servers mixed in one backend", where, url);
+		return;
+	}
+	for (size_t j = 0; j + 1 < b->nservers; j++)
+		if (b->servers[j].hostport && strcmp(b->servers[j].hostport, sv->hostport) == 0) {
+			ERR(L, at, "%s: \"%s\": the same server as servers.[%zu]", where, url, j);
+			return;
+		}
+}
+
+/* url = "http://host:port"; or servers = ["http://a:port", "http://b:port"]; */
+static void load_servers(struct sp_loader *L, const config_setting_t *e, const char *path,
+			 struct sp_backend *b)
+{
+	const config_setting_t *u = config_setting_get_member(e, "url");
+	const config_setting_t *list = config_setting_get_member(e, "servers");
+	const config_setting_t *where;
+	char sp[200];
+	if (u && list) {
+		ERR(L, list, "%s: url and servers: give one or the other", path);
+		return;
+	}
+	if (!list) {
+		char *url = cfgp_str(L, e, "url", path, &where);
+		snprintf(sp, sizeof(sp), "%s.url", path);
+		if (!url && !where)
+			ERR(L, e, "%s.url: required (or servers, a list of URLs)", path);
+		else if (url && (b->servers = calloc(1, sizeof(*b->servers))))
+			load_server(L, where, sp, b, url);
+		else if (url)
+			ERR(L, where, "%s: out of memory", sp);
+		free(url);
+		return;
+	}
+	int n = config_setting_length(list);
+	if (config_setting_type(list) != CONFIG_TYPE_ARRAY &&
+	    config_setting_type(list) != CONFIG_TYPE_LIST) {
+		ERR(L, list, "%s.servers: must be a list of URLs: [\"http://10.0.0.1:9001\", "
+			     "\"http://10.0.0.2:9001\"]", path);
+		return;
+	}
+	if (n == 0) {
+		ERR(L, list, "%s.servers: at least one URL", path);
+		return;
+	}
+	if (n > SP_SERVERS_MAX) {
+		ERR(L, list, "%s.servers: at most %d servers", path, SP_SERVERS_MAX);
+		return;
+	}
+	if (!(b->servers = calloc((size_t)n, sizeof(*b->servers)))) {
+		ERR(L, list, "%s.servers: out of memory", path);
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *s = config_setting_get_elem(list, (unsigned)i);
+		snprintf(sp, sizeof(sp), "%s.servers.[%d]", path, i);
+		if (config_setting_type(s) != CONFIG_TYPE_STRING) {
+			ERR(L, s, "%s.servers: must be a list of URLs: [\"http://10.0.0.1:9001\", "
+				  "\"http://10.0.0.2:9001\"]", path);
+			return;
+		}
+		load_server(L, s, sp, b, config_setting_get_string(s));
+	}
 }
 
 static void load_backend_tls(struct sp_loader *L, const config_setting_t *e, const char *path,
@@ -591,7 +675,7 @@ static void load_health(struct sp_loader *L, const config_setting_t *e, const ch
 
 static void load_backends(struct sp_loader *L, const config_setting_t *root)
 {
-	static const char *const keys[] = {"url",	      "connect_timeout_ms",
+	static const char *const keys[] = {"url",	      "servers", "connect_timeout_ms",
 					   "response_timeout_ms", "max_idle",
 					   "idle_timeout_ms",	      "ca_file",
 					   "tls_verify",	      "client_certificate",
@@ -633,15 +717,7 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 		cfgp_int_field(L, e, "response_timeout_ms", path, 1, 86400000, &b->response_timeout_ms);
 		cfgp_int_field(L, e, "max_idle", path, 0, 100000, &b->max_idle);
 		cfgp_int_field(L, e, "idle_timeout_ms", path, 1, 86400000, &b->idle_timeout_ms);
-		const config_setting_t *where;
-		b->url = cfgp_str(L, e, "url", path, &where);
-		const char *why;
-		if (!b->url) {
-			if (!where)
-				ERR(L, e, "%s.url: required", path);
-		} else if (parse_url(b, &why) < 0) {
-			ERR(L, where, "%s.url: \"%s\": %s", path, b->url, why);
-		}
+		load_servers(L, e, path, b);
 		load_backend_tls(L, e, path, b);
 		load_health(L, e, path, b);
 	}
@@ -1186,9 +1262,12 @@ void sp_config_unref(struct sp_config **cp)
 	free(c->listen);
 	for (size_t i = 0; i < c->nbackends; i++) {
 		free(c->backends[i].name);
-		free(c->backends[i].url);
-		free(c->backends[i].host);
-		free(c->backends[i].hostport);
+		for (size_t k = 0; k < c->backends[i].nservers; k++) {
+			free(c->backends[i].servers[k].url);
+			free(c->backends[i].servers[k].host);
+			free(c->backends[i].servers[k].hostport);
+		}
+		free(c->backends[i].servers);
 		SSL_CTX_free(c->backends[i].tls_ctx);
 		free(c->backends[i].health_path);
 	}

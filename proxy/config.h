@@ -23,30 +23,42 @@ struct sp_listen {
 	struct sp_tls_server *tls; /* NULL: plain HTTP */
 };
 
-struct sp_backend {
-	char *name;
+/* One server of a backend: where its connections go. */
+struct sp_server {
 	char *url;
-	int line;
 	char *host;     /* host as written in the URL */
-	char *hostport; /* "host:port" */
+	char *hostport; /* "host:port", the default port filled in */
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
+	int host_is_ip;           /* the certificate is checked against an IP address */
+	struct sp_health *health; /* shared state, owned by the runtime */
+};
+
+/* The most servers a backend has. */
+#define SP_SERVERS_MAX 64
+
+struct sp_backend {
+	char *name;
+	int line;
+	/* url (one server) or servers (a list): requests go round-robin to
+	 * those not marked down (health is kept per server) */
+	struct sp_server *servers;
+	size_t nservers;
 	int connect_timeout_ms;
 	int response_timeout_ms;
-	int max_idle;
+	int max_idle;        /* idle connections per worker, all servers together */
 	int idle_timeout_ms; /* a pooled connection unused this long is closed */
 	SSL_CTX *tls_ctx; /* https:// backends */
 	/* what tls_ctx trusts and presents (sp_tls_client_ctx); all zero for
 	 * http://. A reload keeps a pool's connections only when it is equal. */
 	unsigned char tls_id[SP_TLS_ID_LEN];
-	int host_is_ip;   /* the certificate is checked against an IP address */
-	int tls_wanted;   /* the url is https:// */
-	/* health: passive always (health_unhealthy consecutive failures mark it
-	 * down for health_interval_ms), active when has_health */
+	int tls_wanted;   /* the urls are https:// */
+	/* health, per server: passive always (health_unhealthy consecutive
+	 * failures mark a server down for health_interval_ms), active when
+	 * has_health */
 	int has_health;
 	char *health_path;
 	int health_interval_ms, health_timeout_ms, health_healthy, health_unhealthy;
-	struct sp_health *health; /* shared state, owned by the runtime */
 };
 
 struct sp_limits {

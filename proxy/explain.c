@@ -63,7 +63,10 @@ static void print_decision(const struct sp_config *c, const struct sp_reqview *q
 			return;
 		}
 	}
-	printf("backend:  %s (%s)\n", be->name, be->url);
+	printf("backend:  %s (", be->name);
+	for (size_t i = 0; i < be->nservers; i++)
+		printf("%s%s", i ? ", " : "", be->servers[i].url);
+	printf(")\n");
 }
 
 int sp_explain_main(int argc, char **argv)

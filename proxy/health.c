@@ -63,8 +63,9 @@ int sp_health_attach(struct sp_health_table *t, struct sp_config *cfg)
 {
 	for (size_t i = 0; i < cfg->nbackends; i++) {
 		struct sp_backend *be = &cfg->backends[i];
-		if (!(be->health = entry(t, be->url)))
-			return -1;
+		for (size_t k = 0; k < be->nservers; k++)
+			if (!(be->servers[k].health = entry(t, be->servers[k].url)))
+				return -1;
 	}
 	return 0;
 }
@@ -81,9 +82,9 @@ static int trial_due(_Atomic int64_t *retry_at, const struct sp_backend *be)
 	       atomic_compare_exchange_strong(retry_at, &at, now + be->health_interval_ms);
 }
 
-int sp_health_usable(const struct sp_backend *be)
+int sp_health_usable(const struct sp_backend *be, const struct sp_server *sv)
 {
-	struct sp_health *h = be->health;
+	struct sp_health *h = sv->health;
 	if (!h || !atomic_load_explicit(&h->down, memory_order_relaxed))
 		return 1;
 	if (atomic_load_explicit(&h->active, memory_order_relaxed))
@@ -91,7 +92,8 @@ int sp_health_usable(const struct sp_backend *be)
 	return trial_due(&h->retry_at_ms, be); /* passive */
 }
 
-static void set_down(struct sp_health *h, const struct sp_backend *be, int down, const char *why)
+static void set_down(struct sp_health *h, const struct sp_backend *be, const struct sp_server *sv,
+		     int down, const char *why)
 {
 	if (down)
 		atomic_store(&h->retry_at_ms, now_ms() + be->health_interval_ms);
@@ -101,31 +103,31 @@ static void set_down(struct sp_health *h, const struct sp_backend *be, int down,
 			atomic_store(&h->consecutive_failures, 0);
 		atomic_fetch_add(&h->transitions, 1);
 		sp_log(down ? SP_LOG_WARN : SP_LOG_INFO, "backend %s (%s) is %s: %s", be->name,
-		       be->hostport, down ? "down" : "up again", why);
+		       sv->hostport, down ? "down" : "up again", why);
 	}
 }
 
-void sp_health_report(const struct sp_backend *be, int ok)
+void sp_health_report(const struct sp_backend *be, const struct sp_server *sv, int ok)
 {
-	struct sp_health *h = be->health;
+	struct sp_health *h = sv->health;
 	if (!h)
 		return;
 	if (ok) {
 		atomic_store_explicit(&h->consecutive_failures, 0, memory_order_relaxed);
 		if (!atomic_load_explicit(&h->active, memory_order_relaxed) &&
 		    atomic_load_explicit(&h->down, memory_order_relaxed))
-			set_down(h, be, 0, "a request succeeded");
+			set_down(h, be, sv, 0, "a request succeeded");
 		return;
 	}
 	int n = atomic_fetch_add(&h->consecutive_failures, 1) + 1;
 	if (n >= be->health_unhealthy && !atomic_load_explicit(&h->down, memory_order_relaxed))
-		set_down(h, be, 1, "consecutive failed requests");
+		set_down(h, be, sv, 1, "consecutive failed requests");
 }
 
-struct sp_health_view sp_health_view(const struct sp_backend *be)
+struct sp_health_view sp_health_server_view(const struct sp_server *sv)
 {
 	struct sp_health_view v = {0, 0, 0};
-	const struct sp_health *h = be->health;
+	const struct sp_health *h = sv->health;
 	if (h) {
 		v.down = atomic_load_explicit(&h->down, memory_order_relaxed);
 		v.shadows_paused = atomic_load_explicit(&h->shadow_retry_at_ms, memory_order_relaxed) != 0;
@@ -134,17 +136,51 @@ struct sp_health_view sp_health_view(const struct sp_backend *be)
 	return v;
 }
 
-int sp_health_shadow_usable(const struct sp_backend *be)
+struct sp_health_view sp_health_view(const struct sp_backend *be)
 {
-	struct sp_health *h = be->health;
+	struct sp_health_view v = {be->nservers > 0, be->nservers > 0, 0};
+	for (size_t k = 0; k < be->nservers; k++) {
+		struct sp_health_view s = sp_health_server_view(&be->servers[k]);
+		v.down &= s.down;
+		v.shadows_paused &= s.shadows_paused;
+		v.transitions += s.transitions;
+	}
+	return v;
+}
+
+int sp_health_pick(const struct sp_backend *be, unsigned *rr, int for_shadow, int *paused)
+{
+	size_t n = be->nservers;
+	if (paused)
+		*paused = 0;
+	size_t start = *rr < n ? *rr : 0; /* *rr is at most n */
+	for (size_t k = 0; k < n; k++) {
+		size_t i = start + k < n ? start + k : start + k - n;
+		const struct sp_server *sv = &be->servers[i];
+		if (!sp_health_usable(be, sv))
+			continue;
+		if (for_shadow && !sp_health_shadow_usable(be, sv)) {
+			if (paused)
+				*paused = 1;
+			continue;
+		}
+		*rr = (unsigned)(i + 1);
+		return (int)i;
+	}
+	return -1;
+}
+
+int sp_health_shadow_usable(const struct sp_backend *be, const struct sp_server *sv)
+{
+	struct sp_health *h = sv->health;
 	if (!h || !atomic_load_explicit(&h->shadow_retry_at_ms, memory_order_relaxed))
 		return 1;
 	return trial_due(&h->shadow_retry_at_ms, be);
 }
 
-void sp_health_shadow_report(const struct sp_backend *be, int answered)
+void sp_health_shadow_report(const struct sp_backend *be, const struct sp_server *sv, int answered)
 {
-	struct sp_health *h = be->health;
+	struct sp_health *h = sv->health;
 	if (!h)
 		return;
 	if (answered) {
@@ -152,7 +188,7 @@ void sp_health_shadow_report(const struct sp_backend *be, int answered)
 		if (atomic_load_explicit(&h->shadow_retry_at_ms, memory_order_relaxed) &&
 		    atomic_exchange(&h->shadow_retry_at_ms, 0))
 			sp_log(SP_LOG_INFO, "backend %s (%s) answers shadows again: shadows resume",
-			       be->name, be->hostport);
+			       be->name, sv->hostport);
 		return;
 	}
 	int n = atomic_fetch_add(&h->shadow_timeouts, 1) + 1;
@@ -163,13 +199,14 @@ void sp_health_shadow_report(const struct sp_backend *be, int answered)
 		sp_log(SP_LOG_WARN,
 		       "backend %s (%s) does not answer shadows (%d timed out in a row): shadows to it "
 		       "paused, one trial every %d ms",
-		       be->name, be->hostport, n, be->health_interval_ms);
+		       be->name, sv->hostport, n, be->health_interval_ms);
 }
 
 /* ---- active checks ---- */
 
 struct check {
 	const struct sp_backend *be; /* in the checker's generation */
+	const struct sp_server *sv;  /* the server checked, one of be's */
 	struct event *timer;
 	struct sp_conn *conn;
 	int successes, failures;
@@ -185,7 +222,7 @@ struct sp_health_checker {
 
 static void check_done(struct check *k, int ok, const char *why)
 {
-	struct sp_health *h = k->be->health;
+	struct sp_health *h = k->sv->health;
 	sp_conn_free(&k->conn);
 	if (ok) {
 		/* only passes while it is down count towards bringing it back
@@ -194,11 +231,11 @@ static void check_done(struct check *k, int ok, const char *why)
 		if (!atomic_load(&h->down))
 			k->successes = 0;
 		else if (++k->successes >= k->be->health_healthy)
-			set_down(h, k->be, 0, "health check passed");
+			set_down(h, k->be, k->sv, 0, "health check passed");
 	} else {
 		k->successes = 0;
 		if (++k->failures >= k->be->health_unhealthy && !atomic_load(&h->down))
-			set_down(h, k->be, 1, why);
+			set_down(h, k->be, k->sv, 1, why);
 	}
 }
 
@@ -239,12 +276,13 @@ static void on_check_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct check *k = arg;
 	const struct sp_backend *be = k->be;
+	const struct sp_server *sv = k->sv;
 	(void)fd;
 	(void)what;
 	if (k->conn) /* the previous check has until its own timeout_ms */
 		return;
-	k->conn = sp_conn_connect(event_get_base(k->timer), (const struct sockaddr *)&be->addr,
-				  be->addrlen);
+	k->conn = sp_conn_connect(event_get_base(k->timer), (const struct sockaddr *)&sv->addr,
+				  sv->addrlen);
 	if (!k->conn && sp_err_local(errno)) {
 		/* our shortage (descriptors, memory, ports) says nothing about
 		 * the backend: no check this time, neither passed nor failed */
@@ -252,13 +290,13 @@ static void on_check_timer(evutil_socket_t fd, short what, void *arg)
 			sp_log(SP_LOG_WARN,
 			       "backend %s (%s): health check skipped: %s (not counted against it "
 			       "until checks run again)",
-			       be->name, be->hostport, strerror(errno));
+			       be->name, sv->hostport, strerror(errno));
 		k->skipping = 1;
 		return;
 	}
 	k->skipping = 0;
 	if (!k->conn || (be->tls_ctx &&
-			 sp_conn_tls_connect(k->conn, be->tls_ctx, be->host, be->host_is_ip) < 0)) {
+			 sp_conn_tls_connect(k->conn, be->tls_ctx, sv->host, sv->host_is_ip) < 0)) {
 		check_done(k, 0, "health check: cannot connect");
 		return;
 	}
@@ -268,7 +306,7 @@ static void on_check_timer(evutil_socket_t fd, short what, void *arg)
 	evbuffer_add_printf(k->conn->out,
 			    "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: strangler-health-check\r\n"
 			    "Connection: close\r\n\r\n",
-			    be->health_path, be->hostport);
+			    be->health_path, sv->hostport);
 }
 
 static void check_free(struct check **kp)
@@ -283,14 +321,16 @@ static void check_free(struct check **kp)
 	free(k);
 }
 
-/* A check of be every health_interval_ms, the first one at once. */
-static struct check *check_new(struct event_base *base, const struct sp_backend *be)
+/* A check of be's server sv every health_interval_ms, the first one at once. */
+static struct check *check_new(struct event_base *base, const struct sp_backend *be,
+			       const struct sp_server *sv)
 {
 	struct check *k = calloc(1, sizeof(*k));
 	struct timeval tv = sp_tv_ms(be->health_interval_ms);
 	if (!k)
 		return NULL;
 	k->be = be;
+	k->sv = sv;
 	k->timer = event_new(base, -1, EV_PERSIST, on_check_timer, k);
 	if (!k->timer || event_add(k->timer, &tv) < 0) {
 		check_free(&k);
@@ -300,22 +340,25 @@ static struct check *check_new(struct event_base *base, const struct sp_backend 
 	return k;
 }
 
-/* Whether a check of a can go on as the check of b: the same URL (so the
- * same health entry) and the same health settings. */
-static int same_check(const struct sp_backend *a, const struct sp_backend *b)
+/* Whether a check of server as of a can go on as the check of bs of b: the
+ * same URL (so the same health entry) and the same health settings. */
+static int same_check(const struct sp_backend *a, const struct sp_server *as,
+		      const struct sp_backend *b, const struct sp_server *bs)
 {
-	return strcmp(a->url, b->url) == 0 && strcmp(a->health_path, b->health_path) == 0 &&
+	return strcmp(as->url, bs->url) == 0 && strcmp(a->health_path, b->health_path) == 0 &&
 	       a->health_interval_ms == b->health_interval_ms &&
 	       a->health_timeout_ms == b->health_timeout_ms &&
 	       a->health_healthy == b->health_healthy && a->health_unhealthy == b->health_unhealthy;
 }
 
-/* Takes a running check that can go on as be's out of hc (NULL: none). */
-static struct check *take_check(struct sp_health_checker *hc, const struct sp_backend *be)
+/* Takes a running check that can go on as the one of be's server sv out of
+ * hc (NULL: none). */
+static struct check *take_check(struct sp_health_checker *hc, const struct sp_backend *be,
+				const struct sp_server *sv)
 {
 	for (size_t j = 0; j < hc->n; j++) {
 		struct check *k = hc->checks[j];
-		if (k && same_check(k->be, be)) {
+		if (k && same_check(k->be, k->sv, be, sv)) {
 			hc->checks[j] = NULL;
 			return k;
 		}
@@ -328,14 +371,16 @@ static struct check *take_check(struct sp_health_checker *hc, const struct sp_ba
  * removed while it is down gets its trial request now. */
 static void publish_active(const struct sp_health_checker *hc, const struct sp_config *cfg)
 {
-	for (size_t i = 0; i < cfg->nbackends; i++) {
-		struct sp_health *h = cfg->backends[i].health;
-		int active = 0;
-		for (size_t j = 0; j < hc->n && !active; j++)
-			active = hc->checks[j]->be->health == h;
-		if (h && atomic_exchange(&h->active, active) && !active && atomic_load(&h->down))
-			atomic_store(&h->retry_at_ms, now_ms());
-	}
+	for (size_t i = 0; i < cfg->nbackends; i++)
+		for (size_t s = 0; s < cfg->backends[i].nservers; s++) {
+			struct sp_health *h = cfg->backends[i].servers[s].health;
+			int active = 0;
+			for (size_t j = 0; j < hc->n && !active; j++)
+				active = hc->checks[j]->sv->health == h;
+			if (h && atomic_exchange(&h->active, active) && !active &&
+			    atomic_load(&h->down))
+				atomic_store(&h->retry_at_ms, now_ms());
+		}
 }
 
 struct sp_health_checker *sp_health_checker_new(struct event_base *base)
@@ -348,22 +393,26 @@ struct sp_health_checker *sp_health_checker_new(struct event_base *base)
 
 int sp_health_checker_update(struct sp_health_checker *hc, struct sp_config *cfg)
 {
-	struct check **next = calloc(cfg->nbackends + 1, sizeof(*next));
-	size_t n = 0;
+	size_t total = 0, n = 0;
+	for (size_t i = 0; i < cfg->nbackends; i++)
+		total += cfg->backends[i].nservers;
+	struct check **next = calloc(total + 1, sizeof(*next));
 	if (!next)
 		return -1;
 	for (size_t i = 0; i < cfg->nbackends; i++) {
 		const struct sp_backend *be = &cfg->backends[i];
-		if (!be->has_health)
-			continue;
-		struct check *k = take_check(hc, be);
-		if (!k && !(k = check_new(hc->base, be))) {
-			sp_log(SP_LOG_ERROR, "backend %s (%s): cannot start its health check",
-			       be->name, be->hostport);
-			continue;
+		for (size_t s = 0; be->has_health && s < be->nservers; s++) {
+			const struct sp_server *sv = &be->servers[s];
+			struct check *k = take_check(hc, be, sv);
+			if (!k && !(k = check_new(hc->base, be, sv))) {
+				sp_log(SP_LOG_ERROR, "backend %s (%s): cannot start its health check",
+				       be->name, sv->hostport);
+				continue;
+			}
+			k->be = be;
+			k->sv = sv;
+			next[n++] = k;
 		}
-		k->be = be;
-		next[n++] = k;
 	}
 	for (size_t j = 0; j < hc->n; j++)
 		check_free(&hc->checks[j]); /* the checks cfg no longer has */

@@ -13,6 +13,7 @@
 
 struct sp_backend;
 struct sp_config;
+struct sp_server;
 
 struct sp_health {
 	struct sp_health *_Atomic next;
@@ -33,23 +34,32 @@ struct sp_health_table;
 
 struct sp_health_table *sp_health_table_new(void);
 void sp_health_table_free(struct sp_health_table **t);
-/* Points every backend of cfg (not yet shared) at its health entry, adding
+/* Points every server of cfg (not yet shared) at its health entry, adding
  * an entry (up, nothing known) for a new URL. Changes nothing a running
  * generation sees: cfg may still be refused. */
 int sp_health_attach(struct sp_health_table *t, struct sp_config *cfg);
 
-/* May a request go to this backend? (any worker) */
-int sp_health_usable(const struct sp_backend *be);
-/* A worker's outcome with this backend: ok = answered with < 500. */
-void sp_health_report(const struct sp_backend *be, int ok);
+/* May a request go to this server of be? (any worker; a down server's
+ * trial, when due, is taken by the caller that gets 1) */
+int sp_health_usable(const struct sp_backend *be, const struct sp_server *sv);
+/* A worker's outcome with this server of be: ok = answered with < 500. */
+void sp_health_report(const struct sp_backend *be, const struct sp_server *sv, int ok);
+/* The next server of be that may take a request, round-robin from *rr (a
+ * worker's own counter, moved past it), or -1 when none: every one is down
+ * or, for a shadow (for_shadow), down or not answering shadows (*paused,
+ * when not NULL, says whether one was skipped for that). */
+int sp_health_pick(const struct sp_backend *be, unsigned *rr, int for_shadow, int *paused);
 
-/* What the metrics show of a backend's health. */
+/* What the metrics show of a server's health, or a backend's: a backend is
+ * down when all its servers are, its shadows paused when paused to all, and
+ * its transitions are those of its servers together. */
 struct sp_health_view {
 	int down;           /* marked down (passive or active) */
 	int shadows_paused; /* shadows to it paused: they time out (below) */
 	uint64_t transitions;
 };
 struct sp_health_view sp_health_view(const struct sp_backend *be);
+struct sp_health_view sp_health_server_view(const struct sp_server *sv);
 
 /* Shadows to a backend that keeps them waiting: after health.unhealthy
  * shadow exchanges in a row timed out, shadows to it pause, with one trial
@@ -58,9 +68,9 @@ struct sp_health_view sp_health_view(const struct sp_backend *be);
  * connection replaced it; paused, they cost nothing. Primaries are not
  * affected: a shadow timeout is not a backend failure (shadow timeouts are
  * often shorter than response timeouts). */
-int sp_health_shadow_usable(const struct sp_backend *be);
-/* A shadow exchange with this backend was answered (1) or timed out (0). */
-void sp_health_shadow_report(const struct sp_backend *be, int answered);
+int sp_health_shadow_usable(const struct sp_backend *be, const struct sp_server *sv);
+/* A shadow exchange with this server of be was answered (1) or timed out (0). */
+void sp_health_shadow_report(const struct sp_backend *be, const struct sp_server *sv, int answered);
 
 /* Active checks of the running generation's backends that have
  * `health.path`, on base (the main thread); none until the first update. */

@@ -92,6 +92,8 @@ struct sp_session {
 	const char *error;
 	int up_failed; /* the error was the backend's (connect, timeout, protocol) */
 	int fallback_from; /* backend the request moved away from (down or refused), or -1 */
+	int server;        /* the server of backend that the exchange goes to, or -1 */
+	uint64_t tried;    /* the servers of backend that refused it (SP_SERVERS_MAX bits) */
 	struct timespec t_start, t_up;
 	int t_stamped; /* t_start is this request's first byte (else the accept) */
 	double upstream_ms;
@@ -213,6 +215,9 @@ static void log_exchange(struct sp_session *s)
 		.status = s->status,
 		.route = s->dec.route ? s->dec.route->name : NULL,
 		.backend = s->backend >= 0 ? cfg->backends[s->backend].name : NULL,
+		.server = s->backend >= 0 && s->server >= 0
+				  ? cfg->backends[s->backend].servers[s->server].hostport
+				  : NULL,
 		.has_bucket = s->dec.rolled,
 		.bucket = s->dec.bucket,
 		.upstream_ms = s->upstream_ms,
@@ -256,6 +261,8 @@ static void reset_exchange(struct sp_session *s)
 	s->error = NULL;
 	s->up_failed = 0;
 	s->fallback_from = -1;
+	s->server = -1;
+	s->tried = 0;
 	s->upstream_ms = -1;
 	s->upload_ms = 0;
 	s->bytes_in = s->bytes_out = s->interim_out = 0;
@@ -373,26 +380,70 @@ static int other_side(const struct sp_session *s)
 	return s->backend == r->backend ? r->rollout.backend : r->backend;
 }
 
+/* The server the exchange goes to. */
+static const struct sp_server *server_of(const struct sp_session *s)
+{
+	return &s->cfg->backends[s->backend].servers[s->server];
+}
+
+/* What a refused connection may be sent again: an idempotent request
+ * without a body, before any answer (nothing reached the backend, so
+ * nothing can have happened twice). */
+static int may_resend(const struct sp_session *s, const char *err)
+{
+	return strcmp(err, ERR_CONNECT_REFUSED) == 0 && !s->resp_started && s->req_done &&
+	       replayable(s);
+}
+
+/* Sends the request again on the connection just attached. */
+static void resend(struct sp_session *s)
+{
+	s->head_queued = 0; /* the head goes here, once */
+	if (s->up)
+		evbuffer_add(s->up->conn->out, s->head.data, s->head.len);
+}
+
+/* A refused connection goes to the backend's next server that has not
+ * refused it and may take a request, each at most once. */
+static int retry_next_server(struct sp_session *s, const char *err)
+{
+	const struct sp_backend *be = &s->cfg->backends[s->backend];
+	if (be->nservers < 2 || !may_resend(s, err))
+		return 0;
+	s->tried |= (uint64_t)1 << s->server;
+	for (size_t k = 1; k < be->nservers; k++) {
+		size_t i = ((size_t)s->server + k) % be->nservers;
+		if ((s->tried >> i & 1) || !sp_health_usable(be, &be->servers[i]))
+			continue;
+		sp_log(SP_LOG_INFO, "backend %s: %s refused the connection; request %s retried on %s",
+		       be->name, server_of(s)->hostport, s->reqid, be->servers[i].hostport);
+		s->server = (int)i;
+		attach_upstream(s, SP_TAKE_IDLE);
+		resend(s);
+		return 1;
+	}
+	return 0;
+}
+
 /* A refused connection for an idempotent request without a body goes once to
- * the route's other side (nothing reached the backend, so nothing can have
- * happened twice). */
+ * the route's other side, when no server of its backend took it. */
 static int retry_other_side(struct sp_session *s, const char *err)
 {
 	int other = other_side(s);
-	if (strcmp(err, ERR_CONNECT_REFUSED) != 0 || other < 0 || s->fallback_from >= 0 ||
-	    s->resp_started || !s->req_done || !replayable(s) ||
-	    (s->host_defaulted && sp_http_rehost(&s->head, s->cfg->backends[other].hostport) < 0))
+	if (!may_resend(s, err) || other < 0 || s->fallback_from >= 0 ||
+	    (s->host_defaulted &&
+	     sp_http_rehost(&s->head, s->cfg->backends[other].servers[0].hostport) < 0))
 		return 0;
 	sp_log(SP_LOG_INFO, "route %s: %s refused the connection; request %s retried on %s",
 	       s->dec.route->name, s->cfg->backends[s->backend].name, s->reqid,
 	       s->cfg->backends[other].name);
 	s->fallback_from = s->backend;
 	s->backend = other;
+	s->server = sp_worker_pick_any(s->w, s->cfg, other);
+	s->tried = 0;
 	sp_shadow_primary_moved(&s->shadow, other);
 	attach_upstream(s, SP_TAKE_IDLE);
-	s->head_queued = 0; /* the head goes here, once */
-	if (s->up)
-		evbuffer_add(s->up->conn->out, s->head.data, s->head.len);
+	resend(s);
 	return 1;
 }
 
@@ -421,8 +472,8 @@ static void upstream_failed(struct sp_session *s, const char *err, int status)
 		 * failure, and the other side would fare no better */
 		status = 503;
 	} else {
-		sp_health_report(&s->cfg->backends[s->backend], 0);
-		if (retry_other_side(s, err))
+		sp_health_report(&s->cfg->backends[s->backend], server_of(s), 0);
+		if (retry_next_server(s, err) || retry_other_side(s, err))
 			return;
 	}
 	s->error = err;
@@ -430,7 +481,7 @@ static void upstream_failed(struct sp_session *s, const char *err, int status)
 	if (s->t_up.tv_sec)
 		s->upstream_ms = sp_ms_since(&s->t_up);
 	sp_log(SP_LOG_WARN, "backend %s (%s): %s [request %s]", s->cfg->backends[s->backend].name,
-	       s->cfg->backends[s->backend].hostport, err, s->reqid);
+	       server_of(s)->hostport, err, s->reqid);
 	if (s->resp_started)
 		retract_unsent(s);
 	if (!s->resp_started && s->shadow)
@@ -467,7 +518,7 @@ static void upstream_timeouts(struct sp_session *s)
 static void attach_upstream(struct sp_session *s, enum sp_take take)
 {
 	const char *why = ERR_CONNECT_FAILED;
-	s->up = sp_worker_connect(s->w, s->cfg, s->backend, take, &why);
+	s->up = sp_worker_connect(s->w, s->cfg, s->backend, s->server, take, &why);
 	if (!s->up) {
 		upstream_failed(s, why, 502);
 		return;
@@ -579,17 +630,21 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	sp_decide(s->cfg->routes, s->cfg->nroutes, s->cfg->default_backend, &q, &s->w->rng, &s->tmp,
 		  &s->dec);
 	s->backend = s->dec.backend;
-	/* a backend known to be down: the route's other side, when it is up */
-	int other = other_side(s);
-	if (other >= 0 && !sp_health_usable(&s->cfg->backends[s->backend]) &&
-	    sp_health_usable(&s->cfg->backends[other])) {
+	/* a backend known to be down (all its servers): the route's other side,
+	 * when it is up */
+	int other = other_side(s), k;
+	s->server = sp_worker_pick(s->w, s->cfg, s->backend, 0, NULL);
+	if (s->server < 0 && other >= 0 && (k = sp_worker_pick(s->w, s->cfg, other, 0, NULL)) >= 0) {
 		s->fallback_from = s->backend;
 		s->backend = other;
+		s->server = k;
 	}
+	if (s->server < 0)
+		s->server = sp_worker_pick_any(s->w, s->cfg, s->backend);
 	struct sp_fwd_request f = sp_fwd_request_for(m, s->path.data, s->path.len, query, qlen);
 	f.client_ip = s->client_ip;
 	f.proto = s->https ? "https" : "http";
-	f.default_host = s->cfg->backends[s->backend].hostport;
+	f.default_host = s->cfg->backends[s->backend].servers[0].hostport;
 	/* HTTP/1.1 without a Host was refused (400): only a 1.0 request may lack it */
 	s->host_defaulted = m->http_minor == 0 && !sp_hdr_find(m->hdrs, m->nhdrs, "Host");
 	f.request_id = s->reqid; /* the logged one, alone, whatever the client sent */
@@ -733,7 +788,7 @@ static int on_resp_head(void *ud, struct sp_h1_msg *m)
 	s->tunnel = f.upgrade;
 	s->resp_body = f.body;
 	s->upstream_keep = m->keep_alive;
-	sp_health_report(&s->cfg->backends[s->backend], m->status < 500);
+	sp_health_report(&s->cfg->backends[s->backend], server_of(s), m->status < 500);
 	/* A refused upgrade leaves the request parser in upgrade state: close. */
 	s->client_keep = s->req_keep && s->req_done && s->resp_body != SP_BODY_CLOSE &&
 			 !s->w->draining && !s->upgrade_req;
@@ -1502,6 +1557,7 @@ void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct soc
 	s->w = w;
 	s->backend = -1;
 	s->fallback_from = -1;
+	s->server = -1;
 	s->upstream_ms = -1;
 	sp_buf_init(&s->head);
 	sp_buf_init(&s->stage);

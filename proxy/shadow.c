@@ -34,6 +34,7 @@ struct capture {
 struct leg {
 	struct sp_shadow *sh;
 	int backend;
+	int server; /* which of the backend's servers */
 	struct sp_upconn *up;
 	struct sp_h1 *parser;
 	struct capture cap;
@@ -384,6 +385,16 @@ static void maybe_finish(struct sp_shadow *sh)
  * connecting when the shadow timed out) counts against its passive health,
  * as for primaries: once it is down, shadows to it are skipped rather than
  * paid for with a connect each, until a trial gets an answer. */
+static const struct sp_backend *leg_backend(const struct leg *l)
+{
+	return &l->sh->cfg->backends[l->backend];
+}
+
+static const struct sp_server *leg_server(const struct leg *l)
+{
+	return &leg_backend(l)->servers[l->server];
+}
+
 static int leg_came_up(const struct leg *l)
 {
 	return l->up->reused || l->up->connected;
@@ -392,7 +403,7 @@ static int leg_came_up(const struct leg *l)
 static void leg_connect_failed(struct leg *l, const char *why)
 {
 	if (why != SP_ERR_LOCAL && (!l->up || !leg_came_up(l)))
-		sp_health_report(&l->sh->cfg->backends[l->backend], 0);
+		sp_health_report(leg_backend(l), leg_server(l), 0);
 }
 
 static void leg_fail(struct leg *l, int timed_out)
@@ -416,8 +427,8 @@ static int on_leg_head(void *ud, struct sp_h1_msg *m)
 	if (m->status / 100 == 1)
 		return 1; /* interim: the final answer follows */
 	/* an answer (a 5xx too: that is a difference to report, not an outage) */
-	sp_health_report(&l->sh->cfg->backends[l->backend], 1);
-	sp_health_shadow_report(&l->sh->cfg->backends[l->backend], 1);
+	sp_health_report(leg_backend(l), leg_server(l), 1);
+	sp_health_shadow_report(leg_backend(l), leg_server(l), 1);
 	capture_head(&l->cap, m->status, m->hdrs, m->nhdrs);
 	l->keep = m->keep_alive;
 	return 0;
@@ -513,19 +524,20 @@ static void on_shadow_timeout(evutil_socket_t fd, short what, void *arg)
 		if (l->up && !leg_came_up(l))
 			leg_connect_failed(l, NULL);
 		else if (l->up && !l->done) /* connected, and no answer in time */
-			sp_health_shadow_report(&sh->cfg->backends[l->backend], 0);
+			sp_health_shadow_report(leg_backend(l), leg_server(l), 0);
 		leg_fail(l, 1);
 	}
 	maybe_finish(sh);
 }
 
-static int leg_start(struct sp_shadow *sh, struct leg *l, int backend, const struct sp_buf *head,
-		     int has_body)
+static int leg_start(struct sp_shadow *sh, struct leg *l, int backend, int server,
+		     const struct sp_buf *head, int has_body)
 {
 	static const struct sp_h1_limits limits = {1024, 65536, 200};
 	static const char marker[] = "X-Strangler-Shadow: 1\r\n\r\n";
 	l->sh = sh;
 	l->backend = backend;
+	l->server = server;
 	capture_init(&l->cap, &sh->w->stash);
 	clock_gettime(CLOCK_MONOTONIC, &l->t0);
 	l->parser = sp_h1_new(0, &leg_hooks, l, &limits);
@@ -539,7 +551,7 @@ static int leg_start(struct sp_shadow *sh, struct leg *l, int backend, const str
 	if (sp_buf_add(&l->replay, head->data, head->len - 2) < 0 ||
 	    sp_buf_add(&l->replay, marker, sizeof(marker) - 1) < 0 ||
 	    (sh->host_defaulted &&
-	     sp_http_rehost(&l->replay, sh->cfg->backends[backend].hostport) < 0))
+	     sp_http_rehost(&l->replay, sh->cfg->backends[backend].servers[0].hostport) < 0))
 		return -1;
 	/* Mirrors reuse the backend's keep-alive pool like primaries do (a
 	 * connection per mirror costs a connect and a close per request); one
@@ -556,7 +568,7 @@ static int leg_start(struct sp_shadow *sh, struct leg *l, int backend, const str
 static int leg_connect(struct leg *l, enum sp_take take)
 {
 	const char *why = NULL;
-	l->up = sp_worker_connect(l->sh->w, l->sh->cfg, l->backend, take, &why);
+	l->up = sp_worker_connect(l->sh->w, l->sh->cfg, l->backend, l->server, take, &why);
 	if (!l->up) {
 		leg_connect_failed(l, why);
 		return -1;
@@ -589,12 +601,10 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 		COUNT(st, d, skipped[SP_SKIP_BUDGET]);
 		return NULL;
 	}
-	if (!sp_health_usable(&cfg->backends[shadow_backend])) {
-		COUNT(st, d, skipped[SP_SKIP_BACKEND_DOWN]);
-		return NULL;
-	}
-	if (!sp_health_shadow_usable(&cfg->backends[shadow_backend])) {
-		COUNT(st, d, skipped[SP_SKIP_UNRESPONSIVE]);
+	int paused, server = sp_worker_pick(w, cfg, shadow_backend, 1, &paused);
+	if (server < 0) {
+		/* all its servers down, or those up not answering shadows */
+		COUNT(st, d, skipped[paused ? SP_SKIP_UNRESPONSIVE : SP_SKIP_BACKEND_DOWN]);
 		return NULL;
 	}
 	struct sp_shadow *sh = calloc(1, sizeof(*sh));
@@ -636,9 +646,12 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 	 * may be asked twice */
 	sh->nlegs = route->shadow.noise_samples && sp_http_replayable(method, has_body) ? 2 : 1;
 	int ok = sh->timer != NULL &&
-		 leg_start(sh, &sh->legs[0], shadow_backend, head, has_body) == 0;
-	if (ok && sh->nlegs == 2 && leg_start(sh, &sh->legs[1], primary_backend, head, 0) < 0)
-		leg_fail(&sh->legs[1], 0);
+		 leg_start(sh, &sh->legs[0], shadow_backend, server, head, has_body) == 0;
+	if (ok && sh->nlegs == 2) {
+		int again = sp_worker_pick_any(w, cfg, primary_backend);
+		if (leg_start(sh, &sh->legs[1], primary_backend, again, head, 0) < 0)
+			leg_fail(&sh->legs[1], 0);
+	}
 	if (!ok)
 		for (int i = 0; i < sh->nlegs; i++)
 			leg_fail(&sh->legs[i], 0);

@@ -13,19 +13,25 @@
 struct sp_pool *sp_pool_new(struct event_base *base, const struct sp_backend *be)
 {
 	struct sp_pool *p = calloc(1, sizeof(*p));
-	if (!p)
+	if (!p || !(p->idle = calloc(be->nservers + 1, sizeof(*p->idle)))) {
+		free(p);
 		return NULL;
+	}
 	p->be = be;
 	p->base = base;
 	p->refs = 1;
-	TAILQ_INIT(&p->idle);
+	p->nservers = be->nservers;
+	for (size_t i = 0; i < p->nservers; i++)
+		TAILQ_INIT(&p->idle[i]);
 	return p;
 }
 
 static void pool_unref(struct sp_pool *p)
 {
-	if (--p->refs == 0)
+	if (--p->refs == 0) {
+		free(p->idle);
 		free(p);
+	}
 }
 
 void sp_pool_retire(struct sp_pool **pp)
@@ -36,11 +42,12 @@ void sp_pool_retire(struct sp_pool **pp)
 		return;
 	*pp = NULL;
 	p->retired = 1;
-	while ((c = TAILQ_FIRST(&p->idle)) != NULL) {
-		TAILQ_REMOVE(&p->idle, c, link);
-		p->nidle--;
-		sp_upconn_free(&c);
-	}
+	for (size_t i = 0; i < p->nservers; i++)
+		while ((c = TAILQ_FIRST(&p->idle[i])) != NULL) {
+			TAILQ_REMOVE(&p->idle[i], c, link);
+			p->nidle--;
+			sp_upconn_free(&c);
+		}
 	pool_unref(p);
 }
 
@@ -64,7 +71,7 @@ static void on_idle_event(struct sp_conn *conn, short what, void *arg)
 	struct sp_upconn *c = arg;
 	(void)conn;
 	(void)what;
-	TAILQ_REMOVE(&c->pool->idle, c, link);
+	TAILQ_REMOVE(&c->pool->idle[c->server], c, link);
 	c->pool->nidle--;
 	sp_upconn_free(&c);
 }
@@ -87,7 +94,7 @@ void sp_pool_put(struct sp_upconn **cp)
 	sp_conn_read(c->conn, 1);
 	sp_conn_timeouts(c->conn, p->be->idle_timeout_ms, 0);
 	c->reused = 1;
-	TAILQ_INSERT_HEAD(&p->idle, c, link);
+	TAILQ_INSERT_HEAD(&p->idle[c->server], c, link);
 	p->nidle++;
 }
 
@@ -104,22 +111,24 @@ static const char *connect_error(int e)
 	return "connect failed";
 }
 
-static struct sp_upconn *connect_new(struct sp_pool *p, const char **why)
+static struct sp_upconn *connect_new(struct sp_pool *p, int server, const char **why)
 {
+	const struct sp_server *sv = &p->be->servers[server];
 	struct sp_upconn *c = calloc(1, sizeof(*c));
 	if (!c) {
 		*why = "out of memory";
 		return NULL;
 	}
 	c->pool = p;
-	c->conn = sp_conn_connect(p->base, (const struct sockaddr *)&p->be->addr, p->be->addrlen);
+	c->server = server;
+	c->conn = sp_conn_connect(p->base, (const struct sockaddr *)&sv->addr, sv->addrlen);
 	if (!c->conn) {
 		*why = connect_error(errno);
 		free(c);
 		return NULL;
 	}
 	if (p->be->tls_ctx &&
-	    sp_conn_tls_connect(c->conn, p->be->tls_ctx, p->be->host, p->be->host_is_ip) < 0) {
+	    sp_conn_tls_connect(c->conn, p->be->tls_ctx, sv->host, sv->host_is_ip) < 0) {
 		*why = "connect failed";
 		sp_conn_free(&c->conn);
 		free(c);
@@ -130,15 +139,15 @@ static struct sp_upconn *connect_new(struct sp_pool *p, const char **why)
 	return c;
 }
 
-struct sp_upconn *sp_pool_get(struct sp_pool *p, enum sp_take take, const char **why)
+struct sp_upconn *sp_pool_get(struct sp_pool *p, int server, enum sp_take take, const char **why)
 {
 	struct sp_upconn *c;
-	while (take != SP_TAKE_NEW && (c = TAILQ_FIRST(&p->idle))) {
-		TAILQ_REMOVE(&p->idle, c, link);
+	while (take != SP_TAKE_NEW && (c = TAILQ_FIRST(&p->idle[server]))) {
+		TAILQ_REMOVE(&p->idle[server], c, link);
 		p->nidle--;
 		if (take == SP_TAKE_IDLE || sp_conn_idle_alive(c->conn))
 			return c;
 		sp_upconn_free(&c);
 	}
-	return connect_new(p, why);
+	return connect_new(p, server, why);
 }

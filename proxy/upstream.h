@@ -13,21 +13,26 @@ struct sp_pool;
 struct sp_upconn {
 	struct sp_conn *conn;
 	struct sp_pool *pool;
+	int server; /* which of the pool's backend's servers it is connected to */
 	TAILQ_ENTRY(sp_upconn) link;
 	int reused;    /* carried an earlier exchange */
 	int connected;
 };
 
 /* A pool outlives config generations: a reload that keeps a backend (same
- * URL and TLS settings) keeps its pool and idle connections. It is
+ * servers and TLS settings) keeps its pool and idle connections. It is
  * reference-counted: the worker's table holds one reference and every
  * connection taken from it one more, so a pool a reload dropped lives until
  * its last exchange ends. */
+TAILQ_HEAD(sp_upconn_q, sp_upconn);
+
 struct sp_pool {
 	const struct sp_backend *be; /* the newest generation's backend */
 	struct event_base *base;
-	TAILQ_HEAD(sp_upconn_q, sp_upconn) idle;
-	size_t nidle;
+	struct sp_upconn_q *idle; /* one queue per server of be, latest first */
+	size_t nservers;
+	size_t nidle;             /* all servers together: at most be->max_idle */
+	unsigned rr;              /* the round-robin over be's servers (sp_health_pick) */
 	int refs;
 	int retired;          /* no longer in the worker's table: do not keep idle */
 	unsigned long opened; /* connections opened, for tests and metrics */
@@ -48,12 +53,13 @@ enum sp_take {
 	SP_TAKE_NEW,     /* never an idle one */
 };
 
-/* An idle connection (reused = 1) or a new one that is connecting; NULL when
+/* An idle connection (reused = 1) or a new one that is connecting, to the
+ * server-th server of the pool's backend; NULL when
  * a socket cannot even be created (*why says why: SP_ERR_LOCAL when this
  * process or host ran out of descriptors, memory or local ports, which says
  * nothing about the backend). The caller owns the result and must set its
  * callbacks. */
-struct sp_upconn *sp_pool_get(struct sp_pool *p, enum sp_take take, const char **why);
+struct sp_upconn *sp_pool_get(struct sp_pool *p, int server, enum sp_take take, const char **why);
 extern const char SP_ERR_LOCAL[];
 /* Returns a healthy connection to the idle queue (or closes it when the pool
  * is full). Takes ownership; *c is NULLed. */

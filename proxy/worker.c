@@ -18,6 +18,7 @@
 
 #include "clock.h"
 #include "conn.h"
+#include "health.h"
 #include "log.h"
 #include "shadow.h"
 
@@ -171,12 +172,18 @@ static int reconcile_listeners(struct sp_worker *w, const struct sp_config *old,
 }
 
 /* Whether connections made for backend a may carry backend b's requests:
- * the same URL and the same TLS identity (settings and file contents). A
+ * the same servers (URLs, in the same order: a connection keeps its
+ * server's index) and the same TLS identity (settings and file contents). A
  * reload that changes what is trusted or presented (tls_verify, ca_file, a
  * client certificate) must never reuse a connection made under the old. */
 static int same_peer(const struct sp_backend *a, const struct sp_backend *b)
 {
-	return strcmp(a->url, b->url) == 0 && memcmp(a->tls_id, b->tls_id, sizeof(a->tls_id)) == 0;
+	if (a->nservers != b->nservers || memcmp(a->tls_id, b->tls_id, sizeof(a->tls_id)) != 0)
+		return 0;
+	for (size_t i = 0; i < a->nservers; i++)
+		if (strcmp(a->servers[i].url, b->servers[i].url) != 0)
+			return 0;
+	return 1;
 }
 
 /* A pool per backend of cfg, reusing the pools (and idle connections) of
@@ -419,16 +426,44 @@ static int reconcile_stats(struct sp_worker *w, const struct sp_config *cfg)
 	return 0;
 }
 
-struct sp_upconn *sp_worker_connect(struct sp_worker *w, const struct sp_config *cfg, int backend,
-				    enum sp_take take, const char **why)
+/* The worker's pool for cfg's backend: the one of its own generation, or for
+ * an exchange that started before a reload, the one found by servers and TLS
+ * settings; NULL when the backend was removed or changed since. */
+static struct sp_pool *pool_of(struct sp_worker *w, const struct sp_config *cfg, int backend)
 {
 	if (cfg == w->cfg)
-		return sp_pool_get(w->pools[backend], take, why);
-	/* an exchange that started before a reload: its backend's pool, found by
-	 * URL and TLS settings */
+		return w->pools[backend];
 	for (size_t i = 0; i < w->cfg->nbackends; i++)
 		if (same_peer(&w->cfg->backends[i], &cfg->backends[backend]))
-			return sp_pool_get(w->pools[i], take, why);
+			return w->pools[i];
+	return NULL;
+}
+
+int sp_worker_pick(struct sp_worker *w, const struct sp_config *cfg, int backend, int for_shadow,
+		   int *paused)
+{
+	struct sp_pool *p = pool_of(w, cfg, backend);
+	unsigned own = 0;
+	return sp_health_pick(&cfg->backends[backend], p ? &p->rr : &own, for_shadow, paused);
+}
+
+int sp_worker_pick_any(struct sp_worker *w, const struct sp_config *cfg, int backend)
+{
+	int k = sp_worker_pick(w, cfg, backend, 0, NULL);
+	struct sp_pool *p = pool_of(w, cfg, backend);
+	if (k >= 0 || !p)
+		return k >= 0 ? k : 0;
+	if (p->rr >= cfg->backends[backend].nservers)
+		p->rr = 0;
+	return (int)p->rr++;
+}
+
+struct sp_upconn *sp_worker_connect(struct sp_worker *w, const struct sp_config *cfg, int backend,
+				    int server, enum sp_take take, const char **why)
+{
+	struct sp_pool *p = pool_of(w, cfg, backend);
+	if (p)
+		return sp_pool_get(p, server, take, why);
 	/* removed or changed since: a connection of its own, as the exchange's
 	 * configuration says (a pool retired at once frees it after use) */
 	struct sp_pool *own = sp_pool_new(w->base, &cfg->backends[backend]);
@@ -436,7 +471,7 @@ struct sp_upconn *sp_worker_connect(struct sp_worker *w, const struct sp_config 
 		*why = SP_ERR_LOCAL;
 		return NULL;
 	}
-	struct sp_upconn *c = sp_pool_get(own, SP_TAKE_NEW, why);
+	struct sp_upconn *c = sp_pool_get(own, server, SP_TAKE_NEW, why);
 	sp_pool_retire(&own);
 	return c;
 }

@@ -119,13 +119,20 @@ int sp_worker_check_listen(const struct sp_config *old, const struct sp_config *
 /* Hands a new generation to the worker (any thread; takes a reference). New
  * requests use it at once, requests in flight finish on theirs. */
 void sp_worker_reload(struct sp_worker *w, struct sp_config *cfg, unsigned long gen);
-/* A connection to backend index `backend` of generation cfg, which may be
- * older than the worker's: from the worker's pool for that backend or, when a
- * reload removed it or changed its URL or TLS settings, one of its own that
- * is not kept after the exchange (requests in flight finish on their own
- * configuration). NULL with *why on failure. */
+/* Which server of backend index `backend` of generation cfg the next request
+ * goes to: round-robin over those that may take one (sp_health_pick), -1 when
+ * none may. sp_worker_pick_any: the same, but when none may, the next one
+ * anyway (a backend that is down with nowhere else to go). */
+int sp_worker_pick(struct sp_worker *w, const struct sp_config *cfg, int backend, int for_shadow,
+		   int *paused);
+int sp_worker_pick_any(struct sp_worker *w, const struct sp_config *cfg, int backend);
+/* A connection to server `server` of backend index `backend` of generation
+ * cfg, which may be older than the worker's: from the worker's pool for that
+ * backend or, when a reload removed it or changed its servers or TLS
+ * settings, one of its own that is not kept after the exchange (requests in
+ * flight finish on their own configuration). NULL with *why on failure. */
 struct sp_upconn *sp_worker_connect(struct sp_worker *w, const struct sp_config *cfg, int backend,
-				    enum sp_take take, const char **why);
+				    int server, enum sp_take take, const char **why);
 /* A route's counters by name, NULL when the worker has none. Other threads
  * call them between sp_worker_stats_read_lock and _unlock, and use what they
  * found only until then: a route gone from the configuration loses its

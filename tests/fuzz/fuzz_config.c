@@ -60,8 +60,13 @@ static void check_config(const struct sp_config *c)
 		FUZZ_CHECK(c->listen[i].address && c->listen[i].addrlen > 0, "listen %zu", i);
 	for (size_t i = 0; i < c->nbackends; i++) {
 		const struct sp_backend *b = &c->backends[i];
-		FUZZ_CHECK(b->name && b->url && b->host && b->hostport && b->addrlen > 0,
-			   "backend %zu incomplete", i);
+		FUZZ_CHECK(b->name && b->nservers >= 1 && b->nservers <= SP_SERVERS_MAX,
+			   "backend %zu: %zu servers", i, b->nservers);
+		for (size_t k = 0; k < b->nservers; k++) {
+			const struct sp_server *sv = &b->servers[k];
+			FUZZ_CHECK(sv->url && sv->host && sv->hostport && sv->addrlen > 0,
+				   "backend %zu server %zu incomplete", i, k);
+		}
 	}
 	for (size_t i = 0; i < c->nroutes; i++) {
 		const struct sp_route *r = &c->routes[i];

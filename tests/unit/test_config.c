@@ -190,7 +190,63 @@ static void test_error_bad_url(void **state)
 	REJECTED(ONE_BACKEND("url = \"http://u:p@127.0.0.1:9001\";"), 1,
 		 "test.conf:3: backends.legacy.url: \"http://u:p@127.0.0.1:9001\": user information in "
 		 "the URL is not supported");
-	REJECTED(ONE_BACKEND("max_idle = 3;"), 1, "test.conf:3: backends.legacy.url: required");
+	REJECTED(ONE_BACKEND("max_idle = 3;"), 1,
+		 "test.conf:3: backends.legacy.url: required (or servers, a list of URLs)");
+}
+
+/* servers = [...]: several servers for one backend, each checked as a url. */
+static void test_servers(void **state)
+{
+	(void)state;
+	struct sp_config *c = unit_load_ok(
+		ONE_BACKEND("servers = [\"http://127.0.0.1:9001\", \"http://localhost:9003/\", "
+			    "\"http://[::1]\"];"),
+		NULL);
+	const struct sp_backend *b = &c->backends[0];
+	assert_int_equal(b->nservers, 3);
+	assert_string_equal(b->servers[0].hostport, "127.0.0.1:9001");
+	assert_string_equal(b->servers[1].url, "http://localhost:9003/");
+	assert_string_equal(b->servers[1].host, "localhost");
+	assert_string_equal(b->servers[2].host, "::1");
+	assert_string_equal(b->servers[2].hostport, "[::1]:80");
+	assert_int_equal(ntohs(((struct sockaddr_in *)&b->servers[0].addr)->sin_port), 9001);
+	assert_int_equal(ntohs(((struct sockaddr_in *)&b->servers[1].addr)->sin_port), 9003);
+	assert_int_equal(b->servers[2].addr.ss_family, AF_INET6);
+	sp_config_unref(&c);
+	c = unit_load_ok(ONE_BACKEND("url = \"http://127.0.0.1:9001\";"), NULL);
+	assert_int_equal(c->backends[0].nservers, 1);
+	sp_config_unref(&c);
+
+	REJECTED(ONE_BACKEND("url = \"http://127.0.0.1:9001\"; servers = [\"http://127.0.0.1:9002\"];"),
+		 1, "test.conf:3: backends.legacy: url and servers: give one or the other");
+	REJECTED(ONE_BACKEND("servers = [];"), 1, "test.conf:3: backends.legacy.servers: at least one URL");
+	REJECTED(ONE_BACKEND("servers = \"http://127.0.0.1:9001\";"), 1,
+		 "test.conf:3: backends.legacy.servers: must be a list of URLs: "
+		 "[\"http://10.0.0.1:9001\", \"http://10.0.0.2:9001\"]");
+	REJECTED(ONE_BACKEND("servers = [1, 2];"), 1,
+		 "test.conf:3: backends.legacy.servers: must be a list of URLs: "
+		 "[\"http://10.0.0.1:9001\", \"http://10.0.0.2:9001\"]");
+	REJECTED(ONE_BACKEND("servers = [\"http://127.0.0.1:9001\", \"ftp://127.0.0.1:9002\"];"), 1,
+		 "test.conf:3: backends.legacy.servers.[1]: \"ftp://127.0.0.1:9002\": must start with "
+		 "http:// or https://");
+	REJECTED(ONE_BACKEND("servers = [\"http://127.0.0.1:9001\", \"https://127.0.0.1:9002\"];"), 1,
+		 "test.conf:3: backends.legacy.servers.[1]: \"https://127.0.0.1:9002\": http:// and "
+		 "https:// servers mixed in one backend");
+	REJECTED(ONE_BACKEND("servers = [\"http://127.0.0.1:80\", \"http://127.0.0.1/\"];"), 1,
+		 "test.conf:3: backends.legacy.servers.[1]: \"http://127.0.0.1/\": the same server as "
+		 "servers.[0]");
+	/* an https:// backend's TLS settings apply to all its servers */
+	REJECTED(ONE_BACKEND("servers = [\"http://127.0.0.1:9001\"]; tls_verify = false;"), 1,
+		 "test.conf:3: backends.legacy: TLS settings need an https:// url");
+	struct sp_buf big;
+	sp_buf_init(&big);
+	sp_buf_adds(&big, L_LISTEN "backends = {\n  legacy = { servers = [");
+	for (int i = 0; i <= SP_SERVERS_MAX; i++)
+		sp_buf_printf(&big, "%s\"http://127.0.0.1:%d\"", i ? ", " : "", 9000 + i);
+	sp_buf_adds(&big, "]; };\n};\n" L_DEFAULT);
+	check_rejected(big.data, 1, MSGS("test.conf:3: backends.legacy.servers: at most 64 servers"), 1,
+		       __LINE__);
+	sp_buf_deinit(&big);
 }
 
 /* BUG (proxy/config.c, parse_url): "http://:9001" has an empty host but passes
@@ -903,22 +959,22 @@ static void test_valid_full_config(void **state)
 	const struct sp_backend *legacy = &c->backends[0], *modern = &c->backends[1],
 				*plain = &c->backends[2];
 	assert_string_equal(legacy->name, "legacy");
-	assert_string_equal(legacy->url, "http://127.0.0.1:9001");
+	assert_string_equal(legacy->servers[0].url, "http://127.0.0.1:9001");
 	assert_int_equal(legacy->line, 6);
-	assert_string_equal(legacy->host, "127.0.0.1");
-	assert_string_equal(legacy->hostport, "127.0.0.1:9001");
-	assert_int_equal(ntohs(((struct sockaddr_in *)&legacy->addr)->sin_port), 9001);
+	assert_string_equal(legacy->servers[0].host, "127.0.0.1");
+	assert_string_equal(legacy->servers[0].hostport, "127.0.0.1:9001");
+	assert_int_equal(ntohs(((struct sockaddr_in *)&legacy->servers[0].addr)->sin_port), 9001);
 	assert_int_equal(legacy->connect_timeout_ms, 2000);
 	assert_int_equal(legacy->response_timeout_ms, 30000);
 	assert_int_equal(legacy->max_idle, 64);
 	assert_int_equal(legacy->idle_timeout_ms, 60000);
-	assert_string_equal(modern->hostport, "127.0.0.1:9002");
+	assert_string_equal(modern->servers[0].hostport, "127.0.0.1:9002");
 	assert_int_equal(modern->connect_timeout_ms, 500);
 	assert_int_equal(modern->response_timeout_ms, 1500);
 	assert_int_equal(modern->max_idle, 0);
 	assert_int_equal(modern->idle_timeout_ms, 900);
-	assert_string_equal(plain->host, "127.0.0.1");
-	assert_string_equal(plain->hostport, "127.0.0.1:80");
+	assert_string_equal(plain->servers[0].host, "127.0.0.1");
+	assert_string_equal(plain->servers[0].hostport, "127.0.0.1:80");
 	assert_int_equal(c->default_backend, 2);
 	assert_int_equal(sp_backend_index(c, "modern"), 1);
 	assert_int_equal(sp_backend_index(c, "nope"), -1);
@@ -1199,6 +1255,7 @@ int main(void)
 		cmocka_unit_test(test_error_unknown_setting_in_sections),
 		cmocka_unit_test(test_error_unknown_backend),
 		cmocka_unit_test(test_error_bad_url),
+		cmocka_unit_test(test_servers),
 		cmocka_unit_test(test_error_url_empty_host),
 		cmocka_unit_test(test_error_percent),
 		cmocka_unit_test(test_shadow_defaults_and_errors),

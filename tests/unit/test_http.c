@@ -797,7 +797,7 @@ static void test_access_format_fields(void **state)
 	(void)state;
 	struct sp_access_entry e = {
 		.client = "203.0.113.7", .method = "GET", .path = "/api/orders/9?x", .path_len = 13,
-		.status = 200, .route = "orders", .backend = "modern", .has_bucket = 1,
+		.status = 200, .route = "orders", .backend = "modern", .server = "10.0.0.2:9002", .has_bucket = 1,
 		.bucket = 8035, .upstream_ms = 12.5, .total_ms = 13.25, .bytes_in = 321,
 		.bytes_out = 4294967296ull, .request_id = "rid-1", .error = NULL,
 	};
@@ -807,13 +807,14 @@ static void test_access_format_fields(void **state)
 	time_t before = time(NULL);
 	json_t *j = format_and_parse(&e, &line);
 	time_t after = time(NULL);
-	assert_int_equal(json_object_size(j), 13); /* "error" only when set */
+	assert_int_equal(json_object_size(j), 14); /* "error" only when set */
 	assert_string_equal(jstr(j, "client"), "203.0.113.7");
 	assert_string_equal(jstr(j, "method"), "GET");
 	assert_string_equal(jstr(j, "path"), "/api/orders/9");
 	assert_int_equal(jint(j, "status"), 200);
 	assert_string_equal(jstr(j, "route"), "orders");
 	assert_string_equal(jstr(j, "backend"), "modern");
+	assert_string_equal(jstr(j, "server"), "10.0.0.2:9002");
 	assert_int_equal(jint(j, "bucket"), 8035);
 	assert_true(jnum(j, "upstream_ms") == 12.5);
 	assert_true(jnum(j, "total_ms") == 13.25);
@@ -851,9 +852,10 @@ static void test_access_format_nulls_and_error(void **state)
 	struct sp_buf line;
 	sp_buf_init(&line);
 	json_t *j = format_and_parse(&e, &line);
-	assert_int_equal(json_object_size(j), 14);
+	assert_int_equal(json_object_size(j), 15);
 	assert_true(json_is_null(json_object_get(j, "route")));
 	assert_true(json_is_null(json_object_get(j, "backend")));
+	assert_true(json_is_null(json_object_get(j, "server")));
 	assert_true(json_is_null(json_object_get(j, "bucket")));
 	assert_true(json_is_null(json_object_get(j, "upstream_ms")));
 	assert_true(json_is_null(json_object_get(j, "request_id")));
