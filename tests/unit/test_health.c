@@ -1,0 +1,157 @@
+/* Unit tests for proxy/health.c's per-server part: which server of a backend
+ * a request goes to (sp_health_pick), how failures mark one server down, and
+ * what the metrics see of a backend made of several servers. */
+#include "unit.h"
+
+#include <time.h>
+
+#include "health.h"
+
+/* Backend 0 has three servers; unhealthy = 2 failures; 100 ms between trials. */
+#define THREE                                                                          \
+	"listen = ( { address = \"127.0.0.1:8080\"; } );\n"                            \
+	"backends = {\n"                                                               \
+	"  legacy = { servers = [\"http://127.0.0.1:9001\", \"http://127.0.0.1:9002\", " \
+	"\"http://127.0.0.1:9003\"];\n"                                                \
+	"             health = { unhealthy = 2; interval_ms = 100; }; };\n"            \
+	"  other = { url = \"http://127.0.0.1:9002\"; };\n"                             \
+	"};\n"                                                                         \
+	"default_backend = \"legacy\";\n"
+
+struct fixture {
+	struct sp_health_table *t;
+	struct sp_config *c;
+	const struct sp_backend *be;
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	assert_non_null(f);
+	f->t = sp_health_table_new();
+	f->c = unit_load_ok(THREE, NULL);
+	assert_int_equal(sp_health_attach(f->t, f->c), 0);
+	f->be = &f->c->backends[0];
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	sp_config_unref(&f->c);
+	sp_health_table_free(&f->t);
+	free(f);
+	return 0;
+}
+
+static void fail_server(const struct sp_backend *be, size_t i, int times)
+{
+	for (int k = 0; k < times; k++)
+		sp_health_report(be, &be->servers[i], 0);
+}
+
+static void test_round_robin(void **state)
+{
+	struct fixture *f = *state;
+	unsigned rr = 0;
+	int seen[3] = {0, 0, 0};
+	for (int k = 0; k < 9; k++) {
+		int i = sp_health_pick(f->be, &rr, 0, NULL);
+		assert_int_equal(i, k % 3); /* in order, each in turn */
+		seen[i]++;
+	}
+	assert_int_equal(seen[0], 3);
+	assert_int_equal(seen[2], 3);
+	/* a counter past the end (the list got shorter) starts over */
+	rr = 7;
+	assert_int_equal(sp_health_pick(f->be, &rr, 0, NULL), 0);
+}
+
+static void test_down_server_skipped(void **state)
+{
+	struct fixture *f = *state;
+	unsigned rr = 0;
+	fail_server(f->be, 1, 1); /* one failure: still up (unhealthy = 2) */
+	assert_false(sp_health_server_view(&f->be->servers[1]).down);
+	fail_server(f->be, 1, 1);
+	assert_true(sp_health_server_view(&f->be->servers[1]).down);
+	for (int k = 0; k < 6; k++)
+		assert_int_equal(sp_health_pick(f->be, &rr, 0, NULL), k % 2 ? 2 : 0);
+	/* the backend is up while one server is */
+	struct sp_health_view v = sp_health_view(f->be);
+	assert_false(v.down);
+	assert_int_equal(v.transitions, 1);
+	/* a success brings it back, and it takes its turn again */
+	sp_health_report(f->be, &f->be->servers[1], 1);
+	assert_false(sp_health_server_view(&f->be->servers[1]).down);
+	rr = 1;
+	assert_int_equal(sp_health_pick(f->be, &rr, 0, NULL), 1);
+	assert_int_equal(sp_health_view(f->be).transitions, 2);
+}
+
+static void test_all_down_then_trial(void **state)
+{
+	struct fixture *f = *state;
+	unsigned rr = 0;
+	for (size_t i = 0; i < 3; i++)
+		fail_server(f->be, i, 2);
+	assert_true(sp_health_view(f->be).down);
+	assert_int_equal(sp_health_pick(f->be, &rr, 0, NULL), -1);
+	/* another backend on one of the same servers shares its health (by URL) */
+	assert_true(sp_health_view(&f->c->backends[1]).down);
+	/* after interval_ms, one trial per server, each taken once */
+	struct timespec pause = {0, 150 * 1000 * 1000};
+	nanosleep(&pause, NULL);
+	int got[3] = {0, 0, 0};
+	for (int k = 0; k < 3; k++) {
+		int i = sp_health_pick(f->be, &rr, 0, NULL);
+		assert_in_range(i, 0, 2);
+		got[i]++;
+	}
+	assert_int_equal(got[0] + got[1] + got[2], 3);
+	assert_int_equal(got[0], 1);
+	assert_int_equal(got[1], 1);
+	assert_int_equal(sp_health_pick(f->be, &rr, 0, NULL), -1); /* trials spent */
+}
+
+static void test_shadow_pause(void **state)
+{
+	struct fixture *f = *state;
+	unsigned rr = 0;
+	int paused = -1;
+	/* server 0 stops answering shadows: shadows go to the others */
+	for (int k = 0; k < 2; k++)
+		sp_health_shadow_report(f->be, &f->be->servers[0], 0);
+	assert_true(sp_health_server_view(&f->be->servers[0]).shadows_paused);
+	assert_false(sp_health_view(f->be).shadows_paused);
+	assert_int_equal(sp_health_pick(f->be, &rr, 1, &paused), 1);
+	assert_int_equal(paused, 1);
+	/* primaries still go to it */
+	rr = 0;
+	assert_int_equal(sp_health_pick(f->be, &rr, 0, &paused), 0);
+	assert_int_equal(paused, 0);
+	/* all paused: none for a shadow, and it says why */
+	for (size_t i = 1; i < 3; i++)
+		for (int k = 0; k < 2; k++)
+			sp_health_shadow_report(f->be, &f->be->servers[i], 0);
+	assert_true(sp_health_view(f->be).shadows_paused);
+	assert_int_equal(sp_health_pick(f->be, &rr, 1, &paused), -1);
+	assert_int_equal(paused, 1);
+	/* all down: none, and not for want of answers */
+	for (size_t i = 0; i < 3; i++)
+		fail_server(f->be, i, 2);
+	assert_int_equal(sp_health_pick(f->be, &rr, 1, &paused), -1);
+	assert_int_equal(paused, 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_round_robin, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_down_server_skipped, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_all_down_then_trial, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_shadow_pause, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
