@@ -633,7 +633,10 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	/* a backend known to be down (all its servers): the route's other side,
 	 * when it is up */
 	int other = other_side(s), k;
-	s->server = sp_worker_pick(s->w, s->cfg, s->backend, 0, NULL);
+	if (other < 0 && s->cfg->backends[s->backend].nservers == 1)
+		s->server = 0; /* its only server, up or down: no choice to make */
+	else
+		s->server = sp_worker_pick(s->w, s->cfg, s->backend, 0, NULL);
 	if (s->server < 0 && other >= 0 && (k = sp_worker_pick(s->w, s->cfg, other, 0, NULL)) >= 0) {
 		s->fallback_from = s->backend;
 		s->backend = other;

@@ -461,7 +461,7 @@ int sp_worker_pick_any(struct sp_worker *w, const struct sp_config *cfg, int bac
 struct sp_upconn *sp_worker_connect(struct sp_worker *w, const struct sp_config *cfg, int backend,
 				    int server, enum sp_take take, const char **why)
 {
-	struct sp_pool *p = pool_of(w, cfg, backend);
+	struct sp_pool *p = cfg == w->cfg ? w->pools[backend] : pool_of(w, cfg, backend);
 	if (p)
 		return sp_pool_get(p, server, take, why);
 	/* removed or changed since: a connection of its own, as the exchange's
