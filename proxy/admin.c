@@ -754,6 +754,36 @@ static void serve_routes(struct admin_conn *a, const char *name)
 				       sp_runtime_stale_overrides(rt)));
 }
 
+/* The health of one server, or of a backend (sp_health_view). */
+static json_t *health_json(struct sp_health_view v)
+{
+	return json_pack("{s:b, s:b, s:I}", "up", !v.down, "shadows_paused", v.shadows_paused,
+			 "health_transitions", (json_int_t)v.transitions);
+}
+
+/* GET /api/backends: every backend with its servers and their health. */
+static void serve_backends(struct admin_conn *a, const char *name)
+{
+	const struct sp_config *cfg = a->admin->rt->cfg;
+	json_t *list = json_array();
+	(void)name;
+	for (size_t i = 0; i < cfg->nbackends; i++) {
+		const struct sp_backend *be = &cfg->backends[i];
+		json_t *servers = json_array(), *b = health_json(sp_health_view(be));
+		for (size_t k = 0; k < be->nservers; k++) {
+			json_t *sv = health_json(sp_health_server_view(&be->servers[k]));
+			json_object_set_new(sv, "url", json_string(be->servers[k].url));
+			json_object_set_new(sv, "address", json_string(be->servers[k].hostport));
+			json_array_append_new(servers, sv);
+		}
+		json_object_set_new(b, "name", json_string(be->name));
+		json_object_set_new(b, "servers", servers);
+		json_array_append_new(list, b);
+	}
+	respond_json(a, 200, json_pack("{s:I, s:o}", "generation",
+				       (json_int_t)a->admin->rt->generation, "backends", list));
+}
+
 static void serve_route(struct admin_conn *a, const char *name)
 {
 	const struct sp_route *r = sp_config_route(a->admin->rt->cfg, name);
@@ -796,6 +826,7 @@ static const struct endpoint {
 	{"/readyz", "GET", serve_readyz},
 	{"/metrics", "GET", serve_metrics},
 	{"/api/routes", "GET", serve_routes},
+	{"/api/backends", "GET", serve_backends},
 	{"/api/routes/*", "GET", serve_route},
 	{"/api/routes/*", "PATCH", patch_route},
 	{"/api/routes/*/override", "DELETE", delete_override},

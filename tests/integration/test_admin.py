@@ -890,3 +890,32 @@ def test_the_dashboard_names_what_moved_is_judged_against(start_proxy, two_backe
     assert 'const def = data.default_backend;' in page
     assert 'document.getElementById("ref").textContent = def;' in page
     assert p.admin("GET", "/api/routes")[1]["default_backend"] == "modern"
+
+
+def test_backends_list_their_servers_and_health(start_proxy, backend_factory, tmp_path):
+    """GET /api/backends: each backend, its servers and whether each is up."""
+    live = backend_factory("legacy-1")
+    dead = harness.refused_port()
+    modern = backend_factory("modern")
+    p = start_proxy(
+        {"legacy": {"servers": [live.url, "http://127.0.0.1:%d" % dead],
+                    "health": {"unhealthy": 1, "interval_ms": 60000}},
+         "modern": modern},
+        admin={"state_file": str(tmp_path / "state.json")})
+    st, got = p.admin("GET", "/api/backends")
+    assert st == 200
+    legacy = got["backends"][0]
+    assert [b["name"] for b in got["backends"]] == ["legacy", "modern"]
+    assert [s["url"] for s in legacy["servers"]] == [live.url, "http://127.0.0.1:%d" % dead]
+    assert [s["address"] for s in legacy["servers"]] == [
+        "127.0.0.1:%d" % live.port, "127.0.0.1:%d" % dead]
+    assert all(s["up"] for s in legacy["servers"]) and legacy["up"]
+    with p.client() as c:  # round-robin: one of these meets the refusing server
+        for _ in range(2):
+            assert c.request("GET", "/x").status == 200
+    st, got = p.admin("GET", "/api/backends")
+    legacy = got["backends"][0]
+    assert [s["up"] for s in legacy["servers"]] == [True, False]
+    assert legacy["up"] is True and legacy["health_transitions"] == 1
+    assert got["backends"][1]["servers"][0]["up"] is True
+    assert p.admin("POST", "/api/backends")[0] == 405
