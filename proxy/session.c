@@ -386,13 +386,12 @@ static const struct sp_server *server_of(const struct sp_session *s)
 	return &s->cfg->backends[s->backend].servers[s->server];
 }
 
-/* What a refused connection may be sent again: an idempotent request
- * without a body, before any answer (nothing reached the backend, so
- * nothing can have happened twice). */
-static int may_resend(const struct sp_session *s, const char *err)
+/* What a connection that never came up may be sent again on another: an
+ * idempotent request without a body, before any answer (nothing reached the
+ * backend, so nothing can have happened twice). */
+static int may_resend(const struct sp_session *s)
 {
-	return strcmp(err, ERR_CONNECT_REFUSED) == 0 && !s->resp_started && s->req_done &&
-	       replayable(s);
+	return !s->resp_started && s->req_done && replayable(s);
 }
 
 /* Sends the request again on the connection just attached. */
@@ -403,20 +402,23 @@ static void resend(struct sp_session *s)
 		evbuffer_add(s->up->conn->out, s->head.data, s->head.len);
 }
 
-/* A refused connection goes to the backend's next server that has not
- * refused it and may take a request, each at most once. */
+/* A connection that could not be made (refused, failed, timed out: as
+ * nginx's proxy_next_upstream error timeout) goes to the backend's next
+ * server not tried yet that may take a request, each at most once. */
 static int retry_next_server(struct sp_session *s, const char *err)
 {
 	const struct sp_backend *be = &s->cfg->backends[s->backend];
-	if (be->nservers < 2 || !may_resend(s, err))
+	if (be->nservers < 2 || !may_resend(s) ||
+	    (strcmp(err, ERR_CONNECT_REFUSED) != 0 && strcmp(err, ERR_CONNECT_FAILED) != 0 &&
+	     strcmp(err, ERR_CONNECT_TIMEOUT) != 0))
 		return 0;
 	s->tried |= (uint64_t)1 << s->server;
 	for (size_t k = 1; k < be->nservers; k++) {
 		size_t i = ((size_t)s->server + k) % be->nservers;
 		if ((s->tried >> i & 1) || !sp_health_usable(be, &be->servers[i]))
 			continue;
-		sp_log(SP_LOG_INFO, "backend %s: %s refused the connection; request %s retried on %s",
-		       be->name, server_of(s)->hostport, s->reqid, be->servers[i].hostport);
+		sp_log(SP_LOG_INFO, "backend %s: %s: %s; request %s retried on %s", be->name,
+		       server_of(s)->hostport, err, s->reqid, be->servers[i].hostport);
 		s->server = (int)i;
 		attach_upstream(s, SP_TAKE_IDLE);
 		resend(s);
@@ -430,7 +432,8 @@ static int retry_next_server(struct sp_session *s, const char *err)
 static int retry_other_side(struct sp_session *s, const char *err)
 {
 	int other = other_side(s);
-	if (!may_resend(s, err) || other < 0 || s->fallback_from >= 0 ||
+	if (strcmp(err, ERR_CONNECT_REFUSED) != 0 || !may_resend(s) || other < 0 ||
+	    s->fallback_from >= 0 ||
 	    (s->host_defaulted &&
 	     sp_http_rehost(&s->head, s->cfg->backends[other].servers[0].hostport) < 0))
 		return 0;

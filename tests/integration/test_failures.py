@@ -1,5 +1,6 @@
 """What goes wrong, and what the client sees: unreachable, slow and broken
 backends; malformed, oversized, unsupported and slow client requests."""
+import contextlib
 import os
 import re
 import signal
@@ -716,21 +717,32 @@ def test_slow_but_steady_body_is_not_timed_out(backend_factory, start_proxy):
         assert r.json()["body_len"] == 5
 
 
-def test_connect_timeout_is_504(start_proxy):
-    """A backend whose accept queue is full drops SYNs: the connect hangs."""
-    import socket as s
-    blackhole = s.socket()
-    blackhole.bind(("127.0.0.1", 0))
-    blackhole.listen(0)
-    port = blackhole.getsockname()[1]
+@contextlib.contextmanager
+def blackhole():
+    """A port whose accept queue is full: the kernel drops SYNs to it, so a
+    connect hangs. Yields the port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(0)
+    port = sock.getsockname()[1]
     fillers = []
     try:
         for _ in range(3):  # fill the accept queue (never accepted)
-            f = s.socket()
+            f = socket.socket()
             f.setblocking(False)
             f.connect_ex(("127.0.0.1", port))
             fillers.append(f)
         time.sleep(0.05)
+        yield port
+    finally:
+        for f in fillers:
+            f.close()
+        sock.close()
+
+
+def test_connect_timeout_is_504(start_proxy):
+    """A backend whose accept queue is full drops SYNs: the connect hangs."""
+    with blackhole() as port:
         proxy = start_proxy({"legacy": {"url": "http://127.0.0.1:%d" % port,
                                         "connect_timeout_ms": 300}})
         with proxy.client() as c:
@@ -742,10 +754,32 @@ def test_connect_timeout_is_504(start_proxy):
         assert 0.25 <= took < 2.0, took
         e = proxy.wait_access(1)[0]
         assert (e["status"], e["error"]) == (504, "connect timeout")
-    finally:
-        for f in fillers:
-            f.close()
-        blackhole.close()
+
+
+def test_a_connect_timeout_tries_the_next_server(start_proxy, backend_factory):
+    """Of two servers, one that never completes a connect: a GET goes on to
+    the other after connect_timeout_ms (nginx's proxy_next_upstream timeout);
+    a POST with a body, which cannot be sent again safely, gets its 504."""
+    live = backend_factory("live")
+    with blackhole() as port:
+        proxy = start_proxy({"legacy": {"servers": ["http://127.0.0.1:%d" % port, live.url],
+                                        "connect_timeout_ms": 300}})
+        with proxy.client() as c:
+            r = c.request("GET", "/a")  # round-robin starts with the first server
+            assert r.status == 200 and r.header("X-Backend") == "live"
+        e = proxy.wait_access(1)[0]
+        assert e["server"] == "127.0.0.1:%d" % live.port and "error" not in e
+        assert e["total_ms"] >= 250, e  # the wait for the first server
+        # the next request goes to the live server by turn, the one after
+        # that to the black hole again: a POST there is not sent elsewhere
+        with proxy.client() as c:
+            assert c.request("GET", "/b").status == 200
+            r = c.request("POST", "/c", body=b"hello")
+            assert r.status == 504, r.status
+        e = proxy.wait_access(3)[2]
+        assert (e["status"], e["error"], e["server"]) == (504, "connect timeout",
+                                                         "127.0.0.1:%d" % port)
+        assert [q.path for q in live.requests] == ["/a", "/b"]
 
 
 def test_max_connections_makes_accept_wait(backend_factory, start_proxy):
