@@ -93,7 +93,7 @@ struct sp_session {
 	int up_failed; /* the error was the backend's (connect, timeout, protocol) */
 	int fallback_from; /* backend the request moved away from (down or refused), or -1 */
 	int server;        /* the server of backend that the exchange goes to, or -1 */
-	uint64_t tried;    /* the servers of backend that refused it (SP_SERVERS_MAX bits) */
+	uint64_t tried;    /* the servers of backend it could not connect to (SP_SERVERS_MAX bits) */
 	struct timespec t_start, t_up;
 	int t_stamped; /* t_start is this request's first byte (else the accept) */
 	double upstream_ms;
