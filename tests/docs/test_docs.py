@@ -958,3 +958,88 @@ def test_migration_says_when_to_move_on():
         assert "routes.[i].rollout.guard." + setting in md_setting_rows(), setting
     assert re.search(r"`(max_error_rate|max_diff_rate|max_p99_ratio)`", section)
     assert "(#when-to-move-on)" in migration_section("4. Roll out")
+
+
+# --------------------------------------------------------------------------------------
+# The access log's fields and the metrics, against what the binary writes
+# --------------------------------------------------------------------------------------
+
+def access_log_fields_documented():
+    """The field names in the first column of configuration.md's access-log table."""
+    text = CONFIG_MD.read_text().split("\n## Access log", 1)[1]
+    fields, in_table = set(), False
+    for line in text.splitlines():
+        if line.startswith("| field |"):
+            in_table = True
+        elif in_table and line.startswith("|"):
+            fields.update(re.findall(r"`([a-z_]+)`", line.split("|")[1]))
+        elif in_table:
+            break
+    assert fields, "docs/configuration.md: the access log's field table is gone"
+    return fields
+
+
+def test_access_log_fields_are_documented():
+    """Every field proxy/accesslog.c writes is in the table, and the table names no
+    field it does not write."""
+    body = dict(c_functions(SRC / "proxy" / "accesslog.c"))["sp_access_format"]
+    written = set(re.findall(r'add_json_field\(\s*\w+,\s*"(\w+)"', body)) | \
+        set(re.findall(r'\\"(\w+)\\":', body))
+    assert {"time", "status", "backend", "request_id"} <= written, written
+    documented = access_log_fields_documented()
+    assert written - documented == set(), "written but not in docs/configuration.md's access " \
+        "log table: %s" % sorted(written - documented)
+    assert documented - written == set(), "in the access log table, never written: %s" % \
+        sorted(documented - written)
+
+
+def test_every_metric_family_is_documented(tmp_path):
+    """The families GET /metrics serves (a backend with two servers, a shadowed route
+    with a rollout and guard, an access log) are exactly the rows of the metrics table in
+    docs/operations.md."""
+    rows = set(re.findall(r"^\| `(strangler_\w+)` \|", (DOCS / "operations.md").read_text(),
+                          re.M))
+    assert len(rows) >= 10, rows
+    port, admin = free_port(), free_port()
+    conf = tmp_path / "m.conf"
+    conf.write_text(
+        'listen = ( { address = "127.0.0.1:%d"; } );\nworkers = 1;\n'
+        'access_log = "%s";\n'
+        'backends = { a = { servers = ["http://127.0.0.1:9", "http://127.0.0.1:10"]; };\n'
+        '             b = { url = "http://127.0.0.1:11"; }; };\n'
+        'default_backend = "a";\n'
+        'routes = ( { name = "r"; match = { path_prefix = "/r"; }; backend = "a";\n'
+        '             rollout = { backend = "b"; percent = 5.0;\n'
+        '                         guard = { max_error_rate = 1.0; }; };\n'
+        '             shadow = { backend = "b"; }; } );\n'
+        'admin = { address = "127.0.0.1:%d"; };\n' % (port, tmp_path / "access.log", admin))
+    err = open(tmp_path / "stderr", "w+")
+    p = subprocess.Popen([BINARY, "-c", str(conf)], stdout=err, stderr=err)
+    try:
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", admin), timeout=1) as s:
+                    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                              b"Connection: close\r\n\r\n")
+                    data = b""
+                    while True:
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                break
+            except OSError:
+                assert p.poll() is None and time.monotonic() < deadline, \
+                    (tmp_path / "stderr").read_text()
+                time.sleep(0.02)
+        assert data.startswith(b"HTTP/1.1 200"), data[:300]
+        served = set(re.findall(r"^# TYPE (strangler_\w+) ", data.decode(), re.M))
+        assert served - rows == set(), "served by /metrics, not in docs/operations.md's " \
+            "metrics table: %s" % sorted(served - rows)
+        assert rows - served == set(), "in docs/operations.md's metrics table, not served: " \
+            "%s" % sorted(rows - served)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=5) == 0
+        err.close()

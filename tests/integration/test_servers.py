@@ -1,0 +1,714 @@
+"""A backend with several servers (`backends.NAME.servers`): the checks of the
+list, round-robin, health per server, the retry of a refused request on the
+next server, https servers (each checked against its own host), the access
+log's `server`, the per-server metrics, explain, reload, the keep-alive pool
+and shadows. workers = 1 throughout, so that the round-robin is one
+sequence."""
+import http.server
+import re
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import pytest
+
+import harness
+from harness import HOST, Response, refused_port, run_strangler, wait_for
+
+# --------------------------------------------------------------------------
+# helpers
+
+
+def hostport(b):
+    """A Backend's "host:port", as the proxy names a server."""
+    return "%s:%d" % (HOST, b.port)
+
+
+def dead_urls(n):
+    """n distinct URLs whose ports refuse connections."""
+    ports = set()
+    while len(ports) < n:
+        ports.add(refused_port())
+    return ["http://%s:%d" % (HOST, p) for p in sorted(ports)]
+
+
+def servers(*members, **settings):
+    """A backend definition with servers = [...] (Backends or URL strings)."""
+    d = {"servers": [m.url if isinstance(m, harness.Backend) else m for m in members]}
+    d.update(settings)
+    return d
+
+
+def who(p, path="/x", method="GET"):
+    """(status, X-Backend) of one request on a new client connection."""
+    with p.client() as c:
+        r = c.request(method, path)
+        return r.status, r.header("X-Backend")
+
+
+def answering(status, name):
+    """A handler answering `status` with X-Backend: name."""
+    return lambda req, conn: Response(status, b"s%d" % status, headers=[("X-Backend", name)])
+
+
+class Flaky:
+    """A handler whose status the test flips (500 while failing)."""
+
+    def __init__(self, name, health=None):
+        self.name = name
+        self.failing = False
+        self.health_ok = True if health is None else health
+
+    def handler(self, req, conn):
+        if req.path == "/health":
+            return Response(200 if self.health_ok else 500, b"health")
+        return answering(500 if self.failing else 200, self.name)(req, conn)
+
+
+def metrics(p):
+    """(text, {sample: value}) of GET /metrics."""
+    st, text = p.admin("GET", "/metrics")
+    assert st == 200, text
+    return text, dict(line.rsplit(" ", 1) for line in text.splitlines() if line and line[0] != "#")
+
+
+def server_up(backend, server):
+    return 'strangler_backend_server_up{backend="%s",server="%s"}' % (backend, server)
+
+
+def backend_up(backend):
+    return 'strangler_backend_up{backend="%s"}' % backend
+
+
+def down_line(backend, server, why):
+    return "backend %s (%s) is down: %s" % (backend, server, why)
+
+
+def rollout_route(percent=100.0):
+    return [{"name": "orders", "match": {"path_prefix": "/api"}, "backend": "legacy",
+             "rollout": {"backend": "modern", "percent": percent}}]
+
+
+def rewrite(p, backends, routes=(), **extra):
+    with open(p.conf_path, "w") as f:
+        f.write(harness.make_config(p.port, backends, None, routes, 1, p.access_log_path,
+                                    **extra))
+
+
+# --------------------------------------------------------------------------
+# the configuration
+
+MANY = ", ".join('"http://127.0.0.1:%d"' % (10000 + i) for i in range(65))
+SIXTY_FOUR = ", ".join('"http://127.0.0.1:%d"' % (20000 + i) for i in range(64))
+
+# line N of this text is line N of the file
+BAD = """\
+listen = ( { address = "127.0.0.1:18080"; } );
+backends = {
+  both = { url = "http://127.0.0.1:9001"; servers = ["http://127.0.0.1:9002"]; };
+  neither = { max_idle = 1; };
+  text = { servers = "http://127.0.0.1:9001"; };
+  numbers = { servers = [9001, 9002]; };
+  empty = { servers = []; };
+  many = { servers = [%s]; };
+  ftp = { servers = ["http://127.0.0.1:9001", "ftp://127.0.0.1:21"]; };
+  nohost = { servers = ["http://:9001"]; };
+  mixed = { servers = ["http://127.0.0.1:9001", "https://127.0.0.1:9443"]; };
+  twice = { servers = ["http://127.0.0.1", "http://127.0.0.1:80"]; };
+  slash = { servers = ["http://127.0.0.1:9001", "http://127.0.0.1:9002", "http://127.0.0.1:9001/"]; };
+  ok = { servers = [%s]; };
+};
+default_backend = "ok";
+""" % (MANY, SIXTY_FOUR)
+
+LIST = '["http://10.0.0.1:9001", "http://10.0.0.2:9001"]'
+BAD_EXPECTED = [
+    (3, 'backends.both: url and servers: give one or the other'),
+    (4, 'backends.neither.url: required (or servers, a list of URLs)'),
+    (5, 'backends.text.servers: must be a list of URLs: ' + LIST),
+    (6, 'backends.numbers.servers: must be a list of URLs: ' + LIST),
+    (7, 'backends.empty.servers: at least one URL'),
+    (8, 'backends.many.servers: at most 64 servers'),
+    (9, 'backends.ftp.servers.[1]: "ftp://127.0.0.1:21": must start with http:// or https://'),
+    (10, 'backends.nohost.servers.[0]: "http://:9001": missing host'),
+    (11, 'backends.mixed.servers.[1]: "https://127.0.0.1:9443": '
+         'http:// and https:// servers mixed in one backend'),
+    (12, 'backends.twice.servers.[1]: "http://127.0.0.1:80": the same server as servers.[0]'),
+    (13, 'backends.slash.servers.[2]: "http://127.0.0.1:9001/": the same server as servers.[0]'),
+]
+
+
+def test_check_reports_each_servers_error_with_its_line(tmp_path):
+    """Every rule of the list, one backend each: `-t` names the backend, the
+    entry (0-based) and the line, and exits 1; 64 servers are fine."""
+    conf = tmp_path / "servers.conf"
+    conf.write_text(BAD)
+    out = run_strangler("-t", "-c", str(conf))
+    assert out.returncode == 1, out.stdout + out.stderr
+    lines = out.stderr.splitlines()
+    for lineno, message in BAD_EXPECTED:
+        assert "%s:%d: %s" % (conf, lineno, message) in lines, \
+            "missing %d: %s in:\n%s" % (lineno, message, out.stderr)
+    errors = [l for l in lines if re.match(re.escape(str(conf)) + r":\d+: (?!warning: )", l)]
+    assert len(errors) == len(BAD_EXPECTED), out.stderr
+    assert "configuration OK" not in out.stdout
+
+
+def test_a_bad_server_is_reported_at_its_own_line(tmp_path):
+    """A list written over several lines: the error points at the entry."""
+    conf = tmp_path / "lines.conf"
+    conf.write_text('listen = ( { address = "127.0.0.1:18080"; } );\n'
+                    'backends = {\n'
+                    '  legacy = { servers = [\n'
+                    '    "http://127.0.0.1:9001",\n'
+                    '    "http://127.0.0.1:9002/api",\n'
+                    '    "http://127.0.0.1:9003"\n'
+                    '  ]; };\n'
+                    '};\n'
+                    'default_backend = "legacy";\n')
+    out = run_strangler("-t", "-c", str(conf))
+    assert out.returncode == 1
+    assert ('%s:5: backends.legacy.servers.[1]: "http://127.0.0.1:9002/api": must not carry a '
+            'path, query or fragment (the request path is forwarded as is)' % conf) \
+        in out.stderr.splitlines(), out.stderr
+
+
+def test_explain_names_every_server_and_check_accepts_the_list(tmp_path):
+    conf = tmp_path / "explain.conf"
+    conf.write_text('listen = ( { address = "127.0.0.1:18080"; } );\n'
+                    'backends = {\n'
+                    '  legacy = { servers = ["http://127.0.0.1:9001", "http://127.0.0.1:9002"];\n'
+                    '             health = { path = "/health"; }; };\n'
+                    '  modern = { url = "http://127.0.0.1:9003"; };\n'
+                    '};\n'
+                    'default_backend = "legacy";\n'
+                    'routes = ( { name = "api"; match = { path_prefix = "/api"; };'
+                    ' backend = "modern"; } );\n')
+    out = run_strangler("-t", "-c", str(conf))
+    assert out.returncode == 0 and "configuration OK" in out.stdout, out.stdout + out.stderr
+    out = run_strangler("explain", "-c", str(conf), "GET", "/x")
+    assert out.returncode == 0, out.stderr
+    assert "backend:  legacy (http://127.0.0.1:9001, http://127.0.0.1:9002)" in \
+        out.stdout.splitlines(), out.stdout
+    out = run_strangler("explain", "-c", str(conf), "GET", "/api/1")
+    assert "backend:  modern (http://127.0.0.1:9003)" in out.stdout.splitlines(), out.stdout
+
+
+# --------------------------------------------------------------------------
+# round-robin
+
+
+def test_requests_alternate_between_the_servers(backend_factory, start_proxy):
+    """Per request, not per client connection: ten requests on one keep-alive
+    connection go five and five, one after the other, and new connections
+    carry on the same sequence."""
+    a, b = backend_factory("a"), backend_factory("b")
+    p = start_proxy({"legacy": servers(a, b)})
+    with p.client() as c:
+        got = [c.request("GET", "/rr/%d" % i).header("X-Backend") for i in range(10)]
+    assert sorted(got) == ["a"] * 5 + ["b"] * 5, got
+    assert all(x != y for x, y in zip(got, got[1:])), got
+    more = [who(p)[1] for _ in range(4)]
+    assert all(x != y for x, y in zip([got[-1]] + more, more)), (got, more)
+    assert (len(a.requests), len(b.requests)) == (7, 7)
+
+
+def test_an_http10_request_without_host_gets_the_first_servers(backend_factory, start_proxy):
+    """Host is mandatory upstream: a Host-less HTTP/1.0 request is given the
+    first server's host:port, whichever server it goes to."""
+    a, b = backend_factory("a"), backend_factory("b")
+    p = start_proxy({"legacy": servers(a, b)})
+    for _ in range(2):
+        with p.client() as c:
+            c.send(b"GET /nohost HTTP/1.0\r\n\r\n")
+            assert c.read_response().status == 200
+    assert a.wait_requests(1)[0].header("Host") == hostport(a)
+    assert b.wait_requests(1)[0].header("Host") == hostport(a)
+
+
+# --------------------------------------------------------------------------
+# https servers
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A CA, a certificate for the name localhost only and one for the address
+    127.0.0.1 only."""
+    d = tmp_path_factory.mktemp("pki")
+
+    def openssl(*args):
+        subprocess.run(["openssl"] + list(args), cwd=d, check=True, capture_output=True,
+                       timeout=60)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=strangler servers test CA")
+
+    def leaf(name, san):
+        (d / (name + ".ext")).write_text("subjectAltName=%s\n" % san)
+        openssl("req", *ec, "-keyout", name + ".key", "-out", name + ".csr", "-subj", "/CN=" + name)
+        openssl("x509", "-req", "-in", name + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", name + ".pem", "-days", "2", "-extfile", name + ".ext")
+        return str(d / (name + ".pem")), str(d / (name + ".key"))
+
+    return {"ca": str(d / "ca.pem"), "name": leaf("byname", "DNS:localhost"),
+            "ip": leaf("byip", "IP:127.0.0.1")}
+
+
+class TLSServer:
+    """An https server answering 200 with X-Backend: name; notes the server
+    name each handshake asked for (None: no SNI)."""
+
+    def __init__(self, name, cert):
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.send_header("X-Backend", name)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *a):
+                pass
+
+        self.sni = []
+        self.server = http.server.ThreadingHTTPServer((HOST, 0), H)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*cert)
+        ctx.sni_callback = lambda sock, server_name, c: self.sni.append(server_name)
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_each_https_server_is_checked_against_its_own_host(start_proxy, pki):
+    """One server named by a host name whose certificate holds only that name,
+    one by an address whose certificate holds only that address: both are
+    served, so each handshake checked (and named, SNI) its own server's host."""
+    byname, byip = TLSServer("byname", pki["name"]), TLSServer("byip", pki["ip"])
+    try:
+        p = start_proxy({"legacy": servers("https://localhost:%d" % byname.port,
+                                           "https://127.0.0.1:%d" % byip.port,
+                                           ca_file=pki["ca"])})
+        got = [who(p) for _ in range(4)]
+        assert sorted(got) == [(200, "byip")] * 2 + [(200, "byname")] * 2, \
+            (got, p.stderr_text()[-2000:])
+        assert byname.sni and set(byname.sni) == {"localhost"}, byname.sni
+        assert "localhost" not in byip.sni, byip.sni
+        # the access log names each server as its URL does
+        assert sorted(e["server"] for e in p.wait_access(4)) == \
+            ["127.0.0.1:%d" % byip.port] * 2 + ["localhost:%d" % byname.port] * 2
+    finally:
+        byname.stop()
+        byip.stop()
+
+
+# --------------------------------------------------------------------------
+# refused connections
+
+
+def test_a_refusing_server_is_skipped_and_marked_down(backend_factory, start_proxy):
+    """One of two servers refuses connections: every idempotent request
+    without a body is answered by the other (tried next, not a 502), sent to
+    it once; after `unhealthy` (3) refusals the refusing server is down, and
+    the backend is not."""
+    a = backend_factory("a")
+    (dead,) = dead_urls(1)
+    dead_hp = dead.split("//")[1]
+    p = start_proxy({"legacy": servers(a, dead, health={"interval_ms": 10000})}, admin={})
+    _, before = metrics(p)
+    assert before[server_up("legacy", dead_hp)] == "1"
+    methods = ["GET", "HEAD", "DELETE", "OPTIONS"] * 3
+    with p.client() as c:
+        for i, m in enumerate(methods):
+            r = c.request(m, "/r/%d" % i)
+            assert (r.status, r.header("X-Backend")) == (200, "a"), (m, r)
+    assert [(r.method, r.path) for r in a.requests] == \
+        [(m, "/r/%d" % i) for i, m in enumerate(methods)]
+    assert down_line("legacy", dead_hp, "consecutive failed requests") in p.stderr_text()
+    assert "(%s) is down" % hostport(a) not in p.stderr_text()
+    text, after = metrics(p)
+    assert "# TYPE strangler_backend_server_up gauge" in text
+    assert after[server_up("legacy", dead_hp)] == "0"
+    assert after[server_up("legacy", hostport(a))] == "1"
+    assert after[backend_up("legacy")] == "1"
+    assert after['strangler_backend_health_transitions_total{backend="legacy"}'] == "1"
+    for e in p.wait_access(len(methods)):
+        assert (e["status"], e["backend"], e["server"]) == (200, "legacy", hostport(a)), e
+        assert e.get("fallback_from") is None and "error" not in e, e
+
+
+def test_a_request_every_server_refuses_gets_502(backend_factory, start_proxy):
+    """Without a route's other side, a GET that every server refused is a
+    502, after one try of each: it does not loop."""
+    dead = dead_urls(2)
+    p = start_proxy({"legacy": servers(*dead, health={"unhealthy": 10})})
+    t0 = time.monotonic()
+    with p.client() as c:
+        r = c.request("GET", "/gone")
+    assert r.status == 502 and b"connect refused" in r.body
+    assert time.monotonic() - t0 < 2
+    e = p.wait_access(1)[0]
+    assert (e["status"], e["error"], e["backend"]) == (502, "connect refused", "legacy")
+    assert e["server"] in [u.split("//")[1] for u in dead], e
+
+
+def test_a_post_with_a_body_is_not_retried_on_the_next_server(backend_factory, start_proxy):
+    """A POST that a server refused might not be safe to send twice: 502,
+    and the other server never sees it."""
+    a = backend_factory("a")
+    (dead,) = dead_urls(1)
+    p = start_proxy({"legacy": servers(a, dead, health={"unhealthy": 10})})
+    got = []
+    for i in range(4):  # two turns each
+        with p.client() as c:
+            r = c.request("POST", "/pay/%d" % i, body=b"amount=%d" % i)
+            got.append(r.status)
+            if r.status == 502:
+                assert b"connect refused" in r.body
+    assert sorted(got) == [200, 200, 502, 502], got
+    assert len(a.requests) == 2
+    assert all(r.method == "POST" and r.body.startswith(b"amount=") for r in a.requests)
+
+
+def test_a_refused_get_tries_the_other_servers_before_the_routes_other_side(backend_factory,
+                                                                             start_proxy):
+    """On a rollout, a refused GET goes to the backend's next server first:
+    the route's other side is not used while one of them answers."""
+    legacy = backend_factory("legacy")
+    m = backend_factory("m")
+    (dead,) = dead_urls(1)
+    p = start_proxy({"legacy": legacy, "modern": servers(dead, m, health={"unhealthy": 10})},
+                    routes=rollout_route())
+    assert [who(p, "/api/x") for _ in range(4)] == [(200, "m")] * 4
+    assert legacy.requests == []
+    for e in p.wait_access(4):
+        assert (e["backend"], e["server"]) == ("modern", hostport(m)), e
+        assert e.get("fallback_from") is None, e
+
+
+def test_when_every_server_refuses_the_routes_other_side_answers(backend_factory, start_proxy):
+    legacy = backend_factory("legacy")
+    p = start_proxy({"legacy": legacy, "modern": servers(*dead_urls(2))},
+                    routes=rollout_route())
+    assert who(p, "/api/x") == (200, "legacy")
+    e = p.wait_access(1)[0]
+    assert (e["backend"], e["fallback_from"], e["server"]) == \
+        ("legacy", "modern", hostport(legacy)), e
+
+
+# --------------------------------------------------------------------------
+# health per server
+
+
+def test_passive_failures_take_one_server_out(backend_factory, start_proxy):
+    """A server answering 5xx is marked down after `unhealthy` failures; the
+    other serves alone; after interval_ms one trial request goes to the
+    failed one."""
+    a = backend_factory("a")
+    b = backend_factory("b", answering(500, "b"))
+    p = start_proxy({"legacy": servers(a, b, health={"unhealthy": 2, "interval_ms": 600})})
+    first = [who(p) for _ in range(4)]
+    assert sorted(first) == [(200, "a"), (200, "a"), (500, "b"), (500, "b")], first
+    err = p.stderr_text()
+    assert down_line("legacy", hostport(b), "consecutive failed requests") in err
+    assert "(%s) is down" % hostport(a) not in err
+    assert [who(p) for _ in range(5)] == [(200, "a")] * 5
+    assert len(b.requests) == 2
+    wait_for(lambda: who(p) == (500, "b"), timeout=3, interval=0.05, what="a trial request to b")
+    assert who(p) == (200, "a")
+    assert len(b.requests) == 3
+
+
+def test_active_checks_run_on_each_server(backend_factory, start_proxy):
+    """health.path is checked on every server; the one whose check fails gets
+    no request while it is down, and requests alternate again once it
+    passes."""
+    fa, fb = Flaky("a"), Flaky("b", health=False)
+    a = backend_factory("a", fa.handler)
+    b = backend_factory("b", fb.handler)
+    health = {"path": "/health", "interval_ms": 100, "timeout_ms": 500, "healthy": 1,
+              "unhealthy": 1}
+    p = start_proxy({"legacy": servers(a, b, health=health)}, admin={})
+    wait_for(lambda: down_line("legacy", hostport(b), "health check: bad status")
+             in p.stderr_text(), what="b marked down by its check")
+    assert [who(p) for _ in range(10)] == [(200, "a")] * 10
+    assert [r.path for r in b.requests if r.path != "/health"] == []
+    assert "(%s) is down" % hostport(a) not in p.stderr_text()
+    for srv in (a, b):
+        checks = [r for r in srv.requests if r.path == "/health"]
+        assert checks and checks[0].header("User-Agent") == "strangler-health-check"
+    _, m = metrics(p)
+    assert (m[server_up("legacy", hostport(a))], m[server_up("legacy", hostport(b))],
+            m[backend_up("legacy")]) == ("1", "0", "1")
+    fb.health_ok = True
+    wait_for(lambda: "backend legacy (%s) is up again: health check passed" % hostport(b)
+             in p.stderr_text(), what="b back")
+    got = [who(p)[1] for _ in range(4)]
+    assert sorted(got) == ["a", "a", "b", "b"], got
+
+
+def test_a_backend_whose_servers_are_all_down_falls_back(backend_factory, start_proxy):
+    """The rollout side's two servers fail, one after the other: the backend
+    is down once both are, and its requests go to the route's other side."""
+    legacy = backend_factory("legacy")
+    m1 = backend_factory("m1", answering(500, "m1"))
+    m2 = backend_factory("m2", answering(500, "m2"))
+    p = start_proxy({"legacy": legacy,
+                     "modern": servers(m1, m2, health={"unhealthy": 1, "interval_ms": 10000})},
+                    routes=rollout_route(), admin={})
+    assert sorted(who(p, "/api/x") for _ in range(2)) == [(500, "m1"), (500, "m2")]
+    _, m = metrics(p)
+    assert m[backend_up("modern")] == "0"
+    assert (m[server_up("modern", hostport(m1))], m[server_up("modern", hostport(m2))]) == \
+        ("0", "0")
+    assert m['strangler_backend_health_transitions_total{backend="modern"}'] == "2"
+    assert [who(p, "/api/x") for _ in range(3)] == [(200, "legacy")] * 3
+    assert (len(m1.requests), len(m2.requests)) == (1, 1)
+    for e in p.wait_access(5)[2:]:
+        assert (e["backend"], e["fallback_from"], e["server"]) == \
+            ("legacy", "modern", hostport(legacy)), e
+
+
+def test_with_nowhere_else_to_go_down_servers_still_take_turns(backend_factory, start_proxy):
+    """A backend without another side keeps sending requests to its servers
+    when all are down, still round-robin."""
+    a, b = backend_factory("a", answering(500, "a")), backend_factory("b", answering(500, "b"))
+    p = start_proxy({"legacy": servers(a, b, health={"unhealthy": 1, "interval_ms": 10000})},
+                    admin={})
+    assert sorted(who(p) for _ in range(2)) == [(500, "a"), (500, "b")]
+    assert metrics(p)[1][backend_up("legacy")] == "0"
+    got = [who(p)[1] for _ in range(4)]
+    assert sorted(got) == ["a", "a", "b", "b"] and got[0] != got[1], got
+
+
+# --------------------------------------------------------------------------
+# access log and metrics
+
+
+def test_the_access_log_names_the_server(backend_factory, start_proxy):
+    a, b, modern = backend_factory("a"), backend_factory("b"), backend_factory("modern")
+    p = start_proxy({"legacy": servers(a, b), "modern": modern},
+                    routes=[{"name": "m", "match": {"path_prefix": "/m"}, "backend": "modern"}])
+    with p.client() as c:
+        got = [c.request("GET", "/x/%d" % i).header("X-Backend") for i in range(4)]
+        assert c.request("GET", "/m").status == 200
+    with p.client() as c:
+        c.send(harness.build_request("GET", "/nohost", host=None))
+        assert c.read_response().status == 400
+    entries = p.wait_access(6)
+    by_name = {"a": hostport(a), "b": hostport(b)}
+    assert [e["server"] for e in entries[:4]] == [by_name[n] for n in got]
+    assert (entries[4]["backend"], entries[4]["server"]) == ("modern", hostport(modern))
+    assert entries[5]["status"] == 400
+    assert "server" in entries[5] and entries[5]["server"] is None, entries[5]
+
+
+def test_metrics_per_server(backend_factory, start_proxy):
+    """strangler_backend_server_up per server (a `url` backend has one), in
+    one group; strangler_backend_up stays 1 while one server is up; the
+    transitions of all servers add up."""
+    fa, fb = Flaky("a"), Flaky("b")
+    a, b = backend_factory("a", fa.handler), backend_factory("b", fb.handler)
+    modern = backend_factory("modern")
+    p = start_proxy({"legacy": servers(a, b, health={"unhealthy": 1, "interval_ms": 10000}),
+                     "modern": modern}, admin={})
+    text, m = metrics(p)
+    assert (m[server_up("legacy", hostport(a))], m[server_up("legacy", hostport(b))],
+            m[server_up("modern", hostport(modern))], m[backend_up("legacy")]) == \
+        ("1", "1", "1", "1")
+    samples = [l for l in text.splitlines() if l.startswith("strangler_backend_server_up")]
+    assert len(samples) == 3
+    block = text.split("# TYPE strangler_backend_server_up gauge\n", 1)[1].splitlines()
+    assert block[:3] == samples, "the family's samples are not together after its TYPE"
+    fa.failing = True
+    wait_for(lambda: who(p) == (500, "a"), timeout=2, what="a request to a")
+    _, m = metrics(p)
+    assert (m[server_up("legacy", hostport(a))], m[server_up("legacy", hostport(b))],
+            m[backend_up("legacy")]) == ("0", "1", "1")
+    assert m['strangler_backend_health_transitions_total{backend="legacy"}'] == "1"
+    fb.failing = True
+    assert who(p) == (500, "b")  # the only server up
+    _, m = metrics(p)
+    assert (m[server_up("legacy", hostport(b))], m[backend_up("legacy")]) == ("0", "0")
+    assert m['strangler_backend_health_transitions_total{backend="legacy"}'] == "2"
+    assert (m[backend_up("modern")], m[server_up("modern", hostport(modern))]) == ("1", "1")
+
+
+# --------------------------------------------------------------------------
+# reload
+
+
+def test_a_reload_keeps_the_rotation_and_applies_a_new_list(backend_factory, start_proxy):
+    a, b, c = backend_factory("a"), backend_factory("b"), backend_factory("c")
+    p = start_proxy({"legacy": servers(a, b)})
+    got = [who(p)[1] for _ in range(4)]
+    assert sorted(got) == ["a", "a", "b", "b"], got
+    rewrite(p, {"legacy": servers(a, b)})
+    harness.reload_and_wait(p, 1)
+    got = [who(p)[1] for _ in range(4)]
+    assert sorted(got) == ["a", "a", "b", "b"], got
+    # the same list: the pooled connections were kept and reused
+    assert (a.connections, b.connections) == (1, 1)
+    rewrite(p, {"legacy": servers(a, b, c)})
+    harness.reload_and_wait(p, 2)
+    got = [who(p)[1] for _ in range(6)]
+    assert sorted(got) == ["a", "a", "b", "b", "c", "c"], got
+    rewrite(p, {"legacy": servers(c)})
+    harness.reload_and_wait(p, 3)
+    assert [who(p)[1] for _ in range(3)] == ["c"] * 3
+    assert (len(a.requests), len(b.requests)) == (6, 6)
+
+
+def test_a_reload_keeps_each_servers_health(backend_factory, start_proxy):
+    """Health belongs to the server's URL: a server down before a reload that
+    adds another server is still down after it."""
+    a, b, c = backend_factory("a"), backend_factory("b", answering(500, "b")), backend_factory("c")
+    health = {"unhealthy": 1, "interval_ms": 10000}
+    p = start_proxy({"legacy": servers(a, b, health=health)}, admin={})
+    assert sorted(who(p) for _ in range(2)) == [(200, "a"), (500, "b")]
+    rewrite(p, {"legacy": servers(a, b, c, health=health)}, admin={"address": "%s:%d" % (
+        HOST, p.admin_port)})
+    harness.reload_and_wait(p, 1)
+    got = [who(p)[1] for _ in range(6)]
+    assert sorted(got) == ["a"] * 3 + ["c"] * 3, got
+    assert len(b.requests) == 1
+    _, m = metrics(p)
+    assert (m[server_up("legacy", hostport(b))], m[server_up("legacy", hostport(c))]) == \
+        ("0", "1")
+    assert "is up again" not in p.stderr_text()
+
+
+# --------------------------------------------------------------------------
+# keep-alive pool
+
+
+def test_an_idle_connection_is_reused_for_its_own_server(backend_factory, start_proxy):
+    """Ten requests one after the other: one connection to each server, each
+    reused for that server only."""
+    a, b = backend_factory("a"), backend_factory("b")
+    p = start_proxy({"legacy": servers(a, b, max_idle=2)})
+    for i in range(10):
+        with p.client() as c:
+            assert c.request("GET", "/pool/%d" % i).status == 200
+    assert (a.connections, b.connections) == (1, 1)
+    assert [r.seq for r in a.requests] == list(range(5))
+    assert [r.seq for r in b.requests] == list(range(5))
+
+
+def test_max_idle_counts_all_servers_of_a_backend(backend_factory, start_proxy):
+    """max_idle = 1 is one idle connection for the whole backend: with two
+    servers taking turns, at most one of them finds its connection waiting,
+    so at least half of the requests open a new one."""
+    a, b = backend_factory("a"), backend_factory("b")
+    p = start_proxy({"legacy": servers(a, b, max_idle=1)})
+    for i in range(10):
+        with p.client() as c:
+            assert c.request("GET", "/pool/%d" % i).status == 200
+    assert len(a.requests) == len(b.requests) == 5
+    assert a.connections + b.connections >= 6, (a.connections, b.connections)
+
+
+# --------------------------------------------------------------------------
+# shadows
+
+
+def shadow_to(backend):
+    return [{"name": "r", "match": {"path_prefix": "/"}, "backend": "legacy",
+             "shadow": {"backend": backend}}]
+
+
+def test_shadows_take_turns_on_the_mirrors_servers(backend_factory, start_proxy, tmp_path):
+    legacy = backend_factory("legacy")
+    m1, m2 = backend_factory("m1"), backend_factory("m2")
+    p = start_proxy({"legacy": legacy, "mirror": servers(m1, m2)}, routes=shadow_to("mirror"),
+                    shadow_defaults={"diff_log": str(tmp_path / "diffs.jsonl"),
+                                     "timeout_ms": 2000})
+    for i in range(10):
+        assert who(p, "/s/%d" % i) == (200, "legacy")
+    wait_for(lambda: len(m1.requests) + len(m2.requests) >= 10, what="ten shadows")
+    time.sleep(0.1)
+    assert (len(m1.requests), len(m2.requests)) == (5, 5)
+    for r in m1.requests + m2.requests:
+        assert r.header("X-Strangler-Shadow") == "1"
+    assert sorted(r.path for r in m1.requests + m2.requests) == \
+        sorted("/s/%d" % i for i in range(10))
+
+
+def test_shadows_skip_a_mirror_server_that_is_down(backend_factory, start_proxy, tmp_path):
+    """A refusing server of the mirror is marked down by its shadows; later
+    shadows all go to the server that is up."""
+    legacy = backend_factory("legacy")
+    m = backend_factory("m")
+    (dead,) = dead_urls(1)
+    p = start_proxy({"legacy": legacy, "mirror": servers(m, dead)}, routes=shadow_to("mirror"),
+                    shadow_defaults={"diff_log": str(tmp_path / "diffs.jsonl"),
+                                     "timeout_ms": 2000})
+    deadline = time.monotonic() + 3
+    while down_line("mirror", dead.split("//")[1], "") not in p.stderr_text():
+        assert time.monotonic() < deadline, "the refusing mirror server never went down"
+        assert who(p) == (200, "legacy")
+        time.sleep(0.02)
+    time.sleep(0.1)
+    n = len(m.requests)
+    for _ in range(6):
+        assert who(p) == (200, "legacy")
+    m.wait_requests(n + 6)
+    time.sleep(0.1)
+    assert len(m.requests) == n + 6
+
+
+def silent_listener():
+    """A port where the kernel completes connections and nobody answers."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((HOST, 0))
+    s.listen(64)
+    return s
+
+
+def test_shadows_paused_only_when_every_mirror_server_is(backend_factory, start_proxy,
+                                                         tmp_path):
+    """strangler_backend_shadows_paused is 1 only once every server of the
+    mirror stopped answering shadows; one silent server of two is not
+    enough, and the backend stays up for primaries either way."""
+    legacy = backend_factory("legacy")
+    m = backend_factory("m")
+    s1, s2 = silent_listener(), silent_listener()
+    try:
+        url = lambda s: "http://%s:%d" % (HOST, s.getsockname()[1])
+        sd = {"diff_log": str(tmp_path / "diffs.jsonl"), "timeout_ms": 200}
+        half = start_proxy({"legacy": legacy, "mirror": servers(m, url(s1))},
+                           routes=shadow_to("mirror"), shadow_defaults=sd, admin={})
+        silent = "backend mirror (%s:%d) does not answer shadows" % (HOST, s1.getsockname()[1])
+        deadline = time.monotonic() + 4
+        while silent not in half.stderr_text():
+            assert time.monotonic() < deadline, "the silent server's shadows never paused"
+            assert who(half) == (200, "legacy")
+            time.sleep(0.05)
+        _, got = metrics(half)
+        assert got['strangler_backend_shadows_paused{backend="mirror"}'] == "0"
+        n = len(m.requests)
+        for _ in range(4):
+            assert who(half) == (200, "legacy")
+        m.wait_requests(n + 2)  # the answering server still gets its shadows
+
+        full = start_proxy({"legacy": legacy, "mirror": servers(url(s1), url(s2))},
+                           routes=shadow_to("mirror"), shadow_defaults=sd, admin={})
+        deadline = time.monotonic() + 4
+        while metrics(full)[1]['strangler_backend_shadows_paused{backend="mirror"}'] != "1":
+            assert time.monotonic() < deadline, "shadows to the mirror never paused"
+            assert who(full) == (200, "legacy")
+            time.sleep(0.05)
+        assert metrics(full)[1][backend_up("mirror")] == "1"
+    finally:
+        s1.close()
+        s2.close()
