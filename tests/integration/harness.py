@@ -6,11 +6,13 @@ http.server) so that tests control every byte it sends and see every byte it
 receives."""
 
 import hashlib
+import http.server
 import json
 import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -607,6 +609,53 @@ def make_config(port, backends, default_backend=None, routes=(), workers=1, acce
     for k, v in extra.items():
         lines.append("%s = %s;" % (k, cfg_value(v)))
     return "\n".join(lines) + "\n"
+
+
+class TLSBackend:
+    """An https backend answering 200 with its name; with client_ca it asks
+    for a client certificate signed by that authority (mutual TLS)."""
+
+    def __init__(self, name, cert, client_ca=None):
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                body = ("%s %s" % (name, self.headers.get("X-Forwarded-Proto"))).encode()
+                # answered keep-alive (no Connection: close), then closed; the
+                # answer is corked so that it leaves with the FIN
+                self.close_connection = self.path.endswith("/close")
+                if self.close_connection:
+                    self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("X-Backend", name)
+                self.send_header("X-Peer-Port", str(self.client_address[1]))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                self.do_GET()
+
+            def log_message(self, *a):
+                pass
+
+        self.sni = []  # the server name each handshake asked for (None: no SNI)
+        self.server = http.server.ThreadingHTTPServer((HOST, 0), H)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*cert)
+        ctx.sni_callback = lambda sock, server_name, c: self.sni.append(server_name)
+        if client_ca:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(client_ca)
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 # --------------------------------------------------------------------------

@@ -4,12 +4,9 @@ next server, https servers (each checked against its own host), the access
 log's `server`, the per-server metrics, explain, reload, the keep-alive pool
 and shadows. workers = 1 throughout, so that the round-robin is one
 sequence."""
-import http.server
 import re
 import socket
-import ssl
 import subprocess
-import threading
 import time
 
 import pytest
@@ -256,44 +253,11 @@ def pki(tmp_path_factory):
             "ip": leaf("byip", "IP:127.0.0.1")}
 
 
-class TLSServer:
-    """An https server answering 200 with X-Backend: name; notes the server
-    name each handshake asked for (None: no SNI)."""
-
-    def __init__(self, name, cert):
-        class H(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self):
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.send_header("X-Backend", name)
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *a):
-                pass
-
-        self.sni = []
-        self.server = http.server.ThreadingHTTPServer((HOST, 0), H)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(*cert)
-        ctx.sni_callback = lambda sock, server_name, c: self.sni.append(server_name)
-        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_each_https_server_is_checked_against_its_own_host(start_proxy, pki):
     """One server named by a host name whose certificate holds only that name,
     one by an address whose certificate holds only that address: both are
     served, so each handshake checked (and named, SNI) its own server's host."""
-    byname, byip = TLSServer("byname", pki["name"]), TLSServer("byip", pki["ip"])
+    byname, byip = harness.TLSBackend("byname", pki["name"]), harness.TLSBackend("byip", pki["ip"])
     try:
         p = start_proxy({"legacy": servers("https://localhost:%d" % byname.port,
                                            "https://127.0.0.1:%d" % byip.port,

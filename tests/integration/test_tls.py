@@ -2,7 +2,6 @@
 command line: a listener (SNI, ALPN, minimum version, reload of a bad
 certificate) and https backends (verified, expired, wrong name, unverified)."""
 import errno
-import http.server
 import os
 import pty
 import select
@@ -56,56 +55,11 @@ def pki(tmp_path_factory):
     }
 
 
-class TLSBackend:
-    """An https backend answering 200 with its name; with client_ca it asks
-    for a client certificate signed by that authority (mutual TLS)."""
-
-    def __init__(self, name, cert, client_ca=None):
-        class H(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self):
-                body = ("%s %s" % (name, self.headers.get("X-Forwarded-Proto"))).encode()
-                # answered keep-alive (no Connection: close), then closed; the
-                # answer is corked so that it leaves with the FIN
-                self.close_connection = self.path.endswith("/close")
-                if self.close_connection:
-                    self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("X-Backend", name)
-                self.send_header("X-Peer-Port", str(self.client_address[1]))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_POST(self):
-                self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                self.do_GET()
-
-            def log_message(self, *a):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer((harness.HOST, 0), H)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(*cert)
-        if client_ca:
-            ctx.verify_mode = ssl.CERT_REQUIRED
-            ctx.load_verify_locations(client_ca)
-        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def tls_backends(pki):
     made = {}
     for name in ("localhost", "expired", "wrongname"):
-        made[name] = TLSBackend(name, pki[name])
+        made[name] = harness.TLSBackend(name, pki[name])
     yield made
     for b in made.values():
         b.stop()
@@ -389,7 +343,7 @@ def test_tls_settings_checked_by_t(tmp_path, pki):
 def test_client_certificate_for_mutual_tls(start_proxy, backend_factory, pki):
     """A backend that requires a client certificate gets strangler's
     client_certificate; without it the handshake fails and the client gets 502."""
-    mtls = TLSBackend("mtls", pki["localhost"], client_ca=pki["ca"])
+    mtls = harness.TLSBackend("mtls", pki["localhost"], client_ca=pki["ca"])
     try:
         url = "https://127.0.0.1:%d" % mtls.port
         backends = {
