@@ -268,7 +268,7 @@ void cfgp_int_field(struct sp_loader *L, const config_setting_t *g, const char *
 }
 
 int sp_parse_hostport(const char *s, int passive, struct sockaddr_storage *ss, socklen_t *len,
-		      const char **why)
+		      int *naddrs, const char **why)
 {
 	char host[256];
 	const char *port;
@@ -316,6 +316,11 @@ int sp_parse_hostport(const char *s, int passive, struct sockaddr_storage *ss, s
 	}
 	memcpy(ss, res->ai_addr, res->ai_addrlen);
 	*len = res->ai_addrlen;
+	if (naddrs) {
+		*naddrs = 0;
+		for (const struct addrinfo *a = res; a; a = a->ai_next)
+			++*naddrs;
+	}
 	freeaddrinfo(res);
 	return 0;
 }
@@ -450,7 +455,7 @@ static void load_listen(struct sp_loader *L, const config_setting_t *root)
 			continue;
 		}
 		const char *why;
-		if (sp_parse_hostport(l->address, 1, &l->addr, &l->addrlen, &why) < 0) {
+		if (sp_parse_hostport(l->address, 1, &l->addr, &l->addrlen, NULL, &why) < 0) {
 			ERR(L, where, "%s.address: \"%s\": %s", path, l->address, why);
 			free(l->address);
 			l->address = NULL;
@@ -462,7 +467,7 @@ static void load_listen(struct sp_loader *L, const config_setting_t *root)
 }
 
 /* "http://host[:port][/]" → a server's address; *tls: whether it is https://. */
-static int parse_url(struct sp_server *b, int *tls_out, const char **why)
+static int parse_url(struct sp_server *b, int *tls_out, int *naddrs, const char **why)
 {
 	const char *u = b->url, *rest;
 	char hostport[300];
@@ -509,7 +514,7 @@ static int parse_url(struct sp_server *b, int *tls_out, const char **why)
 	struct in6_addr a6;
 	b->host_is_ip = inet_pton(AF_INET, b->host, &a6) == 1 || inet_pton(AF_INET6, b->host, &a6) == 1;
 	*tls_out = tls;
-	return sp_parse_hostport(b->hostport, 0, &b->addr, &b->addrlen, why);
+	return sp_parse_hostport(b->hostport, 0, &b->addr, &b->addrlen, naddrs, why);
 }
 
 /* One server from a URL string; its path for errors is where. */
@@ -518,16 +523,23 @@ static void load_server(struct sp_loader *L, const config_setting_t *at, const c
 {
 	struct sp_server *sv = &b->servers[b->nservers];
 	const char *why;
-	int tls = 0;
+	int tls = 0, naddrs = 1;
+	char first[NI_MAXHOST];
 	if (!(sv->url = strdup(url))) {
 		ERR(L, at, "%s: out of memory", where);
 		return;
 	}
 	b->nservers++;
-	if (parse_url(sv, &tls, &why) < 0) {
+	if (parse_url(sv, &tls, &naddrs, &why) < 0) {
 		ERR(L, at, "%s: \"%s\": %s", where, url, why);
 		return;
 	}
+	/* nginx would balance over them all: say that strangler does not */
+	if (naddrs > 1 && getnameinfo((const struct sockaddr *)&sv->addr, sv->addrlen, first,
+				      sizeof(first), NULL, 0, NI_NUMERICHOST) == 0)
+		WARN(L, at, "%s: \"%s\": %s has %d addresses; connections go to the first, %s, "
+			    "only (list the others in servers to use them)",
+		     where, url, sv->host, naddrs, first);
 	if (b->nservers == 1) {
 		b->tls_wanted = tls;
 	} else if (tls != b->tls_wanted) {
@@ -889,7 +901,7 @@ static void load_admin(struct sp_loader *L, const config_setting_t *root)
 	a->address = cfgp_str(L, s, "address", "admin", &where);
 	if (!a->address)
 		a->address = strdup("127.0.0.1:9901");
-	if (a->address && sp_parse_hostport(a->address, 1, &a->addr, &a->addrlen, &why) < 0) {
+	if (a->address && sp_parse_hostport(a->address, 1, &a->addr, &a->addrlen, NULL, &why) < 0) {
 		ERR(L, where ? where : s, "admin.address: \"%s\": %s", a->address, why);
 		return;
 	}

@@ -166,8 +166,10 @@ int sp_backend_index(const struct sp_config *c, const char *name);
 const struct sp_route *sp_config_route(const struct sp_config *c, const char *name);
 /* Whether ss is in 127.0.0.0/8 or is ::1. */
 int sp_addr_is_loopback(const struct sockaddr_storage *ss);
-/* Parses "host:port" or "[v6]:port" and resolves it. Returns 0 or -1 with *why. */
+/* Parses "host:port" or "[v6]:port" and resolves it to its first address.
+ * Returns 0 or -1 with *why; *naddrs (when not NULL): how many addresses the
+ * name has. */
 int sp_parse_hostport(const char *s, int passive, struct sockaddr_storage *ss, socklen_t *len,
-		      const char **why);
+		      int *naddrs, const char **why);
 
 #endif

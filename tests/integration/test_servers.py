@@ -4,6 +4,7 @@ next server, https servers (each checked against its own host), the access
 log's `server`, the per-server metrics, explain, reload, the keep-alive pool
 and shadows. workers = 1 throughout, so that the round-robin is one
 sequence."""
+import os
 import re
 import socket
 import subprocess
@@ -151,6 +152,56 @@ def test_check_reports_each_servers_error_with_its_line(tmp_path):
     errors = [l for l in lines if re.match(re.escape(str(conf)) + r":\d+: (?!warning: )", l)]
     assert len(errors) == len(BAD_EXPECTED), out.stderr
     assert "configuration OK" not in out.stdout
+
+
+NSS_WRAPPER = "/usr/lib/x86_64-linux-gnu/libnss_wrapper.so"
+
+
+@pytest.mark.skipif(not os.path.exists(NSS_WRAPPER),
+                    reason="needs libnss-wrapper (tests/check.sh installs it)")
+def test_a_name_with_several_addresses_is_said_to_use_the_first(tmp_path, backend_factory):
+    """nginx balances over every address a server's name has; strangler
+    connects to the first only, and says so (with the way out: servers).
+    The name comes from a hosts file of our own (nss_wrapper)."""
+    b = backend_factory("first")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 multi.test\n127.0.0.2 multi.test\n127.0.0.3 single.test\n")
+    # DEEPBIND off: ASan builds refuse a dlopen with it
+    env = dict(os.environ, LD_PRELOAD=NSS_WRAPPER, NSS_WRAPPER_HOSTS=str(hosts),
+               NSS_WRAPPER_DISABLE_DEEPBIND="1",
+               ASAN_OPTIONS="verify_asan_link_order=0:" + os.environ.get("ASAN_OPTIONS", ""))
+    conf = tmp_path / "multi.conf"
+    port = harness.free_port()
+    conf.write_text('listen = ( { address = "127.0.0.1:%d"; } );\n'
+                    'backends = {\n'
+                    '  legacy = { url = "http://multi.test:%d"; };\n'
+                    '  other = { servers = ["http://single.test:%d", "http://127.0.0.2:%d"]; };\n'
+                    '};\n'
+                    'default_backend = "legacy";\n' % (port, b.port, b.port, b.port))
+    out = subprocess.run([harness.BINARY, "-t", "-c", str(conf)], env=env, capture_output=True,
+                         text=True, timeout=10, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr
+    warning = ('%s:3: warning: backends.legacy.url: "http://multi.test:%d": multi.test has 2 '
+               'addresses; connections go to the first, 127.0.0.1, only (list the others in '
+               'servers to use them)' % (conf, b.port))
+    assert out.stderr.splitlines() == [warning], out.stderr
+    assert "1 warning" in out.stdout, out.stdout
+    # and it runs that way: every request reaches the backend on the first address
+    proc = subprocess.Popen([harness.BINARY, "-c", str(conf)], env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: harness.accepts(port), timeout=5, what="the proxy's port")
+        for _ in range(3):
+            c = harness.RawClient(port)
+            try:
+                assert c.request("GET", "/m").header("X-Backend") == "first"
+            finally:
+                c.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        proc.stderr.close()
+    assert len(b.requests) == 3
 
 
 def test_a_bad_server_is_reported_at_its_own_line(tmp_path):

@@ -5,7 +5,7 @@
 SP_PACKAGES="meson ninja-build pkg-config gcc libc6-dev libevent-dev libconfig-dev
  libjansson-dev libssl-dev libcmocka-dev node-llhttp zlib1g-dev python3 python3-pytest
  curl golang-go librust-hyper-dev librust-tokio-dev librust-serde-json-dev
- clang libclang-rt-14-dev valgrind chromium openssl strace"
+ clang libclang-rt-14-dev valgrind chromium openssl strace libnss-wrapper"
 
 sp_root() { cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd; }
 
