@@ -553,6 +553,26 @@ static void load_server(struct sp_loader *L, const config_setting_t *at, const c
 		}
 }
 
+/* host_header = "modern.internal": the Host its requests carry, as nginx's
+ * proxy_set_header Host, for a backend that tells sites apart by Host (an
+ * ingress, a shared load balancer). A host and an optional port: letters,
+ * digits and . - _ : [ ] only, as it goes into a header line as it is. */
+static void load_host_header(struct sp_loader *L, const config_setting_t *e, const char *path,
+			     struct sp_backend *b)
+{
+	const config_setting_t *where;
+	b->host_header = cfgp_str(L, e, "host_header", path, &where);
+	if (!b->host_header)
+		return;
+	size_t n = strlen(b->host_header);
+	if (n == 0 || n > 255 ||
+	    strspn(b->host_header, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+				   "0123456789.-_:[]") != n)
+		ERR(L, where, "%s.host_header: \"%s\": must be a host name or address, with an "
+			      "optional port (at most 255 characters)", path, b->host_header);
+	L->cfg->host_headers = 1;
+}
+
 /* url = "http://host:port"; or servers = ["http://a:port", "http://b:port"]; */
 static void load_servers(struct sp_loader *L, const config_setting_t *e, const char *path,
 			 struct sp_backend *b)
@@ -691,7 +711,7 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 					   "response_timeout_ms", "max_idle",
 					   "idle_timeout_ms",	      "ca_file",
 					   "tls_verify",	      "client_certificate",
-					   "client_private_key",  "health",
+					   "client_private_key",  "health", "host_header",
 					   NULL};
 	const config_setting_t *bs = config_setting_get_member(root, "backends");
 	if (!bs) {
@@ -729,6 +749,7 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 		cfgp_int_field(L, e, "response_timeout_ms", path, 1, 86400000, &b->response_timeout_ms);
 		cfgp_int_field(L, e, "max_idle", path, 0, 100000, &b->max_idle);
 		cfgp_int_field(L, e, "idle_timeout_ms", path, 1, 86400000, &b->idle_timeout_ms);
+		load_host_header(L, e, path, b);
 		load_servers(L, e, path, b);
 		load_backend_tls(L, e, path, b);
 		load_health(L, e, path, b);
@@ -1280,6 +1301,7 @@ void sp_config_unref(struct sp_config **cp)
 			free(c->backends[i].servers[k].hostport);
 		}
 		free(c->backends[i].servers);
+		free(c->backends[i].host_header);
 		SSL_CTX_free(c->backends[i].tls_ctx);
 		free(c->backends[i].health_path);
 	}

@@ -44,6 +44,7 @@ struct sp_backend {
 	 * those not marked down (health is kept per server) */
 	struct sp_server *servers;
 	size_t nservers;
+	char *host_header; /* the Host its requests carry (NULL: the client's) */
 	int connect_timeout_ms;
 	int response_timeout_ms;
 	int max_idle;        /* idle connections per worker, all servers together */
@@ -111,6 +112,7 @@ struct sp_config {
 	int log_query;    /* the access and diff logs carry the query string */
 	struct sp_backend *backends;
 	size_t nbackends;
+	int host_headers; /* a backend has host_header: a request keeps its client's Host */
 	int default_backend;
 	struct sp_route *routes;
 	size_t nroutes;

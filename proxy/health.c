@@ -306,7 +306,7 @@ static void on_check_timer(evutil_socket_t fd, short what, void *arg)
 	evbuffer_add_printf(k->conn->out,
 			    "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: strangler-health-check\r\n"
 			    "Connection: close\r\n\r\n",
-			    be->health_path, sv->hostport);
+			    be->health_path, be->host_header ? be->host_header : sv->hostport);
 }
 
 static void check_free(struct check **kp)

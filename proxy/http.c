@@ -573,7 +573,7 @@ int sp_hdr_poses_as_managed(const struct sp_hdr *h)
 
 int sp_http_rehost(struct sp_buf *head, const char *host)
 {
-	/* default_host is the line after the request line */
+	/* Host is the line after the request line */
 	const char *eol = head->data ? memchr(head->data, '\n', head->len) : NULL;
 	size_t at = eol ? (size_t)(eol - head->data) + 1 + 6 : 0;
 	if (!eol || head->len < at || memcmp(head->data + at - 6, "Host: ", 6) != 0)
@@ -620,12 +620,13 @@ int sp_http_write_request_head(const struct sp_fwd_request *r, struct sp_buf *ou
 		return -1;
 	if (sp_buf_adds(out, " HTTP/1.1\r\n"))
 		return -1;
-	if (!host && r->default_host && add_header(out, "Host", r->default_host,
-						   strlen(r->default_host)))
+	if (r->host ? add_header(out, "Host", r->host, strlen(r->host))
+	    : host  ? add_field(out, "Host", 4, host->value, host->value_len)
+	    : r->default_host && add_header(out, "Host", r->default_host, strlen(r->default_host)))
 		return -1;
 	for (size_t i = 0; i < r->nheaders; i++) {
 		const struct sp_hdr *h = &r->headers[i];
-		if (is_hop(h, r->headers, r->nheaders, named) || sp_hdr_is_regenerated(h) ||
+		if (h == host || is_hop(h, r->headers, r->nheaders, named) || sp_hdr_is_regenerated(h) ||
 		    (r->request_id && sp_hdr_name_is(h, "X-Request-Id")) ||
 		    sp_hdr_poses_as_managed(h))
 			continue;

@@ -139,6 +139,7 @@ struct sp_fwd_request {
 	const char *proto;      /* X-Forwarded-Proto */
 	const char *request_id; /* replaces any X-Request-Id when not NULL */
 	const char *default_host; /* Host to send when the request has none (HTTP/1.0) */
+	const char *host;         /* Host to send instead of the client's (NULL: none) */
 };
 
 /* The head to forward for a client's parsed head m, routed to path?query:
@@ -147,11 +148,12 @@ struct sp_fwd_request {
  * client_ip, proto, request_id and default_host. */
 struct sp_fwd_request sp_fwd_request_for(const struct sp_h1_msg *m, const char *path,
 					 size_t path_len, const char *query, size_t query_len);
-/* Serialises the request head the proxy sends upstream. Appends to out. */
+/* Serialises the request head the proxy sends upstream; its Host is the
+ * first field line (RFC 9112 3.2), so sp_http_rehost can change it. Appends
+ * to out. */
 int sp_http_write_request_head(const struct sp_fwd_request *r, struct sp_buf *out);
-/* A head written with default_host (the request had no Host) made for
- * another backend: its Host line names host instead. 0, or -1 (no memory, or
- * no such line). */
+/* A head made for one backend made for another: its Host line (the first
+ * field line) names host instead. 0, or -1 (no memory, or no such line). */
 int sp_http_rehost(struct sp_buf *head, const char *host);
 
 struct sp_fwd_response {

@@ -84,10 +84,15 @@ struct sp_session {
 	enum sp_body_mode req_body, resp_body;
 	int req_active, req_done, req_keep, client_minor, is_head, upgrade_req;
 	int host_defaulted; /* the request had no Host: the head names the backend's */
+	/* the client's Host, kept when a backend has host_header (a retry or a
+	 * shadow may have to put it back); client_host_len -1: too long to keep */
+	char client_host[256];
+	int client_host_len;
 	int resp_started, resp_done, interim, tunnel, upstream_keep;
 	int ninterim; /* 1xx answers received in this exchange */
 	int client_keep;
 	int retried;
+	unsigned attempts; /* connections attached for the exchange (send_again) */
 	int status;
 	const char *error;
 	int up_failed; /* the error was the backend's (connect, timeout, protocol) */
@@ -394,11 +399,16 @@ static int may_resend(const struct sp_session *s)
 	return !s->resp_started && s->req_done && replayable(s);
 }
 
-/* Sends the request again on the connection just attached. */
-static void resend(struct sp_session *s)
+/* Sends the request again, on a connection taken as take says. A connection
+ * that fails at once retries inside attach_upstream, and that retry sends
+ * the head itself: only the attempt still current queues it, so the head
+ * goes out once. */
+static void send_again(struct sp_session *s, enum sp_take take)
 {
+	unsigned attempt = ++s->attempts;
 	s->head_queued = 0; /* the head goes here, once */
-	if (s->up)
+	attach_upstream(s, take);
+	if (s->up && s->attempts == attempt)
 		evbuffer_add(s->up->conn->out, s->head.data, s->head.len);
 }
 
@@ -410,7 +420,7 @@ static int retry_next_server(struct sp_session *s, const char *err)
 	const struct sp_backend *be = &s->cfg->backends[s->backend];
 	if (be->nservers < 2 || !may_resend(s) ||
 	    (strcmp(err, ERR_CONNECT_REFUSED) != 0 && strcmp(err, ERR_CONNECT_FAILED) != 0 &&
-	     strcmp(err, ERR_CONNECT_TIMEOUT) != 0))
+	     strcmp(err, ERR_CONNECT_TIMEOUT) != 0 && strcmp(err, ERR_TLS) != 0))
 		return 0;
 	s->tried |= (uint64_t)1 << s->server;
 	for (size_t k = 1; k < be->nservers; k++) {
@@ -420,22 +430,45 @@ static int retry_next_server(struct sp_session *s, const char *err)
 		sp_log(SP_LOG_INFO, "backend %s: %s: %s; request %s retried on %s", be->name,
 		       server_of(s)->hostport, err, s->reqid, be->servers[i].hostport);
 		s->server = (int)i;
-		attach_upstream(s, SP_TAKE_IDLE);
-		resend(s);
+		send_again(s, SP_TAKE_IDLE);
 		return 1;
 	}
 	return 0;
+}
+
+/* The Host a request sends to backend b: its host_header, else the
+ * client's, else (an HTTP/1.0 request without one) its first server's. NULL:
+ * the client's, not kept (no backend has host_header, or it was too long). */
+static const char *host_to(const struct sp_session *s, int b)
+{
+	const struct sp_backend *be = &s->cfg->backends[b];
+	if (be->host_header)
+		return be->host_header;
+	if (s->host_defaulted)
+		return be->servers[0].hostport;
+	return s->client_host_len > 0 ? s->client_host : NULL;
+}
+
+/* The Host line backend `to` needs in a head made for backend `from`: NULL
+ * when it is the same; *ok 0 when it cannot be known. */
+static const char *rehost_for(const struct sp_session *s, int from, int to, int *ok)
+{
+	const char *was = host_to(s, from), *now = host_to(s, to);
+	*ok = 1;
+	if (was == now || (was && now && strcmp(was, now) == 0))
+		return NULL;
+	*ok = now != NULL;
+	return now;
 }
 
 /* A refused connection for an idempotent request without a body goes once to
  * the route's other side, when no server of its backend took it. */
 static int retry_other_side(struct sp_session *s, const char *err)
 {
-	int other = other_side(s);
-	if (strcmp(err, ERR_CONNECT_REFUSED) != 0 || !may_resend(s) || other < 0 ||
-	    s->fallback_from >= 0 ||
-	    (s->host_defaulted &&
-	     sp_http_rehost(&s->head, s->cfg->backends[other].servers[0].hostport) < 0))
+	int other = other_side(s), ok = 0;
+	const char *host = other >= 0 ? rehost_for(s, s->backend, other, &ok) : NULL;
+	if (strcmp(err, ERR_CONNECT_REFUSED) != 0 || !may_resend(s) || other < 0 || !ok ||
+	    s->fallback_from >= 0 || (host && sp_http_rehost(&s->head, host) < 0))
 		return 0;
 	sp_log(SP_LOG_INFO, "route %s: %s refused the connection; request %s retried on %s",
 	       s->dec.route->name, s->cfg->backends[s->backend].name, s->reqid,
@@ -445,8 +478,7 @@ static int retry_other_side(struct sp_session *s, const char *err)
 	s->server = sp_worker_pick_any(s->w, s->cfg, other);
 	s->tried = 0;
 	sp_shadow_primary_moved(&s->shadow, other);
-	attach_upstream(s, SP_TAKE_IDLE);
-	resend(s);
+	send_again(s, SP_TAKE_IDLE);
 	return 1;
 }
 
@@ -600,9 +632,14 @@ static void maybe_shadow(struct sp_session *s, const struct sp_reqview *q, const
 		target = s->dec.to_rollout ? r->backend : r->rollout.backend;
 	if (target == s->backend)
 		return; /* a rollout request already served by the shadow's backend */
-	s->shadow = sp_shadow_start(s->w, s->cfg, r, target, s->backend, m->method, s->path.data,
+	int ok;
+	const char *host = rehost_for(s, s->backend, target, &ok);
+	if (!ok)
+		return; /* the shadow backend would need a Host that was not kept */
+	s->shadow = sp_shadow_start(s->w, s->cfg, r, target, s->backend, s->server, m->method,
+				    s->path.data,
 				    s->path.len, s->has_query ? &s->query : NULL, s->reqid, &s->head,
-				    s->req_body != SP_BODY_NONE, s->host_defaulted);
+				    s->req_body != SP_BODY_NONE, host);
 }
 
 static int on_req_head(void *ud, struct sp_h1_msg *m)
@@ -651,8 +688,18 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	f.client_ip = s->client_ip;
 	f.proto = s->https ? "https" : "http";
 	f.default_host = s->cfg->backends[s->backend].servers[0].hostport;
+	f.host = s->cfg->backends[s->backend].host_header;
 	/* HTTP/1.1 without a Host was refused (400): only a 1.0 request may lack it */
-	s->host_defaulted = m->http_minor == 0 && !sp_hdr_find(m->hdrs, m->nhdrs, "Host");
+	const struct sp_hdr *host = m->http_minor == 0 || s->cfg->host_headers
+					    ? sp_hdr_find(m->hdrs, m->nhdrs, "Host")
+					    : NULL;
+	s->host_defaulted = m->http_minor == 0 && !host;
+	s->client_host_len = 0;
+	if (s->cfg->host_headers && host) {
+		s->client_host_len = host->value_len < sizeof(s->client_host) ? (int)host->value_len : -1;
+		if (s->client_host_len > 0)
+			sp_copy_str(s->client_host, (size_t)s->client_host_len + 1, host->value);
+	}
 	f.request_id = s->reqid; /* the logged one, alone, whatever the client sent */
 	s->req_body = f.body;
 	s->req_keep = m->keep_alive;
@@ -1226,9 +1273,7 @@ static void on_up_event(struct sp_conn *c, short what, void *arg)
 	if (may_retry(s) && (what & (SP_CONN_EOF | SP_CONN_ERROR))) {
 		s->retried = 1;
 		sp_upconn_free(&s->up);
-		attach_upstream(s, SP_TAKE_NEW);
-		if (s->up)
-			evbuffer_add(s->up->conn->out, s->head.data, s->head.len);
+		send_again(s, SP_TAKE_NEW);
 		goto out;
 	}
 	if (what & SP_CONN_TIMEOUT) {
@@ -1240,7 +1285,8 @@ static void on_up_event(struct sp_conn *c, short what, void *arg)
 		if (c->tls_handshake_failed) {
 			char why[256];
 			sp_conn_tls_why(c, why, sizeof(why));
-			sp_log(SP_LOG_WARN, "backend %s: TLS: %s", be->name, why);
+			sp_log(SP_LOG_WARN, "backend %s (%s): TLS: %s", be->name,
+			       server_of(s)->hostport, why);
 			upstream_failed(s, ERR_TLS, 502);
 		} else if (!s->up->reused && !s->up->connected)
 			upstream_failed(s, c->err == ECONNREFUSED ? ERR_CONNECT_REFUSED : ERR_CONNECT_FAILED,

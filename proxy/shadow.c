@@ -66,7 +66,6 @@ struct sp_shadow {
 	int session_holds;
 	int finished;
 	int is_head;
-	int host_defaulted; /* the head's Host line is the primary backend's */
 	int req_done;
 	size_t req_bytes;
 	struct event *timer;
@@ -531,7 +530,7 @@ static void on_shadow_timeout(evutil_socket_t fd, short what, void *arg)
 }
 
 static int leg_start(struct sp_shadow *sh, struct leg *l, int backend, int server,
-		     const struct sp_buf *head, int has_body)
+		     const struct sp_buf *head, int has_body, const char *host)
 {
 	static const struct sp_h1_limits limits = {1024, 65536, 200};
 	static const char marker[] = "X-Strangler-Shadow: 1\r\n\r\n";
@@ -550,8 +549,7 @@ static int leg_start(struct sp_shadow *sh, struct leg *l, int backend, int serve
 	l->replay.stash = &sh->w->stash;
 	if (sp_buf_add(&l->replay, head->data, head->len - 2) < 0 ||
 	    sp_buf_add(&l->replay, marker, sizeof(marker) - 1) < 0 ||
-	    (sh->host_defaulted &&
-	     sp_http_rehost(&l->replay, sh->cfg->backends[backend].servers[0].hostport) < 0))
+	    (host && sp_http_rehost(&l->replay, host) < 0))
 		return -1;
 	/* Mirrors reuse the backend's keep-alive pool like primaries do (a
 	 * connection per mirror costs a connect and a close per request); one
@@ -584,9 +582,9 @@ static int leg_connect(struct leg *l, enum sp_take take)
 
 struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 				  const struct sp_route *route, int shadow_backend,
-				  int primary_backend, const char *method, const char *path,
-				  size_t path_len, const struct sp_buf *query, const char *reqid,
-				  const struct sp_buf *head, int has_body, int host_defaulted)
+				  int primary_backend, int primary_server, const char *method,
+				  const char *path, size_t path_len, const struct sp_buf *query, const char *reqid,
+				  const struct sp_buf *head, int has_body, const char *host)
 {
 	struct sp_shadow_stats *st = &w->route_stats[route->index]->shadow;
 	struct sp_shadow_dir *d = dir_of(st, cfg, primary_backend, shadow_backend);
@@ -620,7 +618,6 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 	sh->primary_backend = primary_backend;
 	sh->session_holds = 1;
 	sh->is_head = strcmp(method, "HEAD") == 0;
-	sh->host_defaulted = host_defaulted;
 	sp_copy_str(sh->method, sizeof(sh->method), method);
 	sp_copy_str(sh->reqid, sizeof(sh->reqid), reqid);
 	sp_buf_init(&sh->path);
@@ -646,10 +643,10 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 	 * may be asked twice */
 	sh->nlegs = route->shadow.noise_samples && sp_http_replayable(method, has_body) ? 2 : 1;
 	int ok = sh->timer != NULL &&
-		 leg_start(sh, &sh->legs[0], shadow_backend, server, head, has_body) == 0;
+		 leg_start(sh, &sh->legs[0], shadow_backend, server, head, has_body, host) == 0;
 	if (ok && sh->nlegs == 2) {
-		int again = sp_worker_pick_any(w, cfg, primary_backend);
-		if (leg_start(sh, &sh->legs[1], primary_backend, again, head, 0) < 0)
+		/* the primary's own server, without taking a turn */
+		if (leg_start(sh, &sh->legs[1], primary_backend, primary_server, head, 0, NULL) < 0)
 			leg_fail(&sh->legs[1], 0);
 	}
 	if (!ok)

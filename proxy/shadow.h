@@ -63,15 +63,18 @@ struct sp_route;
 struct sp_shadow;
 
 /* Starts mirroring a request the session decided to sample. Returns NULL
- * when it cannot (budget, connection failure: counted). head is the
- * primary's serialised request head; has_body says body bytes follow;
- * host_defaulted that its Host line names the primary's backend (the request
- * had none), so the mirror's names the shadow's. */
+ * when it cannot (budget, connection failure: counted). primary_server is
+ * the server of primary_backend the request went to (the noise sample asks
+ * it again). head is the
+ * primary's serialised request head; has_body says body bytes follow; host,
+ * when not NULL, the Host the shadow backend takes instead of the head's
+ * (used during the call only). */
 struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 				  const struct sp_route *route, int shadow_backend,
-				  int primary_backend, const char *method, const char *path,
+				  int primary_backend, int primary_server, const char *method,
+				  const char *path,
 				  size_t path_len, const struct sp_buf *query, const char *reqid,
-				  const struct sp_buf *head, int has_body, int host_defaulted);
+				  const struct sp_buf *head, int has_body, const char *host);
 
 /* Request body bytes, framed exactly as sent to the primary. */
 void sp_shadow_request_bytes(struct sp_shadow *sh, const void *p, size_t n);

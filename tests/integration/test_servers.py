@@ -326,8 +326,45 @@ def test_each_https_server_is_checked_against_its_own_host(start_proxy, pki):
         byip.stop()
 
 
+def test_a_failed_handshake_tries_the_next_server(start_proxy, pki):
+    """A server whose certificate does not name it (the handshake fails, and
+    nothing was sent): a GET goes on to the next server, as after a refused
+    connection (nginx's proxy_next_upstream error); the log names the server."""
+    wrong, right = harness.TLSBackend("wrong", pki["name"]), harness.TLSBackend("right", pki["ip"])
+    try:
+        p = start_proxy({"legacy": servers("https://127.0.0.1:%d" % wrong.port,
+                                           "https://127.0.0.1:%d" % right.port,
+                                           ca_file=pki["ca"], health={"unhealthy": 100})})
+        got = [who(p) for _ in range(4)]
+        assert got == [(200, "right")] * 4, (got, p.stderr_text()[-2000:])
+        assert "backend legacy (127.0.0.1:%d): TLS: certificate verify failed" % wrong.port \
+            in p.stderr_text()
+        assert [e["server"] for e in p.wait_access(4)] == ["127.0.0.1:%d" % right.port] * 4
+    finally:
+        wrong.stop()
+        right.stop()
+
+
 # --------------------------------------------------------------------------
 # refused connections
+
+
+def test_a_retry_whose_connect_fails_at_once_sends_the_request_once(backend_factory,
+                                                                   start_proxy):
+    """Servers [refusing, one whose connect() fails at once (127.255.255.255:
+    ENETUNREACH), live]: the GET moves on twice, the second time from inside
+    the first retry, and reaches the live server once, as do the requests
+    pipelined behind it."""
+    live = backend_factory("live")
+    (dead,) = dead_urls(1)
+    p = start_proxy({"legacy": servers(dead, "http://127.255.255.255:80", live,
+                                       health={"unhealthy": 100})})
+    with p.client() as c:
+        c.send(b"".join(harness.build_request("GET", "/p%d" % i) for i in range(4)))
+        got = [c.read_response() for _ in range(4)]
+    assert [(r.status, r.header("X-Backend")) for r in got] == [(200, "live")] * 4
+    time.sleep(0.2)
+    assert [q.path for q in live.requests] == ["/p0", "/p1", "/p2", "/p3"]
 
 
 def test_a_refusing_server_is_skipped_and_marked_down(backend_factory, start_proxy):
@@ -658,6 +695,26 @@ def test_shadows_take_turns_on_the_mirrors_servers(backend_factory, start_proxy,
         sorted("/s/%d" % i for i in range(10))
 
 
+def test_a_noise_sample_asks_the_primarys_own_server(backend_factory, start_proxy, tmp_path):
+    """With noise samples on, the second ask goes to the server that served
+    the primary, and does not take a turn: clients are still served by both
+    servers in turn (the noise sample once took every other turn)."""
+    a, b = backend_factory("a"), backend_factory("b")
+    mirror = backend_factory("mirror")
+    routes = [{"name": "r", "match": {"path_prefix": "/"}, "backend": "legacy",
+               "shadow": {"backend": "mirror", "noise": {"samples": 1}}}]
+    p = start_proxy({"legacy": servers(a, b), "mirror": mirror}, routes=routes,
+                    shadow_defaults={"diff_log": str(tmp_path / "diffs.jsonl"),
+                                     "timeout_ms": 2000})
+    served = [who(p, "/n/%d" % i)[1] for i in range(8)]
+    assert served == ["a", "b"] * 4, served
+    wait_for(lambda: len(a.requests) + len(b.requests) >= 16, what="the noise samples")
+    time.sleep(0.1)
+    # each server was asked each of its paths twice: the primary and its sample
+    assert sorted(q.path for q in a.requests) == sorted(["/n/%d" % i for i in (0, 2, 4, 6)] * 2)
+    assert sorted(q.path for q in b.requests) == sorted(["/n/%d" % i for i in (1, 3, 5, 7)] * 2)
+
+
 def test_shadows_skip_a_mirror_server_that_is_down(backend_factory, start_proxy, tmp_path):
     """A refusing server of the mirror is marked down by its shadows; later
     shadows all go to the server that is up."""
@@ -727,3 +784,88 @@ def test_shadows_paused_only_when_every_mirror_server_is(backend_factory, start_
     finally:
         s1.close()
         s2.close()
+
+
+# --------------------------------------------------------------------------
+# host_header
+
+
+def test_host_header_is_the_host_a_backend_gets(backend_factory, start_proxy, tmp_path):
+    """host_header: the backend (behind an ingress that routes on Host, say)
+    gets that Host, first of the fields; X-Forwarded-Host keeps the client's.
+    A backend without it gets the client's Host, as before."""
+    modern, legacy = backend_factory("modern"), backend_factory("legacy")
+    routes = [{"name": "m", "match": {"path_prefix": "/m"}, "backend": "modern"}]
+    p = start_proxy({"legacy": legacy,
+                     "modern": {"url": modern.url, "host_header": "modern.internal:8443"}},
+                    routes=routes)
+    with p.client() as c:
+        assert c.request("GET", "/m/1", host="shop.example").status == 200
+        assert c.request("GET", "/l/1", host="shop.example").status == 200
+    (m,) = modern.requests
+    assert m.headers[0] == ("Host", "modern.internal:8443"), m.headers
+    assert m.header_all("Host") == ["modern.internal:8443"]
+    assert m.header("X-Forwarded-Host") == "shop.example"
+    (l,) = legacy.requests
+    assert l.header_all("Host") == ["shop.example"] and l.headers[0][0] == "Host"
+    # an HTTP/1.0 request without Host gets it too
+    c = harness.RawClient(p.port)
+    try:
+        c.send(b"GET /m/2 HTTP/1.0\r\n\r\n")
+        assert c.read_response().status == 200
+    finally:
+        c.close()
+    wait_for(lambda: len(modern.requests) == 2, what="the HTTP/1.0 request")
+    assert modern.requests[1].header_all("Host") == ["modern.internal:8443"]
+
+
+def test_host_header_follows_a_request_to_the_other_side_and_to_a_mirror(backend_factory,
+                                                                        start_proxy, tmp_path):
+    """A refusal on a rollout's side with host_header moves the request to
+    the other side with that side's Host (the client's, put back); a mirror
+    with host_header gets its own Host while the primary keeps the client's."""
+    modern = backend_factory("modern")
+    mirror = backend_factory("mirror")
+    (dead,) = dead_urls(1)
+    routes = [{"name": "r", "match": {"path_prefix": "/r"}, "backend": "legacy",
+               "rollout": {"backend": "modern", "percent": 0.0}},
+              {"name": "s", "match": {"path_prefix": "/s"}, "backend": "modern",
+               "shadow": {"backend": "mirror"}}]
+    p = start_proxy({"legacy": {"url": dead, "host_header": "legacy.internal"},
+                     "modern": modern,
+                     "mirror": {"url": mirror.url, "host_header": "mirror.internal"}},
+                    routes=routes, shadow_defaults={"diff_log": str(tmp_path / "d.jsonl")})
+    with p.client() as c:
+        r = c.request("GET", "/r/1", host="shop.example")
+        assert r.status == 200 and r.header("X-Backend") == "modern"
+        assert c.request("GET", "/s/1", host="shop.example").status == 200
+    assert [q.header_all("Host") for q in modern.requests] == [["shop.example"]] * 2
+    wait_for(lambda: mirror.requests, what="the shadow")
+    assert mirror.requests[0].header_all("Host") == ["mirror.internal"]
+    assert mirror.requests[0].header("X-Forwarded-Host") == "shop.example"
+
+
+def test_host_header_in_health_checks_and_its_check(backend_factory, start_proxy, tmp_path):
+    """Active health checks carry host_header too; -t refuses one that is not
+    a host[:port]."""
+    seen = []
+
+    def handler(req, conn):
+        seen.append(req.header("Host"))
+        return Response(200, b"ok")
+    b = backend_factory("b", handler)
+    start_proxy({"legacy": {"url": b.url, "host_header": "b.internal",
+                            "health": {"path": "/health", "interval_ms": 100}}})
+    wait_for(lambda: seen, what="a health check")
+    assert seen[0] == "b.internal"
+    conf = tmp_path / "bad.conf"
+    conf.write_text('listen = ( { address = "127.0.0.1:18081"; } );\n'
+                    'backends = {\n'
+                    '  legacy = { url = "http://127.0.0.1:9001"; host_header = "a b"; };\n'
+                    '};\n'
+                    'default_backend = "legacy";\n')
+    out = run_strangler("-t", "-c", str(conf))
+    assert out.returncode == 1
+    assert out.stderr.splitlines()[0] == (
+        '%s:3: backends.legacy.host_header: "a b": must be a host name or address, with an '
+        'optional port (at most 255 characters)' % conf)

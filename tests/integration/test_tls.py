@@ -606,8 +606,10 @@ def test_backend_certificate_failures_give_the_certificate_checks_reason(
         assert harness.RawClient(p.port).request("GET", "/" + name).status == 502
     log = harness.wait_for(lambda: (lambda t: t if "backend checked" in t else None)(
         p.stderr_text()), what="health check verdict")
-    assert "backend expired: TLS: certificate verify failed (certificate has expired)" in log
-    assert "backend wrongname: TLS: certificate verify failed (IP address mismatch)" in log
+    assert ("backend expired (127.0.0.1:%d): TLS: certificate verify failed (certificate has "
+            "expired)" % tls_backends["expired"].port) in log
+    assert ("backend wrongname (127.0.0.1:%d): TLS: certificate verify failed (IP address "
+            "mismatch)" % tls_backends["wrongname"].port) in log
     assert ("is down: health check: TLS: certificate verify failed (certificate has expired)"
             in log), log
 
