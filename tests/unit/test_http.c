@@ -412,6 +412,35 @@ static void test_request_head_rehost(void **state)
 	sp_buf_deinit(&out);
 }
 
+/* The client's Host goes first (where sp_http_rehost finds it), named
+ * "Host" whatever its case; a backend's host_header replaces it, and
+ * X-Forwarded-Host keeps the client's. */
+static void test_request_head_host_first_and_host_header(void **state)
+{
+	(void)state;
+	const struct sp_hdr h[] = {HDR("Accept", "*/*"), HDR("host", "shop.example")};
+	struct sp_fwd_request r = {.method = "GET", .path = "/p", .path_len = 2, .headers = h,
+				   .nheaders = NELEM(h), .default_host = "10.0.0.1:9001"};
+	struct sp_buf out;
+	sp_buf_init(&out);
+	assert_int_equal(sp_http_write_request_head(&r, &out), 0);
+	assert_head(&out, "GET /p HTTP/1.1\r\nHost: shop.example\r\nAccept: */*\r\n"
+			  "X-Forwarded-Host: shop.example\r\n\r\n");
+	assert_int_equal(sp_http_rehost(&out, "b:1"), 0);
+	assert_head(&out, "GET /p HTTP/1.1\r\nHost: b:1\r\nAccept: */*\r\n"
+			  "X-Forwarded-Host: shop.example\r\n\r\n");
+	sp_buf_reset(&out);
+	r.host = "orders.internal";
+	assert_int_equal(sp_http_write_request_head(&r, &out), 0);
+	assert_head(&out, "GET /p HTTP/1.1\r\nHost: orders.internal\r\nAccept: */*\r\n"
+			  "X-Forwarded-Host: shop.example\r\n\r\n");
+	sp_buf_reset(&out);
+	r.nheaders = 1; /* HTTP/1.0 without Host: host_header before default_host */
+	assert_int_equal(sp_http_write_request_head(&r, &out), 0);
+	assert_head(&out, "GET /p HTTP/1.1\r\nHost: orders.internal\r\nAccept: */*\r\n\r\n");
+	sp_buf_deinit(&out);
+}
+
 /* An empty X-Forwarded-For adds no element: the backend must not read ""
  * as the first hop (", 10.0.0.9, ..."). */
 static void test_request_head_empty_xff_skipped(void **state)
@@ -926,6 +955,7 @@ int main(void)
 		cmocka_unit_test(test_request_head_full),
 		cmocka_unit_test(test_request_head_connection_tokens),
 		cmocka_unit_test(test_request_head_rehost),
+		cmocka_unit_test(test_request_head_host_first_and_host_header),
 		cmocka_unit_test(test_request_head_empty_xff_skipped),
 		cmocka_unit_test(test_request_head_content_length_regenerated),
 		cmocka_unit_test(test_request_head_without_optional_parts),
