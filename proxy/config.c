@@ -546,11 +546,16 @@ static void load_server(struct sp_loader *L, const config_setting_t *at, const c
 		ERR(L, at, "%s: \"%s\": http:// and https:// servers mixed in one backend", where, url);
 		return;
 	}
-	for (size_t j = 0; j + 1 < b->nservers; j++)
-		if (b->servers[j].hostport && strcmp(b->servers[j].hostport, sv->hostport) == 0) {
+	/* the same host and port as written, or the same address they resolve to */
+	for (size_t j = 0; j + 1 < b->nservers; j++) {
+		const struct sp_server *o = &b->servers[j];
+		if (o->hostport && (strcmp(o->hostport, sv->hostport) == 0 ||
+				    (o->addrlen == sv->addrlen &&
+				     memcmp(&o->addr, &sv->addr, sv->addrlen) == 0))) {
 			ERR(L, at, "%s: \"%s\": the same server as servers.[%zu]", where, url, j);
 			return;
 		}
+	}
 }
 
 /* host_header = "modern.internal": the Host its requests carry, as nginx's

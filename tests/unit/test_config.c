@@ -235,6 +235,11 @@ static void test_servers(void **state)
 	REJECTED(ONE_BACKEND("servers = [\"http://127.0.0.1:80\", \"http://127.0.0.1/\"];"), 1,
 		 "test.conf:3: backends.legacy.servers.[1]: \"http://127.0.0.1/\": the same server as "
 		 "servers.[0]");
+	/* written apart, one address (127.1 is 127.0.0.1, as inet_aton reads it) */
+	REJECTED(ONE_BACKEND("servers = [\"http://127.0.0.1:9001\", \"http://127.0.0.2:9001\", "
+			     "\"http://127.1:9001\"];"),
+		 1, "test.conf:3: backends.legacy.servers.[2]: \"http://127.1:9001\": the same "
+		    "server as servers.[0]");
 	/* an https:// backend's TLS settings apply to all its servers */
 	REJECTED(ONE_BACKEND("servers = [\"http://127.0.0.1:9001\"]; tls_verify = false;"), 1,
 		 "test.conf:3: backends.legacy: TLS settings need an https:// url");
