@@ -1,5 +1,6 @@
 /* The dashboard: one self-contained page (no external scripts, fonts or
- * CDNs) served by the admin API at GET /. It reads /api/routes and /api/diffs
+ * CDNs) served by the admin API at GET /. It reads /api/routes, /api/backends
+ * and /api/diffs
  * and changes routes through PATCH /api/routes/NAME, so it shows and does
  * exactly what the API does. */
 #include "dashboard.h"
@@ -46,6 +47,11 @@ const char sp_dashboard_html[] =
 	"<table>\n"
 	"<thead><tr><th>route</th><th>state</th><th>sides (requests, 5xx %, p50/p99 ms)</th><th>shadow differences</th><th>top differing fields (latest 5 differences)</th><th>guard</th><th>change</th></tr></thead>\n"
 	"<tbody id=\"routes\"></tbody>\n"
+	"</table>\n"
+	"<h2>Backends</h2>\n"
+	"<table>\n"
+	"<thead><tr><th>backend</th><th>state</th><th>servers</th></tr></thead>\n"
+	"<tbody id=\"backends\"></tbody>\n"
 	"</table>\n"
 	"<h2>Latest differences</h2>\n"
 	"<div id=\"diffs\"></div>\n"
@@ -169,7 +175,19 @@ const char sp_dashboard_html[] =
 	"      tables.push(t);\n"
 	"    }\n"
 	"  }\n"
+	"  /* each backend's servers and their health, as GET /api/backends says */\n"
+	"  const brows = [];\n"
+	"  try {\n"
+	"    for (const b of (await api(\"GET\", \"/api/backends\")).backends) {\n"
+	"      const servers = el(\"div\");\n"
+	"      for (const sv of b.servers)\n"
+	"        servers.append(el(\"div\", {\"data-testid\": \"server-\" + b.name + \"-\" + sv.address, class: sv.up ? \"ok\" : \"tripped\", text: sv.address + \": \" + (sv.up ? \"up\" : \"down\") + (sv.shadows_paused ? \", shadows paused\" : \"\")}));\n"
+	"      const state = b.up ? (b.servers.every(sv => sv.up) ? \"up\" : \"up (some servers down)\") : \"down\";\n"
+	"      brows.push(el(\"tr\", {\"data-testid\": \"backend-row-\" + b.name}, el(\"td\", {text: b.name}), el(\"td\", {class: \"state \" + (b.up ? \"ok\" : \"tripped\"), \"data-testid\": \"backend-state-\" + b.name, text: state}), el(\"td\", {}, servers)));\n"
+	"    }\n"
+	"  } catch (e) { /* an older API: no table */ }\n"
 	"  if (mine !== refreshes) return;\n"
+	"  document.getElementById(\"backends\").replaceChildren(...brows);\n"
 	"  document.getElementById(\"routes\").replaceChildren(...rows);\n"
 	"  document.getElementById(\"diffs\").replaceChildren(...tables);\n"
 	"}\n"

@@ -26,7 +26,11 @@ try {
              movedRef: q("moved-ref").textContent,
              diffrate: q(`diffrate-${route}`).textContent, shares, sides,
              diffs: !!q(`diffs-${route}`),
-             backends: [...q(`backend-${route}`).options].map((o) => o.value) };
+             backends: [...q(`backend-${route}`).options].map((o) => o.value),
+             health: Object.fromEntries([...document.querySelectorAll('[data-testid^="backend-state-"]')]
+               .map((e) => [e.dataset.testid.slice(14), e.textContent])),
+             servers: Object.fromEntries([...document.querySelectorAll('[data-testid^="server-"]')]
+               .map((e) => [e.dataset.testid.slice(7), e.textContent])) };
   }, route);
   await page.fill(`[data-testid="percent-${route}"]`, percent);
   await page.click(`[data-testid="set-percent-${route}"]`);

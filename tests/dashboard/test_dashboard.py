@@ -43,7 +43,12 @@ def test_dashboard_shows_the_api_and_changes_a_route(start_proxy, backend_factor
                "shadow": {"backend": "@other"}},
               {"name": "users", "match": {"path_prefix": "/api/users"}, "backend": "modern"}]
     spare = backend_factory("spare")  # no route uses it yet
-    p = start_proxy({"legacy": legacy, "modern": modern, "spare": spare}, routes=routes,
+    dead = harness.refused_port()
+    # the spare backend's second server refuses its health checks: the page
+    # shows it down, and the backend up
+    spare_def = {"servers": [spare.url, "http://127.0.0.1:%d" % dead],
+                 "health": {"path": "/health", "unhealthy": 1, "interval_ms": 200}}
+    p = start_proxy({"legacy": legacy, "modern": modern, "spare": spare_def}, routes=routes,
                     admin={"address": "127.0.0.1:%d" % admin_port,
                            "state_file": str(tmp_path / "state.json")})
     p.admin_port = admin_port
@@ -54,6 +59,8 @@ def test_dashboard_shows_the_api_and_changes_a_route(start_proxy, backend_factor
         for i in range(10):
             c.request("GET", "/api/users/%d" % i)
         c.request("GET", "/elsewhere")
+    harness.wait_for(lambda: not json.loads(admin(p, "GET", "/api/backends")[1])
+                     ["backends"][2]["servers"][1]["up"], what="the refusing server down")
     harness.wait_for(lambda: json.loads(admin(p, "GET", "/api/routes/orders")[1])
                      ["shadow_counters"]["compared"] >= 40, what="the mirrors compared")
     api = json.loads(admin(p, "GET", "/api/routes")[1])
@@ -79,6 +86,12 @@ def test_dashboard_shows_the_api_and_changes_a_route(start_proxy, backend_factor
     assert seen["diffs"] is True
     # a route can be moved to any backend, not only to those routes use already
     assert seen["backends"] == ["legacy", "modern", "spare"]
+    # each backend's health, and its servers'
+    assert seen["health"] == {"legacy": "up", "modern": "up", "spare": "up (some servers down)"}
+    assert seen["servers"] == {"legacy-127.0.0.1:%d" % legacy.port: "127.0.0.1:%d: up" % legacy.port,
+                               "modern-127.0.0.1:%d" % modern.port: "127.0.0.1:%d: up" % modern.port,
+                               "spare-127.0.0.1:%d" % spare.port: "127.0.0.1:%d: up" % spare.port,
+                               "spare-127.0.0.1:%d" % dead: "127.0.0.1:%d: down" % dead}
     # the control worked: the API agrees, and the audit trail names the change
     assert seen["after"] == "40 %"
     after = json.loads(admin(p, "GET", "/api/routes/orders")[1])
