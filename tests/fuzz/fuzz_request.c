@@ -39,14 +39,16 @@ struct ctx {
 struct expect {
 	const struct sp_fwd_request *f;
 	const struct sp_h1_msg *orig;
-	int host_added; /* the proxy wrote default_host as the first header */
+	const struct sp_hdr *host; /* the client's Host, NULL: default_host was written */
 	int heads;
 };
 
 static int keep_orig(const struct sp_hdr *all, size_t n, size_t i, const void *arg)
 {
 	const struct expect *e = arg;
-	return !sp_hdr_is_hop(&all[i], all, n) && !sp_hdr_is_regenerated(&all[i]) &&
+	/* Host goes first: on_reparsed_head checks it */
+	return &all[i] != e->host && !sp_hdr_is_hop(&all[i], all, n) &&
+	       !sp_hdr_is_regenerated(&all[i]) &&
 	       !sp_hdr_poses_as_managed(&all[i]) &&
 	       !(e->f->request_id && sp_hdr_name_is(&all[i], "X-Request-Id"));
 }
@@ -57,7 +59,7 @@ static int keep_reparsed(const struct sp_hdr *all, size_t n, size_t i, const voi
 {
 	const struct expect *e = arg;
 	(void)n;
-	return !(i == 0 && e->host_added) &&
+	return i != 0 && /* Host, checked apart */
 	       !sp_hdr_is_hop(&all[i], e->orig->hdrs, e->orig->nhdrs) &&
 	       !sp_hdr_is_regenerated(&all[i]) && !sp_hdr_poses_as_managed(&all[i]) &&
 	       !(e->f->request_id && sp_hdr_name_is(&all[i], "X-Request-Id"));
@@ -89,6 +91,12 @@ static int on_reparsed_head(void *ud, struct sp_h1_msg *m)
 	for (size_t i = 0; i < m->nhdrs; i++)
 		hosts += sp_hdr_name_is(&m->hdrs[i], "Host");
 	FUZZ_CHECK(hosts == 1, "%zu Host headers forwarded", hosts);
+	/* Host first (RFC 9112 3.2): the client's value, or default_host */
+	const char *hv = e->host ? e->host->value : f->default_host;
+	size_t hl = e->host ? e->host->value_len : strlen(f->default_host);
+	FUZZ_CHECK(m->nhdrs > 0 && sp_hdr_name_is(&m->hdrs[0], "Host") &&
+			   m->hdrs[0].value_len == hl && memcmp(m->hdrs[0].value, hv, hl) == 0,
+		   "the first header is not Host: %.*s", (int)hl, hv);
 	same_forwarded(e->orig->hdrs, e->orig->nhdrs, m->hdrs, m->nhdrs, keep_orig, keep_reparsed,
 		       e);
 
@@ -118,7 +126,7 @@ static const struct sp_h1_hooks reparse_hooks = {on_reparsed_head, fuzz_reparsed
 static void check_reparse(const struct sp_fwd_request *f, const struct sp_h1_msg *orig,
 			  const struct sp_buf *head)
 {
-	struct expect e = {f, orig, !sp_hdr_find(orig->hdrs, orig->nhdrs, "Host"), 0};
+	struct expect e = {f, orig, sp_hdr_find(orig->hdrs, orig->nhdrs, "Host"), 0};
 	struct sp_h1 *h = sp_h1_new(1, &reparse_hooks, &e, &wide_limits);
 	size_t used = 0;
 	FUZZ_CHECK(h, "out of memory");
@@ -184,15 +192,16 @@ static int on_head(void *ud, struct sp_h1_msg *m)
 	FUZZ_CHECK(sp_http_write_request_head(&c->f, &c->head) == 0, "out of memory");
 	trace_ev(&c->tr, "forward %zu", c->head.len);
 	trace_bytes(&c->tr, c->head.data, c->head.len);
-	if (c->check && !sp_hdr_find(m->hdrs, m->nhdrs, "Host")) {
-		/* session.c: a head written with default_host, made for another
-		 * backend, is the head that backend's default_host gives */
+	if (c->check) {
+		/* session.c: a head made for one backend, rehosted for another,
+		 * is the head written with that backend's host_header (or, for
+		 * a request without Host, its default_host: the same bytes) */
 		for (size_t i = 0; i < sizeof(other_hosts) / sizeof(other_hosts[0]); i++) {
 			struct sp_buf moved, direct;
 			struct sp_fwd_request o = c->f;
 			sp_buf_init(&moved);
 			sp_buf_init(&direct);
-			o.default_host = other_hosts[i];
+			o.host = other_hosts[i];
 			FUZZ_CHECK(sp_buf_add(&moved, c->head.data, c->head.len) == 0 &&
 					   sp_http_write_request_head(&o, &direct) == 0,
 				   "out of memory");
