@@ -2,6 +2,7 @@
  * problem is reported as "FILE:LINE: setting.path: reason" and all of them are
  * collected before giving up. */
 #include "config.h"
+#include "http.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -569,12 +570,15 @@ static void load_host_header(struct sp_loader *L, const config_setting_t *e, con
 	b->host_header = cfgp_str(L, e, "host_header", path, &where);
 	if (!b->host_header)
 		return;
-	size_t n = strlen(b->host_header);
-	if (n == 0 || n > 255 ||
-	    strspn(b->host_header, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-				   "0123456789.-_:[]") != n)
+	const char *h = b->host_header, *end = strrchr(h, ']'), *colon;
+	size_t n = strlen(h);
+	colon = strchr(end ? end : h, ':');
+	/* what a client's Host may be (sp_http_valid_host), not empty, a host
+	 * before any port and a port of 1-65535: "a:b:c", "x:99999", "[" are not */
+	if (n == 0 || n > 255 || h[0] == ':' || h[0] == '.' || !sp_http_valid_host(h, n) ||
+	    (colon && (colon[1] == '\0' || atol(colon + 1) < 1 || atol(colon + 1) > 65535)))
 		ERR(L, where, "%s.host_header: \"%s\": must be a host name or address, with an "
-			      "optional port (at most 255 characters)", path, b->host_header);
+			      "optional port (at most 255 characters)", path, h);
 	L->cfg->host_headers = 1;
 }
 

@@ -260,7 +260,7 @@ static const unsigned char reg_name_char[256] = {
 #undef R
 };
 
-static int valid_host(const char *v, size_t n)
+int sp_http_valid_host(const char *v, size_t n)
 {
 	size_t i = 0;
 	if (n && v[0] == '[') {
@@ -310,7 +310,7 @@ int sp_http_check_request(const struct sp_hdr *h, size_t n, int http_minor, cons
 	}
 	for (size_t i = 0; i < n; i++) {
 		if (sp_hdr_name_is(&h[i], "Host")) {
-			if (!valid_host(h[i].value, h[i].value_len)) {
+			if (!sp_http_valid_host(h[i].value, h[i].value_len)) {
 				*why = "invalid Host header";
 				return 400;
 			}

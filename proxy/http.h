@@ -155,6 +155,10 @@ int sp_http_write_request_head(const struct sp_fwd_request *r, struct sp_buf *ou
 /* A head made for one backend made for another: its Host line (the first
  * field line) names host instead. 0, or -1 (no memory, or no such line). */
 int sp_http_rehost(struct sp_buf *head, const char *host);
+/* Whether v (n bytes) is a Host value RFC 9110 allows: a reg-name, an IPv4
+ * address or an [IP-literal], with an optional :port of 1-5 digits; empty is
+ * allowed (RFC 9112 3.2). */
+int sp_http_valid_host(const char *v, size_t n);
 
 struct sp_fwd_response {
 	int status;

@@ -85,9 +85,9 @@ struct sp_session {
 	int req_active, req_done, req_keep, client_minor, is_head, upgrade_req;
 	int host_defaulted; /* the request had no Host: the head names the backend's */
 	/* the client's Host, kept when a backend has host_header (a retry or a
-	 * shadow may have to put it back); client_host_len -1: too long to keep */
-	char client_host[256];
-	int client_host_len;
+	 * shadow may have to put it back; it may be empty) */
+	struct sp_buf client_host;
+	int client_host_known;
 	int resp_started, resp_done, interim, tunnel, upstream_keep;
 	int ninterim; /* 1xx answers received in this exchange */
 	int client_keep;
@@ -446,7 +446,9 @@ static const char *host_to(const struct sp_session *s, int b)
 		return be->host_header;
 	if (s->host_defaulted)
 		return be->servers[0].hostport;
-	return s->client_host_len > 0 ? s->client_host : NULL;
+	if (!s->client_host_known)
+		return NULL;
+	return s->client_host.data ? s->client_host.data : "";
 }
 
 /* The Host line backend `to` needs in a head made for backend `from`: NULL
@@ -636,8 +638,7 @@ static void maybe_shadow(struct sp_session *s, const struct sp_reqview *q, const
 	const char *host = rehost_for(s, s->backend, target, &ok);
 	if (!ok)
 		return; /* the shadow backend would need a Host that was not kept */
-	s->shadow = sp_shadow_start(s->w, s->cfg, r, target, s->backend, s->server, m->method,
-				    s->path.data,
+	s->shadow = sp_shadow_start(s->w, s->cfg, r, target, s->backend, m->method, s->path.data,
 				    s->path.len, s->has_query ? &s->query : NULL, s->reqid, &s->head,
 				    s->req_body != SP_BODY_NONE, host);
 }
@@ -694,12 +695,9 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 					    ? sp_hdr_find(m->hdrs, m->nhdrs, "Host")
 					    : NULL;
 	s->host_defaulted = m->http_minor == 0 && !host;
-	s->client_host_len = 0;
-	if (s->cfg->host_headers && host) {
-		s->client_host_len = host->value_len < sizeof(s->client_host) ? (int)host->value_len : -1;
-		if (s->client_host_len > 0)
-			sp_copy_str(s->client_host, (size_t)s->client_host_len + 1, host->value);
-	}
+	sp_buf_reset(&s->client_host);
+	s->client_host_known = s->cfg->host_headers && host &&
+			       sp_buf_add(&s->client_host, host->value, host->value_len) == 0;
 	f.request_id = s->reqid; /* the logged one, alone, whatever the client sent */
 	s->req_body = f.body;
 	s->req_keep = m->keep_alive;
@@ -863,6 +861,7 @@ static int on_resp_head(void *ud, struct sp_h1_msg *m)
 	s->resp_started = 1;
 	if (s->tunnel)
 		sp_shadow_abandon(&s->shadow);
+	sp_shadow_primary_served(s->shadow, s->server, &s->head);
 	sp_shadow_primary_head(s->shadow, m->status, m->hdrs, m->nhdrs);
 	s->upstream_ms = sp_ms_since(&s->t_up);
 	return 0;
@@ -1616,6 +1615,7 @@ void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct soc
 	sp_buf_init(&s->tmp);
 	sp_buf_init(&s->path);
 	sp_buf_init(&s->query);
+	sp_buf_init(&s->client_host);
 	s->head.stash = s->stage.stash = s->tmp.stash = s->path.stash = s->query.stash = &w->stash;
 	if (sa->sa_family == AF_INET)
 		sp_ipv4_text((const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr,
@@ -1675,6 +1675,7 @@ static void session_free(struct sp_session *s)
 	sp_buf_deinit(&s->tmp);
 	sp_buf_deinit(&s->path);
 	sp_buf_deinit(&s->query);
+	sp_buf_deinit(&s->client_host);
 	TAILQ_REMOVE(&w->sessions, s, link);
 	free(s);
 	sp_worker_session_gone(w);

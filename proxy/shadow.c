@@ -45,6 +45,7 @@ struct leg {
 	int keep;           /* the backend keeps the connection open */
 	int got_bytes;      /* any answer byte arrived */
 	int retried;
+	int waiting;        /* the noise sample, until the primary's server answers */
 	struct sp_buf replay; /* the whole request, when it has no body */
 };
 
@@ -582,8 +583,8 @@ static int leg_connect(struct leg *l, enum sp_take take)
 
 struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 				  const struct sp_route *route, int shadow_backend,
-				  int primary_backend, int primary_server, const char *method,
-				  const char *path, size_t path_len, const struct sp_buf *query, const char *reqid,
+				  int primary_backend, const char *method, const char *path,
+				  size_t path_len, const struct sp_buf *query, const char *reqid,
 				  const struct sp_buf *head, int has_body, const char *host)
 {
 	struct sp_shadow_stats *st = &w->route_stats[route->index]->shadow;
@@ -640,15 +641,20 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 	if (sh->timer)
 		evtimer_add(sh->timer, &tv);
 	/* the noise sample asks the serving backend a second time: only what it
-	 * may be asked twice */
+	 * may be asked twice, and only once the primary's answer says which
+	 * server served it (a refusal may move it on: sp_shadow_primary_served) */
 	sh->nlegs = route->shadow.noise_samples && sp_http_replayable(method, has_body) ? 2 : 1;
+	if (sh->nlegs == 2) {
+		struct leg *n = &sh->legs[1];
+		n->sh = sh;
+		n->backend = primary_backend;
+		n->waiting = 1;
+		n->t0 = now;
+		capture_init(&n->cap, &w->stash);
+		sp_buf_init(&n->replay);
+	}
 	int ok = sh->timer != NULL &&
 		 leg_start(sh, &sh->legs[0], shadow_backend, server, head, has_body, host) == 0;
-	if (ok && sh->nlegs == 2) {
-		/* the primary's own server, without taking a turn */
-		if (leg_start(sh, &sh->legs[1], primary_backend, primary_server, head, 0, NULL) < 0)
-			leg_fail(&sh->legs[1], 0);
-	}
 	if (!ok)
 		for (int i = 0; i < sh->nlegs; i++)
 			leg_fail(&sh->legs[i], 0);
@@ -686,6 +692,19 @@ void sp_shadow_request_done(struct sp_shadow *sh)
 			sp_conn_flush(sh->legs[i].up->conn);
 }
 
+void sp_shadow_primary_served(struct sp_shadow *sh, int server, const struct sp_buf *head)
+{
+	struct leg *n = sh ? &sh->legs[1] : NULL;
+	if (!n || sh->nlegs < 2 || !n->waiting)
+		return;
+	n->waiting = 0;
+	if (n->failed) /* the shadow timed out first */
+		return;
+	/* the same server, with the head it got, without taking a turn */
+	if (leg_start(sh, n, sh->primary_backend, server, head, 0, NULL) < 0)
+		leg_fail(n, 0);
+}
+
 void sp_shadow_primary_head(struct sp_shadow *sh, int status, const struct sp_hdr *h, size_t n)
 {
 	if (sh)
@@ -706,6 +725,8 @@ void sp_shadow_primary_done(struct sp_shadow **shp, int status, double ms)
 	*shp = NULL;
 	if (!sh->primary.h)
 		capture_head(&sh->primary, status, NULL, 0);
+	if (sh->nlegs == 2 && sh->legs[1].waiting)
+		leg_fail(&sh->legs[1], 0); /* no answer came: no sample */
 	sh->primary.status = status;
 	sh->primary_state = 1;
 	sh->primary_ms = ms;

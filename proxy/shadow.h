@@ -63,16 +63,13 @@ struct sp_route;
 struct sp_shadow;
 
 /* Starts mirroring a request the session decided to sample. Returns NULL
- * when it cannot (budget, connection failure: counted). primary_server is
- * the server of primary_backend the request went to (the noise sample asks
- * it again). head is the
+ * when it cannot (budget, connection failure: counted). head is the
  * primary's serialised request head; has_body says body bytes follow; host,
  * when not NULL, the Host the shadow backend takes instead of the head's
  * (used during the call only). */
 struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 				  const struct sp_route *route, int shadow_backend,
-				  int primary_backend, int primary_server, const char *method,
-				  const char *path,
+				  int primary_backend, const char *method, const char *path,
 				  size_t path_len, const struct sp_buf *query, const char *reqid,
 				  const struct sp_buf *head, int has_body, const char *host);
 
@@ -88,6 +85,11 @@ void sp_shadow_primary_body(struct sp_shadow *sh, const char *p, size_t n);
 void sp_shadow_primary_done(struct sp_shadow **sh, int status, double ms);
 /* The primary will not finish; nothing is compared. */
 void sp_shadow_abandon(struct sp_shadow **sh);
+/* The primary's answer came from that server of its backend, for the head
+ * (the primary's, as sent): the noise sample, if the route takes one, asks
+ * it again now. */
+void sp_shadow_primary_served(struct sp_shadow *sh, int server, const struct sp_buf *head);
+
 /* The primary was retried on another backend (a refused connection): the
  * comparison names that one, or is dropped (a primary_fell_back skip) when
  * it is the shadow's own backend. */

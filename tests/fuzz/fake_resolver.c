@@ -1,4 +1,5 @@
-/* A resolver for the config fuzzers: numeric addresses and "localhost" only,
+/* A resolver for the config fuzzers: numeric addresses, "localhost" and
+ * "two.test" (127.0.0.1 then 127.0.0.2: a name with several addresses) only,
  * without touching DNS, /etc/hosts or the network, so fuzzed host names cost
  * nothing and every run gives the same answer. It replaces libc's
  * getaddrinfo/freeaddrinfo for the whole executable (a definition in the
@@ -32,6 +33,9 @@ int getaddrinfo(const char *node, const char *service, const struct addrinfo *hi
 		node = hints && (hints->ai_flags & AI_PASSIVE) ? "0.0.0.0" : "127.0.0.1";
 	else if (strcmp(node, "localhost") == 0)
 		node = "127.0.0.1";
+	int two = strcmp(node, "two.test") == 0;
+	if (two)
+		node = "127.0.0.1";
 
 	struct fake_ai *f = calloc(1, sizeof(*f));
 	if (!f)
@@ -53,12 +57,25 @@ int getaddrinfo(const char *node, const char *service, const struct addrinfo *hi
 	f->ai.ai_socktype = hints && hints->ai_socktype ? hints->ai_socktype : SOCK_STREAM;
 	f->ai.ai_protocol = IPPROTO_TCP;
 	f->ai.ai_addr = (struct sockaddr *)&f->ss;
+	if (two) {
+		struct addrinfo *next = NULL;
+		int rc = getaddrinfo("127.0.0.2", service, hints, &next);
+		if (rc != 0) {
+			free(f);
+			return rc;
+		}
+		f->ai.ai_next = next;
+	}
 	*res = &f->ai;
 	return 0;
 }
 
 void freeaddrinfo(struct addrinfo *ai)
 {
-	/* ai is the first member of the block getaddrinfo allocated */
-	free(ai);
+	/* each is the first member of a block getaddrinfo allocated */
+	while (ai) {
+		struct addrinfo *next = ai->ai_next;
+		free(ai);
+		ai = next;
+	}
 }

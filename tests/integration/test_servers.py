@@ -715,6 +715,36 @@ def test_a_noise_sample_asks_the_primarys_own_server(backend_factory, start_prox
     assert sorted(q.path for q in b.requests) == sorted(["/n/%d" % i for i in (1, 3, 5, 7)] * 2)
 
 
+def test_a_noise_sample_follows_the_primary_to_the_next_server(backend_factory, start_proxy,
+                                                                tmp_path):
+    """The primary's first server refuses and the request moves on: the noise
+    sample asks the server that answered (once it has), so an answer that
+    differs each time is noise, not a difference."""
+    counter = iter(range(1000))
+
+    def fresh(name):
+        return lambda req, conn: Response(200, b'{"id": %d}' % next(counter), headers=[
+            ("X-Backend", name), ("Content-Type", "application/json")])
+    live, mirror = backend_factory("live", fresh("live")), backend_factory("mirror", fresh("m"))
+    (dead,) = dead_urls(1)
+    routes = [{"name": "r", "match": {"path_prefix": "/"}, "backend": "legacy",
+               "shadow": {"backend": "mirror", "noise": {"samples": 1}}}]
+    p = start_proxy({"legacy": servers(dead, live, health={"unhealthy": 100}),
+                     "mirror": mirror}, routes=routes, admin={},
+                    shadow_defaults={"diff_log": str(tmp_path / "diffs.jsonl"),
+                                     "timeout_ms": 2000})
+    assert who(p, "/n1") == (200, "live")  # its turn was the refusing server
+    wait_for(lambda: len(live.requests) >= 2, what="the noise sample on the live server")
+    assert [q.path for q in live.requests] == ["/n1", "/n1"]
+
+    def counted():
+        st, got = p.admin("GET", "/api/routes/r")
+        sc = got["shadow_counters"]
+        return sc if sc["compared"] >= 1 else None
+    sc = wait_for(counted, what="the comparison")
+    assert (sc["noise"], sc["different"]) == (1, 0), sc
+
+
 def test_shadows_skip_a_mirror_server_that_is_down(backend_factory, start_proxy, tmp_path):
     """A refusing server of the mirror is marked down by its shadows; later
     shadows all go to the server that is up."""
@@ -843,6 +873,35 @@ def test_host_header_follows_a_request_to_the_other_side_and_to_a_mirror(backend
     wait_for(lambda: mirror.requests, what="the shadow")
     assert mirror.requests[0].header_all("Host") == ["mirror.internal"]
     assert mirror.requests[0].header("X-Forwarded-Host") == "shop.example"
+
+
+@pytest.mark.parametrize("host", ["", "h" * 300], ids=["empty", "300 bytes"])
+def test_any_client_host_is_put_back_for_the_other_side_and_a_mirror(backend_factory,
+                                                                     start_proxy, tmp_path,
+                                                                     host):
+    """An empty Host (RFC 9112 allows it) or a long one, from a client whose
+    request first went to a backend with host_header: the rollout's other
+    side and a mirror, without host_header, get it back as it was."""
+    modern, mirror, prim = (backend_factory("modern"), backend_factory("mirror"),
+                            backend_factory("prim"))
+    (dead,) = dead_urls(1)
+    routes = [{"name": "r", "match": {"path_prefix": "/r"}, "backend": "legacy",
+               "rollout": {"backend": "modern", "percent": 0.0}},
+              {"name": "s", "match": {"path_prefix": "/s"}, "backend": "prim",
+               "shadow": {"backend": "mirror"}}]
+    p = start_proxy({"legacy": {"url": dead, "host_header": "legacy.internal"},
+                     "modern": modern,
+                     "prim": {"url": prim.url, "host_header": "prim.internal"},
+                     "mirror": mirror},
+                    routes=routes, shadow_defaults={"diff_log": str(tmp_path / "d.jsonl")})
+    with p.client() as c:
+        c.send(("GET /r/1 HTTP/1.1\r\nHost: %s\r\n\r\nGET /s/1 HTTP/1.1\r\nHost: %s\r\n\r\n"
+                % (host, host)).encode())
+        assert [c.read_response().status for _ in range(2)] == [200, 200]
+    assert [q.header_all("Host") for q in modern.requests] == [[host]]
+    assert prim.requests[0].header_all("Host") == ["prim.internal"]
+    wait_for(lambda: mirror.requests, what="the shadow")
+    assert mirror.requests[0].header_all("Host") == [host]
 
 
 def test_host_header_in_health_checks_and_its_check(backend_factory, start_proxy, tmp_path):

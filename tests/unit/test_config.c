@@ -240,6 +240,35 @@ static void test_servers(void **state)
 			     "\"http://127.1:9001\"];"),
 		 1, "test.conf:3: backends.legacy.servers.[2]: \"http://127.1:9001\": the same "
 		    "server as servers.[0]");
+	/* host_header: a Host a client could send, with a host and a real port */
+	static const char *const good_hosts[] = {"orders.internal", "orders.internal:8443",
+						 "10.0.0.1:80", "[::1]:8443", "[fd00::1]", "a_b-c"};
+	for (size_t i = 0; i < NELEM(good_hosts); i++) {
+		char text[512];
+		snprintf(text, sizeof(text),
+			 ONE_BACKEND("url = \"http://127.0.0.1:9001\"; host_header = \"%s\";"),
+			 good_hosts[i]);
+		c = unit_load_ok(text, NULL);
+		assert_string_equal(c->backends[0].host_header, good_hosts[i]);
+		assert_true(c->host_headers);
+		sp_config_unref(&c);
+	}
+	static const char *const bad_hosts[] = {"",    "a b", "[",	  ":::",   "a:b:c", "x:99999",
+						"]x[", ".",   "host:", "a]:80", "x:0",   "a/b"};
+	for (size_t i = 0; i < NELEM(bad_hosts); i++) {
+		char text[512], want[256];
+		snprintf(text, sizeof(text),
+			 ONE_BACKEND("url = \"http://127.0.0.1:9001\"; host_header = \"%s\";"),
+			 bad_hosts[i]);
+		snprintf(want, sizeof(want),
+			 "test.conf:3: backends.legacy.host_header: \"%s\": must be a host name or "
+			 "address, with an optional port (at most 255 characters)",
+			 bad_hosts[i]);
+		check_rejected(text, 1, MSGS(want), 1, __LINE__);
+	}
+	c = unit_load_ok(ONE_BACKEND("url = \"http://127.0.0.1:9001\";"), NULL);
+	assert_false(c->host_headers);
+	sp_config_unref(&c);
 	/* an https:// backend's TLS settings apply to all its servers */
 	REJECTED(ONE_BACKEND("servers = [\"http://127.0.0.1:9001\"]; tls_verify = false;"), 1,
 		 "test.conf:3: backends.legacy: TLS settings need an https:// url");
