@@ -378,20 +378,34 @@ static void metric_per_backend(struct sp_buf *b, const struct sp_config *cfg, co
 	}
 }
 
-/* strangler_backend_server_up: a gauge per server of every backend. */
-static void metric_per_server(struct sp_buf *b, const struct sp_config *cfg)
+/* strangler_backend_server_up{backend,server}, a gauge, or with outcomes
+ * strangler_backend_server_outcomes_total{backend,server,result}, for every
+ * server of every backend. */
+static void metric_per_server(struct sp_buf *b, const struct sp_config *cfg, int outcomes)
 {
-	static const char name[] = "strangler_backend_server_up";
-	sp_buf_printf(b, "# HELP %s 0 while the server is marked down (passive or active health).\n"
-			 "# TYPE %s gauge\n", name, name);
+	const char *name = outcomes ? "strangler_backend_server_outcomes_total"
+				    : "strangler_backend_server_up";
+	sp_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name,
+		      outcomes ? "Requests and shadows by what the server's passive health made of "
+				 "them: ok (an answer, below 500 for a request) or failed (no "
+				 "connection, a timeout, a bad answer, a 5xx to a request)."
+			       : "0 while the server is marked down (passive or active health).",
+		      name, outcomes ? "counter" : "gauge");
 	for (size_t i = 0; i < cfg->nbackends; i++)
 		for (size_t k = 0; k < cfg->backends[i].nservers; k++) {
 			const struct sp_server *sv = &cfg->backends[i].servers[k];
-			sp_buf_printf(b, "%s{backend=\"", name);
-			metric_escape(b, cfg->backends[i].name);
-			sp_buf_adds(b, "\",server=\"");
-			metric_escape(b, sv->hostport);
-			sp_buf_printf(b, "\"} %d\n", !sp_health_server_view(sv).down);
+			struct sp_health_view v = sp_health_server_view(sv);
+			for (int r = 0; r < (outcomes ? 2 : 1); r++) {
+				sp_buf_printf(b, "%s{backend=\"", name);
+				metric_escape(b, cfg->backends[i].name);
+				sp_buf_adds(b, "\",server=\"");
+				metric_escape(b, sv->hostport);
+				if (!outcomes)
+					sp_buf_printf(b, "\"} %d\n", !v.down);
+				else
+					sp_buf_printf(b, "\",result=\"%s\"} %llu\n", r ? "failed" : "ok",
+						      (unsigned long long)(r ? v.failed : v.ok));
+			}
 		}
 }
 
@@ -401,7 +415,8 @@ static void metrics_backends(struct sp_buf *b, const struct sp_config *cfg)
 			   "0 while the backend is marked down (all its servers: passive or active "
 			   "health).",
 			   BACKEND_UP);
-	metric_per_server(b, cfg);
+	metric_per_server(b, cfg, 0);
+	metric_per_server(b, cfg, 1);
 	metric_per_backend(b, cfg, "strangler_backend_shadows_paused", "gauge",
 			   "1 while shadows to the backend (all its servers) are paused because they "
 			   "time out.",
@@ -757,8 +772,9 @@ static void serve_routes(struct admin_conn *a, const char *name)
 /* The health of one server, or of a backend (sp_health_view). */
 static json_t *health_json(struct sp_health_view v)
 {
-	return json_pack("{s:b, s:b, s:I}", "up", !v.down, "shadows_paused", v.shadows_paused,
-			 "health_transitions", (json_int_t)v.transitions);
+	return json_pack("{s:b, s:b, s:I, s:I, s:I}", "up", !v.down, "shadows_paused",
+			 v.shadows_paused, "health_transitions", (json_int_t)v.transitions, "ok",
+			 (json_int_t)v.ok, "failed", (json_int_t)v.failed);
 }
 
 /* GET /api/backends: every backend with its servers and their health. */

@@ -112,6 +112,7 @@ void sp_health_report(const struct sp_backend *be, const struct sp_server *sv, i
 	struct sp_health *h = sv->health;
 	if (!h)
 		return;
+	atomic_fetch_add_explicit(ok ? &h->ok : &h->failed, 1, memory_order_relaxed);
 	if (ok) {
 		atomic_store_explicit(&h->consecutive_failures, 0, memory_order_relaxed);
 		if (!atomic_load_explicit(&h->active, memory_order_relaxed) &&
@@ -126,24 +127,28 @@ void sp_health_report(const struct sp_backend *be, const struct sp_server *sv, i
 
 struct sp_health_view sp_health_server_view(const struct sp_server *sv)
 {
-	struct sp_health_view v = {0, 0, 0};
+	struct sp_health_view v = {0, 0, 0, 0, 0};
 	const struct sp_health *h = sv->health;
 	if (h) {
 		v.down = atomic_load_explicit(&h->down, memory_order_relaxed);
 		v.shadows_paused = atomic_load_explicit(&h->shadow_retry_at_ms, memory_order_relaxed) != 0;
 		v.transitions = atomic_load_explicit(&h->transitions, memory_order_relaxed);
+		v.ok = atomic_load_explicit(&h->ok, memory_order_relaxed);
+		v.failed = atomic_load_explicit(&h->failed, memory_order_relaxed);
 	}
 	return v;
 }
 
 struct sp_health_view sp_health_view(const struct sp_backend *be)
 {
-	struct sp_health_view v = {be->nservers > 0, be->nservers > 0, 0};
+	struct sp_health_view v = {be->nservers > 0, be->nservers > 0, 0, 0, 0};
 	for (size_t k = 0; k < be->nservers; k++) {
 		struct sp_health_view s = sp_health_server_view(&be->servers[k]);
 		v.down &= s.down;
 		v.shadows_paused &= s.shadows_paused;
 		v.transitions += s.transitions;
+		v.ok += s.ok;
+		v.failed += s.failed;
 	}
 	return v;
 }

@@ -22,6 +22,10 @@ struct sp_health {
 	_Atomic int consecutive_failures;
 	_Atomic int64_t retry_at_ms; /* passive: a trial request is let through after this */
 	_Atomic uint64_t transitions;
+	/* what sp_health_report was told: answers (below 500 for a request,
+	 * any for a shadow) and failures (connections not made, timeouts, bad
+	 * answers, 5xx to a request) */
+	_Atomic uint64_t ok, failed;
 	/* an active check runs for it and decides when it is up again; set only
 	 * by the checker, when a generation is committed (sp_health_checker_update) */
 	_Atomic int active;
@@ -57,6 +61,7 @@ struct sp_health_view {
 	int down;           /* marked down (passive or active) */
 	int shadows_paused; /* shadows to it paused: they time out (below) */
 	uint64_t transitions;
+	uint64_t ok, failed; /* outcomes reported (sp_health_report) */
 };
 struct sp_health_view sp_health_view(const struct sp_backend *be);
 struct sp_health_view sp_health_server_view(const struct sp_server *sv);

@@ -928,3 +928,24 @@ def test_host_header_in_health_checks_and_its_check(backend_factory, start_proxy
     assert out.stderr.splitlines()[0] == (
         '%s:3: backends.legacy.host_header: "a b": must be a host name or address, with an '
         'optional port (at most 255 characters)' % conf)
+
+
+def test_outcomes_per_server_in_metrics_and_api(backend_factory, start_proxy):
+    """One server answers 500, the other 200: the outcome counters tell them
+    apart (the one instance of several that fails), in /metrics and in
+    GET /api/backends."""
+    bad = backend_factory("bad", answering(500, "bad"))
+    good = backend_factory("good")
+    p = start_proxy({"legacy": servers(bad, good, health={"unhealthy": 100})}, admin={})
+    assert sorted(who(p)[0] for _ in range(6)) == [200] * 3 + [500] * 3
+    _, m = metrics(p)
+    name = "strangler_backend_server_outcomes_total"
+    key = '%s{backend="legacy",server="%s",result="%s"}'
+    assert (m[key % (name, hostport(bad), "ok")], m[key % (name, hostport(bad), "failed")]) \
+        == ("0", "3")
+    assert (m[key % (name, hostport(good), "ok")], m[key % (name, hostport(good), "failed")]) \
+        == ("3", "0")
+    st, got = p.admin("GET", "/api/backends")
+    (legacy,) = got["backends"]
+    assert [(s["ok"], s["failed"]) for s in legacy["servers"]] == [(0, 3), (3, 0)]
+    assert (legacy["ok"], legacy["failed"]) == (3, 3)
