@@ -181,7 +181,7 @@ const char sp_dashboard_html[] =
 	"    for (const b of (await api(\"GET\", \"/api/backends\")).backends) {\n"
 	"      const servers = el(\"div\");\n"
 	"      for (const sv of b.servers)\n"
-	"        servers.append(el(\"div\", {\"data-testid\": \"server-\" + b.name + \"-\" + sv.address, class: sv.up ? \"ok\" : \"tripped\", text: sv.address + \": \" + (sv.up ? \"up\" : \"down\") + (sv.shadows_paused ? \", shadows paused\" : \"\")}));\n"
+	"        servers.append(el(\"div\", {\"data-testid\": \"server-\" + b.name + \"-\" + sv.address, class: sv.up ? \"ok\" : \"tripped\", text: sv.address + \": \" + (sv.up ? \"up\" : \"down\") + (sv.shadows_paused ? \", shadows paused\" : \"\") + (sv.failed ? \", \" + fmt(100 * sv.failed / (sv.ok + sv.failed), 1) + \" % failed\" : \"\")}));\n"
 	"      const state = b.up ? (b.servers.every(sv => sv.up) ? \"up\" : \"up (some servers down)\") : \"down\";\n"
 	"      brows.push(el(\"tr\", {\"data-testid\": \"backend-row-\" + b.name}, el(\"td\", {text: b.name}), el(\"td\", {class: \"state \" + (b.up ? \"ok\" : \"tripped\"), \"data-testid\": \"backend-state-\" + b.name, text: state}), el(\"td\", {}, servers)));\n"
 	"    }\n"

@@ -48,7 +48,11 @@ def test_dashboard_shows_the_api_and_changes_a_route(start_proxy, backend_factor
     # shows it down, and the backend up
     spare_def = {"servers": [spare.url, "http://127.0.0.1:%d" % dead],
                  "health": {"path": "/health", "unhealthy": 1, "interval_ms": 200}}
-    p = start_proxy({"legacy": legacy, "modern": modern, "spare": spare_def}, routes=routes,
+    # legacy's second copy answers 500 to everything (and stays up): the page
+    # shows its share of failures
+    flaky = backend_factory("flaky", lambda req, conn: harness.Response(500, b"no"))
+    legacy_def = {"servers": [legacy.url, flaky.url], "health": {"unhealthy": 100}}
+    p = start_proxy({"legacy": legacy_def, "modern": modern, "spare": spare_def}, routes=routes,
                     admin={"address": "127.0.0.1:%d" % admin_port,
                            "state_file": str(tmp_path / "state.json")})
     p.admin_port = admin_port
@@ -64,6 +68,11 @@ def test_dashboard_shows_the_api_and_changes_a_route(start_proxy, backend_factor
     harness.wait_for(lambda: json.loads(admin(p, "GET", "/api/routes/orders")[1])
                      ["shadow_counters"]["compared"] >= 40, what="the mirrors compared")
     api = json.loads(admin(p, "GET", "/api/routes")[1])
+    # the flaky server's share of failures, as the API counts it (its answers
+    # to the shadows of modern's requests count as answers: ok)
+    fl = json.loads(admin(p, "GET", "/api/backends")[1])["backends"][0]["servers"][1]
+    assert fl["failed"] > 0 and fl["ok"] > 0, fl
+    flaky_failed = 100 * fl["failed"] / (fl["ok"] + fl["failed"])
     shot = os.path.abspath(os.path.join(os.environ.get("STRANGLER_BUILD", str(tmp_path)),
                                         "dashboard.png"))
     out = subprocess.run(["node", os.path.join(HERE, "drive.mjs"),
@@ -89,6 +98,8 @@ def test_dashboard_shows_the_api_and_changes_a_route(start_proxy, backend_factor
     # each backend's health, and its servers'
     assert seen["health"] == {"legacy": "up", "modern": "up", "spare": "up (some servers down)"}
     assert seen["servers"] == {"legacy-127.0.0.1:%d" % legacy.port: "127.0.0.1:%d: up" % legacy.port,
+                               "legacy-127.0.0.1:%d" % flaky.port:
+                               "127.0.0.1:%d: up, %.1f %% failed" % (flaky.port, flaky_failed),
                                "modern-127.0.0.1:%d" % modern.port: "127.0.0.1:%d: up" % modern.port,
                                "spare-127.0.0.1:%d" % spare.port: "127.0.0.1:%d: up" % spare.port,
                                "spare-127.0.0.1:%d" % dead: "127.0.0.1:%d: down" % dead}
