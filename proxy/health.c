@@ -153,6 +153,13 @@ struct sp_health_view sp_health_view(const struct sp_backend *be)
 	return v;
 }
 
+/* Shadows to h are paused and their next trial is not due yet. */
+static int shadows_paused_now(const struct sp_health *h)
+{
+	int64_t at = h ? atomic_load_explicit(&h->shadow_retry_at_ms, memory_order_relaxed) : 0;
+	return at && now_ms() < at;
+}
+
 int sp_health_pick(const struct sp_backend *be, unsigned *rr, int for_shadow, int *paused)
 {
 	size_t n = be->nservers;
@@ -162,6 +169,14 @@ int sp_health_pick(const struct sp_backend *be, unsigned *rr, int for_shadow, in
 	for (size_t k = 0; k < n; k++) {
 		size_t i = start + k < n ? start + k : start + k - n;
 		const struct sp_server *sv = &be->servers[i];
+		/* a shadow skips a server whose shadows are paused before it
+		 * looks at its health: that look may take the trial request a
+		 * down server is waiting for */
+		if (for_shadow && shadows_paused_now(sv->health)) {
+			if (paused && !atomic_load_explicit(&sv->health->down, memory_order_relaxed))
+				*paused = 1; /* down says more: a skip for that */
+			continue;
+		}
 		if (!sp_health_usable(be, sv))
 			continue;
 		if (for_shadow && !sp_health_shadow_usable(be, sv)) {

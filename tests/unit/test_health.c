@@ -138,6 +138,18 @@ static void test_shadow_pause(void **state)
 	assert_true(sp_health_view(f->be).shadows_paused);
 	assert_int_equal(sp_health_pick(f->be, &rr, 1, &paused), -1);
 	assert_int_equal(paused, 1);
+	/* server 0 down as well, its trial due: a shadow (paused there) leaves
+	 * the trial to a request */
+	fail_server(f->be, 0, 2);
+	struct timespec pause = {0, 150 * 1000 * 1000};
+	nanosleep(&pause, NULL); /* past interval_ms: the trials are due... */
+	for (size_t i = 0; i < 3; i++) /* ...and the shadow pauses renewed */
+		for (int k = 0; k < 2; k++)
+			sp_health_shadow_report(f->be, &f->be->servers[i], 0);
+	rr = 0;
+	assert_int_equal(sp_health_pick(f->be, &rr, 1, &paused), -1);
+	rr = 0;
+	assert_int_equal(sp_health_pick(f->be, &rr, 0, NULL), 0); /* the trial, still there */
 	/* all down: none, and not for want of answers */
 	for (size_t i = 0; i < 3; i++)
 		fail_server(f->be, i, 2);
