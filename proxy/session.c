@@ -329,7 +329,7 @@ static void continue_keepalive(struct sp_session *s)
 		 * idle keep-alive clients would otherwise hold their last head),
 		 * or, with few connections, blocks a stash would keep too */
 		size_t over = s->w->nsessions > KEEP_BLOCKS_UPTO ? 0 : SP_STASH_MAX_BLOCK;
-		struct sp_buf *b[] = {&s->head, &s->stage, &s->tmp, &s->path};
+		struct sp_buf *b[] = {&s->head, &s->stage, &s->tmp, &s->path, &s->client_host};
 		sp_h1_trim_over(s->req, over);
 		sp_h1_trim_over(s->resp, over);
 		for (size_t i = 0; i < sizeof(b) / sizeof(b[0]); i++)
@@ -570,6 +570,8 @@ static void attach_upstream(struct sp_session *s, enum sp_take take)
 	c->read_max = 0;
 	sp_conn_read(c, 1);
 	clock_gettime(CLOCK_MONOTONIC, &s->t_up);
+	if (s->up->reused)
+		sp_shadow_primary_served(s->shadow, s->server, &s->head);
 }
 
 /* Moves what the parser produced to the backend, opening the connection on
@@ -861,7 +863,6 @@ static int on_resp_head(void *ud, struct sp_h1_msg *m)
 	s->resp_started = 1;
 	if (s->tunnel)
 		sp_shadow_abandon(&s->shadow);
-	sp_shadow_primary_served(s->shadow, s->server, &s->head);
 	sp_shadow_primary_head(s->shadow, m->status, m->hdrs, m->nhdrs);
 	s->upstream_ms = sp_ms_since(&s->t_up);
 	return 0;
@@ -1267,6 +1268,7 @@ static void on_up_event(struct sp_conn *c, short what, void *arg)
 	if (what & SP_CONN_CONNECTED) {
 		s->up->connected = 1;
 		upstream_timeouts(s);
+		sp_shadow_primary_served(s->shadow, s->server, &s->head);
 		goto out;
 	}
 	if (may_retry(s) && (what & (SP_CONN_EOF | SP_CONN_ERROR))) {

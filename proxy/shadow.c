@@ -426,9 +426,14 @@ static int on_leg_head(void *ud, struct sp_h1_msg *m)
 		return -1;
 	if (m->status / 100 == 1)
 		return 1; /* interim: the final answer follows */
-	/* an answer (a 5xx too: that is a difference to report, not an outage) */
-	sp_health_report(leg_backend(l), leg_server(l), 1);
-	sp_health_shadow_report(leg_backend(l), leg_server(l), 1);
+	if (l == &l->sh->legs[0]) {
+		/* an answer (a 5xx too: that is a difference to report, not an outage) */
+		sp_health_report(leg_backend(l), leg_server(l), 1);
+		sp_health_shadow_report(leg_backend(l), leg_server(l), 1);
+	} else {
+		/* the noise sample asks the primary's server: a request's rule */
+		sp_health_report(leg_backend(l), leg_server(l), m->status < 500);
+	}
 	capture_head(&l->cap, m->status, m->hdrs, m->nhdrs);
 	l->keep = m->keep_alive;
 	return 0;
@@ -523,7 +528,7 @@ static void on_shadow_timeout(evutil_socket_t fd, short what, void *arg)
 		struct leg *l = &sh->legs[i];
 		if (l->up && !leg_came_up(l))
 			leg_connect_failed(l, NULL);
-		else if (l->up && !l->done) /* connected, and no answer in time */
+		else if (l->up && !l->done && i == 0) /* connected, and no answer in time */
 			sp_health_shadow_report(leg_backend(l), leg_server(l), 0);
 		leg_fail(l, 1);
 	}

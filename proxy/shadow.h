@@ -85,9 +85,9 @@ void sp_shadow_primary_body(struct sp_shadow *sh, const char *p, size_t n);
 void sp_shadow_primary_done(struct sp_shadow **sh, int status, double ms);
 /* The primary will not finish; nothing is compared. */
 void sp_shadow_abandon(struct sp_shadow **sh);
-/* The primary's answer came from that server of its backend, for the head
- * (the primary's, as sent): the noise sample, if the route takes one, asks
- * it again now. */
+/* The primary's connection to that server of its backend is up (connected,
+ * or taken alive from the pool), for the head (the primary's, as sent): the
+ * noise sample, if the route takes one, asks that server too, now. */
 void sp_shadow_primary_served(struct sp_shadow *sh, int server, const struct sp_buf *head);
 
 /* The primary was retried on another backend (a refused connection): the

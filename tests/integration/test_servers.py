@@ -745,6 +745,55 @@ def test_a_noise_sample_follows_the_primary_to_the_next_server(backend_factory, 
     assert (sc["noise"], sc["different"]) == (1, 0), sc
 
 
+def test_a_slow_primarys_noise_sample_has_its_time(backend_factory, start_proxy, tmp_path):
+    """The primary takes 0.6 s of a 1 s shadow timeout: the noise sample goes
+    out as the primary's connection comes up, not after its answer, so it is
+    back in time and the changing field is noise; the primary's server is not
+    taken for one that does not answer shadows."""
+    counter = iter(range(1000))
+
+    def slow(req, conn):
+        time.sleep(0.6)
+        return Response(200, b'{"nonce": %d}' % next(counter),
+                        headers=[("Content-Type", "application/json")])
+    legacy = backend_factory("legacy", slow)
+    mirror = backend_factory("mirror", lambda req, conn: Response(
+        200, b'{"nonce": -1}', headers=[("Content-Type", "application/json")]))
+    routes = [{"name": "r", "match": {"path_prefix": "/"}, "backend": "legacy",
+               "shadow": {"backend": "mirror", "noise": {"samples": 1}}}]
+    p = start_proxy({"legacy": legacy, "mirror": mirror}, routes=routes, admin={},
+                    shadow_defaults={"diff_log": str(tmp_path / "diffs.jsonl"),
+                                     "timeout_ms": 1000})
+    for i in range(3):
+        assert who(p, "/s/%d" % i)[0] == 200
+
+    def counted():
+        sc = p.admin("GET", "/api/routes/r")[1]["shadow_counters"]
+        return sc if sc["compared"] >= 3 else None
+    sc = wait_for(counted, timeout=5, what="three comparisons")
+    assert (sc["noise"], sc["different"], sc["timeouts"]) == (3, 0, 0), sc
+    assert "does not answer shadows" not in p.stderr_text()
+
+
+def test_a_noise_sample_answered_500_counts_against_its_server(backend_factory, start_proxy,
+                                                               tmp_path):
+    """The noise sample asks the primary's server, so its answer counts as a
+    request's would: a server answering 500 to everything goes down, its
+    noise samples notwithstanding."""
+    bad = backend_factory("bad", answering(500, "bad"))
+    good = backend_factory("good")
+    mirror = backend_factory("mirror")
+    routes = [{"name": "r", "match": {"path_prefix": "/"}, "backend": "legacy",
+               "shadow": {"backend": "mirror", "noise": {"samples": 1}}}]
+    p = start_proxy({"legacy": servers(bad, good, health={"unhealthy": 3}), "mirror": mirror},
+                    routes=routes, shadow_defaults={"diff_log": str(tmp_path / "diffs.jsonl")})
+    for i in range(8):
+        who(p, "/n/%d" % i)
+        time.sleep(0.02)
+    wait_for(lambda: down_line("legacy", hostport(bad), "") in p.stderr_text(), timeout=3,
+             what="the failing server marked down")
+
+
 def test_shadows_skip_a_mirror_server_that_is_down(backend_factory, start_proxy, tmp_path):
     """A refusing server of the mirror is marked down by its shadows; later
     shadows all go to the server that is up."""
