@@ -898,6 +898,15 @@ def test_host_header_is_the_host_a_backend_gets(backend_factory, start_proxy, tm
     assert modern.requests[1].header_all("Host") == ["modern.internal:8443"]
 
 
+def moved_and_mirrored(primary):
+    """Routes r (legacy, its rollout's other side modern: a refusal moves a
+    request there) and s (primary, mirrored to the backend mirror)."""
+    return [{"name": "r", "match": {"path_prefix": "/r"}, "backend": "legacy",
+             "rollout": {"backend": "modern", "percent": 0.0}},
+            {"name": "s", "match": {"path_prefix": "/s"}, "backend": primary,
+             "shadow": {"backend": "mirror"}}]
+
+
 def test_host_header_follows_a_request_to_the_other_side_and_to_a_mirror(backend_factory,
                                                                         start_proxy, tmp_path):
     """A refusal on a rollout's side with host_header moves the request to
@@ -906,10 +915,7 @@ def test_host_header_follows_a_request_to_the_other_side_and_to_a_mirror(backend
     modern = backend_factory("modern")
     mirror = backend_factory("mirror")
     (dead,) = dead_urls(1)
-    routes = [{"name": "r", "match": {"path_prefix": "/r"}, "backend": "legacy",
-               "rollout": {"backend": "modern", "percent": 0.0}},
-              {"name": "s", "match": {"path_prefix": "/s"}, "backend": "modern",
-               "shadow": {"backend": "mirror"}}]
+    routes = moved_and_mirrored("modern")
     p = start_proxy({"legacy": {"url": dead, "host_header": "legacy.internal"},
                      "modern": modern,
                      "mirror": {"url": mirror.url, "host_header": "mirror.internal"}},
@@ -934,10 +940,7 @@ def test_any_client_host_is_put_back_for_the_other_side_and_a_mirror(backend_fac
     modern, mirror, prim = (backend_factory("modern"), backend_factory("mirror"),
                             backend_factory("prim"))
     (dead,) = dead_urls(1)
-    routes = [{"name": "r", "match": {"path_prefix": "/r"}, "backend": "legacy",
-               "rollout": {"backend": "modern", "percent": 0.0}},
-              {"name": "s", "match": {"path_prefix": "/s"}, "backend": "prim",
-               "shadow": {"backend": "mirror"}}]
+    routes = moved_and_mirrored("prim")
     p = start_proxy({"legacy": {"url": dead, "host_header": "legacy.internal"},
                      "modern": modern,
                      "prim": {"url": prim.url, "host_header": "prim.internal"},
