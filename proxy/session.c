@@ -438,7 +438,7 @@ static int retry_next_server(struct sp_session *s, const char *err)
 
 /* The Host a request sends to backend b: its host_header, else the
  * client's, else (an HTTP/1.0 request without one) its first server's. NULL:
- * the client's, not kept (no backend has host_header, or it was too long). */
+ * the client's, not kept (no backend has host_header, so none is needed). */
 static const char *host_to(const struct sp_session *s, int b)
 {
 	const struct sp_backend *be = &s->cfg->backends[b];
