@@ -561,8 +561,8 @@ static void load_server(struct sp_loader *L, const config_setting_t *at, const c
 
 /* host_header = "modern.internal": the Host its requests carry, as nginx's
  * proxy_set_header Host, for a backend that tells sites apart by Host (an
- * ingress, a shared load balancer). A host and an optional port: letters,
- * digits and . - _ : [ ] only, as it goes into a header line as it is. */
+ * ingress, a shared load balancer). It goes into a header line as it is: a
+ * Host a client could send, with a host and a real port. */
 static void load_host_header(struct sp_loader *L, const config_setting_t *e, const char *path,
 			     struct sp_backend *b)
 {
@@ -586,6 +586,8 @@ static void load_host_header(struct sp_loader *L, const config_setting_t *e, con
 static void load_servers(struct sp_loader *L, const config_setting_t *e, const char *path,
 			 struct sp_backend *b)
 {
+	static const char not_a_list[] =
+		"must be a list of URLs: [\"http://10.0.0.1:9001\", \"http://10.0.0.2:9001\"]";
 	const config_setting_t *u = config_setting_get_member(e, "url");
 	const config_setting_t *list = config_setting_get_member(e, "servers");
 	const config_setting_t *where;
@@ -609,8 +611,7 @@ static void load_servers(struct sp_loader *L, const config_setting_t *e, const c
 	int n = config_setting_length(list);
 	if (config_setting_type(list) != CONFIG_TYPE_ARRAY &&
 	    config_setting_type(list) != CONFIG_TYPE_LIST) {
-		ERR(L, list, "%s.servers: must be a list of URLs: [\"http://10.0.0.1:9001\", "
-			     "\"http://10.0.0.2:9001\"]", path);
+		ERR(L, list, "%s.servers: %s", path, not_a_list);
 		return;
 	}
 	if (n == 0) {
@@ -629,8 +630,7 @@ static void load_servers(struct sp_loader *L, const config_setting_t *e, const c
 		const config_setting_t *s = config_setting_get_elem(list, (unsigned)i);
 		snprintf(sp, sizeof(sp), "%s.servers.[%d]", path, i);
 		if (config_setting_type(s) != CONFIG_TYPE_STRING) {
-			ERR(L, s, "%s.servers: must be a list of URLs: [\"http://10.0.0.1:9001\", "
-				  "\"http://10.0.0.2:9001\"]", path);
+			ERR(L, s, "%s.servers: %s", path, not_a_list);
 			return;
 		}
 		load_server(L, s, sp, b, config_setting_get_string(s));

@@ -686,7 +686,7 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 		s->server = k;
 	}
 	if (s->server < 0)
-		s->server = sp_worker_pick_any(s->w, s->cfg, s->backend);
+		s->server = sp_worker_next(s->w, s->cfg, s->backend); /* none up: in turn */
 	struct sp_fwd_request f = sp_fwd_request_for(m, s->path.data, s->path.len, query, qlen);
 	f.client_ip = s->client_ip;
 	f.proto = s->https ? "https" : "http";

@@ -45,7 +45,7 @@ struct leg {
 	int keep;           /* the backend keeps the connection open */
 	int got_bytes;      /* any answer byte arrived */
 	int retried;
-	int waiting;        /* the noise sample, until the primary's server answers */
+	int waiting;        /* the noise sample, until the primary's connection is up */
 	struct sp_buf replay; /* the whole request, when it has no body */
 };
 
@@ -381,10 +381,7 @@ static void maybe_finish(struct sp_shadow *sh)
 		shadow_free(sh);
 }
 
-/* A connection to the backend that never came up (refused, failed, or still
- * connecting when the shadow timed out) counts against its passive health,
- * as for primaries: once it is down, shadows to it are skipped rather than
- * paid for with a connect each, until a trial gets an answer. */
+/* The leg's backend and server, in its shadow's generation. */
 static const struct sp_backend *leg_backend(const struct leg *l)
 {
 	return &l->sh->cfg->backends[l->backend];
@@ -395,6 +392,10 @@ static const struct sp_server *leg_server(const struct leg *l)
 	return &leg_backend(l)->servers[l->server];
 }
 
+/* A connection to the backend that never came up (refused, failed, or still
+ * connecting when the shadow timed out) counts against its passive health,
+ * as for primaries: once it is down, shadows to it are skipped rather than
+ * paid for with a connect each, until a trial gets an answer. */
 static int leg_came_up(const struct leg *l)
 {
 	return l->up->reused || l->up->connected;
@@ -646,8 +647,8 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 	if (sh->timer)
 		evtimer_add(sh->timer, &tv);
 	/* the noise sample asks the serving backend a second time: only what it
-	 * may be asked twice, and only once the primary's answer says which
-	 * server served it (a refusal may move it on: sp_shadow_primary_served) */
+	 * may be asked twice, and only once the primary's connection says which
+	 * server serves it (a refusal may move it on: sp_shadow_primary_served) */
 	sh->nlegs = route->shadow.noise_samples && sp_http_replayable(method, has_body) ? 2 : 1;
 	if (sh->nlegs == 2) {
 		struct leg *n = &sh->legs[1];
@@ -731,7 +732,7 @@ void sp_shadow_primary_done(struct sp_shadow **shp, int status, double ms)
 	if (!sh->primary.h)
 		capture_head(&sh->primary, status, NULL, 0);
 	if (sh->nlegs == 2 && sh->legs[1].waiting)
-		leg_fail(&sh->legs[1], 0); /* no answer came: no sample */
+		leg_fail(&sh->legs[1], 0); /* no connection came up: no sample */
 	sh->primary.status = status;
 	sh->primary_state = 1;
 	sh->primary_ms = ms;

@@ -439,23 +439,35 @@ static struct sp_pool *pool_of(struct sp_worker *w, const struct sp_config *cfg,
 	return NULL;
 }
 
+/* The worker's round-robin over cfg's backend's servers (*own, from the
+ * first, for a backend its pools no longer have). */
+static unsigned *turn_of(struct sp_worker *w, const struct sp_config *cfg, int backend,
+			 unsigned *own)
+{
+	struct sp_pool *p = pool_of(w, cfg, backend);
+	return p ? &p->rr : own;
+}
+
 int sp_worker_pick(struct sp_worker *w, const struct sp_config *cfg, int backend, int for_shadow,
 		   int *paused)
 {
-	struct sp_pool *p = pool_of(w, cfg, backend);
 	unsigned own = 0;
-	return sp_health_pick(&cfg->backends[backend], p ? &p->rr : &own, for_shadow, paused);
+	return sp_health_pick(&cfg->backends[backend], turn_of(w, cfg, backend, &own), for_shadow,
+			      paused);
+}
+
+int sp_worker_next(struct sp_worker *w, const struct sp_config *cfg, int backend)
+{
+	unsigned own = 0, *rr = turn_of(w, cfg, backend, &own);
+	if (*rr >= cfg->backends[backend].nservers)
+		*rr = 0;
+	return (int)(*rr)++;
 }
 
 int sp_worker_pick_any(struct sp_worker *w, const struct sp_config *cfg, int backend)
 {
 	int k = sp_worker_pick(w, cfg, backend, 0, NULL);
-	struct sp_pool *p = pool_of(w, cfg, backend);
-	if (k >= 0 || !p)
-		return k >= 0 ? k : 0;
-	if (p->rr >= cfg->backends[backend].nservers)
-		p->rr = 0;
-	return (int)p->rr++;
+	return k >= 0 ? k : sp_worker_next(w, cfg, backend);
 }
 
 struct sp_upconn *sp_worker_connect(struct sp_worker *w, const struct sp_config *cfg, int backend,

@@ -121,10 +121,12 @@ int sp_worker_check_listen(const struct sp_config *old, const struct sp_config *
 void sp_worker_reload(struct sp_worker *w, struct sp_config *cfg, unsigned long gen);
 /* Which server of backend index `backend` of generation cfg the next request
  * goes to: round-robin over those that may take one (sp_health_pick), -1 when
- * none may. sp_worker_pick_any: the same, but when none may, the next one
- * anyway (a backend that is down with nowhere else to go). */
+ * none may. sp_worker_next: the next one in turn, whatever its health (a
+ * backend that is down with nowhere else to go). sp_worker_pick_any: the
+ * first, else the second. */
 int sp_worker_pick(struct sp_worker *w, const struct sp_config *cfg, int backend, int for_shadow,
 		   int *paused);
+int sp_worker_next(struct sp_worker *w, const struct sp_config *cfg, int backend);
 int sp_worker_pick_any(struct sp_worker *w, const struct sp_config *cfg, int backend);
 /* A connection to server `server` of backend index `backend` of generation
  * cfg, which may be older than the worker's: from the worker's pool for that
