@@ -204,19 +204,25 @@ def test_a_name_with_several_addresses_is_said_to_use_the_first(tmp_path, backen
     assert len(b.requests) == 3
 
 
-def test_a_bad_server_is_reported_at_its_own_line(tmp_path):
-    """A list written over several lines: the error points at the entry."""
-    conf = tmp_path / "lines.conf"
+def check_legacy(tmp_path, legacy):
+    """`strangler -t` on a file whose backend legacy (line 3 on) is `legacy`:
+    (the file's path, the completed process)."""
+    conf = tmp_path / "check.conf"
     conf.write_text('listen = ( { address = "127.0.0.1:18080"; } );\n'
                     'backends = {\n'
-                    '  legacy = { servers = [\n'
-                    '    "http://127.0.0.1:9001",\n'
-                    '    "http://127.0.0.1:9002/api",\n'
-                    '    "http://127.0.0.1:9003"\n'
-                    '  ]; };\n'
+                    '  legacy = { %s };\n'
                     '};\n'
-                    'default_backend = "legacy";\n')
-    out = run_strangler("-t", "-c", str(conf))
+                    'default_backend = "legacy";\n' % legacy)
+    return conf, run_strangler("-t", "-c", str(conf))
+
+
+def test_a_bad_server_is_reported_at_its_own_line(tmp_path):
+    """A list written over several lines: the error points at the entry."""
+    conf, out = check_legacy(tmp_path, 'servers = [\n'
+                                       '    "http://127.0.0.1:9001",\n'
+                                       '    "http://127.0.0.1:9002/api",\n'
+                                       '    "http://127.0.0.1:9003"\n'
+                                       '  ];')
     assert out.returncode == 1
     assert ('%s:5: backends.legacy.servers.[1]: "http://127.0.0.1:9002/api": must not carry a '
             'path, query or fragment (the request path is forwarded as is)' % conf) \
@@ -969,13 +975,7 @@ def test_host_header_in_health_checks_and_its_check(backend_factory, start_proxy
                             "health": {"path": "/health", "interval_ms": 100}}})
     wait_for(lambda: seen, what="a health check")
     assert seen[0] == "b.internal"
-    conf = tmp_path / "bad.conf"
-    conf.write_text('listen = ( { address = "127.0.0.1:18081"; } );\n'
-                    'backends = {\n'
-                    '  legacy = { url = "http://127.0.0.1:9001"; host_header = "a b"; };\n'
-                    '};\n'
-                    'default_backend = "legacy";\n')
-    out = run_strangler("-t", "-c", str(conf))
+    conf, out = check_legacy(tmp_path, 'url = "http://127.0.0.1:9001"; host_header = "a b";')
     assert out.returncode == 1
     assert out.stderr.splitlines()[0] == (
         '%s:3: backends.legacy.host_header: "a b": must be a host name or address, with an '
