@@ -469,16 +469,21 @@ static void serve_metrics(struct admin_conn *a, const char *name)
 	}
 	metrics_backends(&b, rt->cfg);
 	metrics_logs(&b, rt);
-	uint64_t tls_failed = 0;
+	uint64_t tls_failed = 0, pp_failed = 0;
 	for (int w = 0; w < rt->nworkers; w++) {
 		open += atomic_load_explicit(&rt->workers[w]->nsessions, memory_order_relaxed);
 		tls_failed += sp_read(&rt->workers[w]->tls_handshake_failures);
+		pp_failed += sp_read(&rt->workers[w]->proxy_protocol_failures);
 	}
 	sp_buf_printf(&b,
 		      "# HELP strangler_tls_handshake_failures_total Client TLS handshakes that "
 		      "failed.\n# TYPE strangler_tls_handshake_failures_total counter\n"
-		      "strangler_tls_handshake_failures_total %llu\n",
-		      (unsigned long long)tls_failed);
+		      "strangler_tls_handshake_failures_total %llu\n"
+		      "# HELP strangler_proxy_protocol_failures_total Client connections closed "
+		      "for a missing or malformed PROXY protocol header.\n"
+		      "# TYPE strangler_proxy_protocol_failures_total counter\n"
+		      "strangler_proxy_protocol_failures_total %llu\n",
+		      (unsigned long long)tls_failed, (unsigned long long)pp_failed);
 	sp_buf_printf(&b,
 		      "# HELP strangler_open_connections Client connections open.\n"
 		      "# TYPE strangler_open_connections gauge\nstrangler_open_connections %zu\n"

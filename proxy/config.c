@@ -422,7 +422,7 @@ static void load_listen_tls(struct sp_loader *L, const config_setting_t *e, cons
 
 static void load_listen(struct sp_loader *L, const config_setting_t *root)
 {
-	static const char *const keys[] = {"address", "tls", NULL};
+	static const char *const keys[] = {"address", "tls", "proxy_protocol", NULL};
 	const config_setting_t *ls = config_setting_get_member(root, "listen");
 	if (!ls) {
 		sp_diag_add(L->diag, 1, L->file, 0, "listen: at least one listen address is required");
@@ -463,6 +463,11 @@ static void load_listen(struct sp_loader *L, const config_setting_t *root)
 			continue;
 		}
 		load_listen_tls(L, e, path, l);
+		const config_setting_t *pp = config_setting_get_member(e, "proxy_protocol");
+		if (pp && config_setting_type(pp) != CONFIG_TYPE_BOOL)
+			ERR(L, pp, "%s.proxy_protocol: must be true or false", path);
+		else if (pp)
+			l->proxy_protocol = config_setting_get_bool(pp);
 		L->cfg->nlisten++;
 	}
 }
@@ -980,6 +985,55 @@ static void load_globals(struct sp_loader *L, const config_setting_t *root)
 		L->cfg->log_query = config_setting_get_bool(q);
 }
 
+/* trusted_proxies = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"]; */
+static void load_trusted(struct sp_loader *L, const config_setting_t *root)
+{
+	static const char not_a_list[] =
+		"must be a list of addresses or blocks: [\"10.0.0.0/8\", \"192.0.2.7\"]";
+	const config_setting_t *t = config_setting_get_member(root, "trusted_proxies");
+	if (!t)
+		return;
+	int n = config_setting_length(t);
+	if (config_setting_type(t) != CONFIG_TYPE_ARRAY && config_setting_type(t) != CONFIG_TYPE_LIST) {
+		ERR(L, t, "trusted_proxies: %s", not_a_list);
+		return;
+	}
+	if (n == 0 || n > SP_TRUSTED_MAX) {
+		ERR(L, t, "trusted_proxies: %s", n ? "at most 256 entries (write blocks: 10.0.0.0/8)"
+						   : "at least one entry (remove the setting for none)");
+		return;
+	}
+	if (!(L->cfg->trusted = calloc((size_t)n, sizeof(*L->cfg->trusted)))) {
+		ERR(L, t, "trusted_proxies: out of memory");
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *e = config_setting_get_elem(t, (unsigned)i);
+		char buf[160];
+		const char *why;
+		if (config_setting_type(e) != CONFIG_TYPE_STRING) {
+			ERR(L, e, "trusted_proxies: %s", not_a_list);
+			return;
+		}
+		const char *v = config_setting_get_string(e);
+		if (sp_cidr_parse(v, &L->cfg->trusted[L->cfg->ntrusted], buf, sizeof(buf), &why) < 0)
+			ERR(L, e, "trusted_proxies.[%d]: \"%s\": %s", i, v, why);
+		else
+			L->cfg->ntrusted++;
+	}
+}
+
+/* A PROXY header is believed from trusted peers only, when there are any. */
+static void warn_proxy_protocol(struct sp_loader *L)
+{
+	for (size_t i = 0; i < L->cfg->nlisten && !L->cfg->ntrusted; i++)
+		if (L->cfg->listen[i].proxy_protocol)
+			sp_diag_add(L->diag, 0, L->cfg->listen[i].file, L->cfg->listen[i].line,
+				    "listen.[%zu].proxy_protocol: any peer that reaches %s can give "
+				    "itself any client address; list the load balancers in "
+				    "trusted_proxies", i, L->cfg->listen[i].address);
+}
+
 /* The text of line n (from 1) of text, without its end. */
 static void nth_line(const char *text, int n, char *out, size_t len)
 {
@@ -1058,7 +1112,7 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, const char
 					   "routes",  "timeouts",       "limits",
 					   "drain_timeout_ms", "shadow_defaults", "admin",
 					   "pid_file", "max_connections", "user", "log_query",
-					   "idle_spin_us", NULL};
+					   "idle_spin_us", "trusted_proxies", NULL};
 	struct sp_config *cfg = NULL;
 	if (rc != CONFIG_TRUE) {
 		syntax_error(lc, inc, name, text, diag);
@@ -1076,6 +1130,8 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, const char
 	cfgp_check_keys(&L, root, "", keys);
 	load_globals(&L, root);
 	load_listen(&L, root);
+	load_trusted(&L, root);
+	warn_proxy_protocol(&L);
 	load_backends(&L, root);
 	load_limits(&L, root);
 	cfg->default_backend = cfg->nbackends ? cfgp_backend_ref(&L, root, "default_backend", "", 1) : -1;
@@ -1302,6 +1358,7 @@ void sp_config_unref(struct sp_config **cp)
 		sp_tls_server_free(&c->listen[i].tls);
 	}
 	free(c->listen);
+	free(c->trusted);
 	for (size_t i = 0; i < c->nbackends; i++) {
 		free(c->backends[i].name);
 		for (size_t k = 0; k < c->backends[i].nservers; k++) {

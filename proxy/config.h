@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #include "buf.h"
+#include "realip.h"
 #include "route.h"
 #include "tls.h"
 
@@ -21,6 +22,7 @@ struct sp_listen {
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
 	struct sp_tls_server *tls; /* NULL: plain HTTP */
+	int proxy_protocol; /* connections start with a PROXY protocol header */
 };
 
 /* One server of a backend: where its connections go. */
@@ -110,6 +112,10 @@ struct sp_config {
 	int log_level;
 	char *access_log; /* NULL = off, "-" = stderr */
 	int log_query;    /* the access and diff logs carry the query string */
+	/* peers believed about the client behind them (X-Forwarded-For, the
+	 * PROXY header); none: every peer is the client */
+	struct sp_cidr *trusted;
+	size_t ntrusted;
 	struct sp_backend *backends;
 	size_t nbackends;
 	int host_headers; /* a backend has host_header: a request keeps its client's Host */

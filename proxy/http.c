@@ -643,7 +643,8 @@ int sp_http_write_request_head(const struct sp_fwd_request *r, struct sp_buf *ou
 		return -1;
 	if (r->proto && add_header(out, "X-Forwarded-Proto", r->proto, strlen(r->proto)))
 		return -1;
-	if (host && add_header(out, "X-Forwarded-Host", host->value, host->value_len))
+	if (r->fwd_host ? add_field(out, "X-Forwarded-Host", 16, r->fwd_host, r->fwd_host_len)
+	    : host && add_header(out, "X-Forwarded-Host", host->value, host->value_len))
 		return -1;
 	if (r->request_id && add_header(out, "X-Request-Id", r->request_id, strlen(r->request_id)))
 		return -1;

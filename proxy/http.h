@@ -140,6 +140,8 @@ struct sp_fwd_request {
 	const char *request_id; /* replaces any X-Request-Id when not NULL */
 	const char *default_host; /* Host to send when the request has none (HTTP/1.0) */
 	const char *host;         /* Host to send instead of the client's (NULL: none) */
+	const char *fwd_host;     /* X-Forwarded-Host to send (NULL: the client's Host) */
+	size_t fwd_host_len;
 };
 
 /* The head to forward for a client's parsed head m, routed to path?query:

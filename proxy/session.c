@@ -20,6 +20,7 @@
 #include "health.h"
 #include "log.h"
 #include "pathnorm.h"
+#include "realip.h"
 #include "shadow.h"
 #include "worker.h"
 
@@ -51,6 +52,16 @@ static const char ERR_DRAIN[] = "drain timeout";
 
 enum timer_mode { T_NONE, T_HEADER, T_IDLE };
 
+/* A listener with proxy_protocol: its header, read before the TLS handshake
+ * or the first request, and only its bytes (a peek first, then what belongs
+ * to it), so that what follows stays in the socket for the next reader. */
+struct sp_proxy_hdr {
+	struct event *ev;
+	SSL_CTX *tls; /* the handshake that follows, if any */
+	size_t have;
+	unsigned char buf[SP_PROXY_MAX];
+};
+
 struct sp_session {
 	struct sp_worker *w;
 	TAILQ_ENTRY(sp_session) link;
@@ -59,7 +70,15 @@ struct sp_session {
 	struct sp_h1 *resp;
 	struct event *resume; /* goes on with pipelined input after an exchange */
 	enum timer_mode timer_mode; /* the client connection's deadline */
+	/* the connection's peer (after a PROXY header), appended to
+	 * X-Forwarded-For; and the client's own address for the exchange, which
+	 * the logs and the client_ip key use: that peer, or what trusted proxies
+	 * say of the client behind them (real_ip) */
 	char client_ip[INET6_ADDRSTRLEN];
+	struct sp_ip peer;
+	char real_ip[INET6_ADDRSTRLEN];
+	const char *client_addr;
+	struct sp_proxy_hdr *pp; /* a PROXY header being read, before anything else */
 	int https; /* the client connection is TLS */
 
 	/* the exchange in progress */
@@ -213,7 +232,7 @@ static void log_exchange(struct sp_session *s)
 {
 	const struct sp_config *cfg = s->cfg ? s->cfg : s->w->cfg;
 	struct sp_access_entry e = {
-		.client = s->client_ip,
+		.client = s->client_addr,
 		.method = s->method[0] ? s->method : NULL,
 		.path = s->path.data,
 		.path_len = s->path.len,
@@ -255,6 +274,7 @@ static void reset_exchange(struct sp_session *s)
 	s->head_queued = 0;
 	unstage(s, 0); /* a staged answer not sent yet is queued: nothing is lost */
 	s->backend = -1;
+	s->client_addr = s->client_ip;
 	memset(&s->dec, 0, sizeof(s->dec));
 	s->method[0] = '\0';
 	s->reqid[0] = '\0';
@@ -645,6 +665,33 @@ static void maybe_shadow(struct sp_session *s, const struct sp_reqview *q, const
 				    s->req_body != SP_BODY_NONE, host);
 }
 
+/* The peer is a trusted proxy: the client is who its X-Forwarded-For says. */
+static void real_client(struct sp_session *s, const struct sp_h1_msg *m)
+{
+	struct sp_ip ip = s->peer;
+	if (sp_realip_xff(s->cfg->trusted, s->cfg->ntrusted, m->hdrs, m->nhdrs, &ip) > 0) {
+		sp_ip_text(&ip, s->real_ip);
+		s->client_addr = s->real_ip;
+	}
+}
+
+/* A trusted proxy's X-Forwarded-Proto and X-Forwarded-Host are passed on
+ * rather than replaced (a TLS-terminating load balancer's "https"), when
+ * they hold what a client could mean: http or https, one Host. */
+static void trusted_forwarded(const struct sp_h1_msg *m, struct sp_fwd_request *f)
+{
+	const struct sp_hdr *p = sp_hdr_find(m->hdrs, m->nhdrs, "X-Forwarded-Proto");
+	const struct sp_hdr *h = sp_hdr_find(m->hdrs, m->nhdrs, "X-Forwarded-Host");
+	if (p && p->value_len == 5 && sp_ascii_ieq(p->value, "https", 5))
+		f->proto = "https";
+	else if (p && p->value_len == 4 && sp_ascii_ieq(p->value, "http", 4))
+		f->proto = "http";
+	if (h && h->value_len && sp_http_valid_host(h->value, h->value_len)) {
+		f->fwd_host = h->value;
+		f->fwd_host_len = h->value_len;
+	}
+}
+
 static int on_req_head(void *ud, struct sp_h1_msg *m)
 {
 	struct sp_session *s = ud;
@@ -664,12 +711,15 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	}
 
 	s->cfg = sp_config_ref(s->w->cfg);
+	int trusted = s->cfg->ntrusted && sp_cidr_has(s->cfg->trusted, s->cfg->ntrusted, &s->peer);
+	if (trusted)
+		real_client(s, m);
 	if (s->cfg->log_query && query) {
 		s->has_query = 1;
 		sp_buf_add(&s->query, query, qlen); /* out of memory: logged empty */
 	}
 	struct sp_reqview q = {m->method, s->path.data, s->path.len, query, qlen,
-			       m->hdrs,   m->nhdrs,     s->client_ip};
+			       m->hdrs,   m->nhdrs,     s->client_addr};
 	sp_decide(s->cfg->routes, s->cfg->nroutes, s->cfg->default_backend, &q, &s->w->rng, &s->tmp,
 		  &s->dec);
 	s->backend = s->dec.backend;
@@ -690,6 +740,8 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	struct sp_fwd_request f = sp_fwd_request_for(m, s->path.data, s->path.len, query, qlen);
 	f.client_ip = s->client_ip;
 	f.proto = s->https ? "https" : "http";
+	if (trusted)
+		trusted_forwarded(m, &f);
 	f.default_host = s->cfg->backends[s->backend].servers[0].hostport;
 	f.host = s->cfg->backends[s->backend].host_header;
 	/* HTTP/1.1 without a Host was refused (400): only a 1.0 request may lack it */
@@ -791,7 +843,7 @@ static void request_error(struct sp_session *s)
 {
 	int status = sp_h1_error_status(s->req);
 	const char *why = sp_h1_error_reason(s->req);
-	sp_debug("client %s: %d %s", s->client_ip, status, why);
+	sp_debug("client %s: %d %s", s->client_addr, status, why);
 	note_request_line(s);
 	if (s->resp_started) {
 		s->error = why;
@@ -1597,8 +1649,71 @@ static void on_client_event(struct sp_conn *c, short what, void *arg)
 	leave(s);
 }
 
+static void proxy_hdr_free(struct sp_session *s)
+{
+	if (!s->pp)
+		return;
+	if (s->pp->ev)
+		event_free(s->pp->ev);
+	SSL_CTX_free(s->pp->tls); /* NULL: nothing */
+	free(s->pp);
+	s->pp = NULL;
+}
+
+/* The client's bytes may come: the TLS handshake, or the first request. */
+static void start_client(struct sp_session *s, SSL_CTX *tls)
+{
+	if (tls) {
+		s->https = 1;
+		sp_conn_tls_accept(s->client, tls);
+	}
+	sp_conn_read(s->client, 1);
+}
+
+/* The PROXY header, as much of it as has come: its bytes are taken off the
+ * socket, and once it is whole the client's address is the one it gives
+ * (from a trusted peer, when trusted_proxies lists any). A header that is
+ * not one, or is malformed, ends the connection without an answer, as
+ * nginx and HAProxy do: what follows may not even be HTTP. */
+static void on_proxy_readable(evutil_socket_t fd, short what, void *arg)
+{
+	struct sp_session *s = arg;
+	struct sp_proxy_hdr *pp = s->pp;
+	struct sp_ip src;
+	const char *why = NULL, *fail = NULL;
+	(void)what;
+	enter(s);
+	ssize_t n = recv(fd, pp->buf + pp->have, sizeof(pp->buf) - pp->have, MSG_PEEK);
+	long len = n > 0 ? sp_proxy_parse(pp->buf, pp->have + (size_t)n, &src, &why) : 0;
+	size_t take = len > 0 ? (size_t)len - pp->have : (size_t)n;
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+		fail = n ? strerror(errno) : "closed before its PROXY header";
+	} else if (n < 0) {
+		/* nothing after all */
+	} else if (len < 0 || recv(fd, pp->buf + pp->have, take, 0) != (ssize_t)take) {
+		fail = len < 0 ? why : "cannot read the PROXY header";
+		sp_count(&s->w->proxy_protocol_failures);
+	} else if ((pp->have += take, len > 0)) {
+		const struct sp_config *cfg = s->w->cfg;
+		if (src.family && cfg->ntrusted && !sp_cidr_has(cfg->trusted, cfg->ntrusted, &s->peer)) {
+			sp_debug("client %s: PROXY header from a peer not in trusted_proxies: its "
+				 "address is not used", s->client_ip);
+		} else if (src.family) {
+			s->peer = src;
+			sp_ip_text(&src, s->client_ip);
+		}
+		start_client(s, pp->tls); /* SSL_new holds the context */
+		proxy_hdr_free(s);
+	}
+	if (fail) {
+		sp_debug("client %s: %s", s->client_ip, fail);
+		s->dead = 1;
+	}
+	leave(s);
+}
+
 void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct sockaddr *sa,
-		       socklen_t len, SSL_CTX *tls)
+		       socklen_t len, SSL_CTX *tls, int proxy_protocol)
 {
 	static const struct sp_h1_limits resp_limits = {1024, 65536, 200};
 	struct sp_session *s = calloc(1, sizeof(*s));
@@ -1619,6 +1734,8 @@ void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct soc
 	sp_buf_init(&s->query);
 	sp_buf_init(&s->client_host);
 	s->head.stash = s->stage.stash = s->tmp.stash = s->path.stash = s->query.stash = &w->stash;
+	s->client_addr = s->client_ip;
+	sp_ip_from_sockaddr(sa, &s->peer);
 	if (sa->sa_family == AF_INET)
 		sp_ipv4_text((const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr,
 			     s->client_ip);
@@ -1645,18 +1762,29 @@ void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct soc
 	}
 	TAILQ_INSERT_TAIL(&w->sessions, s, link);
 	sp_worker_session_added(w);
-	if (tls) {
-		s->https = 1;
-		sp_conn_tls_accept(s->client, tls);
-	}
 	sp_conn_setcb(s->client, on_client_read, on_conn_drain, on_client_event, s);
 	sp_conn_data(s->client, on_client_data);
 	client_timeouts(s, 0);
 	s->client->read_max = HIGH_WATER;
 	s->client->low_water = LOW_WATER;
-	sp_conn_read(s->client, 1);
 	clock_gettime(CLOCK_MONOTONIC, &s->t_start);
-	set_timer(s, T_HEADER);
+	set_timer(s, T_HEADER); /* a PROXY header too must come within it */
+	if (proxy_protocol) {
+		s->pp = calloc(1, sizeof(*s->pp));
+		if (!s->pp || !(s->pp->ev = event_new(w->base, fd, EV_READ | EV_PERSIST,
+						      on_proxy_readable, s)) ||
+		    event_add(s->pp->ev, NULL) < 0) {
+			session_free(s);
+			return;
+		}
+		/* a reload may free the listener's context meanwhile */
+		if (tls && SSL_CTX_up_ref(tls))
+			s->pp->tls = tls;
+		else if (tls)
+			session_free(s);
+		return;
+	}
+	start_client(s, tls);
 }
 
 static void session_free(struct sp_session *s)
@@ -1665,6 +1793,7 @@ static void session_free(struct sp_session *s)
 	sp_shadow_abandon(&s->shadow); /* counted: primary_incomplete */
 	sp_upconn_free(&s->up);
 	sp_config_unref(&s->cfg);
+	proxy_hdr_free(s);
 	sp_conn_free(&s->client);
 	sp_h1_free(&s->req);
 	sp_h1_free(&s->resp);

@@ -56,10 +56,15 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 {
 	struct sp_worker *w = arg;
 	SSL_CTX *tls = NULL;
-	for (size_t i = 0; i < w->nlisteners; i++)
-		if (w->listeners[i] == lev && w->cfg->listen[i].tls)
+	int proxy_protocol = 0;
+	for (size_t i = 0; i < w->nlisteners; i++) {
+		if (w->listeners[i] != lev)
+			continue;
+		if (w->cfg->listen[i].tls)
 			tls = sp_tls_server_ctx(w->cfg->listen[i].tls);
-	sp_session_accept(w, fd, sa, (socklen_t)len, tls);
+		proxy_protocol = w->cfg->listen[i].proxy_protocol;
+	}
+	sp_session_accept(w, fd, sa, (socklen_t)len, tls, proxy_protocol);
 }
 
 static void on_accept_error(struct evconnlistener *lev, void *arg)

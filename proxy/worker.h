@@ -84,6 +84,7 @@ struct sp_worker {
 	TAILQ_HEAD(sp_session_q, sp_session) sessions;
 	_Atomic size_t nsessions; /* read by the main thread for metrics */
 	_Atomic uint64_t tls_handshake_failures; /* clients' (listener side) */
+	_Atomic uint64_t proxy_protocol_failures; /* bad or missing PROXY headers */
 	int draining;
 	int accept_paused; /* max_connections reached */
 	struct event *stop_ev;
@@ -159,9 +160,10 @@ void sp_worker_count(struct sp_worker *w, const struct sp_config *cfg,
 void sp_worker_free(struct sp_worker **w);
 
 /* session.c */
-/* tls: the listener's server context, or NULL for plain HTTP. */
+/* tls: the listener's server context, or NULL for plain HTTP;
+ * proxy_protocol: the connection starts with a PROXY protocol header. */
 void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct sockaddr *sa,
-		       socklen_t len, SSL_CTX *tls);
+		       socklen_t len, SSL_CTX *tls, int proxy_protocol);
 /* Closes idle sessions; busy ones close after their current exchange. */
 void sp_sessions_drain(struct sp_worker *w);
 /* Closes every session now. */

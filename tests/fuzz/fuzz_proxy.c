@@ -239,7 +239,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
 		abort();
 	struct sockaddr_in peer = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	sp_session_accept(w, sv[0], (struct sockaddr *)&peer, sizeof(peer), NULL);
+	sp_session_accept(w, sv[0], (struct sockaddr *)&peer, sizeof(peer), NULL, 0);
 	int cleft = write_piece(sv[1], cl, ncl, &coff, cpiece);
 	if (!cleft)
 		shutdown(sv[1], SHUT_WR);

@@ -579,7 +579,8 @@ def cfg_value(v):
 
 def make_config(port, backends, default_backend=None, routes=(), workers=1, access_log=None,
                 **extra):
-    """backends: {name: Backend | url string | dict of backend settings}."""
+    """backends: {name: Backend | url string | dict of backend settings};
+    listen_settings: more settings of the listen group ({"proxy_protocol": True})."""
     bdefs = {}
     for name, b in backends.items():
         if isinstance(b, Backend):
@@ -592,7 +593,9 @@ def make_config(port, backends, default_backend=None, routes=(), workers=1, acce
                 bdefs[name]["url"] = bdefs[name]["url"].url
     lines = [
         "# written by tests/integration/harness.py",
-        'listen = ( { address = "%s:%d"; } );' % (HOST, port),
+        'listen = ( { address = "%s:%d";%s } );' % (
+            HOST, port, "".join(" %s = %s;" % (k, cfg_value(v))
+                                for k, v in extra.pop("listen_settings", {}).items())),
         "workers = %d;" % workers,
         'log_level = "%s";' % extra.pop("log_level", "info"),
         "drain_timeout_ms = %d;" % extra.pop("drain_timeout_ms", 3000),

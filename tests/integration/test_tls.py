@@ -83,21 +83,22 @@ def https_get(port, path, ca, server_hostname="localhost", **ctx_opts):
             return s.selected_alpn_protocol(), data
 
 
-def tls_listen(port, pki, certs, tls_extra=""):
+def tls_listen(port, pki, certs, tls_extra="", listen_extra=""):
     if len(certs) == 1:
         tls = "certificate = %s; private_key = %s;" % tuple(harness.cfg_value(x) for x in certs[0])
     else:
         tls = "certificates = ( %s );" % ", ".join(
             "{ certificate = %s; private_key = %s; }" % tuple(harness.cfg_value(x) for x in c)
             for c in certs)
-    return 'listen = ( { address = "127.0.0.1:%d"; tls = { %s %s }; } );' % (port, tls, tls_extra)
+    return 'listen = ( { address = "127.0.0.1:%d"; %s tls = { %s %s }; } );' % (
+        port, listen_extra, tls, tls_extra)
 
 
-def start_tls_proxy(start_proxy, backend, pki, certs, tls_extra="", **extra):
+def start_tls_proxy(start_proxy, backend, pki, certs, tls_extra="", listen_extra="", **extra):
     p = start_proxy({"legacy": backend}, **extra)
     text = open(p.conf_path).read()
     text = text.replace('listen = ( { address = "127.0.0.1:%d"; } );' % p.port,
-                        tls_listen(p.port, pki, certs, tls_extra))
+                        tls_listen(p.port, pki, certs, tls_extra, listen_extra))
     # restart with TLS: on the same port, or on another when something else
     # took it meanwhile (a client's ephemeral port)
     assert p.stop() == 0
@@ -178,6 +179,34 @@ def test_min_version_tls13_refuses_tls12(start_proxy, backend_factory, pki, tmp_
     assert r.returncode == 1
     assert ('%s:1: listen.[0].tls.min_version: "TLSv1.1": must be "TLSv1.2" or "TLSv1.3"'
             % conf) in r.stderr
+
+
+def test_proxy_protocol_before_the_handshake(start_proxy, backend_factory, pki):
+    """A balancer passing TLS through sends its PROXY header first, in the
+    clear; the handshake follows on the same connection."""
+    b = backend_factory("legacy")
+    p = start_tls_proxy(start_proxy, b, pki, [pki["localhost"]],
+                        listen_extra="proxy_protocol = true;", trusted_proxies=["127.0.0.1"])
+    ctx = ssl.create_default_context(cafile=pki["ca"])
+    with socket.create_connection((harness.HOST, p.port), timeout=5) as raw:
+        raw.sendall(b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 443\r\n")
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            s.sendall(b"GET /pp HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    assert data.startswith(b"HTTP/1.1 200")
+    got = b.wait_requests(1)[0]
+    assert got.header("X-Forwarded-For") == "203.0.113.7"
+    assert got.header("X-Forwarded-Proto") == "https"
+    assert p.wait_access(1)[0]["client"] == "203.0.113.7"
+    # without the header, the handshake's first bytes are no PROXY header
+    with pytest.raises((ssl.SSLError, OSError)):
+        https_get(p.port, "/", pki["ca"])
+    assert b.requests == [b.wait_requests(1)[0]]
 
 
 def test_sni_selects_the_certificate(start_proxy, backend_factory, pki):
