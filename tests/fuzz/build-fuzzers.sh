@@ -11,7 +11,7 @@ set -eu
 
 src=$(cd "$(dirname "$0")/../.." && pwd)
 dir=${1:-"$src/build-fuzz"}
-harnesses="fuzz_request fuzz_response fuzz_config fuzz_compare fuzz_router fuzz_proxy fuzz_diffreport"
+harnesses="fuzz_request fuzz_response fuzz_config fuzz_compare fuzz_router fuzz_proxy fuzz_diffreport fuzz_realip"
 
 command -v clang >/dev/null || { echo "build-fuzzers.sh: clang not found" >&2; exit 1; }
 

@@ -25,7 +25,7 @@ while getopts t:b: opt; do
 	esac
 done
 shift $((OPTIND - 1))
-harnesses=${*:-fuzz_request fuzz_response fuzz_config fuzz_compare fuzz_router fuzz_proxy fuzz_diffreport}
+harnesses=${*:-fuzz_request fuzz_response fuzz_config fuzz_compare fuzz_router fuzz_proxy fuzz_diffreport fuzz_realip}
 
 for h in $harnesses; do
 	# libconfig leaks on most syntax errors (lsan.supp): suppressed, but
@@ -33,7 +33,7 @@ for h in $harnesses; do
 	# fuzz_config checks leaks once, in the replay below, instead.
 	leaks=1
 	case $h in
-	fuzz_request | fuzz_response | fuzz_router | fuzz_proxy) dict=http.dict ;;
+	fuzz_request | fuzz_response | fuzz_router | fuzz_proxy | fuzz_realip) dict=http.dict ;;
 	fuzz_config) dict=config.dict leaks=0 ;;
 	fuzz_compare | fuzz_diffreport) dict=json.dict ;;
 	*) echo "run-fuzzers.sh: unknown harness $h" >&2; exit 2 ;;
