@@ -795,6 +795,8 @@ static void serve_backends(struct admin_conn *a, const char *name)
 			json_t *sv = health_json(sp_health_server_view(&be->servers[k]));
 			json_object_set_new(sv, "url", json_string(be->servers[k].url));
 			json_object_set_new(sv, "address", json_string(be->servers[k].hostport));
+			json_object_set_new(sv, "weight", json_integer(be->servers[k].weight));
+			json_object_set_new(sv, "backup", json_boolean(be->servers[k].backup));
 			json_array_append_new(servers, sv);
 		}
 		json_object_set_new(b, "name", json_string(be->name));

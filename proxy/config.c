@@ -531,6 +531,7 @@ static void load_server(struct sp_loader *L, const config_setting_t *at, const c
 	const char *why;
 	int tls = 0, naddrs = 1;
 	char first[NI_MAXHOST];
+	sv->weight = 1;
 	if (!(sv->url = strdup(url))) {
 		ERR(L, at, "%s: out of memory", where);
 		return;
@@ -564,6 +565,39 @@ static void load_server(struct sp_loader *L, const config_setting_t *at, const c
 	}
 }
 
+/* servers.[i] = { url = "http://10.0.0.1:9001"; weight = 3; backup = false; }:
+ * a server with settings of its own (nginx's "server ... weight=3 backup"). */
+static void load_server_group(struct sp_loader *L, const config_setting_t *g, const char *path,
+			      int i, struct sp_backend *b)
+{
+	static const char *const skeys[] = {"url", "weight", "backup", NULL};
+	const config_setting_t *u;
+	char where[200];
+	snprintf(where, sizeof(where), "%s.servers.[%d]", path, i);
+	cfgp_check_keys(L, g, where, skeys);
+	char *url = cfgp_str(L, g, "url", where, &u);
+	size_t at = b->nservers;
+	if (!url) {
+		if (!u)
+			ERR(L, g, "%s.url: required", where);
+		return;
+	}
+	char up[216];
+	snprintf(up, sizeof(up), "%s.url", where);
+	load_server(L, u, up, b, url);
+	free(url);
+	if (b->nservers != at + 1)
+		return; /* out of memory, said */
+	struct sp_server *sv = &b->servers[at];
+	cfgp_int_field(L, g, "weight", where, 1, SP_WEIGHT_MAX, &sv->weight);
+	const config_setting_t *k = config_setting_get_member(g, "backup");
+	if (k && config_setting_type(k) != CONFIG_TYPE_BOOL)
+		ERR(L, k, "%s.backup: must be true or false", where);
+	else if (k)
+		sv->backup = config_setting_get_bool(k);
+	b->weighted |= sv->weight != 1 || sv->backup;
+}
+
 /* host_header = "modern.internal": the Host its requests carry, as nginx's
  * proxy_set_header Host, for a backend that tells sites apart by Host (an
  * ingress, a shared load balancer). It goes into a header line as it is: a
@@ -592,7 +626,9 @@ static void load_servers(struct sp_loader *L, const config_setting_t *e, const c
 			 struct sp_backend *b)
 {
 	static const char not_a_list[] =
-		"must be a list of URLs: [\"http://10.0.0.1:9001\", \"http://10.0.0.2:9001\"]";
+		"must be a list of URLs, or of groups for servers with settings: "
+		"[\"http://10.0.0.1:9001\", \"http://10.0.0.2:9001\"] or "
+		"( { url = \"http://10.0.0.1:9001\"; weight = 3; }, \"http://10.0.0.2:9001\" )";
 	const config_setting_t *u = config_setting_get_member(e, "url");
 	const config_setting_t *list = config_setting_get_member(e, "servers");
 	const config_setting_t *where;
@@ -631,15 +667,22 @@ static void load_servers(struct sp_loader *L, const config_setting_t *e, const c
 		ERR(L, list, "%s.servers: out of memory", path);
 		return;
 	}
+	int primaries = 0;
 	for (int i = 0; i < n; i++) {
 		const config_setting_t *s = config_setting_get_elem(list, (unsigned)i);
 		snprintf(sp, sizeof(sp), "%s.servers.[%d]", path, i);
-		if (config_setting_type(s) != CONFIG_TYPE_STRING) {
+		if (config_setting_type(s) == CONFIG_TYPE_STRING) {
+			load_server(L, s, sp, b, config_setting_get_string(s));
+		} else if (config_setting_is_group(s)) {
+			load_server_group(L, s, path, i, b);
+		} else {
 			ERR(L, s, "%s.servers: %s", path, not_a_list);
 			return;
 		}
-		load_server(L, s, sp, b, config_setting_get_string(s));
+		primaries += b->nservers == (size_t)i + 1 && !b->servers[i].backup;
 	}
+	if (primaries == 0 && b->nservers == (size_t)n)
+		ERR(L, list, "%s.servers: every server is a backup: at least one must not be", path);
 }
 
 static void load_backend_tls(struct sp_loader *L, const config_setting_t *e, const char *path,

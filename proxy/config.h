@@ -33,8 +33,13 @@ struct sp_server {
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
 	int host_is_ip;           /* the certificate is checked against an IP address */
+	int weight;               /* its share of the requests (1: as the others) */
+	int backup;               /* takes requests only when no other server can */
 	struct sp_health *health; /* shared state, owned by the runtime */
 };
+
+/* The most weight a server may have. */
+#define SP_WEIGHT_MAX 1000
 
 /* The most servers a backend has. */
 #define SP_SERVERS_MAX 64
@@ -46,6 +51,7 @@ struct sp_backend {
 	 * those not marked down (health is kept per server) */
 	struct sp_server *servers;
 	size_t nservers;
+	int weighted; /* a weight other than 1 or a backup server: requests go by weight */
 	char *host_header; /* the Host its requests carry (NULL: the client's) */
 	int connect_timeout_ms;
 	int response_timeout_ms;

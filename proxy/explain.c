@@ -64,8 +64,14 @@ static void print_decision(const struct sp_config *c, const struct sp_reqview *q
 		}
 	}
 	printf("backend:  %s (", be->name);
-	for (size_t i = 0; i < be->nservers; i++)
-		printf("%s%s", i ? ", " : "", be->servers[i].url);
+	for (size_t i = 0; i < be->nservers; i++) {
+		const struct sp_server *sv = &be->servers[i];
+		printf("%s%s", i ? ", " : "", sv->url);
+		if (sv->weight != 1) /* as nginx writes them */
+			printf(" weight=%d", sv->weight);
+		if (sv->backup)
+			printf(" backup");
+	}
 	printf(")\n");
 }
 

@@ -14,6 +14,8 @@
 #include "conn.h"
 #include "log.h"
 
+_Static_assert(SP_SERVERS_MAX <= 64, "struct sp_turn and the pick's masks hold 64 servers");
+
 struct sp_health_table {
 	struct sp_health *_Atomic head;
 };
@@ -160,31 +162,75 @@ static int shadows_paused_now(const struct sp_health *h)
 	return at && now_ms() < at;
 }
 
-int sp_health_pick(const struct sp_backend *be, unsigned *rr, int for_shadow, int *paused)
+/* Whether sv may take this pick: 1 yes, 0 no, 2 yes and it took a trial
+ * (of a down server, or of shadows paused to it), which this pick must use. */
+static int may_take(const struct sp_backend *be, const struct sp_server *sv, int for_shadow,
+		    int *paused)
+{
+	const struct sp_health *h = sv->health;
+	/* a shadow skips a server whose shadows are paused before it looks at
+	 * its health: that look may take the trial request a down server is
+	 * waiting for */
+	if (for_shadow && shadows_paused_now(h)) {
+		if (paused && !atomic_load_explicit(&h->down, memory_order_relaxed))
+			*paused = 1; /* down says more: a skip for that */
+		return 0;
+	}
+	int down = h && atomic_load_explicit(&h->down, memory_order_relaxed);
+	if (down && !sp_health_usable(be, sv))
+		return 0;
+	int shadow_trial = for_shadow && h &&
+			   atomic_load_explicit(&h->shadow_retry_at_ms, memory_order_relaxed);
+	if (shadow_trial && !sp_health_shadow_usable(be, sv)) {
+		if (paused)
+			*paused = 1;
+		return 0;
+	}
+	return down || shadow_trial ? 2 : 1;
+}
+
+/* By weight over the servers of one kind (backup or not). */
+static int pick_weighted(const struct sp_backend *be, struct sp_turn *t, int backup, int for_shadow,
+			 int *paused)
+{
+	uint64_t can = 0; /* SP_SERVERS_MAX bits */
+	for (size_t i = 0; i < be->nservers; i++) {
+		if (be->servers[i].backup != backup)
+			continue;
+		int may = may_take(be, &be->servers[i], for_shadow, paused);
+		if (may == 2)
+			return (int)i; /* a trial, before the turns move */
+		can |= (uint64_t)(may != 0) << i;
+	}
+	int best = -1, total = 0;
+	for (size_t i = 0; i < be->nservers; i++) {
+		if (!(can >> i & 1))
+			continue;
+		t->cw[i] += be->servers[i].weight;
+		total += be->servers[i].weight;
+		if (best < 0 || t->cw[i] > t->cw[best])
+			best = (int)i;
+	}
+	if (best >= 0)
+		t->cw[best] -= total;
+	return best;
+}
+
+int sp_health_pick(const struct sp_backend *be, struct sp_turn *t, int for_shadow, int *paused)
 {
 	size_t n = be->nservers;
 	if (paused)
 		*paused = 0;
-	size_t start = *rr < n ? *rr : 0; /* *rr is at most n */
+	if (be->weighted) {
+		int i = pick_weighted(be, t, 0, for_shadow, paused);
+		return i >= 0 ? i : pick_weighted(be, t, 1, for_shadow, paused);
+	}
+	size_t start = t->next < n ? t->next : 0; /* next is at most n */
 	for (size_t k = 0; k < n; k++) {
 		size_t i = start + k < n ? start + k : start + k - n;
-		const struct sp_server *sv = &be->servers[i];
-		/* a shadow skips a server whose shadows are paused before it
-		 * looks at its health: that look may take the trial request a
-		 * down server is waiting for */
-		if (for_shadow && shadows_paused_now(sv->health)) {
-			if (paused && !atomic_load_explicit(&sv->health->down, memory_order_relaxed))
-				*paused = 1; /* down says more: a skip for that */
+		if (!may_take(be, &be->servers[i], for_shadow, paused))
 			continue;
-		}
-		if (!sp_health_usable(be, sv))
-			continue;
-		if (for_shadow && !sp_health_shadow_usable(be, sv)) {
-			if (paused)
-				*paused = 1;
-			continue;
-		}
-		*rr = (unsigned)(i + 1);
+		t->next = (unsigned)(i + 1);
 		return (int)i;
 	}
 	return -1;

@@ -48,11 +48,22 @@ int sp_health_attach(struct sp_health_table *t, struct sp_config *cfg);
 int sp_health_usable(const struct sp_backend *be, const struct sp_server *sv);
 /* A worker's outcome with this server of be: ok = answered with < 500. */
 void sp_health_report(const struct sp_backend *be, const struct sp_server *sv, int ok);
-/* The next server of be that may take a request, round-robin from *rr (a
- * worker's own counter, moved past it), or -1 when none: every one is down
- * or, for a shadow (for_shadow), down or not answering shadows (*paused,
- * when not NULL, says whether one was skipped for that). */
-int sp_health_pick(const struct sp_backend *be, unsigned *rr, int for_shadow, int *paused);
+/* A worker's turn over a backend's servers: where its round-robin is, and,
+ * for a backend with weights or backup servers, each server's current
+ * weight (the smooth weighted round-robin nginx uses). Zero to start. */
+struct sp_turn {
+	unsigned next;
+	int cw[64]; /* SP_SERVERS_MAX */
+};
+
+/* The next server of be that may take a request, or -1 when none: every one
+ * is down or, for a shadow (for_shadow), down or not answering shadows
+ * (*paused, when not NULL, says whether one was skipped for that). In turn
+ * (t, a worker's own, moved past it); by weight, for a weighted backend,
+ * each server taking its share in a smooth sequence (weights 5, 1, 1 give
+ * a a b a c a a); a down server whose trial is due takes it first; backup
+ * servers only when no other server may. */
+int sp_health_pick(const struct sp_backend *be, struct sp_turn *t, int for_shadow, int *paused);
 
 /* What the metrics show of a server's health, or a backend's: a backend is
  * down when all its servers are, its shadows paused when paused to all, and

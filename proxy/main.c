@@ -338,7 +338,9 @@ static int run(const char *file)
 			goto out;
 		}
 	for (size_t i = 0; i < cfg->nlisten; i++)
-		sp_log(SP_LOG_INFO, "listening on %s", cfg->listen[i].address);
+		sp_log(SP_LOG_INFO, "listening on %s%s%s", cfg->listen[i].address,
+		       cfg->listen[i].tls ? " (TLS)" : "",
+		       cfg->listen[i].proxy_protocol ? " (PROXY protocol)" : "");
 	sp_log(SP_LOG_INFO, "strangler %s started: %d workers, %zu backends, %zu routes", SP_VERSION,
 	       rt.nworkers, cfg->nbackends, cfg->nroutes);
 	event_base_dispatch(rt.base);

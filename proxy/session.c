@@ -434,7 +434,8 @@ static void send_again(struct sp_session *s, enum sp_take take)
 
 /* A connection that could not be made (refused, failed, timed out: as
  * nginx's proxy_next_upstream error timeout) goes to the backend's next
- * server not tried yet that may take a request, each at most once. */
+ * server not tried yet that may take a request, each at most once, a backup
+ * server only when no other is left. */
 static int retry_next_server(struct sp_session *s, const char *err)
 {
 	const struct sp_backend *be = &s->cfg->backends[s->backend];
@@ -443,9 +444,12 @@ static int retry_next_server(struct sp_session *s, const char *err)
 	     strcmp(err, ERR_CONNECT_TIMEOUT) != 0 && strcmp(err, ERR_TLS) != 0))
 		return 0;
 	s->tried |= (uint64_t)1 << s->server;
-	for (size_t k = 1; k < be->nservers; k++) {
+	/* the servers after it first, then the backup servers (none: all are
+	 * backup = 0, and the second pass finds nothing) */
+	for (size_t k = 1; k < 2 * be->nservers; k++) {
 		size_t i = ((size_t)s->server + k) % be->nservers;
-		if ((s->tried >> i & 1) || !sp_health_usable(be, &be->servers[i]))
+		if (be->servers[i].backup != (k >= be->nservers) || (s->tried >> i & 1) ||
+		    !sp_health_usable(be, &be->servers[i]))
 			continue;
 		sp_log(SP_LOG_INFO, "backend %s: %s: %s; request %s retried on %s", be->name,
 		       server_of(s)->hostport, err, s->reqid, be->servers[i].hostport);

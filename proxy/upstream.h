@@ -7,6 +7,7 @@
 
 #include "config.h"
 #include "conn.h"
+#include "health.h"
 
 struct sp_pool;
 
@@ -32,7 +33,7 @@ struct sp_pool {
 	struct sp_upconn_q *idle; /* one queue per server of be, latest first */
 	size_t nservers;
 	size_t nidle;             /* all servers together: at most be->max_idle */
-	unsigned rr;              /* the round-robin over be's servers (sp_health_pick) */
+	struct sp_turn turn;      /* the worker's turn over be's servers (sp_health_pick) */
 	int refs;
 	int retired;          /* no longer in the worker's table: do not keep idle */
 	unsigned long opened; /* connections opened, for tests and metrics */

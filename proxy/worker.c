@@ -444,29 +444,32 @@ static struct sp_pool *pool_of(struct sp_worker *w, const struct sp_config *cfg,
 	return NULL;
 }
 
-/* The worker's round-robin over cfg's backend's servers (*own, from the
- * first, for a backend its pools no longer have). */
-static unsigned *turn_of(struct sp_worker *w, const struct sp_config *cfg, int backend,
-			 unsigned *own)
+/* The worker's turn over cfg's backend's servers (*own, from the first, for
+ * a backend its pools no longer have). */
+static struct sp_turn *turn_of(struct sp_worker *w, const struct sp_config *cfg, int backend,
+			       struct sp_turn *own)
 {
 	struct sp_pool *p = pool_of(w, cfg, backend);
-	return p ? &p->rr : own;
+	if (p)
+		return &p->turn;
+	memset(own, 0, sizeof(*own));
+	return own;
 }
 
 int sp_worker_pick(struct sp_worker *w, const struct sp_config *cfg, int backend, int for_shadow,
 		   int *paused)
 {
-	unsigned own = 0;
+	struct sp_turn own;
 	return sp_health_pick(&cfg->backends[backend], turn_of(w, cfg, backend, &own), for_shadow,
 			      paused);
 }
 
 int sp_worker_next(struct sp_worker *w, const struct sp_config *cfg, int backend)
 {
-	unsigned own = 0, *rr = turn_of(w, cfg, backend, &own);
-	if (*rr >= cfg->backends[backend].nservers)
-		*rr = 0;
-	return (int)(*rr)++;
+	struct sp_turn own, *t = turn_of(w, cfg, backend, &own);
+	if (t->next >= cfg->backends[backend].nservers)
+		t->next = 0;
+	return (int)t->next++;
 }
 
 int sp_worker_pick_any(struct sp_worker *w, const struct sp_config *cfg, int backend)

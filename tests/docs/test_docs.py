@@ -61,6 +61,7 @@ KEY_ARRAYS = {
     ("config.c", "load_listen_tls", "keys"): "listen.[i].tls",
     ("config.c", "load_listen_tls", "ckeys"): "listen.[i].tls.certificates.[j]",
     ("config.c", "load_backends", "keys"): "backends.NAME",
+    ("config.c", "load_server_group", "skeys"): "backends.NAME.servers.[j]",
     ("config.c", "load_health", "hkeys"): "backends.NAME.health",
     ("config.c", "load_limits", "tkeys"): "timeouts",
     ("config.c", "load_limits", "lkeys"): "limits",
@@ -283,7 +284,8 @@ def base_config():
     """A minimal config in which every group of the reference exists once."""
     return {
         "listen": [{"address": "127.0.0.1:1", "tls": {"certificates": [{}]}}],
-        "backends": {"b": {"url": "http://127.0.0.1:9", "health": {}}},
+        "backends": {"b": {"url": "http://127.0.0.1:9", "health": {}},
+                     "c": {"servers": [{"url": "http://127.0.0.1:8"}]}},
         "default_backend": "b",
         "routes": [{"name": "r", "backend": "b", "match": {"path_prefix": "/"},
                     "rollout": {"backend": "b", "percent": 0.0, "guard": {}},
@@ -315,11 +317,12 @@ def config_text(cfg):
 def locate(cfg, parts):
     """The group a dotted path (without its last part) names in cfg, and its display path."""
     node, shown = cfg, []
-    for p in parts:
+    for k, p in enumerate(parts):
         if p in ("[i]", "[j]"):
             node, shown = node[0], shown[:-1] + [shown[-1] + ".[0]"]
-        elif p == "NAME":
-            name = next(iter(node))
+        elif p == "NAME":  # the first that has what comes next ("servers": c)
+            after = parts[k + 1] if k + 1 < len(parts) else None
+            name = next((n for n in node if after in node[n]), next(iter(node)))
             node, shown = node[name], shown + [name]
         else:
             node, shown = node[p], shown + [p]

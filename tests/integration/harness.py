@@ -571,7 +571,7 @@ def cfg_value(v):
     if isinstance(v, dict):
         return "{ " + " ".join("%s = %s;" % (k, cfg_value(x)) for k, x in v.items()) + " }"
     if isinstance(v, (list, tuple)):
-        if v and all(isinstance(x, dict) for x in v):
+        if v and any(isinstance(x, dict) for x in v):  # a list: groups, strings between
             return "(\n    " + ",\n    ".join(cfg_value(x) for x in v) + "\n  )"
         return "[ " + ", ".join(cfg_value(x) for x in v) + " ]"
     raise TypeError("no libconfig form for %r" % (v,))

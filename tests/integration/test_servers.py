@@ -121,12 +121,15 @@ backends = {
 default_backend = "ok";
 """ % (MANY, SIXTY_FOUR)
 
-LIST = '["http://10.0.0.1:9001", "http://10.0.0.2:9001"]'
+LIST = ('["http://10.0.0.1:9001", "http://10.0.0.2:9001"] or ( { url = "http://10.0.0.1:9001"; '
+        'weight = 3; }, "http://10.0.0.2:9001" )')
 BAD_EXPECTED = [
     (3, 'backends.both: url and servers: give one or the other'),
     (4, 'backends.neither.url: required (or servers, a list of URLs)'),
-    (5, 'backends.text.servers: must be a list of URLs: ' + LIST),
-    (6, 'backends.numbers.servers: must be a list of URLs: ' + LIST),
+    (5, 'backends.text.servers: must be a list of URLs, or of groups for servers with settings: '
+     + LIST),
+    (6, 'backends.numbers.servers: must be a list of URLs, or of groups for servers with '
+     'settings: ' + LIST),
     (7, 'backends.empty.servers: at least one URL'),
     (8, 'backends.many.servers: at most 64 servers'),
     (9, 'backends.ftp.servers.[1]: "ftp://127.0.0.1:21": must start with http:// or https://'),
@@ -1001,3 +1004,92 @@ def test_outcomes_per_server_in_metrics_and_api(backend_factory, start_proxy):
     (legacy,) = got["backends"]
     assert [(s["ok"], s["failed"]) for s in legacy["servers"]] == [(0, 3), (3, 0)]
     assert (legacy["ok"], legacy["failed"]) == (3, 3)
+
+
+# --------------------------------------------------------------------------
+# weights and backup servers
+
+
+def heavy(b, weight):
+    return {"url": b.url if isinstance(b, harness.Backend) else b, "weight": weight}
+
+
+def backup(b):
+    return {"url": b.url if isinstance(b, harness.Backend) else b, "backup": True}
+
+
+def test_weights_split_the_requests(backend_factory, start_proxy):
+    """Weights 3 and 1: three requests of four to the heavy server, spread
+    out (a a b a, nginx's smooth order), on one connection or many."""
+    a, b = backend_factory("a"), backend_factory("b")
+    p = start_proxy({"legacy": {"servers": [heavy(a, 3), b.url]}})
+    with p.client() as c:
+        got = "".join(c.request("GET", "/w/%d" % i).header("X-Backend") for i in range(8))
+    assert got == "aabaaaba"
+    got = "".join(who(p)[1] for _ in range(4))
+    assert got == "aaba"
+    assert (len(a.requests), len(b.requests)) == (9, 3)
+
+
+def test_a_down_servers_share_goes_to_the_others_by_weight(backend_factory, start_proxy):
+    a, b, c = backend_factory("a"), backend_factory("b"), backend_factory("c")
+    (dead,) = dead_urls(1)
+    p = start_proxy({"legacy": {"servers": [heavy(dead, 4), heavy(a, 2), b.url, c.url],
+                                "health": {"unhealthy": 1, "interval_ms": 60000}}})
+    with p.client() as cl:
+        got = "".join(cl.request("GET", "/d/%d" % i).header("X-Backend") for i in range(12))
+    # the dead one, first in turn, refused: its request went on to the next
+    # server (a), and it is down; then 2:1:1 over the rest, two whole rounds
+    # in every eight requests
+    assert got[0] == "a", got
+    assert sorted(got[1:9]) == sorted("aaaabbcc"), got
+    assert down_line("legacy", dead.split("//")[1], "consecutive failed requests") in \
+        p.stderr_text()
+
+
+def test_a_backup_server_takes_requests_only_when_no_other_can(backend_factory, start_proxy):
+    a, spare = backend_factory("a"), backend_factory("spare")
+    dead = dead_urls(2)
+    p = start_proxy({"legacy": {"servers": [a.url, backup(spare)],
+                                "health": {"unhealthy": 1, "interval_ms": 60000}}}, admin={})
+    assert [who(p)[1] for _ in range(4)] == ["a"] * 4
+    assert spare.requests == []
+    st, got = p.admin("GET", "/api/backends")
+    assert [(s["address"], s["weight"], s["backup"]) for s in got["backends"][0]["servers"]] == \
+        [(hostport(a), 1, False), (hostport(spare), 1, True)]
+
+    # both primaries refuse: a GET tries each, then the backup; then they
+    # are down and requests go to the backup at once
+    p2 = start_proxy({"legacy": {"servers": dead + [backup(spare)],
+                                 "health": {"unhealthy": 1, "interval_ms": 60000}}})
+    with p2.client() as c:
+        for i in range(3):
+            r = c.request("GET", "/b/%d" % i)
+            assert (r.status, r.header("X-Backend")) == (200, "spare"), r
+        # not a POST with a body: it may not be safe to send twice
+    e = p2.wait_access(3)
+    assert [x["server"] for x in e] == [hostport(spare)] * 3
+    text = p2.stderr_text()
+    assert text.count("retried on %s" % hostport(spare)) == 1, text
+    for u in dead:
+        assert down_line("legacy", u.split("//")[1], "consecutive failed requests") in text
+    assert "(%s) is down" % hostport(spare) not in text
+
+
+def test_explain_and_check_show_weights_and_backups(tmp_path):
+    conf = tmp_path / "w.conf"
+    conf.write_text('listen = ( { address = "127.0.0.1:18080"; } );\n'
+                    'backends = { legacy = { servers = (\n'
+                    '  { url = "http://127.0.0.1:9001"; weight = 3; },\n'
+                    '  "http://127.0.0.1:9002",\n'
+                    '  { url = "http://127.0.0.1:9003"; weight = 2; backup = true; } ); }; };\n'
+                    'default_backend = "legacy";\n')
+    out = run_strangler("-t", "-c", str(conf))
+    assert out.returncode == 0 and "configuration OK" in out.stdout, out.stdout + out.stderr
+    out = run_strangler("explain", "-c", str(conf), "GET", "/x")
+    assert "backend:  legacy (http://127.0.0.1:9001 weight=3, http://127.0.0.1:9002, " \
+        "http://127.0.0.1:9003 weight=2 backup)" in out.stdout.splitlines(), out.stdout
+    conf.write_text(conf.read_text().replace("weight = 3;", "weight = 3; weigth = 1;"))
+    out = run_strangler("-t", "-c", str(conf))
+    assert out.returncode == 1
+    assert "%s:3: backends.legacy.servers.[0].weigth: unknown setting" % conf in out.stderr

@@ -220,12 +220,53 @@ static void test_servers(void **state)
 	REJECTED(ONE_BACKEND("url = \"http://127.0.0.1:9001\"; servers = [\"http://127.0.0.1:9002\"];"),
 		 1, "test.conf:3: backends.legacy: url and servers: give one or the other");
 	REJECTED(ONE_BACKEND("servers = [];"), 1, "test.conf:3: backends.legacy.servers: at least one URL");
-	REJECTED(ONE_BACKEND("servers = \"http://127.0.0.1:9001\";"), 1,
-		 "test.conf:3: backends.legacy.servers: must be a list of URLs: "
-		 "[\"http://10.0.0.1:9001\", \"http://10.0.0.2:9001\"]");
-	REJECTED(ONE_BACKEND("servers = [1, 2];"), 1,
-		 "test.conf:3: backends.legacy.servers: must be a list of URLs: "
-		 "[\"http://10.0.0.1:9001\", \"http://10.0.0.2:9001\"]");
+#define NOT_A_LIST                                                                         \
+	"test.conf:3: backends.legacy.servers: must be a list of URLs, or of groups for servers " \
+	"with settings: [\"http://10.0.0.1:9001\", \"http://10.0.0.2:9001\"] or ( { url = "     \
+	"\"http://10.0.0.1:9001\"; weight = 3; }, \"http://10.0.0.2:9001\" )"
+	REJECTED(ONE_BACKEND("servers = \"http://127.0.0.1:9001\";"), 1, NOT_A_LIST);
+	REJECTED(ONE_BACKEND("servers = [1, 2];"), 1, NOT_A_LIST);
+	REJECTED(ONE_BACKEND("servers = ( \"http://127.0.0.1:9001\", 2 );"), 1, NOT_A_LIST);
+#undef NOT_A_LIST
+	/* servers with settings: weight and backup, in groups, strings between */
+	c = unit_load_ok(ONE_BACKEND("servers = ( { url = \"http://127.0.0.1:9001\"; weight = 5; },\n"
+				     "  \"http://127.0.0.1:9002\",\n"
+				     "  { url = \"http://127.0.0.1:9003\"; backup = true; } );"),
+			 NULL);
+	b = &c->backends[0];
+	assert_int_equal(b->nservers, 3);
+	assert_true(b->weighted);
+	assert_int_equal(b->servers[0].weight, 5);
+	assert_int_equal(b->servers[1].weight, 1);
+	assert_false(b->servers[1].backup);
+	assert_true(b->servers[2].backup);
+	assert_string_equal(b->servers[2].hostport, "127.0.0.1:9003");
+	sp_config_unref(&c);
+	c = unit_load_ok(ONE_BACKEND("servers = ( { url = \"http://127.0.0.1:9001\"; weight = 1; "
+				     "backup = false; }, \"http://127.0.0.1:9002\" );"),
+			 NULL);
+	assert_false(c->backends[0].weighted); /* as written without settings */
+	sp_config_unref(&c);
+	REJECTED(ONE_BACKEND("servers = ( { weight = 2; } );"), 1,
+		 "test.conf:3: backends.legacy.servers.[0].url: required");
+	REJECTED(ONE_BACKEND("servers = ( { url = \"http://127.0.0.1:9001\"; weight = 0; } );"), 1,
+		 "test.conf:3: backends.legacy.servers.[0].weight: must be between 1 and 1000");
+	REJECTED(ONE_BACKEND("servers = ( { url = \"http://127.0.0.1:9001\"; weight = 1001; } );"), 1,
+		 "test.conf:3: backends.legacy.servers.[0].weight: must be between 1 and 1000");
+	REJECTED(ONE_BACKEND("servers = ( { url = \"http://127.0.0.1:9001\"; backup = 1; } );"), 1,
+		 "test.conf:3: backends.legacy.servers.[0].backup: must be true or false");
+	REJECTED(ONE_BACKEND("servers = ( { url = \"http://127.0.0.1:9001\"; wieght = 2; } );"), 1,
+		 "test.conf:3: backends.legacy.servers.[0].wieght: unknown setting");
+	REJECTED(ONE_BACKEND("servers = ( { url = \"ftp://x\"; } );"), 1,
+		 "test.conf:3: backends.legacy.servers.[0].url: \"ftp://x\": must start with http:// "
+		 "or https://");
+	REJECTED(ONE_BACKEND("servers = ( { url = \"http://127.0.0.1:9001\"; backup = true; } );"),
+		 1, "test.conf:3: backends.legacy.servers: every server is a backup: at least one must "
+		    "not be");
+	REJECTED(ONE_BACKEND("servers = ( \"http://127.0.0.1:9001\", { url = \"http://127.0.0.1:9001\"; "
+			     "backup = true; } );"),
+		 1, "test.conf:3: backends.legacy.servers.[1].url: \"http://127.0.0.1:9001\": the same "
+		    "server as servers.[0]");
 	REJECTED(ONE_BACKEND("servers = [\"http://127.0.0.1:9001\", \"ftp://127.0.0.1:9002\"];"), 1,
 		 "test.conf:3: backends.legacy.servers.[1]: \"ftp://127.0.0.1:9002\": must start with "
 		 "http:// or https://");

@@ -54,7 +54,7 @@ static void fail_server(const struct sp_backend *be, size_t i, int times)
 static void test_round_robin(void **state)
 {
 	struct fixture *f = *state;
-	unsigned rr = 0;
+	struct sp_turn rr = {0};
 	int seen[3] = {0, 0, 0};
 	for (int k = 0; k < 9; k++) {
 		int i = sp_health_pick(f->be, &rr, 0, NULL);
@@ -64,14 +64,14 @@ static void test_round_robin(void **state)
 	assert_int_equal(seen[0], 3);
 	assert_int_equal(seen[2], 3);
 	/* a counter past the end (the list got shorter) starts over */
-	rr = 7;
+	rr.next = 7;
 	assert_int_equal(sp_health_pick(f->be, &rr, 0, NULL), 0);
 }
 
 static void test_down_server_skipped(void **state)
 {
 	struct fixture *f = *state;
-	unsigned rr = 0;
+	struct sp_turn rr = {0};
 	fail_server(f->be, 1, 1); /* one failure: still up (unhealthy = 2) */
 	assert_false(sp_health_server_view(&f->be->servers[1]).down);
 	fail_server(f->be, 1, 1);
@@ -85,7 +85,7 @@ static void test_down_server_skipped(void **state)
 	/* a success brings it back, and it takes its turn again */
 	sp_health_report(f->be, &f->be->servers[1], 1);
 	assert_false(sp_health_server_view(&f->be->servers[1]).down);
-	rr = 1;
+	rr.next = 1;
 	assert_int_equal(sp_health_pick(f->be, &rr, 0, NULL), 1);
 	assert_int_equal(sp_health_view(f->be).transitions, 2);
 }
@@ -93,7 +93,7 @@ static void test_down_server_skipped(void **state)
 static void test_all_down_then_trial(void **state)
 {
 	struct fixture *f = *state;
-	unsigned rr = 0;
+	struct sp_turn rr = {0};
 	for (size_t i = 0; i < 3; i++)
 		fail_server(f->be, i, 2);
 	assert_true(sp_health_view(f->be).down);
@@ -118,7 +118,7 @@ static void test_all_down_then_trial(void **state)
 static void test_shadow_pause(void **state)
 {
 	struct fixture *f = *state;
-	unsigned rr = 0;
+	struct sp_turn rr = {0};
 	int paused = -1;
 	/* server 0 stops answering shadows: shadows go to the others */
 	for (int k = 0; k < 2; k++)
@@ -128,7 +128,7 @@ static void test_shadow_pause(void **state)
 	assert_int_equal(sp_health_pick(f->be, &rr, 1, &paused), 1);
 	assert_int_equal(paused, 1);
 	/* primaries still go to it */
-	rr = 0;
+	rr.next = 0;
 	assert_int_equal(sp_health_pick(f->be, &rr, 0, &paused), 0);
 	assert_int_equal(paused, 0);
 	/* all paused: none for a shadow, and it says why */
@@ -146,15 +146,122 @@ static void test_shadow_pause(void **state)
 	for (size_t i = 0; i < 3; i++) /* ...and the shadow pauses renewed */
 		for (int k = 0; k < 2; k++)
 			sp_health_shadow_report(f->be, &f->be->servers[i], 0);
-	rr = 0;
+	rr.next = 0;
 	assert_int_equal(sp_health_pick(f->be, &rr, 1, &paused), -1);
-	rr = 0;
+	rr.next = 0;
 	assert_int_equal(sp_health_pick(f->be, &rr, 0, NULL), 0); /* the trial, still there */
 	/* all down: none, and not for want of answers */
 	for (size_t i = 0; i < 3; i++)
 		fail_server(f->be, i, 2);
 	assert_int_equal(sp_health_pick(f->be, &rr, 1, &paused), -1);
 	assert_int_equal(paused, 0);
+}
+
+/* Backend 0 weighs 5, 1, 1; backend 1 has two servers and a backup. */
+#define WEIGHTED                                                                         \
+	"listen = ( { address = \"127.0.0.1:8080\"; } );\n"                              \
+	"backends = {\n"                                                                 \
+	"  w = { servers = ( { url = \"http://127.0.0.1:9101\"; weight = 5; },\n"        \
+	"                    \"http://127.0.0.1:9102\", \"http://127.0.0.1:9103\" );\n"   \
+	"        health = { unhealthy = 1; interval_ms = 100; }; };\n"                    \
+	"  bk = { servers = ( \"http://127.0.0.1:9201\", \"http://127.0.0.1:9202\",\n"    \
+	"                     { url = \"http://127.0.0.1:9203\"; backup = true; } );\n"    \
+	"         health = { unhealthy = 1; interval_ms = 100; }; };\n"                   \
+	"};\n"                                                                           \
+	"default_backend = \"w\";\n"
+
+static int setup_weighted(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	assert_non_null(f);
+	f->t = sp_health_table_new();
+	f->c = unit_load_ok(WEIGHTED, NULL);
+	assert_int_equal(sp_health_attach(f->t, f->c), 0);
+	f->be = &f->c->backends[0];
+	*state = f;
+	return 0;
+}
+
+/* The servers picked n times in a row, as letters: "aabac". */
+static const char *picks(const struct sp_backend *be, struct sp_turn *t, int n, int for_shadow)
+{
+	static char out[64];
+	for (int k = 0; k < n; k++) {
+		int i = sp_health_pick(be, t, for_shadow, NULL);
+		out[k] = i < 0 ? '-' : (char)('a' + i);
+	}
+	out[n] = '\0';
+	return out;
+}
+
+static void test_weighted_sequence(void **state)
+{
+	struct fixture *f = *state;
+	struct sp_turn t = {0};
+	/* nginx's smooth weighted round-robin: the heavy server's share spread
+	 * out, not five in a row */
+	assert_string_equal(picks(f->be, &t, 14, 0), "aabacaaaabacaa");
+	/* a down server's share goes to the others, by their weights */
+	fail_server(f->be, 0, 1);
+	memset(&t, 0, sizeof(t));
+	assert_string_equal(picks(f->be, &t, 6, 0), "bcbcbc");
+	/* its trial, when due, comes first; then it is down again (no answer
+	 * yet) and the others go on */
+	struct timespec pause = {0, 150 * 1000 * 1000};
+	nanosleep(&pause, NULL);
+	assert_string_equal(picks(f->be, &t, 3, 0), "abc");
+	sp_health_report(f->be, &f->be->servers[0], 1); /* the trial answered */
+	memset(&t, 0, sizeof(t));
+	assert_string_equal(picks(f->be, &t, 7, 0), "aabacaa");
+	/* all down: none */
+	for (size_t i = 0; i < 3; i++)
+		fail_server(f->be, i, 1);
+	assert_string_equal(picks(f->be, &t, 2, 0), "--");
+}
+
+static void test_backup_only_when_the_others_cannot(void **state)
+{
+	struct fixture *f = *state;
+	const struct sp_backend *bk = &f->c->backends[1];
+	struct sp_turn t = {0};
+	assert_true(bk->weighted);
+	assert_string_equal(picks(bk, &t, 6, 0), "ababab");
+	fail_server(bk, 0, 1);
+	assert_string_equal(picks(bk, &t, 3, 0), "bbb");
+	fail_server(bk, 1, 1);
+	assert_string_equal(picks(bk, &t, 3, 0), "ccc"); /* now the backup */
+	assert_false(sp_health_view(bk).down);        /* the backend is up */
+	/* a primary's trial goes before the backup; answered, it is back */
+	struct timespec pause = {0, 150 * 1000 * 1000};
+	nanosleep(&pause, NULL);
+	int first = sp_health_pick(bk, &t, 0, NULL), second = sp_health_pick(bk, &t, 0, NULL);
+	assert_true((first == 0 && second == 1) || (first == 1 && second == 0));
+	assert_string_equal(picks(bk, &t, 2, 0), "cc");
+	sp_health_report(bk, &bk->servers[1], 1);
+	assert_string_equal(picks(bk, &t, 3, 0), "bbb");
+	/* the backup down too: none */
+	sp_health_report(bk, &bk->servers[1], 0);
+	fail_server(bk, 2, 1);
+	assert_true(sp_health_view(bk).down);
+	assert_string_equal(picks(bk, &t, 2, 0), "--");
+}
+
+static void test_weighted_shadow_pause(void **state)
+{
+	struct fixture *f = *state;
+	struct sp_turn t = {0};
+	int paused = 0;
+	/* shadows to a do not answer: shadows go to b and c, requests to all */
+	sp_health_shadow_report(f->be, &f->be->servers[0], 0);
+	assert_string_equal(picks(f->be, &t, 4, 1), "bcbc");
+	assert_int_equal(sp_health_pick(f->be, &t, 1, &paused), 1);
+	assert_int_equal(paused, 1);
+	memset(&t, 0, sizeof(t));
+	assert_string_equal(picks(f->be, &t, 7, 0), "aabacaa");
+	/* after interval_ms a shadow tries it once, before the turns */
+	struct timespec pause = {0, 150 * 1000 * 1000};
+	nanosleep(&pause, NULL);
+	assert_string_equal(picks(f->be, &t, 3, 1), "a" "bc");
 }
 
 int main(void)
@@ -164,6 +271,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_down_server_skipped, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_all_down_then_trial, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shadow_pause, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_weighted_sequence, setup_weighted, teardown),
+		cmocka_unit_test_setup_teardown(test_backup_only_when_the_others_cannot,
+						setup_weighted, teardown),
+		cmocka_unit_test_setup_teardown(test_weighted_shadow_pause, setup_weighted, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
