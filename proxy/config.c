@@ -1066,6 +1066,41 @@ static void load_trusted(struct sp_loader *L, const config_setting_t *root)
 	}
 }
 
+/* trusted_headers = ["X-Forwarded-Proto", "X-Forwarded-Host"]; */
+static void load_trusted_headers(struct sp_loader *L, const config_setting_t *root)
+{
+	static const char not_a_list[] =
+		"must be a list of header names: [\"X-Forwarded-Proto\", \"X-Forwarded-Host\"]";
+	const config_setting_t *t = config_setting_get_member(root, "trusted_headers");
+	if (!t)
+		return;
+	int n = config_setting_length(t);
+	if (config_setting_type(t) != CONFIG_TYPE_ARRAY && config_setting_type(t) != CONFIG_TYPE_LIST) {
+		ERR(L, t, "trusted_headers: %s", not_a_list);
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *e = config_setting_get_elem(t, (unsigned)i);
+		const char *v = config_setting_type(e) == CONFIG_TYPE_STRING
+					? config_setting_get_string(e)
+					: NULL;
+		if (!v) {
+			ERR(L, e, "trusted_headers: %s", not_a_list);
+			return;
+		}
+		if (strcasecmp(v, "X-Forwarded-Proto") == 0)
+			L->cfg->trusted_headers |= SP_FWD_PROTO;
+		else if (strcasecmp(v, "X-Forwarded-Host") == 0)
+			L->cfg->trusted_headers |= SP_FWD_HOST;
+		else
+			ERR(L, e, "trusted_headers.[%d]: \"%s\": must be X-Forwarded-Proto or "
+				  "X-Forwarded-Host (X-Forwarded-For is always read from trusted peers)",
+			    i, v);
+	}
+	if (!L->cfg->ntrusted)
+		WARN(L, t, "trusted_headers: has no effect without trusted_proxies");
+}
+
 /* A PROXY header is believed from trusted peers only, when there are any. */
 static void warn_proxy_protocol(struct sp_loader *L)
 {
@@ -1155,7 +1190,7 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, const char
 					   "routes",  "timeouts",       "limits",
 					   "drain_timeout_ms", "shadow_defaults", "admin",
 					   "pid_file", "max_connections", "user", "log_query",
-					   "idle_spin_us", "trusted_proxies", NULL};
+					   "idle_spin_us", "trusted_proxies", "trusted_headers", NULL};
 	struct sp_config *cfg = NULL;
 	if (rc != CONFIG_TRUE) {
 		syntax_error(lc, inc, name, text, diag);
@@ -1174,6 +1209,7 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, const char
 	load_globals(&L, root);
 	load_listen(&L, root);
 	load_trusted(&L, root);
+	load_trusted_headers(&L, root);
 	warn_proxy_protocol(&L);
 	load_backends(&L, root);
 	load_limits(&L, root);

@@ -38,6 +38,10 @@ struct sp_server {
 	struct sp_health *health; /* shared state, owned by the runtime */
 };
 
+/* trusted_headers: X-Forwarded-Proto, X-Forwarded-Host. */
+#define SP_FWD_PROTO 1
+#define SP_FWD_HOST 2
+
 /* The most weight a server may have. */
 #define SP_WEIGHT_MAX 1000
 
@@ -122,6 +126,7 @@ struct sp_config {
 	 * PROXY header); none: every peer is the client */
 	struct sp_cidr *trusted;
 	size_t ntrusted;
+	int trusted_headers; /* SP_FWD_*: what trusted peers' headers say is passed on */
 	struct sp_backend *backends;
 	size_t nbackends;
 	int host_headers; /* a backend has host_header: a request keeps its client's Host */

@@ -70,6 +70,8 @@ int sp_cidr_parse(const char *s, struct sp_cidr *out, char *buf, size_t len, con
 		return -1;
 	}
 	int max = out->ip.family == AF_INET ? 32 : 128;
+	/* ::ffff:10.0.0.0/104 is 10.0.0.0/8: its prefix counts the 96 bits before */
+	int mapped = out->ip.family == AF_INET && memchr(s, ':', alen) != NULL;
 	out->bits = max;
 	if (!slash)
 		return 0;
@@ -77,9 +79,13 @@ int sp_cidr_parse(const char *s, struct sp_cidr *out, char *buf, size_t len, con
 	int bits = 0;
 	size_t nd = strspn(d, "0123456789");
 	if (nd == 0 || nd > 3 || d[nd] != '\0' || (nd > 1 && d[0] == '0') ||
-	    (bits = (int)strtol(d, NULL, 10)) > max) {
-		snprintf(buf, len, "the prefix length after / must be 0-%d for an %s address", max,
-			 max == 32 ? "IPv4" : "IPv6");
+	    (bits = (int)strtol(d, NULL, 10) - (mapped ? 96 : 0)) > max || bits < 0) {
+		if (mapped)
+			snprintf(buf, len, "the prefix length after / must be 96-128 for an "
+					   "IPv4-mapped address");
+		else
+			snprintf(buf, len, "the prefix length after / must be 0-%d for an %s address",
+				 max, max == 32 ? "IPv4" : "IPv6");
 		*why = buf;
 		return -1;
 	}
@@ -94,7 +100,7 @@ int sp_cidr_parse(const char *s, struct sp_cidr *out, char *buf, size_t len, con
 			sp_ip_text(&net, a);
 			sp_ip_text(&out->ip, b);
 			snprintf(buf, len, "bits set past the /%d prefix: write %s/%d (the block) or %s "
-				 "(the address)", bits, a, bits, b);
+				 "(the address)", bits + (mapped ? 96 : 0), a, bits, b);
 			*why = buf;
 			return -1;
 		}
@@ -249,7 +255,8 @@ long sp_proxy_parse(const unsigned char *p, size_t n, struct sp_ip *src, const c
 			return -1;
 		}
 		int cmd = p[12] & 0x0f, af = p[13] >> 4, tp = p[13] & 0x0f;
-		if (cmd > 1 || af > 3 || tp > 2) {
+		/* LOCAL ignores the family byte (proxy-protocol.txt 2.2) */
+		if (cmd > 1 || (cmd == 1 && (af > 3 || tp > 2))) {
 			*why = cmd > 1 ? "PROXY v2 header: unknown command"
 				       : "PROXY v2 header: unknown address family or protocol";
 			return -1;

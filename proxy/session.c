@@ -79,6 +79,10 @@ struct sp_session {
 	char real_ip[INET6_ADDRSTRLEN];
 	const char *client_addr;
 	struct sp_proxy_hdr *pp; /* a PROXY header being read, before anything else */
+	/* the generation whose certificates the TLS handshake uses (its SNI
+	 * callback reads them), held until the first request: a reload
+	 * meanwhile must not free them */
+	struct sp_config *hs_cfg;
 	int https; /* the client connection is TLS */
 
 	/* the exchange in progress */
@@ -679,13 +683,35 @@ static void real_client(struct sp_session *s, const struct sp_h1_msg *m)
 	}
 }
 
-/* A trusted proxy's X-Forwarded-Proto and X-Forwarded-Host are passed on
- * rather than replaced (a TLS-terminating load balancer's "https"), when
- * they hold what a client could mean: http or https, one Host. */
-static void trusted_forwarded(const struct sp_h1_msg *m, struct sp_fwd_request *f)
+/* The value of name when the head has exactly one such field (a second
+ * one may be the client's, passed on by a proxy that added its own), or
+ * NULL. */
+static const struct sp_hdr *only_field(const struct sp_h1_msg *m, const char *name)
 {
-	const struct sp_hdr *p = sp_hdr_find(m->hdrs, m->nhdrs, "X-Forwarded-Proto");
-	const struct sp_hdr *h = sp_hdr_find(m->hdrs, m->nhdrs, "X-Forwarded-Host");
+	const struct sp_hdr *found = NULL;
+	for (size_t i = 0; i < m->nhdrs; i++) {
+		if (!sp_hdr_name_is(&m->hdrs[i], name))
+			continue;
+		if (found)
+			return NULL;
+		found = &m->hdrs[i];
+	}
+	return found;
+}
+
+/* A trusted proxy's X-Forwarded-Proto and X-Forwarded-Host, when
+ * trusted_headers names them, are passed on rather than replaced (a
+ * TLS-terminating load balancer's "https"), when each is one field holding
+ * what a client could mean: http or https, one Host. */
+static void trusted_forwarded(const struct sp_config *cfg, const struct sp_h1_msg *m,
+			      struct sp_fwd_request *f)
+{
+	const struct sp_hdr *p = cfg->trusted_headers & SP_FWD_PROTO
+					 ? only_field(m, "X-Forwarded-Proto")
+					 : NULL;
+	const struct sp_hdr *h = cfg->trusted_headers & SP_FWD_HOST
+					 ? only_field(m, "X-Forwarded-Host")
+					 : NULL;
 	if (p && p->value_len == 5 && sp_ascii_ieq(p->value, "https", 5))
 		f->proto = "https";
 	else if (p && p->value_len == 4 && sp_ascii_ieq(p->value, "http", 4))
@@ -714,6 +740,8 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 		return -1;
 	}
 
+	if (s->hs_cfg) /* the handshake is over */
+		sp_config_unref(&s->hs_cfg);
 	s->cfg = sp_config_ref(s->w->cfg);
 	int trusted = s->cfg->ntrusted && sp_cidr_has(s->cfg->trusted, s->cfg->ntrusted, &s->peer);
 	if (trusted)
@@ -744,8 +772,8 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	struct sp_fwd_request f = sp_fwd_request_for(m, s->path.data, s->path.len, query, qlen);
 	f.client_ip = s->client_ip;
 	f.proto = s->https ? "https" : "http";
-	if (trusted)
-		trusted_forwarded(m, &f);
+	if (trusted && s->cfg->trusted_headers)
+		trusted_forwarded(s->cfg, m, &f);
 	f.default_host = s->cfg->backends[s->backend].servers[0].hostport;
 	f.host = s->cfg->backends[s->backend].host_header;
 	/* HTTP/1.1 without a Host was refused (400): only a 1.0 request may lack it */
@@ -1659,7 +1687,6 @@ static void proxy_hdr_free(struct sp_session *s)
 		return;
 	if (s->pp->ev)
 		event_free(s->pp->ev);
-	SSL_CTX_free(s->pp->tls); /* NULL: nothing */
 	free(s->pp);
 	s->pp = NULL;
 }
@@ -1699,14 +1726,20 @@ static void on_proxy_readable(evutil_socket_t fd, short what, void *arg)
 		sp_count(&s->w->proxy_protocol_failures);
 	} else if ((pp->have += take, len > 0)) {
 		const struct sp_config *cfg = s->w->cfg;
-		if (src.family && cfg->ntrusted && !sp_cidr_has(cfg->trusted, cfg->ntrusted, &s->peer)) {
-			sp_debug("client %s: PROXY header from a peer not in trusted_proxies: its "
-				 "address is not used", s->client_ip);
+		if (cfg->ntrusted && !sp_cidr_has(cfg->trusted, cfg->ntrusted, &s->peer)) {
+			if (src.family)
+				sp_debug("client %s: PROXY header from a peer not in trusted_proxies: "
+					 "its address is not used", s->client_ip);
 		} else if (src.family) {
 			s->peer = src;
 			sp_ip_text(&src, s->client_ip);
+		} else {
+			/* the balancer says nothing of the client, and what follows
+			 * is the client's, not the balancer's: its address is
+			 * logged, its headers are not believed */
+			s->peer.family = 0;
 		}
-		start_client(s, pp->tls); /* SSL_new holds the context */
+		start_client(s, pp->tls);
 		proxy_hdr_free(s);
 	}
 	if (fail) {
@@ -1766,6 +1799,8 @@ void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct soc
 	}
 	TAILQ_INSERT_TAIL(&w->sessions, s, link);
 	sp_worker_session_added(w);
+	if (tls)
+		s->hs_cfg = sp_config_ref(w->cfg);
 	sp_conn_setcb(s->client, on_client_read, on_conn_drain, on_client_event, s);
 	sp_conn_data(s->client, on_client_data);
 	client_timeouts(s, 0);
@@ -1781,11 +1816,7 @@ void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct soc
 			session_free(s);
 			return;
 		}
-		/* a reload may free the listener's context meanwhile */
-		if (tls && SSL_CTX_up_ref(tls))
-			s->pp->tls = tls;
-		else if (tls)
-			session_free(s);
+		s->pp->tls = tls; /* hs_cfg holds it */
 		return;
 	}
 	start_client(s, tls);
@@ -1798,7 +1829,8 @@ static void session_free(struct sp_session *s)
 	sp_upconn_free(&s->up);
 	sp_config_unref(&s->cfg);
 	proxy_hdr_free(s);
-	sp_conn_free(&s->client);
+	sp_conn_free(&s->client); /* its SSL first: hs_cfg holds what it uses */
+	sp_config_unref(&s->hs_cfg);
 	sp_h1_free(&s->req);
 	sp_h1_free(&s->resp);
 	if (s->resume)

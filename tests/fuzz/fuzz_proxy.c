@@ -16,7 +16,9 @@
  * connection opened later (a retry, a reconnect) takes over and gets the
  * bytes not yet sent. Checked too: what the proxy sends the backend parses as
  * requests, and each final 2xx/3xx answer the client gets whole carries the
- * body the backend sent for it. */
+ * body the backend sent for it. Client bytes that begin with a PROXY
+ * protocol header come through a proxy_protocol listener, and the peer
+ * (127.0.0.1) is a trusted proxy whose X-Forwarded-* are read. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -172,7 +174,9 @@ static struct sp_config *config(int port)
 		 "listen = ( { address = \"127.0.0.1:%d\"; } );\nworkers = 1;\nlog_level = \"error\";\n"
 		 "backends = { b = { url = \"http://127.0.0.1:%d\"; connect_timeout_ms = 200;"
 		 " response_timeout_ms = 200; }; };\ndefault_backend = \"b\";\n"
-		 "timeouts = { client_header_ms = 200; client_body_ms = 200; };\n",
+		 "timeouts = { client_header_ms = 200; client_body_ms = 200; };\n"
+		 "trusted_proxies = [\"127.0.0.0/8\", \"10.0.0.0/8\"];\n"
+		 "trusted_headers = [\"X-Forwarded-Proto\", \"X-Forwarded-Host\"];\n",
 		 lport, port);
 	sp_diag_init(&d);
 	struct sp_config *c = sp_config_load_string(text, "fuzz.conf", &d);
@@ -239,7 +243,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
 		abort();
 	struct sockaddr_in peer = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	sp_session_accept(w, sv[0], (struct sockaddr *)&peer, sizeof(peer), NULL, 0);
+	/* client bytes that start as a PROXY header (v1 or v2) come through a
+	 * listener with proxy_protocol */
+	static const uint8_t v2_sig[12] = {'\r', '\n', '\r', '\n', 0, '\r', '\n', 'Q', 'U', 'I', 'T', '\n'};
+	int pp = (ncl >= 6 && memcmp(cl, "PROXY ", 6) == 0) ||
+		 (ncl >= 12 && memcmp(cl, v2_sig, 12) == 0);
+	sp_session_accept(w, sv[0], (struct sockaddr *)&peer, sizeof(peer), NULL, pp);
 	int cleft = write_piece(sv[1], cl, ncl, &coff, cpiece);
 	if (!cleft)
 		shutdown(sv[1], SHUT_WR);

@@ -141,9 +141,11 @@ def test_without_trusted_proxies_x_forwarded_for_is_not_believed(backend_factory
 
 def test_trusted_proxy_forwarded_proto_and_host_are_kept(backend_factory, start_proxy):
     """Behind a balancer that ends TLS, the backend must see https (its
-    redirects and cookies depend on it) and the site the client asked for."""
+    redirects and cookies depend on it) and the site the client asked for:
+    passed on with trusted_headers, from a trusted peer, one field each."""
     legacy = backend_factory("legacy")
-    p = start_proxy({"legacy": legacy}, trusted_proxies=["127.0.0.1"])
+    p = start_proxy({"legacy": legacy}, trusted_proxies=["127.0.0.1"],
+                    trusted_headers=["X-Forwarded-Proto", "x-forwarded-host"])
     with p.client() as c:
         c.request("GET", "/a", [("X-Forwarded-For", "198.51.100.1"),
                                 ("X-Forwarded-Proto", "HTTPS"),
@@ -151,7 +153,12 @@ def test_trusted_proxy_forwarded_proto_and_host_are_kept(backend_factory, start_
         # values no balancer means are replaced as for any client
         c.request("GET", "/b", [("X-Forwarded-Proto", "ftp"),
                                 ("X-Forwarded-Host", "a b")], host="10.1.2.3")
-    a, b = legacy.wait_requests(2)
+        # two fields: one may be the client's, passed on by a balancer that
+        # added its own after it; neither is believed
+        c.request("GET", "/c", [("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", "evil.example"),
+                                ("X-Forwarded-Proto", "http"), ("X-Forwarded-Host", "shop.example")],
+                  host="10.1.2.3")
+    a, b, dup = legacy.wait_requests(3)
     assert a.header("X-Forwarded-Proto") == "https"
     assert a.header("X-Forwarded-Host") == "shop.example:8443"
     assert a.header("Host") == "10.1.2.3"
@@ -159,6 +166,32 @@ def test_trusted_proxy_forwarded_proto_and_host_are_kept(backend_factory, start_
     assert b.header("X-Forwarded-Proto") == "http"
     assert b.header("X-Forwarded-Host") == "10.1.2.3"
     assert b.header("X-Forwarded-For") == "127.0.0.1"
+    assert dup.header_all("X-Forwarded-Proto") == ["http"]
+    assert dup.header_all("X-Forwarded-Host") == ["10.1.2.3"]
+
+
+def test_trusted_proxy_headers_are_replaced_unless_asked_for(backend_factory, start_proxy):
+    """trusted_proxies alone believes the address only: a balancer that
+    only appends X-Forwarded-For passes the client's own X-Forwarded-Host
+    and -Proto through, and those must not reach the backend."""
+    legacy = backend_factory("legacy")
+    p = start_proxy({"legacy": legacy}, trusted_proxies=["127.0.0.1"],
+                    trusted_headers=["X-Forwarded-Proto"])
+    with p.client() as c:
+        c.request("GET", "/", [("X-Forwarded-For", "198.51.100.1"),
+                               ("X-Forwarded-Proto", "https"),
+                               ("X-Forwarded-Host", "evil.example")], host="shop.example")
+    got = sent(legacy)
+    assert got.header("X-Forwarded-Proto") == "https"  # asked for
+    assert got.header("X-Forwarded-Host") == "shop.example"  # not asked for
+    assert p.wait_access(1)[0]["client"] == "198.51.100.1"
+    p2 = start_proxy({"legacy": legacy}, trusted_proxies=["127.0.0.1"])
+    with p2.client() as c:
+        c.request("GET", "/", [("X-Forwarded-Proto", "https"),
+                               ("X-Forwarded-Host", "evil.example")], host="shop.example")
+    got = sent(legacy, 2)
+    assert (got.header("X-Forwarded-Proto"), got.header("X-Forwarded-Host")) == \
+        ("http", "shop.example")
 
 
 def test_xff_garbage_and_ports(backend_factory, start_proxy):
@@ -272,6 +305,25 @@ def test_proxy_header_from_untrusted_peer_is_read_not_believed(backend_factory, 
     assert sent(legacy).header("X-Forwarded-For") == "127.0.0.1"
 
 
+@pytest.mark.parametrize("header", [b"PROXY UNKNOWN\r\n", v2(None), v2("203.0.113.5", cmd=0)],
+                         ids=["v1-unknown", "v2-unspec", "v2-local"])
+def test_a_proxy_header_without_an_address_trusts_no_header(backend_factory, start_proxy,
+                                                             header):
+    """The balancer passed the connection on without saying from whom: the
+    bytes that follow are the client's, not the balancer's, so the client's
+    X-Forwarded-* are not believed, though the balancer is trusted."""
+    legacy = backend_factory("legacy")
+    p = start_proxy({"legacy": legacy}, listen_settings={"proxy_protocol": True},
+                    trusted_proxies=["127.0.0.1"], trusted_headers=["X-Forwarded-Host"])
+    r = raw_exchange(p, header + build_request(
+        "GET", "/", [("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-Host", "evil.example")]))
+    assert r.status == 200
+    assert p.wait_access(1)[0]["client"] == "127.0.0.1"
+    got = sent(legacy)
+    assert got.header("X-Forwarded-For") == "6.6.6.6, 127.0.0.1"
+    assert got.header("X-Forwarded-Host") == "test.local"
+
+
 def test_proxy_then_forwarded_for(backend_factory, start_proxy):
     """An L4 balancer in front of an L7 one: the PROXY header names the L7
     proxy, trusted too, whose X-Forwarded-For names the client."""
@@ -326,6 +378,20 @@ def test_trusted_proxies_errors(tmp_path, extra, line, message):
     assert r.returncode == 1
     lineno = len(open(conf).read().splitlines())
     assert "%s:%d: %s" % (conf, lineno, line) in r.stderr, r.stderr
+
+
+def test_trusted_headers_checks(tmp_path):
+    r, conf = check(tmp_path, 'trusted_proxies = ["10.0.0.0/8"];\n'
+                    'trusted_headers = ["X-Forwarded-Proto", "X-Forwarded-For"];\n')
+    assert r.returncode == 1
+    lineno = len(open(conf).read().splitlines())
+    assert ('%s:%d: trusted_headers.[1]: "X-Forwarded-For": must be X-Forwarded-Proto or '
+            "X-Forwarded-Host (X-Forwarded-For is always read from trusted peers)"
+            % (conf, lineno)) in r.stderr, r.stderr
+    r, conf = check(tmp_path, 'trusted_headers = ["X-Forwarded-Proto"];\n')
+    assert r.returncode == 0
+    assert "%s:%d: warning: trusted_headers: has no effect without trusted_proxies" % (
+        conf, len(open(conf).read().splitlines())) in r.stderr, r.stderr
 
 
 def test_proxy_protocol_checks(tmp_path):

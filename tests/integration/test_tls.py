@@ -209,6 +209,30 @@ def test_proxy_protocol_before_the_handshake(start_proxy, backend_factory, pki):
     assert b.requests == [b.wait_requests(1)[0]]
 
 
+@pytest.mark.parametrize("listen_extra", ["", "proxy_protocol = true;"], ids=["tls", "proxy"])
+def test_a_handshake_begun_before_a_reload_uses_its_certificates(start_proxy, backend_factory,
+                                                                  pki, listen_extra):
+    """A connection accepted before a reload whose ClientHello comes after
+    it: the SNI choice reads the certificates of the generation it was
+    accepted under, which the reload must not free meanwhile (the ASan run
+    of this test read freed memory before they were held)."""
+    b = backend_factory("legacy")
+    p = start_tls_proxy(start_proxy, b, pki, [pki["a"], pki["b"]], listen_extra=listen_extra,
+                        trusted_proxies=["127.0.0.1"])
+    raw = socket.create_connection((harness.HOST, p.port), timeout=5)
+    time.sleep(0.2)  # accepted: waiting for its ClientHello (or PROXY header)
+    with open(p.conf_path, "a") as f:
+        f.write("\n# reloaded\n")
+    harness.reload_and_wait(p, 1)
+    if listen_extra:
+        raw.sendall(b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 443\r\n")
+    ctx = ssl.create_default_context(cafile=pki["ca"])
+    with ctx.wrap_socket(raw, server_hostname="b.test") as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 200")
+    assert "AddressSanitizer" not in p.stderr_text()
+
+
 def test_sni_selects_the_certificate(start_proxy, backend_factory, pki):
     b = backend_factory("legacy")
     p = start_tls_proxy(start_proxy, b, pki, [pki["a"], pki["b"]])

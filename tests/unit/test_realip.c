@@ -95,6 +95,18 @@ static void test_cidr(void **state)
 	assert_string_equal(why, "the prefix length after / must be 0-32 for an IPv4 address");
 	assert_int_equal(sp_cidr_parse("::/129", &all, buf, sizeof(buf), &why), -1);
 	assert_string_equal(why, "the prefix length after / must be 0-128 for an IPv6 address");
+	/* a block of IPv4-mapped addresses is that IPv4 block */
+	struct sp_cidr m;
+	assert_int_equal(sp_cidr_parse("::ffff:10.0.0.0/104", &m, buf, sizeof(buf), &why), 0);
+	assert_int_equal(m.ip.family, AF_INET);
+	assert_int_equal(m.bits, 8);
+	assert_true(sp_cidr_has(&m, 1, &in[0]));
+	assert_false(sp_cidr_has(&m, 1, &out[0]));
+	assert_int_equal(sp_cidr_parse("::ffff:10.0.0.0/95", &m, buf, sizeof(buf), &why), -1);
+	assert_string_equal(why, "the prefix length after / must be 96-128 for an IPv4-mapped address");
+	assert_int_equal(sp_cidr_parse("::ffff:10.0.0.1/104", &m, buf, sizeof(buf), &why), -1);
+	assert_string_equal(why, "bits set past the /104 prefix: write 10.0.0.0/8 (the block) or "
+				 "10.0.0.1 (the address)");
 	static const char *const bad[] = {"10.0.0.0/", "10.0.0.0/08", "10.0.0.0/8x", "/8",
 					  "lb.internal", "10.0.0.0/-1", ""};
 	for (size_t i = 0; i < NELEM(bad); i++)
@@ -282,6 +294,11 @@ static void test_proxy_v2(void **state)
 	assert_int_equal(src.family, 0);
 	n = v2(b, 1, 0x31, a6, 36, 180);
 	assert_int_equal(parse_all(b, n, &src, &why), 16 + 216);
+	assert_int_equal(src.family, 0);
+
+	/* LOCAL ignores the family byte, whatever it holds */
+	n = v2(b, 0, 0xff, a4, sizeof(a4), 0);
+	assert_int_equal(parse_all(b, n, &src, &why), 28);
 	assert_int_equal(src.family, 0);
 
 	/* malformed */
