@@ -57,7 +57,7 @@ enum timer_mode { T_NONE, T_HEADER, T_IDLE };
  * to it), so that what follows stays in the socket for the next reader. */
 struct sp_proxy_hdr {
 	struct event *ev;
-	SSL_CTX *tls; /* the handshake that follows, if any */
+	SSL_CTX *tls; /* the handshake that follows, if any (hs_cfg holds it) */
 	size_t have;
 	unsigned char buf[SP_PROXY_MAX];
 };
@@ -1701,10 +1701,32 @@ static void start_client(struct sp_session *s, SSL_CTX *tls)
 	sp_conn_read(s->client, 1);
 }
 
+/* The PROXY header is whole: the client's address is the one it gives
+ * (from a trusted peer, when trusted_proxies lists any). Then the client's
+ * own bytes may come. */
+static void proxy_header_done(struct sp_session *s, const struct sp_ip *src)
+{
+	const struct sp_config *cfg = s->w->cfg;
+	if (cfg->ntrusted && !sp_cidr_has(cfg->trusted, cfg->ntrusted, &s->peer)) {
+		if (src->family)
+			sp_debug("client %s: PROXY header from a peer not in trusted_proxies: its "
+				 "address is not used", s->client_ip);
+	} else if (src->family) {
+		s->peer = *src;
+		sp_ip_text(src, s->client_ip);
+	} else {
+		/* the balancer says nothing of the client, and what follows is
+		 * the client's, not the balancer's: its address is logged, its
+		 * headers are not believed */
+		s->peer.family = 0;
+	}
+	start_client(s, s->pp->tls);
+	proxy_hdr_free(s);
+}
+
 /* The PROXY header, as much of it as has come: its bytes are taken off the
- * socket, and once it is whole the client's address is the one it gives
- * (from a trusted peer, when trusted_proxies lists any). A header that is
- * not one, or is malformed, ends the connection without an answer, as
+ * socket (peeked, then read as far as they are the header's). A header that
+ * is not one, or is malformed, ends the connection without an answer, as
  * nginx and HAProxy do: what follows may not even be HTTP. */
 static void on_proxy_readable(evutil_socket_t fd, short what, void *arg)
 {
@@ -1715,33 +1737,23 @@ static void on_proxy_readable(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	enter(s);
 	ssize_t n = recv(fd, pp->buf + pp->have, sizeof(pp->buf) - pp->have, MSG_PEEK);
-	long len = n > 0 ? sp_proxy_parse(pp->buf, pp->have + (size_t)n, &src, &why) : 0;
-	size_t take = len > 0 ? (size_t)len - pp->have : (size_t)n;
-	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		goto out;
+	if (n <= 0) {
 		fail = n ? strerror(errno) : "closed before its PROXY header";
-	} else if (n < 0) {
-		/* nothing after all */
-	} else if (len < 0 || recv(fd, pp->buf + pp->have, take, 0) != (ssize_t)take) {
+		goto out;
+	}
+	long len = sp_proxy_parse(pp->buf, pp->have + (size_t)n, &src, &why);
+	size_t take = len > 0 ? (size_t)len - pp->have : (size_t)n; /* all of it: more to come */
+	if (len < 0 || recv(fd, pp->buf + pp->have, take, 0) != (ssize_t)take) {
 		fail = len < 0 ? why : "cannot read the PROXY header";
 		sp_count(&s->w->proxy_protocol_failures);
-	} else if ((pp->have += take, len > 0)) {
-		const struct sp_config *cfg = s->w->cfg;
-		if (cfg->ntrusted && !sp_cidr_has(cfg->trusted, cfg->ntrusted, &s->peer)) {
-			if (src.family)
-				sp_debug("client %s: PROXY header from a peer not in trusted_proxies: "
-					 "its address is not used", s->client_ip);
-		} else if (src.family) {
-			s->peer = src;
-			sp_ip_text(&src, s->client_ip);
-		} else {
-			/* the balancer says nothing of the client, and what follows
-			 * is the client's, not the balancer's: its address is
-			 * logged, its headers are not believed */
-			s->peer.family = 0;
-		}
-		start_client(s, pp->tls);
-		proxy_hdr_free(s);
+		goto out;
 	}
+	pp->have += take;
+	if (len > 0)
+		proxy_header_done(s, &src);
+out:
 	if (fail) {
 		sp_debug("client %s: %s", s->client_ip, fail);
 		s->dead = 1;
