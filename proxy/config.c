@@ -1028,19 +1028,32 @@ static void load_globals(struct sp_loader *L, const config_setting_t *root)
 		L->cfg->log_query = config_setting_get_bool(q);
 }
 
+/* The list of strings at key (NULL when absent, or when it is not one:
+ * said, with the example of what to write). */
+static const config_setting_t *string_list(struct sp_loader *L, const config_setting_t *root,
+					   const char *key, const char *example)
+{
+	const config_setting_t *t = config_setting_get_member(root, key);
+	if (!t)
+		return NULL;
+	int ok = config_setting_type(t) == CONFIG_TYPE_ARRAY ||
+		 config_setting_type(t) == CONFIG_TYPE_LIST;
+	for (int i = 0; ok && i < config_setting_length(t); i++)
+		ok = config_setting_type(config_setting_get_elem(t, (unsigned)i)) ==
+		     CONFIG_TYPE_STRING;
+	if (!ok)
+		ERR(L, t, "%s: must be a list of %s", key, example);
+	return ok ? t : NULL;
+}
+
 /* trusted_proxies = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"]; */
 static void load_trusted(struct sp_loader *L, const config_setting_t *root)
 {
-	static const char not_a_list[] =
-		"must be a list of addresses or blocks: [\"10.0.0.0/8\", \"192.0.2.7\"]";
-	const config_setting_t *t = config_setting_get_member(root, "trusted_proxies");
+	const config_setting_t *t = string_list(L, root, "trusted_proxies",
+						"addresses or blocks: [\"10.0.0.0/8\", \"192.0.2.7\"]");
+	int n = t ? config_setting_length(t) : 0;
 	if (!t)
 		return;
-	int n = config_setting_length(t);
-	if (config_setting_type(t) != CONFIG_TYPE_ARRAY && config_setting_type(t) != CONFIG_TYPE_LIST) {
-		ERR(L, t, "trusted_proxies: %s", not_a_list);
-		return;
-	}
 	if (n == 0 || n > SP_TRUSTED_MAX) {
 		ERR(L, t, "trusted_proxies: %s", n ? "at most 256 entries (write blocks: 10.0.0.0/8)"
 						   : "at least one entry (remove the setting for none)");
@@ -1052,13 +1065,8 @@ static void load_trusted(struct sp_loader *L, const config_setting_t *root)
 	}
 	for (int i = 0; i < n; i++) {
 		const config_setting_t *e = config_setting_get_elem(t, (unsigned)i);
+		const char *v = config_setting_get_string(e), *why;
 		char buf[160];
-		const char *why;
-		if (config_setting_type(e) != CONFIG_TYPE_STRING) {
-			ERR(L, e, "trusted_proxies: %s", not_a_list);
-			return;
-		}
-		const char *v = config_setting_get_string(e);
 		if (sp_cidr_parse(v, &L->cfg->trusted[L->cfg->ntrusted], buf, sizeof(buf), &why) < 0)
 			ERR(L, e, "trusted_proxies.[%d]: \"%s\": %s", i, v, why);
 		else
@@ -1069,25 +1077,12 @@ static void load_trusted(struct sp_loader *L, const config_setting_t *root)
 /* trusted_headers = ["X-Forwarded-Proto", "X-Forwarded-Host"]; */
 static void load_trusted_headers(struct sp_loader *L, const config_setting_t *root)
 {
-	static const char not_a_list[] =
-		"must be a list of header names: [\"X-Forwarded-Proto\", \"X-Forwarded-Host\"]";
-	const config_setting_t *t = config_setting_get_member(root, "trusted_headers");
-	if (!t)
-		return;
-	int n = config_setting_length(t);
-	if (config_setting_type(t) != CONFIG_TYPE_ARRAY && config_setting_type(t) != CONFIG_TYPE_LIST) {
-		ERR(L, t, "trusted_headers: %s", not_a_list);
-		return;
-	}
-	for (int i = 0; i < n; i++) {
+	const config_setting_t *t = string_list(
+		L, root, "trusted_headers",
+		"header names: [\"X-Forwarded-Proto\", \"X-Forwarded-Host\"]");
+	for (int i = 0; t && i < config_setting_length(t); i++) {
 		const config_setting_t *e = config_setting_get_elem(t, (unsigned)i);
-		const char *v = config_setting_type(e) == CONFIG_TYPE_STRING
-					? config_setting_get_string(e)
-					: NULL;
-		if (!v) {
-			ERR(L, e, "trusted_headers: %s", not_a_list);
-			return;
-		}
+		const char *v = config_setting_get_string(e);
 		if (strcasecmp(v, "X-Forwarded-Proto") == 0)
 			L->cfg->trusted_headers |= SP_FWD_PROTO;
 		else if (strcasecmp(v, "X-Forwarded-Host") == 0)
@@ -1097,7 +1092,7 @@ static void load_trusted_headers(struct sp_loader *L, const config_setting_t *ro
 				  "X-Forwarded-Host (X-Forwarded-For is always read from trusted peers)",
 			    i, v);
 	}
-	if (!L->cfg->ntrusted)
+	if (t && !L->cfg->ntrusted)
 		WARN(L, t, "trusted_headers: has no effect without trusted_proxies");
 }
 

@@ -65,6 +65,15 @@ def tls_backends(pki):
         b.stop()
 
 
+def read_to_eof(s):
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def https_get(port, path, ca, server_hostname="localhost", **ctx_opts):
     ctx = ssl.create_default_context(cafile=ca)
     ctx.set_alpn_protocols(["h2", "http/1.1"])
@@ -74,13 +83,7 @@ def https_get(port, path, ca, server_hostname="localhost", **ctx_opts):
         with ctx.wrap_socket(raw, server_hostname=server_hostname) as s:
             s.sendall(b"GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
                       % (path.encode(), server_hostname.encode()))
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            return s.selected_alpn_protocol(), data
+            return s.selected_alpn_protocol(), read_to_eof(s)
 
 
 def tls_listen(port, pki, certs, tls_extra="", listen_extra=""):
@@ -192,12 +195,7 @@ def test_proxy_protocol_before_the_handshake(start_proxy, backend_factory, pki):
         raw.sendall(b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 443\r\n")
         with ctx.wrap_socket(raw, server_hostname="localhost") as s:
             s.sendall(b"GET /pp HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = read_to_eof(s)
     assert data.startswith(b"HTTP/1.1 200")
     got = b.wait_requests(1)[0]
     assert got.header("X-Forwarded-For") == "203.0.113.7"
