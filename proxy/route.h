@@ -108,6 +108,7 @@ struct sp_route {
 	struct sp_rollout rollout;
 	int has_shadow;
 	struct sp_shadow_cfg shadow;
+	int response_timeout_ms; /* for its requests instead of their backend's (0: theirs) */
 	long long counters_since_ms; /* unix ms: when the route (by name) came into the running
 					configuration, its counters with it (the runtime sets it) */
 };

@@ -483,7 +483,8 @@ static void load_shadow(struct sp_loader *L, const config_setting_t *route, cons
 
 static void load_route(struct sp_loader *L, const config_setting_t *e, int i, struct sp_route *r)
 {
-	static const char *const keys[] = {"name", "match", "backend", "rollout", "shadow", NULL};
+	static const char *const keys[] = {"name",   "match",		    "backend", "rollout",
+					   "shadow", "response_timeout_ms", NULL};
 	char path[64];
 	const config_setting_t *where;
 	snprintf(path, sizeof(path), "routes.[%d]", i);
@@ -510,6 +511,7 @@ static void load_route(struct sp_loader *L, const config_setting_t *e, int i, st
 	load_match(L, e, path, &r->match);
 	load_rollout(L, e, path, r);
 	load_shadow(L, e, path, r);
+	cfgp_int_field(L, e, "response_timeout_ms", path, 1, 86400000, &r->response_timeout_ms);
 }
 
 /* Where route `other` was written, for a message about route `here`: "line

@@ -565,10 +565,10 @@ static void upstream_failed(struct sp_session *s, const char *err, int status)
 }
 
 /* Until the connection is up (a TLS handshake included) connect_timeout_ms
- * bounds it both ways. Then the response timeout counts once the whole
- * request is sent (as the docs say, and nginx's proxy_read_timeout): during
- * a long upload the client's body timeout and the backend's write timeout
- * watch the transfer. */
+ * bounds it both ways. Then the response timeout (the route's, else the
+ * backend's) counts once the whole request is sent (as the docs say, and
+ * nginx's proxy_read_timeout): during a long upload the client's body
+ * timeout and the backend's write timeout watch the transfer. */
 static void upstream_timeouts(struct sp_session *s)
 {
 	const struct sp_backend *be = &s->cfg->backends[s->backend];
@@ -576,8 +576,10 @@ static void upstream_timeouts(struct sp_session *s)
 		sp_conn_timeouts(s->up->conn, be->connect_timeout_ms, be->connect_timeout_ms);
 		return;
 	}
+	int ms = s->dec.route && s->dec.route->response_timeout_ms ? s->dec.route->response_timeout_ms
+								     : be->response_timeout_ms;
 	int sent = s->req_done || s->req_body == SP_BODY_NONE; /* or as good as sent */
-	sp_conn_timeouts(s->up->conn, sent ? be->response_timeout_ms : 0, be->response_timeout_ms);
+	sp_conn_timeouts(s->up->conn, sent ? ms : 0, ms);
 }
 
 static void attach_upstream(struct sp_session *s, enum sp_take take)

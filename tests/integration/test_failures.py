@@ -56,6 +56,35 @@ def test_backend_timeout_is_504(backend_factory, start_proxy):
     assert (e["status"], e["error"]) == (504, "upstream timeout")
 
 
+def test_a_routes_response_timeout_replaces_the_backends(backend_factory, start_proxy):
+    """An export endpoint that takes 0.8 s gets its own longer timeout; the
+    rest of the backend keeps 300 ms; and a route may be stricter too,
+    whichever side of a rollout serves it."""
+    slow = backend_factory("legacy", delayed(0.8))
+    modern = backend_factory("modern", delayed(0.8))
+    routes = [{"name": "export", "match": {"path_prefix": "/export"}, "backend": "legacy",
+               "response_timeout_ms": 2000},
+              {"name": "strict", "match": {"path_prefix": "/strict"}, "backend": "legacy",
+               "rollout": {"backend": "modern", "percent": 100.0},
+               "response_timeout_ms": 200}]
+    proxy = start_proxy({"legacy": {"url": slow.url, "response_timeout_ms": 300},
+                         "modern": {"url": modern.url, "response_timeout_ms": 5000}},
+                        routes=routes)
+    got = []
+    for path in ("/export/all", "/other", "/strict/x"):
+        with proxy.client() as c:
+            t0 = time.monotonic()
+            r = c.request("GET", path)
+            got.append((r.status, round(time.monotonic() - t0, 1)))
+    assert got[0][0] == 200 and got[0][1] >= 0.7, got
+    assert got[1][0] == 504 and got[1][1] < 0.75, got
+    assert got[2][0] == 504 and got[2][1] < 0.75, got
+    e = proxy.wait_access(3)
+    assert [(x["route"], x["backend"], x.get("error")) for x in e] == [
+        ("export", "legacy", None), (None, "legacy", "upstream timeout"),
+        ("strict", "modern", "upstream timeout")]
+
+
 @pytest.mark.parametrize("framing", ["length", "chunked"])
 def test_backend_timeout_counts_once_the_request_is_sent(backend_factory, start_proxy, framing):
     """An upload that takes longer than response_timeout_ms is not a backend
