@@ -44,9 +44,11 @@ def test_dashboard_shows_the_api_and_changes_a_route(start_proxy, backend_factor
               {"name": "users", "match": {"path_prefix": "/api/users"}, "backend": "modern"}]
     spare = backend_factory("spare")  # no route uses it yet
     dead = harness.refused_port()
-    # the spare backend's second server refuses its health checks: the page
-    # shows it down, and the backend up
-    spare_def = {"servers": [spare.url, "http://127.0.0.1:%d" % dead],
+    # the spare backend's second server, a backup of weight 2, refuses its
+    # health checks: the page shows it down, with its settings, and the
+    # backend up
+    spare_def = {"servers": [spare.url, {"url": "http://127.0.0.1:%d" % dead, "weight": 2,
+                                         "backup": True}],
                  "health": {"path": "/health", "unhealthy": 1, "interval_ms": 200}}
     # legacy's second copy answers 500 to everything (and stays up): the page
     # shows its share of failures
@@ -102,7 +104,8 @@ def test_dashboard_shows_the_api_and_changes_a_route(start_proxy, backend_factor
                                "127.0.0.1:%d: up, %.1f %% failed" % (flaky.port, flaky_failed),
                                "modern-127.0.0.1:%d" % modern.port: "127.0.0.1:%d: up" % modern.port,
                                "spare-127.0.0.1:%d" % spare.port: "127.0.0.1:%d: up" % spare.port,
-                               "spare-127.0.0.1:%d" % dead: "127.0.0.1:%d: down" % dead}
+                               "spare-127.0.0.1:%d" % dead:
+                               "127.0.0.1:%d (weight 2, backup): down" % dead}
     # the control worked: the API agrees, and the audit trail names the change
     assert seen["after"] == "40 %"
     after = json.loads(admin(p, "GET", "/api/routes/orders")[1])
