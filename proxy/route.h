@@ -109,6 +109,7 @@ struct sp_route {
 	int has_shadow;
 	struct sp_shadow_cfg shadow;
 	int response_timeout_ms; /* for its requests instead of their backend's (0: theirs) */
+	long long max_body_bytes; /* instead of limits.max_body_bytes (0: no limit; -1: that one) */
 	long long counters_since_ms; /* unix ms: when the route (by name) came into the running
 					configuration, its counters with it (the runtime sets it) */
 };

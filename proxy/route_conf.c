@@ -483,8 +483,9 @@ static void load_shadow(struct sp_loader *L, const config_setting_t *route, cons
 
 static void load_route(struct sp_loader *L, const config_setting_t *e, int i, struct sp_route *r)
 {
-	static const char *const keys[] = {"name",   "match",		    "backend", "rollout",
-					   "shadow", "response_timeout_ms", NULL};
+	static const char *const keys[] = {"name",	      "match",		 "backend",
+					   "rollout",	      "shadow",		 "response_timeout_ms",
+					   "max_body_bytes", NULL};
 	char path[64];
 	const config_setting_t *where;
 	snprintf(path, sizeof(path), "routes.[%d]", i);
@@ -492,6 +493,7 @@ static void load_route(struct sp_loader *L, const config_setting_t *e, int i, st
 	r->line = cfgp_line(e);
 	r->backend = -1;
 	r->rollout.backend = -1;
+	r->max_body_bytes = -1;
 	if (!config_setting_is_group(e)) {
 		ERR(L, e, "%s: must be a group: { name = \"...\"; match = {...}; backend = \"...\"; }",
 		    path);
@@ -512,6 +514,7 @@ static void load_route(struct sp_loader *L, const config_setting_t *e, int i, st
 	load_rollout(L, e, path, r);
 	load_shadow(L, e, path, r);
 	cfgp_int_field(L, e, "response_timeout_ms", path, 1, 86400000, &r->response_timeout_ms);
+	cfgp_int(L, e, "max_body_bytes", path, 0, (long long)1 << 50, &r->max_body_bytes);
 }
 
 /* Where route `other` was written, for a message about route `here`: "line

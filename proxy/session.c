@@ -727,6 +727,29 @@ __attribute__((cold, noinline)) static void trusted_forwarded(const struct sp_co
 	}
 }
 
+/* The request body limit of the exchange: its route's max_body_bytes, or
+ * limits.max_body_bytes (0: none). */
+static long long body_limit(const struct sp_session *s)
+{
+	const struct sp_route *r = s->dec.route;
+	return r && r->max_body_bytes >= 0 ? r->max_body_bytes : s->cfg->limits.max_body_bytes;
+}
+
+static const char *body_limit_why(const struct sp_session *s)
+{
+	return s->dec.route && s->dec.route->max_body_bytes >= 0
+		       ? "request body larger than the route's max_body_bytes"
+		       : "request body larger than limits.max_body_bytes";
+}
+
+/* A Content-Length past the route's limit (the check before routing took
+ * the largest any route allows). */
+static int body_too_large(const struct sp_session *s, const struct sp_h1_msg *m)
+{
+	long long max = body_limit(s);
+	return max && m->has_length && m->content_length > (uint64_t)max;
+}
+
 static int on_req_head(void *ud, struct sp_h1_msg *m)
 {
 	struct sp_session *s = ud;
@@ -740,7 +763,8 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 		new_request_id(s);
 	const char *query;
 	size_t qlen;
-	if ((st = sp_request_verdict(m, lim->max_body_bytes, &s->path, &query, &qlen, &why)) != 0) {
+	if ((st = sp_request_verdict(m, s->w->cfg->max_body_any, &s->path, &query, &qlen, &why)) !=
+	    0) {
 		sp_h1_fail(s->req, st, why);
 		return -1;
 	}
@@ -759,6 +783,10 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 			       m->hdrs,   m->nhdrs,     s->client_addr};
 	sp_decide(s->cfg->routes, s->cfg->nroutes, s->cfg->default_backend, &q, &s->w->rng, &s->tmp,
 		  &s->dec);
+	if (body_too_large(s, m)) {
+		sp_h1_fail(s->req, 413, body_limit_why(s));
+		return -1;
+	}
 	s->backend = s->dec.backend;
 	/* a backend known to be down (all its servers): the route's other side,
 	 * when it is up */
@@ -823,11 +851,11 @@ static void emit(struct sp_session *s, const void *p, size_t n)
 static int on_req_body(void *ud, const char *p, size_t n)
 {
 	struct sp_session *s = ud;
-	long long max = s->w->cfg->limits.max_body_bytes;
+	long long max = body_limit(s);
 	s->req_body_bytes += n;
 	if (max && s->req_body_bytes > (uint64_t)max) {
 		/* a chunked body announces no length: it is cut off when it passes */
-		sp_h1_fail(s->req, 413, "request body larger than limits.max_body_bytes");
+		sp_h1_fail(s->req, 413, body_limit_why(s));
 		return -1;
 	}
 	if (s->req_body == SP_BODY_CHUNKED) {

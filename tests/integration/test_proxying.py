@@ -886,6 +886,46 @@ def test_early_error_while_client_still_uploads_is_delivered(backend_factory, st
     assert b.requests == []
 
 
+def test_a_routes_max_body_bytes_replaces_the_limit(backend_factory, start_proxy):
+    """An upload endpoint takes 1 MiB while the rest keeps the 1 KiB limit,
+    and an endpoint may be stricter; chunked bodies are cut at the route's
+    limit too. The 413 names the limit that applied, and the access log the
+    route."""
+    b = backend_factory("legacy")
+    routes = [{"name": "upload", "match": {"path_prefix": "/upload"}, "backend": "legacy",
+               "max_body_bytes": MiB},
+              {"name": "tiny", "match": {"path_prefix": "/tiny"}, "backend": "legacy",
+               "max_body_bytes": 10},
+              {"name": "free", "match": {"path_prefix": "/free"}, "backend": "legacy",
+               "max_body_bytes": 0}]
+    proxy = start_proxy({"legacy": b}, routes=routes, limits={"max_body_bytes": 1000})
+    cases = [("/upload/a", 500_000, "length", "upload", 200),
+             ("/upload/b", MiB + 1, "length", "upload", 413),
+             ("/other", 1001, "length", None, 413), ("/other", 1000, "length", None, 200),
+             ("/tiny", 11, "length", "tiny", 413), ("/tiny", 11, "chunked", "tiny", 413),
+             ("/upload/c", 300_000, "chunked", "upload", 200),
+             ("/free", 2 * MiB, "length", "free", 200)]
+    for path, size, framing, _, status in cases:
+        with proxy.client() as c:
+            headers = [("Transfer-Encoding", "chunked")] if framing == "chunked" else []
+            body = b"x" * size
+            if framing == "chunked":
+                body = b"".join(b"%x\r\n%s\r\n" % (len(p), p)
+                                for p in (body[i:i + 65536] for i in range(0, size, 65536)))
+                body += b"0\r\n\r\n"
+            try:
+                r = c.request("POST", path, headers, body)
+            except (Closed, ConnectionResetError, BrokenPipeError):
+                r = c.read_response("POST")
+            assert r.status == status, (path, size, framing, r.status, r.body)
+            if status == 413:
+                want = b"limits.max_body_bytes" if path == "/other" else b"route's max_body_bytes"
+                assert want in r.body, (path, r.body)
+    log = proxy.wait_access(len(cases))
+    assert [(e["route"], e["status"]) for e in log] == [(rt, st) for _, _, _, rt, st in cases]
+    assert [r.body_len for r in b.requests] == [500_000, 1000, 300_000, 2 * MiB]
+
+
 def test_max_idle_zero_disables_backend_reuse(backend_factory, start_proxy):
     b = backend_factory("legacy")
     proxy = start_proxy({"legacy": {"url": b, "max_idle": 0}})

@@ -1323,6 +1323,44 @@ static void test_diag_format(void **state)
 	sp_diag_deinit(&d);
 }
 
+/* limits.max_body_bytes and the routes' own: the check before routing
+ * takes the largest any route accepts, 0 (none) above all. */
+static void test_route_limits(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *global, *a, *b;
+		long long a_max, any;
+	} cases[] = {
+		{"", "", "", -1, 0},
+		{"limits = { max_body_bytes = 1000; };", "", "", -1, 1000},
+		{"limits = { max_body_bytes = 1000; };", "max_body_bytes = 5000;", "max_body_bytes = 10;",
+		 5000, 5000},
+		{"limits = { max_body_bytes = 1000; };", "max_body_bytes = 10;", "", 10, 1000},
+		{"limits = { max_body_bytes = 1000; };", "max_body_bytes = 0;", "max_body_bytes = 10;", 0,
+		 0},
+		{"", "max_body_bytes = 10;", "", 10, 0},
+	};
+	for (size_t i = 0; i < NELEM(cases); i++) {
+		char text[1024];
+		snprintf(text, sizeof(text),
+			 BASE "%s\nroutes = ( { name = \"a\"; backend = \"legacy\"; %s\n"
+			      "  match = { path_prefix = \"/a\"; }; },\n"
+			      "  { name = \"b\"; backend = \"legacy\"; %s response_timeout_ms = 50; } );\n",
+			 cases[i].global, cases[i].a, cases[i].b);
+		struct sp_config *c = unit_load_ok(text, NULL);
+		assert_int_equal(c->max_body_any, cases[i].any);
+		assert_int_equal(c->routes[0].max_body_bytes, cases[i].a_max);
+		assert_int_equal(c->routes[0].response_timeout_ms, 0);
+		assert_int_equal(c->routes[1].response_timeout_ms, 50);
+		sp_config_unref(&c);
+	}
+	REJECTED(ONE_ROUTE("backend = \"legacy\"; max_body_bytes = -1;"), 1,
+		 "test.conf:8: routes.[0].max_body_bytes: must be between 0 and 1125899906842624");
+	REJECTED(ONE_ROUTE("backend = \"legacy\"; response_timeout_ms = 0;"), 1,
+		 "test.conf:8: routes.[0].response_timeout_ms: must be between 1 and 86400000");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1331,6 +1369,7 @@ int main(void)
 		cmocka_unit_test(test_error_unknown_backend),
 		cmocka_unit_test(test_error_bad_url),
 		cmocka_unit_test(test_servers),
+		cmocka_unit_test(test_route_limits),
 		cmocka_unit_test(test_error_url_empty_host),
 		cmocka_unit_test(test_error_percent),
 		cmocka_unit_test(test_shadow_defaults_and_errors),
