@@ -1210,12 +1210,6 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, const char
 	load_limits(&L, root);
 	cfg->default_backend = cfg->nbackends ? cfgp_backend_ref(&L, root, "default_backend", "", 1) : -1;
 	sp_load_routes(&L, root);
-	cfg->max_body_any = cfg->limits.max_body_bytes;
-	for (size_t i = 0; i < cfg->nroutes && cfg->max_body_any; i++) {
-		long long m = cfg->routes[i].max_body_bytes;
-		if (m == 0 || m > cfg->max_body_any)
-			cfg->max_body_any = m;
-	}
 	load_shadow_defaults(&L, root);
 	load_admin(&L, root);
 	const config_setting_t *pw;

@@ -134,9 +134,6 @@ struct sp_config {
 	struct sp_route *routes;
 	size_t nroutes;
 	struct sp_limits limits;
-	/* the largest request body any route accepts (0: no limit), checked
-	 * before the route is known; each route's own after */
-	long long max_body_any;
 	struct sp_shadow_defaults shadow;
 	int has_admin;
 	struct sp_admin_cfg admin;

@@ -363,10 +363,9 @@ int sp_http_check_response(const struct sp_hdr *h, size_t n, int http_minor, con
 	return 0;
 }
 
-int sp_request_verdict(const struct sp_h1_msg *m, long long max_body, struct sp_buf *path,
+int sp_request_verdict(const struct sp_h1_msg *m, struct sp_buf *path,
 		       const char **query, size_t *qlen, const char **why)
 {
-	int st;
 	if (m->http_major != 1) {
 		*why = "only HTTP/1.0 and HTTP/1.1 are served here";
 		return 505;
@@ -375,8 +374,8 @@ int sp_request_verdict(const struct sp_h1_msg *m, long long max_body, struct sp_
 		*why = "CONNECT is not supported";
 		return 405;
 	}
-	/* the target first: a request refused for its headers or its size is
-	 * logged with its path */
+	/* the target first: a request refused for its headers (or, later, its
+	 * size) is logged with its path */
 	int rc = sp_split_target(m->method, m->url, m->url_len, path, query, qlen);
 	if (rc != SP_PATH_OK) {
 		/* the log shows the path as received, not the normaliser's
@@ -385,13 +384,7 @@ int sp_request_verdict(const struct sp_h1_msg *m, long long max_body, struct sp_
 		*why = sp_path_strerror(rc);
 		return 400;
 	}
-	if ((st = sp_http_check_request(m->hdrs, m->nhdrs, m->http_minor, why)) != 0)
-		return st;
-	if (max_body > 0 && m->has_length && m->content_length > (uint64_t)max_body) {
-		*why = "request body larger than limits.max_body_bytes";
-		return 413;
-	}
-	return 0;
+	return sp_http_check_request(m->hdrs, m->nhdrs, m->http_minor, why);
 }
 
 enum sp_resp_verdict sp_response_verdict(const struct sp_h1_msg *m, int upgrade_req,

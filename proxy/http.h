@@ -97,11 +97,12 @@ struct sp_h1_msg;
 /* A client's request head, checked in the order the proxy answers: 0 to
  * route it, else the status to refuse it with and *why: 505 for a version
  * other than 1.x, 405 for CONNECT, the header checks' status
- * (sp_http_check_request), 413 when Content-Length passes max_body (0: no
- * limit), 400 for a target that does not normalise. On 0, path holds the
- * normalised path and *query, *qlen the query (borrowed from m->url). */
-int sp_request_verdict(const struct sp_h1_msg *m, long long max_body, struct sp_buf *path,
-		       const char **query, size_t *qlen, const char **why);
+ * (sp_http_check_request), 400 for a target that does not normalise. On 0,
+ * path holds the normalised path and *query, *qlen the query (borrowed from
+ * m->url). The body limit comes next, once the route (which may have its
+ * own) is known. */
+int sp_request_verdict(const struct sp_h1_msg *m, struct sp_buf *path, const char **query,
+		       size_t *qlen, const char **why);
 
 enum sp_resp_verdict {
 	SP_RESP_FORWARD, /* a final response (or the 101 that was asked for) */

@@ -742,8 +742,8 @@ static const char *body_limit_why(const struct sp_session *s)
 		       : "request body larger than limits.max_body_bytes";
 }
 
-/* A Content-Length past the route's limit (the check before routing took
- * the largest any route allows). */
+/* A Content-Length past the exchange's limit: refused before any of the
+ * body is read. */
 static int body_too_large(const struct sp_session *s, const struct sp_h1_msg *m)
 {
 	long long max = body_limit(s);
@@ -763,8 +763,7 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 		new_request_id(s);
 	const char *query;
 	size_t qlen;
-	if ((st = sp_request_verdict(m, s->w->cfg->max_body_any, &s->path, &query, &qlen, &why)) !=
-	    0) {
+	if ((st = sp_request_verdict(m, &s->path, &query, &qlen, &why)) != 0) {
 		sp_h1_fail(s->req, st, why);
 		return -1;
 	}

@@ -165,7 +165,7 @@ static int on_head(void *ud, struct sp_h1_msg *m)
 	size_t qlen = 0;
 
 	trace_msg(&c->tr, m);
-	int st = sp_request_verdict(m, 0, &c->path, &query, &qlen, &why);
+	int st = sp_request_verdict(m, &c->path, &query, &qlen, &why);
 	if (st) {
 		trace_ev(&c->tr, "refused %d %s", st, why);
 		sp_h1_fail(c->h, st, why);

@@ -1323,23 +1323,21 @@ static void test_diag_format(void **state)
 	sp_diag_deinit(&d);
 }
 
-/* limits.max_body_bytes and the routes' own: the check before routing
- * takes the largest any route accepts, 0 (none) above all. */
+/* A route's own max_body_bytes (absent: -1, limits' applies) and
+ * response_timeout_ms (absent: 0, the backend's applies). */
 static void test_route_limits(void **state)
 {
 	(void)state;
 	static const struct {
 		const char *global, *a, *b;
-		long long a_max, any;
+		long long a_max;
 	} cases[] = {
-		{"", "", "", -1, 0},
-		{"limits = { max_body_bytes = 1000; };", "", "", -1, 1000},
+		{"", "", "", -1},
+		{"limits = { max_body_bytes = 1000; };", "", "", -1},
 		{"limits = { max_body_bytes = 1000; };", "max_body_bytes = 5000;", "max_body_bytes = 10;",
-		 5000, 5000},
-		{"limits = { max_body_bytes = 1000; };", "max_body_bytes = 10;", "", 10, 1000},
-		{"limits = { max_body_bytes = 1000; };", "max_body_bytes = 0;", "max_body_bytes = 10;", 0,
-		 0},
-		{"", "max_body_bytes = 10;", "", 10, 0},
+		 5000},
+		{"limits = { max_body_bytes = 1000; };", "max_body_bytes = 0;", "", 0},
+		{"", "max_body_bytes = 10;", "", 10},
 	};
 	for (size_t i = 0; i < NELEM(cases); i++) {
 		char text[1024];
@@ -1349,7 +1347,7 @@ static void test_route_limits(void **state)
 			      "  { name = \"b\"; backend = \"legacy\"; %s response_timeout_ms = 50; } );\n",
 			 cases[i].global, cases[i].a, cases[i].b);
 		struct sp_config *c = unit_load_ok(text, NULL);
-		assert_int_equal(c->max_body_any, cases[i].any);
+		assert_int_equal(c->limits.max_body_bytes, *cases[i].global ? 1000 : 0);
 		assert_int_equal(c->routes[0].max_body_bytes, cases[i].a_max);
 		assert_int_equal(c->routes[0].response_timeout_ms, 0);
 		assert_int_equal(c->routes[1].response_timeout_ms, 50);

@@ -173,7 +173,7 @@ static void parse(struct parsed *p, int is_request, const char *head, int is_hea
 	assert_true(p->got);
 }
 
-static int request_verdict(const char *head, long long max_body, const char **why, char *path)
+static int request_verdict(const char *head, const char **why, char *path)
 {
 	struct parsed p;
 	struct sp_buf b;
@@ -182,7 +182,7 @@ static int request_verdict(const char *head, long long max_body, const char **wh
 	sp_buf_init(&b);
 	parse(&p, 1, head, 0);
 	*why = NULL;
-	int st = sp_request_verdict(&p.m, max_body, &b, &q, &qlen, why);
+	int st = sp_request_verdict(&p.m, &b, &q, &qlen, why);
 	if (path)
 		snprintf(path, 64, "%s%s%.*s", b.data ? b.data : "", q ? "?" : "", (int)qlen, q ? q : "");
 	sp_buf_deinit(&b);
@@ -195,41 +195,27 @@ static void test_request_verdict_in_order(void **state)
 	(void)state;
 	const char *why;
 	char path[64];
-	assert_int_equal(request_verdict("GET /a/./b/../c?x=1 HTTP/1.1\r\nHost: t\r\n\r\n", 0, &why, path), 0);
+	assert_int_equal(request_verdict("GET /a/./b/../c?x=1 HTTP/1.1\r\nHost: t\r\n\r\n", &why, path), 0);
 	assert_string_equal(path, "/a/c?x=1");
-	assert_int_equal(request_verdict("CONNECT t:443 HTTP/1.1\r\nHost: t:443\r\n\r\n", 0, &why, NULL),
+	assert_int_equal(request_verdict("CONNECT t:443 HTTP/1.1\r\nHost: t:443\r\n\r\n", &why, NULL),
 			 405);
 	assert_string_equal(why, "CONNECT is not supported");
-	assert_int_equal(request_verdict("GET / HTTP/1.1\r\n\r\n", 0, &why, NULL), 400); /* no Host */
-	/* the header checks come before the body limit */
-	assert_int_equal(request_verdict("POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n", 5, &why, NULL),
-			 400);
-	assert_int_equal(request_verdict("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n", 5,
-					 &why, NULL),
-			 413);
-	assert_int_equal(request_verdict("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n", 10,
-					 &why, NULL),
+	assert_int_equal(request_verdict("GET / HTTP/1.1\r\n\r\n", &why, NULL), 400); /* no Host */
+	/* no body limit here: the route's is checked once it is known */
+	assert_int_equal(request_verdict("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n", &why, NULL),
 			 0);
-	assert_int_equal(request_verdict("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n", 0,
-					 &why, NULL),
-			 0); /* 0: no limit */
-	/* the target before the body limit, as nginx reads the request line
-	 * first (and the refusal is logged with a path) */
-	assert_int_equal(request_verdict("POST /%zz HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n", 5,
-					 &why, NULL),
+	assert_int_equal(request_verdict("POST /%zz HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n", &why, NULL),
 			 400);
-	assert_int_equal(request_verdict("GET /a/../../b HTTP/1.1\r\nHost: t\r\n\r\n", 0, &why, NULL), 400);
+	assert_int_equal(request_verdict("GET /a/../../b HTTP/1.1\r\nHost: t\r\n\r\n", &why, NULL), 400);
 	assert_non_null(why);
 	/* llhttp does not read "chunked<TAB>" as chunked: refused, whatever
 	 * trailing blanks other values lose (the body would be the next
 	 * request for llhttp) */
 	assert_int_equal(request_verdict("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\t\r\n"
-					 "\r\n",
-					 0, &why, NULL),
+					 "\r\n", &why, NULL),
 			 501);
 	assert_int_equal(request_verdict("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked \r\n"
-					 "\r\n",
-					 0, &why, NULL),
+					 "\r\n", &why, NULL),
 			 0);
 }
 
