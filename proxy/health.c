@@ -222,8 +222,13 @@ int sp_health_pick(const struct sp_backend *be, struct sp_turn *t, int for_shado
 	if (paused)
 		*paused = 0;
 	if (be->weighted) {
-		int i = pick_weighted(be, t, 0, for_shadow, paused);
-		return i >= 0 ? i : pick_weighted(be, t, 1, for_shadow, paused);
+		/* a primary skipped for a shadow pause is up: no backup then */
+		int skipped = 0, i = pick_weighted(be, t, 0, for_shadow, &skipped);
+		if (i < 0 && !skipped)
+			return pick_weighted(be, t, 1, for_shadow, paused);
+		if (paused)
+			*paused = skipped;
+		return i;
 	}
 	size_t start = t->next < n ? t->next : 0; /* next is at most n */
 	for (size_t k = 0; k < n; k++) {

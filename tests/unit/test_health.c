@@ -239,8 +239,22 @@ static void test_backup_only_when_the_others_cannot(void **state)
 	assert_string_equal(picks(bk, &t, 2, 0), "cc");
 	sp_health_report(bk, &bk->servers[1], 1);
 	assert_string_equal(picks(bk, &t, 3, 0), "bbb");
-	/* the backup down too: none */
-	sp_health_report(bk, &bk->servers[1], 0);
+	/* shadows paused to the primaries, which are up: a shadow goes to no
+	 * server, not to the backup (a backup stands in for servers that are
+	 * down, and the pause is counted as such) */
+	sp_health_report(bk, &bk->servers[0], 1);
+	int paused = 0;
+	sp_health_shadow_report(bk, &bk->servers[0], 0);
+	sp_health_shadow_report(bk, &bk->servers[1], 0);
+	assert_int_equal(sp_health_pick(bk, &t, 1, &paused), -1);
+	assert_int_equal(paused, 1);
+	assert_int_not_equal(sp_health_pick(bk, &t, 0, NULL), 2); /* requests: the primaries */
+	/* one primary paused, the other down: still none */
+	fail_server(bk, 1, 1);
+	assert_int_equal(sp_health_pick(bk, &t, 1, &paused), -1);
+	assert_int_equal(paused, 1);
+	/* all down, the backup too: none */
+	fail_server(bk, 0, 1);
 	fail_server(bk, 2, 1);
 	assert_true(sp_health_view(bk).down);
 	assert_string_equal(picks(bk, &t, 2, 0), "--");
