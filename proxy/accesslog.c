@@ -128,6 +128,7 @@ int sp_access_format(const struct sp_access_entry *e, struct sp_buf *b)
 	if (sp_buf_printf(b, "{\"time\":\"%s\"", now))
 		return -1;
 	if (sp_buf_add_json_field(b, "client", e->client, e->client ? strlen(e->client) : 0) ||
+	    (e->peer && sp_buf_add_json_field(b, "peer", e->peer, strlen(e->peer))) ||
 	    sp_buf_add_json_field(b, "method", e->method, e->method ? strlen(e->method) : 0) ||
 	    sp_buf_add_json_field(b, "path", e->path, e->path_len) ||
 	    (e->log_query && sp_buf_add_json_field(b, "query", e->query, e->query_len)) ||

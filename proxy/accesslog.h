@@ -29,6 +29,7 @@ uint64_t sp_accesslog_dropped(struct sp_accesslog *log);
 
 struct sp_access_entry {
 	const char *client;
+	const char *peer; /* the proxy the client's address came through, or NULL */
 	const char *method;
 	const char *path;
 	size_t path_len;

@@ -237,6 +237,7 @@ static void log_exchange(struct sp_session *s)
 	const struct sp_config *cfg = s->cfg ? s->cfg : s->w->cfg;
 	struct sp_access_entry e = {
 		.client = s->client_addr,
+		.peer = s->client_addr != s->client_ip ? s->client_ip : NULL,
 		.method = s->method[0] ? s->method : NULL,
 		.path = s->path.data,
 		.path_len = s->path.len,

@@ -105,6 +105,7 @@ def test_trusted_peer_gives_the_client_address(two_backends, start_proxy):
                 assert r.status == 200 and r.header("X-Backend") == side, ip
     log = p.wait_access(6)
     assert [e["client"] for e in log] == [below] * 3 + [above] * 3
+    assert {e["peer"] for e in log} == {"127.0.0.1"}  # who said so
     assert [e["bucket"] for e in log] == [rollout_bucket("byip", below)] * 3 + \
         [rollout_bucket("byip", above)] * 3
     # the chain goes on with the peer that sent it: nothing is lost or rewritten
@@ -124,6 +125,7 @@ def test_untrusted_peer_is_the_client(two_backends, start_proxy):
                                            ("X-Forwarded-Host", "evil.example")])
             assert r.header("X-Backend") == want
     assert {e["client"] for e in p.wait_access(2)} == {"127.0.0.1"}
+    assert all("peer" not in e for e in p.wait_access(2))  # nothing read from the headers
     got = sent(legacy if want == "legacy" else modern, 2)
     assert got.header("X-Forwarded-For") == "%s, 127.0.0.1" % above
     # a client may not say it came over https, nor name another site
@@ -247,6 +249,7 @@ def test_proxy_protocol_gives_the_client_address(backend_factory, start_proxy, h
     r = raw_exchange(p, header + REQ)
     assert r is not None and r.status == 200
     assert p.wait_access(1)[0]["client"] == client
+    assert "peer" not in p.wait_access(1)[0]  # the connection's own address
     assert sent(legacy).header("X-Forwarded-For") == client
     assert sent(legacy).path == "/pp"
 
@@ -333,7 +336,8 @@ def test_proxy_then_forwarded_for(backend_factory, start_proxy):
     r = raw_exchange(p, v1("10.2.3.4") + build_request(
         "GET", "/", [("X-Forwarded-For", "198.51.100.20")]))
     assert r.status == 200
-    assert p.wait_access(1)[0]["client"] == "198.51.100.20"
+    e = p.wait_access(1)[0]
+    assert (e["client"], e["peer"]) == ("198.51.100.20", "10.2.3.4")
     assert sent(legacy).header("X-Forwarded-For") == "198.51.100.20, 10.2.3.4"
 
 

@@ -851,6 +851,7 @@ static void test_access_format_fields(void **state)
 	assert_int_equal(jint(j, "bytes_out"), 4294967296ll);
 	assert_string_equal(jstr(j, "request_id"), "rid-1");
 	assert_null(json_object_get(j, "error"));
+	assert_null(json_object_get(j, "peer")); /* only when set */
 
 	/* time: RFC 3339 UTC with milliseconds, taken now. */
 	const char *t = jstr(j, "time");
@@ -866,6 +867,13 @@ static void test_access_format_fields(void **state)
 	tm.tm_mon -= 1;
 	time_t at = timegm(&tm);
 	assert_in_range(at, before - 1, after + 1);
+	json_decref(j);
+	/* the proxy the client's address came through: right after it */
+	e.peer = "10.0.0.5";
+	j = format_and_parse(&e, &line);
+	assert_int_equal(json_object_size(j), 15);
+	assert_string_equal(jstr(j, "peer"), "10.0.0.5");
+	assert_non_null(strstr(line.data, "\"client\":\"203.0.113.7\",\"peer\":\"10.0.0.5\","));
 	json_decref(j);
 	sp_buf_deinit(&line);
 }
