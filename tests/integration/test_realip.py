@@ -341,6 +341,27 @@ def test_proxy_then_forwarded_for(backend_factory, start_proxy):
     assert sent(legacy).header("X-Forwarded-For") == "198.51.100.20, 10.2.3.4"
 
 
+def test_a_reload_turns_proxy_protocol_on_for_new_connections(backend_factory, start_proxy):
+    """The listening socket stays; connections accepted after the reload
+    must start with the header, one already open goes on without."""
+    legacy = backend_factory("legacy")
+    p = start_proxy({"legacy": legacy}, trusted_proxies=["127.0.0.1"])
+    old = p.client()
+    assert old.request("GET", "/before").status == 200
+    text = open(p.conf_path).read()
+    addr = 'address = "127.0.0.1:%d";' % p.port
+    assert addr in text
+    open(p.conf_path, "w").write(text.replace(addr, addr + " proxy_protocol = true;"))
+    harness.reload_and_wait(p, 1)
+    assert "reload: " in p.stderr_text() and "keeping the running" not in p.stderr_text()
+    assert old.request("GET", "/kept").status == 200
+    old.close()
+    assert raw_exchange(p, REQ) is None  # no header: refused
+    r = raw_exchange(p, v1("203.0.113.30") + REQ)
+    assert r.status == 200
+    assert [e["client"] for e in p.wait_access(3)] == ["127.0.0.1", "127.0.0.1", "203.0.113.30"]
+
+
 def test_silent_connection_closes_at_the_header_timeout(backend_factory, start_proxy):
     legacy = backend_factory("legacy")
     p = start_proxy({"legacy": legacy}, listen_settings={"proxy_protocol": True},
