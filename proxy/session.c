@@ -1620,6 +1620,15 @@ static void on_resume(evutil_socket_t fd, short what, void *arg)
 /* The header or keep-alive deadline passed. */
 static void deadline_passed(struct sp_session *s)
 {
+	if (s->pp) { /* still no whole PROXY header: a part of one is a failure */
+		if (s->pp->have) {
+			sp_count(&s->w->proxy_protocol_failures);
+			sp_debug("client %s: PROXY header not whole within timeouts.client_header_ms",
+				 s->client_ip);
+		}
+		s->dead = 1;
+		return;
+	}
 	if (s->timer_mode == T_HEADER && !s->req_active &&
 	    (sp_h1_in_message(s->req) || evbuffer_get_length(s->client->in))) {
 		note_request_line(s);

@@ -365,7 +365,7 @@ def test_a_reload_turns_proxy_protocol_on_for_new_connections(backend_factory, s
 def test_silent_connection_closes_at_the_header_timeout(backend_factory, start_proxy):
     legacy = backend_factory("legacy")
     p = start_proxy({"legacy": legacy}, listen_settings={"proxy_protocol": True},
-                    trusted_proxies=["127.0.0.1"], timeouts={"client_header_ms": 300})
+                    trusted_proxies=["127.0.0.1"], timeouts={"client_header_ms": 300}, admin={})
     with p.client() as c:
         t0 = time.monotonic()
         assert c.is_closed(timeout=3)
@@ -373,6 +373,12 @@ def test_silent_connection_closes_at_the_header_timeout(backend_factory, start_p
     with p.client() as c:  # a header without a request: the same timeout
         c.send(v1("203.0.113.7"))
         assert c.is_closed(timeout=3)
+    assert metric(p, "strangler_proxy_protocol_failures_total") == 0
+    with p.client() as c:  # a part of a header: a failure, counted
+        c.send(v1("203.0.113.7")[:20])
+        assert c.is_closed(timeout=3)
+    wait_for(lambda: metric(p, "strangler_proxy_protocol_failures_total") == 1,
+             what="the cut header counted")
 
 
 # --------------------------------------------------------------------------
