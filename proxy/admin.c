@@ -480,7 +480,7 @@ static void serve_metrics(struct admin_conn *a, const char *name)
 		      "failed.\n# TYPE strangler_tls_handshake_failures_total counter\n"
 		      "strangler_tls_handshake_failures_total %llu\n"
 		      "# HELP strangler_proxy_protocol_failures_total Client connections closed "
-		      "for a missing or malformed PROXY protocol header.\n"
+		      "for a missing, malformed or incomplete PROXY protocol header.\n"
 		      "# TYPE strangler_proxy_protocol_failures_total counter\n"
 		      "strangler_proxy_protocol_failures_total %llu\n",
 		      (unsigned long long)tls_failed, (unsigned long long)pp_failed);
