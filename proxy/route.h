@@ -19,6 +19,9 @@ struct sp_kv {
 };
 
 struct sp_match {
+	/* the request's Host without its port, in lower case: exactly this, or,
+	 * written "*.example.com", any name below example.com; NULL: any */
+	char *host;
 	char *path;        /* exact, or NULL */
 	char *path_prefix; /* segment-aware prefix, or NULL */
 	size_t prefix_len;

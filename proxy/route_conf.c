@@ -220,11 +220,40 @@ static void load_regex(struct sp_loader *L, const config_setting_t *m, const cha
 	out->regex_prefix = literal_prefix(src, &out->regex_prefix_len);
 }
 
+/* match.host = "api.example.com" or "*.example.com": a host as a client's
+ * Host names it, without a port (any port matches), kept in lower case. */
+static char *load_host(struct sp_loader *L, const config_setting_t *s, const char *path)
+{
+	const config_setting_t *where;
+	char *h = cfgp_str(L, s, "host", path, &where);
+	if (!h)
+		return NULL;
+	size_t n = strlen(h);
+	size_t len = n > 1 && h[n - 1] == '.' ? n - 1 : n; /* "example.com." is example.com */
+	const char *name = len > 2 && strncmp(h, "*.", 2) == 0 ? h + 2 : h;
+	size_t nlen = len - (size_t)(name - h);
+	const char *close = nlen && name[0] == '[' ? memchr(name, ']', nlen) : NULL;
+	const char *after = close ? close : name;
+	if (!nlen || !sp_http_valid_host(name, nlen) || memchr(name, '*', nlen) ||
+	    memchr(after, ':', nlen - (size_t)(after - name)) || name[0] == '.' ||
+	    (close && name != h)) {
+		ERR(L, where, "%s.host: \"%s\": must be a host name or address without a port "
+			      "(any port matches), or *.NAME for the names below NAME",
+		    path, h);
+		free(h);
+		return NULL;
+	}
+	h[len] = '\0';
+	for (char *p = h; *p; p++)
+		*p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
+	return h;
+}
+
 static void load_match(struct sp_loader *L, const config_setting_t *route, const char *rpath,
 		       struct sp_match *m)
 {
-	static const char *const keys[] = {"path", "path_prefix", "path_regex", "methods",
-					   "headers", "query", NULL};
+	static const char *const keys[] = {"host",    "path",    "path_prefix", "path_regex",
+					   "methods", "headers", "query",       NULL};
 	const config_setting_t *s = config_setting_get_member(route, "match");
 	char path[96];
 	if (!s)
@@ -235,6 +264,7 @@ static void load_match(struct sp_loader *L, const config_setting_t *route, const
 		return;
 	}
 	cfgp_check_keys(L, s, path, keys);
+	m->host = load_host(L, s, path);
 	m->path = load_path(L, s, "path", path);
 	m->path_prefix = load_path(L, s, "path_prefix", path);
 	if (m->path_prefix)

@@ -117,9 +117,45 @@ static int regex_whole(const regex_t *re, const char *path, size_t len)
 	       (size_t)m.rm_eo == len;
 }
 
-int sp_route_matches(const struct sp_route *r, const struct sp_reqview *q)
+/* The request's host as routing sees it: its Host without the port or a
+ * final dot, looked up once per request (len -1: not yet). */
+struct host_view {
+	const char *p;
+	ssize_t len; /* -1: not looked up; 0: none */
+};
+
+static void host_of(const struct sp_reqview *q, struct host_view *v)
+{
+	const struct sp_hdr *h = sp_hdr_find(q->headers, q->nheaders, "Host");
+	size_t n = h ? sp_value_len(h->value, h->value_len) : 0;
+	const char *p = h ? h->value : "";
+	const char *close = n && p[0] == '[' ? memchr(p, ']', n) : NULL;
+	const char *colon = memchr(close ? close : p, ':', n - (size_t)((close ? close : p) - p));
+	if (colon)
+		n = (size_t)(colon - p);
+	if (n > 1 && p[n - 1] == '.')
+		n--;
+	v->p = p;
+	v->len = (ssize_t)n;
+}
+
+/* pattern: lower case, "*.name" for the names below name */
+static int host_matches(const char *pattern, const struct sp_reqview *q, struct host_view *v)
+{
+	if (v->len < 0)
+		host_of(q, v);
+	size_t n = (size_t)v->len, plen = strlen(pattern);
+	if (pattern[0] == '*') /* ".example.com" must end a longer name */
+		return n > plen - 1 && sp_ascii_ieq(v->p + n - (plen - 1), pattern + 1, plen - 1);
+	return n == plen && sp_ascii_ieq(v->p, pattern, n);
+}
+
+static int route_matches(const struct sp_route *r, const struct sp_reqview *q,
+			 struct host_view *host)
 {
 	const struct sp_match *m = &r->match;
+	if (m->host && !host_matches(m->host, q, host))
+		return 0;
 	if (m->path && (q->path_len != strlen(m->path) || memcmp(q->path, m->path, q->path_len)))
 		return 0;
 	if (m->path_prefix && !prefix_matches(m->path_prefix, m->prefix_len, q->path, q->path_len))
@@ -134,13 +170,35 @@ int sp_route_matches(const struct sp_route *r, const struct sp_reqview *q)
 	return headers_match(m, q) && query_matches(m, q);
 }
 
+int sp_route_matches(const struct sp_route *r, const struct sp_reqview *q)
+{
+	struct host_view host = {NULL, -1};
+	return route_matches(r, q, &host);
+}
+
 const struct sp_route *sp_router_match(const struct sp_route *routes, size_t n,
 				       const struct sp_reqview *q)
 {
+	struct host_view host = {NULL, -1}; /* one look for all the routes */
 	for (size_t i = 0; i < n; i++)
-		if (sp_route_matches(&routes[i], q))
+		if (route_matches(&routes[i], q, &host))
 			return &routes[i];
 	return NULL;
+}
+
+/* Does host pattern a admit every host b admits (NULL: any)? */
+static int host_covers(const char *a, const char *b)
+{
+	if (!a)
+		return 1;
+	if (!b)
+		return 0;
+	if (strcmp(a, b) == 0)
+		return 1;
+	/* *.example.com covers a.example.com and *.a.example.com */
+	size_t la = strlen(a), lb = strlen(b);
+	return a[0] == '*' && lb > la - 1 && strcmp(b + lb - (la - 1), a + 1) == 0 &&
+	       (b[0] != '*' || lb > la);
 }
 
 /* Does the path condition of a admit every path that b's admits? */
@@ -192,7 +250,8 @@ int sp_route_covers(const struct sp_route *earlier, const struct sp_route *later
 				return 0;
 		}
 	}
-	return path_covers(a, b) && kv_covers(a->headers, a->nheaders, b->headers, b->nheaders, 1) &&
+	return host_covers(a->host, b->host) && path_covers(a, b) &&
+	       kv_covers(a->headers, a->nheaders, b->headers, b->nheaders, 1) &&
 	       kv_covers(a->query, a->nquery, b->query, b->nquery, 0);
 }
 
@@ -209,6 +268,7 @@ void sp_route_deinit(struct sp_route *r)
 {
 	struct sp_match *m = &r->match;
 	free(r->name);
+	free(m->host);
 	free(m->path);
 	free(m->path_prefix);
 	if (m->path_regex)

@@ -3,7 +3,7 @@
  * cookies and client address. The decision must be the first matching route,
  * sticky buckets must be stable, the rollout split must follow the bucket,
  * and a route the loader calls unreachable (sp_route_covers) must really be
- * unreachable.
+ * unreachable. Two routes have a host condition (a "Host: ..." line).
  *
  * Input: lines. Line 1: 1 byte picking the client address, then the method
  * (empty = GET). Line 2: the request target (path?query). Other lines:
@@ -29,6 +29,8 @@ static const char conf_text[] =
 	"};\n"
 	"default_backend = \"legacy\";\n"
 	"routes = (\n"
+	"  { name = \"host-users\"; backend = \"third\";\n"
+	"    match = { host = \"api.example.com\"; path_prefix = \"/api/users/2\"; }; },\n"
 	"  { name = \"users\"; backend = \"modern\";\n"
 	"    match = { path_prefix = \"/api/users\"; methods = [\"GET\", \"HEAD\"]; }; },\n"
 	"  { name = \"users-one\"; backend = \"third\";\n"
@@ -56,6 +58,8 @@ static const char conf_text[] =
 	"  { name = \"ip\"; backend = \"legacy\";\n"
 	"    match = { path_prefix = \"/ip\"; methods = [\"POST\", \"PUT\"]; };\n"
 	"    rollout = { backend = \"modern\"; percent = 100.0; sticky = \"client_ip\"; }; },\n"
+	"  { name = \"wild\"; match = { host = \"*.Example.com\"; methods = [\"DELETE\"]; };\n"
+	"    backend = \"third\"; },\n"
 	"  { name = \"root\"; match = { path = \"/\"; }; backend = \"modern\";\n"
 	"    rollout = { backend = \"third\"; percent = 0.0; }; },\n"
 	"  { name = \"static\"; match = { path_prefix = \"/static/\"; }; backend = \"third\";\n"

@@ -19,9 +19,12 @@ ROUTES = [
      "backend": "flagged"},
     {"name": "first", "match": {"path_prefix": "/fm", "methods": ["POST"]}, "backend": "first"},
     {"name": "second", "match": {"path_prefix": "/fm/x"}, "backend": "second"},
+    {"name": "api-host", "match": {"host": "api.example.com", "path_prefix": "/v"},
+     "backend": "apihost"},
+    {"name": "shops", "match": {"host": "*.shop.example"}, "backend": "shops"},
 ]
 NAMES = ["legacy", "users", "search", "items", "canary", "tenant", "debug", "flagged", "first",
-         "second"]
+         "second", "apihost", "shops"]
 
 
 @pytest.fixture
@@ -88,6 +91,24 @@ def test_route_choice(routed, method, target, headers, expected):
     assert got.target == target
     others = [n for n in NAMES if n != expected and backends[n].requests]
     assert others == []
+
+
+@pytest.mark.parametrize("host,target,expected", [
+    ("api.example.com", "/v/1", "apihost"),
+    ("API.Example.com:8443", "/v/1", "apihost"),   # any case, any port
+    ("api.example.com.", "/v", "apihost"),         # a final dot
+    ("api.example.com", "/w", "legacy"),            # every condition must hold
+    ("www.example.com", "/v/1", "legacy"),
+    ("eu.shop.example", "/anything", "shops"),
+    ("a.eu.shop.example:80", "/", "shops"),         # any depth below
+    ("shop.example", "/", "legacy"),                # not the name itself
+    ("[::1]:8080", "/v", "legacy"),
+])
+def test_route_by_host(routed, host, target, expected):
+    proxy, backends, client = routed
+    r = client.request("GET", target, host=host)
+    assert r.status == 200 and r.header("X-Backend") == expected, (host, r)
+    assert backends[expected].last.header("Host") == host  # forwarded as it came
 
 
 def test_route_name_in_access_log(routed):

@@ -121,8 +121,8 @@ static void test_error_unknown_setting_in_sections(void **state)
 		 "test.conf:3: backends.legacy.retries: unknown setting");
 	REJECTED(ONE_ROUTE("backend = \"legacy\"; weight = 3;"), 1,
 		 "test.conf:8: routes.[0].weight: unknown setting");
-	REJECTED(ONE_MATCH("path_prefix = \"/a\"; host = \"example.com\";"), 1,
-		 "test.conf:8: routes.[0].match.host: unknown setting");
+	REJECTED(ONE_MATCH("path_prefix = \"/a\"; scheme = \"https\";"), 1,
+		 "test.conf:8: routes.[0].match.scheme: unknown setting");
 	REJECTED(ONE_ROLLOUT("percent = 5; seed = 1;"), 1,
 		 "test.conf:8: routes.[0].rollout.seed: unknown setting");
 	REJECTED("listen = ( { address = \"127.0.0.1:8080\"; port = 1; } );\n" L_BACKENDS L_DEFAULT,
@@ -1357,6 +1357,27 @@ static void test_route_limits(void **state)
 		 "test.conf:8: routes.[0].max_body_bytes: must be between 0 and 1125899906842624");
 	REJECTED(ONE_ROUTE("backend = \"legacy\"; response_timeout_ms = 0;"), 1,
 		 "test.conf:8: routes.[0].response_timeout_ms: must be between 1 and 86400000");
+	/* match.host: a host without a port, or *.NAME */
+	static const char *const good[] = {"example.com", "*.example.com", "10.0.0.1", "[::1]",
+					   "a_b.internal", "Example.COM."};
+	for (size_t i = 0; i < NELEM(good); i++) {
+		char text[512];
+		snprintf(text, sizeof(text), ONE_MATCH("host = \"%s\";"), good[i]);
+		struct sp_config *c = unit_load_ok(text, NULL);
+		assert_non_null(c->routes[0].match.host);
+		sp_config_unref(&c);
+	}
+	static const char *const bad[] = {"example.com:80", "*", "*.", "a.*.com", "ex*ample.com",
+					  "", "a b", "*.[::1]", "[::1]:80", "a/b", ".example.com"};
+	for (size_t i = 0; i < NELEM(bad); i++) {
+		char text[512], want[256];
+		snprintf(text, sizeof(text), ONE_MATCH("host = \"%s\";"), bad[i]);
+		snprintf(want, sizeof(want),
+			 "test.conf:8: routes.[0].match.host: \"%s\": must be a host name or address "
+			 "without a port (any port matches), or *.NAME for the names below NAME",
+			 bad[i]);
+		check_rejected(text, 1, MSGS(want), 1, __LINE__);
+	}
 }
 
 int main(void)

@@ -350,6 +350,10 @@ static const char covers_conf[] = CONF_HEAD
 	"  { name = \"r_v\";         match = { path_regex = \"/api/v[0-9]+\"; }; backend = \"modern\"; },\n"
 	"  { name = \"r_v_again\";   match = { path_regex = \"/api/v[0-9]+\"; }; backend = \"modern\"; },\n"
 	"  { name = \"x_v1\";        match = { path = \"/api/v1\"; }; backend = \"modern\"; },\n"
+	"  { name = \"host_any\";    match = { host = \"*.example.com\"; }; backend = \"modern\"; },\n"
+	"  { name = \"host_sub\";    match = { host = \"*.eu.example.com\"; }; backend = \"modern\"; },\n"
+	"  { name = \"host_api\";    match = { host = \"API.example.com.\"; }; backend = \"modern\"; },\n"
+	"  { name = \"host_apex\";   match = { host = \"example.com\"; }; backend = \"modern\"; },\n"
 	"  { name = \"everything\";  backend = \"modern\"; }\n"
 	");\n";
 
@@ -433,6 +437,46 @@ static void test_covers_headers_and_query(void **state)
 	assert_false(covers("q_1", "p_api"));
 }
 
+/* match.host: any port, any case, a final dot; *.NAME for the names below
+ * NAME at any depth, not NAME itself; no Host, no match. */
+static void test_host(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *route, *host;
+		int yes;
+	} cases[] = {
+		{"host_api", "api.example.com", 1},   {"host_api", "API.Example.COM:8443", 1},
+		{"host_api", "api.example.com.", 1},  {"host_api", "api.example.co", 0},
+		{"host_api", "xapi.example.com", 0},  {"host_api", "api.example.com.x", 0},
+		{"host_any", "a.example.com", 1},     {"host_any", "a.b.example.com:80", 1},
+		{"host_any", "example.com", 0},       {"host_any", "aexample.com", 0},
+		{"host_any", ".example.com", 0},      {"host_apex", "example.com:1", 1},
+		{"host_apex", "a.example.com", 0},    {"host_sub", "x.eu.example.com", 1},
+		{"host_sub", "eu.example.com", 0},    {"host_api", "", 0},
+	};
+	for (size_t i = 0; i < NELEM(cases); i++) {
+		struct sp_hdr h = {"Host", 4, cases[i].host, strlen(cases[i].host)};
+		struct sp_reqview q = unit_req("GET", "/", NULL, &h, 1, NULL);
+		if (sp_route_matches(unit_route(covers_cfg, cases[i].route), &q) != cases[i].yes)
+			fail_msg("%s with Host %s: %s", cases[i].route, cases[i].host,
+				 cases[i].yes ? "no match" : "a match");
+	}
+	/* no Host at all (HTTP/1.0) */
+	struct sp_reqview none = unit_req("GET", "/", NULL, NULL, 0, NULL);
+	assert_false(sp_route_matches(unit_route(covers_cfg, "host_apex"), &none));
+	/* the pattern is kept in lower case, without its final dot */
+	assert_string_equal(unit_route(covers_cfg, "host_api")->match.host, "api.example.com");
+	/* covers: a wildcard covers the names and wildcards below it */
+	assert_true(covers("host_any", "host_api"));
+	assert_true(covers("host_any", "host_sub"));
+	assert_false(covers("host_any", "host_apex"));
+	assert_false(covers("host_sub", "host_any"));
+	assert_false(covers("host_api", "host_any"));
+	assert_false(covers("host_api", "p_root")); /* a host condition covers no hostless route */
+	assert_true(covers("everything", "host_any"));
+}
+
 static void test_covers_regex_conservative(void **state)
 {
 	(void)state;
@@ -472,6 +516,7 @@ int main(void)
 		cmocka_unit_test(test_covers_methods),
 		cmocka_unit_test(test_covers_headers_and_query),
 		cmocka_unit_test(test_covers_regex_conservative),
+		cmocka_unit_test(test_host),
 	};
 	int failed = cmocka_run_group_tests_name("router", tests, group_setup, group_teardown);
 	failed += cmocka_run_group_tests_name("route_covers", covers_tests, covers_setup,
