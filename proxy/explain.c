@@ -151,6 +151,21 @@ int sp_explain_main(int argc, char **argv)
 		rc = 0;
 		goto out;
 	}
+	/* the header checks as the proxy makes them on HTTP/1.1 (a bad or a
+	 * second Host is a 400 before routing); without -H 'Host: ...', as for
+	 * a request with some valid Host */
+	struct sp_hdr checked[65];
+	const char *why;
+	memcpy(checked, headers, nheaders * sizeof(*headers));
+	size_t nchecked = nheaders;
+	if (!sp_hdr_find(headers, nheaders, "Host"))
+		checked[nchecked++] = (struct sp_hdr){"Host", 4, "explain.invalid", 15};
+	int st = sp_http_check_request(checked, nchecked, 1, &why);
+	if (st) {
+		printf("request:  %s %.*s\nanswer:   %d (%s)\n", method, (int)tlen, target, st, why);
+		rc = 0;
+		goto out;
+	}
 	struct sp_reqview q = {method, path.data, path.len, query, qlen, headers, nheaders, client_ip};
 	struct sp_decision d;
 	uint64_t rng = 1;

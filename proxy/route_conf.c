@@ -1,5 +1,6 @@
 /* Parses and checks the `routes` list: match conditions, backends, rollouts,
  * and warns about routes an earlier route makes unreachable. */
+#include <arpa/inet.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -220,6 +221,17 @@ static void load_regex(struct sp_loader *L, const config_setting_t *m, const cha
 	out->regex_prefix = literal_prefix(src, &out->regex_prefix_len);
 }
 
+static int is_ipv6(const char *p, size_t n)
+{
+	char text[INET6_ADDRSTRLEN];
+	unsigned char bin[16];
+	if (n >= sizeof(text))
+		return 0;
+	memcpy(text, p, n);
+	text[n] = '\0';
+	return inet_pton(AF_INET6, text, bin) == 1;
+}
+
 /* match.host = "api.example.com" or "*.example.com": a host as a client's
  * Host names it, without a port (any port matches), kept in lower case. */
 static char *load_host(struct sp_loader *L, const config_setting_t *s, const char *path)
@@ -234,9 +246,12 @@ static char *load_host(struct sp_loader *L, const config_setting_t *s, const cha
 	size_t nlen = len - (size_t)(name - h);
 	const char *close = nlen && name[0] == '[' ? memchr(name, ']', nlen) : NULL;
 	const char *after = close ? close : name;
+	/* a bracketed address: an IPv6 address, all of it, no wildcard, no dot */
+	int literal_ok = !close || (name == h && close == name + nlen - 1 && len == n &&
+				    is_ipv6(name + 1, nlen - 2));
 	if (!nlen || !sp_http_valid_host(name, nlen) || memchr(name, '*', nlen) ||
 	    memchr(after, ':', nlen - (size_t)(after - name)) || name[0] == '.' ||
-	    (close && name != h)) {
+	    name[nlen - 1] == '.' || memmem(name, nlen, "..", 2) || !literal_ok) {
 		ERR(L, where, "%s.host: \"%s\": must be a host name or address without a port "
 			      "(any port matches), or *.NAME for the names below NAME",
 		    path, h);

@@ -3,7 +3,7 @@ the default backend takes the rest, and the path the router decides on is the
 path the backend receives."""
 import pytest
 
-from harness import build_request
+from harness import build_request, make_config, run_strangler
 
 ROUTES = [
     {"name": "users", "match": {"path_prefix": "/api/users", "methods": ["GET", "HEAD"]},
@@ -109,6 +109,26 @@ def test_route_by_host(routed, host, target, expected):
     r = client.request("GET", target, host=host)
     assert r.status == 200 and r.header("X-Backend") == expected, (host, r)
     assert backends[expected].last.header("Host") == host  # forwarded as it came
+
+
+def test_explain_agrees_on_hosts(tmp_path):
+    """explain routes by -H 'Host: ...' as the proxy does, and answers 400
+    where the proxy would (a bad or a second Host)."""
+    conf = tmp_path / "h.conf"
+    conf.write_text(make_config(18080, {"legacy": "http://127.0.0.1:9",
+                                        "apihost": "http://127.0.0.1:8"}, routes=ROUTES[-2:-1]))
+
+    def explain(*hosts):
+        args = [a for h in hosts for a in ("-H", "Host: " + h)]
+        r = run_strangler("explain", "-c", str(conf), *args, "GET", "/v/1")
+        assert r.returncode == 0, r.stderr
+        return [line for line in r.stdout.splitlines() if line.startswith(("route:", "answer:"))]
+    assert explain("API.example.com:8443")[0].startswith("route:    api-host")
+    assert explain("www.example.com") == ["route:    (none: default_backend)"]
+    assert explain() == ["route:    (none: default_backend)"]  # any Host but api.example.com
+    assert explain("api.example.com:") == ["answer:   400 (invalid Host header)"]
+    assert explain("api.example.com", "evil.example") == \
+        ["answer:   400 (more than one Host header)"]
 
 
 def test_route_name_in_access_log(routed):

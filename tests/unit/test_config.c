@@ -1368,7 +1368,8 @@ static void test_route_limits(void **state)
 		sp_config_unref(&c);
 	}
 	static const char *const bad[] = {"example.com:80", "*", "*.", "a.*.com", "ex*ample.com",
-					  "", "a b", "*.[::1]", "[::1]:80", "a/b", ".example.com"};
+					  "", "a b", "*.[::1]", "[::1]:80", "a/b", ".example.com",
+					  "api.example.com..", "a..b", "[:]", "[::1].", "[::g]", "[]"};
 	for (size_t i = 0; i < NELEM(bad); i++) {
 		char text[512], want[256];
 		snprintf(text, sizeof(text), ONE_MATCH("host = \"%s\";"), bad[i]);
