@@ -1146,6 +1146,29 @@ static void include_error(const struct cfgp_includes *inc, const char *where, co
 /* libconfig's parse error, with what it leaves out: the include file it
  * could not open, a byte order mark, what to do about an array of mixed
  * types. text is the main file's. */
+/* Whether line n (from 1) of text has a '{' while a '[' is open: a group
+ * written in an array, which libconfig reports as a bare "syntax error". */
+static int group_in_array(const char *text, int n)
+{
+	int depth = 0, quoted = 0, at = 1, brace = 0;
+	for (const char *p = text; p && *p && at <= n; p++) {
+		if (quoted) {
+			if (*p == '\\' && p[1])
+				p++;
+			else if (*p == '"')
+				quoted = 0;
+		} else if (*p == '"') {
+			quoted = 1;
+		} else if (*p == '[' || *p == ']') {
+			depth += *p == '[' ? 1 : -1;
+		} else if (*p == '{' && at == n && depth > 0) {
+			brace = 1;
+		}
+		at += *p == '\n';
+	}
+	return brace;
+}
+
 static void syntax_error(const config_t *lc, const struct cfgp_includes *inc, const char *name,
 			 const char *text, struct sp_diag *diag)
 {
@@ -1172,6 +1195,10 @@ static void syntax_error(const config_t *lc, const struct cfgp_includes *inc, co
 		sp_diag_add(diag, 1, where, line, "syntax error: %s: the elements of an array all have "
 			    "one type; write every number with a decimal point, e.g. "
 			    "steps = [1.0, 2.5, 5.0]", why);
+	else if (strcmp(why, "syntax error") == 0 && group_in_array(text, line))
+		sp_diag_add(diag, 1, where, line, "syntax error: a group in [ ]: a list of groups is "
+			    "written in parentheses, ( { ... }, { ... } ); [ ] holds only strings, "
+			    "numbers or booleans");
 	else
 		sp_diag_add(diag, 1, where, line, "syntax error: %s", why);
 	free(other);

@@ -1241,6 +1241,23 @@ static void test_syntax_errors_say_what_to_do(void **state)
 		 TEST_CONF ":8: syntax error: mismatched element type in array: the elements of an "
 			   "array all have one type; write every number with a decimal point, e.g. "
 			   "steps = [1.0, 2.5, 5.0]");
+	/* a group in brackets, on the bracket's line or the next; a '[' in a
+	 * string is not one */
+	static const char *const groups[] = {
+		"servers = [ { url = \"http://127.0.0.1:9001\"; weight = 3; } ];",
+		"servers = [\n { url = \"http://127.0.0.1:9001\"; } ];",
+	};
+	for (size_t i = 0; i < NELEM(groups); i++) {
+		char text[512], want[256];
+		snprintf(text, sizeof(text), ONE_BACKEND("%s"), groups[i]);
+		snprintf(want, sizeof(want),
+			 TEST_CONF ":%zu: syntax error: a group in [ ]: a list of groups is written in "
+				   "parentheses, ( { ... }, { ... } ); [ ] holds only strings, numbers or "
+				   "booleans",
+			 3 + i);
+		check_rejected(text, 1, MSGS(want), 1, __LINE__);
+	}
+	REJECTED(ONE_BACKEND("url = \"http://[::1\" { ;"), 1, TEST_CONF ":3: syntax error: syntax error");
 }
 
 static void test_example_config_loads(void **state)
