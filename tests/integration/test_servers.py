@@ -72,6 +72,18 @@ def metrics(p):
     return text, dict(line.rsplit(" ", 1) for line in text.splitlines() if line and line[0] != "#")
 
 
+def compared(p, route, n, timeout=5):
+    """The route's shadow counters once n exchanges are compared and each
+    has its outcome: `compared` is counted first, its outcome a moment later
+    (shadow.c), so a read between the two sees neither identical nor
+    different nor noise."""
+    def settled():
+        sc = p.admin("GET", "/api/routes/" + route)[1]["shadow_counters"]
+        done = sc["identical"] + sc["different"] + sc["noise"]
+        return sc if sc["compared"] >= n and done == sc["compared"] else None
+    return wait_for(settled, timeout=timeout, what="%d comparisons and their outcomes" % n)
+
+
 def server_up(backend, server):
     return 'strangler_backend_server_up{backend="%s",server="%s"}' % (backend, server)
 
@@ -746,11 +758,7 @@ def test_a_noise_sample_follows_the_primary_to_the_next_server(backend_factory, 
     wait_for(lambda: len(live.requests) >= 2, what="the noise sample on the live server")
     assert [q.path for q in live.requests] == ["/n1", "/n1"]
 
-    def counted():
-        st, got = p.admin("GET", "/api/routes/r")
-        sc = got["shadow_counters"]
-        return sc if sc["compared"] >= 1 else None
-    sc = wait_for(counted, what="the comparison")
+    sc = compared(p, "r", 1)
     assert (sc["noise"], sc["different"]) == (1, 0), sc
 
 
@@ -776,10 +784,7 @@ def test_a_slow_primarys_noise_sample_has_its_time(backend_factory, start_proxy,
     for i in range(3):
         assert who(p, "/s/%d" % i)[0] == 200
 
-    def counted():
-        sc = p.admin("GET", "/api/routes/r")[1]["shadow_counters"]
-        return sc if sc["compared"] >= 3 else None
-    sc = wait_for(counted, timeout=5, what="three comparisons")
+    sc = compared(p, "r", 3)
     assert (sc["noise"], sc["different"], sc["timeouts"]) == (3, 0, 0), sc
     assert "does not answer shadows" not in p.stderr_text()
 
