@@ -55,7 +55,9 @@ int sp_ip_from_sockaddr(const struct sockaddr *sa, struct sp_ip *out)
 
 void sp_ip_text(const struct sp_ip *ip, char out[INET6_ADDRSTRLEN])
 {
-	if (!ip->family || !inet_ntop(ip->family, ip->a, out, INET6_ADDRSTRLEN))
+	if (ip->family == AF_INET)
+		sp_ipv4_text(ip->a, out); /* inet_ntop's sprintf: every accepted connection */
+	else if (!ip->family || !inet_ntop(ip->family, ip->a, out, INET6_ADDRSTRLEN))
 		strcpy(out, "-");
 }
 

@@ -679,7 +679,8 @@ static void maybe_shadow(struct sp_session *s, const struct sp_reqview *q, const
 /* The peer is a trusted proxy: the client is who its X-Forwarded-For says.
  * Out of line (cold): behind no balancer it never runs, and inlined it grew
  * on_req_head past what LTO inlines into it (75 instructions a request). */
-__attribute__((cold, noinline)) static void real_client(struct sp_session *s, const struct sp_h1_msg *m)
+__attribute__((cold, noinline)) static void real_client(struct sp_session *s,
+							 const struct sp_h1_msg *m)
 {
 	struct sp_ip ip = s->peer;
 	if (sp_realip_xff(s->cfg->trusted, s->cfg->ntrusted, m->hdrs, m->nhdrs, &ip) > 0) {
@@ -708,9 +709,8 @@ static const struct sp_hdr *only_field(const struct sp_h1_msg *m, const char *na
  * trusted_headers names them, are passed on rather than replaced (a
  * TLS-terminating load balancer's "https"), when each is one field holding
  * what a client could mean: http or https, one Host. */
-__attribute__((cold, noinline)) static void trusted_forwarded(const struct sp_config *cfg,
-								 const struct sp_h1_msg *m,
-			      struct sp_fwd_request *f)
+__attribute__((cold, noinline)) static void
+trusted_forwarded(const struct sp_config *cfg, const struct sp_h1_msg *m, struct sp_fwd_request *f)
 {
 	const struct sp_hdr *p = cfg->trusted_headers & SP_FWD_PROTO
 					 ? only_field(m, "X-Forwarded-Proto")
@@ -728,27 +728,17 @@ __attribute__((cold, noinline)) static void trusted_forwarded(const struct sp_co
 	}
 }
 
-/* The request body limit of the exchange: its route's max_body_bytes, or
- * limits.max_body_bytes (0: none). */
-static long long body_limit(const struct sp_session *s)
+/* The request body limit of the exchange (0: none): its route's
+ * max_body_bytes, or limits.max_body_bytes; *why is the 413's reason. */
+static long long body_limit(const struct sp_session *s, const char **why)
 {
 	const struct sp_route *r = s->dec.route;
-	return r && r->max_body_bytes >= 0 ? r->max_body_bytes : s->cfg->limits.max_body_bytes;
-}
-
-static const char *body_limit_why(const struct sp_session *s)
-{
-	return s->dec.route && s->dec.route->max_body_bytes >= 0
-		       ? "request body larger than the route's max_body_bytes"
-		       : "request body larger than limits.max_body_bytes";
-}
-
-/* A Content-Length past the exchange's limit: refused before any of the
- * body is read. */
-static int body_too_large(const struct sp_session *s, const struct sp_h1_msg *m)
-{
-	long long max = body_limit(s);
-	return max && m->has_length && m->content_length > (uint64_t)max;
+	if (r && r->max_body_bytes >= 0) {
+		*why = "request body larger than the route's max_body_bytes";
+		return r->max_body_bytes;
+	}
+	*why = "request body larger than limits.max_body_bytes";
+	return s->cfg->limits.max_body_bytes;
 }
 
 static int on_req_head(void *ud, struct sp_h1_msg *m)
@@ -783,8 +773,10 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 			       m->hdrs,   m->nhdrs,     s->client_addr};
 	sp_decide(s->cfg->routes, s->cfg->nroutes, s->cfg->default_backend, &q, &s->w->rng, &s->tmp,
 		  &s->dec);
-	if (body_too_large(s, m)) {
-		sp_h1_fail(s->req, 413, body_limit_why(s));
+	/* a Content-Length past it: refused before any of the body is read */
+	long long max_body = body_limit(s, &why);
+	if (max_body && m->has_length && m->content_length > (uint64_t)max_body) {
+		sp_h1_fail(s->req, 413, why);
 		return -1;
 	}
 	s->backend = s->dec.backend;
@@ -851,11 +843,12 @@ static void emit(struct sp_session *s, const void *p, size_t n)
 static int on_req_body(void *ud, const char *p, size_t n)
 {
 	struct sp_session *s = ud;
-	long long max = body_limit(s);
+	const char *why;
+	long long max = body_limit(s, &why);
 	s->req_body_bytes += n;
 	if (max && s->req_body_bytes > (uint64_t)max) {
 		/* a chunked body announces no length: it is cut off when it passes */
-		sp_h1_fail(s->req, 413, body_limit_why(s));
+		sp_h1_fail(s->req, 413, why);
 		return -1;
 	}
 	if (s->req_body == SP_BODY_CHUNKED) {
@@ -1826,13 +1819,8 @@ void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct soc
 	sp_buf_init(&s->client_host);
 	s->head.stash = s->stage.stash = s->tmp.stash = s->path.stash = s->query.stash = &w->stash;
 	s->client_addr = s->client_ip;
-	sp_ip_from_sockaddr(sa, &s->peer);
-	if (sa->sa_family == AF_INET)
-		sp_ipv4_text((const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr,
-			     s->client_ip);
-	else if (sa->sa_family == AF_INET6)
-		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, s->client_ip,
-			  sizeof(s->client_ip));
+	if (sp_ip_from_sockaddr(sa, &s->peer) == 0)
+		sp_ip_text(&s->peer, s->client_ip);
 	const struct sp_limits *lim = &w->cfg->limits;
 	struct sp_h1_limits req_limits = {(size_t)lim->max_request_line,
 					  (size_t)lim->max_header_bytes, (size_t)lim->max_headers};

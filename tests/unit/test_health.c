@@ -24,16 +24,22 @@ struct fixture {
 	const struct sp_backend *be;
 };
 
-static int setup(void **state)
+/* A health table for the config text, backend 0 in f->be. */
+static int load_fixture(void **state, const char *text)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
 	assert_non_null(f);
 	f->t = sp_health_table_new();
-	f->c = unit_load_ok(THREE, NULL);
+	f->c = unit_load_ok(text, NULL);
 	assert_int_equal(sp_health_attach(f->t, f->c), 0);
 	f->be = &f->c->backends[0];
 	*state = f;
 	return 0;
+}
+
+static int setup(void **state)
+{
+	return load_fixture(state, THREE);
 }
 
 static int teardown(void **state)
@@ -172,14 +178,7 @@ static void test_shadow_pause(void **state)
 
 static int setup_weighted(void **state)
 {
-	struct fixture *f = calloc(1, sizeof(*f));
-	assert_non_null(f);
-	f->t = sp_health_table_new();
-	f->c = unit_load_ok(WEIGHTED, NULL);
-	assert_int_equal(sp_health_attach(f->t, f->c), 0);
-	f->be = &f->c->backends[0];
-	*state = f;
-	return 0;
+	return load_fixture(state, WEIGHTED);
 }
 
 /* The servers picked n times in a row, as letters: "aabac". */
