@@ -225,7 +225,7 @@ static void snapshot(struct sp_runtime *rt, const struct sp_route *r, struct sp_
 		sp_worker_stats_read_lock(rt->workers[w]);
 		struct sp_shadow_stats *st = sp_worker_route_stats(rt->workers[w], r->name);
 		if (st) {
-			s->compared += sp_read(&st->all.compared);
+			s->compared += sp_read_before(&st->all.compared);
 			s->different += sp_read(&st->all.different);
 		}
 		sp_worker_stats_read_unlock(rt->workers[w]);

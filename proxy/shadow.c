@@ -333,7 +333,6 @@ static void compare_and_count(struct sp_shadow *sh)
 		COUNT(st, d, skipped[SP_SKIP_RESPONSE_BODY]);
 		goto out;
 	}
-	COUNT(st, d, compared);
 	sp_hist_add(&st->all.lat_primary, sh->primary_ms);
 	sp_hist_add(&st->all.lat_shadow, leg->ms);
 	if (d) {
@@ -356,6 +355,10 @@ static void compare_and_count(struct sp_shadow *sh)
 		redact(&r, sc);
 		write_diff(sh, leg, &r);
 	}
+	/* after the outcome: whoever reads compared first finds its outcome too */
+	sp_count_after(&st->all.compared);
+	if (d)
+		sp_count_after(&d->c.compared);
 out:
 	sp_cmp_result_deinit(&r);
 	sp_cmp_result_deinit(&noise);
@@ -821,10 +824,13 @@ struct dir_sum {
 static void counts_add(struct sp_shadow_counts *c, uint64_t v[7], uint64_t skip[SP_SKIP__COUNT],
 		       uint64_t *lat_primary, uint64_t *lat_shadow)
 {
-	_Atomic uint64_t *f[7] = {&c->mirrored, &c->compared, &c->identical, &c->different,
-				  &c->noise,    &c->errors,   &c->timeouts};
+	/* compared before its outcomes, which compare_and_count counts first */
+	v[1] += sp_read_before(&c->compared);
+	_Atomic uint64_t *f[7] = {&c->mirrored, NULL,	     &c->identical, &c->different,
+				  &c->noise,	&c->errors, &c->timeouts};
 	for (int k = 0; k < 7; k++)
-		v[k] += sp_read(f[k]);
+		if (f[k])
+			v[k] += sp_read(f[k]);
 	for (int k = 0; k < SP_SKIP__COUNT; k++)
 		skip[k] += sp_read(&c->skipped[k]);
 	if (lat_primary)

@@ -27,6 +27,19 @@ static inline uint64_t sp_read(_Atomic uint64_t *c)
 	return atomic_load_explicit(c, memory_order_relaxed);
 }
 
+/* A total counted after its parts (sp_count_after), read before them
+ * (sp_read_before): a reader never sees the total ahead of its parts. */
+static inline void sp_count_after(_Atomic uint64_t *c)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+			      memory_order_release);
+}
+
+static inline uint64_t sp_read_before(_Atomic uint64_t *c)
+{
+	return atomic_load_explicit(c, memory_order_acquire);
+}
+
 /* Durations at the metrics' fixed bounds (Prometheus `le`, in seconds):
  * counts per bound, not cumulative; past the last bound only the total
  * counts them. Exact where the log-scale histogram's buckets straddle. */

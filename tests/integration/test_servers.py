@@ -73,10 +73,8 @@ def metrics(p):
 
 
 def compared(p, route, n, timeout=5):
-    """The route's shadow counters once n exchanges are compared and each
-    has its outcome: `compared` is counted first, its outcome a moment later
-    (shadow.c), so a read between the two sees neither identical nor
-    different nor noise."""
+    """The route's shadow counters once n exchanges are compared (each with
+    its outcome: shadow.c counts `compared` after it)."""
     def settled():
         sc = p.admin("GET", "/api/routes/" + route)[1]["shadow_counters"]
         done = sc["identical"] + sc["different"] + sc["noise"]

@@ -804,3 +804,43 @@ def test_a_diff_log_added_by_a_reload_needs_a_restart(start_proxy, backend_facto
     finally:
         again.terminate()
         assert again.wait(timeout=5) == 0
+
+
+def test_a_comparison_is_never_counted_before_its_outcome(start_proxy, backend_factory,
+                                                         tmp_path):
+    """Read while exchanges are being compared, the route's counters never
+    show an exchange compared without its outcome (identical, different or
+    noise): the API, the metrics and the guard may divide different by
+    compared at any moment."""
+    n = 300
+    big = lambda side: json_backend(lambda r: {"items": [{"id": i, "v": side}
+                                                         for i in range(1000)]})
+    legacy, modern = backend_factory("legacy", big(0)), backend_factory("modern", big(1))
+    # a noise sample makes each comparison two (the window the test looks into)
+    p = start_proxy({"legacy": legacy, "modern": modern},
+                    routes=[shadow_route(noise={"samples": 1})], admin={},
+                    shadow_defaults={"diff_log": str(tmp_path / "diffs.jsonl"),
+                                     "timeout_ms": 2000})
+    reads, ahead, done = [], [], threading.Event()
+
+    def poll():
+        while not done.is_set():
+            sc = p.admin("GET", "/api/routes/r")[1]["shadow_counters"]
+            reads.append(sc["compared"])
+            if sc["identical"] + sc["different"] + sc["noise"] < sc["compared"]:
+                ahead.append(sc)
+    pollers = [threading.Thread(target=poll) for _ in range(2)]
+    for t in pollers:
+        t.start()
+    try:
+        with p.client() as c:
+            for i in range(n):
+                assert c.request("GET", "/i/%d" % i).status == 200
+        harness.wait_for(lambda: reads and reads[-1] >= n, what="%d comparisons" % n)
+    finally:
+        done.set()
+        for t in pollers:
+            t.join()
+    assert len(set(reads)) > 10, "the counters were read only at %d points" % len(set(reads))
+    assert ahead == [], "%d of %d reads counted a comparison without its outcome: %s" % (
+        len(ahead), len(reads), ahead[:3])
