@@ -612,10 +612,11 @@ static void load_host_header(struct sp_loader *L, const config_setting_t *e, con
 	const char *h = b->host_header, *end = strrchr(h, ']'), *colon;
 	size_t n = strlen(h);
 	colon = strchr(end ? end : h, ':');
-	/* what a client's Host may be (sp_http_valid_host), not empty, a host
-	 * before any port and a port of 1-65535: "a:b:c", "x:99999", "[" are not */
+	/* what a client's Host may be (sp_http_valid_host: a port up to
+	 * 65535), not empty, a host before any port, and not port 0: "a:b:c",
+	 * "x:99999", "x:0", "[" are not */
 	if (n == 0 || n > 255 || h[0] == ':' || h[0] == '.' || !sp_http_valid_host(h, n) ||
-	    (colon && (colon[1] == '\0' || atol(colon + 1) < 1 || atol(colon + 1) > 65535)))
+	    (colon && atol(colon + 1) < 1))
 		ERR(L, where, "%s.host_header: \"%s\": must be a host name or address, with an "
 			      "optional port (at most 255 characters)", path, h);
 	L->cfg->host_headers = 1;

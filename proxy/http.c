@@ -244,7 +244,8 @@ static int bad_upgrade(const struct sp_hdr *h, size_t n)
 /* RFC 9112 §3.2: Host = uri-host [ ":" port ], without userinfo. uri-host is
  * an IP literal in brackets or a reg-name (unreserved, pct-encoded and
  * sub-delims but ","; a list of hosts has two readings). The port, when
- * there is a colon, is 1 to 5 digits. Empty is allowed (RFC 9112 §3.2: an
+ * there is a colon, is 1 to 5 digits, at most 65535 (no TCP port is
+ * larger: "a:99999" would route as "a"). Empty is allowed (RFC 9112 §3.2: an
  * authority that is empty). */
 static const unsigned char reg_name_char[256] = {
 #define R(c) [c] = 1
@@ -284,10 +285,13 @@ int sp_http_valid_host(const char *v, size_t n)
 		return 1;
 	if (v[i] != ':' || n - i - 1 < 1 || n - i - 1 > 5)
 		return 0;
-	while (++i < n)
+	unsigned port = 0;
+	while (++i < n) {
 		if (!isdigit((unsigned char)v[i]))
 			return 0;
-	return 1;
+		port = port * 10 + (unsigned)(v[i] - '0');
+	}
+	return port <= 65535;
 }
 
 int sp_http_replayable(const char *method, int has_body)

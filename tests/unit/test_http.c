@@ -143,10 +143,10 @@ static void test_check_request_host_value(void **state)
 {
 	(void)state;
 	static const char *const good[] = {"example.com", "example.com:8080", "a-b.c_d~e",
-					   "10.0.0.1:80", "[::1]", "[::1]:443",
+					   "10.0.0.1:80", "[::1]", "[::1]:443", "a:65535", "a:0",
 					   "xn--caf-dma.example", "a%2Db", ""};
 	static const char *const bad[] = {"a.example, b.example", "evil.example/x?y", "a b",
-					  "user@evil.example", "x:notaport", "x:", "x:123456",
+					  "user@evil.example", "x:notaport", "x:", "x:123456", "x:65536", "x:99999",
 					  "[::1", "[]", "[::g]", "a\\b", "a%zzb", "a%2", "h:80:80",
 					  "caf\xc3\xa9.example"};
 	for (size_t i = 0; i < NELEM(good); i++) {
