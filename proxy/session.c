@@ -119,6 +119,7 @@ struct sp_session {
 	int status;
 	const char *error;
 	int up_failed; /* the error was the backend's (connect, timeout, protocol) */
+	int refused;   /* the proxy answered a routed request's bad body itself (400, 408, 413) */
 	int fallback_from; /* backend the request moved away from (down or refused), or -1 */
 	int server;        /* the server of backend that the exchange goes to, or -1 */
 	uint64_t tried;    /* the servers of backend it could not connect to (SP_SERVERS_MAX bits) */
@@ -264,8 +265,10 @@ static void log_exchange(struct sp_session *s)
 	/* the backend's own time: until its answer, without the upload */
 	double wait_ms = s->upstream_ms < 0 ? -1
 			 : s->upstream_ms - (s->upload_ms < s->upstream_ms ? s->upload_ms : s->upstream_ms);
-	sp_worker_count(s->w, cfg, s->dec.route, e.backend, s->status, s->up_failed ? s->error : NULL,
-			e.total_ms, wait_ms);
+	/* a refused body is the client's doing, not the backend's: the
+	 * proxy's answer in the metrics (and the guard), as before routing */
+	sp_worker_count(s->w, cfg, s->dec.route, s->refused ? NULL : e.backend, s->status,
+			s->up_failed ? s->error : NULL, e.total_ms, wait_ms);
 }
 
 static void reset_exchange(struct sp_session *s)
@@ -289,7 +292,7 @@ static void reset_exchange(struct sp_session *s)
 	s->req_active = s->req_done = s->resp_started = s->resp_done = 0;
 	s->interim = s->ninterim = s->retried = s->status = 0;
 	s->error = NULL;
-	s->up_failed = 0;
+	s->up_failed = s->refused = 0;
 	s->fallback_from = -1;
 	s->server = -1;
 	s->tried = 0;
@@ -912,6 +915,7 @@ static void request_error(struct sp_session *s)
 	}
 	sp_upconn_free(&s->up);
 	s->error = why;
+	s->refused = 1;
 	answer(s, status, why, 0);
 }
 
@@ -1692,6 +1696,7 @@ static void on_client_event(struct sp_conn *c, short what, void *arg)
 			s->dead = 1;
 		} else {
 			sp_upconn_free(&s->up);
+			s->refused = 1;
 			answer(s, 408, "request body timeout", 0);
 		}
 	} else if ((what & SP_CONN_EOF) && (s->req_done || !s->req_active) &&

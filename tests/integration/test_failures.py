@@ -708,6 +708,35 @@ def test_chunked_body_over_max_body_bytes_is_refused(backend_factory, start_prox
     assert all(r.body_len <= 1000 for r in b.requests)
 
 
+def test_a_routed_request_refused_for_its_body_counts_as_the_proxys_answer(
+        backend_factory, start_proxy):
+    """A body the proxy refuses once the request is routed (past the limit,
+    bad chunked framing, stalled) is the client's doing: the metrics, which
+    the guard reads, count it under backend="(proxy)", not against the
+    backend it was going to; the access log still names that backend."""
+    b = backend_factory("legacy")
+    routes = [{"name": "r", "match": {"path_prefix": "/"}, "backend": "legacy"}]
+    proxy = start_proxy({"legacy": b}, routes=routes, admin={},
+                        limits={"max_body_bytes": 1000}, timeouts={"client_body_ms": 300})
+    chunked = build_request("POST", "/up", [("Transfer-Encoding", "chunked")])
+    over = b"".join(b"100\r\n" + b"y" * 256 + b"\r\n" for _ in range(8)) + b"0\r\n\r\n"
+    for raw, want in ((chunked + over, 413), (chunked + b"5\r\nab", 408),
+                      (chunked + b"zz\r\nab\r\n0\r\n\r\n", 400)):
+        with proxy.client() as c:
+            c.send(raw)
+            assert c.read_response().status == want
+    with proxy.client() as c:
+        assert c.request("POST", "/up", body=b"ok").status == 200
+    st, text = proxy.admin("GET", "/metrics")
+    samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line[:1] not in ("#", ""))
+    count = lambda backend, cls: int(samples.get(
+        'strangler_requests_total{route="r",backend="%s",class="%s"}' % (backend, cls), 0))
+    assert (count("(proxy)", "4xx"), count("legacy", "4xx"), count("legacy", "2xx")) == (3, 0, 1)
+    logged = proxy.wait_access(4)
+    assert [(e["status"], e["backend"]) for e in logged] == [
+        (413, "legacy"), (408, "legacy"), (400, "legacy"), (200, "legacy")]
+
+
 def test_custom_limits_apply(backend_factory, start_proxy):
     b = backend_factory("legacy")
     proxy = start_proxy({"legacy": b}, limits={"max_request_line": 100, "max_headers": 10,
