@@ -770,7 +770,7 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 					   "idle_timeout_ms",	      "ca_file",
 					   "tls_verify",	      "client_certificate",
 					   "client_private_key",  "health", "host_header",
-					   NULL};
+					   "path_rewrite",	      NULL};
 	const config_setting_t *bs = config_setting_get_member(root, "backends");
 	if (!bs) {
 		sp_diag_add(L->diag, 1, L->file, 0, "backends: at least one backend is required");
@@ -808,6 +808,7 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 		cfgp_int_field(L, e, "max_idle", path, 0, 100000, &b->max_idle);
 		cfgp_int_field(L, e, "idle_timeout_ms", path, 1, 86400000, &b->idle_timeout_ms);
 		load_host_header(L, e, path, b);
+		sp_load_path_rewrite(L, e, path, &b->rewrite, &b->nrewrite);
 		load_servers(L, e, path, b);
 		load_backend_tls(L, e, path, b);
 		load_health(L, e, path, b);
@@ -1470,6 +1471,7 @@ void sp_config_unref(struct sp_config **cp)
 		}
 		free(c->backends[i].servers);
 		free(c->backends[i].host_header);
+		sp_rewrite_free(&c->backends[i].rewrite, c->backends[i].nrewrite);
 		SSL_CTX_free(c->backends[i].tls_ctx);
 		free(c->backends[i].health_path);
 	}

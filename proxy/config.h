@@ -10,6 +10,7 @@
 
 #include "buf.h"
 #include "realip.h"
+#include "rewrite.h"
 #include "route.h"
 #include "tls.h"
 
@@ -57,6 +58,8 @@ struct sp_backend {
 	size_t nservers;
 	int weighted; /* a weight other than 1 or a backup server: requests go by weight */
 	char *host_header; /* the Host its requests carry (NULL: the client's) */
+	struct sp_rewrite *rewrite; /* path_rewrite: where it serves the public paths */
+	size_t nrewrite;
 	int connect_timeout_ms;
 	int response_timeout_ms;
 	int max_idle;        /* idle connections per worker, all servers together */

@@ -65,5 +65,15 @@ int cfgp_backend_ref(struct sp_loader *L, const config_setting_t *g, const char 
 
 /* route_conf.c */
 void sp_load_routes(struct sp_loader *L, const config_setting_t *root);
+/* Optional path member, which must be written normalised (pathnorm.h): a
+ * malloc'd copy, or NULL (reported: "is not normalised and <else_>"). */
+char *cfgp_norm_path(struct sp_loader *L, const config_setting_t *g, const char *key,
+		     const char *path, const char *else_);
+
+/* rewrite.c: backends.NAME.path_rewrite into *rules (*n of them; caller
+ * owns, sp_rewrite_free). */
+struct sp_rewrite;
+void sp_load_path_rewrite(struct sp_loader *L, const config_setting_t *backend, const char *path,
+			  struct sp_rewrite **rules, size_t *n);
 
 #endif

@@ -35,6 +35,20 @@ static int add_header(struct sp_hdr *h, const char *arg)
 	return 0;
 }
 
+/* The path backend b receives, when its path_rewrite changes it. */
+static void print_rewrite(const struct sp_config *c, int b, const struct sp_reqview *q)
+{
+	const struct sp_backend *be = &c->backends[b];
+	struct sp_buf out;
+	sp_buf_init(&out);
+	int k = sp_rewrite_path(be->rewrite, be->nrewrite, q->path, q->path_len, &out);
+	if (k >= 0)
+		printf("sent as:  %s%s%.*s to %s (its path_rewrite.[%d]: \"%s\" to \"%s\")\n",
+		       out.data, q->query ? "?" : "", (int)q->query_len, q->query ? q->query : "",
+		       be->name, k, be->rewrite[k].prefix, be->rewrite[k].to);
+	sp_buf_deinit(&out);
+}
+
 static void print_decision(const struct sp_config *c, const struct sp_reqview *q,
 			   const struct sp_decision *d, struct sp_buf *scratch)
 {
@@ -60,6 +74,8 @@ static void print_decision(const struct sp_config *c, const struct sp_reqview *q
 			printf("backend:  %s with probability %u.%02u%%, else %s\n",
 			       c->backends[ro->backend].name, ro->percent_bp / 100,
 			       ro->percent_bp % 100, c->backends[d->route->backend].name);
+			print_rewrite(c, ro->backend, q);
+			print_rewrite(c, d->route->backend, q);
 			return;
 		}
 	}
@@ -73,6 +89,7 @@ static void print_decision(const struct sp_config *c, const struct sp_reqview *q
 			printf(" backup");
 	}
 	printf(")\n");
+	print_rewrite(c, d->backend, q);
 }
 
 int sp_explain_main(int argc, char **argv)

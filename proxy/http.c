@@ -568,6 +568,31 @@ int sp_hdr_poses_as_managed(const struct sp_hdr *h)
 	       sp_hdr_name_is(&alias, "X-Request-Id") || sp_hdr_name_is(&alias, "Host");
 }
 
+/* Replaces head[at, at + was) with now[0, n). */
+static int replace_span(struct sp_buf *head, size_t at, size_t was, const char *now, size_t n)
+{
+	if (n > was && sp_buf_reserve(head, n - was) < 0)
+		return -1;
+	memmove(head->data + at + n, head->data + at + was, head->len - at - was + 1); /* NUL too */
+	memcpy(head->data + at, now, n);
+	head->len = head->len - was + n;
+	return 0;
+}
+
+int sp_http_repath(struct sp_buf *head, const char *path, size_t len)
+{
+	/* METHOD SP path [ "?" query ] SP HTTP/1.1: the proxy wrote it */
+	const char *sp = head->data ? memchr(head->data, ' ', head->len) : NULL;
+	if (!sp)
+		return -1;
+	size_t at = (size_t)(sp - head->data) + 1, end = at;
+	while (end < head->len && head->data[end] != '?' && head->data[end] != ' ')
+		end++;
+	if (end == head->len)
+		return -1;
+	return replace_span(head, at, end - at, path, len);
+}
+
 int sp_http_rehost(struct sp_buf *head, const char *host)
 {
 	/* Host is the line after the request line */
@@ -578,13 +603,14 @@ int sp_http_rehost(struct sp_buf *head, const char *host)
 	const char *end = memchr(head->data + at, '\r', head->len - at);
 	if (!end)
 		return -1;
-	size_t was = (size_t)(end - (head->data + at)), now = strlen(host);
-	if (now > was && sp_buf_reserve(head, now - was) < 0)
+	return replace_span(head, at, (size_t)(end - (head->data + at)), host, strlen(host));
+}
+
+int sp_http_retarget(struct sp_buf *head, const struct sp_retarget *t)
+{
+	if (t->host && sp_http_rehost(head, t->host) < 0)
 		return -1;
-	memmove(head->data + at + now, head->data + at + was, head->len - at - was + 1); /* NUL too */
-	memcpy(head->data + at, host, now);
-	head->len = head->len - was + now;
-	return 0;
+	return t->path ? sp_http_repath(head, t->path, t->path_len) : 0;
 }
 
 int sp_http_write_request_head(const struct sp_fwd_request *r, struct sp_buf *out)

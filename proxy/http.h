@@ -158,6 +158,18 @@ int sp_http_write_request_head(const struct sp_fwd_request *r, struct sp_buf *ou
 /* A head made for one backend made for another: its Host line (the first
  * field line) names host instead. 0, or -1 (no memory, or no such line). */
 int sp_http_rehost(struct sp_buf *head, const char *host);
+/* The same for the path of its request line (the target up to its query):
+ * path instead. 0, or -1 (no memory, or no request line). */
+int sp_http_repath(struct sp_buf *head, const char *path, size_t len);
+/* What a head made for one backend changes for another: its Host (NULL:
+ * the same) and its path (NULL: the same; backends.NAME.path_rewrite). */
+struct sp_retarget {
+	const char *host;
+	const char *path;
+	size_t path_len;
+};
+/* Both changes: 0, or -1 as sp_http_rehost and sp_http_repath. */
+int sp_http_retarget(struct sp_buf *head, const struct sp_retarget *t);
 /* Whether v (n bytes) is a Host value RFC 9110 allows: a reg-name, an IPv4
  * address or an [IP-literal], with an optional :port of 1-5 digits; empty is
  * allowed (RFC 9112 3.2). */

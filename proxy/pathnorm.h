@@ -5,6 +5,7 @@
 #define SP_PATHNORM_H
 
 #include <stddef.h>
+#include <string.h>
 
 #include "buf.h"
 
@@ -39,6 +40,18 @@ int sp_split_target(const char *method, const char *url, size_t len, struct sp_b
 		    const char **query, size_t *qlen);
 
 const char *sp_path_strerror(int status);
+
+/* A normalised path starts with prefix at a segment boundary: "/api/users"
+ * covers "/api/users" and "/api/users/7", not "/api/usersettings"; a
+ * prefix ending in '/' is its own boundary. (Inline: routing runs it for
+ * each route.) */
+static inline int sp_path_has_prefix(const char *prefix, size_t plen, const char *path,
+				     size_t len)
+{
+	if (len < plen || memcmp(path, prefix, plen) != 0)
+		return 0;
+	return len == plen || prefix[plen - 1] == '/' || path[plen] == '/';
+}
 
 /* The path of a target as received, for logs: up to its query or fragment,
  * not normalised (a refused target is logged as sent). */

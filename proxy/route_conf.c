@@ -11,8 +11,8 @@
 
 /* A path condition must already be in normalised form, or it could never
  * match a normalised request path. */
-static char *load_path(struct sp_loader *L, const config_setting_t *m, const char *key,
-		       const char *path)
+char *cfgp_norm_path(struct sp_loader *L, const config_setting_t *m, const char *key,
+		     const char *path, const char *else_)
 {
 	const config_setting_t *where;
 	char *p = cfgp_str(L, m, key, path, &where);
@@ -26,8 +26,8 @@ static char *load_path(struct sp_loader *L, const config_setting_t *m, const cha
 		free(p);
 		p = NULL;
 	} else if (strcmp(norm.data, p) != 0) {
-		ERR(L, where, "%s.%s: \"%s\" is not normalised and would never match; write \"%s\"",
-		    path, key, p, norm.data);
+		ERR(L, where, "%s.%s: \"%s\" is not normalised and %s; write \"%s\"", path, key,
+		    p, else_, norm.data);
 		free(p);
 		p = NULL;
 	}
@@ -280,8 +280,8 @@ static void load_match(struct sp_loader *L, const config_setting_t *route, const
 	}
 	cfgp_check_keys(L, s, path, keys);
 	m->host = load_host(L, s, path);
-	m->path = load_path(L, s, "path", path);
-	m->path_prefix = load_path(L, s, "path_prefix", path);
+	m->path = cfgp_norm_path(L, s, "path", path, "would never match");
+	m->path_prefix = cfgp_norm_path(L, s, "path_prefix", path, "would never match");
 	if (m->path_prefix)
 		m->prefix_len = strlen(m->path_prefix);
 	load_regex(L, s, path, m);

@@ -7,15 +7,6 @@
 
 #include "pathnorm.h"
 
-static int prefix_matches(const char *prefix, size_t plen, const char *path, size_t len)
-{
-	if (len < plen || memcmp(path, prefix, plen) != 0)
-		return 0;
-	/* Segment boundary: "/api/users" matches "/api/users" and "/api/users/7",
-	 * not "/api/usersettings". A prefix ending in '/' is its own boundary. */
-	return len == plen || prefix[plen - 1] == '/' || path[plen] == '/';
-}
-
 static int method_matches(const struct sp_match *m, const char *method)
 {
 	if (m->nmethods == 0)
@@ -158,7 +149,8 @@ static int route_matches(const struct sp_route *r, const struct sp_reqview *q,
 		return 0;
 	if (m->path && (q->path_len != strlen(m->path) || memcmp(q->path, m->path, q->path_len)))
 		return 0;
-	if (m->path_prefix && !prefix_matches(m->path_prefix, m->prefix_len, q->path, q->path_len))
+	if (m->path_prefix &&
+	    !sp_path_has_prefix(m->path_prefix, m->prefix_len, q->path, q->path_len))
 		return 0;
 	if (!method_matches(m, q->method))
 		return 0;
@@ -212,10 +204,10 @@ static int path_covers(const struct sp_match *a, const struct sp_match *b)
 	}
 	if (a->path_prefix) {
 		if (b->path)
-			return prefix_matches(a->path_prefix, a->prefix_len, b->path, strlen(b->path));
+			return sp_path_has_prefix(a->path_prefix, a->prefix_len, b->path, strlen(b->path));
 		if (b->path_prefix)
-			return prefix_matches(a->path_prefix, a->prefix_len, b->path_prefix,
-					      b->prefix_len) ||
+			return sp_path_has_prefix(a->path_prefix, a->prefix_len, b->path_prefix,
+						  b->prefix_len) ||
 			       (a->path_prefix[a->prefix_len - 1] == '/' &&
 				strncmp(a->path_prefix, b->path_prefix, a->prefix_len) == 0);
 		return 0;

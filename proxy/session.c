@@ -483,26 +483,47 @@ static const char *host_to(const struct sp_session *s, int b)
 	return s->client_host.data ? s->client_host.data : "";
 }
 
-/* The Host line backend `to` needs in a head made for backend `from`: NULL
- * when it is the same; *ok 0 when it cannot be known. */
-static const char *rehost_for(const struct sp_session *s, int from, int to, int *ok)
+/* The path backend b receives (its path_rewrite's, written to out, else
+ * the request's); NULL when out of memory. */
+static const char *path_to(const struct sp_session *s, int b, struct sp_buf *out, size_t *len)
+{
+	const struct sp_backend *be = &s->cfg->backends[b];
+	int rc = be->nrewrite ? sp_rewrite_path(be->rewrite, be->nrewrite, s->path.data,
+						s->path.len, out)
+			      : -1;
+	*len = rc >= 0 ? out->len : s->path.len;
+	return rc == -2 ? NULL : rc >= 0 ? out->data : s->path.data;
+}
+
+/* What a head made for backend `from` changes for backend `to` (t; the
+ * path in s->tmp). 0, or -1 when it cannot be known (a Host not kept, no
+ * memory). */
+static int retarget_for(struct sp_session *s, int from, int to, struct sp_retarget *t)
 {
 	const char *was = host_to(s, from), *now = host_to(s, to);
-	*ok = 1;
-	if (was == now || (was && now && strcmp(was, now) == 0))
-		return NULL;
-	*ok = now != NULL;
-	return now;
+	*t = (struct sp_retarget){NULL, NULL, 0};
+	if (!(was == now || (was && now && strcmp(was, now) == 0))) {
+		if (!now)
+			return -1;
+		t->host = now;
+	}
+	/* the path as `to` takes it, when either has rules (the same path
+	 * written again costs nothing that matters there) */
+	if (s->cfg->backends[from].nrewrite || s->cfg->backends[to].nrewrite)
+		if (!(t->path = path_to(s, to, &s->tmp, &t->path_len)))
+			return -1;
+	return 0;
 }
 
 /* A refused connection for an idempotent request without a body goes once to
  * the route's other side, when no server of its backend took it. */
 static int retry_other_side(struct sp_session *s, const char *err)
 {
-	int other = other_side(s), ok = 0;
-	const char *host = other >= 0 ? rehost_for(s, s->backend, other, &ok) : NULL;
-	if (strcmp(err, ERR_CONNECT_REFUSED) != 0 || !may_resend(s) || other < 0 || !ok ||
-	    s->fallback_from >= 0 || (host && sp_http_rehost(&s->head, host) < 0))
+	int other = other_side(s);
+	struct sp_retarget t;
+	if (strcmp(err, ERR_CONNECT_REFUSED) != 0 || !may_resend(s) || other < 0 ||
+	    s->fallback_from >= 0 || retarget_for(s, s->backend, other, &t) < 0 ||
+	    sp_http_retarget(&s->head, &t) < 0)
 		return 0;
 	sp_log(SP_LOG_INFO, "route %s: %s refused the connection; request %s retried on %s",
 	       s->dec.route->name, s->cfg->backends[s->backend].name, s->reqid,
@@ -670,13 +691,12 @@ static void maybe_shadow(struct sp_session *s, const struct sp_reqview *q, const
 		target = s->dec.to_rollout ? r->backend : r->rollout.backend;
 	if (target == s->backend)
 		return; /* a rollout request already served by the shadow's backend */
-	int ok;
-	const char *host = rehost_for(s, s->backend, target, &ok);
-	if (!ok)
-		return; /* the shadow backend would need a Host that was not kept */
+	struct sp_retarget t;
+	if (retarget_for(s, s->backend, target, &t) < 0)
+		return; /* the shadow backend would need a Host that was not kept (or memory) */
 	s->shadow = sp_shadow_start(s->w, s->cfg, r, target, s->backend, m->method, s->path.data,
 				    s->path.len, s->has_query ? &s->query : NULL, s->reqid, &s->head,
-				    s->req_body != SP_BODY_NONE, host);
+				    s->req_body != SP_BODY_NONE, &t);
 }
 
 /* The peer is a trusted proxy: the client is who its X-Forwarded-For says.
@@ -797,7 +817,13 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	}
 	if (s->server < 0)
 		s->server = sp_worker_next(s->w, s->cfg, s->backend); /* none up: in turn */
-	struct sp_fwd_request f = sp_fwd_request_for(m, s->path.data, s->path.len, query, qlen);
+	size_t plen;
+	const char *upath = path_to(s, s->backend, &s->tmp, &plen);
+	if (!upath) {
+		sp_h1_fail(s->req, 500, "out of memory");
+		return -1;
+	}
+	struct sp_fwd_request f = sp_fwd_request_for(m, upath, plen, query, qlen);
 	f.client_ip = s->client_ip;
 	f.proto = s->https ? "https" : "http";
 	if (trusted && s->cfg->trusted_headers)

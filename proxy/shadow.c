@@ -540,7 +540,7 @@ static void on_shadow_timeout(evutil_socket_t fd, short what, void *arg)
 }
 
 static int leg_start(struct sp_shadow *sh, struct leg *l, int backend, int server,
-		     const struct sp_buf *head, int has_body, const char *host)
+		     const struct sp_buf *head, int has_body, const struct sp_retarget *t)
 {
 	static const struct sp_h1_limits limits = {1024, 65536, 200};
 	static const char marker[] = "X-Strangler-Shadow: 1\r\n\r\n";
@@ -559,7 +559,7 @@ static int leg_start(struct sp_shadow *sh, struct leg *l, int backend, int serve
 	l->replay.stash = &sh->w->stash;
 	if (sp_buf_add(&l->replay, head->data, head->len - 2) < 0 ||
 	    sp_buf_add(&l->replay, marker, sizeof(marker) - 1) < 0 ||
-	    (host && sp_http_rehost(&l->replay, host) < 0))
+	    (t && sp_http_retarget(&l->replay, t) < 0))
 		return -1;
 	/* Mirrors reuse the backend's keep-alive pool like primaries do (a
 	 * connection per mirror costs a connect and a close per request); one
@@ -594,7 +594,7 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 				  const struct sp_route *route, int shadow_backend,
 				  int primary_backend, const char *method, const char *path,
 				  size_t path_len, const struct sp_buf *query, const char *reqid,
-				  const struct sp_buf *head, int has_body, const char *host)
+				  const struct sp_buf *head, int has_body, const struct sp_retarget *t)
 {
 	struct sp_shadow_stats *st = &w->route_stats[route->index]->shadow;
 	struct sp_shadow_dir *d = dir_of(st, cfg, primary_backend, shadow_backend);
@@ -663,7 +663,7 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 		sp_buf_init(&n->replay);
 	}
 	int ok = sh->timer != NULL &&
-		 leg_start(sh, &sh->legs[0], shadow_backend, server, head, has_body, host) == 0;
+		 leg_start(sh, &sh->legs[0], shadow_backend, server, head, has_body, t) == 0;
 	if (!ok)
 		for (int i = 0; i < sh->nlegs; i++)
 			leg_fail(&sh->legs[i], 0);

@@ -64,14 +64,15 @@ struct sp_shadow;
 
 /* Starts mirroring a request the session decided to sample. Returns NULL
  * when it cannot (budget, connection failure: counted). head is the
- * primary's serialised request head; has_body says body bytes follow; host,
- * when not NULL, the Host the shadow backend takes instead of the head's
- * (used during the call only). */
+ * primary's serialised request head; has_body says body bytes follow; t,
+ * what the shadow backend takes instead of the head's Host and path
+ * (borrowed for the call only). path is the client's, for the diff log. */
 struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 				  const struct sp_route *route, int shadow_backend,
 				  int primary_backend, const char *method, const char *path,
 				  size_t path_len, const struct sp_buf *query, const char *reqid,
-				  const struct sp_buf *head, int has_body, const char *host);
+				  const struct sp_buf *head, int has_body,
+				  const struct sp_retarget *t);
 
 /* Request body bytes, framed exactly as sent to the primary. */
 void sp_shadow_request_bytes(struct sp_shadow *sh, const void *p, size_t n);

@@ -63,6 +63,7 @@ KEY_ARRAYS = {
     ("config.c", "load_backends", "keys"): "backends.NAME",
     ("config.c", "load_server_group", "skeys"): "backends.NAME.servers.[j]",
     ("config.c", "load_health", "hkeys"): "backends.NAME.health",
+    ("rewrite.c", "sp_load_path_rewrite", "keys"): "backends.NAME.path_rewrite.[j]",
     ("config.c", "load_limits", "tkeys"): "timeouts",
     ("config.c", "load_limits", "lkeys"): "limits",
     ("config.c", "load_shadow_defaults", "keys"): "shadow_defaults",
@@ -284,7 +285,8 @@ def base_config():
     """A minimal config in which every group of the reference exists once."""
     return {
         "listen": [{"address": "127.0.0.1:1", "tls": {"certificates": [{}]}}],
-        "backends": {"b": {"url": "http://127.0.0.1:9", "health": {}},
+        "backends": {"b": {"url": "http://127.0.0.1:9", "health": {},
+                           "path_rewrite": [{"prefix": "/a", "to": "/"}]},
                      "c": {"servers": [{"url": "http://127.0.0.1:8"}]}},
         "default_backend": "b",
         "routes": [{"name": "r", "backend": "b", "match": {"path_prefix": "/"},

@@ -19,9 +19,11 @@ static const struct sp_h1_limits wide_limits = {1u << 20, 1u << 22, 1u << 16};
 #define DEFAULT_HOST "127.0.0.1:9001"
 #define REQUEST_ID "fuzz-0000000000000001"
 /* Other backends' host:port, shorter and longer than DEFAULT_HOST, for
- * sp_http_rehost (a retry or a shadow on another backend). */
+ * sp_http_retarget (a retry or a shadow on another backend). */
 static const char *const other_hosts[] = {"b:1", "127.0.0.1:9002", "[::1]:9003",
 					  "legacy-backend.internal.example:8443", ""};
+/* ...and the path another backend's path_rewrite gives (NULL: the same) */
+static const char *const other_paths[] = {NULL, "/", "/orders/7", "/a%2Fb/", NULL};
 
 struct ctx {
 	struct sp_h1 *h;
@@ -193,24 +195,33 @@ static int on_head(void *ud, struct sp_h1_msg *m)
 	trace_ev(&c->tr, "forward %zu", c->head.len);
 	trace_bytes(&c->tr, c->head.data, c->head.len);
 	if (c->check) {
-		/* session.c: a head made for one backend, rehosted for another,
+		/* session.c: a head made for one backend, retargeted for another,
 		 * is the head written with that backend's host_header (or, for
-		 * a request without Host, its default_host: the same bytes) */
+		 * a request without Host, its default_host: the same bytes) and
+		 * the path its path_rewrite gives */
 		for (size_t i = 0; i < sizeof(other_hosts) / sizeof(other_hosts[0]); i++) {
 			struct sp_buf moved, direct;
 			struct sp_fwd_request o = c->f;
 			sp_buf_init(&moved);
 			sp_buf_init(&direct);
+			struct sp_retarget t = {other_hosts[i], other_paths[i],
+						other_paths[i] ? strlen(other_paths[i]) : 0};
 			o.host = other_hosts[i];
+			if (t.path) {
+				o.path = t.path;
+				o.path_len = t.path_len;
+			}
 			FUZZ_CHECK(sp_buf_add(&moved, c->head.data, c->head.len) == 0 &&
 					   sp_http_write_request_head(&o, &direct) == 0,
 				   "out of memory");
-			FUZZ_CHECK(sp_http_rehost(&moved, other_hosts[i]) == 0,
-				   "no Host line to rehost in:\n%.*s", (int)c->head.len, c->head.data);
+			FUZZ_CHECK(sp_http_retarget(&moved, &t) == 0,
+				   "no Host line or request line to retarget in:\n%.*s",
+				   (int)c->head.len, c->head.data);
 			FUZZ_CHECK(moved.len == direct.len &&
 					   memcmp(moved.data, direct.data, moved.len) == 0 &&
 					   moved.data[moved.len] == '\0',
-				   "rehosted to %s:\n%.*s\nwritten for it:\n%.*s", other_hosts[i],
+				   "retargeted to %s %s:\n%.*s\nwritten for it:\n%.*s", other_hosts[i],
+				   t.path ? t.path : "(same path)",
 				   (int)moved.len, moved.data, (int)direct.len, direct.data);
 			sp_buf_deinit(&moved);
 			sp_buf_deinit(&direct);

@@ -207,6 +207,13 @@ default_backend = "zzz";
     "int64-and-floats": BASE + b'workers = 9999999999L; drain_timeout_ms = 1.5;\n'
                         b'routes = ( { name = "r"; backend = "legacy"; rollout = { backend = "modern"; percent = 1e400; }; } );\n',
     "arrays-vs-lists": BASE + b'routes = [ "a" ];\nlimits = ( 1 );\n',
+    "path-rewrite": b'''listen = ( { address = "127.0.0.1:8080"; } );
+backends = { legacy = { url = "http://127.0.0.1:9001"; };
+  modern = { url = "http://127.0.0.1:9002";
+    path_rewrite = ( { prefix = "/api/v1/orders"; to = "/orders"; }, { prefix = "/api/v1/"; to = "/"; },
+                     { prefix = "/api/v1/x"; to = "/y"; }, { prefix = "/a//b"; to = "/c?d"; }, "/x", { to = 1; } ); }; };
+default_backend = "legacy";
+''',
 }
 
 

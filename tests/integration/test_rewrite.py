@@ -1,0 +1,190 @@
+"""A backend that serves the public paths under other names
+(`backends.NAME.path_rewrite`): each side of a rollout, a mirror, a noise
+sample and a request moved to the route's other side get the path of the
+backend they go to, with the query as it came; routing, the logs and the diff
+log keep the client's path; explain says what is sent; a reload changes the
+rules."""
+import json
+import re
+
+import harness
+from harness import HOST, Response, refused_port, rollout_bucket, run_strangler, wait_for
+
+MODERN_RULES = [{"prefix": "/api/v1/orders", "to": "/orders"}, {"prefix": "/api/v1", "to": "/"}]
+
+
+def echo_target(name):
+    """Answers JSON naming the target it received, as a backend whose paths
+    differ would have to be compared: the body is the order, by its own path."""
+    def handler(req, conn):
+        return Response(200, json.dumps({"got": req.target}).encode(),
+                        headers=[("X-Backend", name), ("Content-Type", "application/json")])
+    return handler
+
+
+def orders(name, prefix):
+    """A backend serving orders under prefix: {"id": N} for prefix/N, 404 else."""
+    def handler(req, conn):
+        m = re.fullmatch(re.escape(prefix) + r"/(\d+)", req.path)
+        if not m:
+            return Response(404, b'{"error": "not found"}', headers=[("X-Backend", name)])
+        return Response(200, json.dumps({"id": int(m.group(1))}).encode(),
+                        headers=[("X-Backend", name), ("Content-Type", "application/json")])
+    return handler
+
+
+def modern_def(b, rules=MODERN_RULES):
+    return {"url": b.url, "path_rewrite": rules}
+
+
+def test_each_side_of_a_rollout_gets_its_own_path(backend_factory, start_proxy):
+    legacy = backend_factory("legacy", echo_target("legacy"))
+    modern = backend_factory("modern", echo_target("modern"))
+    routes = [{"name": "orders", "match": {"path_prefix": "/api/v1/orders"}, "backend": "legacy",
+               "rollout": {"backend": "modern", "percent": 50.0, "sticky": "header:X-User"}}]
+    p = start_proxy({"legacy": legacy, "modern": modern_def(modern)}, routes=routes)
+    keys = ["u%d" % i for i in range(30)]
+    with p.client() as c:
+        for i, key in enumerate(keys):
+            r = c.request("GET", "/api/v1/orders/%d?expand=items&k=/api/v1" % i, [("X-User", key)])
+            want_side = "modern" if rollout_bucket("orders", key) < 5000 else "legacy"
+            assert r.header("X-Backend") == want_side, key
+            want = ("/orders/%d" if want_side == "modern" else "/api/v1/orders/%d") % i
+            assert json.loads(r.body)["got"] == want + "?expand=items&k=/api/v1"
+    assert len(legacy.requests) and len(modern.requests), "one side got nothing: pick other keys"
+    # the logs keep the path the client asked for
+    logged = p.wait_access(len(keys))
+    assert [e["path"] for e in logged] == ["/api/v1/orders/%d" % i for i in range(len(keys))]
+
+
+def test_the_default_backend_and_other_prefixes(backend_factory, start_proxy):
+    """The rules belong to the backend, whatever sends it the request: the
+    default backend's requests follow them too, the first rule that covers
+    the path applies, and a path no rule covers goes as it came."""
+    modern = backend_factory("modern", echo_target("modern"))
+    p = start_proxy({"modern": modern_def(modern)})
+    with p.client() as c:
+        for target, want in (("/api/v1/orders", "/orders"), ("/api/v1/orders/", "/orders/"),
+                             ("/api/v1/ordersX", "/ordersX"), ("/api/v1/users/7", "/users/7"),
+                             ("/api/v1", "/"), ("/api/v2/x", "/api/v2/x"), ("/", "/"),
+                             ("/api//v1/./orders/%37", "/orders/7")):
+            assert json.loads(c.request("GET", target).body)["got"] == want, target
+
+
+def test_a_mirror_gets_the_shadow_backends_path(backend_factory, start_proxy, tmp_path):
+    """The shadow backend serves orders under /orders, the primary under
+    /api/v1/orders: with the rule, the two answers are the same order and
+    compare identical; the diff log names the client's path."""
+    legacy = backend_factory("legacy", orders("legacy", "/api/v1/orders"))
+    modern = backend_factory("modern", orders("modern", "/orders"))
+    routes = [{"name": "orders", "match": {"path_prefix": "/api/v1/orders"}, "backend": "legacy",
+               "shadow": {"backend": "modern"}}]
+    log = tmp_path / "diffs.jsonl"
+    p = start_proxy({"legacy": legacy, "modern": modern_def(modern)}, routes=routes, admin={},
+                    shadow_defaults={"diff_log": str(log), "timeout_ms": 2000})
+    with p.client() as c:
+        for i in range(5):
+            r = c.request("GET", "/api/v1/orders/%d?v=1" % i)
+            assert (r.status, json.loads(r.body)) == (200, {"id": i})
+        assert c.request("GET", "/api/v1/orders/x").status == 404  # 404 on both: identical
+    modern.wait_requests(6)
+    assert [q.target for q in modern.requests] == ["/orders/%d?v=1" % i for i in range(5)] + [
+        "/orders/x"]
+    assert all(q.header("X-Strangler-Shadow") == "1" for q in modern.requests)
+    sc = wait_for(lambda: (lambda s: s if s["compared"] >= 6 else None)(
+        p.admin("GET", "/api/routes/orders")[1]["shadow_counters"]), what="6 comparisons")
+    assert (sc["identical"], sc["different"]) == (6, 0), sc
+
+
+def test_a_noise_sample_asks_the_primary_at_its_own_path(backend_factory, start_proxy,
+                                                        tmp_path):
+    modern = backend_factory("modern", orders("modern", "/orders"))
+    legacy = backend_factory("legacy", orders("legacy", "/api/v1/orders"))
+    routes = [{"name": "orders", "match": {"path_prefix": "/api/v1/orders"}, "backend": "modern",
+               "shadow": {"backend": "legacy", "noise": {"samples": 1}}}]
+    p = start_proxy({"legacy": legacy, "modern": modern_def(modern)}, routes=routes, admin={},
+                    shadow_defaults={"diff_log": str(tmp_path / "diffs.jsonl"),
+                                     "timeout_ms": 2000})
+    with p.client() as c:
+        assert json.loads(c.request("GET", "/api/v1/orders/7").body) == {"id": 7}
+    modern.wait_requests(2)
+    assert [q.target for q in modern.requests] == ["/orders/7", "/orders/7"]
+    assert [q.target for q in legacy.wait_requests(1)] == ["/api/v1/orders/7"]
+
+
+def test_a_request_moved_to_the_other_side_takes_that_sides_path(backend_factory, start_proxy):
+    """A refused connection sends the request to the route's other side: with
+    the path of that side's backend, whichever way it moves."""
+    legacy = backend_factory("legacy", echo_target("legacy"))
+    modern = backend_factory("modern", echo_target("modern"))
+    dead = "http://%s:%d" % (HOST, refused_port())
+
+    def run(percent, backends):
+        routes = [{"name": "orders", "match": {"path_prefix": "/api/v1/orders"},
+                   "backend": "legacy",
+                   "rollout": {"backend": "modern", "percent": percent,
+                               "sticky": "header:X-User"}}]
+        p = start_proxy(backends, routes=routes)
+        with p.client() as c:
+            r = c.request("GET", "/api/v1/orders/7?q=1", [("X-User", "u1")])
+        assert r.status == 200
+        return r.header("X-Backend"), json.loads(r.body)["got"], p.stderr_text()
+
+    # to modern, which refuses: legacy gets the client's path back
+    side, got, err = run(100, {"legacy": legacy, "modern": {"url": dead,
+                                                            "path_rewrite": MODERN_RULES}})
+    assert (side, got) == ("legacy", "/api/v1/orders/7?q=1")
+    assert "retried on legacy" in err
+    # to legacy, which refuses: modern gets its own
+    side, got, err = run(0, {"legacy": dead, "modern": modern_def(modern)})
+    assert (side, got) == ("modern", "/orders/7?q=1")
+    assert "retried on modern" in err
+
+
+def test_explain_says_what_each_backend_is_sent(backend_factory, start_proxy):
+    legacy, modern = backend_factory("legacy"), backend_factory("modern")
+    routes = [{"name": "orders", "match": {"path_prefix": "/api/v1/orders"}, "backend": "legacy",
+               "rollout": {"backend": "modern", "percent": 100, "sticky": "header:X-User"}}]
+    p = start_proxy({"legacy": legacy, "modern": modern_def(modern)}, routes=routes)
+    out = run_strangler("explain", "-c", p.conf_path, "-H", "X-User: u1", "GET",
+                        "/api/v1/orders/7?x=1")
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"^path:\s+/api/v1/orders/7$", out.stdout, re.M), out.stdout
+    assert ('sent as:  /orders/7?x=1 to modern (its path_rewrite.[0]: "/api/v1/orders" to '
+            '"/orders")') in out.stdout, out.stdout
+    # no key: either side, each with its path
+    out = run_strangler("explain", "-c", p.conf_path, "GET", "/api/v1/orders/7")
+    assert "sent as:  /orders/7 to modern" in out.stdout, out.stdout
+    out = run_strangler("explain", "-c", p.conf_path, "GET", "/elsewhere")
+    assert "sent as" not in out.stdout, out.stdout
+
+
+def test_a_reload_changes_the_rules(backend_factory, start_proxy):
+    modern = backend_factory("modern", echo_target("modern"))
+    p = start_proxy({"modern": modern_def(modern)})
+    with p.client() as c:
+        assert json.loads(c.request("GET", "/api/v1/orders/7").body)["got"] == "/orders/7"
+    with open(p.conf_path, "w") as f:
+        f.write(harness.make_config(p.port, {"modern": modern_def(
+            modern, [{"prefix": "/api/v1", "to": "/v1"}])}, None, (), 1, p.access_log_path))
+    harness.reload_and_wait(p, 1)
+    with p.client() as c:
+        assert json.loads(c.request("GET", "/api/v1/orders/7").body)["got"] == "/v1/orders/7"
+    with open(p.conf_path, "w") as f:
+        f.write(harness.make_config(p.port, {"modern": modern.url}, None, (), 1,
+                                    p.access_log_path))
+    harness.reload_and_wait(p, 2)
+    with p.client() as c:
+        assert json.loads(c.request("GET", "/api/v1/orders/7").body)["got"] == "/api/v1/orders/7"
+
+
+def test_t_refuses_a_rule_with_its_place(tmp_path):
+    conf = tmp_path / "s.conf"
+    conf.write_text('listen = ( { address = "127.0.0.1:%d"; } );\n'
+                    'backends = { modern = { url = "http://127.0.0.1:9";\n'
+                    '  path_rewrite = ( { prefix = "/api//v1"; to = "/v1"; } ); }; };\n'
+                    'default_backend = "modern";\n' % harness.free_port())
+    out = run_strangler("-t", "-c", str(conf))
+    assert out.returncode == 1
+    assert ('%s:3: backends.modern.path_rewrite.[0].prefix: "/api//v1" is not normalised and '
+            'would never apply; write "/api/v1"' % conf) in out.stderr, out.stderr

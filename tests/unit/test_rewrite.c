@@ -1,0 +1,230 @@
+/* Unit tests for proxy/rewrite.c: which rule applies to a path, what the
+ * backend receives, how the rules are read and refused, and the request
+ * line's path replaced in a head (http.c's sp_http_repath). */
+#include "unit.h"
+
+#include <stdlib.h>
+
+#include "rewrite.h"
+
+/* The configuration's rules of backend "legacy", whose settings are given. */
+static struct sp_config *load_rules(const char *rules, int *warnings)
+{
+	char text[2048];
+	snprintf(text, sizeof(text),
+		 "listen = ( { address = \"127.0.0.1:8080\"; } );\n"
+		 "backends = {\n"
+		 "  legacy = { url = \"http://127.0.0.1:9001\";\n"
+		 "             path_rewrite = ( %s ); };\n"
+		 "};\n"
+		 "default_backend = \"legacy\";\n",
+		 rules);
+	return unit_load_ok(text, warnings);
+}
+
+/* What path becomes under c's rules: "=" when none applies. */
+static void assert_rewrite(const struct sp_config *c, const char *path, const char *want)
+{
+	const struct sp_backend *be = &c->backends[0];
+	struct sp_buf out;
+	sp_buf_init(&out);
+	int k = sp_rewrite_path(be->rewrite, be->nrewrite, path, strlen(path), &out);
+	if (strcmp(want, "=") == 0) {
+		if (k != -1)
+			fail_msg("%s: rewritten to %s by rule %d, want unchanged", path, out.data, k);
+	} else if (k < 0 || strcmp(out.data, want) != 0) {
+		fail_msg("%s: %s, want %s", path, k < 0 ? "unchanged" : out.data, want);
+	}
+	sp_buf_deinit(&out);
+}
+
+static void test_a_prefix_is_replaced_at_a_segment_boundary(void **state)
+{
+	(void)state;
+	struct sp_config *c = load_rules("{ prefix = \"/api/v1/orders\"; to = \"/orders\"; }", NULL);
+	assert_rewrite(c, "/api/v1/orders", "/orders");
+	assert_rewrite(c, "/api/v1/orders/", "/orders/");
+	assert_rewrite(c, "/api/v1/orders/7", "/orders/7");
+	assert_rewrite(c, "/api/v1/orders/7/items/", "/orders/7/items/");
+	assert_rewrite(c, "/api/v1/ordersX", "=");
+	assert_rewrite(c, "/api/v1/order", "=");
+	assert_rewrite(c, "/api/v2/orders/7", "=");
+	assert_rewrite(c, "/", "=");
+	sp_config_unref(&c);
+}
+
+/* A final '/' on either side changes nothing of what lies below: the rest of
+ * the path keeps its own '/', never doubled nor lost. */
+static void test_final_slashes_neither_double_nor_vanish(void **state)
+{
+	(void)state;
+	static const char *const rules[][2] = {
+		{"/api/", "/v2/"}, {"/api/", "/v2"}, {"/api", "/v2/"}, {"/api", "/v2"}};
+	for (size_t i = 0; i < NELEM(rules); i++) {
+		char text[256];
+		snprintf(text, sizeof(text), "{ prefix = \"%s\"; to = \"%s\"; }", rules[i][0],
+			 rules[i][1]);
+		struct sp_config *c = load_rules(text, NULL);
+		assert_rewrite(c, "/api/x", "/v2/x");
+		assert_rewrite(c, "/api/x/", "/v2/x/");
+		assert_rewrite(c, "/api/", "/v2/");
+		/* "/api/" covers what is below it, not "/api" itself */
+		assert_rewrite(c, "/api", rules[i][0][4] == '/' ? "=" : "/v2");
+		sp_config_unref(&c);
+	}
+}
+
+/* "/" as prefix adds a prefix to every path; "/" as to removes one. */
+static void test_root_adds_or_removes_a_prefix(void **state)
+{
+	(void)state;
+	struct sp_config *c = load_rules("{ prefix = \"/\"; to = \"/legacy\"; }", NULL);
+	assert_rewrite(c, "/", "/legacy/");
+	assert_rewrite(c, "/x/y", "/legacy/x/y");
+	sp_config_unref(&c);
+	c = load_rules("{ prefix = \"/legacy\"; to = \"/\"; }", NULL);
+	assert_rewrite(c, "/legacy", "/");
+	assert_rewrite(c, "/legacy/", "/");
+	assert_rewrite(c, "/legacy/x", "/x");
+	assert_rewrite(c, "/legacyx", "=");
+	sp_config_unref(&c);
+}
+
+/* The first rule that covers the path applies, in the order written; a rule
+ * an earlier one covers entirely is warned about. */
+static void test_the_first_rule_that_covers_applies(void **state)
+{
+	(void)state;
+	int warnings = -1;
+	struct sp_config *c = load_rules("{ prefix = \"/api/orders\"; to = \"/orders\"; },\n"
+					 "{ prefix = \"/api\"; to = \"/\"; }",
+					 &warnings);
+	assert_int_equal(warnings, 0);
+	assert_rewrite(c, "/api/orders/7", "/orders/7");
+	assert_rewrite(c, "/api/users/7", "/users/7");
+	assert_rewrite(c, "/apis", "=");
+	sp_config_unref(&c);
+	c = load_rules("{ prefix = \"/api\"; to = \"/\"; },\n"
+		       "{ prefix = \"/api/orders\"; to = \"/o\"; }",
+		       &warnings);
+	assert_int_equal(warnings, 1);
+	assert_rewrite(c, "/api/orders/7", "/orders/7"); /* by the first, not "/o/7" */
+	sp_config_unref(&c);
+}
+
+/* Escapes stay as normalisation left them: an encoded slash is not a
+ * separator, before or after. */
+static void test_escapes_go_through_as_they_are(void **state)
+{
+	(void)state;
+	struct sp_config *c = load_rules("{ prefix = \"/a%2Fb\"; to = \"/c%20d\"; }", NULL);
+	assert_rewrite(c, "/a%2Fb/x%3F", "/c%20d/x%3F");
+	assert_rewrite(c, "/a/b/x", "=");
+	sp_config_unref(&c);
+}
+
+static void check_refused(const char *rules, const char *want)
+{
+	char text[2048];
+	snprintf(text, sizeof(text),
+		 "listen = ( { address = \"127.0.0.1:8080\"; } );\n"
+		 "backends = {\n"
+		 "  legacy = { url = \"http://127.0.0.1:9001\";\n"
+		 "             path_rewrite = %s; };\n"
+		 "};\n"
+		 "default_backend = \"legacy\";\n",
+		 rules);
+	struct sp_diag d;
+	sp_diag_init(&d);
+	struct sp_config *c = sp_config_load_string(text, TEST_CONF, &d);
+	const char *out = d.text.data ? d.text.data : "";
+	if (c || !strstr(out, want))
+		fail_msg("path_rewrite = %s: %s; want \"%s\" in:\n%s", rules,
+			 c ? "loaded" : "refused", want, out);
+	sp_config_unref(&c);
+	sp_diag_deinit(&d);
+}
+
+static void test_bad_rules_are_refused_with_their_place(void **state)
+{
+	(void)state;
+	check_refused("()", "test.conf:4: backends.legacy.path_rewrite: must be a list of 1 to 64 "
+			    "rules, in parentheses");
+	check_refused("[\"/a\"]", "test.conf:4: backends.legacy.path_rewrite: must be a list");
+	check_refused("{ prefix = \"/a\"; to = \"/b\"; }", "backends.legacy.path_rewrite: must be "
+							     "a list");
+	check_refused("( \"/a\" )", "test.conf:4: backends.legacy.path_rewrite.[0]: must be a "
+				    "group: { prefix = \"/api/v1/orders\"; to = \"/orders\"; }");
+	check_refused("( { to = \"/b\"; } )",
+		      "test.conf:4: backends.legacy.path_rewrite.[0].prefix: required");
+	check_refused("( { prefix = \"/a\"; } )",
+		      "test.conf:4: backends.legacy.path_rewrite.[0].to: required");
+	/* a refused rule is not looked at by the next one's check */
+	check_refused("( { prefix = \"/a\"; }, { prefix = \"/a/b\"; to = \"/\"; } )",
+		      "test.conf:4: backends.legacy.path_rewrite.[0].to: required");
+	check_refused("( { prefix = \"/a\"; to = \"/b\"; strip = true; } )",
+		      "backends.legacy.path_rewrite.[0].strip: unknown setting");
+	check_refused("( { prefix = \"a\"; to = \"/b\"; } )",
+		      "test.conf:4: backends.legacy.path_rewrite.[0].prefix: \"a\": ");
+	check_refused("( { prefix = \"/a//b\"; to = \"/b\"; } )",
+		      "backends.legacy.path_rewrite.[0].prefix: \"/a//b\" is not normalised and "
+		      "would never apply; write \"/a/b\"");
+	check_refused("( { prefix = \"/a\"; to = \"/b/../c\"; } )",
+		      "backends.legacy.path_rewrite.[0].to: \"/b/../c\" is not normalised and a "
+		      "backend only receives normalised paths; write \"/c\"");
+	check_refused("( { prefix = \"/a\"; to = \"/b?x=1\"; } )",
+		      "backends.legacy.path_rewrite.[0].to: \"/b?x=1\": a path, without a query or "
+		      "a fragment ('?' is %3F, '#' is %23)");
+	check_refused("( { prefix = \"/a#f\"; to = \"/b\"; } )",
+		      "backends.legacy.path_rewrite.[0].prefix: \"/a#f\": a path, without");
+	check_refused("( { prefix = 3; to = \"/b\"; } )",
+		      "backends.legacy.path_rewrite.[0].prefix: must be a string");
+	char many[64 * 40 + 16] = "(";
+	for (int i = 0; i < 65; i++)
+		snprintf(many + strlen(many), sizeof(many) - strlen(many), "%s{prefix=\"/%d\";to=\"/\";}",
+			 i ? "," : "", i);
+	strcat(many, ")");
+	check_refused(many, "backends.legacy.path_rewrite: must be a list of 1 to 64 rules");
+}
+
+/* The request line's path, and only it, changes: the query and the rest of
+ * the head stay byte for byte. */
+static void test_repath_changes_only_the_path(void **state)
+{
+	(void)state;
+	static const char *const heads[][3] = {
+		{"GET /api/v1/orders/7?x=1&y=/a HTTP/1.1\r\nHost: a\r\n\r\n", "/orders/7",
+		 "GET /orders/7?x=1&y=/a HTTP/1.1\r\nHost: a\r\n\r\n"},
+		{"POST /a HTTP/1.1\r\nHost: a\r\nX: /a?b\r\n\r\n", "/a/much/longer/path",
+		 "POST /a/much/longer/path HTTP/1.1\r\nHost: a\r\nX: /a?b\r\n\r\n"},
+		{"GET /long/path/here? HTTP/1.1\r\n\r\n", "/", "GET /? HTTP/1.1\r\n\r\n"},
+	};
+	for (size_t i = 0; i < NELEM(heads); i++) {
+		struct sp_buf b;
+		sp_buf_init(&b);
+		sp_buf_adds(&b, heads[i][0]);
+		assert_int_equal(sp_http_repath(&b, heads[i][1], strlen(heads[i][1])), 0);
+		assert_string_equal(b.data, heads[i][2]);
+		assert_int_equal(b.len, strlen(heads[i][2]));
+		sp_buf_deinit(&b);
+	}
+	struct sp_buf b;
+	sp_buf_init(&b);
+	sp_buf_adds(&b, "GARBAGE");
+	assert_int_equal(sp_http_repath(&b, "/x", 2), -1);
+	sp_buf_deinit(&b);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_a_prefix_is_replaced_at_a_segment_boundary),
+		cmocka_unit_test(test_final_slashes_neither_double_nor_vanish),
+		cmocka_unit_test(test_root_adds_or_removes_a_prefix),
+		cmocka_unit_test(test_the_first_rule_that_covers_applies),
+		cmocka_unit_test(test_escapes_go_through_as_they_are),
+		cmocka_unit_test(test_bad_rules_are_refused_with_their_place),
+		cmocka_unit_test(test_repath_changes_only_the_path),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
