@@ -770,7 +770,8 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 					   "idle_timeout_ms",	      "ca_file",
 					   "tls_verify",	      "client_certificate",
 					   "client_private_key",  "health", "host_header",
-					   "path_rewrite",	      NULL};
+					   "path_rewrite",	      "request_headers",
+					   "response_headers",	      NULL};
 	const config_setting_t *bs = config_setting_get_member(root, "backends");
 	if (!bs) {
 		sp_diag_add(L->diag, 1, L->file, 0, "backends: at least one backend is required");
@@ -809,6 +810,9 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 		cfgp_int_field(L, e, "idle_timeout_ms", path, 1, 86400000, &b->idle_timeout_ms);
 		load_host_header(L, e, path, b);
 		sp_load_path_rewrite(L, e, path, &b->rewrite, &b->nrewrite);
+		sp_load_hdr_rules(L, e, path, 0, &b->req_headers);
+		sp_load_hdr_rules(L, e, path, 1, &b->resp_headers);
+		L->cfg->request_header_rules |= sp_hdr_rules_any(&b->req_headers);
 		load_servers(L, e, path, b);
 		load_backend_tls(L, e, path, b);
 		load_health(L, e, path, b);
@@ -1472,6 +1476,8 @@ void sp_config_unref(struct sp_config **cp)
 		free(c->backends[i].servers);
 		free(c->backends[i].host_header);
 		sp_rewrite_free(&c->backends[i].rewrite, c->backends[i].nrewrite);
+		sp_hdr_rules_deinit(&c->backends[i].req_headers);
+		sp_hdr_rules_deinit(&c->backends[i].resp_headers);
 		SSL_CTX_free(c->backends[i].tls_ctx);
 		free(c->backends[i].health_path);
 	}

@@ -60,6 +60,7 @@ struct sp_backend {
 	char *host_header; /* the Host its requests carry (NULL: the client's) */
 	struct sp_rewrite *rewrite; /* path_rewrite: where it serves the public paths */
 	size_t nrewrite;
+	struct sp_hdr_rules req_headers, resp_headers; /* request_headers, response_headers */
 	int connect_timeout_ms;
 	int response_timeout_ms;
 	int max_idle;        /* idle connections per worker, all servers together */
@@ -133,6 +134,7 @@ struct sp_config {
 	struct sp_backend *backends;
 	size_t nbackends;
 	int host_headers; /* a backend has host_header: a request keeps its client's Host */
+	int request_header_rules; /* a backend has request_headers: a request keeps its head without them */
 	int default_backend;
 	struct sp_route *routes;
 	size_t nroutes;

@@ -75,5 +75,9 @@ char *cfgp_norm_path(struct sp_loader *L, const config_setting_t *g, const char 
 struct sp_rewrite;
 void sp_load_path_rewrite(struct sp_loader *L, const config_setting_t *backend, const char *path,
 			  struct sp_rewrite **rules, size_t *n);
+/* backends.NAME.request_headers (response: .response_headers) into *r. */
+struct sp_hdr_rules;
+void sp_load_hdr_rules(struct sp_loader *L, const config_setting_t *backend, const char *path,
+		       int response, struct sp_hdr_rules *r);
 
 #endif

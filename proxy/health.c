@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "clock.h"
@@ -374,10 +375,18 @@ static void on_check_timer(evutil_socket_t fd, short what, void *arg)
 	sp_conn_setcb(k->conn, on_check_read, NULL, on_check_event, k);
 	sp_conn_timeouts(k->conn, be->health_timeout_ms, be->health_timeout_ms);
 	sp_conn_read(k->conn, 1);
-	evbuffer_add_printf(k->conn->out,
-			    "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: strangler-health-check\r\n"
-			    "Connection: close\r\n\r\n",
-			    be->health_path, be->host_header ? be->host_header : sv->hostport);
+	evbuffer_add_printf(k->conn->out, "GET %s HTTP/1.1\r\nHost: %s\r\n", be->health_path,
+			    be->host_header ? be->host_header : sv->hostport);
+	/* what every request to it carries (an API key the backend asks for) */
+	int agent = 0;
+	for (size_t i = 0; i < be->req_headers.nset; i++) {
+		agent |= strcasecmp(be->req_headers.set_name[i], "User-Agent") == 0;
+		evbuffer_add_printf(k->conn->out, "%s: %s\r\n", be->req_headers.set_name[i],
+				    be->req_headers.set_value[i]);
+	}
+	if (!agent)
+		evbuffer_add_printf(k->conn->out, "User-Agent: strangler-health-check\r\n");
+	evbuffer_add_printf(k->conn->out, "Connection: close\r\n\r\n");
 }
 
 static void check_free(struct check **kp)

@@ -556,16 +556,37 @@ static int add_xff(const struct sp_fwd_request *r, struct sp_buf *out)
 	return 0;
 }
 
-int sp_hdr_poses_as_managed(const struct sp_hdr *h)
+/* h's name with '_' read as '-' into name (at most 23 bytes): 0, or -1 when
+ * longer (no managed name is). */
+static int dashed(const struct sp_hdr *h, char name[24], struct sp_hdr *alias)
 {
-	char name[24];
-	if (h->name_len >= sizeof(name) || !memchr(h->name, '_', h->name_len))
-		return 0;
+	if (h->name_len >= 24)
+		return -1;
 	for (size_t i = 0; i < h->name_len; i++)
 		name[i] = h->name[i] == '_' ? '-' : h->name[i];
-	struct sp_hdr alias = {name, h->name_len, h->value, h->value_len};
-	return is_hop(&alias, NULL, 0, 0) || sp_hdr_is_regenerated(&alias) ||
-	       sp_hdr_name_is(&alias, "X-Request-Id") || sp_hdr_name_is(&alias, "Host");
+	*alias = (struct sp_hdr){name, h->name_len, h->value, h->value_len};
+	return 0;
+}
+
+int sp_hdr_is_hop_by_hop(const struct sp_hdr *h)
+{
+	char name[24];
+	struct sp_hdr alias;
+	return dashed(h, name, &alias) == 0 && is_hop(&alias, NULL, 0, 0);
+}
+
+int sp_hdr_is_managed(const struct sp_hdr *h)
+{
+	char name[24];
+	struct sp_hdr alias;
+	return dashed(h, name, &alias) == 0 &&
+	       (is_hop(&alias, NULL, 0, 0) || sp_hdr_is_regenerated(&alias) ||
+		sp_hdr_name_is(&alias, "X-Request-Id") || sp_hdr_name_is(&alias, "Host"));
+}
+
+int sp_hdr_poses_as_managed(const struct sp_hdr *h)
+{
+	return h->name_len < 24 && memchr(h->name, '_', h->name_len) && sp_hdr_is_managed(h);
 }
 
 /* Replaces head[at, at + was) with now[0, n). */

@@ -75,6 +75,14 @@ int sp_hdr_is_regenerated(const struct sp_hdr *h);
  * that a client cannot pass one off as the proxy's (nginx drops every name
  * with "_" by default). */
 int sp_hdr_poses_as_managed(const struct sp_hdr *h);
+/* The names, with '_' read as '-', of the request headers strangler writes
+ * or removes itself: those above, hop-by-hop and framing ones, Host and
+ * X-Request-Id. A backend's request_headers may not name them. */
+int sp_hdr_is_managed(const struct sp_hdr *h);
+/* Hop-by-hop and framing names only (Connection, Keep-Alive,
+ * Proxy-Connection, TE, Trailer, Upgrade, Transfer-Encoding,
+ * Content-Length), '_' read as '-'. */
+int sp_hdr_is_hop_by_hop(const struct sp_hdr *h);
 
 /* Checks what llhttp's strict mode still lets through (shared/NOTES.md):
  * empty names, bad bytes in names or values, a missing or repeated Host on

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "config_parse.h"
+#include "http.h"
 #include "pathnorm.h"
 
 /* The prefix's length without its final '/' ("/" counts 0), so that what
@@ -128,4 +129,202 @@ void sp_load_path_rewrite(struct sp_loader *L, const config_setting_t *backend, 
 				break;
 			}
 	}
+}
+
+/* ---- header rules ---- */
+
+static int in_list(char *const *v, size_t nv, const char *name, size_t n)
+{
+	for (size_t i = 0; i < nv; i++)
+		if (strlen(v[i]) == n && sp_ascii_ieq(v[i], name, n))
+			return 1;
+	return 0;
+}
+
+static int rule_names(const struct sp_hdr_rules *r, const char *name, size_t n)
+{
+	return in_list(r->set_name, r->nset, name, n) || in_list(r->remove, r->nremove, name, n);
+}
+
+int sp_hdr_rules_apply(const struct sp_hdr_rules *r, struct sp_buf *head)
+{
+	char *d = head->data;
+	size_t len = head->len;
+	const char *eol = d && len >= 4 && memcmp(d + len - 4, "\r\n\r\n", 4) == 0
+				  ? memchr(d, '\n', len)
+				  : NULL;
+	if (!eol)
+		return -1;
+	/* the field lines, compacted in place without those r names */
+	size_t w = (size_t)(eol - d) + 1, at = w;
+	while (at < len - 2) {
+		const char *end = memchr(d + at, '\n', len - at);
+		const char *colon = memchr(d + at, ':', len - at);
+		size_t n = (size_t)(end - (d + at)) + 1;
+		if (!colon || colon > end || !rule_names(r, d + at, (size_t)(colon - (d + at)))) {
+			memmove(d + w, d + at, n);
+			w += n;
+		}
+		at += n;
+	}
+	head->len = w;
+	for (size_t i = 0; i < r->nset; i++)
+		if (sp_buf_adds(head, r->set_name[i]) < 0 || sp_buf_add(head, ": ", 2) < 0 ||
+		    sp_buf_adds(head, r->set_value[i]) < 0 || sp_buf_add(head, "\r\n", 2) < 0)
+			return -1;
+	return sp_buf_add(head, "\r\n", 2);
+}
+
+static void free_strv(char **v, size_t n)
+{
+	for (size_t i = 0; v && i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+void sp_hdr_rules_deinit(struct sp_hdr_rules *r)
+{
+	free_strv(r->set_name, r->nset);
+	free_strv(r->set_value, r->nset);
+	free_strv(r->remove, r->nremove);
+	*r = (struct sp_hdr_rules){0};
+}
+
+static int tchar(int c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+/* Why name cannot be in the rules of a backend's requests (response: its
+ * answers), NULL when it can. */
+static const char *name_refused(const char *name, int response)
+{
+	size_t n = strlen(name);
+	struct sp_hdr h = {name, n, "", 0};
+	if (n == 0 || n > 64)
+		return "a header name is 1 to 64 characters";
+	for (size_t i = 0; i < n; i++)
+		if (!tchar((unsigned char)name[i]))
+			return "not a header name (letters, digits and !#$%&'*+-.^_`|~)";
+	if (sp_hdr_is_hop_by_hop(&h))
+		return "a hop-by-hop or framing header: strangler writes it for each connection";
+	if (response && sp_hdr_name_is(&h, "Date"))
+		return "strangler keeps the backend's Date, or adds one";
+	if (!response && sp_hdr_name_is(&h, "Host"))
+		return "set the backend's Host with host_header";
+	if (!response && sp_hdr_is_managed(&h))
+		return "strangler writes it itself (X-Forwarded-*, X-Request-Id, X-Strangler-Shadow)";
+	return NULL;
+}
+
+/* A field value strangler will send: 1 to 4096 bytes, visible ASCII, spaces
+ * and tabs inside, bytes past 0x7f (obs-text); no control character. */
+static int value_ok(const char *v)
+{
+	size_t n = strlen(v);
+	if (n == 0 || n > 4096 || v[0] == ' ' || v[0] == '\t' || v[n - 1] == ' ' ||
+	    v[n - 1] == '\t')
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)v[i];
+		if ((c < 0x20 && c != '\t') || c == 0x7f)
+			return 0;
+	}
+	return 1;
+}
+
+static void load_set(struct sp_loader *L, const config_setting_t *set, const char *path,
+		     int response, struct sp_hdr_rules *r)
+{
+	int n = config_setting_length(set);
+	if (!config_setting_is_group(set) || n > SP_HDR_RULES_MAX) {
+		ERR(L, set, "%s.set: must be a group of at most %d fields: { X-Api-Version = \"2\"; }",
+		    path, SP_HDR_RULES_MAX);
+		return;
+	}
+	r->set_name = calloc((size_t)n + 1, sizeof(char *));
+	r->set_value = calloc((size_t)n + 1, sizeof(char *));
+	if (!r->set_name || !r->set_value) {
+		ERR(L, set, "%s.set: out of memory", path);
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *f = config_setting_get_elem(set, (unsigned)i);
+		const char *name = config_setting_name(f), *why = name_refused(name, response);
+		const char *v = config_setting_type(f) == CONFIG_TYPE_STRING
+					? config_setting_get_string(f)
+					: NULL;
+		if (why)
+			ERR(L, f, "%s.set.%s: %s", path, name, why);
+		else if (rule_names(r, name, strlen(name)))
+			ERR(L, f, "%s.set.%s: set twice (header names are case-insensitive)", path,
+			    name);
+		else if (!v || !value_ok(v))
+			ERR(L, f, "%s.set.%s: must be a string of 1 to 4096 characters, no control "
+				  "characters, no blank at either end (to drop the header, list it "
+				  "in remove)",
+			    path, name);
+		else if (!(r->set_name[r->nset] = strdup(name)) ||
+			 !(r->set_value[r->nset++] = strdup(v)))
+			ERR(L, f, "%s.set: out of memory", path);
+	}
+}
+
+static void load_remove(struct sp_loader *L, const config_setting_t *rm, const char *path,
+			int response, struct sp_hdr_rules *r)
+{
+	int n = config_setting_length(rm);
+	if (config_setting_type(rm) != CONFIG_TYPE_ARRAY || n == 0 || n > SP_HDR_RULES_MAX) {
+		ERR(L, rm, "%s.remove: must be a list of 1 to %d header names: [\"X-Debug\"]", path,
+		    SP_HDR_RULES_MAX);
+		return;
+	}
+	if (!(r->remove = calloc((size_t)n, sizeof(char *)))) {
+		ERR(L, rm, "%s.remove: out of memory", path);
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *e = config_setting_get_elem(rm, (unsigned)i);
+		const char *name = config_setting_get_string(e), *why;
+		if (!name)
+			ERR(L, e, "%s.remove.[%d]: must be a string", path, i);
+		else if ((why = name_refused(name, response)))
+			ERR(L, e, "%s.remove.[%d]: \"%s\": %s", path, i, name, why);
+		else if (in_list(r->set_name, r->nset, name, strlen(name)))
+			ERR(L, e, "%s.remove.[%d]: \"%s\": also in set: a header is set or removed, "
+				  "not both",
+			    path, i, name);
+		else if (in_list(r->remove, r->nremove, name, strlen(name)))
+			ERR(L, e, "%s.remove.[%d]: \"%s\": listed twice (header names are "
+				  "case-insensitive)",
+			    path, i, name);
+		else if (!(r->remove[r->nremove++] = strdup(name)))
+			ERR(L, e, "%s.remove: out of memory", path);
+	}
+}
+
+void sp_load_hdr_rules(struct sp_loader *L, const config_setting_t *backend, const char *path,
+		       int response, struct sp_hdr_rules *r)
+{
+	static const char *const keys[] = {"set", "remove", NULL};
+	const char *key = response ? "response_headers" : "request_headers";
+	const config_setting_t *g = config_setting_get_member(backend, key);
+	char hp[200];
+	if (!g)
+		return;
+	snprintf(hp, sizeof(hp), "%s.%s", path, key);
+	if (!config_setting_is_group(g)) {
+		ERR(L, g, "%s: must be a group: { set = { X-Api-Version = \"2\"; }; remove = "
+			  "[\"X-Debug\"]; }",
+		    hp);
+		return;
+	}
+	cfgp_check_keys(L, g, hp, keys);
+	const config_setting_t *set = config_setting_get_member(g, "set");
+	const config_setting_t *rm = config_setting_get_member(g, "remove");
+	if (set)
+		load_set(L, set, hp, response, r);
+	if (rm)
+		load_remove(L, rm, hp, response, r);
 }

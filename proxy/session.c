@@ -93,6 +93,9 @@ struct sp_session {
 	struct sp_decision dec;
 	struct evbuffer *pending; /* request bytes produced while parsing */
 	struct sp_buf head;       /* serialised request head, kept for one retry */
+	/* with request_headers in the configuration: the head without them,
+	 * which a move to another backend starts from (retarget) */
+	struct sp_buf head_plain;
 	int head_queued;          /* head is still to go, before pending (flush_pending) */
 	struct sp_buf stage;      /* the answer's head and body, while staged (unstage) */
 	int may_stage, staged;
@@ -357,7 +360,8 @@ static void continue_keepalive(struct sp_session *s)
 		 * idle keep-alive clients would otherwise hold their last head),
 		 * or, with few connections, blocks a stash would keep too */
 		size_t over = s->w->nsessions > KEEP_BLOCKS_UPTO ? 0 : SP_STASH_MAX_BLOCK;
-		struct sp_buf *b[] = {&s->head, &s->stage, &s->tmp, &s->path, &s->client_host};
+		struct sp_buf *b[] = {&s->head, &s->head_plain, &s->stage, &s->tmp, &s->path,
+				      &s->client_host};
 		sp_h1_trim_over(s->req, over);
 		sp_h1_trim_over(s->resp, over);
 		for (size_t i = 0; i < sizeof(b) / sizeof(b[0]); i++)
@@ -515,6 +519,26 @@ static int retarget_for(struct sp_session *s, int from, int to, struct sp_retarg
 	return 0;
 }
 
+/* s->head made for backend b from the head without request_headers (which
+ * is kept, when the configuration has them, for the next move). */
+static int head_for(struct sp_session *s, int b)
+{
+	const struct sp_hdr_rules *r = &s->cfg->backends[b].req_headers;
+	sp_buf_reset(&s->head);
+	return sp_buf_add(&s->head, s->head_plain.data, s->head_plain.len) < 0 ||
+			       (sp_hdr_rules_any(r) && sp_hdr_rules_apply(r, &s->head) < 0)
+		       ? -1
+		       : 0;
+}
+
+/* s->head, made for s->backend, made for backend `to` (t: retarget_for). */
+static int retarget_head(struct sp_session *s, int to, const struct sp_retarget *t)
+{
+	if (!s->cfg->request_header_rules)
+		return sp_http_retarget(&s->head, t);
+	return sp_http_retarget(&s->head_plain, t) < 0 ? -1 : head_for(s, to);
+}
+
 /* A refused connection for an idempotent request without a body goes once to
  * the route's other side, when no server of its backend took it. */
 static int retry_other_side(struct sp_session *s, const char *err)
@@ -523,7 +547,7 @@ static int retry_other_side(struct sp_session *s, const char *err)
 	struct sp_retarget t;
 	if (strcmp(err, ERR_CONNECT_REFUSED) != 0 || !may_resend(s) || other < 0 ||
 	    s->fallback_from >= 0 || retarget_for(s, s->backend, other, &t) < 0 ||
-	    sp_http_retarget(&s->head, &t) < 0)
+	    retarget_head(s, other, &t) < 0)
 		return 0;
 	sp_log(SP_LOG_INFO, "route %s: %s refused the connection; request %s retried on %s",
 	       s->dec.route->name, s->cfg->backends[s->backend].name, s->reqid,
@@ -694,8 +718,11 @@ static void maybe_shadow(struct sp_session *s, const struct sp_reqview *q, const
 	struct sp_retarget t;
 	if (retarget_for(s, s->backend, target, &t) < 0)
 		return; /* the shadow backend would need a Host that was not kept (or memory) */
+	/* the shadow backend's request_headers apply to the head without the
+	 * primary's (sp_shadow_start) */
+	const struct sp_buf *head = s->cfg->request_header_rules ? &s->head_plain : &s->head;
 	s->shadow = sp_shadow_start(s->w, s->cfg, r, target, s->backend, m->method, s->path.data,
-				    s->path.len, s->has_query ? &s->query : NULL, s->reqid, &s->head,
+				    s->path.len, s->has_query ? &s->query : NULL, s->reqid, head,
 				    s->req_body != SP_BODY_NONE, &t);
 }
 
@@ -847,7 +874,10 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	if (m->upgrade && !f.upgrade)
 		s->req_keep = 0; /* an ignored upgrade leaves the parser in upgrade state */
 	sp_buf_reset(&s->head);
-	if (sp_http_write_request_head(&f, &s->head) < 0) {
+	sp_buf_reset(&s->head_plain);
+	if (s->cfg->request_header_rules
+		    ? sp_http_write_request_head(&f, &s->head_plain) < 0 || head_for(s, s->backend) < 0
+		    : sp_http_write_request_head(&f, &s->head) < 0) {
 		sp_h1_fail(s->req, 500, "out of memory");
 		return -1;
 	}
@@ -992,7 +1022,9 @@ static int on_resp_head(void *ud, struct sp_h1_msg *m)
 	if (s->may_stage && evbuffer_get_length(client_out(s)) == 0)
 		hb = &s->stage;
 	sp_buf_reset(hb);
-	if (sp_http_write_response_head(&f, hb) < 0)
+	const struct sp_hdr_rules *rules = &s->cfg->backends[s->backend].resp_headers;
+	if (sp_http_write_response_head(&f, hb) < 0 ||
+	    (sp_hdr_rules_any(rules) && sp_hdr_rules_apply(rules, hb) < 0))
 		return -1;
 	if (hb == &s->stage)
 		s->staged = 1;
@@ -1843,12 +1875,14 @@ void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct soc
 	s->server = -1;
 	s->upstream_ms = -1;
 	sp_buf_init(&s->head);
+	sp_buf_init(&s->head_plain);
 	sp_buf_init(&s->stage);
 	sp_buf_init(&s->tmp);
 	sp_buf_init(&s->path);
 	sp_buf_init(&s->query);
 	sp_buf_init(&s->client_host);
-	s->head.stash = s->stage.stash = s->tmp.stash = s->path.stash = s->query.stash = &w->stash;
+	s->head.stash = s->head_plain.stash = s->stage.stash = s->tmp.stash = s->path.stash =
+		s->query.stash = &w->stash;
 	s->client_addr = s->client_ip;
 	if (sp_ip_from_sockaddr(sa, &s->peer) == 0)
 		sp_ip_text(&s->peer, s->client_ip);
@@ -1911,6 +1945,7 @@ static void session_free(struct sp_session *s)
 	if (s->pending)
 		evbuffer_free(s->pending);
 	sp_buf_deinit(&s->head);
+	sp_buf_deinit(&s->head_plain);
 	sp_buf_deinit(&s->stage);
 	sp_buf_deinit(&s->tmp);
 	sp_buf_deinit(&s->path);

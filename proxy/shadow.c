@@ -561,6 +561,11 @@ static int leg_start(struct sp_shadow *sh, struct leg *l, int backend, int serve
 	    sp_buf_add(&l->replay, marker, sizeof(marker) - 1) < 0 ||
 	    (t && sp_http_retarget(&l->replay, t) < 0))
 		return -1;
+	/* its backend's request_headers (on the primary's head for a noise
+	 * sample, which has them already: applied twice, they change nothing) */
+	const struct sp_hdr_rules *rules = &sh->cfg->backends[backend].req_headers;
+	if (sp_hdr_rules_any(rules) && sp_hdr_rules_apply(rules, &l->replay) < 0)
+		return -1;
 	/* Mirrors reuse the backend's keep-alive pool like primaries do (a
 	 * connection per mirror costs a connect and a close per request); one
 	 * that cannot be sent twice (a body, a POST) gets one checked alive, and

@@ -64,6 +64,9 @@ KEY_ARRAYS = {
     ("config.c", "load_server_group", "skeys"): "backends.NAME.servers.[j]",
     ("config.c", "load_health", "hkeys"): "backends.NAME.health",
     ("rewrite.c", "sp_load_path_rewrite", "keys"): "backends.NAME.path_rewrite.[j]",
+    # one loader, one keys array, for two sections of the same shape
+    ("rewrite.c", "sp_load_hdr_rules", "keys"): ("backends.NAME.request_headers",
+                                                 "backends.NAME.response_headers"),
     ("config.c", "load_limits", "tkeys"): "timeouts",
     ("config.c", "load_limits", "lkeys"): "limits",
     ("config.c", "load_shadow_defaults", "keys"): "shadow_defaults",
@@ -143,12 +146,18 @@ def join(prefix, key):
     return prefix + "." + key if prefix else key
 
 
+def prefixes(mapped):
+    """The sections a keys array checks: one, or a tuple of them."""
+    return mapped if isinstance(mapped, tuple) else (mapped,)
+
+
 def code_settings():
     arrays = source_key_arrays()
     unmapped = sorted(set(arrays) - set(KEY_ARRAYS))
     assert not unmapped, "keys arrays in proxy/ that tests/docs/test_docs.py cannot map to a " \
         "dotted setting path (add them to KEY_ARRAYS): %s" % unmapped
-    return {join(KEY_ARRAYS[a], k) for a, info in arrays.items() for k in info["keys"]}
+    return {join(p, k) for a, info in arrays.items() for p in prefixes(KEY_ARRAYS[a])
+            for k in info["keys"]}
 
 
 # --------------------------------------------------------------------------------------
@@ -230,7 +239,7 @@ def test_key_arrays_are_mapped():
     assert set(arrays) == set(KEY_ARRAYS), (
         "unmapped keys arrays: %s; mapped but not found (stale entries): %s"
         % (sorted(set(arrays) - set(KEY_ARRAYS)), sorted(set(KEY_ARRAYS) - set(arrays))))
-    for a, prefix in KEY_ARRAYS.items():
+    for a, prefix in ((a, p) for a, v in KEY_ARRAYS.items() for p in prefixes(v)):
         info = arrays[a]
         assert info["keys"], "%s: empty keys array" % (a,)
         assert info["path_arg"] is not None, "%s is never passed to cfgp_check_keys" % (a,)
@@ -286,7 +295,8 @@ def base_config():
     return {
         "listen": [{"address": "127.0.0.1:1", "tls": {"certificates": [{}]}}],
         "backends": {"b": {"url": "http://127.0.0.1:9", "health": {},
-                           "path_rewrite": [{"prefix": "/a", "to": "/"}]},
+                           "path_rewrite": [{"prefix": "/a", "to": "/"}],
+                           "request_headers": {}, "response_headers": {}},
                      "c": {"servers": [{"url": "http://127.0.0.1:8"}]}},
         "default_backend": "b",
         "routes": [{"name": "r", "backend": "b", "match": {"path_prefix": "/"},

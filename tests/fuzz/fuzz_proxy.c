@@ -166,7 +166,7 @@ static const struct sp_h1_hooks req_hooks = {req_head, bound_body, req_done};
 
 static struct sp_config *config(int port)
 {
-	static char text[640];
+	static char text[900];
 	int lport, probe = backend_listener(&lport); /* a free port for the worker's listener */
 	close(probe);
 	struct sp_diag d;
@@ -174,7 +174,10 @@ static struct sp_config *config(int port)
 		 "listen = ( { address = \"127.0.0.1:%d\"; } );\nworkers = 1;\nlog_level = \"error\";\n"
 		 "backends = { b = { url = \"http://127.0.0.1:%d\"; connect_timeout_ms = 200;"
 		 " response_timeout_ms = 200; path_rewrite = ( { prefix = \"/a\"; to = \"/\"; },"
-		 " { prefix = \"/\"; to = \"/b\"; } ); }; };\ndefault_backend = \"b\";\n"
+		 " { prefix = \"/\"; to = \"/b\"; } );"
+		 " request_headers = { set = { X-Key = \"k\"; }; remove = [\"Cookie\"]; };"
+		 " response_headers = { set = { X-Seen = \"1\"; }; remove = [\"Server\"]; };"
+		 " }; };\ndefault_backend = \"b\";\n"
 		 "timeouts = { client_header_ms = 200; client_body_ms = 200; };\n"
 		 "trusted_proxies = [\"127.0.0.0/8\", \"10.0.0.0/8\"];\n"
 		 "trusted_headers = [\"X-Forwarded-Proto\", \"X-Forwarded-Host\"];\n",

@@ -214,6 +214,12 @@ backends = { legacy = { url = "http://127.0.0.1:9001"; };
                      { prefix = "/api/v1/x"; to = "/y"; }, { prefix = "/a//b"; to = "/c?d"; }, "/x", { to = 1; } ); }; };
 default_backend = "legacy";
 ''',
+    "header-rules": b'''listen = ( { address = "127.0.0.1:8080"; } );
+backends = { legacy = { url = "http://127.0.0.1:9001";
+    request_headers = { set = { X-Api-Key = "k"; x-api-key = "2"; Host = "h"; }; remove = ["X-Debug", "x-debug", "X_Forwarded_For", 1]; };
+    response_headers = { set = { Date = "x"; Cache-Control = "no-store"; }; remove = ["Server"]; }; }; };
+default_backend = "legacy";
+''',
 }
 
 

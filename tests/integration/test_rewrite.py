@@ -1,11 +1,15 @@
-"""A backend that serves the public paths under other names
+"""What one backend gets differently from the others. Its paths
 (`backends.NAME.path_rewrite`): each side of a rollout, a mirror, a noise
 sample and a request moved to the route's other side get the path of the
 backend they go to, with the query as it came; routing, the logs and the diff
 log keep the client's path; explain says what is sent; a reload changes the
-rules."""
+rules. Its headers (`request_headers`, `response_headers`): set and removed
+for that backend's requests only, never leaking to another, and on its
+answers to the client, not in what the comparison reads."""
 import json
 import re
+
+import pytest
 
 import harness
 from harness import HOST, Response, refused_port, rollout_bucket, run_strangler, wait_for
@@ -188,3 +192,120 @@ def test_t_refuses_a_rule_with_its_place(tmp_path):
     assert out.returncode == 1
     assert ('%s:3: backends.modern.path_rewrite.[0].prefix: "/api//v1" is not normalised and '
             'would never apply; write "/api/v1"' % conf) in out.stderr, out.stderr
+
+
+# --------------------------------------------------------------------------
+# request_headers and response_headers
+
+API_KEY = {"set": {"X-Api-Key": "modern-secret", "X-Via": "strangler"}, "remove": ["X-Debug"]}
+CLIENT_HEADERS = [("X-Api-Key", "client-key"), ("X-Debug", "1"), ("Accept", "*/*")]
+
+
+def headers_of(req):
+    return {n.lower(): v for n, v in req.headers if n.lower() in ("x-api-key", "x-debug", "x-via",
+                                                                  "accept")}
+
+
+CLIENT_SEEN = {"x-api-key": "client-key", "x-debug": "1", "accept": "*/*"}
+MODERN_SEEN = {"x-api-key": "modern-secret", "x-via": "strangler", "accept": "*/*"}
+
+
+def test_each_side_of_a_rollout_gets_its_own_request_headers(backend_factory, start_proxy):
+    legacy, modern = backend_factory("legacy"), backend_factory("modern")
+    routes = [{"name": "r", "match": {"path_prefix": "/"}, "backend": "legacy",
+               "rollout": {"backend": "modern", "percent": 50.0, "sticky": "header:X-User"}}]
+    p = start_proxy({"legacy": legacy, "modern": {"url": modern.url, "request_headers": API_KEY}},
+                    routes=routes)
+    keys = ["u%d" % i for i in range(20)]
+    with p.client() as c:
+        for key in keys:
+            assert c.request("GET", "/x", CLIENT_HEADERS + [("X-User", key)]).status == 200
+    assert legacy.requests and modern.requests, "one side got nothing: pick other keys"
+    assert all(headers_of(q) == CLIENT_SEEN for q in legacy.requests)
+    assert all(headers_of(q) == MODERN_SEEN for q in modern.requests)
+    # one field of each set name, whatever the client sent
+    assert all(len(q.header_all("X-Api-Key")) == 1 for q in modern.requests)
+
+
+@pytest.mark.parametrize("primary", ["legacy", "modern"])
+def test_a_mirror_gets_its_backends_headers_and_never_the_others(backend_factory, start_proxy,
+                                                                 tmp_path, primary):
+    """The key meant for modern reaches modern only: mirrored from legacy it
+    is added, mirrored from modern to legacy it is not passed on, and the
+    client's own headers go to legacy as they came."""
+    legacy, modern = backend_factory("legacy"), backend_factory("modern")
+    other = "modern" if primary == "legacy" else "legacy"
+    routes = [{"name": "r", "match": {"path_prefix": "/"}, "backend": primary,
+               "shadow": {"backend": other, "noise": {"samples": 1}}}]
+    p = start_proxy({"legacy": legacy, "modern": {"url": modern.url, "request_headers": API_KEY}},
+                    routes=routes, shadow_defaults={"diff_log": str(tmp_path / "d.jsonl"),
+                                                    "timeout_ms": 2000})
+    with p.client() as c:
+        assert c.request("GET", "/x", CLIENT_HEADERS).status == 200
+    # the primary's backend gets the request and its noise sample
+    by_name = {"legacy": legacy, "modern": modern}
+    by_name[primary].wait_requests(2)
+    by_name[other].wait_requests(1)
+    assert [headers_of(q) for q in legacy.requests] == [CLIENT_SEEN] * len(legacy.requests)
+    assert [headers_of(q) for q in modern.requests] == [MODERN_SEEN] * len(modern.requests)
+
+
+def test_a_request_moved_off_a_backend_leaves_its_headers(backend_factory, start_proxy):
+    legacy = backend_factory("legacy")
+    dead = "http://%s:%d" % (HOST, refused_port())
+    routes = [{"name": "r", "match": {"path_prefix": "/"}, "backend": "legacy",
+               "rollout": {"backend": "modern", "percent": 100, "sticky": "header:X-User"}}]
+    p = start_proxy({"legacy": legacy, "modern": {"url": dead, "request_headers": API_KEY}},
+                    routes=routes)
+    with p.client() as c:
+        r = c.request("GET", "/x", CLIENT_HEADERS + [("X-User", "u1")])
+    assert r.status == 200 and "retried on legacy" in p.stderr_text()
+    assert headers_of(legacy.requests[0]) == CLIENT_SEEN
+
+
+def test_response_headers_change_what_the_client_gets_not_the_comparison(
+        backend_factory, start_proxy, tmp_path):
+    def answering(server):
+        return lambda req, conn: Response(200, b'{"a": 1}', headers=[
+            ("Server", server), ("X-Powered-By", server), ("Cache-Control", "max-age=60"),
+            ("Content-Type", "application/json")])
+    legacy = backend_factory("legacy", answering("go"))
+    modern = backend_factory("modern", answering("hyper"))
+    routes = [{"name": "r", "match": {"path_prefix": "/"}, "backend": "legacy",
+               "rollout": {"backend": "modern", "percent": 50.0, "sticky": "header:X-User"},
+               "shadow": {"backend": "@other", "compare": {"headers": ["Server"]}}}]
+    p = start_proxy({"legacy": legacy, "modern": {
+        "url": modern.url, "response_headers": {"set": {"Cache-Control": "no-store"},
+                                                "remove": ["Server", "X-Powered-By"]}}},
+        routes=routes, admin={}, shadow_defaults={"diff_log": str(tmp_path / "d.jsonl"),
+                                                  "timeout_ms": 2000})
+    seen = {}
+    with p.client() as c:
+        for i in range(12):
+            r = c.request("GET", "/x", [("X-User", "u%d" % i)])
+            assert r.status == 200 and r.body == b'{"a": 1}'
+            seen.setdefault(r.header("X-Powered-By") or "modern",
+                            (r.header("Server"), r.header("Cache-Control")))
+    assert seen == {"go": ("go", "max-age=60"), "modern": (None, "no-store")}, seen
+    # the comparison reads the backends' own answers: the Server headers differ
+    sc = wait_for(lambda: (lambda s: s if s["compared"] >= 12 else None)(
+        p.admin("GET", "/api/routes/r")[1]["shadow_counters"]), what="12 comparisons")
+    assert sc["different"] == 12, sc
+
+
+def test_a_health_check_carries_the_set_headers(backend_factory, start_proxy):
+    """A backend that answers only requests with its key: its active checks
+    send the key too, so it stays up."""
+    def keyed(req, conn):
+        ok = req.header("X-Api-Key") == "modern-secret"
+        return Response(200 if ok else 401, b"ok" if ok else b"no key")
+    modern = backend_factory("modern", keyed)
+    p = start_proxy({"modern": {"url": modern.url, "request_headers": API_KEY,
+                                "health": {"path": "/health", "interval_ms": 100,
+                                           "unhealthy": 1}}}, admin={})
+    wait_for(lambda: sum(q.path == "/health" for q in modern.requests) >= 3, what="3 checks")
+    checks = [q for q in modern.requests if q.path == "/health"]
+    assert all(q.header("X-Api-Key") == "modern-secret" for q in checks)
+    assert all(q.header("User-Agent") == "strangler-health-check" for q in checks)
+    st, text = p.admin("GET", "/metrics")
+    assert 'strangler_backend_up{backend="modern"} 1' in text

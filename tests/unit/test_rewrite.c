@@ -1,25 +1,63 @@
 /* Unit tests for proxy/rewrite.c: which rule applies to a path, what the
  * backend receives, how the rules are read and refused, and the request
- * line's path replaced in a head (http.c's sp_http_repath). */
+ * line's path replaced in a head (http.c's sp_http_repath); the header
+ * rules (request_headers, response_headers) on heads, and their checks. */
 #include "unit.h"
 
 #include <stdlib.h>
 
 #include "rewrite.h"
 
-/* The configuration's rules of backend "legacy", whose settings are given. */
-static struct sp_config *load_rules(const char *rules, int *warnings)
+/* A configuration whose backend "legacy" (line 3) has settings on line 4. */
+static void backend_text(char *text, size_t n, const char *settings)
 {
-	char text[2048];
-	snprintf(text, sizeof(text),
+	snprintf(text, n,
 		 "listen = ( { address = \"127.0.0.1:8080\"; } );\n"
 		 "backends = {\n"
 		 "  legacy = { url = \"http://127.0.0.1:9001\";\n"
-		 "             path_rewrite = ( %s ); };\n"
+		 "             %s };\n"
 		 "};\n"
 		 "default_backend = \"legacy\";\n",
-		 rules);
+		 settings);
+}
+
+static struct sp_config *load_backend(const char *settings, int *warnings)
+{
+	char text[4096];
+	backend_text(text, sizeof(text), settings);
 	return unit_load_ok(text, warnings);
+}
+
+/* The backend's path_rewrite = ( rules ). */
+static struct sp_config *load_rules(const char *rules, int *warnings)
+{
+	char settings[2048];
+	snprintf(settings, sizeof(settings), "path_rewrite = ( %s );", rules);
+	return load_backend(settings, warnings);
+}
+
+/* The backend's settings are refused, with want among the messages. */
+static void check_refused(const char *settings, const char *want)
+{
+	char text[4096];
+	backend_text(text, sizeof(text), settings);
+	struct sp_diag d;
+	sp_diag_init(&d);
+	struct sp_config *c = sp_config_load_string(text, TEST_CONF, &d);
+	const char *out = d.text.data ? d.text.data : "";
+	if (c || !strstr(out, want))
+		fail_msg("%s: %s; want \"%s\" in:\n%s", settings, c ? "loaded" : "refused", want,
+			 out);
+	sp_config_unref(&c);
+	sp_diag_deinit(&d);
+}
+
+/* path_rewrite = rules; is refused so. */
+static void check_rules_refused(const char *rules, const char *want)
+{
+	char settings[4096];
+	snprintf(settings, sizeof(settings), "path_rewrite = %s;", rules);
+	check_refused(settings, want);
 }
 
 /* What path becomes under c's rules: "=" when none applies. */
@@ -123,68 +161,46 @@ static void test_escapes_go_through_as_they_are(void **state)
 	sp_config_unref(&c);
 }
 
-static void check_refused(const char *rules, const char *want)
-{
-	char text[2048];
-	snprintf(text, sizeof(text),
-		 "listen = ( { address = \"127.0.0.1:8080\"; } );\n"
-		 "backends = {\n"
-		 "  legacy = { url = \"http://127.0.0.1:9001\";\n"
-		 "             path_rewrite = %s; };\n"
-		 "};\n"
-		 "default_backend = \"legacy\";\n",
-		 rules);
-	struct sp_diag d;
-	sp_diag_init(&d);
-	struct sp_config *c = sp_config_load_string(text, TEST_CONF, &d);
-	const char *out = d.text.data ? d.text.data : "";
-	if (c || !strstr(out, want))
-		fail_msg("path_rewrite = %s: %s; want \"%s\" in:\n%s", rules,
-			 c ? "loaded" : "refused", want, out);
-	sp_config_unref(&c);
-	sp_diag_deinit(&d);
-}
-
 static void test_bad_rules_are_refused_with_their_place(void **state)
 {
 	(void)state;
-	check_refused("()", "test.conf:4: backends.legacy.path_rewrite: must be a list of 1 to 64 "
+	check_rules_refused("()", "test.conf:4: backends.legacy.path_rewrite: must be a list of 1 to 64 "
 			    "rules, in parentheses");
-	check_refused("[\"/a\"]", "test.conf:4: backends.legacy.path_rewrite: must be a list");
-	check_refused("{ prefix = \"/a\"; to = \"/b\"; }", "backends.legacy.path_rewrite: must be "
+	check_rules_refused("[\"/a\"]", "test.conf:4: backends.legacy.path_rewrite: must be a list");
+	check_rules_refused("{ prefix = \"/a\"; to = \"/b\"; }", "backends.legacy.path_rewrite: must be "
 							     "a list");
-	check_refused("( \"/a\" )", "test.conf:4: backends.legacy.path_rewrite.[0]: must be a "
+	check_rules_refused("( \"/a\" )", "test.conf:4: backends.legacy.path_rewrite.[0]: must be a "
 				    "group: { prefix = \"/api/v1/orders\"; to = \"/orders\"; }");
-	check_refused("( { to = \"/b\"; } )",
+	check_rules_refused("( { to = \"/b\"; } )",
 		      "test.conf:4: backends.legacy.path_rewrite.[0].prefix: required");
-	check_refused("( { prefix = \"/a\"; } )",
+	check_rules_refused("( { prefix = \"/a\"; } )",
 		      "test.conf:4: backends.legacy.path_rewrite.[0].to: required");
 	/* a refused rule is not looked at by the next one's check */
-	check_refused("( { prefix = \"/a\"; }, { prefix = \"/a/b\"; to = \"/\"; } )",
+	check_rules_refused("( { prefix = \"/a\"; }, { prefix = \"/a/b\"; to = \"/\"; } )",
 		      "test.conf:4: backends.legacy.path_rewrite.[0].to: required");
-	check_refused("( { prefix = \"/a\"; to = \"/b\"; strip = true; } )",
+	check_rules_refused("( { prefix = \"/a\"; to = \"/b\"; strip = true; } )",
 		      "backends.legacy.path_rewrite.[0].strip: unknown setting");
-	check_refused("( { prefix = \"a\"; to = \"/b\"; } )",
+	check_rules_refused("( { prefix = \"a\"; to = \"/b\"; } )",
 		      "test.conf:4: backends.legacy.path_rewrite.[0].prefix: \"a\": ");
-	check_refused("( { prefix = \"/a//b\"; to = \"/b\"; } )",
+	check_rules_refused("( { prefix = \"/a//b\"; to = \"/b\"; } )",
 		      "backends.legacy.path_rewrite.[0].prefix: \"/a//b\" is not normalised and "
 		      "would never apply; write \"/a/b\"");
-	check_refused("( { prefix = \"/a\"; to = \"/b/../c\"; } )",
+	check_rules_refused("( { prefix = \"/a\"; to = \"/b/../c\"; } )",
 		      "backends.legacy.path_rewrite.[0].to: \"/b/../c\" is not normalised and a "
 		      "backend only receives normalised paths; write \"/c\"");
-	check_refused("( { prefix = \"/a\"; to = \"/b?x=1\"; } )",
+	check_rules_refused("( { prefix = \"/a\"; to = \"/b?x=1\"; } )",
 		      "backends.legacy.path_rewrite.[0].to: \"/b?x=1\": a path, without a query or "
 		      "a fragment ('?' is %3F, '#' is %23)");
-	check_refused("( { prefix = \"/a#f\"; to = \"/b\"; } )",
+	check_rules_refused("( { prefix = \"/a#f\"; to = \"/b\"; } )",
 		      "backends.legacy.path_rewrite.[0].prefix: \"/a#f\": a path, without");
-	check_refused("( { prefix = 3; to = \"/b\"; } )",
+	check_rules_refused("( { prefix = 3; to = \"/b\"; } )",
 		      "backends.legacy.path_rewrite.[0].prefix: must be a string");
 	char many[64 * 40 + 16] = "(";
 	for (int i = 0; i < 65; i++)
 		snprintf(many + strlen(many), sizeof(many) - strlen(many), "%s{prefix=\"/%d\";to=\"/\";}",
 			 i ? "," : "", i);
 	strcat(many, ")");
-	check_refused(many, "backends.legacy.path_rewrite: must be a list of 1 to 64 rules");
+	check_rules_refused(many, "backends.legacy.path_rewrite: must be a list of 1 to 64 rules");
 }
 
 /* The request line's path, and only it, changes: the query and the rest of
@@ -215,6 +231,138 @@ static void test_repath_changes_only_the_path(void **state)
 	sp_buf_deinit(&b);
 }
 
+static void assert_applied(const struct sp_hdr_rules *r, const char *head, const char *want)
+{
+	struct sp_buf b;
+	sp_buf_init(&b);
+	sp_buf_adds(&b, head);
+	assert_int_equal(sp_hdr_rules_apply(r, &b), 0);
+	assert_string_equal(b.data, want);
+	assert_int_equal(b.len, strlen(want));
+	/* twice: nothing more changes (a noise sample's head has them already) */
+	assert_int_equal(sp_hdr_rules_apply(r, &b), 0);
+	assert_string_equal(b.data, want);
+	sp_buf_deinit(&b);
+}
+
+/* Every field of a set or removed name goes, whatever its case, the set
+ * fields come last in the order written; the request line, Host and the
+ * other fields stay as they were, in their order. */
+static void test_header_rules_on_a_request_head(void **state)
+{
+	(void)state;
+	struct sp_config *c = load_backend(
+		"request_headers = { set = { X-Api-Key = \"s3cr3t\"; X-Via = \"strangler 1\"; };\n"
+		"                    remove = [\"X-Debug\", \"cookie\"]; };", NULL);
+	const struct sp_hdr_rules *r = &c->backends[0].req_headers;
+	assert_int_equal(c->request_header_rules, 1);
+	assert_applied(r,
+		       "GET /a?b HTTP/1.1\r\nHost: h\r\nx-api-key: client\r\nAccept: */*\r\n"
+		       "X-DEBUG: 1\r\nCookie: a=1\r\nX-Api-Key: again\r\nX-Debugger: kept\r\n"
+		       "X-Request-Id: r1\r\n\r\n",
+		       "GET /a?b HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nX-Debugger: kept\r\n"
+		       "X-Request-Id: r1\r\nX-Api-Key: s3cr3t\r\nX-Via: strangler 1\r\n\r\n");
+	/* nothing to remove: the set fields are added */
+	assert_applied(r, "GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+		       "GET / HTTP/1.1\r\nHost: h\r\nX-Api-Key: s3cr3t\r\nX-Via: strangler 1\r\n"
+		       "\r\n");
+	/* a value with a colon is not a name */
+	assert_applied(r, "GET / HTTP/1.1\r\nHost: h\r\nX-Note: Cookie: x\r\n\r\n",
+		       "GET / HTTP/1.1\r\nHost: h\r\nX-Note: Cookie: x\r\nX-Api-Key: s3cr3t\r\n"
+		       "X-Via: strangler 1\r\n\r\n");
+	struct sp_buf b;
+	sp_buf_init(&b);
+	sp_buf_adds(&b, "GET / HTTP/1.1\r\nHost: h\r\n"); /* no blank line: not a head */
+	assert_int_equal(sp_hdr_rules_apply(r, &b), -1);
+	assert_string_equal(b.data, "GET / HTTP/1.1\r\nHost: h\r\n");
+	sp_buf_deinit(&b);
+	sp_config_unref(&c);
+}
+
+static void test_header_rules_on_a_response_head(void **state)
+{
+	(void)state;
+	struct sp_config *c = load_backend(
+		"response_headers = { set = { Cache-Control = \"no-store\"; };\n"
+		"                     remove = [\"Server\", \"X-Powered-By\"]; };", NULL);
+	const struct sp_hdr_rules *r = &c->backends[0].resp_headers;
+	assert_int_equal(c->request_header_rules, 0); /* answers only */
+	assert_false(sp_hdr_rules_any(&c->backends[0].req_headers));
+	assert_applied(r,
+		       "HTTP/1.1 200 OK\r\nServer: hyper\r\nCache-Control: max-age=60\r\n"
+		       "Content-Type: application/json\r\nx-powered-by: rust\r\nContent-Length: 2\r\n"
+		       "\r\n",
+		       "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+		       "Cache-Control: no-store\r\n\r\n");
+	sp_config_unref(&c);
+}
+
+static void test_bad_header_rules_are_refused_with_their_place(void **state)
+{
+	(void)state;
+	check_refused("request_headers = [\"X-A\"];",
+			      "test.conf:4: backends.legacy.request_headers: must be a group: { set "
+			      "= { X-Api-Version = \"2\"; }; remove = [\"X-Debug\"]; }");
+	check_refused("request_headers = { add = { X-A = \"1\"; }; };",
+			      "test.conf:4: backends.legacy.request_headers.add: unknown setting");
+	check_refused("request_headers = { set = [\"X-A\"]; };",
+			      "test.conf:4: backends.legacy.request_headers.set: must be a group of "
+			      "at most 64 fields");
+	check_refused("request_headers = { set = { X-A = 1; }; };",
+			      "test.conf:4: backends.legacy.request_headers.set.X-A: must be a "
+			      "string of 1 to 4096 characters");
+	check_refused("request_headers = { set = { X-A = \"\"; }; };",
+			      "request_headers.set.X-A: must be a string of 1 to 4096 characters, "
+			      "no control characters, no blank at either end (to drop the header, "
+			      "list it in remove)");
+	check_refused("request_headers = { set = { X-A = \"a\\nb\"; }; };",
+			      "request_headers.set.X-A: must be a string");
+	check_refused("request_headers = { set = { X-A = \" a\"; }; };",
+			      "request_headers.set.X-A: must be a string");
+	check_refused("request_headers = { set = { X-A = \"1\"; x-a = \"2\"; }; };",
+			      "request_headers.set.x-a: set twice (header names are "
+			      "case-insensitive)");
+	check_refused("request_headers = { set = { X-A = \"1\"; }; remove = [\"x-a\"]; };",
+			      "request_headers.remove.[0]: \"x-a\": also in set: a header is set or "
+			      "removed, not both");
+	check_refused("request_headers = { remove = [\"X-B\", \"X-b\"]; };",
+			      "request_headers.remove.[1]: \"X-b\": listed twice");
+	check_refused("request_headers = { remove = []; };",
+			      "request_headers.remove: must be a list of 1 to 64 header names");
+	check_refused("request_headers = { remove = [\"X A\"]; };",
+			      "request_headers.remove.[0]: \"X A\": not a header name");
+	check_refused("request_headers = { remove = [1]; };",
+			      "request_headers.remove.[0]: must be a string");
+	/* what the proxy writes itself */
+	static const char *const managed[][2] = {
+		{"Host", "set the backend's Host with host_header"},
+		{"Content-Length", "a hop-by-hop or framing header"},
+		{"Transfer_Encoding", "a hop-by-hop or framing header"},
+		{"Connection", "a hop-by-hop or framing header"},
+		{"X-Forwarded-For", "strangler writes it itself"},
+		{"x-request-id", "strangler writes it itself"},
+		{"X-Strangler-Shadow", "strangler writes it itself"},
+	};
+	for (size_t i = 0; i < NELEM(managed); i++) {
+		char text[256], want[256];
+		snprintf(text, sizeof(text), "request_headers = { remove = [\"%s\"]; };",
+			 managed[i][0]);
+		snprintf(want, sizeof(want), "request_headers.remove.[0]: \"%s\": %s",
+			 managed[i][0], managed[i][1]);
+		check_refused(text, want);
+	}
+	check_refused("response_headers = { set = { Date = \"x\"; }; };",
+			      "response_headers.set.Date: strangler keeps the backend's Date, or "
+			      "adds one");
+	check_refused("response_headers = { remove = [\"Transfer-Encoding\"]; };",
+			      "response_headers.remove.[0]: \"Transfer-Encoding\": a hop-by-hop");
+	/* X-Request-Id and X-Forwarded-* are the backend's own in an answer */
+	struct sp_config *c = load_backend(
+		"response_headers = { remove = [\"X-Request-Id\", \"X-Forwarded-For\"]; };", NULL);
+	assert_int_equal(c->backends[0].resp_headers.nremove, 2);
+	sp_config_unref(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -225,6 +373,9 @@ int main(void)
 		cmocka_unit_test(test_escapes_go_through_as_they_are),
 		cmocka_unit_test(test_bad_rules_are_refused_with_their_place),
 		cmocka_unit_test(test_repath_changes_only_the_path),
+		cmocka_unit_test(test_header_rules_on_a_request_head),
+		cmocka_unit_test(test_header_rules_on_a_response_head),
+		cmocka_unit_test(test_bad_header_rules_are_refused_with_their_place),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
