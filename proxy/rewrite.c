@@ -25,7 +25,9 @@ int sp_rewrite_path(const struct sp_rewrite *r, size_t n, const char *path, size
 		if (!sp_path_has_prefix(r[i].prefix, r[i].prefix_len, path, len))
 			continue;
 		size_t cut = stem(r[i].prefix, r[i].prefix_len);
-		size_t keep = stem(r[i].to, r[i].to_len);
+		/* to's own final '/' stays when nothing follows the prefix
+		 * ("/api" to "/v2/": "/api" is "/v2/", as nginx's proxy_pass) */
+		size_t keep = len == cut ? r[i].to_len : stem(r[i].to, r[i].to_len);
 		sp_buf_reset(out);
 		if (sp_buf_add(out, r[i].to, keep) < 0 || sp_buf_add(out, path + cut, len - cut) < 0 ||
 		    (out->len == 0 && sp_buf_addc(out, '/') < 0))

@@ -21,7 +21,16 @@ char *cfgp_norm_path(struct sp_loader *L, const config_setting_t *m, const char 
 	struct sp_buf norm;
 	sp_buf_init(&norm);
 	int rc = sp_path_normalize(p, strlen(p), &norm);
-	if (rc != SP_PATH_OK) {
+	const char *c = p;
+	while (*c > ' ' && *c < 0x7f)
+		c++;
+	if (*c) { /* no request line carries it (a 400): and it may end up in one */
+		ERR(L, where, "%s.%s: \"%s\": only visible ASCII, no spaces or control "
+			      "characters (write them percent-encoded: a space is %%20)",
+		    path, key, p);
+		free(p);
+		p = NULL;
+	} else if (rc != SP_PATH_OK) {
 		ERR(L, where, "%s.%s: \"%s\": %s", path, key, p, sp_path_strerror(rc));
 		free(p);
 		p = NULL;

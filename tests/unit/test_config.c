@@ -588,6 +588,13 @@ static void test_error_path_not_normalised(void **state)
 		 "root");
 	REJECTED(ONE_MATCH("path_prefix = \"api\";"), 1,
 		 "test.conf:8: routes.[0].match.path_prefix: \"api\": path does not start with '/'");
+	/* no request line carries these: the route would never match */
+	REJECTED(ONE_MATCH("path_prefix = \"/my docs\";"), 1,
+		 "test.conf:8: routes.[0].match.path_prefix: \"/my docs\": only visible ASCII, no "
+		 "spaces or control characters (write them percent-encoded: a space is %20)");
+	REJECTED(ONE_MATCH("path = \"/caf\xc3\xa9\";"), 1,
+		 "test.conf:8: routes.[0].match.path: \"/caf\xc3\xa9\": only visible ASCII, no "
+		 "spaces or control characters (write them percent-encoded: a space is %20)");
 	REJECTED(ONE_MATCH("path = \"/a%zz\";"), 1,
 		 "test.conf:8: routes.[0].match.path: \"/a%zz\": bad percent-encoding in path");
 }

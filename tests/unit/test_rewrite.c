@@ -106,8 +106,9 @@ static void test_final_slashes_neither_double_nor_vanish(void **state)
 		assert_rewrite(c, "/api/x", "/v2/x");
 		assert_rewrite(c, "/api/x/", "/v2/x/");
 		assert_rewrite(c, "/api/", "/v2/");
-		/* "/api/" covers what is below it, not "/api" itself */
-		assert_rewrite(c, "/api", rules[i][0][4] == '/' ? "=" : "/v2");
+		/* "/api/" covers what is below it, not "/api" itself, which
+		 * becomes to as written */
+		assert_rewrite(c, "/api", rules[i][0][4] == '/' ? "=" : rules[i][1]);
 		sp_config_unref(&c);
 	}
 }
@@ -193,6 +194,15 @@ static void test_bad_rules_are_refused_with_their_place(void **state)
 		      "a fragment ('?' is %3F, '#' is %23)");
 	check_rules_refused("( { prefix = \"/a#f\"; to = \"/b\"; } )",
 		      "backends.legacy.path_rewrite.[0].prefix: \"/a#f\": a path, without");
+	/* bytes no request line carries, which would end up in one */
+	check_rules_refused("( { prefix = \"/a\"; to = \"/x HTTP/1.1\\r\\nX-Injected: yes\"; } )",
+			    "backends.legacy.path_rewrite.[0].to: \"/x HTTP/1.1??X-Injected: yes\": "
+			    "only visible ASCII, no spaces or control characters (write them "
+			    "percent-encoded: a space is %20)");
+	check_rules_refused("( { prefix = \"/a b\"; to = \"/b\"; } )",
+			    "backends.legacy.path_rewrite.[0].prefix: \"/a b\": only visible ASCII");
+	check_rules_refused("( { prefix = \"/a\"; to = \"/caf\xc3\xa9\"; } )",
+			    "backends.legacy.path_rewrite.[0].to: \"/caf\xc3\xa9\": only visible ASCII");
 	check_rules_refused("( { prefix = 3; to = \"/b\"; } )",
 		      "backends.legacy.path_rewrite.[0].prefix: must be a string");
 	char many[64 * 40 + 16] = "(";
