@@ -800,6 +800,8 @@ static void serve_backends(struct admin_conn *a, const char *name)
 			json_array_append_new(servers, sv);
 		}
 		json_object_set_new(b, "name", json_string(be->name));
+		json_object_set_new(b, "balance",
+				    json_string(be->least_conn ? "least_conn" : "round_robin"));
 		json_object_set_new(b, "servers", servers);
 		json_array_append_new(list, b);
 	}

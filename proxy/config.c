@@ -622,6 +622,20 @@ static void load_host_header(struct sp_loader *L, const config_setting_t *e, con
 	L->cfg->host_headers = 1;
 }
 
+/* balance = "round_robin" (by weight) or "least_conn" */
+static void load_balance(struct sp_loader *L, const config_setting_t *e, const char *path,
+			 struct sp_backend *b)
+{
+	const config_setting_t *where;
+	char *v = cfgp_str(L, e, "balance", path, &where);
+	if (v && strcmp(v, "least_conn") == 0)
+		b->least_conn = 1;
+	else if (v && strcmp(v, "round_robin") != 0)
+		ERR(L, where, "%s.balance: \"%s\": must be \"round_robin\" or \"least_conn\"", path,
+		    v);
+	free(v);
+}
+
 /* url = "http://host:port"; or servers = ["http://a:port", "http://b:port"]; */
 static void load_servers(struct sp_loader *L, const config_setting_t *e, const char *path,
 			 struct sp_backend *b)
@@ -771,7 +785,8 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 					   "tls_verify",	      "client_certificate",
 					   "client_private_key",  "health", "host_header",
 					   "path_rewrite",	      "request_headers",
-					   "response_headers",	      NULL};
+					   "response_headers",	      "balance",
+					   NULL};
 	const config_setting_t *bs = config_setting_get_member(root, "backends");
 	if (!bs) {
 		sp_diag_add(L->diag, 1, L->file, 0, "backends: at least one backend is required");
@@ -809,6 +824,7 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 		cfgp_int_field(L, e, "max_idle", path, 0, 100000, &b->max_idle);
 		cfgp_int_field(L, e, "idle_timeout_ms", path, 1, 86400000, &b->idle_timeout_ms);
 		load_host_header(L, e, path, b);
+		load_balance(L, e, path, b);
 		sp_load_path_rewrite(L, e, path, &b->rewrite, &b->nrewrite);
 		sp_load_hdr_rules(L, e, path, 0, &b->req_headers);
 		sp_load_hdr_rules(L, e, path, 1, &b->resp_headers);

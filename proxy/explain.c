@@ -88,7 +88,7 @@ static void print_decision(const struct sp_config *c, const struct sp_reqview *q
 		if (sv->backup)
 			printf(" backup");
 	}
-	printf(")\n");
+	printf(")%s\n", be->least_conn ? " least_conn" : "");
 	print_rewrite(c, d->backend, q);
 }
 

@@ -190,19 +190,33 @@ static int may_take(const struct sp_backend *be, const struct sp_server *sv, int
 	return down || shadow_trial ? 2 : 1;
 }
 
-/* By weight over the servers of one kind (backup or not). */
-static int pick_weighted(const struct sp_backend *be, struct sp_turn *t, int backup, int for_shadow,
-			 int *paused)
+/* Of the servers in can, those with the fewest connections in use for
+ * their weight (busy / weight, compared as products). */
+static uint64_t least_busy(const struct sp_backend *be, const struct sp_turn *t, uint64_t can)
 {
-	uint64_t can = 0; /* SP_SERVERS_MAX bits */
+	uint64_t best = 0;
+	int b = -1;
 	for (size_t i = 0; i < be->nservers; i++) {
-		if (be->servers[i].backup != backup)
+		if (!(can >> i & 1))
 			continue;
-		int may = may_take(be, &be->servers[i], for_shadow, paused);
-		if (may == 2)
-			return (int)i; /* a trial, before the turns move */
-		can |= (uint64_t)(may != 0) << i;
+		/* busy[i] / weight[i] against busy[b] / weight[b] */
+		uint64_t mine = b < 0 ? 0 : (uint64_t)t->busy[i] * (unsigned)be->servers[b].weight;
+		uint64_t theirs = b < 0 ? 0 : (uint64_t)t->busy[b] * (unsigned)be->servers[i].weight;
+		if (b < 0 || mine < theirs) {
+			b = (int)i;
+			best = (uint64_t)1 << i;
+		} else if (mine == theirs) {
+			best |= (uint64_t)1 << i;
+		}
 	}
+	return best;
+}
+
+/* By weight (smooth weighted round-robin) over the servers in can. */
+static int pick_by_weight(const struct sp_backend *be, struct sp_turn *t, uint64_t can)
+{
+	if (be->least_conn)
+		can = least_busy(be, t, can);
 	int best = -1, total = 0;
 	for (size_t i = 0; i < be->nservers; i++) {
 		if (!(can >> i & 1))
@@ -217,12 +231,28 @@ static int pick_weighted(const struct sp_backend *be, struct sp_turn *t, int bac
 	return best;
 }
 
+/* By weight over the servers of one kind (backup or not). */
+static int pick_weighted(const struct sp_backend *be, struct sp_turn *t, int backup, int for_shadow,
+			 int *paused)
+{
+	uint64_t can = 0; /* SP_SERVERS_MAX bits */
+	for (size_t i = 0; i < be->nservers; i++) {
+		if (be->servers[i].backup != backup)
+			continue;
+		int may = may_take(be, &be->servers[i], for_shadow, paused);
+		if (may == 2)
+			return (int)i; /* a trial, before the turns move */
+		can |= (uint64_t)(may != 0) << i;
+	}
+	return pick_by_weight(be, t, can);
+}
+
 int sp_health_pick(const struct sp_backend *be, struct sp_turn *t, int for_shadow, int *paused)
 {
 	size_t n = be->nservers;
 	if (paused)
 		*paused = 0;
-	if (be->weighted) {
+	if (be->weighted || be->least_conn) {
 		/* a primary skipped for a shadow pause is up: no backup then */
 		int skipped = 0, i = pick_weighted(be, t, 0, for_shadow, &skipped);
 		if (i < 0 && !skipped)
@@ -240,6 +270,19 @@ int sp_health_pick(const struct sp_backend *be, struct sp_turn *t, int for_shado
 		return (int)i;
 	}
 	return -1;
+}
+
+int sp_health_pick_down(const struct sp_backend *be, struct sp_turn *t)
+{
+	if (be->weighted || be->least_conn) {
+		uint64_t primaries = 0;
+		for (size_t i = 0; i < be->nservers; i++)
+			primaries |= (uint64_t)!be->servers[i].backup << i;
+		return pick_by_weight(be, t, primaries);
+	}
+	if (t->next >= be->nservers)
+		t->next = 0;
+	return (int)t->next++;
 }
 
 int sp_health_shadow_usable(const struct sp_backend *be, const struct sp_server *sv)

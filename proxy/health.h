@@ -49,11 +49,14 @@ int sp_health_usable(const struct sp_backend *be, const struct sp_server *sv);
 /* A worker's outcome with this server of be: ok = answered with < 500. */
 void sp_health_report(const struct sp_backend *be, const struct sp_server *sv, int ok);
 /* A worker's turn over a backend's servers: where its round-robin is, and,
- * for a backend with weights or backup servers, each server's current
- * weight (the smooth weighted round-robin nginx uses). Zero to start. */
+ * for a backend with weights, backup servers or least_conn, each server's
+ * current weight (the smooth weighted round-robin nginx uses); busy, the
+ * worker's connections to each server in use (its pool counts them), is
+ * what least_conn reads. Zero to start. */
 struct sp_turn {
 	unsigned next;
-	int cw[64]; /* SP_SERVERS_MAX */
+	int cw[64];        /* SP_SERVERS_MAX */
+	unsigned busy[64]; /* SP_SERVERS_MAX */
 };
 
 /* The next server of be that may take a request, or -1 when none: every one
@@ -61,9 +64,14 @@ struct sp_turn {
  * (*paused, when not NULL, says whether one was skipped for that). In turn
  * (t, a worker's own, moved past it); by weight, for a weighted backend,
  * each server taking its share in a smooth sequence (weights 5, 1, 1 give
- * a a b a c a a); a down server whose trial is due takes it first; backup
- * servers only when no other server may. */
+ * a a b a c a a); with least_conn, among those with the fewest connections
+ * in use for their weight, by weight; a down server whose trial is due
+ * takes it first; backup servers only when no other server may. */
 int sp_health_pick(const struct sp_backend *be, struct sp_turn *t, int for_shadow, int *paused);
+/* When sp_health_pick finds none (every server down): one to try all the
+ * same, as the backend's balance would choose among its servers that are
+ * not backups (all of them, in turn, for a backend without weights). */
+int sp_health_pick_down(const struct sp_backend *be, struct sp_turn *t);
 
 /* What the metrics show of a server's health, or a backend's: a backend is
  * down when all its servers are, its shadows paused when paused to all, and

@@ -57,6 +57,8 @@ void sp_upconn_free(struct sp_upconn **cp)
 	if (!c)
 		return;
 	*cp = NULL;
+	if (c->busy)
+		c->pool->turn.busy[c->server]--;
 	sp_conn_free(&c->conn);
 	pool_unref(c->pool);
 	free(c);
@@ -90,6 +92,8 @@ void sp_pool_put(struct sp_upconn **cp)
 		sp_upconn_free(&c);
 		return;
 	}
+	c->busy = 0;
+	p->turn.busy[c->server]--;
 	sp_conn_setcb(c->conn, on_idle_read, NULL, on_idle_event, c);
 	sp_conn_read(c->conn, 1);
 	sp_conn_timeouts(c->conn, p->be->idle_timeout_ms, 0);
@@ -139,6 +143,17 @@ static struct sp_upconn *connect_new(struct sp_pool *p, int server, const char *
 	return c;
 }
 
+/* c is taken for an exchange: least_conn counts it until it is put back or
+ * freed. */
+static struct sp_upconn *taken(struct sp_pool *p, struct sp_upconn *c)
+{
+	if (c) {
+		c->busy = 1;
+		p->turn.busy[c->server]++;
+	}
+	return c;
+}
+
 struct sp_upconn *sp_pool_get(struct sp_pool *p, int server, enum sp_take take, const char **why)
 {
 	struct sp_upconn *c;
@@ -146,8 +161,8 @@ struct sp_upconn *sp_pool_get(struct sp_pool *p, int server, enum sp_take take, 
 		TAILQ_REMOVE(&p->idle[server], c, link);
 		p->nidle--;
 		if (take == SP_TAKE_IDLE || sp_conn_idle_alive(c->conn))
-			return c;
+			return taken(p, c);
 		sp_upconn_free(&c);
 	}
-	return connect_new(p, server, why);
+	return taken(p, connect_new(p, server, why));
 }

@@ -18,6 +18,7 @@ struct sp_upconn {
 	TAILQ_ENTRY(sp_upconn) link;
 	int reused;    /* carried an earlier exchange */
 	int connected;
+	int busy; /* taken for an exchange: counted in pool->turn.busy */
 };
 
 /* A pool outlives config generations: a reload that keeps a backend (same

@@ -466,10 +466,8 @@ int sp_worker_pick(struct sp_worker *w, const struct sp_config *cfg, int backend
 
 int sp_worker_next(struct sp_worker *w, const struct sp_config *cfg, int backend)
 {
-	struct sp_turn own, *t = turn_of(w, cfg, backend, &own);
-	if (t->next >= cfg->backends[backend].nservers)
-		t->next = 0;
-	return (int)t->next++;
+	struct sp_turn own;
+	return sp_health_pick_down(&cfg->backends[backend], turn_of(w, cfg, backend, &own));
 }
 
 int sp_worker_pick_any(struct sp_worker *w, const struct sp_config *cfg, int backend)

@@ -121,10 +121,11 @@ int sp_worker_check_listen(const struct sp_config *old, const struct sp_config *
  * requests use it at once, requests in flight finish on theirs. */
 void sp_worker_reload(struct sp_worker *w, struct sp_config *cfg, unsigned long gen);
 /* Which server of backend index `backend` of generation cfg the next request
- * goes to: in turn, or by weight, over those that may take one
- * (sp_health_pick), -1 when none may. sp_worker_next: the next one in turn, whatever its health (a
- * backend that is down with nowhere else to go). sp_worker_pick_any: the
- * first, else the second. */
+ * goes to: in turn, by weight or by connections in use, over those that may
+ * take one (sp_health_pick), -1 when none may. sp_worker_next: one chosen
+ * the same way whatever its health, backups left out (a backend that is
+ * down with nowhere else to go: sp_health_pick_down). sp_worker_pick_any:
+ * the first, else the second. */
 int sp_worker_pick(struct sp_worker *w, const struct sp_config *cfg, int backend, int for_shadow,
 		   int *paused);
 int sp_worker_next(struct sp_worker *w, const struct sp_config *cfg, int backend);

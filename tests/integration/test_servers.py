@@ -8,6 +8,7 @@ import os
 import re
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -1077,6 +1078,55 @@ def test_a_backup_server_takes_requests_only_when_no_other_can(backend_factory, 
     for u in dead:
         assert down_line("legacy", u.split("//")[1], "consecutive failed requests") in text
     assert "(%s) is down" % hostport(spare) not in text
+
+
+def test_least_conn_sends_requests_past_a_server_busy_with_slow_ones(backend_factory,
+                                                                     start_proxy):
+    """balance = "least_conn": while a's connection is held by a slow request,
+    the quick ones go to b (round-robin would send every other one to a,
+    to wait behind nothing but still to the slow server); once a is free,
+    the turns are even again."""
+    release = threading.Event()
+
+    def slow_a(req, conn):
+        if req.path == "/slow":
+            release.wait(10)
+        return answering(200, "a")(req, conn)
+    a, b = backend_factory("a", slow_a), backend_factory("b")
+    p = start_proxy({"legacy": {"servers": [a.url, b.url], "balance": "least_conn"}},
+                    admin={})
+    assert p.admin("GET", "/api/backends")[1]["backends"][0]["balance"] == "least_conn"
+    out = run_strangler("explain", "-c", p.conf_path, "GET", "/")
+    assert "backend:  legacy (%s, %s) least_conn" % (a.url, b.url) in out.stdout, out.stdout
+    slow = p.client(timeout=15)
+    slow.send(harness.build_request("GET", "/slow"))  # all idle: a, first in turn
+    a.wait_requests(1)
+    try:
+        got = "".join(who(p, "/q/%d" % i)[1] for i in range(6))
+        assert got == "bbbbbb", got
+    finally:
+        release.set()
+    assert slow.read_response().header("X-Backend") == "a"
+    slow.close()
+    got = [who(p, "/r/%d" % i)[1] for i in range(4)]
+    assert sorted(got) == ["a", "a", "b", "b"], got
+
+
+def test_all_servers_down_are_tried_by_weight_and_not_the_backup(backend_factory, start_proxy):
+    """Every server marked down and nowhere else to go: requests still go to
+    the servers, by weight (3:1), and not to the backup, which stands in only
+    for servers that could take requests."""
+    def sick(name):
+        return lambda req, conn: Response(500 if req.path == "/health" else 200, name.encode(),
+                                          headers=[("X-Backend", name)])
+    a, b, spare = (backend_factory(n, sick(n)) for n in ("a", "b", "spare"))
+    p = start_proxy({"legacy": {"servers": [heavy(a, 3), b.url, backup(spare)],
+                                "health": {"path": "/health", "interval_ms": 100,
+                                           "unhealthy": 1}}}, admin={})
+    wait_for(lambda: metrics(p)[1].get(backend_up("legacy")) == "0", what="all three down")
+    got = "".join(who(p, "/w/%d" % i)[1][0] for i in range(8))
+    assert sorted(got) == sorted("aaaaaabb"), got
+    assert not [q for q in spare.requests if q.path != "/health"]
 
 
 def test_explain_and_check_show_weights_and_backups(tmp_path):

@@ -220,6 +220,9 @@ static void test_servers(void **state)
 	REJECTED(ONE_BACKEND("url = \"http://127.0.0.1:9001\"; servers = [\"http://127.0.0.1:9002\"];"),
 		 1, "test.conf:3: backends.legacy: url and servers: give one or the other");
 	REJECTED(ONE_BACKEND("servers = [];"), 1, "test.conf:3: backends.legacy.servers: at least one URL");
+	REJECTED(ONE_BACKEND("url = \"http://127.0.0.1:9001\"; balance = \"random\";"), 1,
+		 "test.conf:3: backends.legacy.balance: \"random\": must be \"round_robin\" or "
+		 "\"least_conn\"");
 #define NOT_A_LIST                                                                         \
 	"test.conf:3: backends.legacy.servers: must be a list of URLs, or of groups for servers " \
 	"with settings: [\"http://10.0.0.1:9001\", \"http://10.0.0.2:9001\"] or ( { url = "     \

@@ -277,6 +277,96 @@ static void test_weighted_shadow_pause(void **state)
 	assert_string_equal(picks(f->be, &t, 3, 1), "a" "bc");
 }
 
+/* Backend 0: least_conn over weights 2, 1, 1 and a backup; backend 1 plain
+ * round-robin over three servers. */
+#define LEAST                                                                            \
+	"listen = ( { address = \"127.0.0.1:8080\"; } );\n"                              \
+	"backends = {\n"                                                                 \
+	"  lc = { balance = \"least_conn\";\n"                                           \
+	"         servers = ( { url = \"http://127.0.0.1:9301\"; weight = 2; },\n"        \
+	"                     \"http://127.0.0.1:9302\", \"http://127.0.0.1:9303\",\n"      \
+	"                     { url = \"http://127.0.0.1:9304\"; backup = true; } );\n"    \
+	"         health = { unhealthy = 1; interval_ms = 60000; }; };\n"                 \
+	"  rr = { servers = [\"http://127.0.0.1:9401\", \"http://127.0.0.1:9402\",\n"      \
+	"                    \"http://127.0.0.1:9403\"];\n"                                \
+	"         health = { unhealthy = 1; interval_ms = 60000; }; };\n"                 \
+	"};\n"                                                                           \
+	"default_backend = \"lc\";\n"
+
+static int setup_least(void **state)
+{
+	return load_fixture(state, LEAST);
+}
+
+/* Picks n times, each pick holding a connection (busy), as letters. */
+static const char *picks_held(const struct sp_backend *be, struct sp_turn *t, int n)
+{
+	static char out[64];
+	for (int k = 0; k < n; k++) {
+		int i = sp_health_pick(be, t, 0, NULL);
+		out[k] = i < 0 ? '-' : (char)('a' + i);
+		if (i >= 0)
+			t->busy[i]++;
+	}
+	out[n] = '\0';
+	return out;
+}
+
+/* The fewest connections in use for the weight wins; among equals, the
+ * weighted turns; a backup only when the others are down. */
+static void test_least_conn(void **state)
+{
+	struct fixture *f = *state;
+	struct sp_turn t = {0};
+	assert_true(f->be->least_conn);
+	/* all idle: by weight (a takes two of four); each holds its connection,
+	 * so the next ones go where fewest are held for the weight */
+	assert_string_equal(picks_held(f->be, &t, 4), "abca");
+	picks_held(f->be, &t, 4);
+	assert_int_equal(t.busy[0], 4); /* held in proportion to the weights */
+	assert_int_equal(t.busy[1], 2);
+	assert_int_equal(t.busy[2], 2);
+	/* b finishes its two: b takes the next two, not a */
+	t.busy[1] = 0;
+	assert_string_equal(picks_held(f->be, &t, 2), "bb");
+	/* a slow server keeps its connections: the others take the requests */
+	memset(&t, 0, sizeof(t));
+	t.busy[0] = 10;
+	assert_string_equal(picks(f->be, &t, 4, 0), "bcbc");
+	/* down servers are left out; the backup only when all the others are */
+	fail_server(f->be, 1, 1);
+	fail_server(f->be, 2, 1);
+	assert_string_equal(picks(f->be, &t, 2, 0), "aa");
+	fail_server(f->be, 0, 1);
+	assert_string_equal(picks(f->be, &t, 2, 0), "dd");
+	fail_server(f->be, 3, 1);
+	assert_string_equal(picks(f->be, &t, 2, 0), "--");
+}
+
+/* Every server down: the one to try all the same, as the balance would
+ * choose among the servers that are not backups. */
+static void test_pick_when_all_are_down(void **state)
+{
+	struct fixture *f = *state;
+	const struct sp_backend *rr = &f->c->backends[1];
+	struct sp_turn t = {0}, r = {0};
+	for (size_t i = 0; i < 4; i++)
+		fail_server(f->be, i, 1);
+	for (size_t i = 0; i < 3; i++)
+		fail_server(rr, i, 1);
+	char got[16];
+	for (int k = 0; k < 8; k++)
+		got[k] = (char)('a' + sp_health_pick_down(f->be, &t));
+	got[8] = '\0';
+	assert_string_equal(got, "abcaabca"); /* by weight, never the backup d */
+	t.busy[0] = 5;                        /* least_conn still counts */
+	assert_int_equal(sp_health_pick_down(f->be, &t), 1);
+	for (int k = 0; k < 6; k++)
+		got[k] = (char)('a' + sp_health_pick_down(rr, &r));
+	got[6] = '\0';
+	assert_string_equal(got, "abcabc"); /* in turn, as before */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -288,6 +378,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_backup_only_when_the_others_cannot,
 						setup_weighted, teardown),
 		cmocka_unit_test_setup_teardown(test_weighted_shadow_pause, setup_weighted, teardown),
+		cmocka_unit_test_setup_teardown(test_least_conn, setup_least, teardown),
+		cmocka_unit_test_setup_teardown(test_pick_when_all_are_down, setup_least, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
