@@ -135,10 +135,25 @@ void sp_load_path_rewrite(struct sp_loader *L, const config_setting_t *backend, 
 
 /* ---- header rules ---- */
 
+/* Header names alike for the rules: in any case, and '_' as '-' (a
+ * CGI-style backend reads X_Debug as X-Debug: a client could otherwise
+ * pass one by a removed name, or a twin of a set one). */
+static int same_name(const char *a, const char *b, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned x = (unsigned char)a[i], y = (unsigned char)b[i];
+		x = x == '_' ? '-' : x + ((x - 'A' < 26u) << 5);
+		y = y == '_' ? '-' : y + ((y - 'A' < 26u) << 5);
+		if (x != y)
+			return 0;
+	}
+	return 1;
+}
+
 static int in_list(char *const *v, size_t nv, const char *name, size_t n)
 {
 	for (size_t i = 0; i < nv; i++)
-		if (strlen(v[i]) == n && sp_ascii_ieq(v[i], name, n))
+		if (strlen(v[i]) == n && same_name(v[i], name, n))
 			return 1;
 	return 0;
 }
@@ -215,13 +230,17 @@ static const char *name_refused(const char *name, int response)
 		return "strangler keeps the backend's Date, or adds one";
 	if (!response && sp_hdr_name_is(&h, "Host"))
 		return "set the backend's Host with host_header";
+	if (!response && sp_hdr_name_is(&h, "Expect"))
+		return "strangler passes the backend's 100 Continue on: without Expect the backend "
+		       "sends none and the client waits";
 	if (!response && sp_hdr_is_managed(&h))
 		return "strangler writes it itself (X-Forwarded-*, X-Request-Id, X-Strangler-Shadow)";
 	return NULL;
 }
 
-/* A field value strangler will send: 1 to 4096 bytes, visible ASCII, spaces
- * and tabs inside, bytes past 0x7f (obs-text); no control character. */
+/* A field value strangler will send as written (no variables): 1 to 4096
+ * bytes, visible ASCII, spaces and tabs inside, bytes past 0x7f (obs-text);
+ * no control character. */
 static int value_ok(const char *v)
 {
 	size_t n = strlen(v);
@@ -240,8 +259,8 @@ static void load_set(struct sp_loader *L, const config_setting_t *set, const cha
 		     int response, struct sp_hdr_rules *r)
 {
 	int n = config_setting_length(set);
-	if (!config_setting_is_group(set) || n > SP_HDR_RULES_MAX) {
-		ERR(L, set, "%s.set: must be a group of at most %d fields: { X-Api-Version = \"2\"; }",
+	if (!config_setting_is_group(set) || n == 0 || n > SP_HDR_RULES_MAX) {
+		ERR(L, set, "%s.set: must be a group of 1 to %d fields: { X-Api-Version = \"2\"; }",
 		    path, SP_HDR_RULES_MAX);
 		return;
 	}
@@ -260,10 +279,11 @@ static void load_set(struct sp_loader *L, const config_setting_t *set, const cha
 		if (why)
 			ERR(L, f, "%s.set.%s: %s", path, name, why);
 		else if (rule_names(r, name, strlen(name)))
-			ERR(L, f, "%s.set.%s: set twice (header names are case-insensitive)", path,
-			    name);
+			ERR(L, f, "%s.set.%s: set twice (header names are case-insensitive, '_' "
+				  "reads as '-')",
+			    path, name);
 		else if (!v || !value_ok(v))
-			ERR(L, f, "%s.set.%s: must be a string of 1 to 4096 characters, no control "
+			ERR(L, f, "%s.set.%s: must be a string of 1 to 4096 bytes, no control "
 				  "characters, no blank at either end (to drop the header, list it "
 				  "in remove)",
 			    path, name);
@@ -299,7 +319,7 @@ static void load_remove(struct sp_loader *L, const config_setting_t *rm, const c
 			    path, i, name);
 		else if (in_list(r->remove, r->nremove, name, strlen(name)))
 			ERR(L, e, "%s.remove.[%d]: \"%s\": listed twice (header names are "
-				  "case-insensitive)",
+				  "case-insensitive, '_' reads as '-')",
 			    path, i, name);
 		else if (!(r->remove[r->nremove++] = strdup(name)))
 			ERR(L, e, "%s.remove: out of memory", path);
@@ -325,6 +345,8 @@ void sp_load_hdr_rules(struct sp_loader *L, const config_setting_t *backend, con
 	cfgp_check_keys(L, g, hp, keys);
 	const config_setting_t *set = config_setting_get_member(g, "set");
 	const config_setting_t *rm = config_setting_get_member(g, "remove");
+	if (!set && !rm)
+		ERR(L, g, "%s: sets or removes nothing: give set, remove or both", hp);
 	if (set)
 		load_set(L, set, hp, response, r);
 	if (rm)

@@ -276,6 +276,12 @@ static void test_header_rules_on_a_request_head(void **state)
 	assert_applied(r, "GET / HTTP/1.1\r\nHost: h\r\n\r\n",
 		       "GET / HTTP/1.1\r\nHost: h\r\nX-Api-Key: s3cr3t\r\nX-Via: strangler 1\r\n"
 		       "\r\n");
+	/* a name with '_' that reads as a rule's goes too (a CGI-style backend
+	 * reads X_Debug as X-Debug): no way past a remove, no twin of a set */
+	assert_applied(r, "GET / HTTP/1.1\r\nHost: h\r\nX_Debug: 1\r\nx_api_KEY: twin\r\n"
+			  "X_Other: kept\r\n\r\n",
+		       "GET / HTTP/1.1\r\nHost: h\r\nX_Other: kept\r\nX-Api-Key: s3cr3t\r\n"
+		       "X-Via: strangler 1\r\n\r\n");
 	/* a value with a colon is not a name */
 	assert_applied(r, "GET / HTTP/1.1\r\nHost: h\r\nX-Note: Cookie: x\r\n\r\n",
 		       "GET / HTTP/1.1\r\nHost: h\r\nX-Note: Cookie: x\r\nX-Api-Key: s3cr3t\r\n"
@@ -317,12 +323,18 @@ static void test_bad_header_rules_are_refused_with_their_place(void **state)
 			      "test.conf:4: backends.legacy.request_headers.add: unknown setting");
 	check_refused("request_headers = { set = [\"X-A\"]; };",
 			      "test.conf:4: backends.legacy.request_headers.set: must be a group of "
-			      "at most 64 fields");
+			      "1 to 64 fields");
+	check_refused("request_headers = { set = {}; };",
+		      "test.conf:4: backends.legacy.request_headers.set: must be a group of 1 to 64 "
+		      "fields");
+	check_refused("response_headers = {};",
+		      "test.conf:4: backends.legacy.response_headers: sets or removes nothing: give "
+		      "set, remove or both");
 	check_refused("request_headers = { set = { X-A = 1; }; };",
 			      "test.conf:4: backends.legacy.request_headers.set.X-A: must be a "
-			      "string of 1 to 4096 characters");
+			      "string of 1 to 4096 bytes");
 	check_refused("request_headers = { set = { X-A = \"\"; }; };",
-			      "request_headers.set.X-A: must be a string of 1 to 4096 characters, "
+			      "request_headers.set.X-A: must be a string of 1 to 4096 bytes, "
 			      "no control characters, no blank at either end (to drop the header, "
 			      "list it in remove)");
 	check_refused("request_headers = { set = { X-A = \"a\\nb\"; }; };",
@@ -331,7 +343,9 @@ static void test_bad_header_rules_are_refused_with_their_place(void **state)
 			      "request_headers.set.X-A: must be a string");
 	check_refused("request_headers = { set = { X-A = \"1\"; x-a = \"2\"; }; };",
 			      "request_headers.set.x-a: set twice (header names are "
-			      "case-insensitive)");
+			      "case-insensitive, '_' reads as '-')");
+	check_refused("request_headers = { set = { X-A = \"1\"; X_A = \"2\"; }; };",
+		      "request_headers.set.X_A: set twice");
 	check_refused("request_headers = { set = { X-A = \"1\"; }; remove = [\"x-a\"]; };",
 			      "request_headers.remove.[0]: \"x-a\": also in set: a header is set or "
 			      "removed, not both");
@@ -346,6 +360,8 @@ static void test_bad_header_rules_are_refused_with_their_place(void **state)
 	/* what the proxy writes itself */
 	static const char *const managed[][2] = {
 		{"Host", "set the backend's Host with host_header"},
+		{"expect", "strangler passes the backend's 100 Continue on: without Expect the "
+			   "backend sends none and the client waits"},
 		{"Content-Length", "a hop-by-hop or framing header"},
 		{"Transfer_Encoding", "a hop-by-hop or framing header"},
 		{"Connection", "a hop-by-hop or framing header"},
