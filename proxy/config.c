@@ -786,7 +786,7 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 					   "client_private_key",  "health", "host_header",
 					   "path_rewrite",	      "request_headers",
 					   "response_headers",	      "balance",
-					   NULL};
+					   "max_conns",		      NULL};
 	const config_setting_t *bs = config_setting_get_member(root, "backends");
 	if (!bs) {
 		sp_diag_add(L->diag, 1, L->file, 0, "backends: at least one backend is required");
@@ -822,6 +822,7 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 		cfgp_int_field(L, e, "connect_timeout_ms", path, 1, 3600000, &b->connect_timeout_ms);
 		cfgp_int_field(L, e, "response_timeout_ms", path, 1, 86400000, &b->response_timeout_ms);
 		cfgp_int_field(L, e, "max_idle", path, 0, 100000, &b->max_idle);
+		cfgp_int_field(L, e, "max_conns", path, 0, 100000, &b->max_conns);
 		cfgp_int_field(L, e, "idle_timeout_ms", path, 1, 86400000, &b->idle_timeout_ms);
 		load_host_header(L, e, path, b);
 		load_balance(L, e, path, b);

@@ -58,6 +58,7 @@ struct sp_backend {
 	size_t nservers;
 	int weighted; /* a weight other than 1 or a backup server: requests go by weight */
 	int least_conn; /* balance = "least_conn": the fewest connections in use, by weight */
+	int max_conns;  /* connections each worker may have in use per server (0: no limit) */
 	char *host_header; /* the Host its requests carry (NULL: the client's) */
 	struct sp_rewrite *rewrite; /* path_rewrite: where it serves the public paths */
 	size_t nrewrite;

@@ -231,13 +231,24 @@ static int pick_by_weight(const struct sp_backend *be, struct sp_turn *t, uint64
 	return best;
 }
 
+/* The worker has max_conns connections in use to server i: it takes no more. */
+static int full(const struct sp_backend *be, const struct sp_turn *t, size_t i)
+{
+	return be->max_conns && t->busy[i] >= (unsigned)be->max_conns;
+}
+
+int sp_health_has_room(const struct sp_backend *be, const struct sp_turn *t, int server)
+{
+	return !full(be, t, (size_t)server);
+}
+
 /* By weight over the servers of one kind (backup or not). */
 static int pick_weighted(const struct sp_backend *be, struct sp_turn *t, int backup, int for_shadow,
 			 int *paused)
 {
 	uint64_t can = 0; /* SP_SERVERS_MAX bits */
 	for (size_t i = 0; i < be->nservers; i++) {
-		if (be->servers[i].backup != backup)
+		if (be->servers[i].backup != backup || full(be, t, i))
 			continue;
 		int may = may_take(be, &be->servers[i], for_shadow, paused);
 		if (may == 2)
@@ -264,7 +275,7 @@ int sp_health_pick(const struct sp_backend *be, struct sp_turn *t, int for_shado
 	size_t start = t->next < n ? t->next : 0; /* next is at most n */
 	for (size_t k = 0; k < n; k++) {
 		size_t i = start + k < n ? start + k : start + k - n;
-		if (!may_take(be, &be->servers[i], for_shadow, paused))
+		if (full(be, t, i) || !may_take(be, &be->servers[i], for_shadow, paused))
 			continue;
 		t->next = (unsigned)(i + 1);
 		return (int)i;
@@ -277,12 +288,17 @@ int sp_health_pick_down(const struct sp_backend *be, struct sp_turn *t)
 	if (be->weighted || be->least_conn) {
 		uint64_t primaries = 0;
 		for (size_t i = 0; i < be->nservers; i++)
-			primaries |= (uint64_t)!be->servers[i].backup << i;
+			primaries |= (uint64_t)(!be->servers[i].backup && !full(be, t, i)) << i;
 		return pick_by_weight(be, t, primaries);
 	}
-	if (t->next >= be->nservers)
-		t->next = 0;
-	return (int)t->next++;
+	for (size_t k = 0; k < be->nservers; k++) {
+		if (t->next >= be->nservers)
+			t->next = 0;
+		size_t i = t->next++;
+		if (!full(be, t, i))
+			return (int)i;
+	}
+	return -1; /* every one at max_conns */
 }
 
 int sp_health_shadow_usable(const struct sp_backend *be, const struct sp_server *sv)

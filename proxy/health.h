@@ -70,8 +70,11 @@ struct sp_turn {
 int sp_health_pick(const struct sp_backend *be, struct sp_turn *t, int for_shadow, int *paused);
 /* When sp_health_pick finds none (every server down): one to try all the
  * same, as the backend's balance would choose among its servers that are
- * not backups (all of them, in turn, for a backend without weights). */
+ * not backups (all of them, in turn, for a backend without weights); -1
+ * when each has max_conns connections in use. Both leave out a server at
+ * max_conns (sp_health_has_room). */
 int sp_health_pick_down(const struct sp_backend *be, struct sp_turn *t);
+int sp_health_has_room(const struct sp_backend *be, const struct sp_turn *t, int server);
 
 /* What the metrics show of a server's health, or a backend's: a backend is
  * down when all its servers are, its shadows paused when paused to all, and

@@ -49,6 +49,7 @@ static const char ERR_CLIENT_ABORTED[] = "client closed connection";
 static const char ERR_CLIENT_SEND_TIMEOUT[] = "client send timeout";
 static const char ERR_UPSTREAM_SEND_TIMEOUT[] = "upstream send timeout";
 static const char ERR_DRAIN[] = "drain timeout";
+static const char ERR_MAX_CONNS[] = "every server at max_conns";
 
 enum timer_mode { T_NONE, T_HEADER, T_IDLE };
 
@@ -461,7 +462,8 @@ static int retry_next_server(struct sp_session *s, const char *err)
 	for (size_t k = 1; k < 2 * be->nservers; k++) {
 		size_t i = ((size_t)s->server + k) % be->nservers;
 		if (be->servers[i].backup != (k >= be->nservers) || (s->tried >> i & 1) ||
-		    !sp_health_usable(be, &be->servers[i]))
+		    !sp_health_usable(be, &be->servers[i]) ||
+		    !sp_worker_has_room(s->w, s->cfg, s->backend, (int)i))
 			continue;
 		sp_log(SP_LOG_INFO, "backend %s: %s: %s; request %s retried on %s", be->name,
 		       server_of(s)->hostport, err, s->reqid, be->servers[i].hostport);
@@ -543,18 +545,18 @@ static int retarget_head(struct sp_session *s, int to, const struct sp_retarget 
  * the route's other side, when no server of its backend took it. */
 static int retry_other_side(struct sp_session *s, const char *err)
 {
-	int other = other_side(s);
+	int other = other_side(s), k;
 	struct sp_retarget t;
 	if (strcmp(err, ERR_CONNECT_REFUSED) != 0 || !may_resend(s) || other < 0 ||
-	    s->fallback_from >= 0 || retarget_for(s, s->backend, other, &t) < 0 ||
-	    retarget_head(s, other, &t) < 0)
+	    s->fallback_from >= 0 || (k = sp_worker_pick_any(s->w, s->cfg, other)) < 0 ||
+	    retarget_for(s, s->backend, other, &t) < 0 || retarget_head(s, other, &t) < 0)
 		return 0;
 	sp_log(SP_LOG_INFO, "route %s: %s refused the connection; request %s retried on %s",
 	       s->dec.route->name, s->cfg->backends[s->backend].name, s->reqid,
 	       s->cfg->backends[other].name);
 	s->fallback_from = s->backend;
 	s->backend = other;
-	s->server = sp_worker_pick_any(s->w, s->cfg, other);
+	s->server = k;
 	s->tried = 0;
 	sp_shadow_primary_moved(&s->shadow, other);
 	send_again(s, SP_TAKE_IDLE);
@@ -833,7 +835,8 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	/* a backend known to be down (all its servers): the route's other side,
 	 * when it is up */
 	int other = other_side(s), k;
-	if (other < 0 && s->cfg->backends[s->backend].nservers == 1)
+	if (other < 0 && s->cfg->backends[s->backend].nservers == 1 &&
+	    !s->cfg->backends[s->backend].max_conns)
 		s->server = 0; /* its only server, up or down: no choice to make */
 	else
 		s->server = sp_worker_pick(s->w, s->cfg, s->backend, 0, NULL);
@@ -844,6 +847,10 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	}
 	if (s->server < 0)
 		s->server = sp_worker_next(s->w, s->cfg, s->backend); /* none up: in turn */
+	if (s->server < 0) { /* each at max_conns: no room anywhere */
+		sp_h1_fail(s->req, 503, ERR_MAX_CONNS);
+		return -1;
+	}
 	size_t plen;
 	const char *upath = path_to(s, s->backend, &s->tmp, &plen);
 	if (!upath) {
@@ -971,7 +978,7 @@ static void request_error(struct sp_session *s)
 	}
 	sp_upconn_free(&s->up);
 	s->error = why;
-	s->refused = 1;
+	s->refused = status < 500; /* the client's doing (a 503 at max_conns is not) */
 	answer(s, status, why, 0);
 }
 

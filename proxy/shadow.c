@@ -81,7 +81,8 @@ struct sp_shadow {
 static const char *const skip_names[SP_SKIP__COUNT] = {"budget", "request_body_too_large",
 							 "response_body_too_large",
 							 "primary_incomplete", "backend_down",
-							 "backend_unresponsive", "primary_fell_back"};
+							 "backend_unresponsive", "primary_fell_back",
+							 "backend_busy"};
 
 const char *sp_shadow_skip_name(enum sp_shadow_skip k)
 {
@@ -616,8 +617,11 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 	}
 	int paused, server = sp_worker_pick(w, cfg, shadow_backend, 1, &paused);
 	if (server < 0) {
-		/* all its servers down, or those up not answering shadows */
-		COUNT(st, d, skipped[paused ? SP_SKIP_UNRESPONSIVE : SP_SKIP_BACKEND_DOWN]);
+		/* all its servers down, or those up not answering shadows, or
+		 * at max_conns */
+		COUNT(st, d, skipped[paused			       ? SP_SKIP_UNRESPONSIVE
+				     : sp_worker_any_full(w, cfg, shadow_backend) ? SP_SKIP_BUSY
+									  : SP_SKIP_BACKEND_DOWN]);
 		return NULL;
 	}
 	struct sp_shadow *sh = calloc(1, sizeof(*sh));

@@ -23,6 +23,7 @@ enum sp_shadow_skip {
 	SP_SKIP_BACKEND_DOWN,     /* the shadow backend refuses connections (passive health) */
 	SP_SKIP_UNRESPONSIVE,     /* shadows to it time out (sp_health_shadow_usable) */
 	SP_SKIP_FELL_BACK,        /* the primary was retried on the shadow's backend */
+	SP_SKIP_BUSY,             /* the shadow backend's servers are at max_conns */
 	SP_SKIP__COUNT
 };
 

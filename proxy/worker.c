@@ -476,6 +476,21 @@ int sp_worker_pick_any(struct sp_worker *w, const struct sp_config *cfg, int bac
 	return k >= 0 ? k : sp_worker_next(w, cfg, backend);
 }
 
+int sp_worker_has_room(struct sp_worker *w, const struct sp_config *cfg, int backend, int server)
+{
+	struct sp_turn own;
+	return sp_health_has_room(&cfg->backends[backend], turn_of(w, cfg, backend, &own), server);
+}
+
+int sp_worker_any_full(struct sp_worker *w, const struct sp_config *cfg, int backend)
+{
+	for (size_t i = 0; cfg->backends[backend].max_conns && i < cfg->backends[backend].nservers;
+	     i++)
+		if (!sp_worker_has_room(w, cfg, backend, (int)i))
+			return 1;
+	return 0;
+}
+
 struct sp_upconn *sp_worker_connect(struct sp_worker *w, const struct sp_config *cfg, int backend,
 				    int server, enum sp_take take, const char **why)
 {

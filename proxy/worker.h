@@ -124,12 +124,17 @@ void sp_worker_reload(struct sp_worker *w, struct sp_config *cfg, unsigned long 
  * goes to: in turn, by weight or by connections in use, over those that may
  * take one (sp_health_pick), -1 when none may. sp_worker_next: one chosen
  * the same way whatever its health, backups left out (a backend that is
- * down with nowhere else to go: sp_health_pick_down). sp_worker_pick_any:
- * the first, else the second. */
+ * down with nowhere else to go: sp_health_pick_down). Both skip servers at
+ * max_conns: -1 when each is. sp_worker_pick_any: the first, else the
+ * second. */
 int sp_worker_pick(struct sp_worker *w, const struct sp_config *cfg, int backend, int for_shadow,
 		   int *paused);
 int sp_worker_next(struct sp_worker *w, const struct sp_config *cfg, int backend);
 int sp_worker_pick_any(struct sp_worker *w, const struct sp_config *cfg, int backend);
+/* Whether the worker may open one more exchange to that server (below the
+ * backend's max_conns), and whether one of the backend's servers is at it. */
+int sp_worker_has_room(struct sp_worker *w, const struct sp_config *cfg, int backend, int server);
+int sp_worker_any_full(struct sp_worker *w, const struct sp_config *cfg, int backend);
 /* A connection to server `server` of backend index `backend` of generation
  * cfg, which may be older than the worker's: from the worker's pool for that
  * backend or, when a reload removed it or changed its servers or TLS

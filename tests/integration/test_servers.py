@@ -1129,6 +1129,98 @@ def test_all_servers_down_are_tried_by_weight_and_not_the_backup(backend_factory
     assert not [q for q in spare.requests if q.path != "/health"]
 
 
+def holding(name):
+    """A handler that holds /hold/... until its event is set; (handler, event)."""
+    release = threading.Event()
+
+    def handler(req, conn):
+        if req.path.startswith("/hold"):
+            release.wait(10)
+        return answering(200, name)(req, conn)
+    return handler, release
+
+
+def hold(p, path="/hold"):
+    """A client whose request is sent and not yet answered."""
+    c = p.client(timeout=15)
+    c.send(harness.build_request("GET", path))
+    return c
+
+
+def test_max_conns_passes_a_full_server_over_then_answers_503(backend_factory, start_proxy):
+    """max_conns = 1: a server with a request in flight takes no other; the
+    next goes to the other server; with both busy the proxy answers 503
+    (counted as the backend's 5xx: it is its capacity); once one is free,
+    requests go through again."""
+    ha, ra = holding("a")
+    hb, rb = holding("b")
+    a, b = backend_factory("a", ha), backend_factory("b", hb)
+    p = start_proxy({"legacy": {"servers": [a.url, b.url], "max_conns": 1}}, admin={})
+    held = [hold(p, "/hold/1")]
+    a.wait_requests(1)
+    try:
+        assert who(p, "/q")[1] == "b"  # a is busy; b is free again after it
+        held.append(hold(p, "/hold/2"))
+        b.wait_requests(2)
+        with p.client() as c:
+            r = c.request("GET", "/q2")
+        assert r.status == 503 and b"every server at max_conns" in r.body, r
+    finally:
+        ra.set()
+        rb.set()
+    assert [h.read_response().header("X-Backend") for h in held] == ["a", "b"]
+    for h in held:
+        h.close()
+    assert who(p, "/q3")[0] == 200
+    e = p.wait_access(5)
+    refused = [x for x in e if x["status"] == 503]
+    assert [(x["backend"], x["server"], x["error"]) for x in refused] == [
+        ("legacy", None, "every server at max_conns")]
+    assert metrics(p)[1]['strangler_requests_total{route="(default)",backend="legacy",class="5xx"}'] == "1"
+
+
+def test_a_rollout_side_at_max_conns_sends_its_requests_to_the_other(backend_factory,
+                                                                       start_proxy, tmp_path):
+    """The new backend at its limit: its users are served by the base side
+    meanwhile, and shadows to a mirror at its limit are skipped
+    (backend_busy), never queued."""
+    hm, rm = holding("modern")
+    legacy, modern = backend_factory("legacy"), backend_factory("modern", hm)
+    routes = [{"name": "r", "match": {"path_prefix": "/"}, "backend": "legacy",
+               "rollout": {"backend": "modern", "percent": 100, "sticky": "header:X-User"}}]
+    p = start_proxy({"legacy": legacy, "modern": {"url": modern.url, "max_conns": 1}},
+                    routes=routes)
+    held = hold(p, "/hold")
+    modern.wait_requests(1)
+    try:
+        got = [who(p, "/q/%d" % i)[1] for i in range(3)]
+        assert got == ["legacy"] * 3, got
+    finally:
+        rm.set()
+    assert held.read_response().header("X-Backend") == "modern"
+    held.close()
+    assert who(p, "/after")[1] == "modern"
+
+    hs, rs = holding("mirror")
+    mirror = backend_factory("mirror", hs)
+    routes = [{"name": "s", "match": {"path_prefix": "/"}, "backend": "legacy",
+               "shadow": {"backend": "mirror"}}]
+    p2 = start_proxy({"legacy": legacy, "mirror": {"url": mirror.url, "max_conns": 1}},
+                     routes=routes, admin={}, shadow_defaults={
+                         "diff_log": str(tmp_path / "d.jsonl"), "timeout_ms": 5000})
+    try:
+        assert who(p2, "/hold")[0] == 200  # its mirror is held
+        mirror.wait_requests(1)
+        for i in range(3):
+            assert who(p2, "/m/%d" % i)[0] == 200
+        sc = p2.admin("GET", "/api/routes/s")[1]["shadow_counters"]
+        assert (sc["mirrored"], sc["skipped"]) == (1, 3), sc
+    finally:
+        rs.set()
+    assert p2.admin("GET", "/metrics")[1].count(
+        'strangler_shadow_skipped_total{route="s",reason="backend_busy"} 3') == 1
+
+
 def test_explain_and_check_show_weights_and_backups(tmp_path):
     conf = tmp_path / "w.conf"
     conf.write_text('listen = ( { address = "127.0.0.1:18080"; } );\n'

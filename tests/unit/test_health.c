@@ -367,6 +367,46 @@ static void test_pick_when_all_are_down(void **state)
 	assert_string_equal(got, "abcabc"); /* in turn, as before */
 }
 
+/* max_conns = 2 over two servers and a backup. */
+#define CAPPED                                                                           \
+	"listen = ( { address = \"127.0.0.1:8080\"; } );\n"                              \
+	"backends = {\n"                                                                 \
+	"  cap = { max_conns = 2;\n"                                                     \
+	"          servers = ( \"http://127.0.0.1:9501\", \"http://127.0.0.1:9502\",\n"      \
+	"                      { url = \"http://127.0.0.1:9503\"; backup = true; } );\n"   \
+	"          health = { unhealthy = 1; interval_ms = 60000; }; };\n"                \
+	"};\n"                                                                           \
+	"default_backend = \"cap\";\n"
+
+static int setup_capped(void **state)
+{
+	return load_fixture(state, CAPPED);
+}
+
+/* A server with max_conns connections in use is passed over like a down
+ * one: the others, then the backup; none when all are at it. */
+static void test_max_conns(void **state)
+{
+	struct fixture *f = *state;
+	struct sp_turn t = {0};
+	assert_int_equal(f->be->max_conns, 2);
+	assert_string_equal(picks_held(f->be, &t, 4), "abab");
+	assert_false(sp_health_has_room(f->be, &t, 0));
+	assert_true(sp_health_has_room(f->be, &t, 2));
+	assert_string_equal(picks_held(f->be, &t, 3), "cc-"); /* the backup, then none */
+	t.busy[1] = 1;                                       /* one of b's ends */
+	assert_string_equal(picks_held(f->be, &t, 2), "b-");
+	/* all down: the one to try all the same has room, or there is none */
+	for (size_t i = 0; i < 3; i++)
+		fail_server(f->be, i, 1);
+	memset(&t, 0, sizeof(t));
+	t.busy[0] = 2;
+	assert_int_equal(sp_health_pick_down(f->be, &t), 1);
+	assert_int_equal(sp_health_pick_down(f->be, &t), 1);
+	t.busy[1] = 2;
+	assert_int_equal(sp_health_pick_down(f->be, &t), -1); /* never the backup */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -380,6 +420,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_weighted_shadow_pause, setup_weighted, teardown),
 		cmocka_unit_test_setup_teardown(test_least_conn, setup_least, teardown),
 		cmocka_unit_test_setup_teardown(test_pick_when_all_are_down, setup_least, teardown),
+		cmocka_unit_test_setup_teardown(test_max_conns, setup_capped, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
