@@ -157,7 +157,7 @@ struct metric_side {
 	const char *route; /* as labelled */
 	char backend[SP_NAME_MAX]; /* a copy: the counters may go with their route */
 	uint64_t classes[5], errors_by[SP_UPSTREAM_REASONS], le[SP_DURATION_BOUNDS];
-	uint64_t count, sum_us, upstream_errors;
+	uint64_t count, sum_us, upstream_errors, fell_back;
 	uint64_t lat[SP_LAT_BUCKETS]; /* for the API's p50/p99 */
 };
 
@@ -208,6 +208,7 @@ static void collect_route(struct metric_sides *all, struct sp_runtime *rt, const
 			m->count += sp_read(&s->requests);
 			m->sum_us += sp_read(&s->latency_us_sum);
 			m->upstream_errors += sp_read(&s->upstream_errors);
+			m->fell_back += sp_read(&s->fell_back);
 			sp_hist_sum(&s->latency, m->lat);
 		}
 		sp_worker_stats_read_unlock(rt->workers[w]);
@@ -309,6 +310,14 @@ static void metrics_routes(struct sp_buf *b, struct sp_runtime *rt)
 			side_labels(b, "strangler_upstream_errors_total", &all.v[i]);
 			sp_buf_printf(b, ",reason=\"%s\"} %llu\n", sp_upstream_reasons[e],
 				      (unsigned long long)all.v[i].errors_by[e]);
+		}
+	sp_buf_adds(b, "# HELP strangler_fallbacks_total Requests routed to the backend that the "
+		       "route's other side served (down, at max_conns, refused).\n"
+		       "# TYPE strangler_fallbacks_total counter\n");
+	for (size_t i = 0; i < all.n; i++)
+		if (all.v[i].fell_back) { /* only the sides a request fell back from */
+			side_labels(b, "strangler_fallbacks_total", &all.v[i]);
+			sp_buf_printf(b, "} %llu\n", (unsigned long long)all.v[i].fell_back);
 		}
 	sp_buf_adds(b, "# HELP strangler_request_duration_seconds Whole exchange duration.\n"
 		       "# TYPE strangler_request_duration_seconds histogram\n");
@@ -802,6 +811,7 @@ static void serve_backends(struct admin_conn *a, const char *name)
 		json_object_set_new(b, "name", json_string(be->name));
 		json_object_set_new(b, "balance",
 				    json_string(be->least_conn ? "least_conn" : "round_robin"));
+		json_object_set_new(b, "max_conns", json_integer(be->max_conns));
 		json_object_set_new(b, "servers", servers);
 		json_array_append_new(list, b);
 	}

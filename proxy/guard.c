@@ -50,7 +50,8 @@ uint32_t sp_guard_next_step(const struct sp_guard_cfg *g, uint32_t current_bp,
 	/* 0 % is off (how an operator sends everyone back): nothing steps up
 	 * from it; and a step needs the window to have judged the rollout side
 	 * (a new side that is down, whose users all fell back, must not climb) */
-	if (current_bp == 0 || d->roll.requests < (uint64_t)g->min_requests)
+	if (current_bp == 0 || d->roll.requests < (uint64_t)g->min_requests ||
+	    d->roll.fell_back * 100 > d->roll.requests + d->roll.fell_back)
 		return 0;
 	for (size_t i = 0; i < g->nsteps; i++)
 		if (g->steps_bp[i] > current_bp)
@@ -69,7 +70,7 @@ uint32_t sp_guard_next_step(const struct sp_guard_cfg *g, uint32_t current_bp,
 static int went_back(const struct sp_guard_snapshot *now, const struct sp_guard_snapshot *then)
 {
 	return now->base.requests < then->base.requests || now->roll.requests < then->roll.requests ||
-	       now->compared < then->compared;
+	       now->roll.fell_back < then->roll.fell_back || now->compared < then->compared;
 }
 
 static void delta(const struct sp_guard_snapshot *now, const struct sp_guard_snapshot *then,
@@ -80,6 +81,7 @@ static void delta(const struct sp_guard_snapshot *now, const struct sp_guard_sna
 	for (int k = 0; k < 2; k++) {
 		o[k]->requests = a[k]->requests - b[k]->requests;
 		o[k]->errors = a[k]->errors - b[k]->errors;
+		o[k]->fell_back = a[k]->fell_back - b[k]->fell_back;
 		for (int i = 0; i < SP_LAT_BUCKETS; i++)
 			o[k]->lat[i] = a[k]->lat[i] - b[k]->lat[i];
 	}
@@ -210,6 +212,7 @@ static void sample(struct sp_runtime *rt, const char *route, const char *backend
 				continue;
 			out->requests += sp_read(&s->requests);
 			out->errors += sp_read(&s->status[5]);
+			out->fell_back += sp_read(&s->fell_back);
 			sp_hist_sum(&s->wait, out->lat);
 		}
 		sp_worker_stats_read_unlock(rt->workers[w]);

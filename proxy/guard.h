@@ -17,6 +17,7 @@
 
 struct sp_guard_sample {
 	uint64_t requests, errors; /* errors: 5xx answers */
+	uint64_t fell_back;        /* routed here, served by the other side */
 	uint64_t lat[SP_LAT_BUCKETS];
 };
 
@@ -29,8 +30,10 @@ struct sp_guard_snapshot {
 int sp_guard_check(const struct sp_guard_cfg *g, const struct sp_guard_snapshot *delta,
 		   char *reason, size_t len);
 /* Pure: the first step above current_bp, or 0 when there is none, when the
- * rollout is off (0) or when the window's deltas hold fewer than min_requests
- * on the rollout side (no verdict, so no step). */
+ * rollout is off (0), when the window's deltas hold fewer than min_requests
+ * on the rollout side (no verdict, so no step), or when more than 1 % of
+ * the rollout side's requests fell back to the base side (it is down, or at
+ * max_conns: it does not take the users it has). */
 uint32_t sp_guard_next_step(const struct sp_guard_cfg *g, uint32_t current_bp,
 			    const struct sp_guard_snapshot *delta);
 

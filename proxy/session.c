@@ -124,6 +124,7 @@ struct sp_session {
 	const char *error;
 	int up_failed; /* the error was the backend's (connect, timeout, protocol) */
 	int refused;   /* the proxy answered a routed request's bad body itself (400, 408, 413) */
+	int no_room;   /* every server at max_conns: 503 once the request is read */
 	int fallback_from; /* backend the request moved away from (down or refused), or -1 */
 	int server;        /* the server of backend that the exchange goes to, or -1 */
 	uint64_t tried;    /* the servers of backend it could not connect to (SP_SERVERS_MAX bits) */
@@ -273,6 +274,8 @@ static void log_exchange(struct sp_session *s)
 	 * proxy's answer in the metrics (and the guard), as before routing */
 	sp_worker_count(s->w, cfg, s->dec.route, s->refused ? NULL : e.backend, s->status,
 			s->up_failed ? s->error : NULL, e.total_ms, wait_ms);
+	if (e.fallback_from)
+		sp_worker_count_fallback(s->w, cfg, s->dec.route, e.fallback_from);
 }
 
 static void reset_exchange(struct sp_session *s)
@@ -296,7 +299,7 @@ static void reset_exchange(struct sp_session *s)
 	s->req_active = s->req_done = s->resp_started = s->resp_done = 0;
 	s->interim = s->ninterim = s->retried = s->status = 0;
 	s->error = NULL;
-	s->up_failed = s->refused = 0;
+	s->up_failed = s->refused = s->no_room = 0;
 	s->fallback_from = -1;
 	s->server = -1;
 	s->tried = 0;
@@ -461,9 +464,10 @@ static int retry_next_server(struct sp_session *s, const char *err)
 	 * backup = 0, and the second pass finds nothing) */
 	for (size_t k = 1; k < 2 * be->nservers; k++) {
 		size_t i = ((size_t)s->server + k) % be->nservers;
+		/* room first: the health look may take a down server's trial */
 		if (be->servers[i].backup != (k >= be->nservers) || (s->tried >> i & 1) ||
-		    !sp_health_usable(be, &be->servers[i]) ||
-		    !sp_worker_has_room(s->w, s->cfg, s->backend, (int)i))
+		    !sp_worker_has_room(s->w, s->cfg, s->backend, (int)i) ||
+		    !sp_health_usable(be, &be->servers[i]))
 			continue;
 		sp_log(SP_LOG_INFO, "backend %s: %s: %s; request %s retried on %s", be->name,
 		       server_of(s)->hostport, err, s->reqid, be->servers[i].hostport);
@@ -661,6 +665,11 @@ static void flush_pending(struct sp_session *s)
 {
 	if (!s->req_active || s->dead)
 		return;
+	if (s->no_room) {
+		if (s->req_done)
+			answer(s, 503, ERR_MAX_CONNS, s->req_keep);
+		return;
+	}
 	if (!s->up) {
 		attach_upstream(s, take_for(s));
 		if (!s->up)
@@ -685,6 +694,26 @@ static void flush_pending(struct sp_session *s)
 }
 
 /* ---- request parsing hooks ---- */
+
+/* Every server of the request's backend is at max_conns: a 503 at once.
+ * A request without a body is answered once read (flush_pending), keeping
+ * the connection (a reconnect is the last thing a saturated service
+ * needs); one with a body, or an upgrade, closes it, unread. */
+static int no_room(struct sp_session *s, const struct sp_h1_msg *m)
+{
+	if (m->has_length || m->chunked || m->upgrade) {
+		sp_h1_fail(s->req, 503, ERR_MAX_CONNS);
+		return -1;
+	}
+	s->no_room = s->req_active = 1;
+	s->error = ERR_MAX_CONNS;
+	s->req_body = SP_BODY_NONE;
+	s->req_keep = m->keep_alive;
+	s->client_minor = m->http_minor;
+	s->is_head = strcmp(m->method, "HEAD") == 0;
+	set_timer(s, T_NONE);
+	return 0;
+}
 
 /* Mirrors the request when the route shadows this method and the sample
  * (sticky to the rollout key when there is one) falls inside percent. */
@@ -713,8 +742,8 @@ static void maybe_shadow(struct sp_session *s, const struct sp_reqview *q, const
 			return;
 	}
 	int target = sc->backend;
-	if (target == SP_SHADOW_OTHER)
-		target = s->dec.to_rollout ? r->backend : r->rollout.backend;
+	if (target == SP_SHADOW_OTHER) /* the side that does not serve it (after a fallback too) */
+		target = s->backend == r->backend ? r->rollout.backend : r->backend;
 	if (target == s->backend)
 		return; /* a rollout request already served by the shadow's backend */
 	struct sp_retarget t;
@@ -847,10 +876,8 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	}
 	if (s->server < 0)
 		s->server = sp_worker_next(s->w, s->cfg, s->backend); /* none up: in turn */
-	if (s->server < 0) { /* each at max_conns: no room anywhere */
-		sp_h1_fail(s->req, 503, ERR_MAX_CONNS);
-		return -1;
-	}
+	if (s->server < 0) /* each at max_conns: no room anywhere */
+		return no_room(s, m);
 	size_t plen;
 	const char *upath = path_to(s, s->backend, &s->tmp, &plen);
 	if (!upath) {

@@ -718,8 +718,10 @@ void sp_shadow_primary_served(struct sp_shadow *sh, int server, const struct sp_
 	n->waiting = 0;
 	if (n->failed) /* the shadow timed out first */
 		return;
-	/* the same server, with the head it got, without taking a turn */
-	if (leg_start(sh, n, sh->primary_backend, server, head, 0, NULL) < 0)
+	/* the same server, with the head it got, without taking a turn; not
+	 * past its max_conns (then the comparison goes without the sample) */
+	if (!sp_worker_has_room(sh->w, sh->cfg, sh->primary_backend, server) ||
+	    leg_start(sh, n, sh->primary_backend, server, head, 0, NULL) < 0)
 		leg_fail(n, 0);
 }
 

@@ -376,17 +376,31 @@ const char *sp_worker_date(struct sp_worker *w)
 	return w->date;
 }
 
+/* The counters of route (NULL: the default backend's) for an exchange of
+ * generation cfg; NULL when a reload removed the route since. */
+static struct sp_route_stats *stats_of(struct sp_worker *w, const struct sp_config *cfg,
+				       const struct sp_route *route)
+{
+	if (!route)
+		return w->default_stats;
+	if (cfg == w->cfg)
+		return w->route_stats[route->index];
+	return sp_worker_find_stats(w, route->name); /* started before a reload */
+}
+
+void sp_worker_count_fallback(struct sp_worker *w, const struct sp_config *cfg,
+			      const struct sp_route *route, const char *from)
+{
+	struct sp_route_stats *n = stats_of(w, cfg, route);
+	if (n)
+		sp_count(&side_of(n, from)->fell_back);
+}
+
 void sp_worker_count(struct sp_worker *w, const struct sp_config *cfg,
 		     const struct sp_route *route, const char *backend, int status,
 		     const char *upstream_error, double ms, double wait_ms)
 {
-	struct sp_route_stats *n;
-	if (!route)
-		n = w->default_stats;
-	else if (cfg == w->cfg)
-		n = w->route_stats[route->index];
-	else /* started before a reload: counted if the route is still there */
-		n = sp_worker_find_stats(w, route->name);
+	struct sp_route_stats *n = stats_of(w, cfg, route);
 	if (!n)
 		return;
 	struct sp_side_stats *s = side_of(n, backend ? backend : "");

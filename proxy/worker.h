@@ -37,6 +37,9 @@ struct sp_side_stats {
 	struct sp_durations durations; /* the same, at the metrics' bounds */
 	struct sp_hist wait; /* the backend's: until its answer head, upload excluded (guard) */
 	_Atomic uint64_t latency_us_sum;
+	/* requests routed to this side that the route's other side served: it
+	 * was down, each of its servers at max_conns, or it refused them */
+	_Atomic uint64_t fell_back;
 };
 
 /* Counters of one route (by name; "" is the default backend's traffic),
@@ -163,6 +166,10 @@ const char *sp_worker_date(struct sp_worker *w);
 void sp_worker_count(struct sp_worker *w, const struct sp_config *cfg,
 		     const struct sp_route *route, const char *backend, int status,
 		     const char *upstream_error, double ms, double wait_ms);
+/* Counts a request of route that was routed to backend `from` and served
+ * by the other side (worker thread). */
+void sp_worker_count_fallback(struct sp_worker *w, const struct sp_config *cfg,
+			      const struct sp_route *route, const char *from);
 void sp_worker_free(struct sp_worker **w);
 
 /* session.c */

@@ -2,6 +2,7 @@
 fails or differs, stays back until re-armed, and steps forward while healthy."""
 import itertools
 import json
+import re
 import threading
 import time
 
@@ -375,3 +376,39 @@ def test_a_guard_on_a_route_with_a_long_name_trips(start_proxy, backend_factory,
     harness.wait_for(lambda: "pulled back" in p.stderr_text(), 5, what="the guard tripping")
     route = p.admin("GET", "/api/routes/" + quote(name))[1]
     assert route["guard"]["tripped"] is True and route["rollout"]["percent"] == 0
+
+
+def test_steps_wait_while_the_rollout_side_sheds_its_users(start_proxy, backend_factory,
+                                                          tmp_path):
+    """modern at its max_conns hands the users it has no room for back to
+    legacy: no error for the guard to see, but the step to 100 % would send
+    it twice as many. The guard holds the step while more than 1 % of
+    modern's requests fall back (strangler_fallbacks_total)."""
+    def slow(req, conn):
+        time.sleep(0.05)
+        return Response(200, b"ok", headers=[("X-Backend", "modern")])
+    legacy, modern = backend_factory("legacy"), backend_factory("modern", slow)
+    rollout = {"backend": "modern", "percent": 50, "sticky": "header:X-User-Id",
+               "guard": {"max_error_rate": 1.0, "min_requests": 5, "window_s": 5,
+                         "steps": [50, 100], "step_interval_s": 1}}
+    p = start(start_proxy, legacy, {"url": modern.url, "max_conns": 1}, rollout, tmp_path)
+    stop = time.monotonic() + 3.5
+
+    def users(k):
+        with p.client() as c:
+            i = 0
+            while time.monotonic() < stop:
+                c.request("GET", "/api/orders", headers=[("X-User-Id", "u%d-%d" % (k, i))])
+                i += 1
+    threads = [threading.Thread(target=users, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    st, text = p.admin("GET", "/metrics")
+    fell = int(re.search(r'^strangler_fallbacks_total\{route="orders",backend="modern"\} (\d+)$',
+                         text, re.M).group(1))
+    assert fell > 10, text
+    route = p.admin("GET", "/api/routes/orders")[1]
+    assert route["rollout"]["percent"] == 50, route
+    assert "guard-step" not in json.dumps(p.admin("GET", "/api/audit")[1])

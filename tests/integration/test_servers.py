@@ -1189,7 +1189,7 @@ def test_a_rollout_side_at_max_conns_sends_its_requests_to_the_other(backend_fac
     routes = [{"name": "r", "match": {"path_prefix": "/"}, "backend": "legacy",
                "rollout": {"backend": "modern", "percent": 100, "sticky": "header:X-User"}}]
     p = start_proxy({"legacy": legacy, "modern": {"url": modern.url, "max_conns": 1}},
-                    routes=routes)
+                    routes=routes, admin={})
     held = hold(p, "/hold")
     modern.wait_requests(1)
     try:
@@ -1200,6 +1200,10 @@ def test_a_rollout_side_at_max_conns_sends_its_requests_to_the_other(backend_fac
     assert held.read_response().header("X-Backend") == "modern"
     held.close()
     assert who(p, "/after")[1] == "modern"
+    # counted where an SRE (and the guard) looks: requests routed to modern
+    # that legacy served
+    assert metrics(p)[1]['strangler_fallbacks_total{route="r",backend="modern"}'] == "3"
+    assert [x.get("fallback_from") for x in p.wait_access(5)].count("modern") == 3
 
     hs, rs = holding("mirror")
     mirror = backend_factory("mirror", hs)

@@ -118,6 +118,14 @@ static void test_next_step(void **state)
 	d.roll.requests = (uint64_t)g.min_requests - 1;
 	d.base.requests = 100000;
 	assert_int_equal(sp_guard_next_step(&g, 100, &d), 0);
+	/* the rollout side sheds its users to the base side (down, or at
+	 * max_conns): more than 1 % of them is no step, up to 1 % is */
+	d.roll.requests = 9900;
+	d.roll.fell_back = 101;
+	assert_int_equal(sp_guard_next_step(&g, 100, &d), 0);
+	d.roll.fell_back = 100;
+	assert_int_equal(sp_guard_next_step(&g, 100, &d), 500);
+	d.roll.fell_back = 0;
 	d.roll.requests = (uint64_t)g.min_requests;
 	g.nsteps = 0;
 	assert_int_equal(sp_guard_next_step(&g, 100, &d), 0);
