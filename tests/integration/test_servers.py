@@ -1179,6 +1179,45 @@ def test_max_conns_passes_a_full_server_over_then_answers_503(backend_factory, s
     assert metrics(p)[1]['strangler_requests_total{route="(default)",backend="legacy",class="5xx"}'] == "1"
 
 
+def test_a_503_at_max_conns_keeps_the_connection(backend_factory, start_proxy):
+    """Pipelined GETs while the only server is full: each gets its 503 on the
+    same connection (a reconnect is the last thing a saturated service
+    needs), which serves the next request once there is room."""
+    ha, ra = holding("a")
+    a = backend_factory("a", ha)
+    p = start_proxy({"legacy": {"url": a.url, "max_conns": 1}})
+    held = hold(p, "/hold")
+    a.wait_requests(1)
+    c = p.client(timeout=15)
+    try:
+        c.send(harness.build_request("GET", "/p1") + harness.build_request("GET", "/p2"))
+        got = [c.read_response() for _ in range(2)]
+        assert [(r.status, r.header("Connection")) for r in got] == [(503, None)] * 2
+    finally:
+        ra.set()
+    assert held.read_response().status == 200
+    held.close()
+    r = c.request("GET", "/p3")
+    assert (r.status, r.header("X-Backend")) == (200, "a")
+    c.close()
+
+
+def test_a_noise_sample_waits_for_room_on_its_server(backend_factory, start_proxy, tmp_path):
+    """max_conns = 1: the primary holds the server's only slot, so its noise
+    sample is not sent (it would be a second exchange); the comparison goes
+    on without it."""
+    legacy, mirror = backend_factory("legacy"), backend_factory("mirror")
+    routes = [{"name": "s", "match": {"path_prefix": "/"}, "backend": "legacy",
+               "shadow": {"backend": "mirror", "noise": {"samples": 1}}}]
+    p = start_proxy({"legacy": {"url": legacy.url, "max_conns": 1}, "mirror": mirror},
+                    routes=routes, admin={}, shadow_defaults={
+                        "diff_log": str(tmp_path / "d.jsonl"), "timeout_ms": 2000})
+    assert who(p, "/n")[0] == 200
+    sc = compared(p, "s", 1)
+    assert (sc["compared"], sc["different"]) == (1, 1), sc  # legacy against mirror
+    assert [q.path for q in legacy.requests] == ["/n"]
+
+
 def test_a_rollout_side_at_max_conns_sends_its_requests_to_the_other(backend_factory,
                                                                        start_proxy, tmp_path):
     """The new backend at its limit: its users are served by the base side
