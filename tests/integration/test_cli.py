@@ -434,7 +434,8 @@ def test_a_sighup_during_start_up_is_a_reload_once_running(backend_factory, tmp_
     b = backend_factory("legacy")
     port = free_port()
     routes = [{"name": "r%d" % i, "match": {"path_prefix": "/p%d" % i}, "backend": "legacy"}
-              for i in range(6000)]  # a start that takes 0.2 s (0.9 s under ASan)
+              for i in range(3000)]  # a start of 0.1 s (0.5 s under ASan; twice that when the
+    # machine runs slow): far longer than the 0.02 s the SIGHUP comes after
     conf = write(tmp_path, "big.conf", make_config(port, {"legacy": b}, routes=routes))
     def hup_held(pid):
         """main() runs and holds SIGHUP until its handler exists. Before
@@ -452,7 +453,7 @@ def test_a_sighup_during_start_up_is_a_reload_once_running(backend_factory, tmp_
             time.sleep(delay)
             proc.send_signal(signal.SIGHUP)
             wait_for(lambda: "reload: %s: 1 backends" % conf in (tmp_path / "err").read_text()
-                     or proc.poll() is not None, 5, what="the reload or the end")
+                     or proc.poll() is not None, 20, what="the reload or the end")
             assert proc.poll() is None, "killed by signal %d" % -proc.returncode
         finally:
             if proc.poll() is None:
