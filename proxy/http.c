@@ -192,6 +192,16 @@ static int value_has_ctl(const char *v, size_t len)
 	}
 }
 
+int sp_http_is_token(const char *s, size_t n)
+{
+	return is_token(s, n);
+}
+
+int sp_http_value_has_ctl(const char *v, size_t n)
+{
+	return value_has_ctl(v, n);
+}
+
 static int check_headers(const struct sp_hdr *h, size_t n, const char **why)
 {
 	for (size_t i = 0; i < n; i++) {
@@ -487,6 +497,11 @@ static int add_field(struct sp_buf *out, const char *name, size_t nlen, const ch
 static int add_header(struct sp_buf *out, const char *name, const char *value, size_t vlen)
 {
 	return add_field(out, name, strlen(name), value, vlen);
+}
+
+int sp_http_add_field(struct sp_buf *out, const char *name, const char *value)
+{
+	return add_header(out, name, value, strlen(value));
 }
 
 /* Request headers the proxy sets itself. */

@@ -182,6 +182,12 @@ int sp_http_retarget(struct sp_buf *head, const struct sp_retarget *t);
  * address or an [IP-literal], with an optional :port of 1-5 digits; empty is
  * allowed (RFC 9112 3.2). */
 int sp_http_valid_host(const char *v, size_t n);
+/* n bytes of RFC 9110 tchar (a header name, a method): 1, else 0. */
+int sp_http_is_token(const char *s, size_t n);
+/* A control character other than HTAB, or DEL, among v's n bytes. */
+int sp_http_value_has_ctl(const char *v, size_t n);
+/* Appends the field line "name: value\r\n" to out: 0, or -1 (no memory). */
+int sp_http_add_field(struct sp_buf *out, const char *name, const char *value);
 
 struct sp_fwd_response {
 	int status;

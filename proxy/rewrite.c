@@ -176,9 +176,9 @@ int sp_hdr_rules_apply(const struct sp_hdr_rules *r, struct sp_buf *head)
 	size_t w = (size_t)(eol - d) + 1, at = w;
 	while (at < len - 2) {
 		const char *end = memchr(d + at, '\n', len - at);
-		const char *colon = memchr(d + at, ':', len - at);
 		size_t n = (size_t)(end - (d + at)) + 1;
-		if (!colon || colon > end || !rule_names(r, d + at, (size_t)(colon - (d + at)))) {
+		const char *colon = memchr(d + at, ':', n);
+		if (!colon || !rule_names(r, d + at, (size_t)(colon - (d + at)))) {
 			memmove(d + w, d + at, n);
 			w += n;
 		}
@@ -186,8 +186,7 @@ int sp_hdr_rules_apply(const struct sp_hdr_rules *r, struct sp_buf *head)
 	}
 	head->len = w;
 	for (size_t i = 0; i < r->nset; i++)
-		if (sp_buf_adds(head, r->set_name[i]) < 0 || sp_buf_add(head, ": ", 2) < 0 ||
-		    sp_buf_adds(head, r->set_value[i]) < 0 || sp_buf_add(head, "\r\n", 2) < 0)
+		if (sp_http_add_field(head, r->set_name[i], r->set_value[i]) < 0)
 			return -1;
 	return sp_buf_add(head, "\r\n", 2);
 }
@@ -207,12 +206,6 @@ void sp_hdr_rules_deinit(struct sp_hdr_rules *r)
 	*r = (struct sp_hdr_rules){0};
 }
 
-static int tchar(int c)
-{
-	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	       (c && strchr("!#$%&'*+-.^_`|~", c));
-}
-
 /* Why name cannot be in the rules of a backend's requests (response: its
  * answers), NULL when it can. */
 static const char *name_refused(const char *name, int response)
@@ -221,9 +214,8 @@ static const char *name_refused(const char *name, int response)
 	struct sp_hdr h = {name, n, "", 0};
 	if (n == 0 || n > 64)
 		return "a header name is 1 to 64 characters";
-	for (size_t i = 0; i < n; i++)
-		if (!tchar((unsigned char)name[i]))
-			return "not a header name (letters, digits and !#$%&'*+-.^_`|~)";
+	if (!sp_http_is_token(name, n))
+		return "not a header name (letters, digits and !#$%&'*+-.^_`|~)";
 	if (sp_hdr_is_hop_by_hop(&h))
 		return "a hop-by-hop or framing header: strangler writes it for each connection";
 	if (response && sp_hdr_name_is(&h, "Date"))
@@ -247,12 +239,7 @@ static int value_ok(const char *v)
 	if (n == 0 || n > 4096 || v[0] == ' ' || v[0] == '\t' || v[n - 1] == ' ' ||
 	    v[n - 1] == '\t')
 		return 0;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)v[i];
-		if ((c < 0x20 && c != '\t') || c == 0x7f)
-			return 0;
-	}
-	return 1;
+	return !sp_http_value_has_ctl(v, n);
 }
 
 static void load_set(struct sp_loader *L, const config_setting_t *set, const char *path,

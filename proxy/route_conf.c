@@ -44,14 +44,10 @@ char *cfgp_norm_path(struct sp_loader *L, const config_setting_t *m, const char 
 	return p;
 }
 
+/* A method or header name: one RFC 9110 token. */
 static int is_token(const char *s)
 {
-	if (!*s)
-		return 0;
-	for (; *s; s++)
-		if (*s <= ' ' || *s >= 0x7f || strchr("\"(),/:;<=>?@[\\]{}", *s))
-			return 0;
-	return 1;
+	return *s && sp_http_is_token(s, strlen(s));
 }
 
 /* check(value) returns NULL when fine, else the reason. */

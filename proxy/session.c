@@ -708,9 +708,6 @@ static int no_room(struct sp_session *s, const struct sp_h1_msg *m)
 	s->no_room = s->req_active = 1;
 	s->error = ERR_MAX_CONNS;
 	s->req_body = SP_BODY_NONE;
-	s->req_keep = m->keep_alive;
-	s->client_minor = m->http_minor;
-	s->is_head = strcmp(m->method, "HEAD") == 0;
 	set_timer(s, T_NONE);
 	return 0;
 }
@@ -861,6 +858,9 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 		return -1;
 	}
 	s->backend = s->dec.backend;
+	s->req_keep = m->keep_alive; /* what any answer to it needs (no_room's too) */
+	s->client_minor = m->http_minor;
+	s->is_head = strcmp(m->method, "HEAD") == 0;
 	/* a backend known to be down (all its servers): the route's other side,
 	 * when it is up */
 	int other = other_side(s), k;
@@ -901,9 +901,6 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 			       sp_buf_add(&s->client_host, host->value, host->value_len) == 0;
 	f.request_id = s->reqid; /* the logged one, alone, whatever the client sent */
 	s->req_body = f.body;
-	s->req_keep = m->keep_alive;
-	s->client_minor = m->http_minor;
-	s->is_head = strcmp(m->method, "HEAD") == 0;
 	s->upgrade_req = f.upgrade;
 	if (m->upgrade && !f.upgrade)
 		s->req_keep = 0; /* an ignored upgrade leaves the parser in upgrade state */
