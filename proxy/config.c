@@ -777,6 +777,24 @@ static void load_health(struct sp_loader *L, const config_setting_t *e, const ch
 	}
 }
 
+/* location_rewrite = false: the backend's Location answers go as they are.
+ * On by default where there is something to map back (path_rewrite,
+ * host_header), as nginx's "proxy_redirect default". Read after both. */
+static void load_location_rewrite(struct sp_loader *L, const config_setting_t *e,
+				  const char *path, struct sp_backend *b)
+{
+	const config_setting_t *v = config_setting_get_member(e, "location_rewrite");
+	int on = 1;
+	if (v && config_setting_type(v) != CONFIG_TYPE_BOOL)
+		ERR(L, v, "%s.location_rewrite: must be true or false", path);
+	else if (v)
+		on = config_setting_get_bool(v);
+	b->location_map = on && (b->nrewrite || b->host_header);
+	if (v && on && !b->location_map)
+		WARN(L, v, "%s.location_rewrite: has no effect without path_rewrite or host_header",
+		     path);
+}
+
 static void load_backends(struct sp_loader *L, const config_setting_t *root)
 {
 	static const char *const keys[] = {"url",	      "servers", "connect_timeout_ms",
@@ -786,7 +804,8 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 					   "client_private_key",  "health", "host_header",
 					   "path_rewrite",	      "request_headers",
 					   "response_headers",	      "balance",
-					   "max_conns",		      NULL};
+					   "max_conns",		      "location_rewrite",
+					   NULL};
 	const config_setting_t *bs = config_setting_get_member(root, "backends");
 	if (!bs) {
 		sp_diag_add(L->diag, 1, L->file, 0, "backends: at least one backend is required");
@@ -830,6 +849,8 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 		sp_load_hdr_rules(L, e, path, 0, &b->req_headers);
 		sp_load_hdr_rules(L, e, path, 1, &b->resp_headers);
 		L->cfg->request_header_rules |= sp_hdr_rules_any(&b->req_headers);
+		load_location_rewrite(L, e, path, b);
+		L->cfg->location_maps |= b->location_map;
 		load_servers(L, e, path, b);
 		load_backend_tls(L, e, path, b);
 		load_health(L, e, path, b);

@@ -63,6 +63,9 @@ struct sp_backend {
 	struct sp_rewrite *rewrite; /* path_rewrite: where it serves the public paths */
 	size_t nrewrite;
 	struct sp_hdr_rules req_headers, resp_headers; /* request_headers, response_headers */
+	/* location_rewrite (on unless false, when it has path_rewrite or
+	 * host_header): an answer's Location in the client's terms */
+	int location_map;
 	int connect_timeout_ms;
 	int response_timeout_ms;
 	int max_idle;        /* idle connections per worker, all servers together */
@@ -136,6 +139,7 @@ struct sp_config {
 	struct sp_backend *backends;
 	size_t nbackends;
 	int host_headers; /* a backend has host_header: a request keeps its client's Host */
+	int location_maps; /* a backend has location_map: so does it */
 	int request_header_rules; /* a backend has request_headers: a request keeps its head without them */
 	int default_backend;
 	struct sp_route *routes;

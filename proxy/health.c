@@ -283,6 +283,34 @@ int sp_health_pick(const struct sp_backend *be, struct sp_turn *t, int for_shado
 	return -1;
 }
 
+int sp_health_pick_retry(const struct sp_backend *be, struct sp_turn *t, uint64_t tried,
+			 int from)
+{
+	size_t n = be->nservers;
+	for (int backup = 0; backup < 2; backup++) {
+		uint64_t left = 0, up = 0;
+		for (size_t i = 0; i < n; i++) {
+			if (be->servers[i].backup != backup || (tried >> i & 1) || full(be, t, i))
+				continue;
+			const struct sp_health *h = be->servers[i].health;
+			left |= (uint64_t)1 << i;
+			up |= (uint64_t)!(h && atomic_load_explicit(&h->down, memory_order_relaxed))
+			      << i;
+		}
+		if (up && (be->weighted || be->least_conn))
+			return pick_by_weight(be, t, up);
+		/* in list order after `from`: the first up, else a down one
+		 * whose trial is due (which the look takes) */
+		for (size_t k = 1; k <= n; k++) {
+			size_t i = ((size_t)from + k) % n;
+			if (up ? (up >> i & 1)
+			       : (left >> i & 1) && sp_health_usable(be, &be->servers[i]))
+				return (int)i;
+		}
+	}
+	return -1;
+}
+
 int sp_health_pick_down(const struct sp_backend *be, struct sp_turn *t)
 {
 	if (be->weighted || be->least_conn) {

@@ -74,6 +74,13 @@ int sp_health_pick(const struct sp_backend *be, struct sp_turn *t, int for_shado
  * when each has max_conns connections in use. Both leave out a server at
  * max_conns (sp_health_has_room). */
 int sp_health_pick_down(const struct sp_backend *be, struct sp_turn *t);
+/* The server a request whose connection to server `from` failed goes to
+ * next: one not in tried (bit i: server i), with room, up, as the balance
+ * chooses (by weight, or by connections in use; in list order after from
+ * for a backend with neither); when none is up, a down one whose trial is
+ * due; backups only when no other server is left. -1: none. */
+int sp_health_pick_retry(const struct sp_backend *be, struct sp_turn *t, uint64_t tried,
+			 int from);
 int sp_health_has_room(const struct sp_backend *be, const struct sp_turn *t, int server);
 
 /* What the metrics show of a server's health, or a backend's: a backend is

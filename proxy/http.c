@@ -629,17 +629,36 @@ int sp_http_repath(struct sp_buf *head, const char *path, size_t len)
 	return replace_span(head, at, end - at, path, len);
 }
 
-int sp_http_rehost(struct sp_buf *head, const char *host)
+/* Where the Host value of a head the proxy wrote is: the line after the
+ * request line. 0, or -1 when it has none there. */
+static int host_span(const struct sp_buf *head, size_t *at, size_t *len)
 {
-	/* Host is the line after the request line */
 	const char *eol = head->data ? memchr(head->data, '\n', head->len) : NULL;
-	size_t at = eol ? (size_t)(eol - head->data) + 1 + 6 : 0;
-	if (!eol || head->len < at || memcmp(head->data + at - 6, "Host: ", 6) != 0)
+	*at = eol ? (size_t)(eol - head->data) + 1 + 6 : 0;
+	if (!eol || head->len < *at || memcmp(head->data + *at - 6, "Host: ", 6) != 0)
 		return -1;
-	const char *end = memchr(head->data + at, '\r', head->len - at);
+	const char *end = memchr(head->data + *at, '\r', head->len - *at);
 	if (!end)
 		return -1;
-	return replace_span(head, at, (size_t)(end - (head->data + at)), host, strlen(host));
+	*len = (size_t)(end - (head->data + *at));
+	return 0;
+}
+
+int sp_http_head_host(const struct sp_buf *head, const char **host, size_t *len)
+{
+	size_t at;
+	if (host_span(head, &at, len) < 0)
+		return -1;
+	*host = head->data + at;
+	return 0;
+}
+
+int sp_http_rehost(struct sp_buf *head, const char *host)
+{
+	size_t at, len;
+	if (host_span(head, &at, &len) < 0)
+		return -1;
+	return replace_span(head, at, len, host, strlen(host));
 }
 
 int sp_http_retarget(struct sp_buf *head, const struct sp_retarget *t)

@@ -166,6 +166,8 @@ int sp_http_write_request_head(const struct sp_fwd_request *r, struct sp_buf *ou
 /* A head made for one backend made for another: its Host line (the first
  * field line) names host instead. 0, or -1 (no memory, or no such line). */
 int sp_http_rehost(struct sp_buf *head, const char *host);
+/* The Host value of such a head (within it): 0, or -1 when there is none. */
+int sp_http_head_host(const struct sp_buf *head, const char **host, size_t *len);
 /* The same for the path of its request line (the target up to its query):
  * path instead. 0, or -1 (no memory, or no request line). */
 int sp_http_repath(struct sp_buf *head, const char *path, size_t len);

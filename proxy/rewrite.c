@@ -37,6 +37,141 @@ int sp_rewrite_path(const struct sp_rewrite *r, size_t n, const char *path, size
 	return -1;
 }
 
+/* The public path of a path the backend used (path[0..len), normal form)
+ * into out: 1, 0 when no rule takes it back, -1 no memory. */
+static int path_back(const struct sp_rewrite *r, size_t n, const char *path, size_t len,
+		     struct sp_buf *out)
+{
+	struct sp_buf cand, fwd;
+	size_t best = 0;
+	int rc = 0;
+	sp_buf_init(&cand);
+	sp_buf_init(&fwd);
+	for (size_t i = 0; i < n && rc >= 0; i++) {
+		if (!sp_path_has_prefix(r[i].to, r[i].to_len, path, len) ||
+		    (rc == 1 && r[i].to_len <= best))
+			continue;
+		size_t cut = stem(r[i].to, r[i].to_len);
+		sp_buf_reset(&cand);
+		if (sp_buf_add(&cand, r[i].prefix, stem(r[i].prefix, r[i].prefix_len)) < 0 ||
+		    sp_buf_add(&cand, path + cut, len - cut) < 0 ||
+		    (cand.len == 0 && sp_buf_addc(&cand, '/') < 0) ||
+		    sp_rewrite_path(r, n, cand.data, cand.len, &fwd) == -2) {
+			rc = -1;
+			break;
+		}
+		/* only a public path that the backend receives as this one */
+		if (fwd.len != len || memcmp(fwd.data, path, len) != 0)
+			continue;
+		sp_buf_reset(out);
+		if (sp_buf_add(out, cand.data, cand.len) < 0) {
+			rc = -1;
+			break;
+		}
+		best = r[i].to_len;
+		rc = 1;
+	}
+	sp_buf_deinit(&cand);
+	sp_buf_deinit(&fwd);
+	return rc;
+}
+
+/* A case-insensitive prefix of v[0..len). */
+static int has_iprefix(const char *v, size_t len, const char *p)
+{
+	size_t n = strlen(p);
+	return len >= n && sp_ascii_ieq(v, p, n);
+}
+
+int sp_location_public(const struct sp_location_map *m, const char *v, size_t len,
+		       struct sp_buf *out)
+{
+	/* [scheme "://" | "//"] authority, or none: the path starts at p */
+	size_t auth = 0, p = 0;
+	if (len && v[0] == '/' && (len == 1 || v[1] != '/')) {
+		p = 0;
+	} else {
+		if (has_iprefix(v, len, "http://"))
+			auth = 7;
+		else if (has_iprefix(v, len, "https://"))
+			auth = 8;
+		else if (has_iprefix(v, len, "//"))
+			auth = 2;
+		else
+			return 0;
+		p = auth;
+		while (p < len && v[p] != '/' && v[p] != '?' && v[p] != '#')
+			p++;
+		if (!m->sent_host || p - auth != m->sent_host_len ||
+		    !sp_ascii_ieq(v + auth, m->sent_host, m->sent_host_len))
+			return 0; /* another host's */
+	}
+	size_t q = p;
+	while (q < len && v[q] != '?' && v[q] != '#')
+		q++;
+	struct sp_buf norm, back;
+	sp_buf_init(&norm);
+	sp_buf_init(&back);
+	int rc = 0, mapped = 0;
+	/* the path, when it has one in normal form that a rule takes back */
+	if (q > p && m->nrules) {
+		int ns = sp_path_normalize(v + p, q - p, &norm);
+		if (ns == SP_PATH_NOMEM)
+			rc = -1;
+		else if (ns == SP_PATH_OK && norm.len == q - p && memcmp(norm.data, v + p, q - p) == 0)
+			rc = mapped = path_back(m->rules, m->nrules, v + p, q - p, &back);
+	}
+	int rehost = auth && m->public_host &&
+		     !(m->public_host_len == m->sent_host_len &&
+		       sp_ascii_ieq(m->public_host, m->sent_host, m->sent_host_len));
+	if (rc >= 0 && (mapped || rehost)) {
+		const char *host = rehost ? m->public_host : v + auth;
+		size_t host_len = rehost ? m->public_host_len : p - auth;
+		sp_buf_reset(out);
+		rc = sp_buf_add(out, v, auth) < 0 || sp_buf_add(out, host, auth ? host_len : 0) < 0 ||
+				     (mapped ? sp_buf_add(out, back.data, back.len)
+					     : sp_buf_add(out, v + p, q - p)) < 0 ||
+				     sp_buf_add(out, v + q, len - q) < 0
+			     ? -1
+			     : 1;
+	}
+	sp_buf_deinit(&norm);
+	sp_buf_deinit(&back);
+	return rc;
+}
+
+int sp_location_fields(const struct sp_location_map *m, struct sp_hdr *h, size_t n,
+		       struct sp_buf *scratch)
+{
+	/* the new values one after the other in scratch, which may move while
+	 * it grows, and which field each is: h changes once all are written */
+	struct sp_buf one, at;
+	int rc = 0;
+	sp_buf_init(&one);
+	sp_buf_init(&at);
+	sp_buf_reset(scratch);
+	for (size_t i = 0; i < n && rc >= 0; i++) {
+		size_t rec[2] = {i, 0};
+		if (!sp_hdr_name_is(&h[i], "Location") ||
+		    (rc = sp_location_public(m, h[i].value, h[i].value_len, &one)) != 1)
+			continue;
+		rec[1] = one.len;
+		if (sp_buf_add(scratch, one.data, one.len) < 0 || sp_buf_add(&at, rec, sizeof(rec)) < 0)
+			rc = -1;
+	}
+	size_t off = 0;
+	for (size_t k = 0; rc >= 0 && k + 2 * sizeof(size_t) <= at.len; k += 2 * sizeof(size_t)) {
+		size_t rec[2];
+		memcpy(rec, at.data + k, sizeof(rec));
+		h[rec[0]].value = scratch->data + off;
+		h[rec[0]].value_len = rec[1];
+		off += rec[1];
+	}
+	sp_buf_deinit(&one);
+	sp_buf_deinit(&at);
+	return rc < 0 ? -1 : 0;
+}
+
 void sp_rewrite_free(struct sp_rewrite **r, size_t n)
 {
 	for (size_t i = 0; *r && i < n; i++) {

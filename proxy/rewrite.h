@@ -27,6 +27,39 @@ struct sp_rewrite {
 int sp_rewrite_path(const struct sp_rewrite *r, size_t n, const char *path, size_t len,
 		    struct sp_buf *out);
 
+/* Where an answer of a backend points, in the client's terms
+ * (backends.NAME.location_rewrite, as nginx's "proxy_redirect default"): a
+ * Location that names the backend's own paths, or the Host it was sent,
+ * names the public ones. */
+struct sp_location_map {
+	const struct sp_rewrite *rules; /* the backend's path_rewrite */
+	size_t nrules;
+	const char *sent_host; /* the Host the backend received (NULL: unknown) */
+	size_t sent_host_len;
+	const char *public_host; /* the client's Host (NULL: unknown) */
+	size_t public_host_len;
+};
+
+/* The value the client gets for a Location value v[0..len):
+ *  - a path ("/orders/7?x"), or a URL whose scheme is http or https (or
+ *    none: "//host/...") and whose authority is m->sent_host, has its path
+ *    taken back through the rules: of the rules whose `to` covers it, the
+ *    one with the longest `to`, when the public path it gives is sent to
+ *    the backend as this path again (else, or a path not in normal form,
+ *    the path stays);
+ *  - such a URL's authority becomes m->public_host (host_header);
+ *  - anything else (another host, a relative reference) stays.
+ * Returns 1 with the new value in out, 0 when v stays, -1 no memory. */
+int sp_location_public(const struct sp_location_map *m, const char *v, size_t len,
+		       struct sp_buf *out);
+
+/* Every Location field of h[0..n) in the client's terms: a field whose
+ * value changes points into scratch after (reset first; valid until its
+ * next use). 0, or -1 no memory (then h is unchanged). */
+struct sp_hdr;
+int sp_location_fields(const struct sp_location_map *m, struct sp_hdr *h, size_t n,
+		       struct sp_buf *scratch);
+
 /* Frees r[0..n) and the array; *r is NULL after. */
 void sp_rewrite_free(struct sp_rewrite **r, size_t n);
 

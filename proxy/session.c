@@ -421,6 +421,18 @@ static int other_side(const struct sp_session *s)
 	return s->backend == r->backend ? r->rollout.backend : r->backend;
 }
 
+/* Where a request its side cannot serve (down, full, refused) may go: the
+ * other side, but the rollout backend only while the rollout gives it a
+ * share. At 0 % (not started, pulled back, a guard's trip) it serves no
+ * user, not even the base side's overflow: the base is the fallback that
+ * is always there. */
+static int fallback_side(const struct sp_session *s)
+{
+	int other = other_side(s);
+	const struct sp_route *r = s->dec.route;
+	return other >= 0 && other == r->rollout.backend && r->rollout.percent_bp == 0 ? -1 : other;
+}
+
 /* The server the exchange goes to. */
 static const struct sp_server *server_of(const struct sp_session *s)
 {
@@ -460,22 +472,14 @@ static int retry_next_server(struct sp_session *s, const char *err)
 	     strcmp(err, ERR_CONNECT_TIMEOUT) != 0 && strcmp(err, ERR_TLS) != 0))
 		return 0;
 	s->tried |= (uint64_t)1 << s->server;
-	/* the servers after it first, then the backup servers (none: all are
-	 * backup = 0, and the second pass finds nothing) */
-	for (size_t k = 1; k < 2 * be->nservers; k++) {
-		size_t i = ((size_t)s->server + k) % be->nservers;
-		/* room first: the health look may take a down server's trial */
-		if (be->servers[i].backup != (k >= be->nservers) || (s->tried >> i & 1) ||
-		    !sp_worker_has_room(s->w, s->cfg, s->backend, (int)i) ||
-		    !sp_health_usable(be, &be->servers[i]))
-			continue;
-		sp_log(SP_LOG_INFO, "backend %s: %s: %s; request %s retried on %s", be->name,
-		       server_of(s)->hostport, err, s->reqid, be->servers[i].hostport);
-		s->server = (int)i;
-		send_again(s, SP_TAKE_IDLE);
-		return 1;
-	}
-	return 0;
+	int i = sp_worker_pick_retry(s->w, s->cfg, s->backend, s->tried, s->server);
+	if (i < 0)
+		return 0;
+	sp_log(SP_LOG_INFO, "backend %s: %s: %s; request %s retried on %s", be->name,
+	       server_of(s)->hostport, err, s->reqid, be->servers[i].hostport);
+	s->server = i;
+	send_again(s, SP_TAKE_IDLE);
+	return 1;
 }
 
 /* The Host a request sends to backend b: its host_header, else the
@@ -549,7 +553,7 @@ static int retarget_head(struct sp_session *s, int to, const struct sp_retarget 
  * the route's other side, when no server of its backend took it. */
 static int retry_other_side(struct sp_session *s, const char *err)
 {
-	int other = other_side(s), k;
+	int other = fallback_side(s), k;
 	struct sp_retarget t;
 	if (strcmp(err, ERR_CONNECT_REFUSED) != 0 || !may_resend(s) || other < 0 ||
 	    s->fallback_from >= 0 || (k = sp_worker_pick_any(s->w, s->cfg, other)) < 0 ||
@@ -750,7 +754,8 @@ static void maybe_shadow(struct sp_session *s, const struct sp_reqview *q, const
 	 * primary's (sp_shadow_start) */
 	const struct sp_buf *head = s->cfg->request_header_rules ? &s->head_plain : &s->head;
 	s->shadow = sp_shadow_start(s->w, s->cfg, r, target, s->backend, m->method, s->path.data,
-				    s->path.len, s->has_query ? &s->query : NULL, s->reqid, head,
+				    s->path.len, s->has_query ? &s->query : NULL, s->reqid,
+				    s->client_host_known ? &s->client_host : NULL, head,
 				    s->req_body != SP_BODY_NONE, &t);
 }
 
@@ -862,8 +867,8 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	s->client_minor = m->http_minor;
 	s->is_head = strcmp(m->method, "HEAD") == 0;
 	/* a backend known to be down (all its servers): the route's other side,
-	 * when it is up */
-	int other = other_side(s), k;
+	 * when it is up (and may take it: fallback_side) */
+	int other = fallback_side(s), k;
 	if (other < 0 && s->cfg->backends[s->backend].nservers == 1 &&
 	    !s->cfg->backends[s->backend].max_conns)
 		s->server = 0; /* its only server, up or down: no choice to make */
@@ -892,12 +897,13 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	f.default_host = s->cfg->backends[s->backend].servers[0].hostport;
 	f.host = s->cfg->backends[s->backend].host_header;
 	/* HTTP/1.1 without a Host was refused (400): only a 1.0 request may lack it */
-	const struct sp_hdr *host = m->http_minor == 0 || s->cfg->host_headers
+	int keep_host = s->cfg->host_headers || s->cfg->location_maps;
+	const struct sp_hdr *host = m->http_minor == 0 || keep_host
 					    ? sp_hdr_find(m->hdrs, m->nhdrs, "Host")
 					    : NULL;
 	s->host_defaulted = m->http_minor == 0 && !host;
 	sp_buf_reset(&s->client_host);
-	s->client_host_known = s->cfg->host_headers && host &&
+	s->client_host_known = keep_host && host &&
 			       sp_buf_add(&s->client_host, host->value, host->value_len) == 0;
 	f.request_id = s->reqid; /* the logged one, alone, whatever the client sent */
 	s->req_body = f.body;
@@ -1008,6 +1014,22 @@ static void request_error(struct sp_session *s)
 
 /* ---- response parsing hooks ---- */
 
+/* The answer's Location in the client's terms (location_rewrite), for the
+ * head the client gets and for the comparison (m's values point into the
+ * worker's locbuf until the hook returns). */
+static int map_location(struct sp_session *s, struct sp_h1_msg *m)
+{
+	const struct sp_backend *be = &s->cfg->backends[s->backend];
+	struct sp_location_map lm = {be->rewrite, be->nrewrite, NULL, 0, NULL, 0};
+	if (sp_http_head_host(&s->head, &lm.sent_host, &lm.sent_host_len) < 0)
+		lm.sent_host = NULL;
+	if (s->client_host_known) {
+		lm.public_host = s->client_host.data ? s->client_host.data : "";
+		lm.public_host_len = s->client_host.len;
+	}
+	return sp_location_fields(&lm, m->hdrs, m->nhdrs, &s->w->locbuf);
+}
+
 static int on_resp_head(void *ud, struct sp_h1_msg *m)
 {
 	struct sp_session *s = ud;
@@ -1038,6 +1060,8 @@ static int on_resp_head(void *ud, struct sp_h1_msg *m)
 		}
 		return 1;
 	}
+	if (s->cfg->backends[s->backend].location_map && map_location(s, m) < 0)
+		return -1;
 	struct sp_fwd_response f = sp_fwd_response_for(m, s->is_head, s->client_minor);
 	s->tunnel = f.upgrade;
 	s->resp_body = f.body;

@@ -47,6 +47,7 @@ struct leg {
 	int retried;
 	int waiting;        /* the noise sample, until the primary's connection is up */
 	struct sp_buf replay; /* the whole request, when it has no body */
+	struct sp_buf sent_host; /* its Host, when its backend maps Location back */
 };
 
 struct sp_shadow {
@@ -75,6 +76,8 @@ struct sp_shadow {
 	struct sp_buf path;
 	struct sp_buf query; /* with log_query */
 	int has_query;
+	struct sp_buf client_host; /* the client's Host, when kept (location_rewrite) */
+	int client_host_known;
 	struct timespec t0; /* started: the pacer learns how long a budget slot is held */
 };
 
@@ -190,12 +193,14 @@ static void shadow_free(struct sp_shadow *sh)
 		sp_h1_free(&sh->legs[i].parser);
 		capture_deinit(&sh->legs[i].cap);
 		sp_buf_deinit(&sh->legs[i].replay);
+		sp_buf_deinit(&sh->legs[i].sent_host);
 	}
 	capture_deinit(&sh->primary);
 	if (sh->timer)
 		event_free(sh->timer);
 	sp_buf_deinit(&sh->path);
 	sp_buf_deinit(&sh->query);
+	sp_buf_deinit(&sh->client_host);
 	struct sp_worker *w = sh->w;
 	TAILQ_REMOVE(&w->shadows, sh, link);
 	w->shadow_inflight--;
@@ -423,6 +428,23 @@ static void leg_fail(struct leg *l, int timed_out)
 
 /* ---- leg I/O ---- */
 
+/* The answer's Location in the client's terms, as the client would get it
+ * from this backend (session.c's map_location): compared so. */
+static int map_location(struct leg *l, struct sp_h1_msg *m)
+{
+	const struct sp_backend *be = leg_backend(l);
+	struct sp_location_map lm = {be->rewrite, be->nrewrite, NULL, 0, NULL, 0};
+	if (l->sent_host.data) {
+		lm.sent_host = l->sent_host.data;
+		lm.sent_host_len = l->sent_host.len;
+	}
+	if (l->sh->client_host_known) {
+		lm.public_host = l->sh->client_host.data ? l->sh->client_host.data : "";
+		lm.public_host_len = l->sh->client_host.len;
+	}
+	return sp_location_fields(&lm, m->hdrs, m->nhdrs, &l->sh->w->locbuf);
+}
+
 static int on_leg_head(void *ud, struct sp_h1_msg *m)
 {
 	struct leg *l = ud;
@@ -439,6 +461,8 @@ static int on_leg_head(void *ud, struct sp_h1_msg *m)
 		/* the noise sample asks the primary's server: a request's rule */
 		sp_health_report(leg_backend(l), leg_server(l), m->status < 500);
 	}
+	if (leg_backend(l)->location_map && map_location(l, m) < 0)
+		return -1;
 	capture_head(&l->cap, m->status, m->hdrs, m->nhdrs);
 	l->keep = m->keep_alive;
 	return 0;
@@ -557,6 +581,7 @@ static int leg_start(struct sp_shadow *sh, struct leg *l, int backend, int serve
 	sp_h1_expect_head(l->parser, sh->is_head);
 	/* the primary's head, plus the marker before the blank line */
 	sp_buf_init(&l->replay);
+	sp_buf_init(&l->sent_host);
 	l->replay.stash = &sh->w->stash;
 	if (sp_buf_add(&l->replay, head->data, head->len - 2) < 0 ||
 	    sp_buf_add(&l->replay, marker, sizeof(marker) - 1) < 0 ||
@@ -566,6 +591,12 @@ static int leg_start(struct sp_shadow *sh, struct leg *l, int backend, int serve
 	 * sample, which has them already: applied twice, they change nothing) */
 	const struct sp_hdr_rules *rules = &sh->cfg->backends[backend].req_headers;
 	if (sp_hdr_rules_any(rules) && sp_hdr_rules_apply(rules, &l->replay) < 0)
+		return -1;
+	const char *host;
+	size_t host_len;
+	if (sh->cfg->backends[backend].location_map &&
+	    sp_http_head_host(&l->replay, &host, &host_len) == 0 &&
+	    sp_buf_add(&l->sent_host, host, host_len) < 0)
 		return -1;
 	/* Mirrors reuse the backend's keep-alive pool like primaries do (a
 	 * connection per mirror costs a connect and a close per request); one
@@ -600,6 +631,7 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 				  const struct sp_route *route, int shadow_backend,
 				  int primary_backend, const char *method, const char *path,
 				  size_t path_len, const struct sp_buf *query, const char *reqid,
+				  const struct sp_buf *client_host,
 				  const struct sp_buf *head, int has_body, const struct sp_retarget *t)
 {
 	struct sp_shadow_stats *st = &w->route_stats[route->index]->shadow;
@@ -643,6 +675,9 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 	sp_buf_init(&sh->query);
 	sh->path.stash = sh->query.stash = &w->stash;
 	sp_buf_add(&sh->path, path, path_len);
+	sp_buf_init(&sh->client_host);
+	sh->client_host_known = client_host && sp_buf_add(&sh->client_host, client_host->data,
+							    client_host->len) == 0;
 	if (query) {
 		sh->has_query = 1;
 		if (query->len)

@@ -484,6 +484,14 @@ int sp_worker_next(struct sp_worker *w, const struct sp_config *cfg, int backend
 	return sp_health_pick_down(&cfg->backends[backend], turn_of(w, cfg, backend, &own));
 }
 
+int sp_worker_pick_retry(struct sp_worker *w, const struct sp_config *cfg, int backend,
+			 uint64_t tried, int from)
+{
+	struct sp_turn own;
+	return sp_health_pick_retry(&cfg->backends[backend], turn_of(w, cfg, backend, &own), tried,
+				    from);
+}
+
 int sp_worker_pick_any(struct sp_worker *w, const struct sp_config *cfg, int backend)
 {
 	int k = sp_worker_pick(w, cfg, backend, 0, NULL);
@@ -687,6 +695,7 @@ struct sp_worker *sp_worker_new(int id, struct sp_config *cfg, struct sp_accessl
 	pthread_rwlock_init(&w->stats_lock, NULL);
 	sp_buf_init(&w->logbuf);
 	sp_buf_init(&w->diffbuf);
+	sp_buf_init(&w->locbuf);
 	TAILQ_INIT(&w->sessions);
 	TAILQ_INIT(&w->shadows);
 	sp_pacer_init(&w->shadow_pacer);
@@ -857,6 +866,7 @@ void sp_worker_free(struct sp_worker **wp)
 		event_base_free(w->base);
 	sp_buf_deinit(&w->logbuf);
 	sp_buf_deinit(&w->diffbuf);
+	sp_buf_deinit(&w->locbuf);
 	sp_stash_clear(&w->stash); /* last: freeing sessions fills it */
 	sp_config_unref(&w->cfg);
 	free(w);

@@ -70,6 +70,7 @@ struct sp_worker {
 	struct sp_diff_ring *diffring; /* borrowed: recent differences for the admin API */
 	struct sp_buf logbuf;
 	struct sp_buf diffbuf;
+	struct sp_buf locbuf; /* Location values in the client's terms, during a head's hook */
 	struct sp_stash stash; /* spare head buffers of this worker's sessions */
 	struct sp_route_stats **route_stats; /* one per route of cfg */
 	struct sp_route_stats *default_stats;
@@ -134,6 +135,9 @@ int sp_worker_pick(struct sp_worker *w, const struct sp_config *cfg, int backend
 		   int *paused);
 int sp_worker_next(struct sp_worker *w, const struct sp_config *cfg, int backend);
 int sp_worker_pick_any(struct sp_worker *w, const struct sp_config *cfg, int backend);
+/* sp_health_pick_retry on the worker's turn for the backend. */
+int sp_worker_pick_retry(struct sp_worker *w, const struct sp_config *cfg, int backend,
+			 uint64_t tried, int from);
 /* Whether the worker may open one more exchange to that server (below the
  * backend's max_conns), and whether one of the backend's servers is at it. */
 int sp_worker_has_room(struct sp_worker *w, const struct sp_config *cfg, int backend, int server);

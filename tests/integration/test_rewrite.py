@@ -140,8 +140,10 @@ def test_a_request_moved_to_the_other_side_takes_that_sides_path(backend_factory
                                                             "path_rewrite": MODERN_RULES}})
     assert (side, got) == ("legacy", "/api/v1/orders/7?q=1")
     assert "retried on legacy" in err
-    # to legacy, which refuses: modern gets its own
-    side, got, err = run(0, {"legacy": dead, "modern": modern_def(modern)})
+    # to legacy, which refuses: modern (with a share: at 0 % it takes none
+    # of legacy's requests) gets its own
+    assert rollout_bucket("orders", "u1") >= 1
+    side, got, err = run(0.01, {"legacy": dead, "modern": modern_def(modern)})
     assert (side, got) == ("modern", "/orders/7?q=1")
     assert "retried on modern" in err
 
@@ -325,3 +327,102 @@ def test_a_health_check_carries_the_set_headers(backend_factory, start_proxy):
     assert all(q.header("User-Agent") == "strangler-health-check" for q in checks)
     st, text = p.admin("GET", "/metrics")
     assert 'strangler_backend_up{backend="modern"} 1' in text
+
+
+def redirecting(name, prefix):
+    """A backend that sends prefix/N to prefix/N/ (302), once as a path and
+    once as a URL naming the Host it got (?abs), and answers prefix/N/ with a
+    201 whose Location names prefix/N/items; anything else: a redirect to
+    another site."""
+    def handler(req, conn):
+        m = re.fullmatch(re.escape(prefix) + r"/(\d+)(/?)", req.path)
+        if not m:
+            return Response(302, b"", headers=[("Location", "https://login.example/x?back=" +
+                                                req.path), ("X-Backend", name)])
+        if m.group(2):
+            return Response(201, b"", headers=[("Location", req.path + "items?x=1"),
+                                               ("X-Backend", name)])
+        where = req.path + "/"
+        if "abs" in (req.target.split("?", 1) + [""])[1]:
+            where = "http://%s%s" % (req.header("Host"), where)
+        return Response(302, b"", headers=[("Location", where), ("X-Backend", name)])
+    return handler
+
+
+def test_a_location_names_the_path_the_client_uses(backend_factory, start_proxy):
+    """A backend serving /orders where the client asked for /api/v1/orders
+    redirects to its own path: the client is sent to the public one (as
+    nginx's proxy_redirect default); a backend without rules, another site's
+    URL and location_rewrite = false are left alone."""
+    modern = backend_factory("modern", redirecting("modern", "/orders"))
+    legacy = backend_factory("legacy", redirecting("legacy", "/api/v1/orders"))
+    plain = backend_factory("plain", redirecting("plain", "/orders"))
+    routes = [{"name": "legacy", "match": {"path_prefix": "/legacy"}, "backend": "legacy"},
+              {"name": "plain", "match": {"path_prefix": "/plain"}, "backend": "plain"}]
+    p = start_proxy({"modern": modern_def(modern), "legacy": legacy,
+                     "plain": {"url": plain.url, "location_rewrite": False,
+                               "path_rewrite": [{"prefix": "/plain", "to": "/"}]}},
+                    routes=routes, default_backend="modern")
+    host = "test.local"  # the client's Host, which the backend got
+    with p.client() as c:
+        def where(target):
+            r = c.request("GET", target)
+            return r.status, r.header("Location")
+        assert where("/api/v1/orders/7") == (302, "/api/v1/orders/7/")
+        assert where("/api/v1/orders/7?abs") == (302, "http://%s/api/v1/orders/7/" % host)
+        assert where("/api/v1/orders/7/") == (201, "/api/v1/orders/7/items?x=1")
+        assert where("/api/v1/users") == (302, "https://login.example/x?back=/users")
+        # legacy serves the public paths: nothing to map
+        assert where("/legacy") == (302, "https://login.example/x?back=/legacy")
+        # location_rewrite = false: the backend's own path reaches the client
+        assert where("/plain/orders/3") == (302, "/orders/3/")
+    assert [q.target for q in modern.requests[:3]] == ["/orders/7", "/orders/7?abs", "/orders/7/"]
+
+
+def test_a_location_naming_host_header_names_the_clients_host(backend_factory, start_proxy):
+    def handler(req, conn):
+        return Response(301, b"", headers=[
+            ("Location", "https://%s%s" % (req.header("Host"), req.path)),
+            ("Content-Location", req.path)])
+    modern = backend_factory("modern", handler)
+    p = start_proxy({"modern": {"url": modern.url, "host_header": "modern.internal",
+                                "path_rewrite": [{"prefix": "/shop", "to": "/v2"}]}})
+    with p.client() as c:
+        r = c.request("GET", "/shop/cart", host="Shop.Example:8443")
+        assert r.status == 301
+        assert r.header("Location") == "https://Shop.Example:8443/shop/cart"
+        assert r.header("Content-Location") == "/v2/cart"  # not a Location: as it came
+    assert modern.requests[0].header("Host") == "modern.internal"
+
+
+def test_locations_are_compared_in_the_clients_terms(backend_factory, start_proxy, tmp_path):
+    """Compared on Location, a legacy and a modern backend that redirect to
+    the same public place are identical; without location_rewrite they
+    differ (and response_headers still have the last word for the client)."""
+    legacy = backend_factory("legacy", redirecting("legacy", "/api/v1/orders"))
+    modern = backend_factory("modern", redirecting("modern", "/orders"))
+    routes = [{"name": "orders", "match": {"path_prefix": "/api/v1/orders"}, "backend": "legacy",
+               "rollout": {"backend": "modern", "percent": 50.0, "sticky": "header:X-User"},
+               "shadow": {"backend": "@other", "compare": {"headers": ["Location"]}}}]
+
+    def run(modern_extra):
+        p = start_proxy({"legacy": legacy, "modern": dict(modern_def(modern), **modern_extra)},
+                        routes=routes, admin={},
+                        shadow_defaults={"diff_log": str(tmp_path / "d.jsonl"),
+                                         "timeout_ms": 2000})
+        got = set()
+        with p.client() as c:
+            for i in range(10):
+                r = c.request("GET", "/api/v1/orders/%d" % i, [("X-User", "u%d" % i)])
+                assert r.status == 302
+                got.add((r.header("X-Backend"), r.header("Location") == "/api/v1/orders/%d/" % i))
+        sc = wait_for(lambda: (lambda s: s if s["compared"] >= 10 else None)(
+            p.admin("GET", "/api/routes/orders")[1]["shadow_counters"]), what="10 comparisons")
+        p.stop()
+        return got, (sc["identical"], sc["different"])
+    got, counts = run({})
+    assert got == {("legacy", True), ("modern", True)} and counts == (10, 0), (got, counts)
+    got, counts = run({"location_rewrite": False})
+    assert got == {("legacy", True), ("modern", False)} and counts == (0, 10), (got, counts)
+    got, _ = run({"response_headers": {"set": {"Location": "/fixed"}}})
+    assert ("modern", False) in got

@@ -14,7 +14,7 @@ import time
 import pytest
 
 import harness
-from harness import HOST, Response, refused_port, run_strangler, wait_for
+from harness import HOST, Response, refused_port, rollout_bucket, run_strangler, wait_for
 
 # --------------------------------------------------------------------------
 # helpers
@@ -467,6 +467,28 @@ def test_a_refused_get_tries_the_other_servers_before_the_routes_other_side(back
         assert e.get("fallback_from") is None, e
 
 
+def test_a_refused_get_goes_where_least_conn_would_send_it(backend_factory, start_proxy):
+    """least_conn: the dead first server refuses; the retry goes to the
+    untried server with the fewest connections in use (c, idle), not to the
+    next in the list (b, which holds a request)."""
+    hb, rb = holding("b")
+    b, c = backend_factory("b", hb), backend_factory("c", answering(200, "c"))
+    (dead,) = dead_urls(1)
+    p = start_proxy({"legacy": {"servers": [{"url": dead, "weight": 5}, b.url, c.url],
+                                "balance": "least_conn", "health": {"unhealthy": 10}}})
+    held = hold(p, "/hold")  # the smooth sequence's first turn is the dead a: b's
+    b.wait_requests(1)
+    try:
+        assert [who(p, "/q/%d" % i) for i in range(3)] == [(200, "c")] * 3
+    finally:
+        rb.set()
+    assert held.read_response().header("X-Backend") == "b"
+    held.close()
+    assert len(b.requests) == 1
+    assert "connect refused; request" in p.stderr_text()
+    assert "retried on %s" % hostport(b) in p.stderr_text()  # the held one's retry only
+
+
 def test_when_every_server_refuses_the_routes_other_side_answers(backend_factory, start_proxy):
     legacy = backend_factory("legacy")
     p = start_proxy({"legacy": legacy, "modern": servers(*dead_urls(2))},
@@ -912,10 +934,10 @@ def test_host_header_is_the_host_a_backend_gets(backend_factory, start_proxy, tm
 
 
 def moved_and_mirrored(primary):
-    """Routes r (legacy, its rollout's other side modern: a refusal moves a
-    request there) and s (primary, mirrored to the backend mirror)."""
-    return [{"name": "r", "match": {"path_prefix": "/r"}, "backend": "legacy",
-             "rollout": {"backend": "modern", "percent": 0.0}},
+    """Routes r (legacy at 100 %, its rollout's base modern: a refusal moves
+    a request there) and s (primary, mirrored to the backend mirror)."""
+    return [{"name": "r", "match": {"path_prefix": "/r"}, "backend": "modern",
+             "rollout": {"backend": "legacy", "percent": 100.0}},
             {"name": "s", "match": {"path_prefix": "/s"}, "backend": primary,
              "shadow": {"backend": "mirror"}}]
 
@@ -1262,6 +1284,44 @@ def test_a_rollout_side_at_max_conns_sends_its_requests_to_the_other(backend_fac
         rs.set()
     assert p2.admin("GET", "/metrics")[1].count(
         'strangler_shadow_skipped_total{route="s",reason="backend_busy"} 3') == 1
+
+
+def test_a_rollout_at_0_percent_takes_none_of_the_base_sides_overflow(backend_factory,
+                                                                     start_proxy):
+    """A rollout at 0 % (not started, pulled back, a guard's trip) serves no
+    user: the base side full gives 503, a refused base side 502, instead of
+    the rollout backend; once the rollout has a share, it takes both."""
+    hl, rl = holding("legacy")
+    legacy, modern = backend_factory("legacy", hl), backend_factory("modern")
+    routes = [{"name": "r", "match": {"path_prefix": "/"}, "backend": "legacy",
+               "rollout": {"backend": "modern", "percent": 0, "sticky": "header:X-User"}}]
+    p = start_proxy({"legacy": {"url": legacy.url, "max_conns": 1}, "modern": modern},
+                    routes=routes, admin={})
+    held = hold(p, "/hold")
+    legacy.wait_requests(1)
+    try:
+        assert who(p, "/q/0") == (503, None)
+        assert p.admin("PATCH", "/api/routes/r", {"rollout": {"percent": 1}})[0] == 200
+        # a key whose bucket is legacy's: its overflow now goes to modern
+        key = next("u%d" % i for i in range(1000) if rollout_bucket("r", "u%d" % i) >= 100)
+        with p.client() as c:
+            r = c.request("GET", "/q/1", [("X-User", key)])
+        assert (r.status, r.header("X-Backend")) == (200, "modern")
+    finally:
+        rl.set()
+    assert held.read_response().status == 200
+    held.close()
+    assert len(modern.requests) == 1
+    # logged as they end: the 503, the request modern served, the held one
+    assert [x.get("fallback_from") for x in p.wait_access(3)] == [None, "legacy", None]
+
+    # the base side refusing connections: a 502 at 0 %, modern at 1 %
+    p2 = start_proxy({"legacy": {"url": dead_urls(1)[0]}, "modern": modern},
+                     routes=rollout_route(percent=0.0), admin={})
+    assert who(p2, "/api/x")[0] == 502
+    assert len(modern.requests) == 1
+    assert p2.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 1}})[0] == 200
+    assert who(p2, "/api/x") == (200, "modern")
 
 
 def test_explain_and_check_show_weights_and_backups(tmp_path):

@@ -472,8 +472,8 @@ def test_a_primary_retried_on_the_shadow_backend_is_not_compared_with_itself(
     modern = backend_factory("modern")
     dead = "http://127.0.0.1:%d" % harness.refused_port()
     log = str(tmp_path / "diffs.jsonl")
-    route = {"name": "r", "match": {"path_prefix": "/"}, "backend": "legacy",
-             "rollout": {"backend": "modern", "percent": 0.0}, "shadow": {"backend": "@other"}}
+    route = {"name": "r", "match": {"path_prefix": "/"}, "backend": "modern",
+             "rollout": {"backend": "legacy", "percent": 100.0}, "shadow": {"backend": "@other"}}
     p = start_proxy({"legacy": dead, "modern": modern}, routes=[route],
                     shadow_defaults={"diff_log": log, "timeout_ms": 2000})
     p.diff_log = log

@@ -367,6 +367,42 @@ static void test_pick_when_all_are_down(void **state)
 	assert_string_equal(got, "abcabc"); /* in turn, as before */
 }
 
+/* A retry after a failed connection: an untried server, by the balance
+ * (least_conn counts), up ones before a down one's trial, the backup last;
+ * a round-robin backend in list order after the one that failed. */
+static void test_retry_pick(void **state)
+{
+	struct fixture *f = *state;
+	const struct sp_backend *rr = &f->c->backends[1];
+	struct sp_turn t = {0}, r = {0};
+	/* a (weight 2) failed; b is busier than c: c */
+	t.busy[1] = 3;
+	assert_int_equal(sp_health_pick_retry(f->be, &t, 1u << 0, 0), 2);
+	/* c busier now: b */
+	t.busy[1] = 0;
+	t.busy[2] = 3;
+	assert_int_equal(sp_health_pick_retry(f->be, &t, 1u << 0, 0), 1);
+	/* a and b tried: c, however busy; all three tried: the backup d */
+	assert_int_equal(sp_health_pick_retry(f->be, &t, 3u, 1), 2);
+	assert_int_equal(sp_health_pick_retry(f->be, &t, 7u, 2), 3);
+	assert_int_equal(sp_health_pick_retry(f->be, &t, 15u, 3), -1);
+	/* round-robin: the next in the list, wrapping */
+	assert_int_equal(sp_health_pick_retry(rr, &r, 1u << 1, 1), 2);
+	assert_int_equal(sp_health_pick_retry(rr, &r, 1u << 2, 2), 0);
+	/* b down (its trial not due for a minute): c, although b comes first
+	 * after a in the list */
+	fail_server(rr, 1, 1);
+	assert_int_equal(sp_health_pick_retry(rr, &r, 1u << 0, 0), 2);
+	fail_server(f->be, 1, 1);
+	t.busy[2] = 0;
+	assert_int_equal(sp_health_pick_retry(f->be, &t, 1u << 0, 0), 2);
+	/* only down ones left, none due: the backup, which is up; then none */
+	fail_server(f->be, 2, 1);
+	assert_int_equal(sp_health_pick_retry(f->be, &t, 1u << 0, 0), 3);
+	fail_server(f->be, 3, 1);
+	assert_int_equal(sp_health_pick_retry(f->be, &t, 1u << 0, 0), -1);
+}
+
 /* max_conns = 2 over two servers and a backup. */
 #define CAPPED                                                                           \
 	"listen = ( { address = \"127.0.0.1:8080\"; } );\n"                              \
@@ -420,6 +456,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_weighted_shadow_pause, setup_weighted, teardown),
 		cmocka_unit_test_setup_teardown(test_least_conn, setup_least, teardown),
 		cmocka_unit_test_setup_teardown(test_pick_when_all_are_down, setup_least, teardown),
+		cmocka_unit_test_setup_teardown(test_retry_pick, setup_least, teardown),
 		cmocka_unit_test_setup_teardown(test_max_conns, setup_capped, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -389,6 +389,160 @@ static void test_bad_header_rules_are_refused_with_their_place(void **state)
 	sp_config_unref(&c);
 }
 
+/* What a Location value v from c's backend becomes for the client, the
+ * backend having been sent Host sent and the client's being public (NULL:
+ * unknown): "=" when it stays. */
+static void assert_location(const struct sp_config *c, const char *sent, const char *public,
+			    const char *v, const char *want)
+{
+	const struct sp_backend *be = &c->backends[0];
+	struct sp_location_map m = {be->rewrite, be->nrewrite, sent, sent ? strlen(sent) : 0,
+				    public, public ? strlen(public) : 0};
+	struct sp_buf out;
+	sp_buf_init(&out);
+	int rc = sp_location_public(&m, v, strlen(v), &out);
+	if (strcmp(want, "=") == 0) {
+		if (rc != 0)
+			fail_msg("%s: %s, want it as it is", v, rc < 0 ? "error" : out.data);
+	} else if (rc != 1 || out.len != strlen(want) || memcmp(out.data, want, out.len) != 0) {
+		fail_msg("%s: %s, want %s", v, rc != 1 ? "as it is" : out.data, want);
+	}
+	sp_buf_deinit(&out);
+}
+
+/* A path the backend names goes back through its rules to the one the
+ * client used; query and fragment stay. */
+static void test_a_location_names_the_public_path(void **state)
+{
+	(void)state;
+	struct sp_config *c = load_rules("{ prefix = \"/api/v1/orders\"; to = \"/orders\"; },\n"
+					 "{ prefix = \"/api/v1/\"; to = \"/\"; }",
+					 NULL);
+	const char *h = "shop.example";
+	assert_location(c, h, h, "/orders/7", "/api/v1/orders/7");
+	assert_location(c, h, h, "/orders/7?a=/orders&b#f", "/api/v1/orders/7?a=/orders&b#f");
+	assert_location(c, h, h, "/orders", "/api/v1/orders");
+	assert_location(c, h, h, "/orders/", "/api/v1/orders/");
+	/* the longest `to` that covers it: "/orders" before "/" */
+	assert_location(c, h, h, "/users/1", "/api/v1/users/1");
+	assert_location(c, h, h, "/", "/api/v1/");
+	assert_location(c, h, h, "/ordersX", "/api/v1/ordersX");
+	/* a URL naming the Host the backend got: its path only */
+	assert_location(c, h, h, "http://shop.example/orders/7", "http://shop.example/api/v1/orders/7");
+	assert_location(c, h, h, "HTTPS://Shop.Example/orders?x", "HTTPS://Shop.Example/api/v1/orders?x");
+	assert_location(c, h, h, "//shop.example/orders/1", "//shop.example/api/v1/orders/1");
+	/* another host's, a relative reference, another scheme, a path not in
+	 * normal form: as they are */
+	assert_location(c, h, h, "http://elsewhere.example/orders/7", "=");
+	assert_location(c, h, h, "http://user@shop.example/orders/7", "=");
+	assert_location(c, h, h, "http://shop.example:8080/orders/7", "=");
+	assert_location(c, h, h, "orders/7", "=");
+	assert_location(c, h, h, "../orders/7", "=");
+	assert_location(c, h, h, "ftp://shop.example/orders/7", "=");
+	assert_location(c, h, h, "/orders//7", "=");
+	assert_location(c, h, h, "/orders/./7", "=");
+	assert_location(c, h, h, "/orders/%7e", "=");
+	assert_location(c, h, h, "", "=");
+	/* without the Host it was sent, a URL stays; a path still maps */
+	assert_location(c, NULL, h, "http://shop.example/orders/7", "=");
+	assert_location(c, NULL, NULL, "/orders/7", "/api/v1/orders/7");
+	sp_config_unref(&c);
+}
+
+/* Only a public path the backend would receive as this one is given back:
+ * a path under a `to` that an earlier rule's prefix takes elsewhere stays. */
+static void test_a_location_goes_back_only_where_it_comes_from(void **state)
+{
+	(void)state;
+	struct sp_config *c = load_rules("{ prefix = \"/a/x\"; to = \"/y\"; },\n"
+					 "{ prefix = \"/a\"; to = \"/\"; }",
+					 NULL);
+	/* "/x/1" back through "/" is "/a/x/1", which the first rule sends as
+	 * "/y/1": no public path reaches "/x/1" */
+	assert_location(c, "h", "h", "/x/1", "=");
+	assert_location(c, "h", "h", "/y/1", "/a/x/1");
+	assert_location(c, "h", "h", "/z", "/a/z");
+	sp_config_unref(&c);
+	/* "/" as prefix: the backend serves everything under "/legacy" */
+	c = load_rules("{ prefix = \"/\"; to = \"/legacy\"; }", NULL);
+	assert_location(c, "h", "h", "/legacy/x", "/x");
+	assert_location(c, "h", "h", "/legacy", "=");
+	assert_location(c, "h", "h", "/legacy/", "/");
+	assert_location(c, "h", "h", "/other", "=");
+	sp_config_unref(&c);
+}
+
+/* With host_header, the Host the backend got is the client's again. */
+static void test_a_location_names_the_clients_host(void **state)
+{
+	(void)state;
+	struct sp_config *c =
+		load_backend("host_header = \"modern.internal\";\n"
+			     "path_rewrite = ( { prefix = \"/api/v1/\"; to = \"/\"; } );",
+			     NULL);
+	const char *sent = "modern.internal", *pub = "shop.example:8443";
+	assert_location(c, sent, pub, "https://modern.internal/orders/7?x",
+			"https://shop.example:8443/api/v1/orders/7?x");
+	assert_location(c, sent, pub, "http://MODERN.internal", "http://shop.example:8443");
+	assert_location(c, sent, pub, "//modern.internal?q", "//shop.example:8443?q");
+	assert_location(c, sent, pub, "/x", "/api/v1/x");
+	assert_location(c, sent, pub, "http://other.internal/x", "=");
+	/* the client's Host unknown: the authority stays, the path maps */
+	assert_location(c, sent, NULL, "http://modern.internal/x", "http://modern.internal/api/v1/x");
+	sp_config_unref(&c);
+}
+
+/* location_rewrite: on where there is something to map, off when false;
+ * a warning where it has nothing to do. */
+static void test_location_rewrite_is_on_where_it_has_work(void **state)
+{
+	(void)state;
+	int warnings = -1;
+	struct sp_config *c = load_rules("{ prefix = \"/a\"; to = \"/b\"; }", &warnings);
+	assert_true(c->backends[0].location_map);
+	assert_true(c->location_maps);
+	sp_config_unref(&c);
+	c = load_backend("host_header = \"x.internal\";", NULL);
+	assert_true(c->backends[0].location_map);
+	sp_config_unref(&c);
+	c = load_backend("host_header = \"x.internal\"; location_rewrite = false;", &warnings);
+	assert_false(c->backends[0].location_map);
+	assert_false(c->location_maps);
+	assert_int_equal(warnings, 0);
+	sp_config_unref(&c);
+	c = load_backend("location_rewrite = true;", &warnings);
+	assert_false(c->backends[0].location_map);
+	assert_int_equal(warnings, 1);
+	sp_config_unref(&c);
+	check_refused("location_rewrite = \"yes\";",
+		      "test.conf:4: backends.legacy.location_rewrite: must be true or false");
+}
+
+/* Every Location field of an answer, each with its own value; the others
+ * untouched. */
+static void test_location_fields_of_a_head(void **state)
+{
+	(void)state;
+	struct sp_config *c = load_rules("{ prefix = \"/api\"; to = \"/\"; }", NULL);
+	const struct sp_backend *be = &c->backends[0];
+	struct sp_location_map m = {be->rewrite, be->nrewrite, "h", 1, "h", 1};
+	struct sp_hdr h[] = {{"Location", 8, "/a", 2},
+			     {"Content-Location", 16, "/b", 2},
+			     {"location", 8, "http://other/x", 14},
+			     {"LOCATION", 8, "/ccc?q", 6}};
+	struct sp_buf scratch;
+	sp_buf_init(&scratch);
+	assert_int_equal(sp_location_fields(&m, h, NELEM(h), &scratch), 0);
+	assert_int_equal(h[0].value_len, 6);
+	assert_memory_equal(h[0].value, "/api/a", 6);
+	assert_memory_equal(h[1].value, "/b", 2);
+	assert_memory_equal(h[2].value, "http://other/x", 14);
+	assert_int_equal(h[3].value_len, 10);
+	assert_memory_equal(h[3].value, "/api/ccc?q", 10);
+	sp_buf_deinit(&scratch);
+	sp_config_unref(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -402,6 +556,11 @@ int main(void)
 		cmocka_unit_test(test_header_rules_on_a_request_head),
 		cmocka_unit_test(test_header_rules_on_a_response_head),
 		cmocka_unit_test(test_bad_header_rules_are_refused_with_their_place),
+		cmocka_unit_test(test_a_location_names_the_public_path),
+		cmocka_unit_test(test_a_location_goes_back_only_where_it_comes_from),
+		cmocka_unit_test(test_a_location_names_the_clients_host),
+		cmocka_unit_test(test_location_rewrite_is_on_where_it_has_work),
+		cmocka_unit_test(test_location_fields_of_a_head),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
