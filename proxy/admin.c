@@ -792,6 +792,36 @@ static json_t *health_json(struct sp_health_view v)
 }
 
 /* GET /api/backends: every backend with its servers and their health. */
+static json_t *strv_json(char *const *v, size_t n)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(a, json_string(v[i]));
+	return a;
+}
+
+/* Header rules by names: set values stay in the file (an API key). */
+static json_t *rule_names_json(const struct sp_hdr_rules *r)
+{
+	return json_pack("{s:o, s:o}", "set", strv_json(r->set_name, r->nset), "remove",
+			 strv_json(r->remove, r->nremove));
+}
+
+/* What a backend changes of its requests and answers. */
+static void backend_changes_json(json_t *b, const struct sp_backend *be)
+{
+	json_t *rw = json_array();
+	for (size_t k = 0; k < be->nrewrite; k++)
+		json_array_append_new(rw, json_pack("{s:s, s:s}", "prefix", be->rewrite[k].prefix,
+						    "to", be->rewrite[k].to));
+	json_object_set_new(b, "host_header",
+			    be->host_header ? json_string(be->host_header) : json_null());
+	json_object_set_new(b, "path_rewrite", rw);
+	json_object_set_new(b, "location_rewrite", json_boolean(be->location_map));
+	json_object_set_new(b, "request_headers", rule_names_json(&be->req_headers));
+	json_object_set_new(b, "response_headers", rule_names_json(&be->resp_headers));
+}
+
 static void serve_backends(struct admin_conn *a, const char *name)
 {
 	const struct sp_config *cfg = a->admin->rt->cfg;
@@ -812,6 +842,7 @@ static void serve_backends(struct admin_conn *a, const char *name)
 		json_object_set_new(b, "balance",
 				    json_string(be->least_conn ? "least_conn" : "round_robin"));
 		json_object_set_new(b, "max_conns", json_integer(be->max_conns));
+		backend_changes_json(b, be);
 		json_object_set_new(b, "servers", servers);
 		json_array_append_new(list, b);
 	}

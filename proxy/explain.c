@@ -49,6 +49,49 @@ static void print_rewrite(const struct sp_config *c, int b, const struct sp_reqv
 	sp_buf_deinit(&out);
 }
 
+/* Names of rules r: "set A, B; remove C" (values stay in the file: an API
+ * key in a pasted output is a leak). */
+static void print_rule_names(const char *label, const struct sp_hdr_rules *r, const char *extra)
+{
+	if (!sp_hdr_rules_any(r) && !extra)
+		return;
+	printf("%s", label);
+	const char *sep = "";
+	if (extra) {
+		printf("%s", extra);
+		sep = "; ";
+	}
+	for (size_t i = 0; i < r->nset; i++)
+		printf("%s%s%s", i ? ", " : sep, i ? "" : "set ", r->set_name[i]);
+	if (r->nset)
+		sep = "; ";
+	for (size_t i = 0; i < r->nremove; i++)
+		printf("%s%s%s", i ? ", " : sep, i ? "" : "remove ", r->remove[i]);
+	printf("\n");
+}
+
+/* What backend b changes of a request's and an answer's header fields. */
+static void print_header_rules(const struct sp_config *c, int b)
+{
+	const struct sp_backend *be = &c->backends[b];
+	char label[SP_NAME_MAX + 32], host[300];
+	if (be->host_header)
+		snprintf(host, sizeof(host), "Host %s (host_header)", be->host_header);
+	snprintf(label, sizeof(label), "headers:  to %s: ", be->name);
+	print_rule_names(label, &be->req_headers, be->host_header ? host : NULL);
+	snprintf(label, sizeof(label), "answers:  from %s: ", be->name);
+	print_rule_names(label, &be->resp_headers,
+			 be->location_map ? "Location in the client's terms (location_rewrite)"
+					  : NULL);
+}
+
+/* Everything backend b changes of what it is sent and what it answers. */
+static void print_changes(const struct sp_config *c, int b, const struct sp_reqview *q)
+{
+	print_rewrite(c, b, q);
+	print_header_rules(c, b);
+}
+
 static void print_decision(const struct sp_config *c, const struct sp_reqview *q,
 			   const struct sp_decision *d, struct sp_buf *scratch)
 {
@@ -74,8 +117,8 @@ static void print_decision(const struct sp_config *c, const struct sp_reqview *q
 			printf("backend:  %s with probability %u.%02u%%, else %s\n",
 			       c->backends[ro->backend].name, ro->percent_bp / 100,
 			       ro->percent_bp % 100, c->backends[d->route->backend].name);
-			print_rewrite(c, ro->backend, q);
-			print_rewrite(c, d->route->backend, q);
+			print_changes(c, ro->backend, q);
+			print_changes(c, d->route->backend, q);
 			return;
 		}
 	}
@@ -88,8 +131,11 @@ static void print_decision(const struct sp_config *c, const struct sp_reqview *q
 		if (sv->backup)
 			printf(" backup");
 	}
-	printf(")%s\n", be->least_conn ? " least_conn" : "");
-	print_rewrite(c, d->backend, q);
+	printf(")%s", be->least_conn ? " least_conn" : "");
+	if (be->max_conns)
+		printf(" max_conns=%d", be->max_conns);
+	printf("\n");
+	print_changes(c, d->backend, q);
 }
 
 int sp_explain_main(int argc, char **argv)

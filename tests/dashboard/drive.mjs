@@ -30,7 +30,9 @@ try {
              health: Object.fromEntries([...document.querySelectorAll('[data-testid^="backend-state-"]')]
                .map((e) => [e.dataset.testid.slice(14), e.textContent])),
              servers: Object.fromEntries([...document.querySelectorAll('[data-testid^="server-"]')]
-               .map((e) => [e.dataset.testid.slice(7), e.textContent])) };
+               .map((e) => [e.dataset.testid.slice(7), e.textContent])),
+             balance: Object.fromEntries([...document.querySelectorAll('[data-testid^="backend-balance-"]')]
+               .map((e) => [e.dataset.testid.slice(16), e.textContent])) };
   }, route);
   await page.fill(`[data-testid="percent-${route}"]`, percent);
   await page.click(`[data-testid="set-percent-${route}"]`);

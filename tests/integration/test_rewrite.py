@@ -166,6 +166,43 @@ def test_explain_says_what_each_backend_is_sent(backend_factory, start_proxy):
     assert "sent as" not in out.stdout, out.stdout
 
 
+def test_explain_and_the_api_name_each_backends_changes_not_their_values(backend_factory,
+                                                                          start_proxy):
+    """What a backend changes of what it is sent and what it answers, in
+    explain and GET /api/backends: the names of its header rules, never a
+    set value (an API key in a pasted output or a dashboard is a leak)."""
+    legacy, modern = backend_factory("legacy"), backend_factory("modern")
+    mdef = dict(modern_def(modern), host_header="modern.internal", max_conns=50,
+                request_headers={"set": {"X-Api-Key": "s3cret", "X-Env": "prod"},
+                                 "remove": ["X-Debug"]},
+                response_headers={"remove": ["Server", "X-Powered-By"]})
+    p = start_proxy({"legacy": legacy, "modern": mdef}, admin={})
+    out = run_strangler("explain", "-c", p.conf_path, "GET", "/x")
+    assert "headers:" not in out.stdout and "answers:" not in out.stdout, out.stdout
+    with open(p.conf_path) as f:
+        text = f.read()
+    conf = p.conf_path + ".m"
+    with open(conf, "w") as f:
+        f.write(text.replace('default_backend = "legacy"', 'default_backend = "modern"'))
+    out = run_strangler("explain", "-c", conf, "GET", "/api/v1/orders/7")
+    lines = out.stdout.splitlines()
+    assert "backend:  modern (%s) max_conns=50" % modern.url in lines, out.stdout
+    assert "headers:  to modern: Host modern.internal (host_header); set X-Api-Key, X-Env; " \
+        "remove X-Debug" in lines, out.stdout
+    assert "answers:  from modern: Location in the client's terms (location_rewrite); " \
+        "remove Server, X-Powered-By" in lines, out.stdout
+    assert "s3cret" not in out.stdout
+    st, body = p.admin("GET", "/api/backends")
+    m = next(b for b in body["backends"] if b["name"] == "modern")
+    assert (m["host_header"], m["path_rewrite"], m["location_rewrite"]) == \
+        ("modern.internal", MODERN_RULES, True)
+    assert m["request_headers"] == {"set": ["X-Api-Key", "X-Env"], "remove": ["X-Debug"]}
+    assert m["response_headers"] == {"set": [], "remove": ["Server", "X-Powered-By"]}
+    lg = next(b for b in body["backends"] if b["name"] == "legacy")
+    assert (lg["host_header"], lg["path_rewrite"], lg["location_rewrite"]) == (None, [], False)
+    assert "s3cret" not in json.dumps(body)
+
+
 def test_a_reload_changes_the_rules(backend_factory, start_proxy):
     modern = backend_factory("modern", echo_target("modern"))
     p = start_proxy({"modern": modern_def(modern)})
