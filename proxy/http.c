@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "h1.h"
@@ -377,6 +378,31 @@ int sp_http_check_response(const struct sp_hdr *h, size_t n, int http_minor, con
 	return 0;
 }
 
+int sp_http_absolute_host(const char *url, size_t len, struct sp_hdr *h, size_t n,
+			  const char **why)
+{
+	size_t at = len > 7 && strncasecmp(url, "http://", 7) == 0    ? 7
+		    : len > 8 && strncasecmp(url, "https://", 8) == 0 ? 8
+								       : 0;
+	if (!at)
+		return 0;
+	size_t end = at;
+	while (end < len && url[end] != '/' && url[end] != '?' && url[end] != '#')
+		end++;
+	/* an http URI with an empty host is invalid (RFC 9110 4.2.1); user
+	 * info has no place in a request (RFC 9110 4.2.4) */
+	if (end == at || memchr(url + at, '@', end - at) || !sp_http_valid_host(url + at, end - at)) {
+		*why = "invalid host in the request target";
+		return 400;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (sp_hdr_name_is(&h[i], "Host")) {
+			h[i].value = url + at;
+			h[i].value_len = end - at;
+		}
+	return 0;
+}
+
 int sp_request_verdict(const struct sp_h1_msg *m, struct sp_buf *path,
 		       const char **query, size_t *qlen, const char **why)
 {
@@ -398,7 +424,8 @@ int sp_request_verdict(const struct sp_h1_msg *m, struct sp_buf *path,
 		*why = sp_path_strerror(rc);
 		return 400;
 	}
-	return sp_http_check_request(m->hdrs, m->nhdrs, m->http_minor, why);
+	rc = sp_http_check_request(m->hdrs, m->nhdrs, m->http_minor, why);
+	return rc ? rc : sp_http_absolute_host(m->url, m->url_len, m->hdrs, m->nhdrs, why);
 }
 
 enum sp_resp_verdict sp_response_verdict(const struct sp_h1_msg *m, int upgrade_req,

@@ -53,15 +53,20 @@ static int path_back(const struct sp_rewrite *r, size_t n, const char *path, siz
 			continue;
 		size_t cut = stem(r[i].to, r[i].to_len);
 		sp_buf_reset(&cand);
+		int k;
 		if (sp_buf_add(&cand, r[i].prefix, stem(r[i].prefix, r[i].prefix_len)) < 0 ||
 		    sp_buf_add(&cand, path + cut, len - cut) < 0 ||
 		    (cand.len == 0 && sp_buf_addc(&cand, '/') < 0) ||
-		    sp_rewrite_path(r, n, cand.data, cand.len, &fwd) == -2) {
+		    (k = sp_rewrite_path(r, n, cand.data, cand.len, &fwd)) == -2) {
 			rc = -1;
 			break;
 		}
-		/* only a public path that the backend receives as this one */
-		if (fwd.len != len || memcmp(fwd.data, path, len) != 0)
+		/* only a public path that the backend receives as this one (as
+		 * it is, when no rule covers it), and never one a browser reads
+		 * as another site: "/\evil.example" is "//evil.example" there */
+		const struct sp_buf *got = k >= 0 ? &fwd : &cand;
+		if (got->len != len || memcmp(got->data, path, len) != 0 ||
+		    (cand.len > 1 && (cand.data[1] == '\\' || cand.data[1] == '/')))
 			continue;
 		sp_buf_reset(out);
 		if (sp_buf_add(out, cand.data, cand.len) < 0) {
@@ -74,6 +79,11 @@ static int path_back(const struct sp_rewrite *r, size_t n, const char *path, siz
 	sp_buf_deinit(&cand);
 	sp_buf_deinit(&fwd);
 	return rc;
+}
+
+static int same_host(const char *a, size_t alen, const char *b, size_t blen)
+{
+	return alen == blen && sp_ascii_ieq(a, b, blen);
 }
 
 /* A case-insensitive prefix of v[0..len). */
@@ -102,9 +112,14 @@ int sp_location_public(const struct sp_location_map *m, const char *v, size_t le
 		p = auth;
 		while (p < len && v[p] != '/' && v[p] != '?' && v[p] != '#')
 			p++;
-		if (!m->sent_host || p - auth != m->sent_host_len ||
-		    !sp_ascii_ieq(v + auth, m->sent_host, m->sent_host_len))
-			return 0; /* another host's */
+		int sent = m->sent_host && same_host(v + auth, p - auth, m->sent_host,
+						     m->sent_host_len);
+		int public = m->public_host && m->public_host_len &&
+			     same_host(v + auth, p - auth, m->public_host, m->public_host_len);
+		/* another host's; or the backend's own, when the client's is not
+		 * known (HTTP/1.0 without Host, an empty one) to put there */
+		if (!public && (!sent || !(m->public_host && m->public_host_len)))
+			return 0;
 	}
 	size_t q = p;
 	while (q < len && v[q] != '?' && v[q] != '#')
@@ -121,9 +136,7 @@ int sp_location_public(const struct sp_location_map *m, const char *v, size_t le
 		else if (ns == SP_PATH_OK && norm.len == q - p && memcmp(norm.data, v + p, q - p) == 0)
 			rc = mapped = path_back(m->rules, m->nrules, v + p, q - p, &back);
 	}
-	int rehost = auth && m->public_host &&
-		     !(m->public_host_len == m->sent_host_len &&
-		       sp_ascii_ieq(m->public_host, m->sent_host, m->sent_host_len));
+	int rehost = auth && !same_host(v + auth, p - auth, m->public_host, m->public_host_len);
 	if (rc >= 0 && (mapped || rehost)) {
 		const char *host = rehost ? m->public_host : v + auth;
 		size_t host_len = rehost ? m->public_host_len : p - auth;

@@ -129,6 +129,13 @@ def test_explain_agrees_on_hosts(tmp_path):
     assert explain("api.example.com:") == ["answer:   400 (invalid Host header)"]
     assert explain("api.example.com", "evil.example") == \
         ["answer:   400 (more than one Host header)"]
+    # an absolute-form target names its host, with or without -H
+    for hosts in ((), ("www.example.com",)):
+        r = run_strangler("explain", "-c", str(conf), *[a for h in hosts for a in ("-H", "Host: " + h)],
+                          "GET", "http://api.example.com/v/1")
+        assert "route:    api-host" in r.stdout, r.stdout
+    r = run_strangler("explain", "-c", str(conf), "GET", "http://u@api.example.com/v/1")
+    assert "answer:   400 (invalid host in the request target)" in r.stdout, r.stdout
 
 
 def test_route_name_in_access_log(routed):
@@ -237,6 +244,35 @@ def test_absolute_form_target_routes_on_its_path(routed):
     assert r.status == 200
     assert r.header("X-Backend") == "users"
     assert backends["users"].last.target == "/api/users/9?z=1"
+
+
+@pytest.mark.parametrize("target,host,expected", [
+    ("http://api.example.com/v/1", "www.example.com", "apihost"),
+    ("HTTP://API.example.com:8443/v/1?x", "www.example.com", "apihost"),
+    ("http://www.example.com/v/1", "api.example.com", "legacy"),
+    ("https://eu.shop.example", "api.example.com", "shops"),
+])
+def test_an_absolute_form_target_routes_on_its_host(routed, target, host, expected):
+    """The target's host is the request's, whatever Host says (RFC 9112
+    3.2.2): routing and the backend see that one, as nginx does, so a
+    balancer in front that routes on the target and strangler never
+    disagree about which site a request is for."""
+    proxy, backends, client = routed
+    client.send(build_request("GET", target, host=host))
+    r = client.read_response()
+    assert (r.status, r.header("X-Backend")) == (200, expected), target
+    authority = target.split("/")[2].split("?")[0]
+    got = backends[expected].last
+    assert (got.header("Host"), got.header("X-Forwarded-Host")) == (authority, authority)
+
+
+@pytest.mark.parametrize("target", ["http://user@api.example.com/v/1", "http://[zz]/v/1"])
+def test_an_absolute_form_target_without_a_valid_host_is_400(routed, target):
+    proxy, backends, client = routed
+    client.send(build_request("GET", target, host="api.example.com"))
+    r = client.read_response()
+    assert r.status == 400 and b"invalid host in the request target" in r.body
+    assert all(not b.requests for b in backends.values())
 
 
 def test_routes_on_keepalive_connection_are_independent(routed):

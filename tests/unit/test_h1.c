@@ -173,7 +173,10 @@ static void parse(struct parsed *p, int is_request, const char *head, int is_hea
 	assert_true(p->got);
 }
 
-static int request_verdict(const char *head, const char **why, char *path)
+/* The verdict on a request head; path gets the normalised path and query,
+ * host (when not NULL) the Host it is routed and sent by: an absolute-form
+ * target's host, "" when it is refused (then *why). */
+static int verdict_of(const char *head, const char **why, char *path, char *host)
 {
 	struct parsed p;
 	struct sp_buf b;
@@ -185,9 +188,50 @@ static int request_verdict(const char *head, const char **why, char *path)
 	int st = sp_request_verdict(&p.m, &b, &q, &qlen, why);
 	if (path)
 		snprintf(path, 64, "%s%s%.*s", b.data ? b.data : "", q ? "?" : "", (int)qlen, q ? q : "");
+	const struct sp_hdr *h = sp_hdr_find(p.m.hdrs, p.m.nhdrs, "Host");
+	if (host)
+		snprintf(host, 64, "%.*s", st == 0 && h ? (int)h->value_len : 0, h ? h->value : "");
 	sp_buf_deinit(&b);
 	sp_h1_free(&p.h);
 	return st;
+}
+
+static int request_verdict(const char *head, const char **why, char *path)
+{
+	return verdict_of(head, why, path, NULL);
+}
+
+static int absolute_host(const char *head, char *host, const char **why)
+{
+	return verdict_of(head, why, NULL, host);
+}
+
+static void test_an_absolute_form_target_names_the_host(void **state)
+{
+	(void)state;
+	const char *why;
+	char host[64];
+	assert_int_equal(absolute_host("GET http://a.example:8080/p?q HTTP/1.1\r\nHost: b\r\n\r\n",
+				       host, &why), 0);
+	assert_string_equal(host, "a.example:8080");
+	assert_int_equal(absolute_host("GET HTTPS://A.example?x HTTP/1.1\r\nHost: b\r\n\r\n", host,
+				       &why), 0);
+	assert_string_equal(host, "A.example");
+	assert_int_equal(absolute_host("GET http://[::1]:81/ HTTP/1.1\r\nHost: b\r\n\r\n", host,
+				       &why), 0);
+	assert_string_equal(host, "[::1]:81");
+	/* origin-form: the Host as sent */
+	assert_int_equal(absolute_host("GET /p HTTP/1.1\r\nHost: b\r\n\r\n", host, &why), 0);
+	assert_string_equal(host, "b");
+	/* user info, or a host that is not one: refused */
+	assert_int_equal(absolute_host("GET http://u:p@a.example/ HTTP/1.1\r\nHost: a.example\r\n\r\n",
+				       host, &why), 400);
+	assert_string_equal(why, "invalid host in the request target");
+	assert_int_equal(absolute_host("GET http://[zz]/ HTTP/1.1\r\nHost: b\r\n\r\n", host, &why),
+			 400);
+	/* HTTP/1.1 still needs its Host field (RFC 9112 3.2) */
+	assert_int_equal(absolute_host("GET http://a.example/ HTTP/1.1\r\n\r\n", host, &why), 400);
+	assert_string_equal(why, "missing Host header");
 }
 
 static void test_request_verdict_in_order(void **state)
@@ -482,6 +526,7 @@ int main(void)
 		cmocka_unit_test(test_no_length_body_outside_content_length),
 		cmocka_unit_test(test_response_body_skipped_across_reads),
 		cmocka_unit_test(test_request_verdict_in_order),
+		cmocka_unit_test(test_an_absolute_form_target_names_the_host),
 		cmocka_unit_test(test_response_verdict_and_body_mode),
 		cmocka_unit_test(test_forwarded_heads_follow_the_parsed_ones),
 		cmocka_unit_test(test_stash_takes_a_block_large_enough_and_is_bounded),

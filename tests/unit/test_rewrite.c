@@ -443,8 +443,11 @@ static void test_a_location_names_the_public_path(void **state)
 	assert_location(c, h, h, "/orders/./7", "=");
 	assert_location(c, h, h, "/orders/%7e", "=");
 	assert_location(c, h, h, "", "=");
-	/* without the Host it was sent, a URL stays; a path still maps */
-	assert_location(c, NULL, h, "http://shop.example/orders/7", "=");
+	/* a URL naming the client's Host maps (a backend that writes its
+	 * URLs from X-Forwarded-Host); without either Host, it stays; a path
+	 * still maps */
+	assert_location(c, NULL, h, "http://shop.example/orders/7", "http://shop.example/api/v1/orders/7");
+	assert_location(c, NULL, NULL, "http://shop.example/orders/7", "=");
 	assert_location(c, NULL, NULL, "/orders/7", "/api/v1/orders/7");
 	sp_config_unref(&c);
 }
@@ -469,6 +472,18 @@ static void test_a_location_goes_back_only_where_it_comes_from(void **state)
 	assert_location(c, "h", "h", "/legacy", "=");
 	assert_location(c, "h", "h", "/legacy/", "/");
 	assert_location(c, "h", "h", "/other", "=");
+	/* "/legacy/\\evil.example" would be "/\\evil.example", which a
+	 * browser reads as "//evil.example": another site */
+	assert_location(c, "h", "h", "/legacy/\\evil.example/", "=");
+	assert_location(c, "h", "h", "/legacy/a\\b", "/a\\b");
+	sp_config_unref(&c);
+	/* a candidate no rule covers is sent as it is: "/api" (under no
+	 * prefix) is no way to "/v2", "/old/v2" is */
+	c = load_rules("{ prefix = \"/old\"; to = \"/\"; },\n"
+		       "{ prefix = \"/api/\"; to = \"/v2\"; }",
+		       NULL);
+	assert_location(c, "h", "h", "/v2", "/old/v2");
+	assert_location(c, "h", "h", "/v2/x", "/api/x");
 	sp_config_unref(&c);
 }
 
@@ -487,8 +502,14 @@ static void test_a_location_names_the_clients_host(void **state)
 	assert_location(c, sent, pub, "//modern.internal?q", "//shop.example:8443?q");
 	assert_location(c, sent, pub, "/x", "/api/v1/x");
 	assert_location(c, sent, pub, "http://other.internal/x", "=");
-	/* the client's Host unknown: the authority stays, the path maps */
-	assert_location(c, sent, NULL, "http://modern.internal/x", "http://modern.internal/api/v1/x");
+	/* a URL naming the client's Host: its path maps */
+	assert_location(c, sent, pub, "https://shop.example:8443/x", "https://shop.example:8443/api/v1/x");
+	/* the client's Host unknown (HTTP/1.0 without one) or empty: the
+	 * backend's URL stays whole, a path maps */
+	assert_location(c, sent, NULL, "http://modern.internal/x", "=");
+	assert_location(c, sent, "", "http://modern.internal/x", "=");
+	assert_location(c, sent, "", "//modern.internal", "=");
+	assert_location(c, sent, "", "/x", "/api/v1/x");
 	sp_config_unref(&c);
 }
 
