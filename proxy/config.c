@@ -851,6 +851,8 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 		L->cfg->request_header_rules |= sp_hdr_rules_any(&b->req_headers);
 		load_location_rewrite(L, e, path, b);
 		L->cfg->location_maps |= b->location_map;
+		L->cfg->keep_client_host |= L->cfg->host_headers || b->location_map ||
+					   b->req_headers.host_vars || b->resp_headers.host_vars;
 		load_servers(L, e, path, b);
 		load_backend_tls(L, e, path, b);
 		load_health(L, e, path, b);

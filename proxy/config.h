@@ -140,6 +140,9 @@ struct sp_config {
 	size_t nbackends;
 	int host_headers; /* a backend has host_header: a request keeps its client's Host */
 	int location_maps; /* a backend has location_map: so does it */
+	/* a request keeps its client's Host: host_headers, location_maps, or
+	 * $host, $http_host in a backend's header rules */
+	int keep_client_host;
 	int request_header_rules; /* a backend has request_headers: a request keeps its head without them */
 	int default_backend;
 	struct sp_route *routes;

@@ -466,11 +466,18 @@ static void on_check_timer(evutil_socket_t fd, short what, void *arg)
 			    be->host_header ? be->host_header : sv->hostport);
 	/* what every request to it carries (an API key the backend asks for) */
 	int agent = 0;
+	struct sp_buf v;
+	sp_buf_init(&v);
 	for (size_t i = 0; i < be->req_headers.nset; i++) {
 		agent |= strcasecmp(be->req_headers.set_name[i], "User-Agent") == 0;
-		evbuffer_add_printf(k->conn->out, "%s: %s\r\n", be->req_headers.set_name[i],
-				    be->req_headers.set_value[i]);
+		/* no client: its variables are empty */
+		sp_buf_reset(&v);
+		if (sp_hdr_expand(be->req_headers.set_value[i], NULL, &v) == 0)
+			evbuffer_add_printf(k->conn->out, "%s: %.*s\r\n",
+					    be->req_headers.set_name[i], (int)v.len,
+					    v.data ? v.data : "");
 	}
+	sp_buf_deinit(&v);
 	if (!agent)
 		evbuffer_add_printf(k->conn->out, "User-Agent: strangler-health-check\r\n");
 	evbuffer_add_printf(k->conn->out, "Connection: close\r\n\r\n");

@@ -311,7 +311,94 @@ static int rule_names(const struct sp_hdr_rules *r, const char *name, size_t n)
 	return in_list(r->set_name, r->nset, name, n) || in_list(r->remove, r->nremove, name, n);
 }
 
-int sp_hdr_rules_apply(const struct sp_hdr_rules *r, struct sp_buf *head)
+/* The variables a set value may name, in the order of struct sp_hdr_vars'
+ * use below. */
+enum var { VAR_REMOTE_ADDR, VAR_SCHEME, VAR_REQUEST_ID, VAR_HTTP_HOST, VAR_HOST, VAR__N };
+static const char *const var_names[VAR__N] = {"remote_addr", "scheme", "request_id", "http_host",
+					      "host"};
+
+/* The variable at v[0] == '$': its kind, or -1 for "$$" (a '$'), -2 when
+ * it is none; *len is what it spans. */
+static int var_at(const char *v, size_t *len)
+{
+	int braced = v[1] == '{';
+	const char *name = v + 1 + braced;
+	size_t n = 0;
+	if (v[1] == '$') {
+		*len = 2;
+		return -1;
+	}
+	while ((name[n] >= 'a' && name[n] <= 'z') || name[n] == '_' ||
+	       (n && name[n] >= '0' && name[n] <= '9'))
+		n++;
+	if (braced && name[n] != '}')
+		return -2;
+	for (int k = 0; n && k < VAR__N; k++)
+		if (strlen(var_names[k]) == n && memcmp(var_names[k], name, n) == 0) {
+			*len = 1 + (size_t)braced + n + (size_t)braced;
+			return k;
+		}
+	return -2;
+}
+
+/* $host: the Host's name, without its port, in lower case. */
+static int add_host(struct sp_buf *out, const char *h, size_t n)
+{
+	size_t end = n;
+	if (n && h[0] == '[') { /* [v6]:port */
+		const char *close = memchr(h, ']', n);
+		end = close ? (size_t)(close - h) + 1 : n;
+	} else {
+		const char *colon = memchr(h, ':', n);
+		end = colon ? (size_t)(colon - h) : n;
+	}
+	for (size_t i = 0; i < end; i++)
+		if (sp_buf_addc(out, h[i] >= 'A' && h[i] <= 'Z' ? h[i] + 32 : h[i]) < 0)
+			return -1;
+	return 0;
+}
+
+int sp_hdr_expand(const char *v, const struct sp_hdr_vars *vars, struct sp_buf *out)
+{
+	static const struct sp_hdr_vars none = {0};
+	if (!vars)
+		vars = &none;
+	while (*v) {
+		const char *dollar = strchr(v, '$');
+		size_t lit = dollar ? (size_t)(dollar - v) : strlen(v), len = 1;
+		if (sp_buf_add(out, v, lit) < 0)
+			return -1;
+		v += lit;
+		if (!dollar)
+			break;
+		int k = var_at(v, &len);
+		const char *text = k == -1 ? "$" : NULL;
+		switch (k) {
+		case VAR_REMOTE_ADDR: text = vars->remote_addr; break;
+		case VAR_SCHEME: text = vars->scheme; break;
+		case VAR_REQUEST_ID: text = vars->request_id; break;
+		case VAR_HTTP_HOST:
+			if (vars->http_host && sp_buf_add(out, vars->http_host, vars->http_host_len) < 0)
+				return -1;
+			break;
+		case VAR_HOST:
+			if (vars->http_host && add_host(out, vars->http_host, vars->http_host_len) < 0)
+				return -1;
+			break;
+		case -2: /* refused when loaded: kept as it is */
+			text = "$";
+			len = 1;
+			break;
+		}
+		if (text && sp_buf_add(out, text, strlen(text)) < 0)
+			return -1;
+		v += len;
+	}
+	return 0;
+}
+
+int sp_hdr_rules_apply(const struct sp_hdr_rules *r, const struct sp_hdr_vars *vars,
+		       struct sp_buf *head)
 {
 	char *d = head->data;
 	size_t len = head->len;
@@ -333,10 +420,21 @@ int sp_hdr_rules_apply(const struct sp_hdr_rules *r, struct sp_buf *head)
 		at += n;
 	}
 	head->len = w;
-	for (size_t i = 0; i < r->nset; i++)
-		if (sp_http_add_field(head, r->set_name[i], r->set_value[i]) < 0)
-			return -1;
-	return sp_buf_add(head, "\r\n", 2);
+	struct sp_buf val;
+	int rc = 0;
+	sp_buf_init(&val);
+	for (size_t i = 0; i < r->nset && rc == 0; i++) {
+		const char *v = r->set_value[i];
+		if (r->vars && strchr(v, '$')) {
+			sp_buf_reset(&val);
+			rc = sp_hdr_expand(v, vars, &val) < 0 || sp_buf_addc(&val, '\0') < 0 ? -1 : 0;
+			v = val.data;
+		}
+		if (rc == 0)
+			rc = sp_http_add_field(head, r->set_name[i], v);
+	}
+	sp_buf_deinit(&val);
+	return rc < 0 ? -1 : sp_buf_add(head, "\r\n", 2);
 }
 
 static void free_strv(char **v, size_t n)
@@ -378,7 +476,7 @@ static const char *name_refused(const char *name, int response)
 	return NULL;
 }
 
-/* A field value strangler will send as written (no variables): 1 to 4096
+/* A field value strangler will send (its variables aside): 1 to 4096
  * bytes, visible ASCII, spaces and tabs inside, bytes past 0x7f (obs-text);
  * no control character. */
 static int value_ok(const char *v)
@@ -388,6 +486,27 @@ static int value_ok(const char *v)
 	    v[n - 1] == '\t')
 		return 0;
 	return !sp_http_value_has_ctl(v, n);
+}
+
+/* The variables of set value v, each one strangler knows; noted in r. */
+static int check_vars(struct sp_loader *L, const config_setting_t *f, const char *path,
+		      const char *name, const char *v, struct sp_hdr_rules *r)
+{
+	for (const char *d = strchr(v, '$'); d; d = strchr(d, '$')) {
+		size_t len;
+		int k = var_at(d, &len);
+		if (k == -2) {
+			ERR(L, f, "%s.set.%s: \"%s\": '$' starts a variable: $remote_addr, "
+				  "$scheme, $request_id, $http_host or $host (or ${name}); write $$ "
+				  "for a '$'",
+			    path, name, v);
+			return -1;
+		}
+		r->vars = 1;
+		r->host_vars |= k == VAR_HTTP_HOST || k == VAR_HOST;
+		d += len;
+	}
+	return 0;
 }
 
 static void load_set(struct sp_loader *L, const config_setting_t *set, const char *path,
@@ -422,6 +541,8 @@ static void load_set(struct sp_loader *L, const config_setting_t *set, const cha
 				  "characters, no blank at either end (to drop the header, list it "
 				  "in remove)",
 			    path, name);
+		else if (check_vars(L, f, path, name, v, r) < 0)
+			; /* reported */
 		else if (!(r->set_name[r->nset] = strdup(name)) ||
 			 !(r->set_value[r->nset++] = strdup(v)))
 			ERR(L, f, "%s.set: out of memory", path);

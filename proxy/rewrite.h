@@ -70,7 +70,25 @@ struct sp_hdr_rules {
 	size_t nset;
 	char **remove;
 	size_t nremove;
+	int vars;      /* a set value has a variable ($remote_addr, ...) */
+	int host_vars; /* one of them is $host or $http_host */
 };
+
+/* What the variables of set values stand for in one exchange (NULL: empty;
+ * all NULL for a health check, which has no client). */
+struct sp_hdr_vars {
+	const char *remote_addr; /* the client, as the access log names it */
+	const char *scheme;      /* "http" or "https", of the client's connection */
+	const char *request_id;
+	const char *http_host; /* the client's Host as sent */
+	size_t http_host_len;
+};
+
+/* Value v with its variables replaced (vars NULL: each is empty), appended
+ * to out: $remote_addr, $scheme, $request_id, $http_host, $host (the Host
+ * without its port, in lower case, as nginx's), ${name} the same, $$ a '$'.
+ * 0, or -1 no memory. */
+int sp_hdr_expand(const char *v, const struct sp_hdr_vars *vars, struct sp_buf *out);
 
 #define SP_HDR_RULES_MAX 64
 
@@ -82,9 +100,11 @@ static inline int sp_hdr_rules_any(const struct sp_hdr_rules *r)
 /* Applies r to a head the proxy serialised (a request or status line, then
  * "Name: value\r\n" lines, then "\r\n"): every field line whose name r sets
  * or removes goes (names case-insensitive), then the set fields are added
- * last, in the order written. Applying the same rules twice changes
- * nothing more. 0, or -1 (no memory, or not such a head: unchanged). */
-int sp_hdr_rules_apply(const struct sp_hdr_rules *r, struct sp_buf *head);
+ * last, in the order written, their variables replaced from vars.
+ * Applying the same rules twice (with the same vars) changes nothing more.
+ * 0, or -1 (no memory, or not such a head: unchanged). */
+int sp_hdr_rules_apply(const struct sp_hdr_rules *r, const struct sp_hdr_vars *vars,
+		       struct sp_buf *head);
 
 void sp_hdr_rules_deinit(struct sp_hdr_rules *r);
 

@@ -430,7 +430,19 @@ static int fallback_side(const struct sp_session *s)
 {
 	int other = other_side(s);
 	const struct sp_route *r = s->dec.route;
-	return other >= 0 && other == r->rollout.backend && r->rollout.percent_bp == 0 ? -1 : other;
+	if (other < 0 || other == s->backend) /* a rollout to the route's own backend */
+		return -1;
+	if (other != r->rollout.backend)
+		return other;
+	/* the share as it is now: a request that started before a pull back
+	 * (an admin change, a guard's trip) follows it too */
+	const struct sp_route *now = s->w->cfg == s->cfg ? r : sp_config_route(s->w->cfg, r->name);
+	uint32_t bp = now && now->has_rollout &&
+				      strcmp(s->w->cfg->backends[now->rollout.backend].name,
+					     s->cfg->backends[other].name) == 0
+			      ? now->rollout.percent_bp
+			      : r->rollout.percent_bp;
+	return bp == 0 ? -1 : other;
 }
 
 /* The server the exchange goes to. */
@@ -460,16 +472,28 @@ static void send_again(struct sp_session *s, enum sp_take take)
 		evbuffer_add(s->up->conn->out, s->head.data, s->head.len);
 }
 
-/* A connection that could not be made (refused, failed, timed out: as
- * nginx's proxy_next_upstream error timeout) goes to the backend's next
- * server not tried yet that may take a request, each at most once, a backup
- * server only when no other is left. */
+/* Whether err leaves a request that may be sent again (may_resend) free to
+ * go to another server: a connection that could not be made (refused,
+ * failed, timed out), or one the server closed or reset before any of its
+ * answer (nginx's proxy_next_upstream error timeout, for idempotent
+ * requests). Not a response timeout: a slow backend would be asked twice,
+ * the client kept waiting twice. Not after an interim answer went out. */
+static int next_server_may_take(const struct sp_session *s, const char *err)
+{
+	/* by text: a connection that fails at once says so from upstream.c */
+	if (strcmp(err, ERR_UPSTREAM_RESET) == 0 || strcmp(err, ERR_UPSTREAM_CLOSED) == 0)
+		return !s->ninterim && !sp_h1_in_message(s->resp);
+	return strcmp(err, ERR_CONNECT_REFUSED) == 0 || strcmp(err, ERR_CONNECT_FAILED) == 0 ||
+	       strcmp(err, ERR_CONNECT_TIMEOUT) == 0 || strcmp(err, ERR_TLS) == 0;
+}
+
+/* A request whose exchange failed so (next_server_may_take) goes to another
+ * server of the backend, not tried yet, that may take a request
+ * (sp_health_pick_retry), each at most once. */
 static int retry_next_server(struct sp_session *s, const char *err)
 {
 	const struct sp_backend *be = &s->cfg->backends[s->backend];
-	if (be->nservers < 2 || !may_resend(s) ||
-	    (strcmp(err, ERR_CONNECT_REFUSED) != 0 && strcmp(err, ERR_CONNECT_FAILED) != 0 &&
-	     strcmp(err, ERR_CONNECT_TIMEOUT) != 0 && strcmp(err, ERR_TLS) != 0))
+	if (be->nservers < 2 || !may_resend(s) || !next_server_may_take(s, err))
 		return 0;
 	s->tried |= (uint64_t)1 << s->server;
 	int i = sp_worker_pick_retry(s->w, s->cfg, s->backend, s->tried, s->server);
@@ -529,14 +553,26 @@ static int retarget_for(struct sp_session *s, int from, int to, struct sp_retarg
 	return 0;
 }
 
+/* What the variables of header rules stand for in this exchange. */
+static struct sp_hdr_vars vars_of(const struct sp_session *s)
+{
+	struct sp_hdr_vars v = {s->client_addr, s->https ? "https" : "http", s->reqid, NULL, 0};
+	if (s->client_host_known) {
+		v.http_host = s->client_host.data ? s->client_host.data : "";
+		v.http_host_len = s->client_host.len;
+	}
+	return v;
+}
+
 /* s->head made for backend b from the head without request_headers (which
  * is kept, when the configuration has them, for the next move). */
 static int head_for(struct sp_session *s, int b)
 {
 	const struct sp_hdr_rules *r = &s->cfg->backends[b].req_headers;
+	struct sp_hdr_vars v = vars_of(s);
 	sp_buf_reset(&s->head);
 	return sp_buf_add(&s->head, s->head_plain.data, s->head_plain.len) < 0 ||
-			       (sp_hdr_rules_any(r) && sp_hdr_rules_apply(r, &s->head) < 0)
+			       (sp_hdr_rules_any(r) && sp_hdr_rules_apply(r, &v, &s->head) < 0)
 		       ? -1
 		       : 0;
 }
@@ -753,9 +789,9 @@ static void maybe_shadow(struct sp_session *s, const struct sp_reqview *q, const
 	/* the shadow backend's request_headers apply to the head without the
 	 * primary's (sp_shadow_start) */
 	const struct sp_buf *head = s->cfg->request_header_rules ? &s->head_plain : &s->head;
+	struct sp_hdr_vars vars = vars_of(s);
 	s->shadow = sp_shadow_start(s->w, s->cfg, r, target, s->backend, m->method, s->path.data,
-				    s->path.len, s->has_query ? &s->query : NULL, s->reqid,
-				    s->client_host_known ? &s->client_host : NULL, head,
+				    s->path.len, s->has_query ? &s->query : NULL, s->reqid, &vars, head,
 				    s->req_body != SP_BODY_NONE, &t);
 }
 
@@ -897,7 +933,7 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	f.default_host = s->cfg->backends[s->backend].servers[0].hostport;
 	f.host = s->cfg->backends[s->backend].host_header;
 	/* HTTP/1.1 without a Host was refused (400): only a 1.0 request may lack it */
-	int keep_host = s->cfg->host_headers || s->cfg->location_maps;
+	int keep_host = s->cfg->keep_client_host;
 	const struct sp_hdr *host = m->http_minor == 0 || keep_host
 					    ? sp_hdr_find(m->hdrs, m->nhdrs, "Host")
 					    : NULL;
@@ -1078,8 +1114,9 @@ static int on_resp_head(void *ud, struct sp_h1_msg *m)
 		hb = &s->stage;
 	sp_buf_reset(hb);
 	const struct sp_hdr_rules *rules = &s->cfg->backends[s->backend].resp_headers;
+	struct sp_hdr_vars vars = vars_of(s);
 	if (sp_http_write_response_head(&f, hb) < 0 ||
-	    (sp_hdr_rules_any(rules) && sp_hdr_rules_apply(rules, hb) < 0))
+	    (sp_hdr_rules_any(rules) && sp_hdr_rules_apply(rules, &vars, hb) < 0))
 		return -1;
 	if (hb == &s->stage)
 		s->staged = 1;

@@ -565,7 +565,8 @@ static void on_shadow_timeout(evutil_socket_t fd, short what, void *arg)
 }
 
 static int leg_start(struct sp_shadow *sh, struct leg *l, int backend, int server,
-		     const struct sp_buf *head, int has_body, const struct sp_retarget *t)
+		     const struct sp_buf *head, int has_body, const struct sp_retarget *t,
+		     const struct sp_hdr_vars *vars)
 {
 	static const struct sp_h1_limits limits = {1024, 65536, 200};
 	static const char marker[] = "X-Strangler-Shadow: 1\r\n\r\n";
@@ -587,10 +588,10 @@ static int leg_start(struct sp_shadow *sh, struct leg *l, int backend, int serve
 	    sp_buf_add(&l->replay, marker, sizeof(marker) - 1) < 0 ||
 	    (t && sp_http_retarget(&l->replay, t) < 0))
 		return -1;
-	/* its backend's request_headers (on the primary's head for a noise
-	 * sample, which has them already: applied twice, they change nothing) */
+	/* its backend's request_headers, with the exchange's variables (vars
+	 * NULL: a noise sample, on the primary's head, which has them) */
 	const struct sp_hdr_rules *rules = &sh->cfg->backends[backend].req_headers;
-	if (sp_hdr_rules_any(rules) && sp_hdr_rules_apply(rules, &l->replay) < 0)
+	if (vars && sp_hdr_rules_any(rules) && sp_hdr_rules_apply(rules, vars, &l->replay) < 0)
 		return -1;
 	const char *host;
 	size_t host_len;
@@ -631,7 +632,7 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 				  const struct sp_route *route, int shadow_backend,
 				  int primary_backend, const char *method, const char *path,
 				  size_t path_len, const struct sp_buf *query, const char *reqid,
-				  const struct sp_buf *client_host,
+				  const struct sp_hdr_vars *vars,
 				  const struct sp_buf *head, int has_body, const struct sp_retarget *t)
 {
 	struct sp_shadow_stats *st = &w->route_stats[route->index]->shadow;
@@ -676,8 +677,8 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 	sh->path.stash = sh->query.stash = &w->stash;
 	sp_buf_add(&sh->path, path, path_len);
 	sp_buf_init(&sh->client_host);
-	sh->client_host_known = client_host && sp_buf_add(&sh->client_host, client_host->data,
-							    client_host->len) == 0;
+	sh->client_host_known = vars->http_host && sp_buf_add(&sh->client_host, vars->http_host,
+								vars->http_host_len) == 0;
 	if (query) {
 		sh->has_query = 1;
 		if (query->len)
@@ -707,7 +708,7 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 		sp_buf_init(&n->replay);
 	}
 	int ok = sh->timer != NULL &&
-		 leg_start(sh, &sh->legs[0], shadow_backend, server, head, has_body, t) == 0;
+		 leg_start(sh, &sh->legs[0], shadow_backend, server, head, has_body, t, vars) == 0;
 	if (!ok)
 		for (int i = 0; i < sh->nlegs; i++)
 			leg_fail(&sh->legs[i], 0);
@@ -756,7 +757,7 @@ void sp_shadow_primary_served(struct sp_shadow *sh, int server, const struct sp_
 	/* the same server, with the head it got, without taking a turn; not
 	 * past its max_conns (then the comparison goes without the sample) */
 	if (!sp_worker_has_room(sh->w, sh->cfg, sh->primary_backend, server) ||
-	    leg_start(sh, n, sh->primary_backend, server, head, 0, NULL) < 0)
+	    leg_start(sh, n, sh->primary_backend, server, head, 0, NULL, NULL) < 0)
 		leg_fail(n, 0);
 }
 

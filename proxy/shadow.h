@@ -68,13 +68,14 @@ struct sp_shadow;
  * primary's serialised request head; has_body says body bytes follow; t,
  * what the shadow backend takes instead of the head's Host and path
  * (borrowed for the call only). path is the client's, for the diff log;
- * client_host its Host (NULL: not kept), for answers' Location fields
- * (location_rewrite). */
+ * vars, what the shadow backend's header rules' variables stand for (its
+ * http_host, the client's Host when kept, also maps answers' Location
+ * fields: location_rewrite). */
 struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 				  const struct sp_route *route, int shadow_backend,
 				  int primary_backend, const char *method, const char *path,
 				  size_t path_len, const struct sp_buf *query, const char *reqid,
-				  const struct sp_buf *client_host,
+				  const struct sp_hdr_vars *vars,
 				  const struct sp_buf *head, int has_body,
 				  const struct sp_retarget *t);
 

@@ -366,6 +366,54 @@ def test_a_health_check_carries_the_set_headers(backend_factory, start_proxy):
     assert 'strangler_backend_up{backend="modern"} 1' in text
 
 
+VARS = {"set": {"X-Real-IP": "$remote_addr", "X-Orig": "${scheme}://$http_host ($host)",
+                "X-Trace": "$request_id", "X-Price": "$$5"}}
+
+
+def test_header_values_name_the_exchange(backend_factory, start_proxy, tmp_path):
+    """nginx's proxy_set_header X-Real-IP $remote_addr: a set value's
+    variables are the client's address, scheme, Host and request id; the
+    mirror of the request gets the same; a health check, which has no
+    client, gets them empty; an answer's rules take them too."""
+    legacy, modern = backend_factory("legacy"), backend_factory("modern")
+    routes = [{"name": "r", "match": {"path_prefix": "/"}, "backend": "legacy",
+               "shadow": {"backend": "modern"}}]
+    p = start_proxy({"legacy": {"url": legacy.url, "request_headers": VARS,
+                                "response_headers": {"set": {"X-Served-For": "$remote_addr"}}},
+                     "modern": {"url": modern.url, "request_headers": VARS,
+                                "health": {"path": "/health", "interval_ms": 100}}},
+                    routes=routes, admin={}, shadow_defaults={
+                        "diff_log": str(tmp_path / "d.jsonl"), "timeout_ms": 2000})
+    with p.client() as c:
+        r = c.request("GET", "/x", [("X-Request-Id", "rid-1"), ("X-Real-IP", "6.6.6.6")],
+                      host="Shop.Example:8080")
+    assert r.status == 200 and r.header("X-Served-For") == "127.0.0.1"
+    want = {"X-Real-IP": "127.0.0.1", "X-Orig": "http://Shop.Example:8080 (shop.example)",
+            "X-Trace": "rid-1", "X-Price": "$5"}
+    got = legacy.requests[0]
+    assert {k: got.header_all(k) for k in want} == {k: [v] for k, v in want.items()}
+    wait_for(lambda: [q for q in modern.requests if q.path == "/x"], what="the mirror")
+    mirror = next(q for q in modern.requests if q.path == "/x")
+    assert {k: mirror.header(k) for k in want} == want
+    check = next(q for q in modern.requests if q.path == "/health")
+    assert (check.header("X-Real-IP"), check.header("X-Orig"), check.header("X-Price")) == \
+        ("", ":// ()", "$5")
+
+
+def test_t_refuses_an_unknown_variable(tmp_path):
+    conf = tmp_path / "v.conf"
+    conf.write_text('listen = ( { address = "127.0.0.1:18080"; } );\n'
+                    'backends = { legacy = { url = "http://127.0.0.1:9001";\n'
+                    '  request_headers = { set = { X-Real-IP = "$remote_ip"; }; }; }; };\n'
+                    'default_backend = "legacy";\n')
+    out = run_strangler("-t", "-c", str(conf))
+    assert out.returncode == 1
+    assert out.stderr.splitlines()[0] == (
+        "%s:3: backends.legacy.request_headers.set.X-Real-IP: \"$remote_ip\": '$' starts a "
+        "variable: $remote_addr, $scheme, $request_id, $http_host or $host (or ${name}); write "
+        "$$ for a '$'" % conf)
+
+
 def redirecting(name, prefix):
     """A backend that sends prefix/N to prefix/N/ (302), once as a path and
     once as a URL naming the Host it got (?abs), and answers prefix/N/ with a

@@ -489,6 +489,26 @@ def test_a_refused_get_goes_where_least_conn_would_send_it(backend_factory, star
     assert "retried on %s" % hostport(b) in p.stderr_text()  # the held one's retry only
 
 
+def test_a_get_a_server_drops_unanswered_goes_to_the_next(backend_factory, start_proxy):
+    """A server that takes the request and closes (or resets) without a word,
+    as one being restarted does: an idempotent request goes to the next
+    server (nginx's proxy_next_upstream error); a POST gets its 502, as it
+    may have acted."""
+    dropping = backend_factory("dropping", lambda req, conn: harness.CLOSE)
+    good = backend_factory("good")
+    p = start_proxy({"legacy": servers(dropping, good, health={"unhealthy": 100})})
+    with p.client() as c:
+        got = [c.request("GET", "/g/%d" % i) for i in range(4)]
+    assert [(r.status, r.header("X-Backend")) for r in got] == [(200, "good")] * 4
+    assert len(dropping.requests) == 2  # its turns, each retried on good
+    assert "upstream closed connection; request" in p.stderr_text()
+    with p.client() as c:
+        posts = [c.request("POST", "/p/%d" % i, body=b"x") for i in range(2)]
+        c.close()
+    assert sorted(r.status for r in posts) == [200, 502], posts
+    assert any(b"upstream closed connection" in r.body for r in posts if r.status == 502)
+
+
 def test_when_every_server_refuses_the_routes_other_side_answers(backend_factory, start_proxy):
     legacy = backend_factory("legacy")
     p = start_proxy({"legacy": legacy, "modern": servers(*dead_urls(2))},
@@ -1322,6 +1342,51 @@ def test_a_rollout_at_0_percent_takes_none_of_the_base_sides_overflow(backend_fa
     assert len(modern.requests) == 1
     assert p2.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 1}})[0] == 200
     assert who(p2, "/api/x") == (200, "modern")
+
+
+def test_a_request_in_flight_follows_a_pull_back_to_0_percent(backend_factory, start_proxy):
+    """A GET on legacy's side is in flight when the rollout is pulled back to
+    0 % (an admin change, as a guard's trip): when legacy then fails it, it
+    does not go to modern, as no request started after the change would."""
+    release = threading.Event()
+
+    def drop_when_released(req, conn):
+        release.wait(10)
+        return harness.CLOSE
+    dropping = backend_factory("dropping", drop_when_released)
+    modern = backend_factory("modern")
+    (dead,) = dead_urls(1)
+    routes = [{"name": "r", "match": {"path_prefix": "/"}, "backend": "legacy",
+               "rollout": {"backend": "modern", "percent": 5.0, "sticky": "header:X-User"}}]
+    p = start_proxy({"legacy": servers(dropping, dead, health={"unhealthy": 10}),
+                     "modern": modern}, routes=routes, admin={})
+    key = next("u%d" % i for i in range(1000) if rollout_bucket("r", "u%d" % i) >= 500)
+    c = p.client(timeout=15)
+    c.send(harness.build_request("GET", "/x", [("X-User", key)]))
+    dropping.wait_requests(1)
+    try:
+        assert p.admin("PATCH", "/api/routes/r", {"rollout": {"percent": 0}})[0] == 200
+    finally:
+        release.set()
+    r = c.read_response()
+    c.close()
+    # dropped by the first server, refused by the second: nowhere left
+    assert (r.status, r.header("X-Backend")) == (502, None), r
+    assert modern.requests == []
+    assert p.wait_access(1)[0].get("fallback_from") is None
+
+
+def test_a_rollout_to_the_routes_own_backend_is_no_fallback(backend_factory, start_proxy):
+    """A route whose rollout names its own backend (a warning in the file; a
+    PATCH of its backend can make one): a failed request is not sent to the
+    same servers again as a "fallback", nor counted as one."""
+    p = start_proxy({"legacy": servers(*dead_urls(2), health={"unhealthy": 10})},
+                    routes=[{"name": "r", "match": {"path_prefix": "/"}, "backend": "legacy",
+                             "rollout": {"backend": "legacy", "percent": 50.0}}], admin={})
+    assert who(p, "/x")[0] == 502
+    assert p.wait_access(1)[0].get("fallback_from") is None
+    assert p.stderr_text().count("retried on") == 1  # the second server, once
+    assert "strangler_fallbacks_total{" not in metrics(p)[0]
 
 
 def test_explain_and_check_show_weights_and_backups(tmp_path):

@@ -403,6 +403,34 @@ static void test_retry_pick(void **state)
 	assert_int_equal(sp_health_pick_retry(f->be, &t, 1u << 0, 0), -1);
 }
 
+/* Retries by weight without least_conn; a down server's due trial only
+ * once no server that is up is left, and taken then. */
+static void test_retry_pick_weighted(void **state)
+{
+	struct fixture *f = *state;
+	struct sp_turn t = {0};
+	char got[8];
+	/* a (weight 5) failed three times: b and c in turn, not b each time */
+	for (int k = 0; k < 4; k++)
+		got[k] = (char)('a' + sp_health_pick_retry(f->be, &t, 1u << 0, 0));
+	got[4] = '\0';
+	assert_string_equal(got, "bcbc");
+	/* c failed: a by its weight, b its share (5:1) */
+	memset(&t, 0, sizeof(t));
+	for (int k = 0; k < 6; k++)
+		got[k] = (char)('a' + sp_health_pick_retry(f->be, &t, 1u << 2, 2));
+	got[6] = '\0';
+	assert_string_equal(got, "aaabaa");
+	/* b down, its trial due (interval_ms 100): c, which is up, first; the
+	 * trial once c is tried too, and then it is taken */
+	fail_server(f->be, 1, 1);
+	struct timespec pause = {0, 150 * 1000 * 1000};
+	nanosleep(&pause, NULL);
+	assert_int_equal(sp_health_pick_retry(f->be, &t, 1u << 0, 0), 2);
+	assert_int_equal(sp_health_pick_retry(f->be, &t, 1u << 0 | 1u << 2, 2), 1);
+	assert_int_equal(sp_health_pick_retry(f->be, &t, 1u << 0 | 1u << 2, 2), -1);
+}
+
 /* max_conns = 2 over two servers and a backup. */
 #define CAPPED                                                                           \
 	"listen = ( { address = \"127.0.0.1:8080\"; } );\n"                              \
@@ -441,6 +469,17 @@ static void test_max_conns(void **state)
 	assert_int_equal(sp_health_pick_down(f->be, &t), 1);
 	t.busy[1] = 2;
 	assert_int_equal(sp_health_pick_down(f->be, &t), -1); /* never the backup */
+	/* a retry passes over a full server: a failed, b full: the backup c */
+	struct sp_health_table *fresh = sp_health_table_new();
+	struct sp_config *c = unit_load_ok(CAPPED, NULL);
+	assert_int_equal(sp_health_attach(fresh, c), 0);
+	memset(&t, 0, sizeof(t));
+	t.busy[1] = 2;
+	assert_int_equal(sp_health_pick_retry(&c->backends[0], &t, 1u << 0, 0), 2);
+	t.busy[1] = 1;
+	assert_int_equal(sp_health_pick_retry(&c->backends[0], &t, 1u << 0, 0), 1);
+	sp_config_unref(&c);
+	sp_health_table_free(&fresh);
 }
 
 int main(void)
@@ -457,6 +496,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_least_conn, setup_least, teardown),
 		cmocka_unit_test_setup_teardown(test_pick_when_all_are_down, setup_least, teardown),
 		cmocka_unit_test_setup_teardown(test_retry_pick, setup_least, teardown),
+		cmocka_unit_test_setup_teardown(test_retry_pick_weighted, setup_weighted, teardown),
 		cmocka_unit_test_setup_teardown(test_max_conns, setup_capped, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

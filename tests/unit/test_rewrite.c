@@ -241,18 +241,24 @@ static void test_repath_changes_only_the_path(void **state)
 	sp_buf_deinit(&b);
 }
 
-static void assert_applied(const struct sp_hdr_rules *r, const char *head, const char *want)
+/* The rules on head, with vars, give want; twice, nothing more changes. */
+static void assert_applied_with(const struct sp_hdr_rules *r, const struct sp_hdr_vars *vars,
+				const char *head, const char *want)
 {
 	struct sp_buf b;
 	sp_buf_init(&b);
 	sp_buf_adds(&b, head);
-	assert_int_equal(sp_hdr_rules_apply(r, &b), 0);
+	assert_int_equal(sp_hdr_rules_apply(r, vars, &b), 0);
 	assert_string_equal(b.data, want);
 	assert_int_equal(b.len, strlen(want));
-	/* twice: nothing more changes (a noise sample's head has them already) */
-	assert_int_equal(sp_hdr_rules_apply(r, &b), 0);
+	assert_int_equal(sp_hdr_rules_apply(r, vars, &b), 0);
 	assert_string_equal(b.data, want);
 	sp_buf_deinit(&b);
+}
+
+static void assert_applied(const struct sp_hdr_rules *r, const char *head, const char *want)
+{
+	assert_applied_with(r, NULL, head, want);
 }
 
 /* Every field of a set or removed name goes, whatever its case, the set
@@ -289,10 +295,54 @@ static void test_header_rules_on_a_request_head(void **state)
 	struct sp_buf b;
 	sp_buf_init(&b);
 	sp_buf_adds(&b, "GET / HTTP/1.1\r\nHost: h\r\n"); /* no blank line: not a head */
-	assert_int_equal(sp_hdr_rules_apply(r, &b), -1);
+	assert_int_equal(sp_hdr_rules_apply(r, NULL, &b), -1);
 	assert_string_equal(b.data, "GET / HTTP/1.1\r\nHost: h\r\n");
 	sp_buf_deinit(&b);
 	sp_config_unref(&c);
+}
+
+/* Variables in set values: the exchange's, empty without one (a health
+ * check), $$ a '$'; an unknown one is refused with the list. */
+static void test_header_rules_with_variables(void **state)
+{
+	(void)state;
+	struct sp_config *c = load_backend(
+		"request_headers = { set = { X-Real-IP = \"$remote_addr\";\n"
+		"  X-Orig = \"${scheme}://$http_host/ ($host) $request_id $$5\"; }; };", NULL);
+	const struct sp_hdr_rules *r = &c->backends[0].req_headers;
+	assert_true(r->vars);
+	assert_true(r->host_vars);
+	assert_true(c->keep_client_host);
+	struct sp_hdr_vars v = {"10.1.2.3", "https", "rid7", "Shop.Example:8443", 17};
+	assert_applied_with(r, &v, "GET / HTTP/1.1\r\nHost: h\r\nX-Real-IP: 6.6.6.6\r\n\r\n",
+			    "GET / HTTP/1.1\r\nHost: h\r\nX-Real-IP: 10.1.2.3\r\n"
+			    "X-Orig: https://Shop.Example:8443/ (shop.example) rid7 $5\r\n\r\n");
+	struct sp_hdr_vars v6 = {"::1", "http", "r", "[::1]:80", 8};
+	assert_applied_with(r, &v6, "GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+			    "GET / HTTP/1.1\r\nHost: h\r\nX-Real-IP: ::1\r\n"
+			    "X-Orig: http://[::1]:80/ ([::1]) r $5\r\n\r\n");
+	struct sp_buf b;
+	sp_buf_init(&b);
+	assert_int_equal(sp_hdr_expand("a $remote_addr b$$ ${host}", NULL, &b), 0);
+	assert_int_equal(b.len, 6);
+	assert_memory_equal(b.data, "a  b$ ", 6);
+	sp_buf_deinit(&b);
+	sp_config_unref(&c);
+	/* no '$': no variables, no Host kept for them */
+	c = load_backend("request_headers = { set = { X-A = \"b\"; }; };", NULL);
+	assert_false(c->backends[0].req_headers.vars);
+	assert_false(c->keep_client_host);
+	sp_config_unref(&c);
+	static const char *const bad[] = {"$remote", "$", "a$", "${host", "${}", "$Host", "$1",
+					  "$remote_addr$hostx"};
+	for (size_t i = 0; i < NELEM(bad); i++) {
+		char text[256];
+		snprintf(text, sizeof(text), "request_headers = { set = { X-A = \"%s\"; }; };",
+			 bad[i]);
+		check_refused(text, "backends.legacy.request_headers.set.X-A: \"");
+		check_refused(text, "'$' starts a variable: $remote_addr, $scheme, $request_id, "
+				    "$http_host or $host (or ${name}); write $$ for a '$'");
+	}
 }
 
 static void test_header_rules_on_a_response_head(void **state)
@@ -576,6 +626,7 @@ int main(void)
 		cmocka_unit_test(test_repath_changes_only_the_path),
 		cmocka_unit_test(test_header_rules_on_a_request_head),
 		cmocka_unit_test(test_header_rules_on_a_response_head),
+		cmocka_unit_test(test_header_rules_with_variables),
 		cmocka_unit_test(test_bad_header_rules_are_refused_with_their_place),
 		cmocka_unit_test(test_a_location_names_the_public_path),
 		cmocka_unit_test(test_a_location_goes_back_only_where_it_comes_from),
