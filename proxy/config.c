@@ -897,7 +897,7 @@ int cfgp_backend_ref(struct sp_loader *L, const config_setting_t *g, const char 
 static void load_limits(struct sp_loader *L, const config_setting_t *root)
 {
 	static const char *const tkeys[] = {"client_header_ms", "client_keepalive_ms",
-					    "client_body_ms", "client_send_ms", NULL};
+					    "client_body_ms", "client_send_ms", "tunnel_idle_ms", NULL};
 	static const char *const lkeys[] = {"max_request_line", "max_header_bytes", "max_headers",
 					    "max_body_bytes", NULL};
 	struct sp_limits *lim = &L->cfg->limits;
@@ -908,6 +908,7 @@ static void load_limits(struct sp_loader *L, const config_setting_t *root)
 				  .keepalive_timeout_ms = 60000,
 				  .body_timeout_ms = 30000,
 				  .send_timeout_ms = 60000,
+				  .tunnel_idle_ms = 3600000,
 				  .drain_timeout_ms = 30000,
 				  .max_connections = 10000,
 				  .max_request_line = 8192,
@@ -925,6 +926,7 @@ static void load_limits(struct sp_loader *L, const config_setting_t *root)
 			      &lim->keepalive_timeout_ms);
 		cfgp_int_field(L, t, "client_body_ms", "timeouts", 1, 86400000, &lim->body_timeout_ms);
 		cfgp_int_field(L, t, "client_send_ms", "timeouts", 1, 86400000, &lim->send_timeout_ms);
+		cfgp_int_field(L, t, "tunnel_idle_ms", "timeouts", 0, 86400000, &lim->tunnel_idle_ms);
 	}
 	if (l && !config_setting_is_group(l)) {
 		ERR(L, l, "limits: must be a group");

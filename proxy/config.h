@@ -88,6 +88,7 @@ struct sp_limits {
 	int keepalive_timeout_ms; /* idle client keep-alive */
 	int body_timeout_ms;      /* client body idle */
 	int send_timeout_ms;      /* no progress writing to a client */
+	int tunnel_idle_ms;       /* an upgraded connection silent both ways ends (0: never) */
 	int drain_timeout_ms;     /* graceful stop */
 	int max_connections;      /* client connections per process; accept waits past it */
 	int max_request_line;     /* bytes of the request target → 414 */

@@ -50,6 +50,7 @@ static const char ERR_CLIENT_SEND_TIMEOUT[] = "client send timeout";
 static const char ERR_UPSTREAM_SEND_TIMEOUT[] = "upstream send timeout";
 static const char ERR_DRAIN[] = "drain timeout";
 static const char ERR_MAX_CONNS[] = "every server at max_conns";
+static const char ERR_TUNNEL_IDLE[] = "tunnel idle timeout";
 
 enum timer_mode { T_NONE, T_HEADER, T_IDLE };
 
@@ -116,6 +117,7 @@ struct sp_session {
 	struct sp_buf client_host;
 	int client_host_known;
 	int resp_started, resp_done, interim, tunnel, upstream_keep;
+	int64_t tunnel_last_us; /* when a byte last crossed the tunnel */
 	int ninterim; /* 1xx answers received in this exchange */
 	int client_keep;
 	int retried;
@@ -1234,6 +1236,8 @@ static const struct sp_h1_hooks resp_hooks = {on_resp_head, on_resp_body, on_res
 static void tunnel_move(struct sp_session *s, struct sp_conn *from, struct sp_conn *to)
 {
 	size_t n = evbuffer_get_length(from->in);
+	if (n && s->w->cfg->limits.tunnel_idle_ms)
+		s->tunnel_last_us = sp_deadline_now_us();
 	if (from == s->client)
 		s->bytes_in += n;
 	else
@@ -1290,15 +1294,40 @@ static void on_tunnel_up_event(struct sp_conn *c, short what, void *arg)
 	leave(s);
 }
 
-/* Silence has no time limit in a tunnel, a stuck transfer has: bytes that
- * wait for a receiver that takes none of them for timeouts.client_send_ms
- * end it, whichever side that receiver is. (Otherwise a backend that stops
- * reading held the tunnel for good: the client's reading is paused once
- * 256 KiB wait for the backend, so not even the client's close is seen.) */
+/* The tunnel's silence: timeouts.tunnel_idle_ms without a byte either way
+ * ends it (a client gone without a word, behind a NAT that dropped it,
+ * would otherwise hold the backend connection, and its max_conns slot, for
+ * good). The client connection's deadline checks it, moved on by the
+ * bytes that crossed meanwhile: no timer work per byte. */
+static void tunnel_deadline(struct sp_session *s)
+{
+	int ms = s->w->cfg->limits.tunnel_idle_ms;
+	int64_t idle = sp_deadline_now_us() - s->tunnel_last_us;
+	if (!ms)
+		return;
+	if (idle < (int64_t)ms * 1000) {
+		int left = (int)((((int64_t)ms * 1000 - idle) + 999) / 1000);
+		sp_conn_deadline(s->client, left, left);
+		return;
+	}
+	s->error = ERR_TUNNEL_IDLE;
+	tunnel_close(s);
+}
+
+/* Silence has a limit in a tunnel (tunnel_deadline), and so has a stuck
+ * transfer: bytes that wait for a receiver that takes none of them for
+ * timeouts.client_send_ms end it, whichever side that receiver is.
+ * (Otherwise a backend that stops reading held the tunnel for good: the
+ * client's reading is paused once 256 KiB wait for the backend, so not even
+ * the client's close is seen.) */
 static void start_tunnel(struct sp_session *s)
 {
 	struct sp_conn *up = s->up->conn;
+	int idle_ms = s->w->cfg->limits.tunnel_idle_ms;
 	set_timer(s, T_NONE);
+	s->tunnel_last_us = sp_deadline_now_us();
+	if (idle_ms)
+		sp_conn_deadline(s->client, idle_ms, idle_ms);
 	client_timeouts(s, 0);
 	sp_conn_timeouts(up, 0, s->w->cfg->limits.send_timeout_ms);
 	sp_conn_setcb(up, on_up_read, on_conn_drain, on_tunnel_up_event, s);
@@ -1767,6 +1796,10 @@ static void on_resume(evutil_socket_t fd, short what, void *arg)
 /* The header or keep-alive deadline passed. */
 static void deadline_passed(struct sp_session *s)
 {
+	if (s->tunnel) {
+		tunnel_deadline(s);
+		return;
+	}
 	if (s->pp) { /* still no whole PROXY header: a part of one is a failure */
 		if (s->pp->have) {
 			sp_count(&s->w->proxy_protocol_failures);

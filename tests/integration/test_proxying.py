@@ -1101,6 +1101,51 @@ def test_an_idle_tunnel_outlives_client_send_ms(backend_factory, start_proxy):
         assert st.read_exact(4) == b"pong"
 
 
+def test_a_tunnel_silent_both_ways_ends_after_tunnel_idle_ms(backend_factory, start_proxy):
+    """timeouts.tunnel_idle_ms: bytes either way keep a tunnel open (the
+    client's alone, then the backend's alone: each counts); silence for that
+    long ends it, logged as "tunnel idle timeout", and the backend's
+    connection goes with it."""
+    ends = []
+
+    def server_talks(req, conn):
+        conn.send(SWITCH)
+        for _ in range(6):  # the backend alone speaks for 0.6 s
+            time.sleep(0.1)
+            conn.send(b"s")
+        ends.append(bytes_until_eof(conn.stream))
+        return CLOSE
+    proxy = start_proxy({"legacy": backend_factory("legacy", server_talks)},
+                        timeouts={"tunnel_idle_ms": 300})
+    c, st = open_tunnel(proxy)
+    with c:
+        assert st.read_exact(6) == b"ssssss"
+        t0 = time.monotonic()
+        assert st.read_to_eof() == b""
+        waited = time.monotonic() - t0
+    assert 0.2 < waited < 2.0, waited
+    harness.wait_for(lambda: ends, what="the backend's connection closed")
+    e = proxy.wait_access(1)[0]
+    assert (e["status"], e["error"]) == (101, "tunnel idle timeout"), e
+    # the client alone speaking keeps it open too
+    got = []
+
+    def listens(req, conn):
+        conn.send(SWITCH)
+        got.append(bytes_until_eof(conn.stream))
+        return CLOSE
+    proxy2 = start_proxy({"legacy": backend_factory("sink", listens)},
+                         timeouts={"tunnel_idle_ms": 300})
+    c, st = open_tunnel(proxy2)
+    with c:
+        for _ in range(6):
+            time.sleep(0.1)
+            c.sendall(b"c")
+        assert st.read_to_eof() == b""  # then silence ends it
+    harness.wait_for(lambda: got, what="the backend's connection closed")
+    assert got == [6]  # every byte: open while the client spoke
+
+
 def test_a_tunnel_half_closed_by_the_backend_still_relays_the_client(backend_factory, start_proxy):
     """After a 101, the backend sends its last bytes and half-closes: the
     client sees them and then EOF, and what it sends afterwards still reaches
