@@ -425,7 +425,9 @@ int sp_request_verdict(const struct sp_h1_msg *m, struct sp_buf *path,
 		return 400;
 	}
 	rc = sp_http_check_request(m->hdrs, m->nhdrs, m->http_minor, why);
-	return rc ? rc : sp_http_absolute_host(m->url, m->url_len, m->hdrs, m->nhdrs, why);
+	if (rc || m->url_len == 0 || m->url[0] == '/')
+		return rc; /* origin-form: its Host stands */
+	return sp_http_absolute_host(m->url, m->url_len, m->hdrs, m->nhdrs, why);
 }
 
 enum sp_resp_verdict sp_response_verdict(const struct sp_h1_msg *m, int upgrade_req,

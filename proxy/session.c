@@ -906,13 +906,14 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	s->is_head = strcmp(m->method, "HEAD") == 0;
 	/* a backend known to be down (all its servers): the route's other side,
 	 * when it is up (and may take it: fallback_side) */
-	int other = fallback_side(s), k;
-	if (other < 0 && s->cfg->backends[s->backend].nservers == 1 &&
-	    !s->cfg->backends[s->backend].max_conns)
+	int other, k;
+	if (!(s->dec.route && s->dec.route->has_rollout) &&
+	    s->cfg->backends[s->backend].nservers == 1 && !s->cfg->backends[s->backend].max_conns)
 		s->server = 0; /* its only server, up or down: no choice to make */
 	else
 		s->server = sp_worker_pick(s->w, s->cfg, s->backend, 0, NULL);
-	if (s->server < 0 && other >= 0 && (k = sp_worker_pick(s->w, s->cfg, other, 0, NULL)) >= 0) {
+	if (s->server < 0 && (other = fallback_side(s)) >= 0 &&
+	    (k = sp_worker_pick(s->w, s->cfg, other, 0, NULL)) >= 0) {
 		s->fallback_from = s->backend;
 		s->backend = other;
 		s->server = k;
@@ -1052,6 +1053,16 @@ static void request_error(struct sp_session *s)
 
 /* ---- response parsing hooks ---- */
 
+/* The backend's response_headers on the answer's head (out of line: most
+ * backends have none). */
+__attribute__((noinline)) static int apply_answer_rules(struct sp_session *s,
+							 const struct sp_hdr_rules *r,
+							 struct sp_buf *head)
+{
+	struct sp_hdr_vars vars = vars_of(s);
+	return sp_hdr_rules_apply(r, &vars, head);
+}
+
 /* The answer's Location in the client's terms (location_rewrite), for the
  * head the client gets and for the comparison (m's values point into the
  * worker's locbuf until the hook returns). */
@@ -1116,9 +1127,8 @@ static int on_resp_head(void *ud, struct sp_h1_msg *m)
 		hb = &s->stage;
 	sp_buf_reset(hb);
 	const struct sp_hdr_rules *rules = &s->cfg->backends[s->backend].resp_headers;
-	struct sp_hdr_vars vars = vars_of(s);
 	if (sp_http_write_response_head(&f, hb) < 0 ||
-	    (sp_hdr_rules_any(rules) && sp_hdr_rules_apply(rules, &vars, hb) < 0))
+	    (sp_hdr_rules_any(rules) && apply_answer_rules(s, rules, hb) < 0))
 		return -1;
 	if (hb == &s->stage)
 		s->staged = 1;
