@@ -4,6 +4,9 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <libconfig.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <openssl/crypto.h>
 #include <signal.h>
 #include <stdio.h>
@@ -143,6 +146,26 @@ static void raise_fd_limit(void)
 	}
 }
 
+/* Memory freed after a crowd of connections leaves goes back to the
+ * system: glibc keeps it otherwise, and RSS stays at its peak for good
+ * (what a container's memory limit and its graphs read). Once the open
+ * connections fall to half their peak, from at least TRIM_FROM. */
+#define TRIM_FROM 256
+static void trim_memory(struct sp_runtime *rt)
+{
+	size_t open = 0;
+	for (int i = 0; i < rt->nworkers; i++)
+		open += atomic_load_explicit(&rt->workers[i]->nsessions, memory_order_relaxed);
+	if (open > rt->conns_peak)
+		rt->conns_peak = open;
+	if (rt->conns_peak >= TRIM_FROM && open * 2 <= rt->conns_peak) {
+#ifdef __GLIBC__
+		malloc_trim(0);
+#endif
+		rt->conns_peak = open;
+	}
+}
+
 static void on_guard_tick(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
@@ -150,6 +173,7 @@ static void on_guard_tick(evutil_socket_t fd, short what, void *arg)
 	struct sp_runtime *rt = arg;
 	sp_runtime_retry_state(rt);
 	sp_guards_tick(rt, rt->guards);
+	trim_memory(rt);
 }
 
 /* After the sockets are bound and the files opened: run as `user`. */

@@ -34,6 +34,7 @@ struct sp_runtime {
 	int stopping;
 	int state_unsaved; /* the last state file write failed: retried once a second */
 	struct event *stop_poll; /* ends the main loop once the workers are done */
+	size_t conns_peak; /* the most client connections open since memory was last trimmed */
 };
 
 /* Reads and checks rt->file, with what it includes. Returns the file's

@@ -1101,6 +1101,38 @@ def test_an_idle_tunnel_outlives_client_send_ms(backend_factory, start_proxy):
         assert st.read_exact(4) == b"pong"
 
 
+def test_memory_goes_back_once_a_crowd_of_connections_leaves(backend_factory, start_proxy):
+    """2,000 keep-alive clients, then none: strangler hands the freed memory
+    back to the system within a couple of seconds (glibc would keep it, and
+    RSS would stay at its peak for good)."""
+    if harness.sanitized():
+        pytest.skip("memory figures of an ASan build")
+    import resource
+    # the clients and the backend's ends of the proxy's connections: this
+    # process holds up to 4,000 descriptors
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 8192 and (hard == resource.RLIM_INFINITY or hard >= 8192):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (8192, hard))
+    elif soft < 8192:
+        pytest.skip("needs 8,192 descriptors; the hard limit is %d" % hard)
+    proxy = start_proxy({"legacy": backend_factory("legacy")})
+    cs = []
+    try:
+        for _ in range(2000):
+            c = socket.create_connection((harness.HOST, proxy.port), timeout=10)
+            c.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            cs.append(c)
+        for c in cs:
+            assert c.recv(100).startswith(b"HTTP/1.1 200")
+        crowd = proxy.rss_kb()
+    finally:
+        for c in cs:
+            c.close()
+    idle = harness.wait_for(lambda: (lambda r: r if r < crowd - 2048 else None)(proxy.rss_kb()),
+                            timeout=5, what="RSS 2 MiB below the crowd's %d kB" % crowd)
+    assert idle < crowd - 2048
+
+
 def test_a_tunnel_silent_both_ways_ends_after_tunnel_idle_ms(backend_factory, start_proxy):
     """timeouts.tunnel_idle_ms: bytes either way keep a tunnel open (the
     client's alone, then the backend's alone: each counts); silence for that
