@@ -387,19 +387,29 @@ static void metric_per_backend(struct sp_buf *b, const struct sp_config *cfg, co
 	}
 }
 
-/* strangler_backend_server_up{backend,server}, a gauge, or with outcomes
- * strangler_backend_server_outcomes_total{backend,server,result}, for every
- * server of every backend. */
-static void metric_per_server(struct sp_buf *b, const struct sp_config *cfg, int outcomes)
+enum server_metric { SERVER_UP, SERVER_OUTCOMES, SERVER_RETRIES };
+
+/* strangler_backend_server_up{backend,server}, a gauge, and the counters
+ * strangler_backend_server_outcomes_total{backend,server,result} and
+ * strangler_backend_server_retries_total{backend,server}, for every server
+ * of every backend. */
+static void metric_per_server(struct sp_buf *b, const struct sp_config *cfg,
+			      enum server_metric which)
 {
-	const char *name = outcomes ? "strangler_backend_server_outcomes_total"
-				    : "strangler_backend_server_up";
-	sp_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name,
-		      outcomes ? "Requests and shadows by what the server's passive health made of "
-				 "them: ok (an answer, below 500 for a request) or failed (no "
-				 "connection, a timeout, a bad answer, a 5xx to a request)."
-			       : "0 while the server is marked down (passive or active health).",
-		      name, outcomes ? "counter" : "gauge");
+	static const char *const names[] = {"strangler_backend_server_up",
+					    "strangler_backend_server_outcomes_total",
+					    "strangler_backend_server_retries_total"};
+	static const char *const helps[] = {
+		"0 while the server is marked down (passive or active health).",
+		"Requests and shadows by what the server's passive health made of them: ok (an "
+		"answer, below 500 for a request) or failed (no connection, a timeout, a bad "
+		"answer, a 5xx to a request).",
+		"Requests the server failed (no connection, or closed or reset before an answer) "
+		"that were sent on to another server of the backend."};
+	const char *name = names[which];
+	int outcomes = which == SERVER_OUTCOMES;
+	sp_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, helps[which], name,
+		      which == SERVER_UP ? "gauge" : "counter");
 	for (size_t i = 0; i < cfg->nbackends; i++)
 		for (size_t k = 0; k < cfg->backends[i].nservers; k++) {
 			const struct sp_server *sv = &cfg->backends[i].servers[k];
@@ -409,7 +419,9 @@ static void metric_per_server(struct sp_buf *b, const struct sp_config *cfg, int
 				metric_escape(b, cfg->backends[i].name);
 				sp_buf_adds(b, "\",server=\"");
 				metric_escape(b, sv->hostport);
-				if (!outcomes)
+				if (which == SERVER_RETRIES)
+					sp_buf_printf(b, "\"} %llu\n", (unsigned long long)v.retried);
+				else if (!outcomes)
 					sp_buf_printf(b, "\"} %d\n", !v.down);
 				else
 					sp_buf_printf(b, "\",result=\"%s\"} %llu\n", r ? "failed" : "ok",
@@ -424,8 +436,9 @@ static void metrics_backends(struct sp_buf *b, const struct sp_config *cfg)
 			   "0 while the backend is marked down (all its servers: passive or active "
 			   "health).",
 			   BACKEND_UP);
-	metric_per_server(b, cfg, 0);
-	metric_per_server(b, cfg, 1);
+	metric_per_server(b, cfg, SERVER_UP);
+	metric_per_server(b, cfg, SERVER_OUTCOMES);
+	metric_per_server(b, cfg, SERVER_RETRIES);
 	metric_per_backend(b, cfg, "strangler_backend_shadows_paused", "gauge",
 			   "1 while shadows to the backend (all its servers) are paused because they "
 			   "time out.",
@@ -786,12 +799,12 @@ static void serve_routes(struct admin_conn *a, const char *name)
 /* The health of one server, or of a backend (sp_health_view). */
 static json_t *health_json(struct sp_health_view v)
 {
-	return json_pack("{s:b, s:b, s:I, s:I, s:I}", "up", !v.down, "shadows_paused",
+	return json_pack("{s:b, s:b, s:I, s:I, s:I, s:I}", "up", !v.down, "shadows_paused",
 			 v.shadows_paused, "health_transitions", (json_int_t)v.transitions, "ok",
-			 (json_int_t)v.ok, "failed", (json_int_t)v.failed);
+			 (json_int_t)v.ok, "failed", (json_int_t)v.failed, "retried",
+			 (json_int_t)v.retried);
 }
 
-/* GET /api/backends: every backend with its servers and their health. */
 static json_t *strv_json(char *const *v, size_t n)
 {
 	json_t *a = json_array();
@@ -822,6 +835,7 @@ static void backend_changes_json(json_t *b, const struct sp_backend *be)
 	json_object_set_new(b, "response_headers", rule_names_json(&be->resp_headers));
 }
 
+/* GET /api/backends: every backend with its servers and their health. */
 static void serve_backends(struct admin_conn *a, const char *name)
 {
 	const struct sp_config *cfg = a->admin->rt->cfg;

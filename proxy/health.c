@@ -130,7 +130,7 @@ void sp_health_report(const struct sp_backend *be, const struct sp_server *sv, i
 
 struct sp_health_view sp_health_server_view(const struct sp_server *sv)
 {
-	struct sp_health_view v = {0, 0, 0, 0, 0};
+	struct sp_health_view v = {0};
 	const struct sp_health *h = sv->health;
 	if (h) {
 		v.down = atomic_load_explicit(&h->down, memory_order_relaxed);
@@ -138,13 +138,20 @@ struct sp_health_view sp_health_server_view(const struct sp_server *sv)
 		v.transitions = atomic_load_explicit(&h->transitions, memory_order_relaxed);
 		v.ok = atomic_load_explicit(&h->ok, memory_order_relaxed);
 		v.failed = atomic_load_explicit(&h->failed, memory_order_relaxed);
+		v.retried = atomic_load_explicit(&h->retried, memory_order_relaxed);
 	}
 	return v;
 }
 
+void sp_health_count_retry(const struct sp_server *sv)
+{
+	if (sv->health)
+		atomic_fetch_add_explicit(&sv->health->retried, 1, memory_order_relaxed);
+}
+
 struct sp_health_view sp_health_view(const struct sp_backend *be)
 {
-	struct sp_health_view v = {be->nservers > 0, be->nservers > 0, 0, 0, 0};
+	struct sp_health_view v = {be->nservers > 0, be->nservers > 0, 0, 0, 0, 0};
 	for (size_t k = 0; k < be->nservers; k++) {
 		struct sp_health_view s = sp_health_server_view(&be->servers[k]);
 		v.down &= s.down;
@@ -152,6 +159,7 @@ struct sp_health_view sp_health_view(const struct sp_backend *be)
 		v.transitions += s.transitions;
 		v.ok += s.ok;
 		v.failed += s.failed;
+		v.retried += s.retried;
 	}
 	return v;
 }

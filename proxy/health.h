@@ -26,6 +26,9 @@ struct sp_health {
 	 * any for a shadow) and failures (connections not made, timeouts, bad
 	 * answers, 5xx to a request) */
 	_Atomic uint64_t ok, failed;
+	/* requests it failed (no connection, closed or reset before an answer)
+	 * that were sent on to another server of the backend */
+	_Atomic uint64_t retried;
 	/* an active check runs for it and decides when it is up again; set only
 	 * by the checker, when a generation is committed (sp_health_checker_update) */
 	_Atomic int active;
@@ -91,8 +94,11 @@ struct sp_health_view {
 	int shadows_paused; /* shadows to it paused: they time out (below) */
 	uint64_t transitions;
 	uint64_t ok, failed; /* outcomes reported (sp_health_report) */
+	uint64_t retried;    /* sp_health_count_retry */
 };
 struct sp_health_view sp_health_view(const struct sp_backend *be);
+/* A request sv failed went on to another server of its backend. */
+void sp_health_count_retry(const struct sp_server *sv);
 struct sp_health_view sp_health_server_view(const struct sp_server *sv);
 
 /* Shadows to a backend that keeps them waiting: after health.unhealthy

@@ -381,9 +381,9 @@ int sp_http_check_response(const struct sp_hdr *h, size_t n, int http_minor, con
 int sp_http_absolute_host(const char *url, size_t len, struct sp_hdr *h, size_t n,
 			  const char **why)
 {
-	size_t at = len > 7 && strncasecmp(url, "http://", 7) == 0    ? 7
-		    : len > 8 && strncasecmp(url, "https://", 8) == 0 ? 8
-								       : 0;
+	size_t at = len >= 7 && strncasecmp(url, "http://", 7) == 0    ? 7
+		    : len >= 8 && strncasecmp(url, "https://", 8) == 0 ? 8
+									: 0;
 	if (!at)
 		return 0;
 	size_t end = at;

@@ -341,7 +341,7 @@ static int var_at(const char *v, size_t *len)
 	return -2;
 }
 
-/* $host: the Host's name, without its port, in lower case. */
+/* $host: the Host's name, without its port or a final dot, in lower case. */
 static int add_host(struct sp_buf *out, const char *h, size_t n)
 {
 	size_t end = n;
@@ -352,6 +352,8 @@ static int add_host(struct sp_buf *out, const char *h, size_t n)
 		const char *colon = memchr(h, ':', n);
 		end = colon ? (size_t)(colon - h) : n;
 	}
+	if (end > 1 && h[end - 1] == '.') /* a final dot, as routing reads it */
+		end--;
 	for (size_t i = 0; i < end; i++)
 		if (sp_buf_addc(out, h[i] >= 'A' && h[i] <= 'Z' ? h[i] + 32 : h[i]) < 0)
 			return -1;

@@ -503,6 +503,8 @@ static int retry_next_server(struct sp_session *s, const char *err)
 		return 0;
 	sp_log(SP_LOG_INFO, "backend %s: %s: %s; request %s retried on %s", be->name,
 	       server_of(s)->hostport, err, s->reqid, be->servers[i].hostport);
+	sp_health_count_retry(server_of(s));
+	sp_shadow_primary_retried(s->shadow);
 	s->server = i;
 	send_again(s, SP_TAKE_IDLE);
 	return 1;

@@ -761,6 +761,21 @@ void sp_shadow_primary_served(struct sp_shadow *sh, int server, const struct sp_
 		leg_fail(n, 0);
 }
 
+void sp_shadow_primary_retried(struct sp_shadow *sh)
+{
+	struct leg *n = sh && sh->nlegs == 2 ? &sh->legs[1] : NULL;
+	if (!n || n->waiting || n->failed)
+		return; /* not sent yet: it follows the next connection */
+	/* it asked the server that failed the primary, whose answer will come
+	 * from another: no sample of this server's noise */
+	if (n->done) {
+		n->done = 0;
+		n->failed = 1;
+	} else {
+		leg_fail(n, 0);
+	}
+}
+
 void sp_shadow_primary_head(struct sp_shadow *sh, int status, const struct sp_hdr *h, size_t n)
 {
 	if (sh)

@@ -96,6 +96,11 @@ void sp_shadow_abandon(struct sp_shadow **sh);
  * noise sample, if the route takes one, asks that server too, now. */
 void sp_shadow_primary_served(struct sp_shadow *sh, int server, const struct sp_buf *head);
 
+/* The primary goes to another server of its backend (the one it was sent
+ * to failed it): a noise sample already sent to that server is dropped (the
+ * comparison goes on without it). */
+void sp_shadow_primary_retried(struct sp_shadow *sh);
+
 /* The primary was retried on another backend (a refused connection): the
  * comparison names that one, or is dropped (a primary_fell_back skip) when
  * it is the shadow's own backend. */

@@ -164,26 +164,35 @@ static int req_done(void *ud, struct sp_h1_msg *m)
 
 static const struct sp_h1_hooks req_hooks = {req_head, bound_body, req_done};
 
-static struct sp_config *config(int port)
+static struct sp_config *config(int port, int port2)
 {
-	static char text[900];
+	static char text[1400];
 	int lport, probe = backend_listener(&lport); /* a free port for the worker's listener */
 	close(probe);
 	struct sp_diag d;
+	/* two servers (a retry on the next one), host_header (a Location naming
+	 * it maps back), variables in the header rules */
 	snprintf(text, sizeof(text),
 		 "listen = ( { address = \"127.0.0.1:%d\"; } );\nworkers = 1;\nlog_level = \"error\";\n"
-		 "backends = { b = { url = \"http://127.0.0.1:%d\"; connect_timeout_ms = 200;"
-		 " response_timeout_ms = 200; path_rewrite = ( { prefix = \"/a\"; to = \"/\"; },"
+		 "backends = { b = { servers = [\"http://127.0.0.1:%d\", \"http://127.0.0.1:%d\"];"
+		 " connect_timeout_ms = 200;"
+		 " response_timeout_ms = 200; host_header = \"legacy.internal:8080\";"
+		 " path_rewrite = ( { prefix = \"/a\"; to = \"/\"; },"
 		 " { prefix = \"/\"; to = \"/b\"; } );"
-		 " request_headers = { set = { X-Key = \"k\"; }; remove = [\"Cookie\"]; };"
-		 " response_headers = { set = { X-Seen = \"1\"; }; remove = [\"Server\"]; };"
+		 " request_headers = { set = { X-Key ="
+		 " \"k$remote_addr|${scheme}|$request_id|$http_host|${host}$$\"; };"
+		 " remove = [\"Cookie\"]; };"
+		 " response_headers = { set = { X-Seen = \"$host:$http_host:${remote_addr}\"; };"
+		 " remove = [\"Server\"]; };"
 		 " }; };\ndefault_backend = \"b\";\n"
 		 "timeouts = { client_header_ms = 200; client_body_ms = 200; };\n"
 		 "trusted_proxies = [\"127.0.0.0/8\", \"10.0.0.0/8\"];\n"
 		 "trusted_headers = [\"X-Forwarded-Proto\", \"X-Forwarded-Host\"];\n",
-		 lport, port);
+		 lport, port, port2);
 	sp_diag_init(&d);
 	struct sp_config *c = sp_config_load_string(text, "fuzz.conf", &d);
+	if (!c)
+		fprintf(stderr, "%.*s", (int)d.text.len, d.text.data ? d.text.data : "");
 	sp_diag_deinit(&d);
 	return c;
 }
@@ -232,14 +241,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t cpiece = pieces[(data[1] >> 1) & 7], bpiece = pieces[(data[1] >> 4) & 7];
 	size_t coff = 0, boff = 0;
 
-	int port, lfd = backend_listener(&port), sv[2], bfd = -1, nconn = 0;
+	int port, lfd = backend_listener(&port), port2, lfd2 = backend_listener(&port2), sv[2], bfd = -1, nconn = 0;
 	struct sp_config *cfg = NULL;
 	struct sp_worker *w = NULL;
 	/* the listener's port was free when probed; the harness's own outgoing
 	 * connections (thousands a second, in TIME_WAIT) can take it meanwhile */
 	for (int tries = 0; !w && tries < 20; tries++) {
 		sp_config_unref(&cfg);
-		cfg = config(port);
+		cfg = config(port, port2);
 		FUZZ_CHECK(cfg, "the harness's config does not load");
 		w = sp_worker_new(0, cfg, NULL, NULL);
 	}
@@ -278,6 +287,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (int round = 0, idle = 0; idle < 200 && round < 20000; round++) {
 		event_base_loop(w->base, EVLOOP_NONBLOCK);
 		int nfd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (nfd < 0)
+			nfd = accept4(lfd2, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (nfd >= 0) { /* a later connection takes over the rest */
 			if (bfd >= 0)
 				close(bfd);
@@ -377,6 +388,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (bfd >= 0)
 		close(bfd);
 	close(lfd);
+	close(lfd2);
 	close(sv[1]);
 	sp_worker_free(&w);
 	sp_config_unref(&cfg);

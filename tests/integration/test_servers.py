@@ -509,6 +509,68 @@ def test_a_get_a_server_drops_unanswered_goes_to_the_next(backend_factory, start
     assert any(b"upstream closed connection" in r.body for r in posts if r.status == 502)
 
 
+@pytest.mark.parametrize("how", ["partial head", "interim", "reset"])
+def test_what_a_server_said_before_it_closed_decides_the_retry(backend_factory, start_proxy, how):
+    """A server that began its answer (part of a head, or a 1xx) and then
+    closed has answered something: the client gets the 502, no other server
+    is asked. One that reset the connection without a word is passed over."""
+    import struct
+
+    def first(req, conn):
+        if how == "partial head":
+            conn.send(b"HTTP/1.1 200 OK\r\nContent-")
+        elif how == "interim":
+            conn.send(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n")
+        else:
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        return harness.CLOSE
+    a, b = backend_factory("a", first), backend_factory("b")
+    p = start_proxy({"legacy": servers(a, b, health={"unhealthy": 100})}, admin={})
+    with p.client() as c:
+        r = c.request("GET", "/x")
+        if how == "interim":
+            assert r.status == 103  # passed on to the client as it came
+            r = c.read_response()
+    if how == "reset":
+        assert (r.status, r.header("X-Backend")) == (200, "b")
+        assert metrics(p)[1]['strangler_backend_server_retries_total{backend="legacy",'
+                             'server="%s"}' % hostport(a)] == "1"
+    else:
+        assert r.status == 502, r
+        assert b.requests == []
+        assert metrics(p)[1]['strangler_backend_server_retries_total{backend="legacy",'
+                             'server="%s"}' % hostport(a)] == "0"
+
+
+def test_a_noise_sample_of_a_server_the_primary_left_is_dropped(backend_factory, start_proxy,
+                                                                 tmp_path):
+    """The noise sample asks the primary's server as soon as it is
+    connected; when that server then drops the request and another answers
+    it, that sample tells nothing of the answer compared: the comparison goes
+    on without it (it counted a real difference as noise)."""
+    import json
+
+    def answer(name, doc):
+        return lambda req, conn: Response(200, json.dumps(doc).encode(), headers=[
+            ("Content-Type", "application/json"), ("X-Backend", name)])
+
+    def a_handler(req, conn):  # drops the primary, answers its noise sample
+        if req.header("X-Strangler-Shadow") != "1":
+            return harness.CLOSE
+        return answer("a", {"server": "m"})(req, conn)
+    a = backend_factory("a", a_handler)
+    b = backend_factory("b", answer("b", {"server": "b"}))
+    modern = backend_factory("modern", answer("modern", {"server": "m"}))
+    routes = [{"name": "r", "match": {"path_prefix": "/"}, "backend": "legacy",
+               "shadow": {"backend": "modern", "noise": {"samples": 1}}}]
+    p = start_proxy({"legacy": servers(a, b, health={"unhealthy": 100}), "modern": modern},
+                    routes=routes, admin={}, shadow_defaults={
+                        "diff_log": str(tmp_path / "d.jsonl"), "timeout_ms": 2000})
+    assert who(p, "/x") == (200, "b")
+    sc = compared(p, "r", 1)
+    assert (sc["different"], sc["noise"]) == (1, 0), sc
+
+
 def test_when_every_server_refuses_the_routes_other_side_answers(backend_factory, start_proxy):
     legacy = backend_factory("legacy")
     p = start_proxy({"legacy": legacy, "modern": servers(*dead_urls(2))},

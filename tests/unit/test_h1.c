@@ -227,6 +227,8 @@ static void test_an_absolute_form_target_names_the_host(void **state)
 	assert_int_equal(absolute_host("GET http://u:p@a.example/ HTTP/1.1\r\nHost: a.example\r\n\r\n",
 				       host, &why), 400);
 	assert_string_equal(why, "invalid host in the request target");
+	assert_int_equal(absolute_host("GET https:// HTTP/1.1\r\nHost: b\r\n\r\n", host, &why), 400);
+	assert_int_equal(absolute_host("GET http://?x HTTP/1.1\r\nHost: b\r\n\r\n", host, &why), 400);
 	assert_int_equal(absolute_host("GET http://[zz]/ HTTP/1.1\r\nHost: b\r\n\r\n", host, &why),
 			 400);
 	/* HTTP/1.1 still needs its Host field (RFC 9112 3.2) */

@@ -321,6 +321,11 @@ static void test_header_rules_with_variables(void **state)
 	assert_applied_with(r, &v6, "GET / HTTP/1.1\r\nHost: h\r\n\r\n",
 			    "GET / HTTP/1.1\r\nHost: h\r\nX-Real-IP: ::1\r\n"
 			    "X-Orig: http://[::1]:80/ ([::1]) r $5\r\n\r\n");
+	/* $host without a final dot, as routing reads the name */
+	struct sp_hdr_vars dot = {"1.2.3.4", "http", "r", "Shop.Example.:8080", 18};
+	assert_applied_with(r, &dot, "GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+			    "GET / HTTP/1.1\r\nHost: h\r\nX-Real-IP: 1.2.3.4\r\n"
+			    "X-Orig: http://Shop.Example.:8080/ (shop.example) r $5\r\n\r\n");
 	struct sp_buf b;
 	sp_buf_init(&b);
 	assert_int_equal(sp_hdr_expand("a $remote_addr b$$ ${host}", NULL, &b), 0);
