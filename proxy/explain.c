@@ -113,7 +113,12 @@ static void print_decision(const struct sp_config *c, const struct sp_reqview *q
 			printf("key:      \"%.*s\"\n", (int)klen, key);
 			printf("bucket:   %u (rollout side when below %u)\n", d->bucket, ro->percent_bp);
 		} else {
-			printf("key:      (absent: the side is chosen at random per request)\n");
+			if (ro->set_cookie && ro->sticky.kind == SP_STICKY_COOKIE)
+				printf("key:      (absent: strangler draws one and the answer sets "
+				       "cookie %s to it: the side is random once, then sticky)\n",
+				       ro->sticky.name);
+			else
+				printf("key:      (absent: the side is chosen at random per request)\n");
 			printf("backend:  %s with probability %u.%02u%%, else %s\n",
 			       c->backends[ro->backend].name, ro->percent_bp / 100,
 			       ro->percent_bp % 100, c->backends[d->route->backend].name);

@@ -168,6 +168,15 @@ void sp_decide(const struct sp_route *routes, size_t n, int default_backend,
 	if (sp_sticky_key(&ro->sticky, q, scratch, &key, &len)) {
 		out->sticky = 1;
 		out->bucket = sp_rollout_bucket(ro->cohort, key, len);
+	} else if (ro->set_cookie && ro->sticky.kind == SP_STICKY_COOKIE) {
+		/* a key of its own, which the answer's Set-Cookie gives it */
+		static const char hex[] = "0123456789abcdef";
+		uint64_t r = sp_rng_next(rng);
+		for (int i = 0; i < SP_ASSIGNED_KEY; i++, r >>= 4)
+			out->assigned[i] = hex[r & 15];
+		out->assigned[SP_ASSIGNED_KEY] = '\0';
+		out->sticky = 1;
+		out->bucket = sp_rollout_bucket(ro->cohort, out->assigned, SP_ASSIGNED_KEY);
 	} else {
 		out->bucket = (uint32_t)(sp_rng_next(rng) >> 32) % 10000u;
 	}

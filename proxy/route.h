@@ -72,6 +72,9 @@ struct sp_rollout {
 	char *cohort;         /* defaults to the route name */
 	char *shadow_salt;    /* cohort + "/shadow": the shadow sample's own salt */
 	struct sp_guard_cfg guard;
+	/* set_cookie: a request without the sticky cookie gets a key drawn for
+	 * it, and the answer sets the cookie (sticky kind cookie only) */
+	int set_cookie;
 };
 
 /* What to compare between the primary's and the shadow's answers; mirrors
@@ -154,6 +157,9 @@ uint32_t sp_rollout_bucket(const char *cohort, const char *key, size_t key_len);
 int sp_sticky_key(const struct sp_sticky *s, const struct sp_reqview *q, struct sp_buf *scratch,
 		  const char **key, size_t *len);
 
+/* Hex digits of a key strangler draws for rollout.set_cookie. */
+#define SP_ASSIGNED_KEY 16
+
 struct sp_decision {
 	const struct sp_route *route; /* NULL: default backend */
 	int backend;
@@ -161,6 +167,9 @@ struct sp_decision {
 	int sticky;       /* the bucket came from a sticky key (else random) */
 	uint32_t bucket;  /* valid when rolled */
 	int to_rollout;   /* the request goes to the rollout backend */
+	/* rollout.set_cookie: the key drawn for a request without the cookie,
+	 * which its answer sets ("": none) */
+	char assigned[SP_ASSIGNED_KEY + 1];
 };
 
 /* Routes the request and applies the route's rollout. rng is a caller-owned

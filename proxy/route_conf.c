@@ -393,7 +393,8 @@ static void load_guard(struct sp_loader *L, const config_setting_t *ro, const ch
 static void load_rollout(struct sp_loader *L, const config_setting_t *route, const char *rpath,
 			 struct sp_route *r)
 {
-	static const char *const keys[] = {"backend", "percent", "sticky", "cohort", "guard", NULL};
+	static const char *const keys[] = {"backend", "percent", "sticky", "cohort", "guard",
+					   "set_cookie", NULL};
 	const config_setting_t *s = config_setting_get_member(route, "rollout");
 	char path[96];
 	if (!s)
@@ -415,6 +416,13 @@ static void load_rollout(struct sp_loader *L, const config_setting_t *route, con
 	if (sticky && sp_sticky_parse(sticky, &r->rollout.sticky, &why) < 0)
 		ERR(L, where, "%s.sticky: \"%s\": %s", path, sticky, why);
 	free(sticky);
+	const config_setting_t *sc = config_setting_get_member(s, "set_cookie");
+	if (sc && config_setting_type(sc) != CONFIG_TYPE_BOOL)
+		ERR(L, sc, "%s.set_cookie: must be true or false", path);
+	else if (sc && (r->rollout.set_cookie = config_setting_get_bool(sc)) &&
+		 r->rollout.sticky.kind != SP_STICKY_COOKIE)
+		ERR(L, sc, "%s.set_cookie: needs sticky = \"cookie:NAME\" (the cookie it sets)",
+		    path);
 	r->rollout.cohort = cfgp_str(L, s, "cohort", path, &where);
 	if (where && r->rollout.cohort && !*r->rollout.cohort)
 		ERR(L, where, "%s.cohort: must not be empty", path);

@@ -1055,6 +1055,23 @@ static void request_error(struct sp_session *s)
 
 /* ---- response parsing hooks ---- */
 
+/* rollout.set_cookie: the answer gives a client that had no sticky cookie
+ * the key it was routed by, for a year, so that its next requests go the
+ * same way (HAProxy's "cookie ... insert", Envoy's cookie hash with a ttl). */
+__attribute__((noinline)) static int add_sticky_cookie(struct sp_session *s, struct sp_buf *head)
+{
+	if (head->len < 4)
+		return -1;
+	head->len -= 2; /* before the blank line */
+	return sp_buf_printf(head,
+			     "Set-Cookie: %s=%s; Path=/; Max-Age=31536000; HttpOnly; "
+			     "SameSite=Lax%s\r\n\r\n",
+			     s->dec.route->rollout.sticky.name, s->dec.assigned,
+			     s->https ? "; Secure" : "") < 0
+		       ? -1
+		       : 0;
+}
+
 /* The backend's response_headers on the answer's head (out of line: most
  * backends have none). */
 __attribute__((noinline)) static int apply_answer_rules(struct sp_session *s,
@@ -1130,7 +1147,8 @@ static int on_resp_head(void *ud, struct sp_h1_msg *m)
 	sp_buf_reset(hb);
 	const struct sp_hdr_rules *rules = &s->cfg->backends[s->backend].resp_headers;
 	if (sp_http_write_response_head(&f, hb) < 0 ||
-	    (sp_hdr_rules_any(rules) && apply_answer_rules(s, rules, hb) < 0))
+	    (sp_hdr_rules_any(rules) && apply_answer_rules(s, rules, hb) < 0) ||
+	    (s->dec.assigned[0] && add_sticky_cookie(s, hb) < 0))
 		return -1;
 	if (hb == &s->stage)
 		s->staged = 1;

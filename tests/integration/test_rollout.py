@@ -280,3 +280,36 @@ def test_explain_takes_the_target_and_headers_as_the_proxy_does(rollout, target,
     backend, bucket, route, text = explain(proxy, "GET", target, *([header] if header else []))
     assert (backend, bucket, route) == (side, entry["bucket"], entry["route"]), text
     assert re.search(r"^path:\s+%s$" % re.escape(entry["path"]), text, re.M), text
+
+
+def test_a_client_without_the_sticky_cookie_is_given_one(two_backends, start_proxy):
+    """rollout.set_cookie: a browser that has no `uid` cookie yet gets one
+    drawn for it, and its side is that key's bucket; with the cookie back, it
+    stays on that side and is given no other. Without it, an anonymous user
+    would switch sides at random on every request."""
+    legacy, modern = two_backends
+    routes = [{"name": "web", "match": {"path_prefix": "/"}, "backend": "legacy",
+               "rollout": {"backend": "modern", "percent": 50.0, "sticky": "cookie:uid",
+                           "set_cookie": True}}]
+    proxy = start_proxy({"legacy": legacy, "modern": modern}, routes=routes)
+    seen = set()
+    with proxy.client() as c:
+        for _ in range(30):
+            r = c.request("GET", "/page")
+            m = re.fullmatch(r"uid=([0-9a-f]{16}); Path=/; Max-Age=31536000; HttpOnly; "
+                             r"SameSite=Lax", r.header("Set-Cookie") or "")
+            assert r.status == 200 and m, r.headers
+            key = m.group(1)
+            side = r.header("X-Backend")
+            assert side == expected_side("web", key, 5000), key
+            seen.add(side)
+            for _ in range(3):  # the cookie back: the same side, no new cookie
+                again = c.request("GET", "/other", [("Cookie", "a=1; uid=" + key)])
+                assert (again.header("X-Backend"), again.header("Set-Cookie")) == (side, None)
+    assert seen == {"legacy", "modern"}
+    # the backends never see the drawn key as a cookie of the first request
+    assert all("uid=" not in (q.header("Cookie") or "") for q in legacy.requests + modern.requests
+               if q.path == "/page")
+    out = run_strangler("explain", "-c", proxy.conf_path, "GET", "/page")
+    assert "key:      (absent: strangler draws one and the answer sets cookie uid to it: the " \
+        "side is random once, then sticky)" in out.stdout, out.stdout

@@ -348,6 +348,56 @@ static void test_sticky_cookie(void **state)
 	sp_config_unref(&c);
 }
 
+/* rollout.set_cookie: a request without the cookie gets a key drawn for
+ * it (16 hex digits), and its bucket is that key's, as the next request,
+ * which carries the cookie, will have; with the cookie nothing is drawn. */
+static void test_set_cookie_draws_a_key(void **state)
+{
+	(void)state;
+	char text[1024];
+	snprintf(text, sizeof(text),
+		 CONF_HEAD "routes = ( { name = \"r\"; match = { path_prefix = \"/\"; };\n"
+			   "  backend = \"legacy\";\n"
+			   "  rollout = { backend = \"modern\"; percent = 50; sticky = \"cookie:uid\";\n"
+			   "              set_cookie = true; }; } );\n");
+	struct sp_config *c = unit_load_ok(text, NULL);
+	uint64_t rng = 7;
+	const struct sp_hdr other[] = {HDR("Cookie", "a=1")};
+	const struct sp_hdr with[] = {HDR("Cookie", "uid=u42")};
+	int sides[2] = {0, 0};
+	char first[SP_ASSIGNED_KEY + 1] = "";
+	for (int i = 0; i < 200; i++) {
+		struct sp_decision d = decide_req(c, other, NELEM(other), NULL, NULL, &rng);
+		assert_int_equal(strlen(d.assigned), SP_ASSIGNED_KEY);
+		assert_int_equal(strspn(d.assigned, "0123456789abcdef"), SP_ASSIGNED_KEY);
+		assert_int_equal(d.sticky, 1);
+		assert_int_equal(d.bucket, sp_rollout_bucket("r", d.assigned, SP_ASSIGNED_KEY));
+		assert_int_equal(d.to_rollout, d.bucket < 5000);
+		sides[d.to_rollout]++;
+		if (i == 0)
+			memcpy(first, d.assigned, sizeof(first));
+		else
+			assert_string_not_equal(d.assigned, first);
+	}
+	assert_true(sides[0] > 60 && sides[1] > 60); /* drawn, not one side */
+	struct sp_decision d = decide_req(c, with, NELEM(with), NULL, NULL, &rng);
+	assert_string_equal(d.assigned, "");
+	assert_int_equal(d.bucket, BUCKET_R("u42"));
+	sp_config_unref(&c);
+	/* only with a sticky cookie */
+	snprintf(text, sizeof(text),
+		 CONF_HEAD "routes = ( { name = \"r\"; match = { path_prefix = \"/\"; };\n"
+			   "  backend = \"legacy\";\n"
+			   "  rollout = { backend = \"modern\"; percent = 50; sticky = \"header:X-U\";\n"
+			   "              set_cookie = true; }; } );\n");
+	struct sp_diag diag;
+	sp_diag_init(&diag);
+	assert_null(sp_config_load_string(text, TEST_CONF, &diag));
+	assert_non_null(strstr(diag.text.data, ":10: routes.[0].rollout.set_cookie: needs sticky = "
+					       "\"cookie:NAME\" (the cookie it sets)"));
+	sp_diag_deinit(&diag);
+}
+
 static void test_sticky_query(void **state)
 {
 	(void)state;
@@ -528,6 +578,7 @@ int main(void)
 		cmocka_unit_test(test_zero_and_hundred_percent),
 		cmocka_unit_test(test_sticky_header),
 		cmocka_unit_test(test_sticky_cookie),
+		cmocka_unit_test(test_set_cookie_draws_a_key),
 		cmocka_unit_test(test_sticky_query),
 		cmocka_unit_test(test_sticky_client_ip),
 		cmocka_unit_test(test_random_fallback),
