@@ -120,31 +120,53 @@ uint64_t sp_accesslog_dropped(struct sp_accesslog *log)
 	return atomic_load_explicit(&log->dropped, memory_order_relaxed);
 }
 
+/* "{"time":"2026-11-27T15:40:00.123Z"" for now: the date and time are
+ * written once a second per thread (each worker's lines), the milliseconds
+ * for each line. */
+static int add_time(struct sp_buf *b)
+{
+	static _Thread_local struct {
+		long long sec;
+		char text[SP_UTC_SIZE];
+		size_t len; /* up to and with the '.' */
+	} t = {-1, "", 0};
+	long long ms = sp_unix_ms();
+	if (ms / 1000 != t.sec) {
+		sp_utc_stamp(t.text, ms);
+		t.sec = ms / 1000;
+		t.len = strlen(t.text) - 4;
+	}
+	char tail[5] = {(char)('0' + ms % 1000 / 100), (char)('0' + ms % 100 / 10),
+			(char)('0' + ms % 10), 'Z', '"'};
+	return sp_buf_adds(b, "{\"time\":\"") || sp_buf_add(b, t.text, t.len) ||
+	       sp_buf_add(b, tail, sizeof(tail));
+}
+
 int sp_access_format(const struct sp_access_entry *e, struct sp_buf *b)
 {
-	char now[SP_UTC_SIZE];
-	sp_utc_stamp(now, sp_unix_ms());
 	sp_buf_reset(b);
-	if (sp_buf_printf(b, "{\"time\":\"%s\"", now))
+	if (add_time(b))
 		return -1;
 	if (sp_buf_add_json_field(b, "client", e->client, e->client ? strlen(e->client) : 0) ||
 	    (e->peer && sp_buf_add_json_field(b, "peer", e->peer, strlen(e->peer))) ||
 	    sp_buf_add_json_field(b, "method", e->method, e->method ? strlen(e->method) : 0) ||
 	    sp_buf_add_json_field(b, "path", e->path, e->path_len) ||
 	    (e->log_query && sp_buf_add_json_field(b, "query", e->query, e->query_len)) ||
-	    sp_buf_printf(b, ",\"status\":%d", e->status) ||
+	    sp_buf_adds(b, ",\"status\":") || sp_buf_add_uint(b, (unsigned)e->status, 10) ||
 	    sp_buf_add_json_field(b, "route", e->route, e->route ? strlen(e->route) : 0) ||
 	    sp_buf_add_json_field(b, "backend", e->backend, e->backend ? strlen(e->backend) : 0) ||
 	    sp_buf_add_json_field(b, "server", e->server, e->server ? strlen(e->server) : 0))
 		return -1;
-	if (e->has_bucket ? sp_buf_printf(b, ",\"bucket\":%u", e->bucket)
+	if (e->has_bucket ? sp_buf_adds(b, ",\"bucket\":") || sp_buf_add_uint(b, e->bucket, 10)
 			  : sp_buf_adds(b, ",\"bucket\":null"))
 		return -1;
-	if (e->upstream_ms >= 0 ? sp_buf_printf(b, ",\"upstream_ms\":%.3f", e->upstream_ms)
-				: sp_buf_adds(b, ",\"upstream_ms\":null"))
+	if (e->upstream_ms >= 0
+		    ? sp_buf_adds(b, ",\"upstream_ms\":") || sp_buf_add_fixed3(b, e->upstream_ms)
+		    : sp_buf_adds(b, ",\"upstream_ms\":null"))
 		return -1;
-	if (sp_buf_printf(b, ",\"total_ms\":%.3f,\"bytes_in\":%llu,\"bytes_out\":%llu", e->total_ms,
-			  (unsigned long long)e->bytes_in, (unsigned long long)e->bytes_out) ||
+	if (sp_buf_adds(b, ",\"total_ms\":") || sp_buf_add_fixed3(b, e->total_ms) ||
+	    sp_buf_adds(b, ",\"bytes_in\":") || sp_buf_add_uint(b, e->bytes_in, 10) ||
+	    sp_buf_adds(b, ",\"bytes_out\":") || sp_buf_add_uint(b, e->bytes_out, 10) ||
 	    sp_buf_add_json_field(b, "request_id", e->request_id,
 			  e->request_id ? strlen(e->request_id) : 0))
 		return -1;

@@ -114,7 +114,7 @@ int sp_buf_printf(struct sp_buf *b, const char *fmt, ...)
 
 int sp_buf_add_json_field(struct sp_buf *b, const char *key, const char *v, size_t len)
 {
-	if (sp_buf_printf(b, ",\"%s\":", key))
+	if (sp_buf_add(b, ",\"", 2) || sp_buf_adds(b, key) || sp_buf_add(b, "\":", 2))
 		return -1;
 	if (!v)
 		return sp_buf_adds(b, "null");
@@ -129,6 +129,16 @@ int sp_buf_add_json_str(struct sp_buf *b, const char *s, size_t len)
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)s[i];
 		int rc;
+		size_t run = i;
+		while (run < len && (unsigned char)s[run] >= 0x20 && (unsigned char)s[run] < 0x7f &&
+		       s[run] != '"' && s[run] != '\\')
+			run++;
+		if (run > i) { /* the plain bytes up to the next one to escape, at once */
+			if (sp_buf_add(b, s + i, run - i) < 0)
+				return -1;
+			i = run - 1;
+			continue;
+		}
 		if (c == '"' || c == '\\') {
 			char esc[2] = {'\\', (char)c};
 			rc = sp_buf_add(b, esc, 2);
@@ -159,6 +169,16 @@ int sp_buf_add_uint(struct sp_buf *b, uint64_t v, unsigned base)
 		v /= base;
 	} while (v);
 	return sp_buf_add(b, tmp + sizeof(tmp) - n, n);
+}
+
+int sp_buf_add_fixed3(struct sp_buf *b, double v)
+{
+	if (!(v >= 0 && v < 1e15))
+		return sp_buf_printf(b, "%.3f", v);
+	uint64_t t = (uint64_t)(v * 1000.0 + 0.5);
+	char frac[4] = {'.', (char)('0' + t / 100 % 10), (char)('0' + t / 10 % 10),
+			(char)('0' + t % 10)};
+	return sp_buf_add_uint(b, t / 1000, 10) < 0 ? -1 : sp_buf_add(b, frac, 4);
 }
 
 const char *sp_num(char *out, double v)

@@ -83,6 +83,9 @@ static inline void sp_copy_str(char *dst, size_t size, const char *src)
 __attribute__((format(printf, 2, 3))) int sp_buf_printf(struct sp_buf *b, const char *fmt, ...);
 /* Appends v in base 10 or 16 (lower case): no printf on the request path. */
 int sp_buf_add_uint(struct sp_buf *b, uint64_t v, unsigned base);
+/* Appends v (>= 0) with three decimals, as "%.3f" writes it (rounded half
+ * up): no printf on the request path. */
+int sp_buf_add_fixed3(struct sp_buf *b, double v);
 /* Appends s as the body of a JSON string (no quotes), escaping as RFC 8259 requires. */
 int sp_buf_add_json_str(struct sp_buf *b, const char *s, size_t len);
 /* Appends ,"key":"v" (v escaped as above), or ,"key":null when v is NULL. */

@@ -878,6 +878,54 @@ static void test_access_format_fields(void **state)
 	sp_buf_deinit(&line);
 }
 
+/* Durations as "%.3f" writes them, without printf: three decimals, the
+ * last rounded; and the time stays right across a second (the date and
+ * time are written once a second). */
+static void test_access_format_numbers_as_printf(void **state)
+{
+	(void)state;
+	static const double ms[] = {0, 0.0004, 0.0005, 0.001, 0.0996, 1, 12.5, 13.25, 999.9995,
+				    1234.5678, 86400000.25};
+	struct sp_buf line, want;
+	sp_buf_init(&line);
+	sp_buf_init(&want);
+	for (size_t i = 0; i < NELEM(ms); i++) {
+		sp_buf_reset(&line);
+		sp_buf_reset(&want);
+		assert_int_equal(sp_buf_add_fixed3(&line, ms[i]), 0);
+		sp_buf_printf(&want, "%.3f", ms[i]);
+		/* printf rounds the binary value half to even: the same but at
+		 * an exact half, which a measured duration never is */
+		if (strcmp(line.data, want.data) != 0 && ms[i] != 0.0005)
+			fail_msg("%g: %s, printf %s", ms[i], line.data, want.data);
+	}
+	struct sp_access_entry e = {.client = "::1", .method = "GET", .path = "/", .path_len = 1,
+				    .status = 204, .upstream_ms = 0.25, .total_ms = 1234.5678,
+				    .request_id = "r"};
+	for (int k = 0; k < 2; k++) {
+		json_t *j = format_and_parse(&e, &line);
+		assert_non_null(strstr(line.data, ",\"status\":204,"));
+		assert_non_null(strstr(line.data, ",\"upstream_ms\":0.250,\"total_ms\":1234.568,"));
+		time_t now = time(NULL);
+		struct tm tm = {0};
+		int msec = -1;
+		assert_int_equal(sscanf(jstr(j, "time"), "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ", &tm.tm_year,
+					&tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec,
+					&msec),
+				 7);
+		tm.tm_year -= 1900;
+		tm.tm_mon -= 1;
+		assert_in_range(timegm(&tm), now - 1, now);
+		json_decref(j);
+		if (k == 0) { /* into the next second */
+			struct timespec pause = {1, 100 * 1000 * 1000};
+			nanosleep(&pause, NULL);
+		}
+	}
+	sp_buf_deinit(&line);
+	sp_buf_deinit(&want);
+}
+
 static void test_access_format_nulls_and_error(void **state)
 {
 	(void)state;
@@ -977,6 +1025,7 @@ int main(void)
 		cmocka_unit_test(test_reason_phrases),
 		cmocka_unit_test(test_chunk_header),
 		cmocka_unit_test(test_access_format_fields),
+		cmocka_unit_test(test_access_format_numbers_as_printf),
 		cmocka_unit_test(test_access_format_query),
 		cmocka_unit_test(test_access_format_nulls_and_error),
 		cmocka_unit_test(test_access_format_escapes),
