@@ -169,14 +169,14 @@ void sp_decide(const struct sp_route *routes, size_t n, int default_backend,
 		out->sticky = 1;
 		out->bucket = sp_rollout_bucket(ro->cohort, key, len);
 	} else if (ro->set_cookie && ro->sticky.kind == SP_STICKY_COOKIE) {
-		/* a key of its own, which the answer's Set-Cookie gives it */
-		static const char hex[] = "0123456789abcdef";
-		uint64_t r = sp_rng_next(rng);
-		for (int i = 0; i < SP_ASSIGNED_KEY; i++, r >>= 4)
-			out->assigned[i] = hex[r & 15];
-		out->assigned[SP_ASSIGNED_KEY] = '\0';
-		out->sticky = 1;
-		out->bucket = sp_rollout_bucket(ro->cohort, out->assigned, SP_ASSIGNED_KEY);
+		/* a key of its own, which the answer's Set-Cookie gives it (the
+		 * caller may draw another: sp_decide_assign) */
+		uint8_t r[SP_ASSIGNED_KEY / 2];
+		uint64_t x = sp_rng_next(rng);
+		for (size_t i = 0; i < sizeof(r); i++, x >>= 8)
+			r[i] = (uint8_t)x;
+		sp_decide_assign(r, out);
+		return;
 	} else {
 		out->bucket = (uint32_t)(sp_rng_next(rng) >> 32) % 10000u;
 	}
@@ -184,4 +184,19 @@ void sp_decide(const struct sp_route *routes, size_t n, int default_backend,
 		out->to_rollout = 1;
 		out->backend = ro->backend;
 	}
+}
+
+void sp_decide_assign(const uint8_t random[SP_ASSIGNED_KEY / 2], struct sp_decision *out)
+{
+	static const char hex[] = "0123456789abcdef";
+	const struct sp_rollout *ro = &out->route->rollout;
+	for (int i = 0; i < SP_ASSIGNED_KEY / 2; i++) {
+		out->assigned[2 * i] = hex[random[i] >> 4];
+		out->assigned[2 * i + 1] = hex[random[i] & 15];
+	}
+	out->assigned[SP_ASSIGNED_KEY] = '\0';
+	out->sticky = 1;
+	out->bucket = sp_rollout_bucket(ro->cohort, out->assigned, SP_ASSIGNED_KEY);
+	out->to_rollout = out->bucket < ro->percent_bp;
+	out->backend = out->to_rollout ? ro->backend : out->route->backend;
 }

@@ -178,6 +178,12 @@ void sp_decide(const struct sp_route *routes, size_t n, int default_backend,
 	       const struct sp_reqview *q, uint64_t *rng, struct sp_buf *scratch,
 	       struct sp_decision *out);
 
+/* A decision whose route's rollout draws a key (rollout.set_cookie) takes
+ * the key made of these random bytes (hex), and the side that key's bucket
+ * gives: for keys from a generator no answer can reveal (sp_decide's rng
+ * also makes request ids). */
+void sp_decide_assign(const uint8_t random[SP_ASSIGNED_KEY / 2], struct sp_decision *out);
+
 uint64_t sp_rng_next(uint64_t *state);
 
 void sp_route_deinit(struct sp_route *r);

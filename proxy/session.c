@@ -772,8 +772,10 @@ static void maybe_shadow(struct sp_session *s, const struct sp_reqview *q, const
 		const char *key;
 		size_t klen;
 		uint32_t b;
-		if (r->has_rollout && r->rollout.shadow_salt &&
-		    sp_sticky_key(&r->rollout.sticky, q, &s->tmp, &key, &klen)) {
+		if (s->dec.assigned[0] && r->rollout.shadow_salt) { /* the key drawn for it */
+			b = sp_rollout_bucket(r->rollout.shadow_salt, s->dec.assigned, SP_ASSIGNED_KEY);
+		} else if (r->has_rollout && r->rollout.shadow_salt &&
+			   sp_sticky_key(&r->rollout.sticky, q, &s->tmp, &key, &klen)) {
 			/* a salt of its own, so the shadowed users are not the rolled-out ones */
 			b = sp_rollout_bucket(r->rollout.shadow_salt, key, klen);
 		} else {
@@ -797,6 +799,16 @@ static void maybe_shadow(struct sp_session *s, const struct sp_reqview *q, const
 	s->shadow = sp_shadow_start(s->w, s->cfg, r, target, s->backend, m->method, s->path.data,
 				    s->path.len, s->has_query ? &s->query : NULL, s->reqid, &vars, head,
 				    s->req_body != SP_BODY_NONE, &t);
+}
+
+/* rollout.set_cookie: the key given to a client comes from the kernel's
+ * generator, not the worker's xorshift (one answer's key would tell the
+ * next ones, and the request ids); that one stays, should it fail. */
+__attribute__((cold, noinline)) static void draw_cookie_key(struct sp_session *s)
+{
+	uint8_t r[SP_ASSIGNED_KEY / 2];
+	if (getrandom(r, sizeof(r), GRND_NONBLOCK) == (ssize_t)sizeof(r))
+		sp_decide_assign(r, &s->dec);
 }
 
 /* The peer is a trusted proxy: the client is who its X-Forwarded-For says.
@@ -896,6 +908,8 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 			       m->hdrs,   m->nhdrs,     s->client_addr};
 	sp_decide(s->cfg->routes, s->cfg->nroutes, s->cfg->default_backend, &q, &s->w->rng, &s->tmp,
 		  &s->dec);
+	if (s->dec.assigned[0])
+		draw_cookie_key(s);
 	/* a Content-Length past it: refused before any of the body is read */
 	long long max_body = body_limit(s, &why);
 	if (max_body && m->has_length && m->content_length > (uint64_t)max_body) {
@@ -1057,9 +1071,18 @@ static void request_error(struct sp_session *s)
 
 /* rollout.set_cookie: the answer gives a client that had no sticky cookie
  * the key it was routed by, for a year, so that its next requests go the
- * same way (HAProxy's "cookie ... insert", Envoy's cookie hash with a ttl). */
-__attribute__((noinline)) static int add_sticky_cookie(struct sp_session *s, struct sp_buf *head)
+ * same way (HAProxy's "cookie ... insert", Envoy's cookie hash with a ttl).
+ * Not when the backend's answer (m) sets that cookie itself: the
+ * application's value (a session it just opened) stands, and is the key. */
+__attribute__((noinline)) static int add_sticky_cookie(struct sp_session *s,
+							const struct sp_h1_msg *m, struct sp_buf *head)
 {
+	const char *name = s->dec.route->rollout.sticky.name;
+	size_t n = strlen(name);
+	for (size_t i = 0; i < m->nhdrs; i++)
+		if (sp_hdr_name_is(&m->hdrs[i], "Set-Cookie") && m->hdrs[i].value_len > n &&
+		    memcmp(m->hdrs[i].value, name, n) == 0 && m->hdrs[i].value[n] == '=')
+			return 0;
 	if (head->len < 4)
 		return -1;
 	head->len -= 2; /* before the blank line */
@@ -1148,7 +1171,7 @@ static int on_resp_head(void *ud, struct sp_h1_msg *m)
 	const struct sp_hdr_rules *rules = &s->cfg->backends[s->backend].resp_headers;
 	if (sp_http_write_response_head(&f, hb) < 0 ||
 	    (sp_hdr_rules_any(rules) && apply_answer_rules(s, rules, hb) < 0) ||
-	    (s->dec.assigned[0] && add_sticky_cookie(s, hb) < 0))
+	    (s->dec.assigned[0] && add_sticky_cookie(s, m, hb) < 0))
 		return -1;
 	if (hb == &s->stage)
 		s->staged = 1;
@@ -1266,7 +1289,7 @@ static const struct sp_h1_hooks resp_hooks = {on_resp_head, on_resp_body, on_res
 static void tunnel_move(struct sp_session *s, struct sp_conn *from, struct sp_conn *to)
 {
 	size_t n = evbuffer_get_length(from->in);
-	if (n && s->w->cfg->limits.tunnel_idle_ms)
+	if (n && s->cfg->limits.tunnel_idle_ms)
 		s->tunnel_last_us = sp_deadline_now_us();
 	if (from == s->client)
 		s->bytes_in += n;
@@ -1331,10 +1354,14 @@ static void on_tunnel_up_event(struct sp_conn *c, short what, void *arg)
  * bytes that crossed meanwhile: no timer work per byte. */
 static void tunnel_deadline(struct sp_session *s)
 {
-	int ms = s->w->cfg->limits.tunnel_idle_ms;
-	int64_t idle = sp_deadline_now_us() - s->tunnel_last_us;
+	int ms = s->cfg->limits.tunnel_idle_ms;
 	if (!ms)
 		return;
+	/* bytes still waiting for a side are no silence: client_send_ms
+	 * watches a receiver that takes none of them */
+	if (evbuffer_get_length(s->client->out) || (s->up && evbuffer_get_length(s->up->conn->out)))
+		s->tunnel_last_us = sp_deadline_now_us();
+	int64_t idle = sp_deadline_now_us() - s->tunnel_last_us;
 	if (idle < (int64_t)ms * 1000) {
 		int left = (int)((((int64_t)ms * 1000 - idle) + 999) / 1000);
 		sp_conn_deadline(s->client, left, left);
@@ -1353,7 +1380,7 @@ static void tunnel_deadline(struct sp_session *s)
 static void start_tunnel(struct sp_session *s)
 {
 	struct sp_conn *up = s->up->conn;
-	int idle_ms = s->w->cfg->limits.tunnel_idle_ms;
+	int idle_ms = s->cfg->limits.tunnel_idle_ms; /* the exchange's generation, as the rest */
 	set_timer(s, T_NONE);
 	s->tunnel_last_us = sp_deadline_now_us();
 	if (idle_ms)

@@ -1176,6 +1176,29 @@ def test_a_tunnel_silent_both_ways_ends_after_tunnel_idle_ms(backend_factory, st
         assert st.read_to_eof() == b""  # then silence ends it
     harness.wait_for(lambda: got, what="the backend's connection closed")
     assert got == [6]  # every byte: open while the client spoke
+    # bytes waiting for a slow reader are no silence: a client that reads a
+    # little every 0.1 s keeps a long download open, though strangler,
+    # its buffers full, reads nothing from the backend for longer
+    total = 24 << 20  # more than the kernel's buffers on both sides hold
+
+    def floods(req, conn):
+        conn.send(SWITCH)
+        conn.send(b"d" * total)
+        bytes_until_eof(conn.stream)
+        return CLOSE
+    proxy3 = start_proxy({"legacy": backend_factory("flood", floods)},
+                         timeouts={"tunnel_idle_ms": 300})
+    c, st = open_tunnel(proxy3)
+    with c:
+        n = len(st.read_some())
+        for _ in range(15):  # 1.5 s, five times the limit, reading a little
+            time.sleep(0.1)
+            n += len(c.recv(16384))
+        while n < total:  # then all of it: the tunnel is still open
+            data = c.recv(1 << 20)
+            assert data, "closed after %d of %d bytes" % (n, total)
+            n += len(data)
+    assert n == total
 
 
 def test_a_tunnel_half_closed_by_the_backend_still_relays_the_client(backend_factory, start_proxy):

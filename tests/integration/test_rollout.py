@@ -313,3 +313,41 @@ def test_a_client_without_the_sticky_cookie_is_given_one(two_backends, start_pro
     out = run_strangler("explain", "-c", proxy.conf_path, "GET", "/page")
     assert "key:      (absent: strangler draws one and the answer sets cookie uid to it: the " \
         "side is random once, then sticky)" in out.stdout, out.stdout
+
+
+def test_a_drawn_cookie_never_replaces_the_applications_and_leads_the_shadow_sample(
+        backend_factory, start_proxy, tmp_path):
+    """The backend sets the sticky cookie itself (a session it opened): its
+    value stands, strangler adds none. The shadow sample of a visitor's
+    first request follows the drawn key, as its later requests do."""
+    from harness import Response
+    def app(name):
+        def handler(req, conn):
+            headers = [("X-Backend", name)]
+            if req.path == "/login":
+                headers.append(("Set-Cookie", "uid=REAL-SESSION; Path=/; HttpOnly"))
+            return Response(200, b"ok", headers=headers)
+        return handler
+    legacy, modern = backend_factory("legacy", app("legacy")), backend_factory("modern", app("m"))
+    mirror = backend_factory("mirror")
+    routes = [{"name": "web", "match": {"path_prefix": "/"}, "backend": "legacy",
+               "rollout": {"backend": "modern", "percent": 50.0, "sticky": "cookie:uid",
+                           "set_cookie": True},
+               "shadow": {"backend": "mirror", "percent": 50.0}}]
+    proxy = start_proxy({"legacy": legacy, "modern": modern, "mirror": mirror}, routes=routes,
+                        shadow_defaults={"diff_log": str(tmp_path / "d.jsonl"),
+                                         "timeout_ms": 2000})
+    with proxy.client() as c:
+        r = c.request("POST", "/login", body=b"u=1")
+        assert r.header_all("Set-Cookie") == ["uid=REAL-SESSION; Path=/; HttpOnly"]
+        keys = []
+        for i in range(40):
+            r = c.request("GET", "/first/%d" % i)
+            keys.append(re.match(r"uid=([0-9a-f]{16});", r.header("Set-Cookie")).group(1))
+    want = {"/first/%d" % i for i, k in enumerate(keys) if rollout_bucket("web/shadow", k) < 5000}
+    assert 5 < len(want) < 35
+    from harness import wait_for
+    wait_for(lambda: {q.path for q in mirror.requests} >= want, what="the sampled mirrors")
+    import time
+    time.sleep(0.3)
+    assert {q.path for q in mirror.requests} == want
