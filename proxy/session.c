@@ -1089,8 +1089,7 @@ __attribute__((noinline)) static int add_sticky_cookie(struct sp_session *s,
 	return sp_buf_printf(head,
 			     "Set-Cookie: %s=%s; Path=/; Max-Age=31536000; HttpOnly; "
 			     "SameSite=Lax%s\r\n\r\n",
-			     s->dec.route->rollout.sticky.name, s->dec.assigned,
-			     s->https ? "; Secure" : "") < 0
+			     name, s->dec.assigned, s->https ? "; Secure" : "") < 0
 		       ? -1
 		       : 0;
 }
@@ -1111,13 +1110,11 @@ __attribute__((noinline)) static int apply_answer_rules(struct sp_session *s,
 static int map_location(struct sp_session *s, struct sp_h1_msg *m)
 {
 	const struct sp_backend *be = &s->cfg->backends[s->backend];
-	struct sp_location_map lm = {be->rewrite, be->nrewrite, NULL, 0, NULL, 0};
+	struct sp_hdr_vars v = vars_of(s); /* its http_host: the client's Host, when kept */
+	struct sp_location_map lm = {be->rewrite, be->nrewrite, NULL, 0, v.http_host,
+				     v.http_host_len};
 	if (sp_http_head_host(&s->head, &lm.sent_host, &lm.sent_host_len) < 0)
 		lm.sent_host = NULL;
-	if (s->client_host_known) {
-		lm.public_host = s->client_host.data ? s->client_host.data : "";
-		lm.public_host_len = s->client_host.len;
-	}
 	return sp_location_fields(&lm, m->hdrs, m->nhdrs, &s->w->locbuf);
 }
 
