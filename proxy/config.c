@@ -850,7 +850,6 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 		sp_load_hdr_rules(L, e, path, 1, &b->resp_headers);
 		L->cfg->request_header_rules |= sp_hdr_rules_any(&b->req_headers);
 		load_location_rewrite(L, e, path, b);
-		L->cfg->location_maps |= b->location_map;
 		L->cfg->keep_client_host |= L->cfg->host_headers || b->location_map ||
 					   b->req_headers.host_vars || b->resp_headers.host_vars;
 		load_servers(L, e, path, b);

@@ -140,9 +140,8 @@ struct sp_config {
 	struct sp_backend *backends;
 	size_t nbackends;
 	int host_headers; /* a backend has host_header: a request keeps its client's Host */
-	int location_maps; /* a backend has location_map: so does it */
-	/* a request keeps its client's Host: host_headers, location_maps, or
-	 * $host, $http_host in a backend's header rules */
+	/* a request keeps its client's Host: host_headers, a backend's
+	 * location_map, or $host, $http_host in a backend's header rules */
 	int keep_client_host;
 	int request_header_rules; /* a backend has request_headers: a request keeps its head without them */
 	int default_backend;
