@@ -856,6 +856,11 @@ static void serve_backends(struct admin_conn *a, const char *name)
 		json_object_set_new(b, "balance",
 				    json_string(be->least_conn ? "least_conn" : "round_robin"));
 		json_object_set_new(b, "max_conns", json_integer(be->max_conns));
+		json_t *rs = json_array();
+		for (int st = 400; st < 600; st++)
+			if (sp_backend_retries_status(be, st))
+				json_array_append_new(rs, json_integer(st));
+		json_object_set_new(b, "retry_on_status", rs);
 		backend_changes_json(b, be);
 		json_object_set_new(b, "servers", servers);
 		json_array_append_new(list, b);

@@ -795,6 +795,35 @@ static void load_location_rewrite(struct sp_loader *L, const config_setting_t *e
 		     path);
 }
 
+/* retry_on_status = [502, 503, 504]; read after the servers. */
+static void load_retry_status(struct sp_loader *L, const config_setting_t *e, const char *path,
+			      struct sp_backend *b)
+{
+	const config_setting_t *st = config_setting_get_member(e, "retry_on_status");
+	if (!st)
+		return;
+	int n = config_setting_length(st);
+	if ((!config_setting_is_array(st) && !config_setting_is_list(st)) || n == 0) {
+		ERR(L, st, "%s.retry_on_status: must be a list of statuses: [502, 503, 504]", path);
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *v = config_setting_get_elem(st, (unsigned)i);
+		int code = config_setting_type(v) == CONFIG_TYPE_INT ? config_setting_get_int(v) : 0;
+		unsigned k = (unsigned)(code - 400);
+		if (k >= 200) {
+			ERR(L, v, "%s.retry_on_status.[%d]: must be a status from 400 to 599", path, i);
+			continue;
+		}
+		if (sp_backend_retries_status(b, code))
+			ERR(L, v, "%s.retry_on_status.[%d]: %d is listed twice", path, i, code);
+		b->retry_status[k / 64] |= (uint64_t)1 << (k % 64);
+	}
+	if (b->nservers == 1)
+		WARN(L, st, "%s.retry_on_status: has no effect with one server (the retry goes to "
+			    "another server of the backend)", path);
+}
+
 static void load_backends(struct sp_loader *L, const config_setting_t *root)
 {
 	static const char *const keys[] = {"url",	      "servers", "connect_timeout_ms",
@@ -805,7 +834,7 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 					   "path_rewrite",	      "request_headers",
 					   "response_headers",	      "balance",
 					   "max_conns",		      "location_rewrite",
-					   NULL};
+					   "retry_on_status",	      NULL};
 	const config_setting_t *bs = config_setting_get_member(root, "backends");
 	if (!bs) {
 		sp_diag_add(L->diag, 1, L->file, 0, "backends: at least one backend is required");
@@ -853,6 +882,7 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 		L->cfg->keep_client_host |= L->cfg->host_headers || b->location_map ||
 					   b->req_headers.host_vars || b->resp_headers.host_vars;
 		load_servers(L, e, path, b);
+		load_retry_status(L, e, path, b);
 		load_backend_tls(L, e, path, b);
 		load_health(L, e, path, b);
 	}

@@ -66,6 +66,11 @@ struct sp_backend {
 	/* location_rewrite (on unless false, when it has path_rewrite or
 	 * host_header): an answer's Location in the client's terms */
 	int location_map;
+	/* retry_on_status: answers (400..599, a bit each from 400) that send an
+	 * idempotent request without a body on to another server, not tried
+	 * yet (nginx's proxy_next_upstream http_503, Envoy's
+	 * retriable_status_codes) */
+	uint64_t retry_status[4];
 	int connect_timeout_ms;
 	int response_timeout_ms;
 	int max_idle;        /* idle connections per worker, all servers together */
@@ -82,6 +87,13 @@ struct sp_backend {
 	char *health_path;
 	int health_interval_ms, health_timeout_ms, health_healthy, health_unhealthy;
 };
+
+/* Whether status is one of backend b's retry_on_status. */
+static inline int sp_backend_retries_status(const struct sp_backend *b, int status)
+{
+	unsigned k = (unsigned)(status - 400);
+	return k < 200 && (b->retry_status[k / 64] >> (k % 64) & 1);
+}
 
 struct sp_limits {
 	int header_timeout_ms;    /* total deadline for a request head */

@@ -187,7 +187,7 @@ const char sp_dashboard_html[] =
 	"        servers.append(el(\"div\", {\"data-testid\": \"server-\" + b.name + \"-\" + sv.address, class: sv.up ? \"ok\" : \"tripped\", text: sv.address + (tags ? \" (\" + tags + \")\" : \"\") + \": \" + (sv.up ? \"up\" : \"down\") + (sv.shadows_paused ? \", shadows paused\" : \"\") + (sv.failed ? \", \" + fmt(100 * sv.failed / (sv.ok + sv.failed), 1) + \" % failed\" : \"\")}));\n"
 	"      }\n"
 	"      const state = b.up ? (b.servers.every(sv => sv.up) ? \"up\" : \"up (some servers down)\") : \"down\";\n"
-	"      const how = (b.balance === \"least_conn\" ? \"least_conn\" : \"round robin\") + (b.max_conns ? \", max_conns \" + b.max_conns : \"\") + (b.path_rewrite.length ? \", \" + b.path_rewrite.length + (b.path_rewrite.length > 1 ? \" path rules\" : \" path rule\") : \"\");\n"
+	"      const how = (b.balance === \"least_conn\" ? \"least_conn\" : \"round robin\") + (b.max_conns ? \", max_conns \" + b.max_conns : \"\") + (b.retry_on_status.length ? \", retry on \" + b.retry_on_status.join(\" \") : \"\") + (b.path_rewrite.length ? \", \" + b.path_rewrite.length + (b.path_rewrite.length > 1 ? \" path rules\" : \" path rule\") : \"\");\n"
 	"      const name = el(\"td\", {text: b.name}, el(\"br\"), el(\"small\", {\"data-testid\": \"backend-balance-\" + b.name, text: how}));\n"
 	"      brows.push(el(\"tr\", {\"data-testid\": \"backend-row-\" + b.name}, name, el(\"td\", {class: \"state \" + (b.up ? \"ok\" : \"tripped\"), \"data-testid\": \"backend-state-\" + b.name, text: state}), el(\"td\", {}, servers)));\n"
 	"    }\n"

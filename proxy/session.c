@@ -130,6 +130,9 @@ struct sp_session {
 	int fallback_from; /* backend the request moved away from (down or refused), or -1 */
 	int server;        /* the server of backend that the exchange goes to, or -1 */
 	uint64_t tried;    /* the servers of backend it could not connect to (SP_SERVERS_MAX bits) */
+	/* an answer of the backend's retry_on_status, left unread: the status,
+	 * and the server the request goes to next (0 when none is pending) */
+	int retry_status, retry_to;
 	struct timespec t_start, t_up;
 	int t_stamped; /* t_start is this request's first byte (else the accept) */
 	double upstream_ms;
@@ -305,6 +308,7 @@ static void reset_exchange(struct sp_session *s)
 	s->fallback_from = -1;
 	s->server = -1;
 	s->tried = 0;
+	s->retry_status = 0;
 	s->upstream_ms = -1;
 	s->upload_ms = 0;
 	s->bytes_in = s->bytes_out = s->interim_out = 0;
@@ -489,25 +493,73 @@ static int next_server_may_take(const struct sp_session *s, const char *err)
 	       strcmp(err, ERR_CONNECT_TIMEOUT) == 0 || strcmp(err, ERR_TLS) == 0;
 }
 
-/* A request whose exchange failed so (next_server_may_take) goes to another
- * server of the backend, not tried yet, that may take a request
- * (sp_health_pick_retry), each at most once. */
-static int retry_next_server(struct sp_session *s, const char *err)
+/* The server of backend, not tried yet, that may take a request which the
+ * current server failed (sp_health_pick_retry), or -1; that server then
+ * counts as tried. */
+static int next_server(struct sp_session *s)
 {
-	const struct sp_backend *be = &s->cfg->backends[s->backend];
-	if (be->nservers < 2 || !may_resend(s) || !next_server_may_take(s, err))
-		return 0;
+	if (s->cfg->backends[s->backend].nservers < 2)
+		return -1;
 	s->tried |= (uint64_t)1 << s->server;
-	int i = sp_worker_pick_retry(s->w, s->cfg, s->backend, s->tried, s->server);
-	if (i < 0)
-		return 0;
-	sp_log(SP_LOG_INFO, "backend %s: %s: %s; request %s retried on %s", be->name,
-	       server_of(s)->hostport, err, s->reqid, be->servers[i].hostport);
+	return sp_worker_pick_retry(s->w, s->cfg, s->backend, s->tried, s->server);
+}
+
+/* Sends the request on to server i of its backend, instead of the current
+ * one (counted as that one's retry). */
+static void resend_to(struct sp_session *s, int i)
+{
 	sp_health_count_retry(server_of(s));
 	sp_shadow_primary_retried(s->shadow);
 	s->server = i;
 	send_again(s, SP_TAKE_IDLE);
+}
+
+/* A request whose exchange failed so (next_server_may_take) goes to another
+ * server of the backend, not tried yet, each at most once. */
+static int retry_next_server(struct sp_session *s, const char *err)
+{
+	const struct sp_backend *be = &s->cfg->backends[s->backend];
+	int i;
+	if (!may_resend(s) || !next_server_may_take(s, err) || (i = next_server(s)) < 0)
+		return 0;
+	sp_log(SP_LOG_INFO, "backend %s: %s: %s; request %s retried on %s", be->name,
+	       server_of(s)->hostport, err, s->reqid, be->servers[i].hostport);
+	resend_to(s, i);
 	return 1;
+}
+
+/* retry_on_status: an answer with one of the backend's listed statuses to
+ * a request that may be sent again (may_resend), before any answer went to
+ * the client (no 1xx either), is left unread and the request goes to
+ * another server not tried yet, as after a failed connection (nginx's
+ * proxy_next_upstream http_503). 1: so (the parse stops, retry_on_answer
+ * sends it). The last server's answer, whatever it is, is the client's. */
+static int answer_retries(struct sp_session *s, int status)
+{
+	if (!sp_backend_retries_status(&s->cfg->backends[s->backend], status) || !may_resend(s) ||
+	    s->ninterim)
+		return 0;
+	uint64_t tried = s->tried;
+	int i = next_server(s);
+	if (i < 0) {
+		s->tried = tried;
+		return 0;
+	}
+	s->retry_status = status;
+	s->retry_to = i;
+	return 1;
+}
+
+/* The request whose answer answer_retries left goes to the next server; its
+ * connection, with the answer's unread rest, closes. */
+static void retry_on_answer(struct sp_session *s)
+{
+	const struct sp_backend *be = &s->cfg->backends[s->backend];
+	sp_log(SP_LOG_INFO, "backend %s: %s answered %d; request %s retried on %s", be->name,
+	       server_of(s)->hostport, s->retry_status, s->reqid, be->servers[s->retry_to].hostport);
+	s->retry_status = 0;
+	sp_upconn_free(&s->up);
+	resend_to(s, s->retry_to);
 }
 
 /* The Host a request sends to backend b: its host_header, else the
@@ -1148,13 +1200,16 @@ static int on_resp_head(void *ud, struct sp_h1_msg *m)
 		}
 		return 1;
 	}
-	if (s->cfg->backends[s->backend].location_map && map_location(s, m) < 0)
+	const struct sp_backend *be = &s->cfg->backends[s->backend];
+	sp_health_report(be, server_of(s), m->status < 500);
+	if (answer_retries(s, m->status))
+		return -1; /* the parse stops here: retry_on_answer */
+	if (be->location_map && map_location(s, m) < 0)
 		return -1;
 	struct sp_fwd_response f = sp_fwd_response_for(m, s->is_head, s->client_minor);
 	s->tunnel = f.upgrade;
 	s->resp_body = f.body;
 	s->upstream_keep = m->keep_alive;
-	sp_health_report(&s->cfg->backends[s->backend], server_of(s), m->status < 500);
 	/* A refused upgrade leaves the request parser in upgrade state: close. */
 	s->client_keep = s->req_keep && s->req_done && s->resp_body != SP_BODY_CLOSE &&
 			 !s->w->draining && !s->upgrade_req;
@@ -1165,7 +1220,7 @@ static int on_resp_head(void *ud, struct sp_h1_msg *m)
 	if (s->may_stage && evbuffer_get_length(client_out(s)) == 0)
 		hb = &s->stage;
 	sp_buf_reset(hb);
-	const struct sp_hdr_rules *rules = &s->cfg->backends[s->backend].resp_headers;
+	const struct sp_hdr_rules *rules = &be->resp_headers;
 	if (sp_http_write_response_head(&f, hb) < 0 ||
 	    (sp_hdr_rules_any(rules) && apply_answer_rules(s, rules, hb) < 0) ||
 	    (s->dec.assigned[0] && add_sticky_cookie(s, m, hb) < 0))
@@ -1445,6 +1500,10 @@ static size_t relay_length_body(struct sp_h1 *h, struct evbuffer *from, struct e
  * the backend pauses while the client's output is full (0: go on). */
 static int after_answer_step(struct sp_session *s, struct sp_conn *c, enum sp_h1_rc rc)
 {
+	if (rc == SP_H1_ERROR && s->retry_status) {
+		retry_on_answer(s);
+		return 1;
+	}
 	if (rc == SP_H1_ERROR) {
 		sp_log(SP_LOG_WARN, "backend %s: %s", s->cfg->backends[s->backend].name,
 		       sp_h1_error_reason(s->resp));

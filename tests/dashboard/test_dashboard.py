@@ -50,7 +50,7 @@ def test_dashboard_shows_the_api_and_changes_a_route(start_proxy, backend_factor
     spare_def = {"servers": [spare.url, {"url": "http://127.0.0.1:%d" % dead, "weight": 2,
                                          "backup": True}],
                  "health": {"path": "/health", "unhealthy": 1, "interval_ms": 200},
-                 "balance": "least_conn", "max_conns": 8,
+                 "balance": "least_conn", "max_conns": 8, "retry_on_status": [502, 503],
                  "path_rewrite": [{"prefix": "/api", "to": "/"}]}
     # legacy's second copy answers 500 to everything (and stays up): the page
     # shows its share of failures
@@ -110,7 +110,7 @@ def test_dashboard_shows_the_api_and_changes_a_route(start_proxy, backend_factor
                                "127.0.0.1:%d (weight 2, backup): down" % dead}
     # how each backend balances, and whether it serves other paths
     assert seen["balance"] == {"legacy": "round robin", "modern": "round robin",
-                               "spare": "least_conn, max_conns 8, 1 path rule"}
+                               "spare": "least_conn, max_conns 8, retry on 502 503, 1 path rule"}
     # the control worked: the API agrees, and the audit trail names the change
     assert seen["after"] == "40 %"
     after = json.loads(admin(p, "GET", "/api/routes/orders")[1])

@@ -170,12 +170,13 @@ static struct sp_config *config(int port, int port2)
 	int lport, probe = backend_listener(&lport); /* a free port for the worker's listener */
 	close(probe);
 	struct sp_diag d;
-	/* two servers (a retry on the next one), host_header (a Location naming
-	 * it maps back), variables in the header rules */
+	/* two servers (a retry on the next one, also after a 502 or 503
+	 * answer), host_header (a Location naming it maps back), variables in
+	 * the header rules */
 	snprintf(text, sizeof(text),
 		 "listen = ( { address = \"127.0.0.1:%d\"; } );\nworkers = 1;\nlog_level = \"error\";\n"
 		 "backends = { b = { servers = [\"http://127.0.0.1:%d\", \"http://127.0.0.1:%d\"];"
-		 " connect_timeout_ms = 200;"
+		 " connect_timeout_ms = 200; retry_on_status = [502, 503];"
 		 " response_timeout_ms = 200; host_header = \"legacy.internal:8080\";"
 		 " path_rewrite = ( { prefix = \"/a\"; to = \"/\"; },"
 		 " { prefix = \"/\"; to = \"/b\"; } );"

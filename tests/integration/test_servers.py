@@ -1468,3 +1468,126 @@ def test_explain_and_check_show_weights_and_backups(tmp_path):
     out = run_strangler("-t", "-c", str(conf))
     assert out.returncode == 1
     assert "%s:3: backends.legacy.servers.[0].weigth: unknown setting" % conf in out.stderr
+
+
+# --------------------------------------------------------------------------
+# retry_on_status
+
+
+def test_retry_on_status_sends_a_get_on_to_the_next_server(backend_factory, start_proxy):
+    """A server answering one of retry_on_status: an idempotent request
+    without a body goes to the next server, and the client gets that one's
+    answer, whole (nothing of the first answer's long body leaks into it),
+    on a connection that goes on; it counts as the first server's retry. A
+    status not listed, and a POST with a body, get the answer as it is."""
+    big = b"busy " * 20000
+
+    def a_handler(req, conn):
+        if req.path == "/five-hundred":
+            return Response(500, b"s500", headers=[("X-Backend", "a")])
+        return Response(503, big, headers=[("X-Backend", "a")])
+    a = backend_factory("a", a_handler)
+    b = backend_factory("b", answering(200, "b"))
+    p = start_proxy({"legacy": servers(a, b, retry_on_status=[502, 503],
+                                       health={"unhealthy": 100})}, admin={})
+    with p.client() as c:
+        got = [c.request("GET", "/g/%d" % i) for i in range(4)]
+        assert [(r.status, r.header("X-Backend"), r.body) for r in got] == \
+            [(200, "b", b"s200")] * 4, got
+        assert len(a.requests) == 2  # its two turns, each sent on to b
+        posts = [c.request("POST", "/p/%d" % i, body=b"x") for i in range(2)]
+        assert sorted((r.status, r.header("X-Backend")) for r in posts) == \
+            [(200, "b"), (503, "a")]
+        assert [r.body for r in posts if r.status == 503] == [big]
+        fives = [c.request("GET", "/five-hundred") for i in range(2)]
+        assert sorted((r.status, r.header("X-Backend")) for r in fives) == \
+            [(200, "b"), (500, "a")]
+    assert "backend legacy: %s answered 503; request" % hostport(a) in p.stderr_text()
+    assert metrics(p)[1]['strangler_backend_server_retries_total{backend="legacy",'
+                         'server="%s"}' % hostport(a)] == "2"
+    log = p.wait_access(8)
+    assert [e["server"] for e in log[:4]] == [hostport(b)] * 4, log
+
+
+def test_when_every_server_answers_a_retried_status_the_last_answer_stands(backend_factory,
+                                                                           start_proxy):
+    """Each server is asked once; the client gets the last one's answer,
+    with its own body. Without retry_on_status the first 503 stands."""
+    names = ["a", "b", "c"]
+    backs = [backend_factory(n, answering(503, n)) for n in names]
+    p = start_proxy({"legacy": servers(*backs, retry_on_status=[503],
+                                       health={"unhealthy": 100})})
+    st, name = who(p, "/x")
+    assert st == 503 and name != "a", (st, name)
+    assert [len(b.requests) for b in backs] == [1, 1, 1]
+    p.stop()
+    backs = [backend_factory(n + "2", answering(503, n)) for n in names]
+    p = start_proxy({"legacy": servers(*backs, health={"unhealthy": 100})})
+    assert who(p, "/x") == (503, "a")
+    assert [len(b.requests) for b in backs] == [1, 0, 0]
+
+
+def test_an_answer_after_an_interim_one_is_not_retried(backend_factory, start_proxy):
+    """A 103 went to the client before the 503: the 503 is its answer."""
+    def a_handler(req, conn):
+        conn.send(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n")
+        return Response(503, b"no", headers=[("X-Backend", "a")])
+    a, b = backend_factory("a", a_handler), backend_factory("b")
+    p = start_proxy({"legacy": servers(a, b, retry_on_status=[503],
+                                       health={"unhealthy": 100})})
+    with p.client() as c:
+        r = c.request("GET", "/x")
+        assert r.status == 103
+        r = c.read_response()
+    assert (r.status, r.header("X-Backend")) == (503, "a")
+    assert b.requests == []
+
+
+RETRY_BAD = """listen = ( { address = "127.0.0.1:18080"; } );
+backends = {
+  one = { url = "http://127.0.0.1:9001"; retry_on_status = [503]; };
+  low = { servers = ["http://127.0.0.1:9001", "http://127.0.0.1:9002"];
+          retry_on_status = [302, 503]; };
+  twice = { servers = ["http://127.0.0.1:9001", "http://127.0.0.1:9002"];
+            retry_on_status = [503, 503]; };
+  word = { servers = ["http://127.0.0.1:9001", "http://127.0.0.1:9002"];
+           retry_on_status = "503"; };
+  empty = { servers = ["http://127.0.0.1:9001", "http://127.0.0.1:9002"];
+            retry_on_status = []; };
+};
+default_backend = "one";
+"""
+
+
+def test_check_of_retry_on_status(tmp_path):
+    conf = tmp_path / "r.conf"
+    conf.write_text(RETRY_BAD)
+    out = run_strangler("-t", "-c", str(conf))
+    assert out.returncode == 1, out.stdout + out.stderr
+    lines = out.stderr.splitlines()
+    for want in [
+            "3: warning: backends.one.retry_on_status: has no effect with one server "
+            "(the retry goes to another server of the backend)",
+            "5: backends.low.retry_on_status.[0]: must be a status from 400 to 599",
+            "7: backends.twice.retry_on_status.[1]: 503 is listed twice",
+            "9: backends.word.retry_on_status: must be a list of statuses: [502, 503, 504]",
+            "11: backends.empty.retry_on_status: must be a list of statuses: [502, 503, 504]"]:
+        assert "%s:%s" % (conf, want) in lines, (want, out.stderr)
+    good = RETRY_BAD.split("  low")[0].replace("one = { url = \"http://127.0.0.1:9001\";",
+                                              "one = { servers = [\"http://127.0.0.1:9001\", "
+                                              "\"http://127.0.0.1:9002\"];") + "};\n" \
+        'default_backend = "one";\n'
+    conf.write_text(good.replace("[503]", "[504, 502]"))
+    out = run_strangler("-t", "-c", str(conf))
+    assert out.returncode == 0 and "0 warnings" in out.stdout, out.stdout + out.stderr
+    out = run_strangler("explain", "-c", str(conf), "GET", "/x")
+    assert "backend:  one (http://127.0.0.1:9001, http://127.0.0.1:9002) " \
+        "retry_on_status=502,504" in out.stdout.splitlines(), out.stdout
+
+
+def test_api_backends_gives_retry_on_status(backend_factory, start_proxy):
+    a, b = backend_factory("a"), backend_factory("b")
+    p = start_proxy({"legacy": servers(a, b, retry_on_status=[503, 429])}, admin={})
+    st, doc = p.admin("GET", "/api/backends")
+    assert st == 200
+    assert doc["backends"][0]["retry_on_status"] == [429, 503]

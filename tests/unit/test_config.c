@@ -327,6 +327,42 @@ static void test_servers(void **state)
 	sp_buf_deinit(&big);
 }
 
+/* retry_on_status: statuses 400 to 599, each once; a bit each, at the edges
+ * too, and nothing outside them. */
+static void test_retry_on_status(void **state)
+{
+	(void)state;
+	struct sp_config *c = unit_load_ok(
+		ONE_BACKEND("servers = [\"http://127.0.0.1:9001\", \"http://127.0.0.1:9002\"]; "
+			    "retry_on_status = [400, 463, 464, 527, 528, 599];"),
+		NULL);
+	const struct sp_backend *b = &c->backends[0];
+	static const int on[] = {400, 463, 464, 527, 528, 599};
+	int n = 0;
+	for (int st = 0; st < 1000; st++)
+		n += sp_backend_retries_status(b, st);
+	assert_int_equal(n, (int)NELEM(on));
+	for (size_t i = 0; i < NELEM(on); i++)
+		assert_true(sp_backend_retries_status(b, on[i]));
+	assert_false(sp_backend_retries_status(b, 600));
+	assert_false(sp_backend_retries_status(b, -2147483647 - 1));
+	sp_config_unref(&c);
+	c = unit_load_ok(ONE_BACKEND("url = \"http://127.0.0.1:9001\";"), NULL);
+	for (int st = 100; st < 700; st++)
+		assert_false(sp_backend_retries_status(&c->backends[0], st));
+	sp_config_unref(&c);
+#define TWO "servers = [\"http://127.0.0.1:9001\", \"http://127.0.0.1:9002\"]; "
+	REJECTED(ONE_BACKEND(TWO "retry_on_status = (399, 600, 503.0, \"503\");"), 4,
+		 "test.conf:3: backends.legacy.retry_on_status.[0]: must be a status from 400 to 599",
+		 "test.conf:3: backends.legacy.retry_on_status.[1]: must be a status from 400 to 599",
+		 "test.conf:3: backends.legacy.retry_on_status.[2]: must be a status from 400 to 599",
+		 "test.conf:3: backends.legacy.retry_on_status.[3]: must be a status from 400 to 599");
+	REJECTED(ONE_BACKEND(TWO "retry_on_status = 503;"), 1,
+		 "test.conf:3: backends.legacy.retry_on_status: must be a list of statuses: [502, "
+		 "503, 504]");
+#undef TWO
+}
+
 /* BUG (proxy/config.c, parse_url): "http://:9001" has an empty host but passes
  * the `hl == 0` check (hl counts the ":9001"), and getaddrinfo(NULL, ...) then
  * resolves it to the loopback address, so the config loads with a backend on
@@ -1416,6 +1452,7 @@ int main(void)
 		cmocka_unit_test(test_error_unknown_backend),
 		cmocka_unit_test(test_error_bad_url),
 		cmocka_unit_test(test_servers),
+		cmocka_unit_test(test_retry_on_status),
 		cmocka_unit_test(test_route_limits),
 		cmocka_unit_test(test_error_url_empty_host),
 		cmocka_unit_test(test_error_percent),
