@@ -323,10 +323,11 @@ json_t *sp_route_json(const struct sp_config *c, const struct sp_route *r, const
 			snprintf(spec, sizeof(spec), "%s%s", sticky[r->rollout.sticky.kind],
 				 r->rollout.sticky.name ? r->rollout.sticky.name : "");
 		json_object_set_new(j, "rollout",
-				    json_pack("{s:s, s:o, s:s, s:s}", "backend",
+				    json_pack("{s:s, s:o, s:s, s:s, s:b}", "backend",
 					      c->backends[r->rollout.backend].name, "percent",
 					      percent_json(r->rollout.percent_bp), "sticky", spec,
-					      "cohort", r->rollout.cohort));
+					      "cohort", r->rollout.cohort, "set_cookie",
+					      r->rollout.set_cookie));
 	} else {
 		json_object_set_new(j, "rollout", json_null());
 	}

@@ -86,6 +86,9 @@ struct sp_session {
 	 * meanwhile must not free them */
 	struct sp_config *hs_cfg;
 	int https; /* the client connection is TLS */
+	/* the client reached us over https: TLS, or a trusted balancer's
+	 * X-Forwarded-Proto says so (the exchange's; a drawn cookie's Secure) */
+	int public_https;
 
 	/* the exchange in progress */
 	struct sp_config *cfg;
@@ -1001,6 +1004,7 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	f.proto = s->https ? "https" : "http";
 	if (trusted && s->cfg->trusted_headers)
 		trusted_forwarded(s->cfg, m, &f);
+	s->public_https = strcmp(f.proto, "https") == 0;
 	f.default_host = s->cfg->backends[s->backend].servers[0].hostport;
 	f.host = s->cfg->backends[s->backend].host_header;
 	/* HTTP/1.1 without a Host was refused (400): only a 1.0 request may lack it */
@@ -1141,7 +1145,7 @@ __attribute__((noinline)) static int add_sticky_cookie(struct sp_session *s,
 	return sp_buf_printf(head,
 			     "Set-Cookie: %s=%s; Path=/; Max-Age=31536000; HttpOnly; "
 			     "SameSite=Lax%s\r\n\r\n",
-			     name, s->dec.assigned, s->https ? "; Secure" : "") < 0
+			     name, s->dec.assigned, s->public_https ? "; Secure" : "") < 0
 		       ? -1
 		       : 0;
 }

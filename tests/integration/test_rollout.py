@@ -351,3 +351,30 @@ def test_a_drawn_cookie_never_replaces_the_applications_and_leads_the_shadow_sam
     import time
     time.sleep(0.3)
     assert {q.path for q in mirror.requests} == want
+
+
+def test_a_drawn_cookie_is_secure_when_a_trusted_balancer_says_https(two_backends,
+                                                                      start_proxy):
+    """Behind a balancer that ends TLS, the browser's connection is https:
+    a trusted peer's `X-Forwarded-Proto: https` (with trusted_headers) makes
+    the drawn cookie `Secure`; the same header from a peer not trusted, or
+    `http`, does not. GET /api/routes says the route sets the cookie."""
+    legacy, modern = two_backends
+    routes = [{"name": "web", "match": {"path_prefix": "/"}, "backend": "legacy",
+               "rollout": {"backend": "modern", "percent": 50.0, "sticky": "cookie:uid",
+                           "set_cookie": True}}]
+    cookie = r"uid=[0-9a-f]{16}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax"
+
+    def given(proxy, proto):
+        with proxy.client() as c:
+            return c.request("GET", "/", [("X-Forwarded-Proto", proto)]).header("Set-Cookie")
+    trusting = start_proxy({"legacy": legacy, "modern": modern}, routes=routes, admin={},
+                           trusted_proxies=["127.0.0.1"], trusted_headers=["X-Forwarded-Proto"])
+    assert re.fullmatch(cookie + "; Secure", given(trusting, "https"))
+    assert re.fullmatch(cookie, given(trusting, "http"))
+    st, doc = trusting.admin("GET", "/api/routes/web")
+    assert st == 200 and doc["rollout"]["set_cookie"] is True, doc
+    not_trusting = start_proxy({"legacy": legacy, "modern": modern}, routes=routes,
+                               trusted_proxies=["10.0.0.0/8"],
+                               trusted_headers=["X-Forwarded-Proto"])
+    assert re.fullmatch(cookie, given(not_trusting, "https"))

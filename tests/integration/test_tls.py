@@ -4,6 +4,7 @@ certificate) and https backends (verified, expired, wrong name, unverified)."""
 import errno
 import os
 import pty
+import re
 import select
 import signal
 import socket
@@ -741,3 +742,17 @@ def test_idle_tls_clients_hold_no_record_buffers(start_proxy, backend_factory, p
         for s in conns:
             s.close()
     assert per_conn < 21, "%.1f kB per idle TLS connection" % per_conn
+
+
+def test_a_drawn_sticky_cookie_is_secure_over_tls(start_proxy, backend_factory, pki):
+    """rollout.set_cookie on a TLS listener: the cookie a browser is given
+    carries `Secure`, so that it never goes out over plain HTTP."""
+    b = backend_factory("legacy")
+    routes = [{"name": "web", "match": {"path_prefix": "/"}, "backend": "legacy",
+               "rollout": {"backend": "legacy", "percent": 50.0, "sticky": "cookie:uid",
+                           "set_cookie": True}}]
+    p = start_tls_proxy(start_proxy, b, pki, [pki["localhost"]], routes=routes)
+    _alpn, data = https_get(p.port, "/page", pki["ca"])
+    assert data.startswith(b"HTTP/1.1 200"), data
+    assert re.search(rb"\r\nSet-Cookie: uid=[0-9a-f]{16}; Path=/; Max-Age=31536000; HttpOnly; "
+                     rb"SameSite=Lax; Secure\r\n", data), data
