@@ -234,13 +234,8 @@ int sp_explain_main(int argc, char **argv)
 	int st = sp_http_check_request(checked, nchecked, 1, &why);
 	/* an absolute-form target's host is the request's Host (routing by
 	 * host reads it), with or without -H 'Host: ...' */
-	struct sp_hdr host = {"Host", 4, "", 0};
-	int has_host = sp_hdr_find(headers, nheaders, "Host") != NULL;
 	if (!st)
-		st = has_host ? sp_http_absolute_host(target, tlen, headers, nheaders, &why)
-			      : sp_http_absolute_host(target, tlen, &host, 1, &why);
-	if (!st && !has_host && host.value_len && nheaders < 64)
-		headers[nheaders++] = host;
+		st = sp_http_absolute_host(target, tlen, headers, &nheaders, 64, &why);
 	if (st) {
 		printf("request:  %s %.*s\nanswer:   %d (%s)\n", method, (int)tlen, target, st, why);
 		rc = 0;

@@ -175,7 +175,7 @@ static int on_header_value_complete(llhttp_t *p)
 static int build_view(struct sp_h1 *h)
 {
 	struct sp_h1_msg *m = &h->msg;
-	if (h->nraw + 1 > h->caphdrs) {
+	if (h->nraw + 1 > h->caphdrs) { /* one more: see h1.h */
 		struct sp_hdr *v = sp_stash_grow(h->store.stash, m->hdrs, &h->caphdrs, h->nraw + 1, sizeof(*v));
 		if (!v)
 			return -1;

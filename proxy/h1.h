@@ -23,6 +23,8 @@ struct sp_h1_msg {
 	size_t url_len;
 	const char *reason;
 	size_t reason_len;
+	/* the fields, with room for one more (an HTTP/1.0 request's Host,
+	 * taken from an absolute-form target: sp_request_verdict) */
 	struct sp_hdr *hdrs;
 	size_t nhdrs;
 };

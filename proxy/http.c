@@ -378,32 +378,31 @@ int sp_http_check_response(const struct sp_hdr *h, size_t n, int http_minor, con
 	return 0;
 }
 
-int sp_http_absolute_host(const char *url, size_t len, struct sp_hdr *h, size_t n,
+int sp_http_absolute_host(const char *url, size_t len, struct sp_hdr *h, size_t *n, size_t room,
 			  const char **why)
 {
-	size_t at = len >= 7 && strncasecmp(url, "http://", 7) == 0    ? 7
-		    : len >= 8 && strncasecmp(url, "https://", 8) == 0 ? 8
-									: 0;
-	if (!at)
+	size_t at, end;
+	int found = 0;
+	if (!sp_url_authority(url, len, 0, &at, &end))
 		return 0;
-	size_t end = at;
-	while (end < len && url[end] != '/' && url[end] != '?' && url[end] != '#')
-		end++;
 	/* an http URI with an empty host is invalid (RFC 9110 4.2.1); user
 	 * info has no place in a request (RFC 9110 4.2.4) */
 	if (end == at || memchr(url + at, '@', end - at) || !sp_http_valid_host(url + at, end - at)) {
 		*why = "invalid host in the request target";
 		return 400;
 	}
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < *n; i++)
 		if (sp_hdr_name_is(&h[i], "Host")) {
 			h[i].value = url + at;
 			h[i].value_len = end - at;
+			found = 1;
 		}
+	if (!found && *n < room) /* HTTP/1.0, where Host is optional */
+		h[(*n)++] = (struct sp_hdr){"Host", 4, url + at, end - at};
 	return 0;
 }
 
-int sp_request_verdict(const struct sp_h1_msg *m, struct sp_buf *path,
+int sp_request_verdict(struct sp_h1_msg *m, struct sp_buf *path,
 		       const char **query, size_t *qlen, const char **why)
 {
 	if (m->http_major != 1) {
@@ -427,7 +426,8 @@ int sp_request_verdict(const struct sp_h1_msg *m, struct sp_buf *path,
 	rc = sp_http_check_request(m->hdrs, m->nhdrs, m->http_minor, why);
 	if (rc || m->url_len == 0 || m->url[0] == '/')
 		return rc; /* origin-form: its Host stands */
-	return sp_http_absolute_host(m->url, m->url_len, m->hdrs, m->nhdrs, why);
+	/* the header view has room for one more (h1.h) */
+	return sp_http_absolute_host(m->url, m->url_len, m->hdrs, &m->nhdrs, m->nhdrs + 1, why);
 }
 
 enum sp_resp_verdict sp_response_verdict(const struct sp_h1_msg *m, int upgrade_req,

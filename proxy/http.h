@@ -103,12 +103,13 @@ int sp_http_check_response(const struct sp_hdr *h, size_t n, int http_minor, con
 struct sp_h1_msg;
 
 /* An absolute-form target (http://host/p) names the host its request is
- * for, whatever Host says (RFC 9112 3.2.2): every Host field of h[0..n)
+ * for, whatever Host says (RFC 9112 3.2.2): every Host field of h[0..*n)
  * takes the target's authority as its value (borrowed from url), so that
- * routing, the backend and X-Forwarded-Host see that one. 0 (an
- * origin-form target: nothing changes), or 400 with *why for an authority
- * that is not a valid host (empty, with user info). */
-int sp_http_absolute_host(const char *url, size_t len, struct sp_hdr *h, size_t n,
+ * routing, the backend and X-Forwarded-Host see that one; with none (an
+ * HTTP/1.0 request), one is added when *n < room. 0 (an origin-form
+ * target: nothing changes), or 400 with *why for an authority that is not
+ * a valid host (empty, with user info). */
+int sp_http_absolute_host(const char *url, size_t len, struct sp_hdr *h, size_t *n, size_t room,
 			  const char **why);
 
 /* A client's request head, checked in the order the proxy answers: 0 to
@@ -116,10 +117,10 @@ int sp_http_absolute_host(const char *url, size_t len, struct sp_hdr *h, size_t 
  * other than 1.x, 405 for CONNECT, the header checks' status
  * (sp_http_check_request), 400 for a target that does not normalise or an
  * absolute-form one without a valid host (whose host then replaces the
- * Host fields' values: sp_http_absolute_host). On 0, path holds the
+ * Host fields' values, or is added as one: sp_http_absolute_host). On 0, path holds the
  * normalised path and *query, *qlen the query (borrowed from m->url). The
  * body limit comes next, once the route (which may have its own) is known. */
-int sp_request_verdict(const struct sp_h1_msg *m, struct sp_buf *path, const char **query,
+int sp_request_verdict(struct sp_h1_msg *m, struct sp_buf *path, const char **query,
 		       size_t *qlen, const char **why);
 
 enum sp_resp_verdict {

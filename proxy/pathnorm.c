@@ -152,26 +152,41 @@ int sp_path_as_received(const char *url, size_t len, struct sp_buf *path)
 	return sp_buf_add(path, url, n);
 }
 
+int sp_url_authority(const char *url, size_t len, int scheme_relative, size_t *at, size_t *end)
+{
+	size_t a = len >= 7 && strncasecmp(url, "http://", 7) == 0    ? 7
+		   : len >= 8 && strncasecmp(url, "https://", 8) == 0 ? 8
+		   : scheme_relative && len >= 2 && url[0] == '/' && url[1] == '/' ? 2
+									   : 0;
+	if (!a)
+		return 0;
+	size_t e = a;
+	while (e < len && url[e] != '/' && url[e] != '?' && url[e] != '#')
+		e++;
+	*at = a;
+	*end = e;
+	return 1;
+}
+
 int sp_split_target(const char *method, const char *url, size_t len, struct sp_buf *path,
 		    const char **query, size_t *qlen)
 {
 	const char *t = url;
 	const char *frag = memchr(t, '#', len);
+	size_t at, end;
 	if (frag)
 		len = (size_t)(frag - t);
-	if (len > 7 && (strncasecmp(t, "http://", 7) == 0 || strncasecmp(t, "https://", 8) == 0)) {
-		const char *p = strstr(t, "://") + 3;
-		const char *slash = memchr(p, '/', len - (size_t)(p - t));
-		const char *q = memchr(p, '?', len - (size_t)(p - t));
-		if (!slash || (q && q < slash)) {
+	if (sp_url_authority(t, len, 0, &at, &end)) {
+		/* absolute-form: the path after the authority, "/" when none */
+		if (end == len || t[end] == '?') {
 			sp_buf_reset(path);
 			sp_buf_addc(path, '/');
-			*query = q ? q + 1 : NULL;
-			*qlen = q ? len - (size_t)(q + 1 - t) : 0;
+			*query = end < len ? t + end + 1 : NULL;
+			*qlen = end < len ? len - end - 1 : 0;
 			return SP_PATH_OK;
 		}
-		len -= (size_t)(slash - t);
-		t = slash;
+		len -= end;
+		t += end;
 	}
 	const char *q = memchr(t, '?', len);
 	size_t plen = q ? (size_t)(q - t) : len;

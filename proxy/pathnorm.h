@@ -41,6 +41,12 @@ int sp_split_target(const char *method, const char *url, size_t len, struct sp_b
 
 const char *sp_path_strerror(int status);
 
+/* The authority of a URL with the scheme http or https (any case), or with
+ * none ("//host/p") when scheme_relative: url[*at..*end), where *end is the
+ * first '/', '?' or '#' after it, or len. 0 when url is neither (a path, a
+ * relative reference, another scheme). */
+int sp_url_authority(const char *url, size_t len, int scheme_relative, size_t *at, size_t *end);
+
 /* A normalised path starts with prefix at a segment boundary: "/api/users"
  * covers "/api/users" and "/api/users/7", not "/api/usersettings"; a
  * prefix ending in '/' is its own boundary. (Inline: routing runs it for

@@ -86,13 +86,6 @@ static int same_host(const char *a, size_t alen, const char *b, size_t blen)
 	return alen == blen && sp_ascii_ieq(a, b, blen);
 }
 
-/* A case-insensitive prefix of v[0..len). */
-static int has_iprefix(const char *v, size_t len, const char *p)
-{
-	size_t n = strlen(p);
-	return len >= n && sp_ascii_ieq(v, p, n);
-}
-
 int sp_location_public(const struct sp_location_map *m, const char *v, size_t len,
 		       struct sp_buf *out)
 {
@@ -101,17 +94,8 @@ int sp_location_public(const struct sp_location_map *m, const char *v, size_t le
 	if (len && v[0] == '/' && (len == 1 || v[1] != '/')) {
 		p = 0;
 	} else {
-		if (has_iprefix(v, len, "http://"))
-			auth = 7;
-		else if (has_iprefix(v, len, "https://"))
-			auth = 8;
-		else if (has_iprefix(v, len, "//"))
-			auth = 2;
-		else
+		if (!sp_url_authority(v, len, 1, &auth, &p))
 			return 0;
-		p = auth;
-		while (p < len && v[p] != '/' && v[p] != '?' && v[p] != '#')
-			p++;
 		int sent = m->sent_host && same_host(v + auth, p - auth, m->sent_host,
 						     m->sent_host_len);
 		int public = m->public_host && m->public_host_len &&

@@ -305,3 +305,19 @@ def test_fragment_never_reaches_backend(routed, target, route):
     name, received = got[0]
     assert "#" not in received, "backend %s received %r" % (name, received)
     assert name == route, "routed to %s, want %s" % (name, route)
+
+
+def test_an_http10_absolute_form_target_without_host_routes_on_its_host(routed):
+    """HTTP/1.0 may go without Host: an absolute-form target's host is then
+    the request's Host, for routing, for the backend and for
+    X-Forwarded-Host (it was routed as a request without Host, and sent
+    with the backend's own)."""
+    proxy, backends, client = routed
+    client.send(build_request("GET", "http://api.example.com/v/1", host=None,
+                              version="HTTP/1.0"))
+    r = client.read_response()
+    assert (r.status, r.header("X-Backend")) == (200, "apihost")
+    got = backends["apihost"].last
+    assert (got.header("Host"), got.header("X-Forwarded-Host")) == \
+        ("api.example.com", "api.example.com")
+    assert got.target == "/v/1"

@@ -234,6 +234,36 @@ static void test_an_absolute_form_target_names_the_host(void **state)
 	/* HTTP/1.1 still needs its Host field (RFC 9112 3.2) */
 	assert_int_equal(absolute_host("GET http://a.example/ HTTP/1.1\r\n\r\n", host, &why), 400);
 	assert_string_equal(why, "missing Host header");
+	/* HTTP/1.0 may go without: the target's host is its Host, added */
+	assert_int_equal(absolute_host("GET http://a.example:81/p HTTP/1.0\r\nX: y\r\n\r\n", host,
+				       &why), 0);
+	assert_string_equal(host, "a.example:81");
+	assert_int_equal(absolute_host("GET http://a.example/p HTTP/1.0\r\n\r\n", host, &why), 0);
+	assert_string_equal(host, "a.example");
+	assert_int_equal(absolute_host("GET /p HTTP/1.0\r\n\r\n", host, &why), 0);
+	assert_string_equal(host, "");
+	assert_int_equal(absolute_host("GET http:// HTTP/1.0\r\n\r\n", host, &why), 400);
+	assert_string_equal(why, "invalid host in the request target");
+}
+
+/* sp_http_absolute_host adds a Host only where there is room for it. */
+static void test_an_absolute_host_is_added_only_with_room(void **state)
+{
+	(void)state;
+	const char *why = NULL, *url = "http://a.example/p";
+	struct sp_hdr h[2] = {{"X", 1, "y", 1}, {"", 0, "", 0}};
+	size_t n = 1;
+	assert_int_equal(sp_http_absolute_host(url, strlen(url), h, &n, 1, &why), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(sp_http_absolute_host(url, strlen(url), h, &n, 2, &why), 0);
+	assert_int_equal(n, 2);
+	assert_true(sp_hdr_name_is(&h[1], "Host"));
+	assert_int_equal(h[1].value_len, 9);
+	assert_memory_equal(h[1].value, "a.example", 9);
+	/* a second call replaces it, adds none */
+	assert_int_equal(sp_http_absolute_host("https://b/", 10, h, &n, 2, &why), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(h[1].value_len, 1);
 }
 
 static void test_request_verdict_in_order(void **state)
@@ -529,6 +559,7 @@ int main(void)
 		cmocka_unit_test(test_response_body_skipped_across_reads),
 		cmocka_unit_test(test_request_verdict_in_order),
 		cmocka_unit_test(test_an_absolute_form_target_names_the_host),
+		cmocka_unit_test(test_an_absolute_host_is_added_only_with_room),
 		cmocka_unit_test(test_response_verdict_and_body_mode),
 		cmocka_unit_test(test_forwarded_heads_follow_the_parsed_ones),
 		cmocka_unit_test(test_stash_takes_a_block_large_enough_and_is_bounded),

@@ -267,6 +267,36 @@ static void test_pct_decode_invalid_kept(void **state)
 }
 
 /* Splits target and checks the status, path and query (NULL: none). */
+/* The authority of http(s) URLs, and of "//host" ones when asked. */
+static void test_url_authority(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *url;
+		int rel, found;
+		size_t at, end;
+	} cases[] = {
+		{"http://a.example/p", 0, 1, 7, 16},  {"HTTPS://b?x", 0, 1, 8, 9},
+		{"https://c#f", 0, 1, 8, 9},	       {"http://", 0, 1, 7, 7},
+		{"https://h:1", 0, 1, 8, 11},	       {"//d/p", 1, 1, 2, 3},
+		{"//d/p", 0, 0, 0, 0},		       {"/p", 1, 0, 0, 0},
+		{"http:/x", 0, 0, 0, 0},	       {"ftp://x/", 1, 0, 0, 0},
+		{"httpx://y/", 0, 0, 0, 0},	       {"", 1, 0, 0, 0},
+		{"http", 0, 0, 0, 0},		       {"https:/", 0, 0, 0, 0},
+	};
+	for (size_t i = 0; i < NELEM(cases); i++) {
+		size_t at = 99, end = 99;
+		int found = sp_url_authority(cases[i].url, strlen(cases[i].url), cases[i].rel, &at, &end);
+		if (found != cases[i].found || (found && (at != cases[i].at || end != cases[i].end)))
+			print_error("\"%s\": %d %zu %zu\n", cases[i].url, found, at, end);
+		assert_int_equal(found, cases[i].found);
+		if (found) {
+			assert_int_equal(at, cases[i].at);
+			assert_int_equal(end, cases[i].end);
+		}
+	}
+}
+
 static void split_case(const char *method, const char *target, int status, const char *path,
 		       const char *query)
 {
@@ -301,6 +331,10 @@ static void test_split_target(void **state)
 	split_case("GET", "http://example.com/x/%7Ey?q", SP_PATH_OK, "/x/~y", "q");
 	split_case("GET", "HTTPS://example.com", SP_PATH_OK, "/", NULL);
 	split_case("GET", "http://example.com?q=1", SP_PATH_OK, "/", "q=1");
+	/* an empty authority is absolute-form too (its 400 comes from the
+	 * host check, sp_http_absolute_host) */
+	split_case("GET", "http://", SP_PATH_OK, "/", NULL);
+	split_case("GET", "HTTPS://?q", SP_PATH_OK, "/", "q");
 	/* a '/' in the query of an authority-only target is not the path:
 	 * "http://h?next=/admin" must not route as /admin */
 	split_case("GET", "http://example.com?next=/admin", SP_PATH_OK, "/", "next=/admin");
@@ -332,6 +366,7 @@ int main(void)
 		cmocka_unit_test(test_pct_decode_plus),
 		cmocka_unit_test(test_pct_decode_invalid_kept),
 		cmocka_unit_test(test_split_target),
+		cmocka_unit_test(test_url_authority),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
