@@ -405,7 +405,8 @@ static void metric_per_server(struct sp_buf *b, const struct sp_config *cfg,
 		"answer, below 500 for a request) or failed (no connection, a timeout, a bad "
 		"answer, a 5xx to a request).",
 		"Requests the server failed (no connection, or closed or reset before an answer) "
-		"that were sent on to another server of the backend."};
+		"or answered with one of retry_on_status, that were sent on to another server of "
+		"the backend."};
 	const char *name = names[which];
 	int outcomes = which == SERVER_OUTCOMES;
 	sp_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, helps[which], name,

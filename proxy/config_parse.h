@@ -80,4 +80,10 @@ struct sp_hdr_rules;
 void sp_load_hdr_rules(struct sp_loader *L, const config_setting_t *backend, const char *path,
 		       int response, struct sp_hdr_rules *r);
 
+/* respond.c: routes.[i].return into *r; 1 when the route has one (reported
+ * when bad), 0 when not. */
+struct sp_return;
+int sp_load_return(struct sp_loader *L, const config_setting_t *route, const char *path,
+		   struct sp_return *r);
+
 #endif

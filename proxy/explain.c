@@ -12,6 +12,7 @@
 #include "override.h"
 #include "h1.h"
 #include "pathnorm.h"
+#include "rewrite.h"
 #include "route.h"
 
 static const char *sticky_text(const struct sp_sticky *st, char *buf, size_t len)
@@ -92,16 +93,43 @@ static void print_changes(const struct sp_config *c, int b, const struct sp_reqv
 	print_header_rules(c, b);
 }
 
+/* The answer of a route that answers itself, its Location as this request
+ * would have it (no request id: explain has none). */
+static void print_return(const struct sp_return *r, const struct sp_reqview *q,
+			 struct sp_buf *scratch)
+{
+	const struct sp_hdr *host = sp_hdr_find(q->headers, q->nheaders, "Host");
+	struct sp_hdr_vars v = {.remote_addr = q->client_ip,
+				.scheme = "http",
+				.http_host = host ? host->value : NULL,
+				.http_host_len = host ? host->value_len : 0,
+				.path = q->path,
+				.path_len = q->path_len,
+				.query = q->query,
+				.query_len = q->query_len};
+	printf("answer:   %d %s (the route answers itself: return; no backend)\n", r->status,
+	       sp_http_reason(r->status));
+	sp_buf_reset(scratch);
+	if (r->location && sp_hdr_expand(r->location, &v, scratch) == 0)
+		printf("location: %.*s\n", (int)scratch->len, scratch->data ? scratch->data : "");
+	if (r->body)
+		printf("body:     %zu bytes, %s\n", r->body_len, r->content_type);
+}
+
 static void print_decision(const struct sp_config *c, const struct sp_reqview *q,
 			   const struct sp_decision *d, struct sp_buf *scratch)
 {
-	const struct sp_backend *be = &c->backends[d->backend];
 	char sbuf[160];
 	if (!d->route) {
 		printf("route:    (none: default_backend)\n");
 	} else {
 		printf("route:    %s (%s:%d)\n", d->route->name, d->route->file, d->route->line);
 	}
+	if (d->route && d->route->ret.status) {
+		print_return(&d->route->ret, q, scratch);
+		return;
+	}
+	const struct sp_backend *be = &c->backends[d->backend];
 	if (d->route && d->rolled) {
 		const struct sp_rollout *ro = &d->route->rollout;
 		const char *key;

@@ -75,6 +75,11 @@ int sp_override_check(const struct sp_config *c, const char *route, const json_t
 	}
 	json_object_foreach((json_t *)patch, key, v) {
 		if (strcmp(key, "backend") == 0) {
+			if (r->ret.status) {
+				snprintf(err, errlen, "backend: the route answers itself (return): it "
+						      "has no backend to change; edit the file and reload");
+				return 400;
+			}
 			if (!json_is_string(v) || sp_backend_index(c, json_string_value(v)) < 0) {
 				snprintf(err, errlen, "backend: unknown backend %s%s%s",
 					 json_is_string(v) ? "\"" : "",
@@ -313,10 +318,19 @@ static json_t *percent_json(uint32_t bp)
 json_t *sp_route_json(const struct sp_config *c, const struct sp_route *r, const json_t *override)
 {
 	static const char *const sticky[] = {"", "header:", "cookie:", "query:", "client_ip"};
-	json_t *j = json_pack("{s:s, s:s, s:s, s:i}", "name", r->name, "backend",
-			      c->backends[r->backend].name, "file", r->file, "line", r->line);
+	json_t *j = json_pack("{s:s, s:s?, s:s, s:i}", "name", r->name, "backend",
+			      r->backend >= 0 ? c->backends[r->backend].name : NULL, "file", r->file,
+			      "line", r->line);
 	if (!j)
 		return NULL;
+	if (r->ret.status)
+		json_object_set_new(j, "return",
+				    json_pack("{s:i, s:s?, s:I, s:s?}", "status", r->ret.status,
+					      "location", r->ret.location, "body_bytes",
+					      (json_int_t)r->ret.body_len, "content_type",
+					      r->ret.content_type));
+	else
+		json_object_set_new(j, "return", json_null());
 	if (r->has_rollout) {
 		char spec[160] = "";
 		if (r->rollout.sticky.kind != SP_STICKY_NONE)

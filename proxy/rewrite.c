@@ -297,9 +297,17 @@ static int rule_names(const struct sp_hdr_rules *r, const char *name, size_t n)
 
 /* The variables a set value may name, in the order of struct sp_hdr_vars'
  * use below. */
-enum var { VAR_REMOTE_ADDR, VAR_SCHEME, VAR_REQUEST_ID, VAR_HTTP_HOST, VAR_HOST, VAR__N };
-static const char *const var_names[VAR__N] = {"remote_addr", "scheme", "request_id", "http_host",
-					      "host"};
+enum var {
+	VAR_REMOTE_ADDR,
+	VAR_SCHEME,
+	VAR_REQUEST_ID,
+	VAR_HTTP_HOST,
+	VAR_HOST,
+	VAR_REQUEST_URI,
+	VAR__N
+};
+static const char *const var_names[VAR__N] = {"remote_addr", "scheme", "request_id",
+					      "http_host",   "host",   "request_uri"};
 
 /* The variable at v[0] == '$': its kind, or -1 for "$$" (a '$'), -2 when
  * it is none; *len is what it spans. */
@@ -369,6 +377,13 @@ int sp_hdr_expand(const char *v, const struct sp_hdr_vars *vars, struct sp_buf *
 			break;
 		case VAR_HOST:
 			if (vars->http_host && add_host(out, vars->http_host, vars->http_host_len) < 0)
+				return -1;
+			break;
+		case VAR_REQUEST_URI:
+			if (vars->path && (sp_buf_add(out, vars->path, vars->path_len) < 0 ||
+					   (vars->query && (sp_buf_addc(out, '?') < 0 ||
+							    sp_buf_add(out, vars->query,
+								       vars->query_len) < 0))))
 				return -1;
 			break;
 		case -2: /* refused when loaded: kept as it is */
@@ -474,24 +489,34 @@ static int value_ok(const char *v)
 	return !sp_http_value_has_ctl(v, n);
 }
 
+int sp_hdr_vars_in(const char *v, int known)
+{
+	int used = 0;
+	for (const char *d = strchr(v, '$'); d; d = strchr(d, '$')) {
+		size_t len;
+		int k = var_at(d, &len);
+		if (k == -2 || (k >= 0 && !(known & 1 << k)))
+			return -1;
+		used |= k >= 0 ? 1 << k : 0;
+		d += len;
+	}
+	return used;
+}
+
 /* The variables of set value v, each one strangler knows; noted in r. */
 static int check_vars(struct sp_loader *L, const config_setting_t *f, const char *path,
 		      const char *name, const char *v, struct sp_hdr_rules *r)
 {
-	for (const char *d = strchr(v, '$'); d; d = strchr(d, '$')) {
-		size_t len;
-		int k = var_at(d, &len);
-		if (k == -2) {
-			ERR(L, f, "%s.set.%s: \"%s\": '$' starts a variable: $remote_addr, "
-				  "$scheme, $request_id, $http_host or $host (or ${name}); write $$ "
-				  "for a '$'",
-			    path, name, v);
-			return -1;
-		}
-		r->vars = 1;
-		r->host_vars |= k == VAR_HTTP_HOST || k == VAR_HOST;
-		d += len;
+	int used = sp_hdr_vars_in(v, SP_VAR_REQUEST_URI - 1); /* all but $request_uri */
+	if (used < 0) {
+		ERR(L, f, "%s.set.%s: \"%s\": '$' starts a variable: $remote_addr, "
+			  "$scheme, $request_id, $http_host or $host (or ${name}); write $$ "
+			  "for a '$'",
+		    path, name, v);
+		return -1;
 	}
+	r->vars |= strchr(v, '$') != NULL;
+	r->host_vars |= (used & (SP_VAR_HTTP_HOST | SP_VAR_HOST)) != 0;
 	return 0;
 }
 

@@ -82,13 +82,31 @@ struct sp_hdr_vars {
 	const char *request_id;
 	const char *http_host; /* the client's Host as sent */
 	size_t http_host_len;
+	/* $request_uri (a route's return.location only): the normalised path
+	 * and the query, "?" between */
+	const char *path, *query; /* query NULL: none */
+	size_t path_len, query_len;
 };
 
 /* Value v with its variables replaced (vars NULL: each is empty), appended
  * to out: $remote_addr, $scheme, $request_id, $http_host, $host (the Host
- * without its port, in lower case, as nginx's), ${name} the same, $$ a '$'.
- * 0, or -1 no memory. */
+ * without its port, in lower case, as nginx's), $request_uri, ${name} the
+ * same, $$ a '$'. 0, or -1 no memory. */
 int sp_hdr_expand(const char *v, const struct sp_hdr_vars *vars, struct sp_buf *out);
+
+/* The variables, a bit each, for sp_hdr_vars_in. */
+enum {
+	SP_VAR_REMOTE_ADDR = 1,
+	SP_VAR_SCHEME = 2,
+	SP_VAR_REQUEST_ID = 4,
+	SP_VAR_HTTP_HOST = 8,
+	SP_VAR_HOST = 16,
+	SP_VAR_REQUEST_URI = 32,
+};
+
+/* The variables value v names (SP_VAR_ bits), or -1 when a '$' in it starts
+ * none of those in known ("$$" is a '$'). */
+int sp_hdr_vars_in(const char *v, int known);
 
 #define SP_HDR_RULES_MAX 64
 

@@ -10,6 +10,7 @@
 
 #include "buf.h"
 #include "http.h"
+#include "respond.h"
 
 /* name = value condition; value "*" means "present with any value". */
 struct sp_kv {
@@ -109,7 +110,8 @@ struct sp_route {
 	int line;
 	int index; /* position in the config's routes */
 	struct sp_match match;
-	int backend;
+	int backend; /* -1 for a route that answers itself (ret) */
+	struct sp_return ret;
 	int has_rollout;
 	struct sp_rollout rollout;
 	int has_shadow;

@@ -543,7 +543,10 @@ static void load_route(struct sp_loader *L, const config_setting_t *e, int i, st
 {
 	static const char *const keys[] = {"name",	      "match",		 "backend",
 					   "rollout",	      "shadow",		 "response_timeout_ms",
-					   "max_body_bytes", NULL};
+					   "max_body_bytes", "return",		 NULL};
+	/* what a route that answers itself has no use for */
+	static const char *const no_return[] = {"backend", "rollout", "shadow",
+						"response_timeout_ms"};
 	char path[64];
 	const config_setting_t *where;
 	snprintf(path, sizeof(path), "routes.[%d]", i);
@@ -567,12 +570,21 @@ static void load_route(struct sp_loader *L, const config_setting_t *e, int i, st
 	else if (r->name && strcmp(r->name, SP_DEFAULT_ROUTE) == 0)
 		ERR(L, where, "%s.name: \"%s\" is reserved for the default backend's traffic", path,
 		    SP_DEFAULT_ROUTE);
-	r->backend = cfgp_backend_ref(L, e, "backend", path, 1);
 	load_match(L, e, path, &r->match);
+	cfgp_int(L, e, "max_body_bytes", path, 0, (long long)1 << 50, &r->max_body_bytes);
+	if (sp_load_return(L, e, path, &r->ret)) {
+		for (size_t k = 0; k < sizeof(no_return) / sizeof(*no_return); k++) {
+			const config_setting_t *x = config_setting_get_member(e, no_return[k]);
+			if (x)
+				ERR(L, x, "%s.%s: the route answers itself (return): it has no "
+					  "backend", path, no_return[k]);
+		}
+		return;
+	}
+	r->backend = cfgp_backend_ref(L, e, "backend", path, 1);
 	load_rollout(L, e, path, r);
 	load_shadow(L, e, path, r);
 	cfgp_int_field(L, e, "response_timeout_ms", path, 1, 86400000, &r->response_timeout_ms);
-	cfgp_int(L, e, "max_body_bytes", path, 0, (long long)1 << 50, &r->max_body_bytes);
 }
 
 /* Where route `other` was written, for a message about route `here`: "line

@@ -272,6 +272,7 @@ void sp_route_deinit(struct sp_route *r)
 	free(m->methods);
 	kv_free(m->headers, m->nheaders);
 	kv_free(m->query, m->nquery);
+	sp_return_deinit(&r->ret);
 	free(r->rollout.sticky.name);
 	free(r->rollout.cohort);
 	free(r->rollout.shadow_salt);

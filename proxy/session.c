@@ -130,12 +130,16 @@ struct sp_session {
 	int up_failed; /* the error was the backend's (connect, timeout, protocol) */
 	int refused;   /* the proxy answered a routed request's bad body itself (400, 408, 413) */
 	int no_room;   /* every server at max_conns: 503 once the request is read */
+	/* the route answers itself (return): once the request is read, its body
+	 * dropped; at once (answer_now) when the client waits to send one */
+	int own_answer, answer_now;
 	int fallback_from; /* backend the request moved away from (down or refused), or -1 */
 	int server;        /* the server of backend that the exchange goes to, or -1 */
 	uint64_t tried;    /* the servers of backend it could not connect to (SP_SERVERS_MAX bits) */
 	/* an answer of the backend's retry_on_status, left unread: the status,
 	 * and the server the request goes to next (0 when none is pending) */
 	int retry_status, retry_to;
+	int answered_once; /* a server answered it (retry_on_status): it stays on its backend */
 	struct timespec t_start, t_up;
 	int t_stamped; /* t_start is this request's first byte (else the accept) */
 	double upstream_ms;
@@ -307,11 +311,11 @@ static void reset_exchange(struct sp_session *s)
 	s->req_active = s->req_done = s->resp_started = s->resp_done = 0;
 	s->interim = s->ninterim = s->retried = s->status = 0;
 	s->error = NULL;
-	s->up_failed = s->refused = s->no_room = 0;
+	s->up_failed = s->refused = s->no_room = s->own_answer = s->answer_now = 0;
 	s->fallback_from = -1;
 	s->server = -1;
 	s->tried = 0;
-	s->retry_status = 0;
+	s->retry_status = s->answered_once = 0;
 	s->upstream_ms = -1;
 	s->upload_ms = 0;
 	s->bytes_in = s->bytes_out = s->interim_out = 0;
@@ -384,24 +388,47 @@ static void continue_keepalive(struct sp_session *s)
 }
 
 /* The proxy answers by itself (errors), then goes on or closes. */
+/* The proxy's own answer to the exchange, b, goes out; the exchange ends
+ * there, and the connection goes on when keep. */
+static void answered(struct sp_session *s, int status, const struct sp_buf *b, int keep)
+{
+	evbuffer_add(client_out(s), b->data, b->len);
+	s->status = status;
+	s->bytes_out += b->len;
+	log_exchange(s);
+	reset_exchange(s);
+	if (keep)
+		continue_keepalive(s);
+	else
+		start_closing(s);
+}
+
 static void answer(struct sp_session *s, int status, const char *msg, int keep)
 {
 	struct sp_buf *b = &s->tmp;
 	sp_buf_reset(b);
 	keep = keep && !s->w->draining;
 	if (sp_http_write_simple(b, status, msg, keep, s->reqid[0] ? s->reqid : NULL,
-				 sp_worker_date(s->w), strcmp(s->method, "HEAD") == 0) == 0)
-		evbuffer_add(client_out(s), b->data, b->len);
-	s->status = status;
-	s->bytes_out += b->len;
-	log_exchange(s);
-	if (!keep) {
-		reset_exchange(s);
-		start_closing(s);
+				 sp_worker_date(s->w), strcmp(s->method, "HEAD") == 0) < 0)
+		sp_buf_reset(b);
+	answered(s, status, b, keep);
+}
+
+/* The route's return answer (its Location made when the head was read, in
+ * s->head). */
+static void answer_as_route(struct sp_session *s)
+{
+	const struct sp_return *r = &s->dec.route->ret;
+	int keep = s->req_keep && s->req_done && !s->w->draining;
+	struct sp_return_ctx x = {s->head.len ? s->head.data : NULL, s->reqid[0] ? s->reqid : NULL,
+				  sp_worker_date(s->w),
+				  keep, s->is_head};
+	sp_buf_reset(&s->tmp);
+	if (sp_return_write(r, &x, &s->tmp) < 0) {
+		answer(s, 500, "out of memory", 0);
 		return;
 	}
-	reset_exchange(s);
-	continue_keepalive(s);
+	answered(s, r->status, &s->tmp, keep);
 }
 
 /* The exchange failed on the backend side. */
@@ -514,6 +541,7 @@ static void resend_to(struct sp_session *s, int i)
 	sp_health_count_retry(server_of(s));
 	sp_shadow_primary_retried(s->shadow);
 	s->server = i;
+	s->retried = 0; /* that server's pooled connection may be stale too (may_retry) */
 	send_again(s, SP_TAKE_IDLE);
 }
 
@@ -561,6 +589,7 @@ static void retry_on_answer(struct sp_session *s)
 	sp_log(SP_LOG_INFO, "backend %s: %s answered %d; request %s retried on %s", be->name,
 	       server_of(s)->hostport, s->retry_status, s->reqid, be->servers[s->retry_to].hostport);
 	s->retry_status = 0;
+	s->answered_once = 1;
 	sp_upconn_free(&s->up);
 	resend_to(s, s->retry_to);
 }
@@ -615,7 +644,9 @@ static int retarget_for(struct sp_session *s, int from, int to, struct sp_retarg
 /* What the variables of header rules stand for in this exchange. */
 static struct sp_hdr_vars vars_of(const struct sp_session *s)
 {
-	struct sp_hdr_vars v = {s->client_addr, s->https ? "https" : "http", s->reqid, NULL, 0};
+	struct sp_hdr_vars v = {.remote_addr = s->client_addr,
+				.scheme = s->https ? "https" : "http",
+				.request_id = s->reqid};
 	if (s->client_host_known) {
 		v.http_host = s->client_host.data ? s->client_host.data : "";
 		v.http_host_len = s->client_host.len;
@@ -651,7 +682,7 @@ static int retry_other_side(struct sp_session *s, const char *err)
 	int other = fallback_side(s), k;
 	struct sp_retarget t;
 	if (strcmp(err, ERR_CONNECT_REFUSED) != 0 || !may_resend(s) || other < 0 ||
-	    s->fallback_from >= 0 || (k = sp_worker_pick_any(s->w, s->cfg, other)) < 0 ||
+	    s->fallback_from >= 0 || s->answered_once || (k = sp_worker_pick_any(s->w, s->cfg, other)) < 0 ||
 	    retarget_for(s, s->backend, other, &t) < 0 || retarget_head(s, other, &t) < 0)
 		return 0;
 	sp_log(SP_LOG_INFO, "route %s: %s refused the connection; request %s retried on %s",
@@ -764,9 +795,11 @@ static void flush_pending(struct sp_session *s)
 {
 	if (!s->req_active || s->dead)
 		return;
-	if (s->no_room) {
-		if (s->req_done)
+	if (s->no_room || s->own_answer) {
+		if (s->req_done && s->no_room)
 			answer(s, 503, ERR_MAX_CONNS, s->req_keep);
+		else if (s->req_done)
+			answer_as_route(s);
 		return;
 	}
 	if (!s->up) {
@@ -808,6 +841,49 @@ static int no_room(struct sp_session *s, const struct sp_h1_msg *m)
 	s->error = ERR_MAX_CONNS;
 	s->req_body = SP_BODY_NONE;
 	set_timer(s, T_NONE);
+	return 0;
+}
+
+/* A route that answers itself (return): the answer goes once the request
+ * is read, its body, if any, read and dropped (so that the connection goes
+ * on, as nginx's return), its Location made now, while the request's
+ * words are at hand. A client that waits for a 100 Continue before its
+ * body gets the answer at once instead, and the connection closes (its body
+ * unread, RFC 9110 10.1.1). */
+__attribute__((noinline)) static int answer_itself(struct sp_session *s, const struct sp_h1_msg *m,
+						    const char *query, size_t qlen)
+{
+	const struct sp_return *r = &s->dec.route->ret;
+	const struct sp_hdr *host = sp_hdr_find(m->hdrs, m->nhdrs, "Host"),
+			    *expect = sp_hdr_find(m->hdrs, m->nhdrs, "Expect");
+	struct sp_hdr_vars v = {.remote_addr = s->client_addr,
+				.scheme = s->https ? "https" : "http",
+				.request_id = s->reqid,
+				.http_host = host ? host->value : NULL,
+				.http_host_len = host ? host->value_len : 0,
+				.path = s->path.data,
+				.path_len = s->path.len,
+				.query = query,
+				.query_len = qlen};
+	sp_buf_reset(&s->head);
+	if (r->location && (sp_hdr_expand(r->location, &v, &s->head) < 0 ||
+			    sp_buf_addc(&s->head, '\0') < 0)) {
+		sp_h1_fail(s->req, 500, "out of memory");
+		return -1;
+	}
+	s->own_answer = s->req_active = 1;
+	s->req_body = SP_BODY_NONE; /* nothing goes anywhere */
+	if (m->upgrade)
+		s->req_keep = 0; /* the parser stays in upgrade state */
+	set_timer(s, T_NONE);
+	if (!(m->has_length && m->content_length) && !m->chunked)
+		return 0;
+	if (expect && expect->value_len == 12 && sp_ascii_ieq(expect->value, "100-continue", 12)) {
+		s->answer_now = 1; /* request_error answers */
+		sp_h1_fail(s->req, r->status, "answered before the body");
+		return -1;
+	}
+	client_timeouts(s, s->w->cfg->limits.body_timeout_ms);
 	return 0;
 }
 
@@ -975,6 +1051,8 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	s->req_keep = m->keep_alive; /* what any answer to it needs (no_room's too) */
 	s->client_minor = m->http_minor;
 	s->is_head = strcmp(m->method, "HEAD") == 0;
+	if (s->dec.route && s->dec.route->ret.status)
+		return answer_itself(s, m, query, qlen);
 	/* a backend known to be down (all its servers): the route's other side,
 	 * when it is up (and may take it: fallback_side) */
 	int other, k;
@@ -1058,6 +1136,8 @@ static int on_req_body(void *ud, const char *p, size_t n)
 		sp_h1_fail(s->req, 413, why);
 		return -1;
 	}
+	if (s->own_answer)
+		return 0; /* dropped */
 	if (s->req_body == SP_BODY_CHUNKED) {
 		sp_buf_reset(&s->tmp);
 		sp_http_chunk_header(&s->tmp, n);
@@ -1106,6 +1186,11 @@ static void note_request_line(struct sp_session *s)
 
 static void request_error(struct sp_session *s)
 {
+	if (s->answer_now) {
+		s->req_keep = 0;
+		answer_as_route(s);
+		return;
+	}
 	int status = sp_h1_error_status(s->req);
 	const char *why = sp_h1_error_reason(s->req);
 	sp_debug("client %s: %d %s", s->client_addr, status, why);
@@ -1662,10 +1747,12 @@ static void upstream_ended(struct sp_session *s)
  * client would have had it without a proxy. 1 when there was one. */
 static int answered_before_reset(struct sp_session *s, struct sp_conn *c)
 {
+	unsigned attempt = s->attempts;
 	if (s->resp_done || !sp_conn_salvage(c))
 		return 0;
 	parse_upstream(s);
-	if (s->up && s->up->conn == c && !s->dead)
+	/* still on c: not answered elsewhere meanwhile (retry_on_status) */
+	if (s->up && s->attempts == attempt && !s->dead)
 		upstream_ended(s);
 	return 1;
 }
@@ -1682,6 +1769,9 @@ static void on_up_event(struct sp_conn *c, short what, void *arg)
 		goto out;
 	}
 	if (may_retry(s) && (what & (SP_CONN_EOF | SP_CONN_ERROR))) {
+		/* an answer read before the failed write stands: not asked twice */
+		if ((what & SP_CONN_WRITING) && answered_before_reset(s, c))
+			goto out;
 		s->retried = 1;
 		sp_upconn_free(&s->up);
 		send_again(s, SP_TAKE_NEW);

@@ -78,6 +78,7 @@ KEY_ARRAYS = {
     ("route_conf.c", "load_shadow", "keys"): "routes.[i].shadow",
     ("route_conf.c", "load_shadow", "nkeys"): "routes.[i].shadow.noise",
     ("route_conf.c", "load_compare", "keys"): "routes.[i].shadow.compare",
+    ("respond.c", "sp_load_return", "keys"): "routes.[i].return",
 }
 # every proxy/*.c that checks keys: a new module parsing its own section is seen too
 PARSER_FILES = tuple(sorted(p.name for p in (SRC / "proxy").glob("*.c")
@@ -345,6 +346,8 @@ def locate(cfg, parts):
 def test_binary_accepts_setting_and_refuses_unknown_sibling(setting, tmp_path):
     parts = re.findall(r"\[[ij]\]|[^.]+", setting)
     cfg = base_config()
+    if setting.startswith("routes.[i].return"):  # a route that answers itself has no backend
+        cfg["routes"] = [{"name": "r", "match": {"path_prefix": "/"}, "return": {"status": 410}}]
     parent, shown = locate(cfg, parts[:-1])
     parent.setdefault(parts[-1], 1)
     parent["zz_not_a_setting"] = 1

@@ -166,7 +166,7 @@ static const struct sp_h1_hooks req_hooks = {req_head, bound_body, req_done};
 
 static struct sp_config *config(int port, int port2)
 {
-	static char text[1400];
+	static char text[2048];
 	int lport, probe = backend_listener(&lport); /* a free port for the worker's listener */
 	close(probe);
 	struct sp_diag d;
@@ -186,6 +186,12 @@ static struct sp_config *config(int port, int port2)
 		 " response_headers = { set = { X-Seen = \"$host:$http_host:${remote_addr}\"; };"
 		 " remove = [\"Server\"]; };"
 		 " }; };\ndefault_backend = \"b\";\n"
+		 /* routes that answer themselves: a redirect made of the request's
+		  * words, a body (a request body to read and drop) */
+		 "routes = ( { name = \"r\"; match = { path_prefix = \"/r\"; };"
+		 " return = { status = 301; location = \"https://x$request_uri#$host\"; }; },"
+		 " { name = \"g\"; match = { path_prefix = \"/g\"; }; max_body_bytes = 64;"
+		 " return = { status = 410; body = \"gone\"; }; } );\n"
 		 "timeouts = { client_header_ms = 200; client_body_ms = 200; };\n"
 		 "trusted_proxies = [\"127.0.0.0/8\", \"10.0.0.0/8\"];\n"
 		 "trusted_headers = [\"X-Forwarded-Proto\", \"X-Forwarded-Host\"];\n",

@@ -976,6 +976,22 @@ def run_strangler(*args, timeout=10):
                           text=True, timeout=timeout)
 
 
+def assert_check_reports(conf, expected):
+    """`strangler -t` on the file conf refuses it (exit 1) with exactly these
+    errors: expected is [(line, message)], each reported as FILE:LINE:
+    MESSAGE; warnings may come besides."""
+    out = run_strangler("-t", "-c", str(conf))
+    assert out.returncode == 1, out.stdout + out.stderr
+    lines = out.stderr.splitlines()
+    for lineno, message in expected:
+        assert "%s:%d: %s" % (conf, lineno, message) in lines, \
+            "missing %d: %s in:\n%s" % (lineno, message, out.stderr)
+    errors = [l for l in lines if re.match(re.escape(str(conf)) + r":\d+: (?!warning: )", l)]
+    assert len(errors) == len(expected), out.stderr
+    assert "configuration OK" not in out.stdout
+    return out
+
+
 # --------------------------------------------------------------------------
 # tracing a worker thread (strace)
 

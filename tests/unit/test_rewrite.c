@@ -313,16 +313,16 @@ static void test_header_rules_with_variables(void **state)
 	assert_true(r->vars);
 	assert_true(r->host_vars);
 	assert_true(c->keep_client_host);
-	struct sp_hdr_vars v = {"10.1.2.3", "https", "rid7", "Shop.Example:8443", 17};
+	struct sp_hdr_vars v = {"10.1.2.3", "https", "rid7", "Shop.Example:8443", 17, NULL, NULL, 0, 0};
 	assert_applied_with(r, &v, "GET / HTTP/1.1\r\nHost: h\r\nX-Real-IP: 6.6.6.6\r\n\r\n",
 			    "GET / HTTP/1.1\r\nHost: h\r\nX-Real-IP: 10.1.2.3\r\n"
 			    "X-Orig: https://Shop.Example:8443/ (shop.example) rid7 $5\r\n\r\n");
-	struct sp_hdr_vars v6 = {"::1", "http", "r", "[::1]:80", 8};
+	struct sp_hdr_vars v6 = {"::1", "http", "r", "[::1]:80", 8, NULL, NULL, 0, 0};
 	assert_applied_with(r, &v6, "GET / HTTP/1.1\r\nHost: h\r\n\r\n",
 			    "GET / HTTP/1.1\r\nHost: h\r\nX-Real-IP: ::1\r\n"
 			    "X-Orig: http://[::1]:80/ ([::1]) r $5\r\n\r\n");
 	/* $host without a final dot, as routing reads the name */
-	struct sp_hdr_vars dot = {"1.2.3.4", "http", "r", "Shop.Example.:8080", 18};
+	struct sp_hdr_vars dot = {"1.2.3.4", "http", "r", "Shop.Example.:8080", 18, NULL, NULL, 0, 0};
 	assert_applied_with(r, &dot, "GET / HTTP/1.1\r\nHost: h\r\n\r\n",
 			    "GET / HTTP/1.1\r\nHost: h\r\nX-Real-IP: 1.2.3.4\r\n"
 			    "X-Orig: http://Shop.Example.:8080/ (shop.example) r $5\r\n\r\n");

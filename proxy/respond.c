@@ -1,0 +1,162 @@
+/* routes.[i].return: the settings (loaded and checked here) and the
+ * answer they make. */
+#include "respond.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "config_parse.h"
+#include "http.h"
+#include "rewrite.h"
+
+/* The variables a Location may name. */
+#define LOCATION_VARS                                                                      \
+	(SP_VAR_REMOTE_ADDR | SP_VAR_SCHEME | SP_VAR_REQUEST_ID | SP_VAR_HTTP_HOST | SP_VAR_HOST | \
+	 SP_VAR_REQUEST_URI)
+
+static int is_redirect(int status)
+{
+	return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
+}
+
+/* 204 and 304 answers have no content (RFC 9110 6.4.1). */
+static int has_content(int status)
+{
+	return status != 204 && status != 304;
+}
+
+/* A header value strangler writes as given: 1 to 4096 bytes, no control
+ * characters, no blank at either end. */
+static int header_value_ok(const char *v)
+{
+	size_t n = strlen(v);
+	return n && n <= 4096 && v[0] != ' ' && v[0] != '\t' && v[n - 1] != ' ' &&
+	       v[n - 1] != '\t' && !sp_http_value_has_ctl(v, n);
+}
+
+/* A string member that becomes a header value: a copy, or NULL (absent, or
+ * reported). */
+static char *header_member(struct sp_loader *L, const config_setting_t *g, const char *key,
+			   const char *path, const config_setting_t **where)
+{
+	char *v = cfgp_str(L, g, key, path, where);
+	if (v && !header_value_ok(v)) {
+		ERR(L, *where, "%s.%s: must be 1 to 4096 bytes, no control characters, no blank "
+			       "at either end",
+		    path, key);
+		free(v);
+		return NULL;
+	}
+	return v;
+}
+
+static void load_location(struct sp_loader *L, const config_setting_t *g, const char *path,
+			  struct sp_return *r)
+{
+	const config_setting_t *where;
+	r->location = header_member(L, g, "location", path, &where);
+	if (!where) {
+		if (is_redirect(r->status))
+			ERR(L, g, "%s.location: required for a %d (where the client is sent)", path,
+			    r->status);
+		return;
+	}
+	if (r->status && r->status / 100 != 3 && r->status != 201)
+		ERR(L, where, "%s.location: only a 3xx or 201 answer has one", path);
+	else if (r->location && sp_hdr_vars_in(r->location, LOCATION_VARS) < 0)
+		ERR(L, where, "%s.location: \"%s\": '$' starts a variable: $scheme, $host, "
+			      "$http_host, $request_uri, $request_id or $remote_addr (or ${name}); "
+			      "write $$ for a '$'",
+		    path, r->location);
+}
+
+static void load_body(struct sp_loader *L, const config_setting_t *g, const char *path,
+		      struct sp_return *r)
+{
+	const config_setting_t *where;
+	r->body = cfgp_str(L, g, "body", path, &where);
+	r->content_type = header_member(L, g, "content_type", path, &where);
+	if (r->content_type && !r->body)
+		ERR(L, where, "%s.content_type: needs a body", path);
+	if (!r->body)
+		return;
+	r->body_len = strlen(r->body);
+	where = config_setting_get_member(g, "body");
+	if (r->body_len > SP_RETURN_BODY_MAX)
+		ERR(L, where, "%s.body: at most %d bytes (a page that large belongs on a backend)",
+		    path, SP_RETURN_BODY_MAX);
+	else if (r->status && !has_content(r->status))
+		ERR(L, where, "%s.body: a %d answer has no content", path, r->status);
+	if (!r->content_type)
+		r->content_type = strdup("text/plain; charset=utf-8");
+}
+
+int sp_load_return(struct sp_loader *L, const config_setting_t *route, const char *rpath,
+		   struct sp_return *r)
+{
+	static const char *const keys[] = {"status", "body", "content_type", "location", NULL};
+	const config_setting_t *g = config_setting_get_member(route, "return");
+	char path[96];
+	if (!g)
+		return 0;
+	snprintf(path, sizeof(path), "%s.return", rpath);
+	if (config_setting_type(g) == CONFIG_TYPE_INT) { /* return = 410; */
+		r->status = config_setting_get_int(g);
+		if (r->status < 200 || r->status > 599)
+			ERR(L, g, "%s: must be a status from 200 to 599", path);
+		else if (is_redirect(r->status))
+			ERR(L, g, "%s: a %d needs a location: return = { status = %d; location = "
+				  "\"https://example.com/\"; }",
+			    path, r->status, r->status);
+		return 1;
+	}
+	if (!config_setting_is_group(g)) {
+		ERR(L, g, "%s: must be a status (return = 410;) or a group: { status = 301; "
+			  "location = \"https://example.com$request_uri\"; }",
+		    path);
+		return 1;
+	}
+	cfgp_check_keys(L, g, path, keys);
+	const config_setting_t *st = config_setting_get_member(g, "status");
+	if (!st)
+		ERR(L, g, "%s.status: required", path);
+	else if (config_setting_type(st) != CONFIG_TYPE_INT || config_setting_get_int(st) < 200 ||
+		 config_setting_get_int(st) > 599)
+		ERR(L, st, "%s.status: must be a status from 200 to 599", path);
+	else
+		r->status = config_setting_get_int(st);
+	load_location(L, g, path, r);
+	load_body(L, g, path, r);
+	return 1;
+}
+
+int sp_return_write(const struct sp_return *r, const struct sp_return_ctx *x, struct sp_buf *out)
+{
+	const char *reason = sp_http_reason(r->status);
+	if (sp_buf_printf(out, "HTTP/1.1 %d %s\r\n", r->status, reason) < 0)
+		return -1;
+	if (r->location && x->location &&
+	    sp_buf_printf(out, "Location: %s\r\n", x->location) < 0)
+		return -1;
+	if (r->body && sp_buf_printf(out, "Content-Type: %s\r\n", r->content_type) < 0)
+		return -1;
+	if (has_content(r->status) && sp_buf_printf(out, "Content-Length: %zu\r\n", r->body_len) < 0)
+		return -1;
+	if (!x->keep_alive && sp_buf_adds(out, "Connection: close\r\n") < 0)
+		return -1;
+	if (x->request_id && sp_buf_printf(out, "X-Request-Id: %s\r\n", x->request_id) < 0)
+		return -1;
+	if (x->date && sp_buf_printf(out, "Date: %s\r\n", x->date) < 0)
+		return -1;
+	if (sp_buf_adds(out, "\r\n") < 0)
+		return -1;
+	return x->head || !r->body ? 0 : sp_buf_add(out, r->body, r->body_len) < 0 ? -1 : 0;
+}
+
+void sp_return_deinit(struct sp_return *r)
+{
+	free(r->body);
+	free(r->content_type);
+	free(r->location);
+	*r = (struct sp_return){0};
+}

@@ -1,0 +1,40 @@
+/* A route that answers itself (routes.[i].return: nginx's return, Envoy's
+ * direct_response): an endpoint retired with a 410, moved with a 301 to
+ * its new address, or kept out of reach with a 403, without a backend.
+ * Pure: no I/O. */
+#ifndef SP_RESPOND_H
+#define SP_RESPOND_H
+
+#include <stddef.h>
+
+#include "buf.h"
+
+#define SP_RETURN_BODY_MAX 65536
+
+struct sp_return {
+	int status;         /* 200..599; 0: the route has a backend instead */
+	char *body;         /* NULL: none (Content-Length: 0) */
+	size_t body_len;
+	char *content_type; /* the body's (NULL without one) */
+	char *location;     /* a redirect's, its variables replaced per request */
+};
+
+/* What an answer is sent with besides the route's settings. */
+struct sp_return_ctx {
+	const char *location;   /* location with its variables replaced (sp_hdr_expand) */
+	const char *request_id; /* X-Request-Id, or NULL */
+	const char *date;       /* the Date field's value, or NULL */
+	int keep_alive;         /* else Connection: close */
+	int head;               /* a HEAD request: the head only */
+};
+
+/* The whole answer (head, and body unless a HEAD) appended to out: the
+ * status line, Location (when r has one: x->location), Content-Type with a
+ * body, Content-Length (not for 204 and 304, which have no content),
+ * Connection: close when not keep_alive, X-Request-Id, Date. 0, or -1 no
+ * memory. */
+int sp_return_write(const struct sp_return *r, const struct sp_return_ctx *x, struct sp_buf *out);
+
+void sp_return_deinit(struct sp_return *r);
+
+#endif
