@@ -154,6 +154,8 @@ int sp_path_as_received(const char *url, size_t len, struct sp_buf *path)
 
 int sp_url_authority(const char *url, size_t len, int scheme_relative, size_t *at, size_t *end)
 {
+	if (len < 2 || (url[0] == '/' && (!scheme_relative || url[1] != '/')))
+		return 0; /* a path: most targets, at one comparison */
 	size_t a = len >= 7 && strncasecmp(url, "http://", 7) == 0    ? 7
 		   : len >= 8 && strncasecmp(url, "https://", 8) == 0 ? 8
 		   : scheme_relative && len >= 2 && url[0] == '/' && url[1] == '/' ? 2

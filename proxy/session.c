@@ -1082,7 +1082,7 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	f.proto = s->https ? "https" : "http";
 	if (trusted && s->cfg->trusted_headers)
 		trusted_forwarded(s->cfg, m, &f);
-	s->public_https = strcmp(f.proto, "https") == 0;
+	s->public_https = f.proto[4] == 's'; /* "http" or "https" (no strcmp per request) */
 	f.default_host = s->cfg->backends[s->backend].servers[0].hostport;
 	f.host = s->cfg->backends[s->backend].host_header;
 	/* HTTP/1.1 without a Host was refused (400): only a 1.0 request may lack it */
