@@ -827,13 +827,30 @@ static void flush_pending(struct sp_session *s)
 
 /* ---- request parsing hooks ---- */
 
+/* Whether the client waits for a 100 Continue before sending its body. */
+static int expects_continue(const struct sp_h1_msg *m)
+{
+	const struct sp_hdr *e = sp_hdr_find(m->hdrs, m->nhdrs, "Expect");
+	return e && e->value_len == 12 && sp_ascii_ieq(e->value, "100-continue", 12);
+}
+
+/* The body of a request the proxy answers itself is read and dropped up
+ * to this length (a JSON POST), so that the connection goes on; a larger
+ * one closes it, unread, when the answer is a 503 at max_conns (a
+ * saturated service's proxy does not take uploads in for nothing). */
+#define DRAIN_MAX 65536
+
 /* Every server of the request's backend is at max_conns: a 503 at once.
- * A request without a body is answered once read (flush_pending), keeping
- * the connection (a reconnect is the last thing a saturated service
- * needs); one with a body, or an upgrade, closes it, unread. */
+ * A request is answered once read (flush_pending), its body, when it has a
+ * Content-Length up to DRAIN_MAX, dropped, keeping the connection (a
+ * reconnect is the last thing a saturated service needs); one with a
+ * larger or chunked body, one that waits for 100 Continue, or an upgrade
+ * closes it, unread. */
 static int no_room(struct sp_session *s, const struct sp_h1_msg *m)
 {
-	if (m->has_length || m->chunked || m->upgrade) {
+	int body = m->has_length && m->content_length;
+	if (m->chunked || m->upgrade || (body && (m->content_length > DRAIN_MAX ||
+						  expects_continue(m)))) {
 		sp_h1_fail(s->req, 503, ERR_MAX_CONNS);
 		return -1;
 	}
@@ -841,6 +858,8 @@ static int no_room(struct sp_session *s, const struct sp_h1_msg *m)
 	s->error = ERR_MAX_CONNS;
 	s->req_body = SP_BODY_NONE;
 	set_timer(s, T_NONE);
+	if (body)
+		client_timeouts(s, s->w->cfg->limits.body_timeout_ms);
 	return 0;
 }
 
@@ -854,8 +873,7 @@ __attribute__((noinline)) static int answer_itself(struct sp_session *s, const s
 						    const char *query, size_t qlen)
 {
 	const struct sp_return *r = &s->dec.route->ret;
-	const struct sp_hdr *host = sp_hdr_find(m->hdrs, m->nhdrs, "Host"),
-			    *expect = sp_hdr_find(m->hdrs, m->nhdrs, "Expect");
+	const struct sp_hdr *host = sp_hdr_find(m->hdrs, m->nhdrs, "Host");
 	struct sp_hdr_vars v = {.remote_addr = s->client_addr,
 				.scheme = s->https ? "https" : "http",
 				.request_id = s->reqid,
@@ -878,7 +896,7 @@ __attribute__((noinline)) static int answer_itself(struct sp_session *s, const s
 	set_timer(s, T_NONE);
 	if (!(m->has_length && m->content_length) && !m->chunked)
 		return 0;
-	if (expect && expect->value_len == 12 && sp_ascii_ieq(expect->value, "100-continue", 12)) {
+	if (expects_continue(m)) {
 		s->answer_now = 1; /* request_error answers */
 		sp_h1_fail(s->req, r->status, "answered before the body");
 		return -1;
@@ -1136,7 +1154,7 @@ static int on_req_body(void *ud, const char *p, size_t n)
 		sp_h1_fail(s->req, 413, why);
 		return -1;
 	}
-	if (s->own_answer)
+	if (s->own_answer || s->no_room)
 		return 0; /* dropped */
 	if (s->req_body == SP_BODY_CHUNKED) {
 		sp_buf_reset(&s->tmp);

@@ -1297,6 +1297,36 @@ def test_a_503_at_max_conns_keeps_the_connection(backend_factory, start_proxy):
     c.close()
 
 
+def test_a_503_at_max_conns_drops_a_small_body_and_keeps_the_connection(backend_factory,
+                                                                       start_proxy):
+    """A POST of a few KiB while the only server is full: its body is read
+    and dropped, the 503 comes, the connection goes on. A larger body, or
+    one chunked, is not taken in for nothing: the 503 closes."""
+    ha, ra = holding("a")
+    a = backend_factory("a", ha)
+    p = start_proxy({"legacy": {"url": a.url, "max_conns": 1}})
+    held = hold(p, "/hold")
+    a.wait_requests(1)
+    c = p.client(timeout=15)
+    big = p.client(timeout=15)
+    try:
+        r = c.request("POST", "/p1", body=b"j" * 4000)
+        assert (r.status, r.header("Connection")) == (503, None)
+        r = c.request("POST", "/p2", body=b"j" * 65536)
+        assert (r.status, r.header("Connection")) == (503, None)
+        r = big.request("POST", "/p3", body=b"j" * 65537)
+        assert (r.status, r.header("Connection")) == (503, "close")
+    finally:
+        ra.set()
+    assert held.read_response().status == 200
+    held.close()
+    r = c.request("GET", "/p4")
+    assert (r.status, r.header("X-Backend")) == (200, "a")
+    c.close()
+    big.close()
+    assert [q.path for q in a.requests] == ["/hold", "/p4"]
+
+
 def test_a_noise_sample_waits_for_room_on_its_server(backend_factory, start_proxy, tmp_path):
     """max_conns = 1: the primary holds the server's only slot, so its noise
     sample is not sent (it would be a second exchange); the comparison goes
