@@ -315,6 +315,15 @@ static json_t *percent_json(uint32_t bp)
 	return json_real(bp / 100.0);
 }
 
+/* rollout.set_cookie: the cookie's attributes, or null when it sets none. */
+static json_t *set_cookie_json(const struct sp_rollout *ro)
+{
+	if (!ro->set_cookie)
+		return json_null();
+	return json_pack("{s:i, s:s?, s:s?}", "max_age_s", ro->cookie_max_age_s, "path",
+			 ro->cookie_path, "domain", ro->cookie_domain);
+}
+
 json_t *sp_route_json(const struct sp_config *c, const struct sp_route *r, const json_t *override)
 {
 	static const char *const sticky[] = {"", "header:", "cookie:", "query:", "client_ip"};
@@ -337,11 +346,11 @@ json_t *sp_route_json(const struct sp_config *c, const struct sp_route *r, const
 			snprintf(spec, sizeof(spec), "%s%s", sticky[r->rollout.sticky.kind],
 				 r->rollout.sticky.name ? r->rollout.sticky.name : "");
 		json_object_set_new(j, "rollout",
-				    json_pack("{s:s, s:o, s:s, s:s, s:b}", "backend",
+				    json_pack("{s:s, s:o, s:s, s:s, s:o}", "backend",
 					      c->backends[r->rollout.backend].name, "percent",
 					      percent_json(r->rollout.percent_bp), "sticky", spec,
 					      "cohort", r->rollout.cohort, "set_cookie",
-					      r->rollout.set_cookie));
+					      set_cookie_json(&r->rollout)));
 	} else {
 		json_object_set_new(j, "rollout", json_null());
 	}

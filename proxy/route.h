@@ -74,8 +74,13 @@ struct sp_rollout {
 	char *shadow_salt;    /* cohort + "/shadow": the shadow sample's own salt */
 	struct sp_guard_cfg guard;
 	/* set_cookie: a request without the sticky cookie gets a key drawn for
-	 * it, and the answer sets the cookie (sticky kind cookie only) */
+	 * it, and the answer sets the cookie (sticky kind cookie only), with
+	 * these attributes ("; Path=/; Max-Age=...; HttpOnly; SameSite=Lax" and
+	 * a Domain; Secure is the exchange's) */
 	int set_cookie;
+	int cookie_max_age_s;
+	char *cookie_path, *cookie_domain; /* domain NULL: none (the host alone) */
+	char *cookie_attrs;
 };
 
 /* What to compare between the primary's and the shadow's answers; mirrors

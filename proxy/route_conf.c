@@ -390,6 +390,78 @@ static void load_guard(struct sp_loader *L, const config_setting_t *ro, const ch
 	}
 }
 
+/* A cookie's Path: '/' then visible ASCII but ';' and ',' (RFC 6265 4.1.1). */
+static int cookie_path_ok(const char *p)
+{
+	size_t n = strlen(p);
+	if (n == 0 || n > 256 || p[0] != '/')
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (p[i] <= ' ' || p[i] >= 0x7f || p[i] == ';' || p[i] == ',')
+			return 0;
+	return 1;
+}
+
+/* A cookie's Domain: a host name (letters, digits, '-', '.'), not an
+ * address with a port, no dot at either end. */
+static int cookie_domain_ok(const char *d)
+{
+	size_t n = strlen(d);
+	if (n == 0 || n > 253 || d[0] == '.' || d[n - 1] == '.')
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!((d[i] >= 'a' && d[i] <= 'z') || (d[i] >= 'A' && d[i] <= 'Z') ||
+		      (d[i] >= '0' && d[i] <= '9') || d[i] == '-' || d[i] == '.'))
+			return 0;
+	return 1;
+}
+
+/* rollout.set_cookie = true, or { max_age_s = N; path = "/"; domain = "x"; }:
+ * the attributes of the cookie it sets, written once here. */
+static void load_set_cookie(struct sp_loader *L, const config_setting_t *s, const char *path,
+			    struct sp_rollout *ro)
+{
+	static const char *const keys[] = {"max_age_s", "path", "domain", NULL};
+	const config_setting_t *sc = config_setting_get_member(s, "set_cookie"), *where;
+	char cpath[128];
+	ro->cookie_max_age_s = 31536000; /* a year */
+	if (!sc)
+		return;
+	snprintf(cpath, sizeof(cpath), "%s.set_cookie", path);
+	if (config_setting_is_group(sc)) {
+		ro->set_cookie = 1;
+		cfgp_check_keys(L, sc, cpath, keys);
+		cfgp_int_field(L, sc, "max_age_s", cpath, 1, 34560000, &ro->cookie_max_age_s);
+		ro->cookie_path = cfgp_str(L, sc, "path", cpath, &where);
+		if (ro->cookie_path && !cookie_path_ok(ro->cookie_path))
+			ERR(L, where, "%s.path: \"%s\": must start with '/', at most 256 visible "
+				      "ASCII characters, no ';' or ','", cpath, ro->cookie_path);
+		ro->cookie_domain = cfgp_str(L, sc, "domain", cpath, &where);
+		if (ro->cookie_domain && !cookie_domain_ok(ro->cookie_domain))
+			ERR(L, where, "%s.domain: \"%s\": must be a host name (letters, digits, '-' "
+				      "and '.', no dot at either end)", cpath, ro->cookie_domain);
+	} else if (config_setting_type(sc) == CONFIG_TYPE_BOOL) {
+		ro->set_cookie = config_setting_get_bool(sc);
+	} else {
+		ERR(L, sc, "%s: must be true, false or a group: { max_age_s = 2592000; path = \"/\"; "
+			   "domain = \"example.com\"; }", cpath);
+		return;
+	}
+	if (ro->set_cookie && ro->sticky.kind != SP_STICKY_COOKIE)
+		ERR(L, sc, "%s: needs sticky = \"cookie:NAME\" (the cookie it sets)", cpath);
+	if (!ro->cookie_path)
+		ro->cookie_path = strdup("/");
+	size_t n = 96 + strlen(ro->cookie_path ? ro->cookie_path : "") +
+		   (ro->cookie_domain ? strlen(ro->cookie_domain) : 0);
+	if (!(ro->cookie_attrs = malloc(n))) {
+		ERR(L, sc, "%s: out of memory", cpath);
+		return;
+	}
+	snprintf(ro->cookie_attrs, n, "; Path=%s; Max-Age=%d%s%s; HttpOnly; SameSite=Lax",
+		 ro->cookie_path ? ro->cookie_path : "/", ro->cookie_max_age_s,
+		 ro->cookie_domain ? "; Domain=" : "", ro->cookie_domain ? ro->cookie_domain : "");
+}
+
 static void load_rollout(struct sp_loader *L, const config_setting_t *route, const char *rpath,
 			 struct sp_route *r)
 {
@@ -416,13 +488,7 @@ static void load_rollout(struct sp_loader *L, const config_setting_t *route, con
 	if (sticky && sp_sticky_parse(sticky, &r->rollout.sticky, &why) < 0)
 		ERR(L, where, "%s.sticky: \"%s\": %s", path, sticky, why);
 	free(sticky);
-	const config_setting_t *sc = config_setting_get_member(s, "set_cookie");
-	if (sc && config_setting_type(sc) != CONFIG_TYPE_BOOL)
-		ERR(L, sc, "%s.set_cookie: must be true or false", path);
-	else if (sc && (r->rollout.set_cookie = config_setting_get_bool(sc)) &&
-		 r->rollout.sticky.kind != SP_STICKY_COOKIE)
-		ERR(L, sc, "%s.set_cookie: needs sticky = \"cookie:NAME\" (the cookie it sets)",
-		    path);
+	load_set_cookie(L, s, path, &r->rollout);
 	r->rollout.cohort = cfgp_str(L, s, "cohort", path, &where);
 	if (where && r->rollout.cohort && !*r->rollout.cohort)
 		ERR(L, where, "%s.cohort: must not be empty", path);

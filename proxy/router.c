@@ -275,6 +275,9 @@ void sp_route_deinit(struct sp_route *r)
 	sp_return_deinit(&r->ret);
 	free(r->rollout.sticky.name);
 	free(r->rollout.cohort);
+	free(r->rollout.cookie_path);
+	free(r->rollout.cookie_domain);
+	free(r->rollout.cookie_attrs);
 	free(r->rollout.shadow_salt);
 	free(r->rollout.guard.steps_bp);
 	struct sp_shadow_cfg *sh = &r->shadow;

@@ -1245,10 +1245,10 @@ __attribute__((noinline)) static int add_sticky_cookie(struct sp_session *s,
 	if (head->len < 4)
 		return -1;
 	head->len -= 2; /* before the blank line */
-	return sp_buf_printf(head,
-			     "Set-Cookie: %s=%s; Path=/; Max-Age=31536000; HttpOnly; "
-			     "SameSite=Lax%s\r\n\r\n",
-			     name, s->dec.assigned, s->public_https ? "; Secure" : "") < 0
+	const char *attrs = s->dec.route->rollout.cookie_attrs;
+	return !attrs || sp_buf_printf(head, "Set-Cookie: %s=%s%s%s\r\n\r\n", name,
+				       s->dec.assigned, attrs,
+				       s->public_https ? "; Secure" : "") < 0
 		       ? -1
 		       : 0;
 }

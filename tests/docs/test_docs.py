@@ -79,6 +79,7 @@ KEY_ARRAYS = {
     ("route_conf.c", "load_shadow", "nkeys"): "routes.[i].shadow.noise",
     ("route_conf.c", "load_compare", "keys"): "routes.[i].shadow.compare",
     ("respond.c", "sp_load_return", "keys"): "routes.[i].return",
+    ("route_conf.c", "load_set_cookie", "keys"): "routes.[i].rollout.set_cookie",
 }
 # every proxy/*.c that checks keys: a new module parsing its own section is seen too
 PARSER_FILES = tuple(sorted(p.name for p in (SRC / "proxy").glob("*.c")
@@ -348,6 +349,8 @@ def test_binary_accepts_setting_and_refuses_unknown_sibling(setting, tmp_path):
     cfg = base_config()
     if setting.startswith("routes.[i].return"):  # a route that answers itself has no backend
         cfg["routes"] = [{"name": "r", "match": {"path_prefix": "/"}, "return": {"status": 410}}]
+    if setting.startswith("routes.[i].rollout.set_cookie."):  # its group form
+        cfg["routes"][0]["rollout"].update(sticky="cookie:u", set_cookie={})
     parent, shown = locate(cfg, parts[:-1])
     parent.setdefault(parts[-1], 1)
     parent["zz_not_a_setting"] = 1

@@ -373,8 +373,64 @@ def test_a_drawn_cookie_is_secure_when_a_trusted_balancer_says_https(two_backend
     assert re.fullmatch(cookie + "; Secure", given(trusting, "https"))
     assert re.fullmatch(cookie, given(trusting, "http"))
     st, doc = trusting.admin("GET", "/api/routes/web")
-    assert st == 200 and doc["rollout"]["set_cookie"] is True, doc
+    assert st == 200 and doc["rollout"]["set_cookie"] == \
+        {"max_age_s": 31536000, "path": "/", "domain": None}, doc
     not_trusting = start_proxy({"legacy": legacy, "modern": modern}, routes=routes,
                                trusted_proxies=["10.0.0.0/8"],
                                trusted_headers=["X-Forwarded-Proto"])
     assert re.fullmatch(cookie, given(not_trusting, "https"))
+
+
+def test_the_drawn_cookies_attributes_can_be_set(two_backends, start_proxy):
+    """set_cookie as a group: its lifetime, its path, and a Domain, so that
+    a site on several hosts (www., api.) keeps a visitor on one side
+    everywhere; the API says which."""
+    legacy, modern = two_backends
+    routes = [{"name": "web", "match": {"path_prefix": "/"}, "backend": "legacy",
+               "rollout": {"backend": "modern", "percent": 50.0, "sticky": "cookie:uid",
+                           "set_cookie": {"max_age_s": 86400, "path": "/shop",
+                                          "domain": "example.com"}}}]
+    p = start_proxy({"legacy": legacy, "modern": modern}, routes=routes, admin={})
+    with p.client() as c:
+        got = c.request("GET", "/shop/cart").header("Set-Cookie")
+    assert re.fullmatch(r"uid=[0-9a-f]{16}; Path=/shop; Max-Age=86400; Domain=example.com; "
+                        r"HttpOnly; SameSite=Lax", got), got
+    st, doc = p.admin("GET", "/api/routes/web")
+    assert doc["rollout"]["set_cookie"] == {"max_age_s": 86400, "path": "/shop",
+                                            "domain": "example.com"}, doc
+
+
+def test_check_of_set_cookie(tmp_path):
+    from harness import assert_check_reports
+    conf = tmp_path / "c.conf"
+    head = ('listen = ( { address = "127.0.0.1:18080"; } );\n'
+            'backends = { a = { url = "http://127.0.0.1:9001"; }; b = { url = "http://127.0.0.1:9002"; }; };\n'
+            'default_backend = "a";\nroutes = (\n')
+    rows = [
+        'set_cookie = { path = "shop"; };',
+        'set_cookie = { path = "/a;b"; };',
+        'set_cookie = { domain = ".example.com"; };',
+        'set_cookie = { domain = "example.com:8080"; };',
+        'set_cookie = { max_age_s = 0; };',
+        'set_cookie = "yes";',
+        'set_cookie = { maxage = 5; };',
+    ]
+    conf.write_text(head + ",\n".join(
+        '{ name = "r%d"; match = { path = "/%d"; }; backend = "a"; rollout = { backend = "b"; '
+        'percent = 5.0; sticky = "cookie:uid"; %s }; }' % (i, i, r) for i, r in enumerate(rows))
+        + "\n);\n")
+    P = "routes.[%d].rollout.set_cookie"
+    assert_check_reports(conf, [
+        (5, (P % 0) + '.path: "shop": must start with \'/\', at most 256 visible ASCII '
+             "characters, no ';' or ','"),
+        (6, (P % 1) + '.path: "/a;b": must start with \'/\', at most 256 visible ASCII '
+             "characters, no ';' or ','"),
+        (7, (P % 2) + '.domain: ".example.com": must be a host name (letters, digits, '
+             "'-' and '.', no dot at either end)"),
+        (8, (P % 3) + '.domain: "example.com:8080": must be a host name (letters, digits, '
+             "'-' and '.', no dot at either end)"),
+        (9, (P % 4) + ".max_age_s: must be between 1 and 34560000"),
+        (10, (P % 5) + ': must be true, false or a group: { max_age_s = 2592000; path = "/"; '
+              'domain = "example.com"; }'),
+        (11, (P % 6) + ".maxage: unknown setting"),
+    ])
