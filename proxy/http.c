@@ -836,6 +836,7 @@ const char *sp_http_reason(int status)
 	case 201: return "Created";
 	case 202: return "Accepted";
 	case 204: return "No Content";
+	case 205: return "Reset Content";
 	case 301: return "Moved Permanently";
 	case 302: return "Found";
 	case 303: return "See Other";
@@ -882,6 +883,13 @@ void sp_http_date(time_t t, char out[SP_HTTP_DATE_LEN + 1])
 	out[SP_HTTP_DATE_LEN] = '\0';
 }
 
+const char *sp_http_connection(int keep_alive)
+{
+	return keep_alive == SP_CONN_CLOSE     ? "Connection: close\r\n"
+	       : keep_alive == SP_CONN_KEEP_10 ? "Connection: keep-alive\r\n"
+					       : "";
+}
+
 int sp_http_write_simple(struct sp_buf *out, int status, const char *body, int keep_alive,
 			 const char *request_id, const char *date, int head)
 {
@@ -889,8 +897,7 @@ int sp_http_write_simple(struct sp_buf *out, int status, const char *body, int k
 	if (sp_buf_printf(out,
 			  "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
 			  "Content-Length: %zu\r\n%s",
-			  status, sp_http_reason(status), blen + 1,
-			  keep_alive ? "" : "Connection: close\r\n"))
+			  status, sp_http_reason(status), blen + 1, sp_http_connection(keep_alive)))
 		return -1;
 	if (request_id && add_header(out, "X-Request-Id", request_id, strlen(request_id)))
 		return -1;

@@ -232,7 +232,25 @@ int sp_http_write_interim_head(const struct sp_h1_msg *m, struct sp_buf *out);
 struct sp_fwd_response sp_fwd_response_for(const struct sp_h1_msg *m, int is_head,
 					   int client_minor);
 
-/* A complete short response written by the proxy itself (errors). */
+/* How the proxy's own answers end (keep_alive): */
+enum {
+	SP_CONN_CLOSE = 0,   /* "Connection: close" */
+	SP_CONN_KEEP = 1,    /* HTTP/1.1: nothing to say */
+	SP_CONN_KEEP_10 = 2, /* an HTTP/1.0 client that asked to keep it: "Connection: keep-alive" */
+};
+
+/* How the proxy's own answer ends for a client of HTTP/1.minor that may
+ * keep its connection (keep) or not. */
+static inline int sp_http_keep(int keep, int minor)
+{
+	return !keep ? SP_CONN_CLOSE : minor == 0 ? SP_CONN_KEEP_10 : SP_CONN_KEEP;
+}
+
+/* The Connection field line that keep_alive (above) calls for, or "". */
+const char *sp_http_connection(int keep_alive);
+
+/* A complete short response written by the proxy itself (errors);
+ * keep_alive as above. */
 int sp_http_write_simple(struct sp_buf *out, int status, const char *body, int keep_alive,
 			 const char *request_id, const char *date, int head);
 const char *sp_http_reason(int status);

@@ -19,10 +19,26 @@ static int is_redirect(int status)
 	return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
 }
 
-/* 204 and 304 answers have no content (RFC 9110 6.4.1). */
+/* 204 and 304 answers have no content, nor a Content-Length (RFC 9110
+ * 6.4.1, 8.6). */
 static int has_content(int status)
 {
 	return status != 204 && status != 304;
+}
+
+/* What may have a body: not those, nor a 205 (RFC 9110 15.3.6), which
+ * says Content-Length: 0. */
+static int may_have_body(int status)
+{
+	return has_content(status) && status != 205;
+}
+
+/* An integer setting (int or int64 literal, as everywhere in the file), or
+ * -1 for any other type. */
+static long long int_of(const config_setting_t *s)
+{
+	int t = config_setting_type(s);
+	return t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64 ? config_setting_get_int64(s) : -1;
 }
 
 /* A header value strangler writes as given: 1 to 4096 bytes, no control
@@ -63,6 +79,8 @@ static void load_location(struct sp_loader *L, const config_setting_t *g, const 
 	}
 	if (r->status && r->status / 100 != 3 && r->status != 201)
 		ERR(L, where, "%s.location: only a 3xx or 201 answer has one", path);
+	else if (r->location && strpbrk(r->location, " \t"))
+		ERR(L, where, "%s.location: a URL has no blanks (write a space as %%20)", path);
 	else if (r->location && sp_hdr_vars_in(r->location, LOCATION_VARS) < 0)
 		ERR(L, where, "%s.location: \"%s\": '$' starts a variable: $scheme, $host, "
 			      "$http_host, $request_uri, $request_id or $remote_addr (or ${name}); "
@@ -85,7 +103,7 @@ static void load_body(struct sp_loader *L, const config_setting_t *g, const char
 	if (r->body_len > SP_RETURN_BODY_MAX)
 		ERR(L, where, "%s.body: at most %d bytes (a page that large belongs on a backend)",
 		    path, SP_RETURN_BODY_MAX);
-	else if (r->status && !has_content(r->status))
+	else if (r->status && !may_have_body(r->status))
 		ERR(L, where, "%s.body: a %d answer has no content", path, r->status);
 	if (!r->content_type)
 		r->content_type = strdup("text/plain; charset=utf-8");
@@ -100,9 +118,11 @@ int sp_load_return(struct sp_loader *L, const config_setting_t *route, const cha
 	if (!g)
 		return 0;
 	snprintf(path, sizeof(path), "%s.return", rpath);
-	if (config_setting_type(g) == CONFIG_TYPE_INT) { /* return = 410; */
-		r->status = config_setting_get_int(g);
-		if (r->status < 200 || r->status > 599)
+	if (config_setting_type(g) == CONFIG_TYPE_INT ||
+	    config_setting_type(g) == CONFIG_TYPE_INT64) { /* return = 410; */
+		long long st = int_of(g);
+		r->status = st >= 200 && st <= 599 ? (int)st : 0;
+		if (!r->status)
 			ERR(L, g, "%s: must be a status from 200 to 599", path);
 		else if (is_redirect(r->status))
 			ERR(L, g, "%s: a %d needs a location: return = { status = %d; location = "
@@ -120,11 +140,10 @@ int sp_load_return(struct sp_loader *L, const config_setting_t *route, const cha
 	const config_setting_t *st = config_setting_get_member(g, "status");
 	if (!st)
 		ERR(L, g, "%s.status: required", path);
-	else if (config_setting_type(st) != CONFIG_TYPE_INT || config_setting_get_int(st) < 200 ||
-		 config_setting_get_int(st) > 599)
+	else if (int_of(st) < 200 || int_of(st) > 599)
 		ERR(L, st, "%s.status: must be a status from 200 to 599", path);
 	else
-		r->status = config_setting_get_int(st);
+		r->status = (int)int_of(st);
 	load_location(L, g, path, r);
 	load_body(L, g, path, r);
 	return 1;
@@ -142,7 +161,7 @@ int sp_return_write(const struct sp_return *r, const struct sp_return_ctx *x, st
 		return -1;
 	if (has_content(r->status) && sp_buf_printf(out, "Content-Length: %zu\r\n", r->body_len) < 0)
 		return -1;
-	if (!x->keep_alive && sp_buf_adds(out, "Connection: close\r\n") < 0)
+	if (sp_buf_adds(out, sp_http_connection(x->keep_alive)) < 0)
 		return -1;
 	if (x->request_id && sp_buf_printf(out, "X-Request-Id: %s\r\n", x->request_id) < 0)
 		return -1;

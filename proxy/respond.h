@@ -24,15 +24,14 @@ struct sp_return_ctx {
 	const char *location;   /* location with its variables replaced (sp_hdr_expand) */
 	const char *request_id; /* X-Request-Id, or NULL */
 	const char *date;       /* the Date field's value, or NULL */
-	int keep_alive;         /* else Connection: close */
+	int keep_alive;         /* SP_CONN_CLOSE, _KEEP or _KEEP_10 (http.h) */
 	int head;               /* a HEAD request: the head only */
 };
 
 /* The whole answer (head, and body unless a HEAD) appended to out: the
  * status line, Location (when r has one: x->location), Content-Type with a
  * body, Content-Length (not for 204 and 304, which have no content),
- * Connection: close when not keep_alive, X-Request-Id, Date. 0, or -1 no
- * memory. */
+ * Connection as keep_alive says, X-Request-Id, Date. 0, or -1 no memory. */
 int sp_return_write(const struct sp_return *r, const struct sp_return_ctx *x, struct sp_buf *out);
 
 void sp_return_deinit(struct sp_return *r);

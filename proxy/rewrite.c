@@ -352,6 +352,29 @@ static int add_host(struct sp_buf *out, const char *h, size_t n)
 	return 0;
 }
 
+/* $request_uri: the normalised path, a '\\' in it as %5C (a browser reads
+ * "/\\evil.example" in a Location as another site, as it does "//"), "/" for
+ * "*" (OPTIONS *: the server as a whole), then '?' and the query. */
+static int add_request_uri(struct sp_buf *out, const struct sp_hdr_vars *v)
+{
+	const char *p = v->path, *end = v->path + v->path_len;
+	if (v->path_len == 1 && p[0] == '*') {
+		p = "/";
+		end = p + 1;
+	}
+	for (const char *bs; p < end; p = bs + 1) {
+		bs = memchr(p, '\\', (size_t)(end - p));
+		if (!bs)
+			bs = end;
+		if (sp_buf_add(out, p, (size_t)(bs - p)) < 0 ||
+		    (bs < end && sp_buf_adds(out, "%5C") < 0))
+			return -1;
+	}
+	if (v->query && (sp_buf_addc(out, '?') < 0 || sp_buf_add(out, v->query, v->query_len) < 0))
+		return -1;
+	return 0;
+}
+
 int sp_hdr_expand(const char *v, const struct sp_hdr_vars *vars, struct sp_buf *out)
 {
 	static const struct sp_hdr_vars none = {0};
@@ -380,10 +403,7 @@ int sp_hdr_expand(const char *v, const struct sp_hdr_vars *vars, struct sp_buf *
 				return -1;
 			break;
 		case VAR_REQUEST_URI:
-			if (vars->path && (sp_buf_add(out, vars->path, vars->path_len) < 0 ||
-					   (vars->query && (sp_buf_addc(out, '?') < 0 ||
-							    sp_buf_add(out, vars->query,
-								       vars->query_len) < 0))))
+			if (vars->path && add_request_uri(out, vars) < 0)
 				return -1;
 			break;
 		case -2: /* refused when loaded: kept as it is */

@@ -408,7 +408,8 @@ static void answer(struct sp_session *s, int status, const char *msg, int keep)
 	struct sp_buf *b = &s->tmp;
 	sp_buf_reset(b);
 	keep = keep && !s->w->draining;
-	if (sp_http_write_simple(b, status, msg, keep, s->reqid[0] ? s->reqid : NULL,
+	if (sp_http_write_simple(b, status, msg, sp_http_keep(keep, s->client_minor),
+				 s->reqid[0] ? s->reqid : NULL,
 				 sp_worker_date(s->w), strcmp(s->method, "HEAD") == 0) < 0)
 		sp_buf_reset(b);
 	answered(s, status, b, keep);
@@ -421,8 +422,8 @@ static void answer_as_route(struct sp_session *s)
 	const struct sp_return *r = &s->dec.route->ret;
 	int keep = s->req_keep && s->req_done && !s->w->draining;
 	struct sp_return_ctx x = {s->head.len ? s->head.data : NULL, s->reqid[0] ? s->reqid : NULL,
-				  sp_worker_date(s->w),
-				  keep, s->is_head};
+				  sp_worker_date(s->w), sp_http_keep(keep, s->client_minor),
+				  s->is_head};
 	sp_buf_reset(&s->tmp);
 	if (sp_return_write(r, &x, &s->tmp) < 0) {
 		answer(s, 500, "out of memory", 0);
@@ -827,11 +828,13 @@ static void flush_pending(struct sp_session *s)
 
 /* ---- request parsing hooks ---- */
 
-/* Whether the client waits for a 100 Continue before sending its body. */
+/* Whether the client waits for a 100 Continue before sending its body (an
+ * HTTP/1.0 request's expectation is ignored: RFC 9110 10.1.1). */
 static int expects_continue(const struct sp_h1_msg *m)
 {
 	const struct sp_hdr *e = sp_hdr_find(m->hdrs, m->nhdrs, "Expect");
-	return e && e->value_len == 12 && sp_ascii_ieq(e->value, "100-continue", 12);
+	return m->http_minor >= 1 && e && e->value_len == 12 &&
+	       sp_ascii_ieq(e->value, "100-continue", 12);
 }
 
 /* The body of a request the proxy answers itself is read and dropped up

@@ -79,6 +79,46 @@ def test_a_redirect_to_the_request_uri_never_names_another_site(backend_factory,
     assert (r.status, r.header("Location")) == (302, "/evil.example/x?a=b")
 
 
+def test_a_backslash_or_an_asterisk_never_makes_a_broken_redirect(backend_factory, start_proxy):
+    """A browser reads "/\\evil.example/x" in a Location as another site, as
+    it does "//": $request_uri writes the backslash %5C. OPTIONS * has no
+    path: $request_uri is "/" there."""
+    routes = [{"name": "all", "match": {"path_prefix": "/"},
+               "return": {"status": 302, "location": "$request_uri"}},
+              {"name": "star", "match": {"methods": ["OPTIONS"]},
+               "return": {"status": 301, "location": "https://new.example$request_uri"}}]
+    routes.reverse()
+    p = start_proxy({"legacy": backend_factory("legacy")}, routes=routes)
+    with p.client() as c:
+        c.send(b"GET /\\evil.example/x?q=\\ HTTP/1.1\r\nHost: h\r\n\r\n")
+        r = c.read_response()
+        assert (r.status, r.header("Location")) == (302, "/%5Cevil.example/x?q=\\"), r
+        c.send(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n")
+        r = c.read_response()
+        assert (r.status, r.header("Location")) == (301, "https://new.example/"), r
+
+
+def test_an_http10_client_keeps_its_connection_as_it_asked(proxy):
+    """HTTP/1.0 with Connection: keep-alive: the answer says keep-alive (a
+    1.0 client waits for the close otherwise) and the next request is
+    served on the same connection; its Expect is ignored (RFC 9110
+    10.1.1): the body is sent at once, read and dropped."""
+    p, legacy = proxy
+    with p.client() as c:
+        c.send(b"POST /internal HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 5\r\n"
+               b"Expect: 100-continue\r\n\r\nhello")
+        r = c.read_response()
+        assert (r.status, r.header("Connection")) == (403, "keep-alive"), r
+        c.send(b"GET /maintenance HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        r = c.read_response()
+        assert (r.status, r.header("Connection"), r.body) == \
+            (503, "keep-alive", b"<p>back soon</p>")
+        c.send(b"GET /maintenance HTTP/1.0\r\n\r\n")
+        r = c.read_response()
+        assert (r.status, r.header("Connection")) == (503, "close")
+        assert c.is_closed()
+
+
 def test_a_head_request_gets_the_head_alone(proxy):
     p, _ = proxy
     with p.client() as c:
@@ -179,7 +219,11 @@ routes = (
   { name = "i"; match = { path = "/i"; }; backend = "legacy"; return = 404; },
   { name = "j"; match = { path = "/j"; }; return = { status = 301; location = " https://x"; }; },
   { name = "k"; match = { path = "/k"; }; return = "410"; },
-  { name = "l"; match = { path = "/l"; }; return = { status = 410; colour = "red"; }; }
+  { name = "l"; match = { path = "/l"; }; return = { status = 410; colour = "red"; }; },
+  { name = "m"; match = { path = "/m"; }; return = { status = 302; location = "/a\tb"; }; },
+  { name = "n"; match = { path = "/n"; }; return = { status = 205; body = "x"; }; },
+  { name = "o"; match = { path = "/o"; }; return = { status = 410L; }; },
+  { name = "p"; match = { path = "/p"; }; return = 404L; }
 );
 """
 
@@ -201,6 +245,8 @@ BAD_EXPECTED = [
     (15, "routes.[10].return: must be a status (return = 410;) or a group: { status = 301; "
          "location = \"https://example.com$request_uri\"; }"),
     (16, "routes.[11].return.colour: unknown setting"),
+    (17, "routes.[12].return.location: a URL has no blanks (write a space as %20)"),
+    (18, "routes.[13].return.body: a 205 answer has no content"),
 ]
 
 

@@ -708,6 +708,17 @@ static void test_write_simple(void **state)
 			  "Content-Type: text/plain; charset=utf-8\r\n"
 			  "Content-Length: 22\r\n"
 			  "\r\n");
+	/* an HTTP/1.0 client that asked to keep the connection is told it is kept */
+	sp_buf_reset(&out);
+	assert_int_equal(sp_http_write_simple(&out, 503, "x", sp_http_keep(1, 0), NULL, NULL, 1), 0);
+	assert_head(&out, "HTTP/1.1 503 Service Unavailable\r\n"
+			  "Content-Type: text/plain; charset=utf-8\r\n"
+			  "Content-Length: 2\r\n"
+			  "Connection: keep-alive\r\n"
+			  "\r\n");
+	assert_int_equal(sp_http_keep(1, 1), SP_CONN_KEEP);
+	assert_int_equal(sp_http_keep(0, 0), SP_CONN_CLOSE);
+	assert_int_equal(sp_http_keep(0, 1), SP_CONN_CLOSE);
 	sp_buf_deinit(&out);
 }
 

@@ -6,6 +6,7 @@
 
 #include "config.h"
 #include "respond.h"
+#include "rewrite.h"
 
 #define BASE                                                                  \
 	"listen = ( { address = \"127.0.0.1:18080\"; } );\n"                   \
@@ -69,6 +70,32 @@ static void test_a_redirect(void **state)
 	sp_config_unref(&c);
 }
 
+/* $request_uri: the normalised path, a backslash as %5C, "/" for "*", the
+ * query after '?'. */
+static void test_request_uri(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *path, *query, *want;
+	} cases[] = {
+		{"/a/b", NULL, "/a/b"},	     {"/a", "x=1&y", "/a?x=1&y"},
+		{"/\\evil/x", "q=\\", "/%5Cevil/x?q=\\"}, {"/a\\\\b\\", NULL, "/a%5C%5Cb%5C"},
+		{"*", NULL, "/"},	     {"/", "", "/?"},
+	};
+	for (size_t i = 0; i < NELEM(cases); i++) {
+		struct sp_hdr_vars v = {.path = cases[i].path,
+					.path_len = strlen(cases[i].path),
+					.query = cases[i].query,
+					.query_len = cases[i].query ? strlen(cases[i].query) : 0};
+		struct sp_buf b;
+		sp_buf_init(&b);
+		assert_int_equal(sp_hdr_expand("$request_uri", &v, &b), 0);
+		assert_int_equal(b.len, strlen(cases[i].want));
+		assert_memory_equal(b.data, cases[i].want, b.len);
+		sp_buf_deinit(&b);
+	}
+}
+
 /* 204 and 304 have no content: no Content-Length either (RFC 9110 8.6). */
 static void test_no_content_has_no_length(void **state)
 {
@@ -121,6 +148,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_a_body_answer_byte_for_byte),
 		cmocka_unit_test(test_a_redirect),
+		cmocka_unit_test(test_request_uri),
 		cmocka_unit_test(test_no_content_has_no_length),
 		cmocka_unit_test(test_checks),
 	};
