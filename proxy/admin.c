@@ -387,7 +387,7 @@ static void metric_per_backend(struct sp_buf *b, const struct sp_config *cfg, co
 	}
 }
 
-enum server_metric { SERVER_UP, SERVER_OUTCOMES, SERVER_RETRIES };
+enum server_metric { SERVER_UP, SERVER_OUTCOMES, SERVER_RETRIES, SERVER_RETRIES_DENIED };
 
 /* strangler_backend_server_up{backend,server}, a gauge, and the counters
  * strangler_backend_server_outcomes_total{backend,server,result} and
@@ -398,7 +398,8 @@ static void metric_per_server(struct sp_buf *b, const struct sp_config *cfg,
 {
 	static const char *const names[] = {"strangler_backend_server_up",
 					    "strangler_backend_server_outcomes_total",
-					    "strangler_backend_server_retries_total"};
+					    "strangler_backend_server_retries_total",
+					    "strangler_backend_server_retries_denied_total"};
 	static const char *const helps[] = {
 		"0 while the server is marked down (passive or active health).",
 		"Requests and shadows by what the server's passive health made of them: ok (an "
@@ -406,7 +407,9 @@ static void metric_per_server(struct sp_buf *b, const struct sp_config *cfg,
 		"answer, a 5xx to a request).",
 		"Requests the server failed (no connection, or closed or reset before an answer) "
 		"or answered with one of retry_on_status, that were sent on to another server of "
-		"the backend."};
+		"the backend.",
+		"Answers of the server with one of retry_on_status passed on as they were: the "
+		"backend's retry_budget was spent."};
 	const char *name = names[which];
 	int outcomes = which == SERVER_OUTCOMES;
 	sp_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, helps[which], name,
@@ -420,8 +423,11 @@ static void metric_per_server(struct sp_buf *b, const struct sp_config *cfg,
 				metric_escape(b, cfg->backends[i].name);
 				sp_buf_adds(b, "\",server=\"");
 				metric_escape(b, sv->hostport);
-				if (which == SERVER_RETRIES)
-					sp_buf_printf(b, "\"} %llu\n", (unsigned long long)v.retried);
+				if (which == SERVER_RETRIES || which == SERVER_RETRIES_DENIED)
+					sp_buf_printf(b, "\"} %llu\n",
+						      (unsigned long long)(which == SERVER_RETRIES
+									   ? v.retried
+									   : v.retries_denied));
 				else if (!outcomes)
 					sp_buf_printf(b, "\"} %d\n", !v.down);
 				else
@@ -440,6 +446,7 @@ static void metrics_backends(struct sp_buf *b, const struct sp_config *cfg)
 	metric_per_server(b, cfg, SERVER_UP);
 	metric_per_server(b, cfg, SERVER_OUTCOMES);
 	metric_per_server(b, cfg, SERVER_RETRIES);
+	metric_per_server(b, cfg, SERVER_RETRIES_DENIED);
 	metric_per_backend(b, cfg, "strangler_backend_shadows_paused", "gauge",
 			   "1 while shadows to the backend (all its servers) are paused because they "
 			   "time out.",
@@ -800,10 +807,10 @@ static void serve_routes(struct admin_conn *a, const char *name)
 /* The health of one server, or of a backend (sp_health_view). */
 static json_t *health_json(struct sp_health_view v)
 {
-	return json_pack("{s:b, s:b, s:I, s:I, s:I, s:I}", "up", !v.down, "shadows_paused",
+	return json_pack("{s:b, s:b, s:I, s:I, s:I, s:I, s:I}", "up", !v.down, "shadows_paused",
 			 v.shadows_paused, "health_transitions", (json_int_t)v.transitions, "ok",
 			 (json_int_t)v.ok, "failed", (json_int_t)v.failed, "retried",
-			 (json_int_t)v.retried);
+			 (json_int_t)v.retried, "retries_denied", (json_int_t)v.retries_denied);
 }
 
 static json_t *strv_json(char *const *v, size_t n)
@@ -862,6 +869,9 @@ static void serve_backends(struct admin_conn *a, const char *name)
 			if (sp_backend_retries_status(be, st))
 				json_array_append_new(rs, json_integer(st));
 		json_object_set_new(b, "retry_on_status", rs);
+		json_object_set_new(b, "retry_budget",
+				    json_pack("{s:i, s:i}", "percent", be->retry_budget_percent,
+					      "min_per_s", be->retry_budget_min));
 		backend_changes_json(b, be);
 		json_object_set_new(b, "servers", servers);
 		json_array_append_new(list, b);

@@ -819,9 +819,34 @@ static void load_retry_status(struct sp_loader *L, const config_setting_t *e, co
 			ERR(L, v, "%s.retry_on_status.[%d]: %d is listed twice", path, i, code);
 		b->retry_status[k / 64] |= (uint64_t)1 << (k % 64);
 	}
+	b->retry_any = 1;
 	if (b->nservers == 1)
 		WARN(L, st, "%s.retry_on_status: has no effect with one server (the retry goes to "
 			    "another server of the backend)", path);
+}
+
+/* retry_budget = { percent = 20; min_per_s = 3; } (the defaults, as
+ * Envoy's retry budget and Finagle's): read after retry_on_status. */
+static void load_retry_budget(struct sp_loader *L, const config_setting_t *e, const char *path,
+			      struct sp_backend *b)
+{
+	static const char *const keys[] = {"percent", "min_per_s", NULL};
+	const config_setting_t *g = config_setting_get_member(e, "retry_budget");
+	char gpath[192];
+	b->retry_budget_percent = 20;
+	b->retry_budget_min = 3;
+	if (!g)
+		return;
+	snprintf(gpath, sizeof(gpath), "%s.retry_budget", path);
+	if (!config_setting_is_group(g)) {
+		ERR(L, g, "%s: must be a group: { percent = 20; min_per_s = 3; }", gpath);
+		return;
+	}
+	cfgp_check_keys(L, g, gpath, keys);
+	cfgp_int_field(L, g, "percent", gpath, 0, 100, &b->retry_budget_percent);
+	cfgp_int_field(L, g, "min_per_s", gpath, 0, 100000, &b->retry_budget_min);
+	if (!b->retry_any)
+		WARN(L, g, "%s: has no effect without retry_on_status", gpath);
 }
 
 static void load_backends(struct sp_loader *L, const config_setting_t *root)
@@ -834,7 +859,8 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 					   "path_rewrite",	      "request_headers",
 					   "response_headers",	      "balance",
 					   "max_conns",		      "location_rewrite",
-					   "retry_on_status",	      NULL};
+					   "retry_on_status",	      "retry_budget",
+					   NULL};
 	const config_setting_t *bs = config_setting_get_member(root, "backends");
 	if (!bs) {
 		sp_diag_add(L->diag, 1, L->file, 0, "backends: at least one backend is required");
@@ -883,6 +909,7 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 					   b->req_headers.host_vars || b->resp_headers.host_vars;
 		load_servers(L, e, path, b);
 		load_retry_status(L, e, path, b);
+		load_retry_budget(L, e, path, b);
 		load_backend_tls(L, e, path, b);
 		load_health(L, e, path, b);
 	}

@@ -71,6 +71,10 @@ struct sp_backend {
 	 * yet (nginx's proxy_next_upstream http_503, Envoy's
 	 * retriable_status_codes) */
 	uint64_t retry_status[4];
+	int retry_any; /* retry_on_status has a status */
+	/* retry_budget: retries after answers stay under percent of the
+	 * backend's answers (a worker's, over two seconds), or min_per_s */
+	int retry_budget_percent, retry_budget_min;
 	int connect_timeout_ms;
 	int response_timeout_ms;
 	int max_idle;        /* idle connections per worker, all servers together */

@@ -139,6 +139,7 @@ struct sp_health_view sp_health_server_view(const struct sp_server *sv)
 		v.ok = atomic_load_explicit(&h->ok, memory_order_relaxed);
 		v.failed = atomic_load_explicit(&h->failed, memory_order_relaxed);
 		v.retried = atomic_load_explicit(&h->retried, memory_order_relaxed);
+		v.retries_denied = atomic_load_explicit(&h->retries_denied, memory_order_relaxed);
 	}
 	return v;
 }
@@ -149,9 +150,45 @@ void sp_health_count_retry(const struct sp_server *sv)
 		atomic_fetch_add_explicit(&sv->health->retried, 1, memory_order_relaxed);
 }
 
+void sp_health_count_retry_denied(const struct sp_server *sv)
+{
+	if (sv->health)
+		atomic_fetch_add_explicit(&sv->health->retries_denied, 1, memory_order_relaxed);
+}
+
+/* The budget's counts moved on to now's second. */
+static void budget_roll(struct sp_retry_budget *b, int64_t now_ms)
+{
+	int64_t sec = now_ms / 1000;
+	if (sec == b->second)
+		return;
+	int one = sec == b->second + 1;
+	b->answers[1] = one ? b->answers[0] : 0;
+	b->retries[1] = one ? b->retries[0] : 0;
+	b->answers[0] = b->retries[0] = 0;
+	b->second = sec;
+}
+
+void sp_retry_budget_answer(struct sp_retry_budget *b, int64_t now_ms)
+{
+	budget_roll(b, now_ms);
+	b->answers[0]++;
+}
+
+int sp_retry_budget_take(struct sp_retry_budget *b, int64_t now_ms, int percent, int min_per_s)
+{
+	budget_roll(b, now_ms);
+	uint64_t retries = (uint64_t)b->retries[0] + b->retries[1];
+	uint64_t answers = (uint64_t)b->answers[0] + b->answers[1];
+	if (retries >= 2 * (uint64_t)min_per_s && retries * 100 >= answers * (uint64_t)percent)
+		return 0;
+	b->retries[0]++;
+	return 1;
+}
+
 struct sp_health_view sp_health_view(const struct sp_backend *be)
 {
-	struct sp_health_view v = {be->nservers > 0, be->nservers > 0, 0, 0, 0, 0};
+	struct sp_health_view v = {.down = be->nservers > 0, .shadows_paused = be->nservers > 0};
 	for (size_t k = 0; k < be->nservers; k++) {
 		struct sp_health_view s = sp_health_server_view(&be->servers[k]);
 		v.down &= s.down;
@@ -160,6 +197,7 @@ struct sp_health_view sp_health_view(const struct sp_backend *be)
 		v.ok += s.ok;
 		v.failed += s.failed;
 		v.retried += s.retried;
+		v.retries_denied += s.retries_denied;
 	}
 	return v;
 }

@@ -29,6 +29,8 @@ struct sp_health {
 	/* requests it failed (no connection, closed or reset before an answer)
 	 * that were sent on to another server of the backend */
 	_Atomic uint64_t retried;
+	/* answers of retry_on_status not retried: the budget was spent */
+	_Atomic uint64_t retries_denied;
 	/* an active check runs for it and decides when it is up again; set only
 	 * by the checker, when a generation is committed (sp_health_checker_update) */
 	_Atomic int active;
@@ -56,7 +58,23 @@ void sp_health_report(const struct sp_backend *be, const struct sp_server *sv, i
  * current weight (the smooth weighted round-robin nginx uses); busy, the
  * worker's connections to each server in use (its pool counts them), is
  * what least_conn reads. Zero to start. */
+/* retry_on_status's budget, per worker and backend (in its sp_turn): the
+ * answers of the backend's servers and the retries after them, this second
+ * and the one before (monotonic seconds). */
+struct sp_retry_budget {
+	int64_t second;
+	unsigned answers[2], retries[2]; /* [0]: this second, [1]: the one before */
+};
+
+/* An answer of one of the backend's servers, at now_ms. */
+void sp_retry_budget_answer(struct sp_retry_budget *b, int64_t now_ms);
+/* Whether one more retry after an answer fits, at now_ms (it then counts):
+ * the retries of the last two seconds stay under percent of their answers,
+ * or under 2 min_per_s. */
+int sp_retry_budget_take(struct sp_retry_budget *b, int64_t now_ms, int percent, int min_per_s);
+
 struct sp_turn {
+	struct sp_retry_budget budget;
 	unsigned next;
 	int cw[64];        /* SP_SERVERS_MAX */
 	unsigned busy[64]; /* SP_SERVERS_MAX */
@@ -95,10 +113,14 @@ struct sp_health_view {
 	uint64_t transitions;
 	uint64_t ok, failed; /* outcomes reported (sp_health_report) */
 	uint64_t retried;    /* sp_health_count_retry */
+	uint64_t retries_denied; /* sp_health_count_retry_denied */
 };
 struct sp_health_view sp_health_view(const struct sp_backend *be);
 /* A request sv failed went on to another server of its backend. */
 void sp_health_count_retry(const struct sp_server *sv);
+/* An answer of sv that retry_on_status would have retried, passed on: the
+ * backend's retry budget was spent. */
+void sp_health_count_retry_denied(const struct sp_server *sv);
 struct sp_health_view sp_health_server_view(const struct sp_server *sv);
 
 /* Shadows to a backend that keeps them waiting: after health.unhealthy

@@ -568,12 +568,20 @@ static int retry_next_server(struct sp_session *s, const char *err)
  * sends it). The last server's answer, whatever it is, is the client's. */
 static int answer_retries(struct sp_session *s, int status)
 {
-	if (!sp_backend_retries_status(&s->cfg->backends[s->backend], status) || !may_resend(s) ||
-	    s->ninterim)
+	const struct sp_backend *be = &s->cfg->backends[s->backend];
+	if (!be->retry_any)
+		return 0;
+	sp_worker_note_answer(s->w, s->cfg, s->backend);
+	if (!sp_backend_retries_status(be, status) || !may_resend(s) || s->ninterim)
 		return 0;
 	uint64_t tried = s->tried;
 	int i = next_server(s);
-	if (i < 0) {
+	if (i < 0 || !sp_worker_take_retry(s->w, s->cfg, s->backend)) {
+		if (i >= 0) { /* more retries would load the backend more than its budget allows */
+			sp_debug("backend %s: %s answered %d; request %s not retried: retry_budget "
+				 "spent", be->name, server_of(s)->hostport, status, s->reqid);
+			sp_health_count_retry_denied(server_of(s));
+		}
 		s->tried = tried;
 		return 0;
 	}

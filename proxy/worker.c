@@ -492,6 +492,29 @@ int sp_worker_pick_retry(struct sp_worker *w, const struct sp_config *cfg, int b
 				    from);
 }
 
+/* A clock of milliseconds for the retry budget (a coarse one: a second's
+ * buckets need no more). */
+static int64_t coarse_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &t);
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+void sp_worker_note_answer(struct sp_worker *w, const struct sp_config *cfg, int backend)
+{
+	struct sp_turn own;
+	sp_retry_budget_answer(&turn_of(w, cfg, backend, &own)->budget, coarse_ms());
+}
+
+int sp_worker_take_retry(struct sp_worker *w, const struct sp_config *cfg, int backend)
+{
+	struct sp_turn own;
+	const struct sp_backend *be = &cfg->backends[backend];
+	return sp_retry_budget_take(&turn_of(w, cfg, backend, &own)->budget, coarse_ms(),
+				    be->retry_budget_percent, be->retry_budget_min);
+}
+
 int sp_worker_pick_any(struct sp_worker *w, const struct sp_config *cfg, int backend)
 {
 	int k = sp_worker_pick(w, cfg, backend, 0, NULL);

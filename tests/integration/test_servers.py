@@ -1613,6 +1613,33 @@ def test_a_retry_after_an_answer_may_resend_on_a_stale_pooled_connection(backend
     assert (r.status, r.header("X-Backend")) == (200, "b"), r
 
 
+def test_the_retry_budget_bounds_retries_after_answers(backend_factory, start_proxy):
+    """A server answering 503 to everything: without a bound, every one of
+    its answers would be asked again elsewhere, doubling the load on a
+    backend in trouble. retry_budget lets a share through (here the floor
+    alone: percent 0, 1 a second over two seconds); the rest of its 503s go
+    to the clients, counted as denied retries."""
+    a = backend_factory("a", answering(503, "a"))
+    b = backend_factory("b", answering(200, "b"))
+    p = start_proxy({"legacy": servers(a, b, retry_on_status=[503],
+                                       retry_budget={"percent": 0, "min_per_s": 1},
+                                       health={"unhealthy": 100})}, admin={})
+    with p.client() as c:
+        got = [c.request("GET", "/x/%d" % i) for i in range(20)]
+    fives = sum(r.status == 503 for r in got)
+    m = metrics(p)[1]
+    key = '{backend="legacy",server="%s"}' % hostport(a)
+    retried = int(m["strangler_backend_server_retries_total" + key])
+    denied = int(m["strangler_backend_server_retries_denied_total" + key])
+    assert 2 <= retried <= 4, (retried, denied)
+    assert denied == fives and fives >= 5, (fives, denied, got)
+    assert retried + denied == len(a.requests)
+    st, doc = p.admin("GET", "/api/backends")
+    be = doc["backends"][0]
+    assert be["retry_budget"] == {"percent": 0, "min_per_s": 1}
+    assert be["servers"][0]["retries_denied"] == denied
+
+
 RETRY_BAD = """listen = ( { address = "127.0.0.1:18080"; } );
 backends = {
   one = { url = "http://127.0.0.1:9001"; retry_on_status = [503]; };
@@ -1624,6 +1651,8 @@ backends = {
            retry_on_status = "503"; };
   empty = { servers = ["http://127.0.0.1:9001", "http://127.0.0.1:9002"];
             retry_on_status = []; };
+  budget = { servers = ["http://127.0.0.1:9001", "http://127.0.0.1:9002"];
+             retry_budget = { percent = 101; }; };
 };
 default_backend = "one";
 """
@@ -1641,7 +1670,9 @@ def test_check_of_retry_on_status(tmp_path):
             "5: backends.low.retry_on_status.[0]: must be a status from 400 to 599",
             "7: backends.twice.retry_on_status.[1]: 503 is listed twice",
             "9: backends.word.retry_on_status: must be a list of statuses: [502, 503, 504]",
-            "11: backends.empty.retry_on_status: must be a list of statuses: [502, 503, 504]"]:
+            "11: backends.empty.retry_on_status: must be a list of statuses: [502, 503, 504]",
+            "13: backends.budget.retry_budget.percent: must be between 0 and 100",
+            "13: warning: backends.budget.retry_budget: has no effect without retry_on_status"]:
         assert "%s:%s" % (conf, want) in lines, (want, out.stderr)
     good = RETRY_BAD.split("  low")[0].replace("one = { url = \"http://127.0.0.1:9001\";",
                                               "one = { servers = [\"http://127.0.0.1:9001\", "

@@ -482,9 +482,42 @@ static void test_max_conns(void **state)
 	sp_health_table_free(&fresh);
 }
 
+/* retry_on_status's budget: min_per_s a second (over two seconds) with few
+ * answers, percent of the answers of the last two seconds with many, and
+ * counts that move on with the seconds. */
+static void test_retry_budget(void **state)
+{
+	(void)state;
+	struct sp_retry_budget b = {0};
+	int64_t t = 5000000;
+	int n = 0;
+	for (int i = 0; i < 20; i++) {
+		sp_retry_budget_answer(&b, t);
+		n += sp_retry_budget_take(&b, t, 20, 3);
+	}
+	assert_int_equal(n, 6); /* 2 s x 3: the floor, 20 answers give only 4 */
+	/* many answers: 20 % of them */
+	for (int i = 0; i < 480; i++)
+		sp_retry_budget_answer(&b, t + 10);
+	n = 0;
+	for (int i = 0; i < 200; i++)
+		n += sp_retry_budget_take(&b, t + 10, 20, 3);
+	assert_int_equal(n, 100 - 6); /* 500 answers: 100 retries, 6 taken before */
+	/* a second later the last second still counts; two later, nothing does */
+	assert_false(sp_retry_budget_take(&b, t + 1000, 20, 3));
+	assert_true(sp_retry_budget_take(&b, t + 2000, 20, 3));
+	/* percent 0 with min 0: never; percent 100: one retry an answer */
+	struct sp_retry_budget z = {0};
+	sp_retry_budget_answer(&z, t);
+	assert_false(sp_retry_budget_take(&z, t, 0, 0));
+	assert_true(sp_retry_budget_take(&z, t, 100, 0));
+	assert_false(sp_retry_budget_take(&z, t, 100, 0));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_retry_budget),
 		cmocka_unit_test_setup_teardown(test_round_robin, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_down_server_skipped, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_all_down_then_trial, setup, teardown),
