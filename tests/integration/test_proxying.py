@@ -1103,8 +1103,8 @@ def test_an_idle_tunnel_outlives_client_send_ms(backend_factory, start_proxy):
 
 def test_memory_goes_back_once_a_crowd_of_connections_leaves(backend_factory, start_proxy):
     """2,000 keep-alive clients, then none: strangler hands the freed memory
-    back to the system within a couple of seconds (glibc would keep it, and
-    RSS would stay at its peak for good)."""
+    back to the system within seconds (glibc would keep it, and RSS would
+    stay at its peak for good)."""
     if harness.sanitized():
         pytest.skip("memory figures of an ASan build")
     import resource
@@ -1128,8 +1128,10 @@ def test_memory_goes_back_once_a_crowd_of_connections_leaves(backend_factory, st
     finally:
         for c in cs:
             c.close()
+    # within 2.5 s on a quiet machine; a loaded one takes longer to see the
+    # 2,000 closes and reach the next tick
     idle = harness.wait_for(lambda: (lambda r: r if r < crowd - 2048 else None)(proxy.rss_kb()),
-                            timeout=5, what="RSS 2 MiB below the crowd's %d kB" % crowd)
+                            timeout=15, what="RSS 2 MiB below the crowd's %d kB" % crowd)
     assert idle < crowd - 2048
 
 
