@@ -147,23 +147,16 @@ static void raise_fd_limit(void)
 }
 
 /* Memory freed after a crowd of connections leaves goes back to the
- * system: glibc keeps it otherwise, and RSS stays at its peak for good
- * (what a container's memory limit and its graphs read). Once the open
- * connections fall to half their peak, from at least TRIM_FROM. */
-#define TRIM_FROM 256
+ * system (sp_runtime_trim_due). */
 static void trim_memory(struct sp_runtime *rt)
 {
 	size_t open = 0;
 	for (int i = 0; i < rt->nworkers; i++)
 		open += atomic_load_explicit(&rt->workers[i]->nsessions, memory_order_relaxed);
-	if (open > rt->conns_peak)
-		rt->conns_peak = open;
-	if (rt->conns_peak >= TRIM_FROM && open * 2 <= rt->conns_peak) {
 #ifdef __GLIBC__
+	if (sp_runtime_trim_due(rt, open))
 		malloc_trim(0);
 #endif
-		rt->conns_peak = open;
-	}
 }
 
 static void on_guard_tick(evutil_socket_t fd, short what, void *arg)

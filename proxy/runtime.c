@@ -127,6 +127,20 @@ static int route_kept(const char *route, const void *cfg)
 	return sp_config_route(cfg, route) != NULL;
 }
 
+int sp_runtime_trim_due(struct sp_runtime *rt, size_t open)
+{
+	if (open > rt->conns_peak)
+		rt->conns_peak = open;
+	if (!rt->conns_peak || open * 2 > rt->conns_peak ||
+	    (rt->conns_peak < SP_TRIM_FROM && !rt->trimming))
+		return 0;
+	/* a crowd that leaves over several seconds is followed down: the
+	 * memory of its last few hundred goes back too */
+	rt->trimming = open >= SP_TRIM_FROM / 16;
+	rt->conns_peak = open;
+	return 1;
+}
+
 void sp_runtime_commit(struct sp_runtime *rt, struct sp_config *cfg)
 {
 	sp_log_set_level((enum sp_log_level)cfg->log_level);
