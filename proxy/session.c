@@ -691,7 +691,8 @@ static int retry_other_side(struct sp_session *s, const char *err)
 	int other = fallback_side(s), k;
 	struct sp_retarget t;
 	if (strcmp(err, ERR_CONNECT_REFUSED) != 0 || !may_resend(s) || other < 0 ||
-	    s->fallback_from >= 0 || s->answered_once || (k = sp_worker_pick_any(s->w, s->cfg, other)) < 0 ||
+	    s->fallback_from >= 0 || s->answered_once ||
+	    (k = sp_worker_pick_any(s->w, s->cfg, other)) < 0 ||
 	    retarget_for(s, s->backend, other, &t) < 0 || retarget_head(s, other, &t) < 0)
 		return 0;
 	sp_log(SP_LOG_INFO, "route %s: %s refused the connection; request %s retried on %s",
