@@ -32,6 +32,12 @@ try {
              servers: Object.fromEntries([...document.querySelectorAll('[data-testid^="server-"]')]
                .map((e) => [e.dataset.testid.slice(7), e.textContent])),
              balance: Object.fromEntries([...document.querySelectorAll('[data-testid^="backend-balance-"]')]
+               .map((e) => [e.dataset.testid.slice(16), e.textContent])),
+             states: Object.fromEntries([...document.querySelectorAll('[data-testid^="state-"]')]
+               .map((e) => [e.dataset.testid.slice(6), e.textContent])),
+             selects: [...document.querySelectorAll('select[data-testid^="backend-"]')]
+               .map((e) => e.dataset.testid.slice(8)),
+             changes: Object.fromEntries([...document.querySelectorAll('[data-testid^="backend-changes-"]')]
                .map((e) => [e.dataset.testid.slice(16), e.textContent])) };
   }, route);
   await page.fill(`[data-testid="percent-${route}"]`, percent);

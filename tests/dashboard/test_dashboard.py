@@ -41,7 +41,8 @@ def test_dashboard_shows_the_api_and_changes_a_route(start_proxy, backend_factor
     routes = [{"name": "orders", "match": {"path_prefix": "/api/orders"}, "backend": "legacy",
                "rollout": {"backend": "modern", "percent": 25.0, "sticky": "header:X-User-Id"},
                "shadow": {"backend": "@other"}},
-              {"name": "users", "match": {"path_prefix": "/api/users"}, "backend": "modern"}]
+              {"name": "users", "match": {"path_prefix": "/api/users"}, "backend": "modern"},
+              {"name": "export-v1", "match": {"path_prefix": "/api/v1/export"}, "return": 410}]
     spare = backend_factory("spare")  # no route uses it yet
     dead = harness.refused_port()
     # the spare backend's second server, a backup of weight 2, refuses its
@@ -51,6 +52,9 @@ def test_dashboard_shows_the_api_and_changes_a_route(start_proxy, backend_factor
                                          "backup": True}],
                  "health": {"path": "/health", "unhealthy": 1, "interval_ms": 200},
                  "balance": "least_conn", "max_conns": 8, "retry_on_status": [502, 503],
+                 "host_header": "spare.internal",
+                 "request_headers": {"set": {"X-Api-Key": "k-secret"}, "remove": ["X-Debug"]},
+                 "response_headers": {"remove": ["Server"]},
                  "path_rewrite": [{"prefix": "/api", "to": "/"}]}
     # legacy's second copy answers 500 to everything (and stays up): the page
     # shows its share of failures
@@ -93,7 +97,10 @@ def test_dashboard_shows_the_api_and_changes_a_route(start_proxy, backend_factor
         for b, c in counters.items():
             totals[b] = totals.get(b, 0) + c["requests"]
     assert seen["shares"] == totals
-    assert seen["moved"] == "1 of 2"  # users is on modern, the default backend is legacy
+    assert seen["moved"] == "1 of 3"  # users is on modern, the default backend is legacy
+    # a route that answers itself says so, and has no backend to change
+    assert seen["states"]["export-v1"] == "answers 410"
+    assert sorted(seen["selects"]) == ["orders", "users"]
     assert seen["movedRef"] == "legacy"  # what "moved" is judged against, named
     assert seen["diffrate"].startswith("100.0 % of ")
     assert seen["diffs"] is True
@@ -111,6 +118,9 @@ def test_dashboard_shows_the_api_and_changes_a_route(start_proxy, backend_factor
     # how each backend balances, and whether it serves other paths
     assert seen["balance"] == {"legacy": "round robin", "modern": "round robin",
                                "spare": "least_conn, max_conns 8, retry on 502 503, 1 path rule"}
+    # what it changes of requests and answers, by name (never the key's value)
+    assert seen["changes"] == {"spare": "Host spare.internal; sets X-Api-Key; removes X-Debug; "
+                                        "answer removes Server"}
     # the control worked: the API agrees, and the audit trail names the change
     assert seen["after"] == "40 %"
     after = json.loads(admin(p, "GET", "/api/routes/orders")[1])
