@@ -175,15 +175,17 @@ void sp_retry_budget_answer(struct sp_retry_budget *b, int64_t now_ms)
 	b->answers[0]++;
 }
 
-int sp_retry_budget_take(struct sp_retry_budget *b, int64_t now_ms, int percent, int min_per_s)
+int sp_retry_budget_fits(struct sp_retry_budget *b, int64_t now_ms, int percent, int min_per_s)
 {
 	budget_roll(b, now_ms);
 	uint64_t retries = (uint64_t)b->retries[0] + b->retries[1];
 	uint64_t answers = (uint64_t)b->answers[0] + b->answers[1];
-	if (retries >= 2 * (uint64_t)min_per_s && retries * 100 >= answers * (uint64_t)percent)
-		return 0;
+	return b->retries[0] < (unsigned)min_per_s || retries * 100 < answers * (uint64_t)percent;
+}
+
+void sp_retry_budget_spend(struct sp_retry_budget *b)
+{
 	b->retries[0]++;
-	return 1;
 }
 
 struct sp_health_view sp_health_view(const struct sp_backend *be)

@@ -68,10 +68,13 @@ struct sp_retry_budget {
 
 /* An answer of one of the backend's servers, at now_ms. */
 void sp_retry_budget_answer(struct sp_retry_budget *b, int64_t now_ms);
-/* Whether one more retry after an answer fits, at now_ms (it then counts):
- * the retries of the last two seconds stay under percent of their answers,
- * or under 2 min_per_s. */
-int sp_retry_budget_take(struct sp_retry_budget *b, int64_t now_ms, int percent, int min_per_s);
+/* Whether one more retry after an answer fits, at now_ms: the retries of
+ * the last two seconds stay under percent of their answers, or this
+ * second's under min_per_s. */
+int sp_retry_budget_fits(struct sp_retry_budget *b, int64_t now_ms, int percent, int min_per_s);
+/* A retry after an answer was made (after sp_retry_budget_fits, the same
+ * second). */
+void sp_retry_budget_spend(struct sp_retry_budget *b);
 
 struct sp_turn {
 	struct sp_retry_budget budget;

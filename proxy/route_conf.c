@@ -402,17 +402,28 @@ static int cookie_path_ok(const char *p)
 	return 1;
 }
 
-/* A cookie's Domain: a host name (letters, digits, '-', '.'), not an
- * address with a port, no dot at either end. */
+/* A cookie's Domain: a host name, labels of 1 to 63 letters, digits and
+ * '-' (not first or last) between dots, at most 253 characters; not an
+ * address with a port. */
 static int cookie_domain_ok(const char *d)
 {
-	size_t n = strlen(d);
-	if (n == 0 || n > 253 || d[0] == '.' || d[n - 1] == '.')
+	size_t n = strlen(d), label = 0;
+	if (n == 0 || n > 253)
 		return 0;
-	for (size_t i = 0; i < n; i++)
-		if (!((d[i] >= 'a' && d[i] <= 'z') || (d[i] >= 'A' && d[i] <= 'Z') ||
-		      (d[i] >= '0' && d[i] <= '9') || d[i] == '-' || d[i] == '.'))
+	for (size_t i = 0; i <= n; i++) {
+		char c = d[i];
+		if (c == '.' || c == '\0') {
+			if (label == 0 || d[i - 1] == '-')
+				return 0;
+			label = 0;
+		} else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+			   (c == '-' && label > 0)) {
+			if (++label > 63)
+				return 0;
+		} else {
 			return 0;
+		}
+	}
 	return 1;
 }
 
@@ -438,8 +449,8 @@ static void load_set_cookie(struct sp_loader *L, const config_setting_t *s, cons
 				      "ASCII characters, no ';' or ','", cpath, ro->cookie_path);
 		ro->cookie_domain = cfgp_str(L, sc, "domain", cpath, &where);
 		if (ro->cookie_domain && !cookie_domain_ok(ro->cookie_domain))
-			ERR(L, where, "%s.domain: \"%s\": must be a host name (letters, digits, '-' "
-				      "and '.', no dot at either end)", cpath, ro->cookie_domain);
+			ERR(L, where, "%s.domain: \"%s\": must be a host name (labels of letters, "
+				      "digits and '-' between dots)", cpath, ro->cookie_domain);
 	} else if (config_setting_type(sc) == CONFIG_TYPE_BOOL) {
 		ro->set_cookie = config_setting_get_bool(sc);
 	} else {

@@ -129,8 +129,10 @@ static int route_kept(const char *route, const void *cfg)
 
 int sp_runtime_trim_due(struct sp_runtime *rt, size_t open)
 {
-	if (open > rt->conns_peak)
+	if (open > rt->conns_peak) { /* more again: no crowd leaving now */
 		rt->conns_peak = open;
+		rt->trimming = 0;
+	}
 	if (!rt->conns_peak || open * 2 > rt->conns_peak ||
 	    (rt->conns_peak < SP_TRIM_FROM && !rt->trimming))
 		return 0;

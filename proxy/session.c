@@ -572,19 +572,24 @@ static int answer_retries(struct sp_session *s, int status)
 	if (!be->retry_any)
 		return 0;
 	sp_worker_note_answer(s->w, s->cfg, s->backend);
-	if (!sp_backend_retries_status(be, status) || !may_resend(s) || s->ninterim)
+	if (!sp_backend_retries_status(be, status) || !may_resend(s) || s->ninterim ||
+	    be->nservers < 2)
 		return 0;
+	/* the budget first: a pick may take a down server's trial, which a
+	 * retry the budget refuses would waste */
+	if (!sp_worker_retry_fits(s->w, s->cfg, s->backend)) {
+		sp_debug("backend %s: %s answered %d; request %s not retried: retry_budget spent",
+			 be->name, server_of(s)->hostport, status, s->reqid);
+		sp_health_count_retry_denied(server_of(s));
+		return 0;
+	}
 	uint64_t tried = s->tried;
 	int i = next_server(s);
-	if (i < 0 || !sp_worker_take_retry(s->w, s->cfg, s->backend)) {
-		if (i >= 0) { /* more retries would load the backend more than its budget allows */
-			sp_debug("backend %s: %s answered %d; request %s not retried: retry_budget "
-				 "spent", be->name, server_of(s)->hostport, status, s->reqid);
-			sp_health_count_retry_denied(server_of(s));
-		}
+	if (i < 0) {
 		s->tried = tried;
 		return 0;
 	}
+	sp_worker_retry_spend(s->w, s->cfg, s->backend);
 	s->retry_status = status;
 	s->retry_to = i;
 	return 1;

@@ -507,12 +507,18 @@ void sp_worker_note_answer(struct sp_worker *w, const struct sp_config *cfg, int
 	sp_retry_budget_answer(&turn_of(w, cfg, backend, &own)->budget, coarse_ms());
 }
 
-int sp_worker_take_retry(struct sp_worker *w, const struct sp_config *cfg, int backend)
+int sp_worker_retry_fits(struct sp_worker *w, const struct sp_config *cfg, int backend)
 {
 	struct sp_turn own;
 	const struct sp_backend *be = &cfg->backends[backend];
-	return sp_retry_budget_take(&turn_of(w, cfg, backend, &own)->budget, coarse_ms(),
+	return sp_retry_budget_fits(&turn_of(w, cfg, backend, &own)->budget, coarse_ms(),
 				    be->retry_budget_percent, be->retry_budget_min);
+}
+
+void sp_worker_retry_spend(struct sp_worker *w, const struct sp_config *cfg, int backend)
+{
+	struct sp_turn own;
+	sp_retry_budget_spend(&turn_of(w, cfg, backend, &own)->budget);
 }
 
 int sp_worker_pick_any(struct sp_worker *w, const struct sp_config *cfg, int backend)

@@ -164,9 +164,10 @@ void sp_worker_release_stats(struct sp_worker *w, struct sp_route_stats *n);
 /* The current HTTP date, formatted once a second (worker thread). */
 const char *sp_worker_date(struct sp_worker *w);
 /* retry_on_status's budget for backend (sp_retry_budget): an answer of one
- * of its servers; whether a retry after one fits (it then counts). */
+ * of its servers; whether a retry after one fits; one made. */
 void sp_worker_note_answer(struct sp_worker *w, const struct sp_config *cfg, int backend);
-int sp_worker_take_retry(struct sp_worker *w, const struct sp_config *cfg, int backend);
+int sp_worker_retry_fits(struct sp_worker *w, const struct sp_config *cfg, int backend);
+void sp_worker_retry_spend(struct sp_worker *w, const struct sp_config *cfg, int backend);
 /* Counts a finished exchange (worker thread). route NULL: default backend;
  * backend NULL: answered by the proxy itself; upstream_error: the backend's
  * failure (one of sp_upstream_reasons), or NULL; ms the whole exchange;

@@ -412,6 +412,8 @@ def test_check_of_set_cookie(tmp_path):
         'set_cookie = { domain = ".example.com"; };',
         'set_cookie = { domain = "example.com:8080"; };',
         'set_cookie = { max_age_s = 0; };',
+        'set_cookie = { domain = "a..b"; };',
+        'set_cookie = { domain = "x.-y.z"; };',
         'set_cookie = "yes";',
         'set_cookie = { maxage = 5; };',
     ]
@@ -420,17 +422,18 @@ def test_check_of_set_cookie(tmp_path):
         'percent = 5.0; sticky = "cookie:uid"; %s }; }' % (i, i, r) for i, r in enumerate(rows))
         + "\n);\n")
     P = "routes.[%d].rollout.set_cookie"
+    DOMAIN = "must be a host name (labels of letters, digits and '-' between dots)"
     assert_check_reports(conf, [
         (5, (P % 0) + '.path: "shop": must start with \'/\', at most 256 visible ASCII '
              "characters, no ';' or ','"),
         (6, (P % 1) + '.path: "/a;b": must start with \'/\', at most 256 visible ASCII '
              "characters, no ';' or ','"),
-        (7, (P % 2) + '.domain: ".example.com": must be a host name (letters, digits, '
-             "'-' and '.', no dot at either end)"),
-        (8, (P % 3) + '.domain: "example.com:8080": must be a host name (letters, digits, '
-             "'-' and '.', no dot at either end)"),
+        (7, (P % 2) + '.domain: ".example.com": ' + DOMAIN),
+        (8, (P % 3) + '.domain: "example.com:8080": ' + DOMAIN),
         (9, (P % 4) + ".max_age_s: must be between 1 and 34560000"),
-        (10, (P % 5) + ': must be true, false or a group: { max_age_s = 2592000; path = "/"; '
+        (10, (P % 5) + '.domain: "a..b": ' + DOMAIN),
+        (11, (P % 6) + '.domain: "x.-y.z": ' + DOMAIN),
+        (12, (P % 7) + ': must be true, false or a group: { max_age_s = 2592000; path = "/"; '
               'domain = "example.com"; }'),
-        (11, (P % 6) + ".maxage: unknown setting"),
+        (13, (P % 8) + ".maxage: unknown setting"),
     ])

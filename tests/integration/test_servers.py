@@ -1617,8 +1617,8 @@ def test_the_retry_budget_bounds_retries_after_answers(backend_factory, start_pr
     """A server answering 503 to everything: without a bound, every one of
     its answers would be asked again elsewhere, doubling the load on a
     backend in trouble. retry_budget lets a share through (here the floor
-    alone: percent 0, 1 a second over two seconds); the rest of its 503s go
-    to the clients, counted as denied retries."""
+    alone: percent 0, 1 a second); the rest of its 503s go to the clients,
+    counted as denied retries."""
     a = backend_factory("a", answering(503, "a"))
     b = backend_factory("b", answering(200, "b"))
     p = start_proxy({"legacy": servers(a, b, retry_on_status=[503],
@@ -1631,7 +1631,7 @@ def test_the_retry_budget_bounds_retries_after_answers(backend_factory, start_pr
     key = '{backend="legacy",server="%s"}' % hostport(a)
     retried = int(m["strangler_backend_server_retries_total" + key])
     denied = int(m["strangler_backend_server_retries_denied_total" + key])
-    assert 2 <= retried <= 4, (retried, denied)
+    assert 1 <= retried <= 3, (retried, denied)  # 1 a second, in the run's 1-3 seconds
     assert denied == fives and fives >= 5, (fives, denied, got)
     assert retried + denied == len(a.requests)
     st, doc = p.admin("GET", "/api/backends")

@@ -482,36 +482,55 @@ static void test_max_conns(void **state)
 	sp_health_table_free(&fresh);
 }
 
-/* retry_on_status's budget: min_per_s a second (over two seconds) with few
- * answers, percent of the answers of the last two seconds with many, and
- * counts that move on with the seconds. */
+/* A retry as answer_retries makes it: when it fits, spent. */
+static int take(struct sp_retry_budget *b, int64_t now, int percent, int min)
+{
+	if (!sp_retry_budget_fits(b, now, percent, min))
+		return 0;
+	sp_retry_budget_spend(b);
+	return 1;
+}
+
+/* retry_on_status's budget: min_per_s in each second whatever the share,
+ * percent of the answers of the last two seconds beyond it, and counts that
+ * move on with the seconds. */
 static void test_retry_budget(void **state)
 {
 	(void)state;
 	struct sp_retry_budget b = {0};
 	int64_t t = 5000000;
 	int n = 0;
-	for (int i = 0; i < 20; i++) {
+	for (int i = 0; i < 10; i++) {
 		sp_retry_budget_answer(&b, t);
-		n += sp_retry_budget_take(&b, t, 20, 3);
+		n += take(&b, t, 20, 3);
 	}
-	assert_int_equal(n, 6); /* 2 s x 3: the floor, 20 answers give only 4 */
+	assert_int_equal(n, 3); /* the floor: 10 answers give 20 % = 2 */
 	/* many answers: 20 % of them */
-	for (int i = 0; i < 480; i++)
+	for (int i = 0; i < 490; i++)
 		sp_retry_budget_answer(&b, t + 10);
 	n = 0;
 	for (int i = 0; i < 200; i++)
-		n += sp_retry_budget_take(&b, t + 10, 20, 3);
-	assert_int_equal(n, 100 - 6); /* 500 answers: 100 retries, 6 taken before */
-	/* a second later the last second still counts; two later, nothing does */
-	assert_false(sp_retry_budget_take(&b, t + 1000, 20, 3));
-	assert_true(sp_retry_budget_take(&b, t + 2000, 20, 3));
+		n += take(&b, t + 10, 20, 3);
+	assert_int_equal(n, 100 - 3); /* 500 answers: 100 retries, 3 taken before */
+	/* a second later the last second still counts, but the floor is this
+	 * second's own; two seconds later nothing of it counts */
+	n = 0;
+	for (int i = 0; i < 10; i++)
+		n += take(&b, t + 1000, 20, 3);
+	assert_int_equal(n, 3);
+	assert_true(sp_retry_budget_fits(&b, t + 3000, 0, 1));
+	/* fits does not count: only spend does */
+	struct sp_retry_budget f = {0};
+	for (int i = 0; i < 5; i++)
+		assert_true(sp_retry_budget_fits(&f, t, 0, 1));
+	sp_retry_budget_spend(&f);
+	assert_false(sp_retry_budget_fits(&f, t, 0, 1));
 	/* percent 0 with min 0: never; percent 100: one retry an answer */
 	struct sp_retry_budget z = {0};
 	sp_retry_budget_answer(&z, t);
-	assert_false(sp_retry_budget_take(&z, t, 0, 0));
-	assert_true(sp_retry_budget_take(&z, t, 100, 0));
-	assert_false(sp_retry_budget_take(&z, t, 100, 0));
+	assert_false(take(&z, t, 0, 0));
+	assert_true(take(&z, t, 100, 0));
+	assert_false(take(&z, t, 100, 0));
 }
 
 int main(void)

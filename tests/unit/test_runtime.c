@@ -55,12 +55,23 @@ static void test_the_last_of_a_crowd_is_trimmed_too(void **state)
 	run(g, NELEM(g));
 }
 
+/* After a crowd, a small load that comes and goes is no crowd leaving: it
+ * is not trimmed at each of its falls. */
+static void test_a_small_swinging_load_is_not_trimmed(void **state)
+{
+	(void)state;
+	static const struct step s[] = {{2000, 0}, {45, 1}, {20, 1}, {45, 0}, {20, 0},
+					{45, 0}, {20, 0}, {0, 0}};
+	run(s, NELEM(s));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_no_crowd_no_trim),
 		cmocka_unit_test(test_a_crowd_is_followed_down),
 		cmocka_unit_test(test_the_last_of_a_crowd_is_trimmed_too),
+		cmocka_unit_test(test_a_small_swinging_load_is_not_trimmed),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
