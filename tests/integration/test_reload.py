@@ -348,7 +348,10 @@ def test_renamed_routes_give_back_their_counters(start_proxy, two_backends):
         if gen == 5:
             before = p.rss_kb()
     grew = p.rss_kb() - before
-    assert grew < 8192, "RSS grew by %d KiB over 55 reloads renaming 50 routes" % grew
+    # under ASan, its quarantine holds freed memory (check.sh bounds it to
+    # 4 MB; a run without that saw 140 MB): the bound means nothing there
+    assert grew < 8192 or harness.sanitized(), \
+        "RSS grew by %d KiB over 55 reloads renaming 50 routes" % grew
     with p.client() as c:
         assert c.request("GET", "/r7").header("X-Backend") == "modern"
     counts = route_counts(p)
