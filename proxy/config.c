@@ -810,7 +810,7 @@ static void load_retry_status(struct sp_loader *L, const config_setting_t *e, co
 	for (int i = 0; i < n; i++) {
 		const config_setting_t *v = config_setting_get_elem(st, (unsigned)i);
 		int code = config_setting_type(v) == CONFIG_TYPE_INT ? config_setting_get_int(v) : 0;
-		unsigned k = (unsigned)(code - 400);
+		unsigned k = (unsigned)code - 400u;
 		if (k >= 200) {
 			ERR(L, v, "%s.retry_on_status.[%d]: must be a status from 400 to 599", path, i);
 			continue;

@@ -95,7 +95,7 @@ struct sp_backend {
 /* Whether status is one of backend b's retry_on_status. */
 static inline int sp_backend_retries_status(const struct sp_backend *b, int status)
 {
-	unsigned k = (unsigned)(status - 400);
+	unsigned k = (unsigned)status - 400u; /* below 400 wraps to a large k */
 	return k < 200 && (b->retry_status[k / 64] >> (k % 64) & 1);
 }
 

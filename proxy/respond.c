@@ -105,8 +105,8 @@ static void load_body(struct sp_loader *L, const config_setting_t *g, const char
 		    path, SP_RETURN_BODY_MAX);
 	else if (r->status && !may_have_body(r->status))
 		ERR(L, where, "%s.body: a %d answer has no content", path, r->status);
-	if (!r->content_type)
-		r->content_type = strdup("text/plain; charset=utf-8");
+	if (!r->content_type && !(r->content_type = strdup("text/plain; charset=utf-8")))
+		ERR(L, where, "%s.body: out of memory", path);
 }
 
 int sp_load_return(struct sp_loader *L, const config_setting_t *route, const char *rpath,

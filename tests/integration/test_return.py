@@ -202,6 +202,9 @@ def test_counters_explain_and_the_api(proxy):
     assert "location: http://a.example/v2/same-site/p?x=1" in lines, out.stdout
     out = run_strangler("explain", "-c", p.conf_path, "GET", "/maintenance")
     assert "body:     16 bytes, text/html" in out.stdout.splitlines(), out.stdout
+    out = run_strangler("explain", "-c", p.conf_path, "HEAD", "/maintenance")
+    assert "answer:   503 Service Unavailable (the route answers itself: return; no backend)" \
+        in out.stdout.splitlines() and "body:" not in out.stdout, out.stdout
 
 
 BAD = """listen = ( { address = "127.0.0.1:18080"; } );
