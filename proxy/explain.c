@@ -98,15 +98,8 @@ static void print_changes(const struct sp_config *c, int b, const struct sp_reqv
 static void print_return(const struct sp_return *r, const struct sp_reqview *q,
 			 struct sp_buf *scratch)
 {
-	const struct sp_hdr *host = sp_hdr_find(q->headers, q->nheaders, "Host");
-	struct sp_hdr_vars v = {.remote_addr = q->client_ip,
-				.scheme = "http",
-				.http_host = host ? host->value : NULL,
-				.http_host_len = host ? host->value_len : 0,
-				.path = q->path,
-				.path_len = q->path_len,
-				.query = q->query,
-				.query_len = q->query_len};
+	struct sp_hdr_vars v;
+	sp_return_vars(q, "http", NULL, &v);
 	printf("answer:   %d %s (the route answers itself: return; no backend)\n", r->status,
 	       sp_http_reason(r->status));
 	sp_buf_reset(scratch);

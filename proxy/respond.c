@@ -8,6 +8,7 @@
 #include "config_parse.h"
 #include "http.h"
 #include "rewrite.h"
+#include "route.h"
 
 /* The variables a Location may name. */
 #define LOCATION_VARS                                                                      \
@@ -41,22 +42,13 @@ static long long int_of(const config_setting_t *s)
 	return t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64 ? config_setting_get_int64(s) : -1;
 }
 
-/* A header value strangler writes as given: 1 to 4096 bytes, no control
- * characters, no blank at either end. */
-static int header_value_ok(const char *v)
-{
-	size_t n = strlen(v);
-	return n && n <= 4096 && v[0] != ' ' && v[0] != '\t' && v[n - 1] != ' ' &&
-	       v[n - 1] != '\t' && !sp_http_value_has_ctl(v, n);
-}
-
 /* A string member that becomes a header value: a copy, or NULL (absent, or
  * reported). */
 static char *header_member(struct sp_loader *L, const config_setting_t *g, const char *key,
 			   const char *path, const config_setting_t **where)
 {
 	char *v = cfgp_str(L, g, key, path, where);
-	if (v && !header_value_ok(v)) {
+	if (v && !sp_hdr_value_ok(v)) {
 		ERR(L, *where, "%s.%s: must be 1 to 4096 bytes, no control characters, no blank "
 			       "at either end",
 		    path, key);
@@ -170,6 +162,21 @@ int sp_return_write(const struct sp_return *r, const struct sp_return_ctx *x, st
 	if (sp_buf_adds(out, "\r\n") < 0)
 		return -1;
 	return x->head || !r->body ? 0 : sp_buf_add(out, r->body, r->body_len) < 0 ? -1 : 0;
+}
+
+void sp_return_vars(const struct sp_reqview *q, const char *scheme, const char *request_id,
+		    struct sp_hdr_vars *v)
+{
+	const struct sp_hdr *host = sp_hdr_find(q->headers, q->nheaders, "Host");
+	*v = (struct sp_hdr_vars){.remote_addr = q->client_ip,
+				  .scheme = scheme,
+				  .request_id = request_id,
+				  .http_host = host ? host->value : NULL,
+				  .http_host_len = host ? host->value_len : 0,
+				  .path = q->path,
+				  .path_len = q->path_len,
+				  .query = q->query,
+				  .query_len = q->query_len};
 }
 
 void sp_return_deinit(struct sp_return *r)

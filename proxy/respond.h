@@ -9,6 +9,9 @@
 
 #include "buf.h"
 
+struct sp_hdr_vars;
+struct sp_reqview;
+
 #define SP_RETURN_BODY_MAX 65536
 
 struct sp_return {
@@ -33,6 +36,12 @@ struct sp_return_ctx {
  * body, Content-Length (not for 204 and 304, which have no content),
  * Connection as keep_alive says, X-Request-Id, Date. 0, or -1 no memory. */
 int sp_return_write(const struct sp_return *r, const struct sp_return_ctx *x, struct sp_buf *out);
+
+/* What location's variables stand for with request q (route.h's view of
+ * it: its client, Host, normalised path and query), scheme and request_id
+ * (NULL: none) the caller's. */
+void sp_return_vars(const struct sp_reqview *q, const char *scheme, const char *request_id,
+		    struct sp_hdr_vars *v);
 
 void sp_return_deinit(struct sp_return *r);
 

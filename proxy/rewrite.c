@@ -308,6 +308,12 @@ enum var {
 };
 static const char *const var_names[VAR__N] = {"remote_addr", "scheme", "request_id",
 					      "http_host",   "host",   "request_uri"};
+/* sp_hdr_vars_in reports variable k as the bit 1 << k: rewrite.h's SP_VAR_ */
+_Static_assert(SP_VAR_REMOTE_ADDR == 1 << VAR_REMOTE_ADDR && SP_VAR_SCHEME == 1 << VAR_SCHEME &&
+		       SP_VAR_REQUEST_ID == 1 << VAR_REQUEST_ID &&
+		       SP_VAR_HTTP_HOST == 1 << VAR_HTTP_HOST && SP_VAR_HOST == 1 << VAR_HOST &&
+		       SP_VAR_REQUEST_URI == 1 << VAR_REQUEST_URI,
+	       "SP_VAR_ bits follow enum var");
 
 /* The variable at v[0] == '$': its kind, or -1 for "$$" (a '$'), -2 when
  * it is none; *len is what it spans. */
@@ -497,10 +503,7 @@ static const char *name_refused(const char *name, int response)
 	return NULL;
 }
 
-/* A field value strangler will send (its variables aside): 1 to 4096
- * bytes, visible ASCII, spaces and tabs inside, bytes past 0x7f (obs-text);
- * no control character. */
-static int value_ok(const char *v)
+int sp_hdr_value_ok(const char *v)
 {
 	size_t n = strlen(v);
 	if (n == 0 || n > 4096 || v[0] == ' ' || v[0] == '\t' || v[n - 1] == ' ' ||
@@ -527,7 +530,7 @@ int sp_hdr_vars_in(const char *v, int known)
 static int check_vars(struct sp_loader *L, const config_setting_t *f, const char *path,
 		      const char *name, const char *v, struct sp_hdr_rules *r)
 {
-	int used = sp_hdr_vars_in(v, SP_VAR_REQUEST_URI - 1); /* all but $request_uri */
+	int used = sp_hdr_vars_in(v, SP_HDR_RULE_VARS);
 	if (used < 0) {
 		ERR(L, f, "%s.set.%s: \"%s\": '$' starts a variable: $remote_addr, "
 			  "$scheme, $request_id, $http_host or $host (or ${name}); write $$ "
@@ -567,7 +570,7 @@ static void load_set(struct sp_loader *L, const config_setting_t *set, const cha
 			ERR(L, f, "%s.set.%s: set twice (header names are case-insensitive, '_' "
 				  "reads as '-')",
 			    path, name);
-		else if (!v || !value_ok(v))
+		else if (!v || !sp_hdr_value_ok(v))
 			ERR(L, f, "%s.set.%s: must be a string of 1 to 4096 bytes, no control "
 				  "characters, no blank at either end (to drop the header, list it "
 				  "in remove)",

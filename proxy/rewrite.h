@@ -104,9 +104,19 @@ enum {
 	SP_VAR_REQUEST_URI = 32,
 };
 
+/* What a header rule's set value may name: all but $request_uri (a route's
+ * return.location only). */
+#define SP_HDR_RULE_VARS \
+	(SP_VAR_REMOTE_ADDR | SP_VAR_SCHEME | SP_VAR_REQUEST_ID | SP_VAR_HTTP_HOST | SP_VAR_HOST)
+
 /* The variables value v names (SP_VAR_ bits), or -1 when a '$' in it starts
  * none of those in known ("$$" is a '$'). */
 int sp_hdr_vars_in(const char *v, int known);
+
+/* A field value strangler will send as written (its variables aside): 1 to
+ * 4096 bytes, visible ASCII, spaces and tabs inside, bytes past 0x7f
+ * (obs-text); no control character, no blank at either end. */
+int sp_hdr_value_ok(const char *v);
 
 #define SP_HDR_RULES_MAX 64
 

@@ -887,19 +887,11 @@ static int no_room(struct sp_session *s, const struct sp_h1_msg *m)
  * body gets the answer at once instead, and the connection closes (its body
  * unread, RFC 9110 10.1.1). */
 __attribute__((noinline)) static int answer_itself(struct sp_session *s, const struct sp_h1_msg *m,
-						    const char *query, size_t qlen)
+						    const struct sp_reqview *q)
 {
 	const struct sp_return *r = &s->dec.route->ret;
-	const struct sp_hdr *host = sp_hdr_find(m->hdrs, m->nhdrs, "Host");
-	struct sp_hdr_vars v = {.remote_addr = s->client_addr,
-				.scheme = s->https ? "https" : "http",
-				.request_id = s->reqid,
-				.http_host = host ? host->value : NULL,
-				.http_host_len = host ? host->value_len : 0,
-				.path = s->path.data,
-				.path_len = s->path.len,
-				.query = query,
-				.query_len = qlen};
+	struct sp_hdr_vars v;
+	sp_return_vars(q, s->https ? "https" : "http", s->reqid, &v);
 	sp_buf_reset(&s->head);
 	if (r->location && (sp_hdr_expand(r->location, &v, &s->head) < 0 ||
 			    sp_buf_addc(&s->head, '\0') < 0)) {
@@ -1087,7 +1079,7 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	s->client_minor = m->http_minor;
 	s->is_head = strcmp(m->method, "HEAD") == 0;
 	if (s->dec.route && s->dec.route->ret.status)
-		return answer_itself(s, m, query, qlen);
+		return answer_itself(s, m, &q);
 	/* a backend known to be down (all its servers): the route's other side,
 	 * when it is up (and may take it: fallback_side) */
 	int other, k;
