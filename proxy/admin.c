@@ -405,11 +405,11 @@ static void metric_per_server(struct sp_buf *b, const struct sp_config *cfg,
 		"Requests and shadows by what the server's passive health made of them: ok (an "
 		"answer, below 500 for a request) or failed (no connection, a timeout, a bad "
 		"answer, a 5xx to a request).",
-		"Requests the server failed (no connection, or closed or reset before an answer) "
-		"or answered with one of retry_on_status, that were sent on to another server of "
-		"the backend.",
-		"Answers of the server with one of retry_on_status passed on as they were: the "
-		"backend's retry_budget was spent."};
+		"Requests the server failed (no connection, or closed or reset before an answer), "
+		"answered with one of retry_on_status or did not answer within "
+		"per_try_timeout_ms, that were sent on to another server of the backend.",
+		"Requests the server answered with one of retry_on_status, or did not answer "
+		"within per_try_timeout_ms, not sent on: the backend's retry_budget was spent."};
 	const char *name = names[which];
 	int outcomes = which == SERVER_OUTCOMES;
 	sp_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, helps[which], name,
@@ -869,6 +869,7 @@ static void serve_backends(struct admin_conn *a, const char *name)
 			if (sp_backend_retries_status(be, st))
 				json_array_append_new(rs, json_integer(st));
 		json_object_set_new(b, "retry_on_status", rs);
+		json_object_set_new(b, "per_try_timeout_ms", json_integer(be->per_try_timeout_ms));
 		json_object_set_new(b, "retry_budget",
 				    json_pack("{s:i, s:i}", "percent", be->retry_budget_percent,
 					      "min_per_s", be->retry_budget_min));

@@ -825,8 +825,26 @@ static void load_retry_status(struct sp_loader *L, const config_setting_t *e, co
 			    "another server of the backend)", path);
 }
 
+/* per_try_timeout_ms = 1000; read after the servers. */
+static void load_per_try_timeout(struct sp_loader *L, const config_setting_t *e, const char *path,
+				 struct sp_backend *b)
+{
+	const config_setting_t *t = config_setting_get_member(e, "per_try_timeout_ms");
+	cfgp_int_field(L, e, "per_try_timeout_ms", path, 0, 86400000, &b->per_try_timeout_ms);
+	if (!t || !b->per_try_timeout_ms)
+		return;
+	if (b->nservers == 1)
+		WARN(L, t, "%s.per_try_timeout_ms: has no effect with one server (the retry goes to "
+			   "another server of the backend)", path);
+	else if (b->per_try_timeout_ms >= b->response_timeout_ms)
+		WARN(L, t, "%s.per_try_timeout_ms: %d is not below response_timeout_ms (%d): the "
+			   "response timeout comes first (a route's own response_timeout_ms may be "
+			   "longer)", path, b->per_try_timeout_ms, b->response_timeout_ms);
+}
+
 /* retry_budget = { percent = 20; min_per_s = 3; } (the defaults, as
- * Envoy's retry budget and Finagle's): read after retry_on_status. */
+ * Envoy's retry budget and Finagle's): read after retry_on_status and
+ * per_try_timeout_ms. */
 static void load_retry_budget(struct sp_loader *L, const config_setting_t *e, const char *path,
 			      struct sp_backend *b)
 {
@@ -845,8 +863,8 @@ static void load_retry_budget(struct sp_loader *L, const config_setting_t *e, co
 	cfgp_check_keys(L, g, gpath, keys);
 	cfgp_int_field(L, g, "percent", gpath, 0, 100, &b->retry_budget_percent);
 	cfgp_int_field(L, g, "min_per_s", gpath, 0, 100000, &b->retry_budget_min);
-	if (!b->retry_any)
-		WARN(L, g, "%s: has no effect without retry_on_status", gpath);
+	if (!b->retry_any && !b->per_try_timeout_ms)
+		WARN(L, g, "%s: has no effect without retry_on_status or per_try_timeout_ms", gpath);
 }
 
 static void load_backends(struct sp_loader *L, const config_setting_t *root)
@@ -860,7 +878,7 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 					   "response_headers",	      "balance",
 					   "max_conns",		      "location_rewrite",
 					   "retry_on_status",	      "retry_budget",
-					   NULL};
+					   "per_try_timeout_ms",  NULL};
 	const config_setting_t *bs = config_setting_get_member(root, "backends");
 	if (!bs) {
 		sp_diag_add(L->diag, 1, L->file, 0, "backends: at least one backend is required");
@@ -909,6 +927,7 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 					   b->req_headers.host_vars || b->resp_headers.host_vars;
 		load_servers(L, e, path, b);
 		load_retry_status(L, e, path, b);
+		load_per_try_timeout(L, e, path, b);
 		load_retry_budget(L, e, path, b);
 		load_backend_tls(L, e, path, b);
 		load_health(L, e, path, b);

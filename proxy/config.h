@@ -72,8 +72,13 @@ struct sp_backend {
 	 * retriable_status_codes) */
 	uint64_t retry_status[4];
 	int retry_any; /* retry_on_status has a status */
-	/* retry_budget: retries after answers stay under percent of the
-	 * backend's answers (a worker's, over two seconds), or min_per_s */
+	/* per_try_timeout_ms (0: off): an idempotent request without a body
+	 * whose server has not begun its answer by then goes on to another
+	 * server not tried yet (Envoy's per_try_timeout) */
+	int per_try_timeout_ms;
+	/* retry_budget: the retries after answers or per_try_timeout_ms stay
+	 * under percent of the backend's answers (a worker's, over two
+	 * seconds), or min_per_s */
 	int retry_budget_percent, retry_budget_min;
 	int connect_timeout_ms;
 	int response_timeout_ms;

@@ -163,6 +163,8 @@ static void print_decision(const struct sp_config *c, const struct sp_reqview *q
 	for (int st = 400, n = 0; st < 600; st++)
 		if (sp_backend_retries_status(be, st))
 			printf("%s%d", n++ ? "," : " retry_on_status=", st);
+	if (be->per_try_timeout_ms)
+		printf(" per_try_timeout_ms=%d", be->per_try_timeout_ms);
 	printf("\n");
 	print_changes(c, d->backend, q);
 }

@@ -139,7 +139,9 @@ struct sp_session {
 	/* an answer of the backend's retry_on_status, left unread: the status,
 	 * and the server the request goes to next (0 when none is pending) */
 	int retry_status, retry_to;
-	int answered_once; /* a server answered it (retry_on_status): it stays on its backend */
+	/* a server answered it (retry_on_status) or may be at work on it
+	 * (per_try_timeout_ms): it stays on its backend */
+	int answered_once;
 	struct timespec t_start, t_up;
 	int t_stamped; /* t_start is this request's first byte (else the accept) */
 	double upstream_ms;
@@ -560,6 +562,32 @@ static int retry_next_server(struct sp_session *s, const char *err)
 	return 1;
 }
 
+/* The server of the backend, not tried yet, that a retry costing the
+ * backend a second exchange (after an answer, or per_try_timeout_ms) goes
+ * to, within its retry_budget (spent for it), or -1. The budget first: a
+ * pick may take a down server's trial, which a retry the budget refuses
+ * would waste. */
+static int budgeted_next_server(struct sp_session *s)
+{
+	const struct sp_backend *be = &s->cfg->backends[s->backend];
+	if (be->nservers < 2)
+		return -1;
+	if (!sp_worker_retry_fits(s->w, s->cfg, s->backend)) {
+		sp_debug("backend %s: %s: request %s not retried: retry_budget spent", be->name,
+			 server_of(s)->hostport, s->reqid);
+		sp_health_count_retry_denied(server_of(s));
+		return -1;
+	}
+	uint64_t tried = s->tried;
+	int i = next_server(s);
+	if (i < 0) {
+		s->tried = tried;
+		return -1;
+	}
+	sp_worker_retry_spend(s->w, s->cfg, s->backend);
+	return i;
+}
+
 /* retry_on_status: an answer with one of the backend's listed statuses to
  * a request that may be sent again (may_resend), before any answer went to
  * the client (no 1xx either), is left unread and the request goes to
@@ -569,27 +597,13 @@ static int retry_next_server(struct sp_session *s, const char *err)
 static int answer_retries(struct sp_session *s, int status)
 {
 	const struct sp_backend *be = &s->cfg->backends[s->backend];
-	if (!be->retry_any)
+	int i;
+	if (!be->retry_any && !be->per_try_timeout_ms)
 		return 0;
 	sp_worker_note_answer(s->w, s->cfg, s->backend);
 	if (!sp_backend_retries_status(be, status) || !may_resend(s) || s->ninterim ||
-	    be->nservers < 2)
+	    (i = budgeted_next_server(s)) < 0)
 		return 0;
-	/* the budget first: a pick may take a down server's trial, which a
-	 * retry the budget refuses would waste */
-	if (!sp_worker_retry_fits(s->w, s->cfg, s->backend)) {
-		sp_debug("backend %s: %s answered %d; request %s not retried: retry_budget spent",
-			 be->name, server_of(s)->hostport, status, s->reqid);
-		sp_health_count_retry_denied(server_of(s));
-		return 0;
-	}
-	uint64_t tried = s->tried;
-	int i = next_server(s);
-	if (i < 0) {
-		s->tried = tried;
-		return 0;
-	}
-	sp_worker_retry_spend(s->w, s->cfg, s->backend);
 	s->retry_status = status;
 	s->retry_to = i;
 	return 1;
@@ -606,6 +620,37 @@ static void retry_on_answer(struct sp_session *s)
 	s->answered_once = 1;
 	sp_upconn_free(&s->up);
 	resend_to(s, s->retry_to);
+}
+
+/* Whether the try is bounded by the backend's per_try_timeout_ms: one
+ * shorter than response_ms (the response timeout), a request that may be
+ * sent again (no body), no answer begun, a server not tried yet left. */
+static int try_bounded(const struct sp_session *s, int response_ms)
+{
+	const struct sp_backend *be = &s->cfg->backends[s->backend];
+	uint64_t tried = s->tried | (uint64_t)1 << s->server;
+	return be->per_try_timeout_ms && be->per_try_timeout_ms < response_ms && replayable(s) &&
+	       !s->resp_started && !s->ninterim && !sp_h1_in_message(s->resp) &&
+	       (size_t)__builtin_popcountll(tried) < be->nservers;
+}
+
+/* per_try_timeout_ms ran out before the server began its answer: the
+ * request goes to another server not tried yet, within the retry budget,
+ * and the server counts a failed request. Else it waits on for its answer,
+ * for the response timeout (which counts from the request's sending). */
+static void try_timed_out(struct sp_session *s)
+{
+	const struct sp_backend *be = &s->cfg->backends[s->backend];
+	int i;
+	if (s->ninterim || sp_h1_in_message(s->resp) || !may_resend(s) ||
+	    (i = budgeted_next_server(s)) < 0)
+		return;
+	sp_health_report(be, server_of(s), 0);
+	sp_log(SP_LOG_INFO, "backend %s: %s: no answer within per_try_timeout_ms; request %s retried on %s",
+	       be->name, server_of(s)->hostport, s->reqid, be->servers[i].hostport);
+	s->answered_once = 1; /* the server may be at work on it: not the other side's */
+	sp_upconn_free(&s->up);
+	resend_to(s, i);
 }
 
 /* The Host a request sends to backend b: its host_header, else the
@@ -780,6 +825,8 @@ static void upstream_timeouts(struct sp_session *s)
 								     : be->response_timeout_ms;
 	int sent = s->req_done || s->req_body == SP_BODY_NONE; /* or as good as sent */
 	sp_conn_timeouts(s->up->conn, sent ? ms : 0, ms);
+	if (sent && try_bounded(s, ms))
+		sp_conn_deadline(s->up->conn, be->per_try_timeout_ms, 0);
 }
 
 static void attach_upstream(struct sp_session *s, enum sp_take take)
@@ -1793,6 +1840,10 @@ static void on_up_event(struct sp_conn *c, short what, void *arg)
 		s->up->connected = 1;
 		upstream_timeouts(s);
 		sp_shadow_primary_served(s->shadow, s->server, &s->head);
+		goto out;
+	}
+	if (what & SP_CONN_DEADLINE) { /* per_try_timeout_ms */
+		try_timed_out(s);
 		goto out;
 	}
 	if (may_retry(s) && (what & (SP_CONN_EOF | SP_CONN_ERROR))) {

@@ -97,6 +97,7 @@ void sp_pool_put(struct sp_upconn **cp)
 	sp_conn_setcb(c->conn, on_idle_read, NULL, on_idle_event, c);
 	sp_conn_read(c->conn, 1);
 	sp_conn_timeouts(c->conn, p->be->idle_timeout_ms, 0);
+	sp_conn_deadline(c->conn, 0, 0); /* a per_try_timeout_ms its answer beat */
 	c->reused = 1;
 	TAILQ_INSERT_HEAD(&p->idle[c->server], c, link);
 	p->nidle++;

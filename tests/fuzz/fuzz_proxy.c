@@ -171,12 +171,12 @@ static struct sp_config *config(int port, int port2)
 	close(probe);
 	struct sp_diag d;
 	/* two servers (a retry on the next one, also after a 502 or 503
-	 * answer), host_header (a Location naming it maps back), variables in
+	 * answer, or 100 ms without one), host_header (a Location naming it maps back), variables in
 	 * the header rules */
 	snprintf(text, sizeof(text),
 		 "listen = ( { address = \"127.0.0.1:%d\"; } );\nworkers = 1;\nlog_level = \"error\";\n"
 		 "backends = { b = { servers = [\"http://127.0.0.1:%d\", \"http://127.0.0.1:%d\"];"
-		 " connect_timeout_ms = 200; retry_on_status = [502, 503];"
+		 " connect_timeout_ms = 200; retry_on_status = [502, 503]; per_try_timeout_ms = 100;"
 		 " response_timeout_ms = 200; host_header = \"legacy.internal:8080\";"
 		 " path_rewrite = ( { prefix = \"/a\"; to = \"/\"; },"
 		 " { prefix = \"/\"; to = \"/b\"; } );"

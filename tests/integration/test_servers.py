@@ -1640,6 +1640,112 @@ def test_the_retry_budget_bounds_retries_after_answers(backend_factory, start_pr
     assert be["servers"][0]["retries_denied"] == denied
 
 
+# --------------------------------------------------------------------------
+# per_try_timeout_ms
+
+
+def slow(delay, name, first_byte_at_once=False):
+    """A handler answering 200 after `delay` seconds; with first_byte_at_once
+    the head goes at once and the body after the delay."""
+    import harness as h
+
+    def handler(req, conn):
+        if first_byte_at_once:
+            conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nX-Backend: %s\r\n\r\n"
+                      % name.encode())
+            time.sleep(delay)
+            conn.send(b"slow")
+            return h.KEEP
+        time.sleep(delay)
+        return Response(200, b"s200", headers=[("X-Backend", name)])
+    return handler
+
+
+def test_per_try_timeout_sends_a_silent_get_on_to_the_next_server(backend_factory,
+                                                                   start_proxy):
+    """A server that has not begun its answer within per_try_timeout_ms: a
+    GET goes on to the next server and the client gets that one's answer,
+    long before the slow one's; the slow server counts a retry and a failed
+    request. A POST with a body waits for its own server's answer."""
+    a = backend_factory("a", slow(1.5, "a"))
+    b = backend_factory("b", answering(200, "b"))
+    p = start_proxy({"legacy": servers(a, b, per_try_timeout_ms=200, response_timeout_ms=5000,
+                                       health={"unhealthy": 100})}, admin={})
+    t0 = time.monotonic()
+    with p.client() as c:
+        got = [c.request("GET", "/g/%d" % i) for i in range(2)]  # a's turn, then b's
+    took = time.monotonic() - t0
+    assert [(r.status, r.header("X-Backend"), r.body) for r in got] == \
+        [(200, "b", b"s200")] * 2, got
+    assert 0.2 <= took < 1.2, took
+    assert len(a.requests) == 1
+    assert "backend legacy: %s: no answer within per_try_timeout_ms; request" % hostport(a) \
+        in p.stderr_text()
+    _, m = metrics(p)
+    key = '{backend="legacy",server="%s"' % hostport(a)
+    assert m["strangler_backend_server_retries_total" + key + "}"] == "1"
+    assert m["strangler_backend_server_outcomes_total" + key + ',result="failed"}'] == "1"
+    t0 = time.monotonic()
+    with p.client() as c:
+        posts = [c.request("POST", "/p/%d" % i, body=b"x") for i in range(2)]
+    assert sorted((r.status, r.header("X-Backend")) for r in posts) == [(200, "a"), (200, "b")]
+    assert time.monotonic() - t0 >= 1.4
+    log = p.wait_access(4)
+    assert [e["server"] for e in log[:2]] == [hostport(b)] * 2, log
+    assert p.admin("GET", "/api/backends")[1]["backends"][0]["per_try_timeout_ms"] == 200
+
+
+def test_per_try_timeout_waits_on_for_an_answer_begun(backend_factory, start_proxy):
+    """The head came within per_try_timeout_ms, the body later: the answer
+    is the client's, whole; nothing goes to the next server."""
+    a = backend_factory("a", slow(0.6, "a", first_byte_at_once=True))
+    b = backend_factory("b", answering(200, "b"))
+    p = start_proxy({"legacy": servers(a, b, per_try_timeout_ms=150,
+                                       health={"unhealthy": 100})})
+    with p.client() as c:
+        r = c.request("GET", "/x")
+    assert (r.status, r.header("X-Backend"), r.body) == (200, "a", b"slow")
+    assert b.requests == []
+
+
+def test_per_try_timeout_leaves_the_last_server_the_response_timeout(backend_factory,
+                                                                     start_proxy):
+    """Every server slow: each is asked once, and the last one has the
+    whole response timeout: its late answer is the client's, not a 504.
+    Servers that never answer: a 504 once the last one's response timeout
+    has passed."""
+    backs = [backend_factory(n, slow(0.5, n)) for n in "abc"]
+    p = start_proxy({"legacy": servers(*backs, per_try_timeout_ms=100, response_timeout_ms=3000,
+                                       health={"unhealthy": 100})})
+    t0 = time.monotonic()
+    st, name = who(p, "/x")
+    assert (st, name) == (200, "c"), (st, name)
+    assert 0.65 <= time.monotonic() - t0 < 1.5
+    assert [len(b.requests) for b in backs] == [1, 1, 1]
+    p.stop()
+    backs = [backend_factory(n + "2", slow(5, n)) for n in "ab"]
+    p = start_proxy({"legacy": servers(*backs, per_try_timeout_ms=100, response_timeout_ms=600,
+                                       health={"unhealthy": 100})})
+    t0 = time.monotonic()
+    assert who(p, "/x")[0] == 504
+    assert 0.65 <= time.monotonic() - t0 < 1.5
+    assert [len(b.requests) for b in backs] == [1, 1]
+
+
+def test_per_try_timeout_retries_stay_within_the_retry_budget(backend_factory, start_proxy):
+    """With the budget spent, a silent server's request is not sent on: it
+    waits for that server's own answer, counted as a denied retry."""
+    a = backend_factory("a", slow(0.4, "a"))
+    b = backend_factory("b", answering(200, "b"))
+    p = start_proxy({"legacy": servers(a, b, per_try_timeout_ms=100,
+                                       retry_budget={"percent": 0, "min_per_s": 0},
+                                       health={"unhealthy": 100})}, admin={})
+    assert who(p, "/x") == (200, "a")
+    assert b.requests == []
+    key = '{backend="legacy",server="%s"}' % hostport(a)
+    assert metrics(p)[1]["strangler_backend_server_retries_denied_total" + key] == "1"
+
+
 RETRY_BAD = """listen = ( { address = "127.0.0.1:18080"; } );
 backends = {
   one = { url = "http://127.0.0.1:9001"; retry_on_status = [503]; };
@@ -1653,6 +1759,11 @@ backends = {
             retry_on_status = []; };
   budget = { servers = ["http://127.0.0.1:9001", "http://127.0.0.1:9002"];
              retry_budget = { percent = 101; }; };
+  lone = { url = "http://127.0.0.1:9001"; per_try_timeout_ms = 500; };
+  long = { servers = ["http://127.0.0.1:9001", "http://127.0.0.1:9002"];
+           per_try_timeout_ms = 5000; response_timeout_ms = 5000; };
+  neg = { servers = ["http://127.0.0.1:9001", "http://127.0.0.1:9002"];
+          per_try_timeout_ms = -1; };
 };
 default_backend = "one";
 """
@@ -1672,18 +1783,25 @@ def test_check_of_retry_on_status(tmp_path):
             "9: backends.word.retry_on_status: must be a list of statuses: [502, 503, 504]",
             "11: backends.empty.retry_on_status: must be a list of statuses: [502, 503, 504]",
             "13: backends.budget.retry_budget.percent: must be between 0 and 100",
-            "13: warning: backends.budget.retry_budget: has no effect without retry_on_status"]:
+            "13: warning: backends.budget.retry_budget: has no effect without retry_on_status "
+            "or per_try_timeout_ms",
+            "14: warning: backends.lone.per_try_timeout_ms: has no effect with one server "
+            "(the retry goes to another server of the backend)",
+            "16: warning: backends.long.per_try_timeout_ms: 5000 is not below "
+            "response_timeout_ms (5000): the response timeout comes first (a route's own "
+            "response_timeout_ms may be longer)",
+            "18: backends.neg.per_try_timeout_ms: must be between 0 and 86400000"]:
         assert "%s:%s" % (conf, want) in lines, (want, out.stderr)
     good = RETRY_BAD.split("  low")[0].replace("one = { url = \"http://127.0.0.1:9001\";",
                                               "one = { servers = [\"http://127.0.0.1:9001\", "
                                               "\"http://127.0.0.1:9002\"];") + "};\n" \
         'default_backend = "one";\n'
-    conf.write_text(good.replace("[503]", "[504, 502]"))
+    conf.write_text(good.replace("[503]", "[504, 502]; per_try_timeout_ms = 700"))
     out = run_strangler("-t", "-c", str(conf))
     assert out.returncode == 0 and "0 warnings" in out.stdout, out.stdout + out.stderr
     out = run_strangler("explain", "-c", str(conf), "GET", "/x")
     assert "backend:  one (http://127.0.0.1:9001, http://127.0.0.1:9002) " \
-        "retry_on_status=502,504" in out.stdout.splitlines(), out.stdout
+        "retry_on_status=502,504 per_try_timeout_ms=700" in out.stdout.splitlines(), out.stdout
 
 
 def test_api_backends_gives_retry_on_status(backend_factory, start_proxy):

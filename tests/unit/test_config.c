@@ -360,6 +360,19 @@ static void test_retry_on_status(void **state)
 	REJECTED(ONE_BACKEND(TWO "retry_on_status = 503;"), 1,
 		 "test.conf:3: backends.legacy.retry_on_status: must be a list of statuses: [502, "
 		 "503, 504]");
+	/* per_try_timeout_ms: off unless given; 0 is off and draws no warning */
+	int warnings = -1;
+	c = unit_load_ok(ONE_BACKEND(TWO "per_try_timeout_ms = 700;"), &warnings);
+	assert_int_equal(c->backends[0].per_try_timeout_ms, 700);
+	assert_int_equal(warnings, 0);
+	sp_config_unref(&c);
+	c = unit_load_ok(ONE_BACKEND("url = \"http://127.0.0.1:9001\"; per_try_timeout_ms = 0;"),
+			 &warnings);
+	assert_int_equal(c->backends[0].per_try_timeout_ms, 0);
+	assert_int_equal(warnings, 0);
+	sp_config_unref(&c);
+	REJECTED(ONE_BACKEND(TWO "per_try_timeout_ms = 86400001;"), 1,
+		 "test.conf:3: backends.legacy.per_try_timeout_ms: must be between 0 and 86400000");
 #undef TWO
 }
 
