@@ -191,6 +191,22 @@ static int same_peer(const struct sp_backend *a, const struct sp_backend *b)
 	return 1;
 }
 
+/* The backend of c whose connections may carry be's requests (same_peer),
+ * of be's name when named, not among the n of taken; -1: none. */
+static int peer_in(const struct sp_config *c, const struct sp_backend *be, int named,
+		   const int *taken, size_t n)
+{
+	for (size_t j = 0; j < c->nbackends; j++) {
+		int used = 0;
+		for (size_t k = 0; k < n && !used; k++)
+			used = taken[k] == (int)j;
+		if (!used && same_peer(&c->backends[j], be) &&
+		    (!named || strcmp(c->backends[j].name, be->name) == 0))
+			return (int)j;
+	}
+	return -1;
+}
+
 /* A pool per backend of cfg, reusing the pools (and idle connections) of
  * backends whose URL and TLS settings did not change; the others are retired.
  * All-or-nothing: on failure the old table is untouched. */
@@ -201,15 +217,13 @@ static int reconcile_pools(struct sp_worker *w, const struct sp_config *old,
 	int *from = calloc(cfg->nbackends + 1, sizeof(*from));
 	if (!next || !from)
 		goto fail;
+	/* a backend of the same name first (its turn and retry budget go on),
+	 * then any other with the same peers */
+	for (size_t i = 0; i < cfg->nbackends; i++)
+		from[i] = old ? peer_in(old, &cfg->backends[i], 1, from, i) : -1;
 	for (size_t i = 0; i < cfg->nbackends; i++) {
-		from[i] = -1;
-		for (size_t j = 0; old && j < old->nbackends && from[i] < 0; j++) {
-			int taken = 0;
-			for (size_t k = 0; k < i; k++)
-				taken |= from[k] == (int)j;
-			if (!taken && same_peer(&old->backends[j], &cfg->backends[i]))
-				from[i] = (int)j;
-		}
+		if (from[i] < 0 && old)
+			from[i] = peer_in(old, &cfg->backends[i], 0, from, cfg->nbackends);
 		if (from[i] < 0 && !(next[i] = sp_pool_new(w->base, &cfg->backends[i])))
 			goto fail;
 	}
@@ -452,10 +466,10 @@ static struct sp_pool *pool_of(struct sp_worker *w, const struct sp_config *cfg,
 {
 	if (cfg == w->cfg)
 		return w->pools[backend];
-	for (size_t i = 0; i < w->cfg->nbackends; i++)
-		if (same_peer(&w->cfg->backends[i], &cfg->backends[backend]))
-			return w->pools[i];
-	return NULL;
+	int i = peer_in(w->cfg, &cfg->backends[backend], 1, NULL, 0);
+	if (i < 0)
+		i = peer_in(w->cfg, &cfg->backends[backend], 0, NULL, 0);
+	return i >= 0 ? w->pools[i] : NULL;
 }
 
 /* The worker's turn over cfg's backend's servers (*own, from the first, for

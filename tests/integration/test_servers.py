@@ -735,6 +735,21 @@ def test_a_reload_keeps_the_rotation_and_applies_a_new_list(backend_factory, sta
     assert (len(a.requests), len(b.requests)) == (6, 6)
 
 
+def test_a_reload_keeps_each_backends_own_rotation(backend_factory, start_proxy):
+    """Two backends with the same servers, listed the other way round after
+    a reload: each goes on with its own rotation (and retry budget), not the
+    other's, which took its place in the file."""
+    a, b = backend_factory("a"), backend_factory("b")
+    routes = [{"name": "one", "match": {"path_prefix": "/one"}, "backend": "one"}]
+    p = start_proxy({"one": servers(a, b), "two": servers(a, b)}, routes=routes,
+                    default_backend="two")
+    assert who(p, "/one") == (200, "a")
+    rewrite(p, {"two": servers(a, b), "one": servers(a, b)}, routes)
+    harness.reload_and_wait(p, 1)
+    assert [who(p, "/one")[1] for _ in range(3)] == ["b", "a", "b"]
+    assert [who(p, "/two")[1] for _ in range(2)] == ["a", "b"]
+
+
 def test_a_reload_keeps_each_servers_health(backend_factory, start_proxy):
     """Health belongs to the server's URL: a server down before a reload that
     adds another server is still down after it."""
