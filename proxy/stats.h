@@ -52,6 +52,8 @@ void sp_durations_add(struct sp_durations *d, double ms);
 
 void sp_hist_add(struct sp_hist *h, double ms);
 double sp_hist_bound_ms(unsigned bucket);
+/* The bucket of a duration: the first whose bound is at least ms. */
+unsigned sp_hist_bucket(double ms);
 /* Sums src into a plain array (for several workers). */
 void sp_hist_sum(const struct sp_hist *src, uint64_t *dst);
 /* The q-quantile (0..1) of a summed histogram, as a bucket bound; 0 when empty. */

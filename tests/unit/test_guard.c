@@ -2,6 +2,7 @@
  * window's counter deltas, and of the window that measures them. */
 #include "unit.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "guard.h"
@@ -66,6 +67,35 @@ static void add(struct sp_guard_sample *s, double ms, uint64_t n)
 		sp_hist_add(&h, ms);
 	sp_hist_sum(&h, s->lat);
 	s->requests += n;
+}
+
+/* A duration's bucket is the first whose bound holds it: ceil(4 * log2(ms /
+ * 0.01)), as libm would compute it, from 10 µs (and below) to the last
+ * bucket (and above). */
+static void test_hist_buckets(void **state)
+{
+	(void)state;
+	assert_int_equal(sp_hist_bucket(0.0), 0);
+	assert_int_equal(sp_hist_bucket(-1.0), 0);
+	assert_int_equal(sp_hist_bucket(0.01), 0);
+	assert_int_equal(sp_hist_bucket(NAN), 0);
+	assert_int_equal(sp_hist_bucket(0.02), 4);
+	assert_int_equal(sp_hist_bucket(0.0201), 5);
+	assert_int_equal(sp_hist_bucket(1e9), SP_LAT_BUCKETS - 1);
+	assert_int_equal(sp_hist_bucket(INFINITY), SP_LAT_BUCKETS - 1);
+	uint64_t x = 88172645463325252ull; /* xorshift: durations spread over the range */
+	for (int i = 0; i < 200000; i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		double ms = 0.01 * pow(2.0, (double)(x % 1000000) / 1000000.0 * 26.0);
+		double exact = 4.0 * log2(ms * 100.0);
+		if (fabs(exact - round(exact)) < 1e-9)
+			continue; /* on a bound: either side is right */
+		int want = ms * 100.0 <= 1.0 ? 0 : (int)ceil(exact);
+		want = want >= SP_LAT_BUCKETS ? SP_LAT_BUCKETS - 1 : want;
+		assert_int_equal(sp_hist_bucket(ms), want);
+		assert_true(ms <= sp_hist_bound_ms((unsigned)want) * (1 + 1e-12) ||
+			    want == SP_LAT_BUCKETS - 1);
+	}
 }
 
 static void test_p99_ratio(void **state)
@@ -260,6 +290,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_error_rate),
 		cmocka_unit_test(test_diff_rate),
+		cmocka_unit_test(test_hist_buckets),
 		cmocka_unit_test(test_p99_ratio),
 		cmocka_unit_test(test_next_step),
 		cmocka_unit_test(test_restore_takes_well_formed_entries_only),
