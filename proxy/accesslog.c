@@ -142,6 +142,23 @@ static int add_time(struct sp_buf *b)
 	       sp_buf_add(b, tail, sizeof(tail));
 }
 
+/* ,"retried_from":[{"server":"10.0.0.1:9001","status":503},
+ * {"server":"10.0.0.2:9001","error":"connect refused"}] */
+static int add_tries(struct sp_buf *b, const struct sp_access_try *t, size_t n)
+{
+	if (sp_buf_adds(b, ",\"retried_from\":["))
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		if (sp_buf_adds(b, i ? ",{\"server\":\"" : "{\"server\":\"") ||
+		    sp_buf_add_json_str(b, t[i].server, strlen(t[i].server)) || sp_buf_addc(b, '"') ||
+		    (t[i].status ? sp_buf_adds(b, ",\"status\":") ||
+					   sp_buf_add_uint(b, (unsigned)t[i].status, 10)
+				 : sp_buf_add_json_field(b, "error", t[i].error, strlen(t[i].error))) ||
+		    sp_buf_addc(b, '}'))
+			return -1;
+	return sp_buf_addc(b, ']');
+}
+
 int sp_access_format(const struct sp_access_entry *e, struct sp_buf *b)
 {
 	sp_buf_reset(b);
@@ -174,6 +191,8 @@ int sp_access_format(const struct sp_access_entry *e, struct sp_buf *b)
 		return -1;
 	if (e->fallback_from &&
 	    sp_buf_add_json_field(b, "fallback_from", e->fallback_from, strlen(e->fallback_from)))
+		return -1;
+	if (e->ntries && add_tries(b, e->tries, e->ntries))
 		return -1;
 	return sp_buf_adds(b, "}\n");
 }

@@ -27,6 +27,15 @@ void sp_accesslog_check_reopen(const struct sp_accesslog *log, const char *user)
 /* Lines not written whole (a full disk, a closed pipe) since start; any thread. */
 uint64_t sp_accesslog_dropped(struct sp_accesslog *log);
 
+/* A server a request left for another of its backend (SP_ACCESS_TRIES of
+ * them are kept): its answer's status (retry_on_status), or its failure. */
+#define SP_ACCESS_TRIES 8
+struct sp_access_try {
+	const char *server; /* "host:port" */
+	int status;         /* 0: failed so (error) */
+	const char *error;
+};
+
 struct sp_access_entry {
 	const char *client;
 	const char *peer; /* the proxy the client's address came through, or NULL */
@@ -46,6 +55,8 @@ struct sp_access_entry {
 	const char *request_id;
 	const char *error;   /* NULL when none */
 	const char *fallback_from; /* the backend avoided (down or refused), or NULL */
+	const struct sp_access_try *tries; /* the servers left, in order (ntries: none) */
+	size_t ntries;
 	int log_query;       /* write "query" (log_query = true) */
 	const char *query;   /* the query string as received; NULL: the target had no '?' */
 	size_t query_len;

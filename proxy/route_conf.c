@@ -616,6 +616,20 @@ static void load_shadow(struct sp_loader *L, const config_setting_t *route, cons
 	}
 }
 
+/* A route's response_timeout_ms at or below its backend's per_try_timeout_ms
+ * leaves no try shorter than the response timeout: the retry never comes. */
+static void warn_per_try(struct sp_loader *L, const config_setting_t *e, const char *path,
+			 const struct sp_route *r, int b)
+{
+	const struct sp_backend *be = b >= 0 ? &L->cfg->backends[b] : NULL;
+	if (r->response_timeout_ms && be && be->per_try_timeout_ms && be->nservers > 1 &&
+	    r->response_timeout_ms <= be->per_try_timeout_ms)
+		WARN(L, config_setting_get_member(e, "response_timeout_ms"),
+		     "%s.response_timeout_ms: %d is not above backends.%s.per_try_timeout_ms (%d): "
+		     "no request of this route is sent on for a slow server",
+		     path, r->response_timeout_ms, be->name, be->per_try_timeout_ms);
+}
+
 static void load_route(struct sp_loader *L, const config_setting_t *e, int i, struct sp_route *r)
 {
 	static const char *const keys[] = {"name",	      "match",		 "backend",
@@ -662,6 +676,9 @@ static void load_route(struct sp_loader *L, const config_setting_t *e, int i, st
 	load_rollout(L, e, path, r);
 	load_shadow(L, e, path, r);
 	cfgp_int_field(L, e, "response_timeout_ms", path, 1, 86400000, &r->response_timeout_ms);
+	warn_per_try(L, e, path, r, r->backend);
+	if (r->has_rollout)
+		warn_per_try(L, e, path, r, r->rollout.backend);
 }
 
 /* Where route `other` was written, for a message about route `here`: "line

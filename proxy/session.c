@@ -40,6 +40,7 @@ static const char ERR_CONNECT_REFUSED[] = "connect refused";
 static const char ERR_CONNECT_FAILED[] = "connect failed";
 static const char ERR_CONNECT_TIMEOUT[] = "connect timeout";
 static const char ERR_UPSTREAM_TIMEOUT[] = "upstream timeout";
+static const char ERR_PER_TRY_TIMEOUT[] = "per try timeout"; /* retried_from only */
 static const char ERR_BAD_RESPONSE[] = "bad upstream response";
 static const char ERR_UPSTREAM_CLOSED[] = "upstream closed connection";
 static const char ERR_UPSTREAM_RESET[] = "upstream reset";
@@ -142,6 +143,10 @@ struct sp_session {
 	/* a server answered it (retry_on_status) or may be at work on it
 	 * (per_try_timeout_ms): it stays on its backend */
 	int answered_once;
+	int denial_counted; /* its retry_budget refusal is counted (once an exchange) */
+	/* the servers it left, for the access log's retried_from */
+	struct sp_access_try tries[SP_ACCESS_TRIES];
+	unsigned ntries;
 	struct timespec t_start, t_up;
 	int t_stamped; /* t_start is this request's first byte (else the accept) */
 	double upstream_ms;
@@ -276,6 +281,8 @@ static void log_exchange(struct sp_session *s)
 		.request_id = s->reqid[0] ? s->reqid : NULL,
 		.error = s->error,
 		.fallback_from = s->fallback_from >= 0 ? cfg->backends[s->fallback_from].name : NULL,
+		.tries = s->tries,
+		.ntries = s->ntries,
 		.log_query = cfg->log_query,
 		.query = s->has_query ? (s->query.data ? s->query.data : "") : NULL,
 		.query_len = s->query.len,
@@ -317,7 +324,8 @@ static void reset_exchange(struct sp_session *s)
 	s->fallback_from = -1;
 	s->server = -1;
 	s->tried = 0;
-	s->retry_status = s->answered_once = 0;
+	s->retry_status = s->answered_once = s->denial_counted = 0;
+	s->ntries = 0;
 	s->upstream_ms = -1;
 	s->upload_ms = 0;
 	s->bytes_in = s->bytes_out = s->interim_out = 0;
@@ -537,10 +545,20 @@ static int next_server(struct sp_session *s)
 	return sp_worker_pick_retry(s->w, s->cfg, s->backend, s->tried, s->server);
 }
 
-/* Sends the request on to server i of its backend, instead of the current
- * one (counted as that one's retry). */
-static void resend_to(struct sp_session *s, int i)
+/* The current server, left for another (the access log's retried_from):
+ * after its answer with status, or its failure err. */
+static void note_left(struct sp_session *s, int status, const char *err)
 {
+	if (s->ntries < SP_ACCESS_TRIES && s->server >= 0)
+		s->tries[s->ntries++] = (struct sp_access_try){server_of(s)->hostport, status, err};
+}
+
+/* Sends the request on to server i of its backend, instead of the current
+ * one (counted as that one's retry), which it left after its answer with
+ * status or its failure err. */
+static void resend_to(struct sp_session *s, int i, int status, const char *err)
+{
+	note_left(s, status, err);
 	sp_health_count_retry(server_of(s));
 	sp_shadow_primary_retried(s->shadow);
 	s->server = i;
@@ -558,7 +576,7 @@ static int retry_next_server(struct sp_session *s, const char *err)
 		return 0;
 	sp_log(SP_LOG_INFO, "backend %s: %s: %s; request %s retried on %s", be->name,
 	       server_of(s)->hostport, err, s->reqid, be->servers[i].hostport);
-	resend_to(s, i);
+	resend_to(s, i, 0, err);
 	return 1;
 }
 
@@ -575,7 +593,10 @@ static int budgeted_next_server(struct sp_session *s)
 	if (!sp_worker_retry_fits(s->w, s->cfg, s->backend)) {
 		sp_debug("backend %s: %s: request %s not retried: retry_budget spent", be->name,
 			 server_of(s)->hostport, s->reqid);
-		sp_health_count_retry_denied(server_of(s));
+		/* once: a try that timed out may answer a retried status later */
+		if (!s->denial_counted)
+			sp_health_count_retry_denied(server_of(s));
+		s->denial_counted = 1;
 		return -1;
 	}
 	uint64_t tried = s->tried;
@@ -616,10 +637,11 @@ static void retry_on_answer(struct sp_session *s)
 	const struct sp_backend *be = &s->cfg->backends[s->backend];
 	sp_log(SP_LOG_INFO, "backend %s: %s answered %d; request %s retried on %s", be->name,
 	       server_of(s)->hostport, s->retry_status, s->reqid, be->servers[s->retry_to].hostport);
+	int status = s->retry_status;
 	s->retry_status = 0;
 	s->answered_once = 1;
 	sp_upconn_free(&s->up);
-	resend_to(s, s->retry_to);
+	resend_to(s, s->retry_to, status, NULL);
 }
 
 /* Whether the try is bounded by the backend's per_try_timeout_ms: one
@@ -650,7 +672,7 @@ static void try_timed_out(struct sp_session *s)
 	       be->name, server_of(s)->hostport, s->reqid, be->servers[i].hostport);
 	s->answered_once = 1; /* the server may be at work on it: not the other side's */
 	sp_upconn_free(&s->up);
-	resend_to(s, i);
+	resend_to(s, i, 0, ERR_PER_TRY_TIMEOUT);
 }
 
 /* The Host a request sends to backend b: its host_header, else the
@@ -748,6 +770,7 @@ static int retry_other_side(struct sp_session *s, const char *err)
 	sp_log(SP_LOG_INFO, "route %s: %s refused the connection; request %s retried on %s",
 	       s->dec.route->name, s->cfg->backends[s->backend].name, s->reqid,
 	       s->cfg->backends[other].name);
+	note_left(s, 0, err);
 	s->fallback_from = s->backend;
 	s->backend = other;
 	s->server = k;
@@ -1338,6 +1361,8 @@ static int on_resp_head(void *ud, struct sp_h1_msg *m)
 	struct sp_session *s = ud;
 	const char *why;
 	enum sp_resp_verdict v = sp_response_verdict(m, s->upgrade_req, &why);
+	if (s->cfg->backends[s->backend].per_try_timeout_ms)
+		sp_conn_deadline(s->up->conn, 0, 0); /* answered: no per_try_timeout_ms (a tunnel) */
 	if (v == SP_RESP_BAD) {
 		sp_h1_fail(s->resp, 502, why);
 		return -1;

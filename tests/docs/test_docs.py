@@ -1005,7 +1005,8 @@ def test_access_log_fields_are_documented():
     """Every field proxy/accesslog.c writes is in the table, and the table names no
     field it does not write."""
     funcs = dict(c_functions(SRC / "proxy" / "accesslog.c"))
-    body = funcs["sp_access_format"] + funcs["add_time"]  # the line, and its first field
+    # the line, its first field, and the list of servers a request left
+    body = funcs["sp_access_format"] + funcs["add_time"] + funcs["add_tries"]
     written = set(re.findall(r'add_json_field\(\s*\w+,\s*"(\w+)"', body)) | \
         set(re.findall(r'\\"(\w+)\\":', body))
     assert {"time", "status", "backend", "request_id"} <= written, written

@@ -1761,6 +1761,66 @@ def test_per_try_timeout_retries_stay_within_the_retry_budget(backend_factory, s
     assert metrics(p)[1]["strangler_backend_server_retries_denied_total" + key] == "1"
 
 
+def test_per_try_timeout_does_not_end_an_upgraded_connection(backend_factory, start_proxy):
+    """A WebSocket answered at once lives on past per_try_timeout_ms: the
+    limit is for the answer's start, not for the tunnel after it."""
+    a, b = backend_factory("a", harness.upgrade_echo()), backend_factory("b", harness.upgrade_echo())
+    p = start_proxy({"legacy": servers(a, b, per_try_timeout_ms=200, response_timeout_ms=5000)})
+    with p.client() as c:
+        c.send(harness.build_request("GET", "/ws", [("Connection", "Upgrade"),
+                                                    ("Upgrade", "websocket")]))
+        assert c.read_response().status == 101
+        c.send(b"ping")
+        assert c.stream.read_exact(4) == b"ping"
+        time.sleep(0.5)
+        c.send(b"pong")
+        assert c.stream.read_exact(4) == b"pong"
+    assert len(a.requests) + len(b.requests) == 1
+
+
+def test_a_request_denied_a_retry_twice_counts_once(backend_factory, start_proxy):
+    """A slow server's try times out and its late answer is a retried
+    status, both past the budget: one request, one denied retry."""
+    def late_503(req, conn):
+        time.sleep(0.4)
+        return Response(503, b"no", headers=[("X-Backend", "a")])
+    a, b = backend_factory("a", late_503), backend_factory("b", answering(200, "b"))
+    p = start_proxy({"legacy": servers(a, b, per_try_timeout_ms=100, retry_on_status=[503],
+                                       retry_budget={"percent": 0, "min_per_s": 0},
+                                       health={"unhealthy": 100})}, admin={})
+    assert who(p, "/x") == (503, "a")
+    key = '{backend="legacy",server="%s"}' % hostport(a)
+    assert metrics(p)[1]["strangler_backend_server_retries_denied_total" + key] == "1"
+
+
+def test_the_access_log_names_the_servers_a_request_left(backend_factory, start_proxy):
+    """retried_from lists each server left for another, in order, with its
+    answer's status or its failure; a request served by its first server
+    has no such field."""
+    dead = dead_urls(1)[0]
+    a = backend_factory("a", answering(503, "a"))
+    s = backend_factory("s", slow(1.0, "s"))
+    b = backend_factory("b", answering(200, "b"))
+    p = start_proxy({"legacy": servers(dead, a, s, b, retry_on_status=[503],
+                                       per_try_timeout_ms=150, health={"unhealthy": 100},
+                                       retry_budget={"percent": 100, "min_per_s": 100})})
+    assert who(p, "/x") == (200, "b")
+    assert who(p, "/y") == (200, "b")  # a's turn: its 503, then s, then b
+    log = p.wait_access(2)
+    d = dead[len("http://"):]
+    assert log[0]["retried_from"] == [
+        {"server": d, "error": "connect refused"}, {"server": hostport(a), "status": 503},
+        {"server": hostport(s), "error": "per try timeout"}], log[0]
+    assert log[0]["server"] == hostport(b)
+    assert log[1]["retried_from"] == [
+        {"server": hostport(a), "status": 503},
+        {"server": hostport(s), "error": "per try timeout"}], log[1]
+    assert [who(p, "/z") for _ in range(2)] == [(200, "b")] * 2  # s's turn, then b's
+    log = p.wait_access(4)
+    assert log[2]["retried_from"] == [{"server": hostport(s), "error": "per try timeout"}]
+    assert "retried_from" not in log[3], log[3]
+
+
 RETRY_BAD = """listen = ( { address = "127.0.0.1:18080"; } );
 backends = {
   one = { url = "http://127.0.0.1:9001"; retry_on_status = [503]; };
@@ -1779,8 +1839,11 @@ backends = {
            per_try_timeout_ms = 5000; response_timeout_ms = 5000; };
   neg = { servers = ["http://127.0.0.1:9001", "http://127.0.0.1:9002"];
           per_try_timeout_ms = -1; };
+  pt = { servers = ["http://127.0.0.1:9001", "http://127.0.0.1:9002"];
+         per_try_timeout_ms = 500; };
 };
 default_backend = "one";
+routes = ( { name = "r"; backend = "pt"; response_timeout_ms = 500; } );
 """
 
 
@@ -1805,7 +1868,10 @@ def test_check_of_retry_on_status(tmp_path):
             "16: warning: backends.long.per_try_timeout_ms: 5000 is not below "
             "response_timeout_ms (5000): the response timeout comes first (a route's own "
             "response_timeout_ms may be longer)",
-            "18: backends.neg.per_try_timeout_ms: must be between 0 and 86400000"]:
+            "18: backends.neg.per_try_timeout_ms: must be between 0 and 86400000",
+            "23: warning: routes.[0].response_timeout_ms: 500 is not above "
+            "backends.pt.per_try_timeout_ms (500): no request of this route is sent on for a "
+            "slow server"]:
         assert "%s:%s" % (conf, want) in lines, (want, out.stderr)
     good = RETRY_BAD.split("  low")[0].replace("one = { url = \"http://127.0.0.1:9001\";",
                                               "one = { servers = [\"http://127.0.0.1:9001\", "

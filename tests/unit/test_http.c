@@ -886,6 +886,22 @@ static void test_access_format_fields(void **state)
 	assert_string_equal(jstr(j, "peer"), "10.0.0.5");
 	assert_non_null(strstr(line.data, "\"client\":\"203.0.113.7\",\"peer\":\"10.0.0.5\","));
 	json_decref(j);
+	/* the servers a request left: each with its answer's status or its failure */
+	const struct sp_access_try tries[] = {{"10.0.0.1:9001", 503, NULL},
+					      {"[::1]:9\"", 0, "connect refused"}};
+	e.tries = tries;
+	e.ntries = 2;
+	j = format_and_parse(&e, &line);
+	assert_int_equal(json_object_size(j), 16);
+	json_t *rf = json_object_get(j, "retried_from");
+	assert_int_equal(json_array_size(rf), 2);
+	assert_string_equal(jstr(json_array_get(rf, 0), "server"), "10.0.0.1:9001");
+	assert_int_equal(jint(json_array_get(rf, 0), "status"), 503);
+	assert_int_equal(json_object_size(json_array_get(rf, 0)), 2);
+	assert_string_equal(jstr(json_array_get(rf, 1), "server"), "[::1]:9\"");
+	assert_string_equal(jstr(json_array_get(rf, 1), "error"), "connect refused");
+	assert_int_equal(json_object_size(json_array_get(rf, 1)), 2);
+	json_decref(j);
 	sp_buf_deinit(&line);
 }
 
