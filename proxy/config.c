@@ -19,6 +19,7 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#include <sys/un.h>
 
 #include "buf.h"
 #include "config_parse.h"
@@ -472,7 +473,47 @@ static void load_listen(struct sp_loader *L, const config_setting_t *root)
 	}
 }
 
-/* "http://host[:port][/]" → a server's address; *tls: whether it is https://. */
+/* "http://unix:/run/app.sock" (or nginx's "http://unix:/run/app.sock:"): a
+ * unix socket's path (absolute, visible ASCII, as long as sun_path holds)
+ * → its address; the server is named "unix:/run/app.sock". */
+static int parse_unix_url(struct sp_server *b, const char *rest, const char **why)
+{
+	struct sockaddr_un *un = (struct sockaddr_un *)&b->addr;
+	const char *path = rest + 5;
+	size_t n = strlen(path);
+	if (n >= 2 && strcmp(path + n - 2, ":/") == 0)
+		n -= 2;
+	else if (n >= 1 && path[n - 1] == ':')
+		n--;
+	if (path[0] != '/') {
+		*why = "a unix socket's path must be absolute: http://unix:/run/app.sock";
+		return -1;
+	}
+	if (n >= sizeof(un->sun_path)) {
+		*why = "a unix socket's path is at most 107 bytes";
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)path[i] <= 0x20 || (unsigned char)path[i] >= 0x7f) {
+			*why = "a unix socket's path is visible ASCII, without spaces";
+			return -1;
+		}
+	memset(&b->addr, 0, sizeof(b->addr));
+	un->sun_family = AF_UNIX;
+	memcpy(un->sun_path, path, n);
+	b->addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+	b->is_unix = 1;
+	b->hostport = strndup(rest, 5 + n);
+	b->host = strdup("localhost");
+	if (!b->hostport || !b->host) {
+		*why = "out of memory";
+		return -1;
+	}
+	return 0;
+}
+
+/* "http://host[:port][/]" → a server's address; *tls: whether it is https://.
+ * "http://unix:/path" is a unix socket. */
 static int parse_url(struct sp_server *b, int *tls_out, int *naddrs, const char **why)
 {
 	const char *u = b->url, *rest;
@@ -486,6 +527,14 @@ static int parse_url(struct sp_server *b, int *tls_out, int *naddrs, const char 
 	} else {
 		*why = "must start with http:// or https://";
 		return -1;
+	}
+	if (strncmp(rest, "unix:", 5) == 0) {
+		if (tls) {
+			*why = "https:// over a unix socket is not supported (write http://unix:/path)";
+			return -1;
+		}
+		*tls_out = 0;
+		return parse_unix_url(b, rest, why);
 	}
 	size_t hl = strcspn(rest, "/?#");
 	if (rest[hl] && strcmp(rest + hl, "/") != 0) {

@@ -29,8 +29,11 @@ struct sp_listen {
 /* One server of a backend: where its connections go. */
 struct sp_server {
 	char *url;
-	char *host;     /* host as written in the URL */
-	char *hostport; /* "host:port", the default port filled in */
+	char *host;     /* host as written in the URL ("localhost" for a unix socket) */
+	/* "host:port", the default port filled in; "unix:/path" for a unix
+	 * socket (http://unix:/run/app.sock) */
+	char *hostport;
+	int is_unix;
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
 	int host_is_ip;           /* the certificate is checked against an IP address */
@@ -38,6 +41,14 @@ struct sp_server {
 	int backup;               /* takes requests only when no other server can */
 	struct sp_health *health; /* shared state, owned by the runtime */
 };
+
+/* The Host of a request to sv that has none of its own (an HTTP/1.0 one),
+ * and of its health checks, without host_header: its "host:port", or
+ * "localhost" for a unix socket, as nginx sends. */
+static inline const char *sp_server_authority(const struct sp_server *sv)
+{
+	return sv->is_unix ? sv->host : sv->hostport;
+}
 
 /* trusted_headers: X-Forwarded-Proto, X-Forwarded-Host. */
 #define SP_FWD_PROTO 1

@@ -511,7 +511,7 @@ static void on_check_timer(evutil_socket_t fd, short what, void *arg)
 	sp_conn_timeouts(k->conn, be->health_timeout_ms, be->health_timeout_ms);
 	sp_conn_read(k->conn, 1);
 	evbuffer_add_printf(k->conn->out, "GET %s HTTP/1.1\r\nHost: %s\r\n", be->health_path,
-			    be->host_header ? be->host_header : sv->hostport);
+			    be->host_header ? be->host_header : sp_server_authority(sv));
 	/* what every request to it carries (an API key the backend asks for) */
 	int agent = 0;
 	struct sp_buf v;

@@ -684,7 +684,7 @@ static const char *host_to(const struct sp_session *s, int b)
 	if (be->host_header)
 		return be->host_header;
 	if (s->host_defaulted)
-		return be->servers[0].hostport;
+		return sp_server_authority(&be->servers[0]);
 	if (!s->client_host_known)
 		return NULL;
 	return s->client_host.data ? s->client_host.data : "";
@@ -1180,7 +1180,7 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	if (trusted && s->cfg->trusted_headers)
 		trusted_forwarded(s->cfg, m, &f);
 	s->public_https = f.proto[4] == 's'; /* "http" or "https" (no strcmp per request) */
-	f.default_host = s->cfg->backends[s->backend].servers[0].hostport;
+	f.default_host = sp_server_authority(&s->cfg->backends[s->backend].servers[0]);
 	f.host = s->cfg->backends[s->backend].host_header;
 	/* HTTP/1.1 without a Host was refused (400): only a 1.0 request may lack it */
 	int keep_host = s->cfg->keep_client_host;

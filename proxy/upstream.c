@@ -109,7 +109,8 @@ const char SP_ERR_LOCAL[] = "no local resources to connect";
  * this process or host ran out of something, or anything else. */
 static const char *connect_error(int e)
 {
-	if (e == ECONNREFUSED)
+	/* a unix socket's file gone: no server there, as a refusal says */
+	if (e == ECONNREFUSED || e == ENOENT)
 		return "connect refused";
 	if (sp_err_local(e))
 		return SP_ERR_LOCAL;

@@ -332,7 +332,7 @@ class Backend:
     returns a Response, KEEP (it wrote the answer itself) or CLOSE. The default
     answers 200 with a JSON echo and `X-Backend: <name>`."""
 
-    def __init__(self, name, handler=None, io_timeout=10.0):
+    def __init__(self, name, handler=None, io_timeout=10.0, unix_path=None):
         self.name = name
         self.handler = handler or echo
         self.io_timeout = io_timeout
@@ -348,12 +348,19 @@ class Backend:
         self._conns = []
         self._threads = []
         self._stopping = False
-        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind((HOST, 0))
-        self.lsock.listen(128)
-        self.port = self.lsock.getsockname()[1]
-        self.url = "http://%s:%d" % (HOST, self.port)
+        if unix_path:  # a unix socket: http://unix:/path
+            self.lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.lsock.bind(unix_path)
+            self.lsock.listen(128)
+            self.port = None
+            self.url = "http://unix:%s" % unix_path
+        else:
+            self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.lsock.bind((HOST, 0))
+            self.lsock.listen(128)
+            self.port = self.lsock.getsockname()[1]
+            self.url = "http://%s:%d" % (HOST, self.port)
         t = threading.Thread(target=self._accept_loop, name="backend-%s" % name, daemon=True)
         t.start()
         self._threads.append(t)

@@ -1656,6 +1656,105 @@ def test_the_retry_budget_bounds_retries_after_answers(backend_factory, start_pr
 
 
 # --------------------------------------------------------------------------
+# unix sockets
+
+
+def sent_host(r):
+    """The Host the echo backend received."""
+    return next(v for k, v in r.json()["headers"] if k.lower() == "host")
+
+
+def test_a_server_on_a_unix_socket(backend_factory, start_proxy, tmp_path):
+    """http://unix:/path: requests reach the server through its socket on
+    kept-alive connections, with the client's Host; an HTTP/1.0 request
+    without one carries Host: localhost (as nginx sends); a large answer
+    comes whole; the access log, the metrics and the API name the server
+    unix:/path."""
+    path = str(tmp_path / "app.sock")
+    big = bytes(range(256)) * 8192  # 2 MiB: relayed in bulk
+
+    def handler(req, conn):
+        if req.path == "/big":
+            return Response(200, big)
+        return harness.echo(req, conn)
+    u = backend_factory("u", handler, unix_path=path)
+    p = start_proxy({"legacy": {"url": u.url, "health": {"path": "/health", "interval_ms": 200}}},
+                    admin={})
+    with p.client() as c:
+        got = [c.request("GET", "/x/%d" % i, host="shop.example") for i in range(3)]
+        assert [r.status for r in got] == [200] * 3
+        assert sent_host(got[0]) == "shop.example"
+        post = c.request("POST", "/p", body=b"y" * 70000)
+        assert (post.status, post.json()["body_len"]) == (200, 70000)
+        r = c.request("GET", "/big")
+        assert (r.status, r.body == big) == (200, True)
+    with p.client() as c:
+        c.send(b"GET /old HTTP/1.0\r\n\r\n")
+        r = c.read_response()
+    assert r.status == 200 and sent_host(r) == "localhost", r.body
+    wait_for(lambda: any(q.path == "/health" for q in u.requests), what="a health check")
+    assert [q.header("Host") for q in u.requests if q.path == "/health"][0] == "localhost"
+    name = "unix:" + path
+    assert {e["server"] for e in p.wait_access(6)} == {name}
+    st, doc = p.admin("GET", "/api/backends")
+    assert doc["backends"][0]["servers"][0]["address"] == name
+    assert metrics(p)[1]['strangler_backend_server_up{backend="legacy",server="%s"}' % name] == "1"
+    assert len({q.conn_id for q in u.requests if q.path != "/health"}) <= 2
+
+
+def test_a_missing_unix_socket_is_a_refusal(backend_factory, start_proxy, tmp_path):
+    """No file at the socket's path (the service is restarting): as a refused
+    connection, the request goes to the next server; alone, 502."""
+    gone = "http://unix:%s:" % (tmp_path / "gone.sock")  # nginx's form, colon-ended
+    b = backend_factory("b", answering(200, "b"))
+    p = start_proxy({"legacy": servers(gone, b, health={"unhealthy": 100})})
+    assert [who(p, "/x/%d" % i) for i in range(2)] == [(200, "b")] * 2
+    log = p.wait_access(2)
+    assert {"server": "unix:%s" % (tmp_path / "gone.sock"), "error": "connect refused"} in \
+        [t for e in log for t in e.get("retried_from", [])], log
+    p.stop()
+    p = start_proxy({"legacy": {"url": gone}})
+    assert who(p, "/x")[0] == 502
+    assert p.wait_access(1)[0]["error"] == "connect refused"
+
+
+UNIX_BAD = """listen = ( { address = "127.0.0.1:18080"; } );
+backends = {
+  rel = { url = "http://unix:run/app.sock"; };
+  tls = { url = "https://unix:/run/app.sock"; };
+  long = { url = "http://unix:/%s"; };
+  blank = { url = "http://unix:/run/my app.sock"; };
+  twice = { servers = ["http://unix:/run/a.sock", "http://unix:/run/a.sock:"]; };
+};
+default_backend = "rel";
+""" % ("x" * 107)
+
+
+def test_check_of_unix_socket_urls(tmp_path):
+    conf = tmp_path / "u.conf"
+    conf.write_text(UNIX_BAD)
+    out = run_strangler("-t", "-c", str(conf))
+    assert out.returncode == 1, out.stdout + out.stderr
+    for want in [
+            '3: backends.rel.url: "http://unix:run/app.sock": a unix socket\'s path must be '
+            'absolute: http://unix:/run/app.sock',
+            '4: backends.tls.url: "https://unix:/run/app.sock": https:// over a unix socket is '
+            'not supported (write http://unix:/path)',
+            '5: backends.long.url: "http://unix:/%s": a unix socket\'s path is at most 107 bytes'
+            % ("x" * 107),
+            '6: backends.blank.url: "http://unix:/run/my app.sock": a unix socket\'s path is '
+            'visible ASCII, without spaces',
+            '7: backends.twice.servers.[1]: "http://unix:/run/a.sock:": the same server as '
+            'servers.[0]']:
+        assert "%s:%s" % (conf, want) in out.stderr.splitlines(), (want, out.stderr)
+    conf.write_text('listen = ( { address = "127.0.0.1:18080"; } );\n'
+                    'backends = { u = { url = "http://unix:/run/app.sock"; }; };\n'
+                    'default_backend = "u";\n')
+    out = run_strangler("-t", "-c", str(conf))
+    assert out.returncode == 0 and "0 warnings" in out.stdout, out.stdout + out.stderr
+
+
+# --------------------------------------------------------------------------
 # per_try_timeout_ms
 
 
