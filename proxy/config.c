@@ -129,6 +129,20 @@ const char *cfgp_src_file(struct sp_loader *L, const config_setting_t *s)
 }
 
 /* Reports every member of group s whose name is not in known (NULL-terminated). */
+const config_setting_t *cfgp_group(struct sp_loader *L, const config_setting_t *parent,
+				   const char *key, const char *ppath, const char *example,
+				   char *path, size_t len)
+{
+	const config_setting_t *g = config_setting_get_member(parent, key);
+	if (!g)
+		return NULL;
+	snprintf(path, len, "%s.%s", ppath, key);
+	if (config_setting_is_group(g))
+		return g;
+	ERR(L, g, "%s: must be a group: %s", path, example);
+	return NULL;
+}
+
 void cfgp_check_keys(struct sp_loader *L, const config_setting_t *s, const char *path,
 		       const char *const *known)
 {
@@ -359,20 +373,16 @@ static void load_listen_tls(struct sp_loader *L, const config_setting_t *e, cons
 	static const char *const keys[] = {"certificate", "private_key", "certificates",
 					   "min_version", NULL};
 	static const char *const ckeys[] = {"certificate", "private_key", NULL};
-	const config_setting_t *t = config_setting_get_member(e, "tls");
 	char path[96], cpaths[16][128];
 	struct sp_tls_cert certs[16];
 	const config_setting_t *groups[16]; /* each entry's group, for its errors */
 	struct sp_tls_error err;
 	size_t n = 0;
 	int min = TLS1_2_VERSION, ok = 1;
+	const config_setting_t *t = cfgp_group(
+		L, e, "tls", lpath, "{ certificate = \"...\"; private_key = \"...\"; }", path, sizeof(path));
 	if (!t)
 		return;
-	snprintf(path, sizeof(path), "%s.tls", lpath);
-	if (!config_setting_is_group(t)) {
-		ERR(L, t, "%s: must be a group: { certificate = \"...\"; private_key = \"...\"; }", path);
-		return;
-	}
 	cfgp_check_keys(L, t, path, keys);
 	memset(certs, 0, sizeof(certs));
 	const config_setting_t *list = config_setting_get_member(t, "certificates");
@@ -790,19 +800,16 @@ static void load_health(struct sp_loader *L, const config_setting_t *e, const ch
 	static const char *const hkeys[] = {"path", "interval_ms", "timeout_ms", "healthy",
 					    "unhealthy", NULL};
 	static const char *const active_only[] = {"timeout_ms", "healthy"};
-	const config_setting_t *h = config_setting_get_member(e, "health");
 	char hp[200];
 	b->health_interval_ms = 5000;
 	b->health_timeout_ms = 2000;
 	b->health_healthy = 2;
 	b->health_unhealthy = 3;
+	const config_setting_t *h = cfgp_group(L, e, "health", path,
+					       "{ path = \"/health\"; interval_ms = 5000; }", hp,
+					       sizeof(hp));
 	if (!h)
 		return;
-	snprintf(hp, sizeof(hp), "%s.health", path);
-	if (!config_setting_is_group(h)) {
-		ERR(L, h, "%s: must be a group: { path = \"/health\"; interval_ms = 5000; }", hp);
-		return;
-	}
 	cfgp_check_keys(L, h, hp, hkeys);
 	const config_setting_t *where;
 	b->health_path = cfgp_str(L, h, "path", hp, &where);
@@ -898,17 +905,13 @@ static void load_retry_budget(struct sp_loader *L, const config_setting_t *e, co
 			      struct sp_backend *b)
 {
 	static const char *const keys[] = {"percent", "min_per_s", NULL};
-	const config_setting_t *g = config_setting_get_member(e, "retry_budget");
 	char gpath[192];
 	b->retry_budget_percent = 20;
 	b->retry_budget_min = 3;
+	const config_setting_t *g = cfgp_group(L, e, "retry_budget", path,
+					       "{ percent = 20; min_per_s = 3; }", gpath, sizeof(gpath));
 	if (!g)
 		return;
-	snprintf(gpath, sizeof(gpath), "%s.retry_budget", path);
-	if (!config_setting_is_group(g)) {
-		ERR(L, g, "%s: must be a group: { percent = 20; min_per_s = 3; }", gpath);
-		return;
-	}
 	cfgp_check_keys(L, g, gpath, keys);
 	cfgp_int_field(L, g, "percent", gpath, 0, 100, &b->retry_budget_percent);
 	cfgp_int_field(L, g, "min_per_s", gpath, 0, 100000, &b->retry_budget_min);

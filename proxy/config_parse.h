@@ -37,6 +37,13 @@ const char *cfgp_file(struct sp_loader *L, const config_setting_t *s);
  * loading: routes, listeners); the main file's name when memory runs out. */
 const char *cfgp_src_file(struct sp_loader *L, const config_setting_t *s);
 /* Reports every member of group s whose name is not in known (NULL-terminated). */
+/* The group `key` of parent (whose path is ppath), with its own path
+ * ("ppath.key") written into path: NULL when it is absent, or when it is not
+ * a group, reported with example ("{ samples = 1; }") as how to write it.
+ * Its keys are the caller's to check (cfgp_check_keys). */
+const config_setting_t *cfgp_group(struct sp_loader *L, const config_setting_t *parent,
+				   const char *key, const char *ppath, const char *example,
+				   char *path, size_t len);
 void cfgp_check_keys(struct sp_loader *L, const config_setting_t *s, const char *path,
 		     const char *const *known);
 int cfgp_want_type(struct sp_loader *L, const config_setting_t *s, const char *path, int type,

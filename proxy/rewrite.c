@@ -621,17 +621,12 @@ void sp_load_hdr_rules(struct sp_loader *L, const config_setting_t *backend, con
 {
 	static const char *const keys[] = {"set", "remove", NULL};
 	const char *key = response ? "response_headers" : "request_headers";
-	const config_setting_t *g = config_setting_get_member(backend, key);
 	char hp[200];
+	const config_setting_t *g = cfgp_group(
+		L, backend, key, path, "{ set = { X-Api-Version = \"2\"; }; remove = [\"X-Debug\"]; }",
+		hp, sizeof(hp));
 	if (!g)
 		return;
-	snprintf(hp, sizeof(hp), "%s.%s", path, key);
-	if (!config_setting_is_group(g)) {
-		ERR(L, g, "%s: must be a group: { set = { X-Api-Version = \"2\"; }; remove = "
-			  "[\"X-Debug\"]; }",
-		    hp);
-		return;
-	}
 	cfgp_check_keys(L, g, hp, keys);
 	const config_setting_t *set = config_setting_get_member(g, "set");
 	const config_setting_t *rm = config_setting_get_member(g, "remove");

@@ -274,15 +274,11 @@ static void load_match(struct sp_loader *L, const config_setting_t *route, const
 {
 	static const char *const keys[] = {"host",    "path",    "path_prefix", "path_regex",
 					   "methods", "headers", "query",       NULL};
-	const config_setting_t *s = config_setting_get_member(route, "match");
 	char path[96];
+	const config_setting_t *s = cfgp_group(L, route, "match", rpath,
+					       "{ path_prefix = \"/api\"; }", path, sizeof(path));
 	if (!s)
 		return;
-	snprintf(path, sizeof(path), "%s.match", rpath);
-	if (!config_setting_is_group(s)) {
-		ERR(L, s, "%s: must be a group: { path_prefix = \"/api\"; }", path);
-		return;
-	}
 	cfgp_check_keys(L, s, path, keys);
 	m->host = load_host(L, s, path);
 	m->path = cfgp_norm_path(L, s, "path", path, "would never match");
@@ -346,15 +342,12 @@ static void load_guard(struct sp_loader *L, const config_setting_t *ro, const ch
 	static const char *const keys[] = {"max_error_rate", "max_diff_rate", "max_p99_ratio",
 					   "min_requests",   "window_s",      "steps",
 					   "step_interval_s", NULL};
-	const config_setting_t *s = config_setting_get_member(ro, "guard");
 	char path[128];
+	const config_setting_t *s = cfgp_group(L, ro, "guard", rpath,
+					       "{ max_error_rate = 1.0; min_requests = 200; }", path,
+					       sizeof(path));
 	if (!s)
 		return;
-	snprintf(path, sizeof(path), "%s.guard", rpath);
-	if (!config_setting_is_group(s)) {
-		ERR(L, s, "%s: must be a group: { max_error_rate = 1.0; min_requests = 200; }", path);
-		return;
-	}
 	cfgp_check_keys(L, s, path, keys);
 	*g = (struct sp_guard_cfg){.enabled = 1, .min_requests = 200, .window_s = 60,
 				   .step_interval_s = 600};
@@ -478,15 +471,12 @@ static void load_rollout(struct sp_loader *L, const config_setting_t *route, con
 {
 	static const char *const keys[] = {"backend", "percent", "sticky", "cohort", "guard",
 					   "set_cookie", NULL};
-	const config_setting_t *s = config_setting_get_member(route, "rollout");
 	char path[96];
+	const config_setting_t *s = cfgp_group(L, route, "rollout", rpath,
+					       "{ backend = \"modern\"; percent = 10.0; }", path,
+					       sizeof(path));
 	if (!s)
 		return;
-	snprintf(path, sizeof(path), "%s.rollout", rpath);
-	if (!config_setting_is_group(s)) {
-		ERR(L, s, "%s: must be a group: { backend = \"modern\"; percent = 10.0; }", path);
-		return;
-	}
 	cfgp_check_keys(L, s, path, keys);
 	r->has_rollout = 1;
 	r->rollout.backend = cfgp_backend_ref(L, s, "backend", path, 1);
@@ -528,17 +518,13 @@ static void load_compare(struct sp_loader *L, const config_setting_t *sh, const 
 {
 	static const char *const keys[] = {"headers", "ignore_json", "redact_json", "body", NULL};
 	static const char *const bodies[] = {"auto", "json", "bytes", "none"};
-	const config_setting_t *s = config_setting_get_member(sh, "compare");
 	char path[128];
 	c->body = 0;
+	const config_setting_t *s = cfgp_group(
+		L, sh, "compare", spath, "{ headers = [...]; ignore_json = [...]; body = \"auto\"; }",
+		path, sizeof(path));
 	if (!s)
 		return;
-	snprintf(path, sizeof(path), "%s.compare", spath);
-	if (!config_setting_is_group(s)) {
-		ERR(L, s, "%s: must be a group: { headers = [...]; ignore_json = [...]; body = \"auto\"; }",
-		    path);
-		return;
-	}
 	cfgp_check_keys(L, s, path, keys);
 	load_strlist(L, s, "headers", path, check_header_name, "[\"Content-Type\"]", &c->headers,
 		     &c->nheaders);
@@ -564,16 +550,13 @@ static void load_shadow(struct sp_loader *L, const config_setting_t *route, cons
 {
 	static const char *const keys[] = {"backend", "percent", "methods", "compare", "noise", NULL};
 	static const char *const defaults[] = {"GET", "HEAD", "OPTIONS"};
-	const config_setting_t *s = config_setting_get_member(route, "shadow");
 	struct sp_shadow_cfg *c = &r->shadow;
 	char path[96];
+	const config_setting_t *s = cfgp_group(L, route, "shadow", rpath,
+					       "{ backend = \"modern\"; percent = 100.0; }", path,
+					       sizeof(path));
 	if (!s)
 		return;
-	snprintf(path, sizeof(path), "%s.shadow", rpath);
-	if (!config_setting_is_group(s)) {
-		ERR(L, s, "%s: must be a group: { backend = \"modern\"; percent = 100.0; }", path);
-		return;
-	}
 	cfgp_check_keys(L, s, path, keys);
 	r->has_shadow = 1;
 	const config_setting_t *where;
@@ -604,13 +587,11 @@ static void load_shadow(struct sp_loader *L, const config_setting_t *route, cons
 			c->methods[c->nmethods++] = strdup(defaults[i]);
 	}
 	load_compare(L, s, path, c);
-	const config_setting_t *noise = config_setting_get_member(s, "noise");
-	if (noise && !config_setting_is_group(noise)) {
-		ERR(L, noise, "%s.noise: must be a group: { samples = 1; }", path);
-	} else if (noise) {
+	char npath[128];
+	const config_setting_t *noise = cfgp_group(L, s, "noise", path, "{ samples = 1; }", npath,
+						   sizeof(npath));
+	if (noise) {
 		static const char *const nkeys[] = {"samples", NULL};
-		char npath[128];
-		snprintf(npath, sizeof(npath), "%s.noise", path);
 		cfgp_check_keys(L, noise, npath, nkeys);
 		cfgp_int_field(L, noise, "samples", npath, 0, 1, &c->noise_samples);
 	}

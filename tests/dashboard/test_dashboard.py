@@ -52,6 +52,7 @@ def test_dashboard_shows_the_api_and_changes_a_route(start_proxy, backend_factor
                                          "backup": True}],
                  "health": {"path": "/health", "unhealthy": 1, "interval_ms": 200},
                  "balance": "least_conn", "max_conns": 8, "retry_on_status": [502, 503],
+                 "per_try_timeout_ms": 900,
                  "host_header": "spare.internal",
                  "request_headers": {"set": {"X-Api-Key": "k-secret"}, "remove": ["X-Debug"]},
                  "response_headers": {"remove": ["Server"]},
@@ -117,7 +118,8 @@ def test_dashboard_shows_the_api_and_changes_a_route(start_proxy, backend_factor
                                "127.0.0.1:%d (weight 2, backup): down" % dead}
     # how each backend balances, and whether it serves other paths
     assert seen["balance"] == {"legacy": "round robin", "modern": "round robin",
-                               "spare": "least_conn, max_conns 8, retry on 502 503, 1 path rule"}
+                               "spare": "least_conn, max_conns 8, retry on 502 503, per try 900 ms, "
+                               "1 path rule"}
     # what it changes of requests and answers, by name (never the key's value)
     assert seen["changes"] == {"spare": "Host spare.internal; sets X-Api-Key; removes X-Debug; "
                                         "answer removes Server"}
