@@ -483,18 +483,25 @@ static void load_listen(struct sp_loader *L, const config_setting_t *root)
 	}
 }
 
-/* "http://unix:/run/app.sock" (or nginx's "http://unix:/run/app.sock:"): a
- * unix socket's path (absolute, visible ASCII, as long as sun_path holds)
- * → its address; the server is named "unix:/run/app.sock". */
+/* "http://unix:/run/app.sock" (or nginx's "http://unix:/run/app.sock:", a
+ * ':' ending the path; a final '/' as for a host): a unix socket's path
+ * (absolute, visible ASCII, as long as sun_path holds) → its address; the
+ * server is named "unix:/run/app.sock". */
 static int parse_unix_url(struct sp_server *b, const char *rest, const char **why)
 {
 	struct sockaddr_un *un = (struct sockaddr_un *)&b->addr;
 	const char *path = rest + 5;
-	size_t n = strlen(path);
-	if (n >= 2 && strcmp(path + n - 2, ":/") == 0)
-		n -= 2;
-	else if (n >= 1 && path[n - 1] == ':')
-		n--;
+	size_t n = strcspn(path, ":?#");
+	const char *after = path + n;
+	if (*after == ':') /* nginx's end of the socket's path */
+		after++;
+	else if (!*after && n > 1 && path[n - 1] == '/') /* as http://host:port/ */
+		n--, after = "/";
+	if (*after && strcmp(after, "/") != 0) {
+		*why = "must not carry a path, query or fragment (the request path is forwarded as "
+		       "is)";
+		return -1;
+	}
 	if (path[0] != '/') {
 		*why = "a unix socket's path must be absolute: http://unix:/run/app.sock";
 		return -1;

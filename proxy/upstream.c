@@ -107,10 +107,11 @@ const char SP_ERR_LOCAL[] = "no local resources to connect";
 
 /* Why a socket could not even start connecting: the backend refused, or
  * this process or host ran out of something, or anything else. */
-static const char *connect_error(int e)
+static const char *connect_error(int e, int is_unix)
 {
-	/* a unix socket's file gone: no server there, as a refusal says */
-	if (e == ECONNREFUSED || e == ENOENT)
+	/* a unix socket's file gone, or its listen queue full (EAGAIN, where
+	 * TCP would wait for the connect timeout): a refusal */
+	if (e == ECONNREFUSED || e == ENOENT || (is_unix && e == EAGAIN))
 		return "connect refused";
 	if (sp_err_local(e))
 		return SP_ERR_LOCAL;
@@ -129,7 +130,7 @@ static struct sp_upconn *connect_new(struct sp_pool *p, int server, const char *
 	c->server = server;
 	c->conn = sp_conn_connect(p->base, (const struct sockaddr *)&sv->addr, sv->addrlen);
 	if (!c->conn) {
-		*why = connect_error(errno);
+		*why = connect_error(errno, sv->is_unix);
 		free(c);
 		return NULL;
 	}

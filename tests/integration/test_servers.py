@@ -1718,6 +1718,39 @@ def test_a_missing_unix_socket_is_a_refusal(backend_factory, start_proxy, tmp_pa
     assert p.wait_access(1)[0]["error"] == "connect refused"
 
 
+def test_a_full_unix_socket_is_a_refusal(backend_factory, start_proxy, tmp_path):
+    """A unix socket whose listen queue is full (a service that stopped
+    accepting) refuses at once (EAGAIN): the request goes to the next
+    server, without waiting for the connect timeout."""
+    path = str(tmp_path / "full.sock")
+    ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    ls.bind(path)
+    ls.listen(0)  # never accepts
+    fill = []
+    try:
+        while len(fill) < 8:  # fill its queue
+            f = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            f.setblocking(False)
+            try:
+                f.connect(path)
+            except BlockingIOError:
+                f.close()
+                break
+            fill.append(f)
+        b = backend_factory("b", answering(200, "b"))
+        p = start_proxy({"legacy": servers("http://unix:" + path, b, connect_timeout_ms=3000,
+                                           health={"unhealthy": 100})})
+        t0 = time.monotonic()
+        assert who(p, "/x") == (200, "b")  # the full one's turn first
+        assert time.monotonic() - t0 < 1.0
+        assert p.wait_access(1)[0]["retried_from"] == [
+            {"server": "unix:" + path, "error": "connect refused"}]
+    finally:
+        for f in fill:
+            f.close()
+        ls.close()
+
+
 UNIX_BAD = """listen = ( { address = "127.0.0.1:18080"; } );
 backends = {
   rel = { url = "http://unix:run/app.sock"; };
@@ -1725,6 +1758,8 @@ backends = {
   long = { url = "http://unix:/%s"; };
   blank = { url = "http://unix:/run/my app.sock"; };
   twice = { servers = ["http://unix:/run/a.sock", "http://unix:/run/a.sock:"]; };
+  uri = { url = "http://unix:/run/app.sock:/api"; };
+  query = { url = "http://unix:/run/app.sock?x"; };
 };
 default_backend = "rel";
 """ % ("x" * 107)
@@ -1745,13 +1780,21 @@ def test_check_of_unix_socket_urls(tmp_path):
             '6: backends.blank.url: "http://unix:/run/my app.sock": a unix socket\'s path is '
             'visible ASCII, without spaces',
             '7: backends.twice.servers.[1]: "http://unix:/run/a.sock:": the same server as '
-            'servers.[0]']:
+            'servers.[0]',
+            '8: backends.uri.url: "http://unix:/run/app.sock:/api": must not carry a path, '
+            'query or fragment (the request path is forwarded as is)',
+            '9: backends.query.url: "http://unix:/run/app.sock?x": must not carry a path, '
+            'query or fragment (the request path is forwarded as is)']:
         assert "%s:%s" % (conf, want) in out.stderr.splitlines(), (want, out.stderr)
-    conf.write_text('listen = ( { address = "127.0.0.1:18080"; } );\n'
-                    'backends = { u = { url = "http://unix:/run/app.sock"; }; };\n'
-                    'default_backend = "u";\n')
-    out = run_strangler("-t", "-c", str(conf))
-    assert out.returncode == 0 and "0 warnings" in out.stdout, out.stdout + out.stderr
+    for url in ["http://unix:/run/app.sock", "http://unix:/run/app.sock/",
+                "http://unix:/run/app.sock:/"]:
+        conf.write_text('listen = ( { address = "127.0.0.1:18080"; } );\n'
+                        'backends = { u = { url = "%s"; }; };\n'
+                        'default_backend = "u";\n' % url)
+        out = run_strangler("-t", "-c", str(conf))
+        assert out.returncode == 0 and "0 warnings" in out.stdout, out.stdout + out.stderr
+        out = run_strangler("explain", "-c", str(conf), "GET", "/x")
+        assert "backend:  u (%s)" % url in out.stdout, out.stdout
 
 
 # --------------------------------------------------------------------------
