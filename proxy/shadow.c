@@ -70,7 +70,7 @@ struct sp_shadow {
 	int is_head;
 	int req_done;
 	size_t req_bytes;
-	struct event *timer;
+	int64_t due_us; /* shadow_defaults.timeout_ms from its start (sp_deadline_now_us) */
 	char method[24];
 	char reqid[72];
 	struct sp_buf path;
@@ -196,8 +196,6 @@ static void shadow_free(struct sp_shadow *sh)
 		sp_buf_deinit(&sh->legs[i].sent_host);
 	}
 	capture_deinit(&sh->primary);
-	if (sh->timer)
-		event_free(sh->timer);
 	sp_buf_deinit(&sh->path);
 	sp_buf_deinit(&sh->query);
 	sp_buf_deinit(&sh->client_host);
@@ -380,8 +378,7 @@ static void maybe_finish(struct sp_shadow *sh)
 			legs_done &= sh->legs[i].done || sh->legs[i].failed;
 		if (sh->primary_state == 0 || !legs_done)
 			return;
-		sh->finished = 1;
-		evtimer_del(sh->timer);
+		sh->finished = 1; /* the worker's timer passes it by now */
 		compare_and_count(sh);
 		for (int i = 0; i < sh->nlegs; i++)
 			sp_upconn_free(&sh->legs[i].up);
@@ -548,11 +545,11 @@ static void on_leg_event(struct sp_conn *c, short what, void *arg)
 	maybe_finish(l->sh);
 }
 
-static void on_shadow_timeout(evutil_socket_t fd, short what, void *arg)
+/* Its time is up (or the worker's, at exit): what has not answered fails,
+ * once. */
+static void time_out(struct sp_shadow *sh)
 {
-	struct sp_shadow *sh = arg;
-	(void)fd;
-	(void)what;
+	sh->due_us = INT64_MAX;
 	for (int i = 0; i < sh->nlegs; i++) {
 		struct leg *l = &sh->legs[i];
 		if (l->up && !leg_came_up(l))
@@ -562,6 +559,44 @@ static void on_shadow_timeout(evutil_socket_t fd, short what, void *arg)
 		leg_fail(l, 1);
 	}
 	maybe_finish(sh);
+}
+
+/* The worker's one timer for its shadows' timeouts, armed for due_us when
+ * that is sooner than what it waits for. Shadows start in the order of their
+ * deadlines (but across a reload that shortens timeout_ms), so a shadow
+ * costs no timer operation: the timer, armed for the oldest, finds it
+ * finished and waits for the next (sp_shadow_on_due). An event of its own
+ * cost each shadow an allocation, an add and a delete (about 800
+ * instructions). */
+static void arm_due(struct sp_worker *w, int64_t due_us)
+{
+	if (w->shadow_due_us && w->shadow_due_us <= due_us)
+		return;
+	int64_t now = sp_deadline_now_us();
+	struct timeval tv = sp_tv_us(due_us > now ? due_us - now : 0);
+	if (evtimer_add(w->shadow_timer, &tv) == 0)
+		w->shadow_due_us = due_us;
+}
+
+void sp_shadow_on_due(evutil_socket_t fd, short what, void *arg)
+{
+	struct sp_worker *w = arg;
+	struct sp_shadow *sh, *next;
+	int64_t now = sp_deadline_now_us(), soonest = INT64_MAX;
+	(void)fd;
+	(void)what;
+	w->shadow_due_us = 0;
+	for (sh = TAILQ_FIRST(&w->shadows); sh; sh = next) {
+		next = TAILQ_NEXT(sh, link);
+		if (sh->finished || sh->due_us == INT64_MAX) /* done, or timed out already */
+			continue;
+		if (sh->due_us <= now)
+			time_out(sh); /* may free sh */
+		else if (sh->due_us < soonest)
+			soonest = sh->due_us;
+	}
+	if (soonest != INT64_MAX)
+		arm_due(w, soonest);
 }
 
 static int leg_start(struct sp_shadow *sh, struct leg *l, int backend, int server,
@@ -689,11 +724,8 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 	w->shadow_inflight++;
 	COUNT(st, d, mirrored);
 
-	sh->timer = evtimer_new(w->base, on_shadow_timeout, sh);
-	int ms = cfg->shadow.timeout_ms;
-	struct timeval tv = sp_tv_ms(ms);
-	if (sh->timer)
-		evtimer_add(sh->timer, &tv);
+	sh->due_us = sp_deadline_now_us() + (int64_t)cfg->shadow.timeout_ms * 1000;
+	arm_due(w, sh->due_us);
 	/* the noise sample asks the serving backend a second time: only what it
 	 * may be asked twice, and only once the primary's connection says which
 	 * server serves it (a refusal may move it on: sp_shadow_primary_served) */
@@ -707,8 +739,7 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 		capture_init(&n->cap, &w->stash);
 		sp_buf_init(&n->replay);
 	}
-	int ok = sh->timer != NULL &&
-		 leg_start(sh, &sh->legs[0], shadow_backend, server, head, has_body, t, vars) == 0;
+	int ok = leg_start(sh, &sh->legs[0], shadow_backend, server, head, has_body, t, vars) == 0;
 	if (!ok)
 		for (int i = 0; i < sh->nlegs; i++)
 			leg_fail(&sh->legs[i], 0);
@@ -855,7 +886,7 @@ void sp_shadow_expire_all(struct sp_worker *w)
 		next = TAILQ_NEXT(sh, link);
 		if (sh->session_holds)
 			continue;
-		on_shadow_timeout(-1, EV_TIMEOUT, sh); /* may free sh */
+		time_out(sh); /* may free sh */
 	}
 }
 

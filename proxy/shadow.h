@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <event2/util.h>
+
 #include "accesslog.h"
 #include "buf.h"
 #include "config.h"
@@ -108,6 +110,9 @@ void sp_shadow_primary_moved(struct sp_shadow **sh, int backend);
 
 /* Gives up every mirror still waiting (counted as timeouts); shutdown. */
 void sp_shadow_expire_all(struct sp_worker *w);
+/* The worker's shadow timer (its shadow_timer's callback, arg the worker):
+ * times out the shadows that are due. */
+void sp_shadow_on_due(evutil_socket_t fd, short what, void *arg);
 /* Closes every shadow of the worker (shutdown). */
 void sp_shadow_kill_all(struct sp_worker *w);
 

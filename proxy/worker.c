@@ -766,7 +766,8 @@ struct sp_worker *sp_worker_new(int id, struct sp_config *cfg, struct sp_accessl
 	char who[24];
 	snprintf(who, sizeof(who), "worker %d", w->id);
 	w->grace_timer = evtimer_new(w->base, on_mirror_grace, w);
-	if (!w->stop_ev || !w->reload_ev || !w->drain_timer || !w->grace_timer ||
+	w->shadow_timer = evtimer_new(w->base, sp_shadow_on_due, w);
+	if (!w->stop_ev || !w->reload_ev || !w->drain_timer || !w->grace_timer || !w->shadow_timer ||
 	    sp_accept_pause_init(&w->accept_pause, w->base, who, on_accept_resume, w) < 0)
 		goto fail;
 	if (reconcile_pools(w, NULL, cfg) < 0 || reconcile_stats(w, cfg) < 0 ||
@@ -905,6 +906,8 @@ void sp_worker_free(struct sp_worker **wp)
 	sp_accept_pause_deinit(&w->accept_pause);
 	if (w->grace_timer)
 		event_free(w->grace_timer);
+	if (w->shadow_timer)
+		event_free(w->shadow_timer);
 	if (w->base)
 		event_base_free(w->base);
 	sp_buf_deinit(&w->logbuf);

@@ -79,6 +79,8 @@ struct sp_worker {
 	pthread_rwlock_t stats_lock; /* readers: other threads; writer: freeing retired nodes */
 	TAILQ_HEAD(sp_shadow_q, sp_shadow) shadows;
 	int shadow_inflight;
+	struct event *shadow_timer; /* the shadows' timeouts (sp_shadow_on_due) */
+	int64_t shadow_due_us;      /* when it fires (0: not armed) */
 	struct sp_pacer shadow_pacer; /* spreads mirror starts when the budget binds */
 	int expiring; /* giving up the remaining mirrors at shutdown */
 	struct event *grace_timer;

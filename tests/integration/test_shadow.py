@@ -17,6 +17,35 @@ from harness import Response
 # helpers
 
 
+def test_a_reload_that_shortens_the_shadow_timeout_applies_to_new_shadows(start_proxy,
+                                                                           backend_factory,
+                                                                           tmp_path):
+    """A mirror that never answers: a shadow started after a reload to a
+    shorter timeout_ms times out after the new one, though a shadow started
+    before, under the longer one, is still waiting; that one times out after
+    its own."""
+    legacy, modern = backend_factory("legacy"), backend_factory("modern", harness.delayed(10))
+    routes = [shadow_route()]
+    log = str(tmp_path / "diffs.jsonl")
+    p = start_proxy({"legacy": legacy, "modern": modern}, routes=routes, admin={},
+                    shadow_defaults={"diff_log": log, "timeout_ms": 2500})
+    timeouts = lambda: p.admin("GET", "/api/routes/r")[1]["shadow_counters"]["timeouts"]
+    assert get(p, "/old").status == 200
+    with open(p.conf_path, "w") as f:
+        f.write(harness.make_config(p.port, {"legacy": legacy, "modern": modern}, None, routes,
+                                    1, p.access_log_path, admin={"address": "%s:%d" % (
+                                        harness.HOST, p.admin_port)},
+                                    shadow_defaults={"diff_log": log, "timeout_ms": 300}))
+    harness.reload_and_wait(p, 1)
+    t0 = time.monotonic()
+    assert get(p, "/new").status == 200
+    harness.wait_for(lambda: timeouts() == 1, timeout=2, what="the new shadow's timeout")
+    assert time.monotonic() - t0 < 1.5
+    time.sleep(0.3)
+    assert timeouts() == 1  # the old one has until 2.5 s
+    harness.wait_for(lambda: timeouts() == 2, timeout=4, what="the old shadow's timeout")
+
+
 def json_backend(doc_for, headers=()):
     """A backend answering JSON built by doc_for(request)."""
     def handler(req, conn):
