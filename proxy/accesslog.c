@@ -148,14 +148,18 @@ static int add_tries(struct sp_buf *b, const struct sp_access_try *t, size_t n)
 {
 	if (sp_buf_adds(b, ",\"retried_from\":["))
 		return -1;
-	for (size_t i = 0; i < n; i++)
-		if (sp_buf_adds(b, i ? ",{\"server\":\"" : "{\"server\":\"") ||
-		    sp_buf_add_json_str(b, t[i].server, strlen(t[i].server)) || sp_buf_addc(b, '"') ||
-		    (t[i].status ? sp_buf_adds(b, ",\"status\":") ||
-					   sp_buf_add_uint(b, (unsigned)t[i].status, 10)
-				 : sp_buf_add_json_field(b, "error", t[i].error, strlen(t[i].error))) ||
-		    sp_buf_addc(b, '}'))
+	for (size_t i = 0; i < n; i++) {
+		int rc = sp_buf_adds(b, i ? ",{\"server\":\"" : "{\"server\":\"") ||
+			 sp_buf_add_json_str(b, t[i].server, strlen(t[i].server)) ||
+			 sp_buf_addc(b, '"');
+		if (!rc && t[i].status)
+			rc = sp_buf_adds(b, ",\"status\":") ||
+			     sp_buf_add_uint(b, (unsigned)t[i].status, 10);
+		else if (!rc)
+			rc = sp_buf_add_json_field(b, "error", t[i].error, strlen(t[i].error));
+		if (rc || sp_buf_addc(b, '}'))
 			return -1;
+	}
 	return sp_buf_addc(b, ']');
 }
 

@@ -128,7 +128,6 @@ const char *cfgp_src_file(struct sp_loader *L, const config_setting_t *s)
 	return copy;
 }
 
-/* Reports every member of group s whose name is not in known (NULL-terminated). */
 const config_setting_t *cfgp_group(struct sp_loader *L, const config_setting_t *parent,
 				   const char *key, const char *ppath, const char *example,
 				   char *path, size_t len)
@@ -143,6 +142,7 @@ const config_setting_t *cfgp_group(struct sp_loader *L, const config_setting_t *
 	return NULL;
 }
 
+/* Reports every member of group s whose name is not in known (NULL-terminated). */
 void cfgp_check_keys(struct sp_loader *L, const config_setting_t *s, const char *path,
 		       const char *const *known)
 {
@@ -379,8 +379,9 @@ static void load_listen_tls(struct sp_loader *L, const config_setting_t *e, cons
 	struct sp_tls_error err;
 	size_t n = 0;
 	int min = TLS1_2_VERSION, ok = 1;
-	const config_setting_t *t = cfgp_group(
-		L, e, "tls", lpath, "{ certificate = \"...\"; private_key = \"...\"; }", path, sizeof(path));
+	const config_setting_t *t =
+		cfgp_group(L, e, "tls", lpath, "{ certificate = \"...\"; private_key = \"...\"; }",
+			   path, sizeof(path));
 	if (!t)
 		return;
 	cfgp_check_keys(L, t, path, keys);

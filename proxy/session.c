@@ -668,7 +668,8 @@ static void try_timed_out(struct sp_session *s)
 	    (i = budgeted_next_server(s)) < 0)
 		return;
 	sp_health_report(be, server_of(s), 0);
-	sp_log(SP_LOG_INFO, "backend %s: %s: no answer within per_try_timeout_ms; request %s retried on %s",
+	sp_log(SP_LOG_INFO,
+	       "backend %s: %s: no answer within per_try_timeout_ms; request %s retried on %s",
 	       be->name, server_of(s)->hostport, s->reqid, be->servers[i].hostport);
 	s->answered_once = 1; /* the server may be at work on it: not the other side's */
 	sp_upconn_free(&s->up);

@@ -22,7 +22,11 @@ unsigned sp_hist_bucket(double ms)
 	memcpy(&bits, &units, sizeof(bits));
 	unsigned octave = (unsigned)(bits >> 52) - 1023u; /* 0 to 23: units is at least 1 */
 	uint64_t frac = bits & (((uint64_t)1 << 52) - 1);
-	unsigned q = frac == 0 ? 0 : frac <= quarter[0] ? 1 : frac <= quarter[1] ? 2 : frac <= quarter[2] ? 3 : 4;
+	unsigned q = frac == 0		? 0
+		     : frac <= quarter[0] ? 1
+		     : frac <= quarter[1] ? 2
+		     : frac <= quarter[2] ? 3
+					  : 4;
 	unsigned b = 4 * octave + q;
 	return b >= SP_LAT_BUCKETS ? SP_LAT_BUCKETS - 1 : b;
 }
