@@ -387,9 +387,15 @@ static void metric_per_backend(struct sp_buf *b, const struct sp_config *cfg, co
 	}
 }
 
-enum server_metric { SERVER_UP, SERVER_OUTCOMES, SERVER_RETRIES, SERVER_RETRIES_DENIED };
+enum server_metric {
+	SERVER_UP,
+	SERVER_OUTCOMES,
+	SERVER_RETRIES,
+	SERVER_RETRIES_DENIED,
+	SERVER_DRAINED
+};
 
-/* strangler_backend_server_up{backend,server}, a gauge, and the counters
+/* strangler_backend_server_up{backend,server} and _drained, gauges, and the counters
  * strangler_backend_server_outcomes_total{backend,server,result} and
  * strangler_backend_server_retries_total{backend,server}, for every server
  * of every backend. */
@@ -399,7 +405,8 @@ static void metric_per_server(struct sp_buf *b, const struct sp_config *cfg,
 	static const char *const names[] = {"strangler_backend_server_up",
 					    "strangler_backend_server_outcomes_total",
 					    "strangler_backend_server_retries_total",
-					    "strangler_backend_server_retries_denied_total"};
+					    "strangler_backend_server_retries_denied_total",
+					    "strangler_backend_server_drained"};
 	static const char *const helps[] = {
 		"0 while the server is marked down (passive or active health).",
 		"Requests and shadows by what the server's passive health made of them: ok (an "
@@ -409,11 +416,12 @@ static void metric_per_server(struct sp_buf *b, const struct sp_config *cfg,
 		"answered with one of retry_on_status or did not answer within "
 		"per_try_timeout_ms, that were sent on to another server of the backend.",
 		"Requests the server answered with one of retry_on_status, or did not answer "
-		"within per_try_timeout_ms, not sent on: the backend's retry_budget was spent."};
+		"within per_try_timeout_ms, not sent on: the backend's retry_budget was spent.",
+		"1 while the server is drained (PATCH /api/backends/NAME): no new requests."};
 	const char *name = names[which];
 	int outcomes = which == SERVER_OUTCOMES;
 	sp_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, helps[which], name,
-		      which == SERVER_UP ? "gauge" : "counter");
+		      which == SERVER_UP || which == SERVER_DRAINED ? "gauge" : "counter");
 	for (size_t i = 0; i < cfg->nbackends; i++)
 		for (size_t k = 0; k < cfg->backends[i].nservers; k++) {
 			const struct sp_server *sv = &cfg->backends[i].servers[k];
@@ -428,6 +436,8 @@ static void metric_per_server(struct sp_buf *b, const struct sp_config *cfg,
 						      (unsigned long long)(which == SERVER_RETRIES
 									   ? v.retried
 									   : v.retries_denied));
+				else if (which == SERVER_DRAINED)
+					sp_buf_printf(b, "\"} %d\n", sp_health_drained(sv));
 				else if (!outcomes)
 					sp_buf_printf(b, "\"} %d\n", !v.down);
 				else
@@ -447,6 +457,7 @@ static void metrics_backends(struct sp_buf *b, const struct sp_config *cfg)
 	metric_per_server(b, cfg, SERVER_OUTCOMES);
 	metric_per_server(b, cfg, SERVER_RETRIES);
 	metric_per_server(b, cfg, SERVER_RETRIES_DENIED);
+	metric_per_server(b, cfg, SERVER_DRAINED);
 	metric_per_backend(b, cfg, "strangler_backend_shadows_paused", "gauge",
 			   "1 while shadows to the backend (all its servers) are paused because they "
 			   "time out.",
@@ -843,42 +854,140 @@ static void backend_changes_json(json_t *b, const struct sp_backend *be)
 	json_object_set_new(b, "response_headers", rule_names_json(&be->resp_headers));
 }
 
+/* A backend as running: its settings, its servers and their health. */
+static json_t *backend_view(const struct sp_backend *be)
+{
+	json_t *servers = json_array(), *b = health_json(sp_health_view(be));
+	for (size_t k = 0; k < be->nservers; k++) {
+		json_t *sv = health_json(sp_health_server_view(&be->servers[k]));
+		json_object_set_new(sv, "url", json_string(be->servers[k].url));
+		json_object_set_new(sv, "address", json_string(be->servers[k].hostport));
+		json_object_set_new(sv, "weight", json_integer(be->servers[k].weight));
+		json_object_set_new(sv, "backup", json_boolean(be->servers[k].backup));
+		json_object_set_new(sv, "drained", json_boolean(sp_health_drained(&be->servers[k])));
+		json_array_append_new(servers, sv);
+	}
+	json_object_set_new(b, "name", json_string(be->name));
+	json_object_set_new(b, "balance", json_string(be->least_conn ? "least_conn" : "round_robin"));
+	json_object_set_new(b, "max_conns", json_integer(be->max_conns));
+	json_t *rs = json_array();
+	for (int st = 400; st < 600; st++)
+		if (sp_backend_retries_status(be, st))
+			json_array_append_new(rs, json_integer(st));
+	json_object_set_new(b, "retry_on_status", rs);
+	json_object_set_new(b, "per_try_timeout_ms", json_integer(be->per_try_timeout_ms));
+	json_object_set_new(b, "retry_budget",
+			    json_pack("{s:i, s:i}", "percent", be->retry_budget_percent, "min_per_s",
+				      be->retry_budget_min));
+	backend_changes_json(b, be);
+	json_object_set_new(b, "servers", servers);
+	return b;
+}
+
 /* GET /api/backends: every backend with its servers and their health. */
 static void serve_backends(struct admin_conn *a, const char *name)
 {
 	const struct sp_config *cfg = a->admin->rt->cfg;
 	json_t *list = json_array();
 	(void)name;
-	for (size_t i = 0; i < cfg->nbackends; i++) {
-		const struct sp_backend *be = &cfg->backends[i];
-		json_t *servers = json_array(), *b = health_json(sp_health_view(be));
-		for (size_t k = 0; k < be->nservers; k++) {
-			json_t *sv = health_json(sp_health_server_view(&be->servers[k]));
-			json_object_set_new(sv, "url", json_string(be->servers[k].url));
-			json_object_set_new(sv, "address", json_string(be->servers[k].hostport));
-			json_object_set_new(sv, "weight", json_integer(be->servers[k].weight));
-			json_object_set_new(sv, "backup", json_boolean(be->servers[k].backup));
-			json_array_append_new(servers, sv);
-		}
-		json_object_set_new(b, "name", json_string(be->name));
-		json_object_set_new(b, "balance",
-				    json_string(be->least_conn ? "least_conn" : "round_robin"));
-		json_object_set_new(b, "max_conns", json_integer(be->max_conns));
-		json_t *rs = json_array();
-		for (int st = 400; st < 600; st++)
-			if (sp_backend_retries_status(be, st))
-				json_array_append_new(rs, json_integer(st));
-		json_object_set_new(b, "retry_on_status", rs);
-		json_object_set_new(b, "per_try_timeout_ms", json_integer(be->per_try_timeout_ms));
-		json_object_set_new(b, "retry_budget",
-				    json_pack("{s:i, s:i}", "percent", be->retry_budget_percent,
-					      "min_per_s", be->retry_budget_min));
-		backend_changes_json(b, be);
-		json_object_set_new(b, "servers", servers);
-		json_array_append_new(list, b);
-	}
+	for (size_t i = 0; i < cfg->nbackends; i++)
+		json_array_append_new(list, backend_view(&cfg->backends[i]));
 	respond_json(a, 200, json_pack("{s:I, s:o}", "generation",
 				       (json_int_t)a->admin->rt->generation, "backends", list));
+}
+
+/* GET /api/backends/NAME */
+static void serve_backend(struct admin_conn *a, const char *name)
+{
+	const struct sp_config *cfg = a->admin->rt->cfg;
+	int i = sp_backend_index(cfg, name);
+	if (i < 0)
+		respond_error(a, 404, "no such backend");
+	else
+		respond_json(a, 200, backend_view(&cfg->backends[i]));
+}
+
+/* The server of be whose address ("host:port", "unix:/path", as GET
+ * /api/backends gives it) is addr, or NULL. */
+static const struct sp_server *server_at(const struct sp_backend *be, const char *addr)
+{
+	for (size_t k = 0; k < be->nservers; k++)
+		if (strcmp(be->servers[k].hostport, addr) == 0)
+			return &be->servers[k];
+	return NULL;
+}
+
+/* PATCH /api/backends/NAME {"server": "10.0.0.1:9001", "drain": true}: the
+ * server takes no new requests or shadows (those in flight finish), in
+ * every backend that lists it, until {"drain": false}; kept in
+ * admin.state_file and across reloads (HAProxy's "set server state drain",
+ * for a deploy of that instance). */
+static void patch_backend(struct admin_conn *a, const char *name)
+{
+	struct sp_runtime *rt = a->admin->rt;
+	json_error_t jerr;
+	char msg[1024];
+	int i = sp_backend_index(rt->cfg, name);
+	if (i < 0) {
+		respond_error(a, 404, "no such backend");
+		return;
+	}
+	const struct sp_backend *be = &rt->cfg->backends[i];
+	json_t *patch = json_loadb(a->body.data ? a->body.data : "", a->body.len, 0, &jerr);
+	const char *key, *addr = NULL;
+	json_t *v, *drain = NULL;
+	if (!patch) {
+		snprintf(msg, sizeof(msg), "body is not valid JSON: %s (line %d)", jerr.text, jerr.line);
+		respond_error(a, 400, msg);
+		return;
+	}
+	msg[0] = '\0';
+	if (!json_is_object(patch))
+		snprintf(msg, sizeof(msg), "body must be an object: {\"server\": \"%s\", \"drain\": "
+			 "true}", be->servers[0].hostport);
+	json_object_foreach(patch, key, v) {
+		if (strcmp(key, "server") == 0 && json_is_string(v))
+			addr = json_string_value(v);
+		else if (strcmp(key, "drain") == 0 && json_is_boolean(v))
+			drain = v;
+		else if (!msg[0])
+			snprintf(msg, sizeof(msg), "%s: %s", key,
+				 strcmp(key, "server") == 0  ? "must be a string: the server's address"
+				 : strcmp(key, "drain") == 0 ? "must be true or false"
+							     : "unknown (server and drain only)");
+	}
+	if (!msg[0] && (!addr || !drain))
+		snprintf(msg, sizeof(msg), "give server (its address) and drain (true or false)");
+	const struct sp_server *sv = msg[0] ? NULL : server_at(be, addr);
+	if (msg[0]) {
+		respond_error(a, 400, msg);
+	} else if (!sv) {
+		snprintf(msg, sizeof(msg), "backend %s has no server at %.200s (see its servers' "
+			 "address in GET /api/backends/%s)", be->name, addr, be->name);
+		respond_error(a, 404, msg);
+	} else {
+		int on = json_is_true(drain), was = sp_health_drained(sv);
+		if (on != was && (sp_health_set_drained(rt->health, sv->url, on) < 0 ||
+				  sp_runtime_save_state(rt) < 0)) {
+			/* a restart would undo it: nothing changes */
+			snprintf(msg, sizeof(msg), "cannot write admin.state_file: %s; the server "
+				 "stays %s", strerror(errno), was ? "drained" : "in service");
+			sp_health_set_drained(rt->health, sv->url, was);
+			respond_error(a, 500, msg);
+		} else {
+			if (on != was) {
+				sp_log(SP_LOG_INFO, "admin: backend %s: server %s %s by %s", be->name,
+				       sv->hostport, on ? "drained" : "back in service", a->peer);
+				sp_runtime_audit(rt, json_pack("{s:s, s:s, s:s, s:s}", "caller", a->peer,
+							       "backend", be->name, "server",
+							       sv->hostport, "action",
+							       on ? "drain" : "undrain"));
+				sp_runtime_save_state(rt); /* the audit trail: best effort */
+			}
+			respond_json(a, 200, backend_view(be));
+		}
+	}
+	json_decref(patch);
 }
 
 static void serve_route(struct admin_conn *a, const char *name)
@@ -924,6 +1033,8 @@ static const struct endpoint {
 	{"/metrics", "GET", serve_metrics},
 	{"/api/routes", "GET", serve_routes},
 	{"/api/backends", "GET", serve_backends},
+	{"/api/backends/*", "GET", serve_backend},
+	{"/api/backends/*", "PATCH", patch_backend},
 	{"/api/routes/*", "GET", serve_route},
 	{"/api/routes/*", "PATCH", patch_route},
 	{"/api/routes/*/override", "DELETE", delete_override},
@@ -935,6 +1046,7 @@ static const struct endpoint {
 };
 
 #define ROUTES_PREFIX "/api/routes/"
+#define BACKENDS_PREFIX "/api/backends/"
 #define MAX_TARGET 4096 /* 64 characters of 4 bytes, each byte as %XX, with room */
 
 static void dispatch(struct admin_conn *a)
@@ -950,10 +1062,14 @@ static void dispatch(struct admin_conn *a)
 	char path[MAX_TARGET], pattern[MAX_TARGET], *name = NULL;
 	snprintf(path, sizeof(path), "%.*s", (int)plen, target);
 	snprintf(pattern, sizeof(pattern), "%s", path);
-	if (strncmp(path, ROUTES_PREFIX, strlen(ROUTES_PREFIX)) == 0 && path[strlen(ROUTES_PREFIX)]) {
-		name = path + strlen(ROUTES_PREFIX);
+	for (size_t k = 0; k < 2 && !name; k++) {
+		const char *prefix = k ? BACKENDS_PREFIX : ROUTES_PREFIX;
+		size_t pl = strlen(prefix);
+		if (strncmp(path, prefix, pl) != 0 || !path[pl])
+			continue;
+		name = path + pl;
 		size_t n = strcspn(name, "/");
-		snprintf(pattern, sizeof(pattern), ROUTES_PREFIX "*%s", name + n);
+		snprintf(pattern, sizeof(pattern), "%s*%s", prefix, name + n);
 		name[n] = '\0';
 	}
 	a->head_only = strcmp(a->method, "HEAD") == 0;
@@ -983,7 +1099,7 @@ static void dispatch(struct admin_conn *a)
 			continue;
 		if (strcmp(e->method, m) == 0) {
 			if (name && percent_decode(name) < 0)
-				respond_error(a, 400, "bad percent-encoding in the route name");
+				respond_error(a, 400, "bad percent-encoding in the name");
 			else
 				e->serve(a, name);
 			return;

@@ -186,7 +186,7 @@ const char sp_dashboard_html[] =
 	"      const servers = el(\"div\");\n"
 	"      for (const sv of b.servers) {\n"
 	"        const tags = [sv.weight > 1 ? \"weight \" + sv.weight : \"\", sv.backup ? \"backup\" : \"\"].filter(Boolean).join(\", \");\n"
-	"        servers.append(el(\"div\", {\"data-testid\": \"server-\" + b.name + \"-\" + sv.address, class: sv.up ? \"ok\" : \"tripped\", text: sv.address + (tags ? \" (\" + tags + \")\" : \"\") + \": \" + (sv.up ? \"up\" : \"down\") + (sv.shadows_paused ? \", shadows paused\" : \"\") + (sv.failed ? \", \" + fmt(100 * sv.failed / (sv.ok + sv.failed), 1) + \" % failed\" : \"\")}));\n"
+	"        servers.append(el(\"div\", {\"data-testid\": \"server-\" + b.name + \"-\" + sv.address, class: sv.up ? \"ok\" : \"tripped\", text: sv.address + (tags ? \" (\" + tags + \")\" : \"\") + \": \" + (sv.up ? \"up\" : \"down\") + (sv.drained ? \", drained\" : \"\") + (sv.shadows_paused ? \", shadows paused\" : \"\") + (sv.failed ? \", \" + fmt(100 * sv.failed / (sv.ok + sv.failed), 1) + \" % failed\" : \"\")}));\n"
 	"      }\n"
 	"      const state = b.up ? (b.servers.every(sv => sv.up) ? \"up\" : \"up (some servers down)\") : \"down\";\n"
 	"      const how = (b.balance === \"least_conn\" ? \"least_conn\" : \"round robin\") + (b.max_conns ? \", max_conns \" + b.max_conns : \"\") + (b.retry_on_status.length ? \", retry on \" + b.retry_on_status.join(\" \") : \"\") + (b.per_try_timeout_ms ? \", per try \" + b.per_try_timeout_ms + \" ms\" : \"\") + (b.path_rewrite.length ? \", \" + b.path_rewrite.length + (b.path_rewrite.length > 1 ? \" path rules\" : \" path rule\") : \"\");\n"

@@ -73,6 +73,46 @@ int sp_health_attach(struct sp_health_table *t, struct sp_config *cfg)
 	return 0;
 }
 
+int sp_health_set_drained(struct sp_health_table *t, const char *url, int on)
+{
+	struct sp_health *h = entry(t, url);
+	if (!h)
+		return -1;
+	atomic_store_explicit(&h->drained, on != 0, memory_order_relaxed);
+	return 0;
+}
+
+void sp_health_each_drained(const struct sp_health_table *t, void (*fn)(const char *url, void *arg),
+			    void *arg)
+{
+	for (struct sp_health *h = atomic_load_explicit(&t->head, memory_order_acquire); h;
+	     h = atomic_load_explicit(&h->next, memory_order_acquire))
+		if (atomic_load_explicit(&h->drained, memory_order_relaxed))
+			fn(h->url, arg);
+}
+
+/* Whether a server of cfg has this URL. */
+static int listed(const struct sp_config *cfg, const char *url)
+{
+	for (size_t i = 0; i < cfg->nbackends; i++)
+		for (size_t k = 0; k < cfg->backends[i].nservers; k++)
+			if (strcmp(cfg->backends[i].servers[k].url, url) == 0)
+				return 1;
+	return 0;
+}
+
+int sp_health_prune_drained(struct sp_health_table *t, const struct sp_config *cfg)
+{
+	int n = 0;
+	for (struct sp_health *h = atomic_load_explicit(&t->head, memory_order_acquire); h;
+	     h = atomic_load_explicit(&h->next, memory_order_acquire))
+		if (atomic_load_explicit(&h->drained, memory_order_relaxed) && !listed(cfg, h->url)) {
+			atomic_store_explicit(&h->drained, 0, memory_order_relaxed);
+			n++;
+		}
+	return n;
+}
+
 /* After a pause (*retry_at, 0: none), one caller is let through to find out;
  * the next one a health interval later. */
 static int trial_due(_Atomic int64_t *retry_at, const struct sp_backend *be)
@@ -279,10 +319,18 @@ static int pick_by_weight(const struct sp_backend *be, struct sp_turn *t, uint64
 	return best;
 }
 
-/* The worker has max_conns connections in use to server i: it takes no more. */
+int sp_health_drained(const struct sp_server *sv)
+{
+	const struct sp_health *h = sv->health;
+	return h && atomic_load_explicit(&h->drained, memory_order_relaxed);
+}
+
+/* The worker has max_conns connections in use to server i, or the server is
+ * drained: it takes no more. */
 static int full(const struct sp_backend *be, const struct sp_turn *t, size_t i)
 {
-	return be->max_conns && t->busy[i] >= (unsigned)be->max_conns;
+	return (be->max_conns && t->busy[i] >= (unsigned)be->max_conns) ||
+	       sp_health_drained(&be->servers[i]);
 }
 
 int sp_health_has_room(const struct sp_backend *be, const struct sp_turn *t, int server)

@@ -37,9 +37,15 @@ struct sp_health {
 	/* shadows only: a mirror that takes connections but does not answer */
 	_Atomic int shadow_timeouts;        /* consecutive shadow exchanges that timed out */
 	_Atomic int64_t shadow_retry_at_ms; /* nonzero: shadows paused, a trial after this */
+	/* taken out by the admin API (PATCH /api/backends/NAME): no new
+	 * requests or shadows, as if at max_conns; set by the main thread */
+	_Atomic int drained;
 };
 
 struct sp_health_table;
+
+/* Whether sv is drained (any thread). */
+int sp_health_drained(const struct sp_server *sv);
 
 struct sp_health_table *sp_health_table_new(void);
 void sp_health_table_free(struct sp_health_table **t);
@@ -106,6 +112,17 @@ int sp_health_pick_down(const struct sp_backend *be, struct sp_turn *t);
 int sp_health_pick_retry(const struct sp_backend *be, struct sp_turn *t, uint64_t tried,
 			 int from);
 int sp_health_has_room(const struct sp_backend *be, const struct sp_turn *t, int server);
+
+/* Drains the server of this URL (on) or gives it back its requests, in
+ * every backend that lists it; the state outlives reloads. -1: no memory
+ * (main thread). */
+int sp_health_set_drained(struct sp_health_table *t, const char *url, int on);
+/* Calls fn with the URL of each drained server (main thread). */
+void sp_health_each_drained(const struct sp_health_table *t, void (*fn)(const char *url, void *arg),
+			    void *arg);
+/* Gives back their requests to the drained servers cfg no longer lists
+ * (so that one listed again later starts as any other): how many. */
+int sp_health_prune_drained(struct sp_health_table *t, const struct sp_config *cfg);
 
 /* What the metrics show of a server's health, or a backend's: a backend is
  * down when all its servers are, its shadows paused when paused to all, and

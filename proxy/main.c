@@ -289,7 +289,7 @@ static int run(const char *file)
 	if (!cfg)
 		goto out;
 	rt.cfg = cfg;
-	sp_runtime_prune_guards(&rt);
+	sp_runtime_prune_state(&rt);
 	sp_log_set_level((enum sp_log_level)cfg->log_level);
 	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit();

@@ -181,6 +181,11 @@ static int is_object(const json_t *v)
 	return json_is_object(v);
 }
 
+static int is_url(const json_t *v)
+{
+	return json_is_string(v) && json_string_length(v) > 0;
+}
+
 /* The state file's parts: each an object (route name: entry) or an array. */
 static const struct state_part {
 	const char *name;
@@ -193,6 +198,7 @@ static const struct state_part {
 	{"audit", 1, is_object, "an array of changes", "an object (a change)"},
 	{"guards", 0, sp_guard_entry_ok, "an object (route name: trip)",
 	 "an object with strings reason and tripped_at"},
+	{"drained", 1, is_url, "an array of server URLs", "a server's URL"},
 };
 
 int sp_state_check(const json_t *state, char *err, size_t errlen)
@@ -227,7 +233,7 @@ int sp_state_check(const json_t *state, char *err, size_t errlen)
 	}
 	if (!ours && json_object_size(state)) {
 		snprintf(err, errlen, "not a strangler state: none of \"overrides\", \"audit\", "
-				      "\"guards\" in it");
+				      "\"guards\", \"drained\" in it");
 		return -1;
 	}
 	return 0;

@@ -213,18 +213,23 @@ int sp_runtime_reload(struct sp_runtime *rt, struct sp_diag *diag)
 	sp_config_unref(&rt->file_cfg);
 	rt->file_cfg = file;
 	sp_runtime_commit(rt, cfg);
-	sp_runtime_prune_guards(rt);
+	sp_runtime_prune_state(rt);
 	rt->reloads_ok++;
 	sp_log(SP_LOG_INFO, "reload: %s: %zu backends, %zu routes", rt->file, rt->cfg->nbackends,
 	       rt->cfg->nroutes);
 	return 0;
 }
 
-void sp_runtime_prune_guards(struct sp_runtime *rt)
+void sp_runtime_prune_state(struct sp_runtime *rt)
 {
-	if (rt->guards && sp_guards_prune(rt->guards, rt->cfg) && sp_runtime_save_state(rt) < 0)
+	int guards = rt->guards && sp_guards_prune(rt->guards, rt->cfg);
+	int drained = rt->health ? sp_health_prune_drained(rt->health, rt->cfg) : 0;
+	if (drained)
+		sp_log(SP_LOG_INFO, "%d drained server(s) no longer in the configuration: no longer "
+		       "drained", drained);
+	if ((guards || drained) && sp_runtime_save_state(rt) < 0)
 		sp_log(SP_LOG_ERROR, "cannot write admin.state_file: %s; a restart would bring the "
-		       "dropped guard trips back", strerror(errno));
+		       "dropped guard trips or drained servers back", strerror(errno));
 }
 
 int sp_runtime_load_state(struct sp_runtime *rt, const struct sp_config *cfg)
@@ -239,9 +244,13 @@ int sp_runtime_load_state(struct sp_runtime *rt, const struct sp_config *cfg)
 		return why[0] ? -1 : 0;
 	}
 	json_t *o = json_object_get(state, "overrides"), *a = json_object_get(state, "audit");
-	json_t *g = json_object_get(state, "guards");
+	json_t *g = json_object_get(state, "guards"), *d = json_object_get(state, "drained");
 	if (json_is_object(g) && rt->guards)
 		sp_guards_restore(rt->guards, g);
+	size_t ndrained = json_array_size(d); /* d goes with state */
+	for (size_t i = 0; rt->health && i < ndrained; i++)
+		if (sp_health_set_drained(rt->health, json_string_value(json_array_get(d, i)), 1) < 0)
+			sp_log(SP_LOG_ERROR, "admin.state_file: out of memory for a drained server");
 	if (json_is_object(o)) {
 		json_decref(rt->overrides);
 		rt->overrides = json_incref(o);
@@ -251,8 +260,8 @@ int sp_runtime_load_state(struct sp_runtime *rt, const struct sp_config *cfg)
 		rt->audit = json_incref(a);
 	}
 	json_decref(state);
-	sp_log(SP_LOG_INFO, "admin.state_file: %s: %zu route overrides restored",
-	       cfg->admin.state_file, json_object_size(rt->overrides));
+	sp_log(SP_LOG_INFO, "admin.state_file: %s: %zu route overrides, %zu drained servers restored",
+	       cfg->admin.state_file, json_object_size(rt->overrides), ndrained);
 	return 0;
 }
 
@@ -271,6 +280,20 @@ static void sync_dir(const char *file)
 		close(fd);
 }
 
+static void add_url(const char *url, void *arg)
+{
+	json_array_append_new(arg, json_string(url));
+}
+
+/* The drained servers' URLs, for the state file. */
+static json_t *drained_json(const struct sp_runtime *rt)
+{
+	json_t *a = json_array();
+	if (a && rt->health)
+		sp_health_each_drained(rt->health, add_url, a);
+	return a;
+}
+
 int sp_runtime_save_state(struct sp_runtime *rt)
 {
 	const struct sp_config *cfg = rt->cfg;
@@ -279,8 +302,9 @@ int sp_runtime_save_state(struct sp_runtime *rt)
 	if (!cfg->has_admin || !cfg->admin.state_file)
 		return 0;
 	snprintf(tmp, sizeof(tmp), "%s.tmp.%d", cfg->admin.state_file, (int)getpid());
-	json_t *state = json_pack("{s:O, s:O, s:o}", "overrides", rt->overrides, "audit", rt->audit,
-				  "guards", sp_guards_save(rt->guards));
+	json_t *state = json_pack("{s:O, s:O, s:o, s:o}", "overrides", rt->overrides, "audit",
+				  rt->audit, "guards", sp_guards_save(rt->guards), "drained",
+				  drained_json(rt));
 	char *text = state ? json_dumps(state, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
 	if (!text) {
 		e = ENOMEM;

@@ -61,8 +61,9 @@ void sp_runtime_start_checks(struct sp_runtime *rt);
 int sp_runtime_reload(struct sp_runtime *rt, struct sp_diag *diag);
 
 /* Drops the guard trips of routes the running generation has no guard for,
- * and saves the state when there were any (at start, after a reload). */
-void sp_runtime_prune_guards(struct sp_runtime *rt);
+ * and the drain of servers it no longer lists, and saves the state when
+ * there were any (at start, after a reload). */
+void sp_runtime_prune_state(struct sp_runtime *rt);
 /* Reads overrides and audit from the state file of cfg (if any); a missing
  * file is not an error. Returns 0 or -1 (logged). */
 int sp_runtime_load_state(struct sp_runtime *rt, const struct sp_config *cfg);

@@ -51,6 +51,7 @@ static const char ERR_CLIENT_SEND_TIMEOUT[] = "client send timeout";
 static const char ERR_UPSTREAM_SEND_TIMEOUT[] = "upstream send timeout";
 static const char ERR_DRAIN[] = "drain timeout";
 static const char ERR_MAX_CONNS[] = "every server at max_conns";
+static const char ERR_NO_SERVER[] = "every server drained or at max_conns";
 static const char ERR_TUNNEL_IDLE[] = "tunnel idle timeout";
 
 enum timer_mode { T_NONE, T_HEADER, T_IDLE };
@@ -883,7 +884,7 @@ static void flush_pending(struct sp_session *s)
 		return;
 	if (s->no_room || s->own_answer) {
 		if (s->req_done && s->no_room)
-			answer(s, 503, ERR_MAX_CONNS, s->req_keep);
+			answer(s, 503, s->error, s->req_keep);
 		else if (s->req_done)
 			answer_as_route(s);
 		return;
@@ -936,14 +937,19 @@ static int expects_continue(const struct sp_h1_msg *m)
  * closes it, unread. */
 static int no_room(struct sp_session *s, const struct sp_h1_msg *m)
 {
+	const struct sp_backend *be = &s->cfg->backends[s->backend];
+	const char *why = ERR_MAX_CONNS;
+	for (size_t i = 0; i < be->nservers; i++)
+		if (sp_health_drained(&be->servers[i]))
+			why = ERR_NO_SERVER;
 	int body = m->has_length && m->content_length;
 	if (m->chunked || m->upgrade || (body && (m->content_length > DRAIN_MAX ||
 						  expects_continue(m)))) {
-		sp_h1_fail(s->req, 503, ERR_MAX_CONNS);
+		sp_h1_fail(s->req, 503, why);
 		return -1;
 	}
 	s->no_room = s->req_active = 1;
-	s->error = ERR_MAX_CONNS;
+	s->error = why;
 	s->req_body = SP_BODY_NONE;
 	set_timer(s, T_NONE);
 	if (body)
@@ -1154,8 +1160,9 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	/* a backend known to be down (all its servers): the route's other side,
 	 * when it is up (and may take it: fallback_side) */
 	int other, k;
-	if (!(s->dec.route && s->dec.route->has_rollout) &&
-	    s->cfg->backends[s->backend].nservers == 1 && !s->cfg->backends[s->backend].max_conns)
+	const struct sp_backend *be = &s->cfg->backends[s->backend];
+	if (!(s->dec.route && s->dec.route->has_rollout) && be->nservers == 1 && !be->max_conns &&
+	    !sp_health_drained(&be->servers[0]))
 		s->server = 0; /* its only server, up or down: no choice to make */
 	else
 		s->server = sp_worker_pick(s->w, s->cfg, s->backend, 0, NULL);

@@ -549,8 +549,7 @@ int sp_worker_has_room(struct sp_worker *w, const struct sp_config *cfg, int bac
 
 int sp_worker_any_full(struct sp_worker *w, const struct sp_config *cfg, int backend)
 {
-	for (size_t i = 0; cfg->backends[backend].max_conns && i < cfg->backends[backend].nservers;
-	     i++)
+	for (size_t i = 0; i < cfg->backends[backend].nservers; i++)
 		if (!sp_worker_has_room(w, cfg, backend, (int)i))
 			return 1;
 	return 0;

@@ -141,7 +141,8 @@ int sp_worker_pick_any(struct sp_worker *w, const struct sp_config *cfg, int bac
 int sp_worker_pick_retry(struct sp_worker *w, const struct sp_config *cfg, int backend,
 			 uint64_t tried, int from);
 /* Whether the worker may open one more exchange to that server (below the
- * backend's max_conns), and whether one of the backend's servers is at it. */
+ * backend's max_conns, not drained), and whether one of the backend's
+ * servers is at it or drained. */
 int sp_worker_has_room(struct sp_worker *w, const struct sp_config *cfg, int backend, int server);
 int sp_worker_any_full(struct sp_worker *w, const struct sp_config *cfg, int backend);
 /* A connection to server `server` of backend index `backend` of generation

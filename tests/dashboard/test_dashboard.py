@@ -22,7 +22,8 @@ NODE_MODULES = os.path.join(HERE, "node_modules", "playwright-core")
 
 def admin(p, method, path, body=None):
     c = http.client.HTTPConnection("127.0.0.1", p.admin_port, timeout=5)
-    c.request(method, path, body=json.dumps(body) if body is not None else None)
+    c.request(method, path, body=json.dumps(body) if body is not None else None,
+              headers={"Content-Type": "application/json"} if body is not None else {})
     r = c.getresponse()
     data = r.read()
     c.close()
@@ -82,6 +83,9 @@ def test_dashboard_shows_the_api_and_changes_a_route(start_proxy, backend_factor
     fl = json.loads(admin(p, "GET", "/api/backends")[1])["backends"][0]["servers"][1]
     assert fl["failed"] > 0 and fl["ok"] > 0, fl
     flaky_failed = 100 * fl["failed"] / (fl["ok"] + fl["failed"])
+    # a drained server says so
+    assert admin(p, "PATCH", "/api/backends/spare",
+                 {"server": "127.0.0.1:%d" % spare.port, "drain": True})[0] == 200
     shot = os.path.abspath(os.path.join(os.environ.get("STRANGLER_BUILD", str(tmp_path)),
                                         "dashboard.png"))
     out = subprocess.run(["node", os.path.join(HERE, "drive.mjs"),
@@ -113,7 +117,8 @@ def test_dashboard_shows_the_api_and_changes_a_route(start_proxy, backend_factor
                                "legacy-127.0.0.1:%d" % flaky.port:
                                "127.0.0.1:%d: up, %.1f %% failed" % (flaky.port, flaky_failed),
                                "modern-127.0.0.1:%d" % modern.port: "127.0.0.1:%d: up" % modern.port,
-                               "spare-127.0.0.1:%d" % spare.port: "127.0.0.1:%d: up" % spare.port,
+                               "spare-127.0.0.1:%d" % spare.port:
+                               "127.0.0.1:%d: up, drained" % spare.port,
                                "spare-127.0.0.1:%d" % dead:
                                "127.0.0.1:%d (weight 2, backup): down" % dead}
     # how each backend balances, and whether it serves other paths

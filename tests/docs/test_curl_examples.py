@@ -61,6 +61,10 @@ def test_operations_curl_examples_run(tmp_path):
         assert patched["rollout"]["percent"] == 50 and patched["override"] is not None
         deleted = json.loads(outputs[2])
         assert deleted["rollout"]["percent"] == 25 and deleted["override"] is None
+        # the drain of a server, and its end (the answer's .servers[0].drained)
+        drains = [o for l, o in zip(lines, outputs) if '"drain":' in l]
+        assert [json.loads(o) if shutil.which("jq") else json.loads(o)["servers"][0]["drained"]
+                for o in drains] == [True, False], drains
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0

@@ -149,7 +149,7 @@ def test_changes_survive_restart_and_reload(start_proxy, two_backends, tmp_path)
     p2 = admin_proxy(start_proxy, two_backends, tmp_path)
     st, got = p2.admin("GET", "/api/routes/orders")
     assert got["rollout"]["percent"] == 75 and got["override"] == {"rollout": {"percent": 75}}
-    assert "1 route overrides restored" in p2.stderr_text()
+    assert "1 route overrides, 0 drained servers restored" in p2.stderr_text()
     users = ["u%d" % i for i in range(40)]
     assert [side_of(p2, u) for u in users] == [expected_side(u, 75) for u in users]
     assert len(p2.admin("GET", "/api/audit")[1]["changes"]) == 1
@@ -170,7 +170,8 @@ def test_a_state_file_that_is_not_stranglers_stops_the_start(tmp_path):
     for text, why in [
             ('[1, 2, 3]', "not a strangler state: a JSON array, not an object"),
             ('{"name": "my-app", "dependencies": {}}',
-             'not a strangler state: none of "overrides", "audit", "guards" in it'),
+             'not a strangler state: none of "overrides", "audit", "guards", "drained" in it'),
+            ('{"drained": ["http://a", 7]}', "drained.[1]: must be a server's URL"),
             ('{"overrides": ["orders"], "audit": []}',
              "overrides: must be an object (route name: change)"),
             ('{"overrides": {}, "guards": {"orders": 5}}',

@@ -4,6 +4,7 @@ next server, https servers (each checked against its own host), the access
 log's `server`, the per-server metrics, explain, reload, the keep-alive pool
 and shadows. workers = 1 throughout, so that the round-robin is one
 sequence."""
+import json
 import os
 import socket
 import subprocess
@@ -1653,6 +1654,116 @@ def test_the_retry_budget_bounds_retries_after_answers(backend_factory, start_pr
     be = doc["backends"][0]
     assert be["retry_budget"] == {"percent": 0, "min_per_s": 1}
     assert be["servers"][0]["retries_denied"] == denied
+
+
+# --------------------------------------------------------------------------
+# draining a server (PATCH /api/backends/NAME)
+
+
+def drain(p, backend, server, on=True):
+    return p.admin("PATCH", "/api/backends/" + backend, {"server": server, "drain": on})
+
+
+def test_a_drained_server_takes_no_new_requests(backend_factory, start_proxy, tmp_path):
+    """Draining a server for a deploy: the request it is serving finishes;
+    no new request or shadow goes to it until it is given back; the API,
+    the metrics and the audit trail say so; the state file keeps it across
+    a restart, a reload keeps it, and a reload without the server forgets
+    it."""
+    def a_handler(req, conn):
+        if req.path == "/slow":
+            time.sleep(0.5)
+        return answering(200, "a")(req, conn)
+    a, b = backend_factory("a", a_handler), backend_factory("b", answering(200, "b"))
+    state = str(tmp_path / "state.json")
+    defs = {"legacy": servers(a, b)}
+    p = start_proxy(defs, admin={"state_file": state})
+    slow = {}
+    t = threading.Thread(target=lambda: slow.update(r=who(p, "/slow")))
+    t.start()
+    a.wait_requests(1)
+    st, doc = drain(p, "legacy", hostport(a))
+    assert st == 200, doc
+    assert [sv["drained"] for sv in doc["servers"]] == [True, False]
+    assert [who(p, "/x/%d" % i) for i in range(6)] == [(200, "b")] * 6
+    t.join()
+    assert slow["r"] == (200, "a")  # in flight: it finished
+    assert len(a.requests) == 1
+    _, m = metrics(p)
+    assert m['strangler_backend_server_drained{backend="legacy",server="%s"}' % hostport(a)] \
+        == "1"
+    assert m['strangler_backend_server_drained{backend="legacy",server="%s"}' % hostport(b)] \
+        == "0"
+    change = p.admin("GET", "/api/audit")[1]["changes"][-1]
+    assert (change["backend"], change["server"], change["action"]) == \
+        ("legacy", hostport(a), "drain")
+    assert "admin: backend legacy: server %s drained by" % hostport(a) in p.stderr_text()
+    assert json.load(open(state))["drained"] == [a.url]
+    # a reload keeps it; a restart with the state file too
+    harness.reload_and_wait(p, 1)
+    assert {who(p, "/y/%d" % i)[1] for i in range(4)} == {"b"}
+    p.stop()
+    p = start_proxy(defs, admin={"state_file": state})
+    assert {who(p, "/z/%d" % i)[1] for i in range(4)} == {"b"}
+    assert "1 drained servers restored" in p.stderr_text()
+    st, doc = drain(p, "legacy", hostport(a), False)
+    assert st == 200 and not doc["servers"][0]["drained"], doc
+    assert sorted(who(p, "/w/%d" % i)[1] for i in range(4)) == ["a", "a", "b", "b"]
+    assert json.load(open(state))["drained"] == []
+    # a reload without the server forgets its drain
+    drain(p, "legacy", hostport(a))
+    rewrite(p, {"legacy": servers(b)}, admin={"address": "%s:%d" % (HOST, p.admin_port),
+                                                "state_file": state})
+    harness.reload_and_wait(p, 1)
+    assert json.load(open(state))["drained"] == []
+
+
+def test_with_every_server_drained(backend_factory, start_proxy):
+    """Every server of the backend drained: the route's other side serves
+    (a rollout above 0 %), else 503, as at max_conns; a shadow to it is
+    skipped as backend_busy."""
+    a, modern = backend_factory("a"), backend_factory("modern")
+    routes = [{"name": "r", "match": {"path_prefix": "/r"}, "backend": "legacy",
+               "rollout": {"backend": "modern", "percent": 1}},
+              {"name": "s", "match": {"path_prefix": "/s"}, "backend": "modern",
+               "shadow": {"backend": "legacy"}}]
+    p = start_proxy({"legacy": a, "modern": modern}, routes=routes, admin={})
+    assert drain(p, "legacy", hostport(a))[0] == 200
+    with p.client() as c:
+        r = c.request("GET", "/other")  # the default backend: nowhere else to go
+        assert (r.status, r.body) == (503, b"every server drained or at max_conns\n"), r.body
+        assert c.request("GET", "/r/1").status == 200  # keep-alive: the body was read
+    log = p.wait_access(2)
+    assert log[1]["backend"] == "modern" and log[1]["fallback_from"] == "legacy", log[1]
+    assert who(p, "/s/1")[0] == 200
+    wait_for(lambda: p.admin("GET", "/api/routes/s")[1]["shadow_counters"]["skipped"] == 1,
+             what="the shadow skipped")
+    assert a.requests == []
+
+
+def test_check_of_a_drain_call(backend_factory, start_proxy):
+    a = backend_factory("a")
+    p = start_proxy({"legacy": a}, admin={})
+    for body, st, want in [
+            ({"server": hostport(a)}, 400, "give server (its address) and drain (true or false)"),
+            ({"server": hostport(a), "drain": "yes"}, 400, "drain: must be true or false"),
+            ({"server": 7, "drain": True}, 400, "server: must be a string: the server's address"),
+            ({"server": hostport(a), "drain": True, "x": 1}, 400,
+             "x: unknown (server and drain only)"),
+            ([1], 400, 'body must be an object: {"server": "%s", "drain": true}' % hostport(a)),
+            ({"server": "127.0.0.1:1", "drain": True}, 404,
+             "backend legacy has no server at 127.0.0.1:1 (see its servers' address in GET "
+             "/api/backends/legacy)")]:
+        got = p.admin("PATCH", "/api/backends/legacy", body)
+        assert got == (st, {"error": want}), (body, got)
+    assert p.admin("PATCH", "/api/backends/nope", {"server": "x", "drain": True}) == \
+        (404, {"error": "no such backend"})
+    assert p.admin("GET", "/api/backends/legacy")[1]["servers"][0]["drained"] is False
+    assert p.admin("GET", "/api/audit")[1]["changes"] == []
+    # the same state twice: one change
+    assert drain(p, "legacy", hostport(a))[0] == 200
+    assert drain(p, "legacy", hostport(a))[0] == 200
+    assert len(p.admin("GET", "/api/audit")[1]["changes"]) == 1
 
 
 # --------------------------------------------------------------------------

@@ -45,7 +45,8 @@ static void test_foreign_or_misshapen_state_is_refused(void **state)
 	assert_string_equal(state_fault("[1, 2, 3]"), "not a strangler state: a JSON array, not an object");
 	assert_string_equal(state_fault("\"x\""), "not a strangler state: a JSON value, not an object");
 	assert_string_equal(state_fault("{\"name\": \"my-app\", \"version\": \"1.0.0\"}"),
-			    "not a strangler state: none of \"overrides\", \"audit\", \"guards\" in it");
+			    "not a strangler state: none of \"overrides\", \"audit\", \"guards\", "
+			    "\"drained\" in it");
 	assert_string_equal(state_fault("{\"overrides\": [\"orders\"]}"),
 			    "overrides: must be an object (route name: change)");
 	assert_string_equal(state_fault("{\"overrides\": {\"orders\": 5}}"),
@@ -56,6 +57,9 @@ static void test_foreign_or_misshapen_state_is_refused(void **state)
 			    "audit.[1]: must be an object (a change)");
 	assert_string_equal(state_fault("{\"guards\": []}"),
 			    "guards: must be an object (route name: trip)");
+	assert_string_equal(state_fault("{\"drained\": {}}"), "drained: must be an array of server URLs");
+	assert_string_equal(state_fault("{\"drained\": [\"http://a\", \"\"]}"),
+			    "drained.[1]: must be a server's URL");
 	assert_string_equal(state_fault("{\"guards\": {\"orders\": 5}}"),
 			    "guards.orders: must be an object with strings reason and tripped_at");
 	assert_string_equal(state_fault("{\"guards\": {\"orders\": {\"reason\": 1, \"tripped_at\": \"x\"}}}"),
