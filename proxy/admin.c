@@ -858,6 +858,7 @@ static void backend_changes_json(json_t *b, const struct sp_backend *be)
 static json_t *backend_view(const struct sp_backend *be)
 {
 	json_t *servers = json_array(), *b = health_json(sp_health_view(be));
+	int64_t now = sp_health_now_ms();
 	for (size_t k = 0; k < be->nservers; k++) {
 		json_t *sv = health_json(sp_health_server_view(&be->servers[k]));
 		json_object_set_new(sv, "url", json_string(be->servers[k].url));
@@ -865,6 +866,11 @@ static json_t *backend_view(const struct sp_backend *be)
 		json_object_set_new(sv, "weight", json_integer(be->servers[k].weight));
 		json_object_set_new(sv, "backup", json_boolean(be->servers[k].backup));
 		json_object_set_new(sv, "drained", json_boolean(sp_health_drained(&be->servers[k])));
+		/* its share of its weight now, in %: below 100 during its slow start */
+		json_object_set_new(sv, "weight_percent",
+				    json_integer(be->slow_start_ms
+							 ? sp_health_weight_now(be, k, now) / be->servers[k].weight
+							 : 100));
 		json_array_append_new(servers, sv);
 	}
 	json_object_set_new(b, "name", json_string(be->name));
@@ -876,6 +882,7 @@ static json_t *backend_view(const struct sp_backend *be)
 			json_array_append_new(rs, json_integer(st));
 	json_object_set_new(b, "retry_on_status", rs);
 	json_object_set_new(b, "per_try_timeout_ms", json_integer(be->per_try_timeout_ms));
+	json_object_set_new(b, "slow_start_ms", json_integer(be->slow_start_ms));
 	json_object_set_new(b, "retry_budget",
 			    json_pack("{s:i, s:i}", "percent", be->retry_budget_percent, "min_per_s",
 				      be->retry_budget_min));

@@ -906,6 +906,21 @@ static void load_per_try_timeout(struct sp_loader *L, const config_setting_t *e,
 			   "longer)", path, b->per_try_timeout_ms, b->response_timeout_ms);
 }
 
+/* slow_start_ms = 30000; read after the servers. A backend with it picks
+ * by weight (each server's growing one). */
+static void load_slow_start(struct sp_loader *L, const config_setting_t *e, const char *path,
+			    struct sp_backend *b)
+{
+	cfgp_int_field(L, e, "slow_start_ms", path, 0, 3600000, &b->slow_start_ms);
+	if (!b->slow_start_ms)
+		return;
+	b->weighted = 1;
+	if (b->nservers == 1)
+		WARN(L, config_setting_get_member(e, "slow_start_ms"),
+		     "%s.slow_start_ms: has no effect with one server (it shares the requests "
+		     "among the backend's servers)", path);
+}
+
 /* retry_budget = { percent = 20; min_per_s = 3; } (the defaults, as
  * Envoy's retry budget and Finagle's): read after retry_on_status and
  * per_try_timeout_ms. */
@@ -938,7 +953,8 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 					   "response_headers",	      "balance",
 					   "max_conns",		      "location_rewrite",
 					   "retry_on_status",	      "retry_budget",
-					   "per_try_timeout_ms",  NULL};
+					   "per_try_timeout_ms",  "slow_start_ms",
+					   NULL};
 	const config_setting_t *bs = config_setting_get_member(root, "backends");
 	if (!bs) {
 		sp_diag_add(L->diag, 1, L->file, 0, "backends: at least one backend is required");
@@ -988,6 +1004,7 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 		load_servers(L, e, path, b);
 		load_retry_status(L, e, path, b);
 		load_per_try_timeout(L, e, path, b);
+		load_slow_start(L, e, path, b);
 		load_retry_budget(L, e, path, b);
 		load_backend_tls(L, e, path, b);
 		load_health(L, e, path, b);

@@ -87,6 +87,9 @@ struct sp_backend {
 	 * whose server has not begun its answer by then goes on to another
 	 * server not tried yet (Envoy's per_try_timeout) */
 	int per_try_timeout_ms;
+	/* slow_start_ms (0: off): a server back up, or given back its requests
+	 * after a drain, takes a share of its weight growing over this long */
+	int slow_start_ms;
 	/* retry_budget: the retries after answers or per_try_timeout_ms stay
 	 * under percent of the backend's answers (a worker's, over two
 	 * seconds), or min_per_s */

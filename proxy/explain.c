@@ -165,6 +165,8 @@ static void print_decision(const struct sp_config *c, const struct sp_reqview *q
 			printf("%s%d", n++ ? "," : " retry_on_status=", st);
 	if (be->per_try_timeout_ms)
 		printf(" per_try_timeout_ms=%d", be->per_try_timeout_ms);
+	if (be->slow_start_ms)
+		printf(" slow_start_ms=%d", be->slow_start_ms);
 	printf("\n");
 	print_changes(c, d->backend, q);
 }

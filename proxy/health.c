@@ -19,6 +19,7 @@ _Static_assert(SP_SERVERS_MAX <= 64, "struct sp_turn and the pick's masks hold 6
 
 struct sp_health_table {
 	struct sp_health *_Atomic head;
+	int started; /* a configuration was attached: later servers are new (slow start) */
 };
 
 static int64_t now_ms(void)
@@ -57,6 +58,8 @@ static struct sp_health *entry(struct sp_health_table *t, const char *url)
 	if (!(h = calloc(1, sizeof(*h))))
 		return NULL;
 	snprintf(h->url, sizeof(h->url), "%s", url);
+	if (t->started) /* a server a reload adds starts slowly too; not those at start */
+		atomic_store(&h->back_at_ms, now_ms());
 	atomic_store_explicit(&h->next, atomic_load(&t->head), memory_order_relaxed);
 	atomic_store_explicit(&t->head, h, memory_order_release);
 	return h;
@@ -70,6 +73,7 @@ int sp_health_attach(struct sp_health_table *t, struct sp_config *cfg)
 			if (!(be->servers[k].health = entry(t, be->servers[k].url)))
 				return -1;
 	}
+	t->started = 1;
 	return 0;
 }
 
@@ -78,8 +82,27 @@ int sp_health_set_drained(struct sp_health_table *t, const char *url, int on)
 	struct sp_health *h = entry(t, url);
 	if (!h)
 		return -1;
-	atomic_store_explicit(&h->drained, on != 0, memory_order_relaxed);
+	if (atomic_exchange(&h->drained, on != 0) && !on)
+		atomic_store(&h->back_at_ms, now_ms()); /* its slow start */
 	return 0;
+}
+
+int64_t sp_health_now_ms(void)
+{
+	return now_ms();
+}
+
+unsigned sp_health_weight_now(const struct sp_backend *be, size_t i, int64_t now)
+{
+	unsigned w = (unsigned)be->servers[i].weight * 100;
+	const struct sp_health *h = be->servers[i].health;
+	int64_t back = be->slow_start_ms && h ? atomic_load_explicit(&h->back_at_ms,
+								    memory_order_relaxed)
+					      : 0;
+	if (!back || now - back >= be->slow_start_ms || now < back)
+		return w;
+	int64_t part = (int64_t)w * (now - back) / be->slow_start_ms;
+	return part < 1 ? 1 : (unsigned)part;
 }
 
 void sp_health_each_drained(const struct sp_health_table *t, void (*fn)(const char *url, void *arg),
@@ -141,9 +164,12 @@ static void set_down(struct sp_health *h, const struct sp_backend *be, const str
 	if (down)
 		atomic_store(&h->retry_at_ms, now_ms() + be->health_interval_ms);
 	if (atomic_exchange(&h->down, down) != down) {
-		/* a backend back up starts its count of failed requests afresh */
-		if (!down)
+		/* a backend back up starts its count of failed requests afresh,
+		 * and its slow start */
+		if (!down) {
 			atomic_store(&h->consecutive_failures, 0);
+			atomic_store(&h->back_at_ms, now_ms());
+		}
 		atomic_fetch_add(&h->transitions, 1);
 		sp_log(down ? SP_LOG_WARN : SP_LOG_INFO, "backend %s (%s) is %s: %s", be->name,
 		       sv->hostport, down ? "down" : "up again", why);
@@ -279,8 +305,9 @@ static int may_take(const struct sp_backend *be, const struct sp_server *sv, int
 }
 
 /* Of the servers in can, those with the fewest connections in use for
- * their weight (busy / weight, compared as products). */
-static uint64_t least_busy(const struct sp_backend *be, const struct sp_turn *t, uint64_t can)
+ * their weight (busy / weight, compared as products; w, the weights now). */
+static uint64_t least_busy(const struct sp_backend *be, const struct sp_turn *t, uint64_t can,
+			   const unsigned *w)
 {
 	uint64_t best = 0;
 	int b = -1;
@@ -288,8 +315,8 @@ static uint64_t least_busy(const struct sp_backend *be, const struct sp_turn *t,
 		if (!(can >> i & 1))
 			continue;
 		/* busy[i] / weight[i] against busy[b] / weight[b] */
-		uint64_t mine = b < 0 ? 0 : (uint64_t)t->busy[i] * (unsigned)be->servers[b].weight;
-		uint64_t theirs = b < 0 ? 0 : (uint64_t)t->busy[b] * (unsigned)be->servers[i].weight;
+		uint64_t mine = b < 0 ? 0 : (uint64_t)t->busy[i] * w[b];
+		uint64_t theirs = b < 0 ? 0 : (uint64_t)t->busy[b] * w[i];
 		if (b < 0 || mine < theirs) {
 			b = (int)i;
 			best = (uint64_t)1 << i;
@@ -303,14 +330,20 @@ static uint64_t least_busy(const struct sp_backend *be, const struct sp_turn *t,
 /* By weight (smooth weighted round-robin) over the servers in can. */
 static int pick_by_weight(const struct sp_backend *be, struct sp_turn *t, uint64_t can)
 {
+	unsigned w[64]; /* SP_SERVERS_MAX: each server's weight now */
+	int64_t now = be->slow_start_ms ? now_ms() : 0;
+	for (size_t i = 0; i < be->nservers; i++)
+		w[i] = !(can >> i & 1)	   ? 0
+		       : be->slow_start_ms ? sp_health_weight_now(be, i, now)
+					   : (unsigned)be->servers[i].weight;
 	if (be->least_conn)
-		can = least_busy(be, t, can);
+		can = least_busy(be, t, can, w);
 	int best = -1, total = 0;
 	for (size_t i = 0; i < be->nservers; i++) {
 		if (!(can >> i & 1))
 			continue;
-		t->cw[i] += be->servers[i].weight;
-		total += be->servers[i].weight;
+		t->cw[i] += (int)w[i];
+		total += (int)w[i];
 		if (best < 0 || t->cw[i] > t->cw[best])
 			best = (int)i;
 	}

@@ -40,6 +40,9 @@ struct sp_health {
 	/* taken out by the admin API (PATCH /api/backends/NAME): no new
 	 * requests or shadows, as if at max_conns; set by the main thread */
 	_Atomic int drained;
+	/* when it came back up or was given back its requests (now_ms; 0:
+	 * never): slow_start_ms counts from here */
+	_Atomic int64_t back_at_ms;
 };
 
 struct sp_health_table;
@@ -117,6 +120,12 @@ int sp_health_has_room(const struct sp_backend *be, const struct sp_turn *t, int
  * every backend that lists it; the state outlives reloads. -1: no memory
  * (main thread). */
 int sp_health_set_drained(struct sp_health_table *t, const char *url, int on);
+/* The weight, in hundredths, server i of be has at now_ms: its own, or
+ * during its slow start (slow_start_ms since it came back) a share of it
+ * growing with the time since, at least 1. Pure but for the health it reads. */
+unsigned sp_health_weight_now(const struct sp_backend *be, size_t i, int64_t now_ms);
+/* The clock of health's times (monotonic milliseconds). */
+int64_t sp_health_now_ms(void);
 /* Calls fn with the URL of each drained server (main thread). */
 void sp_health_each_drained(const struct sp_health_table *t, void (*fn)(const char *url, void *arg),
 			    void *arg);

@@ -1741,6 +1741,32 @@ def test_with_every_server_drained(backend_factory, start_proxy):
     assert a.requests == []
 
 
+def test_a_server_given_back_its_requests_starts_slowly(backend_factory, start_proxy, tmp_path):
+    """slow_start_ms: after a drain ends (a deploy), the server takes a small
+    share of its weight at first, growing to all of it; the API shows the
+    share. A server a reload adds starts slowly too; those there at the
+    start do not."""
+    a, b = backend_factory("a", answering(200, "a")), backend_factory("b", answering(200, "b"))
+    p = start_proxy({"legacy": servers(a, b, slow_start_ms=3000)}, admin={})
+    time.sleep(0.2)
+    assert drain(p, "legacy", hostport(a))[0] == 200
+    st, doc = drain(p, "legacy", hostport(a), False)
+    assert doc["slow_start_ms"] == 3000
+    assert doc["servers"][0]["weight_percent"] < 10 and doc["servers"][1]["weight_percent"] == 100
+    got = [who(p, "/x/%d" % i)[1] for i in range(20)]
+    assert got.count("a") <= 3, got
+    time.sleep(3.1)
+    got = [who(p, "/y/%d" % i)[1] for i in range(20)]
+    assert got.count("a") == 10, got
+    assert p.admin("GET", "/api/backends/legacy")[1]["servers"][0]["weight_percent"] == 100
+    c = backend_factory("c", answering(200, "c"))
+    rewrite(p, {"legacy": servers(a, b, c, slow_start_ms=3000)},
+            admin={"address": "%s:%d" % (HOST, p.admin_port)})
+    harness.reload_and_wait(p, 1)
+    shares = [sv["weight_percent"] for sv in p.admin("GET", "/api/backends/legacy")[1]["servers"]]
+    assert shares[:2] == [100, 100] and shares[2] < 30, shares
+
+
 def test_check_of_a_drain_call(backend_factory, start_proxy):
     a = backend_factory("a")
     p = start_proxy({"legacy": a}, admin={})
@@ -2094,6 +2120,7 @@ backends = {
           per_try_timeout_ms = -1; };
   pt = { servers = ["http://127.0.0.1:9001", "http://127.0.0.1:9002"];
          per_try_timeout_ms = 500; };
+  ss = { url = "http://127.0.0.1:9001"; slow_start_ms = 1000; };
 };
 default_backend = "one";
 routes = ( { name = "r"; backend = "pt"; response_timeout_ms = 500; } );
@@ -2122,7 +2149,9 @@ def test_check_of_retry_on_status(tmp_path):
             "response_timeout_ms (5000): the response timeout comes first (a route's own "
             "response_timeout_ms may be longer)",
             "18: backends.neg.per_try_timeout_ms: must be between 0 and 86400000",
-            "23: warning: routes.[0].response_timeout_ms: 500 is not above "
+            "21: warning: backends.ss.slow_start_ms: has no effect with one server (it shares "
+            "the requests among the backend's servers)",
+            "24: warning: routes.[0].response_timeout_ms: 500 is not above "
             "backends.pt.per_try_timeout_ms (500): no request of this route is sent on for a "
             "slow server"]:
         assert "%s:%s" % (conf, want) in lines, (want, out.stderr)
@@ -2130,12 +2159,14 @@ def test_check_of_retry_on_status(tmp_path):
                                               "one = { servers = [\"http://127.0.0.1:9001\", "
                                               "\"http://127.0.0.1:9002\"];") + "};\n" \
         'default_backend = "one";\n'
-    conf.write_text(good.replace("[503]", "[504, 502]; per_try_timeout_ms = 700"))
+    conf.write_text(good.replace("[503]", "[504, 502]; per_try_timeout_ms = 700; "
+                                          "slow_start_ms = 9000"))
     out = run_strangler("-t", "-c", str(conf))
     assert out.returncode == 0 and "0 warnings" in out.stdout, out.stdout + out.stderr
     out = run_strangler("explain", "-c", str(conf), "GET", "/x")
     assert "backend:  one (http://127.0.0.1:9001, http://127.0.0.1:9002) " \
-        "retry_on_status=502,504 per_try_timeout_ms=700" in out.stdout.splitlines(), out.stdout
+        "retry_on_status=502,504 per_try_timeout_ms=700 slow_start_ms=9000" in \
+        out.stdout.splitlines(), out.stdout
 
 
 def test_api_backends_gives_retry_on_status(backend_factory, start_proxy):

@@ -482,6 +482,64 @@ static void test_max_conns(void **state)
 	sp_health_table_free(&fresh);
 }
 
+#define SLOW                                                                            \
+	"listen = ( { address = \"127.0.0.1:8080\"; } );\n"                             \
+	"backends = {\n"                                                                \
+	"  s = { servers = [\"http://127.0.0.1:9001\", \"http://127.0.0.1:9002\"];\n"      \
+	"        slow_start_ms = 1000; };\n"                                            \
+	"};\n"                                                                          \
+	"default_backend = \"s\";\n"
+
+static int setup_slow(void **state)
+{
+	return load_fixture(state, SLOW);
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* slow_start_ms: a server back for a quarter of it takes a quarter of its
+ * weight (at least 1 hundredth), all of it once the time has passed; a
+ * server given back its requests after a drain starts again. */
+static void test_slow_start(void **state)
+{
+	struct fixture *f = *state;
+	struct sp_server *a = &f->be->servers[0], *b = &f->be->servers[1];
+	int64_t now = mono_ms();
+	assert_true(f->be->weighted);
+	atomic_store(&a->health->back_at_ms, 0); /* long up */
+	atomic_store(&b->health->back_at_ms, now - 250);
+	assert_int_equal(sp_health_weight_now(f->be, 0, now), 100);
+	assert_int_equal(sp_health_weight_now(f->be, 1, now), 25);
+	assert_int_equal(sp_health_weight_now(f->be, 1, now - 250), 1);
+	assert_int_equal(sp_health_weight_now(f->be, 1, now + 750), 100);
+	assert_int_equal(sp_health_weight_now(f->be, 1, now - 1000), 100); /* a clock gone back */
+	struct sp_turn t = {0};
+	int got[2] = {0, 0};
+	for (int k = 0; k < 100; k++)
+		got[sp_health_pick(f->be, &t, 0, NULL)]++;
+	assert_in_range(got[1], 17, 24); /* 25 / 125 of them, a little less as time passes */
+	/* drained, then given back: no requests, then a slow start afresh */
+	atomic_store(&b->health->back_at_ms, 0);
+	assert_int_equal(sp_health_set_drained(f->t, b->url, 1), 0);
+	assert_true(sp_health_drained(b));
+	assert_false(sp_health_has_room(f->be, &t, 1));
+	memset(&t, 0, sizeof(t));
+	assert_string_equal(picks(f->be, &t, 4, 0), "aaaa");
+	assert_int_equal(sp_health_pick_retry(f->be, &t, 1u << 0, 0), -1);
+	assert_int_equal(sp_health_pick_down(f->be, &t), 0);
+	assert_int_equal(sp_health_set_drained(f->t, b->url, 0), 0);
+	assert_in_range(sp_health_weight_now(f->be, 1, mono_ms()), 1, 10);
+	/* a drain of a URL the configuration no longer lists is dropped */
+	assert_int_equal(sp_health_set_drained(f->t, "http://127.0.0.1:1", 1), 0);
+	assert_int_equal(sp_health_prune_drained(f->t, f->c), 1);
+	assert_int_equal(sp_health_prune_drained(f->t, f->c), 0);
+}
+
 /* A retry as answer_retries makes it: when it fits, spent. */
 static int take(struct sp_retry_budget *b, int64_t now, int percent, int min)
 {
@@ -550,6 +608,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_retry_pick, setup_least, teardown),
 		cmocka_unit_test_setup_teardown(test_retry_pick_weighted, setup_weighted, teardown),
 		cmocka_unit_test_setup_teardown(test_max_conns, setup_capped, teardown),
+		cmocka_unit_test_setup_teardown(test_slow_start, setup_slow, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
