@@ -412,6 +412,23 @@ int sp_health_pick(const struct sp_backend *be, struct sp_turn *t, int for_shado
 	return -1;
 }
 
+/* Whether server i of be is marked down. */
+static int is_down(const struct sp_backend *be, size_t i)
+{
+	const struct sp_health *h = be->servers[i].health;
+	return h && atomic_load_explicit(&h->down, memory_order_relaxed);
+}
+
+/* Whether every server of be is marked down (the health may be wrong then:
+ * a down server is tried all the same). */
+static int all_down(const struct sp_backend *be)
+{
+	for (size_t i = 0; i < be->nservers; i++)
+		if (!is_down(be, i))
+			return 0;
+	return 1;
+}
+
 int sp_health_pick_retry(const struct sp_backend *be, struct sp_turn *t, uint64_t tried,
 			 int from)
 {
@@ -437,11 +454,23 @@ int sp_health_pick_retry(const struct sp_backend *be, struct sp_turn *t, uint64_
 				return (int)i;
 		}
 	}
+	/* every server down: as sp_health_pick_down sends requests to them all
+	 * the same, a failed one goes on to the next of them not tried, in
+	 * list order (with active checks a down server's trial never comes) */
+	for (size_t k = 1; all_down(be) && k <= n; k++) {
+		size_t i = ((size_t)from + k) % n;
+		if (!be->servers[i].backup && !(tried >> i & 1) && !full(be, t, i))
+			return (int)i;
+	}
 	return -1;
 }
 
 int sp_health_pick_down(const struct sp_backend *be, struct sp_turn *t)
 {
+	/* a server up but at max_conns (or drained) says the backend is busy,
+	 * not gone: a 503, not a server known to be down */
+	if (!all_down(be))
+		return -1;
 	if (be->weighted || be->least_conn) {
 		uint64_t primaries = 0;
 		for (size_t i = 0; i < be->nservers; i++)

@@ -1656,6 +1656,38 @@ def test_the_retry_budget_bounds_retries_after_answers(backend_factory, start_pr
     assert be["servers"][0]["retries_denied"] == denied
 
 
+def test_a_busy_backend_is_not_sent_to_a_dead_server(backend_factory, start_proxy):
+    """One server up but at max_conns, the other down (its checks fail):
+    503 every server at max_conns, not the dead server's 502. With every
+    server down (the health may be wrong), a refusal goes on to the next
+    server, whose check failed but which answers."""
+    def a_handler(req, conn):
+        if req.path == "/health":
+            return Response(500 if sick else 200, b"h")
+        time.sleep(0.4)
+        return answering(200, "a")(req, conn)
+    sick = False
+    a = backend_factory("a", a_handler)
+    dead = dead_urls(1)[0]
+    health = {"path": "/health", "interval_ms": 100, "unhealthy": 1, "healthy": 1}
+    p = start_proxy({"legacy": servers(a, dead, balance="least_conn", max_conns=1,
+                                       health=health)}, admin={})
+    down = 'strangler_backend_server_up{backend="legacy",server="%s"}' % dead[len("http://"):]
+    wait_for(lambda: metrics(p)[1][down] == "0", what="the dead server down")
+    got = []
+    ts = [threading.Thread(target=lambda: got.append(who(p, "/x"))) for _ in range(3)]
+    for t in ts:
+        t.start()
+        time.sleep(0.05)
+    for t in ts:
+        t.join()
+    assert sorted(got) == [(200, "a"), (503, None), (503, None)], got
+    sick = True
+    up = 'strangler_backend_server_up{backend="legacy",server="%s"}' % hostport(a)
+    wait_for(lambda: metrics(p)[1][up] == "0", what="a's checks failing")
+    assert [who(p, "/y/%d" % i) for i in range(3)] == [(200, "a")] * 3
+
+
 # --------------------------------------------------------------------------
 # draining a server (PATCH /api/backends/NAME)
 

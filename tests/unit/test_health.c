@@ -480,6 +480,35 @@ static void test_max_conns(void **state)
 	assert_int_equal(sp_health_pick_retry(&c->backends[0], &t, 1u << 0, 0), 1);
 	sp_config_unref(&c);
 	sp_health_table_free(&fresh);
+	/* a up again but at max_conns, b down: the backend is busy, not gone:
+	 * none (503), never the server known to be down */
+	sp_health_report(f->be, &f->be->servers[0], 1);
+	memset(&t, 0, sizeof(t));
+	t.busy[0] = 2;
+	assert_int_equal(sp_health_pick(f->be, &t, 0, NULL), -1);
+	assert_int_equal(sp_health_pick_down(f->be, &t), -1);
+}
+
+/* Every server down, and active checks deciding when each is back (no
+ * trial request): a request sent to one all the same that fails goes on to
+ * the next not tried, in list order, then none. */
+static void test_retry_when_all_are_down(void **state)
+{
+	struct fixture *f = *state;
+	struct sp_turn t = {0};
+	for (size_t i = 0; i < 3; i++) {
+		fail_server(f->be, i, 2);
+		atomic_store(&f->be->servers[i].health->active, 1);
+	}
+	assert_false(sp_health_usable(f->be, &f->be->servers[1]));
+	assert_int_equal(sp_health_pick_retry(f->be, &t, 1u << 0, 0), 1);
+	assert_int_equal(sp_health_pick_retry(f->be, &t, 1u << 0 | 1u << 1, 1), 2);
+	assert_int_equal(sp_health_pick_retry(f->be, &t, 7, 2), -1);
+	/* one up: only it (the others' trials are the checks') */
+	sp_health_report(f->be, &f->be->servers[2], 1);
+	atomic_store(&f->be->servers[2].health->down, 0);
+	assert_int_equal(sp_health_pick_retry(f->be, &t, 1u << 0, 0), 2);
+	assert_int_equal(sp_health_pick_retry(f->be, &t, 1u << 0 | 1u << 2, 0), -1);
 }
 
 #define SLOW                                                                            \
@@ -531,6 +560,12 @@ static void test_slow_start(void **state)
 	memset(&t, 0, sizeof(t));
 	assert_string_equal(picks(f->be, &t, 4, 0), "aaaa");
 	assert_int_equal(sp_health_pick_retry(f->be, &t, 1u << 0, 0), -1);
+	/* up but drained: the backend is busy, not gone (a 503, not a down server) */
+	fail_server(f->be, 0, 3);
+	assert_int_equal(sp_health_pick_down(f->be, &t), -1);
+	/* all down: the one to try all the same is not the drained one */
+	fail_server(f->be, 1, 3);
+	assert_int_equal(sp_health_pick_down(f->be, &t), 0);
 	assert_int_equal(sp_health_pick_down(f->be, &t), 0);
 	assert_int_equal(sp_health_set_drained(f->t, b->url, 0), 0);
 	assert_in_range(sp_health_weight_now(f->be, 1, mono_ms()), 1, 10);
@@ -609,6 +644,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_retry_pick_weighted, setup_weighted, teardown),
 		cmocka_unit_test_setup_teardown(test_max_conns, setup_capped, teardown),
 		cmocka_unit_test_setup_teardown(test_slow_start, setup_slow, teardown),
+		cmocka_unit_test_setup_teardown(test_retry_when_all_are_down, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
