@@ -1011,6 +1011,15 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 	}
 }
 
+int sp_config_lists_url(const struct sp_config *c, const char *url)
+{
+	for (size_t i = 0; i < c->nbackends; i++)
+		for (size_t k = 0; k < c->backends[i].nservers; k++)
+			if (strcmp(c->backends[i].servers[k].url, url) == 0)
+				return 1;
+	return 0;
+}
+
 int sp_backend_index(const struct sp_config *c, const char *name)
 {
 	for (size_t i = 0; i < c->nbackends; i++)

@@ -230,6 +230,8 @@ struct sp_config *sp_config_overlay(struct sp_config *base);
 void sp_config_unref(struct sp_config **c);
 
 int sp_backend_index(const struct sp_config *c, const char *name);
+/* Whether a server of some backend of c has this URL (as written). */
+int sp_config_lists_url(const struct sp_config *c, const char *url);
 /* The route of that name, or NULL. */
 const struct sp_route *sp_config_route(const struct sp_config *c, const char *name);
 /* Whether ss is in 127.0.0.0/8 or is ::1. */

@@ -114,22 +114,12 @@ void sp_health_each_drained(const struct sp_health_table *t, void (*fn)(const ch
 			fn(h->url, arg);
 }
 
-/* Whether a server of cfg has this URL. */
-static int listed(const struct sp_config *cfg, const char *url)
-{
-	for (size_t i = 0; i < cfg->nbackends; i++)
-		for (size_t k = 0; k < cfg->backends[i].nservers; k++)
-			if (strcmp(cfg->backends[i].servers[k].url, url) == 0)
-				return 1;
-	return 0;
-}
-
 int sp_health_prune_drained(struct sp_health_table *t, const struct sp_config *cfg)
 {
 	int n = 0;
 	for (struct sp_health *h = atomic_load_explicit(&t->head, memory_order_acquire); h;
 	     h = atomic_load_explicit(&h->next, memory_order_acquire))
-		if (atomic_load_explicit(&h->drained, memory_order_relaxed) && !listed(cfg, h->url)) {
+		if (atomic_load_explicit(&h->drained, memory_order_relaxed) && !sp_config_lists_url(cfg, h->url)) {
 			atomic_store_explicit(&h->drained, 0, memory_order_relaxed);
 			n++;
 		}
@@ -438,10 +428,8 @@ int sp_health_pick_retry(const struct sp_backend *be, struct sp_turn *t, uint64_
 		for (size_t i = 0; i < n; i++) {
 			if (be->servers[i].backup != backup || (tried >> i & 1) || full(be, t, i))
 				continue;
-			const struct sp_health *h = be->servers[i].health;
 			left |= (uint64_t)1 << i;
-			up |= (uint64_t)!(h && atomic_load_explicit(&h->down, memory_order_relaxed))
-			      << i;
+			up |= (uint64_t)!is_down(be, i) << i;
 		}
 		if (up && (be->weighted || be->least_conn))
 			return pick_by_weight(be, t, up);

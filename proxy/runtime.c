@@ -247,10 +247,14 @@ int sp_runtime_load_state(struct sp_runtime *rt, const struct sp_config *cfg)
 	json_t *g = json_object_get(state, "guards"), *d = json_object_get(state, "drained");
 	if (json_is_object(g) && rt->guards)
 		sp_guards_restore(rt->guards, g);
-	size_t ndrained = json_array_size(d); /* d goes with state */
-	for (size_t i = 0; rt->health && i < ndrained; i++)
-		if (sp_health_set_drained(rt->health, json_string_value(json_array_get(d, i)), 1) < 0)
+	/* only those cfg lists (the others are pruned once the generation is built) */
+	size_t ndrained = 0;
+	for (size_t i = 0; rt->health && i < json_array_size(d); i++) {
+		const char *url = json_string_value(json_array_get(d, i));
+		if (sp_health_set_drained(rt->health, url, 1) < 0)
 			sp_log(SP_LOG_ERROR, "admin.state_file: out of memory for a drained server");
+		ndrained += sp_config_lists_url(cfg, url);
+	}
 	if (json_is_object(o)) {
 		json_decref(rt->overrides);
 		rt->overrides = json_incref(o);
