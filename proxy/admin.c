@@ -860,21 +860,22 @@ static json_t *backend_view(const struct sp_backend *be)
 	json_t *servers = json_array(), *b = health_json(sp_health_view(be));
 	int64_t now = sp_health_now_ms();
 	for (size_t k = 0; k < be->nservers; k++) {
-		json_t *sv = health_json(sp_health_server_view(&be->servers[k]));
-		json_object_set_new(sv, "url", json_string(be->servers[k].url));
-		json_object_set_new(sv, "address", json_string(be->servers[k].hostport));
-		json_object_set_new(sv, "weight", json_integer(be->servers[k].weight));
-		json_object_set_new(sv, "backup", json_boolean(be->servers[k].backup));
-		json_object_set_new(sv, "drained", json_boolean(sp_health_drained(&be->servers[k])));
+		const struct sp_server *s = &be->servers[k];
+		json_t *sv = health_json(sp_health_server_view(s));
+		json_object_set_new(sv, "url", json_string(s->url));
+		json_object_set_new(sv, "address", json_string(s->hostport));
+		json_object_set_new(sv, "weight", json_integer(s->weight));
+		json_object_set_new(sv, "backup", json_boolean(s->backup));
+		json_object_set_new(sv, "drained", json_boolean(sp_health_drained(s)));
 		/* its share of its weight now, in %: below 100 during its slow start */
-		json_object_set_new(sv, "weight_percent",
-				    json_integer(be->slow_start_ms
-							 ? sp_health_weight_now(be, k, now) / be->servers[k].weight
-							 : 100));
+		unsigned share = be->slow_start_ms ? sp_health_weight_now(be, k, now) / s->weight
+						   : 100;
+		json_object_set_new(sv, "weight_percent", json_integer(share));
 		json_array_append_new(servers, sv);
 	}
 	json_object_set_new(b, "name", json_string(be->name));
-	json_object_set_new(b, "balance", json_string(be->least_conn ? "least_conn" : "round_robin"));
+	json_object_set_new(b, "balance",
+			    json_string(be->least_conn ? "least_conn" : "round_robin"));
 	json_object_set_new(b, "max_conns", json_integer(be->max_conns));
 	json_t *rs = json_array();
 	for (int st = 400; st < 600; st++)

@@ -859,6 +859,19 @@ static void load_location_rewrite(struct sp_loader *L, const config_setting_t *e
 		     path);
 }
 
+#define ONE_SERVER_RETRY "the retry goes to another server of the backend"
+
+/* A setting (at s) that acts among the backend's servers, on a backend with
+ * one: a warning, saying why (1), else 0. */
+static int warn_one_server(struct sp_loader *L, const config_setting_t *s, const char *path,
+			   const char *key, const struct sp_backend *b, const char *why)
+{
+	if (b->nservers != 1)
+		return 0;
+	WARN(L, s, "%s.%s: has no effect with one server (%s)", path, key, why);
+	return 1;
+}
+
 /* retry_on_status = [502, 503, 504]; read after the servers. */
 static void load_retry_status(struct sp_loader *L, const config_setting_t *e, const char *path,
 			      struct sp_backend *b)
@@ -884,9 +897,7 @@ static void load_retry_status(struct sp_loader *L, const config_setting_t *e, co
 		b->retry_status[k / 64] |= (uint64_t)1 << (k % 64);
 	}
 	b->retry_any = 1;
-	if (b->nservers == 1)
-		WARN(L, st, "%s.retry_on_status: has no effect with one server (the retry goes to "
-			    "another server of the backend)", path);
+	warn_one_server(L, st, path, "retry_on_status", b, ONE_SERVER_RETRY);
 }
 
 /* per_try_timeout_ms = 1000; read after the servers. */
@@ -897,10 +908,9 @@ static void load_per_try_timeout(struct sp_loader *L, const config_setting_t *e,
 	cfgp_int_field(L, e, "per_try_timeout_ms", path, 0, 86400000, &b->per_try_timeout_ms);
 	if (!t || !b->per_try_timeout_ms)
 		return;
-	if (b->nservers == 1)
-		WARN(L, t, "%s.per_try_timeout_ms: has no effect with one server (the retry goes to "
-			   "another server of the backend)", path);
-	else if (b->per_try_timeout_ms >= b->response_timeout_ms)
+	if (warn_one_server(L, t, path, "per_try_timeout_ms", b, ONE_SERVER_RETRY))
+		return;
+	if (b->per_try_timeout_ms >= b->response_timeout_ms)
 		WARN(L, t, "%s.per_try_timeout_ms: %d is not below response_timeout_ms (%d): the "
 			   "response timeout comes first (a route's own response_timeout_ms may be "
 			   "longer)", path, b->per_try_timeout_ms, b->response_timeout_ms);
@@ -915,10 +925,8 @@ static void load_slow_start(struct sp_loader *L, const config_setting_t *e, cons
 	if (!b->slow_start_ms)
 		return;
 	b->weighted = 1;
-	if (b->nservers == 1)
-		WARN(L, config_setting_get_member(e, "slow_start_ms"),
-		     "%s.slow_start_ms: has no effect with one server (it shares the requests "
-		     "among the backend's servers)", path);
+	warn_one_server(L, config_setting_get_member(e, "slow_start_ms"), path, "slow_start_ms", b,
+			"it shares the requests among the backend's servers");
 }
 
 /* retry_budget = { percent = 20; min_per_s = 3; } (the defaults, as
