@@ -1463,6 +1463,8 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, const char
 		ERR(&L, pw, "user: \"%s\": no such user", cfg->user);
 	if (diag->errors > L.errors_before)
 		sp_config_unref(&cfg);
+	else /* NULL when out of memory: every route is tried, as without it */
+		cfg->route_index = sp_route_index_build(cfg->routes, cfg->nroutes);
 	return cfg;
 }
 
@@ -1693,6 +1695,7 @@ void sp_config_unref(struct sp_config **cp)
 		free(c->backends[i].health_path);
 	}
 	free(c->backends);
+	sp_route_index_free(c->route_index);
 	for (size_t i = 0; i < c->nroutes; i++)
 		sp_route_deinit(&c->routes[i]);
 	free(c->routes);

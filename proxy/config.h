@@ -182,6 +182,7 @@ struct sp_config {
 	int default_backend;
 	struct sp_route *routes;
 	size_t nroutes;
+	struct sp_route_index *route_index; /* the base's (overlays share it), or NULL */
 	struct sp_limits limits;
 	struct sp_shadow_defaults shadow;
 	int has_admin;

@@ -269,7 +269,7 @@ int sp_explain_main(int argc, char **argv)
 	struct sp_reqview q = {method, path.data, path.len, query, qlen, headers, nheaders, client_ip};
 	struct sp_decision d;
 	uint64_t rng = 1;
-	sp_decide(c->routes, c->nroutes, c->default_backend, &q, &rng, &scratch, &d);
+	sp_decide(c->routes, c->nroutes, c->route_index, c->default_backend, &q, &rng, &scratch, &d);
 	printf("request:  %s %.*s\n", method, (int)tlen, target);
 	printf("path:     %s\n", path.data);
 	print_decision(c, &q, &d, &scratch);

@@ -148,12 +148,12 @@ uint64_t sp_rng_next(uint64_t *state)
 	return x * 0x2545F4914F6CDD1Dull;
 }
 
-void sp_decide(const struct sp_route *routes, size_t n, int default_backend,
-	       const struct sp_reqview *q, uint64_t *rng, struct sp_buf *scratch,
-	       struct sp_decision *out)
+void sp_decide(const struct sp_route *routes, size_t n, const struct sp_route_index *ix,
+	       int default_backend, const struct sp_reqview *q, uint64_t *rng,
+	       struct sp_buf *scratch, struct sp_decision *out)
 {
 	memset(out, 0, sizeof(*out));
-	out->route = sp_router_match(routes, n, q);
+	out->route = sp_router_match(routes, n, ix, q);
 	if (!out->route) {
 		out->backend = default_backend;
 		return;

@@ -143,9 +143,18 @@ int sp_route_matches(const struct sp_route *r, const struct sp_reqview *q);
 /* Copies the decoded value of query parameter name into out; returns 1 when
  * the parameter is present. */
 int sp_query_get(const char *qs, size_t len, const char *name, struct sp_buf *out);
-/* First matching route in order, or NULL (the default backend applies). */
+/* An index of routes by the first path segment they require, so a request
+ * is tried only against the routes its path could match (and those without
+ * such a segment), in file order. Built once per configuration; NULL when
+ * out of memory (the router then tries every route). */
+struct sp_route_index;
+struct sp_route_index *sp_route_index_build(const struct sp_route *routes, size_t n);
+void sp_route_index_free(struct sp_route_index *ix);
+
+/* First matching route in order, or NULL (the default backend applies).
+ * ix: routes' index, or NULL to try every route. */
 const struct sp_route *sp_router_match(const struct sp_route *routes, size_t n,
-				       const struct sp_reqview *q);
+				       const struct sp_route_index *ix, const struct sp_reqview *q);
 /* True when every request that matches `later` also matches `earlier`, so
  * `later` can never be chosen. Conservative: false when unsure. */
 int sp_route_covers(const struct sp_route *earlier, const struct sp_route *later);
@@ -181,9 +190,9 @@ struct sp_decision {
 
 /* Routes the request and applies the route's rollout. rng is a caller-owned
  * xorshift state used when there is no sticky key. */
-void sp_decide(const struct sp_route *routes, size_t n, int default_backend,
-	       const struct sp_reqview *q, uint64_t *rng, struct sp_buf *scratch,
-	       struct sp_decision *out);
+void sp_decide(const struct sp_route *routes, size_t n, const struct sp_route_index *ix,
+	       int default_backend, const struct sp_reqview *q, uint64_t *rng,
+	       struct sp_buf *scratch, struct sp_decision *out);
 
 /* A decision whose route's rollout draws a key (rollout.set_cookie) takes
  * the key made of these random bytes (hex), and the side that key's bucket

@@ -168,13 +168,163 @@ int sp_route_matches(const struct sp_route *r, const struct sp_reqview *q)
 	return route_matches(r, q, &host);
 }
 
+/* The index: routes grouped by the first path segment every path they match
+ * has ("/api/users" and path_prefix "/api" both give "api"); the others
+ * (no path condition, path_prefix "/", a path_regex without a literal first
+ * segment) are "any" and are tried with each group, in file order. */
+struct seg_slot {
+	uint32_t off, len; /* the segment's text in names */
+	uint32_t first, count; /* its routes in ids */
+	uint32_t hash;
+	int used;
+};
+
+struct sp_route_index {
+	struct seg_slot *slots;
+	size_t mask;
+	uint32_t *ids; /* route positions, ascending within each group */
+	uint32_t *any, nany;
+	char *names;
+};
+
+static uint32_t seg_hash(const char *p, size_t len)
+{
+	uint32_t h = 2166136261u;
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (unsigned char)p[i]) * 16777619u;
+	return h;
+}
+
+/* The first segment of every path s admits, s being "/seg" followed by the
+ * end or '/' (whole), or by anything (a literal start): 1 and *seg, *len, or
+ * 0 when it is not known. */
+static int anchor_of(const char *s, size_t n, int whole, const char **seg, size_t *len)
+{
+	if (!s || n < 2 || s[0] != '/')
+		return 0;
+	const char *slash = memchr(s + 1, '/', n - 1);
+	if (!slash && !whole)
+		return 0; /* "/sv" could start "/svc" */
+	*seg = s + 1;
+	*len = slash ? (size_t)(slash - s - 1) : n - 1;
+	return 1;
+}
+
+static int route_anchor(const struct sp_match *m, const char **seg, size_t *len)
+{
+	if (m->path) {
+		size_t n = strlen(m->path);
+		if (n == 1 && m->path[0] == '/') {
+			*seg = m->path + 1; /* "/" itself: the empty segment */
+			*len = 0;
+			return 1;
+		}
+		if (anchor_of(m->path, n, 1, seg, len))
+			return 1;
+	}
+	/* a prefix is followed by the end or '/' (sp_path_has_prefix) */
+	return anchor_of(m->path_prefix, m->prefix_len, 1, seg, len) ||
+	       anchor_of(m->regex_prefix, m->regex_prefix_len, 0, seg, len);
+}
+
+static struct seg_slot *seg_find(const struct sp_route_index *ix, const char *seg, size_t len,
+				 uint32_t h)
+{
+	for (size_t i = h & ix->mask;; i = (i + 1) & ix->mask) {
+		struct seg_slot *s = &ix->slots[i];
+		if (!s->used || (s->hash == h && s->len == len &&
+				 memcmp(ix->names + s->off, seg, len) == 0))
+			return s;
+	}
+}
+
+struct sp_route_index *sp_route_index_build(const struct sp_route *routes, size_t n)
+{
+	struct sp_route_index *ix = calloc(1, sizeof(*ix));
+	size_t cap = 8, text = 1;
+	while (cap < 2 * n + 2)
+		cap *= 2;
+	for (size_t i = 0; i < n; i++)
+		text += (routes[i].match.path ? strlen(routes[i].match.path) : 0) +
+			routes[i].match.prefix_len + routes[i].match.regex_prefix_len;
+	if (ix) {
+		ix->mask = cap - 1;
+		ix->slots = calloc(cap, sizeof(*ix->slots));
+		ix->ids = malloc((n + 1) * sizeof(*ix->ids));
+		ix->any = malloc((n + 1) * sizeof(*ix->any));
+		ix->names = malloc(text);
+	}
+	if (!ix || !ix->slots || !ix->ids || !ix->any || !ix->names || n > UINT32_MAX / 2) {
+		sp_route_index_free(ix);
+		return NULL;
+	}
+	/* count each group's routes, then place them in file order */
+	uint32_t used = 0, at = 0;
+	for (size_t i = 0; i < n; i++) {
+		const char *seg;
+		size_t len;
+		if (!route_anchor(&routes[i].match, &seg, &len)) {
+			ix->any[ix->nany++] = (uint32_t)i;
+			continue;
+		}
+		uint32_t h = seg_hash(seg, len);
+		struct seg_slot *s = seg_find(ix, seg, len, h);
+		if (!s->used) {
+			*s = (struct seg_slot){used, (uint32_t)len, 0, 0, h, 1};
+			memcpy(ix->names + used, seg, len);
+			used += (uint32_t)len;
+		}
+		s->count++;
+	}
+	for (size_t k = 0; k <= ix->mask; k++)
+		if (ix->slots[k].used) {
+			ix->slots[k].first = at;
+			at += ix->slots[k].count;
+			ix->slots[k].count = 0; /* counted again as placed */
+		}
+	for (size_t i = 0; i < n; i++) {
+		const char *seg;
+		size_t len;
+		if (route_anchor(&routes[i].match, &seg, &len)) {
+			struct seg_slot *s = seg_find(ix, seg, len, seg_hash(seg, len));
+			ix->ids[s->first + s->count++] = (uint32_t)i;
+		}
+	}
+	return ix;
+}
+
+void sp_route_index_free(struct sp_route_index *ix)
+{
+	if (!ix)
+		return;
+	free(ix->slots);
+	free(ix->ids);
+	free(ix->any);
+	free(ix->names);
+	free(ix);
+}
+
 const struct sp_route *sp_router_match(const struct sp_route *routes, size_t n,
-				       const struct sp_reqview *q)
+				       const struct sp_route_index *ix, const struct sp_reqview *q)
 {
 	struct host_view host = {NULL, -1}; /* one look for all the routes */
-	for (size_t i = 0; i < n; i++)
+	if (!ix || q->path_len == 0 || q->path[0] != '/') {
+		for (size_t i = 0; i < n; i++)
+			if (route_matches(&routes[i], q, &host))
+				return &routes[i];
+		return NULL;
+	}
+	const char *seg = q->path + 1, *slash = memchr(seg, '/', q->path_len - 1);
+	size_t len = slash ? (size_t)(slash - seg) : q->path_len - 1;
+	const struct seg_slot *s = seg_find(ix, seg, len, seg_hash(seg, len));
+	const uint32_t *a = s->used ? ix->ids + s->first : NULL, *b = ix->any;
+	const uint32_t *aend = a ? a + s->count : NULL, *bend = ix->any + ix->nany;
+	/* the group's routes and the "any" routes, merged in file order */
+	while (a != aend || b != bend) {
+		uint32_t i = b == bend || (a != aend && *a < *b) ? *a++ : *b++;
 		if (route_matches(&routes[i], q, &host))
 			return &routes[i];
+	}
 	return NULL;
 }
 

@@ -1141,8 +1141,8 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	}
 	struct sp_reqview q = {m->method, s->path.data, s->path.len, query, qlen,
 			       m->hdrs,   m->nhdrs,     s->client_addr};
-	sp_decide(s->cfg->routes, s->cfg->nroutes, s->cfg->default_backend, &q, &s->w->rng, &s->tmp,
-		  &s->dec);
+	sp_decide(s->cfg->routes, s->cfg->nroutes, s->cfg->route_index, s->cfg->default_backend,
+		  &q, &s->w->rng, &s->tmp, &s->dec);
 	if (s->dec.assigned[0])
 		draw_cookie_key(s);
 	/* a Content-Length past it: refused before any of the body is read */

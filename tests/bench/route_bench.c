@@ -73,7 +73,8 @@ int main(void)
 	double t0 = now_ns();
 	for (int round = 0; round < ROUNDS; round++)
 		for (int i = 0; i < NREQ; i++) {
-			sp_decide(c->routes, c->nroutes, c->default_backend, &q[i], &rng, &scratch, &d);
+			sp_decide(c->routes, c->nroutes, c->route_index, c->default_backend, &q[i],
+				  &rng, &scratch, &d);
 			matched += d.route != NULL;
 		}
 	double per = (now_ns() - t0) / ((double)ROUNDS * NREQ);

@@ -163,6 +163,11 @@ static void check_own_regex(const char *re, size_t len, const struct sp_reqview 
 		FUZZ_CHECK(c->nroutes == 1 && c->routes[0].match.path_regex,
 			   "own route not loaded");
 		check_regex_routes(c->routes, c->nroutes, q);
+		/* the index by first segment keeps the route when its regex matches */
+		FUZZ_CHECK((sp_router_match(c->routes, 1, c->route_index, q) != NULL) ==
+				   sp_route_matches(&c->routes[0], q),
+			   "indexed routing of path_regex \"%s\" on \"%s\"",
+			   c->routes[0].match.path_regex, q->path);
 		sp_config_unref(&c);
 	}
 	sp_diag_deinit(&d);
@@ -251,11 +256,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				       h,      nh,	  ip};
 		struct sp_decision d1, d2;
 		uint64_t rng1 = 1, rng2 = 2;
-		sp_decide(cfg->routes, cfg->nroutes, cfg->default_backend, &q, &rng1, &scratch,
-			  &d1);
+		sp_decide(cfg->routes, cfg->nroutes, cfg->route_index, cfg->default_backend, &q,
+			  &rng1, &scratch, &d1);
 		check_decision(&q, &d1);
-		sp_decide(cfg->routes, cfg->nroutes, cfg->default_backend, &q, &rng2, &scratch,
-			  &d2);
+		sp_decide(cfg->routes, cfg->nroutes, cfg->route_index, cfg->default_backend, &q,
+			  &rng2, &scratch, &d2);
 		check_decision(&q, &d2);
 		/* A sticky key is the same user every time, whatever the dice say. */
 		FUZZ_CHECK(d1.route == d2.route && d1.sticky == d2.sticky &&

@@ -64,7 +64,7 @@ static void decide_for_key(const struct sp_config *c, const char *path, const ch
 	struct sp_buf scratch;
 	uint64_t rng = 42;
 	sp_buf_init(&scratch);
-	sp_decide(c->routes, c->nroutes, c->default_backend, &q, &rng, &scratch, d);
+	sp_decide(c->routes, c->nroutes, c->route_index, c->default_backend, &q, &rng, &scratch, d);
 	sp_buf_deinit(&scratch);
 }
 
@@ -254,10 +254,12 @@ static void test_zero_and_hundred_percent(void **state)
 		assert_int_equal(d.backend, sp_backend_index(all, "modern"));
 		/* Key-less (random) requests obey the same bounds. */
 		struct sp_reqview q = unit_req("GET", "/", NULL, NULL, 0, NULL);
-		sp_decide(zero->routes, zero->nroutes, zero->default_backend, &q, &rng, &scratch, &d);
+		sp_decide(zero->routes, zero->nroutes, zero->route_index, zero->default_backend, &q,
+			  &rng, &scratch, &d);
 		assert_int_equal(d.sticky, 0);
 		assert_int_equal(d.to_rollout, 0);
-		sp_decide(all->routes, all->nroutes, all->default_backend, &q, &rng, &scratch, &d);
+		sp_decide(all->routes, all->nroutes, all->route_index, all->default_backend, &q,
+			  &rng, &scratch, &d);
 		assert_int_equal(d.to_rollout, 1);
 	}
 	sp_buf_deinit(&scratch);
@@ -273,7 +275,7 @@ static struct sp_decision decide_req(const struct sp_config *c, const struct sp_
 	struct sp_buf scratch;
 	struct sp_decision d;
 	sp_buf_init(&scratch);
-	sp_decide(c->routes, c->nroutes, c->default_backend, &q, rng, &scratch, &d);
+	sp_decide(c->routes, c->nroutes, c->route_index, c->default_backend, &q, rng, &scratch, &d);
 	sp_buf_deinit(&scratch);
 	return d;
 }

@@ -65,7 +65,10 @@ static const char *route_of(const struct sp_config *c, const char *method, const
 			    const char *query, const struct sp_hdr *h, size_t nh)
 {
 	struct sp_reqview q = unit_req(method, path, query, h, nh, NULL);
-	const struct sp_route *r = sp_router_match(c->routes, c->nroutes, &q);
+	const struct sp_route *r = sp_router_match(c->routes, c->nroutes, c->route_index, &q);
+	/* the index only narrows the routes tried: every route, in order, agrees */
+	assert_non_null(c->route_index);
+	assert_ptr_equal(r, sp_router_match(c->routes, c->nroutes, NULL, &q));
 	return r ? r->name : "(default)";
 }
 
@@ -256,12 +259,62 @@ static void test_first_match_wins(void **state)
 	struct sp_config *b = unit_load_ok(general_first, &warnings);
 	assert_int_equal(warnings, 1); /* "special" can never match */
 	assert_string_equal(route_of(b, "GET", "/p/special/1", NULL, NULL, 0), "general");
-	assert_ptr_equal(sp_router_match(b->routes, b->nroutes,
+	assert_ptr_equal(sp_router_match(b->routes, b->nroutes, b->route_index,
 					 &(struct sp_reqview){"GET", "/p/special", 10, NULL, 0,
 							      NULL, 0, NULL}),
 			 &b->routes[0]);
 	sp_config_unref(&a);
 	sp_config_unref(&b);
+}
+
+/* The index by first segment against trying every route: routes with and
+ * without a known segment interleave in file order, and a regex's literal
+ * start gives a segment only when it reaches a '/'. */
+static void test_index_keeps_file_order(void **state)
+{
+	(void)state;
+	static const char text[] = CONF_HEAD
+		"routes = (\n"
+		"  { name = \"a-post\"; match = { path_prefix = \"/a\"; methods = [\"POST\"]; };"
+		" backend = \"other\"; },\n"
+		"  { name = \"any-host\"; match = { host = \"h.example\"; }; backend = \"other\"; },\n"
+		"  { name = \"ab-re\"; match = { path_regex = \"/ab[0-9]*\"; }; backend = \"other\"; },\n"
+		"  { name = \"a-exact\"; match = { path = \"/a/b\"; }; backend = \"other\"; },\n"
+		"  { name = \"root\"; match = { path = \"/\"; }; backend = \"other\"; },\n"
+		"  { name = \"a-slash\"; match = { path_prefix = \"/a/\"; }; backend = \"other\"; },\n"
+		"  { name = \"re-a\"; match = { path_regex = \"/a/[0-9]+\"; }; backend = \"other\"; },\n"
+		"  { name = \"alt\"; match = { path_regex = \"/x|/q/z\"; }; backend = \"other\"; },\n"
+		"  { name = \"beta\"; match = { headers = { X-Beta = \"1\"; }; }; backend = \"other\"; },\n"
+		"  { name = \"q-re\"; match = { path_regex = \"/q/[a-y]\"; }; backend = \"other\"; },\n"
+		"  { name = \"catch\"; match = { path_prefix = \"/\"; }; backend = \"other\"; }\n"
+		");\n";
+	static const char *const paths[] = {"/", "/a", "/a/", "/a/b", "/a/1", "/ab", "/ab12",
+					    "/abc", "/x", "/q/z", "/q/y", "/b", "/a/b/c", "/A",
+					    "*"};
+	static const char *const methods[] = {"GET", "POST"};
+	int warnings;
+	struct sp_config *c = unit_load_ok(text, &warnings);
+	struct sp_hdr h[2];
+	for (size_t p = 0; p < sizeof(paths) / sizeof(*paths); p++)
+		for (int v = 0; v < 8; v++) {
+			size_t nh = 0;
+			if (v & 1)
+				h[nh++] = (struct sp_hdr){"Host", 4, "h.example:8080", 14};
+			if (v & 2)
+				h[nh++] = (struct sp_hdr){"X-Beta", 6, "1", 1};
+			route_of(c, methods[v >> 2], paths[p], NULL, h, nh); /* agrees */
+		}
+	assert_string_equal(route_of(c, "GET", "/a/1", NULL, NULL, 0), "a-slash");
+	assert_string_equal(route_of(c, "GET", "/a/1", NULL, h, 1), "any-host");
+	assert_string_equal(route_of(c, "GET", "/ab12", NULL, NULL, 0), "ab-re");
+	assert_string_equal(route_of(c, "GET", "/a", NULL, NULL, 0), "catch");
+	assert_string_equal(route_of(c, "GET", "/a", NULL, &h[1], 1), "beta");
+	assert_string_equal(route_of(c, "POST", "/a", NULL, &h[1], 1), "a-post");
+	assert_string_equal(route_of(c, "GET", "/", NULL, NULL, 0), "root");
+	assert_string_equal(route_of(c, "GET", "/q/z", NULL, NULL, 0), "alt");
+	assert_string_equal(route_of(c, "GET", "/q/y", NULL, NULL, 0), "q-re");
+	assert_string_equal(route_of(c, "GET", "/a/b", NULL, &h[1], 1), "a-exact");
+	sp_config_unref(&c);
 }
 
 static void test_no_match_goes_to_default_backend(void **state)
@@ -272,21 +325,23 @@ static void test_no_match_goes_to_default_backend(void **state)
 	struct sp_buf scratch;
 	uint64_t rng = 1;
 	sp_buf_init(&scratch);
-	assert_null(sp_router_match(cfg->routes, cfg->nroutes, &q));
+	assert_null(sp_router_match(cfg->routes, cfg->nroutes, cfg->route_index, &q));
 	assert_int_equal(cfg->default_backend, sp_backend_index(cfg, "legacy"));
-	sp_decide(cfg->routes, cfg->nroutes, cfg->default_backend, &q, &rng, &scratch, &d);
+	sp_decide(cfg->routes, cfg->nroutes, cfg->route_index, cfg->default_backend, &q, &rng,
+		  &scratch, &d);
 	assert_null(d.route);
 	assert_int_equal(d.backend, sp_backend_index(cfg, "legacy"));
 	assert_int_equal(d.rolled, 0);
 	assert_int_equal(d.to_rollout, 0);
 	/* A matching route without rollout sends to its own backend. */
 	q = unit_req("POST", "/orders", NULL, NULL, 0, "10.0.0.1");
-	sp_decide(cfg->routes, cfg->nroutes, cfg->default_backend, &q, &rng, &scratch, &d);
+	sp_decide(cfg->routes, cfg->nroutes, cfg->route_index, cfg->default_backend, &q, &rng,
+		  &scratch, &d);
 	assert_ptr_equal(d.route, unit_route(cfg, "writes"));
 	assert_int_equal(d.backend, sp_backend_index(cfg, "other"));
 	assert_int_equal(d.rolled, 0);
 	/* No routes at all: always the default. */
-	sp_decide(NULL, 0, 2, &q, &rng, &scratch, &d);
+	sp_decide(NULL, 0, NULL, 2, &q, &rng, &scratch, &d);
 	assert_null(d.route);
 	assert_int_equal(d.backend, 2);
 	sp_buf_deinit(&scratch);
@@ -507,6 +562,7 @@ int main(void)
 		cmocka_unit_test(test_all_conditions_must_hold),
 		cmocka_unit_test(test_route_matches_single),
 		cmocka_unit_test(test_first_match_wins),
+		cmocka_unit_test(test_index_keeps_file_order),
 		cmocka_unit_test(test_no_match_goes_to_default_backend),
 		cmocka_unit_test(test_query_get),
 	};
