@@ -392,36 +392,58 @@ enum server_metric {
 	SERVER_OUTCOMES,
 	SERVER_RETRIES,
 	SERVER_RETRIES_DENIED,
-	SERVER_DRAINED
+	SERVER_DRAINED,
+	SERVER_IN_FLIGHT
 };
 
-/* strangler_backend_server_up{backend,server} and _drained, gauges, and the counters
- * strangler_backend_server_outcomes_total{backend,server,result} and
- * strangler_backend_server_retries_total{backend,server}, for every server
- * of every backend. */
+/* The gauges and counters per server, by enum server_metric. */
+static const struct {
+	const char *name, *type, *help;
+} server_metrics[] = {
+	{"strangler_backend_server_up", "gauge",
+	 "0 while the server is marked down (passive or active health)."},
+	{"strangler_backend_server_outcomes_total", "counter",
+	 "Requests and shadows by what the server's passive health made of them: ok (an answer, "
+	 "below 500 for a request) or failed (no connection, a timeout, a bad answer, a 5xx to a "
+	 "request)."},
+	{"strangler_backend_server_retries_total", "counter",
+	 "Requests the server failed (no connection, or closed or reset before an answer), "
+	 "answered with one of retry_on_status or did not answer within per_try_timeout_ms, that "
+	 "were sent on to another server of the backend."},
+	{"strangler_backend_server_retries_denied_total", "counter",
+	 "Requests the server answered with one of retry_on_status, or did not answer within "
+	 "per_try_timeout_ms, not sent on: the backend's retry_budget was spent."},
+	{"strangler_backend_server_drained", "gauge",
+	 "1 while the server is drained (PATCH /api/backends/NAME): no new requests."},
+	{"strangler_backend_server_in_flight", "gauge",
+	 "Connections to the server in use now for a request, a shadow or a tunnel, all workers "
+	 "together: a drained server may be stopped once it is 0."},
+};
+
+/* One value of a server's metric (result: outcomes' ok 0, failed 1). */
+static unsigned long long server_value(enum server_metric which, const struct sp_server *sv,
+				       const struct sp_health_view *v, int result)
+{
+	switch (which) {
+	case SERVER_UP: return !v->down;
+	case SERVER_OUTCOMES: return result ? v->failed : v->ok;
+	case SERVER_RETRIES: return v->retried;
+	case SERVER_RETRIES_DENIED: return v->retries_denied;
+	case SERVER_DRAINED: return (unsigned long long)sp_health_drained(sv);
+	case SERVER_IN_FLIGHT: return v->in_flight > 0 ? (unsigned long long)v->in_flight : 0;
+	}
+	return 0;
+}
+
+/* A metric of server_metrics for every server of every backend:
+ * strangler_backend_server_...{backend,server}, and the outcomes by result. */
 static void metric_per_server(struct sp_buf *b, const struct sp_config *cfg,
 			      enum server_metric which)
 {
-	static const char *const names[] = {"strangler_backend_server_up",
-					    "strangler_backend_server_outcomes_total",
-					    "strangler_backend_server_retries_total",
-					    "strangler_backend_server_retries_denied_total",
-					    "strangler_backend_server_drained"};
-	static const char *const helps[] = {
-		"0 while the server is marked down (passive or active health).",
-		"Requests and shadows by what the server's passive health made of them: ok (an "
-		"answer, below 500 for a request) or failed (no connection, a timeout, a bad "
-		"answer, a 5xx to a request).",
-		"Requests the server failed (no connection, or closed or reset before an answer), "
-		"answered with one of retry_on_status or did not answer within "
-		"per_try_timeout_ms, that were sent on to another server of the backend.",
-		"Requests the server answered with one of retry_on_status, or did not answer "
-		"within per_try_timeout_ms, not sent on: the backend's retry_budget was spent.",
-		"1 while the server is drained (PATCH /api/backends/NAME): no new requests."};
-	const char *name = names[which];
+	const char *name = server_metrics[which].name;
 	int outcomes = which == SERVER_OUTCOMES;
-	sp_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, helps[which], name,
-		      which == SERVER_UP || which == SERVER_DRAINED ? "gauge" : "counter");
+	sp_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, server_metrics[which].help, name,
+		      server_metrics[which].type);
 	for (size_t i = 0; i < cfg->nbackends; i++)
 		for (size_t k = 0; k < cfg->backends[i].nservers; k++) {
 			const struct sp_server *sv = &cfg->backends[i].servers[k];
@@ -431,18 +453,9 @@ static void metric_per_server(struct sp_buf *b, const struct sp_config *cfg,
 				metric_escape(b, cfg->backends[i].name);
 				sp_buf_adds(b, "\",server=\"");
 				metric_escape(b, sv->hostport);
-				if (which == SERVER_RETRIES || which == SERVER_RETRIES_DENIED)
-					sp_buf_printf(b, "\"} %llu\n",
-						      (unsigned long long)(which == SERVER_RETRIES
-									   ? v.retried
-									   : v.retries_denied));
-				else if (which == SERVER_DRAINED)
-					sp_buf_printf(b, "\"} %d\n", sp_health_drained(sv));
-				else if (!outcomes)
-					sp_buf_printf(b, "\"} %d\n", !v.down);
-				else
-					sp_buf_printf(b, "\",result=\"%s\"} %llu\n", r ? "failed" : "ok",
-						      (unsigned long long)(r ? v.failed : v.ok));
+				if (outcomes)
+					sp_buf_printf(b, "\",result=\"%s", r ? "failed" : "ok");
+				sp_buf_printf(b, "\"} %llu\n", server_value(which, sv, &v, r));
 			}
 		}
 }
@@ -458,6 +471,7 @@ static void metrics_backends(struct sp_buf *b, const struct sp_config *cfg)
 	metric_per_server(b, cfg, SERVER_RETRIES);
 	metric_per_server(b, cfg, SERVER_RETRIES_DENIED);
 	metric_per_server(b, cfg, SERVER_DRAINED);
+	metric_per_server(b, cfg, SERVER_IN_FLIGHT);
 	metric_per_backend(b, cfg, "strangler_backend_shadows_paused", "gauge",
 			   "1 while shadows to the backend (all its servers) are paused because they "
 			   "time out.",
@@ -818,10 +832,12 @@ static void serve_routes(struct admin_conn *a, const char *name)
 /* The health of one server, or of a backend (sp_health_view). */
 static json_t *health_json(struct sp_health_view v)
 {
-	return json_pack("{s:b, s:b, s:I, s:I, s:I, s:I, s:I}", "up", !v.down, "shadows_paused",
-			 v.shadows_paused, "health_transitions", (json_int_t)v.transitions, "ok",
-			 (json_int_t)v.ok, "failed", (json_int_t)v.failed, "retried",
-			 (json_int_t)v.retried, "retries_denied", (json_int_t)v.retries_denied);
+	return json_pack("{s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:I}", "up", !v.down,
+			 "shadows_paused", v.shadows_paused, "health_transitions",
+			 (json_int_t)v.transitions, "ok", (json_int_t)v.ok, "failed",
+			 (json_int_t)v.failed, "retried", (json_int_t)v.retried, "retries_denied",
+			 (json_int_t)v.retries_denied, "in_flight",
+			 (json_int_t)(v.in_flight > 0 ? v.in_flight : 0));
 }
 
 static json_t *strv_json(char *const *v, size_t n)

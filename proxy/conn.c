@@ -649,6 +649,7 @@ static int tls_write_some(struct sp_conn *c)
 		int n = SSL_write(c->ssl, v.iov_base, (int)len);
 		if (n > 0) {
 			evbuffer_drain(c->out, (size_t)n);
+			c->sent = 1;
 			continue;
 		}
 		int e = SSL_get_error(c->ssl, n);
@@ -712,6 +713,7 @@ static int write_some(struct sp_conn *c)
 		ssize_t n = sys_write_iov(c->fd, iov, nv);
 		if (n > 0) {
 			evbuffer_drain(c->out, (size_t)n);
+			c->sent = 1;
 			continue;
 		}
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -815,7 +817,10 @@ size_t sp_conn_write2_now(struct sp_conn *c, const char *p, size_t n, const char
 		return 0;
 	struct iovec iov[2] = {{(void *)p, n}, {(void *)q, m}};
 	ssize_t w = n && m ? sys_write_iov(c->fd, iov, 2) : sys_write_iov(c->fd, n ? iov : iov + 1, 1);
-	return w > 0 ? (size_t)w : 0;
+	if (w <= 0)
+		return 0;
+	c->sent = 1;
+	return (size_t)w;
 }
 
 /* ---- splice relay ---- */

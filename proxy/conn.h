@@ -64,6 +64,9 @@ struct sp_conn {
 	 * its destination; the byte counts run over the connection's life */
 	struct sp_splice *splice_src, *splice_dst;
 	uint64_t spliced_in, spliced_out;
+	/* a byte of its own (not a TLS handshake's) went out on it: what a
+	 * request it held may have reached (splices count in spliced_out) */
+	int sent;
 	/* TLS (NULL ssl: plain TCP) */
 	SSL *ssl;
 	const char *tls_error; /* OpenSSL's reason for the last failure */

@@ -196,6 +196,7 @@ struct sp_health_view sp_health_server_view(const struct sp_server *sv)
 		v.failed = atomic_load_explicit(&h->failed, memory_order_relaxed);
 		v.retried = atomic_load_explicit(&h->retried, memory_order_relaxed);
 		v.retries_denied = atomic_load_explicit(&h->retries_denied, memory_order_relaxed);
+		v.in_flight = atomic_load_explicit(&h->in_flight, memory_order_relaxed);
 	}
 	return v;
 }
@@ -256,6 +257,7 @@ struct sp_health_view sp_health_view(const struct sp_backend *be)
 		v.failed += s.failed;
 		v.retried += s.retried;
 		v.retries_denied += s.retries_denied;
+		v.in_flight += s.in_flight;
 	}
 	return v;
 }

@@ -43,6 +43,9 @@ struct sp_health {
 	/* when it came back up or was given back its requests (now_ms; 0:
 	 * never): slow_start_ms counts from here */
 	_Atomic int64_t back_at_ms;
+	/* connections to it in use for an exchange (a request, a shadow, a
+	 * tunnel), in every worker: what a drain waits for */
+	_Atomic long in_flight;
 };
 
 struct sp_health_table;
@@ -143,6 +146,7 @@ struct sp_health_view {
 	uint64_t ok, failed; /* outcomes reported (sp_health_report) */
 	uint64_t retried;    /* sp_health_count_retry */
 	uint64_t retries_denied; /* sp_health_count_retry_denied */
+	long in_flight;          /* sp_health_in_flight */
 };
 struct sp_health_view sp_health_view(const struct sp_backend *be);
 /* A request sv failed went on to another server of its backend. */
@@ -151,6 +155,13 @@ void sp_health_count_retry(const struct sp_server *sv);
  * backend's retry budget was spent. */
 void sp_health_count_retry_denied(const struct sp_server *sv);
 struct sp_health_view sp_health_server_view(const struct sp_server *sv);
+/* A worker took a connection to h's server for an exchange (delta 1) or
+ * gave it back (-1). */
+static inline void sp_health_in_flight(struct sp_health *h, int delta)
+{
+	if (h)
+		atomic_fetch_add_explicit(&h->in_flight, delta, memory_order_relaxed);
+}
 
 /* Shadows to a backend that keeps them waiting: after health.unhealthy
  * shadow exchanges in a row timed out, shadows to it pause, with one trial

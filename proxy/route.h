@@ -145,8 +145,11 @@ int sp_route_matches(const struct sp_route *r, const struct sp_reqview *q);
 int sp_query_get(const char *qs, size_t len, const char *name, struct sp_buf *out);
 /* An index of routes by the first path segment they require, so a request
  * is tried only against the routes its path could match (and those without
- * such a segment), in file order. Built once per configuration; NULL when
- * out of memory (the router then tries every route). */
+ * such a segment), in file order. Built once per configuration of at least
+ * SP_ROUTE_INDEX_MIN routes (below, trying each costs less than the look
+ * up); NULL otherwise, or when out of memory: the router then tries every
+ * route. */
+#define SP_ROUTE_INDEX_MIN 8
 struct sp_route_index;
 struct sp_route_index *sp_route_index_build(const struct sp_route *routes, size_t n);
 void sp_route_index_free(struct sp_route_index *ix);

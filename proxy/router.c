@@ -141,8 +141,10 @@ static int host_matches(const char *pattern, const struct sp_reqview *q, struct 
 	return n == plen && sp_ascii_ieq(v->p, pattern, n);
 }
 
-static int route_matches(const struct sp_route *r, const struct sp_reqview *q,
-			 struct host_view *host)
+/* Inline in both of sp_router_match's loops: a call per route tried costs
+ * more than a route's checks. */
+__attribute__((always_inline)) static inline int
+route_matches(const struct sp_route *r, const struct sp_reqview *q, struct host_view *host)
 {
 	const struct sp_match *m = &r->match;
 	if (m->host && !host_matches(m->host, q, host))
@@ -159,7 +161,7 @@ static int route_matches(const struct sp_route *r, const struct sp_reqview *q,
 							   m->regex_prefix_len) != 0)) ||
 			      !regex_whole(&m->regex, q->path, q->path_len)))
 		return 0;
-	return headers_match(m, q) && query_matches(m, q);
+	return (m->nheaders == 0 || headers_match(m, q)) && query_matches(m, q);
 }
 
 int sp_route_matches(const struct sp_route *r, const struct sp_reqview *q)
@@ -240,6 +242,8 @@ static struct seg_slot *seg_find(const struct sp_route_index *ix, const char *se
 
 struct sp_route_index *sp_route_index_build(const struct sp_route *routes, size_t n)
 {
+	if (n < SP_ROUTE_INDEX_MIN)
+		return NULL;
 	struct sp_route_index *ix = calloc(1, sizeof(*ix));
 	size_t cap = 8, text = 1;
 	while (cap < 2 * n + 2)
@@ -304,27 +308,35 @@ void sp_route_index_free(struct sp_route_index *ix)
 	free(ix);
 }
 
-const struct sp_route *sp_router_match(const struct sp_route *routes, size_t n,
-				       const struct sp_route_index *ix, const struct sp_reqview *q)
+/* The routes of the path's first segment merged with the "any" routes, in
+ * file order (a large table: kept out of sp_router_match's short loop). */
+__attribute__((noinline)) static const struct sp_route *
+match_indexed(const struct sp_route *routes, const struct sp_route_index *ix,
+	      const struct sp_reqview *q)
 {
-	struct host_view host = {NULL, -1}; /* one look for all the routes */
-	if (!ix || q->path_len == 0 || q->path[0] != '/') {
-		for (size_t i = 0; i < n; i++)
-			if (route_matches(&routes[i], q, &host))
-				return &routes[i];
-		return NULL;
-	}
+	struct host_view host = {NULL, -1};
 	const char *seg = q->path + 1, *slash = memchr(seg, '/', q->path_len - 1);
 	size_t len = slash ? (size_t)(slash - seg) : q->path_len - 1;
 	const struct seg_slot *s = seg_find(ix, seg, len, seg_hash(seg, len));
 	const uint32_t *a = s->used ? ix->ids + s->first : NULL, *b = ix->any;
 	const uint32_t *aend = a ? a + s->count : NULL, *bend = ix->any + ix->nany;
-	/* the group's routes and the "any" routes, merged in file order */
 	while (a != aend || b != bend) {
 		uint32_t i = b == bend || (a != aend && *a < *b) ? *a++ : *b++;
 		if (route_matches(&routes[i], q, &host))
 			return &routes[i];
 	}
+	return NULL;
+}
+
+const struct sp_route *sp_router_match(const struct sp_route *routes, size_t n,
+				       const struct sp_route_index *ix, const struct sp_reqview *q)
+{
+	if (ix && q->path_len > 0 && q->path[0] == '/')
+		return match_indexed(routes, ix, q);
+	struct host_view host = {NULL, -1}; /* one look for all the routes */
+	for (size_t i = 0; i < n; i++)
+		if (route_matches(&routes[i], q, &host))
+			return &routes[i];
 	return NULL;
 }
 

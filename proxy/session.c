@@ -507,32 +507,71 @@ static int may_resend(const struct sp_session *s)
 	return !s->resp_started && s->req_done && replayable(s);
 }
 
-/* Sends the request again, on a connection taken as take says. A connection
- * that fails at once retries inside attach_upstream, and that retry sends
- * the head itself: only the attempt still current queues it, so the head
- * goes out once. */
+static void flush_pending(struct sp_session *s);
+
+/* Sends the request again, its head and what is pending of its body (all
+ * of it when taken back from a connection that sent none: take_back_unsent),
+ * on a connection taken as take says. A connection that fails at once
+ * retries inside attach_upstream, and that retry sends the request itself:
+ * only the attempt still current queues it, so it goes out once. */
 static void send_again(struct sp_session *s, enum sp_take take)
 {
 	unsigned attempt = ++s->attempts;
-	s->head_queued = 0; /* the head goes here, once */
+	s->head_queued = 1;
 	attach_upstream(s, take);
 	if (s->up && s->attempts == attempt)
-		evbuffer_add(s->up->conn->out, s->head.data, s->head.len);
+		flush_pending(s);
 }
 
-/* Whether err leaves a request that may be sent again (may_resend) free to
- * go to another server: a connection that could not be made (refused,
- * failed, timed out), or one the server closed or reset before any of its
- * answer (nginx's proxy_next_upstream error timeout, for idempotent
- * requests). Not a response timeout: a slow backend would be asked twice,
- * the client kept waiting twice. Not after an interim answer went out. */
-static int next_server_may_take(const struct sp_session *s, const char *err)
+/* The errors of a connection that never carried a byte of the request:
+ * it could not be made, or its TLS handshake failed. */
+static int connect_error(const char *err)
 {
-	/* by text: a connection that fails at once says so from upstream.c */
-	if (strcmp(err, ERR_UPSTREAM_RESET) == 0 || strcmp(err, ERR_UPSTREAM_CLOSED) == 0)
-		return !s->ninterim && !sp_h1_in_message(s->resp);
 	return strcmp(err, ERR_CONNECT_REFUSED) == 0 || strcmp(err, ERR_CONNECT_FAILED) == 0 ||
 	       strcmp(err, ERR_CONNECT_TIMEOUT) == 0 || strcmp(err, ERR_TLS) == 0;
+}
+
+/* A request whose new connection failed (connect_error) before any byte
+ * went out on it has reached no server: whatever of it the connection held
+ * goes back in front of the pending bytes, its head to be queued again,
+ * and any request, a POST and its body too, may go to another server as if
+ * this one had never been tried (nginx's proxy_next_upstream error, Envoy's
+ * connect-failure, for every method). 1 when so; the connection is left
+ * empty for the caller to free. */
+static int take_back_unsent(struct sp_session *s, const char *err)
+{
+	if (!connect_error(err))
+		return 0;
+	if (!s->up) /* failed at once (attach_upstream): nothing was queued */
+		return s->head_queued;
+	struct sp_conn *c = s->up->conn;
+	if (s->up->reused || c->sent || c->spliced_out)
+		return 0;
+	if (!s->head_queued) { /* the head leads what the connection holds */
+		if (evbuffer_get_length(c->out) < s->head.len)
+			return 0;
+		evbuffer_drain(c->out, s->head.len);
+		s->head_queued = 1;
+	}
+	evbuffer_prepend_buffer(s->pending, c->out);
+	return 1;
+}
+
+/* Whether err leaves a request that may be sent again (may_resend, or
+ * unsent: take_back_unsent) free to go to another server: a connection that
+ * could not be made (refused, failed, timed out), or one the server closed
+ * or reset before any of its answer (nginx's proxy_next_upstream error
+ * timeout, for idempotent requests). Not a response timeout: a slow backend
+ * would be asked twice, the client kept waiting twice. Not after an interim
+ * answer went out. */
+static int next_server_may_take(const struct sp_session *s, const char *err, int unsent)
+{
+	/* by text: a connection that fails at once says so from upstream.c */
+	if (!unsent && !may_resend(s))
+		return 0;
+	if (strcmp(err, ERR_UPSTREAM_RESET) == 0 || strcmp(err, ERR_UPSTREAM_CLOSED) == 0)
+		return !s->ninterim && !sp_h1_in_message(s->resp);
+	return connect_error(err);
 }
 
 /* The server of backend, not tried yet, that may take a request which the
@@ -564,16 +603,16 @@ static void resend_to(struct sp_session *s, int i, int status, const char *err)
 	sp_shadow_primary_retried(s->shadow);
 	s->server = i;
 	s->retried = 0; /* that server's pooled connection may be stale too (may_retry) */
-	send_again(s, SP_TAKE_IDLE);
+	send_again(s, take_for(s));
 }
 
 /* A request whose exchange failed so (next_server_may_take) goes to another
  * server of the backend, not tried yet, each at most once. */
-static int retry_next_server(struct sp_session *s, const char *err)
+static int retry_next_server(struct sp_session *s, const char *err, int unsent)
 {
 	const struct sp_backend *be = &s->cfg->backends[s->backend];
 	int i;
-	if (!may_resend(s) || !next_server_may_take(s, err) || (i = next_server(s)) < 0)
+	if (!next_server_may_take(s, err, unsent) || (i = next_server(s)) < 0)
 		return 0;
 	sp_log(SP_LOG_INFO, "backend %s: %s: %s; request %s retried on %s", be->name,
 	       server_of(s)->hostport, err, s->reqid, be->servers[i].hostport);
@@ -758,13 +797,14 @@ static int retarget_head(struct sp_session *s, int to, const struct sp_retarget 
 	return sp_http_retarget(&s->head_plain, t) < 0 ? -1 : head_for(s, to);
 }
 
-/* A refused connection for an idempotent request without a body goes once to
- * the route's other side, when no server of its backend took it. */
-static int retry_other_side(struct sp_session *s, const char *err)
+/* A refused connection for a request that reached no server (may_resend, or
+ * unsent: take_back_unsent) goes once to the route's other side, when no
+ * server of its backend took it. */
+static int retry_other_side(struct sp_session *s, const char *err, int unsent)
 {
 	int other = fallback_side(s), k;
 	struct sp_retarget t;
-	if (strcmp(err, ERR_CONNECT_REFUSED) != 0 || !may_resend(s) || other < 0 ||
+	if (strcmp(err, ERR_CONNECT_REFUSED) != 0 || !(unsent || may_resend(s)) || other < 0 ||
 	    s->fallback_from >= 0 || s->answered_once ||
 	    (k = sp_worker_pick_any(s->w, s->cfg, other)) < 0 ||
 	    retarget_for(s, s->backend, other, &t) < 0 || retarget_head(s, other, &t) < 0)
@@ -778,7 +818,7 @@ static int retry_other_side(struct sp_session *s, const char *err)
 	s->server = k;
 	s->tried = 0;
 	sp_shadow_primary_moved(&s->shadow, other);
-	send_again(s, SP_TAKE_IDLE);
+	send_again(s, take_for(s));
 	return 1;
 }
 
@@ -801,6 +841,7 @@ static void retract_unsent(struct sp_session *s)
 
 static void upstream_failed(struct sp_session *s, const char *err, int status)
 {
+	int unsent = err != SP_ERR_LOCAL && take_back_unsent(s, err);
 	sp_upconn_free(&s->up);
 	if (err == SP_ERR_LOCAL) {
 		/* our shortage (descriptors, memory, ports): not the backend's
@@ -808,8 +849,12 @@ static void upstream_failed(struct sp_session *s, const char *err, int status)
 		status = 503;
 	} else {
 		sp_health_report(&s->cfg->backends[s->backend], server_of(s), 0);
-		if (retry_next_server(s, err) || retry_other_side(s, err))
+		if (retry_next_server(s, err, unsent) || retry_other_side(s, err, unsent))
 			return;
+	}
+	if (unsent) { /* not sent elsewhere: what was taken back goes nowhere */
+		s->head_queued = 0;
+		evbuffer_drain(s->pending, evbuffer_get_length(s->pending));
 	}
 	s->error = err;
 	s->up_failed = 1;

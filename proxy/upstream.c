@@ -57,8 +57,10 @@ void sp_upconn_free(struct sp_upconn **cp)
 	if (!c)
 		return;
 	*cp = NULL;
-	if (c->busy)
+	if (c->busy) {
 		c->pool->turn.busy[c->server]--;
+		sp_health_in_flight(c->health, -1);
+	}
 	sp_conn_free(&c->conn);
 	pool_unref(c->pool);
 	free(c);
@@ -94,6 +96,7 @@ void sp_pool_put(struct sp_upconn **cp)
 	}
 	c->busy = 0;
 	p->turn.busy[c->server]--;
+	sp_health_in_flight(c->health, -1);
 	sp_conn_setcb(c->conn, on_idle_read, NULL, on_idle_event, c);
 	sp_conn_read(c->conn, 1);
 	sp_conn_timeouts(c->conn, p->be->idle_timeout_ms, 0);
@@ -128,6 +131,7 @@ static struct sp_upconn *connect_new(struct sp_pool *p, int server, const char *
 	}
 	c->pool = p;
 	c->server = server;
+	c->health = sv->health; /* per URL: the same entry for the pool's later generations */
 	c->conn = sp_conn_connect(p->base, (const struct sockaddr *)&sv->addr, sv->addrlen);
 	if (!c->conn) {
 		*why = connect_error(errno, sv->is_unix);
@@ -153,6 +157,7 @@ static struct sp_upconn *taken(struct sp_pool *p, struct sp_upconn *c)
 	if (c) {
 		c->busy = 1;
 		p->turn.busy[c->server]++;
+		sp_health_in_flight(c->health, 1);
 	}
 	return c;
 }

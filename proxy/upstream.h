@@ -14,11 +14,13 @@ struct sp_pool;
 struct sp_upconn {
 	struct sp_conn *conn;
 	struct sp_pool *pool;
-	int server; /* which of the pool's backend's servers it is connected to */
 	TAILQ_ENTRY(sp_upconn) link;
-	int reused;    /* carried an earlier exchange */
-	int connected;
-	int busy; /* taken for an exchange: counted in pool->turn.busy */
+	struct sp_health *health; /* its server's, counting it in in_flight while busy */
+	int server; /* which of the pool's backend's servers it is connected to */
+	/* (bytes: the struct stays in malloc's 64-byte chunks) */
+	unsigned char reused; /* carried an earlier exchange */
+	unsigned char connected;
+	unsigned char busy; /* taken for an exchange: counted in pool->turn.busy and in_flight */
 };
 
 /* A pool outlives config generations: a reload that keeps a backend (same

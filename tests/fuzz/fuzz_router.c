@@ -156,16 +156,22 @@ static void check_own_regex(const char *re, size_t len, const struct sp_reqview 
 			sp_buf_addc(&text, '\\');
 		sp_buf_addc(&text, (char)c);
 	}
-	sp_buf_adds(&text, "\"; }; } );\n");
+	/* and enough routes after it for the routes' index (SP_ROUTE_INDEX_MIN) */
+	sp_buf_adds(&text, "\"; }; }");
+	for (int i = 0; i < SP_ROUTE_INDEX_MIN; i++)
+		sp_buf_printf(&text, ", { name = \"f%d\"; backend = \"a\"; match = { %s\"/api/f%d\"; }; }",
+			      i, i % 2 ? "path = " : "path_prefix = ", i);
+	sp_buf_adds(&text, " );\n");
 	sp_diag_init(&d);
 	struct sp_config *c = sp_config_load_string(text.data, "own.conf", &d);
 	if (c) {
-		FUZZ_CHECK(c->nroutes == 1 && c->routes[0].match.path_regex,
+		FUZZ_CHECK(c->nroutes == 1 + SP_ROUTE_INDEX_MIN && c->routes[0].match.path_regex &&
+				   c->route_index,
 			   "own route not loaded");
 		check_regex_routes(c->routes, c->nroutes, q);
 		/* the index by first segment keeps the route when its regex matches */
-		FUZZ_CHECK((sp_router_match(c->routes, 1, c->route_index, q) != NULL) ==
-				   sp_route_matches(&c->routes[0], q),
+		FUZZ_CHECK(sp_router_match(c->routes, c->nroutes, c->route_index, q) ==
+				   sp_router_match(c->routes, c->nroutes, NULL, q),
 			   "indexed routing of path_regex \"%s\" on \"%s\"",
 			   c->routes[0].match.path_regex, q->path);
 		sp_config_unref(&c);

@@ -237,14 +237,31 @@ def test_passive_checks_tuned_without_an_active_check(backend_factory, start_pro
     assert [r.path for r in modern.requests] == ["/api/x", "/api/x"]
 
 
-def test_post_not_retried_on_refusal(backend_factory, start_proxy):
+def test_a_refused_post_goes_to_the_other_side_with_its_body(backend_factory, start_proxy):
+    """A refused connection carried none of the request: a POST goes to the
+    route's other side as a GET does, its body with it."""
     legacy = backend_factory("legacy")
     dead = "http://127.0.0.1:%d" % harness.refused_port()
     p = start_proxy({"legacy": legacy, "modern": dead}, routes=rollout_route())
     with p.client() as c:
-        r = c.request("POST", "/api/charge", body=b"")
-    assert r.status == 502 and b"connect refused" in r.body
-    assert [x for x in legacy.requests if x.method == "POST"] == []
+        r = c.request("POST", "/api/charge", body=b"amount=12")
+    assert (r.status, r.header("X-Backend")) == (200, "legacy"), r
+    assert [(x.method, x.body) for x in legacy.requests] == [("POST", b"amount=12")]
+    e = p.wait_access(1)[0]
+    assert (e["backend"], e["fallback_from"]) == ("legacy", "modern"), e
+
+
+def test_a_post_the_other_side_dropped_is_not_sent_again(backend_factory, start_proxy):
+    """A POST whose connection the rollout side closed unanswered reached
+    it and may have acted: 502, and the base side never sees it."""
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern", lambda req, conn: harness.CLOSE)
+    p = start_proxy({"legacy": legacy, "modern": modern}, routes=rollout_route())
+    with p.client() as c:
+        r = c.request("POST", "/api/charge", body=b"amount=12")
+    assert r.status == 502 and b"upstream closed connection" in r.body, r
+    assert [x.method for x in modern.requests] == ["POST"]
+    assert legacy.requests == []
 
 
 def test_health_settings_checked(tmp_path):

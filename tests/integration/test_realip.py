@@ -258,7 +258,9 @@ def test_proxy_header_in_pieces_then_keep_alive(backend_factory, start_proxy):
     legacy = backend_factory("legacy")
     p = start_proxy({"legacy": legacy}, listen_settings={"proxy_protocol": True},
                     trusted_proxies=["127.0.0.1"])
-    assert "listening on 127.0.0.1:%d (PROXY protocol)" % p.port in p.stderr_text()
+    # the port may take connections a moment before the line is written
+    wait_for(lambda: "listening on 127.0.0.1:%d (PROXY protocol)" % p.port in p.stderr_text(),
+             what="the listener's start line")
     with p.client() as c:
         hdr = v2("203.0.113.11", tlv=b"\xea" * 20)
         for i in range(0, len(hdr), 7):  # a byte at a time would take long

@@ -425,22 +425,55 @@ def test_a_request_every_server_refuses_gets_502(backend_factory, start_proxy):
     assert e["server"] in [u.split("//")[1] for u in dead], e
 
 
-def test_a_post_with_a_body_is_not_retried_on_the_next_server(backend_factory, start_proxy):
-    """A POST that a server refused might not be safe to send twice: 502,
-    and the other server never sees it."""
+def test_a_post_a_server_refused_goes_to_the_next_with_its_body(backend_factory, start_proxy):
+    """A refused connection carried no byte of the request: a POST and its
+    body go to the next server, as nginx and Envoy send any method on after
+    a connect failure; the access log says which server it left."""
     a = backend_factory("a")
     (dead,) = dead_urls(1)
     p = start_proxy({"legacy": servers(a, dead, health={"unhealthy": 10})})
-    got = []
     for i in range(4):  # two turns each
         with p.client() as c:
             r = c.request("POST", "/pay/%d" % i, body=b"amount=%d" % i)
-            got.append(r.status)
-            if r.status == 502:
-                assert b"connect refused" in r.body
-    assert sorted(got) == [200, 200, 502, 502], got
-    assert len(a.requests) == 2
-    assert all(r.method == "POST" and r.body.startswith(b"amount=") for r in a.requests)
+            assert r.status == 200, r
+    assert sorted((r.method, r.path, r.body) for r in a.requests) == \
+        [("POST", "/pay/%d" % i, b"amount=%d" % i) for i in range(4)]
+    log = p.wait_access(4)
+    left = [e["retried_from"] for e in log if "retried_from" in e]
+    assert left == [[{"server": dead[len("http://"):], "error": "connect refused"}]] * 2, log
+
+
+def test_uploads_a_server_refused_reach_the_next_whole(backend_factory, start_proxy):
+    """Bodies larger than what strangler buffers before it pauses the
+    client (a 3 MiB Content-Length, and a chunked one) go to the next
+    server byte for byte, though the refusal comes while they arrive."""
+    import hashlib
+    a = backend_factory("a")
+    (dead,) = dead_urls(1)
+    p = start_proxy({"legacy": servers(dead, a, health={"unhealthy": 10})})
+    big = bytes(range(256)) * (3 * 4096)
+    for i in range(2):
+        with p.client() as c:
+            r = c.request("PUT", "/up/%d" % i, headers=[("Content-Type", "x/y")],
+                          body=big + b"%d" % i)
+            assert r.status == 200, r
+    chunks = [b"a" * 70000, b"b" * 5, b"c" * 300000]
+    for i in range(2):
+        with p.client() as c:
+            c.send("POST /chunked/%d HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   % i)
+            for ch in chunks:
+                c.send(b"%x\r\n%s\r\n" % (len(ch), ch))
+            c.send(b"0\r\n\r\n")
+            assert c.read_response("POST").status == 200
+    got = {r.path: (r.body_len, r.body_sha256) for r in a.requests}
+    for i in range(2):
+        body = big + b"%d" % i
+        assert got["/up/%d" % i] == (len(body), hashlib.sha256(body).hexdigest())
+        whole = b"".join(chunks)
+        assert got["/chunked/%d" % i] == (len(whole), hashlib.sha256(whole).hexdigest())
+    assert len(a.requests) == 4
+    assert "connect refused; request" in p.stderr_text()
 
 
 def test_a_refused_get_tries_the_other_servers_before_the_routes_other_side(backend_factory,
@@ -484,8 +517,9 @@ def test_a_refused_get_goes_where_least_conn_would_send_it(backend_factory, star
 def test_a_get_a_server_drops_unanswered_goes_to_the_next(backend_factory, start_proxy):
     """A server that takes the request and closes (or resets) without a word,
     as one being restarted does: an idempotent request goes to the next
-    server (nginx's proxy_next_upstream error); a POST gets its 502, as it
-    may have acted."""
+    server (nginx's proxy_next_upstream error); a POST, which reached the
+    server and may have acted, gets its 502, and the next server never sees
+    it."""
     dropping = backend_factory("dropping", lambda req, conn: harness.CLOSE)
     good = backend_factory("good")
     p = start_proxy({"legacy": servers(dropping, good, health={"unhealthy": 100})})
@@ -499,6 +533,8 @@ def test_a_get_a_server_drops_unanswered_goes_to_the_next(backend_factory, start
         c.close()
     assert sorted(r.status for r in posts) == [200, 502], posts
     assert any(b"upstream closed connection" in r.body for r in posts if r.status == 502)
+    assert [r.method for r in good.requests].count("POST") == 1
+    assert [r.method for r in dropping.requests].count("POST") == 1
 
 
 @pytest.mark.parametrize("how", ["partial head", "interim", "reset"])
@@ -1718,9 +1754,16 @@ def test_a_drained_server_takes_no_new_requests(backend_factory, start_proxy, tm
     assert st == 200, doc
     assert [sv["drained"] for sv in doc["servers"]] == [True, False]
     assert [who(p, "/x/%d" % i) for i in range(6)] == [(200, "b")] * 6
+    # the request it serves is in flight until it ends: then it may be stopped
+    doc = p.admin("GET", "/api/backends/legacy")[1]
+    assert [sv["in_flight"] for sv in doc["servers"]] == [1, 0], doc
+    assert metrics(p)[1]['strangler_backend_server_in_flight{backend="legacy",server="%s"}'
+                         % hostport(a)] == "1"
     t.join()
     assert slow["r"] == (200, "a")  # in flight: it finished
     assert len(a.requests) == 1
+    wait_for(lambda: p.admin("GET", "/api/backends/legacy")[1]["servers"][0]["in_flight"] == 0,
+             what="nothing in flight on the drained server")
     _, m = metrics(p)
     assert m['strangler_backend_server_drained{backend="legacy",server="%s"}' % hostport(a)] \
         == "1"
@@ -1748,6 +1791,42 @@ def test_a_drained_server_takes_no_new_requests(backend_factory, start_proxy, tm
                                                 "state_file": state})
     harness.reload_and_wait(p, 1)
     assert json.load(open(state))["drained"] == []
+
+
+def test_in_flight_counts_requests_and_shadows_of_every_worker(backend_factory, start_proxy,
+                                                              tmp_path):
+    """in_flight, per server, is what holds a connection to it now in any
+    worker: requests and shadows; the backend's is their sum; 0 again once
+    they end."""
+    def slow(name):
+        def handler(req, conn):
+            time.sleep(0.8)
+            return answering(200, name)(req, conn)
+        return handler
+    a, b = backend_factory("a", slow("a")), backend_factory("b", slow("b"))
+    mirror = backend_factory("mirror", slow("mirror"))
+    p = start_proxy({"legacy": servers(a, b), "mirror": mirror}, routes=shadow_to("mirror"),
+                    workers=2, admin={},
+                    shadow_defaults={"diff_log": str(tmp_path / "d.jsonl"), "timeout_ms": 3000})
+    got = []
+    ts = [threading.Thread(target=lambda i=i: got.append(who(p, "/s/%d" % i))) for i in range(4)]
+    for t in ts:
+        t.start()
+    wait_for(lambda: len(a.requests) + len(b.requests) == 4 and len(mirror.requests) == 4,
+             what="four requests and their shadows in the servers' hands")
+    doc = p.admin("GET", "/api/backends")[1]["backends"]
+    # each worker takes turns of its own: how they fall on a and b varies
+    assert [sv["in_flight"] for sv in doc[0]["servers"]] == \
+        [len(a.requests), len(b.requests)], doc
+    assert (doc[0]["in_flight"], doc[1]["in_flight"]) == (4, 4), doc
+    _, m = metrics(p)
+    assert m['strangler_backend_server_in_flight{backend="mirror",server="%s"}'
+             % hostport(mirror)] == "4"
+    for t in ts:
+        t.join()
+    assert sorted(got) == [(200, "a")] * len(a.requests) + [(200, "b")] * len(b.requests)
+    wait_for(lambda: [b["in_flight"] for b in p.admin("GET", "/api/backends")[1]["backends"]]
+             == [0, 0], what="nothing in flight")
 
 
 def test_with_every_server_drained(backend_factory, start_proxy):
