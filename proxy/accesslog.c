@@ -196,6 +196,9 @@ int sp_access_format(const struct sp_access_entry *e, struct sp_buf *b)
 	if (e->fallback_from &&
 	    sp_buf_add_json_field(b, "fallback_from", e->fallback_from, strlen(e->fallback_from)))
 		return -1;
+	if (e->queued &&
+	    (sp_buf_adds(b, ",\"queue_ms\":") || sp_buf_add_fixed3(b, e->queue_ms)))
+		return -1;
 	if (e->ntries && add_tries(b, e->tries, e->ntries))
 		return -1;
 	return sp_buf_adds(b, "}\n");

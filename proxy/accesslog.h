@@ -49,6 +49,8 @@ struct sp_access_entry {
 	int has_bucket;
 	uint32_t bucket;
 	double upstream_ms;  /* < 0: no upstream exchange */
+	int queued;          /* it waited for a connection slot (backends.NAME.queue) */
+	double queue_ms;     /* how long */
 	double total_ms;
 	uint64_t bytes_in;
 	uint64_t bytes_out;

@@ -893,6 +893,10 @@ static json_t *backend_view(const struct sp_backend *be)
 	json_object_set_new(b, "balance",
 			    json_string(be->least_conn ? "least_conn" : "round_robin"));
 	json_object_set_new(b, "max_conns", json_integer(be->max_conns));
+	json_object_set_new(b, "queue",
+			    be->queue_max ? json_pack("{s:i, s:i}", "max", be->queue_max, "timeout_ms",
+						      be->queue_timeout_ms)
+					  : json_null());
 	json_t *rs = json_array();
 	for (int st = 400; st < 600; st++)
 		if (sp_backend_retries_status(be, st))

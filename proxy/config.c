@@ -950,6 +950,28 @@ static void load_retry_budget(struct sp_loader *L, const config_setting_t *e, co
 		WARN(L, g, "%s: has no effect without retry_on_status or per_try_timeout_ms", gpath);
 }
 
+/* queue = { max = 100; timeout_ms = 10000; } (HAProxy's queue behind a
+ * server's maxconn, nginx's upstream queue, Envoy's pending requests). */
+static void load_queue(struct sp_loader *L, const config_setting_t *e, const char *path,
+		       struct sp_backend *b)
+{
+	static const char *const keys[] = {"max", "timeout_ms", NULL};
+	char gpath[192];
+	b->queue_timeout_ms = 10000;
+	const config_setting_t *g = cfgp_group(L, e, "queue", path,
+					       "{ max = 100; timeout_ms = 10000; }", gpath, sizeof(gpath));
+	if (!g)
+		return;
+	cfgp_check_keys(L, g, gpath, keys);
+	if (!config_setting_get_member(g, "max"))
+		ERR(L, g, "%s.max: required (how many requests may wait, per worker)", gpath);
+	cfgp_int_field(L, g, "max", gpath, 1, 100000, &b->queue_max);
+	cfgp_int_field(L, g, "timeout_ms", gpath, 1, 3600000, &b->queue_timeout_ms);
+	if (!b->max_conns)
+		WARN(L, g, "%s: has no effect without max_conns (requests wait only for a server "
+			   "at max_conns)", gpath);
+}
+
 static void load_backends(struct sp_loader *L, const config_setting_t *root)
 {
 	static const char *const keys[] = {"url",	      "servers", "connect_timeout_ms",
@@ -962,7 +984,7 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 					   "max_conns",		      "location_rewrite",
 					   "retry_on_status",	      "retry_budget",
 					   "per_try_timeout_ms",  "slow_start_ms",
-					   NULL};
+					   "queue",		      NULL};
 	const config_setting_t *bs = config_setting_get_member(root, "backends");
 	if (!bs) {
 		sp_diag_add(L->diag, 1, L->file, 0, "backends: at least one backend is required");
@@ -1014,6 +1036,7 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 		load_per_try_timeout(L, e, path, b);
 		load_slow_start(L, e, path, b);
 		load_retry_budget(L, e, path, b);
+		load_queue(L, e, path, b);
 		load_backend_tls(L, e, path, b);
 		load_health(L, e, path, b);
 	}

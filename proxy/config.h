@@ -70,6 +70,10 @@ struct sp_backend {
 	int weighted; /* a weight other than 1 or a backup server: requests go by weight */
 	int least_conn; /* balance = "least_conn": the fewest connections in use, by weight */
 	int max_conns;  /* connections each worker may have in use per server (0: no limit) */
+	/* queue: a request finding every server at max_conns waits (per
+	 * worker, at most queue_max of them, for queue_timeout_ms) for one
+	 * of the backend's connections to be given back (0: a 503 at once) */
+	int queue_max, queue_timeout_ms;
 	char *host_header; /* the Host its requests carry (NULL: the client's) */
 	struct sp_rewrite *rewrite; /* path_rewrite: where it serves the public paths */
 	size_t nrewrite;

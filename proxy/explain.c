@@ -160,6 +160,8 @@ static void print_decision(const struct sp_config *c, const struct sp_reqview *q
 	printf(")%s", be->least_conn ? " least_conn" : "");
 	if (be->max_conns)
 		printf(" max_conns=%d", be->max_conns);
+	if (be->queue_max)
+		printf(" queue=%d/%dms", be->queue_max, be->queue_timeout_ms);
 	for (int st = 400, n = 0; st < 600; st++)
 		if (sp_backend_retries_status(be, st))
 			printf("%s%d", n++ ? "," : " retry_on_status=", st);

@@ -155,7 +155,8 @@ struct sp_route_index *sp_route_index_build(const struct sp_route *routes, size_
 void sp_route_index_free(struct sp_route_index *ix);
 
 /* First matching route in order, or NULL (the default backend applies).
- * ix: routes' index, or NULL to try every route. */
+ * ix: the index built for these n routes (then n is not read), or NULL to
+ * try every route. */
 const struct sp_route *sp_router_match(const struct sp_route *routes, size_t n,
 				       const struct sp_route_index *ix, const struct sp_reqview *q);
 /* True when every request that matches `later` also matches `earlier`, so

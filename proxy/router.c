@@ -224,9 +224,11 @@ static int route_anchor(const struct sp_match *m, const char **seg, size_t *len)
 		if (anchor_of(m->path, n, 1, seg, len))
 			return 1;
 	}
-	/* a prefix is followed by the end or '/' (sp_path_has_prefix) */
+	/* a prefix is followed by the end or '/' (sp_path_has_prefix); a
+	 * regex all literal ("/api") matches its text alone, as a path does */
+	int literal = m->path_regex && m->regex_prefix_len == strlen(m->path_regex);
 	return anchor_of(m->path_prefix, m->prefix_len, 1, seg, len) ||
-	       anchor_of(m->regex_prefix, m->regex_prefix_len, 0, seg, len);
+	       anchor_of(m->regex_prefix, m->regex_prefix_len, literal, seg, len);
 }
 
 static struct seg_slot *seg_find(const struct sp_route_index *ix, const char *seg, size_t len,

@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,8 +54,11 @@ static const char ERR_DRAIN[] = "drain timeout";
 static const char ERR_MAX_CONNS[] = "every server at max_conns";
 static const char ERR_NO_SERVER[] = "every server drained or at max_conns";
 static const char ERR_TUNNEL_IDLE[] = "tunnel idle timeout";
+static const char ERR_QUEUE_TIMEOUT[] = "queue timeout";
 
-enum timer_mode { T_NONE, T_HEADER, T_IDLE };
+/* the client connection's deadline: its next head, its keep-alive, or a
+ * request's wait for a connection slot (backends.NAME.queue) */
+enum timer_mode { T_NONE, T_HEADER, T_IDLE, T_QUEUE };
 
 /* A listener with proxy_protocol: its header, read before the TLS handshake
  * or the first request, and only its bytes (a peek first, then what belongs
@@ -132,6 +136,12 @@ struct sp_session {
 	int up_failed; /* the error was the backend's (connect, timeout, protocol) */
 	int refused;   /* the proxy answered a routed request's bad body itself (400, 408, 413) */
 	int no_room;   /* every server at max_conns: 503 once the request is read */
+	/* every server at max_conns, and the backend has a queue: the request
+	 * waits in it (waiter.pool set) for a connection to be given back */
+	struct sp_waiter waiter;
+	struct timespec t_queued;
+	int queued; /* it waited (the access log's queue_ms) */
+	double queue_ms;
 	/* the route answers itself (return): once the request is read, its body
 	 * dropped; at once (answer_now) when the client waits to send one */
 	int own_answer, answer_now;
@@ -284,6 +294,8 @@ static void log_exchange(struct sp_session *s)
 		.fallback_from = s->fallback_from >= 0 ? cfg->backends[s->fallback_from].name : NULL,
 		.tries = s->tries,
 		.ntries = s->ntries,
+		.queued = s->queued,
+		.queue_ms = s->queue_ms,
 		.log_query = cfg->log_query,
 		.query = s->has_query ? (s->query.data ? s->query.data : "") : NULL,
 		.query_len = s->query.len,
@@ -324,6 +336,8 @@ static void reset_exchange(struct sp_session *s)
 	s->up_failed = s->refused = s->no_room = s->own_answer = s->answer_now = 0;
 	s->fallback_from = -1;
 	s->server = -1;
+	sp_pool_unwait(&s->waiter);
+	s->queued = 0;
 	s->tried = 0;
 	s->retry_status = s->answered_once = s->denial_counted = 0;
 	s->ntries = 0;
@@ -934,6 +948,15 @@ static void flush_pending(struct sp_session *s)
 			answer_as_route(s);
 		return;
 	}
+	if (!s->up && s->waiter.pool) {
+		/* waiting for a connection slot: the body waits too, up to a
+		 * buffer's worth */
+		if (evbuffer_get_length(s->pending) > HIGH_WATER && !s->client_paused) {
+			s->client_paused = 1;
+			sp_conn_read(s->client, 0);
+		}
+		return;
+	}
 	if (!s->up) {
 		attach_upstream(s, take_for(s));
 		if (!s->up)
@@ -973,6 +996,57 @@ static int expects_continue(const struct sp_h1_msg *m)
  * one closes it, unread, when the answer is a 503 at max_conns (a
  * saturated service's proxy does not take uploads in for nothing). */
 #define DRAIN_MAX 65536
+
+/* A request leaves the queue unserved (its queue.timeout_ms passed, or no
+ * queue is left for it after a reload): a 503, as at max_conns. */
+static void leave_queue(struct sp_session *s, const char *err)
+{
+	sp_pool_unwait(&s->waiter);
+	s->queued = 1;
+	s->queue_ms = sp_ms_since(&s->t_queued);
+	s->timer_mode = T_NONE;
+	s->error = err;
+	answer(s, 503, err, s->req_done && s->req_keep);
+}
+
+/* The queue's wake (sp_waiter): a connection of the backend was given
+ * back. The request takes a server with room, as the balance picks it, and
+ * goes; none (another took the slot first): it stays first. From a pool a
+ * reload retired, it moves, first, to the queue of the pool that followed. */
+static int on_slot(struct sp_waiter *wt)
+{
+	struct sp_session *s = (struct sp_session *)(void *)((char *)wt -
+							     offsetof(struct sp_session, waiter));
+	int k = sp_worker_pick(s->w, s->cfg, s->backend, 0, NULL);
+	if (k < 0)
+		k = sp_worker_next(s->w, s->cfg, s->backend);
+	if (k < 0 && !wt->pool->retired)
+		return 0;
+	enter(s);
+	sp_pool_unwait(wt);
+	if (k >= 0) {
+		s->queued = 1;
+		s->queue_ms = sp_ms_since(&s->t_queued);
+		s->server = k;
+		set_timer(s, T_NONE);
+		flush_pending(s);
+	} else if (sp_worker_wait(s->w, s->cfg, s->backend, wt) < 0) {
+		leave_queue(s, ERR_MAX_CONNS);
+	}
+	leave(s);
+	return 1;
+}
+
+/* Every server of the request's backend is at max_conns, and the backend
+ * has a queue with room (backends.NAME.queue): the request waits in it. 1
+ * when so. */
+static int enqueue(struct sp_session *s)
+{
+	clock_gettime(CLOCK_MONOTONIC, &s->t_queued);
+	s->waiter.wake = on_slot;
+	s->waiter.since = (int64_t)s->t_queued.tv_sec * 1000000000 + s->t_queued.tv_nsec;
+	return sp_worker_wait(s->w, s->cfg, s->backend, &s->waiter) == 0;
+}
 
 /* Every server of the request's backend is at max_conns: a 503 at once.
  * A request is answered once read (flush_pending), its body, when it has a
@@ -1219,7 +1293,7 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	}
 	if (s->server < 0)
 		s->server = sp_worker_next(s->w, s->cfg, s->backend); /* none up: in turn */
-	if (s->server < 0) /* each at max_conns: no room anywhere */
+	if (s->server < 0 && !enqueue(s)) /* each at max_conns: no room anywhere */
 		return no_room(s, m);
 	size_t plen;
 	const char *upath = path_to(s, s->backend, &s->tmp, &plen);
@@ -1261,7 +1335,13 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	s->req_active = 1;
 	if (s->dec.route && s->dec.route->has_shadow)
 		maybe_shadow(s, &q, m);
-	set_timer(s, T_NONE);
+	if (s->waiter.pool) {
+		s->timer_mode = T_QUEUE;
+		int ms = s->cfg->backends[s->backend].queue_timeout_ms;
+		sp_conn_deadline(s->client, ms, ms);
+	} else {
+		set_timer(s, T_NONE);
+	}
 	if (s->req_body != SP_BODY_NONE)
 		client_timeouts(s, lim->body_timeout_ms);
 	return 0;
@@ -2172,6 +2252,11 @@ static void deadline_passed(struct sp_session *s)
 		s->dead = 1;
 		return;
 	}
+	if (s->timer_mode == T_QUEUE) {
+		if (s->waiter.pool)
+			leave_queue(s, ERR_QUEUE_TIMEOUT);
+		return;
+	}
 	if (s->timer_mode == T_HEADER && !s->req_active &&
 	    (sp_h1_in_message(s->req) || evbuffer_get_length(s->client->in))) {
 		note_request_line(s);
@@ -2420,6 +2505,7 @@ void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct soc
 static void session_free(struct sp_session *s)
 {
 	struct sp_worker *w = s->w;
+	sp_pool_unwait(&s->waiter);
 	sp_shadow_abandon(&s->shadow); /* counted: primary_incomplete */
 	sp_upconn_free(&s->up);
 	sp_config_unref(&s->cfg);

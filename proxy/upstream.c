@@ -23,15 +23,69 @@ struct sp_pool *sp_pool_new(struct event_base *base, const struct sp_backend *be
 	p->nservers = be->nservers;
 	for (size_t i = 0; i < p->nservers; i++)
 		TAILQ_INIT(&p->idle[i]);
+	TAILQ_INIT(&p->waiters);
 	return p;
 }
 
 static void pool_unref(struct sp_pool *p)
 {
 	if (--p->refs == 0) {
+		if (p->wake)
+			event_free(p->wake);
 		free(p->idle);
 		free(p);
 	}
+}
+
+/* The waiters, first first, while each finds a server (or leaves). */
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+	struct sp_pool *p = arg;
+	struct sp_waiter *w;
+	(void)fd;
+	(void)what;
+	p->refs++; /* its last waiter may leave */
+	while ((w = TAILQ_FIRST(&p->waiters)) != NULL && w->wake(w))
+		;
+	pool_unref(p);
+}
+
+/* A connection slot came free (or the pool retired): the waiters' turn,
+ * from the loop, out of whatever gave the slot back. */
+static void slot_freed(struct sp_pool *p)
+{
+	if (p->nwaiters)
+		event_active(p->wake, 0, 1);
+}
+
+int sp_pool_wait(struct sp_pool *p, struct sp_waiter *w)
+{
+	if (!p->wake && !(p->wake = event_new(p->base, -1, 0, on_wake, p)))
+		return -1;
+	struct sp_waiter *after = TAILQ_LAST(&p->waiters, sp_waiter_q);
+	while (after && after->since > w->since)
+		after = TAILQ_PREV(after, sp_waiter_q, link);
+	if (after)
+		TAILQ_INSERT_AFTER(&p->waiters, after, w, link);
+	else
+		TAILQ_INSERT_HEAD(&p->waiters, w, link);
+	p->nwaiters++;
+	p->refs++;
+	w->pool = p;
+	if (p->retired)
+		slot_freed(p); /* its waiters go elsewhere */
+	return 0;
+}
+
+void sp_pool_unwait(struct sp_waiter *w)
+{
+	struct sp_pool *p = w->pool;
+	if (!p)
+		return;
+	TAILQ_REMOVE(&p->waiters, w, link);
+	p->nwaiters--;
+	w->pool = NULL;
+	pool_unref(p);
 }
 
 void sp_pool_retire(struct sp_pool **pp)
@@ -48,6 +102,7 @@ void sp_pool_retire(struct sp_pool **pp)
 			p->nidle--;
 			sp_upconn_free(&c);
 		}
+	slot_freed(p); /* its waiters move to the pool that follows it */
 	pool_unref(p);
 }
 
@@ -60,6 +115,7 @@ void sp_upconn_free(struct sp_upconn **cp)
 	if (c->busy) {
 		c->pool->turn.busy[c->server]--;
 		sp_health_in_flight(c->health, -1);
+		slot_freed(c->pool);
 	}
 	sp_conn_free(&c->conn);
 	pool_unref(c->pool);
@@ -97,6 +153,7 @@ void sp_pool_put(struct sp_upconn **cp)
 	c->busy = 0;
 	p->turn.busy[c->server]--;
 	sp_health_in_flight(c->health, -1);
+	slot_freed(p);
 	sp_conn_setcb(c->conn, on_idle_read, NULL, on_idle_event, c);
 	sp_conn_read(c->conn, 1);
 	sp_conn_timeouts(c->conn, p->be->idle_timeout_ms, 0);

@@ -23,6 +23,20 @@ struct sp_upconn {
 	unsigned char busy; /* taken for an exchange: counted in pool->turn.busy and in_flight */
 };
 
+/* A request waiting for a connection slot (backends.NAME.queue): every
+ * server of the pool's backend has max_conns exchanges of the worker. */
+struct sp_waiter {
+	TAILQ_ENTRY(sp_waiter) link;
+	struct sp_pool *pool; /* the queue it is in (holding a reference), or NULL */
+	int64_t since;        /* when it came (any monotonic clock): its place */
+	/* From the loop, the first waiter, when one of the pool's connections
+	 * was given back or the pool retired: 1 when it left the queue
+	 * (sp_pool_unwait: it took a server, moved or gave up), 0 when it
+	 * found no room and stays first. */
+	int (*wake)(struct sp_waiter *w);
+};
+TAILQ_HEAD(sp_waiter_q, sp_waiter);
+
 /* A pool outlives config generations: a reload that keeps a backend (same
  * servers and TLS settings) keeps its pool and idle connections. It is
  * reference-counted: the worker's table holds one reference and every
@@ -40,6 +54,9 @@ struct sp_pool {
 	int refs;
 	int retired;          /* no longer in the worker's table: do not keep idle */
 	unsigned long opened; /* connections opened, for tests and metrics */
+	struct sp_waiter_q waiters; /* FIFO (backends.NAME.queue) */
+	unsigned nwaiters;
+	struct event *wake; /* runs the waiters from the loop (NULL: none yet) */
 };
 
 struct sp_pool *sp_pool_new(struct event_base *base, const struct sp_backend *be);
@@ -70,5 +87,12 @@ extern const char SP_ERR_LOCAL[];
 void sp_pool_put(struct sp_upconn **c);
 /* Closes the connection. Takes ownership; *c is NULLed. */
 void sp_upconn_free(struct sp_upconn **c);
+
+/* Queues w among p's waiters by its since: at the end for one that just
+ * came, before later ones for one moved from a retired pool. -1: no memory
+ * for the pool's wake event. */
+int sp_pool_wait(struct sp_pool *p, struct sp_waiter *w);
+/* Takes w out of its queue (nothing when in none). */
+void sp_pool_unwait(struct sp_waiter *w);
 
 #endif

@@ -555,6 +555,19 @@ int sp_worker_any_full(struct sp_worker *w, const struct sp_config *cfg, int bac
 	return 0;
 }
 
+int sp_worker_wait(struct sp_worker *w, const struct sp_config *cfg, int backend,
+		   struct sp_waiter *wt)
+{
+	const struct sp_backend *be = &cfg->backends[backend];
+	struct sp_pool *p = pool_of(w, cfg, backend);
+	int busy = 0; /* a server at max_conns, not only drained ones */
+	for (size_t i = 0; p && i < be->nservers && !busy; i++)
+		busy = !sp_health_drained(&be->servers[i]) && !sp_health_has_room(be, &p->turn, (int)i);
+	if (!busy || p->nwaiters >= (unsigned)be->queue_max)
+		return -1;
+	return sp_pool_wait(p, wt);
+}
+
 struct sp_upconn *sp_worker_connect(struct sp_worker *w, const struct sp_config *cfg, int backend,
 				    int server, enum sp_take take, const char **why)
 {

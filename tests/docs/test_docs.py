@@ -64,6 +64,7 @@ KEY_ARRAYS = {
     ("config.c", "load_server_group", "skeys"): "backends.NAME.servers.[j]",
     ("config.c", "load_health", "hkeys"): "backends.NAME.health",
     ("config.c", "load_retry_budget", "keys"): "backends.NAME.retry_budget",
+    ("config.c", "load_queue", "keys"): "backends.NAME.queue",
     ("rewrite.c", "sp_load_path_rewrite", "keys"): "backends.NAME.path_rewrite.[j]",
     # one loader, one keys array, for two sections of the same shape
     ("rewrite.c", "sp_load_hdr_rules", "keys"): ("backends.NAME.request_headers",
@@ -298,6 +299,7 @@ def base_config():
     return {
         "listen": [{"address": "127.0.0.1:1", "tls": {"certificates": [{}]}}],
         "backends": {"b": {"url": "http://127.0.0.1:9", "health": {}, "retry_budget": {},
+                           "queue": {},
                            "path_rewrite": [{"prefix": "/a", "to": "/"}],
                            "request_headers": {}, "response_headers": {}},
                      "c": {"servers": [{"url": "http://127.0.0.1:8"}]}},

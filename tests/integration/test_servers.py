@@ -1326,6 +1326,150 @@ def test_max_conns_passes_a_full_server_over_then_answers_503(backend_factory, s
     assert metrics(p)[1]['strangler_requests_total{route="(default)",backend="legacy",class="5xx"}'] == "1"
 
 
+@pytest.mark.parametrize("queue, rc, said", [
+    ('max_conns = 2; queue = { max = 50; timeout_ms = 2000; };', 0, None),
+    ('queue = { max = 50; };', 0, "3: warning: backends.legacy.queue: has no effect without "
+     "max_conns (requests wait only for a server at max_conns)"),
+    ('max_conns = 2; queue = { timeout_ms = 2000; };', 1,
+     "3: backends.legacy.queue.max: required (how many requests may wait, per worker)"),
+    ('max_conns = 2; queue = { max = 0; };', 1, "3: backends.legacy.queue.max: must be between "
+     "1 and 100000"),
+    ('max_conns = 2; queue = { max = 5; timeout_ms = 0; };', 1,
+     "3: backends.legacy.queue.timeout_ms: must be between 1 and 3600000"),
+    ('max_conns = 2; queue = { max = 5; size = 3; };', 1,
+     "3: backends.legacy.queue.size: unknown setting"),
+    ('max_conns = 2; queue = 5;', 1, "3: backends.legacy.queue: must be a group"),
+])
+def test_check_of_a_backends_queue(tmp_path, queue, rc, said):
+    conf, r = check_legacy(tmp_path, 'url = "http://127.0.0.1:9001"; ' + queue)
+    assert r.returncode == rc, r.stderr
+    if said:
+        assert "%s:%s" % (conf, said) in r.stderr, r.stderr
+    if rc == 0 and not said:
+        out = run_strangler("explain", "-c", str(conf), "GET", "/x")
+        assert "backend:  legacy (http://127.0.0.1:9001) max_conns=2 queue=50/2000ms" in \
+            out.stdout.splitlines(), out.stdout
+
+
+def test_a_queue_holds_requests_until_a_connection_is_given_back(backend_factory,
+                                                                start_proxy):
+    """backends.NAME.queue: with the only server at max_conns, requests wait
+    in turn (FIFO) for its connection instead of a 503; a POST's body waits
+    with it and arrives whole; the access log gives each its queue_ms. Past
+    queue.max a request gets its 503 at once."""
+    ha, ra = holding("a")
+    a = backend_factory("a", ha)
+    p = start_proxy({"legacy": {"url": a.url, "max_conns": 1,
+                                "queue": {"max": 2, "timeout_ms": 5000}}}, admin={})
+    assert p.admin("GET", "/api/backends/legacy")[1]["queue"] == {"max": 2, "timeout_ms": 5000}
+    held = hold(p, "/hold/0")
+    a.wait_requests(1)
+    waiting = [hold(p, "/q/1")]
+    time.sleep(0.1)  # the order they came in
+    w2 = p.client(timeout=15)
+    w2.send(harness.build_request("POST", "/q/2", body=b"x" * 200000))
+    waiting.append(w2)
+    time.sleep(0.2)
+    assert len(a.requests) == 1  # both wait
+    with p.client() as c:  # the queue is full: at once
+        r = c.request("GET", "/full")
+        assert r.status == 503 and b"every server at max_conns" in r.body, r
+    ra.set()
+    assert held.read_response().status == 200
+    got = [w.read_response() for w in waiting]
+    assert [(r.status, r.header("X-Backend")) for r in got] == [(200, "a")] * 2
+    for c in [held] + waiting:
+        c.close()
+    assert [r.path for r in a.requests] == ["/hold/0", "/q/1", "/q/2"]
+    assert a.requests[2].body == b"x" * 200000
+    log = {e["path"]: e for e in p.wait_access(4)}
+    assert "queue_ms" not in log["/hold/0"] and "queue_ms" not in log["/full"]
+    assert log["/q/1"]["queue_ms"] >= 150 and log["/q/2"]["queue_ms"] >= 150, log
+    assert log["/full"]["error"] == "every server at max_conns"
+
+
+def test_a_request_that_waits_past_queue_timeout_gets_503(backend_factory, start_proxy):
+    ha, ra = holding("a")
+    a = backend_factory("a", ha)
+    p = start_proxy({"legacy": {"url": a.url, "max_conns": 1,
+                                "queue": {"max": 10, "timeout_ms": 300}}})
+    held = hold(p, "/hold")
+    a.wait_requests(1)
+    try:
+        with p.client() as c:
+            t0 = time.monotonic()
+            r = c.request("GET", "/late")
+            took = time.monotonic() - t0
+            assert (r.status, r.body) == (503, b"queue timeout\n"), r
+            assert 0.25 <= took < 2, took
+            assert r.header("Connection") is None  # the connection goes on
+    finally:
+        ra.set()
+    assert held.read_response().status == 200
+    held.close()
+    e = p.wait_access(2)[0]
+    assert (e["path"], e["status"], e["error"], e["server"]) == ("/late", 503, "queue timeout",
+                                                                None), e
+    assert 250 <= e["queue_ms"] < 2000, e
+    assert [r.path for r in a.requests] == ["/hold"]
+    assert who(p, "/after") == (200, "a")
+
+
+def test_a_waiting_client_that_leaves_frees_its_place(backend_factory, start_proxy):
+    """A client that resets its connection while its request waits leaves
+    the queue: the place goes to the next, and nothing is sent for the one
+    that left. (A client that only closes its side, a FIN, is answered as
+    any half-closed client is, once its turn comes.)"""
+    import struct
+    ha, ra = holding("a")
+    a = backend_factory("a", ha)
+    p = start_proxy({"legacy": {"url": a.url, "max_conns": 1,
+                                "queue": {"max": 1, "timeout_ms": 5000}}})
+    held = hold(p, "/hold")
+    a.wait_requests(1)
+    gone = hold(p, "/gone")
+    time.sleep(0.2)
+    gone.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    gone.close()
+    time.sleep(0.2)
+    nxt = hold(p, "/next")  # the queue's one place is free again
+    time.sleep(0.2)
+    ra.set()
+    assert held.read_response().status == 200
+    assert nxt.read_response().status == 200
+    held.close()
+    nxt.close()
+    assert [r.path for r in a.requests] == ["/hold", "/next"]
+
+
+def test_waiting_requests_survive_a_reload(backend_factory, start_proxy):
+    """A reload while requests wait: the same server (its pool kept), or a
+    new list (the old pool retired: they move to the new one's queue), and
+    they are served."""
+    ha, ra = holding("a")
+    a = backend_factory("a", ha)
+    b = backend_factory("b", answering(200, "b"))
+    p = start_proxy({"legacy": {"url": a.url, "max_conns": 1,
+                                "queue": {"max": 5, "timeout_ms": 8000}}}, admin={})
+    held = hold(p, "/hold")
+    a.wait_requests(1)
+    w1 = hold(p, "/w1")
+    time.sleep(0.2)
+    harness.reload_and_wait(p, 1)  # the same file: the pool stays
+    time.sleep(0.2)
+    assert len(a.requests) == 1
+    rewrite(p, {"legacy": {"servers": [a.url, b.url], "max_conns": 1,
+                           "queue": {"max": 5, "timeout_ms": 8000}}},
+            admin={"address": "%s:%d" % (HOST, p.admin_port)})
+    harness.reload_and_wait(p, 2)
+    r = w1.read_response()  # b has room in the new list
+    assert r.status == 200, r
+    ra.set()
+    assert held.read_response().status == 200
+    held.close()
+    w1.close()
+
+
 def test_a_503_at_max_conns_keeps_the_connection(backend_factory, start_proxy):
     """Pipelined GETs while the only server is full: each gets its 503 on the
     same connection (a reconnect is the last thing a saturated service

@@ -286,11 +286,12 @@ static void test_index_keeps_file_order(void **state)
 		"  { name = \"alt\"; match = { path_regex = \"/x|/q/z\"; }; backend = \"other\"; },\n"
 		"  { name = \"beta\"; match = { headers = { X-Beta = \"1\"; }; }; backend = \"other\"; },\n"
 		"  { name = \"q-re\"; match = { path_regex = \"/q/[a-y]\"; }; backend = \"other\"; },\n"
+		"  { name = \"lit\"; match = { path_regex = \"/lit\"; }; backend = \"other\"; },\n"
 		"  { name = \"catch\"; match = { path_prefix = \"/\"; }; backend = \"other\"; }\n"
 		");\n";
 	static const char *const paths[] = {"/", "/a", "/a/", "/a/b", "/a/1", "/ab", "/ab12",
 					    "/abc", "/x", "/q/z", "/q/y", "/b", "/a/b/c", "/A",
-					    "*"};
+					    "/lit", "/lit/x", "/litx", "*"};
 	static const char *const methods[] = {"GET", "POST"};
 	int warnings;
 	struct sp_config *c = unit_load_ok(text, &warnings);
@@ -314,6 +315,8 @@ static void test_index_keeps_file_order(void **state)
 	assert_string_equal(route_of(c, "GET", "/q/z", NULL, NULL, 0), "alt");
 	assert_string_equal(route_of(c, "GET", "/q/y", NULL, NULL, 0), "q-re");
 	assert_string_equal(route_of(c, "GET", "/a/b", NULL, &h[1], 1), "a-exact");
+	assert_string_equal(route_of(c, "GET", "/lit", NULL, NULL, 0), "lit");
+	assert_string_equal(route_of(c, "GET", "/litx", NULL, NULL, 0), "catch");
 	sp_config_unref(&c);
 }
 
