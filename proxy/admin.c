@@ -157,7 +157,7 @@ struct metric_side {
 	const char *route; /* as labelled */
 	char backend[SP_NAME_MAX]; /* a copy: the counters may go with their route */
 	uint64_t classes[5], errors_by[SP_UPSTREAM_REASONS], le[SP_DURATION_BOUNDS];
-	uint64_t count, sum_us, upstream_errors, fell_back;
+	uint64_t count, sum_us, upstream_errors, fell_back, queued[SP_QUEUE_ENDS];
 	uint64_t lat[SP_LAT_BUCKETS]; /* for the API's p50/p99 */
 };
 
@@ -209,6 +209,8 @@ static void collect_route(struct metric_sides *all, struct sp_runtime *rt, const
 			m->sum_us += sp_read(&s->latency_us_sum);
 			m->upstream_errors += sp_read(&s->upstream_errors);
 			m->fell_back += sp_read(&s->fell_back);
+			for (int q = 0; q < SP_QUEUE_ENDS; q++)
+				m->queued[q] += sp_read(&s->queued[q]);
 			sp_hist_sum(&s->latency, m->lat);
 		}
 		sp_worker_stats_read_unlock(rt->workers[w]);
@@ -319,6 +321,17 @@ static void metrics_routes(struct sp_buf *b, struct sp_runtime *rt)
 			side_labels(b, "strangler_fallbacks_total", &all.v[i]);
 			sp_buf_printf(b, "} %llu\n", (unsigned long long)all.v[i].fell_back);
 		}
+	sp_buf_adds(b, "# HELP strangler_queued_total Requests that waited in the backend's queue "
+		       "(every server at max_conns), by how the wait ended: served, timeout (a 503), "
+		       "gave_up (the client left first, or a reload left no queue for it).\n"
+		       "# TYPE strangler_queued_total counter\n");
+	for (size_t i = 0; i < all.n; i++)
+		for (int q = 0; q < SP_QUEUE_ENDS; q++)
+			if (all.v[i].queued[0] + all.v[i].queued[1] + all.v[i].queued[2]) {
+				side_labels(b, "strangler_queued_total", &all.v[i]);
+				sp_buf_printf(b, ",result=\"%s\"} %llu\n", sp_queue_ends[q],
+					      (unsigned long long)all.v[i].queued[q]);
+			}
 	sp_buf_adds(b, "# HELP strangler_request_duration_seconds Whole exchange duration.\n"
 		       "# TYPE strangler_request_duration_seconds histogram\n");
 	for (size_t i = 0; i < all.n; i++) {

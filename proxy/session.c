@@ -140,8 +140,8 @@ struct sp_session {
 	 * waits in it (waiter.pool set) for a connection to be given back */
 	struct sp_waiter waiter;
 	struct timespec t_queued;
-	int queued; /* it waited (the access log's queue_ms) */
-	double queue_ms;
+	enum sp_queue_end queued; /* it waited, and how that ended (the access log's queue_ms) */
+	double queue_ms;          /* set when it left the queue */
 	/* the route answers itself (return): once the request is read, its body
 	 * dropped; at once (answer_now) when the client waits to send one */
 	int own_answer, answer_now;
@@ -294,8 +294,8 @@ static void log_exchange(struct sp_session *s)
 		.fallback_from = s->fallback_from >= 0 ? cfg->backends[s->fallback_from].name : NULL,
 		.tries = s->tries,
 		.ntries = s->ntries,
-		.queued = s->queued,
-		.queue_ms = s->queue_ms,
+		.queued = s->queued != SP_QUEUE_NONE,
+		.queue_ms = s->waiter.pool ? sp_ms_since(&s->t_queued) : s->queue_ms,
 		.log_query = cfg->log_query,
 		.query = s->has_query ? (s->query.data ? s->query.data : "") : NULL,
 		.query_len = s->query.len,
@@ -310,6 +310,9 @@ static void log_exchange(struct sp_session *s)
 			s->up_failed ? s->error : NULL, e.total_ms, wait_ms);
 	if (e.fallback_from)
 		sp_worker_count_fallback(s->w, cfg, s->dec.route, e.fallback_from);
+	if (s->queued) /* the backend it waited for: the one it may have left since */
+		sp_worker_count_queued(s->w, cfg, s->dec.route,
+				       e.fallback_from ? e.fallback_from : e.backend, s->queued);
 }
 
 static void reset_exchange(struct sp_session *s)
@@ -337,7 +340,7 @@ static void reset_exchange(struct sp_session *s)
 	s->fallback_from = -1;
 	s->server = -1;
 	sp_pool_unwait(&s->waiter);
-	s->queued = 0;
+	s->queued = SP_QUEUE_NONE;
 	s->tried = 0;
 	s->retry_status = s->answered_once = s->denial_counted = 0;
 	s->ntries = 0;
@@ -1002,7 +1005,7 @@ static int expects_continue(const struct sp_h1_msg *m)
 static void leave_queue(struct sp_session *s, const char *err)
 {
 	sp_pool_unwait(&s->waiter);
-	s->queued = 1;
+	s->queued = err == ERR_QUEUE_TIMEOUT ? SP_QUEUE_TIMEOUT : SP_QUEUE_GAVE_UP;
 	s->queue_ms = sp_ms_since(&s->t_queued);
 	s->timer_mode = T_NONE;
 	s->error = err;
@@ -1025,7 +1028,7 @@ static int on_slot(struct sp_waiter *wt)
 	enter(s);
 	sp_pool_unwait(wt);
 	if (k >= 0) {
-		s->queued = 1;
+		s->queued = SP_QUEUE_SERVED;
 		s->queue_ms = sp_ms_since(&s->t_queued);
 		s->server = k;
 		set_timer(s, T_NONE);
@@ -1045,7 +1048,10 @@ static int enqueue(struct sp_session *s)
 	clock_gettime(CLOCK_MONOTONIC, &s->t_queued);
 	s->waiter.wake = on_slot;
 	s->waiter.since = (int64_t)s->t_queued.tv_sec * 1000000000 + s->t_queued.tv_nsec;
-	return sp_worker_wait(s->w, s->cfg, s->backend, &s->waiter) == 0;
+	if (sp_worker_wait(s->w, s->cfg, s->backend, &s->waiter) < 0)
+		return 0;
+	s->queued = SP_QUEUE_GAVE_UP; /* until it is served or times out (the client may leave) */
+	return 1;
 }
 
 /* Every server of the request's backend is at max_conns: a 503 at once.

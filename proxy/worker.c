@@ -402,6 +402,16 @@ static struct sp_route_stats *stats_of(struct sp_worker *w, const struct sp_conf
 	return sp_worker_find_stats(w, route->name); /* started before a reload */
 }
 
+const char *const sp_queue_ends[SP_QUEUE_ENDS] = {"served", "timeout", "gave_up"};
+
+void sp_worker_count_queued(struct sp_worker *w, const struct sp_config *cfg,
+			    const struct sp_route *route, const char *backend, enum sp_queue_end end)
+{
+	struct sp_route_stats *n = stats_of(w, cfg, route);
+	if (n && end != SP_QUEUE_NONE)
+		sp_count(&side_of(n, backend)->queued[end - 1]);
+}
+
 void sp_worker_count_fallback(struct sp_worker *w, const struct sp_config *cfg,
 			      const struct sp_route *route, const char *from)
 {

@@ -27,6 +27,11 @@ struct sp_shadow;
 extern const char *const sp_upstream_reasons[SP_UPSTREAM_REASONS];
 
 /* Requests of one route served by one backend. */
+/* How a request's wait in its backend's queue ended (backends.NAME.queue). */
+enum sp_queue_end { SP_QUEUE_NONE, SP_QUEUE_SERVED, SP_QUEUE_TIMEOUT, SP_QUEUE_GAVE_UP };
+#define SP_QUEUE_ENDS 3
+extern const char *const sp_queue_ends[SP_QUEUE_ENDS]; /* "served", "timeout", "gave_up" */
+
 struct sp_side_stats {
 	char backend[SP_NAME_MAX]; /* set before the slot is published */
 	_Atomic uint64_t requests;
@@ -40,6 +45,8 @@ struct sp_side_stats {
 	/* requests routed to this side that the route's other side served: it
 	 * was down, each of its servers at max_conns, or it refused them */
 	_Atomic uint64_t fell_back;
+	/* requests that waited in the backend's queue, by sp_queue_end - 1 */
+	_Atomic uint64_t queued[SP_QUEUE_ENDS];
 };
 
 /* Counters of one route (by name; "" is the default backend's traffic),
@@ -188,6 +195,9 @@ void sp_worker_count(struct sp_worker *w, const struct sp_config *cfg,
  * by the other side (worker thread). */
 void sp_worker_count_fallback(struct sp_worker *w, const struct sp_config *cfg,
 			      const struct sp_route *route, const char *from);
+/* A request of route that waited in backend's queue, and how that ended. */
+void sp_worker_count_queued(struct sp_worker *w, const struct sp_config *cfg,
+			    const struct sp_route *route, const char *backend, enum sp_queue_end end);
 void sp_worker_free(struct sp_worker **w);
 
 /* session.c */

@@ -1386,13 +1386,16 @@ def test_a_queue_holds_requests_until_a_connection_is_given_back(backend_factory
     assert "queue_ms" not in log["/hold/0"] and "queue_ms" not in log["/full"]
     assert log["/q/1"]["queue_ms"] >= 150 and log["/q/2"]["queue_ms"] >= 150, log
     assert log["/full"]["error"] == "every server at max_conns"
+    m = metrics(p)[1]
+    assert m['strangler_queued_total{route="(default)",backend="legacy",result="served"}'] == "2"
+    assert m['strangler_queued_total{route="(default)",backend="legacy",result="timeout"}'] == "0"
 
 
 def test_a_request_that_waits_past_queue_timeout_gets_503(backend_factory, start_proxy):
     ha, ra = holding("a")
     a = backend_factory("a", ha)
     p = start_proxy({"legacy": {"url": a.url, "max_conns": 1,
-                                "queue": {"max": 10, "timeout_ms": 300}}})
+                                "queue": {"max": 10, "timeout_ms": 300}}}, admin={})
     held = hold(p, "/hold")
     a.wait_requests(1)
     try:
@@ -1413,6 +1416,8 @@ def test_a_request_that_waits_past_queue_timeout_gets_503(backend_factory, start
     assert 250 <= e["queue_ms"] < 2000, e
     assert [r.path for r in a.requests] == ["/hold"]
     assert who(p, "/after") == (200, "a")
+    assert metrics(p)[1]['strangler_queued_total{route="(default)",backend="legacy",'
+                         'result="timeout"}'] == "1"
 
 
 def test_a_waiting_client_that_leaves_frees_its_place(backend_factory, start_proxy):
@@ -1424,7 +1429,7 @@ def test_a_waiting_client_that_leaves_frees_its_place(backend_factory, start_pro
     ha, ra = holding("a")
     a = backend_factory("a", ha)
     p = start_proxy({"legacy": {"url": a.url, "max_conns": 1,
-                                "queue": {"max": 1, "timeout_ms": 5000}}})
+                                "queue": {"max": 1, "timeout_ms": 5000}}}, admin={})
     held = hold(p, "/hold")
     a.wait_requests(1)
     gone = hold(p, "/gone")
@@ -1440,6 +1445,11 @@ def test_a_waiting_client_that_leaves_frees_its_place(backend_factory, start_pro
     held.close()
     nxt.close()
     assert [r.path for r in a.requests] == ["/hold", "/next"]
+    m = metrics(p)[1]
+    assert [m['strangler_queued_total{route="(default)",backend="legacy",result="%s"}' % r]
+            for r in ("served", "timeout", "gave_up")] == ["1", "0", "1"]
+    gone_log = [e for e in p.wait_access(3) if e["path"] == "/gone"][0]
+    assert gone_log["error"] == "client closed connection" and gone_log["queue_ms"] > 100
 
 
 def test_waiting_requests_survive_a_reload(backend_factory, start_proxy):
