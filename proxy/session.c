@@ -139,6 +139,7 @@ struct sp_session {
 	/* every server at max_conns, and the backend has a queue: the request
 	 * waits in it (waiter.pool set) for a connection to be given back */
 	struct sp_waiter waiter;
+	struct sp_pool *via; /* the pool it waited in, until it connects through it */
 	struct timespec t_queued;
 	enum sp_queue_end queued; /* it waited, and how that ended (the access log's queue_ms) */
 	double queue_ms;          /* set when it left the queue */
@@ -340,6 +341,7 @@ static void reset_exchange(struct sp_session *s)
 	s->fallback_from = -1;
 	s->server = -1;
 	sp_pool_unwait(&s->waiter);
+	sp_pool_release(&s->via);
 	s->queued = SP_QUEUE_NONE;
 	s->tried = 0;
 	s->retry_status = s->answered_once = s->denial_counted = 0;
@@ -919,7 +921,12 @@ static void upstream_timeouts(struct sp_session *s)
 static void attach_upstream(struct sp_session *s, enum sp_take take)
 {
 	const char *why = ERR_CONNECT_FAILED;
-	s->up = sp_worker_connect(s->w, s->cfg, s->backend, s->server, take, &why);
+	if (s->via) { /* out of a queue: through the pool whose max_conns it waited for */
+		s->up = sp_pool_get_as(s->via, &s->cfg->backends[s->backend], s->server, take, &why);
+		sp_pool_release(&s->via);
+	} else {
+		s->up = sp_worker_connect(s->w, s->cfg, s->backend, s->server, take, &why);
+	}
 	if (!s->up) {
 		upstream_failed(s, why, 502);
 		return;
@@ -1000,8 +1007,8 @@ static int expects_continue(const struct sp_h1_msg *m)
  * saturated service's proxy does not take uploads in for nothing). */
 #define DRAIN_MAX 65536
 
-/* A request leaves the queue unserved (its queue.timeout_ms passed, or no
- * queue is left for it after a reload): a 503, as at max_conns. */
+/* A request leaves the queue unserved (its queue.timeout_ms passed, or
+ * every server of its backend is drained): a 503, as at max_conns. */
 static void leave_queue(struct sp_session *s, const char *err)
 {
 	sp_pool_unwait(&s->waiter);
@@ -1012,29 +1019,45 @@ static void leave_queue(struct sp_session *s, const char *err)
 	answer(s, 503, err, s->req_done && s->req_keep);
 }
 
-/* The queue's wake (sp_waiter): a connection of the backend was given
- * back. The request takes a server with room, as the balance picks it, and
- * goes; none (another took the slot first): it stays first. From a pool a
- * reload retired, it moves, first, to the queue of the pool that followed. */
+/* Whether every server of be is drained: nothing to wait for. */
+static int all_drained(const struct sp_backend *be)
+{
+	for (size_t i = 0; i < be->nservers; i++)
+		if (!sp_health_drained(&be->servers[i]))
+			return 0;
+	return 1;
+}
+
+/* The queue's wake (sp_waiter): a connection of the backend was given back
+ * (or room may have come otherwise: a tick, a reload). The request takes a
+ * server with room, as the balance picks it on its pool's turn and by the
+ * backend's max_conns as it is now, and connects through that pool; none
+ * (another took the slot first): it stays first; every server drained: its
+ * 503 at once. In a pool a reload retired, it waits for that pool's
+ * connections, by its own generation's settings (as requests in flight
+ * finish on theirs). */
 static int on_slot(struct sp_waiter *wt)
 {
 	struct sp_session *s = (struct sp_session *)(void *)((char *)wt -
 							     offsetof(struct sp_session, waiter));
-	int k = sp_worker_pick(s->w, s->cfg, s->backend, 0, NULL);
-	if (k < 0)
-		k = sp_worker_next(s->w, s->cfg, s->backend);
-	if (k < 0 && !wt->pool->retired)
+	struct sp_pool *p = wt->pool;
+	const struct sp_backend *be = &s->cfg->backends[s->backend];
+	int k = sp_pool_pick(p, p->retired ? be : p->be); /* the same servers, in order */
+	if (k < 0 && !all_drained(be))
 		return 0;
 	enter(s);
-	sp_pool_unwait(wt);
-	if (k >= 0) {
+	if (k < 0) {
+		leave_queue(s, ERR_NO_SERVER);
+	} else {
+		sp_pool_hold(p);
+		s->via = p;
+		sp_pool_unwait(wt);
 		s->queued = SP_QUEUE_SERVED;
 		s->queue_ms = sp_ms_since(&s->t_queued);
 		s->server = k;
 		set_timer(s, T_NONE);
 		flush_pending(s);
-	} else if (sp_worker_wait(s->w, s->cfg, s->backend, wt) < 0) {
-		leave_queue(s, ERR_MAX_CONNS);
+		sp_pool_release(&s->via); /* not used: the exchange ended meanwhile */
 	}
 	leave(s);
 	return 1;
@@ -1299,7 +1322,9 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	}
 	if (s->server < 0)
 		s->server = sp_worker_next(s->w, s->cfg, s->backend); /* none up: in turn */
-	if (s->server < 0 && !enqueue(s)) /* each at max_conns: no room anywhere */
+	if (s->server >= 0 && sp_worker_queue_ahead(s->w, s->cfg, s->backend) && enqueue(s))
+		s->server = -1; /* requests wait for the backend already: behind them */
+	else if (s->server < 0 && !enqueue(s)) /* each at max_conns: no room anywhere */
 		return no_room(s, m);
 	size_t plen;
 	const char *upath = path_to(s, s->backend, &s->tmp, &plen);
@@ -2175,7 +2200,11 @@ static void pump(struct sp_session *s)
 				parse_upstream(s);
 			moved = 1;
 		}
-		if (s->client_paused && (!s->up || evbuffer_get_length(s->up->conn->out) <= LOW_WATER) &&
+		/* (a request waiting in a queue holds its body in pending, not
+		 * in a connection's output) */
+		if (s->client_paused &&
+		    (s->up ? evbuffer_get_length(s->up->conn->out) <= LOW_WATER
+			   : !s->waiter.pool || evbuffer_get_length(s->pending) <= LOW_WATER) &&
 		    (s->req_active || evbuffer_get_length(s->client->out) <= LOW_WATER)) {
 			s->client_paused = 0;
 			sp_conn_read(s->client, 1);
@@ -2512,6 +2541,7 @@ static void session_free(struct sp_session *s)
 {
 	struct sp_worker *w = s->w;
 	sp_pool_unwait(&s->waiter);
+	sp_pool_release(&s->via);
 	sp_shadow_abandon(&s->shadow); /* counted: primary_incomplete */
 	sp_upconn_free(&s->up);
 	sp_config_unref(&s->cfg);

@@ -32,6 +32,8 @@ static void pool_unref(struct sp_pool *p)
 	if (--p->refs == 0) {
 		if (p->wake)
 			event_free(p->wake);
+		if (p->tick)
+			event_free(p->tick);
 		free(p->idle);
 		free(p);
 	}
@@ -47,21 +49,54 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 	p->refs++; /* its last waiter may leave */
 	while ((w = TAILQ_FIRST(&p->waiters)) != NULL && w->wake(w))
 		;
+	if (p->nwaiters && !evtimer_pending(p->tick, NULL)) {
+		struct timeval tv = {0, SP_QUEUE_TICK_MS * 1000};
+		evtimer_add(p->tick, &tv);
+	}
 	pool_unref(p);
 }
 
-/* A connection slot came free (or the pool retired): the waiters' turn,
- * from the loop, out of whatever gave the slot back. */
-static void slot_freed(struct sp_pool *p)
+void sp_pool_kick(struct sp_pool *p)
 {
 	if (p->nwaiters)
 		event_active(p->wake, 0, 1);
+}
+
+void sp_pool_hold(struct sp_pool *p)
+{
+	p->refs++;
+}
+
+void sp_pool_release(struct sp_pool **pp)
+{
+	if (*pp)
+		pool_unref(*pp);
+	*pp = NULL;
+}
+
+int sp_pool_pick(struct sp_pool *p, const struct sp_backend *be)
+{
+	int k = sp_health_pick(be, &p->turn, 0, NULL);
+	return k >= 0 ? k : sp_health_pick_down(be, &p->turn);
+}
+
+/* A connection slot came free: the waiters' turn, from the loop, out of
+ * whatever gave the slot back. */
+static void slot_freed(struct sp_pool *p)
+{
+	sp_pool_kick(p);
 }
 
 int sp_pool_wait(struct sp_pool *p, struct sp_waiter *w)
 {
 	if (!p->wake && !(p->wake = event_new(p->base, -1, 0, on_wake, p)))
 		return -1;
+	if (!p->tick && !(p->tick = evtimer_new(p->base, on_wake, p)))
+		return -1;
+	if (!evtimer_pending(p->tick, NULL)) {
+		struct timeval tv = {0, SP_QUEUE_TICK_MS * 1000};
+		evtimer_add(p->tick, &tv);
+	}
 	struct sp_waiter *after = TAILQ_LAST(&p->waiters, sp_waiter_q);
 	while (after && after->since > w->since)
 		after = TAILQ_PREV(after, sp_waiter_q, link);
@@ -72,8 +107,6 @@ int sp_pool_wait(struct sp_pool *p, struct sp_waiter *w)
 	p->nwaiters++;
 	p->refs++;
 	w->pool = p;
-	if (p->retired)
-		slot_freed(p); /* its waiters go elsewhere */
 	return 0;
 }
 
@@ -102,7 +135,8 @@ void sp_pool_retire(struct sp_pool **pp)
 			p->nidle--;
 			sp_upconn_free(&c);
 		}
-	slot_freed(p); /* its waiters move to the pool that follows it */
+	/* its waiters stay: the connections it has in use still bound them,
+	 * as those of the generation they came in (sp_pool_get_as) */
 	pool_unref(p);
 }
 
@@ -178,9 +212,10 @@ static const char *connect_error(int e, int is_unix)
 	return "connect failed";
 }
 
-static struct sp_upconn *connect_new(struct sp_pool *p, int server, const char **why)
+static struct sp_upconn *connect_new(struct sp_pool *p, const struct sp_backend *be, int server,
+				     const char **why)
 {
-	const struct sp_server *sv = &p->be->servers[server];
+	const struct sp_server *sv = &be->servers[server];
 	struct sp_upconn *c = calloc(1, sizeof(*c));
 	if (!c) {
 		*why = "out of memory";
@@ -195,8 +230,7 @@ static struct sp_upconn *connect_new(struct sp_pool *p, int server, const char *
 		free(c);
 		return NULL;
 	}
-	if (p->be->tls_ctx &&
-	    sp_conn_tls_connect(c->conn, p->be->tls_ctx, sv->host, sv->host_is_ip) < 0) {
+	if (be->tls_ctx && sp_conn_tls_connect(c->conn, be->tls_ctx, sv->host, sv->host_is_ip) < 0) {
 		*why = "connect failed";
 		sp_conn_free(&c->conn);
 		free(c);
@@ -221,6 +255,12 @@ static struct sp_upconn *taken(struct sp_pool *p, struct sp_upconn *c)
 
 struct sp_upconn *sp_pool_get(struct sp_pool *p, int server, enum sp_take take, const char **why)
 {
+	return sp_pool_get_as(p, p->be, server, take, why);
+}
+
+struct sp_upconn *sp_pool_get_as(struct sp_pool *p, const struct sp_backend *be, int server,
+				 enum sp_take take, const char **why)
+{
 	struct sp_upconn *c;
 	while (take != SP_TAKE_NEW && (c = TAILQ_FIRST(&p->idle[server]))) {
 		TAILQ_REMOVE(&p->idle[server], c, link);
@@ -229,5 +269,5 @@ struct sp_upconn *sp_pool_get(struct sp_pool *p, int server, enum sp_take take, 
 			return taken(p, c);
 		sp_upconn_free(&c);
 	}
-	return taken(p, connect_new(p, server, why));
+	return taken(p, connect_new(p, be, server, why));
 }

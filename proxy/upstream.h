@@ -57,7 +57,11 @@ struct sp_pool {
 	struct sp_waiter_q waiters; /* FIFO (backends.NAME.queue) */
 	unsigned nwaiters;
 	struct event *wake; /* runs the waiters from the loop (NULL: none yet) */
+	/* and every SP_QUEUE_TICK_MS while there are waiters: room that comes
+	 * without a connection given back (a drain ended, a server up again) */
+	struct event *tick;
 };
+#define SP_QUEUE_TICK_MS 100
 
 struct sp_pool *sp_pool_new(struct event_base *base, const struct sp_backend *be);
 /* Drops the table's reference: closes the idle connections; the pool goes
@@ -81,6 +85,10 @@ enum sp_take {
  * nothing about the backend). The caller owns the result and must set its
  * callbacks. */
 struct sp_upconn *sp_pool_get(struct sp_pool *p, int server, enum sp_take take, const char **why);
+/* The same, for be: p's backend of another generation with the same
+ * servers (a retired pool's be may be gone). */
+struct sp_upconn *sp_pool_get_as(struct sp_pool *p, const struct sp_backend *be, int server,
+				 enum sp_take take, const char **why);
 extern const char SP_ERR_LOCAL[];
 /* Returns a healthy connection to the idle queue (or closes it when the pool
  * is full). Takes ownership; *c is NULLed. */
@@ -94,5 +102,14 @@ void sp_upconn_free(struct sp_upconn **c);
 int sp_pool_wait(struct sp_pool *p, struct sp_waiter *w);
 /* Takes w out of its queue (nothing when in none). */
 void sp_pool_unwait(struct sp_waiter *w);
+/* The server of be (p's backend, as now) that a waiter may take, as the
+ * balance picks it on p's turn, or -1: none has room. */
+int sp_pool_pick(struct sp_pool *p, const struct sp_backend *be);
+/* The waiters look for room again, from the loop (a reload gave the pool
+ * a new max_conns). */
+void sp_pool_kick(struct sp_pool *p);
+/* A reference for a waiter that leaves its queue to connect through p. */
+void sp_pool_hold(struct sp_pool *p);
+void sp_pool_release(struct sp_pool **p);
 
 #endif

@@ -233,6 +233,7 @@ static int reconcile_pools(struct sp_worker *w, const struct sp_config *old,
 		next[i] = w->pools[from[i]];
 		w->pools[from[i]] = NULL;
 		next[i]->be = &cfg->backends[i];
+		sp_pool_kick(next[i]); /* its waiters, by its max_conns as now */
 	}
 	for (size_t j = 0; old && j < old->nbackends; j++)
 		sp_pool_retire(&w->pools[j]);
@@ -570,12 +571,20 @@ int sp_worker_wait(struct sp_worker *w, const struct sp_config *cfg, int backend
 {
 	const struct sp_backend *be = &cfg->backends[backend];
 	struct sp_pool *p = pool_of(w, cfg, backend);
-	int busy = 0; /* a server at max_conns, not only drained ones */
+	/* a server at max_conns, not only drained ones; or requests waiting
+	 * already, which a newcomer does not pass */
+	int busy = p && p->nwaiters > 0;
 	for (size_t i = 0; p && i < be->nservers && !busy; i++)
 		busy = !sp_health_drained(&be->servers[i]) && !sp_health_has_room(be, &p->turn, (int)i);
 	if (!busy || p->nwaiters >= (unsigned)be->queue_max)
 		return -1;
 	return sp_pool_wait(p, wt);
+}
+
+int sp_worker_queue_ahead(struct sp_worker *w, const struct sp_config *cfg, int backend)
+{
+	struct sp_pool *p = cfg->backends[backend].queue_max ? pool_of(w, cfg, backend) : NULL;
+	return p && p->nwaiters > 0;
 }
 
 struct sp_upconn *sp_worker_connect(struct sp_worker *w, const struct sp_config *cfg, int backend,

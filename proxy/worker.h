@@ -158,6 +158,8 @@ int sp_worker_any_full(struct sp_worker *w, const struct sp_config *cfg, int bac
  * queue is full, or the backend left the worker's pools. */
 int sp_worker_wait(struct sp_worker *w, const struct sp_config *cfg, int backend,
 		   struct sp_waiter *wt);
+/* Requests wait in the queue of cfg's backend: a newcomer goes behind them. */
+int sp_worker_queue_ahead(struct sp_worker *w, const struct sp_config *cfg, int backend);
 /* A connection to server `server` of backend index `backend` of generation
  * cfg, which may be older than the worker's: from the worker's pool for that
  * backend or, when a reload removed it or changed its servers or TLS

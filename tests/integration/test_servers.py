@@ -1452,32 +1452,143 @@ def test_a_waiting_client_that_leaves_frees_its_place(backend_factory, start_pro
     assert gone_log["error"] == "client closed connection" and gone_log["queue_ms"] > 100
 
 
-def test_waiting_requests_survive_a_reload(backend_factory, start_proxy):
-    """A reload while requests wait: the same server (its pool kept), or a
-    new list (the old pool retired: they move to the new one's queue), and
-    they are served."""
-    ha, ra = holding("a")
-    a = backend_factory("a", ha)
-    b = backend_factory("b", answering(200, "b"))
-    p = start_proxy({"legacy": {"url": a.url, "max_conns": 1,
-                                "queue": {"max": 5, "timeout_ms": 8000}}}, admin={})
-    held = hold(p, "/hold")
+class Counting:
+    """A handler that holds /hold... until release, and records the most
+    requests it had in flight at once."""
+
+    def __init__(self, name):
+        self.name = name
+        self.lock = threading.Lock()
+        self.now = self.peak = 0
+        self.release = threading.Event()
+
+    def handler(self, req, conn):
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        try:
+            if req.path.startswith("/hold"):
+                self.release.wait(10)
+            return answering(200, self.name)(req, conn)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+@pytest.mark.parametrize("after", ["more servers", "backend removed"])
+def test_waiting_requests_keep_max_conns_across_a_reload(backend_factory, start_proxy, after):
+    """A reload that changes the backend's servers, or removes it, while
+    requests wait: they wait for the connections of the list they came in
+    with, as requests in flight finish on it, so that server never has more
+    than max_conns at once; all are served. (Review reproducers R1, R9.)"""
+    ca = Counting("a")
+    a, b = backend_factory("a", ca.handler), backend_factory("b", answering(200, "b"))
+    q = {"max": 5, "timeout_ms": 8000}
+    p = start_proxy({"legacy": {"url": a.url, "max_conns": 1, "queue": q}}, admin={})
+    held = hold(p, "/hold/0")
     a.wait_requests(1)
-    w1 = hold(p, "/w1")
+    waiting = [hold(p, "/hold/w%d" % i) for i in range(3)]
+    time.sleep(0.3)
+    backends = {"legacy": {"servers": [a.url, b.url], "max_conns": 1, "queue": q}} \
+        if after == "more servers" else {"other": {"url": b.url}}
+    rewrite(p, backends, admin={"address": "%s:%d" % (HOST, p.admin_port)})
+    harness.reload_and_wait(p, 1)
+    time.sleep(0.5)
+    assert ca.peak == 1 and len(a.requests) == 1, [r.path for r in a.requests]
+    ca.release.set()
+    got = [c.read_response() for c in [held] + waiting]
+    for c in [held] + waiting:
+        c.close()
+    assert [(r.status, r.header("X-Backend")) for r in got] == [(200, "a")] * 4
+    assert ca.peak == 1
+
+
+def test_a_reload_raising_max_conns_serves_the_waiting_first(backend_factory, start_proxy):
+    """max_conns 1 -> 3 with the servers kept: the waiting requests take the
+    new room at once, before a request that came after them. (R2)"""
+    ca = Counting("a")
+    a = backend_factory("a", ca.handler)
+    q = {"max": 5, "timeout_ms": 3000}
+    p = start_proxy({"legacy": {"url": a.url, "max_conns": 1, "queue": q}}, admin={})
+    held = hold(p, "/hold/0")
+    a.wait_requests(1)
+    w = [hold(p, "/w%d" % i) for i in range(2)]
     time.sleep(0.2)
-    harness.reload_and_wait(p, 1)  # the same file: the pool stays
-    time.sleep(0.2)
-    assert len(a.requests) == 1
-    rewrite(p, {"legacy": {"servers": [a.url, b.url], "max_conns": 1,
-                           "queue": {"max": 5, "timeout_ms": 8000}}},
+    rewrite(p, {"legacy": {"url": a.url, "max_conns": 3, "queue": q}},
             admin={"address": "%s:%d" % (HOST, p.admin_port)})
-    harness.reload_and_wait(p, 2)
-    r = w1.read_response()  # b has room in the new list
-    assert r.status == 200, r
-    ra.set()
+    harness.reload_and_wait(p, 1)
+    t0 = time.monotonic()
+    got = [c.read_response() for c in w]
+    assert time.monotonic() - t0 < 1
+    with p.client() as c:
+        assert c.request("GET", "/newcomer").status == 200
+    ca.release.set()
+    assert held.read_response().status == 200
+    for c in [held] + w:
+        c.close()
+    assert [g.status for g in got] == [200, 200]
+    assert [x.path for x in a.requests] == ["/hold/0", "/w0", "/w1", "/newcomer"]
+
+
+def test_a_server_given_back_its_requests_takes_the_waiting_ones(backend_factory, start_proxy):
+    """Room that comes without a connection given back (a drain ended)
+    reaches the queue within a tick (SP_QUEUE_TICK_MS). (R3)"""
+    ca = Counting("a")
+    a, b = backend_factory("a", ca.handler), backend_factory("b", answering(200, "b"))
+    p = start_proxy({"legacy": {"servers": [a.url, b.url], "max_conns": 1,
+                                "queue": {"max": 5, "timeout_ms": 3000}}}, admin={})
+    assert drain(p, "legacy", hostport(b))[0] == 200
+    held = hold(p, "/hold/0")
+    a.wait_requests(1)
+    w = hold(p, "/w")
+    time.sleep(0.2)
+    assert drain(p, "legacy", hostport(b), False)[0] == 200
+    t0 = time.monotonic()
+    r = w.read_response()
+    took = time.monotonic() - t0
+    ca.release.set()
     assert held.read_response().status == 200
     held.close()
-    w1.close()
+    w.close()
+    assert (r.status, r.header("X-Backend")) == (200, "b") and took < 1, (r, took)
+    # every server drained: no queue, the 503 at once
+    assert drain(p, "legacy", hostport(a))[0] == 200
+    assert drain(p, "legacy", hostport(b))[0] == 200
+    with p.client() as c:
+        r = c.request("GET", "/none")
+        assert (r.status, r.body) == (503, b"every server drained or at max_conns\n")
+
+
+def test_a_waiting_upload_stays_with_the_client(backend_factory, start_proxy):
+    """A request with a 200 MiB body that waits: strangler reads a buffer's
+    worth of it, no more, until its turn; then the body arrives whole. (R4)"""
+    ca = Counting("a")
+    a = backend_factory("a", ca.handler)
+    p = start_proxy({"legacy": {"url": a.url, "max_conns": 1,
+                                "queue": {"max": 5, "timeout_ms": 8000}}}, admin={})
+    held = hold(p, "/hold/0")
+    a.wait_requests(1)
+    total = 200 << 20
+    s = socket.create_connection((HOST, p.port))
+    s.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % total)
+    s.setblocking(False)
+    sent, block, t0 = 0, b"x" * 65536, time.monotonic()
+    while sent < total and time.monotonic() - t0 < 3:
+        try:
+            sent += s.send(block[:min(len(block), total - sent)])
+        except BlockingIOError:
+            time.sleep(0.01)
+    assert sent < 32 << 20, "the client sent %d MiB while its request waited" % (sent >> 20)
+    ca.release.set()
+    assert held.read_response().status == 200
+    held.close()
+    s.setblocking(True)
+    while sent < total:
+        sent += s.send(block[:min(len(block), total - sent)])
+    s.settimeout(10)
+    assert s.recv(12) == b"HTTP/1.1 200"
+    s.close()
+    assert a.requests[1].body_len == total
 
 
 def test_a_503_at_max_conns_keeps_the_connection(backend_factory, start_proxy):
