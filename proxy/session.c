@@ -1070,7 +1070,6 @@ static int enqueue(struct sp_session *s)
 {
 	clock_gettime(CLOCK_MONOTONIC, &s->t_queued);
 	s->waiter.wake = on_slot;
-	s->waiter.since = (int64_t)s->t_queued.tv_sec * 1000000000 + s->t_queued.tv_nsec;
 	if (sp_worker_wait(s->w, s->cfg, s->backend, &s->waiter) < 0)
 		return 0;
 	s->queued = SP_QUEUE_GAVE_UP; /* until it is served or times out (the client may leave) */

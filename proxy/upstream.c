@@ -97,13 +97,7 @@ int sp_pool_wait(struct sp_pool *p, struct sp_waiter *w)
 		struct timeval tv = {0, SP_QUEUE_TICK_MS * 1000};
 		evtimer_add(p->tick, &tv);
 	}
-	struct sp_waiter *after = TAILQ_LAST(&p->waiters, sp_waiter_q);
-	while (after && after->since > w->since)
-		after = TAILQ_PREV(after, sp_waiter_q, link);
-	if (after)
-		TAILQ_INSERT_AFTER(&p->waiters, after, w, link);
-	else
-		TAILQ_INSERT_HEAD(&p->waiters, w, link);
+	TAILQ_INSERT_TAIL(&p->waiters, w, link);
 	p->nwaiters++;
 	p->refs++;
 	w->pool = p;

@@ -28,10 +28,9 @@ struct sp_upconn {
 struct sp_waiter {
 	TAILQ_ENTRY(sp_waiter) link;
 	struct sp_pool *pool; /* the queue it is in (holding a reference), or NULL */
-	int64_t since;        /* when it came (any monotonic clock): its place */
 	/* From the loop, the first waiter, when one of the pool's connections
-	 * was given back or the pool retired: 1 when it left the queue
-	 * (sp_pool_unwait: it took a server, moved or gave up), 0 when it
+	 * was given back, at a tick, or after a reload: 1 when it left the
+	 * queue (sp_pool_unwait: it took a server or gave up), 0 when it
 	 * found no room and stays first. */
 	int (*wake)(struct sp_waiter *w);
 };
@@ -96,9 +95,7 @@ void sp_pool_put(struct sp_upconn **c);
 /* Closes the connection. Takes ownership; *c is NULLed. */
 void sp_upconn_free(struct sp_upconn **c);
 
-/* Queues w among p's waiters by its since: at the end for one that just
- * came, before later ones for one moved from a retired pool. -1: no memory
- * for the pool's wake event. */
+/* Queues w last among p's waiters. -1: no memory for the pool's events. */
 int sp_pool_wait(struct sp_pool *p, struct sp_waiter *w);
 /* Takes w out of its queue (nothing when in none). */
 void sp_pool_unwait(struct sp_waiter *w);

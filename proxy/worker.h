@@ -152,9 +152,9 @@ int sp_worker_pick_retry(struct sp_worker *w, const struct sp_config *cfg, int b
  * servers is at it or drained. */
 int sp_worker_has_room(struct sp_worker *w, const struct sp_config *cfg, int backend, int server);
 int sp_worker_any_full(struct sp_worker *w, const struct sp_config *cfg, int backend);
-/* Queues a request for a connection slot of cfg's backend (its queue:
- * backends.NAME.queue), in the place wt->since gives it: 0, or -1 when the
- * backend has no queue, no server of it is at max_conns (all drained), the
+/* Queues a request, last, for a connection slot of cfg's backend (its
+ * queue: backends.NAME.queue): 0, or -1 when the backend has no queue, no
+ * server of it is at max_conns (all drained) and no request waits, the
  * queue is full, or the backend left the worker's pools. */
 int sp_worker_wait(struct sp_worker *w, const struct sp_config *cfg, int backend,
 		   struct sp_waiter *wt);
