@@ -158,6 +158,7 @@ struct metric_side {
 	char backend[SP_NAME_MAX]; /* a copy: the counters may go with their route */
 	uint64_t classes[5], errors_by[SP_UPSTREAM_REASONS], le[SP_DURATION_BOUNDS];
 	uint64_t count, sum_us, upstream_errors, fell_back, queued[SP_QUEUE_ENDS];
+	int64_t waiting;
 	uint64_t lat[SP_LAT_BUCKETS]; /* for the API's p50/p99 */
 };
 
@@ -211,6 +212,7 @@ static void collect_route(struct metric_sides *all, struct sp_runtime *rt, const
 			m->fell_back += sp_read(&s->fell_back);
 			for (int q = 0; q < SP_QUEUE_ENDS; q++)
 				m->queued[q] += sp_read(&s->queued[q]);
+			m->waiting += atomic_load_explicit(&s->waiting, memory_order_relaxed);
 			sp_hist_sum(&s->latency, m->lat);
 		}
 		sp_worker_stats_read_unlock(rt->workers[w]);
@@ -332,6 +334,14 @@ static void metrics_routes(struct sp_buf *b, struct sp_runtime *rt)
 				sp_buf_printf(b, ",result=\"%s\"} %llu\n", sp_queue_ends[q],
 					      (unsigned long long)all.v[i].queued[q]);
 			}
+	sp_buf_adds(b, "# HELP strangler_queue_waiting Requests waiting now in the backend's queue "
+		       "(every server at max_conns).\n# TYPE strangler_queue_waiting gauge\n");
+	for (size_t i = 0; i < all.n; i++)
+		if (all.v[i].waiting || all.v[i].queued[0] + all.v[i].queued[1] + all.v[i].queued[2]) {
+			side_labels(b, "strangler_queue_waiting", &all.v[i]);
+			sp_buf_printf(b, "} %lld\n",
+				      (long long)(all.v[i].waiting > 0 ? all.v[i].waiting : 0));
+		}
 	sp_buf_adds(b, "# HELP strangler_request_duration_seconds Whole exchange duration.\n"
 		       "# TYPE strangler_request_duration_seconds histogram\n");
 	for (size_t i = 0; i < all.n; i++) {

@@ -140,6 +140,8 @@ struct sp_session {
 	 * waits in it (waiter.pool set) for a connection to be given back */
 	struct sp_waiter waiter;
 	struct sp_pool *via; /* the pool it waited in, until it connects through it */
+	struct sp_route_stats *wait_stats; /* counting it as waiting (strangler_queue_waiting) */
+	struct sp_side_stats *wait_side;   /* there */
 	struct timespec t_queued;
 	enum sp_queue_end queued; /* it waited, and how that ended (the access log's queue_ms) */
 	double queue_ms;          /* set when it left the queue */
@@ -316,8 +318,17 @@ static void log_exchange(struct sp_session *s)
 				       e.fallback_from ? e.fallback_from : e.backend, s->queued);
 }
 
+/* Out of its backend's queue, if in one: no longer counted as waiting. */
+static void unqueue(struct sp_session *s)
+{
+	sp_pool_unwait(&s->waiter);
+	sp_worker_wait_end(s->w, &s->wait_stats, s->wait_side);
+}
+
 static void reset_exchange(struct sp_session *s)
 {
+	unqueue(s);
+	sp_pool_release(&s->via);
 	sp_shadow_abandon(&s->shadow);
 	sp_upconn_free(&s->up);
 	sp_config_unref(&s->cfg);
@@ -340,8 +351,6 @@ static void reset_exchange(struct sp_session *s)
 	s->up_failed = s->refused = s->no_room = s->own_answer = s->answer_now = 0;
 	s->fallback_from = -1;
 	s->server = -1;
-	sp_pool_unwait(&s->waiter);
-	sp_pool_release(&s->via);
 	s->queued = SP_QUEUE_NONE;
 	s->tried = 0;
 	s->retry_status = s->answered_once = s->denial_counted = 0;
@@ -1011,7 +1020,7 @@ static int expects_continue(const struct sp_h1_msg *m)
  * every server of its backend is drained): a 503, as at max_conns. */
 static void leave_queue(struct sp_session *s, const char *err)
 {
-	sp_pool_unwait(&s->waiter);
+	unqueue(s);
 	s->queued = err == ERR_QUEUE_TIMEOUT ? SP_QUEUE_TIMEOUT : SP_QUEUE_GAVE_UP;
 	s->queue_ms = sp_ms_since(&s->t_queued);
 	s->timer_mode = T_NONE;
@@ -1051,7 +1060,7 @@ static int on_slot(struct sp_waiter *wt)
 	} else {
 		sp_pool_hold(p);
 		s->via = p;
-		sp_pool_unwait(wt);
+		unqueue(s);
 		s->queued = SP_QUEUE_SERVED;
 		s->queue_ms = sp_ms_since(&s->t_queued);
 		s->server = k;
@@ -1072,6 +1081,8 @@ static int enqueue(struct sp_session *s)
 	s->waiter.wake = on_slot;
 	if (sp_worker_wait(s->w, s->cfg, s->backend, &s->waiter) < 0)
 		return 0;
+	s->wait_stats = sp_worker_wait_begin(s->w, s->dec.route, s->cfg->backends[s->backend].name,
+					     &s->wait_side);
 	s->queued = SP_QUEUE_GAVE_UP; /* until it is served or times out (the client may leave) */
 	return 1;
 }
@@ -2539,7 +2550,7 @@ void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct soc
 static void session_free(struct sp_session *s)
 {
 	struct sp_worker *w = s->w;
-	sp_pool_unwait(&s->waiter);
+	unqueue(s);
 	sp_pool_release(&s->via);
 	sp_shadow_abandon(&s->shadow); /* counted: primary_incomplete */
 	sp_upconn_free(&s->up);

@@ -405,6 +405,29 @@ static struct sp_route_stats *stats_of(struct sp_worker *w, const struct sp_conf
 
 const char *const sp_queue_ends[SP_QUEUE_ENDS] = {"served", "timeout", "gave_up"};
 
+struct sp_route_stats *sp_worker_wait_begin(struct sp_worker *w, const struct sp_route *route,
+					    const char *backend, struct sp_side_stats **side)
+{
+	struct sp_route_stats *n = route ? sp_worker_hold_stats(w, (size_t)route->index)
+					 : w->default_stats;
+	if (n) {
+		*side = side_of(n, backend);
+		atomic_fetch_add_explicit(&(*side)->waiting, 1, memory_order_relaxed);
+	}
+	return n;
+}
+
+void sp_worker_wait_end(struct sp_worker *w, struct sp_route_stats **np, struct sp_side_stats *side)
+{
+	struct sp_route_stats *n = *np;
+	if (!n)
+		return;
+	*np = NULL;
+	atomic_fetch_sub_explicit(&side->waiting, 1, memory_order_relaxed);
+	if (n != w->default_stats)
+		sp_worker_release_stats(w, n);
+}
+
 void sp_worker_count_queued(struct sp_worker *w, const struct sp_config *cfg,
 			    const struct sp_route *route, const char *backend, enum sp_queue_end end)
 {

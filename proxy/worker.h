@@ -47,6 +47,7 @@ struct sp_side_stats {
 	_Atomic uint64_t fell_back;
 	/* requests that waited in the backend's queue, by sp_queue_end - 1 */
 	_Atomic uint64_t queued[SP_QUEUE_ENDS];
+	_Atomic int64_t waiting; /* those waiting now (sp_worker_wait_begin) */
 };
 
 /* Counters of one route (by name; "" is the default backend's traffic),
@@ -197,6 +198,12 @@ void sp_worker_count(struct sp_worker *w, const struct sp_config *cfg,
  * by the other side (worker thread). */
 void sp_worker_count_fallback(struct sp_worker *w, const struct sp_config *cfg,
 			      const struct sp_route *route, const char *from);
+/* A request of route (NULL: the default backend's traffic), of the
+ * worker's running configuration, starts waiting in backend's queue: the
+ * counters that count it as waiting, held until sp_worker_wait_end. */
+struct sp_route_stats *sp_worker_wait_begin(struct sp_worker *w, const struct sp_route *route,
+					    const char *backend, struct sp_side_stats **side);
+void sp_worker_wait_end(struct sp_worker *w, struct sp_route_stats **n, struct sp_side_stats *side);
 /* A request of route that waited in backend's queue, and how that ended. */
 void sp_worker_count_queued(struct sp_worker *w, const struct sp_config *cfg,
 			    const struct sp_route *route, const char *backend, enum sp_queue_end end);

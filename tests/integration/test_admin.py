@@ -465,9 +465,9 @@ def test_metrics_families_and_duration_buckets(start_proxy, backend_factory, tmp
     took = [e["total_ms"] for e in p.wait_access(5) if e["route"] == "a"]
     st, text = p.admin("GET", "/metrics")
     families = families_in_one_group_each(text)
-    assert families[:7] == [
+    assert families[:8] == [
         "strangler_requests_total", "strangler_upstream_errors_total",
-        "strangler_fallbacks_total", "strangler_queued_total",
+        "strangler_fallbacks_total", "strangler_queued_total", "strangler_queue_waiting",
         "strangler_request_duration_seconds",
         "strangler_shadow_total", "strangler_shadow_skipped_total"]
     lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and line[0] != "#")
