@@ -162,6 +162,16 @@ struct metric_side {
 	uint64_t lat[SP_LAT_BUCKETS]; /* for the API's p50/p99 */
 };
 
+/* A request of the side waited in its backend's queue, or waits now: the
+ * queue's series are written for it. */
+static int had_queue(const struct metric_side *m)
+{
+	uint64_t n = 0;
+	for (int q = 0; q < SP_QUEUE_ENDS; q++)
+		n += m->queued[q];
+	return n || m->waiting;
+}
+
 struct metric_sides {
 	struct metric_side *v;
 	size_t n, cap;
@@ -325,19 +335,18 @@ static void metrics_routes(struct sp_buf *b, struct sp_runtime *rt)
 		}
 	sp_buf_adds(b, "# HELP strangler_queued_total Requests that waited in the backend's queue "
 		       "(every server at max_conns), by how the wait ended: served, timeout (a 503), "
-		       "gave_up (the client left first, or a reload left no queue for it).\n"
+		       "gave_up (the client left first, or every server was drained).\n"
 		       "# TYPE strangler_queued_total counter\n");
 	for (size_t i = 0; i < all.n; i++)
-		for (int q = 0; q < SP_QUEUE_ENDS; q++)
-			if (all.v[i].queued[0] + all.v[i].queued[1] + all.v[i].queued[2]) {
-				side_labels(b, "strangler_queued_total", &all.v[i]);
-				sp_buf_printf(b, ",result=\"%s\"} %llu\n", sp_queue_ends[q],
-					      (unsigned long long)all.v[i].queued[q]);
-			}
+		for (int q = 0; q < SP_QUEUE_ENDS && had_queue(&all.v[i]); q++) {
+			side_labels(b, "strangler_queued_total", &all.v[i]);
+			sp_buf_printf(b, ",result=\"%s\"} %llu\n", sp_queue_ends[q],
+				      (unsigned long long)all.v[i].queued[q]);
+		}
 	sp_buf_adds(b, "# HELP strangler_queue_waiting Requests waiting now in the backend's queue "
 		       "(every server at max_conns).\n# TYPE strangler_queue_waiting gauge\n");
 	for (size_t i = 0; i < all.n; i++)
-		if (all.v[i].waiting || all.v[i].queued[0] + all.v[i].queued[1] + all.v[i].queued[2]) {
+		if (had_queue(&all.v[i])) {
 			side_labels(b, "strangler_queue_waiting", &all.v[i]);
 			sp_buf_printf(b, "} %lld\n",
 				      (long long)(all.v[i].waiting > 0 ? all.v[i].waiting : 0));

@@ -80,13 +80,6 @@ int sp_pool_pick(struct sp_pool *p, const struct sp_backend *be)
 	return k >= 0 ? k : sp_health_pick_down(be, &p->turn);
 }
 
-/* A connection slot came free: the waiters' turn, from the loop, out of
- * whatever gave the slot back. */
-static void slot_freed(struct sp_pool *p)
-{
-	sp_pool_kick(p);
-}
-
 int sp_pool_wait(struct sp_pool *p, struct sp_waiter *w)
 {
 	if (!p->wake && !(p->wake = event_new(p->base, -1, 0, on_wake, p)))
@@ -143,7 +136,7 @@ void sp_upconn_free(struct sp_upconn **cp)
 	if (c->busy) {
 		c->pool->turn.busy[c->server]--;
 		sp_health_in_flight(c->health, -1);
-		slot_freed(c->pool);
+		sp_pool_kick(c->pool); /* a slot came free: the waiters' turn */
 	}
 	sp_conn_free(&c->conn);
 	pool_unref(c->pool);
@@ -181,7 +174,7 @@ void sp_pool_put(struct sp_upconn **cp)
 	c->busy = 0;
 	p->turn.busy[c->server]--;
 	sp_health_in_flight(c->health, -1);
-	slot_freed(p);
+	sp_pool_kick(p);
 	sp_conn_setcb(c->conn, on_idle_read, NULL, on_idle_event, c);
 	sp_conn_read(c->conn, 1);
 	sp_conn_timeouts(c->conn, p->be->idle_timeout_ms, 0);

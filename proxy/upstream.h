@@ -102,8 +102,8 @@ void sp_pool_unwait(struct sp_waiter *w);
 /* The server of be (p's backend, as now) that a waiter may take, as the
  * balance picks it on p's turn, or -1: none has room. */
 int sp_pool_pick(struct sp_pool *p, const struct sp_backend *be);
-/* The waiters look for room again, from the loop (a reload gave the pool
- * a new max_conns). */
+/* The waiters look for room again, from the loop (out of whatever gave a
+ * connection back, or a reload that gave the pool a new max_conns). */
 void sp_pool_kick(struct sp_pool *p);
 /* A reference for a waiter that leaves its queue to connect through p. */
 void sp_pool_hold(struct sp_pool *p);
