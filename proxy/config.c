@@ -1268,12 +1268,12 @@ static void load_globals(struct sp_loader *L, const config_setting_t *root)
 		L->cfg->log_query = config_setting_get_bool(q);
 }
 
-/* The list of strings at key (NULL when absent, or when it is not one:
- * said, with the example of what to write). */
-static const config_setting_t *string_list(struct sp_loader *L, const config_setting_t *root,
-					   const char *key, const char *example)
+/* The list of strings at key of g, its path shown (NULL when absent, or
+ * when it is not one: said, with the example of what to write). */
+static const config_setting_t *string_list(struct sp_loader *L, const config_setting_t *g,
+					   const char *key, const char *shown, const char *example)
 {
-	const config_setting_t *t = config_setting_get_member(root, key);
+	const config_setting_t *t = config_setting_get_member(g, key);
 	if (!t)
 		return NULL;
 	int ok = config_setting_type(t) == CONFIG_TYPE_ARRAY ||
@@ -1282,35 +1282,38 @@ static const config_setting_t *string_list(struct sp_loader *L, const config_set
 		ok = config_setting_type(config_setting_get_elem(t, (unsigned)i)) ==
 		     CONFIG_TYPE_STRING;
 	if (!ok)
-		ERR(L, t, "%s: must be a list of %s", key, example);
+		ERR(L, t, "%s: must be a list of %s", shown, example);
 	return ok ? t : NULL;
 }
 
-/* trusted_proxies = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"]; */
-static void load_trusted(struct sp_loader *L, const config_setting_t *root)
+void cfgp_cidr_list(struct sp_loader *L, const config_setting_t *g, const char *key,
+		    const char *path, struct sp_cidr **out, size_t *nout)
 {
-	const config_setting_t *t = string_list(L, root, "trusted_proxies",
+	char shown[160];
+	snprintf(shown, sizeof(shown), "%s%s%s", path, *path ? "." : "", key);
+	const config_setting_t *t = string_list(L, g, key, shown,
 						"addresses or blocks: [\"10.0.0.0/8\", \"192.0.2.7\"]");
 	int n = t ? config_setting_length(t) : 0;
 	if (!t)
 		return;
 	if (n == 0 || n > SP_TRUSTED_MAX) {
-		ERR(L, t, "trusted_proxies: %s", n ? "at most 256 entries (write blocks: 10.0.0.0/8)"
-						   : "at least one entry (remove the setting for none)");
+		ERR(L, t, "%s: %s", shown,
+		    n ? "at most 256 entries (write blocks: 10.0.0.0/8)"
+		      : "at least one entry (remove the setting for none)");
 		return;
 	}
-	if (!(L->cfg->trusted = calloc((size_t)n, sizeof(*L->cfg->trusted)))) {
-		ERR(L, t, "trusted_proxies: out of memory");
+	if (!(*out = calloc((size_t)n, sizeof(**out)))) {
+		ERR(L, t, "%s: out of memory", shown);
 		return;
 	}
 	for (int i = 0; i < n; i++) {
 		const config_setting_t *e = config_setting_get_elem(t, (unsigned)i);
 		const char *v = config_setting_get_string(e), *why;
 		char buf[160];
-		if (sp_cidr_parse(v, &L->cfg->trusted[L->cfg->ntrusted], buf, sizeof(buf), &why) < 0)
-			ERR(L, e, "trusted_proxies.[%d]: \"%s\": %s", i, v, why);
+		if (sp_cidr_parse(v, &(*out)[*nout], buf, sizeof(buf), &why) < 0)
+			ERR(L, e, "%s.[%d]: \"%s\": %s", shown, i, v, why);
 		else
-			L->cfg->ntrusted++;
+			(*nout)++;
 	}
 }
 
@@ -1318,7 +1321,7 @@ static void load_trusted(struct sp_loader *L, const config_setting_t *root)
 static void load_trusted_headers(struct sp_loader *L, const config_setting_t *root)
 {
 	const config_setting_t *t = string_list(
-		L, root, "trusted_headers",
+		L, root, "trusted_headers", "trusted_headers",
 		"header names: [\"X-Forwarded-Proto\", \"X-Forwarded-Host\"]");
 	for (int i = 0; t && i < config_setting_length(t); i++) {
 		const config_setting_t *e = config_setting_get_elem(t, (unsigned)i);
@@ -1470,7 +1473,8 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, const char
 	cfgp_check_keys(&L, root, "", keys);
 	load_globals(&L, root);
 	load_listen(&L, root);
-	load_trusted(&L, root);
+	/* trusted_proxies = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"]; */
+	cfgp_cidr_list(&L, root, "trusted_proxies", "", &L.cfg->trusted, &L.cfg->ntrusted);
 	load_trusted_headers(&L, root);
 	warn_proxy_protocol(&L);
 	load_backends(&L, root);

@@ -66,6 +66,12 @@ void cfgp_int(struct sp_loader *L, const config_setting_t *g, const char *key, c
 	      long long lo, long long hi, long long *out);
 void cfgp_int_field(struct sp_loader *L, const config_setting_t *g, const char *key,
 		    const char *path, long long lo, long long hi, int *field);
+/* A list of address blocks at member key ("10.0.0.0/8", "2001:db8::/32",
+ * "192.0.2.7"), 1-256 of them, into *out (caller owns) and *n; path is its
+ * parent's ("" at the top). Nothing when absent. */
+struct sp_cidr;
+void cfgp_cidr_list(struct sp_loader *L, const config_setting_t *g, const char *key,
+		    const char *path, struct sp_cidr **out, size_t *n);
 /* A backend named by member key: its index, or -1 (reported when given). */
 int cfgp_backend_ref(struct sp_loader *L, const config_setting_t *g, const char *key,
 		     const char *path, int required);

@@ -204,6 +204,16 @@ int sp_explain_main(int argc, char **argv)
 				"[--client-ip ADDR] METHOD TARGET\n");
 		return 2;
 	}
+	/* the address as the proxy writes it (an IPv4-mapped one as IPv4): the
+	 * client_ip key hashes that text, match.client_ip tests the address */
+	struct sp_ip addr;
+	char addr_text[INET6_ADDRSTRLEN];
+	if (sp_ip_parse(client_ip, strlen(client_ip), &addr) < 0) {
+		fprintf(stderr, "explain: --client-ip \"%s\": not an IPv4 or IPv6 address\n",
+			client_ip);
+		return 2;
+	}
+	sp_ip_text(&addr, addr_text);
 	const char *method = argv[optind], *target = argv[optind + 1];
 	struct sp_diag diag;
 	struct sp_buf path, scratch;
@@ -268,7 +278,8 @@ int sp_explain_main(int argc, char **argv)
 		rc = 0;
 		goto out;
 	}
-	struct sp_reqview q = {method, path.data, path.len, query, qlen, headers, nheaders, client_ip};
+	struct sp_reqview q = {method, path.data, path.len, query, qlen, headers, nheaders, addr_text,
+			       &addr};
 	struct sp_decision d;
 	uint64_t rng = 1;
 	sp_decide(c->routes, c->nroutes, c->route_index, c->default_backend, &q, &rng, &scratch, &d);

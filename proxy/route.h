@@ -10,6 +10,7 @@
 
 #include "buf.h"
 #include "http.h"
+#include "realip.h"
 #include "respond.h"
 
 /* name = value condition; value "*" means "present with any value". */
@@ -36,6 +37,10 @@ struct sp_match {
 	size_t nheaders;
 	struct sp_kv *query;
 	size_t nquery;
+	/* the client's address (after trusted_proxies or a PROXY header) is in
+	 * one of these blocks; none: any client */
+	struct sp_cidr *client_ip;
+	size_t nclient_ip;
 };
 
 enum sp_sticky_kind {
@@ -136,7 +141,8 @@ struct sp_reqview {
 	size_t query_len;
 	const struct sp_hdr *headers;
 	size_t nheaders;
-	const char *client_ip;
+	const char *client_ip; /* as text: the client_ip sticky key */
+	const struct sp_ip *client_addr; /* the same, for match.client_ip; NULL: unknown */
 };
 
 int sp_route_matches(const struct sp_route *r, const struct sp_reqview *q);

@@ -273,7 +273,7 @@ static void load_match(struct sp_loader *L, const config_setting_t *route, const
 		       struct sp_match *m)
 {
 	static const char *const keys[] = {"host",    "path",    "path_prefix", "path_regex",
-					   "methods", "headers", "query",       NULL};
+					   "methods", "headers", "query",       "client_ip", NULL};
 	char path[96];
 	const config_setting_t *s = cfgp_group(L, route, "match", rpath,
 					       "{ path_prefix = \"/api\"; }", path, sizeof(path));
@@ -289,6 +289,7 @@ static void load_match(struct sp_loader *L, const config_setting_t *route, const
 	load_methods(L, s, path, &m->methods, &m->nmethods);
 	load_kv(L, s, "headers", path, &m->headers, &m->nheaders);
 	load_kv(L, s, "query", path, &m->query, &m->nquery);
+	cfgp_cidr_list(L, s, "client_ip", path, &m->client_ip, &m->nclient_ip);
 }
 
 /* percent = 0..100 with at most two decimals, stored as basis points. */

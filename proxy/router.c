@@ -156,6 +156,9 @@ route_matches(const struct sp_route *r, const struct sp_reqview *q, struct host_
 		return 0;
 	if (!method_matches(m, q->method))
 		return 0;
+	if (m->nclient_ip &&
+	    !(q->client_addr && sp_cidr_has(m->client_ip, m->nclient_ip, q->client_addr)))
+		return 0;
 	if (m->path_regex && ((m->regex_prefix && (q->path_len < m->regex_prefix_len ||
 						    memcmp(q->path, m->regex_prefix,
 							   m->regex_prefix_len) != 0)) ||
@@ -395,6 +398,24 @@ static int kv_covers(const struct sp_kv *a, size_t na, const struct sp_kv *b, si
 	return 1;
 }
 
+/* Does a's list of address blocks hold every address in b's (none: any)? */
+static int client_covers(const struct sp_match *a, const struct sp_match *b)
+{
+	if (!a->nclient_ip)
+		return 1;
+	if (!b->nclient_ip)
+		return 0;
+	for (size_t j = 0; j < b->nclient_ip; j++) {
+		int in = 0;
+		for (size_t i = 0; i < a->nclient_ip && !in; i++)
+			in = b->client_ip[j].bits >= a->client_ip[i].bits &&
+			     sp_cidr_has(&a->client_ip[i], 1, &b->client_ip[j].ip);
+		if (!in)
+			return 0;
+	}
+	return 1;
+}
+
 int sp_route_covers(const struct sp_route *earlier, const struct sp_route *later)
 {
 	const struct sp_match *a = &earlier->match, *b = &later->match;
@@ -406,7 +427,7 @@ int sp_route_covers(const struct sp_route *earlier, const struct sp_route *later
 				return 0;
 		}
 	}
-	return host_covers(a->host, b->host) && path_covers(a, b) &&
+	return host_covers(a->host, b->host) && path_covers(a, b) && client_covers(a, b) &&
 	       kv_covers(a->headers, a->nheaders, b->headers, b->nheaders, 1) &&
 	       kv_covers(a->query, a->nquery, b->query, b->nquery, 0);
 }
@@ -436,6 +457,7 @@ void sp_route_deinit(struct sp_route *r)
 	free(m->methods);
 	kv_free(m->headers, m->nheaders);
 	kv_free(m->query, m->nquery);
+	free(m->client_ip);
 	sp_return_deinit(&r->ret);
 	free(r->rollout.sticky.name);
 	free(r->rollout.cohort);

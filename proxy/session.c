@@ -85,6 +85,7 @@ struct sp_session {
 	char client_ip[INET6_ADDRSTRLEN];
 	struct sp_ip peer;
 	char real_ip[INET6_ADDRSTRLEN];
+	struct sp_ip real_sa; /* real_ip, for match.client_ip */
 	const char *client_addr;
 	struct sp_proxy_hdr *pp; /* a PROXY header being read, before anything else */
 	/* the generation whose certificates the TLS handshake uses (its SNI
@@ -1213,6 +1214,7 @@ __attribute__((cold, noinline)) static void real_client(struct sp_session *s,
 	struct sp_ip ip = s->peer;
 	if (sp_realip_xff(s->cfg->trusted, s->cfg->ntrusted, m->hdrs, m->nhdrs, &ip) > 0) {
 		sp_ip_text(&ip, s->real_ip);
+		s->real_sa = ip;
 		s->client_addr = s->real_ip;
 	}
 }
@@ -1298,7 +1300,8 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 		sp_buf_add(&s->query, query, qlen); /* out of memory: logged empty */
 	}
 	struct sp_reqview q = {m->method, s->path.data, s->path.len, query, qlen,
-			       m->hdrs,   m->nhdrs,     s->client_addr};
+			       m->hdrs,   m->nhdrs,     s->client_addr,
+			       s->client_addr == s->real_ip ? &s->real_sa : &s->peer};
 	sp_decide(s->cfg->routes, s->cfg->nroutes, s->cfg->route_index, s->cfg->default_backend,
 		  &q, &s->w->rng, &s->tmp, &s->dec);
 	if (s->dec.assigned[0])

@@ -54,6 +54,8 @@ int main(void)
 	static char paths[NREQ][64], users[NREQ][16];
 	struct sp_hdr hdrs[NREQ][2];
 	struct sp_reqview q[NREQ];
+	struct sp_ip ip;
+	sp_ip_parse("127.0.0.1", 9, &ip);
 	for (int i = 0; i < NREQ; i++) {
 		int r = (i * 37) % (NROUTES + 20); /* some miss every route */
 		switch (r % 4) {
@@ -65,7 +67,8 @@ int main(void)
 		snprintf(users[i], sizeof(users[i]), "u%d", i);
 		hdrs[i][0] = (struct sp_hdr){"X-User-Id", 9, users[i], strlen(users[i])};
 		hdrs[i][1] = (struct sp_hdr){"X-Tenant", 8, "t1", 2};
-		q[i] = (struct sp_reqview){"GET", paths[i], strlen(paths[i]), NULL, 0, hdrs[i], 2, "127.0.0.1"};
+		q[i] = (struct sp_reqview){"GET", paths[i], strlen(paths[i]), NULL, 0, hdrs[i], 2,
+					   "127.0.0.1", &ip};
 	}
 	uint64_t rng = 1;
 	struct sp_decision d;

@@ -55,6 +55,11 @@ static const char conf_text[] =
 	"    match = { path = \"/search\"; query = { q = \"*\"; lang = \"en\"; }; };\n"
 	"    rollout = { backend = \"third\"; percent = 10.0; sticky = \"query:session\";\n"
 	"                cohort = \"s1\"; }; },\n"
+	"  { name = \"ip-internal\"; backend = \"third\";\n"
+	"    match = { path_prefix = \"/ip\"; client_ip = [\"10.0.0.0/8\", \"2001:db8::/32\"]; }; },\n"
+	"  { name = \"ip-one\"; backend = \"modern\";\n"
+	"    match = { path_prefix = \"/ip/one\";\n"
+	"              client_ip = [\"10.0.0.1\", \"::ffff:10.1.0.0/120\"]; }; },\n"
 	"  { name = \"ip\"; backend = \"legacy\";\n"
 	"    match = { path_prefix = \"/ip\"; methods = [\"POST\", \"PUT\"]; };\n"
 	"    rollout = { backend = \"modern\"; percent = 100.0; sticky = \"client_ip\"; }; },\n"
@@ -221,6 +226,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	const char *line = next_line(&p, end, &len);
 	const char *ip = client_ips[len ? (unsigned char)line[0] % 4 : 0];
+	struct sp_ip addr;
+	int addr_known = sp_ip_parse(ip, strlen(ip), &addr) == 0;
 	char method[32] = "GET";
 	if (len > 1)
 		snprintf(method, sizeof(method), "%.*s", (int)(len - 1), line + 1);
@@ -259,7 +266,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		 * router-null-query is known, "" stands in for NULL (same meaning). */
 		const char *query = qm ? qm + 1 : fuzz_known("router-null-query") ? "" : NULL;
 		struct sp_reqview q = {method, path.data, path.len, query, qm ? tlen - plen - 1 : 0,
-				       h,      nh,	  ip};
+				       h,      nh,	  ip,	 addr_known ? &addr : NULL};
 		struct sp_decision d1, d2;
 		uint64_t rng1 = 1, rng2 = 2;
 		sp_decide(cfg->routes, cfg->nroutes, cfg->route_index, cfg->default_backend, &q,

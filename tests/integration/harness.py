@@ -775,8 +775,8 @@ class Proxy:
                     return int(line.split()[1])
         return 0
 
-    def client(self, timeout=IO_TIMEOUT):
-        return RawClient(self.port, timeout)
+    def client(self, timeout=IO_TIMEOUT, source=None):
+        return RawClient(self.port, timeout, source)
 
     def http(self, timeout=IO_TIMEOUT):
         import http.client
@@ -871,8 +871,11 @@ class HTTPResponse:
 
 
 class RawClient:
-    def __init__(self, port, timeout=IO_TIMEOUT):
-        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+    def __init__(self, port, timeout=IO_TIMEOUT, source=None):
+        """source: the address to connect from (any of 127.0.0.0/8 on
+        loopback), for what the proxy sees as the client's address."""
+        self.sock = socket.create_connection((HOST, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.stream = Stream(self.sock, timeout)
 
     def send(self, data):

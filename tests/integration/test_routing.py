@@ -321,3 +321,79 @@ def test_an_http10_absolute_form_target_without_host_routes_on_its_host(routed):
     assert (got.header("Host"), got.header("X-Forwarded-Host")) == \
         ("api.example.com", "api.example.com")
     assert got.target == "/v/1"
+
+
+STAFF = [
+    {"name": "staff", "match": {"path_prefix": "/admin",
+                                "client_ip": ["127.0.0.5", "10.0.0.0/8", "2001:db8::/32"]},
+     "backend": "users"},
+    {"name": "closed", "match": {"path_prefix": "/admin"}, "return": 403},
+]
+
+
+def test_client_ip_routes_by_the_clients_address(backend_factory, start_proxy):
+    """match.client_ip: staff from their networks reach the admin pages, the
+    rest get the route after it (a 403): nginx's allow/deny. The address is
+    the client's own: the connection's peer, or behind a trusted balancer
+    what its X-Forwarded-For says (a client cannot claim one by itself)."""
+    backends = {n: backend_factory(n) for n in ("legacy", "users")}
+    p = start_proxy(backends, default_backend="legacy", routes=STAFF,
+                    trusted_proxies=["127.0.0.2"])
+    for source, xff, status, route in [
+            ("127.0.0.5", None, 200, "staff"),          # the listed address
+            ("127.0.0.1", None, 403, "closed"),         # any other
+            ("127.0.0.1", "10.1.2.3", 403, "closed"),   # not trusted: its X-Forwarded-For is not believed
+            ("127.0.0.2", "10.1.2.3", 200, "staff"),    # the trusted balancer's client
+            ("127.0.0.2", "2001:db8::7", 200, "staff"),
+            ("127.0.0.2", "192.0.2.1", 403, "closed"),
+            ("127.0.0.2", "::ffff:10.0.0.9", 200, "staff"),  # an IPv4-mapped address is IPv4
+    ]:
+        c = p.client(source=source)
+        try:
+            r = c.request("GET", "/admin/users",
+                          headers=(("X-Forwarded-For", xff),) if xff else ())
+        finally:
+            c.close()
+        assert r.status == status, (source, xff, r)
+    logs = p.wait_access(7)
+    assert [a["route"] for a in logs] == ["staff", "closed", "closed", "staff", "staff", "closed",
+                                          "staff"]
+    assert [a["client"] for a in logs[3:]] == ["10.1.2.3", "2001:db8::7", "192.0.2.1", "10.0.0.9"]
+    assert len(backends["users"].requests) == 4
+    # the other paths are not the route's: anyone reaches them
+    c = p.client(source="127.0.0.9")
+    r = c.request("GET", "/home")
+    c.close()
+    assert r.status == 200 and r.header("X-Backend") == "legacy"
+
+
+def test_explain_takes_the_client_address(tmp_path):
+    conf = tmp_path / "ip.conf"
+    conf.write_text(make_config(18080, {"legacy": "http://127.0.0.1:9",
+                                        "users": "http://127.0.0.1:8"}, routes=STAFF))
+
+    def route(*args):
+        r = run_strangler("explain", "-c", str(conf), *args, "GET", "/admin/x")
+        assert r.returncode == 0, r.stderr
+        return [line for line in r.stdout.splitlines() if line.startswith("route:")][0]
+    assert route("--client-ip", "10.9.8.7").startswith("route:    staff")
+    assert route("--client-ip", "::ffff:10.9.8.7").startswith("route:    staff")
+    assert route("--client-ip", "2001:db8:0:1::5").startswith("route:    staff")
+    assert route("--client-ip", "192.0.2.1").startswith("route:    closed")
+    assert route().startswith("route:    closed")  # 127.0.0.1 by default
+    r = run_strangler("explain", "-c", str(conf), "--client-ip", "staff.example", "GET", "/")
+    assert r.returncode == 2
+    assert 'explain: --client-ip "staff.example": not an IPv4 or IPv6 address' in r.stderr
+
+
+def test_a_bad_client_ip_block_is_reported_at_its_line(tmp_path):
+    conf = tmp_path / "bad.conf"
+    routes = [{"name": "staff", "match": {"client_ip": ["10.0.0.0/8", "10.1.0.0/8"]},
+               "backend": "legacy"}]
+    conf.write_text(make_config(18080, {"legacy": "http://127.0.0.1:9"}, routes=routes))
+    r = run_strangler("-t", "-c", str(conf))
+    assert r.returncode == 1
+    line = next(i + 1 for i, text in enumerate(conf.read_text().splitlines())
+                if "client_ip" in text)
+    assert ('%s:%d: routes.[0].match.client_ip.[1]: "10.1.0.0/8": bits set past the /8 prefix: '
+            'write 10.0.0.0/8 (the block) or 10.1.0.0 (the address)' % (conf, line)) in r.stderr

@@ -897,6 +897,41 @@ static void test_multiple_errors_collected(void **state)
 		 "test.conf:13: routes.[2].name: duplicate route name \"a\" (first at line 9)");
 }
 
+/* match.client_ip: 1-256 address blocks, as trusted_proxies takes them,
+ * each error at its own entry; an internal-only route before the public one
+ * of the same path is not "covered". */
+static void test_client_ip_blocks(void **state)
+{
+	(void)state;
+	REJECTED(ONE_MATCH("client_ip = [\"10.0.0.1/8\", \"nowhere\", \"10.0.0.0/33\"];"), 3,
+		 "test.conf:8: routes.[0].match.client_ip.[0]: \"10.0.0.1/8\": bits set past the /8 "
+		 "prefix: write 10.0.0.0/8 (the block) or 10.0.0.1 (the address)",
+		 "test.conf:8: routes.[0].match.client_ip.[1]: \"nowhere\": not an IP address or an "
+		 "address block (10.0.0.0/8, 2001:db8::/32); host names are not resolved here",
+		 "test.conf:8: routes.[0].match.client_ip.[2]: \"10.0.0.0/33\": the prefix length "
+		 "after / must be 0-32 for an IPv4 address");
+	REJECTED(ONE_MATCH("client_ip = [];"), 1,
+		 "test.conf:8: routes.[0].match.client_ip: at least one entry (remove the setting for "
+		 "none)");
+	REJECTED(ONE_MATCH("client_ip = \"10.0.0.0/8\";"), 1,
+		 "test.conf:8: routes.[0].match.client_ip: must be a list of addresses or blocks: "
+		 "[\"10.0.0.0/8\", \"192.0.2.7\"]");
+	struct sp_config *c = WARNED(
+		BASE "routes = (\n"
+		     "  { name = \"staff\"; match = { path_prefix = \"/admin\";\n"
+		     "    client_ip = [\"10.0.0.0/8\", \"2001:db8::/32\"]; }; backend = \"modern\"; },\n"
+		     "  { name = \"closed\"; match = { path_prefix = \"/admin\"; }; return = 403; },\n"
+		     "  { name = \"office\"; match = { path_prefix = \"/admin/x\";\n"
+		     "    client_ip = [\"10.1.0.0/16\"]; }; backend = \"legacy\"; }\n"
+		     ");\n",
+		1,
+		"test.conf:11: warning: routes.[2]: route \"office\" can never match: route \"staff\" "
+		"(line 8) catches every request it would");
+	assert_int_equal(c->routes[0].match.nclient_ip, 2);
+	assert_int_equal(c->routes[0].match.client_ip[1].bits, 32);
+	sp_config_unref(&c);
+}
+
 static void test_warning_unreachable_after_catch_all(void **state)
 {
 	(void)state;
@@ -1486,6 +1521,7 @@ int main(void)
 		cmocka_unit_test(test_shadow_without_diff_log_warns),
 		cmocka_unit_test(test_error_syntax),
 		cmocka_unit_test(test_multiple_errors_collected),
+		cmocka_unit_test(test_client_ip_blocks),
 		cmocka_unit_test(test_warning_unreachable_after_catch_all),
 		cmocka_unit_test(test_warning_unreachable_beside_errors),
 		cmocka_unit_test(test_warning_unreachable_identical_prefix),

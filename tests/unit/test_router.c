@@ -261,7 +261,7 @@ static void test_first_match_wins(void **state)
 	assert_string_equal(route_of(b, "GET", "/p/special/1", NULL, NULL, 0), "general");
 	assert_ptr_equal(sp_router_match(b->routes, b->nroutes, b->route_index,
 					 &(struct sp_reqview){"GET", "/p/special", 10, NULL, 0,
-							      NULL, 0, NULL}),
+							      NULL, 0, NULL, NULL}),
 			 &b->routes[0]);
 	sp_config_unref(&a);
 	sp_config_unref(&b);
@@ -412,6 +412,16 @@ static const char covers_conf[] = CONF_HEAD
 	"  { name = \"host_sub\";    match = { host = \"*.eu.example.com\"; }; backend = \"modern\"; },\n"
 	"  { name = \"host_api\";    match = { host = \"API.example.com.\"; }; backend = \"modern\"; },\n"
 	"  { name = \"host_apex\";   match = { host = \"example.com\"; }; backend = \"modern\"; },\n"
+	"  { name = \"ip_ten\";      match = { client_ip = [\"10.0.0.0/8\", \"2001:db8::/32\"]; };\n"
+	"    backend = \"modern\"; },\n"
+	"  { name = \"ip_net\";      match = { client_ip = [\"10.1.0.0/16\", \"2001:db8:1::/48\"]; };\n"
+	"    backend = \"modern\"; },\n"
+	"  { name = \"ip_one\";      match = { client_ip = [\"::ffff:10.1.2.3\"]; }; backend = \"modern\"; },\n"
+	"  { name = \"ip_mixed\";    match = { client_ip = [\"10.1.2.3\", \"192.0.2.0/24\"]; };\n"
+	"    backend = \"modern\"; },\n"
+	"  { name = \"ip_all4\";     match = { client_ip = [\"0.0.0.0/0\"]; }; backend = \"modern\"; },\n"
+	"  { name = \"ip_api\";      match = { path_prefix = \"/api\"; client_ip = [\"10.0.0.0/8\"]; };\n"
+	"    backend = \"modern\"; },\n"
 	"  { name = \"everything\";  backend = \"modern\"; }\n"
 	");\n";
 
@@ -535,6 +545,57 @@ static void test_host(void **state)
 	assert_true(covers("everything", "host_any"));
 }
 
+/* match.client_ip: the client's address in one of the blocks, IPv4 and
+ * IPv6 apart (an IPv4-mapped address is the IPv4 one); an unknown address
+ * (a PROXY header's UNKNOWN) matches none. */
+static void test_client_ip(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *route, *addr;
+		int yes;
+	} cases[] = {
+		{"ip_ten", "10.0.0.1", 1},        {"ip_ten", "10.255.255.255", 1},
+		{"ip_ten", "11.0.0.1", 0},        {"ip_ten", "9.255.255.255", 0},
+		{"ip_ten", "2001:db8::1", 1},     {"ip_ten", "2001:db9::1", 0},
+		{"ip_ten", "::ffff:10.9.9.9", 1}, {"ip_ten", "::a00:1", 0}, /* ::10.0.0.1 is IPv6 */
+		{"ip_net", "10.1.200.7", 1},      {"ip_net", "10.2.0.1", 0},
+		{"ip_net", "2001:db8:1:ff::1", 1}, {"ip_net", "2001:db8:2::1", 0},
+		{"ip_one", "10.1.2.3", 1},        {"ip_one", "10.1.2.4", 0},
+		{"ip_one", "::ffff:10.1.2.3", 1}, {"ip_all4", "203.0.113.9", 1},
+		{"ip_all4", "::1", 0},            {"ip_api", "10.0.0.1", 1},
+		{"ip_mixed", "192.0.2.200", 1},   {"ip_mixed", "192.0.3.1", 0},
+	};
+	for (size_t i = 0; i < NELEM(cases); i++) {
+		const char *path = strcmp(cases[i].route, "ip_api") == 0 ? "/api/x" : "/";
+		struct sp_reqview q = unit_req("GET", path, NULL, NULL, 0, cases[i].addr);
+		assert_non_null(q.client_addr);
+		if (sp_route_matches(unit_route(covers_cfg, cases[i].route), &q) != cases[i].yes)
+			fail_msg("%s from %s: %s", cases[i].route, cases[i].addr,
+				 cases[i].yes ? "no match" : "a match");
+	}
+	struct sp_reqview api_other = unit_req("GET", "/web", NULL, NULL, 0, "10.0.0.1");
+	assert_false(sp_route_matches(unit_route(covers_cfg, "ip_api"), &api_other));
+	struct sp_reqview unknown = unit_req("GET", "/", NULL, NULL, 0, NULL);
+	assert_null(unknown.client_addr);
+	assert_false(sp_route_matches(unit_route(covers_cfg, "ip_all4"), &unknown));
+	assert_true(sp_route_matches(unit_route(covers_cfg, "everything"), &unknown));
+	/* covers: each of the later route's blocks inside one of the earlier's */
+	assert_true(covers("ip_ten", "ip_net"));
+	assert_false(covers("ip_net", "ip_ten"));
+	assert_true(covers("ip_net", "ip_one"));  /* the mapped address is 10.1.2.3 */
+	assert_true(covers("ip_ten", "ip_one"));
+	assert_false(covers("ip_ten", "ip_mixed")); /* 192.0.2.0/24 is outside */
+	assert_true(covers("ip_all4", "ip_mixed"));
+	assert_false(covers("ip_all4", "ip_ten"));  /* 2001:db8::/32 is not IPv4 */
+	assert_true(covers("ip_ten", "ip_api"));
+	assert_false(covers("ip_api", "ip_ten"));
+	assert_false(covers("ip_ten", "everything"));
+	assert_true(covers("everything", "ip_ten"));
+	assert_true(covers("p_api", "ip_api"));
+	assert_false(covers("ip_api", "p_api"));
+}
+
 static void test_covers_regex_conservative(void **state)
 {
 	(void)state;
@@ -576,6 +637,7 @@ int main(void)
 		cmocka_unit_test(test_covers_headers_and_query),
 		cmocka_unit_test(test_covers_regex_conservative),
 		cmocka_unit_test(test_host),
+		cmocka_unit_test(test_client_ip),
 	};
 	int failed = cmocka_run_group_tests_name("router", tests, group_setup, group_teardown);
 	failed += cmocka_run_group_tests_name("route_covers", covers_tests, covers_setup,

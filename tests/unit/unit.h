@@ -27,12 +27,15 @@
 /* The file name every config test loads under, so messages read "test.conf:LINE: ...". */
 #define TEST_CONF "test.conf"
 
-/* A request view with the path and query borrowed from C strings. */
+/* A request view with the path and query borrowed from C strings; its
+ * parsed address (match.client_ip) is held until the next call. */
 static inline struct sp_reqview unit_req(const char *method, const char *path, const char *query,
 					 const struct sp_hdr *h, size_t nh, const char *client_ip)
 {
+	static struct sp_ip addr;
+	int known = client_ip && sp_ip_parse(client_ip, strlen(client_ip), &addr) == 0;
 	struct sp_reqview q = {method, path, strlen(path), query, query ? strlen(query) : 0,
-			       h, nh, client_ip};
+			       h, nh, client_ip, known ? &addr : NULL};
 	return q;
 }
 
