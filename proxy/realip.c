@@ -158,7 +158,9 @@ static int xff_entry(const char *s, size_t n, struct sp_ip *out)
 		const char *port = close + 1;
 		if (after && (port[0] != ':' || !port_ok(port + 1, after - 1, 0)))
 			return -1;
-		if (sp_ip_parse(s + 1, (size_t)(close - s) - 1, out) < 0 || out->family != AF_INET6)
+		/* IPv6 text: [::ffff:192.0.2.7] is kept as the IPv4 address it maps */
+		if (!memchr(s + 1, ':', (size_t)(close - s) - 1) ||
+		    sp_ip_parse(s + 1, (size_t)(close - s) - 1, out) < 0)
 			return -1;
 		return 0;
 	}

@@ -329,6 +329,44 @@ def test_a_proxy_header_without_an_address_trusts_no_header(backend_factory, sta
     assert got.header("X-Forwarded-Host") == "test.local"
 
 
+INTERNAL = [{"name": "internal", "match": {"client_ip": ["127.0.0.0/8", "10.0.0.0/8"]},
+             "return": {"status": 200, "body": "internal"}},
+            {"name": "closed", "return": 403}]
+
+
+@pytest.mark.parametrize("header", [b"PROXY UNKNOWN\r\n", v2(cmd=0)], ids=["v1-unknown", "v2-local"])
+def test_a_proxy_header_without_an_address_matches_no_client_ip(backend_factory, start_proxy,
+                                                                header):
+    """No address from the balancer: the client is unknown, and the
+    balancer's own address (logged, as the connection's) must not pass for
+    it on an allow list (configuration.md, Behind a load balancer)."""
+    p = start_proxy({"legacy": backend_factory("legacy")}, routes=INTERNAL,
+                    listen_settings={"proxy_protocol": True}, trusted_proxies=["127.0.0.1"])
+    r = raw_exchange(p, header + REQ)
+    assert r.status == 403
+    a = p.wait_access(1)[0]
+    assert (a["route"], a["client"]) == ("closed", "127.0.0.1")
+    # with the client's address, the same balancer's request is let in
+    r = raw_exchange(p, v1("10.9.8.7") + REQ)
+    assert r.status == 200 and r.body == b"internal"
+
+
+@pytest.mark.parametrize("entry", ["[::ffff:203.0.113.7]:4711", "[::ffff:203.0.113.7]",
+                                   "::ffff:203.0.113.7"])
+def test_an_ipv4_mapped_forwarded_for_entry_is_the_ipv4_client(backend_factory, start_proxy,
+                                                               entry):
+    """An L7 balancer listening dual-stack writes an IPv4 client as an
+    IPv4-mapped address, bracketed or not: it is that IPv4 client, outside
+    10.0.0.0/8, not the balancer (whose address is inside)."""
+    p = start_proxy({"legacy": backend_factory("legacy")}, routes=INTERNAL,
+                    listen_settings={"proxy_protocol": True},
+                    trusted_proxies=["127.0.0.1", "10.0.0.0/8"])
+    r = raw_exchange(p, v1("10.0.0.5") + build_request("GET", "/admin",
+                                                       [("X-Forwarded-For", entry)]))
+    assert r.status == 403
+    assert p.wait_access(1)[0]["client"] == "203.0.113.7"
+
+
 def test_proxy_then_forwarded_for(backend_factory, start_proxy):
     """An L4 balancer in front of an L7 one: the PROXY header names the L7
     proxy, trusted too, whose X-Forwarded-For names the client."""

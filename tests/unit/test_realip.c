@@ -155,6 +155,12 @@ static void test_xff(void **state)
 	struct sp_hdr ports[] = {HDR("X-Forwarded-For", "[2001:db8::7]:443, 10.2.2.2:8080")};
 	assert_string_equal(walk(ports, 1, "::1", &n), "2001:db8::7");
 	assert_int_equal(n, 2);
+	/* an IPv4-mapped address in brackets is the IPv4 client, as without them */
+	struct sp_hdr mapped[] = {HDR("X-Forwarded-For", "[::ffff:203.0.113.7]:4711")};
+	assert_string_equal(walk(mapped, 1, "10.1.1.1", &n), "203.0.113.7");
+	assert_int_equal(n, 1);
+	struct sp_hdr mapped_bare[] = {HDR("X-Forwarded-For", "[::FFFF:203.0.113.8]")};
+	assert_string_equal(walk(mapped_bare, 1, "10.1.1.1", &n), "203.0.113.8");
 	/* garbage stops the walk at the last trusted hop */
 	struct sp_hdr junk[] = {HDR("X-Forwarded-For", "198.51.100.9, unknown, 10.2.2.2")};
 	assert_string_equal(walk(junk, 1, "10.1.1.1", &n), "10.2.2.2");

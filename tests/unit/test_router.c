@@ -576,10 +576,15 @@ static void test_client_ip(void **state)
 	}
 	struct sp_reqview api_other = unit_req("GET", "/web", NULL, NULL, 0, "10.0.0.1");
 	assert_false(sp_route_matches(unit_route(covers_cfg, "ip_api"), &api_other));
+	/* the proxy's view after a PROXY header without an address: family 0 */
+	struct sp_ip none = {0};
 	struct sp_reqview unknown = unit_req("GET", "/", NULL, NULL, 0, NULL);
-	assert_null(unknown.client_addr);
+	unknown.client_addr = &none;
 	assert_false(sp_route_matches(unit_route(covers_cfg, "ip_all4"), &unknown));
+	assert_false(sp_route_matches(unit_route(covers_cfg, "ip_ten"), &unknown));
 	assert_true(sp_route_matches(unit_route(covers_cfg, "everything"), &unknown));
+	unknown.client_addr = NULL; /* explain and the tests without an address */
+	assert_false(sp_route_matches(unit_route(covers_cfg, "ip_all4"), &unknown));
 	/* covers: each of the later route's blocks inside one of the earlier's */
 	assert_true(covers("ip_ten", "ip_net"));
 	assert_false(covers("ip_net", "ip_ten"));
