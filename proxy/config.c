@@ -1268,21 +1268,36 @@ static void load_globals(struct sp_loader *L, const config_setting_t *root)
 		L->cfg->log_query = config_setting_get_bool(q);
 }
 
-/* The list of strings at key of g, its path shown (NULL when absent, or
- * when it is not one: said, with the example of what to write). */
-static const config_setting_t *string_list(struct sp_loader *L, const config_setting_t *g,
-					   const char *key, const char *shown, const char *example)
+const config_setting_t *cfgp_strings(struct sp_loader *L, const config_setting_t *g,
+				     const char *key, const char *shown, const char *example,
+				     int one_ok)
 {
 	const config_setting_t *t = config_setting_get_member(g, key);
 	if (!t)
 		return NULL;
-	int ok = config_setting_type(t) == CONFIG_TYPE_ARRAY ||
+	int one = one_ok && config_setting_type(t) == CONFIG_TYPE_STRING;
+	int ok = one || config_setting_type(t) == CONFIG_TYPE_ARRAY ||
 		 config_setting_type(t) == CONFIG_TYPE_LIST;
-	for (int i = 0; ok && i < config_setting_length(t); i++)
+	for (int i = 0; ok && !one && i < config_setting_length(t); i++)
 		ok = config_setting_type(config_setting_get_elem(t, (unsigned)i)) ==
 		     CONFIG_TYPE_STRING;
-	if (!ok)
-		ERR(L, t, "%s: must be a list of %s", shown, example);
+	if (!ok) {
+		ERR(L, t, "%s: must be %s%s", shown, one_ok ? "" : "a list of ", example);
+		return NULL;
+	}
+	/* what is reported of them may reach the API's JSON: text only */
+	for (int i = 0; i < (one ? 1 : config_setting_length(t)); i++) {
+		const config_setting_t *e = one ? t : config_setting_get_elem(t, (unsigned)i);
+		const char *v = config_setting_get_string(e);
+		size_t bad;
+		if (cfgp_text_chars(v, 1, &bad) < 0) {
+			char at[192];
+			snprintf(at, sizeof(at), one ? "%s" : "%s.[%d]", shown, i);
+			ERR(L, e, "%s: must be UTF-8 text (byte 0x%02x at offset %zu is not): save the "
+				  "file as UTF-8", at, (unsigned char)v[bad], bad);
+			ok = 0;
+		}
+	}
 	return ok ? t : NULL;
 }
 
@@ -1291,8 +1306,8 @@ void cfgp_cidr_list(struct sp_loader *L, const config_setting_t *g, const char *
 {
 	char shown[160];
 	snprintf(shown, sizeof(shown), "%s%s%s", path, *path ? "." : "", key);
-	const config_setting_t *t = string_list(L, g, key, shown,
-						"addresses or blocks: [\"10.0.0.0/8\", \"192.0.2.7\"]");
+	const config_setting_t *t = cfgp_strings(
+		L, g, key, shown, "addresses or blocks: [\"10.0.0.0/8\", \"192.0.2.7\"]", 0);
 	int n = t ? config_setting_length(t) : 0;
 	if (!t)
 		return;
@@ -1320,9 +1335,9 @@ void cfgp_cidr_list(struct sp_loader *L, const config_setting_t *g, const char *
 /* trusted_headers = ["X-Forwarded-Proto", "X-Forwarded-Host"]; */
 static void load_trusted_headers(struct sp_loader *L, const config_setting_t *root)
 {
-	const config_setting_t *t = string_list(
+	const config_setting_t *t = cfgp_strings(
 		L, root, "trusted_headers", "trusted_headers",
-		"header names: [\"X-Forwarded-Proto\", \"X-Forwarded-Host\"]");
+		"header names: [\"X-Forwarded-Proto\", \"X-Forwarded-Host\"]", 0);
 	for (int i = 0; t && i < config_setting_length(t); i++) {
 		const config_setting_t *e = config_setting_get_elem(t, (unsigned)i);
 		const char *v = config_setting_get_string(e);

@@ -66,6 +66,12 @@ void cfgp_int(struct sp_loader *L, const config_setting_t *g, const char *key, c
 	      long long lo, long long hi, long long *out);
 void cfgp_int_field(struct sp_loader *L, const config_setting_t *g, const char *key,
 		    const char *path, long long lo, long long hi, int *field);
+/* Member key of g when it is a list of UTF-8 strings (or, with one_ok, a
+ * string alone); NULL when absent, or when not (reported as "shown: must be
+ * [a list of ]example", or at the entry that is not text). */
+const config_setting_t *cfgp_strings(struct sp_loader *L, const config_setting_t *g,
+				     const char *key, const char *shown, const char *example,
+				     int one_ok);
 /* A list of address blocks at member key ("10.0.0.0/8", "2001:db8::/32",
  * "192.0.2.7"), 1-256 of them, into *out (caller owns) and *n; path is its
  * parent's ("" at the top). Nothing when absent. */

@@ -15,11 +15,19 @@
 #include "rewrite.h"
 #include "route.h"
 
-static const char *sticky_text(const struct sp_sticky *st, char *buf, size_t len)
+/* "none", "header:X-User-Id", or "header:X-User-Id, then client_ip" */
+static const char *sticky_text(const struct sp_rollout *ro, char *buf, size_t len)
 {
 	static const char *const kinds[] = {"none", "header:", "cookie:", "query:", "client_ip"};
-	snprintf(buf, len, "%s%s", kinds[st->kind], st->name ? st->name : "");
-	return buf;
+	size_t at = 0;
+	buf[0] = '\0';
+	for (size_t i = 0; i < ro->nsticky && at < len; i++) {
+		const struct sp_sticky *st = &ro->sticky[i];
+		int w = snprintf(buf + at, len - at, "%s%s%s", i ? ", then " : "", kinds[st->kind],
+				 st->name ? st->name : "");
+		at += w > 0 ? (size_t)w : 0;
+	}
+	return ro->nsticky ? buf : "none";
 }
 
 /* Fills headers from "-H 'Name: value'" arguments; returns -1 on a bad one. */
@@ -129,15 +137,22 @@ static void print_decision(const struct sp_config *c, const struct sp_reqview *q
 		size_t klen;
 		printf("rollout:  %u.%02u%% to %s, cohort \"%s\", sticky %s\n", ro->percent_bp / 100,
 		       ro->percent_bp % 100, c->backends[ro->backend].name, ro->cohort,
-		       sticky_text(&ro->sticky, sbuf, sizeof(sbuf)));
-		if (d->sticky && sp_sticky_key(&ro->sticky, q, scratch, &key, &klen)) {
-			printf("key:      \"%.*s\"\n", (int)klen, key);
+		       sticky_text(ro, sbuf, sizeof(sbuf)));
+		if (d->sticky && sp_rollout_key(ro, q, scratch, &key, &klen)) {
+			if (ro->nsticky > 1) {
+				struct sp_rollout one = {.nsticky = 1};
+				one.sticky[0] = ro->sticky[d->sticky - 1];
+				printf("key:      \"%.*s\" (%s)\n", (int)klen, key,
+				       sticky_text(&one, sbuf, sizeof(sbuf)));
+			} else {
+				printf("key:      \"%.*s\"\n", (int)klen, key);
+			}
 			printf("bucket:   %u (rollout side when below %u)\n", d->bucket, ro->percent_bp);
 		} else {
-			if (ro->set_cookie && ro->sticky.kind == SP_STICKY_COOKIE)
+			if (ro->set_cookie)
 				printf("key:      (absent: strangler draws one and the answer sets "
 				       "cookie %s to it: the side is random once, then sticky)\n",
-				       ro->sticky.name);
+				       ro->sticky[ro->nsticky - 1].name);
 			else
 				printf("key:      (absent: the side is chosen at random per request)\n");
 			printf("backend:  %s with probability %u.%02u%%, else %s\n",

@@ -347,12 +347,25 @@ json_t *sp_route_json(const struct sp_config *c, const struct sp_route *r, const
 	else
 		json_object_set_new(j, "return", json_null());
 	if (r->has_rollout) {
-		char spec[160] = "";
-		if (r->rollout.sticky.kind != SP_STICKY_NONE)
-			snprintf(spec, sizeof(spec), "%s%s", sticky[r->rollout.sticky.kind],
-				 r->rollout.sticky.name ? r->rollout.sticky.name : "");
+		/* as written: "" for none, a key, or a list of them */
+		const struct sp_rollout *ro = &r->rollout;
+		json_t *keys = ro->nsticky > 1 ? json_array() : NULL;
+		json_t *spec = json_string("");
+		for (size_t i = 0; i < ro->nsticky; i++) {
+			char one[160];
+			snprintf(one, sizeof(one), "%s%s", sticky[ro->sticky[i].kind],
+				 ro->sticky[i].name ? ro->sticky[i].name : "");
+			json_decref(spec);
+			spec = json_string(one);
+			if (keys)
+				json_array_append(keys, spec);
+		}
+		if (keys) {
+			json_decref(spec);
+			spec = keys;
+		}
 		json_object_set_new(j, "rollout",
-				    json_pack("{s:s, s:o, s:s, s:s, s:o}", "backend",
+				    json_pack("{s:s, s:o, s:o, s:s, s:o}", "backend",
 					      c->backends[r->rollout.backend].name, "percent",
 					      percent_json(r->rollout.percent_bp), "sticky", spec,
 					      "cohort", r->rollout.cohort, "set_cookie",

@@ -137,6 +137,15 @@ int sp_sticky_key(const struct sp_sticky *s, const struct sp_reqview *q, struct 
 	return 0;
 }
 
+int sp_rollout_key(const struct sp_rollout *ro, const struct sp_reqview *q, struct sp_buf *scratch,
+		   const char **key, size_t *len)
+{
+	for (size_t i = 0; i < ro->nsticky; i++)
+		if (sp_sticky_key(&ro->sticky[i], q, scratch, key, len))
+			return (int)i + 1;
+	return 0;
+}
+
 uint64_t sp_rng_next(uint64_t *state)
 {
 	/* xorshift64*: fast, per-worker, good enough to spread key-less requests. */
@@ -165,10 +174,9 @@ void sp_decide(const struct sp_route *routes, size_t n, const struct sp_route_in
 	const char *key;
 	size_t len;
 	out->rolled = 1;
-	if (sp_sticky_key(&ro->sticky, q, scratch, &key, &len)) {
-		out->sticky = 1;
+	if ((out->sticky = sp_rollout_key(ro, q, scratch, &key, &len)) != 0) {
 		out->bucket = sp_rollout_bucket(ro->cohort, key, len);
-	} else if (ro->set_cookie && ro->sticky.kind == SP_STICKY_COOKIE) {
+	} else if (ro->set_cookie) { /* the last key is its cookie (route_conf.c) */
 		/* a key of its own, which the answer's Set-Cookie gives it (the
 		 * caller may draw another: sp_decide_assign) */
 		uint8_t r[SP_ASSIGNED_KEY / 2];
@@ -195,7 +203,7 @@ void sp_decide_assign(const uint8_t random[SP_ASSIGNED_KEY / 2], struct sp_decis
 		out->assigned[2 * i + 1] = hex[random[i] & 15];
 	}
 	out->assigned[SP_ASSIGNED_KEY] = '\0';
-	out->sticky = 1;
+	out->sticky = (int)ro->nsticky; /* the cookie, which the answer sets */
 	out->bucket = sp_rollout_bucket(ro->cohort, out->assigned, SP_ASSIGNED_KEY);
 	out->to_rollout = out->bucket < ro->percent_bp;
 	out->backend = out->to_rollout ? ro->backend : out->route->backend;

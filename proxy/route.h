@@ -56,6 +56,10 @@ struct sp_sticky {
 	char *name; /* header, cookie or query name */
 };
 
+/* The most keys a rollout's sticky list names (the first the request has
+ * decides: a user id, else a cookie, else the client's address). */
+#define SP_STICKY_MAX 4
+
 /* A guarded rollout: bounds on the rollout side, checked over a window by the
  * main process; crossing one drops the percent to 0 until re-armed. Steps
  * raise the percent over time while the guard holds. 0 disables a bound. */
@@ -74,7 +78,8 @@ struct sp_guard_cfg {
 struct sp_rollout {
 	int backend;          /* index into the config's backends */
 	uint32_t percent_bp;  /* basis points: 0..10000 */
-	struct sp_sticky sticky;
+	struct sp_sticky sticky[SP_STICKY_MAX]; /* in order; nsticky 0: random */
+	size_t nsticky;
 	char *cohort;         /* defaults to the route name */
 	char *shadow_salt;    /* cohort + "/shadow": the shadow sample's own salt */
 	struct sp_guard_cfg guard;
@@ -182,6 +187,10 @@ uint32_t sp_rollout_bucket(const char *cohort, const char *key, size_t key_len);
  * point into scratch) when present, 0 when absent or no sticky is set. */
 int sp_sticky_key(const struct sp_sticky *s, const struct sp_reqview *q, struct sp_buf *scratch,
 		  const char **key, size_t *len);
+/* The first of the rollout's sticky keys the request has: 1 + its index in
+ * ro->sticky, with *key and *len set as above; 0 when it has none. */
+int sp_rollout_key(const struct sp_rollout *ro, const struct sp_reqview *q, struct sp_buf *scratch,
+		   const char **key, size_t *len);
 
 /* Hex digits of a key strangler draws for rollout.set_cookie. */
 #define SP_ASSIGNED_KEY 16
@@ -190,7 +199,7 @@ struct sp_decision {
 	const struct sp_route *route; /* NULL: default backend */
 	int backend;
 	int rolled;       /* a rollout applied to this route */
-	int sticky;       /* the bucket came from a sticky key (else random) */
+	int sticky;       /* the bucket came from rollout.sticky[sticky - 1] (0: random) */
 	uint32_t bucket;  /* valid when rolled */
 	int to_rollout;   /* the request goes to the rollout backend */
 	/* rollout.set_cookie: the key drawn for a request without the cookie,

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "config_parse.h"
 #include "pathnorm.h"
@@ -452,8 +453,10 @@ static void load_set_cookie(struct sp_loader *L, const config_setting_t *s, cons
 			   "domain = \"example.com\"; }", cpath);
 		return;
 	}
-	if (ro->set_cookie && ro->sticky.kind != SP_STICKY_COOKIE)
-		ERR(L, sc, "%s: needs sticky = \"cookie:NAME\" (the cookie it sets)", cpath);
+	if (ro->set_cookie &&
+	    (!ro->nsticky || ro->sticky[ro->nsticky - 1].kind != SP_STICKY_COOKIE))
+		ERR(L, sc, "%s: needs sticky = \"cookie:NAME\", or a list of keys that ends with "
+			   "it (the cookie it sets)", cpath);
 	if (!ro->cookie_path)
 		ro->cookie_path = strdup("/");
 	size_t n = 96 + strlen(ro->cookie_path ? ro->cookie_path : "") +
@@ -465,6 +468,52 @@ static void load_set_cookie(struct sp_loader *L, const config_setting_t *s, cons
 	snprintf(ro->cookie_attrs, n, "; Path=%s; Max-Age=%d%s%s; HttpOnly; SameSite=Lax",
 		 ro->cookie_path ? ro->cookie_path : "/", ro->cookie_max_age_s,
 		 ro->cookie_domain ? "; Domain=" : "", ro->cookie_domain ? ro->cookie_domain : "");
+}
+
+/* sticky = "header:X-User-Id", or a list of up to SP_STICKY_MAX keys, the
+ * first the request has deciding: ["header:X-User-Id", "client_ip"]. */
+static void load_sticky(struct sp_loader *L, const config_setting_t *g, const char *path,
+			struct sp_rollout *ro)
+{
+	char shown[128];
+	snprintf(shown, sizeof(shown), "%s.sticky", path);
+	const config_setting_t *s = cfgp_strings(
+		L, g, "sticky", shown,
+		"a key (\"header:X-User-Id\") or a list of keys, the first the request has "
+		"deciding: [\"header:X-User-Id\", \"client_ip\"]",
+		1);
+	if (!s)
+		return;
+	int list = config_setting_type(s) != CONFIG_TYPE_STRING;
+	int n = list ? config_setting_length(s) : 1;
+	if (n < 1 || n > SP_STICKY_MAX) {
+		ERR(L, s, "%s: %s", shown,
+		    n < 1 ? "at least one key (or leave sticky out: a random side per request)"
+			  : "at most 4 keys");
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *e = list ? config_setting_get_elem(s, (unsigned)i) : s;
+		const char *spec = config_setting_get_string(e), *why = NULL;
+		char at[128];
+		snprintf(at, sizeof(at), list ? "%s.sticky.[%d]" : "%s.sticky", path, i);
+		struct sp_sticky *k = &ro->sticky[ro->nsticky];
+		if (sp_sticky_parse(spec, k, &why) < 0) {
+			ERR(L, e, "%s: \"%s\": %s", at, spec, why);
+			continue;
+		}
+		ro->nsticky++;
+		for (size_t j = 0; j + 1 < ro->nsticky && !why; j++)
+			if (ro->sticky[j].kind == k->kind &&
+			    (k->kind == SP_STICKY_CLIENT_IP ||
+			     (k->kind == SP_STICKY_HEADER ? strcasecmp(ro->sticky[j].name, k->name)
+							  : strcmp(ro->sticky[j].name, k->name)) == 0))
+				why = "listed twice";
+			else if (ro->sticky[j].kind == SP_STICKY_CLIENT_IP)
+				why = "after client_ip, which every request has: never used";
+		if (why)
+			ERR(L, e, "%s: \"%s\": %s", at, spec, why);
+	}
 }
 
 static void load_rollout(struct sp_loader *L, const config_setting_t *route, const char *rpath,
@@ -484,12 +533,8 @@ static void load_rollout(struct sp_loader *L, const config_setting_t *route, con
 	if (r->rollout.backend >= 0 && r->rollout.backend == r->backend)
 		WARN(L, s, "%s.backend: same backend as the route; the rollout changes nothing", path);
 	load_percent(L, s, path, &r->rollout.percent_bp);
+	load_sticky(L, s, path, &r->rollout);
 	const config_setting_t *where;
-	char *sticky = cfgp_str(L, s, "sticky", path, &where);
-	const char *why;
-	if (sticky && sp_sticky_parse(sticky, &r->rollout.sticky, &why) < 0)
-		ERR(L, where, "%s.sticky: \"%s\": %s", path, sticky, why);
-	free(sticky);
 	load_set_cookie(L, s, path, &r->rollout);
 	r->rollout.cohort = cfgp_str(L, s, "cohort", path, &where);
 	if (where && r->rollout.cohort && !*r->rollout.cohort)

@@ -459,7 +459,8 @@ void sp_route_deinit(struct sp_route *r)
 	kv_free(m->query, m->nquery);
 	free(m->client_ip);
 	sp_return_deinit(&r->ret);
-	free(r->rollout.sticky.name);
+	for (size_t i = 0; i < r->rollout.nsticky; i++)
+		free(r->rollout.sticky[i].name);
 	free(r->rollout.cohort);
 	free(r->rollout.cookie_path);
 	free(r->rollout.cookie_domain);

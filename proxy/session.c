@@ -1169,7 +1169,7 @@ static void maybe_shadow(struct sp_session *s, const struct sp_reqview *q, const
 		if (s->dec.assigned[0] && r->rollout.shadow_salt) { /* the key drawn for it */
 			b = sp_rollout_bucket(r->rollout.shadow_salt, s->dec.assigned, SP_ASSIGNED_KEY);
 		} else if (r->has_rollout && r->rollout.shadow_salt &&
-			   sp_sticky_key(&r->rollout.sticky, q, &s->tmp, &key, &klen)) {
+			   sp_rollout_key(&r->rollout, q, &s->tmp, &key, &klen)) {
 			/* a salt of its own, so the shadowed users are not the rolled-out ones */
 			b = sp_rollout_bucket(r->rollout.shadow_salt, key, klen);
 		} else {
@@ -1492,7 +1492,8 @@ static void request_error(struct sp_session *s)
 __attribute__((noinline)) static int add_sticky_cookie(struct sp_session *s,
 							const struct sp_h1_msg *m, struct sp_buf *head)
 {
-	const char *name = s->dec.route->rollout.sticky.name;
+	const struct sp_rollout *ro = &s->dec.route->rollout;
+	const char *name = ro->sticky[ro->nsticky - 1].name; /* its cookie: the last key */
 	size_t n = strlen(name);
 	for (size_t i = 0; i < m->nhdrs; i++)
 		if (sp_hdr_name_is(&m->hdrs[i], "Set-Cookie") && m->hdrs[i].value_len > n &&

@@ -83,10 +83,20 @@ static void check_config(const struct sp_config *c)
 				   r->name, r->rollout.percent_bp);
 			FUZZ_CHECK(r->rollout.cohort && *r->rollout.cohort, "route %s cohort",
 				   r->name);
-			FUZZ_CHECK(r->rollout.sticky.kind == SP_STICKY_NONE ||
-					   r->rollout.sticky.kind == SP_STICKY_CLIENT_IP ||
-					   (r->rollout.sticky.name && *r->rollout.sticky.name),
-				   "route %s sticky", r->name);
+			FUZZ_CHECK(r->rollout.nsticky <= SP_STICKY_MAX, "route %s: %zu sticky keys",
+				   r->name, r->rollout.nsticky);
+			for (size_t k = 0; k < r->rollout.nsticky; k++) {
+				const struct sp_sticky *st = &r->rollout.sticky[k];
+				FUZZ_CHECK((st->kind == SP_STICKY_CLIENT_IP && k + 1 == r->rollout.nsticky) ||
+						   (st->kind != SP_STICKY_NONE &&
+						    st->kind != SP_STICKY_CLIENT_IP && st->name && *st->name),
+					   "route %s sticky key %zu", r->name, k);
+			}
+			FUZZ_CHECK(!r->rollout.set_cookie ||
+					   (r->rollout.nsticky &&
+					    r->rollout.sticky[r->rollout.nsticky - 1].kind ==
+						    SP_STICKY_COOKIE),
+				   "route %s set_cookie without its cookie", r->name);
 		}
 		if (r->has_shadow) {
 			const struct sp_shadow_cfg *s = &r->shadow;

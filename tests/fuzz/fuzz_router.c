@@ -63,6 +63,9 @@ static const char conf_text[] =
 	"  { name = \"ip\"; backend = \"legacy\";\n"
 	"    match = { path_prefix = \"/ip\"; methods = [\"POST\", \"PUT\"]; };\n"
 	"    rollout = { backend = \"modern\"; percent = 100.0; sticky = \"client_ip\"; }; },\n"
+	"  { name = \"fallback\"; match = { path_prefix = \"/fb\"; }; backend = \"legacy\";\n"
+	"    rollout = { backend = \"modern\"; percent = 40.0;\n"
+	"                sticky = [\"header:X-User-Id\", \"cookie:sid\", \"query:u\", \"client_ip\"]; }; },\n"
 	"  { name = \"wild\"; match = { host = \"*.Example.com\"; methods = [\"DELETE\"]; };\n"
 	"    backend = \"third\"; },\n"
 	"  { name = \"root\"; match = { path = \"/\"; }; backend = \"modern\";\n"
@@ -108,6 +111,25 @@ static void check_decision(const struct sp_reqview *q, const struct sp_decision 
 		return;
 	}
 	FUZZ_CHECK(d->rolled && d->bucket < 10000, "route %s bucket %u", r->name, d->bucket);
+	/* the keyed sticky key the request carries decides, hashed alone */
+	const struct sp_rollout *ro = &r->rollout;
+	struct sp_buf scratch;
+	sp_buf_init(&scratch);
+	size_t keyed = ro->nsticky;
+	const char *key = NULL;
+	size_t klen = 0;
+	for (size_t i = 0; i < ro->nsticky && keyed == ro->nsticky; i++)
+		if (sp_sticky_key(&ro->sticky[i], q, &scratch, &key, &klen))
+			keyed = i;
+	if (keyed < ro->nsticky)
+		FUZZ_CHECK(d->sticky == (int)keyed + 1 &&
+				   d->bucket == sp_rollout_bucket(ro->cohort, key, klen),
+			   "route %s: sticky %d, bucket %u, want key %zu", r->name, d->sticky,
+			   d->bucket, keyed + 1);
+	else
+		FUZZ_CHECK(d->sticky == 0 || d->assigned[0], "route %s: sticky %d without a key",
+			   r->name, d->sticky);
+	sp_buf_deinit(&scratch);
 	FUZZ_CHECK(d->to_rollout == (d->bucket < r->rollout.percent_bp), "route %s bucket %u of %u",
 		   r->name, d->bucket, r->rollout.percent_bp);
 	FUZZ_CHECK(d->backend == (d->to_rollout ? r->rollout.backend : r->backend),

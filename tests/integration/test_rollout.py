@@ -437,3 +437,71 @@ def test_check_of_set_cookie(tmp_path):
               'domain = "example.com"; }'),
         (13, (P % 8) + ".maxage: unknown setting"),
     ])
+
+
+FALLBACK = [{"name": "fb", "match": {"path_prefix": "/fb"}, "backend": "legacy",
+             "rollout": {"backend": "modern", "percent": 50.0,
+                         "sticky": ["header:X-User-Id", "cookie:sid", "client_ip"]}}]
+
+
+def test_a_sticky_list_takes_the_first_key_the_request_has(two_backends, start_proxy):
+    """sticky = [user id, else session cookie, else address]: each request is
+    decided by the first key it carries, hashed as that key alone would be,
+    so a signed-in user keeps a side by user id, an anonymous visitor by
+    cookie, and a bare client by address; explain and the API agree."""
+    legacy, modern = two_backends
+    p = start_proxy({"legacy": legacy, "modern": modern}, default_backend="legacy",
+                    routes=FALLBACK, admin={})
+    c = p.client()
+    want = []
+    for key in KEYS[:30]:
+        side = c.request("GET", "/fb", [("X-User-Id", key), ("Cookie", "sid=other")]).header(
+            "X-Backend")
+        assert side == expected_side("fb", key, 5000), key
+        want.append(rollout_bucket("fb", key))
+    for key in KEYS[30:60]:
+        side = c.request("GET", "/fb", [("X-User-Id", ""), ("Cookie", "a=1; sid=" + key)]).header(
+            "X-Backend")
+        assert side == expected_side("fb", key, 5000), key
+        want.append(rollout_bucket("fb", key))
+    c.close()
+    for i in range(2, 22):
+        ip = "127.0.0.%d" % i
+        c = p.client(source=ip)
+        for _ in range(2):  # the same side every time
+            assert c.request("GET", "/fb").header("X-Backend") == expected_side("fb", ip, 5000)
+            want.append(rollout_bucket("fb", ip))
+        c.close()
+    assert [e["bucket"] for e in p.wait_access(len(want))] == want
+    st, body = p.admin("GET", "/api/routes/fb")
+    assert st == 200
+    assert body["rollout"]["sticky"] == ["header:X-User-Id", "cookie:sid", "client_ip"]
+    out = run_strangler("explain", "-c", p.conf_path, "-H", "Cookie: sid=" + KEYS[40],
+                        "GET", "/fb")
+    assert out.returncode == 0, out.stderr
+    assert "sticky header:X-User-Id, then cookie:sid, then client_ip" in out.stdout, out.stdout
+    assert 'key:      "%s" (cookie:sid)' % KEYS[40] in out.stdout, out.stdout
+    assert re.search(r"^bucket:\s+%d " % rollout_bucket("fb", KEYS[40]), out.stdout, re.M)
+    out = run_strangler("explain", "-c", p.conf_path, "--client-ip", "10.1.2.3", "GET", "/fb")
+    assert 'key:      "10.1.2.3" (client_ip)' in out.stdout, out.stdout
+
+
+def test_a_sticky_list_with_set_cookie_draws_the_cookie_for_the_rest(two_backends,
+                                                                       start_proxy):
+    legacy, modern = two_backends
+    routes = [{"name": "web", "match": {"path_prefix": "/web"}, "backend": "legacy",
+               "rollout": {"backend": "modern", "percent": 50.0, "set_cookie": True,
+                           "sticky": ["header:X-User-Id", "cookie:sid"]}}]
+    p = start_proxy({"legacy": legacy, "modern": modern}, routes=routes)
+    c = p.client()
+    r = c.request("GET", "/web")
+    sid = re.match(r"sid=([0-9a-f]{16});", r.header("Set-Cookie")).group(1)
+    assert r.header("X-Backend") == expected_side("web", sid, 5000)
+    for _ in range(5):  # the drawn cookie keeps the side
+        r = c.request("GET", "/web", [("Cookie", "sid=" + sid)])
+        assert r.header("Set-Cookie") is None
+        assert r.header("X-Backend") == expected_side("web", sid, 5000)
+    r = c.request("GET", "/web", [("X-User-Id", "u7")])  # a user id: no cookie drawn
+    assert r.header("Set-Cookie") is None
+    assert r.header("X-Backend") == expected_side("web", "u7", 5000)
+    c.close()

@@ -847,7 +847,9 @@ static void test_error_wrong_types(void **state)
 	REJECTED(ONE_MATCH("query = { v = true; };"), 1,
 		 "test.conf:8: routes.[0].match.query.v: must be a string (\"*\" for any value)");
 	REJECTED(ONE_ROLLOUT("percent = 5; sticky = 1;"), 1,
-		 "test.conf:8: routes.[0].rollout.sticky: must be a string");
+		 "test.conf:8: routes.[0].rollout.sticky: must be a key (\"header:X-User-Id\") or a "
+		 "list of keys, the first the request has deciding: [\"header:X-User-Id\", "
+		 "\"client_ip\"]");
 }
 
 static void test_error_syntax(void **state)
@@ -1185,19 +1187,20 @@ static void test_valid_full_config(void **state)
 	assert_int_equal(orders->rollout.backend, 1);
 	assert_int_equal(orders->rollout.percent_bp, 2500);
 	assert_string_equal(orders->rollout.cohort, "orders");
-	assert_int_equal(orders->rollout.sticky.kind, SP_STICKY_HEADER);
-	assert_string_equal(orders->rollout.sticky.name, "X-User-Id");
+	assert_int_equal(orders->rollout.nsticky, 1);
+	assert_int_equal(orders->rollout.sticky[0].kind, SP_STICKY_HEADER);
+	assert_string_equal(orders->rollout.sticky[0].name, "X-User-Id");
 
 	assert_string_equal(search->match.path, "/api/search");
 	assert_int_equal(search->rollout.percent_bp, 3333);
 	assert_string_equal(search->rollout.cohort, "shared");
-	assert_int_equal(search->rollout.sticky.kind, SP_STICKY_COOKIE);
-	assert_string_equal(search->rollout.sticky.name, "sid");
+	assert_int_equal(search->rollout.nsticky, 1);
+	assert_int_equal(search->rollout.sticky[0].kind, SP_STICKY_COOKIE);
+	assert_string_equal(search->rollout.sticky[0].name, "sid");
 
 	assert_int_equal(keyless->rollout.percent_bp, 700);
 	assert_int_equal(keyless->rollout.backend, 2);
-	assert_int_equal(keyless->rollout.sticky.kind, SP_STICKY_NONE);
-	assert_null(keyless->rollout.sticky.name);
+	assert_int_equal(keyless->rollout.nsticky, 0);
 	assert_string_equal(keyless->rollout.cohort, "keyless");
 
 	struct sp_config *again = sp_config_ref(c);

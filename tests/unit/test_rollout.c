@@ -44,15 +44,23 @@ static void key_of(char *buf, size_t len, int i)
 }
 
 /* A config with one rollout route "r" on prefix "/" at percent (text) and sticky. */
-static struct sp_config *rollout_config(const char *percent, const char *sticky)
+/* Route "r" with a rollout whose sticky setting is written as value. */
+static struct sp_config *rollout_config_as(const char *percent, const char *value, const char *more)
 {
 	char text[1024];
 	snprintf(text, sizeof(text),
 		 CONF_HEAD "routes = ( { name = \"r\"; match = { path_prefix = \"/\"; };\n"
 			   "  backend = \"legacy\";\n"
-			   "  rollout = { backend = \"modern\"; percent = %s; sticky = \"%s\"; }; } );\n",
-		 percent, sticky);
+			   "  rollout = { backend = \"modern\"; percent = %s; sticky = %s;%s }; } );\n",
+		 percent, value, more);
 	return unit_load_ok(text, NULL);
+}
+
+static struct sp_config *rollout_config(const char *percent, const char *sticky)
+{
+	char value[256];
+	snprintf(value, sizeof(value), "\"%s\"", sticky);
+	return rollout_config_as(percent, value, "");
 }
 
 /* Decision for a request carrying key as X-User-Id. */
@@ -396,7 +404,8 @@ static void test_set_cookie_draws_a_key(void **state)
 	sp_diag_init(&diag);
 	assert_null(sp_config_load_string(text, TEST_CONF, &diag));
 	assert_non_null(strstr(diag.text.data, ":10: routes.[0].rollout.set_cookie: needs sticky = "
-					       "\"cookie:NAME\" (the cookie it sets)"));
+					       "\"cookie:NAME\", or a list of keys that ends with it "
+					       "(the cookie it sets)"));
 	sp_diag_deinit(&diag);
 }
 
@@ -424,6 +433,107 @@ static void test_sticky_query(void **state)
 	assert_int_equal(d.sticky, 0);
 	assert_int_equal(d.rolled, 1);
 	sp_config_unref(&c);
+}
+
+/* sticky = [keys...]: the first key the request has decides, hashed as that
+ * key alone would be; none: random, or with set_cookie a drawn key for the
+ * cookie, which is the last key. */
+static void test_sticky_list(void **state)
+{
+	(void)state;
+	struct sp_config *c =
+		rollout_config_as("50", "[\"header:X-User-Id\", \"cookie:sid\", \"client_ip\"]", "");
+	assert_int_equal(c->routes[0].rollout.nsticky, 3);
+	uint64_t rng = 1;
+	const struct sp_hdr both[] = {HDR("Cookie", "sid=s7"), HDR("X-User-Id", "u42")};
+	const struct sp_hdr cookie[] = {HDR("Cookie", "sid=s7")};
+	const struct sp_hdr empty_id[] = {HDR("X-User-Id", ""), HDR("Cookie", "sid=s7")};
+	struct sp_decision d = decide_req(c, both, NELEM(both), NULL, "192.0.2.7", &rng);
+	assert_int_equal(d.sticky, 1);
+	assert_int_equal(d.bucket, BUCKET_R("u42"));
+	d = decide_req(c, cookie, NELEM(cookie), NULL, "192.0.2.7", &rng);
+	assert_int_equal(d.sticky, 2);
+	assert_int_equal(d.bucket, BUCKET_R("s7"));
+	d = decide_req(c, empty_id, NELEM(empty_id), NULL, "192.0.2.7", &rng);
+	assert_int_equal(d.sticky, 2); /* an empty value is no key */
+	d = decide_req(c, NULL, 0, NULL, "192.0.2.7", &rng);
+	assert_int_equal(d.sticky, 3);
+	assert_int_equal(d.bucket, BUCKET_R("192.0.2.7"));
+	d = decide_req(c, NULL, 0, NULL, NULL, &rng);
+	assert_int_equal(d.sticky, 0); /* no address known: random */
+	assert_int_equal(d.rolled, 1);
+	/* the shadow sample's key is the same first key */
+	struct sp_reqview q = unit_req("GET", "/p", NULL, cookie, NELEM(cookie), "192.0.2.7");
+	struct sp_buf scratch;
+	const char *key;
+	size_t len;
+	sp_buf_init(&scratch);
+	assert_int_equal(sp_rollout_key(&c->routes[0].rollout, &q, &scratch, &key, &len), 2);
+	assert_int_equal(len, 2);
+	assert_memory_equal(key, "s7", 2);
+	sp_buf_deinit(&scratch);
+	sp_config_unref(&c);
+	/* a single key written as a list of one is that key */
+	c = rollout_config_as("50", "[\"query:u\"]", "");
+	d = decide_req(c, NULL, 0, "u=u42", "192.0.2.7", &rng);
+	assert_int_equal(d.sticky, 1);
+	assert_int_equal(d.bucket, BUCKET_R("u42"));
+	sp_config_unref(&c);
+	/* set_cookie: the list's last key is the cookie drawn for the others */
+	c = rollout_config_as("50", "[\"header:X-User-Id\", \"cookie:sid\"]", " set_cookie = true;");
+	d = decide_req(c, NULL, 0, NULL, "192.0.2.7", &rng);
+	assert_int_equal(strlen(d.assigned), SP_ASSIGNED_KEY);
+	assert_int_equal(d.sticky, 2);
+	assert_int_equal(d.bucket, sp_rollout_bucket("r", d.assigned, SP_ASSIGNED_KEY));
+	d = decide_req(c, both, NELEM(both), NULL, NULL, &rng);
+	assert_string_equal(d.assigned, "");
+	assert_int_equal(d.bucket, BUCKET_R("u42"));
+	sp_config_unref(&c);
+}
+
+static void test_sticky_list_errors(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *value, *more, *msg;
+	} cases[] = {
+		{"[\"header:A\", \"header:a\"]", "",
+		 ":9: routes.[0].rollout.sticky.[1]: \"header:a\": listed twice"},
+		{"[\"cookie:a\", \"cookie:A\", \"cookie:a\"]", "",
+		 ":9: routes.[0].rollout.sticky.[2]: \"cookie:a\": listed twice"},
+		{"[\"client_ip\", \"header:X-User-Id\"]", "",
+		 ":9: routes.[0].rollout.sticky.[1]: \"header:X-User-Id\": after client_ip, which "
+		 "every request has: never used"},
+		{"[]", "", ":9: routes.[0].rollout.sticky: at least one key (or leave sticky out: a "
+			   "random side per request)"},
+		{"[\"query:a\", \"query:b\", \"query:c\", \"query:d\", \"query:e\"]", "",
+		 ":9: routes.[0].rollout.sticky: at most 4 keys"},
+		{"[\"header:A\", \"nope\"]", "",
+		 ":9: routes.[0].rollout.sticky.[1]: \"nope\": must be \"header:NAME\", "
+		 "\"cookie:NAME\", \"query:NAME\" or \"client_ip\""},
+		{"(\"header:A\", 1)", "", /* a list may mix types; an array may not */
+		 ":9: routes.[0].rollout.sticky: must be a key (\"header:X-User-Id\") or a list of "
+		 "keys, the first the request has deciding: [\"header:X-User-Id\", \"client_ip\"]"},
+		{"[\"cookie:sid\", \"header:A\"]", " set_cookie = true;",
+		 ":9: routes.[0].rollout.set_cookie: needs sticky = \"cookie:NAME\", or a list of "
+		 "keys that ends with it (the cookie it sets)"},
+	};
+	for (size_t i = 0; i < NELEM(cases); i++) {
+		char text[1024];
+		snprintf(text, sizeof(text),
+			 CONF_HEAD "routes = ( { name = \"r\"; match = { path_prefix = \"/\"; };\n"
+				   "  backend = \"legacy\";\n"
+				   "  rollout = { backend = \"modern\"; percent = 5; sticky = %s;%s }; } );\n",
+			 cases[i].value, cases[i].more);
+		struct sp_diag diag;
+		sp_diag_init(&diag);
+		struct sp_config *c = sp_config_load_string(text, TEST_CONF, &diag);
+		if (c || !diag.text.data || !strstr(diag.text.data, cases[i].msg))
+			fail_msg("sticky = %s: %s\nwanted: %s", cases[i].value,
+				 diag.text.data ? diag.text.data : "(loaded)", cases[i].msg);
+		assert_int_equal(diag.errors, 1);
+		sp_diag_deinit(&diag);
+	}
 }
 
 static void test_sticky_client_ip(void **state)
@@ -587,6 +697,8 @@ int main(void)
 		cmocka_unit_test(test_no_rollout_route),
 		cmocka_unit_test(test_sticky_key_direct),
 		cmocka_unit_test(test_sticky_parse),
+		cmocka_unit_test(test_sticky_list),
+		cmocka_unit_test(test_sticky_list_errors),
 		cmocka_unit_test(test_sticky_parse_errors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
