@@ -106,6 +106,12 @@ static void on_other_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct sp_runtime *rt = arg;
 	(void)what;
+	if (sig == SIGHUP && rt->stopping) {
+		/* what runs next is the replacing process's to load */
+		sp_log(SP_LOG_WARN, "SIGHUP: stopping: no reload (send it to the process that "
+		       "replaces this one)");
+		return;
+	}
 	if (sig == SIGHUP) {
 		struct sp_diag diag;
 		sp_diag_init(&diag);
@@ -165,9 +171,13 @@ static void on_guard_tick(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	struct sp_runtime *rt = arg;
+	trim_memory(rt);
+	/* a stopping process's guards judge no more: the exchanges it finishes
+	 * are a remainder, and the replacing process owns the state file */
+	if (rt->stopping)
+		return;
 	sp_runtime_retry_state(rt);
 	sp_guards_tick(rt, rt->guards);
-	trim_memory(rt);
 }
 
 /* After the sockets are bound and the files opened: run as `user`. */

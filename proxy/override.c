@@ -144,34 +144,59 @@ static void apply_percent(struct sp_buf *notes, const char *route, const char *w
 	*bp = now;
 }
 
+/* A change that sp_override_check found fit. */
+static void apply_one(struct sp_config *c, const char *route, const json_t *patch,
+		      struct sp_buf *notes)
+{
+	struct sp_route *r = (struct sp_route *)sp_config_route(c, route);
+	json_t *v;
+	if ((v = json_object_get(patch, "backend"))) {
+		int b = sp_backend_index(c, json_string_value(v));
+		if (b != r->backend) {
+			char now[SP_NAME_MAX + 2], file[SP_NAME_MAX + 2];
+			snprintf(now, sizeof(now), "\"%s\"", c->backends[b].name);
+			snprintf(file, sizeof(file), "\"%s\"", c->backends[r->backend].name);
+			note_masked(notes, route, "backend", now, file);
+		}
+		r->backend = b;
+	}
+	if ((v = json_object_get(patch, "rollout")))
+		apply_percent(notes, route, "rollout.percent", v, &r->rollout.percent_bp);
+	if ((v = json_object_get(patch, "shadow")))
+		apply_percent(notes, route, "shadow.percent", v, &r->shadow.percent_bp);
+}
+
 int sp_override_apply(struct sp_config *c, const json_t *overrides, struct sp_buf *notes)
 {
-	const char *route;
-	json_t *patch;
+	const char *route, *key;
+	json_t *patch, *part;
 	int applied = 0;
 	char err[256];
 	json_object_foreach((json_t *)overrides, route, patch) {
-		if (sp_override_check(c, route, patch, err, sizeof(err)) != 200) {
+		if (sp_override_check(c, route, patch, err, sizeof(err)) == 200) {
+			apply_one(c, route, patch, notes);
+			applied++;
+			continue;
+		}
+		if (!sp_config_route(c, route) || !json_is_object(patch)) {
 			sp_buf_printf(notes, "override of route \"%s\" skipped: %s\n", route, err);
 			continue;
 		}
-		struct sp_route *r = (struct sp_route *)sp_config_route(c, route);
-		json_t *v;
-		if ((v = json_object_get(patch, "backend"))) {
-			int b = sp_backend_index(c, json_string_value(v));
-			if (b != r->backend) {
-				char now[SP_NAME_MAX + 2], file[SP_NAME_MAX + 2];
-				snprintf(now, sizeof(now), "\"%s\"", c->backends[b].name);
-				snprintf(file, sizeof(file), "\"%s\"", c->backends[r->backend].name);
-				note_masked(notes, route, "backend", now, file);
+		/* each part on its own: a backend a reload removed must not take a
+		 * rollout's percent (a guard's pull-back) with it */
+		int fit = 0;
+		json_object_foreach(patch, key, part) {
+			json_t *one = json_pack("{s:O}", key, part);
+			if (one && sp_override_check(c, route, one, err, sizeof(err)) == 200) {
+				apply_one(c, route, one, notes);
+				fit = 1;
+			} else {
+				sp_buf_printf(notes, "override of route \"%s\" skipped: %s\n", route,
+					      one ? err : "out of memory");
 			}
-			r->backend = b;
+			json_decref(one);
 		}
-		if ((v = json_object_get(patch, "rollout")))
-			apply_percent(notes, route, "rollout.percent", v, &r->rollout.percent_bp);
-		if ((v = json_object_get(patch, "shadow")))
-			apply_percent(notes, route, "shadow.percent", v, &r->shadow.percent_bp);
-		applied++;
+		applied += fit;
 	}
 	return applied;
 }
@@ -381,13 +406,32 @@ json_t *sp_route_json(const struct sp_config *c, const struct sp_route *r, const
 	} else {
 		json_object_set_new(j, "shadow", json_null());
 	}
-	/* an override the build skipped (its backend gone...) is not in force */
+	/* the parts of an override the build skipped (its backend gone...) are
+	 * not in force; the others are (sp_override_apply) */
 	char err[256];
-	if (override && sp_override_check(c, r->name, override, err, sizeof(err)) != 200) {
-		json_object_set_new(j, "override_skipped", json_pack("{s:O, s:s}", "override", override,
-								       "reason", err));
-		override = NULL;
+	json_t *fit = override ? json_deep_copy(override) : NULL;
+	if (fit && sp_override_check(c, r->name, fit, err, sizeof(err)) != 200) {
+		json_t *unfit = json_object();
+		const char *key;
+		json_t *part;
+		void *tmp;
+		json_object_foreach_safe(fit, tmp, key, part) {
+			json_t *one = json_pack("{s:O}", key, part);
+			char why[256];
+			if (one && sp_override_check(c, r->name, one, why, sizeof(why)) != 200) {
+				json_object_set(unfit, key, part);
+				snprintf(err, sizeof(err), "%s", why);
+				json_object_del(fit, key);
+			}
+			json_decref(one);
+		}
+		json_object_set_new(j, "override_skipped",
+				    json_pack("{s:o, s:s}", "override", unfit, "reason", err));
+		if (json_object_size(fit) == 0) {
+			json_decref(fit);
+			fit = NULL;
+		}
 	}
-	json_object_set_new(j, "override", override ? json_deep_copy(override) : json_null());
+	json_object_set_new(j, "override", fit ? fit : json_null());
 	return j;
 }

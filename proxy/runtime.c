@@ -305,6 +305,10 @@ int sp_runtime_save_state(struct sp_runtime *rt)
 	int rc = -1, fd = -1, e = 0;
 	if (!cfg->has_admin || !cfg->admin.state_file)
 		return 0;
+	if (rt->stopping) { /* the process that replaces this one owns the file now */
+		errno = ESHUTDOWN;
+		return -1;
+	}
 	snprintf(tmp, sizeof(tmp), "%s.tmp.%d", cfg->admin.state_file, (int)getpid());
 	json_t *state = json_pack("{s:O, s:O, s:o, s:o}", "overrides", rt->overrides, "audit",
 				  rt->audit, "guards", sp_guards_save(rt->guards), "drained",

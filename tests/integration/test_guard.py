@@ -2,7 +2,10 @@
 fails or differs, stays back until re-armed, and steps forward while healthy."""
 import itertools
 import json
+import os
 import re
+import signal
+import subprocess
 import threading
 import time
 
@@ -412,3 +415,118 @@ def test_steps_wait_while_the_rollout_side_sheds_its_users(start_proxy, backend_
     route = p.admin("GET", "/api/routes/orders")[1]
     assert route["rollout"]["percent"] == 50, route
     assert "guard-step" not in json.dumps(p.admin("GET", "/api/audit")[1])
+
+
+def drop_backend_from_file(p, name):
+    text = open(p.conf_path).read()
+    start = text.index("  %s = " % name)
+    open(p.conf_path, "w").write(text[:start] + text[text.index("\n", start) + 1:])
+    harness.reload_and_wait(p, 1)
+
+
+def test_a_trip_is_in_force_when_a_reload_made_part_of_the_override_unfit(
+        start_proxy, backend_factory, tmp_path):
+    """A stored override that moved the route's base to a backend a reload
+    then removed: that part is skipped, and the guard's pull-back, merged
+    into the same override, must still take effect (not be skipped with it
+    while the guard says tripped)."""
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern", flaky())
+    spare = backend_factory("spare")
+    guard = {"max_error_rate": 5.0, "min_requests": 20, "window_s": 10}
+    route = {"name": "orders", "match": {"path_prefix": "/api"}, "backend": "legacy",
+             "rollout": {"backend": "modern", "percent": 50.0, "sticky": "header:X-User-Id",
+                         "guard": guard}}
+    p = start_proxy({"legacy": legacy, "modern": modern, "spare": spare}, routes=[route],
+                    admin={"state_file": str(tmp_path / "state.json")})
+    assert p.admin("PATCH", "/api/routes/orders", {"backend": "spare"})[0] == 200
+    drop_backend_from_file(p, "spare")
+    assert 'override of route "orders" skipped: backend: unknown backend "spare"' in \
+        p.stderr_text()
+    st, r = p.admin("GET", "/api/routes/orders")
+    assert (r["backend"], r["rollout"]["percent"]) == ("legacy", 50)
+    assert r["override_skipped"]["override"] == {"backend": "spare"}
+    load(p, 120)
+    harness.wait_for(lambda: "guard: route orders: error rate" in p.stderr_text(), 5,
+                     what="the guard tripping")
+    st, r = p.admin("GET", "/api/routes/orders")
+    assert r["guard"]["tripped"] is True
+    assert r["rollout"]["percent"] == 0, r
+    assert r["override"] == {"rollout": {"percent": 0}}  # the part in force
+    assert r["override_skipped"]["override"] == {"backend": "spare"}
+    assert set(load(p, 40)) == {"legacy"}
+    # an operator's PATCH on that route is in force too
+    p.admin("POST", "/api/routes/orders/guard/rearm")
+    st, r = p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 100}})
+    assert st == 200 and r["rollout"]["percent"] == 100, r
+
+
+# A zero-downtime upgrade (operations.md): the new process starts beside the
+# old one (SO_REUSEPORT), the old one gets SIGTERM and finishes what it has.
+# Its guard must not judge that remainder and write its own view into the
+# shared admin.state_file over what the new process saved since (here a
+# server the operator drained on the new process for a deploy).
+
+
+def slow_500(req, conn):
+    """The new backend fails, slowly."""
+    time.sleep(2.0)
+    return Response(500, b"boom", headers=[("X-Backend", "modern")])
+
+
+def test_a_stopping_process_does_not_overwrite_the_state_file(start_proxy, backend_factory,
+                                                              tmp_path):
+    """The stopping process writes nothing to the state file."""
+    slow = harness.by_path({"/slow": harness.delayed(6.0)})
+    legacy1, legacy2 = backend_factory("legacy1", slow), backend_factory("legacy2", slow)
+    modern = backend_factory("modern", slow_500)
+    state = tmp_path / "state.json"
+    guard = {"max_error_rate": 5.0, "min_requests": 5, "window_s": 30}
+    routes = [{"name": "orders", "match": {"path_prefix": "/api"}, "backend": "legacy",
+               "rollout": {"backend": "modern", "percent": 100.0, "sticky": "header:X-User-Id",
+                           "guard": guard}}]
+    old = start_proxy({"legacy": {"servers": [legacy1.url, legacy2.url]}, "modern": modern},
+                      routes=routes, admin={"state_file": str(state)})
+    # requests in flight on the old process (the new backend fails them, slowly)
+    clients = []
+    for i in range(8):
+        c = old.client(timeout=10)
+        c.send(harness.build_request("GET", "/api/o%d" % i, [("X-User-Id", "u%d" % i)]))
+        clients.append(c)
+    modern.wait_requests(8)
+    # and a long one (a download, say) that keeps it draining a while
+    long = old.client(timeout=10)
+    long.send(harness.build_request("GET", "/slow"))
+    # the new process, same file (same listen and admin addresses: SO_REUSEPORT)
+    err = open(tmp_path / "new.stderr", "wb")
+    new = subprocess.Popen([harness.BINARY, "-c", old.conf_path], stdin=subprocess.DEVNULL,
+                           stdout=err, stderr=err)
+    try:
+        harness.wait_for(lambda: b"admin API on" in open(tmp_path / "new.stderr", "rb").read(), 5,
+                         what="the new process")
+        os.kill(old.pid, signal.SIGTERM)
+        harness.wait_for(lambda: "stopping; finishing" in old.stderr_text(), 3)
+        # the operator drains legacy1 for a deploy: the old process says 503,
+        # a retry lands on the new one
+        server = "127.0.0.1:%d" % legacy1.port
+        for _ in range(50):
+            st, body = old.admin("PATCH", "/api/backends/legacy", {"server": server, "drain": True})
+            if st == 200:
+                break
+            assert st == 503, (st, body)
+        assert st == 200
+        saved = json.load(open(state))
+        assert saved["drained"] == [legacy1.url], saved
+        # the old process's requests end (500s): its guard trips while it drains
+        for c in clients:
+            assert c.read_response().status == 500
+            c.close()
+        time.sleep(2.0)
+        saved = json.load(open(state))
+        # what the running (new) process holds must still be on disk
+        assert saved["drained"] == [legacy1.url], (saved, old.stderr_text()[-1500:])
+        long.close()
+    finally:
+        new.send_signal(signal.SIGTERM)
+        new.wait(timeout=10)
+        err.close()
