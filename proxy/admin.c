@@ -61,6 +61,7 @@ struct admin_conn {
 	int head_only;     /* HEAD: the GET answer's head alone */
 	char extra[128];   /* header lines of this answer (Allow, WWW-Authenticate) */
 	int answered;
+	int request_done; /* its whole request was read (else a lingering close) */
 	int hold;           /* the answer waits until every worker runs the change */
 	int64_t hold_until; /* ...but no longer than this (µs, sp_deadline_now_us) */
 	struct event *timer;
@@ -69,6 +70,7 @@ struct admin_conn {
 
 static void hold_check(evutil_socket_t fd, short what, void *arg);
 static void conn_free(struct admin_conn *a);
+static void answered_close(struct admin_conn *a);
 
 /* ---- responses ---- */
 
@@ -115,7 +117,7 @@ static void hold_check(evutil_socket_t fd, short what, void *arg)
 	/* from the timer, nothing else will see it written (called from
 	 * respond_with, on_read does) */
 	if ((what & EV_TIMEOUT) && evbuffer_get_length(a->c->out) == 0)
-		conn_free(a);
+		answered_close(a);
 }
 
 static void respond(struct admin_conn *a, int status, const char *type, const char *body,
@@ -1032,7 +1034,7 @@ static void patch_backend(struct admin_conn *a, const char *name)
 			/* a restart would undo it: nothing changes */
 			snprintf(msg, sizeof(msg), "cannot write admin.state_file: %s; the server "
 				 "stays %s", strerror(errno), was ? "drained" : "in service");
-			sp_health_set_drained(rt->health, sv->url, was);
+			sp_health_undo_drained(rt->health, sv->url, was);
 			respond_error(a, 500, msg);
 		} else {
 			if (on != was) {
@@ -1243,9 +1245,32 @@ static int on_body(void *ud, const char *p, size_t n)
 
 static int on_done(void *ud, struct sp_h1_msg *m)
 {
+	struct admin_conn *a = ud;
 	(void)m;
+	/* a head refused as too big ends the message here too (its body
+	 * skipped, not read) */
+	a->request_done = !a->too_big;
 	dispatch(ud);
 	return 1;
+}
+
+/* Answered: the connection ends. When the client's request was not read
+ * whole (a body past 64 KiB, a parse error), closing at once would make the
+ * kernel reset the connection, and a client still sending would lose the
+ * answer: as the proxy's listener does (nginx's lingering close), shut the
+ * write side and drop what comes for up to 2 s before closing. */
+static void answered_close(struct admin_conn *a)
+{
+	if (a->request_done || a->c->eof) {
+		conn_free(a);
+		return;
+	}
+	if (a->c->shut_wr)
+		return; /* lingering already */
+	struct timeval tv = {2, 0};
+	sp_conn_shutdown_write(a->c);
+	sp_conn_read(a->c, 1);
+	evtimer_add(a->timer, &tv);
 }
 
 static const struct sp_h1_hooks hooks = {on_head, on_body, on_done};
@@ -1253,6 +1278,10 @@ static const struct sp_h1_hooks hooks = {on_head, on_body, on_done};
 static void on_read(struct sp_conn *c, void *arg)
 {
 	struct admin_conn *a = arg;
+	if (a->answered && c->shut_wr) { /* lingering: dropped */
+		evbuffer_drain(c->in, evbuffer_get_length(c->in));
+		return;
+	}
 	while (evbuffer_get_length(c->in) && !a->answered) {
 		struct evbuffer_iovec v;
 		size_t used = 0;
@@ -1265,14 +1294,14 @@ static void on_read(struct sp_conn *c, void *arg)
 		}
 	}
 	if (a->answered && evbuffer_get_length(c->out) == 0)
-		conn_free(a);
+		answered_close(a);
 }
 
 static void on_drain(struct sp_conn *c, void *arg)
 {
 	struct admin_conn *a = arg;
 	if (a->answered && evbuffer_get_length(c->out) == 0)
-		conn_free(a);
+		answered_close(a);
 }
 
 static void on_event(struct sp_conn *c, short what, void *arg)

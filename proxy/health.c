@@ -87,6 +87,13 @@ int sp_health_set_drained(struct sp_health_table *t, const char *url, int on)
 	return 0;
 }
 
+void sp_health_undo_drained(struct sp_health_table *t, const char *url, int was)
+{
+	struct sp_health *h = entry(t, url);
+	if (h)
+		atomic_store(&h->drained, was != 0);
+}
+
 int64_t sp_health_now_ms(void)
 {
 	return now_ms();

@@ -123,6 +123,9 @@ int sp_health_has_room(const struct sp_backend *be, const struct sp_turn *t, int
  * every backend that lists it; the state outlives reloads. -1: no memory
  * (main thread). */
 int sp_health_set_drained(struct sp_health_table *t, const char *url, int on);
+/* Puts back the flag a sp_health_set_drained changed (its change could not
+ * be kept): no slow start, since the server never left service. */
+void sp_health_undo_drained(struct sp_health_table *t, const char *url, int was);
 /* The weight, in hundredths, server i of be has at now_ms: its own, or
  * during its slow start (slow_start_ms since it came back) a share of it
  * growing with the time since, at least 1. Pure but for the health it reads. */

@@ -8,6 +8,8 @@ import socket
 import threading
 import time
 
+import pytest
+
 import harness
 from harness import delayed
 
@@ -921,3 +923,36 @@ def test_backends_list_their_servers_and_health(start_proxy, backend_factory, tm
     assert legacy["up"] is True and legacy["health_transitions"] == 1
     assert got["backends"][1]["servers"][0]["up"] is True
     assert p.admin("POST", "/api/backends")[0] == 405
+
+
+def exchange_raw(port, data):
+    with socket.create_connection((harness.HOST, port), timeout=5) as s:
+        try:
+            s.sendall(data)
+        except (ConnectionResetError, BrokenPipeError) as e:
+            return b"<%s while sending>" % type(e).__name__.encode()
+        out = b""
+        try:
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    break
+                out += d
+        except ConnectionResetError:
+            return out + b"<reset>"
+        return out
+
+
+@pytest.mark.parametrize("size", [8 << 20])
+def test_a_too_big_body_sent_with_its_head_gets_its_413(start_proxy, backend_factory, size):
+    """A client that writes its whole body before it reads (Python's
+    http.client) gets the 413, not a reset: the admin listener closes
+    lingering, dropping the unread body, as the proxy's listener does."""
+    b = backend_factory("legacy")
+    p = start_proxy({"legacy": b}, routes=[{"name": "r", "match": {"path_prefix": "/"},
+                                            "backend": "legacy"}], admin={})
+    body = b"{" + b" " * size + b"}"
+    req = (b"PATCH /api/routes/r HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+           b"\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
+    got = [exchange_raw(p.admin_port, req)[:40] for _ in range(5)]
+    assert all(g.startswith(b"HTTP/1.1 413 ") for g in got), got

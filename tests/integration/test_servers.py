@@ -2582,3 +2582,22 @@ def test_api_backends_gives_retry_on_status(backend_factory, start_proxy):
     st, doc = p.admin("GET", "/api/backends")
     assert st == 200
     assert doc["backends"][0]["retry_on_status"] == [429, 503]
+
+
+def test_a_refused_drain_changes_nothing(start_proxy, backend_factory, tmp_path):
+    """A drain refused because admin.state_file cannot be written leaves
+    the server as it was: in service at its full weight, not sent into its
+    slow start as if it came back from a drain."""
+    a, b = backend_factory("a"), backend_factory("b")
+    state = tmp_path / "state.json"
+    p = start_proxy({"legacy": {"servers": [a.url, b.url], "slow_start_ms": 60000}},
+                    admin={"state_file": str(state)})
+    st, be = p.admin("GET", "/api/backends/legacy")
+    assert [s["weight_percent"] for s in be["servers"]] == [100, 100]
+    os.mkdir(state)  # the state file cannot be replaced now (rename: EISDIR)
+    st, body = p.admin("PATCH", "/api/backends/legacy",
+                       {"server": "127.0.0.1:%d" % a.port, "drain": True})
+    assert st == 500 and "stays in service" in body["error"], body
+    st, be = p.admin("GET", "/api/backends/legacy")
+    assert [s["drained"] for s in be["servers"]] == [False, False]
+    assert [s["weight_percent"] for s in be["servers"]] == [100, 100], be["servers"]
