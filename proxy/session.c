@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <event2/buffer.h>
@@ -868,6 +869,22 @@ static void retract_unsent(struct sp_session *s)
 	s->resp_started = 0;
 }
 
+/* An answer whose head went out cannot be finished: the connection ends.
+ * A close-delimited body (an HTTP/1.0 client's answer) would take a FIN for
+ * its end, a shorter "complete" answer: that client's connection is reset
+ * instead (SO_LINGER 0). A chunked or sized body is visibly cut short by
+ * any close. */
+static void abort_answer(struct sp_session *s)
+{
+	if (s->resp_body == SP_BODY_CLOSE) {
+		struct linger lg = {1, 0};
+		setsockopt(s->client->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	}
+	log_exchange(s);
+	reset_exchange(s);
+	s->dead = 1;
+}
+
 static void upstream_failed(struct sp_session *s, const char *err, int status)
 {
 	int unsent = err != SP_ERR_LOCAL && take_back_unsent(s, err);
@@ -898,9 +915,7 @@ static void upstream_failed(struct sp_session *s, const char *err, int status)
 	if (s->resp_started) {
 		/* The head is out: the only honest signal left is an aborted
 		 * connection (no terminating chunk, no fake success). */
-		log_exchange(s);
-		reset_exchange(s);
-		s->dead = 1;
+		abort_answer(s);
 		return;
 	}
 	/* The body may be half read: only a finished request can keep the
@@ -1471,9 +1486,7 @@ static void request_error(struct sp_session *s)
 	note_request_line(s);
 	if (s->resp_started) {
 		s->error = why;
-		log_exchange(s);
-		reset_exchange(s);
-		s->dead = 1;
+		abort_answer(s);
 		return;
 	}
 	sp_upconn_free(&s->up);
@@ -2003,8 +2016,9 @@ static void on_conn_drain(struct sp_conn *c, void *arg)
 static int may_retry(const struct sp_session *s)
 {
 	/* A pooled connection the backend closed just as we reused it: nothing
-	 * was answered, and the request can be sent again. */
-	return s->up && s->up->reused && !s->retried && !s->resp_started &&
+	 * was answered (not even an interim 1xx: the request reached it), and
+	 * the request can be sent again. */
+	return s->up && s->up->reused && !s->retried && !s->resp_started && !s->ninterim &&
 	       !sp_h1_in_message(s->resp) && s->req_done && replayable(s);
 }
 
@@ -2371,9 +2385,7 @@ static void on_client_event(struct sp_conn *c, short what, void *arg)
 		/* the body stalled */
 		s->error = "client body timeout";
 		if (s->resp_started) {
-			log_exchange(s);
-			reset_exchange(s);
-			s->dead = 1;
+			abort_answer(s);
 		} else {
 			sp_upconn_free(&s->up);
 			s->refused = 1;

@@ -1322,3 +1322,39 @@ def test_running_out_of_descriptors_is_not_the_backends_fault(backend_factory, s
         assert c.request("GET", "/y").status == 200
     assert "is down" not in proxy.stderr_text()
     assert [e["status"] for e in proxy.wait_access(4)] == [503, 503, 503, 200]
+
+
+def test_truncated_chunked_answer_to_http10_client_is_not_a_clean_close(backend_factory,
+                                                                         start_proxy):
+    """security.md: "A body that ends early is never passed off as complete ...
+    the client sees an incomplete response rather than a shorter 'successful'
+    one." An HTTP/1.0 client gets a chunked answer close-delimited
+    (sp_response_body_mode); when the backend cuts it, strangler closes the
+    client connection normally (FIN), which for close-delimited framing IS
+    the end of a complete response: that client's connection is reset."""
+    def handler(req, conn):
+        conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"5\r\nhello\r\n100\r\npartial")
+        time.sleep(0.2)
+        return harness.CLOSE
+
+    b = backend_factory("legacy", handler)
+    p = start_proxy({"legacy": b})
+    s = socket.create_connection((harness.HOST, p.port), timeout=5)
+    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    data = b""
+    outcome = None
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                outcome = "clean close"
+                break
+            data += d
+    except ConnectionResetError:
+        outcome = "reset"
+    s.close()
+    assert data.startswith(b"HTTP/1.0 200 OK\r\n")
+    assert b"Content-Length" not in data  # close-delimited: only the close frames it
+    assert outcome == "reset", ("the cut answer %r ended with a clean close: the client "
+                                "cannot tell it from a complete one" % data[-40:])

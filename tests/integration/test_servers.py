@@ -2601,3 +2601,34 @@ def test_a_refused_drain_changes_nothing(start_proxy, backend_factory, tmp_path)
     st, be = p.admin("GET", "/api/backends/legacy")
     assert [s["drained"] for s in be["servers"]] == [False, False]
     assert [s["weight_percent"] for s in be["servers"]] == [100, 100], be["servers"]
+
+
+def test_pooled_connection_closed_after_interim_is_not_sent_again(backend_factory, start_proxy):
+    """A server that answered a 103 on a pooled keep-alive connection and then
+    closed has begun answering: the request must not be sent again (docs:
+    configuration.md "Several servers": not "a request whose server answered
+    ... an interim 1xx, before closing"), and the client must not get the 103
+    twice (may_retry once sent it again on a new connection)."""
+    def handler(req, conn):
+        if req.path == "/hints":
+            conn.send(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
+            time.sleep(0.1)
+            return harness.CLOSE
+        return harness.echo(req, conn)
+
+    b = backend_factory("legacy", handler)
+    p = start_proxy({"legacy": b})
+    with p.client() as c:
+        assert c.request("GET", "/warm").status == 200  # leaves a pooled connection
+    with p.client() as c:
+        c.send(harness.build_request("GET", "/hints"))
+        seen = []
+        while True:
+            r = c.read_response()
+            seen.append(r.status)
+            if r.status != 103:
+                break
+    time.sleep(0.3)
+    hints = [r for r in b.requests if r.path == "/hints"]
+    assert len(hints) == 1, "GET /hints reached the backend %d times" % len(hints)
+    assert seen == [103, 502], seen
