@@ -1836,9 +1836,13 @@ static void finish_exchange(struct sp_session *s)
 	/* resp_body is the client's framing: a chunked answer to an HTTP/1.0
 	 * client ends with a close there, not on the backend's connection (a
 	 * body that ends with the backend's close is not upstream_keep); an
-	 * answer read after a failed write (answered_before_reset) never is */
+	 * answer read after a failed write (answered_before_reset) never is;
+	 * nor one that answered before it took the whole request (an early
+	 * 413): what it still has to read is not the next request's */
 	if (s->req_done && sp_h1_in_message(s->resp) == 0 && !s->tunnel &&
-	    evbuffer_get_length(up->conn->in) == 0 && s->upstream_keep && !up->conn->err)
+	    evbuffer_get_length(up->conn->in) == 0 && s->upstream_keep && !up->conn->err &&
+	    evbuffer_get_length(up->conn->out) == 0 && evbuffer_get_length(s->pending) == 0 &&
+	    !up->conn->splice_dst)
 		sp_pool_put(&up);
 	else
 		sp_upconn_free(&up);
