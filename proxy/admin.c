@@ -406,13 +406,15 @@ static void metrics_shadow(struct sp_buf *b, struct sp_runtime *rt)
 enum backend_metric { BACKEND_UP, BACKEND_SHADOWS_PAUSED, BACKEND_TRANSITIONS };
 
 /* One gauge or counter per backend, from its health entry. */
-static void metric_per_backend(struct sp_buf *b, const struct sp_config *cfg, const char *name,
+static void metric_per_backend(struct sp_buf *b, const struct sp_runtime *rt, const char *name,
 			       const char *type, const char *help, enum backend_metric which)
 {
+	const struct sp_config *cfg = rt->cfg;
 	sp_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 	for (size_t i = 0; i < cfg->nbackends; i++) {
 		struct sp_health_view v = sp_health_view(&cfg->backends[i]);
-		unsigned long long n = v.transitions;
+		/* every server it has had: a reload dropping one lowers no counter */
+		unsigned long long n = sp_health_backend_transitions(rt->health, cfg->backends[i].name);
 		if (which != BACKEND_TRANSITIONS)
 			n = (unsigned long long)(which == BACKEND_UP ? !v.down : v.shadows_paused);
 		sp_buf_printf(b, "%s{backend=\"", name);
@@ -494,9 +496,10 @@ static void metric_per_server(struct sp_buf *b, const struct sp_config *cfg,
 		}
 }
 
-static void metrics_backends(struct sp_buf *b, const struct sp_config *cfg)
+static void metrics_backends(struct sp_buf *b, const struct sp_runtime *rt)
 {
-	metric_per_backend(b, cfg, "strangler_backend_up", "gauge",
+	const struct sp_config *cfg = rt->cfg;
+	metric_per_backend(b, rt, "strangler_backend_up", "gauge",
 			   "0 while the backend is marked down (all its servers: passive or active "
 			   "health).",
 			   BACKEND_UP);
@@ -506,12 +509,14 @@ static void metrics_backends(struct sp_buf *b, const struct sp_config *cfg)
 	metric_per_server(b, cfg, SERVER_RETRIES_DENIED);
 	metric_per_server(b, cfg, SERVER_DRAINED);
 	metric_per_server(b, cfg, SERVER_IN_FLIGHT);
-	metric_per_backend(b, cfg, "strangler_backend_shadows_paused", "gauge",
+	metric_per_backend(b, rt, "strangler_backend_shadows_paused", "gauge",
 			   "1 while shadows to the backend (all its servers) are paused because they "
 			   "time out.",
 			   BACKEND_SHADOWS_PAUSED);
-	metric_per_backend(b, cfg, "strangler_backend_health_transitions_total", "counter",
-			   "Times one of the backend's servers was marked down or up again.",
+	metric_per_backend(b, rt, "strangler_backend_health_transitions_total", "counter",
+			   "Times one of the backend's servers was marked down or up again (every "
+			   "server it has listed since the start: a reload retiring one lowers "
+			   "nothing).",
 			   BACKEND_TRANSITIONS);
 }
 
@@ -556,7 +561,7 @@ static void serve_metrics(struct admin_conn *a, const char *name)
 		metric_escape(&b, r->name);
 		sp_buf_printf(&b, "\"} %.2f\n", r->rollout.percent_bp / 100.0);
 	}
-	metrics_backends(&b, rt->cfg);
+	metrics_backends(&b, rt);
 	metrics_logs(&b, rt);
 	uint64_t tls_failed = 0, pp_failed = 0;
 	for (int w = 0; w < rt->nworkers; w++) {

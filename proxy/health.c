@@ -17,9 +17,19 @@
 
 _Static_assert(SP_SERVERS_MAX <= 64, "struct sp_turn and the pick's masks hold 64 servers");
 
+/* A server (its entry) a backend of that name has listed in some
+ * configuration: a backend's counters add up every server it has had, so
+ * that a reload dropping one does not lower them (main thread only). */
+struct member {
+	struct member *next;
+	struct sp_health *h;
+	char backend[];
+};
+
 struct sp_health_table {
 	struct sp_health *_Atomic head;
 	int started; /* a configuration was attached: later servers are new (slow start) */
+	struct member *members;
 };
 
 static int64_t now_ms(void)
@@ -45,6 +55,10 @@ void sp_health_table_free(struct sp_health_table **tp)
 		next = atomic_load(&h->next);
 		free(h);
 	}
+	for (struct member *m = t->members, *mn; m; m = mn) {
+		mn = m->next;
+		free(m);
+	}
 	free(t);
 }
 
@@ -65,12 +79,38 @@ static struct sp_health *entry(struct sp_health_table *t, const char *url)
 	return h;
 }
 
+static int remember(struct sp_health_table *t, const char *backend, struct sp_health *h)
+{
+	for (const struct member *m = t->members; m; m = m->next)
+		if (m->h == h && strcmp(m->backend, backend) == 0)
+			return 0;
+	size_t n = strlen(backend) + 1;
+	struct member *m = malloc(sizeof(*m) + n);
+	if (!m)
+		return -1;
+	m->h = h;
+	memcpy(m->backend, backend, n);
+	m->next = t->members;
+	t->members = m;
+	return 0;
+}
+
+uint64_t sp_health_backend_transitions(const struct sp_health_table *t, const char *backend)
+{
+	uint64_t n = 0;
+	for (const struct member *m = t->members; m; m = m->next)
+		if (strcmp(m->backend, backend) == 0)
+			n += atomic_load_explicit(&m->h->transitions, memory_order_relaxed);
+	return n;
+}
+
 int sp_health_attach(struct sp_health_table *t, struct sp_config *cfg)
 {
 	for (size_t i = 0; i < cfg->nbackends; i++) {
 		struct sp_backend *be = &cfg->backends[i];
 		for (size_t k = 0; k < be->nservers; k++)
-			if (!(be->servers[k].health = entry(t, be->servers[k].url)))
+			if (!(be->servers[k].health = entry(t, be->servers[k].url)) ||
+			    remember(t, be->name, be->servers[k].health) < 0)
 				return -1;
 	}
 	t->started = 1;

@@ -132,6 +132,10 @@ void sp_health_undo_drained(struct sp_health_table *t, const char *url, int was)
 unsigned sp_health_weight_now(const struct sp_backend *be, size_t i, int64_t now_ms);
 /* The clock of health's times (monotonic milliseconds). */
 int64_t sp_health_now_ms(void);
+/* Times the servers a backend of this name has listed, in any configuration
+ * since the start, were marked down or up: a counter that a reload dropping
+ * a server does not lower (main thread). */
+uint64_t sp_health_backend_transitions(const struct sp_health_table *t, const char *backend);
 /* Calls fn with the URL of each drained server (main thread). */
 void sp_health_each_drained(const struct sp_health_table *t, void (*fn)(const char *url, void *arg),
 			    void *arg);
