@@ -413,10 +413,12 @@ static void metric_per_backend(struct sp_buf *b, const struct sp_runtime *rt, co
 	sp_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 	for (size_t i = 0; i < cfg->nbackends; i++) {
 		struct sp_health_view v = sp_health_view(&cfg->backends[i]);
-		/* every server it has had: a reload dropping one lowers no counter */
-		unsigned long long n = sp_health_backend_transitions(rt->health, cfg->backends[i].name);
-		if (which != BACKEND_TRANSITIONS)
-			n = (unsigned long long)(which == BACKEND_UP ? !v.down : v.shadows_paused);
+		/* the transitions of every server it has had: a reload dropping
+		 * one lowers no counter */
+		unsigned long long n =
+			which == BACKEND_TRANSITIONS
+				? sp_health_backend_transitions(rt->health, cfg->backends[i].name)
+				: (unsigned long long)(which == BACKEND_UP ? !v.down : v.shadows_paused);
 		sp_buf_printf(b, "%s{backend=\"", name);
 		metric_escape(b, cfg->backends[i].name);
 		sp_buf_printf(b, "\"} %llu\n", n);

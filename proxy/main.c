@@ -157,11 +157,15 @@ static void raise_fd_limit(void)
  * system (sp_runtime_trim_due). */
 static void trim_memory(struct sp_runtime *rt)
 {
-	size_t open = 0;
-	for (int i = 0; i < rt->nworkers; i++)
-		open += atomic_load_explicit(&rt->workers[i]->nsessions, memory_order_relaxed);
+	size_t open = 0, peak = 0;
+	for (int i = 0; i < rt->nworkers; i++) {
+		struct sp_worker *w = rt->workers[i];
+		size_t now = atomic_load_explicit(&w->nsessions, memory_order_relaxed);
+		open += now;
+		peak += atomic_exchange_explicit(&w->peak_sessions, now, memory_order_relaxed);
+	}
 #ifdef __GLIBC__
-	if (sp_runtime_trim_due(rt, open))
+	if (sp_runtime_trim_due(rt, open, peak))
 		malloc_trim(0);
 #endif
 }

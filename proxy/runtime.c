@@ -127,10 +127,12 @@ static int route_kept(const char *route, const void *cfg)
 	return sp_config_route(cfg, route) != NULL;
 }
 
-int sp_runtime_trim_due(struct sp_runtime *rt, size_t open)
+int sp_runtime_trim_due(struct sp_runtime *rt, size_t open, size_t peak)
 {
-	if (open > rt->conns_peak) { /* more again: no crowd leaving now */
-		rt->conns_peak = open;
+	if (peak < open)
+		peak = open;
+	if (peak > rt->conns_peak) { /* more again: no crowd leaving before it */
+		rt->conns_peak = peak;
 		rt->trimming = 0;
 	}
 	if (!rt->conns_peak || open * 2 > rt->conns_peak ||

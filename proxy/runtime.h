@@ -72,14 +72,16 @@ int sp_runtime_save_state(struct sp_runtime *rt);
 /* Writes them again when the last write failed (once a second, from the main
  * loop): what is in force reaches the disk as soon as it takes it. */
 void sp_runtime_retry_state(struct sp_runtime *rt);
-/* With open client connections now (read every second): whether memory
+/* With open client connections now (read every second), and peak the most
+ * open at once since the last call (a crowd that came and went between two
+ * reads counts): whether memory
  * should go back to the system now (malloc_trim). glibc keeps what was
  * freed otherwise, and RSS stays at its peak for good (what a container's
  * memory limit and its graphs read). Once the open connections fall to
  * half their peak, from at least SP_TRIM_FROM, and at each halving after
  * until a few are left. */
 #define SP_TRIM_FROM 256
-int sp_runtime_trim_due(struct sp_runtime *rt, size_t open);
+int sp_runtime_trim_due(struct sp_runtime *rt, size_t open, size_t peak);
 /* A runtime route change: patch (NULL: remove the route's override, also
  * the stale one of a route that is gone) is
  * checked like the file, applied to every worker, persisted and audited

@@ -728,6 +728,8 @@ static size_t conn_limit(const struct sp_worker *w)
 void sp_worker_session_added(struct sp_worker *w)
 {
 	w->nsessions++;
+	if (w->nsessions > atomic_load_explicit(&w->peak_sessions, memory_order_relaxed))
+		atomic_store_explicit(&w->peak_sessions, w->nsessions, memory_order_relaxed);
 	if (w->nsessions >= conn_limit(w) && !w->accept_paused) {
 		w->accept_paused = 1;
 		for (size_t i = 0; i < w->nlisteners; i++)

@@ -97,6 +97,9 @@ struct sp_worker {
 	char date[SP_HTTP_DATE_LEN + 1];    /* for Date headers the proxy adds */
 	TAILQ_HEAD(sp_session_q, sp_session) sessions;
 	_Atomic size_t nsessions; /* read by the main thread for metrics */
+	/* the most sessions at once since the main thread last took it (a
+	 * crowd that came and went between two of its looks) */
+	_Atomic size_t peak_sessions;
 	_Atomic uint64_t tls_handshake_failures; /* clients' (listener side) */
 	_Atomic uint64_t proxy_protocol_failures; /* bad or missing PROXY headers */
 	int draining;

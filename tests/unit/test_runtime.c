@@ -14,7 +14,7 @@ static void run(const struct step *s, size_t n)
 {
 	struct sp_runtime rt = {0};
 	for (size_t i = 0; i < n; i++) {
-		int due = sp_runtime_trim_due(&rt, s[i].open);
+		int due = sp_runtime_trim_due(&rt, s[i].open, s[i].open);
 		if (due != s[i].due)
 			print_error("step %zu: %zu open: due %d\n", i, s[i].open, due);
 		assert_int_equal(due, s[i].due);
@@ -65,6 +65,23 @@ static void test_a_small_swinging_load_is_not_trimmed(void **state)
 	run(s, NELEM(s));
 }
 
+/* A crowd that came and went between two looks (2,000 connections within
+ * a second): its peak, which the workers keep, is counted, and its memory
+ * goes back (it was not: the look saw 3 open, then 0). */
+static void test_a_crowd_between_two_looks_is_trimmed(void **state)
+{
+	(void)state;
+	static const size_t seen[][3] = {/* open, peak since the last look, due */
+					 {3, 3, 0}, {0, 2000, 1}, {0, 0, 0}, {0, 0, 0},
+					 /* one more, seen at 900: below half its peak */
+					 {900, 2000, 1}, {0, 900, 1}, {0, 0, 0}};
+	struct sp_runtime rt = {0};
+	for (size_t i = 0; i < NELEM(seen); i++)
+		if (sp_runtime_trim_due(&rt, seen[i][0], seen[i][1]) != (int)seen[i][2])
+			fail_msg("look %zu: %zu open, peak %zu: due should be %zu", i, seen[i][0],
+				 seen[i][1], seen[i][2]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -72,6 +89,7 @@ int main(void)
 		cmocka_unit_test(test_a_crowd_is_followed_down),
 		cmocka_unit_test(test_the_last_of_a_crowd_is_trimmed_too),
 		cmocka_unit_test(test_a_small_swinging_load_is_not_trimmed),
+		cmocka_unit_test(test_a_crowd_between_two_looks_is_trimmed),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
