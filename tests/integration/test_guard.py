@@ -508,6 +508,8 @@ def test_a_stopping_process_does_not_overwrite_the_state_file(start_proxy, backe
                          what="the new process")
         os.kill(old.pid, signal.SIGTERM)
         harness.wait_for(lambda: "stopping; finishing" in old.stderr_text(), 3)
+        os.kill(old.pid, signal.SIGHUP)  # a reload now is the new process's business
+        harness.wait_for(lambda: "SIGHUP: stopping: no reload" in old.stderr_text(), 3)
         # the operator drains legacy1 for a deploy: the old process says 503,
         # a retry lands on the new one
         server = "127.0.0.1:%d" % legacy1.port
