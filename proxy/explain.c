@@ -18,13 +18,12 @@
 /* "none", "header:X-User-Id", or "header:X-User-Id, then client_ip" */
 static const char *sticky_text(const struct sp_rollout *ro, char *buf, size_t len)
 {
-	static const char *const kinds[] = {"none", "header:", "cookie:", "query:", "client_ip"};
 	size_t at = 0;
 	buf[0] = '\0';
-	for (size_t i = 0; i < ro->nsticky && at < len; i++) {
-		const struct sp_sticky *st = &ro->sticky[i];
-		int w = snprintf(buf + at, len - at, "%s%s%s", i ? ", then " : "", kinds[st->kind],
-				 st->name ? st->name : "");
+	for (size_t i = 0; i < ro->nsticky && at + 1 < len; i++) {
+		char one[160];
+		int w = snprintf(buf + at, len - at, "%s%s", i ? ", then " : "",
+				 sp_sticky_text(&ro->sticky[i], one, sizeof(one)));
 		at += w > 0 ? (size_t)w : 0;
 	}
 	return ro->nsticky ? buf : "none";
@@ -140,10 +139,8 @@ static void print_decision(const struct sp_config *c, const struct sp_reqview *q
 		       sticky_text(ro, sbuf, sizeof(sbuf)));
 		if (d->sticky && sp_rollout_key(ro, q, scratch, &key, &klen)) {
 			if (ro->nsticky > 1) {
-				struct sp_rollout one = {.nsticky = 1};
-				one.sticky[0] = ro->sticky[d->sticky - 1];
 				printf("key:      \"%.*s\" (%s)\n", (int)klen, key,
-				       sticky_text(&one, sbuf, sizeof(sbuf)));
+				       sp_sticky_text(&ro->sticky[d->sticky - 1], sbuf, sizeof(sbuf)));
 			} else {
 				printf("key:      \"%.*s\"\n", (int)klen, key);
 			}

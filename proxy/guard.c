@@ -276,13 +276,6 @@ static void tick_route(struct sp_runtime *rt, struct sp_guards *gs, const struct
 		snprintf(to, sizeof(to), "%s", rt->cfg->backends[r->rollout.backend].name);
 		if (set_percent(rt, name, 0, "guard-trip") < 0)
 			return; /* not in force: the next tick tries again */
-		const struct sp_route *now_r = sp_config_route(rt->cfg, name);
-		if (!now_r || now_r->rollout.percent_bp != 0) {
-			sp_log(SP_LOG_ERROR, "guard: route %s: the pull-back to 0 %% is not in force "
-			       "(the rollout runs at %.2f %%); trying again", name,
-			       now_r ? now_r->rollout.percent_bp / 100.0 : 0.0);
-			return;
-		}
 		gmtime_r(&t, &tm);
 		strftime(s->at, sizeof(s->at), "%Y-%m-%dT%H:%M:%SZ", &tm);
 		snprintf(s->reason, sizeof(s->reason), "%s", reason);

@@ -166,10 +166,38 @@ static void apply_one(struct sp_config *c, const char *route, const json_t *patc
 		apply_percent(notes, route, "shadow.percent", v, &r->shadow.percent_bp);
 }
 
+/* An override a check refused as a whole, part by part: *fit gets the parts
+ * c can apply, *unfit the others (a backend a reload removed), err why the
+ * last of them is refused, and notes (when given) a line for each. A part
+ * stands on its own, so a rollout's percent (a guard's pull-back) is not
+ * lost with the backend beside it. Caller owns both objects. */
+static void split_override(const struct sp_config *c, const char *route, const json_t *override,
+			   json_t **fit, json_t **unfit, char *err, size_t errlen,
+			   struct sp_buf *notes)
+{
+	const char *key;
+	json_t *part;
+	*fit = json_object();
+	*unfit = json_object();
+	json_object_foreach((json_t *)override, key, part) {
+		json_t *one = json_pack("{s:O}", key, part);
+		char why[256] = "out of memory";
+		int ok = one && sp_override_check(c, route, one, why, sizeof(why)) == 200;
+		json_object_set(ok ? *fit : *unfit, key, part);
+		if (!ok) {
+			snprintf(err, errlen, "%s", why);
+			if (notes)
+				sp_buf_printf(notes, "override of route \"%s\" skipped: %s\n", route,
+					      why);
+		}
+		json_decref(one);
+	}
+}
+
 int sp_override_apply(struct sp_config *c, const json_t *overrides, struct sp_buf *notes)
 {
-	const char *route, *key;
-	json_t *patch, *part;
+	const char *route;
+	json_t *patch, *fit, *unfit;
 	int applied = 0;
 	char err[256];
 	json_object_foreach((json_t *)overrides, route, patch) {
@@ -182,21 +210,13 @@ int sp_override_apply(struct sp_config *c, const json_t *overrides, struct sp_bu
 			sp_buf_printf(notes, "override of route \"%s\" skipped: %s\n", route, err);
 			continue;
 		}
-		/* each part on its own: a backend a reload removed must not take a
-		 * rollout's percent (a guard's pull-back) with it */
-		int fit = 0;
-		json_object_foreach(patch, key, part) {
-			json_t *one = json_pack("{s:O}", key, part);
-			if (one && sp_override_check(c, route, one, err, sizeof(err)) == 200) {
-				apply_one(c, route, one, notes);
-				fit = 1;
-			} else {
-				sp_buf_printf(notes, "override of route \"%s\" skipped: %s\n", route,
-					      one ? err : "out of memory");
-			}
-			json_decref(one);
+		split_override(c, route, patch, &fit, &unfit, err, sizeof(err), notes);
+		if (json_object_size(fit)) {
+			apply_one(c, route, fit, notes);
+			applied++;
 		}
-		applied += fit;
+		json_decref(fit);
+		json_decref(unfit);
 	}
 	return applied;
 }
@@ -357,7 +377,6 @@ static json_t *set_cookie_json(const struct sp_rollout *ro)
 
 json_t *sp_route_json(const struct sp_config *c, const struct sp_route *r, const json_t *override)
 {
-	static const char *const sticky[] = {"", "header:", "cookie:", "query:", "client_ip"};
 	json_t *j = json_pack("{s:s, s:s?, s:s, s:i}", "name", r->name, "backend",
 			      r->backend >= 0 ? c->backends[r->backend].name : NULL, "file", r->file,
 			      "line", r->line);
@@ -374,20 +393,16 @@ json_t *sp_route_json(const struct sp_config *c, const struct sp_route *r, const
 	if (r->has_rollout) {
 		/* as written: "" for none, a key, or a list of them */
 		const struct sp_rollout *ro = &r->rollout;
-		json_t *keys = ro->nsticky > 1 ? json_array() : NULL;
-		json_t *spec = json_string("");
-		for (size_t i = 0; i < ro->nsticky; i++) {
-			char one[160];
-			snprintf(one, sizeof(one), "%s%s", sticky[ro->sticky[i].kind],
-				 ro->sticky[i].name ? ro->sticky[i].name : "");
-			json_decref(spec);
-			spec = json_string(one);
-			if (keys)
-				json_array_append(keys, spec);
-		}
-		if (keys) {
-			json_decref(spec);
-			spec = keys;
+		char one[160] = "";
+		json_t *spec;
+		if (ro->nsticky > 1) {
+			spec = json_array();
+			for (size_t i = 0; i < ro->nsticky; i++)
+				json_array_append_new(
+					spec, json_string(sp_sticky_text(&ro->sticky[i], one, sizeof(one))));
+		} else {
+			spec = json_string(ro->nsticky ? sp_sticky_text(&ro->sticky[0], one, sizeof(one))
+						       : "");
 		}
 		json_object_set_new(j, "rollout",
 				    json_pack("{s:s, s:o, s:o, s:s, s:o}", "backend",
@@ -409,22 +424,11 @@ json_t *sp_route_json(const struct sp_config *c, const struct sp_route *r, const
 	/* the parts of an override the build skipped (its backend gone...) are
 	 * not in force; the others are (sp_override_apply) */
 	char err[256];
-	json_t *fit = override ? json_deep_copy(override) : NULL;
-	if (fit && sp_override_check(c, r->name, fit, err, sizeof(err)) != 200) {
-		json_t *unfit = json_object();
-		const char *key;
-		json_t *part;
-		void *tmp;
-		json_object_foreach_safe(fit, tmp, key, part) {
-			json_t *one = json_pack("{s:O}", key, part);
-			char why[256];
-			if (one && sp_override_check(c, r->name, one, why, sizeof(why)) != 200) {
-				json_object_set(unfit, key, part);
-				snprintf(err, sizeof(err), "%s", why);
-				json_object_del(fit, key);
-			}
-			json_decref(one);
-		}
+	json_t *fit = NULL, *unfit;
+	if (override && sp_override_check(c, r->name, override, err, sizeof(err)) == 200) {
+		fit = json_deep_copy(override);
+	} else if (override) {
+		split_override(c, r->name, override, &fit, &unfit, err, sizeof(err), NULL);
 		json_object_set_new(j, "override_skipped",
 				    json_pack("{s:o, s:s}", "override", unfit, "reason", err));
 		if (json_object_size(fit) == 0) {

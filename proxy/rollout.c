@@ -1,5 +1,6 @@
 /* Sticky percentage rollouts: the documented bucket hash and the decision of
  * which side serves a request. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,6 +68,13 @@ int sp_sticky_parse(const char *spec, struct sp_sticky *out, const char **why)
 	}
 	*why = "must be \"header:NAME\", \"cookie:NAME\", \"query:NAME\" or \"client_ip\"";
 	return -1;
+}
+
+const char *sp_sticky_text(const struct sp_sticky *st, char *buf, size_t len)
+{
+	static const char *const kinds[] = {"", "header:", "cookie:", "query:", "client_ip"};
+	snprintf(buf, len, "%s%s", kinds[st->kind], st->name ? st->name : "");
+	return buf;
 }
 
 /* Finds cookie `name` in a Cookie header value ("a=1; b=2"). */

@@ -177,6 +177,9 @@ int sp_route_covers(const struct sp_route *earlier, const struct sp_route *later
 /* Parses "header:NAME", "cookie:NAME", "query:NAME" or "client_ip".
  * Returns 0, or -1 with *why set. out->name is malloc'd (caller owns). */
 int sp_sticky_parse(const char *spec, struct sp_sticky *out, const char **why);
+/* The key as written ("header:X-User-Id", "client_ip"; "" for none), in buf
+ * of len bytes; returns buf. */
+const char *sp_sticky_text(const struct sp_sticky *st, char *buf, size_t len);
 
 /* FNV-1a 32-bit over cohort ":" key, the documented rollout hash. */
 uint32_t sp_rollout_hash(const char *cohort, const char *key, size_t key_len);
