@@ -31,6 +31,11 @@
 #include "stats.h"
 
 #define MAX_BODY 65536
+/* Admin connections at once: past it the listener stops and new ones wait in
+ * the kernel's backlog, so a flood of admin clients cannot take the
+ * descriptors the proxy's workers share with this thread. Each lasts 10 s at
+ * most (on_accept). */
+#define MAX_CONNS 128
 
 struct admin_conn;
 
@@ -39,6 +44,8 @@ struct sp_admin {
 	struct evconnlistener *listener;
 	struct sp_accept_pause accept_pause; /* accept() out of descriptors or memory */
 	TAILQ_HEAD(admin_conn_q, admin_conn) conns; /* closed with the admin */
+	size_t nconns;
+	int full; /* MAX_CONNS open: accepting paused until one ends */
 	/* the Host a request may name (admin.address is restart-only) */
 	char host[256]; /* as configured, without the brackets of an IPv6 address */
 	char port[8];
@@ -58,6 +65,7 @@ struct admin_conn {
 	char host[256], origin[256], ctype[128];
 	int has_host, has_origin, has_ctype;
 	int too_big;
+	int bad_version;   /* not HTTP/1.x: a 505 */
 	int head_only;     /* HEAD: the GET answer's head alone */
 	char extra[128];   /* header lines of this answer (Allow, WWW-Authenticate) */
 	int answered;
@@ -1142,6 +1150,11 @@ static void dispatch(struct admin_conn *a)
 		name[n] = '\0';
 	}
 	a->head_only = strcmp(a->method, "HEAD") == 0;
+	if (a->bad_version) {
+		/* an HTTP/0.9 "GET /" would take the answer's head for its body */
+		respond_error(a, 505, "only HTTP/1.0 and HTTP/1.1 are served here");
+		return;
+	}
 	const char *m = a->head_only ? "GET" : a->method;
 	int get = strcmp(m, "GET") == 0;
 	if (refuse_foreign(a, m))
@@ -1188,7 +1201,12 @@ static void dispatch(struct admin_conn *a)
 
 static void conn_free(struct admin_conn *a)
 {
-	TAILQ_REMOVE(&a->admin->conns, a, link);
+	struct sp_admin *admin = a->admin;
+	TAILQ_REMOVE(&admin->conns, a, link);
+	if (--admin->nconns < MAX_CONNS && admin->full) {
+		admin->full = 0;
+		evconnlistener_enable(admin->listener);
+	}
 	sp_conn_free(&a->c);
 	sp_h1_free(&a->parser);
 	if (a->timer)
@@ -1230,6 +1248,7 @@ static int on_head(void *ud, struct sp_h1_msg *m)
 	a->has_host = take_header(m, "Host", a->host, sizeof(a->host));
 	a->has_origin = take_header(m, "Origin", a->origin, sizeof(a->origin));
 	a->has_ctype = take_header(m, "Content-Type", a->ctype, sizeof(a->ctype));
+	a->bad_version = m->http_major != 1;
 	if (m->has_length && m->content_length > MAX_BODY) {
 		/* answer now (401 or 413): the client need not send what would
 		 * be thrown away, nor wait for the timeout */
@@ -1338,6 +1357,12 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	}
 	a->admin = admin;
 	TAILQ_INSERT_TAIL(&admin->conns, a, link);
+	if (++admin->nconns >= MAX_CONNS && !admin->full) {
+		admin->full = 1;
+		evconnlistener_disable(l);
+		sp_log(SP_LOG_WARN, "admin: %d connections open: accepting paused until one ends",
+		       MAX_CONNS);
+	}
 	sp_buf_init(&a->target);
 	sp_buf_init(&a->auth);
 	sp_buf_init(&a->body);
@@ -1383,7 +1408,8 @@ static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
 	struct sp_admin *admin = arg;
 	(void)fd;
 	(void)what;
-	evconnlistener_enable(admin->listener);
+	if (!admin->full)
+		evconnlistener_enable(admin->listener);
 }
 
 struct sp_admin *sp_admin_new(struct sp_runtime *rt)

@@ -956,3 +956,43 @@ def test_a_too_big_body_sent_with_its_head_gets_its_413(start_proxy, backend_fac
            b"\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
     got = [exchange_raw(p.admin_port, req)[:40] for _ in range(5)]
     assert all(g.startswith(b"HTTP/1.1 413 ") for g in got), got
+
+
+def test_an_http_0_9_request_gets_505_not_a_head_it_would_read_as_body(start_proxy,
+                                                                       backend_factory):
+    """"GET /healthz" without a version is HTTP/0.9, whose answer has no
+    head: the admin API refuses it as the proxy's listener does (it answered
+    200, a head such a client would take for the body)."""
+    b = backend_factory("legacy")
+    p = start_proxy({"legacy": b}, routes=[{"name": "r", "match": {"path_prefix": "/"},
+                                            "backend": "legacy"}], admin={})
+    got = exchange_raw(p.admin_port, b"GET /healthz\r\n\r\n")
+    assert got.startswith(b"HTTP/1.1 505 HTTP Version Not Supported\r\n"), got
+    assert p.admin("GET", "/healthz")[0] == 200
+
+
+def test_admin_connections_past_128_wait_in_the_backlog(start_proxy, backend_factory):
+    """128 admin connections at once: the next one waits, unanswered, in the
+    kernel's backlog until one ends, then is served; the proxy's own clients
+    are not affected, and the pause is logged."""
+    b = backend_factory("legacy")
+    p = start_proxy({"legacy": b}, routes=[{"name": "r", "match": {"path_prefix": "/"},
+                                            "backend": "legacy"}], admin={})
+    idle = [socket.create_connection((harness.HOST, p.admin_port), timeout=5)
+            for _ in range(128)]
+    try:
+        late = socket.create_connection((harness.HOST, p.admin_port), timeout=1)
+        late.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        with pytest.raises(socket.timeout):
+            late.recv(100)
+        with p.client() as c:
+            assert c.request("GET", "/x").status == 200
+        idle.pop().close()
+        late.settimeout(5)
+        assert late.recv(100).startswith(b"HTTP/1.1 200 "), "served once one ended"
+        late.close()
+        assert "admin: 128 connections open: accepting paused" in p.stderr_text()
+    finally:
+        for s in idle:
+            s.close()
+    assert p.admin("GET", "/healthz")[0] == 200
