@@ -395,26 +395,38 @@ static int scan_head(struct sp_h1 *h, const char *p, size_t n)
 			continue;
 		}
 		const char *stop = nl ? nl : end;
-		size_t m = nl && nl - p < 16 ? (size_t)(nl - p) : 16;
 		const char *cr = NULL;
-		if (h->scan_lines == 0 && h->scan_len == 0 && nl &&
-		    (!(cr = memchr(p, '\r', m)) || cr == nl - 1)) {
-			/* the usual start line, whole, with no CR in its first 16
-			 * bytes but the one ending it: what the loop below keeps,
-			 * in one copy */
-			h->scan_len = cr ? (int)(cr - p) : (int)m;
+		if (h->scan_lines == 0 && h->scan_len == 0 && h->scan_prev == '\n' && nl &&
+		    (!(cr = memchr(p, '\r', (size_t)(nl - p))) || cr == nl - 1)) {
+			/* the usual start line, whole (from its start), with no CR but
+			 * the one ending it: what the loop below keeps, in one copy */
+			size_t m = nl - p < 16 ? (size_t)(nl - p) : 16;
+			h->scan_len = cr && cr - p < 16 ? (int)(cr - p) : (int)m;
 			if (end - p >= 16)
 				memcpy(h->scan_first, p, 16);
 			else
 				memcpy(h->scan_first, p, (size_t)h->scan_len);
 		} else if (h->scan_lines == 0) {
-			/* the start line: its first bytes are checked at its end */
-			for (const char *q = p; q < stop && h->scan_len < 16; q++)
-				if (*q != '\r') {
-					if (h->scan_len < (int)sizeof(h->scan_first) - 1)
-						h->scan_first[h->scan_len] = *q;
+			/* the start line (or an empty line before it): a CR must end
+			 * it, as llhttp skips a bare one before the request line
+			 * ("\rGET /") and reads one in the version as a bad version;
+			 * its first bytes are checked at its end */
+			if (p < stop && h->scan_prev == '\r')
+				goto bare_cr; /* a CR that ended the last read */
+			for (const char *q = p; q < stop; q++) {
+				if (*q == '\r') {
+					if (q + 1 < stop)
+						goto bare_cr;
+				} else if (h->scan_len < 16) {
+					h->scan_first[h->scan_len] = *q;
 					h->scan_len++;
+				} else {
+					const char *c = memchr(q, '\r', (size_t)(stop - q));
+					if (!c)
+						break;
+					q = c - 1;
 				}
+			}
 		} else if (h->scan_len == 0) {
 			/* a header line: only its first byte other than CR matters (a
 			 * fold starts with SP or HTAB; none at all: the blank line) */
@@ -454,6 +466,9 @@ static int scan_head(struct sp_h1 *h, const char *p, size_t n)
 		p = nl + 1;
 	}
 	return 0;
+bare_cr:
+	sp_h1_fail(h, h->p.type == HTTP_REQUEST ? 400 : 502, "line not ended by CRLF in the head");
+	return -1;
 }
 
 enum sp_h1_rc sp_h1_execute(struct sp_h1 *h, const char *data, size_t len, size_t *consumed)

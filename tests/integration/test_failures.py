@@ -325,7 +325,11 @@ def bad_request(proxy, data):
     (b"GET / HTTX/1.1\r\nHost: x\r\n\r\n", 400),
     (b"GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     (b"GET example.com HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-], ids=["space-in-target", "bad-protocol", "control-char", "no-slash"])
+    (b"\rGET / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    (b"\r\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\r\nHost: x\r\n\r\n", 400),
+], ids=["space-in-target", "bad-protocol", "control-char", "no-slash", "bare-cr-first",
+        "bare-cr-line-first", "bare-cr-in-version"])
 def test_malformed_request_line_is_400_and_close(one, data, status):
     proxy, backend = one
     r, closed = bad_request(proxy, data)

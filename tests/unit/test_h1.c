@@ -529,6 +529,49 @@ static void test_trailer_lines_end_with_crlf(void **state)
 	}
 }
 
+/* A CR in a start line must end it. llhttp 8.1 skips a bare one before the
+ * request line ("\rGET /", "\r\r\n") and reads one before the line's end as
+ * a bad version (a 505): other parsers end a line there. Empty lines
+ * (CRLF) before a request line stay allowed (RFC 9112 2.2). Each case is also
+ * fed in two parts split at every byte, as a CR ending one read must be
+ * judged by the next one's first byte. */
+static void test_a_bare_cr_in_the_start_line_is_refused(void **state)
+{
+	(void)state;
+	static const char *const bad[] = {
+		"\rGET / HTTP/1.1\r\nHost: t\r\n\r\n",
+		"\r\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n",
+		"GET / HTTP/1.1\r\r\nHost: t\r\n\r\n",
+		"GET /\r HTTP/1.1\r\nHost: t\r\n\r\n",
+		"GET /a-path-longer-than-sixteen HTTP/1.1\r\r\nHost: t\r\n\r\n",
+		"\r\nGET /a-path-longer-than-sixteen\rHTTP/1.1\r\nHost: t\r\n\r\n",
+	};
+	for (size_t i = 0; i < NELEM(bad); i++) {
+		size_t len = strlen(bad[i]);
+		for (size_t cut = 0; cut < len; cut++) {
+			struct seen s = {0};
+			struct sp_h1 *h = sp_h1_new(1, &hooks, &s, &limits);
+			enum sp_h1_rc rc = cut ? feed(h, bad[i], cut) : SP_H1_OK;
+			if (rc == SP_H1_OK)
+				rc = feed(h, bad[i] + cut, len - cut);
+			assert_int_equal(rc, SP_H1_ERROR);
+			assert_int_equal(sp_h1_error_status(h), 400);
+			assert_int_equal(s.heads, 0);
+			sp_h1_free(&h);
+		}
+	}
+	static const char good[] = "\r\n\r\nGET /a-path-longer-than-sixteen HTTP/1.1\r\nHost: t\r\n\r\n";
+	for (size_t cut = 0; cut < sizeof(good) - 1; cut++) {
+		struct seen s = {0};
+		struct sp_h1 *h = sp_h1_new(1, &hooks, &s, &limits);
+		assert_int_equal(feed(h, good, cut), SP_H1_OK);
+		assert_int_equal(feed(h, good + cut, sizeof(good) - 1 - cut), SP_H1_OK);
+		assert_int_equal(s.dones, 1);
+		assert_string_equal(s.last_url, "/a-path-longer-than-sixteen");
+		sp_h1_free(&h);
+	}
+}
+
 static void test_trimmed_head_buffers_serve_the_next_message(void **state)
 {
 	(void)state;
@@ -566,6 +609,7 @@ int main(void)
 		cmocka_unit_test(test_stash_grow_takes_a_kept_block_for_an_empty_array_only),
 		cmocka_unit_test(test_trimmed_head_buffers_serve_the_next_message),
 		cmocka_unit_test(test_trailer_lines_end_with_crlf),
+		cmocka_unit_test(test_a_bare_cr_in_the_start_line_is_refused),
 		cmocka_unit_test(test_values_lose_trailing_whitespace),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
