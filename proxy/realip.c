@@ -80,7 +80,14 @@ int sp_cidr_parse(const char *s, struct sp_cidr *out, char *buf, size_t len, con
 	const char *d = slash + 1;
 	int bits = 0;
 	size_t nd = strspn(d, "0123456789");
-	if (nd == 0 || nd > 3 || d[nd] != '\0' || (nd > 1 && d[0] == '0') ||
+	if (nd > 1 && nd <= 3 && d[nd] == '\0' && d[0] == '0') {
+		/* 10.0.0.0/08: written as a number elsewhere (octal to some) */
+		snprintf(buf, len, "the prefix length after / has a leading zero: write /%d",
+			 (int)strtol(d, NULL, 10));
+		*why = buf;
+		return -1;
+	}
+	if (nd == 0 || nd > 3 || d[nd] != '\0' ||
 	    (bits = (int)strtol(d, NULL, 10) - (mapped ? 96 : 0)) > max || bits < 0) {
 		if (mapped)
 			snprintf(buf, len, "the prefix length after / must be 96-128 for an "

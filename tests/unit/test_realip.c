@@ -93,6 +93,10 @@ static void test_cidr(void **state)
 				 "10.0.0.1 (the address)");
 	assert_int_equal(sp_cidr_parse("10.0.0.0/33", &all, buf, sizeof(buf), &why), -1);
 	assert_string_equal(why, "the prefix length after / must be 0-32 for an IPv4 address");
+	assert_int_equal(sp_cidr_parse("10.0.0.0/08", &all, buf, sizeof(buf), &why), -1);
+	assert_string_equal(why, "the prefix length after / has a leading zero: write /8");
+	assert_int_equal(sp_cidr_parse("::ffff:10.0.0.0/0104", &all, buf, sizeof(buf), &why), -1);
+	assert_string_equal(why, "the prefix length after / must be 96-128 for an IPv4-mapped address");
 	assert_int_equal(sp_cidr_parse("::/129", &all, buf, sizeof(buf), &why), -1);
 	assert_string_equal(why, "the prefix length after / must be 0-128 for an IPv6 address");
 	/* a block of IPv4-mapped addresses is that IPv4 block */
