@@ -216,7 +216,7 @@ static void collect_route(struct metric_sides *all, struct sp_runtime *rt, const
 		struct sp_route_stats *n = sp_worker_find_stats(rt->workers[w], route);
 		int k = n ? atomic_load_explicit(&n->nsides, memory_order_acquire) : 0;
 		for (int i = 0; i < k; i++) {
-			struct sp_side_stats *s = &n->sides[i];
+			struct sp_side_stats *s = sp_route_side(n, i);
 			struct metric_side *m = side_entry(all, label, s->backend[0] ? s->backend : "(proxy)");
 			if (!m)
 				break;

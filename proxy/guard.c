@@ -207,7 +207,7 @@ static void sample(struct sp_runtime *rt, const char *route, const char *backend
 		struct sp_route_stats *n = sp_worker_find_stats(rt->workers[w], route);
 		int k = n ? atomic_load_explicit(&n->nsides, memory_order_acquire) : 0;
 		for (int i = 0; i < k; i++) {
-			struct sp_side_stats *s = &n->sides[i];
+			struct sp_side_stats *s = sp_route_side(n, i);
 			if (strcmp(s->backend, backend) != 0)
 				continue;
 			out->requests += sp_read(&s->requests);

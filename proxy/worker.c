@@ -301,6 +301,14 @@ static struct sp_route_stats *route_stats_for(struct sp_worker *w, const struct 
 	return stats_node(w, r->name, r->counters_since_ms);
 }
 
+static void stats_node_free(struct sp_route_stats *n)
+{
+	int k = atomic_load_explicit(&n->nsides, memory_order_relaxed);
+	for (int i = SP_MAX_SIDES; i < k; i++)
+		free(atomic_load_explicit(&n->more[i - SP_MAX_SIDES], memory_order_relaxed));
+	free(n);
+}
+
 /* Frees the retired nodes unless a reader is inside (then a later call
  * does). */
 static void free_retired(struct sp_worker *w)
@@ -312,7 +320,7 @@ static void free_retired(struct sp_worker *w)
 	pthread_rwlock_unlock(&w->stats_lock);
 	for (; n; n = next) {
 		next = n->retired_next;
-		free(n);
+		stats_node_free(n);
 	}
 }
 
@@ -365,15 +373,24 @@ struct sp_shadow_stats *sp_worker_route_stats(struct sp_worker *w, const char *r
 static struct sp_side_stats *side_of(struct sp_route_stats *n, const char *backend)
 {
 	int k = atomic_load_explicit(&n->nsides, memory_order_relaxed);
-	for (int i = 0; i < k; i++)
-		if (strcmp(n->sides[i].backend, backend) == 0)
-			return &n->sides[i];
-	if (k == SP_MAX_SIDES)
-		return &n->sides[k - 1]; /* more backends than slots: fold into the last */
-	snprintf(n->sides[k].backend, sizeof(n->sides[k].backend), "%s", backend);
+	for (int i = 0; i < k; i++) {
+		struct sp_side_stats *s = sp_route_side(n, i);
+		if (strcmp(s->backend, backend) == 0)
+			return s;
+	}
+	struct sp_side_stats *s = k < SP_MAX_SIDES	 ? &n->sides[k]
+				  : k < SP_MAX_SIDES_ALL ? calloc(1, sizeof(*s))
+							 : NULL;
+	if (!s)
+		return sp_route_side(n, k - 1); /* out of slots or memory: fold into the last */
+	snprintf(s->backend, sizeof(s->backend), "%s", backend);
+	if (k >= SP_MAX_SIDES)
+		atomic_store_explicit(&n->more[k - SP_MAX_SIDES], s, memory_order_relaxed);
+	/* readers load nsides (acquire), then the slot and its name */
 	atomic_store_explicit(&n->nsides, k + 1, memory_order_release);
-	return &n->sides[k];
+	return s;
 }
+
 
 const char *const sp_upstream_reasons[SP_UPSTREAM_REASONS] = {
 	"connect refused",	      "connect failed",	       "connect timeout",
@@ -940,11 +957,11 @@ void sp_worker_free(struct sp_worker **wp)
 	struct sp_route_stats *n = atomic_load(&w->stats_head), *next;
 	for (; n; n = next) {
 		next = atomic_load(&n->next);
-		free(n);
+		stats_node_free(n);
 	}
 	for (n = w->stats_retired; n; n = next) {
 		next = n->retired_next;
-		free(n);
+		stats_node_free(n);
 	}
 	pthread_rwlock_destroy(&w->stats_lock);
 	if (w->reload_ev)

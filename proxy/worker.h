@@ -20,7 +20,12 @@
 struct sp_session;
 struct sp_shadow;
 
+/* The backends a route's counters tell apart: the first SP_MAX_SIDES in the
+ * route's node, the others allocated as they come (a route flipped between
+ * many backends over the process's life); past SP_MAX_SIDES_ALL they fold
+ * into the last. */
 #define SP_MAX_SIDES 8
+#define SP_MAX_SIDES_ALL 64
 
 /* The backend failures counted by reason (the session's error strings). */
 #define SP_UPSTREAM_REASONS 9
@@ -62,8 +67,16 @@ struct sp_route_stats {
 	long long since_ms; /* the route's counters_since_ms */
 	_Atomic int nsides;
 	struct sp_side_stats sides[SP_MAX_SIDES];
+	struct sp_side_stats *_Atomic more[SP_MAX_SIDES_ALL - SP_MAX_SIDES]; /* sides past those */
 	struct sp_shadow_stats shadow;
 };
+
+/* Side i of a route's counters, i below the nsides a reader loaded (acquire). */
+static inline struct sp_side_stats *sp_route_side(struct sp_route_stats *n, int i)
+{
+	return i < SP_MAX_SIDES ? &n->sides[i]
+				: atomic_load_explicit(&n->more[i - SP_MAX_SIDES], memory_order_relaxed);
+}
 
 struct sp_worker {
 	int id;

@@ -996,3 +996,25 @@ def test_admin_connections_past_128_wait_in_the_backlog(start_proxy, backend_fac
         for s in idle:
             s.close()
     assert p.admin("GET", "/healthz")[0] == 200
+
+
+def test_a_route_keeps_apart_the_counters_of_every_backend_it_used(start_proxy, backend_factory):
+    """A route flipped through 11 backends counts each under its own name, in
+    the metrics and the API, with 2 workers: past the 8th its counts went to
+    the 8th backend's series."""
+    names = ["b%d" % i for i in range(11)]
+    backends = {n: backend_factory(n) for n in names}
+    p = start_proxy(backends, routes=[{"name": "r", "match": {"path_prefix": "/"},
+                                       "backend": "b0"}], admin={}, workers=2)
+    for i, n in enumerate(names):
+        assert p.admin("PATCH", "/api/routes/r", {"backend": n})[0] == 200
+        for _ in range(i + 1):  # a new connection each: both workers serve
+            with p.client() as c:
+                assert c.request("GET", "/x").status == 200
+    _, metrics = p.admin("GET", "/metrics")
+    _, got = p.admin("GET", "/api/routes/r")
+    for i, n in enumerate(names):
+        assert len(backends[n].requests) == i + 1, n
+        assert 'strangler_requests_total{route="r",backend="%s",class="2xx"} %d' % (n, i + 1) \
+            in metrics, n
+        assert got["counters"][n]["requests"] == i + 1, n
