@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -284,6 +285,25 @@ static void sync_dir(const char *file)
 		       strerror(errno));
 	if (fd >= 0)
 		close(fd);
+}
+
+void sp_runtime_check_state_dir(const struct sp_runtime *rt)
+{
+	const struct sp_config *cfg = rt->cfg;
+	if (!cfg->has_admin || !cfg->admin.state_file)
+		return;
+	char dir[4096];
+	snprintf(dir, sizeof(dir), "%s", cfg->admin.state_file);
+	const char *d = dirname(dir);
+	if (access(d, W_OK | X_OK) < 0) {
+		int e = errno;
+		struct passwd *pw = getpwuid(geteuid());
+		sp_log(SP_LOG_WARN,
+		       "admin.state_file: directory %s is not writable by user %s (%s): changes "
+		       "through the admin API will be refused with 500, and a guard's pull-back "
+		       "undone by a restart",
+		       d, pw ? pw->pw_name : "?", strerror(e));
+	}
 }
 
 static void add_url(const char *url, void *arg)

@@ -553,6 +553,39 @@ def test_the_logs_become_the_users_and_reopen_as_it(backend_factory):
         shutil.rmtree(logs)
 
 
+def test_a_state_directory_the_user_cannot_write_is_pointed_out_at_start(backend_factory):
+    """Started as root with user = "nobody" and admin.state_file in a
+    directory only root may write: the start says so (the first PATCH was the
+    first to know, with a 500); a writable one gets no such line."""
+    import shutil
+    import tempfile
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch users")
+    top = tempfile.mkdtemp(prefix="strangler-state-")
+    try:
+        os.chmod(top, 0o755)
+        b = backend_factory("legacy")
+        for writable in (False, True):
+            d = os.path.join(top, "w" if writable else "ro")
+            os.mkdir(d)
+            os.chmod(d, 0o777 if writable else 0o755)
+            routes = [{"name": "r", "match": {"path_prefix": "/"}, "backend": "legacy"}]
+            p = harness.Proxy(d, {"legacy": b}, routes=routes, user="nobody",
+                              admin={"state_file": os.path.join(d, "state.json")})
+            try:
+                st, _ = p.admin("PATCH", "/api/routes/r", {"backend": "legacy"})
+                line = ("admin.state_file: directory %s is not writable by user nobody "
+                        "(Permission denied)" % d)
+                if writable:
+                    assert st == 200 and "state_file: directory" not in p.stderr_text()
+                else:
+                    assert st == 500 and line in p.stderr_text(), p.stderr_text()
+            finally:
+                p.stop()
+    finally:
+        shutil.rmtree(top)
+
+
 def test_user_setting_drops_privileges_after_binding(backend_factory, start_proxy):
     """Started as root with user = "nobody": the port is bound, then the process
     runs as nobody and still serves."""
