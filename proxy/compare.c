@@ -236,10 +236,10 @@ static int token_is(const char *t, size_t n, const char *name)
 	return strlen(name) == n && strncasecmp(t, name, n) == 0;
 }
 
-/* Inflates in with zlib's window bits wbits into *out. Output past
- * SP_CMP_INFLATE_MAX stops the work: a small gzip bomb must not cost the
- * proxy memory. Concatenated gzip members are all decoded, as gunzip does. */
-static int inflate_all(const char *in, size_t in_len, int wbits, struct sp_buf *o)
+/* Inflates in with zlib's window bits wbits into *out. Output past max
+ * stops the work: a small gzip bomb must not cost the proxy memory.
+ * Concatenated gzip members are all decoded, as gunzip does. */
+static int inflate_all(const char *in, size_t in_len, int wbits, size_t max, struct sp_buf *o)
 {
 	z_stream z;
 	memset(&z, 0, sizeof(z));
@@ -252,8 +252,8 @@ static int inflate_all(const char *in, size_t in_len, int wbits, struct sp_buf *
 	int rc;
 	for (;;) {
 		size_t want = o->len < 16384 ? 16384 : o->len;
-		if (want > SP_CMP_INFLATE_MAX + 1 - o->len)
-			want = SP_CMP_INFLATE_MAX + 1 - o->len;
+		if (want > max + 1 - o->len)
+			want = max + 1 - o->len;
 		if (sp_buf_reserve(o, want) < 0) {
 			rc = DEC_NOMEM;
 			break;
@@ -263,7 +263,7 @@ static int inflate_all(const char *in, size_t in_len, int wbits, struct sp_buf *
 		int zr = inflate(&z, Z_NO_FLUSH);
 		o->len += want - z.avail_out;
 		o->data[o->len] = '\0';
-		if (o->len > SP_CMP_INFLATE_MAX) {
+		if (o->len > max) {
 			rc = DEC_TOO_LARGE;
 			break;
 		}
@@ -283,7 +283,7 @@ static int inflate_all(const char *in, size_t in_len, int wbits, struct sp_buf *
 }
 
 /* Undoes one coding of b in place. */
-static int undo_coding(struct body *b, const char *t, size_t n)
+static int undo_coding(struct body *b, const char *t, size_t n, size_t max)
 {
 	int wbits;
 	if (token_is(t, n, "identity"))
@@ -296,12 +296,12 @@ static int undo_coding(struct body *b, const char *t, size_t n)
 		return DEC_BAD; /* br, zstd, compress: not ours to decode */
 	struct sp_buf o;
 	sp_buf_init(&o);
-	int rc = inflate_all(b->data, b->len, wbits, &o);
+	int rc = inflate_all(b->data, b->len, wbits, max, &o);
 	/* "deflate" is zlib-wrapped per RFC 9110, but some servers send raw
 	 * deflate; a missing zlib header shows as a data error. */
 	if (rc == DEC_BAD && wbits == MAX_WBITS) {
 		sp_buf_reset(&o);
-		rc = inflate_all(b->data, b->len, -MAX_WBITS, &o);
+		rc = inflate_all(b->data, b->len, -MAX_WBITS, max, &o);
 	}
 	if (rc != DEC_OK) {
 		sp_buf_deinit(&o);
@@ -342,7 +342,7 @@ static int collect_codings(const struct sp_cmp_side *s, const char **tok, size_t
 
 /* Sets b to the body with its codings undone, last applied first. On
  * DEC_BAD b is the body as received; b->owned is always safe to free. */
-static int decode_side(const struct sp_cmp_side *s, struct body *b)
+static int decode_side(const struct sp_cmp_side *s, size_t max, struct body *b)
 {
 	const char *tok[MAX_CODINGS];
 	size_t tlen[MAX_CODINGS];
@@ -352,7 +352,7 @@ static int decode_side(const struct sp_cmp_side *s, struct body *b)
 	int n = collect_codings(s, tok, tlen);
 	int rc = n < 0 ? DEC_BAD : DEC_OK;
 	while (rc == DEC_OK && n-- > 0)
-		rc = undo_coding(b, tok[n], tlen[n]);
+		rc = undo_coding(b, tok[n], tlen[n], max);
 	if (rc == DEC_BAD) {
 		free(b->owned);
 		*b = (struct body){s->body, s->body_len, NULL};
@@ -631,7 +631,8 @@ static int compare_body(const struct sp_cmp_rules *rules, struct sp_cmp_result *
 			const struct sp_cmp_side *p, const struct sp_cmp_side *s)
 {
 	struct body a, b;
-	int ra = decode_side(p, &a), rb = decode_side(s, &b), rc = 0;
+	size_t max = rules->max_decoded ? rules->max_decoded : SP_CMP_INFLATE_MAX;
+	int ra = decode_side(p, max, &a), rb = decode_side(s, max, &b), rc = 0;
 	if (ra == DEC_NOMEM || rb == DEC_NOMEM) {
 		rc = -1;
 		goto out;

@@ -24,6 +24,9 @@ struct sp_cmp_rules {
 			 * a segment "*" matches any key or array index */
 	size_t nignore;
 	enum sp_cmp_body body;
+	/* a body that decompresses past this many bytes is not compared
+	 * (sp_cmp_note_too_large); 0: SP_CMP_INFLATE_MAX */
+	size_t max_decoded;
 };
 
 /* One answer. Everything is borrowed for the duration of sp_compare. */

@@ -24,6 +24,7 @@
 #include "accesslog.h"
 #include "admin.h"
 #include "clock.h"
+#include "comparer.h"
 #include "config.h"
 #include "diffreport.h"
 #include "explain.h"
@@ -285,6 +286,7 @@ static int run(const char *file)
 	rt.health = sp_health_table_new();
 	rt.guards = sp_guards_new();
 	rt.diffs = sp_diff_ring_new(20);
+	rt.comparer = sp_comparer_new(); /* without it, workers compare on their own thread */
 	rt.overrides = json_object();
 	rt.audit = json_array();
 	sp_diag_init(&diag);
@@ -339,6 +341,7 @@ static int run(const char *file)
 		if (!(rt.workers[i] = sp_worker_new(i, cfg, rt.alog, rt.difflog)))
 			goto out;
 		rt.workers[i]->diffring = rt.diffs;
+		rt.workers[i]->comparer = rt.comparer;
 		rt.nworkers++;
 	}
 	if (cfg->has_admin && !(admin = sp_admin_new(&rt)))
@@ -389,8 +392,9 @@ out:
 	sp_admin_free(&admin);
 	sp_health_checker_free(&rt.checker);
 	for (int i = 0; i < rt.nworkers; i++)
-		sp_worker_free(&rt.workers[i]);
+		sp_worker_free(&rt.workers[i]); /* takes its comparisons back first */
 	free(rt.workers);
+	sp_comparer_free(&rt.comparer);
 	/* Freeing the signal events puts back the default actions: a SIGTERM
 	 * sent now (a second stop, a supervisor's) would kill the exit half
 	 * way (the pid file, the leak check of sanitized builds). It is done. */

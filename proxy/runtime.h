@@ -29,6 +29,7 @@ struct sp_runtime {
 	struct sp_health_table *health;
 	struct sp_guards *guards;
 	struct sp_diff_ring *diffs; /* recent differences, per route */
+	struct sp_comparer *comparer; /* the shadows' comparisons, off the workers */
 	struct sp_health_checker *checker; /* active checks, kept across generations */
 	struct event *summary_timer; /* shadow summaries, every shadow.summary_interval_ms */
 	int stopping;

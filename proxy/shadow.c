@@ -13,6 +13,7 @@
 
 #include "clock.h"
 #include "compare.h"
+#include "comparer.h"
 #include "conn.h"
 #include "diffring.h"
 #include "h1.h"
@@ -67,6 +68,8 @@ struct sp_shadow {
 	double primary_ms;
 	int session_holds;
 	int finished;
+	int comparing; /* job is with the comparer: nothing it borrows may change */
+	struct sp_cmp_job job;
 	int is_head;
 	int req_done;
 	size_t req_bytes;
@@ -296,7 +299,8 @@ static void write_diff(struct sp_shadow *sh, const struct leg *leg, struct sp_cm
 	sp_diff_ring_push(sh->w->diffring, sh->route->name, b->data, b->len);
 }
 
-static void compare_and_count(struct sp_shadow *sh)
+/* Counts what cannot be compared; else sets up the job: 1, 0 when counted. */
+static int prepare_compare(struct sp_shadow *sh)
 {
 	struct sp_shadow_stats *st = sh->st;
 	struct sp_shadow_dir *d = sh->dir;
@@ -305,34 +309,55 @@ static void compare_and_count(struct sp_shadow *sh)
 
 	if (sh->primary_state < 0) {
 		COUNT(st, d, skipped[sh->abandoned_as]);
-		return;
+		return 0;
 	}
 	if (leg->body_skipped) /* counted as a request-body skip when it happened */
-		return;
+		return 0;
 	if (leg->failed && leg->timed_out) {
 		COUNT(st, d, timeouts);
-		return;
+		return 0;
 	}
 	if (leg->failed) {
 		COUNT(st, d, errors);
-		return;
+		return 0;
 	}
 	if (sh->primary.too_big || leg->cap.too_big) {
 		COUNT(st, d, skipped[SP_SKIP_RESPONSE_BODY]);
-		return;
+		return 0;
 	}
-	struct sp_cmp_rules rules = {sc->headers, sc->nheaders, sc->ignore_json, sc->nignore,
-				     (enum sp_cmp_body)sc->body};
-	struct sp_cmp_side p = {sh->primary.status, sh->primary.h, sh->primary.n,
-				sh->primary.body.data, sh->primary.body.len};
-	struct sp_cmp_side s = {leg->cap.status, leg->cap.h, leg->cap.n, leg->cap.body.data,
-				leg->cap.body.len};
-	struct sp_cmp_result r = {0}, noise = {0};
+	struct sp_cmp_job *j = &sh->job;
+	memset(j, 0, sizeof(*j));
+	j->owner = sh;
+	/* decoded, a body is held to the same bound as on the wire */
+	j->rules = (struct sp_cmp_rules){sc->headers, sc->nheaders, sc->ignore_json, sc->nignore,
+					 (enum sp_cmp_body)sc->body,
+					 (size_t)sh->cfg->shadow.max_body_bytes};
 	if (sh->is_head)
-		rules.body = SP_CMP_NONE;
-	if (sp_compare(&rules, &p, &s, &r) < 0)
+		j->rules.body = SP_CMP_NONE;
+	j->primary = (struct sp_cmp_side){sh->primary.status, sh->primary.h, sh->primary.n,
+					  sh->primary.body.data, sh->primary.body.len};
+	j->shadow = (struct sp_cmp_side){leg->cap.status, leg->cap.h, leg->cap.n,
+					 leg->cap.body.data, leg->cap.body.len};
+	struct leg *n2 = &sh->legs[1];
+	if (sh->nlegs > 1 && n2->done && !n2->cap.too_big) {
+		j->has_sample = 1;
+		j->sample = (struct sp_cmp_side){n2->cap.status, n2->cap.h, n2->cap.n,
+						 n2->cap.body.data, n2->cap.body.len};
+	}
+	return 1;
+}
+
+/* The job's outcome, counted and logged (worker thread). */
+static void count_compared(struct sp_shadow *sh)
+{
+	struct sp_shadow_stats *st = sh->st;
+	struct sp_shadow_dir *d = sh->dir;
+	struct leg *leg = &sh->legs[0];
+	struct sp_cmp_result *r = &sh->job.r;
+
+	if (sh->job.rc < 0)
 		goto out;
-	if (r.ndiffs == 0 && r.note == sp_cmp_note_too_large) {
+	if (r->ndiffs == 0 && r->note == sp_cmp_note_too_large) {
 		/* the bodies were not compared: "identical" would be a guess */
 		COUNT(st, d, skipped[SP_SKIP_RESPONSE_BODY]);
 		goto out;
@@ -343,33 +368,26 @@ static void compare_and_count(struct sp_shadow *sh)
 		sp_hist_add(&d->c.lat_primary, sh->primary_ms);
 		sp_hist_add(&d->c.lat_shadow, leg->ms);
 	}
-	size_t real = r.ndiffs;
-	if (r.ndiffs && sh->nlegs > 1 && sh->legs[1].done && !sh->legs[1].cap.too_big) {
-		struct sp_cmp_side n2 = {sh->legs[1].cap.status, sh->legs[1].cap.h, sh->legs[1].cap.n,
-					 sh->legs[1].cap.body.data, sh->legs[1].cap.body.len};
-		if (sp_compare(&rules, &p, &n2, &noise) == 0)
-			real = sp_cmp_mark_noise(&r, &noise);
-	}
-	if (r.ndiffs == 0) {
+	if (r->ndiffs == 0) {
 		COUNT(st, d, identical);
-	} else if (real == 0) {
+	} else if (sh->job.real == 0) {
 		COUNT(st, d, noise);
 	} else {
 		COUNT(st, d, different);
-		redact(&r, sc);
-		write_diff(sh, leg, &r);
+		redact(r, &sh->route->shadow);
+		write_diff(sh, leg, r);
 	}
 	/* after the outcome: whoever reads compared first finds its outcome too */
 	sp_count_after(&st->all.compared);
 	if (d)
 		sp_count_after(&d->c.compared);
 out:
-	sp_cmp_result_deinit(&r);
-	sp_cmp_result_deinit(&noise);
+	sp_cmp_job_deinit(&sh->job);
 }
 
-/* Called whenever a part finishes; compares once everything is in and frees
- * once the session has let go. */
+/* Called whenever a part finishes; compares once everything is in (large
+ * answers on the comparer's thread, when the worker has one) and frees once
+ * the session has let go and the comparison is back. */
 static void maybe_finish(struct sp_shadow *sh)
 {
 	if (!sh->finished) {
@@ -379,12 +397,28 @@ static void maybe_finish(struct sp_shadow *sh)
 		if (sh->primary_state == 0 || !legs_done)
 			return;
 		sh->finished = 1; /* the worker's timer passes it by now */
-		compare_and_count(sh);
 		for (int i = 0; i < sh->nlegs; i++)
 			sp_upconn_free(&sh->legs[i].up);
+		if (prepare_compare(sh)) {
+			if (sh->w->comparer && sp_cmp_job_costly(&sh->job)) {
+				sh->comparing = 1;
+				sp_comparer_submit(sh->w->comparer, &sh->w->cmp_port, &sh->job);
+				return; /* back through sp_shadow_compared */
+			}
+			sp_cmp_job_run(&sh->job);
+			count_compared(sh);
+		}
 	}
-	if (!sh->session_holds)
+	if (!sh->session_holds && !sh->comparing)
 		shadow_free(sh);
+}
+
+void sp_shadow_compared(struct sp_cmp_job *j)
+{
+	struct sp_shadow *sh = j->owner;
+	sh->comparing = 0;
+	count_compared(sh);
+	maybe_finish(sh);
 }
 
 /* The leg's backend and server, in its shadow's generation. */
@@ -892,7 +926,13 @@ void sp_shadow_expire_all(struct sp_worker *w)
 
 void sp_shadow_kill_all(struct sp_worker *w)
 {
-	/* sessions go first (sp_sessions_kill), so no session holds one now */
+	/* sessions go first (sp_sessions_kill), so no session holds one now;
+	 * comparisons still running borrow their shadows' answers: wait */
+	struct sp_cmp_job *j, *next;
+	for (j = w->comparer ? sp_cmp_port_take_all(&w->cmp_port) : NULL; j; j = next) {
+		next = j->next;
+		sp_shadow_compared(j); /* frees its shadow */
+	}
 	struct sp_shadow *sh;
 	while ((sh = TAILQ_FIRST(&w->shadows)) != NULL)
 		shadow_free(sh);

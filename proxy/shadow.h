@@ -115,6 +115,11 @@ void sp_shadow_expire_all(struct sp_worker *w);
 void sp_shadow_on_due(evutil_socket_t fd, short what, void *arg);
 /* Closes every shadow of the worker (shutdown). */
 void sp_shadow_kill_all(struct sp_worker *w);
+/* A comparison is back from the comparer (worker thread, through its port):
+ * counts and logs it, and frees its shadow unless its session still holds
+ * it. */
+struct sp_cmp_job;
+void sp_shadow_compared(struct sp_cmp_job *j);
 
 /* A route's counters summed over the workers (any thread): v holds
  * mirrored, compared, identical, different, noise, errors, timeouts; the

@@ -693,6 +693,20 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 		event_active(w->reload_ev, EV_READ, 0);
 	if (atomic_exchange(&w->want_stop, 0))
 		event_active(w->stop_ev, EV_READ, 0);
+	if (atomic_exchange(&w->want_compared, 0)) {
+		struct sp_cmp_job *j = sp_cmp_port_take(&w->cmp_port), *next;
+		for (; j; j = next) {
+			next = j->next;
+			sp_shadow_compared(j); /* may free the shadow, j with it */
+		}
+	}
+}
+
+/* The comparer's thread → worker: jobs are back. */
+static void wake_compared(void *arg)
+{
+	struct sp_worker *w = arg;
+	wake(w, &w->want_compared);
 }
 
 void sp_worker_reload(struct sp_worker *w, struct sp_config *cfg, unsigned long gen)
@@ -809,6 +823,12 @@ struct sp_worker *sp_worker_new(int id, struct sp_config *cfg, struct sp_accessl
 	w->alog = alog;
 	w->difflog = difflog;
 	pthread_rwlock_init(&w->stats_lock, NULL);
+	if (sp_cmp_port_init(&w->cmp_port, wake_compared, w) < 0) {
+		pthread_rwlock_destroy(&w->stats_lock);
+		sp_config_unref(&w->cfg);
+		free(w);
+		return NULL;
+	}
 	sp_buf_init(&w->logbuf);
 	sp_buf_init(&w->diffbuf);
 	sp_buf_init(&w->locbuf);
@@ -964,6 +984,7 @@ void sp_worker_free(struct sp_worker **wp)
 		stats_node_free(n);
 	}
 	pthread_rwlock_destroy(&w->stats_lock);
+	sp_cmp_port_deinit(&w->cmp_port);
 	if (w->reload_ev)
 		event_free(w->reload_ev);
 	if (w->wake_ev)

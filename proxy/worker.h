@@ -10,6 +10,7 @@
 
 #include "accesslog.h"
 #include "buf.h"
+#include "comparer.h"
 #include "config.h"
 #include "listen.h"
 #include "pacer.h"
@@ -89,6 +90,8 @@ struct sp_worker {
 	struct sp_accesslog *alog; /* borrowed */
 	struct sp_accesslog *difflog; /* borrowed */
 	struct sp_diff_ring *diffring; /* borrowed: recent differences for the admin API */
+	struct sp_comparer *comparer;  /* borrowed: NULL compares on this thread */
+	struct sp_cmp_port cmp_port;   /* where the comparer hands this worker's jobs back */
 	struct sp_buf logbuf;
 	struct sp_buf diffbuf;
 	struct sp_buf locbuf; /* Location values in the client's terms, during a head's hook */
@@ -128,7 +131,7 @@ struct sp_worker {
 	atomic_int finished;          /* the loop has ended (set by the worker) */
 	int wake_fd;                  /* eventfd: the main thread's requests */
 	struct event *wake_ev;
-	atomic_int want_stop, want_reload;
+	atomic_int want_stop, want_reload, want_compared;
 };
 
 /* Creates the worker and binds its listeners (SO_REUSEPORT). Returns NULL

@@ -124,7 +124,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		sb = sep + 1;
 		sn = in.n - pn - 1;
 	}
-	struct sp_cmp_rules rules = {headers, 3, ignore, 2, (enum sp_cmp_body)(f0 & 3)};
+	struct sp_cmp_rules rules = {headers, 3, ignore, 2, (enum sp_cmp_body)(f0 & 3), 0};
 	struct side p, s;
 	make_side(&p, 200, (f0 >> 2) & 1, f1 & 3, "a", pb, pn);
 	make_side(&s, (f0 >> 4) & 1 ? 500 : 200, (f0 >> 3) & 1, (f1 >> 2) & 3,

@@ -476,9 +476,10 @@ def test_large_bodies_are_skipped_not_compared(start_proxy, backend_factory, tmp
 
 def test_bodies_that_decompress_past_the_limit_are_skipped_not_identical(
         start_proxy, backend_factory, tmp_path):
-    """Two different gzip bodies that each inflate past 8 MiB cannot be
-    compared; counting them identical (as before) would hide a difference,
-    and flatter a guard's difference rate."""
+    """Two different gzip bodies that each inflate past max_body_bytes (the
+    default 1 MiB; here 9 MiB, past the 8 MiB that bounded it before) cannot
+    be compared; counting them identical (as before) would hide a
+    difference, and flatter a guard's difference rate."""
     def zipped(byte):
         body = gzip.compress(byte * (9 << 20))
         return lambda req, conn: Response(200, body, headers=[("Content-Encoding", "gzip")])
@@ -491,6 +492,86 @@ def test_bodies_that_decompress_past_the_limit_are_skipped_not_identical(
     s = summary(p)
     assert s["skipped"]["response_body_too_large"] == 1
     assert s["compared"] == 0 and s["identical"] == 0
+
+
+def test_a_small_gzip_answer_is_decoded_only_up_to_max_body_bytes(start_proxy, backend_factory,
+                                                                  tmp_path):
+    """max_body_bytes bounds an answer decoded as on the wire: a 200 KB
+    gzip bomb of 3 MiB was decoded whole (up to 8 MiB) with max_body_bytes
+    64 KiB, and both sides' JSON trees took the proxy to hundreds of MiB."""
+    def zipped(byte):
+        body = gzip.compress(b"[" + byte * (3 << 20) + b"]")
+        return lambda req, conn: Response(200, body, headers=[
+            ("Content-Encoding", "gzip"), ("Content-Type", "application/json")])
+    legacy = backend_factory("legacy", zipped(b"1,"))
+    modern = backend_factory("modern", zipped(b"2,"))
+    p = start(start_proxy, legacy, modern, [shadow_route()], tmp_path, max_body_bytes=65536)
+    assert get(p, "/x").status == 200
+    wait_shadow(modern)
+    time.sleep(0.3)
+    s = summary(p)
+    assert s["skipped"]["response_body_too_large"] == 1 and s["compared"] == 0, s
+
+
+def test_a_large_comparison_holds_up_no_client(start_proxy, backend_factory, tmp_path):
+    """Comparing two 1 MiB JSON answers takes a third of a second (seconds
+    under ASan). It ran on the worker's thread as the primary's answer was
+    done, before that answer went out: the mirrored client, and every other
+    client of the worker, waited for it. It runs on the comparer's thread
+    now, and is still counted and logged."""
+    n = (1 << 20) - 64
+
+    def big(last, delay):
+        body = b"[" + b"1," * ((n - 16) // 2) + last + b"]"
+
+        def handler(req, conn):
+            if req.path == "/other":
+                return Response(200, b"ok")
+            time.sleep(delay)
+            return Response(200, body, headers=[("Content-Type", "application/json")])
+        return handler, body
+    h_legacy, primary = big(b"1", 0.3)  # the mirror has answered by then
+    h_modern, _ = big(b"2", 0.0)
+    legacy = backend_factory("legacy", h_legacy)
+    modern = backend_factory("modern", h_modern)
+    p = start(start_proxy, legacy, modern, [shadow_route()], tmp_path, timeout_ms=60000)
+    with p.client(timeout=30) as c:
+        t0 = time.monotonic()
+        r = c.request("GET", "/api")
+        took = time.monotonic() - t0
+        assert r.status == 200 and r.body == primary
+        assert took < 0.3 + 0.25, "the client waited %.3f s for a 0.3 s backend" % took
+        worst = 0.0
+        for _ in range(5):  # the same worker, while the comparison runs
+            t0 = time.monotonic()
+            assert c.request("GET", "/other").status == 200
+            worst = max(worst, time.monotonic() - t0)
+        assert worst < 0.15, "a request waited %.3f s for the comparison" % worst
+    harness.wait_for(lambda: diff_lines(p), timeout=30, what="the difference logged")
+    d = diff_lines(p)[0]
+    assert [x["where"] for x in d["differences"]] == ["/%d" % ((n - 16) // 2)]
+    s = summary(p)
+    assert (s["compared"], s["different"]) == (6, 1), s  # the "/other" ones are identical
+
+
+def test_a_stop_counts_the_comparison_in_progress(start_proxy, backend_factory, tmp_path):
+    """A stop right after a large answer: the worker waits for the comparer
+    to hand the comparison back, so the final summary counts it and the diff
+    log has its line."""
+    n = (1 << 20) - 64
+
+    def big(last):
+        body = b"[" + b"1," * ((n - 16) // 2) + last + b"]"
+        return lambda req, conn: Response(200, body, headers=[("Content-Type",
+                                                                "application/json")])
+    legacy = backend_factory("legacy", big(b"1"))
+    modern = backend_factory("modern", big(b"2"))
+    p = start(start_proxy, legacy, modern, [shadow_route()], tmp_path, timeout_ms=60000)
+    assert get(p, "/api").status == 200
+    wait_shadow(modern)
+    s = summary(p)
+    assert (s["compared"], s["different"]) == (1, 1), s
+    assert len(diff_lines(p)) == 1
 
 
 def test_a_primary_retried_on_the_shadow_backend_is_not_compared_with_itself(

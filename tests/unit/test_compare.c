@@ -7,6 +7,7 @@
 #include <zlib.h>
 
 #include "compare.h"
+#include "comparer.h"
 
 #define JSON_CT HDR("Content-Type", "application/json")
 
@@ -26,7 +27,7 @@ static struct sp_cmp_side side(int status, const struct sp_hdr *h, size_t nh, co
 
 static struct sp_cmp_rules json_rules(char **ignore, size_t nignore)
 {
-	struct sp_cmp_rules r = {NULL, 0, ignore, nignore, SP_CMP_JSON};
+	struct sp_cmp_rules r = {NULL, 0, ignore, nignore, SP_CMP_JSON, 0};
 	return r;
 }
 
@@ -107,7 +108,7 @@ static void test_identical(void **state)
 {
 	(void)state;
 	char *hn[] = {"ETag"};
-	struct sp_cmp_rules rules = {hn, 1, NULL, 0, SP_CMP_AUTO};
+	struct sp_cmp_rules rules = {hn, 1, NULL, 0, SP_CMP_AUTO, 0};
 	const struct sp_hdr h[] = {JSON_CT, HDR("ETag", "\"x\"")};
 	struct sp_cmp_side p = side(200, h, 2, "{\"a\":[1,2,{\"b\":null}]}");
 	struct sp_cmp_result r;
@@ -121,7 +122,7 @@ static void test_identical(void **state)
 static void test_status(void **state)
 {
 	(void)state;
-	struct sp_cmp_rules rules = {NULL, 0, NULL, 0, SP_CMP_AUTO};
+	struct sp_cmp_rules rules = {NULL, 0, NULL, 0, SP_CMP_AUTO, 0};
 	struct sp_cmp_side p = side(200, NULL, 0, "x"), s = side(503, NULL, 0, "x");
 	struct sp_cmp_result r;
 	assert_int_equal(sp_compare(&rules, &p, &s, &r), 0);
@@ -148,7 +149,7 @@ static void test_headers(void **state)
 {
 	(void)state;
 	char *hn[] = {"x-version", "Cache-Control", "X-Only-Primary", "X-Only-Shadow", "X-Same"};
-	struct sp_cmp_rules rules = {hn, NELEM(hn), NULL, 0, SP_CMP_NONE};
+	struct sp_cmp_rules rules = {hn, NELEM(hn), NULL, 0, SP_CMP_NONE, 0};
 	const struct sp_hdr ph[] = {HDR("X-Version", "1"),        HDR("cache-control", "no-cache"),
 				    HDR("CACHE-CONTROL", "private"), HDR("X-Only-Primary", "p"),
 				    HDR("X-Same", "a"),              HDR("x-same", "b")};
@@ -336,7 +337,7 @@ static void check_encoded_equal(const char *coding, int wbits)
 	size_t zlen;
 	char *z = zip(doc, strlen(doc), wbits, &zlen);
 	const struct sp_hdr zh[] = {JSON_CT, {"Content-Encoding", 16, coding, strlen(coding)}};
-	struct sp_cmp_rules rules = {NULL, 0, NULL, 0, SP_CMP_AUTO};
+	struct sp_cmp_rules rules = {NULL, 0, NULL, 0, SP_CMP_AUTO, 0};
 	struct sp_cmp_side p = side_n(200, zh, 2, z, zlen);
 	struct sp_cmp_side s = side(200, json_h, 1, "{\"total\":2,\"results\":[{\"id\":1},{\"id\":2}]}");
 	struct sp_cmp_result r;
@@ -369,7 +370,7 @@ static void test_gzip_and_deflate(void **state)
 static void test_gzip_bytes_and_errors(void **state)
 {
 	(void)state;
-	struct sp_cmp_rules rules = {NULL, 0, NULL, 0, SP_CMP_BYTES};
+	struct sp_cmp_rules rules = {NULL, 0, NULL, 0, SP_CMP_BYTES, 0};
 	const struct sp_hdr gz[] = {HDR("Content-Encoding", "gzip")};
 	size_t zlen;
 	char *z = zip("hello world!\n", 13, 16 + MAX_WBITS, &zlen);
@@ -430,7 +431,7 @@ static void test_gzip_too_large(void **state)
 	assert_non_null(plain);
 	char *z = zip(plain, big, 16 + MAX_WBITS, &zlen);
 	const struct sp_hdr gz[] = {HDR("Content-Encoding", "gzip")};
-	struct sp_cmp_rules rules = {NULL, 0, NULL, 0, SP_CMP_BYTES};
+	struct sp_cmp_rules rules = {NULL, 0, NULL, 0, SP_CMP_BYTES, 0};
 	struct sp_cmp_side p = side_n(200, gz, 1, z, zlen), s = side(200, NULL, 0, "other");
 	struct sp_cmp_result r;
 	assert_int_equal(sp_compare(&rules, &p, &s, &r), 0);
@@ -451,10 +452,112 @@ static void test_gzip_too_large(void **state)
 	free(plain);
 }
 
+/* A route's max_body_bytes bounds the decoded body too (rules.max_decoded):
+ * a small gzip answer cannot cost a comparison 8 MiB. */
+static void test_decoded_bound_follows_the_rules(void **state)
+{
+	(void)state;
+	char plain[1001], other[1001];
+	memset(plain, 'a', sizeof(plain));
+	memset(other, 'b', sizeof(other));
+	size_t zlen;
+	const struct sp_hdr gz[] = {HDR("Content-Encoding", "gzip")};
+	struct sp_cmp_rules rules = {NULL, 0, NULL, 0, SP_CMP_BYTES, 1000};
+	struct sp_cmp_result r;
+	for (size_t len = 1000; len <= 1001; len++) {
+		char *z = zip(plain, len, 16 + MAX_WBITS, &zlen);
+		struct sp_cmp_side p = side_n(200, gz, 1, z, zlen), s = side_n(200, NULL, 0, other, 10);
+		assert_int_equal(sp_compare(&rules, &p, &s, &r), 0);
+		if (len == 1000) { /* at the bound: decoded and compared */
+			NDIFFS(&r, 1);
+			assert_null(r.note);
+		} else {
+			NDIFFS(&r, 0);
+			assert_ptr_equal(r.note, sp_cmp_note_too_large);
+		}
+		sp_cmp_result_deinit(&r);
+		free(z);
+	}
+}
+
+static int woken;
+static void count_wake(void *arg)
+{
+	(void)arg;
+	__atomic_add_fetch(&woken, 1, __ATOMIC_SEQ_CST);
+}
+
+/* Jobs sent to the comparer's thread come back through their port, each
+ * with the result sp_cmp_job_run gives in place, noise marked against the
+ * sample; take_all waits for every one. */
+static void test_comparer_hands_jobs_back_with_their_results(void **state)
+{
+	(void)state;
+	const struct sp_hdr json[] = {HDR("Content-Type", "application/json")};
+	static const char *const shadows[] = {"{\"a\":1,\"t\":5}", "{\"a\":2,\"t\":5}",
+					      "{\"a\":1,\"t\":6}", "{\"a\":2,\"t\":6}"};
+	enum { N = 4 };
+	struct sp_cmp_job jobs[N], inplace[N];
+	struct sp_cmp_port port;
+	struct sp_comparer *c = sp_comparer_new();
+	assert_non_null(c);
+	assert_int_equal(sp_cmp_port_init(&port, count_wake, NULL), 0);
+	woken = 0;
+	for (int i = 0; i < N; i++) {
+		memset(&jobs[i], 0, sizeof(jobs[i]));
+		jobs[i].owner = &jobs[i];
+		jobs[i].rules = (struct sp_cmp_rules){NULL, 0, NULL, 0, SP_CMP_AUTO, 0};
+		jobs[i].primary = side(200, json, 1, "{\"a\":1,\"t\":4}");
+		jobs[i].shadow = side(200, json, 1, shadows[i]);
+		/* the primary's second answer: "t" is noise */
+		jobs[i].has_sample = 1;
+		jobs[i].sample = side(200, json, 1, "{\"a\":1,\"t\":9}");
+		inplace[i] = jobs[i];
+		sp_cmp_job_run(&inplace[i]);
+		sp_comparer_submit(c, &port, &jobs[i]);
+	}
+	struct sp_cmp_job *back = sp_cmp_port_take_all(&port);
+	static const size_t ndiffs[N] = {1, 2, 1, 2}, real[N] = {0, 1, 0, 1};
+	int i = 0;
+	for (struct sp_cmp_job *j = back; j; j = j->next, i++) {
+		assert_ptr_equal(j, &jobs[i]); /* in order */
+		assert_int_equal(j->rc, 0);
+		assert_int_equal(j->r.ndiffs, ndiffs[i]);
+		assert_int_equal(j->real, real[i]);
+		assert_int_equal(inplace[i].r.ndiffs, ndiffs[i]);
+		assert_int_equal(inplace[i].real, real[i]);
+		sp_cmp_job_deinit(j);
+		sp_cmp_job_deinit(&inplace[i]);
+	}
+	assert_int_equal(i, N);
+	assert_int_equal(__atomic_load_n(&woken, __ATOMIC_SEQ_CST), N);
+
+	/* small plain answers are compared in place; large or encoded ones are
+	 * worth the thread */
+	static char big[SP_CMP_INLINE_MAX];
+	const struct sp_hdr gz[] = {HDR("Content-Encoding", "gzip")};
+	struct sp_cmp_job k = jobs[0];
+	assert_false(sp_cmp_job_costly(&k));
+	k.shadow = side_n(200, NULL, 0, big, sizeof(big) - k.primary.body_len - k.sample.body_len);
+	assert_false(sp_cmp_job_costly(&k));
+	k.shadow.body_len++;
+	assert_true(sp_cmp_job_costly(&k));
+	k.rules.body = SP_CMP_NONE;
+	assert_false(sp_cmp_job_costly(&k));
+	k = jobs[0];
+	k.sample = side(200, gz, 1, "x");
+	assert_true(sp_cmp_job_costly(&k));
+	k.has_sample = 0;
+	assert_false(sp_cmp_job_costly(&k));
+	assert_null(sp_cmp_port_take(&port));
+	sp_comparer_free(&c);
+	sp_cmp_port_deinit(&port);
+}
+
 static void test_auto_mode(void **state)
 {
 	(void)state;
-	struct sp_cmp_rules rules = {NULL, 0, NULL, 0, SP_CMP_AUTO};
+	struct sp_cmp_rules rules = {NULL, 0, NULL, 0, SP_CMP_AUTO, 0};
 	const struct sp_hdr utf8[] = {HDR("content-type", " Application/JSON ; charset=utf-8")};
 	const struct sp_hdr problem[] = {HDR("Content-Type", "application/problem+json")};
 	const struct sp_hdr text[] = {HDR("Content-Type", "text/plain")};
@@ -515,7 +618,7 @@ static void test_invalid_json(void **state)
 static void test_bytes_description(void **state)
 {
 	(void)state;
-	struct sp_cmp_rules rules = {NULL, 0, NULL, 0, SP_CMP_BYTES};
+	struct sp_cmp_rules rules = {NULL, 0, NULL, 0, SP_CMP_BYTES, 0};
 	struct sp_cmp_result r;
 	struct sp_cmp_side p = side(200, NULL, 0, "hello world!\n"), s = side(200, NULL, 0, "hello");
 	assert_int_equal(sp_compare(&rules, &p, &s, &r), 0);
@@ -539,7 +642,7 @@ static void test_bytes_description(void **state)
 static void test_body_none(void **state)
 {
 	(void)state;
-	struct sp_cmp_rules rules = {NULL, 0, NULL, 0, SP_CMP_NONE};
+	struct sp_cmp_rules rules = {NULL, 0, NULL, 0, SP_CMP_NONE, 0};
 	struct sp_cmp_side p = side(200, json_h, 1, "{\"a\":1}"), s = side(200, json_h, 1, "[]");
 	struct sp_cmp_result r;
 	assert_int_equal(sp_compare(&rules, &p, &s, &r), 0);
@@ -671,7 +774,7 @@ static void test_noise(void **state)
 {
 	(void)state;
 	char *hn[] = {"X-Served-By"};
-	struct sp_cmp_rules rules = {hn, 1, NULL, 0, SP_CMP_JSON};
+	struct sp_cmp_rules rules = {hn, 1, NULL, 0, SP_CMP_JSON, 0};
 	const struct sp_hdr h1[] = {JSON_CT, HDR("X-Served-By", "a")};
 	const struct sp_hdr h2[] = {JSON_CT, HDR("X-Served-By", "b")};
 	struct sp_cmp_side primary = side(200, h1, 2, "{\"ts\":1,\"v\":1,\"id\":7}");
@@ -714,7 +817,7 @@ static void test_diffs_json(void **state)
 {
 	(void)state;
 	char *hn[] = {"ETag", "X-New"};
-	struct sp_cmp_rules rules = {hn, 2, NULL, 0, SP_CMP_AUTO};
+	struct sp_cmp_rules rules = {hn, 2, NULL, 0, SP_CMP_AUTO, 0};
 	const struct sp_hdr ph[] = {JSON_CT, HDR("ETag", "\"1\"")};
 	const struct sp_hdr sh[] = {JSON_CT, HDR("ETag", "\"2\""), HDR("X-New", "y")};
 	struct sp_cmp_side p = side(200, ph, 2, "{\"o\":{\"b\":1,\"a\":[1]},\"k/\":\"v\"}");
@@ -792,6 +895,8 @@ int main(void)
 		cmocka_unit_test(test_gzip_and_deflate),
 		cmocka_unit_test(test_gzip_bytes_and_errors),
 		cmocka_unit_test(test_gzip_too_large),
+		cmocka_unit_test(test_decoded_bound_follows_the_rules),
+		cmocka_unit_test(test_comparer_hands_jobs_back_with_their_results),
 		cmocka_unit_test(test_auto_mode),
 		cmocka_unit_test(test_invalid_json),
 		cmocka_unit_test(test_bytes_description),
