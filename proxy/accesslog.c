@@ -150,7 +150,7 @@ static int add_tries(struct sp_buf *b, const struct sp_access_try *t, size_t n)
 		return -1;
 	for (size_t i = 0; i < n; i++) {
 		int rc = sp_buf_adds(b, i ? ",{\"server\":\"" : "{\"server\":\"") ||
-			 sp_buf_add_json_str(b, t[i].server, strlen(t[i].server)) ||
+			 sp_buf_add_json_text(b, t[i].server, strlen(t[i].server)) ||
 			 sp_buf_addc(b, '"');
 		if (!rc && t[i].status)
 			rc = sp_buf_adds(b, ",\"status\":") ||
@@ -174,9 +174,9 @@ int sp_access_format(const struct sp_access_entry *e, struct sp_buf *b)
 	    sp_buf_add_json_field(b, "path", e->path, e->path_len) ||
 	    (e->log_query && sp_buf_add_json_field(b, "query", e->query, e->query_len)) ||
 	    sp_buf_adds(b, ",\"status\":") || sp_buf_add_uint(b, (unsigned)e->status, 10) ||
-	    sp_buf_add_json_field(b, "route", e->route, e->route ? strlen(e->route) : 0) ||
+	    sp_buf_add_json_text_field(b, "route", e->route) ||
 	    sp_buf_add_json_field(b, "backend", e->backend, e->backend ? strlen(e->backend) : 0) ||
-	    sp_buf_add_json_field(b, "server", e->server, e->server ? strlen(e->server) : 0))
+	    sp_buf_add_json_text_field(b, "server", e->server))
 		return -1;
 	if (e->has_bucket ? sp_buf_adds(b, ",\"bucket\":") || sp_buf_add_uint(b, e->bucket, 10)
 			  : sp_buf_adds(b, ",\"bucket\":null"))

@@ -121,6 +121,15 @@ int sp_buf_add_json_field(struct sp_buf *b, const char *key, const char *v, size
 	return sp_buf_addc(b, '"') || sp_buf_add_json_str(b, v, len) || sp_buf_addc(b, '"');
 }
 
+int sp_buf_add_json_text_field(struct sp_buf *b, const char *key, const char *v)
+{
+	if (sp_buf_add(b, ",\"", 2) || sp_buf_adds(b, key) || sp_buf_add(b, "\":", 2))
+		return -1;
+	if (!v)
+		return sp_buf_adds(b, "null");
+	return sp_buf_addc(b, '"') || sp_buf_add_json_text(b, v, strlen(v)) || sp_buf_addc(b, '"');
+}
+
 int sp_buf_add_json_str(struct sp_buf *b, const char *s, size_t len)
 {
 	static const char hex[] = "0123456789abcdef";
@@ -157,6 +166,87 @@ int sp_buf_add_json_str(struct sp_buf *b, const char *s, size_t len)
 			return -1;
 	}
 	return 0;
+}
+
+/* The code point of the UTF-8 sequence at s (n bytes left) and its length,
+ * or 0 when it is not one (overlong, a surrogate, past U+10FFFF, cut). */
+static size_t utf8_at(const unsigned char *s, size_t n, uint32_t *cp)
+{
+	size_t len = s[0] >= 0xf0 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 ? 2 : 0;
+	if (len == 0 || len > n || s[0] > 0xf4)
+		return 0;
+	uint32_t c = s[0] & (0x7f >> len);
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		c = c << 6 | (s[i] & 0x3f);
+	}
+	static const uint32_t least[5] = {0, 0, 0x80, 0x800, 0x10000};
+	if (c < least[len] || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+		return 0;
+	*cp = c;
+	return len;
+}
+
+static int add_u_escape(struct sp_buf *b, uint32_t c)
+{
+	static const char hex[] = "0123456789abcdef";
+	if (c > 0xffff) { /* a surrogate pair */
+		c -= 0x10000;
+		if (add_u_escape(b, 0xd800 | (c >> 10)) < 0)
+			return -1;
+		c = 0xdc00 | (c & 0x3ff);
+	}
+	char esc[6] = {'\\', 'u', hex[c >> 12], hex[(c >> 8) & 15], hex[(c >> 4) & 15], hex[c & 15]};
+	return sp_buf_add(b, esc, 6);
+}
+
+int sp_buf_add_json_text(struct sp_buf *b, const char *s, size_t len)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	for (size_t i = 0; i < len;) {
+		size_t run = i;
+		while (run < len && u[run] < 0x80)
+			run++;
+		if (run > i && sp_buf_add_json_str(b, s + i, run - i) < 0)
+			return -1;
+		if (run == len)
+			break;
+		uint32_t c = u[run];
+		size_t n = utf8_at(u + run, len - run, &c);
+		if (add_u_escape(b, c) < 0) /* not UTF-8: the byte, as add_json_str writes it */
+			return -1;
+		i = run + (n ? n : 1);
+	}
+	return 0;
+}
+
+int sp_buf_json_ascii(struct sp_buf *b, size_t from)
+{
+	size_t i = from;
+	while (i < b->len && (unsigned char)b->data[i] < 0x7f)
+		i++;
+	if (i == b->len)
+		return 0; /* the usual line: nothing to do */
+	struct sp_buf tail;
+	sp_buf_init(&tail);
+	const unsigned char *u = (const unsigned char *)b->data;
+	int rc = 0;
+	for (size_t k = i; k < b->len && rc == 0;) {
+		uint32_t c = u[k];
+		size_t n = c < 0x7f ? 1 : c == 0x7f ? 1 : utf8_at(u + k, b->len - k, &c);
+		if (c < 0x7f)
+			rc = sp_buf_addc(&tail, (char)c);
+		else
+			rc = add_u_escape(&tail, c);
+		k += n ? n : 1;
+	}
+	if (rc == 0) {
+		b->len = i;
+		rc = sp_buf_add(b, tail.data, tail.len);
+	}
+	sp_buf_deinit(&tail);
+	return rc;
 }
 
 int sp_buf_add_uint(struct sp_buf *b, uint64_t v, unsigned base)

@@ -90,6 +90,18 @@ int sp_buf_add_fixed3(struct sp_buf *b, double v);
 int sp_buf_add_json_str(struct sp_buf *b, const char *s, size_t len);
 /* Appends ,"key":"v" (v escaped as above), or ,"key":null when v is NULL. */
 int sp_buf_add_json_field(struct sp_buf *b, const char *key, const char *v, size_t len);
+/* As sp_buf_add_json_str for text known to be UTF-8 (names from the
+ * configuration): each character past ASCII becomes its \uXXXX escape (a
+ * pair above U+FFFF), where sp_buf_add_json_str, for bytes from the wire,
+ * escapes each byte alone; a byte that is not UTF-8 is escaped as it does. */
+int sp_buf_add_json_text(struct sp_buf *b, const char *s, size_t len);
+/* ,"key":"v" with v (a C string) escaped by sp_buf_add_json_text; null when NULL. */
+int sp_buf_add_json_text_field(struct sp_buf *b, const char *key, const char *v);
+/* Rewrites the JSON text of b from offset from in ASCII: each UTF-8
+ * character past it, and DEL, becomes its \uXXXX escape (a log line then
+ * holds no byte a terminal acts on). Such bytes occur only inside strings in
+ * JSON, so the text stays the same JSON. 0, or -1 out of memory. */
+int sp_buf_json_ascii(struct sp_buf *b, size_t from);
 static inline void sp_buf_reset(struct sp_buf *b) { b->len = 0; }
 /* v with as few digits as read back the same (100.0000001, not %g's 100),
  * into out[SP_NUM_SIZE]; returns out. */

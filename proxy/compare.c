@@ -463,11 +463,25 @@ static int dump_value(const json_t *v, size_t flags, char **out)
 	return *out ? 0 : -1;
 }
 
+/* A copy of pointer, cut past SP_CMP_WHERE_MAX bytes (on a character's
+ * boundary) and ended by "…" then: long keys nested deep must not make a
+ * diff line of a megabyte. */
+static char *bound_where(const char *ptr, size_t len)
+{
+	size_t cut = utf8_cut(ptr, len, SP_CMP_WHERE_MAX);
+	char *w = malloc(cut + sizeof("…"));
+	if (w) {
+		memcpy(w, ptr, cut);
+		strcpy(w + cut, cut < len ? "…" : "");
+	}
+	return w;
+}
+
 static int json_diff(struct walk *w, const json_t *a, const json_t *b)
 {
 	if (no_room(w->out))
 		return 1;
-	char *where = strdup(w->ptr.data), *ta, *tb;
+	char *where = bound_where(w->ptr.data, w->ptr.len), *ta, *tb;
 	int rc = dump_value(a, DUMP_SHORT, &ta) | dump_value(b, DUMP_SHORT, &tb);
 	if (rc == 0 && ta && tb && strcmp(ta, tb) == 0) {
 		free(ta);

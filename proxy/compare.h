@@ -44,7 +44,8 @@ enum sp_diff_kind { SP_DIFF_STATUS, SP_DIFF_HEADER, SP_DIFF_BODY, SP_DIFF_JSON }
 struct sp_diff {
 	enum sp_diff_kind kind;
 	/* status: NULL; header: the configured name; json: the JSON Pointer
-	 * (RFC 6901 escaped, "" for the root); body: "bytes@OFFSET", the first
+	 * (RFC 6901 escaped, "" for the root; past SP_CMP_WHERE_MAX bytes cut
+	 * and ended by "…"); body: "bytes@OFFSET", the first
 	 * offset where the (decoded) bodies differ. */
 	char *where;
 	/* JSON text of each side's value, NULL when the side has none. Values
@@ -67,6 +68,7 @@ struct sp_cmp_result {
 
 #define SP_CMP_MAX_DIFFS 50
 #define SP_CMP_VALUE_MAX 200
+#define SP_CMP_WHERE_MAX 512
 #define SP_CMP_BODY_PREFIX 64
 #define SP_CMP_INFLATE_MAX (8u << 20)
 

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -274,10 +275,18 @@ static int blank(const char *s, size_t n)
 	return 1;
 }
 
-/* 0, or -1 when memory runs out; bad lines are only counted. */
+/* A counter: a non-negative integer, else 0 (a foreign or damaged line's
+ * value: a negative or a real past 2^63 must not wrap the sums). */
 static long long count_value(const json_t *v)
 {
-	return json_is_number(v) ? (long long)json_number_value(v) : 0;
+	json_int_t n = json_is_integer(v) ? json_integer_value(v) : 0;
+	return n > 0 ? (long long)n : 0;
+}
+
+/* a + b of two counters, held at LLONG_MAX */
+static long long count_add(long long a, long long b)
+{
+	return a > LLONG_MAX - b ? LLONG_MAX : a + b;
 }
 
 static long long count_of(const json_t *o, const char *key)
@@ -309,10 +318,10 @@ static int add_value(json_t *into, const char *k, const json_t *v)
 			return -1;
 		return add_counts(have, v);
 	}
-	if (!json_is_number(v))
+	if (!json_is_integer(v) || json_integer_value(v) < 0)
 		return 0;
-	double sum = json_number_value(v) + (have ? json_number_value(have) : 0);
-	return json_object_set_new(into, k, json_integer((json_int_t)sum));
+	return json_object_set_new(into, k,
+				   json_integer(count_add(count_value(v), count_value(have))));
 }
 
 static int add_counts(json_t *into, const json_t *from)
@@ -504,7 +513,7 @@ static void print_skipped(FILE *out, const json_t *skipped)
 	long long total = 0;
 	int first = 1;
 	json_object_foreach((json_t *)skipped, k, v)
-		total += count_value(v);
+		total = count_add(total, count_value(v));
 	fprintf(out, ", %lld skipped", total);
 	json_object_foreach((json_t *)skipped, k, v) {
 		long long n = count_value(v);
@@ -764,6 +773,24 @@ static int print_report(struct report *rp, FILE *out)
 	return 0;
 }
 
+/* Writes text to out with the bytes a terminal would act on shown as \xNN
+ * instead: C0 controls but the line ends, DEL, and C1 controls (U+0080 to
+ * U+009F, bytes C2 80 to C2 9F in UTF-8). Route names, pointers and request
+ * ids come from backends' answers and other people's files. */
+static void write_shown(FILE *out, const char *t, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)t[i];
+		if ((c < 0x20 && c != '\n') || c == 0x7f)
+			fprintf(out, "\\x%02x", c);
+		else if (c == 0xc2 && i + 1 < n && (unsigned char)t[i + 1] >= 0x80 &&
+			 (unsigned char)t[i + 1] <= 0x9f)
+			fprintf(out, "\\xc2\\x%02x", (unsigned char)t[++i]);
+		else
+			fputc(c, out);
+	}
+}
+
 static void dir_deinit(struct dir_agg *d)
 {
 	for (size_t k = 0; k < d->ngroups; k++) {
@@ -845,8 +872,19 @@ int sp_diff_report_files(const char *const *files, size_t nfiles, FILE *in, FILE
 		if (f != in && f != stdin)
 			fclose(f);
 	}
-	if (rc == 0)
-		rc = print_report(&rp, out);
+	char *text = NULL;
+	size_t len = 0;
+	FILE *mem = rc == 0 ? open_memstream(&text, &len) : NULL;
+	if (rc == 0 && !mem)
+		rc = -1;
+	if (rc == 0) {
+		rc = print_report(&rp, mem);
+		if (fclose(mem) != 0)
+			rc = -1;
+		else if (rc == 0)
+			write_shown(out, text, len);
+	}
+	free(text);
 	if (rc == -1)
 		fprintf(stderr, "strangler diff-report: out of memory\n");
 	sp_buf_deinit(&lab);

@@ -358,6 +358,7 @@ static void reset_exchange(struct sp_session *s)
 	s->retry_status = s->answered_once = s->denial_counted = 0;
 	s->ntries = 0;
 	s->upstream_ms = -1;
+	s->t_up = (struct timespec){0, 0}; /* this exchange's connection is not up yet */
 	s->upload_ms = 0;
 	s->bytes_in = s->bytes_out = s->interim_out = 0;
 	s->spliced_in0 = s->client->spliced_in;
@@ -910,8 +911,9 @@ static void upstream_failed(struct sp_session *s, const char *err, int status)
 	       server_of(s)->hostport, err, s->reqid);
 	if (s->resp_started)
 		retract_unsent(s);
-	if (!s->resp_started && s->shadow)
-		sp_shadow_primary_done(&s->shadow, status, sp_ms_since(&s->t_up));
+	if (!s->resp_started && s->shadow) /* no connection came up: the client's wait */
+		sp_shadow_primary_done(&s->shadow, status,
+				       sp_ms_since(s->t_up.tv_sec ? &s->t_up : &s->t_start));
 	if (s->resp_started) {
 		/* The head is out: the only honest signal left is an aborted
 		 * connection (no terminating chunk, no fake success). */
@@ -1406,12 +1408,13 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	return 0;
 }
 
-/* Request bytes for the backend, and for the shadow when there is one. */
-static void emit(struct sp_session *s, const void *p, size_t n)
+/* Request bytes for the backend, and for the shadow when there is one;
+ * body: how many of them are the body's own (not chunk framing). */
+static void emit(struct sp_session *s, const void *p, size_t n, size_t body)
 {
 	evbuffer_add(s->pending, p, n);
 	if (s->shadow)
-		sp_shadow_request_bytes(s->shadow, p, n);
+		sp_shadow_request_bytes(s->shadow, p, n, body);
 }
 
 static int on_req_body(void *ud, const char *p, size_t n)
@@ -1430,11 +1433,11 @@ static int on_req_body(void *ud, const char *p, size_t n)
 	if (s->req_body == SP_BODY_CHUNKED) {
 		sp_buf_reset(&s->tmp);
 		sp_http_chunk_header(&s->tmp, n);
-		emit(s, s->tmp.data, s->tmp.len);
-		emit(s, p, n);
-		emit(s, "\r\n", 2);
+		emit(s, s->tmp.data, s->tmp.len, 0);
+		emit(s, p, n, n);
+		emit(s, "\r\n", 2, 0);
 	} else {
-		emit(s, p, n);
+		emit(s, p, n, n);
 	}
 	return 0;
 }
@@ -1444,7 +1447,7 @@ static int on_req_done(void *ud, struct sp_h1_msg *m)
 	struct sp_session *s = ud;
 	(void)m;
 	if (s->req_body == SP_BODY_CHUNKED)
-		emit(s, "0\r\n\r\n", 5);
+		emit(s, "0\r\n\r\n", 5, 0);
 	s->req_done = 1;
 	if (s->up && s->req_body != SP_BODY_NONE && !s->resp_started)
 		s->upload_ms = sp_ms_since(&s->t_up); /* the client's pace, not the backend's */

@@ -271,7 +271,7 @@ static void write_diff(struct sp_shadow *sh, const struct leg *leg, struct sp_cm
 	sp_buf_reset(b);
 	sp_buf_printf(b, "{\"time\":\"%s\",\"type\":\"diff\",", now);
 	sp_buf_adds(b, "\"route\":\"");
-	sp_buf_add_json_str(b, sh->route->name, strlen(sh->route->name));
+	sp_buf_add_json_text(b, sh->route->name, strlen(sh->route->name));
 	sp_buf_adds(b, "\",\"method\":\"");
 	sp_buf_add_json_str(b, sh->method, strlen(sh->method));
 	sp_buf_adds(b, "\",\"path\":\"");
@@ -295,6 +295,9 @@ static void write_diff(struct sp_shadow *sh, const struct leg *leg, struct sp_cm
 		sp_buf_addc(b, '"');
 	}
 	sp_buf_adds(b, "}\n");
+	/* the answers' values are UTF-8 as jansson wrote them: ASCII, as the
+	 * access log is, so that no byte reaches a terminal that acts on it */
+	sp_buf_json_ascii(b, 0);
 	sp_accesslog_write_raw(log, b->data, b->len);
 	sp_diff_ring_push(sh->w->diffring, sh->route->name, b->data, b->len);
 }
@@ -307,12 +310,12 @@ static int prepare_compare(struct sp_shadow *sh)
 	const struct sp_shadow_cfg *sc = &sh->route->shadow;
 	struct leg *leg = &sh->legs[0];
 
+	if (leg->body_skipped) /* counted as a request-body skip when it happened */
+		return 0;
 	if (sh->primary_state < 0) {
 		COUNT(st, d, skipped[sh->abandoned_as]);
 		return 0;
 	}
-	if (leg->body_skipped) /* counted as a request-body skip when it happened */
-		return 0;
 	if (leg->failed && leg->timed_out) {
 		COUNT(st, d, timeouts);
 		return 0;
@@ -780,11 +783,11 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 	return sh;
 }
 
-void sp_shadow_request_bytes(struct sp_shadow *sh, const void *p, size_t n)
+void sp_shadow_request_bytes(struct sp_shadow *sh, const void *p, size_t n, size_t body)
 {
 	if (!sh || sh->finished)
 		return;
-	sh->req_bytes += n;
+	sh->req_bytes += body;
 	for (int i = 0; i < sh->nlegs; i++) {
 		struct leg *l = &sh->legs[i];
 		if (!l->up)
@@ -1067,7 +1070,7 @@ static void write_summary(struct sp_buf *b, const struct sp_route *route,
 	sp_utc_stamp(since, route->counters_since_ms);
 	sp_buf_reset(b);
 	sp_buf_printf(b, "{\"time\":\"%s\",\"type\":\"summary\",\"route\":\"", now);
-	sp_buf_add_json_str(b, route->name, strlen(route->name));
+	sp_buf_add_json_text(b, route->name, strlen(route->name));
 	sp_buf_adds(b, "\",\"instance\":\"");
 	sp_buf_add_json_str(b, instance, strlen(instance));
 	sp_buf_printf(b, "\",\"counters_since\":\"%s\",", since);

@@ -81,8 +81,9 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 				  const struct sp_buf *head, int has_body,
 				  const struct sp_retarget *t);
 
-/* Request body bytes, framed exactly as sent to the primary. */
-void sp_shadow_request_bytes(struct sp_shadow *sh, const void *p, size_t n);
+/* Request body bytes, framed exactly as sent to the primary; body of them
+ * are the body's own (max_body_bytes counts those, not chunk framing). */
+void sp_shadow_request_bytes(struct sp_shadow *sh, const void *p, size_t n, size_t body);
 void sp_shadow_request_done(struct sp_shadow *sh);
 
 /* What the client gets. */

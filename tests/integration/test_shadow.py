@@ -954,3 +954,149 @@ def test_a_comparison_is_never_counted_before_its_outcome(start_proxy, backend_f
     assert len(set(reads)) > 10, "the counters were read only at %d points" % len(set(reads))
     assert ahead == [], "%d of %d reads counted a comparison without its outcome: %s" % (
         len(ahead), len(reads), ahead[:3])
+
+
+# --------------------------------------------------------------------------
+# found by review (session 18): counting, limits and what reaches the logs
+
+
+def test_a_shadow_skipped_for_its_body_is_counted_once(start_proxy, backend_factory, tmp_path):
+    """A mirrored POST whose body passes max_body_bytes is counted as a
+    request_body_too_large skip; when the client then left before the
+    primary answered, it was counted again as primary_incomplete."""
+    legacy = backend_factory("legacy", harness.delayed(1.0))  # the client leaves before this
+    modern = backend_factory("modern")
+    p = start(start_proxy, legacy, modern, [shadow_route(methods=["POST"])], tmp_path,
+              timeout_ms=3000, max_body_bytes=1000)
+    s = socket.create_connection((harness.HOST, p.port), timeout=5)
+    s.sendall(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n" + b"z" * 3000)
+    time.sleep(0.3)
+    s.close()
+    time.sleep(1.5)
+    summ = summary(p)
+    skipped = summ["skipped"]
+    outcomes = (summ["compared"] + summ["shadow_errors"] + summ["shadow_timeouts"] +
+                sum(skipped.values()))
+    assert summ["mirrored"] == 1 and skipped["request_body_too_large"] == 1
+    assert outcomes == 1, summ
+
+
+def test_max_body_bytes_counts_a_chunked_body_not_its_framing(start_proxy, backend_factory,
+                                                               tmp_path):
+    """500 body bytes sent as 1-byte chunks were about 3,000 bytes with the
+    chunk lines, and skipped as past max_body_bytes = 1000."""
+    legacy, modern = backend_factory("legacy"), backend_factory("modern")
+    p = start(start_proxy, legacy, modern, [shadow_route(methods=["POST"])], tmp_path,
+              max_body_bytes=1000)
+    with p.client() as c:
+        c.send(b"POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for i in range(500):
+            c.send(b"1\r\nx\r\n")
+            if i % 50 == 0:
+                time.sleep(0.01)  # separate reads: separate chunks to the backend
+        c.send(b"0\r\n\r\n")
+        assert c.read_response().status == 200
+    assert legacy.last.body_len == 500
+    wait_shadow(modern)
+    time.sleep(0.3)
+    summ = summary(p)
+    assert summ["compared"] == 1 and sum(summ["skipped"].values()) == 0, summ
+
+
+def test_a_primary_that_never_connected_has_its_own_time(start_proxy, backend_factory, tmp_path):
+    """A primary whose server could not be connected to gave the shadow the
+    time since the connection's last exchange, or since boot: the diff line's
+    primary ms (and the latency histogram) said days."""
+    modern = backend_factory("modern")
+    dead = "http://unix:%s" % (tmp_path / "gone.sock")  # connect(2) fails at once
+    p = start(start_proxy, dead, modern, [shadow_route()], tmp_path)
+    for i in range(4):
+        assert get(p, "/x%d" % i).status in (502, 503)
+    wait_shadow(modern, 1)
+    time.sleep(0.5)
+    ms = [d["primary"]["ms"] for d in diff_lines(p)]
+    assert ms and max(ms) < 1000, ms
+
+
+def test_the_diff_log_is_ascii(start_proxy, backend_factory, tmp_path):
+    """security.md: every byte outside printable ASCII is escaped in the
+    logs. Header values and JSON values went through jansson as raw UTF-8:
+    C1 controls (U+009B, a terminal's CSI), bidi overrides and U+2028 reached
+    the file as bytes; the route's name "café" was escaped byte by byte
+    (caf\u00c3\u00a9), so diff-report --route café found nothing."""
+    def backend(value, doc):
+        def h(req, conn):
+            conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Name: " + value +
+                      b"\r\nContent-Length: %d\r\n\r\n" % len(doc) + doc)
+            return harness.KEEP
+        return h
+    legacy = backend_factory("legacy", backend(b"plain", b'{"name":"plain"}'))
+    modern = backend_factory("modern", backend(b"x\xc2\x9b31mred\xe2\x80\xae",
+                                               b'{"name":"x\\u009b31m\\u202e\\u2028\\u007f"}'))
+    route = shadow_route(compare={"headers": ["X-Name"]})
+    route["name"] = "café"
+    p = start(start_proxy, legacy, modern, [route], tmp_path)
+    assert get(p, "/x").status == 200
+    harness.wait_for(lambda: diff_lines(p), what="the diff line")
+    data = open(p.diff_log, "rb").read()
+    assert not [b for b in data if b >= 0x7f], data
+    d = diff_lines(p)[0]
+    assert d["route"] == "café"
+    got = {x["where"]: x["shadow"] for x in d["differences"]}
+    assert got["/name"] == "x\u009b31m\u202e\u2028\x7f", got
+    assert p.stop() == 0
+    out = subprocess.run([harness.BINARY, "diff-report", p.diff_log, "--route", "café"],
+                         capture_output=True, timeout=30, text=True).stdout
+    assert out.startswith("route café: 1 compared"), out
+    assert not [c for c in out if ord(c) < 0x20 and c != "\n"], out
+
+
+def test_a_diff_line_is_bounded(start_proxy, backend_factory, tmp_path):
+    """Values were cut to 200 bytes but not pointers: 50 differing keys of
+    20,000 bytes made a 1 MB diff line (and 20 of them in the API's ring)."""
+    key = "k" * 20000
+
+    def doc(v):
+        return json.dumps({key + str(i): v for i in range(50)}).encode()
+    hs = [("Content-Type", "application/json")]
+    a, b = doc(1), doc(2)
+    legacy = backend_factory("legacy", lambda req, conn: Response(200, a, headers=hs))
+    modern = backend_factory("modern", lambda req, conn: Response(200, b, headers=hs))
+    p = start(start_proxy, legacy, modern, [shadow_route()], tmp_path)
+    assert get(p, "/x").status == 200
+    harness.wait_for(lambda: diff_lines(p), what="the diff line")
+    line = [x for x in open(p.diff_log, "rb").read().split(b"\n") if b'"diff"' in x][0]
+    assert len(line) < 64 * 1024, len(line)
+    d = json.loads(line)
+    assert len(d["differences"]) == 50
+    assert all(x["where"].endswith("…") and len(x["where"].encode()) <= 512 + 3
+               for x in d["differences"])
+
+
+def test_diff_report_counts_do_not_wrap_and_control_bytes_are_shown(start_proxy,
+                                                                    backend_factory, tmp_path):
+    """A summary count past 2^63 - 1 (a damaged or foreign line) overflowed
+    the sums (UBSan stopped the command; a release build printed a negative
+    count); an ESC in a JSON key from a backend reached the terminal through
+    the pointer diff-report prints."""
+    f = tmp_path / "big.jsonl"
+    f.write_text('{"type":"summary","route":"a","compared":1,"different":9223372036854775807}\n'
+                 '{"type":"summary","route":"a","compared":1e30,"different":-5,'
+                 '"skipped":{"budget":9223372036854775807}}\n'
+                 '{"type":"summary","route":"a","compared":2,"different":9223372036854775807,'
+                 '"skipped":{"budget":9223372036854775807}}\n')
+    r = subprocess.run([harness.BINARY, "diff-report", str(f)], capture_output=True,
+                       timeout=30, text=True)
+    assert r.returncode == 0 and "runtime error" not in r.stderr, r.stderr
+    assert "-9223372036854775808" not in r.stdout and "9223372036854775807 different" in \
+        r.stdout, r.stdout
+    esc = b'{"\\u001b[2J\\u001b[31mk":%d}'
+    hs = [("Content-Type", "application/json")]
+    legacy = backend_factory("legacy", lambda req, conn: Response(200, esc % 1, headers=hs))
+    modern = backend_factory("modern", lambda req, conn: Response(200, esc % 2, headers=hs))
+    p = start(start_proxy, legacy, modern, [shadow_route()], tmp_path)
+    assert get(p, "/x").status == 200
+    harness.wait_for(lambda: diff_lines(p), what="the diff line")
+    out = subprocess.run([harness.BINARY, "diff-report", p.diff_log], capture_output=True,
+                         timeout=30).stdout
+    assert b"\x1b" not in out and b"\\x1b[2J\\x1b[31mk" in out, out

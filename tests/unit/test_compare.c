@@ -554,6 +554,33 @@ static void test_comparer_hands_jobs_back_with_their_results(void **state)
 	sp_cmp_port_deinit(&port);
 }
 
+/* A pointer past SP_CMP_WHERE_MAX bytes is cut, on a character, and ends
+ * with "…": long keys made a diff line of a megabyte. */
+static void test_a_long_pointer_is_cut(void **state)
+{
+	(void)state;
+	static char a[2200], b[2200];
+	char key[1000];
+	memset(key, 'k', sizeof(key));
+	int off = 510; /* the pointer is "/" + key: é at its bytes 511 and 512 */
+	key[off] = (char)0xc3;
+	key[off + 1] = (char)0xa9;
+	snprintf(a, sizeof(a), "{\"%.*s\":1}", (int)sizeof(key), key);
+	snprintf(b, sizeof(b), "{\"%.*s\":2}", (int)sizeof(key), key);
+	struct sp_cmp_rules rules = {NULL, 0, NULL, 0, SP_CMP_JSON, 0};
+	struct sp_cmp_side p = side(200, NULL, 0, a), s = side(200, NULL, 0, b);
+	struct sp_cmp_result r;
+	assert_int_equal(sp_compare(&rules, &p, &s, &r), 0);
+	NDIFFS(&r, 1);
+	const char *w = r.diffs[0].where;
+	size_t len = strlen(w);
+	assert_true(len <= SP_CMP_WHERE_MAX + strlen("…"));
+	assert_string_equal(w + len - strlen("…"), "…");
+	/* é did not fit whole: cut before it */
+	assert_int_equal(len - strlen("…"), 1 + (size_t)off);
+	sp_cmp_result_deinit(&r);
+}
+
 static void test_auto_mode(void **state)
 {
 	(void)state;
@@ -896,6 +923,7 @@ int main(void)
 		cmocka_unit_test(test_gzip_bytes_and_errors),
 		cmocka_unit_test(test_gzip_too_large),
 		cmocka_unit_test(test_decoded_bound_follows_the_rules),
+		cmocka_unit_test(test_a_long_pointer_is_cut),
 		cmocka_unit_test(test_comparer_hands_jobs_back_with_their_results),
 		cmocka_unit_test(test_auto_mode),
 		cmocka_unit_test(test_invalid_json),

@@ -1016,6 +1016,45 @@ static void test_access_format_escapes(void **state)
 	sp_buf_deinit(&line);
 }
 
+/* Names from the configuration are UTF-8 text: each character is escaped
+ * as itself ("café" reads back as café, not as the bytes' code points, which
+ * diff-report --route could not find), above U+FFFF as a surrogate pair; and
+ * a diff line's values, UTF-8 as jansson wrote them, are made ASCII. */
+static void test_json_text_escapes_characters(void **state)
+{
+	(void)state;
+	struct sp_buf b;
+	sp_buf_init(&b);
+	static const char name[] = "caf\xc3\xa9 \xe2\x80\xae\xf0\x9f\x8c\xb3 \"q\" \xff";
+	assert_int_equal(sp_buf_add_json_text(&b, name, sizeof(name) - 1), 0);
+	assert_string_equal(b.data, "caf\\u00e9 \\u202e\\ud83c\\udf33 \\\"q\\\" \\u00ff");
+	sp_buf_reset(&b);
+	struct sp_access_entry e = {.client = "10.0.0.1", .method = "GET", .path = "/", .path_len = 1,
+				    .status = 200, .upstream_ms = -1, .route = "caf\xc3\xa9",
+				    .server = "unix:/run/\xc3\xa9.sock"};
+	json_t *j = format_and_parse(&e, &b);
+	assert_string_equal(jstr(j, "route"), "caf\xc3\xa9");
+	assert_string_equal(jstr(j, "server"), "unix:/run/\xc3\xa9.sock");
+	for (size_t i = 0; i < b.len; i++)
+		assert_true((unsigned char)b.data[i] < 0x7f);
+	json_decref(j);
+
+	/* the ASCII pass: from an offset on, characters and DEL become escapes */
+	sp_buf_reset(&b);
+	static const char line[] = "{\"k\":\"\xc2\x9b" "2J\x7f\xe2\x80\xa8\xf0\x9f\x8c\xb3\"}";
+	sp_buf_add(&b, "x\xc3\xa9", 3);
+	sp_buf_add(&b, line, sizeof(line) - 1);
+	assert_int_equal(sp_buf_json_ascii(&b, 3), 0);
+	assert_memory_equal(b.data, "x\xc3\xa9", 3); /* before the offset: as it was */
+	assert_string_equal(b.data + 3, "{\"k\":\"\\u009b2J\\u007f\\u2028\\ud83c\\udf33\"}");
+	json_error_t err;
+	j = json_loadb(b.data + 3, b.len - 3, 0, &err);
+	assert_non_null(j);
+	assert_string_equal(jstr(j, "k"), "\xc2\x9b" "2J\x7f\xe2\x80\xa8\xf0\x9f\x8c\xb3");
+	json_decref(j);
+	sp_buf_deinit(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1056,6 +1095,7 @@ int main(void)
 		cmocka_unit_test(test_access_format_query),
 		cmocka_unit_test(test_access_format_nulls_and_error),
 		cmocka_unit_test(test_access_format_escapes),
+		cmocka_unit_test(test_json_text_escapes_characters),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
