@@ -1276,7 +1276,8 @@ static int on_done(void *ud, struct sp_h1_msg *m)
 	/* a head refused as too big ends the message here too (its body
 	 * skipped, not read) */
 	a->request_done = !a->too_big;
-	dispatch(ud);
+	if (!a->answered) /* a head refused as too big was answered from on_head */
+		dispatch(ud);
 	return 1;
 }
 

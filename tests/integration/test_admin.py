@@ -545,6 +545,10 @@ def test_a_body_over_64_kib_gets_413_at_once(start_proxy, two_backends, tmp_path
                   b"Content-Type: application/json\r\nContent-Length: 10000000\r\n\r\n")
         head = harness.Stream(c).read_until(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413 "), head
+    # one answer: the message ended there, and it was answered a second time
+    got = exchange_raw(p.admin_port, b"PATCH /api/routes/orders HTTP/1.1\r\nHost: localhost\r\n"
+                       b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+    assert got.count(b"HTTP/1.1 ") == 1 and got.startswith(b"HTTP/1.1 413 "), got
     st, got = p.admin("PATCH", "/api/routes/orders", b"{" + b" " * (70 << 10) + b"}")
     assert st == 413 and "64 KiB" in got["error"]
     assert p.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 25
