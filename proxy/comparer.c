@@ -1,6 +1,7 @@
 /* The comparer's thread and the workers' ports (see comparer.h). */
 #include "comparer.h"
 
+#include <signal.h>
 #include <stdlib.h>
 
 #include "log.h"
@@ -152,8 +153,14 @@ struct sp_comparer *sp_comparer_new(void)
 		goto fail_lock;
 	if (pthread_cond_init(&c->work, NULL) != 0)
 		goto fail_cond;
-	if (pthread_create(&c->thread, NULL, run, c) != 0)
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old); /* signals belong to the main thread */
+	int rc = pthread_create(&c->thread, NULL, run, c);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0)
 		goto fail_thread;
+	pthread_setname_np(c->thread, "comparer");
 	return c;
 fail_thread:
 	pthread_cond_destroy(&c->work);

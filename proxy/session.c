@@ -1476,6 +1476,23 @@ static void note_request_line(struct sp_session *s)
 	}
 }
 
+/* The client left: the exchange it was in is logged as aborted (499), also
+ * one whose head was not whole yet (nothing was logged for it: a client
+ * silent instead gets its 408 line). */
+static void log_client_gone(struct sp_session *s)
+{
+	if (s->req_active) {
+		s->error = ERR_CLIENT_ABORTED;
+		s->status = s->status ? s->status : 499;
+		log_exchange(s);
+	} else if (sp_h1_in_message(s->req) || evbuffer_get_length(s->client->in) > 0) {
+		note_request_line(s);
+		s->error = ERR_CLIENT_ABORTED;
+		s->status = 499;
+		log_exchange(s);
+	}
+}
+
 static void request_error(struct sp_session *s)
 {
 	if (s->answer_now) {
@@ -2156,11 +2173,7 @@ static void process_client(struct sp_session *s)
 	/* after a half-close, a request still incomplete never will be */
 	if (s->client_eof && evbuffer_get_length(in) == 0 && !s->req_done && !s->closing &&
 	    !s->dead) {
-		if (s->req_active) {
-			s->error = ERR_CLIENT_ABORTED;
-			s->status = 499;
-			log_exchange(s);
-		}
+		log_client_gone(s);
 		reset_exchange(s);
 		start_closing(s);
 	}
@@ -2409,11 +2422,7 @@ static void on_client_event(struct sp_conn *c, short what, void *arg)
 		else if (s->req_active && evbuffer_get_length(c->in) == 0)
 			s->req_keep = s->client_keep = 0; /* the last: "Connection: close" */
 	} else {
-		if (s->req_active) {
-			s->error = ERR_CLIENT_ABORTED;
-			s->status = s->status ? s->status : 499;
-			log_exchange(s);
-		}
+		log_client_gone(s);
 		reset_exchange(s);
 		s->dead = 1;
 	}

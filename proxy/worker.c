@@ -947,6 +947,11 @@ int sp_worker_start(struct sp_worker *w)
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	int rc = pthread_create(&w->thread, NULL, worker_main, w);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc == 0) { /* as top -H and ps -L show it */
+		char name[16];
+		snprintf(name, sizeof(name), "worker %d", w->id % 10000);
+		pthread_setname_np(w->thread, name);
+	}
 	return rc == 0 ? 0 : -1;
 }
 

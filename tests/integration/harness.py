@@ -1006,9 +1006,18 @@ def assert_check_reports(conf, expected):
 # tracing a worker thread (strace)
 
 
+def thread_names(pid):
+    """{tid: name} of the process's threads (the main thread's is the program's)."""
+    names = {}
+    for t in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/comm" % (pid, t)) as f:
+            names[int(t)] = f.read().strip()
+    return names
+
+
 def worker_thread(pid):
-    tids = [int(t) for t in os.listdir("/proc/%d/task" % pid) if int(t) != pid]
-    assert len(tids) == 1, "expected the main thread and one worker, got %r" % tids
+    tids = [t for t, name in thread_names(pid).items() if name.startswith("worker ")]
+    assert len(tids) == 1, "expected one worker thread, got %r" % thread_names(pid)
     return tids[0]
 
 

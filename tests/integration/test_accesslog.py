@@ -172,6 +172,36 @@ def test_a_refused_request_is_logged_as_far_as_it_was_read(backend_factory, star
     assert b.requests == []
 
 
+@pytest.mark.parametrize("how", ["close", "reset"])
+def test_a_client_gone_in_the_middle_of_its_head_is_logged(backend_factory, start_proxy, how):
+    """A client that left with half a request head had no line at all (one
+    silent instead got its 408): it is logged as 499 with as much of the
+    request line as was read. A connection that sent nothing, or that closes
+    after a whole exchange, adds no line."""
+    import socket
+    import struct
+    b = backend_factory("legacy")
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        assert c.request("GET", "/whole").status == 200
+    socket.create_connection((harness.HOST, proxy.port)).close()
+    c = proxy.client()
+    c.send(b"GET /partial HTTP/1.1\r\nHost: t\r\nX-A: b")
+    time.sleep(0.2)
+    if how == "reset":
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+    lines = proxy.wait_access(2)
+    time.sleep(0.3)
+    assert len(proxy.access_lines()) == 2, proxy.access_lines()
+    e = lines[1]
+    check_common(e)
+    assert (e["status"], e["method"], e["path"], e["error"]) == (
+        499, "GET", "/partial", "client closed connection"), e
+    assert e["bytes_in"] == len(b"GET /partial HTTP/1.1\r\nHost: t\r\nX-A: b")
+    assert [r.path for r in b.requests] == ["/whole"]
+
+
 def test_values_are_json_escaped(logged):
     rid = 'quote"back\\slash'
     exchange(logged, build_request("GET", "/api/users/%22%5C", [("X-Request-Id", rid)]))

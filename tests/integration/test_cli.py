@@ -632,3 +632,13 @@ def test_diff_report_reads_several_files_as_one(tmp_path):
     assert "cannot open %s: No such file or directory" % (tmp_path / "missing.jsonl") in out.stderr
     out = run_strangler("diff-report")
     assert out.returncode == 2 and "usage: strangler diff-report FILE..." in out.stderr
+
+
+def test_threads_are_named_for_top_and_ps(backend_factory, start_proxy):
+    """top -H and ps -L name each thread: the workers, the shadows' comparer,
+    and the main thread (admin API, reloads, health checks)."""
+    b = backend_factory("legacy")
+    p = start_proxy({"legacy": b}, workers=2)
+    names = harness.thread_names(p.pid)
+    assert names.pop(p.pid) == "strangler"
+    assert sorted(names.values()) == ["comparer", "worker 0", "worker 1"], names
