@@ -701,7 +701,9 @@ static void serve_page(struct admin_conn *a, const char *name)
 	(void)name;
 	respond_with(a, 200, "text/html; charset=utf-8",
 		     "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; "
-		     "style-src 'unsafe-inline'; connect-src 'self'; img-src data:\r\n"
+		     "style-src 'unsafe-inline'; connect-src 'self'; img-src data:; "
+		     "frame-ancestors 'none'\r\n"
+		     "X-Frame-Options: DENY\r\n"
 		     "X-Content-Type-Options: nosniff\r\n",
 		     sp_dashboard_html, sp_dashboard_html_len);
 }

@@ -11,7 +11,8 @@ const browser = await chromium.launch({
 });
 try {
   const page = await browser.newPage();
-  page.on("dialog", (d) => d.accept()); // the confirmation of a change
+  let accept = true;
+  page.on("dialog", (d) => (accept ? d.accept() : d.dismiss())); // the confirmation of a change
   await page.goto(url);
   await page.waitForSelector(`[data-testid="route-${route}"]`, { timeout: 10000 });
   const seen = await page.evaluate((route) => {
@@ -47,6 +48,22 @@ try {
     [route, percent], { timeout: 10000 });
   seen.after = await page.textContent(`[data-testid="state-${route}"]`);
   await page.screenshot({ path: shot, fullPage: true });
+  // the API out of reach, then back: the failure is said, then no longer
+  await page.route("**/api/routes", (r) => r.abort());
+  await page.waitForFunction(() => document.getElementById("msg").textContent.startsWith("routes: "),
+                             null, { timeout: 10000 });
+  seen.outage = await page.textContent("#msg");
+  await page.unroute("**/api/routes");
+  await page.waitForFunction(() => document.getElementById("msg").textContent === "", null,
+                             { timeout: 10000 });
+  seen.outageCleared = true;
+  // a change asked for, then cancelled: the page goes on refreshing
+  accept = false;
+  const before = await page.textContent("#when");
+  await page.click(`[data-testid="set-percent-${route}"]`);
+  await page.waitForFunction((before) => document.getElementById("when").textContent !== before,
+                             before, { timeout: 10000 });
+  seen.refreshedAfterCancel = true;
   console.log(JSON.stringify(seen));
 } finally {
   await browser.close();

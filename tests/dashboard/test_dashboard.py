@@ -135,3 +135,8 @@ def test_dashboard_shows_the_api_and_changes_a_route(start_proxy, backend_factor
     audit = json.loads(admin(p, "GET", "/api/audit")[1])["changes"]
     assert audit[-1]["route"] == "orders" and audit[-1]["after"]["rollout"]["percent"] == 40
     assert os.path.getsize(shot) > 10000
+    # an outage of the API is said, and no longer once it answers again (the
+    # message stayed); a cancelled change does not stop the refresh (the
+    # focused button held it)
+    assert seen["outage"].startswith("routes: ") and seen["outageCleared"] is True
+    assert seen["refreshedAfterCancel"] is True

@@ -1022,3 +1022,16 @@ def test_a_route_keeps_apart_the_counters_of_every_backend_it_used(start_proxy, 
         assert 'strangler_requests_total{route="r",backend="%s",class="2xx"} %d' % (n, i + 1) \
             in metrics, n
         assert got["counters"][n]["requests"] == i + 1, n
+
+
+def test_the_dashboard_page_may_not_be_framed(start_proxy, two_backends, tmp_path):
+    """Another site's page could lay the dashboard in a frame under its own
+    buttons (clickjacking): its CSP had no frame-ancestors, and there was no
+    X-Frame-Options."""
+    p = admin_proxy(start_proxy, two_backends, tmp_path)
+    st, _, headers, body = raw_admin(p, "GET", "/")
+    assert st == 200 and b"<script>" in body
+    csp = [d.strip() for d in headers["Content-Security-Policy"].split(";")]
+    assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp, csp
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["X-Content-Type-Options"] == "nosniff"
