@@ -209,7 +209,9 @@ static int compare_headers(const struct sp_cmp_rules *rules, struct sp_cmp_resul
 
 /* --- body decoding ------------------------------------------------------------ */
 
-enum { DEC_NOMEM = -1, DEC_OK, DEC_BAD, DEC_TOO_LARGE };
+/* DEC_BAD: the body is not what its coding says (corrupt, truncated);
+ * DEC_UNKNOWN: a coding not decoded here (br, zstd), which clients may read */
+enum { DEC_NOMEM = -1, DEC_OK, DEC_BAD, DEC_TOO_LARGE, DEC_UNKNOWN };
 
 struct body {
 	const char *data;
@@ -293,7 +295,7 @@ static int undo_coding(struct body *b, const char *t, size_t n, size_t max)
 	else if (token_is(t, n, "deflate"))
 		wbits = MAX_WBITS;
 	else
-		return DEC_BAD; /* br, zstd, compress: not ours to decode */
+		return DEC_UNKNOWN; /* br, zstd, compress: not ours to decode */
 	struct sp_buf o;
 	sp_buf_init(&o);
 	int rc = inflate_all(b->data, b->len, wbits, max, &o);
@@ -341,7 +343,8 @@ static int collect_codings(const struct sp_cmp_side *s, const char **tok, size_t
 }
 
 /* Sets b to the body with its codings undone, last applied first. On
- * DEC_BAD b is the body as received; b->owned is always safe to free. */
+ * DEC_BAD and DEC_UNKNOWN b is the body as received; b->owned is always
+ * safe to free. */
 static int decode_side(const struct sp_cmp_side *s, size_t max, struct body *b)
 {
 	const char *tok[MAX_CODINGS];
@@ -350,10 +353,10 @@ static int decode_side(const struct sp_cmp_side *s, size_t max, struct body *b)
 	if (b->len == 0) /* HEAD, 204, 304 keep the header with nothing to undo */
 		return DEC_OK;
 	int n = collect_codings(s, tok, tlen);
-	int rc = n < 0 ? DEC_BAD : DEC_OK;
+	int rc = n < 0 ? DEC_UNKNOWN : DEC_OK;
 	while (rc == DEC_OK && n-- > 0)
 		rc = undo_coding(b, tok[n], tlen[n], max);
-	if (rc == DEC_BAD) {
+	if (rc == DEC_BAD || rc == DEC_UNKNOWN) {
 		free(b->owned);
 		*b = (struct body){s->body, s->body_len, NULL};
 	}
@@ -647,6 +650,25 @@ out:
 	return rc;
 }
 
+/* "encoding": which side's Content-Encoding does not decode. */
+static int encoding_diff(struct sp_cmp_result *r, int primary_bad, const struct body *a,
+			 const struct body *b)
+{
+	if (no_room(r))
+		return 1;
+	static const char bad[] = "does not decode as its Content-Encoding says";
+	char *w = strdup("encoding");
+	char *pa = primary_bad ? json_string_text(bad, sizeof(bad) - 1, 0) : describe_body(a);
+	char *sb = primary_bad ? describe_body(b) : json_string_text(bad, sizeof(bad) - 1, 0);
+	if (!w || !pa || !sb) {
+		free(w);
+		free(pa);
+		free(sb);
+		return -1;
+	}
+	return add_diff(r, SP_DIFF_BODY, w, pa, sb);
+}
+
 static int compare_body(const struct sp_cmp_rules *rules, struct sp_cmp_result *r,
 			const struct sp_cmp_side *p, const struct sp_cmp_side *s)
 {
@@ -661,10 +683,17 @@ static int compare_body(const struct sp_cmp_rules *rules, struct sp_cmp_result *
 		set_note(r, sp_cmp_note_too_large);
 		goto out;
 	}
-	if (ra == DEC_BAD)
+	if (ra == DEC_BAD || ra == DEC_UNKNOWN)
 		set_note(r, sp_cmp_note_primary_undecodable);
-	if (rb == DEC_BAD)
+	if (rb == DEC_BAD || rb == DEC_UNKNOWN)
 		set_note(r, sp_cmp_note_shadow_undecodable);
+	if ((ra == DEC_BAD) != (rb == DEC_BAD)) {
+		/* one side's clients could not read it, the other's could: a
+		 * difference whatever the bytes (the same document, announced
+		 * gzip and sent plain, is not the same answer) */
+		rc = encoding_diff(r, ra == DEC_BAD, &a, &b);
+		goto out;
+	}
 	/* Equal bytes are equal in every mode, and skip parsing (also two
 	 * empty bodies, which are not JSON). */
 	if (a.len == b.len && memcmp(a.data, b.data, a.len) == 0)

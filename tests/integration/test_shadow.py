@@ -1100,3 +1100,23 @@ def test_diff_report_counts_do_not_wrap_and_control_bytes_are_shown(start_proxy,
     out = subprocess.run([harness.BINARY, "diff-report", p.diff_log], capture_output=True,
                          timeout=30).stdout
     assert b"\x1b" not in out and b"\\x1b[2J\\x1b[31mk" in out, out
+
+
+def test_an_answer_that_does_not_decode_is_not_identical(start_proxy, backend_factory, tmp_path):
+    """The mirror says Content-Encoding: gzip and sends the document plain:
+    no client could read it, yet it counted identical to the primary's
+    properly gzipped answer (both compared as received)."""
+    doc = b'{"id":7,"name":"red shoes"}'
+    hs = [("Content-Type", "application/json"), ("Content-Encoding", "gzip")]
+    legacy = backend_factory("legacy", lambda req, conn: Response(200, gzip.compress(doc),
+                                                                  headers=hs))
+    modern = backend_factory("modern", lambda req, conn: Response(200, doc, headers=hs))
+    p = start(start_proxy, legacy, modern, [shadow_route()], tmp_path)
+    assert gzip.decompress(get(p, "/item/7").body) == doc
+    harness.wait_for(lambda: diff_lines(p), what="the difference logged")
+    d = diff_lines(p)[0]
+    assert [(x["kind"], x["where"]) for x in d["differences"]] == [("body", "encoding")], d
+    assert d["differences"][0]["shadow"] == "does not decode as its Content-Encoding says"
+    assert "shadow body could not be decoded" in d["note"]
+    s = summary(p)
+    assert (s["identical"], s["different"]) == (0, 1), s

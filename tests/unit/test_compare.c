@@ -396,12 +396,27 @@ static void test_gzip_bytes_and_errors(void **state)
 	free(m2);
 	free(both);
 
-	/* truncated gzip: noted, compared as received */
+	/* truncated gzip: noted, and a difference whatever the bytes: one side's
+	 * clients cannot read it (the same bytes announced gzip and sent plain
+	 * counted identical) */
 	p = side_n(200, gz, 1, z, zlen - 4);
 	assert_int_equal(sp_compare(&rules, &p, &s, &r), 0);
 	NDIFFS(&r, 1);
 	assert_ptr_equal(r.note, sp_cmp_note_primary_undecodable);
 	assert_int_equal(r.diffs[0].kind, SP_DIFF_BODY);
+	assert_string_equal(r.diffs[0].where, "encoding");
+	assert_string_equal(r.diffs[0].primary, "\"does not decode as its Content-Encoding says\"");
+	sp_cmp_result_deinit(&r);
+	struct sp_cmp_side plain_gz = side(200, gz, 1, "hello world!\n"), good = side_n(200, gz, 1, z, zlen);
+	assert_int_equal(sp_compare(&rules, &good, &plain_gz, &r), 0);
+	NDIFFS(&r, 1);
+	assert_ptr_equal(r.note, sp_cmp_note_shadow_undecodable);
+	assert_string_equal(r.diffs[0].where, "encoding");
+	assert_string_equal(r.diffs[0].primary, "\"13 bytes: hello world!\\n\"");
+	sp_cmp_result_deinit(&r);
+	/* both undecodable: compared as received */
+	assert_int_equal(sp_compare(&rules, &plain_gz, &plain_gz, &r), 0);
+	NDIFFS(&r, 0);
 	sp_cmp_result_deinit(&r);
 
 	/* an unknown coding on the shadow */
