@@ -397,6 +397,20 @@ static char *describe_body(const struct body *b)
 	return s;
 }
 
+/* A body difference at where; takes ownership of pa and sb (NULL: memory
+ * ran out). */
+static int add_body_diff(struct sp_cmp_result *r, const char *where, char *pa, char *sb)
+{
+	char *w = strdup(where);
+	if (!w || !pa || !sb) {
+		free(w);
+		free(pa);
+		free(sb);
+		return -1;
+	}
+	return add_diff(r, SP_DIFF_BODY, w, pa, sb);
+}
+
 static int bytes_diff(struct sp_cmp_result *r, const struct body *a, const struct body *b)
 {
 	size_t n = a->len < b->len ? a->len : b->len, off = 0;
@@ -408,14 +422,7 @@ static int bytes_diff(struct sp_cmp_result *r, const struct body *a, const struc
 		return 1;
 	char where[48];
 	snprintf(where, sizeof(where), "bytes@%zu", off);
-	char *w = strdup(where), *pa = describe_body(a), *sb = describe_body(b);
-	if (!w || !pa || !sb) {
-		free(w);
-		free(pa);
-		free(sb);
-		return -1;
-	}
-	return add_diff(r, SP_DIFF_BODY, w, pa, sb);
+	return add_body_diff(r, where, describe_body(a), describe_body(b));
 }
 
 /* --- JSON ----------------------------------------------------------------------- */
@@ -657,16 +664,9 @@ static int encoding_diff(struct sp_cmp_result *r, int primary_bad, const struct 
 	if (no_room(r))
 		return 1;
 	static const char bad[] = "does not decode as its Content-Encoding says";
-	char *w = strdup("encoding");
 	char *pa = primary_bad ? json_string_text(bad, sizeof(bad) - 1, 0) : describe_body(a);
 	char *sb = primary_bad ? describe_body(b) : json_string_text(bad, sizeof(bad) - 1, 0);
-	if (!w || !pa || !sb) {
-		free(w);
-		free(pa);
-		free(sb);
-		return -1;
-	}
-	return add_diff(r, SP_DIFF_BODY, w, pa, sb);
+	return add_body_diff(r, "encoding", pa, sb);
 }
 
 static int compare_body(const struct sp_cmp_rules *rules, struct sp_cmp_result *r,
