@@ -1146,6 +1146,12 @@ static void load_shadow_defaults(struct sp_loader *L, const config_setting_t *ro
 	}
 	cfgp_check_keys(L, s, "shadow_defaults", keys);
 	cfgp_int_field(L, s, "max_in_flight", "shadow_defaults", 1, 1000000, &d->max_in_flight);
+	const config_setting_t *mif = config_setting_get_member(s, "max_in_flight");
+	if (mif && d->max_in_flight < L->cfg->workers)
+		WARN(L, mif,
+		     "shadow_defaults.max_in_flight: %d is less than workers (%d): the budget is "
+		     "split between them, and %d of them never mirror",
+		     d->max_in_flight, L->cfg->workers, L->cfg->workers - d->max_in_flight);
 	cfgp_int(L, s, "max_body_bytes", "shadow_defaults", 0, (long long)1 << 30, &d->max_body_bytes);
 	cfgp_int_field(L, s, "timeout_ms", "shadow_defaults", 1, 3600000, &d->timeout_ms);
 	cfgp_int_field(L, s, "summary_interval_ms", "shadow_defaults", 1000, 86400000,

@@ -709,12 +709,13 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 {
 	struct sp_shadow_stats *st = &w->route_stats[route->index]->shadow;
 	struct sp_shadow_dir *d = dir_of(st, cfg, primary_backend, shadow_backend);
-	int budget = cfg->shadow.max_in_flight / cfg->workers;
-	if (budget < 1)
-		budget = 1;
+	/* the process's budget split, the remainder to the first workers: the
+	 * sum is max_in_flight (with fewer than workers, some get none) */
+	int budget = cfg->shadow.max_in_flight / cfg->workers +
+		     (w->id % cfg->workers < cfg->shadow.max_in_flight % cfg->workers);
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (w->shadow_inflight >= budget ||
+	if (budget < 1 || w->shadow_inflight >= budget ||
 	    !sp_pacer_admit(&w->shadow_pacer, sp_ts_ms(&now),
 			    budget, cfg->shadow.timeout_ms)) {
 		COUNT(st, d, skipped[SP_SKIP_BUDGET]);

@@ -1120,3 +1120,23 @@ def test_an_answer_that_does_not_decode_is_not_identical(start_proxy, backend_fa
     assert "shadow body could not be decoded" in d["note"]
     s = summary(p)
     assert (s["identical"], s["different"]) == (0, 1), s
+
+
+def test_max_in_flight_holds_for_the_process(start_proxy, backend_factory, tmp_path):
+    """max_in_flight is the process's: split between the workers with the
+    remainder to the first, so the sum is the setting. With 1 and 2 workers,
+    each worker rounded its share up to 1 and 2 mirrors were in flight; -t
+    now warns that a worker never mirrors."""
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern", harness.delayed(3.0))  # holds each mirror
+    log = str(tmp_path / "diffs.jsonl")
+    p = start_proxy({"legacy": legacy, "modern": modern}, routes=[shadow_route()], workers=2,
+                    shadow_defaults={"diff_log": log, "timeout_ms": 4000, "max_in_flight": 1})
+    for i in range(40):  # new connections: both workers get some
+        with p.client() as c:
+            assert c.request("GET", "/x%d" % i).status == 200
+    time.sleep(0.5)
+    assert len(modern.requests) == 1, len(modern.requests)
+    out = harness.run_strangler("-t", "-c", p.conf_path)
+    assert "shadow_defaults.max_in_flight: 1 is less than workers (2): the budget is split " \
+        "between them, and 1 of them never mirror" in out.stdout + out.stderr
