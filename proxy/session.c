@@ -1866,7 +1866,9 @@ static void finish_exchange(struct sp_session *s)
 		sp_pool_put(&up);
 	else
 		sp_upconn_free(&up);
-	if (s->shadow) /* one clock reading less per unmirrored exchange */
+	if (s->shadow && !s->req_done) /* answered early: the mirror will not get the rest */
+		sp_shadow_abandon(&s->shadow);
+	else if (s->shadow) /* one clock reading less per unmirrored exchange */
 		sp_shadow_primary_done(&s->shadow, s->status, sp_ms_since(&s->t_up));
 	log_exchange(s);
 	unstage(s, 1); /* logged and counted: the answer may go */

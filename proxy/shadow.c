@@ -73,7 +73,10 @@ struct sp_shadow {
 	int is_head;
 	int req_done;
 	size_t req_bytes;
-	int64_t due_us; /* shadow_defaults.timeout_ms from its start (sp_deadline_now_us) */
+	/* shadow_defaults.timeout_ms from when the mirror has the whole request
+	 * (sp_deadline_now_us; INT64_MAX until then, and once timed out) */
+	int64_t due_us;
+	int due_set;
 	char method[24];
 	char reqid[72];
 	struct sp_buf path;
@@ -586,12 +589,15 @@ static void on_leg_event(struct sp_conn *c, short what, void *arg)
  * once. */
 static void time_out(struct sp_shadow *sh)
 {
+	sh->due_set = 1; /* over: a request done later does not start a wait */
 	sh->due_us = INT64_MAX;
 	for (int i = 0; i < sh->nlegs; i++) {
 		struct leg *l = &sh->legs[i];
 		if (l->up && !leg_came_up(l))
 			leg_connect_failed(l, NULL);
-		else if (l->up && !l->done && i == 0) /* connected, and no answer in time */
+		else if (l->up && !l->done && i == 0 && sh->req_done)
+			/* connected, had the whole request, and no answer in time
+			 * (not a mirror still waiting for a body: at exit) */
 			sp_health_shadow_report(leg_backend(l), leg_server(l), 0);
 		leg_fail(l, 1);
 	}
@@ -613,6 +619,16 @@ static void arm_due(struct sp_worker *w, int64_t due_us)
 	struct timeval tv = sp_tv_us(due_us > now ? due_us - now : 0);
 	if (evtimer_add(w->shadow_timer, &tv) == 0)
 		w->shadow_due_us = due_us;
+}
+
+/* The shadow's wait for its answers begins (once). */
+static void start_due(struct sp_shadow *sh)
+{
+	if (sh->due_set)
+		return;
+	sh->due_set = 1;
+	sh->due_us = sp_deadline_now_us() + (int64_t)sh->cfg->shadow.timeout_ms * 1000;
+	arm_due(sh->w, sh->due_us);
 }
 
 void sp_shadow_on_due(evutil_socket_t fd, short what, void *arg)
@@ -762,8 +778,10 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 	w->shadow_inflight++;
 	COUNT(st, d, mirrored);
 
-	sh->due_us = sp_deadline_now_us() + (int64_t)cfg->shadow.timeout_ms * 1000;
-	arm_due(w, sh->due_us);
+	/* a body still to come is the client's pace: the wait starts after it */
+	sh->due_us = INT64_MAX;
+	if (!has_body)
+		start_due(sh);
 	/* the noise sample asks the serving backend a second time: only what it
 	 * may be asked twice, and only once the primary's connection says which
 	 * server serves it (a refusal may move it on: sp_shadow_primary_served) */
@@ -808,8 +826,11 @@ void sp_shadow_request_bytes(struct sp_shadow *sh, const void *p, size_t n, size
 
 void sp_shadow_request_done(struct sp_shadow *sh)
 {
-	if (sh)
+	if (sh) {
 		sh->req_done = 1;
+		if (!sh->finished)
+			start_due(sh);
+	}
 	for (int i = 0; sh && i < sh->nlegs; i++)
 		if (sh->legs[i].up)
 			sp_conn_flush(sh->legs[i].up->conn);

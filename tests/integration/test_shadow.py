@@ -1140,3 +1140,59 @@ def test_max_in_flight_holds_for_the_process(start_proxy, backend_factory, tmp_p
     out = harness.run_strangler("-t", "-c", p.conf_path)
     assert "shadow_defaults.max_in_flight: 1 is less than workers (2): the budget is split " \
         "between them, and 1 of them never mirror" in out.stdout + out.stderr
+
+
+def test_a_mirror_is_not_blamed_for_a_body_it_never_got(start_proxy, backend_factory, tmp_path):
+    """The primary answered an upload from its head (an early 413): the rest
+    of the body never reached the mirror, which waited for it; the shadow
+    timed out, was blamed on the mirror, and after three such uploads a
+    mirror that answers everything was paused. It is a primary_incomplete
+    skip now, and the mirror is still mirrored to."""
+    legacy = backend_factory("legacy", lambda req, conn: Response(413, b"too large\n",
+                                                                  close=True))
+    legacy.read_bodies = False  # answers from the head
+    modern = backend_factory("modern")
+    p = start(start_proxy, legacy, modern, [shadow_route(methods=["GET", "POST"])], tmp_path,
+              timeout_ms=500)
+    body = b"b" * 20000
+    for _ in range(3):
+        s = socket.create_connection((harness.HOST, p.port), timeout=5)
+        s.sendall(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body)
+                  + body[:2000])
+        assert s.recv(65536).startswith(b"HTTP/1.1 413")
+        try:  # the client goes on with its body, as curl does
+            s.sendall(body[2000:])
+        except OSError:
+            pass
+        time.sleep(0.05)
+        s.close()
+    time.sleep(0.8)  # every mirror's timeout would have passed
+    assert get(p, "/after").status == 413
+    wait_shadow(modern, 1)  # the GET is mirrored: the mirror was not paused
+    assert [r.path for r in modern.requests] == ["/after"]  # the uploads' were cut short
+    time.sleep(0.3)
+    assert "does not answer shadows" not in p.stderr_text()
+    s = summary(p)
+    assert s["shadow_timeouts"] == 0 and s["skipped"]["primary_incomplete"] == 3, s
+
+
+def test_a_slow_upload_starts_no_shadow_clock(start_proxy, backend_factory, tmp_path):
+    """The shadow's timeout ran from the request's head: three clients
+    uploading for longer than timeout_ms timed out their shadows, blamed the
+    mirror, and paused it. It runs from the end of the request now: the
+    uploads are compared."""
+    legacy, modern = backend_factory("legacy"), backend_factory("modern")
+    p = start(start_proxy, legacy, modern, [shadow_route(methods=["GET", "POST"])], tmp_path,
+              timeout_ms=500)
+    for _ in range(3):
+        with p.client() as c:
+            c.send(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n")
+            for _ in range(10):  # 1000 bytes over 0.7 s
+                c.send(b"u" * 100)
+                time.sleep(0.07)
+            assert c.read_response().status == 200
+    wait_shadow(modern, 3)
+    time.sleep(0.2)
+    assert "does not answer shadows" not in p.stderr_text()
+    s = summary(p)
+    assert (s["compared"], s["shadow_timeouts"]) == (3, 0), s
