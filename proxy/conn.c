@@ -339,6 +339,9 @@ void sp_conn_read(struct sp_conn *c, int enable)
 {
 	c->reading = enable != 0;
 	arm_read(c);
+	/* resumed: what OpenSSL holds (data, or the end) makes no socket event */
+	if (c->reading && c->rarmed && c->ssl && !c->hs && (c->tls_end || SSL_pending(c->ssl) > 0))
+		event_active(c->rev, EV_READ, 0);
 }
 
 /* ---- TLS ---- */
@@ -418,6 +421,7 @@ static void tls_readable(struct sp_conn *c)
 			return;
 	}
 	c->r_want_write = 0;
+	c->tls_end = 0; /* SSL_read reports it again */
 	while (total < READ_CHUNK) {
 		ERR_clear_error();
 		int n = SSL_read(c->ssl, buf, (int)sizeof(buf));
@@ -439,8 +443,12 @@ static void tls_readable(struct sp_conn *c)
 			update_wev(c);
 			break;
 		}
-		if (got)
-			break; /* deliver what came; the end is seen on the next call */
+		if (got) {
+			/* deliver what came; the end is seen on the next call, which
+			 * no socket event will make: it is made below */
+			c->tls_end = 1;
+			break;
+		}
 		if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)) {
 			/* close_notify, or a close without one (ZERO_RETURN too under
 			 * SSL_OP_IGNORE_UNEXPECTED_EOF, tls.c): an HTTP parser
@@ -453,8 +461,9 @@ static void tls_readable(struct sp_conn *c)
 		tls_fail(c, SP_CONN_READING);
 		return;
 	}
-	/* records already decrypted wait in OpenSSL, not in the socket */
-	if (SSL_pending(c->ssl) > 0)
+	/* records already decrypted, or the end, wait in OpenSSL, not in the
+	 * socket (the event is dropped if the connection is freed meanwhile) */
+	if (SSL_pending(c->ssl) > 0 || c->tls_end)
 		event_active(c->rev, EV_READ, 0);
 	if (c->read_max && evbuffer_get_length(c->in) >= c->read_max)
 		arm_read(c);

@@ -75,6 +75,10 @@ struct sp_conn {
 	unsigned plain_http : 1; /* a TLS listener got a plain HTTP request */
 	unsigned shut_wr : 1, shut_done : 1; /* sp_conn_shutdown_write asked / done */
 	unsigned hs_want_read : 1, hs_want_write : 1, w_want_read : 1, r_want_write : 1;
+	/* a read delivered data and then met the end (a close_notify, a close,
+	 * an alert) in the same records: OpenSSL took it off the socket, so
+	 * the next call, which sees it again, is made by hand */
+	unsigned tls_end : 1;
 };
 
 /* Whether a socket call failed for want of this process's or host's

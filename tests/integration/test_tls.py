@@ -543,6 +543,48 @@ class BioTLS:
         self.obj.write(data)
         self._flush()
 
+    def queue(self, data):
+        """Encrypts data without sending it (the next send or flush does)."""
+        self.obj.write(data)
+
+    def queue_close_notify(self):
+        try:
+            self.obj.unwrap()
+        except ssl.SSLWantReadError:
+            pass
+
+    def flush(self):
+        self._flush()
+
+    def read_until_end(self, timeout, stop=None):
+        """Plaintext until the peer's close_notify, its TCP FIN, stop(got) or
+        the timeout: (plaintext, "close_notify" | "fin" | "stop" | "timeout")."""
+        got, deadline = b"", time.monotonic() + timeout
+        while True:
+            try:
+                while True:
+                    x = self.obj.read(65536)
+                    if not x:
+                        return got, "close_notify"
+                    got += x
+                    if stop and stop(got):
+                        return got, "stop"
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLZeroReturnError:
+                return got, "close_notify"
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return got, "timeout"
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                return got, "timeout"
+            if not data:
+                return got, "fin"
+            self.inc.write(data)
+
     def read_until(self, delim):
         got = b""
         while delim not in got:
@@ -756,3 +798,111 @@ def test_a_drawn_sticky_cookie_is_secure_over_tls(start_proxy, backend_factory, 
     assert data.startswith(b"HTTP/1.1 200"), data
     assert re.search(rb"\r\nSet-Cookie: uid=[0-9a-f]{16}; Path=/; Max-Age=31536000; HttpOnly; "
                      rb"SameSite=Lax; Secure\r\n", data), data
+
+
+# -- a close_notify in the same records as the last data (review s18b, 1):
+# OpenSSL takes it off the socket with the data, so no socket event follows;
+# it was seen only at the next one (a timeout, a FIN).
+
+
+def close_notify_backend(pki, response):
+    """An https backend that answers with response and its close_notify in one
+    TCP write, then waits (up to 10 s) for the proxy's close_notify or close:
+    a two-way TLS shutdown."""
+    srv = socket.socket()
+    srv.bind((harness.HOST, 0))
+    srv.listen(8)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(*pki["localhost"])
+
+    def serve():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(10)
+                try:
+                    t = BioTLS(conn, ctx, server_side=True)
+                    t.read_until(b"\r\n\r\n")
+                    t.queue(response)
+                    t.queue_close_notify()
+                    t.flush()
+                    t.read_until_end(10)
+                except (OSError, ssl.SSLError):
+                    pass
+    threading.Thread(target=serve, daemon=True).start()
+    return "https://127.0.0.1:%d" % srv.getsockname()[1], srv
+
+
+def test_a_close_delimited_answer_ended_by_close_notify_is_complete(start_proxy, pki):
+    """The client waited for response_timeout_ms and then got the answer cut
+    (no last chunk), logged as upstream timeout."""
+    url, srv = close_notify_backend(
+        pki, b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nthe whole answer")
+    try:
+        p = start_proxy({"legacy": {"url": url, "ca_file": pki["ca"],
+                                    "response_timeout_ms": 4000}})
+        with socket.create_connection((harness.HOST, p.port), timeout=8) as c:
+            started = time.monotonic()
+            c.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            got = harness.Stream(c, 8).read_to_eof()
+            took = time.monotonic() - started
+        e = p.wait_access(1)[0]
+        assert got.endswith(b"the whole answer\r\n0\r\n\r\n"), got  # re-chunked, complete
+        assert "error" not in e, e
+        assert took < 2.0, took
+    finally:
+        srv.close()
+
+
+def test_a_request_followed_by_close_notify_is_answered_and_closed(start_proxy, backend_factory,
+                                                                  pki):
+    """A client sends its request and its close_notify in one write: as for a
+    half-close over TCP, it gets its answer with Connection: close and the
+    end. The alert went unnoticed: no Connection: close, and the connection
+    stayed open until client_keepalive_ms."""
+    b = backend_factory("legacy")
+    p = start_tls_proxy(start_proxy, b, pki, [pki["localhost"]])
+    with socket.create_connection((harness.HOST, p.port), timeout=5) as raw:
+        t = BioTLS(raw, ssl.create_default_context(cafile=pki["ca"]), server_side=False,
+                   server_hostname="localhost")
+        t.queue(b"GET /cn HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        t.queue_close_notify()
+        t.flush()  # the request and the alert in one TCP write
+        got, how = t.read_until_end(3.0)
+    head = got.split(b"\r\n\r\n")[0] + b"\r\n"
+    assert got.startswith(b"HTTP/1.1 200 OK\r\n") and b"\r\nConnection: close\r\n" in head, got
+    assert how in ("close_notify", "fin"), how
+
+
+def test_a_tunnel_half_closed_by_close_notify_is_passed_on(start_proxy, backend_factory, pki):
+    """The same in an upgraded connection: the client's last bytes and its
+    close_notify in one write. The backend never learnt of the end (the
+    tunnel hung until tunnel_idle_ms)."""
+    def echo_then_bye(req, conn):
+        conn.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\n\r\n")
+        total = 0
+        while True:
+            data = conn.stream.read_some()
+            if not data:
+                conn.send(b"BYE %d" % total)
+                return harness.CLOSE
+            total += len(data)
+            conn.send(data)
+    b = backend_factory("legacy", echo_then_bye)
+    p = start_tls_proxy(start_proxy, b, pki, [pki["localhost"]])
+    with socket.create_connection((harness.HOST, p.port), timeout=5) as raw:
+        t = BioTLS(raw, ssl.create_default_context(cafile=pki["ca"]), server_side=False,
+                   server_hostname="localhost")
+        t.send(b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+               b"Connection: Upgrade\r\n\r\n")
+        head, _ = t.read_until_end(5, stop=lambda g: b"\r\n\r\n" in g)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        t.queue(b"last words")
+        t.queue_close_notify()
+        t.flush()
+        got, how = t.read_until_end(3.0, stop=lambda g: b"BYE" in g)
+    assert got.endswith(b"last wordsBYE 10"), (got, how)
