@@ -612,9 +612,9 @@ class BioTLS:
         return got
 
 
-def abrupt_https_backend(pki, response):
-    """An https backend that answers every request with the bytes of response,
-    then closes TCP without a close_notify. Returns (url, listening socket)."""
+def https_backend(pki, serve_one):
+    """An https backend (localhost's certificate) that runs serve_one(BioTLS)
+    for each connection, one at a time. Returns (url, listening socket)."""
     srv = socket.socket()
     srv.bind((harness.HOST, 0))
     srv.listen(8)
@@ -628,13 +628,23 @@ def abrupt_https_backend(pki, response):
             except OSError:
                 return
             with conn:
-                conn.settimeout(5)
-                t = BioTLS(conn, ctx, server_side=True)
-                t.read_until(b"\r\n\r\n")
-                t.send(response)
-                time.sleep(0.05)
+                conn.settimeout(10)
+                try:
+                    serve_one(BioTLS(conn, ctx, server_side=True))
+                except (OSError, ssl.SSLError):
+                    pass
     threading.Thread(target=serve, daemon=True).start()
     return "https://127.0.0.1:%d" % srv.getsockname()[1], srv
+
+
+def abrupt_https_backend(pki, response):
+    """An https backend that answers every request with the bytes of response,
+    then closes TCP without a close_notify."""
+    def serve_one(t):
+        t.read_until(b"\r\n\r\n")
+        t.send(response)
+        time.sleep(0.05)
+    return https_backend(pki, serve_one)
 
 
 @pytest.mark.parametrize("response, complete, error", [
@@ -809,31 +819,13 @@ def close_notify_backend(pki, response):
     """An https backend that answers with response and its close_notify in one
     TCP write, then waits (up to 10 s) for the proxy's close_notify or close:
     a two-way TLS shutdown."""
-    srv = socket.socket()
-    srv.bind((harness.HOST, 0))
-    srv.listen(8)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(*pki["localhost"])
-
-    def serve():
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(10)
-                try:
-                    t = BioTLS(conn, ctx, server_side=True)
-                    t.read_until(b"\r\n\r\n")
-                    t.queue(response)
-                    t.queue_close_notify()
-                    t.flush()
-                    t.read_until_end(10)
-                except (OSError, ssl.SSLError):
-                    pass
-    threading.Thread(target=serve, daemon=True).start()
-    return "https://127.0.0.1:%d" % srv.getsockname()[1], srv
+    def serve_one(t):
+        t.read_until(b"\r\n\r\n")
+        t.queue(response)
+        t.queue_close_notify()
+        t.flush()
+        t.read_until_end(10)
+    return https_backend(pki, serve_one)
 
 
 def test_a_close_delimited_answer_ended_by_close_notify_is_complete(start_proxy, pki):
