@@ -9,6 +9,7 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -372,6 +373,33 @@ static void tls_fail(struct sp_conn *c, short what)
 /* Drives the handshake; reports CONNECTED on the client side once done. */
 static void tls_handshake(struct sp_conn *c)
 {
+	if (!c->ssl) { /* SSL_new failed (sp_conn_tls_accept): never plain HTTP */
+		tls_fail(c, SP_CONN_READING);
+		return;
+	}
+	if (!c->tls_client && !c->hs_peeked) {
+		/* A TLS record starts with 0x16 (an SSLv2 hello with a set top
+		 * bit): anything else is taken for plain HTTP, and answered so
+		 * (nginx does the same; OpenSSL knows only GET, POST, HEAD, PUT) */
+		unsigned char b;
+		ssize_t n = recv(c->fd, &b, 1, MSG_PEEK);
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+			c->hs_want_read = 1;
+			arm_read(c);
+			return;
+		}
+		c->hs_peeked = 1;
+		if (n == 1 && b != 0x16 && !(b & 0x80)) {
+			c->err = EPROTO;
+			c->tls_error = "plain HTTP request on a TLS listener";
+			c->plain_http = 1;
+			c->eof = 1;
+			c->hs_want_read = 0;
+			arm_read(c);
+			c->on_event(c, SP_CONN_ERROR | SP_CONN_READING, c->arg);
+			return;
+		}
+	}
 	ERR_clear_error();
 	int r = SSL_do_handshake(c->ssl);
 	c->hs_want_read = c->hs_want_write = 0;
@@ -497,14 +525,18 @@ void sp_conn_send_plain(struct sp_conn *c, const char *p, size_t n)
 void sp_conn_tls_accept(struct sp_conn *c, SSL_CTX *ctx)
 {
 	c->ssl = SSL_new(ctx);
+	c->hs = 1;
+	c->hs_want_read = 1;
 	if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) {
+		/* the handshake fails once the client speaks (tls_handshake) */
+		SSL_free(c->ssl);
+		c->ssl = NULL;
 		c->err = ENOMEM;
+		arm_read(c);
 		return;
 	}
 	SSL_set_accept_state(c->ssl);
 	SSL_set_mode(c->ssl, TLS_MODES);
-	c->hs = 1;
-	c->hs_want_read = 1;
 	arm_read(c);
 }
 
@@ -570,7 +602,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 		splice_run(c->splice_src);
 		return;
 	}
-	if (c->ssl) {
+	if (c->ssl || c->hs) { /* hs without ssl: SSL_new failed, the handshake fails */
 		tls_readable(c);
 		return;
 	}

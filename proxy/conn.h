@@ -73,6 +73,7 @@ struct sp_conn {
 	const char *tls_verify_error; /* why the peer's certificate failed, or NULL */
 	unsigned hs : 1, tls_client : 1, tls_handshake_failed : 1;
 	unsigned plain_http : 1; /* a TLS listener got a plain HTTP request */
+	unsigned hs_peeked : 1;  /* the server side looked at the first byte */
 	unsigned shut_wr : 1, shut_done : 1; /* sp_conn_shutdown_write asked / done */
 	unsigned hs_want_read : 1, hs_want_write : 1, w_want_read : 1, r_want_write : 1;
 	/* a read delivered data and then met the end (a close_notify, a close,
