@@ -341,6 +341,23 @@ int sp_parse_hostport(const char *s, int passive, struct sockaddr_storage *ss, s
 	return 0;
 }
 
+/* Remembers a file the configuration reads (sp_config.read_files). */
+static void note_read_file(struct sp_loader *L, const char *file)
+{
+	struct sp_config *c = L->cfg;
+	if (!file)
+		return;
+	for (size_t i = 0; i < c->nread_files; i++)
+		if (strcmp(c->read_files[i], file) == 0)
+			return;
+	char **v = realloc(c->read_files, (c->nread_files + 1) * sizeof(*v));
+	if (!v)
+		return; /* only a warning is lost */
+	c->read_files = v;
+	if ((v[c->nread_files] = strdup(file)) != NULL)
+		c->nread_files++;
+}
+
 static int load_cert(struct sp_loader *L, const config_setting_t *g, const char *path,
 		     struct sp_tls_cert *c)
 {
@@ -351,6 +368,8 @@ static int load_cert(struct sp_loader *L, const config_setting_t *g, const char 
 		ERR(L, g, "%s.certificate: required", path);
 	if (!w2)
 		ERR(L, g, "%s.private_key: required", path);
+	note_read_file(L, c->certificate);
+	note_read_file(L, c->private_key);
 	return c->certificate && c->private_key ? 0 : -1;
 }
 
@@ -793,6 +812,9 @@ static void load_backend_tls(struct sp_loader *L, const config_setting_t *e, con
 			    "%s: client_certificate and client_private_key go together", path);
 		else if (!(b->tls_ctx = sp_tls_client_ctx(ca, verify, cert, key, b->tls_id, &err)))
 			tls_error(L, e, path, &err);
+		note_read_file(L, ca);
+		note_read_file(L, cert);
+		note_read_file(L, key);
 	}
 	free(ca);
 	free(cert);
@@ -1235,6 +1257,7 @@ static void load_admin(struct sp_loader *L, const config_setting_t *root)
 	else if (!twhere && !sp_addr_is_loopback(&a->addr))
 		ERR(L, where ? where : s,
 		    "admin.address: \"%s\" is not a loopback address: set admin.token_file", a->address);
+	note_read_file(L, token_file);
 	free(token_file);
 	a->state_file = cfgp_path(L, s, "state_file", "admin", &where);
 	if (!where)
@@ -1758,5 +1781,8 @@ void sp_config_unref(struct sp_config **cp)
 	for (size_t i = 0; i < c->nfiles; i++)
 		free(c->files[i]);
 	free(c->files);
+	for (size_t i = 0; i < c->nread_files; i++)
+		free(c->read_files[i]);
+	free(c->read_files);
 	free(c);
 }

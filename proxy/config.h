@@ -164,6 +164,10 @@ struct sp_config {
 	char *file;
 	char **files; /* the included files' names, as shown, that settings point to */
 	size_t nfiles;
+	/* the other files the configuration reads (certificates, keys, CA files,
+	 * the token file): a reload reads them again, as `user` */
+	char **read_files;
+	size_t nread_files;
 	struct sp_listen *listen;
 	size_t nlisten;
 	int workers;

@@ -351,7 +351,7 @@ static int run(const char *file)
 		goto out;
 	if (cfg->user && drop_privileges(cfg->user, (struct sp_accesslog *[2]){rt.alog, rt.difflog}) < 0)
 		goto out;
-	sp_runtime_check_state_dir(&rt);
+	sp_runtime_check_access(&rt);
 	rt.stop_poll = event_new(rt.base, -1, EV_PERSIST, on_stop_poll, &rt);
 	guard_timer = event_new(rt.base, -1, EV_PERSIST, on_guard_tick, &rt);
 	struct timeval one_second = {1, 0};

@@ -287,23 +287,37 @@ static void sync_dir(const char *file)
 		close(fd);
 }
 
-void sp_runtime_check_state_dir(const struct sp_runtime *rt)
+/* Warns when the file cannot be read as this process's user. */
+static void check_readable(const char *file, const char *user)
 {
-	const struct sp_config *cfg = rt->cfg;
+	if (file && strcmp(file, "-") != 0 && access(file, R_OK) < 0)
+		sp_log(SP_LOG_WARN,
+		       "%s is not readable by user %s (%s): a reload (SIGHUP, POST /api/reload) "
+		       "reads it again and would be refused",
+		       file, user, strerror(errno));
+}
+
+void sp_runtime_check_access(const struct sp_runtime *rt)
+{
+	const struct sp_config *cfg = rt->file_cfg ? rt->file_cfg : rt->cfg;
+	struct passwd *pw = getpwuid(geteuid());
+	const char *user = pw ? pw->pw_name : "?";
+	check_readable(cfg->file, user);
+	for (size_t i = 0; i < cfg->nfiles; i++)
+		check_readable(cfg->files[i], user);
+	for (size_t i = 0; i < cfg->nread_files; i++)
+		check_readable(cfg->read_files[i], user);
 	if (!cfg->has_admin || !cfg->admin.state_file)
 		return;
 	char dir[4096];
 	snprintf(dir, sizeof(dir), "%s", cfg->admin.state_file);
 	const char *d = dirname(dir);
-	if (access(d, W_OK | X_OK) < 0) {
-		int e = errno;
-		struct passwd *pw = getpwuid(geteuid());
+	if (access(d, W_OK | X_OK) < 0)
 		sp_log(SP_LOG_WARN,
 		       "admin.state_file: directory %s is not writable by user %s (%s): changes "
 		       "through the admin API will be refused with 500, and a guard's pull-back "
 		       "undone by a restart",
-		       d, pw ? pw->pw_name : "?", strerror(e));
-	}
+		       d, user, strerror(errno));
 }
 
 static void add_url(const char *url, void *arg)

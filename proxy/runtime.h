@@ -70,10 +70,12 @@ void sp_runtime_prune_state(struct sp_runtime *rt);
 int sp_runtime_load_state(struct sp_runtime *rt, const struct sp_config *cfg);
 /* Writes them atomically (temporary file, fsync, rename). 0 or -1 with errno. */
 int sp_runtime_save_state(struct sp_runtime *rt);
-/* Warns when the state file's directory is not writable (at start, once
- * running as `user`): the state is written to a temporary file there and
- * renamed. */
-void sp_runtime_check_state_dir(const struct sp_runtime *rt);
+/* At start, once running as `user`: warns about each file the configuration
+ * reads (its own, included ones, certificates, keys, the token file) that
+ * this user cannot read, since a reload reads them again, and about a state
+ * file's directory it cannot write to (the state is written to a temporary
+ * file there and renamed). */
+void sp_runtime_check_access(const struct sp_runtime *rt);
 /* Writes them again when the last write failed (once a second, from the main
  * loop): what is in force reaches the disk as soon as it takes it. */
 void sp_runtime_retry_state(struct sp_runtime *rt);

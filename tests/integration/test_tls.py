@@ -902,3 +902,49 @@ def test_a_tunnel_half_closed_by_close_notify_is_passed_on(start_proxy, backend_
         t.flush()
         got, how = t.read_until_end(3.0, stop=lambda g: b"BYE" in g)
     assert got.endswith(b"last wordsBYE 10"), (got, how)
+
+
+def test_with_user_a_file_it_cannot_read_is_pointed_out_at_start(tmp_path, pki):
+    """Started as root with user = "nobody" and the usual 0600 root key: the
+    start reads it as root, and every later reload, reading it as nobody, is
+    refused (Permission denied), even one that only changes a route. Nothing
+    said so until the first SIGHUP; the start now names the file."""
+    import pwd
+    import shutil
+    import tempfile
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch users")
+    pwd.getpwnam("nobody")
+    top = tempfile.mkdtemp(prefix="strangler-user-", dir="/tmp")
+    try:
+        os.chmod(top, 0o755)
+        cert, key = os.path.join(top, "site.pem"), os.path.join(top, "site.key")
+        shutil.copy(pki["localhost"][0], cert)
+        shutil.copy(pki["localhost"][1], key)
+        os.chmod(cert, 0o644)
+        os.chmod(key, 0o600)
+        port = harness.free_port()
+        conf = os.path.join(top, "s.conf")
+        with open(conf, "w") as f:
+            f.write('listen = ( { address = "127.0.0.1:%d"; tls = { certificate = "%s"; '
+                    'private_key = "%s"; }; } );\nuser = "nobody";\n'
+                    'backends = { a = { url = "http://127.0.0.1:9"; }; };\n'
+                    'default_backend = "a";\n' % (port, cert, key))
+        os.chmod(conf, 0o644)
+        log = os.path.join(top, "err.log")
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([harness.BINARY, "-c", conf], stdout=out,
+                                    stderr=subprocess.STDOUT)
+        try:
+            harness.wait_for(lambda: "started" in open(log).read(), what="the start")
+            text = open(log).read()
+            assert ("%s is not readable by user nobody (Permission denied): a reload "
+                    "(SIGHUP, POST /api/reload) reads it again and would be refused" % key) \
+                in text, text
+            assert "%s is not readable" % cert not in text
+            assert "%s is not readable" % conf not in text
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=5)
+    finally:
+        shutil.rmtree(top)
