@@ -684,16 +684,26 @@ static int tls_write_some(struct sp_conn *c)
 {
 	while (evbuffer_get_length(c->out) > 0) {
 		struct evbuffer_iovec v;
+		/* a retry passes at least what OpenSSL holds, whatever the chains */
+		if (c->tls_held && evbuffer_pullup(c->out, (ev_ssize_t)c->tls_held) == NULL) {
+			c->err = ENOMEM;
+			return -1;
+		}
 		evbuffer_peek(c->out, -1, NULL, &v, 1);
 		size_t len = v.iov_len > 16384 ? 16384 : v.iov_len;
+		if (len < c->tls_held)
+			len = c->tls_held;
 		ERR_clear_error();
 		int n = SSL_write(c->ssl, v.iov_base, (int)len);
 		if (n > 0) {
 			evbuffer_drain(c->out, (size_t)n);
 			c->sent = 1;
+			c->tls_held = 0;
 			continue;
 		}
 		int e = SSL_get_error(c->ssl, n);
+		if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
+			c->tls_held = len; /* encrypted and held: to be passed again */
 		if (e == SSL_ERROR_WANT_WRITE)
 			break;
 		if (e == SSL_ERROR_WANT_READ) {

@@ -80,6 +80,10 @@ struct sp_conn {
 	 * an alert) in the same records: OpenSSL took it off the socket, so
 	 * the next call, which sees it again, is made by hand */
 	unsigned tls_end : 1;
+	/* bytes at the front of out that an SSL_write took and could not send
+	 * yet: OpenSSL holds their record, and they must be passed again as
+	 * they are (sp_conn_committed) */
+	size_t tls_held;
 };
 
 /* Whether a socket call failed for want of this process's or host's
@@ -95,6 +99,12 @@ struct sp_conn *sp_conn_new(struct event_base *base, evutil_socket_t fd);
 struct sp_conn *sp_conn_connect(struct event_base *base, const struct sockaddr *sa,
 				socklen_t len);
 void sp_conn_free(struct sp_conn **c);
+/* How many bytes at the front of c->out are on their way already and may
+ * not be taken back or changed (TLS: a record OpenSSL holds). */
+static inline size_t sp_conn_committed(const struct sp_conn *c)
+{
+	return c->tls_held;
+}
 /* Server side TLS on an accepted connection: the handshake runs before any
  * data reaches on_read. */
 void sp_conn_tls_accept(struct sp_conn *c, SSL_CTX *ctx);

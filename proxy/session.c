@@ -576,7 +576,7 @@ static int take_back_unsent(struct sp_session *s, const char *err)
 	if (!s->up) /* failed at once (attach_upstream): nothing was queued */
 		return s->head_queued;
 	struct sp_conn *c = s->up->conn;
-	if (s->up->reused || c->sent || c->spliced_out)
+	if (s->up->reused || c->sent || c->spliced_out || sp_conn_committed(c))
 		return 0;
 	if (!s->head_queued) { /* the head leads what the connection holds */
 		if (evbuffer_get_length(c->out) < s->head.len)
@@ -860,7 +860,10 @@ static void retract_unsent(struct sp_session *s)
 {
 	struct evbuffer *out = client_out(s), *keep;
 	size_t len = evbuffer_get_length(out);
-	if (len < s->bytes_out || !(keep = evbuffer_new()))
+	/* bytes TLS holds in a record are on their way: if any is this
+	 * answer's, it cannot be taken back (the caller aborts it) */
+	if (len < s->bytes_out || len - s->bytes_out < sp_conn_committed(s->client) ||
+	    !(keep = evbuffer_new()))
 		return;
 	evbuffer_remove_buffer(out, keep, len - s->bytes_out); /* earlier answers */
 	evbuffer_drain(out, evbuffer_get_length(out));

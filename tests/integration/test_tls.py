@@ -948,3 +948,102 @@ def test_with_user_a_file_it_cannot_read_is_pointed_out_at_start(tmp_path, pki):
             proc.wait(timeout=5)
     finally:
         shutil.rmtree(top)
+
+
+# -- a head taken back while OpenSSL holds part of it (review s18b, 2)
+
+def set_listener_sndbuf(pid, port, size):
+    """SO_SNDBUF on a running process's listening socket (inherited by the
+    sockets it accepts, which then keep that size instead of growing to
+    MBs): the send buffer of a slower network path. pidfd_getfd(2): root."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    inodes = set()
+    for table in ("/proc/%d/net/tcp" % pid, "/proc/%d/net/tcp6" % pid):
+        for line in open(table).read().splitlines()[1:]:
+            f = line.split()
+            if int(f[1].rsplit(":", 1)[1], 16) == port and f[3] == "0A":  # LISTEN
+                inodes.add(f[9])
+    pidfd, done = os.pidfd_open(pid), 0
+    try:
+        for fd in os.listdir("/proc/%d/fd" % pid):
+            try:
+                target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                mine = libc.syscall(438, pidfd, int(fd), 0)  # SYS_pidfd_getfd
+                assert mine >= 0, os.strerror(ctypes.get_errno())
+                s = socket.socket(fileno=mine)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+                s.close()  # our copy only
+                done += 1
+    finally:
+        os.close(pidfd)
+    assert done, "no listening socket on port %d" % port
+
+
+def test_a_head_taken_back_over_tls_is_never_half_replaced(start_proxy, backend_factory, pki):
+    """A client pipelines GET /a (60 kB) and GET /b and reads slowly; /b's
+    head waits behind /a's tail when /b's backend sends a bad chunk, and the
+    head, not sent yet, is taken back for a clean 502. Over TLS, OpenSSL
+    could hold part of that head in a record it had not finished sending,
+    which must be passed again as it was: the 502 in its place made
+    SSL_write fail (the client got /a, then nothing, while the log said a
+    502 went out), or, longer than the record, would have sent the old
+    record's bytes under the 502's count. A head OpenSSL holds any of is on
+    its way: the answer is aborted as one whose head went out."""
+    if os.geteuid() != 0:
+        pytest.skip("pidfd_getfd needs root")
+    na = 60000
+    go = threading.Event()
+
+    def handler(req, conn):
+        if req.path == "/a":
+            return harness.Response(200, b"a" * na)
+        pad = [("X-Pad-%d" % i, "p" * 1000) for i in range(30)]
+        conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n" +
+                  b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in pad) + b"\r\n")
+        go.wait(10)
+        conn.send(b"zz\r\n")
+        time.sleep(0.2)
+        return harness.CLOSE
+    b = backend_factory("legacy", handler)
+    p = start_tls_proxy(start_proxy, b, pki, [pki["localhost"]])
+    set_listener_sndbuf(p.pid, p.port, 4096)
+    ctx = ssl.create_default_context(cafile=pki["ca"])
+    for n, stop_at in enumerate((36000, 40000, 44000, 48000)):  # read of /a before a pause
+        go.clear()
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.settimeout(5)
+        raw.connect((harness.HOST, p.port))
+        s = ctx.wrap_socket(raw, server_hostname="localhost")
+        s.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.3)
+        got = b""
+        while len(got) < stop_at:
+            got += s.recv(min(4096, stop_at - len(got)))
+        time.sleep(0.3)  # strangler writes what fits, and waits
+        go.set()  # the bad chunk: /b's head is taken back, or its answer aborted
+        time.sleep(0.3)
+        error = None
+        try:
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    break
+                got += d
+        except (OSError, ssl.SSLError) as e:
+            error = e
+        s.close()
+        rest = got[got.index(b"\r\n\r\n") + 4 + na:]
+        line = p.wait_access(2 * (n + 1))[-1]
+        assert line["path"] == "/b"
+        if rest.startswith(b"HTTP/1.1 502 "):  # taken back: the clean 502, whole
+            assert rest.endswith(b"bad upstream response\n") and line["status"] == 502, rest
+        else:  # on its way: the 200 head as far as it went, then the end
+            assert b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n".startswith(rest[:47]), rest
+            assert line["status"] == 200 and line["error"] == "bad upstream response", line
+            assert error is None or isinstance(error, (ConnectionResetError, ssl.SSLEOFError)), \
+                error
