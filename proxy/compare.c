@@ -759,6 +759,30 @@ size_t sp_cmp_mark_noise(struct sp_cmp_result *r, const struct sp_cmp_result *no
 	return left;
 }
 
+int sp_cmp_body_noise(const struct sp_cmp_rules *rules, const struct sp_cmp_side *primary,
+		      const struct sp_cmp_side *shadow, const struct sp_cmp_side *sample)
+{
+	size_t max = rules->max_decoded ? rules->max_decoded : SP_CMP_INFLATE_MAX;
+	struct body p, s, n;
+	int rp = decode_side(primary, max, &p), rs = decode_side(shadow, max, &s),
+	    rn = decode_side(sample, max, &n), noise = 0;
+	if (rp == DEC_OK && rs == DEC_OK && rn == DEC_OK) {
+		if (s.len == n.len && memcmp(s.data, n.data, s.len) == 0) {
+			noise = 1; /* the mirror said what the primary said the second time */
+		} else if (s.len == p.len && n.len == p.len) {
+			/* every byte where the mirror differs, the sample does too */
+			noise = 1;
+			for (size_t i = 0; i < p.len && noise; i++)
+				if (s.data[i] != p.data[i] && n.data[i] == p.data[i])
+					noise = 0;
+		}
+	}
+	free(p.owned);
+	free(s.owned);
+	free(n.owned);
+	return noise;
+}
+
 int sp_json_pointer_match(const char *pattern, const char *pointer)
 {
 	for (;;) {

@@ -90,9 +90,17 @@ int sp_compare(const struct sp_cmp_rules *rules, const struct sp_cmp_side *prima
 
 /* Marks each diff of r whose kind and where also occur in noise (a
  * comparison of two primary answers to the same request) with noise = 1.
- * Body diffs match on kind alone: their offset says nothing stable. Returns
- * how many diffs of r are not noise. */
+ * Body diffs match on kind alone: their offset says nothing stable (see
+ * sp_cmp_body_noise). Returns how many diffs of r are not noise. */
 size_t sp_cmp_mark_noise(struct sp_cmp_result *r, const struct sp_cmp_result *noise);
+
+/* Whether the bodies of primary and shadow differ only as two answers of
+ * the primary do (sample): the shadow's (decoded) body is the sample's, or
+ * all three are as long and wherever the shadow's differs from the
+ * primary's, the sample's does too (a timestamp, an id). A body difference
+ * that is not is real, whatever the sample's own differences. */
+int sp_cmp_body_noise(const struct sp_cmp_rules *rules, const struct sp_cmp_side *primary,
+		      const struct sp_cmp_side *shadow, const struct sp_cmp_side *sample);
 
 void sp_cmp_result_deinit(struct sp_cmp_result *r);
 

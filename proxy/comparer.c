@@ -35,12 +35,22 @@ void sp_cmp_job_run(struct sp_cmp_job *j)
 	if (j->rc < 0)
 		return;
 	j->real = j->r.ndiffs;
-	if (j->r.ndiffs && j->has_sample) {
-		/* what differs between two answers of the primary is noise */
+	/* what differs between two answers of the primary is noise; a sample
+	 * of another status (a 429, a 5xx) says nothing of the answer's */
+	if (j->r.ndiffs && j->has_sample && j->sample.status == j->primary.status) {
 		struct sp_cmp_result noise;
 		if (sp_compare(&j->rules, &j->primary, &j->sample, &noise) == 0)
 			j->real = sp_cmp_mark_noise(&j->r, &noise);
 		sp_cmp_result_deinit(&noise);
+		/* a body difference is noise only where the sample varies too */
+		for (size_t i = 0; i < j->r.ndiffs; i++) {
+			struct sp_diff *d = &j->r.diffs[i];
+			if (d->noise && d->kind == SP_DIFF_BODY &&
+			    !sp_cmp_body_noise(&j->rules, &j->primary, &j->shadow, &j->sample)) {
+				d->noise = 0;
+				j->real++;
+			}
+		}
 	}
 }
 

@@ -1196,3 +1196,37 @@ def test_a_slow_upload_starts_no_shadow_clock(start_proxy, backend_factory, tmp_
     assert "does not answer shadows" not in p.stderr_text()
     s = summary(p)
     assert (s["compared"], s["shadow_timeouts"]) == (3, 0), s
+
+
+def test_noise_in_a_text_answer_does_not_hide_a_changed_value(start_proxy, backend_factory,
+                                                              tmp_path):
+    """Compared as bytes, any difference between the primary's two answers
+    (a counter) made every body difference of the mirror noise: value=A
+    against value=B counted as noise, never as different. Only the counter
+    is noise now; with the same value everywhere the exchanges are noise."""
+    import itertools
+    tick = itertools.count(10)
+
+    def page(value):
+        def h(req, conn):
+            body = b"generated=%d\nvalue=%s\n" % (next(tick), value)
+            return Response(200, body, headers=[("Content-Type", "text/plain")])
+        return h
+    legacy = backend_factory("legacy", page(b"A"))
+    modern = backend_factory("modern", page(b"B"))
+    p = start(start_proxy, legacy, modern, [shadow_route(noise={"samples": 1})], tmp_path)
+    for i in range(5):
+        assert get(p, "/p%d" % i).status == 200
+    wait_shadow(modern, 5)
+    time.sleep(0.3)
+    s = summary(p)
+    assert (s["different"], s["noise"]) == (5, 0), s
+    legacy = backend_factory("legacy2", page(b"A"))
+    modern = backend_factory("modern2", page(b"A"))
+    p = start(start_proxy, legacy, modern, [shadow_route(noise={"samples": 1})], tmp_path)
+    for i in range(5):
+        assert get(p, "/q%d" % i).status == 200
+    wait_shadow(modern, 5)
+    time.sleep(0.3)
+    s = summary(p)
+    assert (s["different"], s["noise"]) == (0, 5), s

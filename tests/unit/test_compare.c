@@ -596,6 +596,46 @@ static void test_a_long_pointer_is_cut(void **state)
 	sp_cmp_result_deinit(&r);
 }
 
+/* With noise detection on byte bodies, a difference is noise only where
+ * the primary's second answer varies too: a timestamp, not the value after
+ * it (any difference of the sample made every body difference noise). A
+ * sample of another status (a 429) says nothing. */
+static void test_byte_noise_is_positional(void **state)
+{
+	(void)state;
+	struct sp_cmp_job j;
+	memset(&j, 0, sizeof(j));
+	j.rules = (struct sp_cmp_rules){NULL, 0, NULL, 0, SP_CMP_BYTES, 0};
+	j.primary = side(200, NULL, 0, "t=100 value=A");
+	j.sample = side(200, NULL, 0, "t=200 value=A");
+	j.has_sample = 1;
+	static const struct {
+		const char *shadow;
+		size_t real;
+	} cases[] = {
+		{"t=300 value=A", 0}, /* the timestamp: noise */
+		{"t=100 value=B", 1}, /* the value: real */
+		{"t=300 value=B", 1}, /* both: real */
+		{"t=200 value=A", 0}, /* the sample itself */
+		{"t=300 value=AB", 1}, /* another length */
+	};
+	for (size_t i = 0; i < NELEM(cases); i++) {
+		j.shadow = side(200, NULL, 0, cases[i].shadow);
+		sp_cmp_job_run(&j);
+		assert_int_equal(j.rc, 0);
+		assert_int_equal(j.r.ndiffs, 1);
+		if (j.real != cases[i].real)
+			fail_msg("%s: real %zu", cases[i].shadow, j.real);
+		assert_int_equal(j.r.diffs[0].noise, !cases[i].real);
+		sp_cmp_job_deinit(&j);
+	}
+	j.shadow = side(200, NULL, 0, "t=300 value=A");
+	j.sample = side(429, NULL, 0, "slow down");
+	sp_cmp_job_run(&j);
+	assert_int_equal(j.real, 1);
+	sp_cmp_job_deinit(&j);
+}
+
 static void test_auto_mode(void **state)
 {
 	(void)state;
@@ -939,6 +979,7 @@ int main(void)
 		cmocka_unit_test(test_gzip_too_large),
 		cmocka_unit_test(test_decoded_bound_follows_the_rules),
 		cmocka_unit_test(test_a_long_pointer_is_cut),
+		cmocka_unit_test(test_byte_noise_is_positional),
 		cmocka_unit_test(test_comparer_hands_jobs_back_with_their_results),
 		cmocka_unit_test(test_auto_mode),
 		cmocka_unit_test(test_invalid_json),
