@@ -598,7 +598,8 @@ static void serve_metrics(struct admin_conn *a, const char *name)
 		      "strangler_reloads_total{result=\"ok\"} %lu\n"
 		      "strangler_reloads_total{result=\"error\"} %lu\n",
 		      open, rt->generation, rt->reloads_ok, rt->reloads_failed);
-	respond(a, 200, "text/plain; version=0.0.4", b.data, b.len);
+	/* route names are UTF-8 text (Prometheus' own content type says so) */
+	respond(a, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
 	sp_buf_deinit(&b);
 }
 

@@ -1035,3 +1035,11 @@ def test_the_dashboard_page_may_not_be_framed(start_proxy, two_backends, tmp_pat
     assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp, csp
     assert headers["X-Frame-Options"] == "DENY"
     assert headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_metrics_say_their_charset(start_proxy, two_backends, tmp_path):
+    """Route names are UTF-8 text: the exposition's content type says so, as
+    Prometheus' own does (it said version=0.0.4 alone)."""
+    p = admin_proxy(start_proxy, two_backends, tmp_path)
+    st, _, headers, _ = raw_admin(p, "GET", "/metrics")
+    assert st == 200 and headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
