@@ -389,6 +389,13 @@ static void tls_handshake(struct sp_conn *c)
 			return;
 		}
 		c->hs_peeked = 1;
+		if (n == 0) { /* closed before a byte: a balancer's TCP check, not a failed handshake */
+			c->eof = 1;
+			c->hs_want_read = 0;
+			arm_read(c);
+			c->on_event(c, SP_CONN_EOF | SP_CONN_READING, c->arg);
+			return;
+		}
 		if (n == 1 && b != 0x16 && !(b & 0x80)) {
 			c->err = EPROTO;
 			c->tls_error = "plain HTTP request on a TLS listener";

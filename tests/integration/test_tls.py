@@ -167,6 +167,13 @@ def test_tls_listener_refuses_old_versions(start_proxy, backend_factory, pki):
     assert https_get(p.port, "/", pki["ca"])[1].startswith(b"HTTP/1.1 200")
     assert "client 127.0.0.1: TLS handshake failed: unsupported protocol" in p.stderr_text()
     assert "strangler_tls_handshake_failures_total 1\n" in p.admin("GET", "/metrics")[1]
+    # a connection closed before its first byte (a balancer's TCP check) is
+    # no failed handshake: it was counted, with a "TLS failure" line
+    for _ in range(3):
+        socket.create_connection((harness.HOST, p.port)).close()
+    assert https_get(p.port, "/", pki["ca"])[1].startswith(b"HTTP/1.1 200")
+    assert "strangler_tls_handshake_failures_total 1\n" in p.admin("GET", "/metrics")[1]
+    assert "TLS failure" not in p.stderr_text()
 
 
 def test_min_version_tls13_refuses_tls12(start_proxy, backend_factory, pki, tmp_path):
