@@ -24,8 +24,13 @@ int sp_cmp_job_costly(const struct sp_cmp_job *j)
 	if (j->rules.body == SP_CMP_NONE)
 		return 0;
 	size_t n = j->primary.body_len + j->shadow.body_len + (j->has_sample ? j->sample.body_len : 0);
-	return n > SP_CMP_INLINE_MAX || encoded(&j->primary) || encoded(&j->shadow) ||
-	       (j->has_sample && encoded(&j->sample));
+	if (n > SP_CMP_INLINE_MAX)
+		return 1;
+	/* deflate expands at most 1032 times: bodies this small stay small
+	 * decoded (no header lookups for the tiny answers of most shadows) */
+	if (n <= SP_CMP_INLINE_MAX / 1032)
+		return 0;
+	return encoded(&j->primary) || encoded(&j->shadow) || (j->has_sample && encoded(&j->sample));
 }
 
 void sp_cmp_job_run(struct sp_cmp_job *j)

@@ -336,13 +336,20 @@ void sp_conn_deadline(struct sp_conn *c, int ms, int horizon_ms)
 	schedule(c, now);
 }
 
+/* Reading resumed: what OpenSSL holds (data, or the end) makes no socket
+ * event. */
+static void tls_resume(struct sp_conn *c)
+{
+	if (c->reading && c->rarmed && !c->hs && (c->tls_end || SSL_pending(c->ssl) > 0))
+		event_active(c->rev, EV_READ, 0);
+}
+
 void sp_conn_read(struct sp_conn *c, int enable)
 {
 	c->reading = enable != 0;
 	arm_read(c);
-	/* resumed: what OpenSSL holds (data, or the end) makes no socket event */
-	if (c->reading && c->rarmed && c->ssl && !c->hs && (c->tls_end || SSL_pending(c->ssl) > 0))
-		event_active(c->rev, EV_READ, 0);
+	if (c->ssl)
+		tls_resume(c);
 }
 
 /* ---- TLS ---- */

@@ -560,7 +560,12 @@ static void test_comparer_hands_jobs_back_with_their_results(void **state)
 	k.rules.body = SP_CMP_NONE;
 	assert_false(sp_cmp_job_costly(&k));
 	k = jobs[0];
+	k.primary = side(200, NULL, 0, "1");
+	k.shadow = side(200, NULL, 0, "2");
 	k.sample = side(200, gz, 1, "x");
+	assert_false(sp_cmp_job_costly(&k)); /* too small to decode to much */
+	static char some[64];
+	k.sample = side_n(200, gz, 1, some, sizeof(some));
 	assert_true(sp_cmp_job_costly(&k));
 	k.has_sample = 0;
 	assert_false(sp_cmp_job_costly(&k));
