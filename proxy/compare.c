@@ -759,6 +759,50 @@ size_t sp_cmp_mark_noise(struct sp_cmp_result *r, const struct sp_cmp_result *no
 	return left;
 }
 
+/* Separators between the tokens of a text body: blanks and the punctuation
+ * that delimits values (not '-', ':', '.', which a timestamp or a number
+ * holds). Each separator is a token of its own. */
+static int separator(unsigned char c)
+{
+	return c <= ' ' || (c < 0x80 && strchr("\"',;=&<>()[]{}|", c) != NULL);
+}
+
+/* The token of b at *at ([*at, end)), advancing *at; 0 at the end. */
+static int next_token(const struct body *b, size_t *at, size_t *start, size_t *len)
+{
+	size_t i = *at;
+	if (i >= b->len)
+		return 0;
+	*start = i;
+	if (separator((unsigned char)b->data[i]))
+		i++;
+	else
+		while (i < b->len && !separator((unsigned char)b->data[i]))
+			i++;
+	*len = i - *start;
+	*at = i;
+	return 1;
+}
+
+/* Whether, token by token, wherever the shadow's body differs from the
+ * primary's, the sample's does too (a timestamp, a counter, an id: one
+ * token each however their digits roll). Bodies of different token counts
+ * cannot be matched up: no. */
+static int tokens_vary_alike(const struct body *p, const struct body *s, const struct body *n)
+{
+	size_t ap = 0, as = 0, an = 0, sp0, lp, ss, ls, sn, ln;
+	for (;;) {
+		int hp = next_token(p, &ap, &sp0, &lp), hs = next_token(s, &as, &ss, &ls),
+		    hn = next_token(n, &an, &sn, &ln);
+		if (!hp || !hs || !hn)
+			return !hp && !hs && !hn;
+		int s_differs = lp != ls || memcmp(p->data + sp0, s->data + ss, lp) != 0;
+		int n_differs = lp != ln || memcmp(p->data + sp0, n->data + sn, lp) != 0;
+		if (s_differs && !n_differs)
+			return 0;
+	}
+}
+
 int sp_cmp_body_noise(const struct sp_cmp_rules *rules, const struct sp_cmp_side *primary,
 		      const struct sp_cmp_side *shadow, const struct sp_cmp_side *sample)
 {
@@ -767,15 +811,10 @@ int sp_cmp_body_noise(const struct sp_cmp_rules *rules, const struct sp_cmp_side
 	int rp = decode_side(primary, max, &p), rs = decode_side(shadow, max, &s),
 	    rn = decode_side(sample, max, &n), noise = 0;
 	if (rp == DEC_OK && rs == DEC_OK && rn == DEC_OK) {
-		if (s.len == n.len && memcmp(s.data, n.data, s.len) == 0) {
+		if (s.len == n.len && memcmp(s.data, n.data, s.len) == 0)
 			noise = 1; /* the mirror said what the primary said the second time */
-		} else if (s.len == p.len && n.len == p.len) {
-			/* every byte where the mirror differs, the sample does too */
-			noise = 1;
-			for (size_t i = 0; i < p.len && noise; i++)
-				if (s.data[i] != p.data[i] && n.data[i] == p.data[i])
-					noise = 0;
-		}
+		else
+			noise = tokens_vary_alike(&p, &s, &n);
 	}
 	free(p.owned);
 	free(s.owned);

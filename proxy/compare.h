@@ -95,10 +95,11 @@ int sp_compare(const struct sp_cmp_rules *rules, const struct sp_cmp_side *prima
 size_t sp_cmp_mark_noise(struct sp_cmp_result *r, const struct sp_cmp_result *noise);
 
 /* Whether the bodies of primary and shadow differ only as two answers of
- * the primary do (sample): the shadow's (decoded) body is the sample's, or
- * all three are as long and wherever the shadow's differs from the
- * primary's, the sample's does too (a timestamp, an id). A body difference
- * that is not is real, whatever the sample's own differences. */
+ * the primary do (sample): the shadow's (decoded) body is the sample's, or,
+ * split into tokens (runs between blanks and value punctuation: a
+ * timestamp or a number is one), all three have as many and wherever the
+ * shadow's token differs from the primary's, the sample's does too. A body
+ * difference that is not is real, whatever the sample's own differences. */
 int sp_cmp_body_noise(const struct sp_cmp_rules *rules, const struct sp_cmp_side *primary,
 		      const struct sp_cmp_side *shadow, const struct sp_cmp_side *sample);
 

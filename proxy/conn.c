@@ -857,7 +857,9 @@ void sp_conn_flush(struct sp_conn *c)
 {
 	if (!c)
 		return;
-	arm_read(c);
+	arm_read(c); /* resumes reading that read_max paused */
+	if (c->ssl)
+		tls_resume(c);
 	if (c->connecting || c->err || evbuffer_get_length(c->out) == 0 || (c->ssl && c->hs))
 		return;
 	if (write_some(c) < 0) {

@@ -381,8 +381,12 @@ static int run(const char *file)
 	sp_log(SP_LOG_INFO, "strangler %s started: %d workers, %zu backends, %zu routes", SP_VERSION,
 	       rt.nworkers, cfg->nbackends, cfg->nroutes);
 	event_base_dispatch(rt.base);
-	for (int i = 0; i < rt.nworkers; i++)
+	for (int i = 0; i < rt.nworkers; i++) {
 		sp_worker_join(rt.workers[i]);
+		/* a drain timeout ends a worker with comparisons out: counted
+		 * before the last summary */
+		sp_worker_take_comparisons(rt.workers[i]);
+	}
 	sp_shadow_write_summaries(rt.cfg, NULL, rt.workers, rt.nworkers, rt.difflog, rt.instance);
 	if (rt.cfg->pid_file)
 		remove_pid_file(rt.cfg->pid_file);

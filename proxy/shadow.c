@@ -896,6 +896,7 @@ void sp_shadow_primary_done(struct sp_shadow **shp, int status, double ms)
 	sh->primary_state = 1;
 	sh->primary_ms = ms;
 	sh->session_holds = 0;
+	start_due(sh); /* let go with its request incomplete: it must still end */
 	maybe_finish(sh);
 }
 
@@ -957,11 +958,7 @@ void sp_shadow_kill_all(struct sp_worker *w)
 {
 	/* sessions go first (sp_sessions_kill), so no session holds one now;
 	 * comparisons still running borrow their shadows' answers: wait */
-	struct sp_cmp_job *j, *next;
-	for (j = w->comparer ? sp_cmp_port_take_all(&w->cmp_port) : NULL; j; j = next) {
-		next = j->next;
-		sp_shadow_compared(j); /* frees its shadow */
-	}
+	sp_worker_take_comparisons(w);
 	struct sp_shadow *sh;
 	while ((sh = TAILQ_FIRST(&w->shadows)) != NULL)
 		shadow_free(sh);

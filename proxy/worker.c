@@ -965,6 +965,15 @@ void sp_worker_join(struct sp_worker *w)
 	pthread_join(w->thread, NULL);
 }
 
+void sp_worker_take_comparisons(struct sp_worker *w)
+{
+	struct sp_cmp_job *j = w->comparer ? sp_cmp_port_take_all(&w->cmp_port) : NULL, *next;
+	for (; j; j = next) {
+		next = j->next;
+		sp_shadow_compared(j); /* may free the shadow, j with it */
+	}
+}
+
 void sp_worker_free(struct sp_worker **wp)
 {
 	struct sp_worker *w = *wp;

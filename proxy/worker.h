@@ -226,6 +226,9 @@ void sp_worker_wait_end(struct sp_worker *w, struct sp_route_stats **n, struct s
 /* A request of route that waited in backend's queue, and how that ended. */
 void sp_worker_count_queued(struct sp_worker *w, const struct sp_config *cfg,
 			    const struct sp_route *route, const char *backend, enum sp_queue_end end);
+/* Once its thread has ended: waits for the comparisons it has out and
+ * counts them (before the final summaries). */
+void sp_worker_take_comparisons(struct sp_worker *w);
 void sp_worker_free(struct sp_worker **w);
 
 /* session.c */

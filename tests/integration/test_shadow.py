@@ -1203,9 +1203,10 @@ def test_noise_in_a_text_answer_does_not_hide_a_changed_value(start_proxy, backe
     """Compared as bytes, any difference between the primary's two answers
     (a counter) made every body difference of the mirror noise: value=A
     against value=B counted as noise, never as different. Only the counter
-    is noise now; with the same value everywhere the exchanges are noise."""
+    is noise now, however its digits roll between the three answers; with
+    the same value everywhere the exchanges are noise."""
     import itertools
-    tick = itertools.count(10)
+    tick = itertools.count(95)  # its digits roll, and it grows a digit (99 -> 100)
 
     def page(value):
         def h(req, conn):
@@ -1221,4 +1222,73 @@ def test_noise_in_a_text_answer_does_not_hide_a_changed_value(start_proxy, backe
         wait_shadow(modern, 5)
         time.sleep(0.3)
         s = summary(p)
-        assert (s["different"], s["noise"]) == want, s
+        assert (s["different"], s["noise"]) == want, (s, diff_lines(p))
+
+
+def test_a_shadow_whose_primary_failed_mid_upload_ends(start_proxy, backend_factory, tmp_path):
+    """The primary closed while the request body was still coming (a 502):
+    the shadow was handed on as done though its request never completed, so
+    its clock, which starts with the whole request, never started; with a
+    mirror patient for the rest of the body it kept its max_in_flight slot,
+    and every later request was a budget skip. It is a primary_incomplete
+    skip now."""
+    def close_after_head(req, conn):
+        if req.method == "GET":
+            return Response(200, b"ok")
+        time.sleep(0.2)
+        return harness.CLOSE
+
+    def patient(req, conn):  # waits for the whole body, as nginx does
+        return Response(200, b"ok")
+    legacy = backend_factory("legacy", close_after_head)
+    legacy.read_bodies = False
+    modern = backend_factory("modern", patient)
+    p = start(start_proxy, legacy, modern, [shadow_route(methods=["GET", "POST"])], tmp_path,
+              timeout_ms=500, max_in_flight=1)
+    with p.client(timeout=10) as c:
+        c.send(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"a" * 1000)
+        assert c.read_response("POST").status == 502
+    time.sleep(1.0)
+    assert get(p, "/later").status == 200
+    wait_shadow(modern, 1)
+    time.sleep(0.3)
+    s = summary(p)
+    assert s["skipped"]["budget"] == 0 and s["skipped"]["primary_incomplete"] == 1, s
+    assert s["compared"] == 1 and s["mirrored"] == 2, s
+
+
+def test_the_last_summary_counts_comparisons_a_drain_timeout_left_out(start_proxy,
+                                                                      backend_factory, tmp_path):
+    """A stop whose drain timed out (a client that never finishes its head)
+    ended the worker while large comparisons were out on the comparer: they
+    were counted and logged after the final summary, which counted fewer
+    comparisons than the log had difference lines."""
+    n = (1 << 20) - 64
+
+    def big(last):
+        body = b"[" + b"1," * ((n - 16) // 2) + last + b"]"
+        return lambda req, conn: Response(200, body, headers=[("Content-Type",
+                                                                "application/json")])
+    legacy = backend_factory("legacy", big(b"1"))
+    modern = backend_factory("modern", big(b"2"))
+    log = str(tmp_path / "diffs.jsonl")
+    p = start_proxy({"legacy": legacy, "modern": modern}, routes=[shadow_route()],
+                    drain_timeout_ms=200,
+                    shadow_defaults={"diff_log": log, "timeout_ms": 60000, "max_in_flight": 8})
+    p.diff_log = log
+    ts = [threading.Thread(target=get, args=(p, "/api")) for _ in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    wait_shadow(modern, 4)
+    time.sleep(0.2)  # the mirrors' answers are in: their comparisons are out
+    slow = p.client(timeout=10)
+    slow.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n")  # holds the drain until it times out
+    time.sleep(0.1)
+    assert p.stop(timeout=60) == 0
+    lines = [json.loads(x) for x in open(log) if x.strip()]
+    kinds = [x["type"] for x in lines]
+    last = max(i for i, k in enumerate(kinds) if k == "summary")
+    assert kinds.count("diff") == 4 and "diff" not in kinds[last + 1:], kinds
+    assert lines[last]["compared"] == 4, lines[last]

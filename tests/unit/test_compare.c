@@ -602,9 +602,10 @@ static void test_a_long_pointer_is_cut(void **state)
 }
 
 /* With noise detection on byte bodies, a difference is noise only where
- * the primary's second answer varies too: a timestamp, not the value after
- * it (any difference of the sample made every body difference noise). A
- * sample of another status (a 429) says nothing. */
+ * the primary's second answer varies too, token by token: a timestamp or a
+ * counter (however its digits roll), not the value after it (any
+ * difference of the sample made every body difference noise). A sample of
+ * another status (a 429) says nothing. */
 static void test_byte_noise_is_positional(void **state)
 {
 	(void)state;
@@ -622,7 +623,10 @@ static void test_byte_noise_is_positional(void **state)
 		{"t=100 value=B", 1}, /* the value: real */
 		{"t=300 value=B", 1}, /* both: real */
 		{"t=200 value=A", 0}, /* the sample itself */
-		{"t=300 value=AB", 1}, /* another length */
+		{"t=300 value=AB", 1}, /* a longer value */
+		{"t=99 value=A", 0},   /* the counter rolled back a digit: one token */
+		{"t=1000 value=A", 0}, /* or on */
+		{"t=300 value=A extra", 1}, /* more tokens */
 	};
 	for (size_t i = 0; i < NELEM(cases); i++) {
 		j.shadow = side(200, NULL, 0, cases[i].shadow);
