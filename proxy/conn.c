@@ -728,7 +728,8 @@ static int tls_write_some(struct sp_conn *c)
 		unsigned long ee = ERR_peek_error();
 		c->tls_error = ee ? ERR_reason_error_string(ee) : "TLS write failed";
 		ERR_clear_error();
-		c->err = errno ? errno : EPIPE;
+		/* errno is the socket's only for SSL_ERROR_SYSCALL (else stale) */
+		c->err = e == SSL_ERROR_SYSCALL && errno ? errno : ee ? EPROTO : EPIPE;
 		return -1;
 	}
 	return 0;

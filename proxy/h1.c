@@ -32,6 +32,7 @@ struct sp_h1 {
 	const char *exec_start, *exec_end; /* the buffer being parsed */
 	/* our own look at the head's line structure (see scan_head) */
 	int scanning, scan_lines, scan_len, scan_interim;
+	int first_len; /* the bytes of scan_first that are the start line's, once it ended */
 	int trailers_next; /* the last chunk was read: its trailer section follows */
 	char scan_prev, scan_first[16];
 	int err_status;
@@ -350,6 +351,7 @@ static void scan_reset(struct sp_h1 *h)
 	h->scanning = 1;
 	h->scan_lines = 0;
 	h->scan_len = 0;
+	h->first_len = 0;
 	h->scan_prev = '\n';
 	h->scan_interim = 0;
 }
@@ -459,6 +461,10 @@ static int scan_head(struct sp_h1 *h, const char *p, size_t n)
 		} else if (h->scan_len > 0) {
 			if (h->scan_lines == 0 && h->p.type == HTTP_RESPONSE && check_status_line(h) < 0)
 				return -1;
+			if (h->scan_lines == 0) /* scan_first holds this many of its bytes */
+				h->first_len = h->scan_len < (int)sizeof(h->scan_first)
+						       ? h->scan_len
+						       : (int)sizeof(h->scan_first);
 			h->scan_lines++;
 		}
 		h->scan_len = 0;
@@ -524,6 +530,25 @@ int sp_h1_method_known(const char *m)
 int sp_h1_request_line(const struct sp_h1 *h, const char **method, const char **url,
 		       size_t *url_len)
 {
+	int n = h->scan_lines ? h->first_len : h->scan_len;
+	if (h->p.type == HTTP_REQUEST && h->in_message && h->msg.url_len == 0 && n > 0) {
+		/* refused in its target (a bad byte: llhttp keeps no part of it):
+		 * the method, from the start line's first bytes the scan kept */
+		static _Thread_local char m[sizeof(h->scan_first)];
+		if (n > (int)sizeof(m))
+			n = (int)sizeof(m);
+		const char *sp = memchr(h->scan_first, ' ', (size_t)n);
+		if (!sp || sp == h->scan_first)
+			return 0;
+		memcpy(m, h->scan_first, (size_t)(sp - h->scan_first));
+		m[sp - h->scan_first] = '\0';
+		if (!sp_h1_method_known(m))
+			return 0;
+		*method = m;
+		*url = "";
+		*url_len = 0;
+		return 1;
+	}
 	if (h->p.type != HTTP_REQUEST || !h->in_message || h->msg.url_len == 0 || !h->store.data)
 		return 0;
 	*method = llhttp_method_name((llhttp_method_t)h->p.method);

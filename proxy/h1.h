@@ -85,7 +85,8 @@ int sp_h1_in_message(const struct sp_h1 *h);
  * proxy answers others with 501). */
 int sp_h1_method_known(const char *m);
 /* A request's method and target as far as they were read, for logging a
- * request refused before its head was whole; 0 before its target began. */
+ * request refused before its head was whole (url_len 0: the method alone,
+ * the target refused at its first bytes); 0 when not even a method was. */
 int sp_h1_request_line(const struct sp_h1 *h, const char **method, const char **url,
 		       size_t *url_len);
 

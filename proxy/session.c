@@ -1475,7 +1475,8 @@ static void note_request_line(struct sp_session *s)
 		return;
 	if (sp_h1_request_line(s->req, &method, &url, &n)) {
 		sp_copy_str(s->method, sizeof(s->method), method);
-		sp_path_as_received(url, n, &s->path);
+		if (n)
+			sp_path_as_received(url, n, &s->path);
 	} else {
 		sp_copy_str(s->method, sizeof(s->method), "-");
 	}

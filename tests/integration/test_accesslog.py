@@ -202,6 +202,21 @@ def test_a_client_gone_in_the_middle_of_its_head_is_logged(backend_factory, star
     assert [r.path for r in b.requests] == ["/whole"]
 
 
+def test_a_target_refused_at_its_first_byte_still_logs_its_method(backend_factory, start_proxy):
+    """GET /\xff: llhttp keeps no part of a target it refuses, and the line
+    said method "-": the method is known, and logged (the path is not)."""
+    b = backend_factory("legacy")
+    proxy = start_proxy({"legacy": b})
+    for req in (b"GET /\xff HTTP/1.1\r\nHost: t\r\n\r\n",
+                b"DELETE /a\x01b HTTP/1.1\r\nHost: t\r\n\r\n"):
+        with proxy.client() as c:
+            c.send(req)
+            assert c.read_response().status == 400
+    lines = proxy.wait_access(2)
+    assert [(e["status"], e["method"]) for e in lines] == [(400, "GET"), (400, "DELETE")], lines
+    assert lines[0]["path"] is None
+
+
 def test_values_are_json_escaped(logged):
     rid = 'quote"back\\slash'
     exchange(logged, build_request("GET", "/api/users/%22%5C", [("X-Request-Id", rid)]))
