@@ -302,9 +302,7 @@ void sp_runtime_check_access(const struct sp_runtime *rt)
 	const struct sp_config *cfg = rt->file_cfg ? rt->file_cfg : rt->cfg;
 	struct passwd *pw = getpwuid(geteuid());
 	const char *user = pw ? pw->pw_name : "?";
-	check_readable(cfg->file, user);
-	for (size_t i = 0; i < cfg->nfiles; i++)
-		check_readable(cfg->files[i], user);
+	check_readable(cfg->file, user); /* (included files: libconfig finds them by its own path) */
 	for (size_t i = 0; i < cfg->nread_files; i++)
 		check_readable(cfg->read_files[i], user);
 	if (!cfg->has_admin || !cfg->admin.state_file)

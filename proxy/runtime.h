@@ -71,8 +71,8 @@ int sp_runtime_load_state(struct sp_runtime *rt, const struct sp_config *cfg);
 /* Writes them atomically (temporary file, fsync, rename). 0 or -1 with errno. */
 int sp_runtime_save_state(struct sp_runtime *rt);
 /* At start, once running as `user`: warns about each file the configuration
- * reads (its own, included ones, certificates, keys, the token file) that
- * this user cannot read, since a reload reads them again, and about a state
+ * reads (its own, certificates, keys, CA files, the token file) that this
+ * user cannot read, since a reload reads them again, and about a state
  * file's directory it cannot write to (the state is written to a temporary
  * file there and renamed). */
 void sp_runtime_check_access(const struct sp_runtime *rt);

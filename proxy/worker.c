@@ -391,7 +391,6 @@ static struct sp_side_stats *side_of(struct sp_route_stats *n, const char *backe
 	return s;
 }
 
-
 const char *const sp_upstream_reasons[SP_UPSTREAM_REASONS] = {
 	"connect refused",	      "connect failed",	       "connect timeout",
 	"upstream timeout",	      "bad upstream response", "upstream closed connection",
@@ -682,6 +681,15 @@ static void wake(struct sp_worker *w, atomic_int *flag)
 		sp_log(SP_LOG_ERROR, "worker %d: cannot wake it: %s", w->id, strerror(errno));
 }
 
+/* Comparisons back from the comparer: counted, logged, their shadows freed. */
+static void count_back(struct sp_cmp_job *j)
+{
+	for (struct sp_cmp_job *next; j; j = next) {
+		next = j->next;
+		sp_shadow_compared(j); /* may free the shadow, j with it */
+	}
+}
+
 static void on_wake(evutil_socket_t fd, short what, void *arg)
 {
 	struct sp_worker *w = arg;
@@ -693,13 +701,8 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 		event_active(w->reload_ev, EV_READ, 0);
 	if (atomic_exchange(&w->want_stop, 0))
 		event_active(w->stop_ev, EV_READ, 0);
-	if (atomic_exchange(&w->want_compared, 0)) {
-		struct sp_cmp_job *j = sp_cmp_port_take(&w->cmp_port), *next;
-		for (; j; j = next) {
-			next = j->next;
-			sp_shadow_compared(j); /* may free the shadow, j with it */
-		}
-	}
+	if (atomic_exchange(&w->want_compared, 0))
+		count_back(sp_cmp_port_take(&w->cmp_port));
 }
 
 /* The comparer's thread → worker: jobs are back. */
@@ -967,11 +970,8 @@ void sp_worker_join(struct sp_worker *w)
 
 void sp_worker_take_comparisons(struct sp_worker *w)
 {
-	struct sp_cmp_job *j = w->comparer ? sp_cmp_port_take_all(&w->cmp_port) : NULL, *next;
-	for (; j; j = next) {
-		next = j->next;
-		sp_shadow_compared(j); /* may free the shadow, j with it */
-	}
+	if (w->comparer)
+		count_back(sp_cmp_port_take_all(&w->cmp_port));
 }
 
 void sp_worker_free(struct sp_worker **wp)
