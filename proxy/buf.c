@@ -112,22 +112,25 @@ int sp_buf_printf(struct sp_buf *b, const char *fmt, ...)
 	return 0;
 }
 
-int sp_buf_add_json_field(struct sp_buf *b, const char *key, const char *v, size_t len)
+/* ,"key":"v" with v escaped by escape, or ,"key":null when v is NULL. */
+static int add_field(struct sp_buf *b, const char *key, const char *v, size_t len,
+		     int (*escape)(struct sp_buf *, const char *, size_t))
 {
 	if (sp_buf_add(b, ",\"", 2) || sp_buf_adds(b, key) || sp_buf_add(b, "\":", 2))
 		return -1;
 	if (!v)
 		return sp_buf_adds(b, "null");
-	return sp_buf_addc(b, '"') || sp_buf_add_json_str(b, v, len) || sp_buf_addc(b, '"');
+	return sp_buf_addc(b, '"') || escape(b, v, len) || sp_buf_addc(b, '"');
+}
+
+int sp_buf_add_json_field(struct sp_buf *b, const char *key, const char *v, size_t len)
+{
+	return add_field(b, key, v, len, sp_buf_add_json_str);
 }
 
 int sp_buf_add_json_text_field(struct sp_buf *b, const char *key, const char *v)
 {
-	if (sp_buf_add(b, ",\"", 2) || sp_buf_adds(b, key) || sp_buf_add(b, "\":", 2))
-		return -1;
-	if (!v)
-		return sp_buf_adds(b, "null");
-	return sp_buf_addc(b, '"') || sp_buf_add_json_text(b, v, strlen(v)) || sp_buf_addc(b, '"');
+	return add_field(b, key, v, v ? strlen(v) : 0, sp_buf_add_json_text);
 }
 
 int sp_buf_add_json_str(struct sp_buf *b, const char *s, size_t len)
@@ -234,7 +237,7 @@ int sp_buf_json_ascii(struct sp_buf *b, size_t from)
 	int rc = 0;
 	for (size_t k = i; k < b->len && rc == 0;) {
 		uint32_t c = u[k];
-		size_t n = c < 0x7f ? 1 : c == 0x7f ? 1 : utf8_at(u + k, b->len - k, &c);
+		size_t n = c <= 0x7f ? 1 : utf8_at(u + k, b->len - k, &c);
 		if (c < 0x7f)
 			rc = sp_buf_addc(&tail, (char)c);
 		else

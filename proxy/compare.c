@@ -581,13 +581,8 @@ static int walk_array(struct walk *w, const json_t *a, const json_t *b)
 	size_t na = json_array_size(a), nb = json_array_size(b), base = w->ptr.len;
 	int rc = 0;
 	for (size_t i = 0; i < (na > nb ? na : nb) && rc == 0; i++) {
-		char num[24]; /* "/%zu" without printf: a third of a large array's walk */
-		size_t k = sizeof(num), v = i;
-		do
-			num[--k] = (char)('0' + v % 10);
-		while (v /= 10);
-		num[--k] = '/';
-		if (sp_buf_add(&w->ptr, num + k, sizeof(num) - k) < 0)
+		/* without printf: it was a third of a large array's walk */
+		if (sp_buf_addc(&w->ptr, '/') < 0 || sp_buf_add_uint(&w->ptr, i, 10) < 0)
 			return -1;
 		rc = walk_value(w, json_array_get(a, i), json_array_get(b, i));
 		pop_to(&w->ptr, base);
@@ -669,11 +664,17 @@ static int encoding_diff(struct sp_cmp_result *r, int primary_bad, const struct 
 	return add_body_diff(r, "encoding", pa, sb);
 }
 
+/* How far a body may decode (sp_cmp_rules.max_decoded). */
+static size_t decoded_max(const struct sp_cmp_rules *rules)
+{
+	return rules->max_decoded ? rules->max_decoded : SP_CMP_INFLATE_MAX;
+}
+
 static int compare_body(const struct sp_cmp_rules *rules, struct sp_cmp_result *r,
 			const struct sp_cmp_side *p, const struct sp_cmp_side *s)
 {
 	struct body a, b;
-	size_t max = rules->max_decoded ? rules->max_decoded : SP_CMP_INFLATE_MAX;
+	size_t max = decoded_max(rules);
 	int ra = decode_side(p, max, &a), rb = decode_side(s, max, &b), rc = 0;
 	if (ra == DEC_NOMEM || rb == DEC_NOMEM) {
 		rc = -1;
@@ -806,7 +807,7 @@ static int tokens_vary_alike(const struct body *p, const struct body *s, const s
 int sp_cmp_body_noise(const struct sp_cmp_rules *rules, const struct sp_cmp_side *primary,
 		      const struct sp_cmp_side *shadow, const struct sp_cmp_side *sample)
 {
-	size_t max = rules->max_decoded ? rules->max_decoded : SP_CMP_INFLATE_MAX;
+	size_t max = decoded_max(rules);
 	struct body p, s, n;
 	int rp = decode_side(primary, max, &p), rs = decode_side(shadow, max, &s),
 	    rn = decode_side(sample, max, &n), noise = 0;

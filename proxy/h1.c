@@ -462,9 +462,7 @@ static int scan_head(struct sp_h1 *h, const char *p, size_t n)
 			if (h->scan_lines == 0 && h->p.type == HTTP_RESPONSE && check_status_line(h) < 0)
 				return -1;
 			if (h->scan_lines == 0) /* scan_first holds this many of its bytes */
-				h->first_len = h->scan_len < (int)sizeof(h->scan_first)
-						       ? h->scan_len
-						       : (int)sizeof(h->scan_first);
+				h->first_len = h->scan_len; /* (at most 16: the scan stops counting) */
 			h->scan_lines++;
 		}
 		h->scan_len = 0;
@@ -535,8 +533,6 @@ int sp_h1_request_line(const struct sp_h1 *h, const char **method, const char **
 		/* refused in its target (a bad byte: llhttp keeps no part of it):
 		 * the method, from the start line's first bytes the scan kept */
 		static _Thread_local char m[sizeof(h->scan_first)];
-		if (n > (int)sizeof(m))
-			n = (int)sizeof(m);
 		const char *sp = memchr(h->scan_first, ' ', (size_t)n);
 		if (!sp || sp == h->scan_first)
 			return 0;
