@@ -550,6 +550,12 @@ class BioTLS:
             self.inc.write_eof()
         return bool(data)
 
+    @classmethod
+    def client(cls, raw, pki):
+        """A client of the test listener (localhost's certificate)."""
+        return cls(raw, ssl.create_default_context(cafile=pki["ca"]), server_side=False,
+                   server_hostname="localhost")
+
     def send(self, data):
         self.obj.write(data)
         self._flush()
@@ -692,8 +698,7 @@ def test_a_tls_client_half_close_is_answered(start_proxy, backend_factory, pki):
     b = backend_factory("legacy")
     p = start_tls_proxy(start_proxy, b, pki, [pki["localhost"]])
     with socket.create_connection((harness.HOST, p.port), timeout=5) as raw:
-        t = BioTLS(raw, ssl.create_default_context(cafile=pki["ca"]), server_side=False,
-                   server_hostname="localhost")
+        t = BioTLS.client(raw, pki)
         t.send(b"GET /half HTTP/1.1\r\nHost: localhost\r\n\r\n")
         raw.shutdown(socket.SHUT_WR)
         got = t.read_to_eof()
@@ -869,8 +874,7 @@ def test_a_request_followed_by_close_notify_is_answered_and_closed(start_proxy, 
     b = backend_factory("legacy")
     p = start_tls_proxy(start_proxy, b, pki, [pki["localhost"]])
     with socket.create_connection((harness.HOST, p.port), timeout=5) as raw:
-        t = BioTLS(raw, ssl.create_default_context(cafile=pki["ca"]), server_side=False,
-                   server_hostname="localhost")
+        t = BioTLS.client(raw, pki)
         t.queue(b"GET /cn HTTP/1.1\r\nHost: localhost\r\n\r\n")
         t.queue_close_notify()
         t.flush()  # the request and the alert in one TCP write
@@ -898,8 +902,7 @@ def test_a_tunnel_half_closed_by_close_notify_is_passed_on(start_proxy, backend_
     b = backend_factory("legacy", echo_then_bye)
     p = start_tls_proxy(start_proxy, b, pki, [pki["localhost"]])
     with socket.create_connection((harness.HOST, p.port), timeout=5) as raw:
-        t = BioTLS(raw, ssl.create_default_context(cafile=pki["ca"]), server_side=False,
-                   server_hostname="localhost")
+        t = BioTLS.client(raw, pki)
         t.send(b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
                b"Connection: Upgrade\r\n\r\n")
         head, _ = t.read_until_end(5, stop=lambda g: b"\r\n\r\n" in g)

@@ -33,52 +33,6 @@
 /* A route on line 8 whose match holds the given settings. */
 #define ONE_MATCH(settings) ONE_ROUTE("backend = \"legacy\"; match = { " settings " };")
 
-/* True when text holds want as a whole line; a want ending in '*' only has to
- * start a line (for messages that end with libc's wording). */
-static int has_line(const char *text, const char *want)
-{
-	size_t wl = strlen(want);
-	int prefix = wl > 0 && want[wl - 1] == '*';
-	if (prefix)
-		wl--;
-	for (const char *p = text; p && *p;) {
-		const char *nl = strchr(p, '\n');
-		size_t ll = nl ? (size_t)(nl - p) : strlen(p);
-		if ((prefix ? ll >= wl : ll == wl) && memcmp(p, want, wl) == 0)
-			return 1;
-		p = nl ? nl + 1 : NULL;
-	}
-	return 0;
-}
-
-/* Loads text, which must fail with exactly nerrors errors (any number when
- * negative), each of msgs a line of the diagnostics. */
-static void check_rejected(const char *text, int nerrors, const char *const *msgs, size_t n,
-			   int line)
-{
-	struct sp_diag d;
-	sp_diag_init(&d);
-	struct sp_config *c = sp_config_load_string(text, TEST_CONF, &d);
-	const char *out = d.text.data ? d.text.data : "";
-	int ok = c == NULL && (nerrors < 0 || d.errors == nerrors);
-	for (size_t i = 0; i < n; i++) {
-		if (!has_line(out, msgs[i])) {
-			print_error("missing line: %s\n", msgs[i]);
-			ok = 0;
-		}
-	}
-	if (!ok)
-		print_error("test line %d: config %s with %d errors, diagnostics:\n%s---\n%s\n", line,
-			    c ? "LOADED" : "rejected", d.errors, out, text);
-	sp_config_unref(&c);
-	sp_diag_deinit(&d);
-	assert_true(ok);
-}
-
-#define MSGS(...) ((const char *const[]){__VA_ARGS__})
-/* REJECTED(text, number of errors, expected lines...) */
-#define REJECTED(text, nerr, ...) \
-	check_rejected((text), (nerr), MSGS(__VA_ARGS__), NELEM(MSGS(__VA_ARGS__)), __LINE__)
 
 /* Loads text that must succeed with nwarnings warnings, each of msgs a line. */
 static struct sp_config *check_warned(const char *text, int nwarnings, const char *const *msgs,
@@ -90,7 +44,7 @@ static struct sp_config *check_warned(const char *text, int nwarnings, const cha
 	const char *out = d.text.data ? d.text.data : "";
 	int ok = c != NULL && d.errors == 0 && d.warnings == nwarnings;
 	for (size_t i = 0; i < n; i++) {
-		if (!has_line(out, msgs[i])) {
+		if (!unit_has_line(out, msgs[i])) {
 			print_error("missing line: %s\n", msgs[i]);
 			ok = 0;
 		}
@@ -308,7 +262,7 @@ static void test_servers(void **state)
 			 "test.conf:3: backends.legacy.host_header: \"%s\": must be a host name or "
 			 "address, with an optional port (at most 255 characters)",
 			 bad_hosts[i]);
-		check_rejected(text, 1, MSGS(want), 1, __LINE__);
+		unit_rejected(text, 1, MSGS(want), 1, __LINE__);
 	}
 	c = unit_load_ok(ONE_BACKEND("url = \"http://127.0.0.1:9001\";"), NULL);
 	assert_false(c->host_headers);
@@ -322,7 +276,7 @@ static void test_servers(void **state)
 	for (int i = 0; i <= SP_SERVERS_MAX; i++)
 		sp_buf_printf(&big, "%s\"http://127.0.0.1:%d\"", i ? ", " : "", 9000 + i);
 	sp_buf_adds(&big, "]; };\n};\n" L_DEFAULT);
-	check_rejected(big.data, 1, MSGS("test.conf:3: backends.legacy.servers: at most 64 servers"), 1,
+	unit_rejected(big.data, 1, MSGS("test.conf:3: backends.legacy.servers: at most 64 servers"), 1,
 		       __LINE__);
 	sp_buf_deinit(&big);
 }
@@ -782,7 +736,7 @@ static void test_shadow_without_diff_log_warns(void **state)
 	assert_non_null(c);
 	assert_int_equal(d.errors, 0);
 	assert_int_equal(d.warnings, 1);
-	assert_true(has_line(d.text.data, "test.conf:8: warning: routes.[0].shadow: no "
+	assert_true(unit_has_line(d.text.data, "test.conf:8: warning: routes.[0].shadow: no "
 					  "shadow_defaults.diff_log: differences are counted but not "
 					  "recorded"));
 	sp_config_unref(&c);
@@ -1352,7 +1306,7 @@ static void test_syntax_errors_say_what_to_do(void **state)
 				   "parentheses, ( { ... }, { ... } ); [ ] holds only strings, numbers or "
 				   "booleans",
 			 3 + i);
-		check_rejected(text, 1, MSGS(want), 1, __LINE__);
+		unit_rejected(text, 1, MSGS(want), 1, __LINE__);
 	}
 	REJECTED(ONE_BACKEND("url = \"http://[::1\" { ;"), 1, TEST_CONF ":3: syntax error: syntax error");
 }
@@ -1491,7 +1445,7 @@ static void test_route_limits(void **state)
 			 "test.conf:8: routes.[0].match.host: \"%s\": must be a host name or address "
 			 "without a port (any port matches), or *.NAME for the names below NAME",
 			 bad[i]);
-		check_rejected(text, 1, MSGS(want), 1, __LINE__);
+		unit_rejected(text, 1, MSGS(want), 1, __LINE__);
 	}
 }
 

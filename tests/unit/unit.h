@@ -58,6 +58,53 @@ static inline struct sp_config *unit_load_ok(const char *text, int *warnings)
 	return c;
 }
 
+/* True when text holds want as a whole line; a want ending in '*' only has to
+ * start a line (for messages that end with libc's wording). */
+static inline int unit_has_line(const char *text, const char *want)
+{
+	size_t wl = strlen(want);
+	int prefix = wl > 0 && want[wl - 1] == '*';
+	if (prefix)
+		wl--;
+	for (const char *p = text; p && *p;) {
+		const char *nl = strchr(p, '\n');
+		size_t ll = nl ? (size_t)(nl - p) : strlen(p);
+		if ((prefix ? ll >= wl : ll == wl) && memcmp(p, want, wl) == 0)
+			return 1;
+		p = nl ? nl + 1 : NULL;
+	}
+	return 0;
+}
+
+/* Loads text, which must fail with exactly nerrors errors (any number when
+ * negative), each of msgs a line of the diagnostics. */
+static inline void unit_rejected(const char *text, int nerrors, const char *const *msgs, size_t n,
+			   int line)
+{
+	struct sp_diag d;
+	sp_diag_init(&d);
+	struct sp_config *c = sp_config_load_string(text, TEST_CONF, &d);
+	const char *out = d.text.data ? d.text.data : "";
+	int ok = c == NULL && (nerrors < 0 || d.errors == nerrors);
+	for (size_t i = 0; i < n; i++) {
+		if (!unit_has_line(out, msgs[i])) {
+			print_error("missing line: %s\n", msgs[i]);
+			ok = 0;
+		}
+	}
+	if (!ok)
+		print_error("test line %d: config %s with %d errors, diagnostics:\n%s---\n%s\n", line,
+			    c ? "LOADED" : "rejected", d.errors, out, text);
+	sp_config_unref(&c);
+	sp_diag_deinit(&d);
+	assert_true(ok);
+}
+
+#define MSGS(...) ((const char *const[]){__VA_ARGS__})
+/* REJECTED(text, number of errors, expected lines...) */
+#define REJECTED(text, nerr, ...) \
+	unit_rejected((text), (nerr), MSGS(__VA_ARGS__), NELEM(MSGS(__VA_ARGS__)), __LINE__)
+
 /* Index of the route called name in c (fails the test when absent). */
 static inline const struct sp_route *unit_route(const struct sp_config *c, const char *name)
 {
