@@ -914,9 +914,7 @@ static void upstream_failed(struct sp_session *s, const char *err, int status)
 	       server_of(s)->hostport, err, s->reqid);
 	if (s->resp_started)
 		retract_unsent(s);
-	if (!s->resp_started && s->shadow && !s->req_done)
-		sp_shadow_abandon(&s->shadow); /* the mirror will not get the rest */
-	else if (!s->resp_started && s->shadow) /* no connection came up: the client's wait */
+	if (!s->resp_started && s->shadow) /* no connection came up: the client's wait */
 		sp_shadow_primary_done(&s->shadow, status,
 				       sp_ms_since(s->t_up.tv_sec ? &s->t_up : &s->t_start));
 	if (s->resp_started) {
@@ -1872,9 +1870,7 @@ static void finish_exchange(struct sp_session *s)
 		sp_pool_put(&up);
 	else
 		sp_upconn_free(&up);
-	if (s->shadow && !s->req_done) /* answered early: the mirror will not get the rest */
-		sp_shadow_abandon(&s->shadow);
-	else if (s->shadow) /* one clock reading less per unmirrored exchange */
+	if (s->shadow) /* one clock reading less per unmirrored exchange */
 		sp_shadow_primary_done(&s->shadow, s->status, sp_ms_since(&s->t_up));
 	log_exchange(s);
 	unstage(s, 1); /* logged and counted: the answer may go */

@@ -882,24 +882,6 @@ void sp_shadow_primary_body(struct sp_shadow *sh, const char *p, size_t n)
 		capture_body(&sh->primary, p, n, sh->cfg->shadow.max_body_bytes);
 }
 
-void sp_shadow_primary_done(struct sp_shadow **shp, int status, double ms)
-{
-	struct sp_shadow *sh = *shp;
-	if (!sh)
-		return;
-	*shp = NULL;
-	if (!sh->primary.h)
-		capture_head(&sh->primary, status, NULL, 0);
-	if (sh->nlegs == 2 && sh->legs[1].waiting)
-		leg_fail(&sh->legs[1], 0); /* no connection came up: no sample */
-	sh->primary.status = status;
-	sh->primary_state = 1;
-	sh->primary_ms = ms;
-	sh->session_holds = 0;
-	start_due(sh); /* let go with its request incomplete: it must still end */
-	maybe_finish(sh);
-}
-
 static void abandon(struct sp_shadow **shp, enum sp_shadow_skip why)
 {
 	struct sp_shadow *sh = *shp;
@@ -915,6 +897,29 @@ static void abandon(struct sp_shadow **shp, enum sp_shadow_skip why)
 			sh->legs[i].failed = 1;
 			sp_upconn_free(&sh->legs[i].up);
 		}
+	maybe_finish(sh);
+}
+
+void sp_shadow_primary_done(struct sp_shadow **shp, int status, double ms)
+{
+	struct sp_shadow *sh = *shp;
+	if (!sh)
+		return;
+	if (!sh->req_done) {
+		/* answered (or failed) before the request was whole: the mirror
+		 * will not get the rest, and has nothing to be compared on */
+		abandon(shp, SP_SKIP_PRIMARY_INCOMPLETE);
+		return;
+	}
+	*shp = NULL;
+	if (!sh->primary.h)
+		capture_head(&sh->primary, status, NULL, 0);
+	if (sh->nlegs == 2 && sh->legs[1].waiting)
+		leg_fail(&sh->legs[1], 0); /* no connection came up: no sample */
+	sh->primary.status = status;
+	sh->primary_state = 1;
+	sh->primary_ms = ms;
+	sh->session_holds = 0;
 	maybe_finish(sh);
 }
 

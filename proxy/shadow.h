@@ -90,7 +90,8 @@ void sp_shadow_request_done(struct sp_shadow *sh);
 void sp_shadow_primary_head(struct sp_shadow *sh, int status, const struct sp_hdr *h, size_t n);
 void sp_shadow_primary_body(struct sp_shadow *sh, const char *p, size_t n);
 /* The primary finished (status is what the client got); the session lets go
- * of the shadow (*sh is NULLed). */
+ * of the shadow (*sh is NULLed). Before the request was whole (an early
+ * answer, a failure mid-upload) it is a primary_incomplete skip instead. */
 void sp_shadow_primary_done(struct sp_shadow **sh, int status, double ms);
 /* The primary will not finish; nothing is compared. */
 void sp_shadow_abandon(struct sp_shadow **sh);
