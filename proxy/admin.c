@@ -44,8 +44,7 @@ struct sp_admin {
 	struct evconnlistener *listener;
 	struct sp_accept_pause accept_pause; /* accept() out of descriptors or memory */
 	TAILQ_HEAD(admin_conn_q, admin_conn) conns; /* closed with the admin */
-	size_t nconns;
-	int full; /* MAX_CONNS open: accepting paused until one ends */
+	size_t nconns; /* at MAX_CONNS, accepting is paused until one ends */
 	/* the Host a request may name (admin.address is restart-only) */
 	char host[256]; /* as configured, without the brackets of an IPv6 address */
 	char port[8];
@@ -1206,10 +1205,8 @@ static void conn_free(struct admin_conn *a)
 {
 	struct sp_admin *admin = a->admin;
 	TAILQ_REMOVE(&admin->conns, a, link);
-	if (--admin->nconns < MAX_CONNS && admin->full) {
-		admin->full = 0;
+	if (admin->nconns-- == MAX_CONNS)
 		evconnlistener_enable(admin->listener);
-	}
 	sp_conn_free(&a->c);
 	sp_h1_free(&a->parser);
 	if (a->timer)
@@ -1361,8 +1358,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	}
 	a->admin = admin;
 	TAILQ_INSERT_TAIL(&admin->conns, a, link);
-	if (++admin->nconns >= MAX_CONNS && !admin->full) {
-		admin->full = 1;
+	if (++admin->nconns == MAX_CONNS) {
 		evconnlistener_disable(l);
 		sp_log(SP_LOG_WARN, "admin: %d connections open: accepting paused until one ends",
 		       MAX_CONNS);
@@ -1412,7 +1408,7 @@ static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
 	struct sp_admin *admin = arg;
 	(void)fd;
 	(void)what;
-	if (!admin->full)
+	if (admin->nconns < MAX_CONNS)
 		evconnlistener_enable(admin->listener);
 }
 
