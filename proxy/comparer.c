@@ -139,6 +139,7 @@ static void put_back(struct sp_cmp_job *j)
 static void *run(void *arg)
 {
 	struct sp_comparer *c = arg;
+	pthread_setname_np(pthread_self(), "comparer");
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
 		while (!c->head && !c->stop)
@@ -175,7 +176,6 @@ struct sp_comparer *sp_comparer_new(void)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0)
 		goto fail_thread;
-	pthread_setname_np(c->thread, "comparer");
 	return c;
 fail_thread:
 	pthread_cond_destroy(&c->work);

@@ -932,6 +932,9 @@ static void run_loop(struct sp_worker *w)
 static void *worker_main(void *arg)
 {
 	struct sp_worker *w = arg;
+	char name[16]; /* as top -H and ps -L show it, before it serves anything */
+	snprintf(name, sizeof(name), "worker %d", w->id % 10000);
+	pthread_setname_np(pthread_self(), name);
 	run_loop(w);
 	atomic_store(&w->finished, 1);
 	return NULL;
@@ -950,11 +953,6 @@ int sp_worker_start(struct sp_worker *w)
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	int rc = pthread_create(&w->thread, NULL, worker_main, w);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (rc == 0) { /* as top -H and ps -L show it */
-		char name[16];
-		snprintf(name, sizeof(name), "worker %d", w->id % 10000);
-		pthread_setname_np(w->thread, name);
-	}
 	return rc == 0 ? 0 : -1;
 }
 

@@ -1016,9 +1016,11 @@ def thread_names(pid):
 
 
 def worker_thread(pid):
-    tids = [t for t, name in thread_names(pid).items() if name.startswith("worker ")]
-    assert len(tids) == 1, "expected one worker thread, got %r" % thread_names(pid)
-    return tids[0]
+    """The one worker thread's id (it names itself as it starts)."""
+    def workers():
+        return [t for t, name in thread_names(pid).items() if name.startswith("worker ")]
+    wait_for(lambda: len(workers()) == 1, what="one worker thread")
+    return workers()[0]
 
 
 def wait_traced(pid, tid, proc):
