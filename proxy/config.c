@@ -19,6 +19,7 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #include "buf.h"
@@ -126,6 +127,11 @@ const char *cfgp_src_file(struct sp_loader *L, const config_setting_t *s)
 		return c->file;
 	c->files[c->nfiles++] = copy;
 	return copy;
+}
+
+static struct sp_where where_of(struct sp_loader *L, const config_setting_t *s)
+{
+	return s ? (struct sp_where){cfgp_src_file(L, s), cfgp_line(s)} : (struct sp_where){NULL, 0};
 }
 
 const config_setting_t *cfgp_group(struct sp_loader *L, const config_setting_t *parent,
@@ -1159,7 +1165,8 @@ static void load_shadow_defaults(struct sp_loader *L, const config_setting_t *ro
 					   "diff_log", "summary_interval_ms", NULL};
 	struct sp_shadow_defaults *d = &L->cfg->shadow;
 	const config_setting_t *s = config_setting_get_member(root, "shadow_defaults");
-	*d = (struct sp_shadow_defaults){256, 1048576, 5000, NULL, 60000};
+	*d = (struct sp_shadow_defaults){.max_in_flight = 256, .max_body_bytes = 1048576,
+					 .timeout_ms = 5000, .summary_interval_ms = 60000};
 	if (!s)
 		goto check;
 	if (!config_setting_is_group(s)) {
@@ -1180,6 +1187,7 @@ static void load_shadow_defaults(struct sp_loader *L, const config_setting_t *ro
 		       &d->summary_interval_ms);
 	const config_setting_t *where;
 	d->diff_log = cfgp_path(L, s, "diff_log", "shadow_defaults", &where);
+	d->diff_log_at = where_of(L, where);
 	if (where && d->diff_log && !*d->diff_log)
 		ERR(L, where, "shadow_defaults.diff_log: must be a path or \"-\"");
 check:
@@ -1288,6 +1296,7 @@ static void load_globals(struct sp_loader *L, const config_setting_t *root)
 		free(lvl);
 	}
 	L->cfg->access_log = cfgp_path(L, root, "access_log", "", &where);
+	L->cfg->access_log_at = where_of(L, where);
 	if (where && L->cfg->access_log && !*L->cfg->access_log)
 		ERR(L, where, "access_log: must be a path or \"-\" (remove the setting to turn it off)");
 	const config_setting_t *q = config_setting_get_member(root, "log_query");
@@ -1529,6 +1538,7 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, const char
 	load_admin(&L, root);
 	const config_setting_t *pw;
 	cfg->pid_file = cfgp_path(&L, root, "pid_file", "", &pw);
+	cfg->pid_file_at = where_of(&L, pw);
 	cfg->user = cfgp_str(&L, root, "user", "", &pw);
 	if (pw && cfg->user && !getpwnam(cfg->user))
 		ERR(&L, pw, "user: \"%s\": no such user", cfg->user);
@@ -1706,6 +1716,49 @@ struct sp_config *sp_config_load_string(const char *text, const char *name, stru
 	free(ready);
 	free(wide);
 	return cfg;
+}
+
+/* 0 when this process could open path as the start does (O_WRONLY with
+ * O_CREAT: the file, or its directory when it does not exist yet), or -1
+ * with errno. Creates nothing. */
+static int can_open_for_writing(const char *path)
+{
+	struct stat st;
+	if (stat(path, &st) == 0) {
+		if (S_ISDIR(st.st_mode)) {
+			errno = EISDIR;
+			return -1;
+		}
+		return access(path, W_OK);
+	}
+	if (errno != ENOENT)
+		return -1;
+	char *copy = strdup(path);
+	if (!copy)
+		return -1;
+	int rc = access(dirname(copy), W_OK | X_OK);
+	free(copy);
+	return rc;
+}
+
+void sp_config_check_outputs(const struct sp_config *c, struct sp_diag *diag)
+{
+	const struct {
+		const char *key, *path;
+		struct sp_where at;
+		int dash_is_stderr;
+	} out[] = {
+		{"access_log", c->access_log, c->access_log_at, 1},
+		{"shadow_defaults.diff_log", c->shadow.diff_log, c->shadow.diff_log_at, 1},
+		{"pid_file", c->pid_file, c->pid_file_at, 0},
+	};
+	for (size_t i = 0; i < sizeof(out) / sizeof(out[0]); i++) {
+		if (!out[i].path || (out[i].dash_is_stderr && strcmp(out[i].path, "-") == 0))
+			continue;
+		if (can_open_for_writing(out[i].path) < 0)
+			sp_diag_add(diag, 1, out[i].at.file, out[i].at.line, "%s: cannot open %s: %s",
+				    out[i].key, out[i].path, strerror(errno));
+	}
 }
 
 struct sp_config *sp_config_ref(struct sp_config *c)

@@ -16,6 +16,12 @@
 
 struct sp_health;
 
+/* Where a setting was written: one of the configuration's files, and a line. */
+struct sp_where {
+	const char *file;
+	int line;
+};
+
 struct sp_listen {
 	char *address; /* as written */
 	const char *file; /* where it was written (the config's files) */
@@ -141,6 +147,7 @@ struct sp_shadow_defaults {
 	long long max_body_bytes; /* bodies above this are not compared */
 	int timeout_ms;           /* a shadow exchange is abandoned after this */
 	char *diff_log;           /* NULL: differences are only counted */
+	struct sp_where diff_log_at;
 	int summary_interval_ms;  /* how often per-route summaries go to the diff log */
 };
 
@@ -174,6 +181,7 @@ struct sp_config {
 	int idle_spin_us; /* how long a busy worker polls before it sleeps (0: never) */
 	int log_level;
 	char *access_log; /* NULL = off, "-" = stderr */
+	struct sp_where access_log_at;
 	int log_query;    /* the access and diff logs carry the query string */
 	/* peers believed about the client behind them (X-Forwarded-For, the
 	 * PROXY header); none: every peer is the client */
@@ -196,6 +204,7 @@ struct sp_config {
 	int has_admin;
 	struct sp_admin_cfg admin;
 	char *pid_file;
+	struct sp_where pid_file_at;
 	char *user; /* drop to this user after binding when started as root */
 };
 
@@ -230,6 +239,13 @@ char *sp_config_read(const char *path, size_t *len, struct sp_diag *diag);
 char *sp_config_promote_ints(const char *text);
 /* Parses in-memory text (tests, fuzzing); `name` stands for the file name. */
 struct sp_config *sp_config_load_string(const char *text, const char *name, struct sp_diag *diag);
+
+/* Errors for the files the start opens for writing (access_log,
+ * shadow_defaults.diff_log, pid_file) that this process could not open:
+ * `FILE:LINE: access_log: cannot open PATH: REASON`. Nothing is created: a
+ * file that does not exist yet needs a directory this process can write.
+ * For -t and the start only (a reload keeps the files open as they are). */
+void sp_config_check_outputs(const struct sp_config *c, struct sp_diag *diag);
 
 struct sp_config *sp_config_ref(struct sp_config *c);
 /* A generation that shares everything with base (taking a reference) but a

@@ -46,7 +46,8 @@ static void usage(FILE *f)
 		"       strangler diff-report FILE... [--route NAME]\n"
 		"\n"
 		"  -c FILE   configuration file (default " DEFAULT_CONF ")\n"
-		"  -t        check the configuration, print every problem as FILE:LINE: setting: reason,\n"
+		"  -t        check the configuration (and that the logs and pid file can be opened\n"
+		"            for writing), print every problem as FILE:LINE: setting: reason,\n"
 		"            and exit (1 on any error, 0 otherwise)\n"
 		"  -V        print the version of strangler and of its libraries\n"
 		"  -h        this help\n"
@@ -252,6 +253,11 @@ static int check_config(const char *file)
 			sp_config_unref(&c);
 		sp_config_unref(&saved);
 	}
+	if (c) { /* the files the start would open for writing */
+		sp_config_check_outputs(c, &diag);
+		if (diag.errors)
+			sp_config_unref(&c);
+	}
 	fputs(diag.text.data ? diag.text.data : "", stderr);
 	if (c)
 		printf("%s: configuration OK (%zu backends, %zu routes, %d warnings)\n", file,
@@ -301,13 +307,20 @@ static int run(const char *file)
 	sp_diag_deinit(&diag);
 	sp_diag_init(&diag);
 	struct sp_config *cfg = sp_runtime_build(&rt, rt.file_cfg, NULL, &diag);
+	if (cfg)
+		sp_config_check_outputs(cfg, &diag);
 	fputs(diag.text.data ? diag.text.data : "", stderr);
 	if (!cfg)
 		goto out;
 	rt.cfg = cfg;
+	if (diag.errors)
+		goto out;
 	sp_runtime_prune_state(&rt);
 	sp_log_set_level((enum sp_log_level)cfg->log_level);
 	signal(SIGPIPE, SIG_IGN);
+	/* a file that reaches the size limit (ulimit -f) fails its write with
+	 * EFBIG, counted like any failed write, instead of killing the process */
+	signal(SIGXFSZ, SIG_IGN);
 	raise_fd_limit();
 	if (evthread_use_pthreads() < 0) {
 		sp_log(SP_LOG_ERROR, "libevent: no thread support");

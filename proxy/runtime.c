@@ -352,7 +352,15 @@ int sp_runtime_save_state(struct sp_runtime *rt)
 		e = ENOMEM;
 		goto out;
 	}
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	/* A fresh file of our own: whatever sits at that name (a file left by
+	 * a process of the same pid, a link planted in a shared directory) is
+	 * removed, not followed or truncated, and one planted between the two
+	 * calls fails the open (EEXIST) instead of receiving the state. */
+	if (unlink(tmp) < 0 && errno != ENOENT) {
+		e = errno;
+		goto out;
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
 	size_t len = strlen(text), done = 0;
 	while (fd >= 0 && done < len) {
 		ssize_t n = write(fd, text + done, len - done);
@@ -479,11 +487,17 @@ json_t *sp_runtime_stale_overrides(const struct sp_runtime *rt)
 }
 
 /* Whether a route's overrides keep its rollout at 0 %. */
-static int holds_zero(const json_t *overrides, const char *route)
+/* Whether the route's rollout stays at 0 % under these overrides: their
+ * percent, or the file's where they set none (a DELETE of the override a
+ * guard's trip wrote, once the file itself says 0). */
+static int holds_zero(const struct sp_runtime *rt, const json_t *overrides, const char *route)
 {
 	json_t *pct = json_object_get(json_object_get(json_object_get(overrides, route), "rollout"),
 				      "percent");
-	return json_is_number(pct) && json_number_value(pct) == 0;
+	if (pct)
+		return json_is_number(pct) && json_number_value(pct) == 0;
+	const struct sp_route *r = sp_config_route(rt->file_cfg, route);
+	return !r || r->rollout.percent_bp == 0;
 }
 
 int sp_runtime_change(struct sp_runtime *rt, const char *route, const json_t *patch,
@@ -509,7 +523,7 @@ int sp_runtime_change(struct sp_runtime *rt, const char *route, const json_t *pa
 		return 500;
 	}
 	int guard = strcmp(caller, "guard") == 0;
-	if (!guard && sp_guard_tripped(rt->guards, route) && !holds_zero(next, route)) {
+	if (!guard && sp_guard_tripped(rt->guards, route) && !holds_zero(rt, next, route)) {
 		/* the pull-back stays until someone re-arms the guard */
 		json_decref(next);
 		json_decref(before);

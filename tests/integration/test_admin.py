@@ -3,6 +3,7 @@ worker, audited, persisted), authentication, metrics, health, reload."""
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import threading
@@ -815,41 +816,53 @@ def test_an_override_that_masks_the_file_is_said_at_every_reload_and_by_t_and_ex
     assert "0 warnings" in out.stdout, out.stdout + out.stderr
 
 
-def test_a_full_disk_costs_no_descriptor_per_retry(start_proxy, two_backends, tmp_path):
-    """A state file write that fails after open() (a full disk: ENOSPC, seen
-    through a temporary file that is a link to /dev/full) left its
+def test_a_failed_state_write_costs_no_descriptor_per_retry(start_proxy, two_backends, tmp_path):
+    """A state file write that fails after open() (a full disk's ENOSPC; here
+    the file size limit's EFBIG, which fails the write the same way) left its
     descriptor open; since failed writes are retried every second, that was
-    one descriptor a second until the process could accept nothing."""
+    one descriptor a second until the process could accept nothing. Past the
+    size limit the process lives on: SIGXFSZ, whose default action kills it,
+    is ignored, and the access log's lines past the limit are dropped."""
     p = admin_proxy(start_proxy, two_backends, tmp_path)
-    tmp = tmp_path / ("state.json.tmp.%d" % p.pid)
-    full = threading.Event()
-
-    def keep_full():  # each failed write unlinks its temporary file: link it again
-        while not full.is_set():
-            if not tmp.is_symlink():
-                try:
-                    tmp.symlink_to("/dev/full")
-                except FileExistsError:
-                    pass
-            time.sleep(0.02)
-
-    linker = threading.Thread(target=keep_full)
-    linker.start()
+    soft, hard = resource.prlimit(p.pid, resource.RLIMIT_FSIZE)
+    resource.prlimit(p.pid, resource.RLIMIT_FSIZE, (16, hard))
     try:
-        harness.wait_for(tmp.is_symlink, what="the link to /dev/full")
         st, body = p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 50}})
-        assert st == 500 and "No space left on device" in body["error"], body
+        assert st == 500 and "File too large" in body["error"], body
         before = len(harness.open_fds(p.pid))
         time.sleep(3.5)  # three retries, each failing the same way
         assert len(harness.open_fds(p.pid)) <= before
+        assert side_of(p, "user-1") in ("legacy", "modern")
+        # its log line is dropped (the report went to stderr, a file past the limit
+        # too: the metric tells)
+        dropped = 'strangler_log_lines_dropped_total{log="access"} 1\n'
+        harness.wait_for(lambda: dropped in p.admin("GET", "/metrics")[1],
+                         what="the access log line dropped")
     finally:
-        full.set()
-        linker.join()
-    if tmp.is_symlink():
-        tmp.unlink()
+        resource.prlimit(p.pid, resource.RLIMIT_FSIZE, (soft, hard))
+    assert p.proc.poll() is None, p.stderr_text()
     assert p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 40}})[0] == 200
     assert json.loads((tmp_path / "state.json").read_text())["overrides"]["orders"] == \
         {"rollout": {"percent": 40}}
+    assert list(tmp_path.glob("state.json.tmp.*")) == []
+
+
+def test_a_link_at_the_temporary_name_is_replaced_not_followed(start_proxy, two_backends,
+                                                                tmp_path):
+    """The state goes through STATE.tmp.PID: a link planted at that name (in
+    a directory others can write) made the write truncate and fill the file
+    it pointed to, and the rename then made the state file that link."""
+    p = admin_proxy(start_proxy, two_backends, tmp_path)
+    victim = tmp_path / "victim"
+    victim.write_text("keep me\n")
+    tmp = tmp_path / ("state.json.tmp.%d" % p.pid)
+    tmp.symlink_to(victim)
+    assert p.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 40}})[0] == 200
+    assert victim.read_text() == "keep me\n"
+    state = tmp_path / "state.json"
+    assert not state.is_symlink()
+    assert json.loads(state.read_text())["overrides"]["orders"] == {"rollout": {"percent": 40}}
+    assert not tmp.exists() and not tmp.is_symlink()
 
 
 def test_a_change_reads_nothing_from_disk(start_proxy, two_backends, tmp_path):

@@ -89,6 +89,40 @@ def test_check_reports_every_error_with_its_line(tmp_path):
     assert "configuration OK" not in out.stdout
 
 
+def test_check_reports_the_files_the_start_could_not_write(tmp_path):
+    """-t opens what the start opens for writing, as nginx -t does: a log in a
+    directory that does not exist, a directory given as a file, a pid file in
+    a missing directory each fail -t with FILE:LINE: key: reason (the start
+    failed on them with a message naming no line), and the start stops on them
+    the same way, before it binds anything. -t creates nothing."""
+    conf = tmp_path / "outputs.conf"
+    conf.write_text(GOOD + (
+        'access_log = "%s/missing/access.log";\n'
+        'pid_file = "%s/missing/strangler.pid";\n'
+        'shadow_defaults = { diff_log = "%s"; };\n') % (tmp_path, tmp_path, tmp_path))
+    expected = [
+        (13, "access_log: cannot open %s/missing/access.log: No such file or directory"
+         % tmp_path),
+        (14, "pid_file: cannot open %s/missing/strangler.pid: No such file or directory"
+         % tmp_path),
+        (15, "shadow_defaults.diff_log: cannot open %s: Is a directory" % tmp_path),
+    ]
+    harness.assert_check_reports(conf, expected)
+    out = run_strangler("-c", str(conf), timeout=5)
+    assert out.returncode == 1
+    for lineno, message in expected:
+        assert "%s:%d: %s" % (conf, lineno, message) in out.stderr.splitlines(), out.stderr
+    assert "listening on" not in out.stderr
+    # where the directories exist, the files need not: -t passes and creates none
+    (tmp_path / "missing").mkdir()
+    conf.write_text(conf.read_text().replace('diff_log = "%s"' % tmp_path,
+                                             'diff_log = "%s/diffs.jsonl"' % tmp_path))
+    out = run_strangler("-t", "-c", str(conf))
+    assert out.returncode == 0 and "configuration OK" in out.stdout, out.stderr
+    assert sorted(os.listdir(tmp_path / "missing")) == []
+    assert not (tmp_path / "diffs.jsonl").exists()
+
+
 def test_check_syntax_error_has_line(tmp_path):
     conf = write(tmp_path, "syntax.conf", 'workers = 1;\nlisten = ( { address = "x"; } );\n'
                                           'backends = { = };\nrouted = 1;\n')
@@ -215,15 +249,17 @@ def test_admin_without_a_state_file_is_a_warning(tmp_path, start_proxy, backend_
     assert p.stderr_text().count("warning: admin: no state_file: runtime changes") == 1
 
 
-def test_the_shipped_configs_have_no_warnings():
+def test_the_shipped_configs_have_no_warnings(tmp_path):
     """conf/*.conf check clean: the demo's admin API keeps its runtime changes
     in a state file, as docs/migration.md says ("persisted in
     admin.state_file")."""
     where = os.path.join(harness.SRC_DIR, "conf")
     confs = sorted(f for f in os.listdir(where) if f.endswith(".conf"))
     assert "demo.conf" in confs
+    (tmp_path / "build" / "demo").mkdir(parents=True)  # the demo's logs and state, from its cwd
     for name in confs:
-        out = run_strangler("-t", "-c", os.path.join(where, name))
+        out = subprocess.run([BINARY, "-t", "-c", os.path.join(where, name)], cwd=str(tmp_path),
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10)
         assert out.returncode == 0 and "0 warnings" in out.stdout, (name, out)
 
 

@@ -227,6 +227,31 @@ def test_a_trip_goes_with_its_guard_block(start_proxy, backend_factory, tmp_path
     assert p.admin("DELETE", "/api/routes/orders/override")[0] == 200
 
 
+def test_the_override_of_a_trip_goes_once_the_file_says_0_too(start_proxy, backend_factory,
+                                                                tmp_path):
+    """DELETE of the override holding a trip's 0 % got 409 also when the
+    file's own percent was 0 (the operator took the rollout back in the file
+    and reloaded): deleting it leaves the rollout at 0, which is all the trip
+    holds. The guard stays tripped until re-armed."""
+    state = tmp_path / "state.json"
+    state.write_text(TRIPPED_STATE)
+    rollout = {"backend": "modern", "percent": 50.0, "guard": {"max_error_rate": 5.0}}
+    p = start(start_proxy, backend_factory("legacy"), backend_factory("modern"), rollout,
+              tmp_path, state=state)
+    assert p.admin("DELETE", "/api/routes/orders/override")[0] == 409  # the file says 50
+    with open(p.conf_path) as f:
+        text = f.read()
+    with open(p.conf_path, "w") as f:
+        f.write(text.replace("percent = 50.0", "percent = 0.0"))
+    harness.reload_and_wait(p, 1)
+    st, body = p.admin("DELETE", "/api/routes/orders/override")
+    assert st == 200, body
+    route = p.admin("GET", "/api/routes/orders")[1]
+    assert route["rollout"]["percent"] == 0 and route["guard"]["tripped"] is True
+    assert "orders" not in json.loads(state.read_text())["overrides"]
+    assert set(load(p, 20)) == {"legacy"}
+
+
 def test_a_rearm_that_cannot_be_saved_is_refused(start_proxy, backend_factory, tmp_path):
     """A re-arm answered 200 though the state file could not be written, and
     a restart tripped the guard again; it now gets 500, as a PATCH does, and
