@@ -12,6 +12,7 @@
 #include "override.h"
 #include "h1.h"
 #include "pathnorm.h"
+#include "realip.h"
 #include "rewrite.h"
 #include "route.h"
 
@@ -244,6 +245,15 @@ int sp_explain_main(int argc, char **argv)
 	/* the target as the proxy takes it: llhttp refuses bytes outside
 	 * visible ASCII, then sp_split_target (http.c) drops a fragment and an
 	 * absolute-form authority, and normalises the path */
+	/* the proxy's verdict in its order (sp_request_verdict): the version
+	 * (PRI opens HTTP/2), CONNECT, then the target */
+	if (strcmp(method, "PRI") == 0 || strcmp(method, "CONNECT") == 0) {
+		int http2 = method[0] == 'P';
+		printf("request:  %s %s\nanswer:   %d (%s)\n", method, target, http2 ? 505 : 405,
+		       http2 ? SP_H1_NO_HTTP2 : "CONNECT is not supported");
+		rc = 0;
+		goto out;
+	}
 	if (!sp_h1_method_known(method)) {
 		printf("request:  %s %s\nanswer:   501 (a method the parser does not know; methods "
 		       "are case-sensitive)\n", method, target);
@@ -290,6 +300,12 @@ int sp_explain_main(int argc, char **argv)
 		rc = 0;
 		goto out;
 	}
+	/* a trusted peer's X-Forwarded-For names the client, as in the proxy */
+	struct sp_ip peer = addr;
+	int forwarded = c->ntrusted && sp_cidr_has(c->trusted, c->ntrusted, &addr) &&
+			sp_realip_xff(c->trusted, c->ntrusted, headers, nheaders, &addr) > 0;
+	if (forwarded)
+		sp_ip_text(&addr, addr_text);
 	struct sp_reqview q = {method, path.data, path.len, query, qlen, headers, nheaders, addr_text,
 			       &addr};
 	struct sp_decision d;
@@ -297,6 +313,11 @@ int sp_explain_main(int argc, char **argv)
 	sp_decide(c->routes, c->nroutes, c->route_index, c->default_backend, &q, &rng, &scratch, &d);
 	printf("request:  %s %.*s\n", method, (int)tlen, target);
 	printf("path:     %s\n", path.data);
+	if (forwarded) {
+		char peer_text[INET6_ADDRSTRLEN];
+		sp_ip_text(&peer, peer_text);
+		printf("client:   %s (X-Forwarded-For: %s is a trusted proxy)\n", addr_text, peer_text);
+	}
 	print_decision(c, &q, &d, &scratch);
 	rc = 0;
 out:

@@ -509,7 +509,10 @@ enum sp_h1_rc sp_h1_execute(struct sp_h1 *h, const char *data, size_t len, size_
 			return e == HPE_PAUSED ? SP_H1_PAUSED : SP_H1_UPGRADE;
 		default:
 			*consumed = 0;
-			sp_h1_fail(h, status_for(h, e), llhttp_get_error_reason(&h->p));
+			if (e == HPE_PAUSED_H2_UPGRADE) /* llhttp's text: "Pause on PRI/Upgrade" */
+				sp_h1_fail(h, 505, SP_H1_NO_HTTP2);
+			else
+				sp_h1_fail(h, status_for(h, e), llhttp_get_error_reason(&h->p));
 			return SP_H1_ERROR;
 		}
 	}

@@ -84,6 +84,8 @@ int sp_h1_in_message(const struct sp_h1 *h);
 /* Whether the parser takes m as a request method (case-sensitive; the
  * proxy answers others with 501). */
 int sp_h1_method_known(const char *m);
+/* The answer's text to the HTTP/2 connection preface ("PRI * HTTP/2.0"), a 505. */
+#define SP_H1_NO_HTTP2 "HTTP/2 is not served here: only HTTP/1.0 and HTTP/1.1"
 /* A request's method and target as far as they were read, for logging a
  * request refused before its head was whole (url_len 0: the method alone,
  * the target refused at its first bytes); 0 when not even a method was. */

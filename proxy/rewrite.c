@@ -81,6 +81,18 @@ static int path_back(const struct sp_rewrite *r, size_t n, const char *path, siz
 	return rc;
 }
 
+/* Whether every byte of s could be in a request target (llhttp refuses the
+ * others). A path with any other has no public form to map to, and one
+ * could turn into another site's: browsers drop TAB, CR and LF inside a URL,
+ * so "/\t/evil.example" reads as "//evil.example". */
+static int target_bytes(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f)
+			return 0;
+	return 1;
+}
+
 static int same_host(const char *a, size_t alen, const char *b, size_t blen)
 {
 	return alen == blen && sp_ascii_ieq(a, b, blen);
@@ -113,7 +125,7 @@ int sp_location_public(const struct sp_location_map *m, const char *v, size_t le
 	sp_buf_init(&back);
 	int rc = 0, mapped = 0;
 	/* the path, when it has one in normal form that a rule takes back */
-	if (q > p && m->nrules) {
+	if (q > p && m->nrules && target_bytes(v + p, q - p)) {
 		int ns = sp_path_normalize(v + p, q - p, &norm);
 		if (ns == SP_PATH_NOMEM)
 			rc = -1;

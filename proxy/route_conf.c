@@ -1,6 +1,7 @@
 /* Parses and checks the `routes` list: match conditions, backends, rollouts,
  * and warns about routes an earlier route makes unreachable. */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -187,6 +188,25 @@ static const char *bracket_end(const char *p)
 	return q;
 }
 
+/* What is wrong with the backslash at p, written as PCRE (nginx) would read
+ * it, or NULL. A letter escaped is a class only where glibc has one (\w \s
+ * \b ...): PCRE's \d would match the letter d, and inside brackets "\" is
+ * itself ([\d] is a backslash or a d). Refused, not another route. */
+static const char *pcre_escape(const char *p, int in_brackets, char *buf, size_t len)
+{
+	unsigned char c = (unsigned char)p[1];
+	if (!isalpha(c) || (!in_brackets && strchr("wWsSbB", c)))
+		return NULL;
+	if (in_brackets)
+		snprintf(buf, len, "[...\\%c...]: a backslash in brackets is itself in POSIX "
+			 "regular expressions, not an escape%s", c, c == 'd' ? ": write 0-9" : "");
+	else
+		snprintf(buf, len, "\\%c is no escape of POSIX regular expressions (it would "
+			 "match the letter %c)%s", c, c,
+			 c == 'd' ? ": write [0-9]" : c == 'D' ? ": write [^0-9]" : "");
+	return buf;
+}
+
 static void load_regex(struct sp_loader *L, const config_setting_t *m, const char *path,
 		       struct sp_match *out)
 {
@@ -197,11 +217,18 @@ static void load_regex(struct sp_loader *L, const config_setting_t *m, const cha
 	/* glibc's regcomp needs memory exponential in stacked repetitions
 	 * ("a++++…"): refuse them, and very long patterns, before compiling */
 	const char *why = strlen(src) > 1024 ? "longer than 1024 characters" : NULL;
+	char esc[160];
 	for (const char *p = src; !why && *p; p++) {
-		if (*p == '\\' && p[1])
+		if (*p == '\\' && p[1]) {
+			why = pcre_escape(p, 0, esc, sizeof(esc));
 			p++; /* an escaped character */
-		else if (*p == '[')
-			p = bracket_end(p); /* "[+*]" is a set, not repetitions */
+		} else if (*p == '[') {
+			const char *end = bracket_end(p); /* "[+*]" is a set, not repetitions */
+			for (const char *b = p + 1; !why && b < end; b++)
+				if (*b == '\\')
+					why = pcre_escape(b, 1, esc, sizeof(esc));
+			p = end;
+		}
 		else if (strchr("*+?}", p[0]) && p[1] && strchr("*+?{", p[1]))
 			why = "a repetition of a repetition (write it once)";
 		if (!*p)

@@ -779,7 +779,7 @@ REFUSALS = [
     ("more than one `Host`", b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),
     ("an HTTP/0.9 request line", b"GET /\r\n\r\n", 505),
     ("`HTTP/2.0`", b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
-    ("`PRI * HTTP/2.0`", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400),
+    ("`PRI * HTTP/2.0`", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
     ("`CONNECT`", b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n", 405),
     ("a method llhttp does not know", b"FOO / HTTP/1.1\r\nHost: x\r\n\r\n", 501),
     ("a request target that is not a path", b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400),

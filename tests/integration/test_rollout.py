@@ -208,6 +208,25 @@ def test_explain_answers_as_the_proxy_for_a_method_it_does_not_take(rollout):
     assert out.returncode == 2 and "a header is 'Name: value'" in out.stderr, out.stderr
 
 
+def test_explain_answers_connect_and_pri_as_the_proxy_does(rollout):
+    """CONNECT gets 405 from the proxy, an HTTP/2 preface (PRI) 505; explain
+    routed CONNECT /path to a backend (and called PRI an unknown method)."""
+    proxy, client = rollout
+    client.send(b"CONNECT /api/orders/1 HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert client.read_response().status == 405
+    with proxy.client() as c:
+        c.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        r = c.read_response()  # it was 400 with llhttp's "Pause on PRI/Upgrade"
+        assert (r.status, r.body) == (505, b"HTTP/2 is not served here: only HTTP/1.0 and "
+                                           b"HTTP/1.1\n")
+    for method, target, answer in [("CONNECT", "/api/orders/1", "405 (CONNECT is not supported)"),
+                                   ("CONNECT", "api.example:443", "405 (CONNECT is not supported)"),
+                                   ("PRI", "*", "505 (HTTP/2 is not served here: only HTTP/1.0 and HTTP/1.1)")]:
+        text = explain(proxy, method, target)[3]
+        assert re.search(r"^answer:\s+%s$" % re.escape(answer), text, re.M), text
+        assert "backend:" not in text, text
+
+
 def test_explain_ignores_blanks_a_shell_quote_kept(rollout):
     """' /api/orders/1 ' is the target /api/orders/1 (strangler(8) takes the
     target as the shell gave it), not a 400 for a space."""

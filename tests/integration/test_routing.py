@@ -386,6 +386,32 @@ def test_explain_takes_the_client_address(tmp_path):
     assert 'explain: --client-ip "staff.example": not an IPv4 or IPv6 address' in r.stderr
 
 
+def test_explain_reads_x_forwarded_for_from_a_trusted_peer_as_the_proxy_does(
+        backend_factory, start_proxy):
+    """--client-ip is the connection's peer: when it is a trusted proxy, its
+    X-Forwarded-For names the client, for the route (match.client_ip) and for
+    a client_ip sticky key, as in the running proxy. explain ignored it."""
+    backends = {n: backend_factory(n) for n in ("legacy", "users")}
+    p = start_proxy(backends, default_backend="legacy", routes=STAFF,
+                    trusted_proxies=["127.0.0.2"])
+    xff = "X-Forwarded-For: 198.51.100.9, 10.1.2.3"
+    c = p.client(source="127.0.0.2")
+    r = c.request("GET", "/admin/x", headers=[("X-Forwarded-For", "198.51.100.9, 10.1.2.3")])
+    c.close()
+    assert r.status == 200 and [e["route"] for e in p.wait_access(1)] == ["staff"]
+
+    def explain(*args):
+        out = run_strangler("explain", "-c", p.conf_path, *args, "GET", "/admin/x")
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+    text = explain("--client-ip", "127.0.0.2", "-H", xff)
+    assert "route:    staff" in text, text
+    assert "client:   10.1.2.3 (X-Forwarded-For: 127.0.0.2 is a trusted proxy)" in text, text
+    # from a peer not trusted, the header is the client's claim: not believed
+    text = explain("--client-ip", "127.0.0.1", "-H", xff)
+    assert "route:    closed" in text and "client:" not in text, text
+
+
 def test_a_bad_client_ip_block_is_reported_at_its_line(tmp_path):
     conf = tmp_path / "bad.conf"
     routes = [{"name": "staff", "match": {"client_ip": ["10.0.0.0/8", "10.1.0.0/8"]},

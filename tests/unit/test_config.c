@@ -523,6 +523,28 @@ static void test_regex_length_bound(void **state)
 static void test_error_bad_regex(void **state)
 {
 	(void)state;
+	/* PCRE's escapes (nginx's regular expressions) are refused, not read
+	 * as POSIX does: "\\d" as the letter d, "[\\d]" as a backslash or a d */
+	REJECTED(ONE_MATCH("path_regex = \"/api/v\\\\d+/items\";"), 1,
+		 "test.conf:8: routes.[0].match.path_regex: \"/api/v\\d+/items\": \\d is no "
+		 "escape of POSIX regular expressions (it would match the letter d): write [0-9]");
+	REJECTED(ONE_MATCH("path_regex = \"/a\\\\D\";"), 1,
+		 "test.conf:8: routes.[0].match.path_regex: \"/a\\D\": \\D is no escape of POSIX "
+		 "regular expressions (it would match the letter D): write [^0-9]");
+	REJECTED(ONE_MATCH("path_regex = \"/a[\\\\d]\";"), 1,
+		 "test.conf:8: routes.[0].match.path_regex: \"/a[\\d]\": [...\\d...]: a backslash in "
+		 "brackets is itself in POSIX regular expressions, not an escape: write 0-9");
+	REJECTED(ONE_MATCH("path_regex = \"/a[\\\\w-]+\";"), 1,
+		 "test.conf:8: routes.[0].match.path_regex: \"/a[\\w-]+\": [...\\w...]: a backslash "
+		 "in brackets is itself in POSIX regular expressions, not an escape");
+	/* glibc's own classes and escaped punctuation stay */
+	static const char *const ok[] = {"/a\\\\w+", "/a\\\\.b", "/a\\\\s?[[:digit:]]+"};
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		char text[1024];
+		snprintf(text, sizeof(text), ONE_MATCH("path_regex = \"%s\";"), ok[i]);
+		struct sp_config *c = unit_load_ok(text, NULL);
+		sp_config_unref(&c);
+	}
 	REJECTED(ONE_MATCH("path_regex = \"(\";"), 1,
 		 "test.conf:8: routes.[0].match.path_regex: \"(\": *");
 	REJECTED(ONE_MATCH("path_regex = \"/x[z-a]\";"), 1,

@@ -531,6 +531,14 @@ static void test_a_location_goes_back_only_where_it_comes_from(void **state)
 	 * browser reads as "//evil.example": another site */
 	assert_location(c, "h", "h", "/legacy/\\evil.example/", "=");
 	assert_location(c, "h", "h", "/legacy/a\\b", "/a\\b");
+	/* browsers drop TAB, CR and LF inside a URL: "/\t/evil.example" is
+	 * "//evil.example" there. A path with a byte no request target can
+	 * carry is never mapped */
+	static const char *const unmapped[] = {"/legacy/\t/evil.example/", "/legacy/\r\n/evil.example/",
+					       "/legacy/ /x", "/legacy/\x7f/x", "/legacy/caf\xc3\xa9"};
+	for (size_t i = 0; i < sizeof(unmapped) / sizeof(unmapped[0]); i++)
+		assert_location(c, "h", "h", unmapped[i], "=");
+	assert_location(c, "h", "h", "/legacy/caf%C3%A9", "/caf%C3%A9");
 	sp_config_unref(&c);
 	/* a candidate no rule covers is sent as it is: "/api" (under no
 	 * prefix) is no way to "/v2", "/old/v2" is */
