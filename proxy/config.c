@@ -509,6 +509,50 @@ static void load_listen(struct sp_loader *L, const config_setting_t *root)
 	}
 }
 
+/* Whether two listening addresses would take the same connections: the
+ * same family and port, and the same address or the wildcard (0.0.0.0, ::)
+ * on either side. Both bind, side by side (SO_REUSEPORT), and the kernel
+ * spreads or steers connections between them. */
+static int listen_overlap(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return 0;
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+		return x->sin_port == y->sin_port &&
+		       (x->sin_addr.s_addr == y->sin_addr.s_addr || x->sin_addr.s_addr == INADDR_ANY ||
+			y->sin_addr.s_addr == INADDR_ANY);
+	}
+	const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+	return x->sin6_port == y->sin6_port &&
+	       (IN6_ARE_ADDR_EQUAL(&x->sin6_addr, &y->sin6_addr) ||
+		IN6_IS_ADDR_UNSPECIFIED(&x->sin6_addr) || IN6_IS_ADDR_UNSPECIFIED(&y->sin6_addr));
+}
+
+/* A listen address that overlaps an earlier one, or the admin API's: its
+ * connections would go to either listener, by the kernel's choice. */
+static void check_listen_overlaps(struct sp_loader *L)
+{
+	const struct sp_config *c = L->cfg;
+	for (size_t i = 0; i < c->nlisten; i++) {
+		const struct sp_listen *l = &c->listen[i];
+		for (size_t j = 0; j < i; j++)
+			if (listen_overlap(&l->addr, &c->listen[j].addr)) {
+				sp_diag_add(L->diag, 1, l->file, l->line,
+					    "listen: \"%s\" takes the connections of \"%s\" (%s:%d) too: "
+					    "write each address once",
+					    l->address, c->listen[j].address, c->listen[j].file,
+					    c->listen[j].line);
+				break;
+			}
+		if (c->has_admin && c->admin.address && listen_overlap(&l->addr, &c->admin.addr))
+			sp_diag_add(L->diag, 1, l->file, l->line,
+				    "listen: \"%s\" takes the connections of admin.address \"%s\" "
+				    "(%s:%d) too: give the admin API a port of its own",
+				    l->address, c->admin.address, c->admin.file, c->admin.line);
+	}
+}
+
 /* "http://unix:/run/app.sock" (or nginx's "http://unix:/run/app.sock:", a
  * ':' ending the path; a final '/' as for a host): a unix socket's path
  * (absolute, visible ASCII, as long as sun_path holds) → its address; the
@@ -1536,6 +1580,7 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, const char
 	sp_load_routes(&L, root);
 	load_shadow_defaults(&L, root);
 	load_admin(&L, root);
+	check_listen_overlaps(&L);
 	const config_setting_t *pw;
 	cfg->pid_file = cfgp_path(&L, root, "pid_file", "", &pw);
 	cfg->pid_file_at = where_of(&L, pw);

@@ -520,6 +520,37 @@ static void test_regex_length_bound(void **state)
 	REJECTED(text, 1, msg);
 }
 
+/* Two listeners that would take the same connections (the same address,
+ * or a wildcard's port), or one that takes the admin API's, are refused:
+ * both bound (SO_REUSEPORT) and the kernel spread connections between them
+ * (plain requests reached a proxy_protocol copy, admin calls the backend). */
+static void test_listen_addresses_do_not_overlap(void **state)
+{
+	(void)state;
+	REJECTED("listen = ( { address = \"127.0.0.1:8080\"; },\n"
+		 "  { address = \"127.0.0.1:8080\"; proxy_protocol = true; } );\n" L_BACKENDS L_DEFAULT,
+		 1, "test.conf:2: listen: \"127.0.0.1:8080\" takes the connections of \"127.0.0.1:8080\" "
+		    "(test.conf:1) too: write each address once");
+	REJECTED("listen = ( { address = \"0.0.0.0:8080\"; },\n"
+		 "  { address = \"[::]:8081\"; }, { address = \"[::1]:8081\"; },\n"
+		 "  { address = \"127.0.0.2:8080\"; } );\n" L_BACKENDS L_DEFAULT,
+		 2, "test.conf:2: listen: \"[::1]:8081\" takes the connections of \"[::]:8081\" "
+		    "(test.conf:2) too: write each address once",
+		 "test.conf:3: listen: \"127.0.0.2:8080\" takes the connections of \"0.0.0.0:8080\" "
+		 "(test.conf:1) too: write each address once");
+	REJECTED(BASE "admin = { address = \"127.0.0.1:8080\"; state_file = \"/tmp/s\"; };\n", 1,
+		 "test.conf:1: listen: \"127.0.0.1:8080\" takes the connections of admin.address "
+		 "\"127.0.0.1:8080\" (test.conf:7) too: give the admin API a port of its own");
+	/* other ports, other addresses, other families: fine */
+	struct sp_config *c = unit_load_ok("listen = ( { address = \"127.0.0.1:8080\"; },\n"
+					   "  { address = \"127.0.0.2:8080\"; }, { address = \"[::1]:8080\"; },\n"
+					   "  { address = \"0.0.0.0:8081\"; } );\n" L_BACKENDS L_DEFAULT
+					   "admin = { address = \"127.0.0.1:9901\"; state_file = \"/tmp/s\"; };\n",
+					   NULL);
+	assert_int_equal(c->nlisten, 4);
+	sp_config_unref(&c);
+}
+
 static void test_error_bad_regex(void **state)
 {
 	(void)state;
@@ -1487,6 +1518,7 @@ int main(void)
 		cmocka_unit_test(test_guard_steps_and_window_checked),
 		cmocka_unit_test(test_error_duplicate_route_name),
 		cmocka_unit_test(test_error_bad_regex),
+		cmocka_unit_test(test_listen_addresses_do_not_overlap),
 		cmocka_unit_test(test_regex_length_bound),
 		cmocka_unit_test(test_error_regex_escaping_anchors),
 		cmocka_unit_test(test_error_bad_sticky),
