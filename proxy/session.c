@@ -1355,10 +1355,16 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 	}
 	if (s->server < 0)
 		s->server = sp_worker_next(s->w, s->cfg, s->backend); /* none up: in turn */
-	if (s->server >= 0 && sp_worker_queue_ahead(s->w, s->cfg, s->backend) && enqueue(s))
-		s->server = -1; /* requests wait for the backend already: behind them */
-	else if (s->server < 0 && !enqueue(s)) /* each at max_conns: no room anywhere */
+	if (s->server >= 0 && sp_worker_queue_ahead(s->w, s->cfg, s->backend)) {
+		/* requests wait for the backend already: behind them, and with
+		 * the queue full no room, as when every server is at max_conns
+		 * (the room a server has is theirs: its wake-up is on its way) */
+		if (!enqueue(s))
+			return no_room(s, m);
+		s->server = -1;
+	} else if (s->server < 0 && !enqueue(s)) { /* each at max_conns: no room anywhere */
 		return no_room(s, m);
+	}
 	size_t plen;
 	const char *upath = path_to(s, s->backend, &s->tmp, &plen);
 	if (!upath) {

@@ -1393,6 +1393,43 @@ def test_a_queue_holds_requests_until_a_connection_is_given_back(backend_factory
     assert m['strangler_queued_total{route="(default)",backend="legacy",result="timeout"}'] == "0"
 
 
+def test_a_newcomer_does_not_jump_a_full_queue(backend_factory, start_proxy):
+    """With queue.max requests waiting and a server that has room (here one
+    given back from a drain; also a connection given back in the loop pass
+    of a new request's head), a new request was sent to that server ahead of
+    the waiting one, which then got 503 queue timeout. It gets the 503 of a
+    full queue at once, and the waiting one the room."""
+    ha, ra = holding("a")
+    hb, rb = holding("b")
+    a, b = backend_factory("a", ha), backend_factory("b", hb)
+    p = start_proxy({"legacy": {"servers": [a.url, b.url], "max_conns": 1,
+                                "queue": {"max": 1, "timeout_ms": 1500}}}, admin={})
+    server_b = "%s:%d" % (HOST, b.port)
+    assert p.admin("PATCH", "/api/backends/legacy", {"server": server_b, "drain": True})[0] == 200
+    clients = []
+    try:
+        clients.append(hold(p, "/hold/first"))
+        a.wait_requests(1)
+        clients.append(hold(p, "/hold/waiting"))  # a at max_conns, b drained: it waits
+        time.sleep(0.3)
+        assert len(a.requests) + len(b.requests) == 1
+        late = p.client(timeout=15)
+        clients.append(late)
+        assert p.admin("PATCH", "/api/backends/legacy",
+                       {"server": server_b, "drain": False})[0] == 200  # room at b
+        late.send(harness.build_request("GET", "/hold/late"))
+        r = late.read_response()
+        assert r.status == 503, r
+        b.wait_requests(1)
+        assert [q.path for q in b.requests] == ["/hold/waiting"]
+    finally:
+        ra.set()
+        rb.set()
+    assert clients[1].read_response().status == 200
+    for c in clients:
+        c.close()
+
+
 def test_a_request_that_waits_past_queue_timeout_gets_503(backend_factory, start_proxy):
     ha, ra = holding("a")
     a = backend_factory("a", ha)
