@@ -184,6 +184,23 @@ void sp_pool_put(struct sp_upconn **cp)
 	p->nidle++;
 }
 
+void sp_pool_settle(struct sp_pool *p)
+{
+	for (size_t i = 0; i < p->nservers; i++) {
+		struct sp_upconn *c, *next;
+		for (c = TAILQ_FIRST(&p->idle[i]); c; c = next) {
+			next = TAILQ_NEXT(c, link);
+			if (p->nidle > (size_t)p->be->max_idle) {
+				TAILQ_REMOVE(&p->idle[i], c, link);
+				p->nidle--;
+				sp_upconn_free(&c);
+			} else {
+				sp_conn_timeouts(c->conn, p->be->idle_timeout_ms, 0);
+			}
+		}
+	}
+}
+
 const char SP_ERR_LOCAL[] = "no local resources to connect";
 
 /* Why a socket could not even start connecting: the backend refused, or

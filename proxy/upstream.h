@@ -105,6 +105,11 @@ int sp_pool_pick(struct sp_pool *p, const struct sp_backend *be);
 /* The waiters look for room again, from the loop (out of whatever gave a
  * connection back, or a reload that gave the pool a new max_conns). */
 void sp_pool_kick(struct sp_pool *p);
+/* The pool's backend's max_idle and idle_timeout_ms applied to the
+ * connections idle in it now (a reload's new values, which sp_pool_put
+ * applies only to connections given back from then on): the ones past
+ * max_idle are closed, the others' idle timers run from now. */
+void sp_pool_settle(struct sp_pool *p);
 /* A reference for a waiter that leaves its queue to connect through p. */
 void sp_pool_hold(struct sp_pool *p);
 void sp_pool_release(struct sp_pool **p);

@@ -177,17 +177,22 @@ static int reconcile_listeners(struct sp_worker *w, const struct sp_config *old,
 }
 
 /* Whether connections made for backend a may carry backend b's requests:
- * the same servers (URLs, in the same order: a connection keeps its
- * server's index) and the same TLS identity (settings and file contents). A
+ * the same servers (URLs and the addresses they resolved to, in the same
+ * order: a connection keeps its server's index) and the same TLS identity (settings and file contents). A
  * reload that changes what is trusted or presented (tls_verify, ca_file, a
  * client certificate) must never reuse a connection made under the old. */
 static int same_peer(const struct sp_backend *a, const struct sp_backend *b)
 {
 	if (a->nservers != b->nservers || memcmp(a->tls_id, b->tls_id, sizeof(a->tls_id)) != 0)
 		return 0;
-	for (size_t i = 0; i < a->nservers; i++)
-		if (strcmp(a->servers[i].url, b->servers[i].url) != 0)
+	for (size_t i = 0; i < a->nservers; i++) {
+		const struct sp_server *x = &a->servers[i], *y = &b->servers[i];
+		/* a reload resolves host names again: the same URL may be
+		 * another address now, where the connections must go */
+		if (strcmp(x->url, y->url) != 0 || x->addrlen != y->addrlen ||
+		    memcmp(&x->addr, &y->addr, x->addrlen) != 0)
 			return 0;
+	}
 	return 1;
 }
 
@@ -233,7 +238,8 @@ static int reconcile_pools(struct sp_worker *w, const struct sp_config *old,
 		next[i] = w->pools[from[i]];
 		w->pools[from[i]] = NULL;
 		next[i]->be = &cfg->backends[i];
-		sp_pool_kick(next[i]); /* its waiters, by its max_conns as now */
+		sp_pool_settle(next[i]); /* its idle connections, by max_idle and idle_timeout_ms as now */
+		sp_pool_kick(next[i]);   /* its waiters, by its max_conns as now */
 	}
 	for (size_t j = 0; old && j < old->nbackends; j++)
 		sp_pool_retire(&w->pools[j]);

@@ -480,3 +480,115 @@ def test_a_flip_is_counted_apart_from_before_it(start_proxy, two_backends, tmp_p
             and "\n  legacy -> modern, since %s: 3 compared, " % before["since"] in out.stdout), \
         out.stdout
     assert "    latency p50/p99: primary modern " in out.stdout
+
+
+def test_a_reload_applies_max_idle_and_idle_timeout_to_connections_already_idle(
+        backend_factory, start_proxy):
+    """A reload that keeps a backend's servers keeps its pool: its new
+    max_idle and idle_timeout_ms applied only to connections given back
+    afterwards, so max_idle = 0 ("no reuse") still reused the idle one, and a
+    lowered idle_timeout_ms (the cure for stale keep-alive 502s) did nothing
+    until the old timer ran out."""
+    a = backend_factory("a")
+    p = start_proxy({"be": {"url": a.url, "idle_timeout_ms": 60000}})
+
+    def get():
+        with p.client() as c:
+            assert c.request("GET", "/x").status == 200
+    get()
+    get()
+    assert [r.conn_id for r in a.requests] == [0, 0]  # pooled
+    rewrite(p, {"be": {"url": a.url, "idle_timeout_ms": 200}}, [])
+    reload_and_wait(p, 1)
+    time.sleep(1.0)  # idle past the 200 ms now set
+    get()
+    assert [r.conn_id for r in a.requests] == [0, 0, 1]
+    rewrite(p, {"be": {"url": a.url, "max_idle": 0}}, [])
+    reload_and_wait(p, 2)
+    get()
+    get()
+    assert [r.conn_id for r in a.requests] == [0, 0, 1, 2, 3]
+
+
+class _Answerer:
+    """A keep-alive HTTP/1.1 server on ip:port answering 200 X-Backend: name."""
+
+    def __init__(self, ip, port, name):
+        self.name, self.conns = name, []
+        self.ls = socket.socket()
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind((ip, port))
+        self.ls.listen(64)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                s, _ = self.ls.accept()
+            except OSError:
+                return
+            self.conns.append(s)
+            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+
+    def _serve(self, s):
+        st = harness.Stream(s, 10)
+        body = self.name.encode()
+        try:
+            while True:
+                st.read_until(b"\r\n\r\n")
+                s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Backend: %s\r\n\r\n%s"
+                          % (len(body), body, body))
+        except Exception:
+            pass
+
+    def close(self):
+        self.ls.close()
+        for s in self.conns:
+            s.close()
+
+
+def test_a_reload_that_resolves_a_name_elsewhere_sends_requests_there(tmp_path):
+    """A reload resolves host names again; when a backend's name now points
+    elsewhere (a cut-over by DNS), requests go to the new address. The pool
+    was kept (same URL), and under steady traffic its idle connection to the
+    old address carried every request. The name is moved through a private
+    /etc/hosts, bind-mounted in the proxy's own mount namespace."""
+    if os.geteuid() != 0 or subprocess.run(["unshare", "-m", "true"],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs a mount namespace of its own (root, unshare -m)")
+    name, port, lport = "blue.strangler.test", harness.free_port(), harness.free_port()
+    old, new = _Answerer("127.0.0.2", port, "old"), _Answerer("127.0.0.3", port, "new")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n127.0.0.2 %s\n" % name)
+    conf = tmp_path / "strangler.conf"
+    conf.write_text(harness.make_config(lport, {"be": {"url": "http://%s:%d" % (name, port)}},
+                                        workers=1))
+    err_path = tmp_path / "stderr"
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen(["unshare", "-m", "sh", "-c",
+                                 'mount --bind "$0" /etc/hosts && exec "$1" -c "$2"',
+                                 str(hosts), harness.BINARY, str(conf)],
+                                stdout=err, stderr=err, stdin=subprocess.DEVNULL)
+
+    def get():
+        c = harness.RawClient(lport)
+        try:
+            return c.request("GET", "/x").header("X-Backend")
+        finally:
+            c.close()
+    try:
+        harness.wait_for(lambda: harness.accepts(lport), 5, what="the proxy listening")
+        assert get() == "old"
+        with open(hosts, "r+") as f:  # in place: the bind mount shows this inode
+            f.truncate(0)
+            f.write("127.0.0.1 localhost\n127.0.0.3 %s\n" % name)
+        os.kill(proc.pid, signal.SIGHUP)
+        harness.wait_for(lambda: "reload: " in err_path.read_text(), 5, what="the reload")
+        time.sleep(0.2)
+        assert [get() for _ in range(10)] == ["new"] * 10
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(10)
+        old.close()
+        new.close()
+    assert rc == 0, err_path.read_text()[-3000:]
