@@ -28,7 +28,6 @@ struct member {
 
 struct sp_health_table {
 	struct sp_health *_Atomic head;
-	int started; /* a configuration was attached: later servers are new (slow start) */
 	struct member *members;
 };
 
@@ -72,8 +71,6 @@ static struct sp_health *entry(struct sp_health_table *t, const char *url)
 	if (!(h = calloc(1, sizeof(*h))))
 		return NULL;
 	snprintf(h->url, sizeof(h->url), "%s", url);
-	if (t->started) /* a server a reload adds starts slowly too; not those at start */
-		atomic_store(&h->back_at_ms, now_ms());
 	atomic_store_explicit(&h->next, atomic_load(&t->head), memory_order_relaxed);
 	atomic_store_explicit(&t->head, h, memory_order_release);
 	return h;
@@ -113,8 +110,27 @@ int sp_health_attach(struct sp_health_table *t, struct sp_config *cfg)
 			    remember(t, be->name, be->servers[k].health) < 0)
 				return -1;
 	}
-	t->started = 1;
 	return 0;
+}
+
+static int lists(const struct sp_config *c, const char *url)
+{
+	for (size_t i = 0; i < c->nbackends; i++)
+		for (size_t k = 0; k < c->backends[i].nservers; k++)
+			if (strcmp(c->backends[i].servers[k].url, url) == 0)
+				return 1;
+	return 0;
+}
+
+void sp_health_listed(const struct sp_config *old, const struct sp_config *cfg)
+{
+	int64_t now = now_ms();
+	for (size_t i = 0; i < cfg->nbackends; i++)
+		for (size_t k = 0; k < cfg->backends[i].nservers; k++) {
+			const struct sp_server *sv = &cfg->backends[i].servers[k];
+			if (sv->health && !lists(old, sv->url))
+				atomic_store(&sv->health->back_at_ms, now);
+		}
 }
 
 int sp_health_set_drained(struct sp_health_table *t, const char *url, int on)

@@ -59,6 +59,11 @@ void sp_health_table_free(struct sp_health_table **t);
  * an entry (up, nothing known) for a new URL. Changes nothing a running
  * generation sees: cfg may still be refused. */
 int sp_health_attach(struct sp_health_table *t, struct sp_config *cfg);
+/* A reload's cfg goes in force after old: its servers that old did not
+ * list (by URL: new, or listed again after a removal) start their
+ * slow_start_ms now. Not when the reload is only loaded (it may still be
+ * refused), and not at start (old is none). */
+void sp_health_listed(const struct sp_config *old, const struct sp_config *cfg);
 
 /* May a request go to this server of be? (any worker; a down server's
  * trial, when due, is taken by the caller that gets 1) */

@@ -156,6 +156,7 @@ void sp_runtime_commit(struct sp_runtime *rt, struct sp_config *cfg)
 	}
 	/* the last counts of the shadowed routes going away */
 	sp_shadow_write_summaries(rt->cfg, cfg, rt->workers, rt->nworkers, rt->difflog, rt->instance);
+	sp_health_listed(rt->cfg, cfg);
 	for (int i = 0; i < rt->nworkers; i++)
 		sp_worker_reload(rt->workers[i], cfg, rt->generation + 1);
 	sp_config_unref(&rt->cfg);

@@ -2209,6 +2209,17 @@ def test_a_server_given_back_its_requests_starts_slowly(backend_factory, start_p
     harness.reload_and_wait(p, 1)
     shares = [sv["weight_percent"] for sv in p.admin("GET", "/api/backends/legacy")[1]["servers"]]
     assert shares[:2] == [100, 100] and shares[2] < 30, shares
+    # one taken out by a reload (its redeploy) and listed again by the next is
+    # as cold as a new one (it came back at its whole weight: the clock ran
+    # from the first time the process saw its URL)
+    time.sleep(3.1)
+    admin = {"address": "%s:%d" % (HOST, p.admin_port)}
+    rewrite(p, {"legacy": servers(a, c, slow_start_ms=3000)}, admin=admin)
+    harness.reload_and_wait(p, 2)
+    rewrite(p, {"legacy": servers(a, b, c, slow_start_ms=3000)}, admin=admin)
+    harness.reload_and_wait(p, 3)
+    shares = [sv["weight_percent"] for sv in p.admin("GET", "/api/backends/legacy")[1]["servers"]]
+    assert shares[0] == 100 and shares[1] < 30 and shares[2] == 100, shares
 
 
 def test_check_of_a_drain_call(backend_factory, start_proxy):
