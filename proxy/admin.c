@@ -152,9 +152,19 @@ static void respond_json(struct admin_conn *a, int status, json_t *j)
 	json_decref(j);
 }
 
+/* {"error": msg}, written here: json_pack refuses text that is not UTF-8
+ * (a name from a request target, "%FF", or a message cut inside a
+ * character), which made the answer a 500. Such bytes are escaped. */
 static void respond_error(struct admin_conn *a, int status, const char *msg)
 {
-	respond_json(a, status, json_pack("{s:s}", "error", msg));
+	struct sp_buf b;
+	sp_buf_init(&b);
+	if (sp_buf_adds(&b, "{\n  \"error\": \"") < 0 || sp_buf_add_json_text(&b, msg, strlen(msg)) < 0 ||
+	    sp_buf_adds(&b, "\"\n}\n") < 0)
+		respond(a, 500, "text/plain", "out of memory\n", 14);
+	else
+		respond(a, status, "application/json", b.data, b.len);
+	sp_buf_deinit(&b);
 }
 
 /* ---- counters ---- */

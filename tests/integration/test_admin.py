@@ -592,6 +592,16 @@ def test_route_names_are_percent_decoded(start_proxy, two_backends, tmp_path):
     assert p.admin("GET", "/api/routes/user%zzsearch")[0] == 400
     assert p.admin("GET", "/api/routes/user%00search")[0] == 400
     assert p.admin("POST", "/api/routes/no%20such/guard/rearm")[0] == 404
+    # a name that is not UTF-8, and a long one cut inside a character in the
+    # message, got 500 "out of memory" (jansson refused the error's text)
+    for method, path, body, status in [
+            ("PATCH", "/api/routes/%FF", {"backend": "modern"}, 404),
+            ("DELETE", "/api/routes/%C3/override", None, 404),
+            ("PATCH", "/api/routes/user%20search", {"\u00e9" * 600: 1}, 400),
+            ("PATCH", "/api/routes/user%20search", {"backend": "\u00e9" * 600}, 400)]:
+        st, got = p.admin(method, path, body)
+        assert st == status and "error" in got, (path, st, got)
+    assert p.admin("DELETE", "/api/routes/%C3/override")[1]["error"] == 'no route named "\u00c3"'
 
 
 def raw_admin(p, method, path, headers=None):
