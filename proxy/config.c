@@ -1254,9 +1254,15 @@ int sp_addr_is_loopback(const struct sockaddr_storage *ss)
 }
 
 /* Reads the bearer token: the file's first line, without surrounding blanks. */
+/* The longest admin token: a longer one was cut to its first 511 bytes,
+ * which then were the token. */
+#define SP_TOKEN_MAX 1024
+#define SP_STR_(x) #x
+#define SP_STR(x) SP_STR_(x)
+
 static char *read_token(const char *path, const char **why)
 {
-	char buf[512];
+	char buf[SP_TOKEN_MAX + 2]; /* a longer first line shows: it was cut to fit */
 	FILE *f = fopen(path, "r");
 	if (!f) {
 		*why = strerror(errno);
@@ -1274,6 +1280,10 @@ static char *read_token(const char *path, const char **why)
 	*e = '\0';
 	if (strlen(s) < 16) {
 		*why = "the token must be at least 16 characters";
+		return NULL;
+	}
+	if (strlen(s) > SP_TOKEN_MAX) {
+		*why = "the token must be at most " SP_STR(SP_TOKEN_MAX) " characters";
 		return NULL;
 	}
 	return strdup(s);

@@ -743,7 +743,7 @@ static void test_integer_bounds_are_exact(void **state)
 		 "test.conf:3: backends.legacy.health.unhealthy: must be between 1 and 100");
 }
 
-/* The admin token is at least 16 characters (blanks around it are not
+/* The admin token is 16 to 1024 characters (blanks around it are not
  * part of it): a short one is a config error, not a weak lock. */
 static void test_admin_token_length(void **state)
 {
@@ -760,6 +760,20 @@ static void test_admin_token_length(void **state)
 	assert_int_equal(pwrite(fd, "0123456789abcdef\n", 17, 0), 17);
 	struct sp_config *c = unit_load_ok(text, NULL);
 	assert_string_equal(c->admin.token, "0123456789abcdef");
+	sp_config_unref(&c);
+	/* at most 1024: a longer one was cut to its first 511 bytes, silently */
+	char token[1100];
+	memset(token, 'k', 1025);
+	token[1025] = '\n';
+	assert_int_equal(pwrite(fd, token, 1026, 0), 1026);
+	snprintf(msg, sizeof(msg),
+		 "test.conf:7: admin.token_file: \"%s\": the token must be at most 1024 characters",
+		 path);
+	REJECTED(text, 1, msg);
+	assert_int_equal(ftruncate(fd, 0), 0);
+	assert_int_equal(pwrite(fd, token + 1, 1025, 0), 1025); /* 1024 and the newline */
+	c = unit_load_ok(text, NULL);
+	assert_int_equal(strlen(c->admin.token), 1024);
 	sp_config_unref(&c);
 	close(fd);
 	unlink(path);
