@@ -114,10 +114,9 @@ static void keep_restart_only(const struct sp_config *old, struct sp_config *cfg
 	cfg->admin.address = old->admin.address ? strdup(old->admin.address) : NULL;
 	cfg->admin.token = old->admin.token ? strdup(old->admin.token) : NULL;
 	cfg->admin.state_file = old->admin.state_file ? strdup(old->admin.state_file) : NULL;
-	if (token) {
+	if (token) { /* said once the reload is in force: it may still be refused */
 		free(cfg->admin.token);
 		cfg->admin.token = token;
-		sp_log(SP_LOG_INFO, "reload: admin token replaced");
 	}
 	keep_string(diag, cfg->file, "user", old->user, &cfg->user);
 	keep_string(diag, cfg->file, "pid_file", old->pid_file, &cfg->pid_file);
@@ -214,9 +213,13 @@ int sp_runtime_reload(struct sp_runtime *rt, struct sp_diag *diag)
 		       rt->file, diag->errors, diag->errors == 1 ? "" : "s");
 		return -1;
 	}
+	int rotated = cfg->admin.token && (!rt->cfg->admin.token ||
+					   strcmp(rt->cfg->admin.token, cfg->admin.token) != 0);
 	sp_config_unref(&rt->file_cfg);
 	rt->file_cfg = file;
 	sp_runtime_commit(rt, cfg);
+	if (rotated)
+		sp_log(SP_LOG_INFO, "reload: admin token replaced");
 	sp_runtime_prune_state(rt);
 	rt->reloads_ok++;
 	sp_log(SP_LOG_INFO, "reload: %s: %zu backends, %zu routes", rt->file, rt->cfg->nbackends,
