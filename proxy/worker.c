@@ -650,6 +650,8 @@ struct sp_upconn *sp_worker_connect(struct sp_worker *w, const struct sp_config 
 	return c;
 }
 
+static void settle_accepting(struct sp_worker *w, int all);
+
 static void on_reload(evutil_socket_t fd, short what, void *arg)
 {
 	struct sp_worker *w = arg;
@@ -669,12 +671,13 @@ static void on_reload(evutil_socket_t fd, short what, void *arg)
 	}
 	if (!w->draining && reconcile_listeners(w, w->cfg, cfg) < 0)
 		sp_log(SP_LOG_ERROR, "worker %d: some listen addresses could not be opened", w->id);
-	for (size_t i = 0; w->accept_paused && i < w->nlisteners; i++)
-		if (w->listeners[i])
-			evconnlistener_disable(w->listeners[i]);
 	/* requests in flight keep the generation they started with */
 	sp_config_unref(&w->cfg);
 	w->cfg = cfg;
+	/* every listener, the new ones too, as the new max_connections says: a
+	 * raised one resumes accepting at once, a lowered one pauses it */
+	if (!w->draining)
+		settle_accepting(w, 1);
 	atomic_store(&w->applied_gen, gen);
 }
 
@@ -764,31 +767,41 @@ static size_t conn_limit(const struct sp_worker *w)
 }
 
 /* Past the limit the listeners stop: new connections wait in the kernel's
- * backlog (no busy loop) until a session ends. */
+ * backlog (no busy loop) until a session ends. Sets every listener by the
+ * count and the limit now when that changes whether to accept, or always
+ * (all: listeners a reload opened). Not while draining. */
+static void settle_accepting(struct sp_worker *w, int all)
+{
+	int full = w->nsessions >= conn_limit(w);
+	if (full == w->accept_paused && !all)
+		return;
+	if (full && !w->accept_paused)
+		sp_log(SP_LOG_WARN, "worker %d: %zu connections (max_connections): accepting paused",
+		       w->id, (size_t)w->nsessions);
+	w->accept_paused = full;
+	for (size_t i = 0; i < w->nlisteners; i++)
+		if (w->listeners[i]) {
+			if (full)
+				evconnlistener_disable(w->listeners[i]);
+			else
+				evconnlistener_enable(w->listeners[i]);
+		}
+}
+
 void sp_worker_session_added(struct sp_worker *w)
 {
 	w->nsessions++;
 	if (w->nsessions > atomic_load_explicit(&w->peak_sessions, memory_order_relaxed))
 		atomic_store_explicit(&w->peak_sessions, w->nsessions, memory_order_relaxed);
-	if (w->nsessions >= conn_limit(w) && !w->accept_paused) {
-		w->accept_paused = 1;
-		for (size_t i = 0; i < w->nlisteners; i++)
-			if (w->listeners[i])
-				evconnlistener_disable(w->listeners[i]);
-		sp_log(SP_LOG_WARN, "worker %d: %zu connections (max_connections): accepting paused",
-		       w->id, (size_t)w->nsessions);
-	}
+	if (!w->draining)
+		settle_accepting(w, 0);
 }
 
 void sp_worker_session_gone(struct sp_worker *w)
 {
 	w->nsessions--;
-	if (w->accept_paused && w->nsessions < conn_limit(w) && !w->draining) {
-		w->accept_paused = 0;
-		for (size_t i = 0; i < w->nlisteners; i++)
-			if (w->listeners[i])
-				evconnlistener_enable(w->listeners[i]);
-	}
+	if (!w->draining)
+		settle_accepting(w, 0);
 	sp_worker_maybe_done(w);
 }
 

@@ -874,6 +874,39 @@ def test_max_connections_makes_accept_wait(backend_factory, start_proxy):
     third.close()
 
 
+def test_a_reload_of_max_connections_applies_to_accepting_at_once(backend_factory, start_proxy):
+    """A reload that raises max_connections resumes accepting at once (the
+    worker looked again only when one of its connections closed: new clients
+    waited up to client_keepalive_ms); one that lowers it below the open
+    connections pauses accepting at once (one more got in)."""
+    b = backend_factory("legacy")
+    proxy = start_proxy({"legacy": b}, max_connections=1)
+    held = proxy.client()
+    assert held.request("GET", "/1").status == 200
+    harness.wait_for(lambda: "accepting paused" in proxy.stderr_text(), what="the pause")
+    with open(proxy.conf_path) as f:
+        conf = f.read()
+    with open(proxy.conf_path, "w") as f:
+        f.write(conf.replace("max_connections = 1;", "max_connections = 3;"))
+    harness.reload_and_wait(proxy, 1)
+    second, third = proxy.client(timeout=3), proxy.client(timeout=3)
+    assert second.request("GET", "/2").status == 200
+    assert third.request("GET", "/3").status == 200
+    with open(proxy.conf_path, "w") as f:
+        f.write(conf.replace("max_connections = 1;", "max_connections = 2;"))
+    harness.reload_and_wait(proxy, 2)
+    fourth = proxy.client(timeout=0.5)
+    fourth.send(b"GET /4 HTTP/1.1\r\nHost: t\r\n\r\n")
+    with pytest.raises(Exception):
+        fourth.read_response()  # three open, two allowed: it waits
+    held.close()
+    second.close()
+    fourth.sock.settimeout(5)
+    assert fourth.read_response().status == 200
+    third.close()
+    fourth.close()
+
+
 def proxy_cpu(proxy):
     with open("/proc/%d/stat" % proxy.pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
