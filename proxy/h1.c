@@ -311,6 +311,11 @@ struct sp_h1 *sp_h1_new(int is_request, const struct sp_h1_hooks *hooks, void *u
 	return h;
 }
 
+void sp_h1_set_limits(struct sp_h1 *h, const struct sp_h1_limits *limits)
+{
+	h->lim = *limits;
+}
+
 void sp_h1_free(struct sp_h1 **hp)
 {
 	struct sp_h1 *h = *hp;

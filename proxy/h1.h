@@ -54,6 +54,8 @@ struct sp_stash;
 struct sp_h1 *sp_h1_new(int is_request, const struct sp_h1_hooks *hooks, void *ud,
 			const struct sp_h1_limits *limits);
 void sp_h1_free(struct sp_h1 **h);
+/* The limits of the messages to come (between messages: a reload's). */
+void sp_h1_set_limits(struct sp_h1 *h, const struct sp_h1_limits *limits);
 /* For a response parser: the method of the request being answered (HEAD
  * responses have no body). */
 void sp_h1_expect_head(struct sp_h1 *h, int is_head);

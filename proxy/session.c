@@ -395,6 +395,14 @@ static void start_closing(struct sp_session *s)
 
 /* The connection waits for its next request; pipelined bytes already read
  * are parsed from the event loop, not from this stack. */
+/* What a client's request head may hold, as cfg says. */
+static struct sp_h1_limits request_limits(const struct sp_config *cfg)
+{
+	const struct sp_limits *lim = &cfg->limits;
+	return (struct sp_h1_limits){(size_t)lim->max_request_line, (size_t)lim->max_header_bytes,
+				     (size_t)lim->max_headers};
+}
+
 static void continue_keepalive(struct sp_session *s)
 {
 	if (s->client_eof && evbuffer_get_length(s->client->in) == 0) {
@@ -2137,6 +2145,10 @@ static void stamp_request(struct sp_session *s)
 	if (!s->req_active && !s->t_stamped) {
 		clock_gettime(CLOCK_MONOTONIC, &s->t_start);
 		s->t_stamped = 1;
+		/* its head by the limits in force now: a keep-alive connection
+		 * opened before a reload takes the reload's */
+		struct sp_h1_limits lim = request_limits(s->w->cfg);
+		sp_h1_set_limits(s->req, &lim);
 		if (s->timer_mode != T_HEADER)
 			set_timer(s, T_HEADER);
 	}
@@ -2546,9 +2558,7 @@ void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct soc
 	s->client_addr = s->client_ip;
 	if (sp_ip_from_sockaddr(sa, &s->peer) == 0)
 		sp_ip_text(&s->peer, s->client_ip);
-	const struct sp_limits *lim = &w->cfg->limits;
-	struct sp_h1_limits req_limits = {(size_t)lim->max_request_line,
-					  (size_t)lim->max_header_bytes, (size_t)lim->max_headers};
+	struct sp_h1_limits req_limits = request_limits(w->cfg);
 	s->client = sp_conn_new(w->base, fd); /* TCP_NODELAY: from the listener */
 	s->req = sp_h1_new(1, &req_hooks, s, &req_limits);
 	s->resp = sp_h1_new(0, &resp_hooks, s, &resp_limits);

@@ -592,3 +592,25 @@ def test_a_reload_that_resolves_a_name_elsewhere_sends_requests_there(tmp_path):
         old.close()
         new.close()
     assert rc == 0, err_path.read_text()[-3000:]
+
+
+def test_a_reload_of_the_head_limits_applies_to_open_keep_alive_connections(start_proxy,
+                                                                             two_backends):
+    """limits.* reload: a keep-alive connection opened before the reload
+    takes the new limits for its next request (its parser kept the ones of
+    its accept: a lowered max_header_bytes let a 4 KB header through there,
+    a raised max_request_line still got 414)."""
+    legacy, modern = two_backends
+    p = start_proxy({"legacy": legacy}, limits={"max_request_line": 128})
+    big = [("X-Big", "a" * 4000)]
+    long_target = "/" + "x" * 1000
+    with p.client() as c:
+        assert c.request("GET", "/a").status == 200
+        assert c.request("GET", long_target).status == 414
+        with p.client() as opened_before:
+            assert opened_before.request("GET", "/b").status == 200
+            # max_request_line back to its default (8192), max_header_bytes lowered
+            rewrite(p, {"legacy": legacy}, [], limits={"max_header_bytes": 1024})
+            reload_and_wait(p, 1)
+            assert opened_before.request("GET", long_target).status == 200
+            assert opened_before.request("GET", "/c", headers=big).status == 431
