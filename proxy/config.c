@@ -1554,6 +1554,51 @@ static void syntax_error(const config_t *lc, const struct cfgp_includes *inc, co
 	free(other);
 }
 
+/* The files libconfig read for @include (by the names it opened), each
+ * once, up to max. The main file's settings have none (read from text). */
+static void included_files(const config_setting_t *s, const char **files, size_t *n, size_t max)
+{
+	const char *f = config_setting_source_file(s);
+	size_t i = 0;
+	while (f && i < *n && strcmp(files[i], f) != 0)
+		i++;
+	if (f && i == *n && *n < max)
+		files[(*n)++] = f;
+	if (config_setting_is_aggregate(s))
+		for (int k = 0; k < config_setting_length(s); k++)
+			included_files(config_setting_get_elem(s, (unsigned)k), files, n, max);
+}
+
+/* libconfig reads an included file itself, where sp_config_promote_ints
+ * cannot add the L a literal past 32 bits needs: such a literal read
+ * wrapped (4294967297 as 1), silently. Each line holding one is an error. */
+static void check_included_ints(struct sp_loader *L, const config_setting_t *root)
+{
+	const char *files[64];
+	size_t n = 0;
+	included_files(root, files, &n, sizeof(files) / sizeof(files[0]));
+	for (size_t i = 0; i < n; i++) {
+		char path[PATH_MAX * 2]; /* as libconfig opened it: below its include directory */
+		snprintf(path, sizeof(path), "%s%s%s", files[i][0] == '/' ? "" : L->inc->real,
+			 files[i][0] == '/' ? "" : "/", files[i]);
+		char *text = sp_config_read(path, NULL, L->diag);
+		char *wide = text ? sp_config_promote_ints(text) : NULL;
+		char shown[PATH_MAX];
+		const char *a = text, *b = wide;
+		for (int line = 1; a && b && *a; line++) {
+			size_t la = strcspn(a, "\n"), lb = strcspn(b, "\n");
+			if (la != lb)
+				sp_diag_add(L->diag, 1, include_shown(L->inc, files[i], shown, sizeof(shown)),
+					    line, "an integer past 32 bits in an included file needs the L "
+					    "suffix (libconfig reads 4294967297 there as 1): write 4294967297L");
+			a += la + (a[la] == '\n');
+			b += lb + (b[lb] == '\n');
+		}
+		free(wide);
+		free(text);
+	}
+}
+
 static struct sp_config *load(config_t *lc, int rc, const char *name, const char *text,
 			      const struct cfgp_includes *inc, struct sp_diag *diag)
 {
@@ -1578,6 +1623,7 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, const char
 	struct sp_loader L = {diag, name, cfg, diag->errors, inc, ""};
 	const config_setting_t *root = config_root_setting(lc);
 	cfgp_check_keys(&L, root, "", keys);
+	check_included_ints(&L, root);
 	load_globals(&L, root);
 	load_listen(&L, root);
 	/* trusted_proxies = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"]; */

@@ -162,6 +162,27 @@ def test_included_files_are_found_and_named_from_the_main_files_directory(tmp_pa
         main, conf_dir / "nope.inc") in out.stderr, out.stderr
 
 
+def test_a_wide_integer_in_an_included_file_is_an_error_not_wrapped(tmp_path):
+    """libconfig reads an included file itself, where strangler cannot add
+    the L suffix a literal past 32 bits needs: max_body_bytes = 4294967297
+    there read as 1, and -t said OK. It is an error at its line; with the L
+    it loads."""
+    conf_dir = tmp_path / "conf"
+    conf_dir.mkdir()
+    inc = conf_dir / "limits.inc"
+    inc.write_text('# limits\nlimits = { max_body_bytes = 4294967297; max_headers = 50; };\n')
+    main = conf_dir / "main.conf"
+    main.write_text(GOOD + '@include "limits.inc"\n')
+    out = run_strangler("-t", "-c", str(main))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.stderr.splitlines()[0] == (
+        "%s:2: an integer past 32 bits in an included file needs the L suffix (libconfig reads "
+        "4294967297 there as 1): write 4294967297L" % inc), out.stderr
+    inc.write_text(inc.read_text().replace("4294967297", "4294967297L"))
+    out = run_strangler("-t", "-c", str(main))
+    assert out.returncode == 0 and "configuration OK" in out.stdout, out.stderr
+
+
 def test_routes_in_an_included_file_are_named_by_it(tmp_path):
     """A route written in an included file is shown with that file, not the
     main one's, wherever strangler points at it: the unreachable-route
