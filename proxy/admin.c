@@ -842,10 +842,11 @@ static void rearm(struct admin_conn *a, const char *name)
 		respond_error(a, 409, "the route's guard is not tripped");
 	} else if (sp_runtime_save_state(rt) < 0) {
 		/* as a PATCH: a restart would trip it again, so nothing changes */
+		int e = errno;
 		snprintf(msg, sizeof(msg), "cannot write admin.state_file: %s; the guard stays tripped",
-			 strerror(errno));
+			 sp_runtime_state_strerror(e));
 		sp_guards_restore(rt->guards, trips);
-		respond_error(a, 500, msg);
+		respond_error(a, e == ESTALE ? 409 : 500, msg);
 	} else {
 		sp_log(SP_LOG_INFO, "guard: route %s re-armed by %s", name, a->peer);
 		sp_runtime_audit(rt, json_pack("{s:s, s:s, s:s, s:O, s:o}", "caller", a->peer, "route",
@@ -1059,10 +1060,11 @@ static void patch_backend(struct admin_conn *a, const char *name)
 		if (on != was && (sp_health_set_drained(rt->health, sv->url, on) < 0 ||
 				  sp_runtime_save_state(rt) < 0)) {
 			/* a restart would undo it: nothing changes */
+			int e = errno;
 			snprintf(msg, sizeof(msg), "cannot write admin.state_file: %s; the server "
-				 "stays %s", strerror(errno), was ? "drained" : "in service");
+				 "stays %s", sp_runtime_state_strerror(e), was ? "drained" : "in service");
 			sp_health_undo_drained(rt->health, sv->url, was);
-			respond_error(a, 500, msg);
+			respond_error(a, e == ESTALE ? 409 : 500, msg);
 		} else {
 			if (on != was) {
 				sp_log(SP_LOG_INFO, "admin: backend %s: server %s %s by %s", be->name,

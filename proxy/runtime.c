@@ -227,6 +227,30 @@ int sp_runtime_reload(struct sp_runtime *rt, struct sp_diag *diag)
 	return 0;
 }
 
+/* The state file's identity now into *id; 0, or -1 with errno (ENOENT: none). */
+static int state_id_of(const char *path, struct sp_state_id *id)
+{
+	struct stat st;
+	if (stat(path, &st) < 0)
+		return -1;
+	*id = (struct sp_state_id){1, st.st_dev, st.st_ino, st.st_mtim, st.st_size};
+	return 0;
+}
+
+static int same_state_id(const struct sp_state_id *a, const struct sp_state_id *b)
+{
+	return a->dev == b->dev && a->ino == b->ino && a->mtim.tv_sec == b->mtim.tv_sec &&
+	       a->mtim.tv_nsec == b->mtim.tv_nsec && a->size == b->size;
+}
+
+const char *sp_runtime_state_strerror(int e)
+{
+	return e == ESTALE ? "another process wrote it since this one last read or wrote it (a new "
+			     "instance started during an upgrade?): it owns the file now, and this "
+			     "process writes nothing over its changes (make them there)"
+			   : strerror(e);
+}
+
 void sp_runtime_prune_state(struct sp_runtime *rt)
 {
 	int guards = rt->guards && sp_guards_prune(rt->guards, rt->cfg);
@@ -236,7 +260,7 @@ void sp_runtime_prune_state(struct sp_runtime *rt)
 		       "drained", drained);
 	if ((guards || drained) && sp_runtime_save_state(rt) < 0)
 		sp_log(SP_LOG_ERROR, "cannot write admin.state_file: %s; a restart would bring the "
-		       "dropped guard trips or drained servers back", strerror(errno));
+		       "dropped guard trips or drained servers back", sp_runtime_state_strerror(errno));
 }
 
 int sp_runtime_load_state(struct sp_runtime *rt, const struct sp_config *cfg)
@@ -244,6 +268,9 @@ int sp_runtime_load_state(struct sp_runtime *rt, const struct sp_config *cfg)
 	char why[1024];
 	if (!cfg->has_admin || !cfg->admin.state_file)
 		return 0;
+	/* what it is before reading: a change made meanwhile shows as another's */
+	if (state_id_of(cfg->admin.state_file, &rt->state_id) < 0)
+		rt->state_id.known = 0;
 	json_t *state = sp_state_load(cfg->admin.state_file, why, sizeof(why));
 	if (!state) { /* none, or the first start; or one that would be lost */
 		if (why[0])
@@ -352,8 +379,14 @@ int sp_runtime_save_state(struct sp_runtime *rt)
 				  rt->audit, "guards", sp_guards_save(rt->guards), "drained",
 				  drained_json(rt));
 	char *text = state ? json_dumps(state, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+	struct sp_state_id now;
 	if (!text) {
 		e = ENOMEM;
+		goto out;
+	}
+	if (rt->state_id.known && state_id_of(cfg->admin.state_file, &now) == 0 &&
+	    !same_state_id(&now, &rt->state_id)) {
+		e = ESTALE;
 		goto out;
 	}
 	/* A fresh file of our own: whatever sits at that name (a file left by
@@ -394,6 +427,8 @@ int sp_runtime_save_state(struct sp_runtime *rt)
 	}
 	rc = 0;
 	sync_dir(cfg->admin.state_file);
+	if (state_id_of(cfg->admin.state_file, &rt->state_id) < 0)
+		rt->state_id.known = 0;
 out:
 	if (fd >= 0)
 		close(fd);
@@ -454,13 +489,15 @@ static int apply_overrides(struct sp_runtime *rt, json_t *next, int safety, char
 	if (sp_runtime_save_state(rt) < 0) {
 		if (safety) { /* a guard's pull-back must not wait for a disk */
 			sp_log(SP_LOG_ERROR, "cannot write admin.state_file: %s; the change applies "
-			       "but a restart would undo it", strerror(errno));
+			       "but a restart would undo it", sp_runtime_state_strerror(errno));
 		} else {
-			snprintf(msg, msglen, "cannot write admin.state_file: %s", strerror(errno));
+			int e = errno;
+			snprintf(msg, msglen, "cannot write admin.state_file: %s",
+				 sp_runtime_state_strerror(e));
 			rt->overrides = old;
 			json_decref(next);
 			sp_config_unref(&cfg);
-			return 500;
+			return e == ESTALE ? 409 : 500;
 		}
 	}
 	json_decref(old);

@@ -4,6 +4,8 @@
 #ifndef SP_RUNTIME_H
 #define SP_RUNTIME_H
 
+#include <sys/stat.h>
+
 #include <event2/event.h>
 #include <jansson.h>
 
@@ -34,6 +36,16 @@ struct sp_runtime {
 	struct event *summary_timer; /* shadow summaries, every shadow.summary_interval_ms */
 	int stopping;
 	int state_unsaved; /* the last state file write failed: retried once a second */
+	/* the state file as this process last read or wrote it (dev, inode,
+	 * mtime, size): another that differs is another process's (a new
+	 * instance started during an upgrade), which now owns it */
+	struct sp_state_id {
+		int known;
+		dev_t dev;
+		ino_t ino;
+		struct timespec mtim;
+		off_t size;
+	} state_id;
 	struct event *stop_poll; /* ends the main loop once the workers are done */
 	size_t conns_peak; /* the most client connections open since memory was last trimmed */
 	int trimming;      /* a crowd is leaving: trimmed at each halving until a few are left */
@@ -68,8 +80,12 @@ void sp_runtime_prune_state(struct sp_runtime *rt);
 /* Reads overrides and audit from the state file of cfg (if any); a missing
  * file is not an error. Returns 0 or -1 (logged). */
 int sp_runtime_load_state(struct sp_runtime *rt, const struct sp_config *cfg);
-/* Writes them atomically (temporary file, fsync, rename). 0 or -1 with errno. */
+/* Writes them atomically (temporary file, fsync, rename). 0 or -1 with errno:
+ * ESTALE when another process wrote the file since this one last read or
+ * wrote it (it owns the file now: nothing is written over its changes). */
 int sp_runtime_save_state(struct sp_runtime *rt);
+/* strerror(e), or for ESTALE what it means for the state file. */
+const char *sp_runtime_state_strerror(int e);
 /* At start, once running as `user`: warns about each file the configuration
  * reads (its own, certificates, keys, CA files, the token file) that this
  * user cannot read, since a reload reads them again, and about a state

@@ -893,6 +893,32 @@ def test_a_link_at_the_temporary_name_is_replaced_not_followed(start_proxy, two_
     assert not tmp.exists() and not tmp.is_symlink()
 
 
+def test_the_process_started_last_owns_the_state_file(start_proxy, two_backends, tmp_path):
+    """An upgrade starts the new process, then stops the old one. In between
+    the old one took changes (200) and wrote them to the state file, which
+    the new one had read at its start: the change was not in force there,
+    and the new one's next write dropped it. The new process now writes the
+    file as it starts, and the old one, finding another's file, refuses
+    changes (409, saying why) instead of acknowledging what would be lost."""
+    legacy, modern = two_backends
+    state = tmp_path / "state.json"
+    routes = [{"name": "orders", "match": {"path_prefix": "/api/orders"}, "backend": "legacy",
+               "rollout": {"backend": "modern", "percent": 50.0}}]
+    backends = {"legacy": legacy, "modern": modern}
+    old = start_proxy(backends, routes=routes, admin={"state_file": str(state)})
+    assert old.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 40}})[0] == 200
+    new = start_proxy(backends, routes=routes, admin={"state_file": str(state)})
+    assert new.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 40
+    st, body = old.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 0}})
+    assert st == 409 and "another process wrote it since" in body["error"], body
+    assert old.admin("GET", "/api/routes/orders")[1]["rollout"]["percent"] == 40
+    assert new.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 0}})[0] == 200
+    assert old.stop() == 0
+    assert json.loads(state.read_text())["overrides"]["orders"] == {"rollout": {"percent": 0}}
+    assert new.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 5}})[0] == 200
+    assert json.loads(state.read_text())["overrides"]["orders"] == {"rollout": {"percent": 5}}
+
+
 def test_a_change_reads_nothing_from_disk(start_proxy, two_backends, tmp_path):
     """A PATCH (or a guard's pull-back) builds on the configuration as last
     loaded: an include file broken on disk since, or a token file changed
