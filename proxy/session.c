@@ -667,8 +667,9 @@ static int retry_next_server(struct sp_session *s, const char *err, int unsent)
 static int budgeted_next_server(struct sp_session *s)
 {
 	const struct sp_backend *be = &s->cfg->backends[s->backend];
-	if (be->nservers < 2)
-		return -1;
+	uint64_t all = be->nservers >= 64 ? ~(uint64_t)0 : ((uint64_t)1 << be->nservers) - 1;
+	if (be->nservers < 2 || ((s->tried | (uint64_t)1 << s->server) & all) == all)
+		return -1; /* no server left to try: no retry the budget could deny */
 	if (!sp_worker_retry_fits(s->w, s->cfg, s->backend)) {
 		sp_debug("backend %s: %s: request %s not retried: retry_budget spent", be->name,
 			 server_of(s)->hostport, s->reqid);

@@ -2527,6 +2527,21 @@ def test_a_request_denied_a_retry_twice_counts_once(backend_factory, start_proxy
     assert metrics(p)[1]["strangler_backend_server_retries_denied_total" + key] == "1"
 
 
+def test_the_last_servers_answer_is_no_denied_retry(backend_factory, start_proxy):
+    """With every server tried, the last one's retried status has no server
+    to go to: not a retry the budget denied (it was counted as one when the
+    budget happened to be spent)."""
+    a, b = backend_factory("a", answering(503, "a")), backend_factory("b", answering(503, "b"))
+    p = start_proxy({"legacy": servers(a, b, retry_on_status=[503],
+                                       retry_budget={"percent": 0, "min_per_s": 1},
+                                       health={"unhealthy": 100})}, admin={})
+    assert who(p, "/x")[0] == 503  # a's 503 retried on b (the budget's one a second): 503
+    assert len(a.requests) + len(b.requests) == 2
+    m = metrics(p)[1]
+    assert [m['strangler_backend_server_retries_denied_total{backend="legacy",server="%s"}'
+              % hostport(x)] for x in (a, b)] == ["0", "0"]
+
+
 def test_the_access_log_names_the_servers_a_request_left(backend_factory, start_proxy):
     """retried_from lists each server left for another, in order, with its
     answer's status or its failure; a request served by its first server
