@@ -184,14 +184,16 @@ void sp_runtime_start_checks(struct sp_runtime *rt)
 		sp_log(SP_LOG_ERROR, "health checks: out of memory; they stay as they were");
 }
 
-/* Logs every diagnostic line ("FILE:LINE: setting: reason") with a prefix. */
-static void log_diag(struct sp_diag *diag, enum sp_log_level level)
+/* Logs every diagnostic line ("FILE:LINE: setting: reason") with a prefix:
+ * warnings as warnings, errors as errors, whatever became of the reload. */
+static void log_diag(struct sp_diag *diag)
 {
 	const char *p = diag->text.data;
 	while (p && *p) {
 		const char *nl = strchr(p, '\n');
 		int len = nl ? (int)(nl - p) : (int)strlen(p);
-		sp_log(level, "reload: %.*s", len, p);
+		const char *w = memmem(p, (size_t)len, ": warning: ", 11);
+		sp_log(w ? SP_LOG_WARN : SP_LOG_ERROR, "reload: %.*s", len, p);
 		p = nl ? nl + 1 : NULL;
 	}
 }
@@ -205,7 +207,7 @@ int sp_runtime_reload(struct sp_runtime *rt, struct sp_diag *diag)
 	}
 	if (cfg && sp_worker_check_listen(rt->cfg, cfg, diag) < 0)
 		sp_config_unref(&cfg);
-	log_diag(diag, cfg ? SP_LOG_WARN : SP_LOG_ERROR);
+	log_diag(diag);
 	if (!cfg) {
 		sp_config_unref(&file);
 		rt->reloads_failed++;

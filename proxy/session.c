@@ -1850,13 +1850,14 @@ static void tunnel_deadline(struct sp_session *s)
 static void start_tunnel(struct sp_session *s)
 {
 	struct sp_conn *up = s->up->conn;
-	int idle_ms = s->cfg->limits.tunnel_idle_ms; /* the exchange's generation, as the rest */
+	/* the exchange's generation, for both sides, as the rest */
+	int idle_ms = s->cfg->limits.tunnel_idle_ms, send_ms = s->cfg->limits.send_timeout_ms;
 	set_timer(s, T_NONE);
 	s->tunnel_last_us = sp_deadline_now_us();
 	if (idle_ms)
 		sp_conn_deadline(s->client, idle_ms, idle_ms);
-	client_timeouts(s, 0);
-	sp_conn_timeouts(up, 0, s->w->cfg->limits.send_timeout_ms);
+	sp_conn_timeouts(s->client, 0, send_ms);
+	sp_conn_timeouts(up, 0, send_ms);
 	sp_conn_setcb(up, on_up_read, on_conn_drain, on_tunnel_up_event, s);
 	up->low_water = LOW_WATER;
 	sp_conn_read(up, 1);
