@@ -285,3 +285,13 @@ const char *sp_num(char *out, double v)
 	}
 	return out;
 }
+
+size_t sp_utf8_cut(const char *s, size_t len, size_t max)
+{
+	if (len <= max)
+		return len;
+	size_t cut = max;
+	for (int i = 0; i < 3 && cut > 0 && ((unsigned char)s[cut] & 0xc0) == 0x80; i++)
+		cut--;
+	return ((unsigned char)s[cut] & 0xc0) == 0x80 ? max : cut;
+}

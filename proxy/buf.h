@@ -80,6 +80,16 @@ static inline void sp_copy_str(char *dst, size_t size, const char *src)
 	dst[n] = '\0';
 }
 
+/* Cut position at most max bytes into s (len bytes) that does not split a
+ * UTF-8 sequence (looks back at most 3 bytes, so binary data still gets cut). */
+size_t sp_utf8_cut(const char *s, size_t len, size_t max);
+/* src into dst (size bytes, NUL included), cut where sp_utf8_cut says. */
+static inline void sp_copy_text(char *dst, size_t size, const char *src)
+{
+	size_t n = sp_utf8_cut(src, strlen(src), size - 1);
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+}
 __attribute__((format(printf, 2, 3))) int sp_buf_printf(struct sp_buf *b, const char *fmt, ...);
 /* Appends v in base 10 or 16 (lower case): no printf on the request path. */
 int sp_buf_add_uint(struct sp_buf *b, uint64_t v, unsigned base);

@@ -76,18 +76,6 @@ static int add_diff(struct sp_cmp_result *r, enum sp_diff_kind kind, char *where
 	return 0;
 }
 
-/* Cut position at most max bytes into s that does not split a UTF-8
- * sequence (looks back at most 3 bytes, so binary data still gets cut). */
-static size_t utf8_cut(const char *s, size_t len, size_t max)
-{
-	if (len <= max)
-		return len;
-	size_t cut = max;
-	for (int i = 0; i < 3 && cut > 0 && ((unsigned char)s[cut] & 0xc0) == 0x80; i++)
-		cut--;
-	return ((unsigned char)s[cut] & 0xc0) == 0x80 ? max : cut;
-}
-
 /* s as a JSON string. UTF-8 is kept as is; anything else is escaped byte by
  * byte, so the result is valid JSON whatever the input. */
 static int add_json_string(struct sp_buf *b, const char *s, size_t len)
@@ -123,7 +111,7 @@ static char *bound_text(char *text)
 	size_t len = strlen(text);
 	if (len <= SP_CMP_VALUE_MAX)
 		return text;
-	char *s = json_string_text(text, utf8_cut(text, len, SP_CMP_VALUE_MAX), 1);
+	char *s = json_string_text(text, sp_utf8_cut(text, len, SP_CMP_VALUE_MAX), 1);
 	free(text);
 	return s;
 }
@@ -387,7 +375,7 @@ static char *describe_body(const struct body *b)
 {
 	struct sp_buf d;
 	sp_buf_init(&d);
-	size_t cut = utf8_cut(b->data, b->len, SP_CMP_BODY_PREFIX);
+	size_t cut = sp_utf8_cut(b->data, b->len, SP_CMP_BODY_PREFIX);
 	if (sp_buf_printf(&d, "%zu bytes: ", b->len) || sp_buf_add(&d, b->data, cut)) {
 		sp_buf_deinit(&d);
 		return NULL;
@@ -478,7 +466,7 @@ static int dump_value(const json_t *v, size_t flags, char **out)
  * diff line of a megabyte. */
 static char *bound_where(const char *ptr, size_t len)
 {
-	size_t cut = utf8_cut(ptr, len, SP_CMP_WHERE_MAX);
+	size_t cut = sp_utf8_cut(ptr, len, SP_CMP_WHERE_MAX);
 	char *w = malloc(cut + sizeof("…"));
 	if (w) {
 		memcpy(w, ptr, cut);

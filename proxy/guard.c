@@ -396,7 +396,9 @@ void sp_guards_restore(struct sp_guards *gs, const json_t *saved)
 		if (!s)
 			continue;
 		s->tripped = 1;
-		snprintf(s->reason, sizeof(s->reason), "%s", json_string_value(json_object_get(v, "reason")));
-		snprintf(s->at, sizeof(s->at), "%s", json_string_value(json_object_get(v, "tripped_at")));
+		/* cut inside a character, a foreign file's long reason would be
+		 * text json_pack refuses: the trip would not be saved again */
+		sp_copy_text(s->reason, sizeof(s->reason), json_string_value(json_object_get(v, "reason")));
+		sp_copy_text(s->at, sizeof(s->at), json_string_value(json_object_get(v, "tripped_at")));
 	}
 }

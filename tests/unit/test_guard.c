@@ -179,6 +179,29 @@ static void test_restore_takes_well_formed_entries_only(void **state)
 	sp_guards_free(&g);
 }
 
+/* A reason longer than the trip keeps (a foreign or hand-edited file) is cut
+ * between characters: cut inside one, it was text json_pack refuses, and
+ * the trip vanished from the next state file written. */
+static void test_a_long_reason_is_cut_between_characters(void **state)
+{
+	(void)state;
+	char reason[601] = "";
+	for (int i = 0; i < 300; i++)
+		strcat(reason, "\xc3\xa9"); /* é */
+	struct sp_guards *g = sp_guards_new();
+	json_t *saved = json_pack("{s:{s:s, s:s}}", "r", "reason", reason, "tripped_at",
+				  "2026-11-27T10:00:00Z");
+	sp_guards_restore(g, saved);
+	json_t *again = sp_guards_save(g);
+	const char *kept = json_string_value(json_object_get(json_object_get(again, "r"), "reason"));
+	assert_non_null(kept);
+	assert_true(strlen(kept) > 200 && strlen(kept) % 2 == 0);
+	assert_memory_equal(kept, reason, strlen(kept));
+	json_decref(again);
+	json_decref(saved);
+	sp_guards_free(&g);
+}
+
 /* ---- the window ---- */
 
 static struct sp_guard_snapshot at(uint64_t requests)
@@ -294,6 +317,7 @@ int main(void)
 		cmocka_unit_test(test_p99_ratio),
 		cmocka_unit_test(test_next_step),
 		cmocka_unit_test(test_restore_takes_well_formed_entries_only),
+		cmocka_unit_test(test_a_long_reason_is_cut_between_characters),
 		cmocka_unit_test(test_window_counts_the_last_window_s_ticks),
 		cmocka_unit_test(test_window_without_zero_start),
 		cmocka_unit_test(test_window_restarts),
