@@ -235,7 +235,9 @@ static int state_id_of(const char *path, struct sp_state_id *id)
 	struct stat st;
 	if (stat(path, &st) < 0)
 		return -1;
-	*id = (struct sp_state_id){1, st.st_dev, st.st_ino, st.st_mtim, st.st_size};
+	/* known: a file (what sits there otherwise is no other process's state:
+	 * the write fails on it as it is) */
+	*id = (struct sp_state_id){S_ISREG(st.st_mode), st.st_dev, st.st_ino, st.st_mtim, st.st_size};
 	return 0;
 }
 
@@ -386,7 +388,7 @@ int sp_runtime_save_state(struct sp_runtime *rt)
 		e = ENOMEM;
 		goto out;
 	}
-	if (rt->state_id.known && state_id_of(cfg->admin.state_file, &now) == 0 &&
+	if (rt->state_id.known && state_id_of(cfg->admin.state_file, &now) == 0 && now.known &&
 	    !same_state_id(&now, &rt->state_id)) {
 		e = ESTALE;
 		goto out;

@@ -2657,6 +2657,7 @@ def test_a_refused_drain_changes_nothing(start_proxy, backend_factory, tmp_path)
                     admin={"state_file": str(state)})
     st, be = p.admin("GET", "/api/backends/legacy")
     assert [s["weight_percent"] for s in be["servers"]] == [100, 100]
+    state.unlink()  # written at start
     os.mkdir(state)  # the state file cannot be replaced now (rename: EISDIR)
     st, body = p.admin("PATCH", "/api/backends/legacy",
                        {"server": "127.0.0.1:%d" % a.port, "drain": True})
