@@ -131,6 +131,7 @@ struct sp_session {
 	int64_t tunnel_last_us; /* when a byte last crossed the tunnel */
 	int ninterim; /* 1xx answers received in this exchange */
 	int client_keep;
+	int answered_early; /* the final answer began before the request was whole */
 	int retried;
 	unsigned attempts; /* connections attached for the exchange (send_again) */
 	int status;
@@ -349,6 +350,7 @@ static void reset_exchange(struct sp_session *s)
 	s->has_query = 0;
 	s->req_active = s->req_done = s->resp_started = s->resp_done = 0;
 	s->interim = s->ninterim = s->retried = s->status = 0;
+	s->answered_early = 0;
 	s->error = NULL;
 	s->up_failed = s->refused = s->no_room = s->own_answer = s->answer_now = 0;
 	s->fallback_from = -1;
@@ -1626,6 +1628,7 @@ static int on_resp_head(void *ud, struct sp_h1_msg *m)
 		return -1;
 	struct sp_fwd_response f = sp_fwd_response_for(m, s->is_head, s->client_minor);
 	s->tunnel = f.upgrade;
+	s->answered_early = !s->req_done;
 	s->resp_body = f.body;
 	s->upstream_keep = m->keep_alive;
 	/* A refused upgrade leaves the request parser in upgrade state: close. */
@@ -1782,7 +1785,8 @@ static void tunnel_relay(struct sp_session *s, struct sp_conn *from, struct sp_c
 
 static void tunnel_close(struct sp_session *s)
 {
-	log_exchange(s);
+	if (s->req_active) /* not after end_tunnel logged it */
+		log_exchange(s);
 	reset_exchange(s);
 	s->dead = 1;
 }
@@ -1806,7 +1810,7 @@ static void on_tunnel_up_event(struct sp_conn *c, short what, void *arg)
 		/* the backend stopped reading what the client sent */
 		s->error = ERR_UPSTREAM_SEND_TIMEOUT;
 		end_tunnel(s);
-	} else if ((what & SP_CONN_EOF) && !(what & SP_CONN_ERROR) && !c->shut_wr) {
+	} else if ((what & SP_CONN_EOF) && !(what & SP_CONN_ERROR)) {
 		/* a half-close while the client still sends: pass it on, and
 		 * relay the client's bytes until it ends too (on_client_event) */
 		sp_conn_shutdown_write(s->client);
@@ -1865,6 +1869,8 @@ static void start_tunnel(struct sp_session *s)
 	s->client_paused = s->up_paused = 0;
 	tunnel_relay(s, up, s->client);
 	tunnel_relay(s, s->client, up);
+	if (s->client->eof) /* it half-closed before the 101: pass it on */
+		sp_conn_shutdown_write(up);
 }
 
 /* ---- exchange end ---- */
@@ -1879,7 +1885,7 @@ static void finish_exchange(struct sp_session *s)
 	 * answer read after a failed write (answered_before_reset) never is;
 	 * nor one that answered before it took the whole request (an early
 	 * 413): what it still has to read is not the next request's */
-	if (s->req_done && sp_h1_in_message(s->resp) == 0 && !s->tunnel &&
+	if (s->req_done && !s->answered_early && sp_h1_in_message(s->resp) == 0 && !s->tunnel &&
 	    evbuffer_get_length(up->conn->in) == 0 && s->upstream_keep && !up->conn->err &&
 	    evbuffer_get_length(up->conn->out) == 0 && evbuffer_get_length(s->pending) == 0 &&
 	    !up->conn->splice_dst)
@@ -2247,6 +2253,11 @@ static void pump(struct sp_session *s)
 		if (s->up)
 			sp_conn_flush(s->up->conn);
 		sp_conn_flush(s->client);
+		if (s->tunnel && s->up && s->req_active && s->client->eof && s->up->conn->eof &&
+		    s->up->conn->shut_done) {
+			end_tunnel(s);
+			continue;
+		}
 		if (s->closing) {
 			if (evbuffer_get_length(s->client->out) > 0)
 				return;
@@ -2406,8 +2417,7 @@ static void on_client_event(struct sp_conn *c, short what, void *arg)
 		tunnel_move(s, c, s->up->conn);
 		sp_conn_shutdown_write(s->up->conn);
 		sp_conn_flush(s->up->conn);
-		if (s->client->shut_wr)
-			end_tunnel(s);
+		/* ended both ways once what waits for the backend is written (pump) */
 	} else if (s->tunnel) {
 		if (s->up) {
 			tunnel_move(s, c, s->up->conn);
@@ -2638,8 +2648,12 @@ void sp_sessions_drain(struct sp_worker *w)
 		int idle = !s->req_active && !sp_h1_in_message(s->req) &&
 			   evbuffer_get_length(s->client->in) == 0;
 		int lingering = s->linger && s->client->shut_wr; /* answered: not in flight */
-		if (!s->in_callback && (idle || lingering))
+		if (s->in_callback || !(idle || lingering))
+			continue;
+		if (lingering || evbuffer_get_length(s->client->out) == 0)
 			session_free(s);
+		else if (!s->closing)
+			start_closing(s); /* its last answer is written first (pump) */
 	}
 }
 

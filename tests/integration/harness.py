@@ -871,11 +871,18 @@ class HTTPResponse:
 
 
 class RawClient:
-    def __init__(self, port, timeout=IO_TIMEOUT, source=None):
+    def __init__(self, port, timeout=IO_TIMEOUT, source=None, rcvbuf=None):
         """source: the address to connect from (any of 127.0.0.0/8 on
-        loopback), for what the proxy sees as the client's address."""
-        self.sock = socket.create_connection((HOST, port), timeout=timeout,
-                                             source_address=(source, 0) if source else None)
+        loopback), for what the proxy sees as the client's address; rcvbuf:
+        a receive buffer this small (a slow reader: what it does not take
+        waits in the proxy)."""
+        self.sock = socket.socket()
+        self.sock.settimeout(timeout)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if source:
+            self.sock.bind((source, 0))
+        self.sock.connect((HOST, port))
         self.stream = Stream(self.sock, timeout)
 
     def send(self, data):

@@ -391,6 +391,43 @@ def test_sigterm_with_idle_keepalive_connection_exits_promptly(backend_factory, 
         assert c.is_closed()
 
 
+def test_sigterm_lets_answers_already_read_be_written_whole(backend_factory, start_proxy):
+    """Slow readers ask for answers of 2.0-3.9 MB; the backend has sent each
+    whole (the proxy parsed it all) when SIGTERM comes. The stop freed every
+    session with no request active, whatever it still had to write: those
+    whose tail waited in the proxy (answers a little larger than the kernel
+    buffers take) were cut, while the access log said 200."""
+    sizes = [2_000_000 + i * 128_000 for i in range(16)]
+    done = []
+
+    def handler(req, conn):  # chunked: parsed and buffered (a length would be spliced)
+        n = int(req.path.rsplit("/", 1)[1])
+        conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for k in range(0, n, 65536):
+            conn.send(b"%x\r\n%s\r\n" % (min(65536, n - k), b"z" * min(65536, n - k)))
+        conn.send(b"0\r\n\r\n")
+        done.append(n)
+        return harness.KEEP
+    proxy = start_proxy({"legacy": backend_factory("legacy", handler)}, drain_timeout_ms=5000)
+    clients = []
+    for n in sizes:
+        c = harness.RawClient(proxy.port, timeout=10, rcvbuf=4096)
+        c.send(b"GET /big/%d HTTP/1.1\r\nHost: t\r\n\r\n" % n)
+        clients.append(c)
+    time.sleep(1.5)  # the backend sends what it can; the clients read nothing yet
+    os.kill(proxy.pid, signal.SIGTERM)
+    time.sleep(0.2)
+    got = {}
+    for n, c in zip(sizes, clients):
+        try:
+            got[n] = len(c.read_response().body)
+        except (harness.Closed, OSError) as e:
+            got[n] = "cut: %s" % type(e).__name__
+        c.close()
+    cut = {n: v for n, v in got.items() if v != n and n in done}
+    assert not cut, "answers the backend had sent whole, cut by the stop: %s" % cut
+
+
 def test_drain_timeout_bounds_shutdown(backend_factory, start_proxy):
     """Past drain_timeout_ms the exchange is cut: a client still waiting for
     its answer gets a 503 (it got a bare close), and the access log has the

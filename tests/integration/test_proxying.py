@@ -1223,3 +1223,144 @@ def test_a_tunnel_half_closed_by_the_backend_still_relays_the_client(backend_fac
         assert received == [100000]
         assert c.recv(1) == b""
     assert proxy.wait_access(1)[0]["status"] == 101
+
+
+def test_a_tunnel_ended_by_both_sides_delivers_every_byte(backend_factory, start_proxy):
+    """The backend half-closes after its 101 and then reads slowly; the client
+    uploads 8 MiB and half-closes. Every byte reaches the backend: the
+    client's end ended the tunnel at once, and up to 256 KiB still waiting
+    for the backend were dropped with its connection."""
+    got = []
+
+    def slow_reader(req, conn):
+        conn.send(SWITCH)
+        conn.sock.shutdown(socket.SHUT_WR)
+        time.sleep(0.5)
+        h, n = hashlib.sha256(), 0
+        while True:
+            d = conn.sock.recv(32768)
+            if not d:
+                break
+            h.update(d)
+            n += len(d)
+            time.sleep(0.01)
+        got.append((n, h.hexdigest()))
+        return CLOSE
+    proxy = start_proxy({"legacy": backend_factory("legacy", slow_reader)})
+    c, st = open_tunnel(proxy)
+    payload = bytes(range(256)) * (32 * 1024)  # 8 MiB
+    with c:
+        assert st.read_to_eof() == b""
+        c.sendall(payload)
+        c.shutdown(socket.SHUT_WR)
+        harness.wait_for(lambda: got, timeout=60, what="the backend to see the client's end")
+    assert got[0] == (len(payload), hashlib.sha256(payload).hexdigest()), got[0][0]
+    assert [e["status"] for e in proxy.wait_access(1)] == [101]
+
+
+def test_a_client_half_close_before_the_101_reaches_the_backend(backend_factory, start_proxy):
+    """The client sends its upgrade request, its first bytes, and its end
+    before the 101 comes back: the end, read before the tunnel began, was
+    never passed on, and the backend waited for it until tunnel_idle_ms (an
+    hour by default), holding its max_conns slot."""
+    seen = []
+
+    def counter(req, conn):
+        time.sleep(0.3)  # the client's end reaches the proxy before the 101
+        conn.send(SWITCH)
+        n = 0
+        conn.sock.settimeout(3)
+        try:
+            while True:
+                d = conn.sock.recv(65536)
+                if not d:
+                    break
+                n += len(d)
+        except socket.timeout:
+            seen.append("no end after %d bytes" % n)
+            return CLOSE
+        seen.append(n)
+        conn.send(b"got %d" % n)
+        return CLOSE
+    proxy = start_proxy({"legacy": backend_factory("legacy", counter)})
+    c = socket.create_connection((harness.HOST, proxy.port), timeout=10)
+    with c:
+        c.sendall(b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\nhello")
+        c.shutdown(socket.SHUT_WR)
+        st = harness.Stream(c, 10)
+        assert st.read_until(b"\r\n\r\n").startswith(b"HTTP/1.1 101 ")
+        rest = st.read_to_eof()
+    harness.wait_for(lambda: seen, timeout=6, what="the backend's verdict")
+    assert (seen, rest) == ([5], b"got 5")
+
+
+def test_a_tunnel_is_logged_once_whichever_way_it_ends(backend_factory, start_proxy):
+    """Clients half-close their tunnels and read nothing more; the backend
+    sends each some MB and closes. A tunnel ended while the proxy still held
+    bytes for its client was logged a second time when client_send_ms gave
+    up on them (status 0, no method, "client send timeout"), and counted as
+    a second request. Sizes around what the kernel buffers hold (2.8-3 MB
+    here) hit that window."""
+    sizes = [2_000_000 + i * 128_000 for i in range(16)]
+
+    def burst(req, conn):
+        conn.send(SWITCH)
+        while conn.stream.read_some():
+            pass
+        conn.send(b"y" * int(req.path.rsplit("/", 1)[1]))
+        return CLOSE
+    proxy = start_proxy({"legacy": backend_factory("legacy", burst)},
+                        timeouts={"client_send_ms": 500})
+    socks = []
+    for n in sizes:
+        c = socket.socket()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.settimeout(10)
+        c.connect((harness.HOST, proxy.port))
+        c.sendall(b"GET /ws/%d HTTP/1.1\r\nHost: t\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n" % n)
+        socks.append(c)
+    time.sleep(0.5)
+    for c in socks:
+        c.shutdown(socket.SHUT_WR)  # and reads nothing
+    time.sleep(2.5)
+    for c in socks:
+        c.close()
+    harness.wait_for(lambda: len(proxy.access_lines()) >= len(sizes), what="the tunnels' lines")
+    time.sleep(0.5)
+    assert [e["status"] for e in proxy.access_lines()] == [101] * len(sizes)
+
+
+def test_a_backend_connection_answered_before_the_body_went_is_not_pooled(backend_factory,
+                                                                           start_proxy):
+    """A backend answers a POST from its head, never reads the body, and keeps
+    the connection; the client's body (bytes that read as a request) goes out
+    after that answer began. The connection was pooled (the body was all sent
+    by the time the answer ended), and the next client's request on it got
+    the answer to the body's "request"."""
+    smuggled = b"GET /slow-smuggled HTTP/1.1\r\nHost: t\r\n\r\n"
+    b = backend_factory("legacy")
+    b.read_bodies = False
+
+    def handler(req, conn):
+        if req.path == "/upload":
+            conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n")
+            for ch in b"stream":
+                time.sleep(0.1)
+                conn.send(bytes([ch]))
+            return KEEP
+        if req.path.startswith("/slow"):
+            time.sleep(0.5)
+        body = ("answer to %s" % req.path).encode()
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        return KEEP
+    b.handler = handler
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        c.send(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(smuggled))
+        time.sleep(0.2)  # the answer's head has come back
+        c.send(smuggled)
+        r = c.read_response("POST")
+        assert (r.status, r.body) == (200, b"stream")
+    time.sleep(0.1)
+    with proxy.client() as c:
+        assert c.request("GET", "/mine").body == b"answer to /mine"
