@@ -395,8 +395,6 @@ static void start_closing(struct sp_session *s)
  * matters with thousands of idle connections. */
 #define KEEP_BLOCKS_UPTO 128
 
-/* The connection waits for its next request; pipelined bytes already read
- * are parsed from the event loop, not from this stack. */
 /* What a client's request head may hold, as cfg says. */
 static struct sp_h1_limits request_limits(const struct sp_config *cfg)
 {
@@ -405,6 +403,8 @@ static struct sp_h1_limits request_limits(const struct sp_config *cfg)
 				     (size_t)lim->max_headers};
 }
 
+/* The connection waits for its next request; pipelined bytes already read
+ * are parsed from the event loop, not from this stack. */
 static void continue_keepalive(struct sp_session *s)
 {
 	if (s->client_eof && evbuffer_get_length(s->client->in) == 0) {

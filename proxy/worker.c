@@ -178,9 +178,10 @@ static int reconcile_listeners(struct sp_worker *w, const struct sp_config *old,
 
 /* Whether connections made for backend a may carry backend b's requests:
  * the same servers (URLs and the addresses they resolved to, in the same
- * order: a connection keeps its server's index) and the same TLS identity (settings and file contents). A
- * reload that changes what is trusted or presented (tls_verify, ca_file, a
- * client certificate) must never reuse a connection made under the old. */
+ * order: a connection keeps its server's index) and the same TLS identity
+ * (settings and file contents). A reload that changes what is trusted or
+ * presented (tls_verify, ca_file, a client certificate) must never reuse a
+ * connection made under the old. */
 static int same_peer(const struct sp_backend *a, const struct sp_backend *b)
 {
 	if (a->nservers != b->nservers || memcmp(a->tls_id, b->tls_id, sizeof(a->tls_id)) != 0)
