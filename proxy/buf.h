@@ -80,6 +80,9 @@ static inline void sp_copy_str(char *dst, size_t size, const char *src)
 	dst[n] = '\0';
 }
 
+/* The text of a macro's value: SP_STR(1024) is "1024". */
+#define SP_STR_(x) #x
+#define SP_STR(x) SP_STR_(x)
 /* Cut position at most max bytes into s (len bytes) that does not split a
  * UTF-8 sequence (looks back at most 3 bytes, so binary data still gets cut). */
 size_t sp_utf8_cut(const char *s, size_t len, size_t max);

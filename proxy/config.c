@@ -1257,8 +1257,6 @@ int sp_addr_is_loopback(const struct sockaddr_storage *ss)
 /* The longest admin token: a longer one was cut to its first 511 bytes,
  * which then were the token. */
 #define SP_TOKEN_MAX 1024
-#define SP_STR_(x) #x
-#define SP_STR(x) SP_STR_(x)
 
 static char *read_token(const char *path, const char **why)
 {

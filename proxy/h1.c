@@ -649,8 +649,6 @@ const char *sp_h1_error_reason(const struct sp_h1 *h)
 
 const char *sp_h1_version(void)
 {
-#define SP_STR2(x) #x
-#define SP_STR(x) SP_STR2(x)
 	return SP_STR(LLHTTP_VERSION_MAJOR) "." SP_STR(LLHTTP_VERSION_MINOR) "." SP_STR(
 		LLHTTP_VERSION_PATCH);
 }
