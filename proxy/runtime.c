@@ -71,9 +71,10 @@ static void keep_string(struct sp_diag *diag, const char *file, const char *sett
 	*now = running ? strdup(running) : NULL;
 }
 
-/* Settings a running process cannot change. */
-static void keep_restart_only(const struct sp_config *old, struct sp_config *cfg,
-			      struct sp_diag *diag)
+/* Settings a running process cannot change. Returns 1 when cfg takes a new
+ * admin token (said once the reload is in force: it may still be refused). */
+static int keep_restart_only(const struct sp_config *old, struct sp_config *cfg,
+			     struct sp_diag *diag)
 {
 	if (old->workers != cfg->workers)
 		sp_diag_add(diag, 0, cfg->file, 0, "workers changed (%d → %d): applies after a restart",
@@ -114,12 +115,13 @@ static void keep_restart_only(const struct sp_config *old, struct sp_config *cfg
 	cfg->admin.address = old->admin.address ? strdup(old->admin.address) : NULL;
 	cfg->admin.token = old->admin.token ? strdup(old->admin.token) : NULL;
 	cfg->admin.state_file = old->admin.state_file ? strdup(old->admin.state_file) : NULL;
-	if (token) { /* said once the reload is in force: it may still be refused */
+	if (token) {
 		free(cfg->admin.token);
 		cfg->admin.token = token;
 	}
 	keep_string(diag, cfg->file, "user", old->user, &cfg->user);
 	keep_string(diag, cfg->file, "pid_file", old->pid_file, &cfg->pid_file);
+	return token != NULL;
 }
 
 static int route_kept(const char *route, const void *cfg)
@@ -201,8 +203,9 @@ static void log_diag(struct sp_diag *diag)
 int sp_runtime_reload(struct sp_runtime *rt, struct sp_diag *diag)
 {
 	struct sp_config *file = sp_runtime_load_file(rt, diag), *cfg = NULL;
+	int rotated = 0;
 	if (file) {
-		keep_restart_only(rt->file_cfg, file, diag);
+		rotated = keep_restart_only(rt->file_cfg, file, diag);
 		cfg = sp_runtime_build(rt, file, NULL, diag);
 	}
 	if (cfg && sp_worker_check_listen(rt->cfg, cfg, diag) < 0)
@@ -215,8 +218,6 @@ int sp_runtime_reload(struct sp_runtime *rt, struct sp_diag *diag)
 		       rt->file, diag->errors, diag->errors == 1 ? "" : "s");
 		return -1;
 	}
-	int rotated = cfg->admin.token && (!rt->cfg->admin.token ||
-					   strcmp(rt->cfg->admin.token, cfg->admin.token) != 0);
 	sp_config_unref(&rt->file_cfg);
 	rt->file_cfg = file;
 	sp_runtime_commit(rt, cfg);
