@@ -230,16 +230,17 @@ int sp_runtime_reload(struct sp_runtime *rt, struct sp_diag *diag)
 	return 0;
 }
 
-/* The state file's identity now into *id; 0, or -1 with errno (ENOENT: none). */
-static int state_id_of(const char *path, struct sp_state_id *id)
+/* The state file's identity now into *id: known only for a file (none, or
+ * what sits there otherwise, is no other process's state: the write fails
+ * on it as it is). */
+static void state_id_of(const char *path, struct sp_state_id *id)
 {
 	struct stat st;
 	if (stat(path, &st) < 0)
-		return -1;
-	/* known: a file (what sits there otherwise is no other process's state:
-	 * the write fails on it as it is) */
-	*id = (struct sp_state_id){S_ISREG(st.st_mode), st.st_dev, st.st_ino, st.st_mtim, st.st_size};
-	return 0;
+		*id = (struct sp_state_id){0};
+	else
+		*id = (struct sp_state_id){S_ISREG(st.st_mode), st.st_dev, st.st_ino, st.st_mtim,
+					   st.st_size};
 }
 
 static int same_state_id(const struct sp_state_id *a, const struct sp_state_id *b)
@@ -274,8 +275,7 @@ int sp_runtime_load_state(struct sp_runtime *rt, const struct sp_config *cfg)
 	if (!cfg->has_admin || !cfg->admin.state_file)
 		return 0;
 	/* what it is before reading: a change made meanwhile shows as another's */
-	if (state_id_of(cfg->admin.state_file, &rt->state_id) < 0)
-		rt->state_id.known = 0;
+	state_id_of(cfg->admin.state_file, &rt->state_id);
 	json_t *state = sp_state_load(cfg->admin.state_file, why, sizeof(why));
 	if (!state) { /* none, or the first start; or one that would be lost */
 		if (why[0])
@@ -384,13 +384,13 @@ int sp_runtime_save_state(struct sp_runtime *rt)
 				  rt->audit, "guards", sp_guards_save(rt->guards), "drained",
 				  drained_json(rt));
 	char *text = state ? json_dumps(state, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
-	struct sp_state_id now;
 	if (!text) {
 		e = ENOMEM;
 		goto out;
 	}
-	if (rt->state_id.known && state_id_of(cfg->admin.state_file, &now) == 0 && now.known &&
-	    !same_state_id(&now, &rt->state_id)) {
+	struct sp_state_id now;
+	state_id_of(cfg->admin.state_file, &now);
+	if (rt->state_id.known && now.known && !same_state_id(&now, &rt->state_id)) {
 		e = ESTALE;
 		goto out;
 	}
@@ -432,8 +432,7 @@ int sp_runtime_save_state(struct sp_runtime *rt)
 	}
 	rc = 0;
 	sync_dir(cfg->admin.state_file);
-	if (state_id_of(cfg->admin.state_file, &rt->state_id) < 0)
-		rt->state_id.known = 0;
+	state_id_of(cfg->admin.state_file, &rt->state_id);
 out:
 	if (fd >= 0)
 		close(fd);
