@@ -677,8 +677,7 @@ static void on_reload(evutil_socket_t fd, short what, void *arg)
 	w->cfg = cfg;
 	/* every listener, the new ones too, as the new max_connections says: a
 	 * raised one resumes accepting at once, a lowered one pauses it */
-	if (!w->draining)
-		settle_accepting(w, 1);
+	settle_accepting(w, 1);
 	atomic_store(&w->applied_gen, gen);
 }
 
@@ -774,7 +773,7 @@ static size_t conn_limit(const struct sp_worker *w)
 static void settle_accepting(struct sp_worker *w, int all)
 {
 	int full = w->nsessions >= conn_limit(w);
-	if (full == w->accept_paused && !all)
+	if (w->draining || (full == w->accept_paused && !all))
 		return;
 	if (full && !w->accept_paused)
 		sp_log(SP_LOG_WARN, "worker %d: %zu connections (max_connections): accepting paused",
@@ -794,15 +793,13 @@ void sp_worker_session_added(struct sp_worker *w)
 	w->nsessions++;
 	if (w->nsessions > atomic_load_explicit(&w->peak_sessions, memory_order_relaxed))
 		atomic_store_explicit(&w->peak_sessions, w->nsessions, memory_order_relaxed);
-	if (!w->draining)
-		settle_accepting(w, 0);
+	settle_accepting(w, 0);
 }
 
 void sp_worker_session_gone(struct sp_worker *w)
 {
 	w->nsessions--;
-	if (!w->draining)
-		settle_accepting(w, 0);
+	settle_accepting(w, 0);
 	sp_worker_maybe_done(w);
 }
 
