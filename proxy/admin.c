@@ -846,7 +846,7 @@ static void rearm(struct admin_conn *a, const char *name)
 		snprintf(msg, sizeof(msg), "cannot write admin.state_file: %s; the guard stays tripped",
 			 sp_runtime_state_strerror(e));
 		sp_guards_restore(rt->guards, trips);
-		respond_error(a, e == ESTALE ? 409 : 500, msg);
+		respond_error(a, sp_runtime_state_status(e), msg);
 	} else {
 		sp_log(SP_LOG_INFO, "guard: route %s re-armed by %s", name, a->peer);
 		sp_runtime_audit(rt, json_pack("{s:s, s:s, s:s, s:O, s:o}", "caller", a->peer, "route",
@@ -1064,7 +1064,7 @@ static void patch_backend(struct admin_conn *a, const char *name)
 			snprintf(msg, sizeof(msg), "cannot write admin.state_file: %s; the server "
 				 "stays %s", sp_runtime_state_strerror(e), was ? "drained" : "in service");
 			sp_health_undo_drained(rt->health, sv->url, was);
-			respond_error(a, e == ESTALE ? 409 : 500, msg);
+			respond_error(a, sp_runtime_state_status(e), msg);
 		} else {
 			if (on != was) {
 				sp_log(SP_LOG_INFO, "admin: backend %s: server %s %s by %s", be->name,

@@ -501,7 +501,7 @@ static int apply_overrides(struct sp_runtime *rt, json_t *next, int safety, char
 			rt->overrides = old;
 			json_decref(next);
 			sp_config_unref(&cfg);
-			return e == ESTALE ? 409 : 500;
+			return sp_runtime_state_status(e);
 		}
 	}
 	json_decref(old);

@@ -4,6 +4,7 @@
 #ifndef SP_RUNTIME_H
 #define SP_RUNTIME_H
 
+#include <errno.h>
 #include <sys/stat.h>
 
 #include <event2/event.h>
@@ -86,6 +87,12 @@ int sp_runtime_load_state(struct sp_runtime *rt, const struct sp_config *cfg);
 int sp_runtime_save_state(struct sp_runtime *rt);
 /* strerror(e), or for ESTALE what it means for the state file. */
 const char *sp_runtime_state_strerror(int e);
+/* The admin API's answer to a change the state file refused with e: 409
+ * when another process owns the file (ESTALE), else 500. */
+static inline int sp_runtime_state_status(int e)
+{
+	return e == ESTALE ? 409 : 500;
+}
 /* At start, once running as `user`: warns about each file the configuration
  * reads (its own, certificates, keys, CA files, the token file) that this
  * user cannot read, since a reload reads them again, and about a state
