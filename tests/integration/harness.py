@@ -332,7 +332,8 @@ class Backend:
     returns a Response, KEEP (it wrote the answer itself) or CLOSE. The default
     answers 200 with a JSON echo and `X-Backend: <name>`."""
 
-    def __init__(self, name, handler=None, io_timeout=10.0, unix_path=None):
+    def __init__(self, name, handler=None, io_timeout=10.0, unix_path=None, bind=None):
+        """bind: (address, port) to listen on instead (another of 127.0.0.0/8)."""
         self.name = name
         self.handler = handler or echo
         self.io_timeout = io_timeout
@@ -357,10 +358,10 @@ class Backend:
         else:
             self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.lsock.bind((HOST, 0))
+            self.lsock.bind(bind or (HOST, 0))
             self.lsock.listen(128)
             self.port = self.lsock.getsockname()[1]
-            self.url = "http://%s:%d" % (HOST, self.port)
+            self.url = "http://%s:%d" % (bind[0] if bind else HOST, self.port)
         t = threading.Thread(target=self._accept_loop, name="backend-%s" % name, daemon=True)
         t.start()
         self._threads.append(t)

@@ -510,43 +510,6 @@ def test_a_reload_applies_max_idle_and_idle_timeout_to_connections_already_idle(
     assert [r.conn_id for r in a.requests] == [0, 0, 1, 2, 3]
 
 
-class _Answerer:
-    """A keep-alive HTTP/1.1 server on ip:port answering 200 X-Backend: name."""
-
-    def __init__(self, ip, port, name):
-        self.name, self.conns = name, []
-        self.ls = socket.socket()
-        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.ls.bind((ip, port))
-        self.ls.listen(64)
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                s, _ = self.ls.accept()
-            except OSError:
-                return
-            self.conns.append(s)
-            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
-
-    def _serve(self, s):
-        st = harness.Stream(s, 10)
-        body = self.name.encode()
-        try:
-            while True:
-                st.read_until(b"\r\n\r\n")
-                s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Backend: %s\r\n\r\n%s"
-                          % (len(body), body, body))
-        except Exception:
-            pass
-
-    def close(self):
-        self.ls.close()
-        for s in self.conns:
-            s.close()
-
-
 def test_a_reload_that_resolves_a_name_elsewhere_sends_requests_there(tmp_path):
     """A reload resolves host names again; when a backend's name now points
     elsewhere (a cut-over by DNS), requests go to the new address. The pool
@@ -557,7 +520,8 @@ def test_a_reload_that_resolves_a_name_elsewhere_sends_requests_there(tmp_path):
                                            capture_output=True).returncode != 0:
         pytest.skip("needs a mount namespace of its own (root, unshare -m)")
     name, port, lport = "blue.strangler.test", harness.free_port(), harness.free_port()
-    old, new = _Answerer("127.0.0.2", port, "old"), _Answerer("127.0.0.3", port, "new")
+    old = harness.Backend("old", bind=("127.0.0.2", port))
+    new = harness.Backend("new", bind=("127.0.0.3", port))
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1 localhost\n127.0.0.2 %s\n" % name)
     conf = tmp_path / "strangler.conf"
@@ -589,8 +553,8 @@ def test_a_reload_that_resolves_a_name_elsewhere_sends_requests_there(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(10)
-        old.close()
-        new.close()
+        old.stop()
+        new.stop()
     assert rc == 0, err_path.read_text()[-3000:]
 
 
