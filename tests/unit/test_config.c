@@ -42,13 +42,8 @@ static struct sp_config *check_warned(const char *text, int nwarnings, const cha
 	sp_diag_init(&d);
 	struct sp_config *c = sp_config_load_string(text, TEST_CONF, &d);
 	const char *out = d.text.data ? d.text.data : "";
-	int ok = c != NULL && d.errors == 0 && d.warnings == nwarnings;
-	for (size_t i = 0; i < n; i++) {
-		if (!unit_has_line(out, msgs[i])) {
-			print_error("missing line: %s\n", msgs[i]);
-			ok = 0;
-		}
-	}
+	int ok = unit_has_lines(out, msgs, n) && c != NULL && d.errors == 0 &&
+		 d.warnings == nwarnings;
 	if (!ok)
 		print_error("test line %d: config %s, %d errors, %d warnings:\n%s---\n%s\n", line,
 			    c ? "loaded" : "REJECTED", d.errors, d.warnings, out, text);

@@ -76,6 +76,19 @@ static inline int unit_has_line(const char *text, const char *want)
 	return 0;
 }
 
+/* True when text holds each of msgs as a line (unit_has_line); says which not. */
+static inline int unit_has_lines(const char *text, const char *const *msgs, size_t n)
+{
+	int ok = 1;
+	for (size_t i = 0; i < n; i++) {
+		if (!unit_has_line(text, msgs[i])) {
+			print_error("missing line: %s\n", msgs[i]);
+			ok = 0;
+		}
+	}
+	return ok;
+}
+
 /* Loads text, which must fail with exactly nerrors errors (any number when
  * negative), each of msgs a line of the diagnostics. */
 static inline void unit_rejected(const char *text, int nerrors, const char *const *msgs, size_t n,
@@ -85,13 +98,7 @@ static inline void unit_rejected(const char *text, int nerrors, const char *cons
 	sp_diag_init(&d);
 	struct sp_config *c = sp_config_load_string(text, TEST_CONF, &d);
 	const char *out = d.text.data ? d.text.data : "";
-	int ok = c == NULL && (nerrors < 0 || d.errors == nerrors);
-	for (size_t i = 0; i < n; i++) {
-		if (!unit_has_line(out, msgs[i])) {
-			print_error("missing line: %s\n", msgs[i]);
-			ok = 0;
-		}
-	}
+	int ok = unit_has_lines(out, msgs, n) && c == NULL && (nerrors < 0 || d.errors == nerrors);
 	if (!ok)
 		print_error("test line %d: config %s with %d errors, diagnostics:\n%s---\n%s\n", line,
 			    c ? "LOADED" : "rejected", d.errors, out, text);
