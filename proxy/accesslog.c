@@ -120,10 +120,9 @@ uint64_t sp_accesslog_dropped(struct sp_accesslog *log)
 	return atomic_load_explicit(&log->dropped, memory_order_relaxed);
 }
 
-/* "{"time":"2026-11-27T15:40:00.123Z"" for now: the date and time are
- * written once a second per thread (each worker's lines), the milliseconds
- * for each line. */
-static int add_time(struct sp_buf *b)
+/* The date and time are written once a second per thread (each worker's
+ * lines), the milliseconds for each line. */
+int sp_accesslog_add_time(struct sp_buf *b)
 {
 	static _Thread_local struct {
 		long long sec;
@@ -166,7 +165,7 @@ static int add_tries(struct sp_buf *b, const struct sp_access_try *t, size_t n)
 int sp_access_format(const struct sp_access_entry *e, struct sp_buf *b)
 {
 	sp_buf_reset(b);
-	if (add_time(b))
+	if (sp_accesslog_add_time(b))
 		return -1;
 	if (sp_buf_add_json_field(b, "client", e->client, e->client ? strlen(e->client) : 0) ||
 	    (e->peer && sp_buf_add_json_field(b, "peer", e->peer, strlen(e->peer))) ||

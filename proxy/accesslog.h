@@ -70,6 +70,10 @@ int sp_access_format(const struct sp_access_entry *e, struct sp_buf *line);
 void sp_accesslog_write(struct sp_accesslog *log, const struct sp_access_entry *e,
 			struct sp_buf *scratch);
 
+/* Appends {"time":"2026-11-27T15:40:00.123Z" for now, as each log line
+ * begins (the date and time formatted once a second per thread). */
+int sp_accesslog_add_time(struct sp_buf *b);
+
 /* Appends a ready line (it must end with '\n') whole, or counts it dropped.
  * The diff log uses the same file handling. */
 void sp_accesslog_write_raw(struct sp_accesslog *log, const char *line, size_t len);

@@ -99,15 +99,25 @@ int sp_buf_reserve(struct sp_buf *b, size_t extra)
 
 int sp_buf_printf(struct sp_buf *b, const char *fmt, ...)
 {
+	/* formatted once into the room there is; a second time only when it
+	 * did not fit */
+	size_t room = b->cap > b->len ? b->cap - b->len : 0;
 	va_list ap;
 	va_start(ap, fmt);
-	int n = vsnprintf(NULL, 0, fmt, ap);
+	int n = vsnprintf(room ? b->data + b->len : NULL, room, fmt, ap);
 	va_end(ap);
-	if (n < 0 || sp_buf_reserve(b, (size_t)n) < 0)
+	if (n < 0)
 		return -1;
-	va_start(ap, fmt);
-	vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-	va_end(ap);
+	if ((size_t)n >= room) {
+		if (sp_buf_reserve(b, (size_t)n) < 0) {
+			if (room)
+				b->data[b->len] = '\0';
+			return -1;
+		}
+		va_start(ap, fmt);
+		vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+		va_end(ap);
+	}
 	b->len += (size_t)n;
 	return 0;
 }
@@ -204,6 +214,50 @@ static int add_u_escape(struct sp_buf *b, uint32_t c)
 	return sp_buf_add(b, esc, 6);
 }
 
+int sp_buf_add_json_utf8(struct sp_buf *b, const char *s, size_t len)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	for (size_t i = 0; i < len;) { /* all of it checked before a byte is written */
+		uint32_t c;
+		size_t n = u[i] < 0x80 ? 1 : utf8_at(u + i, len - i, &c);
+		if (n == 0)
+			return 1;
+		i += n;
+	}
+	if (sp_buf_reserve(b, len + 2) < 0)
+		return -1;
+	for (size_t i = 0; i < len; i++) {
+		size_t run = i;
+		while (run < len && u[run] >= 0x20 && u[run] != '"' && u[run] != '\\')
+			run++;
+		if (run > i && sp_buf_add(b, s + i, run - i) < 0)
+			return -1;
+		if (run == len)
+			break;
+		i = run;
+		static const char hex[] = "0123456789ABCDEF";
+		static const char shortcut[0x20] = {['\b'] = 'b', ['\f'] = 'f', ['\n'] = 'n',
+						    ['\r'] = 'r', ['\t'] = 't'};
+		unsigned char c = u[i];
+		char esc[6] = {'\\', (char)c};
+		int rc;
+		if (c == '"' || c == '\\') {
+			rc = sp_buf_add(b, esc, 2);
+		} else if (shortcut[c]) {
+			esc[1] = shortcut[c];
+			rc = sp_buf_add(b, esc, 2);
+		} else {
+			memcpy(esc + 1, "u00", 3);
+			esc[4] = hex[c >> 4];
+			esc[5] = hex[c & 15];
+			rc = sp_buf_add(b, esc, 6);
+		}
+		if (rc < 0)
+			return -1;
+	}
+	return 0;
+}
+
 int sp_buf_add_json_text(struct sp_buf *b, const char *s, size_t len)
 {
 	const unsigned char *u = (const unsigned char *)s;
@@ -252,16 +306,24 @@ int sp_buf_json_ascii(struct sp_buf *b, size_t from)
 	return rc;
 }
 
-int sp_buf_add_uint(struct sp_buf *b, uint64_t v, unsigned base)
+size_t sp_fmt_uint(char out[SP_UINT_SIZE], uint64_t v, unsigned base)
 {
 	static const char digits[] = "0123456789abcdef";
-	char tmp[24];
+	char tmp[SP_UINT_SIZE];
 	size_t n = 0;
 	do {
 		tmp[sizeof(tmp) - 1 - n++] = digits[v % base];
 		v /= base;
 	} while (v);
-	return sp_buf_add(b, tmp + sizeof(tmp) - n, n);
+	memcpy(out, tmp + sizeof(tmp) - n, n);
+	out[n] = '\0';
+	return n;
+}
+
+int sp_buf_add_uint(struct sp_buf *b, uint64_t v, unsigned base)
+{
+	char tmp[SP_UINT_SIZE];
+	return sp_buf_add(b, tmp, sp_fmt_uint(tmp, v, base));
 }
 
 int sp_buf_add_fixed3(struct sp_buf *b, double v)

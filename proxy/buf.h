@@ -94,6 +94,9 @@ static inline void sp_copy_text(char *dst, size_t size, const char *src)
 	dst[n] = '\0';
 }
 __attribute__((format(printf, 2, 3))) int sp_buf_printf(struct sp_buf *b, const char *fmt, ...);
+/* v in base 10 or 16 (lower case) into out, NUL-ended; its length. */
+#define SP_UINT_SIZE 24
+size_t sp_fmt_uint(char out[SP_UINT_SIZE], uint64_t v, unsigned base);
 /* Appends v in base 10 or 16 (lower case): no printf on the request path. */
 int sp_buf_add_uint(struct sp_buf *b, uint64_t v, unsigned base);
 /* Appends v (>= 0) with three decimals, as "%.3f" writes it (rounded half
@@ -108,6 +111,10 @@ int sp_buf_add_json_field(struct sp_buf *b, const char *key, const char *v, size
  * pair above U+FFFF), where sp_buf_add_json_str, for bytes from the wire,
  * escapes each byte alone; a byte that is not UTF-8 is escaped as it does. */
 int sp_buf_add_json_text(struct sp_buf *b, const char *s, size_t len);
+/* s escaped into a JSON string's inside as jansson's json_dumps writes it
+ * (UTF-8 as it is; ", \\ and control bytes escaped, \\u00XX in capitals):
+ * 0, 1 with nothing written when s is not UTF-8, -1 when memory runs out. */
+int sp_buf_add_json_utf8(struct sp_buf *b, const char *s, size_t len);
 /* ,"key":"v" with v (a C string) escaped by sp_buf_add_json_text; null when NULL. */
 int sp_buf_add_json_text_field(struct sp_buf *b, const char *key, const char *v);
 /* Rewrites the JSON text of b from offset from in ASCII: each UTF-8

@@ -78,27 +78,34 @@ static int add_diff(struct sp_cmp_result *r, enum sp_diff_kind kind, char *where
 
 /* s as a JSON string. UTF-8 is kept as is; anything else is escaped byte by
  * byte, so the result is valid JSON whatever the input. */
+/* The JSON string of s (len bytes) followed by "…" when cut: as jansson
+ * writes it for UTF-8, else with each byte past ASCII as \u00XX. */
+static int add_json_string_cut(struct sp_buf *b, const char *s, size_t len, int cut)
+{
+	static const char more[] = "…";
+	if (sp_buf_addc(b, '"') < 0)
+		return -1;
+	int rc = sp_buf_add_json_utf8(b, s, len);
+	if (rc == 0 && cut)
+		rc = sp_buf_adds(b, more);
+	else if (rc == 1)
+		rc = sp_buf_add_json_str(b, s, len) ||
+		     (cut && sp_buf_add_json_str(b, more, sizeof(more) - 1));
+	return rc || sp_buf_addc(b, '"') ? -1 : 0;
+}
+
 static int add_json_string(struct sp_buf *b, const char *s, size_t len)
 {
-	json_t *j = json_stringn(s, len);
-	char *text = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
-	json_decref(j);
-	int rc = text ? sp_buf_adds(b, text)
-		      : sp_buf_addc(b, '"') || sp_buf_add_json_str(b, s, len) || sp_buf_addc(b, '"');
-	free(text);
-	return rc ? -1 : 0;
+	return add_json_string_cut(b, s, len, 0);
 }
 
 /* Malloc'd JSON string of s (len bytes) followed by "…" when cut. */
 static char *json_string_text(const char *s, size_t len, int cut)
 {
-	struct sp_buf tmp, out;
-	sp_buf_init(&tmp);
+	struct sp_buf out;
 	sp_buf_init(&out);
-	if (sp_buf_add(&tmp, s, len) || (cut && sp_buf_adds(&tmp, "…")) ||
-	    add_json_string(&out, tmp.data, tmp.len))
+	if (add_json_string_cut(&out, s, len, cut))
 		sp_buf_deinit(&out);
-	sp_buf_deinit(&tmp);
 	return out.data;
 }
 
@@ -376,7 +383,8 @@ static char *describe_body(const struct body *b)
 	struct sp_buf d;
 	sp_buf_init(&d);
 	size_t cut = sp_utf8_cut(b->data, b->len, SP_CMP_BODY_PREFIX);
-	if (sp_buf_printf(&d, "%zu bytes: ", b->len) || sp_buf_add(&d, b->data, cut)) {
+	if (sp_buf_add_uint(&d, b->len, 10) || sp_buf_adds(&d, " bytes: ") ||
+	    sp_buf_add(&d, b->data, cut)) {
 		sp_buf_deinit(&d);
 		return NULL;
 	}
@@ -408,8 +416,8 @@ static int bytes_diff(struct sp_cmp_result *r, const struct body *a, const struc
 		return 0;
 	if (no_room(r))
 		return 1;
-	char where[48];
-	snprintf(where, sizeof(where), "bytes@%zu", off);
+	char where[6 + SP_UINT_SIZE] = "bytes@";
+	sp_fmt_uint(where + 6, off, 10);
 	return add_body_diff(r, where, describe_body(a), describe_body(b));
 }
 
@@ -829,17 +837,20 @@ int sp_json_pointer_match(const char *pattern, const char *pointer)
 
 static int add_raw_or_null(struct sp_buf *b, const char *key, const char *json)
 {
-	return sp_buf_printf(b, ",\"%s\":%s", key, json ? json : "null");
+	return sp_buf_adds(b, ",\"") || sp_buf_adds(b, key) || sp_buf_adds(b, "\":") ||
+			       sp_buf_adds(b, json ? json : "null")
+		   ? -1
+		   : 0;
 }
 
 static int add_diff_json(struct sp_buf *b, const struct sp_diff *d, int first)
 {
-	if (sp_buf_printf(b, "%s{\"kind\":\"%s\",\"where\":", first ? "" : ",",
-			  sp_cmp_kind_name(d->kind)) ||
+	if (sp_buf_adds(b, first ? "{\"kind\":\"" : ",{\"kind\":\"") ||
+	    sp_buf_adds(b, sp_cmp_kind_name(d->kind)) || sp_buf_adds(b, "\",\"where\":") ||
 	    (d->where ? add_json_string(b, d->where, strlen(d->where)) : sp_buf_adds(b, "null")) ||
 	    add_raw_or_null(b, "primary", d->primary) || add_raw_or_null(b, "shadow", d->shadow))
 		return -1;
-	return sp_buf_printf(b, ",\"noise\":%s}", d->noise ? "true" : "false");
+	return sp_buf_adds(b, d->noise ? ",\"noise\":true}" : ",\"noise\":false}");
 }
 
 int sp_cmp_diffs_json(const struct sp_cmp_result *r, int include_noise, struct sp_buf *b)

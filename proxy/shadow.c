@@ -265,17 +265,29 @@ static void redact(struct sp_cmp_result *r, const struct sp_shadow_cfg *sc)
 	}
 }
 
+/* PREFIX NAME","status":N,"ms":F, one side of a diff record (by hand: a
+ * record is written for every difference, and printf cost it more than
+ * the comparison) */
+static void add_side_json(struct sp_buf *b, const char *prefix, const char *backend, int status,
+			  double ms)
+{
+	sp_buf_adds(b, prefix);
+	sp_buf_adds(b, backend);
+	sp_buf_adds(b, "\",\"status\":");
+	sp_buf_add_uint(b, (unsigned)status, 10);
+	sp_buf_adds(b, ",\"ms\":");
+	sp_buf_add_fixed3(b, ms);
+}
+
 static void write_diff(struct sp_shadow *sh, const struct leg *leg, struct sp_cmp_result *r)
 {
 	struct sp_accesslog *log = sh->w->difflog;
 	struct sp_buf *b = &sh->w->diffbuf;
-	char now[SP_UTC_SIZE];
 	if (!log && !sh->w->diffring)
 		return;
-	sp_utc_stamp(now, sp_unix_ms());
 	sp_buf_reset(b);
-	sp_buf_printf(b, "{\"time\":\"%s\",\"type\":\"diff\",", now);
-	sp_buf_adds(b, "\"route\":\"");
+	sp_accesslog_add_time(b);
+	sp_buf_adds(b, ",\"type\":\"diff\",\"route\":\"");
 	sp_buf_add_json_text(b, sh->route->name, strlen(sh->route->name));
 	sp_buf_adds(b, "\",\"method\":\"");
 	sp_buf_add_json_str(b, sh->method, strlen(sh->method));
@@ -288,11 +300,12 @@ static void write_diff(struct sp_shadow *sh, const struct leg *leg, struct sp_cm
 				      sh->query.len);
 	sp_buf_adds(b, ",\"request_id\":\"");
 	sp_buf_add_json_str(b, sh->reqid, strlen(sh->reqid));
-	sp_buf_printf(b,
-		      "\",\"primary\":{\"backend\":\"%s\",\"status\":%d,\"ms\":%.3f},"
-		      "\"shadow\":{\"backend\":\"%s\",\"status\":%d,\"ms\":%.3f},\"differences\":",
+	add_side_json(b, "\",\"primary\":{\"backend\":\"",
 		      sh->cfg->backends[sh->primary_backend].name, sh->primary.status,
-		      sh->primary_ms, sh->cfg->backends[leg->backend].name, leg->cap.status, leg->ms);
+		      sh->primary_ms);
+	add_side_json(b, "},\"shadow\":{\"backend\":\"", sh->cfg->backends[leg->backend].name,
+		      leg->cap.status, leg->ms);
+	sp_buf_adds(b, "},\"differences\":");
 	sp_cmp_diffs_json(r, 1, b);
 	if (r->note) {
 		sp_buf_adds(b, ",\"note\":\"");

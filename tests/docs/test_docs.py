@@ -1017,7 +1017,7 @@ def test_access_log_fields_are_documented():
     field it does not write."""
     funcs = dict(c_functions(SRC / "proxy" / "accesslog.c"))
     # the line, its first field, and the list of servers a request left
-    body = funcs["sp_access_format"] + funcs["add_time"] + funcs["add_tries"]
+    body = funcs["sp_access_format"] + funcs["sp_accesslog_add_time"] + funcs["add_tries"]
     written = set(re.findall(r'add_json_(?:text_)?field\(\s*\w+,\s*"(\w+)"', body)) | \
         set(re.findall(r'\\"(\w+)\\":', body))
     assert {"time", "status", "backend", "request_id"} <= written, written
