@@ -1016,6 +1016,57 @@ static void test_access_format_escapes(void **state)
 	sp_buf_deinit(&line);
 }
 
+/* A diff's values are JSON strings written as jansson's json_dumps writes
+ * them (the diff log's bytes did not change when it stopped being used):
+ * the same text for every UTF-8 string, random and chosen; 1 and nothing
+ * written for bytes that are not UTF-8, as json_stringn refuses them. */
+static void test_json_utf8_writes_what_jansson_writes(void **state)
+{
+	(void)state;
+	static const char *const chosen[] = {
+	    "", "ok\n", "\"q\" \\ /", "\b\f\n\r\t\x01\x1b\x1f \x7f", "caf\xc3\xa9 \xe2\x80\xa6",
+	    "\xf0\x9f\x8c\xb3\xe2\x80\xa8", "\xc3\xa9\xc3", "\xed\xa0\x80", "\xc0\xaf", "\xf4\x90\x80\x80"};
+	struct sp_buf b;
+	sp_buf_init(&b);
+	srand(7);
+	for (int i = 0; i < 20000; i++) {
+		char s[24];
+		size_t len;
+		if (i < (int)(sizeof(chosen) / sizeof(*chosen))) {
+			len = strlen(chosen[i]);
+			memcpy(s, chosen[i], len);
+		} else { /* bytes drawn to make UTF-8 likely: ASCII, controls, leads, tails */
+			static const unsigned char pool[] = {'a', '"', '\\', '/', 0, 1, 0x1f, 0x7f, 0xc3, 0xa9,
+							     0xe2, 0x80, 0xa6, 0xf0, 0x9f, 0x8c, 0xb3, ' '};
+			len = (size_t)(rand() % 12);
+			for (size_t k = 0; k < len; k++)
+				s[k] = (char)pool[rand() % (int)sizeof(pool)];
+		}
+		json_t *j = json_stringn(s, len);
+		char *want = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
+		sp_buf_reset(&b);
+		int rc = sp_buf_add_json_utf8(&b, s, len);
+		if (!want) {
+			assert_int_equal(rc, 1);
+			assert_int_equal(b.len, 0);
+		} else {
+			assert_int_equal(rc, 0);
+			assert_int_equal(b.len, strlen(want) - 2); /* jansson's has the quotes */
+			assert_memory_equal(b.data, want + 1, b.len);
+		}
+		free(want);
+		json_decref(j);
+	}
+	/* sp_buf_printf: into the room there is, or grown once past it */
+	sp_buf_reset(&b);
+	for (int i = 0; i < 200; i++)
+		assert_int_equal(sp_buf_printf(&b, "%d:%s;", i, "abcdefgh"), 0);
+	assert_int_equal(b.len, strlen(b.data));
+	assert_memory_equal(b.data, "0:abcdefgh;1:abcdefgh;", 22);
+	assert_string_equal(b.data + b.len - 13, "199:abcdefgh;");
+	sp_buf_deinit(&b);
+}
+
 /* Names from the configuration are UTF-8 text: each character is escaped
  * as itself ("café" reads back as café, not as the bytes' code points, which
  * diff-report --route could not find), above U+FFFF as a surrogate pair; and
@@ -1095,6 +1146,7 @@ int main(void)
 		cmocka_unit_test(test_access_format_query),
 		cmocka_unit_test(test_access_format_nulls_and_error),
 		cmocka_unit_test(test_access_format_escapes),
+		cmocka_unit_test(test_json_utf8_writes_what_jansson_writes),
 		cmocka_unit_test(test_json_text_escapes_characters),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
