@@ -414,16 +414,24 @@ int sp_health_drained(const struct sp_server *sv)
 }
 
 /* The worker has max_conns connections in use to server i, or the server is
- * drained: it takes no more. */
-static int full(const struct sp_backend *be, const struct sp_turn *t, size_t i)
+ * drained: it takes no more. A shadow leaves a quarter of max_conns (one at
+ * least) to requests: mirrors to a slow server would otherwise fill its
+ * slots, and clients of the routes it serves would get 503s shadowing off
+ * would not have given them. */
+static int full(const struct sp_backend *be, const struct sp_turn *t, size_t i, int for_shadow)
 {
-	return (be->max_conns && t->busy[i] >= (unsigned)be->max_conns) ||
-	       sp_health_drained(&be->servers[i]);
+	if (sp_health_drained(&be->servers[i]))
+		return 1;
+	unsigned max = (unsigned)be->max_conns;
+	if (max && for_shadow)
+		max -= max / 4 ? max / 4 : 1; /* max_conns = 1: no shadow ever */
+	return be->max_conns && t->busy[i] >= max;
 }
 
-int sp_health_has_room(const struct sp_backend *be, const struct sp_turn *t, int server)
+int sp_health_has_room(const struct sp_backend *be, const struct sp_turn *t, int server,
+		       int for_shadow)
 {
-	return !full(be, t, (size_t)server);
+	return !full(be, t, (size_t)server, for_shadow);
 }
 
 /* By weight over the servers of one kind (backup or not). */
@@ -432,7 +440,7 @@ static int pick_weighted(const struct sp_backend *be, struct sp_turn *t, int bac
 {
 	uint64_t can = 0; /* SP_SERVERS_MAX bits */
 	for (size_t i = 0; i < be->nservers; i++) {
-		if (be->servers[i].backup != backup || full(be, t, i))
+		if (be->servers[i].backup != backup || full(be, t, i, for_shadow))
 			continue;
 		int may = may_take(be, &be->servers[i], for_shadow, paused);
 		if (may == 2)
@@ -459,7 +467,7 @@ int sp_health_pick(const struct sp_backend *be, struct sp_turn *t, int for_shado
 	size_t start = t->next < n ? t->next : 0; /* next is at most n */
 	for (size_t k = 0; k < n; k++) {
 		size_t i = start + k < n ? start + k : start + k - n;
-		if (full(be, t, i) || !may_take(be, &be->servers[i], for_shadow, paused))
+		if (full(be, t, i, for_shadow) || !may_take(be, &be->servers[i], for_shadow, paused))
 			continue;
 		t->next = (unsigned)(i + 1);
 		return (int)i;
@@ -491,7 +499,7 @@ int sp_health_pick_retry(const struct sp_backend *be, struct sp_turn *t, uint64_
 	for (int backup = 0; backup < 2; backup++) {
 		uint64_t left = 0, up = 0;
 		for (size_t i = 0; i < n; i++) {
-			if (be->servers[i].backup != backup || (tried >> i & 1) || full(be, t, i))
+			if (be->servers[i].backup != backup || (tried >> i & 1) || full(be, t, i, 0))
 				continue;
 			left |= (uint64_t)1 << i;
 			up |= (uint64_t)!is_down(be, i) << i;
@@ -512,7 +520,7 @@ int sp_health_pick_retry(const struct sp_backend *be, struct sp_turn *t, uint64_
 	 * list order (with active checks a down server's trial never comes) */
 	for (size_t k = 1; all_down(be) && k <= n; k++) {
 		size_t i = ((size_t)from + k) % n;
-		if (!be->servers[i].backup && !(tried >> i & 1) && !full(be, t, i))
+		if (!be->servers[i].backup && !(tried >> i & 1) && !full(be, t, i, 0))
 			return (int)i;
 	}
 	return -1;
@@ -527,14 +535,14 @@ int sp_health_pick_down(const struct sp_backend *be, struct sp_turn *t)
 	if (be->weighted || be->least_conn) {
 		uint64_t primaries = 0;
 		for (size_t i = 0; i < be->nservers; i++)
-			primaries |= (uint64_t)(!be->servers[i].backup && !full(be, t, i)) << i;
+			primaries |= (uint64_t)(!be->servers[i].backup && !full(be, t, i, 0)) << i;
 		return pick_by_weight(be, t, primaries);
 	}
 	for (size_t k = 0; k < be->nservers; k++) {
 		if (t->next >= be->nservers)
 			t->next = 0;
 		size_t i = t->next++;
-		if (!full(be, t, i))
+		if (!full(be, t, i, 0))
 			return (int)i;
 	}
 	return -1; /* every one at max_conns */

@@ -122,7 +122,10 @@ int sp_health_pick_down(const struct sp_backend *be, struct sp_turn *t);
  * due; backups only when no other server is left. -1: none. */
 int sp_health_pick_retry(const struct sp_backend *be, struct sp_turn *t, uint64_t tried,
 			 int from);
-int sp_health_has_room(const struct sp_backend *be, const struct sp_turn *t, int server);
+/* Whether server may take one more exchange (for_shadow: a shadow, which
+ * leaves a quarter of max_conns, one at least, to requests). */
+int sp_health_has_room(const struct sp_backend *be, const struct sp_turn *t, int server,
+		       int for_shadow);
 
 /* Drains the server of this URL (on) or gives it back its requests, in
  * every backend that lists it; the state outlives reloads. -1: no memory

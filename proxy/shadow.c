@@ -759,7 +759,7 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 		/* all its servers down, or those up not answering shadows, or
 		 * at max_conns */
 		COUNT(st, d, skipped[paused			       ? SP_SKIP_UNRESPONSIVE
-				     : sp_worker_any_full(w, cfg, shadow_backend) ? SP_SKIP_BUSY
+				     : sp_worker_shadow_any_full(w, cfg, shadow_backend) ? SP_SKIP_BUSY
 									  : SP_SKIP_BACKEND_DOWN]);
 		return NULL;
 	}
@@ -863,7 +863,7 @@ void sp_shadow_primary_served(struct sp_shadow *sh, int server, const struct sp_
 		return;
 	/* the same server, with the head it got, without taking a turn; not
 	 * past its max_conns (then the comparison goes without the sample) */
-	if (!sp_worker_has_room(sh->w, sh->cfg, sh->primary_backend, server) ||
+	if (!sp_worker_shadow_room(sh->w, sh->cfg, sh->primary_backend, server) ||
 	    leg_start(sh, n, sh->primary_backend, server, head, 0, NULL, NULL) < 0)
 		leg_fail(n, 0);
 }

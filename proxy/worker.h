@@ -167,11 +167,12 @@ int sp_worker_pick_any(struct sp_worker *w, const struct sp_config *cfg, int bac
 /* sp_health_pick_retry on the worker's turn for the backend. */
 int sp_worker_pick_retry(struct sp_worker *w, const struct sp_config *cfg, int backend,
 			 uint64_t tried, int from);
-/* Whether the worker may open one more exchange to that server (below the
- * backend's max_conns, not drained), and whether one of the backend's
- * servers is at it or drained. */
-int sp_worker_has_room(struct sp_worker *w, const struct sp_config *cfg, int backend, int server);
-int sp_worker_any_full(struct sp_worker *w, const struct sp_config *cfg, int backend);
+/* Whether the worker may send one more shadow to that server (not drained,
+ * below the part of the backend's max_conns shadows may use), and whether
+ * one of the backend's servers is past that part or drained. */
+int sp_worker_shadow_room(struct sp_worker *w, const struct sp_config *cfg, int backend,
+			  int server);
+int sp_worker_shadow_any_full(struct sp_worker *w, const struct sp_config *cfg, int backend);
 /* Queues a request, last, for a connection slot of cfg's backend (its
  * queue: backends.NAME.queue): 0, or -1 when the backend has no queue, no
  * server of it is at max_conns (all drained) and no request waits, the

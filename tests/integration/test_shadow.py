@@ -1294,3 +1294,44 @@ def test_the_last_summary_counts_comparisons_a_drain_timeout_left_out(start_prox
     last = max(i for i, k in enumerate(kinds) if k == "summary")
     assert kinds.count("diff") == 4 and "diff" not in kinds[last + 1:], kinds
     assert lines[last]["compared"] == 4, lines[last]
+
+
+def test_slow_mirrors_leave_a_quarter_of_max_conns_to_requests(start_proxy, backend_factory,
+                                                               tmp_path):
+    """Route /b is mirrored to legacy, which serves route /a and takes 4
+    connections at a time (max_conns). Mirrors that legacy answers slowly
+    take 3 of them, never the 4th: a client of /a gets legacy's answer, as
+    it would with shadowing off, not `503 every server at max_conns`. With
+    max_conns = 1 nothing is mirrored to legacy at all."""
+    release = threading.Event()
+
+    def legacy_h(req, conn):
+        if req.header("X-Strangler-Shadow"):
+            release.wait(10)  # slow for mirrors only
+        return Response(200, b"legacy")
+    legacy = backend_factory("legacy", legacy_h)
+    modern = backend_factory("modern", lambda req, conn: Response(200, b"modern"))
+    routes = [{"name": "a", "match": {"path_prefix": "/a"}, "backend": "legacy"},
+              {"name": "b", "match": {"path_prefix": "/b"}, "backend": "modern",
+               "shadow": {"backend": "legacy"}}]
+    for max_conns, mirrored in ((4, 3), (1, 0)):
+        release.clear()
+        p = start_proxy({"legacy": {"url": legacy.url, "max_conns": max_conns},
+                         "modern": modern}, routes=routes, admin={},
+                        shadow_defaults={"timeout_ms": 5000})
+        try:
+            for i in range(5):
+                assert get(p, "/b/%d" % i).body == b"modern"
+            harness.wait_for(lambda: p.admin("GET", "/api/routes/b")[1]["shadow_counters"]
+                             ["skipped"] == 5 - mirrored, what="the mirrors past the share skipped")
+            for i in range(max_conns):
+                r = get(p, "/a/%d" % i)
+                assert (r.status, r.body) == (200, b"legacy"), (max_conns, i, r.status, r.body)
+            sc = p.admin("GET", "/api/routes/b")[1]["shadow_counters"]
+            assert sc["mirrored"] == mirrored, sc
+        finally:
+            release.set()
+        assert p.admin("GET", "/metrics")[1].count(
+            'strangler_shadow_skipped_total{route="b",reason="backend_busy"} %d'
+            % (5 - mirrored)) == 1
+        p.stop()

@@ -447,6 +447,32 @@ static int setup_capped(void **state)
 	return load_fixture(state, CAPPED);
 }
 
+/* A shadow leaves a quarter of max_conns, one at least, to requests: with
+ * max_conns = 1 no shadow is ever sent, with 2 one, with 4 three, with 200
+ * 150; a request may take every slot. */
+static void test_shadows_leave_slots_to_requests(void **state)
+{
+	struct fixture *f = *state;
+	static const struct {
+		int max_conns;
+		unsigned shadows;
+	} cases[] = {{1, 0}, {2, 1}, {3, 2}, {4, 3}, {7, 6}, {8, 6}, {200, 150}};
+	for (size_t k = 0; k < sizeof(cases) / sizeof(*cases); k++) {
+		struct sp_turn t = {0};
+		f->c->backends[0].max_conns = cases[k].max_conns; /* f->be */
+		for (t.busy[0] = 0; sp_health_has_room(f->be, &t, 0, 1); t.busy[0]++)
+			;
+		assert_int_equal(t.busy[0], cases[k].shadows);
+		assert_true(sp_health_has_room(f->be, &t, 0, 0));
+		t.busy[0] = (unsigned)cases[k].max_conns;
+		assert_false(sp_health_has_room(f->be, &t, 0, 0));
+		/* a shadow's pick passes over the server a request would take */
+		t.busy[0] = t.busy[1] = t.busy[2] = cases[k].shadows;
+		assert_int_equal(sp_health_pick(f->be, &t, 1, NULL), -1);
+		assert_int_not_equal(sp_health_pick(f->be, &t, 0, NULL), -1);
+	}
+}
+
 /* A server with max_conns connections in use is passed over like a down
  * one: the others, then the backup; none when all are at it. */
 static void test_max_conns(void **state)
@@ -455,8 +481,8 @@ static void test_max_conns(void **state)
 	struct sp_turn t = {0};
 	assert_int_equal(f->be->max_conns, 2);
 	assert_string_equal(picks_held(f->be, &t, 4), "abab");
-	assert_false(sp_health_has_room(f->be, &t, 0));
-	assert_true(sp_health_has_room(f->be, &t, 2));
+	assert_false(sp_health_has_room(f->be, &t, 0, 0));
+	assert_true(sp_health_has_room(f->be, &t, 2, 0));
 	assert_string_equal(picks_held(f->be, &t, 3), "cc-"); /* the backup, then none */
 	t.busy[1] = 1;                                       /* one of b's ends */
 	assert_string_equal(picks_held(f->be, &t, 2), "b-");
@@ -556,7 +582,7 @@ static void test_slow_start(void **state)
 	atomic_store(&b->health->back_at_ms, 0);
 	assert_int_equal(sp_health_set_drained(f->t, b->url, 1), 0);
 	assert_true(sp_health_drained(b));
-	assert_false(sp_health_has_room(f->be, &t, 1));
+	assert_false(sp_health_has_room(f->be, &t, 1, 0));
 	memset(&t, 0, sizeof(t));
 	assert_string_equal(picks(f->be, &t, 4, 0), "aaaa");
 	assert_int_equal(sp_health_pick_retry(f->be, &t, 1u << 0, 0), -1);
@@ -643,6 +669,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_retry_pick, setup_least, teardown),
 		cmocka_unit_test_setup_teardown(test_retry_pick_weighted, setup_weighted, teardown),
 		cmocka_unit_test_setup_teardown(test_max_conns, setup_capped, teardown),
+		cmocka_unit_test_setup_teardown(test_shadows_leave_slots_to_requests, setup_capped,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_slow_start, setup_slow, teardown),
 		cmocka_unit_test_setup_teardown(test_retry_when_all_are_down, setup, teardown),
 	};
