@@ -378,6 +378,17 @@ static void tls_fail(struct sp_conn *c, short what)
 }
 
 /* Drives the handshake; reports CONNECTED on the client side once done. */
+/* A write failure (c->err set) reported from the loop, for callers inside
+ * their own callbacks: on_writable finds c->err. */
+static void write_error_later(struct sp_conn *c)
+{
+	if (!c->warmed) {
+		event_add(c->wev, NULL);
+		c->warmed = 1;
+	}
+	event_active(c->wev, EV_WRITE, 0);
+}
+
 static void tls_handshake(struct sp_conn *c)
 {
 	if (!c->ssl) { /* SSL_new failed (sp_conn_tls_accept): never plain HTTP */
@@ -421,8 +432,13 @@ static void tls_handshake(struct sp_conn *c)
 		c->hs = 0;
 		arm_read(c);
 		if (write_some(c) < 0) {
-			c->on_event(c, SP_CONN_ERROR | SP_CONN_WRITING, c->arg);
-			return;
+			if (!c->tls_client) {
+				c->on_event(c, SP_CONN_ERROR | SP_CONN_WRITING, c->arg);
+				return;
+			}
+			/* the connection is up: a write that fails now (a backend
+			 * that answered and reset) is reported after CONNECTED */
+			write_error_later(c);
 		}
 		if (c->tls_client)
 			c->on_event(c, SP_CONN_CONNECTED, c->arg);
@@ -579,8 +595,18 @@ size_t sp_conn_salvage(struct sp_conn *c)
 	static _Thread_local char buf[READ_CHUNK];
 	size_t total = 0;
 	ssize_t n;
-	if (c->ssl || c->splice_src)
+	if (c->splice_src)
 		return 0;
+	if (c->ssl) {
+		/* records that came before a reset are still in the socket */
+		int r;
+		ERR_clear_error();
+		while ((r = SSL_read(c->ssl, buf, (int)sizeof(buf))) > 0 &&
+		       evbuffer_add(c->in, buf, (size_t)r) == 0)
+			total += (size_t)r;
+		ERR_clear_error();
+		return total;
+	}
 	while ((n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT)) > 0 &&
 	       evbuffer_add(c->in, buf, (size_t)n) == 0)
 		total += (size_t)n;
@@ -865,11 +891,7 @@ void sp_conn_flush(struct sp_conn *c)
 		return;
 	if (write_some(c) < 0) {
 		/* Callers are inside their own callbacks: report from the loop. */
-		if (!c->warmed) {
-			event_add(c->wev, NULL);
-			c->warmed = 1;
-		}
-		event_active(c->wev, EV_WRITE, 0);
+		write_error_later(c);
 	}
 }
 

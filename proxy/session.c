@@ -895,6 +895,8 @@ static void abort_answer(struct sp_session *s)
 		struct linger lg = {1, 0};
 		setsockopt(s->client->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 	}
+	if (s->client->ssl) /* no close_notify: a clean TLS end would pass for complete */
+		SSL_set_quiet_shutdown(s->client->ssl, 1);
 	log_exchange(s);
 	reset_exchange(s);
 	s->dead = 1;

@@ -622,6 +622,28 @@ def make_config(port, backends, default_backend=None, routes=(), workers=1, acce
     return "\n".join(lines) + "\n"
 
 
+class HTTPSBackend(Backend):
+    """Backend (the same handlers and records) over TLS with cert, a
+    (certificate file, key file) pair."""
+
+    def __init__(self, name, cert, handler=None, **kw):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(*cert)
+        super().__init__(name, handler, **kw)
+        self.url = "https://%s:%d" % (HOST, self.port)
+
+    def _serve(self, conn):
+        try:
+            conn.sock.settimeout(self.io_timeout)
+            conn.sock = self.ctx.wrap_socket(conn.sock, server_side=True)
+            conn.stream = Stream(conn.sock, self.io_timeout)
+        except (OSError, ssl.SSLError) as e:
+            self.errors.append("handshake: %r" % e)
+            conn.sock.close()
+            return
+        super()._serve(conn)
+
+
 class TLSBackend:
     """An https backend answering 200 with its name; with client_ca it asks
     for a client certificate signed by that authority (mutual TLS)."""

@@ -1057,3 +1057,75 @@ def test_a_head_taken_back_over_tls_is_never_half_replaced(start_proxy, backend_
             assert line["status"] == 200 and line["error"] == "bad upstream response", line
             assert error is None or isinstance(error, (ConnectionResetError, ssl.SSLEOFError)), \
                 error
+
+
+def test_a_cut_answer_to_an_http10_tls_client_ends_without_close_notify(start_proxy,
+                                                                         backend_factory, pki):
+    """An HTTP/1.0 client's answer has no length of its own: when the backend
+    cuts it, the client's connection is reset, as a close would read as the
+    end of a complete answer (security.md). Over TLS a close_notify went
+    first and the client read a clean end of stream: 30,000 of 100,000
+    bytes passed for the whole answer."""
+    def cut(req, conn):  # chunked from the backend: close-delimited to HTTP/1.0
+        conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n" % 100000
+                  + b"x" * 30000)
+        time.sleep(0.3)
+        return harness.CLOSE
+    p = start_tls_proxy(start_proxy, backend_factory("legacy", cut), pki, [pki["localhost"]])
+    with socket.create_connection((harness.HOST, p.port), timeout=5) as raw:
+        t = BioTLS.client(raw, pki)
+        t.send(b"GET /cut HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        try:
+            got, how = t.read_until_end(5.0)
+        except (ConnectionResetError, ssl.SSLEOFError):
+            got, how = b"", "reset"
+    assert how in ("reset", "fin"), how
+    assert p.wait_access(1)[0]["error"] == "upstream response truncated"
+
+
+@pytest.mark.parametrize("when", ["head", "head-chunked", "after-1MiB"])
+def test_an_https_backends_early_answer_to_an_upload_reaches_the_client(start_proxy, pki, when):
+    """An https backend answers a large upload with 413 (from the head, or
+    after reading 1 MiB of it) and closes, leaving the rest unread: the
+    client gets that 413, as over plain HTTP, and the backend is not marked
+    down for it. Over TLS the body's first records went out before the
+    connection was reported up, and the backend's reset there read as
+    `connect failed` (502); the answer's records before a reset were not
+    read out of the socket either (502 `upstream reset`)."""
+    def early(req, conn):
+        if when == "after-1MiB":
+            conn.stream.read_exact(1 << 20)
+        conn.send(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n"
+                  b"Connection: close\r\n\r\ntoo large")
+        return harness.CLOSE
+    b = harness.HTTPSBackend("legacy", pki["localhost"], early)
+    b.read_bodies = False
+    try:
+        p = start_proxy({"legacy": {"url": b.url, "ca_file": pki["ca"]}}, admin={})
+        if when == "head-chunked":
+            piece = b"z" * 65536
+            head = b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            body = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for _ in range(256)) + b"0\r\n\r\n"
+        else:
+            body = b"z" * (16 << 20)
+            head = b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+        got = []
+        for _ in range(5):
+            c = harness.RawClient(p.port, timeout=20)
+
+            def upload():
+                try:
+                    c.sock.sendall(head + body)
+                except OSError:
+                    pass  # the proxy stops reading once the answer is in
+            t = threading.Thread(target=upload, daemon=True)
+            t.start()
+            r = c.read_response("POST")
+            got.append((r.status, r.body))
+            c.close()
+            t.join(5)
+        assert got == [(413, b"too large")] * 5, got
+        servers = p.admin("GET", "/api/backends/legacy")[1]["servers"]
+        assert [s["up"] for s in servers] == [True], servers
+    finally:
+        b.stop()
