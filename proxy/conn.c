@@ -358,7 +358,10 @@ static void tls_fail(struct sp_conn *c, short what)
 {
 	unsigned long e = ERR_peek_error();
 	c->err = EPROTO;
-	c->tls_error = e ? ERR_reason_error_string(e) : "TLS failure";
+	/* no reason queued: the peer closed or reset the connection */
+	c->tls_error = e ? ERR_reason_error_string(e)
+		       : c->hs ? "connection closed during the handshake"
+			       : "TLS failure";
 	if (c->hs)
 		c->tls_handshake_failed = 1;
 	/* the certificate check says which check failed; the error queue only
@@ -538,6 +541,14 @@ void sp_conn_tls_why(const struct sp_conn *c, char *buf, size_t len)
 		snprintf(buf, len, "%s", reason);
 }
 
+int sp_conn_tls_failure(const struct sp_conn *c, char *buf, size_t len)
+{
+	if (!c->tls_error || c->err != EPROTO)
+		return 0;
+	sp_conn_tls_why(c, buf, len);
+	return 1;
+}
+
 void sp_conn_send_plain(struct sp_conn *c, const char *p, size_t n)
 {
 	(void)send(c->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT); /* the close follows anyway */
@@ -604,6 +615,15 @@ size_t sp_conn_salvage(struct sp_conn *c)
 		while ((r = SSL_read(c->ssl, buf, (int)sizeof(buf))) > 0 &&
 		       evbuffer_add(c->in, buf, (size_t)r) == 0)
 			total += (size_t)r;
+		/* an alert before the reset says why (a TLS 1.3 server that
+		 * wanted a client certificate) */
+		unsigned long e = r <= 0 && SSL_get_error(c->ssl, r) == SSL_ERROR_SSL
+					  ? ERR_peek_error()
+					  : 0;
+		if (e) {
+			c->tls_error = ERR_reason_error_string(e);
+			c->err = EPROTO;
+		}
 		ERR_clear_error();
 		return total;
 	}

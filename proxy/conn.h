@@ -115,6 +115,9 @@ int sp_conn_tls_connect(struct sp_conn *c, SSL_CTX *ctx, const char *host, int i
  * certificate check's own (X509_verify_cert_error_string) when that is what
  * failed, e.g. "certificate verify failed (certificate has expired)". */
 void sp_conn_tls_why(const struct sp_conn *c, char *buf, size_t len);
+/* As sp_conn_tls_why for a connection that failed with OpenSSL's reason (a
+ * check, an alert, a close in the handshake): 1, else 0 and nothing written. */
+int sp_conn_tls_failure(const struct sp_conn *c, char *buf, size_t len);
 
 void sp_conn_setcb(struct sp_conn *c, sp_conn_cb on_read, sp_conn_cb on_drain,
 		   sp_conn_event_cb on_event, void *arg);

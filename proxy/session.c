@@ -2100,10 +2100,19 @@ static int answered_before_reset(struct sp_session *s, struct sp_conn *c)
 	return 1;
 }
 
+/* OpenSSL's reason for a backend connection's failure (an alert, a failed
+ * check), when it has one. */
+static void warn_tls(struct sp_session *s, const struct sp_conn *c)
+{
+	char why[256];
+	if (sp_conn_tls_failure(c, why, sizeof(why)))
+		sp_log(SP_LOG_WARN, "backend %s (%s): TLS: %s", s->cfg->backends[s->backend].name,
+		       server_of(s)->hostport, why);
+}
+
 static void on_up_event(struct sp_conn *c, short what, void *arg)
 {
 	struct sp_session *s = arg;
-	const struct sp_backend *be = &s->cfg->backends[s->backend];
 	enter(s);
 	if (what & SP_CONN_CONNECTED) {
 		s->up->connected = 1;
@@ -2131,16 +2140,15 @@ static void on_up_event(struct sp_conn *c, short what, void *arg)
 		upstream_ended(s);
 	} else if (what & SP_CONN_ERROR) {
 		if (c->tls_handshake_failed) {
-			char why[256];
-			sp_conn_tls_why(c, why, sizeof(why));
-			sp_log(SP_LOG_WARN, "backend %s (%s): TLS: %s", be->name,
-			       server_of(s)->hostport, why);
+			warn_tls(s, c);
 			upstream_failed(s, ERR_TLS, 502);
-		} else if (!s->up->reused && !s->up->connected)
+		} else if (!s->up->reused && !s->up->connected) {
 			upstream_failed(s, c->err == ECONNREFUSED ? ERR_CONNECT_REFUSED : ERR_CONNECT_FAILED,
 					502);
-		else if (!(what & SP_CONN_WRITING) || !answered_before_reset(s, c))
+		} else if (!(what & SP_CONN_WRITING) || !answered_before_reset(s, c)) {
+			warn_tls(s, c); /* an alert read before the reset, too */
 			upstream_failed(s, ERR_UPSTREAM_RESET, 502);
+		}
 	}
 out:
 	leave(s);

@@ -595,6 +595,10 @@ static void on_leg_event(struct sp_conn *c, short what, void *arg)
 	} else if ((what & SP_CONN_EOF) && sp_h1_finish(l->parser) == SP_H1_OK && l->done) {
 		sp_upconn_free(&l->up);
 	} else {
+		char why[256];
+		if ((what & SP_CONN_ERROR) && sp_conn_tls_failure(c, why, sizeof(why)))
+			sp_log(SP_LOG_WARN, "shadow backend %s (%s): TLS: %s", leg_backend(l)->name,
+			       leg_server(l)->hostport, why);
 		if (what & (SP_CONN_ERROR | SP_CONN_TIMEOUT))
 			leg_connect_failed(l, NULL);
 		leg_fail(l, (what & SP_CONN_TIMEOUT) != 0);

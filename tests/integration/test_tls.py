@@ -1129,3 +1129,56 @@ def test_an_https_backends_early_answer_to_an_upload_reaches_the_client(start_pr
         assert [s["up"] for s in servers] == [True], servers
     finally:
         b.stop()
+
+
+def test_backend_tls_failures_are_logged_with_their_reason(start_proxy, backend_factory, pki,
+                                                          tls_backends, tmp_path):
+    """What an operator reads when an https backend fails: a TLS 1.3 backend
+    that wants a client certificate refuses after the client's side of the
+    handshake (the alert named, as nginx's SSL_read() failed line does); a
+    backend that closes in the handshake (said so, not `TLS failure`); a
+    shadow backend whose certificate fails its check (shadows logged no
+    reason at all)."""
+    mtls = harness.TLSBackend("mtls", pki["localhost"], client_ca=pki["ca"])
+    closer = socket.socket()
+    closer.bind((harness.HOST, 0))
+    closer.listen(8)
+
+    def close_all():
+        while True:
+            try:
+                c, _ = closer.accept()
+            except OSError:
+                return
+            c.recv(10)
+            c.close()
+    threading.Thread(target=close_all, daemon=True).start()
+    try:
+        routes = [{"name": "m", "match": {"path_prefix": "/m"}, "backend": "mtls"},
+                  {"name": "c", "match": {"path_prefix": "/c"}, "backend": "closer"},
+                  {"name": "s", "match": {"path_prefix": "/s"}, "backend": "legacy",
+                   "shadow": {"backend": "wrongname"}}]
+        p = start_proxy({"legacy": backend_factory("legacy"),
+                         "mtls": {"url": "https://127.0.0.1:%d" % mtls.port,
+                                  "ca_file": pki["ca"]},
+                         "closer": {"url": "https://127.0.0.1:%d" % closer.getsockname()[1],
+                                    "ca_file": pki["ca"]},
+                         "wrongname": {"url": "https://127.0.0.1:%d" % tls_backends["wrongname"].port,
+                                       "ca_file": pki["ca"]}},
+                        routes=routes, shadow_defaults={"timeout_ms": 2000})
+        with p.client() as c:
+            assert c.request("GET", "/s/1").status == 200
+        for path in ("/m/1", "/c/1"):
+            with p.client() as c:
+                assert c.request("GET", path).status == 502
+        harness.wait_for(lambda: "shadow backend wrongname" in p.stderr_text(),
+                         what="the shadow's failure logged")
+        err = p.stderr_text()
+        assert re.search(r"backend mtls \(127\.0\.0\.1:\d+\): TLS: .*certificate required", err), err
+        assert re.search(r"backend closer \(127\.0\.0\.1:\d+\): TLS: connection closed during "
+                         r"the handshake", err), err
+        assert re.search(r"shadow backend wrongname \(127\.0\.0\.1:\d+\): TLS: certificate verify "
+                         r"failed \(.*mismatch\)", err), err
+    finally:
+        closer.close()
+        mtls.stop()
