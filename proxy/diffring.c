@@ -12,7 +12,9 @@ struct route_ring {
 	struct route_ring *next;
 	char route[SP_NAME_MAX];
 	char **lines; /* per_route slots, oldest overwritten */
+	unsigned long long *seqs; /* each line's place among every route's */
 	size_t head, count;
+	size_t taken; /* sp_diff_ring_get's cursor: lines given, newest first */
 	unsigned long long pushed;
 };
 
@@ -20,6 +22,7 @@ struct sp_diff_ring {
 	pthread_mutex_t lock;
 	size_t per_route;
 	struct route_ring *routes;
+	unsigned long long seq; /* lines pushed, every route */
 };
 
 struct sp_diff_ring *sp_diff_ring_new(size_t per_route)
@@ -37,6 +40,7 @@ static void ring_free(struct sp_diff_ring *r, struct route_ring *rr)
 	for (size_t i = 0; i < r->per_route; i++)
 		free(rr->lines[i]);
 	free(rr->lines);
+	free(rr->seqs);
 	free(rr);
 }
 
@@ -80,7 +84,10 @@ static struct route_ring *ring_for(struct sp_diff_ring *r, const char *route)
 		if (strcmp(rr->route, route) == 0)
 			return rr;
 	rr = calloc(1, sizeof(*rr));
-	if (!rr || !(rr->lines = calloc(r->per_route, sizeof(char *)))) {
+	if (!rr || !(rr->lines = calloc(r->per_route, sizeof(char *))) ||
+	    !(rr->seqs = calloc(r->per_route, sizeof(*rr->seqs)))) {
+		if (rr)
+			free(rr->lines);
 		free(rr);
 		return NULL;
 	}
@@ -102,6 +109,7 @@ void sp_diff_ring_push(struct sp_diff_ring *r, const char *route, const char *li
 	if (rr) {
 		free(rr->lines[rr->head]);
 		rr->lines[rr->head] = copy;
+		rr->seqs[rr->head] = ++r->seq;
 		rr->head = (rr->head + 1) % r->per_route;
 		if (rr->count < r->per_route)
 			rr->count++;
@@ -118,15 +126,28 @@ json_t *sp_diff_ring_get(struct sp_diff_ring *r, const char *route, size_t limit
 	if (!r || !out)
 		return out;
 	pthread_mutex_lock(&r->lock);
-	for (struct route_ring *rr = r->routes; rr; rr = rr->next) {
-		if (route && strcmp(rr->route, route) != 0)
-			continue;
-		for (size_t k = 0; k < rr->count && json_array_size(out) < limit; k++) {
-			size_t i = (rr->head + r->per_route - 1 - k) % r->per_route;
-			json_t *j = json_loads(rr->lines[i], JSON_ALLOW_NUL, NULL);
-			if (j)
-				json_array_append_new(out, j);
+	for (struct route_ring *rr = r->routes; rr; rr = rr->next)
+		rr->taken = 0;
+	/* the rings merged, newest first: each step takes the newest line
+	 * not taken yet among the routes asked for */
+	while (json_array_size(out) < limit) {
+		struct route_ring *best = NULL;
+		size_t at = 0;
+		for (struct route_ring *rr = r->routes; rr; rr = rr->next) {
+			if (rr->taken == rr->count || (route && strcmp(rr->route, route) != 0))
+				continue;
+			size_t i = (rr->head + r->per_route - 1 - rr->taken) % r->per_route;
+			if (!best || rr->seqs[i] > best->seqs[at]) {
+				best = rr;
+				at = i;
+			}
 		}
+		if (!best)
+			break;
+		best->taken++;
+		json_t *j = json_loads(best->lines[at], JSON_ALLOW_NUL, NULL);
+		if (j)
+			json_array_append_new(out, j);
 	}
 	pthread_mutex_unlock(&r->lock);
 	return out;

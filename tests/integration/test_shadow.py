@@ -1335,3 +1335,25 @@ def test_slow_mirrors_leave_a_quarter_of_max_conns_to_requests(start_proxy, back
             'strangler_shadow_skipped_total{route="b",reason="backend_busy"} %d'
             % (5 - mirrored)) == 1
         p.stop()
+
+
+def test_the_latest_differences_of_every_route_come_newest_first(start_proxy, backend_factory):
+    """GET /api/diffs without route= (operations.md: newest first): the
+    routes' rings merged by age, so limit=N gives the N newest. They came
+    route by route, and limit=1 gave /b/1 where /a/2 was newer."""
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern")  # answers with its own name: every shadow differs
+    routes = [{"name": n, "match": {"path_prefix": "/" + n}, "backend": "legacy",
+               "shadow": {"backend": "modern"}} for n in ("a", "b")]
+    p = start_proxy({"legacy": legacy, "modern": modern}, routes=routes, admin={})
+    order = ["/a/1", "/b/1", "/a/2", "/a/3", "/b/2"]
+    for i, path in enumerate(order):
+        assert get(p, path).status == 200
+        harness.wait_for(lambda: len(p.admin("GET", "/api/diffs")[1]["diffs"]) == i + 1,
+                         timeout=5, what="diff %d" % (i + 1))
+    newest = order[::-1]
+    for limit in (1, 2, 3, 5):
+        got = p.admin("GET", "/api/diffs?limit=%d" % limit)[1]["diffs"]
+        assert [d["path"] for d in got] == newest[:limit], (limit, got)
+    got = p.admin("GET", "/api/diffs?route=a&limit=2")[1]["diffs"]
+    assert [d["path"] for d in got] == ["/a/3", "/a/2"]
