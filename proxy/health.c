@@ -264,6 +264,12 @@ struct sp_health_view sp_health_server_view(const struct sp_server *sv)
 	return v;
 }
 
+void sp_health_count_failed(const struct sp_server *sv)
+{
+	if (sv->health)
+		atomic_fetch_add_explicit(&sv->health->failed, 1, memory_order_relaxed);
+}
+
 void sp_health_count_retry(const struct sp_server *sv)
 {
 	if (sv->health)

@@ -564,6 +564,7 @@ static void on_leg_read(struct sp_conn *c, void *arg)
 		enum sp_h1_rc rc = sp_h1_execute(l->parser, v.iov_base, v.iov_len, &used);
 		evbuffer_drain(c->in, used);
 		if (rc == SP_H1_ERROR || rc == SP_H1_UPGRADE) {
+			sp_health_count_failed(leg_server(l)); /* a bad answer */
 			leg_fail(l, 0); /* frees c */
 			break;
 		}
@@ -601,6 +602,8 @@ static void on_leg_event(struct sp_conn *c, short what, void *arg)
 			       leg_server(l)->hostport, why);
 		if (what & (SP_CONN_ERROR | SP_CONN_TIMEOUT))
 			leg_connect_failed(l, NULL);
+		if (leg_came_up(l) && !l->done) /* closed or reset before its whole answer */
+			sp_health_count_failed(leg_server(l));
 		leg_fail(l, (what & SP_CONN_TIMEOUT) != 0);
 	}
 	maybe_finish(l->sh);
@@ -614,12 +617,16 @@ static void time_out(struct sp_shadow *sh)
 	sh->due_us = INT64_MAX;
 	for (int i = 0; i < sh->nlegs; i++) {
 		struct leg *l = &sh->legs[i];
-		if (l->up && !leg_came_up(l))
+		if (l->up && !leg_came_up(l)) {
 			leg_connect_failed(l, NULL);
-		else if (l->up && !l->done && i == 0 && sh->req_done)
+		} else if (l->up && !l->done && sh->req_done) {
 			/* connected, had the whole request, and no answer in time
-			 * (not a mirror still waiting for a body: at exit) */
-			sp_health_shadow_report(leg_backend(l), leg_server(l), 0);
+			 * (not a mirror still waiting for a body: at exit): a failed
+			 * outcome, which pauses shadows to it, not its requests */
+			sp_health_count_failed(leg_server(l));
+			if (i == 0)
+				sp_health_shadow_report(leg_backend(l), leg_server(l), 0);
+		}
 		leg_fail(l, 1);
 	}
 	maybe_finish(sh);

@@ -1357,3 +1357,28 @@ def test_the_latest_differences_of_every_route_come_newest_first(start_proxy, ba
         assert [d["path"] for d in got] == newest[:limit], (limit, got)
     got = p.admin("GET", "/api/diffs?route=a&limit=2")[1]["diffs"]
     assert [d["path"] for d in got] == ["/a/3", "/a/2"]
+
+
+def test_a_shadow_that_fails_after_connecting_is_a_failed_outcome(start_proxy, backend_factory):
+    """operations.md: the server outcomes count each request and shadow
+    sent to it, a timeout and a bad answer as failed. A shadow that timed
+    out, got a malformed answer or a connection closed mid-answer was
+    counted neither ok nor failed (GET /api/backends, the dashboard's %
+    failed). None of them marks the server down for its requests."""
+    cases = {"timeout": harness.delayed(0.8),
+             "bad": harness.raw(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n"
+                                b"Content-Length: 2\r\n\r\nxx"),
+             "cut": harness.raw(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", close=True)}
+    for name, handler in cases.items():
+        legacy, sh = backend_factory("legacy"), backend_factory("sh", handler)
+        p = start_proxy({"legacy": legacy, "sh": sh}, routes=[shadow_route("sh")], admin={},
+                        shadow_defaults={"timeout_ms": 300})
+        for i in range(2):  # below health.unhealthy (3): every shadow is sent
+            assert get(p, "/r/%d" % i).status == 200
+        harness.wait_for(lambda: p.admin("GET", "/api/routes/r")[1]["shadow_counters"][
+            "timeouts" if name == "timeout" else "errors"] == 2, timeout=5, what=name)
+        doc = p.admin("GET", "/api/backends/sh")[1]
+        # the cut answer's head counted ok when it came, as a request's does
+        ok = 2 if name == "cut" else 0
+        assert (doc["ok"], doc["failed"], doc["servers"][0]["up"]) == (ok, 2, True), (name, doc)
+        p.stop()
