@@ -305,13 +305,24 @@ int sp_http_valid_host(const char *v, size_t n)
 	return port <= 65535;
 }
 
-int sp_http_replayable(const char *method, int has_body)
+/* methods[0..n): the first four are RFC 9110's safe methods */
+static int method_in(const char *method, size_t n)
 {
-	static const char *const ok[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"};
-	for (size_t i = 0; !has_body && i < sizeof(ok) / sizeof(ok[0]); i++)
-		if (strcmp(method, ok[i]) == 0)
+	static const char *const methods[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"};
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(method, methods[i]) == 0)
 			return 1;
 	return 0;
+}
+
+int sp_http_replayable(const char *method, int has_body)
+{
+	return !has_body && method_in(method, 6);
+}
+
+int sp_http_safe(const char *method, int has_body)
+{
+	return !has_body && method_in(method, 4);
 }
 
 int sp_http_check_request(const struct sp_hdr *h, size_t n, int http_minor, const char **why)

@@ -94,6 +94,10 @@ int sp_http_check_request(const struct sp_hdr *h, size_t n, int http_minor, cons
  * (already streamed on) and an idempotent method (RFC 9110 9.2.2: never a
  * POST or PATCH, which may have acted). */
 int sp_http_replayable(const char *method, int has_body);
+/* Whether a request may be sent to production once more for nothing but a
+ * look (a noise sample): no body and a safe method (RFC 9110 9.2.1: GET,
+ * HEAD, OPTIONS, TRACE; a PUT or DELETE is idempotent, not without effect). */
+int sp_http_safe(const char *method, int has_body);
 /* The same header checks for a backend response, plus Transfer-Encoding on
  * HTTP/1.0. Returns 0 or -1 with *why. */
 int sp_http_check_response(const struct sp_hdr *h, size_t n, int http_minor, const char **why);

@@ -101,15 +101,6 @@ static int load_method_list(struct sp_loader *L, const config_setting_t *g, cons
 	if ((config_setting_is_array(s) || config_setting_is_list(s)) && config_setting_length(s) == 0)
 		ERR(L, s, "%s.methods: must list at least one method: %s (or leave it out)", path,
 		    example);
-	return 1;
-}
-
-static void load_methods(struct sp_loader *L, const config_setting_t *m, const char *path,
-			 char ***methods, size_t *nmethods)
-{
-	if (!load_method_list(L, m, path, "[\"GET\", \"HEAD\"]", methods, nmethods))
-		return;
-	const config_setting_t *s = config_setting_get_member(m, "methods");
 	for (size_t i = 0; i < *nmethods; i++)
 		for (const char *c = (*methods)[i]; *c; c++)
 			if (*c >= 'a' && *c <= 'z') {
@@ -117,6 +108,7 @@ static void load_methods(struct sp_loader *L, const config_setting_t *m, const c
 					   "clients send upper case", path, i, (*methods)[i]);
 				break;
 			}
+	return 1;
 }
 
 /* headers = { Name = "value" | "*"; }  and  query = { name = "value" | "*"; } */
@@ -314,7 +306,7 @@ static void load_match(struct sp_loader *L, const config_setting_t *route, const
 	if (m->path_prefix)
 		m->prefix_len = strlen(m->path_prefix);
 	load_regex(L, s, path, m);
-	load_methods(L, s, path, &m->methods, &m->nmethods);
+	load_method_list(L, s, path, "[\"GET\", \"HEAD\"]", &m->methods, &m->nmethods);
 	load_kv(L, s, "headers", path, &m->headers, &m->nheaders);
 	load_kv(L, s, "query", path, &m->query, &m->nquery);
 	cfgp_cidr_list(L, s, "client_ip", path, &m->client_ip, &m->nclient_ip);

@@ -810,10 +810,10 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 	sh->due_us = INT64_MAX;
 	if (!has_body)
 		start_due(sh);
-	/* the noise sample asks the serving backend a second time: only what it
-	 * may be asked twice, and only once the primary's connection says which
+	/* the noise sample asks the serving backend a second time: only what
+	 * has no effect there, and only once the primary's connection says which
 	 * server serves it (a refusal may move it on: sp_shadow_primary_served) */
-	sh->nlegs = route->shadow.noise_samples && sp_http_replayable(method, has_body) ? 2 : 1;
+	sh->nlegs = route->shadow.noise_samples && sp_http_safe(method, has_body) ? 2 : 1;
 	if (sh->nlegs == 2) {
 		struct leg *n = &sh->legs[1];
 		n->sh = sh;

@@ -213,7 +213,9 @@ def test_a_post_is_never_sent_twice_for_a_noise_sample_or_a_mirror_retry(
     """A mirrored POST without a body was sent a second time to the serving
     backend as the noise sample (the primary, production, acted twice), and
     a mirror whose pooled connection turned out closed was sent again. Only
-    what may be sent twice (no body, an idempotent method) is."""
+    what may be sent twice (no body, an idempotent method) is; and a noise
+    sample only for a safe method: a DELETE or PUT was sent twice to
+    production for it."""
     seen = []
 
     def close_after_answer(req, conn):  # every shadow connection is closed after use
@@ -236,6 +238,15 @@ def test_a_post_is_never_sent_twice_for_a_noise_sample_or_a_mirror_retry(
     # a GET still gets its noise sample
     assert get(p, "/x").status == 200
     harness.wait_for(lambda: len(legacy.requests) == 5, what="the GET and its noise sample")
+    p.stop()
+    routes = [shadow_route(noise={"samples": 1}, methods=["GET", "DELETE", "PUT"])]
+    legacy.requests.clear()
+    p = start(start_proxy, legacy, modern, routes, tmp_path)
+    for method in ("DELETE", "PUT", "GET"):
+        assert get(p, "/item/1", method=method).status == 200
+    harness.wait_for(lambda: len(legacy.requests) == 4, what="the requests and the GET's sample")
+    time.sleep(0.3)
+    assert [r.method for r in legacy.requests] == ["DELETE", "PUT", "GET", "GET"]
 
 
 def test_noise_only_difference_counts_as_noise(start_proxy, backend_factory, tmp_path):

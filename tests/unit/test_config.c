@@ -1027,6 +1027,11 @@ static void test_warning_lowercase_method(void **state)
 	assert_string_equal(m->methods[0], "POST");
 	assert_string_equal(m->methods[1], "get");
 	sp_config_unref(&c);
+	/* a shadow's methods too: ["get"] mirrored nothing, without a word */
+	c = WARNED(ONE_SHADOW("", "backend = \"modern\"; methods = [\"get\"];"), 1,
+		   "test.conf:9: warning: routes.[0].shadow.methods.[0]: \"get\": methods are "
+		   "case-sensitive; clients send upper case");
+	sp_config_unref(&c);
 }
 
 static void test_warning_rollout_to_same_backend(void **state)
