@@ -666,7 +666,7 @@ static void post_reload(struct admin_conn *a, const char *name)
 	while (p && *p) {
 		const char *nl = strchr(p, '\n');
 		size_t len = nl ? (size_t)(nl - p) : strlen(p);
-		json_array_append_new(lines, json_stringn(p, len));
+		json_array_append_new(lines, sp_json_text(p, len));
 		p = nl ? nl + 1 : NULL;
 	}
 	a->hold = rc == 0;
@@ -925,7 +925,8 @@ static void backend_changes_json(json_t *b, const struct sp_backend *be)
 		json_array_append_new(rw, json_pack("{s:s, s:s}", "prefix", be->rewrite[k].prefix,
 						    "to", be->rewrite[k].to));
 	json_object_set_new(b, "host_header",
-			    be->host_header ? json_string(be->host_header) : json_null());
+			    be->host_header ? sp_json_text(be->host_header, strlen(be->host_header))
+					    : json_null());
 	json_object_set_new(b, "path_rewrite", rw);
 	json_object_set_new(b, "location_rewrite", json_boolean(be->location_map));
 	json_object_set_new(b, "request_headers", rule_names_json(&be->req_headers));
@@ -940,8 +941,8 @@ static json_t *backend_view(const struct sp_backend *be)
 	for (size_t k = 0; k < be->nservers; k++) {
 		const struct sp_server *s = &be->servers[k];
 		json_t *sv = health_json(sp_health_server_view(s));
-		json_object_set_new(sv, "url", json_string(s->url));
-		json_object_set_new(sv, "address", json_string(s->hostport));
+		json_object_set_new(sv, "url", sp_json_text(s->url, strlen(s->url)));
+		json_object_set_new(sv, "address", sp_json_text(s->hostport, strlen(s->hostport)));
 		json_object_set_new(sv, "weight", json_integer(s->weight));
 		json_object_set_new(sv, "backup", json_boolean(s->backup));
 		json_object_set_new(sv, "drained", json_boolean(sp_health_drained(s)));

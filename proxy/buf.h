@@ -111,6 +111,9 @@ int sp_buf_add_json_field(struct sp_buf *b, const char *key, const char *v, size
  * pair above U+FFFF), where sp_buf_add_json_str, for bytes from the wire,
  * escapes each byte alone; a byte that is not UTF-8 is escaped as it does. */
 int sp_buf_add_json_text(struct sp_buf *b, const char *s, size_t len);
+/* s with each byte that does not begin a UTF-8 character replaced by U+FFFD
+ * (text jansson takes: a file name in Latin-1, a value quoted in an error). */
+int sp_buf_add_utf8_valid(struct sp_buf *b, const char *s, size_t len);
 /* s escaped into a JSON string's inside as jansson's json_dumps writes it
  * (UTF-8 as it is; ", \\ and control bytes escaped, \\u00XX in capitals):
  * 0, 1 with nothing written when s is not UTF-8, -1 when memory runs out. */

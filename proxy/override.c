@@ -375,11 +375,24 @@ static json_t *set_cookie_json(const struct sp_rollout *ro)
 			 ro->cookie_path, "domain", ro->cookie_domain);
 }
 
+json_t *sp_json_text(const char *s, size_t len)
+{
+	json_t *j = json_stringn(s, len);
+	if (j || !s)
+		return j;
+	struct sp_buf b;
+	sp_buf_init(&b);
+	if (sp_buf_add_utf8_valid(&b, s, len) == 0)
+		j = json_stringn(b.data ? b.data : "", b.len);
+	sp_buf_deinit(&b);
+	return j;
+}
+
 json_t *sp_route_json(const struct sp_config *c, const struct sp_route *r, const json_t *override)
 {
-	json_t *j = json_pack("{s:s, s:s?, s:s, s:i}", "name", r->name, "backend",
-			      r->backend >= 0 ? c->backends[r->backend].name : NULL, "file", r->file,
-			      "line", r->line);
+	json_t *j = json_pack("{s:s, s:s?, s:o, s:i}", "name", r->name, "backend",
+			      r->backend >= 0 ? c->backends[r->backend].name : NULL, "file",
+			      sp_json_text(r->file, strlen(r->file)), "line", r->line);
 	if (!j)
 		return NULL;
 	if (r->ret.status)

@@ -44,5 +44,9 @@ struct sp_config *sp_state_apply_saved(struct sp_config *cfg, const char *file,
  * as "override" when it applies to c, else as "override_skipped" with the
  * reason (the build skipped it). */
 json_t *sp_route_json(const struct sp_config *c, const struct sp_route *r, const json_t *override);
+/* A JSON string of text from the configuration or the system (a file name),
+ * bytes that are not UTF-8 replaced by U+FFFD: jansson refuses them, and the
+ * value, or the whole answer, went missing. NULL: out of memory. */
+json_t *sp_json_text(const char *s, size_t len);
 
 #endif

@@ -6,6 +6,7 @@ import re
 import resource
 import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -1110,3 +1111,50 @@ def test_metrics_say_their_charset(start_proxy, two_backends, tmp_path):
     p = admin_proxy(start_proxy, two_backends, tmp_path)
     st, _, headers, _ = raw_admin(p, "GET", "/metrics")
     assert st == 200 and headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+
+
+def test_a_configuration_under_a_latin1_path_is_served_by_the_api(two_backends, tmp_path):
+    """The configuration file's path in Latin-1 (a directory named so), which
+    jansson takes only as UTF-8: GET /api/routes listed no route, GET and
+    PATCH /api/routes/NAME answered 500 (the PATCH was applied all the
+    same, and missing from the audit trail), and POST /api/reload dropped
+    every warning line (each begins with the path). The path's bytes that
+    are not UTF-8 are given as U+FFFD."""
+    legacy, modern = two_backends
+    d = os.path.join(os.fsencode(str(tmp_path)), b"str\xe4ngler")
+    os.mkdir(d)
+    conf = os.path.join(d, b"strangler.conf")
+    port, aport = harness.free_port(), harness.free_port()
+    routes = [{"name": "orders", "match": {"path_prefix": "/api/orders"}, "backend": "legacy",
+               "rollout": {"backend": "modern", "percent": 25.0}},
+              {"name": "s", "match": {"path_prefix": "/s"}, "backend": "legacy",
+               "shadow": {"backend": "modern"}}]  # a warning: no diff_log
+    with open(conf, "w") as f:
+        f.write(harness.make_config(port, {"legacy": legacy, "modern": modern}, routes=routes,
+                                    admin={"address": "127.0.0.1:%d" % aport,
+                                           "state_file": str(tmp_path / "state.json")}))
+    err = open(str(tmp_path / "stderr"), "wb")
+    proc = subprocess.Popen([harness.BINARY, "-c", conf], stdout=err, stderr=err,
+                            stdin=subprocess.DEVNULL)
+    try:
+        harness.wait_for(lambda: harness.accepts(aport), timeout=5, what="the admin API")
+        where = str(d, "latin-1").replace("\xe4", "\ufffd") + "/strangler.conf"
+        st, body = admin_call(aport, "GET", "/api/routes", {})
+        assert st == 200 and [r["name"] for r in body["routes"]] == ["orders", "s"], body
+        assert body["routes"][0]["file"] == where
+        st, one = admin_call(aport, "GET", "/api/routes/orders", {})
+        assert (st, one["file"]) == (200, where)
+        st, patched = admin_call(aport, "PATCH", "/api/routes/orders",
+                                 {"Content-Type": "application/json"},
+                                 json.dumps({"rollout": {"percent": 50}}).encode())
+        assert (st, patched["rollout"]["percent"]) == (200, 50), patched
+        st, audit = admin_call(aport, "GET", "/api/audit", {})
+        assert len(audit["changes"]) == 1, audit
+        st, reloaded = admin_call(aport, "POST", "/api/reload", {})
+        # the shadow without a diff_log, the override in force
+        assert st == 200 and len(reloaded["warnings"]) == 2, reloaded
+        assert all(w.startswith(where + ":") for w in reloaded["warnings"]), reloaded
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        err.close()

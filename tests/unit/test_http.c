@@ -1057,6 +1057,20 @@ static void test_json_utf8_writes_what_jansson_writes(void **state)
 		free(want);
 		json_decref(j);
 	}
+	/* text made UTF-8: each byte that begins no character becomes U+FFFD */
+	static const struct {
+		const char *in, *out;
+	} fixes[] = {{"str\xe4ngler", "str\xef\xbf\xbdngler"},
+		     {"caf\xc3\xa9", "caf\xc3\xa9"},
+		     {"\xc3", "\xef\xbf\xbd"},
+		     {"\xed\xa0\x80!", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd!"},
+		     {"", ""}};
+	for (size_t i = 0; i < sizeof(fixes) / sizeof(*fixes); i++) {
+		sp_buf_reset(&b);
+		assert_int_equal(sp_buf_add_utf8_valid(&b, fixes[i].in, strlen(fixes[i].in)), 0);
+		assert_int_equal(b.len, strlen(fixes[i].out));
+		assert_memory_equal(b.data ? b.data : "", fixes[i].out, b.len);
+	}
 	/* sp_buf_printf: into the room there is, or grown once past it */
 	sp_buf_reset(&b);
 	for (int i = 0; i < 200; i++)
