@@ -927,9 +927,10 @@ static void upstream_failed(struct sp_session *s, const char *err, int status)
 	       server_of(s)->hostport, err, s->reqid);
 	if (s->resp_started)
 		retract_unsent(s);
-	if (!s->resp_started && s->shadow) /* no connection came up: the client's wait */
-		sp_shadow_primary_done(&s->shadow, status,
-				       sp_ms_since(s->t_up.tv_sec ? &s->t_up : &s->t_start));
+	/* no answer from the backend: strangler's own 502 or 504 is not one to
+	 * compare (it read as the backend's, and fed a guard's max_diff_rate:
+	 * the old side failing pulled the new one back) */
+	sp_shadow_abandon(&s->shadow);
 	if (s->resp_started) {
 		/* The head is out: the only honest signal left is an aborted
 		 * connection (no terminating chunk, no fake success). */

@@ -1022,19 +1022,22 @@ def test_max_body_bytes_counts_a_chunked_body_not_its_framing(start_proxy, backe
     assert summ["compared"] == 1 and sum(summ["skipped"].values()) == 0, summ
 
 
-def test_a_primary_that_never_connected_has_its_own_time(start_proxy, backend_factory, tmp_path):
-    """A primary whose server could not be connected to gave the shadow the
-    time since the connection's last exchange, or since boot: the diff line's
-    primary ms (and the latency histogram) said days."""
+def test_a_primary_that_gave_no_answer_is_not_compared(start_proxy, backend_factory, tmp_path):
+    """A primary whose backend gave no answer (no connection, a timeout):
+    the client's 502 or 504 is strangler's own. It was compared with the
+    mirror's answer as if the backend had said it (a diff line with body "0
+    bytes: ", counted `different`, read by a guard's max_diff_rate: the old
+    side failing pulled the new one back). It is counted primary_incomplete."""
     modern = backend_factory("modern")
+    slow = backend_factory("legacy", harness.delayed(1.0))
     dead = "http://unix:%s" % (tmp_path / "gone.sock")  # connect(2) fails at once
-    p = start(start_proxy, dead, modern, [shadow_route()], tmp_path)
-    for i in range(4):
-        assert get(p, "/x%d" % i).status in (502, 503)
-    wait_shadow(modern, 1)
-    time.sleep(0.5)
-    ms = [d["primary"]["ms"] for d in diff_lines(p)]
-    assert ms and max(ms) < 1000, ms
+    for legacy, status in ((dead, 502), ({"url": slow.url, "response_timeout_ms": 200}, 504)):
+        p = start(start_proxy, legacy, modern, [shadow_route()], tmp_path)
+        for i in range(3):
+            assert get(p, "/x%d" % i).status == status
+        s = summary(p)
+        assert (s["compared"], s["skipped"]["primary_incomplete"]) == (0, 3), s
+        assert diff_lines(p) == []
 
 
 def test_the_diff_log_is_ascii(start_proxy, backend_factory, tmp_path):
