@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,7 @@ struct admin_conn {
 	int has_host, has_origin, has_ctype;
 	int too_big;
 	int bad_version;   /* not HTTP/1.x: a 505 */
+	int auth_repeated; /* two Authorization headers: a 400 */
 	int head_only;     /* HEAD: the GET answer's head alone */
 	char extra[128];   /* header lines of this answer (Allow, WWW-Authenticate) */
 	int answered;
@@ -91,7 +93,8 @@ static void respond_with(struct admin_conn *a, int status, const char *type, con
 	sp_buf_init(&b);
 	sp_buf_printf(&b,
 		      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-		      "Cache-Control: no-store\r\n%s%sConnection: close\r\n\r\n",
+		      "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n%s%s"
+		      "Connection: close\r\n\r\n",
 		      status, sp_http_reason(status), type, len, extra, a->extra);
 	evbuffer_add(a->c->out, b.data, b.len);
 	if (!a->head_only)
@@ -626,7 +629,8 @@ static void patch_route(struct admin_conn *a, const char *name)
 	struct sp_runtime *rt = a->admin->rt;
 	json_error_t jerr;
 	char msg[1024];
-	json_t *patch = json_loadb(a->body.data ? a->body.data : "", a->body.len, 0, &jerr);
+	json_t *patch = json_loadb(a->body.data ? a->body.data : "", a->body.len,
+				   JSON_REJECT_DUPLICATES, &jerr);
 	if (!patch) {
 		snprintf(msg, sizeof(msg), "body is not valid JSON: %s (line %d)", jerr.text, jerr.line);
 		respond_error(a, 400, msg);
@@ -692,7 +696,9 @@ static void serve_diffs(struct admin_conn *a, const char *name)
 	char *end = NULL;
 	if (q && sp_query_get(q + 1, qlen, "limit", &limit))
 		n = strtol(limit.data ? limit.data : "", &end, 10);
-	if (end && (*end || end == limit.data || n < 1 || n > 1000)) {
+	/* digits only: not " 5", "+5" (strtol takes them) */
+	if (end && (*end || end == limit.data || n < 1 || n > 1000 || *limit.data < '0' ||
+		    *limit.data > '9')) {
 		respond_error(a, 400, "limit: a whole number from 1 to 1000");
 	} else if (has_route && !sp_config_route(a->admin->rt->cfg, route.data)) {
 		respond_error(a, 404, "no such route"); /* not one of the running routes */
@@ -713,8 +719,7 @@ static void serve_page(struct admin_conn *a, const char *name)
 		     "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; "
 		     "style-src 'unsafe-inline'; connect-src 'self'; img-src data:; "
 		     "frame-ancestors 'none'\r\n"
-		     "X-Frame-Options: DENY\r\n"
-		     "X-Content-Type-Options: nosniff\r\n",
+		     "X-Frame-Options: DENY\r\n",
 		     sp_dashboard_html, sp_dashboard_html_len);
 }
 
@@ -723,11 +728,15 @@ static int authorised(struct admin_conn *a)
 	const char *token = a->admin->rt->cfg->admin.token;
 	if (!token)
 		return 1;
-	size_t tl = strlen(token);
-	/* the scheme is case-insensitive (RFC 9110 §11.1) */
-	if (a->auth.len != tl + 7 || strncasecmp(a->auth.data, "Bearer ", 7) != 0)
+	/* the scheme is case-insensitive (RFC 9110 §11.1); the digests are
+	 * compared, so that the time taken says nothing of the token, its
+	 * length included */
+	if (a->auth.len < 7 || strncasecmp(a->auth.data, "Bearer ", 7) != 0)
 		return 0;
-	return CRYPTO_memcmp(a->auth.data + 7, token, tl) == 0;
+	unsigned char given[SHA256_DIGEST_LENGTH], want[SHA256_DIGEST_LENGTH];
+	SHA256((const unsigned char *)a->auth.data + 7, a->auth.len - 7, given);
+	SHA256((const unsigned char *)token, strlen(token), want);
+	return CRYPTO_memcmp(given, want, sizeof(want)) == 0;
 }
 
 /* Whether a Host ("name:port", "[v6]:port", "ip") may be this listener's:
@@ -1024,7 +1033,8 @@ static void patch_backend(struct admin_conn *a, const char *name)
 		return;
 	}
 	const struct sp_backend *be = &rt->cfg->backends[i];
-	json_t *patch = json_loadb(a->body.data ? a->body.data : "", a->body.len, 0, &jerr);
+	json_t *patch = json_loadb(a->body.data ? a->body.data : "", a->body.len,
+				   JSON_REJECT_DUPLICATES, &jerr);
 	const char *key, *addr = NULL;
 	json_t *v, *drain = NULL;
 	if (!patch) {
@@ -1174,6 +1184,10 @@ static void dispatch(struct admin_conn *a)
 	int get = strcmp(m, "GET") == 0;
 	if (refuse_foreign(a, m))
 		return;
+	if (a->auth_repeated) { /* which one would be the caller's? */
+		respond_error(a, 400, "Authorization given more than once");
+		return;
+	}
 	if (!authorised(a) && !(strcmp(path, "/") == 0 && get)) {
 		snprintf(a->extra, sizeof(a->extra), "WWW-Authenticate: Bearer realm=\"strangler admin\"\r\n");
 		respond_error(a, 401, "missing or wrong Authorization: Bearer token");
@@ -1258,6 +1272,8 @@ static int on_head(void *ud, struct sp_h1_msg *m)
 	const struct sp_hdr *h = sp_hdr_find(m->hdrs, m->nhdrs, "Authorization");
 	if (h)
 		sp_buf_add(&a->auth, h->value, h->value_len);
+	a->auth_repeated = h && sp_hdr_find(h + 1, m->nhdrs - (size_t)(h + 1 - m->hdrs),
+					    "Authorization") != NULL;
 	a->has_host = take_header(m, "Host", a->host, sizeof(a->host));
 	a->has_origin = take_header(m, "Origin", a->origin, sizeof(a->origin));
 	a->has_ctype = take_header(m, "Content-Type", a->ctype, sizeof(a->ctype));

@@ -1158,3 +1158,40 @@ def test_a_configuration_under_a_latin1_path_is_served_by_the_api(two_backends, 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
         err.close()
+
+
+def test_admin_inputs_that_could_be_read_two_ways_are_refused(start_proxy, two_backends,
+                                                              tmp_path):
+    """Two Authorization headers (the first one won: "right, wrong" passed,
+    "wrong, right" did not), a PATCH with a key twice (the last one won,
+    silently), limit=+5 or " 5" (strtol took them) are 400s; every admin
+    answer says nosniff (only the dashboard page did)."""
+    p = admin_proxy(start_proxy, two_backends, tmp_path, token=True)
+    right, wrong = "Bearer " + TOKEN, "Bearer wrong-token-0123456789"
+    import http.client
+    for pair in ((right, wrong), (wrong, right), (right, right)):
+        c = http.client.HTTPConnection(harness.HOST, p.admin_port, timeout=harness.IO_TIMEOUT)
+        c.putrequest("GET", "/api/routes")
+        c.putheader("Authorization", pair[0])
+        c.putheader("Authorization", pair[1])
+        c.endheaders()
+        r = c.getresponse()
+        assert (r.status, json.loads(r.read())["error"]) == (
+            400, "Authorization given more than once"), pair
+        c.close()
+    st, body = p.admin("PATCH", "/api/routes/orders",
+                       '{"rollout": {"percent": 10}, "rollout": {"percent": 90}}', token=TOKEN)
+    assert st == 400 and "duplicate" in body["error"], body
+    assert p.admin("GET", "/api/routes/orders", token=TOKEN)[1]["rollout"]["percent"] != 90
+    for limit in ("+5", "%205", "-1", "0", "1001", "5x", ""):
+        st, body = p.admin("GET", "/api/diffs?limit=" + limit, token=TOKEN)
+        assert (st, body["error"]) == (400, "limit: a whole number from 1 to 1000"), limit
+    assert p.admin("GET", "/api/diffs?limit=5", token=TOKEN)[0] == 200
+    for path in ("/api/routes", "/metrics", "/nowhere"):
+        headers = raw_admin(p, "GET", path, {"Authorization": right})[2]
+        assert headers["X-Content-Type-Options"] == "nosniff", path
+    c = http.client.HTTPConnection(harness.HOST, p.admin_port, timeout=harness.IO_TIMEOUT)
+    c.request("GET", "/")  # the dashboard: once, not twice
+    r = c.getresponse()
+    assert [k for k, _ in r.getheaders()].count("X-Content-Type-Options") == 1
+    c.close()
