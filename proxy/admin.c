@@ -1285,6 +1285,11 @@ static int on_head(void *ud, struct sp_h1_msg *m)
 		dispatch(a);
 		return 1;
 	}
+	if ((m->chunked || m->content_length > 0) && sp_http_expects_continue(m)) {
+		/* curl asks so for a body past 1 KiB, and waited a second for it */
+		evbuffer_add(a->c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+		sp_conn_flush(a->c);
+	}
 	return 0;
 }
 

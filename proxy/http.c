@@ -315,6 +315,13 @@ static int method_in(const char *method, size_t n)
 	return 0;
 }
 
+int sp_http_expects_continue(const struct sp_h1_msg *m)
+{
+	const struct sp_hdr *e = sp_hdr_find(m->hdrs, m->nhdrs, "Expect");
+	return m->http_minor >= 1 && e && e->value_len == 12 &&
+	       sp_ascii_ieq(e->value, "100-continue", 12);
+}
+
 int sp_http_replayable(const char *method, int has_body)
 {
 	return !has_body && method_in(method, 6);

@@ -105,6 +105,9 @@ int sp_http_check_response(const struct sp_hdr *h, size_t n, int http_minor, con
 /* ---- what the proxy does with a parsed head (h1.h's sp_h1_msg) ---- */
 
 struct sp_h1_msg;
+/* Whether the client waits for a 100 Continue before sending its body (an
+ * HTTP/1.0 request's expectation is ignored: RFC 9110 10.1.1). */
+int sp_http_expects_continue(const struct sp_h1_msg *m);
 
 /* An absolute-form target (http://host/p) names the host its request is
  * for, whatever Host says (RFC 9112 3.2.2): every Host field of h[0..*n)

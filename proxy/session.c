@@ -1036,15 +1036,6 @@ static void flush_pending(struct sp_session *s)
 
 /* ---- request parsing hooks ---- */
 
-/* Whether the client waits for a 100 Continue before sending its body (an
- * HTTP/1.0 request's expectation is ignored: RFC 9110 10.1.1). */
-static int expects_continue(const struct sp_h1_msg *m)
-{
-	const struct sp_hdr *e = sp_hdr_find(m->hdrs, m->nhdrs, "Expect");
-	return m->http_minor >= 1 && e && e->value_len == 12 &&
-	       sp_ascii_ieq(e->value, "100-continue", 12);
-}
-
 /* The body of a request the proxy answers itself is read and dropped up
  * to this length (a JSON POST), so that the connection goes on; a larger
  * one closes it, unread, when the answer is a 503 at max_conns (a
@@ -1137,7 +1128,7 @@ static int no_room(struct sp_session *s, const struct sp_h1_msg *m)
 			why = ERR_NO_SERVER;
 	int body = m->has_length && m->content_length;
 	if (m->chunked || m->upgrade || (body && (m->content_length > DRAIN_MAX ||
-						  expects_continue(m)))) {
+						  sp_http_expects_continue(m)))) {
 		sp_h1_fail(s->req, 503, why);
 		return -1;
 	}
@@ -1175,7 +1166,7 @@ __attribute__((noinline)) static int answer_itself(struct sp_session *s, const s
 	set_timer(s, T_NONE);
 	if (!(m->has_length && m->content_length) && !m->chunked)
 		return 0;
-	if (expects_continue(m)) {
+	if (sp_http_expects_continue(m)) {
 		s->answer_now = 1; /* request_error answers */
 		sp_h1_fail(s->req, r->status, "answered before the body");
 		return -1;

@@ -1195,3 +1195,25 @@ def test_admin_inputs_that_could_be_read_two_ways_are_refused(start_proxy, two_b
     r = c.getresponse()
     assert [k for k, _ in r.getheaders()].count("X-Content-Type-Options") == 1
     c.close()
+
+
+def test_a_patch_that_expects_100_continue_is_not_kept_waiting(start_proxy, two_backends,
+                                                               tmp_path):
+    """A client that sends Expect: 100-continue (curl does for a body past
+    1 KiB) waits for the 100 before its body: the admin API never sent one,
+    so each such call took curl's one-second wait, and a client without that
+    fallback waited until the admin API's 10-second limit."""
+    p = admin_proxy(start_proxy, two_backends, tmp_path)
+    body = b'{"rollout": {"percent": 5}' + b" " * 2000 + b"}"
+    with socket.create_connection((harness.HOST, p.admin_port), timeout=5) as s:
+        s.sendall(b"PATCH /api/routes/orders HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body))
+        s.settimeout(0.5)
+        assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"  # no body sent before it
+        s.settimeout(5)
+        s.sendall(body)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
