@@ -280,6 +280,28 @@ int sp_buf_add_utf8_valid(struct sp_buf *b, const char *s, size_t len)
 	return 0;
 }
 
+int sp_buf_add_json_bytes(struct sp_buf *b, const char *s, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *u = (const unsigned char *)s;
+	for (size_t i = 0; i < len;) {
+		size_t run = i;
+		uint32_t c;
+		size_t n;
+		while (run < len && (u[run] < 0x80 || (n = utf8_at(u + run, len - run, &c)) > 0))
+			run += u[run] < 0x80 ? 1 : n;
+		if (run > i && sp_buf_add_json_utf8(b, s + i, run - i) < 0)
+			return -1;
+		if (run == len)
+			break;
+		char esc[5] = {'\\', '\\', 'x', hex[u[run] >> 4], hex[u[run] & 15]};
+		if (sp_buf_add(b, esc, sizeof(esc)) < 0)
+			return -1;
+		i = run + 1;
+	}
+	return 0;
+}
+
 int sp_buf_add_json_text(struct sp_buf *b, const char *s, size_t len)
 {
 	const unsigned char *u = (const unsigned char *)s;

@@ -118,6 +118,10 @@ int sp_buf_add_utf8_valid(struct sp_buf *b, const char *s, size_t len);
  * (UTF-8 as it is; ", \\ and control bytes escaped, \\u00XX in capitals):
  * 0, 1 with nothing written when s is not UTF-8, -1 when memory runs out. */
 int sp_buf_add_json_utf8(struct sp_buf *b, const char *s, size_t len);
+/* As sp_buf_add_json_utf8 for bytes from the wire: the UTF-8 characters as
+ * themselves, each other byte as the text \xNN (a JSON "\\xNN"), so that
+ * a Latin-1 é (\xe9) does not read as the character é. */
+int sp_buf_add_json_bytes(struct sp_buf *b, const char *s, size_t len);
 /* ,"key":"v" with v (a C string) escaped by sp_buf_add_json_text; null when NULL. */
 int sp_buf_add_json_text_field(struct sp_buf *b, const char *key, const char *v);
 /* Rewrites the JSON text of b from offset from in ASCII: each UTF-8

@@ -79,19 +79,13 @@ static int add_diff(struct sp_cmp_result *r, enum sp_diff_kind kind, char *where
 /* s as a JSON string. UTF-8 is kept as is; anything else is escaped byte by
  * byte, so the result is valid JSON whatever the input. */
 /* The JSON string of s (len bytes) followed by "…" when cut: as jansson
- * writes it for UTF-8, else with each byte past ASCII as \u00XX. */
+ * writes it for UTF-8, a byte that is not as \xNN. */
 static int add_json_string_cut(struct sp_buf *b, const char *s, size_t len, int cut)
 {
-	static const char more[] = "…";
-	if (sp_buf_addc(b, '"') < 0)
-		return -1;
-	int rc = sp_buf_add_json_utf8(b, s, len);
-	if (rc == 0 && cut)
-		rc = sp_buf_adds(b, more);
-	else if (rc == 1)
-		rc = sp_buf_add_json_str(b, s, len) ||
-		     (cut && sp_buf_add_json_str(b, more, sizeof(more) - 1));
-	return rc || sp_buf_addc(b, '"') ? -1 : 0;
+	return sp_buf_addc(b, '"') || sp_buf_add_json_bytes(b, s, len) ||
+			       (cut && sp_buf_adds(b, "…")) || sp_buf_addc(b, '"')
+		   ? -1
+		   : 0;
 }
 
 static int add_json_string(struct sp_buf *b, const char *s, size_t len)

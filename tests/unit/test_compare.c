@@ -726,7 +726,23 @@ static void test_bytes_description(void **state)
 	NDIFFS(&r, 1);
 	char want[128];
 	snprintf(want, sizeof(want), "\"100 bytes: %.64s…\"", longb);
-	EXPECT(&r, SP_DIFF_BODY, "bytes@0", want, "\"2 bytes: \\u0001\\u00fe\"");
+	EXPECT(&r, SP_DIFF_BODY, "bytes@0", want, "\"2 bytes: \\u0001\\\\xfe\"");
+	sp_cmp_result_deinit(&r);
+
+	/* a Latin-1 é (one byte) against UTF-8's (two): the excerpts differ as
+	 * the bytes do (both read "café ok" when the byte was \u00e9), and a
+	 * cut after a byte that is not UTF-8 still ends with "…" */
+	p = side_n(200, NULL, 0, "caf\xe9 ok", 7);
+	s = side_n(200, NULL, 0, "caf\xc3\xa9 ok", 8);
+	assert_int_equal(sp_compare(&rules, &p, &s, &r), 0);
+	EXPECT(&r, SP_DIFF_BODY, "bytes@3", "\"7 bytes: caf\\\\xe9 ok\"", "\"8 bytes: caf\xc3\xa9 ok\"");
+	sp_cmp_result_deinit(&r);
+	longb[3] = '\xe9';
+	p = side_n(200, NULL, 0, longb, sizeof(longb));
+	s = side_n(200, NULL, 0, "", 0);
+	assert_int_equal(sp_compare(&rules, &p, &s, &r), 0);
+	snprintf(want, sizeof(want), "\"100 bytes: xxx\\\\xe9%.60s…\"", longb + 4);
+	EXPECT(&r, SP_DIFF_BODY, "bytes@0", want, "\"0 bytes: \"");
 	sp_cmp_result_deinit(&r);
 }
 
