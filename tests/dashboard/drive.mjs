@@ -1,14 +1,10 @@
 // Loads the dashboard in headless Chromium (Debian's /usr/bin/chromium through
 // playwright-core), reports what it shows, uses a control, and saves a
 // screenshot. Usage: node drive.mjs URL ROUTE PERCENT SCREENSHOT
-import { chromium } from "playwright-core";
+import { launch } from "./browser.mjs";
 
 const [url, route, percent, shot] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage();
   let accept = true;

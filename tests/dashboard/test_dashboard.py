@@ -140,3 +140,30 @@ def test_dashboard_shows_the_api_and_changes_a_route(start_proxy, backend_factor
     # focused button held it)
     assert seen["outage"].startswith("routes: ") and seen["outageCleared"] is True
     assert seen["refreshedAfterCancel"] is True
+
+
+def test_a_dashboard_whose_token_prompt_is_cancelled_asks_no_more(start_proxy, backend_factory,
+                                                                   tmp_path):
+    """With admin.token_file the page asks for the token. Cancelled, it
+    asked again at every refresh (every 2 s), the prompt never leaving the
+    screen; now it says the token is needed, and asks again when the page
+    is loaded again."""
+    assert os.path.isdir(NODE_MODULES), "run: npm ci --prefix tests/dashboard"
+    token = "dashboard-token-0123456789"
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    admin_port = harness.free_port()
+    p = start_proxy({"legacy": backend_factory("legacy")},
+                    routes=[{"name": "orders", "match": {"path_prefix": "/o"},
+                             "backend": "legacy"}],
+                    admin={"address": "127.0.0.1:%d" % admin_port,
+                           "token_file": str(token_file)})
+    harness.wait_for(lambda: "admin API on" in p.stderr_text(), what="admin listener")
+    out = subprocess.run(["node", os.path.join(HERE, "drive-token.mjs"),
+                          "http://127.0.0.1:%d/" % admin_port, token, "orders"],
+                         capture_output=True, text=True, timeout=120, cwd=HERE)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["declined"]["prompts"] == 1, seen
+    assert "the admin token is needed" in seen["declined"]["msg"], seen
+    assert seen["given"] == {"prompts": 2, "state": "legacy"}, seen
