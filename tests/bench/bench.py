@@ -83,7 +83,8 @@ SCENARIOS = (
 @dataclasses.dataclass(frozen=True)
 class ShadowVariant:
     name: str
-    mirror: str | None          # None (no shadow block), "nginx", "slow", "silent", "refused"
+    mirror: str | None          # None (no shadow block), "nginx", "nginx-differs", "slow",
+                                # "silent", "refused"
     target: str | None = None   # "rps": req/s ratio >= RPS_TARGET; "p99": p99 ratio <= P99_TARGET
 
 
@@ -93,6 +94,7 @@ SHADOW_SCENARIO = SCENARIOS[0]
 SHADOW_VARIANTS = (
     ShadowVariant("shadow off", None),
     ShadowVariant("shadow → fast", "nginx", "rps"),
+    ShadowVariant("shadow → fast, differs", "nginx-differs", "rps"),
     ShadowVariant("shadow → 500 ms", "slow", "p99"),
     ShadowVariant("shadow → never answers", "silent", "p99"),
     ShadowVariant("shadow → refused", "refused", "p99"),
@@ -101,6 +103,9 @@ SHADOW_RPS_TARGET = 0.6         # shadow → fast keeps at least this share of r
 SHADOW_P99_TARGET = 1.10        # slow/silent/refused shadows raise p99 by at most this factor
 SHADOW_ROUNDS = 5               # interleaved rounds of the shadow variants (1 with --quick)
 SLOW_MIRROR_DELAY_MS = 500
+# The fast mirror's body (nginx's escapes): the backend's, or one that differs
+# from it in every answer (a diff record each, as a rewrite not done yet gives)
+MIRROR_BODIES = {"nginx": "ok\\n", "nginx-differs": "ok, the rewrite\\n"}
 MIRROR_STATUS_PATH = "/__bench_status"
 MIRROR_COUNTER_TIMEOUT = 2.0    # seconds to wait for a helper's counters
 SLOW_STOP_SECONDS = 2.0         # a proxy taking longer to stop gets a note
@@ -457,9 +462,9 @@ class Mirror:
         self.port = port
         self.stats_path = workdir / "stats.json"
         self.status_reads = 0
-        if kind == "nginx":
+        if kind in ("nginx", "nginx-differs"):
             conf = render_template("mirror-nginx.conf", workdir / "nginx.conf",
-                                   dir=workdir, port=port)
+                                   dir=workdir, port=port, body=MIRROR_BODIES[kind])
             argv = nginx_argv(workdir, conf)
         elif kind in ("slow", "silent"):
             argv = [sys.executable, str(MIRROR_SCRIPT), kind, "--port", str(port),
@@ -473,7 +478,7 @@ class Mirror:
     def received(self):
         """Mirrored requests received so far, or None when unknown."""
         try:
-            if self.kind == "nginx":
+            if self.kind.startswith("nginx"):
                 return self._nginx_requests()
             stats = self.helper_stats(refresh=True)
         except (OSError, ValueError, KeyError, http.client.HTTPException) as exc:
@@ -523,7 +528,7 @@ class Mirror:
 
     def describe(self):
         """One line about what the mirror saw over its whole life (after stop)."""
-        if self.kind == "nginx":
+        if self.kind.startswith("nginx"):
             return None
         with contextlib.suppress(OSError, ValueError, KeyError):
             stats = self.helper_stats(refresh=False)
@@ -1398,7 +1403,10 @@ def shadow_table_lines(rows):
         "timeout, so the measured run is the steady state: by then a silent mirror's "
         "first shadows have timed out and shadows to it are paused "
         "(`backend_unresponsive` skips, one trial per 5 s)",
-        f"- mirrors, on the load CPU: `shadow → fast` a second nginx (`return 200 \"ok\\n\"`); "
+        f"- mirrors, on the load CPU: `shadow → fast` a second nginx (`return 200 \"ok\\n\"`, "
+        "the backend's answer: every comparison identical); `shadow → fast, differs` the same "
+        "nginx answering `ok, the rewrite\\n` (every comparison a difference, recorded in "
+        "the admin API's ring as a migration's differences are); "
         f"`shadow → {SLOW_MIRROR_DELAY_MS} ms` shadow_mirror.py slow (answers every "
         f"request after {SLOW_MIRROR_DELAY_MS} ms); `shadow → never answers` shadow_mirror.py silent "
         "(accepts, never replies); `shadow → refused` a port nobody listens on (a mirror "
@@ -1410,7 +1418,7 @@ def shadow_table_lines(rows):
         "mirror gets only a few % by design",
         "- mirror core %: the mirror's CPU time ÷ wall time. It shares the load CPU "
         "with wrk and the backend: what it uses there slows the load side too",
-        f"- targets: `shadow → fast` req/s ÷ off ≥ {SHADOW_RPS_TARGET:.2f}; the "
+        f"- targets: `shadow → fast` (either) req/s ÷ off ≥ {SHADOW_RPS_TARGET:.2f}; the "
         f"slow, silent and refused mirrors p99 ÷ off ≤ {SHADOW_P99_TARGET:.2f} (the client "
         "must never wait for the shadow); this table is one round: with several, "
         "the summary after the rounds judges the median. `noisy`: this run or `shadow off` "
