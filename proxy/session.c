@@ -263,15 +263,21 @@ static void new_request_id(struct sp_session *s)
 /* Keeps a client's X-Request-Id when it is short and printable. */
 static int take_request_id(struct sp_session *s, const struct sp_h1_msg *m)
 {
-	const struct sp_hdr *h = sp_hdr_find(m->hdrs, m->nhdrs, "X-Request-Id");
-	if (!h || h->value_len == 0 || h->value_len >= sizeof(s->reqid))
-		return 0;
-	for (size_t i = 0; i < h->value_len; i++)
-		if (h->value[i] <= ' ' || h->value[i] >= 0x7f)
-			return 0;
-	memcpy(s->reqid, h->value, h->value_len);
-	s->reqid[h->value_len] = '\0';
-	return 1;
+	for (size_t k = 0; k < m->nhdrs; k++) {
+		const struct sp_hdr *h = &m->hdrs[k];
+		if (!sp_hdr_name_is(h, "X-Request-Id") || h->value_len == 0 ||
+		    h->value_len >= sizeof(s->reqid))
+			continue;
+		size_t i = 0;
+		while (i < h->value_len && h->value[i] > ' ' && h->value[i] < 0x7f)
+			i++;
+		if (i < h->value_len)
+			continue;
+		memcpy(s->reqid, h->value, h->value_len);
+		s->reqid[h->value_len] = '\0';
+		return 1;
+	}
+	return 0;
 }
 
 static void log_exchange(struct sp_session *s)
@@ -281,7 +287,7 @@ static void log_exchange(struct sp_session *s)
 		.client = s->client_addr,
 		.peer = s->client_addr != s->client_ip ? s->client_ip : NULL,
 		.method = s->method[0] ? s->method : NULL,
-		.path = s->path.data,
+		.path = s->path.len ? s->path.data : NULL,
 		.path_len = s->path.len,
 		.status = s->status,
 		.route = s->dec.route ? s->dec.route->name : NULL,
@@ -921,7 +927,7 @@ static void upstream_failed(struct sp_session *s, const char *err, int status)
 	}
 	s->error = err;
 	s->up_failed = 1;
-	if (s->t_up.tv_sec)
+	if (s->t_up.tv_sec && !s->resp_started) /* else: the head's time, already set */
 		s->upstream_ms = sp_ms_since(&s->t_up);
 	sp_log(SP_LOG_WARN, "backend %s (%s): %s [request %s]", s->cfg->backends[s->backend].name,
 	       server_of(s)->hostport, err, s->reqid);
@@ -2524,7 +2530,10 @@ static void on_proxy_readable(evutil_socket_t fd, short what, void *arg)
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		goto out;
 	if (n <= 0) {
-		fail = n ? strerror(errno) : "closed before its PROXY header";
+		fail = n ? strerror(errno) : pp->have ? "closed in the middle of its PROXY header"
+						      : "closed before its PROXY header";
+		if (pp->have)
+			sp_count(&s->w->proxy_protocol_failures);
 		goto out;
 	}
 	long len = sp_proxy_parse(pp->buf, pp->have + (size_t)n, &src, &why);

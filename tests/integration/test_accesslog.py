@@ -402,3 +402,57 @@ def test_a_full_disk_drops_whole_lines_and_says_so(backend_factory, tiny_fs, tmp
         assert "No space left on device" in errors[0] and "line(s) dropped" in errors[0]
     finally:
         assert p.stop() == 0
+
+
+@pytest.mark.parametrize("how, error", [("truncated", "upstream response truncated"),
+                                        ("timeout", "upstream timeout")])
+def test_upstream_ms_is_the_time_to_the_head_when_the_body_then_fails(backend_factory,
+                                                                      start_proxy, how, error):
+    """upstream_ms: from sending the request until the answer's head (or the
+    failure, when no head came). A head at once and a body cut or stalled
+    later gave the failure's time (0.4-0.6 s), in the log and the backend's
+    wait histogram."""
+    def head_then_stall(req, conn):
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"a" * 1000)
+        time.sleep(0.6)
+        return harness.CLOSE
+    b = backend_factory("legacy", head_then_stall)
+    p = start_proxy({"legacy": {"url": b.url,
+                                "response_timeout_ms": 400 if how == "timeout" else 5000}})
+    with p.client() as c:
+        c.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.stream.read_until(b"\r\n\r\n")
+        with pytest.raises((harness.Closed, OSError)):
+            c.stream.read_exact(100000)
+    e = p.wait_access(1)[0]
+    assert (e["status"], e["error"]) == (200, error), e
+    assert e["upstream_ms"] < 150, e
+
+
+@pytest.mark.parametrize("first", ["has space", "x" * 72, ""])
+def test_the_first_valid_of_several_request_ids_is_kept(backend_factory, start_proxy, first):
+    """security.md: of several X-Request-Id fields, the first valid one is
+    kept. An unusable first one made strangler make up an id, the valid
+    second one dropped."""
+    b = backend_factory("legacy")
+    p = start_proxy({"legacy": b})
+    with p.client() as c:
+        assert c.request("GET", "/rid", [("X-Request-Id", first),
+                                         ("X-Request-Id", "valid-id-2")]).status == 200
+    logged = p.wait_access(1)[0]["request_id"]
+    assert logged == "valid-id-2"
+    assert b.wait_requests(1)[0].header_all("X-Request-Id") == [logged]
+
+
+def test_a_target_refused_at_its_first_byte_logs_a_null_path_on_keep_alive_too(
+        backend_factory, start_proxy):
+    """configuration.md: path is null when the target was refused at its
+    first bytes (GET /\\xff). After a request on the same connection it was
+    "" (the last path's buffer, emptied)."""
+    p = start_proxy({"legacy": backend_factory("legacy")})
+    with p.client() as c:
+        assert c.request("GET", "/first").status == 200
+        c.send(b"GET /\xff HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert c.read_response().status == 400
+    lines = p.wait_access(2)
+    assert lines[1]["path"] is None, lines[1]

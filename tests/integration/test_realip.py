@@ -482,3 +482,20 @@ def test_proxy_protocol_checks(tmp_path):
     conf.write_text(text.replace('"yes"', "true") + 'trusted_proxies = ["10.0.0.0/8"];\n')
     r = run_strangler("-t", "-c", str(conf))
     assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+
+
+def test_a_connection_closed_inside_its_proxy_header_is_counted(backend_factory, start_proxy):
+    """configuration.md: a connection closed before any byte is not counted
+    as a PROXY protocol failure, one that sent part of a header is. Part of
+    a header, then a close, went uncounted (and the debug line said closed
+    before its PROXY header)."""
+    p = start_proxy({"legacy": backend_factory("legacy")},
+                    listen_settings={"proxy_protocol": True}, admin={}, log_level="debug")
+    for part in (b"PROXY TCP4 203.0.113.7 12", b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c\x01\x02", b""):
+        c = p.client()
+        c.send(part)
+        time.sleep(0.2)
+        c.close()
+    wait_for(lambda: p.stderr_text().count("closed in the middle of its PROXY header") == 2,
+             what="two partial headers logged")
+    assert metric(p, "strangler_proxy_protocol_failures_total") == 2
