@@ -1253,38 +1253,37 @@ int sp_addr_is_loopback(const struct sockaddr_storage *ss)
 	return 0;
 }
 
-/* Reads the bearer token: the file's first line, without surrounding blanks. */
 /* The longest admin token: a longer one was cut to its first 511 bytes,
  * which then were the token. */
 #define SP_TOKEN_MAX 1024
 
+/* Reads the bearer token: the file's first line, without surrounding blanks
+ * (the whole line read first: blanks before a token read by the buffer
+ * cut it shorter, silently). */
 static char *read_token(const char *path, const char **why)
 {
-	char buf[SP_TOKEN_MAX + 2]; /* a longer first line shows: it was cut to fit */
 	FILE *f = fopen(path, "r");
 	if (!f) {
 		*why = strerror(errno);
 		return NULL;
 	}
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	char *line = NULL, *token = NULL;
+	size_t cap = 0;
+	ssize_t n = getline(&line, &cap, f);
 	fclose(f);
-	buf[n] = '\0';
-	buf[strcspn(buf, "\r\n")] = '\0';
-	char *s = buf, *e = buf + strlen(buf);
-	while (*s == ' ' || *s == '\t')
+	char *s = line ? line : "", *e = s + (n > 0 ? strcspn(s, "\r\n") : 0);
+	while (s < e && (*s == ' ' || *s == '\t'))
 		s++;
 	while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
 		e--;
-	*e = '\0';
-	if (strlen(s) < 16) {
+	if (e - s < 16)
 		*why = "the token must be at least 16 characters";
-		return NULL;
-	}
-	if (strlen(s) > SP_TOKEN_MAX) {
+	else if (e - s > SP_TOKEN_MAX)
 		*why = "the token must be at most " SP_STR(SP_TOKEN_MAX) " characters";
-		return NULL;
-	}
-	return strdup(s);
+	else if (!(token = strndup(s, (size_t)(e - s))))
+		*why = strerror(ENOMEM);
+	free(line);
+	return token;
 }
 
 static void load_admin(struct sp_loader *L, const config_setting_t *root)

@@ -770,6 +770,21 @@ static void test_admin_token_length(void **state)
 	c = unit_load_ok(text, NULL);
 	assert_int_equal(strlen(c->admin.token), 1024);
 	sp_config_unref(&c);
+	/* blanks before it do not make room: 1100 characters after 4 blanks
+	 * were cut to 1021 and taken, 1024 after 2 to 1023 */
+	char line[1200];
+	memset(line, ' ', 4);
+	memset(line + 4, 'k', 1100);
+	line[1104] = '\n';
+	assert_int_equal(ftruncate(fd, 0), 0);
+	assert_int_equal(pwrite(fd, line, 1105, 0), 1105);
+	REJECTED(text, 1, msg);
+	assert_int_equal(ftruncate(fd, 0), 0);
+	assert_int_equal(pwrite(fd, line + 2, 2 + 1024, 0), 1026);
+	assert_int_equal(pwrite(fd, "\n", 1, 1026), 1);
+	c = unit_load_ok(text, NULL);
+	assert_int_equal(strlen(c->admin.token), 1024);
+	sp_config_unref(&c);
 	close(fd);
 	unlink(path);
 }
