@@ -1181,6 +1181,12 @@ static void load_limits(struct sp_loader *L, const config_setting_t *root)
 				  .max_body_bytes = 0};
 	cfgp_int_field(L, root, "drain_timeout_ms", "", 0, 3600000, &lim->drain_timeout_ms);
 	cfgp_int_field(L, root, "max_connections", "", 1, 10000000, &lim->max_connections);
+	const config_setting_t *mc = config_setting_get_member(root, "max_connections");
+	if (mc && lim->max_connections < L->cfg->workers)
+		WARN(L, mc,
+		     "max_connections: %d is less than workers (%d): each worker takes one "
+		     "connection at least, %d at once in all",
+		     lim->max_connections, L->cfg->workers, L->cfg->workers);
 	if (t && !config_setting_is_group(t)) {
 		ERR(L, t, "timeouts: must be a group");
 	} else if (t) {

@@ -760,11 +760,14 @@ void sp_worker_maybe_done(struct sp_worker *w)
 	}
 }
 
-/* This worker's share of max_connections. */
+/* This worker's share of max_connections, the remainder to the first
+ * workers (3 over 2: 2 and 1; it was 1 and 1); one at least, as its
+ * listener (SO_REUSEPORT) is handed connections whatever its share. */
 static size_t conn_limit(const struct sp_worker *w)
 {
-	size_t n = (size_t)w->cfg->limits.max_connections / (size_t)w->cfg->workers;
-	return n ? n : 1;
+	size_t n = (size_t)w->cfg->limits.max_connections, k = (size_t)w->cfg->workers;
+	size_t share = n / k + ((size_t)w->id % k < n % k);
+	return share ? share : 1;
 }
 
 /* Past the limit the listeners stop: new connections wait in the kernel's

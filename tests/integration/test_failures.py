@@ -1395,3 +1395,29 @@ def test_truncated_chunked_answer_to_http10_client_is_not_a_clean_close(backend_
     assert b"Content-Length" not in data  # close-delimited: only the close frames it
     assert outcome == "reset", ("the cut answer %r ended with a clean close: the client "
                                 "cannot tell it from a complete one" % data[-40:])
+
+
+def test_max_connections_is_shared_out_whole_between_workers(backend_factory, start_proxy):
+    """max_connections is per process, split between workers: 3 over 2 gave
+    each worker 1, so 2 clients were served at once (the remainder lost);
+    the first worker now takes it (2 and 1). 16 connections are spread by
+    the kernel over both workers' listeners."""
+    p = start_proxy({"legacy": backend_factory("legacy")}, workers=2, max_connections=3)
+    socks = []
+    try:
+        for _ in range(16):
+            s = socket.create_connection((harness.HOST, p.port), timeout=3)
+            s.sendall(harness.build_request())
+            socks.append(s)
+        time.sleep(0.5)
+        served = 0
+        for s in socks:  # answered, and kept open: each holds its worker's slot
+            s.settimeout(0.2)
+            try:
+                served += s.recv(100).startswith(b"HTTP/1.1 200")
+            except socket.timeout:
+                pass
+        assert served == 3, "%d connections served at once with max_connections = 3" % served
+    finally:
+        for s in socks:
+            s.close()

@@ -1030,6 +1030,21 @@ static void test_warning_unreachable_identical_prefix(void **state)
 	sp_config_unref(&c);
 }
 
+/* max_connections below workers: each worker takes one at least, so the
+ * process holds more than asked; said so (it was silent). */
+static void test_warning_max_connections_below_workers(void **state)
+{
+	(void)state;
+	struct sp_config *c = WARNED(BASE "workers = 4;\nmax_connections = 3;\n", 1,
+				     "test.conf:8: warning: max_connections: 3 is less than workers "
+				     "(4): each worker takes one connection at least, 4 at once in all");
+	sp_config_unref(&c);
+	int warnings = -1;
+	c = unit_load_ok(BASE "workers = 4;\nmax_connections = 4;\n", &warnings);
+	assert_int_equal(warnings, 0);
+	sp_config_unref(&c);
+}
+
 static void test_warning_lowercase_method(void **state)
 {
 	(void)state;
@@ -1566,6 +1581,7 @@ int main(void)
 		cmocka_unit_test(test_warning_unreachable_beside_errors),
 		cmocka_unit_test(test_warning_unreachable_identical_prefix),
 		cmocka_unit_test(test_warning_lowercase_method),
+		cmocka_unit_test(test_warning_max_connections_below_workers),
 		cmocka_unit_test(test_warning_rollout_to_same_backend),
 		cmocka_unit_test(test_warning_health_without_path),
 		cmocka_unit_test(test_warning_with_reused_diag),
