@@ -186,6 +186,10 @@ static void print_decision(const struct sp_config *c, const struct sp_reqview *q
 	print_changes(c, d->backend, q);
 }
 
+#define EXPLAIN_USAGE                                                                      \
+	"usage: strangler explain [-c FILE] [-H 'Name: value']... [--client-ip ADDR] METHOD " \
+	"TARGET\n"
+
 int sp_explain_main(int argc, char **argv)
 {
 	const char *file = "conf/strangler.conf", *client_ip = "127.0.0.1";
@@ -193,10 +197,14 @@ int sp_explain_main(int argc, char **argv)
 	size_t nheaders = 0;
 	int opt, rc = 1;
 	static const struct option longopts[] = {{"client-ip", required_argument, NULL, 'a'},
+						 {"help", no_argument, NULL, 'h'},
 						 {NULL, 0, NULL, 0}};
 	optind = 1;
-	while ((opt = getopt_long(argc, argv, "c:H:", longopts, NULL)) != -1) {
-		if (opt == 'c') {
+	while ((opt = getopt_long(argc, argv, "c:H:h", longopts, NULL)) != -1) {
+		if (opt == 'h') {
+			printf("%s", EXPLAIN_USAGE);
+			return 0;
+		} else if (opt == 'c') {
 			file = optarg;
 		} else if (opt == 'a') {
 			client_ip = optarg;
@@ -207,14 +215,12 @@ int sp_explain_main(int argc, char **argv)
 				optarg);
 			return 2;
 		} else {
-			fprintf(stderr, "usage: strangler explain [-c FILE] [-H 'Name: value']... "
-					"[--client-ip ADDR] METHOD TARGET\n");
+			fprintf(stderr, "%s", EXPLAIN_USAGE);
 			return 2;
 		}
 	}
 	if (argc - optind != 2) {
-		fprintf(stderr, "usage: strangler explain [-c FILE] [-H 'Name: value']... "
-				"[--client-ip ADDR] METHOD TARGET\n");
+		fprintf(stderr, "%s", EXPLAIN_USAGE);
 		return 2;
 	}
 	/* the address as the proxy writes it (an IPv4-mapped one as IPv4): the

@@ -41,7 +41,7 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: strangler [-c FILE] [-t] [-V] [-h]\n"
+		"usage: strangler [-c FILE] [-t] [-V|--version] [-h|--help]\n"
 		"       strangler explain [-c FILE] [-H 'Name: value']... [--client-ip ADDR] METHOD TARGET\n"
 		"       strangler diff-report FILE... [--route NAME]\n"
 		"\n"
@@ -49,8 +49,8 @@ static void usage(FILE *f)
 		"  -t        check the configuration (and that the logs and pid file can be opened\n"
 		"            for writing), print every problem as FILE:LINE: setting: reason,\n"
 		"            and exit (1 on any error, 0 otherwise)\n"
-		"  -V        print the version of strangler and of its libraries\n"
-		"  -h        this help\n"
+		"  -V, --version  print the version of strangler and of its libraries\n"
+		"  -h, --help     this help (explain -h and diff-report -h: theirs)\n"
 		"\n"
 		"  explain   print the route, sticky key, bucket and backend a request would get,\n"
 		"            the path that backend is sent (path_rewrite) and the header fields\n"
