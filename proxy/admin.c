@@ -69,6 +69,7 @@ struct admin_conn {
 	int auth_repeated; /* two Authorization headers: a 400 */
 	int head_only;     /* HEAD: the GET answer's head alone */
 	char extra[128];   /* header lines of this answer (Allow, WWW-Authenticate) */
+	int started;  /* a byte of the request came */
 	int answered;
 	int request_done; /* its whole request was read (else a lingering close) */
 	int hold;           /* the answer waits until every worker runs the change */
@@ -1346,6 +1347,7 @@ static void on_read(struct sp_conn *c, void *arg)
 	while (evbuffer_get_length(c->in) && !a->answered) {
 		struct evbuffer_iovec v;
 		size_t used = 0;
+		a->started = 1;
 		evbuffer_peek(c->in, -1, NULL, &v, 1);
 		enum sp_h1_rc rc = sp_h1_execute(a->parser, v.iov_base, v.iov_len, &used);
 		evbuffer_drain(c->in, used);
@@ -1372,11 +1374,26 @@ static void on_event(struct sp_conn *c, short what, void *arg)
 	conn_free(arg);
 }
 
+/* The exchange's 10 s are over: a request begun and not whole (a body
+ * shorter than its Content-Length, an HTTP/0.9 line) gets a 408, as the
+ * proxy's listeners give, with a second more to be written; then the close.
+ * Any later timeout (the lingering close's) ends the connection. */
 static void on_timeout(evutil_socket_t fd, short what, void *arg)
 {
+	struct admin_conn *a = arg;
 	(void)fd;
 	(void)what;
-	conn_free(arg);
+	if (a->answered || !a->started) {
+		conn_free(a);
+		return;
+	}
+	a->head_only = 0;
+	respond_error(a, 408, "request not whole within 10 s");
+	struct timeval tv = {1, 0};
+	if (evbuffer_get_length(a->c->out) == 0)
+		answered_close(a); /* written: the lingering close's 2 s, then the end */
+	else
+		evtimer_add(a->timer, &tv); /* on_drain closes once written */
 }
 
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,

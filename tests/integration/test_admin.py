@@ -1217,3 +1217,30 @@ def test_a_patch_that_expects_100_continue_is_not_kept_waiting(start_proxy, two_
         while chunk := s.recv(65536):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+
+
+def test_an_admin_request_not_whole_in_time_gets_a_408(start_proxy, two_backends, tmp_path):
+    """A request begun and not whole within the admin exchange's 10 s (an
+    HTTP/0.9 line, a body shorter than its Content-Length) was closed
+    without a word; the proxy's listeners answer 408, and so does the admin
+    API now. A connection that sent nothing is closed as before."""
+    p = admin_proxy(start_proxy, two_backends, tmp_path)
+    sent = [b"GET /healthz\r\n",
+            b"PATCH /api/routes/orders HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 40\r\n\r\n{", b""]
+    socks = [socket.create_connection((harness.HOST, p.admin_port), timeout=15) for _ in sent]
+    t0 = time.monotonic()
+    answers = []
+    for s, data in zip(socks, sent):  # all three at once: one 10 s wait
+        s.sendall(data)
+    for s in socks:
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+        answers.append(answer)
+        s.close()
+    assert 9 < time.monotonic() - t0 < 14
+    for answer in answers[:2]:
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+        assert b"request not whole within 10 s" in answer
+    assert answers[2] == b""
