@@ -69,7 +69,7 @@ struct admin_conn {
 	int auth_repeated; /* two Authorization headers: a 400 */
 	int head_only;     /* HEAD: the GET answer's head alone */
 	char extra[128];   /* header lines of this answer (Allow, WWW-Authenticate) */
-	int started;  /* a byte of the request came */
+	int started;       /* a byte of the request came */
 	int answered;
 	int request_done; /* its whole request was read (else a lingering close) */
 	int hold;           /* the answer waits until every worker runs the change */

@@ -214,16 +214,23 @@ static int add_u_escape(struct sp_buf *b, uint32_t c)
 	return sp_buf_add(b, esc, 6);
 }
 
-int sp_buf_add_json_utf8(struct sp_buf *b, const char *s, size_t len)
+/* The end of the run of UTF-8 characters from i (i when u[i] begins none). */
+static size_t utf8_run(const unsigned char *u, size_t i, size_t len)
 {
+	uint32_t c;
+	size_t n;
+	while (i < len && (u[i] < 0x80 || (n = utf8_at(u + i, len - i, &c)) > 0))
+		i += u[i] < 0x80 ? 1 : n;
+	return i;
+}
+
+/* s (UTF-8) escaped as json_dumps escapes it. */
+static int add_json_escaped(struct sp_buf *b, const char *s, size_t len)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	static const char shortcut[0x20] = {['\b'] = 'b', ['\f'] = 'f', ['\n'] = 'n', ['\r'] = 'r',
+					    ['\t'] = 't'};
 	const unsigned char *u = (const unsigned char *)s;
-	for (size_t i = 0; i < len;) { /* all of it checked before a byte is written */
-		uint32_t c;
-		size_t n = u[i] < 0x80 ? 1 : utf8_at(u + i, len - i, &c);
-		if (n == 0)
-			return 1;
-		i += n;
-	}
 	if (sp_buf_reserve(b, len + 2) < 0)
 		return -1;
 	for (size_t i = 0; i < len; i++) {
@@ -235,40 +242,35 @@ int sp_buf_add_json_utf8(struct sp_buf *b, const char *s, size_t len)
 		if (run == len)
 			break;
 		i = run;
-		static const char hex[] = "0123456789ABCDEF";
-		static const char shortcut[0x20] = {['\b'] = 'b', ['\f'] = 'f', ['\n'] = 'n',
-						    ['\r'] = 'r', ['\t'] = 't'};
 		unsigned char c = u[i];
-		char esc[6] = {'\\', (char)c};
-		int rc;
-		if (c == '"' || c == '\\') {
-			rc = sp_buf_add(b, esc, 2);
-		} else if (shortcut[c]) {
+		char esc[6] = {'\\', (char)c, 'u', '0', '0', 0};
+		size_t n = 2;
+		if (c != '"' && c != '\\' && shortcut[c]) {
 			esc[1] = shortcut[c];
-			rc = sp_buf_add(b, esc, 2);
-		} else {
+		} else if (c != '"' && c != '\\') {
 			memcpy(esc + 1, "u00", 3);
 			esc[4] = hex[c >> 4];
 			esc[5] = hex[c & 15];
-			rc = sp_buf_add(b, esc, 6);
+			n = 6;
 		}
-		if (rc < 0)
+		if (sp_buf_add(b, esc, n) < 0)
 			return -1;
 	}
 	return 0;
+}
+
+int sp_buf_add_json_utf8(struct sp_buf *b, const char *s, size_t len)
+{
+	if (utf8_run((const unsigned char *)s, 0, len) != len)
+		return 1; /* checked whole before a byte is written */
+	return add_json_escaped(b, s, len);
 }
 
 int sp_buf_add_utf8_valid(struct sp_buf *b, const char *s, size_t len)
 {
 	const unsigned char *u = (const unsigned char *)s;
 	for (size_t i = 0; i < len;) {
-		size_t run = i;
-		uint32_t c;
-		size_t n = 0;
-		while (run < len && (u[run] < 0x80 || (n = utf8_at(u + run, len - run, &c)) > 0)) {
-			run += u[run] < 0x80 ? 1 : n;
-			n = 0;
-		}
+		size_t run = utf8_run(u, i, len);
 		if (run > i && sp_buf_add(b, s + i, run - i) < 0)
 			return -1;
 		if (run == len)
@@ -285,12 +287,8 @@ int sp_buf_add_json_bytes(struct sp_buf *b, const char *s, size_t len)
 	static const char hex[] = "0123456789abcdef";
 	const unsigned char *u = (const unsigned char *)s;
 	for (size_t i = 0; i < len;) {
-		size_t run = i;
-		uint32_t c;
-		size_t n;
-		while (run < len && (u[run] < 0x80 || (n = utf8_at(u + run, len - run, &c)) > 0))
-			run += u[run] < 0x80 ? 1 : n;
-		if (run > i && sp_buf_add_json_utf8(b, s + i, run - i) < 0)
+		size_t run = utf8_run(u, i, len);
+		if (run > i && add_json_escaped(b, s + i, run - i) < 0)
 			return -1;
 		if (run == len)
 			break;

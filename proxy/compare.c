@@ -76,10 +76,9 @@ static int add_diff(struct sp_cmp_result *r, enum sp_diff_kind kind, char *where
 	return 0;
 }
 
-/* s as a JSON string. UTF-8 is kept as is; anything else is escaped byte by
- * byte, so the result is valid JSON whatever the input. */
-/* The JSON string of s (len bytes) followed by "…" when cut: as jansson
- * writes it for UTF-8, a byte that is not as \xNN. */
+/* The JSON string of s (len bytes) followed by "…" when cut: UTF-8 kept as
+ * jansson writes it, a byte that is not as the text \xNN, so the result is
+ * valid JSON whatever the input. */
 static int add_json_string_cut(struct sp_buf *b, const char *s, size_t len, int cut)
 {
 	return sp_buf_addc(b, '"') || sp_buf_add_json_bytes(b, s, len) ||

@@ -380,7 +380,6 @@ static void tls_fail(struct sp_conn *c, short what)
 	c->on_event(c, SP_CONN_ERROR | what, c->arg);
 }
 
-/* Drives the handshake; reports CONNECTED on the client side once done. */
 /* A write failure (c->err set) reported from the loop, for callers inside
  * their own callbacks: on_writable finds c->err. */
 static void write_error_later(struct sp_conn *c)
@@ -392,6 +391,7 @@ static void write_error_later(struct sp_conn *c)
 	event_active(c->wev, EV_WRITE, 0);
 }
 
+/* Drives the handshake; reports CONNECTED on the client side once done. */
 static void tls_handshake(struct sp_conn *c)
 {
 	if (!c->ssl) { /* SSL_new failed (sp_conn_tls_accept): never plain HTTP */

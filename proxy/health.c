@@ -473,7 +473,8 @@ int sp_health_pick(const struct sp_backend *be, struct sp_turn *t, int for_shado
 	size_t start = t->next < n ? t->next : 0; /* next is at most n */
 	for (size_t k = 0; k < n; k++) {
 		size_t i = start + k < n ? start + k : start + k - n;
-		if (full(be, t, i, for_shadow) || !may_take(be, &be->servers[i], for_shadow, paused))
+		if (full(be, t, i, for_shadow) ||
+		    !may_take(be, &be->servers[i], for_shadow, paused))
 			continue;
 		t->next = (unsigned)(i + 1);
 		return (int)i;
@@ -505,7 +506,8 @@ int sp_health_pick_retry(const struct sp_backend *be, struct sp_turn *t, uint64_
 	for (int backup = 0; backup < 2; backup++) {
 		uint64_t left = 0, up = 0;
 		for (size_t i = 0; i < n; i++) {
-			if (be->servers[i].backup != backup || (tried >> i & 1) || full(be, t, i, 0))
+			if (be->servers[i].backup != backup || (tried >> i & 1) ||
+			    full(be, t, i, 0))
 				continue;
 			left |= (uint64_t)1 << i;
 			up |= (uint64_t)!is_down(be, i) << i;

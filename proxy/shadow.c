@@ -769,9 +769,11 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 	if (server < 0) {
 		/* all its servers down, or those up not answering shadows, or
 		 * at max_conns */
-		COUNT(st, d, skipped[paused			       ? SP_SKIP_UNRESPONSIVE
-				     : sp_worker_shadow_any_full(w, cfg, shadow_backend) ? SP_SKIP_BUSY
-									  : SP_SKIP_BACKEND_DOWN]);
+		enum sp_shadow_skip why = paused ? SP_SKIP_UNRESPONSIVE
+					  : sp_worker_shadow_any_full(w, cfg, shadow_backend)
+					      ? SP_SKIP_BUSY
+					      : SP_SKIP_BACKEND_DOWN;
+		COUNT(st, d, skipped[why]);
 		return NULL;
 	}
 	struct sp_shadow *sh = calloc(1, sizeof(*sh));

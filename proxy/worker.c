@@ -602,7 +602,8 @@ int sp_worker_shadow_room(struct sp_worker *w, const struct sp_config *cfg, int 
 			  int server)
 {
 	struct sp_turn own;
-	return sp_health_has_room(&cfg->backends[backend], turn_of(w, cfg, backend, &own), server, 1);
+	return sp_health_has_room(&cfg->backends[backend], turn_of(w, cfg, backend, &own), server,
+				  1);
 }
 
 int sp_worker_shadow_any_full(struct sp_worker *w, const struct sp_config *cfg, int backend)
@@ -622,7 +623,8 @@ int sp_worker_wait(struct sp_worker *w, const struct sp_config *cfg, int backend
 	 * already, which a newcomer does not pass */
 	int busy = p && p->nwaiters > 0;
 	for (size_t i = 0; p && i < be->nservers && !busy; i++)
-		busy = !sp_health_drained(&be->servers[i]) && !sp_health_has_room(be, &p->turn, (int)i, 0);
+		busy = !sp_health_drained(&be->servers[i]) &&
+		       !sp_health_has_room(be, &p->turn, (int)i, 0);
 	if (!busy || p->nwaiters >= (unsigned)be->queue_max)
 		return -1;
 	return sp_pool_wait(p, wt);

@@ -735,7 +735,8 @@ static void test_bytes_description(void **state)
 	p = side_n(200, NULL, 0, "caf\xe9 ok", 7);
 	s = side_n(200, NULL, 0, "caf\xc3\xa9 ok", 8);
 	assert_int_equal(sp_compare(&rules, &p, &s, &r), 0);
-	EXPECT(&r, SP_DIFF_BODY, "bytes@3", "\"7 bytes: caf\\\\xe9 ok\"", "\"8 bytes: caf\xc3\xa9 ok\"");
+	EXPECT(&r, SP_DIFF_BODY, "bytes@3", "\"7 bytes: caf\\\\xe9 ok\"",
+	       "\"8 bytes: caf\xc3\xa9 ok\"");
 	sp_cmp_result_deinit(&r);
 	longb[3] = '\xe9';
 	p = side_n(200, NULL, 0, longb, sizeof(longb));
