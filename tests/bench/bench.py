@@ -1474,8 +1474,9 @@ def shadow_summary_lines(by_round):
     lines = [
         f"### Shadowing over {rounds} rounds",
         "",
-        f"- the {len(SHADOW_VARIANTS)} variants ran {rounds} times, interleaved (off, fast, slow, silent, refused, "
-        "off, ...); each ratio is against the `shadow off` of the same round, and the "
+        f"- the {len(SHADOW_VARIANTS)} variants ran {rounds} times, interleaved ("
+        + ", ".join(v.name for v in SHADOW_VARIANTS)
+        + ", shadow off, ...); each ratio is against the `shadow off` of the same round, and the "
         "verdict is taken on the median over the rounds: p99 moves by ±20–30 % between "
         "identical runs on this kind of machine, so one run's p99 proves little",
         "",
