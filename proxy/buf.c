@@ -266,38 +266,52 @@ int sp_buf_add_json_utf8(struct sp_buf *b, const char *s, size_t len)
 	return add_json_escaped(b, s, len);
 }
 
-int sp_buf_add_utf8_valid(struct sp_buf *b, const char *s, size_t len)
+/* s written run by run: each run of UTF-8 characters by run(), each byte
+ * that begins none by bad(). */
+static int add_by_utf8_runs(struct sp_buf *b, const char *s, size_t len,
+			    int (*run)(struct sp_buf *, const char *, size_t),
+			    int (*bad)(struct sp_buf *, unsigned char))
 {
 	const unsigned char *u = (const unsigned char *)s;
 	for (size_t i = 0; i < len;) {
-		size_t run = utf8_run(u, i, len);
-		if (run > i && sp_buf_add(b, s + i, run - i) < 0)
+		size_t end = utf8_run(u, i, len);
+		if (end > i && run(b, s + i, end - i) < 0)
 			return -1;
-		if (run == len)
+		if (end == len)
 			break;
-		if (sp_buf_add(b, "\xef\xbf\xbd", 3) < 0) /* U+FFFD for the byte */
+		if (bad(b, u[end]) < 0)
 			return -1;
-		i = run + 1;
+		i = end + 1;
 	}
 	return 0;
 }
 
-int sp_buf_add_json_bytes(struct sp_buf *b, const char *s, size_t len)
+static int add_as_is(struct sp_buf *b, const char *s, size_t len)
+{
+	return sp_buf_add(b, s, len);
+}
+
+static int add_replacement(struct sp_buf *b, unsigned char c)
+{
+	(void)c;
+	return sp_buf_add(b, "\xef\xbf\xbd", 3); /* U+FFFD */
+}
+
+static int add_hex_text(struct sp_buf *b, unsigned char c)
 {
 	static const char hex[] = "0123456789abcdef";
-	const unsigned char *u = (const unsigned char *)s;
-	for (size_t i = 0; i < len;) {
-		size_t run = utf8_run(u, i, len);
-		if (run > i && add_json_escaped(b, s + i, run - i) < 0)
-			return -1;
-		if (run == len)
-			break;
-		char esc[5] = {'\\', '\\', 'x', hex[u[run] >> 4], hex[u[run] & 15]};
-		if (sp_buf_add(b, esc, sizeof(esc)) < 0)
-			return -1;
-		i = run + 1;
-	}
-	return 0;
+	char esc[5] = {'\\', '\\', 'x', hex[c >> 4], hex[c & 15]}; /* JSON for \xNN */
+	return sp_buf_add(b, esc, sizeof(esc));
+}
+
+int sp_buf_add_utf8_valid(struct sp_buf *b, const char *s, size_t len)
+{
+	return add_by_utf8_runs(b, s, len, add_as_is, add_replacement);
+}
+
+int sp_buf_add_json_bytes(struct sp_buf *b, const char *s, size_t len)
+{
+	return add_by_utf8_runs(b, s, len, add_json_escaped, add_hex_text);
 }
 
 int sp_buf_add_json_text(struct sp_buf *b, const char *s, size_t len)
