@@ -390,6 +390,16 @@ static void tls_error(struct sp_loader *L, const config_setting_t *g, const char
 	ERR(L, s ? s : g, "%s%s%s: %s", path, name ? "." : "", name ? name : "", err->reason);
 }
 
+/* Warns at group g's setting key (a certificate file) when bad is set: the
+ * certificate is outside its validity period (why). */
+static void warn_validity(struct sp_loader *L, const config_setting_t *g, const char *path,
+			  const char *key, const char *file, int bad, const char *why)
+{
+	if (bad)
+		WARN(L, config_setting_get_member(g, key), "%s.%s: \"%s\": %s; peers will refuse it",
+		     path, key, file, why);
+}
+
 /* tls = { certificate; private_key; } or { certificates = ( {...}, ... ); },
  * with min_version = "TLSv1.2" (default) or "TLSv1.3". */
 static void load_listen_tls(struct sp_loader *L, const config_setting_t *e, const char *lpath,
@@ -402,6 +412,7 @@ static void load_listen_tls(struct sp_loader *L, const config_setting_t *e, cons
 	struct sp_tls_cert certs[16];
 	const config_setting_t *groups[16]; /* each entry's group, for its errors */
 	struct sp_tls_error err;
+	char why[96];
 	size_t n = 0;
 	int min = TLS1_2_VERSION, ok = 1;
 	const config_setting_t *t =
@@ -451,6 +462,9 @@ static void load_listen_tls(struct sp_loader *L, const config_setting_t *e, cons
 	free(mv);
 	if (ok && !(l->tls = sp_tls_server_new(certs, n, min, &err)))
 		tls_error(L, groups[err.entry], cpaths[err.entry], &err);
+	for (size_t i = 0; l->tls && i < n; i++)
+		warn_validity(L, groups[i], cpaths[i], "certificate", certs[i].certificate,
+			      sp_tls_server_validity(l->tls, i, time(NULL), why, sizeof(why)), why);
 	for (size_t i = 0; i < n; i++) {
 		free(certs[i].certificate);
 		free(certs[i].private_key);
@@ -845,6 +859,7 @@ static void load_backend_tls(struct sp_loader *L, const config_setting_t *e, con
 	char *cert = cfgp_path(L, e, "client_certificate", path, &wcert);
 	char *key = cfgp_path(L, e, "client_private_key", path, &wkey);
 	struct sp_tls_error err;
+	char why[96];
 	int verify = 1;
 	if (v && config_setting_type(v) != CONFIG_TYPE_BOOL)
 		ERR(L, v, "%s.tls_verify: must be true or false", path);
@@ -862,6 +877,10 @@ static void load_backend_tls(struct sp_loader *L, const config_setting_t *e, con
 			    "%s: client_certificate and client_private_key go together", path);
 		else if (!(b->tls_ctx = sp_tls_client_ctx(ca, verify, cert, key, b->tls_id, &err)))
 			tls_error(L, e, path, &err);
+		else
+			warn_validity(L, e, path, "client_certificate", cert,
+				      sp_tls_client_validity(b->tls_ctx, time(NULL), why, sizeof(why)),
+				      why);
 		note_read_file(L, ca);
 		note_read_file(L, cert);
 		note_read_file(L, key);

@@ -227,6 +227,45 @@ void sp_tls_server_free(struct sp_tls_server **sp)
 	free(s);
 }
 
+/* The time as "2026-11-28 00:00:00 UTC" (the ASN.1 text if it does not
+ * convert). */
+static void asn1_time_text(const ASN1_TIME *t, char *out, size_t len)
+{
+	struct tm tm;
+	if (ASN1_TIME_to_tm(t, &tm) == 1 && strftime(out, len, "%Y-%m-%d %H:%M:%S UTC", &tm) > 0)
+		return;
+	snprintf(out, len, "%.*s", ASN1_STRING_length(t), (const char *)ASN1_STRING_get0_data(t));
+}
+
+static int validity(X509 *x, time_t now, char *why, size_t len)
+{
+	char when[64];
+	if (!x)
+		return 0;
+	if (X509_cmp_time(X509_get0_notAfter(x), &now) < 0) {
+		asn1_time_text(X509_get0_notAfter(x), when, sizeof(when));
+		snprintf(why, len, "expired on %s", when);
+		return 1;
+	}
+	if (X509_cmp_time(X509_get0_notBefore(x), &now) > 0) {
+		asn1_time_text(X509_get0_notBefore(x), when, sizeof(when));
+		snprintf(why, len, "not valid before %s", when);
+		return 1;
+	}
+	return 0;
+}
+
+int sp_tls_server_validity(const struct sp_tls_server *s, size_t i, time_t now, char *why,
+			   size_t len)
+{
+	return i < s->n ? validity(s->leaf[i], now, why, len) : 0;
+}
+
+int sp_tls_client_validity(SSL_CTX *ctx, time_t now, char *why, size_t len)
+{
+	return validity(SSL_CTX_get0_certificate(ctx), now, why, len);
+}
+
 /* Adds a setting to the digest, length first so that no two settings run
  * together; with a path, the file's contents follow (a reload may find new
  * contents under the same name). */

@@ -7,6 +7,7 @@
 
 #include <openssl/ssl.h>
 #include <stddef.h>
+#include <time.h>
 
 struct sp_tls_cert {
 	char *certificate; /* PEM chain */
@@ -30,6 +31,15 @@ struct sp_tls_server *sp_tls_server_new(const struct sp_tls_cert *certs, size_t 
 					int min_version, struct sp_tls_error *err);
 SSL_CTX *sp_tls_server_ctx(const struct sp_tls_server *s);
 void sp_tls_server_free(struct sp_tls_server **s);
+
+/* Whether the certificate a context presents (a listener's entry i, or a
+ * backend's client certificate) is outside its validity period at now: 0 if
+ * it is within it or there is none, else 1 with why set to "expired on
+ * 2026-11-28 00:00:00 UTC" or "not valid before ...". Peers refuse such a
+ * certificate, but the file loads: the configuration warns. */
+int sp_tls_server_validity(const struct sp_tls_server *s, size_t i, time_t now, char *why,
+			   size_t len);
+int sp_tls_client_validity(SSL_CTX *ctx, time_t now, char *why, size_t len);
 
 #define SP_TLS_ID_LEN 32
 

@@ -779,6 +779,34 @@ def test_unusable_certificate_files_get_the_specific_reason(tmp_path, pki):
             % (tmp_path / "dir")) in r.stderr
 
 
+def test_expired_certificates_are_warned_about(tmp_path, pki):
+    """A certificate past its end date still loads (the operator may have no
+    other), but every client refuses it: `-t` says so at the setting, for a
+    listener's certificate and a backend's client certificate, and exits 0."""
+    conf = tmp_path / "t.conf"
+    conf.write_text(
+        'listen = ( { address = "127.0.0.1:1";\n'
+        '  tls = { certificates = (\n'
+        '    { certificate = "%s"; private_key = "%s"; },\n'
+        '    { certificate = "%s";\n'
+        '      private_key = "%s"; } ); }; } );\n'
+        'backends = { a = { url = "https://127.0.0.1:9";\n'
+        '  client_certificate = "%s";\n'
+        '  client_private_key = "%s"; }; };\ndefault_backend = "a";\n'
+        % (pki["localhost"] + pki["expired"] + pki["expired"]))
+    r = subprocess.run([harness.BINARY, "-t", "-c", str(conf)], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 0, r.stderr
+    day = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
+    cert = re.escape(pki["expired"][0])
+    assert re.search(r'%s:4: warning: listen\.\[0\]\.tls\.certificates\.\[1\]\.certificate: '
+                     r'"%s": expired on %s; peers will refuse it' % (re.escape(str(conf)), cert, day),
+                     r.stderr), r.stderr
+    assert re.search(r'%s:7: warning: backends\.a\.client_certificate: "%s": expired on %s; '
+                     r'peers will refuse it' % (re.escape(str(conf)), cert, day), r.stderr), r.stderr
+    assert r.stderr.count("expired on") == 2, r.stderr
+
+
 def test_idle_tls_clients_hold_no_record_buffers(start_proxy, backend_factory, pki):
     """An idle keep-alive TLS client costs about 17 kB, not 26: OpenSSL
     releases a connection's record buffers (17 KiB each way) while they are
