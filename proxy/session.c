@@ -149,8 +149,12 @@ struct sp_session {
 	enum sp_queue_end queued; /* it waited, and how that ended (the access log's queue_ms) */
 	double queue_ms;          /* set when it left the queue */
 	/* the route answers itself (return): once the request is read, its body
-	 * dropped; at once (answer_now) when the client waits to send one */
-	int own_answer, answer_now;
+	 * dropped; at once (answer_now) when the client waits to send one. A
+	 * body still on its way is not waited for: the answer goes out at once
+	 * (own_sent: 1, with "Connection: close"; 2, keep-alive), the rest of
+	 * the body is dropped as it comes, and the exchange ends with it, as
+	 * nginx's return does */
+	int own_answer, answer_now, own_sent;
 	int fallback_from; /* backend the request moved away from (down or refused), or -1 */
 	int server;        /* the server of backend that the exchange goes to, or -1 */
 	uint64_t tried;    /* the servers of backend it could not connect to (SP_SERVERS_MAX bits) */
@@ -358,7 +362,7 @@ static void reset_exchange(struct sp_session *s)
 	s->interim = s->ninterim = s->retried = s->status = 0;
 	s->answered_early = 0;
 	s->error = NULL;
-	s->up_failed = s->refused = s->no_room = s->own_answer = s->answer_now = 0;
+	s->up_failed = s->refused = s->no_room = s->own_answer = s->answer_now = s->own_sent = 0;
 	s->fallback_from = -1;
 	s->server = -1;
 	s->queued = SP_QUEUE_NONE;
@@ -474,11 +478,12 @@ static void answer(struct sp_session *s, int status, const char *msg, int keep)
 }
 
 /* The route's return answer (its Location made when the head was read, in
- * s->head). */
-static void answer_as_route(struct sp_session *s)
+ * s->head). early: the request's body is not all read yet; the answer goes
+ * out now and the exchange goes on, dropping the body (own_answer_end). */
+static void answer_as_route(struct sp_session *s, int early)
 {
 	const struct sp_return *r = &s->dec.route->ret;
-	int keep = s->req_keep && s->req_done && !s->w->draining;
+	int keep = s->req_keep && (s->req_done || early) && !s->w->draining;
 	struct sp_return_ctx x = {s->head.len ? s->head.data : NULL, s->reqid[0] ? s->reqid : NULL,
 				  sp_worker_date(s->w), sp_http_keep(keep, s->client_minor),
 				  s->is_head};
@@ -487,7 +492,29 @@ static void answer_as_route(struct sp_session *s)
 		answer(s, 500, "out of memory", 0);
 		return;
 	}
-	answered(s, r->status, &s->tmp, keep);
+	if (!early) {
+		answered(s, r->status, &s->tmp, keep);
+		return;
+	}
+	evbuffer_add(client_out(s), s->tmp.data, s->tmp.len);
+	s->status = r->status;
+	s->bytes_out += s->tmp.len;
+	s->own_sent = 1 + keep;
+}
+
+/* The exchange whose answer went out before its body ends: the body is all
+ * read (why NULL), or it failed (why: it stalled, was malformed, passed the
+ * size limit), which ends the connection once the answer is written. */
+static void own_answer_end(struct sp_session *s, const char *why)
+{
+	int keep = !why && s->own_sent == 2 && !s->w->draining;
+	s->error = why;
+	log_exchange(s);
+	reset_exchange(s);
+	if (keep)
+		continue_keepalive(s);
+	else
+		start_closing(s);
 }
 
 /* The exchange failed on the backend side. */
@@ -1004,8 +1031,12 @@ static void flush_pending(struct sp_session *s)
 	if (s->no_room || s->own_answer) {
 		if (s->req_done && s->no_room)
 			answer(s, 503, s->error, s->req_keep);
+		else if (s->req_done && s->own_sent)
+			own_answer_end(s, NULL);
 		else if (s->req_done)
-			answer_as_route(s);
+			answer_as_route(s, 0);
+		else if (s->own_answer && !s->own_sent && evbuffer_get_length(s->client->in) == 0)
+			answer_as_route(s, 1); /* the rest of the body is still to come */
 		return;
 	}
 	if (!s->up && s->waiter.pool) {
@@ -1518,11 +1549,16 @@ static void request_error(struct sp_session *s)
 {
 	if (s->answer_now) {
 		s->req_keep = 0;
-		answer_as_route(s);
+		answer_as_route(s, 0);
 		return;
 	}
 	int status = sp_h1_error_status(s->req);
 	const char *why = sp_h1_error_reason(s->req);
+	if (s->own_sent) {
+		sp_debug("client %s: %d %s (answered already)", s->client_addr, status, why);
+		own_answer_end(s, why);
+		return;
+	}
 	sp_debug("client %s: %d %s", s->client_addr, status, why);
 	note_request_line(s);
 	if (s->resp_started) {
@@ -2446,7 +2482,9 @@ static void on_client_event(struct sp_conn *c, short what, void *arg)
 	} else if ((what & SP_CONN_TIMEOUT) && s->req_active && !s->req_done) {
 		/* the body stalled */
 		s->error = "client body timeout";
-		if (s->resp_started) {
+		if (s->own_sent) {
+			own_answer_end(s, s->error);
+		} else if (s->resp_started) {
 			abort_answer(s);
 		} else {
 			sp_upconn_free(&s->up);

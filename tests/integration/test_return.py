@@ -167,6 +167,54 @@ def test_a_client_waiting_for_100_continue_is_answered_at_once(proxy):
         assert c.is_closed()
 
 
+def test_a_body_still_coming_does_not_hold_the_answer_back(proxy):
+    """An upload to a retired endpoint gets its 410 at once, not after the
+    client has sent all of it for nothing (nginx's return answers at once
+    too); the rest of the body is dropped as it comes, and the connection
+    goes on once it has."""
+    p, legacy = proxy
+    with p.client(timeout=5) as c:
+        c.send(b"POST /api/v1/export HTTP/1.1\r\nHost: h\r\nContent-Length: 300000\r\n\r\n" +
+               b"x" * 100000)
+        r = c.read_response()
+        assert (r.status, r.header("Connection"), r.body) == \
+            (410, None, b"export moved to /api/v2/export\n")
+        c.send(b"y" * 200000)
+        assert c.request("GET", "/next").status == 200
+        c.send(b"POST /internal HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5\r\nhello\r\n")
+        assert c.read_response().status == 403
+        c.send(b"0\r\n\r\n")
+        assert c.request("GET", "/next2").status == 200
+    assert [q.path for q in legacy.requests] == ["/next", "/next2"]
+    log = p.wait_access(4)
+    assert [(e.get("route"), e["status"], e["bytes_in"] > 300000, e.get("error")) for e in log] == [
+        ("retired", 410, True, None), (None, 200, False, None), ("deny", 403, False, None),
+        (None, 200, False, None)], log
+
+
+def test_a_body_that_fails_after_the_answer_ends_the_connection(backend_factory, start_proxy):
+    """The answer went out before the body came: a malformed chunk, a body
+    past the route's limit or one that stalls gets no second answer; the
+    connection closes once the first is written, and the log says why."""
+    p = start_proxy({"legacy": backend_factory("legacy")}, routes=ROUTES,
+                    timeouts={"client_body_ms": 300})
+    chunked = b"POST /internal HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+    for rest in (b"zz\r\n", b"65\r\n" + b"x" * 101 + b"\r\n", None):
+        with p.client(timeout=5) as c:
+            c.send(chunked + b"5\r\nhello\r\n")
+            r = c.read_response()
+            assert (r.status, r.header("Connection")) == (403, None)
+            if rest is not None:
+                c.send(rest)
+            assert c.is_closed()  # nothing more
+    log = p.wait_access(3)
+    assert [(e["status"], e["error"]) for e in log] == [
+        (403, "Invalid character in chunk size"),
+        (403, "request body larger than the route's max_body_bytes"),
+        (403, "client body timeout")], log
+
+
 def test_an_upgrade_request_gets_the_answer_and_the_connection_closes(proxy):
     p, _ = proxy
     with p.client() as c:
