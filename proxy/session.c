@@ -452,17 +452,29 @@ static void continue_keepalive(struct sp_session *s)
 /* The proxy answers by itself (errors), then goes on or closes. */
 /* The proxy's own answer to the exchange, b, goes out; the exchange ends
  * there, and the connection goes on when keep. */
-static void answered(struct sp_session *s, int status, const struct sp_buf *b, int keep)
+/* An answer of our own goes out; the exchange is not over yet. */
+static void answer_write(struct sp_session *s, int status, const struct sp_buf *b)
 {
 	evbuffer_add(client_out(s), b->data, b->len);
 	s->status = status;
 	s->bytes_out += b->len;
+}
+
+/* The exchange is over: logged, then the connection goes on or closes. */
+static void exchange_end(struct sp_session *s, int keep)
+{
 	log_exchange(s);
 	reset_exchange(s);
 	if (keep)
 		continue_keepalive(s);
 	else
 		start_closing(s);
+}
+
+static void answered(struct sp_session *s, int status, const struct sp_buf *b, int keep)
+{
+	answer_write(s, status, b);
+	exchange_end(s, keep);
 }
 
 static void answer(struct sp_session *s, int status, const char *msg, int keep)
@@ -492,14 +504,11 @@ static void answer_as_route(struct sp_session *s, int early)
 		answer(s, 500, "out of memory", 0);
 		return;
 	}
-	if (!early) {
-		answered(s, r->status, &s->tmp, keep);
-		return;
-	}
-	evbuffer_add(client_out(s), s->tmp.data, s->tmp.len);
-	s->status = r->status;
-	s->bytes_out += s->tmp.len;
-	s->own_sent = 1 + keep;
+	answer_write(s, r->status, &s->tmp);
+	if (early)
+		s->own_sent = 1 + keep;
+	else
+		exchange_end(s, keep);
 }
 
 /* The exchange whose answer went out before its body ends: the body is all
@@ -507,14 +516,8 @@ static void answer_as_route(struct sp_session *s, int early)
  * size limit), which ends the connection once the answer is written. */
 static void own_answer_end(struct sp_session *s, const char *why)
 {
-	int keep = !why && s->own_sent == 2 && !s->w->draining;
 	s->error = why;
-	log_exchange(s);
-	reset_exchange(s);
-	if (keep)
-		continue_keepalive(s);
-	else
-		start_closing(s);
+	exchange_end(s, !why && s->own_sent == 2 && !s->w->draining);
 }
 
 /* The exchange failed on the backend side. */
