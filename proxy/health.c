@@ -270,6 +270,12 @@ void sp_health_count_failed(const struct sp_server *sv)
 		atomic_fetch_add_explicit(&sv->health->failed, 1, memory_order_relaxed);
 }
 
+void sp_health_count_ok(const struct sp_server *sv)
+{
+	if (sv->health)
+		atomic_fetch_add_explicit(&sv->health->ok, 1, memory_order_relaxed);
+}
+
 void sp_health_count_retry(const struct sp_server *sv)
 {
 	if (sv->health)
@@ -688,6 +694,8 @@ static void on_check_timer(evutil_socket_t fd, short what, void *arg)
 	}
 	sp_conn_setcb(k->conn, on_check_read, NULL, on_check_event, k);
 	sp_conn_timeouts(k->conn, be->health_timeout_ms, be->health_timeout_ms);
+	/* and the whole check: an answer trickled a byte at a time fails too */
+	sp_conn_deadline(k->conn, be->health_timeout_ms, 0);
 	sp_conn_read(k->conn, 1);
 	evbuffer_add_printf(k->conn->out, "GET %s HTTP/1.1\r\nHost: %s\r\n", be->health_path,
 			    be->host_header ? be->host_header : sp_server_authority(sv));

@@ -167,6 +167,10 @@ struct sp_health_view sp_health_view(const struct sp_backend *be);
 /* A failed outcome that is not the server's health's to judge (a shadow
  * that timed out or got a bad answer: its own pause handles those). */
 void sp_health_count_failed(const struct sp_server *sv);
+/* An answer that is not the server's health's to judge either way (a
+ * shadow's 5xx: a difference to report, neither an outage nor a sign that
+ * the server works): counted ok, its run of failures left as it is. */
+void sp_health_count_ok(const struct sp_server *sv);
 /* A request sv failed went on to another server of its backend. */
 void sp_health_count_retry(const struct sp_server *sv);
 /* An answer of sv that retry_on_status would have retried, passed on: the

@@ -508,8 +508,14 @@ static int on_leg_head(void *ud, struct sp_h1_msg *m)
 	if (m->status / 100 == 1)
 		return 1; /* interim: the final answer follows */
 	if (l == &l->sh->legs[0]) {
-		/* an answer (a 5xx too: that is a difference to report, not an outage) */
-		sp_health_report(leg_backend(l), leg_server(l), 1);
+		/* an answer: the server is not unresponsive. A 5xx is a
+		 * difference to report, not an outage, nor a success that
+		 * would clear the failures of the requests it serves (or bring
+		 * it back up after a trial) */
+		if (m->status < 500)
+			sp_health_report(leg_backend(l), leg_server(l), 1);
+		else
+			sp_health_count_ok(leg_server(l));
 		sp_health_shadow_report(leg_backend(l), leg_server(l), 1);
 	} else {
 		/* the noise sample asks the primary's server: a request's rule */

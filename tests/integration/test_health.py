@@ -423,3 +423,112 @@ def test_a_down_backend_whose_check_is_removed_gets_a_trial_at_once(backend_fact
     time.sleep(0.05)  # the workers apply it from their own loops
     assert served(p) == (200, "modern")
     assert "is up again: a request succeeded" in p.stderr_text()
+
+
+def test_a_check_answer_trickled_a_byte_at_a_time_fails_at_timeout_ms(backend_factory,
+                                                                     start_proxy):
+    """timeout_ms bounds the whole check: a health endpoint that sends its
+    status line a byte every 100 ms (a wedged server, a proxy in front of
+    it) failed no check at all (each byte put the timeout off again), and a
+    check in flight holds the next ones back: the server never went down."""
+    stop = threading.Event()
+
+    def trickle(req, conn):
+        for b in b"HTTP/1.1 200 OK but this line never ends" * 30:
+            if stop.is_set():
+                break
+            try:
+                conn.send(bytes([b]))
+            except OSError:
+                break
+            time.sleep(0.1)
+        return harness.CLOSE
+
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern", by_path({"/health": trickle}))
+    health = {"path": "/health", "interval_ms": 200, "timeout_ms": 300, "healthy": 1,
+              "unhealthy": 1}
+    p = start_proxy({"legacy": legacy, "modern": {"url": modern, "health": health}},
+                    routes=rollout_route())
+    try:
+        harness.wait_for(lambda: "backend modern" in p.stderr_text() and
+                         "is down: health check timed out" in p.stderr_text(), timeout=3,
+                         what="modern marked down by a check that never ends")
+    finally:
+        stop.set()
+
+
+def sticky_keys(cohort, percent_bp, n):
+    """n keys the rollout sends to its backend, and n it leaves on the base."""
+    new, base = [], []
+    for i in range(4000):
+        k = "u%d" % i
+        (new if harness.rollout_bucket(cohort, k) < percent_bp else base).append(k)
+    return new[:n], base[:n]
+
+
+def failing_modern_route(percent=50.0):
+    return {"name": "orders", "match": {"path_prefix": "/api"}, "backend": "legacy",
+            "rollout": {"backend": "modern", "percent": percent, "sticky": "header:X-User-Id"},
+            "shadow": {"backend": "@other"}}
+
+
+def test_a_mirrors_5xx_does_not_keep_a_failing_backend_up(backend_factory, start_proxy):
+    """The usual migration: a rollout, and the rest of the traffic mirrored
+    to the new backend. The new backend answers 500 to everything: its own
+    users' requests fail, and after health.unhealthy of them in a row it is
+    down and they are served by the old one. A mirror's 500 (a difference to
+    report) counted as a success and cleared that run every time: the
+    backend was never marked down and its users kept getting 500s."""
+    legacy = backend_factory("legacy", lambda req, conn: Response(
+        200, b"ok", headers=[("X-Backend", "legacy")]))
+    modern = backend_factory("modern", lambda req, conn: Response(
+        500, b"boom", headers=[("X-Backend", "modern")]))
+    p = start_proxy({"legacy": legacy,
+                     "modern": {"url": modern, "health": {"unhealthy": 3, "interval_ms": 60000}}},
+                    routes=[failing_modern_route()], admin={})
+    new, base = sticky_keys("orders", 5000, 6)
+    got = []
+    with p.client() as c:
+        for i in range(6):
+            # a user of the old side, mirrored to modern (which answers 500)
+            # while modern is up (shadows to a down backend are skipped)
+            assert c.request("GET", "/api/x", headers=[("X-User-Id", base[i])]).status == 200
+            if i < 3:
+                harness.wait_for(lambda: p.admin("GET", "/api/backends/modern")[1]["servers"][0]
+                                 ["ok"] == i + 1, what="the mirror's answer")
+            r = c.request("GET", "/api/x", headers=[("X-User-Id", new[i])])
+            got.append((r.status, r.header("X-Backend")))
+    assert got == [(500, "modern")] * 3 + [(200, "legacy")] * 3, got
+    assert "is down: consecutive failed requests" in p.stderr_text()
+    server = p.admin("GET", "/api/backends/modern")[1]["servers"][0]
+    assert (server["up"], server["ok"], server["failed"]) == (False, 3, 3), server
+    assert len(modern.requests) == 6
+
+
+def test_a_mirrors_500_does_not_bring_a_down_backend_back(backend_factory, start_proxy):
+    """A down backend's trial may be a shadow (a backend only mirrored to
+    comes back that way): an answer below 500 brings it back, a 500 does not
+    (it said `is up again: a request succeeded`, and its users got 500s
+    until it went down again)."""
+    legacy = backend_factory("legacy", lambda req, conn: Response(
+        200, b"ok", headers=[("X-Backend", "legacy")]))
+    modern = backend_factory("modern", lambda req, conn: Response(
+        500, b"boom", headers=[("X-Backend", "modern")]))
+    p = start_proxy({"legacy": legacy,
+                     "modern": {"url": modern, "health": {"unhealthy": 1, "interval_ms": 300}}},
+                    routes=[failing_modern_route()])
+    new, base = sticky_keys("orders", 5000, 3)
+    with p.client() as c:
+        assert c.request("GET", "/api/x", headers=[("X-User-Id", new[0])]).status == 500
+        harness.wait_for(lambda: "is down" in p.stderr_text(), what="modern down")
+        r = c.request("GET", "/api/x", headers=[("X-User-Id", new[1])])
+        assert r.header("X-Backend") == "legacy"
+        time.sleep(0.4)  # modern's trial is due
+        n = len(modern.requests)
+        assert c.request("GET", "/api/x", headers=[("X-User-Id", base[0])]).status == 200
+        harness.wait_for(lambda: len(modern.requests) > n, what="the mirror reaching modern")
+        time.sleep(0.1)
+        assert "is up again" not in p.stderr_text(), p.stderr_text()[-600:]
+        r = c.request("GET", "/api/x", headers=[("X-User-Id", new[2])])
+        assert (r.status, r.header("X-Backend")) == (200, "legacy")
