@@ -1150,8 +1150,11 @@ void sp_shadow_write_summaries(const struct sp_config *cfg, const struct sp_conf
 	struct sp_buf b;
 	sp_buf_init(&b);
 	for (size_t r = 0; all && dirs && r < cfg->nroutes; r++) {
-		if (!cfg->routes[r].has_shadow ||
-		    (next && sp_config_route(next, cfg->routes[r].name)))
+		/* a route that stays shadowed has its next summary to come; one
+		 * that goes, or stays without its shadow, has no other */
+		const struct sp_route *later =
+			next ? sp_config_route(next, cfg->routes[r].name) : NULL;
+		if (!cfg->routes[r].has_shadow || (later && later->has_shadow))
 			continue;
 		write_summary(&b, &cfg->routes[r], ws, n, instance, all, dirs);
 		sp_accesslog_write_raw(log, b.data, b.len);

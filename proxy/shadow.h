@@ -131,8 +131,8 @@ void sp_shadow_sum(struct sp_worker *const *ws, int n, const char *route, uint64
 /* Appends one summary line per shadowed route of cfg, the counters summed
  * over the workers, to log; instance names the process (host:pid:start), so
  * that logs of several instances can be read together. With next (the
- * generation a reload switches to), only the routes next does not have: their
- * last counts, which go with them. Safe from the main thread while workers
+ * generation a reload switches to), only the routes next does not have, or
+ * has without a shadow: their last counts, which go with them. Safe from the main thread while workers
  * run. */
 void sp_shadow_write_summaries(const struct sp_config *cfg, const struct sp_config *next,
 			       struct sp_worker *const *ws, int n, struct sp_accesslog *log,

@@ -628,6 +628,37 @@ def test_a_reload_applies_a_new_summary_interval(start_proxy, backend_factory, t
                      what="two summaries within 3.5 s")
 
 
+def test_a_reload_that_drops_a_routes_shadow_keeps_its_last_counts(start_proxy, backend_factory,
+                                                                   tmp_path):
+    """The runbook's last step removes the route's shadow block and reloads:
+    the comparisons since the last summary line went into no summary (one
+    was written only for a route that went away), and diff-report counted
+    them in nothing, for good."""
+    legacy = backend_factory("legacy", json_backend(lambda r: {"v": 1}))
+    modern = backend_factory("modern", json_backend(lambda r: {"v": 2 if r.path == "/d" else 1}))
+    p = start(start_proxy, legacy, modern, [shadow_route()], tmp_path)
+    for i, path in enumerate(["/d", "/d", "/d", "/s", "/s"]):
+        assert get(p, path).status == 200
+        wait_shadow(modern, i + 1)
+    harness.wait_for(lambda: len(modern.requests) == 5 and len(diff_lines(p)) == 3,
+                     what="5 comparisons")
+    plain = [{"name": "r", "match": {"path_prefix": "/"}, "backend": "legacy"}]
+    sd = {"diff_log": p.diff_log, "timeout_ms": 2000}
+    with open(p.conf_path, "w") as f:
+        f.write(harness.make_config(p.port, {"legacy": legacy, "modern": modern}, None, plain,
+                                    1, p.access_log_path, shadow_defaults=sd))
+    os.kill(p.pid, signal.SIGHUP)
+    harness.wait_for(lambda: diff_lines(p, "summary"), what="the route's last summary")
+    (summary,) = diff_lines(p, "summary")
+    assert (summary["route"], summary["compared"], summary["identical"],
+            summary["different"]) == ("r", 5, 2, 3), summary
+    assert p.stop() == 0
+    assert len(diff_lines(p, "summary")) == 1  # no other at the exit: the route has no shadow
+    out = subprocess.run([harness.BINARY, "diff-report", p.diff_log], capture_output=True,
+                         text=True, timeout=30)
+    assert out.stdout.startswith("route r: 5 compared, 2 identical"), out.stdout
+
+
 def test_a_sticky_shadow_sample_follows_the_documented_hash(start_proxy, backend_factory,
                                                             tmp_path):
     """shadow.percent with a sticky rollout: a user is mirrored when
