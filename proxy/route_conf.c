@@ -639,8 +639,9 @@ static void load_shadow(struct sp_loader *L, const config_setting_t *route, cons
 		if (c->backend < 0)
 			ERR(L, where, "%s.backend: unknown backend \"%s\"", path, name);
 		else if (c->backend == r->backend && !r->has_rollout)
-			WARN(L, where, "%s.backend: the route's own backend: every request is "
-				       "sent twice to the same service", path);
+			WARN(L, where, "%s.backend: the route's own backend: nothing is mirrored "
+				       "(a request is never shadowed to the backend that served it)",
+			     path);
 	}
 	free(name);
 	c->percent_bp = 10000;

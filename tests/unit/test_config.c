@@ -820,6 +820,25 @@ static void test_shadow_without_diff_log_warns(void **state)
 	sp_diag_deinit(&d);
 }
 
+/* A shadow to the route's own backend mirrors nothing (a request is never
+ * shadowed to the backend that served it): the warning says so (it said
+ * every request was sent twice). */
+static void test_shadow_to_own_backend_warns(void **state)
+{
+	(void)state;
+	struct sp_diag d;
+	sp_diag_init(&d);
+	struct sp_config *c = sp_config_load_string(
+		ONE_SHADOW("", "backend = \"legacy\";"), TEST_CONF, &d);
+	assert_non_null(c);
+	assert_int_equal(d.errors, 0);
+	assert_true(unit_has_line(d.text.data, "test.conf:9: warning: routes.[0].shadow.backend: "
+					  "the route's own backend: nothing is mirrored (a request "
+					  "is never shadowed to the backend that served it)"));
+	sp_config_unref(&c);
+	sp_diag_deinit(&d);
+}
+
 static void test_error_wrong_types(void **state)
 {
 	(void)state;
@@ -1574,6 +1593,7 @@ int main(void)
 		cmocka_unit_test(test_admin_token_length),
 		cmocka_unit_test(test_admin_default_address),
 		cmocka_unit_test(test_shadow_without_diff_log_warns),
+		cmocka_unit_test(test_shadow_to_own_backend_warns),
 		cmocka_unit_test(test_error_syntax),
 		cmocka_unit_test(test_multiple_errors_collected),
 		cmocka_unit_test(test_client_ip_blocks),
