@@ -144,7 +144,7 @@ struct guard_state {
 	int tripped;
 	char reason[256];
 	char at[40];
-	time_t last_step;
+	time_t last_step; /* mono_s() */
 	uint32_t last_bp; /* the percent seen at the last tick */
 };
 
@@ -179,6 +179,15 @@ void sp_guards_free(struct sp_guards **gp)
 	free(g);
 }
 
+/* Seconds on the monotonic clock, for the step intervals: a wall clock set
+ * back would hold the steps, one set forward would take one at once. */
+static time_t mono_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec;
+}
+
 static struct guard_state *state_for(struct sp_guards *g, const char *route, int create)
 {
 	struct guard_state *s;
@@ -191,7 +200,7 @@ static struct guard_state *state_for(struct sp_guards *g, const char *route, int
 		free(s);
 		return NULL;
 	}
-	s->last_step = time(NULL);
+	s->last_step = mono_s();
 	s->next = g->head;
 	g->head = s;
 	return s;
@@ -257,12 +266,12 @@ static void tick_route(struct sp_runtime *rt, struct sp_guards *gs, const struct
 	struct sp_guard_snapshot now, d;
 	snapshot(rt, r, &now);
 	sp_guard_window_push(&s->win, &now, &d);
-	time_t t = time(NULL);
+	time_t t = time(NULL), mono = mono_s();
 	uint32_t bp = r->rollout.percent_bp;
 	if (bp != s->last_bp) {
 		/* moved by someone else: the step interval starts again */
 		s->last_bp = bp;
-		s->last_step = t;
+		s->last_step = mono;
 	}
 	if (s->tripped || bp == 0)
 		return;
@@ -287,12 +296,12 @@ static void tick_route(struct sp_runtime *rt, struct sp_guards *gs, const struct
 		return;
 	}
 	uint32_t next = sp_guard_next_step(g, bp, &d);
-	if (next && t - s->last_step >= g->step_interval_s) {
+	if (next && mono - s->last_step >= g->step_interval_s) {
 		sp_log(SP_LOG_INFO, "guard: route %s: holding; next step %.2f %% -> %.2f %%", name,
 		       bp / 100.0, next / 100.0);
 		if (set_percent(rt, name, next, "guard-step") == 0) {
 			s->last_bp = next;
-			s->last_step = t;
+			s->last_step = mono;
 		}
 	}
 }
@@ -345,7 +354,7 @@ int sp_guard_rearm(struct sp_guards *gs, const char *route)
 	s->tripped = 0;
 	s->reason[0] = '\0';
 	sp_guard_window_restart(&s->win);
-	s->last_step = time(NULL);
+	s->last_step = mono_s();
 	return 0;
 }
 

@@ -379,6 +379,9 @@ static void load_guard(struct sp_loader *L, const config_setting_t *ro, const ch
 	cfgp_int_field(L, s, "window_s", path, 5, 86400, &g->window_s);
 	cfgp_int_field(L, s, "step_interval_s", path, 1, 30 * 86400, &g->step_interval_s);
 	const config_setting_t *st = config_setting_get_member(s, "steps");
+	if (!g->max_error_rate && !g->max_diff_rate && !g->max_p99_ratio)
+		WARN(L, s, "%s: no max_error_rate, max_diff_rate or max_p99_ratio: it watches "
+			   "nothing%s", path, st ? " and takes its steps whatever happens" : "");
 	if (!st)
 		return;
 	if (!config_setting_is_array(st) && !config_setting_is_list(st)) {

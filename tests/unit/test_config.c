@@ -366,6 +366,32 @@ static void test_guard_steps_and_window_checked(void **state)
 		 "test.conf:8: routes.[0].rollout.guard.window_s: must be between 5 and 86400");
 }
 
+/* A guard with no bound watches nothing (and would take its steps to 100 %
+ * whatever happens): it loads, with a warning. */
+static void test_guard_without_bounds_warns(void **state)
+{
+	(void)state;
+	static const char *const texts[] = {"percent = 1; guard = { steps = [ 5, 100 ]; };",
+					    "percent = 1; guard = { min_requests = 10; };"};
+	static const char *const want[] = {
+		"test.conf:8: warning: routes.[0].rollout.guard: no max_error_rate, max_diff_rate "
+		"or max_p99_ratio: it watches nothing and takes its steps whatever happens",
+		"test.conf:8: warning: routes.[0].rollout.guard: no max_error_rate, max_diff_rate "
+		"or max_p99_ratio: it watches nothing"};
+	for (size_t i = 0; i < 2; i++) {
+		struct sp_diag d;
+		sp_diag_init(&d);
+		char text[1024];
+		snprintf(text, sizeof(text), ONE_ROLLOUT("%s"), texts[i]);
+		struct sp_config *c = sp_config_load_string(text, TEST_CONF, &d);
+		assert_non_null(c);
+		assert_int_equal(d.warnings, 1);
+		assert_true(unit_has_line(d.text.data, want[i]));
+		sp_config_unref(&c);
+		sp_diag_deinit(&d);
+	}
+}
+
 /* shadow_defaults with a diff log on line 7; a route "r" on line 9 whose
  * shadow holds the given settings. */
 #define ONE_SHADOW(route, settings)                                              \
@@ -1593,6 +1619,7 @@ int main(void)
 		cmocka_unit_test(test_admin_token_length),
 		cmocka_unit_test(test_admin_default_address),
 		cmocka_unit_test(test_shadow_without_diff_log_warns),
+		cmocka_unit_test(test_guard_without_bounds_warns),
 		cmocka_unit_test(test_shadow_to_own_backend_warns),
 		cmocka_unit_test(test_error_syntax),
 		cmocka_unit_test(test_multiple_errors_collected),
