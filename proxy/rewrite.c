@@ -193,19 +193,12 @@ void sp_rewrite_free(struct sp_rewrite **r, size_t n)
 
 /* A path of a rule: normalised (so that it can cover what routing sees, and
  * gives the backend a path routing could have seen), without '?' or '#',
- * which would end the path at the backend. */
+ * which would end the path at the backend (cfgp_norm_path). */
 static char *rule_path(struct sp_loader *L, const config_setting_t *g, const char *key,
 		       const char *path, const char *else_)
 {
 	const config_setting_t *s = config_setting_get_member(g, key);
-	char *p = cfgp_norm_path(L, g, key, path, else_);
-	if (p && strpbrk(p, "?#")) {
-		ERR(L, s, "%s.%s: \"%s\": a path, without a query or a fragment ('?' is %%3F, "
-			  "'#' is %%23)",
-		    path, key, p);
-		free(p);
-		return NULL;
-	}
+	char *p = cfgp_norm_path(L, g, key, path, else_); /* no '?' or '#' either */
 	if (!p && s == NULL)
 		ERR(L, g, "%s.%s: required", path, key);
 	return p;

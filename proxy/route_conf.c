@@ -36,6 +36,12 @@ char *cfgp_norm_path(struct sp_loader *L, const config_setting_t *m, const char 
 		ERR(L, where, "%s.%s: \"%s\": %s", path, key, p, sp_path_strerror(rc));
 		free(p);
 		p = NULL;
+	} else if (strpbrk(p, "?#")) { /* a request's path ends before either */
+		ERR(L, where, "%s.%s: \"%s\": a path, without a query or a fragment ('?' is %%3F, "
+			      "'#' is %%23)",
+		    path, key, p);
+		free(p);
+		p = NULL;
 	} else if (strcmp(norm.data, p) != 0) {
 		ERR(L, where, "%s.%s: \"%s\" is not normalised and %s; write \"%s\"", path, key,
 		    p, else_, norm.data);
@@ -187,6 +193,12 @@ static const char *bracket_end(const char *p)
 static const char *pcre_escape(const char *p, int in_brackets, char *buf, size_t len)
 {
 	unsigned char c = (unsigned char)p[1];
+	if (!in_brackets && c >= '1' && c <= '9') {
+		snprintf(buf, len, "\\%c: a back-reference, not POSIX ERE (glibc's extension "
+			 "matches in a time exponential in the path: one request could hold a "
+			 "worker for minutes)", c);
+		return buf;
+	}
 	if (!isalpha(c) || (!in_brackets && strchr("wWsSbB", c)))
 		return NULL;
 	if (in_brackets)
@@ -197,6 +209,56 @@ static const char *pcre_escape(const char *p, int in_brackets, char *buf, size_t
 			 "match the letter %c)%s", c, c,
 			 c == 'd' ? ": write [0-9]" : c == 'D' ? ": write [^0-9]" : "");
 	return buf;
+}
+
+/* Counted repetitions nested in groups multiply: glibc's regcomp builds
+ * each copy, so "((a{255}){255}){255}" (22 characters) takes gigabytes.
+ * The largest product of bounds over the pattern's nesting (escapes and
+ * bracket expressions skipped as load_regex does), capped at cap + 1. */
+#define REGEX_COPIES_MAX 1000
+static unsigned long regex_copies(const char *p, unsigned long cap)
+{
+	unsigned long stack[32], cur = 1, last = 1; /* last: the atom just ended */
+	int depth = 0;
+	for (; *p; p++) {
+		if (*p == '\\' && p[1]) {
+			p++;
+			last = 1;
+		} else if (*p == '[') {
+			p = bracket_end(p);
+			last = 1;
+			if (!*p)
+				break;
+		} else if (*p == '(') {
+			if (depth == (int)(sizeof(stack) / sizeof(stack[0])))
+				return cap + 1;
+			stack[depth++] = cur;
+			cur = 1;
+		} else if (*p == ')' && depth > 0) {
+			last = cur; /* the group's largest count inside */
+			unsigned long outer = stack[--depth];
+			cur = outer > last ? outer : last;
+		} else if (*p == '{') {
+			unsigned long n = 0, m;
+			char *end;
+			m = strtoul(p + 1, &end, 10);
+			n = m;
+			if (*end == ',' && end[1] != '}')
+				n = strtoul(end + 1, &end, 10);
+			else if (*end == ',')
+				n = m + 1, end++; /* {m,}: m copies and a star */
+			unsigned long copies = (n > cap ? cap + 1 : n) * (last > cap ? cap + 1 : last);
+			if (copies > cur)
+				cur = copies;
+			if (cur > cap)
+				return cap + 1;
+			last = copies;
+			p = *end == '}' ? end : p;
+		} else {
+			last = 1;
+		}
+	}
+	return cur;
 }
 
 static void load_regex(struct sp_loader *L, const config_setting_t *m, const char *path,
@@ -226,6 +288,9 @@ static void load_regex(struct sp_loader *L, const config_setting_t *m, const cha
 		if (!*p)
 			break;
 	}
+	if (!why && regex_copies(src, REGEX_COPIES_MAX) > REGEX_COPIES_MAX)
+		why = "counted repetitions ({n}) nested to more than 1000 copies (glibc builds "
+		      "each one: write fewer)";
 	if (why) {
 		ERR(L, where, "%s.path_regex: \"%s\": %s", path, src, why);
 		free(src);

@@ -607,6 +607,39 @@ static void test_error_bad_regex(void **state)
 		 "test.conf:8: routes.[0].match.path_regex: \"/a+*\": a repetition of a repetition "
 		 "(write it once)");
 	REJECTED(ONE_MATCH("path_regex = \"/[a]+*\";"), 1, "test.conf:8: *");
+	/* a back-reference matches in exponential time (one request held a
+	 * worker for minutes); counted repetitions nested in groups multiply
+	 * regcomp's memory (22 characters took gigabytes) */
+	REJECTED(ONE_MATCH("path_regex = \"/(a*)(a*)\\\\1\\\\2x\";"), 1,
+		 "test.conf:8: routes.[0].match.path_regex: \"/(a*)(a*)\\1\\2x\": \\1: a "
+		 "back-reference, not POSIX ERE (glibc's extension matches in a time exponential "
+		 "in the path: one request could hold a worker for minutes)");
+	static const char *const nested[] = {"/((a{255}){255}){255}", "/(a{100}b){11}",
+					     "/((x{2,40}y){3,}z){9}", "/a{1001}"};
+	for (size_t i = 0; i < NELEM(nested); i++) {
+		char text[512], want[512];
+		snprintf(text, sizeof(text), ONE_MATCH("path_regex = \"%s\";"), nested[i]);
+		snprintf(want, sizeof(want),
+			 "test.conf:8: routes.[0].match.path_regex: \"%s\": counted repetitions "
+			 "({n}) nested to more than 1000 copies (glibc builds each one: write fewer)",
+			 nested[i]);
+		REJECTED(text, 1, want);
+	}
+	static const char *const counted[] = {"/v([0-9]{1,3}[.]){3}[0-9]{1,3}", "/(a{100}b){10}",
+					      "/[{(]{999}x", "/\\\\({5}\\\\)"};
+	for (size_t i = 0; i < NELEM(counted); i++) {
+		char text[512];
+		snprintf(text, sizeof(text), ONE_MATCH("path_regex = \"%s\";"), counted[i]);
+		struct sp_config *c = unit_load_ok(text, NULL);
+		sp_config_unref(&c);
+	}
+	/* no request's path holds '?' or '#': the route could never match */
+	REJECTED(ONE_MATCH("path = \"/api/search?q=1\";"), 1,
+		 "test.conf:8: routes.[0].match.path: \"/api/search?q=1\": a path, without a query "
+		 "or a fragment ('?' is %3F, '#' is %23)");
+	REJECTED(ONE_MATCH("path_prefix = \"/docs#intro\";"), 1,
+		 "test.conf:8: routes.[0].match.path_prefix: \"/docs#intro\": a path, without a "
+		 "query or a fragment ('?' is %3F, '#' is %23)");
 	REJECTED(ONE_MATCH("path_regex = \"/[[:alpha:]]*+\";"), 1, "test.conf:8: *");
 	/* repetition characters inside a bracket expression, or escaped, are
 	 * members or literals, not repetitions */
