@@ -60,9 +60,9 @@ static void usage(FILE *f)
 		"            and direction (primary -> shadow backend): the differing share, the top\n"
 		"            differing fields with example request ids, the latency of both sides\n"
 		"\n"
-		"Signals: SIGTERM/SIGINT stop accepting and finish requests in flight (up to\n"
-		"drain_timeout_ms); SIGHUP reloads the configuration (checked whole first; on any\n"
-		"error the running one stays); SIGUSR1 reopens the access and diff logs.\n"
+		"Signals: SIGTERM/SIGINT/SIGQUIT stop accepting and finish requests in flight\n"
+		"(up to drain_timeout_ms); SIGHUP reloads the configuration (checked whole first;\n"
+		"on any error the running one stays); SIGUSR1 reopens the access and diff logs.\n"
 		"Documentation: strangler(8), docs/configuration.md, docs/operations.md,\n"
 		"docs/migration.md, docs/security.md.\n");
 }
@@ -274,7 +274,7 @@ static int run(const char *file)
 	struct sp_diag diag;
 	struct sp_runtime rt = {0};
 	struct sp_admin *admin = NULL;
-	struct event *sigs[4] = {NULL, NULL, NULL, NULL};
+	struct event *sigs[5] = {NULL, NULL, NULL, NULL, NULL};
 	struct event *guard_timer = NULL;
 	int rc = 1;
 	sigset_t held, old_mask;
@@ -346,7 +346,8 @@ static int run(const char *file)
 	sigs[1] = evsignal_new(rt.base, SIGINT, on_stop_signal, &rt);
 	sigs[2] = evsignal_new(rt.base, SIGHUP, on_other_signal, &rt);
 	sigs[3] = evsignal_new(rt.base, SIGUSR1, on_other_signal, &rt);
-	for (int i = 0; i < 4; i++)
+	sigs[4] = evsignal_new(rt.base, SIGQUIT, on_stop_signal, &rt); /* nginx's graceful stop */
+	for (int i = 0; i < 5; i++)
 		if (!sigs[i] || evsignal_add(sigs[i], NULL) < 0)
 			goto out;
 	sigprocmask(SIG_SETMASK, &old_mask, NULL); /* what came meanwhile is handled now */
@@ -421,11 +422,12 @@ out:
 	/* Freeing the signal events puts back the default actions: a SIGTERM
 	 * sent now (a second stop, a supervisor's) would kill the exit half
 	 * way (the pid file, the leak check of sanitized builds). It is done. */
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < 5; i++)
 		if (sigs[i])
 			event_free(sigs[i]);
 	signal(SIGTERM, SIG_IGN);
 	signal(SIGINT, SIG_IGN);
+	signal(SIGQUIT, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
 	signal(SIGUSR1, SIG_IGN);
 	if (rt.summary_timer)

@@ -94,6 +94,10 @@ struct sp_session {
 	 * meanwhile must not free them */
 	struct sp_config *hs_cfg;
 	int https; /* the client connection is TLS */
+	/* an exchange has ended on the connection: idle now, it is a keep-alive
+	 * connection (one that never carried a request is not: a stop lets it
+	 * send its first) */
+	int exchanged;
 	/* the client reached us over https: TLS, or a trusted balancer's
 	 * X-Forwarded-Proto says so (the exchange's; a drawn cookie's Secure) */
 	int public_https;
@@ -340,6 +344,7 @@ static void unqueue(struct sp_session *s)
 
 static void reset_exchange(struct sp_session *s)
 {
+	s->exchanged = 1;
 	unqueue(s);
 	sp_pool_release(&s->via);
 	sp_shadow_abandon(&s->shadow);
@@ -2697,7 +2702,10 @@ void sp_sessions_drain(struct sp_worker *w)
 	struct sp_session *s, *next;
 	for (s = TAILQ_FIRST(&w->sessions); s; s = next) {
 		next = TAILQ_NEXT(s, link);
-		int idle = !s->req_active && !sp_h1_in_message(s->req) &&
+		/* a connection accepted just before the stop, its request on
+		 * the way (or its TLS handshake, or its PROXY header) is
+		 * served: it is closed at client_header_ms if nothing comes */
+		int idle = s->exchanged && !s->req_active && !sp_h1_in_message(s->req) &&
 			   evbuffer_get_length(s->client->in) == 0;
 		int lingering = s->linger && s->client->shut_wr; /* answered: not in flight */
 		if (s->in_callback || !(idle || lingering))

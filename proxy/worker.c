@@ -23,7 +23,9 @@
 #include "shadow.h"
 
 /* A listening socket on l's address; with probe only bound, not listening
- * (enough to learn whether the address can be had). */
+ * (enough to learn whether the address can be had), and without
+ * SO_REUSEPORT: a reload's new address held by another process (one that
+ * shares its port that way too) is refused rather than shared with it. */
 static int open_listener(const struct sp_listen *l, int probe)
 {
 	int fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -34,7 +36,7 @@ static int open_listener(const struct sp_listen *l, int probe)
 	 * it to every connection the listener accepts, which saves a system
 	 * call per connection. */
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+	    (!probe && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
 	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
 		goto fail;
 	if (l->addr.ss_family == AF_INET6 &&
@@ -96,9 +98,31 @@ static void close_listeners(struct sp_worker *w)
 	w->nlisteners = 0;
 }
 
-static void stop_accepting(struct sp_worker *w)
+/* Connections the kernel completed on a listener but the worker has not
+ * accepted would be reset as it closes (unless net.ipv4.tcp_migrate_req
+ * moves them to another socket of the port, an upgrade's new instance):
+ * they are accepted and served, as any other, before it goes. */
+static void accept_queued(struct sp_worker *w)
+{
+	for (size_t i = 0; i < w->nlisteners; i++) {
+		evutil_socket_t lfd = w->listeners[i] ? evconnlistener_get_fd(w->listeners[i]) : -1;
+		for (int fd; lfd >= 0;) {
+			struct sockaddr_storage ss;
+			socklen_t len = sizeof(ss);
+			if ((fd = accept4(lfd, (struct sockaddr *)&ss, &len,
+					  SOCK_NONBLOCK | SOCK_CLOEXEC)) < 0)
+				break; /* EAGAIN, or a shortage: those few are lost */
+			on_accept(w->listeners[i], fd, (struct sockaddr *)&ss, (int)len, w);
+		}
+	}
+}
+
+/* serve_queued: the stop of a worker whose listeners belong to w->cfg. */
+static void stop_accepting(struct sp_worker *w, int serve_queued)
 {
 	sp_accept_pause_cancel(&w->accept_pause);
+	if (serve_queued)
+		accept_queued(w);
 	close_listeners(w);
 }
 
@@ -828,7 +852,7 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
 	if (w->draining)
 		return;
 	w->draining = 1;
-	stop_accepting(w);
+	stop_accepting(w, 1);
 	sp_sessions_drain(w);
 	sp_worker_maybe_done(w);
 	if (w->nsessions == 0)
@@ -1003,7 +1027,7 @@ void sp_worker_free(struct sp_worker **wp)
 	*wp = NULL;
 	sp_sessions_kill(w);
 	sp_shadow_kill_all(w);
-	stop_accepting(w);
+	stop_accepting(w, 0);
 	free(w->listeners);
 	for (size_t i = 0; w->pools && i < w->cfg->nbackends; i++)
 		sp_pool_retire(&w->pools[i]);

@@ -237,7 +237,8 @@ void sp_worker_free(struct sp_worker **w);
  * proxy_protocol: the connection starts with a PROXY protocol header. */
 void sp_session_accept(struct sp_worker *w, evutil_socket_t fd, const struct sockaddr *sa,
 		       socklen_t len, SSL_CTX *tls, int proxy_protocol);
-/* Closes idle sessions; busy ones close after their current exchange. */
+/* Closes idle keep-alive sessions; busy ones close after their current
+ * exchange, fresh ones (no request yet) after their first. */
 void sp_sessions_drain(struct sp_worker *w);
 /* Closes every session now. */
 void sp_sessions_kill(struct sp_worker *w);

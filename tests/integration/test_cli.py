@@ -565,6 +565,91 @@ def test_sigint_stops_too(backend_factory, start_proxy):
     assert proxy.proc.wait(timeout=5) == 0
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGQUIT])
+def test_a_connection_accepted_before_the_stop_gets_its_first_request_answered(
+        backend_factory, start_proxy, sig):
+    """A client that connected just before the stop (between its connect
+    and its first write, mid-TLS handshake) is no idle keep-alive
+    connection: it was closed with its request unanswered, which clients
+    retry only on a reused connection; nginx answers it. SIGQUIT, nginx's
+    graceful stop, is one too (it killed the process with its requests)."""
+    b = backend_factory("legacy")
+    p = start_proxy({"legacy": b}, workers=2, drain_timeout_ms=5000)
+    used = p.client()
+    assert used.request("GET", "/used").status == 200
+    fresh = [p.client(timeout=5) for _ in range(4)]
+    time.sleep(0.2)  # accepted by the proxy
+    p.proc.send_signal(sig)
+    wait_for(lambda: "stopping" in p.stderr_text(), what="the stop")
+    assert used.is_closed()  # an idle keep-alive connection closes at once
+    for i, c in enumerate(fresh):
+        r = c.request("GET", "/first/%d" % i)
+        assert (r.status, r.header("Connection")) == (200, "close")
+        assert c.is_closed()
+        c.close()
+    used.close()
+    assert p.proc.wait(timeout=5) == 0
+
+
+def test_connections_queued_for_a_stopping_instance_are_served(backend_factory, start_proxy,
+                                                                tmp_path):
+    """The upgrade: a new instance shares the port, the old one gets
+    SIGTERM. Connections the kernel had queued for the old one's listener
+    (it was at max_connections) were reset as it closed it, although their
+    clients had sent their requests: it serves them before it goes."""
+    b = backend_factory("legacy")
+    old = start_proxy({"legacy": b}, max_connections=1)
+    conf = write(tmp_path, "new.conf", make_config(old.port, {"legacy": b}))
+    err = open(tmp_path / "new.stderr", "w")
+    new = subprocess.Popen([BINARY, "-c", conf], stdout=err, stderr=err)
+    try:
+        wait_for(lambda: "started" in (tmp_path / "new.stderr").read_text(), 10,
+                 what="the new instance")
+        holder = old.client()  # the old instance's one connection
+        assert holder.request("GET", "/hold").status == 200
+        clients = []
+        for i in range(24):  # half or so go to the old one's queue
+            c = socket.create_connection((HOST, old.port), timeout=10)
+            c.sendall(build_request("GET", "/q/%d" % i))
+            clients.append(c)
+        time.sleep(0.3)
+        old.proc.send_signal(signal.SIGTERM)
+        assert old.proc.wait(timeout=10) == 0
+        for i, c in enumerate(clients):
+            with c:
+                assert c.recv(4096).startswith(b"HTTP/1.1 200"), "request %d" % i
+        holder.close()
+    finally:
+        new.send_signal(signal.SIGTERM)
+        assert new.wait(timeout=10) == 0
+        err.close()
+
+
+def test_a_reload_cannot_take_a_port_another_process_shares(backend_factory, start_proxy):
+    """A reload's new address is test-bound first, and one another process
+    holds is an error: one held with SO_REUSEPORT (nginx's reuseport, a Go
+    server, another strangler) passed the test, and the new listener shared
+    that process's connections without a word."""
+    b = backend_factory("legacy")
+    p = start_proxy({"legacy": b})
+    other = socket.socket()
+    other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    other.bind((HOST, 0))
+    other.listen(16)
+    port = other.getsockname()[1]
+    with other:
+        text = open(p.conf_path).read().replace(
+            'listen = ( { address = "127.0.0.1:%d"; } );' % p.port,
+            'listen = ( { address = "127.0.0.1:%d"; }, { address = "127.0.0.1:%d"; } );'
+            % (p.port, port))
+        open(p.conf_path, "w").write(text)
+        p.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "cannot listen on 127.0.0.1:%d: Address already in use" % port
+                 in p.stderr_text(), what="the reload refused")
+        with p.client() as c:
+            assert c.request("GET", "/still").status == 200
+
+
 def test_two_workers_serve_requests(backend_factory, start_proxy):
     b = backend_factory("legacy")
     proxy = start_proxy({"legacy": b}, workers=2)
