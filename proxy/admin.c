@@ -692,10 +692,10 @@ static void serve_diffs(struct admin_conn *a, const char *name)
 	size_t qlen = q ? a->target.len - (size_t)(q + 1 - a->target.data) : 0;
 	sp_buf_init(&route);
 	sp_buf_init(&limit);
-	int has_route = q && sp_query_get(q + 1, qlen, "route", &route);
+	int has_route = q && sp_query_get(q + 1, qlen, "route", 0, &route);
 	long n = 20;
 	char *end = NULL;
-	if (q && sp_query_get(q + 1, qlen, "limit", &limit))
+	if (q && sp_query_get(q + 1, qlen, "limit", 0, &limit))
 		n = strtol(limit.data ? limit.data : "", &end, 10);
 	/* digits only: not " 5", "+5" (strtol takes them) */
 	if (end && (*end || end == limit.data || n < 1 || n > 1000 || *limit.data < '0' ||

@@ -139,12 +139,17 @@ static void print_decision(const struct sp_config *c, const struct sp_reqview *q
 		       ro->percent_bp % 100, c->backends[ro->backend].name, ro->cohort,
 		       sticky_text(ro, sbuf, sizeof(sbuf)));
 		if (d->sticky && sp_rollout_key(ro, q, scratch, &key, &klen)) {
-			if (ro->nsticky > 1) {
-				printf("key:      \"%.*s\" (%s)\n", (int)klen, key,
-				       sp_sticky_text(&ro->sticky[d->sticky - 1], sbuf, sizeof(sbuf)));
-			} else {
-				printf("key:      \"%.*s\"\n", (int)klen, key);
-			}
+			/* as a JSON string: a decoded %0A or %00 in it can neither
+			 * break the line nor cut it */
+			struct sp_buf shown;
+			sp_buf_init(&shown);
+			sp_buf_add_json_bytes(&shown, key, klen);
+			printf("key:      \"%.*s\"", (int)shown.len, shown.data ? shown.data : "");
+			sp_buf_deinit(&shown);
+			if (ro->nsticky > 1)
+				printf(" (%s)", sp_sticky_text(&ro->sticky[d->sticky - 1], sbuf,
+							       sizeof(sbuf)));
+			printf("\n");
 			printf("bucket:   %u (rollout side when below %u)\n", d->bucket, ro->percent_bp);
 		} else {
 			if (ro->set_cookie)

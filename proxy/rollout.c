@@ -112,14 +112,14 @@ int sp_sticky_key(const struct sp_sticky *s, const struct sp_reqview *q, struct 
 		  const char **key, size_t *len)
 {
 	switch (s->kind) {
-	case SP_STICKY_HEADER: {
-		const struct sp_hdr *h = sp_hdr_find(q->headers, q->nheaders, s->name);
-		if (!h || h->value_len == 0)
-			return 0;
-		*key = h->value;
-		*len = h->value_len;
-		return 1;
-	}
+	case SP_STICKY_HEADER: /* its first non-empty field, as a cookie's value */
+		for (size_t i = 0; i < q->nheaders; i++)
+			if (sp_hdr_name_is(&q->headers[i], s->name) && q->headers[i].value_len > 0) {
+				*key = q->headers[i].value;
+				*len = q->headers[i].value_len;
+				return 1;
+			}
+		return 0;
 	case SP_STICKY_COOKIE:
 		for (size_t i = 0; i < q->nheaders; i++)
 			if (sp_hdr_name_is(&q->headers[i], "Cookie") &&
@@ -128,7 +128,7 @@ int sp_sticky_key(const struct sp_sticky *s, const struct sp_reqview *q, struct 
 				return 1;
 		return 0;
 	case SP_STICKY_QUERY:
-		if (!q->query || !sp_query_get(q->query, q->query_len, s->name, scratch) || scratch->len == 0)
+		if (!q->query || !sp_query_get(q->query, q->query_len, s->name, 1, scratch))
 			return 0;
 		*key = scratch->data;
 		*len = scratch->len;

@@ -151,9 +151,9 @@ struct sp_reqview {
 };
 
 int sp_route_matches(const struct sp_route *r, const struct sp_reqview *q);
-/* Copies the decoded value of query parameter name into out; returns 1 when
- * the parameter is present. */
-int sp_query_get(const char *qs, size_t len, const char *name, struct sp_buf *out);
+/* Copies the decoded value of query parameter name into out (its first; with
+ * nonempty, its first that is not empty); returns 1 when there is one. */
+int sp_query_get(const char *qs, size_t len, const char *name, int nonempty, struct sp_buf *out);
 /* An index of routes by the first path segment they require, so a request
  * is tried only against the routes its path could match (and those without
  * such a segment), in file order. Built once per configuration of at least

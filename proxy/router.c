@@ -481,6 +481,7 @@ void sp_route_deinit(struct sp_route *r)
 struct query_get {
 	const char *name;
 	struct sp_buf *out;
+	int nonempty;
 	int found;
 };
 
@@ -488,16 +489,16 @@ static int query_get_cb(void *arg, const char *name, size_t nlen, const char *va
 			size_t vlen)
 {
 	struct query_get *g = arg;
-	if (!name_is(name, nlen, g->name))
+	if (!name_is(name, nlen, g->name) || (g->nonempty && vlen == 0))
 		return 0;
 	g->found = sp_buf_add(g->out, value, vlen) == 0;
 	return 1;
 }
 
-int sp_query_get(const char *qs, size_t len, const char *name, struct sp_buf *out)
+int sp_query_get(const char *qs, size_t len, const char *name, int nonempty, struct sp_buf *out)
 {
 	struct sp_buf scratch;
-	struct query_get g = {name, out, 0};
+	struct query_get g = {name, out, nonempty, 0};
 	sp_buf_init(&scratch);
 	sp_buf_reset(out);
 	query_each(qs, len, &scratch, query_get_cb, &g);

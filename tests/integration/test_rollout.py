@@ -103,6 +103,26 @@ def test_sticky_query_with_explicit_cohort(rollout):
     assert entries[100]["bucket"] == rollout_bucket("exp-7", "user-3")
 
 
+def test_an_empty_first_value_is_passed_over_as_a_cookies_is(rollout):
+    """`X-User-Id:` then `X-User-Id: u42`, or `?u=&u=u42`: the key is the
+    first value that is not empty, as for a cookie (the user was sent to a
+    side at random on every request); explain prints the key it hashes as
+    a JSON string, so a decoded %0A or %00 neither breaks nor cuts its line."""
+    proxy, client = rollout
+    keys = [k for k in KEYS if expected_side("orders", k, 2500) == "modern"][:3] + \
+        [k for k in KEYS if expected_side("orders", k, 2500) == "legacy"][:3]
+    for key in keys:
+        for _ in range(3):
+            r = client.request("GET", "/api/orders/1", [("X-User-Id", ""), ("X-User-Id", key)])
+            assert r.header("X-Backend") == expected_side("orders", key, 2500), key
+            r = client.request("GET", "/search?u=&u=%s" % key)
+            assert r.header("X-Backend") == expected_side("exp-7", key, 1050), key
+    out = run_strangler("explain", "-c", proxy.conf_path, "GET", "/search?u=&u=a%0Ab%00c")
+    assert out.returncode == 0, out.stderr
+    assert 'key:      "a\\nb\\u0000c"\n' in out.stdout, out.stdout
+    assert re.search(r"^bucket:\s+%d " % rollout_bucket("exp-7", "a\nb\x00c"), out.stdout, re.M)
+
+
 def test_sticky_client_ip(rollout):
     proxy, client = rollout
     want = expected_side("byip", "127.0.0.1", 5000)

@@ -310,6 +310,12 @@ static void test_sticky_header(void **state)
 	d = decide_req(c, empty, 1, NULL, NULL, &rng);
 	assert_int_equal(d.rolled, 1);
 	assert_int_equal(d.sticky, 0);
+	/* an empty field is passed over, as a cookie's empty value: the user
+	 * is the one the next field names (it was sent at random) */
+	const struct sp_hdr empty_then[] = {HDR("X-User-Id", ""), HDR("X-User-Id", "u42")};
+	d = decide_req(c, empty_then, 2, NULL, NULL, &rng);
+	assert_int_equal(d.sticky, 1);
+	assert_int_equal(d.bucket, BUCKET_R("u42"));
 	d = decide_req(c, other, 1, "X-User-Id=u42", "10.0.0.1", &rng);
 	assert_int_equal(d.sticky, 0);
 	sp_config_unref(&c);
@@ -424,6 +430,9 @@ static void test_sticky_query(void **state)
 	assert_int_equal(d.sticky, 0);
 	d = decide_req(c, NULL, 0, "user=", NULL, &rng);
 	assert_int_equal(d.sticky, 0);
+	d = decide_req(c, NULL, 0, "user=&user=u42", NULL, &rng); /* the first not empty */
+	assert_int_equal(d.sticky, 1);
+	assert_int_equal(d.bucket, BUCKET_R("u42"));
 	d = decide_req(c, NULL, 0, NULL, NULL, &rng);
 	assert_int_equal(d.sticky, 0);
 	assert_int_equal(d.rolled, 1);

@@ -356,23 +356,27 @@ static void test_query_get(void **state)
 	struct sp_buf v;
 	sp_buf_init(&v);
 	static const char qs[] = "a=1&b=x%2Fy+z&a=2&flag&empty=&&%75id=7";
-	assert_int_equal(sp_query_get(qs, strlen(qs), "a", &v), 1);
+	assert_int_equal(sp_query_get(qs, strlen(qs), "a", 0, &v), 1);
 	assert_string_equal(v.data, "1");
-	assert_int_equal(sp_query_get(qs, strlen(qs), "b", &v), 1);
+	assert_int_equal(sp_query_get(qs, strlen(qs), "b", 0, &v), 1);
 	assert_string_equal(v.data, "x/y z");
-	assert_int_equal(sp_query_get(qs, strlen(qs), "flag", &v), 1);
+	assert_int_equal(sp_query_get(qs, strlen(qs), "flag", 0, &v), 1);
 	assert_int_equal(v.len, 0);
-	assert_int_equal(sp_query_get(qs, strlen(qs), "empty", &v), 1);
+	assert_int_equal(sp_query_get(qs, strlen(qs), "empty", 0, &v), 1);
 	assert_int_equal(v.len, 0);
-	assert_int_equal(sp_query_get(qs, strlen(qs), "uid", &v), 1);
+	assert_int_equal(sp_query_get(qs, strlen(qs), "uid", 0, &v), 1);
 	assert_string_equal(v.data, "7");
-	assert_int_equal(sp_query_get(qs, strlen(qs), "c", &v), 0);
+	assert_int_equal(sp_query_get(qs, strlen(qs), "c", 0, &v), 0);
 	assert_int_equal(v.len, 0);
-	assert_int_equal(sp_query_get(qs, strlen(qs), "A", &v), 0);
+	assert_int_equal(sp_query_get(qs, strlen(qs), "A", 0, &v), 0);
 	/* Only len bytes are looked at. */
-	assert_int_equal(sp_query_get("a=1&b=2", 3, "b", &v), 0);
-	assert_int_equal(sp_query_get("uid%00zzz=u42", 13, "uid", &v), 0);
-	assert_int_equal(sp_query_get("", 0, "a", &v), 0);
+	assert_int_equal(sp_query_get("a=1&b=2", 3, "b", 0, &v), 0);
+	assert_int_equal(sp_query_get("uid%00zzz=u42", 13, "uid", 0, &v), 0);
+	assert_int_equal(sp_query_get("", 0, "a", 0, &v), 0);
+	/* nonempty (a sticky key): the first value that is not empty */
+	assert_int_equal(sp_query_get("u=&u=5&u=6", 10, "u", 1, &v), 1);
+	assert_string_equal(v.data, "5");
+	assert_int_equal(sp_query_get("u=&u", 4, "u", 1, &v), 0);
 	sp_buf_deinit(&v);
 }
 
