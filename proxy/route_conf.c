@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "config_parse.h"
+#include "h1.h"
 #include "pathnorm.h"
 
 /* A path condition must already be in normalised form, or it could never
@@ -107,13 +108,20 @@ static int load_method_list(struct sp_loader *L, const config_setting_t *g, cons
 	if ((config_setting_is_array(s) || config_setting_is_list(s)) && config_setting_length(s) == 0)
 		ERR(L, s, "%s.methods: must list at least one method: %s (or leave it out)", path,
 		    example);
-	for (size_t i = 0; i < *nmethods; i++)
-		for (const char *c = (*methods)[i]; *c; c++)
-			if (*c >= 'a' && *c <= 'z') {
-				WARN(L, s, "%s.methods.[%zu]: \"%s\": methods are case-sensitive; "
-					   "clients send upper case", path, i, (*methods)[i]);
-				break;
-			}
+	for (size_t i = 0; i < *nmethods; i++) {
+		const char *m = (*methods)[i], *c = m;
+		while (*c && !(*c >= 'a' && *c <= 'z'))
+			c++;
+		if (*c)
+			WARN(L, s, "%s.methods.[%zu]: \"%s\": methods are case-sensitive; "
+				   "clients send upper case", path, i, m);
+		else if (strcmp(m, "CONNECT") == 0)
+			WARN(L, s, "%s.methods.[%zu]: \"CONNECT\": never routed (strangler is no "
+				   "forward proxy: answered 405)", path, i);
+		else if (!sp_h1_method_known(m))
+			WARN(L, s, "%s.methods.[%zu]: \"%s\": never routed (a method the HTTP "
+				   "parser does not know: answered 501)", path, i, m);
+	}
 	return 1;
 }
 

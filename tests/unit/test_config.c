@@ -1140,6 +1140,14 @@ static void test_warning_lowercase_method(void **state)
 		   "test.conf:9: warning: routes.[0].shadow.methods.[0]: \"get\": methods are "
 		   "case-sensitive; clients send upper case");
 	sp_config_unref(&c);
+	/* a method no request reaches routing with: CONNECT (405), one the
+	 * parser does not know (501); the parser's own pass */
+	c = WARNED(ONE_MATCH("methods = [\"GET\", \"CONNECT\", \"M-SEARCH\", \"QUERY\"];"), 2,
+		   "test.conf:8: warning: routes.[0].match.methods.[1]: \"CONNECT\": never routed "
+		   "(strangler is no forward proxy: answered 405)",
+		   "test.conf:8: warning: routes.[0].match.methods.[3]: \"QUERY\": never routed (a "
+		   "method the HTTP parser does not know: answered 501)");
+	sp_config_unref(&c);
 }
 
 static void test_warning_rollout_to_same_backend(void **state)
