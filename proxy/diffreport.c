@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "buf.h"
 
@@ -861,17 +862,38 @@ int sp_diff_report_files(const char *const *files, size_t nfiles, FILE *in, FILE
 	struct report rp = {.only = route, .index = json_object()};
 	struct sp_buf lab;
 	int rc = rp.index ? 0 : -1;
+	/* the files read, by device and inode: one named twice (a.jsonl and
+	 * ./a.jsonl, a glob and a name) is read once, or its differences would
+	 * count twice */
+	struct stat *seen = calloc(nfiles ? nfiles : 1, sizeof(*seen));
+	size_t nseen = 0;
 	sp_buf_init(&lab);
+	if (!seen)
+		rc = -1;
 	for (size_t i = 0; rc == 0 && i < nfiles; i++) {
 		FILE *f = in ? in : open_input(files[i]);
+		struct stat st;
+		int again = 0;
 		if (!f) {
 			rc = -2;
 			break;
 		}
-		rc = read_stream(&rp, f, strcmp(files[i], "-") == 0 ? "stdin" : files[i], &lab);
+		if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode)) {
+			for (size_t j = 0; j < nseen && !again; j++)
+				again = seen[j].st_dev == st.st_dev && seen[j].st_ino == st.st_ino;
+			if (!again)
+				seen[nseen++] = st;
+		}
+		if (again)
+			fprintf(stderr, "strangler diff-report: %s: the same file as one named "
+					"before: read once\n", files[i]);
+		else
+			rc = read_stream(&rp, f, strcmp(files[i], "-") == 0 ? "stdin" : files[i],
+					 &lab);
 		if (f != in && f != stdin)
 			fclose(f);
 	}
+	free(seen);
 	char *text = NULL;
 	size_t len = 0;
 	FILE *mem = rc == 0 ? open_memstream(&text, &len) : NULL;

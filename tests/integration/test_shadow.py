@@ -699,6 +699,14 @@ def test_diff_report_reads_the_log(start_proxy, backend_factory, tmp_path):
     assert "route r: 8 compared, 6 identical (75.0 %), 2 different (25.0 %)" in out.stdout
     assert "json /results/*/score" in out.stdout
     assert "id0" in out.stdout and "id1" in out.stdout
+    # the same file named twice (a glob and a name) is read once: its
+    # differences counted twice, and "logged after the last summary"
+    again = subprocess.run([harness.BINARY, "diff-report", p.diff_log,
+                            os.path.join(os.path.dirname(p.diff_log), ".",
+                                         os.path.basename(p.diff_log))],
+                           capture_output=True, text=True, timeout=10)
+    assert (again.returncode, again.stdout) == (0, out.stdout), again.stdout
+    assert "the same file as one named before: read once" in again.stderr
 
 
 class TinyServer:
