@@ -1182,7 +1182,7 @@ static void load_limits(struct sp_loader *L, const config_setting_t *root)
 	static const char *const tkeys[] = {"client_header_ms", "client_keepalive_ms",
 					    "client_body_ms", "client_send_ms", "tunnel_idle_ms", NULL};
 	static const char *const lkeys[] = {"max_request_line", "max_header_bytes", "max_headers",
-					    "max_body_bytes", NULL};
+					    "max_body_bytes", "reject_escaped_slashes", NULL};
 	struct sp_limits *lim = &L->cfg->limits;
 	const config_setting_t *t = config_setting_get_member(root, "timeouts");
 	const config_setting_t *l = config_setting_get_member(root, "limits");
@@ -1225,6 +1225,11 @@ static void load_limits(struct sp_loader *L, const config_setting_t *root)
 		cfgp_int_field(L, l, "max_header_bytes", "limits", 1024, 1048576, &lim->max_header_bytes);
 		cfgp_int_field(L, l, "max_headers", "limits", 8, 10000, &lim->max_headers);
 		cfgp_int(L, l, "max_body_bytes", "limits", 0, (long long)1 << 50, &lim->max_body_bytes);
+		const config_setting_t *r = config_setting_get_member(l, "reject_escaped_slashes");
+		if (r && config_setting_type(r) != CONFIG_TYPE_BOOL)
+			ERR(L, r, "limits.reject_escaped_slashes: must be true or false");
+		else if (r)
+			lim->reject_escaped_slashes = config_setting_get_bool(r);
 	}
 }
 

@@ -140,6 +140,7 @@ struct sp_limits {
 	int max_header_bytes;     /* bytes of the header block → 431 */
 	int max_headers;          /* header count → 431 */
 	long long max_body_bytes; /* 0 = unlimited → 413 */
+	int reject_escaped_slashes; /* a path with %2F, %5C or \\ → 400 */
 };
 
 struct sp_shadow_defaults {

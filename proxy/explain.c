@@ -286,9 +286,10 @@ int sp_explain_main(int argc, char **argv)
 	const char *query;
 	size_t qlen;
 	int prc = sp_split_target(method, target, tlen, &path, &query, &qlen);
-	if (prc != SP_PATH_OK) {
+	if (prc != SP_PATH_OK || (c->limits.reject_escaped_slashes &&
+				  sp_path_has_escaped_slash(path.data, path.len))) {
 		printf("request:  %s %.*s\nanswer:   400 (%s)\n", method, (int)tlen, target,
-		       sp_path_strerror(prc));
+		       prc != SP_PATH_OK ? sp_path_strerror(prc) : SP_PATH_ESCAPED_SLASH_WHY);
 		rc = 0;
 		goto out;
 	}

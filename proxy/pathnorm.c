@@ -201,3 +201,16 @@ int sp_split_target(const char *method, const char *url, size_t len, struct sp_b
 	}
 	return sp_path_normalize(t, plen, path);
 }
+
+int sp_path_has_escaped_slash(const char *path, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		if (path[i] == '\\')
+			return 1;
+		/* normalised: escapes in upper case */
+		if (path[i] == '%' && i + 2 < len && ((path[i + 1] == '2' && path[i + 2] == 'F') ||
+						      (path[i + 1] == '5' && path[i + 2] == 'C')))
+			return 1;
+	}
+	return 0;
+}

@@ -41,6 +41,13 @@ int sp_split_target(const char *method, const char *url, size_t len, struct sp_b
 
 const char *sp_path_strerror(int status);
 
+/* Whether a normalised path holds an escaped slash or a backslash (%2F, %5C
+ * or \\): kept as they are, they are no separators here, but many backends
+ * decode them into '/' (Go's ServeMux, nginx) or read '\\' as one (Node), and
+ * would serve another path than the one routed (limits.reject_escaped_slashes). */
+int sp_path_has_escaped_slash(const char *path, size_t len);
+#define SP_PATH_ESCAPED_SLASH_WHY "an escaped slash or a backslash in the path (%2F, %5C or \\)"
+
 /* The authority of a URL with the scheme http or https (any case), or with
  * none ("//host/p") when scheme_relative: url[*at..*end), where *end is the
  * first '/', '?' or '#' after it, or len. 0 when url is neither (a path, a

@@ -1358,6 +1358,11 @@ static int on_req_head(void *ud, struct sp_h1_msg *m)
 		sp_h1_fail(s->req, st, why);
 		return -1;
 	}
+	if (s->w->cfg->limits.reject_escaped_slashes &&
+	    sp_path_has_escaped_slash(s->path.data, s->path.len)) {
+		sp_h1_fail(s->req, 400, SP_PATH_ESCAPED_SLASH_WHY);
+		return -1;
+	}
 
 	if (s->hs_cfg) /* the handshake is over */
 		sp_config_unref(&s->hs_cfg);

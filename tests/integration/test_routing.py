@@ -185,6 +185,41 @@ def test_path_normalisation(routed, target, backend, received):
     assert backends[backend].last.target == received
 
 
+def test_escaped_slashes_can_be_refused(backend_factory, start_proxy, tmp_path):
+    """A route guarding /internal does not catch /internal%2Fsecrets or
+    /internal\\secrets (no separators to strangler), which Go's ServeMux,
+    nginx or Node read as /internal/secrets. limits.reject_escaped_slashes
+    refuses such a path with a 400 (Envoy's path_with_escaped_slashes_action
+    REJECT_REQUEST); explain says so too."""
+    legacy = backend_factory("legacy")
+    routes = [{"name": "internal", "match": {"path_prefix": "/internal"}, "return": 403}]
+    p = start_proxy({"legacy": legacy}, routes=routes,
+                    limits={"reject_escaped_slashes": True})
+    for target in ["/internal%2Fsecrets", "/internal%2fsecrets", "/internal\\secrets",
+                   "/x/..%5Cinternal", "/internal%5csecrets"]:
+        with p.client() as c:
+            c.send(build_request("GET", target))
+            r = c.read_response()
+            assert (r.status, r.body) == (400, b"an escaped slash or a backslash in the path "
+                                          b"(%2F, %5C or \\)\n"), (target, r)
+    with p.client() as c:
+        assert c.request("GET", "/internal/x").status == 403
+        assert c.request("GET", "/public%20page").status == 200
+    assert [q.target for q in legacy.requests] == ["/public%20page"]
+    out = run_strangler("explain", "-c", p.conf_path, "GET", "/internal%2Fsecrets")
+    assert "answer:   400 (an escaped slash or a backslash in the path" in out.stdout, out.stdout
+    # without it (the default), the path goes as it is, routed as one segment
+    q = start_proxy({"legacy": legacy}, routes=routes)
+    with q.client() as c:
+        assert c.request("GET", "/internal%2Fsecrets").status == 200
+    assert legacy.requests[-1].target == "/internal%2Fsecrets"
+    bad = tmp_path / "bad.conf"
+    bad.write_text(make_config(1, {"legacy": legacy}, limits={"reject_escaped_slashes": 1}))
+    out = run_strangler("-t", "-c", str(bad))
+    assert out.returncode == 1
+    assert "limits.reject_escaped_slashes: must be true or false" in out.stderr, out.stderr
+
+
 @pytest.mark.parametrize("target", ["/..", "/../api/users", "/api/../../x", "/%2e%2e/x",
                                     "/a/%2E%2E/%2e%2e/.."])
 def test_path_above_root_is_400(routed, target):

@@ -345,6 +345,20 @@ static void test_split_target(void **state)
 	split_case("GET", "/a%zz", SP_PATH_BAD_ENCODING, NULL, NULL);
 }
 
+/* limits.reject_escaped_slashes looks at the normalised path: %2F and %5C
+ * (upper case by then) and a raw backslash; not %2E, %25 or a lone '%'. */
+static void test_escaped_slash(void **state)
+{
+	(void)state;
+	static const char *const yes[] = {"/a%2Fb", "/a%5Cb", "/a\\b", "/%2F", "/x/%5C"};
+	static const char *const no[] = {"/a/b", "/a%2Eb", "/a%252Fb", "/a%2", "/a%25", "/2F5C"};
+	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+		assert_true(sp_path_has_escaped_slash(yes[i], strlen(yes[i])));
+	for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+		assert_false(sp_path_has_escaped_slash(no[i], strlen(no[i])));
+	assert_false(sp_path_has_escaped_slash("/a%2Fb", 4)); /* only len bytes */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -367,6 +381,7 @@ int main(void)
 		cmocka_unit_test(test_pct_decode_invalid_kept),
 		cmocka_unit_test(test_split_target),
 		cmocka_unit_test(test_url_authority),
+		cmocka_unit_test(test_escaped_slash),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
