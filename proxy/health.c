@@ -812,6 +812,14 @@ int sp_health_checker_update(struct sp_health_checker *hc, struct sp_config *cfg
 		const struct sp_backend *be = &cfg->backends[i];
 		for (size_t s = 0; be->has_health && s < be->nservers; s++) {
 			const struct sp_server *sv = &be->servers[s];
+			/* a URL two backends list is one server, with one state:
+			 * checked once, by the first of them in the file (two
+			 * checks doubled its traffic, each setting down apart) */
+			int checked = 0;
+			for (size_t j = 0; j < n && !checked; j++)
+				checked = next[j]->sv->health && next[j]->sv->health == sv->health;
+			if (checked)
+				continue;
 			struct check *k = take_check(hc, be, sv);
 			if (!k && !(k = check_new(hc->base, be, sv))) {
 				sp_log(SP_LOG_ERROR, "backend %s (%s): cannot start its health check",

@@ -532,3 +532,24 @@ def test_a_mirrors_500_does_not_bring_a_down_backend_back(backend_factory, start
         assert "is up again" not in p.stderr_text(), p.stderr_text()[-600:]
         r = c.request("GET", "/api/x", headers=[("X-User-Id", new[2])])
         assert (r.status, r.header("X-Backend")) == (200, "legacy")
+
+
+def test_a_url_two_backends_list_is_checked_once(backend_factory, start_proxy):
+    """Health belongs to the URL: listed by two backends with active
+    checks, it was checked twice each interval_ms, each check counting its
+    own passes and failures towards the one state. Once now, by the first
+    backend in the file, whose settings judge it."""
+    seen = []
+
+    def health(req, conn):
+        seen.append(req.path)
+        return Response(200, b"ok")
+
+    s = backend_factory("s", by_path({"/a-health": health, "/b-health": health}))
+    p = start_proxy({"a": {"url": s, "health": {"path": "/a-health", "interval_ms": 200}},
+                     "b": {"url": s, "health": {"path": "/b-health", "interval_ms": 200}}},
+                    routes=[{"name": "r", "match": {"path_prefix": "/b"}, "backend": "b"}])
+    time.sleep(1.1)
+    assert 2 <= len(seen) <= 7 and set(seen) == {"/a-health"}, seen
+    with p.client() as c:
+        assert c.request("GET", "/b/x").status == 200
