@@ -639,10 +639,30 @@ static void patch_route(struct admin_conn *a, const char *name)
 	}
 	int st = sp_runtime_change(rt, name, patch, a->peer, "patch", msg, sizeof(msg));
 	json_decref(patch);
-	if (st)
+	if (st) {
 		respond_error(a, st, msg);
-	else
-		respond_applied(a, route_view(rt, sp_config_route(rt->cfg, name)));
+		return;
+	}
+	/* what the file's loader would warn about the route as changed (the
+	 * change is made: a backend set to its rollout's or its shadow's leaves
+	 * the rollout or the shadow nothing to do), logged and answered */
+	const struct sp_route *r = sp_config_route(rt->cfg, name);
+	json_t *view = route_view(rt, r), *warnings = json_array();
+	char w[256];
+	for (int i = 0; r && i < 2; i++) {
+		if (i == 0 && r->has_rollout && r->rollout.backend == r->backend)
+			snprintf(w, sizeof(w), "rollout.backend: same backend as the route; the "
+					       "rollout changes nothing");
+		else if (i == 1 && r->has_shadow && r->shadow.backend == r->backend)
+			snprintf(w, sizeof(w), "shadow.backend: the route's own backend: nothing is "
+					       "mirrored");
+		else
+			continue;
+		sp_log(SP_LOG_WARN, "admin: route %s: warning: %s", name, w);
+		json_array_append_new(warnings, json_string(w));
+	}
+	json_object_set_new(view, "warnings", warnings);
+	respond_applied(a, view);
 }
 
 static void delete_override(struct admin_conn *a, const char *name)

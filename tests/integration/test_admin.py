@@ -105,9 +105,16 @@ def test_backend_flip_and_override_removal(start_proxy, two_backends, tmp_path):
     with p.client() as c:
         assert c.request("GET", "/api/users/1").header("X-Backend") == "legacy"
     st, body = p.admin("PATCH", "/api/routes/users", {"backend": "modern"})
-    assert st == 200 and body["backend"] == "modern"
+    assert st == 200 and body["backend"] == "modern" and body["warnings"] == []
     with p.client() as c:
         assert c.request("GET", "/api/users/1").header("X-Backend") == "modern"
+    # what the file's loader warns about, the change is told too: the route
+    # on its rollout's backend leaves the rollout nothing to do
+    st, body = p.admin("PATCH", "/api/routes/orders", {"backend": "modern"})
+    assert st == 200 and body["warnings"] == [
+        "rollout.backend: same backend as the route; the rollout changes nothing"], body
+    assert "admin: route orders: warning: rollout.backend: same backend" in p.stderr_text()
+    assert p.admin("DELETE", "/api/routes/orders/override")[0] == 200
     st, body = p.admin("DELETE", "/api/routes/users/override")
     assert st == 200 and body["backend"] == "legacy" and body["override"] is None
     with p.client() as c:
