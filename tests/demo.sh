@@ -52,7 +52,7 @@ wait_port 9002
 build/proxy/strangler -t -c conf/demo.conf
 rm -f "$logs/diffs.jsonl" # the shadow diff log (shadow_defaults.diff_log)
 # The access log (JSON lines) goes to the log file; other lines also to the terminal.
-build/proxy/strangler -c conf/demo.conf 2> >(tee "$logs/strangler.log" | grep --line-buffered -v '^{' >&2) &
+build/proxy/strangler -c conf/demo.conf 2> >(tee -a "$logs/strangler.log" | grep --line-buffered -v '^{' >&2) &
 pids+=($!)
 wait_port 8080
 
@@ -64,7 +64,7 @@ echo "==> shadow comparison (strangler diff-report $logs/diffs.jsonl)"
 build/proxy/strangler diff-report "$logs/diffs.jsonl"
 cat <<MSG
 
-strangler runs on http://127.0.0.1:8080 (logs and access log: $logs/strangler.log).
+strangler runs on http://127.0.0.1:8080 (logs and access log, appended across runs: $logs/strangler.log).
 Dashboard and admin API: http://127.0.0.1:9901/ (its changes are kept in
 $logs/state.json across runs of the demo: delete it to start from conf/demo.conf).
 Try:
