@@ -136,8 +136,14 @@ int sp_location_public(const struct sp_location_map *m, const char *v, size_t le
 	if (rc >= 0 && (mapped || rehost)) {
 		const char *host = rehost ? m->public_host : v + auth;
 		size_t host_len = rehost ? m->public_host_len : p - auth;
+		/* with the client's host, an https client's scheme: the backend
+		 * spoke plain HTTP to the proxy and may say http (an https URL,
+		 * a redirect to https, stays so; "//" too) */
+		int upgrade = rehost && m->public_scheme && strcmp(m->public_scheme, "https") == 0 &&
+			      auth == 7 && sp_ascii_ieq(v, "http://", 7);
 		sp_buf_reset(out);
-		rc = sp_buf_add(out, v, auth) < 0 || sp_buf_add(out, host, auth ? host_len : 0) < 0 ||
+		rc = (upgrade ? sp_buf_adds(out, "https://") < 0 : sp_buf_add(out, v, auth) < 0) ||
+				     sp_buf_add(out, host, auth ? host_len : 0) < 0 ||
 				     (mapped ? sp_buf_add(out, back.data, back.len)
 					     : sp_buf_add(out, v + p, q - p)) < 0 ||
 				     sp_buf_add(out, v + q, len - q) < 0

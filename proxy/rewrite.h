@@ -38,6 +38,7 @@ struct sp_location_map {
 	size_t sent_host_len;
 	const char *public_host; /* the client's Host (NULL: unknown) */
 	size_t public_host_len;
+	const char *public_scheme; /* "http" or "https", the client's (NULL: unknown) */
 };
 
 /* The value the client gets for a Location value v[0..len):
@@ -47,7 +48,10 @@ struct sp_location_map {
  *    one with the longest `to`, when the public path it gives is sent to
  *    the backend as this path again (else, or a path not in normal form,
  *    the path stays);
- *  - such a URL's authority becomes m->public_host (host_header);
+ *  - such a URL's authority becomes m->public_host (host_header), and for
+ *    an https client (m->public_scheme) an http URL becomes https: the
+ *    backend spoke plain HTTP to the proxy (an https one stays, a
+ *    redirect to https);
  *  - anything else (another host, a relative reference) stays.
  * Returns 1 with the new value in out, 0 when v stays, -1 no memory. */
 int sp_location_public(const struct sp_location_map *m, const char *v, size_t len,
@@ -86,6 +90,9 @@ struct sp_hdr_vars {
 	 * and the query, "?" between */
 	const char *path, *query; /* query NULL: none */
 	size_t path_len, query_len;
+	/* "http" or "https" as the client reached us (TLS, or a trusted
+	 * balancer's X-Forwarded-Proto): a Location's (sp_location_map) */
+	const char *public_scheme;
 };
 
 /* Value v with its variables replaced (vars NULL: each is empty), appended

@@ -851,6 +851,7 @@ static struct sp_hdr_vars vars_of(const struct sp_session *s)
 {
 	struct sp_hdr_vars v = {.remote_addr = s->client_addr,
 				.scheme = s->https ? "https" : "http",
+				.public_scheme = s->public_https ? "https" : "http",
 				.request_id = s->reqid};
 	if (s->client_host_known) {
 		v.http_host = s->client_host.data ? s->client_host.data : "";
@@ -1631,7 +1632,7 @@ static int map_location(struct sp_session *s, struct sp_h1_msg *m)
 	const struct sp_backend *be = &s->cfg->backends[s->backend];
 	struct sp_hdr_vars v = vars_of(s); /* its http_host: the client's Host, when kept */
 	struct sp_location_map lm = {be->rewrite, be->nrewrite, NULL, 0, v.http_host,
-				     v.http_host_len};
+				     v.http_host_len, v.public_scheme};
 	if (sp_http_head_host(&s->head, &lm.sent_host, &lm.sent_host_len) < 0)
 		lm.sent_host = NULL;
 	return sp_location_fields(&lm, m->hdrs, m->nhdrs, &s->w->locbuf);

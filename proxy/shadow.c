@@ -86,6 +86,7 @@ struct sp_shadow {
 	int has_query;
 	struct sp_buf client_host; /* the client's Host, when kept (location_rewrite) */
 	int client_host_known;
+	int public_https; /* the client reached us over https (a Location's scheme) */
 	struct timespec t0; /* started: the pacer learns how long a budget slot is held */
 };
 
@@ -487,7 +488,8 @@ static void leg_fail(struct leg *l, int timed_out)
 static int map_location(struct leg *l, struct sp_h1_msg *m)
 {
 	const struct sp_backend *be = leg_backend(l);
-	struct sp_location_map lm = {be->rewrite, be->nrewrite, NULL, 0, NULL, 0};
+	struct sp_location_map lm = {be->rewrite, be->nrewrite, NULL, 0, NULL, 0,
+				     l->sh->public_https ? "https" : "http"};
 	if (l->sent_host.data) {
 		lm.sent_host = l->sent_host.data;
 		lm.sent_host_len = l->sent_host.len;
@@ -804,6 +806,7 @@ struct sp_shadow *sp_shadow_start(struct sp_worker *w, struct sp_config *cfg,
 	sp_buf_init(&sh->client_host);
 	sh->client_host_known = vars->http_host && sp_buf_add(&sh->client_host, vars->http_host,
 								vars->http_host_len) == 0;
+	sh->public_https = vars->public_scheme && strcmp(vars->public_scheme, "https") == 0;
 	if (query) {
 		sh->has_query = 1;
 		if (query->len)

@@ -807,6 +807,35 @@ def test_expired_certificates_are_warned_about(tmp_path, pki):
     assert r.stderr.count("expired on") == 2, r.stderr
 
 
+def test_an_https_client_is_not_redirected_to_http(start_proxy, backend_factory, pki):
+    """location_rewrite: a backend behind host_header writes an absolute
+    Location from the Host it got, in the scheme it was spoken to (http).
+    The client's Host went in, the backend's http stayed: an https client
+    was redirected to plain http. Its scheme goes in too; a backend's https
+    URL (a redirect to https) stays https."""
+    def handler(req, conn):
+        scheme = "https" if req.path.endswith("/secure") else "http"
+        return harness.Response(201, b"", headers=[
+            ("Location", "%s://%s/orders/8" % (scheme, req.header("Host")))])
+    modern = backend_factory("modern", handler)
+    p = start_tls_proxy(start_proxy, {"url": modern.url, "host_header": "modern.internal",
+                                      "path_rewrite": [{"prefix": "/api/v1/orders",
+                                                        "to": "/orders"}]},
+                        pki, [pki["localhost"]])
+    for path in ("/api/v1/orders", "/api/v1/orders/secure"):
+        _, raw = https_get(p.port, path, pki["ca"])
+        _, headers = harness.parse_head(raw.split(b"\r\n\r\n", 1)[0])
+        assert harness.hget(headers, "Location") == "https://localhost/api/v1/orders/8", raw
+    assert {r.header("Host") for r in modern.requests} == {"modern.internal"}
+    # over plain HTTP the backend's http stays
+    plain = start_proxy({"legacy": {"url": modern.url, "host_header": "modern.internal",
+                                    "path_rewrite": [{"prefix": "/api/v1/orders",
+                                                      "to": "/orders"}]}})
+    with plain.client() as c:
+        r = c.request("GET", "/api/v1/orders", host="shop.example")
+        assert r.header("Location") == "http://shop.example/api/v1/orders/8"
+
+
 def test_idle_tls_clients_hold_no_record_buffers(start_proxy, backend_factory, pki):
     """An idle keep-alive TLS client costs about 17 kB, not 26: OpenSSL
     releases a connection's record buffers (17 KiB each way) while they are

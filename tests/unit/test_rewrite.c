@@ -313,16 +313,16 @@ static void test_header_rules_with_variables(void **state)
 	assert_true(r->vars);
 	assert_true(r->host_vars);
 	assert_true(c->keep_client_host);
-	struct sp_hdr_vars v = {"10.1.2.3", "https", "rid7", "Shop.Example:8443", 17, NULL, NULL, 0, 0};
+	struct sp_hdr_vars v = {"10.1.2.3", "https", "rid7", "Shop.Example:8443", 17, NULL, NULL, 0, 0, NULL};
 	assert_applied_with(r, &v, "GET / HTTP/1.1\r\nHost: h\r\nX-Real-IP: 6.6.6.6\r\n\r\n",
 			    "GET / HTTP/1.1\r\nHost: h\r\nX-Real-IP: 10.1.2.3\r\n"
 			    "X-Orig: https://Shop.Example:8443/ (shop.example) rid7 $5\r\n\r\n");
-	struct sp_hdr_vars v6 = {"::1", "http", "r", "[::1]:80", 8, NULL, NULL, 0, 0};
+	struct sp_hdr_vars v6 = {"::1", "http", "r", "[::1]:80", 8, NULL, NULL, 0, 0, NULL};
 	assert_applied_with(r, &v6, "GET / HTTP/1.1\r\nHost: h\r\n\r\n",
 			    "GET / HTTP/1.1\r\nHost: h\r\nX-Real-IP: ::1\r\n"
 			    "X-Orig: http://[::1]:80/ ([::1]) r $5\r\n\r\n");
 	/* $host without a final dot, as routing reads the name */
-	struct sp_hdr_vars dot = {"1.2.3.4", "http", "r", "Shop.Example.:8080", 18, NULL, NULL, 0, 0};
+	struct sp_hdr_vars dot = {"1.2.3.4", "http", "r", "Shop.Example.:8080", 18, NULL, NULL, 0, 0, NULL};
 	assert_applied_with(r, &dot, "GET / HTTP/1.1\r\nHost: h\r\n\r\n",
 			    "GET / HTTP/1.1\r\nHost: h\r\nX-Real-IP: 1.2.3.4\r\n"
 			    "X-Orig: http://Shop.Example.:8080/ (shop.example) r $5\r\n\r\n");
@@ -446,13 +446,14 @@ static void test_bad_header_rules_are_refused_with_their_place(void **state)
 
 /* What a Location value v from c's backend becomes for the client, the
  * backend having been sent Host sent and the client's being public (NULL:
- * unknown): "=" when it stays. */
-static void assert_location(const struct sp_config *c, const char *sent, const char *public,
-			    const char *v, const char *want)
+ * unknown), the client having come by scheme (NULL: unknown): "=" when it
+ * stays. */
+static void assert_location_by(const struct sp_config *c, const char *sent, const char *public,
+			       const char *scheme, const char *v, const char *want)
 {
 	const struct sp_backend *be = &c->backends[0];
 	struct sp_location_map m = {be->rewrite, be->nrewrite, sent, sent ? strlen(sent) : 0,
-				    public, public ? strlen(public) : 0};
+				    public, public ? strlen(public) : 0, scheme};
 	struct sp_buf out;
 	sp_buf_init(&out);
 	int rc = sp_location_public(&m, v, strlen(v), &out);
@@ -463,6 +464,12 @@ static void assert_location(const struct sp_config *c, const char *sent, const c
 		fail_msg("%s: %s, want %s", v, rc != 1 ? "as it is" : out.data, want);
 	}
 	sp_buf_deinit(&out);
+}
+
+static void assert_location(const struct sp_config *c, const char *sent, const char *public,
+			    const char *v, const char *want)
+{
+	assert_location_by(c, sent, public, NULL, v, want);
 }
 
 /* A path the backend names goes back through its rules to the one the
@@ -573,6 +580,22 @@ static void test_a_location_names_the_clients_host(void **state)
 	assert_location(c, sent, "", "http://modern.internal/x", "=");
 	assert_location(c, sent, "", "//modern.internal", "=");
 	assert_location(c, sent, "", "/x", "/api/v1/x");
+	/* the backend's own http URL comes back as https to an https client,
+	 * who was sent to http (the backend spoke plain HTTP to the proxy); an
+	 * https one stays (a redirect to https: force_ssl behind the proxy
+	 * would loop otherwise), so does a URL naming the client's Host, and
+	 * "//" */
+	assert_location_by(c, sent, pub, "https", "http://modern.internal/orders/7",
+			   "https://shop.example:8443/api/v1/orders/7");
+	assert_location_by(c, sent, pub, "https", "HTTP://modern.internal/x",
+			   "https://shop.example:8443/api/v1/x");
+	assert_location_by(c, sent, pub, "http", "https://modern.internal/x",
+			   "https://shop.example:8443/api/v1/x");
+	assert_location_by(c, sent, pub, "http", "http://modern.internal/x",
+			   "http://shop.example:8443/api/v1/x");
+	assert_location_by(c, sent, pub, "https", "http://shop.example:8443/x",
+			   "http://shop.example:8443/api/v1/x");
+	assert_location_by(c, sent, pub, "https", "//modern.internal/x", "//shop.example:8443/api/v1/x");
 	sp_config_unref(&c);
 }
 
@@ -608,7 +631,7 @@ static void test_location_fields_of_a_head(void **state)
 	(void)state;
 	struct sp_config *c = load_rules("{ prefix = \"/api\"; to = \"/\"; }", NULL);
 	const struct sp_backend *be = &c->backends[0];
-	struct sp_location_map m = {be->rewrite, be->nrewrite, "h", 1, "h", 1};
+	struct sp_location_map m = {be->rewrite, be->nrewrite, "h", 1, "h", 1, NULL};
 	struct sp_hdr h[] = {{"Location", 8, "/a", 2},
 			     {"Content-Location", 16, "/b", 2},
 			     {"location", 8, "http://other/x", 14},
