@@ -940,10 +940,12 @@ static void load_location_rewrite(struct sp_loader *L, const config_setting_t *e
 {
 	const config_setting_t *v = config_setting_get_member(e, "location_rewrite");
 	int on = 1;
-	if (v && config_setting_type(v) != CONFIG_TYPE_BOOL)
+	if (v && config_setting_type(v) != CONFIG_TYPE_BOOL) {
 		ERR(L, v, "%s.location_rewrite: must be true or false", path);
-	else if (v)
+		return; /* the error says it all: no warning about it beside */
+	} else if (v) {
 		on = config_setting_get_bool(v);
+	}
 	b->location_map = on && (b->nrewrite || b->host_header);
 	if (v && on && !b->location_map)
 		WARN(L, v, "%s.location_rewrite: has no effect without path_rewrite or host_header",

@@ -111,7 +111,7 @@ static void print_return(const struct sp_return *r, const struct sp_reqview *q,
 	printf("answer:   %d %s (the route answers itself: return; no backend)\n", r->status,
 	       sp_http_reason(r->status));
 	sp_buf_reset(scratch);
-	if (r->location && sp_hdr_expand(r->location, &v, scratch) == 0)
+	if (r->location && sp_return_location(r, &v, scratch) == 0)
 		printf("location: %.*s\n", (int)scratch->len, scratch->data ? scratch->data : "");
 	if (r->body && strcmp(q->method, "HEAD") != 0) /* a HEAD gets the head alone */
 		printf("body:     %zu bytes, %s\n", r->body_len, r->content_type);

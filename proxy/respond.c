@@ -179,6 +179,28 @@ void sp_return_vars(const struct sp_reqview *q, const char *scheme, const char *
 				  .query_len = q->query_len};
 }
 
+int sp_return_location(const struct sp_return *r, const struct sp_hdr_vars *v,
+		       struct sp_buf *out)
+{
+	size_t at = out->len;
+	if (sp_hdr_expand(r->location, v, out) < 0)
+		return -1;
+	const char *l = r->location;
+	if (l[0] != '/' || l[1] == '/' || l[1] == '\\' || out->len < at + 2 ||
+	    out->data[at] != '/' || (out->data[at + 1] != '/' && out->data[at + 1] != '\\'))
+		return 0;
+	/* "/" then "%2F" or "%5C" where the second character was */
+	char esc[3] = {'%', out->data[at + 1] == '/' ? '2' : '5', out->data[at + 1] == '/' ? 'F' : 'C'};
+	size_t tail = out->len - (at + 2);
+	if (sp_buf_reserve(out, 2) < 0)
+		return -1;
+	memmove(out->data + at + 4, out->data + at + 2, tail);
+	memcpy(out->data + at + 1, esc, 3);
+	out->len += 2;
+	out->data[out->len] = '\0';
+	return 0;
+}
+
 void sp_return_deinit(struct sp_return *r)
 {
 	free(r->body);

@@ -43,6 +43,14 @@ int sp_return_write(const struct sp_return *r, const struct sp_return_ctx *x, st
 void sp_return_vars(const struct sp_reqview *q, const char *scheme, const char *request_id,
 		    struct sp_hdr_vars *v);
 
+/* r's location with the variables of v, appended to out. A location written
+ * as a path ("/..."), whose variables make it start with "//" or "/\\" (a
+ * client's X-Request-Id or Host: another site to a browser), has that second
+ * character escaped (%2F, %5C): it stays a path on this site. 0, or -1 no
+ * memory. */
+int sp_return_location(const struct sp_return *r, const struct sp_hdr_vars *v,
+		       struct sp_buf *out);
+
 void sp_return_deinit(struct sp_return *r);
 
 #endif

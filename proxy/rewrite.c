@@ -583,8 +583,8 @@ static void load_set(struct sp_loader *L, const config_setting_t *set, const cha
 			    path, name);
 		else if (!v || !sp_hdr_value_ok(v))
 			ERR(L, f, "%s.set.%s: must be a string of 1 to 4096 bytes, no control "
-				  "characters, no blank at either end (to drop the header, list it "
-				  "in remove)",
+				  "characters but tabs, no blank at either end (to drop the header, "
+				  "list it in remove)",
 			    path, name);
 		else if (check_vars(L, f, path, name, v, r) < 0)
 			; /* reported */

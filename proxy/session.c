@@ -1200,7 +1200,7 @@ __attribute__((noinline)) static int answer_itself(struct sp_session *s, const s
 	struct sp_hdr_vars v;
 	sp_return_vars(q, s->https ? "https" : "http", s->reqid, &v);
 	sp_buf_reset(&s->head);
-	if (r->location && (sp_hdr_expand(r->location, &v, &s->head) < 0 ||
+	if (r->location && (sp_return_location(r, &v, &s->head) < 0 ||
 			    sp_buf_addc(&s->head, '\0') < 0)) {
 		sp_h1_fail(s->req, 500, "out of memory");
 		return -1;

@@ -96,6 +96,36 @@ static void test_request_uri(void **state)
 	}
 }
 
+/* A location written as a path stays a path on this site whatever its
+ * variables bring: "/$request_id" with a client's id "/evil.example" was
+ * "//evil.example", another site to a browser. A location written as
+ * "//..." or with a scheme is left as the writer meant it. */
+static void test_location_stays_a_path(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *location, *id, *want;
+	} cases[] = {
+		{"/$request_id", "/evil.example", "/%2Fevil.example"},
+		{"/${request_id}/x", "\\evil.example", "/%5Cevil.example/x"},
+		{"/$request_id", "a/b", "/a/b"},
+		{"$request_id", "//x", "//x"}, /* not written as a path: as it comes */
+		{"//cdn.example/$request_id", "/y", "//cdn.example//y"},
+		{"https://n.example/$request_id", "/z", "https://n.example//z"},
+		{"/", "", "/"},
+	};
+	for (size_t i = 0; i < NELEM(cases); i++) {
+		struct sp_return r = {.status = 302, .location = (char *)cases[i].location};
+		struct sp_hdr_vars v = {.request_id = cases[i].id};
+		struct sp_buf b;
+		sp_buf_init(&b);
+		sp_buf_adds(&b, "Location: ");
+		assert_int_equal(sp_return_location(&r, &v, &b), 0);
+		assert_string_equal(b.data + 10, cases[i].want);
+		sp_buf_deinit(&b);
+	}
+}
+
 /* 204 and 304 have no content: no Content-Length either (RFC 9110 8.6). */
 static void test_no_content_has_no_length(void **state)
 {
@@ -149,6 +179,7 @@ int main(void)
 		cmocka_unit_test(test_a_body_answer_byte_for_byte),
 		cmocka_unit_test(test_a_redirect),
 		cmocka_unit_test(test_request_uri),
+		cmocka_unit_test(test_location_stays_a_path),
 		cmocka_unit_test(test_no_content_has_no_length),
 		cmocka_unit_test(test_checks),
 	};
