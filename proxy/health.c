@@ -707,7 +707,7 @@ static void on_check_timer(evutil_socket_t fd, short what, void *arg)
 		agent |= strcasecmp(be->req_headers.set_name[i], "User-Agent") == 0;
 		/* no client: its variables are empty */
 		sp_buf_reset(&v);
-		if (sp_hdr_expand(be->req_headers.set_value[i], NULL, &v) == 0)
+		if (sp_hdr_expand(be->req_headers.set_value[i], NULL, &v) == 0 && v.len)
 			evbuffer_add_printf(k->conn->out, "%s: %.*s\r\n",
 					    be->req_headers.set_name[i], (int)v.len,
 					    v.data ? v.data : "");

@@ -468,7 +468,9 @@ int sp_hdr_rules_apply(const struct sp_hdr_rules *r, const struct sp_hdr_vars *v
 			rc = sp_hdr_expand(v, vars, &val) < 0 || sp_buf_addc(&val, '\0') < 0 ? -1 : 0;
 			v = val.data;
 		}
-		if (rc == 0)
+		/* a value its variables leave empty is not sent (nginx's
+		 * proxy_set_header): "X-Host: " says nothing a backend can use */
+		if (rc == 0 && *v)
 			rc = sp_http_add_field(head, r->set_name[i], v);
 	}
 	sp_buf_deinit(&val);

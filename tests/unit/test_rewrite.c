@@ -333,6 +333,15 @@ static void test_header_rules_with_variables(void **state)
 	assert_memory_equal(b.data, "a  b$ ", 6);
 	sp_buf_deinit(&b);
 	sp_config_unref(&c);
+	/* a value its variables leave empty is not sent, as nginx's
+	 * proxy_set_header (it went as "X-Host: "); the client's field of that
+	 * name is still replaced, by nothing */
+	c = load_backend("request_headers = { set = { X-Host = \"$host\"; X-B = \"b\"; }; };", NULL);
+	struct sp_hdr_vars none = {"1.2.3.4", "http", "r", NULL, 0, NULL, NULL, 0, 0, NULL};
+	assert_applied_with(&c->backends[0].req_headers, &none,
+			    "GET / HTTP/1.0\r\nX-Host: spoofed\r\n\r\n",
+			    "GET / HTTP/1.0\r\nX-B: b\r\n\r\n");
+	sp_config_unref(&c);
 	/* no '$': no variables, no Host kept for them */
 	c = load_backend("request_headers = { set = { X-A = \"b\"; }; };", NULL);
 	assert_false(c->backends[0].req_headers.vars);
