@@ -241,6 +241,21 @@ static int only_chunked(const struct sp_hdr *h)
 	return e - s == 7 && sp_ascii_ieq(s, "chunked", 7);
 }
 
+static int h2c_cb(const char *s, size_t n, const void *arg)
+{
+	(void)arg;
+	return n == 3 && sp_ascii_ieq(s, "h2c", 3);
+}
+
+/* An upgrade to h2c (HTTP/2 over cleartext, dropped by RFC 9113): a backend
+ * that took it would speak HTTP/2 with the client past every route and rule
+ * (h2c smuggling). Such an upgrade is ignored, as an HTTP/1.0 one is. */
+static int upgrade_to_h2c(const struct sp_hdr *h, size_t n)
+{
+	const struct sp_hdr *u = sp_hdr_find(h, n, "Upgrade");
+	return u && list_each(u->value, u->value_len, h2c_cb, NULL);
+}
+
 /* An empty Upgrade header, or more than one: which protocol would the
  * connection switch to? Each side of the proxy could read it differently. */
 static int bad_upgrade(const struct sp_hdr *h, size_t n)
@@ -275,6 +290,8 @@ static const unsigned char reg_name_char[256] = {
 int sp_http_valid_host(const char *v, size_t n)
 {
 	size_t i = 0;
+	if (n && v[0] == ':') /* a port without a host (RFC 9110 4.2.1: rejected) */
+		return 0;
 	if (n && v[0] == '[') {
 		while (++i < n && v[i] != ']')
 			if (!isxdigit((unsigned char)v[i]) && v[i] != ':' && v[i] != '.')
@@ -496,7 +513,8 @@ struct sp_fwd_request sp_fwd_request_for(const struct sp_h1_msg *m, const char *
 		/* Upgrade is an HTTP/1.1 mechanism: a 1.0 request's is ignored
 		 * (RFC 9110 §7.8) */
 		.upgrade = m->upgrade && m->http_minor >= 1 &&
-			   sp_hdr_find(m->hdrs, m->nhdrs, "Upgrade") != NULL,
+			   sp_hdr_find(m->hdrs, m->nhdrs, "Upgrade") != NULL &&
+			   !upgrade_to_h2c(m->hdrs, m->nhdrs),
 	};
 }
 
@@ -511,7 +529,9 @@ struct sp_fwd_response sp_fwd_response_for(const struct sp_h1_msg *m, int is_hea
 		.nheaders = m->nhdrs,
 		.body = sp_response_body_mode(m, is_head, client_minor),
 		.content_length = m->content_length,
-		.keep_length = is_head || m->status == 304,
+		/* a HEAD's answer says the length a GET would get; a 204 says
+		 * none, whatever the backend wrote (RFC 9110 8.6) */
+		.keep_length = m->status == 304 || (is_head && m->status != 204),
 		.has_length = m->has_length,
 		.client_minor = client_minor,
 		.upgrade = m->status == 101,

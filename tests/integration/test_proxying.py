@@ -432,6 +432,24 @@ def test_an_http10_upgrade_is_ignored(backend_factory, start_proxy):
     assert got.header("Upgrade") is None and "upgrade" not in (got.header("Connection") or "")
 
 
+@pytest.mark.parametrize("upgrade", ["h2c", "H2C", "websocket, h2c"])
+def test_an_h2c_upgrade_is_ignored(backend_factory, start_proxy, upgrade):
+    """h2c (HTTP/2 over cleartext, dropped by RFC 9113): a backend that
+    accepted the upgrade would speak HTTP/2 with the client, past every route
+    and header rule (h2c smuggling). It was forwarded as any upgrade; it is
+    ignored now, as Envoy does: a plain request, and the connection closes."""
+    b = backend_factory("legacy")
+    proxy = start_proxy({"legacy": b})
+    with proxy.client() as c:
+        c.send(b"GET /h2 HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+               b"Upgrade: " + upgrade.encode() + b"\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 200 and c.is_closed()
+    got = b.wait_requests(1)[0]
+    assert got.header("Upgrade") is None and got.header("HTTP2-Settings") is None
+    assert "upgrade" not in (got.header("Connection") or "").lower()
+
+
 def test_upgrade_tunnel_closed_by_backend(backend_factory, start_proxy):
     def handler(req, conn):
         conn.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n"

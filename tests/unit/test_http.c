@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "accesslog.h"
+#include "h1.h"
 
 /* Serialised output compared as a whole, so a missing, extra or reordered
  * header fails with both texts printed. */
@@ -631,6 +632,41 @@ static void test_response_head_body_modes(void **state)
 	sp_buf_deinit(&out);
 }
 
+/* What the answer to a HEAD keeps of the backend's Content-Length: the
+ * length a GET would get, except for a 204, which has none (RFC 9110 8.6:
+ * it went out to a HEAD as the backend wrote it); a 304 keeps it too. */
+static void test_head_keeps_a_length_but_for_a_204(void **state)
+{
+	(void)state;
+	struct sp_h1_msg m = {.status = 204, .http_major = 1, .http_minor = 1, .has_length = 1,
+			      .content_length = 5};
+	assert_false(sp_fwd_response_for(&m, 1, 1).keep_length);
+	assert_false(sp_fwd_response_for(&m, 0, 1).keep_length);
+	m.status = 200;
+	assert_true(sp_fwd_response_for(&m, 1, 1).keep_length);
+	assert_false(sp_fwd_response_for(&m, 0, 1).keep_length);
+	m.status = 304;
+	assert_true(sp_fwd_response_for(&m, 0, 1).keep_length);
+}
+
+/* A host may be empty (an HTTP/1.0 request's), never a port without one:
+ * "http://:80/p" was taken, Host ":80" sent on (RFC 9110 4.2.1). */
+static void test_a_port_without_a_host_is_no_host(void **state)
+{
+	(void)state;
+	static const char *const bad[] = {":80", ":", "[]:80", "a:", "a:123456", "a b"};
+	static const char *const good[] = {"", "a", "a:80", "[::1]:8080", "10.0.0.1", "x.example."};
+	for (size_t i = 0; i < NELEM(bad); i++)
+		assert_false(sp_http_valid_host(bad[i], strlen(bad[i])));
+	for (size_t i = 0; i < NELEM(good); i++)
+		assert_true(sp_http_valid_host(good[i], strlen(good[i])));
+	struct sp_hdr h[2] = {HDR("Host", "x")};
+	size_t n = 1;
+	const char *why = NULL;
+	assert_int_equal(sp_http_absolute_host("http://:80/p", 12, h, &n, 2, &why), 400);
+	assert_string_equal(why, "invalid host in the request target");
+}
+
 static void test_response_head_status_line(void **state)
 {
 	(void)state;
@@ -1150,6 +1186,8 @@ int main(void)
 		cmocka_unit_test(test_response_head_keep_alive_and_close),
 		cmocka_unit_test(test_response_head_http10_client),
 		cmocka_unit_test(test_response_head_body_modes),
+		cmocka_unit_test(test_head_keeps_a_length_but_for_a_204),
+		cmocka_unit_test(test_a_port_without_a_host_is_no_host),
 		cmocka_unit_test(test_response_head_status_line),
 		cmocka_unit_test(test_response_head_upgrade),
 		cmocka_unit_test(test_write_simple),
