@@ -44,6 +44,10 @@ struct leg {
 	int done, failed, timed_out;
 	int body_skipped;   /* failed on purpose: the request body was too big to mirror */
 	int keep;           /* the backend keeps the connection open */
+	/* its answer began before the whole request went out (an early 413):
+	 * what it has not read of it yet is no next request's (session.c's
+	 * answered_early) */
+	int answered_early;
 	int got_bytes;      /* any answer byte arrived */
 	int retried;
 	int waiting;        /* the noise sample, until the primary's connection is up */
@@ -509,6 +513,7 @@ static int on_leg_head(void *ud, struct sp_h1_msg *m)
 		return -1;
 	if (m->status / 100 == 1)
 		return 1; /* interim: the final answer follows */
+	l->answered_early = !l->sh->req_done || (l->up && evbuffer_get_length(l->up->conn->out) > 0);
 	if (l == &l->sh->legs[0]) {
 		/* an answer: the server is not unresponsive. A 5xx is a
 		 * difference to report, not an outage, nor a success that
@@ -554,7 +559,7 @@ static const struct sp_h1_hooks leg_hooks = {on_leg_head, on_leg_body, on_leg_do
 static void leg_release(struct leg *l)
 {
 	struct sp_conn *c = l->up->conn;
-	if (l->keep && l->sh->req_done && evbuffer_get_length(c->in) == 0 &&
+	if (l->keep && l->sh->req_done && !l->answered_early && evbuffer_get_length(c->in) == 0 &&
 	    evbuffer_get_length(c->out) == 0 && !sp_h1_in_message(l->parser))
 		sp_pool_put(&l->up);
 	else

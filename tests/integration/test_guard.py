@@ -262,7 +262,14 @@ def test_a_rearm_that_cannot_be_saved_is_refused(start_proxy, backend_factory, t
     p = start(start_proxy, backend_factory("legacy"), backend_factory("modern"), rollout,
               tmp_path, state=state)
     blocker = tmp_path / ("state.json.tmp.%d" % p.pid)
-    blocker.mkdir()  # every write of the state file fails (EISDIR)
+
+    def block():  # every write of the state file fails (EISDIR)
+        try:  # (the start's own write may hold that name for a moment)
+            blocker.mkdir()
+            return True
+        except FileExistsError:
+            return False
+    harness.wait_for(block, what="the state file's temporary name blocked")
     st, body = p.admin("POST", "/api/routes/orders/guard/rearm")
     assert st == 500, body
     assert body["error"] == ("cannot write admin.state_file: Is a directory; "
