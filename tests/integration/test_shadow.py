@@ -659,81 +659,6 @@ def test_a_reload_that_drops_a_routes_shadow_keeps_its_last_counts(start_proxy, 
     assert out.stdout.startswith("route r: 5 compared, 2 identical"), out.stdout
 
 
-class EarlyAnswerMirror:
-    """A mirror that answers every request as soon as its head is read (a
-    413, its body in two parts 0.3 s apart) and reads nothing of the body:
-    what it leaves unread on a connection is no next request's."""
-
-    def __init__(self):
-        self.conns = 0
-        self.sock = socket.socket()
-        self.sock.bind((harness.HOST, 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.stop = threading.Event()
-        threading.Thread(target=self.run, daemon=True).start()
-
-    def run(self):
-        while not self.stop.is_set():
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.conns += 1
-            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
-
-    def serve(self, c):
-        c.settimeout(3)
-        data = b""
-        try:
-            while not self.stop.is_set():
-                while b"\r\n\r\n" not in data:
-                    chunk = c.recv(65536)
-                    if not chunk:
-                        return
-                    data += chunk
-                data = data.partition(b"\r\n\r\n")[2]  # the body, if any, is not skipped
-                c.sendall(b"HTTP/1.1 413 Too Large\r\nContent-Length: 10\r\n\r\n12345")
-                time.sleep(0.3)
-                c.sendall(b"67890")
-        except OSError:
-            pass
-        finally:
-            c.close()
-
-    def close(self):
-        self.stop.set()
-        self.sock.close()
-
-
-def test_a_mirror_that_answered_before_the_request_was_sent_is_not_pooled(start_proxy,
-                                                                          backend_factory,
-                                                                          tmp_path):
-    """A mirror's answer that began before the whole request had gone out
-    (an early 413) leaves the body's rest on the connection, unread: pooled,
-    the next mirrored request went out behind it (the primary's connection
-    in that case was not pooled already)."""
-    legacy = backend_factory("legacy")
-    mirror = EarlyAnswerMirror()
-    try:
-        p = start_proxy({"legacy": legacy, "mirror": "http://127.0.0.1:%d" % mirror.port},
-                        routes=[shadow_route("mirror", methods=["GET", "POST"])],
-                        shadow_defaults={"timeout_ms": 3000})
-        with p.client() as c:
-            c.send(b"POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 2000\r\n\r\n" +
-                   b"a" * 1000)
-            time.sleep(0.15)  # the mirror's answer has begun
-            c.send(b"b" * 1000)
-            assert c.read_response().status == 200
-            time.sleep(0.5)  # and has ended
-            assert c.request("GET", "/next").status == 200
-        harness.wait_for(lambda: mirror.conns >= 2, what="a connection of its own for the next")
-        assert mirror.conns == 2
-    finally:
-        mirror.close()
-
-
 def test_a_sticky_shadow_sample_follows_the_documented_hash(start_proxy, backend_factory,
                                                             tmp_path):
     """shadow.percent with a sticky rollout: a user is mirrored when
@@ -785,14 +710,16 @@ def test_diff_report_reads_the_log(start_proxy, backend_factory, tmp_path):
 
 
 class TinyServer:
-    """Answers every request on a given port with 200 "mirror"; notes which
-    requests were shadow copies. For a backend that comes up mid-test."""
+    """Answers every request on a given port (0: any) with 200 "mirror";
+    notes which requests were shadow copies, and counts connections. For a
+    backend that comes up mid-test."""
 
-    def __init__(self, port):
-        self.shadowed = 0
+    def __init__(self, port=0):
+        self.shadowed = self.conns = 0
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((harness.HOST, port))
+        self.port = self.sock.getsockname()[1]
         self.sock.listen(64)
         self.sock.settimeout(0.2)
         self.stop = threading.Event()
@@ -805,6 +732,7 @@ class TinyServer:
                 c, _ = self.sock.accept()
             except OSError:
                 continue
+            self.conns += 1
             threading.Thread(target=self.serve, args=(c,), daemon=True).start()
 
     def serve(self, c):
@@ -820,16 +748,57 @@ class TinyServer:
                 head, _, data = data.partition(b"\r\n\r\n")
                 if b"\r\nx-strangler-shadow: 1" in head.lower():
                     self.shadowed += 1
-                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nmirror")
+                self.answer(c)
         except OSError:
             pass
         finally:
             c.close()
 
+    def answer(self, c):
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nmirror")
+
     def close(self):
         self.stop.set()
         self.sock.close()
         self.t.join(2)
+
+
+class EarlyAnswerMirror(TinyServer):
+    """Answers every request as soon as its head is read (a 413, its body in
+    two parts 0.3 s apart) and skips nothing of the request's body: what it
+    leaves unread on a connection is no next request's."""
+
+    def answer(self, c):
+        c.sendall(b"HTTP/1.1 413 Too Large\r\nContent-Length: 10\r\n\r\n12345")
+        time.sleep(0.3)
+        c.sendall(b"67890")
+
+
+def test_a_mirror_that_answered_before_the_request_was_sent_is_not_pooled(start_proxy,
+                                                                          backend_factory,
+                                                                          tmp_path):
+    """A mirror's answer that began before the whole request had gone out
+    (an early 413) leaves the body's rest on the connection, unread: pooled,
+    the next mirrored request went out behind it (the primary's connection
+    in that case was not pooled already)."""
+    legacy = backend_factory("legacy")
+    mirror = EarlyAnswerMirror()
+    try:
+        p = start_proxy({"legacy": legacy, "mirror": "http://127.0.0.1:%d" % mirror.port},
+                        routes=[shadow_route("mirror", methods=["GET", "POST"])],
+                        shadow_defaults={"timeout_ms": 3000})
+        with p.client() as c:
+            c.send(b"POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 2000\r\n\r\n" +
+                   b"a" * 1000)
+            time.sleep(0.15)  # the mirror's answer has begun
+            c.send(b"b" * 1000)
+            assert c.read_response().status == 200
+            time.sleep(0.5)  # and has ended
+            assert c.request("GET", "/next").status == 200
+        harness.wait_for(lambda: mirror.conns >= 2, what="a connection of its own for the next")
+        assert mirror.conns == 2
+    finally:
+        mirror.close()
 
 
 def until_mirrored(p, server, seconds):
