@@ -2,6 +2,7 @@
  * and warns about routes an earlier route makes unreachable. */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -239,7 +240,7 @@ static unsigned long regex_copies(const char *p, unsigned long cap)
 				break;
 		} else if (*p == '(') {
 			if (depth == (int)(sizeof(stack) / sizeof(stack[0])))
-				return cap + 1;
+				return ULONG_MAX; /* nested too deep to follow */
 			stack[depth++] = cur;
 			cur = 1;
 		} else if (*p == ')' && depth > 0) {
@@ -296,9 +297,12 @@ static void load_regex(struct sp_loader *L, const config_setting_t *m, const cha
 		if (!*p)
 			break;
 	}
-	if (!why && regex_copies(src, REGEX_COPIES_MAX) > REGEX_COPIES_MAX)
-		why = "counted repetitions ({n}) nested to more than 1000 copies (glibc builds "
-		      "each one: write fewer)";
+	unsigned long copies = why ? 0 : regex_copies(src, REGEX_COPIES_MAX);
+	if (copies == ULONG_MAX)
+		why = "groups nested more than 32 deep";
+	else if (copies > REGEX_COPIES_MAX)
+		why = "counted repetitions ({n}) of more than 1000 copies, nested ones "
+		      "multiplied (glibc builds each copy: [^/]{1,1024} alone takes 80 MB)";
 	if (why) {
 		ERR(L, where, "%s.path_regex: \"%s\": %s", path, src, why);
 		free(src);

@@ -2729,13 +2729,16 @@ void sp_sessions_kill(struct sp_worker *w)
 	while ((s = TAILQ_FIRST(&w->sessions)) != NULL) {
 		/* an exchange cut by the drain is logged like any other, a tunnel
 		 * too; one whose answer had not begun gets a 503 rather than a
-		 * bare close */
+		 * bare close (a route's own answer, sent before the body it was
+		 * dropping, has: what is left of it goes) */
 		if (s->req_active && !s->dead) {
 			s->error = ERR_DRAIN;
-			if (!s->resp_started && !s->tunnel) {
+			if (!s->resp_started && !s->tunnel && !s->own_sent) {
 				answer(s, 503, "shutting down", 0);
 				sp_conn_flush(s->client);
 			} else {
+				if (s->own_sent)
+					sp_conn_flush(s->client);
 				log_exchange(s);
 			}
 		}

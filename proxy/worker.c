@@ -23,10 +23,11 @@
 #include "shadow.h"
 
 /* A listening socket on l's address; with probe only bound, not listening
- * (enough to learn whether the address can be had), and without
- * SO_REUSEPORT: a reload's new address held by another process (one that
- * shares its port that way too) is refused rather than shared with it. */
-static int open_listener(const struct sp_listen *l, int probe)
+ * (enough to learn whether the address can be had), and with SO_REUSEPORT
+ * only when reuseport: a reload's new address held by another process (one
+ * that shares its port that way too) is refused rather than shared with it.
+ * The workers' listeners always share. */
+static int open_listener(const struct sp_listen *l, int probe, int reuseport)
 {
 	int fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	int one = 1;
@@ -36,7 +37,7 @@ static int open_listener(const struct sp_listen *l, int probe)
 	 * it to every connection the listener accepts, which saves a system
 	 * call per connection. */
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-	    (!probe && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
+	    (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
 	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
 		goto fail;
 	if (l->addr.ss_family == AF_INET6 &&
@@ -129,7 +130,7 @@ static void stop_accepting(struct sp_worker *w, int serve_queued)
 /* Binds one listen address for this worker; NULL (logged) on failure. */
 static struct evconnlistener *listen_on(struct sp_worker *w, const struct sp_config *cfg, size_t i)
 {
-	int fd = open_listener(&cfg->listen[i], 0);
+	int fd = open_listener(&cfg->listen[i], 0, 1);
 	if (fd < 0) {
 		sp_log(SP_LOG_ERROR, "%s:%d: listen.[%zu].address: cannot listen on %s: %s",
 		       cfg->listen[i].file, cfg->listen[i].line, i, cfg->listen[i].address, strerror(errno));
@@ -150,17 +151,36 @@ static int same_addr(const struct sp_listen *a, const struct sp_listen *b)
 	return a->addrlen == b->addrlen && memcmp(&a->addr, &b->addr, a->addrlen) == 0;
 }
 
+/* The same family and port: one of them may be the wildcard address. */
+static int same_port(const struct sp_listen *a, const struct sp_listen *b)
+{
+	if (a->addr.ss_family != b->addr.ss_family)
+		return 0;
+	if (a->addr.ss_family == AF_INET)
+		return ((const struct sockaddr_in *)&a->addr)->sin_port ==
+		       ((const struct sockaddr_in *)&b->addr)->sin_port;
+	if (a->addr.ss_family == AF_INET6)
+		return ((const struct sockaddr_in6 *)&a->addr)->sin6_port ==
+		       ((const struct sockaddr_in6 *)&b->addr)->sin6_port;
+	return 0;
+}
+
 int sp_worker_check_listen(const struct sp_config *old, const struct sp_config *cfg,
 			   struct sp_diag *diag)
 {
 	int rc = 0;
 	for (size_t i = 0; i < cfg->nlisten; i++) {
-		int kept = 0;
-		for (size_t j = 0; old && j < old->nlisten && !kept; j++)
+		int kept = 0, ours = 0;
+		for (size_t j = 0; old && j < old->nlisten && !kept; j++) {
 			kept = same_addr(&old->listen[j], &cfg->listen[i]);
+			ours |= same_port(&old->listen[j], &cfg->listen[i]);
+		}
 		if (kept)
 			continue;
-		int fd = open_listener(&cfg->listen[i], 1);
+		/* a port this process holds itself (127.0.0.1:80 becoming
+		 * *:80): its own listener closes only once the new one is open,
+		 * so they must share for a moment */
+		int fd = open_listener(&cfg->listen[i], 1, ours);
 		if (fd < 0) {
 			sp_diag_add(diag, 1, cfg->listen[i].file, cfg->listen[i].line,
 				    "listen.[%zu].address: cannot listen on %s: %s", i,

@@ -5,6 +5,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -648,6 +649,50 @@ def test_a_reload_cannot_take_a_port_another_process_shares(backend_factory, sta
                  in p.stderr_text(), what="the reload refused")
         with p.client() as c:
             assert c.request("GET", "/still").status == 200
+
+
+WILDCARD_RELOAD = r"""
+import os, signal, subprocess, sys, tempfile, time
+sys.path.insert(0, %r)
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+from harness import Backend, make_config, BINARY, wait_for, free_port
+b = Backend("legacy")
+d = tempfile.mkdtemp()
+port = free_port()
+conf = os.path.join(d, "s.conf")
+for here, there in (("127.0.0.1", "0.0.0.0"), ("0.0.0.0", "127.0.0.1")):
+    open(conf, "w").write(make_config(port, {"legacy": b}).replace("127.0.0.1:%%d" %% port,
+                                                                   "%%s:%%d" %% (here, port)))
+    err = open(os.path.join(d, "err"), "w+")
+    p = subprocess.Popen([BINARY, "-c", conf], stdout=err, stderr=err)
+    wait_for(lambda: "started" in open(os.path.join(d, "err")).read(), 10, what="start")
+    text = open(conf).read()
+    open(conf, "w").write(text.replace("%%s:%%d" %% (here, port), "%%s:%%d" %% (there, port)))
+    p.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload: " in open(os.path.join(d, "err")).read(), 10, what="reload")
+    time.sleep(0.2)
+    log = open(os.path.join(d, "err")).read()
+    p.send_signal(signal.SIGTERM)
+    p.wait(timeout=10)
+    if "reload: %%s: 1 backends" %% conf not in log or "keeping the running" in log:
+        print(log)
+        sys.exit(1)
+b.stop()
+"""
+
+
+def test_a_reload_may_move_a_listener_to_the_wildcard_of_its_port():
+    """127.0.0.1:P to 0.0.0.0:P (and back) by a reload: the new address's
+    test bind met the process's own listener, which closes once the new one
+    is open, and the reload was refused. Run in a network namespace of its
+    own (only its loopback), so that nothing listens on the machine's
+    addresses."""
+    if subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no network namespace for this user (unshare -rn)")
+    script = WILDCARD_RELOAD % os.path.dirname(os.path.abspath(__file__))
+    r = subprocess.run(["unshare", "-rn", sys.executable, "-c", script], capture_output=True,
+                       text=True, timeout=120, env=dict(os.environ, STRANGLER=BINARY))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
 
 
 def test_two_workers_serve_requests(backend_factory, start_proxy):

@@ -4,6 +4,8 @@ to its new address, kept out of reach with a 403, without a backend. What
 the client gets, what the backends never see, the connection, the log, the
 counters, explain, the API and the checks of -t."""
 import re
+import signal
+import time
 
 import pytest
 
@@ -213,6 +215,26 @@ def test_a_body_that_fails_after_the_answer_ends_the_connection(backend_factory,
         (403, "Invalid character in chunk size"),
         (403, "request body larger than the route's max_body_bytes"),
         (403, "client body timeout")], log
+
+
+def test_a_stop_during_a_body_answered_early_sends_no_second_answer(backend_factory,
+                                                                     start_proxy):
+    """The 410 went out when the head was read; the client is still sending
+    the body when SIGTERM comes, and still when drain_timeout_ms passes: the
+    drain closed the exchange with a '503 shutting down' after the 410 (two
+    answers to one request), logged as a 503."""
+    p = start_proxy({"legacy": backend_factory("legacy")}, routes=ROUTES, drain_timeout_ms=500)
+    with p.client(timeout=5) as c:
+        c.send(b"POST /api/v1/export HTTP/1.1\r\nHost: h\r\nContent-Length: 1000000\r\n\r\n" +
+               b"x" * 1000)
+        r = c.read_response()
+        assert r.status == 410
+        p.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        c.send(b"x" * 1000)  # still sending
+        assert c.stream.read_to_eof() == b""
+    assert p.proc.wait(timeout=5) == 0
+    assert [(e["status"], e.get("error")) for e in p.wait_access(1)] == [(410, "drain timeout")]
 
 
 def test_an_upgrade_request_gets_the_answer_and_the_connection_closes(proxy):
