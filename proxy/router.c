@@ -377,6 +377,15 @@ static int path_covers(const struct sp_match *a, const struct sp_match *b)
 						  b->prefix_len) ||
 			       (a->path_prefix[a->prefix_len - 1] == '/' &&
 				strncmp(a->path_prefix, b->path_prefix, a->prefix_len) == 0);
+		if (b->path_regex && b->regex_prefix) {
+			/* every match starts with the regex's literal prefix: a
+			 * prefix that covers it at a segment boundary covers all */
+			const char *r = b->regex_prefix;
+			size_t n = b->regex_prefix_len;
+			return n >= a->prefix_len && strncmp(r, a->path_prefix, a->prefix_len) == 0 &&
+			       (a->path_prefix[a->prefix_len - 1] == '/' ||
+				(n > a->prefix_len && r[a->prefix_len] == '/'));
+		}
 		return 0;
 	}
 	return 1;
