@@ -454,10 +454,9 @@ static void continue_keepalive(struct sp_session *s)
 	}
 }
 
-/* The proxy answers by itself (errors), then goes on or closes. */
-/* The proxy's own answer to the exchange, b, goes out; the exchange ends
- * there, and the connection goes on when keep. */
-/* An answer of our own goes out; the exchange is not over yet. */
+/* The proxy answers by itself (errors, a route's return), then goes on or
+ * closes. answer_write: its answer, b, goes out; the exchange is not over
+ * yet. */
 static void answer_write(struct sp_session *s, int status, const struct sp_buf *b)
 {
 	evbuffer_add(client_out(s), b->data, b->len);
@@ -476,6 +475,7 @@ static void exchange_end(struct sp_session *s, int keep)
 		start_closing(s);
 }
 
+/* b goes out and the exchange ends there; the connection goes on when keep. */
 static void answered(struct sp_session *s, int status, const struct sp_buf *b, int keep)
 {
 	answer_write(s, status, b);
