@@ -223,7 +223,8 @@ static const char *pcre_escape(const char *p, int in_brackets, char *buf, size_t
 /* Counted repetitions nested in groups multiply: glibc's regcomp builds
  * each copy, so "((a{255}){255}){255}" (22 characters) takes gigabytes.
  * The largest product of bounds over the pattern's nesting (escapes and
- * bracket expressions skipped as load_regex does), capped at cap + 1. */
+ * bracket expressions skipped as load_regex does), capped at cap + 1;
+ * ULONG_MAX for groups nested deeper than it follows. */
 #define REGEX_COPIES_MAX 1000
 static unsigned long regex_copies(const char *p, unsigned long cap)
 {
