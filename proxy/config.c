@@ -41,7 +41,9 @@ void sp_diag_deinit(struct sp_diag *d)
 
 void sp_diag_add_lines(struct sp_diag *d, int is_error, const char *file, const struct sp_buf *text)
 {
-	for (const char *p = text->data, *end = p + text->len, *nl; p && p < end; p = nl + 1) {
+	if (!text->data) /* nothing (and no pointer to count from) */
+		return;
+	for (const char *p = text->data, *end = p + text->len, *nl; p < end; p = nl + 1) {
 		nl = memchr(p, '\n', (size_t)(end - p));
 		if (!nl)
 			nl = end;

@@ -220,55 +220,73 @@ static const char *pcre_escape(const char *p, int in_brackets, char *buf, size_t
 	return buf;
 }
 
-/* Counted repetitions nested in groups multiply: glibc's regcomp builds
- * each copy, so "((a{255}){255}){255}" (22 characters) takes gigabytes.
- * The largest product of bounds over the pattern's nesting (escapes and
- * bracket expressions skipped as load_regex does), capped at cap + 1;
- * ULONG_MAX for groups nested deeper than it follows. */
+/* What glibc's regcomp builds for a pattern: each copy of a counted
+ * repetition, of a group's whole contents, alternatives included. Counts
+ * nested in groups multiply ("((a{255}){255}){255}", 22 characters, took
+ * gigabytes), and so does a group's size ("(a|a|...|b){999}", 500
+ * alternatives in 1,000 characters, took 3.5 GB). *copies: the largest
+ * product of counts over the nesting; *size: the atoms once expanded. Both
+ * stop growing past cap + 1. Escapes and bracket expressions are skipped
+ * as load_regex does, each one atom. -1 when groups nest deeper than this
+ * follows. */
 #define REGEX_COPIES_MAX 1000
-static unsigned long regex_copies(const char *p, unsigned long cap)
+#define REGEX_SIZE_MAX 10000
+static int regex_cost(const char *p, unsigned long cap, unsigned long *copies, unsigned long *size)
 {
-	unsigned long stack[32], cur = 1, last = 1; /* last: the atom just ended */
+	struct level {
+		unsigned long copies, size, last_copies, last_size;
+	} stack[32], cur = {1, 0, 1, 0};
 	int depth = 0;
 	for (; *p; p++) {
-		if (*p == '\\' && p[1]) {
-			p++;
-			last = 1;
-		} else if (*p == '[') {
-			p = bracket_end(p);
-			last = 1;
-			if (!*p)
-				break;
-		} else if (*p == '(') {
+		if (*p == '(') {
 			if (depth == (int)(sizeof(stack) / sizeof(stack[0])))
-				return ULONG_MAX; /* nested too deep to follow */
+				return -1;
 			stack[depth++] = cur;
-			cur = 1;
-		} else if (*p == ')' && depth > 0) {
-			last = cur; /* the group's largest count inside */
-			unsigned long outer = stack[--depth];
-			cur = outer > last ? outer : last;
+			cur = (struct level){1, 0, 1, 0};
+			continue;
+		}
+		if (*p == ')' && depth > 0) {
+			struct level in = cur;
+			cur = stack[--depth];
+			cur.last_copies = in.copies; /* the group is the atom now */
+			cur.last_size = in.size;
+			cur.copies = cur.copies > in.copies ? cur.copies : in.copies;
+			cur.size += in.size;
 		} else if (*p == '{') {
-			unsigned long n = 0, m;
 			char *end;
-			m = strtoul(p + 1, &end, 10);
-			n = m;
+			unsigned long m = strtoul(p + 1, &end, 10), n = m;
 			if (*end == ',' && end[1] != '}')
 				n = strtoul(end + 1, &end, 10);
 			else if (*end == ',')
 				n = m + 1, end++; /* {m,}: m copies and a star */
-			unsigned long copies = (n > cap ? cap + 1 : n) * (last > cap ? cap + 1 : last);
-			if (copies > cur)
-				cur = copies;
-			if (cur > cap)
-				return cap + 1;
-			last = copies;
+			n = n > cap ? cap + 1 : n;
+			unsigned long c = n * cur.last_copies, more = n ? n - 1 : 0;
+			cur.copies = cur.copies > c ? cur.copies : c;
+			cur.size += more * cur.last_size; /* the atom is counted once already */
+			cur.last_copies = c > cap ? cap + 1 : c;
+			cur.last_size = n * cur.last_size;
 			p = *end == '}' ? end : p;
+		} else if (strchr("*+?|", *p)) {
+			continue; /* a repetition builds no copy; an alternative, its atoms */
 		} else {
-			last = 1;
+			if (*p == '\\' && p[1])
+				p++;
+			else if (*p == '[' && !*(p = bracket_end(p)))
+				break;
+			cur.last_copies = 1;
+			cur.last_size = 1;
+			cur.size++;
 		}
+		if (cur.copies > cap)
+			cur.copies = cap + 1;
+		if (cur.size > cap * 10)
+			cur.size = cap * 10 + 1;
+		if (cur.last_size > cap * 10)
+			cur.last_size = cap * 10 + 1;
 	}
-	return cur;
+	*copies = cur.copies;
+	*size = cur.size;
+	return 0;
 }
 
 static void load_regex(struct sp_loader *L, const config_setting_t *m, const char *path,
@@ -298,12 +316,16 @@ static void load_regex(struct sp_loader *L, const config_setting_t *m, const cha
 		if (!*p)
 			break;
 	}
-	unsigned long copies = why ? 0 : regex_copies(src, REGEX_COPIES_MAX);
-	if (copies == ULONG_MAX)
+	unsigned long copies = 0, size = 0;
+	if (!why && regex_cost(src, REGEX_COPIES_MAX, &copies, &size) < 0)
 		why = "groups nested more than 32 deep";
 	else if (copies > REGEX_COPIES_MAX)
 		why = "counted repetitions ({n}) of more than 1000 copies, nested ones "
 		      "multiplied (glibc builds each copy: [^/]{1,1024} alone takes 80 MB)";
+	else if (size > REGEX_SIZE_MAX)
+		why = "more than 10000 atoms once its counted repetitions are expanded (glibc "
+		      "builds each copy of a group whole: (a|b|...){999} with 500 "
+		      "alternatives takes gigabytes)";
 	if (why) {
 		ERR(L, where, "%s.path_regex: \"%s\": %s", path, src, why);
 		free(src);

@@ -638,7 +638,20 @@ static void test_error_bad_regex(void **state)
 		 "test.conf:8: routes.[0].match.path_regex: \"%s\": groups nested more than 32 deep",
 		 deep);
 	REJECTED(text, 1, want);
+	/* a group's whole contents are built for each of its copies */
+	char wide[1100] = "/(";
+	for (int i = 0; i < 300; i++)
+		strcat(wide, "a|");
+	strcat(wide, "b){999}");
+	char wtext[1400], wwant[1400];
+	snprintf(wtext, sizeof(wtext), ONE_MATCH("path_regex = \"%s\";"), wide);
+	snprintf(wwant, sizeof(wwant),
+		 "test.conf:8: routes.[0].match.path_regex: \"%s\": more than 10000 atoms once its "
+		 "counted repetitions are expanded (glibc builds each copy of a group whole: "
+		 "(a|b|...){999} with 500 alternatives takes gigabytes)", wide);
+	REJECTED(wtext, 1, wwant);
 	static const char *const counted[] = {"/v([0-9]{1,3}[.]){3}[0-9]{1,3}", "/(a{100}b){10}",
+					      "/(a|b|c|d){1000}", "/([a-z]{1,10}/){10}",
 					      "/[{(]{999}x", "/\\\\({5}\\\\)"};
 	for (size_t i = 0; i < NELEM(counted); i++) {
 		char text[512];
