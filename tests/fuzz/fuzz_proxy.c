@@ -191,7 +191,10 @@ static struct sp_config *config(int port, int port2)
 		 "routes = ( { name = \"r\"; match = { path_prefix = \"/r\"; };"
 		 " return = { status = 301; location = \"https://x$request_uri#$host\"; }; },"
 		 " { name = \"g\"; match = { path_prefix = \"/g\"; }; max_body_bytes = 64;"
-		 " return = { status = 410; body = \"gone\"; }; } );\n"
+		 " return = { status = 410; body = \"gone\"; }; },"
+		 /* a location written as a path, of the client's words */
+		 " { name = \"p\"; match = { path_prefix = \"/p\"; };"
+		 " return = { status = 302; location = \"/$request_id$http_host\"; }; } );\n"
 		 "timeouts = { client_header_ms = 200; client_body_ms = 200; };\n"
 		 "trusted_proxies = [\"127.0.0.0/8\", \"10.0.0.0/8\"];\n"
 		 "trusted_headers = [\"X-Forwarded-Proto\", \"X-Forwarded-Host\"];\n",
