@@ -648,18 +648,14 @@ static void patch_route(struct admin_conn *a, const char *name)
 	 * the rollout or the shadow nothing to do), logged and answered */
 	const struct sp_route *r = sp_config_route(rt->cfg, name);
 	json_t *view = route_view(rt, r), *warnings = json_array();
-	char w[256];
-	for (int i = 0; r && i < 2; i++) {
-		if (i == 0 && r->has_rollout && r->rollout.backend == r->backend)
-			snprintf(w, sizeof(w), "rollout.backend: same backend as the route; the "
-					       "rollout changes nothing");
-		else if (i == 1 && r->has_shadow && r->shadow.backend == r->backend)
-			snprintf(w, sizeof(w), "shadow.backend: the route's own backend: nothing is "
-					       "mirrored");
-		else
+	const char *idle[2] = {r && sp_route_rollout_idle(r) ? "rollout.backend: " SP_ROLLOUT_IDLE
+							     : NULL,
+			       r && sp_route_shadow_idle(r) ? "shadow.backend: " SP_SHADOW_IDLE : NULL};
+	for (int i = 0; i < 2; i++) {
+		if (!idle[i])
 			continue;
-		sp_log(SP_LOG_WARN, "admin: route %s: warning: %s", name, w);
-		json_array_append_new(warnings, json_string(w));
+		sp_log(SP_LOG_WARN, "admin: route %s: warning: %s", name, idle[i]);
+		json_array_append_new(warnings, json_string(idle[i]));
 	}
 	json_object_set_new(view, "warnings", warnings);
 	respond_applied(a, view);

@@ -151,6 +151,16 @@ struct sp_reqview {
 };
 
 int sp_route_matches(const struct sp_route *r, const struct sp_reqview *q);
+/* A part of route r that has nothing to do, which the file's loader and an
+ * admin PATCH warn about: its rollout to the route's own backend, its
+ * shadow to it (without a rollout: a request is never shadowed to the
+ * backend that served it, and with one the other side's are). */
+int sp_route_rollout_idle(const struct sp_route *r);
+int sp_route_shadow_idle(const struct sp_route *r);
+#define SP_ROLLOUT_IDLE "same backend as the route; the rollout changes nothing"
+#define SP_SHADOW_IDLE \
+	"the route's own backend: nothing is mirrored (a request is never shadowed to the " \
+	"backend that served it)"
 /* Copies the decoded value of query parameter name into out (its first; with
  * nonempty, its first that is not empty); returns 1 when there is one. */
 int sp_query_get(const char *qs, size_t len, const char *name, int nonempty, struct sp_buf *out);

@@ -652,8 +652,8 @@ static void load_rollout(struct sp_loader *L, const config_setting_t *route, con
 	cfgp_check_keys(L, s, path, keys);
 	r->has_rollout = 1;
 	r->rollout.backend = cfgp_backend_ref(L, s, "backend", path, 1);
-	if (r->rollout.backend >= 0 && r->rollout.backend == r->backend)
-		WARN(L, s, "%s.backend: same backend as the route; the rollout changes nothing", path);
+	if (sp_route_rollout_idle(r))
+		WARN(L, s, "%s.backend: " SP_ROLLOUT_IDLE, path);
 	load_percent(L, s, path, &r->rollout.percent_bp);
 	load_sticky(L, s, path, &r->rollout);
 	const config_setting_t *where;
@@ -741,10 +741,8 @@ static void load_shadow(struct sp_loader *L, const config_setting_t *route, cons
 		c->backend = sp_backend_index(L->cfg, name);
 		if (c->backend < 0)
 			ERR(L, where, "%s.backend: unknown backend \"%s\"", path, name);
-		else if (c->backend == r->backend && !r->has_rollout)
-			WARN(L, where, "%s.backend: the route's own backend: nothing is mirrored "
-				       "(a request is never shadowed to the backend that served it)",
-			     path);
+		else if (sp_route_shadow_idle(r))
+			WARN(L, where, "%s.backend: " SP_SHADOW_IDLE, path);
 	}
 	free(name);
 	c->percent_bp = 10000;

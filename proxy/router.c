@@ -425,6 +425,17 @@ static int client_covers(const struct sp_match *a, const struct sp_match *b)
 	return 1;
 }
 
+int sp_route_rollout_idle(const struct sp_route *r)
+{
+	return r->has_rollout && r->rollout.backend >= 0 && r->rollout.backend == r->backend;
+}
+
+int sp_route_shadow_idle(const struct sp_route *r)
+{
+	return r->has_shadow && !r->has_rollout && r->shadow.backend >= 0 &&
+	       r->shadow.backend == r->backend;
+}
+
 int sp_route_covers(const struct sp_route *earlier, const struct sp_route *later)
 {
 	const struct sp_match *a = &earlier->match, *b = &later->match;

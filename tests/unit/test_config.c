@@ -371,25 +371,15 @@ static void test_guard_steps_and_window_checked(void **state)
 static void test_guard_without_bounds_warns(void **state)
 {
 	(void)state;
-	static const char *const texts[] = {"percent = 1; guard = { steps = [ 5, 100 ]; };",
-					    "percent = 1; guard = { min_requests = 10; };"};
-	static const char *const want[] = {
+	struct sp_config *c = WARNED(
+		ONE_ROLLOUT("percent = 1; guard = { steps = [ 5, 100 ]; };"), 1,
 		"test.conf:8: warning: routes.[0].rollout.guard: no max_error_rate, max_diff_rate "
-		"or max_p99_ratio: it watches nothing and takes its steps whatever happens",
-		"test.conf:8: warning: routes.[0].rollout.guard: no max_error_rate, max_diff_rate "
-		"or max_p99_ratio: it watches nothing"};
-	for (size_t i = 0; i < 2; i++) {
-		struct sp_diag d;
-		sp_diag_init(&d);
-		char text[1024];
-		snprintf(text, sizeof(text), ONE_ROLLOUT("%s"), texts[i]);
-		struct sp_config *c = sp_config_load_string(text, TEST_CONF, &d);
-		assert_non_null(c);
-		assert_int_equal(d.warnings, 1);
-		assert_true(unit_has_line(d.text.data, want[i]));
-		sp_config_unref(&c);
-		sp_diag_deinit(&d);
-	}
+		"or max_p99_ratio: it watches nothing and takes its steps whatever happens");
+	sp_config_unref(&c);
+	c = WARNED(ONE_ROLLOUT("percent = 1; guard = { min_requests = 10; };"), 1,
+		   "test.conf:8: warning: routes.[0].rollout.guard: no max_error_rate, max_diff_rate "
+		   "or max_p99_ratio: it watches nothing");
+	sp_config_unref(&c);
 }
 
 /* shadow_defaults with a diff log on line 7; a route "r" on line 9 whose
@@ -911,17 +901,11 @@ static void test_shadow_without_diff_log_warns(void **state)
 static void test_shadow_to_own_backend_warns(void **state)
 {
 	(void)state;
-	struct sp_diag d;
-	sp_diag_init(&d);
-	struct sp_config *c = sp_config_load_string(
-		ONE_SHADOW("", "backend = \"legacy\";"), TEST_CONF, &d);
-	assert_non_null(c);
-	assert_int_equal(d.errors, 0);
-	assert_true(unit_has_line(d.text.data, "test.conf:9: warning: routes.[0].shadow.backend: "
-					  "the route's own backend: nothing is mirrored (a request "
-					  "is never shadowed to the backend that served it)"));
+	struct sp_config *c = WARNED(
+		ONE_SHADOW("", "backend = \"legacy\";"), 1,
+		"test.conf:9: warning: routes.[0].shadow.backend: the route's own backend: nothing "
+		"is mirrored (a request is never shadowed to the backend that served it)");
 	sp_config_unref(&c);
-	sp_diag_deinit(&d);
 }
 
 static void test_error_wrong_types(void **state)
