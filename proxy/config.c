@@ -764,10 +764,10 @@ static void load_host_header(struct sp_loader *L, const config_setting_t *e, con
 	const char *h = b->host_header, *end = strrchr(h, ']'), *colon;
 	size_t n = strlen(h);
 	colon = strchr(end ? end : h, ':');
-	/* what a client's Host may be (sp_http_valid_host: a port up to
-	 * 65535), not empty, a host before any port, and not port 0: "a:b:c",
-	 * "x:99999", "x:0", "[" are not */
-	if (n == 0 || n > 255 || h[0] == ':' || h[0] == '.' || !sp_http_valid_host(h, n) ||
+	/* what a client's Host may be (sp_http_valid_host: a host before any
+	 * port, a port up to 65535), not empty, and not port 0: "a:b:c",
+	 * ":80", "x:99999", "x:0", "[" are not */
+	if (n == 0 || n > 255 || h[0] == '.' || !sp_http_valid_host(h, n) ||
 	    (colon && atol(colon + 1) < 1))
 		ERR(L, where, "%s.host_header: \"%s\": must be a host name or address, with an "
 			      "optional port (at most 255 characters)", path, h);
