@@ -291,6 +291,20 @@ void cfgp_int_field(struct sp_loader *L, const config_setting_t *g, const char *
 	*field = (int)v;
 }
 
+int cfgp_bool(struct sp_loader *L, const config_setting_t *g, const char *key, const char *path,
+	      int *out)
+{
+	const config_setting_t *s = config_setting_get_member(g, key);
+	if (!s)
+		return 0;
+	if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
+		ERR(L, s, "%s%s%s: must be true or false", path, *path ? "." : "", key);
+		return -1;
+	}
+	*out = config_setting_get_bool(s);
+	return 1;
+}
+
 int sp_parse_hostport(const char *s, int passive, struct sockaddr_storage *ss, socklen_t *len,
 		      int *naddrs, const char **why)
 {
@@ -516,11 +530,7 @@ static void load_listen(struct sp_loader *L, const config_setting_t *root)
 			continue;
 		}
 		load_listen_tls(L, e, path, l);
-		const config_setting_t *pp = config_setting_get_member(e, "proxy_protocol");
-		if (pp && config_setting_type(pp) != CONFIG_TYPE_BOOL)
-			ERR(L, pp, "%s.proxy_protocol: must be true or false", path);
-		else if (pp)
-			l->proxy_protocol = config_setting_get_bool(pp);
+		cfgp_bool(L, e, "proxy_protocol", path, &l->proxy_protocol);
 		L->cfg->nlisten++;
 	}
 }
@@ -742,11 +752,7 @@ static void load_server_group(struct sp_loader *L, const config_setting_t *g, co
 		return; /* out of memory, said */
 	struct sp_server *sv = &b->servers[at];
 	cfgp_int_field(L, g, "weight", where, 1, SP_WEIGHT_MAX, &sv->weight);
-	const config_setting_t *k = config_setting_get_member(g, "backup");
-	if (k && config_setting_type(k) != CONFIG_TYPE_BOOL)
-		ERR(L, k, "%s.backup: must be true or false", where);
-	else if (k)
-		sv->backup = config_setting_get_bool(k);
+	cfgp_bool(L, g, "backup", where, &sv->backup);
 	b->weighted |= sv->weight != 1 || sv->backup;
 }
 
@@ -863,10 +869,7 @@ static void load_backend_tls(struct sp_loader *L, const config_setting_t *e, con
 	struct sp_tls_error err;
 	char why[96];
 	int verify = 1;
-	if (v && config_setting_type(v) != CONFIG_TYPE_BOOL)
-		ERR(L, v, "%s.tls_verify: must be true or false", path);
-	else if (v)
-		verify = config_setting_get_bool(v);
+	cfgp_bool(L, e, "tls_verify", path, &verify);
 	if (!b->tls_wanted && (wca || wcert || wkey || v)) {
 		ERR(L, wca ? wca : wcert ? wcert : wkey ? wkey : v,
 		    "%s: TLS settings need an https:// url", path);
@@ -942,12 +945,8 @@ static void load_location_rewrite(struct sp_loader *L, const config_setting_t *e
 {
 	const config_setting_t *v = config_setting_get_member(e, "location_rewrite");
 	int on = 1;
-	if (v && config_setting_type(v) != CONFIG_TYPE_BOOL) {
-		ERR(L, v, "%s.location_rewrite: must be true or false", path);
+	if (cfgp_bool(L, e, "location_rewrite", path, &on) < 0)
 		return; /* the error says it all: no warning about it beside */
-	} else if (v) {
-		on = config_setting_get_bool(v);
-	}
 	b->location_map = on && (b->nrewrite || b->host_header);
 	if (v && on && !b->location_map)
 		WARN(L, v, "%s.location_rewrite: has no effect without path_rewrite or host_header",
@@ -1229,11 +1228,7 @@ static void load_limits(struct sp_loader *L, const config_setting_t *root)
 		cfgp_int_field(L, l, "max_header_bytes", "limits", 1024, 1048576, &lim->max_header_bytes);
 		cfgp_int_field(L, l, "max_headers", "limits", 8, 10000, &lim->max_headers);
 		cfgp_int(L, l, "max_body_bytes", "limits", 0, (long long)1 << 50, &lim->max_body_bytes);
-		const config_setting_t *r = config_setting_get_member(l, "reject_escaped_slashes");
-		if (r && config_setting_type(r) != CONFIG_TYPE_BOOL)
-			ERR(L, r, "limits.reject_escaped_slashes: must be true or false");
-		else if (r)
-			lim->reject_escaped_slashes = config_setting_get_bool(r);
+		cfgp_bool(L, l, "reject_escaped_slashes", "limits", &lim->reject_escaped_slashes);
 	}
 }
 
@@ -1384,11 +1379,7 @@ static void load_globals(struct sp_loader *L, const config_setting_t *root)
 	L->cfg->access_log_at = where_of(L, where);
 	if (where && L->cfg->access_log && !*L->cfg->access_log)
 		ERR(L, where, "access_log: must be a path or \"-\" (remove the setting to turn it off)");
-	const config_setting_t *q = config_setting_get_member(root, "log_query");
-	if (q && config_setting_type(q) != CONFIG_TYPE_BOOL)
-		ERR(L, q, "log_query: must be true or false");
-	else if (q)
-		L->cfg->log_query = config_setting_get_bool(q);
+	cfgp_bool(L, root, "log_query", "", &L->cfg->log_query);
 }
 
 const config_setting_t *cfgp_strings(struct sp_loader *L, const config_setting_t *g,

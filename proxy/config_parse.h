@@ -66,6 +66,10 @@ void cfgp_int(struct sp_loader *L, const config_setting_t *g, const char *key, c
 	      long long lo, long long hi, long long *out);
 void cfgp_int_field(struct sp_loader *L, const config_setting_t *g, const char *key,
 		    const char *path, long long lo, long long hi, int *field);
+/* Optional boolean member: 1 with *out set, 0 when absent, -1 when not a
+ * boolean (reported "PATH.KEY: must be true or false"; *out untouched). */
+int cfgp_bool(struct sp_loader *L, const config_setting_t *g, const char *key, const char *path,
+	      int *out);
 /* Member key of g when it is a list of UTF-8 strings (or, with one_ok, a
  * string alone); NULL when absent, or when not (reported as "shown: must be
  * [a list of ]example", or at the entry that is not text). */
