@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 #include "worker.h"
 
@@ -183,9 +184,7 @@ void sp_guards_free(struct sp_guards **gp)
  * back would hold the steps, one set forward would take one at once. */
 static time_t mono_s(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec;
+	return (time_t)(sp_deadline_now_us() / 1000000);
 }
 
 static struct guard_state *state_for(struct sp_guards *g, const char *route, int create)
