@@ -154,6 +154,22 @@ def test_the_guard_trips_when_the_state_file_cannot_be_written(start_proxy, back
     assert "the change applies but a restart would undo it" in p.stderr_text()
 
 
+def block_state_writes(p, tmp_path):
+    """Makes every write of p's state file fail (EISDIR): a directory where
+    it writes the new file first. The start's own write may hold that name
+    for a moment: until it is free. Returns the directory (rmdir ends it)."""
+    blocker = tmp_path / ("state.json.tmp.%d" % p.pid)
+
+    def block():
+        try:
+            blocker.mkdir()
+            return True
+        except FileExistsError:
+            return False
+    harness.wait_for(block, what="the state file's temporary name blocked")
+    return blocker
+
+
 def test_a_trip_the_disk_refused_is_saved_once_it_takes_it(start_proxy, backend_factory,
                                                              tmp_path):
     """A pull-back whose state file write failed stayed in memory only until
@@ -162,8 +178,7 @@ def test_a_trip_the_disk_refused_is_saved_once_it_takes_it(start_proxy, backend_
     the disk recovered keeps the trip."""
     state = tmp_path / "state.json"
     p = flaky_rollout(start_proxy, backend_factory, tmp_path, state=state)
-    blocker = tmp_path / ("state.json.tmp.%d" % p.pid)
-    blocker.mkdir()  # every write of the state file fails (EISDIR)
+    blocker = block_state_writes(p, tmp_path)
     until_tripped(p)
     assert "the change applies but a restart would undo it" in p.stderr_text()
     assert not state.exists() or json.loads(state.read_text()).get("guards", {}) == {}
@@ -261,15 +276,7 @@ def test_a_rearm_that_cannot_be_saved_is_refused(start_proxy, backend_factory, t
     rollout = {"backend": "modern", "percent": 50.0, "guard": {"max_error_rate": 5.0}}
     p = start(start_proxy, backend_factory("legacy"), backend_factory("modern"), rollout,
               tmp_path, state=state)
-    blocker = tmp_path / ("state.json.tmp.%d" % p.pid)
-
-    def block():  # every write of the state file fails (EISDIR)
-        try:  # (the start's own write may hold that name for a moment)
-            blocker.mkdir()
-            return True
-        except FileExistsError:
-            return False
-    harness.wait_for(block, what="the state file's temporary name blocked")
+    blocker = block_state_writes(p, tmp_path)
     st, body = p.admin("POST", "/api/routes/orders/guard/rearm")
     assert st == 500, body
     assert body["error"] == ("cannot write admin.state_file: Is a directory; "
