@@ -67,11 +67,23 @@ uint32_t sp_guard_next_step(const struct sp_guard_cfg *g, uint32_t current_bp,
 #define RING_MAX 3601
 
 /* Counters only grow, except when their route left the configuration (the
- * workers free them) and came back. */
+ * workers free them) and came back: then any of them may be lower, and a
+ * delta over it would wrap. */
+static int sample_went_back(const struct sp_guard_sample *now, const struct sp_guard_sample *then)
+{
+	if (now->requests < then->requests || now->errors < then->errors ||
+	    now->fell_back < then->fell_back)
+		return 1;
+	for (int i = 0; i < SP_LAT_BUCKETS; i++)
+		if (now->lat[i] < then->lat[i])
+			return 1;
+	return 0;
+}
+
 static int went_back(const struct sp_guard_snapshot *now, const struct sp_guard_snapshot *then)
 {
-	return now->base.requests < then->base.requests || now->roll.requests < then->roll.requests ||
-	       now->roll.fell_back < then->roll.fell_back || now->compared < then->compared;
+	return sample_went_back(&now->base, &then->base) || sample_went_back(&now->roll, &then->roll) ||
+	       now->compared < then->compared || now->different < then->different;
 }
 
 static void delta(const struct sp_guard_snapshot *now, const struct sp_guard_snapshot *then,
@@ -147,6 +159,10 @@ struct guard_state {
 	char at[40];
 	time_t last_step; /* mono_s() */
 	uint32_t last_bp; /* the percent seen at the last tick */
+	/* the backends the window's snapshots measure: counters are per route
+	 * and backend, so a window spanning a change of either would subtract
+	 * one backend's counters from another's */
+	char base[SP_NAME_MAX], roll[SP_NAME_MAX];
 };
 
 struct sp_guards {
@@ -227,14 +243,15 @@ static void sample(struct sp_runtime *rt, const char *route, const char *backend
 	}
 }
 
-static void snapshot(struct sp_runtime *rt, const struct sp_route *r, struct sp_guard_snapshot *s)
+static void snapshot(struct sp_runtime *rt, const char *route, const char *base, const char *roll,
+		     struct sp_guard_snapshot *s)
 {
-	sample(rt, r->name, rt->cfg->backends[r->backend].name, &s->base);
-	sample(rt, r->name, rt->cfg->backends[r->rollout.backend].name, &s->roll);
+	sample(rt, route, base, &s->base);
+	sample(rt, route, roll, &s->roll);
 	s->compared = s->different = 0;
 	for (int w = 0; w < rt->nworkers; w++) {
 		sp_worker_stats_read_lock(rt->workers[w]);
-		struct sp_shadow_stats *st = sp_worker_route_stats(rt->workers[w], r->name);
+		struct sp_shadow_stats *st = sp_worker_route_stats(rt->workers[w], route);
 		if (st) {
 			s->compared += sp_read_before(&st->all.compared);
 			s->different += sp_read(&st->all.different);
@@ -262,8 +279,18 @@ static void tick_route(struct sp_runtime *rt, struct sp_guards *gs, const struct
 	struct guard_state *s = state_for(gs, r->name, 1);
 	if (!s || sp_guard_window_fit(&s->win, g->window_s, !gs->ticked) < 0)
 		return;
+	const char *base = rt->cfg->backends[r->backend].name;
+	const char *roll = rt->cfg->backends[r->rollout.backend].name;
+	if (strcmp(s->base, base) != 0 || strcmp(s->roll, roll) != 0) {
+		/* a PATCH or a reload moved the route to other backends: the
+		 * window judges them from now on */
+		if (s->base[0])
+			sp_guard_window_restart(&s->win);
+		snprintf(s->base, sizeof(s->base), "%s", base);
+		snprintf(s->roll, sizeof(s->roll), "%s", roll);
+	}
 	struct sp_guard_snapshot now, d;
-	snapshot(rt, r, &now);
+	snapshot(rt, r->name, base, roll, &now);
 	sp_guard_window_push(&s->win, &now, &d);
 	time_t t = time(NULL), mono = mono_s();
 	uint32_t bp = r->rollout.percent_bp;
@@ -281,7 +308,7 @@ static void tick_route(struct sp_runtime *rt, struct sp_guards *gs, const struct
 	if (sp_guard_check(g, &d, reason, sizeof(reason))) {
 		struct tm tm;
 		char to[256];
-		snprintf(to, sizeof(to), "%s", rt->cfg->backends[r->rollout.backend].name);
+		snprintf(to, sizeof(to), "%s", roll);
 		if (set_percent(rt, name, 0, "guard-trip") < 0)
 			return; /* not in force: the next tick tries again */
 		gmtime_r(&t, &tm);

@@ -242,6 +242,47 @@ def test_a_trip_goes_with_its_guard_block(start_proxy, backend_factory, tmp_path
     assert p.admin("DELETE", "/api/routes/orders/override")[0] == 200
 
 
+def test_a_change_of_backend_starts_the_window_again(start_proxy, backend_factory,
+                                                    tmp_path):
+    """The window's counters are per route and backend: a reload that moves
+    the rollout from one backend to another must not judge the second by the
+    first's counts. Here the rollout goes to a flaky `modern`, then back to
+    `spare`, which served the same users before and never failed: the window
+    subtracted modern's 6 errors from spare's 0, the count wrapped to a huge
+    error rate and the guard pulled spare's healthy rollout back at once."""
+    legacy, spare = backend_factory("legacy"), backend_factory("spare")
+    modern = backend_factory("modern", flaky(every=5))
+    guard = {"max_error_rate": 50.0, "min_requests": 20, "window_s": 5}
+    p = start_proxy({"legacy": legacy, "modern": modern, "spare": spare},
+                    routes=[{"name": "orders", "match": {"path_prefix": "/api"},
+                             "backend": "legacy",
+                             "rollout": {"backend": "spare", "percent": 30.0,
+                                         "sticky": "header:X-User-Id", "guard": guard}}],
+                    admin={"state_file": str(tmp_path / "state.json")})
+
+    def roll_to(old, new):
+        with open(p.conf_path) as f:
+            text = f.read()
+        assert text.count('backend = "%s"' % old) == 1, text
+        with open(p.conf_path, "w") as f:
+            f.write(text.replace('backend = "%s"' % old, 'backend = "%s"' % new))
+        st, body = p.admin("POST", "/api/reload")
+        assert st == 200 and body["ok"], body
+
+    load(p, 100)
+    roll_to("spare", "modern")
+    sides = load(p, 100)
+    assert 20 < sides.count("modern") < 40, sides
+    # the window's oldest snapshot (5 s) now holds modern's errors
+    time.sleep(6.5)
+    roll_to("modern", "spare")
+    assert set(load(p, 100)) == {"legacy", "spare"}
+    time.sleep(2.5)
+    assert "guard: route orders" not in p.stderr_text(), p.stderr_text()
+    st, route = p.admin("GET", "/api/routes/orders")
+    assert route["guard"]["tripped"] is False and route["rollout"]["percent"] == 30, route
+
+
 def test_the_override_of_a_trip_goes_once_the_file_says_0_too(start_proxy, backend_factory,
                                                                 tmp_path):
     """DELETE of the override holding a trip's 0 % got 409 also when the

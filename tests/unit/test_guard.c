@@ -284,6 +284,46 @@ static void test_window_restarts(void **state)
 	sp_guard_window_free(&w);
 }
 
+/* Requests up and another counter down: the counters are another
+ * backend's (the same route's, since a swap of its sides) or started
+ * again; a delta over them would wrap to a huge count (an error rate far
+ * over any bound, a p99 from nowhere). The window starts again instead. */
+static void test_window_restarts_when_any_counter_went_back(void **state)
+{
+	(void)state;
+	struct sp_guard_window w = {0};
+	struct sp_guard_snapshot then = {0}, now = {0}, d;
+	assert_int_equal(sp_guard_window_fit(&w, 60, 0), 0);
+	uint64_t *fields[][2] = {
+		{&then.roll.errors, &now.roll.errors},   {&then.base.errors, &now.base.errors},
+		{&then.roll.fell_back, &now.roll.fell_back}, {&then.roll.lat[5], &now.roll.lat[5]},
+		{&then.base.lat[0], &now.base.lat[0]},   {&then.different, &now.different},
+	};
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+		then = (struct sp_guard_snapshot){0};
+		then.base.requests = then.roll.requests = then.compared = 100;
+		*fields[i][0] = 10;
+		now = then;
+		now.base.requests = now.roll.requests = now.compared = 150;
+		*fields[i][1] = 3;
+		sp_guard_window_restart(&w);
+		sp_guard_window_push(&w, &then, &d);
+		sp_guard_window_push(&w, &now, &d);
+		assert_int_equal(d.roll.requests, 0);
+		assert_int_equal(d.roll.errors, 0);
+		assert_int_equal(d.base.errors, 0);
+		assert_int_equal(d.roll.fell_back, 0);
+		assert_int_equal(d.roll.lat[5], 0);
+		assert_int_equal(d.base.lat[0], 0);
+		assert_int_equal(d.different, 0);
+		/* and counts on from there */
+		now.roll.requests += 7;
+		sp_guard_window_push(&w, &now, &d);
+		assert_int_equal(d.roll.requests, 7);
+	}
+	sp_guard_window_free(&w);
+}
+
 static void test_window_over_an_hour_keeps_a_stride(void **state)
 {
 	(void)state;
@@ -321,6 +361,7 @@ int main(void)
 		cmocka_unit_test(test_window_counts_the_last_window_s_ticks),
 		cmocka_unit_test(test_window_without_zero_start),
 		cmocka_unit_test(test_window_restarts),
+		cmocka_unit_test(test_window_restarts_when_any_counter_went_back),
 		cmocka_unit_test(test_window_over_an_hour_keeps_a_stride),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
