@@ -20,6 +20,7 @@
 #include <event2/listener.h>
 
 #include "clock.h"
+#include "compare.h"
 #include "conn.h"
 #include "dashboard.h"
 #include "guard.h"
@@ -137,11 +138,12 @@ static void respond(struct admin_conn *a, int status, const char *type, const ch
 	respond_with(a, status, type, "", body, len);
 }
 
-static void respond_json(struct admin_conn *a, int status, json_t *j)
+/* digits: 15 gives 0.93, not 0.93000000000000005 (the diff log's text
+ * "0.930" parsed); 17 every real exactly */
+static void respond_json_at(struct admin_conn *a, int status, json_t *j, int digits)
 {
-	/* 15 digits: 0.93, not 0.93000000000000005 as in the diff log's text */
-	char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(15))
-		       : NULL;
+	char *text =
+		j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(digits)) : NULL;
 	if (!text) {
 		respond(a, 500, "text/plain", "out of memory\n", 14);
 	} else {
@@ -154,6 +156,11 @@ static void respond_json(struct admin_conn *a, int status, json_t *j)
 	}
 	free(text);
 	json_decref(j);
+}
+
+static void respond_json(struct admin_conn *a, int status, json_t *j)
+{
+	respond_json_at(a, status, j, 15);
 }
 
 /* {"error": msg}, written here: json_pack refuses text that is not UTF-8
@@ -722,8 +729,13 @@ static void serve_diffs(struct admin_conn *a, const char *name)
 	} else {
 		json_t *list = sp_diff_ring_get(a->admin->rt->diffs, has_route ? route.data : NULL,
 						(size_t)n);
-		respond_json(a, 200, json_pack("{s:s?, s:o}", "route", has_route ? route.data : NULL,
-					       "diffs", list));
+		/* the values compared as the diff log has them: 0.3 and
+		 * 0.30000000000000004 must not both read 0.3 */
+		int digits = sp_json_real_precision(list);
+		respond_json_at(a, 200,
+				json_pack("{s:s?, s:o}", "route", has_route ? route.data : NULL, "diffs",
+					  list),
+				digits);
 	}
 	sp_buf_deinit(&route);
 	sp_buf_deinit(&limit);

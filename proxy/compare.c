@@ -23,10 +23,32 @@ const char sp_cmp_note_neither_json[] = "neither body is valid JSON: compared as
 const char sp_cmp_note_wide_ints[] =
 	"an integer past 64 bits: numbers compared to double precision";
 
-/* Display precision first; full precision only when two different reals
- * would otherwise print alike (0.1 reads better than 0.10000000000000001). */
 #define DUMP_FLAGS (JSON_COMPACT | JSON_ENCODE_ANY | JSON_SORT_KEYS)
-#define DUMP_SHORT (DUMP_FLAGS | JSON_REAL_PRECISION(15))
+
+static int real_exact_at_15(double d)
+{
+	char t[32];
+	snprintf(t, sizeof(t), "%.15g", d);
+	return strtod(t, NULL) == d;
+}
+
+/* 0.1 reads better than 0.10000000000000001: 15 digits when they give back
+ * every real of v exactly, else 17, so that a value shown is the value
+ * compared (9007199254740992.0, not 9.00719925474099e15). */
+int sp_json_real_precision(const json_t *v)
+{
+	const char *key;
+	size_t i;
+	json_t *e;
+	if (json_is_real(v))
+		return real_exact_at_15(json_real_value(v)) ? 15 : 17;
+	if (json_is_object(v)) {
+		json_object_foreach((json_t *)v, key, e) if (sp_json_real_precision(e) == 17) return 17;
+	} else if (json_is_array(v)) {
+		json_array_foreach(v, i, e) if (sp_json_real_precision(e) == 17) return 17;
+	}
+	return 15;
+}
 
 int sp_cmp_body_parse(const char *s, enum sp_cmp_body *out)
 {
@@ -370,18 +392,34 @@ static int is_json_type(const struct sp_cmp_side *s)
 
 /* --- bytes -------------------------------------------------------------------- */
 
-/* "N bytes: <first 64 bytes>…" as a JSON string. */
-static char *describe_body(const struct body *b)
+/* Bytes an excerpt shows before the first difference, when it starts there. */
+#define BODY_LEAD 16
+
+/* "N bytes: <first 64 bytes>…" as a JSON string; when the difference at off
+ * lies past what those would show with BODY_LEAD bytes after it, the 64
+ * bytes from BODY_LEAD before it instead ("N bytes, from byte S: …<64
+ * bytes>…"), so that the excerpts show where the two differ. */
+static char *describe_body(const struct body *b, size_t off)
 {
 	struct sp_buf d;
 	sp_buf_init(&d);
-	size_t cut = sp_utf8_cut(b->data, b->len, SP_CMP_BODY_PREFIX);
-	if (sp_buf_add_uint(&d, b->len, 10) || sp_buf_adds(&d, " bytes: ") ||
-	    sp_buf_add(&d, b->data, cut)) {
+	size_t start = 0;
+	if (off > SP_CMP_BODY_PREFIX - BODY_LEAD) {
+		start = off - BODY_LEAD;
+		/* on a character's first byte, when the body is UTF-8 there */
+		for (int k = 0; k < 3 && start > 0 && ((unsigned char)b->data[start] & 0xc0) == 0x80; k++)
+			start--;
+	}
+	size_t cut = sp_utf8_cut(b->data + start, b->len - start, SP_CMP_BODY_PREFIX);
+	if (sp_buf_add_uint(&d, b->len, 10) ||
+	    (start ? sp_buf_adds(&d, " bytes, from byte ") || sp_buf_add_uint(&d, start, 10) ||
+			     sp_buf_adds(&d, ": …")
+		   : sp_buf_adds(&d, " bytes: ")) ||
+	    sp_buf_add(&d, b->data + start, cut)) {
 		sp_buf_deinit(&d);
 		return NULL;
 	}
-	char *s = json_string_text(d.data, d.len, cut < b->len);
+	char *s = json_string_text(d.data, d.len, start + cut < b->len);
 	sp_buf_deinit(&d);
 	return s;
 }
@@ -411,7 +449,7 @@ static int bytes_diff(struct sp_cmp_result *r, const struct body *a, const struc
 		return 1;
 	char where[6 + SP_UINT_SIZE] = "bytes@";
 	sp_fmt_uint(where + 6, off, 10);
-	return add_body_diff(r, where, describe_body(a), describe_body(b));
+	return add_body_diff(r, where, describe_body(a, off), describe_body(b, off));
 }
 
 /* --- JSON ----------------------------------------------------------------------- */
@@ -453,12 +491,12 @@ static void pop_to(struct sp_buf *p, size_t len)
 	p->data[len] = '\0';
 }
 
-static int dump_value(const json_t *v, size_t flags, char **out)
+static int dump_value(const json_t *v, char **out)
 {
 	*out = NULL;
 	if (!v)
 		return 0;
-	*out = bound_text(json_dumps(v, flags));
+	*out = bound_text(json_dumps(v, DUMP_FLAGS | JSON_REAL_PRECISION(sp_json_real_precision(v))));
 	return *out ? 0 : -1;
 }
 
@@ -481,12 +519,7 @@ static int json_diff(struct walk *w, const json_t *a, const json_t *b)
 	if (no_room(w->out))
 		return 1;
 	char *where = bound_where(w->ptr.data, w->ptr.len), *ta, *tb;
-	int rc = dump_value(a, DUMP_SHORT, &ta) | dump_value(b, DUMP_SHORT, &tb);
-	if (rc == 0 && ta && tb && strcmp(ta, tb) == 0) {
-		free(ta);
-		free(tb);
-		rc = dump_value(a, DUMP_FLAGS, &ta) | dump_value(b, DUMP_FLAGS, &tb);
-	}
+	int rc = dump_value(a, &ta) | dump_value(b, &tb);
 	if (!where || rc) {
 		free(where);
 		free(ta);
@@ -648,8 +681,8 @@ static int encoding_diff(struct sp_cmp_result *r, int primary_bad, const struct 
 	if (no_room(r))
 		return 1;
 	static const char bad[] = "does not decode as its Content-Encoding says";
-	char *pa = primary_bad ? json_string_text(bad, sizeof(bad) - 1, 0) : describe_body(a);
-	char *sb = primary_bad ? describe_body(b) : json_string_text(bad, sizeof(bad) - 1, 0);
+	char *pa = primary_bad ? json_string_text(bad, sizeof(bad) - 1, 0) : describe_body(a, 0);
+	char *sb = primary_bad ? describe_body(b, 0) : json_string_text(bad, sizeof(bad) - 1, 0);
 	return add_body_diff(r, "encoding", pa, sb);
 }
 
@@ -841,7 +874,10 @@ static int add_diff_json(struct sp_buf *b, const struct sp_diff *d, int first)
 	if (sp_buf_adds(b, first ? "{\"kind\":\"" : ",{\"kind\":\"") ||
 	    sp_buf_adds(b, sp_cmp_kind_name(d->kind)) || sp_buf_adds(b, "\",\"where\":") ||
 	    (d->where ? add_json_string(b, d->where, strlen(d->where)) : sp_buf_adds(b, "null")) ||
-	    add_raw_or_null(b, "primary", d->primary) || add_raw_or_null(b, "shadow", d->shadow))
+	    add_raw_or_null(b, "primary", d->primary) || add_raw_or_null(b, "shadow", d->shadow) ||
+	    /* a value one side lacks, told from one it sends as null */
+	    (!d->primary != !d->shadow &&
+	     sp_buf_adds(b, d->primary ? ",\"missing\":\"shadow\"" : ",\"missing\":\"primary\"")))
 		return -1;
 	return sp_buf_adds(b, d->noise ? ",\"noise\":true}" : ",\"noise\":false}");
 }

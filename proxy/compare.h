@@ -4,6 +4,7 @@
 #ifndef SP_COMPARE_H
 #define SP_COMPARE_H
 
+#include <jansson.h>
 #include <stddef.h>
 
 #include "buf.h"
@@ -52,7 +53,10 @@ struct sp_diff {
 	 * whose text passes SP_CMP_VALUE_MAX bytes become a JSON string holding
 	 * the first SP_CMP_VALUE_MAX bytes of that text (cut on a UTF-8
 	 * boundary) followed by "…"; body diffs describe each side as
-	 * "N bytes: <first 64 bytes>…". */
+	 * "N bytes: <first 64 bytes>…", or, when the first difference lies
+	 * past byte 48, "N bytes, from byte S: …<64 bytes>…" from 16 bytes
+	 * before it. Reals are shown at 15 digits when that gives them back
+	 * exactly, else at 17. */
 	char *primary;
 	char *shadow;
 	int noise; /* set by sp_cmp_mark_noise */
@@ -108,6 +112,9 @@ void sp_cmp_result_deinit(struct sp_cmp_result *r);
 /* True when pointer has as many segments as pattern and each segment is
  * equal or the pattern's is "*". Both are RFC 6901 escaped text. */
 int sp_json_pointer_match(const char *pattern, const char *pointer);
+/* 15 when "%.15g" gives back every real in v exactly (0.1, not
+ * 0.10000000000000001), else 17: the JSON_REAL_PRECISION to show v with. */
+int sp_json_real_precision(const json_t *v);
 
 /* "auto", "json", "bytes" or "none" → 0 with *out set, else -1. */
 int sp_cmp_body_parse(const char *s, enum sp_cmp_body *out);

@@ -191,7 +191,7 @@ const char sp_dashboard_html[] =
 	"    if (latest.length) {\n"
 	"      const t = el(\"table\", {class: \"diff\", \"data-testid\": \"diffs-\" + r.name}, el(\"tr\", {}, el(\"th\", {text: \"route \" + r.name + \": request\"}), el(\"th\", {text: \"where\"}), el(\"th\", {text: \"primary (what the client got)\"}), el(\"th\", {text: \"shadow\"})));\n"
 	"      for (const d of latest.slice(0, 3)) for (const x of d.differences.slice(0, 5))\n"
-	"        t.append(el(\"tr\", {}, el(\"td\", {text: d.request_id}), el(\"td\", {text: x.kind + \" \" + (x.where || \"\")}), el(\"td\", {text: d.primary.backend + \": \" + JSON.stringify(x.primary)}), el(\"td\", {text: d.shadow.backend + \": \" + JSON.stringify(x.shadow)})));\n"
+	"        t.append(el(\"tr\", {}, el(\"td\", {text: d.request_id}), el(\"td\", {text: x.kind + \" \" + (x.where || \"\")}), el(\"td\", {text: d.primary.backend + \": \" + (x.missing === \"primary\" ? \"(missing)\" : JSON.stringify(x.primary))}), el(\"td\", {text: d.shadow.backend + \": \" + (x.missing === \"shadow\" ? \"(missing)\" : JSON.stringify(x.shadow))})));\n"
 	"      tables.push(t);\n"
 	"    }\n"
 	"  }\n"

@@ -673,7 +673,20 @@ static void load_rollout(struct sp_loader *L, const config_setting_t *route, con
 
 static const char *check_pointer(const char *v)
 {
-	return (!*v || *v == '/') ? NULL : "must be a JSON Pointer: \"\" or starting with '/'";
+	if (*v && *v != '/')
+		return "must be a JSON Pointer: \"\" or starting with '/'";
+	for (const char *t = strchr(v, '~'); t; t = strchr(t + 1, '~'))
+		if (t[1] != '0' && t[1] != '1')
+			return "'~' must be followed by 0 or 1 (RFC 6901: ~0 is '~', ~1 is '/')";
+	return NULL;
+}
+
+/* An ignored root would make every JSON comparison identical. */
+static const char *check_ignored_pointer(const char *v)
+{
+	return *v ? check_pointer(v)
+		  : "\"\" is the whole body: ignoring it compares no JSON body (write body = "
+		    "\"none\" to compare status and headers only)";
 }
 
 static const char *check_header_name(const char *v)
@@ -696,7 +709,7 @@ static void load_compare(struct sp_loader *L, const config_setting_t *sh, const 
 	cfgp_check_keys(L, s, path, keys);
 	load_strlist(L, s, "headers", path, check_header_name, "[\"Content-Type\"]", &c->headers,
 		     &c->nheaders);
-	load_strlist(L, s, "ignore_json", path, check_pointer, "[\"/generated_at\"]",
+	load_strlist(L, s, "ignore_json", path, check_ignored_pointer, "[\"/generated_at\"]",
 		     &c->ignore_json, &c->nignore);
 	load_strlist(L, s, "redact_json", path, check_pointer, "[\"/user/email\"]",
 		     &c->redact_json, &c->nredact);

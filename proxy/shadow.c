@@ -248,15 +248,29 @@ static int pointer_overlaps(const char *pattern, const char *p)
 	return 1;
 }
 
+/* Where p has more segments than pattern: cuts p after as many (the keys
+ * below a redacted value are part of it: an object keyed by e-mail
+ * address). */
+static void cut_to_depth(const char *pattern, char *p)
+{
+	for (; *pattern == '/' && *p == '/'; p += 1 + strcspn(p + 1, "/"))
+		pattern += 1 + strcspn(pattern + 1, "/");
+	*p = '\0';
+}
+
 static void redact(struct sp_cmp_result *r, const struct sp_shadow_cfg *sc)
 {
 	static const char red[] = "\"[redacted]\"";
 	for (size_t i = 0; i < r->ndiffs; i++) {
 		struct sp_diff *d = &r->diffs[i];
 		int hide = d->kind == SP_DIFF_HEADER && d->where && secret_header(d->where);
-		for (size_t k = 0; !hide && k < sc->nredact; k++)
-			hide = (d->kind == SP_DIFF_JSON || d->kind == SP_DIFF_BODY) && d->where &&
-			       (d->kind == SP_DIFF_BODY || pointer_overlaps(sc->redact_json[k], d->where));
+		if (!hide && d->kind == SP_DIFF_BODY && sc->nredact)
+			hide = 1;
+		for (size_t k = 0; d->kind == SP_DIFF_JSON && d->where && k < sc->nredact; k++)
+			if (pointer_overlaps(sc->redact_json[k], d->where)) {
+				hide = 1;
+				cut_to_depth(sc->redact_json[k], d->where);
+			}
 		if (!hide)
 			continue;
 		if (d->primary) {

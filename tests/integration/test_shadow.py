@@ -930,6 +930,50 @@ def test_the_admin_api_serves_the_latest_differences(start_proxy, backend_factor
 
 
 
+def test_differences_show_the_values_compared(start_proxy, backend_factory, tmp_path):
+    """What an SRE reads is what was compared: a real shown at 15 digits was
+    another value (9007199254740992.0 read 9.00719925474099e15, a timestamp
+    lost its milliseconds) and /api/diffs showed 0.3 for both 0.3 and
+    0.30000000000000004; a value one side lacks is told from one it sends as
+    null; keys below a redacted pointer (an object keyed by e-mail address)
+    stay out of the log, the API and the report."""
+    legacy = backend_factory("legacy", lambda req, conn: Response(
+        200, b'{"v": 0.3, "w": 9007199254740993, "t": 1732849200123.4567, "x": null,'
+             b' "by_email": {"alice@example.com": {"n": 1}}}',
+        headers=[("Content-Type", "application/json")]))
+    modern = backend_factory("modern", lambda req, conn: Response(
+        200, b'{"v": 0.30000000000000004, "w": 9007199254740992.0,'
+             b' "by_email": {"alice@example.com": {"n": 2}}}',
+        headers=[("Content-Type", "application/json")]))
+    log = str(tmp_path / "diffs.jsonl")
+    p = start_proxy({"legacy": legacy, "modern": modern},
+                    routes=[shadow_route("modern", compare={"redact_json": ["/by_email"]})],
+                    shadow_defaults={"diff_log": log}, admin={})
+    p.diff_log = log
+    with p.client() as c:
+        assert c.request("GET", "/x").status == 200
+    harness.wait_for(lambda: p.admin("GET", "/api/diffs/summary")[1]["routes"]["r"]
+                     ["different"] == 1, what="the difference")
+    st, api = p.admin("GET", "/api/diffs?route=r")
+    assert st == 200
+    summary(p)
+    (d,) = diff_lines(p)
+    for where, diffs in (("diff log", d["differences"]),
+                         ("/api/diffs", api["diffs"][0]["differences"])):
+        got = {x["where"]: (x["primary"], x["shadow"], x.get("missing")) for x in diffs}
+        assert got["/v"] == (0.3, 0.30000000000000004, None), where
+        assert got["/w"] == (9007199254740993, 9007199254740992.0, None), where
+        assert got["/t"] == (1732849200123.4567, None, "shadow"), where
+        assert got["/x"] == (None, None, "shadow"), where
+        assert got["/by_email"] == ("[redacted]", "[redacted]", None), where
+        assert len(got) == 5, (where, got)
+    report = subprocess.run([harness.BINARY, "diff-report", log],
+                            capture_output=True, text=True, timeout=30)
+    assert report.returncode == 0 and "json /by_email " in report.stdout, report.stdout
+    for text in (open(log).read(), json.dumps(api), report.stdout):
+        assert "alice" not in text
+
+
 def test_a_request_without_host_names_each_backend_its_own(start_proxy, backend_factory,
                                                            tmp_path):
     """An HTTP/1.0 request without Host gets the backend's own host:port; the

@@ -195,6 +195,23 @@ static void test_key_order_and_numbers(void **state)
 	assert_string_not_equal(r.diffs[1].primary, r.diffs[1].shadow);
 	sp_cmp_result_deinit(&r);
 
+	/* A value is shown as compared whatever the other side holds: an
+	 * integer against a real, a real the other side lacks (at 15 digits
+	 * they read 9.00719925474099e15 and 1732849200123.46, values neither
+	 * backend sent); 15 digits where they give the value back. */
+	cmp_json(&rules, "{\"i\":9007199254740993,\"t\":1732849200123.4567,\"u\":0.25}",
+		 "{\"i\":9007199254740992.0}", &r);
+	NDIFFS(&r, 3);
+	EXPECT(&r, SP_DIFF_JSON, "/i", "9007199254740993", "9007199254740992.0");
+	assert_string_equal(r.diffs[1].where, "/t");
+	assert_true(strtod(r.diffs[1].primary, NULL) == 1732849200123.4567);
+	EXPECT(&r, SP_DIFF_JSON, "/u", "0.25", NULL);
+	sp_cmp_result_deinit(&r);
+	cmp_json(&rules, "{\"o\":{\"a\":0.1,\"b\":[0.30000000000000004]}}", "{}", &r);
+	EXPECT(&r, SP_DIFF_JSON, "/o", "{\"a\":0.10000000000000001,\"b\":[0.30000000000000004]}",
+	       NULL);
+	sp_cmp_result_deinit(&r);
+
 	/* An integer past 64 bits on one side only: both sides are read to
 	 * double precision, said in a note (an exact /id on one side against a
 	 * rounded one on the other was a difference the backends never made). */
@@ -745,6 +762,36 @@ static void test_bytes_description(void **state)
 	snprintf(want, sizeof(want), "\"100 bytes: xxx\\\\xe9%.60s…\"", longb + 4);
 	EXPECT(&r, SP_DIFF_BODY, "bytes@0", want, "\"0 bytes: \"");
 	sp_cmp_result_deinit(&r);
+
+	/* a difference past byte 48: the excerpts start 16 bytes before it
+	 * (the first 64 bytes, alike on both sides, showed nothing of it) */
+	char pa[256], sb[256];
+	for (size_t i = 0; i < sizeof(pa); i++)
+		pa[i] = sb[i] = (char)('a' + i % 26);
+	sb[100] = '!';
+	p = side_n(200, NULL, 0, pa, sizeof(pa));
+	s = side_n(200, NULL, 0, sb, sizeof(sb));
+	assert_int_equal(sp_compare(&rules, &p, &s, &r), 0);
+	char wp[128], ws[128];
+	snprintf(wp, sizeof(wp), "\"256 bytes, from byte 84: …%.64s…\"", pa + 84);
+	snprintf(ws, sizeof(ws), "\"256 bytes, from byte 84: …%.64s…\"", sb + 84);
+	EXPECT(&r, SP_DIFF_BODY, "bytes@100", wp, ws);
+	sp_cmp_result_deinit(&r);
+	/* one side ends there: its excerpt ends with it */
+	s = side_n(200, NULL, 0, pa, 100);
+	assert_int_equal(sp_compare(&rules, &p, &s, &r), 0);
+	snprintf(ws, sizeof(ws), "\"100 bytes, from byte 84: …%.16s\"", pa + 84);
+	EXPECT(&r, SP_DIFF_BODY, "bytes@100", wp, ws);
+	sp_cmp_result_deinit(&r);
+	/* at byte 48 the first 64 bytes show it with 16 after */
+	sb[100] = pa[100];
+	sb[48] = '!';
+	s = side_n(200, NULL, 0, sb, sizeof(sb));
+	assert_int_equal(sp_compare(&rules, &p, &s, &r), 0);
+	snprintf(wp, sizeof(wp), "\"256 bytes: %.64s…\"", pa);
+	snprintf(ws, sizeof(ws), "\"256 bytes: %.64s…\"", sb);
+	EXPECT(&r, SP_DIFF_BODY, "bytes@48", wp, ws);
+	sp_cmp_result_deinit(&r);
 }
 
 static void test_body_none(void **state)
@@ -955,21 +1002,40 @@ static void test_diffs_json(void **state)
 	assert_string_equal(json_string_value(json_object_get(d, "kind")), "header");
 	assert_string_equal(json_string_value(json_object_get(d, "where")), "ETag");
 	assert_string_equal(json_string_value(json_object_get(d, "primary")), "\"1\"");
+	assert_null(json_object_get(d, "missing"));
 	d = json_array_get(j, 2);
 	assert_string_equal(json_string_value(json_object_get(d, "where")), "X-New");
 	assert_true(json_is_null(json_object_get(d, "primary")));
+	/* which side lacks the value: a null alone reads as a value sent null */
+	assert_string_equal(json_string_value(json_object_get(d, "missing")), "primary");
 	d = json_array_get(j, 3);
 	assert_string_equal(json_string_value(json_object_get(d, "kind")), "json");
 	assert_string_equal(json_string_value(json_object_get(d, "where")), "/k~1");
 	assert_true(json_is_null(json_object_get(d, "shadow")));
+	assert_string_equal(json_string_value(json_object_get(d, "missing")), "shadow");
 	d = json_array_get(j, 4);
 	assert_string_equal(json_string_value(json_object_get(d, "where")), "/o");
 	assert_true(json_is_object(json_object_get(d, "primary")));
 	assert_true(json_is_array(json_object_get(d, "shadow")));
 	assert_true(json_is_false(json_object_get(d, "noise")));
+	assert_null(json_object_get(d, "missing"));
 	json_decref(j);
+	sp_cmp_result_deinit(&r);
+
+	/* a null sent against a value missing */
+	struct sp_cmp_side pn = side(200, ph, 1, "{\"a\":1,\"x\":null}");
+	struct sp_cmp_side sn = side(200, ph, 1, "{\"a\":1}");
+	assert_int_equal(sp_compare(&rules, &pn, &sn, &r), 0);
+	sp_buf_reset(&b);
+	assert_int_equal(sp_cmp_diffs_json(&r, 1, &b), 0);
+	assert_string_equal(b.data, "[{\"kind\":\"json\",\"where\":\"/x\",\"primary\":null,"
+				    "\"shadow\":null,\"missing\":\"shadow\",\"noise\":false}]");
+
+	sp_cmp_result_deinit(&r);
 
 	/* without noise the status is gone */
+	assert_int_equal(sp_compare(&rules, &p, &s, &r), 0);
+	r.diffs[0].noise = 1;
 	sp_buf_reset(&b);
 	assert_int_equal(sp_cmp_diffs_json(&r, 0, &b), 0);
 	j = json_loads(b.data, 0, &err);

@@ -1450,6 +1450,34 @@ static void test_valid_percent_boundaries(void **state)
 	}
 }
 
+#define COMPARE(rules)                                                                      \
+	ONE_ROUTE("backend = \"legacy\"; shadow = { backend = \"modern\"; percent = 1.0; "  \
+		  "compare = { " rules " }; };")
+
+/* ignore_json = [""] passed -t and made every JSON comparison identical;
+ * a '~' that is no RFC 6901 escape passed and never matched. */
+static void test_compare_pointers(void **state)
+{
+	(void)state;
+	REJECTED(COMPARE("ignore_json = [\"/a\", \"\"];"), 1,
+		 TEST_CONF ":8: routes.[0].shadow.compare.ignore_json.[1]: \"\" is the whole body: "
+			   "ignoring it compares no JSON body (write body = \"none\" to compare "
+			   "status and headers only)");
+	REJECTED(COMPARE("ignore_json = [\"/a~b\"];"), 1,
+		 TEST_CONF ":8: routes.[0].shadow.compare.ignore_json.[0]: '~' must be followed by 0 "
+			   "or 1 (RFC 6901: ~0 is '~', ~1 is '/')");
+	REJECTED(COMPARE("redact_json = [\"/x~\"];"), 1,
+		 TEST_CONF ":8: routes.[0].shadow.compare.redact_json.[0]: '~' must be followed by 0 "
+			   "or 1*");
+	REJECTED(COMPARE("redact_json = [\"x\"];"), 1,
+		 TEST_CONF ":8: routes.[0].shadow.compare.redact_json.[0]: must be a JSON Pointer*");
+	/* escapes, an empty key, and the whole body redacted are fine */
+	struct sp_config *c = check_warned(
+		COMPARE("ignore_json = [\"/a~1b/~0\", \"/x/\"]; redact_json = [\"\"];"), 1,
+		NULL, 0, __LINE__);
+	sp_config_unref(&c);
+}
+
 /* The shipped example (conf/strangler.conf, quoted in docs/configuration.md)
  * loads cleanly; meson passes its path in SP_EXAMPLE_CONF. */
 /* A string that is not UTF-8 passed -t, then broke the route's JSON in the
@@ -1689,6 +1717,7 @@ int main(void)
 		cmocka_unit_test(test_wide_integers_keep_their_value),
 		cmocka_unit_test(test_promote_ints_leaves_strings_comments_and_names),
 		cmocka_unit_test(test_error_strings_must_be_utf8),
+		cmocka_unit_test(test_compare_pointers),
 		cmocka_unit_test(test_syntax_errors_say_what_to_do),
 		cmocka_unit_test(test_example_config_loads),
 		cmocka_unit_test(test_missing_file),
