@@ -228,7 +228,8 @@ static const char *pcre_escape(const char *p, int in_brackets, char *buf, size_t
  * product of counts over the nesting; *size: the atoms once expanded. Both
  * stop growing past cap + 1. Escapes and bracket expressions are skipped
  * as load_regex does, each one atom. -1 when groups nest deeper than this
- * follows. */
+ * follows, -2 for a ')' that closes no group (glibc reads it as the
+ * character, which would close the group load_regex wraps the pattern in). */
 #define REGEX_COPIES_MAX 1000
 #define REGEX_SIZE_MAX 10000
 static int regex_cost(const char *p, unsigned long cap, unsigned long *copies, unsigned long *size)
@@ -245,7 +246,9 @@ static int regex_cost(const char *p, unsigned long cap, unsigned long *copies, u
 			cur = (struct level){1, 0, 1, 0};
 			continue;
 		}
-		if (*p == ')' && depth > 0) {
+		if (*p == ')' && depth == 0)
+			return -2;
+		if (*p == ')') {
 			struct level in = cur;
 			cur = stack[--depth];
 			cur.last_copies = in.copies; /* the group is the atom now */
@@ -317,8 +320,11 @@ static void load_regex(struct sp_loader *L, const config_setting_t *m, const cha
 			break;
 	}
 	unsigned long copies = 0, size = 0;
-	if (!why && regex_cost(src, REGEX_COPIES_MAX, &copies, &size) < 0)
+	int cost = why ? 0 : regex_cost(src, REGEX_COPIES_MAX, &copies, &size);
+	if (cost == -1)
 		why = "groups nested more than 32 deep";
+	else if (cost == -2)
+		why = "a ')' that closes no group: write \\) or [)] for the character";
 	else if (copies > REGEX_COPIES_MAX)
 		why = "counted repetitions ({n}) of more than 1000 copies, nested ones "
 		      "multiplied (glibc builds each copy: [^/]{1,1024} alone takes 80 MB)";
@@ -331,10 +337,28 @@ static void load_regex(struct sp_loader *L, const config_setting_t *m, const cha
 		free(src);
 		return;
 	}
-	/* Compiled as written (not wrapped in "^(...)$", which an unbalanced
-	 * ")|(" could escape); the router requires the match to span the whole
-	 * path instead. */
+	/* Checked as written (its errors are the file's), then compiled
+	 * anchored, "^(...)$" (its groups balanced, checked above, so nothing
+	 * escapes the wrapping): unanchored, regexec tries a match from every
+	 * position of the path, a time quadratic in its length ("/[a-z/]*[.]json"
+	 * took 2.6 s for a 60 KB path that does not end so, 0.05 s for one of
+	 * 8 KB); anchored, from the first only. */
 	int rc = regcomp(&out->regex, src, REG_EXTENDED);
+	if (rc == 0) {
+		size_t n = strlen(src);
+		char *whole = malloc(n + sizeof("^()$"));
+		regfree(&out->regex);
+		if (!whole) {
+			ERR(L, where, "%s.path_regex: out of memory", path);
+			free(src);
+			return;
+		}
+		memcpy(whole, "^(", 2);
+		memcpy(whole + 2, src, n);
+		memcpy(whole + 2 + n, ")$", 3);
+		rc = regcomp(&out->regex, whole, REG_EXTENDED);
+		free(whole);
+	}
 	if (rc != 0) {
 		char msg[256];
 		regerror(rc, &out->regex, msg, sizeof(msg));

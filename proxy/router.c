@@ -99,8 +99,9 @@ static int query_matches(const struct sp_match *m, const struct sp_reqview *q)
 	return ok;
 }
 
-/* POSIX matching is leftmost-longest: the whole path matches exactly when the
- * match found starts at 0 and ends at the end. REG_STARTEND bounds it by len. */
+/* The pattern is compiled anchored, "^(...)$" (load_regex): a match spans
+ * the whole path, which the bounds check below says again. REG_STARTEND
+ * bounds it by len. */
 static int regex_whole(const regex_t *re, const char *path, size_t len)
 {
 	regmatch_t m = {.rm_so = 0, .rm_eo = (regoff_t)len};
