@@ -426,6 +426,9 @@ void sp_guards_restore(struct sp_guards *gs, const json_t *saved)
 {
 	const char *route;
 	json_t *v;
+	/* what the file says, and only that (it may be read again at start) */
+	for (struct guard_state *s = gs->head; s; s = s->next)
+		s->tripped = 0;
 	json_object_foreach((json_t *)saved, route, v) {
 		struct guard_state *s = sp_guard_entry_ok(v) ? state_for(gs, route, 1) : NULL;
 		if (!s)

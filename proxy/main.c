@@ -369,9 +369,10 @@ static int run(const char *file)
 	/* the state file is this process's from now on: written once, so that a
 	 * process it replaces (an upgrade's overlap) sees another's file and
 	 * writes nothing over the changes made here */
-	if (cfg->has_admin && cfg->admin.state_file && sp_runtime_save_state(&rt) < 0)
+	if (cfg->has_admin && cfg->admin.state_file && sp_runtime_take_state(&rt) < 0)
 		sp_log(SP_LOG_WARN, "admin.state_file: cannot write %s at start: %s",
-		       cfg->admin.state_file, sp_runtime_state_strerror(errno));
+		       rt.cfg->admin.state_file, sp_runtime_state_strerror(errno));
+	cfg = rt.cfg; /* a new generation when the file was read again */
 	rt.stop_poll = event_new(rt.base, -1, EV_PERSIST, on_stop_poll, &rt);
 	guard_timer = event_new(rt.base, -1, EV_PERSIST, on_guard_tick, &rt);
 	struct timeval one_second = {1, 0};

@@ -446,6 +446,42 @@ out:
 	return rc;
 }
 
+/* At start, once the process is ready to serve: the state file becomes this
+ * process's, written once. The process it replaces (an upgrade's overlap)
+ * may have written it since it was read here (a change it confirmed, a
+ * guard's trip): that state is read again and applied before the write, so
+ * that the change is not lost and this process is not left taking its own
+ * file for another's (every change refused with 409 until a restart). */
+int sp_runtime_take_state(struct sp_runtime *rt)
+{
+	for (int tries = 0;; tries++) {
+		if (sp_runtime_save_state(rt) == 0)
+			return 0;
+		if (errno != ESTALE || tries == 3)
+			return -1;
+		/* the drained servers, guard trips and overrides are the file's */
+		json_t *drained = drained_json(rt);
+		for (size_t i = 0; rt->health && i < json_array_size(drained); i++)
+			sp_health_set_drained(rt->health, json_string_value(json_array_get(drained, i)),
+					      0);
+		json_decref(drained);
+		struct sp_diag diag;
+		sp_diag_init(&diag);
+		struct sp_config *cfg = NULL;
+		if (sp_runtime_load_state(rt, rt->file_cfg) == 0)
+			cfg = sp_runtime_build(rt, rt->file_cfg, NULL, &diag);
+		log_diag(&diag);
+		sp_diag_deinit(&diag);
+		if (!cfg) {
+			errno = EINVAL;
+			return -1;
+		}
+		sp_log(SP_LOG_INFO, "admin.state_file: written by another process since it was read "
+		       "(the one this process replaces): read again");
+		sp_runtime_commit(rt, cfg);
+	}
+}
+
 void sp_runtime_retry_state(struct sp_runtime *rt)
 {
 	/* what is in force but not on disk (a guard's pull-back, an audit

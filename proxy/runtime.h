@@ -85,6 +85,9 @@ int sp_runtime_load_state(struct sp_runtime *rt, const struct sp_config *cfg);
  * ESTALE when another process wrote the file since this one last read or
  * wrote it (it owns the file now: nothing is written over its changes). */
 int sp_runtime_save_state(struct sp_runtime *rt);
+/* The first write at start (sp_runtime_save_state), reading the file again
+ * first when another process wrote it since it was read (see runtime.c). */
+int sp_runtime_take_state(struct sp_runtime *rt);
 /* strerror(e), or for ESTALE what it means for the state file. */
 const char *sp_runtime_state_strerror(int e);
 /* The admin API's answer to a change the state file refused with e: 409

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import threading
 import time
+import types
 
 import pytest
 
@@ -925,6 +926,56 @@ def test_the_process_started_last_owns_the_state_file(start_proxy, two_backends,
     assert json.loads(state.read_text())["overrides"]["orders"] == {"rollout": {"percent": 0}}
     assert new.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 5}})[0] == 200
     assert json.loads(state.read_text())["overrides"]["orders"] == {"rollout": {"percent": 5}}
+
+
+def test_a_change_made_while_the_new_process_starts_is_kept(start_proxy, two_backends,
+                                                            tmp_path):
+    """The new process of an upgrade read the state file, then took a while
+    to start (here: its access log a FIFO that nobody reads yet); the old one
+    confirmed a change (200) meanwhile. The new process ran without it, its
+    first write failed (another process wrote the file since it read it)
+    and every change of its own got 409 until a restart. It reads the file
+    again when it finds it changed, runs the change and owns the file."""
+    legacy, modern = two_backends
+    state = tmp_path / "state.json"
+    routes = [{"name": "orders", "match": {"path_prefix": "/api/orders"}, "backend": "legacy",
+               "rollout": {"backend": "modern", "percent": 25.0}}]
+    backends = {"legacy": legacy, "modern": modern}
+    old = start_proxy(backends, routes=routes, admin={"state_file": str(state)})
+    fifo = str(tmp_path / "access.fifo")
+    os.mkfifo(fifo)
+    new_admin = types.SimpleNamespace(admin_port=harness.free_port())
+    conf = tmp_path / "new.conf"
+    conf.write_text(harness.make_config(
+        harness.free_port(), backends, routes=routes, access_log=fifo,
+        admin={"address": "%s:%d" % (harness.HOST, new_admin.admin_port),
+               "state_file": str(state)}))
+    log = tmp_path / "new.stderr"
+    err = open(log, "wb")
+    new = subprocess.Popen([harness.BINARY, "-c", str(conf)], stdin=subprocess.DEVNULL,
+                           stdout=err, stderr=err)
+    reader = None
+    try:
+        harness.wait_for(lambda: b"route overrides" in log.read_bytes(), 5,
+                         what="the new process reading the state file")
+        assert old.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 50}})[0] == 200
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # the new process goes on
+        harness.wait_for(lambda: b"admin API on" in log.read_bytes(), 5, what="the new process")
+        st, route = harness.Proxy.admin(new_admin, "GET", "/api/routes/orders")
+        assert route["rollout"]["percent"] == 50, log.read_text()
+        assert b"read again" in log.read_bytes()
+        assert old.stop() == 0
+        st, body = harness.Proxy.admin(new_admin, "PATCH", "/api/routes/orders",
+                                       {"rollout": {"percent": 60}})
+        assert st == 200, body
+        assert json.loads(state.read_text())["overrides"]["orders"] == {"rollout": {"percent": 60}}
+        assert b"cannot write" not in log.read_bytes(), log.read_text()
+    finally:
+        new.send_signal(signal.SIGTERM)
+        new.wait(timeout=10)
+        err.close()
+        if reader is not None:
+            os.close(reader)
 
 
 def test_a_change_reads_nothing_from_disk(start_proxy, two_backends, tmp_path):
