@@ -931,14 +931,23 @@ static void retract_unsent(struct sp_session *s)
  * its end, a shorter "complete" answer: that client's connection is reset
  * instead (SO_LINGER 0). A chunked or sized body is visibly cut short by
  * any close. */
-static void abort_answer(struct sp_session *s)
+/* The client's connection is to end with its answer cut: nothing may
+ * read as that answer's end. A close-delimited body is reset (a close
+ * would end it, complete to the client), and TLS ends without close_notify
+ * (a clean TLS end would pass for complete). */
+static void end_as_cut(struct sp_session *s)
 {
 	if (s->resp_body == SP_BODY_CLOSE) {
 		struct linger lg = {1, 0};
 		setsockopt(s->client->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 	}
-	if (s->client->ssl) /* no close_notify: a clean TLS end would pass for complete */
+	if (s->client->ssl)
 		SSL_set_quiet_shutdown(s->client->ssl, 1);
+}
+
+static void abort_answer(struct sp_session *s)
+{
+	end_as_cut(s);
 	log_exchange(s);
 	reset_exchange(s);
 	s->dead = 1;
@@ -2487,6 +2496,7 @@ static void on_client_event(struct sp_conn *c, short what, void *arg)
 	} else if ((what & SP_CONN_TIMEOUT) && (what & SP_CONN_WRITING)) {
 		/* the client stopped reading what we send */
 		sp_debug("client %s: nothing written for timeouts.client_send_ms", s->client_ip);
+		end_as_cut(s); /* what it did not read of its answer is lost */
 		if (s->req_active) {
 			s->error = ERR_CLIENT_SEND_TIMEOUT;
 			log_exchange(s);
@@ -2742,6 +2752,11 @@ void sp_sessions_kill(struct sp_worker *w)
 				log_exchange(s);
 			}
 		}
+		/* an answer being received, or one whole here but not yet sent:
+		 * cut (what a 503 or a route's answer left unsent, too) */
+		if (!s->tunnel && ((s->resp_started && !s->resp_done && !s->own_sent) ||
+				   evbuffer_get_length(s->client->out) > 0))
+			end_as_cut(s);
 		session_free(s);
 	}
 }

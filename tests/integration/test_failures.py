@@ -1397,6 +1397,61 @@ def test_truncated_chunked_answer_to_http10_client_is_not_a_clean_close(backend_
                                 "cannot tell it from a complete one" % data[-40:])
 
 
+def read_to_end(s):
+    """(bytes, "clean close" or "reset") of what a socket gives until it ends."""
+    data = b""
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                return data, "clean close"
+            data += d
+    except ConnectionResetError:
+        return data, "reset"
+
+
+def test_an_answer_cut_by_the_drain_timeout_is_not_a_clean_close(backend_factory,
+                                                                 start_proxy):
+    """A stop's drain_timeout_ms cut a close-delimited answer (an HTTP/1.0
+    client's, a backend streaming without a length) with a plain close,
+    which for that framing is the end of a complete answer: 9 parts of 40
+    passed for the whole. It is reset, as any answer cut short."""
+    def stream(req, conn):
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n")
+        for i in range(40):
+            conn.send(b"part %02d\n" % i)
+            time.sleep(0.1)
+        return harness.CLOSE
+
+    p = start_proxy({"legacy": backend_factory("legacy", stream)}, drain_timeout_ms=600)
+    s = socket.create_connection((harness.HOST, p.port), timeout=10)
+    s.sendall(b"GET /stream HTTP/1.0\r\n\r\n")
+    time.sleep(0.5)
+    os.kill(p.pid, signal.SIGTERM)
+    data, outcome = read_to_end(s)
+    s.close()
+    assert data.startswith(b"HTTP/1.0 200 OK\r\n") and b"part 01" in data, data[:200]
+    assert b"part 39" not in data
+    assert outcome == "reset", "%d bytes of the cut answer ended with a clean close" % len(data)
+    assert p.wait_access(1)[0]["error"] == "drain timeout"
+
+
+def test_an_answer_cut_by_the_send_timeout_is_not_a_clean_close(backend_factory, start_proxy):
+    """The same when the client stops reading past client_send_ms: half of
+    an 8 MiB close-delimited answer passed for the whole."""
+    body = b"y" * (8 << 20)
+    b = backend_factory("legacy", lambda req, conn: Response(200, body, length=False))
+    p = start_proxy({"legacy": b}, timeouts={"client_send_ms": 500})
+    s = socket.create_connection((harness.HOST, p.port), timeout=10)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.sendall(b"GET /big HTTP/1.0\r\n\r\n")
+    time.sleep(2.0)  # not reading: the proxy gives up on it
+    data, outcome = read_to_end(s)
+    s.close()
+    assert data.startswith(b"HTTP/1.0 200 OK\r\n") and len(data) < len(body), len(data)
+    assert outcome == "reset", "%d bytes of the cut answer ended with a clean close" % len(data)
+
+
 def test_max_connections_is_shared_out_whole_between_workers(backend_factory, start_proxy):
     """max_connections is per process, split between workers: 3 over 2 gave
     each worker 1, so 2 clients were served at once (the remainder lost);
