@@ -541,6 +541,12 @@ void sp_conn_tls_why(const struct sp_conn *c, char *buf, size_t len)
 		snprintf(buf, len, "%s", reason);
 }
 
+unsigned long sp_conn_tls_bytes_in(const struct sp_conn *c)
+{
+	BIO *rbio = c->ssl ? SSL_get_rbio(c->ssl) : NULL;
+	return rbio ? (unsigned long)BIO_number_read(rbio) : 0;
+}
+
 int sp_conn_tls_failure(const struct sp_conn *c, char *buf, size_t len)
 {
 	if (!c->tls_error || c->err != EPROTO)

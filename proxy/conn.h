@@ -111,6 +111,8 @@ void sp_conn_tls_accept(struct sp_conn *c, SSL_CTX *ctx);
 /* Client side TLS on a connecting connection: SNI and certificate check for
  * host; SP_CONN_CONNECTED is reported once the handshake is done. */
 int sp_conn_tls_connect(struct sp_conn *c, SSL_CTX *ctx, const char *host, int is_ip);
+/* Bytes read from the peer by a TLS connection (its handshake's too). */
+unsigned long sp_conn_tls_bytes_in(const struct sp_conn *c);
 /* Why the TLS handshake failed, for a log line: OpenSSL's reason, with the
  * certificate check's own (X509_verify_cert_error_string) when that is what
  * failed, e.g. "certificate verify failed (certificate has expired)". */

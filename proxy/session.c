@@ -2428,6 +2428,15 @@ static void deadline_passed(struct sp_session *s)
 		tunnel_deadline(s);
 		return;
 	}
+	if (s->client->hs) { /* the TLS handshake never ended: begun, it failed */
+		if (sp_conn_tls_bytes_in(s->client) > 0) {
+			sp_count(&s->w->tls_handshake_failures);
+			sp_debug("client %s: TLS handshake not done within timeouts.client_header_ms",
+				 s->client_ip);
+		}
+		s->dead = 1;
+		return;
+	}
 	if (s->pp) { /* still no whole PROXY header: a part of one is a failure */
 		if (s->pp->have) {
 			sp_count(&s->w->proxy_protocol_failures);

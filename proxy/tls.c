@@ -81,7 +81,10 @@ static int unreadable(const char *what, const char *file, struct sp_tls_error *e
 	return -1;
 }
 
-/* Serves http/1.1 when offered; otherwise goes on without ALPN. */
+/* Serves http/1.1 when offered; a client that offers only others (h2 alone)
+ * gets the no_application_protocol alert (RFC 7301 3.2, as nginx), not a
+ * connection it would speak HTTP/2 on; one that offers none goes on
+ * without ALPN. */
 static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 		   const unsigned char *in, unsigned int inlen, void *arg)
 {
@@ -91,7 +94,7 @@ static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 	if (SSL_select_next_proto((unsigned char **)out, outlen, h11, sizeof(h11), in, inlen) ==
 	    OPENSSL_NPN_NEGOTIATED)
 		return SSL_TLSEXT_ERR_OK;
-	return SSL_TLSEXT_ERR_NOACK;
+	return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
 /* The certificate for an SNI name: an exact name before a wildcard (as
@@ -110,7 +113,15 @@ static int on_servername(SSL *ssl, int *alert, void *arg)
 {
 	const struct sp_tls_server *s = arg;
 	const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+	char bare[256];
 	(void)alert;
+	/* "b.example." is b.example (as a Host's final dot is) */
+	size_t n = name ? strlen(name) : 0;
+	if (n > 1 && n < sizeof(bare) && name[n - 1] == '.') {
+		memcpy(bare, name, n - 1);
+		bare[n - 1] = '\0';
+		name = bare;
+	}
 	int i = name ? cert_for(s, name) : -1;
 	if (i > 0) /* the handshake started on ctx[0], the default */
 		SSL_set_SSL_CTX(ssl, s->ctx[i]);

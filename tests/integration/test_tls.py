@@ -176,6 +176,51 @@ def test_tls_listener_refuses_old_versions(start_proxy, backend_factory, pki):
     assert "TLS failure" not in p.stderr_text()
 
 
+def test_alpn_without_http11_sni_with_a_final_dot_and_a_stalled_handshake(
+        start_proxy, backend_factory, pki):
+    """A client offering h2 alone was let in without ALPN and answered 505
+    to its HTTP/2 preface: it gets no_application_protocol (RFC 7301, as from
+    nginx). "b.test." got the default certificate (nginx strips the dot). A
+    handshake begun and left unfinished past client_header_ms was dropped
+    uncounted and unsaid; a connection that sends nothing is still no
+    failed handshake (a balancer's check)."""
+    b = backend_factory("legacy")
+    p = start_tls_proxy(start_proxy, b, pki, [pki["a"], pki["b"]], admin={},
+                        log_level="debug", timeouts={"client_header_ms": 400})
+    harness.wait_for(lambda: "admin API on" in p.stderr_text().split("stopped")[-1],
+                     what="admin listener")
+
+    def failures():
+        text = p.admin("GET", "/metrics")[1]
+        return int(re.search(r"^strangler_tls_handshake_failures_total (\d+)$", text,
+                             re.M).group(1))
+
+    ctx = ssl.create_default_context(cafile=pki["ca"])
+    ctx.check_hostname = False
+    for name, cn in (("b.test.", "b.test"), ("B.Test.", "b.test"), ("a.test.", "a.test")):
+        with socket.create_connection((harness.HOST, p.port), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname=name) as s:
+                assert dict(x[0] for x in s.getpeercert()["subject"])["commonName"] == cn, name
+    h2 = ssl.create_default_context(cafile=pki["ca"])
+    h2.set_alpn_protocols(["h2"])
+    with socket.create_connection((harness.HOST, p.port), timeout=5) as raw:
+        with pytest.raises(ssl.SSLError, match="NO_APPLICATION_PROTOCOL|no application protocol"):
+            h2.wrap_socket(raw, server_hostname="a.test")
+    harness.wait_for(lambda: failures() == 1, what="the ALPN failure counted")
+    # a silent connection, then a ClientHello's first bytes only
+    silent = socket.create_connection((harness.HOST, p.port), timeout=5)
+    partial = socket.create_connection((harness.HOST, p.port), timeout=5)
+    partial.sendall(b"\x16\x03\x01\x00\xc8\x01\x00\x00")
+    for s in (silent, partial):
+        assert s.recv(100) == b""  # closed at client_header_ms
+        s.close()
+    harness.wait_for(lambda: failures() == 2, what="the stalled handshake counted")
+    assert "TLS handshake not done within timeouts.client_header_ms" in p.stderr_text()
+    alpn, data = https_get(p.port, "/", pki["ca"], server_hostname="a.test")
+    assert alpn == "http/1.1" and data.startswith(b"HTTP/1.1 200")
+    assert failures() == 2
+
+
 def test_min_version_tls13_refuses_tls12(start_proxy, backend_factory, pki, tmp_path):
     """min_version = "TLSv1.3" refuses a TLS 1.2 client; any other value than
     the two documented ones is a config error."""
