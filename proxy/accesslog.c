@@ -7,6 +7,7 @@
 #include "accesslog.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdatomic.h>
@@ -103,11 +104,17 @@ void sp_accesslog_check_reopen(const struct sp_accesslog *log, const char *user)
 	char copy[4096];
 	snprintf(copy, sizeof(copy), "%s", log->path);
 	const char *dir = dirname(copy); /* dirname(3) may write into its argument */
-	if (access(dir, W_OK | X_OK) < 0)
-		sp_log(SP_LOG_WARN,
-		       "%s log: directory %s is not writable by user %s: after a rotation, SIGUSR1 "
-		       "can only reopen a file made for it (logrotate: create 0640 %s %s)",
-		       log->name, dir, user, user, user);
+	if (access(dir, W_OK | X_OK) >= 0)
+		return;
+	/* the user's own group, which logrotate's "create" needs by name
+	 * (Debian's nobody is in nogroup) */
+	struct group *gr = getgrgid(getegid());
+	char gid[24];
+	snprintf(gid, sizeof(gid), "%u", (unsigned)getegid());
+	sp_log(SP_LOG_WARN,
+	       "%s log: directory %s is not writable by user %s: after a rotation, SIGUSR1 "
+	       "can only reopen a file made for it (logrotate: create 0640 %s %s)",
+	       log->name, dir, user, user, gr ? gr->gr_name : gid);
 }
 
 const char *sp_accesslog_name(const struct sp_accesslog *log)

@@ -764,6 +764,11 @@ def test_the_logs_become_the_users_and_reopen_as_it(backend_factory):
             # the port answers as soon as it is bound: the rest follows
             wait_for(lambda: "directory %s is not writable by user nobody" % logs
                      in p.stderr_text(), what="the warning")
+            # logrotate's create line names nobody's own group (Debian's
+            # nogroup: a group "nobody" does not exist there)
+            import grp
+            group = grp.getgrgid(pwd.getpwnam("nobody").pw_gid).gr_name
+            assert "(logrotate: create 0640 nobody %s)" % group in p.stderr_text()
             assert os.stat(log).st_uid == pwd.getpwnam("nobody").pw_uid
             os.kill(p.pid, signal.SIGUSR1)
             wait_for(lambda: "SIGUSR1" in p.stderr_text(), what="the reopen")
