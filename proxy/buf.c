@@ -376,6 +376,20 @@ size_t sp_fmt_uint(char out[SP_UINT_SIZE], uint64_t v, unsigned base)
 	return n;
 }
 
+int sp_buf_add_pct(struct sp_buf *b, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		int plain = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+			    (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' || c == '~';
+		char esc[3] = {'%', hex[c >> 4], hex[c & 15]};
+		if (plain ? sp_buf_addc(b, (char)c) < 0 : sp_buf_add(b, esc, 3) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 int sp_buf_add_uint(struct sp_buf *b, uint64_t v, unsigned base)
 {
 	char tmp[SP_UINT_SIZE];

@@ -102,6 +102,9 @@ int sp_buf_add_uint(struct sp_buf *b, uint64_t v, unsigned base);
 /* Appends v (>= 0) with three decimals, as "%.3f" writes it (rounded half
  * up): no printf on the request path. */
 int sp_buf_add_fixed3(struct sp_buf *b, double v);
+/* Appends s percent-encoded as a path segment: every byte but A-Z a-z 0-9
+ * - . _ ~ as %XX (a route's name in an admin API path). */
+int sp_buf_add_pct(struct sp_buf *b, const char *s);
 /* Appends s as the body of a JSON string (no quotes), escaping as RFC 8259 requires. */
 int sp_buf_add_json_str(struct sp_buf *b, const char *s, size_t len);
 /* Appends ,"key":"v" (v escaped as above), or ,"key":null when v is NULL. */

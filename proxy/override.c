@@ -129,9 +129,13 @@ static uint32_t to_bp(const json_t *section)
 static void note_masked(struct sp_buf *notes, const char *route, const char *what,
 			const char *now, const char *file)
 {
+	struct sp_buf enc;
+	sp_buf_init(&enc);
+	sp_buf_add_pct(&enc, route);
 	sp_buf_printf(notes, "route \"%s\": %s %s from a runtime change is in force, not the "
 		      "file's %s (DELETE /api/routes/%s/override to follow the file)\n", route, what,
-		      now, file, route);
+		      now, file, enc.data ? enc.data : "");
+	sp_buf_deinit(&enc);
 }
 
 static void apply_percent(struct sp_buf *notes, const char *route, const char *what,

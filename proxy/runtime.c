@@ -50,9 +50,15 @@ struct sp_config *sp_runtime_build(struct sp_runtime *rt, struct sp_config *file
 		const struct sp_route *was = rt->cfg ? sp_config_route(rt->cfg, name) : NULL;
 		cfg->routes[i].counters_since_ms = was ? was->counters_since_ms : now;
 		/* the name is the override's key, whatever route now bears it */
-		if (rt->cfg && !was && json_object_get(overrides, name))
+		if (rt->cfg && !was && json_object_get(overrides, name)) {
+			struct sp_buf enc;
+			sp_buf_init(&enc);
+			sp_buf_add_pct(&enc, name);
 			sp_buf_printf(&notes, "route \"%s\" is back: its stored override applies again "
-				      "(DELETE /api/routes/%s/override drops it)\n", name, name);
+				      "(DELETE /api/routes/%s/override drops it)\n", name,
+				      enc.data ? enc.data : "");
+			sp_buf_deinit(&enc);
+		}
 	}
 	sp_diag_add_lines(diag, 0, rt->file, &notes);
 	sp_buf_deinit(&notes);
@@ -608,10 +614,14 @@ int sp_runtime_change(struct sp_runtime *rt, const char *route, const json_t *pa
 		/* the pull-back stays until someone re-arms the guard */
 		json_decref(next);
 		json_decref(before);
+		struct sp_buf enc;
+		sp_buf_init(&enc);
+		sp_buf_add_pct(&enc, route);
 		snprintf(msg, msglen,
 			 "the route's guard tripped and holds its rollout at 0 %%: re-arm it first "
 			 "(POST /api/routes/%s/guard/rearm)%s",
-			 route, patch ? "" : ", or PATCH back what the override changed");
+			 enc.data ? enc.data : "", patch ? "" : ", or PATCH back what the override changed");
+		sp_buf_deinit(&enc);
 		return 409;
 	}
 	if ((st = apply_overrides(rt, next, guard, msg, msglen)) != 0) {

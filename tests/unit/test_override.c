@@ -109,6 +109,27 @@ static void test_a_skipped_override_is_shown_as_skipped(void **state)
 	sp_config_unref(&c);
 }
 
+/* The note names the admin API path to use: with the route's name
+ * percent-encoded, as the API reads it ("a b/c" sent as written got 400). */
+static void test_a_masked_setting_names_the_path_to_follow_the_file(void **state)
+{
+	(void)state;
+	struct sp_config *c = unit_load_ok(
+		ONE_ROUTE("modern = { url = \"http://127.0.0.1:9002\"; };", "a b/c~é",
+			  "rollout = { backend = \"modern\"; percent = 10.0; };"),
+		NULL);
+	json_t *ov = json_pack("{s:{s:{s:f}}}", "a b/c~é", "rollout", "percent", 50.0);
+	struct sp_buf notes;
+	sp_buf_init(&notes);
+	assert_int_equal(sp_override_apply(c, ov, &notes), 1);
+	assert_non_null(notes.data);
+	assert_non_null(strstr(notes.data, "(DELETE /api/routes/a%20b%2Fc~%C3%A9/override to "
+					   "follow the file)"));
+	sp_buf_deinit(&notes);
+	json_decref(ov);
+	sp_config_unref(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -116,6 +137,7 @@ int main(void)
 		cmocka_unit_test(test_foreign_or_misshapen_state_is_refused),
 		cmocka_unit_test(test_patch_errors_name_the_value_sent),
 		cmocka_unit_test(test_a_skipped_override_is_shown_as_skipped),
+		cmocka_unit_test(test_a_masked_setting_names_the_path_to_follow_the_file),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
