@@ -343,6 +343,21 @@ int sp_parse_hostport(const char *s, int passive, struct sockaddr_storage *ss, s
 		*why = "port must be a number between 1 and 65535";
 		return -1;
 	}
+	/* getaddrinfo takes inet_aton's shorthands, another address than the
+	 * one written: 127.0.0.010 is 127.0.0.8, 10.0.5 is 10.0.0.5 */
+	struct in_addr v4;
+	unsigned char any[sizeof(struct in6_addr)];
+	if (*host && inet_aton(host, &v4) && inet_pton(AF_INET, host, any) != 1) {
+		*why = "not an IPv4 address as written: four numbers 0-255 without leading zeros "
+		       "(the system would read 127.0.0.010 as 127.0.0.8, 10.0.5 as 10.0.0.5)";
+		return -1;
+	}
+	if (passive && inet_pton(AF_INET6, host, any) == 1 &&
+	    IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)any)) {
+		*why = "an IPv4-mapped IPv6 address: strangler's IPv6 sockets take IPv6 only; "
+		       "write the IPv4 address (127.0.0.1:8080)";
+		return -1;
+	}
 	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
 	struct addrinfo *res = NULL;
 	if (passive)
@@ -1348,6 +1363,9 @@ static void load_admin(struct sp_loader *L, const config_setting_t *root)
 	note_read_file(L, token_file);
 	free(token_file);
 	a->state_file = cfgp_path(L, s, "state_file", "admin", &where);
+	if (where && a->state_file && !*a->state_file)
+		ERR(L, where, "admin.state_file: must be a path (remove the setting to keep runtime "
+			      "changes in memory only)");
 	if (!where)
 		WARN(L, s, "admin: no state_file: runtime changes (PATCH, guard trips) are lost at "
 			   "restart");
@@ -1662,6 +1680,8 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, const char
 	const config_setting_t *pw;
 	cfg->pid_file = cfgp_path(&L, root, "pid_file", "", &pw);
 	cfg->pid_file_at = where_of(&L, pw);
+	if (pw && cfg->pid_file && !*cfg->pid_file)
+		ERR(&L, pw, "pid_file: must be a path (remove the setting to write none)");
 	cfg->user = cfgp_str(&L, root, "user", "", &pw);
 	if (pw && cfg->user && !getpwnam(cfg->user))
 		ERR(&L, pw, "user: \"%s\": no such user", cfg->user);
@@ -1707,7 +1727,20 @@ char *sp_config_read(const char *path, size_t *len, struct sp_diag *diag)
 
 struct sp_config *sp_config_load(const char *path, struct sp_diag *diag)
 {
-	char *text = sp_config_read(path, NULL, diag);
+	size_t len = 0;
+	char *text = sp_config_read(path, &len, diag);
+	const char *nul = text ? memchr(text, '\0', len) : NULL;
+	if (nul) {
+		/* text functions would stop there: the rest of the file, unread,
+		 * would pass for absent */
+		int line = 1;
+		for (const char *p = text; p < nul; p++)
+			line += *p == '\n';
+		sp_diag_add(diag, 1, path, line, "a NUL byte (byte %zu of the file): not a text file",
+			    (size_t)(nul - text));
+		free(text);
+		return NULL;
+	}
 	struct sp_config *cfg = text ? sp_config_load_string(text, path, diag) : NULL;
 	free(text);
 	return cfg;
@@ -1818,6 +1851,57 @@ static char *absolute_includes(const char *text, const struct cfgp_includes *inc
 	return NULL;
 }
 
+/* libconfig 1.5 reads an @include's file itself: a directory made its
+ * scanner exit the process ("input in flex scanner failed", a reload's
+ * too), a FIFO blocked it (a reload held the main thread). Each target, in
+ * the included files too, must be a regular file; one that is missing is
+ * libconfig's error (include_error). The number of errors. */
+static int check_include_targets(const char *text, const char *shown,
+				 const struct cfgp_includes *inc, int depth, struct sp_diag *diag)
+{
+	int bad = 0, line = 1;
+	for (const char *p = text; *p; line++) {
+		size_t n = strcspn(p, "\n");
+		const char *q = p + strspn(p, " \t");
+		const char *e = NULL;
+		if (strncmp(q, "@include", 8) == 0 && (q[8] == ' ' || q[8] == '\t')) {
+			q += 8 + strspn(q + 8, " \t");
+			e = *q == '"' && q < p + n ? memchr(q + 1, '"', (size_t)(p + n - q - 1)) : NULL;
+		}
+		if (e) {
+			char target[PATH_MAX], path[PATH_MAX * 2], as[PATH_MAX * 2];
+			struct stat st;
+			snprintf(target, sizeof(target), "%.*s", (int)(e - q - 1), q + 1);
+			snprintf(path, sizeof(path), "%s%s%s", target[0] == '/' ? "" : inc->real,
+				 target[0] == '/' ? "" : "/", target);
+			if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+				sp_diag_add(diag, 1, shown, line, "@include \"%s\": not a regular file%s",
+					    target,
+					    S_ISDIR(st.st_mode) ? " (a directory: include each file by name)"
+					    : S_ISFIFO(st.st_mode) ? " (a FIFO)" : "");
+				bad++;
+			} else if (stat(path, &st) == 0 && depth < 10) {
+				/* what cannot be read is libconfig's error to give */
+				struct sp_diag quiet;
+				size_t len = 0;
+				sp_diag_init(&quiet);
+				char *inner = sp_config_read(path, &len, &quiet);
+				const char *in_shown = include_shown(inc, target, as, sizeof(as));
+				if (inner && memchr(inner, '\0', len)) {
+					sp_diag_add(diag, 1, in_shown, 0, "a NUL byte: not a text file");
+					bad++;
+				} else if (inner) {
+					bad += check_include_targets(inner, in_shown, inc, depth + 1, diag);
+				}
+				free(inner);
+				sp_diag_deinit(&quiet);
+			}
+		}
+		p += n + (p[n] == '\n');
+	}
+	return bad;
+}
+
 struct sp_config *sp_config_load_string(const char *text, const char *name, struct sp_diag *diag)
 {
 	config_t lc;
@@ -1828,6 +1912,11 @@ struct sp_config *sp_config_load_string(const char *text, const char *name, stru
 	char *ready = wide ? absolute_includes(wide, &inc) : NULL;
 	if (!ready) {
 		sp_diag_add(diag, 1, name, 0, "out of memory");
+		free(wide);
+		return NULL;
+	}
+	if (check_include_targets(text, name, &inc, 0, diag) > 0) {
+		free(ready);
 		free(wide);
 		return NULL;
 	}

@@ -184,6 +184,46 @@ def test_a_wide_integer_in_an_included_file_is_an_error_not_wrapped(tmp_path):
     assert out.returncode == 0 and "configuration OK" in out.stdout, out.stderr
 
 
+def test_an_include_that_is_no_file_and_a_nul_byte_are_errors(tmp_path, backend_factory):
+    """@include of a directory (nginx users write `include routes.d/*.conf`)
+    made libconfig's scanner exit the process with "input in flex scanner
+    failed", exit 2, and a reload with it killed the running proxy; a FIFO
+    blocked -t and a reload (the admin API and SIGTERM with it). A NUL byte
+    ended the file there: what followed, unknown settings included, was
+    silently dropped and -t said OK."""
+    (tmp_path / "routes.d").mkdir()
+    os.mkfifo(str(tmp_path / "routes.fifo"))
+    (tmp_path / "nested.inc").write_text('# nested\n@include "routes.d"\n')
+    main = tmp_path / "main.conf"
+    at = "%s:%d" % (main, GOOD.count("\n") + 1)
+    cases = [('@include "routes.d"', "%s: @include \"routes.d\": not a regular file (a "
+              "directory: include each file by name)" % at),
+             ('@include "routes.fifo"', "%s: @include \"routes.fifo\": not a regular file (a "
+              "FIFO)" % at),
+             ('@include "nested.inc"', "%s:2: @include \"routes.d\": not a regular file" %
+              (tmp_path / "nested.inc"))]
+    for line, want in cases:
+        main.write_text(GOOD + line + "\n")
+        out = run_strangler("-t", "-c", str(main))
+        assert out.returncode == 1 and want in out.stderr, (line, out.returncode, out.stderr)
+    main.write_bytes(GOOD.encode() + b'log_level = "info";\0\nunknown_setting = 1;\n')
+    out = run_strangler("-t", "-c", str(main))
+    assert out.returncode == 1 and "%s: a NUL byte" % at in out.stderr, out.stderr
+    # a running proxy keeps running, on its configuration
+    (tmp_path / "run").mkdir()
+    p = harness.Proxy(tmp_path / "run", {"legacy": backend_factory("legacy")})
+    try:
+        with open(p.conf_path, "a") as f:
+            f.write('@include "%s"\n' % (tmp_path / "routes.d"))
+        harness.reload_and_wait(p, 1)
+        assert "keeping the running configuration" in p.stderr_text()
+        assert 'not a regular file (a directory' in p.stderr_text()
+        with p.client() as c:
+            assert c.request("GET", "/").status == 200
+    finally:
+        assert p.stop() == 0
+
+
 def test_routes_in_an_included_file_are_named_by_it(tmp_path):
     """A route written in an included file is shown with that file, not the
     main one's, wherever strangler points at it: the unreachable-route

@@ -228,11 +228,29 @@ static void test_servers(void **state)
 	REJECTED(ONE_BACKEND("servers = [\"http://127.0.0.1:80\", \"http://127.0.0.1/\"];"), 1,
 		 "test.conf:3: backends.legacy.servers.[1]: \"http://127.0.0.1/\": the same server as "
 		 "servers.[0]");
-	/* written apart, one address (127.1 is 127.0.0.1, as inet_aton reads it) */
+	/* written apart, one address */
 	REJECTED(ONE_BACKEND("servers = [\"http://127.0.0.1:9001\", \"http://127.0.0.2:9001\", "
-			     "\"http://127.1:9001\"];"),
-		 1, "test.conf:3: backends.legacy.servers.[2]: \"http://127.1:9001\": the same "
+			     "\"http://localhost:9001\"];"),
+		 1, "test.conf:3: backends.legacy.servers.[2]: \"http://localhost:9001\": the same "
 		    "server as servers.[0]");
+	/* inet_aton's shorthands are other addresses than written (127.0.0.010
+	 * went to 127.0.0.8): refused, in a URL and in a listen address */
+	static const char *const shorthands[] = {"127.1", "127.0.0.010", "10.0.5", "2130706433",
+						 "0x7f.0.0.1", "192.168.001.010"};
+	for (size_t i = 0; i < NELEM(shorthands); i++) {
+		char text[512], want[512];
+		snprintf(text, sizeof(text), ONE_BACKEND("url = \"http://%s:9001\";"), shorthands[i]);
+		snprintf(want, sizeof(want),
+			 "test.conf:3: backends.legacy.url: \"http://%s:9001\": not an IPv4 address as "
+			 "written: four numbers 0-255 without leading zeros*",
+			 shorthands[i]);
+		REJECTED(text, 1, want);
+	}
+	REJECTED("listen = ( { address = \"127.1:8080\"; } );\n" L_BACKENDS L_DEFAULT, 1,
+		 "test.conf:1: listen.[0].address: \"127.1:8080\": not an IPv4 address as written*");
+	REJECTED("listen = ( { address = \"[::ffff:127.0.0.1]:8080\"; } );\n" L_BACKENDS L_DEFAULT, 1,
+		 "test.conf:1: listen.[0].address: \"[::ffff:127.0.0.1]:8080\": an IPv4-mapped IPv6 "
+		 "address*");
 	/* host_header: a Host a client could send, with a host and a real port */
 	static const char *const good_hosts[] = {"orders.internal", "orders.internal:8443",
 						 "10.0.0.1:80", "[::1]:8443", "[fd00::1]", "a_b-c"};
@@ -918,6 +936,11 @@ static void test_error_wrong_types(void **state)
 	REJECTED(BASE "access_log = \"\";\n", 1,
 		 "test.conf:7: access_log: must be a path or \"-\" (remove the setting to turn it off)");
 	REJECTED(BASE "access_log = 1;\n", 1, "test.conf:7: access_log: must be a string");
+	/* an empty path passed -t: the start then failed, or wrote no state */
+	REJECTED(BASE "pid_file = \"\";\n", 1,
+		 "test.conf:7: pid_file: must be a path (remove the setting to write none)");
+	REJECTED(BASE "admin = { address = \"127.0.0.1:9901\"; state_file = \"\"; };\n", 1,
+		 "test.conf:7: admin.state_file: must be a path*");
 	REJECTED("listen = \"127.0.0.1:8080\";\n" L_BACKENDS L_DEFAULT, 1,
 		 "test.conf:1: listen: must be a list: ( { address = \"127.0.0.1:8080\"; } )");
 	REJECTED("listen = ( \"127.0.0.1:8080\" );\n" L_BACKENDS L_DEFAULT, 1,
