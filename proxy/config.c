@@ -1121,6 +1121,13 @@ static void load_backends(struct sp_loader *L, const config_setting_t *root)
 		if (b->name && strlen(b->name) > SP_NAME_CHARS)
 			ERR(L, e, "%s: a backend's name must be at most %d characters", path,
 			    SP_NAME_CHARS);
+		/* libconfig also takes '*' in a name (mod*ern, *): not a name the
+		 * docs, the API paths and the metrics' labels expect */
+		else if (b->name && (!isalpha((unsigned char)b->name[0]) ||
+				     b->name[strspn(b->name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+							     "0123456789-_")] != '\0'))
+			ERR(L, e, "%s: a backend's name is a letter, then letters, digits, '-' and '_'",
+			    path);
 		if (!config_setting_is_group(e)) {
 			ERR(L, e, "%s: must be a group: { url = \"http://host:port\"; }", path);
 			continue;
@@ -1581,10 +1588,22 @@ static void syntax_error(const config_t *lc, const struct cfgp_includes *inc, co
 	else if (text && strncmp(text, "\xef\xbb\xbf", 3) == 0)
 		sp_diag_add(diag, 1, where, 1, "the file starts with a UTF-8 byte order mark: save it "
 			    "without one");
-	else if (strcmp(why, "mismatched element type in array") == 0)
-		sp_diag_add(diag, 1, where, line, "syntax error: %s: the elements of an array all have "
-			    "one type; write every number with a decimal point, e.g. "
-			    "steps = [1.0, 2.5, 5.0]", why);
+	else if (strcmp(why, "mismatched element type in array") == 0) {
+		/* the setting, when its line starts with it ("methods = [...]") */
+		char buf[256];
+		nth_line(text, line, buf, sizeof(buf));
+		const char *k = buf + strspn(buf, " \t");
+		size_t kl = isalpha((unsigned char)*k) ? strspn(k, "abcdefghijklmnopqrstuvwxyz"
+								   "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+						       : 0;
+		const char *eq = k + kl + strspn(k + kl, " \t");
+		int keyed = kl && (*eq == '=' || *eq == ':') && eq[1 + strspn(eq + 1, " \t")] == '[';
+		sp_diag_add(diag, 1, where, line, "%.*s%ssyntax error: %s: the elements of an array all "
+			    "have one type: all strings, or all numbers written alike (each with a "
+			    "decimal point, e.g. steps = [1.0, 2.5, 5.0]; an integer past 2147483647 "
+			    "among smaller ones is another type)",
+			    keyed ? (int)kl : 0, k, keyed ? ": " : "", why);
+	}
 	else if (strcmp(why, "syntax error") == 0 && group_in_array(text, line))
 		sp_diag_add(diag, 1, where, line, "syntax error: a group in [ ]: a list of groups is "
 			    "written in parentheses, ( { ... }, { ... } ); [ ] holds only strings, "

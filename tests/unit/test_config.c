@@ -523,6 +523,11 @@ static void test_error_duplicate_route_name(void **state)
 			  "{ url = \"http://127.0.0.1:2\"; }; };\n" L_DEFAULT,
 		 1, "test.conf:3: backends.b0123456789012345678901234567890123456789012345678901234567890123: "
 		    "a backend's name must be at most 64 characters");
+	/* libconfig takes '*' in a name: not a backend's (docs, API paths, labels) */
+	REJECTED(L_LISTEN "backends = { legacy = { url = \"http://127.0.0.1:1\"; };\n"
+			  "  mod*ern = { url = \"http://127.0.0.1:2\"; }; };\n" L_DEFAULT,
+		 1, "test.conf:3: backends.mod*ern: a backend's name is a letter, then letters, "
+		    "digits, '-' and '_'");
 	/* an empty methods list would read as "all" to some and "none" to others */
 	REJECTED(ONE_MATCH("methods = [];"), 1,
 		 "test.conf:8: routes.[0].match.methods: must list at least one method: "
@@ -1549,8 +1554,14 @@ static void test_syntax_errors_say_what_to_do(void **state)
 		 TEST_CONF ":1: the file starts with a UTF-8 byte order mark: save it without one");
 	REJECTED(ONE_ROLLOUT("percent = 1.0; guard = { steps = [1, 2.5, 5]; };"), 1,
 		 TEST_CONF ":8: syntax error: mismatched element type in array: the elements of an "
-			   "array all have one type; write every number with a decimal point, e.g. "
-			   "steps = [1.0, 2.5, 5.0]");
+			   "array all have one type: all strings, or all numbers written alike (each "
+			   "with a decimal point, e.g. steps = [1.0, 2.5, 5.0]; an integer past "
+			   "2147483647 among smaller ones is another type)");
+	/* the setting named when its line starts with it */
+	REJECTED(BASE "routes = ( { name = \"r\"; backend = \"legacy\";\n"
+		      "  match = { path_prefix = \"/a\";\n"
+		      "    methods = [\"GET\", 1]; }; } );\n",
+		 1, TEST_CONF ":9: methods: syntax error: mismatched element type in array*");
 	/* a group in brackets, on the bracket's line or the next; a '[' in a
 	 * string is not one */
 	static const char *const groups[] = {
