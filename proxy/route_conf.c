@@ -496,14 +496,16 @@ static void load_guard(struct sp_loader *L, const config_setting_t *ro, const ch
 	cfgp_check_keys(L, s, path, keys);
 	*g = (struct sp_guard_cfg){.enabled = 1, .min_requests = 200, .window_s = 60,
 				   .step_interval_s = 600};
+	int errors = L->diag->errors;
 	get_rate(L, s, "max_error_rate", path, 100, &g->max_error_rate);
 	get_rate(L, s, "max_diff_rate", path, 100, &g->max_diff_rate);
 	get_rate(L, s, "max_p99_ratio", path, 1000, &g->max_p99_ratio);
+	int refused = L->diag->errors > errors; /* a bound given but refused is no missing one */
 	cfgp_int_field(L, s, "min_requests", path, 1, 100000000, &g->min_requests);
 	cfgp_int_field(L, s, "window_s", path, 5, 86400, &g->window_s);
 	cfgp_int_field(L, s, "step_interval_s", path, 1, 30 * 86400, &g->step_interval_s);
 	const config_setting_t *st = config_setting_get_member(s, "steps");
-	if (!g->max_error_rate && !g->max_diff_rate && !g->max_p99_ratio)
+	if (!refused && !g->max_error_rate && !g->max_diff_rate && !g->max_p99_ratio)
 		WARN(L, s, "%s: no max_error_rate, max_diff_rate or max_p99_ratio: it watches "
 			   "nothing%s", path, st ? " and takes its steps whatever happens" : "");
 	if (!st)
@@ -513,6 +515,9 @@ static void load_guard(struct sp_loader *L, const config_setting_t *ro, const ch
 		return;
 	}
 	int n = config_setting_length(st);
+	if (n == 0) /* as if absent, which says so */
+		ERR(L, st, "%s.steps: an empty list: give the percents, [1, 5, 25, 50, 100], or "
+			   "leave steps out", path);
 	g->steps_bp = calloc((size_t)n + 1, sizeof(*g->steps_bp));
 	for (int i = 0; i < n && g->steps_bp; i++) {
 		const config_setting_t *e = config_setting_get_elem(st, (unsigned)i);

@@ -398,6 +398,20 @@ static void test_guard_without_bounds_warns(void **state)
 		   "test.conf:8: warning: routes.[0].rollout.guard: no max_error_rate, max_diff_rate "
 		   "or max_p99_ratio: it watches nothing");
 	sp_config_unref(&c);
+	/* bounds out of range are errors, and no "watches nothing" besides */
+	REJECTED(ONE_ROLLOUT("percent = 1; guard = { max_error_rate = 100.5; max_p99_ratio = "
+			     "1000.1; };"),
+		 2, "test.conf:8: routes.[0].rollout.guard.max_error_rate: *");
+	struct sp_diag d;
+	sp_diag_init(&d);
+	assert_null(sp_config_load_string(
+		ONE_ROLLOUT("percent = 1; guard = { max_error_rate = 100.5; };"), TEST_CONF, &d));
+	assert_int_equal(d.warnings, 0);
+	sp_diag_deinit(&d);
+	/* steps = [] passed silently: what was meant? */
+	REJECTED(ONE_ROLLOUT("percent = 1; guard = { max_error_rate = 1.0; steps = []; };"), 1,
+		 "test.conf:8: routes.[0].rollout.guard.steps: an empty list: give the percents, "
+		 "[1, 5, 25, 50, 100], or leave steps out");
 }
 
 /* shadow_defaults with a diff log on line 7; a route "r" on line 9 whose
