@@ -92,12 +92,14 @@ static void respond_with(struct admin_conn *a, int status, const char *type, con
 			 const char *body, size_t len)
 {
 	struct sp_buf b;
+	char date[SP_HTTP_DATE_LEN + 1];
+	sp_http_date(time(NULL), date); /* RFC 9110 6.6.1: a server with a clock sends it */
 	sp_buf_init(&b);
 	sp_buf_printf(&b,
-		      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+		      "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
 		      "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n%s%s"
 		      "Connection: close\r\n\r\n",
-		      status, sp_http_reason(status), type, len, extra, a->extra);
+		      status, sp_http_reason(status), date, type, len, extra, a->extra);
 	evbuffer_add(a->c->out, b.data, b.len);
 	if (!a->head_only)
 		evbuffer_add(a->c->out, body, len);
@@ -1307,6 +1309,15 @@ static int on_head(void *ud, struct sp_h1_msg *m)
 	a->has_origin = take_header(m, "Origin", a->origin, sizeof(a->origin));
 	a->has_ctype = take_header(m, "Content-Type", a->ctype, sizeof(a->ctype));
 	a->bad_version = m->http_major != 1;
+	/* the proxy listener's checks (two Host headers, a Transfer-Encoding
+	 * on HTTP/1.0 or other than chunked, ...), but for a missing Host:
+	 * the admin API takes one (security.md) */
+	const char *why = NULL;
+	int st = m->http_major == 1 ? sp_http_check_request(m->hdrs, m->nhdrs, m->http_minor, &why) : 0;
+	if (st && strcmp(why, "missing Host header") != 0) {
+		sp_h1_fail(a->parser, st, why);
+		return -1;
+	}
 	if (m->has_length && m->content_length > MAX_BODY) {
 		/* answer now (401 or 413): the client need not send what would
 		 * be thrown away, nor wait for the timeout */

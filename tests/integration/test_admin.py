@@ -302,7 +302,8 @@ def test_requests_a_web_page_could_send_are_refused(start_proxy, two_backends, t
         "Host": "rebind.attacker.example:%d" % port, "Content-Type": "application/json",
         "Origin": "http://rebind.attacker.example:%d" % port}, patch)[0] == 403
     assert call("GET", "/", {"Host": "evil:%d" % port})[0] == 403
-    assert call("GET", "/api/routes", {"Host": me, "X": "1", "host": me})[0] == 403
+    # two Host headers: 400, as on the proxy's listener (RFC 9112 3.2)
+    assert call("GET", "/api/routes", {"Host": me, "X": "1", "host": me})[0] == 400
     # a cross-site form post, and an Origin that is not the request's own
     st, body = call("POST", "/api/reload", {"Host": me, "Origin": "http://attacker.example",
                                             "Content-Type": "text/plain"}, b"x")
@@ -942,6 +943,8 @@ def test_a_change_made_while_the_new_process_starts_is_kept(start_proxy, two_bac
                "rollout": {"backend": "modern", "percent": 25.0}}]
     backends = {"legacy": legacy, "modern": modern}
     old = start_proxy(backends, routes=routes, admin={"state_file": str(state)})
+    # written once the old process is up (it listens a moment before)
+    harness.wait_for(state.exists, 5, what="the old process's state file")
     fifo = str(tmp_path / "access.fifo")
     os.mkfifo(fifo)
     new_admin = types.SimpleNamespace(admin_port=harness.free_port())
@@ -1099,6 +1102,35 @@ def test_an_http_0_9_request_gets_505_not_a_head_it_would_read_as_body(start_pro
     got = exchange_raw(p.admin_port, b"GET /healthz\r\n\r\n")
     assert got.startswith(b"HTTP/1.1 505 HTTP Version Not Supported\r\n"), got
     assert p.admin("GET", "/healthz")[0] == 200
+
+
+def test_the_admin_listener_checks_requests_as_the_proxy_does(start_proxy, backend_factory):
+    """Two Host headers, a Transfer-Encoding on HTTP/1.0 (applied: the PATCH
+    went through), a coding other than chunked (its body taken as plain):
+    answered 200 by the admin listener, 400 and 501 by the proxy's. A
+    missing Host stays accepted there (security.md). Answers carry Date
+    (RFC 9110 6.6.1), as the proxy's own do."""
+    b = backend_factory("legacy")
+    p = start_proxy({"legacy": b}, routes=[{"name": "r", "match": {"path_prefix": "/"},
+                                            "backend": "legacy",
+                                            "rollout": {"backend": "legacy", "percent": 5.0}}],
+                    admin={})
+    patch = b'{"rollout": {"percent": 7}}'
+    cases = [
+        (b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", b"400"),
+        (b"PATCH /api/routes/r HTTP/1.0\r\nContent-Type: application/json\r\n"
+         b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(patch), patch),
+         b"400"),
+        (b"PATCH /api/routes/r HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+         b"Transfer-Encoding: gzip, chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n"
+         % (len(patch), patch), b"501"),
+        (b"GET /healthz HTTP/1.1\r\n\r\n", b"200"),
+    ]
+    for req, status in cases:
+        got = exchange_raw(p.admin_port, req)
+        assert got.startswith(b"HTTP/1.1 " + status + b" "), (req, got)
+        assert re.search(rb"\r\nDate: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT\r\n", got), got
+    assert p.admin("GET", "/api/routes/r")[1]["rollout"]["percent"] == 5
 
 
 def test_admin_connections_past_128_wait_in_the_backlog(start_proxy, backend_factory):
