@@ -926,7 +926,8 @@ static void usage(FILE *f)
 		   "\n"
 		   "  FILE          a diff log (shadow_defaults.diff_log), or - for stdin; several\n"
 		   "                files (instances, rotated logs) are read as one, in any order\n"
-		   "  --route NAME  only this route\n");
+		   "  --route NAME  only this route\n"
+		   "  --            what follows is a file, even one named -x\n");
 }
 
 int sp_diff_report_main(int argc, char **argv)
@@ -939,25 +940,33 @@ int sp_diff_report_main(int argc, char **argv)
 		fprintf(stderr, "strangler diff-report: out of memory\n");
 		return 1;
 	}
+	int options = 1; /* until "--": what follows it is a file, whatever its name */
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
-		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+		if (options && (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)) {
 			usage(stdout);
 			rc = 0;
 			goto out;
 		}
-		if (strcmp(a, "--route") == 0 && i + 1 < argc && argv[i + 1][0]) {
+		if (options && strcmp(a, "--") == 0) {
+			options = 0;
+		} else if (options && strcmp(a, "--route") == 0 && i + 1 < argc && argv[i + 1][0]) {
 			route = argv[++i];
-		} else if (strncmp(a, "--route=", 8) == 0 && a[8]) {
+		} else if (options && strncmp(a, "--route=", 8) == 0 && a[8]) {
 			route = a + 8;
-		} else if (a[0] != '-' || strcmp(a, "-") == 0) {
+		} else if (!options || a[0] != '-' || strcmp(a, "-") == 0) {
 			files[nfiles++] = a;
 		} else {
+			fprintf(stderr, "strangler diff-report: %s: %s\n", a,
+				strncmp(a, "--route", 7) == 0 ? "needs a route name"
+							       : "unknown option");
 			goto usage;
 		}
 	}
-	if (nfiles == 0)
+	if (nfiles == 0) {
+		fprintf(stderr, "strangler diff-report: no diff log named\n");
 		goto usage;
+	}
 	rc = sp_diff_report_files(files, nfiles, NULL, stdout, route) == 0 ? 0 : 1;
 	if (fflush(stdout) != 0 || ferror(stdout)) {
 		fprintf(stderr, "strangler diff-report: cannot write the report\n");

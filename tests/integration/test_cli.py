@@ -901,6 +901,15 @@ def test_diff_report_reads_several_files_as_one(tmp_path):
     assert "cannot open %s: No such file or directory" % (tmp_path / "missing.jsonl") in out.stderr
     out = run_strangler("diff-report")
     assert out.returncode == 2 and "usage: strangler diff-report FILE..." in out.stderr
+    assert "no diff log named" in out.stderr
+    # an unknown option is named; after "--" a name starting with "-" is a file
+    out = run_strangler("diff-report", "-x", str(a))
+    assert out.returncode == 2 and "strangler diff-report: -x: unknown option" in out.stderr
+    dashed = tmp_path / "-x"
+    dashed.write_text(a.read_text())
+    out = subprocess.run([BINARY, "diff-report", "--", "-x"], cwd=str(tmp_path),
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0 and "route search:" in out.stdout, out.stderr
 
 
 def test_threads_are_named_for_top_and_ps(backend_factory, start_proxy):
