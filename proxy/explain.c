@@ -112,7 +112,11 @@ static void print_return(const struct sp_return *r, const struct sp_reqview *q,
 	       sp_http_reason(r->status));
 	sp_buf_reset(scratch);
 	if (r->location && sp_return_location(r, &v, scratch) == 0)
-		printf("location: %.*s\n", (int)scratch->len, scratch->data ? scratch->data : "");
+		printf("location: %.*s%s\n", (int)scratch->len, scratch->data ? scratch->data : "",
+		       strstr(r->location, "$host") && !sp_hdr_find(q->headers, q->nheaders, "Host")
+			       ? " (no -H 'Host: ...' given: $host is empty here, the request's Host "
+				 "in the proxy)"
+			       : "");
 	if (r->body && strcmp(q->method, "HEAD") != 0) /* a HEAD gets the head alone */
 		printf("body:     %zu bytes, %s\n", r->body_len, r->content_type);
 }

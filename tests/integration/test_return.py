@@ -270,6 +270,10 @@ def test_counters_explain_and_the_api(proxy):
     assert "answer:   308 Permanent Redirect (the route answers itself: return; no backend)" \
         in lines, out.stdout
     assert "location: http://a.example/v2/same-site/p?x=1" in lines, out.stdout
+    # without a Host the location read "http:///v2/...", which the proxy never sends
+    out = run_strangler("explain", "-c", p.conf_path, "GET", "/same-site/p?x=1")
+    assert ("location: http:///v2/same-site/p?x=1 (no -H 'Host: ...' given: $host is empty "
+            "here, the request's Host in the proxy)") in out.stdout.splitlines(), out.stdout
     out = run_strangler("explain", "-c", p.conf_path, "GET", "/maintenance")
     assert "body:     16 bytes, text/html" in out.stdout.splitlines(), out.stdout
     out = run_strangler("explain", "-c", p.conf_path, "HEAD", "/maintenance")
