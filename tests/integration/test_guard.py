@@ -95,6 +95,44 @@ def test_error_rate_trips_the_guard_until_rearmed(start_proxy, backend_factory, 
     assert p.admin("POST", "/api/routes/nope/guard/rearm")[0] == 404
 
 
+def test_errors_spread_over_two_workers_trip_the_guard_once(start_proxy, backend_factory,
+                                                            tmp_path):
+    """With workers = 2 and a connection per request, each worker sees part
+    of the new side's failures: the guard judges their sum (each worker's
+    half alone is under min_requests), trips once, and no worker sends the
+    new side another request."""
+    legacy = backend_factory("legacy")
+    modern = backend_factory("modern", lambda req, conn: Response(
+        500, b"boom", headers=[("X-Backend", "modern")]))
+    guard = {"max_error_rate": 5.0, "min_requests": 30, "window_s": 60}
+    route = {"name": "orders", "match": {"path_prefix": "/api"}, "backend": "legacy",
+             "rollout": {"backend": "modern", "percent": 50.0, "sticky": "header:X-User-Id",
+                         "guard": guard}}
+    p = start_proxy({"legacy": legacy, "modern": {"url": modern.url,
+                                                  "health": {"unhealthy": 100}}},
+                    routes=[route], workers=2, admin={"state_file": str(tmp_path / "state.json")})
+
+    def spread(n):
+        sides = []
+        for i in range(n):
+            with p.client() as c:
+                sides.append(c.request("GET", "/api/orders",
+                                       headers=[("X-User-Id", "u%d" % i)]).header("X-Backend"))
+        return sides
+
+    assert spread(80).count("modern") >= 30
+    harness.wait_for(lambda: "guard: route orders: error rate" in p.stderr_text(), 5,
+                     what="the guard tripping")
+    served = len(modern.requests)
+    assert set(spread(80)) == {"legacy"}
+    time.sleep(1.5)  # another tick or two: still one trip
+    assert len(modern.requests) == served
+    assert p.stderr_text().count("guard: route orders: error rate") == 1, p.stderr_text()
+    audit = p.admin("GET", "/api/audit")[1]["changes"]
+    assert [e["action"] for e in audit if e["caller"] == "guard"] == ["guard-trip"], audit
+    assert json.loads((tmp_path / "state.json").read_text())["guards"]["orders"]
+
+
 def test_rearm_of_a_route_without_a_guard_says_it_has_none(start_proxy, backend_factory,
                                                           tmp_path):
     """A route with no guard (a rollout without one, or no rollout) has no
