@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "tls.h"
 
 #define READ_CHUNK (64 * 1024)
 #define WRITE_IOVECS 64
@@ -587,11 +588,13 @@ void sp_conn_tls_accept(struct sp_conn *c, SSL_CTX *ctx)
 	arm_read(c);
 }
 
-int sp_conn_tls_connect(struct sp_conn *c, SSL_CTX *ctx, const char *host, int is_ip)
+int sp_conn_tls_connect(struct sp_conn *c, SSL_CTX *ctx, const char *host, int is_ip,
+			struct sp_tls_resume *resume)
 {
 	c->ssl = SSL_new(ctx);
 	if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1)
 		return -1;
+	sp_tls_resume_offer(c->ssl, resume);
 	SSL_set_connect_state(c->ssl);
 	SSL_set_mode(c->ssl, TLS_MODES);
 	if (!is_ip && SSL_set_tlsext_host_name(c->ssl, host) != 1)

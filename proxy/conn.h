@@ -109,8 +109,11 @@ static inline size_t sp_conn_committed(const struct sp_conn *c)
  * data reaches on_read. */
 void sp_conn_tls_accept(struct sp_conn *c, SSL_CTX *ctx);
 /* Client side TLS on a connecting connection: SNI and certificate check for
- * host; SP_CONN_CONNECTED is reported once the handshake is done. */
-int sp_conn_tls_connect(struct sp_conn *c, SSL_CTX *ctx, const char *host, int is_ip);
+ * host; SP_CONN_CONNECTED is reported once the handshake is done. resume
+ * (or NULL): the server's session to offer and keep (sp_tls_resume). */
+struct sp_tls_resume;
+int sp_conn_tls_connect(struct sp_conn *c, SSL_CTX *ctx, const char *host, int is_ip,
+			struct sp_tls_resume *resume);
 /* Bytes read from the peer by a TLS connection (its handshake's too). */
 unsigned long sp_conn_tls_bytes_in(const struct sp_conn *c);
 /* Why the TLS handshake failed, for a log line: OpenSSL's reason, with the

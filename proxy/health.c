@@ -52,6 +52,7 @@ void sp_health_table_free(struct sp_health_table **tp)
 	struct sp_health *h = atomic_load(&t->head), *next;
 	for (; h; h = next) {
 		next = atomic_load(&h->next);
+		sp_tls_resume_deinit(&h->resume);
 		free(h);
 	}
 	for (struct member *m = t->members, *mn; m; m = mn) {
@@ -70,6 +71,7 @@ static struct sp_health *entry(struct sp_health_table *t, const char *url)
 			return h;
 	if (!(h = calloc(1, sizeof(*h))))
 		return NULL;
+	sp_tls_resume_init(&h->resume);
 	snprintf(h->url, sizeof(h->url), "%s", url);
 	atomic_store_explicit(&h->next, atomic_load(&t->head), memory_order_relaxed);
 	atomic_store_explicit(&t->head, h, memory_order_release);
@@ -688,7 +690,8 @@ static void on_check_timer(evutil_socket_t fd, short what, void *arg)
 	}
 	k->skipping = 0;
 	if (!k->conn || (be->tls_ctx &&
-			 sp_conn_tls_connect(k->conn, be->tls_ctx, sv->host, sv->host_is_ip) < 0)) {
+			 sp_conn_tls_connect(k->conn, be->tls_ctx, sv->host, sv->host_is_ip,
+					     sv->health ? &sv->health->resume : NULL) < 0)) {
 		check_done(k, 0, "health check: cannot connect");
 		return;
 	}

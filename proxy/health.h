@@ -11,6 +11,8 @@
 
 #include <event2/event.h>
 
+#include "tls.h"
+
 struct sp_backend;
 struct sp_config;
 struct sp_server;
@@ -46,6 +48,9 @@ struct sp_health {
 	/* connections to it in use for an exchange (a request, a shadow, a
 	 * tunnel), in every worker: what a drain waits for */
 	_Atomic long in_flight;
+	/* https: the last TLS session made with it, offered to the next
+	 * connection (requests, shadows, active checks) */
+	struct sp_tls_resume resume;
 };
 
 struct sp_health_table;

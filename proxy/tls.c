@@ -312,16 +312,87 @@ static int client_id(const char *ca_file, int verify, const char *cert, const ch
 	return ok ? 0 : -1;
 }
 
+/* ex_data indexes: a client context's id (a copy it owns), a connection's
+ * sp_tls_resume */
+static int ctx_id_index = -1, ssl_resume_index = -1;
+static pthread_once_t resume_once = PTHREAD_ONCE_INIT;
+
+static void free_ctx_id(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+	(void)parent;
+	(void)ad;
+	(void)idx;
+	(void)argl;
+	(void)argp;
+	free(ptr);
+}
+
+static void resume_indexes(void)
+{
+	ctx_id_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, free_ctx_id);
+	ssl_resume_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+/* A session the server gave (after the handshake in TLS 1.3): kept, in
+ * place of the one before. 1: the reference is ours. */
+static int on_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+	struct sp_tls_resume *r = SSL_get_ex_data(ssl, ssl_resume_index);
+	const unsigned char *id = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ctx_id_index);
+	if (!r || !id)
+		return 0;
+	pthread_mutex_lock(&r->lock);
+	SSL_SESSION *old = r->sess;
+	r->sess = sess;
+	memcpy(r->id, id, SP_TLS_ID_LEN);
+	pthread_mutex_unlock(&r->lock);
+	SSL_SESSION_free(old);
+	return 1;
+}
+
+void sp_tls_resume_init(struct sp_tls_resume *r)
+{
+	pthread_mutex_init(&r->lock, NULL);
+	r->sess = NULL;
+}
+
+void sp_tls_resume_deinit(struct sp_tls_resume *r)
+{
+	SSL_SESSION_free(r->sess);
+	r->sess = NULL;
+	pthread_mutex_destroy(&r->lock);
+}
+
+void sp_tls_resume_offer(SSL *ssl, struct sp_tls_resume *r)
+{
+	const unsigned char *id = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ctx_id_index);
+	if (!r || !id || SSL_set_ex_data(ssl, ssl_resume_index, r) != 1)
+		return;
+	pthread_mutex_lock(&r->lock);
+	if (r->sess && memcmp(r->id, id, SP_TLS_ID_LEN) == 0)
+		SSL_set_session(ssl, r->sess); /* takes a reference of its own */
+	pthread_mutex_unlock(&r->lock);
+}
+
 SSL_CTX *sp_tls_client_ctx(const char *ca_file, int verify, const char *cert, const char *key,
 			   unsigned char id[SP_TLS_ID_LEN], struct sp_tls_error *err)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	unsigned char *own = malloc(SP_TLS_ID_LEN);
 	err->entry = 0;
-	if (!ctx || client_id(ca_file, verify, cert, key, id) < 0) {
+	pthread_once(&resume_once, resume_indexes);
+	if (!ctx || !own || client_id(ca_file, verify, cert, key, id) < 0 || ctx_id_index < 0 ||
+	    ssl_resume_index < 0 || SSL_CTX_set_ex_data(ctx, ctx_id_index, own) != 1) {
 		SSL_CTX_free(ctx);
+		free(own);
 		fail_at(err, NULL, "out of memory");
 		return NULL;
 	}
+	memcpy(own, id, SP_TLS_ID_LEN); /* the context frees it (free_ctx_id) */
+	/* sessions are kept per server by the caller (sp_tls_resume), not in
+	 * OpenSSL's cache, which a client does not look up by itself */
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+	SSL_CTX_sess_set_new_cb(ctx, on_new_session);
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
 	static const unsigned char h11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};

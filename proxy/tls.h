@@ -6,6 +6,7 @@
 #define SP_TLS_H
 
 #include <openssl/ssl.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <time.h>
 
@@ -50,5 +51,24 @@ int sp_tls_client_validity(SSL_CTX *ctx, time_t now, char *why, size_t len);
  * may serve the other (the system store is taken by name only). */
 SSL_CTX *sp_tls_client_ctx(const char *ca_file, int verify, const char *cert, const char *key,
 			   unsigned char id[SP_TLS_ID_LEN], struct sp_tls_error *err);
+
+/* The last TLS session made with one server (nginx's
+ * proxy_ssl_session_reuse): a new connection to it offers the session and,
+ * when the server takes it, saves the full handshake (its certificate was
+ * checked when the session was made). A session is offered only on a
+ * context with the id it was made with: one a reload made trust other
+ * certificates (another ca_file, tls_verify turned on) checks them again.
+ * Shared by every worker (a lock). */
+struct sp_tls_resume {
+	pthread_mutex_t lock;
+	SSL_SESSION *sess;
+	unsigned char id[SP_TLS_ID_LEN];
+};
+void sp_tls_resume_init(struct sp_tls_resume *r);
+void sp_tls_resume_deinit(struct sp_tls_resume *r);
+/* Before ssl's handshake (a client of a sp_tls_client_ctx context): offers
+ * r's session when it fits, and has the sessions the server gives kept in
+ * r (r must outlive ssl). r NULL: neither. */
+void sp_tls_resume_offer(SSL *ssl, struct sp_tls_resume *r);
 
 #endif

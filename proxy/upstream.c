@@ -234,7 +234,8 @@ static struct sp_upconn *connect_new(struct sp_pool *p, const struct sp_backend 
 		free(c);
 		return NULL;
 	}
-	if (be->tls_ctx && sp_conn_tls_connect(c->conn, be->tls_ctx, sv->host, sv->host_is_ip) < 0) {
+	if (be->tls_ctx && sp_conn_tls_connect(c->conn, be->tls_ctx, sv->host, sv->host_is_ip,
+					       sv->health ? &sv->health->resume : NULL) < 0) {
 		*why = "connect failed";
 		sp_conn_free(&c->conn);
 		free(c);

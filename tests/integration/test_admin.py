@@ -30,8 +30,12 @@ def admin_proxy(start_proxy, two_backends, tmp_path, token=False, workers=2, per
          "rollout": {"backend": "modern", "percent": percent, "sticky": "header:X-User-Id"}},
         {"name": "users", "match": {"path_prefix": "/api/users"}, "backend": "legacy"},
     ]
-    return start_proxy({"legacy": legacy, "modern": modern}, routes=routes, workers=workers,
-                       admin=admin)
+    p = start_proxy({"legacy": legacy, "modern": modern}, routes=routes, workers=workers,
+                    admin=admin)
+    # its first write of the state file comes a moment after it listens:
+    # a test that plants or reads something there waits for it
+    harness.wait_for((tmp_path / "state.json").exists, 5, what="the state file's first write")
+    return p
 
 
 def side_of(p, user):

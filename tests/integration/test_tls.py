@@ -1233,6 +1233,37 @@ def test_an_https_backends_early_answer_to_an_upload_reaches_the_client(start_pr
         b.stop()
 
 
+def test_new_connections_to_an_https_backend_resume_its_tls_session(start_proxy, pki):
+    """Each new connection to an https backend made a full handshake (nginx
+    resumes the server's last session by default, proxy_ssl_session_reuse):
+    now every one after the first resumes. A reload that changes what the
+    backend is trusted for (here tls_verify off) starts a full handshake
+    again: a session checked under other settings is not offered."""
+    reused = []
+
+    def answer(req, conn):
+        reused.append(conn.sock.session_reused)
+        return harness.Response(200, b"ok", close=True)  # a new connection each time
+    b = harness.HTTPSBackend("legacy", pki["localhost"], answer)
+    try:
+        p = start_proxy({"legacy": {"url": b.url, "ca_file": pki["ca"]}})
+        for _ in range(4):
+            with p.client() as c:
+                assert c.request("GET", "/").status == 200
+        assert reused == [False, True, True, True], reused
+        text = open(p.conf_path).read()
+        with open(p.conf_path, "w") as f:
+            f.write(text.replace('ca_file = ', 'tls_verify = false; ca_file = '))
+        harness.reload_and_wait(p, 1)
+        del reused[:]
+        for _ in range(3):
+            with p.client() as c:
+                assert c.request("GET", "/").status == 200
+        assert reused == [False, True, True], reused
+    finally:
+        b.stop()
+
+
 def test_backend_tls_failures_are_logged_with_their_reason(start_proxy, backend_factory, pki,
                                                           tls_backends, tmp_path):
     """What an operator reads when an https backend fails: a TLS 1.3 backend
