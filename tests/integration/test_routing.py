@@ -136,6 +136,14 @@ def test_explain_agrees_on_hosts(tmp_path):
         assert "route:    api-host" in r.stdout, r.stdout
     r = run_strangler("explain", "-c", str(conf), "GET", "http://u@api.example.com/v/1")
     assert "answer:   400 (invalid host in the request target)" in r.stdout, r.stdout
+    # framing the proxy's parser refuses before routing (it printed a route)
+    for headers, why in ((["Content-Length: x"], "Invalid character in Content-Length"),
+                         (["Content-Length: 1", "Content-Length: 1"], "Duplicate Content-Length"),
+                         (["Content-Length: 1", "Transfer-Encoding: chunked"],
+                          "Content-Length can't be present with Transfer-Encoding")):
+        r = run_strangler("explain", "-c", str(conf), *[a for h in headers for a in ("-H", h)],
+                          "POST", "/v/1")
+        assert "answer:   400 (%s)" % why in r.stdout.splitlines(), (headers, r.stdout)
 
 
 def test_route_name_in_access_log(routed):
