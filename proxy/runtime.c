@@ -21,9 +21,8 @@
 
 struct sp_config *sp_runtime_load_file(struct sp_runtime *rt, struct sp_diag *diag)
 {
-	char *text = sp_config_read(rt->file, NULL, diag);
-	struct sp_config *file = text ? sp_config_load_string(text, rt->file, diag) : NULL;
-	free(text);
+	/* as -t reads it (a NUL byte refused there passed a start and a reload) */
+	struct sp_config *file = sp_config_load(rt->file, diag);
 	if (file && rt->health && sp_health_attach(rt->health, file) < 0) {
 		sp_diag_add(diag, 1, rt->file, 0, "out of memory");
 		sp_config_unref(&file);

@@ -81,17 +81,18 @@ static int unreadable(const char *what, const char *file, struct sp_tls_error *e
 	return -1;
 }
 
-/* Serves http/1.1 when offered; a client that offers only others (h2 alone)
- * gets the no_application_protocol alert (RFC 7301 3.2, as nginx), not a
- * connection it would speak HTTP/2 on; one that offers none goes on
- * without ALPN. */
+/* Serves HTTP/1.x: http/1.1 when offered, else http/1.0 or http/0.9 (what
+ * curl --http1.0 offers alone; nginx's list); a client that offers only
+ * others (h2 alone) gets the no_application_protocol alert (RFC 7301 3.2,
+ * as from nginx), not a connection it would speak HTTP/2 on; one that
+ * offers none goes on without ALPN. */
 static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 		   const unsigned char *in, unsigned int inlen, void *arg)
 {
-	static const unsigned char h11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+	static const unsigned char h1x[] = "\x08http/1.1\x08http/1.0\x08http/0.9";
 	(void)ssl;
 	(void)arg;
-	if (SSL_select_next_proto((unsigned char **)out, outlen, h11, sizeof(h11), in, inlen) ==
+	if (SSL_select_next_proto((unsigned char **)out, outlen, h1x, sizeof(h1x) - 1, in, inlen) ==
 	    OPENSSL_NPN_NEGOTIATED)
 		return SSL_TLSEXT_ERR_OK;
 	return SSL_TLSEXT_ERR_ALERT_FATAL;

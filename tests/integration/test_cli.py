@@ -220,6 +220,16 @@ def test_an_include_that_is_no_file_and_a_nul_byte_are_errors(tmp_path, backend_
         assert 'not a regular file (a directory' in p.stderr_text()
         with p.client() as c:
             assert c.request("GET", "/").status == 200
+        # a reload of a file with a NUL byte is refused too (-t alone said so;
+        # a reload ran what came before the byte)
+        text = open(p.conf_path).read().replace('@include "%s"\n' % (tmp_path / "routes.d"), "")
+        with open(p.conf_path, "wb") as f:
+            f.write(b"# \0\n" + text.encode())
+        harness.reload_and_wait(p, 2)
+        assert p.stderr_text().count("keeping the running configuration") == 2, p.stderr_text()
+        assert ":1: a NUL byte" in p.stderr_text()
+        with p.client() as c:
+            assert c.request("GET", "/").status == 200
     finally:
         assert p.stop() == 0
 

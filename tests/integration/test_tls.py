@@ -207,6 +207,14 @@ def test_alpn_without_http11_sni_with_a_final_dot_and_a_stalled_handshake(
         with pytest.raises(ssl.SSLError, match="NO_APPLICATION_PROTOCOL|no application protocol"):
             h2.wrap_socket(raw, server_hostname="a.test")
     harness.wait_for(lambda: failures() == 1, what="the ALPN failure counted")
+    # an HTTP/1.0 client offering http/1.0 alone (curl --http1.0) is served
+    h10 = ssl.create_default_context(cafile=pki["ca"])
+    h10.set_alpn_protocols(["http/1.0"])
+    with socket.create_connection((harness.HOST, p.port), timeout=5) as raw:
+        with h10.wrap_socket(raw, server_hostname="a.test") as s:
+            assert s.selected_alpn_protocol() == "http/1.0"
+            s.sendall(b"GET / HTTP/1.0\r\nHost: a.test\r\n\r\n")
+            assert read_to_eof(s).startswith(b"HTTP/1.0 200")
     # a silent connection, then a ClientHello's first bytes only
     silent = socket.create_connection((harness.HOST, p.port), timeout=5)
     partial = socket.create_connection((harness.HOST, p.port), timeout=5)
