@@ -193,14 +193,14 @@ void sp_runtime_start_checks(struct sp_runtime *rt)
 
 /* Logs every diagnostic line ("FILE:LINE: setting: reason") with a prefix:
  * warnings as warnings, errors as errors, whatever became of the reload. */
-static void log_diag(struct sp_diag *diag)
+static void log_diag(struct sp_diag *diag, const char *prefix)
 {
 	const char *p = diag->text.data;
 	while (p && *p) {
 		const char *nl = strchr(p, '\n');
 		int len = nl ? (int)(nl - p) : (int)strlen(p);
 		const char *w = memmem(p, (size_t)len, ": warning: ", 11);
-		sp_log(w ? SP_LOG_WARN : SP_LOG_ERROR, "reload: %.*s", len, p);
+		sp_log(w ? SP_LOG_WARN : SP_LOG_ERROR, "%s%.*s", prefix, len, p);
 		p = nl ? nl + 1 : NULL;
 	}
 }
@@ -215,7 +215,7 @@ int sp_runtime_reload(struct sp_runtime *rt, struct sp_diag *diag)
 	}
 	if (cfg && sp_worker_check_listen(rt->cfg, cfg, diag) < 0)
 		sp_config_unref(&cfg);
-	log_diag(diag);
+	log_diag(diag, "reload: ");
 	if (!cfg) {
 		sp_config_unref(&file);
 		rt->reloads_failed++;
@@ -274,19 +274,19 @@ void sp_runtime_prune_state(struct sp_runtime *rt)
 		       "dropped guard trips or drained servers back", sp_runtime_state_strerror(errno));
 }
 
-int sp_runtime_load_state(struct sp_runtime *rt, const struct sp_config *cfg)
+/* The state file's contents, NULL when there is none (why empty) or it is
+ * refused (why says why); *id its identity before the read: a change made
+ * meanwhile shows as another's. */
+static json_t *read_state(const struct sp_config *cfg, struct sp_state_id *id, char *why,
+			  size_t len)
 {
-	char why[1024];
-	if (!cfg->has_admin || !cfg->admin.state_file)
-		return 0;
-	/* what it is before reading: a change made meanwhile shows as another's */
-	state_id_of(cfg->admin.state_file, &rt->state_id);
-	json_t *state = sp_state_load(cfg->admin.state_file, why, sizeof(why));
-	if (!state) { /* none, or the first start; or one that would be lost */
-		if (why[0])
-			sp_log(SP_LOG_ERROR, "admin.state_file: %s", why);
-		return why[0] ? -1 : 0;
-	}
+	state_id_of(cfg->admin.state_file, id);
+	return sp_state_load(cfg->admin.state_file, why, len);
+}
+
+/* The state read takes effect: overrides, audit, guard trips, drained servers. */
+static void apply_state(struct sp_runtime *rt, const struct sp_config *cfg, json_t *state)
+{
 	json_t *o = json_object_get(state, "overrides"), *a = json_object_get(state, "audit");
 	json_t *g = json_object_get(state, "guards"), *d = json_object_get(state, "drained");
 	if (json_is_object(g) && rt->guards)
@@ -307,9 +307,23 @@ int sp_runtime_load_state(struct sp_runtime *rt, const struct sp_config *cfg)
 		json_decref(rt->audit);
 		rt->audit = json_incref(a);
 	}
-	json_decref(state);
 	sp_log(SP_LOG_INFO, "admin.state_file: %s: %zu route overrides, %zu drained servers restored",
 	       cfg->admin.state_file, json_object_size(rt->overrides), ndrained);
+}
+
+int sp_runtime_load_state(struct sp_runtime *rt, const struct sp_config *cfg)
+{
+	char why[1024];
+	if (!cfg->has_admin || !cfg->admin.state_file)
+		return 0;
+	json_t *state = read_state(cfg, &rt->state_id, why, sizeof(why));
+	if (!state) { /* none, or the first start; or one that would be lost */
+		if (why[0])
+			sp_log(SP_LOG_ERROR, "admin.state_file: %s", why);
+		return why[0] ? -1 : 0;
+	}
+	apply_state(rt, cfg, state);
+	json_decref(state);
 	return 0;
 }
 
@@ -464,26 +478,39 @@ int sp_runtime_take_state(struct sp_runtime *rt)
 			return 0;
 		if (errno != ESTALE || tries == 3)
 			return -1;
+		char why[1024];
+		struct sp_state_id id;
+		json_t *state = read_state(rt->file_cfg, &id, why, sizeof(why));
+		if (!state && !why[0])
+			continue; /* gone meanwhile: nothing of another's to lose */
+		if (!state) { /* what runs stays, and the file is not written over */
+			sp_log(SP_LOG_ERROR, "admin.state_file: written by another process since it was "
+			       "read, and cannot be read again: %s", why);
+			errno = ESTALE;
+			return -1;
+		}
 		/* the drained servers, guard trips and overrides are the file's */
 		json_t *drained = drained_json(rt);
 		for (size_t i = 0; rt->health && i < json_array_size(drained); i++)
 			sp_health_set_drained(rt->health, json_string_value(json_array_get(drained, i)),
 					      0);
 		json_decref(drained);
-		struct sp_diag diag;
-		sp_diag_init(&diag);
-		struct sp_config *cfg = NULL;
-		if (sp_runtime_load_state(rt, rt->file_cfg) == 0)
-			cfg = sp_runtime_build(rt, rt->file_cfg, NULL, &diag);
-		log_diag(&diag);
-		sp_diag_deinit(&diag);
-		if (!cfg) {
-			errno = EINVAL;
-			return -1;
-		}
+		rt->state_id = id;
 		sp_log(SP_LOG_INFO, "admin.state_file: written by another process since it was read "
 		       "(the one this process replaces): read again");
+		apply_state(rt, rt->file_cfg, state);
+		json_decref(state);
+		struct sp_diag diag;
+		sp_diag_init(&diag);
+		struct sp_config *cfg = sp_runtime_build(rt, rt->file_cfg, NULL, &diag);
+		log_diag(&diag, "admin.state_file: ");
+		sp_diag_deinit(&diag);
+		if (!cfg) {
+			errno = ENOMEM;
+			return -1;
+		}
 		sp_runtime_commit(rt, cfg);
+		sp_runtime_prune_state(rt);
 	}
 }
 

@@ -933,6 +933,44 @@ def test_the_process_started_last_owns_the_state_file(start_proxy, two_backends,
     assert json.loads(state.read_text())["overrides"]["orders"] == {"rollout": {"percent": 5}}
 
 
+class HeldStart:
+    """A second process on the same state file (an upgrade's new one) that
+    stops in its start after reading the file: its access log is a FIFO,
+    which it opens only once release() gives it a reader."""
+
+    def __init__(self, tmp_path, backends, routes, state):
+        self.fifo = str(tmp_path / "access.fifo")
+        os.mkfifo(self.fifo)
+        self.api = types.SimpleNamespace(admin_port=harness.free_port())
+        conf = tmp_path / "new.conf"
+        conf.write_text(harness.make_config(
+            harness.free_port(), backends, routes=routes, access_log=self.fifo,
+            admin={"address": "%s:%d" % (harness.HOST, self.api.admin_port),
+                   "state_file": str(state)}))
+        self.log = tmp_path / "new.stderr"
+        self.err = open(self.log, "wb")
+        self.proc = subprocess.Popen([harness.BINARY, "-c", str(conf)], stdin=subprocess.DEVNULL,
+                                     stdout=self.err, stderr=self.err)
+        self.reader = None
+
+    def text(self):
+        return self.log.read_text()
+
+    def admin(self, *args):
+        return harness.Proxy.admin(self.api, *args)
+
+    def release(self):
+        self.reader = os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK)
+        harness.wait_for(lambda: "admin API on" in self.text(), 5, what="the new process")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=10)
+        self.err.close()
+        if self.reader is not None:
+            os.close(self.reader)
+
+
 def test_a_change_made_while_the_new_process_starts_is_kept(start_proxy, two_backends,
                                                             tmp_path):
     """The new process of an upgrade read the state file, then took a while
@@ -949,40 +987,52 @@ def test_a_change_made_while_the_new_process_starts_is_kept(start_proxy, two_bac
     old = start_proxy(backends, routes=routes, admin={"state_file": str(state)})
     # written once the old process is up (it listens a moment before)
     harness.wait_for(state.exists, 5, what="the old process's state file")
-    fifo = str(tmp_path / "access.fifo")
-    os.mkfifo(fifo)
-    new_admin = types.SimpleNamespace(admin_port=harness.free_port())
-    conf = tmp_path / "new.conf"
-    conf.write_text(harness.make_config(
-        harness.free_port(), backends, routes=routes, access_log=fifo,
-        admin={"address": "%s:%d" % (harness.HOST, new_admin.admin_port),
-               "state_file": str(state)}))
-    log = tmp_path / "new.stderr"
-    err = open(log, "wb")
-    new = subprocess.Popen([harness.BINARY, "-c", str(conf)], stdin=subprocess.DEVNULL,
-                           stdout=err, stderr=err)
-    reader = None
+    new = HeldStart(tmp_path, backends, routes, state)
     try:
-        harness.wait_for(lambda: b"route overrides" in log.read_bytes(), 5,
+        harness.wait_for(lambda: "route overrides" in new.text(), 5,
                          what="the new process reading the state file")
         assert old.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 50}})[0] == 200
-        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # the new process goes on
-        harness.wait_for(lambda: b"admin API on" in log.read_bytes(), 5, what="the new process")
-        st, route = harness.Proxy.admin(new_admin, "GET", "/api/routes/orders")
-        assert route["rollout"]["percent"] == 50, log.read_text()
-        assert b"read again" in log.read_bytes()
+        new.release()
+        st, route = new.admin("GET", "/api/routes/orders")
+        assert route["rollout"]["percent"] == 50, new.text()
+        assert "read again" in new.text()
         assert old.stop() == 0
-        st, body = harness.Proxy.admin(new_admin, "PATCH", "/api/routes/orders",
-                                       {"rollout": {"percent": 60}})
+        st, body = new.admin("PATCH", "/api/routes/orders", {"rollout": {"percent": 60}})
         assert st == 200, body
         assert json.loads(state.read_text())["overrides"]["orders"] == {"rollout": {"percent": 60}}
-        assert b"cannot write" not in log.read_bytes(), log.read_text()
+        assert "cannot write" not in new.text(), new.text()
     finally:
-        new.send_signal(signal.SIGTERM)
-        new.wait(timeout=10)
-        err.close()
-        if reader is not None:
-            os.close(reader)
+        new.stop()
+
+
+def test_a_state_file_spoilt_while_the_new_process_starts_leaves_it_as_it_read_it(
+        start_proxy, two_backends, tmp_path):
+    """The same overlap, with the file left unreadable meanwhile: the new
+    process keeps what it read (a drained server stays drained: the first
+    version undrained every server before finding it could not read the
+    file) and says why, instead of "Invalid argument"."""
+    legacy, modern = two_backends
+    state = tmp_path / "state.json"
+    routes = [{"name": "orders", "match": {"path_prefix": "/api/orders"}, "backend": "legacy"}]
+    backends = {"legacy": legacy, "modern": modern}
+    old = start_proxy(backends, routes=routes, admin={"state_file": str(state)})
+    harness.wait_for(state.exists, 5, what="the old process's state file")
+    server = "127.0.0.1:%d" % legacy.port
+    assert old.admin("PATCH", "/api/backends/legacy", {"server": server, "drain": True})[0] == 200
+    new = HeldStart(tmp_path, backends, routes, state)
+    try:
+        harness.wait_for(lambda: "1 drained servers restored" in new.text(), 5,
+                         what="the new process reading the state file")
+        state.write_text("{ not json")
+        new.release()
+        st, be = new.admin("GET", "/api/backends/legacy")
+        assert be["servers"][0]["drained"] is True, be
+        assert ("written by another process since it was read, and cannot be read again"
+                in new.text())
+        assert "Invalid argument" not in new.text(), new.text()
+        assert state.read_text() == "{ not json"  # not written over
+    finally:
+        new.stop()
 
 
 def test_a_change_reads_nothing_from_disk(start_proxy, two_backends, tmp_path):
