@@ -20,7 +20,6 @@
 #include <event2/listener.h>
 
 #include "clock.h"
-#include "compare.h"
 #include "conn.h"
 #include "dashboard.h"
 #include "guard.h"
@@ -140,12 +139,11 @@ static void respond(struct admin_conn *a, int status, const char *type, const ch
 	respond_with(a, status, type, "", body, len);
 }
 
-/* digits: 15 gives 0.93, not 0.93000000000000005 (the diff log's text
- * "0.930" parsed); 17 every real exactly */
-static void respond_json_at(struct admin_conn *a, int status, json_t *j, int digits)
+static void respond_json(struct admin_conn *a, int status, json_t *j)
 {
-	char *text =
-		j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(digits)) : NULL;
+	/* 15 digits: 0.93, not 0.93000000000000005 */
+	char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(15))
+		       : NULL;
 	if (!text) {
 		respond(a, 500, "text/plain", "out of memory\n", 14);
 	} else {
@@ -158,11 +156,6 @@ static void respond_json_at(struct admin_conn *a, int status, json_t *j, int dig
 	}
 	free(text);
 	json_decref(j);
-}
-
-static void respond_json(struct admin_conn *a, int status, json_t *j)
-{
-	respond_json_at(a, status, j, 15);
 }
 
 /* {"error": msg}, written here: json_pack refuses text that is not UTF-8
@@ -729,15 +722,29 @@ static void serve_diffs(struct admin_conn *a, const char *name)
 	} else if (has_route && !sp_config_route(a->admin->rt->cfg, route.data)) {
 		respond_error(a, 404, "no such route"); /* not one of the running routes */
 	} else {
-		json_t *list = sp_diff_ring_get(a->admin->rt->diffs, has_route ? route.data : NULL,
-						(size_t)n);
-		/* the values compared as the diff log has them: 0.3 and
-		 * 0.30000000000000004 must not both read 0.3 */
-		int digits = sp_json_real_precision(list);
-		respond_json_at(a, 200,
-				json_pack("{s:s?, s:o}", "route", has_route ? route.data : NULL, "diffs",
-					  list),
-				digits);
+		/* the lines as the diff log has them, each value at its own
+		 * precision (0.3 and 0.30000000000000004 both read 0.3 once
+		 * parsed and written again at 15 digits; at 17 every 0.3 read
+		 * 0.29999999999999999) */
+		struct sp_buf b;
+		sp_buf_init(&b);
+		int rc = sp_buf_adds(&b, "{\"route\": ");
+		if (rc == 0 && has_route)
+			rc = sp_buf_addc(&b, '"') < 0 ||
+			     sp_buf_add_json_text(&b, route.data, strlen(route.data)) < 0 ||
+			     sp_buf_addc(&b, '"') < 0;
+		else if (rc == 0)
+			rc = sp_buf_adds(&b, "null");
+		if (rc == 0)
+			rc = sp_buf_adds(&b, ", \"diffs\": ") < 0 ||
+			     sp_diff_ring_get(a->admin->rt->diffs, has_route ? route.data : NULL,
+					      (size_t)n, &b) < 0 ||
+			     sp_buf_adds(&b, "}\n") < 0;
+		if (rc)
+			respond(a, 500, "text/plain", "out of memory\n", 14);
+		else
+			respond(a, 200, "application/json", b.data, b.len);
+		sp_buf_deinit(&b);
 	}
 	sp_buf_deinit(&route);
 	sp_buf_deinit(&limit);

@@ -120,17 +120,18 @@ void sp_diff_ring_push(struct sp_diff_ring *r, const char *route, const char *li
 	free(copy);
 }
 
-json_t *sp_diff_ring_get(struct sp_diff_ring *r, const char *route, size_t limit)
+int sp_diff_ring_get(struct sp_diff_ring *r, const char *route, size_t limit, struct sp_buf *out)
 {
-	json_t *out = json_array();
-	if (!r || !out)
-		return out;
+	size_t n = 0;
+	int rc = sp_buf_addc(out, '[');
+	if (!r || rc < 0)
+		return rc < 0 || sp_buf_addc(out, ']') < 0 ? -1 : 0;
 	pthread_mutex_lock(&r->lock);
 	for (struct route_ring *rr = r->routes; rr; rr = rr->next)
 		rr->taken = 0;
 	/* the rings merged, newest first: each step takes the newest line
 	 * not taken yet among the routes asked for */
-	while (json_array_size(out) < limit) {
+	while (n < limit && rc == 0) {
 		struct route_ring *best = NULL;
 		size_t at = 0;
 		for (struct route_ring *rr = r->routes; rr; rr = rr->next) {
@@ -145,10 +146,12 @@ json_t *sp_diff_ring_get(struct sp_diff_ring *r, const char *route, size_t limit
 		if (!best)
 			break;
 		best->taken++;
-		json_t *j = json_loads(best->lines[at], JSON_ALLOW_NUL, NULL);
-		if (j)
-			json_array_append_new(out, j);
+		/* as the diff log has it: each value at the precision it was
+		 * written with (parsed and written again, all took one) */
+		rc = (n++ ? sp_buf_addc(out, ',') : 0) < 0 || sp_buf_adds(out, best->lines[at]) < 0
+			     ? -1
+			     : 0;
 	}
 	pthread_mutex_unlock(&r->lock);
-	return out;
+	return rc < 0 || sp_buf_addc(out, ']') < 0 ? -1 : 0;
 }

@@ -4,8 +4,9 @@
 #ifndef SP_DIFFRING_H
 #define SP_DIFFRING_H
 
-#include <jansson.h>
 #include <stddef.h>
+
+#include "buf.h"
 
 struct sp_diff_ring;
 
@@ -17,7 +18,8 @@ void sp_diff_ring_push(struct sp_diff_ring *r, const char *route, const char *li
 /* Drops the rings of the routes keep() says no to (a reload removed them). */
 void sp_diff_ring_prune(struct sp_diff_ring *r, int (*keep)(const char *route, const void *arg),
 			const void *arg);
-/* The newest first, at most limit, for route (NULL: every route). */
-json_t *sp_diff_ring_get(struct sp_diff_ring *r, const char *route, size_t limit);
+/* Appends to out a JSON array of the lines kept, as written (the newest
+ * first, at most limit, for route; NULL: every route). -1: no memory. */
+int sp_diff_ring_get(struct sp_diff_ring *r, const char *route, size_t limit, struct sp_buf *out);
 
 #endif

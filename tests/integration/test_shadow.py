@@ -956,6 +956,12 @@ def test_differences_show_the_values_compared(start_proxy, backend_factory, tmp_
                      ["different"] == 1, what="the difference")
     st, api = p.admin("GET", "/api/diffs?route=r")
     assert st == 200
+    # each value as written (at 17 digits for all, 0.3 read 0.29999999999999999)
+    import urllib.request
+    raw = urllib.request.urlopen("http://127.0.0.1:%d/api/diffs?route=r" % p.admin_port,
+                                 timeout=5).read().decode()
+    assert '"primary":0.3,"shadow":0.30000000000000004' in raw, raw
+    assert not re.search(r'"ms":\d+\.\d{4}', raw), raw
     summary(p)
     (d,) = diff_lines(p)
     for where, diffs in (("diff log", d["differences"]),
