@@ -228,8 +228,7 @@ static const char *pcre_escape(const char *p, int in_brackets, char *buf, size_t
  * product of counts over the nesting; *size: the atoms once expanded. Both
  * stop growing past cap + 1. Escapes and bracket expressions are skipped
  * as load_regex does, each one atom. -1 when groups nest deeper than this
- * follows, -2 for a ')' that closes no group (glibc reads it as the
- * character, which would close the group load_regex wraps the pattern in). */
+ * follows. */
 #define REGEX_COPIES_MAX 1000
 #define REGEX_SIZE_MAX 10000
 static int regex_cost(const char *p, unsigned long cap, unsigned long *copies, unsigned long *size)
@@ -246,9 +245,7 @@ static int regex_cost(const char *p, unsigned long cap, unsigned long *copies, u
 			cur = (struct level){1, 0, 1, 0};
 			continue;
 		}
-		if (*p == ')' && depth == 0)
-			return -2;
-		if (*p == ')') {
+		if (*p == ')' && depth > 0) {
 			struct level in = cur;
 			cur = stack[--depth];
 			cur.last_copies = in.copies; /* the group is the atom now */
@@ -292,6 +289,40 @@ static int regex_cost(const char *p, unsigned long cap, unsigned long *copies, u
 	return 0;
 }
 
+/* "^(" src ")$", the pattern load_regex compiles. A ')' that closes no
+ * group is a character to glibc ("/x)" matches "/x)"): written \) there, it
+ * stays one instead of closing the wrapping group ("a)|b" would match any
+ * path ending in "b)"). Escapes and bracket expressions are copied whole,
+ * as regex_cost reads them. NULL: no memory. */
+static char *anchored(const char *src)
+{
+	struct sp_buf b;
+	int depth = 0, rc;
+	sp_buf_init(&b);
+	rc = sp_buf_adds(&b, "^(");
+	for (const char *p = src; *p && rc == 0; p++) {
+		const char *end = p;
+		if (*p == '\\' && p[1])
+			end = p + 1;
+		else if (*p == '[' && *(end = bracket_end(p)) == '\0')
+			end--; /* regcomp refused it before: not reached */
+		if (*p == '(')
+			depth++;
+		if (*p == ')' && depth == 0) {
+			rc = sp_buf_adds(&b, "\\)");
+			continue;
+		}
+		if (*p == ')')
+			depth--;
+		rc = sp_buf_add(&b, p, (size_t)(end - p + 1));
+		p = end;
+	}
+	if (rc == 0 && sp_buf_adds(&b, ")$") == 0)
+		return b.data;
+	sp_buf_deinit(&b);
+	return NULL;
+}
+
 static void load_regex(struct sp_loader *L, const config_setting_t *m, const char *path,
 		       struct sp_match *out)
 {
@@ -320,11 +351,8 @@ static void load_regex(struct sp_loader *L, const config_setting_t *m, const cha
 			break;
 	}
 	unsigned long copies = 0, size = 0;
-	int cost = why ? 0 : regex_cost(src, REGEX_COPIES_MAX, &copies, &size);
-	if (cost == -1)
+	if (!why && regex_cost(src, REGEX_COPIES_MAX, &copies, &size) < 0)
 		why = "groups nested more than 32 deep";
-	else if (cost == -2)
-		why = "a ')' that closes no group: write \\) or [)] for the character";
 	else if (copies > REGEX_COPIES_MAX)
 		why = "counted repetitions ({n}) of more than 1000 copies, nested ones "
 		      "multiplied (glibc builds each copy: [^/]{1,1024} alone takes 80 MB)";
@@ -345,17 +373,13 @@ static void load_regex(struct sp_loader *L, const config_setting_t *m, const cha
 	 * 8 KB); anchored, from the first only. */
 	int rc = regcomp(&out->regex, src, REG_EXTENDED);
 	if (rc == 0) {
-		size_t n = strlen(src);
-		char *whole = malloc(n + sizeof("^()$"));
+		char *whole = anchored(src);
 		regfree(&out->regex);
 		if (!whole) {
 			ERR(L, where, "%s.path_regex: out of memory", path);
 			free(src);
 			return;
 		}
-		memcpy(whole, "^(", 2);
-		memcpy(whole + 2, src, n);
-		memcpy(whole + 2 + n, ")$", 3);
 		rc = regcomp(&out->regex, whole, REG_EXTENDED);
 		free(whole);
 	}

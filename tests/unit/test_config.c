@@ -1492,21 +1492,6 @@ static void test_valid_percent_boundaries(void **state)
 	}
 }
 
-/* A ')' that closes no group is a character to glibc: it would close the
- * group the pattern is wrapped in ("a)|b" would match any path ending in
- * "b)"). */
-static void test_regex_unmatched_close_paren(void **state)
-{
-	(void)state;
-	REJECTED(ONE_ROUTE("match = { path_regex = \"/a)|/b\"; }; backend = \"legacy\";"), 1,
-		 TEST_CONF ":8: routes.[0].match.path_regex: \"/a)|/b\": a ')' that closes no group: "
-			   "write \\) or [)] for the character");
-	struct sp_config *c = check_warned(
-		ONE_ROUTE("match = { path_regex = \"/a\\\\)[)](b)\"; }; backend = \"legacy\";"), 0,
-		NULL, 0, __LINE__);
-	sp_config_unref(&c);
-}
-
 #define COMPARE(rules)                                                                      \
 	ONE_ROUTE("backend = \"legacy\"; shadow = { backend = \"modern\"; percent = 1.0; "  \
 		  "compare = { " rules " }; };")
@@ -1781,7 +1766,6 @@ int main(void)
 		cmocka_unit_test(test_promote_ints_leaves_strings_comments_and_names),
 		cmocka_unit_test(test_error_strings_must_be_utf8),
 		cmocka_unit_test(test_compare_pointers),
-		cmocka_unit_test(test_regex_unmatched_close_paren),
 		cmocka_unit_test(test_syntax_errors_say_what_to_do),
 		cmocka_unit_test(test_example_config_loads),
 		cmocka_unit_test(test_missing_file),

@@ -355,6 +355,22 @@ static void test_regex_time_is_linear_in_the_path(void **state)
 	assert_string_equal(route_of(c, "GET", "/x/s/x.txt", NULL, NULL, 0), "(default)");
 	assert_string_equal(route_of(c, "GET", "/x.css/y", NULL, NULL, 0), "(default)");
 	sp_config_unref(&c);
+	/* a ')' that closes no group is the character, as glibc reads the
+	 * pattern alone: it must not close the wrapping group ("^(/a)|/b)$"
+	 * would take any path ending in "/b)") */
+	static const char paren[] = CONF_HEAD
+		"routes = (\n"
+		"  { name = \"paren\"; match = { path_regex = \"/a)|/b[)]|/c\\\\)\"; }; "
+		"backend = \"modern\"; }\n"
+		");\n";
+	c = unit_load_ok(paren, &warnings);
+	static const char *const yes[] = {"/a)", "/b)", "/c)"};
+	static const char *const no[] = {"/x/b)", "/a", "/a)x", "/b", "/c"};
+	for (size_t i = 0; i < NELEM(yes); i++)
+		assert_string_equal(route_of(c, "GET", yes[i], NULL, NULL, 0), "paren");
+	for (size_t i = 0; i < NELEM(no); i++)
+		assert_string_equal(route_of(c, "GET", no[i], NULL, NULL, 0), "(default)");
+	sp_config_unref(&c);
 }
 
 static void test_no_match_goes_to_default_backend(void **state)
