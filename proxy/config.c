@@ -1878,12 +1878,20 @@ static char *absolute_includes(const char *text, const struct cfgp_includes *inc
 static int check_include_targets(const char *text, const char *shown,
 				 const struct cfgp_includes *inc, int depth, struct sp_diag *diag)
 {
-	int bad = 0, line = 1;
+	int bad = 0, line = 1, in_comment = 0;
 	for (const char *p = text; *p; line++) {
 		size_t n = strcspn(p, "\n");
 		const char *q = p + strspn(p, " \t");
 		const char *e = NULL;
-		if (strncmp(q, "@include", 8) == 0 && (q[8] == ' ' || q[8] == '\t')) {
+		int commented = in_comment; /* an @include inside a block comment is none */
+		/* where this line leaves a block comment (strings aside: an
+		 * @include line holds none before its name) */
+		for (const char *c = p; c + 1 < p + n; c++)
+			if (!in_comment && c[0] == '/' && c[1] == '*')
+				in_comment = 1, c++;
+			else if (in_comment && c[0] == '*' && c[1] == '/')
+				in_comment = 0, c++;
+		if (!commented && strncmp(q, "@include", 8) == 0 && (q[8] == ' ' || q[8] == '\t')) {
 			q += 8 + strspn(q + 8, " \t");
 			e = *q == '"' && q < p + n ? memchr(q + 1, '"', (size_t)(p + n - q - 1)) : NULL;
 		}
@@ -1893,13 +1901,15 @@ static int check_include_targets(const char *text, const char *shown,
 			snprintf(target, sizeof(target), "%.*s", (int)(e - q - 1), q + 1);
 			snprintf(path, sizeof(path), "%s%s%s", target[0] == '/' ? "" : inc->real,
 				 target[0] == '/' ? "" : "/", target);
-			if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+			/* a device reads as a file (/dev/null: an empty include) */
+			if (stat(path, &st) == 0 && (S_ISDIR(st.st_mode) || S_ISFIFO(st.st_mode) ||
+						     S_ISSOCK(st.st_mode))) {
 				sp_diag_add(diag, 1, shown, line, "@include \"%s\": not a regular file%s",
 					    target,
 					    S_ISDIR(st.st_mode) ? " (a directory: include each file by name)"
 					    : S_ISFIFO(st.st_mode) ? " (a FIFO)" : "");
 				bad++;
-			} else if (stat(path, &st) == 0 && depth < 10) {
+			} else if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && depth < 10) {
 				/* what cannot be read is libconfig's error to give */
 				struct sp_diag quiet;
 				size_t len = 0;
