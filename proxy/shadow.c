@@ -258,6 +258,14 @@ static void cut_to_depth(const char *pattern, char *p)
 	*p = '\0';
 }
 
+/* A JSON difference whose values redact() hid (a side without one aside). */
+static int redacted(const struct sp_diff *d, const char *red)
+{
+	return d->kind == SP_DIFF_JSON && d->where && (d->primary || d->shadow) &&
+	       (!d->primary || strcmp(d->primary, red) == 0) &&
+	       (!d->shadow || strcmp(d->shadow, red) == 0);
+}
+
 static void redact(struct sp_cmp_result *r, const struct sp_shadow_cfg *sc)
 {
 	static const char red[] = "\"[redacted]\"";
@@ -282,6 +290,32 @@ static void redact(struct sp_cmp_result *r, const struct sp_shadow_cfg *sc)
 			d->shadow = strdup(red);
 		}
 	}
+	/* cut at the pointer's depth, the differences below one redacted
+	 * value (two e-mail keys) are one: kept once, their number unsaid */
+	size_t kept = 0;
+	for (size_t i = 0; i < r->ndiffs; i++) {
+		struct sp_diff *d = &r->diffs[i], *same = NULL;
+		for (size_t k = 0; redacted(d, red) && k < kept && !same; k++)
+			if (redacted(&r->diffs[k], red) && strcmp(r->diffs[k].where, d->where) == 0)
+				same = &r->diffs[k];
+		if (!same) {
+			r->diffs[kept++] = *d;
+			continue;
+		}
+		/* one side's value there, the other's, or both */
+		if (!same->primary) {
+			same->primary = d->primary;
+			d->primary = NULL;
+		}
+		if (!same->shadow) {
+			same->shadow = d->shadow;
+			d->shadow = NULL;
+		}
+		free(d->where);
+		free(d->primary);
+		free(d->shadow);
+	}
+	r->ndiffs = kept;
 }
 
 /* PREFIX NAME","status":N,"ms":F, one side of a diff record (by hand: a

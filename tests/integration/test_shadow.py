@@ -939,11 +939,11 @@ def test_differences_show_the_values_compared(start_proxy, backend_factory, tmp_
     stay out of the log, the API and the report."""
     legacy = backend_factory("legacy", lambda req, conn: Response(
         200, b'{"v": 0.3, "w": 9007199254740993, "t": 1732849200123.4567, "x": null,'
-             b' "by_email": {"alice@example.com": {"n": 1}}}',
+             b' "by_email": {"alice@example.com": {"n": 1}, "carol@example.com": 1}}',
         headers=[("Content-Type", "application/json")]))
     modern = backend_factory("modern", lambda req, conn: Response(
         200, b'{"v": 0.30000000000000004, "w": 9007199254740992.0,'
-             b' "by_email": {"alice@example.com": {"n": 2}}}',
+             b' "by_email": {"alice@example.com": {"n": 2}, "bob@example.com": 1}}',
         headers=[("Content-Type", "application/json")]))
     log = str(tmp_path / "diffs.jsonl")
     p = start_proxy({"legacy": legacy, "modern": modern},
@@ -971,13 +971,15 @@ def test_differences_show_the_values_compared(start_proxy, backend_factory, tmp_
         assert got["/w"] == (9007199254740993, 9007199254740992.0, None), where
         assert got["/t"] == (1732849200123.4567, None, "shadow"), where
         assert got["/x"] == (None, None, "shadow"), where
+        # three differences below it (a value, a key each side lacks): one,
+        # their number and which side lacks what unsaid
         assert got["/by_email"] == ("[redacted]", "[redacted]", None), where
-        assert len(got) == 5, (where, got)
+        assert len(diffs) == len(got) == 5, (where, diffs)
     report = subprocess.run([harness.BINARY, "diff-report", log],
                             capture_output=True, text=True, timeout=30)
     assert report.returncode == 0 and "json /by_email " in report.stdout, report.stdout
     for text in (open(log).read(), json.dumps(api), report.stdout):
-        assert "alice" not in text
+        assert "alice" not in text and "bob" not in text and "carol" not in text
 
 
 def test_a_request_without_host_names_each_backend_its_own(start_proxy, backend_factory,
