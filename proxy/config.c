@@ -347,6 +347,10 @@ int sp_parse_hostport(const char *s, int passive, struct sockaddr_storage *ss, s
 	 * one written: 127.0.0.010 is 127.0.0.8, 10.0.5 is 10.0.0.5 */
 	struct in_addr v4;
 	unsigned char any[sizeof(struct in6_addr)];
+	if (strpbrk(host, " \t")) {
+		*why = "a blank in the host";
+		return -1;
+	}
 	if (*host && inet_aton(host, &v4) && inet_pton(AF_INET, host, any) != 1) {
 		*why = "not an IPv4 address as written: four numbers 0-255 without leading zeros "
 		       "(the system would read 127.0.0.010 as 127.0.0.8, 10.0.5 as 10.0.0.5)";

@@ -958,8 +958,9 @@ int sp_diff_report_main(int argc, char **argv)
 			files[nfiles++] = a;
 		} else {
 			fprintf(stderr, "strangler diff-report: %s: %s\n", a,
-				strncmp(a, "--route", 7) == 0 ? "needs a route name"
-							       : "unknown option");
+				strcmp(a, "--route") == 0 || strcmp(a, "--route=") == 0
+					? "needs a route name"
+					: "unknown option");
 			goto usage;
 		}
 	}

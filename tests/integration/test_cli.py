@@ -920,6 +920,8 @@ def test_diff_report_reads_several_files_as_one(tmp_path):
     # an unknown option is named; after "--" a name starting with "-" is a file
     out = run_strangler("diff-report", "-x", str(a))
     assert out.returncode == 2 and "strangler diff-report: -x: unknown option" in out.stderr
+    out = run_strangler("diff-report", "--routes", "x", str(a))
+    assert out.returncode == 2 and "--routes: unknown option" in out.stderr, out.stderr
     dashed = tmp_path / "-x"
     dashed.write_text(a.read_text())
     out = subprocess.run([BINARY, "diff-report", "--", "-x"], cwd=str(tmp_path),

@@ -248,6 +248,9 @@ static void test_servers(void **state)
 	}
 	REJECTED("listen = ( { address = \"127.1:8080\"; } );\n" L_BACKENDS L_DEFAULT, 1,
 		 "test.conf:1: listen.[0].address: \"127.1:8080\": not an IPv4 address as written*");
+	/* inet_aton takes a trailing blank too: a typo, said as one */
+	REJECTED("listen = ( { address = \"127.0.0.1 :8080\"; } );\n" L_BACKENDS L_DEFAULT, 1,
+		 "test.conf:1: listen.[0].address: \"127.0.0.1 :8080\": a blank in the host");
 	REJECTED("listen = ( { address = \"[::ffff:127.0.0.1]:8080\"; } );\n" L_BACKENDS L_DEFAULT, 1,
 		 "test.conf:1: listen.[0].address: \"[::ffff:127.0.0.1]:8080\": an IPv4-mapped IPv6 "
 		 "address*");
