@@ -926,15 +926,12 @@ static void retract_unsent(struct sp_session *s)
 	s->resp_started = 0;
 }
 
-/* An answer whose head went out cannot be finished: the connection ends.
- * A close-delimited body (an HTTP/1.0 client's answer) would take a FIN for
- * its end, a shorter "complete" answer: that client's connection is reset
- * instead (SO_LINGER 0). A chunked or sized body is visibly cut short by
- * any close. */
-/* The client's connection is to end with its answer cut: nothing may
- * read as that answer's end. A close-delimited body is reset (a close
- * would end it, complete to the client), and TLS ends without close_notify
- * (a clean TLS end would pass for complete). */
+/* The client's connection is to end with its answer cut: nothing may read
+ * as that answer's end. A close-delimited body (an HTTP/1.0 client's
+ * answer) would take a FIN for its end, a shorter "complete" answer: that
+ * client's connection is reset instead (SO_LINGER 0); a chunked or sized
+ * body is visibly cut short by any close. TLS ends without close_notify (a
+ * clean TLS end would pass for complete). */
 static void end_as_cut(struct sp_session *s)
 {
 	if (s->resp_body == SP_BODY_CLOSE) {
@@ -945,6 +942,7 @@ static void end_as_cut(struct sp_session *s)
 		SSL_set_quiet_shutdown(s->client->ssl, 1);
 }
 
+/* An answer whose head went out cannot be finished: the connection ends. */
 static void abort_answer(struct sp_session *s)
 {
 	end_as_cut(s);
