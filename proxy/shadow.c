@@ -237,9 +237,13 @@ static int secret_header(const char *name)
  * value at p contains, or lies inside, what the pattern names. */
 static int pointer_overlaps(const char *pattern, const char *p)
 {
+	static const char cut[] = "…"; /* bound_where's end of a pointer it cut */
 	while (*pattern == '/' && *p == '/') {
 		const char *ps = pattern + 1, *qs = p + 1;
 		size_t pl = strcspn(ps, "/"), ql = strcspn(qs, "/");
+		/* a segment cut short may be the pattern's: hidden, as when it is */
+		if (!qs[ql] && ql >= sizeof(cut) - 1 && strcmp(qs + ql - (sizeof(cut) - 1), cut) == 0)
+			return 1;
 		if (!(pl == 1 && *ps == '*') && (pl != ql || memcmp(ps, qs, pl) != 0))
 			return 0;
 		pattern = ps + pl;

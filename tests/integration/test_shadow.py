@@ -986,6 +986,30 @@ def test_differences_show_the_values_compared(start_proxy, backend_factory, tmp_
         assert "alice" not in text and "bob" not in text and "carol" not in text
 
 
+def test_a_pointer_cut_for_length_is_still_redacted(start_proxy, backend_factory, tmp_path):
+    """A difference's pointer is cut at 512 bytes ("…" ends it): cut inside
+    the redacted segment ("ema…" for "email"), it matched no redact_json
+    pattern and both e-mail addresses went to the diff log (the fuzzing
+    campaign's finding). A segment cut short counts as the pattern's."""
+    key = "k" * 507
+    legacy = backend_factory("legacy", lambda req, conn: Response(
+        200, json.dumps({key: {"email": "alice@example.com"}}).encode(),
+        headers=[("Content-Type", "application/json")]))
+    modern = backend_factory("modern", lambda req, conn: Response(
+        200, json.dumps({key: {"email": "bob@example.com"}}).encode(),
+        headers=[("Content-Type", "application/json")]))
+    p = start(start_proxy, legacy, modern,
+              [shadow_route(compare={"redact_json": ["/*/email"]})], tmp_path)
+    get(p, "/x")
+    wait_shadow(modern)
+    summary(p)
+    (d,) = diff_lines(p)
+    (x,) = d["differences"]
+    assert x["where"].endswith("\u2026") and (x["primary"], x["shadow"]) == (
+        "[redacted]", "[redacted]"), x
+    assert "alice" not in open(p.diff_log).read() and "bob" not in open(p.diff_log).read()
+
+
 def test_a_request_without_host_names_each_backend_its_own(start_proxy, backend_factory,
                                                            tmp_path):
     """An HTTP/1.0 request without Host gets the backend's own host:port; the
