@@ -366,11 +366,11 @@ static void load_regex(struct sp_loader *L, const config_setting_t *m, const cha
 		return;
 	}
 	/* Checked as written (its errors are the file's), then compiled
-	 * anchored, "^(...)$" (its groups balanced, checked above, so nothing
-	 * escapes the wrapping): unanchored, regexec tries a match from every
-	 * position of the path, a time quadratic in its length ("/[a-z/]*[.]json"
-	 * took 2.6 s for a 60 KB path that does not end so, 0.05 s for one of
-	 * 8 KB); anchored, from the first only. */
+	 * anchored, "^(...)$" (a ')' that closes no group escaped, so nothing
+	 * escapes the wrapping: anchored()): unanchored, regexec tries a match
+	 * from every position of the path, a time quadratic in its length
+	 * ("/[a-z/]*[.]json" took 2.6 s for a 60 KB path that does not end so,
+	 * 0.05 s for one of 8 KB); anchored, from the first only. */
 	int rc = regcomp(&out->regex, src, REG_EXTENDED);
 	if (rc == 0) {
 		char *whole = anchored(src);
