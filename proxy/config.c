@@ -248,6 +248,18 @@ char *cfgp_path(struct sp_loader *L, const config_setting_t *g, const char *key,
 	return str_member(L, g, key, path, where, 0);
 }
 
+/* A file the process writes (a log, the pid file, the state file): as
+ * cfgp_path, and an empty name is refused, hint saying what to write
+ * instead. */
+static char *out_path(struct sp_loader *L, const config_setting_t *g, const char *key,
+		      const char *path, const config_setting_t **where, const char *hint)
+{
+	char *v = cfgp_path(L, g, key, path, where);
+	if (v && !*v)
+		ERR(L, *where, "%s%s%s: must be a path%s", path, *path ? "." : "", key, hint);
+	return v;
+}
+
 double cfgp_number(const config_setting_t *s)
 {
 	switch (config_setting_type(s)) {
@@ -1285,10 +1297,8 @@ static void load_shadow_defaults(struct sp_loader *L, const config_setting_t *ro
 	cfgp_int_field(L, s, "summary_interval_ms", "shadow_defaults", 1000, 86400000,
 		       &d->summary_interval_ms);
 	const config_setting_t *where;
-	d->diff_log = cfgp_path(L, s, "diff_log", "shadow_defaults", &where);
+	d->diff_log = out_path(L, s, "diff_log", "shadow_defaults", &where, " or \"-\"");
 	d->diff_log_at = where_of(L, where);
-	if (where && d->diff_log && !*d->diff_log)
-		ERR(L, where, "shadow_defaults.diff_log: must be a path or \"-\"");
 check:
 	for (size_t i = 0; i < L->cfg->nroutes; i++)
 		if (L->cfg->routes[i].has_shadow && !d->diff_log) {
@@ -1373,10 +1383,8 @@ static void load_admin(struct sp_loader *L, const config_setting_t *root)
 		    "admin.address: \"%s\" is not a loopback address: set admin.token_file", a->address);
 	note_read_file(L, token_file);
 	free(token_file);
-	a->state_file = cfgp_path(L, s, "state_file", "admin", &where);
-	if (where && a->state_file && !*a->state_file)
-		ERR(L, where, "admin.state_file: must be a path (remove the setting to keep runtime "
-			      "changes in memory only)");
+	a->state_file = out_path(L, s, "state_file", "admin", &where,
+				 " (remove the setting to keep runtime changes in memory only)");
 	if (!where)
 		WARN(L, s, "admin: no state_file: runtime changes (PATCH, guard trips) are lost at "
 			   "restart");
@@ -1404,10 +1412,9 @@ static void load_globals(struct sp_loader *L, const config_setting_t *root)
 			L->cfg->log_level = v;
 		free(lvl);
 	}
-	L->cfg->access_log = cfgp_path(L, root, "access_log", "", &where);
+	L->cfg->access_log = out_path(L, root, "access_log", "", &where,
+				      " or \"-\" (remove the setting to turn it off)");
 	L->cfg->access_log_at = where_of(L, where);
-	if (where && L->cfg->access_log && !*L->cfg->access_log)
-		ERR(L, where, "access_log: must be a path or \"-\" (remove the setting to turn it off)");
 	cfgp_bool(L, root, "log_query", "", &L->cfg->log_query);
 }
 
@@ -1701,10 +1708,8 @@ static struct sp_config *load(config_t *lc, int rc, const char *name, const char
 	load_admin(&L, root);
 	check_listen_overlaps(&L);
 	const config_setting_t *pw;
-	cfg->pid_file = cfgp_path(&L, root, "pid_file", "", &pw);
+	cfg->pid_file = out_path(&L, root, "pid_file", "", &pw, " (remove the setting to write none)");
 	cfg->pid_file_at = where_of(&L, pw);
-	if (pw && cfg->pid_file && !*cfg->pid_file)
-		ERR(&L, pw, "pid_file: must be a path (remove the setting to write none)");
 	cfg->user = cfgp_str(&L, root, "user", "", &pw);
 	if (pw && cfg->user && !getpwnam(cfg->user))
 		ERR(&L, pw, "user: \"%s\": no such user", cfg->user);
