@@ -1753,23 +1753,28 @@ char *sp_config_read(const char *path, size_t *len, struct sp_diag *diag)
 	return b.data;
 }
 
+/* A NUL byte in a file's text, which text functions would stop at (the
+ * rest, unread, passing for absent): said at its line, 1; else 0. */
+static int nul_refused(const char *text, size_t len, const char *shown, struct sp_diag *diag)
+{
+	const char *nul = memchr(text, '\0', len);
+	if (!nul)
+		return 0;
+	int line = 1;
+	for (const char *p = text; p < nul; p++)
+		line += *p == '\n';
+	sp_diag_add(diag, 1, shown, line, "a NUL byte (byte %zu of the file): not a text file",
+		    (size_t)(nul - text));
+	return 1;
+}
+
 struct sp_config *sp_config_load(const char *path, struct sp_diag *diag)
 {
 	size_t len = 0;
 	char *text = sp_config_read(path, &len, diag);
-	const char *nul = text ? memchr(text, '\0', len) : NULL;
-	if (nul) {
-		/* text functions would stop there: the rest of the file, unread,
-		 * would pass for absent */
-		int line = 1;
-		for (const char *p = text; p < nul; p++)
-			line += *p == '\n';
-		sp_diag_add(diag, 1, path, line, "a NUL byte (byte %zu of the file): not a text file",
-			    (size_t)(nul - text));
-		free(text);
-		return NULL;
-	}
-	struct sp_config *cfg = text ? sp_config_load_string(text, path, diag) : NULL;
+	struct sp_config *cfg = text && !nul_refused(text, len, path, diag)
+					? sp_config_load_string(text, path, diag)
+					: NULL;
 	free(text);
 	return cfg;
 }
@@ -1853,21 +1858,34 @@ static void includes_init(struct cfgp_includes *inc, const char *name)
 /* A copy of text whose absolute @include paths are made relative to
  * inc->real (libconfig 1.5 would put the directory in front of them too).
  * Lines stay where they were. NULL: no memory. */
+/* The quoted name of the line of n bytes at p when it is an @include: its
+ * first byte (past the quote), its length in *len; else NULL. */
+static const char *include_name(const char *p, size_t n, size_t *len)
+{
+	const char *q = p + strspn(p, " \t"), *e = NULL;
+	if (strncmp(q, "@include", 8) != 0 || (q[8] != ' ' && q[8] != '\t'))
+		return NULL;
+	q += 8 + strspn(q + 8, " \t");
+	if (q < p + n && *q == '"')
+		e = memchr(q + 1, '"', (size_t)(p + n - q - 1));
+	if (!e)
+		return NULL;
+	*len = (size_t)(e - q - 1);
+	return q + 1;
+}
+
 static char *absolute_includes(const char *text, const struct cfgp_includes *inc)
 {
 	struct sp_buf o;
 	int ok = 1;
 	sp_buf_init(&o);
 	for (const char *p = text; *p && ok;) {
-		size_t n = strcspn(p, "\n");
-		const char *q = p + strspn(p, " \t");
-		if (strncmp(q, "@include", 8) == 0 && (q[8] == ' ' || q[8] == '\t')) {
-			q += 8 + strspn(q + 8, " \t");
-			if (q[0] == '"' && q[1] == '/' && inc->up[0]) {
-				ok = sp_buf_add(&o, p, (size_t)(q + 1 - p)) == 0 && sp_buf_adds(&o, inc->up) == 0;
-				n -= (size_t)(q + 2 - p);
-				p = q + 2;
-			}
+		size_t n = strcspn(p, "\n"), len;
+		const char *name = include_name(p, n, &len);
+		if (name && name[0] == '/' && inc->up[0]) {
+			ok = sp_buf_add(&o, p, (size_t)(name - p)) == 0 && sp_buf_adds(&o, inc->up) == 0;
+			n -= (size_t)(name + 1 - p);
+			p = name + 1;
 		}
 		n += p[n] == '\n';
 		ok = ok && sp_buf_add(&o, p, n) == 0;
@@ -1889,9 +1907,7 @@ static int check_include_targets(const char *text, const char *shown,
 {
 	int bad = 0, line = 1, in_comment = 0;
 	for (const char *p = text; *p; line++) {
-		size_t n = strcspn(p, "\n");
-		const char *q = p + strspn(p, " \t");
-		const char *e = NULL;
+		size_t n = strcspn(p, "\n"), len;
 		int commented = in_comment; /* an @include inside a block comment is none */
 		/* where this line leaves a block comment (strings aside: an
 		 * @include line holds none before its name) */
@@ -1900,33 +1916,30 @@ static int check_include_targets(const char *text, const char *shown,
 				in_comment = 1, c++;
 			else if (in_comment && c[0] == '*' && c[1] == '/')
 				in_comment = 0, c++;
-		if (!commented && strncmp(q, "@include", 8) == 0 && (q[8] == ' ' || q[8] == '\t')) {
-			q += 8 + strspn(q + 8, " \t");
-			e = *q == '"' && q < p + n ? memchr(q + 1, '"', (size_t)(p + n - q - 1)) : NULL;
-		}
-		if (e) {
+		const char *name = commented ? NULL : include_name(p, n, &len);
+		struct stat st;
+		if (name) {
 			char target[PATH_MAX], path[PATH_MAX * 2], as[PATH_MAX * 2];
-			struct stat st;
-			snprintf(target, sizeof(target), "%.*s", (int)(e - q - 1), q + 1);
+			snprintf(target, sizeof(target), "%.*s", (int)len, name);
 			snprintf(path, sizeof(path), "%s%s%s", target[0] == '/' ? "" : inc->real,
 				 target[0] == '/' ? "" : "/", target);
+			int found = stat(path, &st) == 0;
 			/* a device reads as a file (/dev/null: an empty include) */
-			if (stat(path, &st) == 0 && (S_ISDIR(st.st_mode) || S_ISFIFO(st.st_mode) ||
-						     S_ISSOCK(st.st_mode))) {
+			if (found && (S_ISDIR(st.st_mode) || S_ISFIFO(st.st_mode) ||
+				      S_ISSOCK(st.st_mode))) {
 				sp_diag_add(diag, 1, shown, line, "@include \"%s\": not a regular file%s",
 					    target,
 					    S_ISDIR(st.st_mode) ? " (a directory: include each file by name)"
 					    : S_ISFIFO(st.st_mode) ? " (a FIFO)" : "");
 				bad++;
-			} else if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && depth < 10) {
+			} else if (found && S_ISREG(st.st_mode) && depth < 10) {
 				/* what cannot be read is libconfig's error to give */
 				struct sp_diag quiet;
-				size_t len = 0;
+				size_t size = 0;
 				sp_diag_init(&quiet);
-				char *inner = sp_config_read(path, &len, &quiet);
+				char *inner = sp_config_read(path, &size, &quiet);
 				const char *in_shown = include_shown(inc, target, as, sizeof(as));
-				if (inner && memchr(inner, '\0', len)) {
-					sp_diag_add(diag, 1, in_shown, 0, "a NUL byte: not a text file");
+				if (inner && nul_refused(inner, size, in_shown, diag)) {
 					bad++;
 				} else if (inner) {
 					bad += check_include_targets(inner, in_shown, inc, depth + 1, diag);
