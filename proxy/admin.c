@@ -728,18 +728,11 @@ static void serve_diffs(struct admin_conn *a, const char *name)
 		 * 0.29999999999999999) */
 		struct sp_buf b;
 		sp_buf_init(&b);
-		int rc = sp_buf_adds(&b, "{\"route\": ");
-		if (rc == 0 && has_route)
-			rc = sp_buf_addc(&b, '"') < 0 ||
-			     sp_buf_add_json_text(&b, route.data, strlen(route.data)) < 0 ||
-			     sp_buf_addc(&b, '"') < 0;
-		else if (rc == 0)
-			rc = sp_buf_adds(&b, "null");
-		if (rc == 0)
-			rc = sp_buf_adds(&b, ", \"diffs\": ") < 0 ||
-			     sp_diff_ring_get(a->admin->rt->diffs, has_route ? route.data : NULL,
-					      (size_t)n, &b) < 0 ||
-			     sp_buf_adds(&b, "}\n") < 0;
+		int rc = sp_buf_adds(&b, "{\"diffs\":") < 0 ||
+			 sp_diff_ring_get(a->admin->rt->diffs, has_route ? route.data : NULL,
+					  (size_t)n, &b) < 0 ||
+			 sp_buf_add_json_text_field(&b, "route", has_route ? route.data : NULL) < 0 ||
+			 sp_buf_adds(&b, "}\n") < 0;
 		if (rc)
 			respond(a, 500, "text/plain", "out of memory\n", 14);
 		else
